@@ -1,0 +1,1 @@
+"""Data pipelines: video sources, TFDS builders, clip samplers, clip transforms, Grain loaders."""

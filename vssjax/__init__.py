@@ -1,0 +1,1 @@
+"""vssjax: video semantic segmentation in JAX/Flax."""
