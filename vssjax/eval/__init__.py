@@ -1,0 +1,1 @@
+"""Evaluation: drive a method's streaming predictor over every video and report the metrics."""

@@ -1,0 +1,136 @@
+"""The evaluator: every frame of every video through the method's streaming predictor.
+
+Metrics are accumulated per video on the host (confusion matrix for mIoU/wIoU/accuracy, window
+statistics for mVC_n/VEC_n), merged across processes, and written as JSON + Markdown. With several
+processes each evaluates a disjoint shard of the videos.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+from data_pipelines.loader import eval_videos
+from data_pipelines.sources import get_palette
+from data_pipelines.sources.base import DataError
+from vssjax import visualize
+from vssjax.configs_lib import ConfigDict
+from vssjax.eval import report
+from vssjax.methods.base import Method, Variables
+from vssjax.metrics.confusion import ConfusionMatrix
+from vssjax.metrics.consistency import VideoConsistency
+from vssjax.progress import Progress
+
+
+def _merge_across_processes(accumulator):
+  """Sums an accumulator over processes: each pickles it, all gather, everyone merges."""
+  if jax.process_count() == 1:
+    return accumulator
+  blob = np.frombuffer(pickle.dumps(accumulator), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([blob.size]))
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[: blob.size] = blob
+  gathered = multihost_utils.process_allgather(padded)
+  merged = None
+  for size, row in zip(sizes.ravel(), gathered):
+    part = pickle.loads(row[: int(size)].tobytes())
+    merged = part if merged is None else merged.merge(part) or merged
+  return merged
+
+
+def _sum_across_processes(counts: list[int]) -> list[int]:
+  if jax.process_count() == 1:
+    return counts
+  return [int(v) for v in multihost_utils.process_allgather(np.array(counts)).sum(axis=0)]
+
+
+def _predict_video(method: Method, variables: Variables, video, timer: list[float]):
+  """Runs one video through a fresh predictor; returns frames, labels and predictions in order."""
+  predictor = method.predictor(variables)
+  frames, labels, predictions = [], [], {}
+  for frame, label in video:
+    start = time.perf_counter()
+    ready = predictor.push(frame)
+    timer.append(time.perf_counter() - start)
+    predictions.update(ready)
+    frames.append(frame)
+    labels.append(label)
+  start = time.perf_counter()
+  predictions.update(predictor.flush())
+  timer[-1] += time.perf_counter() - start
+  if sorted(predictions) != list(range(len(frames))):
+    raise RuntimeError(
+        f"{type(predictor).__name__} returned frames {sorted(predictions)} for video {video.name} "
+        f"of {len(frames)} frames")
+  return frames, labels, [predictions[i] for i in range(len(frames))]
+
+
+def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
+             step: int = 0, split: str | None = None) -> dict[str, Any]:
+  """Evaluates on `split` (default `config.data.eval_split`); writes results into `workdir`."""
+  split = split or config.data.eval_split
+  num_classes = config.data.num_classes
+  confusion = ConfusionMatrix(num_classes)
+  consistency = VideoConsistency(
+      num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks)
+  videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count()))
+  if config.eval.max_videos:
+    videos = videos[: config.eval.max_videos]
+  progress = Progress(f"eval[{split}] video", len(videos), "videos")
+  push_times: list[float] = []
+  overlay_path = None
+  for index, video in enumerate(videos):
+    frames, labels, predictions = _predict_video(method, variables, video, push_times)
+    for frame_id, (label, prediction) in enumerate(zip(labels, predictions)):
+      if label is None:
+        continue
+      try:
+        confusion.update(label, prediction)
+      except ValueError as e:
+        raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
+    if all(label is not None for label in labels):
+      consistency.add_video(np.stack(labels), np.stack(predictions))
+    if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
+      overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
+                                    config.eval.overlay_fps, get_palette(config.data))
+    progress.update(index + 1, force=index + 1 == len(videos))
+
+  confusion = _merge_across_processes(confusion)
+  consistency = _merge_across_processes(consistency)
+  # The first push compiles the predictor; leave it out of the throughput.
+  timed = push_times[1:] or push_times
+  num_videos, num_frames = _sum_across_processes([len(videos), len(push_times)])
+  results: dict[str, Any] = {
+      "step": int(step),
+      "split": split,
+      "num_videos": num_videos,
+      "num_frames": num_frames,
+      "mIoU": confusion.miou_vspw(),
+      "mIoU_mmseg": confusion.miou_mmseg(),
+      "wIoU": confusion.fwiou(),
+      "pixel_acc": confusion.pixel_accuracy(),
+      "frames_per_s": len(timed) / max(sum(timed), 1e-9),
+      "per_class_iou": [None if np.isnan(v) else float(v) for v in confusion.per_class_iou()],
+  }
+  results.update(consistency.summary())
+  if overlay_path is not None:
+    results["overlay_video"] = str(overlay_path)
+  if workdir and jax.process_index() == 0:
+    _, md_path, table = report.write_results(workdir, results, config.published)
+    print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
+  logging.info("eval results: %s", {k: v for k, v in results.items() if k != "per_class_iou"})
+  return results
+
+
+def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:
+  path = epath.Path(workdir) / f"overlay_{video_name}.mp4"
+  return visualize.write_video(
+      path, (visualize.side_by_side(f, p, palette, g) for f, p, g in zip(frames, predictions, labels)),
+      fps)

@@ -1,0 +1,58 @@
+"""Results tables: JSON for machines, Markdown for people, published numbers side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from etils import epath
+
+from vssjax.configs_lib import ConfigDict
+
+# Order and display names of the headline metrics; values are stored as fractions, shown in %.
+PERCENT_METRICS = ("mIoU", "wIoU", "pixel_acc", "mVC_8", "mVC_16", "VEC_8", "VEC_16")
+
+
+def _fmt(value: Any, percent: bool) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "n/a"
+  return f"{100 * value:.2f}" if percent else f"{value:.2f}"
+
+
+def markdown_table(results: dict[str, Any], published: ConfigDict | None = None) -> str:
+  """One row per metric: measured, and where the config carries them, published and difference."""
+  metrics = published.metrics if published is not None else {}
+  has_published = bool(len(metrics))
+  header = "| metric | measured |" + (" published | difference |" if has_published else "")
+  rule = "|---|---|" + ("---|---|" if has_published else "")
+  rows = [header, rule]
+  names = [m for m in PERCENT_METRICS if m in results] + ["frames_per_s"]
+  for name in names:
+    percent = name in PERCENT_METRICS
+    row = f"| {name}{' (%)' if percent else ''} | {_fmt(results.get(name), percent)} |"
+    if has_published:
+      if name in metrics:
+        value = results.get(name)
+        diff = (100 * value - metrics[name]) if percent and value is not None else None
+        row += f" {metrics[name]:.2f} | {'n/a' if diff is None else f'{diff:+.2f}'} |"
+      else:
+        row += " – | – |"
+    rows.append(row)
+  table = "\n".join(rows)
+  if has_published and published.source:
+    table += f"\n\nPublished numbers: {published.source}."
+  return table
+
+
+def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None,
+                  name: str = "results") -> tuple[epath.Path, epath.Path, str]:
+  """Writes `<workdir>/<name>.json` and `.md`; returns their paths and the Markdown table."""
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  json_path = workdir / f"{name}.json"
+  json_path.write_text(json.dumps(results, indent=2, sort_keys=True, default=float))
+  table = markdown_table(results, published)
+  md_path = workdir / f"{name}.md"
+  md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n")
+  return json_path, md_path, table

@@ -1,0 +1,101 @@
+"""`--mode=infer`: predict a video file or a folder of frames with a trained checkpoint.
+
+Writes one palette PNG of class ids per frame (`<workdir>/infer/<name>/labels/`, viewable in any
+image viewer, readable back as ids) and an overlay video, with a progress line.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import cv2
+import numpy as np
+from etils import epath
+from PIL import Image
+
+from data_pipelines.sources import get_palette
+from vssjax import visualize
+from vssjax.configs_lib import ConfigDict
+from vssjax.progress import Progress
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_frames(path: str | epath.Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+  """(number of frames, iterator of (frame name, RGB uint8 frame)) for a video file or frame dir."""
+  path = epath.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"--input {path} does not exist")
+  if path.is_dir():
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+      raise ValueError(f"--input {path} holds no {'/'.join(IMAGE_SUFFIXES)} frames")
+
+    def from_dir():
+      for file in files:
+        frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if frame is None:
+          raise ValueError(f"cannot decode frame {file}")
+        yield file.stem, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    return len(files), from_dir()
+
+  capture = cv2.VideoCapture(str(path))
+  if not capture.isOpened():
+    raise ValueError(f"OpenCV cannot open video {path}")
+  count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+
+  def from_video():
+    index = 0
+    try:
+      while True:
+        ok, frame = capture.read()
+        if not ok:
+          break
+        yield f"{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        index += 1
+    finally:
+      capture.release()
+
+  return count, from_video()
+
+
+def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) -> None:
+  image = Image.fromarray(labels.astype(np.uint8), mode="P")
+  flat = np.zeros((256, 3), np.uint8)
+  flat[: len(palette)] = palette
+  image.putpalette(flat.ravel().tolist())
+  image.save(str(path))
+
+
+def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None = None):
+  """Predicts every frame of `input_path` with the latest checkpoint of `workdir`."""
+  from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
+
+  method, variables, step = restore_for_eval(config, workdir)
+  palette = get_palette(config.data)
+  total, frames = read_frames(input_path)
+  name = epath.Path(input_path).stem
+  out_dir = epath.Path(workdir) / "infer" / name
+  (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+  print(f"infer: {input_path} ({total} frames) with the checkpoint of step {step} -> {out_dir}",
+        flush=True)
+  predictor = method.predictor(variables)
+  progress = Progress("infer frame", total, "frames")
+  names, overlays = [], []
+
+  def consume(ready):
+    for index, labels in ready:
+      save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
+      overlays.append(visualize.overlay(pending_frames.pop(index), labels, palette))
+
+  pending_frames: dict[int, np.ndarray] = {}
+  for index, (frame_name, frame) in enumerate(frames):
+    names.append(frame_name)
+    pending_frames[index] = frame
+    consume(predictor.push(frame))
+    progress.update(index + 1, force=index + 1 == total)
+  consume(predictor.flush())
+  video = visualize.write_video(out_dir / "overlay.mp4", overlays, fps or config.eval.overlay_fps)
+  print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
+  return out_dir

@@ -1,0 +1,45 @@
+"""Command line entry point.
+
+  python -m vssjax.main --config=configs/<method>/<dataset>_<backbone>.py[:arg] --workdir=DIR \
+      --mode=train|eval|infer [--config.train.steps=100] [--input=VIDEO_OR_FRAME_DIR]
+
+Kept short on purpose: every mode is a library function that tests call directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "infer"], "What to do.")
+_INPUT = flags.DEFINE_string("input", None, "--mode=infer: a video file or a directory of frames.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  # Imported here so `--help` answers without loading JAX.
+  from vssjax.train import loop  # pylint: disable=g-import-not-at-top
+
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if _MODE.value == "train":
+    loop.train_and_evaluate(config, workdir)
+  elif _MODE.value == "eval":
+    loop.evaluate_checkpoint(config, workdir)
+  elif _MODE.value == "infer":
+    if not _INPUT.value:
+      raise app.UsageError("--mode=infer needs --input=VIDEO_OR_FRAME_DIR")
+    from vssjax import infer  # pylint: disable=g-import-not-at-top
+    infer.run(config, workdir, _INPUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,59 @@
+"""The method interface: a Flax module, a loss, and a streaming predictor.
+
+Every method (SegFormer, DTERN, DCFM, ETC, SD-CPC) plugs into the one train loop and the one
+evaluator through this interface, so neither knows which method it runs:
+
+- training: `init` builds the variables from a batch; `loss_and_metrics` runs the module on a batch
+  of clips and returns the scalar loss, logged metrics and updated BatchNorm statistics;
+- evaluation and inference: `predictor(variables)` returns a fresh `StreamingPredictor` for one
+  video. It is fed frames in order and may answer later (DCFM's B mode looks one keyframe ahead,
+  DTERN needs past frames), so `push` returns whatever predictions became ready and `flush` the rest.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import numpy as np
+
+from vssjax.configs_lib import ConfigDict
+
+Batch = dict[str, jax.Array]
+Variables = dict[str, Any]
+Prediction = tuple[int, np.ndarray]  # (frame index within the video, int32 label map [H, W])
+
+
+class StreamingPredictor(abc.ABC):
+  """Predicts one video, frame by frame, at the frames' original resolution."""
+
+  @abc.abstractmethod
+  def push(self, frame: np.ndarray) -> list[Prediction]:
+    """Takes the next uint8 RGB frame [H, W, 3]; returns the predictions that became ready."""
+
+  def flush(self) -> list[Prediction]:
+    """Returns the predictions still held back at the end of the video."""
+    return []
+
+
+class Method(abc.ABC):
+  """Base class; subclasses set `module` in `__init__` and implement the abstract methods."""
+
+  def __init__(self, config: ConfigDict):
+    self.config = config
+    self.num_classes = config.data.num_classes
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> Variables:
+    """Builds the variables ({'params', 'batch_stats', ...}) for a batch of this shape."""
+
+  @abc.abstractmethod
+  def loss_and_metrics(
+      self, params: Any, model_state: Variables, batch: Batch, rng: jax.Array
+  ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+    """Training forward pass: (loss, (metrics, new model_state)). Differentiated w.r.t. params."""
+
+  @abc.abstractmethod
+  def predictor(self, variables: Variables) -> StreamingPredictor:
+    """A fresh predictor for one video."""

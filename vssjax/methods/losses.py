@@ -1,0 +1,45 @@
+"""Loss pieces shared by the methods."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vssjax.ops.resize import resize_bilinear
+
+IGNORE_LABEL = 255
+
+
+def logits_at_label_size(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Upsamples [N, h, w, C] logits bilinearly (align_corners=False) to the labels' [N, H, W] in fp32.
+
+  mmseg computes every segmentation loss at label resolution, so the methods do too.
+  """
+  return resize_bilinear(logits.astype(jnp.float32), labels.shape[-2:], align_corners=False)
+
+
+def segmentation_cross_entropy(
+    logits: jax.Array, labels: jax.Array, *, average: str = "valid",
+    ignore_label: int = IGNORE_LABEL) -> jax.Array:
+  """Softmax cross-entropy; logits [..., C] and labels [...] at the same resolution.
+
+  `average='valid'` divides by the number of non-ignored pixels; `average='all'` divides by all
+  pixels (mmseg 0.13's `weight_reduce_loss`, which the DTERN and DCFM releases trained with). The two
+  differ only by a per-batch gradient scale.
+  """
+  if average not in ("valid", "all"):
+    raise ValueError(f"loss average must be 'valid' or 'all', got {average!r}")
+  valid = labels != ignore_label
+  safe_labels = jnp.where(valid, labels, 0)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  nll = jnp.where(valid, nll, 0.0)
+  denominator = valid.sum() if average == "valid" else valid.size
+  return nll.sum() / jnp.maximum(denominator, 1)
+
+
+def pixel_accuracy(logits: jax.Array, labels: jax.Array, ignore_label: int = IGNORE_LABEL):
+  """Pixel accuracy of a training batch (for logs only); same layout as the loss."""
+  valid = labels != ignore_label
+  correct = (jnp.argmax(logits, axis=-1) == labels) & valid
+  return correct.sum() / jnp.maximum(valid.sum(), 1)

@@ -1,0 +1,41 @@
+"""The streaming predictor of per-frame methods (SegFormer, ETC): every frame on its own."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines.transforms import test_resize
+from vssjax.configs_lib import ConfigDict
+from vssjax.methods.base import Prediction, StreamingPredictor, Variables
+from vssjax.ops.resize import resize_bilinear
+
+
+def logits_to_labels(logits: jax.Array, input_hw: tuple[int, int], frame_hw: tuple[int, int]):
+  """mmseg's whole-image inference: logits -> network input size -> frame size -> argmax.
+
+  Two resizes, as the original segmentors do, so label maps match theirs at the frame borders.
+  """
+  logits = resize_bilinear(logits.astype(jnp.float32), input_hw, align_corners=False)
+  logits = resize_bilinear(logits, frame_hw, align_corners=False)
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+class PerFramePredictor(StreamingPredictor):
+  """Resizes each frame for the network on the host, predicts it, answers at once."""
+
+  def __init__(self, predict_labels: Callable, variables: Variables, eval_transform: ConfigDict):
+    self._predict_labels = predict_labels
+    self._variables = variables
+    self._eval_transform = eval_transform
+    self._index = 0
+
+  def push(self, frame: np.ndarray) -> list[Prediction]:
+    resized = test_resize(
+        frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    labels = self._predict_labels(self._variables, resized[None], frame.shape[:2])
+    index, self._index = self._index, self._index + 1
+    return [(index, np.asarray(labels[0]))]

@@ -1,0 +1,82 @@
+"""SegFormer, the per-frame baseline: MiT backbone + all-MLP head, applied to every frame."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vssjax.configs_lib import ConfigDict
+from vssjax.methods import losses
+from vssjax.methods.base import Batch, Method, Variables
+from vssjax.methods.per_frame import PerFramePredictor, logits_to_labels
+from vssjax.models.layers import normalize_images
+from vssjax.models.mit import mit
+from vssjax.models.segformer import SegFormer
+from vssjax.models.segformer_head import SegFormerHead
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(model: ConfigDict):
+  if model.dtype not in _DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {model.dtype!r}")
+  return _DTYPES[model.dtype]
+
+
+def build_backbone(model: ConfigDict):
+  """MiT backbone from `model.backbone` ('b0'..'b5') and any non-empty `backbone_overrides`."""
+  overrides = {k: tuple(v) for k, v in model.backbone_overrides.items() if v}
+  dwconv_impl = model.dwconv_impl
+  if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
+    dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
+  return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
+             dwconv_impl=dwconv_impl, **overrides)
+
+
+def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:
+  head = SegFormerHead(num_classes=num_classes, embed_dim=model.decoder_dim,
+                       dropout_rate=model.dropout_rate, dtype=compute_dtype(model))
+  return SegFormer(backbone=build_backbone(model), decode_head=head)
+
+
+def _flatten_time(x: jax.Array) -> jax.Array:
+  return x.reshape((-1,) + x.shape[2:])
+
+
+class SegFormerMethod(Method):
+  """Trains on single frames (or every frame of a clip); predicts frame by frame."""
+
+  def __init__(self, config: ConfigDict):
+    super().__init__(config)
+    self.module = build_segformer(config.model, self.num_classes)
+    self._dtype = compute_dtype(config.model)
+    self._predict_labels = jax.jit(self._predict_labels_impl, static_argnums=(2,))
+
+  def _logits(self, variables: Variables, frames: jax.Array, *, train: bool, rngs=None,
+              mutable=False):
+    images = normalize_images(frames, self._dtype)
+    return self.module.apply(variables, images, train=train, rngs=rngs, mutable=mutable)
+
+  def init(self, rng: jax.Array, batch: Batch) -> Variables:
+    frames = _flatten_time(batch["frames"])
+    images = normalize_images(frames, self._dtype)
+    return dict(self.module.init({"params": rng}, images, train=False))
+
+  def loss_and_metrics(self, params, model_state, batch, rng):
+    frames = _flatten_time(batch["frames"])
+    labels = _flatten_time(batch["labels"])
+    logits, new_state = self._logits(
+        {"params": params, **model_state}, frames, train=True,
+        rngs={"dropout": rng}, mutable=["batch_stats"])
+    logits = losses.logits_at_label_size(logits, labels)
+    loss = losses.segmentation_cross_entropy(
+        logits, labels, average=self.config.method.loss_average)
+    metrics = {"loss": loss, "pixel_acc": losses.pixel_accuracy(logits, labels)}
+    return loss, (metrics, dict(new_state))
+
+  def _predict_labels_impl(self, variables, frames, frame_hw):
+    logits = self._logits(variables, frames, train=False)
+    return logits_to_labels(logits, frames.shape[1:3], frame_hw)
+
+  def predictor(self, variables: Variables) -> PerFramePredictor:
+    return PerFramePredictor(self._predict_labels, variables, self.config.data.eval_transform)

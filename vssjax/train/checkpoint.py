@@ -1,0 +1,55 @@
+"""Orbax checkpoints of the train state together with the Grain data iterator.
+
+Wrapped here so the rest of the code never touches Orbax directly (swapping to the Orbax v1 API is
+local). Restores always go against an abstract target that carries the shardings, so a checkpoint
+comes back laid out for the current mesh.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class Checkpointer:
+  """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    self.directory = epath.Path(workdir) / "checkpoints"
+    self._manager = ocp.CheckpointManager(
+        self.directory.absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False):
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, abstract_state: Any, data_iter: Any | None = None, step: int | None = None):
+    """Restores `step` (default latest) into the shapes/shardings of `abstract_state`.
+
+    Returns the restored state; `data_iter`, if given, is restored in place to the saved position.
+    """
+    step = self.latest_step() if step is None else step
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), abstract_state)
+    items = {"state": ocp.args.StandardRestore(target)}
+    if data_iter is not None:
+      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,166 @@
+"""The one train loop: every method trains here, through the `Method` interface.
+
+Resume order: the latest checkpoint in `workdir/checkpoints` (state + data iterator), else a fresh
+initialisation. Evaluates at `train.eval_every` and at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+from data_pipelines.clip_sampling import make_clip_sampler
+from data_pipelines.loader import make_train_loader
+from vssjax import parallel
+from vssjax.configs_lib import ConfigDict
+from vssjax.eval.evaluator import evaluate
+from vssjax.methods import get_method
+from vssjax.methods.base import Method
+from vssjax.progress import Progress
+from vssjax.train import step as step_lib
+from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.metric_writer import MetricWriter
+from vssjax.train.optimizer import make_optimizer
+from vssjax.train.state import TrainState
+
+
+def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+  """Global shapes of one training batch, from the config alone (no data is read)."""
+  batch = config.data.batch_size
+  clip = len(config.clip.offsets) if config.clip.kind == "offsets" else 1
+  height, width = config.data.train_transform.crop_size
+  return {
+      "frames": jax.ShapeDtypeStruct((batch, clip, height, width, 3), np.uint8),
+      "labels": jax.ShapeDtypeStruct((batch, clip, height, width), np.int32),
+      "labeled": jax.ShapeDtypeStruct((batch, clip), np.bool_),
+  }
+
+
+def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
+  """Fresh train state (replicated over the mesh), its sharding, the optimizer and the schedule."""
+  spec = batch_spec(config)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(
+      lambda r: method.init(r, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()}),
+      rng)
+  tx, schedule = make_optimizer(config.optim, config.train.steps, abstract["params"])
+  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh)
+  return state, sharding, tx, schedule
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+  return {"params": state.params, **state.model_state}
+
+
+def _log_startup(config: ConfigDict, mesh, state: TrainState) -> None:
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local / "
+        f"{jax.device_count()} global devices ({jax.default_backend()}), mesh {dict(mesh.shape)}, "
+        f"global batch {config.data.batch_size} "
+        f"(local {config.data.batch_size // jax.process_count()}), "
+        f"{num_params / 1e6:.3f}M parameters", flush=True)
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+  """Fetches the pending step metrics; stops the run at the first non-finite loss."""
+  host = jax.device_get(pending)
+  for step, metrics in host:
+    if not np.isfinite(metrics["loss"]):
+      raise FloatingPointError(
+          f"non-finite loss {metrics['loss']} at step {step}; stopping (checkpoints up to the "
+          "last save are intact)")
+  return host
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str, *,
+                       max_steps_this_run: int | None = None) -> dict[str, Any] | None:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint), then evaluates.
+
+  `max_steps_this_run` stops early after that many updates (a time-boxed job, or a test of
+  interruption); the final evaluation then does not run. Returns the final results, if any.
+  """
+  workdir_path = epath.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+  # ---- Set up mesh, method and state ----
+  mesh = parallel.make_mesh(config.mesh.data)
+  parallel.check_batch_size(config.data.batch_size, mesh)
+  method = get_method(config)
+  state, state_sharding, tx, schedule = create_state(config, method, mesh)
+  _log_startup(config, mesh, state)
+
+  # ---- Input pipeline ----
+  loader = make_train_loader(config.data, make_clip_sampler(config.clip), seed=config.seed)
+  data_iter = iter(loader)
+
+  # ---- Resume ----
+  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                              async_save=config.train.async_checkpoint)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state, data_iter)
+    print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+  start = int(state.step)
+  total = config.train.steps
+  end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+
+  # ---- Train loop ----
+  train_step = step_lib.make_train_step(method, tx, state_sharding, mesh,
+                                        jax.random.PRNGKey(config.seed + 1))
+  writer = MetricWriter(workdir)
+  progress = Progress("train step", total, "steps", start=start, min_interval_s=0.0)
+  pending: list[tuple[int, dict]] = []
+  results = None
+  t_last = time.perf_counter()
+  for step in range(start, end):
+    batch = parallel.to_global(next(data_iter), mesh)
+    state, metrics = train_step(state, batch)
+    done = step + 1
+    pending.append((done, metrics))
+    if done % config.train.log_every == 0 or done == end:
+      host = _check_finite(pending)
+      mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+      now = time.perf_counter()
+      mean["steps_per_s"] = len(host) / (now - t_last)
+      mean["lr"] = float(schedule(done - 1))
+      t_last = now
+      writer.write(done, mean)
+      progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
+      pending = []
+    if done % config.train.checkpoint_every == 0 or done == end:
+      checkpointer.save(done, state, data_iter)
+    if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
+      evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+
+  checkpointer.close()
+  writer.close()
+  if end == total:
+    results = evaluate(method, variables_of(state), config, workdir=workdir, step=end)
+  return results
+
+
+def restore_for_eval(config: ConfigDict, workdir: str):
+  """The method and the variables of the latest checkpoint in `workdir` (error if none)."""
+  mesh = parallel.make_mesh(config.mesh.data)
+  method = get_method(config)
+  state, _, _, _ = create_state(config, method, mesh)
+  checkpointer = Checkpointer(workdir, async_save=False)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(
+        f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
+  state = checkpointer.restore(state)
+  checkpointer.close()
+  return method, variables_of(state), step
+
+
+def evaluate_checkpoint(config: ConfigDict, workdir: str) -> dict[str, Any]:
+  method, variables, step = restore_for_eval(config, workdir)
+  print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)
+  return evaluate(method, variables, config, workdir=workdir, step=step)

@@ -1,0 +1,42 @@
+"""Training metrics: one JSON line per log step in `workdir/metrics.jsonl` (+ TensorBoard if present).
+
+Process 0 writes; the other processes' writers do nothing. TensorBoard is optional: when
+`tensorboardX` is installed, the same scalars also go to `workdir/tensorboard`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jax
+from etils import epath
+
+
+class MetricWriter:
+
+  def __init__(self, workdir: str | epath.Path):
+    self._enabled = jax.process_index() == 0
+    self._path = epath.Path(workdir) / "metrics.jsonl"
+    self._tensorboard = None
+    if self._enabled:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        self._tensorboard = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+      except ImportError:
+        pass
+
+  def write(self, step: int, scalars: dict[str, Any]) -> None:
+    if not self._enabled:
+      return
+    record = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
+    with self._path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tensorboard is not None:
+      for name, value in scalars.items():
+        self._tensorboard.add_scalar(name, float(value), int(step))
+
+  def close(self) -> None:
+    if self._tensorboard is not None:
+      self._tensorboard.close()

@@ -1,0 +1,59 @@
+"""The one jitted update step shared by every method."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vssjax import parallel
+from vssjax.methods.base import Batch, Method
+from vssjax.train.state import TrainState
+
+
+def make_train_step(
+    method: Method, tx: optax.GradientTransformation, state_sharding, mesh: jax.sharding.Mesh,
+    base_rng: jax.Array) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
+
+  The state is donated (updated in place); the batch is split over the mesh's data axis. The
+  dropout/drop-path key is derived from the step, so a resumed run draws the same randomness.
+  """
+
+  def step(state: TrainState, batch: Batch):
+    rng = jax.random.fold_in(base_rng, state.step)
+    grad_fn = jax.value_and_grad(method.loss_and_metrics, has_aux=True)
+    (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+    new_state = TrainState(step=state.step + 1, params=params,
+                           model_state=model_state, opt_state=opt_state)
+    return new_state, metrics
+
+  return jax.jit(
+      step,
+      in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+      out_shardings=(state_sharding, parallel.replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
+               spec: dict[str, jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh
+               ) -> tuple[TrainState, object]:
+  """Initialises the state directly in its (replicated) sharding; returns it and its sharding.
+
+  Only the batch's shapes matter: zeros stand in for it, so no data is baked into the program.
+  """
+
+  def init(rng):
+    variables = dict(method.init(rng, {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}))
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                      opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init, rng)
+  sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+  return jax.jit(init, out_shardings=sharding)(rng), sharding

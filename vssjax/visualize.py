@@ -1,0 +1,55 @@
+"""Colourised label maps and overlay videos, for humans looking at predictions."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import cv2
+import numpy as np
+from etils import epath
+
+IGNORE_COLOR = np.array([0, 0, 0], np.uint8)
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray, ignore_label: int = 255) -> np.ndarray:
+  """int label map [H, W] -> uint8 RGB [H, W, 3]; ignored pixels black."""
+  lut = np.zeros((256, 3), np.uint8)
+  lut[: len(palette)] = palette
+  lut[ignore_label] = IGNORE_COLOR
+  return lut[np.clip(labels, 0, 255).astype(np.uint8)]
+
+
+def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5):
+  """Blends the colourised labels over the RGB frame."""
+  colors = colorize(labels, palette).astype(np.float32)
+  return (frame.astype(np.float32) * (1 - alpha) + colors * alpha).round().astype(np.uint8)
+
+
+def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float) -> epath.Path:
+  """Writes RGB uint8 frames as an MP4 (mp4v), which OpenCV's wheels can encode without ffmpeg."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  writer = None
+  try:
+    for frame in frames:
+      if writer is None:
+        h, w = frame.shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+          raise OSError(f"OpenCV cannot open {path} for writing")
+      writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  finally:
+    if writer is not None:
+      writer.release()
+  if writer is None:
+    raise ValueError(f"no frames to write to {path}")
+  return path
+
+
+def side_by_side(frame: np.ndarray, prediction: np.ndarray, palette: np.ndarray,
+                 ground_truth: np.ndarray | None = None) -> np.ndarray:
+  """[frame | overlay of the prediction | ground truth (if given)], for overlay videos."""
+  panels = [frame, overlay(frame, prediction, palette)]
+  if ground_truth is not None:
+    panels.append(colorize(ground_truth, palette))
+  return np.concatenate(panels, axis=1)
