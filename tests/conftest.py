@@ -14,3 +14,32 @@ from absl import flags  # noqa: E402
 
 # grain 0.2.18 reads absl flags in mp_prefetch (google/grain#1355); pytest never parses them.
 flags.FLAGS.mark_as_parsed()
+
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(path: str, arg: str | None = None):
+  """Loads `configs/...py` the way `--config=path:arg` does."""
+  spec = importlib.util.spec_from_file_location("config_under_test", REPO / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+  """One TFDS data_dir shared by the end-to-end tests (the quick synthetic set is built on demand)."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def quick_config(synthetic_data_dir):
+  """The SegFormer quick config, reading the synthetic ArrayRecord set from the shared data_dir."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.data_dir = synthetic_data_dir
+  return config

@@ -24,7 +24,8 @@ from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.eval import report
 from vssjax.methods.base import Method, Variables
-from vssjax.metrics.confusion import ConfusionMatrix
+from vssjax.metrics.confusion import (ConfusionMatrix, fwiou, miou_mmseg, miou_vspw, per_class_iou,
+                                     pixel_accuracy)
 from vssjax.metrics.consistency import VideoConsistency
 from vssjax.progress import Progress
 
@@ -41,7 +42,7 @@ def _merge_across_processes(accumulator):
   merged = None
   for size, row in zip(sizes.ravel(), gathered):
     part = pickle.loads(row[: int(size)].tobytes())
-    merged = part if merged is None else merged.merge(part) or merged
+    merged = part if merged is None else merged.merge(part)
   return merged
 
 
@@ -112,12 +113,12 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "split": split,
       "num_videos": num_videos,
       "num_frames": num_frames,
-      "mIoU": confusion.miou_vspw(),
-      "mIoU_mmseg": confusion.miou_mmseg(),
-      "wIoU": confusion.fwiou(),
-      "pixel_acc": confusion.pixel_accuracy(),
+      "mIoU": miou_vspw(confusion.matrix),
+      "mIoU_mmseg": miou_mmseg(confusion.matrix),
+      "wIoU": fwiou(confusion.matrix),
+      "pixel_acc": pixel_accuracy(confusion.matrix),
       "frames_per_s": len(timed) / max(sum(timed), 1e-9),
-      "per_class_iou": [None if np.isnan(v) else float(v) for v in confusion.per_class_iou()],
+      "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
   }
   results.update(consistency.summary())
   if overlay_path is not None:

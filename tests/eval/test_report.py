@@ -1,0 +1,27 @@
+"""Results tables: percent formatting, published numbers and their differences."""
+
+import json
+
+from vssjax import configs_lib
+from vssjax.eval import report
+
+
+def test_markdown_with_published_numbers(tmp_path):
+  published = configs_lib.base_config().published
+  published.source = "paper, Table 1"
+  published.metrics = {"mIoU": 40.0}
+  results = {"step": 5, "mIoU": 0.4123, "wIoU": 0.5, "pixel_acc": 0.9, "mVC_8": float("nan"),
+             "frames_per_s": 12.345}
+  json_path, md_path, table = report.write_results(tmp_path, results, published)
+  assert "| mIoU (%) | 41.23 | 40.00 | +1.23 |" in table
+  assert "| wIoU (%) | 50.00 | – | – |" in table
+  assert "| mVC_8 (%) | n/a |" in table
+  assert "| frames_per_s | 12.35 |" in table
+  assert "paper, Table 1" in md_path.read_text()
+  assert json.loads(json_path.read_text())["mIoU"] == 0.4123
+
+
+def test_markdown_without_published_numbers():
+  table = report.markdown_table({"mIoU": 0.5, "frames_per_s": 1.0},
+                                configs_lib.base_config().published)
+  assert table.splitlines()[0] == "| metric | measured |"

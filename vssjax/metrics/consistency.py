@@ -1,0 +1,208 @@
+"""Video consistency metrics over n-frame windows: mVC_n (VSPW) and VEC_n (DTERN).
+
+Both follow the reference scripts' window conventions (specs/dtern.md §9.2-9.3, specs/dcfm.md §7):
+
+* A video with at most ``SKIP_VIDEOS_UP_TO_FRAMES`` (16) frames is skipped for every n.
+* Window starts are i = 0 .. L-n-1; the last possible start L-n is excluded (the scripts'
+  off-by-one, kept so numbers match the published ones).
+* A pixel is GT-stable (prediction-stable) in window i when its label at frame i equals its label
+  at every frame i+1 .. i+n-1.
+
+mVC_n: acc_i = |GT-stable and prediction-stable| / |GT-stable|, with the ignore label counting as
+a label (255 == 255 is stable); mVC_n is the mean of acc_i over all windows of all videos (windows
+with no GT-stable pixel are dropped, as nanmean does). Correctness is never checked.
+
+VEC_n: per window, every GT-stable pixel whose GT is not ignored adds (GT at frame i, effective
+prediction) to one dataset-wide confusion matrix; the effective prediction is the prediction at
+frame i where the prediction is stable, and the wrong label (y+1) mod NC where it is not (which is
+also a false positive of class y+1). VEC_n is the VSPW-convention mIoU of that matrix.
+
+``vec_quirks=True`` reproduces the one public VEC script (DTERN dev ``IOU_perclip.py``), which
+mutates its frame lists in place and runs n=16 before n=8 on the same lists (spec §9.3 item 2).
+After window i of a pass, frame i keeps the forced wrong labels as its prediction and GT class 0
+in frame i becomes the sentinel 128; later (smaller-n) passes see both. The forced label is
+computed from the mutated GT, so a sentinel pixel is forced to (129 mod NC), 5 for NC = 124.
+(The script's uint8 maths also wraps an ignored pixel's forced label, 255 + 1, to 0; that pixel's
+GT is ignored in every window that contains it, so the wrap never reaches a matrix.) Quirk mode
+processes the windows in decreasing n and needs NC <= 128 and ignore label 255.
+
+Accumulators are plain counts and sums so that ``merge`` across processes equals one pass over all
+videos (float sums up to the order of additions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vssjax.metrics.confusion import ConfusionMatrix, check_labels, miou_vspw
+
+SKIP_VIDEOS_UP_TO_FRAMES = 16
+QUIRK_CLASS0_SENTINEL = 128
+_QUIRK_IGNORE_LABEL = 255
+
+
+def window_stable(frames: np.ndarray, n: int) -> np.ndarray:
+  """Which pixels keep their frame-i label over frames i .. i+n-1, for every start i < L-n.
+
+  Equality to frame i over the window is the same as equality of consecutive frames, so this ANDs
+  the L-1 consecutive-equality maps over sliding runs of n-1 by doubling: O(L log n) array ops
+  instead of O(L n).
+
+  Args:
+    frames: ``[L, H, W]`` label maps.
+    n: window length, >= 2.
+
+  Returns:
+    bool ``[max(L-n, 0), H, W]``; entry i is the window starting at frame i.
+  """
+  num_frames = frames.shape[0]
+  if num_frames <= n:
+    return np.zeros((0,) + frames.shape[1:], bool)
+  run = frames[1:] == frames[:-1]  # run[t]: equalities t .. t+span-1 all hold
+  span, needed = 1, n - 1
+  while 2 * span <= needed:
+    run = run[:-span] & run[span:]
+    span *= 2
+  # Two overlapping runs of `span` equalities cover exactly `needed` of them.
+  overlap = needed - span
+  stable = run[:run.shape[0] - overlap] & run[overlap:]  # starts 0 .. L-n
+  return stable[:-1]
+
+
+def _label_dtype(num_classes: int, ignore_label: int) -> np.dtype:
+  """Smallest integer type holding every valid label: uint8 for VSPW, so comparisons are cheap."""
+  lowest, highest = min(0, ignore_label), max(num_classes - 1, ignore_label)
+  return np.result_type(np.min_scalar_type(lowest), np.min_scalar_type(highest))
+
+
+class VideoConsistency:
+  """Streaming mVC_n and VEC_n over videos added one at a time.
+
+  Attributes:
+    num_classes: NC.
+    windows: the window lengths n.
+    ignore_label: GT value for unlabelled pixels.
+    vec_quirks: reproduce the literal VEC script (module docstring).
+    videos_scored: videos longer than ``SKIP_VIDEOS_UP_TO_FRAMES`` frames.
+    videos_skipped: shorter videos, ignored by every metric.
+    vc_sum: per n, the sum of per-window mVC accuracies.
+    vc_windows: per n, the number of windows with at least one GT-stable pixel.
+    vec_matrices: per n, the dataset-wide VEC confusion matrix.
+  """
+
+  def __init__(self, num_classes: int, windows: Sequence[int] = (8, 16), ignore_label: int = 255,
+               vec_quirks: bool = False):
+    if any(n < 2 for n in windows) or len(set(windows)) != len(windows):
+      raise ValueError(f"window lengths must be distinct and >= 2, got {tuple(windows)}")
+    if vec_quirks and (num_classes > QUIRK_CLASS0_SENTINEL or ignore_label != _QUIRK_IGNORE_LABEL):
+      raise ValueError(
+          f"vec_quirks reproduces a uint8 script: it needs num_classes <= "
+          f"{QUIRK_CLASS0_SENTINEL} and ignore_label {_QUIRK_IGNORE_LABEL}, got "
+          f"{num_classes} and {ignore_label}")
+    self.num_classes = num_classes
+    self.windows = tuple(windows)
+    self.ignore_label = ignore_label
+    self.vec_quirks = vec_quirks
+    self.videos_scored = 0
+    self.videos_skipped = 0
+    self.vc_sum = {n: 0.0 for n in self.windows}
+    self.vc_windows = {n: 0 for n in self.windows}
+    self.vec_matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in self.windows}
+
+  def add_video(self, gts: np.ndarray, preds: np.ndarray) -> bool:
+    """Scores one whole video; returns False if it was too short to count.
+
+    Args:
+      gts: ``[L, H, W]`` integer GT labels in ``[0, NC)`` or the ignore label.
+      preds: ``[L, H, W]`` integer predicted labels in ``[0, NC)``.
+
+    Raises:
+      ValueError: shapes differ or are not 3-D, or a label is out of range (callers add the
+        video name).
+    """
+    gts, preds = np.asarray(gts), np.asarray(preds)
+    if gts.ndim != 3:
+      raise ValueError(f"expected [L, H, W] label maps, got shape {gts.shape}")
+    check_labels(gts, preds, self.num_classes, self.ignore_label)
+    if gts.shape[0] <= SKIP_VIDEOS_UP_TO_FRAMES:
+      self.videos_skipped += 1
+      return False
+    self.videos_scored += 1
+    dtype = _label_dtype(self.num_classes, self.ignore_label)
+    gts, preds = gts.astype(dtype, copy=False), preds.astype(dtype, copy=False)
+    for n in self.windows:
+      gt_stable, pred_stable = window_stable(gts, n), window_stable(preds, n)
+      self._add_vc_windows(n, gt_stable, pred_stable)
+      if not self.vec_quirks:
+        self._add_vec_windows(n, gts, preds, gt_stable, pred_stable)
+    if self.vec_quirks:
+      self._add_vec_windows_quirks(gts.copy(), preds.copy())
+    return True
+
+  def _add_vc_windows(self, n: int, gt_stable: np.ndarray, pred_stable: np.ndarray) -> None:
+    gt_count = np.count_nonzero(gt_stable, axis=(1, 2))
+    both_count = np.count_nonzero(gt_stable & pred_stable, axis=(1, 2))
+    counted = gt_count > 0
+    self.vc_sum[n] += float((both_count[counted] / gt_count[counted]).sum())
+    self.vc_windows[n] += int(counted.sum())
+
+  def _forced_wrong(self, labels: np.ndarray) -> np.ndarray:
+    """The label VEC substitutes for an unstable prediction: never the GT label itself."""
+    return (labels.astype(np.int64) + 1) % self.num_classes
+
+  def _add_vec_windows(self, n: int, gts: np.ndarray, preds: np.ndarray, gt_stable: np.ndarray,
+                       pred_stable: np.ndarray) -> None:
+    num_windows = gt_stable.shape[0]
+    first_gt, first_pred = gts[:num_windows], preds[:num_windows]
+    scored = gt_stable & (first_gt != self.ignore_label)
+    labels = first_gt[scored]
+    effective = np.where(pred_stable[scored], first_pred[scored], self._forced_wrong(labels))
+    self.vec_matrices[n].update(labels, effective)
+
+  def _add_vec_windows_quirks(self, gts: np.ndarray, preds: np.ndarray) -> None:
+    """The literal script's passes, mutating ``gts`` and ``preds`` (uint8 copies) in place.
+
+    Within one pass window i only writes frame i and only reads frames >= i, so all windows of a
+    pass can be computed at once from the state the previous pass left.
+    """
+    for n in sorted(self.windows, reverse=True):
+      gt_stable, pred_stable = window_stable(gts, n), window_stable(preds, n)
+      num_windows = gt_stable.shape[0]
+      first_gt, first_pred = gts[:num_windows], preds[:num_windows]  # views: writes mutate
+      unstable = gt_stable & ~pred_stable
+      first_pred[unstable] = self._forced_wrong(first_gt[unstable])
+      scored = gt_stable & (first_gt != self.ignore_label)
+      labels = first_gt[scored]
+      labels[labels == QUIRK_CLASS0_SENTINEL] = 0
+      self.vec_matrices[n].update(labels, first_pred[scored])
+      first_gt[first_gt == 0] = QUIRK_CLASS0_SENTINEL
+
+  def merge(self, other: VideoConsistency) -> VideoConsistency:
+    """Adds another accumulator's sums and counts (e.g. from another process); returns self."""
+    config = (self.num_classes, self.windows, self.ignore_label, self.vec_quirks)
+    other_config = (other.num_classes, other.windows, other.ignore_label, other.vec_quirks)
+    if other_config != config:
+      raise ValueError(f"cannot merge VideoConsistency with (num_classes, windows, ignore_label, "
+                       f"vec_quirks) = {other_config} into {config}")
+    self.videos_scored += other.videos_scored
+    self.videos_skipped += other.videos_skipped
+    for n in self.windows:
+      self.vc_sum[n] += other.vc_sum[n]
+      self.vc_windows[n] += other.vc_windows[n]
+      self.vec_matrices[n].merge(other.vec_matrices[n])
+    return self
+
+  def __iadd__(self, other: VideoConsistency) -> VideoConsistency:
+    return self.merge(other)
+
+  def summary(self) -> dict[str, float]:
+    """``mVC_n`` and ``VEC_n`` for every n, as fractions in [0, 1]; nan if nothing was scored."""
+    result = {}
+    for n in self.windows:
+      windows = self.vc_windows[n]
+      result[f"mVC_{n}"] = self.vc_sum[n] / windows if windows else float("nan")
+    for n in self.windows:
+      result[f"VEC_{n}"] = miou_vspw(self.vec_matrices[n].matrix)
+    return result
