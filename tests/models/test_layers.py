@@ -1,0 +1,40 @@
+"""Hand-computed checks of the shared layers (torch parity of BatchNorm is in tests/parity)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vssjax.models.layers import BatchNorm, DropPath, normalize_images
+
+
+def test_normalize_images_uses_rgb_imagenet_statistics():
+  frames = jnp.asarray([[[[123, 116, 103], [255, 0, 0]]]], jnp.uint8)
+  out = normalize_images(frames, jnp.bfloat16)
+  assert out.dtype == jnp.bfloat16 and out.shape == (1, 1, 2, 3)
+  expected = [[(123 - 123.675) / 58.395, (116 - 116.28) / 57.12, (103 - 103.53) / 57.375],
+              [(255 - 123.675) / 58.395, -116.28 / 57.12, -103.53 / 57.375]]
+  np.testing.assert_allclose(np.asarray(out, np.float32)[0, 0], expected, rtol=1e-2, atol=1e-2)
+  np.testing.assert_allclose(normalize_images(frames)[0, 0], expected, atol=1e-6)
+
+
+def test_batch_norm_updates_running_var_with_unbiased_variance():
+  x = jnp.asarray([1.0, 3.0]).reshape(2, 1, 1, 1)  # mean 2, biased var 1, unbiased var 2
+  bn = BatchNorm()
+  variables = bn.init(jax.random.key(0), x, train=True)
+  out, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(out.ravel(), [-1.0, 1.0], atol=1e-5)  # uses the biased variance
+  np.testing.assert_allclose(updates["batch_stats"]["mean"], [0.1 * 2.0])
+  np.testing.assert_allclose(updates["batch_stats"]["var"], [0.9 * 1.0 + 0.1 * 2.0])
+  # Eval mode normalises with the running statistics.
+  stats = {"params": variables["params"], "batch_stats": {"mean": jnp.array([1.0]),
+                                                          "var": jnp.array([4.0 - 1e-5])}}
+  np.testing.assert_allclose(bn.apply(stats, x, train=False).ravel(), [0.0, 1.0], atol=1e-6)
+
+
+def test_drop_path_keeps_or_drops_whole_samples_and_rescales():
+  x = jnp.ones((64, 2, 2, 3))
+  out = DropPath(0.5).apply({}, x, train=True, rngs={"dropout": jax.random.key(0)})
+  per_sample = np.asarray(out).reshape(64, -1)
+  assert set(np.unique(per_sample)) == {0.0, 2.0}
+  assert (per_sample.min(1) == per_sample.max(1)).all()
+  assert 10 < (per_sample[:, 0] == 0).sum() < 54
+  np.testing.assert_array_equal(DropPath(0.5).apply({}, x, train=False), x)

@@ -1,0 +1,114 @@
+"""Forward behaviour of MiT / SegFormer: shapes, the two depthwise-conv forms, train-mode noise."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from vssjax.models.layers import DepthwiseConv
+from vssjax.models.mit import mit
+from vssjax.models.segformer import segformer
+
+# A narrow B0-shaped model keeps compiles short; the architecture code path is the full one.
+_TINY = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1))
+
+
+def _random_variables(model, images):
+  """Random variables of the right shapes without compiling `init` (7 s here even when tiny).
+
+  Weights ~ N(0, 1/fan_in), vectors (biases, norm scales, BN statistics) ~ 1 + N(0, 0.1^2).
+  """
+  abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  rng = np.random.default_rng(0)
+
+  def draw(leaf):
+    if len(leaf.shape) == 1:
+      return 1.0 + 0.1 * rng.standard_normal(leaf.shape, np.float32)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
+
+  return jax.tree.map(draw, abstract)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_vars():
+  model = segformer("b0", num_classes=5, embed_dim=16, **_TINY)
+  images = jax.random.normal(jax.random.key(0), (2, 67, 93, 3))
+  return model, _random_variables(model, images), images
+
+
+def test_shapes_at_a_size_that_is_not_a_multiple_of_32(tiny_model_and_vars):
+  model, variables, images = tiny_model_and_vars
+  features = jax.jit(lambda v, x: model.apply(
+      v, x, train=False, method=lambda m, x, train: m.backbone(x, train=train)))(variables, images)
+  # torch conv arithmetic: k7 s4 p3 then k3 s2 p1 three times.
+  assert [f.shape for f in features] == [(2, 17, 24, 8), (2, 9, 12, 16), (2, 5, 6, 24),
+                                         (2, 3, 3, 32)]
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  assert logits.shape == (2, 17, 24, 5) and logits.dtype == jnp.float32
+
+
+def test_every_layer_norm_path_contains_norm(tiny_model_and_vars):
+  _, variables, _ = tiny_model_and_vars
+  paths = traverse_util.flatten_dict(variables["params"], sep="/")
+  assert "backbone/block2_1/attn/norm/scale" in paths
+  assert "backbone/norm4/scale" in paths and "backbone/patch_embed1/norm/scale" in paths
+  scales = [p for p in paths if p.endswith("/scale")]
+  assert scales and all("norm" in p or p.endswith("bn/scale") for p in scales)
+
+
+def test_train_mode_drop_path_is_random_and_eval_is_deterministic(tiny_model_and_vars):
+  model, variables, images = tiny_model_and_vars
+  model = segformer("b0", num_classes=5, embed_dim=16, drop_path_rate=0.5, **_TINY)
+
+  @jax.jit
+  def logits(seed):
+    out, _ = model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(seed)},
+                         mutable=["batch_stats"])
+    return out
+
+  def run(seed):
+    return np.asarray(logits(seed))
+
+  assert not np.allclose(run(0), run(1))
+  np.testing.assert_array_equal(run(2), run(2))
+
+
+@pytest.mark.parametrize("kernel_size", [3, (1, 11), 5])
+def test_shifted_and_grouped_depthwise_conv_agree(kernel_size):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))
+  shifted = DepthwiseConv(kernel_size, impl="shifted")
+  params = shifted.init(jax.random.key(1), x)
+  params = jax.tree.map(lambda p: p + 0.3, params)  # non-zero bias too
+  grouped = DepthwiseConv(kernel_size, impl="grouped")
+  np.testing.assert_allclose(shifted.apply(params, x), grouped.apply(params, x), atol=1e-5)
+
+
+def test_depthwise_conv_hand_case_shifts_each_channel_independently():
+  x = jnp.arange(2 * 3 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 3, 2)
+  kernel = jnp.zeros((3, 3, 1, 2)).at[1, 2, 0, 0].set(1.0).at[0, 1, 0, 1].set(2.0)
+  out = DepthwiseConv(3).apply({"params": {"kernel": kernel, "bias": jnp.array([0.0, 1.0])}}, x)
+  # Channel 0 reads its right neighbour (zero past the edge); channel 1 reads 2x the pixel above.
+  expected0 = jnp.pad(x[:, :, 1:, 0], ((0, 0), (0, 0), (0, 1)))
+  expected1 = 2 * jnp.pad(x[:, :-1, :, 1], ((0, 0), (1, 0), (0, 0))) + 1.0
+  np.testing.assert_array_equal(out[..., 0], expected0)
+  np.testing.assert_array_equal(out[..., 1], expected1)
+
+
+def test_mit_with_grouped_dwconv_matches_shifted_with_same_params():
+  images = jax.random.normal(jax.random.key(0), (1, 35, 41, 3))
+  shifted, grouped = mit("b0", **_TINY), mit("b0", dwconv_impl="grouped", **_TINY)
+  variables = _random_variables(shifted, images)
+  forward = jax.jit(lambda v, x: (shifted.apply(v, x, train=False),
+                                  grouped.apply(v, x, train=False)))
+  for a, b in zip(*forward(variables, images)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = mit("b0", dtype=jnp.bfloat16, **_TINY)
+  images = jnp.ones((1, 32, 32, 3))
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
+  assert {o.dtype for o in out} == {jnp.dtype(jnp.bfloat16)}

@@ -1,0 +1,66 @@
+"""Hand-computed cases for the torch-semantics resizes (torch parity is in tests/parity)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vssjax.ops.resize import bilinear_matrix, resize_bilinear, resize_nearest
+
+
+def _row(values):
+  """[1, 1, W, 1] NHWC array holding one row of `values`."""
+  return jnp.asarray(values, jnp.float32).reshape(1, 1, -1, 1)
+
+
+@pytest.mark.parametrize("align_corners, expected", [
+    (False, [0.0, 0.25, 0.75, 1.0]),  # half-pixel centres, clamped at the borders
+    (True, [0.0, 1 / 3, 2 / 3, 1.0]),  # corners pinned
+])
+def test_bilinear_upsample_2_to_4(align_corners, expected):
+  out = resize_bilinear(_row([0.0, 1.0]), (1, 4), align_corners=align_corners)
+  np.testing.assert_allclose(out.ravel(), expected, atol=1e-7)
+
+
+def test_bilinear_downsample_by_two_averages_pairs_without_antialias():
+  out = resize_bilinear(_row([1.0, 3.0, 5.0, 9.0]), (1, 2))
+  np.testing.assert_allclose(out.ravel(), [2.0, 7.0], atol=1e-6)
+  # align_corners keeps the end points.
+  out = resize_bilinear(_row([1.0, 3.0, 5.0, 9.0]), (1, 2), align_corners=True)
+  np.testing.assert_allclose(out.ravel(), [1.0, 9.0], atol=1e-6)
+
+
+def test_bilinear_rows_sum_to_one_and_identity_is_noop():
+  for in_size, out_size in ((5, 13), (13, 5), (7, 7), (1, 4), (4, 1)):
+    for ac in (False, True):
+      np.testing.assert_allclose(bilinear_matrix(in_size, out_size, ac).sum(1), 1.0, atol=1e-6)
+  x = jnp.arange(12.0).reshape(1, 2, 3, 2)
+  assert resize_bilinear(x, (2, 3)) is x
+
+
+def test_bilinear_any_leading_dims_jit_and_gradient():
+  x = jnp.ones((2, 3, 4, 5, 2))  # [B, T, H, W, C]
+  out = jax.jit(lambda a: resize_bilinear(a, (7, 3)))(x)
+  assert out.shape == (2, 3, 7, 3, 2)
+  np.testing.assert_allclose(out, 1.0, atol=1e-6)
+  # d(sum out)/dx = column sums of the two interpolation matrices (outer product).
+  grad = jax.grad(lambda a: resize_bilinear(a, (7, 3)).sum())(jnp.ones((1, 4, 5, 1)))
+  expected = np.outer(bilinear_matrix(4, 7, False).sum(0), bilinear_matrix(5, 3, False).sum(0))
+  np.testing.assert_allclose(grad[0, :, :, 0], expected, rtol=1e-6)
+
+
+def test_nearest_hand_cases_on_label_layouts():
+  labels = jnp.asarray([[0, 1, 2, 3]], jnp.int32)  # [H=1, W=4]
+  np.testing.assert_array_equal(resize_nearest(labels, (1, 2)), [[0, 2]])
+  # Upsampling 2 -> 5: src = floor(dst * 0.4) = 0, 0, 0, 1, 1.
+  np.testing.assert_array_equal(resize_nearest(jnp.asarray([[7, 9]]), (1, 5)), [[7, 7, 7, 9, 9]])
+  batch = jnp.arange(2 * 3 * 2, dtype=jnp.int32).reshape(2, 3, 2)  # [B, H, W]
+  out = resize_nearest(batch, (6, 1))
+  assert out.dtype == jnp.int32 and out.shape == (2, 6, 1)
+  np.testing.assert_array_equal(out[1, :, 0], [6, 6, 8, 8, 10, 10])
+
+
+def test_bad_sizes_are_rejected():
+  with pytest.raises(ValueError, match="size"):
+    resize_bilinear(jnp.ones((1, 2, 2, 1)), (0, 3))
+  with pytest.raises(ValueError, match="H, W"):
+    resize_nearest(jnp.ones((4,)), (2, 2))

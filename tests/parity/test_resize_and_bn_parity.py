@@ -1,0 +1,57 @@
+"""vssjax resizes and BatchNorm vs torch (`F.interpolate`, `nn.BatchNorm2d`) on random tensors."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vssjax.models.layers import BatchNorm
+from vssjax.ops.resize import resize_bilinear, resize_nearest
+
+# (input H, W) -> (output H, W): up, down, mixed, non-integer ratios, 1-pixel edge cases and
+# the DTERN/SegFormer sizes (1/4 -> 1/8 of a 480x853 frame, 120 -> 480 logits).
+SIZES = [((7, 9), (13, 20)), ((13, 20), (7, 9)), ((19, 28), (17, 31)), ((10, 10), (5, 5)),
+         ((5, 8), (1, 1)), ((1, 1), (4, 3)), ((120, 214), (60, 107)), ((120, 120), (480, 480))]
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy(x).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("in_size, out_size", SIZES)
+def test_bilinear_matches_torch(in_size, out_size, align_corners):
+  x = np.random.default_rng(0).standard_normal((2, *in_size, 3)).astype(np.float32)
+  expected = F.interpolate(_nchw(x), size=out_size, mode="bilinear",
+                           align_corners=align_corners).permute(0, 2, 3, 1).numpy()
+  out = np.asarray(resize_bilinear(jnp.asarray(x), out_size, align_corners=align_corners))
+  assert out.shape == expected.shape
+  np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("in_size, out_size", SIZES + [((480, 853), (481, 854)),
+                                                       ((853, 480), (97, 1000))])
+def test_nearest_matches_torch_exactly(in_size, out_size):
+  labels = np.random.default_rng(0).integers(0, 255, (2, *in_size)).astype(np.int32)
+  expected = F.interpolate(torch.from_numpy(labels[:, None].astype(np.float32)), size=out_size,
+                           mode="nearest")[:, 0].numpy().astype(np.int32)
+  np.testing.assert_array_equal(resize_nearest(jnp.asarray(labels), out_size), expected)
+
+
+def test_batch_norm_train_step_and_eval_match_torch():
+  x = np.random.default_rng(0).standard_normal((3, 5, 4, 6)).astype(np.float32) * 2 + 1
+  torch_bn = torch.nn.BatchNorm2d(6)  # momentum 0.1, eps 1e-5
+  with torch.no_grad():
+    torch_bn.weight.copy_(torch.linspace(0.5, 1.5, 6))
+    torch_bn.bias.copy_(torch.linspace(-1, 1, 6))
+  variables = {"params": {"scale": torch_bn.weight.detach().numpy().copy(),
+                          "bias": torch_bn.bias.detach().numpy().copy()},
+               "batch_stats": {"mean": np.zeros(6, np.float32), "var": np.ones(6, np.float32)}}
+  expected_train = torch_bn.train()(_nchw(x)).permute(0, 2, 3, 1).detach().numpy()
+  out, updates = BatchNorm().apply(variables, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(out, expected_train, atol=1e-5)
+  np.testing.assert_allclose(updates["batch_stats"]["mean"], torch_bn.running_mean, atol=1e-6)
+  np.testing.assert_allclose(updates["batch_stats"]["var"], torch_bn.running_var, atol=1e-6)
+  variables["batch_stats"] = updates["batch_stats"]
+  expected_eval = torch_bn.eval()(_nchw(x)).permute(0, 2, 3, 1).detach().numpy()
+  np.testing.assert_allclose(BatchNorm().apply(variables, x, train=False), expected_eval, atol=1e-5)

@@ -1,0 +1,178 @@
+"""Shared machinery of the PyTorch -> Flax checkpoint converters (no torch import).
+
+A converter is a list of `Rule`s, each building one Flax variable (path 'collection/a/b/leaf')
+from one or more PyTorch state_dict entries. `apply_rules` runs them against the model's abstract
+variables and fails loudly, naming every offending key at once:
+- missing: a rule's source key is not in the checkpoint;
+- unexpected: a checkpoint key no rule consumed (and no `drop` pattern matches);
+- mis-shaped: a converted tensor does not fit its Flax variable;
+- uncovered: a model variable no rule produces (a converter bug or a model/config mismatch).
+
+Layout rules (torch -> Flax): Linear weight (out, in) -> Dense kernel (in, out); Conv2d weight
+(out, in/groups, kh, kw) -> Conv kernel (kh, kw, in/groups, out) (depthwise: (kh, kw, 1, C));
+LayerNorm weight -> scale; BatchNorm weight/bias -> params scale/bias, running_mean/var ->
+batch_stats mean/var, num_batches_tracked dropped.
+"""
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax import traverse_util
+
+StateDict = Mapping[str, np.ndarray]
+Variables = dict[str, Any]
+
+# Buffers that PyTorch saves but no Flax model stores.
+DEFAULT_DROP = (r"(^|\.)num_batches_tracked$",)
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint does not fit the model; the message lists every offending key."""
+
+
+def linear_to_dense(weight: np.ndarray) -> np.ndarray:
+  return np.transpose(weight)
+
+
+def conv_to_flax(weight: np.ndarray) -> np.ndarray:
+  if weight.ndim != 4:
+    raise ValueError(f"expected a 4-D conv weight, got shape {weight.shape}")
+  return np.transpose(weight, (2, 3, 1, 0))
+
+
+def identity(tensor: np.ndarray) -> np.ndarray:
+  return tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """Flax variable `target` = `transform(*state_dict[sources])`."""
+  target: str
+  sources: tuple[str, ...]
+  transform: Callable[..., np.ndarray] = identity
+
+
+def dense_rules(target: str, source: str) -> list[Rule]:
+  """torch `nn.Linear` at `source` -> Flax `nn.Dense` at `target` ('params/...')."""
+  return [Rule(f"{target}/kernel", (f"{source}.weight",), linear_to_dense),
+          Rule(f"{target}/bias", (f"{source}.bias",))]
+
+
+def conv_rules(target: str, source: str, *, bias: bool = True) -> list[Rule]:
+  """torch `nn.Conv2d` (any groups) -> Flax `nn.Conv` / `DepthwiseConv`."""
+  rules = [Rule(f"{target}/kernel", (f"{source}.weight",), conv_to_flax)]
+  if bias:
+    rules.append(Rule(f"{target}/bias", (f"{source}.bias",)))
+  return rules
+
+
+def layer_norm_rules(target: str, source: str) -> list[Rule]:
+  return [Rule(f"{target}/scale", (f"{source}.weight",)),
+          Rule(f"{target}/bias", (f"{source}.bias",))]
+
+
+def batch_norm_rules(target: str, source: str) -> list[Rule]:
+  """torch BatchNorm -> our `layers.BatchNorm`; `target` is the module path without collection."""
+  return [Rule(f"params/{target}/scale", (f"{source}.weight",)),
+          Rule(f"params/{target}/bias", (f"{source}.bias",)),
+          Rule(f"batch_stats/{target}/mean", (f"{source}.running_mean",)),
+          Rule(f"batch_stats/{target}/var", (f"{source}.running_var",))]
+
+
+def abstract_variables(model: nn.Module, example: jax.Array | jax.ShapeDtypeStruct,
+                       **call_kwargs: Any) -> dict[str, jax.ShapeDtypeStruct]:
+  """Flat {'collection/path': ShapeDtypeStruct} of `model.init(example, **call_kwargs)`.
+
+  Runs under `jax.eval_shape`, so it costs no FLOPs or memory even for MiT-B5.
+  """
+  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  tree = jax.eval_shape(lambda x: model.init(rngs, x, **call_kwargs), example)
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def _shapes(arrays: Iterable[np.ndarray]) -> str:
+  return ", ".join(str(tuple(np.shape(a))) for a in arrays)
+
+
+def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
+                expected: Mapping[str, jax.ShapeDtypeStruct], *,
+                drop: Sequence[str] = DEFAULT_DROP,
+                display_names: Mapping[str, str] | None = None) -> Variables:
+  """Runs `rules`, checks the result against `expected`; returns nested numpy variables.
+
+  `display_names` maps state_dict keys to the names used in error messages (converters that
+  normalise legacy key names pass the original names here).
+  """
+  def shown(key: str) -> str:
+    return (display_names or {}).get(key, key)
+
+  consumed: set[str] = set()
+  missing, misshaped, out = [], [], {}
+  for rule in rules:
+    consumed.update(rule.sources)
+    absent = [s for s in rule.sources if s not in state_dict]
+    if absent:
+      missing.extend(shown(s) for s in absent)
+      continue
+    names = " + ".join(shown(s) for s in rule.sources)
+    value, problem = _convert_one(rule, state_dict, expected)
+    if problem:
+      misshaped.append(f"{names}: {problem}")
+    else:
+      out[rule.target] = value
+  unexpected = sorted(shown(k) for k in state_dict
+                      if k not in consumed and not any(re.search(p, k) for p in drop))
+  targets = {rule.target for rule in rules}
+  uncovered = sorted(t for t in expected if t not in targets)
+  _raise_if_mismatch(missing, unexpected, misshaped, uncovered)
+  return traverse_util.unflatten_dict(out, sep="/")
+
+
+def _convert_one(rule: Rule, state_dict: StateDict, expected: Mapping[str, Any]
+                 ) -> tuple[np.ndarray | None, str | None]:
+  """(converted value, None) or (None, why it does not fit the model)."""
+  tensors = [np.asarray(state_dict[s]) for s in rule.sources]
+  spec = expected.get(rule.target)
+  if spec is None:
+    return None, f"no model variable {rule.target}"
+  try:
+    value = rule.transform(*tensors)
+  except ValueError as err:
+    value, reason = None, f" ({err})"
+  else:
+    reason = ""
+  if value is None or value.shape != tuple(spec.shape):
+    return None, f"shape {_shapes(tensors)} does not fit {rule.target} {tuple(spec.shape)}{reason}"
+  return value.astype(spec.dtype), None
+
+
+def _raise_if_mismatch(missing: list[str], unexpected: list[str], misshaped: list[str],
+                       uncovered: list[str]) -> None:
+  problems = [(title, items) for title, items in (
+      ("missing keys", missing), ("unexpected keys", unexpected),
+      ("mis-shaped keys", misshaped), ("model variables no rule produces", uncovered)) if items]
+  if problems:
+    lines = [f"{title} ({len(items)}):\n  " + "\n  ".join(items) for title, items in problems]
+    raise CheckpointMismatchError("checkpoint does not match the model:\n" + "\n".join(lines))
+
+
+def rename_keys(state_dict: StateDict, renames: Sequence[tuple[str, str]]
+                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """Applies regex `renames` in order to every key; returns (renamed dict, new -> original name).
+
+  Two keys that land on the same name (e.g. a file mixing two naming schemes) are an error.
+  """
+  renamed, original = {}, {}
+  for key, value in state_dict.items():
+    new = key
+    for pattern, replacement in renames:
+      new = re.sub(pattern, replacement, new)
+    if new in renamed:
+      raise CheckpointMismatchError(
+          f"keys {original[new]!r} and {key!r} both map to {new!r}")
+    renamed[new], original[new] = value, key
+  return renamed, original

@@ -1,0 +1,160 @@
+"""Layers shared by backbones, heads and methods, with PyTorch numerics pinned.
+
+Everything here mirrors a PyTorch module whose checkpoints we load (depthwise `nn.Conv2d`,
+`nn.BatchNorm2d`, mmcv `ConvModule`, timm `DropPath`), keeping parameter shapes convertible and
+the forward numerics identical in eval mode. NHWC layout throughout.
+"""
+from collections.abc import Callable
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+# ImageNet statistics in RGB order, on the 0..255 scale (mmseg/HF `img_norm_cfg`).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+# mmseg initialisers: trunc-normal(0.02) Linear weights, He fan-out normal for convolutions.
+dense_init = nn.initializers.truncated_normal(stddev=0.02)
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def normalize_images(frames: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:
+  """uint8 RGB frames `[..., H, W, 3]` -> ImageNet-normalised floats of `dtype`.
+
+  The arithmetic is float32 whatever `dtype` is, so bf16 models see the same rounded inputs.
+  """
+  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+  std = jnp.asarray(IMAGENET_STD, jnp.float32)
+  return ((frames.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
+def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
+  """A LayerNorm with torch's two-pass variance (flax's fast E[x^2]-E[x]^2 loses precision)."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
+
+
+def _depthwise_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32
+                   ) -> jax.Array:
+  """He fan-out normal as mmseg computes it for groups=C: fan_out = kh * kw (not kh * kw * C)."""
+  std = np.sqrt(2.0 / (shape[0] * shape[1]))
+  return std * jax.random.normal(key, shape, dtype)
+
+
+class DepthwiseConv(nn.Module):
+  """Stride-1 depthwise conv with symmetric `k // 2` padding (torch `groups=C`, `padding=k//2`).
+
+  Two implementations share ONE parameter layout (kernel `[kh, kw, 1, C]`, bias `[C]`, the Flax
+  image of torch's `[C, 1, kh, kw]`), so checkpoints are interchangeable:
+  - 'shifted': kh*kw shifted multiply-adds over a zero-padded input. On XLA:CPU this is ~30x
+    faster than the grouped conv (notes/jax_stack.md §6).
+  - 'grouped': `lax.conv_general_dilated(feature_group_count=C)`; cuDNN-friendly on GPU.
+  """
+  kernel_size: int | tuple[int, int] = 3
+  use_bias: bool = True
+  impl: Literal["shifted", "grouped"] = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kh, kw = ((self.kernel_size,) * 2 if isinstance(self.kernel_size, int)
+              else tuple(self.kernel_size))
+    channels = x.shape[-1]
+    kernel = self.param("kernel", _depthwise_init, (kh, kw, 1, channels)).astype(self.dtype)
+    x = x.astype(self.dtype)
+    pads = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+    if self.impl == "shifted":
+      y = _shifted_depthwise(x, kernel, pads)
+    elif self.impl == "grouped":
+      y = jax.lax.conv_general_dilated(
+          x, kernel, window_strides=(1, 1), padding=pads,
+          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+    else:
+      raise ValueError(f"unknown depthwise conv impl {self.impl!r}")
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (channels,)).astype(self.dtype)
+    return y
+
+
+def _shifted_depthwise(x: jax.Array, kernel: jax.Array,
+                       pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """Depthwise cross-correlation as a sum of kernel-tap-weighted shifted views of padded `x`."""
+  kh, kw = kernel.shape[:2]
+  height, width = x.shape[-3], x.shape[-2]
+  padded = jnp.pad(x, ((0, 0),) * (x.ndim - 3) + pads + ((0, 0),))
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      term = padded[..., i:i + height, j:j + width, :] * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+class BatchNorm(nn.Module):
+  """`torch.nn.BatchNorm2d` over the last axis, including its running-variance update.
+
+  Differs from `flax.linen.BatchNorm` in what torch checkpoints rely on: the running variance is
+  updated with the UNBIASED batch variance (n / (n - 1)), while the normalisation uses the biased
+  one. Statistics are computed in float32 with two-pass variance. `momentum` is Flax-style (the
+  weight of the old value): torch's default 0.1 is 0.9 here. Under `jit` with a data-sharded
+  batch the mean is global, i.e. SyncBN. Variables: params {scale, bias}, batch_stats {mean, var}.
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,))
+    bias = self.param("bias", nn.initializers.zeros, (features,))
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    if train:
+      x32 = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x32, axes)
+      var = jnp.mean(jnp.square(x32 - mean), axes)
+      if not self.is_initializing():
+        count = x.size // features
+        unbiased = var * (count / max(count - 1, 1))
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
+
+
+class ConvBNAct(nn.Module):
+  """mmcv `ConvModule`: conv (no bias) -> BatchNorm -> activation; children `conv`, `bn`."""
+  features: int
+  kernel_size: int = 1
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    pad = self.kernel_size // 2
+    x = nn.Conv(self.features, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
+                use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="conv")(x)
+    x = BatchNorm(dtype=self.dtype, name="bn")(x, train=train)
+    return self.activation(x)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a whole residual branch per sample (train only, 'dropout' rng)."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    if not train or self.rate == 0.0:
+      return x
+    keep_prob = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
+    return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))

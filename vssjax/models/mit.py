@@ -1,0 +1,168 @@
+"""Mix Transformer (MiT-B0..B5), the SegFormer backbone (specs/dtern.md §2), NHWC.
+
+Parameter paths mirror the mmseg state_dict keys (specs/dtern.md §10.1) so converters are a
+renaming: `patch_embed{s}/{proj,norm}`, `block{s}_{j}/{norm1,attn/{q,kv,proj,sr,norm},norm2,
+mlp/{fc1,dwconv,fc2}}`, stage norms `norm{s}` (s = 1..4). Every LayerNorm path contains "norm",
+which the optimizer's weight-decay groups match on.
+
+Epsilons are mmseg's: 1e-5 in the patch-embed and spatial-reduction norms, 1e-6 in the block and
+stage norms. (HF transformers uses 1e-5 everywhere; the parity test pins its block norms to 1e-6.)
+The attention/projection/MLP dropouts of the original are 0 in every SegFormer config and are not
+implemented; stochastic depth is.
+"""
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vssjax.models.layers import DepthwiseConv, DropPath, conv_init, dense_init, layer_norm
+
+Dtype = Any
+
+_WIDE = (64, 128, 320, 512)
+_HEADS = (1, 2, 5, 8)
+_SR = (8, 4, 2, 1)
+MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "b0": dict(embed_dims=(32, 64, 160, 256), num_heads=_HEADS, depths=(2, 2, 2, 2), sr_ratios=_SR),
+    "b1": dict(embed_dims=_WIDE, num_heads=_HEADS, depths=(2, 2, 2, 2), sr_ratios=_SR),
+    "b2": dict(embed_dims=_WIDE, num_heads=_HEADS, depths=(3, 4, 6, 3), sr_ratios=_SR),
+    "b3": dict(embed_dims=_WIDE, num_heads=_HEADS, depths=(3, 4, 18, 3), sr_ratios=_SR),
+    "b4": dict(embed_dims=_WIDE, num_heads=_HEADS, depths=(3, 8, 27, 3), sr_ratios=_SR),
+    "b5": dict(embed_dims=_WIDE, num_heads=_HEADS, depths=(3, 6, 40, 3), sr_ratios=_SR),
+}
+
+PATCH_EMBED_EPS = 1e-5
+BLOCK_EPS = 1e-6
+
+
+def _dense(features: int, dtype: Dtype, name: str) -> nn.Dense:
+  return nn.Dense(features, kernel_init=dense_init, dtype=dtype, name=name)
+
+
+class OverlapPatchEmbed(nn.Module):
+  """Strided conv with explicit symmetric padding k // 2, then LayerNorm (eps 1e-5).
+
+  `padding='SAME'` would pad asymmetrically at stride 2/4 and shift every feature by a pixel
+  relative to the PyTorch weights, hence the explicit padding.
+  """
+  features: int
+  patch_size: int
+  stride: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    pad = self.patch_size // 2
+    x = nn.Conv(self.features, (self.patch_size,) * 2, strides=self.stride,
+                padding=((pad, pad), (pad, pad)), kernel_init=conv_init, dtype=self.dtype,
+                name="proj")(x)
+    return layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(x)
+
+
+class EfficientAttention(nn.Module):
+  """Multi-head self-attention whose keys/values come from a `sr_ratio`-strided conv of the map.
+
+  Input and output are NHWC maps; queries are every pixel, keys/values are the reduced map (cost
+  N * N / sr^2). Heads are contiguous channel blocks, `kv` packs [keys; values] as in mmseg.
+  """
+  num_heads: int
+  sr_ratio: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, height, width, channels = x.shape
+    head_dim = channels // self.num_heads
+    q = _dense(channels, self.dtype, "q")(x).reshape(batch, -1, self.num_heads, head_dim)
+    context = x
+    if self.sr_ratio > 1:
+      context = nn.Conv(channels, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
+                        kernel_init=conv_init, dtype=self.dtype, name="sr")(x)
+      context = layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(context)
+    kv = _dense(2 * channels, self.dtype, "kv")(context)
+    kv = kv.reshape(batch, -1, 2, self.num_heads, head_dim)
+    out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5)
+    out = out.reshape(batch, height, width, channels)
+    return _dense(channels, self.dtype, "proj")(out)
+
+
+class MixFFN(nn.Module):
+  """fc1 (C -> ratio*C) -> depthwise 3x3 conv -> exact GELU -> fc2: the conv replaces pos-embeds."""
+  mlp_ratio: int
+  dwconv_impl: Literal["shifted", "grouped"] = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    channels = x.shape[-1]
+    x = _dense(channels * self.mlp_ratio, self.dtype, "fc1")(x)
+    x = DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(x)
+    x = nn.gelu(x, approximate=False)
+    return _dense(channels, self.dtype, "fc2")(x)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x += DropPath(Attn(LN(x))); x += DropPath(MixFFN(LN(x)))."""
+  num_heads: int
+  sr_ratio: int
+  mlp_ratio: int
+  drop_path: float
+  dwconv_impl: Literal["shifted", "grouped"] = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    drop = DropPath(self.drop_path)
+    y = layer_norm(BLOCK_EPS, self.dtype, "norm1")(x)
+    x = x + drop(EfficientAttention(self.num_heads, self.sr_ratio, self.dtype, name="attn")(y),
+                 train=train)
+    y = layer_norm(BLOCK_EPS, self.dtype, "norm2")(x)
+    y = MixFFN(self.mlp_ratio, self.dwconv_impl, self.dtype, name="mlp")(y)
+    return x + drop(y, train=train)
+
+
+class MixTransformer(nn.Module):
+  """MiT backbone: `__call__(x [B,H,W,3], *, train) -> [c1, c2, c3, c4]` at strides 4/8/16/32.
+
+  `dtype` is the compute dtype (params stay float32). Stochastic depth grows linearly from 0 to
+  `drop_path_rate` over all blocks and needs a 'dropout' rng when `train` is true.
+  Any input size works; stage sizes follow torch's conv arithmetic (e.g. 67x93 -> 17x24, 9x12,
+  5x6, 3x3).
+  """
+  embed_dims: Sequence[int]
+  num_heads: Sequence[int]
+  depths: Sequence[int]
+  sr_ratios: Sequence[int]
+  mlp_ratio: int = 4
+  drop_path_rate: float = 0.1
+  dtype: Dtype = jnp.float32
+  dwconv_impl: Literal["shifted", "grouped"] = "shifted"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> list[jax.Array]:
+    rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
+    x = x.astype(self.dtype)
+    features = []
+    block_index = 0
+    for stage in range(4):
+      first = stage == 0
+      x = OverlapPatchEmbed(self.embed_dims[stage], 7 if first else 3, 4 if first else 2,
+                            self.dtype, name=f"patch_embed{stage + 1}")(x)
+      for j in range(self.depths[stage]):
+        x = Block(self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratio,
+                  float(rates[block_index]), self.dwconv_impl, self.dtype,
+                  name=f"block{stage + 1}_{j}")(x, train=train)
+        block_index += 1
+      x = layer_norm(BLOCK_EPS, self.dtype, f"norm{stage + 1}")(x)
+      features.append(x)
+    return features
+
+
+def mit(variant: str, **overrides: Any) -> MixTransformer:
+  """MiT-`variant` ('b0'..'b5'); `overrides` replace any field (e.g. depths, dtype, dwconv_impl)."""
+  if variant not in MIT_VARIANTS:
+    raise ValueError(f"unknown MiT variant {variant!r}; choose from {sorted(MIT_VARIANTS)}")
+  return MixTransformer(**{**MIT_VARIANTS[variant], **overrides})
