@@ -1,5 +1,6 @@
 """Shared test set-up: CPU only, 4 fake devices for sharding tests, grain's absl-flag workaround."""
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,6 +10,13 @@ import jax  # noqa: E402
 
 # Must happen before any JAX computation: sharding tests use a 4-device mesh.
 jax.config.update("jax_num_cpu_devices", 4)
+# The end-to-end tests compile the same small programs many times (each run, resume and restore);
+# a persistent compilation cache, fresh per test session, compiles each of them once.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vssjax-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Tests run tiny models: compile time dominates, so trade run-time optimisation for compile speed.
+jax.config.update("jax_disable_most_optimizations", True)
 
 from absl import flags  # noqa: E402
 

@@ -13,7 +13,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from data_pipelines.sources import get_palette
+from data_pipelines.dataset import make_source
 from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.progress import Progress
@@ -73,7 +73,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
   method, variables, step = restore_for_eval(config, workdir)
-  palette = get_palette(config.data)
+  palette = make_source(config.data).palette
   total, frames = read_frames(input_path)
   name = epath.Path(input_path).stem
   out_dir = epath.Path(workdir) / "infer" / name

@@ -18,7 +18,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from data_pipelines.loader import eval_videos
-from data_pipelines.sources import get_palette
+from data_pipelines.dataset import make_source
 from data_pipelines.sources.base import DataError
 from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
@@ -100,7 +100,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       consistency.add_video(np.stack(labels), np.stack(predictions))
     if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
       overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
-                                    config.eval.overlay_fps, get_palette(config.data))
+                                    config.eval.overlay_fps, make_source(config.data).palette)
     progress.update(index + 1, force=index + 1 == len(videos))
 
   confusion = _merge_across_processes(confusion)

@@ -28,7 +28,7 @@ def make_train_step(
     (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
     new_state = TrainState(step=state.step + 1, params=params,
                            model_state=model_state, opt_state=opt_state)
     return new_state, metrics

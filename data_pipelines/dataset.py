@@ -1,0 +1,140 @@
+"""Random-access view of one split's videos, over a VideoSource or its ArrayRecord records.
+
+Loaders ask for a clip (a few frame indices of one video) and the evaluator walks whole videos in
+order; both go through `VideoDataset`, which decodes only the frames asked for. The two backends
+differ only in where a video's frames come from: the source itself ('files' / 'memory'), or the
+TFDS ArrayRecord records written from it ('arrayrecord'), whose labels are already mapped.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import ml_collections
+import numpy as np
+
+from data_pipelines.sources import base, get_source, synthetic
+from data_pipelines.tfds_builders import synthetic_video
+
+_DEFAULT_DATA_DIR = "~/tensorflow_datasets"
+
+
+class _RecordVideos(Sequence):
+  """ArrayRecord records as VideoRecords with encoded payloads; caches the last record read,
+  since a loader asks for a video's length and then its frames."""
+
+  def __init__(self, records):
+    self._records = records
+    self._last: tuple[int, base.VideoRecord] | None = None
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __getitem__(self, index: int) -> base.VideoRecord:
+    last = self._last
+    if last is not None and last[0] == index:
+      return last[1]
+    record = self._records[index]
+    name = record["name"].decode()
+    frames = tuple(
+        base.FrameRef(frame_id.decode(), image, label if is_labeled else None)
+        for frame_id, image, label, is_labeled in zip(
+            record["frame_ids"], record["images"], record["labels"], record["labeled"]))
+    if len(frames) != record["num_frames"]:
+      raise base.DataError(f"record {name}", f"holds {len(frames)} frames, not "
+                           f"{record['num_frames']}")
+    video = base.VideoRecord(name, frames)
+    self._last = (index, video)
+    return video
+
+
+class VideoDataset:
+  """The videos of one split: lengths, names, clips and whole videos, decoded on demand."""
+
+  def __init__(self, videos: Sequence[base.VideoRecord], source: base.VideoSource,
+               labels_mapped: bool):
+    self._videos = videos
+    self.source = source  # Class names, palette, label mapping.
+    self._labels_mapped = labels_mapped
+
+  @classmethod
+  def from_source(cls, source: base.VideoSource, split: str) -> VideoDataset:
+    return cls(source.videos(split), source, labels_mapped=False)
+
+  @classmethod
+  def from_records(cls, records, source: base.VideoSource) -> VideoDataset:
+    """Over a TFDS ArrayRecord data source written by `tfds_builders.video_records`."""
+    return cls(_RecordVideos(records), source, labels_mapped=True)
+
+  def __len__(self) -> int:
+    return len(self._videos)
+
+  def name(self, i: int) -> str:
+    return self._videos[i].name
+
+  def num_frames(self, i: int) -> int:
+    return len(self._videos[i].frames)
+
+  def _decode(self, frame: base.FrameRef) -> tuple[np.ndarray, np.ndarray | None]:
+    image = self.source.decode_image(frame)
+    if frame.label is None:
+      return image, None
+    if not self._labels_mapped:
+      return image, self.source.decode_label(frame, image.shape[:2])
+    where = base.describe(frame, "label")
+    return image, base.check_label(base.read_label(frame.label, where), image.shape[:2],
+                                   self.source.num_classes, where)
+
+  def load(self, i: int, frame_indices: Sequence[int]) -> dict[str, np.ndarray]:
+    """frames uint8 [T,H,W,3], labels int32 [T,H,W] (all 255 where unlabeled), labeled [T]."""
+    video = self._videos[i]
+    frames, labels, labeled = [], [], []
+    for j in frame_indices:
+      image, label = self._decode(video.frames[j])
+      if frames and image.shape != frames[0].shape:
+        raise base.DataError(base.describe(video.frames[j], "image"), f"size {image.shape[:2]} "
+                             f"differs from the clip's first frame's {frames[0].shape[:2]}")
+      frames.append(image)
+      labeled.append(label is not None)
+      labels.append(np.full(image.shape[:2], base.IGNORE_LABEL, np.int32) if label is None
+                    else label)
+    return dict(frames=np.stack(frames), labels=np.stack(labels),
+                labeled=np.array(labeled, np.bool_))
+
+  def iter_video(self, i: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(frame uint8 [H,W,3], label int32 [H,W] or None) for every frame, in order."""
+    for frame in self._videos[i].frames:
+      yield self._decode(frame)
+
+
+def resolve_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
+  return os.path.expanduser(data_cfg.data_dir or _DEFAULT_DATA_DIR)
+
+
+def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
+  """`get_source(data.source, **data.<source>)`: a source's knobs live under its own name."""
+  knobs = data_cfg.get(data_cfg.source, None)
+  return get_source(data_cfg.source, **(knobs.to_dict() if knobs is not None else {}))
+
+
+def _arrayrecord_builder(source: base.VideoSource, root: str):
+  if isinstance(source, synthetic.SyntheticVideoSource):
+    return synthetic_video.prepare_synthetic(root, **source.knobs)  # Generated: safe to build.
+  raise FileNotFoundError(
+      f"no ArrayRecord data for source {source.name!r} under {root}: real datasets are never "
+      f"built implicitly. Build it first with its TFDS builder "
+      f"(builder(data_dir={root!r}, file_format='array_record').download_and_prepare()), or use "
+      f"data.backend='files'.")
+
+
+def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDataset:
+  """The dataset for `split` with data.source and data.backend ('arrayrecord'|'files'|'memory')."""
+  source = make_source(data_cfg)
+  if data_cfg.backend in ("files", "memory"):
+    return VideoDataset.from_source(source, split)
+  if data_cfg.backend == "arrayrecord":
+    source.check_split(split)
+    builder = _arrayrecord_builder(source, resolve_data_dir(data_cfg))
+    return VideoDataset.from_records(builder.as_data_source(split=split), source)
+  raise ValueError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
+                   f"or 'memory'")

@@ -1,0 +1,181 @@
+"""What a video dataset is: ordered frames per video, their labels, and the label mapping.
+
+Sources know dataset layouts and label conventions and nothing about training. Every later stage
+(TFDS records, random-access datasets, Grain loaders, the evaluator) consumes this one interface, so
+a new dataset is one new `VideoSource` subclass.
+
+Frames and labels may be file paths, encoded bytes or in-memory arrays; the module-level readers
+turn any of them into arrays and raise `DataError` naming the file (or frame id) on bad input, so a
+corrupt file can never silently corrupt a metric.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+
+IGNORE_LABEL = 255
+Payload = str | bytes | np.ndarray
+
+
+class DataError(Exception):
+  """Bad input data. The message always starts with the file (or video/frame id) concerned."""
+
+  def __init__(self, where: str, problem: str):
+    super().__init__(f"{where}: {problem}")
+    self.where = where
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameRef:
+  """One frame: its id, its image and, where annotated, its raw (unmapped) label."""
+  frame_id: str
+  image: Payload
+  label: Payload | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VideoRecord:
+  """One video: a name unique within its split and its frames in temporal order."""
+  name: str
+  frames: tuple[FrameRef, ...]
+
+
+def describe(frame: FrameRef, field: str) -> str:
+  """Where a payload comes from, for error messages: the file path, else the frame id."""
+  payload = getattr(frame, field)
+  return payload if isinstance(payload, str) else f"{frame.frame_id} ({field})"
+
+
+def _read_bytes(payload: str | bytes, where: str) -> np.ndarray:
+  if isinstance(payload, str):
+    try:
+      with open(payload, "rb") as f:
+        payload = f.read()
+    except OSError as e:
+      raise DataError(where, f"cannot read file ({e.strerror or e})") from e
+  if not payload:
+    raise DataError(where, "empty file")
+  return np.frombuffer(payload, np.uint8)
+
+
+def read_image(payload: Payload, where: str) -> np.ndarray:
+  """Decodes an image path, encoded bytes or array into uint8 [H, W, 3] RGB."""
+  if isinstance(payload, np.ndarray):
+    image = payload
+  else:
+    bgr = cv2.imdecode(_read_bytes(payload, where), cv2.IMREAD_COLOR)
+    if bgr is None:
+      raise DataError(where, "cannot decode image (corrupt or unsupported format)")
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    raise DataError(where, f"expected a uint8 [H,W,3] image, got {image.dtype} {image.shape}")
+  return image
+
+
+def read_label(payload: Payload, where: str) -> np.ndarray:
+  """Decodes a label path, encoded bytes or array into a 2-D integer array of raw ids."""
+  if isinstance(payload, np.ndarray):
+    label = payload
+  else:
+    label = cv2.imdecode(_read_bytes(payload, where), cv2.IMREAD_UNCHANGED)
+    if label is None:
+      raise DataError(where, "cannot decode label image (corrupt or unsupported format)")
+  if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
+    # OpenCV expands palette PNGs to colour; sources with palette labels must override
+    # `VideoSource.read_raw_label`.
+    raise DataError(where, f"expected a single-channel integer label, got {label.dtype} "
+                    f"{label.shape}")
+  return label
+
+
+def check_label(label: np.ndarray, image_hw: tuple[int, int], num_classes: int,
+                where: str) -> np.ndarray:
+  """Returns `label` as int32 after checking its size and that ids are in [0, NC) or 255."""
+  if tuple(label.shape) != tuple(image_hw):
+    raise DataError(where, f"label size {label.shape[0]}x{label.shape[1]} differs from image size "
+                    f"{image_hw[0]}x{image_hw[1]}")
+  label = label.astype(np.int32)
+  valid = ((label >= 0) & (label < num_classes)) | (label == IGNORE_LABEL)
+  if not valid.all():
+    bad = np.unique(label[~valid])[:8].tolist()
+    raise DataError(where, f"class ids {bad} out of range [0, {num_classes}) and not the ignore "
+                    f"label {IGNORE_LABEL}")
+  return label
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+  """A fixed, well-spread uint8 [NC, 3] palette for sources without an official one."""
+  ids = np.arange(num_classes)
+  palette = np.zeros((num_classes, 3), np.int64)
+  for bit in range(8):  # The PASCAL VOC bit-interleaving scheme.
+    for channel in range(3):
+      palette[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+  return palette.astype(np.uint8)
+
+
+class VideoSource(abc.ABC):
+  """A video segmentation dataset: splits of videos plus class metadata and label mapping.
+
+  Subclasses set `name`, `class_names` and `splits`, implement `videos`, and override `map_label`
+  (raw file ids -> train ids) or `read_raw_label` (unusual label encodings) where needed.
+  """
+  name: str = ""
+  class_names: tuple[str, ...] = ()
+  splits: tuple[str, ...] = ()
+  ignore_label: int = IGNORE_LABEL
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def palette(self) -> np.ndarray:
+    return default_palette(self.num_classes)
+
+  @abc.abstractmethod
+  def videos(self, split: str) -> Sequence[VideoRecord]:
+    """The videos of `split`, in a fixed order."""
+
+  def map_label(self, raw: np.ndarray) -> np.ndarray:
+    """The dataset's label mapping from raw file ids to train ids (identity by default)."""
+    return raw
+
+  def read_raw_label(self, frame: FrameRef) -> np.ndarray:
+    return read_label(frame.label, describe(frame, "label"))
+
+  def decode_image(self, frame: FrameRef) -> np.ndarray:
+    """uint8 [H, W, 3] RGB."""
+    return read_image(frame.image, describe(frame, "image"))
+
+  def decode_label(self, frame: FrameRef, image_hw: tuple[int, int]) -> np.ndarray:
+    """int32 [H, W] train ids (255 = ignore), checked against the image size and class range."""
+    if frame.label is None:
+      raise ValueError(f"{frame.frame_id} has no label; check `frame.label` first")
+    where = describe(frame, "label")
+    return check_label(self.map_label(self.read_raw_label(frame)), image_hw, self.num_classes,
+                       where)
+
+  def check_split(self, split: str) -> None:
+    if split not in self.splits:
+      raise ValueError(f"source {self.name!r} has splits {self.splits}, not {split!r}")
+
+
+_SOURCES: dict[str, Callable[..., VideoSource]] = {}
+
+
+def register_source(cls: type[VideoSource]) -> type[VideoSource]:
+  """Class decorator: makes `cls` constructible by `get_source(cls.name, ...)`."""
+  if cls.name in _SOURCES and _SOURCES[cls.name] is not cls:
+    raise ValueError(f"source name {cls.name!r} is already registered")
+  _SOURCES[cls.name] = cls
+  return cls
+
+
+def get_source(name: str, **kwargs) -> VideoSource:
+  if name not in _SOURCES:
+    raise ValueError(f"unknown source {name!r}; registered: {sorted(_SOURCES)}")
+  return _SOURCES[name](**kwargs)

@@ -1,0 +1,80 @@
+"""Helpers for the data pipeline tests: tiny configs and two test-only sources.
+
+`test_constant` makes videos whose pixels all equal the video index (so a batch tells which videos
+it came from); `test_folder` reads PNG files from disk (so bad files can be planted).
+"""
+import os
+
+import cv2
+import ml_collections
+import numpy as np
+
+from data_pipelines.sources import base
+from data_pipelines.sources import synthetic
+
+TINY = dict(num_train_videos=8, num_val_videos=2, num_frames=6, height=32, width=32, seed=0)
+
+
+@base.register_source
+class ConstantSource(base.VideoSource):
+  name = "test_constant"
+  class_names = synthetic.CLASS_NAMES
+  splits = ("train", "val")
+
+  def __init__(self, num_videos: int = 8, num_frames: int = 12, size: int = 16):
+    self._shape = (num_videos, num_frames, size)
+
+  def videos(self, split):
+    num_videos, num_frames, size = self._shape
+    return [base.VideoRecord(f"const_{i}", tuple(
+        base.FrameRef(f"const_{i}/{t}", np.full((size, size, 3), i, np.uint8),
+                      np.full((size, size), i % self.num_classes, np.uint8))
+        for t in range(num_frames))) for i in range(num_videos)]
+
+
+@base.register_source
+class FolderSource(base.VideoSource):
+  """root/<video>/<frame>.png images and root/<video>/<frame>_label.png labels (split 'train')."""
+  name = "test_folder"
+  class_names = synthetic.CLASS_NAMES
+  splits = ("train",)
+
+  def __init__(self, root: str):
+    self._root = root
+
+  def videos(self, split):
+    self.check_split(split)
+    records = []
+    for video in sorted(os.listdir(self._root)):
+      frames = sorted(f[:-4] for f in os.listdir(os.path.join(self._root, video))
+                      if not f.endswith("_label.png"))
+      records.append(base.VideoRecord(video, tuple(
+          base.FrameRef(f"{video}/{f}", os.path.join(self._root, video, f + ".png"),
+                        os.path.join(self._root, video, f + "_label.png")) for f in frames)))
+    return records
+
+
+def write_folder(root, num_videos: int = 3) -> str:
+  """Writes the first tiny synthetic train videos as PNG files for `FolderSource`."""
+  root = str(root)
+  videos = synthetic.SyntheticVideoSource(**TINY).videos("train")
+  for i in range(num_videos):
+    os.makedirs(os.path.join(root, videos[i].name))
+    for t, frame in enumerate(videos[i].frames):
+      stem = os.path.join(root, videos[i].name, f"{t:04d}")
+      cv2.imwrite(stem + ".png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+      cv2.imwrite(stem + "_label.png", frame.label)
+  return root
+
+
+def data_config(data_dir, **overrides) -> ml_collections.ConfigDict:
+  """The data config fields the lead's configs set, at test size."""
+  cfg = ml_collections.ConfigDict(dict(
+      source="synthetic", backend="memory", data_dir=str(data_dir), manual_dir="",
+      train_split="train", eval_split="val", synthetic=dict(TINY), batch_size=4, num_workers=0,
+      skip_bad_samples=False,
+      train_transform=dict(scale=(32, 32), ratio_range=(0.5, 2.0), crop_size=(24, 24),
+                           cat_max_ratio=0.75, flip_prob=0.5, photometric=True),
+      eval_transform=dict(scale=(32, 32), size_divisor=32)))
+  cfg.update(overrides)
+  return cfg

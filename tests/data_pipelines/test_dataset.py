@@ -1,0 +1,95 @@
+"""Tests for VideoDataset over both backends and its bad-input errors."""
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines import dataset
+from data_pipelines.sources import base
+from tests.data_pipelines import helpers
+
+
+def test_backends_agree(tmp_path):
+  memory = dataset.make_dataset(helpers.data_config(tmp_path), "train")
+  records = dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "train")
+  assert len(memory) == len(records) == 8
+  by_name = {records.name(i): i for i in range(len(records))}
+  for i in range(len(memory)):
+    j = by_name[memory.name(i)]
+    assert memory.num_frames(i) == records.num_frames(j) == 6
+    a, b = memory.load(i, [5, 0, 3]), records.load(j, [5, 0, 3])
+    for key in ("frames", "labels", "labeled"):
+      np.testing.assert_array_equal(a[key], b[key])
+  assert a["frames"].shape == (3, 32, 32, 3) and a["frames"].dtype == np.uint8
+  assert a["labels"].dtype == np.int32 and a["labeled"].tolist() == [True] * 3
+
+
+def test_iter_video_matches_load(tmp_path):
+  videos = dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "val")
+  clip = videos.load(1, range(6))
+  pairs = list(videos.iter_video(1))
+  assert len(pairs) == 6
+  for t, (frame, label) in enumerate(pairs):
+    np.testing.assert_array_equal(frame, clip["frames"][t])
+    np.testing.assert_array_equal(label, clip["labels"][t])
+
+
+def test_unlabeled_frames_are_ignore_and_flagged():
+  source = helpers.ConstantSource(num_videos=1, num_frames=2, size=4)
+  video = source.videos("train")[0]
+  frames = (video.frames[0], base.FrameRef("c/1", video.frames[1].image, None))
+  videos = dataset.VideoDataset([base.VideoRecord("c", frames)], source, labels_mapped=False)
+  clip = videos.load(0, [0, 1])
+  assert clip["labeled"].tolist() == [True, False]
+  assert (clip["labels"][1] == 255).all() and (clip["labels"][0] == 0).all()
+  assert list(videos.iter_video(0))[1][1] is None
+
+
+def _folder_dataset(tmp_path):
+  cfg = helpers.data_config(tmp_path, source="test_folder", backend="files")
+  cfg.test_folder = dict(root=helpers.write_folder(tmp_path / "videos", num_videos=2))
+  return dataset.make_dataset(cfg, "train"), str(tmp_path / "videos" / "synthetic_train_00001")
+
+
+def test_files_backend_reads_what_was_written(tmp_path):
+  videos, _ = _folder_dataset(tmp_path)
+  memory = dataset.make_dataset(helpers.data_config(tmp_path), "train")
+  np.testing.assert_array_equal(videos.load(1, [2])["frames"], memory.load(1, [2])["frames"])
+  np.testing.assert_array_equal(videos.load(1, [2])["labels"], memory.load(1, [2])["labels"])
+
+
+def test_missing_frame_file(tmp_path):
+  videos, video_dir = _folder_dataset(tmp_path)
+  (tmp_path / "videos" / "synthetic_train_00001" / "0003.png").unlink()
+  with pytest.raises(base.DataError, match=f"{video_dir}/0003.png: cannot read file"):
+    videos.load(1, [3])
+
+
+def test_corrupt_image(tmp_path):
+  videos, video_dir = _folder_dataset(tmp_path)
+  (tmp_path / "videos" / "synthetic_train_00001" / "0002.png").write_bytes(b"\x89PNG broken")
+  with pytest.raises(base.DataError, match=f"{video_dir}/0002.png: cannot decode image"):
+    videos.load(1, [0, 2])
+
+
+def test_label_of_wrong_size(tmp_path):
+  videos, video_dir = _folder_dataset(tmp_path)
+  cv2.imwrite(f"{video_dir}/0001_label.png", np.zeros((30, 32), np.uint8))
+  with pytest.raises(base.DataError, match=f"{video_dir}/0001_label.png: label size 30x32"):
+    videos.load(1, [1])
+
+
+def test_class_id_out_of_range(tmp_path):
+  videos, video_dir = _folder_dataset(tmp_path)
+  cv2.imwrite(f"{video_dir}/0004_label.png", np.full((32, 32), 40, np.uint8))
+  with pytest.raises(base.DataError, match=rf"{video_dir}/0004_label.png: class ids \[40\]"):
+    videos.load(1, [4])
+
+
+def test_config_errors(tmp_path):
+  with pytest.raises(ValueError, match="unknown data.backend 'tfrecord'"):
+    dataset.make_dataset(helpers.data_config(tmp_path, backend="tfrecord"), "train")
+  cfg = helpers.data_config(tmp_path, source="test_constant", backend="arrayrecord")
+  with pytest.raises(FileNotFoundError, match="never built implicitly"):
+    dataset.make_dataset(cfg, "train")
+  with pytest.raises(ValueError, match="has splits"):
+    dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "test")

@@ -1,0 +1,129 @@
+"""Tests for the Grain train loader (batches, checkpointing, sharding, bad samples) and eval."""
+import logging
+
+import grain
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from data_pipelines import clip_sampling, dataset, loader
+from data_pipelines.sources import base
+from tests.data_pipelines import helpers
+
+CLIP3 = clip_sampling.OffsetClipSampler((-2, -1, 0), reverse_prob=0.5)
+ONE_SHARD = grain.sharding.ShardOptions(0, 1)
+
+
+def _take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def test_batches_follow_the_contract(tmp_path):
+  cfg = helpers.data_config(tmp_path, backend="arrayrecord")
+  batch = next(iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=ONE_SHARD)))
+  assert set(batch) == {"frames", "labels", "labeled"}
+  assert batch["frames"].shape == (4, 3, 24, 24, 3) and batch["frames"].dtype == np.uint8
+  assert batch["labels"].shape == (4, 3, 24, 24) and batch["labels"].dtype == np.int32
+  assert batch["labeled"].shape == (4, 3) and batch["labeled"].dtype == np.bool_
+  assert set(np.unique(batch["labels"])) <= set(range(9)) | {255}
+
+
+def test_checkpoint_round_trip_replays_batches(tmp_path):
+  cfg = helpers.data_config(tmp_path)
+  iterator = iter(loader.make_train_loader(cfg, CLIP3, seed=7, shard_options=ONE_SHARD))
+  _take(iterator, 2)
+  manager = ocp.CheckpointManager(tmp_path / "ckpt")
+  manager.save(2, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(iterator)))
+  manager.wait_until_finished()
+  expected = _take(iterator, 3)
+  restored_iter = iter(loader.make_train_loader(cfg, CLIP3, seed=7, shard_options=ONE_SHARD))
+  manager.restore(2, args=ocp.args.Composite(
+      data_iter=grain.checkpoint.CheckpointRestore(restored_iter)))
+  manager.close()
+  for want, got in zip(expected, _take(restored_iter, 3)):
+    for key in want:
+      np.testing.assert_array_equal(want[key], got[key])
+
+
+def _constant_cfg(tmp_path, **overrides):
+  """Videos whose pixels equal their index, and transforms that keep pixel values."""
+  cfg = helpers.data_config(tmp_path, source="test_constant", **overrides)
+  cfg.test_constant = dict(num_videos=8, num_frames=12, size=16)
+  cfg.train_transform = dict(scale=(16, 16), ratio_range=(1.0, 1.0), crop_size=(16, 16),
+                             cat_max_ratio=1.0, flip_prob=0.5, photometric=False)
+  return cfg
+
+
+def test_two_processes_read_disjoint_halves_of_each_epoch(tmp_path):
+  cfg = _constant_cfg(tmp_path)  # 8 videos, global batch 4 -> 2 per process, 2 batches/epoch.
+  seen = []
+  for index in (0, 1):
+    shard = grain.sharding.ShardOptions(index, 2, drop_remainder=True)
+    batches = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=shard)), 2)
+    assert batches[0]["frames"].shape[0] == 2
+    seen.append([int(b["frames"][i, 0, 0, 0, 0]) for b in batches for i in range(2)])
+  assert len(set(seen[0])) == len(set(seen[1])) == 4
+  assert not set(seen[0]) & set(seen[1])
+  assert set(seen[0]) | set(seen[1]) == set(range(8))
+
+
+def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
+  cfg = helpers.data_config(tmp_path)
+  first = [next(iter(loader.make_train_loader(cfg, CLIP3, seed=s, shard_options=ONE_SHARD)))
+           for s in (1, 1, 2)]
+  np.testing.assert_array_equal(first[0]["frames"], first[1]["frames"])
+  assert not np.array_equal(first[0]["frames"], first[2]["frames"])
+
+
+def test_batch_size_must_divide_over_processes(tmp_path):
+  cfg = helpers.data_config(tmp_path, batch_size=5)
+  with pytest.raises(ValueError, match="not divisible by the 2 data shards"):
+    loader.make_train_loader(cfg, CLIP3, seed=0,
+                             shard_options=grain.sharding.ShardOptions(0, 2))
+
+
+def _folder_cfg(tmp_path, skip):
+  cfg = helpers.data_config(tmp_path, source="test_folder", backend="files",
+                            skip_bad_samples=skip, batch_size=2)
+  root = helpers.write_folder(tmp_path / "videos", num_videos=3)
+  cfg.test_folder = dict(root=root)
+  for t in range(6):  # Video 1 is unreadable whichever clip is drawn.
+    (tmp_path / "videos" / "synthetic_train_00001" / f"{t:04d}.png").write_bytes(b"bad")
+  return cfg
+
+
+def test_bad_sample_raises_naming_the_file(tmp_path):
+  cfg = _folder_cfg(tmp_path, skip=False)
+  iterator = iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=ONE_SHARD))
+  with pytest.raises(base.DataError,
+                     match=r"synthetic_train_00001/000\d\.png: cannot decode image"):
+    _take(iterator, 3)
+
+
+def test_bad_samples_are_skipped_deterministically_and_counted(tmp_path, caplog):
+  cfg = _folder_cfg(tmp_path, skip=True)
+  videos = dataset.make_dataset(cfg, "train")
+  clip_map = loader.ClipMap(videos, CLIP3, cfg.train_transform, skip_bad_samples=True)
+  clips = [clip_map.random_map(1, np.random.default_rng(5)) for _ in range(2)]
+  assert clip_map.num_skipped >= 2
+  np.testing.assert_array_equal(clips[0]["frames"], clips[1]["frames"])
+  with caplog.at_level(logging.WARNING):
+    batches = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=ONE_SHARD)),
+                    3)
+  assert len(batches) == 3
+  assert "Skipped bad sample (1 so far in this process)" in caplog.text
+  assert "synthetic_train_00001/000" in caplog.text
+
+
+def test_eval_videos_shards_and_pairs(tmp_path):
+  cfg = helpers.data_config(tmp_path, synthetic=dict(helpers.TINY, num_val_videos=5))
+  shards = [list(loader.eval_videos(cfg, "val", i, 2)) for i in (0, 1)]
+  names = [[v.name for v in shard] for shard in shards]
+  assert len(names[0]) == 3 and len(names[1]) == 2
+  assert set(names[0]) | set(names[1]) == {f"synthetic_val_{i:05d}" for i in range(5)}
+  video = shards[1][0]
+  pairs = list(video)
+  assert video.num_frames == len(pairs) == 6
+  frame, label = pairs[0]
+  assert frame.shape == (32, 32, 3) and label.shape == (32, 32) and label.dtype == np.int32
+

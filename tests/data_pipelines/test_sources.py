@@ -1,0 +1,85 @@
+"""Tests for data_pipelines.sources.base: readers, label checks, DataError messages, registry."""
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines.sources import base, get_source, synthetic
+
+
+def _png(array) -> bytes:
+  return cv2.imencode(".png", array)[1].tobytes()
+
+
+def test_read_image_from_path_bytes_and_array_is_rgb(tmp_path):
+  rgb = np.zeros((4, 5, 3), np.uint8)
+  rgb[..., 0] = 200  # Red.
+  path = str(tmp_path / "f.png")
+  cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+  for payload in (path, _png(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), rgb):
+    np.testing.assert_array_equal(base.read_image(payload, "x"), rgb)
+
+
+def test_missing_file_names_the_file(tmp_path):
+  path = str(tmp_path / "missing.jpg")
+  with pytest.raises(base.DataError, match="missing.jpg: cannot read file") as error:
+    base.read_image(path, path)
+  assert error.value.where == path
+
+
+def test_corrupt_and_empty_images_name_the_file(tmp_path):
+  path = tmp_path / "bad.jpg"
+  path.write_bytes(b"\xff\xd8 not really a jpeg")
+  with pytest.raises(base.DataError, match="bad.jpg: cannot decode image"):
+    base.read_image(str(path), str(path))
+  path.write_bytes(b"")
+  with pytest.raises(base.DataError, match="bad.jpg: empty file"):
+    base.read_image(str(path), str(path))
+
+
+def test_label_of_wrong_size_names_the_file():
+  with pytest.raises(base.DataError, match=r"lab.png: label size 3x4 differs from image size 4x4"):
+    base.check_label(np.zeros((3, 4), np.uint8), (4, 4), 9, "lab.png")
+
+
+def test_class_id_out_of_range_names_the_file_and_ids():
+  label = np.array([[0, 8, 255, 9], [12, 9, 1, 2]], np.uint8)
+  with pytest.raises(base.DataError, match=r"lab.png: class ids \[9, 12\] out of range \[0, 9\)"):
+    base.check_label(label, (2, 4), 9, "lab.png")
+
+
+def test_check_label_accepts_valid_ids_and_ignore():
+  label = np.array([[0, 8, 255]], np.uint8)
+  out = base.check_label(label, (1, 3), 9, "x")
+  assert out.dtype == np.int32
+  np.testing.assert_array_equal(out, [[0, 8, 255]])
+
+
+def test_colour_label_is_rejected():
+  with pytest.raises(base.DataError, match="single-channel"):
+    base.read_label(_png(np.zeros((2, 2, 3), np.uint8)), "lab.png")
+
+
+def test_decode_label_applies_the_mapping_before_checking():
+  class ReduceZero(synthetic.SyntheticVideoSource):  # VSPW-style: 0 -> 255, v -> v - 1.
+    def map_label(self, raw):
+      return np.where(raw == 0, 255, raw.astype(np.int32) - 1)
+
+  frame = base.FrameRef("v/0", np.zeros((1, 3, 3), np.uint8), np.array([[0, 1, 9]], np.uint8))
+  np.testing.assert_array_equal(ReduceZero().decode_label(frame, (1, 3)), [[255, 0, 8]])
+  with pytest.raises(base.DataError, match=r"v/0 \(label\): class ids \[9\]"):
+    synthetic.SyntheticVideoSource().decode_label(
+        base.FrameRef("v/0", np.zeros((1, 3, 3), np.uint8), np.array([[0, 1, 9]], np.uint8)),
+        (1, 3))
+
+
+def test_registry():
+  assert isinstance(get_source("synthetic", num_train_videos=2), synthetic.SyntheticVideoSource)
+  with pytest.raises(ValueError, match="unknown source 'nope'"):
+    get_source("nope")
+
+
+def test_default_palette_is_distinct_and_voc_like():
+  palette = base.default_palette(21)
+  assert palette.shape == (21, 3) and palette.dtype == np.uint8
+  assert len({tuple(c) for c in palette}) == 21
+  np.testing.assert_array_equal(palette[:3], [[0, 0, 0], [128, 0, 0], [0, 128, 0]])
