@@ -75,8 +75,9 @@ def base_config() -> ConfigDict:
       train_split="train",
       eval_split="val",
       num_classes=0,  # filled from the source by each config
+      # 24 frames: mVC_n/VEC_n skip videos of <= 16 frames.
       synthetic=ConfigDict(dict(
-          num_train_videos=200, num_val_videos=16, num_frames=16, height=128, width=128, seed=0)),
+          num_train_videos=200, num_val_videos=16, num_frames=24, height=128, width=128, seed=0)),
       batch_size=16,
       num_workers=0,
       skip_bad_samples=False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,6 +26,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if not flags.FLAGS["verbosity"].present:
+    # Orbax and TFDS log every routine step at INFO; progress lines are printed instead.
+    logging.set_verbosity(logging.WARNING)
   # Imported here so `--help` answers without loading JAX.
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top
 

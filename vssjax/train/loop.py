@@ -1,7 +1,8 @@
 """The one train loop: every method trains here, through the `Method` interface.
 
-Resume order: the latest checkpoint in `workdir/checkpoints` (state + data iterator), else a fresh
-initialisation. Evaluates at `train.eval_every` and at the end.
+Resume order: the latest checkpoint in `workdir/checkpoints` (state + data iterator), else the
+PyTorch weights of `config.init.torch_checkpoint` (if set), else a fresh initialisation. Evaluates
+at `train.eval_every` and at the end.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from vssjax.eval.evaluator import evaluate
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
+from vssjax.train import init_from
 from vssjax.train import step as step_lib
 from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.metric_writer import MetricWriter
+from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
 from vssjax.train.state import TrainState
 
@@ -82,7 +85,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), then evaluates.
 
   `max_steps_this_run` stops early after that many updates (a time-boxed job, or a test of
-  interruption); the final evaluation then does not run. Returns the final results, if any.
+  interruption), and so does SIGTERM (after checkpointing); the final evaluation then does not run.
+  Returns the final results, if any.
   """
   workdir_path = epath.Path(workdir)
   workdir_path.mkdir(parents=True, exist_ok=True)
@@ -106,6 +110,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state, data_iter)
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+  elif config.init.torch_checkpoint:
+    state = init_from.state_from_torch(config, method, state, tx, state_sharding)
   start = int(state.step)
   total = config.train.steps
   end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
@@ -114,35 +120,40 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   train_step = step_lib.make_train_step(method, tx, state_sharding, mesh,
                                         jax.random.PRNGKey(config.seed + 1))
   writer = MetricWriter(workdir)
-  progress = Progress("train step", total, "steps", start=start, min_interval_s=0.0)
+  progress = Progress("train step", total, "steps", min_interval_s=0.0)
   pending: list[tuple[int, dict]] = []
-  results = None
   t_last = time.perf_counter()
-  for step in range(start, end):
-    batch = parallel.to_global(next(data_iter), mesh)
-    state, metrics = train_step(state, batch)
-    done = step + 1
-    pending.append((done, metrics))
-    if done % config.train.log_every == 0 or done == end:
-      host = _check_finite(pending)
-      mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
-      now = time.perf_counter()
-      mean["steps_per_s"] = len(host) / (now - t_last)
-      mean["lr"] = float(schedule(done - 1))
-      t_last = now
-      writer.write(done, mean)
-      progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
-      pending = []
-    if done % config.train.checkpoint_every == 0 or done == end:
-      checkpointer.save(done, state, data_iter)
-    if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
-      evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+  done = start
+  with StopSignal() as stop_signal:
+    for step in range(start, end):
+      batch = parallel.to_global(next(data_iter), mesh)
+      state, metrics = train_step(state, batch)
+      done = step + 1
+      pending.append((done, metrics))
+      stopping = stop_signal.should_stop()
+      if done % config.train.log_every == 0 or done == end or stopping:
+        host = _check_finite(pending)
+        mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+        now = time.perf_counter()
+        mean["steps_per_s"] = len(host) / (now - t_last)
+        mean["lr"] = float(schedule(done - 1))
+        t_last = now
+        writer.write(done, mean)
+        progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
+        pending = []
+      if done % config.train.checkpoint_every == 0 or done == end or stopping:
+        checkpointer.save(done, state, data_iter)
+      if stopping:
+        print(f"stopped at step {done} on request; checkpoint saved, re-run to resume", flush=True)
+        break
+      if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
+        evaluate(method, variables_of(state), config, workdir=workdir, step=done)
 
   checkpointer.close()
   writer.close()
-  if end == total:
-    results = evaluate(method, variables_of(state), config, workdir=workdir, step=end)
-  return results
+  if done == total:
+    return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+  return None
 
 
 def restore_for_eval(config: ConfigDict, workdir: str):

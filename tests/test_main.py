@@ -1,0 +1,88 @@
+"""The command line as a user runs it: train, SIGTERM and resume, eval, infer, bad flags."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+CONFIG = "configs/segformer/synthetic_mitb0.py:quick"
+
+
+def _env():
+  env = dict(os.environ)
+  # Share the test session's compilation cache with the child processes.
+  import jax  # pylint: disable=import-outside-toplevel
+  env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return env
+
+
+def _cli(workdir, data_dir, *args):
+  return [sys.executable, "-m", "vssjax.main", f"--config={CONFIG}", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}", *args]
+
+
+def _run(cmd):
+  result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  return result.stdout
+
+
+def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir):
+  workdir = tmp_path / "run"
+  train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
+               "--config.train.checkpoint_every=100000")
+  proc = subprocess.Popen(train, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in proc.stdout:  # wait until training is under way, then ask it to stop
+    lines.append(line)
+    if line.startswith("train step 3/"):
+      proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=300) == 0, "".join(lines)
+  stopped = [l for l in lines if l.startswith("stopped at step")]
+  assert stopped, "".join(lines)
+  step = int(stopped[0].split()[3].rstrip(";"))
+  assert (workdir / "checkpoints" / str(step) / "data_iter").is_dir()
+
+  out = _run(_cli(workdir, synthetic_data_dir, "--mode=train", f"--config.train.steps={step + 1}"))
+  assert f"resumed from {workdir / 'checkpoints'} at step {step}" in out
+  assert "| mIoU (%) |" in out  # the results table is printed at the end
+  steps = [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert steps[-1] == step + 1
+
+  out = _run(_cli(workdir, synthetic_data_dir, "--mode=eval"))
+  assert f"evaluating checkpoint of step {step + 1}" in out
+  assert json.loads((workdir / "results.json").read_text())["step"] == step + 1
+
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    cv2.imwrite(str(frames / f"f{i}.png"), rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+  out = _run(_cli(workdir, synthetic_data_dir, "--mode=infer", f"--input={frames}"))
+  labels = sorted((workdir / "infer" / "frames" / "labels").iterdir())
+  assert [p.name for p in labels] == ["f0.png", "f1.png", "f2.png"]
+  label = Image.open(labels[0])
+  assert label.mode == "P" and label.size == (56, 40)
+  assert np.asarray(label).max() < 10  # class ids of the synthetic set
+  capture = cv2.VideoCapture(str(workdir / "infer" / "frames" / "overlay.mp4"))
+  assert capture.read()[0]
+
+
+def test_misspelt_override_is_an_error(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "vssjax.main", f"--config={CONFIG}", f"--workdir={tmp_path}",
+       "--config.trian.steps=3"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "trian" in result.stderr
