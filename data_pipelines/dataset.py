@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from data_pipelines.sources import base, get_source, synthetic
-from data_pipelines.tfds_builders import synthetic_video
+from data_pipelines.tfds_builders import real_videos, synthetic_video
 
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
@@ -75,6 +75,10 @@ class VideoDataset:
   def num_frames(self, i: int) -> int:
     return len(self._videos[i].frames)
 
+  def labeled_indices(self, i: int) -> list[int]:
+    """Indices of the frames of video i that carry a label (no decoding)."""
+    return [t for t, frame in enumerate(self._videos[i].frames) if frame.label is not None]
+
   def _decode(self, frame: base.FrameRef) -> tuple[np.ndarray, np.ndarray | None]:
     image = self.source.decode_image(frame)
     if frame.label is None:
@@ -120,11 +124,7 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
 def _arrayrecord_builder(source: base.VideoSource, root: str):
   if isinstance(source, synthetic.SyntheticVideoSource):
     return synthetic_video.prepare_synthetic(root, **source.knobs)  # Generated: safe to build.
-  raise FileNotFoundError(
-      f"no ArrayRecord data for source {source.name!r} under {root}: real datasets are never "
-      f"built implicitly. Build it first with its TFDS builder "
-      f"(builder(data_dir={root!r}, file_format='array_record').download_and_prepare()), or use "
-      f"data.backend='files'.")
+  return real_videos.load(source.name, root)
 
 
 def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDataset:

@@ -2,7 +2,9 @@
 
 Training batches follow the project's batch contract (DESIGN.md "The data flow" item 4):
 frames uint8 [B,T,H,W,3] (not normalised), labels int32 [B,T,H,W] (255 = ignore), labeled bool
-[B,T]. The Grain sampler shards videos over processes, shuffles, repeats forever and derives one
+[B,T], and with `data.flow.method` set, flow float32 [B,T-1,H,W,2] between consecutive clip frames
+(`vssjax.flow` convention), computed on the original frames and moved through the augmentation.
+The Grain sampler shards videos over processes, shuffles, repeats forever and derives one
 RNG per sample from (seed, sample index), so a restored iterator state replays exactly.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from absl import logging
 
 from data_pipelines import clip_sampling, dataset, transforms
 from data_pipelines.sources.base import DataError
+from vssjax.flow import FlowProvider
 
 _MAX_BAD_DRAWS = 100  # With skip_bad_samples: give up when this many draws in a row are bad.
 
@@ -30,19 +33,34 @@ class ClipMap(grain.transforms.RandomMap):
   """
 
   def __init__(self, videos: dataset.VideoDataset, sampler: clip_sampling.ClipSampler,
-               transform_cfg: ml_collections.ConfigDict, skip_bad_samples: bool):
+               transform_cfg: ml_collections.ConfigDict, skip_bad_samples: bool,
+               flow: FlowProvider | None = None):
     self._videos = videos
     self._sampler = sampler
     self._transform_cfg = transform_cfg
     self._skip_bad_samples = skip_bad_samples
+    self._flow = flow
     self.num_skipped = 0
 
   def _clip(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    frame_indices = self._sampler.train_indices(self._videos.num_frames(index), rng)
+    num_frames = self._videos.num_frames(index)
+    labeled = self._videos.labeled_indices(index)
+    sparse = labeled if len(labeled) < num_frames else None  # Fully labelled: sampler's rule.
+    frame_indices = self._sampler.train_indices(num_frames, rng, sparse)
     clip = self._videos.load(index, frame_indices)
-    clip["frames"], clip["labels"] = transforms.train_transform(
-        clip["frames"], clip["labels"], self._transform_cfg, rng)
+    flow = self._clip_flow(index, frame_indices, clip["frames"]) if self._flow else None
+    out = transforms.train_transform(transforms.Clip(clip["frames"], clip["labels"], flow),
+                                     self._transform_cfg, rng)
+    clip["frames"], clip["labels"] = out.frames, out.labels
+    if self._flow:
+      clip["flow"] = out.flow
     return clip
+
+  def _clip_flow(self, index: int, frame_indices: list[int], frames: np.ndarray) -> np.ndarray:
+    name = self._videos.name(index)
+    return np.stack([
+        self._flow(frames[i], frames[i + 1], f"{name}/{frame_indices[i]}-{frame_indices[i + 1]}")
+        for i in range(len(frames) - 1)])
 
   def random_map(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     index = int(element)
@@ -66,6 +84,61 @@ def per_process_batch_size(batch_size: int, shard_count: int) -> int:
   return batch_size // shard_count
 
 
+class _LocalBatchSampler:
+  """Grain sampler over this process's batch numbers: index p + k*P (from Grain) -> batch k.
+
+  Grain hands shard p the indices p, p+P, p+2P, ...; the k-th is this process's k-th batch. The
+  records are batch numbers, not videos: `_LocalBatchMap` decides the videos, so that the global
+  batch does not depend on how many processes share it.
+  """
+
+  def __init__(self, shard_options: grain.sharding.ShardOptions):
+    self._shard_options = shard_options  # grain.DataLoader reads this attribute
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    return grain.RecordMetadata(index=index, record_key=index // self._shard_options.shard_count)
+
+  def __repr__(self) -> str:  # compared by Grain when restoring an iterator state
+    return (f"_LocalBatchSampler(shard {self._shard_options.shard_index} of "
+            f"{self._shard_options.shard_count})")
+
+
+class _LocalBatchMap(grain.transforms.Map):
+  """Batch number k -> this process's rows of global batch k, stacked.
+
+  Global batch k holds positions [k*B, (k+1)*B) of one endless sample stream; process p of P builds
+  rows [p*B/P, (p+1)*B/P). Position g uses video permutation_{g // N}[g % N] (a fresh permutation
+  of the N videos per epoch) and an augmentation RNG seeded by (seed, g). Nothing depends on the
+  process or worker count, so one process or many train on identical batches (tested), and each
+  epoch visits every video once, split disjointly over processes.
+  """
+
+  def __init__(self, clip_map: ClipMap, num_videos: int, batch_size: int,
+               shard_options: grain.sharding.ShardOptions, seed: int):
+    self._clip_map = clip_map
+    self._num_videos = num_videos
+    self._batch_size = batch_size
+    self._local = per_process_batch_size(batch_size, shard_options.shard_count)
+    self._first_row = shard_options.shard_index * self._local
+    self._seed = seed
+    self._epoch_order: tuple[int, np.ndarray] | None = None
+
+  def _video_at(self, position: int) -> int:
+    epoch, offset = divmod(position, self._num_videos)
+    if self._epoch_order is None or self._epoch_order[0] != epoch:
+      order = np.random.default_rng([self._seed, epoch]).permutation(self._num_videos)
+      self._epoch_order = (epoch, order)
+    return int(self._epoch_order[1][offset])
+
+  def map(self, element: int) -> dict[str, np.ndarray]:
+    start = int(element) * self._batch_size + self._first_row
+    clips = []
+    for position in range(start, start + self._local):
+      rng = np.random.Generator(np.random.Philox(key=self._seed + position))
+      clips.append(self._clip_map.random_map(self._video_at(position), rng))
+    return {key: np.stack([clip[key] for clip in clips]) for key in clips[0]}
+
+
 def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_sampling.ClipSampler, *,
                       seed: int, shard_options: grain.sharding.ShardOptions | None = None
                       ) -> grain.DataLoader:
@@ -73,22 +146,23 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
 
   Args:
     data_cfg: the `data` config (source, backend, train_split, batch_size (global), num_workers,
-      skip_bad_samples, train_transform).
+      skip_bad_samples, train_transform, optional flow=dict(method='dis'|'farneback'|'',
+      cache_dir)).
     sampler: turns a video's length into a clip's frame indices.
     seed: shuffling and augmentation seed (non-negative 32-bit).
-    shard_options: which shard of the videos this process reads; default: by JAX process.
+    shard_options: which rows of each global batch this process builds; default: by JAX process.
   """
   shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-  batch = per_process_batch_size(data_cfg.batch_size, shard_options.shard_count)
   videos = dataset.make_dataset(data_cfg, data_cfg.train_split)
-  index_sampler = grain.samplers.IndexSampler(
-      num_records=len(videos), shard_options=shard_options, shuffle=True, num_epochs=None,
-      seed=seed)
-  clip_map = ClipMap(videos, sampler, data_cfg.train_transform, data_cfg.skip_bad_samples)
+  flow_cfg = data_cfg.get("flow", None)
+  flow = (FlowProvider(flow_cfg.method, flow_cfg.get("cache_dir", ""))
+          if flow_cfg is not None and flow_cfg.get("method", "") else None)
+  clip_map = ClipMap(videos, sampler, data_cfg.train_transform, data_cfg.skip_bad_samples, flow)
+  batch_map = _LocalBatchMap(clip_map, len(videos), data_cfg.batch_size, shard_options, seed)
   return grain.DataLoader(
-      data_source=grain.sources.RangeDataSource(0, len(videos), 1),
-      sampler=index_sampler,
-      operations=[clip_map, grain.transforms.Batch(batch, drop_remainder=True)],
+      data_source=grain.sources.RangeDataSource(0, 2**62, 1),  # batch numbers, endless
+      sampler=_LocalBatchSampler(shard_options),
+      operations=[batch_map],
       worker_count=data_cfg.num_workers)
 
 

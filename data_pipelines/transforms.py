@@ -1,11 +1,15 @@
 """Clip-consistent augmentation with mmseg 0.13 / mmcv 1.3 semantics (numpy + cv2, uint8 in/out).
 
-A clip is frames uint8 [T, H, W, 3] RGB and labels [T, H, W] (255 = ignore). Geometric operations
-(rescale, crop, flip) take ONE random draw per clip and apply it to every frame and label, so
-frames stay aligned with each other; photometric distortion is drawn independently per frame, as
-in DTERN's pipeline (specs/dtern.md §7). Frames are never normalised here: the model does that.
+A clip is frames uint8 [T, H, W, 3] RGB, labels [T, H, W] (255 = ignore) and optionally the flow
+between consecutive frames. Geometric operations (rescale, rotate, crop, flip) take ONE random draw
+per clip and apply it to every frame, label and flow field, so frames stay aligned with each other
+and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
+(specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2).
+Frames are never normalised here: the model does that.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import cv2
 import ml_collections
@@ -24,23 +28,81 @@ def rescale_size(hw: tuple[int, int], scale: tuple[float, float]) -> tuple[int, 
   return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
-def _resize_clip(frames: np.ndarray, labels: np.ndarray, hw: tuple[int, int]):
-  """Bilinear frames, nearest labels (mmcv imresize; cv2 takes (w, h))."""
+class Clip(NamedTuple):
+  """frames uint8 [T,H,W,3], labels [T,H,W] (255 = ignore) and optionally flow float32
+  [T-1,H,W,2] ((x, y) pixels, `vssjax.flow` convention), which every geometric op moves with the
+  frames: the field is resampled like an image and its vectors get the op's linear part."""
+  frames: np.ndarray
+  labels: np.ndarray
+  flow: np.ndarray | None = None
+
+
+def _map_flow(clip: Clip, field_op, linear: np.ndarray) -> np.ndarray | None:
+  """Applies a spatial op to each flow field and the 2x2 `linear` map to its vectors."""
+  if clip.flow is None:
+    return None
+  fields = np.stack([field_op(np.ascontiguousarray(f)) for f in clip.flow])
+  return (fields @ linear.T.astype(np.float32)).astype(np.float32)
+
+
+def _resize_clip(clip: Clip, hw: tuple[int, int]) -> Clip:
+  """Bilinear frames and flow, nearest labels (mmcv imresize; cv2 takes (w, h)); flow vectors
+  scale with each axis."""
   size = (hw[1], hw[0])
-  if frames.shape[1:3] == tuple(hw):
-    return frames, labels
-  frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
-  labels = np.stack([cv2.resize(l, size, interpolation=cv2.INTER_NEAREST) for l in labels])
-  return frames, labels
+  if clip.frames.shape[1:3] == tuple(hw):
+    return clip
+  old_h, old_w = clip.frames.shape[1:3]
+  frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in clip.frames])
+  labels = np.stack([cv2.resize(l, size, interpolation=cv2.INTER_NEAREST) for l in clip.labels])
+  flow = _map_flow(clip, lambda f: cv2.resize(f, size, interpolation=cv2.INTER_LINEAR),
+                   np.diag([hw[1] / old_w, hw[0] / old_h]))
+  return Clip(frames, labels, flow)
 
 
-def random_rescale(frames: np.ndarray, labels: np.ndarray, scale: tuple[int, int],
-                   ratio_range: tuple[float, float], rng: np.random.Generator):
+def random_rescale(clip: Clip, scale: tuple[int, int], ratio_range: tuple[float, float],
+                   rng: np.random.Generator) -> Clip:
   """mmseg Resize(img_scale=scale, ratio_range, keep_ratio=True); scale is (w, h) as in mmseg,
   though keep-ratio rescaling only uses its long and short edge."""
   ratio = rng.random() * (ratio_range[1] - ratio_range[0]) + ratio_range[0]
   target = (int(scale[0] * ratio), int(scale[1] * ratio))
-  return _resize_clip(frames, labels, rescale_size(frames.shape[1:3], target))
+  return _resize_clip(clip, rescale_size(clip.frames.shape[1:3], target))
+
+
+def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...]) -> Clip:
+  """Rotates every frame, label and flow field by `degrees` (counter-clockwise) about the image
+  centre: bilinear frames filled with `image_fill`, nearest labels filled with 255, flow filled
+  with 0 and its vectors rotated with the image."""
+  h, w = clip.frames.shape[1:3]
+  matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+  fill = tuple(float(v) for v in np.broadcast_to(image_fill, (3,)))
+
+  def warp(image, interpolation, border):
+    return cv2.warpAffine(image, matrix, (w, h), flags=interpolation,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+  frames = np.stack([warp(f, cv2.INTER_LINEAR, fill) for f in clip.frames])
+  labels = np.stack([warp(l, cv2.INTER_NEAREST, IGNORE_LABEL) for l in clip.labels])
+  flow = _map_flow(clip, lambda f: warp(f, cv2.INTER_LINEAR, 0), matrix[:, :2])
+  return Clip(frames, labels, flow)
+
+
+def random_rotate(clip: Clip, max_degrees: float, prob: float,
+                  image_fill: float | tuple[float, ...], rng: np.random.Generator) -> Clip:
+  """With probability `prob`, one angle ~ U[-max_degrees, max_degrees] for the whole clip
+  (DCFM: +-20 VSPW, +-10 Cityscapes/CamVid; ETC: +-10 with p 0.5)."""
+  if rng.random() >= prob:
+    return clip
+  return rotate(clip, rng.uniform(-max_degrees, max_degrees), image_fill)
+
+
+def random_blur(clip: Clip, prob: float, rng: np.random.Generator) -> Clip:
+  """ETC: with probability `prob`, cv2.GaussianBlur(5x5, sigma 0) on every frame; labels and flow
+  are unchanged. For ksize 5 and sigma 0 OpenCV uses its fixed binomial kernel [1,4,6,4,1]/16,
+  not the sigma-1.1 Gaussian specs/etc.md derives; calling cv2 as ETC did keeps its behaviour."""
+  if rng.random() >= prob:
+    return clip
+  frames = np.stack([cv2.GaussianBlur(f, (5, 5), 0) for f in clip.frames])
+  return clip._replace(frames=frames)
 
 
 def _crop_box(hw: tuple[int, int], crop_size: tuple[int, int], rng: np.random.Generator):
@@ -55,25 +117,27 @@ def _box_is_varied(target_label: np.ndarray, box, cat_max_ratio: float) -> bool:
   return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
 
 
-def random_crop(frames: np.ndarray, labels: np.ndarray, crop_size: tuple[int, int],
-                cat_max_ratio: float, rng: np.random.Generator):
+def random_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
+                rng: np.random.Generator) -> Clip:
   """mmseg RandomCrop: one box for the clip; with cat_max_ratio < 1 the box is re-drawn (at most
   10 times, the last draw kept unchecked) until no class covers more than that share of the
   TARGET frame's (last frame's) non-ignored pixels. crop_size is (h, w)."""
-  box = _crop_box(frames.shape[1:3], crop_size, rng)
+  box = _crop_box(clip.frames.shape[1:3], crop_size, rng)
   if cat_max_ratio < 1.0:
     for _ in range(_CROP_TRIES):
-      if _box_is_varied(labels[-1], box, cat_max_ratio):
+      if _box_is_varied(clip.labels[-1], box, cat_max_ratio):
         break
-      box = _crop_box(frames.shape[1:3], crop_size, rng)
-  return frames[:, box[0], box[1]], labels[:, box[0], box[1]]
+      box = _crop_box(clip.frames.shape[1:3], crop_size, rng)
+  flow = None if clip.flow is None else clip.flow[:, box[0], box[1]]
+  return Clip(clip.frames[:, box[0], box[1]], clip.labels[:, box[0], box[1]], flow)
 
 
-def random_hflip(frames: np.ndarray, labels: np.ndarray, flip_prob: float,
-                 rng: np.random.Generator):
-  if rng.random() < flip_prob:
-    return frames[:, :, ::-1], labels[:, :, ::-1]
-  return frames, labels
+def random_hflip(clip: Clip, flip_prob: float, rng: np.random.Generator) -> Clip:
+  """Mirrors the clip; flow vectors get their x negated."""
+  if rng.random() >= flip_prob:
+    return clip
+  flow = None if clip.flow is None else clip.flow[:, :, ::-1] * np.float32([-1, 1])
+  return Clip(clip.frames[:, :, ::-1], clip.labels[:, :, ::-1], flow)
 
 
 def _convert(channel: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -102,33 +166,43 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
   return image
 
 
-def pad_to(frames: np.ndarray, labels: np.ndarray, size: tuple[int, int]):
-  """Pads bottom/right up to size (h, w): frames with 0, labels with 255 (mmseg Pad)."""
-  pad_h, pad_w = max(size[0] - frames.shape[1], 0), max(size[1] - frames.shape[2], 0)
+def pad_to(clip: Clip, size: tuple[int, int]) -> Clip:
+  """Pads bottom/right up to size (h, w): frames and flow with 0, labels with 255 (mmseg Pad)."""
+  pad_h, pad_w = max(size[0] - clip.frames.shape[1], 0), max(size[1] - clip.frames.shape[2], 0)
   if not pad_h and not pad_w:
-    return frames, labels
-  frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-  labels = np.pad(labels, ((0, 0), (0, pad_h), (0, pad_w)), constant_values=IGNORE_LABEL)
-  return frames, labels
+    return clip
+  spatial = ((0, 0), (0, pad_h), (0, pad_w))
+  frames = np.pad(clip.frames, spatial + ((0, 0),))
+  labels = np.pad(clip.labels, spatial, constant_values=IGNORE_LABEL)
+  flow = None if clip.flow is None else np.pad(clip.flow, spatial + ((0, 0),))
+  return Clip(frames, labels, flow)
 
 
-def train_transform(frames: np.ndarray, labels: np.ndarray, cfg: ml_collections.ConfigDict,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """The mmseg train pipeline on a clip: rescale, crop, flip, photometric, pad.
+def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.Generator) -> Clip:
+  """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad.
 
-  cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric.
-  Returns frames uint8 [T, h, w, 3] and labels int32 [T, h, w] with (h, w) = crop_size.
+  cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
+  optionally rotate_degrees (0: off), rotate_prob, rotate_fill (image fill), blur_prob (0: off).
+  With every option off this is mmseg's SegFormer/DTERN pipeline. Returns frames uint8
+  [T, h, w, 3], labels int32 [T, h, w] and flow float32 [T-1, h, w, 2] (if given) at crop_size.
   """
   crop_size = tuple(cfg.crop_size)
   # Labels travel as uint8 (train ids < 255 and ignore = 255), which every cv2 op accepts.
-  labels = labels.astype(np.uint8)
-  frames, labels = random_rescale(frames, labels, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
-  frames, labels = random_crop(frames, labels, crop_size, cfg.cat_max_ratio, rng)
-  frames, labels = random_hflip(frames, labels, cfg.flip_prob, rng)
+  clip = clip._replace(labels=clip.labels.astype(np.uint8))
+  clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
+  if cfg.get("rotate_degrees", 0.0):
+    clip = random_rotate(clip, cfg.rotate_degrees, cfg.get("rotate_prob", 1.0),
+                         cfg.get("rotate_fill", 0), rng)
+  if cfg.get("blur_prob", 0.0):
+    clip = random_blur(clip, cfg.blur_prob, rng)
+  clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
+  clip = random_hflip(clip, cfg.flip_prob, rng)
   if cfg.photometric:
-    frames = np.stack([photometric_distortion(np.ascontiguousarray(f), rng) for f in frames])
-  frames, labels = pad_to(frames, labels, crop_size)
-  return np.ascontiguousarray(frames), labels.astype(np.int32)
+    clip = clip._replace(frames=np.stack(
+        [photometric_distortion(np.ascontiguousarray(f), rng) for f in clip.frames]))
+  clip = pad_to(clip, crop_size)
+  flow = None if clip.flow is None else np.ascontiguousarray(clip.flow, np.float32)
+  return Clip(np.ascontiguousarray(clip.frames), clip.labels.astype(np.int32), flow)
 
 
 def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:

@@ -83,7 +83,10 @@ def base_config() -> ConfigDict:
       skip_bad_samples=False,
       train_transform=ConfigDict(dict(
           scale=(128, 128), ratio_range=(0.5, 2.0), crop_size=(96, 96), cat_max_ratio=0.75,
-          flip_prob=0.5, photometric=True)),
+          flip_prob=0.5, photometric=True,
+          rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=0, blur_prob=0.0)),
+      # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
+      flow=ConfigDict(dict(method="", cache_dir="")),
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),
   ))
 
@@ -124,7 +127,10 @@ def base_config() -> ConfigDict:
       overlay_fps=8,
   ))
 
-  c.mesh = ConfigDict(dict(data=-1))  # -1: all devices on the data axis
+  # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are
+  # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default replicate.
+  c.mesh = ConfigDict(dict(data=-1, fsdp=1))
+  c.sharding_rules = ()
   c.init = ConfigDict(dict(torch_checkpoint=""))
   # Published numbers of this exact setting (metric name -> value in %), shown next to measured ones.
   c.published = ConfigDict(dict(source="", metrics=ConfigDict()))

@@ -6,58 +6,30 @@ image viewer, readable back as ids) and an overlay video, with a progress line.
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
-import cv2
 import numpy as np
 from etils import epath
 from PIL import Image
 
 from data_pipelines.dataset import make_source
+from data_pipelines.sources import base, footage
 from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.progress import Progress
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
-
-def read_frames(path: str | epath.Path) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
   """(number of frames, iterator of (frame name, RGB uint8 frame)) for a video file or frame dir."""
-  path = epath.Path(path)
-  if not path.exists():
+  if not os.path.exists(path):
     raise FileNotFoundError(f"--input {path} does not exist")
-  if path.is_dir():
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-      raise ValueError(f"--input {path} holds no {'/'.join(IMAGE_SUFFIXES)} frames")
-
-    def from_dir():
-      for file in files:
-        frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if frame is None:
-          raise ValueError(f"cannot decode frame {file}")
-        yield file.stem, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-    return len(files), from_dir()
-
-  capture = cv2.VideoCapture(str(path))
-  if not capture.isOpened():
-    raise ValueError(f"OpenCV cannot open video {path}")
-  count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-
-  def from_video():
-    index = 0
-    try:
-      while True:
-        ok, frame = capture.read()
-        if not ok:
-          break
-        yield f"{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        index += 1
-    finally:
-      capture.release()
-
-  return count, from_video()
+  if os.path.isdir(path):
+    files = footage.frame_files(path)
+    frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
+    return len(files), frames
+  frames = (f"{i:06d}", frame) for i, frame in enumerate(footage.read_video_frames(path))
+  return footage.video_frame_count(path), frames
 
 
 def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) -> None:

@@ -19,6 +19,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "infer"], "What to do.")
 _INPUT = flags.DEFINE_string("input", None, "--mode=infer: a video file or a directory of frames.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "Start JAX's multi-process runtime: auto = when a cluster (TPU pod, SLURM, Open MPI, "
+    "JAX_COORDINATOR_ADDRESS) is detected.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,6 +34,8 @@ def main(argv):
     # Orbax and TFDS log every routine step at INFO; progress lines are printed instead.
     logging.set_verbosity(logging.WARNING)
   # Imported here so `--help` answers without loading JAX.
+  from vssjax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(_DISTRIBUTED.value)  # before anything touches a device
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value

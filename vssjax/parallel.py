@@ -1,12 +1,18 @@
-"""Device mesh, shardings, and the hop from process-local numpy batches to global jax.Arrays.
+"""Multi-host start, device mesh, shardings, and process-local batches -> global jax.Arrays.
 
 One place decides how arrays are laid out over devices, so that the train step, the checkpoint
-restore target and the data path always agree. Data parallelism over a `data` axis; parameters and
-optimizer state are replicated.
+restore target and the data path always agree:
+
+- the mesh has a `data` axis and an `fsdp` axis (size 1 unless configured); the batch is split over
+  both, as FSDP is data parallelism whose parameters are also split;
+- parameters and optimizer state follow regex rules over their '/'-joined paths: `replicate`, or
+  `fsdp` (split the largest dimension divisible by the fsdp axis size). The default is replicated.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Sequence
 
 import jax
@@ -14,16 +20,52 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
-def make_mesh(data: int = -1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over `data` devices (-1 = all). `Auto` axes: GSPMD propagates the rest."""
+def _cluster_detected() -> bool:
+  """True when a launcher or scheduler says this process is one of several."""
+  env = os.environ
+  return (bool(env.get("JAX_COORDINATOR_ADDRESS")) or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+          or int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+
+
+def initialize_distributed(mode: str = "auto") -> None:
+  """Starts JAX's multi-controller runtime: 'on', 'off', or 'auto' (when a cluster is detected).
+
+  On TPU pods, SLURM and Open MPI, JAX finds the coordinator itself. On bare hosts set
+  JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
+  Must run before anything touches a device.
+  """
+  if mode not in ("auto", "on", "off"):
+    raise ValueError(f"--distributed must be auto, on or off, got {mode!r}")
+  if mode == "off" or (mode == "auto" and not _cluster_detected()):
+    return
+  if jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if os.environ.get("JAX_NUM_PROCESSES"):
+    kwargs.update(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["JAX_PROCESS_ID"]))
+  jax.distributed.initialize(**kwargs)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A (data, fsdp) mesh; `data=-1` takes every device the fsdp axis leaves. `Auto` axes (GSPMD)."""
   devices = list(devices if devices is not None else jax.devices())
-  size = len(devices) if data == -1 else data
-  if size > len(devices) or size < 1:
-    raise ValueError(f"mesh.data={data} but {len(devices)} devices are available")
-  return jax.make_mesh(
-      (size,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:size])
+  if fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
+  data = len(devices) // fsdp if data == -1 else data
+  if data < 1 or data * fsdp > len(devices):
+    raise ValueError(f"mesh data={data} x fsdp={fsdp} needs more than the {len(devices)} devices")
+  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2,
+                       devices=devices[: data * fsdp])
+
+
+def mesh_from_config(config) -> jax.sharding.Mesh:
+  return make_mesh(config.mesh.data, config.mesh.fsdp)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -31,27 +73,53 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  """Leading (batch) axis split over `data`; the other axes whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+  """Leading (batch) axis split over every device of the mesh; the other axes whole."""
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
   """Fails early, naming the numbers, when the batch cannot be split evenly."""
-  devices = mesh.shape[DATA_AXIS]
+  devices = mesh.devices.size
   if global_batch % devices:
     raise ValueError(
-        f"data.batch_size={global_batch} is not divisible by the {devices} devices of the mesh's "
-        f"'{DATA_AXIS}' axis")
+        f"data.batch_size={global_batch} is not divisible by the {devices} devices of the mesh "
+        f"{dict(mesh.shape)}")
   if global_batch % jax.process_count():
     raise ValueError(
         f"data.batch_size={global_batch} is not divisible by the {jax.process_count()} processes")
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:
+  """Splits the largest dimension divisible by `size`; replicates when none is."""
+  candidates = [(d, i) for i, d in enumerate(shape) if d % size == 0 and d >= size]
+  if size == 1 or not candidates:
+    return P()
+  _, axis = max(candidates)
+  return P(*([None] * axis + [FSDP_AXIS]))
+
+
+def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
+                    rules: Sequence[tuple[str, str]] = ()) -> Any:
+  """Shardings for a train-state pytree from `(regex, 'replicate'|'fsdp')` rules, first match wins."""
+  compiled = [(re.compile(pattern), kind) for pattern, kind in rules]
+  for _, kind in compiled:
+    if kind not in ("replicate", "fsdp"):
+      raise ValueError(f"sharding rule kind must be 'replicate' or 'fsdp', got {kind!r}")
+
+  def sharding(path, leaf):
+    name = _path_name(path)
+    kind = next((k for pattern, k in compiled if pattern.search(name)), "replicate")
+    spec = _fsdp_spec(tuple(leaf.shape), mesh.shape[FSDP_AXIS]) if kind == "fsdp" else P()
+    return NamedSharding(mesh, spec)
+
+  return jax.tree_util.tree_map_with_path(sharding, abstract_state)
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """Each process contributes its local rows; the result is one global array per key."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
-
-
-def replicate_tree(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  return jax.device_put(tree, replicated(mesh))

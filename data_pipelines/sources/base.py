@@ -50,7 +50,8 @@ def describe(frame: FrameRef, field: str) -> str:
   return payload if isinstance(payload, str) else f"{frame.frame_id} ({field})"
 
 
-def _read_bytes(payload: str | bytes, where: str) -> np.ndarray:
+def read_bytes(payload: str | bytes, where: str) -> np.ndarray:
+  """The bytes of a file path or of encoded bytes, as uint8; missing or empty files raise."""
   if isinstance(payload, str):
     try:
       with open(payload, "rb") as f:
@@ -67,7 +68,7 @@ def read_image(payload: Payload, where: str) -> np.ndarray:
   if isinstance(payload, np.ndarray):
     image = payload
   else:
-    bgr = cv2.imdecode(_read_bytes(payload, where), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(read_bytes(payload, where), cv2.IMREAD_COLOR)
     if bgr is None:
       raise DataError(where, "cannot decode image (corrupt or unsupported format)")
     image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -81,7 +82,7 @@ def read_label(payload: Payload, where: str) -> np.ndarray:
   if isinstance(payload, np.ndarray):
     label = payload
   else:
-    label = cv2.imdecode(_read_bytes(payload, where), cv2.IMREAD_UNCHANGED)
+    label = cv2.imdecode(read_bytes(payload, where), cv2.IMREAD_UNCHANGED)
     if label is None:
       raise DataError(where, "cannot decode label image (corrupt or unsupported format)")
   if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
@@ -139,6 +140,10 @@ class VideoSource(abc.ABC):
   @abc.abstractmethod
   def videos(self, split: str) -> Sequence[VideoRecord]:
     """The videos of `split`, in a fixed order."""
+
+  def available_splits(self) -> tuple[str, ...]:
+    """The splits present in this copy of the dataset (users often lack the test split)."""
+    return self.splits
 
   def map_label(self, raw: np.ndarray) -> np.ndarray:
     """The dataset's label mapping from raw file ids to train ids (identity by default)."""

@@ -34,7 +34,8 @@ class VssjaxSyntheticVideo(video_records.VideoSegBuilder):
   RELEASE_NOTES = {"1.0.0": "First synthetic video generator."}
   BUILDER_CONFIGS = [synthetic_config()]
 
-  def make_source(self) -> synthetic.SyntheticVideoSource:
+  def make_source(self, dl_manager=None) -> synthetic.SyntheticVideoSource:
+    del dl_manager  # Generated, nothing to read.
     knobs = inspect.signature(synthetic.SyntheticVideoSource).parameters
     return synthetic.SyntheticVideoSource(**{k: getattr(self.builder_config, k) for k in knobs})
 

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_pipelines.sources import base
+from vssjax.progress import Progress
 
 
 def video_features() -> tfds.features.FeaturesDict:
@@ -84,14 +85,16 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         description="Videos with per-frame semantic labels; one record per video.")
 
   @abc.abstractmethod
-  def make_source(self) -> base.VideoSource:
-    """The source whose videos are written."""
+  def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:
+    """The source whose videos are written (real datasets read `dl_manager.manual_dir`)."""
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Sources read local files or generate data.
-    source = self.make_source()
-    return {split: self._generate_examples(source, split) for split in source.splits}
+    source = self.make_source(dl_manager)
+    return {split: self._generate_examples(source, split) for split in source.available_splits()}
 
   def _generate_examples(self, source: base.VideoSource, split: str):
-    for video in source.videos(split):
+    videos = source.videos(split)
+    progress = Progress(f"{source.name} {split}", len(videos), "videos")
+    for done, video in enumerate(videos, 1):
       yield video.name, encode_video(source, video)
+      progress.update(done, force=done == len(videos))

@@ -65,4 +65,64 @@ def test_config_errors():
   with pytest.raises(ValueError, match="end with the target offset 0"):
     clip_sampling.OffsetClipSampler((0, -3))
   with pytest.raises(ValueError, match="unknown clip sampler kind"):
-    clip_sampling.make_clip_sampler(ml_collections.ConfigDict(dict(kind="pairs")))
+    clip_sampling.make_clip_sampler(ml_collections.ConfigDict(dict(kind="triples")))
+
+
+def test_sparse_labels_make_the_labelled_frame_the_target():
+  dtern = clip_sampling.OffsetClipSampler((-9, -6, -3, 0), reverse_prob=0.5)
+  rng = np.random.default_rng(0)
+  clips = {tuple(dtern.train_indices(30, rng, [19])) for _ in range(100)}
+  assert clips == {(10, 13, 16, 19), (28, 25, 22, 19)}  # Cityscapes: -9.. or, reversed, +9..
+  single = clip_sampling.SingleFrameSampler()
+  assert {single.train_indices(30, rng, [4, 19])[0] for _ in range(100)} == {4, 19}
+  with pytest.raises(ValueError, match="no labelled frame"):
+    single.train_indices(30, rng, [])
+
+
+def test_dcfm_pairs():
+  assert clip_sampling.dcfm_partner_offsets(1) == (-1, 1)
+  assert clip_sampling.dcfm_partner_offsets(2) == (-2, -1, 1, 2)
+  sampler = clip_sampling.make_clip_sampler(ml_collections.ConfigDict(dict(kind="pair",
+                                                                           offsets=(-1, 1))))
+  rng = np.random.default_rng(0)
+  pairs = [sampler.train_indices(10, rng) for _ in range(2000)]
+  assert all(abs(u - t) == 1 or (u == t and t in (0, 9)) for u, t in pairs)  # VSPW clamps.
+  assert {t for _, t in pairs} == set(range(10))
+  assert 0.45 < np.mean([u > t for u, t in pairs if 0 < t < 9]) < 0.55
+  assert sampler.train_indices(30, rng, [19])[1] == 19
+  assert sampler.eval_indices(10, 4) == [4]
+
+
+def test_etc_partners_are_uniform_over_the_five_offsets():
+  sampler = clip_sampling.PairSampler(clip_sampling.ETC_PARTNER_OFFSETS)
+  rng = np.random.default_rng(0)
+  offsets = [u - t for u, t in (sampler.train_indices(30, rng, [19]) for _ in range(5000))]
+  values, counts = np.unique(offsets, return_counts=True)
+  assert values.tolist() == [-2, -1, 1, 2, 3]
+  assert (np.abs(counts / 5000 - 0.2) < 0.02).all()
+  with pytest.raises(ValueError, match="non-zero"):
+    clip_sampling.PairSampler((0, 1))
+
+
+def test_dcfm_keyframe_placement():
+  # VSPW (1 pass, K = 2): st rotates across videos; P mode keeps 0.
+  assert [clip_sampling.dcfm_first_keyframe(v, 0, 2) for v in range(4)] == [0, 1, 0, 1]
+  assert [clip_sampling.dcfm_first_keyframe(v, 0, 2, rotate=False) for v in range(3)] == [0] * 3
+  # Cityscapes/CamVid (2 passes): every 3-frame clip is seen with st = 0, then st = 1.
+  assert [clip_sampling.dcfm_first_keyframe(v, p, 2, passes=2)
+          for v in range(2) for p in range(2)] == [0, 1, 0, 1]
+  assert clip_sampling.keyframe_indices(3, 2, 0) == [0, 2]  # Labelled a = index 1: non-key.
+  assert clip_sampling.keyframe_indices(3, 2, 1) == [1]  # a is the keyframe.
+  assert clip_sampling.keyframe_indices(7, 3, 2) == [2, 5]
+  with pytest.raises(ValueError):
+    clip_sampling.keyframe_indices(7, 2, 2)
+  assert clip_sampling.labeled_window(30, 19, 1, 1) == [18, 19, 20]
+  assert clip_sampling.labeled_window(30, 19, 19, 10) == list(range(30))
+  assert clip_sampling.labeled_window(5, 0, 1, 1) == [0, 1]
+
+
+def test_clip_length():
+  make = lambda **kw: ml_collections.ConfigDict(kw)  # noqa: E731
+  assert clip_sampling.clip_length(make(kind="single", offsets=(0,))) == 1
+  assert clip_sampling.clip_length(make(kind="pair", offsets=(3, 2, 1, -1, -2))) == 2
+  assert clip_sampling.clip_length(DTERN) == 4

@@ -88,8 +88,12 @@ def test_class_id_out_of_range(tmp_path):
 def test_config_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown data.backend 'tfrecord'"):
     dataset.make_dataset(helpers.data_config(tmp_path, backend="tfrecord"), "train")
+  cfg = helpers.data_config(tmp_path, source="vspw", backend="arrayrecord")
+  cfg.vspw = dict(root=str(tmp_path / "VSPW_480p"))
+  with pytest.raises(FileNotFoundError, match="never built implicitly.*--source=vspw"):
+    dataset.make_dataset(cfg, "train")
   cfg = helpers.data_config(tmp_path, source="test_constant", backend="arrayrecord")
-  with pytest.raises(FileNotFoundError, match="never built implicitly"):
+  with pytest.raises(ValueError, match="no ArrayRecord builder for source 'test_constant'"):
     dataset.make_dataset(cfg, "train")
   with pytest.raises(ValueError, match="has splits"):
     dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "test")

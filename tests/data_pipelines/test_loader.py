@@ -127,3 +127,31 @@ def test_eval_videos_shards_and_pairs(tmp_path):
   frame, label = pairs[0]
   assert frame.shape == (32, 32, 3) and label.shape == (32, 32) and label.dtype == np.int32
 
+
+
+def test_flow_batches_and_sparse_targets(tmp_path):
+  cfg = helpers.data_config(tmp_path, batch_size=2)
+  cfg.flow = dict(method="farneback", cache_dir="")
+  batch = next(iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=ONE_SHARD)))
+  assert batch["flow"].shape == (2, 2, 24, 24, 2) and batch["flow"].dtype == np.float32
+  source = helpers.ConstantSource(num_videos=1, num_frames=6, size=8)
+  video = source.videos("train")[0]
+  frames = tuple(f if t == 4 else base.FrameRef(f.frame_id, f.image) for t, f in
+                 enumerate(video.frames))
+  videos = dataset.VideoDataset([base.VideoRecord("v", frames)], source, labels_mapped=False)
+  clip_map = loader.ClipMap(videos, clip_sampling.PairSampler((1, -1)), cfg.train_transform, False)
+  for seed in range(5):
+    clip = clip_map.random_map(0, np.random.default_rng(seed))
+    assert clip["labeled"].tolist() == [False, True]  # The labelled frame is the target.
+
+
+def test_global_batches_do_not_depend_on_the_process_count(tmp_path):
+  cfg = helpers.data_config(tmp_path)
+  whole = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=3, shard_options=ONE_SHARD)), 2)
+  halves = [_take(iter(loader.make_train_loader(
+      cfg, CLIP3, seed=3, shard_options=grain.sharding.ShardOptions(i, 2, drop_remainder=True))), 2)
+            for i in (0, 1)]
+  for step, batch in enumerate(whole):
+    for key in batch:  # process 0 builds the first half of every global batch, process 1 the rest
+      np.testing.assert_array_equal(
+          batch[key], np.concatenate([halves[0][step][key], halves[1][step][key]]))

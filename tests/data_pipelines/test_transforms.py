@@ -6,6 +6,8 @@ import pytest
 
 from data_pipelines import transforms
 
+C = transforms.Clip
+
 
 class ScriptedRng:
   """Returns queued values from integers()/uniform()/random(), to pin every random draw."""
@@ -41,7 +43,7 @@ def test_random_rescale_uses_ratio_times_scale_for_all_frames():
   frames = np.zeros((3, 32, 64, 3), np.uint8)
   labels = np.zeros((3, 32, 64), np.uint8)
   # ratio 0.5 -> target (16, 16) -> factor min(16/64, 16/32) = 0.25 -> (8, 16).
-  out_f, out_l = transforms.random_rescale(frames, labels, (32, 32), (0.5, 1.0), ScriptedRng(0.0))
+  out_f, out_l, _ = transforms.random_rescale(C(frames, labels), (32, 32), (0.5, 1.0), ScriptedRng(0.0))
   assert out_f.shape == (3, 8, 16, 3) and out_l.shape == (3, 8, 16)
 
 
@@ -49,7 +51,7 @@ def test_rescale_is_bilinear_for_frames_and_nearest_for_labels():
   frames = np.zeros((1, 2, 2, 3), np.uint8)
   frames[0, :, 1] = 200
   labels = np.array([[[0, 7], [0, 7]]], np.uint8)
-  out_f, out_l = transforms.random_rescale(frames, labels, (4, 4), (1.0, 1.0), ScriptedRng(0.0))
+  out_f, out_l, _ = transforms.random_rescale(C(frames, labels), (4, 4), (1.0, 1.0), ScriptedRng(0.0))
   assert set(np.unique(out_l)) == {0, 7}
   assert set(np.unique(out_f)) == {0, 50, 150, 200}  # Bilinear blends at 1/4 and 3/4.
 
@@ -63,7 +65,7 @@ def test_random_crop_checks_the_target_frames_label():
   frames = np.zeros((2, 10, 40, 3), np.uint8)
   passed = 0
   for seed in range(300):
-    _, out = transforms.random_crop(frames, labels, (10, 10), 0.75, np.random.default_rng(seed))
+    _, out, _ = transforms.random_crop(C(frames, labels), (10, 10), 0.75, np.random.default_rng(seed))
     counts = np.bincount(out[-1].ravel(), minlength=2)
     passed += counts.max() / counts.sum() < 0.75
   # 11 draws: P(pass) = 1 - (26/31)^11 = 0.86; a single draw would pass 5/31 = 0.16 of the time.
@@ -75,7 +77,7 @@ def test_random_crop_ignores_255_in_the_ratio():
   target[0, 0], target[0, 1] = 1, 2  # Only two labelled pixels, one each: ratio 0.5.
   frames = np.zeros((1, 4, 4, 3), np.uint8)
   # First box (0, 0) is accepted at once: the rng is asked for exactly two offsets.
-  _, out = transforms.random_crop(frames, target[None], (4, 4), 0.75, ScriptedRng(0, 0))
+  _, out, _ = transforms.random_crop(C(frames, target[None]), (4, 4), 0.75, ScriptedRng(0, 0))
   np.testing.assert_array_equal(out[0], target)
 
 
@@ -83,17 +85,17 @@ def test_random_crop_uses_one_box_for_the_clip():
   frames = np.arange(3 * 8 * 8 * 3, dtype=np.int64).reshape(3, 8, 8, 3) % 251
   frames = frames.astype(np.uint8)
   labels = np.zeros((3, 8, 8), np.uint8)
-  out_f, _ = transforms.random_crop(frames, labels, (4, 5), 1.0, ScriptedRng(2, 3))
+  out_f, _, _ = transforms.random_crop(C(frames, labels), (4, 5), 1.0, ScriptedRng(2, 3))
   np.testing.assert_array_equal(out_f, frames[:, 2:6, 3:8])
 
 
 def test_hflip_all_or_nothing():
   frames = np.arange(2 * 1 * 3 * 3, dtype=np.uint8).reshape(2, 1, 3, 3)
   labels = np.array([[[0, 1, 2]], [[3, 4, 5]]], np.uint8)
-  f, l = transforms.random_hflip(frames, labels, 0.5, ScriptedRng(0.2))
+  f, l, _ = transforms.random_hflip(C(frames, labels), 0.5, ScriptedRng(0.2))
   np.testing.assert_array_equal(l, [[[2, 1, 0]], [[5, 4, 3]]])
   np.testing.assert_array_equal(f, frames[:, :, ::-1])
-  f, l = transforms.random_hflip(frames, labels, 0.5, ScriptedRng(0.7))
+  f, l, _ = transforms.random_hflip(C(frames, labels), 0.5, ScriptedRng(0.7))
   np.testing.assert_array_equal(l, labels)
 
 
@@ -128,7 +130,7 @@ def test_photometric_saturation_zero_gives_gray():
 def test_pad_image_zero_label_ignore():
   frames = np.full((2, 3, 2, 3), 9, np.uint8)
   labels = np.ones((2, 3, 2), np.uint8)
-  f, l = transforms.pad_to(frames, labels, (4, 4))
+  f, l, _ = transforms.pad_to(C(frames, labels), (4, 4))
   assert f.shape == (2, 4, 4, 3) and l.shape == (2, 4, 4)
   assert (f[:, 3:] == 0).all() and (f[:, :, 2:] == 0).all() and (f[:, :3, :2] == 9).all()
   assert (l[:, 3:] == 255).all() and (l[:, :, 2:] == 255).all() and (l[:, :3, :2] == 1).all()
@@ -161,7 +163,7 @@ def test_clip_alignment_exact_without_rescale():
   palette, frames, labels = _moving_block_clip()
   cfg = _cfg(ratio_range=(1.0, 1.0), flip_prob=0.5, crop_size=(20, 24))
   for seed in range(10):
-    out_f, out_l = transforms.train_transform(frames, labels, cfg, np.random.default_rng(seed))
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(seed))
     assert out_f.shape == (4, 20, 24, 3) and out_l.dtype == np.int32
     np.testing.assert_array_equal(out_f, palette[out_l])
 
@@ -171,7 +173,7 @@ def test_clip_alignment_with_rescale_crop_flip_and_pad():
   cfg = _cfg(crop_size=(40, 40))  # Larger than some rescaled clips: padding happens too.
   padded = 0
   for seed in range(20):
-    out_f, out_l = transforms.train_transform(frames, labels, cfg, np.random.default_rng(seed))
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(seed))
     padded += (out_l == 255).any()
     for t in range(4):
       inside = _interior(out_l[t].astype(np.uint8))
@@ -187,7 +189,7 @@ def test_photometric_is_drawn_per_frame():
   frames = np.full((4, 8, 8, 3), 120, np.uint8)
   labels = np.zeros((4, 8, 8), np.uint8)
   cfg = _cfg(ratio_range=(1.0, 1.0), scale=(8, 8), crop_size=(8, 8), photometric=True)
-  out_f, _ = transforms.train_transform(frames, labels, cfg, np.random.default_rng(3))
+  out_f, _, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(3))
   assert len({out_f[t].tobytes() for t in range(4)}) > 1
 
 
@@ -209,3 +211,91 @@ def test_test_resize_is_two_resizes():
   np.testing.assert_array_equal(transforms.test_resize(frame, (128, 128), 32), expected)
   same = np.ones((64, 64, 3), np.uint8)
   np.testing.assert_array_equal(transforms.test_resize(same, (64, 64), 32), same)
+
+
+def _flow_clip(hw=(4, 6), vector=(1.0, 2.0)):
+  frames = np.zeros((2, *hw, 3), np.uint8)
+  labels = np.zeros((2, *hw), np.uint8)
+  flow = np.broadcast_to(np.float32(vector), (1, *hw, 2)).copy()
+  return C(frames, labels, flow)
+
+
+def test_flow_vectors_scale_with_resize():
+  out = transforms._resize_clip(_flow_clip((4, 6)), (8, 18))  # x3 in width, x2 in height.
+  assert out.flow.shape == (1, 8, 18, 2) and out.flow.dtype == np.float32
+  np.testing.assert_allclose(out.flow, np.broadcast_to([3.0, 4.0], (1, 8, 18, 2)))
+
+
+def test_flow_flip_mirrors_the_field_and_negates_x():
+  clip = _flow_clip((2, 3))
+  clip.flow[0, :, :, 0] = [[1, 2, 3], [4, 5, 6]]
+  out = transforms.random_hflip(clip, 0.5, ScriptedRng(0.2))
+  np.testing.assert_array_equal(out.flow[0, :, :, 0], [[-3, -2, -1], [-6, -5, -4]])
+  np.testing.assert_array_equal(out.flow[0, :, :, 1], 2)
+
+
+def test_rotation_by_90_rotates_frames_labels_and_flow_vectors():
+  clip = _flow_clip((5, 5), vector=(1.0, 0.0))
+  labels = np.arange(25, dtype=np.uint8).reshape(5, 5)
+  clip = clip._replace(labels=np.stack([labels, labels]))
+  out = transforms.rotate(clip, 90.0, 0)
+  np.testing.assert_array_equal(out.labels[0], np.rot90(labels))  # Counter-clockwise.
+  # A rightward motion turns upward (y points down): (1, 0) -> (0, -1).
+  np.testing.assert_allclose(out.flow[0, 1:4, 1:4], np.broadcast_to([0.0, -1.0], (3, 3, 2)),
+                             atol=1e-5)
+
+
+def test_rotation_fills_image_and_label():
+  clip = C(np.full((1, 6, 6, 3), 50, np.uint8), np.ones((1, 6, 6), np.uint8))
+  out = transforms.rotate(clip, 45.0, (1, 2, 3))
+  np.testing.assert_array_equal(out.frames[0, 0, 0], [1, 2, 3])
+  assert out.labels[0, 0, 0] == 255 and out.labels[0, 3, 3] == 1
+
+
+def test_blur_is_all_or_nothing_and_is_cv2_5x5():
+  frames = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+  clip = C(frames, np.zeros((2, 8, 8), np.uint8))
+  out = transforms.random_blur(clip, 0.5, ScriptedRng(0.3))
+  # sigma 0 with a 5x5 kernel: OpenCV's fixed binomial kernel [1, 4, 6, 4, 1] / 16, reflect-101.
+  kernel = np.float32([1, 4, 6, 4, 1]) / 16
+  expected = cv2.sepFilter2D(frames[1].astype(np.float32), -1, kernel, kernel,
+                             borderType=cv2.BORDER_REFLECT_101)
+  np.testing.assert_allclose(out.frames[1], np.round(expected), atol=1)
+  assert transforms.random_blur(clip, 0.5, ScriptedRng(0.7)).frames is frames
+
+
+def test_flow_crop_and_pad_follow_the_frames():
+  clip = _flow_clip((6, 6))
+  clip.flow[0, :, :, 0] = np.arange(36).reshape(6, 6)
+  out = transforms.random_crop(clip, (3, 4), 1.0, ScriptedRng(2, 1))
+  np.testing.assert_array_equal(out.flow[0, :, :, 0], np.arange(36).reshape(6, 6)[2:5, 1:5])
+  padded = transforms.pad_to(out, (4, 5))
+  assert padded.flow.shape == (1, 4, 5, 2) and (padded.flow[0, 3] == 0).all()
+
+
+def test_transformed_flow_still_warps_frame_to_frame():
+  """Frame 1 is frame 0 moved by (4, -3), i.e. flow (-4, 3); after rescale, rotation, crop and flip the carried flow
+  must still bring frame 0 onto frame 1 (backward warping, vssjax.flow convention)."""
+  rng = np.random.default_rng(0)
+  big = cv2.GaussianBlur(cv2.resize(rng.integers(0, 255, (20, 20), dtype=np.uint8), (100, 100),
+                                    interpolation=cv2.INTER_CUBIC), (7, 7), 0)
+  f0, f1 = big[20:80, 20:80], big[23:83, 16:76]  # f1(p) = f0(p + (-4, 3)).
+  frames = np.repeat(np.stack([f0, f1])[..., None], 3, -1)
+  flow = np.broadcast_to(np.float32([-4, 3]), (1, 60, 60, 2)).copy()
+  cfg = _cfg(scale=(60, 60), ratio_range=(0.8, 1.5), crop_size=(40, 40), cat_max_ratio=1.0,
+             photometric=False, rotate_degrees=30.0, rotate_prob=1.0)
+  for seed in range(4):
+    out = transforms.train_transform(C(frames, np.zeros((2, 60, 60), np.uint8), flow), cfg,
+                                     np.random.default_rng(seed))
+    ys, xs = np.mgrid[:40, :40].astype(np.float32)
+    warped = cv2.remap(out.frames[0, ..., 0], xs + out.flow[0, ..., 0], ys + out.flow[0, ..., 1],
+                       cv2.INTER_LINEAR)
+    # |flow| <= 5 * 1.5 px: keep pixels whose source lies inside the crop and off the fill.
+    valid = cv2.erode((out.labels[0] != 255).astype(np.uint8), np.ones((17, 17), np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    assert valid.sum() > 100
+    error = np.abs(warped.astype(float) - out.frames[1, ..., 0])[valid]
+    assert error.mean() < 2, (seed, error.mean())
+    wrong = cv2.remap(out.frames[0, ..., 0], xs - out.flow[0, ..., 0], ys - out.flow[0, ..., 1],
+                      cv2.INTER_LINEAR)  # Sanity: the negated flow must not fit.
+    assert np.abs(wrong.astype(float) - out.frames[1, ..., 0])[valid].mean() > 10

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from data_pipelines.clip_sampling import make_clip_sampler
+from data_pipelines.clip_sampling import clip_length, make_clip_sampler
 from data_pipelines.loader import make_train_loader
 from vssjax import parallel
 from vssjax.configs_lib import ConfigDict
@@ -35,7 +35,7 @@ from vssjax.train.state import TrainState
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   """Global shapes of one training batch, from the config alone (no data is read)."""
   batch = config.data.batch_size
-  clip = len(config.clip.offsets) if config.clip.kind == "offsets" else 1
+  clip = clip_length(config.clip)
   height, width = config.data.train_transform.crop_size
   return {
       "frames": jax.ShapeDtypeStruct((batch, clip, height, width, 3), np.uint8),
@@ -52,7 +52,7 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
       lambda r: method.init(r, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()}),
       rng)
   tx, schedule = make_optimizer(config.optim, config.train.steps, abstract["params"])
-  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh)
+  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh, config.sharding_rules)
   return state, sharding, tx, schedule
 
 
@@ -94,7 +94,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   # ---- Set up mesh, method and state ----
-  mesh = parallel.make_mesh(config.mesh.data)
+  mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
   state, state_sharding, tx, schedule = create_state(config, method, mesh)
@@ -158,7 +158,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
 
 def restore_for_eval(config: ConfigDict, workdir: str):
   """The method and the variables of the latest checkpoint in `workdir` (error if none)."""
-  mesh = parallel.make_mesh(config.mesh.data)
+  mesh = parallel.mesh_from_config(config)
   method = get_method(config)
   state, _, _, _ = create_state(config, method, mesh)
   checkpointer = Checkpointer(workdir, async_save=False)

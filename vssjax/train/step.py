@@ -41,9 +41,9 @@ def make_train_step(
 
 
 def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
-               spec: dict[str, jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh
-               ) -> tuple[TrainState, object]:
-  """Initialises the state directly in its (replicated) sharding; returns it and its sharding.
+               spec: dict[str, jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh,
+               rules=()) -> tuple[TrainState, object]:
+  """Initialises the state directly in its sharding (see `parallel.state_shardings`).
 
   Only the batch's shapes matter: zeros stand in for it, so no data is baked into the program.
   """
@@ -55,5 +55,5 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
                       opt_state=tx.init(params))
 
   abstract = jax.eval_shape(init, rng)
-  sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+  sharding = parallel.state_shardings(abstract, mesh, rules)
   return jax.jit(init, out_shardings=sharding)(rng), sharding

@@ -1,0 +1,62 @@
+"""Training-loader throughput: clips/s and frames/s of a config's Grain train loader.
+
+  python -m data_pipelines.bench --config=configs/segformer/synthetic_mitb0.py \
+      [--batches=20] [--workers=0,1,2] [--config.data.batch_size=8 ...]
+
+Builds the loader exactly as training does (source, backend, clip sampler, transforms, flow,
+workers), discards `--warmup` batches (worker start-up, first decode) and times the next
+`--batches` for each worker count. Nothing runs on an accelerator.
+"""
+from __future__ import annotations
+
+import time
+
+import grain
+from absl import app, flags
+from ml_collections import config_flags
+
+from data_pipelines import clip_sampling, loader
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg].", lock_config=True)
+_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per worker count.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches first.")
+_WORKERS = flags.DEFINE_list("workers", None, "Grain worker counts to try (default: the config's).")
+flags.mark_flags_as_required(["config"])
+
+
+def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batches: int,
+            warmup: int) -> dict[str, float]:
+  """Seconds, clips/s and frames/s over `batches` batches after `warmup` untimed ones."""
+  data_cfg = data_cfg.copy_and_resolve_references()
+  data_cfg.num_workers = num_workers
+  iterator = iter(loader.make_train_loader(
+      data_cfg, sampler, seed=0, shard_options=grain.sharding.ShardOptions(0, 1)))
+  for _ in range(warmup):
+    next(iterator)
+  started = time.perf_counter()
+  clips = frames = 0
+  for _ in range(batches):
+    batch = next(iterator)
+    clips += batch["frames"].shape[0]
+    frames += batch["frames"].shape[0] * batch["frames"].shape[1]
+  seconds = time.perf_counter() - started
+  return dict(seconds=seconds, clips_per_s=clips / seconds, frames_per_s=frames / seconds)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  sampler = clip_sampling.make_clip_sampler(config.clip)
+  workers = [int(w) for w in _WORKERS.value] if _WORKERS.value else [config.data.num_workers]
+  crop = tuple(config.data.train_transform.crop_size)
+  print(f"bench: source {config.data.source} ({config.data.backend}), batch "
+        f"{config.data.batch_size} clips x {clip_sampling.clip_length(config.clip)} frames at "
+        f"{crop[0]}x{crop[1]}, {_BATCHES.value} batches after {_WARMUP.value} warm-up", flush=True)
+  for count in workers:
+    result = measure(config.data, sampler, count, _BATCHES.value, _WARMUP.value)
+    print(f"bench: workers {count}: {result['clips_per_s']:.2f} clips/s  "
+          f"{result['frames_per_s']:.2f} frames/s  ({result['seconds']:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

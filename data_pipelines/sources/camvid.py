@@ -1,0 +1,92 @@
+"""CamVid (Brostow et al., 2009) in the 11-class SegNet layout, with video frames where present.
+
+Layout (`root` = the user's copy): `train/`, `trainannot/`, `val/`, `valannot/`, `test/`,
+`testannot/`; images and label PNGs share names `<sequence>_<frame number>.png`
+(e.g. `0001TP_006690.png`, `Seq05VD_f00030.png`). Labels 0..10 are the classes, 11 ("void") and
+above are ignored (specs/dcfm.md §6.2).
+
+Without video frames each split's labelled frames of one sequence (1 per second) form a video.
+Where the 30 fps frames of the sequences are present as `frames/<sequence>_<frame number>.png`
+(numbered like the labelled frames, e.g. extracted from the CamVid videos), every labelled frame a
+instead becomes a video of the frames [a-19, a+10] on disk with only frame a labelled, the same
+shape as a Cityscapes snippet, so methods that need neighbouring frames can train and evaluate.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+
+import numpy as np
+
+from data_pipelines.sources import base
+
+CLASS_NAMES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence",
+               "car", "pedestrian", "bicyclist")
+PALETTE = np.array([
+    [128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [0, 0, 192], [128, 128, 0],
+    [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]], np.uint8)
+CONTEXT = (19, 10)  # Frames before and after a labelled frame, where video frames exist.
+FRAMES_DIR = "frames"
+_NAME = re.compile(r"^(?P<prefix>.+?)(?P<number>\d+)\.png$")
+
+
+@base.register_source
+class CamvidSource(base.VideoSource):
+  name = "camvid"
+  class_names = CLASS_NAMES
+  splits = ("train", "val", "test")
+
+  def __init__(self, root: str):
+    self._root = os.path.expanduser(root)
+
+  @property
+  def palette(self) -> np.ndarray:
+    return PALETTE
+
+  def available_splits(self) -> tuple[str, ...]:
+    return tuple(split for split in self.splits if os.path.isdir(os.path.join(self._root, split)))
+
+  def videos(self, split: str) -> list[base.VideoRecord]:
+    self.check_split(split)
+    image_dir, label_dir = (os.path.join(self._root, d) for d in (split, split + "annot"))
+    for folder in (image_dir, label_dir):
+      if not os.path.isdir(folder):
+        raise base.DataError(folder, "missing CamVid split folder")
+    labelled = [_NAME.match(f) for f in sorted(os.listdir(image_dir))]
+    labelled = [m for m in labelled if m]
+    frames_dir = os.path.join(self._root, FRAMES_DIR)
+    if os.path.isdir(frames_dir):
+      return [self._snippet(m, image_dir, label_dir, frames_dir) for m in labelled]
+    return self._sequences(labelled, image_dir, label_dir)
+
+  def _sequences(self, labelled, image_dir: str, label_dir: str) -> list[base.VideoRecord]:
+    by_sequence = collections.defaultdict(list)
+    for match in labelled:
+      by_sequence[match["prefix"]].append(match)
+    videos = []
+    for prefix, matches in by_sequence.items():
+      matches.sort(key=lambda m: int(m["number"]))
+      videos.append(base.VideoRecord(prefix.split("_")[0], tuple(
+          base.FrameRef(m.string[:-4], os.path.join(image_dir, m.string),
+                        os.path.join(label_dir, m.string)) for m in matches)))
+    return videos
+
+  def _snippet(self, match: re.Match, image_dir: str, label_dir: str,
+               frames_dir: str) -> base.VideoRecord:
+    prefix, digits = match["prefix"], match["number"]
+    annotated = int(digits)
+    frames = []
+    for number in range(annotated - CONTEXT[0], annotated + CONTEXT[1] + 1):
+      stem = f"{prefix}{number:0{len(digits)}d}"
+      if number == annotated:
+        frames.append(base.FrameRef(stem, os.path.join(image_dir, match.string),
+                                    os.path.join(label_dir, match.string)))
+      elif number >= 0 and os.path.exists(os.path.join(frames_dir, stem + ".png")):
+        frames.append(base.FrameRef(stem, os.path.join(frames_dir, stem + ".png")))
+    return base.VideoRecord(match.string[:-4], tuple(frames))
+
+  def map_label(self, raw: np.ndarray) -> np.ndarray:
+    """11 ("void") and every larger id -> ignore."""
+    raw = raw.astype(np.int32)
+    return np.where(raw >= len(CLASS_NAMES), base.IGNORE_LABEL, raw)

@@ -1,0 +1,82 @@
+"""Cityscapes video snippets (Cordts et al., CVPR 2016) with their one fine-labelled frame.
+
+Layout (`root` = the user's copy): `leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame>_
+leftImg8bit.png` (30-frame snippets) and `gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_
+labelIds.png` (only frame 19 of each snippet, the 20th, is annotated). One video per annotated
+frame: the snippet frames [a-19, a+10] that exist on disk, with only frame a labelled, so a clip
+sampler told which frames are labelled makes frame a the target. labelIds map to the 19 train ids.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from data_pipelines.sources import base
+
+CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+               "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+               "bus", "train", "motorcycle", "bicycle")
+# labelIds of the 19 evaluated classes, in train-id order; every other id is ignored.
+_EVAL_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+_MAX_LABEL_ID = 33  # The official table's ids are 0..33 (and -1, never stored in a PNG).
+LABEL_TO_TRAIN = np.full(_MAX_LABEL_ID + 1, base.IGNORE_LABEL, np.int32)
+LABEL_TO_TRAIN[list(_EVAL_LABEL_IDS)] = np.arange(len(_EVAL_LABEL_IDS))
+PALETTE = np.array([
+    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153],
+    [153, 153, 153], [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152],
+    [70, 130, 180], [220, 20, 60], [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100],
+    [0, 80, 100], [0, 0, 230], [119, 11, 32]], np.uint8)
+SNIPPET = (19, 10)  # Frames before and after the annotated one in a 30-frame snippet.
+_GT_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_labelIds\.png$")
+
+
+@base.register_source
+class CityscapesSource(base.VideoSource):
+  name = "cityscapes"
+  class_names = CLASS_NAMES
+  splits = ("train", "val", "test")
+
+  def __init__(self, root: str):
+    self._root = os.path.expanduser(root)
+
+  @property
+  def palette(self) -> np.ndarray:
+    return PALETTE
+
+  def available_splits(self) -> tuple[str, ...]:
+    return tuple(split for split in self.splits if os.path.isdir(os.path.join(self._root, "gtFine", split)))
+
+  def videos(self, split: str) -> list[base.VideoRecord]:
+    self.check_split(split)
+    gt_root = os.path.join(self._root, "gtFine", split)
+    if not os.path.isdir(gt_root):
+      raise base.DataError(gt_root, "missing annotation folder")
+    videos = []
+    for city in sorted(os.listdir(gt_root)):
+      for name in sorted(os.listdir(os.path.join(gt_root, city))):
+        match = _GT_NAME.match(name)
+        if match:
+          videos.append(self._snippet(split, match, os.path.join(gt_root, city, name)))
+    return videos
+
+  def _snippet(self, split: str, match: re.Match, label_path: str) -> base.VideoRecord:
+    city, seq, annotated = match["city"], match["seq"], int(match["frame"])
+    folder = os.path.join(self._root, "leftImg8bit_sequence", split, city)
+    frames = []
+    for number in range(annotated - SNIPPET[0], annotated + SNIPPET[1] + 1):
+      stem = f"{city}_{seq}_{number:06d}"
+      image = os.path.join(folder, f"{stem}_leftImg8bit.png")
+      if number == annotated:  # Must exist: a missing annotated frame fails when read, named.
+        frames.append(base.FrameRef(stem, image, label_path))
+      elif number >= 0 and os.path.exists(image):
+        frames.append(base.FrameRef(stem, image))
+    return base.VideoRecord(f"{city}_{seq}_{annotated:06d}", tuple(frames))
+
+  def map_label(self, raw: np.ndarray) -> np.ndarray:
+    """labelIds -> train ids. Ids outside the official table (other than 255) are kept as they
+    are, so the range check reports them as bad data instead of hiding them as ignore."""
+    raw = raw.astype(np.int32)
+    known = (raw >= 0) & (raw <= _MAX_LABEL_ID)
+    return np.where(known, LABEL_TO_TRAIN[np.where(known, raw, 0)], raw)

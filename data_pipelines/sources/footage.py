@@ -1,0 +1,100 @@
+"""Unlabelled real footage: video files (anything OpenCV decodes: mp4, avi, ...) or frame folders.
+
+For label-free temporal consistency and for running a trained model on real video. Every path in
+`paths` is one video of the single split 'test'; a directory stands for all of its image files in
+name order, anything else for a video file. Video files are decoded once, sequentially (seeking is
+unreliable in many codecs), into lossless PNG bytes kept in memory, so keep `max_frames` and `stride`
+in proportion to the memory at hand; frame folders stay on disk and are read on demand.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from data_pipelines.sources import base
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def frame_files(folder: str) -> list[str]:
+  """The image files of a frame folder, in name order; raises if there are none."""
+  files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                 if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
+  if not files:
+    raise base.DataError(folder, f"holds no {'/'.join(IMAGE_SUFFIXES)} frames")
+  return files
+
+
+def video_frame_count(path: str) -> int:
+  """The frame count the container declares (may be approximate for some codecs)."""
+  capture = cv2.VideoCapture(path)
+  try:
+    return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+  finally:
+    capture.release()
+
+
+def read_video_frames(path: str) -> Iterator[np.ndarray]:
+  """Decodes a video file frame by frame as uint8 [H, W, 3] RGB, without holding it in memory."""
+  if not os.path.isfile(path):
+    raise base.DataError(path, "cannot read file (no such file)")
+  capture = cv2.VideoCapture(path)
+  if not capture.isOpened():
+    raise base.DataError(path, "OpenCV cannot open this video (corrupt or unsupported codec)")
+  try:
+    while True:
+      ok, bgr = capture.read()
+      if not ok:
+        return
+      yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  finally:
+    capture.release()
+
+
+def _png(rgb: np.ndarray) -> bytes:
+  return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+@base.register_source
+class FootageSource(base.VideoSource):
+  """Real footage without labels; classes come from the model's dataset, not from here."""
+  name = "footage"
+  splits = ("test",)
+
+  def __init__(self, paths: Sequence[str] = (), stride: int = 1, max_frames: int = 0,
+               class_names: Sequence[str] = ()):
+    if stride < 1:
+      raise ValueError(f"stride must be >= 1, got {stride}")
+    self._paths = tuple(os.path.expanduser(p) for p in paths)
+    self._stride, self._max_frames = stride, max_frames
+    self.class_names = tuple(class_names)
+    self._decoded: dict[str, base.VideoRecord] = {}
+
+  def videos(self, split: str) -> list[base.VideoRecord]:
+    self.check_split(split)
+    return [self._video(path) for path in self._paths]
+
+  def _keep(self, items: list) -> list:
+    items = items[::self._stride]
+    return items[:self._max_frames] if self._max_frames else items
+
+  def _video(self, path: str) -> base.VideoRecord:
+    name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    if os.path.isdir(path):
+      files = self._keep(frame_files(path))
+      return base.VideoRecord(name, tuple(
+          base.FrameRef(f"{name}/{os.path.splitext(os.path.basename(f))[0]}", f) for f in files))
+    if path not in self._decoded:
+      frames = []
+      for index, rgb in enumerate(read_video_frames(path)):
+        if index % self._stride == 0:
+          frames.append(base.FrameRef(f"{name}/{index:06d}", _png(rgb)))
+          if self._max_frames and len(frames) == self._max_frames:
+            break
+      if not frames:
+        raise base.DataError(path, "no frame could be decoded")
+      self._decoded[path] = base.VideoRecord(name, tuple(frames))
+    return self._decoded[path]

@@ -1,0 +1,103 @@
+"""VSPW 480p (Miao et al., CVPR 2021): 124-class dense video labels on every frame.
+
+Layout (`root` = the user's `VSPW_480p` copy; specs/dtern.md §8): `train.txt`, `val.txt`,
+`test.txt` (one video name per line), `data/<video>/origin/<frame>.jpg` and
+`data/<video>/mask/<frame>.png` (palette PNGs whose palette indices are the raw class ids).
+Frames are sorted by file name. Test videos have no masks, so their frames carry no label.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from data_pipelines.sources import base
+
+NUM_CLASSES = 124
+# VSPW ships its class list as `label_num_dic_final.json` ({name: raw id}, "others" = 0). The
+# specs do not list the 124 names, so they are read from the user's copy when it has that file.
+CLASS_FILE = "label_num_dic_final.json"
+
+
+def _class_names(root: str) -> tuple[str, ...]:
+  path = os.path.join(root, CLASS_FILE)
+  if not os.path.exists(path):
+    return tuple(f"class_{i:03d}" for i in range(1, NUM_CLASSES + 1))
+  with open(path) as f:
+    ids = {int(raw): name for name, raw in json.load(f).items()}
+  missing = sorted(set(range(1, NUM_CLASSES + 1)) - set(ids))
+  if missing:
+    raise base.DataError(path, f"has no class for raw ids {missing[:8]}")
+  return tuple(ids[i] for i in range(1, NUM_CLASSES + 1))
+
+
+def read_palette_label(payload: base.Payload, where: str) -> np.ndarray:
+  """Palette (or greyscale) PNG -> its indices, with Pillow: OpenCV would expand the palette."""
+  if isinstance(payload, np.ndarray):
+    return base.read_label(payload, where)
+  data = base.read_bytes(payload, where)
+  try:
+    image = Image.open(io.BytesIO(data.tobytes()))
+    image.load()
+  except (OSError, ValueError) as e:
+    raise base.DataError(where, f"cannot decode label image ({e})") from e
+  if image.mode not in ("P", "L"):
+    raise base.DataError(where, f"expected a palette or greyscale label PNG, got mode {image.mode}")
+  return np.asarray(image)
+
+
+def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
+  """mmseg reduce_zero_label: 0 ("others") -> 255, v -> v - 1, 255 stays 255."""
+  raw = raw.astype(np.int32)
+  return np.where((raw == 0) | (raw == base.IGNORE_LABEL), base.IGNORE_LABEL, raw - 1)
+
+
+def read_video_list(path: str) -> list[str]:
+  try:
+    with open(path) as f:
+      return [line.strip() for line in f if line.strip()]
+  except OSError as e:
+    raise base.DataError(path, f"cannot read the video list ({e.strerror or e})") from e
+
+
+@base.register_source
+class VspwSource(base.VideoSource):
+  name = "vspw"
+  splits = ("train", "val", "test")
+
+  def __init__(self, root: str):
+    self._root = os.path.expanduser(root)
+    self.class_names = _class_names(self._root)
+
+  def available_splits(self) -> tuple[str, ...]:
+    return tuple(split for split in self.splits if os.path.exists(os.path.join(self._root, f"{split}.txt")))
+
+  def videos(self, split: str) -> list[base.VideoRecord]:
+    self.check_split(split)
+    return [self._video(name) for name in
+            read_video_list(os.path.join(self._root, f"{split}.txt"))]
+
+  def _video(self, name: str) -> base.VideoRecord:
+    folder = os.path.join(self._root, "data", name)
+    origin, mask = os.path.join(folder, "origin"), os.path.join(folder, "mask")
+    if not os.path.isdir(origin):
+      raise base.DataError(origin, "missing frame folder of a listed video")
+    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(origin) if f.endswith(".jpg"))
+    if not stems:
+      raise base.DataError(origin, "holds no .jpg frames")
+    has_masks = os.path.isdir(mask)
+    frames = []
+    for stem in stems:
+      label = os.path.join(mask, stem + ".png") if has_masks else None
+      # A listed-but-missing mask stays a path, so reading it fails naming the file.
+      frames.append(base.FrameRef(f"{name}/{stem}", os.path.join(origin, stem + ".jpg"), label))
+    return base.VideoRecord(name, tuple(frames))
+
+  def map_label(self, raw: np.ndarray) -> np.ndarray:
+    return reduce_zero_label(raw)
+
+  def read_raw_label(self, frame: base.FrameRef) -> np.ndarray:
+    return read_palette_label(frame.label, base.describe(frame, "label"))

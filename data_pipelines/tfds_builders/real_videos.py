@@ -1,0 +1,80 @@
+"""TFDS ArrayRecord builders for the real datasets, read from the user's copy (`manual_dir`).
+
+TFDS cannot download VSPW, Cityscapes or CamVid (registration or licences), so each builder reads the
+user's extracted copy, passed as `manual_dir`, through the matching source. One builder per source,
+each named `vssjax_<source>`; `python -m data_pipelines.build` is the command line for them.
+"""
+from __future__ import annotations
+
+import os
+
+import tensorflow_datasets as tfds
+
+from data_pipelines.sources import base, get_source
+from data_pipelines.tfds_builders import video_records
+
+
+class _ManualSourceBuilder(video_records.VideoSegBuilder, skip_registration=True):
+  """Builds `get_source(SOURCE, root=manual_dir)`."""
+  SOURCE = ""
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release: encoded source images, mapped train-id PNG labels."}
+
+  def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:
+    return get_source(self.SOURCE, root=os.fspath(dl_manager.manual_dir))
+
+
+class VssjaxVspw(_ManualSourceBuilder):
+  SOURCE = "vspw"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir = the extracted VSPW_480p folder (holds train.txt)."
+
+
+class VssjaxCityscapes(_ManualSourceBuilder):
+  SOURCE = "cityscapes"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir = a folder holding leftImg8bit_sequence/ and gtFine/ from cityscapes-dataset.com.")
+
+
+class VssjaxCamvid(_ManualSourceBuilder):
+  SOURCE = "camvid"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir = the SegNet-layout CamVid folder (train/, trainannot/, ...; optional frames/).")
+
+
+class VssjaxVtestPseudo(_ManualSourceBuilder):
+  SOURCE = "vtest_pseudo"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir = the out_dir of `python -m data_pipelines.make_vtest_pseudo`.")
+
+
+BUILDERS: dict[str, type[_ManualSourceBuilder]] = {
+    cls.SOURCE: cls for cls in (VssjaxVspw, VssjaxCityscapes, VssjaxCamvid, VssjaxVtestPseudo)}
+
+
+def _builder(source_name: str, data_dir: str, manual_dir: str = ""
+             ) -> tuple[_ManualSourceBuilder, tfds.download.DownloadConfig]:
+  if source_name not in BUILDERS:
+    raise ValueError(f"no ArrayRecord builder for source {source_name!r}; have {sorted(BUILDERS)}")
+  config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) or None)
+  builder = BUILDERS[source_name](data_dir=os.path.expanduser(data_dir),
+                                  file_format="array_record")
+  return builder, config
+
+
+def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
+  """Builds the source's records from manual_dir into data_dir unless already there."""
+  builder, config = _builder(source_name, data_dir, manual_dir)
+  builder.download_and_prepare(download_config=config)
+  return builder
+
+
+def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
+  """The already-built records of a real source; raises naming the build command if missing."""
+  builder, _ = _builder(source_name, data_dir)
+  if not os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
+    raise FileNotFoundError(
+        f"no ArrayRecord data for source {source_name!r} under {data_dir}: real datasets are never "
+        f"built implicitly. Build them with: python -m data_pipelines.build "
+        f"--source={source_name} --manual_dir=<your copy> --data_dir={data_dir}, or use "
+        f"data.backend='files'.")
+  return builder

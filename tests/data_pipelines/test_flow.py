@@ -1,0 +1,54 @@
+"""Tests for vssjax.flow: the .flo format, the flow convention, and the per-pair cache."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from vssjax import flow as flow_lib
+
+
+def test_flo_round_trip_and_header(tmp_path):
+  field = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
+  path = str(tmp_path / "a.flo")
+  flow_lib.write_flo(path, field)
+  raw = open(path, "rb").read()
+  assert raw[:4] == b"PIEH" and np.frombuffer(raw[4:12], "<i4").tolist() == [5, 3]
+  assert len(raw) == 12 + 3 * 5 * 2 * 4
+  np.testing.assert_array_equal(flow_lib.read_flo(path), field)
+  (tmp_path / "bad.flo").write_bytes(b"nope" + raw[4:])
+  with pytest.raises(ValueError, match="bad.flo: not a .flo file"):
+    flow_lib.read_flo(str(tmp_path / "bad.flo"))
+  (tmp_path / "short.flo").write_bytes(raw[:-4])
+  with pytest.raises(ValueError, match="short.flo: holds 29 floats"):
+    flow_lib.read_flo(str(tmp_path / "short.flo"))
+
+
+def _textured_pair(shift=(3, -2)):
+  """Frame b is frame a moved by `shift` = (dx, dy): b(p) = a(p - shift)."""
+  rng = np.random.default_rng(1)
+  big = rng.integers(0, 255, (40, 40), dtype=np.uint8)
+  big = cv2.GaussianBlur(cv2.resize(big, (160, 160), interpolation=cv2.INTER_CUBIC), (5, 5), 0)
+  a = big[40:104, 40:104]
+  b = big[40 - shift[1]:104 - shift[1], 40 - shift[0]:104 - shift[0]]
+  return np.repeat(a[..., None], 3, -1), np.repeat(b[..., None], 3, -1)
+
+
+@pytest.mark.parametrize("method", flow_lib.METHODS)
+def test_flow_convention_on_a_known_shift(method):
+  a, b = _textured_pair((3, -2))
+  field = flow_lib.FlowProvider(method).compute(a, b)
+  # b(p) = a(p - shift): the point of b at p sits at p + flow in a, so flow = -shift.
+  np.testing.assert_allclose(np.median(field[16:48, 16:48].reshape(-1, 2), 0), [-3, 2], atol=0.3)
+
+
+def test_cache_in_memory_and_on_disk(tmp_path):
+  a, b = _textured_pair()
+  provider = flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))
+  first = provider(a, b, key="vid/0-1")
+  assert os.path.exists(tmp_path / "vid" / "0-1.dis.flo")
+  assert provider(np.zeros_like(a), np.zeros_like(b), key="vid/0-1") is first  # Memory hit.
+  fresh = flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))
+  np.testing.assert_array_equal(fresh(np.zeros_like(a), np.zeros_like(b), key="vid/0-1"), first)
+  with pytest.raises(ValueError, match="unknown flow method"):
+    flow_lib.FlowProvider("raft")

@@ -1,0 +1,231 @@
+"""Tests for the real-dataset sources on tiny fixtures written in their exact on-disk layouts."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines import dataset
+from data_pipelines.sources import base, camvid, cityscapes, footage, get_source, vspw, vtest_pseudo
+from data_pipelines.tfds_builders import real_videos
+from tests.data_pipelines import helpers
+
+H, W = 6, 8
+
+
+def _rgb(value: int) -> np.ndarray:
+  return np.full((H, W, 3), value, np.uint8)
+
+
+def _write_rgb(path, value: int, ext: str = ".png") -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  assert cv2.imwrite(str(path), _rgb(value))
+
+
+def _write_palette_png(path, raw: np.ndarray) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  image = Image.fromarray(raw.astype(np.uint8), mode="P")
+  image.putpalette([255, 0, 0] * 256)  # Every index red: only the indices carry the label.
+  image.save(path)
+
+
+def _vspw(root, frames: int = 3) -> str:
+  """VSPW_480p layout: 2 train videos, 1 val video, 1 test video without masks."""
+  root = str(root)
+  lists = {"train": ["vid_a", "vid_b"], "val": ["vid_c"], "test": ["vid_d"]}
+  os.makedirs(root)
+  for split, names in lists.items():
+    with open(os.path.join(root, f"{split}.txt"), "w") as f:
+      f.write("\n".join(names) + "\n")
+    for v, name in enumerate(names):
+      for t in range(frames):
+        _write_rgb(os.path.join(root, "data", name, "origin", f"{t:08d}.jpg"), 10 * t + v)
+        if split != "test":
+          raw = np.zeros((H, W), np.uint8)
+          raw[:, 2:] = [0, 1, 124, 255, 7, 3][t % 6]
+          raw[0, 0] = 1
+          _write_palette_png(os.path.join(root, "data", name, "mask", f"{t:08d}.png"), raw)
+  return root
+
+
+def test_vspw_layout_palette_labels_and_mapping(tmp_path):
+  source = get_source("vspw", root=_vspw(tmp_path / "VSPW_480p"))
+  assert source.num_classes == 124 and source.class_names[0] == "class_001"
+  train = source.videos("train")
+  assert [v.name for v in train] == ["vid_a", "vid_b"]
+  assert [f.frame_id for f in train[0].frames] == ["vid_a/00000000", "vid_a/00000001",
+                                                    "vid_a/00000002"]
+  videos = dataset.VideoDataset.from_source(source, "train")
+  clip = videos.load(0, [0, 1, 2])
+  # Raw 0 -> 255, 1 -> 0, 124 -> 123; the palette (all red) is never looked at.
+  np.testing.assert_array_equal(clip["labels"][:, 0, :3], [[0, 255, 255], [0, 255, 0],
+                                                             [0, 255, 123]])
+  test = dataset.VideoDataset.from_source(source, "test")
+  assert test.labeled_indices(0) == [] and test.load(0, [1])["labeled"].tolist() == [False]
+
+
+def test_vspw_class_names_from_its_json(tmp_path):
+  root = _vspw(tmp_path / "v")
+  names = {"others": 0, **{f"name{i}": i for i in range(1, 125)}}
+  names["wall"] = names.pop("name1")
+  with open(os.path.join(root, vspw.CLASS_FILE), "w") as f:
+    json.dump(names, f)
+  source = vspw.VspwSource(root)
+  assert source.class_names[0] == "wall" and source.class_names[-1] == "name124"
+
+
+def test_vspw_bad_data_names_the_file(tmp_path):
+  root = _vspw(tmp_path / "v")
+  source = vspw.VspwSource(root)
+  videos = dataset.VideoDataset.from_source(source, "train")
+  mask = os.path.join(root, "data", "vid_a", "mask", "00000001.png")
+  os.remove(mask)
+  with pytest.raises(base.DataError, match=f"{mask}: cannot read file"):
+    videos.load(0, [1])
+  _write_palette_png(mask, np.zeros((H + 1, W), np.uint8))
+  with pytest.raises(base.DataError, match=f"{mask}: label size 7x8 differs from image size 6x8"):
+    videos.load(0, [1])
+  _write_palette_png(mask, np.full((H, W), 130, np.uint8))  # 130 - 1 = 129 >= 124.
+  with pytest.raises(base.DataError, match=rf"{mask}: class ids \[129\] out of range"):
+    videos.load(0, [1])
+  jpeg = os.path.join(root, "data", "vid_b", "origin", "00000002.jpg")
+  with open(jpeg, "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 truncated")
+  with pytest.raises(base.DataError, match=f"{jpeg}: cannot decode image"):
+    videos.load(1, [2])
+  assert set(os.listdir(os.path.dirname(jpeg))) >= {"00000002.jpg"}
+
+
+def _cityscapes(root) -> str:
+  """Two snippets in train (frankfurt seq 0 at frame 19, seq 1 at frame 29 with frames 10..39)."""
+  root = str(root)
+  for seq, annotated in ((0, 19), (1, 29)):
+    for number in range(annotated - 19, annotated + 11):
+      stem = f"frankfurt_{seq:06d}_{number:06d}"
+      _write_rgb(os.path.join(root, "leftImg8bit_sequence", "train", "frankfurt",
+                              f"{stem}_leftImg8bit.png"), number)
+    raw = np.zeros((H, W), np.uint8)
+    raw[0, :6] = [7, 8, 33, 0, 1, 24]
+    path = os.path.join(root, "gtFine", "train", "frankfurt",
+                        f"frankfurt_{seq:06d}_{annotated:06d}_gtFine_labelIds.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(path, raw)
+  return root
+
+
+def test_cityscapes_snippets_mark_the_annotated_frame(tmp_path):
+  source = get_source("cityscapes", root=_cityscapes(tmp_path / "cs"))
+  videos = dataset.VideoDataset.from_source(source, "train")
+  assert [videos.name(i) for i in range(2)] == ["frankfurt_000000_000019",
+                                                  "frankfurt_000001_000029"]
+  assert videos.num_frames(0) == videos.num_frames(1) == 30
+  assert videos.labeled_indices(0) == videos.labeled_indices(1) == [19]
+  clip = videos.load(1, [18, 19])
+  assert clip["labeled"].tolist() == [False, True]
+  assert int(clip["frames"][0, 0, 0, 0]) == 28  # Frame number 28 sits one before the label.
+  np.testing.assert_array_equal(clip["labels"][1, 0, :6], [0, 1, 18, 255, 255, 11])
+
+
+def test_cityscapes_unknown_label_id_is_an_error(tmp_path):
+  root = _cityscapes(tmp_path / "cs")
+  path = os.path.join(root, "gtFine", "train", "frankfurt",
+                      "frankfurt_000000_000019_gtFine_labelIds.png")
+  cv2.imwrite(path, np.full((H, W), 40, np.uint8))
+  videos = dataset.VideoDataset.from_source(cityscapes.CityscapesSource(root), "train")
+  with pytest.raises(base.DataError, match=rf"{path}: class ids \[40\] out of range \[0, 19\)"):
+    videos.load(0, [19])
+
+
+def _camvid(root, with_frames: bool) -> str:
+  root = str(root)
+  for split, names in (("train", ["0001TP_006690", "0001TP_006720", "Seq05VD_f00030"]),
+                       ("test", ["0001TP_006750"])):
+    for name in names:
+      _write_rgb(os.path.join(root, split, name + ".png"), 1)
+      raw = np.full((H, W), 3, np.uint8)
+      raw[0, :2] = [11, 10]
+      os.makedirs(os.path.join(root, split + "annot"), exist_ok=True)
+      cv2.imwrite(os.path.join(root, split + "annot", name + ".png"), raw)
+  if with_frames:
+    for number in range(6670, 6701):
+      _write_rgb(os.path.join(root, "frames", f"0001TP_{number:06d}.png"), number % 200)
+  return root
+
+
+def test_camvid_without_frames_groups_sequences(tmp_path):
+  source = get_source("camvid", root=_camvid(tmp_path / "cv", with_frames=False))
+  train = source.videos("train")
+  assert [(v.name, len(v.frames)) for v in train] == [("0001TP", 2), ("Seq05VD", 1)]
+  videos = dataset.VideoDataset.from_source(source, "train")
+  label = videos.load(0, [1])["labels"][0]
+  np.testing.assert_array_equal(label[0, :3], [255, 10, 3])  # void (11) -> ignore.
+
+
+def test_camvid_with_frames_makes_snippets_around_labels(tmp_path):
+  source = camvid.CamvidSource(_camvid(tmp_path / "cv", with_frames=True))
+  videos = dataset.VideoDataset.from_source(source, "train")
+  first = [f.frame_id for f in source.videos("train")[0].frames]
+  # 006690: frames 006671..006700 exist on disk around it (006700 = +10).
+  assert first[0] == "0001TP_006671" and first[-1] == "0001TP_006700" and len(first) == 30
+  assert videos.labeled_indices(0) == [19]
+  assert videos.labeled_indices(2) == [0] and videos.num_frames(2) == 1  # No frames for Seq05VD.
+
+
+def test_footage_reads_video_files_and_frame_folders(tmp_path):
+  path = str(tmp_path / "clip.avi")
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (W * 4, H * 4))
+  for t in range(5):
+    writer.write(np.full((H * 4, W * 4, 3), 40 * t, np.uint8))
+  writer.release()
+  folder = tmp_path / "frames"
+  for t in range(3):
+    _write_rgb(str(folder / f"{t:03d}.png"), 7 * t)
+  source = get_source("footage", paths=[path, str(folder)], stride=2)
+  videos = dataset.VideoDataset.from_source(source, "test")
+  assert [videos.name(i) for i in range(2)] == ["clip", "frames"]
+  assert videos.num_frames(0) == 3 and videos.num_frames(1) == 2  # Frames 0, 2, 4 and 0, 2.
+  clip = videos.load(0, [0, 1, 2])
+  assert clip["frames"].shape == (3, H * 4, W * 4, 3) and not clip["labeled"].any()
+  np.testing.assert_allclose(clip["frames"][:, 5, 5, 0], [0, 80, 160], atol=4)
+  assert int(videos.load(1, [1])["frames"][0, 0, 0, 0]) == 14
+  bad = tmp_path / "bad.mp4"
+  bad.write_bytes(b"not a video")
+  with pytest.raises(base.DataError, match="bad.mp4: OpenCV cannot open"):
+    footage.FootageSource([str(bad)]).videos("test")
+
+
+def test_vtest_pseudo_labels_and_split():
+  labels = vtest_pseudo.scene_labels((288, 384))
+  assert labels[250, 100] == vtest_pseudo.GRASS and labels[5, 5] == vtest_pseudo.BUILDING
+  assert labels[100, 200] == vtest_pseudo.ROAD
+  splits = vtest_pseudo.split_videos(795, 60)
+  assert splits["train"][0] == range(0, 60) and splits["train"][-1] == range(540, 556)
+  assert splits["val"][0].start == 556 and splits["val"][-1].stop == 795
+  # A moving square over a static textured background becomes 'person'; the rest stays scene.
+  rng = np.random.default_rng(0)
+  background = rng.integers(0, 80, (48, 64, 3), dtype=np.uint8)
+  frames = np.repeat(background[None], 9, axis=0)
+  for t in range(9):
+    frames[t, 10:30, 5 * t:5 * t + 12] = 250
+  out = vtest_pseudo.pseudo_labels(frames)
+  scene = vtest_pseudo.scene_labels((48, 64))
+  person = out[4] == vtest_pseudo.PERSON
+  assert person[12:28, 22:30].all() and not person[:, 40:].any()
+  np.testing.assert_array_equal(out[4][~person], scene[~person])
+
+
+def test_real_source_arrayrecord_round_trip(tmp_path):
+  root = _cityscapes(tmp_path / "cs")
+  builder = real_videos.prepare("cityscapes", root, str(tmp_path / "tfds"))
+  assert builder.info.splits["train"].num_examples == 2
+  cfg = helpers.data_config(tmp_path / "tfds", source="cityscapes", backend="arrayrecord")
+  cfg.cityscapes = dict(root=root)
+  records = dataset.make_dataset(cfg, "train")
+  files = dataset.VideoDataset.from_source(cityscapes.CityscapesSource(root), "train")
+  i = [records.name(k) for k in range(2)].index(files.name(1))
+  assert records.labeled_indices(i) == [19]
+  a, b = records.load(i, [0, 19, 29]), files.load(1, [0, 19, 29])
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])

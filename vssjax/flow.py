@@ -1,0 +1,107 @@
+"""Host-side optical flow: OpenCV DIS (default) or Farneback, cached per frame pair, and `.flo` I/O.
+
+Convention, used by the data pipeline's `flow` batch key and by every consumer: `flow(a, b)` is the
+backward flow that brings frame `a` onto frame `b`. For a pixel p = (x, y) of frame b, the same
+scene point sits at p + flow[y, x] in frame a, so `b ~= sample(a, p + flow)` (backward warping, as
+ETC's temporal loss and the TC metric need). Arrays are float32 [H, W, 2] holding (dx, dy) pixels.
+In a clip batch, `flow[:, i]` is flow(frame i, frame i+1): it warps each frame onto the next one,
+so the last field warps the last reference onto the target.
+"""
+from __future__ import annotations
+
+import collections
+import os
+
+import cv2
+import numpy as np
+
+FLO_MAGIC = 202021.25  # Middlebury `.flo` header tag ("PIEH" as float32 little-endian).
+METHODS = ("dis", "farneback")
+
+
+def write_flo(path: str, flow: np.ndarray) -> None:
+  """Middlebury `.flo`: 'PIEH', int32 width, int32 height, then float32 (u, v) rows."""
+  flow = np.asarray(flow, np.float32)
+  if flow.ndim != 3 or flow.shape[2] != 2:
+    raise ValueError(f"flow must be [H, W, 2], got {flow.shape}")
+  with open(path, "wb") as f:
+    np.array([FLO_MAGIC], "<f4").tofile(f)
+    np.array([flow.shape[1], flow.shape[0]], "<i4").tofile(f)
+    flow.astype("<f4").tofile(f)
+
+
+def read_flo(path: str) -> np.ndarray:
+  """Reads a Middlebury `.flo` file into float32 [H, W, 2]; raises naming the file if malformed."""
+  with open(path, "rb") as f:
+    header = f.read(12)
+    if len(header) < 12 or np.frombuffer(header[:4], "<f4")[0] != FLO_MAGIC:
+      raise ValueError(f"{path}: not a .flo file (bad magic number)")
+    width, height = np.frombuffer(header[4:], "<i4")
+    data = np.frombuffer(f.read(), "<f4")
+  if data.size != width * height * 2:
+    raise ValueError(f"{path}: holds {data.size} floats, expected {width}x{height}x2")
+  return data.reshape(height, width, 2).astype(np.float32)
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+  return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+class FlowProvider:
+  """Computes flow(a, b) on the host and caches it per frame pair.
+
+  The in-memory cache keeps the last `memory_items` pairs (clips re-use pairs across epochs); with
+  `cache_dir`, fields are also stored as `<cache_dir>/<key>.flo` and survive restarts. Keys are
+  chosen by the caller, e.g. "<video>/<frame a>-<frame b>".
+  """
+
+  def __init__(self, method: str = "dis", cache_dir: str = "", memory_items: int = 256):
+    if method not in METHODS:
+      raise ValueError(f"unknown flow method {method!r}; expected one of {METHODS}")
+    self.method = method
+    self._cache_dir = os.path.expanduser(cache_dir)
+    self._memory: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+    self._memory_items = memory_items
+    self._dis = None
+
+  def compute(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """flow(a, b) for uint8 RGB frames [H, W, 3], without caching."""
+    if a.shape != b.shape:
+      raise ValueError(f"frames differ in size: {a.shape} vs {b.shape}")
+    # OpenCV's calc(prev, next) returns f with prev(p) ~= next(p + f): prev = b, next = a.
+    prev, nxt = _gray(b), _gray(a)
+    if self.method == "dis":
+      if self._dis is None:  # Created lazily: OpenCV objects do not pickle into Grain workers.
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+      flow = self._dis.calc(prev, nxt, None)
+    else:
+      flow = cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=3, winsize=15,
+                                          iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+    return flow.astype(np.float32)
+
+  def __call__(self, a: np.ndarray, b: np.ndarray, key: str | None = None) -> np.ndarray:
+    """flow(a, b), from the cache when `key` was computed before."""
+    if key is None:
+      return self.compute(a, b)
+    if key in self._memory:
+      self._memory.move_to_end(key)
+      return self._memory[key]
+    path = os.path.join(self._cache_dir, f"{key}.{self.method}.flo") if self._cache_dir else ""
+    if path and os.path.exists(path):
+      flow = read_flo(path)
+    else:
+      flow = self.compute(a, b)
+      if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.tmp"
+        write_flo(partial, flow)
+        os.replace(partial, path)  # Atomic: concurrent workers never read half a file.
+    self._memory[key] = flow
+    if len(self._memory) > self._memory_items:
+      self._memory.popitem(last=False)
+    return flow
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_dis"] = None
+    return state
