@@ -1,0 +1,70 @@
+"""Two real processes on localhost (CPU collectives) train exactly like one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from data_pipelines.dataset import make_dataset
+from tests.conftest import REPO
+from tests.test_main import _env
+from vssjax.train import loop
+
+pytestmark = pytest.mark.slow
+STEPS = 3
+# Adam's first steps turn rounding-level gradients (of parameters whose true gradient is zero) into
+# +-lr updates; a larger epsilon keeps the comparison about the distribution (see test_loop.py).
+OVERRIDES = (f"--config.train.steps={STEPS}", "--config.optim.eps=0.0001")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _losses(workdir):
+  return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_config, tmp_path):
+  make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
+  make_dataset(quick_config.data, "val")
+  port = _free_port()
+  two = tmp_path / "two"
+  procs = []
+  for rank in range(2):
+    env = _env()
+    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="2")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
+         f"--workdir={two}", f"--config.data.data_dir={quick_config.data.data_dir}",
+         "--distributed=on", *OVERRIDES], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out
+  assert "process 0/2: 2 local / 4 global devices" in outputs[0]
+  assert "process 1/2: 2 local / 4 global devices" in outputs[1]
+  assert "| mIoU (%) |" in outputs[0]  # the evaluation merged both processes' videos
+
+  # One process with the same 4 devices, same global batches.
+  quick_config.train.steps = STEPS
+  quick_config.optim.eps = 1e-4
+  one = tmp_path / "one"
+  loop.train_and_evaluate(quick_config, str(one))
+  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
+  assert len(_losses(one)) == STEPS
+
+  # The checkpoint written by two processes restores in this single process.
+  _, from_two, step = loop.restore_for_eval(quick_config, str(two))
+  _, from_one, _ = loop.restore_for_eval(quick_config, str(one))
+  assert step == STEPS
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), from_two, from_one)
+  assert json.loads((two / "results.json").read_text())["num_videos"] == 2
