@@ -10,6 +10,7 @@ from vssjax.methods.base import Method
 # name -> "module:class"; imported lazily so one method's dependencies never slow another's start.
 _REGISTRY = {
     "segformer": "vssjax.methods.segformer:SegFormerMethod",
+    "dtern": "vssjax.methods.dtern:DTERNMethod",
 }
 
 

@@ -4,9 +4,14 @@ Used twice: by the train loop when `config.init.torch_checkpoint` is set and the
 checkpoint yet (fine-tuning), and by `python -m vssjax.convert`, which saves the result as a step-0
 Orbax checkpoint that `--mode=eval` evaluates directly.
 
-Converters are looked up by (method name, checkpoint format) and imported lazily, like methods. A
-new method registers its converter in `_CONVERTERS` as "module:function"; the function takes
-(state_dict, the method's Flax module) and returns {'params', 'batch_stats', ...}.
+Two kinds of checkpoint are accepted:
+- a full model of the config's method (e.g. a released mmseg SegFormer): every variable is replaced.
+  Converters are looked up by (method name, format) and imported lazily, like methods; a new method
+  registers its converter in `_CONVERTERS` as "module:function", taking (state_dict, the method's
+  Flax module) and returning {'params', 'batch_stats', ...};
+- ImageNet MiT backbone weights (NVlabs `mit_b*.pth`, HF `SegformerForImageClassification`), the
+  usual start of SegFormer/DTERN training: they go into `params['backbone']` of any method whose
+  module has a MiT `backbone`; everything else keeps its fresh initialisation.
 """
 from __future__ import annotations
 
@@ -26,35 +31,62 @@ from vssjax.train.state import TrainState
 _CONVERTERS = {
     ("segformer", "hf"): "vssjax.convert.hf_segformer:convert_hf_segformer",
     ("segformer", "mmseg"): "vssjax.convert.mmseg_segformer:convert_mmseg_segformer",
+    ("dtern", "mmseg"): "vssjax.convert.mmseg_dtern:convert_mmseg_dtern",
+}
+_BACKBONE_CONVERTERS = {
+    "hf": "vssjax.convert.hf_segformer:convert_hf_mit",
+    "mmseg": "vssjax.convert.mmseg_segformer:convert_mmseg_mit",
 }
 FORMATS = ("hf", "mmseg")
 
 
 def detect_format(state_dict: StateDict) -> str:
-  """'hf' for transformers files (keys under `segformer.`), 'mmseg' for `backbone.`/`decode_head.`.
-
-  HF SegFormer checkpoints also hold `decode_head.*` keys, so 'hf' is tested first.
+  """'hf' for transformers files (keys under `segformer.`), 'mmseg' for `backbone.`/`decode_head.`
+  keys or a bare MiT (`patch_embed1.`). HF checkpoints also hold `decode_head.*`: 'hf' goes first.
   """
   if any(k.startswith("segformer.") for k in state_dict):
     return "hf"
-  if any(k.startswith(("backbone.", "decode_head.")) for k in state_dict):
+  if any(k.startswith(("backbone.", "decode_head.", "patch_embed1.")) for k in state_dict):
     return "mmseg"
   sample = ", ".join(sorted(state_dict)[:5])
   raise ValueError(f"cannot tell the checkpoint format from its keys (first: {sample}); "
                    f"pass it explicitly, one of {FORMATS}")
 
 
+def is_backbone_only(state_dict: StateDict) -> bool:
+  """An ImageNet classification checkpoint: a MiT (and its classifier) without a decode head."""
+  return not any(k.startswith("decode_head.") for k in state_dict)
+
+
+def _import(target: str):
+  module_name, function = target.split(":")
+  return getattr(importlib.import_module(module_name), function)
+
+
 def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = None
                        ) -> Variables:
-  """Converts a loaded state_dict for `method` (format auto-detected when `fmt` is None)."""
+  """Converts a loaded state_dict for `method` (format auto-detected when `fmt` is None).
+
+  Returns all of the method's variables for a full-model checkpoint, or {'params': {'backbone':
+  ...}} for backbone-only weights.
+  """
   fmt = fmt or detect_format(state_dict)
+  if fmt not in FORMATS:
+    raise ValueError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
+  if is_backbone_only(state_dict):
+    backbone = getattr(method.module, "backbone", None)
+    if backbone is None:
+      raise ValueError(f"a backbone-only checkpoint, but method {method.config.method.name!r} "
+                       "has no `backbone` submodule to load it into")
+    kwargs = {} if fmt == "hf" else {
+        "prefix": "backbone." if any(k.startswith("backbone.") for k in state_dict) else ""}
+    return {"params": {"backbone": _import(_BACKBONE_CONVERTERS[fmt])(
+        state_dict, backbone, **kwargs)["params"]}}
   name = method.config.method.name
   if (name, fmt) not in _CONVERTERS:
     known = sorted(f"{m}/{f}" for m, f in _CONVERTERS)
     raise ValueError(f"no converter for method {name!r} from {fmt!r} checkpoints; known: {known}")
-  module_name, function = _CONVERTERS[(name, fmt)].split(":")
-  convert = getattr(importlib.import_module(module_name), function)
-  return convert(state_dict, method.module)
+  return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
 
 
 def load_torch_variables(path: str, method: Method, fmt: str | None = None, *,
@@ -66,23 +98,32 @@ def load_torch_variables(path: str, method: Method, fmt: str | None = None, *,
   return convert_state_dict(state_dict, method, fmt)
 
 
-def _check_same_tree(converted: Any, fresh: Any, what: str) -> None:
-  """The converter checks against the module; this guards against a config/method mismatch."""
-  shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)  # noqa: E731
-  if shapes(converted) != shapes(fresh):
-    raise CheckpointMismatchError(
-        f"converted {what} do not have the structure or shapes of the method's {what}")
+def _merge(fresh: Any, converted: Any, path: str = "") -> Any:
+  """`fresh` with every subtree that `converted` has replaced; shapes must agree leaf by leaf."""
+  if not isinstance(converted, Mapping):
+    if tuple(converted.shape) != tuple(fresh.shape):
+      raise CheckpointMismatchError(
+          f"{path}: converted shape {tuple(converted.shape)} != model shape {tuple(fresh.shape)}")
+    return converted
+  if not isinstance(fresh, Mapping) or set(converted) - set(fresh):
+    raise CheckpointMismatchError(f"{path or '/'}: converted variables "
+                                  f"{sorted(converted)} do not fit the model's")
+  return {k: _merge(v, converted[k], f"{path}/{k}") if k in converted else v
+          for k, v in fresh.items()}
 
 
 def state_with_variables(state: TrainState, variables: Mapping[str, Any],
                          tx: optax.GradientTransformation, sharding: Any) -> TrainState:
-  """`state` with its params and model state replaced, a fresh optimizer state, placed by
-  `sharding`. The step is kept (0 for a fresh state)."""
-  params = variables["params"]
-  model_state = {k: v for k, v in variables.items() if k != "params"}
-  _check_same_tree(params, state.params, "params")
-  _check_same_tree(model_state, dict(state.model_state), "model state")
-  new = TrainState(step=state.step, params=params, model_state=model_state,
+  """`state` with the given (possibly partial) variables swapped in, a fresh optimizer state, and
+  placed by `sharding`. The step is kept (0 for a fresh state)."""
+  fresh = {"params": state.params, **state.model_state}
+  merged = _merge(fresh, variables)
+  kept = sorted(f"{c}/{k}" for c, tree in fresh.items() for k in tree
+                if k not in variables.get(c, {}))
+  if kept:
+    print(f"kept the fresh initialisation of {', '.join(kept)}", flush=True)
+  params = merged.pop("params")
+  new = TrainState(step=state.step, params=params, model_state=merged,
                    opt_state=tx.init(params))
   return jax.device_put(new, sharding)
 

@@ -1,0 +1,45 @@
+"""DTERN with MiT-B1 on Cityscapes video snippets. UNVERIFIED: no released DTERN Cityscapes config.
+
+  python -m vssjax.main --config=configs/dtern/cityscapes_mitb1.py --workdir=workdirs/dtern_cs_b1 \
+      --config.data.cityscapes.root=/path/to/cityscapes --config.init.torch_checkpoint=/path/to/w
+
+Settings from the authors' development config and the clip dataset of the release
+(specs/dtern.md §1, §6, §8): K = 45 with the B0-style CAM kernels (13, 11, 9, 7); frames at
+-9, -6, -3 from the annotated frame (+9, +6, +3 with p 0.5); 512x1024 crops of (1024, 512)
+rescaled by 0.5-2.0; only the target frame is annotated, so the SegFormer-branch loss uses the
+target only.
+The final DTERN Cityscapes hyper-parameters are unknown (spec §13.4).
+
+Arguments: `quick` as in vspw_mitb0.py.
+"""
+
+import importlib.util
+import pathlib
+
+
+def _base():
+  path = pathlib.Path(__file__).with_name("vspw_mitb0.py")
+  spec = importlib.util.spec_from_file_location("dtern_vspw_mitb0", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  base = _base()
+  args = base.configs_lib.parse_arg(arg, quick=False)
+  c = base.vspw_base("b1")
+  c.method.frame_loss_target_only = True
+  c.model.num_clusters = 45
+  c.model.cam_kernels = (13, 11, 9, 7)
+  c.data.source = "cityscapes"
+  c.data.cityscapes = dict(root="")
+  c.data.num_classes = 19
+  c.data.train_transform.update(scale=(1024, 512), crop_size=(512, 1024))
+  c.data.eval_transform.update(scale=(1024, 512))
+  c.published.source = ("UNVERIFIED setting (K = 45 from the development config). "
+                        + base.NOT_PUBLISHED)
+  if args.quick:
+    base.quick_variant(c)
+  c.lock()
+  return c

@@ -1,0 +1,49 @@
+"""DTERN on the synthetic video set, sized like configs/segformer/synthetic_mitb0.py (CPU demo).
+
+  python -m vssjax.main --config=configs/dtern/synthetic_mitb0.py --workdir=workdirs/dtern_demo
+
+Same backbone (MiT-B0 layout at half width), decoder width, optimizer, schedule, steps and seed as
+the SegFormer demo, so the two are compared like for like (docs/results.md). Batch: 4 clips of 4
+frames, i.e. the SegFormer demo's 16 frames per step through the backbone. K = 32 local exemplars
+(the 96x96 crops give a 12x12 grid at 1/8, fewer pixels than the released K = 250).
+
+Arguments: `quick` as in vspw_mitb0.py; `full_width` uses the real MiT-B0 widths.
+"""
+
+import importlib.util
+import pathlib
+
+
+def _base():
+  path = pathlib.Path(__file__).with_name("vspw_mitb0.py")
+  spec = importlib.util.spec_from_file_location("dtern_vspw_mitb0", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  base = _base()
+  args = base.configs_lib.parse_arg(arg, quick=False, full_width=False)
+  c = base.vspw_base("b0")
+  c.method.loss_average = "valid"  # as the SegFormer demo
+  c.model.num_clusters = 32
+  if not args.full_width:
+    c.model.backbone_overrides.embed_dims = (16, 32, 80, 128)
+  c.model.decoder_dim = 128
+  c.data.source = "synthetic"
+  c.data.num_classes = 10
+  defaults = base.configs_lib.base_config().data
+  c.data.train_transform = defaults.train_transform
+  c.data.eval_transform = defaults.eval_transform
+  c.data.batch_size = 4
+  c.optim.lr = 1e-3  # from scratch, as the SegFormer demo
+  c.optim.warmup_steps = 50
+  c.train.steps = 600
+  c.train.log_every = 25
+  c.train.checkpoint_every = 200
+  c.published.source = ""
+  if args.quick:
+    base.quick_variant(c)
+  c.lock()
+  return c

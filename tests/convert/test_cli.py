@@ -1,0 +1,137 @@
+"""End to end on CPU: torch-written checkpoints -> `python -m vssjax.convert` -> eval / fine-tune.
+
+A random HF SegFormer with the quick config's shapes is saved by transformers (legacy key names,
+safetensors) and as an mmcv-style mmseg `.pth`. Predictions of the converted workdir must equal
+transformers' own argmax on a frame, and a config's published numbers must reach results.md.
+"""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+import torch
+import torch.nn.functional as F
+from flax import traverse_util
+from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+from data_pipelines.transforms import test_resize
+from tests.conftest import REPO, load_config
+from tests.convert.test_mmseg_segformer import hf_to_mmseg
+from tests.parity.test_train_step_parity import pin_mmseg_layer_norm_eps
+from vssjax.convert.cli import convert_to_workdir
+from vssjax.convert.mmseg_segformer import convert_mmseg_segformer
+from vssjax.eval.evaluator import evaluate
+from vssjax.methods import get_method
+from vssjax.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from vssjax.train import init_from, loop
+from vssjax.train.state import TrainState
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+  """Unit-scale random weights (decisive logits) with the quick config's MiT and head shapes."""
+  quick = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  arch = quick.model.backbone_overrides
+  model = SegformerForSemanticSegmentation(SegformerConfig(
+      hidden_sizes=list(arch.embed_dims), num_attention_heads=list(arch.num_heads),
+      depths=list(arch.depths), decoder_hidden_size=quick.model.decoder_dim,
+      num_labels=quick.data.num_classes)).eval()
+  torch.manual_seed(0)
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if param.ndim > 1:
+        param.copy_(torch.randn_like(param) / param[0].numel() ** 0.5)
+      else:
+        param.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(param))
+  pin_mmseg_layer_norm_eps(model)
+  return model
+
+
+def _hf_labels(model, frame: np.ndarray, eval_transform) -> np.ndarray:
+  """transformers' prediction with mmseg's test-time resizing (frame -> net input -> frame)."""
+  resized = test_resize(frame, eval_transform.scale, eval_transform.size_divisor)
+  images = (resized.astype(np.float32) - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+  with torch.no_grad():
+    logits = model(torch.from_numpy(images).permute(2, 0, 1)[None]).logits
+    logits = F.interpolate(logits, size=resized.shape[:2], mode="bilinear", align_corners=False)
+    logits = F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=False)
+  return logits[0].argmax(0).numpy()
+
+
+@pytest.mark.slow
+def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick_config, tmp_path):
+  hf_model.save_pretrained(tmp_path / "hf")
+  workdir = tmp_path / "work"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  run = subprocess.run(
+      [sys.executable, "-m", "vssjax.convert",
+       "--config=configs/segformer/synthetic_mitb0.py:quick", f"--checkpoint={tmp_path / 'hf'}",
+       f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "format hf" in run.stdout and "saved the converted weights as step 0" in run.stdout
+  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    convert_to_workdir(quick_config, str(tmp_path / "hf"), str(workdir))
+
+  method, variables, step = loop.restore_for_eval(quick_config, str(workdir))
+  assert step == 0
+  frame = np.random.default_rng(0).integers(0, 256, (50, 70, 3), np.uint8)
+  [(index, labels)] = method.predictor(variables).push(frame)
+  expected = _hf_labels(hf_model, frame, quick_config.data.eval_transform)
+  assert index == 0 and labels.shape == (50, 70)
+  assert len(np.unique(expected)) > 3  # a degenerate (constant) prediction would prove nothing
+  np.testing.assert_array_equal(labels, expected)
+
+  # What --mode=eval does next (`loop.evaluate_checkpoint`), with a VSPW config's published
+  # numbers: they must reach results.md next to the measured ones.
+  quick_config.published = load_config("configs/segformer/vspw_mitb0.py").published
+  quick_config.eval.overlay_video = False
+  results = evaluate(method, variables, quick_config, workdir=str(workdir), step=step)
+  table = (workdir / "results.md").read_text()
+  assert f"| mIoU (%) | {100 * results['mIoU']:.2f} | 32.90 |" in table
+  assert "| mVC_16 (%) |" in table and "| 77.30 |" in table
+  assert "Table II" in table and "measured by DCFM" in table
+
+
+@pytest.mark.slow
+def test_finetuning_starts_from_an_mmseg_checkpoint(hf_model, quick_config, tmp_path):
+  state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+  torch.save({"meta": {}, "state_dict": {
+      k: torch.from_numpy(v) for k, v in hf_to_mmseg(state).items()}}, tmp_path / "w.pth")
+  quick_config.init.torch_checkpoint = str(tmp_path / "w.pth")
+  quick_config.optim.lr = 0.0  # AdamW with lr 0 leaves the parameters exactly as loaded
+  loop.train_and_evaluate(quick_config, str(tmp_path / "run"), max_steps_this_run=1)
+  method, trained, step = loop.restore_for_eval(quick_config, str(tmp_path / "run"))
+  assert step == 1
+  expected = convert_mmseg_segformer(hf_to_mmseg(state), method.module)["params"]
+  flat_trained = traverse_util.flatten_dict(trained["params"], sep="/")
+  for path, value in traverse_util.flatten_dict(expected, sep="/").items():
+    np.testing.assert_array_equal(flat_trained[path], value, err_msg=path)
+
+
+def test_imagenet_backbone_checkpoint_initialises_only_the_backbone(hf_model, quick_config,
+                                                                   capsys):
+  """NVlabs `mit_b*.pth` layout: bare MiT keys plus the ImageNet `head` classifier."""
+  mmseg = hf_to_mmseg({k: v.numpy() for k, v in hf_model.state_dict().items()})
+  imagenet = {k.removeprefix("backbone."): v for k, v in mmseg.items() if k.startswith("backbone.")}
+  imagenet["head.weight"] = np.zeros((1000, 32), np.float32)
+  assert init_from.detect_format(imagenet) == "mmseg" and init_from.is_backbone_only(imagenet)
+  method = get_method(quick_config)
+  converted = init_from.convert_state_dict(imagenet, method)
+  assert list(converted) == ["params"] and list(converted["params"]) == ["backbone"]
+
+  fresh = jax.eval_shape(lambda: method.init(jax.random.PRNGKey(0), jax.tree.map(
+      lambda s: jax.numpy.zeros(s.shape, s.dtype), loop.batch_spec(quick_config))))
+  fresh = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), fresh)
+  params = fresh.pop("params")
+  tx = optax.adam(1e-3)
+  state = TrainState(step=np.int32(0), params=params, model_state=fresh,
+                     opt_state=tx.init(params))
+  merged = init_from.state_with_variables(state, converted, tx, None)
+  assert "kept the fresh initialisation of batch_stats/decode_head, params/decode_head" in (
+      capsys.readouterr().out)
+  np.testing.assert_array_equal(merged.params["backbone"]["patch_embed2"]["proj"]["kernel"],
+                                imagenet["patch_embed2.proj.weight"].transpose(2, 3, 1, 0))
+  assert all((np.asarray(x) == 7.0).all() for x in jax.tree.leaves(merged.params["decode_head"]))

@@ -1,0 +1,178 @@
+"""mmseg SegFormer converter and checkpoint reading.
+
+No mmseg is installed, so the mmseg checkpoint is written here: the weights of a random HF
+SegFormer renamed to the mmseg keys by a table written independently of both converters (packing
+HF's k/v into mmseg's single `kv` Linear), wrapped as mmcv saves it and `torch.save`d. Converting
+it must give exactly the variables the HF converter gives for the same weights, whose forward pass
+is proven equal to transformers' in tests/parity.
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+from vssjax.convert import torch_io
+from vssjax.convert.common import CheckpointMismatchError
+from vssjax.convert.hf_segformer import convert_hf_segformer
+from vssjax.convert.mmseg_segformer import convert_mmseg_mit, convert_mmseg_segformer
+from vssjax.models.mit import mit
+from vssjax.models.segformer import segformer
+from vssjax.train.init_from import detect_format
+
+_DEPTHS = (1, 2, 1, 1)
+_NUM_CLASSES = 7
+
+# HF (transformers 5) name -> mmseg name, applied in order; `{s}` = HF stage index + 1.
+_HF_TO_MMSEG = (
+    (r"^segformer\.stages\.(\d+)\.patch_embeddings\.layer_norm\.", "backbone.patch_embed{s}.norm."),
+    (r"^segformer\.stages\.(\d+)\.patch_embeddings\.proj\.", "backbone.patch_embed{s}.proj."),
+    (r"^segformer\.stages\.(\d+)\.layer_norm\.", "backbone.norm{s}."),
+    (r"^segformer\.stages\.(\d+)\.blocks\.", "backbone.block{s}."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.q_proj\.", ".attn.q."),
+    (r"\.attention\.o_proj\.", ".attn.proj."),
+    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attn.sr."),
+    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attn.norm."),
+    (r"^decode_head\.linear_projections\.(\d+)\.", "decode_head.linear_c{s}."),
+    (r"^decode_head\.linear_fuse\.", "decode_head.linear_fuse.conv."),
+    (r"^decode_head\.batch_norm\.", "decode_head.linear_fuse.bn."),
+    (r"^decode_head\.classifier\.", "decode_head.linear_pred."),
+)
+
+
+def _mmseg_name(name: str) -> str:
+  for pattern, replacement in _HF_TO_MMSEG:
+    match = re.search(pattern, name)
+    if match:
+      stage = int(match.group(1)) + 1 if match.groups() else None
+      name = name[:match.start()] + replacement.format(s=stage) + name[match.end():]
+  return name
+
+
+def hf_to_mmseg(hf_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """HF SegFormer state_dict -> the state_dict of the same model as mmseg names it."""
+  out = {}
+  for name, value in hf_state.items():
+    if ".attention.v_proj." in name:
+      continue
+    if ".attention.k_proj." in name:
+      value = np.concatenate([value, hf_state[name.replace("k_proj", "v_proj")]], axis=0)
+      name = name.replace(".attention.k_proj.", ".attn.kv.")
+    out[_mmseg_name(name)] = value
+  embed = out["decode_head.linear_pred.weight"].shape[1]
+  # mmseg's BaseDecodeHead builds `conv_seg` (channels = E / 2 in the SegFormer configs); unused.
+  out["decode_head.conv_seg.weight"] = np.zeros((_NUM_CLASSES, embed // 2, 1, 1), np.float32)
+  out["decode_head.conv_seg.bias"] = np.zeros((_NUM_CLASSES,), np.float32)
+  return out
+
+
+@pytest.fixture(scope="module")
+def hf_state():
+  torch.manual_seed(0)
+  config = SegformerConfig(hidden_sizes=[32, 64, 160, 256], num_attention_heads=[1, 2, 5, 8],
+                           depths=list(_DEPTHS), decoder_hidden_size=64, num_labels=_NUM_CLASSES)
+  model = SegformerForSemanticSegmentation(config)
+  with torch.no_grad():  # distinct BN statistics, so swapping mean/var would show
+    model.decode_head.batch_norm.running_mean.normal_()
+    model.decode_head.batch_norm.running_var.uniform_(0.5, 1.5)
+  return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def mmseg_state(hf_state):
+  return hf_to_mmseg(hf_state)
+
+
+def _model():
+  return segformer("b0", _NUM_CLASSES, embed_dim=64, depths=_DEPTHS)
+
+
+def _flat(variables):
+  return traverse_util.flatten_dict(variables, sep="/")
+
+
+def test_key_table_produces_the_stock_mmseg_names(mmseg_state):
+  # 6 keys per patch embed + stage norm, 20 per block with spatial reduction, 16 without; at the
+  # stock depth 2 that is specs/dtern.md §10.1's 176 (24 + 6 * 20 + 2 * 16). Here depths (1,2,1,1).
+  backbone = [k for k in mmseg_state if k.startswith("backbone.")]
+  assert len(backbone) == 4 * 6 + 4 * 20 + 16
+  assert "backbone.block2.1.attn.kv.weight" in mmseg_state
+  assert "backbone.block4.0.attn.sr.weight" not in mmseg_state
+  assert mmseg_state["decode_head.linear_fuse.conv.weight"].shape == (64, 256, 1, 1)
+
+
+def test_mmcv_ddp_pth_converts_like_the_hf_checkpoint(hf_state, mmseg_state, tmp_path):
+  path = tmp_path / "iter_160000.pth"
+  wrapped = {f"module.{k}": torch.from_numpy(v) for k, v in mmseg_state.items()}
+  torch.save({"meta": {"iter": 160000, "CLASSES": ("a", "b")}, "state_dict": wrapped,
+              "optimizer": {"state": {}}}, path)
+  loaded = torch_io.load_state_dict(path)
+  assert sorted(loaded) == sorted(mmseg_state)
+  assert detect_format(loaded) == "mmseg" and detect_format(hf_state) == "hf"
+
+  from_mmseg = _flat(convert_mmseg_segformer(loaded, _model()))
+  from_hf = _flat(convert_hf_segformer(hf_state, _model()))
+  assert from_mmseg.keys() == from_hf.keys()
+  for path_, value in from_mmseg.items():
+    np.testing.assert_array_equal(value, from_hf[path_], err_msg=path_)
+  # The packed kv is copied as is: its first C output rows are the keys.
+  np.testing.assert_array_equal(
+      from_mmseg["params/backbone/block2_1/attn/kv/kernel"][:, :64],
+      hf_state["segformer.stages.1.blocks.1.attention.k_proj.weight"].T)
+  np.testing.assert_array_equal(from_mmseg["batch_stats/decode_head/linear_fuse/bn/mean"],
+                                hf_state["decode_head.batch_norm.running_mean"])
+
+
+def test_mismatches_are_all_named(mmseg_state):
+  broken = dict(mmseg_state)
+  del broken["backbone.block2.1.mlp.fc1.bias"]
+  broken["decode_head.linear_pred1.weight"] = np.zeros((7, 128, 1, 1), np.float32)
+  broken["backbone.norm3.weight"] = np.zeros((161,), np.float32)
+  with pytest.raises(CheckpointMismatchError) as info:
+    convert_mmseg_segformer(broken, _model())
+  message = str(info.value)
+  assert "missing keys (1):\n  backbone.block2.1.mlp.fc1.bias" in message
+  assert "unexpected keys (1):\n  decode_head.linear_pred1.weight" in message
+  assert "backbone.norm3.weight: shape (161,) does not fit params/backbone/norm3/scale" in message
+
+
+def test_imagenet_mit_checkpoint_loads_into_the_backbone(mmseg_state):
+  imagenet = {k[len("backbone."):]: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
+  imagenet["head.weight"] = np.zeros((1000, 256), np.float32)
+  imagenet["head.bias"] = np.zeros((1000,), np.float32)
+  params = _flat(convert_mmseg_mit(imagenet, mit("b0", depths=_DEPTHS)))
+  assert len(params) == len(imagenet) - 2
+  np.testing.assert_array_equal(params["params/patch_embed3/proj/kernel"],
+                                imagenet["patch_embed3.proj.weight"].transpose(2, 3, 1, 0))
+
+
+class _NotATensor:  # stands in for the arbitrary Python objects some mmcv `meta` entries hold
+  pass
+
+
+def test_pickled_objects_need_explicit_trust(mmseg_state, tmp_path):
+  path = tmp_path / "with_objects.pth"
+  torch.save({"meta": {"env": _NotATensor()}, "state_dict": {
+      k: torch.from_numpy(v) for k, v in mmseg_state.items()}}, path)
+  with pytest.raises(torch_io.CheckpointReadError, match="allow_pickle=True"):
+    torch_io.load_state_dict(path)
+  assert sorted(torch_io.load_state_dict(path, allow_pickle=True)) == sorted(mmseg_state)
+
+
+def test_bf16_files_and_bad_inputs(tmp_path):
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  bf16 = torch.tensor([1.5, -2.25], dtype=torch.bfloat16)
+  save_file({"w": bf16}, str(tmp_path / "model.safetensors"))  # a save_pretrained directory
+  torch.save({"w": bf16}, tmp_path / "bf16.pth")
+  for path in (tmp_path, tmp_path / "bf16.pth"):
+    loaded = torch_io.load_state_dict(path)["w"]
+    assert loaded.dtype == np.float32 and loaded.tolist() == [1.5, -2.25], path
+  with pytest.raises(torch_io.CheckpointReadError, match="no such file"):
+    torch_io.load_state_dict(tmp_path / "absent.pth")
+  torch.save({"state_dict": {"a": 3}}, tmp_path / "not_tensors.pth")
+  with pytest.raises(torch_io.CheckpointReadError, match="entry 'a' is a int"):
+    torch_io.load_state_dict(tmp_path / "not_tensors.pth")

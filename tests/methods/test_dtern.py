@@ -1,0 +1,89 @@
+"""DTERN method: every parameter learns except the documented unused ones, the loss rules, and the
+streaming predictor (cached features) equals the release's clip-by-clip forward."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tests.conftest import load_config
+from vssjax.methods import get_method
+
+# Saved by the release but never used in its forward pass (specs/dtern.md §4.2, §10.2).
+UNUSED = {
+    "decode_head/conv_seg/kernel", "decode_head/conv_seg/bias",
+    *[f"decode_head/dtern/cluster_blocks_{i}/clustering/norm1/{leaf}"
+      for i in (0, 1) for leaf in ("scale", "bias")],
+    *[f"decode_head/dtern/cluster_blocks_0/{name}" for name in (
+        "prompt1", "prompt2", "top_down_transform1", "top_down_transform2")],
+}
+_SHAPE = (2, 4, 64, 64)  # 64 px: every MiT stage still has > 1 reduced key, so `q` matters
+
+
+def _method(**method_overrides):
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  config.method.update(method_overrides)
+  return get_method(config)
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, _SHAPE).astype(np.int32)
+  labels[:, :, :20] = 255
+  return {"frames": jnp.asarray(rng.integers(0, 256, _SHAPE + (3,)), jnp.uint8),
+          "labels": jnp.asarray(labels)}
+
+
+@pytest.fixture(scope="module")
+def method_and_variables():
+  method = _method()
+  return method, jax.jit(method.init)(jax.random.key(0), _batch())
+
+
+@pytest.fixture(scope="module")
+def grads_and_metrics(method_and_variables):
+  method, variables = method_and_variables
+  fn = jax.jit(jax.grad(method.loss_and_metrics, has_aux=True))
+  grads, (metrics, _) = fn(variables["params"], {"batch_stats": variables["batch_stats"]},
+                           _batch(), jax.random.key(1))
+  return traverse_util.flatten_dict(grads, sep="/"), metrics
+
+
+def test_every_parameter_but_the_unused_gets_a_gradient(grads_and_metrics):
+  grads, metrics = grads_and_metrics
+  zero = {path for path, g in grads.items() if not np.any(np.asarray(g))}
+  assert zero == UNUSED
+  np.testing.assert_allclose(
+      metrics["loss"], 0.5 * metrics["loss_frames"] + 0.5 * metrics["loss_target"], rtol=1e-6)
+
+
+def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and_metrics):
+  _, variables = method_and_variables
+  _, valid_metrics = grads_and_metrics
+  method = _method(loss_average="all", frame_loss_target_only=True)
+  loss = jax.jit(method.loss_and_metrics)
+  state = {"batch_stats": variables["batch_stats"]}
+  batch = _batch()
+  _, (metrics, _) = loss(variables["params"], state, batch, jax.random.key(1))
+  # 'all' divides by every pixel: the 'valid' mean times the valid fraction (20 of 64 rows ignored).
+  np.testing.assert_allclose(metrics["loss_target"], valid_metrics["loss_target"] * 44 / 64,
+                             rtol=1e-5)
+  # Cityscapes rule: only the target frame's labels enter the SegFormer-branch loss.
+  relabelled = dict(batch, labels=batch["labels"].at[:, :-1].set(0))
+  _, (same, _) = loss(variables["params"], state, relabelled, jax.random.key(1))
+  np.testing.assert_array_equal(same["loss_frames"], metrics["loss_frames"])
+
+
+def test_cached_streaming_equals_clip_recomputation(method_and_variables):
+  """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]."""
+  method, variables = method_and_variables
+  video = np.random.default_rng(3).integers(0, 256, (11, 48, 80, 3), dtype=np.uint8)
+  cached = method.predictor(variables)
+  recomputed = method.predictor(variables, cache_features=False)
+  for t, frame in enumerate(video):
+    [(index, labels)] = cached.push(frame)
+    [(index_r, labels_r)] = recomputed.push(frame)
+    assert index == index_r == t and labels.shape == (48, 80)
+    np.testing.assert_array_equal(labels, labels_r, err_msg=f"frame {t}")
+  assert sorted(cached._memory) == list(range(2, 11))  # pylint: disable=protected-access
+  assert cached.flush() == []

@@ -1,0 +1,103 @@
+"""DTERN head: parameter counts of spec §10.2, GTEM vs numpy, the temporal path, early exit."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tests.conftest import load_config
+from vssjax.convert.common import abstract_variables
+from vssjax.methods.dtern import build_dtern
+from vssjax.models.dtern_head import GTEM, DTERNHead
+from vssjax.models.segformer_head import SegFormerHead
+
+_CLIP = jax.ShapeDtypeStruct((1, 4, 64, 64, 3), jnp.float32)
+
+
+def _millions(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)) / 1e6
+
+
+@pytest.mark.parametrize("backbone,backbone_m,head_m,total_m", [
+    ("b0", 3.319, 4.892, 8.211), ("b1", 13.151, 4.964, 18.116),
+    ("b2", 24.196, 4.868, 29.065), ("b5", 81.443, 4.827, 86.270)])
+def test_parameter_counts_match_the_spec(backbone, backbone_m, head_m, total_m):
+  """Trainable counts incl. the unused entries (eval_shape: no B5 is ever materialised)."""
+  config = load_config(f"configs/dtern/vspw_mitb{backbone[1]}.py")
+  flat = abstract_variables(build_dtern(config.model, 124), _CLIP, train=False)
+  params = {k: v for k, v in flat.items() if k.startswith("params/")}
+  assert round(_millions({k: v for k, v in params.items() if "/backbone/" in k}), 3) == backbone_m
+  assert round(_millions({k: v for k, v in params.items() if "/decode_head/" in k}), 3) == head_m
+  assert round(_millions(params), 3) == total_m
+
+
+def test_gtem_matches_numpy():
+  """Class logits q.k/sqrt(E), class context through VCC, ReLU'd non-local attention residual."""
+  dim, classes = 8, 5
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, dim))
+  gtem = GTEM(classes)
+  variables = gtem.init(jax.random.key(1), x, train=False)
+  out, logits = gtem.apply(variables, x, train=False)
+  p = jax.tree.map(np.asarray, variables["params"])
+  xn = np.asarray(x, np.float64).reshape(2, 12, dim)
+
+  def dense(name, v):
+    return v @ p[name]["kernel"] + p[name]["bias"]
+
+  want_logits = dense("q", xn) @ dense("k", p["FCC"][0, 0]).T / np.sqrt(dim)
+  probs = np.exp(want_logits - want_logits.max(-1, keepdims=True))
+  context = (probs / probs.sum(-1, keepdims=True)) @ p["VCC"][0]
+
+  def project(name, v):  # eval-mode ConvModule with fresh BN statistics (mean 0, var 1)
+    proj = p["cross_attn"][name]
+    y = v @ proj["conv"]["kernel"][0, 0] / np.sqrt(1 + 1e-5) * proj["bn"]["scale"]
+    return np.maximum(y + proj["bn"]["bias"], 0)
+
+  q, k, v = project("query_project", xn), project("key_project", context), project(
+      "value_project", context)
+  att = q @ k.transpose(0, 2, 1) / np.sqrt(dim)
+  att = np.exp(att - att.max(-1, keepdims=True))
+  want_out = xn + project("out_project", (att / att.sum(-1, keepdims=True)) @ v)
+  np.testing.assert_allclose(np.asarray(logits).reshape(2, 12, classes), want_logits, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out).reshape(2, 12, dim), want_out, atol=1e-5)
+
+
+def _features(rng, batch, frames):
+  dims, sizes = (8, 16, 24, 32), (16, 8, 4, 2)
+  return [jnp.asarray(rng.normal(size=(batch, frames, s, s, d)), jnp.float32)
+          for s, d in zip(sizes, dims)]
+
+
+@pytest.fixture(scope="module")
+def head_and_variables():
+  head = DTERNHead(num_classes=5, num_clusters=6, kernels=(5, 3, 3, 3), embed_dim=16)
+  variables = jax.jit(lambda f: head.init(jax.random.key(0), f, train=False))(
+      _features(np.random.default_rng(0), 1, 4))
+  return head, variables
+
+
+def test_references_reach_the_target_only_through_the_exemplar_gate(head_and_variables):
+  head, variables = head_and_variables
+  final = jax.jit(lambda v, f: head.apply(v, f, train=False)["final"])
+  features = _features(np.random.default_rng(1), 1, 4)
+  other_refs = [f.at[:, :-1].set(-f[:, :-1]) for f in features]
+  assert not np.allclose(final(variables, features), final(variables, other_refs), atol=1e-4)
+  # sigma(beta + alpha cos) = 0 for every reference exemplar in both LTEM layers: the references
+  # no longer matter (eval-mode BN is per frame and the assignment softmax is per frame).
+  flat = traverse_util.flatten_dict(jax.tree.map(np.array, variables), sep="/")
+  for layer in (0, 1):
+    flat[f"params/dtern/cluster_blocks_{layer}/sim_beta"] = np.array([-1e4], np.float32)
+  gated = traverse_util.unflatten_dict(flat, sep="/")
+  np.testing.assert_allclose(final(gated, features), final(gated, other_refs), atol=1e-6)
+
+
+def test_single_frame_is_the_segformer_branch(head_and_variables):
+  """The release's early exit; and the SegFormer branch lives at mmseg's `decode_head.linear_*`."""
+  head, variables = head_and_variables
+  features = _features(np.random.default_rng(2), 2, 1)
+  out = head.apply(variables, features, train=False)
+  assert set(out) == {"frame_logits"}
+  segformer_vars = {c: {k: v for k, v in tree.items() if k.startswith("linear_")}
+                    for c, tree in variables.items()}
+  want, _ = SegFormerHead(5, 16).apply(segformer_vars, [f[:, 0] for f in features], train=False)
+  np.testing.assert_allclose(out["frame_logits"][:, 0], want, atol=1e-6)

@@ -1,0 +1,41 @@
+"""Command line: PyTorch checkpoint -> Orbax checkpoint (step 0) for a config.
+
+  python -m vssjax.convert --config=configs/segformer/vspw_mitb0.py --checkpoint=PATH \
+      --workdir=DIR [--format=hf|mmseg] [--allow_pickle]
+
+then `python -m vssjax.main --config=<same> --workdir=DIR --mode=eval`. PATH may be a .pth/.pt/.bin
+pickle (mmseg/mmcv releases, needs torch), a .safetensors file or a `save_pretrained` directory.
+The format is detected from the keys when --format is omitted. To fine-tune from the weights
+instead, train with `--config.init.torch_checkpoint=PATH` in a fresh workdir.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file whose model the weights are for.", lock_config=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint file or HF directory.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Empty directory to write the checkpoint into.")
+_FORMAT = flags.DEFINE_enum("format", None, ["hf", "mmseg"],
+                            "Checkpoint naming scheme; detected from the keys when omitted.")
+_ALLOW_PICKLE = flags.DEFINE_bool(
+    "allow_pickle", False, "Fully unpickle .pth files (executes code in the file: trusted files "
+    "only). Needed for some mmcv checkpoints whose metadata holds arbitrary objects.")
+flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from vssjax.convert import cli  # pylint: disable=g-import-not-at-top  (fast --help)
+
+  cli.convert_to_workdir(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value, fmt=_FORMAT.value,
+                         allow_pickle=_ALLOW_PICKLE.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

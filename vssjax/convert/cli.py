@@ -1,0 +1,43 @@
+"""Converting released PyTorch weights into a workdir that `--mode=eval` evaluates directly.
+
+The library side of `python -m vssjax.convert` (see `__main__.py`): builds the config's method and
+a fresh train state exactly as the train loop does, swaps in the converted variables and saves the
+whole state as the Orbax checkpoint of step 0.
+"""
+from __future__ import annotations
+
+from etils import epath
+
+from vssjax import parallel
+from vssjax.configs_lib import ConfigDict
+from vssjax.methods import get_method
+from vssjax.train import init_from
+from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.loop import create_state
+
+
+def convert_to_workdir(config: ConfigDict, checkpoint: str, workdir: str, *,
+                       fmt: str | None = None, allow_pickle: bool = False) -> epath.Path:
+  """Converts `checkpoint` for `config` and saves it as step 0 in `workdir`; returns the step dir.
+
+  Refuses a workdir that already holds checkpoints: the converted weights would either be ignored
+  (resume picks the latest step) or overwrite a run.
+  """
+  checkpointer = Checkpointer(workdir, async_save=False)
+  try:
+    if checkpointer.latest_step() is not None:
+      raise FileExistsError(
+          f"{checkpointer.directory} already holds checkpoints (latest step "
+          f"{checkpointer.latest_step()}); convert into an empty workdir")
+    mesh = parallel.mesh_from_config(config)
+    method = get_method(config)
+    state, sharding, tx, _ = create_state(config, method, mesh)
+    variables = init_from.load_torch_variables(checkpoint, method, fmt, allow_pickle=allow_pickle)
+    state = init_from.state_with_variables(state, variables, tx, sharding)
+    checkpointer.save(0, state, force=True)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+  print(f"saved the converted weights as step 0 in {checkpointer.directory}; evaluate with "
+        f"--mode=eval --workdir={workdir}", flush=True)
+  return checkpointer.directory / "0"

@@ -1,0 +1,132 @@
+"""Reads PyTorch-world checkpoint files into a flat `dict[str, np.ndarray]` state_dict.
+
+Handles what released segmentation weights come as:
+- `.safetensors` (HF `save_pretrained`), read with the safetensors numpy API: no torch needed;
+- `.pth` / `.pt` / `.bin` pickles (mmcv/mmseg releases, `torch.save(model.state_dict())`, HF
+  `pytorch_model.bin`), read with `torch.load(map_location='cpu')`;
+- a directory written by `save_pretrained` (its `model.safetensors` or `pytorch_model.bin`).
+
+Wrappers are peeled off: mmcv's `{'meta', 'state_dict', 'optimizer'}` (and `{'model': ...}`), and
+the `module.` prefix that DistributedDataParallel adds to every key.
+
+`torch.load` runs with `weights_only=True` by default: unpickling arbitrary objects executes code,
+so a file from the internet is only fully unpickled when the caller says it trusts it
+(`allow_pickle=True`); mmcv `meta` entries sometimes need that.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vssjax.convert.common import StateDict
+
+_WRAPPER_KEYS = ("state_dict", "model")
+_DDP_PREFIX = "module."
+_PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class CheckpointReadError(RuntimeError):
+  """A checkpoint file could not be read; the message names the file and what to do."""
+
+
+def load_state_dict(path: str | os.PathLike, *, allow_pickle: bool = False
+                    ) -> dict[str, np.ndarray]:
+  """The (unwrapped) state_dict stored at `path`, every tensor as a numpy array."""
+  path = _resolve_file(os.fspath(path))
+  if path.endswith(".safetensors"):
+    raw = _load_safetensors(path)
+  else:
+    raw = _load_torch_pickle(path, allow_pickle)
+  return strip_ddp_prefix(unwrap_checkpoint(raw, path))
+
+
+def _resolve_file(path: str) -> str:
+  if not os.path.exists(path):
+    raise CheckpointReadError(f"{path}: no such file or directory")
+  if not os.path.isdir(path):
+    return path
+  for name in _PRETRAINED_FILES:
+    candidate = os.path.join(path, name)
+    if os.path.exists(candidate):
+      return candidate
+  raise CheckpointReadError(f"{path}: a directory without any of {list(_PRETRAINED_FILES)}")
+
+
+def _load_safetensors(path: str) -> dict[str, Any]:
+  """The numpy API needs no torch; bf16 files (numpy has no bf16) are read through torch."""
+  try:
+    from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
+  except ImportError as err:
+    raise CheckpointReadError(
+        f"{path}: reading .safetensors needs the 'safetensors' package (pip install "
+        "safetensors)") from err
+  try:
+    return st_numpy.load_file(path)
+  except TypeError as err:  # "data type 'bfloat16' not understood"
+    try:
+      from safetensors import torch as st_torch  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise CheckpointReadError(f"{path}: {err}; reading this dtype needs torch") from err
+    return st_torch.load_file(path)
+
+
+def _load_torch_pickle(path: str, allow_pickle: bool) -> Any:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as err:
+    raise CheckpointReadError(
+        f"{path}: reading a PyTorch pickle (.pth/.pt/.bin) needs torch (the CPU wheel is enough: "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu); or convert the file "
+        "to .safetensors elsewhere") from err
+  try:
+    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+  except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... depending on version
+    hint = ("" if allow_pickle else
+            "; if it is a trusted file whose metadata holds arbitrary Python objects, load it with "
+            "allow_pickle=True (CLI: --allow_pickle), which executes code stored in the file")
+    raise CheckpointReadError(f"{path}: torch.load failed: {err}{hint}") from err
+
+
+def unwrap_checkpoint(checkpoint: Any, where: str = "checkpoint") -> dict[str, np.ndarray]:
+  """Peels mmcv-style wrappers ({'meta', 'state_dict', ...}) and converts tensors to numpy."""
+  while isinstance(checkpoint, Mapping):
+    wrapper = next((k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
+    if wrapper is None:
+      break
+    checkpoint = checkpoint[wrapper]
+  if not isinstance(checkpoint, Mapping):
+    raise CheckpointReadError(f"{where}: expected a state_dict mapping, got {type(checkpoint)}")
+  arrays = {}
+  for key, value in checkpoint.items():
+    array = _to_numpy(value)
+    if array is None:
+      raise CheckpointReadError(
+          f"{where}: entry {key!r} is a {type(value).__name__}, not a tensor (is this a "
+          "state_dict?)")
+    arrays[key] = array
+  return arrays
+
+
+_HALF_FLOATS = ("bfloat16", "float16")
+
+
+def _to_numpy(value: Any) -> np.ndarray | None:
+  """A numpy array, half floats widened to float32 (exact) so every reader returns the same."""
+  if isinstance(value, np.ndarray):  # safetensors' numpy API (bf16 via ml_dtypes once jax loaded)
+    return value.astype(np.float32) if value.dtype.name in _HALF_FLOATS else value
+  if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor (torch not imported)
+    tensor = value.detach().cpu()
+    if not tensor.dtype.is_floating_point or tensor.dtype.itemsize >= 4:
+      return tensor.numpy()
+    return tensor.float().numpy()  # torch cannot export bf16 to numpy
+  return None
+
+
+def strip_ddp_prefix(state_dict: StateDict) -> dict[str, np.ndarray]:
+  """Drops the `module.` prefix DistributedDataParallel puts on every key (only if all have it)."""
+  if state_dict and all(k.startswith(_DDP_PREFIX) for k in state_dict):
+    return {k[len(_DDP_PREFIX):]: v for k, v in state_dict.items()}
+  return dict(state_dict)

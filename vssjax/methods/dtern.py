@@ -1,0 +1,181 @@
+"""DTERN (ICCV 2025): MiT backbone + `DTERNHead` on 4-frame clips [t-9, t-6, t-3, t].
+
+Training (specs/dtern.md §6): 0.5 x CE of the SegFormer branch on every frame (on the target
+only with `method.frame_loss_target_only`, the Cityscapes rule) + 0.5 x CE of the final and
+GTEM outputs on the target. Inference: a streaming predictor that runs the backbone once per frame
+and caches the features the next clips need (the release recomputes them; the outputs are the
+same, see tests/methods/test_dtern.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines.clip_sampling import OffsetClipSampler
+from data_pipelines.transforms import test_resize
+from vssjax.configs_lib import ConfigDict
+from vssjax.methods import losses
+from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
+from vssjax.methods.per_frame import logits_to_labels
+from vssjax.methods.segformer import build_backbone, compute_dtype
+from vssjax.models.dtern_head import DTERNHead
+from vssjax.models.layers import normalize_images
+from vssjax.models.mit import MixTransformer
+
+Features = list[jax.Array]  # 4 levels, each [B, T, h_i, w_i, C_i]
+
+
+class DTERNSegmentor(nn.Module):
+  """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame).
+
+  `extract` and `decode` are the two halves, so the predictor can cache per-frame features.
+  """
+  backbone: MixTransformer
+  decode_head: DTERNHead
+
+  def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    return self.decode(self.extract(images, train=train), train=train)
+
+  def extract(self, images: jax.Array, *, train: bool) -> Features:
+    """The shared backbone on all B*T frames as one batch (clip-major, time innermost)."""
+    lead = images.shape[:2]
+    features = self.backbone(images.reshape((-1,) + images.shape[2:]), train=train)
+    return [f.reshape(lead + f.shape[1:]) for f in features]
+
+  def decode(self, features: Features, *, train: bool) -> dict[str, jax.Array]:
+    return self.decode_head(features, train=train)
+
+
+def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
+  backbone = build_backbone(model)
+  head = DTERNHead(num_classes=num_classes, num_clusters=model.num_clusters,
+                   kernels=tuple(model.cam_kernels), embed_dim=model.decoder_dim,
+                   dropout_rate=model.dropout_rate, dwconv_impl=backbone.dwconv_impl,
+                   dtype=compute_dtype(model))
+  return DTERNSegmentor(backbone=backbone, decode_head=head)
+
+
+def _prediction_logits(outputs: dict[str, jax.Array]) -> jax.Array:
+  """The final map for full clips, the SegFormer branch of the target for single frames."""
+  return outputs["final"] if "final" in outputs else outputs["frame_logits"][:, -1]
+
+
+def _flatten_time(x: jax.Array) -> jax.Array:
+  return x.reshape((-1,) + x.shape[2:])
+
+
+class DTERNMethod(Method):
+  """Trains on clips whose last frame is the target; predicts from past frames only."""
+
+  def __init__(self, config: ConfigDict):
+    super().__init__(config)
+    self.module = build_dtern(config.model, self.num_classes)
+    self._dtype = compute_dtype(config.model)
+    self.sampler = OffsetClipSampler(tuple(int(o) for o in config.clip.offsets))
+    if max(self.sampler.offsets) > 0:
+      raise ValueError(f"DTERN predicts from past frames; clip.offsets {self.sampler.offsets} "
+                       "must all be <= 0")
+    self.extract_features = jax.jit(self._extract_impl)
+    self.decode_labels = jax.jit(self._decode_labels_impl, static_argnums=(2, 3))
+    self.clip_labels = jax.jit(self._clip_labels_impl, static_argnums=(2,))
+
+  def _apply(self, variables: Variables, frames: jax.Array, *, method=None, **kwargs):
+    images = normalize_images(frames, self._dtype)
+    return self.module.apply(variables, images, method=method, **kwargs)
+
+  def init(self, rng: jax.Array, batch: Batch) -> Variables:
+    if batch["frames"].shape[1] < 2:
+      raise ValueError("DTERN trains on clips (clip.kind='offsets'), got single frames")
+    images = normalize_images(batch["frames"], self._dtype)
+    return dict(self.module.init({"params": rng}, images, train=False))
+
+  def loss_and_metrics(self, params, model_state, batch, rng):
+    outputs, new_state = self._apply(
+        {"params": params, **model_state}, batch["frames"], train=True,
+        rngs={"dropout": rng}, mutable=["batch_stats"])
+    labels = batch["labels"]
+    frame_logits = outputs["frame_logits"]
+    if self.config.method.frame_loss_target_only:
+      frame_logits, frame_labels = frame_logits[:, -1], labels[:, -1]
+    else:
+      frame_logits, frame_labels = _flatten_time(frame_logits), _flatten_time(labels)
+    target_logits = jnp.concatenate([outputs["final"], outputs["class_logits"]], axis=0)
+    target_labels = jnp.concatenate([labels[:, -1]] * 2, axis=0)
+    loss_frames = self._cross_entropy(frame_logits, frame_labels)
+    loss_target = self._cross_entropy(target_logits, target_labels)
+    loss = 0.5 * loss_frames + 0.5 * loss_target
+    final = losses.logits_at_label_size(outputs["final"], labels[:, -1])
+    metrics = {"loss": loss, "loss_frames": loss_frames, "loss_target": loss_target,
+               "pixel_acc": losses.pixel_accuracy(final, labels[:, -1])}
+    return loss, (metrics, dict(new_state))
+
+  def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    logits = losses.logits_at_label_size(logits, labels)
+    return losses.segmentation_cross_entropy(
+        logits, labels, average=self.config.method.loss_average)
+
+  def _extract_impl(self, variables, frames):
+    return self._apply(variables, frames, train=False, method=DTERNSegmentor.extract)
+
+  def _decode_labels_impl(self, variables, features, input_hw, frame_hw):
+    outputs = self.module.apply(variables, features, train=False, method=DTERNSegmentor.decode)
+    return logits_to_labels(_prediction_logits(outputs), input_hw, frame_hw)
+
+  def _clip_labels_impl(self, variables, frames, frame_hw):
+    outputs = self._apply(variables, frames, train=False)
+    return logits_to_labels(_prediction_logits(outputs), frames.shape[2:4], frame_hw)
+
+  def predictor(self, variables: Variables, *, cache_features: bool = True
+                ) -> "DTERNPredictor":
+    return DTERNPredictor(self, variables, cache_features=cache_features)
+
+
+class DTERNPredictor(StreamingPredictor):
+  """Predicts frame t from the clip `eval_indices(t)` of past frames, answering at once.
+
+  With `cache_features` (default) the backbone runs once per frame and its features are kept
+  for as long as a later clip can use them; without it every clip re-runs the backbone on all its
+  frames, as the release does. Frames 0-2 use the SegFormer branch alone.
+  """
+
+  def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):
+    self._method = method
+    self._variables = variables
+    self._cache_features = cache_features
+    self._eval_transform = method.config.data.eval_transform
+    self._sampler = method.sampler
+    self._memory: dict[int, object] = {}  # frame index -> features or resized frame
+    self._index = 0
+
+  def push(self, frame: np.ndarray) -> list[Prediction]:
+    t, self._index = self._index, self._index + 1
+    resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    if self._cache_features:
+      self._memory[t] = self._method.extract_features(self._variables, resized[None, None])
+    else:
+      self._memory[t] = resized
+    # The video's length is unknown while streaming; past-only clips never need it.
+    indices = self._sampler.eval_indices(t + 1, t)
+    missing = [i for i in indices if i not in self._memory]
+    if missing:
+      raise RuntimeError(f"frame {t}: clip {indices} needs dropped frames {missing}")
+    labels = self._predict([self._memory[i] for i in indices], resized.shape[:2],
+                           frame.shape[:2])
+    self._forget_before(t + 1 + min(self._sampler.offsets))
+    return [(t, np.asarray(labels[0]))]
+
+  def _predict(self, clip: Sequence, input_hw: tuple[int, int], frame_hw: tuple[int, int]):
+    if self._cache_features:
+      features = [jnp.concatenate(level, axis=1) for level in zip(*clip)]
+      return self._method.decode_labels(self._variables, features, input_hw, frame_hw)
+    return self._method.clip_labels(self._variables, np.stack(clip)[None], frame_hw)
+
+  def _forget_before(self, first_needed: int) -> None:
+    for i in [i for i in self._memory if i < first_needed]:
+      del self._memory[i]
+

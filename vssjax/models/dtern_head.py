@@ -1,0 +1,311 @@
+"""DTERN decode head (specs/dtern.md §3-4), NHWC, parameter paths mirroring the mmseg key tree.
+
+`DTERNHead` = mmseg's `SegFormerHead_clips2_DTERN_ensemble4`: the SegFormer MLP branch on every
+frame of the clip plus the DTERN branch (multi-level fusion to 1/8, two LTEM layers, GTEM) on the
+target, fused by `linear_pred1`. Torch `a.b.0.c` keys become Flax paths `a/b_0/c` (the MiT
+convention); the SegFormer branch shares the head's scope, so `decode_head.linear_c1` is
+`decode_head/linear_c1` here too.
+
+Entries the release saves but never uses (`conv_seg`, `clustering.norm1`, layer 0's prompts and
+transforms) are created so the checkpoint tree and the parameter count match; they get no gradient.
+"""
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vssjax.models.layers import BatchNorm, ConvBNAct, DepthwiseConv, conv_init, dense_init
+from vssjax.models.segformer_head import SegFormerHead
+from vssjax.ops.resize import resize_bilinear
+
+Dtype = Any
+
+LTEM_HEADS = (2, 4)  # attention heads of the two LTEM layers (the release's [2, 4, 8, 16][:2])
+MLP_RATIO = 4
+_LN_EPS = 1e-5
+_COS_EPS = 1e-8
+
+
+def _gelu(x: jax.Array) -> jax.Array:
+  return nn.gelu(x, approximate=False)
+
+
+def _layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, name=name)
+
+
+def _conv(features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
+          use_bias: bool = True) -> nn.Conv:
+  """A stride-1 conv with torch's symmetric `k // 2` padding."""
+  pads = ((kernel[0] // 2, kernel[0] // 2), (kernel[1] // 2, kernel[1] // 2))
+  return nn.Conv(features, kernel, padding=pads, use_bias=use_bias, kernel_init=conv_init,
+                 dtype=dtype, name=name)
+
+
+def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Cosine over the last axis as torch 1.7's `F.cosine_similarity`: a.b / max(|a| |b|, eps)."""
+  dot = jnp.sum(a * b, axis=-1)
+  norms = jnp.sqrt(jnp.sum(a * a, axis=-1) * jnp.sum(b * b, axis=-1))
+  return dot / jnp.maximum(norms, _COS_EPS)
+
+
+class CAM(nn.Module):
+  """Cluster-assignment block: local multi-kernel depth-wise context gated by an H/W excitation."""
+  kernels: Sequence[int]
+  dwconv_impl: str = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    dim, dt = x.shape[-1], self.dtype
+
+    def dwconv(kernel, name):
+      return DepthwiseConv(kernel, impl=self.dwconv_impl, dtype=dt, name=name)
+
+    x1 = _gelu(_conv(dim, (1, 1), "conv1_1_0", dt)(x))
+    x2 = dwconv(3, "conv1_2_2")(_gelu(_conv(dim, (1, 1), "conv1_2_0", dt)(x)))
+    local = x1
+    for i, kernel in enumerate(self.kernels, start=1):
+      local = local + dwconv(kernel, f"conv2_{i}_0")(x1)
+    local = _conv(dim, (1, 1), f"conv2_{len(self.kernels) + 1}_0", dt)(local)
+    local = _gelu(BatchNorm(dtype=dt, name=f"conv2_{len(self.kernels) + 1}_1")(local, train=train))
+    # Row and column descriptors (means over H resp. W), each convolved along the other axis.
+    g_h = _conv(dim, (1, 3), "conv3_1_0", dt, use_bias=False)(x2.mean(axis=-3, keepdims=True))
+    g_h = BatchNorm(dtype=dt, name="conv3_1_1")(g_h, train=train)
+    g_w = _conv(dim, (3, 1), "conv3_2_0", dt, use_bias=False)(x2.mean(axis=-2, keepdims=True))
+    g_w = BatchNorm(dtype=dt, name="conv3_2_1")(g_w, train=train)
+    glob = dwconv((11, 1), "excite_2")(_gelu(dwconv((1, 11), "excite_0")(g_h + g_w)))
+    out = _conv(dim, (1, 1), "conv_0", dt)(local * jax.nn.sigmoid(glob) + local)
+    return _gelu(BatchNorm(dtype=dt, name="conv_1")(out, train=train))
+
+
+class ClusterBlock(nn.Module):
+  """`Cluster_Block`: CAM then a bias-free 1x1 conv to K assignment logits per pixel."""
+  num_clusters: int
+  kernels: Sequence[int]
+  dwconv_impl: str = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, maps: jax.Array, *, train: bool) -> jax.Array:
+    if self.is_initializing():  # saved by the release, never applied
+      _layer_norm("norm1", self.dtype)(maps[..., :1, :1, :])
+    x = CAM(self.kernels, self.dwconv_impl, self.dtype, name="cam")(maps, train=train)
+    return _conv(self.num_clusters, (1, 1), "Clustering_0", self.dtype, use_bias=False)(x)
+
+
+class DepthwiseMlp(nn.Module):
+  """fc1 -> 3x3 depth-wise conv on the pixel grid -> GELU -> fc2 (tokens laid out as maps)."""
+  dwconv_impl: str = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dim = x.shape[-1]
+    y = nn.Dense(dim * MLP_RATIO, dtype=self.dtype, name="fc1")(x)
+    y = DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(y)
+    return nn.Dense(dim, dtype=self.dtype, name="fc2")(_gelu(y))
+
+
+class LTEMLayer(nn.Module):
+  """`Cluster_layer`: soft per-frame exemplars, temporal gating, exemplar attention (FEM).
+
+  `__call__(target [B,h,w,E], refs [B,R,h,w,E], prev_logits, *, train)` ->
+  (refined target [B,h,w,E], assignment logits [B, (R+1)*h*w, K] with time outer).
+  """
+  num_clusters: int
+  num_heads: int
+  kernels: Sequence[int]
+  dwconv_impl: str = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, target: jax.Array, refs: jax.Array, prev_logits: jax.Array | None, *,
+               train: bool) -> tuple[jax.Array, jax.Array]:
+    k = self.num_clusters
+    batch, height, width, dim = target.shape
+    frames = jnp.concatenate([refs, target[:, None]], axis=1)  # [B, T, h, w, E], target last
+    num_t = frames.shape[1]
+    logits = ClusterBlock(k, self.kernels, self.dwconv_impl, self.dtype, name="clustering")(
+        frames.reshape((batch * num_t, height, width, dim)), train=train)
+    logits = logits.reshape((batch, num_t * height * width, k))
+    logits = self._fuse_assignments(logits, prev_logits)
+
+    tokens = frames.reshape((batch, num_t, height * width, dim))
+    soft = jax.nn.softmax(logits.reshape((batch, num_t, height * width, k)).astype(jnp.float32),
+                          axis=2).astype(tokens.dtype)
+    centers = jnp.einsum("btnk,btne->btke", soft, tokens)  # attention-pooled per-frame exemplars
+    gate = jax.nn.sigmoid(
+        self.param("sim_beta", nn.initializers.zeros, (1,))
+        + self.param("sim_alpha", nn.initializers.ones, (1,))
+        * cosine_similarity(centers[:, -1:], centers[:, :-1]))
+    exemplars = centers[:, -1] + jnp.einsum("brk,brke->bke", gate.astype(centers.dtype),
+                                            centers[:, :-1])
+
+    norm = _layer_norm("norm1", self.dtype)  # one LayerNorm, used three times (post-norm)
+    queries = target.reshape((batch, height * width, dim))
+    x = queries + norm(self._attend(queries, norm(exemplars)))
+    mlp = DepthwiseMlp(self.dwconv_impl, self.dtype, name="mlp")
+    x = x + norm(mlp(x.reshape(target.shape)).reshape(x.shape))
+    return x.reshape(target.shape), logits
+
+  def _fuse_assignments(self, logits: jax.Array, prev: jax.Array | None) -> jax.Array:
+    """Prompt-masked K x K transforms of the previous and current logits, averaged (layer 1)."""
+    k = self.num_clusters
+    prompt1 = self.param("prompt1", nn.initializers.normal(1.0), (k,))
+    transform1 = self.param("top_down_transform1", lambda _, s: jnp.eye(s[0]), (k, k))
+    prompt2 = self.param("prompt2", nn.initializers.normal(1.0), (k,))
+    transform2 = self.param("top_down_transform2", lambda _, s: jnp.eye(s[0]), (k, k))
+    if prev is None:
+      return logits
+
+    def masked_transform(z, prompt, transform):
+      mask = jnp.clip(cosine_similarity(z, prompt.astype(z.dtype)), 0.0, 1.0)
+      return (z * mask[..., None]) @ transform.astype(z.dtype)
+
+    return (masked_transform(logits, prompt2, transform2)
+            + masked_transform(prev, prompt1, transform1)) / 2
+
+  def _attend(self, queries: jax.Array, exemplars: jax.Array) -> jax.Array:
+    """Multi-head attention of the target pixels over the K exemplars (softmax over K)."""
+    dim, heads = queries.shape[-1], self.num_heads
+    head_dim = dim // heads
+
+    def split(x):
+      return x.reshape(x.shape[:2] + (heads, head_dim))
+
+    q = split(nn.Dense(dim, dtype=self.dtype, name="q")(queries)) * head_dim ** -0.5
+    k = split(nn.Dense(dim, dtype=self.dtype, name="k")(exemplars))
+    v = split(nn.Dense(dim, dtype=self.dtype, name="v")(exemplars))
+    weights = jax.nn.softmax(jnp.einsum("bnhd,bkhd->bhnk", q, k).astype(jnp.float32), axis=-1)
+    out = jnp.einsum("bhnk,bkhd->bnhd", weights.astype(v.dtype), v)
+    return nn.Dense(dim, dtype=self.dtype, name="proj")(out.reshape(queries.shape))
+
+
+class NonLocalCrossAttention(nn.Module):
+  """`SelfAttentionBlockWithTime`, one ConvModule per projection: query pixels attend to keys."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, query_map: jax.Array, key_map: jax.Array, *, train: bool) -> jax.Array:
+    batch, height, width, dim = query_map.shape
+
+    def project(x, name):
+      return ConvBNAct(dim, dtype=self.dtype, name=name)(x, train=train).reshape(
+          (batch, height * width, dim))
+
+    q = project(query_map, "query_project")
+    k = project(key_map, "key_project")
+    v = project(key_map, "value_project")
+    weights = jax.nn.softmax(
+        (jnp.einsum("bnc,bmc->bnm", q, k) * dim ** -0.5).astype(jnp.float32), axis=-1)
+    context = jnp.einsum("bnm,bmc->bnc", weights.astype(v.dtype), v).reshape(query_map.shape)
+    return ConvBNAct(dim, dtype=self.dtype, name="out_project")(context, train=train)
+
+
+class GTEM(nn.Module):
+  """Global exemplars: learnable class key/value tables; returns (refined map, class logits)."""
+  num_classes: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    dim = x.shape[-1]
+    fcc = self.param("FCC", dense_init, (1, 1, self.num_classes, dim))
+    vcc = self.param("VCC", dense_init, (1, self.num_classes, dim))
+    q = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="q")(x)
+    k = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="k")(fcc[0, 0])
+    class_logits = jnp.einsum("bhwc,nc->bhwn", q, k) * dim ** -0.5
+    probs = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+    class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(x.dtype))
+    context = NonLocalCrossAttention(self.dtype, name="cross_attn")(x, class_context, train=train)
+    return x + context, class_logits
+
+
+class DTERN(nn.Module):
+  """The DTERN branch on raw backbone features: fusion to 1/8, LTEM x2, GTEM.
+
+  `__call__(features, *, train)`: 4 levels, each [B, T, h_i, w_i, C_i] with the target last.
+  Returns (target feature [B, h8, w8, E], class logits [B, h8, w8, NC]).
+  """
+  num_classes: int
+  num_clusters: int
+  kernels: Sequence[int]
+  embed_dim: int = 256
+  dwconv_impl: str = "shifted"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Sequence[jax.Array], *, train: bool
+               ) -> tuple[jax.Array, jax.Array]:
+    batch, num_t = features[0].shape[:2]
+    grid = features[1].shape[-3:-1]  # c2's 1/8 grid
+    convs = [ConvBNAct(self.embed_dim, dtype=self.dtype, name=f"convs_{i}") for i in range(4)]
+    fusion = ConvBNAct(self.embed_dim, dtype=self.dtype, name="fusion_conv")
+
+    def fuse(levels):
+      """Target and references go through the shared convs separately (own BN statistics)."""
+      maps = [resize_bilinear(conv(level, train=train), grid, align_corners=False)
+              for conv, level in zip(convs, levels[::-1])]
+      return fusion(jnp.concatenate(maps, axis=-1), train=train)
+
+    target = fuse([f[:, -1] for f in features])
+    refs = fuse([f[:, :-1].reshape((-1,) + f.shape[2:]) for f in features])
+    refs = refs.reshape((batch, num_t - 1) + refs.shape[1:])
+
+    logits = None
+    for i, heads in enumerate(LTEM_HEADS):
+      target, logits = LTEMLayer(self.num_clusters, heads, self.kernels, self.dwconv_impl,
+                                 self.dtype, name=f"cluster_blocks_{i}")(
+                                     target, refs, logits, train=train)
+    return GTEM(self.num_classes, self.dtype, name="gtem")(target, train=train)
+
+
+class DTERNHead(nn.Module):
+  """`SegFormerHead_clips2_DTERN_ensemble4`: SegFormer branch on all frames + DTERN on the target.
+
+  `__call__(features, *, train)`, features = 4 levels [B, T, h_i, w_i, C_i] (target last) ->
+  dict with `frame_logits` [B, T, h4, w4, NC] (SegFormer branch) and, when T > 1, `final`
+  (the prediction) and `class_logits` (GTEM's auxiliary map), both [B, h4, w4, NC]. With T = 1
+  only the SegFormer branch runs: the release's early exit for a video's first three frames.
+  """
+  num_classes: int
+  num_clusters: int
+  kernels: Sequence[int]
+  embed_dim: int = 256
+  dropout_rate: float = 0.1
+  seg_channels: int = 128  # sizes the unused `conv_seg` only
+  dwconv_impl: str = "shifted"
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.segformer = SegFormerHead(self.num_classes, self.embed_dim, self.dropout_rate,
+                                   self.dtype)
+    nn.share_scope(self, self.segformer)  # mmseg keeps these at decode_head.linear_c1 etc.
+    self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
+                       self.dwconv_impl, self.dtype)
+    self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
+    self.linear_pred1 = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)
+    self.conv_seg = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)
+
+  def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
+    if len(features) != 4:
+      raise ValueError(f"DTERNHead expects 4 feature maps, got {len(features)}")
+    batch, num_t = features[0].shape[:2]
+    if self.is_initializing():  # saved by the release, never applied
+      self.conv_seg(jnp.zeros((1, 1, 1, self.seg_channels), self.dtype))
+    logits, fused = self.segformer([f.reshape((-1,) + f.shape[2:]) for f in features],
+                                   train=train)
+    out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
+    if num_t == 1:
+      return out
+    quarter = fused.shape[1:3]
+    target_c = fused.reshape((batch, num_t) + fused.shape[1:])[:, -1]
+    target_c = resize_bilinear(target_c, (quarter[0] // 2, quarter[1] // 2), align_corners=False)
+    feature, class_logits = self.dtern(features, train=train)
+    y = self.dropout(jnp.concatenate([target_c, feature], axis=-1), deterministic=not train)
+    out["final"] = resize_bilinear(self.linear_pred1(y), quarter, align_corners=False)
+    out["class_logits"] = resize_bilinear(class_logits, quarter, align_corners=False)
+    return out
