@@ -116,9 +116,17 @@ def resolve_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
 
 
 def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
-  """`get_source(data.source, **data.<source>)`: a source's knobs live under its own name."""
+  """`get_source(data.source, **data.<source>)`: a source's knobs live under its own name.
+
+  Raises if the config's `data.num_classes` disagrees with the source.
+  """
   knobs = data_cfg.get(data_cfg.source, None)
-  return get_source(data_cfg.source, **(knobs.to_dict() if knobs is not None else {}))
+  source = get_source(data_cfg.source, **(knobs.to_dict() if knobs is not None else {}))
+  expected = data_cfg.get("num_classes", 0)
+  if expected and expected != source.num_classes:  # the model would predict phantom classes
+    raise ValueError(f"data.num_classes={expected} but source {data_cfg.source!r} has "
+                     f"{source.num_classes} classes")
+  return source
 
 
 def _arrayrecord_builder(source: base.VideoSource, root: str):

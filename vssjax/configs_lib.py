@@ -10,6 +10,8 @@ ignored.
 
 from __future__ import annotations
 
+import pathlib
+import runpy
 from typing import Any
 
 import ml_collections
@@ -43,6 +45,14 @@ def parse_arg(arg: str | None, **spec: Any) -> ConfigDict:
     else:
       result[name] = type(default)(value)
   return result
+
+
+def load_sibling(config_file: str, name: str) -> dict[str, Any]:
+  """The globals of config file `name` next to `config_file`, so variants share one builder.
+
+  Config files are loaded by path (`--config=configs/x/y.py`), not imported as a package.
+  """
+  return runpy.run_path(str(pathlib.Path(config_file).with_name(name)))
 
 
 def base_config() -> ConfigDict:

@@ -28,7 +28,7 @@ def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     files = footage.frame_files(path)
     frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
     return len(files), frames
-  frames = (f"{i:06d}", frame) for i, frame in enumerate(footage.read_video_frames(path))
+  frames = ((f"{i:06d}", frame) for i, frame in enumerate(footage.read_video_frames(path)))
   return footage.video_frame_count(path), frames
 
 

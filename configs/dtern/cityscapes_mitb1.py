@@ -13,22 +13,14 @@ The final DTERN Cityscapes hyper-parameters are unknown (spec §13.4).
 Arguments: `quick` as in vspw_mitb0.py.
 """
 
-import importlib.util
-import pathlib
+from vssjax import configs_lib
 
-
-def _base():
-  path = pathlib.Path(__file__).with_name("vspw_mitb0.py")
-  spec = importlib.util.spec_from_file_location("dtern_vspw_mitb0", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_BASE = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
 
 
 def get_config(arg=None):
-  base = _base()
-  args = base.configs_lib.parse_arg(arg, quick=False)
-  c = base.vspw_base("b1")
+  args = configs_lib.parse_arg(arg, quick=False)
+  c = _BASE["vspw_base"]("b1")
   c.method.frame_loss_target_only = True
   c.model.num_clusters = 45
   c.model.cam_kernels = (13, 11, 9, 7)
@@ -38,8 +30,8 @@ def get_config(arg=None):
   c.data.train_transform.update(scale=(1024, 512), crop_size=(512, 1024))
   c.data.eval_transform.update(scale=(1024, 512))
   c.published.source = ("UNVERIFIED setting (K = 45 from the development config). "
-                        + base.NOT_PUBLISHED)
+                        + _BASE["NOT_PUBLISHED"])
   if args.quick:
-    base.quick_variant(c)
+    _BASE["quick_variant"](c)
   c.lock()
   return c

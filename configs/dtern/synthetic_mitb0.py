@@ -10,30 +10,22 @@ frames, i.e. the SegFormer demo's 16 frames per step through the backbone. K = 3
 Arguments: `quick` as in vspw_mitb0.py; `full_width` uses the real MiT-B0 widths.
 """
 
-import importlib.util
-import pathlib
+from vssjax import configs_lib
 
-
-def _base():
-  path = pathlib.Path(__file__).with_name("vspw_mitb0.py")
-  spec = importlib.util.spec_from_file_location("dtern_vspw_mitb0", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_BASE = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
 
 
 def get_config(arg=None):
-  base = _base()
-  args = base.configs_lib.parse_arg(arg, quick=False, full_width=False)
-  c = base.vspw_base("b0")
+  args = configs_lib.parse_arg(arg, quick=False, full_width=False)
+  c = _BASE["vspw_base"]("b0")
   c.method.loss_average = "valid"  # as the SegFormer demo
   c.model.num_clusters = 32
   if not args.full_width:
     c.model.backbone_overrides.embed_dims = (16, 32, 80, 128)
   c.model.decoder_dim = 128
   c.data.source = "synthetic"
-  c.data.num_classes = 10
-  defaults = base.configs_lib.base_config().data
+  c.data.num_classes = 9
+  defaults = configs_lib.base_config().data
   c.data.train_transform = defaults.train_transform
   c.data.eval_transform = defaults.eval_transform
   c.data.batch_size = 4
@@ -44,6 +36,6 @@ def get_config(arg=None):
   c.train.checkpoint_every = 200
   c.published.source = ""
   if args.quick:
-    base.quick_variant(c)
+    _BASE["quick_variant"](c)
   c.lock()
   return c

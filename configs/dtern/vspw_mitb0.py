@@ -59,7 +59,7 @@ def vspw_base(backbone):
 def quick_variant(c):
   """Tiny widths, K and kernels on a small synthetic set: builds and trains in seconds on a CPU."""
   c.data.source = "synthetic"
-  c.data.num_classes = 10
+  c.data.num_classes = 9
   c.data.synthetic.update(num_train_videos=8, num_val_videos=2, num_frames=12, height=64, width=64)
   c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
   c.data.eval_transform.update(scale=(64, 64))

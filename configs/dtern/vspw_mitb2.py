@@ -6,17 +6,10 @@
 Arguments: `quick` as in vspw_mitb0.py.
 """
 
-import importlib.util
-import pathlib
+from vssjax import configs_lib
 
-
-def _base():
-  path = pathlib.Path(__file__).with_name("vspw_mitb0.py")
-  spec = importlib.util.spec_from_file_location("dtern_vspw_mitb0", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_BASE = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
 
 
 def get_config(arg=None):
-  return _base().dtern_vspw_config("b2", arg)
+  return _BASE["dtern_vspw_config"]("b2", arg)

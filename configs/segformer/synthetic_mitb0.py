@@ -17,7 +17,7 @@ def get_config(arg=None):
   args = configs_lib.parse_arg(arg, quick=False, full_width=False)
   c = configs_lib.base_config()
   c.method.name = "segformer"
-  c.data.num_classes = 10
+  c.data.num_classes = 9
   c.model.backbone = "b0"
   if not args.full_width:
     c.model.backbone_overrides.embed_dims = (16, 32, 80, 128)

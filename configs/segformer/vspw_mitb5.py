@@ -4,11 +4,9 @@ Same recipe, commands and caveats as configs/segformer/vspw_mitb0.py (which buil
 only the backbone, the decoder width and the published numbers differ.
 """
 
-import pathlib
-import runpy
+from vssjax import configs_lib
 
-# Config files are loaded by path, not as a package: run the sibling file to share its builder.
-_B0 = runpy.run_path(str(pathlib.Path(__file__).with_name("vspw_mitb0.py")))
+_B0 = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
 
 
 def get_config(arg=None):

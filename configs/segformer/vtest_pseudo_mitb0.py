@@ -40,7 +40,7 @@ def get_config(arg=None):
   if args.quick:
     c.data.source = "synthetic"
     c.data.synthetic.update(num_train_videos=8, num_val_videos=2, num_frames=6, height=64, width=64)
-    c.data.num_classes = 10
+    c.data.num_classes = 9
     c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
     c.data.eval_transform.update(scale=(64, 64))
     c.data.batch_size = 4

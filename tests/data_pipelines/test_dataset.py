@@ -97,3 +97,10 @@ def test_config_errors(tmp_path):
     dataset.make_dataset(cfg, "train")
   with pytest.raises(ValueError, match="has splits"):
     dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "test")
+
+
+def test_num_classes_must_match_the_source(tmp_path):
+  cfg = helpers.data_config(tmp_path)
+  cfg.num_classes = 10
+  with pytest.raises(ValueError, match="data.num_classes=10 but source 'synthetic' has 9 classes"):
+    dataset.make_source(cfg)
