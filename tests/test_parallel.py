@@ -1,0 +1,42 @@
+"""Mesh construction, batch-size checks and regex sharding rules on 4 fake CPU devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from vssjax import parallel
+
+
+def test_mesh_shapes_and_errors():
+  assert dict(parallel.make_mesh().shape) == {"data": 4, "fsdp": 1}
+  assert dict(parallel.make_mesh(-1, 2).shape) == {"data": 2, "fsdp": 2}
+  with pytest.raises(ValueError, match="fsdp=3 does not divide"):
+    parallel.make_mesh(-1, 3)
+  with pytest.raises(ValueError, match="not divisible by the 4 devices"):
+    parallel.check_batch_size(6, parallel.make_mesh())
+
+
+def test_sharding_rules_first_match_and_largest_divisible_axis():
+  mesh = parallel.make_mesh(2, 2)
+  state = {"params": {"dense": {"kernel": jnp.zeros((3, 8)), "bias": jnp.zeros(8)},
+                      "norm": {"scale": jnp.zeros(8)}},
+           "opt": {"mu": {"dense": {"kernel": jnp.zeros((3, 8))}}}}
+  rules = (("norm", "replicate"), ("kernel$", "fsdp"), ("bias", "fsdp"))
+  shardings = parallel.state_shardings(jax.eval_shape(lambda: state), mesh, rules)
+  assert shardings["params"]["dense"]["kernel"].spec == P(None, "fsdp")  # 3 does not divide by 2
+  assert shardings["opt"]["mu"]["dense"]["kernel"].spec == P(None, "fsdp")  # moments follow
+  assert shardings["params"]["dense"]["bias"].spec == P("fsdp")
+  assert shardings["params"]["norm"]["scale"].spec == P()
+  with pytest.raises(ValueError, match="'replicate' or 'fsdp'"):
+    parallel.state_shardings(jax.eval_shape(lambda: state), mesh, (("x", "tp"),))
+
+
+def test_process_local_batch_becomes_a_global_array():
+  mesh = parallel.make_mesh(2, 2)
+  local = {"frames": np.arange(8 * 3).reshape(8, 3).astype(np.float32)}
+  batch = parallel.to_global(local, mesh)
+  assert batch["frames"].shape == (8, 3)
+  assert len(batch["frames"].sharding.device_set) == 4
+  np.testing.assert_array_equal(np.asarray(batch["frames"]), local["frames"])
