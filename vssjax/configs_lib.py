@@ -55,6 +55,28 @@ def load_sibling(config_file: str, name: str) -> dict[str, Any]:
   return runpy.run_path(str(pathlib.Path(config_file).with_name(name)))
 
 
+def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
+  """The `quick` variant every config offers: a tiny model on a tiny synthetic set.
+
+  It builds, trains 2 steps and evaluates in seconds on a CPU (smoke runs and the config tests);
+  published numbers are dropped, as they would mean nothing next to it.
+  """
+  c.data.source = "synthetic"
+  c.data.num_classes = 9
+  c.data.synthetic.update(
+      num_train_videos=8, num_val_videos=2, num_frames=num_frames, height=64, width=64)
+  c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
+  c.data.eval_transform.update(scale=(64, 64))
+  c.data.batch_size = 4
+  c.model.backbone_overrides.update(
+      embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
+  c.model.decoder_dim = 32
+  c.optim.warmup_steps = 1
+  c.train.update(steps=2, log_every=1, checkpoint_every=2)
+  c.published.source = ""
+  c.published.metrics = ConfigDict()
+
+
 def base_config() -> ConfigDict:
   """The sections every method config starts from; method configs override fields."""
   c = ConfigDict()

@@ -58,19 +58,10 @@ def vspw_base(backbone):
 
 def quick_variant(c):
   """Tiny widths, K and kernels on a small synthetic set: builds and trains in seconds on a CPU."""
-  c.data.source = "synthetic"
-  c.data.num_classes = 9
-  c.data.synthetic.update(num_train_videos=8, num_val_videos=2, num_frames=12, height=64, width=64)
-  c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
-  c.data.eval_transform.update(scale=(64, 64))
-  c.data.batch_size = 4
-  c.model.backbone_overrides.update(
-      embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
+  configs_lib.shrink_to_quick(c, num_frames=12)
   c.model.decoder_dim = 16
   c.model.num_clusters = 6
   c.model.cam_kernels = (5, 3, 3, 3)
-  c.optim.warmup_steps = 1
-  c.train.update(steps=2, log_every=1, checkpoint_every=2)
 
 
 def get_config(arg=None):

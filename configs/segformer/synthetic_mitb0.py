@@ -31,14 +31,6 @@ def get_config(arg=None):
   c.train.checkpoint_every = 200
 
   if args.quick:
-    c.data.synthetic.update(num_train_videos=8, num_val_videos=2, num_frames=6, height=64, width=64)
-    c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
-    c.data.eval_transform.update(scale=(64, 64))
-    c.data.batch_size = 4
-    c.model.backbone_overrides.update(
-        embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
-    c.model.decoder_dim = 32
-    c.optim.warmup_steps = 1
-    c.train.update(steps=2, log_every=1, checkpoint_every=2)
+    configs_lib.shrink_to_quick(c)
   c.lock()
   return c

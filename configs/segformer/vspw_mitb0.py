@@ -55,18 +55,7 @@ def vspw_segformer_config(variant: str, arg=None):
   c.published.metrics = configs_lib.ConfigDict(PUBLISHED[variant])
 
   if args.quick:
-    c.data.source = "synthetic"
-    c.data.num_classes = 9
-    c.data.synthetic.update(num_train_videos=8, num_val_videos=2, num_frames=6, height=64, width=64)
-    c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
-    c.data.eval_transform.update(scale=(64, 64))
-    c.data.batch_size = 4
-    c.model.backbone_overrides.update(depths=(1, 1, 1, 1))
-    c.model.decoder_dim = 32
-    c.optim.warmup_steps = 1
-    c.train.update(steps=2, log_every=1, checkpoint_every=2)
-    c.published.source = ""
-    c.published.metrics = configs_lib.ConfigDict()
+    configs_lib.shrink_to_quick(c)
   c.lock()
   return c
 
