@@ -74,3 +74,17 @@ def test_one_device_equals_four_devices(quick_config, tmp_path):
     runs[devices] = (_losses(workdir), _params(quick_config, workdir)[1])
   np.testing.assert_allclose(list(runs[1][0].values()), list(runs[4][0].values()), atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), runs[1][1], runs[4][1])
+
+  # The 4-device replicated checkpoint restores onto another mesh shape with FSDP-sharded kernels.
+  quick_config.mesh.update(data=2, fsdp=2)
+  quick_config.sharding_rules = (("kernel$", "fsdp"),)
+  _, resharded = _params(quick_config, tmp_path / "d4")
+  specs = {str(x.sharding.spec) for x in jax.tree.leaves(resharded["params"])}
+  assert any("fsdp" in spec for spec in specs)
+  jax.tree.map(np.testing.assert_array_equal, resharded, runs[4][1])
+
+
+def test_non_finite_loss_stops_with_the_step_number():
+  pending = [(7, {"loss": np.float32(1.0)}), (8, {"loss": np.float32(np.nan)})]
+  with pytest.raises(FloatingPointError, match="non-finite loss nan at step 8"):
+    loop._check_finite(pending)  # pylint: disable=protected-access

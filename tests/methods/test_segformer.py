@@ -1,0 +1,29 @@
+"""The SegFormer method in bf16 compute: float32 parameters, finite loss and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tests.conftest import load_config
+from vssjax.methods import get_method
+from vssjax.train.loop import batch_spec
+
+
+def test_bfloat16_compute_keeps_float32_params_and_trains():
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.dtype = "bfloat16"
+  method = get_method(config)
+  spec = batch_spec(config)
+  rng = np.random.default_rng(0)
+  batch = {"frames": rng.integers(0, 255, spec["frames"].shape, dtype=np.uint8),
+           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
+           "labeled": np.ones(spec["labeled"].shape, bool)}
+  variables = method.init(jax.random.PRNGKey(0), batch)
+  params = variables.pop("params")
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  (loss, (metrics, _)), grads = jax.value_and_grad(method.loss_and_metrics, has_aux=True)(
+      params, variables, batch, jax.random.PRNGKey(1))
+  assert np.isfinite(loss) and loss.dtype == jnp.float32
+  assert 1.0 < float(loss) < 5.0  # about log(9) for an untrained model
+  assert all(np.isfinite(g).all() and g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+  assert 0.0 <= float(metrics["pixel_acc"]) <= 1.0
