@@ -51,3 +51,38 @@ def quick_config(synthetic_data_dir):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.data.data_dir = synthetic_data_dir
   return config
+
+
+VTEST_CACHE = pathlib.Path(os.environ.get("VSSJAX_CACHE", "~/.cache/vssjax")).expanduser()
+
+
+@pytest.fixture(scope="session")
+def real_video_clip(tmp_path_factory):
+  """The first 30 frames of OpenCV's real campus footage vtest.avi (Debian opencv-doc), as MP4.
+
+  Fetched once into ~/.cache/vssjax with apt-get (a package registry, reachable from CI); never
+  committed. A failed fetch fails the tests that need it: real footage is part of the contract.
+  """
+  import subprocess  # pylint: disable=import-outside-toplevel
+
+  import cv2  # pylint: disable=import-outside-toplevel
+
+  video = VTEST_CACHE / "vtest.avi"
+  if not video.exists():
+    VTEST_CACHE.mkdir(parents=True, exist_ok=True)
+    work = tmp_path_factory.mktemp("opencv-doc")
+    subprocess.run(["apt-get", "download", "opencv-doc"], cwd=work, check=True,
+                   capture_output=True)
+    deb = next(work.glob("opencv-doc_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True)
+    next((work / "x").rglob("vtest.avi")).rename(video)
+  capture = cv2.VideoCapture(str(video))
+  clip = tmp_path_factory.mktemp("real") / "vtest30.mp4"
+  writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (768, 576))
+  for _ in range(30):
+    ok, frame = capture.read()
+    assert ok, f"cannot decode {video}"
+    writer.write(frame)
+  writer.release()
+  capture.release()
+  return clip

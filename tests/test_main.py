@@ -38,7 +38,8 @@ def _run(cmd):
   return result.stdout
 
 
-def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir):
+def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
+                                                        real_video_clip):
   workdir = tmp_path / "run"
   train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
                "--config.train.checkpoint_every=100000")
@@ -78,6 +79,13 @@ def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data
   assert np.asarray(label).max() < 10  # class ids of the synthetic set
   capture = cv2.VideoCapture(str(workdir / "infer" / "frames" / "overlay.mp4"))
   assert capture.read()[0]
+
+  # Real footage (vtest.avi, 768x576): one palette PNG per frame at the video's size.
+  out = _run(_cli(workdir, synthetic_data_dir, "--mode=infer", f"--input={real_video_clip}"))
+  labels = sorted((workdir / "infer" / "vtest30" / "labels").iterdir())
+  assert len(labels) == 30 and Image.open(labels[-1]).size == (768, 576)
+  overlay = cv2.VideoCapture(str(workdir / "infer" / "vtest30" / "overlay.mp4"))
+  assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
 
 
 def test_misspelt_override_is_an_error(tmp_path):
