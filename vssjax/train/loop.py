@@ -80,6 +80,13 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   return host
 
 
+def _summarize(pending: list[tuple[int, dict]], seconds: float, lr: float) -> dict[str, float]:
+  """Mean of the steps' metrics since the last log line, plus throughput and learning rate."""
+  host = _check_finite(pending)
+  mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+  return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str, *,
                        max_steps_this_run: int | None = None) -> dict[str, Any] | None:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), then evaluates.
@@ -132,11 +139,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       pending.append((done, metrics))
       stopping = stop_signal.should_stop()
       if done % config.train.log_every == 0 or done == end or stopping:
-        host = _check_finite(pending)
-        mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
         now = time.perf_counter()
-        mean["steps_per_s"] = len(host) / (now - t_last)
-        mean["lr"] = float(schedule(done - 1))
+        mean = _summarize(pending, now - t_last, float(schedule(done - 1)))
         t_last = now
         writer.write(done, mean)
         progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
