@@ -1,7 +1,7 @@
 """Command line entry point.
 
   python -m vssjax.main --config=configs/<method>/<dataset>_<backbone>.py[:arg] --workdir=DIR \
-      --mode=train|eval|infer [--config.train.steps=100] [--input=VIDEO_OR_FRAME_DIR]
+      --mode=train|eval|infer|bench [--config.train.steps=100] [--input=VIDEO_OR_FRAME_DIR]
 
 Kept short on purpose: every mode is a library function that tests call directly.
 """
@@ -17,7 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "infer"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "infer", "bench"], "What to do.")
 _INPUT = flags.DEFINE_string("input", None, "--mode=infer: a video file or a directory of frames.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
@@ -48,6 +48,9 @@ def main(argv):
       raise app.UsageError("--mode=infer needs --input=VIDEO_OR_FRAME_DIR")
     from vssjax import infer  # pylint: disable=g-import-not-at-top
     infer.run(config, workdir, _INPUT.value)
+  elif _MODE.value == "bench":
+    from vssjax import bench  # pylint: disable=g-import-not-at-top
+    bench.run(config, workdir)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ Variables = dict[str, Any]
 Prediction = tuple[int, np.ndarray]  # (frame index within the video, int32 label map [H, W])
 
 
+def flatten_time(x: jax.Array) -> jax.Array:
+  """[B, T, ...] -> [B*T, ...] (clip-major, time innermost), as the frames go through a backbone."""
+  return x.reshape((-1,) + x.shape[2:])
+
+
 class StreamingPredictor(abc.ABC):
   """Predicts one video, frame by frame, at the frames' original resolution."""
 

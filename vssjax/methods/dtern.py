@@ -20,7 +20,8 @@ from data_pipelines.clip_sampling import OffsetClipSampler
 from data_pipelines.transforms import test_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
-from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
+from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
+                                 Variables)
 from vssjax.methods.per_frame import logits_to_labels
 from vssjax.methods.segformer import build_backbone, compute_dtype
 from vssjax.models.dtern_head import DTERNHead
@@ -65,10 +66,6 @@ def _prediction_logits(outputs: dict[str, jax.Array]) -> jax.Array:
   return outputs["final"] if "final" in outputs else outputs["frame_logits"][:, -1]
 
 
-def _flatten_time(x: jax.Array) -> jax.Array:
-  return x.reshape((-1,) + x.shape[2:])
-
-
 class DTERNMethod(Method):
   """Trains on clips whose last frame is the target; predicts from past frames only."""
 
@@ -103,7 +100,7 @@ class DTERNMethod(Method):
     if self.config.method.frame_loss_target_only:
       frame_logits, frame_labels = frame_logits[:, -1], labels[:, -1]
     else:
-      frame_logits, frame_labels = _flatten_time(frame_logits), _flatten_time(labels)
+      frame_logits, frame_labels = flatten_time(frame_logits), flatten_time(labels)
     target_logits = jnp.concatenate([outputs["final"], outputs["class_logits"]], axis=0)
     target_labels = jnp.concatenate([labels[:, -1]] * 2, axis=0)
     loss_frames = self._cross_entropy(frame_logits, frame_labels)

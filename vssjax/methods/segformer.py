@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
-from vssjax.methods.base import Batch, Method, Variables
+from vssjax.methods.base import Batch, flatten_time, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor, logits_to_labels
 from vssjax.models.layers import normalize_images
 from vssjax.models.mit import mit
@@ -39,10 +39,6 @@ def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:
   return SegFormer(backbone=build_backbone(model), decode_head=head)
 
 
-def _flatten_time(x: jax.Array) -> jax.Array:
-  return x.reshape((-1,) + x.shape[2:])
-
-
 class SegFormerMethod(Method):
   """Trains on single frames (or every frame of a clip); predicts frame by frame."""
 
@@ -58,13 +54,13 @@ class SegFormerMethod(Method):
     return self.module.apply(variables, images, train=train, rngs=rngs, mutable=mutable)
 
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
-    frames = _flatten_time(batch["frames"])
+    frames = flatten_time(batch["frames"])
     images = normalize_images(frames, self._dtype)
     return dict(self.module.init({"params": rng}, images, train=False))
 
   def loss_and_metrics(self, params, model_state, batch, rng):
-    frames = _flatten_time(batch["frames"])
-    labels = _flatten_time(batch["labels"])
+    frames = flatten_time(batch["frames"])
+    labels = flatten_time(batch["labels"])
     logits, new_state = self._logits(
         {"params": params, **model_state}, frames, train=True,
         rngs={"dropout": rng}, mutable=["batch_stats"])

@@ -1,0 +1,266 @@
+"""`--mode=bench`: parameters, compile time, latency, throughput, FLOPs and memory of a method.
+
+Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
+
+- forward: the method's module in eval mode, jitted, on random uint8 frames of the training crop
+  size, at batch 1 (latency) and `data.batch_size` (throughput);
+- train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
+  from the state `loop.create_state` builds;
+- optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape (eager), when
+  torch and transformers import and the method is SegFormer.
+
+Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
+from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept.
+Optional settings come from `config.bench` (absent from the shipped configs, see `_DEFAULTS`).
+Writes `workdir/bench.json` and `workdir/bench.md` and prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from etils import epath
+
+from data_pipelines.clip_sampling import clip_length
+from vssjax import parallel
+from vssjax.configs_lib import ConfigDict
+from vssjax.methods import get_method
+from vssjax.methods.base import Method
+from vssjax.methods.dtern import DTERNMethod
+from vssjax.models.layers import normalize_images
+from vssjax.train import loop
+from vssjax.train import step as step_lib
+
+# `config.bench` fields and their defaults. batch_sizes=() means (1, data.batch_size);
+# input_size=() means data.train_transform.crop_size.
+_DEFAULTS = dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(), warmup=2,
+                 repeats=10, train_repeats=5, torch=True)
+
+
+@dataclasses.dataclass
+class Row:
+  """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
+  phase: str  # 'forward' | 'train_step' | 'torch_forward'
+  dtype: str
+  batch: int
+  frames: int
+  compile_s: float | None
+  latency_ms: float
+  frames_per_s: float
+  gflops: float | None
+  peak_memory_mb: float | None
+
+
+def _settings(config: ConfigDict) -> dict[str, Any]:
+  given = config.get("bench", None) or {}
+  unknown = set(given) - set(_DEFAULTS)
+  if unknown:
+    raise ValueError(f"unknown config.bench fields {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+  settings = {**_DEFAULTS, **dict(given)}
+  settings["batch_sizes"] = tuple(settings["batch_sizes"]) or (1, config.data.batch_size)
+  settings["input_size"] = tuple(
+      settings["input_size"] or config.data.train_transform.crop_size)
+  return settings
+
+
+def _with_dtype(config: ConfigDict, dtype: str) -> ConfigDict:
+  config = config.copy_and_resolve_references()
+  config.model.dtype = dtype  # an existing field: allowed on a locked config
+  return config
+
+
+def _median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _gflops(compiled) -> float | None:
+  """XLA's FLOP estimate; `cost_analysis()` is a dict on new jax, a list of dicts on older ones."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) / 1e9 if flops is not None and flops > 0 else None
+
+
+def _peak_memory_mb() -> float | None:
+  """Peak bytes in use on the first device since start; None where the backend (CPU) has none."""
+  stats = jax.devices()[0].memory_stats()
+  if not stats or "peak_bytes_in_use" not in stats:
+    return None
+  return stats["peak_bytes_in_use"] / 2**20
+
+
+def _compile(jitted, *args) -> tuple[Any, float]:
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def _forward_fn(method: Method) -> Callable:
+  """Eval-mode forward of `method.module` on uint8 frames [B, T, H, W, 3].
+
+  Per-frame methods see the B*T frames as one batch. DTERN's module takes the clip itself and
+  predicts its last frame, re-running the backbone on all T frames as the release does (the
+  streaming predictor caches features instead, so it is faster per video frame).
+  """
+  dtype = method.config.model.dtype
+
+  def forward(variables, frames):
+    if not isinstance(method, DTERNMethod):
+      frames = frames.reshape((-1,) + frames.shape[2:])
+    return method.module.apply(variables, normalize_images(frames, dtype), train=False)
+
+  return forward
+
+
+def _random_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
+                   size: tuple[int, int], settings: dict[str, Any]) -> Row:
+  # One device: the replicated state would make every fake CPU device run the whole batch.
+  device = jax.devices()[0]
+  variables = jax.device_put(variables, device)
+  frames = jax.device_put(_random_frames((batch, clip, *size, 3), seed=batch), device)
+  compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
+  seconds = _median_seconds(lambda: compiled(variables, frames), settings["warmup"],
+                            settings["repeats"])
+  return Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
+             batch * clip / seconds, _gflops(compiled), _peak_memory_mb())
+
+
+def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh,
+                      settings: dict[str, Any]) -> Row:
+  spec = loop.batch_spec(config)
+  rng = np.random.default_rng(config.seed)
+  host = {
+      "frames": rng.integers(0, 256, spec["frames"].shape, dtype=np.uint8),
+      "labels": rng.integers(0, config.data.num_classes, spec["labels"].shape, dtype=np.int32),
+      "labeled": np.ones(spec["labeled"].shape, np.bool_),
+  }
+  batch = jax.device_put(host, parallel.batch_sharding(mesh))
+  train_step = step_lib.make_train_step(method, tx, sharding, mesh,
+                                        jax.random.PRNGKey(config.seed + 1))
+  compiled, compile_s = _compile(train_step, state, batch)
+  holder = [state]  # the state is donated: each call consumes the previous one
+
+  def run_once():
+    holder[0], metrics = compiled(holder[0], batch)
+    return metrics
+
+  seconds = _median_seconds(run_once, settings["warmup"], settings["train_repeats"])
+  frames = int(np.prod(spec["frames"].shape[:2]))
+  return Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
+             seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb())
+
+
+def _bench_torch(method: Method, size: tuple[int, int], settings: dict[str, Any]) -> Row | None:
+  """HF `SegformerForSemanticSegmentation` of the same MiT shape, eager, batch 1, float32."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    from transformers import (  # pylint: disable=import-outside-toplevel
+        SegformerConfig, SegformerForSemanticSegmentation)
+  except ImportError:
+    return None
+  backbone = method.module.backbone
+  model = SegformerForSemanticSegmentation(SegformerConfig(
+      hidden_sizes=list(backbone.embed_dims), depths=list(backbone.depths),
+      num_attention_heads=list(backbone.num_heads), sr_ratios=list(backbone.sr_ratios),
+      mlp_ratios=[backbone.mlp_ratio] * 4, decoder_hidden_size=method.config.model.decoder_dim,
+      num_labels=method.num_classes)).eval()
+  pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
+      (1, 3, *size), dtype=np.float32))
+
+  def run_once():
+    with torch.inference_mode():
+      return model(pixel_values=pixels).logits
+
+  seconds = _median_seconds(run_once, settings["warmup"], settings["repeats"])
+  return Row("torch_forward", "float32", 1, 1, None, seconds * 1e3, 1 / seconds, None, None)
+
+
+def _format_table(rows: list[Row]) -> str:
+  def fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+  lines = ["| phase | dtype | batch | frames | compile s | latency ms | frames/s | GFLOPs | "
+           "peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r.phase} | {r.dtype} | {r.batch} | {r.frames} | {fmt(r.compile_s, '.2f')} | "
+                 f"{r.latency_ms:.2f} | {r.frames_per_s:.1f} | {fmt(r.gflops, '.3f')} | "
+                 f"{fmt(r.peak_memory_mb, '.0f')} |")
+  return "\n".join(lines)
+
+
+def _torch_ratio(rows: list[Row]) -> float | None:
+  """Torch eager latency / JAX float32 latency at batch 1 (> 1: JAX is faster)."""
+  torch_row = next((r for r in rows if r.phase == "torch_forward"), None)
+  jax_row = next((r for r in rows if r.phase == "forward" and r.dtype == "float32"
+                  and r.batch == 1), None)
+  if torch_row is None or jax_row is None:
+    return None
+  return torch_row.latency_ms / jax_row.latency_ms
+
+
+def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
+  """Benchmarks `config`'s method; writes `workdir/bench.{json,md}` and returns the results."""
+  settings = _settings(config)
+  mesh = parallel.mesh_from_config(config)
+  parallel.check_batch_size(config.data.batch_size, mesh)
+  clip = clip_length(config.clip)
+  rows: list[Row] = []
+  num_params = None
+  method = None
+  for dtype in settings["dtypes"]:
+    dtype_config = _with_dtype(config, dtype)
+    method = get_method(dtype_config)
+    state, sharding, tx, _ = loop.create_state(dtype_config, method, mesh)
+    num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
+    variables = loop.variables_of(state)
+    for batch in settings["batch_sizes"]:
+      rows.append(_bench_forward(method, variables, dtype, batch, clip, settings["input_size"],
+                                 settings))
+    rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings))
+  if settings["torch"] and config.method.name == "segformer":
+    torch_row = _bench_torch(method, settings["input_size"], settings)
+    if torch_row is not None:
+      rows.append(torch_row)
+
+  results = {
+      "method": config.method.name, "backbone": config.model.backbone,
+      "input_size": list(settings["input_size"]), "clip_length": clip, "params": num_params,
+      "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+      "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
+      "jax_version": jax.__version__,
+      "torch_eager_over_jax_latency": _torch_ratio(rows),
+      "rows": [dataclasses.asdict(r) for r in rows],
+  }
+  table = _format_table(rows)
+  summary = (f"{config.method.name} MiT-{config.model.backbone}, {num_params / 1e6:.3f}M params, "
+             f"input {settings['input_size'][0]}x{settings['input_size'][1]}, clip {clip}, "
+             f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}")
+  ratio = results["torch_eager_over_jax_latency"]
+  if ratio is not None:
+    summary += f"\ntorch eager / JAX float32 latency at batch 1: {ratio:.2f}"
+  print(summary + "\n" + table, flush=True)
+  if jax.process_index() == 0:
+    out = epath.Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    (out / "bench.md").write_text(summary + "\n\n" + table + "\n")
+  return results
