@@ -11,7 +11,7 @@ Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
 
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
 from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept.
-Optional settings come from `config.bench` (absent from the shipped configs, see `_DEFAULTS`).
+Settings come from `config.bench` (defaults in `vssjax.configs_lib.base_config`).
 Writes `workdir/bench.json` and `workdir/bench.md` and prints the table.
 """
 
@@ -32,17 +32,11 @@ from data_pipelines.clip_sampling import clip_length
 from vssjax import parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import get_method
-from vssjax.methods.base import Method
+from vssjax.methods.base import Method, flatten_time
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.layers import normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
-
-# `config.bench` fields and their defaults. batch_sizes=() means (1, data.batch_size);
-# input_size=() means data.train_transform.crop_size.
-_DEFAULTS = dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(), warmup=2,
-                 repeats=10, train_repeats=5, torch=True)
-
 
 @dataclasses.dataclass
 class Row:
@@ -54,16 +48,12 @@ class Row:
   compile_s: float | None
   latency_ms: float
   frames_per_s: float
-  gflops: float | None
+  gflops: float | None  # XLA's estimate; per device when the train step is split over a mesh
   peak_memory_mb: float | None
 
 
 def _settings(config: ConfigDict) -> dict[str, Any]:
-  given = config.get("bench", None) or {}
-  unknown = set(given) - set(_DEFAULTS)
-  if unknown:
-    raise ValueError(f"unknown config.bench fields {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
-  settings = {**_DEFAULTS, **dict(given)}
+  settings = config.bench.to_dict()
   settings["batch_sizes"] = tuple(settings["batch_sizes"]) or (1, config.data.batch_size)
   settings["input_size"] = tuple(
       settings["input_size"] or config.data.train_transform.crop_size)
@@ -121,7 +111,7 @@ def _forward_fn(method: Method) -> Callable:
 
   def forward(variables, frames):
     if not isinstance(method, DTERNMethod):
-      frames = frames.reshape((-1,) + frames.shape[2:])
+      frames = flatten_time(frames)
     return method.module.apply(variables, normalize_images(frames, dtype), train=False)
 
   return forward

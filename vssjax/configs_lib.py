@@ -161,6 +161,10 @@ def base_config() -> ConfigDict:
 
   # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are
   # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default replicate.
+  # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop.
+  c.bench = ConfigDict(dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(),
+                            warmup=2, repeats=10, train_repeats=5, torch=True))
+
   c.mesh = ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = ()
   c.init = ConfigDict(dict(torch_checkpoint=""))
