@@ -20,6 +20,7 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation
 from data_pipelines.transforms import test_resize
 from tests.conftest import REPO, load_config
 from tests.convert.test_mmseg_segformer import hf_to_mmseg
+from tests.parity.test_segformer_parity import randomize_parameters
 from tests.parity.test_train_step_parity import pin_mmseg_layer_norm_eps
 from vssjax.convert.cli import convert_to_workdir
 from vssjax.convert.mmseg_segformer import convert_mmseg_segformer
@@ -40,12 +41,7 @@ def hf_model():
       depths=list(arch.depths), decoder_hidden_size=quick.model.decoder_dim,
       num_labels=quick.data.num_classes)).eval()
   torch.manual_seed(0)
-  with torch.no_grad():
-    for name, param in model.named_parameters():
-      if param.ndim > 1:
-        param.copy_(torch.randn_like(param) / param[0].numel() ** 0.5)
-      else:
-        param.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(param))
+  randomize_parameters(model)
   pin_mmseg_layer_norm_eps(model)
   return model
 

@@ -18,6 +18,16 @@ from vssjax.models.segformer import segformer
 TOLERANCE = 1e-4
 
 
+def randomize_parameters(model) -> None:
+  """Unit-scale random weights (norm scales near 1, biases near 0), so mismatches show."""
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if param.ndim > 1:
+        param.copy_(torch.randn_like(param) / param[0].numel() ** 0.5)
+      else:
+        param.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(param))
+
+
 def random_hf_segformer(variant: str, depths, num_classes: int, embed_dim: int, seed: int = 0):
   arch = MIT_VARIANTS[variant]
   config = SegformerConfig(hidden_sizes=list(arch["embed_dims"]), num_attention_heads=list(
@@ -25,12 +35,8 @@ def random_hf_segformer(variant: str, depths, num_classes: int, embed_dim: int, 
                            decoder_hidden_size=embed_dim, num_labels=num_classes)
   torch.manual_seed(seed)
   model = SegformerForSemanticSegmentation(config).eval()
+  randomize_parameters(model)
   with torch.no_grad():
-    for name, param in model.named_parameters():
-      if param.ndim > 1:
-        param.copy_(torch.randn_like(param) / param[0].numel() ** 0.5)
-      else:
-        param.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(param))
     bn = model.decode_head.batch_norm
     bn.running_mean.copy_(0.1 * torch.randn_like(bn.running_mean))
     bn.running_var.copy_(0.5 + torch.rand_like(bn.running_var))
