@@ -105,10 +105,13 @@ class VideoDataset:
     return dict(frames=np.stack(frames), labels=np.stack(labels),
                 labeled=np.array(labeled, np.bool_))
 
-  def iter_video(self, i: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(frame uint8 [H,W,3], label int32 [H,W] or None) for every frame, in order."""
-    for frame in self._videos[i].frames:
-      yield self._decode(frame)
+  def iter_video(self, i: int, frame_indices: Sequence[int] | None = None
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(frame uint8 [H,W,3], label int32 [H,W] or None) for every frame (or those given), in
+    order."""
+    frames = self._videos[i].frames
+    for t in range(len(frames)) if frame_indices is None else frame_indices:
+      yield self._decode(frames[t])
 
 
 def resolve_data_dir(data_cfg: ml_collections.ConfigDict) -> str:

@@ -172,15 +172,28 @@ class EvalVideo:
   name: str
   num_frames: int
   _videos: dataset.VideoDataset
-  _index: int
+  index: int  # Position in the whole split (not in this shard).
+  frame_indices: tuple[int, ...] | None = None  # A window of the stored video; None: all of it.
 
   def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    return self._videos.iter_video(self._index)
+    return self._videos.iter_video(self.index, self.frame_indices)
 
 
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
                 shard_count: int = 1) -> Iterator[EvalVideo]:
-  """This shard's videos of `split` (every shard_count-th one, so shards stay balanced)."""
+  """This shard's videos of `split` (every shard_count-th one, so shards stay balanced).
+
+  With `data.eval_label_window = (before, after)` each video is cut to the frames
+  [a - before, a + after] around its labelled frame a (DCFM evaluates Cityscapes and CamVid on
+  [a-1, a, a+1]); a video with several labelled frames gives one window per label.
+  """
   videos = dataset.make_dataset(data_cfg, split)
+  window = tuple(data_cfg.get("eval_label_window", ()))
   for index in range(shard_index, len(videos), shard_count):
-    yield EvalVideo(videos.name(index), videos.num_frames(index), videos, index)
+    name, num_frames = videos.name(index), videos.num_frames(index)
+    if not window:
+      yield EvalVideo(name, num_frames, videos, index)
+      continue
+    for a in videos.labeled_indices(index):
+      frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
+      yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames)

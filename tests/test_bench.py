@@ -1,4 +1,5 @@
-"""Smoke test of `--mode=bench` on the SegFormer quick config: it runs and reports sane numbers.
+"""Smoke tests of `--mode=bench` (SegFormer with the torch reference, DCFM's keyframe rows): they
+run and report consistent numbers.
 
 No timing assertions: the shared 2-core CPU makes times meaningless as pass/fail criteria.
 """
@@ -17,7 +18,8 @@ from vssjax.train import loop
 
 def test_bench_reports_finite_numbers(tmp_path):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.bench.update(dtypes=("float32",), warmup=1, repeats=2, train_repeats=1, torch=False)
+  config.bench.update(dtypes=("float32",), warmup=1, repeats=2, train_repeats=1, torch=True,
+                      torch_compile=False)
   results = bench.run(config, str(tmp_path))
 
   method = get_method(config)
@@ -28,8 +30,14 @@ def test_bench_reports_finite_numbers(tmp_path):
   assert results["params"] == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
 
   rows = {(r["phase"], r["batch"]): r for r in results["rows"]}
-  assert set(rows) == {("forward", 1), ("forward", 4), ("train_step", 4)}
-  for row in rows.values():
+  # The PyTorch reference runs side by side at the same dtype and batch sizes.
+  assert set(rows) == {("forward", 1), ("forward", 4), ("train_step", 4), ("torch_forward", 1),
+                       ("torch_forward", 4)}
+  for batch in (1, 4):
+    ratio = next(r for r in results["torch_ratios"] if r["batch"] == batch)
+    assert ratio["jax_over_torch_eager"] == (rows[("forward", batch)]["frames_per_s"]
+                                             / rows[("torch_forward", batch)]["frames_per_s"])
+  for row in (rows[("forward", 1)], rows[("forward", 4)], rows[("train_step", 4)]):
     for key in ("compile_s", "latency_ms", "frames_per_s"):
       assert math.isfinite(row[key]) and row[key] > 0, (row["phase"], key, row[key])
     assert row["gflops"] > 0
@@ -38,3 +46,15 @@ def test_bench_reports_finite_numbers(tmp_path):
   saved = json.loads((tmp_path / "bench.json").read_text())
   assert saved["params"] == results["params"]
   assert (tmp_path / "bench.md").read_text().count("| forward |") == 2
+
+
+def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick,k=3")
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
+                      train_repeats=1, torch=False)
+  rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
+  key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
+  assert 0 < non_key["gflops"] < key["gflops"]
+  assert average["gflops"] == (key["gflops"] + 2 * non_key["gflops"]) / 3
+  assert average["latency_ms"] == (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3
+

@@ -4,10 +4,14 @@ Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
 
 - forward: the method's module in eval mode, jitted, on random uint8 frames of the training crop
   size, at batch 1 (latency) and `data.batch_size` (throughput);
+- DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
+  the average frame at its keyframe interval;
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
   from the state `loop.create_state` builds;
-- optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape (eager), when
-  torch and transformers import and the method is SegFormer.
+- optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
+  process and on the same device (CUDA when torch has it), eager and with `torch.compile`, at the
+  same dtypes and batch sizes, when torch and transformers import and the method is SegFormer;
+  the JAX / torch frames/s ratios are reported.
 
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
 from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept.
@@ -33,6 +37,7 @@ from vssjax import parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import get_method
 from vssjax.methods.base import Method, flatten_time
+from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.layers import normalize_images
 from vssjax.train import loop
@@ -41,7 +46,8 @@ from vssjax.train import step as step_lib
 @dataclasses.dataclass
 class Row:
   """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
-  phase: str  # 'forward' | 'train_step' | 'torch_forward'
+  phase: str  # 'forward' | 'train_step' | 'torch_forward' | DCFM: 'keyframe', 'non_key_B|P',
+  # 'video_avg_K<K>'
   dtype: str
   batch: int
   frames: int
@@ -134,6 +140,38 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
              batch * clip / seconds, _gflops(compiled), _peak_memory_mb())
 
 
+def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
+                     settings: dict[str, Any]) -> list[Row]:
+  """DCFM at batch 1: a keyframe (whole network), a non-key frame (shallow prefix + FFM/head per
+  keyframe used: 2 in B mode, 1 in P mode) and the average frame at the config's interval K,
+  (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7)."""
+  device = jax.devices()[0]
+  variables = jax.device_put(variables, device)
+  frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
+  key, key_compile = _compile(jax.jit(method._encode_keyframe_impl), variables, frames)
+  shallow_fn, shallow_compile = _compile(jax.jit(method._encode_shallow_impl), variables, frames)
+  common, _ = key(variables, frames)
+  commons = [common] * (2 if method.schedule.mode == "B" else 1)
+  shallow = shallow_fn(variables, frames)
+  fuse, fuse_compile = _compile(jax.jit(method._fused_logits_impl), variables, commons, shallow)
+  time_of = lambda fn, *args: _median_seconds(lambda: fn(*args), settings["warmup"],
+                                              settings["repeats"])
+  t_key = time_of(key, variables, frames)
+  t_non_key = time_of(shallow_fn, variables, frames) + time_of(fuse, variables, commons, shallow)
+  k = method.schedule.interval
+  t_avg = (t_key + (k - 1) * t_non_key) / k
+  gflops_key = _gflops(key)
+  gflops_non_key = (None if gflops_key is None
+                    else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
+  gflops_avg = (None if gflops_key is None
+                else (gflops_key + (k - 1) * gflops_non_key) / k)
+  return [Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
+              _peak_memory_mb()),
+          Row(f"non_key_{method.schedule.mode}", dtype, 1, 1, shallow_compile + fuse_compile,
+              t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()),
+          Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg, None)]
+
+
 def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh,
                       settings: dict[str, Any]) -> Row:
   spec = loop.batch_spec(config)
@@ -159,29 +197,71 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
              seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb())
 
 
-def _bench_torch(method: Method, size: tuple[int, int], settings: dict[str, Any]) -> Row | None:
-  """HF `SegformerForSemanticSegmentation` of the same MiT shape, eager, batch 1, float32."""
+def _torch_segformer(method: Method, dtype: str, batch: int, size: tuple[int, int],
+                     compiled: bool) -> Callable[[], Any] | None:
+  """One forward of HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when
+  torch has one; bfloat16 runs under autocast (fp32 weights, as the JAX side). None without torch
+  or transformers."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
     from transformers import (  # pylint: disable=import-outside-toplevel
         SegformerConfig, SegformerForSemanticSegmentation)
   except ImportError:
     return None
+  device = "cuda" if torch.cuda.is_available() else "cpu"
   backbone = method.module.backbone
   model = SegformerForSemanticSegmentation(SegformerConfig(
       hidden_sizes=list(backbone.embed_dims), depths=list(backbone.depths),
       num_attention_heads=list(backbone.num_heads), sr_ratios=list(backbone.sr_ratios),
       mlp_ratios=[backbone.mlp_ratio] * 4, decoder_hidden_size=method.config.model.decoder_dim,
-      num_labels=method.num_classes)).eval()
+      num_labels=method.num_classes)).eval().to(device)
+  if compiled:
+    model = torch.compile(model)
   pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
-      (1, 3, *size), dtype=np.float32))
+      (batch, 3, *size), dtype=np.float32)).to(device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
   def run_once():
-    with torch.inference_mode():
-      return model(pixel_values=pixels).logits
+    with torch.inference_mode(), autocast:
+      logits = model(pixel_values=pixels).logits
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return logits
 
-  seconds = _median_seconds(run_once, settings["warmup"], settings["repeats"])
-  return Row("torch_forward", "float32", 1, 1, None, seconds * 1e3, 1 / seconds, None, None)
+  return run_once
+
+
+def _bench_torch(method: Method, size: tuple[int, int], settings: dict[str, Any]
+                 ) -> list[Row]:
+  """The PyTorch reference at every (dtype, batch) of the JAX side: eager, and `torch.compile`
+  when `bench.torch_compile` (its compile time is the first call's)."""
+  rows = []
+  for dtype in settings["dtypes"]:
+    for batch in settings["batch_sizes"]:
+      for compiled in (False, True) if settings["torch_compile"] else (False,):
+        run_once = _torch_segformer(method, dtype, batch, size, compiled)
+        if run_once is None:
+          return []
+        start = time.perf_counter()
+        run_once()
+        compile_s = time.perf_counter() - start if compiled else None
+        seconds = _median_seconds(run_once, settings["warmup"], settings["repeats"])
+        rows.append(Row("torch_compile_forward" if compiled else "torch_forward", dtype, batch,
+                        batch, compile_s, seconds * 1e3, batch / seconds, None, None))
+  return rows
+
+
+def _torch_ratios(rows: list[Row]) -> list[dict[str, Any]]:
+  """Per (dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX is
+  faster)."""
+  jax_rows = {(r.dtype, r.batch): r for r in rows if r.phase == "forward"}
+  ratios = {}
+  for r in rows:
+    if r.phase.startswith("torch") and (r.dtype, r.batch) in jax_rows:
+      entry = ratios.setdefault((r.dtype, r.batch), {"dtype": r.dtype, "batch": r.batch})
+      key = "jax_over_torch_compile" if "compile" in r.phase else "jax_over_torch_eager"
+      entry[key] = jax_rows[(r.dtype, r.batch)].frames_per_s / r.frames_per_s
+  return list(ratios.values())
 
 
 def _format_table(rows: list[Row]) -> str:
@@ -195,16 +275,6 @@ def _format_table(rows: list[Row]) -> str:
                  f"{r.latency_ms:.2f} | {r.frames_per_s:.1f} | {fmt(r.gflops, '.3f')} | "
                  f"{fmt(r.peak_memory_mb, '.0f')} |")
   return "\n".join(lines)
-
-
-def _torch_ratio(rows: list[Row]) -> float | None:
-  """Torch eager latency / JAX float32 latency at batch 1 (> 1: JAX is faster)."""
-  torch_row = next((r for r in rows if r.phase == "torch_forward"), None)
-  jax_row = next((r for r in rows if r.phase == "forward" and r.dtype == "float32"
-                  and r.batch == 1), None)
-  if torch_row is None or jax_row is None:
-    return None
-  return torch_row.latency_ms / jax_row.latency_ms
 
 
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
@@ -225,11 +295,11 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     for batch in settings["batch_sizes"]:
       rows.append(_bench_forward(method, variables, dtype, batch, clip, settings["input_size"],
                                  settings))
+    if isinstance(method, DCFMMethod):
+      rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings)
     rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings))
   if settings["torch"] and config.method.name == "segformer":
-    torch_row = _bench_torch(method, settings["input_size"], settings)
-    if torch_row is not None:
-      rows.append(torch_row)
+    rows += _bench_torch(method, settings["input_size"], settings)
 
   results = {
       "method": config.method.name, "backbone": config.model.backbone,
@@ -237,16 +307,17 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
       "jax_version": jax.__version__,
-      "torch_eager_over_jax_latency": _torch_ratio(rows),
+      "torch_ratios": _torch_ratios(rows),
       "rows": [dataclasses.asdict(r) for r in rows],
   }
   table = _format_table(rows)
   summary = (f"{config.method.name} MiT-{config.model.backbone}, {num_params / 1e6:.3f}M params, "
              f"input {settings['input_size'][0]}x{settings['input_size'][1]}, clip {clip}, "
              f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}")
-  ratio = results["torch_eager_over_jax_latency"]
-  if ratio is not None:
-    summary += f"\ntorch eager / JAX float32 latency at batch 1: {ratio:.2f}"
+  for ratio in results["torch_ratios"]:
+    summary += f"\nJAX / torch frames/s, {ratio['dtype']} batch {ratio['batch']}: " + ", ".join(
+        f"{name[len('jax_over_'):]} {value:.2f}x" for name, value in ratio.items()
+        if name.startswith("jax_over_"))
   print(summary + "\n" + table, flush=True)
   if jax.process_index() == 0:
     out = epath.Path(workdir)

@@ -120,15 +120,20 @@ def base_config() -> ConfigDict:
       # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
       flow=ConfigDict(dict(method="", cache_dir="")),
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),
+      # (before, after): evaluate only the frames [a - before, a + after] around each labelled
+      # frame a (DCFM's Cityscapes/CamVid protocol); () = every frame of every video.
+      eval_label_window=(),
   ))
 
   # Optimizer section: AdamW with mmcv-style parameter groups, poly schedule with linear warm-up.
   c.optim = ConfigDict(dict(
+      name="adamw",  # 'adamw' | 'sgd' (momentum below; PyTorch semantics for both)
       lr=6e-5,
       weight_decay=0.01,
       b1=0.9,
       b2=0.999,
       eps=1e-8,
+      momentum=0.9,  # sgd only
       # (regex searched in the '/'-joined parameter path, lr multiplier, weight-decay multiplier);
       # first match wins, as in mmcv's custom_keys resolved for the SegFormer/DTERN configs.
       param_groups=(("pos_block", 1.0, 0.0), ("head", 10.0, 1.0), ("norm", 1.0, 0.0)),
@@ -136,6 +141,7 @@ def base_config() -> ConfigDict:
       warmup_ratio=1e-6,
       power=1.0,
       min_lr=0.0,
+      poly_after_warmup=False,  # True: DCFM's PolyScheduler (decay over the post-warm-up steps)
       grad_clip_norm=0.0,  # 0 disables clipping
       accumulate_steps=1,
   ))
@@ -157,13 +163,20 @@ def base_config() -> ConfigDict:
       max_videos=0,  # 0: all videos of the split
       overlay_video=True,
       overlay_fps=8,
+      # ETC's TC (specs/etc.md §6): flow-warped mIoU of consecutive predictions, flow computed on
+      # the host by vssjax.flow.FlowProvider; one flow per frame pair is slow, hence off by
+      # default. Published TC numbers go in published.metrics as "TC".
+      temporal_consistency=False,
+      tc_warp="bilinear",  # 'bilinear' (released: ids warped bilinearly, truncated) | 'nearest'
+      tc_flow=ConfigDict(dict(method="dis", cache_dir="")),  # 'dis' | 'farneback'
   ))
 
   # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are
   # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default replicate.
   # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop.
   c.bench = ConfigDict(dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(),
-                            warmup=2, repeats=10, train_repeats=5, torch=True))
+                            warmup=2, repeats=10, train_repeats=5, torch=True,
+                            torch_compile=True))
 
   c.mesh = ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = ()
@@ -171,3 +184,9 @@ def base_config() -> ConfigDict:
   # Published numbers of this exact setting (metric name -> value in %), shown next to measured ones.
   c.published = ConfigDict(dict(source="", metrics=ConfigDict()))
   return c
+
+
+def load_config_file(spec: str) -> ConfigDict:
+  """The config of `"path/to/config.py[:arg]"`, as `--config=` would load it (e.g. a teacher's)."""
+  path, _, arg = spec.partition(":")
+  return runpy.run_path(str(pathlib.Path(path).expanduser()))["get_config"](arg or None)

@@ -1,9 +1,10 @@
 """Command line: PyTorch checkpoint -> Orbax checkpoint (step 0) for a config.
 
   python -m vssjax.convert --config=configs/segformer/vspw_mitb0.py --checkpoint=PATH \
-      --workdir=DIR [--format=hf|mmseg] [--allow_pickle]
+      --workdir=DIR [--format=hf|mmseg|dcfm|pspnet|resnet] [--allow_pickle]
 
-then `python -m vssjax.main --config=<same> --workdir=DIR --mode=eval`. PATH may be a .pth/.pt/.bin
+then `python -m vssjax.main --config=<same> --workdir=DIR --mode=eval`. DCFM releases its weights
+as two files: pass both, `--checkpoint=encoder.pth,decoder.pth`. PATH may be a .pth/.pt/.bin
 pickle (mmseg/mmcv releases, needs torch), a .safetensors file or a `save_pretrained` directory.
 The format is detected from the keys when --format is omitted. To fine-tune from the weights
 instead, train with `--config.init.torch_checkpoint=PATH` in a fresh workdir.
@@ -17,9 +18,11 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file whose model the weights are for.", lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch checkpoint file or HF directory.")
+_CHECKPOINT = flags.DEFINE_list(
+    "checkpoint", None, "PyTorch checkpoint file or HF directory; several comma-separated files "
+    "are the parts of one checkpoint (DCFM: encoder,decoder).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Empty directory to write the checkpoint into.")
-_FORMAT = flags.DEFINE_enum("format", None, ["hf", "mmseg"],
+_FORMAT = flags.DEFINE_enum("format", None, ["hf", "mmseg", "dcfm", "pspnet", "resnet"],
                             "Checkpoint naming scheme; detected from the keys when omitted.")
 _ALLOW_PICKLE = flags.DEFINE_bool(
     "allow_pickle", False, "Fully unpickle .pth files (executes code in the file: trusted files "

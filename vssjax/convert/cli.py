@@ -6,6 +6,8 @@ whole state as the Orbax checkpoint of step 0.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from etils import epath
 
 from vssjax import parallel
@@ -16,7 +18,7 @@ from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.loop import create_state
 
 
-def convert_to_workdir(config: ConfigDict, checkpoint: str, workdir: str, *,
+def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], workdir: str, *,
                        fmt: str | None = None, allow_pickle: bool = False) -> epath.Path:
   """Converts `checkpoint` for `config` and saves it as step 0 in `workdir`; returns the step dir.
 

@@ -1,8 +1,9 @@
 """The evaluator: every frame of every video through the method's streaming predictor.
 
 Metrics are accumulated per video on the host (confusion matrix for mIoU/wIoU/accuracy, window
-statistics for mVC_n/VEC_n), merged across processes, and written as JSON + Markdown. With several
-processes each evaluates a disjoint shard of the videos.
+statistics for mVC_n/VEC_n and, with `eval.temporal_consistency`, ETC's flow-warped TC), merged
+across processes, and written as JSON + Markdown. With several processes each evaluates a
+disjoint shard of the videos.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from data_pipelines.sources.base import DataError
 from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.eval import report
-from vssjax.methods.base import Method, Variables
+from vssjax.flow import FlowProvider
+from vssjax.methods.base import Method, StreamingPredictor, Variables
 from vssjax.metrics.confusion import (ConfusionMatrix, fwiou, miou_mmseg, miou_vspw, per_class_iou,
                                      pixel_accuracy)
 from vssjax.metrics.consistency import VideoConsistency
+from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
 
@@ -52,9 +55,8 @@ def _sum_across_processes(counts: list[int]) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(np.array(counts)).sum(axis=0)]
 
 
-def _predict_video(method: Method, variables: Variables, video, timer: list[float]):
+def _predict_video(predictor: StreamingPredictor, video, timer: list[float]):
   """Runs one video through a fresh predictor; returns frames, labels and predictions in order."""
-  predictor = method.predictor(variables)
   frames, labels, predictions = [], [], {}
   for frame, label in video:
     start = time.perf_counter()
@@ -81,6 +83,10 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   confusion = ConfusionMatrix(num_classes)
   consistency = VideoConsistency(
       num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks)
+  temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
+              if config.eval.temporal_consistency else None)
+  flow_provider = (FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
+                   if temporal is not None else None)
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count()))
   if config.eval.max_videos:
     videos = videos[: config.eval.max_videos]
@@ -88,16 +94,19 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   push_times: list[float] = []
   overlay_path = None
   for index, video in enumerate(videos):
-    frames, labels, predictions = _predict_video(method, variables, video, push_times)
-    for frame_id, (label, prediction) in enumerate(zip(labels, predictions)):
-      if label is None:
-        continue
-      try:
-        confusion.update(label, prediction)
-      except ValueError as e:
-        raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
-    if all(label is not None for label in labels):
-      consistency.add_video(np.stack(labels), np.stack(predictions))
+    for predictor in method.video_predictors(variables, video.index):
+      frames, labels, predictions = _predict_video(predictor, video, push_times)
+      for frame_id, (label, prediction) in enumerate(zip(labels, predictions)):
+        if label is None:
+          continue
+        try:
+          confusion.update(label, prediction)
+        except ValueError as e:
+          raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
+      if all(label is not None for label in labels):
+        consistency.add_video(np.stack(labels), np.stack(predictions))
+      if temporal is not None:
+        _add_temporal_pairs(temporal, flow_provider, f"{split}/{video.name}", frames, predictions)
     if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
       overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
                                     config.eval.overlay_fps, make_source(config.data).palette)
@@ -105,6 +114,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
 
   confusion = _merge_across_processes(confusion)
   consistency = _merge_across_processes(consistency)
+  if temporal is not None:
+    temporal = _merge_across_processes(temporal)
   # The first push compiles the predictor; leave it out of the throughput.
   timed = push_times[1:] or push_times
   num_videos, num_frames = _sum_across_processes([len(videos), len(push_times)])
@@ -121,6 +132,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
   }
   results.update(consistency.summary())
+  if temporal is not None:
+    results.update(temporal.summary())
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
   if workdir and jax.process_index() == 0:
@@ -128,6 +141,21 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
   logging.info("eval results: %s", {k: v for k, v in results.items() if k != "per_class_iou"})
   return results
+
+
+def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvider, video_key: str,
+                        frames: list[np.ndarray], predictions: list[np.ndarray]) -> None:
+  """Scores every consecutive pair of one video for TC, warping prediction i+1 onto frame i.
+
+  Flows are cached under `<split>/<video>/<i+1>-<i>`, so every predictor of a video (and, with
+  `eval.tc_flow.cache_dir`, every later evaluation) computes each flow once.
+  """
+  for i in range(len(frames) - 1):
+    flow = flow_provider(frames[i + 1], frames[i], key=f"{video_key}/{i + 1}-{i}")
+    try:
+      temporal.add_pair(predictions[i], predictions[i + 1], flow)
+    except ValueError as e:
+      raise DataError(f"video {video_key} frames {i}-{i + 1}: {e}") from e
 
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:

@@ -11,7 +11,7 @@ from etils import epath
 from vssjax.configs_lib import ConfigDict
 
 # Order and display names of the headline metrics; values are stored as fractions, shown in %.
-PERCENT_METRICS = ("mIoU", "wIoU", "pixel_acc", "mVC_8", "mVC_16", "VEC_8", "VEC_16")
+PERCENT_METRICS = ("mIoU", "wIoU", "pixel_acc", "mVC_8", "mVC_16", "VEC_8", "VEC_16", "TC")
 
 
 def _fmt(value: Any, percent: bool) -> str:

@@ -11,6 +11,9 @@ from vssjax.methods.base import Method
 _REGISTRY = {
     "segformer": "vssjax.methods.segformer:SegFormerMethod",
     "dtern": "vssjax.methods.dtern:DTERNMethod",
+    "sdcpc": "vssjax.methods.sdcpc:SDCPCMethod",
+    "dcfm": "vssjax.methods.dcfm:DCFMMethod",
+    "etc": "vssjax.methods.etc:ETCMethod",
 }
 
 

@@ -62,3 +62,17 @@ class Method(abc.ABC):
   @abc.abstractmethod
   def predictor(self, variables: Variables) -> StreamingPredictor:
     """A fresh predictor for one video."""
+
+  def fixed_variables(self) -> Variables:
+    """Non-trained variables read from elsewhere when a run starts from scratch, as
+    {collection: tree} to replace those of the fresh `model_state` (ETC's frozen teacher). They
+    are then checkpointed and resumed with the state. None by default."""
+    return {}
+
+  def video_predictors(self, variables: Variables, video_index: int) -> list[StreamingPredictor]:
+    """The predictors the evaluator runs video `video_index` of the split through; every one's
+    predictions are scored. One by default; DCFM's protocol rotates its first keyframe across
+    videos or scores every keyframe phase of a clip (specs/dcfm.md §3.1).
+    """
+    del video_index
+    return [self.predictor(variables)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -20,12 +22,17 @@ def logits_at_label_size(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def segmentation_cross_entropy(
     logits: jax.Array, labels: jax.Array, *, average: str = "valid",
-    ignore_label: int = IGNORE_LABEL) -> jax.Array:
+    ignore_label: int = IGNORE_LABEL,
+    class_weights: Sequence[float] | jax.Array | None = None) -> jax.Array:
   """Softmax cross-entropy; logits [..., C] and labels [...] at the same resolution.
 
   `average='valid'` divides by the number of non-ignored pixels; `average='all'` divides by all
   pixels (mmseg 0.13's `weight_reduce_loss`, which the DTERN and DCFM releases trained with). The two
   differ only by a per-batch gradient scale.
+
+  `class_weights` [C] weight each pixel's loss by its label's weight. With 'valid' the divisor is
+  then the sum of the weights of the non-ignored pixels: PyTorch's `F.cross_entropy(weight=...)`
+  weighted mean (ETC's class-balanced loss). With 'all' it stays the pixel count (mmseg).
   """
   if average not in ("valid", "all"):
     raise ValueError(f"loss average must be 'valid' or 'all', got {average!r}")
@@ -33,9 +40,18 @@ def segmentation_cross_entropy(
   safe_labels = jnp.where(valid, labels, 0)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
-  nll = jnp.where(valid, nll, 0.0)
-  denominator = valid.sum() if average == "valid" else valid.size
-  return nll.sum() / jnp.maximum(denominator, 1)
+  if class_weights is None:
+    weights = valid.astype(jnp.float32)
+  else:
+    class_weights = jnp.asarray(class_weights, jnp.float32)
+    if class_weights.shape != logits.shape[-1:]:  # a gather would clamp out-of-range ids silently
+      raise ValueError(f"{class_weights.shape[0]} class weights for {logits.shape[-1]} classes")
+    weights = jnp.where(valid, class_weights[safe_labels], 0.0)
+  loss = jnp.sum(jnp.where(valid, nll, 0.0) * weights)
+  if average == "all":
+    return loss / max(valid.size, 1)
+  # A batch with no valid pixel has loss 0 (torch would return nan).
+  return loss / jnp.maximum(weights.sum(), jnp.finfo(jnp.float32).tiny)
 
 
 def pixel_accuracy(logits: jax.Array, labels: jax.Array, ignore_label: int = IGNORE_LABEL):

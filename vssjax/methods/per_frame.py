@@ -14,13 +14,15 @@ from vssjax.methods.base import Prediction, StreamingPredictor, Variables
 from vssjax.ops.resize import resize_bilinear
 
 
-def logits_to_labels(logits: jax.Array, input_hw: tuple[int, int], frame_hw: tuple[int, int]):
+def logits_to_labels(logits: jax.Array, input_hw: tuple[int, int], frame_hw: tuple[int, int],
+                     align_corners: bool = False):
   """mmseg's whole-image inference: logits -> network input size -> frame size -> argmax.
 
   Two resizes, as the original segmentors do, so label maps match theirs at the frame borders.
+  `align_corners=True` is semseg's / ETC's upsampling (specs/etc.md §3 "Inference").
   """
-  logits = resize_bilinear(logits.astype(jnp.float32), input_hw, align_corners=False)
-  logits = resize_bilinear(logits, frame_hw, align_corners=False)
+  logits = resize_bilinear(logits.astype(jnp.float32), input_hw, align_corners=align_corners)
+  logits = resize_bilinear(logits, frame_hw, align_corners=align_corners)
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 

@@ -2,5 +2,7 @@
 
 mit.py: MiT-B0..B5 backbone; segformer_head.py: SegFormer all-MLP head; segformer.py: the
 per-frame SegFormer; layers.py: depthwise conv, torch-exact BatchNorm, ConvModule, DropPath,
-image normalisation.
+image normalisation; resnet.py: dilated ResNet-18/50/101 (output stride 8); ppm.py: PSPNet's
+pyramid pooling; pspnet.py: PSPNet (ETC's student and teacher); mobilenet_v2.py: MobileNetV2
+(ETC-Mobile's backbone); conv_lstm.py: ETC's distillation ConvLSTM cell.
 """

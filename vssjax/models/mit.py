@@ -142,23 +142,43 @@ class MixTransformer(nn.Module):
   dwconv_impl: Literal["shifted", "grouped"] = "shifted"
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> list[jax.Array]:
+  def __call__(self, x: jax.Array, *, train: bool, shallow_blocks: int | None = None,
+               shallow_only: bool = False):
+    """-> [c1, c2, c3, c4]; with `shallow_blocks=n` -> ([c1..c4], shallow).
+
+    `shallow` is the stage-1 token map after its first n blocks, before the stage norm (DCFM's
+    independent feature, specs/dcfm.md §1.1). `shallow_only` stops there and returns `shallow`
+    alone: the deeper layers neither run nor need their parameters.
+    """
+    if shallow_only and shallow_blocks is None:
+      raise ValueError("shallow_only needs shallow_blocks")
+    if shallow_blocks is not None and not 0 <= shallow_blocks <= self.depths[0]:
+      raise ValueError(f"shallow_blocks must be in [0, {self.depths[0]}], got {shallow_blocks}")
     rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
     x = x.astype(self.dtype)
     features = []
+    shallow = None
     block_index = 0
     for stage in range(4):
       first = stage == 0
       x = OverlapPatchEmbed(self.embed_dims[stage], 7 if first else 3, 4 if first else 2,
                             self.dtype, name=f"patch_embed{stage + 1}")(x)
       for j in range(self.depths[stage]):
+        if first and j == shallow_blocks:
+          shallow = x
+          if shallow_only:
+            return shallow
         x = Block(self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratio,
                   float(rates[block_index]), self.dwconv_impl, self.dtype,
                   name=f"block{stage + 1}_{j}")(x, train=train)
         block_index += 1
+      if first and shallow_blocks == self.depths[0]:
+        shallow = x
+        if shallow_only:
+          return shallow
       x = layer_norm(BLOCK_EPS, self.dtype, f"norm{stage + 1}")(x)
       features.append(x)
-    return features
+    return features if shallow_blocks is None else (features, shallow)
 
 
 def mit(variant: str, **overrides: Any) -> MixTransformer:

@@ -20,7 +20,9 @@ Dtype = Any
 class SegFormerHead(nn.Module):
   """`__call__(features, *, train) -> (logits [B,H4,W4,NC], fused feature [B,H4,W4,E])`.
 
-  The fused feature is returned too because DTERN and other video heads build on it.
+  The fused feature is returned too because DTERN and other video heads build on it. With
+  `num_classes=0` the head stops at the fused feature (no dropout, no `linear_pred`; logits None):
+  DCFM's common-feature decoder.
   """
   num_classes: int
   embed_dim: int = 256
@@ -39,6 +41,8 @@ class SegFormerHead(nn.Module):
       projected.append(resize_bilinear(y, size, align_corners=False))
     fused = ConvBNAct(self.embed_dim, dtype=self.dtype, name="linear_fuse")(
         jnp.concatenate(projected[::-1], axis=-1), train=train)
+    if not self.num_classes:
+      return None, fused
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     y = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="linear_pred")(y)

@@ -9,14 +9,15 @@ Two kinds of checkpoint are accepted:
   Converters are looked up by (method name, format) and imported lazily, like methods; a new method
   registers its converter in `_CONVERTERS` as "module:function", taking (state_dict, the method's
   Flax module) and returning {'params', 'batch_stats', ...};
-- ImageNet MiT backbone weights (NVlabs `mit_b*.pth`, HF `SegformerForImageClassification`), the
-  usual start of SegFormer/DTERN training: they go into `params['backbone']` of any method whose
-  module has a MiT `backbone`; everything else keeps its fresh initialisation.
+- ImageNet backbone weights (NVlabs `mit_b*.pth`, HF `SegformerForImageClassification`,
+  torchvision / semseg ResNets), the usual start of training: they go into the `backbone` (or
+  DCFM's `encoder/backbone`) of the method's module; everything else keeps its fresh
+  initialisation.
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -32,30 +33,62 @@ _CONVERTERS = {
     ("segformer", "hf"): "vssjax.convert.hf_segformer:convert_hf_segformer",
     ("segformer", "mmseg"): "vssjax.convert.mmseg_segformer:convert_mmseg_segformer",
     ("dtern", "mmseg"): "vssjax.convert.mmseg_dtern:convert_mmseg_dtern",
+    ("dcfm", "dcfm"): "vssjax.convert.dcfm:convert_dcfm",
+    ("etc", "pspnet"): "vssjax.convert.torch_resnet:convert_pspnet",
 }
 _BACKBONE_CONVERTERS = {
     "hf": "vssjax.convert.hf_segformer:convert_hf_mit",
     "mmseg": "vssjax.convert.mmseg_segformer:convert_mmseg_mit",
+    "resnet": "vssjax.convert.torch_resnet:convert_resnet_imagenet",
 }
-FORMATS = ("hf", "mmseg")
+FORMATS = ("hf", "mmseg", "dcfm", "pspnet", "resnet")
+# Keys only a full segmentation model has (a decode head, DCFM's fusion module, PSPNet's
+# classifier).
+_HEAD_PREFIXES = ("decode_head.", "ffm.", "cls.")
 
 
 def detect_format(state_dict: StateDict) -> str:
-  """'hf' for transformers files (keys under `segformer.`), 'mmseg' for `backbone.`/`decode_head.`
-  keys or a bare MiT (`patch_embed1.`). HF checkpoints also hold `decode_head.*`: 'hf' goes first.
+  """'hf' for transformers files (keys under `segformer.`), 'dcfm' for DCFM's encoder/decoder pair
+  (`ffm.`, `backbone.encoder.`), 'mmseg' for `backbone.`/`decode_head.` keys or a bare MiT
+  (`patch_embed1.`), 'pspnet' for whole semseg / ETC PSPNets (`layer0.`, `ppm.`, `cls.`,
+  `aux.`), 'resnet' for ImageNet ResNets (torchvision / semseg: `layer1.`, `fc.`).
+  HF checkpoints also hold `decode_head.*`: 'hf' goes first.
   """
   if any(k.startswith("segformer.") for k in state_dict):
     return "hf"
+  if any(k.startswith(("ffm.", "backbone.encoder.", "bot_aspp.")) for k in state_dict):
+    return "dcfm"
   if any(k.startswith(("backbone.", "decode_head.", "patch_embed1.")) for k in state_dict):
     return "mmseg"
+  if any(k.startswith(("ppm.", "cls.")) for k in state_dict):
+    return "pspnet"
+  if any(k.startswith("layer1.") for k in state_dict):
+    return "resnet"
   sample = ", ".join(sorted(state_dict)[:5])
   raise ValueError(f"cannot tell the checkpoint format from its keys (first: {sample}); "
                    f"pass it explicitly, one of {FORMATS}")
 
 
 def is_backbone_only(state_dict: StateDict) -> bool:
-  """An ImageNet classification checkpoint: a MiT (and its classifier) without a decode head."""
-  return not any(k.startswith("decode_head.") for k in state_dict)
+  """An ImageNet classification checkpoint: a backbone (and its classifier) without a head."""
+  return not any(k.startswith(_HEAD_PREFIXES) for k in state_dict)
+
+
+def _backbone_of(module) -> tuple[tuple[str, ...], Any]:
+  """(parameter path, module) of the ImageNet-initialised backbone: `backbone`, or DCFM's
+  `encoder/backbone`; (None, None) when the method has none."""
+  if getattr(module, "backbone", None) is not None:
+    return ("backbone",), module.backbone
+  encoder = getattr(module, "encoder", None)
+  if getattr(encoder, "backbone", None) is not None:
+    return ("encoder", "backbone"), encoder.backbone
+  return None, None
+
+
+def _nest(path: tuple[str, ...], tree: Any) -> Any:
+  for key in reversed(path):
+    tree = {key: tree}
+  return tree
 
 
 def _import(target: str):
@@ -74,14 +107,17 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   if fmt not in FORMATS:
     raise ValueError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
   if is_backbone_only(state_dict):
-    backbone = getattr(method.module, "backbone", None)
+    path, backbone = _backbone_of(method.module)
     if backbone is None:
       raise ValueError(f"a backbone-only checkpoint, but method {method.config.method.name!r} "
                        "has no `backbone` submodule to load it into")
-    kwargs = {} if fmt == "hf" else {
+    if fmt not in _BACKBONE_CONVERTERS:
+      raise ValueError(f"a backbone-only checkpoint in format {fmt!r}; backbone formats: "
+                       f"{sorted(_BACKBONE_CONVERTERS)}")
+    kwargs = {} if fmt in ("hf", "resnet") else {
         "prefix": "backbone." if any(k.startswith("backbone.") for k in state_dict) else ""}
-    return {"params": {"backbone": _import(_BACKBONE_CONVERTERS[fmt])(
-        state_dict, backbone, **kwargs)["params"]}}
+    converted = _import(_BACKBONE_CONVERTERS[fmt])(state_dict, backbone, **kwargs)
+    return {collection: _nest(path, tree) for collection, tree in converted.items()}
   name = method.config.method.name
   if (name, fmt) not in _CONVERTERS:
     known = sorted(f"{m}/{f}" for m, f in _CONVERTERS)
@@ -89,11 +125,22 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
 
 
-def load_torch_variables(path: str, method: Method, fmt: str | None = None, *,
+def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | None = None, *,
                          allow_pickle: bool = False) -> Variables:
-  """Reads the checkpoint file at `path` and converts it for `method`."""
-  state_dict = load_state_dict(path, allow_pickle=allow_pickle)
-  print(f"converting {path}: {len(state_dict)} tensors, format "
+  """Reads the checkpoint file(s) at `paths` and converts them for `method`.
+
+  Several files (a comma-separated string or a sequence) are one checkpoint split in parts, as
+  DCFM's encoder and decoder files: their keys are merged and must not overlap.
+  """
+  paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
+  state_dict: dict[str, Any] = {}
+  for path in paths:
+    part = load_state_dict(path, allow_pickle=allow_pickle)
+    overlap = sorted(set(part) & set(state_dict))
+    if overlap:
+      raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
+    state_dict.update(part)
+  print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
         f"{fmt or detect_format(state_dict)}", flush=True)
   return convert_state_dict(state_dict, method, fmt)
 

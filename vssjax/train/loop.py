@@ -1,7 +1,8 @@
 """The one train loop: every method trains here, through the `Method` interface.
 
 Resume order: the latest checkpoint in `workdir/checkpoints` (state + data iterator), else the
-PyTorch weights of `config.init.torch_checkpoint` (if set), else a fresh initialisation. Evaluates
+PyTorch weights of `config.init.torch_checkpoint` (if set), else a fresh initialisation; a fresh
+state also gets the method's `fixed_variables` (ETC's frozen teacher). Evaluates
 at `train.eval_every` and at the end.
 """
 
@@ -37,11 +38,14 @@ def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   batch = config.data.batch_size
   clip = clip_length(config.clip)
   height, width = config.data.train_transform.crop_size
-  return {
+  spec = {
       "frames": jax.ShapeDtypeStruct((batch, clip, height, width, 3), np.uint8),
       "labels": jax.ShapeDtypeStruct((batch, clip, height, width), np.int32),
       "labeled": jax.ShapeDtypeStruct((batch, clip), np.bool_),
   }
+  if config.data.get("flow", {}).get("method", ""):  # the loader's flow between clip frames
+    spec["flow"] = jax.ShapeDtypeStruct((batch, clip - 1, height, width, 2), np.float32)
+  return spec
 
 
 def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
@@ -117,8 +121,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state, data_iter)
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
-  elif config.init.torch_checkpoint:
-    state = init_from.state_from_torch(config, method, state, tx, state_sharding)
+  else:
+    fixed = method.fixed_variables()
+    if fixed:
+      state = init_from.state_with_variables(state, fixed, tx, state_sharding)
+    if config.init.torch_checkpoint:
+      state = init_from.state_from_torch(config, method, state, tx, state_sharding)
   start = int(state.step)
   total = config.train.steps
   end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)

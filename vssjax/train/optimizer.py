@@ -1,4 +1,4 @@
-"""AdamW with mmcv-style parameter groups and the mmcv poly schedule with linear warm-up.
+"""AdamW (or SGD) with mmcv-style parameter groups and the mmcv poly schedule with linear warm-up.
 
 The published methods were trained with mmcv's optimizer constructor: `custom_keys` give some
 parameters a learning-rate multiplier (the decode head x10) or a weight-decay multiplier (0 for norms
@@ -21,21 +21,24 @@ from vssjax.configs_lib import ConfigDict
 
 def poly_warmup_schedule(
     base_lr: float, total_steps: int, warmup_steps: int, warmup_ratio: float, power: float,
-    min_lr: float) -> Callable[[jax.Array], jax.Array]:
+    min_lr: float, poly_after_warmup: bool = False) -> Callable[[jax.Array], jax.Array]:
   """mmcv PolyLrUpdaterHook + linear warm-up, evaluated at the 0-based iteration `step`.
 
   lr(i) = (base - min) * (1 - i/total)^power + min, and during warm-up it is scaled by
   1 - (1 - i/warmup) * (1 - warmup_ratio), as mmcv's `get_warmup_lr` does.
+  `poly_after_warmup` is DCFM's PolyScheduler (specs/dcfm.md §6.1) instead: the warm-up ramps the
+  base lr, and the poly decay runs over the steps after it, (1 - (i - warmup)/(total - warmup)).
   """
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    progress = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
+    start = warmup_steps if poly_after_warmup else 0
+    progress = jnp.clip((step - start) / max(total_steps - start, 1), 0.0, 1.0)
     lr = (base_lr - min_lr) * (1.0 - progress) ** power + min_lr
     if warmup_steps > 0:
       # 1 - (1 - x)(1 - ratio) rewritten as ratio + x(1 - ratio): no float32 cancellation.
       factor = warmup_ratio + (step / warmup_steps) * (1.0 - warmup_ratio)
-      lr = jnp.where(step < warmup_steps, lr * factor, lr)
+      lr = jnp.where(step < warmup_steps, (base_lr if poly_after_warmup else lr) * factor, lr)
     return lr
 
   return schedule
@@ -62,16 +65,29 @@ def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
     optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
   """Builds the full transformation (clip -> grouped AdamW -> accumulation) and the base schedule."""
   schedule = poly_warmup_schedule(
-      optim.lr, total_steps, optim.warmup_steps, optim.warmup_ratio, optim.power, optim.min_lr)
+      optim.lr, total_steps, optim.warmup_steps, optim.warmup_ratio, optim.power, optim.min_lr,
+      optim.poly_after_warmup)
   groups = tuple(tuple(g) for g in optim.param_groups) + (("", 1.0, 1.0),)
   transforms = {}
   for i, (_, lr_mult, decay_mult) in enumerate(groups):
-    transforms[i] = optax.adamw(
-        lambda step, m=lr_mult: m * schedule(step), b1=optim.b1, b2=optim.b2, eps=optim.eps,
-        weight_decay=optim.weight_decay * decay_mult)
+    transforms[i] = _optimizer(optim, lambda step, m=lr_mult: m * schedule(step),
+                               optim.weight_decay * decay_mult)
   tx = optax.multi_transform(transforms, param_group_labels(params, groups[:-1]))
   if optim.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
   if optim.accumulate_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=optim.accumulate_steps)
   return tx, schedule
+
+
+def _optimizer(optim: ConfigDict, learning_rate: Callable[[jax.Array], jax.Array],
+               weight_decay: float) -> optax.GradientTransformation:
+  """`optim.name`: 'adamw' (PyTorch AdamW = optax's) or 'sgd' (PyTorch SGD with momentum: the
+  L2 term wd * p is added to the gradient before the momentum buffer, lr applied after it)."""
+  if optim.name == "adamw":
+    return optax.adamw(learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                       weight_decay=weight_decay)
+  if optim.name == "sgd":
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=optim.momentum or None))
+  raise ValueError(f"optim.name must be 'adamw' or 'sgd', got {optim.name!r}")

@@ -1,0 +1,47 @@
+"""DCFM with a dilated ResNet-50 + PPM on CamVid (11 classes), specs/dcfm.md §6.
+
+  python -m vssjax.main --config=configs/dcfm/camvid_r50.py --workdir=D \
+      --config.data.camvid.root=/data/CamVid --config.init.torch_checkpoint=resnet50_v2.pth
+
+Needs the 30 fps frames next to the labelled ones (`frames/`, see docs/data.md) for the
+neighbours. 640x640 crops, no colour jitter, +-10 degree rotation, batch 8, SGD 2e-2 with poly
+p=0.9 to 1e-5 and no warm-up, 40k steps; test at the native 720x960 on [a-1, a, a+1], twice
+(K = 2, the labelled frame once non-key and once a keyframe).
+Deviation: the release crops a random square of side 640*U[0.5, 1) and resizes it to 640; here the
+frames are rescaled by 0.5-2.0 and cropped to 640x640 (mmseg-style).
+
+Arguments: `quick`, `k=N` as in cityscapes_mitb1.py.
+"""
+
+from vssjax import configs_lib
+
+_BASE = configs_lib.load_sibling(__file__, "vspw_mitb2.py")
+_CITYSCAPES = configs_lib.load_sibling(__file__, "cityscapes_mitb1.py")
+
+
+def get_config(arg=None):
+  args = configs_lib.parse_arg(arg, quick=False, k=2)
+  c = _BASE["dcfm_base"]("r50")
+  _CITYSCAPES["resnet_recipe"](c, "r50", lr=2e-2, min_lr=1e-5)
+  c.method.keyframe_interval = args.k
+  c.method.eval_passes = 2
+  c.model.head_hidden = True
+  c.data.source = "camvid"
+  c.data.camvid = configs_lib.ConfigDict(dict(root=""))
+  c.data.num_classes = 11
+  c.data.eval_label_window = (1, 1)
+  c.data.batch_size = 8
+  c.data.train_transform.update(scale=(960, 720), ratio_range=(0.5, 2.0), crop_size=(640, 640),
+                                cat_max_ratio=1.0, flip_prob=0.5, photometric=False,
+                                rotate_degrees=10.0, rotate_prob=1.0, rotate_fill=255)
+  c.data.eval_transform.update(scale=(960, 720), size_divisor=1)
+  c.optim.warmup_steps = 0
+  c.train.steps = 40_000
+  c.train.checkpoint_every = 2000
+  c.published.source = ("DCFM paper (arXiv 2403.02689), Table IV, CamVid test, K = 2"
+                        if args.k == 2 else "")
+  c.published.metrics = configs_lib.ConfigDict(dict(mIoU=73.1) if args.k == 2 else {})
+  if args.quick:
+    _BASE["quick_variant"](c)
+  c.lock()
+  return c

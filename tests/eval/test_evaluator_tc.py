@@ -1,0 +1,80 @@
+"""The evaluator's TC switch: flow direction on a translating scene, and the end-to-end plumbing
+(config switch -> TemporalConsistency -> results JSON/Markdown) on the quick synthetic videos."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines.loader import eval_videos
+from tests.conftest import load_config
+from vssjax.eval import evaluator
+from vssjax.flow import FlowProvider
+from vssjax.methods.base import Method, StreamingPredictor
+from vssjax.metrics.temporal_consistency import TemporalConsistency
+
+NUM_CLASSES = 9
+
+
+def _colour_labels(frame: np.ndarray) -> np.ndarray:
+  """A deterministic 'segmentation' of a frame by brightness, so it moves with the scene."""
+  return np.minimum(frame.astype(np.int32).sum(-1) // 86, NUM_CLASSES - 1)
+
+
+class _ColourPredictor(StreamingPredictor):
+  def __init__(self):
+    self._index = 0
+
+  def push(self, frame):
+    index, self._index = self._index, self._index + 1
+    return [(index, _colour_labels(frame))]
+
+
+class _ColourMethod(Method):
+  def init(self, rng, batch):
+    raise NotImplementedError
+
+  def loss_and_metrics(self, params, model_state, batch, rng):
+    raise NotImplementedError
+
+  def predictor(self, variables):
+    return _ColourPredictor()
+
+
+def test_pairs_use_the_flow_that_brings_the_next_frame_back():
+  rng = np.random.default_rng(0)
+  texture = cv2.GaussianBlur(rng.uniform(0, 255, (64, 96, 3)).astype(np.float32), (0, 0), 2.5)
+  texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+  frames = [np.ascontiguousarray(texture[:, 8 + 3 * t:72 + 3 * t]) for t in range(3)]  # pans
+  predictions = [_colour_labels(f) for f in frames]
+  # Nearest warping: the released bilinear one also blends ids along this fragmented texture.
+  tracked, exact, static = (TemporalConsistency(NUM_CLASSES, "nearest") for _ in range(3))
+  evaluator._add_temporal_pairs(tracked, FlowProvider("dis"), "val/pan", frames, predictions)
+  pan_back = np.zeros((2, 64, 64, 2), np.float32)
+  pan_back[..., 0] = -3.0  # frame t+1 sampled 3 px to the left reproduces frame t
+  exact.add_video(np.stack(predictions), pan_back)
+  static.add_video(np.stack(predictions), np.zeros_like(pan_back))
+  assert tracked.pairs == 2
+  # A reversed flow would warp by twice the motion and score below no warping at all.
+  assert tracked.summary()["TC"] == pytest.approx(exact.summary()["TC"], abs=0.02)
+  assert tracked.summary()["TC"] > static.summary()["TC"] + 0.2
+
+
+def test_evaluate_reports_tc_when_switched_on(tmp_path):
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "memory"
+  config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=1)
+  results = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=str(tmp_path))
+
+  [video] = list(eval_videos(config.data, config.data.eval_split))[:1]
+  frames = [frame for frame, _ in video]
+  expected = TemporalConsistency(NUM_CLASSES)
+  flows = [FlowProvider("dis").compute(b, a) for a, b in zip(frames, frames[1:])]
+  expected.add_video(np.stack([_colour_labels(f) for f in frames]), np.stack(flows))
+  assert 0 < results["TC"] < 1
+  assert results["TC"] == pytest.approx(expected.summary()["TC"], abs=1e-12)
+  assert json.loads((tmp_path / "results.json").read_text())["TC"] == results["TC"]
+  assert f"| TC (%) | {100 * results['TC']:.2f} |" in (tmp_path / "results.md").read_text()
+
+  config.eval.temporal_consistency = False
+  assert "TC" not in evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)

@@ -1,0 +1,142 @@
+"""DCFM method: the symmetric loss, the keyframe schedules (B, P, AKS, rotation), the non-key cost."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import load_config
+from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
+from vssjax.methods.per_frame import logits_to_labels
+
+
+@pytest.fixture(scope="module")
+def method_and_variables():
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  config.model.dropout_rate = 0.0  # deterministic, so the two paths of one frame can be compared
+  config.model.drop_path_rate = 0.0
+  method = DCFMMethod(config)
+  frames = np.zeros((2, 2, 32, 32, 3), np.uint8)
+  return method, jax.jit(method.init)(jax.random.key(0), {"frames": frames})
+
+
+def _loss_metrics(method, variables, frames, labels):
+  loss, (metrics, _) = jax.jit(method.loss_and_metrics)(
+      variables["params"], {"batch_stats": variables["batch_stats"]},
+      {"frames": frames, "labels": labels}, jax.random.key(1))
+  return float(loss), {k: float(v) for k, v in metrics.items()}
+
+
+def test_symmetric_loss_on_identical_and_different_pairs(method_and_variables):
+  method, variables = method_and_variables
+  rng = np.random.default_rng(0)
+  frame = rng.integers(0, 256, (2, 1, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 9, (2, 2, 32, 32)).astype(np.int32)
+  # x_U == x_L: the key and non-key paths of x_L coincide, both frames agree everywhere, L_sc = 0.
+  loss, m = _loss_metrics(method, variables, np.concatenate([frame, frame], axis=1), labels)
+  assert m["mask_fraction"] == 1.0
+  assert m["loss_consistency"] == 0.0
+  assert m["loss_nonkey"] == pytest.approx(m["loss_key"], rel=1e-5)
+  # A different neighbour: the non-key path differs and the masked feature distance is positive.
+  other = rng.integers(0, 256, (2, 1, 32, 32, 3), np.uint8)
+  loss, m = _loss_metrics(method, variables, np.concatenate([other, frame], axis=1), labels)
+  assert m["loss_consistency"] > 0.0 and m["mask_fraction"] < 1.0
+  assert m["loss_nonkey"] != pytest.approx(m["loss_key"], rel=1e-4)
+  assert loss == pytest.approx(m["loss_key"] + 0.4 * m["loss_nonkey"]
+                               + 10.0 * m["loss_consistency"], rel=1e-5)
+
+
+def _video(num_frames, cut_at=None):
+  """A static 64x64 video (optionally a scene cut at `cut_at`)."""
+  rng = np.random.default_rng(1)
+  first, second = (rng.integers(0, 256, (64, 64, 3), np.uint8) for _ in range(2))
+  return [second if cut_at is not None and t >= cut_at else first for t in range(num_frames)]
+
+
+def _run(method, variables, schedule, frames, first_keyframe=0):
+  method.schedule = schedule
+  predictor = method.predictor(variables, first_keyframe=first_keyframe)
+  returned_at = {}
+  for t, frame in enumerate(frames):
+    for index, labels in predictor.push(frame):
+      returned_at[index] = (t, labels)
+  for index, labels in predictor.flush():
+    returned_at[index] = (len(frames), labels)
+  assert sorted(returned_at) == list(range(len(frames)))
+  return predictor.keyframes, returned_at
+
+
+def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables):
+  method, variables = method_and_variables
+  frames = [f.copy() for f in _video(5)]
+  for t, f in enumerate(frames):
+    f[..., 0] = (f[..., 0].astype(int) + 40 * t) % 256  # every frame different
+  keyframes, returned = _run(method, variables, KeyframeSchedule(2, "B"), frames)
+  assert keyframes == [0, 2, 4]
+  assert returned[1][0] == 2 and returned[3][0] == 4  # non-key frames wait for the next keyframe
+  # Frame 1 = argmax of the summed logits of its shallow feature fused with keyframes 0 and 2.
+  commons = [method.encode_keyframe(variables, frames[k][None])[0] for k in (0, 2)]
+  shallow = method.encode_shallow(variables, frames[1][None])
+  logits = method.fused_logits(variables, commons, shallow)
+  expected = logits_to_labels(logits, (64, 64), (64, 64))[0]
+  np.testing.assert_array_equal(returned[1][1], expected)
+  # A keyframe's own prediction is the key path's.
+  _, key_logits = method.encode_keyframe(variables, frames[2][None])
+  np.testing.assert_array_equal(returned[2][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
+
+
+def test_rotated_first_keyframe_and_p_mode(method_and_variables):
+  method, variables = method_and_variables
+  keyframes, returned = _run(method, variables, KeyframeSchedule(2, "B"), _video(5), 1)
+  assert keyframes == [1, 3]
+  assert returned[0][0] == 1  # before the first keyframe: waits for it
+  assert returned[4][0] == 5  # after the last one: answered at the end, previous keyframe only
+  keyframes, returned = _run(method, variables, KeyframeSchedule(3, "P"), _video(7))
+  assert keyframes == [0, 3, 6]
+  assert all(pushed_at == t for t, (pushed_at, _) in returned.items())  # P mode never waits
+
+
+def test_adaptive_keyframe_scheduling(method_and_variables):
+  method, variables = method_and_variables
+  aks = KeyframeSchedule(2, "B", aks=True, aks_threshold=0.5, aks_max_interval=4)
+  # Static: the interval stretches to the maximum; the tail after the last keyframe is too short
+  # (< K) to have a candidate, so no extra keyframe at the end.
+  assert _run(method, variables, aks, _video(10))[0] == [0, 4, 8]
+  # A scene cut at 6 is a keyframe as soon as the interval allows; the last frame becomes one when
+  # the stretched interval reaches the end of the video.
+  assert _run(method, variables, aks, _video(10, cut_at=6))[0] == [0, 4, 6, 9]
+  frames = _video(10, cut_at=6)
+  assert aks_score(frames[5], frames[4]) == 0.0 and aks_score(frames[6], frames[4]) > 0.5
+
+
+def test_evaluation_passes_rotate_the_first_keyframe(method_and_variables):
+  method, variables = method_and_variables
+  method.schedule = KeyframeSchedule(2, "B")
+  config = method.config
+  first = lambda video: [p._first for p in method.video_predictors(variables, video)]
+  assert [first(v) for v in range(3)] == [[0], [1], [0]]  # VSPW: across videos
+  config.method.eval_passes = 2
+  try:
+    assert first(0) == [0, 1] and first(1) == [0, 1]  # Cityscapes: each clip, both phases
+    method.schedule = dataclasses.replace(method.schedule, mode="P")
+    assert first(1) == [0, 0]  # P mode never rotates
+  finally:
+    config.method.eval_passes = 1
+
+
+def test_non_key_frame_costs_under_a_tenth_of_a_keyframe():
+  """MiT-B5 at 480x853 (XLA cost analysis): shallow prefix + 2 x (FFM + head) vs the full net."""
+  method = DCFMMethod(load_config("configs/dcfm/vspw_mitb5.py"))
+  frames = jax.ShapeDtypeStruct((1, 480, 853, 3), jnp.uint8)
+  variables = jax.eval_shape(lambda: method.init(
+      jax.random.key(0), {"frames": jnp.zeros((1, 2, 64, 64, 3), jnp.uint8)}))
+  common, _ = jax.eval_shape(method._encode_keyframe_impl, variables, frames)
+  shallow = jax.eval_shape(method._encode_shallow_impl, variables, frames)
+  flops = lambda f, *args: jax.jit(f).lower(*args).cost_analysis()["flops"]
+  key = flops(method._encode_keyframe_impl, variables, frames)
+  non_key = (flops(method._encode_shallow_impl, variables, frames)
+             + flops(method._fused_logits_impl, variables, [common, common], shallow))
+  assert key > 200e9  # the whole MiT-B5 + decoder (~271 GFLOPs counted by XLA)
+  assert non_key <= 0.1 * key, (non_key / 1e9, key / 1e9)

@@ -1,0 +1,56 @@
+"""DCFM network pieces: the L2 norm, published parameter counts, the shallow path's parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import load_config
+from vssjax.methods.dcfm import build_dcfm
+from vssjax.models.dcfm import DCFM, l2_normalize
+
+
+def test_l2_normalize_is_torch_normalize():
+  x = jnp.array([[3.0, 4.0], [0.0, 0.0], [1e-14, 0.0]])
+  # torch F.normalize divides by max(norm, 1e-12): a zero vector stays zero, a tiny one shrinks.
+  np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0], [1e-2, 0.0]], rtol=1e-6)
+
+
+def _param_count(config_path: str) -> tuple[int, int]:
+  config = load_config(config_path)
+  model = build_dcfm(config.model, config.data.num_classes)
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
+  total = sum(x.size for x in jax.tree.leaves(variables["params"]))
+  encoder = sum(x.size for x in jax.tree.leaves(variables["params"]["encoder"]))
+  return total, encoder
+
+
+@pytest.mark.parametrize("path, total, encoder", [
+    # Table II: 24.8M / 82.1M; the encoder/decoder split of specs/dcfm.md §9.
+    ("configs/dcfm/vspw_mitb2.py", 24.83e6, 24.725e6),
+    ("configs/dcfm/vspw_mitb5.py", 82.08e6, 81.97e6),
+    ("configs/dcfm/cityscapes_r18.py", 11.99e6, 11.44e6),
+    ("configs/dcfm/cityscapes_r101.py", 55.54e6, 46.82e6),
+])
+def test_parameter_counts_match_the_release(path, total, encoder):
+  got_total, got_encoder = _param_count(path)
+  assert abs(got_total - total) < 0.006e6, got_total
+  assert abs(got_encoder - encoder) < 0.006e6, got_encoder
+
+
+def test_shallow_path_needs_only_the_first_layers():
+  """A non-key frame runs patch_embed1 + block1_0 only: they are all the parameters it needs."""
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  model = build_dcfm(config.model, config.data.num_classes)
+  images = jnp.ones((1, 32, 48, 3))
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
+  backbone = variables["params"]["encoder"]["backbone"]
+  shallow_params = {"encoder": {"backbone": {k: backbone[k] for k in ("patch_embed1", "block1_0")}}}
+  shallow = jax.jit(lambda v, x: model.apply(v, x, train=False, method=DCFM.shallow))(
+      {"params": shallow_params}, images)
+  assert shallow.shape == (1, 8, 12, config.model.backbone_overrides.embed_dims[0])
+  # The same map is what the keyframe path hands to the FFM.
+  _, from_full = jax.jit(lambda v, x: model.apply(v, x, train=False, method=DCFM.encode))(
+      variables, images)
+  np.testing.assert_allclose(shallow, from_full, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,39 @@
+"""PSPNet outputs: stride-8 logits and PPM features, the aux head only in training."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vssjax.models.pspnet import pspnet
+
+_IMAGES = jax.ShapeDtypeStruct((2, 65, 97, 3), jnp.float32)
+
+
+def _outputs(model, train):
+  def run(x):
+    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
+                           train=False)
+    outputs = model.apply(variables, x, train=train, mutable=["batch_stats"],
+                          rngs={"dropout": jax.random.key(2)})[0]
+    return variables["params"], outputs
+  return jax.eval_shape(run, _IMAGES)
+
+
+@pytest.mark.parametrize("depth, features, head", [(18, 1024, 256), (50, 4096, 512)])
+def test_outputs_and_heads(depth, features, head):
+  model = pspnet(depth, 19)
+  params, eval_outputs = _outputs(model, train=False)
+  _, train_outputs = _outputs(model, train=True)
+  assert sorted(eval_outputs) == ["features", "logits"]
+  assert sorted(train_outputs) == ["aux_logits", "features", "logits"]
+  assert eval_outputs["logits"].shape == train_outputs["aux_logits"].shape == (2, 9, 13, 19)
+  assert eval_outputs["features"].shape == (2, 9, 13, features)
+  # The aux head exists after an eval-mode init (converters and train states see it).
+  assert params["cls"]["conv_bn"]["conv"]["kernel"].shape == (3, 3, features, head)
+  assert params["aux"]["conv_bn"]["conv"]["kernel"].shape == (3, 3, features // 4, 256)
+  assert params["aux"]["classifier"]["bias"].shape == (19,)
+
+
+def test_without_aux_head():
+  params, outputs = _outputs(pspnet(18, 7, aux=False), train=True)
+  assert "aux" not in params and "aux_logits" not in outputs
+  assert outputs["logits"].shape == (2, 9, 13, 7)

@@ -1,0 +1,279 @@
+"""DCFM (TCSVT 2024): symmetric training on frame pairs, keyframe streaming at test time.
+
+Training (specs/dcfm.md §4): one encoder pass on [x_U; x_L] (neighbour, labelled frame); the
+labelled frame is decoded as a keyframe (with its own common feature) and as a non-key frame (with
+the neighbour's); the neighbour is decoded as a keyframe only to build the consistency term:
+
+  L = CE(P_L) + lambda * CE(P_L|U) + beta * mean(M * (F^_L - F^_U)^2),
+  M = [argmax P_L == argmax P_U] on the low-resolution logits (train mode, no gradient through M),
+
+the mean running over all b*d*h*w elements and gradients reaching both frames. The FFM and head
+run three times, in the release's order, each with its own BatchNorm batch statistics.
+
+Inference (§3, §5): `DCFMPredictor` runs the whole network on keyframes only and just the shallow
+prefix on the others, fusing them with the cached common feature of the previous keyframe (P mode)
+or of the previous and next ones, logits summed (B mode). Adaptive keyframe scheduling (AKS)
+stretches the interval while the frame stays close to the last keyframe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines.clip_sampling import dcfm_first_keyframe
+from data_pipelines.transforms import test_resize
+from vssjax.configs_lib import ConfigDict
+from vssjax.methods import losses
+from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
+from vssjax.methods.per_frame import logits_to_labels
+from vssjax.methods.segformer import build_backbone, compute_dtype
+from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
+from vssjax.models.layers import IMAGENET_STD, normalize_images
+from vssjax.models.mit import MIT_VARIANTS
+from vssjax.models.ppm import PPM
+from vssjax.models.resnet import resnet
+from vssjax.models.segformer_head import SegFormerHead
+
+RESNETS = {"r18": 18, "r50": 50, "r101": 101}
+
+
+def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
+  """DCFM on `model.backbone`: a MiT variant ('b0'..'b5') or a dilated ResNet ('r18'|'r50'|'r101')."""
+  dtype = compute_dtype(model)
+  if model.backbone in MIT_VARIANTS:
+    encoder = MiTCommonEncoder(
+        backbone=build_backbone(model),
+        decoder=SegFormerHead(num_classes=0, embed_dim=model.decoder_dim, dtype=dtype),
+        shallow_blocks=model.shallow_blocks, dropout_rate=model.dropout_rate)
+    bottleneck = False
+    common_dim = model.decoder_dim
+  elif model.backbone in RESNETS:
+    backbone = resnet(RESNETS[model.backbone], dtype=dtype)
+    width = 512 if RESNETS[model.backbone] == 18 else 2048
+    encoder = PSPCommonEncoder(backbone=backbone, ppm=PPM(features=width // 4, dtype=dtype))
+    bottleneck = True
+    common_dim = model.common_dim
+  else:
+    raise ValueError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
+                     f"got {model.backbone!r}")
+  return DCFM(encoder=encoder, num_classes=num_classes, common_dim=common_dim,
+              bottleneck=bottleneck, head_hidden=model.head_hidden,
+              dropout_rate=model.dropout_rate, dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeSchedule:
+  """Fixed interval K, B or P mode, optional AKS (specs/dcfm.md §3, §5)."""
+  interval: int = 2  # K (MinK under AKS)
+  mode: str = "B"  # 'B': previous + next keyframe; 'P': previous only
+  aks: bool = False
+  aks_threshold: float = 0.0  # tau on the mean |normalised frame - last keyframe|
+  aks_max_interval: int = 5
+
+  def __post_init__(self):
+    if self.interval < 1:
+      raise ValueError(f"keyframe interval must be >= 1, got {self.interval}")
+    if self.mode not in ("B", "P"):
+      raise ValueError(f"DCFM mode must be 'B' or 'P', got {self.mode!r}")
+    if self.aks and self.aks_max_interval < self.interval:
+      raise ValueError(f"aks_max_interval {self.aks_max_interval} < interval {self.interval}")
+
+  @classmethod
+  def from_config(cls, method: ConfigDict) -> KeyframeSchedule:
+    return cls(int(method.keyframe_interval), method.mode, bool(method.aks),
+               float(method.aks_threshold), int(method.aks_max_interval))
+
+
+class DCFMMethod(Method):
+  """Trains on [neighbour, labelled] pairs (clip.kind='pair'); predicts with keyframes."""
+
+  def __init__(self, config: ConfigDict):
+    super().__init__(config)
+    self.module = build_dcfm(config.model, self.num_classes)
+    self._dtype = compute_dtype(config.model)
+    self.schedule = KeyframeSchedule.from_config(config.method)
+    self.encode_keyframe = jax.jit(self._encode_keyframe_impl)
+    self.encode_shallow = jax.jit(self._encode_shallow_impl)
+    self.fused_logits = jax.jit(self._fused_logits_impl)
+    self.to_labels = jax.jit(logits_to_labels, static_argnums=(1, 2))
+
+  def _images(self, frames: jax.Array) -> jax.Array:
+    return normalize_images(frames, self._dtype)
+
+  def init(self, rng: jax.Array, batch: Batch) -> Variables:
+    frames = batch["frames"]
+    if frames.shape[1] != 2:
+      raise ValueError(f"DCFM trains on [neighbour, labelled] pairs (clip.kind='pair'); got "
+                       f"clips of {frames.shape[1]} frames")
+    return dict(self.module.init({"params": rng}, self._images(frames[:, 1]), train=False))
+
+  def loss_and_metrics(self, params, model_state, batch, rng):
+    frames, labels = batch["frames"], batch["labels"][:, 1]
+    b = frames.shape[0]
+    variables = {"params": params, **model_state}
+    both = self._images(jnp.concatenate([frames[:, 0], frames[:, 1]], axis=0))  # [x_U; x_L]
+
+    def forward(module, images):
+      common, shallow = module.encode(images, train=True)
+      # Key path of x_L, non-key path of x_L with x_U's common feature, key path of x_U.
+      fused_l, logits_l = module.decode(common[b:], shallow[b:], train=True)
+      _, logits_lu = module.decode(common[:b], shallow[b:], train=True)
+      fused_u, logits_u = module.decode(common[:b], shallow[:b], train=True)
+      return fused_l, logits_l, logits_lu, fused_u, logits_u
+
+    (fused_l, logits_l, logits_lu, fused_u, logits_u), new_state = self.module.apply(
+        variables, both, method=forward, rngs={"dropout": rng}, mutable=["batch_stats"])
+    method = self.config.method
+    average = method.loss_average
+    up_l = losses.logits_at_label_size(logits_l, labels)
+    loss_key = losses.segmentation_cross_entropy(up_l, labels, average=average)
+    loss_nonkey = losses.segmentation_cross_entropy(
+        losses.logits_at_label_size(logits_lu, labels), labels, average=average)
+    agree = jnp.argmax(logits_l, axis=-1) == jnp.argmax(logits_u, axis=-1)
+    diff = (fused_l.astype(jnp.float32) - fused_u.astype(jnp.float32)) * agree[..., None]
+    loss_consistency = jnp.mean(jnp.square(diff))
+    loss = (loss_key + method.nonkey_weight * loss_nonkey
+            + method.consistency_weight * loss_consistency)
+    metrics = {"loss": loss, "loss_key": loss_key, "loss_nonkey": loss_nonkey,
+               "loss_consistency": loss_consistency, "mask_fraction": agree.mean(),
+               "pixel_acc": losses.pixel_accuracy(up_l, labels)}
+    return loss, (metrics, dict(new_state))
+
+  # Inference pieces, each one compiled program (the predictor never calls the deep part on a
+  # non-key frame: `encode_shallow` contains only the shallow prefix).
+  def _encode_keyframe_impl(self, variables, frames):
+    """-> (common feature, key-mode logits) of a keyframe."""
+    def keyframe(module, images):
+      common, shallow = module.encode(images, train=False)
+      return common, module.decode(common, shallow, train=False, normalize_first=True)[1]
+    return self.module.apply(variables, self._images(frames), method=keyframe)
+
+  def _encode_shallow_impl(self, variables, frames):
+    return self.module.apply(variables, self._images(frames), train=False, method=DCFM.shallow)
+
+  def _fused_logits_impl(self, variables, commons, shallow):
+    """Sum over the given keyframes' common features of the non-key logits (eqs. 6-7)."""
+    def fuse(module):
+      return sum(module.decode(common, shallow, train=False, normalize_first=True)[1]
+                 for common in commons)
+    return self.module.apply(variables, method=fuse)
+
+  def predictor(self, variables: Variables, *, first_keyframe: int = 0) -> DCFMPredictor:
+    return DCFMPredictor(self, variables, self.schedule, first_keyframe)
+
+  def video_predictors(self, variables: Variables, video_index: int) -> list[DCFMPredictor]:
+    """The protocol's passes (`method.eval_passes`), each starting at its rotated keyframe."""
+    passes = int(self.config.method.eval_passes)
+    rotate = self.schedule.mode == "B"
+    return [self.predictor(variables, first_keyframe=dcfm_first_keyframe(
+        video_index, p, self.schedule.interval, passes, rotate)) for p in range(passes)]
+
+
+@dataclasses.dataclass
+class _Keyframe:
+  index: int
+  common: jax.Array
+  image: np.ndarray  # resized frame, for the AKS score
+
+
+@dataclasses.dataclass
+class _Pending:
+  index: int
+  resized: np.ndarray
+  frame_hw: tuple[int, int]
+  shallow: jax.Array
+
+
+class DCFMPredictor(StreamingPredictor):
+  """Keyframe streaming over one video (specs/dcfm.md §3, Algorithm 1 of §5).
+
+  Frame t is a keyframe when t == first_keyframe, or, after keyframe k, when t == k + K (fixed
+  schedule) or, under AKS, at the first t >= k + K whose score reaches tau, whose interval reaches
+  the maximum, or that ends the video. Non-key frames wait for the next keyframe in B mode (and
+  frames before the first keyframe always do); at the end of the video the waiting ones use the
+  previous keyframe alone. Only the last keyframe's common feature is kept.
+  `keyframes` lists the keyframe indices chosen so far.
+  """
+
+  def __init__(self, method: DCFMMethod, variables: Variables, schedule: KeyframeSchedule,
+               first_keyframe: int = 0):
+    if not 0 <= first_keyframe < schedule.interval:
+      raise ValueError(f"first keyframe {first_keyframe} must be in [0, {schedule.interval})")
+    self._method = method
+    self._variables = variables
+    self._schedule = schedule
+    self._first = first_keyframe
+    self._eval_transform = method.config.data.eval_transform
+    self._previous: _Keyframe | None = None
+    self._pending: list[_Pending] = []
+    self._index = 0
+    self.keyframes: list[int] = []
+
+  def push(self, frame: np.ndarray) -> list[Prediction]:
+    t, self._index = self._index, self._index + 1
+    resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    if self._is_keyframe(t, resized):
+      return self._keyframe(t, resized, frame.shape[:2])
+    shallow = self._method.encode_shallow(self._variables, resized[None])
+    waiting = _Pending(t, resized, frame.shape[:2], shallow)
+    if self._schedule.mode == "P" and self._previous is not None:
+      return [self._predict(waiting, [self._previous])]
+    self._pending.append(waiting)
+    return []
+
+  def flush(self) -> list[Prediction]:
+    ready = []
+    if self._pending and self._previous is not None and self._schedule.aks:
+      # AKS stops stretching at the last frame: it becomes the keyframe if it is a candidate.
+      last = self._pending[-1]
+      if last.index - self._previous.index >= self._schedule.interval:
+        self._pending.pop()
+        ready = self._keyframe(last.index, last.resized, last.frame_hw)
+    keyframes = [self._previous] if self._previous is not None else []
+    ready += [self._predict(waiting, keyframes) for waiting in self._pending]
+    self._pending = []
+    return ready
+
+  def _is_keyframe(self, t: int, resized: np.ndarray) -> bool:
+    if self._previous is None:
+      return t == self._first
+    since = t - self._previous.index
+    schedule = self._schedule
+    if not schedule.aks:
+      return since == schedule.interval
+    if since < schedule.interval:
+      return False
+    return (since >= schedule.aks_max_interval
+            or aks_score(resized, self._previous.image) >= schedule.aks_threshold)
+
+  def _keyframe(self, t: int, resized: np.ndarray, frame_hw: tuple[int, int]
+                ) -> list[Prediction]:
+    common, logits = self._method.encode_keyframe(self._variables, resized[None])
+    keyframe = _Keyframe(t, common, resized)
+    keyframes = [keyframe] if self._previous is None else [self._previous, keyframe]
+    ready = [(t, self._labels(logits, resized, frame_hw))]
+    ready += [self._predict(waiting, keyframes) for waiting in self._pending]
+    self._pending = []
+    self._previous = keyframe
+    self.keyframes.append(t)
+    return sorted(ready, key=lambda p: p[0])
+
+  def _predict(self, waiting: _Pending, keyframes: list[_Keyframe]) -> Prediction:
+    if not keyframes:
+      raise RuntimeError(f"frame {waiting.index} has no keyframe to fuse with")
+    logits = self._method.fused_logits(
+        self._variables, [k.common for k in keyframes], waiting.shallow)
+    return waiting.index, self._labels(logits, waiting.resized, waiting.frame_hw)
+
+  def _labels(self, logits: jax.Array, resized: np.ndarray, frame_hw) -> np.ndarray:
+    return np.asarray(self._method.to_labels(logits, resized.shape[:2], tuple(frame_hw))[0])
+
+
+def aks_score(frame: np.ndarray, keyframe: np.ndarray) -> float:
+  """AKS's s(j): mean |x_j - x_k| of the ImageNet-normalised frames (the mean cancels)."""
+  diff = np.abs(frame.astype(np.float32) - keyframe.astype(np.float32))
+  return float(np.mean(diff / np.asarray(IMAGENET_STD, np.float32)))

@@ -1,0 +1,157 @@
+"""DCFM (TCSVT 2024): a common feature from the whole network, an independent one from its first
+layers, fused per frame (specs/dcfm.md §1-2). NHWC; parameter names follow the release's keys.
+
+The encoder gives two features of a frame: the deep *common* feature (whole MiT + SegFormer MLP
+decoder without classifier, or dilated ResNet + PPM) and the shallow *independent* feature (MiT
+after the first block of stage 1, ResNet after layer1). A keyframe fuses its own two features; a
+non-key frame runs only the shallow prefix and fuses it with a keyframe's cached common feature,
+which is where the speed comes from.
+
+Tree: `encoder/{backbone, decoder | ppm}`, `bot_aspp` (ResNet only: 1x1 conv to d), `ffm/{conv,
+norm}`, `final/{conv, bn}` (Cityscapes/CamVid head) and `final/cls`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vssjax.models.layers import BatchNorm
+from vssjax.models.mit import MixTransformer
+from vssjax.models.ppm import PPM
+from vssjax.models.resnet import ResNet
+from vssjax.models.segformer_head import SegFormerHead
+from vssjax.ops.resize import resize_bilinear
+
+Dtype = Any
+# DCFM's `initialize_weights`: kaiming_normal_ (fan_in, gain sqrt 2), zero bias.
+kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """torch `F.normalize(x, dim=channels)`: x / max(||x||_2, 1e-12), norm taken in float32."""
+  x32 = x.astype(jnp.float32)
+  norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=-1, keepdims=True))
+  return (x32 / jnp.maximum(norm, 1e-12)).astype(x.dtype)
+
+
+def _conv1x1(features: int, *, bias: bool, dtype: Dtype, name: str) -> nn.Conv:
+  return nn.Conv(features, (1, 1), use_bias=bias, kernel_init=kaiming_fan_in, dtype=dtype,
+                 name=name)
+
+
+class MiTCommonEncoder(nn.Module):
+  """MiT + SegFormer MLP decoder (no classifier) + Dropout2d: common feature at 1/4, width E."""
+  backbone: MixTransformer
+  decoder: SegFormerHead  # with num_classes=0
+  shallow_blocks: int = 1
+  dropout_rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool, shallow_only: bool = False):
+    """-> (common, shallow); with `shallow_only` -> shallow (stage-1 tokens after its first
+    block, before the stage norm)."""
+    if shallow_only:
+      return self.backbone(x, train=train, shallow_blocks=self.shallow_blocks, shallow_only=True)
+    features, shallow = self.backbone(x, train=train, shallow_blocks=self.shallow_blocks)
+    _, fused = self.decoder(features, train=train)
+    common = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
+    return common, shallow
+
+
+class PSPCommonEncoder(nn.Module):
+  """Dilated ResNet + PPM: common feature at 1/8 (4096 or 1024 wide); shallow = layer1 at 1/4."""
+  backbone: ResNet
+  ppm: PPM
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool, shallow_only: bool = False):
+    if shallow_only:
+      return self.backbone(x, train=train, shallow_only=True)
+    c1, _, _, c4 = self.backbone(x, train=train)
+    return self.ppm(c4, train=train), c1
+
+
+class FFM(nn.Module):
+  """Feature fusion: concat [common (d), independent half] -> 1x1 conv (bias) -> BN -> ReLU."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, common: jax.Array, independent_half: jax.Array, *, train: bool):
+    x = jnp.concatenate([common, independent_half.astype(common.dtype)], axis=-1)
+    x = _conv1x1(self.features, bias=True, dtype=self.dtype, name="conv")(x)
+    return nn.relu(BatchNorm(dtype=self.dtype, name="norm")(x, train=train))
+
+
+class DCFMClassifier(nn.Module):
+  """`Dec`: [1x1 conv d->d (no bias) -> BN -> ReLU] (head_nums 1) -> Dropout2d -> 1x1 conv."""
+  num_classes: int
+  hidden: bool
+  dropout_rate: float = 0.1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    if self.hidden:
+      x = _conv1x1(x.shape[-1], bias=False, dtype=self.dtype, name="conv")(x)
+      x = nn.relu(BatchNorm(dtype=self.dtype, name="bn")(x, train=train))
+    x = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(x, deterministic=not train)
+    return _conv1x1(self.num_classes, bias=False, dtype=self.dtype, name="cls")(x)
+
+
+class DCFM(nn.Module):
+  """The DCFM network; its methods are the pieces the trainer and the streaming predictor call.
+
+  - `encode(images)` -> (N(Conv(Enc(x))), raw shallow feature): a keyframe (eqs. 1-2);
+  - `shallow(images)` -> raw shallow feature: a non-key frame runs only this (eq. 5);
+  - `decode(common, shallow)` -> (fused F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6).
+  """
+  encoder: nn.Module  # MiTCommonEncoder | PSPCommonEncoder
+  num_classes: int
+  common_dim: int  # d
+  bottleneck: bool  # ResNet: 1x1 conv (no bias) from the PPM width to d; MiT: identity
+  head_hidden: bool  # the Cityscapes/CamVid head (head_nums 1)
+  dropout_rate: float = 0.1
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.bot_aspp = (_conv1x1(self.common_dim, bias=False, dtype=self.dtype, name="bot_aspp")
+                     if self.bottleneck else None)
+    self.ffm = FFM(self.common_dim, self.dtype)
+    self.final = DCFMClassifier(self.num_classes, self.head_hidden, self.dropout_rate, self.dtype)
+
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """Key-mode low-resolution logits of every frame."""
+    common, shallow = self.encode(images, train=train)
+    return self.decode(common, shallow, train=train)[1]
+
+  def encode(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+    common, shallow = self.encoder(images, train=train)
+    if self.bot_aspp is not None:
+      common = self.bot_aspp(common)
+    return l2_normalize(common), shallow
+
+  def shallow(self, images: jax.Array, *, train: bool) -> jax.Array:
+    return self.encoder(images, train=train, shallow_only=True)
+
+  def decode(self, common: jax.Array, shallow: jax.Array, *, train: bool,
+             normalize_first: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Fuses a common feature with a (raw) shallow one and classifies.
+
+    The shallow map is resized to the common grid (ResNet: 1/4 -> 1/8, no antialias) and
+    L2-normalised over all its channels, then its first half is kept. The release resizes first
+    when training and normalises first at test (`normalize_first`); on MiT both grids are 1/4 and
+    the order does not matter.
+    """
+    size = common.shape[-3:-1]
+    if normalize_first:
+      independent = resize_bilinear(l2_normalize(shallow), size, align_corners=False)
+    else:
+      independent = l2_normalize(resize_bilinear(shallow, size, align_corners=False))
+    half = independent[..., : independent.shape[-1] // 2]
+    fused = l2_normalize(self.ffm(common, half, train=train))
+    return fused, self.final(fused, train=train)
