@@ -80,7 +80,7 @@ def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables):
   commons = [method.encode_keyframe(variables, frames[k][None])[0] for k in (0, 2)]
   shallow = method.encode_shallow(variables, frames[1][None])
   logits = method.fused_logits(variables, commons, shallow)
-  expected = logits_to_labels(logits, (64, 64), (64, 64))[0]
+  expected = logits_to_labels(logits, (64, 64), (64, 64))[0]  # 64x64 frames: no resize
   np.testing.assert_array_equal(returned[1][1], expected)
   # A keyframe's own prediction is the key path's.
   _, key_logits = method.encode_keyframe(variables, frames[2][None])

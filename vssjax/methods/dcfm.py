@@ -255,7 +255,7 @@ class DCFMPredictor(StreamingPredictor):
     common, logits = self._method.encode_keyframe(self._variables, resized[None])
     keyframe = _Keyframe(t, common, resized)
     keyframes = [keyframe] if self._previous is None else [self._previous, keyframe]
-    ready = [(t, self._labels(logits, resized, frame_hw))]
+    ready = [(t, self._labels(logits, frame_hw))]
     ready += [self._predict(waiting, keyframes) for waiting in self._pending]
     self._pending = []
     self._previous = keyframe
@@ -267,10 +267,12 @@ class DCFMPredictor(StreamingPredictor):
       raise RuntimeError(f"frame {waiting.index} has no keyframe to fuse with")
     logits = self._method.fused_logits(
         self._variables, [k.common for k in keyframes], waiting.shallow)
-    return waiting.index, self._labels(logits, waiting.resized, waiting.frame_hw)
+    return waiting.index, self._labels(logits, waiting.frame_hw)
 
-  def _labels(self, logits: jax.Array, resized: np.ndarray, frame_hw) -> np.ndarray:
-    return np.asarray(self._method.to_labels(logits, resized.shape[:2], tuple(frame_hw))[0])
+  def _labels(self, logits: jax.Array, frame_hw) -> np.ndarray:
+    # One bilinear upsampling straight to the output size, as the release does (not mmseg's two).
+    frame_hw = tuple(frame_hw)
+    return np.asarray(self._method.to_labels(logits, frame_hw, frame_hw)[0])
 
 
 def aks_score(frame: np.ndarray, keyframe: np.ndarray) -> float:

@@ -67,19 +67,27 @@ def _prediction_logits(outputs: dict[str, jax.Array]) -> jax.Array:
 
 
 class DTERNMethod(Method):
-  """Trains on clips whose last frame is the target; predicts from past frames only."""
+  """Trains on clips whose last frame is the target; predicts from past frames only.
+
+  Other clip methods on a backbone + video head (SD-CPC) subclass it and override
+  `build_module` (and the loss); `display_name` names them in errors.
+  """
+  display_name = "DTERN"
 
   def __init__(self, config: ConfigDict):
     super().__init__(config)
-    self.module = build_dtern(config.model, self.num_classes)
+    self.module = self.build_module(config.model)
     self._dtype = compute_dtype(config.model)
     self.sampler = OffsetClipSampler(tuple(int(o) for o in config.clip.offsets))
     if max(self.sampler.offsets) > 0:
-      raise ValueError(f"DTERN predicts from past frames; clip.offsets {self.sampler.offsets} "
-                       "must all be <= 0")
+      raise ValueError(f"{self.display_name} predicts from past frames; clip.offsets "
+                       f"{self.sampler.offsets} must all be <= 0")
     self.extract_features = jax.jit(self._extract_impl)
     self.decode_labels = jax.jit(self._decode_labels_impl, static_argnums=(2, 3))
     self.clip_labels = jax.jit(self._clip_labels_impl, static_argnums=(2,))
+
+  def build_module(self, model: ConfigDict) -> DTERNSegmentor:
+    return build_dtern(model, self.num_classes)
 
   def _apply(self, variables: Variables, frames: jax.Array, *, method=None, **kwargs):
     images = normalize_images(frames, self._dtype)
@@ -87,7 +95,8 @@ class DTERNMethod(Method):
 
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
     if batch["frames"].shape[1] < 2:
-      raise ValueError("DTERN trains on clips (clip.kind='offsets'), got single frames")
+      raise ValueError(f"{self.display_name} trains on clips (clip.kind='offsets'), got single "
+                       "frames")
     images = normalize_images(batch["frames"], self._dtype)
     return dict(self.module.init({"params": rng}, images, train=False))
 
@@ -96,11 +105,7 @@ class DTERNMethod(Method):
         {"params": params, **model_state}, batch["frames"], train=True,
         rngs={"dropout": rng}, mutable=["batch_stats"])
     labels = batch["labels"]
-    frame_logits = outputs["frame_logits"]
-    if self.config.method.frame_loss_target_only:
-      frame_logits, frame_labels = frame_logits[:, -1], labels[:, -1]
-    else:
-      frame_logits, frame_labels = flatten_time(frame_logits), flatten_time(labels)
+    frame_logits, frame_labels = self._frame_loss_inputs(outputs["frame_logits"], labels)
     target_logits = jnp.concatenate([outputs["final"], outputs["class_logits"]], axis=0)
     target_labels = jnp.concatenate([labels[:, -1]] * 2, axis=0)
     loss_frames = self._cross_entropy(frame_logits, frame_labels)
@@ -110,6 +115,13 @@ class DTERNMethod(Method):
     metrics = {"loss": loss, "loss_frames": loss_frames, "loss_target": loss_target,
                "pixel_acc": losses.pixel_accuracy(final, labels[:, -1])}
     return loss, (metrics, dict(new_state))
+
+  def _frame_loss_inputs(self, frame_logits: jax.Array, labels: jax.Array):
+    """The per-frame branch's (logits, labels): every frame, or the target only on sparsely
+    labelled sets (`method.frame_loss_target_only`)."""
+    if self.config.method.frame_loss_target_only:
+      return frame_logits[:, -1], labels[:, -1]
+    return flatten_time(frame_logits), flatten_time(labels)
 
   def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
     logits = losses.logits_at_label_size(logits, labels)

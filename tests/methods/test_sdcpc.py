@@ -1,0 +1,68 @@
+"""SD-CPC method: every parameter learns, the loss is the sum of its documented terms (reference
+labels only in the frame loss), and the streaming predictor runs single-frame and clip paths.
+(`frame_loss_target_only` and the predictor's caching are DTERN's code, tested in test_dtern.py.)"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tests.conftest import load_config
+from tests.models.test_sdcpc_head import host_filled
+from vssjax.methods import get_method
+
+_SHAPE = (2, 4, 64, 64)  # 64 px: a 8x8 alignment grid, 4x4 after DSSA's coarse pooling
+
+
+def _method():
+  return get_method(load_config("configs/sdcpc/synthetic_mitb0.py", "quick"))
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 9, _SHAPE).astype(np.int32)
+  labels[:, :, :20] = 255
+  return {"frames": jnp.asarray(rng.integers(0, 256, _SHAPE + (3,)), jnp.uint8),
+          "labels": jnp.asarray(labels)}
+
+
+@pytest.fixture(scope="module")
+def method_and_variables():
+  method = _method()
+  return method, host_filled(jax.eval_shape(method.init, jax.random.key(0), _batch()))
+
+
+def test_every_parameter_gets_a_gradient_and_the_loss_adds_up(method_and_variables):
+  method, variables = method_and_variables
+  fn = jax.jit(jax.grad(method.loss_and_metrics, has_aux=True))
+  state = {"batch_stats": variables["batch_stats"]}
+  batch = _batch()
+  grads, (metrics, _) = fn(variables["params"], state, batch, jax.random.key(1))
+  zero = [path for path, g in traverse_util.flatten_dict(grads, sep="/").items()
+          if not np.any(np.asarray(g))]
+  assert not zero
+  mcp = method.config.method.mcp
+  assert metrics["loss_contrast"] > 0
+  np.testing.assert_allclose(
+      metrics["loss"], metrics["loss_final"] + 0.4 * metrics["loss_frames"]
+      + mcp.weight * metrics["loss_contrast"], rtol=1e-6)
+  # The reference frames' labels enter the SegFormer-branch loss only.
+  relabelled = dict(batch, labels=batch["labels"].at[:, :-1].set(0))
+  _, (other, _) = fn(variables["params"], state, relabelled, jax.random.key(1))
+  for name in ("loss_final", "loss_contrast"):
+    np.testing.assert_array_equal(other[name], metrics[name])
+  assert other["loss_frames"] != metrics["loss_frames"]
+
+
+def test_streaming_predictor(method_and_variables):
+  """Frames 0-2 single-frame, 3-8 DTERN's first-frames table, 9 [t-9, t-6, t-3, t]; features are
+  cached per frame (DTERN's predictor: its equality with clip recomputation is tested there)."""
+  method, variables = method_and_variables
+  video = np.random.default_rng(3).integers(0, 256, (10, 48, 80, 3), dtype=np.uint8)
+  predictor = method.predictor(variables)
+  for t, frame in enumerate(video):
+    [(index, labels)] = predictor.push(frame)
+    assert index == t and labels.shape == (48, 80) and labels.dtype == np.int32
+    assert 0 <= labels.min() and labels.max() < 9
+  assert sorted(predictor._memory) == list(range(1, 10))  # pylint: disable=protected-access
+  assert predictor.flush() == []

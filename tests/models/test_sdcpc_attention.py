@@ -1,0 +1,67 @@
+"""SD-CPC attention: the blockwise window attention is exactly per-pixel window attention (with and
+without top-k sparsity), and DSSA costs far less than full cross-frame attention (XLA's counts)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vssjax.models.sdcpc_attention import dense_attention, window_attention
+from vssjax.models.sdcpc_head import DSSA
+
+
+def _direct_window_attention(q, k, v, window, num_heads, keep):
+  """Per pixel and head: softmax over the in-map positions of the w x w windows of all refs,
+  restricted to the `keep` best scores."""
+  batch, height, width, channels = q.shape
+  radius, dim = window // 2, channels // num_heads
+  out = np.zeros_like(q)
+  for b, y, x, h in np.ndindex(batch, height, width, num_heads):
+    heads = slice(h * dim, (h + 1) * dim)
+    ys = slice(max(y - radius, 0), y + radius + 1)
+    xs = slice(max(x - radius, 0), x + radius + 1)
+    keys = k[b, :, ys, xs, heads].reshape(-1, dim)
+    values = v[b, :, ys, xs, heads].reshape(-1, dim)
+    scores = keys @ q[b, y, x, heads] / np.sqrt(dim)
+    scores[scores < np.sort(scores)[-min(keep, scores.size)]] = -np.inf
+    weights = np.exp(scores - scores.max())
+    out[b, y, x, heads] = weights / weights.sum() @ values
+  return out
+
+
+@pytest.mark.parametrize("window,keep_ratio", [(5, 1.0), (3, 0.3)])
+def test_window_attention_is_per_pixel_window_attention(window, keep_ratio):
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(2, 7, 9, 8))  # sizes that are not multiples of the block
+  k, v = rng.normal(size=(2, 2, 2, 7, 9, 8))
+  got = window_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), window=window,
+                         num_heads=2, keep_ratio=keep_ratio)
+  keep = int(np.ceil(keep_ratio * 2 * window * window))
+  np.testing.assert_allclose(got, _direct_window_attention(q, k, v, window, 2, keep), atol=1e-5)
+
+
+def _compiled_costs(fn, *shapes):
+  compiled = jax.jit(fn).lower(*shapes).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return cost["flops"], cost["bytes accessed"], compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_dssa_costs_far_less_than_full_cross_frame_attention():
+  """A 64x64 alignment grid (VSPW's is 60x60), 3 references, 32 channels, w = 7."""
+  batch, refs, size, dim, heads = 1, 3, 64, 32, 8
+  target = jax.ShapeDtypeStruct((batch, size, size, dim), jnp.float32)
+  references = jax.ShapeDtypeStruct((batch, refs, size, size, dim), jnp.float32)
+  dssa = DSSA(window=7, num_heads=heads)
+  variables = jax.eval_shape(lambda t, r: dssa.init(jax.random.key(0), t, r), target, references)
+  dssa_costs = _compiled_costs(dssa.apply, variables, target, references)
+
+  def full_attention(t, r):
+    """Every target pixel over every reference pixel; no projections (cheaper than DSSA's)."""
+    context = r.reshape((batch, refs * size * size, dim))
+    return dense_attention(t.reshape((batch, size * size, dim)), context, context, heads)
+
+  full_costs = _compiled_costs(full_attention, target, references)
+  flops, bytes_accessed, temp = (d / f for d, f in zip(dssa_costs, full_costs))
+  assert flops < 0.1, dssa_costs
+  assert bytes_accessed < 0.25, dssa_costs
+  assert temp < 0.25, dssa_costs

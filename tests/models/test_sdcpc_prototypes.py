@@ -1,0 +1,96 @@
+"""MCP-CL: per-class sampling, k-means prototypes that find a class's sub-clusters, the
+multi-positive InfoNCE against numpy, and which pixels form the prototypes."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vssjax.models.sdcpc_prototypes import (class_prototypes, mcp_cl_loss,
+                                            prototype_contrastive_loss, sample_per_class)
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_sample_per_class_caps_every_class():
+  labels = jnp.asarray(np.repeat([0, 1, 2, 255], [50, 3, 20, 10]))
+  sample = jax.jit(sample_per_class, static_argnums=1)
+  keep = np.asarray(sample(labels, 8, jax.random.key(0)))
+  counts = [int(keep[np.asarray(labels) == c].sum()) for c in (0, 1, 2, 255)]
+  assert counts == [8, 3, 8, 8]
+  other = np.asarray(sample(labels, 8, jax.random.key(1)))
+  assert np.any(other != keep)  # random, not the first 8
+
+
+def test_prototypes_find_the_sub_clusters_of_a_class():
+  """Class 0 = two tight groups around orthogonal directions; class 2 is absent; -1 is ignored."""
+  rng = np.random.default_rng(0)
+  centres = np.eye(4)[:3]
+  groups = rng.integers(0, 2, 40)  # interleaved in raster order
+  embeddings = _unit(centres[groups] + 0.05 * rng.normal(size=(40, 4)))
+  embeddings = np.concatenate([embeddings, _unit(centres[2:] + 0.05 * rng.normal(size=(1, 4))),
+                               _unit(rng.normal(size=(3, 4)))])
+  classes = np.array([0] * 40 + [1] + [-1] * 3)
+  build = jax.jit(class_prototypes, static_argnums=(2, 3, 4))
+  prototypes, present = build(jnp.asarray(embeddings, jnp.float32), jnp.asarray(classes), 3, 2, 3)
+  np.testing.assert_array_equal(present, [True, True, False])
+  found = np.sort(np.argmax(np.asarray(prototypes[0]), axis=-1))
+  np.testing.assert_array_equal(found, [0, 1])  # one prototype per sub-cluster
+  np.testing.assert_allclose(np.linalg.norm(prototypes, axis=-1)[:2], 1.0, rtol=1e-5)
+  # Class 1 has one pixel: its second group is empty and takes the class mean.
+  np.testing.assert_allclose(prototypes[1], embeddings[[40, 40]], atol=1e-6)
+  # Prototypes are targets, not paths for gradients.
+  grad = jax.grad(lambda e: build(e, jnp.asarray(classes), 3, 2, 3)[0].sum())(
+      jnp.asarray(embeddings, jnp.float32))
+  assert not np.any(np.asarray(grad))
+
+
+def test_contrastive_loss_matches_numpy_and_pulls_towards_own_prototypes():
+  rng = np.random.default_rng(1)
+  embeddings = _unit(rng.normal(size=(12, 5))).astype(np.float32)
+  prototypes = _unit(rng.normal(size=(3, 2, 5))).astype(np.float32)
+  labels = np.array([0, 1, 2, 255, 0, 1, 2, 0, 1, 1, 2, 0])
+  present = np.array([True, True, False])
+  weights = np.ones(12, bool)
+  weights[0] = False
+  args = [jnp.asarray(a) for a in (embeddings, labels, prototypes, present)]
+  loss_fn = jax.jit(prototype_contrastive_loss, static_argnums=4)
+  loss = loss_fn(*args, 0.1, weights)
+  logits = np.einsum("nd,ckd->nck", embeddings.astype(np.float64), prototypes[:2]) / 0.1
+  used = weights & np.isin(labels, [0, 1])
+  terms = [np.log(np.exp(logits[n]).sum()) - np.log(np.exp(logits[n, labels[n]]).sum())
+           for n in np.flatnonzero(used)]
+  np.testing.assert_allclose(loss, np.mean(terms), rtol=1e-5)
+  # A gradient step on the embeddings lowers the loss.
+  grad = jax.jit(jax.grad(prototype_contrastive_loss), static_argnums=4)(*args, 0.1, weights)
+  args[0] = args[0] - 0.01 * grad
+  assert loss_fn(*args, 0.1, weights) < loss
+
+
+def test_prototype_pixels_predicted_or_correct():
+  """Labels: rows 0-1 class 0, rows 2-3 class 1 (4x4 grid; labels at 8x8); row 1 is predicted 1.
+  With K = 1 the prototype is the normalised mean of the chosen pixels, so the loss is explicit."""
+  rng = np.random.default_rng(2)
+  embedding = _unit(rng.normal(size=(1, 4, 4, 6))).astype(np.float32)
+  labels = np.repeat(np.repeat(np.array([[0], [0], [1], [1]]) * np.ones((1, 4), int), 2, 0), 2, 1)
+  labels[0, 2] = 255  # nearest-downsampled to grid pixel (0, 1): no anchor, no prototype member
+  predicted = np.array([0, 1, 1, 1])[:, None] * np.ones((1, 4), int)
+  logits = np.eye(2, dtype=np.float32)[predicted][None]
+  flat, grid_labels = embedding.reshape(16, 6), np.repeat([0, 0, 1, 1], 4)
+
+  anchors = [0, 2, 3, 4, 5, 6, 7] + list(range(8, 16))
+
+  def expected(members_of_0, members_of_1):
+    prototypes = np.stack([_unit(flat[members_of_0].mean(0)), _unit(flat[members_of_1].mean(0))])
+    logits_np = flat[anchors].astype(np.float64) @ prototypes.T / 0.1
+    own = logits_np[np.arange(len(anchors)), grid_labels[anchors]]
+    return np.mean(np.log(np.exp(logits_np).sum(-1)) - own)
+
+  for mode, members in (("predicted", ([0, 1, 2, 3], list(range(4, 16)))),
+                        ("correct", ([0, 2, 3], list(range(8, 16))))):
+    loss = jax.jit(functools.partial(
+        mcp_cl_loss, num_prototypes=1, temperature=0.1, kmeans_iters=1, prototype_pixels=mode,
+        max_pixels_per_class=100))(embedding, logits, labels[None], jax.random.key(0))
+    np.testing.assert_allclose(loss, expected(*members), rtol=1e-5, err_msg=mode)

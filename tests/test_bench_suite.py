@@ -1,0 +1,28 @@
+"""The benchmark suite driver: applies each entry's overrides and assembles one report."""
+
+from vssjax import bench, bench_suite
+
+
+def test_suite_entries_load_with_their_overrides():
+  for entry in bench_suite.SUITE:
+    config = bench_suite.load_entry_config(entry)
+    assert tuple(config.data.train_transform.crop_size) == (480, 480), entry.name
+    assert config.data.num_classes == 124, entry.name  # the issue's 124-class VSPW setting
+  b5 = bench_suite.load_entry_config(next(e for e in bench_suite.SUITE if e.name == "segformer_b5"))
+  assert b5.bench.torch_compile is False and tuple(b5.bench.dtypes) == ("bfloat16",)
+
+
+def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch):
+  seen = []
+
+  def fake_run(config, workdir):  # the real bench is covered by tests/test_bench.py
+    seen.append((config.method.name, tuple(config.bench.batch_sizes)))
+    (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
+    (tmp_path / workdir / "bench.md").write_text(f"TABLE {config.model.backbone}")
+
+  monkeypatch.setattr(bench, "run", fake_run)
+  entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1", "dcfm_b2")]
+  report = bench_suite.run_suite(entries, str(tmp_path))
+  assert seen == [("segformer", (1, 16)), ("dcfm", (1, 8))]
+  assert "--mode=bench" in report and "TABLE b1" in report and "TABLE b2" in report
+  assert "cpu" in report  # the device the numbers came from

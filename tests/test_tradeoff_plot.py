@@ -1,0 +1,27 @@
+"""The accuracy-vs-speed plot: reads results.json files and places faster/better runs right/up."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from vssjax import tradeoff_plot
+
+
+def _results(tmp_path, name, fps, miou):
+  path = tmp_path / f"{name}.json"
+  path.write_text(json.dumps({"frames_per_s": fps, "mIoU": miou}))
+  return str(path)
+
+
+def test_points_are_placed_by_speed_and_accuracy(tmp_path):
+  points = [tradeoff_plot.read_point(f"{label}={_results(tmp_path, str(i), fps, miou)}", "mIoU")
+            for i, (label, fps, miou) in enumerate(
+                [("SegFormer", 100.0, 50.0), ("DCFM K=1", 40.0, 52.0), ("DCFM K=6", 160.0, 47.0)])]
+  out = tmp_path / "plot.png"
+  where = tradeoff_plot.plot(points, str(out))
+  assert Image.open(out).size == (900, 560)
+  assert where["DCFM K=1"][0] < where["SegFormer"][0] < where["DCFM K=6"][0]  # faster: right
+  assert where["DCFM K=1"][1] < where["SegFormer"][1] < where["DCFM K=6"][1]  # better: up
+  with pytest.raises(KeyError, match="TC"):
+    tradeoff_plot.read_point(f"x={_results(tmp_path, 'y', 1.0, 2.0)}", "TC")

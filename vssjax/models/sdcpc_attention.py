@@ -1,0 +1,166 @@
+"""Attention primitives of SD-CPC's alignment modules (specs/sdcpc.md §6.1-6.2), NHWC.
+
+`CrossAttention` is one multi-head attention of query tokens over context tokens, either dense
+(SSEA's pooled pyramid, DSSA's coarse stage over the selected reference tokens) or restricted to
+a w x w window around every query position in each reference frame (DSSA's fine stage).
+
+The window attention is SD-CPC's "window-based attention map" as reconstructed in spec §6.2
+[GUESS: the paper's formula is not available]: a pixel attends only to the w x w neighbourhood of
+its own position in every reference frame, so its cost is O(N w^2 C R) instead of the
+O(N^2 C R) of full cross-frame attention. It is computed blockwise, so that XLA sees dense
+matmuls instead of w^2 shifted copies of the key map: the map is cut into b x b blocks
+(b = w // 2), every block's queries score the 3 x 3 neighbouring blocks of each reference frame,
+and the dense block score map is restricted to each query's own window by its Hadamard product
+with a sparse 0/1 window mask (applied as a masked softmax). It scores 9 b^2 positions per query
+and reference (81 for w = 7) to keep the w^2 (49) of the window, and is exactly the per-pixel
+window attention (tests/models/test_sdcpc_attention.py checks it against a direct loop).
+Optionally only the `keep_ratio` highest-scoring window positions of each query are kept
+("sparsity of cross-frame attention points", spec §2.3).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vssjax.models.layers import dense_init
+
+Dtype = Any
+
+
+def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+  if x.shape[-1] % num_heads:
+    raise ValueError(f"{x.shape[-1]} channels do not split into {num_heads} heads")
+  return x.reshape(x.shape[:-1] + (num_heads, x.shape[-1] // num_heads))
+
+
+def _masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+  """Softmax over the last axis of the float32 scores where `mask`; masked entries get weight 0."""
+  scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def top_k_mask(scores: jax.Array, mask: jax.Array, keep: int) -> jax.Array:
+  """`mask` narrowed to the `keep` highest scores of each row (last axis); ties are all kept."""
+  if keep >= scores.shape[-1]:
+    return mask
+  masked = jnp.where(mask, scores, -jnp.inf)
+  threshold = jax.lax.top_k(masked, keep)[0][..., -1:]
+  return mask & (masked >= threshold)
+
+
+def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
+  """Multi-head attention of q [B, N, C] over k, v [B, M, C] -> [B, N, C]."""
+  q, k, v = (_split_heads(x, num_heads) for x in (q, k, v))
+  out = jax.nn.dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
+  return out.reshape(out.shape[:-2] + (-1,))
+
+
+def window_block_size(window: int) -> int:
+  """Block side b of the blockwise window attention: b = w // 2 keeps a w x w window inside the
+  3 x 3 blocks around the query's block with the fewest extra scores (9 b^2 per query)."""
+  if window < 1 or window % 2 == 0:
+    raise ValueError(f"the attention window must be a positive odd size, got {window}")
+  return max(window // 2, 1)
+
+
+def window_mask(height: int, width: int, window: int, num_refs: int) -> np.ndarray:
+  """Static [nh, nw, b*b, R*9*b*b] bool: whether key (ref, neighbour block, pixel) lies in the
+  w x w window of query pixel (block, pixel) and inside the height x width map."""
+  block = window_block_size(window)
+  radius = window // 2
+  nh, nw = -(-height // block), -(-width // block)
+  pixel = np.arange(block)
+  # Query coordinates [nh, b] and key coordinates [nh, 3, b] along one axis.
+  q_y = np.arange(nh)[:, None] * block + pixel
+  k_y = (np.arange(nh)[:, None, None] + np.arange(-1, 2)[:, None]) * block + pixel
+  q_x = np.arange(nw)[:, None] * block + pixel
+  k_x = (np.arange(nw)[:, None, None] + np.arange(-1, 2)[:, None]) * block + pixel
+
+  def axis_ok(q, k, size):  # [n, b (query), 3, b (key)]
+    near = np.abs(k[:, None] - q[:, :, None, None]) <= radius
+    return near & (k[:, None] >= 0) & (k[:, None] < size)
+
+  ok_y, ok_x = axis_ok(q_y, k_y, height), axis_ok(q_x, k_x, width)
+  # [nh, nw, qy, qx, ny, ky, nx, kx] -> [nh, nw, (qy, qx), (ny, nx, ky, kx)]
+  ok = ok_y[:, None, :, None, :, :, None, None] & ok_x[None, :, None, :, None, None, :, :]
+  ok = ok.transpose(0, 1, 2, 3, 4, 6, 5, 7).reshape(nh, nw, block * block, 9 * block * block)
+  return np.tile(ok, (1, 1, 1, num_refs))
+
+
+def _to_blocks(x: jax.Array, block: int, nh: int, nw: int) -> jax.Array:
+  """[..., nh*b, nw*b, C] -> [..., nh, nw, b*b, C]."""
+  lead = x.shape[:-3]
+  x = x.reshape(lead + (nh, block, nw, block, x.shape[-1]))
+  x = jnp.moveaxis(x, -4, -3)  # [..., nh, nw, b, b, C]
+  return x.reshape(lead + (nh, nw, block * block, x.shape[-1]))
+
+
+def _neighbour_blocks(x: jax.Array, block: int, nh: int, nw: int) -> jax.Array:
+  """Reference maps [B, R, H, W, C] -> the 3 x 3 blocks around each block,
+  [B, nh, nw, R*9*b*b, C] ordered (ref, neighbour row, neighbour col, pixel row, pixel col)."""
+  batch, refs, height, width, channels = x.shape
+  x = jnp.pad(x, ((0, 0), (0, 0), (block, (nh + 1) * block - height),
+                  (block, (nw + 1) * block - width), (0, 0)))
+  x = _to_blocks(x, block, nh + 2, nw + 2)  # [B, R, nh+2, nw+2, b*b, C]
+  x = jnp.stack([x[:, :, i:i + nh, j:j + nw] for i in range(3) for j in range(3)], axis=4)
+  x = jnp.moveaxis(x, 1, 3)  # [B, nh, nw, R, 9, b*b, C]
+  return x.reshape((batch, nh, nw, refs * 9 * block * block, channels))
+
+
+def window_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, num_heads: int,
+                     keep_ratio: float = 1.0) -> jax.Array:
+  """Each query pixel of q [B, H, W, C] attends to the w x w windows around its own position in
+  every reference map of k, v [B, R, H, W, C]; one softmax over all R * w^2 positions.
+
+  `keep_ratio` < 1 keeps only the ceil(ratio * R * w^2) best-scoring positions per query and head.
+  """
+  batch, height, width, channels = q.shape
+  num_refs = k.shape[1]
+  block = window_block_size(window)
+  nh, nw = -(-height // block), -(-width // block)
+  padding = ((0, 0), (0, nh * block - height), (0, nw * block - width), (0, 0))
+  queries = _split_heads(_to_blocks(jnp.pad(q, padding), block, nh, nw), num_heads)
+  keys = _split_heads(_neighbour_blocks(k, block, nh, nw), num_heads)
+  values = _split_heads(_neighbour_blocks(v, block, nh, nw), num_heads)
+  scale = (channels // num_heads) ** -0.5
+  scores = jnp.einsum("bijqhd,bijkhd->bijhqk", queries * jnp.asarray(scale, q.dtype), keys)
+  mask = jnp.asarray(window_mask(height, width, window, num_refs))[:, :, None]
+  keep = math.ceil(keep_ratio * num_refs * window * window)
+  mask = top_k_mask(scores, mask, keep)
+  weights = _masked_softmax(scores, mask).astype(values.dtype)
+  out = jnp.einsum("bijhqk,bijkhd->bijqhd", weights, values)
+  out = out.reshape((batch, nh, nw, block, block, channels))
+  out = jnp.moveaxis(out, 3, 2).reshape((batch, nh * block, nw * block, channels))
+  return out[:, :height, :width]
+
+
+class CrossAttention(nn.Module):
+  """Projections q, k, v and `proj` around a multi-head attention.
+
+  Dense (`window` = 0): queries [B, N, C] over context [B, M, C]. Windowed (`window` = w > 0):
+  query map [B, H, W, C] over reference maps [B, R, H, W, C] (`window_attention`).
+  """
+  num_heads: int
+  window: int = 0
+  keep_ratio: float = 1.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, queries: jax.Array, context: jax.Array) -> jax.Array:
+    dim = queries.shape[-1]
+
+    def dense(name):
+      return nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name=name)
+
+    q, k, v = dense("q")(queries), dense("k")(context), dense("v")(context)
+    if self.window:
+      out = window_attention(q, k, v, window=self.window, num_heads=self.num_heads,
+                             keep_ratio=self.keep_ratio)
+    else:
+      out = dense_attention(q, k, v, self.num_heads)
+    return dense("proj")(out)

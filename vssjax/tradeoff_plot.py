@@ -1,0 +1,108 @@
+"""Accuracy vs speed scatter plot (PNG) of evaluated runs, like the papers' trade-off figures.
+
+  python -m vssjax.tradeoff_plot --out=docs/img/tradeoff_synthetic.png \
+      "SegFormer=/tmp/cmp/segformer/results.json" "DCFM K=2=/tmp/cmp/dcfm_k2.json" ...
+
+Each point is one `results.json` written by `--mode=eval` (or training's final evaluation): its
+`mIoU` (or `--metric`) against the evaluator's measured `frames_per_s` (the streaming predictor,
+frame in to label map out). Drawn with Pillow, so plotting needs no extra dependency. Points of the same
+label prefix before a space (e.g. "DCFM K=1", "DCFM K=2") share a colour and are joined by a line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+from absl import app, flags
+from PIL import Image, ImageDraw
+
+_OUT = flags.DEFINE_string("out", None, "PNG file to write.")
+_METRIC = flags.DEFINE_string("metric", "mIoU", "Accuracy key of results.json (y axis).")
+_TITLE = flags.DEFINE_string("title", "", "Plot title.")
+
+_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
+            (140, 86, 75), (227, 119, 194), (23, 190, 207))
+_SIZE = (900, 560)
+_MARGIN = (80, 40, 30, 60)  # left, top, right, bottom
+
+
+def read_point(spec: str, metric: str) -> tuple[str, float, float]:
+  """'label=path/results.json' -> (label, frames/s, metric)."""
+  label, sep, path = spec.rpartition("=")
+  if not sep or not label:
+    raise ValueError(f"expected LABEL=PATH, got {spec!r}")
+  with open(path) as f:
+    results = json.load(f)
+  for key in ("frames_per_s", metric):
+    if key not in results:
+      raise KeyError(f"{path} has no {key!r} (keys: {sorted(results)})")
+  return label, float(results["frames_per_s"]), float(results[metric])
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+  step = 10 ** math.floor(math.log10(max(high - low, 1e-9) / count))
+  for multiple in (1, 2, 5, 10):
+    if (high - low) / (step * multiple) <= count:
+      step *= multiple
+      break
+  first = math.floor(low / step) * step
+  return [first + i * step for i in range(int((high - first) / step) + 2)]
+
+
+def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str = "mIoU",
+         title: str = "") -> dict[str, tuple[int, int]]:
+  """Writes the PNG; returns each label's pixel position (for tests and captions)."""
+  if not points:
+    raise ValueError("nothing to plot")
+  xs, ys = [p[1] for p in points], [p[2] for p in points]
+  x_ticks = _nice_ticks(0.0, max(xs) * 1.1)
+  y_ticks = _nice_ticks(min(ys) - 1.0, max(ys) + 1.0)
+  left, top, right, bottom = _MARGIN
+  width, height = _SIZE
+  to_px = lambda x, y: (
+      round(left + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (width - left - right)),
+      round(height - bottom - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0])
+            * (height - top - bottom)))
+  image = Image.new("RGB", _SIZE, "white")
+  draw = ImageDraw.Draw(image)
+  draw.rectangle((left, top, width - right, height - bottom), outline="black")
+  for x in x_ticks:
+    px, _ = to_px(x, y_ticks[0])
+    draw.line((px, height - bottom, px, height - bottom + 5), fill="black")
+    draw.text((px - 10, height - bottom + 8), f"{x:g}", fill="black")
+  for y in y_ticks:
+    _, py = to_px(x_ticks[0], y)
+    draw.line((left - 5, py, left, py), fill="black")
+    draw.text((left - 45, py - 6), f"{y:g}", fill="black")
+  draw.text((width // 2 - 60, height - 25), "frames/s (measured)", fill="black")
+  draw.text((10, top - 30), f"{metric} (%)", fill="black")
+  if title:
+    draw.text((width // 2 - 4 * len(title), 10), title, fill="black")
+  families = list(dict.fromkeys(label.split(" ")[0] for label, _, _ in points))
+  positions = {}
+  for label, x, y in points:
+    family = label.split(" ")[0]
+    colour = _COLOURS[families.index(family) % len(_COLOURS)]
+    px, py = to_px(x, y)
+    same = [to_px(px_, py_) for l, px_, py_ in points if l.split(" ")[0] == family]
+    if len(same) > 1:
+      draw.line(sorted(same), fill=colour, width=1)
+    draw.ellipse((px - 5, py - 5, px + 5, py + 5), fill=colour)
+    draw.text((px + 8, py - 14), label, fill=colour)
+    positions[label] = (px, py)
+  image.save(path)
+  return positions
+
+
+def main(argv):
+  if not _OUT.value or len(argv) < 2:
+    raise app.UsageError("usage: python -m vssjax.tradeoff_plot --out=PNG LABEL=results.json ...")
+  points = [read_point(spec, _METRIC.value) for spec in argv[1:]]
+  plot(points, _OUT.value, metric=_METRIC.value, title=_TITLE.value)
+  print(f"wrote {_OUT.value} ({len(points)} points)")
+
+
+if __name__ == "__main__":
+  app.run(main)
