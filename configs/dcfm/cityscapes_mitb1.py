@@ -9,6 +9,12 @@ full frame scaled by 0.5-2.0 with +-10 degree rotation, 16 pairs per step, 160k 
 Test: shorter side 512, logits upsampled to the 1024x2048 labels; the clip [a-1, a, a+1] is
 evaluated twice, with a as a B-mode non-key frame and as a keyframe (K = 2), both counted.
 
+ResNet-18/50/101 (cityscapes_r*.py): 768x1536 crops, SGD (momentum 0.9, wd 5e-4) at 1e-2 for
+every parameter, poly p=0.9 to 1e-4 after 1500 warm-up steps, 80k steps, batch 8 (R-101: 4), a
+1x1 conv from the PPM output to d = 320 (R-18) / 1280 (R-50/101); start from the ImageNet weights
+with `--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep base) or
+`resnet18-f37072fd.pth` (torchvision).
+
 Deviation: colour jitter is applied to both frames here (the release jitters the labelled one).
 
 Arguments: `quick` (tiny synthetic variant), `k=N` (keyframe interval; published K = 2).

@@ -21,18 +21,8 @@ def get_config(arg=None):
   c = _BASE["dcfm_base"]("b0")
   c.method.keyframe_interval = args.k
   c.method.mode = args.mode
-  c.model.backbone_overrides.embed_dims = (16, 32, 80, 128)
-  c.model.decoder_dim = 128
+  configs_lib.synthetic_demo(c, batch_size=8)
   c.model.common_dim = 128
-  c.data.source = "synthetic"
-  c.data.num_classes = 9
-  c.data.batch_size = 8
-  c.optim.lr = 1e-3  # from scratch, as the SegFormer demo
-  c.optim.warmup_steps = 50
-  c.train.steps = 600
-  c.train.log_every = 25
-  c.train.checkpoint_every = 200
-  c.published.source = ""
   if args.quick:
     _BASE["quick_variant"](c)
   c.lock()

@@ -19,18 +19,7 @@ def get_config(arg=None):
   args = configs_lib.parse_arg(arg, quick=False, full_width=False)
   c = _BASE["sdcpc_base"]("b0")
   c.method.loss_average = "valid"  # as the SegFormer demo
-  if not args.full_width:
-    c.model.backbone_overrides.embed_dims = (16, 32, 80, 128)
-  c.model.decoder_dim = 128
-  c.data.source = "synthetic"
-  c.data.num_classes = 9
-  c.data.batch_size = 4
-  c.optim.lr = 1e-3  # from scratch, as the SegFormer demo
-  c.optim.warmup_steps = 50
-  c.train.steps = 600
-  c.train.log_every = 25
-  c.train.checkpoint_every = 200
-  c.published.source = ""
+  configs_lib.synthetic_demo(c, batch_size=4, half_width=not args.full_width)
   if args.quick:
     _BASE["quick_variant"](c)
   c.lock()
