@@ -17,7 +17,8 @@ def _results(tmp_path, name, fps, miou):
 def test_points_are_placed_by_speed_and_accuracy(tmp_path):
   points = [tradeoff_plot.read_point(f"{label}={_results(tmp_path, str(i), fps, miou)}", "mIoU")
             for i, (label, fps, miou) in enumerate(
-                [("SegFormer", 100.0, 50.0), ("DCFM K=1", 40.0, 52.0), ("DCFM K=6", 160.0, 47.0)])]
+                [("SegFormer", 100.0, 0.50), ("DCFM K=1", 40.0, 0.52), ("DCFM K=6", 160.0, 0.47)])]
+  assert points[0] == ("SegFormer", 100.0, 50.0)  # results.json stores fractions; plotted in %
   out = tmp_path / "plot.png"
   where = tradeoff_plot.plot(points, str(out))
   assert Image.open(out).size == (900, 560)

@@ -22,10 +22,6 @@ from etils import epath
 
 from vssjax import bench
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where each entry's bench.json/bench.md go.")
-_OUT = flags.DEFINE_string("out", None, "Markdown file to write.")
-_ONLY = flags.DEFINE_list("only", [], "Names of the entries to run (default: all).")
-
 REPO = epath.Path(__file__).resolve().parent.parent
 
 
@@ -89,17 +85,21 @@ def run_suite(entries, workdir: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value or not _OUT.value:
+  workdir, out, only = flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.only
+  if not workdir or not out:
     raise app.UsageError("--workdir and --out are required")
   names = {e.name for e in SUITE}
-  unknown = set(_ONLY.value) - names
+  unknown = set(only) - names
   if unknown:
     raise app.UsageError(f"unknown entries {sorted(unknown)}; known: {sorted(names)}")
-  entries = [e for e in SUITE if not _ONLY.value or e.name in _ONLY.value]
-  report = run_suite(entries, _WORKDIR.value)
-  epath.Path(_OUT.value).write_text(report)
-  print(f"wrote {_OUT.value}")
+  entries = [e for e in SUITE if not only or e.name in only]
+  epath.Path(out).write_text(run_suite(entries, workdir))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: other CLIs define flags of the same names in the same process.
+  flags.DEFINE_string("workdir", None, "Where each entry's bench.json/bench.md go.")
+  flags.DEFINE_string("out", None, "Markdown file to write.")
+  flags.DEFINE_list("only", [], "Names of the entries to run (default: all).")
   app.run(main)

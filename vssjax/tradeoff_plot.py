@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-_OUT = flags.DEFINE_string("out", None, "PNG file to write.")
-_METRIC = flags.DEFINE_string("metric", "mIoU", "Accuracy key of results.json (y axis).")
-_TITLE = flags.DEFINE_string("title", "", "Plot title.")
+from vssjax.eval.report import PERCENT_METRICS
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
             (140, 86, 75), (227, 119, 194), (23, 190, 207))
@@ -38,7 +36,8 @@ def read_point(spec: str, metric: str) -> tuple[str, float, float]:
   for key in ("frames_per_s", metric):
     if key not in results:
       raise KeyError(f"{path} has no {key!r} (keys: {sorted(results)})")
-  return label, float(results["frames_per_s"]), float(results[metric])
+  scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
+  return label, float(results["frames_per_s"]), scale * float(results[metric])
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -97,12 +96,17 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
 
 
 def main(argv):
-  if not _OUT.value or len(argv) < 2:
+  out, metric = flags.FLAGS.out, flags.FLAGS.metric
+  if not out or len(argv) < 2:
     raise app.UsageError("usage: python -m vssjax.tradeoff_plot --out=PNG LABEL=results.json ...")
-  points = [read_point(spec, _METRIC.value) for spec in argv[1:]]
-  plot(points, _OUT.value, metric=_METRIC.value, title=_TITLE.value)
-  print(f"wrote {_OUT.value} ({len(points)} points)")
+  points = [read_point(spec, metric) for spec in argv[1:]]
+  plot(points, out, metric=metric, title=flags.FLAGS.title)
+  print(f"wrote {out} ({len(points)} points)")
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: other CLIs define flags of the same names in the same process.
+  flags.DEFINE_string("out", None, "PNG file to write.")
+  flags.DEFINE_string("metric", "mIoU", "Accuracy key of results.json (y axis).")
+  flags.DEFINE_string("title", "", "Plot title.")
   app.run(main)
