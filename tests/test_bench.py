@@ -9,6 +9,7 @@ import math
 
 import jax
 import numpy as np
+import pytest
 
 from tests.conftest import load_config
 from vssjax import bench
@@ -35,8 +36,8 @@ def test_bench_reports_finite_numbers(tmp_path):
                        ("torch_forward", 4)}
   for batch in (1, 4):
     ratio = next(r for r in results["torch_ratios"] if r["batch"] == batch)
-    assert ratio["jax_over_torch_eager"] == (rows[("forward", batch)]["frames_per_s"]
-                                             / rows[("torch_forward", batch)]["frames_per_s"])
+    assert ratio["jax_over_torch_eager"] == pytest.approx(
+        rows[("forward", batch)]["frames_per_s"] / rows[("torch_forward", batch)]["frames_per_s"])
   for row in (rows[("forward", 1)], rows[("forward", 4)], rows[("train_step", 4)]):
     for key in ("compile_s", "latency_ms", "frames_per_s"):
       assert math.isfinite(row[key]) and row[key] > 0, (row["phase"], key, row[key])
@@ -51,10 +52,12 @@ def test_bench_reports_finite_numbers(tmp_path):
 def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
   config = load_config("configs/dcfm/synthetic_mitb0.py", "quick,k=3")
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
-                      train_repeats=1, torch=False)
+                      train_step=False, torch=False)
   rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
+  assert "train_step" not in rows  # bench.train_step=False skips it
   key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
   assert 0 < non_key["gflops"] < key["gflops"]
-  assert average["gflops"] == (key["gflops"] + 2 * non_key["gflops"]) / 3
-  assert average["latency_ms"] == (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3
+  assert average["gflops"] == pytest.approx((key["gflops"] + 2 * non_key["gflops"]) / 3)
+  assert average["latency_ms"] == pytest.approx(
+      (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3)
 

@@ -297,7 +297,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
                                  settings))
     if isinstance(method, DCFMMethod):
       rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings)
-    rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings))
+    if settings["train_step"]:
+      rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings))
   if settings["torch"] and config.method.name == "segformer":
     rows += _bench_torch(method, settings["input_size"], settings)
 

@@ -198,7 +198,7 @@ def base_config() -> ConfigDict:
   # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default replicate.
   # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop.
   c.bench = ConfigDict(dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(),
-                            warmup=2, repeats=10, train_repeats=5, torch=True,
+                            warmup=2, repeats=10, train_step=True, train_repeats=5, torch=True,
                             torch_compile=True))
 
   c.mesh = ConfigDict(dict(data=-1, fsdp=1))
