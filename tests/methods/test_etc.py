@@ -1,0 +1,188 @@
+"""ETC method: which terms run for which weights, the frozen teacher, the flow batch key, the
+per-frame predictor. Tiny shapes: PSPNet-18 on 32x32 crops (a 4x4 logit grid), batch 2."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import load_config
+from vssjax.methods import etc, get_method
+from vssjax.ops.resize import resize_bilinear
+from vssjax.train.loop import batch_spec
+
+CONFIG = "configs/etc/synthetic_psp18.py"
+DISTILLATION = ("pixelwise", "pair_wise", "self_similarity", "multi_frame")
+
+
+def _config(variant, **method):
+  config = load_config(CONFIG, f"quick,variant={variant}")
+  config.data.train_transform.crop_size = (32, 32)
+  config.data.batch_size = 2
+  config.method.update(method)
+  return config
+
+
+def _batch(config, seed=0):
+  spec = batch_spec(config)
+  rng = np.random.default_rng(seed)
+  batch = {"frames": rng.integers(0, 256, spec["frames"].shape, np.uint8),
+           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
+           "labeled": np.ones(spec["labeled"].shape, bool)}
+  if "flow" in spec:
+    batch["flow"] = rng.normal(0.0, 2.0, spec["flow"].shape).astype(np.float32)
+  return batch
+
+
+def _convs(method, variables, batch):
+  """(conv count of the traced training loss, its metric names): what actually runs."""
+  params = variables["params"]
+  state = {k: v for k, v in variables.items() if k != "params"}
+  jaxpr, (_, (metrics, _)) = jax.make_jaxpr(method.loss_and_metrics, return_shape=True)(
+      params, state, batch, jax.random.key(0))
+  return str(jaxpr).count("conv_general_dilated"), set(metrics)
+
+
+def _random_variables(shapes, seed):
+  """Variables of the given shapes, filled fast on the host (a jitted init of two PSPNets would
+  dominate the test time): small normal weights, BN statistics (0, 1)."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, shape):
+    name = jax.tree_util.keystr(path)
+    if "batch_stats" in name:
+      return np.full(shape.shape, 1.0 if name.endswith("['var']") else 0.0, shape.dtype)
+    return rng.normal(0.0, 0.1, shape.shape).astype(shape.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def test_terms_follow_their_weights_and_skip_their_compute():
+  baseline = _config("baseline")
+  temporal = _config("temporal")
+  zeroed = _config("temporal", temporal_weight=0.0)
+  methods = {name: get_method(c) for name, c in
+             (("baseline", baseline), ("temporal", temporal), ("zeroed", zeroed))}
+  shapes = {name: jax.eval_shape(m.init, jax.random.key(0), _batch(m.config))
+            for name, m in methods.items()}
+  assert "flow" not in batch_spec(baseline) and "teacher" not in shapes["temporal"]
+  convs = {name: _convs(m, shapes[name], _batch(m.config)) for name, m in methods.items()}
+  base = {"loss", "loss_supervised", "pixel_acc"}
+  assert convs["baseline"][1] == base and convs["zeroed"][1] == base
+  assert convs["temporal"][1] == base | {"loss_temporal"}
+  # Weight 0: the partner pass is gone; the temporal loss adds a second student pass.
+  assert convs["zeroed"][0] == convs["baseline"][0]
+  assert convs["temporal"][0] == 2 * convs["baseline"][0]
+  for term in DISTILLATION:  # each distillation weight alone: its term, plus the teacher's pass
+    weights = {f"{t}_weight": float(t == term) for t in DISTILLATION}
+    method = get_method(_config("distill", temporal_weight=0.0, **weights))
+    variables = jax.eval_shape(method.init, jax.random.key(0), _batch(method.config))
+    assert set(variables) >= {"teacher"} and (("distill_lstm" in variables)
+                                              == (term == "multi_frame"))
+    count, names = _convs(method, variables, _batch(method.config))
+    assert names == base | {f"loss_{term}"}
+    assert count > 2 * convs["baseline"][0]
+
+
+def test_bad_settings_fail_clearly():
+  with pytest.raises(ValueError, match="method.teacher.config is empty"):
+    get_method(_config("temporal", pixelwise_weight=1.0))
+  with pytest.raises(ValueError, match="temporal_formulation"):
+    get_method(_config("temporal", temporal_formulation="probabilities"))
+  method = get_method(_config("temporal"))
+  batch = _batch(method.config)
+  variables = jax.eval_shape(method.init, jax.random.key(0), batch)
+  state = {"batch_stats": variables["batch_stats"]}
+  with pytest.raises(ValueError, match="data.flow.method"):
+    jax.eval_shape(method.loss_and_metrics, variables["params"], state,
+                   {k: v for k, v in batch.items() if k != "flow"}, jax.random.key(0))
+  single = {k: v[:, 1:] for k, v in batch.items() if k != "flow"}
+  with pytest.raises(ValueError, match=r"clip.kind='pair'"):
+    jax.eval_shape(method.loss_and_metrics, variables["params"], state, single,
+                   jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def distilling():
+  """All terms on, the ConvLSTM trained adversarially (its cell in params), a teacher unlike the
+  student."""
+  config = _config("distill", multi_frame_rule="adversarial")
+  method = get_method(config)
+  batch = _batch(config)
+  variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=0)
+  variables["teacher"] = _random_variables(variables["teacher"], seed=1)
+  return method, variables, batch
+
+
+def test_gradients_reach_the_student_only_and_the_teacher_stays(distilling):
+  """One differentiated training loss w.r.t. the student's params AND the teacher's variables.
+
+  The train step (`train/step.py`) updates `params` from their gradients and takes the returned
+  model_state as is: the teacher, outside `params` and returned unchanged, is never updated.
+  """
+  method, variables, batch = distilling
+  params = variables["params"]
+  state = {k: v for k, v in variables.items() if k not in ("params", "teacher")}
+  assert "distill_lstm" in params and "teacher" not in params
+
+  def loss(params, teacher):
+    return method.loss_and_metrics(params, {**state, "teacher": teacher}, batch,
+                                   jax.random.key(3))
+
+  (_, (metrics, new_state)), (student_grads, teacher_grads) = jax.jit(
+      jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, variables["teacher"])
+  assert all(not np.asarray(g).any() for g in jax.tree.leaves(teacher_grads))
+  jax.tree.map(np.testing.assert_array_equal, variables["teacher"], new_state["teacher"])
+  reached = lambda tree: min(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(tree))
+  # Every student weight gets a gradient, the adversarially trained cell too.
+  assert reached(student_grads["backbone"]) > 0 and reached(student_grads["cls"]) > 0
+  assert reached(student_grads["distill_lstm"]) > 0
+  stats_moved = jax.tree.map(lambda a, b: np.abs(a - np.asarray(b)).max(),
+                             variables["batch_stats"], new_state["batch_stats"])
+  assert min(jax.tree.leaves(stats_moved)) > 0  # running statistics updated, outside params
+
+  metrics = {k: float(v) for k, v in metrics.items()}
+  m = method.config.method
+  expected = (metrics["loss_supervised"] + m.temporal_weight * metrics["loss_temporal"]
+              + sum(m[f"{t}_weight"] * metrics[f"loss_{t}"] for t in DISTILLATION)
+              + metrics["loss_multi_frame_cell"])
+  assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+  assert all(metrics[f"loss_{t}"] > 0 for t in ("temporal",) + DISTILLATION)
+
+
+def test_teacher_is_read_once_from_its_run(distilling, monkeypatch):
+  method, variables, _ = distilling
+  trained = {"params": variables["teacher"]["params"], "batch_stats": {}, "teacher": "not kept"}
+  calls = []
+
+  def restore_for_eval(config, workdir):
+    calls.append((config.model.backbone, workdir))
+    return method.teacher, trained, 7
+
+  monkeypatch.setattr(etc.loop, "restore_for_eval", restore_for_eval)
+  method.config.method.teacher.workdir = "/runs/teacher"
+  try:
+    fixed = method.fixed_variables()
+  finally:
+    method.config.method.teacher.workdir = ""
+  assert calls == [("r18", "/runs/teacher")]
+  assert set(fixed) == {"teacher"} and set(fixed["teacher"]) == {"params", "batch_stats"}
+  assert all(a is b for a, b in zip(jax.tree.leaves(fixed["teacher"]["params"]),
+                                    jax.tree.leaves(trained["params"])))
+  with pytest.raises(ValueError, match="method.teacher.workdir"):
+    method.fixed_variables()
+  assert get_method(_config("temporal")).fixed_variables() == {}
+
+
+def test_predictor_upsamples_with_align_corners_per_frame(distilling):
+  method, variables, _ = distilling
+  frame = np.random.default_rng(4).integers(0, 256, (40, 56, 3), np.uint8)
+  method.config.data.eval_transform.update(scale=(56, 40), size_divisor=8)
+  predictor = method.predictor(variables)
+  [(index, labels)] = predictor.push(frame)
+  assert index == 0 and labels.shape == (40, 56) and labels.dtype == np.int32
+  logits = method.module.apply(method.student_variables(variables),
+                               method._images(jnp.asarray(frame)[None]), train=False)["logits"]
+  upsampled = resize_bilinear(logits, (40, 56), align_corners=True)
+  np.testing.assert_array_equal(labels, np.argmax(upsampled[0], -1))
+  assert predictor.push(frame)[0][0] == 1

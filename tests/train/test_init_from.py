@@ -1,0 +1,33 @@
+"""Weight import for ETC: whole semseg / ETC PSPNet files are format 'pspnet', not backbones."""
+import jax
+import numpy as np
+from flax import traverse_util
+
+from tests.conftest import load_config
+from tests.convert.test_torch_resnet import (
+    _head_manifest, _layers_manifest, _ppm_manifest, _stem_manifest, _state_dict)
+from vssjax.convert.common import abstract_variables
+from vssjax.methods import get_method
+from vssjax.train import init_from
+
+
+def test_whole_pspnet_checkpoints_convert_for_etc():
+  """The release's PSPNet-18 layout (`layer0.`, `ppm.`, `cls.`, `aux.`) onto the ETC student."""
+  state = _state_dict(_stem_manifest(18, True) | _layers_manifest(18) | _ppm_manifest(512)
+                      | _head_manifest("cls", 1024, 256, 19) | _head_manifest("aux", 256, 256, 19))
+  state["cls.4.bias"] = np.arange(19, dtype=np.float32)
+  assert init_from.detect_format(state) == "pspnet"
+  assert not init_from.is_backbone_only(state)
+  method = get_method(load_config("configs/etc/cityscapes_psp18_baseline.py"))
+  variables = init_from.convert_state_dict(state, method)
+  np.testing.assert_array_equal(variables["params"]["cls"]["classifier"]["bias"], np.arange(19))
+  expected = abstract_variables(method.module, jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32),
+                                train=False)
+  assert traverse_util.flatten_dict(variables, sep="/").keys() == expected.keys()
+
+
+def test_imagenet_resnets_stay_backbone_files():
+  state = _state_dict(_stem_manifest(18, False) | _layers_manifest(18)
+                      | {"fc.weight": (1000, 512), "fc.bias": (1000,)})
+  assert init_from.detect_format(state) == "resnet"
+  assert init_from.is_backbone_only(state)
