@@ -192,6 +192,9 @@ def base_config() -> ConfigDict:
       temporal_consistency=False,
       tc_warp="bilinear",  # 'bilinear' (released: ids warped bilinearly, truncated) | 'nearest'
       tc_flow=ConfigDict(dict(method="dis", cache_dir="")),  # 'dis' | 'farneback'
+      # A list shipped in data_pipelines/lists (e.g. 'cityscapes_valsam.txt', ETC's 108 snippets):
+      # TC only on the videos it names; '' = every evaluated video.
+      tc_video_list="",
   ))
 
   # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are

@@ -115,6 +115,7 @@ def cityscapes_data(c, crop: int):
   mean_colour_fill(c)
   c.data.eval_transform.update(scale=(2048, 1024), size_divisor=1)
   c.eval.temporal_consistency = True
+  c.eval.tc_video_list = "cityscapes_valsam.txt"  # TC on ETC's 108 "valsam" snippets
 
 
 def cityscapes_config(variant: str, arg=None):

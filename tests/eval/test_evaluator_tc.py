@@ -78,3 +78,19 @@ def test_evaluate_reports_tc_when_switched_on(tmp_path):
 
   config.eval.temporal_consistency = False
   assert "TC" not in evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
+
+
+def test_tc_video_list_restricts_the_videos_tc_scores(tmp_path, monkeypatch):
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "memory"
+  config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=2,
+                     tc_video_list="some_list.txt")
+  first, second = [v.name for v in eval_videos(config.data, config.data.eval_split)][:2]
+  monkeypatch.setattr(evaluator, "read_list", lambda name: (second,))
+  only_second = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]
+  monkeypatch.setattr(evaluator, "read_list", lambda name: ("not_a_video",))
+  assert np.isnan(evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"])
+  config.eval.update(tc_video_list="", max_videos=1)
+  assert first != second
+  assert only_second != evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]
+

@@ -18,6 +18,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from data_pipelines.lists import read_list
 from data_pipelines.loader import eval_videos
 from data_pipelines.dataset import make_source
 from data_pipelines.sources.base import DataError
@@ -85,6 +86,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks)
   temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
               if config.eval.temporal_consistency else None)
+  tc_videos = (set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list else None)
   flow_provider = (FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
                    if temporal is not None else None)
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count()))
@@ -106,7 +108,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
           raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
       if all(label is not None for label in labels):
         consistency.add_video(np.stack(labels), np.stack(predictions))
-      if temporal is not None:
+      if temporal is not None and (tc_videos is None or video.name in tc_videos):
         _add_temporal_pairs(temporal, flow_provider, f"{split}/{video.name}", frames, predictions)
     if index == 0:
       warmup_pushes = len(push_times)
