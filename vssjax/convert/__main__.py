@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -34,6 +34,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save step at INFO.
+    logging.set_verbosity(logging.WARNING)
   from vssjax.convert import cli  # pylint: disable=g-import-not-at-top  (fast --help)
 
   cli.convert_to_workdir(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value, fmt=_FORMAT.value,
