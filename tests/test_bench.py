@@ -31,18 +31,22 @@ def test_bench_reports_finite_numbers(tmp_path):
   assert results["params"] == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
 
   rows = {(r["phase"], r["batch"]): r for r in results["rows"]}
-  # The PyTorch reference runs side by side at the same dtype and batch sizes.
+  # The PyTorch reference runs side by side at the same dtype and batch sizes, training included.
   assert set(rows) == {("forward", 1), ("forward", 4), ("train_step", 4), ("torch_forward", 1),
-                       ("torch_forward", 4)}
+                       ("torch_forward", 4), ("torch_train", 4)}
+  ratios = {(r["phase"], r["batch"]): r for r in results["torch_ratios"]}
+  assert set(ratios) == {("forward", 1), ("forward", 4), ("train", 4)}
   for batch in (1, 4):
-    ratio = next(r for r in results["torch_ratios"] if r["batch"] == batch)
-    assert ratio["jax_over_torch_eager"] == pytest.approx(
+    assert ratios[("forward", batch)]["jax_over_torch_eager"] == pytest.approx(
         rows[("forward", batch)]["frames_per_s"] / rows[("torch_forward", batch)]["frames_per_s"])
+  assert ratios[("train", 4)]["jax_over_torch_eager"] == pytest.approx(
+      rows[("train_step", 4)]["frames_per_s"] / rows[("torch_train", 4)]["frames_per_s"])
   for row in (rows[("forward", 1)], rows[("forward", 4)], rows[("train_step", 4)]):
     for key in ("compile_s", "latency_ms", "frames_per_s"):
       assert math.isfinite(row[key]) and row[key] > 0, (row["phase"], key, row[key])
     assert row["gflops"] > 0
     assert row["peak_memory_mb"] is None  # the CPU backend reports no memory statistics
+  assert math.isfinite(rows[("torch_train", 4)]["latency_ms"])
   assert rows[("forward", 4)]["gflops"] > rows[("forward", 1)]["gflops"]
   saved = json.loads((tmp_path / "bench.json").read_text())
   assert saved["params"] == results["params"]
@@ -52,8 +56,14 @@ def test_bench_reports_finite_numbers(tmp_path):
 def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
   config = load_config("configs/dcfm/synthetic_mitb0.py", "quick,k=3")
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
-                      train_step=False, torch=False)
-  rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
+                      train_step=False, torch=False, profile=True)
+  results = bench.run(config, str(tmp_path))
+  rows = {r["phase"]: r for r in results["rows"]}
+  # bench.profile: one op table per timed program, the keyframe's led by real network ops.
+  assert set(results["op_profiles"]) == {"forward_float32_b1", "keyframe_float32",
+                                         "non_key_shallow_float32", "non_key_fuse_float32"}
+  keyframe_table = (tmp_path / "profile" / "keyframe_float32.md").read_text()
+  assert "encoder" in keyframe_table and "ms/call" in keyframe_table
   assert "train_step" not in rows  # bench.train_step=False skips it
   key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
   assert 0 < non_key["gflops"] < key["gflops"]

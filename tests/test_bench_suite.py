@@ -1,5 +1,6 @@
 """The benchmark suite driver: applies each entry's overrides and assembles one report."""
 
+from data_pipelines.clip_sampling import clip_length
 from vssjax import bench, bench_suite
 
 
@@ -8,7 +9,9 @@ def test_suite_entries_load_with_their_overrides():
     config = bench_suite.load_entry_config(entry)
     assert tuple(config.data.train_transform.crop_size) == (480, 480), entry.name
     assert config.data.num_classes == 124, entry.name  # the issue's 124-class VSPW setting
-  b5 = bench_suite.load_entry_config(next(e for e in bench_suite.SUITE if e.name == "segformer_b5"))
+    assert config.data.batch_size * clip_length(config.clip) == 16, entry.name  # training batch
+  b5 = bench_suite.load_entry_config(next(e for e in bench_suite.SUITE
+                                          if e.name == "segformer_b5_bf16"))
   assert b5.bench.torch_compile is False and tuple(b5.bench.dtypes) == ("bfloat16",)
 
 
@@ -21,8 +24,10 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch):
     (tmp_path / workdir / "bench.md").write_text(f"TABLE {config.model.backbone}")
 
   monkeypatch.setattr(bench, "run", fake_run)
-  entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1", "dcfm_b2")]
-  report = bench_suite.run_suite(entries, str(tmp_path))
-  assert seen == [("segformer", (1, 16)), ("dcfm", (1, 8))]
+  entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1_bf16", "dcfm_b2")]
+  out = tmp_path / "report.md"
+  report = bench_suite.run_suite(entries, str(tmp_path), str(out))
+  assert seen == [("segformer", (16,)), ("dcfm", (1, 8))]
   assert "--mode=bench" in report and "TABLE b1" in report and "TABLE b2" in report
   assert "cpu" in report  # the device the numbers came from
+  assert out.read_text() == report

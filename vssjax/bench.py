@@ -33,7 +33,7 @@ import numpy as np
 from etils import epath
 
 from data_pipelines.clip_sampling import clip_length
-from vssjax import parallel
+from vssjax import op_profile, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import get_method
 from vssjax.methods.base import Method, flatten_time
@@ -46,8 +46,8 @@ from vssjax.train import step as step_lib
 @dataclasses.dataclass
 class Row:
   """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
-  phase: str  # 'forward' | 'train_step' | 'torch_forward' | DCFM: 'keyframe', 'non_key_B|P',
-  # 'video_avg_K<K>'
+  phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
+  # 'non_key_B|P', 'video_avg_K<K>'
   dtype: str
   batch: int
   frames: int
@@ -106,6 +106,25 @@ def _compile(jitted, *args) -> tuple[Any, float]:
   return compiled, time.perf_counter() - start
 
 
+class _Profiler:
+  """With `bench.profile`, writes the per-op time table of each timed JAX program to
+  `workdir/profile/<program>.md` (vssjax/op_profile.py); otherwise does nothing."""
+
+  def __init__(self, workdir: str, enabled: bool):
+    self.enabled = enabled
+    self.directory = epath.Path(workdir) / "profile"
+    self.paths: dict[str, str] = {}
+
+  def __call__(self, program: str, run_once: Callable[[], Any], compiled) -> None:
+    if not self.enabled:
+      return
+    table = op_profile.format_op_table(program, op_profile.profile_ops(run_once, compiled))
+    if jax.process_index() == 0:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      (self.directory / f"{program}.md").write_text(table)
+      self.paths[program] = str(self.directory / f"{program}.md")
+
+
 def _forward_fn(method: Method) -> Callable:
   """Eval-mode forward of `method.module` on uint8 frames [B, T, H, W, 3].
 
@@ -128,7 +147,7 @@ def _random_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
-                   size: tuple[int, int], settings: dict[str, Any]) -> Row:
+                   size: tuple[int, int], settings: dict[str, Any], profile: _Profiler) -> Row:
   # One device: the replicated state would make every fake CPU device run the whole batch.
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
@@ -136,12 +155,13 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
   seconds = _median_seconds(lambda: compiled(variables, frames), settings["warmup"],
                             settings["repeats"])
+  profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
              batch * clip / seconds, _gflops(compiled), _peak_memory_mb())
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
-                     settings: dict[str, Any]) -> list[Row]:
+                     settings: dict[str, Any], profile: _Profiler) -> list[Row]:
   """DCFM at batch 1: a keyframe (whole network), a non-key frame (shallow prefix + FFM/head per
   keyframe used: 2 in B mode, 1 in P mode) and the average frame at the config's interval K,
   (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7)."""
@@ -158,6 +178,9 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
                                               settings["repeats"])
   t_key = time_of(key, variables, frames)
   t_non_key = time_of(shallow_fn, variables, frames) + time_of(fuse, variables, commons, shallow)
+  profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
+  profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
+  profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, commons, shallow), fuse)
   k = method.schedule.interval
   t_avg = (t_key + (k - 1) * t_non_key) / k
   gflops_key = _gflops(key)
@@ -173,7 +196,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
 
 
 def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh,
-                      settings: dict[str, Any]) -> Row:
+                      settings: dict[str, Any], profile: _Profiler) -> Row:
   spec = loop.batch_spec(config)
   rng = np.random.default_rng(config.seed)
   host = {
@@ -192,16 +215,15 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
     return metrics
 
   seconds = _median_seconds(run_once, settings["warmup"], settings["train_repeats"])
+  profile(f"train_step_{config.model.dtype}", run_once, compiled)
   frames = int(np.prod(spec["frames"].shape[:2]))
   return Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
              seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb())
 
 
-def _torch_segformer(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                     compiled: bool) -> Callable[[], Any] | None:
-  """One forward of HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when
-  torch has one; bfloat16 runs under autocast (fp32 weights, as the JAX side). None without torch
-  or transformers."""
+def _torch_segformer(method: Method, compiled: bool):
+  """HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when torch has one
+  (`(torch, model, device)`), `torch.compile`d if asked; None without torch or transformers."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
     from transformers import (  # pylint: disable=import-outside-toplevel
@@ -214,9 +236,19 @@ def _torch_segformer(method: Method, dtype: str, batch: int, size: tuple[int, in
       hidden_sizes=list(backbone.embed_dims), depths=list(backbone.depths),
       num_attention_heads=list(backbone.num_heads), sr_ratios=list(backbone.sr_ratios),
       mlp_ratios=[backbone.mlp_ratio] * 4, decoder_hidden_size=method.config.model.decoder_dim,
-      num_labels=method.num_classes)).eval().to(device)
-  if compiled:
-    model = torch.compile(model)
+      num_labels=method.num_classes, semantic_loss_ignore_index=255)).to(device)
+  return torch, (torch.compile(model) if compiled else model), device
+
+
+def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int],
+                   compiled: bool) -> Callable[[], Any] | None:
+  """One eval-mode forward of the torch SegFormer; bfloat16 runs under autocast (fp32 weights, as
+  the JAX side). None without torch or transformers."""
+  built = _torch_segformer(method, compiled)
+  if built is None:
+    return None
+  torch, model, device = built
+  model.eval()
   pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
       (batch, 3, *size), dtype=np.float32)).to(device)
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
@@ -231,36 +263,76 @@ def _torch_segformer(method: Method, dtype: str, batch: int, size: tuple[int, in
   return run_once
 
 
-def _bench_torch(method: Method, size: tuple[int, int], settings: dict[str, Any]
-                 ) -> list[Row]:
-  """The PyTorch reference at every (dtype, batch) of the JAX side: eager, and `torch.compile`
-  when `bench.torch_compile` (its compile time is the first call's)."""
+def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, int],
+                      compiled: bool) -> Callable[[], Any] | None:
+  """One training step of the torch SegFormer, as the JAX train step: AdamW at the config's lr and
+  weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
+  bilinear, align_corners=False, ignore index 255); bfloat16 under autocast."""
+  built = _torch_segformer(method, compiled)
+  if built is None:
+    return None
+  torch, model, device = built
+  model.train()
+  optim = method.config.optim
+  optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+  rng = np.random.default_rng(0)
+  pixels = torch.from_numpy(rng.standard_normal((batch, 3, *size), dtype=np.float32)).to(device)
+  labels = torch.from_numpy(rng.integers(0, method.num_classes, (batch, *size))).to(device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+  def run_once():
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+      loss = model(pixel_values=pixels, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return loss
+
+  return run_once
+
+
+def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
+                 settings: dict[str, Any]) -> list[Row]:
+  """The PyTorch reference at every (dtype, batch) of the JAX side, and its training step at every
+  dtype when `bench.train_step`: eager, and `torch.compile` when `bench.torch_compile` (its
+  compile time is the first call's)."""
+  programs = [("forward", _torch_forward, batch, settings["repeats"])
+              for batch in settings["batch_sizes"]]
+  if settings["train_step"]:
+    programs.append(("train", _torch_train_step, train_batch, settings["train_repeats"]))
   rows = []
   for dtype in settings["dtypes"]:
-    for batch in settings["batch_sizes"]:
+    for phase, build, batch, repeats in programs:
       for compiled in (False, True) if settings["torch_compile"] else (False,):
-        run_once = _torch_segformer(method, dtype, batch, size, compiled)
+        run_once = build(method, dtype, batch, size, compiled)
         if run_once is None:
           return []
         start = time.perf_counter()
         run_once()
         compile_s = time.perf_counter() - start if compiled else None
-        seconds = _median_seconds(run_once, settings["warmup"], settings["repeats"])
-        rows.append(Row("torch_compile_forward" if compiled else "torch_forward", dtype, batch,
+        seconds = _median_seconds(run_once, settings["warmup"], repeats)
+        rows.append(Row(f"torch_compile_{phase}" if compiled else f"torch_{phase}", dtype, batch,
                         batch, compile_s, seconds * 1e3, batch / seconds, None, None))
   return rows
 
 
 def _torch_ratios(rows: list[Row]) -> list[dict[str, Any]]:
-  """Per (dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX is
-  faster)."""
-  jax_rows = {(r.dtype, r.batch): r for r in rows if r.phase == "forward"}
+  """Per (phase, dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX
+  is faster). Phases: 'forward' and 'train' (the JAX `train_step` row)."""
+  jax_phase = {"forward": "forward", "train_step": "train"}
+  jax_rows = {(jax_phase[r.phase], r.dtype, r.batch): r for r in rows if r.phase in jax_phase}
   ratios = {}
   for r in rows:
-    if r.phase.startswith("torch") and (r.dtype, r.batch) in jax_rows:
-      entry = ratios.setdefault((r.dtype, r.batch), {"dtype": r.dtype, "batch": r.batch})
-      key = "jax_over_torch_compile" if "compile" in r.phase else "jax_over_torch_eager"
-      entry[key] = jax_rows[(r.dtype, r.batch)].frames_per_s / r.frames_per_s
+    if not r.phase.startswith("torch"):
+      continue
+    phase = r.phase.rsplit("_", 1)[1]
+    key = (phase, r.dtype, r.batch)
+    if key in jax_rows:
+      entry = ratios.setdefault(key, {"phase": phase, "dtype": r.dtype, "batch": r.batch})
+      name = "jax_over_torch_compile" if "compile" in r.phase else "jax_over_torch_eager"
+      entry[name] = jax_rows[key].frames_per_s / r.frames_per_s
   return list(ratios.values())
 
 
@@ -284,6 +356,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   parallel.check_batch_size(config.data.batch_size, mesh)
   clip = clip_length(config.clip)
   rows: list[Row] = []
+  profile = _Profiler(workdir, settings["profile"])
   num_params = None
   method = None
   for dtype in settings["dtypes"]:
@@ -294,13 +367,15 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     variables = loop.variables_of(state)
     for batch in settings["batch_sizes"]:
       rows.append(_bench_forward(method, variables, dtype, batch, clip, settings["input_size"],
-                                 settings))
+                                 settings, profile))
     if isinstance(method, DCFMMethod):
-      rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings)
+      rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings,
+                               profile)
     if settings["train_step"]:
-      rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings))
+      rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings,
+                                    profile))
   if settings["torch"] and config.method.name == "segformer":
-    rows += _bench_torch(method, settings["input_size"], settings)
+    rows += _bench_torch(method, settings["input_size"], config.data.batch_size, settings)
 
   results = {
       "method": config.method.name, "backbone": config.model.backbone,
@@ -309,6 +384,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
       "jax_version": jax.__version__,
       "torch_ratios": _torch_ratios(rows),
+      "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
   }
   table = _format_table(rows)
@@ -316,9 +392,10 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
              f"input {settings['input_size'][0]}x{settings['input_size'][1]}, clip {clip}, "
              f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}")
   for ratio in results["torch_ratios"]:
-    summary += f"\nJAX / torch frames/s, {ratio['dtype']} batch {ratio['batch']}: " + ", ".join(
-        f"{name[len('jax_over_'):]} {value:.2f}x" for name, value in ratio.items()
-        if name.startswith("jax_over_"))
+    summary += (f"\nJAX / torch frames/s, {ratio['phase']} {ratio['dtype']} "
+                f"batch {ratio['batch']}: " + ", ".join(
+                    f"{name[len('jax_over_'):]} {value:.2f}x" for name, value in ratio.items()
+                    if name.startswith("jax_over_")))
   print(summary + "\n" + table, flush=True)
   if jax.process_index() == 0:
     out = epath.Path(workdir)

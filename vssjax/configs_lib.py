@@ -118,6 +118,9 @@ def base_config() -> ConfigDict:
       dropout_rate=0.1,
       dtype="float32",  # compute dtype; parameters are always float32
       dwconv_impl="auto",  # 'auto' = shifted adds on CPU, grouped conv on GPU/TPU (notes §6)
+      # MiT attention, jax.nn.dot_product_attention's `implementation`: 'xla' (anywhere) or
+      # 'cudnn' (NVIDIA GPU, bf16/fp16 compute: fused, no stored score matrix).
+      attention_impl="xla",
   ))
   c.clip = ConfigDict(dict(kind="single", offsets=(0,), reverse_prob=0.0))
 
@@ -199,10 +202,11 @@ def base_config() -> ConfigDict:
 
   # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are
   # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default replicate.
-  # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop.
+  # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop;
+  # profile: also write each JAX program's per-op time table to workdir/profile/.
   c.bench = ConfigDict(dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(),
                             warmup=2, repeats=10, train_step=True, train_repeats=5, torch=True,
-                            torch_compile=True))
+                            torch_compile=True, profile=False))
 
   c.mesh = ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = ()

@@ -30,7 +30,7 @@ def build_backbone(model: ConfigDict):
   if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
     dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
-             dwconv_impl=dwconv_impl, **overrides)
+             dwconv_impl=dwconv_impl, attention_impl=model.attention_impl, **overrides)
 
 
 def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vssjax.models.layers import Conv
+
 Dtype = Any
 State = tuple[jax.Array, jax.Array]  # (hidden, cell), each [B, H, W, hidden_size]
 
@@ -62,10 +64,10 @@ class ConvLSTM(nn.Module):
     stacked = jnp.concatenate([x.astype(self.dtype), hidden], axis=-1)
     fan_in = stacked.shape[-1] * self.kernel_size**2
     pad = self.kernel_size // 2
-    gates = nn.Conv(4 * self.hidden_size, (self.kernel_size,) * 2, padding=((pad, pad),) * 2,
-                    kernel_init=_torch_default_uniform(fan_in),
-                    bias_init=_torch_default_uniform(fan_in), dtype=self.dtype,
-                    name="Gates")(stacked)
+    gates = Conv(4 * self.hidden_size, (self.kernel_size,) * 2, padding=((pad, pad),) * 2,
+                 kernel_init=_torch_default_uniform(fan_in),
+                 bias_init=_torch_default_uniform(fan_in), dtype=self.dtype,
+                 name="Gates")(stacked)
     in_gate, forget_gate, out_gate, candidate = jnp.split(gates, 4, axis=-1)
     cell = nn.sigmoid(forget_gate) * cell + nn.sigmoid(in_gate) * jnp.tanh(candidate)
     return nn.sigmoid(out_gate) * jnp.tanh(cell), cell

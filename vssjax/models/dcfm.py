@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm
+from vssjax.models.layers import BatchNorm, Conv
 from vssjax.models.mit import MixTransformer
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import ResNet
@@ -39,8 +39,8 @@ def l2_normalize(x: jax.Array) -> jax.Array:
 
 
 def _conv1x1(features: int, *, bias: bool, dtype: Dtype, name: str) -> nn.Conv:
-  return nn.Conv(features, (1, 1), use_bias=bias, kernel_init=kaiming_fan_in, dtype=dtype,
-                 name=name)
+  return Conv(features, (1, 1), use_bias=bias, kernel_init=kaiming_fan_in, dtype=dtype,
+              name=name)
 
 
 class MiTCommonEncoder(nn.Module):

@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, ConvBNAct, DepthwiseConv, conv_init, dense_init
+from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, conv_init,
+                                  dense_init)
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.resize import resize_bilinear
 
@@ -40,8 +41,8 @@ def _conv(features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
           use_bias: bool = True) -> nn.Conv:
   """A stride-1 conv with torch's symmetric `k // 2` padding."""
   pads = ((kernel[0] // 2, kernel[0] // 2), (kernel[1] // 2, kernel[1] // 2))
-  return nn.Conv(features, kernel, padding=pads, use_bias=use_bias, kernel_init=conv_init,
-                 dtype=dtype, name=name)
+  return Conv(features, kernel, padding=pads, use_bias=use_bias, kernel_init=conv_init,
+              dtype=dtype, name=name)
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -287,8 +288,8 @@ class DTERNHead(nn.Module):
     self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
                        self.dwconv_impl, self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
-    self.linear_pred1 = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)
-    self.conv_seg = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)
+    self.linear_pred1 = Conv(self.num_classes, (1, 1), dtype=self.dtype)
+    self.conv_seg = Conv(self.num_classes, (1, 1), dtype=self.dtype)
 
   def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
     if len(features) != 4:

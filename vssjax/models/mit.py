@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vssjax.models.layers import DepthwiseConv, DropPath, conv_init, dense_init, layer_norm
+from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init,
+                                  layer_norm)
 
 Dtype = Any
 
@@ -56,9 +57,9 @@ class OverlapPatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     pad = self.patch_size // 2
-    x = nn.Conv(self.features, (self.patch_size,) * 2, strides=self.stride,
-                padding=((pad, pad), (pad, pad)), kernel_init=conv_init, dtype=self.dtype,
-                name="proj")(x)
+    x = Conv(self.features, (self.patch_size,) * 2, strides=self.stride,
+             padding=((pad, pad), (pad, pad)), kernel_init=conv_init, dtype=self.dtype,
+             name="proj")(x)
     return layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(x)
 
 
@@ -67,10 +68,13 @@ class EfficientAttention(nn.Module):
 
   Input and output are NHWC maps; queries are every pixel, keys/values are the reduced map (cost
   N * N / sr^2). Heads are contiguous channel blocks, `kv` packs [keys; values] as in mmseg.
+  `attention_impl` is `jax.nn.dot_product_attention`'s `implementation`: 'xla' (any device,
+  any dtype) or 'cudnn' (NVIDIA GPUs, fp16/bf16: fused, the score matrix is never stored).
   """
   num_heads: int
   sr_ratio: int
   dtype: Dtype = jnp.float32
+  attention_impl: Literal["xla", "cudnn"] = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -79,12 +83,13 @@ class EfficientAttention(nn.Module):
     q = _dense(channels, self.dtype, "q")(x).reshape(batch, -1, self.num_heads, head_dim)
     context = x
     if self.sr_ratio > 1:
-      context = nn.Conv(channels, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
-                        kernel_init=conv_init, dtype=self.dtype, name="sr")(x)
+      context = Conv(channels, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
+                     kernel_init=conv_init, dtype=self.dtype, name="sr")(x)
       context = layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(context)
     kv = _dense(2 * channels, self.dtype, "kv")(context)
     kv = kv.reshape(batch, -1, 2, self.num_heads, head_dim)
-    out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5)
+    out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5,
+                                       implementation=self.attention_impl)
     out = out.reshape(batch, height, width, channels)
     return _dense(channels, self.dtype, "proj")(out)
 
@@ -112,13 +117,15 @@ class Block(nn.Module):
   drop_path: float
   dwconv_impl: Literal["shifted", "grouped"] = "shifted"
   dtype: Dtype = jnp.float32
+  attention_impl: Literal["xla", "cudnn"] = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     drop = DropPath(self.drop_path)
     y = layer_norm(BLOCK_EPS, self.dtype, "norm1")(x)
-    x = x + drop(EfficientAttention(self.num_heads, self.sr_ratio, self.dtype, name="attn")(y),
-                 train=train)
+    attention = EfficientAttention(self.num_heads, self.sr_ratio, self.dtype, self.attention_impl,
+                                   name="attn")
+    x = x + drop(attention(y), train=train)
     y = layer_norm(BLOCK_EPS, self.dtype, "norm2")(x)
     y = MixFFN(self.mlp_ratio, self.dwconv_impl, self.dtype, name="mlp")(y)
     return x + drop(y, train=train)
@@ -140,6 +147,7 @@ class MixTransformer(nn.Module):
   drop_path_rate: float = 0.1
   dtype: Dtype = jnp.float32
   dwconv_impl: Literal["shifted", "grouped"] = "shifted"
+  attention_impl: Literal["xla", "cudnn"] = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_blocks: int | None = None,
@@ -169,7 +177,7 @@ class MixTransformer(nn.Module):
           if shallow_only:
             return shallow
         x = Block(self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratio,
-                  float(rates[block_index]), self.dwconv_impl, self.dtype,
+                  float(rates[block_index]), self.dwconv_impl, self.dtype, self.attention_impl,
                   name=f"block{stage + 1}_{j}")(x, train=train)
         block_index += 1
       if first and shallow_blocks == self.depths[0]:

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, conv_init
+from vssjax.models.layers import BatchNorm, Conv, conv_init
 
 Dtype = Any
 
@@ -52,9 +52,9 @@ def _conv(features: int, kernel_size: int, *, stride: int = 1, dilation: int = 1
           groups: int = 1, dtype: Dtype, name: str) -> nn.Conv:
   """Bias-free torch `Conv2d` with `padding = dilation * (kernel_size - 1) // 2`."""
   pad = dilation * (kernel_size - 1) // 2
-  return nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
-                 kernel_dilation=dilation, feature_group_count=groups, use_bias=False,
-                 kernel_init=conv_init, dtype=dtype, name=name)
+  return Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
+              kernel_dilation=dilation, feature_group_count=groups, use_bias=False,
+              kernel_init=conv_init, dtype=dtype, name=name)
 
 
 class ConvBNReLU6(nn.Module):

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import ConvBNAct
+from vssjax.models.layers import Conv, ConvBNAct
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import resnet
 
@@ -41,7 +41,7 @@ class SegmentationHead(nn.Module):
     x = ConvBNAct(self.features, 3, dtype=self.dtype, name="conv_bn")(x, train=train)
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     x = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(x, deterministic=not train)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
 
 
 class PSPNet(nn.Module):

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, conv_init
+from vssjax.models.layers import BatchNorm, Conv, conv_init
 
 Dtype = Any
 
@@ -43,9 +43,9 @@ def conv(features: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
          dtype: Dtype, name: str) -> nn.Conv:
   """Bias-free torch `Conv2d` with `padding = dilation * (kernel_size // 2)`."""
   pad = dilation * (kernel_size // 2)
-  return nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
-                 kernel_dilation=dilation, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                 name=name)
+  return Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
+              kernel_dilation=dilation, use_bias=False, kernel_init=conv_init, dtype=dtype,
+              name=name)
 
 
 class Downsample(nn.Module):

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.dtern_head import cosine_similarity
-from vssjax.models.layers import dense_init, layer_norm
+from vssjax.models.layers import Conv, dense_init, layer_norm
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerHead
@@ -168,7 +168,7 @@ class SDCPCHead(nn.Module):
     self.dssa = DSSA(self.dssa_coarse_factor, self.dssa_keep_ratio, self.dssa_window,
                      self.dssa_window_keep_ratio, self.dssa_heads, self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
-    self.classifier = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)
+    self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
     self.projector_fc1 = nn.Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
     self.projector_fc2 = nn.Dense(self.embedding_dim, kernel_init=dense_init, dtype=self.dtype)
 

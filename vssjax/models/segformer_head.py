@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import ConvBNAct
+from vssjax.models.layers import Conv, ConvBNAct
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
@@ -45,5 +45,5 @@ class SegFormerHead(nn.Module):
       return None, fused
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     y = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="linear_pred")(y)
+    logits = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="linear_pred")(y)
     return logits, fused

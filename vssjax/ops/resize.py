@@ -5,11 +5,15 @@ torch's (`mode='bilinear'` without antialiasing, both `align_corners` values, an
 labels). `jax.image.resize` differs from torch when downsampling (it antialiases) and has no
 `align_corners=True`, so both resizes are written here from torch's index formulas.
 
-Bilinear resizing is separable: it is two small dense interpolation matrices (out x in, two
-non-zeros per row) applied with `einsum`. Sizes are static Python ints, so the matrices are numpy
-constants built at trace time; the op is exact, jit-friendly and differentiable (its gradient is
-the transposed matrix).
+Bilinear resizing is separable: per axis, every output pixel is a two-tap blend of the input pixels
+`lo` and `hi` (torch's index formulas), i.e. a dense interpolation matrix (out x in, two non-zeros
+per row). Sizes are static Python ints, so indices, weights and matrices are numpy constants built
+at trace time. The forward gathers the two taps and blends them (memory-bound; on XLA:CPU 3-6x
+faster than contracting the matrix, whose tiny inner dimension and transposes make a poor matmul,
+docs/benchmarks.md); the backward applies the transposed matrix, because the gather's own gradient
+is a scatter-add, slower than that matmul on XLA:CPU. Both are the same linear map.
 """
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -33,17 +37,60 @@ def _bilinear_source_coords(in_size: int, out_size: int, align_corners: bool) ->
   return np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0))
 
 
-def bilinear_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
-  """The [out_size, in_size] float32 matrix that bilinearly resizes one axis like torch."""
+def _bilinear_taps(in_size: int, out_size: int, align_corners: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per output pixel: the two source indices (lo, hi) and the weight of hi (1 - it for lo)."""
   src = _bilinear_source_coords(in_size, out_size, align_corners)
   lo = np.minimum(src.astype(np.int64), in_size - 1)  # src >= 0, so truncation is floor.
   hi = np.minimum(lo + 1, in_size - 1)
-  frac = src - lo.astype(np.float32)
+  return lo, hi, src - lo.astype(np.float32)
+
+
+def bilinear_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+  """The [out_size, in_size] float32 matrix that bilinearly resizes one axis like torch."""
+  lo, hi, frac = _bilinear_taps(in_size, out_size, align_corners)
   matrix = np.zeros((out_size, in_size), np.float32)
   rows = np.arange(out_size)
   np.add.at(matrix, (rows, lo), np.float32(1) - frac)
   np.add.at(matrix, (rows, hi), frac)
   return matrix
+
+
+def _blend_axis(x: jax.Array, out_size: int, axis: int, align_corners: bool) -> jax.Array:
+  """Resizes one axis of `x`: (1 - w) * x[lo] + w * x[hi], as torch's `upsample_bilinear2d`."""
+  if x.shape[axis] == out_size:  # torch's source coordinates are then exactly the output's
+    return x
+  lo, hi, frac = _bilinear_taps(x.shape[axis], out_size, align_corners)
+  shape = [1] * x.ndim
+  shape[axis] = out_size
+  w_hi = jnp.asarray(frac.reshape(shape), x.dtype)
+  w_lo = jnp.asarray((np.float32(1) - frac).reshape(shape), x.dtype)
+  return jnp.take(x, lo, axis=axis) * w_lo + jnp.take(x, hi, axis=axis) * w_hi
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _resize_bilinear(x: jax.Array, size: tuple[int, int], align_corners: bool) -> jax.Array:
+  x = _blend_axis(x, size[0], x.ndim - 3, align_corners)
+  return _blend_axis(x, size[1], x.ndim - 2, align_corners)
+
+
+def _resize_bilinear_fwd(x, size, align_corners):
+  # The input's (H, W) travel as a zero-size array's shape: residuals must be arrays.
+  return _resize_bilinear(x, size, align_corners), jnp.zeros((*x.shape[-3:-1], 0), x.dtype)
+
+
+def _resize_bilinear_bwd(size, align_corners, in_hw, grad):
+  """x = M_h x M_w^T per channel, so grad_x = M_h^T grad M_w; HIGHEST precision so that GPU/TPU
+  default matmul precision (TF32 / bf16 passes) does not degrade the pinned numerics."""
+  in_h, in_w = in_hw.shape[:2]
+  mat_h = jnp.asarray(bilinear_matrix(in_h, size[0], align_corners), grad.dtype)
+  mat_w = jnp.asarray(bilinear_matrix(in_w, size[1], align_corners), grad.dtype)
+  highest = jax.lax.Precision.HIGHEST
+  grad = jnp.einsum("oh,...owc->...hwc", mat_h, grad, precision=highest)
+  return (jnp.einsum("pw,...hpc->...hwc", mat_w, grad, precision=highest),)
+
+
+_resize_bilinear.defvjp(_resize_bilinear_fwd, _resize_bilinear_bwd)
 
 
 def _check_size(size: Sequence[int]) -> tuple[int, int]:
@@ -58,8 +105,7 @@ def resize_bilinear(x: jax.Array, size: Sequence[int], *, align_corners: bool = 
 
   Matches `torch.nn.functional.interpolate(mode='bilinear', align_corners=..., antialias=False)`
   for up- and downsampling at any (non-integer) ratio. Floating-point inputs only; the result has
-  the dtype of `x`. The contraction runs at HIGHEST precision so that TPU/GPU default matmul
-  precision (bf16 passes / TF32) does not degrade a pinned numeric.
+  the dtype of `x`.
   """
   if x.ndim < 3:
     raise ValueError(f"resize_bilinear expects [..., H, W, C], got shape {x.shape}")
@@ -67,11 +113,7 @@ def resize_bilinear(x: jax.Array, size: Sequence[int], *, align_corners: bool = 
   in_h, in_w = x.shape[-3], x.shape[-2]
   if (in_h, in_w) == (out_h, out_w):
     return x
-  mat_h = jnp.asarray(bilinear_matrix(in_h, out_h, align_corners), x.dtype)
-  mat_w = jnp.asarray(bilinear_matrix(in_w, out_w, align_corners), x.dtype)
-  highest = jax.lax.Precision.HIGHEST
-  x = jnp.einsum("oh,...hwc->...owc", mat_h, x, precision=highest)
-  return jnp.einsum("pw,...hwc->...hpc", mat_w, x, precision=highest)
+  return _resize_bilinear(x, (out_h, out_w), align_corners)
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:

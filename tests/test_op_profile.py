@@ -1,0 +1,23 @@
+"""vssjax.op_profile: per-HLO-op times of a compiled program, attributed to their JAX source."""
+
+import jax
+import jax.numpy as jnp
+
+from vssjax import op_profile
+
+
+def test_ops_of_a_program_are_timed_and_attributed():
+  def program(x, w):
+    return jnp.tanh(x @ w).sum()
+
+  x, w = jnp.ones((256, 512)), jnp.ones((512, 256))
+  compiled = jax.jit(program).lower(x, w).compile()
+  ops = op_profile.profile_ops(lambda: compiled(x, w), compiled, calls=3)
+  assert ops and all(op.ms_per_call > 0 for op in ops)
+  assert [op.ms_per_call for op in ops] == sorted((op.ms_per_call for op in ops), reverse=True)
+  assert abs(sum(op.share for op in ops) - 1) < 1e-6
+  assert all(op.source.startswith("jit(program)") for op in ops if op.source)  # attributed
+  assert ops[0].shape
+  table = op_profile.format_op_table("program", ops, top=2)
+  rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]
+  assert len(rows) == min(2, len(ops)) and ops[0].name in rows[0]

@@ -1,0 +1,89 @@
+"""Where a compiled program's time goes: per-HLO-op device time from the JAX profiler.
+
+`--config.bench.profile=True` runs this on every JAX program `--mode=bench` times and writes one
+Markdown table per program (workdir/profile/*.md): each op's time per call, its share, its output
+shape and the JAX source op it came from (the HLO `op_name` metadata, e.g.
+`.../decode_head/linear_fuse/conv/...`). Op events come from the profiler's XSpace: on XLA:CPU the
+`tf_XLA*` thread lines of the host plane (thunk bookkeeping events excluded), on GPU/TPU the
+`XLA Ops` line of each `/device:*` plane. Times of ops that run concurrently add up, so the total
+can exceed the wall time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import pathlib
+import re
+import tempfile
+from typing import Any, Callable
+
+import jax
+
+_CPU_BOOKKEEPING = ("ThunkExecutor", "SlinkyThreadPool")
+_HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ")
+_OP_NAME = re.compile(r'op_name="([^"]+)"')
+
+
+@dataclasses.dataclass(frozen=True)
+class OpTime:
+  name: str  # HLO instruction, e.g. 'fusion.12'
+  ms_per_call: float
+  share: float  # of the summed op time
+  shape: str  # HLO result shape
+  source: str  # JAX op_name metadata
+
+
+def _op_events(profile) -> collections.Counter:
+  """Summed duration (ns) per HLO op name over the device op lines of an XSpace."""
+  totals = collections.Counter()
+  for plane in profile.planes:
+    for line in plane.lines:
+      on_cpu = plane.name.startswith("/host:CPU") and line.name.startswith("tf_XLA")
+      on_device = plane.name.startswith("/device:") and line.name == "XLA Ops"
+      if not (on_cpu or on_device):
+        continue
+      for event in line.events:
+        if not event.name.startswith(_CPU_BOOKKEEPING):
+          totals[event.name] += event.duration_ns
+  return totals
+
+
+def _hlo_instructions(compiled) -> dict[str, tuple[str, str]]:
+  """HLO instruction name -> (result shape, JAX op_name or '') from the compiled module's text."""
+  instructions = {}
+  for line in compiled.as_text().splitlines():
+    match = _HLO_INSTRUCTION.match(line)
+    if match and match.group(1) not in instructions:
+      op_name = _OP_NAME.search(line)
+      instructions[match.group(1)] = (match.group(2), op_name.group(1) if op_name else "")
+  return instructions
+
+
+def profile_ops(run_once: Callable[[], Any], compiled, calls: int = 5) -> list[OpTime]:
+  """Traces `calls` calls of `run_once` (already warm) and returns the ops, slowest first."""
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(calls):
+        jax.block_until_ready(run_once())
+    (xplane,) = pathlib.Path(trace_dir).rglob("*.xplane.pb")
+    totals = _op_events(jax.profiler.ProfileData.from_file(str(xplane)))
+  instructions = _hlo_instructions(compiled)
+  # Only the program's own instructions: the runtime's other events on these lines are not ops.
+  totals = {name: ns for name, ns in totals.items() if name in instructions}
+  summed = sum(totals.values()) or 1
+  return [OpTime(name, ns / 1e6 / calls, ns / summed, *instructions[name])
+          for name, ns in sorted(totals.items(), key=lambda item: -item[1])]
+
+
+def format_op_table(title: str, ops: list[OpTime], top: int = 30) -> str:
+  total_ms = sum(op.ms_per_call for op in ops)
+  lines = [f"# {title}", "",
+           f"Summed op time {total_ms:.3f} ms per call over {len(ops)} ops; the {top} slowest:", "",
+           "| ms/call | share | op | shape | source |", "|---|---|---|---|---|"]
+  for op in ops[:top]:
+    lines.append(f"| {op.ms_per_call:.3f} | {op.share:.1%} | {op.name} | `{op.shape}` | "
+                 f"`{op.source}` |")
+  if not ops:
+    lines.append("| n/a | n/a | no op events in the trace | | |")
+  return "\n".join(lines) + "\n"
