@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tests.conftest import load_config
 from vssjax.methods import get_method
@@ -27,3 +28,22 @@ def test_bfloat16_compute_keeps_float32_params_and_trains():
   assert 1.0 < float(loss) < 5.0  # about log(9) for an untrained model
   assert all(np.isfinite(g).all() and g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
   assert 0.0 <= float(metrics["pixel_acc"]) <= 1.0
+
+
+def test_attention_impl_reaches_every_attention_call():
+  """`model.attention_impl` is passed to jax.nn.dot_product_attention in every MiT block: with
+  'cudnn' the CPU backend refuses the first block's call (the fused kernel needs an NVIDIA GPU)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.dtype = "bfloat16"  # cuDNN's fused attention takes fp16/bf16 only
+  frames = jnp.zeros((1, 32, 32, 3), jnp.bfloat16)
+  default = get_method(config).module
+  variables = jax.eval_shape(lambda: default.init(jax.random.PRNGKey(0), frames, train=False))
+  config.model.attention_impl = "cudnn"
+  module = get_method(config).module
+  assert module.backbone.attention_impl == "cudnn"
+  forward = lambda v: module.apply(v, frames, train=False)
+  if jax.default_backend() == "gpu":
+    jax.eval_shape(forward, variables)
+  else:
+    with pytest.raises(RuntimeError, match="cuDNN"):
+      jax.eval_shape(forward, variables)
