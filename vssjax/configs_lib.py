@@ -200,18 +200,20 @@ def base_config() -> ConfigDict:
       tc_video_list="",
   ))
 
-  # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are
-  # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default replicate.
   # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop;
   # profile: also write each JAX program's per-op time table to workdir/profile/.
   c.bench = ConfigDict(dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(),
                             warmup=2, repeats=10, train_step=True, train_repeats=5, torch=True,
                             torch_compile=True, profile=False))
 
+  # Devices: data x fsdp (data=-1: all devices fsdp leaves). Train-state sharding rules are
+  # (regex over the '/'-joined state path, 'replicate' | 'fsdp'), first match wins; default
+  # replicate.
   c.mesh = ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = ()
   c.init = ConfigDict(dict(torch_checkpoint=""))
-  # Published numbers of this exact setting (metric name -> value in %), shown next to measured ones.
+  # Published numbers of this exact setting (metric name -> value in %), shown next to the
+  # measured ones.
   c.published = ConfigDict(dict(source="", metrics=ConfigDict()))
   return c
 
