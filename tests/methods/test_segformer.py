@@ -19,10 +19,11 @@ def test_bfloat16_compute_keeps_float32_params_and_trains():
   batch = {"frames": rng.integers(0, 255, spec["frames"].shape, dtype=np.uint8),
            "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
            "labeled": np.ones(spec["labeled"].shape, bool)}
-  variables = method.init(jax.random.PRNGKey(0), batch)
+  variables = jax.jit(method.init)(jax.random.PRNGKey(0), batch)
   params = variables.pop("params")
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-  (loss, (metrics, _)), grads = jax.value_and_grad(method.loss_and_metrics, has_aux=True)(
+  # Jitted, like init: op-by-op dispatch of the bf16 graph took over a minute on the 2-core CPU.
+  (loss, (metrics, _)), grads = jax.jit(jax.value_and_grad(method.loss_and_metrics, has_aux=True))(
       params, variables, batch, jax.random.PRNGKey(1))
   assert np.isfinite(loss) and loss.dtype == jnp.float32
   assert 1.0 < float(loss) < 5.0  # about log(9) for an untrained model

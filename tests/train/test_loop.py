@@ -21,39 +21,32 @@ def _losses(workdir):
   return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
-def test_train_checkpoint_resume_eval(quick_config, tmp_path):
-  results = loop.train_and_evaluate(quick_config, str(tmp_path))
-  assert (tmp_path / "checkpoints" / "2").is_dir()
-  for name in ("mIoU", "wIoU", "pixel_acc", "frames_per_s"):
-    assert np.isfinite(results[name]), name
-  assert results["num_frames"] == 2 * 6  # quick: 2 val videos x 6 frames, every frame predicted
-  assert (tmp_path / "results.json").exists() and (tmp_path / "results.md").exists()
-  assert list(tmp_path.glob("overlay_*.mp4"))
-
-  quick_config.train.steps = 3  # resume: one more step on top of the checkpoint of step 2
-  loop.train_and_evaluate(quick_config, str(tmp_path))
-  assert sorted(_losses(tmp_path)) == [1, 2, 3]
-  step, _ = _params(quick_config, tmp_path)
-  assert step == 3
-
-  evaluated = loop.evaluate_checkpoint(quick_config, str(tmp_path))
-  assert evaluated["step"] == 3
-
-
-def test_interrupted_training_equals_uninterrupted(quick_config, tmp_path):
+def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, tmp_path):
+  """A run stopped after 2 of 4 steps and resumed ends exactly where a straight run ends; both
+  write their checkpoints, results and overlay video."""
   quick_config.train.steps = 4
   quick_config.eval.max_videos = 1
   loop.train_and_evaluate(quick_config, str(tmp_path / "a"), max_steps_this_run=2)
+  assert (tmp_path / "a" / "checkpoints" / "2").is_dir()
   _, halfway = _params(quick_config, tmp_path / "a")
   loop.train_and_evaluate(quick_config, str(tmp_path / "a"))
-  loop.train_and_evaluate(quick_config, str(tmp_path / "b"))
-  _, interrupted = _params(quick_config, tmp_path / "a")
+  results = loop.train_and_evaluate(quick_config, str(tmp_path / "b"))
+  step, interrupted = _params(quick_config, tmp_path / "a")
   _, straight = _params(quick_config, tmp_path / "b")
+  assert step == 4 and sorted(_losses(tmp_path / "a")) == [1, 2, 3, 4]
   assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
   jax.tree.map(np.testing.assert_array_equal, interrupted, straight)
   # The comparison means something only if training moved the parameters.
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), halfway, straight))
   assert max(moved) > 0
+
+  for name in ("mIoU", "wIoU", "pixel_acc", "frames_per_s"):
+    assert np.isfinite(results[name]), name
+  assert results["num_frames"] == 6  # quick: 1 val video x 6 frames, every frame predicted
+  for run in ("a", "b"):
+    assert (tmp_path / run / "results.json").exists() and (tmp_path / run / "results.md").exists()
+    assert list((tmp_path / run).glob("overlay_*.mp4"))
+  assert loop.evaluate_checkpoint(quick_config, str(tmp_path / "a"))["step"] == 4
 
 
 def test_one_device_equals_four_devices(quick_config, tmp_path):
