@@ -22,6 +22,7 @@ Writes `workdir/bench.json` and `workdir/bench.md` and prints the table.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import platform
 import statistics
@@ -227,14 +228,11 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
 
 
 def _torch_segformer(method: Method, compiled: bool):
-  """HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when torch has one
-  (`(torch, model, device)`), `torch.compile`d if asked; None without torch or transformers."""
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import (  # pylint: disable=import-outside-toplevel
-        SegformerConfig, SegformerForSemanticSegmentation)
-  except ImportError:
-    return None
+  """HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when torch has one,
+  `torch.compile`d if asked: `(torch, model, device)`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from transformers import (  # pylint: disable=import-outside-toplevel
+      SegformerConfig, SegformerForSemanticSegmentation)
   device = "cuda" if torch.cuda.is_available() else "cpu"
   backbone = method.module.backbone
   model = SegformerForSemanticSegmentation(SegformerConfig(
@@ -246,13 +244,10 @@ def _torch_segformer(method: Method, compiled: bool):
 
 
 def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                   compiled: bool) -> Callable[[], Any] | None:
+                   compiled: bool) -> Callable[[], Any]:
   """One eval-mode forward of the torch SegFormer; bfloat16 runs under autocast (fp32 weights, as
-  the JAX side). None without torch or transformers."""
-  built = _torch_segformer(method, compiled)
-  if built is None:
-    return None
-  torch, model, device = built
+  the JAX side)."""
+  torch, model, device = _torch_segformer(method, compiled)
   model.eval()
   pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
       (batch, 3, *size), dtype=np.float32)).to(device)
@@ -269,14 +264,11 @@ def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int]
 
 
 def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                      compiled: bool) -> Callable[[], Any] | None:
+                      compiled: bool) -> Callable[[], Any]:
   """One training step of the torch SegFormer, as the JAX train step: AdamW at the config's lr and
   weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
   bilinear, align_corners=False, ignore index 255); bfloat16 under autocast."""
-  built = _torch_segformer(method, compiled)
-  if built is None:
-    return None
-  torch, model, device = built
+  torch, model, device = _torch_segformer(method, compiled)
   model.train()
   optim = method.config.optim
   optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
@@ -302,7 +294,9 @@ def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
                  settings: dict[str, Any]) -> list[Row]:
   """The PyTorch reference at every (dtype, batch) of the JAX side, and its training step at every
   dtype when `bench.train_step`: eager, and `torch.compile` when `bench.torch_compile` (its
-  compile time is the first call's)."""
+  compile time is the first call's). No rows without torch or transformers."""
+  if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+    return []
   programs = [("forward", _torch_forward, batch, settings["repeats"])
               for batch in settings["batch_sizes"]]
   if settings["train_step"]:
@@ -314,8 +308,6 @@ def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
         name = f"torch_compile_{phase}" if compiled else f"torch_{phase}"
         try:
           run_once = build(method, dtype, batch, size, compiled)
-          if run_once is None:
-            return []
           start = time.perf_counter()
           run_once()
           compile_s = time.perf_counter() - start if compiled else None

@@ -68,23 +68,23 @@ def _blend_axis(x: jax.Array, out_size: int, axis: int, align_corners: bool) -> 
   return jnp.take(x, lo, axis=axis) * w_lo + jnp.take(x, hi, axis=axis) * w_hi
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _resize_bilinear(x: jax.Array, size: tuple[int, int], align_corners: bool) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _resize_bilinear(x: jax.Array, in_hw: tuple[int, int], size: tuple[int, int],
+                     align_corners: bool) -> jax.Array:
+  del in_hw  # x's own (H, W); passed only so that the backward knows it
   x = _blend_axis(x, size[0], x.ndim - 3, align_corners)
   return _blend_axis(x, size[1], x.ndim - 2, align_corners)
 
 
-def _resize_bilinear_fwd(x, size, align_corners):
-  # The input's (H, W) travel as a zero-size array's shape: residuals must be arrays.
-  return _resize_bilinear(x, size, align_corners), jnp.zeros((*x.shape[-3:-1], 0), x.dtype)
+def _resize_bilinear_fwd(x, in_hw, size, align_corners):
+  return _resize_bilinear(x, in_hw, size, align_corners), None
 
 
-def _resize_bilinear_bwd(size, align_corners, in_hw, grad):
+def _resize_bilinear_bwd(in_hw, size, align_corners, _, grad):
   """x = M_h x M_w^T per channel, so grad_x = M_h^T grad M_w; HIGHEST precision so that GPU/TPU
   default matmul precision (TF32 / bf16 passes) does not degrade the pinned numerics."""
-  in_h, in_w = in_hw.shape[:2]
-  mat_h = jnp.asarray(bilinear_matrix(in_h, size[0], align_corners), grad.dtype)
-  mat_w = jnp.asarray(bilinear_matrix(in_w, size[1], align_corners), grad.dtype)
+  mat_h = jnp.asarray(bilinear_matrix(in_hw[0], size[0], align_corners), grad.dtype)
+  mat_w = jnp.asarray(bilinear_matrix(in_hw[1], size[1], align_corners), grad.dtype)
   highest = jax.lax.Precision.HIGHEST
   grad = jnp.einsum("oh,...owc->...hwc", mat_h, grad, precision=highest)
   return (jnp.einsum("pw,...hpc->...hwc", mat_w, grad, precision=highest),)
@@ -113,7 +113,7 @@ def resize_bilinear(x: jax.Array, size: Sequence[int], *, align_corners: bool = 
   in_h, in_w = x.shape[-3], x.shape[-2]
   if (in_h, in_w) == (out_h, out_w):
     return x
-  return _resize_bilinear(x, (out_h, out_w), align_corners)
+  return _resize_bilinear(x, (in_h, in_w), (out_h, out_w), align_corners)
 
 
 def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
