@@ -5,18 +5,20 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Compile settings go through the environment so that the CLI tests' child processes inherit them.
+# The end-to-end tests compile the same small programs many times (each run, resume and restore, in
+# this process and in children); a persistent compilation cache, fresh per test session, compiles
+# each of them once. Its key includes the compile options, hence the shared settings.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vssjax-jax-cache-")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+# Tests run tiny models: compile time dominates, so trade run-time optimisation for compile speed.
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
 
 import jax  # noqa: E402
 
-# Must happen before any JAX computation: sharding tests use a 4-device mesh.
+# Must happen before any JAX computation: sharding tests use a 4-device mesh (this process only).
 jax.config.update("jax_num_cpu_devices", 4)
-# The end-to-end tests compile the same small programs many times (each run, resume and restore);
-# a persistent compilation cache, fresh per test session, compiles each of them once.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vssjax-jax-cache-"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-# Tests run tiny models: compile time dominates, so trade run-time optimisation for compile speed.
-jax.config.update("jax_disable_most_optimizations", True)
 
 from absl import flags  # noqa: E402
 

@@ -1,7 +1,6 @@
 """The command line as a user runs it: train, SIGTERM and resume, eval, infer, bad flags."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,23 +16,13 @@ pytestmark = pytest.mark.slow
 CONFIG = "configs/segformer/synthetic_mitb0.py:quick"
 
 
-def _env():
-  env = dict(os.environ)
-  # Share the test session's compilation cache with the child processes.
-  import jax  # pylint: disable=import-outside-toplevel
-  env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  return env
-
-
 def _cli(workdir, data_dir, *args):
   return [sys.executable, "-m", "vssjax.main", f"--config={CONFIG}", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}", *args]
 
 
 def _run(cmd):
-  result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
   return result.stdout
 
@@ -43,7 +32,7 @@ def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data
   workdir = tmp_path / "run"
   train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
                "--config.train.checkpoint_every=100000")
-  proc = subprocess.Popen(train, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+  proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   lines = []
   for line in proc.stdout:  # wait until training is under way, then ask it to stop
@@ -91,6 +80,6 @@ def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data
 def test_misspelt_override_is_an_error(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "vssjax.main", f"--config={CONFIG}", f"--workdir={tmp_path}",
-       "--config.trian.steps=3"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+       "--config.trian.steps=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert "trian" in result.stderr

@@ -12,7 +12,6 @@ import pytest
 
 from data_pipelines.dataset import make_dataset
 from tests.conftest import REPO
-from tests.test_main import _env
 from vssjax.train import loop
 
 pytestmark = pytest.mark.slow
@@ -39,7 +38,7 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_conf
   two = tmp_path / "two"
   procs = []
   for rank in range(2):
-    env = _env()
+    env = dict(os.environ)
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="2")
     procs.append(subprocess.Popen(

@@ -4,7 +4,6 @@ A random HF SegFormer with the quick config's shapes is saved by transformers (l
 safetensors) and as an mmcv-style mmseg `.pth`. Predictions of the converted workdir must equal
 transformers' own argmax on a frame, and a config's published numbers must reach results.md.
 """
-import os
 import subprocess
 import sys
 
@@ -61,11 +60,10 @@ def _hf_labels(model, frame: np.ndarray, eval_transform) -> np.ndarray:
 def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick_config, tmp_path):
   hf_model.save_pretrained(tmp_path / "hf")
   workdir = tmp_path / "work"
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
   run = subprocess.run(
       [sys.executable, "-m", "vssjax.convert",
        "--config=configs/segformer/synthetic_mitb0.py:quick", f"--checkpoint={tmp_path / 'hf'}",
-       f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+       f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "format hf" in run.stdout and "saved the converted weights as step 0" in run.stdout
   with pytest.raises(FileExistsError, match="already holds checkpoints"):

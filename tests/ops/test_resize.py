@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vssjax.ops import resize
 from vssjax.ops.resize import bilinear_matrix, resize_bilinear, resize_nearest
 
 
@@ -64,3 +65,13 @@ def test_bad_sizes_are_rejected():
     resize_bilinear(jnp.ones((1, 2, 2, 1)), (0, 3))
   with pytest.raises(ValueError, match="H, W"):
     resize_nearest(jnp.ones((4,)), (2, 2))
+
+
+def test_phase_taps_only_where_they_reproduce_torch_exactly():
+  """Integer-factor upsampling without align_corners is periodic per phase (factor 2: weights
+  0.75 on x[i-1] / 0.25 on x[i+1]); factor 3's float32 coordinates and align_corners are not."""
+  assert resize._phase_taps(12, 24, False) == ((-1, 0.75), (0, 0.25))
+  assert len(resize._phase_taps(60, 480, False)) == 8
+  assert resize._phase_taps(12, 24, True) is None
+  assert resize._phase_taps(5, 15, False) is None
+  assert resize._phase_taps(24, 12, False) is None

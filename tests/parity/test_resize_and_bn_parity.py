@@ -32,17 +32,20 @@ def test_bilinear_matches_torch(in_size, out_size, align_corners):
 
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("in_size, out_size", [((7, 9), (13, 20)), ((13, 20), (7, 9)),
-                                               ((6, 8), (6, 17)), ((24, 24), (96, 96))])
+                                               ((6, 8), (6, 17)), ((24, 24), (96, 96)),
+                                               ((3, 12), (24, 24)), ((5, 6), (15, 12))])
 def test_bilinear_gradient_matches_torch_autograd(in_size, out_size, align_corners):
-  """The hand-written backward (transposed interpolation matrices) against torch's autograd."""
+  """The differentiated forward (phase blends at integer factors 2-8 without align_corners) and
+  the hand-written backward (transposed interpolation matrices) against torch's autograd."""
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, *in_size, 3)).astype(np.float32)
   cotangent = rng.standard_normal((2, *out_size, 3)).astype(np.float32)
   x_torch = _nchw(x).clone().requires_grad_(True)
-  F.interpolate(x_torch, size=out_size, mode="bilinear", align_corners=align_corners).backward(
-      _nchw(cotangent))
-  _, vjp = jax.vjp(lambda a: resize_bilinear(a, out_size, align_corners=align_corners),
-                   jnp.asarray(x))
+  expected = F.interpolate(x_torch, size=out_size, mode="bilinear", align_corners=align_corners)
+  expected.backward(_nchw(cotangent))
+  out, vjp = jax.vjp(lambda a: resize_bilinear(a, out_size, align_corners=align_corners),
+                     jnp.asarray(x))
+  np.testing.assert_allclose(out, expected.detach().permute(0, 2, 3, 1).numpy(), atol=1e-5, rtol=0)
   (grad,) = vjp(jnp.asarray(cotangent))
   np.testing.assert_allclose(grad, x_torch.grad.permute(0, 2, 3, 1).numpy(), atol=1e-5, rtol=0)
 

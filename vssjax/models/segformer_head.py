@@ -3,18 +3,72 @@
 Per level a Linear C_i -> E (`linear_c1..4`); levels 2-4 bilinearly upsampled (align_corners
 False) to the c1 grid; concat in the order [c4, c3, c2, c1] (the order the checkpoints were
 trained with); `linear_fuse` = 1x1 conv + BatchNorm + ReLU; Dropout2d; `linear_pred` 1x1 conv.
+
+Computed in a cheaper but equal order. Everything between the per-level Linear and the fuse
+conv's BatchNorm is linear: the fuse conv applied to the concatenation is the sum over levels of
+its [E, E] block applied to each level, and a 1x1 conv commutes with a bilinear resize (a
+per-channel weighted sum of pixels whose weights sum to 1). So each level applies ONE folded
+matrix `W_linear_c_i @ W_fuse_block_i` [C_i, E] at its own resolution, the four results are
+upsampled and summed, and the folded biases are added once. The 4E-channel concatenation and the
+full-resolution 4E -> E matmul (over half of the head's FLOPs, and the largest op of the forward,
+docs/benchmarks.md) are gone; parameters, checkpoints and results are unchanged up to float
+rounding (pinned by the HF parity test). In bf16 the folded products and the level sum stay in
+float32, and the sum is rounded once, like a convolution's accumulator.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import Conv, ConvBNAct
+from vssjax.models.layers import BatchNorm, Conv, conv_init
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
+
+
+class _Weights(nn.Module):
+  """Declares the kernel (and bias) of a Dense or 1x1 conv without applying it, so that the head
+  can fold it; same names, shapes and initialisers as `nn.Dense` / `nn.Conv`, hence the same
+  parameter tree, checkpoints and initial values."""
+  shape: tuple[int, ...]
+  kernel_init: Callable = nn.linear.default_kernel_init
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+    kernel = self.param("kernel", self.kernel_init, self.shape)
+    bias = (self.param("bias", nn.initializers.zeros_init(), self.shape[-1:]) if self.use_bias
+            else None)
+    return kernel, bias
+
+
+class _FoldedFuse(nn.Module):
+  """mmcv `ConvModule` `linear_fuse` (children `conv`, `bn`) applied to the never-built concat
+  [c4, c3, c2, c1] of the projected levels, computed level by level (module docstring)."""
+  embed_dim: int
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, features: Sequence[jax.Array],
+               projections: Sequence[tuple[jax.Array, jax.Array]], *, train: bool) -> jax.Array:
+    dim, levels = self.embed_dim, len(features)
+    fuse, _ = _Weights((1, 1, levels * dim, dim), conv_init, use_bias=False, name="conv")()
+    size = features[0].shape[-3:-1]
+    highest = jax.lax.Precision.HIGHEST
+    summed, bias = None, jnp.zeros((dim,), jnp.float32)
+    for level, (feature, (kernel, level_bias)) in enumerate(zip(features, projections), start=1):
+      position = levels - level  # the concatenation puts the coarsest level first
+      block = fuse[0, 0, position * dim:(position + 1) * dim]
+      folded = jnp.dot(kernel, block, precision=highest).astype(self.dtype)
+      y = jnp.einsum("...c,ce->...e", feature.astype(self.dtype), folded,
+                     preferred_element_type=jnp.float32)
+      y = resize_bilinear(y, size, align_corners=False)
+      summed = y if summed is None else summed + y
+      bias = bias + jnp.dot(level_bias, block, precision=highest)
+    x = BatchNorm(dtype=self.dtype, name="bn")((summed + bias).astype(self.dtype), train=train)
+    return nn.relu(x)
 
 
 class SegFormerHead(nn.Module):
@@ -34,13 +88,10 @@ class SegFormerHead(nn.Module):
                ) -> tuple[jax.Array, jax.Array]:
     if len(features) != 4:
       raise ValueError(f"SegFormerHead expects 4 feature maps, got {len(features)}")
-    size = features[0].shape[-3:-1]
-    projected = []
-    for level, feature in enumerate(features, start=1):
-      y = nn.Dense(self.embed_dim, dtype=self.dtype, name=f"linear_c{level}")(feature)
-      projected.append(resize_bilinear(y, size, align_corners=False))
-    fused = ConvBNAct(self.embed_dim, dtype=self.dtype, name="linear_fuse")(
-        jnp.concatenate(projected[::-1], axis=-1), train=train)
+    projections = [_Weights((feature.shape[-1], self.embed_dim), name=f"linear_c{level}")()
+                   for level, feature in enumerate(features, start=1)]
+    fused = _FoldedFuse(self.embed_dim, self.dtype, name="linear_fuse")(
+        features, projections, train=train)
     if not self.num_classes:
       return None, fused
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.

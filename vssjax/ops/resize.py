@@ -8,10 +8,16 @@ labels). `jax.image.resize` differs from torch when downsampling (it antialiases
 Bilinear resizing is separable: per axis, every output pixel is a two-tap blend of the input pixels
 `lo` and `hi` (torch's index formulas), i.e. a dense interpolation matrix (out x in, two non-zeros
 per row). Sizes are static Python ints, so indices, weights and matrices are numpy constants built
-at trace time. The forward gathers the two taps and blends them (memory-bound; on XLA:CPU 3-6x
-faster than contracting the matrix, whose tiny inner dimension and transposes make a poor matmul,
-docs/benchmarks.md); the backward applies the transposed matrix, because the gather's own gradient
-is a scatter-add, slower than that matmul on XLA:CPU. Both are the same linear map.
+at trace time. Three forms of that one linear map, each where XLA:CPU runs it best
+(docs/benchmarks.md):
+- the forward gathers the two taps and blends them (memory-bound; 3-6x faster than contracting the
+  matrix, whose tiny inner dimension and transposes make a poor matmul);
+- under differentiation the forward of integer-factor upsamplings (factors 2, 4, 8 without
+  align_corners, where the taps repeat per output phase) is shifted copies blended per phase and
+  interleaved instead: XLA re-computes the resize inside the backward's transposing fusions, where
+  a gather's output (laid out gathered-axis first) costs several times more;
+- the backward applies the transposed matrix, because the gather's own gradient is a
+  scatter-add, slower than that matmul.
 """
 import functools
 from collections.abc import Sequence
@@ -56,10 +62,52 @@ def bilinear_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndar
   return matrix
 
 
-def _blend_axis(x: jax.Array, out_size: int, axis: int, align_corners: bool) -> jax.Array:
-  """Resizes one axis of `x`: (1 - w) * x[lo] + w * x[hi], as torch's `upsample_bilinear2d`."""
+@functools.lru_cache(maxsize=None)
+def _phase_taps(in_size: int, out_size: int, align_corners: bool
+                ) -> tuple[tuple[int, float], ...] | None:
+  """Per phase p of an integer-factor upsampling, (a_p, w_p) such that output s*i + p blends the
+  edge-clamped x[i + a_p] and x[i + a_p + 1] with weight w_p on the second, when that reproduces
+  torch's interpolation matrix exactly (align_corners=False at factors 2, 4, 8, ...); else None."""
+  if out_size % in_size or in_size < 3:
+    return None
+  factor = out_size // in_size
+  lo, _, frac = _bilinear_taps(in_size, out_size, align_corners)
+  middle = in_size // 2
+  taps = tuple((int(lo[middle * factor + p]) - middle, float(frac[middle * factor + p]))
+               for p in range(factor))
+  if any(offset not in (-1, 0) for offset, _ in taps):
+    return None
+  implied = np.zeros((out_size, in_size), np.float32)
+  for i in range(in_size):
+    for p, (offset, weight) in enumerate(taps):
+      implied[i * factor + p, min(max(i + offset, 0), in_size - 1)] += np.float32(1) - weight
+      implied[i * factor + p, min(i + offset + 1, in_size - 1)] += np.float32(weight)
+  return taps if np.array_equal(implied, bilinear_matrix(in_size, out_size, align_corners)) else None
+
+
+def _blend_phases(x: jax.Array, axis: int, taps: tuple[tuple[int, float], ...]) -> jax.Array:
+  """Integer-factor upsampling of one axis as shifted copies blended per phase and interleaved:
+  slices and elementwise ops only, no gather (whose output XLA lays out transposed)."""
+  size = x.shape[axis]
+  edge = lambda start: jax.lax.slice_in_dim(x, start, start + 1, axis=axis)
+  inner = lambda start: jax.lax.slice_in_dim(x, start, start + size - 1, axis=axis)
+  shifted = {-1: jnp.concatenate([edge(0), inner(0)], axis), 0: x,
+             1: jnp.concatenate([inner(1), edge(size - 1)], axis)}
+  phases = [shifted[offset] * jnp.asarray(1 - weight, x.dtype)
+            + shifted[offset + 1] * jnp.asarray(weight, x.dtype) for offset, weight in taps]
+  out = jnp.stack(phases, axis=axis + 1)
+  return out.reshape(x.shape[:axis] + (size * len(taps),) + x.shape[axis + 1:])
+
+
+def _blend_axis(x: jax.Array, out_size: int, axis: int, align_corners: bool, *,
+                phases: bool = False) -> jax.Array:
+  """Resizes one axis of `x`: (1 - w) * x[lo] + w * x[hi], as torch's `upsample_bilinear2d`;
+  with `phases`, integer-factor upsamplings go through `_blend_phases` instead of a gather."""
   if x.shape[axis] == out_size:  # torch's source coordinates are then exactly the output's
     return x
+  taps = _phase_taps(x.shape[axis], out_size, align_corners) if phases else None
+  if taps is not None:
+    return _blend_phases(x, axis, taps)
   lo, hi, frac = _bilinear_taps(x.shape[axis], out_size, align_corners)
   shape = [1] * x.ndim
   shape[axis] = out_size
@@ -68,26 +116,40 @@ def _blend_axis(x: jax.Array, out_size: int, axis: int, align_corners: bool) -> 
   return jnp.take(x, lo, axis=axis) * w_lo + jnp.take(x, hi, axis=axis) * w_hi
 
 
+def _blend(x: jax.Array, size: tuple[int, int], align_corners: bool, phases: bool) -> jax.Array:
+  x = _blend_axis(x, size[0], x.ndim - 3, align_corners, phases=phases)
+  return _blend_axis(x, size[1], x.ndim - 2, align_corners, phases=phases)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _resize_bilinear(x: jax.Array, in_hw: tuple[int, int], size: tuple[int, int],
                      align_corners: bool) -> jax.Array:
   del in_hw  # x's own (H, W); passed only so that the backward knows it
-  x = _blend_axis(x, size[0], x.ndim - 3, align_corners)
-  return _blend_axis(x, size[1], x.ndim - 2, align_corners)
+  return _blend(x, size, align_corners, phases=False)
 
 
 def _resize_bilinear_fwd(x, in_hw, size, align_corners):
-  return _resize_bilinear(x, in_hw, size, align_corners), None
+  """The forward of a differentiated resize: the same values, in the form the backward's fusions
+  re-compute cheaply (module docstring)."""
+  del in_hw
+  return _blend(x, size, align_corners, phases=True), None
+
+
+def _transpose_axis(grad: jax.Array, in_size: int, axis: int, align_corners: bool) -> jax.Array:
+  """The adjoint of `_blend_axis` on one axis: the transposed interpolation matrix, at HIGHEST
+  precision so that GPU/TPU default matmul precision (TF32 / bf16 passes) does not degrade the
+  pinned numerics."""
+  if in_size == grad.shape[axis]:
+    return grad
+  matrix = jnp.asarray(bilinear_matrix(in_size, grad.shape[axis], align_corners), grad.dtype)
+  grad = jnp.tensordot(matrix, grad, axes=((0,), (axis,)), precision=jax.lax.Precision.HIGHEST)
+  return jnp.moveaxis(grad, 0, axis)
 
 
 def _resize_bilinear_bwd(in_hw, size, align_corners, _, grad):
-  """x = M_h x M_w^T per channel, so grad_x = M_h^T grad M_w; HIGHEST precision so that GPU/TPU
-  default matmul precision (TF32 / bf16 passes) does not degrade the pinned numerics."""
-  mat_h = jnp.asarray(bilinear_matrix(in_hw[0], size[0], align_corners), grad.dtype)
-  mat_w = jnp.asarray(bilinear_matrix(in_hw[1], size[1], align_corners), grad.dtype)
-  highest = jax.lax.Precision.HIGHEST
-  grad = jnp.einsum("oh,...owc->...hwc", mat_h, grad, precision=highest)
-  return (jnp.einsum("pw,...hpc->...hwc", mat_w, grad, precision=highest),)
+  del size
+  grad = _transpose_axis(grad, in_hw[1], grad.ndim - 2, align_corners)
+  return (_transpose_axis(grad, in_hw[0], grad.ndim - 3, align_corners),)
 
 
 _resize_bilinear.defvjp(_resize_bilinear_fwd, _resize_bilinear_bwd)
