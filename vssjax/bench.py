@@ -176,8 +176,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
   key, key_compile = _compile(method.encode_keyframe, variables, frames)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
-  common, _ = key(variables, frames)
-  commons = [common] * (2 if method.schedule.mode == "B" else 1)
+  projected, _ = key(variables, frames)
+  commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow = shallow_fn(variables, frames)
   fuse, fuse_compile = _compile(method.fused_logits, variables, commons, shallow)
   time_of = lambda fn, *args: _median_seconds(lambda: fn(*args), settings["warmup"],

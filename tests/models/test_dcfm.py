@@ -7,13 +7,39 @@ import pytest
 
 from tests.conftest import load_config
 from vssjax.methods.dcfm import build_dcfm
-from vssjax.models.dcfm import DCFM, l2_normalize
+from vssjax.models.dcfm import DCFM, FFM, l2_normalize
 
 
 def test_l2_normalize_is_torch_normalize():
   x = jnp.array([[3.0, 4.0], [0.0, 0.0], [1e-14, 0.0]])
   # torch F.normalize divides by max(norm, 1e-12): a zero vector stays zero, a tiny one shrinks.
   np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0], [1e-2, 0.0]], rtol=1e-6)
+
+
+def test_ffm_in_two_pieces_is_the_conv_of_the_concatenation():
+  """A keyframe's projected common feature plus a frame's independent share equals the release's
+  1x1 conv (with bias) of [common, independent half] -> BN -> ReLU, in train and eval mode."""
+  rng = np.random.default_rng(0)
+  common = jnp.asarray(rng.standard_normal((2, 5, 6, 8)), jnp.float32)
+  half = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)
+  ffm = FFM(features=8, independent_dim=3)
+  variables = ffm.init(jax.random.key(0), common, half, train=False,
+                       method=lambda m, c, h, train: m(m.project_common(c), h, train=train))
+  variables = jax.tree.map(lambda x: x + 0.3 * jnp.asarray(rng.standard_normal(x.shape),
+                                                           jnp.float32), variables)
+  kernel, bias = variables["params"]["conv"]["kernel"], variables["params"]["conv"]["bias"]
+  assert kernel.shape == (1, 1, 11, 8)
+  conv = jnp.einsum("nhwc,cd->nhwd", jnp.concatenate([common, half], -1), kernel[0, 0],
+                    precision="highest") + bias
+  stats = variables["batch_stats"]["norm"]
+  norm = variables["params"]["norm"]
+  for train in (False, True):
+    projected = ffm.apply(variables, common, method=FFM.project_common)
+    out, _ = ffm.apply(variables, projected, half, train=train, mutable=["batch_stats"])
+    mean = conv.mean((0, 1, 2)) if train else stats["mean"]
+    var = conv.var((0, 1, 2)) if train else stats["var"]
+    expected = jax.nn.relu((conv - mean) / jnp.sqrt(var + 1e-5) * norm["scale"] + norm["bias"])
+    np.testing.assert_allclose(out, expected, atol=2e-5, rtol=1e-5)
 
 
 def _param_count(config_path: str) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images
 from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.ppm import PPM
-from vssjax.models.resnet import resnet
+from vssjax.models.resnet import EXPANSION, WIDTHS, resnet
 from vssjax.models.segformer_head import SegFormerHead
 
 RESNETS = {"r18": 18, "r50": 50, "r101": 101}
@@ -51,17 +51,19 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
         shallow_blocks=model.shallow_blocks, dropout_rate=model.dropout_rate)
     bottleneck = False
     common_dim = model.decoder_dim
+    shallow_dim = encoder.backbone.embed_dims[0]
   elif model.backbone in RESNETS:
     backbone = resnet(RESNETS[model.backbone], dtype=dtype)
     width = 512 if RESNETS[model.backbone] == 18 else 2048
     encoder = PSPCommonEncoder(backbone=backbone, ppm=PPM(features=width // 4, dtype=dtype))
     bottleneck = True
     common_dim = model.common_dim
+    shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
   else:
     raise ValueError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
                      f"got {model.backbone!r}")
   return DCFM(encoder=encoder, num_classes=num_classes, common_dim=common_dim,
-              bottleneck=bottleneck, head_hidden=model.head_hidden,
+              independent_dim=shallow_dim // 2, bottleneck=bottleneck, head_hidden=model.head_hidden,
               dropout_rate=model.dropout_rate, dtype=dtype)
 
 
@@ -119,10 +121,11 @@ class DCFMMethod(Method):
 
     def forward(module, images):
       common, shallow = module.encode(images, train=True)
+      projected = module.project(common)
       # Key path of x_L, non-key path of x_L with x_U's common feature, key path of x_U.
-      fused_l, logits_l = module.decode(common[b:], shallow[b:], train=True)
-      _, logits_lu = module.decode(common[:b], shallow[b:], train=True)
-      fused_u, logits_u = module.decode(common[:b], shallow[:b], train=True)
+      fused_l, logits_l = module.decode(projected[b:], shallow[b:], train=True)
+      _, logits_lu = module.decode(projected[:b], shallow[b:], train=True)
+      fused_u, logits_u = module.decode(projected[:b], shallow[:b], train=True)
       return fused_l, logits_l, logits_lu, fused_u, logits_u
 
     (fused_l, logits_l, logits_lu, fused_u, logits_u), new_state = self.module.apply(
@@ -146,20 +149,21 @@ class DCFMMethod(Method):
   # Inference pieces, each one compiled program (the predictor never calls the deep part on a
   # non-key frame: `encode_shallow` contains only the shallow prefix).
   def _encode_keyframe_impl(self, variables, frames):
-    """-> (common feature, key-mode logits) of a keyframe."""
+    """-> (projected common feature, key-mode logits) of a keyframe."""
     def keyframe(module, images):
       common, shallow = module.encode(images, train=False)
-      return common, module.decode(common, shallow, train=False, normalize_first=True)[1]
+      projected = module.project(common)
+      return projected, module.decode(projected, shallow, train=False, normalize_first=True)[1]
     return self.module.apply(variables, self._images(frames), method=keyframe)
 
   def _encode_shallow_impl(self, variables, frames):
     return self.module.apply(variables, self._images(frames), train=False, method=DCFM.shallow)
 
-  def _fused_logits_impl(self, variables, commons, shallow):
-    """Sum over the given keyframes' common features of the non-key logits (eqs. 6-7)."""
+  def _fused_logits_impl(self, variables, projected_commons, shallow):
+    """Sum over the given keyframes' projected common features of the non-key logits (eqs. 6-7)."""
     def fuse(module):
-      return sum(module.decode(common, shallow, train=False, normalize_first=True)[1]
-                 for common in commons)
+      return sum(module.decode(projected, shallow, train=False, normalize_first=True)[1]
+                 for projected in projected_commons)
     return self.module.apply(variables, method=fuse)
 
   def predictor(self, variables: Variables, *, first_keyframe: int = 0) -> DCFMPredictor:
@@ -176,7 +180,7 @@ class DCFMMethod(Method):
 @dataclasses.dataclass
 class _Keyframe:
   index: int
-  common: jax.Array
+  projected: jax.Array  # its common feature's share of the FFM conv
   image: np.ndarray  # resized frame, for the AKS score
 
 
@@ -195,7 +199,7 @@ class DCFMPredictor(StreamingPredictor):
   schedule) or, under AKS, at the first t >= k + K whose score reaches tau, whose interval reaches
   the maximum, or that ends the video. Non-key frames wait for the next keyframe in B mode (and
   frames before the first keyframe always do); at the end of the video the waiting ones use the
-  previous keyframe alone. Only the last keyframe's common feature is kept.
+  previous keyframe alone. Only the last keyframe's (projected) common feature is kept.
   `keyframes` lists the keyframe indices chosen so far.
   """
 
@@ -252,8 +256,8 @@ class DCFMPredictor(StreamingPredictor):
 
   def _keyframe(self, t: int, resized: np.ndarray, frame_hw: tuple[int, int]
                 ) -> list[Prediction]:
-    common, logits = self._method.encode_keyframe(self._variables, resized[None])
-    keyframe = _Keyframe(t, common, resized)
+    projected, logits = self._method.encode_keyframe(self._variables, resized[None])
+    keyframe = _Keyframe(t, projected, resized)
     keyframes = [keyframe] if self._previous is None else [self._previous, keyframe]
     ready = [(t, self._labels(logits, frame_hw))]
     ready += [self._predict(waiting, keyframes) for waiting in self._pending]
@@ -266,7 +270,7 @@ class DCFMPredictor(StreamingPredictor):
     if not keyframes:
       raise RuntimeError(f"frame {waiting.index} has no keyframe to fuse with")
     logits = self._method.fused_logits(
-        self._variables, [k.common for k in keyframes], waiting.shallow)
+        self._variables, [k.projected for k in keyframes], waiting.shallow)
     return waiting.index, self._labels(logits, waiting.frame_hw)
 
   def _labels(self, logits: jax.Array, frame_hw) -> np.ndarray:

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv
+from vssjax.models.layers import BatchNorm, Conv, LinearWeights
 from vssjax.models.mit import MixTransformer
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import ResNet
@@ -76,15 +76,36 @@ class PSPCommonEncoder(nn.Module):
 
 
 class FFM(nn.Module):
-  """Feature fusion: concat [common (d), independent half] -> 1x1 conv (bias) -> BN -> ReLU."""
-  features: int
+  """Feature fusion: concat [common (d), independent half] -> 1x1 conv (bias) -> BN -> ReLU.
+
+  The conv is applied in two pieces, its common block (`project_common`, with the bias) and its
+  independent block (`__call__`), summed in float32: equal to the conv of the concatenation, and
+  a keyframe's projected common feature is computed once and reused by every non-key frame that
+  fuses with it (each non-key frame then needs only its narrow independent half's product).
+  """
+  features: int  # d, also the width of the common feature
+  independent_dim: int  # the width of the independent half
   dtype: Dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, common: jax.Array, independent_half: jax.Array, *, train: bool):
-    x = jnp.concatenate([common, independent_half.astype(common.dtype)], axis=-1)
-    x = _conv1x1(self.features, bias=True, dtype=self.dtype, name="conv")(x)
-    return nn.relu(BatchNorm(dtype=self.dtype, name="norm")(x, train=train))
+  def setup(self):
+    self.conv = LinearWeights((1, 1, self.features + self.independent_dim, self.features),
+                              kaiming_fan_in)
+    self.norm = BatchNorm(dtype=self.dtype)
+
+  def project_common(self, common: jax.Array) -> jax.Array:
+    """The common feature's share of the conv (bias included), in float32."""
+    kernel, bias = self.conv()
+    return jnp.einsum("...c,cd->...d", common.astype(self.dtype),
+                      kernel[0, 0, :self.features].astype(self.dtype),
+                      preferred_element_type=jnp.float32) + bias
+
+  def __call__(self, projected_common: jax.Array, independent_half: jax.Array, *,
+               train: bool) -> jax.Array:
+    kernel, _ = self.conv()
+    x = projected_common + jnp.einsum(
+        "...c,cd->...d", independent_half.astype(self.dtype),
+        kernel[0, 0, self.features:].astype(self.dtype), preferred_element_type=jnp.float32)
+    return nn.relu(self.norm(x.astype(self.dtype), train=train))
 
 
 class DCFMClassifier(nn.Module):
@@ -108,11 +129,14 @@ class DCFM(nn.Module):
 
   - `encode(images)` -> (N(Conv(Enc(x))), raw shallow feature): a keyframe (eqs. 1-2);
   - `shallow(images)` -> raw shallow feature: a non-key frame runs only this (eq. 5);
-  - `decode(common, shallow)` -> (fused F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6).
+  - `project(common)` -> the common feature's share of the FFM conv, which a keyframe computes
+    once for all the non-key frames that fuse with it;
+  - `decode(projected, shallow)` -> (fused F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6).
   """
   encoder: nn.Module  # MiTCommonEncoder | PSPCommonEncoder
   num_classes: int
   common_dim: int  # d
+  independent_dim: int  # the width of the independent half: half the shallow feature's
   bottleneck: bool  # ResNet: 1x1 conv (no bias) from the PPM width to d; MiT: identity
   head_hidden: bool  # the Cityscapes/CamVid head (head_nums 1)
   dropout_rate: float = 0.1
@@ -121,13 +145,13 @@ class DCFM(nn.Module):
   def setup(self):
     self.bot_aspp = (_conv1x1(self.common_dim, bias=False, dtype=self.dtype, name="bot_aspp")
                      if self.bottleneck else None)
-    self.ffm = FFM(self.common_dim, self.dtype)
+    self.ffm = FFM(self.common_dim, self.independent_dim, self.dtype)
     self.final = DCFMClassifier(self.num_classes, self.head_hidden, self.dropout_rate, self.dtype)
 
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
     """Key-mode low-resolution logits of every frame."""
     common, shallow = self.encode(images, train=train)
-    return self.decode(common, shallow, train=train)[1]
+    return self.decode(self.project(common), shallow, train=train)[1]
 
   def encode(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
     common, shallow = self.encoder(images, train=train)
@@ -138,20 +162,23 @@ class DCFM(nn.Module):
   def shallow(self, images: jax.Array, *, train: bool) -> jax.Array:
     return self.encoder(images, train=train, shallow_only=True)
 
-  def decode(self, common: jax.Array, shallow: jax.Array, *, train: bool,
+  def project(self, common: jax.Array) -> jax.Array:
+    return self.ffm.project_common(common)
+
+  def decode(self, projected: jax.Array, shallow: jax.Array, *, train: bool,
              normalize_first: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Fuses a common feature with a (raw) shallow one and classifies.
+    """Fuses a (projected) common feature with a (raw) shallow one and classifies.
 
     The shallow map is resized to the common grid (ResNet: 1/4 -> 1/8, no antialias) and
     L2-normalised over all its channels, then its first half is kept. The release resizes first
     when training and normalises first at test (`normalize_first`); on MiT both grids are 1/4 and
     the order does not matter.
     """
-    size = common.shape[-3:-1]
+    size = projected.shape[-3:-1]
     if normalize_first:
       independent = resize_bilinear(l2_normalize(shallow), size, align_corners=False)
     else:
       independent = l2_normalize(resize_bilinear(shallow, size, align_corners=False))
     half = independent[..., : independent.shape[-1] // 2]
-    fused = l2_normalize(self.ffm(common, half, train=train))
+    fused = l2_normalize(self.ffm(projected, half, train=train))
     return fused, self.final(fused, train=train)

@@ -154,6 +154,23 @@ class ConvBNAct(nn.Module):
     return self.activation(x)
 
 
+class LinearWeights(nn.Module):
+  """Declares the kernel (and bias) of a Dense or 1x1 conv without applying it, for modules that
+  apply it in pieces (folded, or split over concatenated inputs); same names, shapes and
+  initialisers as `nn.Dense` / `nn.Conv`, hence the same parameter tree, checkpoints and initial
+  values."""
+  shape: tuple[int, ...]
+  kernel_init: Callable = nn.linear.default_kernel_init
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+    kernel = self.param("kernel", self.kernel_init, self.shape)
+    bias = (self.param("bias", nn.initializers.zeros_init(), self.shape[-1:]) if self.use_bias
+            else None)
+    return kernel, bias
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops a whole residual branch per sample (train only, 'dropout' rng)."""
   rate: float

@@ -15,33 +15,17 @@ docs/benchmarks.md) are gone; parameters, checkpoints and results are unchanged 
 rounding (pinned by the HF parity test). In bf16 the folded products and the level sum stay in
 float32, and the sum is rounded once, like a convolution's accumulator.
 """
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, conv_init
+from vssjax.models.layers import BatchNorm, Conv, LinearWeights, conv_init
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
-
-
-class _Weights(nn.Module):
-  """Declares the kernel (and bias) of a Dense or 1x1 conv without applying it, so that the head
-  can fold it; same names, shapes and initialisers as `nn.Dense` / `nn.Conv`, hence the same
-  parameter tree, checkpoints and initial values."""
-  shape: tuple[int, ...]
-  kernel_init: Callable = nn.linear.default_kernel_init
-  use_bias: bool = True
-
-  @nn.compact
-  def __call__(self) -> tuple[jax.Array, jax.Array | None]:
-    kernel = self.param("kernel", self.kernel_init, self.shape)
-    bias = (self.param("bias", nn.initializers.zeros_init(), self.shape[-1:]) if self.use_bias
-            else None)
-    return kernel, bias
 
 
 class _FoldedFuse(nn.Module):
@@ -54,7 +38,7 @@ class _FoldedFuse(nn.Module):
   def __call__(self, features: Sequence[jax.Array],
                projections: Sequence[tuple[jax.Array, jax.Array]], *, train: bool) -> jax.Array:
     dim, levels = self.embed_dim, len(features)
-    fuse, _ = _Weights((1, 1, levels * dim, dim), conv_init, use_bias=False, name="conv")()
+    fuse, _ = LinearWeights((1, 1, levels * dim, dim), conv_init, use_bias=False, name="conv")()
     size = features[0].shape[-3:-1]
     highest = jax.lax.Precision.HIGHEST
     summed, bias = None, jnp.zeros((dim,), jnp.float32)
@@ -88,7 +72,7 @@ class SegFormerHead(nn.Module):
                ) -> tuple[jax.Array, jax.Array]:
     if len(features) != 4:
       raise ValueError(f"SegFormerHead expects 4 feature maps, got {len(features)}")
-    projections = [_Weights((feature.shape[-1], self.embed_dim), name=f"linear_c{level}")()
+    projections = [LinearWeights((feature.shape[-1], self.embed_dim), name=f"linear_c{level}")()
                    for level, feature in enumerate(features, start=1)]
     fused = _FoldedFuse(self.embed_dim, self.dtype, name="linear_fuse")(
         features, projections, train=train)
