@@ -15,7 +15,7 @@ from tests.conftest import REPO
 from vssjax.train import loop
 
 pytestmark = pytest.mark.slow
-STEPS = 3
+STEPS = 4  # as in test_loop's 4-device run: the single-process program compiles once for both
 # Adam's first steps turn rounding-level gradients (of parameters whose true gradient is zero) into
 # +-lr updates; a larger epsilon keeps the comparison about the distribution (see test_loop.py).
 OVERRIDES = (f"--config.train.steps={STEPS}", "--config.optim.eps=0.0001")
