@@ -8,7 +8,8 @@ from flax import traverse_util
 from tests.conftest import load_config
 from vssjax.convert.common import abstract_variables
 from vssjax.methods.dtern import build_dtern
-from vssjax.models.dtern_head import GTEM, DTERNHead
+from vssjax.models.dtern_head import GTEM, DTERNHead, dwconv_sum
+from vssjax.models.layers import depthwise_conv
 from vssjax.models.segformer_head import SegFormerHead
 
 _CLIP = jax.ShapeDtypeStruct((1, 4, 64, 64, 3), jnp.float32)
@@ -101,3 +102,19 @@ def test_single_frame_is_the_segformer_branch(head_and_variables):
                     for c, tree in variables.items()}
   want, _ = SegFormerHead(5, 16).apply(segformer_vars, [f[:, 0] for f in features], train=False)
   np.testing.assert_allclose(out["frame_logits"][:, 0], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["shifted", "grouped"])
+def test_cam_kernel_sum_is_the_sum_of_the_separate_convs(impl):
+  """CAM's x + sum of the (13, 11, 9, 7) depth-wise convs, computed as one 13x13 conv."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 15, 17, 4)), jnp.float32)
+  weights = [(jnp.asarray(rng.standard_normal((k, k, 1, 4)) / k, jnp.float32),
+              jnp.asarray(rng.standard_normal(4), jnp.float32)) for k in (13, 11, 9, 7)]
+  expected = x + sum(depthwise_conv(x, kernel, bias, impl, jnp.float32)
+                     for kernel, bias in weights)
+  with jax.default_matmul_precision("highest"):
+    out = dwconv_sum(x, weights, impl, jnp.float32)
+  np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-5)
+  with pytest.raises(ValueError, match="odd and square"):
+    dwconv_sum(x, [(jnp.zeros((4, 4, 1, 4)), jnp.zeros(4))], impl, jnp.float32)

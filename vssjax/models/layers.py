@@ -68,24 +68,36 @@ class DepthwiseConv(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, apply: bool = True):
+    """-> the conv of `x`; with `apply=False`, the (kernel, bias) declared for `x`'s channels
+    instead, for callers that sum several depth-wise convs into one (DTERN's CAM)."""
     kh, kw = ((self.kernel_size,) * 2 if isinstance(self.kernel_size, int)
               else tuple(self.kernel_size))
     channels = x.shape[-1]
-    kernel = self.param("kernel", _depthwise_init, (kh, kw, 1, channels)).astype(self.dtype)
-    x = x.astype(self.dtype)
-    pads = ((kh // 2, kh // 2), (kw // 2, kw // 2))
-    if self.impl == "shifted":
-      y = _shifted_depthwise(x, kernel, pads)
-    elif self.impl == "grouped":
-      y = jax.lax.conv_general_dilated(
-          x, kernel, window_strides=(1, 1), padding=pads,
-          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
-    else:
-      raise ValueError(f"unknown depthwise conv impl {self.impl!r}")
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (channels,)).astype(self.dtype)
-    return y
+    kernel = self.param("kernel", _depthwise_init, (kh, kw, 1, channels))
+    bias = self.param("bias", nn.initializers.zeros, (channels,)) if self.use_bias else None
+    if not apply:
+      return kernel, bias
+    return depthwise_conv(x, kernel, bias, self.impl, self.dtype)
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
+                   impl: Literal["shifted", "grouped"], dtype: Dtype) -> jax.Array:
+  """`DepthwiseConv`'s computation on given weights (kernel `[kh, kw, 1, C]`, odd kh and kw for
+  torch's symmetric `k // 2` padding to keep the size)."""
+  kh, kw = kernel.shape[:2]
+  kernel = kernel.astype(dtype)
+  x = x.astype(dtype)
+  pads = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+  if impl == "shifted":
+    y = _shifted_depthwise(x, kernel, pads)
+  elif impl == "grouped":
+    y = jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding=pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
+  else:
+    raise ValueError(f"unknown depthwise conv impl {impl!r}")
+  return y if bias is None else y + bias.astype(dtype)
 
 
 def _shifted_depthwise(x: jax.Array, kernel: jax.Array,
