@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, LinearWeights
+from vssjax.models.layers import BatchNorm, Conv, LinearWeights, channel_matmul
 from vssjax.models.mit import MixTransformer
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import ResNet
@@ -95,16 +95,13 @@ class FFM(nn.Module):
   def project_common(self, common: jax.Array) -> jax.Array:
     """The common feature's share of the conv (bias included), in float32."""
     kernel, bias = self.conv()
-    return jnp.einsum("...c,cd->...d", common.astype(self.dtype),
-                      kernel[0, 0, :self.features].astype(self.dtype),
-                      preferred_element_type=jnp.float32) + bias
+    return channel_matmul(common, kernel[0, 0, :self.features], self.dtype) + bias
 
   def __call__(self, projected_common: jax.Array, independent_half: jax.Array, *,
                train: bool) -> jax.Array:
     kernel, _ = self.conv()
-    x = projected_common + jnp.einsum(
-        "...c,cd->...d", independent_half.astype(self.dtype),
-        kernel[0, 0, self.features:].astype(self.dtype), preferred_element_type=jnp.float32)
+    x = projected_common + channel_matmul(independent_half, kernel[0, 0, self.features:],
+                                          self.dtype)
     return nn.relu(self.norm(x.astype(self.dtype), train=train))
 
 

@@ -166,6 +166,13 @@ class ConvBNAct(nn.Module):
     return self.activation(x)
 
 
+def channel_matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
+  """`x [..., C] @ kernel [C, D]` in the compute `dtype` with a float32 result, for modules that
+  sum several such products and round once (the folded SegFormer head, DCFM's split FFM)."""
+  return jnp.einsum("...c,cd->...d", x.astype(dtype), kernel.astype(dtype),
+                    preferred_element_type=jnp.float32)
+
+
 class LinearWeights(nn.Module):
   """Declares the kernel (and bias) of a Dense or 1x1 conv without applying it, for modules that
   apply it in pieces (folded, or split over concatenated inputs); same names, shapes and

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, LinearWeights, conv_init
+from vssjax.models.layers import BatchNorm, Conv, LinearWeights, channel_matmul, conv_init
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
@@ -45,10 +45,8 @@ class _FoldedFuse(nn.Module):
     for level, (feature, (kernel, level_bias)) in enumerate(zip(features, projections), start=1):
       position = levels - level  # the concatenation puts the coarsest level first
       block = fuse[0, 0, position * dim:(position + 1) * dim]
-      folded = jnp.dot(kernel, block, precision=highest).astype(self.dtype)
-      y = jnp.einsum("...c,ce->...e", feature.astype(self.dtype), folded,
-                     preferred_element_type=jnp.float32)
-      y = resize_bilinear(y, size, align_corners=False)
+      folded = jnp.dot(kernel, block, precision=highest)
+      y = resize_bilinear(channel_matmul(feature, folded, self.dtype), size, align_corners=False)
       summed = y if summed is None else summed + y
       bias = bias + jnp.dot(level_bias, block, precision=highest)
     x = BatchNorm(dtype=self.dtype, name="bn")((summed + bias).astype(self.dtype), train=train)
