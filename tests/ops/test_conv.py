@@ -56,12 +56,18 @@ def test_other_convolutions_go_to_lax_unchanged(strides, padding, groups):
   assert "conv_general_dilated" in _primitives(fn, x, kernel)
 
 
-def test_layers_conv_keeps_flax_parameters_and_output():
+@pytest.mark.parametrize("layer, as_matmul", [
+    (dict(features=3, kernel_size=(1, 1)), True),  # flax's default padding, SAME
+    (dict(features=3, kernel_size=(4, 4), strides=4, padding="VALID"), True),
+    (dict(features=3, kernel_size=(4, 4), strides=4, padding="SAME"), True),  # 8 = 2 windows
+    (dict(features=3, kernel_size=(3, 3), strides=3, padding="SAME"), False),  # pads 8 to 9
+])
+def test_layers_conv_keeps_flax_parameters_and_output(layer, as_matmul):
   x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 8, 8, 4)), jnp.float32)
-  for layer in (dict(features=3, kernel_size=(1, 1)),
-                dict(features=3, kernel_size=(4, 4), strides=4, padding="VALID")):
-    variables = nn.Conv(**layer).init(jax.random.PRNGKey(0), x)
-    np.testing.assert_allclose(Conv(**layer).apply(variables, x),
-                               nn.Conv(**layer).apply(variables, x), atol=1e-5, rtol=1e-5)
-    assert jax.tree.map(jnp.shape, Conv(**layer).init(jax.random.PRNGKey(0), x)) == jax.tree.map(
-        jnp.shape, variables)
+  variables = nn.Conv(**layer).init(jax.random.PRNGKey(0), x)
+  np.testing.assert_allclose(Conv(**layer).apply(variables, x),
+                             nn.Conv(**layer).apply(variables, x), atol=1e-5, rtol=1e-5)
+  assert jax.tree.map(jnp.shape, Conv(**layer).init(jax.random.PRNGKey(0), x)) == jax.tree.map(
+      jnp.shape, variables)
+  lowered = _primitives(lambda v, a: Conv(**layer).apply(v, a), variables, x)
+  assert ("conv_general_dilated" not in lowered) == as_matmul

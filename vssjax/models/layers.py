@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vssjax.ops import conv as conv_ops
+from vssjax.ops import depthwise as depthwise_ops
 
 Dtype = Any
 
@@ -58,8 +59,9 @@ class DepthwiseConv(nn.Module):
 
   Two implementations share ONE parameter layout (kernel `[kh, kw, 1, C]`, bias `[C]`, the Flax
   image of torch's `[C, 1, kh, kw]`), so checkpoints are interchangeable:
-  - 'shifted': kh*kw shifted multiply-adds over a zero-padded input. On XLA:CPU this is ~30x
-    faster than the grouped conv (notes/jax_stack.md §6).
+  - 'shifted': kh*kw shifted multiply-adds over a zero-padded input, with a hand-written gradient
+    (`vssjax/ops/depthwise.py`). On XLA:CPU this is ~30x faster than the grouped conv
+    (notes/jax_stack.md §6).
   - 'grouped': `lax.conv_general_dilated(feature_group_count=C)`; cuDNN-friendly on GPU.
   """
   kernel_size: int | tuple[int, int] = 3
@@ -90,7 +92,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   x = x.astype(dtype)
   pads = ((kh // 2, kh // 2), (kw // 2, kw // 2))
   if impl == "shifted":
-    y = _shifted_depthwise(x, kernel, pads)
+    y = depthwise_ops.shifted_depthwise(x, kernel, pads)
   elif impl == "grouped":
     y = jax.lax.conv_general_dilated(
         x, kernel, window_strides=(1, 1), padding=pads,
@@ -98,20 +100,6 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   else:
     raise ValueError(f"unknown depthwise conv impl {impl!r}")
   return y if bias is None else y + bias.astype(dtype)
-
-
-def _shifted_depthwise(x: jax.Array, kernel: jax.Array,
-                       pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-  """Depthwise cross-correlation as a sum of kernel-tap-weighted shifted views of padded `x`."""
-  kh, kw = kernel.shape[:2]
-  height, width = x.shape[-3], x.shape[-2]
-  padded = jnp.pad(x, ((0, 0),) * (x.ndim - 3) + pads + ((0, 0),))
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      term = padded[..., i:i + height, j:j + width, :] * kernel[i, j, 0]
-      out = term if out is None else out + term
-  return out
 
 
 class BatchNorm(nn.Module):
@@ -169,8 +157,9 @@ class ConvBNAct(nn.Module):
 def channel_matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
   """`x [..., C] @ kernel [C, D]` in the compute `dtype` with a float32 result, for modules that
   sum several such products and round once (the folded SegFormer head, DCFM's split FFM)."""
-  return jnp.einsum("...c,cd->...d", x.astype(dtype), kernel.astype(dtype),
-                    preferred_element_type=jnp.float32)
+  rows = x.reshape(-1, x.shape[-1]).astype(dtype)
+  out = jnp.dot(rows, kernel.astype(dtype), preferred_element_type=jnp.float32)
+  return out.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class LinearWeights(nn.Module):

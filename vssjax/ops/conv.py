@@ -27,6 +27,8 @@ def _is_non_overlapping(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dil
   if any(d not in (None, 1) for dilation in (lhs_dilation, rhs_dilation)
          for d in (dilation if isinstance(dilation, Sequence) else (dilation,))):
     return False
+  if padding == "SAME":  # flax's default: no padding when every size is a multiple of the stride
+    return all(size % k == 0 for size, k in zip(lhs.shape[1:3], rhs.shape[:2]))
   return padding == "VALID" or (not isinstance(padding, str)
                                 and all(tuple(p) == (0, 0) for p in padding))
 
@@ -34,8 +36,9 @@ def _is_non_overlapping(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dil
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                          feature_group_count: int = 1, precision=None, **kwargs) -> jax.Array:
-  """Drop-in for `lax.conv_general_dilated`: NHWC/HWIO convs with kernel == stride, no padding,
-  no dilation and one group become reshape + `einsum`; everything else goes to lax unchanged.
+  """Drop-in for `lax.conv_general_dilated`: NHWC/HWIO convs with kernel == stride, no padding
+  (VALID, zeros, or SAME where it pads nothing), no dilation and one group become reshape + matmul;
+  everything else goes to lax unchanged.
 
   Like a VALID convolution, trailing rows/columns that do not fill a window are dropped.
   """
@@ -43,7 +46,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                         rhs_dilation, dimension_numbers, feature_group_count):
     kh, kw = rhs.shape[:2]
     if (kh, kw) == (1, 1):
-      return jnp.einsum("nhwc,co->nhwo", lhs, rhs[0, 0], precision=precision)
+      out = jnp.dot(lhs.reshape(-1, lhs.shape[-1]), rhs[0, 0], precision=precision)
+      return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
     n, h, w, c = lhs.shape
     h, w = h // kh, w // kw
     patches = lhs[:, :h * kh, :w * kw].reshape(n, h, kh, w, kw, c)
