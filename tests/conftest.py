@@ -28,6 +28,9 @@ flags.FLAGS.mark_as_parsed()
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,6 +42,16 @@ def load_config(path: str, arg: str | None = None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def random_clip_batch(shape: tuple[int, int, int, int], num_classes: int, seed: int = 0) -> dict:
+  """A random training batch of clips `shape` = (B, T, H, W): uint8 frames and labels in
+  [0, num_classes), with the top 20 rows ignored (255) so that the ignore path is exercised."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, shape).astype(np.int32)
+  labels[:, :, :20] = 255
+  return {"frames": jnp.asarray(rng.integers(0, 256, shape + (3,)), jnp.uint8),
+          "labels": jnp.asarray(labels)}
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,11 @@
 """DTERN method: every parameter learns except the documented unused ones, the loss rules, and the
 streaming predictor (cached features) equals the release's clip-by-clip forward."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from tests.conftest import load_config
+from tests.conftest import load_config, random_clip_batch
 from vssjax.methods import get_method
 
 # Saved by the release but never used in its forward pass (specs/dtern.md §4.2, §10.2).
@@ -27,11 +26,7 @@ def _method(**method_overrides):
 
 
 def _batch(seed=0):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 10, _SHAPE).astype(np.int32)
-  labels[:, :, :20] = 255
-  return {"frames": jnp.asarray(rng.integers(0, 256, _SHAPE + (3,)), jnp.uint8),
-          "labels": jnp.asarray(labels)}
+  return random_clip_batch(_SHAPE, 10, seed)
 
 
 @pytest.fixture(scope="module")

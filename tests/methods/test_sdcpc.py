@@ -2,12 +2,11 @@
 labels only in the frame loss), and the streaming predictor runs single-frame and clip paths.
 (`frame_loss_target_only` and the predictor's caching are DTERN's code, tested in test_dtern.py.)"""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from tests.conftest import load_config
+from tests.conftest import load_config, random_clip_batch
 from tests.models.test_sdcpc_head import host_filled
 from vssjax.methods import get_method
 
@@ -19,11 +18,7 @@ def _method():
 
 
 def _batch(seed=0):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 9, _SHAPE).astype(np.int32)
-  labels[:, :, :20] = 255
-  return {"frames": jnp.asarray(rng.integers(0, 256, _SHAPE + (3,)), jnp.uint8),
-          "labels": jnp.asarray(labels)}
+  return random_clip_batch(_SHAPE, 9, seed)
 
 
 @pytest.fixture(scope="module")
