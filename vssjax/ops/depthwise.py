@@ -10,7 +10,7 @@ VJP keeps only the input and computes
   stride-1 correlation), one fused loop;
 - the kernel gradient as one reduction per tap of `shifted x * dy` over every axis but the
   channels, accumulated in float32.
-The synthetic MiT-B0 train step on the 2-core CPU went from 286-348 to 221-235 ms
+Alone, this took the synthetic MiT-B0 train step on the 2-core CPU from 286-348 to 221-235 ms
 (docs/benchmarks.md).
 """
 import functools
