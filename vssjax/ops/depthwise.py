@@ -12,6 +12,7 @@ VJP keeps only the input and computes
   channels, accumulated in float32.
 Alone, this took the synthetic MiT-B0 train step on the 2-core CPU from 286-348 to 221-235 ms
 (docs/benchmarks.md).
+As with `ops/resize.py`'s custom VJP, forward-mode differentiation (`jax.jvp`) is not defined.
 """
 import functools
 
