@@ -177,16 +177,17 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   key, key_compile = _compile(method.encode_keyframe, variables, frames)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
   projected, _ = key(variables, frames)
-  commons = [projected] * (2 if method.schedule.mode == "B" else 1)
+  projected_commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow = shallow_fn(variables, frames)
-  fuse, fuse_compile = _compile(method.fused_logits, variables, commons, shallow)
+  fuse, fuse_compile = _compile(method.fused_logits, variables, projected_commons, shallow)
   time_of = lambda fn, *args: _median_seconds(lambda: fn(*args), settings["warmup"],
                                               settings["repeats"])
   t_key = time_of(key, variables, frames)
-  t_non_key = time_of(shallow_fn, variables, frames) + time_of(fuse, variables, commons, shallow)
+  t_non_key = (time_of(shallow_fn, variables, frames)
+               + time_of(fuse, variables, projected_commons, shallow))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
-  profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, commons, shallow), fuse)
+  profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
   k = method.schedule.interval
   t_avg = (t_key + (k - 1) * t_non_key) / k
   gflops_key = _gflops(key)

@@ -157,9 +157,8 @@ class ConvBNAct(nn.Module):
 def channel_matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
   """`x [..., C] @ kernel [C, D]` in the compute `dtype` with a float32 result, for modules that
   sum several such products and round once (the folded SegFormer head, DCFM's split FFM)."""
-  rows = x.reshape(-1, x.shape[-1]).astype(dtype)
-  out = jnp.dot(rows, kernel.astype(dtype), preferred_element_type=jnp.float32)
-  return out.reshape(*x.shape[:-1], kernel.shape[-1])
+  return conv_ops.matmul_last_axis(x.astype(dtype), kernel.astype(dtype),
+                                   preferred_element_type=jnp.float32)
 
 
 class LinearWeights(nn.Module):

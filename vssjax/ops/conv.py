@@ -33,6 +33,18 @@ def _is_non_overlapping(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dil
                                 and all(tuple(p) == (0, 0) for p in padding))
 
 
+def matmul_last_axis(x: jax.Array, kernel: jax.Array, **dot_kwargs) -> jax.Array:
+  """`x [..., C] @ kernel [C, D]` as ONE 2-D `dot` over the flattened rows.
+
+  Written as an `einsum` over `...c`, the weight gradient contracts several axes, which XLA:CPU
+  may take in a permuted order and feed through a strided transpose (20 ms for the SegFormer
+  decoder's gradient on the synthetic train step, docs/benchmarks.md); over one row axis it
+  does not.
+  """
+  out = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, **dot_kwargs)
+  return out.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                          feature_group_count: int = 1, precision=None, **kwargs) -> jax.Array:
@@ -46,8 +58,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                         rhs_dilation, dimension_numbers, feature_group_count):
     kh, kw = rhs.shape[:2]
     if (kh, kw) == (1, 1):
-      out = jnp.dot(lhs.reshape(-1, lhs.shape[-1]), rhs[0, 0], precision=precision)
-      return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
+      return matmul_last_axis(lhs, rhs[0, 0], precision=precision)
     n, h, w, c = lhs.shape
     h, w = h // kh, w // kw
     patches = lhs[:, :h * kh, :w * kw].reshape(n, h, kh, w, kw, c)
