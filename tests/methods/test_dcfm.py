@@ -126,10 +126,16 @@ def test_evaluation_passes_rotate_the_first_keyframe(method_and_variables):
     config.method.eval_passes = 1
 
 
-def test_non_key_frame_costs_under_a_tenth_of_a_keyframe():
-  """MiT-B5 at 480x853 (XLA cost analysis): shallow prefix + 2 x (FFM + head) vs the full net."""
-  method = DCFMMethod(load_config("configs/dcfm/vspw_mitb5.py"))
-  frames = jax.ShapeDtypeStruct((1, 480, 853, 3), jnp.uint8)
+@pytest.mark.parametrize("path, size, key_gflops", [
+    ("configs/dcfm/vspw_mitb2.py", (480, 480), 35),  # the issue's benchmark size (~41 counted)
+    ("configs/dcfm/vspw_mitb5.py", (480, 853), 200),  # the released test size (~255 counted)
+])
+def test_non_key_frame_costs_under_a_tenth_of_a_keyframe(path, size, key_gflops):
+  """XLA cost analysis at batch 1: shallow prefix + B-mode fusion with 2 keyframes vs the full
+  net. For B2 the one head on the summed features (instead of one per keyframe) is what brings
+  it under 10% (12.5% before)."""
+  method = DCFMMethod(load_config(path))
+  frames = jax.ShapeDtypeStruct((1, *size, 3), jnp.uint8)
   variables = jax.eval_shape(lambda: method.init(
       jax.random.key(0), {"frames": jnp.zeros((1, 2, 64, 64, 3), jnp.uint8)}))
   common, _ = jax.eval_shape(method.encode_keyframe, variables, frames)
@@ -138,5 +144,5 @@ def test_non_key_frame_costs_under_a_tenth_of_a_keyframe():
   key = flops(method.encode_keyframe, variables, frames)
   non_key = (flops(method.encode_shallow, variables, frames)
              + flops(method.fused_logits, variables, [common, common], shallow))
-  assert key > 200e9  # the whole MiT-B5 + decoder (~271 GFLOPs counted by XLA)
+  assert key > key_gflops * 1e9  # the whole MiT + decoder
   assert non_key <= 0.1 * key, (non_key / 1e9, key / 1e9)

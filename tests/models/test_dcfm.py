@@ -24,7 +24,8 @@ def test_ffm_in_two_pieces_is_the_conv_of_the_concatenation():
   half = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)
   ffm = FFM(features=8, independent_dim=3)
   variables = ffm.init(jax.random.key(0), common, half, train=False,
-                       method=lambda m, c, h, train: m(m.project_common(c), h, train=train))
+                       method=lambda m, c, h, train: m(m.project_common(c), m.project_independent(h),
+                                                       train=train))
   variables = jax.tree.map(lambda x: x + 0.3 * jnp.asarray(rng.standard_normal(x.shape),
                                                            jnp.float32), variables)
   kernel, bias = variables["params"]["conv"]["kernel"], variables["params"]["conv"]["bias"]
@@ -35,7 +36,8 @@ def test_ffm_in_two_pieces_is_the_conv_of_the_concatenation():
   norm = variables["params"]["norm"]
   for train in (False, True):
     projected = ffm.apply(variables, common, method=FFM.project_common)
-    out, _ = ffm.apply(variables, projected, half, train=train, mutable=["batch_stats"])
+    independent = ffm.apply(variables, half, method=FFM.project_independent)
+    out, _ = ffm.apply(variables, projected, independent, train=train, mutable=["batch_stats"])
     mean = conv.mean((0, 1, 2)) if train else stats["mean"]
     var = conv.var((0, 1, 2)) if train else stats["var"]
     expected = jax.nn.relu((conv - mean) / jnp.sqrt(var + 1e-5) * norm["scale"] + norm["bias"])
@@ -80,3 +82,30 @@ def test_shallow_path_needs_only_the_first_layers():
   _, from_full = jax.jit(lambda v, x: model.apply(v, x, train=False, method=DCFM.encode))(
       variables, images)
   np.testing.assert_allclose(shallow, from_full, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("head_hidden", [False, True])
+def test_non_key_logits_are_the_sum_over_keyframes(head_hidden):
+  """Eq. 7: the non-key logits of a frame fused with two keyframes are the sum of its per-keyframe
+  decodes, whether the head is linear (one head on the summed features) or not (two heads)."""
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  config.model.head_hidden = head_hidden
+  model = build_dcfm(config.model, config.data.num_classes)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal((3, 32, 48, 3)), jnp.float32)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
+  variables = jax.tree.map(lambda x: x + 0.1 * jnp.asarray(rng.standard_normal(x.shape),
+                                                           jnp.float32), variables)
+
+  def pieces(m, x):
+    common, shallow = m.encode(x, train=False)
+    projected = m.project(common)
+    keys = [projected[0:1], projected[1:2]]
+    decoded = [m.decode(p, shallow[2:], train=False, normalize_first=True)[1] for p in keys]
+    return m.non_key_logits(keys, shallow[2:]), decoded
+
+  summed, (first, second) = jax.jit(lambda v, x: model.apply(v, x, method=pieces))(
+      variables, images)
+  assert summed.shape == (1, 8, 12, config.data.num_classes)
+  np.testing.assert_allclose(summed, first + second, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(first - second).max()) > 1e-2  # the two keyframes do differ

@@ -161,10 +161,7 @@ class DCFMMethod(Method):
 
   def _fused_logits_impl(self, variables, projected_commons, shallow):
     """Sum over the given keyframes' projected common features of the non-key logits (eqs. 6-7)."""
-    def fuse(module):
-      return sum(module.decode(projected, shallow, train=False, normalize_first=True)[1]
-                 for projected in projected_commons)
-    return self.module.apply(variables, method=fuse)
+    return self.module.apply(variables, projected_commons, shallow, method=DCFM.non_key_logits)
 
   def predictor(self, variables: Variables, *, first_keyframe: int = 0) -> DCFMPredictor:
     return DCFMPredictor(self, variables, self.schedule, first_keyframe)

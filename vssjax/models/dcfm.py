@@ -13,6 +13,7 @@ norm}`, `final/{conv, bn}` (Cityscapes/CamVid head) and `final/cls`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -79,9 +80,10 @@ class FFM(nn.Module):
   """Feature fusion: concat [common (d), independent half] -> 1x1 conv (bias) -> BN -> ReLU.
 
   The conv is applied in two pieces, its common block (`project_common`, with the bias) and its
-  independent block (`__call__`), summed in float32: equal to the conv of the concatenation, and
-  a keyframe's projected common feature is computed once and reused by every non-key frame that
-  fuses with it (each non-key frame then needs only its narrow independent half's product).
+  independent block (`project_independent`), summed in float32: equal to the conv of the
+  concatenation. A keyframe's projected common feature is computed once and reused by every
+  non-key frame that fuses with it, and a non-key frame's narrow independent product once for
+  both keyframes it fuses with (B mode).
   """
   features: int  # d, also the width of the common feature
   independent_dim: int  # the width of the independent half
@@ -97,11 +99,14 @@ class FFM(nn.Module):
     kernel, bias = self.conv()
     return channel_matmul(common, kernel[0, 0, :self.features], self.dtype) + bias
 
-  def __call__(self, projected_common: jax.Array, independent_half: jax.Array, *,
-               train: bool) -> jax.Array:
+  def project_independent(self, independent_half: jax.Array) -> jax.Array:
+    """The independent half's share of the conv, in float32."""
     kernel, _ = self.conv()
-    x = projected_common + channel_matmul(independent_half, kernel[0, 0, self.features:],
-                                          self.dtype)
+    return channel_matmul(independent_half, kernel[0, 0, self.features:], self.dtype)
+
+  def __call__(self, projected_common: jax.Array, projected_independent: jax.Array, *,
+               train: bool) -> jax.Array:
+    x = projected_common + projected_independent
     return nn.relu(self.norm(x.astype(self.dtype), train=train))
 
 
@@ -111,6 +116,12 @@ class DCFMClassifier(nn.Module):
   hidden: bool
   dropout_rate: float = 0.1
   dtype: Dtype = jnp.float32
+
+  @property
+  def linear_at_eval(self) -> bool:
+    """Without the hidden block the head is Dropout + a bias-free 1x1 conv, linear at eval: the
+    sum of its logits over several features is its logits of their sum."""
+    return not self.hidden
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -128,7 +139,9 @@ class DCFM(nn.Module):
   - `shallow(images)` -> raw shallow feature: a non-key frame runs only this (eq. 5);
   - `project(common)` -> the common feature's share of the FFM conv, which a keyframe computes
     once for all the non-key frames that fuse with it;
-  - `decode(projected, shallow)` -> (fused F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6).
+  - `decode(projected, shallow)` -> (fused F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6);
+  - `non_key_logits(projecteds, shallow)` -> a non-key frame's logits summed over its keyframes
+    (eq. 7).
   """
   encoder: nn.Module  # MiTCommonEncoder | PSPCommonEncoder
   num_classes: int
@@ -164,18 +177,43 @@ class DCFM(nn.Module):
 
   def decode(self, projected: jax.Array, shallow: jax.Array, *, train: bool,
              normalize_first: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Fuses a (projected) common feature with a (raw) shallow one and classifies.
+    """Fuses a (projected) common feature with a (raw) shallow one and classifies: (fused
+    F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6)."""
+    independent = self.project_independent(shallow, projected.shape[-3:-1],
+                                           normalize_first=normalize_first)
+    fused = self.fuse(projected, independent, train=train)
+    return fused, self.final(fused, train=train)
+
+  def non_key_logits(self, projecteds: Sequence[jax.Array], shallow: jax.Array) -> jax.Array:
+    """Eq. 7 at test time: the sum over the given keyframes' projected common features of a
+    non-key frame's low-resolution logits (eq. 6).
+
+    The frame's independent product is computed once for all keyframes. When the head is
+    linear (head_nums 0) it classifies the sum of the fused features once instead of summing
+    per-keyframe logits: equal up to float rounding, and one head fewer per B-mode frame.
+    """
+    size = projecteds[0].shape[-3:-1]
+    independent = self.project_independent(shallow, size, normalize_first=True)
+    fused = [self.fuse(projected, independent, train=False) for projected in projecteds]
+    if self.final.linear_at_eval:
+      return self.final(sum(fused), train=False)
+    return sum(self.final(f, train=False) for f in fused)
+
+  def project_independent(self, shallow: jax.Array, size: tuple[int, int], *,
+                          normalize_first: bool) -> jax.Array:
+    """The FFM conv's share of a raw shallow feature, on the common grid `size`.
 
     The shallow map is resized to the common grid (ResNet: 1/4 -> 1/8, no antialias) and
     L2-normalised over all its channels, then its first half is kept. The release resizes first
     when training and normalises first at test (`normalize_first`); on MiT both grids are 1/4 and
     the order does not matter.
     """
-    size = projected.shape[-3:-1]
     if normalize_first:
       independent = resize_bilinear(l2_normalize(shallow), size, align_corners=False)
     else:
       independent = l2_normalize(resize_bilinear(shallow, size, align_corners=False))
-    half = independent[..., : independent.shape[-1] // 2]
-    fused = l2_normalize(self.ffm(projected, half, train=train))
-    return fused, self.final(fused, train=train)
+    return self.ffm.project_independent(independent[..., : independent.shape[-1] // 2])
+
+  def fuse(self, projected: jax.Array, independent: jax.Array, *, train: bool) -> jax.Array:
+    """F^ = N(FFM(common, independent half)) from the two projected shares."""
+    return l2_normalize(self.ffm(projected, independent, train=train))
