@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -121,13 +122,15 @@ def default_palette(num_classes: int) -> np.ndarray:
 class VideoSource(abc.ABC):
   """A video segmentation dataset: splits of videos plus class metadata and label mapping.
 
-  Subclasses set `name`, `class_names` and `splits`, implement `videos`, and override `map_label`
-  (raw file ids -> train ids) or `read_raw_label` (unusual label encodings) where needed.
+  Subclasses set `name`, `class_names`, `splits` and, where the dataset has its own colours,
+  `official_palette`; implement `videos`, and override `map_label` (raw file ids -> train ids) or
+  `read_raw_label` (unusual label encodings) where needed.
   """
   name: str = ""
   class_names: tuple[str, ...] = ()
   splits: tuple[str, ...] = ()
   ignore_label: int = IGNORE_LABEL
+  official_palette: np.ndarray | None = None  # uint8 [NC, 3]
 
   @property
   def num_classes(self) -> int:
@@ -135,6 +138,8 @@ class VideoSource(abc.ABC):
 
   @property
   def palette(self) -> np.ndarray:
+    if self.official_palette is not None:
+      return self.official_palette
     return default_palette(self.num_classes)
 
   @abc.abstractmethod
@@ -167,6 +172,20 @@ class VideoSource(abc.ABC):
   def check_split(self, split: str) -> None:
     if split not in self.splits:
       raise ValueError(f"source {self.name!r} has splits {self.splits}, not {split!r}")
+
+
+class FolderSource(VideoSource):
+  """A user's copy of a dataset under one root folder; a split is present when the file or
+  folder `split_path(split)` exists."""
+
+  def __init__(self, root: str):
+    self._root = os.path.expanduser(root)
+
+  def split_path(self, split: str) -> str:
+    return os.path.join(self._root, split)
+
+  def available_splits(self) -> tuple[str, ...]:
+    return tuple(split for split in self.splits if os.path.exists(self.split_path(split)))
 
 
 _SOURCES: dict[str, Callable[..., VideoSource]] = {}

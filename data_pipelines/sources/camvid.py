@@ -32,20 +32,11 @@ _NAME = re.compile(r"^(?P<prefix>.+?)(?P<number>\d+)\.png$")
 
 
 @base.register_source
-class CamvidSource(base.VideoSource):
+class CamvidSource(base.FolderSource):
   name = "camvid"
   class_names = CLASS_NAMES
   splits = ("train", "val", "test")
-
-  def __init__(self, root: str):
-    self._root = os.path.expanduser(root)
-
-  @property
-  def palette(self) -> np.ndarray:
-    return PALETTE
-
-  def available_splits(self) -> tuple[str, ...]:
-    return tuple(split for split in self.splits if os.path.isdir(os.path.join(self._root, split)))
+  official_palette = PALETTE
 
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)

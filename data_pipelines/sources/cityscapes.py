@@ -33,24 +33,18 @@ _GT_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_lab
 
 
 @base.register_source
-class CityscapesSource(base.VideoSource):
+class CityscapesSource(base.FolderSource):
   name = "cityscapes"
   class_names = CLASS_NAMES
   splits = ("train", "val", "test")
+  official_palette = PALETTE
 
-  def __init__(self, root: str):
-    self._root = os.path.expanduser(root)
-
-  @property
-  def palette(self) -> np.ndarray:
-    return PALETTE
-
-  def available_splits(self) -> tuple[str, ...]:
-    return tuple(split for split in self.splits if os.path.isdir(os.path.join(self._root, "gtFine", split)))
+  def split_path(self, split: str) -> str:
+    return os.path.join(self._root, "gtFine", split)
 
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
-    gt_root = os.path.join(self._root, "gtFine", split)
+    gt_root = self.split_path(split)
     if not os.path.isdir(gt_root):
       raise base.DataError(gt_root, "missing annotation folder")
     videos = []

@@ -404,16 +404,13 @@ class SyntheticVideoSource(base.VideoSource):
   name = "synthetic"
   class_names = CLASS_NAMES
   splits = tuple(_SPLIT_STREAM)
+  official_palette = PALETTE
 
   def __init__(self, num_train_videos: int = 200, num_val_videos: int = 16, num_frames: int = 16,
                height: int = 128, width: int = 128, seed: int = 0):
     self.knobs = dict(num_train_videos=num_train_videos, num_val_videos=num_val_videos,
                       num_frames=num_frames, height=height, width=width, seed=seed)
     self._counts = {"train": num_train_videos, "val": num_val_videos}
-
-  @property
-  def palette(self) -> np.ndarray:
-    return PALETTE
 
   def videos(self, split: str) -> Sequence[base.VideoRecord]:
     self.check_split(split)

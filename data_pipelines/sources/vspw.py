@@ -64,21 +64,20 @@ def read_video_list(path: str) -> list[str]:
 
 
 @base.register_source
-class VspwSource(base.VideoSource):
+class VspwSource(base.FolderSource):
   name = "vspw"
   splits = ("train", "val", "test")
 
   def __init__(self, root: str):
-    self._root = os.path.expanduser(root)
+    super().__init__(root)
     self.class_names = _class_names(self._root)
 
-  def available_splits(self) -> tuple[str, ...]:
-    return tuple(split for split in self.splits if os.path.exists(os.path.join(self._root, f"{split}.txt")))
+  def split_path(self, split: str) -> str:
+    return os.path.join(self._root, f"{split}.txt")
 
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
-    return [self._video(name) for name in
-            read_video_list(os.path.join(self._root, f"{split}.txt"))]
+    return [self._video(name) for name in read_video_list(self.split_path(split))]
 
   def _video(self, name: str) -> base.VideoRecord:
     folder = os.path.join(self._root, "data", name)

@@ -131,22 +131,16 @@ def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict
 
 
 @base.register_source
-class VtestPseudoSource(base.VideoSource):
+class VtestPseudoSource(base.FolderSource):
   """Reads what `build` wrote."""
   name = "vtest_pseudo"
   class_names = CLASS_NAMES
   splits = ("train", "val")
-
-  def __init__(self, root: str):
-    self._root = os.path.expanduser(root)
-
-  @property
-  def palette(self) -> np.ndarray:
-    return PALETTE
+  official_palette = PALETTE
 
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
-    split_dir = os.path.join(self._root, split)
+    split_dir = self.split_path(split)
     if not os.path.isdir(split_dir):
       raise base.DataError(split_dir, "missing; build vtest-pseudo first (python -m "
                            "data_pipelines.make_vtest_pseudo --help)")

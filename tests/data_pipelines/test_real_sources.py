@@ -53,6 +53,8 @@ def _vspw(root, frames: int = 3) -> str:
 def test_vspw_layout_palette_labels_and_mapping(tmp_path):
   source = get_source("vspw", root=_vspw(tmp_path / "VSPW_480p"))
   assert source.num_classes == 124 and source.class_names[0] == "class_001"
+  assert source.available_splits() == ("train", "val", "test")
+  assert source.palette.shape == (124, 3)  # no official colours: the generated palette
   train = source.videos("train")
   assert [v.name for v in train] == ["vid_a", "vid_b"]
   assert [f.frame_id for f in train[0].frames] == ["vid_a/00000000", "vid_a/00000001",
@@ -117,6 +119,8 @@ def _cityscapes(root) -> str:
 
 def test_cityscapes_snippets_mark_the_annotated_frame(tmp_path):
   source = get_source("cityscapes", root=_cityscapes(tmp_path / "cs"))
+  assert source.available_splits() == ("train",)  # only gtFine/train exists
+  assert source.palette[0].tolist() == [128, 64, 128]  # the official road colour
   videos = dataset.VideoDataset.from_source(source, "train")
   assert [videos.name(i) for i in range(2)] == ["frankfurt_000000_000019",
                                                   "frankfurt_000001_000029"]
@@ -156,6 +160,8 @@ def _camvid(root, with_frames: bool) -> str:
 
 def test_camvid_without_frames_groups_sequences(tmp_path):
   source = get_source("camvid", root=_camvid(tmp_path / "cv", with_frames=False))
+  assert source.available_splits() == ("train", "test")
+  assert source.palette is camvid.PALETTE
   train = source.videos("train")
   assert [(v.name, len(v.frames)) for v in train] == [("0001TP", 2), ("Seq05VD", 1)]
   videos = dataset.VideoDataset.from_source(source, "train")
