@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, conv_init,
-                                  dense_init, depthwise_conv)
+                                  dense_init, depthwise_conv, gelu)
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.resize import resize_bilinear
 
@@ -27,10 +27,6 @@ LTEM_HEADS = (2, 4)  # attention heads of the two LTEM layers (the release's [2,
 MLP_RATIO = 4
 _LN_EPS = 1e-5
 _COS_EPS = 1e-8
-
-
-def _gelu(x: jax.Array) -> jax.Array:
-  return nn.gelu(x, approximate=False)
 
 
 def _layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
@@ -86,21 +82,21 @@ class CAM(nn.Module):
     def dwconv(kernel, name):
       return DepthwiseConv(kernel, impl=self.dwconv_impl, dtype=dt, name=name)
 
-    x1 = _gelu(_conv(dim, (1, 1), "conv1_1_0", dt)(x))
-    x2 = dwconv(3, "conv1_2_2")(_gelu(_conv(dim, (1, 1), "conv1_2_0", dt)(x)))
+    x1 = gelu(_conv(dim, (1, 1), "conv1_1_0", dt)(x))
+    x2 = dwconv(3, "conv1_2_2")(gelu(_conv(dim, (1, 1), "conv1_2_0", dt)(x)))
     local = dwconv_sum(x1, [dwconv(kernel, f"conv2_{i}_0")(x1, apply=False)
                             for i, kernel in enumerate(self.kernels, start=1)],
                        self.dwconv_impl, dt)
     local = _conv(dim, (1, 1), f"conv2_{len(self.kernels) + 1}_0", dt)(local)
-    local = _gelu(BatchNorm(dtype=dt, name=f"conv2_{len(self.kernels) + 1}_1")(local, train=train))
+    local = gelu(BatchNorm(dtype=dt, name=f"conv2_{len(self.kernels) + 1}_1")(local, train=train))
     # Row and column descriptors (means over H resp. W), each convolved along the other axis.
     g_h = _conv(dim, (1, 3), "conv3_1_0", dt, use_bias=False)(x2.mean(axis=-3, keepdims=True))
     g_h = BatchNorm(dtype=dt, name="conv3_1_1")(g_h, train=train)
     g_w = _conv(dim, (3, 1), "conv3_2_0", dt, use_bias=False)(x2.mean(axis=-2, keepdims=True))
     g_w = BatchNorm(dtype=dt, name="conv3_2_1")(g_w, train=train)
-    glob = dwconv((11, 1), "excite_2")(_gelu(dwconv((1, 11), "excite_0")(g_h + g_w)))
+    glob = dwconv((11, 1), "excite_2")(gelu(dwconv((1, 11), "excite_0")(g_h + g_w)))
     out = _conv(dim, (1, 1), "conv_0", dt)(local * jax.nn.sigmoid(glob) + local)
-    return _gelu(BatchNorm(dtype=dt, name="conv_1")(out, train=train))
+    return gelu(BatchNorm(dtype=dt, name="conv_1")(out, train=train))
 
 
 class ClusterBlock(nn.Module):
@@ -128,7 +124,7 @@ class DepthwiseMlp(nn.Module):
     dim = x.shape[-1]
     y = nn.Dense(dim * MLP_RATIO, dtype=self.dtype, name="fc1")(x)
     y = DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(y)
-    return nn.Dense(dim, dtype=self.dtype, name="fc2")(_gelu(y))
+    return nn.Dense(dim, dtype=self.dtype, name="fc2")(gelu(y))
 
 
 class LTEMLayer(nn.Module):

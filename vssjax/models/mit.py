@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init,
+from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init, gelu,
                                   layer_norm)
 
 Dtype = Any
@@ -105,7 +105,7 @@ class MixFFN(nn.Module):
     channels = x.shape[-1]
     x = _dense(channels * self.mlp_ratio, self.dtype, "fc1")(x)
     x = DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(x)
-    x = nn.gelu(x, approximate=False)
+    x = gelu(x)
     return _dense(channels, self.dtype, "fc2")(x)
 
 
