@@ -1,4 +1,5 @@
-"""DTERN head: parameter counts of spec §10.2, GTEM vs numpy, the temporal path, early exit."""
+"""DTERN head: parameter counts of spec §10.2, GTEM and the cosine vs numpy, the temporal path,
+early exit."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +9,7 @@ from flax import traverse_util
 from tests.conftest import load_config
 from vssjax.convert.common import abstract_variables
 from vssjax.methods.dtern import build_dtern
-from vssjax.models.dtern_head import GTEM, DTERNHead, dwconv_sum
+from vssjax.models.dtern_head import GTEM, DTERNHead, cosine_similarity, dwconv_sum
 from vssjax.models.layers import depthwise_conv
 from vssjax.models.segformer_head import SegFormerHead
 
@@ -118,3 +119,19 @@ def test_cam_kernel_sum_is_the_sum_of_the_separate_convs(impl):
   np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-5)
   with pytest.raises(ValueError, match="odd and square"):
     dwconv_sum(x, [(jnp.zeros((4, 4, 1, 4)), jnp.zeros(4))], impl, jnp.float32)
+
+
+def test_cosine_similarity_broadcasts_like_torch():
+  """torch 1.7's F.cosine_similarity over the last axis: against a [E] prompt and a size-1 axis,
+  and a zero vector gives 0 (the norm product is clamped to 1e-8, not each norm)."""
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+  a[0, 0, 0] = 0.0
+  for b in (rng.standard_normal(7), rng.standard_normal((2, 1, 5, 7))):
+    b = b.astype(np.float32)
+    dot = np.sum(a * b, axis=-1)
+    expected = dot / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-8)
+    out = cosine_similarity(jnp.asarray(a), jnp.asarray(b))
+    assert out.shape == (2, 3, 5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert float(out[0, 0, 0]) == 0.0

@@ -42,10 +42,15 @@ def _conv(features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Cosine over the last axis as torch 1.7's `F.cosine_similarity`: a.b / max(|a| |b|, eps)."""
-  dot = jnp.sum(a * b, axis=-1)
-  norms = jnp.sqrt(jnp.sum(a * a, axis=-1) * jnp.sum(b * b, axis=-1))
-  return dot / jnp.maximum(norms, _COS_EPS)
+  """Cosine over the last axis as torch 1.7's `F.cosine_similarity`: a.b / max(|a| |b|, eps).
+
+  The products are contractions (`einsum`), not `sum(a * b, -1)`: XLA:CPU ran that reduction of
+  a broadcast product 35x slower (44 vs 1.3 ms for the [1, 14400, 200] cluster logits against a
+  [200] prompt).
+  """
+  inner = lambda x, y: jnp.einsum("...e,...e->...", x, y)
+  norms = jnp.sqrt(inner(a, a) * inner(b, b))
+  return inner(a, b) / jnp.maximum(norms, _COS_EPS)
 
 
 def dwconv_sum(x: jax.Array, weights: Sequence[tuple[jax.Array, jax.Array]], impl: str,
