@@ -37,6 +37,10 @@ def test_window_attention_is_per_pixel_window_attention(window, keep_ratio):
                          num_heads=2, keep_ratio=keep_ratio)
   keep = int(np.ceil(keep_ratio * 2 * window * window))
   np.testing.assert_allclose(got, _direct_window_attention(q, k, v, window, 2, keep), atol=1e-5)
+  # Keeping every window position (ratio 1) needs no top-k, which XLA:CPU runs as a sort.
+  jaxpr = str(jax.make_jaxpr(lambda *a: window_attention(
+      *a, window=window, num_heads=2, keep_ratio=keep_ratio))(q, k, v))
+  assert ("top_k" in jaxpr) == (keep_ratio < 1.0)
 
 
 def _compiled_costs(fn, *shapes):
