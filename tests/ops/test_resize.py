@@ -75,3 +75,19 @@ def test_phase_taps_only_where_they_reproduce_torch_exactly():
   assert resize._phase_taps(12, 24, True) is None
   assert resize._phase_taps(5, 15, False) is None
   assert resize._phase_taps(24, 12, False) is None
+
+
+@pytest.mark.parametrize("in_size", [3, 4, 7])  # 3: the smallest size with phase taps
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_phase_upsampling_gradient_is_the_transposed_matrix(in_size, factor):
+  """The written-out adjoint of the phase blend (`_unblend_phases`, edge clamps included) is the
+  transpose of torch's interpolation matrix, on each axis."""
+  rng = np.random.default_rng(factor)
+  out_size = in_size * factor
+  cotangent = rng.standard_normal((2, out_size, out_size + factor, 3)).astype(np.float32)
+  _, vjp = jax.vjp(lambda a: resize_bilinear(a, cotangent.shape[1:3]),
+                   jnp.zeros((2, in_size, in_size + 1, 3), jnp.float32))
+  (grad,) = vjp(jnp.asarray(cotangent))
+  expected = np.einsum("oh,pw,bopc->bhwc", bilinear_matrix(in_size, out_size, False),
+                       bilinear_matrix(in_size + 1, out_size + factor, False), cotangent)
+  np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)

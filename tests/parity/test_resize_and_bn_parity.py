@@ -37,7 +37,8 @@ def test_bilinear_matches_torch(in_size, out_size, align_corners):
                                                ((3, 12), (24, 24)), ((5, 6), (15, 12))])
 def test_bilinear_gradient_matches_torch_autograd(in_size, out_size, align_corners):
   """The differentiated forward (phase blends at integer factors 2-8 without align_corners) and
-  the hand-written backward (transposed interpolation matrices) against torch's autograd."""
+  the hand-written backward (their adjoint there, transposed interpolation matrices elsewhere)
+  against torch's autograd."""
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, *in_size, 3)).astype(np.float32)
   cotangent = rng.standard_normal((2, *out_size, 3)).astype(np.float32)

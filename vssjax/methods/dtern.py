@@ -105,26 +105,28 @@ class DTERNMethod(Method):
         {"params": params, **model_state}, batch["frames"], train=True,
         rngs={"dropout": rng}, mutable=["batch_stats"])
     labels = batch["labels"]
-    frame_logits, frame_labels = self._frame_loss_inputs(outputs["frame_logits"], labels)
-    target_logits = jnp.concatenate([outputs["final"], outputs["class_logits"]], axis=0)
     target_labels = jnp.concatenate([labels[:, -1]] * 2, axis=0)
-    loss_frames = self._cross_entropy(frame_logits, frame_labels)
+    target_logits = losses.logits_at_label_size(
+        jnp.concatenate([outputs["final"], outputs["class_logits"]], axis=0), target_labels)
+    loss_frames = self._frame_loss(outputs["frame_logits"], labels)
     loss_target = self._cross_entropy(target_logits, target_labels)
     loss = 0.5 * loss_frames + 0.5 * loss_target
-    final = losses.logits_at_label_size(outputs["final"], labels[:, -1])
+    final = target_logits[: labels.shape[0]]  # the final prediction, already at label size
     metrics = {"loss": loss, "loss_frames": loss_frames, "loss_target": loss_target,
                "pixel_acc": losses.pixel_accuracy(final, labels[:, -1])}
     return loss, (metrics, dict(new_state))
 
-  def _frame_loss_inputs(self, frame_logits: jax.Array, labels: jax.Array):
-    """The per-frame branch's (logits, labels): every frame, or the target only on sparsely
+  def _frame_loss(self, frame_logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The per-frame branch's cross-entropy: over every frame, or the target only on sparsely
     labelled sets (`method.frame_loss_target_only`)."""
     if self.config.method.frame_loss_target_only:
-      return frame_logits[:, -1], labels[:, -1]
-    return flatten_time(frame_logits), flatten_time(labels)
+      frame_logits, labels = frame_logits[:, -1], labels[:, -1]
+    else:
+      frame_logits, labels = flatten_time(frame_logits), flatten_time(labels)
+    return self._cross_entropy(losses.logits_at_label_size(frame_logits, labels), labels)
 
   def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    logits = losses.logits_at_label_size(logits, labels)
+    """Cross-entropy of logits already at label size, averaged as the config says."""
     return losses.segmentation_cross_entropy(
         logits, labels, average=self.config.method.loss_average)
 

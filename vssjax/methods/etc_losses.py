@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from vssjax.methods import losses
 from vssjax.models import conv_lstm
+from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
 from vssjax.ops.warp import occlusion_mask, warp
 
@@ -90,7 +91,7 @@ def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,
   z_t, z_s = _upsample(logits_t, size), _upsample(logits_s, size)
   if formulation == "released":
     return weight * jnp.mean(jnp.square(mask * z_t - mask * warp(z_s, flow)))
-  q_t, q_s = jax.nn.softmax(z_t, axis=-1), jax.nn.softmax(z_s, axis=-1)
+  q_t, q_s = softmax(z_t), softmax(z_s)
   per_pixel = jnp.sum(jnp.square(q_t - warp(q_s, flow)), axis=-1, keepdims=True)
   return weight * jnp.mean(mask * per_pixel)
 

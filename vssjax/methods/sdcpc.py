@@ -64,9 +64,9 @@ class SDCPCMethod(DTERNMethod):
         rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     method = self.config.method
     labels = batch["labels"]
-    frame_logits, frame_labels = self._frame_loss_inputs(outputs["frame_logits"], labels)
-    loss_final = self._cross_entropy(outputs["final"], labels[:, -1])
-    loss_frames = self._cross_entropy(frame_logits, frame_labels)
+    final = losses.logits_at_label_size(outputs["final"], labels[:, -1])
+    loss_final = self._cross_entropy(final, labels[:, -1])
+    loss_frames = self._frame_loss(outputs["frame_logits"], labels)
     mcp = method.mcp
     loss_contrast = mcp_cl_loss(
         outputs["embedding"], outputs["final"], labels[:, -1], sample_rng,
@@ -74,7 +74,6 @@ class SDCPCMethod(DTERNMethod):
         kmeans_iters=mcp.kmeans_iters, prototype_pixels=mcp.prototype_pixels,
         max_pixels_per_class=mcp.max_pixels_per_class)
     loss = loss_final + method.frame_loss_weight * loss_frames + mcp.weight * loss_contrast
-    final = losses.logits_at_label_size(outputs["final"], labels[:, -1])
     metrics = {"loss": loss, "loss_final": loss_final, "loss_frames": loss_frames,
                "loss_contrast": loss_contrast,
                "pixel_acc": losses.pixel_accuracy(final, labels[:, -1])}

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, conv_init,
                                   dense_init, depthwise_conv, gelu)
 from vssjax.models.segformer_head import SegFormerHead
+from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
@@ -157,8 +158,8 @@ class LTEMLayer(nn.Module):
     logits = self._fuse_assignments(logits, prev_logits)
 
     tokens = frames.reshape((batch, num_t, height * width, dim))
-    soft = jax.nn.softmax(logits.reshape((batch, num_t, height * width, k)).astype(jnp.float32),
-                          axis=2).astype(tokens.dtype)
+    soft = softmax(logits.reshape((batch, num_t, height * width, k)).astype(jnp.float32),
+                   axis=2).astype(tokens.dtype)
     centers = jnp.einsum("btnk,btne->btke", soft, tokens)  # attention-pooled per-frame exemplars
     gate = jax.nn.sigmoid(
         self.param("sim_beta", nn.initializers.zeros, (1,))
@@ -186,7 +187,9 @@ class LTEMLayer(nn.Module):
 
     def masked_transform(z, prompt, transform):
       mask = jnp.clip(cosine_similarity(z, prompt.astype(z.dtype)), 0.0, 1.0)
-      return (z * mask[..., None]) @ transform.astype(z.dtype)
+      # z * mask[..., None] as a contraction, whose transpose for mask's gradient is one too
+      # (see `ops.attention`: XLA:CPU reduces the product slowly, 2 x 200 ms per step).
+      return jnp.einsum("...k,...->...k", z, mask) @ transform.astype(z.dtype)
 
     return (masked_transform(logits, prompt2, transform2)
             + masked_transform(prev, prompt1, transform1)) / 2
@@ -202,7 +205,7 @@ class LTEMLayer(nn.Module):
     q = split(nn.Dense(dim, dtype=self.dtype, name="q")(queries)) * head_dim ** -0.5
     k = split(nn.Dense(dim, dtype=self.dtype, name="k")(exemplars))
     v = split(nn.Dense(dim, dtype=self.dtype, name="v")(exemplars))
-    weights = jax.nn.softmax(jnp.einsum("bnhd,bkhd->bhnk", q, k).astype(jnp.float32), axis=-1)
+    weights = softmax(jnp.einsum("bnhd,bkhd->bhnk", q, k).astype(jnp.float32))
     out = jnp.einsum("bhnk,bkhd->bnhd", weights.astype(v.dtype), v)
     return nn.Dense(dim, dtype=self.dtype, name="proj")(out.reshape(queries.shape))
 
@@ -222,8 +225,7 @@ class NonLocalCrossAttention(nn.Module):
     q = project(query_map, "query_project")
     k = project(key_map, "key_project")
     v = project(key_map, "value_project")
-    weights = jax.nn.softmax(
-        (jnp.einsum("bnc,bmc->bnm", q, k) * dim ** -0.5).astype(jnp.float32), axis=-1)
+    weights = softmax((jnp.einsum("bnc,bmc->bnm", q, k) * dim ** -0.5).astype(jnp.float32))
     context = jnp.einsum("bnm,bmc->bnc", weights.astype(v.dtype), v).reshape(query_map.shape)
     return ConvBNAct(dim, dtype=self.dtype, name="out_project")(context, train=train)
 
@@ -241,7 +243,7 @@ class GTEM(nn.Module):
     q = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="q")(x)
     k = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="k")(fcc[0, 0])
     class_logits = jnp.einsum("bhwc,nc->bhwn", q, k) * dim ** -0.5
-    probs = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+    probs = softmax(class_logits.astype(jnp.float32)).astype(x.dtype)
     class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(x.dtype))
     context = NonLocalCrossAttention(self.dtype, name="cross_attn")(x, class_context, train=train)
     return x + context, class_logits

@@ -20,6 +20,7 @@ import numpy as np
 
 from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init, gelu,
                                   layer_norm)
+from vssjax.ops.attention import dot_product_attention
 
 Dtype = Any
 
@@ -69,7 +70,8 @@ class EfficientAttention(nn.Module):
   Input and output are NHWC maps; queries are every pixel, keys/values are the reduced map (cost
   N * N / sr^2). Heads are contiguous channel blocks, `kv` packs [keys; values] as in mmseg.
   `attention_impl` is `jax.nn.dot_product_attention`'s `implementation`: 'xla' (any device,
-  any dtype) or 'cudnn' (NVIDIA GPUs, fp16/bf16: fused, the score matrix is never stored).
+  any dtype; `ops.attention`'s form, whose gradient XLA:CPU runs faster) or 'cudnn' (NVIDIA GPUs,
+  fp16/bf16: fused, the score matrix is never stored).
   """
   num_heads: int
   sr_ratio: int
@@ -88,8 +90,8 @@ class EfficientAttention(nn.Module):
       context = layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(context)
     kv = _dense(2 * channels, self.dtype, "kv")(context)
     kv = kv.reshape(batch, -1, 2, self.num_heads, head_dim)
-    out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5,
-                                       implementation=self.attention_impl)
+    out = dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5,
+                                implementation=self.attention_impl)
     out = out.reshape(batch, height, width, channels)
     return _dense(channels, self.dtype, "proj")(out)
 

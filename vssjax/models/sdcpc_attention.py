@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vssjax.models.layers import dense_init
+from vssjax.ops.attention import dot_product_attention, softmax
 
 Dtype = Any
 
@@ -41,7 +42,7 @@ def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
 def _masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   """Softmax over the last axis of the float32 scores where `mask`; masked entries get weight 0."""
   scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-  return jax.nn.softmax(scores, axis=-1)
+  return softmax(scores)
 
 
 def top_k_mask(scores: jax.Array, mask: np.ndarray, keep: int) -> jax.Array:
@@ -61,7 +62,7 @@ def top_k_mask(scores: jax.Array, mask: np.ndarray, keep: int) -> jax.Array:
 def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
   """Multi-head attention of q [B, N, C] over k, v [B, M, C] -> [B, N, C]."""
   q, k, v = (_split_heads(x, num_heads) for x in (q, k, v))
-  out = jax.nn.dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
+  out = dot_product_attention(q, k, v, scale=q.shape[-1] ** -0.5)
   return out.reshape(out.shape[:-2] + (-1,))
 
 

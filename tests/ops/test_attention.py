@@ -1,0 +1,56 @@
+"""vssjax.ops.attention: jax.nn's softmax and attention values, derivatives as contractions."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vssjax.ops.attention import dot_product_attention, softmax
+
+
+def _count_in_jaxpr(primitive: str, fn, *args) -> int:
+  """How often `primitive` is applied in fn's jaxpr, nested jaxprs included."""
+  return str(jax.make_jaxpr(fn)(*args)).count(f" {primitive}[")
+
+
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+def test_softmax_values_gradient_and_jvp_match_jax(axis):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 5, 7)) * 4, jnp.float32)
+  weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  tangent = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  np.testing.assert_array_equal(softmax(x, axis), jax.nn.softmax(x, axis=axis))
+  loss = lambda f: lambda x: jnp.sum(f(x) * weights) ** 2
+  np.testing.assert_allclose(jax.grad(loss(lambda x: softmax(x, axis)))(x),
+                             jax.grad(loss(lambda x: jax.nn.softmax(x, axis=axis)))(x),
+                             rtol=1e-5, atol=1e-5)
+  _, ours = jax.jvp(lambda x: softmax(x, axis), (x,), (tangent,))
+  _, reference = jax.jvp(lambda x: jax.nn.softmax(x, axis=axis), (x,), (tangent,))
+  np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_gradient_reduces_by_contraction():
+  """The gradient's <y, g> is a dot_general: the one reduce_sum left is the forward's
+  denominator (jax.nn.softmax's gradient reduces y * g, which XLA:CPU runs slowly)."""
+  x = jnp.ones((4, 6), jnp.float32)
+  grad = lambda f: jax.grad(lambda x: jnp.vdot(f(x), x))
+  assert _count_in_jaxpr("reduce_sum", grad(softmax), x) == 1
+  assert _count_in_jaxpr("reduce_sum", grad(jax.nn.softmax), x) > 1  # what this avoids
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dot_product_attention_matches_jax(dtype):
+  rng = np.random.default_rng(1)
+  q, k, v = (jnp.asarray(rng.standard_normal(shape), dtype)
+             for shape in ((2, 9, 2, 8), (2, 5, 2, 8), (2, 5, 2, 8)))
+  attend = lambda f: lambda q, k, v: f(q, k, v, scale=8 ** -0.5)
+  np.testing.assert_allclose(np.float32(attend(dot_product_attention)(q, k, v)),
+                             np.float32(attend(jax.nn.dot_product_attention)(q, k, v)),
+                             rtol=1e-6, atol=1e-6)
+  loss = lambda f: lambda *qkv: jnp.sum(attend(f)(*qkv).astype(jnp.float32) ** 2)
+  ours = jax.grad(loss(dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+  reference = jax.grad(loss(jax.nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+  tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+  for name, a, b in zip("qkv", ours, reference):
+    assert a.dtype == b.dtype == dtype, name
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tolerance, atol=tolerance,
+                               err_msg=name)

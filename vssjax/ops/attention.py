@@ -1,0 +1,51 @@
+"""Softmax and scaled dot-product attention whose gradients run well on XLA:CPU.
+
+`jax.nn.softmax`'s derivative is `y * (t - sum(y * t, -1))`. Transposed for the gradient, that
+`sum(y * t, -1)` becomes a reduction of an elementwise product, and XLA:CPU fuses such a reduction
+into a loop that is many times slower than the same contraction as a dot: 1.2 s per call in
+DTERN-B1's training step for the [3600, 3600] cross-attention softmax (docs/benchmarks.md). Here
+the derivative is written with contractions (`einsum`), whose transposes are contractions too. The
+values are `jax.nn.softmax`'s; gradients differ only in float summation order.
+
+`jax.nn.dot_product_attention(implementation='xla')` calls `jax.nn.softmax` inside, so attention
+goes through `dot_product_attention` below, the same computation with this softmax; other
+implementations (cuDNN) are passed through.
+"""
+import functools
+import string
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+  """Softmax over one axis; equal in value to `jax.nn.softmax(x, axis)`."""
+  unnormalized = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)))
+  return unnormalized / jnp.sum(unnormalized, axis=axis, keepdims=True)
+
+
+@softmax.defjvp
+def _softmax_jvp(axis, primals, tangents):
+  (x,), (x_dot,) = primals, tangents
+  y = softmax(x, axis)
+  # y * (x_dot - <y, x_dot>), both products of y with a lower-rank array as contractions.
+  full = string.ascii_letters[:x.ndim]
+  reduced = full.replace(full[axis], "")
+  inner = jnp.einsum(f"{full},{full}->{reduced}", y, x_dot)
+  return y, y * x_dot - jnp.einsum(f"{full},{reduced}->{full}", y, inner)
+
+
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *, scale: float,
+                          implementation: Literal["xla", "cudnn"] = "xla") -> jax.Array:
+  """`jax.nn.dot_product_attention` of query [B, T, N, H] over key, value [B, S, N, H] (no mask
+  or bias): float32 scores and softmax, probabilities cast to the value dtype, as JAX's 'xla'
+  implementation; 'cudnn' is JAX's own fused kernel."""
+  if implementation != "xla":
+    return jax.nn.dot_product_attention(query, key, value, scale=scale,
+                                        implementation=implementation)
+  logits = jnp.einsum("btnh,bsnh->bnts", query, key,
+                      preferred_element_type=jnp.promote_types(query.dtype, jnp.float32))
+  probs = softmax(logits.astype(jnp.float32) * jnp.float32(scale), -1).astype(value.dtype)
+  return jnp.einsum("bnts,bsnh->btnh", probs, value)
