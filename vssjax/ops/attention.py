@@ -4,8 +4,11 @@
 `sum(y * t, -1)` becomes a reduction of an elementwise product, and XLA:CPU fuses such a reduction
 into a loop that is many times slower than the same contraction as a dot: 1.2 s per call in
 DTERN-B1's training step for the [3600, 3600] cross-attention softmax (docs/benchmarks.md). Here
-the derivative is written with contractions (`einsum`), whose transposes are contractions too. The
-values are `jax.nn.softmax`'s; gradients differ only in float summation order.
+the gradient is written by hand: the inner product as a contraction (`einsum`), the rest
+elementwise. (A custom JVP cannot do this: whichever way its tangent is written, its transpose
+holds either that reduction or a batch-only `dot_general`, which XLA:CPU runs as slowly.) The
+values are `jax.nn.softmax`'s; gradients differ only in float summation order. As with
+`ops/resize.py`'s custom VJP, forward-mode differentiation (`jax.jvp`) is not defined.
 
 `jax.nn.dot_product_attention(implementation='xla')` calls `jax.nn.softmax` inside, so attention
 goes through `dot_product_attention` below, the same computation with this softmax; other
@@ -19,22 +22,26 @@ import jax
 import jax.numpy as jnp
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
   """Softmax over one axis; equal in value to `jax.nn.softmax(x, axis)`."""
-  unnormalized = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)))
+  unnormalized = jnp.exp(x - jnp.max(x, axis=axis, keepdims=True))
   return unnormalized / jnp.sum(unnormalized, axis=axis, keepdims=True)
 
 
-@softmax.defjvp
-def _softmax_jvp(axis, primals, tangents):
-  (x,), (x_dot,) = primals, tangents
+def _softmax_fwd(x, axis):
   y = softmax(x, axis)
-  # y * (x_dot - <y, x_dot>), both products of y with a lower-rank array as contractions.
-  full = string.ascii_letters[:x.ndim]
-  reduced = full.replace(full[axis], "")
-  inner = jnp.einsum(f"{full},{full}->{reduced}", y, x_dot)
-  return y, y * x_dot - jnp.einsum(f"{full},{reduced}->{full}", y, inner)
+  return y, y
+
+
+def _softmax_bwd(axis, y, grad):
+  """y * (grad - <y, grad>): the inner product as a contraction, the rest elementwise."""
+  full = string.ascii_letters[:y.ndim]
+  inner = jnp.einsum(f"{full},{full}->{full.replace(full[axis], '')}", y, grad)
+  return (y * (grad - jnp.expand_dims(inner, axis)),)
+
+
+softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *, scale: float,
