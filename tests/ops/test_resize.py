@@ -91,3 +91,17 @@ def test_phase_upsampling_gradient_is_the_transposed_matrix(in_size, factor):
   expected = np.einsum("oh,pw,bopc->bhwc", bilinear_matrix(in_size, out_size, False),
                        bilinear_matrix(in_size + 1, out_size + factor, False), cotangent)
   np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_phase_upsampling_gradient_keeps_bfloat16():
+  """In bf16 the adjoint sums the phases in float32 and returns the input's dtype."""
+  cotangent = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 32, 2)), jnp.bfloat16)
+  grads = {}  # from the same bf16-representable cotangent
+  for dtype in (jnp.float32, jnp.bfloat16):
+    _, vjp = jax.vjp(lambda a: resize_bilinear(a, (32, 32)), jnp.zeros((1, 4, 4, 2), dtype))
+    (grads[dtype],) = vjp(jnp.asarray(cotangent, dtype))
+  assert grads[jnp.bfloat16].dtype == jnp.bfloat16
+  # One bf16 rounding between the two axes: errors relative to the gradient's largest entries.
+  scale = float(np.abs(grads[jnp.float32]).max())
+  np.testing.assert_allclose(np.float32(grads[jnp.bfloat16]), grads[jnp.float32], rtol=0,
+                             atol=1e-2 * scale)
