@@ -52,7 +52,6 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
   if implementation != "xla":
     return jax.nn.dot_product_attention(query, key, value, scale=scale,
                                         implementation=implementation)
-  logits = jnp.einsum("btnh,bsnh->bnts", query, key,
-                      preferred_element_type=jnp.promote_types(query.dtype, jnp.float32))
-  probs = softmax(logits.astype(jnp.float32) * jnp.float32(scale), -1).astype(value.dtype)
+  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+  probs = softmax(logits * jnp.float32(scale), -1).astype(value.dtype)
   return jnp.einsum("bnts,bsnh->btnh", probs, value)
