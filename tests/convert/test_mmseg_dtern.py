@@ -12,6 +12,7 @@ from tests.conftest import load_config
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.mmseg_dtern import convert_mmseg_dtern
 from vssjax.methods import get_method
+from vssjax.methods.per_frame import frame_labels
 
 _SR_RATIOS = (8, 4, 2, 1)
 
@@ -145,7 +146,8 @@ def test_manifest_converts_completely_and_runs(method):
       state_dict["decode_head.dtern.gtem.cross_attn.out_project.bn.running_var"])
   # The converted variables run a clip end to end.
   frames = np.random.default_rng(1).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
-  labels = np.asarray(method.clip_labels(variables, frames, (64, 64)))
+  logits = method.clip_logits(variables, frames)
+  labels = np.asarray(frame_labels(logits, input_hw=(64, 64), frame_hw=(64, 64)))
   assert labels.shape == (1, 64, 64)
   assert labels.min() >= 0 and labels.max() < method.num_classes
 

@@ -82,3 +82,28 @@ def test_cached_streaming_equals_clip_recomputation(method_and_variables):
     np.testing.assert_array_equal(labels, labels_r, err_msg=f"frame {t}")
   assert sorted(cached._memory) == list(range(2, 11))  # pylint: disable=protected-access
   assert cached.flush() == []
+
+
+def test_frame_sizes_that_resize_alike_share_the_decode_program(method_and_variables, monkeypatch):
+  """A video of 128x128 frames after one of 64x64 (both a 64x64 network input, the quick eval
+  scale) traces no new backbone or head program: only the labels' resize to the frame size."""
+  _, variables = method_and_variables
+  method = _method()  # its own jitted programs, none traced yet
+  traced = []
+  module = method.module
+
+  class CountingModule:  # the jitted programs call `method.module.apply` only while tracing
+    def apply(self, *args, **kwargs):
+      traced.append(kwargs.get("method"))
+      return module.apply(*args, **kwargs)
+
+  monkeypatch.setattr(method, "module", CountingModule())
+  rng = np.random.default_rng(4)
+  for hw in [(64, 64), (128, 128)]:
+    predictor = method.predictor(variables)
+    for t in range(10):  # frames 0-2, 3-8 and 9: every clip composition the predictor decodes
+      [(index, labels)] = predictor.push(rng.integers(0, 256, hw + (3,), dtype=np.uint8))
+      assert index == t and labels.shape == hw
+    if hw == (64, 64):
+      traced_first_video = list(traced)
+  assert traced_first_video and traced == traced_first_video

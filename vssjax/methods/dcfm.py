@@ -29,7 +29,7 @@ from data_pipelines.transforms import test_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
-from vssjax.methods.per_frame import logits_to_labels
+from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.segformer import build_backbone, compute_dtype
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images
@@ -101,7 +101,6 @@ class DCFMMethod(Method):
     self.encode_keyframe = jax.jit(self._encode_keyframe_impl)
     self.encode_shallow = jax.jit(self._encode_shallow_impl)
     self.fused_logits = jax.jit(self._fused_logits_impl)
-    self.to_labels = jax.jit(logits_to_labels, static_argnums=(1, 2))
 
   def _images(self, frames: jax.Array) -> jax.Array:
     return normalize_images(frames, self._dtype)
@@ -273,7 +272,7 @@ class DCFMPredictor(StreamingPredictor):
   def _labels(self, logits: jax.Array, frame_hw) -> np.ndarray:
     # One bilinear upsampling straight to the output size, as the release does (not mmseg's two).
     frame_hw = tuple(frame_hw)
-    return np.asarray(self._method.to_labels(logits, frame_hw, frame_hw)[0])
+    return np.asarray(frame_labels(logits, input_hw=frame_hw, frame_hw=frame_hw)[0])
 
 
 def aks_score(frame: np.ndarray, keyframe: np.ndarray) -> float:

@@ -22,7 +22,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
 from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
                                  Variables)
-from vssjax.methods.per_frame import logits_to_labels
+from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.segformer import build_backbone, compute_dtype
 from vssjax.models.dtern_head import DTERNHead
 from vssjax.models.layers import normalize_images
@@ -83,8 +83,8 @@ class DTERNMethod(Method):
       raise ValueError(f"{self.display_name} predicts from past frames; clip.offsets "
                        f"{self.sampler.offsets} must all be <= 0")
     self.extract_features = jax.jit(self._extract_impl)
-    self.decode_labels = jax.jit(self._decode_labels_impl, static_argnums=(2, 3))
-    self.clip_labels = jax.jit(self._clip_labels_impl, static_argnums=(2,))
+    self.decode_logits = jax.jit(self._decode_logits_impl)
+    self.clip_logits = jax.jit(self._clip_logits_impl)
 
   def build_module(self, model: ConfigDict) -> DTERNSegmentor:
     return build_dtern(model, self.num_classes)
@@ -133,13 +133,12 @@ class DTERNMethod(Method):
   def _extract_impl(self, variables, frames):
     return self._apply(variables, frames, train=False, method=DTERNSegmentor.extract)
 
-  def _decode_labels_impl(self, variables, features, input_hw, frame_hw):
+  def _decode_logits_impl(self, variables, features):
     outputs = self.module.apply(variables, features, train=False, method=DTERNSegmentor.decode)
-    return logits_to_labels(_prediction_logits(outputs), input_hw, frame_hw)
+    return _prediction_logits(outputs)
 
-  def _clip_labels_impl(self, variables, frames, frame_hw):
-    outputs = self._apply(variables, frames, train=False)
-    return logits_to_labels(_prediction_logits(outputs), frames.shape[2:4], frame_hw)
+  def _clip_logits_impl(self, variables, frames):
+    return _prediction_logits(self._apply(variables, frames, train=False))
 
   def predictor(self, variables: Variables, *, cache_features: bool = True
                 ) -> "DTERNPredictor":
@@ -175,16 +174,16 @@ class DTERNPredictor(StreamingPredictor):
     missing = [i for i in indices if i not in self._memory]
     if missing:
       raise RuntimeError(f"frame {t}: clip {indices} needs dropped frames {missing}")
-    labels = self._predict([self._memory[i] for i in indices], resized.shape[:2],
-                           frame.shape[:2])
+    logits = self._predict_logits([self._memory[i] for i in indices])
+    labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2])
     self._forget_before(t + 1 + min(self._sampler.offsets))
     return [(t, np.asarray(labels[0]))]
 
-  def _predict(self, clip: Sequence, input_hw: tuple[int, int], frame_hw: tuple[int, int]):
+  def _predict_logits(self, clip: Sequence) -> jax.Array:
     if self._cache_features:
       features = [jnp.concatenate(level, axis=1) for level in zip(*clip)]
-      return self._method.decode_labels(self._variables, features, input_hw, frame_hw)
-    return self._method.clip_labels(self._variables, np.stack(clip)[None], frame_hw)
+      return self._method.decode_logits(self._variables, features)
+    return self._method.clip_logits(self._variables, np.stack(clip)[None])
 
   def _forget_before(self, first_needed: int) -> None:
     for i in [i for i in self._memory if i < first_needed]:

@@ -53,7 +53,7 @@ from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import etc_losses, get_method, losses
 from vssjax.methods.base import Batch, Method, Variables
-from vssjax.methods.per_frame import PerFramePredictor, logits_to_labels
+from vssjax.methods.per_frame import PerFramePredictor
 from vssjax.methods.segformer import compute_dtype
 from vssjax.models import conv_lstm
 from vssjax.models.layers import normalize_images
@@ -111,7 +111,7 @@ class ETCMethod(Method):
     self.needs_partner = method.temporal_weight > 0 or self.distills
     self.lstm = conv_lstm.ConvLSTM() if method.multi_frame_weight > 0 else None
     self.teacher = self._build_teacher() if self.distills else None
-    self._predict_labels = jax.jit(self._predict_labels_impl, static_argnums=(2,))
+    self._predict_logits = jax.jit(self._predict_logits_impl)
 
   def _build_teacher(self) -> Method:
     spec = self.config.method.teacher.config
@@ -251,10 +251,10 @@ class ETCMethod(Method):
         terms.append(("multi_frame_cell", 1.0, cell_objective))
     return terms
 
-  def _predict_labels_impl(self, variables, frames, frame_hw):
-    logits = self.module.apply(variables, self._images(frames), train=False)["logits"]
-    return logits_to_labels(logits, frames.shape[1:3], frame_hw, align_corners=True)
+  def _predict_logits_impl(self, variables, frames):
+    return self.module.apply(variables, self._images(frames), train=False)["logits"]
 
   def predictor(self, variables: Variables) -> PerFramePredictor:
-    return PerFramePredictor(self._predict_labels, self.student_variables(variables),
-                             self.config.data.eval_transform)
+    # semseg's / ETC's upsampling is align_corners=True (specs/etc.md §3 "Inference").
+    return PerFramePredictor(self._predict_logits, self.student_variables(variables),
+                             self.config.data.eval_transform, align_corners=True)

@@ -26,18 +26,33 @@ def logits_to_labels(logits: jax.Array, input_hw: tuple[int, int], frame_hw: tup
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-class PerFramePredictor(StreamingPredictor):
-  """Resizes each frame for the network on the host, predicts it, answers at once."""
+# Its own program, apart from the network's: frames of different sizes that resize to the same
+# network input (VSPW's 720p and 1080p videos both become 480x864) share the network program and
+# only compile this small one. Compiled once per (input size, frame size, align_corners).
+frame_labels = jax.jit(logits_to_labels,
+                       static_argnames=("input_hw", "frame_hw", "align_corners"))
 
-  def __init__(self, predict_labels: Callable, variables: Variables, eval_transform: ConfigDict):
-    self._predict_labels = predict_labels
+
+class PerFramePredictor(StreamingPredictor):
+  """Resizes each frame for the network on the host, predicts it, answers at once.
+
+  `predict_logits(variables, frames [1, h, w, 3])` is the jitted network; its logits go to
+  `frame_labels`, so the network compiles once per network input size, not per frame size.
+  """
+
+  def __init__(self, predict_logits: Callable, variables: Variables, eval_transform: ConfigDict,
+               *, align_corners: bool = False):
+    self._predict_logits = predict_logits
     self._variables = variables
     self._eval_transform = eval_transform
+    self._align_corners = align_corners
     self._index = 0
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     resized = test_resize(
         frame, self._eval_transform.scale, self._eval_transform.size_divisor)
-    labels = self._predict_labels(self._variables, resized[None], frame.shape[:2])
+    logits = self._predict_logits(self._variables, resized[None])
+    labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2],
+                          align_corners=self._align_corners)
     index, self._index = self._index, self._index + 1
     return [(index, np.asarray(labels[0]))]

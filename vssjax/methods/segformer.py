@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, flatten_time, Method, Variables
-from vssjax.methods.per_frame import PerFramePredictor, logits_to_labels
+from vssjax.methods.per_frame import PerFramePredictor
 from vssjax.models.layers import normalize_images
 from vssjax.models.mit import mit
 from vssjax.models.segformer import SegFormer
@@ -46,7 +46,7 @@ class SegFormerMethod(Method):
     super().__init__(config)
     self.module = build_segformer(config.model, self.num_classes)
     self._dtype = compute_dtype(config.model)
-    self._predict_labels = jax.jit(self._predict_labels_impl, static_argnums=(2,))
+    self._predict_logits = jax.jit(self._predict_logits_impl)
 
   def _logits(self, variables: Variables, frames: jax.Array, *, train: bool, rngs=None,
               mutable=False):
@@ -70,9 +70,8 @@ class SegFormerMethod(Method):
     metrics = {"loss": loss, "pixel_acc": losses.pixel_accuracy(logits, labels)}
     return loss, (metrics, dict(new_state))
 
-  def _predict_labels_impl(self, variables, frames, frame_hw):
-    logits = self._logits(variables, frames, train=False)
-    return logits_to_labels(logits, frames.shape[1:3], frame_hw)
+  def _predict_logits_impl(self, variables, frames):
+    return self._logits(variables, frames, train=False)
 
   def predictor(self, variables: Variables) -> PerFramePredictor:
-    return PerFramePredictor(self._predict_labels, variables, self.config.data.eval_transform)
+    return PerFramePredictor(self._predict_logits, variables, self.config.data.eval_transform)
