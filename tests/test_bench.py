@@ -1,5 +1,5 @@
-"""Smoke tests of `--mode=bench` (SegFormer with the torch reference, DCFM's keyframe rows): they
-run and report consistent numbers.
+"""Smoke tests of `--mode=bench` (SegFormer with the torch reference, DCFM's keyframe rows, DTERN's
+streaming frame): they run and report consistent numbers.
 
 No timing assertions: the shared 2-core CPU makes times meaningless as pass/fail criteria.
 """
@@ -71,3 +71,21 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
   assert average["latency_ms"] == pytest.approx(
       (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3)
 
+
+
+def test_bench_reports_dtern_stream_frame(tmp_path):
+  """DTERN's steady-state video frame: the backbone on one frame plus the head on the cached clip,
+  cheaper than the release-style forward that re-runs the backbone on all 4 frames."""
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
+                      train_step=False, torch=False, profile=True)
+  results = bench.run(config, str(tmp_path))
+  rows = {r["phase"]: r for r in results["rows"]}
+  assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_extract_float32",
+                                         "stream_decode_float32"}
+  stream, clip = rows["stream_frame"], rows["forward"]
+  assert clip["frames"] == 4 and stream["frames"] == 1
+  assert 0 < stream["gflops"] < clip["gflops"]
+  for key in ("compile_s", "latency_ms"):
+    assert math.isfinite(stream[key]) and stream[key] > 0
+  assert stream["frames_per_s"] == pytest.approx(1e3 / stream["latency_ms"])

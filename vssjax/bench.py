@@ -6,6 +6,8 @@ Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
   size, at batch 1 (latency) and `data.batch_size` (throughput);
 - DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
   the average frame at its keyframe interval;
+- DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
+  backbone on the new frame, the head on the cached features of the whole clip);
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
   from the state `loop.create_state` builds;
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
@@ -30,6 +32,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
@@ -48,7 +51,7 @@ from vssjax.train import step as step_lib
 class Row:
   """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
   phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
-  # 'non_key_B|P', 'video_avg_K<K>'
+  # 'non_key_B|P', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame'
   dtype: str
   batch: int
   frames: int
@@ -82,6 +85,11 @@ def _median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def _median_call_seconds(settings: dict[str, Any], fn: Callable, *args) -> float:
+  """`_median_seconds` of `fn(*args)` with the forward's warm-up and repeats."""
+  return _median_seconds(lambda: fn(*args), settings["warmup"], settings["repeats"])
 
 
 def _gflops(compiled) -> float | None:
@@ -159,8 +167,7 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((batch, clip, *size, 3), seed=batch), device)
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
-  seconds = _median_seconds(lambda: compiled(variables, frames), settings["warmup"],
-                            settings["repeats"])
+  seconds = _median_call_seconds(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
              batch * clip / seconds, _gflops(compiled), _peak_memory_mb())
@@ -180,11 +187,9 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   projected_commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow = shallow_fn(variables, frames)
   fuse, fuse_compile = _compile(method.fused_logits, variables, projected_commons, shallow)
-  time_of = lambda fn, *args: _median_seconds(lambda: fn(*args), settings["warmup"],
-                                              settings["repeats"])
-  t_key = time_of(key, variables, frames)
-  t_non_key = (time_of(shallow_fn, variables, frames)
-               + time_of(fuse, variables, projected_commons, shallow))
+  t_key = _median_call_seconds(settings, key, variables, frames)
+  t_non_key = (_median_call_seconds(settings, shallow_fn, variables, frames)
+               + _median_call_seconds(settings, fuse, variables, projected_commons, shallow))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
@@ -200,6 +205,28 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
           Row(f"non_key_{method.schedule.mode}", dtype, 1, 1, shallow_compile + fuse_compile,
               t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()),
           Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg, None)]
+
+
+def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
+                        size: tuple[int, int], settings: dict[str, Any],
+                        profile: _Profiler) -> Row:
+  """DTERN's (and SD-CPC's) cost per video frame once the predictor's clips are full: the
+  backbone on the new frame (`extract_features`) plus the head on the cached features of the
+  `clip` frames (`decode_logits`). The `forward` rows instead run the backbone on every frame of
+  the clip, as the release does."""
+  device = jax.devices()[0]
+  variables = jax.device_put(variables, device)
+  frames = jax.device_put(_random_frames((1, 1, *size, 3), seed=1), device)
+  extract, extract_compile = _compile(method.extract_features, variables, frames)
+  features = [jnp.concatenate([level] * clip, axis=1) for level in extract(variables, frames)]
+  decode, decode_compile = _compile(method.decode_logits, variables, features)
+  seconds = (_median_call_seconds(settings, extract, variables, frames)
+             + _median_call_seconds(settings, decode, variables, features))
+  profile(f"stream_extract_{dtype}", lambda: extract(variables, frames), extract)
+  profile(f"stream_decode_{dtype}", lambda: decode(variables, features), decode)
+  gflops = [_gflops(extract), _gflops(decode)]
+  return Row("stream_frame", dtype, 1, 1, extract_compile + decode_compile, seconds * 1e3,
+             1 / seconds, None if None in gflops else sum(gflops), _peak_memory_mb())
 
 
 def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh,
@@ -376,6 +403,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     if isinstance(method, DCFMMethod):
       rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings,
                                profile)
+    if isinstance(method, DTERNMethod):
+      rows.append(_bench_stream_frame(method, variables, dtype, clip, settings["input_size"],
+                                      settings, profile))
     if settings["train_step"]:
       rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings,
                                     profile))
