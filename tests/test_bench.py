@@ -74,14 +74,14 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
 
 
 def test_bench_reports_dtern_stream_frame(tmp_path):
-  """DTERN's steady-state video frame: the backbone on one frame plus the head on the cached clip,
-  cheaper than the release-style forward that re-runs the backbone on all 4 frames."""
+  """DTERN's steady-state video frame: the per-frame part of the network on one frame plus the
+  head's temporal part on the kept clip, cheaper than the release-style forward of all 4 frames."""
   config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
                       train_step=False, torch=False, profile=True)
   results = bench.run(config, str(tmp_path))
   rows = {r["phase"]: r for r in results["rows"]}
-  assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_extract_float32",
+  assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_encode_float32",
                                          "stream_decode_float32"}
   stream, clip = rows["stream_frame"], rows["forward"]
   assert clip["frames"] == 4 and stream["frames"] == 1

@@ -7,7 +7,7 @@ Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
 - DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
   the average frame at its keyframe interval;
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
-  backbone on the new frame, the head on the cached features of the whole clip);
+  network's per-frame part on the new frame, the head's temporal part on the clip's kept states);
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
   from the state `loop.create_state` builds;
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
@@ -32,7 +32,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
@@ -211,21 +210,21 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
                         size: tuple[int, int], settings: dict[str, Any],
                         profile: _Profiler) -> Row:
   """DTERN's (and SD-CPC's) cost per video frame once the predictor's clips are full: the
-  backbone on the new frame (`extract_features`) plus the head on the cached features of the
-  `clip` frames (`decode_logits`). The `forward` rows instead run the backbone on every frame of
-  the clip, as the release does."""
+  backbone and the head's per-frame layers on the new frame (`encode_frame`) plus the head's
+  temporal part on the kept states of the `clip` frames (`decode_states`). The `forward` rows
+  instead run the whole network on every frame of the clip, as the release does."""
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
-  frames = jax.device_put(_random_frames((1, 1, *size, 3), seed=1), device)
-  extract, extract_compile = _compile(method.extract_features, variables, frames)
-  features = [jnp.concatenate([level] * clip, axis=1) for level in extract(variables, frames)]
-  decode, decode_compile = _compile(method.decode_logits, variables, features)
-  seconds = (_median_call_seconds(settings, extract, variables, frames)
-             + _median_call_seconds(settings, decode, variables, features))
-  profile(f"stream_extract_{dtype}", lambda: extract(variables, frames), extract)
-  profile(f"stream_decode_{dtype}", lambda: decode(variables, features), decode)
-  gflops = [_gflops(extract), _gflops(decode)]
-  return Row("stream_frame", dtype, 1, 1, extract_compile + decode_compile, seconds * 1e3,
+  frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
+  encode, encode_compile = _compile(method.encode_frame, variables, frames)
+  states = [encode(variables, frames)] * clip
+  decode, decode_compile = _compile(method.decode_states, variables, states)
+  seconds = (_median_call_seconds(settings, encode, variables, frames)
+             + _median_call_seconds(settings, decode, variables, states))
+  profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
+  profile(f"stream_decode_{dtype}", lambda: decode(variables, states), decode)
+  gflops = [_gflops(encode), _gflops(decode)]
+  return Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile, seconds * 1e3,
              1 / seconds, None if None in gflops else sum(gflops), _peak_memory_mb())
 
 

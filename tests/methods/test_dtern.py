@@ -69,6 +69,16 @@ def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and
   np.testing.assert_array_equal(same["loss_frames"], metrics["loss_frames"])
 
 
+def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variables):
+  """In eval mode the head's fusion of each frame is per frame, so the predictor computes it once
+  per frame and runs LTEM/GTEM on the kept results: the same logits as the whole clip."""
+  method, variables = method_and_variables
+  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
+  states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
+  np.testing.assert_allclose(method.decode_states(variables, states),
+                             method.clip_logits(variables, frames), rtol=1e-4, atol=1e-4)
+
+
 def test_cached_streaming_equals_clip_recomputation(method_and_variables):
   """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]."""
   method, variables = method_and_variables

@@ -50,8 +50,8 @@ def test_every_parameter_gets_a_gradient_and_the_loss_adds_up(method_and_variabl
 
 
 def test_streaming_predictor(method_and_variables):
-  """Frames 0-2 single-frame, 3-8 DTERN's first-frames table, 9 [t-9, t-6, t-3, t]; features are
-  cached per frame (DTERN's predictor: its equality with clip recomputation is tested there)."""
+  """Frames 0-2 single-frame, 3-8 DTERN's first-frames table, 9 [t-9, t-6, t-3, t]; each frame's
+  state is kept (DTERN's predictor: its equality with clip recomputation is tested there)."""
   method, variables = method_and_variables
   video = np.random.default_rng(3).integers(0, 256, (10, 48, 80, 3), dtype=np.uint8)
   predictor = method.predictor(variables)
@@ -61,3 +61,13 @@ def test_streaming_predictor(method_and_variables):
     assert 0 <= labels.min() and labels.max() < 9
   assert sorted(predictor._memory) == list(range(1, 10))  # pylint: disable=protected-access
   assert predictor.flush() == []
+
+
+def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variables):
+  """SSEA aligns each frame on its own, so the predictor runs it once per frame and DSSA on the
+  kept results: the same logits as the whole clip through the network."""
+  method, variables = method_and_variables
+  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
+  states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
+  np.testing.assert_allclose(method.decode_states(variables, states),
+                             method.clip_logits(variables, frames), rtol=1e-4, atol=1e-4)

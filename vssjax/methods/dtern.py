@@ -34,7 +34,10 @@ Features = list[jax.Array]  # 4 levels, each [B, T, h_i, w_i, C_i]
 class DTERNSegmentor(nn.Module):
   """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame).
 
-  `extract` and `decode` are the two halves, so the predictor can cache per-frame features.
+  `extract` and `decode` are the two halves of training and of the release-style clip forward.
+  The streaming predictor instead keeps per frame what the head computes of each frame alone
+  (`encode_frame`) and predicts a clip from those (`decode_states`), so that every frame goes
+  through the backbone and the head's per-frame layers once, not once per clip it belongs to.
   """
   backbone: MixTransformer
   decode_head: DTERNHead
@@ -50,6 +53,14 @@ class DTERNSegmentor(nn.Module):
 
   def decode(self, features: Features, *, train: bool) -> dict[str, jax.Array]:
     return self.decode_head(features, train=train)
+
+  def encode_frame(self, images: jax.Array) -> dict[str, jax.Array]:
+    """Eval mode: frames [B, H, W, 3] -> the head's `frame_state` of each."""
+    return self.decode_head.frame_state(self.backbone(images, train=False))
+
+  def decode_states(self, states: dict[str, jax.Array]) -> jax.Array:
+    """Eval mode: `encode_frame` outputs stacked on axis 1 (target last) -> the final logits."""
+    return self.decode_head.predict_from_states(states)
 
 
 def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
@@ -82,8 +93,8 @@ class DTERNMethod(Method):
     if max(self.sampler.offsets) > 0:
       raise ValueError(f"{self.display_name} predicts from past frames; clip.offsets "
                        f"{self.sampler.offsets} must all be <= 0")
-    self.extract_features = jax.jit(self._extract_impl)
-    self.decode_logits = jax.jit(self._decode_logits_impl)
+    self.encode_frame = jax.jit(self._encode_frame_impl)
+    self.decode_states = jax.jit(self._decode_states_impl)
     self.clip_logits = jax.jit(self._clip_logits_impl)
 
   def build_module(self, model: ConfigDict) -> DTERNSegmentor:
@@ -130,12 +141,14 @@ class DTERNMethod(Method):
     return losses.segmentation_cross_entropy(
         logits, labels, average=self.config.method.loss_average)
 
-  def _extract_impl(self, variables, frames):
-    return self._apply(variables, frames, train=False, method=DTERNSegmentor.extract)
+  def _encode_frame_impl(self, variables, frames):
+    return self._apply(variables, frames, method=DTERNSegmentor.encode_frame)
 
-  def _decode_logits_impl(self, variables, features):
-    outputs = self.module.apply(variables, features, train=False, method=DTERNSegmentor.decode)
-    return _prediction_logits(outputs)
+  def _decode_states_impl(self, variables, clip_states):
+    """The final logits of a clip from the list of its frames' `encode_frame` states."""
+    states = {key: jnp.stack([state[key] for state in clip_states], axis=1)
+              for key in clip_states[0]}
+    return self.module.apply(variables, states, method=DTERNSegmentor.decode_states)
 
   def _clip_logits_impl(self, variables, frames):
     return _prediction_logits(self._apply(variables, frames, train=False))
@@ -148,9 +161,11 @@ class DTERNMethod(Method):
 class DTERNPredictor(StreamingPredictor):
   """Predicts frame t from the clip `eval_indices(t)` of past frames, answering at once.
 
-  With `cache_features` (default) the backbone runs once per frame and its features are kept
-  for as long as a later clip can use them; without it every clip re-runs the backbone on all its
-  frames, as the release does. Frames 0-2 use the SegFormer branch alone.
+  With `cache_features` (default) each frame goes through the backbone and the head's per-frame
+  layers once (`DTERNMethod.encode_frame`), and that state is kept for as long as a later clip
+  can use it; without it every clip re-runs the whole network on all its frames, as the release
+  does. The two agree up to float rounding (eval mode: BatchNorm treats every frame alike).
+  Frames 0-2 use the SegFormer branch alone.
   """
 
   def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):
@@ -159,14 +174,14 @@ class DTERNPredictor(StreamingPredictor):
     self._cache_features = cache_features
     self._eval_transform = method.config.data.eval_transform
     self._sampler = method.sampler
-    self._memory: dict[int, object] = {}  # frame index -> features or resized frame
+    self._memory: dict[int, object] = {}  # frame index -> frame state or resized frame
     self._index = 0
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     t, self._index = self._index, self._index + 1
     resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
     if self._cache_features:
-      self._memory[t] = self._method.extract_features(self._variables, resized[None, None])
+      self._memory[t] = self._method.encode_frame(self._variables, resized[None])
     else:
       self._memory[t] = resized
     # The video's length is unknown while streaming; past-only clips never need it.
@@ -180,10 +195,11 @@ class DTERNPredictor(StreamingPredictor):
     return [(t, np.asarray(labels[0]))]
 
   def _predict_logits(self, clip: Sequence) -> jax.Array:
-    if self._cache_features:
-      features = [jnp.concatenate(level, axis=1) for level in zip(*clip)]
-      return self._method.decode_logits(self._variables, features)
-    return self._method.clip_logits(self._variables, np.stack(clip)[None])
+    if not self._cache_features:
+      return self._method.clip_logits(self._variables, np.stack(clip)[None])
+    if len(clip) == 1:  # the release's early exit: the SegFormer branch of the frame
+      return clip[0]["logits"]
+    return self._method.decode_states(self._variables, clip)
 
   def _forget_before(self, first_needed: int) -> None:
     for i in [i for i in self._memory if i < first_needed]:

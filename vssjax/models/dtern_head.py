@@ -253,7 +253,8 @@ class DTERN(nn.Module):
   """The DTERN branch on raw backbone features: fusion to 1/8, LTEM x2, GTEM.
 
   `__call__(features, *, train)`: 4 levels, each [B, T, h_i, w_i, C_i] with the target last.
-  Returns (target feature [B, h8, w8, E], class logits [B, h8, w8, NC]).
+  Returns (target feature [B, h8, w8, E], class logits [B, h8, w8, NC]). Its two halves:
+  `fuse` (each frame on its own) and `temporal` (the target against the references).
   """
   num_classes: int
   num_clusters: int
@@ -262,30 +263,36 @@ class DTERN(nn.Module):
   dwconv_impl: str = "shifted"
   dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.convs = [ConvBNAct(self.embed_dim, dtype=self.dtype) for _ in range(4)]
+    self.fusion_conv = ConvBNAct(self.embed_dim, dtype=self.dtype)
+    self.cluster_blocks = [
+        LTEMLayer(self.num_clusters, heads, self.kernels, self.dwconv_impl, self.dtype)
+        for heads in LTEM_HEADS]
+    self.gtem = GTEM(self.num_classes, self.dtype)
+
   def __call__(self, features: Sequence[jax.Array], *, train: bool
                ) -> tuple[jax.Array, jax.Array]:
     batch, num_t = features[0].shape[:2]
-    grid = features[1].shape[-3:-1]  # c2's 1/8 grid
-    convs = [ConvBNAct(self.embed_dim, dtype=self.dtype, name=f"convs_{i}") for i in range(4)]
-    fusion = ConvBNAct(self.embed_dim, dtype=self.dtype, name="fusion_conv")
+    # Target and references go through the shared convs separately (own BN statistics).
+    target = self.fuse([f[:, -1] for f in features], train=train)
+    refs = self.fuse([f[:, :-1].reshape((-1,) + f.shape[2:]) for f in features], train=train)
+    return self.temporal(target, refs.reshape((batch, num_t - 1) + refs.shape[1:]), train=train)
 
-    def fuse(levels):
-      """Target and references go through the shared convs separately (own BN statistics)."""
-      maps = [resize_bilinear(conv(level, train=train), grid, align_corners=False)
-              for conv, level in zip(convs, levels[::-1])]
-      return fusion(jnp.concatenate(maps, axis=-1), train=train)
+  def fuse(self, levels: Sequence[jax.Array], *, train: bool) -> jax.Array:
+    """4 levels of frames [N, h_i, w_i, C_i] -> their fused map on c2's 1/8 grid [N, h8, w8, E]."""
+    grid = levels[1].shape[-3:-1]
+    maps = [resize_bilinear(conv(level, train=train), grid, align_corners=False)
+            for conv, level in zip(self.convs, levels[::-1])]
+    return self.fusion_conv(jnp.concatenate(maps, axis=-1), train=train)
 
-    target = fuse([f[:, -1] for f in features])
-    refs = fuse([f[:, :-1].reshape((-1,) + f.shape[2:]) for f in features])
-    refs = refs.reshape((batch, num_t - 1) + refs.shape[1:])
-
+  def temporal(self, target: jax.Array, refs: jax.Array, *, train: bool
+               ) -> tuple[jax.Array, jax.Array]:
+    """The fused target [B, h8, w8, E] against the fused references [B, T-1, h8, w8, E]."""
     logits = None
-    for i, heads in enumerate(LTEM_HEADS):
-      target, logits = LTEMLayer(self.num_clusters, heads, self.kernels, self.dwconv_impl,
-                                 self.dtype, name=f"cluster_blocks_{i}")(
-                                     target, refs, logits, train=train)
-    return GTEM(self.num_classes, self.dtype, name="gtem")(target, train=train)
+    for block in self.cluster_blocks:
+      target, logits = block(target, refs, logits, train=train)
+    return self.gtem(target, train=train)
 
 
 class DTERNHead(nn.Module):
@@ -326,11 +333,35 @@ class DTERNHead(nn.Module):
     out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
     if num_t == 1:
       return out
-    quarter = fused.shape[1:3]
-    target_c = fused.reshape((batch, num_t) + fused.shape[1:])[:, -1]
-    target_c = resize_bilinear(target_c, (quarter[0] // 2, quarter[1] // 2), align_corners=False)
+    target_c = _to_eighth(fused.reshape((batch, num_t) + fused.shape[1:])[:, -1])
     feature, class_logits = self.dtern(features, train=train)
-    y = self.dropout(jnp.concatenate([target_c, feature], axis=-1), deterministic=not train)
-    out["final"] = resize_bilinear(self.linear_pred1(y), quarter, align_corners=False)
-    out["class_logits"] = resize_bilinear(class_logits, quarter, align_corners=False)
+    out["final"] = self._final(target_c, feature, logits.shape[1:3], train=train)
+    out["class_logits"] = resize_bilinear(class_logits, logits.shape[1:3], align_corners=False)
     return out
+
+  def frame_state(self, features: Sequence[jax.Array]) -> dict[str, jax.Array]:
+    """What the evaluation keeps of one frame [B, h_i, w_i, C_i] x 4 levels: its SegFormer-branch
+    logits, its SegFormer feature at 1/8 (used while it is the target) and its DTERN fusion
+    (used while it is a reference). Eval mode only: the BatchNorms then treat frames alike."""
+    logits, fused = self.segformer(features, train=False)
+    return {"logits": logits, "segformer": _to_eighth(fused),
+            "dtern": self.dtern.fuse(features, train=False)}
+
+  def predict_from_states(self, states: dict[str, jax.Array]) -> jax.Array:
+    """`final` of a clip from its frames' `frame_state`s stacked on axis 1 (target last), in eval
+    mode: equal to `__call__`'s up to float rounding."""
+    fused = states["dtern"]
+    feature, _ = self.dtern.temporal(fused[:, -1], fused[:, :-1], train=False)
+    return self._final(states["segformer"][:, -1], feature, states["logits"].shape[2:4],
+                       train=False)
+
+  def _final(self, target_c: jax.Array, feature: jax.Array, quarter: tuple[int, int], *,
+             train: bool) -> jax.Array:
+    y = self.dropout(jnp.concatenate([target_c, feature], axis=-1), deterministic=not train)
+    return resize_bilinear(self.linear_pred1(y), quarter, align_corners=False)
+
+
+def _to_eighth(quarter_map: jax.Array) -> jax.Array:
+  """The SegFormer branch's fused 1/4 map [B, h4, w4, E] at 1/8, where `linear_pred1` takes it."""
+  height, width = quarter_map.shape[1:3]
+  return resize_bilinear(quarter_map, (height // 2, width // 2), align_corners=False)

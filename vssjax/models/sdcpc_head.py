@@ -181,8 +181,7 @@ class SDCPCHead(nn.Module):
     out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
     if num_t == 1:
       return out
-    grid = features[1].shape[-3:-1]
-    static = self.ssea(resize_bilinear(fused, grid, align_corners=False), frames)
+    static = self._static(fused, frames)
     static = static.reshape((batch, num_t) + static.shape[1:])
     aligned = self.dssa(static[:, -1], static[:, :-1])
     out["final"] = self.classifier(self.dropout(aligned, deterministic=not train))
@@ -190,3 +189,20 @@ class SDCPCHead(nn.Module):
     norm = jnp.sqrt(jnp.sum(embedding * embedding, axis=-1, keepdims=True))
     out["embedding"] = embedding / jnp.maximum(norm, _L2_EPS)
     return out
+
+  def frame_state(self, features: Sequence[jax.Array]) -> dict[str, jax.Array]:
+    """What the evaluation keeps of one frame [B, h_i, w_i, C_i] x 4 levels: its SegFormer-branch
+    logits and its SSEA-aligned static feature, both per frame in eval mode."""
+    logits, fused = self.segformer(features, train=False)
+    return {"logits": logits, "static": self._static(fused, features)}
+
+  def predict_from_states(self, states: dict[str, jax.Array]) -> jax.Array:
+    """`final` of a clip from its frames' `frame_state`s stacked on axis 1 (target last), in eval
+    mode: equal to `__call__`'s up to float rounding."""
+    static = states["static"]
+    return self.classifier(self.dssa(static[:, -1], static[:, :-1]))
+
+  def _static(self, fused: jax.Array, frames: Sequence[jax.Array]) -> jax.Array:
+    """SSEA on the SegFormer feature at c2's grid: each frame aligned on its own."""
+    grid = frames[1].shape[-3:-1]
+    return self.ssea(resize_bilinear(fused, grid, align_corners=False), frames)
