@@ -142,8 +142,8 @@ def _forward_fn(method: Method) -> Callable:
   """Eval-mode forward of `method.module` on uint8 frames [B, T, H, W, 3].
 
   Per-frame methods see the B*T frames as one batch. DTERN's module takes the clip itself and
-  predicts its last frame, re-running the backbone on all T frames as the release does (the
-  streaming predictor caches features instead, so it is faster per video frame).
+  predicts its last frame, re-running the whole network on all T frames as the release does (the
+  streaming predictor keeps per-frame states instead: the `stream_frame` row).
   """
   dtype = method.config.model.dtype
 
