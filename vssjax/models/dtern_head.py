@@ -138,50 +138,70 @@ class LTEMLayer(nn.Module):
 
   `__call__(target [B,h,w,E], refs [B,R,h,w,E], prev_logits, *, train)` ->
   (refined target [B,h,w,E], assignment logits [B, (R+1)*h*w, K] with time outer).
+  Its two halves: `assign` (each frame's assignment logits and exemplar centers: per frame, given
+  the frame's logits of the previous layer) and `refine` (the target against its own centers and
+  the references'), so that a streaming predictor can keep the references' centers.
   """
   num_clusters: int
   num_heads: int
   kernels: Sequence[int]
+  embed_dim: int
   dwconv_impl: str = "shifted"
   dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    k, dim = self.num_clusters, self.embed_dim
+    self.clustering = ClusterBlock(k, self.kernels, self.dwconv_impl, self.dtype)
+    self.sim_beta = self.param("sim_beta", nn.initializers.zeros, (1,))
+    self.sim_alpha = self.param("sim_alpha", nn.initializers.ones, (1,))
+    # Prompt-masked K x K transforms, created in both layers and applied in layer 1 only.
+    self.prompt1 = self.param("prompt1", nn.initializers.normal(1.0), (k,))
+    self.top_down_transform1 = self.param("top_down_transform1", lambda _, s: jnp.eye(s[0]),
+                                          (k, k))
+    self.prompt2 = self.param("prompt2", nn.initializers.normal(1.0), (k,))
+    self.top_down_transform2 = self.param("top_down_transform2", lambda _, s: jnp.eye(s[0]),
+                                          (k, k))
+    # One LayerNorm, used three times (post-norm).
+    self.norm1 = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, use_fast_variance=False)
+    self.mlp = DepthwiseMlp(self.dwconv_impl, self.dtype)
+    self.q, self.k, self.v, self.proj = [nn.Dense(dim, dtype=self.dtype) for _ in range(4)]
+
   def __call__(self, target: jax.Array, refs: jax.Array, prev_logits: jax.Array | None, *,
                train: bool) -> tuple[jax.Array, jax.Array]:
-    k = self.num_clusters
-    batch, height, width, dim = target.shape
     frames = jnp.concatenate([refs, target[:, None]], axis=1)  # [B, T, h, w, E], target last
-    num_t = frames.shape[1]
-    logits = ClusterBlock(k, self.kernels, self.dwconv_impl, self.dtype, name="clustering")(
-        frames.reshape((batch * num_t, height, width, dim)), train=train)
-    logits = logits.reshape((batch, num_t * height * width, k))
-    logits = self._fuse_assignments(logits, prev_logits)
+    logits, centers = self.assign(frames, prev_logits, train=train)
+    return self.refine(target, centers[:, -1], centers[:, :-1]), logits
 
+  def assign(self, frames: jax.Array, prev_logits: jax.Array | None, *, train: bool
+             ) -> tuple[jax.Array, jax.Array]:
+    """frames [B, T, h, w, E] -> (assignment logits [B, T*h*w, K], per-frame exemplar centers
+    [B, T, K, E]); `prev_logits` are the previous layer's logits of the same frames."""
+    k = self.num_clusters
+    batch, num_t, height, width, dim = frames.shape
+    logits = self.clustering(frames.reshape((batch * num_t, height, width, dim)), train=train)
+    logits = self._fuse_assignments(logits.reshape((batch, num_t * height * width, k)),
+                                    prev_logits)
     tokens = frames.reshape((batch, num_t, height * width, dim))
     soft = softmax(logits.reshape((batch, num_t, height * width, k)).astype(jnp.float32),
                    axis=2).astype(tokens.dtype)
-    centers = jnp.einsum("btnk,btne->btke", soft, tokens)  # attention-pooled per-frame exemplars
-    gate = jax.nn.sigmoid(
-        self.param("sim_beta", nn.initializers.zeros, (1,))
-        + self.param("sim_alpha", nn.initializers.ones, (1,))
-        * cosine_similarity(centers[:, -1:], centers[:, :-1]))
-    exemplars = centers[:, -1] + jnp.einsum("brk,brke->bke", gate.astype(centers.dtype),
-                                            centers[:, :-1])
+    return logits, jnp.einsum("btnk,btne->btke", soft, tokens)  # attention-pooled exemplars
 
-    norm = _layer_norm("norm1", self.dtype)  # one LayerNorm, used three times (post-norm)
+  def refine(self, target: jax.Array, target_centers: jax.Array, ref_centers: jax.Array
+             ) -> jax.Array:
+    """The target [B, h, w, E] attending to its exemplars: its centers [B, K, E] plus the
+    references' [B, R, K, E], each gated by its similarity to the target's."""
+    gate = jax.nn.sigmoid(self.sim_beta + self.sim_alpha
+                          * cosine_similarity(target_centers[:, None], ref_centers))
+    exemplars = target_centers + jnp.einsum("brk,brke->bke", gate.astype(ref_centers.dtype),
+                                            ref_centers)
+    batch, height, width, dim = target.shape
     queries = target.reshape((batch, height * width, dim))
-    x = queries + norm(self._attend(queries, norm(exemplars)))
-    mlp = DepthwiseMlp(self.dwconv_impl, self.dtype, name="mlp")
-    x = x + norm(mlp(x.reshape(target.shape)).reshape(x.shape))
-    return x.reshape(target.shape), logits
+    x = queries + self.norm1(self._attend(queries, self.norm1(exemplars)))
+    x = x + self.norm1(self.mlp(x.reshape(target.shape)).reshape(x.shape))
+    return x.reshape(target.shape)
 
   def _fuse_assignments(self, logits: jax.Array, prev: jax.Array | None) -> jax.Array:
     """Prompt-masked K x K transforms of the previous and current logits, averaged (layer 1)."""
-    k = self.num_clusters
-    prompt1 = self.param("prompt1", nn.initializers.normal(1.0), (k,))
-    transform1 = self.param("top_down_transform1", lambda _, s: jnp.eye(s[0]), (k, k))
-    prompt2 = self.param("prompt2", nn.initializers.normal(1.0), (k,))
-    transform2 = self.param("top_down_transform2", lambda _, s: jnp.eye(s[0]), (k, k))
     if prev is None:
       return logits
 
@@ -191,8 +211,8 @@ class LTEMLayer(nn.Module):
       # (see `ops.attention`: XLA:CPU reduces the product slowly, 2 x 200 ms per step).
       return jnp.einsum("...k,...->...k", z, mask) @ transform.astype(z.dtype)
 
-    return (masked_transform(logits, prompt2, transform2)
-            + masked_transform(prev, prompt1, transform1)) / 2
+    return (masked_transform(logits, self.prompt2, self.top_down_transform2)
+            + masked_transform(prev, self.prompt1, self.top_down_transform1)) / 2
 
   def _attend(self, queries: jax.Array, exemplars: jax.Array) -> jax.Array:
     """Multi-head attention of the target pixels over the K exemplars (softmax over K)."""
@@ -202,12 +222,12 @@ class LTEMLayer(nn.Module):
     def split(x):
       return x.reshape(x.shape[:2] + (heads, head_dim))
 
-    q = split(nn.Dense(dim, dtype=self.dtype, name="q")(queries)) * head_dim ** -0.5
-    k = split(nn.Dense(dim, dtype=self.dtype, name="k")(exemplars))
-    v = split(nn.Dense(dim, dtype=self.dtype, name="v")(exemplars))
+    q = split(self.q(queries)) * head_dim ** -0.5
+    k = split(self.k(exemplars))
+    v = split(self.v(exemplars))
     weights = softmax(jnp.einsum("bnhd,bkhd->bhnk", q, k).astype(jnp.float32))
     out = jnp.einsum("bhnk,bkhd->bnhd", weights.astype(v.dtype), v)
-    return nn.Dense(dim, dtype=self.dtype, name="proj")(out.reshape(queries.shape))
+    return self.proj(out.reshape(queries.shape))
 
 
 class NonLocalCrossAttention(nn.Module):
@@ -267,7 +287,8 @@ class DTERN(nn.Module):
     self.convs = [ConvBNAct(self.embed_dim, dtype=self.dtype) for _ in range(4)]
     self.fusion_conv = ConvBNAct(self.embed_dim, dtype=self.dtype)
     self.cluster_blocks = [
-        LTEMLayer(self.num_clusters, heads, self.kernels, self.dwconv_impl, self.dtype)
+        LTEMLayer(self.num_clusters, heads, self.kernels, self.embed_dim, self.dwconv_impl,
+                  self.dtype)
         for heads in LTEM_HEADS]
     self.gtem = GTEM(self.num_classes, self.dtype)
 
@@ -293,6 +314,33 @@ class DTERN(nn.Module):
     for block in self.cluster_blocks:
       target, logits = block(target, refs, logits, train=train)
     return self.gtem(target, train=train)
+
+  def frame_exemplars(self, fused: jax.Array) -> dict[str, jax.Array]:
+    """Eval mode, per frame: what each LTEM layer takes of a fused frame [B, h8, w8, E] once it is
+    a reference (its exemplar centers `centers_<i>` [B, K, E]; each layer's references are the
+    fused maps themselves), and the first layer's logits `assignments_0` [B, h8*w8, K], which
+    its own prediction as the target reuses."""
+    out, logits = {}, None
+    for i, block in enumerate(self.cluster_blocks):
+      logits, centers = block.assign(fused[:, None], logits, train=False)
+      out[f"centers_{i}"] = centers[:, 0]
+      if i == 0:
+        out["assignments_0"] = logits
+    return out
+
+  def temporal_from_states(self, states: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Eval mode: `temporal` of a clip from its frames' `fuse` (`dtern`) and `frame_exemplars`,
+    stacked on axis 1 (target last). The first layer's target centers are the kept ones; the
+    later layers assign the refined target anew."""
+    target, logits = states["dtern"][:, -1], states["assignments_0"][:, -1]
+    for i, block in enumerate(self.cluster_blocks):
+      centers = states[f"centers_{i}"]
+      target_centers = centers[:, -1]
+      if i > 0:
+        logits, target_centers = block.assign(target[:, None], logits, train=False)
+        target_centers = target_centers[:, 0]
+      target = block.refine(target, target_centers, centers[:, :-1])
+    return self.gtem(target, train=False)
 
 
 class DTERNHead(nn.Module):
@@ -341,17 +389,18 @@ class DTERNHead(nn.Module):
 
   def frame_state(self, features: Sequence[jax.Array]) -> dict[str, jax.Array]:
     """What the evaluation keeps of one frame [B, h_i, w_i, C_i] x 4 levels: its SegFormer-branch
-    logits, its SegFormer feature at 1/8 (used while it is the target) and its DTERN fusion
-    (used while it is a reference). Eval mode only: the BatchNorms then treat frames alike."""
+    logits, its SegFormer feature at 1/8 and its DTERN fusion (used while it is the target), and
+    what the LTEM layers take of it as a reference (`DTERN.frame_exemplars`). Eval mode only:
+    the BatchNorms then treat frames alike."""
     logits, fused = self.segformer(features, train=False)
-    return {"logits": logits, "segformer": _to_eighth(fused),
-            "dtern": self.dtern.fuse(features, train=False)}
+    dtern = self.dtern.fuse(features, train=False)
+    return {"logits": logits, "segformer": _to_eighth(fused), "dtern": dtern,
+            **self.dtern.frame_exemplars(dtern)}
 
   def predict_from_states(self, states: dict[str, jax.Array]) -> jax.Array:
     """`final` of a clip from its frames' `frame_state`s stacked on axis 1 (target last), in eval
     mode: equal to `__call__`'s up to float rounding."""
-    fused = states["dtern"]
-    feature, _ = self.dtern.temporal(fused[:, -1], fused[:, :-1], train=False)
+    feature, _ = self.dtern.temporal_from_states(states)
     return self._final(states["segformer"][:, -1], feature, states["logits"].shape[2:4],
                        train=False)
 
