@@ -53,12 +53,18 @@ def test_bench_reports_finite_numbers(tmp_path):
   assert (tmp_path / "bench.md").read_text().count("| forward |") == 2
 
 
-def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
-  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick,k=3")
+def _streaming_bench(config_path: str, arg: str, workdir) -> tuple[dict, dict]:
+  """Bench of a quick config at batch 1, float32, with op profiles and no train step or torch:
+  (results, rows by phase)."""
+  config = load_config(config_path, arg)
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
                       train_step=False, torch=False, profile=True)
-  results = bench.run(config, str(tmp_path))
-  rows = {r["phase"]: r for r in results["rows"]}
+  results = bench.run(config, str(workdir))
+  return results, {r["phase"]: r for r in results["rows"]}
+
+
+def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
+  results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
   # bench.profile: one op table per timed program, the keyframe's led by real network ops.
   assert set(results["op_profiles"]) == {"forward_float32_b1", "keyframe_float32",
                                          "non_key_shallow_float32", "non_key_fuse_float32"}
@@ -72,15 +78,10 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
       (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3)
 
 
-
 def test_bench_reports_dtern_stream_frame(tmp_path):
   """DTERN's steady-state video frame: the per-frame part of the network on one frame plus the
   head's temporal part on the kept clip, cheaper than the release-style forward of all 4 frames."""
-  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
-  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
-                      train_step=False, torch=False, profile=True)
-  results = bench.run(config, str(tmp_path))
-  rows = {r["phase"]: r for r in results["rows"]}
+  results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
   assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_encode_float32",
                                          "stream_decode_float32"}
   stream, clip = rows["stream_frame"], rows["forward"]
