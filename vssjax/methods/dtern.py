@@ -28,14 +28,11 @@ from vssjax.models.dtern_head import DTERNHead
 from vssjax.models.layers import normalize_images
 from vssjax.models.mit import MixTransformer
 
-Features = list[jax.Array]  # 4 levels, each [B, T, h_i, w_i, C_i]
-
-
 class DTERNSegmentor(nn.Module):
-  """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame).
+  """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame):
+  training and the release-style clip forward, the whole network on every frame of the clip.
 
-  `extract` and `decode` are the two halves of training and of the release-style clip forward.
-  The streaming predictor instead keeps per frame what the head computes of each frame alone
+  The streaming predictor instead keeps per frame what the network computes of each frame alone
   (`encode_frame`) and predicts a clip from those (`decode_states`), so that every frame goes
   through the backbone and the head's per-frame layers once, not once per clip it belongs to.
   """
@@ -43,16 +40,10 @@ class DTERNSegmentor(nn.Module):
   decode_head: DTERNHead
 
   def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    return self.decode(self.extract(images, train=train), train=train)
-
-  def extract(self, images: jax.Array, *, train: bool) -> Features:
-    """The shared backbone on all B*T frames as one batch (clip-major, time innermost)."""
+    # The shared backbone on all B*T frames as one batch (clip-major, time innermost).
     lead = images.shape[:2]
     features = self.backbone(images.reshape((-1,) + images.shape[2:]), train=train)
-    return [f.reshape(lead + f.shape[1:]) for f in features]
-
-  def decode(self, features: Features, *, train: bool) -> dict[str, jax.Array]:
-    return self.decode_head(features, train=train)
+    return self.decode_head([f.reshape(lead + f.shape[1:]) for f in features], train=train)
 
   def encode_frame(self, images: jax.Array) -> dict[str, jax.Array]:
     """Eval mode: frames [B, H, W, 3] -> the head's `frame_state` of each."""

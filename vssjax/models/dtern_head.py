@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, conv_init,
-                                  dense_init, depthwise_conv, gelu)
+                                  dense_init, depthwise_conv, gelu, layer_norm)
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
@@ -28,10 +28,6 @@ LTEM_HEADS = (2, 4)  # attention heads of the two LTEM layers (the release's [2,
 MLP_RATIO = 4
 _LN_EPS = 1e-5
 _COS_EPS = 1e-8
-
-
-def _layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=_LN_EPS, dtype=dtype, use_fast_variance=False, name=name)
 
 
 def _conv(features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
@@ -115,7 +111,7 @@ class ClusterBlock(nn.Module):
   @nn.compact
   def __call__(self, maps: jax.Array, *, train: bool) -> jax.Array:
     if self.is_initializing():  # saved by the release, never applied
-      _layer_norm("norm1", self.dtype)(maps[..., :1, :1, :])
+      layer_norm(_LN_EPS, self.dtype, "norm1")(maps[..., :1, :1, :])
     x = CAM(self.kernels, self.dwconv_impl, self.dtype, name="cam")(maps, train=train)
     return _conv(self.num_clusters, (1, 1), "Clustering_0", self.dtype, use_bias=False)(x)
 
@@ -162,7 +158,7 @@ class LTEMLayer(nn.Module):
     self.top_down_transform2 = self.param("top_down_transform2", lambda _, s: jnp.eye(s[0]),
                                           (k, k))
     # One LayerNorm, used three times (post-norm).
-    self.norm1 = nn.LayerNorm(epsilon=_LN_EPS, dtype=self.dtype, use_fast_variance=False)
+    self.norm1 = layer_norm(_LN_EPS, self.dtype)
     self.mlp = DepthwiseMlp(self.dwconv_impl, self.dtype)
     self.q, self.k, self.v, self.proj = [nn.Dense(dim, dtype=self.dtype) for _ in range(4)]
 
@@ -335,10 +331,11 @@ class DTERN(nn.Module):
     target, logits = states["dtern"][:, -1], states["assignments_0"][:, -1]
     for i, block in enumerate(self.cluster_blocks):
       centers = states[f"centers_{i}"]
-      target_centers = centers[:, -1]
-      if i > 0:
-        logits, target_centers = block.assign(target[:, None], logits, train=False)
-        target_centers = target_centers[:, 0]
+      if i == 0:
+        target_centers = centers[:, -1]
+      else:
+        logits, assigned = block.assign(target[:, None], logits, train=False)
+        target_centers = assigned[:, 0]
       target = block.refine(target, target_centers, centers[:, :-1])
     return self.gtem(target, train=False)
 

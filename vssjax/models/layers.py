@@ -53,8 +53,9 @@ def gelu(x: jax.Array) -> jax.Array:
   return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
 
 
-def layer_norm(epsilon: float, dtype: Dtype, name: str) -> nn.LayerNorm:
-  """A LayerNorm with torch's two-pass variance (flax's fast E[x^2]-E[x]^2 loses precision)."""
+def layer_norm(epsilon: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+  """A LayerNorm with torch's two-pass variance (flax's fast E[x^2]-E[x]^2 loses precision).
+  `name` inside compact methods; in `setup` the attribute names it."""
   return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
 
 
