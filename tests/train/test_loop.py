@@ -81,3 +81,23 @@ def test_non_finite_loss_stops_with_the_step_number():
   pending = [(7, {"loss": np.float32(1.0)}), (8, {"loss": np.float32(np.nan)})]
   with pytest.raises(FloatingPointError, match="non-finite loss nan at step 8"):
     loop._check_finite(pending)  # pylint: disable=protected-access
+
+
+def test_abstract_state_is_the_fresh_one_without_initialising(quick_config, monkeypatch):
+  """What eval and resume restore into: the fresh state's shapes, dtypes and shardings, with the
+  initialisation program neither compiled nor run."""
+  mesh = loop.parallel.make_mesh(data=-1, fsdp=2)
+  quick_config.sharding_rules = (("kernel$", "fsdp"),)
+  method = loop.get_method(quick_config)
+  fresh, sharding, _, _ = loop.create_state(quick_config, method, mesh)
+  jitted = []
+  real_jit = jax.jit
+  monkeypatch.setattr(jax, "jit", lambda fun, **kwargs: jitted.append(fun) or real_jit(fun, **kwargs))
+  abstract, abstract_sharding, _, _ = loop.create_state(quick_config, method, mesh, abstract=True)
+  assert not jitted
+  assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
+  assert jax.tree.structure(abstract) == jax.tree.structure(fresh)
+  for a, f, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(fresh),
+                     jax.tree.leaves(abstract_sharding)):
+    assert (a.shape, a.dtype, a.sharding) == (f.shape, f.dtype, f.sharding) and a.sharding == s
+  assert any("fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(abstract))

@@ -48,15 +48,21 @@ def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   return spec
 
 
-def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
-  """Fresh train state (replicated over the mesh), its sharding, the optimizer and the schedule."""
+def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
+                 abstract: bool = False):
+  """Fresh train state (in its mesh sharding), its sharding, the optimizer and the schedule.
+
+  With `abstract`, the state's shapes and shardings only: the target a checkpoint restores into
+  (see `step.init_state`).
+  """
   spec = batch_spec(config)
   rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(
+  variables = jax.eval_shape(
       lambda r: method.init(r, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()}),
       rng)
-  tx, schedule = make_optimizer(config.optim, config.train.steps, abstract["params"])
-  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh, config.sharding_rules)
+  tx, schedule = make_optimizer(config.optim, config.train.steps, variables["params"])
+  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh, config.sharding_rules,
+                                        abstract=abstract)
   return state, sharding, tx, schedule
 
 
@@ -104,21 +110,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   if jax.process_index() == 0:
     (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-  # ---- Set up mesh, method and state ----
+  # ---- Set up mesh, method, input pipeline and state (resumed, else fresh) ----
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
-  state, state_sharding, tx, schedule = create_state(config, method, mesh)
-  _log_startup(config, mesh, state)
-
-  # ---- Input pipeline ----
   loader = make_train_loader(config.data, make_clip_sampler(config.clip), seed=config.seed)
   data_iter = iter(loader)
-
-  # ---- Resume ----
   checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
                               async_save=config.train.async_checkpoint)
-  if checkpointer.latest_step() is not None:
+  resume = checkpointer.latest_step() is not None
+  state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
+  _log_startup(config, mesh, state)
+  if resume:
     state = checkpointer.restore(state, data_iter)
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
   else:
@@ -170,14 +173,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
 
 def restore_for_eval(config: ConfigDict, workdir: str):
   """The method and the variables of the latest checkpoint in `workdir` (error if none)."""
-  mesh = parallel.mesh_from_config(config)
-  method = get_method(config)
-  state, _, _, _ = create_state(config, method, mesh)
   checkpointer = Checkpointer(workdir, async_save=False)
   step = checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(
         f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
+  mesh = parallel.mesh_from_config(config)
+  method = get_method(config)
+  state, _, _, _ = create_state(config, method, mesh, abstract=True)
   state = checkpointer.restore(state)
   checkpointer.close()
   return method, variables_of(state), step
