@@ -211,18 +211,20 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
                         profile: _Profiler) -> Row:
   """DTERN's (and SD-CPC's) cost per video frame once the predictor's clips are full: the
   backbone and the head's per-frame layers on the new frame (`encode_frame`) plus the head's
-  temporal part on the kept states of the `clip` frames (`decode_states`). The `forward` rows
-  instead run the whole network on every frame of the clip, as the release does."""
+  temporal part on the new frame's state and the kept states of the `clip` frames
+  (`decode_states`). The `forward` rows instead run the whole network on every frame of the
+  clip, as the release does."""
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
   encode, encode_compile = _compile(method.encode_frame, variables, frames)
-  states = [encode(variables, frames)] * clip
-  decode, decode_compile = _compile(method.decode_states, variables, states)
+  target, reference = encode(variables, frames)
+  references = [reference] * clip
+  decode, decode_compile = _compile(method.decode_states, variables, target, references)
   seconds = (_median_call_seconds(settings, encode, variables, frames)
-             + _median_call_seconds(settings, decode, variables, states))
+             + _median_call_seconds(settings, decode, variables, target, references))
   profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
-  profile(f"stream_decode_{dtype}", lambda: decode(variables, states), decode)
+  profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
   gflops = [_gflops(encode), _gflops(decode)]
   return Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile, seconds * 1e3,
              1 / seconds, None if None in gflops else sum(gflops), _peak_memory_mb())

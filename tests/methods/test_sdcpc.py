@@ -69,5 +69,6 @@ def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variabl
   method, variables = method_and_variables
   frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
   states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
-  np.testing.assert_allclose(method.decode_states(variables, states),
+  np.testing.assert_allclose(method.decode_states(variables, states[-1][0],
+                                                  [reference for _, reference in states]),
                              method.clip_logits(variables, frames), rtol=1e-4, atol=1e-4)

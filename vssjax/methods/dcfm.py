@@ -272,7 +272,7 @@ class DCFMPredictor(StreamingPredictor):
   def _labels(self, logits: jax.Array, frame_hw) -> np.ndarray:
     # One bilinear upsampling straight to the output size, as the release does (not mmseg's two).
     frame_hw = tuple(frame_hw)
-    return np.asarray(frame_labels(logits, input_hw=frame_hw, frame_hw=frame_hw)[0])
+    return np.asarray(frame_labels(logits, input_hw=frame_hw, frame_hw=frame_hw))[0]
 
 
 def aks_score(frame: np.ndarray, keyframe: np.ndarray) -> float:

@@ -45,13 +45,16 @@ class DTERNSegmentor(nn.Module):
     features = self.backbone(images.reshape((-1,) + images.shape[2:]), train=train)
     return self.decode_head([f.reshape(lead + f.shape[1:]) for f in features], train=train)
 
-  def encode_frame(self, images: jax.Array) -> dict[str, jax.Array]:
-    """Eval mode: frames [B, H, W, 3] -> the head's `frame_state` of each."""
+  def encode_frame(self, images: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """Eval mode: frames [B, H, W, 3] -> the head's `frame_state` of each: (what the frame's own
+    prediction needs, what the clips it is a reference of need)."""
     return self.decode_head.frame_state(self.backbone(images, train=False))
 
-  def decode_states(self, states: dict[str, jax.Array]) -> jax.Array:
-    """Eval mode: `encode_frame` outputs stacked on axis 1 (target last) -> the final logits."""
-    return self.decode_head.predict_from_states(states)
+  def decode_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
+                    ) -> jax.Array:
+    """Eval mode: the target's first `encode_frame` part, and the second part of every clip frame
+    stacked on axis 1 (target last) -> the final logits."""
+    return self.decode_head.predict_from_states(target, references)
 
 
 def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
@@ -135,11 +138,13 @@ class DTERNMethod(Method):
   def _encode_frame_impl(self, variables, frames):
     return self._apply(variables, frames, method=DTERNSegmentor.encode_frame)
 
-  def _decode_states_impl(self, variables, clip_states):
-    """The final logits of a clip from the list of its frames' `encode_frame` states."""
-    states = {key: jnp.stack([state[key] for state in clip_states], axis=1)
-              for key in clip_states[0]}
-    return self.module.apply(variables, states, method=DTERNSegmentor.decode_states)
+  def _decode_states_impl(self, variables, target_state, clip_references):
+    """The final logits of a clip from its target's own `encode_frame` state and the list of its
+    frames' reference states (target last)."""
+    references = {key: jnp.stack([state[key] for state in clip_references], axis=1)
+                  for key in clip_references[0]}
+    return self.module.apply(variables, target_state, references,
+                             method=DTERNSegmentor.decode_states)
 
   def _clip_logits_impl(self, variables, frames):
     return _prediction_logits(self._apply(variables, frames, train=False))
@@ -153,10 +158,11 @@ class DTERNPredictor(StreamingPredictor):
   """Predicts frame t from the clip `eval_indices(t)` of past frames, answering at once.
 
   With `cache_features` (default) each frame goes through the backbone and the head's per-frame
-  layers once (`DTERNMethod.encode_frame`), and that state is kept for as long as a later clip
-  can use it; without it every clip re-runs the whole network on all its frames, as the release
-  does. The two agree up to float rounding (eval mode: BatchNorm treats every frame alike).
-  Frames 0-2 use the SegFormer branch alone.
+  layers once (`DTERNMethod.encode_frame`): what its own prediction needs is used at once, and
+  what later clips need of it (DTERN's LTEM centers, SD-CPC's static feature) is kept for as long
+  as a later clip can use it. Without it every clip re-runs the whole network on all its frames,
+  as the release does. The two agree up to float rounding (eval mode: BatchNorm treats every frame
+  alike). Frames 0-2 use the SegFormer branch alone.
   """
 
   def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):
@@ -165,14 +171,15 @@ class DTERNPredictor(StreamingPredictor):
     self._cache_features = cache_features
     self._eval_transform = method.config.data.eval_transform
     self._sampler = method.sampler
-    self._memory: dict[int, object] = {}  # frame index -> frame state or resized frame
+    self._memory: dict[int, object] = {}  # frame index -> reference state or resized frame
     self._index = 0
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     t, self._index = self._index, self._index + 1
     resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    target_state = None
     if self._cache_features:
-      self._memory[t] = self._method.encode_frame(self._variables, resized[None])
+      target_state, self._memory[t] = self._method.encode_frame(self._variables, resized[None])
     else:
       self._memory[t] = resized
     # The video's length is unknown while streaming; past-only clips never need it.
@@ -180,19 +187,18 @@ class DTERNPredictor(StreamingPredictor):
     missing = [i for i in indices if i not in self._memory]
     if missing:
       raise RuntimeError(f"frame {t}: clip {indices} needs dropped frames {missing}")
-    logits = self._predict_logits([self._memory[i] for i in indices])
+    logits = self._predict_logits(target_state, [self._memory[i] for i in indices])
     labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2])
     self._forget_before(t + 1 + min(self._sampler.offsets))
-    return [(t, np.asarray(labels[0]))]
+    return [(t, np.asarray(labels)[0])]
 
-  def _predict_logits(self, clip: Sequence) -> jax.Array:
+  def _predict_logits(self, target_state: dict | None, clip: Sequence) -> jax.Array:
     if not self._cache_features:
       return self._method.clip_logits(self._variables, np.stack(clip)[None])
     if len(clip) == 1:  # the release's early exit: the SegFormer branch of the frame
-      return clip[0]["logits"]
-    return self._method.decode_states(self._variables, clip)
+      return target_state["logits"]
+    return self._method.decode_states(self._variables, target_state, clip)
 
   def _forget_before(self, first_needed: int) -> None:
     for i in [i for i in self._memory if i < first_needed]:
       del self._memory[i]
-

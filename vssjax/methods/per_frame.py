@@ -55,4 +55,4 @@ class PerFramePredictor(StreamingPredictor):
     labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2],
                           align_corners=self._align_corners)
     index, self._index = self._index, self._index + 1
-    return [(index, np.asarray(labels[0]))]
+    return [(index, np.asarray(labels)[0])]

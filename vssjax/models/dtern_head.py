@@ -311,33 +311,35 @@ class DTERN(nn.Module):
       target, logits = block(target, refs, logits, train=train)
     return self.gtem(target, train=train)
 
-  def frame_exemplars(self, fused: jax.Array) -> dict[str, jax.Array]:
-    """Eval mode, per frame: what each LTEM layer takes of a fused frame [B, h8, w8, E] once it is
-    a reference (its exemplar centers `centers_<i>` [B, K, E]; each layer's references are the
-    fused maps themselves), and the first layer's logits `assignments_0` [B, h8*w8, K], which
-    its own prediction as the target reuses."""
-    out, logits = {}, None
+  def frame_exemplars(self, fused: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eval mode, per frame: the first LTEM layer's assignment logits of a fused frame
+    [B, h8, w8, E] ([B, h8*w8, K], which its own prediction as the target reuses) and what each
+    layer takes of it as a reference: its exemplar centers `centers_<i>` [B, K, E] (each layer's
+    references are the fused maps themselves)."""
+    centers, logits = {}, None
     for i, block in enumerate(self.cluster_blocks):
-      logits, centers = block.assign(fused[:, None], logits, train=False)
-      out[f"centers_{i}"] = centers[:, 0]
+      logits, frame_centers = block.assign(fused[:, None], logits, train=False)
+      centers[f"centers_{i}"] = frame_centers[:, 0]
       if i == 0:
-        out["assignments_0"] = logits
-    return out
+        first_logits = logits
+    return first_logits, centers
 
-  def temporal_from_states(self, states: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Eval mode: `temporal` of a clip from its frames' `fuse` (`dtern`) and `frame_exemplars`,
-    stacked on axis 1 (target last). The first layer's target centers are the kept ones; the
-    later layers assign the refined target anew."""
-    target, logits = states["dtern"][:, -1], states["assignments_0"][:, -1]
+  def temporal_from_states(self, target: dict[str, jax.Array], centers: dict[str, jax.Array]
+                           ) -> tuple[jax.Array, jax.Array]:
+    """Eval mode: `temporal` of a clip from the target's `fuse` (`dtern`) and first-layer logits
+    (`assignments_0`), and the clip's `frame_exemplars` centers stacked on axis 1 (target last).
+    The first layer's target centers are the kept ones; the later layers assign the refined
+    target anew."""
+    x, logits = target["dtern"], target["assignments_0"]
     for i, block in enumerate(self.cluster_blocks):
-      centers = states[f"centers_{i}"]
+      clip_centers = centers[f"centers_{i}"]
       if i == 0:
-        target_centers = centers[:, -1]
+        target_centers = clip_centers[:, -1]
       else:
-        logits, assigned = block.assign(target[:, None], logits, train=False)
+        logits, assigned = block.assign(x[:, None], logits, train=False)
         target_centers = assigned[:, 0]
-      target = block.refine(target, target_centers, centers[:, :-1])
-    return self.gtem(target, train=False)
+      x = block.refine(x, target_centers, clip_centers[:, :-1])
+    return self.gtem(x, train=False)
 
 
 class DTERNHead(nn.Module):
@@ -384,22 +386,26 @@ class DTERNHead(nn.Module):
     out["class_logits"] = resize_bilinear(class_logits, logits.shape[1:3], align_corners=False)
     return out
 
-  def frame_state(self, features: Sequence[jax.Array]) -> dict[str, jax.Array]:
-    """What the evaluation keeps of one frame [B, h_i, w_i, C_i] x 4 levels: its SegFormer-branch
-    logits, its SegFormer feature at 1/8 and its DTERN fusion (used while it is the target), and
-    what the LTEM layers take of it as a reference (`DTERN.frame_exemplars`). Eval mode only:
-    the BatchNorms then treat frames alike."""
+  def frame_state(self, features: Sequence[jax.Array]
+                  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """What the evaluation needs of one frame [B, h_i, w_i, C_i] x 4 levels, in two parts: for
+    its own prediction (its SegFormer-branch logits, its SegFormer feature at 1/8, its DTERN
+    fusion and first-layer assignments: 30 MiB at 480x864), and for the later clips it is a
+    reference of (its LTEM centers, `DTERN.frame_exemplars`: 0.4 MiB), which the predictor keeps.
+    Eval mode only: the BatchNorms then treat frames alike."""
     logits, fused = self.segformer(features, train=False)
     dtern = self.dtern.fuse(features, train=False)
-    return {"logits": logits, "segformer": _to_eighth(fused), "dtern": dtern,
-            **self.dtern.frame_exemplars(dtern)}
+    assignments, centers = self.dtern.frame_exemplars(dtern)
+    return ({"logits": logits, "segformer": _to_eighth(fused), "dtern": dtern,
+             "assignments_0": assignments}, centers)
 
-  def predict_from_states(self, states: dict[str, jax.Array]) -> jax.Array:
-    """`final` of a clip from its frames' `frame_state`s stacked on axis 1 (target last), in eval
-    mode: equal to `__call__`'s up to float rounding."""
-    feature, _ = self.dtern.temporal_from_states(states)
-    return self._final(states["segformer"][:, -1], feature, states["logits"].shape[2:4],
-                       train=False)
+  def predict_from_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
+                          ) -> jax.Array:
+    """`final` of a clip from the first part of its target's `frame_state` and the second part
+    of every clip frame's, stacked on axis 1 (target last), in eval mode: equal to `__call__`'s
+    up to float rounding."""
+    feature, _ = self.dtern.temporal_from_states(target, references)
+    return self._final(target["segformer"], feature, target["logits"].shape[1:3], train=False)
 
   def _final(self, target_c: jax.Array, feature: jax.Array, quarter: tuple[int, int], *,
              train: bool) -> jax.Array:

@@ -190,16 +190,20 @@ class SDCPCHead(nn.Module):
     out["embedding"] = embedding / jnp.maximum(norm, _L2_EPS)
     return out
 
-  def frame_state(self, features: Sequence[jax.Array]) -> dict[str, jax.Array]:
-    """What the evaluation keeps of one frame [B, h_i, w_i, C_i] x 4 levels: its SegFormer-branch
-    logits and its SSEA-aligned static feature, both per frame in eval mode."""
+  def frame_state(self, features: Sequence[jax.Array]
+                  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """What the evaluation needs of one frame [B, h_i, w_i, C_i] x 4 levels, as DTERN's head:
+    for its own prediction its SegFormer-branch logits; for every clip it belongs to its
+    SSEA-aligned static feature (per frame in eval mode), which the predictor keeps."""
     logits, fused = self.segformer(features, train=False)
-    return {"logits": logits, "static": self._static(fused, features)}
+    return {"logits": logits}, {"static": self._static(fused, features)}
 
-  def predict_from_states(self, states: dict[str, jax.Array]) -> jax.Array:
-    """`final` of a clip from its frames' `frame_state`s stacked on axis 1 (target last), in eval
-    mode: equal to `__call__`'s up to float rounding."""
-    static = states["static"]
+  def predict_from_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
+                          ) -> jax.Array:
+    """`final` of a clip from its frames' static features stacked on axis 1 (target last), in
+    eval mode: equal to `__call__`'s up to float rounding (the target's first part is unused)."""
+    del target
+    static = references["static"]
     return self.classifier(self.dssa(static[:, -1], static[:, :-1]))
 
   def _static(self, fused: jax.Array, frames: Sequence[jax.Array]) -> jax.Array:
