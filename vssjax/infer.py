@@ -58,16 +58,21 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
 
   def consume(ready):
     for index, labels in ready:
+      labels = np.asarray(labels)
       save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
       overlays.append(visualize.overlay(pending_frames.pop(index), labels, palette))
 
+  # A push's predictions are saved after the next push is dispatched: the device predicts a frame
+  # while the host writes the previous one.
   pending_frames: dict[int, np.ndarray] = {}
+  ready: list = []
   for index, (frame_name, frame) in enumerate(frames):
     names.append(frame_name)
     pending_frames[index] = frame
-    consume(predictor.push(frame))
+    ready, previous = predictor.push(frame), ready
+    consume(previous)
     progress.update(index + 1, force=index + 1 == total)
-  consume(predictor.flush())
+  consume(ready + predictor.flush())
   video = visualize.write_video(out_dir / "overlay.mp4", overlays, fps or config.eval.overlay_fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
   return out_dir

@@ -148,7 +148,7 @@ def test_manifest_converts_completely_and_runs(method):
   frames = np.random.default_rng(1).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
   logits = method.clip_logits(variables, frames)
   labels = np.asarray(frame_labels(logits, input_hw=(64, 64), frame_hw=(64, 64)))
-  assert labels.shape == (1, 64, 64)
+  assert labels.shape == (64, 64)
   assert labels.min() >= 0 and labels.max() < method.num_classes
 
 

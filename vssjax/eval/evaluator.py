@@ -56,19 +56,40 @@ def _sum_across_processes(counts: list[int]) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(np.array(counts)).sum(axis=0)]
 
 
-def _predict_video(predictor: StreamingPredictor, video, timer: list[float]):
-  """Runs one video through a fresh predictor; returns frames, labels and predictions in order."""
+def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMatrix,
+                   timer: list[float]):
+  """Runs one video through a fresh predictor, scoring each labelled frame into `confusion`;
+  returns frames, labels and predictions in order.
+
+  The predictions of a push are fetched and scored after the next push is dispatched, so the
+  device predicts frame t+1 while the host reads it, fetches frame t and scores it. `timer` gets
+  each frame's share of the wall time (reading, predicting, fetching, scoring).
+  """
   frames, labels, predictions = [], [], {}
+
+  def fetch_and_score(ready):
+    for frame_id, prediction in ready:
+      predictions[frame_id] = prediction = np.asarray(prediction)
+      if labels[frame_id] is None:
+        continue
+      try:
+        confusion.update(labels[frame_id], prediction)
+      except ValueError as e:
+        raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
+
+  pending = []
+  last = time.perf_counter()
   for frame, label in video:
-    start = time.perf_counter()
-    ready = predictor.push(frame)
-    timer.append(time.perf_counter() - start)
-    predictions.update(ready)
     frames.append(frame)
     labels.append(label)
-  start = time.perf_counter()
-  predictions.update(predictor.flush())
-  timer[-1] += time.perf_counter() - start
+    ready = predictor.push(frame)
+    fetch_and_score(pending)
+    pending = ready
+    now = time.perf_counter()
+    timer.append(now - last)
+    last = now
+  fetch_and_score(pending + predictor.flush())
+  timer[-1] += time.perf_counter() - last
   if sorted(predictions) != list(range(len(frames))):
     raise RuntimeError(
         f"{type(predictor).__name__} returned frames {sorted(predictions)} for video {video.name} "
@@ -93,25 +114,18 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if config.eval.max_videos:
     videos = videos[: config.eval.max_videos]
   progress = Progress(f"eval[{split}] video", len(videos), "videos")
-  push_times: list[float] = []
-  warmup_pushes = 0
+  frame_times: list[float] = []
+  warmup_frames = 0
   overlay_path = None
   for index, video in enumerate(videos):
     for predictor in method.video_predictors(variables, video.index):
-      frames, labels, predictions = _predict_video(predictor, video, push_times)
-      for frame_id, (label, prediction) in enumerate(zip(labels, predictions)):
-        if label is None:
-          continue
-        try:
-          confusion.update(label, prediction)
-        except ValueError as e:
-          raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
+      frames, labels, predictions = _predict_video(predictor, video, confusion, frame_times)
       if all(label is not None for label in labels):
         consistency.add_video(np.stack(labels), np.stack(predictions))
       if temporal is not None and (tc_videos is None or video.name in tc_videos):
         _add_temporal_pairs(temporal, flow_provider, f"{split}/{video.name}", frames, predictions)
     if index == 0:
-      warmup_pushes = len(push_times)
+      warmup_frames = len(frame_times)
     if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
       overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
                                     config.eval.overlay_fps, make_source(config.data).palette)
@@ -123,8 +137,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     temporal = _merge_across_processes(temporal)
   # The first video compiles the predictor's programs (a keyframe method has several, first used
   # at different frames); it is left out of the throughput when there are others.
-  timed = push_times[warmup_pushes:] if len(videos) > 1 else push_times[1:] or push_times
-  num_videos, num_frames = _sum_across_processes([len(videos), len(push_times)])
+  timed = frame_times[warmup_frames:] if len(videos) > 1 else frame_times[1:] or frame_times
+  num_videos, num_frames = _sum_across_processes([len(videos), len(frame_times)])
   results: dict[str, Any] = {
       "step": int(step),
       "split": split,

@@ -22,7 +22,10 @@ from vssjax.configs_lib import ConfigDict
 
 Batch = dict[str, jax.Array]
 Variables = dict[str, Any]
-Prediction = tuple[int, np.ndarray]  # (frame index within the video, int32 label map [H, W])
+# (frame index within the video, int32 label map [H, W]). The map may still be computing on the
+# device (a jax.Array): predictors never wait for it, the consumer fetches it (`np.asarray`) when it
+# needs the values, so the device works on the next frame while the host scores or saves this one.
+Prediction = tuple[int, np.ndarray | jax.Array]
 
 
 def flatten_time(x: jax.Array) -> jax.Array:

@@ -269,10 +269,10 @@ class DCFMPredictor(StreamingPredictor):
         self._variables, [k.projected for k in keyframes], waiting.shallow)
     return waiting.index, self._labels(logits, waiting.frame_hw)
 
-  def _labels(self, logits: jax.Array, frame_hw) -> np.ndarray:
+  def _labels(self, logits: jax.Array, frame_hw) -> jax.Array:
     # One bilinear upsampling straight to the output size, as the release does (not mmseg's two).
     frame_hw = tuple(frame_hw)
-    return np.asarray(frame_labels(logits, input_hw=frame_hw, frame_hw=frame_hw))[0]
+    return frame_labels(logits, input_hw=frame_hw, frame_hw=frame_hw)
 
 
 def aks_score(frame: np.ndarray, keyframe: np.ndarray) -> float:

@@ -190,7 +190,7 @@ class DTERNPredictor(StreamingPredictor):
     logits = self._predict_logits(target_state, [self._memory[i] for i in indices])
     labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2])
     self._forget_before(t + 1 + min(self._sampler.offsets))
-    return [(t, np.asarray(labels)[0])]
+    return [(t, labels)]
 
   def _predict_logits(self, target_state: dict | None, clip: Sequence) -> jax.Array:
     if not self._cache_features:

@@ -26,10 +26,17 @@ def logits_to_labels(logits: jax.Array, input_hw: tuple[int, int], frame_hw: tup
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-# Its own program, apart from the network's: frames of different sizes that resize to the same
-# network input (VSPW's 720p and 1080p videos both become 480x864) share the network program and
-# only compile this small one. Compiled once per (input size, frame size, align_corners).
-frame_labels = jax.jit(logits_to_labels,
+def _one_frame_labels(logits: jax.Array, input_hw: tuple[int, int], frame_hw: tuple[int, int],
+                      align_corners: bool = False) -> jax.Array:
+  return logits_to_labels(logits, input_hw, frame_hw, align_corners)[0]
+
+
+# The label map [H, W] of one frame's logits [1, h, w, C], as a predictor returns it (on the
+# device; the consumer fetches it). Its own program, apart from the network's: frames of different
+# sizes that resize to the same network input (VSPW's 720p and 1080p videos both become 480x864)
+# share the network program and only compile this small one. Compiled once per (input size, frame
+# size, align_corners).
+frame_labels = jax.jit(_one_frame_labels,
                        static_argnames=("input_hw", "frame_hw", "align_corners"))
 
 
@@ -55,4 +62,4 @@ class PerFramePredictor(StreamingPredictor):
     labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2],
                           align_corners=self._align_corners)
     index, self._index = self._index, self._index + 1
-    return [(index, np.asarray(labels)[0])]
+    return [(index, labels)]
