@@ -61,8 +61,8 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
       lambda r: method.init(r, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()}),
       rng)
   tx, schedule = make_optimizer(config.optim, config.train.steps, variables["params"])
-  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh, config.sharding_rules,
-                                        abstract=abstract)
+  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh, variables,
+                                        config.sharding_rules, abstract=abstract)
   return state, sharding, tx, schedule
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,27 +40,35 @@ def make_train_step(
       donate_argnums=(0,))
 
 
+def _train_state(variables: dict[str, Any], tx: optax.GradientTransformation) -> TrainState:
+  variables = dict(variables)
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                    opt_state=tx.init(params))
+
+
 def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
                spec: dict[str, jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh,
-               rules=(), *, abstract: bool = False) -> tuple[TrainState, object]:
+               variables: dict[str, Any], rules=(), *, abstract: bool = False
+               ) -> tuple[TrainState, object]:
   """Initialises the state directly in its sharding (see `parallel.state_shardings`).
 
-  Only the batch's shapes matter: zeros stand in for it, so no data is baked into the program.
-  With `abstract` the state's leaves are `jax.ShapeDtypeStruct`s carrying their shardings, and
-  nothing is compiled or run: all that a checkpoint restore needs. The initialisation program is
-  slow to compile (its hundreds of per-parameter RNG derivations: 23 s of XLA:CPU for the
-  synthetic DTERN, whose forward pass XLA removes as dead code), so eval and resume skip it.
+  `variables` are the shapes of `method.init`'s output (`jax.eval_shape`, which the caller has
+  for the optimizer already). Only the batch's shapes matter: zeros stand in for it, so no data is
+  baked into the program. With `abstract` the state's leaves are `jax.ShapeDtypeStruct`s carrying
+  their shardings, and nothing is compiled or run: all that a checkpoint restore needs. The
+  initialisation program is slow to compile (its hundreds of per-parameter RNG derivations: 23 s
+  of XLA:CPU for the synthetic DTERN, whose forward pass XLA removes as dead code), so eval and
+  resume skip it.
   """
-
-  def init(rng):
-    variables = dict(method.init(rng, {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}))
-    params = variables.pop("params")
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                      opt_state=tx.init(params))
-
-  shapes = jax.eval_shape(init, rng)
+  shapes = jax.eval_shape(lambda v: _train_state(v, tx), variables)
   sharding = parallel.state_shardings(shapes, mesh, rules)
   if abstract:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         shapes, sharding), sharding
+
+  def init(rng):
+    zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
+    return _train_state(method.init(rng, zeros), tx)
+
   return jax.jit(init, out_shardings=sharding)(rng), sharding
