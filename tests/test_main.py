@@ -1,6 +1,7 @@
 """The command line as a user runs it: train, SIGTERM and resume, eval, infer, bad flags."""
 
 import json
+import pathlib
 import signal
 import subprocess
 import sys
@@ -83,3 +84,23 @@ def test_misspelt_override_is_an_error(tmp_path):
        "--config.trian.steps=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert "trian" in result.stderr
+
+
+def test_compilation_cache_defaults_to_the_flag_unless_the_environment_chose(tmp_path):
+  """The CLI's persistent compilation cache: the flag's directory (user-expanded) when
+  JAX_COMPILATION_CACHE_DIR is unset, the environment's otherwise, none for ''."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vssjax import main  # pylint: disable=g-import-not-at-top
+
+  chosen = jax.config.jax_compilation_cache_dir
+  assert chosen  # the test session's, from JAX_COMPILATION_CACHE_DIR (conftest)
+  try:
+    main.use_compilation_cache(str(tmp_path / "flag"))
+    assert jax.config.jax_compilation_cache_dir == chosen
+    jax.config.update("jax_compilation_cache_dir", None)
+    main.use_compilation_cache("")
+    assert jax.config.jax_compilation_cache_dir is None
+    main.use_compilation_cache("~/some/cache")
+    assert jax.config.jax_compilation_cache_dir == str(pathlib.Path.home() / "some/cache")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", chosen)

@@ -419,6 +419,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
       "jax_version": jax.__version__,
+      "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "torch_ratios": _torch_ratios(rows),
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
@@ -427,6 +428,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   summary = (f"{config.method.name} MiT-{config.model.backbone}, {num_params / 1e6:.3f}M params, "
              f"input {settings['input_size'][0]}x{settings['input_size'][1]}, clip {clip}, "
              f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}")
+  if jax.config.jax_compilation_cache_dir:
+    summary += (f"\ncompile_s may be loads from the persistent compilation cache "
+                f"{jax.config.jax_compilation_cache_dir} (JAX_COMPILATION_CACHE_DIR)")
   for ratio in results["torch_ratios"]:
     summary += (f"\nJAX / torch frames/s, {ratio['phase']} {ratio['dtype']} "
                 f"batch {ratio['batch']}: " + ", ".join(
