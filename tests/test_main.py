@@ -101,6 +101,7 @@ def test_compilation_cache_defaults_to_the_flag_unless_the_environment_chose(tmp
     main.use_compilation_cache("")
     assert jax.config.jax_compilation_cache_dir is None
     main.use_compilation_cache("~/some/cache")
-    assert jax.config.jax_compilation_cache_dir == str(pathlib.Path.home() / "some/cache")
+    assert jax.config.jax_compilation_cache_dir == str(
+        pathlib.Path.home() / "some/cache" / f"jax-{jax.__version__}")
   finally:
     jax.config.update("jax_compilation_cache_dir", chosen)

@@ -33,12 +33,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def use_compilation_cache(directory: str) -> None:
-  """Points JAX's persistent compilation cache at `directory` ('' = off), unless the environment
-  (JAX_COMPILATION_CACHE_DIR) already chose one. Before the first compile."""
+  """Points JAX's persistent compilation cache at `directory`/jax-<version> ('' = off), unless the
+  environment (JAX_COMPILATION_CACHE_DIR) already chose one. Before the first compile.
+
+  One subdirectory per jax version: an executable is native code for the XLA that compiled it,
+  and an upgrade then starts a fresh cache (the old one can be deleted) instead of mixing them.
+  """
   import jax  # pylint: disable=g-import-not-at-top
 
   if directory and not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    path = os.path.join(os.path.expanduser(directory), f"jax-{jax.__version__}")
+    jax.config.update("jax_compilation_cache_dir", path)
 
 
 def main(argv):
