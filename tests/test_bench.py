@@ -90,3 +90,23 @@ def test_bench_reports_dtern_stream_frame(tmp_path):
   for key in ("compile_s", "latency_ms"):
     assert math.isfinite(stream[key]) and stream[key] > 0
   assert stream["frames_per_s"] == pytest.approx(1e3 / stream["latency_ms"])
+
+
+def test_random_state_has_the_fresh_states_layout():
+  """The bench's parameters are drawn on the host instead of by the (slow to compile) init
+  program: same tree, shapes, dtypes and shardings, BatchNorm variances 1, Adam's state fresh."""
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  method = get_method(config)
+  mesh = loop.parallel.mesh_from_config(config)
+  state, sharding, _ = bench._random_state(config, method, mesh)  # pylint: disable=protected-access
+  abstract, _, _, _ = loop.create_state(config, method, mesh, abstract=True)
+  assert jax.tree.structure(state) == jax.tree.structure(abstract)
+  for leaf, shape, leaf_sharding in zip(jax.tree.leaves(state), jax.tree.leaves(abstract),
+                                        jax.tree.leaves(sharding)):
+    assert (leaf.shape, leaf.dtype, leaf.sharding) == (shape.shape, shape.dtype, leaf_sharding)
+  variances = [x for path, x in jax.tree_util.tree_leaves_with_path(state.model_state)
+               if jax.tree_util.keystr(path).endswith("['var']")]
+  assert variances and all(np.all(np.asarray(v) == 1) for v in variances)
+  kernels = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
+  assert np.isfinite(kernels).all() and 0.015 < kernels.std() < 0.025
+  assert all(not np.asarray(x).any() for x in jax.tree.leaves(state.opt_state))  # Adam: zeros

@@ -1,6 +1,6 @@
 """`--mode=bench`: parameters, compile time, latency, throughput, FLOPs and memory of a method.
 
-Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
+Runs on random parameters (no checkpoint, no data) of the config's method:
 
 - forward: the method's module in eval mode, jitted, on random uint8 frames of the training crop
   size, at batch 1 (latency) and `data.batch_size` (throughput);
@@ -9,7 +9,7 @@ Runs on a fresh initialisation (no checkpoint, no data) of the config's method:
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
   network's per-frame part on the new frame, the head's temporal part on the clip's kept states);
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
-  from the state `loop.create_state` builds;
+  from a state of `loop.create_state`'s shapes with random parameters (`_random_state`);
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
   process and on the same device (CUDA when torch has it), eager and with `torch.compile`, at the
   same dtypes and batch sizes, when torch and transformers import and the method is SegFormer;
@@ -45,6 +45,7 @@ from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.layers import normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
+from vssjax.train.state import TrainState
 
 @dataclasses.dataclass
 class Row:
@@ -73,6 +74,29 @@ def _with_dtype(config: ConfigDict, dtype: str) -> ConfigDict:
   config = config.copy_and_resolve_references()
   config.model.dtype = dtype  # an existing field: allowed on a locked config
   return config
+
+
+def _random_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
+  """A train state of the config's shapes and shardings, its parameters drawn on the host
+  (normal, std 0.02; BatchNorm variances 1) and its optimizer state `tx.init`'s: what the
+  timings need (they do not depend on the values), without compiling the initialisation
+  program, which took 13-23 s of XLA:CPU per dtype for the synthetic configs (hundreds of
+  per-parameter RNG kernels). Returns (state, its sharding, tx)."""
+  abstract, sharding, tx, _ = loop.create_state(config, method, mesh, abstract=True)
+  rng = np.random.default_rng(config.seed)
+
+  def draw(path, leaf):
+    if jax.tree_util.keystr(path).endswith("['var']"):
+      return np.ones(leaf.shape, leaf.dtype)
+    return (0.02 * rng.standard_normal(leaf.shape, np.float32)).astype(leaf.dtype)
+
+  params = jax.device_put(jax.tree_util.tree_map_with_path(draw, abstract.params),
+                          sharding.params)
+  model_state = jax.device_put(jax.tree_util.tree_map_with_path(draw, abstract.model_state),
+                               sharding.model_state)
+  opt_state = jax.jit(tx.init, out_shardings=sharding.opt_state)(params)
+  step = jax.device_put(np.zeros((), np.int32), sharding.step)
+  return TrainState(step, params, model_state, opt_state), sharding, tx
 
 
 def _median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
@@ -395,7 +419,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   for dtype in settings["dtypes"]:
     dtype_config = _with_dtype(config, dtype)
     method = get_method(dtype_config)
-    state, sharding, tx, _ = loop.create_state(dtype_config, method, mesh)
+    state, sharding, tx = _random_state(dtype_config, method, mesh)
     num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
     variables = loop.variables_of(state)
     for batch in settings["batch_sizes"]:
