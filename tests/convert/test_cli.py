@@ -123,6 +123,9 @@ def test_imagenet_backbone_checkpoint_initialises_only_the_backbone(hf_model, qu
   tx = optax.adam(1e-3)
   state = TrainState(step=np.int32(0), params=params, model_state=fresh,
                      opt_state=tx.init(params))
+  # The head is missing, so the convert CLI initialises a state for it (a full file would not).
+  assert not init_from.replaces_every_variable(state, converted)
+  assert init_from.replaces_every_variable(state, init_from.convert_state_dict(mmseg, method))
   merged = init_from.state_with_variables(state, converted, tx, None)
   assert "kept the fresh initialisation of batch_stats/decode_head, params/decode_head" in (
       capsys.readouterr().out)

@@ -1,8 +1,10 @@
 """Converting released PyTorch weights into a workdir that `--mode=eval` evaluates directly.
 
 The library side of `python -m vssjax.convert` (see `__main__.py`): builds the config's method and
-a fresh train state exactly as the train loop does, swaps in the converted variables and saves the
-whole state as the Orbax checkpoint of step 0.
+its train state as the train loop does, swaps in the converted variables and saves the whole state
+as the Orbax checkpoint of step 0. The initialisation program is compiled only when the checkpoint
+lacks some variables (a backbone-only file): a full one replaces every value (DTERN-B1: 25 s of
+XLA:CPU saved).
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], work
           f"{checkpointer.latest_step()}); convert into an empty workdir")
     mesh = parallel.mesh_from_config(config)
     method = get_method(config)
-    state, sharding, tx, _ = create_state(config, method, mesh)
+    state, sharding, tx, _ = create_state(config, method, mesh, abstract=True)
     variables = init_from.load_torch_variables(checkpoint, method, fmt, allow_pickle=allow_pickle)
+    if not init_from.replaces_every_variable(state, variables):  # the rest: freshly initialised
+      state, sharding, tx, _ = create_state(config, method, mesh)
     state = init_from.state_with_variables(state, variables, tx, sharding)
     checkpointer.save(0, state, force=True)
     checkpointer.wait()

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 from vssjax.configs_lib import ConfigDict
@@ -159,10 +160,20 @@ def _merge(fresh: Any, converted: Any, path: str = "") -> Any:
           for k, v in fresh.items()}
 
 
+def replaces_every_variable(state: TrainState, variables: Mapping[str, Any]) -> bool:
+  """Whether `variables` replace every parameter and statistic of `state`: then
+  `state_with_variables` never reads the state's values, and an abstract state (nothing
+  initialised, nothing compiled) will do."""
+  fresh = {"params": state.params, **state.model_state}
+  fresh_leaves = {id(leaf) for leaf in jax.tree.leaves(fresh)}
+  return not any(id(leaf) in fresh_leaves for leaf in jax.tree.leaves(_merge(fresh, variables)))
+
+
 def state_with_variables(state: TrainState, variables: Mapping[str, Any],
                          tx: optax.GradientTransformation, sharding: Any) -> TrainState:
-  """`state` with the given (possibly partial) variables swapped in, a fresh optimizer state, and
-  placed by `sharding`. The step is kept (0 for a fresh state)."""
+  """`state` with the given (possibly partial) variables swapped in, step 0, a fresh optimizer
+  state, and placed by `sharding`. `state` may be abstract if the variables replace all of it
+  (`replaces_every_variable`)."""
   fresh = {"params": state.params, **state.model_state}
   merged = _merge(fresh, variables)
   kept = sorted(f"{c}/{k}" for c, tree in fresh.items() for k in tree
@@ -170,7 +181,7 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
   if kept:
     print(f"kept the fresh initialisation of {', '.join(kept)}", flush=True)
   params = merged.pop("params")
-  new = TrainState(step=state.step, params=params, model_state=merged,
+  new = TrainState(step=np.zeros((), np.int32), params=params, model_state=merged,
                    opt_state=tx.init(params))
   return jax.device_put(new, sharding)
 
