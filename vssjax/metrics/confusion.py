@@ -86,15 +86,23 @@ class ConfusionMatrix:
     self.ignore_label = ignore_label
     self.matrix = np.zeros((num_classes, num_classes), np.int64)
 
-  def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
-    """Adds every non-ignored pixel of one or many frames (any shape, same for both)."""
+  def update(self, gt: np.ndarray, pred: np.ndarray, *, checked: bool = False) -> None:
+    """Adds every non-ignored pixel of one or many frames (any shape, same for both).
+
+    `checked`: the caller has already passed these labels through `check_labels` (or derived
+    them from labels that did), so the check is skipped.
+    """
     gt, pred = np.asarray(gt), np.asarray(pred)
-    check_labels(gt, pred, self.num_classes, self.ignore_label)
+    if not checked:
+      check_labels(gt, pred, self.num_classes, self.ignore_label)
     # Ignored pixels go to one extra bin, dropped after counting: cheaper than selecting the kept
-    # ones (2.0 vs 2.8 ms for a 480x853 VSPW frame), and the evaluator does this every frame.
+    # ones (2.0 vs 2.8 ms for a 480x853 VSPW frame), and the evaluator does this every frame. The
+    # cells are built in place in bincount's own index type, which it would otherwise copy to.
     cells_total = self.num_classes**2
-    cells = gt.astype(np.int32) * self.num_classes + pred  # < NC^2 where gt is not ignored
-    cells[gt == self.ignore_label] = cells_total
+    cells = gt.astype(np.intp)
+    cells *= self.num_classes
+    cells += pred  # < NC^2 where gt is not ignored
+    np.putmask(cells, gt == self.ignore_label, cells_total)
     counts = np.bincount(cells.ravel(), minlength=cells_total + 1)[:cells_total]
     self.matrix += counts.reshape(self.num_classes, self.num_classes)
 

@@ -149,17 +149,22 @@ class VideoConsistency:
     self.vc_windows[n] += int(counted.sum())
 
   def _forced_wrong(self, labels: np.ndarray) -> np.ndarray:
-    """The label VEC substitutes for an unstable prediction: never the GT label itself."""
-    return (labels.astype(np.int64) + 1) % self.num_classes
+    """The label VEC substitutes for an unstable prediction: never the GT label itself.
+
+    In the labels' dtype, as the script's uint8 maths (an ignored 255 wraps to 0; its pixel is
+    never scored)."""
+    return (labels + 1) % self.num_classes
 
   def _add_vec_windows(self, n: int, gts: np.ndarray, preds: np.ndarray, gt_stable: np.ndarray,
                        pred_stable: np.ndarray) -> None:
+    """Every window's GT-stable pixels into the VEC matrix: the others count as ignored. On whole
+    arrays rather than the selected pixels (with the confusion matrix's faster update, a 30-frame
+    480x853 video's `add_video` went from ~0.41 to ~0.27 s)."""
     num_windows = gt_stable.shape[0]
     first_gt, first_pred = gts[:num_windows], preds[:num_windows]
-    scored = gt_stable & (first_gt != self.ignore_label)
-    labels = first_gt[scored]
-    effective = np.where(pred_stable[scored], first_pred[scored], self._forced_wrong(labels))
-    self.vec_matrices[n].update(labels, effective)
+    effective = np.where(pred_stable, first_pred, self._forced_wrong(first_gt))
+    scored_gt = np.where(gt_stable, first_gt, np.asarray(self.ignore_label, first_gt.dtype))
+    self.vec_matrices[n].update(scored_gt, effective, checked=True)
 
   def _add_vec_windows_quirks(self, gts: np.ndarray, preds: np.ndarray) -> None:
     """The literal script's passes, mutating ``gts`` and ``preds`` (uint8 copies) in place.
@@ -176,7 +181,7 @@ class VideoConsistency:
       scored = gt_stable & (first_gt != self.ignore_label)
       labels = first_gt[scored]
       labels[labels == QUIRK_CLASS0_SENTINEL] = 0
-      self.vec_matrices[n].update(labels, first_pred[scored])
+      self.vec_matrices[n].update(labels, first_pred[scored], checked=True)
       first_gt[first_gt == 0] = QUIRK_CLASS0_SENTINEL
 
   def merge(self, other: VideoConsistency) -> VideoConsistency:
