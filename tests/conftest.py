@@ -54,6 +54,16 @@ def random_clip_batch(shape: tuple[int, int, int, int], num_classes: int, seed: 
           "labels": jnp.asarray(labels)}
 
 
+def assert_kept_states_predict_the_clip(method, variables) -> None:
+  """A streaming clip method (DTERN, SD-CPC) in eval mode: the logits from each frame's kept
+  `encode_frame` state equal the whole 4-frame clip through the network."""
+  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
+  states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
+  np.testing.assert_allclose(method.decode_states(variables, states[-1][0],
+                                                  [reference for _, reference in states]),
+                             method.clip_logits(variables, frames), rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory):
   """One TFDS data_dir shared by the end-to-end tests (the quick synthetic set is built on demand)."""

@@ -107,6 +107,7 @@ def test_random_state_has_the_fresh_states_layout():
   variances = [x for path, x in jax.tree_util.tree_leaves_with_path(state.model_state)
                if jax.tree_util.keystr(path).endswith("['var']")]
   assert variances and all(np.all(np.asarray(v) == 1) for v in variances)
-  kernels = np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])
+  kernels = np.concatenate([np.ravel(x) for path, x in jax.tree_util.tree_leaves_with_path(
+      state.params) if jax.tree_util.keystr(path).endswith("['kernel']")])
   assert np.isfinite(kernels).all() and 0.015 < kernels.std() < 0.025
   assert all(not np.asarray(x).any() for x in jax.tree.leaves(state.opt_state))  # Adam: zeros

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tests.conftest import load_config, random_clip_batch
+from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
 from vssjax.methods import get_method
 
 # Saved by the release but never used in its forward pass (specs/dtern.md §4.2, §10.2).
@@ -72,12 +72,7 @@ def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and
 def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variables):
   """In eval mode the head's fusion of each frame is per frame, so the predictor computes it once
   per frame and runs LTEM/GTEM on the kept results: the same logits as the whole clip."""
-  method, variables = method_and_variables
-  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
-  states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
-  np.testing.assert_allclose(method.decode_states(variables, states[-1][0],
-                                                  [reference for _, reference in states]),
-                             method.clip_logits(variables, frames), rtol=1e-4, atol=1e-4)
+  assert_kept_states_predict_the_clip(*method_and_variables)
 
 
 def test_cached_streaming_equals_clip_recomputation(method_and_variables):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tests.conftest import load_config, random_clip_batch
-from tests.models.test_sdcpc_head import host_filled
+from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
+from vssjax.train.host_init import host_filled
 from vssjax.methods import get_method
 
 _SHAPE = (2, 4, 64, 64)  # 64 px: a 8x8 alignment grid, 4x4 after DSSA's coarse pooling
@@ -66,9 +66,4 @@ def test_streaming_predictor(method_and_variables):
 def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variables):
   """SSEA aligns each frame on its own, so the predictor runs it once per frame and DSSA on the
   kept results: the same logits as the whole clip through the network."""
-  method, variables = method_and_variables
-  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
-  states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
-  np.testing.assert_allclose(method.decode_states(variables, states[-1][0],
-                                                  [reference for _, reference in states]),
-                             method.clip_logits(variables, frames), rtol=1e-4, atol=1e-4)
+  assert_kept_states_predict_the_clip(*method_and_variables)

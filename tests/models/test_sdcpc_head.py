@@ -7,28 +7,13 @@ import pytest
 
 from vssjax.models.sdcpc_head import DSSA, SDCPCHead
 from vssjax.models.segformer_head import SegFormerHead
+from vssjax.train.host_init import host_filled
 
 _DIMS = (8, 16, 24, 32)
 _MIT_SIZES = (16, 8, 4, 2)
 _RESNET_SIZES = (16, 8, 8, 8)
 _HEAD = SDCPCHead(num_classes=5, embed_dim=16, ssea_pool_sizes=(1, 2), ssea_heads=2,
                   dssa_coarse_factor=2, dssa_window=3, dssa_heads=2, embedding_dim=6)
-
-
-def host_filled(shapes, seed=0):
-  """Variables of the given shapes filled on the host (normal(0, 0.1) weights, unit scales and
-  variances, zero biases and means): compiling `init` costs about as much as the forward pass."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean"):
-      return np.zeros(leaf.shape, leaf.dtype)
-    return rng.normal(0.0, 0.1, leaf.shape).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _features(seed, batch, frames, sizes=_MIT_SIZES):

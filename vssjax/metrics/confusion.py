@@ -95,9 +95,9 @@ class ConfusionMatrix:
     gt, pred = np.asarray(gt), np.asarray(pred)
     if not checked:
       check_labels(gt, pred, self.num_classes, self.ignore_label)
-    # Ignored pixels go to one extra bin, dropped after counting: cheaper than selecting the kept
-    # ones (2.0 vs 2.8 ms for a 480x853 VSPW frame), and the evaluator does this every frame. The
-    # cells are built in place in bincount's own index type, which it would otherwise copy to.
+    # Ignored pixels go to one extra bin, dropped after counting, and the cells are built in place
+    # in bincount's own index type (which it would otherwise copy to): 1.85 ms for a 480x853 VSPW
+    # frame, against 2.94 ms selecting the kept pixels. The evaluator does this every frame.
     cells_total = self.num_classes**2
     cells = gt.astype(np.intp)
     cells *= self.num_classes
