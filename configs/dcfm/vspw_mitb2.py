@@ -2,7 +2,7 @@
 
   # evaluate released weights (encoder + decoder files of the release, see docs/reproducing.md):
   python -m vssjax.convert --config=configs/dcfm/vspw_mitb2.py \
-      --checkpoint=encoder_epoch_160000.pth --decoder_checkpoint=decoder_epoch_160000.pth --workdir=D
+      --checkpoint=encoder_epoch_160000.pth,decoder_epoch_160000.pth --workdir=D
   python -m vssjax.main --config=configs/dcfm/vspw_mitb2.py --workdir=D --mode=eval \
       --config.data.vspw.root=/data/VSPW_480p
   # train from ImageNet MiT weights:
