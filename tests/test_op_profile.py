@@ -16,7 +16,8 @@ def test_ops_of_a_program_are_timed_and_attributed():
   assert ops and all(op.ms_per_call > 0 for op in ops)
   assert [op.ms_per_call for op in ops] == sorted((op.ms_per_call for op in ops), reverse=True)
   assert abs(sum(op.share for op in ops) - 1) < 1e-6
-  assert all(op.source.startswith("jit(program)") for op in ops if op.source)  # attributed
+  sources = [op.source for op in ops if op.source]
+  assert sources and all(s.startswith("jit(program)") for s in sources)  # attributed
   assert ops[0].shape
   table = op_profile.format_op_table("program", ops, top=2)
   rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]

@@ -1,8 +1,9 @@
 """Shared config building blocks for `configs/<method>/<dataset>_<backbone>.py`.
 
 Config files live outside the package, so everything they share lives here: the default sections
-every run has (seed, mesh, data, optim, train, eval, init) and `parse_arg`, which turns the
-`--config=file.py:quick,steps=10` suffix into typed values (the big_vision convention).
+every run has (`base_config`: seed, method, model, clip, data, optim, train, eval, bench, mesh,
+sharding_rules, init, published) and `parse_arg`, which turns the `--config=file.py:quick,steps=10`
+suffix into typed values (the big_vision convention).
 
 Configs are returned locked: a typo such as `--config.trian.steps=1` fails instead of being silently
 ignored.

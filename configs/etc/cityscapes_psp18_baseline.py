@@ -15,12 +15,11 @@ p 0.5 (mean-colour fill), 5x5 Gaussian blur with p 0.5, flip; batch 8; SGD momen
 decay 1e-4 on every parameter, lr 0.01 for the ResNet and 0.1 for PPM and heads, poly p=0.9 per
 iteration, 200 epochs of the 2,975 train frames (371 full batches each: 74,200 steps);
 class-weighted CE + 0.4 aux. Test: full 1024x2048 frames, single scale, logits upsampled with
-align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair.
+align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair
+of the 108 "valsam" snippets (`eval.tc_video_list`, `data_pipelines.lists.cityscapes_valsam()`).
 
-Deviations: TC is scored on every evaluated video, i.e. all 500 val snippets (the release's
-full-val list; its published TC uses the 108 "valsam" snippets, `data_pipelines.lists.
-cityscapes_valsam()`, whose trend the README says matches), with OpenCV DIS flow instead of
-FlowNet2. Crops smaller than 769 are padded with 0, not the mean colour.
+Deviations: TC uses OpenCV DIS flow instead of FlowNet2 (same 108 snippets as the release's
+published TC). Crops smaller than 769 are padded with 0, not the mean colour.
 
 Arguments: `quick` (tiny synthetic variant). This file holds the builders of the other ETC configs
 (`etc_base`, `cityscapes_config`, `quick_variant`).
@@ -30,7 +29,8 @@ import pathlib
 
 from data_pipelines.clip_sampling import ETC_PARTNER_OFFSETS
 from vssjax import configs_lib
-from vssjax.methods.etc_losses import CITYSCAPES_CLASS_WEIGHTS, TEMPORAL_WEIGHT
+from vssjax.methods.etc_losses import (AUX_WEIGHT, CITYSCAPES_CLASS_WEIGHTS, MULTI_FRAME_POOL,
+                                       SELF_SIMILARITY_POOL, TEMPORAL_WEIGHT)
 from vssjax.models.layers import IMAGENET_MEAN
 
 VARIANTS = ("baseline", "temporal", "distill")
@@ -56,7 +56,7 @@ def etc_base(backbone: str, variant: str):
   c = configs_lib.base_config()
   c.method.name = "etc"
   c.method.update(
-      aux_weight=0.4,
+      aux_weight=AUX_WEIGHT,
       class_weights=(),  # () = unweighted CE; Cityscapes: CriterionDSN's weights
       temporal_weight=0.0,  # st_weight; 0.1 in the released config
       temporal_formulation="released",  # 'released' (logits, M^2) | 'paper' (probabilities, M)
@@ -66,9 +66,9 @@ def etc_base(backbone: str, variant: str):
       pair_wise_maps="logits",  # 'logits' (release default) | 'features'
       pair_wise_released_normaliser=False,  # True: the release's transposed normaliser
       self_similarity_weight=0.0,
-      self_similarity_pool=2,
+      self_similarity_pool=SELF_SIMILARITY_POOL,
       multi_frame_weight=0.0,
-      multi_frame_pool=16,
+      multi_frame_pool=MULTI_FRAME_POOL,
       multi_frame_rule="frozen",  # 'frozen' | 'adversarial' | 'joint' (models/conv_lstm.py)
       # The frozen teacher: an 'etc' config ('path.py[:arg]') and its trained weights, either
       # its Orbax workdir or a PyTorch checkpoint.

@@ -1,4 +1,4 @@
-"""DCFM network pieces: the L2 norm, published parameter counts, the shallow path's parameters."""
+"""DCFM network pieces: published parameter counts, the shallow path's parameters."""
 
 import jax
 import jax.numpy as jnp
@@ -7,13 +7,7 @@ import pytest
 
 from tests.conftest import load_config
 from vssjax.methods.dcfm import build_dcfm
-from vssjax.models.dcfm import DCFM, FFM, l2_normalize
-
-
-def test_l2_normalize_is_torch_normalize():
-  x = jnp.array([[3.0, 4.0], [0.0, 0.0], [1e-14, 0.0]])
-  # torch F.normalize divides by max(norm, 1e-12): a zero vector stays zero, a tiny one shrinks.
-  np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0], [1e-2, 0.0]], rtol=1e-6)
+from vssjax.models.dcfm import DCFM, FFM
 
 
 def test_ffm_in_two_pieces_is_the_conv_of_the_concatenation():

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vssjax.models.layers import BatchNorm, DropPath, normalize_images
+from vssjax.models.layers import BatchNorm, DropPath, l2_normalize, normalize_images
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():
@@ -14,6 +14,26 @@ def test_normalize_images_uses_rgb_imagenet_statistics():
               [(255 - 123.675) / 58.395, -116.28 / 57.12, -103.53 / 57.375]]
   np.testing.assert_allclose(np.asarray(out, np.float32)[0, 0], expected, rtol=1e-2, atol=1e-2)
   np.testing.assert_allclose(normalize_images(frames)[0, 0], expected, atol=1e-6)
+
+
+def test_l2_normalize_is_torch_normalize():
+  x = jnp.array([[3.0, 4.0], [0.0, 0.0], [1e-14, 0.0]])
+  # torch F.normalize divides by max(norm, 1e-12): a zero vector stays zero, a tiny one shrinks.
+  np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0], [1e-2, 0.0]], rtol=1e-6)
+
+
+def test_l2_normalize_matches_numpy_along_any_axis():
+  x = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(np.float32)
+  for axis in (-1, 0, 1):
+    expected = x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+    np.testing.assert_allclose(l2_normalize(jnp.asarray(x), axis=axis), expected, rtol=1e-6)
+  # A larger eps floors the norm; bf16 in, bf16 out (computed in float32).
+  small = np.array([[0.3, 0.4]], np.float32)
+  np.testing.assert_allclose(l2_normalize(jnp.asarray(small), eps=1.0), small)
+  out = l2_normalize(jnp.asarray(x, jnp.bfloat16))
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             x / np.linalg.norm(x, axis=-1, keepdims=True), atol=1e-2)
 
 
 def test_batch_norm_updates_running_var_with_unbiased_variance():

@@ -20,6 +20,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -28,6 +29,10 @@ Variables = dict[str, Any]
 
 # Buffers that PyTorch saves but no Flax model stores.
 DEFAULT_DROP = (r"(^|\.)num_batches_tracked$",)
+
+# The input `abstract_variables` gets for image models: eval_shape only needs parameter shapes,
+# which do not depend on the input size.
+EXAMPLE_IMAGE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
 
 
 class CheckpointMismatchError(ValueError):

@@ -13,17 +13,14 @@ together (their keys are disjoint) and with DDP's `module.` peeled off by `torch
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
-from vssjax.convert.common import (DEFAULT_DROP, Rule, StateDict, Variables, abstract_variables,
-                                   apply_rules, batch_norm_rules, conv_rules, dense_rules)
+from vssjax.convert.common import (DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables,
+                                   abstract_variables, apply_rules, batch_norm_rules, conv_rules,
+                                   dense_rules)
 from vssjax.convert.mmseg_segformer import mit_rules
 from vssjax.convert.torch_resnet import ppm_rules, resnet_rules
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder
 
 UNUSED_KEYS = (r"^backbone\.decoder\.conv_seg\.",)
-_EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
 
 
 def _encoder_rules(model: DCFM) -> list[Rule]:
@@ -59,6 +56,6 @@ def convert_dcfm(state_dict: StateDict, model: DCFM) -> Variables:
   Raises `CheckpointMismatchError` naming every missing, unexpected and mis-shaped key (e.g. only
   one of the two files, or a VSPW checkpoint for a Cityscapes config).
   """
-  expected = abstract_variables(model, _EXAMPLE, train=False)
+  expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, _encoder_rules(model) + _decoder_rules(model), expected,
                      drop=(*DEFAULT_DROP, *UNUSED_KEYS))

@@ -12,13 +12,11 @@ separate `k_proj` / `v_proj`; mmseg (and we) pack them as `kv` = [keys; values].
 """
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vssjax.convert.common import (
-    DEFAULT_DROP, Rule, StateDict, Variables, abstract_variables, apply_rules, batch_norm_rules,
-    conv_rules, dense_rules, layer_norm_rules, linear_to_dense, rename_keys)
+    DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
+    batch_norm_rules, conv_rules, dense_rules, layer_norm_rules, linear_to_dense, rename_keys)
 from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer import SegFormer
 
@@ -38,9 +36,6 @@ LEGACY_RENAMES: tuple[tuple[str, str], ...] = (
     (r"\.layer_norm_2\.", ".layernorm_after."),
     (r"decode_head\.linear_c\.", "decode_head.linear_projections."),
 )
-
-# Any valid input works: eval_shape only needs the parameter shapes, which are size-independent.
-_EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
 
 
 def _packed_kv(k_weight_or_bias: np.ndarray, v_weight_or_bias: np.ndarray) -> np.ndarray:
@@ -104,7 +99,7 @@ def convert_hf_segformer(state_dict: StateDict, model: SegFormer) -> Variables:
   """
   renamed, original = rename_keys(state_dict, LEGACY_RENAMES)
   rules = mit_rules(model.backbone, "params/backbone", "segformer.") + head_rules()
-  expected = abstract_variables(model, _EXAMPLE, train=False)
+  expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(renamed, rules, expected, display_names=original)
 
 
@@ -116,6 +111,6 @@ def convert_hf_mit(state_dict: StateDict, backbone: MixTransformer, *,
   Keys matching a regex in `ignore` (by default the ImageNet classifier) are dropped.
   """
   renamed, original = rename_keys(state_dict, LEGACY_RENAMES)
-  expected = abstract_variables(backbone, _EXAMPLE, train=False)
+  expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   return apply_rules(renamed, mit_rules(backbone, "params", prefix), expected,
                      drop=(*DEFAULT_DROP, *ignore), display_names=original)

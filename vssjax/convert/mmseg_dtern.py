@@ -17,6 +17,7 @@ from vssjax.convert.common import (
     dense_rules, layer_norm_rules)
 from vssjax.convert.mmseg_segformer import head_rules as segformer_head_rules
 from vssjax.convert.mmseg_segformer import mit_rules
+from vssjax.convert.torch_resnet import conv_bn_rules
 from vssjax.methods.dtern import DTERNSegmentor
 from vssjax.models.dtern_head import LTEM_HEADS
 
@@ -25,12 +26,6 @@ _EXAMPLE = jax.ShapeDtypeStruct((1, 4, 64, 64, 3), jnp.float32)
 
 _RAW_LTEM_PARAMS = ("sim_alpha", "sim_beta", "prompt1", "top_down_transform1", "prompt2",
                     "top_down_transform2")
-
-
-def _conv_bn_rules(target: str, source: str) -> list[Rule]:
-  """mmcv ConvModule (`conv` without bias, `bn`); `target` is the module path."""
-  return [*conv_rules(f"params/{target}/conv", f"{source}.conv", bias=False),
-          *batch_norm_rules(f"{target}/bn", f"{source}.bn")]
 
 
 def _cam_rules(target: str, source: str, num_kernels: int) -> list[Rule]:
@@ -75,7 +70,8 @@ def _gtem_rules(target: str, source: str) -> list[Rule]:
   rules += dense_rules(f"params/{target}/q", f"{source}.q")
   rules += dense_rules(f"params/{target}/k", f"{source}.k")
   for name in ("query_project", "key_project", "value_project", "out_project"):
-    rules += _conv_bn_rules(f"{target}/cross_attn/{name}", f"{source}.cross_attn.{name}")
+    module = f"{source}.cross_attn.{name}"  # mmcv ConvModule: bias-free `conv`, `bn`
+    rules += conv_bn_rules(f"{target}/cross_attn/{name}", f"{module}.conv", f"{module}.bn")
   return rules
 
 
@@ -85,8 +81,10 @@ def dtern_head_rules(num_kernels: int) -> list[Rule]:
   rules += conv_rules("params/decode_head/linear_pred1", "decode_head.linear_pred1")
   rules += conv_rules("params/decode_head/conv_seg", "decode_head.conv_seg")
   for i in range(4):
-    rules += _conv_bn_rules(f"decode_head/dtern/convs_{i}", f"decode_head.dtern.convs.{i}")
-  rules += _conv_bn_rules("decode_head/dtern/fusion_conv", "decode_head.dtern.fusion_conv")
+    rules += conv_bn_rules(f"decode_head/dtern/convs_{i}", f"decode_head.dtern.convs.{i}.conv",
+                           f"decode_head.dtern.convs.{i}.bn")
+  rules += conv_bn_rules("decode_head/dtern/fusion_conv", "decode_head.dtern.fusion_conv.conv",
+                         "decode_head.dtern.fusion_conv.bn")
   for i in range(len(LTEM_HEADS)):
     rules += _ltem_rules(f"decode_head/dtern/cluster_blocks_{i}",
                          f"decode_head.dtern.cluster_blocks.{i}", num_kernels)

@@ -14,20 +14,14 @@ forward; it is dropped. File wrappers (mmcv `meta`/`state_dict`, DDP `module.`) 
 """
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
-
 from vssjax.convert.common import (
-    DEFAULT_DROP, Rule, StateDict, Variables, abstract_variables, apply_rules, batch_norm_rules,
-    conv_rules, dense_rules, layer_norm_rules)
+    DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
+    batch_norm_rules, conv_rules, dense_rules, layer_norm_rules)
 from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer import SegFormer
 
 # Present in every mmseg SegFormer checkpoint, unused by the model.
 UNUSED_HEAD_KEYS = (r"^decode_head\.conv_seg\.",)
-
-# eval_shape only needs parameter shapes, which do not depend on the input size.
-_EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
 
 
 def _block_rules(target: str, source: str, sr_ratio: int) -> list[Rule]:
@@ -75,7 +69,7 @@ def convert_mmseg_segformer(state_dict: StateDict, model: SegFormer) -> Variable
   Raises `CheckpointMismatchError` naming every missing, unexpected and mis-shaped key.
   """
   rules = mit_rules(model.backbone, "params/backbone", "backbone.") + head_rules()
-  expected = abstract_variables(model, _EXAMPLE, train=False)
+  expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, rules, expected, drop=(*DEFAULT_DROP, *UNUSED_HEAD_KEYS))
 
 
@@ -83,6 +77,6 @@ def convert_mmseg_mit(state_dict: StateDict, backbone: MixTransformer, *, prefix
                       ignore: Sequence[str] = (r"^head\.",)) -> Variables:
   """ImageNet MiT weights (NVlabs `mit_b*.pth`: backbone keys at the top level plus the `head`
   classifier) -> {'params'} of `backbone`. Keys matching a regex in `ignore` are dropped."""
-  expected = abstract_variables(backbone, _EXAMPLE, train=False)
+  expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, mit_rules(backbone, "params", prefix), expected,
                      drop=(*DEFAULT_DROP, *ignore))

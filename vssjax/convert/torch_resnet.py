@@ -18,12 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import jax
-import jax.numpy as jnp
-
 from vssjax.convert.common import (
-    DEFAULT_DROP, Rule, StateDict, Variables, abstract_variables, apply_rules, batch_norm_rules,
-    conv_rules)
+    DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
+    batch_norm_rules, conv_rules)
 from vssjax.models.pspnet import PSPNet
 from vssjax.models.resnet import DEEP_STEM_WIDTHS, ResNet
 
@@ -31,9 +28,6 @@ StemKeys = Literal["pspnet", "imagenet"]
 
 # ImageNet checkpoints carry a 1000-way classifier that the segmentation backbone has no use for.
 IMAGENET_CLASSIFIER_KEYS = (r"^fc\.",)
-
-# eval_shape only needs parameter shapes, which do not depend on the input size.
-_EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -120,7 +114,7 @@ def convert_pspnet(state_dict: StateDict, model: PSPNet) -> Variables:
   Raises `CheckpointMismatchError` naming every missing, unexpected and mis-shaped key (e.g. a
   checkpoint with an aux head for a model without one, another depth or class count).
   """
-  expected = abstract_variables(model, _EXAMPLE, train=False)
+  expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, pspnet_rules(model), expected)
 
 
@@ -130,6 +124,6 @@ def convert_resnet_imagenet(state_dict: StateDict, backbone: ResNet) -> Variable
   torchvision's layout for the plain stem (ResNet-18), semseg's deep-base layout for the deep
   stem (ResNet-50/101); the stem decides which stem keys are expected.
   """
-  expected = abstract_variables(backbone, _EXAMPLE, train=False)
+  expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   rules = resnet_rules(backbone, "", "", stem_keys="imagenet")
   return apply_rules(state_dict, rules, expected, drop=(*DEFAULT_DROP, *IMAGENET_CLASSIFIER_KEYS))

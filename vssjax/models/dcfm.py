@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, LinearWeights, channel_matmul
+from vssjax.models.layers import BatchNorm, Conv, LinearWeights, channel_matmul, l2_normalize
 from vssjax.models.mit import MixTransformer
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import ResNet
@@ -30,13 +30,6 @@ from vssjax.ops.resize import resize_bilinear
 Dtype = Any
 # DCFM's `initialize_weights`: kaiming_normal_ (fan_in, gain sqrt 2), zero bias.
 kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-
-
-def l2_normalize(x: jax.Array) -> jax.Array:
-  """torch `F.normalize(x, dim=channels)`: x / max(||x||_2, 1e-12), norm taken in float32."""
-  x32 = x.astype(jnp.float32)
-  norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=-1, keepdims=True))
-  return (x32 / jnp.maximum(norm, 1e-12)).astype(x.dtype)
 
 
 def _conv1x1(features: int, *, bias: bool, dtype: Dtype, name: str) -> nn.Conv:

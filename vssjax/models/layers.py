@@ -53,6 +53,17 @@ def gelu(x: jax.Array) -> jax.Array:
   return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
 
 
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+  """torch's `F.normalize(x, p=2, dim=axis, eps=eps)`: x / max(||x||_2, eps), in x's dtype.
+
+  A zero vector stays zero; one shorter than `eps` comes out with length ||x|| / eps < 1.
+  The norm and the division are computed in float32 whatever x's dtype, then cast back.
+  """
+  x32 = x.astype(jnp.float32)
+  norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=axis, keepdims=True))
+  return (x32 / jnp.maximum(norm, eps)).astype(x.dtype)
+
+
 def layer_norm(epsilon: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
   """A LayerNorm with torch's two-pass variance (flax's fast E[x^2]-E[x]^2 loses precision).
   `name` inside compact methods; in `setup` the attribute names it."""

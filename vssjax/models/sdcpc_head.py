@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.dtern_head import cosine_similarity
-from vssjax.models.layers import Conv, dense_init, layer_norm
+from vssjax.models.layers import Conv, dense_init, l2_normalize, layer_norm
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerHead
@@ -44,7 +44,6 @@ Dtype = Any
 
 MLP_RATIO = 4  # [GUESS] Mix-FFN width of SSEA, as MiT's
 _LN_EPS = 1e-5
-_L2_EPS = 1e-12
 
 
 def static_difference(target: jax.Array, refs: jax.Array) -> jax.Array:
@@ -186,8 +185,7 @@ class SDCPCHead(nn.Module):
     aligned = self.dssa(static[:, -1], static[:, :-1])
     out["final"] = self.classifier(self.dropout(aligned, deterministic=not train))
     embedding = self.projector_fc2(nn.relu(self.projector_fc1(aligned))).astype(jnp.float32)
-    norm = jnp.sqrt(jnp.sum(embedding * embedding, axis=-1, keepdims=True))
-    out["embedding"] = embedding / jnp.maximum(norm, _L2_EPS)
+    out["embedding"] = l2_normalize(embedding)
     return out
 
   def frame_state(self, features: Sequence[jax.Array]

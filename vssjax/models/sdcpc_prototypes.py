@@ -22,14 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.methods.losses import IGNORE_LABEL
+from vssjax.models.layers import l2_normalize
 from vssjax.ops.resize import resize_nearest
 
 PROTOTYPE_PIXELS = ("predicted", "correct")
-_EPS = 1e-12
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
 
 
 def rank_within_class(classes: jax.Array, order: jax.Array) -> jax.Array:
@@ -65,7 +61,7 @@ def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int
     sums = jax.ops.segment_sum(embeddings, ids, segments)[:-1].reshape((num_classes, k, -1))
     counts = jax.ops.segment_sum(jnp.ones_like(ids), ids, segments)[:-1].reshape((num_classes, k))
     class_sums = sums.sum(axis=1, keepdims=True)
-    return _normalize(jnp.where(counts[..., None] > 0, sums, class_sums))
+    return l2_normalize(jnp.where(counts[..., None] > 0, sums, class_sums))
 
   counts = jax.ops.segment_sum(member.astype(jnp.int32), safe, num_classes)
   # Start: K contiguous runs of each class's pixels in raster order (spatially distinct parts).

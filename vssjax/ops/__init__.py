@@ -1,4 +1,3 @@
-"""Array ops shared by all methods: PyTorch-exact resizing (more ops live in sibling modules)."""
-from vssjax.ops.resize import resize_bilinear, resize_nearest
-
-__all__ = ["resize_bilinear", "resize_nearest"]
+"""Array ops shared by models and methods, imported from their modules: resize.py (PyTorch-exact
+resizing), pooling.py (adaptive average pooling), warp.py (flow warping), attention.py, conv.py and
+depthwise.py (formulations that run fast on XLA:CPU)."""

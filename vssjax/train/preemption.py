@@ -16,7 +16,8 @@ from jax.experimental import multihost_utils
 
 
 class StopSignal:
-  """Context manager: while active, SIGTERM/SIGINT request a clean stop instead of killing."""
+  """Context manager: while active, `signals` (default SIGTERM only; SIGINT still raises
+  KeyboardInterrupt) request a clean stop instead of killing."""
 
   def __init__(self, signals=(signal.SIGTERM,)):
     self._signals = signals
