@@ -4,8 +4,9 @@ Training batches follow the project's batch contract (DESIGN.md "The data flow" 
 frames uint8 [B,T,H,W,3] (not normalised), labels int32 [B,T,H,W] (255 = ignore), labeled bool
 [B,T], and with `data.flow.method` set, flow float32 [B,T-1,H,W,2] between consecutive clip frames
 (`vssjax.flow` convention), computed on the original frames and moved through the augmentation.
-The Grain sampler shards videos over processes, shuffles, repeats forever and derives one
-RNG per sample from (seed, sample index), so a restored iterator state replays exactly.
+The Grain sampler shards batch numbers over processes and `_LocalBatchMap` turns each into its
+clips: videos shuffled per epoch, forever, and one RNG per sample from (seed, sample index), so a
+restored iterator state replays exactly.
 """
 from __future__ import annotations
 
@@ -72,9 +73,20 @@ class ClipMap(grain.transforms.RandomMap):
           raise
         self.num_skipped += 1
         logging.warning("Skipped bad sample (%d so far in this process): %s", self.num_skipped, e)
+        last_error = e
         index = int(rng.integers(len(self._videos)))
-    raise DataError("training data", f"{_MAX_BAD_DRAWS} bad samples in a row; last video drawn: "
-                    f"{self._videos.name(index)}")
+    raise DataError("training data", f"{_MAX_BAD_DRAWS} bad samples in a row; the last: "
+                    f"{last_error}") from last_error
+
+
+def sample_rng(seed: int, position: int) -> np.random.Generator:
+  """The augmentation RNG of sample `position` of the stream of `seed`.
+
+  Philox keyed by (seed, position) as one 128-bit integer: distinct for every pair (a key of
+  seed + position would give seed s at position p+1 the draws of seed s+1 at p), and for seed 0
+  the key the loader has always used, so seed-0 runs replay as before.
+  """
+  return np.random.Generator(np.random.Philox(key=(seed << 64) | position))
 
 
 def per_process_batch_size(batch_size: int, shard_count: int) -> int:
@@ -134,7 +146,7 @@ class _LocalBatchMap(grain.transforms.Map):
     start = int(element) * self._batch_size + self._first_row
     clips = []
     for position in range(start, start + self._local):
-      rng = np.random.Generator(np.random.Philox(key=self._seed + position))
+      rng = sample_rng(self._seed, position)
       clips.append(self._clip_map.random_map(self._video_at(position), rng))
     return {key: np.stack([clip[key] for clip in clips]) for key in clips[0]}
 
@@ -180,8 +192,9 @@ class EvalVideo:
 
 
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
-                shard_count: int = 1) -> Iterator[EvalVideo]:
-  """This shard's videos of `split` (every shard_count-th one, so shards stay balanced).
+                shard_count: int = 1, max_videos: int = 0) -> Iterator[EvalVideo]:
+  """This shard's videos of `split` (every shard_count-th one, so shards stay balanced); with
+  `max_videos`, of the split's first `max_videos` only, whatever the number of shards.
 
   With `data.eval_label_window = (before, after)` each video is cut to the frames
   [a - before, a + after] around its labelled frame a (DCFM evaluates Cityscapes and CamVid on
@@ -189,7 +202,8 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   """
   videos = dataset.make_dataset(data_cfg, split)
   window = tuple(data_cfg.get("eval_label_window", ()))
-  for index in range(shard_index, len(videos), shard_count):
+  num_videos = min(len(videos), max_videos) if max_videos else len(videos)
+  for index in range(shard_index, num_videos, shard_count):
     name, num_frames = videos.name(index), videos.num_frames(index)
     if not window:
       yield EvalVideo(name, num_frames, videos, index)

@@ -111,3 +111,13 @@ def test_random_state_has_the_fresh_states_layout():
       state.params) if jax.tree_util.keystr(path).endswith("['kernel']")])
   assert np.isfinite(kernels).all() and 0.015 < kernels.std() < 0.025
   assert all(not np.asarray(x).any() for x in jax.tree.leaves(state.opt_state))  # Adam: zeros
+
+
+def test_bench_runs_the_etc_temporal_train_step_with_flow(tmp_path):
+  """ETC's temporal loss needs the loader's flow in the batch; the bench makes one."""
+  config = load_config("configs/etc/synthetic_psp18.py", "quick,variant=temporal")
+  assert "flow" in loop.batch_spec(config)
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=1, train_repeats=1,
+                      torch=False)
+  rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
+  assert math.isfinite(rows["train_step"]["latency_ms"]) and rows["train_step"]["gflops"] > 0

@@ -245,16 +245,27 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
              1 / seconds, None if None in gflops else sum(gflops), _peak_memory_mb())
 
 
+def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
+                  ) -> dict[str, np.ndarray]:
+  """A host batch of every entry `loop.batch_spec` gives: random frames and labels, every frame
+  labelled and, where the config has a flow (ETC's temporal loss), flow of a few pixels."""
+  rng = np.random.default_rng(config.seed)
+  makers = {
+      "frames": lambda shape: rng.integers(0, 256, shape, dtype=np.uint8),
+      "labels": lambda shape: rng.integers(0, config.data.num_classes, shape, dtype=np.int32),
+      "labeled": lambda shape: np.ones(shape, np.bool_),
+      "flow": lambda shape: rng.normal(0.0, 2.0, shape).astype(np.float32),
+  }
+  unknown = set(spec) - set(makers)
+  if unknown:
+    raise ValueError(f"--mode=bench cannot make random batch entries {sorted(unknown)}")
+  return {key: makers[key](s.shape) for key, s in spec.items()}
+
+
 def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh,
                       settings: dict[str, Any], profile: _Profiler) -> Row:
   spec = loop.batch_spec(config)
-  rng = np.random.default_rng(config.seed)
-  host = {
-      "frames": rng.integers(0, 256, spec["frames"].shape, dtype=np.uint8),
-      "labels": rng.integers(0, config.data.num_classes, spec["labels"].shape, dtype=np.int32),
-      "labeled": np.ones(spec["labeled"].shape, np.bool_),
-  }
-  batch = jax.device_put(host, parallel.batch_sharding(mesh))
+  batch = jax.device_put(_random_batch(config, spec), parallel.batch_sharding(mesh))
   train_step = step_lib.make_train_step(method, tx, sharding, mesh,
                                         jax.random.PRNGKey(config.seed + 1))
   compiled, compile_s = _compile(train_step, state, batch)

@@ -115,6 +115,28 @@ def test_bad_samples_are_skipped_deterministically_and_counted(tmp_path, caplog)
   assert "synthetic_train_00001/000" in caplog.text
 
 
+def test_too_many_bad_samples_in_a_row_name_the_last_bad_file(tmp_path):
+  cfg = _folder_cfg(tmp_path, skip=True)
+  for frame in (tmp_path / "videos").glob("*/*.png"):  # now every video is unreadable
+    frame.write_bytes(b"bad")
+  clip_map = loader.ClipMap(dataset.make_dataset(cfg, "train"), CLIP3, cfg.train_transform,
+                            skip_bad_samples=True)
+  with pytest.raises(base.DataError, match=r"bad samples in a row; the last: "
+                     r"\S*synthetic_train_0000\d/000\d\.png: cannot decode image") as raised:
+    clip_map.random_map(1, np.random.default_rng(0))
+  assert isinstance(raised.value.__cause__, base.DataError)
+
+
+def test_sample_rngs_are_distinct_across_seeds_and_keep_seed_0s_streams():
+  draw = lambda rng: rng.integers(0, 2**31, 8)
+  for position in (0, 7, 2**40):
+    np.testing.assert_array_equal(  # seed 0: the key the loader always used
+        draw(loader.sample_rng(0, position)),
+        draw(np.random.Generator(np.random.Philox(key=position))))
+    assert not np.array_equal(draw(loader.sample_rng(1, position)),
+                              draw(loader.sample_rng(0, position + 1)))
+
+
 def test_eval_videos_shards_and_pairs(tmp_path):
   cfg = helpers.data_config(tmp_path, synthetic=dict(helpers.TINY, num_val_videos=5))
   shards = [list(loader.eval_videos(cfg, "val", i, 2)) for i in (0, 1)]
@@ -126,7 +148,9 @@ def test_eval_videos_shards_and_pairs(tmp_path):
   assert video.num_frames == len(pairs) == 6
   frame, label = pairs[0]
   assert frame.shape == (32, 32, 3) and label.shape == (32, 32) and label.dtype == np.int32
-
+  # max_videos: the split's first N videos, shared by the shards (not N per shard).
+  limited = [[v.name for v in loader.eval_videos(cfg, "val", i, 2, max_videos=3)] for i in (0, 1)]
+  assert limited == [["synthetic_val_00000", "synthetic_val_00002"], ["synthetic_val_00001"]]
 
 
 def test_flow_batches_and_sparse_targets(tmp_path):

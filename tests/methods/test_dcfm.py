@@ -126,6 +126,14 @@ def test_evaluation_passes_rotate_the_first_keyframe(method_and_variables):
     config.method.eval_passes = 1
 
 
+def test_b_mode_interval_longer_than_the_evaluation_windows_is_refused():
+  """Cityscapes/CamVid evaluate 3-frame windows; the rotated first keyframe of K=4 would fall
+  outside one, leaving it without a keyframe."""
+  assert DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py", "quick,k=3")).schedule.interval == 3
+  with pytest.raises(ValueError, match=r"K=4 exceeds the 3-frame evaluation windows"):
+    DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py", "quick,k=4"))
+
+
 @pytest.mark.parametrize("path, size, key_gflops", [
     ("configs/dcfm/vspw_mitb2.py", (480, 480), 35),  # the issue's benchmark size (~41 counted)
     ("configs/dcfm/vspw_mitb5.py", (480, 853), 200),  # the released test size (~255 counted)

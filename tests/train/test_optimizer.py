@@ -76,5 +76,23 @@ def test_clipping_and_accumulation(clip, accumulate):
   if accumulate == 2:
     np.testing.assert_array_equal(updates["w"], 0.0)  # first micro-step only accumulates
     updates, state = tx.update({"w": jnp.array([30.0, 40.0])}, state, params)
-  # Adam's first step is lr * sign(g) whatever the scale, so clipping shows in the direction only.
-  np.testing.assert_allclose(updates["w"], [-1e-2, -1e-2], rtol=1e-5)
+  # Adam's first step is lr * sign(g) whatever the scale, so clipping shows in the direction only;
+  # accumulated, it is made at train step 1, lr 1e-2 * (1 - 1/100).
+  lr = 1e-2 * (1 - (accumulate - 1) / 100)
+  np.testing.assert_allclose(updates["w"], [-lr, -lr], rtol=1e-5)
+
+
+def test_accumulated_updates_follow_the_schedule_in_train_steps():
+  """With k-step accumulation the schedule still counts train steps (micro-batches): the update
+  made at micro-step t uses lr(t), and the decay reaches its end at `total_steps`."""
+  optim = configs_lib.base_config().optim
+  optim.update(name="sgd", momentum=0.0, lr=1.0, weight_decay=0.0, warmup_steps=4,
+               warmup_ratio=0.1, param_groups=(), accumulate_steps=2)
+  params = {"w": jnp.zeros(())}
+  tx, schedule = optimizer.make_optimizer(optim, total_steps=12, params=params)
+  state = tx.init(params)
+  for t in range(12):
+    updates, state = tx.update({"w": jnp.ones(())}, state, params)
+    expected = -schedule(t) if t % 2 == 1 else 0.0  # SGD on a mean gradient of 1: -lr
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-6, atol=1e-12, err_msg=f"step {t}")
+  assert float(schedule(11)) == pytest.approx(1.0 / 12)  # near the end of the decay

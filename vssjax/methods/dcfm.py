@@ -98,6 +98,14 @@ class DCFMMethod(Method):
     self.module = build_dcfm(config.model, self.num_classes)
     self._dtype = compute_dtype(config.model)
     self.schedule = KeyframeSchedule.from_config(config.method)
+    window = tuple(config.data.get("eval_label_window", ()))
+    if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
+      # The rotated first keyframe runs over 0..K-1: past the window, a clip has no keyframe.
+      raise ValueError(
+          f"DCFM's B-mode keyframe interval K={self.schedule.interval} exceeds the "
+          f"{sum(window) + 1}-frame evaluation windows (data.eval_label_window={window}): the "
+          f"protocol's rotated first keyframe would fall outside them; use K <= "
+          f"{sum(window) + 1} or P mode")
     self.encode_keyframe = jax.jit(self._encode_keyframe_impl)
     self.encode_shallow = jax.jit(self._encode_shallow_impl)
     self.fused_logits = jax.jit(self._fused_logits_impl)

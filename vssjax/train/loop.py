@@ -8,6 +8,7 @@ at `train.eval_every` and at the end.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -116,56 +117,57 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   method = get_method(config)
   loader = make_train_loader(config.data, make_clip_sampler(config.clip), seed=config.seed)
   data_iter = iter(loader)
-  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                              async_save=config.train.async_checkpoint)
-  resume = checkpointer.latest_step() is not None
-  state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
-  _log_startup(config, mesh, state)
-  if resume:
-    state = checkpointer.restore(state, data_iter)
-    print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
-  else:
-    fixed = method.fixed_variables()
-    if fixed:
-      state = init_from.state_with_variables(state, fixed, tx, state_sharding)
-    if config.init.torch_checkpoint:
-      state = init_from.state_from_torch(config, method, state, tx, state_sharding)
-  start = int(state.step)
-  total = config.train.steps
-  end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+  # Closed however the run ends (an error included): an asynchronous save in flight completes.
+  with contextlib.ExitStack() as closing:
+    checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
+        workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
+    resume = checkpointer.latest_step() is not None
+    state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
+    _log_startup(config, mesh, state)
+    if resume:
+      state = checkpointer.restore(state, data_iter)
+      print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+    else:
+      fixed = method.fixed_variables()
+      if fixed:
+        state = init_from.state_with_variables(state, fixed, tx, state_sharding)
+      if config.init.torch_checkpoint:
+        state = init_from.state_from_torch(config, method, state, tx, state_sharding)
+    start = int(state.step)
+    total = config.train.steps
+    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
 
-  # ---- Train loop ----
-  train_step = step_lib.make_train_step(method, tx, state_sharding, mesh,
-                                        jax.random.PRNGKey(config.seed + 1))
-  writer = MetricWriter(workdir)
-  progress = Progress("train step", total, "steps", min_interval_s=0.0)
-  pending: list[tuple[int, dict]] = []
-  t_last = time.perf_counter()
-  done = start
-  with StopSignal() as stop_signal:
-    for step in range(start, end):
-      batch = parallel.to_global(next(data_iter), mesh)
-      state, metrics = train_step(state, batch)
-      done = step + 1
-      pending.append((done, metrics))
-      stopping = stop_signal.should_stop()
-      if done % config.train.log_every == 0 or done == end or stopping:
-        now = time.perf_counter()
-        mean = _summarize(pending, now - t_last, float(schedule(done - 1)))
-        t_last = now
-        writer.write(done, mean)
-        progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
-        pending = []
-      if done % config.train.checkpoint_every == 0 or done == end or stopping:
-        checkpointer.save(done, state, data_iter)
-      if stopping:
-        print(f"stopped at step {done} on request; checkpoint saved, re-run to resume", flush=True)
-        break
-      if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
-        evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+    # ---- Train loop ----
+    train_step = step_lib.make_train_step(method, tx, state_sharding, mesh,
+                                          jax.random.PRNGKey(config.seed + 1))
+    writer = closing.enter_context(contextlib.closing(MetricWriter(workdir)))
+    progress = Progress("train step", total, "steps", min_interval_s=0.0)
+    pending: list[tuple[int, dict]] = []
+    t_last = time.perf_counter()
+    done = start
+    with StopSignal() as stop_signal:
+      for step in range(start, end):
+        batch = parallel.to_global(next(data_iter), mesh)
+        state, metrics = train_step(state, batch)
+        done = step + 1
+        pending.append((done, metrics))
+        stopping = stop_signal.should_stop()
+        if done % config.train.log_every == 0 or done == end or stopping:
+          now = time.perf_counter()
+          mean = _summarize(pending, now - t_last, float(schedule(done - 1)))
+          t_last = now
+          writer.write(done, mean)
+          progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
+          pending = []
+        if done % config.train.checkpoint_every == 0 or done == end or stopping:
+          checkpointer.save(done, state, data_iter)
+        if stopping:
+          print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
+                flush=True)
+          break
+        if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
+          evaluate(method, variables_of(state), config, workdir=workdir, step=done)
 
-  checkpointer.close()
-  writer.close()
   if done == total:
     return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
   return None
@@ -173,16 +175,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
 
 def restore_for_eval(config: ConfigDict, workdir: str):
   """The method and the variables of the latest checkpoint in `workdir` (error if none)."""
-  checkpointer = Checkpointer(workdir, async_save=False)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(
-        f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
-  mesh = parallel.mesh_from_config(config)
-  method = get_method(config)
-  state, _, _, _ = create_state(config, method, mesh, abstract=True)
-  state = checkpointer.restore(state)
-  checkpointer.close()
+  with contextlib.closing(Checkpointer(workdir, async_save=False)) as checkpointer:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+          f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
+    mesh = parallel.mesh_from_config(config)
+    method = get_method(config)
+    state, _, _, _ = create_state(config, method, mesh, abstract=True)
+    state = checkpointer.restore(state)
   return method, variables_of(state), step
 
 

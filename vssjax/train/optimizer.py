@@ -68,15 +68,20 @@ def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
       optim.lr, total_steps, optim.warmup_steps, optim.warmup_ratio, optim.power, optim.min_lr,
       optim.poly_after_warmup)
   groups = tuple(tuple(g) for g in optim.param_groups) + (("", 1.0, 1.0),)
+  k = optim.accumulate_steps
+  # `total_steps` and the schedule count train steps (micro-batches), as mmcv's iterations do with
+  # gradient accumulation; the inner optimizer counts its updates, the n-th (0-based) of which
+  # comes at micro-step n*k + k-1 and takes that step's learning rate.
+  micro_step = (lambda count: count * k + (k - 1)) if k > 1 else (lambda count: count)
   transforms = {}
   for i, (_, lr_mult, decay_mult) in enumerate(groups):
-    transforms[i] = _optimizer(optim, lambda step, m=lr_mult: m * schedule(step),
+    transforms[i] = _optimizer(optim, lambda count, m=lr_mult: m * schedule(micro_step(count)),
                                optim.weight_decay * decay_mult)
   tx = optax.multi_transform(transforms, param_group_labels(params, groups[:-1]))
   if optim.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
-  if optim.accumulate_steps > 1:
-    tx = optax.MultiSteps(tx, every_k_schedule=optim.accumulate_steps)
+  if k > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=k)
   return tx, schedule
 
 
