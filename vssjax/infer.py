@@ -6,6 +6,7 @@ image viewer, readable back as ids) and an overlay video, with a progress line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Iterator
 
@@ -14,6 +15,7 @@ from etils import epath
 from PIL import Image
 
 from data_pipelines.dataset import make_source
+from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources import base, footage
 from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
@@ -54,25 +56,34 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
         flush=True)
   predictor = method.predictor(variables)
   progress = Progress("infer frame", total, "frames")
-  names, overlays = [], []
+  names: list[str] = []
 
-  def consume(ready):
-    for index, labels in ready:
-      labels = np.asarray(labels)
-      save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
-      overlays.append(visualize.overlay(pending_frames.pop(index), labels, palette))
+  def overlays() -> Iterator[np.ndarray]:
+    """Predicts frame by frame, saving each label PNG; yields the overlays in order, so the video
+    is written as they come (a long input is never held in memory).
 
-  # A push's predictions are saved after the next push is dispatched: the device predicts a frame
-  # while the host writes the previous one.
-  pending_frames: dict[int, np.ndarray] = {}
-  ready: list = []
-  for index, (frame_name, frame) in enumerate(frames):
-    names.append(frame_name)
-    pending_frames[index] = frame
-    ready, previous = predictor.push(frame), ready
-    consume(previous)
-    progress.update(index + 1, force=index + 1 == total)
-  consume(ready + predictor.flush())
-  video = visualize.write_video(out_dir / "overlay.mp4", overlays, fps or config.eval.overlay_fps)
+    Frames are decoded by a thread that reads ahead, and a push's predictions are saved after the
+    next push is dispatched: the device predicts a frame while the host decodes the next ones and
+    writes the previous one.
+    """
+    pending_frames: dict[int, np.ndarray] = {}
+
+    def consume(ready):
+      for index, labels in ready:
+        labels = np.asarray(labels)
+        save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
+        yield visualize.overlay(pending_frames.pop(index), labels, palette)
+
+    ready: list = []
+    with contextlib.closing(read_ahead(frames)) as decoded:
+      for index, (frame_name, frame) in enumerate(decoded):
+        names.append(frame_name)
+        pending_frames[index] = frame
+        ready, previous = predictor.push(frame), ready
+        yield from consume(previous)
+        progress.update(index + 1, force=index + 1 == total)
+    yield from consume(ready + predictor.flush())
+
+  video = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps or config.eval.overlay_fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
   return out_dir

@@ -1,13 +1,18 @@
 """The evaluator's loop: each push's predictions are fetched and scored only after the next push
-is dispatched (so the device works while the host scores), and the scores are those of the
-predictions in order."""
+is dispatched (so the device works while the host scores), a video's whole-video metrics are
+computed on a worker thread, and the scores are those of the predictions in order."""
+import threading
+
 import numpy as np
+import pytest
 
 from data_pipelines.loader import eval_videos
+from data_pipelines.sources.base import DataError
 from tests.conftest import load_config
 from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import ConfusionMatrix, miou_vspw
+from vssjax.metrics.consistency import VideoConsistency
 
 NUM_CLASSES = 9
 
@@ -81,3 +86,64 @@ def test_predictions_are_fetched_one_push_late_and_scored_in_order():
   assert results["num_frames"] == len(pairs)
   assert results["mIoU"] == miou_vspw(confusion.matrix)
   assert results["frames_per_s"] > 0
+
+
+def _config_with_scored_videos():
+  """The quick synthetic config with videos long enough for mVC/VEC (> 16 frames)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "memory"
+  config.data.synthetic.update(num_frames=20, num_val_videos=3)
+  config.eval.overlay_video = False
+  return config
+
+
+def test_whole_video_scores_run_on_the_scoring_thread_in_video_order(monkeypatch):
+  config = _config_with_scored_videos()
+  add_video = VideoConsistency.add_video
+  scored_on = []
+
+  def recording_add_video(self, gts, preds):
+    scored_on.append(threading.current_thread().name)
+    return add_video(self, gts, preds)
+
+  monkeypatch.setattr(VideoConsistency, "add_video", recording_add_video)
+  results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+
+  assert len(scored_on) == 3 and all(name.startswith("eval_scoring") for name in scored_on)
+  expected = VideoConsistency(NUM_CLASSES, windows=tuple(config.eval.windows))
+  for video in eval_videos(config.data, config.data.eval_split):
+    frames, labels = zip(*video)
+    add_video(expected, np.stack(labels), np.stack([_labels_of(f) for f in frames]))
+  assert expected.videos_scored == 3
+  for name, value in expected.summary().items():
+    assert results[name] == value, name  # same additions in the same order: identical sums
+
+
+def test_an_error_while_scoring_a_video_names_the_video(monkeypatch):
+  config = _config_with_scored_videos()
+
+  def failing_add_video(self, gts, preds):
+    raise ValueError("labels out of range")
+
+  monkeypatch.setattr(VideoConsistency, "add_video", failing_add_video)
+  first = next(iter(eval_videos(config.data, config.data.eval_split)))
+  with pytest.raises(DataError, match=f"video {first.name}: labels out of range"):
+    evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+
+
+class _OutOfRangePredictor(StreamingPredictor):
+  def __init__(self):
+    self._index = 0
+
+  def push(self, frame):
+    index, self._index = self._index, self._index + 1
+    return [(index, np.full(frame.shape[:2], NUM_CLASSES + 3 if index == 2 else 0, np.int32))]
+
+
+def test_a_bad_prediction_names_the_video_and_frame():
+  config = _config_with_scored_videos()
+  method = _OneBehindMethod(config, [])
+  method.predictor = lambda variables: _OutOfRangePredictor()
+  first = next(iter(eval_videos(config.data, config.data.eval_split)))
+  with pytest.raises(DataError, match=f"video {first.name} frame 2: prediction has values"):
+    evaluator.evaluate(method, {}, config, workdir=None)

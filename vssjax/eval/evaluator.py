@@ -8,6 +8,8 @@ disjoint shard of the videos.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import pickle
 import time
 from typing import Any
@@ -21,6 +23,7 @@ from jax.experimental import multihost_utils
 from data_pipelines.lists import read_list
 from data_pipelines.loader import eval_videos
 from data_pipelines.dataset import make_source
+from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
 from vssjax import visualize
 from vssjax.configs_lib import ConfigDict
@@ -57,13 +60,14 @@ def _sum_across_processes(counts: list[int]) -> list[int]:
 
 
 def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMatrix,
-                   timer: list[float]):
+                   frame_ends: list[float]):
   """Runs one video through a fresh predictor, scoring each labelled frame into `confusion`;
   returns frames, labels and predictions in order.
 
-  The predictions of a push are fetched and scored after the next push is dispatched, so the
-  device predicts frame t+1 while the host reads it, fetches frame t and scores it. `timer` gets
-  each frame's share of the wall time (reading, predicting, fetching, scoring).
+  Frames are decoded by a thread that reads ahead, and the predictions of a push are fetched and
+  scored after the next push is dispatched, so the device predicts frame t+1 while the host decodes
+  the frames after it and fetches and scores frame t. `frame_ends` gets the time each frame's turn
+  of the loop ended.
   """
   frames, labels, predictions = [], [], {}
 
@@ -75,26 +79,54 @@ def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMat
       try:
         confusion.update(labels[frame_id], prediction)
       except ValueError as e:
-        raise DataError(f"video {video.name} frame {frame_id}: {e}") from e
+        raise DataError(f"video {video.name} frame {frame_id}", str(e)) from e
 
   pending = []
-  last = time.perf_counter()
-  for frame, label in video:
-    frames.append(frame)
-    labels.append(label)
-    ready = predictor.push(frame)
-    fetch_and_score(pending)
-    pending = ready
-    now = time.perf_counter()
-    timer.append(now - last)
-    last = now
+  with contextlib.closing(read_ahead(video)) as decoded:
+    for frame, label in decoded:
+      frames.append(frame)
+      labels.append(label)
+      ready = predictor.push(frame)
+      fetch_and_score(pending)
+      pending = ready
+      frame_ends.append(time.perf_counter())
   fetch_and_score(pending + predictor.flush())
-  timer[-1] += time.perf_counter() - last
+  frame_ends[-1] = time.perf_counter()
   if sorted(predictions) != list(range(len(frames))):
     raise RuntimeError(
         f"{type(predictor).__name__} returned frames {sorted(predictions)} for video {video.name} "
         f"of {len(frames)} frames")
   return frames, labels, [predictions[i] for i in range(len(frames))]
+
+
+class _OneVideoBehind:
+  """Runs each video's whole-video scoring on one worker thread while the next video is predicted.
+
+  mVC/VEC (and TC) need a whole video and cost the host about as much per frame as a GPU's
+  forward pass (docs/benchmarks.md), so the evaluator does not wait for them. One worker keeps the
+  order of additions (the same float sums as scoring inline), and at most one video waits to be
+  scored, so at most two videos' label maps are held.
+  """
+
+  def __init__(self):
+    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eval_scoring")
+    self._pending: concurrent.futures.Future | None = None
+
+  def submit(self, fn, *args) -> None:
+    self.wait()
+    self._pending = self._executor.submit(fn, *args)
+
+  def wait(self) -> None:
+    """Waits for the video being scored; raises what its scoring raised."""
+    pending, self._pending = self._pending, None
+    if pending is not None:
+      pending.result()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self._executor.shutdown(wait=True)
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
@@ -110,35 +142,52 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   tc_videos = (set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list else None)
   flow_provider = (FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
                    if temporal is not None else None)
-  videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count()))
-  if config.eval.max_videos:
-    videos = videos[: config.eval.max_videos]
-  progress = Progress(f"eval[{split}] video", len(videos), "videos")
-  frame_times: list[float] = []
-  warmup_frames = 0
-  overlay_path = None
-  for index, video in enumerate(videos):
-    for predictor in method.video_predictors(variables, video.index):
-      frames, labels, predictions = _predict_video(predictor, video, confusion, frame_times)
+
+  def score_video(name, frames, labels, predictions):
+    try:
       if all(label is not None for label in labels):
         consistency.add_video(np.stack(labels), np.stack(predictions))
-      if temporal is not None and (tc_videos is None or video.name in tc_videos):
-        _add_temporal_pairs(temporal, flow_provider, f"{split}/{video.name}", frames, predictions)
-    if index == 0:
-      warmup_frames = len(frame_times)
-    if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
-      overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
-                                    config.eval.overlay_fps, make_source(config.data).palette)
-    progress.update(index + 1, force=index + 1 == len(videos))
+    except ValueError as e:
+      raise DataError(f"video {name}", str(e)) from e
+    if temporal is not None and (tc_videos is None or name in tc_videos):
+      _add_temporal_pairs(temporal, flow_provider, f"{split}/{name}", frames, predictions)
+
+  videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
+                            config.eval.max_videos))
+  progress = Progress(f"eval[{split}] video", len(videos), "videos")
+  frame_ends: list[float] = []
+  timed_from, untimed_frames = None, 0
+  overlay_path = None
+  started = time.perf_counter()
+  with _OneVideoBehind() as scoring:
+    for index, video in enumerate(videos):
+      if index == 1:
+        # The first video compiled the predictor's programs (a keyframe method has several, first
+        # used at different frames): throughput is timed from the second video on, once the first
+        # is fully scored.
+        scoring.wait()
+        timed_from, untimed_frames = time.perf_counter(), len(frame_ends)
+      for predictor in method.video_predictors(variables, video.index):
+        try:
+          frames, labels, predictions = _predict_video(predictor, video, confusion, frame_ends)
+        except Exception as e:
+          e.add_note(f"while evaluating video {video.name} of split {split!r}")
+          raise
+        scoring.submit(score_video, video.name, frames, labels, predictions)
+      if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
+        overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
+                                      config.eval.overlay_fps, make_source(config.data).palette)
+      progress.update(index + 1, force=index + 1 == len(videos))
+    scoring.wait()
+  if timed_from is None:  # one video: timed after its first frame, if it has more
+    timed_from, untimed_frames = (frame_ends[0], 1) if len(frame_ends) > 1 else (started, 0)
+  timed_wall = time.perf_counter() - timed_from
 
   confusion = _merge_across_processes(confusion)
   consistency = _merge_across_processes(consistency)
   if temporal is not None:
     temporal = _merge_across_processes(temporal)
-  # The first video compiles the predictor's programs (a keyframe method has several, first used
-  # at different frames); it is left out of the throughput when there are others.
-  timed = frame_times[warmup_frames:] if len(videos) > 1 else frame_times[1:] or frame_times
-  num_videos, num_frames = _sum_across_processes([len(videos), len(frame_times)])
+  num_videos, num_frames = _sum_across_processes([len(videos), len(frame_ends)])
   results: dict[str, Any] = {
       "step": int(step),
       "split": split,
@@ -148,7 +197,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "mIoU_mmseg": miou_mmseg(confusion.matrix),
       "wIoU": fwiou(confusion.matrix),
       "pixel_acc": pixel_accuracy(confusion.matrix),
-      "frames_per_s": len(timed) / max(sum(timed), 1e-9),
+      "frames_per_s": (len(frame_ends) - untimed_frames) / max(timed_wall, 1e-9),
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
   }
   results.update(consistency.summary())
@@ -171,11 +220,11 @@ def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvid
   `eval.tc_flow.cache_dir`, every later evaluation) computes each flow once.
   """
   for i in range(len(frames) - 1):
-    flow = flow_provider(frames[i + 1], frames[i], key=f"{video_key}/{i + 1}-{i}")
     try:
+      flow = flow_provider(frames[i + 1], frames[i], key=f"{video_key}/{i + 1}-{i}")
       temporal.add_pair(predictions[i], predictions[i + 1], flow)
     except ValueError as e:
-      raise DataError(f"video {video_key} frames {i}-{i + 1}: {e}") from e
+      raise DataError(f"video {video_key} frames {i}-{i + 1}", str(e)) from e
 
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:
