@@ -1,0 +1,104 @@
+"""How fast the evaluator's host side can feed a device: the real evaluation of a config's data
+against a simulated device that takes a fixed time per frame.
+
+  python -m vssjax.eval.host_bench --config=configs/segformer/vspw_mitb1.py --device_ms=0,5,10
+
+Everything but the network is real: decoding the frames and labels, the predictor's host resize,
+fetching the label maps, the confusion matrix, mVC/VEC (and TC where the config has it). The
+"device" is one worker thread that sleeps `device_ms` per frame, as a GPU computes without the
+host's cores, and answers with labels made from the frame. When the measured frames/s stays below
+1000 / device_ms, the evaluation of a model that fast would be host-bound at that figure.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from data_pipelines.transforms import test_resize
+from vssjax.eval.evaluator import evaluate
+from vssjax.methods.base import Prediction, StreamingPredictor
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "method config file", lock_config=False)
+_DEVICE_MS = flags.DEFINE_list("device_ms", ["0", "5", "10"], "simulated device ms per frame")
+_MAX_VIDEOS = flags.DEFINE_integer("max_videos", 0, "evaluate the split's first N videos (0: all)")
+
+
+class _DeviceLabels:
+  """A label map the simulated device is still computing; `np.asarray` waits for it."""
+
+  def __init__(self, future: concurrent.futures.Future):
+    self._future = future
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    labels = self._future.result()
+    return labels if dtype is None else labels.astype(dtype)
+
+
+class _SimulatedDevicePredictor(StreamingPredictor):
+  """A per-frame predictor whose network is `device_s` of waiting on a device thread."""
+
+  def __init__(self, device: concurrent.futures.Executor, device_s: float, num_classes: int,
+               eval_transform):
+    self._device, self._device_s = device, device_s
+    self._num_classes, self._eval_transform = num_classes, eval_transform
+    self._index = 0
+
+  def _predict(self, frame: np.ndarray) -> np.ndarray:
+    start = time.perf_counter()
+    labels = (frame[..., 1] // 40).astype(np.int32) % self._num_classes
+    time.sleep(max(0.0, self._device_s - (time.perf_counter() - start)))
+    return labels
+
+  def push(self, frame: np.ndarray) -> list[Prediction]:
+    test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)  # host share
+    index, self._index = self._index, self._index + 1
+    return [(index, _DeviceLabels(self._device.submit(self._predict, frame)))]
+
+
+class _SimulatedDeviceMethod:
+  """What the evaluator needs of a method: a fresh predictor per video."""
+
+  def __init__(self, device: concurrent.futures.Executor, device_s: float, config):
+    self._args = device, device_s, config.data.num_classes, config.data.eval_transform
+
+  def video_predictors(self, variables, video_index: int) -> list[StreamingPredictor]:
+    del variables, video_index
+    return [_SimulatedDevicePredictor(*self._args)]
+
+
+def run(config, device_ms: list[float]) -> list[dict[str, float]]:
+  """One evaluation per simulated device time; returns their frames/s and wall times."""
+  rows = []
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="simulated_device") as device:
+    for ms in device_ms:
+      start = time.perf_counter()
+      results = evaluate(_SimulatedDeviceMethod(device, ms / 1e3, config), None, config,
+                         workdir=None)
+      rows.append(dict(device_ms=ms, frames_per_s=results["frames_per_s"],
+                       wall_s=time.perf_counter() - start, num_frames=results["num_frames"]))
+  return rows
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config.eval.overlay_video = False
+  if _MAX_VIDEOS.value:
+    config.eval.max_videos = _MAX_VIDEOS.value
+  rows = run(config, [float(ms) for ms in _DEVICE_MS.value])
+  print("| simulated device ms/frame | evaluation frames/s | device-bound frames/s | wall s |")
+  print("|---|---|---|---|")
+  for row in rows:
+    bound = f"{1e3 / row['device_ms']:.1f}" if row["device_ms"] else "-"
+    print(f"| {row['device_ms']:g} | {row['frames_per_s']:.1f} | {bound} | {row['wall_s']:.2f} |",
+          flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
