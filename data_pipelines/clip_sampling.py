@@ -6,9 +6,9 @@ including each method's rules for the first frames of a video where a full clip 
 Sparsely labelled videos (Cityscapes, CamVid with video frames) pass `labeled_targets`, the indices
 of their labelled frames, and the target is drawn from those.
 
-Keyframe-based evaluation (DCFM) is not a clip: `dcfm_first_keyframe` and `keyframe_indices` say
-which frames of a video are keyframes, and `labeled_window` cuts the short evaluation videos
-around a sparse label.
+Keyframe-based evaluation (DCFM) is not a clip: `dcfm_first_keyframe` says where a video's first
+keyframe is (the predictor, `vssjax/methods/dcfm.py`, places the others), and `labeled_window`
+cuts the short evaluation videos around a sparse label.
 """
 from __future__ import annotations
 
@@ -142,14 +142,6 @@ def dcfm_first_keyframe(video_index: int, pass_index: int, interval: int, passes
   (VSPW, 1 pass) and across the passes of each 3-frame clip (Cityscapes/CamVid, 2 passes). P mode
   (rotate=False) always starts at 0."""
   return (video_index * passes + pass_index) % interval if rotate else 0
-
-
-def keyframe_indices(num_frames: int, interval: int, first: int) -> list[int]:
-  """Keyframes first, first+K, ... of a video. Frames before `first` have no previous keyframe
-  and use only the next one (B mode)."""
-  if not 0 <= first < interval:
-    raise ValueError(f"first keyframe {first} must be in [0, {interval})")
-  return list(range(first, num_frames, interval))
 
 
 def labeled_window(num_frames: int, labeled_index: int, before: int, after: int) -> list[int]:

@@ -209,12 +209,6 @@ def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:
   return tuple(int(np.ceil(side / size_divisor)) * size_divisor for side in hw)
 
 
-def test_resize_shape(hw: tuple[int, int], scale: tuple[int, int],
-                      size_divisor: int) -> tuple[int, int]:
-  """The (h, w) that `test_resize` produces for a frame of size hw."""
-  return _align(rescale_size(hw, scale), size_divisor)
-
-
 def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int) -> np.ndarray:
   """SegFormer's AlignedResize at test time: keep-ratio rescale to fit `scale`, then a second
   bilinear resize of each side up to a multiple of `size_divisor` (two resizes, as mmseg does)."""
@@ -225,6 +219,5 @@ def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int) ->
   return frame
 
 
-# Not tests, despite their names: keeps pytest from collecting them where they are imported.
+# Not a test, despite its name: keeps pytest from collecting it where it is imported.
 test_resize.__test__ = False
-test_resize_shape.__test__ = False

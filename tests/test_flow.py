@@ -52,3 +52,22 @@ def test_cache_in_memory_and_on_disk(tmp_path):
   np.testing.assert_array_equal(fresh(np.zeros_like(a), np.zeros_like(b), key="vid/0-1"), first)
   with pytest.raises(ValueError, match="unknown flow method"):
     flow_lib.FlowProvider("raft")
+
+
+def test_a_cached_field_of_another_frame_size_is_an_error(tmp_path):
+  a, b = _textured_pair()
+  flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))(a, b, key="vid/0-1")
+  smaller = lambda frame: np.ascontiguousarray(frame[::2, ::2])
+  with pytest.raises(ValueError, match=r"0-1\.dis\.flo: cached flow of size .* another dataset"):
+    flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))(smaller(a), smaller(b), key="vid/0-1")
+
+
+def test_the_memory_cache_is_bounded():
+  a, b = _textured_pair()
+  provider = flow_lib.FlowProvider("farneback", memory_items=2)
+  first = provider(a, b, key="0-1")
+  provider(a, b, key="1-2")
+  assert provider(a, b, key="0-1") is first  # still held
+  provider(a, b, key="2-3")
+  provider(a, b, key="3-4")
+  assert provider(a, b, key="0-1") is not first  # evicted, computed again

@@ -40,3 +40,10 @@ def test_process_local_batch_becomes_a_global_array():
   assert batch["frames"].shape == (8, 3)
   assert len(batch["frames"].sharding.device_set) == 4
   np.testing.assert_array_equal(np.asarray(batch["frames"]), local["frames"])
+
+
+def test_distributed_start_needs_the_process_id_with_the_process_count(monkeypatch):
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES is set but JAX_PROCESS_ID is not"):
+    parallel.initialize_distributed("on")

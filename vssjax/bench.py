@@ -451,8 +451,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "rows": [dataclasses.asdict(r) for r in rows],
   }
   table = _format_table(rows)
-  summary = (f"{config.method.name} MiT-{config.model.backbone}, {num_params / 1e6:.3f}M params, "
-             f"input {settings['input_size'][0]}x{settings['input_size'][1]}, clip {clip}, "
+  height, width = settings["input_size"]
+  summary = (f"{config.method.name}, backbone {config.model.backbone}, "
+             f"{num_params / 1e6:.3f}M params, input {height}x{width}, clip {clip}, "
              f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}")
   if jax.config.jax_compilation_cache_dir:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "

@@ -130,7 +130,6 @@ def base_config() -> ConfigDict:
       source="synthetic",
       backend="arrayrecord",
       data_dir="",
-      manual_dir="",
       train_split="train",
       eval_split="val",
       num_classes=0,  # filled from the source by each config

@@ -50,12 +50,15 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 class FlowProvider:
   """Computes flow(a, b) on the host and caches it per frame pair.
 
-  The in-memory cache keeps the last `memory_items` pairs (clips re-use pairs across epochs); with
-  `cache_dir`, fields are also stored as `<cache_dir>/<key>.flo` and survive restarts. Keys are
-  chosen by the caller, e.g. "<video>/<frame a>-<frame b>".
+  The in-memory cache keeps the last `memory_items` pairs: enough for the pairs of a video that
+  several evaluation passes (or the clips of a batch) share, and bounded, since a 1024x2048 field
+  is 16 MiB and each Grain worker has its own cache. With `cache_dir`, fields are also stored as
+  `<cache_dir>/<key>.flo` and survive restarts. Keys are chosen by the caller, e.g.
+  "<video>/<frame a>-<frame b>", so a cache directory belongs to one dataset: a stored field whose
+  size differs from the frames' is an error, not a silent reuse.
   """
 
-  def __init__(self, method: str = "dis", cache_dir: str = "", memory_items: int = 256):
+  def __init__(self, method: str = "dis", cache_dir: str = "", memory_items: int = 64):
     if method not in METHODS:
       raise ValueError(f"unknown flow method {method!r}; expected one of {METHODS}")
     self.method = method
@@ -89,6 +92,10 @@ class FlowProvider:
     path = os.path.join(self._cache_dir, f"{key}.{self.method}.flo") if self._cache_dir else ""
     if path and os.path.exists(path):
       flow = read_flo(path)
+      if flow.shape[:2] != a.shape[:2]:
+        raise ValueError(
+            f"{path}: cached flow of size {flow.shape[:2]} for frames of size {a.shape[:2]}; is "
+            f"this flow cache directory another dataset's (or another frame size's)?")
     else:
       flow = self.compute(a, b)
       if path:

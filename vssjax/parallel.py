@@ -46,6 +46,9 @@ def initialize_distributed(mode: str = "auto") -> None:
     return
   kwargs = {}
   if os.environ.get("JAX_NUM_PROCESSES"):
+    if "JAX_PROCESS_ID" not in os.environ:
+      raise ValueError("JAX_NUM_PROCESSES is set but JAX_PROCESS_ID is not: set both (and "
+                       "JAX_COORDINATOR_ADDRESS) for each process, or neither")
     kwargs.update(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                   process_id=int(os.environ["JAX_PROCESS_ID"]))
   jax.distributed.initialize(**kwargs)

@@ -16,7 +16,7 @@ decay 1e-4 on every parameter, lr 0.01 for the ResNet and 0.1 for PPM and heads,
 iteration, 200 epochs of the 2,975 train frames (371 full batches each: 74,200 steps);
 class-weighted CE + 0.4 aux. Test: full 1024x2048 frames, single scale, logits upsampled with
 align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair
-of the 108 "valsam" snippets (`eval.tc_video_list`, `data_pipelines.lists.cityscapes_valsam()`).
+of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`).
 
 Deviations: TC uses OpenCV DIS flow instead of FlowNet2 (same 108 snippets as the release's
 published TC). Crops smaller than 769 are padded with 0, not the mean colour.

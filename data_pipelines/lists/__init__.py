@@ -14,8 +14,3 @@ def read_list(filename: str) -> tuple[str, ...]:
   """The non-empty lines of the shipped list `filename`, in file order."""
   text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
   return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
-def cityscapes_valsam() -> tuple[str, ...]:
-  """The 108 video names of ETC's "valsam" Cityscapes val subset."""
-  return read_list("cityscapes_valsam.txt")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -98,6 +99,11 @@ def split_videos(num_frames: int, chunk: int) -> dict[str, list[range]]:
           for split, (start, stop) in (("train", (0, cut)), ("val", (cut, num_frames)))}
 
 
+def _write_image(path: str, image: np.ndarray, params: Sequence[int] = ()) -> None:
+  if not cv2.imwrite(path, image, list(params)):  # a full disk or no permission: not silent
+    raise OSError(f"{path}: OpenCV could not write the image")
+
+
 def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict[str, int]:
   """Writes the dataset under out_dir; returns frames per split."""
   out_dir = os.path.expanduser(out_dir)
@@ -108,6 +114,8 @@ def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict
     frames.append(cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_AREA))
     if len(frames) % 100 == 0:
       print(f"vtest_pseudo: decoded {len(frames)} frames", flush=True)
+  if not frames:
+    raise base.DataError(video, "no frame could be decoded")
   frames = np.stack(frames)
   print(f"vtest_pseudo: {len(frames)} frames of {frames.shape[1:3]}, labelling", flush=True)
   labels = pseudo_labels(frames)
@@ -118,9 +126,9 @@ def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict
       os.makedirs(folder, exist_ok=True)
       for t in frame_range:
         stem = os.path.join(folder, f"{t:06d}")
-        cv2.imwrite(stem + ".jpg", cv2.cvtColor(frames[t], cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(stem + "_label.png", labels[t])
+        _write_image(stem + ".jpg", cv2.cvtColor(frames[t], cv2.COLOR_RGB2BGR),
+                     [cv2.IMWRITE_JPEG_QUALITY, 95])
+        _write_image(stem + "_label.png", labels[t])
     counts[split] = sum(len(r) for r in chunks)
     print(f"vtest_pseudo: wrote {split}: {len(chunks)} videos, {counts[split]} frames", flush=True)
   shares = np.bincount(labels.ravel(), minlength=len(CLASS_NAMES)) / labels.size

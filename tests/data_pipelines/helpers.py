@@ -70,7 +70,7 @@ def write_folder(root, num_videos: int = 3) -> str:
 def data_config(data_dir, **overrides) -> ml_collections.ConfigDict:
   """The data config fields the lead's configs set, at test size."""
   cfg = ml_collections.ConfigDict(dict(
-      source="synthetic", backend="memory", data_dir=str(data_dir), manual_dir="",
+      source="synthetic", backend="memory", data_dir=str(data_dir),
       train_split="train", eval_split="val", synthetic=dict(TINY), batch_size=4, num_workers=0,
       skip_bad_samples=False,
       train_transform=dict(scale=(32, 32), ratio_range=(0.5, 2.0), crop_size=(24, 24),

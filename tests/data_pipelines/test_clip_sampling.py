@@ -111,11 +111,6 @@ def test_dcfm_keyframe_placement():
   # Cityscapes/CamVid (2 passes): every 3-frame clip is seen with st = 0, then st = 1.
   assert [clip_sampling.dcfm_first_keyframe(v, p, 2, passes=2)
           for v in range(2) for p in range(2)] == [0, 1, 0, 1]
-  assert clip_sampling.keyframe_indices(3, 2, 0) == [0, 2]  # Labelled a = index 1: non-key.
-  assert clip_sampling.keyframe_indices(3, 2, 1) == [1]  # a is the keyframe.
-  assert clip_sampling.keyframe_indices(7, 3, 2) == [2, 5]
-  with pytest.raises(ValueError):
-    clip_sampling.keyframe_indices(7, 2, 2)
   assert clip_sampling.labeled_window(30, 19, 1, 1) == [18, 19, 20]
   assert clip_sampling.labeled_window(30, 19, 19, 10) == list(range(30))
   assert clip_sampling.labeled_window(5, 0, 1, 1) == [0, 1]

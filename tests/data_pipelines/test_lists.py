@@ -2,11 +2,11 @@
 import re
 from collections import Counter
 
-from data_pipelines.lists import cityscapes_valsam
+from data_pipelines.lists import read_list
 
 
 def test_cityscapes_valsam_has_108_unique_cityscapes_val_snippets():
-  names = cityscapes_valsam()
+  names = read_list("cityscapes_valsam.txt")  # as eval.tc_video_list reads it
   assert len(names) == len(set(names)) == 108
   assert all(re.fullmatch(r"(frankfurt|lindau|munster)_\d{6}_\d{6}", name) for name in names)
   assert Counter(name.split("_")[0] for name in names) == {

@@ -235,3 +235,8 @@ def test_real_source_arrayrecord_round_trip(tmp_path):
   a, b = records.load(i, [0, 19, 29]), files.load(1, [0, 19, 29])
   for key in a:
     np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_vtest_pseudo_build_fails_loudly_when_it_cannot_write(tmp_path):
+  with pytest.raises(OSError, match="could not write"):
+    vtest_pseudo._write_image(str(tmp_path / "missing_dir" / "0.png"), np.zeros((4, 4), np.uint8))

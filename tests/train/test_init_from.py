@@ -1,6 +1,8 @@
 """Weight import for ETC: whole semseg / ETC PSPNet files are format 'pspnet', not backbones."""
 import jax
 import numpy as np
+import pytest
+import torch
 from flax import traverse_util
 
 from tests.conftest import load_config
@@ -31,3 +33,12 @@ def test_imagenet_resnets_stay_backbone_files():
                       | {"fc.weight": (1000, 512), "fc.bias": (1000,)})
   assert init_from.detect_format(state) == "resnet"
   assert init_from.is_backbone_only(state)
+
+
+def test_a_checkpoint_that_does_not_convert_names_its_file(tmp_path):
+  path = tmp_path / "mystery.pth"
+  torch.save({"unknown.weight": torch.zeros(2)}, path)
+  method = get_method(load_config("configs/etc/cityscapes_psp18_baseline.py"))
+  with pytest.raises(ValueError, match="cannot tell the checkpoint format") as raised:
+    init_from.load_torch_variables(str(path), method)
+  assert f"while converting {path}" in raised.value.__notes__

@@ -141,9 +141,13 @@ def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | 
     if overlap:
       raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
     state_dict.update(part)
-  print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
-        f"{fmt or detect_format(state_dict)}", flush=True)
-  return convert_state_dict(state_dict, method, fmt)
+  try:
+    print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
+          f"{fmt or detect_format(state_dict)}", flush=True)
+    return convert_state_dict(state_dict, method, fmt)
+  except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
+    e.add_note(f"while converting {', '.join(paths)}")
+    raise
 
 
 def _merge(fresh: Any, converted: Any, path: str = "") -> Any:
