@@ -25,7 +25,6 @@ from absl import flags  # noqa: E402
 # grain 0.2.18 reads absl flags in mp_prefetch (google/grain#1355); pytest never parses them.
 flags.FLAGS.mark_as_parsed()
 
-import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
@@ -33,15 +32,14 @@ import numpy as np  # noqa: E402
 
 import pytest  # noqa: E402
 
+from vssjax import configs_lib  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(path: str, arg: str | None = None):
   """Loads `configs/...py` the way `--config=path:arg` does."""
-  spec = importlib.util.spec_from_file_location("config_under_test", REPO / path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return configs_lib.load_config_file(str(REPO / path) + (f":{arg}" if arg else ""))
 
 
 def random_clip_batch(shape: tuple[int, int, int, int], num_classes: int, seed: int = 0) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.util
 import os
 import platform
 import time
@@ -22,7 +21,7 @@ import jax
 from absl import app, flags
 from etils import epath
 
-from vssjax import bench
+from vssjax import bench, configs_lib
 
 REPO = epath.Path(__file__).resolve().parent.parent
 
@@ -63,10 +62,7 @@ SUITE = (
 
 
 def load_entry_config(entry: Entry, profile: bool = False):
-  spec = importlib.util.spec_from_file_location("bench_suite_config", REPO / entry.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = configs_lib.load_config_file(str(REPO / entry.config))
   for dotted, value in entry.overrides.items():
     *parents, leaf = dotted.split(".")
     node = config
