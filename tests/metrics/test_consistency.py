@@ -276,6 +276,18 @@ def test_matches_brute_force_reference(vec_quirks):
   assert metric.vc_windows[8] > 20 and 0.05 < expected["VEC_8"] < 0.95  # not trivial data
 
 
+def test_other_window_lengths_match_the_reference():
+  """Short windows (many per video) and one longer than every video (no window at all)."""
+  rng = np.random.default_rng(3)
+  videos = [_random_video(rng, length) for length in (17, 23)]
+  metric = VideoConsistency(RANDOM_CLASSES, windows=(2, 5, 40))
+  for video in videos:
+    metric.add_video(*video)
+  expected = _reference(videos, RANDOM_CLASSES, (2, 5, 40), quirks=False)
+  assert metric.summary() == pytest.approx(expected, nan_ok=True)
+  assert metric.vc_windows == {2: (17 - 2) + (23 - 2), 5: (17 - 5) + (23 - 5), 40: 0}
+
+
 def test_random_videos_trigger_the_quirks():
   rng = np.random.default_rng(7)
   videos = [_random_video(rng, length) for length in (16, 17, 19, 26, 31)]
