@@ -92,7 +92,10 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
         f"data.batch_size={global_batch} is not divisible by the {jax.process_count()} processes")
 
 
-def _path_name(path) -> str:
+def path_name(path) -> str:
+  """A `tree_map_with_path` key path as the '/'-joined name regex rules match: dict keys,
+  attribute names and sequence indices bare (`a/b/0` for `{'a': {'b': [x]}}`). Shared with the
+  optimizer's parameter groups, so one pattern names the same leaves in both kinds of rule."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
@@ -114,7 +117,7 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
       raise ValueError(f"sharding rule kind must be 'replicate' or 'fsdp', got {kind!r}")
 
   def sharding(path, leaf):
-    name = _path_name(path)
+    name = path_name(path)
     kind = next((k for pattern, k in compiled if pattern.search(name)), "replicate")
     spec = _fsdp_spec(tuple(leaf.shape), mesh.shape[FSDP_AXIS]) if kind == "fsdp" else P()
     return NamedSharding(mesh, spec)

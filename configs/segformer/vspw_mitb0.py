@@ -21,6 +21,7 @@ published numbers, which would be meaningless next to synthetic results.
 """
 
 from vssjax import configs_lib
+from vssjax.models.segformer import SEGFORMER_EMBED_DIMS
 
 VSPW_NUM_CLASSES = 124
 _SOURCE = "DCFM paper (arXiv 2403.02689), Table II, VSPW val; SegFormer baseline measured by DCFM"
@@ -31,7 +32,6 @@ PUBLISHED = {
     "b2": dict(mIoU=43.9, wIoU=63.7, mVC_8=86.0, mVC_16=81.2),
     "b5": dict(mIoU=48.2, wIoU=65.1, mVC_8=87.8, mVC_16=83.7),
 }
-_DECODER_DIM = {"b0": 256, "b1": 256, "b2": 768, "b5": 768}
 
 
 def vspw_segformer_config(variant: str, arg=None):
@@ -40,7 +40,7 @@ def vspw_segformer_config(variant: str, arg=None):
   c = configs_lib.base_config()
   c.method.name = "segformer"
   c.model.backbone = variant
-  c.model.decoder_dim = _DECODER_DIM[variant]
+  c.model.decoder_dim = SEGFORMER_EMBED_DIMS[variant]
 
   c.data.source = "vspw"
   c.data.vspw = configs_lib.ConfigDict(dict(root=""))

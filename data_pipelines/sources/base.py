@@ -45,6 +45,29 @@ class VideoRecord:
   frames: tuple[FrameRef, ...]
 
 
+def frames_around(annotated: int, window: tuple[int, int], labelled: FrameRef,
+                  frame_at: Callable[[int], FrameRef]) -> tuple[FrameRef, ...]:
+  """The frames [a - before, a + after] (`window` = (before, after)) around the labelled frame
+  a = `annotated` that exist on disk, in order.
+
+  Datasets that label one frame per stretch of video (Cityscapes snippets, CamVid with its video
+  frames) become one video per labelled frame with only that frame labelled, so a clip sampler told
+  which frames are labelled makes it the target. `labelled` (frame a) is always kept, so a missing
+  file fails when read, named; `frame_at(n)` is unlabelled frame n, kept when n >= 0 and its image
+  path exists.
+  """
+  before, after = window
+  frames = []
+  for number in range(annotated - before, annotated + after + 1):
+    if number == annotated:
+      frames.append(labelled)
+    elif number >= 0:
+      frame = frame_at(number)
+      if os.path.exists(frame.image):
+        frames.append(frame)
+  return tuple(frames)
+
+
 def describe(frame: FrameRef, field: str) -> str:
   """Where a payload comes from, for error messages: the file path, else the frame id."""
   payload = getattr(frame, field)

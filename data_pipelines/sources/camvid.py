@@ -66,16 +66,15 @@ class CamvidSource(base.FolderSource):
   def _snippet(self, match: re.Match, image_dir: str, label_dir: str,
                frames_dir: str) -> base.VideoRecord:
     prefix, digits = match["prefix"], match["number"]
-    annotated = int(digits)
-    frames = []
-    for number in range(annotated - CONTEXT[0], annotated + CONTEXT[1] + 1):
+
+    def frame_at(number: int) -> base.FrameRef:
       stem = f"{prefix}{number:0{len(digits)}d}"
-      if number == annotated:
-        frames.append(base.FrameRef(stem, os.path.join(image_dir, match.string),
-                                    os.path.join(label_dir, match.string)))
-      elif number >= 0 and os.path.exists(os.path.join(frames_dir, stem + ".png")):
-        frames.append(base.FrameRef(stem, os.path.join(frames_dir, stem + ".png")))
-    return base.VideoRecord(match.string[:-4], tuple(frames))
+      return base.FrameRef(stem, os.path.join(frames_dir, stem + ".png"))
+
+    labelled = base.FrameRef(match.string[:-4], os.path.join(image_dir, match.string),
+                             os.path.join(label_dir, match.string))
+    return base.VideoRecord(match.string[:-4],
+                            base.frames_around(int(digits), CONTEXT, labelled, frame_at))
 
   def map_label(self, raw: np.ndarray) -> np.ndarray:
     """11 ("void") and every larger id -> ignore."""

@@ -58,15 +58,13 @@ class CityscapesSource(base.FolderSource):
   def _snippet(self, split: str, match: re.Match, label_path: str) -> base.VideoRecord:
     city, seq, annotated = match["city"], match["seq"], int(match["frame"])
     folder = os.path.join(self._root, "leftImg8bit_sequence", split, city)
-    frames = []
-    for number in range(annotated - SNIPPET[0], annotated + SNIPPET[1] + 1):
+
+    def frame_at(number: int, label: str | None = None) -> base.FrameRef:
       stem = f"{city}_{seq}_{number:06d}"
-      image = os.path.join(folder, f"{stem}_leftImg8bit.png")
-      if number == annotated:  # Must exist: a missing annotated frame fails when read, named.
-        frames.append(base.FrameRef(stem, image, label_path))
-      elif number >= 0 and os.path.exists(image):
-        frames.append(base.FrameRef(stem, image))
-    return base.VideoRecord(f"{city}_{seq}_{annotated:06d}", tuple(frames))
+      return base.FrameRef(stem, os.path.join(folder, f"{stem}_leftImg8bit.png"), label)
+
+    frames = base.frames_around(annotated, SNIPPET, frame_at(annotated, label_path), frame_at)
+    return base.VideoRecord(f"{city}_{seq}_{annotated:06d}", frames)
 
   def map_label(self, raw: np.ndarray) -> np.ndarray:
     """labelIds -> train ids. Ids outside the official table (other than 255) are kept as they

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.loader import eval_videos
+from data_pipelines.sources.base import DataError
 from tests.conftest import load_config
 from vssjax.eval import evaluator
 from vssjax.flow import FlowProvider
@@ -52,12 +53,20 @@ def test_pairs_use_the_flow_that_brings_the_next_frame_back():
   evaluator._add_temporal_pairs(tracked, FlowProvider("dis"), "val/pan", frames, predictions)
   pan_back = np.zeros((2, 64, 64, 2), np.float32)
   pan_back[..., 0] = -3.0  # frame t+1 sampled 3 px to the left reproduces frame t
-  exact.add_video(np.stack(predictions), pan_back)
-  static.add_video(np.stack(predictions), np.zeros_like(pan_back))
+  exact.add_video(predictions, lambda i: pan_back[i])
+  static.add_video(predictions, lambda i: np.zeros_like(pan_back[i]))
   assert tracked.pairs == 2
   # A reversed flow would warp by twice the motion and score below no warping at all.
   assert tracked.summary()["TC"] == pytest.approx(exact.summary()["TC"], abs=0.02)
   assert tracked.summary()["TC"] > static.summary()["TC"] + 0.2
+
+
+def test_a_bad_pair_raises_naming_the_video_and_frames():
+  frames = [np.zeros((32, 32, 3), np.uint8)] * 3
+  predictions = [np.zeros((32, 32), int)] * 2 + [np.full((32, 32), NUM_CLASSES)]
+  with pytest.raises(DataError, match=r"^video val/bad: frames 1-2: .*outside"):
+    evaluator._add_temporal_pairs(TemporalConsistency(NUM_CLASSES), FlowProvider("dis"), "val/bad",
+                                  frames, predictions)
 
 
 def test_evaluate_reports_tc_when_switched_on(tmp_path):
@@ -70,7 +79,7 @@ def test_evaluate_reports_tc_when_switched_on(tmp_path):
   frames = [frame for frame, _ in video]
   expected = TemporalConsistency(NUM_CLASSES)
   flows = [FlowProvider("dis").compute(b, a) for a, b in zip(frames, frames[1:])]
-  expected.add_video(np.stack([_colour_labels(f) for f in frames]), np.stack(flows))
+  expected.add_video([_colour_labels(f) for f in frames], lambda i: flows[i])
   assert 0 < results["TC"] < 1
   assert results["TC"] == pytest.approx(expected.summary()["TC"], abs=1e-12)
   assert json.loads((tmp_path / "results.json").read_text())["TC"] == results["TC"]

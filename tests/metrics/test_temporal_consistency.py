@@ -40,7 +40,7 @@ def test_identical_static_predictions_give_100_percent():
   predictions = np.random.default_rng(0).integers(0, 5, (4, 6, 7))
   predictions[:] = predictions[0]
   metric = TemporalConsistency(5)
-  metric.add_video(predictions, np.zeros((3, 6, 7, 2), np.float32))
+  metric.add_video(predictions, lambda i: _flow((6, 7)))
   assert metric.pairs == 3 and metric.summary()["TC"] == 1.0
 
 
@@ -61,9 +61,9 @@ def test_merge_equals_one_pass_and_rejects_other_settings():
   predictions = rng.integers(0, 4, (5, 8, 9))
   flows = rng.uniform(-2, 2, (4, 8, 9, 2)).astype(np.float32)
   whole, first, second = (TemporalConsistency(4) for _ in range(3))
-  whole.add_video(predictions, flows)
-  first.add_video(predictions[:3], flows[:2])
-  second.add_video(predictions[2:], flows[2:])
+  whole.add_video(predictions, lambda i: flows[i])
+  first.add_video(predictions[:3], lambda i: flows[i])
+  second.add_video(predictions[2:], lambda i: flows[2 + i])
   first.merge(second)
   assert first.pairs == whole.pairs == 4
   np.testing.assert_array_equal(first.matrix.matrix, whole.matrix.matrix)
@@ -77,8 +77,8 @@ def test_bad_input_raises():
     metric.add_pair(np.zeros((2, 2), int), np.full((2, 2), 3), _flow((2, 2)))
   with pytest.raises(ValueError, match=r"\[H, W, 2\]"):
     metric.add_pair(np.zeros((2, 2), int), np.zeros((2, 2), int), _flow((2, 3)))
-  with pytest.raises(ValueError, match="flows"):
-    metric.add_video(np.zeros((3, 2, 2), int), np.zeros((3, 2, 2, 2)))
+  with pytest.raises(ValueError, match=r"^frames 0-1: .*\[H, W, 2\]"):
+    metric.add_video(np.zeros((3, 2, 2), int), lambda i: _flow((2, 3)))
   with pytest.raises(ValueError, match="warp mode"):
     TemporalConsistency(3, "bicubic")
   assert np.isnan(metric.summary()["TC"])

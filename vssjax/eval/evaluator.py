@@ -219,12 +219,13 @@ def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvid
   Flows are cached under `<split>/<video>/<i+1>-<i>`, so every predictor of a video (and, with
   `eval.tc_flow.cache_dir`, every later evaluation) computes each flow once.
   """
-  for i in range(len(frames) - 1):
-    try:
-      flow = flow_provider(frames[i + 1], frames[i], key=f"{video_key}/{i + 1}-{i}")
-      temporal.add_pair(predictions[i], predictions[i + 1], flow)
-    except ValueError as e:
-      raise DataError(f"video {video_key} frames {i}-{i + 1}", str(e)) from e
+  def flow(i: int) -> np.ndarray:
+    return flow_provider(frames[i + 1], frames[i], key=f"{video_key}/{i + 1}-{i}")
+
+  try:
+    temporal.add_video(predictions, flow)
+  except ValueError as e:  # The message starts with the frame pair.
+    raise DataError(f"video {video_key}", str(e)) from e
 
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:

@@ -58,13 +58,12 @@ from vssjax.methods.segformer import compute_dtype
 from vssjax.models import conv_lstm
 from vssjax.models.layers import normalize_images
 from vssjax.models.mobilenet_v2 import MobileNetV2
-from vssjax.models.pspnet import PSPNet, pspnet
+from vssjax.models.pspnet import HEAD_FEATURES, PSPNet, pspnet
 from vssjax.models.resnet import DEPTHS
 from vssjax.train import init_from, loop
 
 RESNETS = {f"r{depth}": depth for depth in DEPTHS}
 MOBILENET = "mobilenet_v2"
-MOBILE_HEAD_FEATURES = 256  # PSPNet-18's classifier width
 PAIR_WISE_MAPS = ("logits", "features")
 LSTM = "distill_lstm"
 TEACHER = "teacher"
@@ -80,7 +79,7 @@ def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
     backbone = MobileNetV2(output_stride=8, dtype=dtype)
     return PSPNet(backbone=backbone, num_classes=num_classes,
                   ppm_features=backbone.out_features[-1] // 4,
-                  head_features=MOBILE_HEAD_FEATURES, dropout_rate=model.dropout_rate,
+                  head_features=HEAD_FEATURES[18], dropout_rate=model.dropout_rate,
                   dtype=dtype)
   raise ValueError(f"ETC backbone must be one of {sorted(RESNETS) + [MOBILENET]}, got "
                    f"{model.backbone!r}")

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.ops.resize import resize_bilinear
-
-IGNORE_LABEL = 255
 
 
 def logits_at_label_size(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -30,6 +30,7 @@ and `merge` across processes is exact.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -99,15 +100,21 @@ class TemporalConsistency:
     self.matrix.update(warped, current)
     self.pairs += 1
 
-  def add_video(self, predictions: np.ndarray, flows: np.ndarray) -> None:
-    """Scores every consecutive pair of a video: predictions [L, H, W], flows [L-1, H, W, 2]
-    where flows[i] brings frame i+1 onto frame i."""
-    predictions, flows = np.asarray(predictions), np.asarray(flows)
-    if flows.shape[:1] != (max(len(predictions) - 1, 0),):
-      raise ValueError(f"{len(predictions)} predictions need {len(predictions) - 1} flows, got "
-                       f"{flows.shape[0]}")
-    for i, flow in enumerate(flows):
-      self.add_pair(predictions[i], predictions[i + 1], flow)
+  def add_video(self, predictions: Sequence[np.ndarray],
+                flow: Callable[[int], np.ndarray]) -> None:
+    """Scores every consecutive pair of a video's L predictions (int [H, W] each).
+
+    `flow(i)` is the flow that brings frame i+1 onto frame i; it is asked for pair by pair, so a
+    caller that computes flows (the evaluator) holds one at a time.
+
+    Raises:
+      ValueError: from `add_pair` or `flow`, the message starting with the frame pair.
+    """
+    for i in range(len(predictions) - 1):
+      try:
+        self.add_pair(predictions[i], predictions[i + 1], flow(i))
+      except ValueError as e:
+        raise ValueError(f"frames {i}-{i + 1}: {e}") from e
 
   def merge(self, other: TemporalConsistency) -> TemporalConsistency:
     """Adds another accumulator's counts (e.g. from another process); returns self."""

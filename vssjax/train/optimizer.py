@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.parallel import path_name
 
 
 def poly_warmup_schedule(
@@ -52,7 +53,7 @@ def param_group_labels(params: Any, groups: tuple) -> Any:
   patterns = [re.compile(g[0]) for g in groups]
 
   def label(path, _):
-    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    name = path_name(path)
     for i, pattern in enumerate(patterns):
       if pattern.search(name):
         return i
