@@ -1,0 +1,34 @@
+"""Colourised label maps, overlays, side-by-side panels and the MP4 writer."""
+import cv2
+import numpy as np
+import pytest
+
+from vssjax import visualize
+
+PALETTE = np.array([[255, 0, 0], [0, 255, 0]], np.uint8)
+
+
+def test_colorize_uses_the_palette_and_blacks_out_ignored_pixels():
+  labels = np.array([[0, 1], [255, 1]])
+  np.testing.assert_array_equal(visualize.colorize(labels, PALETTE),
+                                [[[255, 0, 0], [0, 255, 0]], [[0, 0, 0], [0, 255, 0]]])
+
+
+def test_overlay_blends_half_and_half_and_side_by_side_stacks_panels():
+  frame = np.full((2, 2, 3), 100, np.uint8)
+  labels = np.zeros((2, 2), np.int32)
+  np.testing.assert_array_equal(visualize.overlay(frame, labels, PALETTE)[0, 0], [178, 50, 50])
+  assert visualize.side_by_side(frame, labels, PALETTE).shape == (2, 4, 3)
+  assert visualize.side_by_side(frame, labels, PALETTE, labels).shape == (2, 6, 3)
+
+
+def test_write_video_streams_frames_and_refuses_none(tmp_path):
+  frames = (np.full((32, 48, 3), 40 * i, np.uint8) for i in range(5))  # a generator: streamed
+  path = visualize.write_video(tmp_path / "out" / "v.mp4", frames, fps=4)
+  capture = cv2.VideoCapture(str(path))
+  assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+  size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+  assert size == (48, 32)
+  capture.release()
+  with pytest.raises(ValueError, match="no frames to write"):
+    visualize.write_video(tmp_path / "empty.mp4", [], fps=4)
