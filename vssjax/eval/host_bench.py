@@ -23,11 +23,6 @@ from data_pipelines.transforms import test_resize
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "method config file", lock_config=False)
-_DEVICE_MS = flags.DEFINE_list("device_ms", ["0", "5", "10"], "simulated device ms per frame")
-_MAX_VIDEOS = flags.DEFINE_integer("max_videos", 0, "evaluate the split's first N videos (0: all)")
-
-
 class _DeviceLabels:
   """A label map the simulated device is still computing; `np.asarray` waits for it."""
 
@@ -85,13 +80,7 @@ def run(config, device_ms: list[float]) -> list[dict[str, float]]:
   return rows
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  config.eval.overlay_video = False
-  if _MAX_VIDEOS.value:
-    config.eval.max_videos = _MAX_VIDEOS.value
-  rows = run(config, [float(ms) for ms in _DEVICE_MS.value])
+def print_table(rows: list[dict[str, float]]) -> None:
   print("| simulated device ms/frame | evaluation frames/s | device-bound frames/s | wall s |")
   print("|---|---|---|---|")
   for row in rows:
@@ -100,5 +89,24 @@ def main(argv):
           flush=True)
 
 
-if __name__ == "__main__":
+def _cli() -> None:
+  """The command line. Its flags are defined only when run as a program, so that importing this
+  module (the tests, next to vssjax.main's own --config) defines none."""
+  config_flag = config_flags.DEFINE_config_file("config", None, "method config file",
+                                                lock_config=False)
+  device_ms = flags.DEFINE_list("device_ms", ["0", "5", "10"], "simulated device ms per frame")
+  max_videos = flags.DEFINE_integer("max_videos", 0, "evaluate the split's first N videos (0: all)")
+
+  def main(argv):
+    del argv
+    config = config_flag.value
+    config.eval.overlay_video = False
+    if max_videos.value:
+      config.eval.max_videos = max_videos.value
+    print_table(run(config, [float(ms) for ms in device_ms.value]))
+
   app.run(main)
+
+
+if __name__ == "__main__":
+  _cli()
