@@ -17,7 +17,7 @@ from PIL import Image
 from data_pipelines.dataset import make_source
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources import base, footage
-from vssjax import visualize
+from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.progress import Progress
 
@@ -62,9 +62,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
     """Predicts frame by frame, saving each label PNG; yields the overlays in order, so the video
     is written as they come (a long input is never held in memory).
 
-    Frames are decoded by a thread that reads ahead, and a push's predictions are saved after the
-    next push is dispatched: the device predicts a frame while the host decodes the next ones and
-    writes the previous one.
+    A push's predictions are saved after the next push is dispatched: the device predicts a frame
+    while the host writes the previous one (and, with an accelerator, a thread decodes the next
+    ones).
     """
     pending_frames: dict[int, np.ndarray] = {}
 
@@ -75,7 +75,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
         yield visualize.overlay(pending_frames.pop(index), labels, palette)
 
     ready: list = []
-    with contextlib.closing(read_ahead(frames)) as decoded:
+    decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
+    with contextlib.closing(decoded):
       for index, (frame_name, frame) in enumerate(decoded):
         names.append(frame_name)
         pending_frames[index] = frame

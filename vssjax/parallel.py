@@ -54,6 +54,16 @@ def initialize_distributed(mode: str = "auto") -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def computes_off_the_host() -> bool:
+  """Whether JAX computes on an accelerator (GPU, TPU) rather than on the host's CPU cores.
+
+  Host threads that work beside the device (decoding frames ahead) pay only then: on the CPU
+  backend XLA's threads already use every core, and handing frames between threads only costs
+  (docs/benchmarks.md, "Evaluation and inference").
+  """
+  return jax.default_backend() != "cpu"
+
+
 def make_mesh(data: int = -1, fsdp: int = 1,
               devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A (data, fsdp) mesh; `data=-1` takes every device the fsdp axis leaves. `Auto` axes (GSPMD)."""

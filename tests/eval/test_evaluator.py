@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.loader import eval_videos
+from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
 from tests.conftest import load_config
 from vssjax.eval import evaluator
@@ -147,3 +148,18 @@ def test_a_bad_prediction_names_the_video_and_frame():
   first = next(iter(eval_videos(config.data, config.data.eval_split)))
   with pytest.raises(DataError, match=f"video {first.name} frame 2: prediction has values"):
     evaluator.evaluate(method, {}, config, workdir=None)
+
+
+def test_decoding_ahead_is_for_accelerators_and_changes_no_score(monkeypatch):
+  config = _config_with_scored_videos()
+  threaded = []
+  monkeypatch.setattr(evaluator, "read_ahead",
+                      lambda items: threaded.append(1) or read_ahead(items))
+  default = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+  assert not threaded  # the CPU backend: XLA's threads have the cores, no decoding thread
+  ahead = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None,
+                             decode_ahead=True)
+  assert len(threaded) == 3  # one per video
+  for name, value in default.items():
+    if name != "frames_per_s":
+      assert ahead[name] == value, name

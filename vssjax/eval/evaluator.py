@@ -25,7 +25,7 @@ from data_pipelines.loader import eval_videos
 from data_pipelines.dataset import make_source
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
-from vssjax import visualize
+from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.eval import report
 from vssjax.flow import FlowProvider
@@ -60,13 +60,13 @@ def _sum_across_processes(counts: list[int]) -> list[int]:
 
 
 def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMatrix,
-                   frame_ends: list[float]):
+                   frame_ends: list[float], decode_ahead: bool):
   """Runs one video through a fresh predictor, scoring each labelled frame into `confusion`;
   returns frames, labels and predictions in order.
 
-  Frames are decoded by a thread that reads ahead, and the predictions of a push are fetched and
-  scored after the next push is dispatched, so the device predicts frame t+1 while the host decodes
-  the frames after it and fetches and scores frame t. `frame_ends` gets the time each frame's turn
+  The predictions of a push are fetched and scored after the next push is dispatched, so the
+  device predicts frame t+1 while the host fetches and scores frame t; with `decode_ahead`, a
+  thread also decodes the frames after it meanwhile. `frame_ends` gets the time each frame's turn
   of the loop ended.
   """
   frames, labels, predictions = [], [], {}
@@ -82,7 +82,8 @@ def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMat
         raise DataError(f"video {video.name} frame {frame_id}", str(e)) from e
 
   pending = []
-  with contextlib.closing(read_ahead(video)) as decoded:
+  decoded = read_ahead(video) if decode_ahead else iter(video)
+  with contextlib.closing(decoded):
     for frame, label in decoded:
       frames.append(frame)
       labels.append(label)
@@ -130,9 +131,16 @@ class _OneVideoBehind:
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
-             step: int = 0, split: str | None = None) -> dict[str, Any]:
-  """Evaluates on `split` (default `config.data.eval_split`); writes results into `workdir`."""
+             step: int = 0, split: str | None = None,
+             decode_ahead: bool | None = None) -> dict[str, Any]:
+  """Evaluates on `split` (default `config.data.eval_split`); writes results into `workdir`.
+
+  `decode_ahead`: decode frames in a read-ahead thread; by default when the device is an
+  accelerator (`parallel.computes_off_the_host`), the only case where it pays.
+  """
   split = split or config.data.eval_split
+  if decode_ahead is None:
+    decode_ahead = parallel.computes_off_the_host()
   num_classes = config.data.num_classes
   confusion = ConfusionMatrix(num_classes)
   consistency = VideoConsistency(
@@ -169,7 +177,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
         timed_from, untimed_frames = time.perf_counter(), len(frame_ends)
       for predictor in method.video_predictors(variables, video.index):
         try:
-          frames, labels, predictions = _predict_video(predictor, video, confusion, frame_ends)
+          frames, labels, predictions = _predict_video(predictor, video, confusion, frame_ends,
+                                                       decode_ahead)
         except Exception as e:
           e.add_note(f"while evaluating video {video.name} of split {split!r}")
           raise
