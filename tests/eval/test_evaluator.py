@@ -103,9 +103,9 @@ def test_whole_video_scores_run_on_the_scoring_thread_in_video_order(monkeypatch
   add_video = VideoConsistency.add_video
   scored_on = []
 
-  def recording_add_video(self, gts, preds):
+  def recording_add_video(self, gts, preds, **kwargs):
     scored_on.append(threading.current_thread().name)
-    return add_video(self, gts, preds)
+    return add_video(self, gts, preds, **kwargs)
 
   monkeypatch.setattr(VideoConsistency, "add_video", recording_add_video)
   results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
@@ -123,7 +123,7 @@ def test_whole_video_scores_run_on_the_scoring_thread_in_video_order(monkeypatch
 def test_an_error_while_scoring_a_video_names_the_video(monkeypatch):
   config = _config_with_scored_videos()
 
-  def failing_add_video(self, gts, preds):
+  def failing_add_video(self, gts, preds, **kwargs):
     raise ValueError("labels out of range")
 
   monkeypatch.setattr(VideoConsistency, "add_video", failing_add_video)

@@ -92,7 +92,6 @@ def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMat
       pending = ready
       frame_ends.append(time.perf_counter())
   fetch_and_score(pending + predictor.flush())
-  frame_ends[-1] = time.perf_counter()
   if sorted(predictions) != list(range(len(frames))):
     raise RuntimeError(
         f"{type(predictor).__name__} returned frames {sorted(predictions)} for video {video.name} "
@@ -153,8 +152,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
 
   def score_video(name, frames, labels, predictions):
     try:
-      if all(label is not None for label in labels):
-        consistency.add_video(np.stack(labels), np.stack(predictions))
+      if all(label is not None for label in labels):  # each frame checked by `confusion`
+        consistency.add_video(np.stack(labels), np.stack(predictions), checked=True)
     except ValueError as e:
       raise DataError(f"video {name}", str(e)) from e
     if temporal is not None and (tc_videos is None or name in tc_videos):
