@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,3 +68,35 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_conf
   assert step == STEPS
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), from_two, from_one)
   assert json.loads((two / "results.json").read_text())["num_videos"] == 2
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(quick_config, tmp_path):
+  make_dataset(quick_config.data, "train")
+  port = _free_port()
+  workdir = tmp_path / "run"
+  procs = []
+  for rank in range(2):
+    env = dict(os.environ)
+    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="1")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
+         f"--workdir={workdir}", f"--config.data.data_dir={quick_config.data.data_dir}",
+         "--distributed=on", "--config.train.steps=100000",
+         "--config.train.checkpoint_every=100000"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  lines = []
+  for line in procs[0].stdout:  # process 0 reports progress; the signal goes to process 1 only
+    lines.append(line)
+    if line.startswith("train step 3/"):
+      procs[1].send_signal(signal.SIGTERM)
+  outputs = ["".join(lines) + procs[0].communicate(timeout=300)[0],
+             procs[1].communicate(timeout=300)[0]]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out
+  stopped = [[l for l in out.splitlines() if l.startswith("stopped at step")] for out in outputs]
+  assert stopped[0] and stopped[0] == stopped[1], outputs
+  step = int(stopped[0][0].split()[3].rstrip(";"))
+  assert (workdir / "checkpoints" / str(step) / "data_iter").is_dir()
+  for out in outputs:  # agreed through JAX's preemption service, not a collective every step
+    assert f"preemption notice: every process checkpoints and stops at step {step}" in out

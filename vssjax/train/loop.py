@@ -151,7 +151,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         state, metrics = train_step(state, batch)
         done = step + 1
         pending.append((done, metrics))
-        stopping = stop_signal.should_stop()
+        stopping = stop_signal.should_stop(done)
         if done % config.train.log_every == 0 or done == end or stopping:
           now = time.perf_counter()
           mean = _summarize(pending, now - t_last, float(schedule(done - 1)))

@@ -1,8 +1,14 @@
 """Preemption safety: SIGTERM (what schedulers and TPU maintenance send) stops training cleanly.
 
-The handler only raises a flag; the train loop checks it between steps, writes a checkpoint (state
-+ data iterator) and returns, so the next run resumes exactly there. With several processes the flag
-is OR-ed across them, so every process stops at the same step and joins the same checkpoint.
+The train loop asks `should_stop(step)` after every step; once it is true it writes a checkpoint
+(state + data iterator) and returns, so the next run resumes exactly there.
+
+One process: a Python handler raises a flag. Several processes: every process must stop at the
+same step, but asking the others every step (a collective) would block each step's dispatch until
+the step before it had finished on the device. JAX's preemption service does it without that: the
+coordination service catches SIGTERM on any process, agrees in the background on the first step
+every process can still reach, and `reached_preemption_sync_point(step)` is a local lookup that is
+true at that step only.
 """
 
 from __future__ import annotations
@@ -11,37 +17,45 @@ import signal
 import threading
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
 
 
 class StopSignal:
-  """Context manager: while active, `signals` (default SIGTERM only; SIGINT still raises
-  KeyboardInterrupt) request a clean stop instead of killing."""
+  """Context manager: while active, SIGTERM requests a clean stop instead of killing (SIGINT
+  still raises KeyboardInterrupt)."""
 
-  def __init__(self, signals=(signal.SIGTERM,)):
-    self._signals = signals
+  def __init__(self):
     self._requested = threading.Event()
-    self._previous = {}
+    self._previous = None
+    self._multiprocess = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():  # handlers only install there
-      for sig in self._signals:
-        self._previous[sig] = signal.signal(sig, self._handle)
+    if self._multiprocess:
+      if not jax.config.jax_enable_preemption_service:
+        raise RuntimeError(
+            "multi-process training stops on SIGTERM through JAX's preemption service; do not "
+            "turn off jax_enable_preemption_service")
+    elif threading.current_thread() is threading.main_thread():  # handlers only install there
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
     return False
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     print(f"received signal {signum}: will checkpoint and stop after this step", flush=True)
     self._requested.set()
 
-  def should_stop(self) -> bool:
-    """True on every process once any process got the signal (a collective when multi-process)."""
-    local = self._requested.is_set()
-    if jax.process_count() == 1:
-      return local
-    return bool(np.any(multihost_utils.process_allgather(np.array([local]))))
+  def should_stop(self, step: int) -> bool:
+    """True once a stop was requested; with several processes, at the same `step` on every one.
+
+    Multi-process, every process must call this at every step, from the same first step.
+    """
+    if not self._multiprocess:
+      return self._requested.is_set()
+    if multihost_utils.reached_preemption_sync_point(step):
+      print(f"preemption notice: every process checkpoints and stops at step {step}", flush=True)
+      return True
+    return False
