@@ -46,3 +46,17 @@ def test_parse_arg_types_and_errors():
     configs_lib.parse_arg("stpes=3", steps=1)
   with pytest.raises(ValueError, match="needs a value"):
     configs_lib.parse_arg("steps", steps=1)
+
+
+@pytest.mark.parametrize("path,arg,encoder_lr,decoder_lr", [
+    ("configs/dcfm/vspw_mitb2.py", None, 6e-5, 6e-4),
+    ("configs/dcfm/vspw_mitb5.py", None, 4e-5, 6e-4),
+    ("configs/dcfm/vspw_mitb5.py", "table1", 3e-5, 3e-4),
+])
+def test_dcfm_vspw_learning_rates_follow_the_release(path, arg, encoder_lr, decoder_lr):
+  """specs/dcfm.md §6.1: B5's encoder trains slower than B2's, its decoder at the same 6e-4."""
+  config = load_config(path, arg)
+  (pattern, lr_mult, _), = config.optim.param_groups
+  assert pattern == "^(bot_aspp|ffm|final)/"
+  assert config.optim.lr == encoder_lr
+  assert config.optim.lr * lr_mult == pytest.approx(decoder_lr)

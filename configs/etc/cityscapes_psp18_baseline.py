@@ -13,7 +13,8 @@
 The released recipe: 769x769 crops of the frame scaled by 0.5-2.0, +-10 degree rotation with
 p 0.5 (mean-colour fill), 5x5 Gaussian blur with p 0.5, flip; batch 8; SGD momentum 0.9, weight
 decay 1e-4 on every parameter, lr 0.01 for the ResNet and 0.1 for PPM and heads, poly p=0.9 per
-iteration, 200 epochs of the 2,975 train frames (371 full batches each: 74,200 steps);
+iteration, 200 epochs of the 2,975 train frames (372 iterations each: the release's
+DistributedSampler pads the set to 4 x 744 frames, 2 per GPU; 74,400 steps);
 class-weighted CE + 0.4 aux. Test: full 1024x2048 frames, single scale, logits upsampled with
 align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair
 of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`).
@@ -125,7 +126,7 @@ def cityscapes_config(variant: str, arg=None):
   c.method.class_weights = CITYSCAPES_CLASS_WEIGHTS
   if variant == "distill":
     c.method.teacher.config = sibling(__file__, "cityscapes_psp101.py")
-  c.train.steps = 74_200
+  c.train.steps = 74_400
   c.train.checkpoint_every = 2000
   c.published.source = _SOURCE + {"baseline": "", "temporal": " + temporal loss",
                                   "distill": " + temporal loss + distillation"}[variant]

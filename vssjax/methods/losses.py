@@ -26,7 +26,8 @@ def segmentation_cross_entropy(
   """Softmax cross-entropy; logits [..., C] and labels [...] at the same resolution.
 
   `average='valid'` divides by the number of non-ignored pixels; `average='all'` divides by all
-  pixels (mmseg 0.13's `weight_reduce_loss`, which the DTERN and DCFM releases trained with). The two
+  pixels (mmseg 0.13's `weight_reduce_loss`, which the DTERN release trained with; DCFM's
+  `CrossEntropyLoss_fix` is 'valid'). The two
   differ only by a per-batch gradient scale.
 
   `class_weights` [C] weight each pixel's loss by its label's weight. With 'valid' the divisor is
