@@ -30,14 +30,22 @@ def sdcpc_base(backbone: str):
   c = configs_lib.base_config()
   c.method.name = "sdcpc"
   c.method.loss_average = "all"  # mmseg 0.13, as the CFFM/MRCFA code family
-  c.method.frame_loss_weight = 0.4  # [GUESS] auxiliary CE of the SegFormer branch (mmseg aux 0.4)
+  # [GUESS] auxiliary CE of the SegFormer branch (mmseg's aux weight 0.4). Spec §6.4 proposes the
+  # target frame's CE only (0.0 here) and lists this as the alternative: the CFFM/MRCFA family
+  # SD-CPC builds on trains its SegFormer branch this way.
+  c.method.frame_loss_weight = 0.4
   c.method.frame_loss_target_only = False  # True where only the target frame is labelled
   c.method.mcp = configs_lib.ConfigDict(dict(  # MCP-CL, all [GUESS] (spec §6.3-6.4)
       weight=0.1,
       prototypes_per_class=4,
       temperature=0.1,
       kmeans_iters=3,
-      prototype_pixels="correct",  # 'predicted' | 'correct' (predicted and labelled c)
+      # 'predicted' | 'correct' (predicted and labelled c). Spec §6.4 proposes 'predicted'; we
+      # take its alternative, the one the [SECONDARY] summary of the paper describes (§6.3).
+      prototype_pixels="correct",
+      # False: no gradient through the prototypes (only the k-means assignments are stop-gradient
+      # in spec §6.3; its sentence leaves the means open).
+      prototype_gradient=False,
       max_pixels_per_class=1024,
   ))
   c.model.backbone = backbone

@@ -41,10 +41,18 @@ def test_prototypes_find_the_sub_clusters_of_a_class():
   np.testing.assert_allclose(np.linalg.norm(prototypes, axis=-1)[:2], 1.0, rtol=1e-5)
   # Class 1 has one pixel: its second group is empty and takes the class mean.
   np.testing.assert_allclose(prototypes[1], embeddings[[40, 40]], atol=1e-6)
-  # Prototypes are targets, not paths for gradients.
-  grad = jax.grad(lambda e: build(e, jnp.asarray(classes), 3, 2, 3)[0].sum())(
-      jnp.asarray(embeddings, jnp.float32))
-  assert not np.any(np.asarray(grad))
+  # By default the prototypes are targets, not paths for gradients; with `gradient` they are the
+  # same values, differentiable as their groups' normalised means.
+  def total(e, gradient):
+    return class_prototypes(e, jnp.asarray(classes), 3, 2, 3, gradient=gradient)[0][:2].sum()
+
+  points = jnp.asarray(embeddings, jnp.float32)
+  assert not np.any(np.asarray(jax.grad(total)(points, False)))
+  np.testing.assert_allclose(
+      class_prototypes(points, jnp.asarray(classes), 3, 2, 3, gradient=True)[0], prototypes,
+      atol=1e-6)
+  grad = np.asarray(jax.grad(total)(points, True))
+  assert np.all(grad[-3:] == 0) and np.all(np.any(grad[:41] != 0, axis=-1))  # members only
 
 
 def test_contrastive_loss_matches_numpy_and_pulls_towards_own_prototypes():

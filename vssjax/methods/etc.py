@@ -30,8 +30,10 @@ Its output stride must be the student's (8) for the N x N similarity terms.
 The ConvLSTM of (d): its training rule is `multi_frame_rule` (`conv_lstm.TRAINING_RULES`). A
 trained cell ('adversarial', 'joint') is `params['distill_lstm']` at the heads' learning rate; a
 'frozen' one is `model_state['distill_lstm']`, out of the optimizer's (and weight decay's) reach.
-With pair clips the cell sees the 2-step sequence (partner, target), the release's 2-frame
-`Sd_model` path; the 3-frame (t-k, t, t+k) variant needs clips the pair sampler does not make.
+With pair clips the cell sees the 2-step sequence (partner, target), the partner first whatever
+its time offset (3 of the 5 offsets put it after the target): our adaptation, since the spec
+describes the cell only on the 3-frame (t-k, t, t+k) sequence, which needs clips the pair sampler
+does not make. (c) and (d) are likewise 2-frame versions of the release's 3-frame criteria.
 
 Students (`model.backbone`): 'r18' is PSPNet-18 (§3); 'r50'/'r101' are semseg's PSPNets (the
 teacher); 'mobilenet_v2' is ETC-Mobile, a RECONSTRUCTION (the release lacks its model file): a

@@ -73,7 +73,7 @@ class SDCPCMethod(DTERNMethod):
         outputs["embedding"], outputs["final"], labels[:, -1], sample_rng,
         num_prototypes=mcp.prototypes_per_class, temperature=mcp.temperature,
         kmeans_iters=mcp.kmeans_iters, prototype_pixels=mcp.prototype_pixels,
-        max_pixels_per_class=mcp.max_pixels_per_class)
+        max_pixels_per_class=mcp.max_pixels_per_class, prototype_gradient=mcp.prototype_gradient)
     loss = loss_final + method.frame_loss_weight * loss_frames + mcp.weight * loss_contrast
     metrics = {"loss": loss, "loss_final": loss_final, "loss_frames": loss_frames,
                "loss_contrast": loss_contrast,

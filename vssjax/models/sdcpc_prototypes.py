@@ -8,7 +8,10 @@ says only correctly predicted pixels form the prototypes [SECONDARY].
 Reconstruction (spec §6.3, [GUESS]; all knobs in `config.method.mcp`): on the target frames of a
 batch, the pixels predicted as class c (and, with `prototype_pixels='correct'`, labelled c) are
 split into K groups by a few spherical k-means steps, started from K contiguous runs of them in
-raster order; the K group means, re-normalised, are c's prototypes. Prototypes carry no gradient.
+raster order; the K group means, re-normalised, are c's prototypes. The assignments carry no
+gradient (spec §6.3); the means do only with `prototype_gradient=True`. Off by default: the
+prototypes are then fixed targets for the step, as in prototype methods that update them
+without back-propagation, and the loss shapes each pixel's embedding only through that pixel.
 Each labelled pixel (at most `max_pixels_per_class` per class, drawn at random) is pulled towards
 the prototypes of its class and pushed from those of every other class by a multi-positive
 InfoNCE with temperature tau:
@@ -44,21 +47,24 @@ def sample_per_class(labels: jax.Array, max_per_class: int, rng: jax.Array) -> j
 
 
 def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int,
-                     num_prototypes: int, kmeans_iters: int) -> tuple[jax.Array, jax.Array]:
+                     num_prototypes: int, kmeans_iters: int, *,
+                     gradient: bool = False) -> tuple[jax.Array, jax.Array]:
   """K prototypes per class from unit embeddings [N, D] and their classes [N] (-1: none).
 
-  Returns (prototypes [C, K, D], unit vectors without gradient; present [C], whether the class has
-  any pixel). A group left empty (a class with fewer than K pixels) takes the class mean.
+  Returns (prototypes [C, K, D], unit vectors; present [C], whether the class has any pixel). A
+  group left empty (a class with fewer than K pixels) takes the class mean. The k-means
+  assignments never carry gradient; the prototypes (their groups' means) do with `gradient`.
   """
-  embeddings = jax.lax.stop_gradient(embeddings.astype(jnp.float32))
+  embeddings = embeddings.astype(jnp.float32)
+  points = jax.lax.stop_gradient(embeddings)
   k = num_prototypes
   member = (classes >= 0) & (classes < num_classes)
   safe = jnp.where(member, classes, 0)
   segments = num_classes * k + 1  # the last segment collects the non-members
 
-  def centres(groups):
+  def centres(groups, points=points):
     ids = jnp.where(member, safe * k + groups, num_classes * k)
-    sums = jax.ops.segment_sum(embeddings, ids, segments)[:-1].reshape((num_classes, k, -1))
+    sums = jax.ops.segment_sum(points, ids, segments)[:-1].reshape((num_classes, k, -1))
     counts = jax.ops.segment_sum(jnp.ones_like(ids), ids, segments)[:-1].reshape((num_classes, k))
     class_sums = sums.sum(axis=1, keepdims=True)
     return l2_normalize(jnp.where(counts[..., None] > 0, sums, class_sums))
@@ -69,8 +75,10 @@ def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int
   groups = (rank * k) // jnp.maximum(counts[safe], 1)
   prototypes = centres(groups)
   for _ in range(kmeans_iters):
-    groups = jnp.argmax(jnp.einsum("nd,nkd->nk", embeddings, prototypes[safe]), axis=-1)
+    groups = jnp.argmax(jnp.einsum("nd,nkd->nk", points, prototypes[safe]), axis=-1)
     prototypes = centres(groups)
+  if gradient:
+    prototypes = centres(groups, embeddings)  # the same values, differentiable in the embeddings
   return prototypes, counts > 0
 
 
@@ -94,7 +102,7 @@ def prototype_contrastive_loss(embeddings: jax.Array, labels: jax.Array, prototy
 def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng: jax.Array, *,
                 num_prototypes: int, temperature: float, kmeans_iters: int,
                 prototype_pixels: str, max_pixels_per_class: int,
-                ignore_label: int = IGNORE_LABEL) -> jax.Array:
+                prototype_gradient: bool = False, ignore_label: int = IGNORE_LABEL) -> jax.Array:
   """MCP-CL on a batch of target frames: embedding [B, h, w, D] (unit), logits [B, h, w, C] on the
   same grid, labels [B, H, W] (nearest-downsampled to the grid)."""
   if prototype_pixels not in PROTOTYPE_PIXELS:
@@ -108,6 +116,6 @@ def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng:
     predicted = jnp.where(predicted == labels, predicted, -1)
   embedding = embedding.reshape((-1, embedding.shape[-1]))
   prototypes, present = class_prototypes(embedding, predicted, num_classes, num_prototypes,
-                                         kmeans_iters)
+                                         kmeans_iters, gradient=prototype_gradient)
   weights = sample_per_class(labels, max_pixels_per_class, rng)
   return prototype_contrastive_loss(embedding, labels, prototypes, present, temperature, weights)
