@@ -3,16 +3,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
+from tests.models.helpers import assert_torch_default_init
 from vssjax.models import conv_lstm
 from vssjax.models.conv_lstm import ConvLSTM
 
 
 def test_init_is_torch_default_uniform():
   params = ConvLSTM(hidden_size=4).init(jax.random.key(1), jnp.zeros((1, 4, 4, 1)))["params"]
-  bound = 1 / np.sqrt(5 * 9)  # fan_in = (1 input + 4 hidden channels) * 3 * 3
-  for leaf in (params["Gates"]["kernel"], params["Gates"]["bias"]):
-    assert float(jnp.abs(leaf).max()) <= bound and float(jnp.abs(leaf).max()) > 0.8 * bound
+  # Gates: concat(1 input + 4 hidden channels) -> 4 gates x 4 hidden channels, 3x3.
+  assert_torch_default_init(torch.nn.Conv2d(5, 16, 3), params["Gates"]["kernel"],
+                            params["Gates"]["bias"])
 
 
 @pytest.mark.parametrize("rule, trains_through_distillation", [

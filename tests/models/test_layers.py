@@ -1,9 +1,15 @@
 """Hand-computed checks of the shared layers (torch parity of BatchNorm is in tests/parity)."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+import torch
 
-from vssjax.models.layers import BatchNorm, DropPath, l2_normalize, normalize_images
+from tests.models.helpers import assert_torch_default_init
+from vssjax.models.layers import (BatchNorm, DropPath, l2_normalize, normalize_images,
+                                  torch_bias_init, torch_kernel_init)
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():
@@ -58,3 +64,14 @@ def test_drop_path_keeps_or_drops_whole_samples_and_rescales():
   assert (per_sample.min(1) == per_sample.max(1)).all()
   assert 10 < (per_sample[:, 0] == 0).sum() < 54
   np.testing.assert_array_equal(DropPath(0.5).apply({}, x, train=False), x)
+
+
+@pytest.mark.parametrize("torch_layer, kernel_shape", [
+    (torch.nn.Linear(300, 40), (300, 40)),
+    (torch.nn.Conv2d(64, 32, 3), (3, 3, 64, 32)),
+    (torch.nn.Conv2d(48, 48, (1, 11), groups=48), (1, 11, 1, 48))])  # depth-wise
+def test_torch_default_initialisers(torch_layer, kernel_shape):
+  """The kernel's fan-in comes from its Flax shape; the bias is told the same fan-in."""
+  kernel = torch_kernel_init(jax.random.key(0), kernel_shape)
+  bias = torch_bias_init(math.prod(kernel_shape[:-1]))(jax.random.key(1), kernel_shape[-1:])
+  assert_torch_default_init(torch_layer, kernel, bias)

@@ -29,24 +29,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vssjax.models.layers import Conv
+from vssjax.models.layers import Conv, torch_bias_init, torch_kernel_init
 
 Dtype = Any
 State = tuple[jax.Array, jax.Array]  # (hidden, cell), each [B, H, W, hidden_size]
 
 TRAINING_RULES = ("frozen", "adversarial", "joint")
-
-
-def _torch_default_uniform(fan_in: int):
-  """PyTorch's default Conv2d init for weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / np.sqrt(fan_in)
-
-  def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
 
 
 class ConvLSTM(nn.Module):
@@ -65,8 +54,7 @@ class ConvLSTM(nn.Module):
     fan_in = stacked.shape[-1] * self.kernel_size**2
     pad = self.kernel_size // 2
     gates = Conv(4 * self.hidden_size, (self.kernel_size,) * 2, padding=((pad, pad),) * 2,
-                 kernel_init=_torch_default_uniform(fan_in),
-                 bias_init=_torch_default_uniform(fan_in), dtype=self.dtype,
+                 kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), dtype=self.dtype,
                  name="Gates")(stacked)
     in_gate, forget_gate, out_gate, candidate = jnp.split(gates, 4, axis=-1)
     cell = nn.sigmoid(forget_gate) * cell + nn.sigmoid(in_gate) * jnp.tanh(candidate)

@@ -3,6 +3,11 @@
 Everything here mirrors a PyTorch module whose checkpoints we load (depthwise `nn.Conv2d`,
 `nn.BatchNorm2d`, mmcv `ConvModule`, timm `DropPath`), keeping parameter shapes convertible and
 the forward numerics identical in eval mode. NHWC layout throughout.
+
+Initialisers: training from scratch starts where the original does, so each layer takes the init
+its original gets. mmseg-style code (MiT, ConvModule, ResNet) uses `dense_init` / `conv_init`;
+layers the originals leave alone get PyTorch's `reset_parameters` default, `torch_kernel_init`
+with `torch_bias_init`. Converted checkpoints overwrite all of them.
 """
 import functools
 from collections.abc import Callable
@@ -17,6 +22,7 @@ from vssjax.ops import conv as conv_ops
 from vssjax.ops import depthwise as depthwise_ops
 
 Dtype = Any
+Initializer = Callable[..., jax.Array]
 
 # ImageNet statistics in RGB order, on the 0..255 scale (mmseg/HF `img_norm_cfg`).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -25,6 +31,26 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 # mmseg initialisers: trunc-normal(0.02) Linear weights, He fan-out normal for convolutions.
 dense_init = nn.initializers.truncated_normal(stddev=0.02)
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+# PyTorch's default `nn.Conv2d` / `nn.Linear` weight, kaiming_uniform_(a=sqrt 5): U(-b, b) with
+# b = 1/sqrt(fan_in), fan_in = in_channels / groups * kh * kw. Variance scaling reads that fan-in
+# off the kernel shape ([kh, kw, in / groups, out] or [in, out]); uniform with variance
+# 1 / (3 fan_in) has exactly that bound.
+torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Initializer:
+  """PyTorch's default `nn.Conv2d` / `nn.Linear` bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  The bound is the kernel's fan-in (`torch_kernel_init`'s), which a Flax bias initialiser cannot
+  see (it gets the bias shape only), so the layer's builder passes it in.
+  """
+  bound = 1.0 / np.sqrt(fan_in)
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
 
 
 # `nn.Conv` whose kernel == stride convolutions (1x1, patchify) run as reshape + matmul, 2.5x faster
@@ -86,11 +112,15 @@ class DepthwiseConv(nn.Module):
     (`vssjax/ops/depthwise.py`). On XLA:CPU this is ~30x faster than the grouped conv
     (notes/jax_stack.md §6).
   - 'grouped': `lax.conv_general_dilated(feature_group_count=C)`; cuDNN-friendly on GPU.
+
+  Init defaults to mmseg's (MiT's DWConv): He fan-out normal kernel, zero bias.
   """
   kernel_size: int | tuple[int, int] = 3
   use_bias: bool = True
   impl: Literal["shifted", "grouped"] = "shifted"
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = _depthwise_init
+  bias_init: Initializer = nn.initializers.zeros
 
   @nn.compact
   def __call__(self, x: jax.Array, *, apply: bool = True):
@@ -99,8 +129,8 @@ class DepthwiseConv(nn.Module):
     kh, kw = ((self.kernel_size,) * 2 if isinstance(self.kernel_size, int)
               else tuple(self.kernel_size))
     channels = x.shape[-1]
-    kernel = self.param("kernel", _depthwise_init, (kh, kw, 1, channels))
-    bias = self.param("bias", nn.initializers.zeros, (channels,)) if self.use_bias else None
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, channels))
+    bias = self.param("bias", self.bias_init, (channels,)) if self.use_bias else None
     if not apply:
       return kernel, bias
     return depthwise_conv(x, kernel, bias, self.impl, self.dtype)
@@ -162,17 +192,22 @@ class BatchNorm(nn.Module):
 
 
 class ConvBNAct(nn.Module):
-  """mmcv `ConvModule`: conv (no bias) -> BatchNorm -> activation; children `conv`, `bn`."""
+  """mmcv `ConvModule`: conv (no bias) -> BatchNorm -> activation; children `conv`, `bn`.
+
+  The conv starts as ConvModule's (He fan-out normal) unless `kernel_init` says otherwise, e.g.
+  `torch_kernel_init` for a plain torch conv + BN + ReLU (semseg's PSPNet head).
+  """
   features: int
   kernel_size: int = 1
   activation: Callable[[jax.Array], jax.Array] = nn.relu
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = conv_init
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     pad = self.kernel_size // 2
     x = Conv(self.features, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
-             use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="conv")(x)
+             use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype, name="conv")(x)
     x = BatchNorm(dtype=self.dtype, name="bn")(x, train=train)
     return self.activation(x)
 
@@ -190,14 +225,14 @@ class LinearWeights(nn.Module):
   initialisers as `nn.Dense` / `nn.Conv`, hence the same parameter tree, checkpoints and initial
   values."""
   shape: tuple[int, ...]
-  kernel_init: Callable = nn.linear.default_kernel_init
+  kernel_init: Initializer = nn.linear.default_kernel_init
   use_bias: bool = True
+  bias_init: Initializer = nn.initializers.zeros_init()
 
   @nn.compact
   def __call__(self) -> tuple[jax.Array, jax.Array | None]:
     kernel = self.param("kernel", self.kernel_init, self.shape)
-    bias = (self.param("bias", nn.initializers.zeros_init(), self.shape[-1:]) if self.use_bias
-            else None)
+    bias = self.param("bias", self.bias_init, self.shape[-1:]) if self.use_bias else None
     return kernel, bias
 
 

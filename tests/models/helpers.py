@@ -1,0 +1,29 @@
+"""Checks shared by the model tests."""
+import numpy as np
+import torch
+from scipy import stats
+
+
+def assert_torch_default_init(torch_layer: torch.nn.Module, kernel, bias=None) -> None:
+  """`kernel` (and `bias`) are distributed as `torch_layer`'s freshly initialised weight (and
+  bias): PyTorch's `reset_parameters` default U(-b, b), b = 1/sqrt(fan_in), fan_in being torch's
+  own (in_channels / groups * kh * kw, from the torch weight's shape).
+
+  Checked per leaf: same number of entries, |x| <= b, std within 5 standard errors of b/sqrt(3),
+  no zeros, and a two-sample Kolmogorov-Smirnov test against torch's draw.
+  """
+  torch.manual_seed(0)
+  torch_layer.reset_parameters()
+  weight = torch_layer.weight.detach().numpy()
+  bound = 1.0 / np.sqrt(weight[0].size)
+  pairs = [(kernel, weight)]
+  if bias is not None:
+    pairs.append((bias, torch_layer.bias.detach().numpy()))
+  for ours, theirs in pairs:
+    ours = np.asarray(ours, np.float64).ravel()
+    assert ours.size == theirs.size
+    assert np.abs(ours).max() <= bound * (1 + 1e-6)
+    assert np.all(ours != 0)
+    # The sample std of a uniform draw has a relative standard error of ~0.45 / sqrt(n).
+    assert abs(ours.std() * np.sqrt(3) / bound - 1) < 5 * 0.45 / np.sqrt(ours.size)
+    assert stats.ks_2samp(ours, theirs.ravel()).pvalue > 1e-3
