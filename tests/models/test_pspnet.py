@@ -1,9 +1,12 @@
-"""PSPNet outputs: stride-8 logits and PPM features, the aux head only in training."""
+"""PSPNet outputs: stride-8 logits and PPM features, the aux head only in training; head init."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
+import torch
 
-from vssjax.models.pspnet import pspnet
+from tests.models.helpers import assert_torch_default_init
+from vssjax.models.pspnet import PSPNet, pspnet
 
 _IMAGES = jax.ShapeDtypeStruct((2, 65, 97, 3), jnp.float32)
 
@@ -37,3 +40,27 @@ def test_without_aux_head():
   params, outputs = _outputs(pspnet(18, 7, aux=False), train=True)
   assert "aux" not in params and "aux_logits" not in outputs
   assert outputs["logits"].shape == (2, 9, 13, 7)
+
+
+class _StubBackbone(nn.Module):
+  """The backbone interface (c1..c4 at stride 8) without a backbone: the input four times."""
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    return x, x, x, x
+
+
+def test_heads_start_from_torch_default_init():
+  """semseg leaves the PPM, cls and aux convs at PyTorch's nn.Conv2d default (spec etc.md §5)."""
+  model = PSPNet(backbone=_StubBackbone(), num_classes=19, ppm_features=16, head_features=32,
+                 aux_features=24)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 64)), train=False)["params"]
+  for i in range(4):
+    assert_torch_default_init(torch.nn.Conv2d(64, 16, 1, bias=False),
+                              params["ppm"][f"features_{i}"]["conv"]["kernel"])
+  for name, in_features, hidden in (("cls", 64 + 4 * 16, 32), ("aux", 64, 24)):
+    head = params[name]
+    assert_torch_default_init(torch.nn.Conv2d(in_features, hidden, 3, bias=False),
+                              head["conv_bn"]["conv"]["kernel"])
+    assert_torch_default_init(torch.nn.Conv2d(hidden, 19, 1), head["classifier"]["kernel"],
+                              head["classifier"]["bias"])

@@ -4,7 +4,9 @@ Per bin b: adaptive average pooling to b x b (torch's overlapping windows, `ops/
 1x1 conv without bias -> BN -> ReLU -> bilinear upsample back with align_corners=True. The input
 and the branches are concatenated in the order [x, bin1, bin2, ...], the order the released
 weights were trained with. Branch i is `features_{i}/{conv,bn}` (torch `features.{i}.{1,2}`;
-index 0 of the torch Sequential is the parameter-free pooling).
+index 0 of the torch Sequential is the parameter-free pooling). The convs start from
+`kernel_init`: mmcv ConvModule's He fan-out normal unless the caller says otherwise (ETC's
+PSPNet passes PyTorch's default, which semseg's PPM keeps).
 """
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import ConvBNAct
+from vssjax.models.layers import ConvBNAct, Initializer, conv_init
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.ops.resize import resize_bilinear
 
@@ -29,6 +31,7 @@ class PPM(nn.Module):
   features: int
   bins: Sequence[int] = (1, 2, 3, 6)
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = conv_init
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -36,6 +39,7 @@ class PPM(nn.Module):
     branches = [x]
     for i, bin_size in enumerate(self.bins):
       y = adaptive_avg_pool(x, bin_size)
-      y = ConvBNAct(self.features, 1, dtype=self.dtype, name=f"features_{i}")(y, train=train)
+      y = ConvBNAct(self.features, 1, dtype=self.dtype, kernel_init=self.kernel_init,
+                    name=f"features_{i}")(y, train=train)
       branches.append(resize_bilinear(y, size, align_corners=True))
     return jnp.concatenate(branches, axis=-1)

@@ -8,6 +8,11 @@ label size is the loss's / predictor's business, as for SegFormer.
 
 Tree: `backbone/...` (ResNet), `ppm/features_{i}/{conv,bn}`, `cls|aux/{conv_bn/{conv,bn},
 classifier}`, mirroring torch `layer*`, `ppm.features.{i}.{1,2}`, `cls|aux.{0,1,4}`.
+
+Init: semseg initialises only the ResNet (then loads ImageNet weights into it); the PPM, cls and
+aux convs keep PyTorch's `nn.Conv2d` default, U(+-1/sqrt(fan_in)) for weights and the classifier
+biases (specs/etc.md §5 "heads PyTorch default init"), and so do they here. BatchNorms start at
+scale 1, bias 0 as in torch.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import Conv, ConvBNAct
+from vssjax.models.layers import Conv, ConvBNAct, torch_bias_init, torch_kernel_init
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import resnet
 
@@ -38,10 +43,12 @@ class SegmentationHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    x = ConvBNAct(self.features, 3, dtype=self.dtype, name="conv_bn")(x, train=train)
+    x = ConvBNAct(self.features, 3, dtype=self.dtype, kernel_init=torch_kernel_init,
+                  name="conv_bn")(x, train=train)
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     x = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(x, deterministic=not train)
-    return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+    return Conv(self.num_classes, (1, 1), kernel_init=torch_kernel_init,
+                bias_init=torch_bias_init(self.features), dtype=self.dtype, name="classifier")(x)
 
 
 class PSPNet(nn.Module):
@@ -67,7 +74,8 @@ class PSPNet(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     _, _, c3, c4 = self.backbone(images, train=train)
-    features = PPM(self.ppm_features, self.bins, self.dtype, name="ppm")(c4, train=train)
+    features = PPM(self.ppm_features, self.bins, self.dtype, kernel_init=torch_kernel_init,
+                   name="ppm")(c4, train=train)
     outputs = {"features": features,
                "logits": self._head(self.head_features, "cls")(features, train=train)}
     if self.aux and (train or self.is_initializing()):
