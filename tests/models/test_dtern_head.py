@@ -1,12 +1,14 @@
 """DTERN head: parameter counts of spec §10.2, GTEM and the cosine vs numpy, the temporal path,
-early exit."""
+early exit, the release's init (spec §7)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from flax import traverse_util
 
 from tests.conftest import load_config
+from tests.models.helpers import assert_torch_default_init
 from vssjax.convert.common import abstract_variables
 from vssjax.methods.dtern import build_dtern
 from vssjax.models.dtern_head import GTEM, DTERNHead, cosine_similarity, dwconv_sum
@@ -103,6 +105,34 @@ def test_single_frame_is_the_segformer_branch(head_and_variables):
                     for c, tree in variables.items()}
   want, _ = SegFormerHead(5, 16).apply(segformer_vars, [f[:, 0] for f in features], train=False)
   np.testing.assert_allclose(out["frame_logits"][:, 0], want, atol=1e-6)
+
+
+def test_ltem_and_linear_pred1_start_from_torch_default_init(head_and_variables):
+  """Spec §7: LTEM (CAM, Cluster_Block, Linears, Mlp, DWConvs) and `linear_pred1` have no init
+  hook, so they start from PyTorch's nn.Conv2d / nn.Linear default; `conv_seg` is N(0, 0.01)."""
+  params = head_and_variables[1]["params"]
+  e, conv, linear = 16, torch.nn.Conv2d, torch.nn.Linear
+  for layer in (0, 1):
+    block = params["dtern"][f"cluster_blocks_{layer}"]
+    cam = block["clustering"]["cam"]
+    torch_layers = {name: conv(e, e, 1) for name in ("conv1_1_0", "conv1_2_0", "conv2_5_0",
+                                                        "conv_0")}
+    torch_layers |= {"conv3_1_0": conv(e, e, (1, 3), bias=False),
+                     "conv3_2_0": conv(e, e, (3, 1), bias=False)}
+    for name, kernel in [("conv1_2_2", 3), ("conv2_1_0", 5), ("conv2_2_0", 3), ("conv2_3_0", 3),
+                         ("conv2_4_0", 3), ("excite_0", (1, 11)), ("excite_2", (11, 1))]:
+      torch_layers[name] = conv(e, e, kernel, groups=e)
+    for name, torch_layer in torch_layers.items():
+      assert_torch_default_init(torch_layer, cam[name]["kernel"], cam[name].get("bias"))
+    assert_torch_default_init(conv(e, 6, 1, bias=False),
+                              block["clustering"]["Clustering_0"]["kernel"])
+    mlp = block["mlp"]
+    for torch_layer, leaves in [(linear(e, e), block[name]) for name in ("q", "k", "v", "proj")] + [
+        (linear(e, 4 * e), mlp["fc1"]), (conv(4 * e, 4 * e, 3, groups=4 * e), mlp["dwconv"]),
+        (linear(4 * e, e), mlp["fc2"]), (conv(2 * e, 5, 1), params["linear_pred1"])]:
+      assert_torch_default_init(torch_layer, leaves["kernel"], leaves["bias"])
+  assert abs(float(params["conv_seg"]["kernel"].std()) / 0.01 - 1) < 0.15
+  assert not params["conv_seg"]["bias"].any()
 
 
 @pytest.mark.parametrize("impl", ["shifted", "grouped"])

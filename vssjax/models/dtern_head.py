@@ -8,6 +8,12 @@ convention); the SegFormer branch shares the head's scope, so `decode_head.linea
 
 Entries the release saves but never uses (`conv_seg`, `clustering.norm1`, layer 0's prompts and
 transforms) are created so the checkpoint tree and the parameter count match; they get no gradient.
+
+Init as the release's (specs/dtern.md §7), for training from scratch: mmcv ConvModules (the
+fusion convs, GTEM's projections) He fan-out normal; GTEM's Linears and FCC/VCC trunc-normal 0.02
+with zero biases; `conv_seg` N(0, 0.01) (mmseg's `BaseDecodeHead`). LTEM (`Cluster_layer`, its
+CAM, Mlp and DWConvs) and `linear_pred1` have no init hook, so they keep PyTorch's nn.Conv2d /
+nn.Linear default, U(+-1/sqrt(fan_in)) for weights and biases (`layers.torch_kernel_init`).
 """
 from collections.abc import Sequence
 from typing import Any
@@ -16,8 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, conv_init,
-                                  dense_init, depthwise_conv, gelu, layer_norm)
+from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, dense_init,
+                                  depthwise_conv, gelu, layer_norm, torch_bias_init,
+                                  torch_kernel_init)
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
@@ -30,12 +37,26 @@ _LN_EPS = 1e-5
 _COS_EPS = 1e-8
 
 
-def _conv(features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
-          use_bias: bool = True) -> nn.Conv:
-  """A stride-1 conv with torch's symmetric `k // 2` padding."""
+def _conv(x: jax.Array, features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
+          use_bias: bool = True) -> jax.Array:
+  """`x` through a stride-1 conv with torch's symmetric `k // 2` padding, initialised as
+  torch's nn.Conv2d (LTEM's convs have no init hook)."""
   pads = ((kernel[0] // 2, kernel[0] // 2), (kernel[1] // 2, kernel[1] // 2))
-  return Conv(features, kernel, padding=pads, use_bias=use_bias, kernel_init=conv_init,
-              dtype=dtype, name=name)
+  fan_in = x.shape[-1] * kernel[0] * kernel[1]
+  return Conv(features, kernel, padding=pads, use_bias=use_bias, kernel_init=torch_kernel_init,
+              bias_init=torch_bias_init(fan_in), dtype=dtype, name=name)(x)
+
+
+def _dwconv(kernel: tuple[int, int], name: str, impl: str, dtype: Dtype) -> DepthwiseConv:
+  """A depth-wise conv initialised as torch's nn.Conv2d(groups=C): fan-in kh * kw."""
+  return DepthwiseConv(kernel, impl=impl, dtype=dtype, kernel_init=torch_kernel_init,
+                       bias_init=torch_bias_init(kernel[0] * kernel[1]), name=name)
+
+
+def _dense(features: int, fan_in: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
+  """A Dense initialised as torch's nn.Linear (LTEM's Linears have no init hook)."""
+  return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
+                  dtype=dtype, name=name)
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -82,22 +103,22 @@ class CAM(nn.Module):
     dim, dt = x.shape[-1], self.dtype
 
     def dwconv(kernel, name):
-      return DepthwiseConv(kernel, impl=self.dwconv_impl, dtype=dt, name=name)
+      return _dwconv(kernel, name, self.dwconv_impl, dt)
 
-    x1 = gelu(_conv(dim, (1, 1), "conv1_1_0", dt)(x))
-    x2 = dwconv(3, "conv1_2_2")(gelu(_conv(dim, (1, 1), "conv1_2_0", dt)(x)))
-    local = dwconv_sum(x1, [dwconv(kernel, f"conv2_{i}_0")(x1, apply=False)
+    x1 = gelu(_conv(x, dim, (1, 1), "conv1_1_0", dt))
+    x2 = dwconv((3, 3), "conv1_2_2")(gelu(_conv(x, dim, (1, 1), "conv1_2_0", dt)))
+    local = dwconv_sum(x1, [dwconv((kernel, kernel), f"conv2_{i}_0")(x1, apply=False)
                             for i, kernel in enumerate(self.kernels, start=1)],
                        self.dwconv_impl, dt)
-    local = _conv(dim, (1, 1), f"conv2_{len(self.kernels) + 1}_0", dt)(local)
+    local = _conv(local, dim, (1, 1), f"conv2_{len(self.kernels) + 1}_0", dt)
     local = gelu(BatchNorm(dtype=dt, name=f"conv2_{len(self.kernels) + 1}_1")(local, train=train))
     # Row and column descriptors (means over H resp. W), each convolved along the other axis.
-    g_h = _conv(dim, (1, 3), "conv3_1_0", dt, use_bias=False)(x2.mean(axis=-3, keepdims=True))
+    g_h = _conv(x2.mean(axis=-3, keepdims=True), dim, (1, 3), "conv3_1_0", dt, use_bias=False)
     g_h = BatchNorm(dtype=dt, name="conv3_1_1")(g_h, train=train)
-    g_w = _conv(dim, (3, 1), "conv3_2_0", dt, use_bias=False)(x2.mean(axis=-2, keepdims=True))
+    g_w = _conv(x2.mean(axis=-2, keepdims=True), dim, (3, 1), "conv3_2_0", dt, use_bias=False)
     g_w = BatchNorm(dtype=dt, name="conv3_2_1")(g_w, train=train)
     glob = dwconv((11, 1), "excite_2")(gelu(dwconv((1, 11), "excite_0")(g_h + g_w)))
-    out = _conv(dim, (1, 1), "conv_0", dt)(local * jax.nn.sigmoid(glob) + local)
+    out = _conv(local * jax.nn.sigmoid(glob) + local, dim, (1, 1), "conv_0", dt)
     return gelu(BatchNorm(dtype=dt, name="conv_1")(out, train=train))
 
 
@@ -113,7 +134,7 @@ class ClusterBlock(nn.Module):
     if self.is_initializing():  # saved by the release, never applied
       layer_norm(_LN_EPS, self.dtype, "norm1")(maps[..., :1, :1, :])
     x = CAM(self.kernels, self.dwconv_impl, self.dtype, name="cam")(maps, train=train)
-    return _conv(self.num_clusters, (1, 1), "Clustering_0", self.dtype, use_bias=False)(x)
+    return _conv(x, self.num_clusters, (1, 1), "Clustering_0", self.dtype, use_bias=False)
 
 
 class DepthwiseMlp(nn.Module):
@@ -124,9 +145,9 @@ class DepthwiseMlp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     dim = x.shape[-1]
-    y = nn.Dense(dim * MLP_RATIO, dtype=self.dtype, name="fc1")(x)
-    y = DepthwiseConv(3, impl=self.dwconv_impl, dtype=self.dtype, name="dwconv")(y)
-    return nn.Dense(dim, dtype=self.dtype, name="fc2")(gelu(y))
+    y = _dense(dim * MLP_RATIO, dim, self.dtype, "fc1")(x)
+    y = _dwconv((3, 3), "dwconv", self.dwconv_impl, self.dtype)(y)
+    return _dense(dim, dim * MLP_RATIO, self.dtype, "fc2")(gelu(y))
 
 
 class LTEMLayer(nn.Module):
@@ -160,7 +181,7 @@ class LTEMLayer(nn.Module):
     # One LayerNorm, used three times (post-norm).
     self.norm1 = layer_norm(_LN_EPS, self.dtype)
     self.mlp = DepthwiseMlp(self.dwconv_impl, self.dtype)
-    self.q, self.k, self.v, self.proj = [nn.Dense(dim, dtype=self.dtype) for _ in range(4)]
+    self.q, self.k, self.v, self.proj = [_dense(dim, dim, self.dtype) for _ in range(4)]
 
   def __call__(self, target: jax.Array, refs: jax.Array, prev_logits: jax.Array | None, *,
                train: bool) -> tuple[jax.Array, jax.Array]:
@@ -366,8 +387,10 @@ class DTERNHead(nn.Module):
     self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
                        self.dwconv_impl, self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
-    self.linear_pred1 = Conv(self.num_classes, (1, 1), dtype=self.dtype)
-    self.conv_seg = Conv(self.num_classes, (1, 1), dtype=self.dtype)
+    self.linear_pred1 = Conv(self.num_classes, (1, 1), kernel_init=torch_kernel_init,
+                             bias_init=torch_bias_init(2 * self.embed_dim), dtype=self.dtype)
+    self.conv_seg = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
+                         dtype=self.dtype)
 
   def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
     if len(features) != 4:
