@@ -14,6 +14,10 @@ full-resolution 4E -> E matmul (over half of the head's FLOPs, and the largest o
 docs/benchmarks.md) are gone; parameters, checkpoints and results are unchanged up to float
 rounding (pinned by the HF parity test). In bf16 the folded products and the level sum stay in
 float32, and the sum is rounded once, like a convolution's accumulator.
+
+Init as mmseg's head, for training from scratch: `linear_fuse` is an mmcv ConvModule (He fan-out
+normal, BN 1/0); `linear_c*` (`nn.Linear` in `MLP`) and `linear_pred` (a plain `nn.Conv2d`) have
+no init hook and keep PyTorch's default, U(+-1/sqrt(fan_in)) for weights and biases.
 """
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, LinearWeights, channel_matmul, conv_init
+from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, conv_init,
+                                  torch_bias_init, torch_kernel_init)
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
@@ -70,7 +75,10 @@ class SegFormerHead(nn.Module):
                ) -> tuple[jax.Array, jax.Array]:
     if len(features) != 4:
       raise ValueError(f"SegFormerHead expects 4 feature maps, got {len(features)}")
-    projections = [LinearWeights((feature.shape[-1], self.embed_dim), name=f"linear_c{level}")()
+    projections = [LinearWeights((feature.shape[-1], self.embed_dim),
+                                 kernel_init=torch_kernel_init,
+                                 bias_init=torch_bias_init(feature.shape[-1]),
+                                 name=f"linear_c{level}")()
                    for level, feature in enumerate(features, start=1)]
     fused = _FoldedFuse(self.embed_dim, self.dtype, name="linear_fuse")(
         features, projections, train=train)
@@ -78,5 +86,7 @@ class SegFormerHead(nn.Module):
       return None, fused
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     y = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
-    logits = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="linear_pred")(y)
+    logits = Conv(self.num_classes, (1, 1), kernel_init=torch_kernel_init,
+                  bias_init=torch_bias_init(self.embed_dim), dtype=self.dtype,
+                  name="linear_pred")(y)
     return logits, fused
