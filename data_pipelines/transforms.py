@@ -5,7 +5,9 @@ between consecutive frames. Geometric operations (rescale, rotate, crop, flip) t
 per clip and apply it to every frame, label and flow field, so frames stay aligned with each other
 and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
 (specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2).
-Frames are never normalised here: the model does that.
+Frames are never normalised here: the model does that. So where mmseg pads after Normalize with 0
+and ETC fills with the mean colour (0 once normalised), padding and rotation here fill frames with
+`MEAN_COLOUR`; DCFM fills before normalising, with black (0) or white (255), and says so.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import numpy as np
 from data_pipelines.sources.base import IGNORE_LABEL
 
 _CROP_TRIES = 10  # mmseg RandomCrop re-draws at most 10 times for cat_max_ratio.
+# ImageNet's mean colour (vssjax.models.layers.IMAGENET_MEAN, 123.675, 116.28, 103.53) rounded to
+# what a uint8 frame can hold: it normalises to within 0.01 of 0 (0.0056, -0.0049, 0.0082).
+MEAN_COLOUR = (124, 116, 104)
 
 
 def rescale_size(hw: tuple[int, int], scale: tuple[float, float]) -> tuple[int, int]:
@@ -26,6 +31,12 @@ def rescale_size(hw: tuple[int, int], scale: tuple[float, float]) -> tuple[int, 
   h, w = hw
   factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
   return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def _colour(fill: float | tuple[float, ...]) -> np.ndarray:
+  """A fill value (one grey level or an RGB triple) as the uint8 RGB it puts into a frame,
+  rounded as OpenCV rounds a border value."""
+  return np.clip(np.rint(np.broadcast_to(fill, (3,))), 0, 255).astype(np.uint8)
 
 
 class Clip(NamedTuple):
@@ -74,7 +85,7 @@ def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...]) ->
   with 0 and its vectors rotated with the image."""
   h, w = clip.frames.shape[1:3]
   matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-  fill = tuple(float(v) for v in np.broadcast_to(image_fill, (3,)))
+  fill = tuple(float(v) for v in _colour(image_fill))
 
   def warp(image, interpolation, border):
     return cv2.warpAffine(image, matrix, (w, h), flags=interpolation,
@@ -166,23 +177,40 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
   return image
 
 
-def pad_to(clip: Clip, size: tuple[int, int]) -> Clip:
-  """Pads bottom/right up to size (h, w): frames and flow with 0, labels with 255 (mmseg Pad)."""
-  pad_h, pad_w = max(size[0] - clip.frames.shape[1], 0), max(size[1] - clip.frames.shape[2], 0)
-  if not pad_h and not pad_w:
+def _pad(clip: Clip, rows: tuple[int, int], cols: tuple[int, int],
+         image_fill: float | tuple[float, ...]) -> Clip:
+  """Adds rows (top, bottom) and cols (left, right): frames filled with `image_fill`, labels
+  with 255 and flow with 0."""
+  if not any(rows + cols):
     return clip
-  spatial = ((0, 0), (0, pad_h), (0, pad_w))
-  frames = np.pad(clip.frames, spatial + ((0, 0),))
-  labels = np.pad(clip.labels, spatial, constant_values=IGNORE_LABEL)
-  flow = None if clip.flow is None else np.pad(clip.flow, spatial + ((0, 0),))
+  num, h, w = clip.labels.shape
+  out_hw = (h + sum(rows), w + sum(cols))
+  inner = (slice(None), slice(rows[0], rows[0] + h), slice(cols[0], cols[0] + w))
+  frames = np.empty((num, *out_hw, 3), np.uint8)
+  frames[:] = _colour(image_fill)
+  frames[inner] = clip.frames
+  labels = np.full((num, *out_hw), IGNORE_LABEL, clip.labels.dtype)
+  labels[inner] = clip.labels
+  flow = None
+  if clip.flow is not None:
+    flow = np.zeros((len(clip.flow), *out_hw, 2), clip.flow.dtype)
+    flow[inner] = clip.flow
   return Clip(frames, labels, flow)
+
+
+def pad_to(clip: Clip, size: tuple[int, int], image_fill: float | tuple[float, ...]) -> Clip:
+  """mmseg Pad: bottom/right up to size (h, w); frames filled with `image_fill` (mmseg pads the
+  normalised image with 0, i.e. `MEAN_COLOUR` here), labels with 255, flow with 0."""
+  return _pad(clip, (0, max(size[0] - clip.frames.shape[1], 0)),
+              (0, max(size[1] - clip.frames.shape[2], 0)), image_fill)
 
 
 def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.Generator) -> Clip:
   """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad.
 
   cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
-  optionally rotate_degrees (0: off), rotate_prob, rotate_fill (image fill), blur_prob (0: off).
+  optionally rotate_degrees (0: off), rotate_prob, rotate_fill and pad_fill (image fills, one
+  grey level or RGB; default `MEAN_COLOUR`), blur_prob (0: off).
   With every option off this is mmseg's SegFormer/DTERN pipeline. Returns frames uint8
   [T, h, w, 3], labels int32 [T, h, w] and flow float32 [T-1, h, w, 2] (if given) at crop_size.
   """
@@ -192,7 +220,7 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
   if cfg.get("rotate_degrees", 0.0):
     clip = random_rotate(clip, cfg.rotate_degrees, cfg.get("rotate_prob", 1.0),
-                         cfg.get("rotate_fill", 0), rng)
+                         cfg.get("rotate_fill", MEAN_COLOUR), rng)
   if cfg.get("blur_prob", 0.0):
     clip = random_blur(clip, cfg.blur_prob, rng)
   clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
@@ -200,7 +228,7 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   if cfg.photometric:
     clip = clip._replace(frames=np.stack(
         [photometric_distortion(np.ascontiguousarray(f), rng) for f in clip.frames]))
-  clip = pad_to(clip, crop_size)
+  clip = pad_to(clip, crop_size, cfg.get("pad_fill", MEAN_COLOUR))
   flow = None if clip.flow is None else np.ascontiguousarray(clip.flow, np.float32)
   return Clip(np.ascontiguousarray(clip.frames), clip.labels.astype(np.int32), flow)
 

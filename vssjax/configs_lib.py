@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from data_pipelines.transforms import MEAN_COLOUR
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -139,10 +141,13 @@ def base_config() -> ConfigDict:
       batch_size=16,
       num_workers=0,
       skip_bad_samples=False,
+      # Image fills (rotate_fill, pad_fill) are RGB on the 0..255 scale; the mean colour is 0 once
+      # normalised, which is what mmseg's pad and ETC's fills give (DCFM configs set their own).
       train_transform=ConfigDict(dict(
           scale=(128, 128), ratio_range=(0.5, 2.0), crop_size=(96, 96), cat_max_ratio=0.75,
           flip_prob=0.5, photometric=True,
-          rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=0, blur_prob=0.0)),
+          rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=MEAN_COLOUR, blur_prob=0.0,
+          pad_fill=MEAN_COLOUR)),
       # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
       flow=ConfigDict(dict(method="", cache_dir="")),
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),

@@ -33,7 +33,8 @@ def get_config(arg=None):
   c.data.batch_size = 8
   c.data.train_transform.update(scale=(960, 720), ratio_range=(0.5, 2.0), crop_size=(640, 640),
                                 cat_max_ratio=1.0, flip_prob=0.5, photometric=False,
-                                rotate_degrees=10.0, rotate_prob=1.0, rotate_fill=255)
+                                rotate_degrees=10.0, rotate_prob=1.0, rotate_fill=_BASE["WHITE"],
+                                pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(960, 720), size_divisor=1)
   c.optim.warmup_steps = 0
   c.train.steps = 40_000

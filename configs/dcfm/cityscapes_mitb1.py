@@ -52,7 +52,7 @@ def cityscapes_config(backbone: str, arg=None):
   c.data.train_transform.update(scale=(2 * size, size), ratio_range=(0.5, 2.0),
                                 crop_size=(size, 2 * size), cat_max_ratio=1.0, flip_prob=0.5,
                                 photometric=True, rotate_degrees=10.0, rotate_prob=1.0,
-                                rotate_fill=255)
+                                rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(2 * size, size), size_divisor=1)
   c.optim.lr = 6e-5
   c.train.steps = 160_000

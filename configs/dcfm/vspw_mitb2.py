@@ -36,6 +36,9 @@ PUBLISHED = {
 }
 ENCODER_LR = {"b2": 6e-5, "b5": 4e-5}
 DECODER_LR = 6e-4  # FFM and classifier, both backbones (specs/dcfm.md §6.1)
+# DCFM fills before normalising (specs/dcfm.md §6.2): rotation black (VSPW) or white (Cityscapes,
+# CamVid), crop padding black; not the data default's mean colour.
+BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 
 
 def dcfm_base(backbone: str):
@@ -83,7 +86,8 @@ def dcfm_vspw_config(backbone: str, arg=None):
   c.data.batch_size = 16
   c.data.train_transform.update(scale=(853, 480), ratio_range=(0.5, 2.0), crop_size=(480, 853),
                                 cat_max_ratio=1.0, flip_prob=0.5, photometric=True,
-                                rotate_degrees=20.0, rotate_prob=1.0, rotate_fill=0)
+                                rotate_degrees=20.0, rotate_prob=1.0, rotate_fill=BLACK,
+                                pad_fill=BLACK)
   c.data.eval_transform.update(scale=(853, 480), size_divisor=1)
   c.optim.lr, decoder_lr = ENCODER_LR[backbone], DECODER_LR
   if args.table1:

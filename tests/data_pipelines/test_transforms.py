@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import transforms
+from vssjax.models import layers
 
 C = transforms.Clip
 
@@ -127,13 +128,35 @@ def test_photometric_saturation_zero_gives_gray():
   np.testing.assert_array_equal(out, [[[200, 200, 200]]])  # V = max channel.
 
 
-def test_pad_image_zero_label_ignore():
+@pytest.mark.parametrize("fill, colour", [(0, (0, 0, 0)), ((123.675, 116.28, 103.53),
+                                                            transforms.MEAN_COLOUR)])
+def test_pad_bottom_right_with_the_fill_and_label_ignore(fill, colour):
   frames = np.full((2, 3, 2, 3), 9, np.uint8)
   labels = np.ones((2, 3, 2), np.uint8)
-  f, l, _ = transforms.pad_to(C(frames, labels), (4, 4))
+  f, l, _ = transforms.pad_to(C(frames, labels), (4, 4), fill)
   assert f.shape == (2, 4, 4, 3) and l.shape == (2, 4, 4)
-  assert (f[:, 3:] == 0).all() and (f[:, :, 2:] == 0).all() and (f[:, :3, :2] == 9).all()
+  assert (f[:, 3:] == colour).all() and (f[:, :, 2:] == colour).all()
+  assert (f[:, :3, :2] == 9).all()
   assert (l[:, 3:] == 255).all() and (l[:, :, 2:] == 255).all() and (l[:, :3, :2] == 1).all()
+
+
+def test_mean_colour_normalises_to_about_zero():
+  """Padding with MEAN_COLOUR stands for mmseg's pad of the normalised image with 0."""
+  normalised = ((np.float32(transforms.MEAN_COLOUR) - np.float32(layers.IMAGENET_MEAN))
+                / np.float32(layers.IMAGENET_STD))
+  assert np.abs(normalised).max() < 0.01
+  assert transforms.MEAN_COLOUR == tuple(int(v) for v in np.rint(layers.IMAGENET_MEAN))
+
+
+def test_train_transform_pads_with_the_mean_colour_unless_told():
+  frames = np.full((1, 8, 8, 3), 7, np.uint8)
+  labels = np.zeros((1, 8, 8), np.uint8)
+  cfg = _cfg(scale=(8, 8), ratio_range=(1.0, 1.0), crop_size=(10, 10), flip_prob=0.0)
+  out = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(0))
+  np.testing.assert_array_equal(out.frames[0, 9, 9], transforms.MEAN_COLOUR)
+  cfg.pad_fill = 0  # DCFM pads the image before normalising it.
+  out = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(0))
+  np.testing.assert_array_equal(out.frames[0, 9, 9], (0, 0, 0))
 
 
 def _moving_block_clip(num_frames=4, size=32):
@@ -178,7 +201,7 @@ def test_clip_alignment_with_rescale_crop_flip_and_pad():
     for t in range(4):
       inside = _interior(out_l[t].astype(np.uint8))
       np.testing.assert_array_equal(out_f[t][inside], palette[out_l[t][inside]])
-      assert (out_f[t][out_l[t] == 255] == 0).all()
+      assert (out_f[t][out_l[t] == 255] == transforms.MEAN_COLOUR).all()
     # Frames are not interchangeable: the block moves, so frame 0 disagrees with label 3.
     inside = _interior(out_l[3].astype(np.uint8))
     assert (out_f[0][inside] != palette[out_l[3][inside]]).any(axis=-1).sum() > 0
@@ -268,7 +291,7 @@ def test_flow_crop_and_pad_follow_the_frames():
   clip.flow[0, :, :, 0] = np.arange(36).reshape(6, 6)
   out = transforms.random_crop(clip, (3, 4), 1.0, ScriptedRng(2, 1))
   np.testing.assert_array_equal(out.flow[0, :, :, 0], np.arange(36).reshape(6, 6)[2:5, 1:5])
-  padded = transforms.pad_to(out, (4, 5))
+  padded = transforms.pad_to(out, (4, 5), transforms.MEAN_COLOUR)
   assert padded.flow.shape == (1, 4, 5, 2) and (padded.flow[0, 3] == 0).all()
 
 
