@@ -143,6 +143,24 @@ def random_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
   return Clip(clip.frames[:, box[0], box[1]], clip.labels[:, box[0], box[1]], flow)
 
 
+def random_scaled_crop(clip: Clip, crop_size: tuple[int, int], scale_range: tuple[float, float],
+                       cat_max_ratio: float, image_fill: float | tuple[float, ...],
+                       rng: np.random.Generator) -> Clip:
+  """DCFM's Cityscapes/CamVid scale augmentation (specs/dcfm.md §6.2): crop a box of
+  (int(h * s), int(w * s)), s ~ U[scale_range), from the frame as it is, then resize the box to
+  crop_size (h, w), instead of rescaling the whole frame and cropping crop_size from it.
+
+  The crop is torchvision's RandomCrop(pad_if_needed): a box larger than the frame first pads
+  each side by the shortfall (frames with `image_fill`, labels 255, flow 0), so the frame lands
+  anywhere inside the box, not at its top-left as with mmseg's Pad.
+  """
+  s = rng.uniform(*scale_range)
+  box = (int(crop_size[0] * s), int(crop_size[1] * s))
+  short_h, short_w = (max(b - side, 0) for b, side in zip(box, clip.frames.shape[1:3]))
+  clip = _pad(clip, (short_h, short_h), (short_w, short_w), image_fill)
+  return _resize_clip(random_crop(clip, box, cat_max_ratio, rng), crop_size)
+
+
 def random_hflip(clip: Clip, flip_prob: float, rng: np.random.Generator) -> Clip:
   """Mirrors the clip; flow vectors get their x negated."""
   if rng.random() >= flip_prob:
@@ -210,25 +228,33 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
 
   cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
   optionally rotate_degrees (0: off), rotate_prob, rotate_fill and pad_fill (image fills, one
-  grey level or RGB; default `MEAN_COLOUR`), blur_prob (0: off).
+  grey level or RGB; default `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set:
+  DCFM's crop-then-resize, `random_scaled_crop`, in place of rescale-then-crop, so scale and
+  ratio_range are unused).
   With every option off this is mmseg's SegFormer/DTERN pipeline. Returns frames uint8
   [T, h, w, 3], labels int32 [T, h, w] and flow float32 [T-1, h, w, 2] (if given) at crop_size.
   """
   crop_size = tuple(cfg.crop_size)
   # Labels travel as uint8 (train ids < 255 and ignore = 255), which every cv2 op accepts.
   clip = clip._replace(labels=clip.labels.astype(np.uint8))
-  clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
+  crop_scale_range = tuple(cfg.get("crop_scale_range", ()))
+  pad_fill = cfg.get("pad_fill", MEAN_COLOUR)
+  if not crop_scale_range:
+    clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
   if cfg.get("rotate_degrees", 0.0):
     clip = random_rotate(clip, cfg.rotate_degrees, cfg.get("rotate_prob", 1.0),
                          cfg.get("rotate_fill", MEAN_COLOUR), rng)
   if cfg.get("blur_prob", 0.0):
     clip = random_blur(clip, cfg.blur_prob, rng)
-  clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
+  if crop_scale_range:
+    clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng)
+  else:
+    clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
   clip = random_hflip(clip, cfg.flip_prob, rng)
   if cfg.photometric:
     clip = clip._replace(frames=np.stack(
         [photometric_distortion(np.ascontiguousarray(f), rng) for f in clip.frames]))
-  clip = pad_to(clip, crop_size, cfg.get("pad_fill", MEAN_COLOUR))
+  clip = pad_to(clip, crop_size, pad_fill)
   flow = None if clip.flow is None else np.ascontiguousarray(clip.flow, np.float32)
   return Clip(np.ascontiguousarray(clip.frames), clip.labels.astype(np.int32), flow)
 

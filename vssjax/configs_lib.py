@@ -147,7 +147,10 @@ def base_config() -> ConfigDict:
           scale=(128, 128), ratio_range=(0.5, 2.0), crop_size=(96, 96), cat_max_ratio=0.75,
           flip_prob=0.5, photometric=True,
           rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=MEAN_COLOUR, blur_prob=0.0,
-          pad_fill=MEAN_COLOUR)),
+          pad_fill=MEAN_COLOUR,
+          # (lo, hi): DCFM's crop of crop_size * s, s ~ U[lo, hi), resized to crop_size, in place
+          # of mmseg's rescale by ratio_range and crop; () = off.
+          crop_scale_range=())),
       # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
       flow=ConfigDict(dict(method="", cache_dir="")),
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),

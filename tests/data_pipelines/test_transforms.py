@@ -208,6 +208,47 @@ def test_clip_alignment_with_rescale_crop_flip_and_pad():
   assert padded > 0
 
 
+def test_scaled_crop_crops_int_of_scaled_size_then_resizes():
+  """DCFM's Cityscapes crop: a box of (int(4 * 1.5), int(8 * 1.5)) = (6, 12) at the drawn offset,
+  resized to crop_size (bilinear frames, nearest labels)."""
+  frames = np.random.default_rng(0).integers(0, 255, (2, 10, 20, 3), dtype=np.uint8)
+  labels = np.arange(200, dtype=np.uint8).reshape(1, 10, 20).repeat(2, 0)
+  out = transforms.random_scaled_crop(C(frames, labels), (4, 8), (0.5, 2.0), 1.0, 0,
+                                      ScriptedRng(1.5, 2, 3))
+  box = (slice(2, 8), slice(3, 15))
+  for t in range(2):
+    np.testing.assert_array_equal(out.frames[t], cv2.resize(frames[t][box], (8, 4),
+                                                            interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(out.labels[t], cv2.resize(labels[t][box], (8, 4),
+                                                            interpolation=cv2.INTER_NEAREST))
+
+
+def test_scaled_crop_pads_every_side_like_torchvision_pad_if_needed():
+  """A 6x6 box on a 4x4 frame: the frame is padded by 2 on each side (8x8), so offsets 0..2 put
+  it anywhere in the box; here rows 2-5 and columns 0-3."""
+  frames = np.full((1, 4, 4, 3), 9, np.uint8)
+  out = transforms.random_scaled_crop(C(frames, np.ones((1, 4, 4), np.uint8)), (6, 6),
+                                      (1.0, 1.0), 1.0, (1, 2, 3), ScriptedRng(1.0, 0, 2))
+  inside = np.zeros((6, 6), bool)
+  inside[2:, :4] = True
+  assert (out.frames[0][inside] == 9).all() and (out.frames[0][~inside] == (1, 2, 3)).all()
+  assert (out.labels[0][inside] == 1).all() and (out.labels[0][~inside] == 255).all()
+
+
+def test_scaled_crop_mode_replaces_rescale_and_keeps_the_clip_aligned():
+  palette, frames, labels = _moving_block_clip()
+  cfg = _cfg(crop_size=(16, 24), crop_scale_range=(0.5, 2.0), cat_max_ratio=1.0)
+  boxes = set()
+  for seed in range(12):
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(seed))
+    assert out_f.shape == (4, 16, 24, 3) and out_l.shape == (4, 16, 24)
+    for t in range(4):
+      inside = _interior(out_l[t].astype(np.uint8))
+      np.testing.assert_array_equal(out_f[t][inside], palette[out_l[t][inside]])
+    boxes.add(int((out_l[0] == 255).any()))  # s > 4/3 boxes stick out of the 32x32 frame.
+  assert boxes == {0, 1}
+
+
 def test_photometric_is_drawn_per_frame():
   frames = np.full((4, 8, 8, 3), 120, np.uint8)
   labels = np.zeros((4, 8, 8), np.uint8)
