@@ -4,7 +4,8 @@ A clip is frames uint8 [T, H, W, 3] RGB, labels [T, H, W] (255 = ignore) and opt
 between consecutive frames. Geometric operations (rescale, rotate, crop, flip) take ONE random draw
 per clip and apply it to every frame, label and flow field, so frames stay aligned with each other
 and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
-(specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2).
+(specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2), and
+so are torchvision's ColorJitter and crop-then-resize (DCFM).
 Frames are never normalised here: the model does that. So where mmseg pads after Normalize with 0
 and ETC fills with the mean colour (0 once normalised), padding and rotation here fill frames with
 `MEAN_COLOUR`; DCFM fills before normalising, with black (0) or white (255), and says so.
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import cv2
 import ml_collections
 import numpy as np
+from PIL import Image, ImageEnhance
 
 from data_pipelines.sources.base import IGNORE_LABEL
 
@@ -216,11 +218,65 @@ def _pad(clip: Clip, rows: tuple[int, int], cols: tuple[int, int],
   return Clip(frames, labels, flow)
 
 
+def _adjust_hue(image: Image.Image, factor: float) -> Image.Image:
+  """torchvision's PIL adjust_hue: H (0..255 in Pillow's HSV) + uint8(factor * 255), wrapping;
+  the float -> uint8 cast truncates and wraps negative shifts (-0.1 -> -25 -> 231)."""
+  h, s, v = image.convert("HSV").split()
+  shift = int(factor * 255) % 256
+  h = h.point([(value + shift) % 256 for value in range(256)])
+  return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+# torchvision ColorJitter's ops in its order (brightness, contrast, saturation, hue), as its PIL
+# path computes them: Pillow blends with a black image, a grey image of the mean grey level
+# (rounded) and the image's own grey version (L = ITU-R 601-2, rounded), truncating the result.
+JITTER_OPS = (
+    lambda image, factor: ImageEnhance.Brightness(image).enhance(factor),
+    lambda image, factor: ImageEnhance.Contrast(image).enhance(factor),
+    lambda image, factor: ImageEnhance.Color(image).enhance(factor),
+    _adjust_hue,
+)
+
+
+def color_jitter(image: np.ndarray, strengths: tuple[float, float, float, float],
+                 rng: np.random.Generator) -> np.ndarray:
+  """torchvision ColorJitter(brightness, contrast, saturation, hue) on one uint8 RGB image.
+
+  DCFM jitters PIL images, so this is torchvision's PIL path, with Pillow (specs/dcfm.md §6.2).
+  As ColorJitter.get_params: the four ops in a random order, factors ~ U[max(0, 1 - x), 1 + x]
+  for brightness, contrast and saturation and ~ U[-x, x] for hue; a zero strength skips its op
+  (and its draw). Unlike mmseg's PhotoMetricDistortion every op always applies.
+  """
+  if len(strengths) != 4 or min(strengths) < 0 or strengths[3] > 0.5:
+    raise ValueError(f"color_jitter strengths must be >= 0, hue <= 0.5; got {strengths}")
+  order = rng.permutation(4)
+  ranges = [(max(0.0, 1.0 - x), 1.0 + x) for x in strengths[:3]] + [(-strengths[3], strengths[3])]
+  factors = [rng.uniform(*r) if x else None for x, r in zip(strengths, ranges)]
+  jittered = Image.fromarray(np.ascontiguousarray(image))
+  for op in order:
+    if factors[op] is not None:
+      jittered = JITTER_OPS[op](jittered, factors[op])
+  return np.asarray(jittered)
+
+
 def pad_to(clip: Clip, size: tuple[int, int], image_fill: float | tuple[float, ...]) -> Clip:
   """mmseg Pad: bottom/right up to size (h, w); frames filled with `image_fill` (mmseg pads the
   normalised image with 0, i.e. `MEAN_COLOUR` here), labels with 255, flow with 0."""
   return _pad(clip, (0, max(size[0] - clip.frames.shape[1], 0)),
               (0, max(size[1] - clip.frames.shape[2], 0)), image_fill)
+
+
+def _jitter_frames(frames: np.ndarray, strengths: tuple[float, float, float, float], which: str,
+                   rng: np.random.Generator) -> np.ndarray:
+  """ColorJitter drawn per frame on every frame ('all', DCFM's VSPW) or on the target, the clip's
+  last frame, only ('target', DCFM's Cityscapes, whose partner frame stays as loaded)."""
+  if which not in ("all", "target"):
+    raise ValueError(f"color_jitter_frames must be 'all' or 'target', got {which!r}")
+  first = 0 if which == "all" else len(frames) - 1
+  frames = frames.copy()
+  for t in range(first, len(frames)):
+    frames[t] = color_jitter(frames[t], strengths, rng)
+  return frames
 
 
 def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.Generator) -> Clip:
@@ -230,13 +286,18 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   optionally rotate_degrees (0: off), rotate_prob, rotate_fill and pad_fill (image fills, one
   grey level or RGB; default `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set:
   DCFM's crop-then-resize, `random_scaled_crop`, in place of rescale-then-crop, so scale and
-  ratio_range are unused).
+  ratio_range are unused), color_jitter ((brightness, contrast, saturation, hue); () = off) with
+  color_jitter_frames ('all': one draw per frame; 'target': the last frame only). The jitter comes
+  first, on the frames as loaded, as DCFM's does.
   With every option off this is mmseg's SegFormer/DTERN pipeline. Returns frames uint8
   [T, h, w, 3], labels int32 [T, h, w] and flow float32 [T-1, h, w, 2] (if given) at crop_size.
   """
   crop_size = tuple(cfg.crop_size)
   # Labels travel as uint8 (train ids < 255 and ignore = 255), which every cv2 op accepts.
   clip = clip._replace(labels=clip.labels.astype(np.uint8))
+  if cfg.get("color_jitter", ()):
+    clip = clip._replace(frames=_jitter_frames(clip.frames, tuple(cfg.color_jitter),
+                                               cfg.get("color_jitter_frames", "all"), rng))
   crop_scale_range = tuple(cfg.get("crop_scale_range", ()))
   pad_fill = cfg.get("pad_fill", MEAN_COLOUR)
   if not crop_scale_range:

@@ -150,7 +150,10 @@ def base_config() -> ConfigDict:
           pad_fill=MEAN_COLOUR,
           # (lo, hi): DCFM's crop of crop_size * s, s ~ U[lo, hi), resized to crop_size, in place
           # of mmseg's rescale by ratio_range and crop; () = off.
-          crop_scale_range=())),
+          crop_scale_range=(),
+          # torchvision ColorJitter (brightness, contrast, saturation, hue), DCFM's colour
+          # augmentation, on 'all' frames or the 'target' only; () = off.
+          color_jitter=(), color_jitter_frames="all")),
       # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
       flow=ConfigDict(dict(method="", cache_dir="")),
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),

@@ -3,7 +3,8 @@
   python -m vssjax.main --config=configs/dcfm/cityscapes_mitb1.py --workdir=D \
       --config.data.cityscapes.root=/data/cityscapes --config.init.torch_checkpoint=mit_b1.pth
 
-Pairs (annotated frame a, a +- 1) from the 30-frame sequence snippets; +-10 degree rotation of the
+Pairs (annotated frame a, a +- 1) from the 30-frame sequence snippets; torchvision
+ColorJitter(0.3, 0.3, 0.3, 0.3) of the labelled frame only, then +-10 degree rotation of the
 full 1024x2048 frame (image and label filled with 255), a crop of int(512 s) x int(1024 s),
 s ~ U[0.5, 2) (padded with 0 / 255 where it is larger than the frame), resized to 512x1024, flip;
 16 pairs per step, 160k steps, AdamW 6e-5 (FFM/head x10), lambda 0.4 / beta 10; the head has
@@ -17,8 +18,6 @@ every parameter, poly p=0.9 to 1e-4 after 1500 warm-up steps, 80k steps, batch 8
 1x1 conv from the PPM output to d = 320 (R-18) / 1280 (R-50/101); start from the ImageNet weights
 with `--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep base) or
 `resnet18-f37072fd.pth` (torchvision).
-
-Deviation: colour jitter is applied to both frames here (the release jitters the labelled one).
 
 Arguments: `quick` (tiny synthetic variant), `k=N` (keyframe interval; published K = 2).
 The other Cityscapes/CamVid configs build on `cityscapes_config` here.
@@ -54,7 +53,8 @@ def cityscapes_config(backbone: str, arg=None):
   c.data.batch_size = 16
   c.data.train_transform.update(crop_scale_range=(0.5, 2.0),
                                 crop_size=(size, 2 * size), cat_max_ratio=1.0, flip_prob=0.5,
-                                photometric=True, rotate_degrees=10.0, rotate_prob=1.0,
+                                photometric=False, color_jitter=(0.3, 0.3, 0.3, 0.3),
+                                color_jitter_frames="target", rotate_degrees=10.0, rotate_prob=1.0,
                                 rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(2 * size, size), size_divisor=1)
   c.optim.lr = 6e-5
