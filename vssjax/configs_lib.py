@@ -139,6 +139,9 @@ def base_config() -> ConfigDict:
       synthetic=ConfigDict(dict(
           num_train_videos=200, num_val_videos=16, num_frames=24, height=128, width=128, seed=0)),
       batch_size=16,
+      # What a training epoch visits once each: 'videos' (the sampler picks each one's target) or
+      # 'frames' (every labelled frame as a target; DCFM's VSPW epoch).
+      train_epoch="videos",
       num_workers=0,
       skip_bad_samples=False,
       # Image fills (rotate_fill, pad_fill) are RGB on the 0..255 scale; the mean colour is 0 once
