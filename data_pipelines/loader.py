@@ -30,8 +30,8 @@ class ClipMap(grain.transforms.RandomMap):
   raise, or are skipped and counted.
 
   A skipped sample is replaced by a video drawn from the sample's own RNG, whose target the
-  sampler picks, so the replacement is deterministic too. `num_skipped` counts skips in this process (each Grain worker has its own);
-  every skip is logged with the file it failed on.
+  sampler picks, so the replacement is deterministic too. `num_skipped` counts skips in this
+  process (each Grain worker has its own); every skip is logged with the file it failed on.
   """
 
   def __init__(self, videos: dataset.VideoDataset, sampler: clip_sampling.ClipSampler,

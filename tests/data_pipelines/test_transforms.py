@@ -349,7 +349,8 @@ def test_scaled_crop_mode_replaces_rescale_and_keeps_the_clip_aligned():
   cfg = _cfg(crop_size=(16, 24), crop_scale_range=(0.5, 2.0), cat_max_ratio=1.0)
   boxes = set()
   for seed in range(12):
-    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(seed))
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg,
+                                                 np.random.default_rng(seed))
     assert out_f.shape == (4, 16, 24, 3) and out_l.shape == (4, 16, 24)
     for t in range(4):
       inside = _interior(out_l[t].astype(np.uint8))
