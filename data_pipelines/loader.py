@@ -5,8 +5,8 @@ frames uint8 [B,T,H,W,3] (not normalised), labels int32 [B,T,H,W] (255 = ignore)
 [B,T], and with `data.flow.method` set, flow float32 [B,T-1,H,W,2] between consecutive clip frames
 (`vssjax.flow` convention), computed on the original frames and moved through the augmentation.
 The Grain sampler shards batch numbers over processes and `_LocalBatchMap` turns each into its
-clips: videos shuffled per epoch, forever, and one RNG per sample from (seed, sample index), so a
-restored iterator state replays exactly.
+clips: videos (or, with `data.train_epoch='frames'`, labelled frames) shuffled per epoch, forever,
+and one RNG per sample from (seed, sample index), so a restored iterator state replays exactly.
 """
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ _MAX_BAD_DRAWS = 100  # With skip_bad_samples: give up when this many draws in a
 
 
 class ClipMap(grain.transforms.RandomMap):
-  """video index -> one augmented training clip; bad samples raise, or are skipped and counted.
+  """video index (and optionally its target frame) -> one augmented training clip; bad samples
+  raise, or are skipped and counted.
 
-  A skipped sample is replaced by a video drawn from the sample's own RNG, so the replacement is
-  deterministic too. `num_skipped` counts skips in this process (each Grain worker has its own);
-  every skip is logged with the file it failed on.
+  A skipped sample is replaced by a video drawn from the sample's own RNG, whose target the
+  sampler picks, so the replacement is deterministic too. `num_skipped` counts skips in this
+  process (each Grain worker has its own); every skip is logged with the file it failed on.
   """
 
   def __init__(self, videos: dataset.VideoDataset, sampler: clip_sampling.ClipSampler,
@@ -43,11 +44,15 @@ class ClipMap(grain.transforms.RandomMap):
     self._flow = flow
     self.num_skipped = 0
 
-  def _clip(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  def _clip(self, index: int, target: int | None, rng: np.random.Generator
+            ) -> dict[str, np.ndarray]:
     num_frames = self._videos.num_frames(index)
-    labeled = self._videos.labeled_indices(index)
-    sparse = labeled if len(labeled) < num_frames else None  # Fully labelled: sampler's rule.
-    frame_indices = self._sampler.train_indices(num_frames, rng, sparse)
+    if target is None:
+      labeled = self._videos.labeled_indices(index)
+      targets = labeled if len(labeled) < num_frames else None  # Fully labelled: sampler's rule.
+    else:
+      targets = [target]  # Treated as the video's only labelled frame.
+    frame_indices = self._sampler.train_indices(num_frames, rng, targets)
     clip = self._videos.load(index, frame_indices)
     flow = self._clip_flow(index, frame_indices, clip["frames"]) if self._flow else None
     out = transforms.train_transform(transforms.Clip(clip["frames"], clip["labels"], flow),
@@ -63,18 +68,20 @@ class ClipMap(grain.transforms.RandomMap):
         self._flow(frames[i], frames[i + 1], f"{name}/{frame_indices[i]}-{frame_indices[i + 1]}")
         for i in range(len(frames) - 1)])
 
-  def random_map(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  def random_map(self, element: int, rng: np.random.Generator, target: int | None = None
+                 ) -> dict[str, np.ndarray]:
+    """The clip of video `element` whose target is `target` (None: the sampler draws it)."""
     index = int(element)
     for _ in range(_MAX_BAD_DRAWS):
       try:
-        return self._clip(index, rng)
+        return self._clip(index, target, rng)
       except DataError as e:
         if not self._skip_bad_samples:
           raise
         self.num_skipped += 1
         logging.warning("Skipped bad sample (%d so far in this process): %s", self.num_skipped, e)
         last_error = e
-        index = int(rng.integers(len(self._videos)))
+        index, target = int(rng.integers(len(self._videos))), None
     raise DataError("training data", f"{_MAX_BAD_DRAWS} bad samples in a row; the last: "
                     f"{last_error}") from last_error
 
@@ -115,39 +122,64 @@ class _LocalBatchSampler:
             f"{self._shard_options.shard_count})")
 
 
+def epoch_items(videos: dataset.VideoDataset, unit: str) -> tuple[np.ndarray, np.ndarray | None]:
+  """What one training epoch visits once each: (video index, target frame or None) as two arrays.
+
+  'videos': every video, its target drawn by the clip sampler (mmseg's one clip per video visit).
+  'frames': every labelled frame of every video as the target (DCFM's VSPW epoch, every frame
+  once as x_L, specs/dcfm.md §4.1), so long videos weigh by their length. This reads every
+  video's frame list once, up front: with the ArrayRecord backend, every training record.
+  """
+  if unit == "videos":
+    return np.arange(len(videos)), None
+  if unit != "frames":
+    raise ValueError(f"data.train_epoch must be 'videos' or 'frames', got {unit!r}")
+  labeled = [videos.labeled_indices(i) for i in range(len(videos))]
+  if not any(labeled):
+    raise ValueError("data.train_epoch='frames': the training split has no labelled frame")
+  return (np.repeat(np.arange(len(videos)), [len(frames) for frames in labeled]),
+          np.concatenate([np.asarray(frames, np.int64) for frames in labeled]))
+
+
 class _LocalBatchMap(grain.transforms.Map):
   """Batch number k -> this process's rows of global batch k, stacked.
 
   Global batch k holds positions [k*B, (k+1)*B) of one endless sample stream; process p of P builds
-  rows [p*B/P, (p+1)*B/P). Position g uses video permutation_{g // N}[g % N] (a fresh permutation
-  of the N videos per epoch) and an augmentation RNG seeded by (seed, g). Nothing depends on the
-  process or worker count, so one process or many train on identical batches (tested), and each
-  epoch visits every video once, split disjointly over processes.
+  rows [p*B/P, (p+1)*B/P). Position g uses item permutation_{g // N}[g % N] (a fresh permutation
+  of the N epoch items per epoch: videos, or (video, target frame) pairs, `epoch_items`) and an
+  augmentation RNG seeded by (seed, g). Nothing depends on the process or worker count, so one
+  process or many train on identical batches (tested), and each epoch visits every item once,
+  split disjointly over processes.
   """
 
-  def __init__(self, clip_map: ClipMap, num_videos: int, batch_size: int,
-               shard_options: grain.sharding.ShardOptions, seed: int):
+  def __init__(self, clip_map: ClipMap, items: tuple[np.ndarray, np.ndarray | None],
+               batch_size: int, shard_options: grain.sharding.ShardOptions, seed: int):
     self._clip_map = clip_map
-    self._num_videos = num_videos
+    self._item_videos, self._item_targets = items
     self._batch_size = batch_size
     self._local = per_process_batch_size(batch_size, shard_options.shard_count)
     self._first_row = shard_options.shard_index * self._local
     self._seed = seed
     self._epoch_order: tuple[int, np.ndarray] | None = None
 
-  def _video_at(self, position: int) -> int:
-    epoch, offset = divmod(position, self._num_videos)
+  def _item_at(self, position: int) -> tuple[int, int | None]:
+    """(video, target frame or None) of stream position `position`."""
+    num_items = len(self._item_videos)
+    epoch, offset = divmod(position, num_items)
     if self._epoch_order is None or self._epoch_order[0] != epoch:
-      order = np.random.default_rng([self._seed, epoch]).permutation(self._num_videos)
+      order = np.random.default_rng([self._seed, epoch]).permutation(num_items)
       self._epoch_order = (epoch, order)
-    return int(self._epoch_order[1][offset])
+    item = self._epoch_order[1][offset]
+    target = None if self._item_targets is None else int(self._item_targets[item])
+    return int(self._item_videos[item]), target
 
   def map(self, element: int) -> dict[str, np.ndarray]:
     start = int(element) * self._batch_size + self._first_row
     clips = []
     for position in range(start, start + self._local):
       rng = sample_rng(self._seed, position)
-      clips.append(self._clip_map.random_map(self._video_at(position), rng))
+      video, target = self._item_at(position)
+      clips.append(self._clip_map.random_map(video, rng, target))
     return {key: np.stack([clip[key] for clip in clips]) for key in clips[0]}
 
 
@@ -159,7 +191,7 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
   Args:
     data_cfg: the `data` config (source, backend, train_split, batch_size (global), num_workers,
       skip_bad_samples, train_transform, optional flow=dict(method='dis'|'farneback'|'',
-      cache_dir)).
+      cache_dir), optional train_epoch='videos'|'frames' (`epoch_items`; default 'videos')).
     sampler: turns a video's length into a clip's frame indices.
     seed: shuffling and augmentation seed (non-negative 32-bit).
     shard_options: which rows of each global batch this process builds; default: by JAX process.
@@ -170,7 +202,8 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
   flow = (FlowProvider(flow_cfg.method, flow_cfg.get("cache_dir", ""))
           if flow_cfg is not None and flow_cfg.get("method", "") else None)
   clip_map = ClipMap(videos, sampler, data_cfg.train_transform, data_cfg.skip_bad_samples, flow)
-  batch_map = _LocalBatchMap(clip_map, len(videos), data_cfg.batch_size, shard_options, seed)
+  items = epoch_items(videos, data_cfg.get("train_epoch", "videos"))
+  batch_map = _LocalBatchMap(clip_map, items, data_cfg.batch_size, shard_options, seed)
   return grain.DataLoader(
       data_source=grain.sources.RangeDataSource(0, 2**62, 1),  # batch numbers, endless
       sampler=_LocalBatchSampler(shard_options),

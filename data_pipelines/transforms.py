@@ -4,8 +4,11 @@ A clip is frames uint8 [T, H, W, 3] RGB, labels [T, H, W] (255 = ignore) and opt
 between consecutive frames. Geometric operations (rescale, rotate, crop, flip) take ONE random draw
 per clip and apply it to every frame, label and flow field, so frames stay aligned with each other
 and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
-(specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2).
-Frames are never normalised here: the model does that.
+(specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2), and
+so are torchvision's ColorJitter and crop-then-resize (DCFM).
+Frames are never normalised here: the model does that. So where mmseg pads after Normalize with 0
+and ETC fills with the mean colour (0 once normalised), padding and rotation here fill frames with
+`MEAN_COLOUR`; DCFM fills before normalising, with black (0) or white (255), and says so.
 """
 from __future__ import annotations
 
@@ -14,10 +17,14 @@ from typing import NamedTuple
 import cv2
 import ml_collections
 import numpy as np
+from PIL import Image, ImageEnhance
 
 from data_pipelines.sources.base import IGNORE_LABEL
 
 _CROP_TRIES = 10  # mmseg RandomCrop re-draws at most 10 times for cat_max_ratio.
+# ImageNet's mean colour (vssjax.models.layers.IMAGENET_MEAN, 123.675, 116.28, 103.53) rounded to
+# what a uint8 frame can hold: it normalises to within 0.01 of 0 (0.0056, -0.0049, 0.0082).
+MEAN_COLOUR = (124, 116, 104)
 
 
 def rescale_size(hw: tuple[int, int], scale: tuple[float, float]) -> tuple[int, int]:
@@ -26,6 +33,12 @@ def rescale_size(hw: tuple[int, int], scale: tuple[float, float]) -> tuple[int, 
   h, w = hw
   factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
   return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def _colour(fill: float | tuple[float, ...]) -> np.ndarray:
+  """A fill value (one grey level or an RGB triple) as the uint8 RGB it puts into a frame,
+  rounded as OpenCV rounds a border value."""
+  return np.clip(np.rint(np.broadcast_to(fill, (3,))), 0, 255).astype(np.uint8)
 
 
 class Clip(NamedTuple):
@@ -74,7 +87,7 @@ def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...]) ->
   with 0 and its vectors rotated with the image."""
   h, w = clip.frames.shape[1:3]
   matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-  fill = tuple(float(v) for v in np.broadcast_to(image_fill, (3,)))
+  fill = tuple(float(v) for v in _colour(image_fill))
 
   def warp(image, interpolation, border):
     return cv2.warpAffine(image, matrix, (w, h), flags=interpolation,
@@ -132,6 +145,24 @@ def random_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
   return Clip(clip.frames[:, box[0], box[1]], clip.labels[:, box[0], box[1]], flow)
 
 
+def random_scaled_crop(clip: Clip, crop_size: tuple[int, int], scale_range: tuple[float, float],
+                       cat_max_ratio: float, image_fill: float | tuple[float, ...],
+                       rng: np.random.Generator) -> Clip:
+  """DCFM's Cityscapes/CamVid scale augmentation (specs/dcfm.md §6.2): crop a box of
+  (int(h * s), int(w * s)), s ~ U[scale_range), from the frame as it is, then resize the box to
+  crop_size (h, w), instead of rescaling the whole frame and cropping crop_size from it.
+
+  The crop is torchvision's RandomCrop(pad_if_needed): a box larger than the frame first pads
+  each side by the shortfall (frames with `image_fill`, labels 255, flow 0), so the frame lands
+  anywhere inside the box, not at its top-left as with mmseg's Pad.
+  """
+  s = rng.uniform(*scale_range)
+  box = (int(crop_size[0] * s), int(crop_size[1] * s))
+  short_h, short_w = (max(b - side, 0) for b, side in zip(box, clip.frames.shape[1:3]))
+  clip = _pad(clip, (short_h, short_h), (short_w, short_w), image_fill)
+  return _resize_clip(random_crop(clip, box, cat_max_ratio, rng), crop_size)
+
+
 def random_hflip(clip: Clip, flip_prob: float, rng: np.random.Generator) -> Clip:
   """Mirrors the clip; flow vectors get their x negated."""
   if rng.random() >= flip_prob:
@@ -166,41 +197,125 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
   return image
 
 
-def pad_to(clip: Clip, size: tuple[int, int]) -> Clip:
-  """Pads bottom/right up to size (h, w): frames and flow with 0, labels with 255 (mmseg Pad)."""
-  pad_h, pad_w = max(size[0] - clip.frames.shape[1], 0), max(size[1] - clip.frames.shape[2], 0)
-  if not pad_h and not pad_w:
+def _pad(clip: Clip, rows: tuple[int, int], cols: tuple[int, int],
+         image_fill: float | tuple[float, ...]) -> Clip:
+  """Adds rows (top, bottom) and cols (left, right): frames filled with `image_fill`, labels
+  with 255 and flow with 0."""
+  if not any(rows + cols):
     return clip
-  spatial = ((0, 0), (0, pad_h), (0, pad_w))
-  frames = np.pad(clip.frames, spatial + ((0, 0),))
-  labels = np.pad(clip.labels, spatial, constant_values=IGNORE_LABEL)
-  flow = None if clip.flow is None else np.pad(clip.flow, spatial + ((0, 0),))
+  num, h, w = clip.labels.shape
+  out_hw = (h + sum(rows), w + sum(cols))
+  inner = (slice(None), slice(rows[0], rows[0] + h), slice(cols[0], cols[0] + w))
+  frames = np.empty((num, *out_hw, 3), np.uint8)
+  frames[:] = _colour(image_fill)
+  frames[inner] = clip.frames
+  labels = np.full((num, *out_hw), IGNORE_LABEL, clip.labels.dtype)
+  labels[inner] = clip.labels
+  flow = None
+  if clip.flow is not None:
+    flow = np.zeros((len(clip.flow), *out_hw, 2), clip.flow.dtype)
+    flow[inner] = clip.flow
   return Clip(frames, labels, flow)
+
+
+def _adjust_hue(image: Image.Image, factor: float) -> Image.Image:
+  """torchvision's PIL adjust_hue: H (0..255 in Pillow's HSV) + uint8(factor * 255), wrapping;
+  the float -> uint8 cast truncates and wraps negative shifts (-0.1 -> -25 -> 231)."""
+  h, s, v = image.convert("HSV").split()
+  shift = int(factor * 255) % 256
+  h = h.point([(value + shift) % 256 for value in range(256)])
+  return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+# torchvision ColorJitter's ops in its order (brightness, contrast, saturation, hue), as its PIL
+# path computes them: Pillow blends with a black image, a grey image of the mean grey level
+# (rounded) and the image's own grey version (L = ITU-R 601-2, rounded), truncating the result.
+JITTER_OPS = (
+    lambda image, factor: ImageEnhance.Brightness(image).enhance(factor),
+    lambda image, factor: ImageEnhance.Contrast(image).enhance(factor),
+    lambda image, factor: ImageEnhance.Color(image).enhance(factor),
+    _adjust_hue,
+)
+
+
+def color_jitter(image: np.ndarray, strengths: tuple[float, float, float, float],
+                 rng: np.random.Generator) -> np.ndarray:
+  """torchvision ColorJitter(brightness, contrast, saturation, hue) on one uint8 RGB image.
+
+  DCFM jitters PIL images, so this is torchvision's PIL path, with Pillow (specs/dcfm.md §6.2).
+  As ColorJitter.get_params: the four ops in a random order, factors ~ U[max(0, 1 - x), 1 + x]
+  for brightness, contrast and saturation and ~ U[-x, x] for hue; a zero strength skips its op
+  (and its draw). Unlike mmseg's PhotoMetricDistortion every op always applies.
+  """
+  if len(strengths) != 4 or min(strengths) < 0 or strengths[3] > 0.5:
+    raise ValueError(f"color_jitter strengths must be >= 0, hue <= 0.5; got {strengths}")
+  order = rng.permutation(4)
+  ranges = [(max(0.0, 1.0 - x), 1.0 + x) for x in strengths[:3]] + [(-strengths[3], strengths[3])]
+  factors = [rng.uniform(*r) if x else None for x, r in zip(strengths, ranges)]
+  jittered = Image.fromarray(np.ascontiguousarray(image))
+  for op in order:
+    if factors[op] is not None:
+      jittered = JITTER_OPS[op](jittered, factors[op])
+  return np.asarray(jittered)
+
+
+def pad_to(clip: Clip, size: tuple[int, int], image_fill: float | tuple[float, ...]) -> Clip:
+  """mmseg Pad: bottom/right up to size (h, w); frames filled with `image_fill` (mmseg pads the
+  normalised image with 0, i.e. `MEAN_COLOUR` here), labels with 255, flow with 0."""
+  return _pad(clip, (0, max(size[0] - clip.frames.shape[1], 0)),
+              (0, max(size[1] - clip.frames.shape[2], 0)), image_fill)
+
+
+def _jitter_frames(frames: np.ndarray, strengths: tuple[float, float, float, float], which: str,
+                   rng: np.random.Generator) -> np.ndarray:
+  """ColorJitter drawn per frame on every frame ('all', DCFM's VSPW) or on the target, the clip's
+  last frame, only ('target', DCFM's Cityscapes, whose partner frame stays as loaded)."""
+  if which not in ("all", "target"):
+    raise ValueError(f"color_jitter_frames must be 'all' or 'target', got {which!r}")
+  first = 0 if which == "all" else len(frames) - 1
+  frames = frames.copy()
+  for t in range(first, len(frames)):
+    frames[t] = color_jitter(frames[t], strengths, rng)
+  return frames
 
 
 def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.Generator) -> Clip:
   """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad.
 
   cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
-  optionally rotate_degrees (0: off), rotate_prob, rotate_fill (image fill), blur_prob (0: off).
+  optionally rotate_degrees (0: off), rotate_prob, rotate_fill and pad_fill (image fills, one
+  grey level or RGB; default `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set:
+  DCFM's crop-then-resize, `random_scaled_crop`, in place of rescale-then-crop, so scale and
+  ratio_range are unused), color_jitter ((brightness, contrast, saturation, hue); () = off) with
+  color_jitter_frames ('all': one draw per frame; 'target': the last frame only). The jitter comes
+  first, on the frames as loaded, as DCFM's does.
   With every option off this is mmseg's SegFormer/DTERN pipeline. Returns frames uint8
   [T, h, w, 3], labels int32 [T, h, w] and flow float32 [T-1, h, w, 2] (if given) at crop_size.
   """
   crop_size = tuple(cfg.crop_size)
   # Labels travel as uint8 (train ids < 255 and ignore = 255), which every cv2 op accepts.
   clip = clip._replace(labels=clip.labels.astype(np.uint8))
-  clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
+  if cfg.get("color_jitter", ()):
+    clip = clip._replace(frames=_jitter_frames(clip.frames, tuple(cfg.color_jitter),
+                                               cfg.get("color_jitter_frames", "all"), rng))
+  crop_scale_range = tuple(cfg.get("crop_scale_range", ()))
+  pad_fill = cfg.get("pad_fill", MEAN_COLOUR)
+  if not crop_scale_range:
+    clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
   if cfg.get("rotate_degrees", 0.0):
     clip = random_rotate(clip, cfg.rotate_degrees, cfg.get("rotate_prob", 1.0),
-                         cfg.get("rotate_fill", 0), rng)
+                         cfg.get("rotate_fill", MEAN_COLOUR), rng)
   if cfg.get("blur_prob", 0.0):
     clip = random_blur(clip, cfg.blur_prob, rng)
-  clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
+  if crop_scale_range:
+    clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng)
+  else:
+    clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
   clip = random_hflip(clip, cfg.flip_prob, rng)
   if cfg.photometric:
     clip = clip._replace(frames=np.stack(
         [photometric_distortion(np.ascontiguousarray(f), rng) for f in clip.frames]))
-  clip = pad_to(clip, crop_size)
+  clip = pad_to(clip, crop_size, pad_fill)
   flow = None if clip.flow is None else np.ascontiguousarray(clip.flow, np.float32)
   return Clip(np.ascontiguousarray(clip.frames), clip.labels.astype(np.int32), flow)
 

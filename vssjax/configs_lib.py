@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from data_pipelines.transforms import MEAN_COLOUR
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -137,12 +139,24 @@ def base_config() -> ConfigDict:
       synthetic=ConfigDict(dict(
           num_train_videos=200, num_val_videos=16, num_frames=24, height=128, width=128, seed=0)),
       batch_size=16,
+      # What a training epoch visits once each: 'videos' (the sampler picks each one's target) or
+      # 'frames' (every labelled frame as a target; DCFM's VSPW epoch).
+      train_epoch="videos",
       num_workers=0,
       skip_bad_samples=False,
+      # Image fills (rotate_fill, pad_fill) are RGB on the 0..255 scale; the mean colour is 0 once
+      # normalised, which is what mmseg's pad and ETC's fills give (DCFM configs set their own).
       train_transform=ConfigDict(dict(
           scale=(128, 128), ratio_range=(0.5, 2.0), crop_size=(96, 96), cat_max_ratio=0.75,
           flip_prob=0.5, photometric=True,
-          rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=0, blur_prob=0.0)),
+          rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=MEAN_COLOUR, blur_prob=0.0,
+          pad_fill=MEAN_COLOUR,
+          # (lo, hi): DCFM's crop of crop_size * s, s ~ U[lo, hi), resized to crop_size, in place
+          # of mmseg's rescale by ratio_range and crop; () = off.
+          crop_scale_range=(),
+          # torchvision ColorJitter (brightness, contrast, saturation, hue), DCFM's colour
+          # augmentation, on 'all' frames or the 'target' only; () = off.
+          color_jitter=(), color_jitter_frames="all")),
       # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
       flow=ConfigDict(dict(method="", cache_dir="")),
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),

@@ -4,11 +4,11 @@
       --config.data.camvid.root=/data/CamVid --config.init.torch_checkpoint=resnet50_v2.pth
 
 Needs the 30 fps frames next to the labelled ones (`frames/`, see docs/data.md) for the
-neighbours. 640x640 crops, no colour jitter, +-10 degree rotation, batch 8, SGD 2e-2 with poly
-p=0.9 to 1e-5 and no warm-up, 40k steps; test at the native 720x960 on [a-1, a, a+1], twice
-(K = 2, the labelled frame once non-key and once a keyframe).
-Deviation: the release crops a random square of side 640*U[0.5, 1) and resizes it to 640; here the
-frames are rescaled by 0.5-2.0 and cropped to 640x640 (mmseg-style).
+neighbours. +-10 degree rotation (image and label filled with 255), a square crop of side
+int(640 u), u ~ U[0.5, 1), of the 720x960 frame resized to 640x640, flip (the release flips before
+resizing: the same distribution), no colour jitter; batch 8, SGD 2e-2 with poly p=0.9 to 1e-5 and
+no warm-up, 40k steps; test at the native 720x960 on [a-1, a, a+1], twice (K = 2, the labelled
+frame once non-key and once a keyframe).
 
 Arguments: `quick`, `k=N` as in cityscapes_mitb1.py.
 """
@@ -31,9 +31,10 @@ def get_config(arg=None):
   c.data.num_classes = 11
   c.data.eval_label_window = (1, 1)
   c.data.batch_size = 8
-  c.data.train_transform.update(scale=(960, 720), ratio_range=(0.5, 2.0), crop_size=(640, 640),
+  c.data.train_transform.update(crop_scale_range=(0.5, 1.0), crop_size=(640, 640),
                                 cat_max_ratio=1.0, flip_prob=0.5, photometric=False,
-                                rotate_degrees=10.0, rotate_prob=1.0, rotate_fill=255)
+                                rotate_degrees=10.0, rotate_prob=1.0, rotate_fill=_BASE["WHITE"],
+                                pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(960, 720), size_divisor=1)
   c.optim.warmup_steps = 0
   c.train.steps = 40_000

@@ -3,19 +3,21 @@
   python -m vssjax.main --config=configs/dcfm/cityscapes_mitb1.py --workdir=D \
       --config.data.cityscapes.root=/data/cityscapes --config.init.torch_checkpoint=mit_b1.pth
 
-Pairs (annotated frame a, a +- 1) from the 30-frame sequence snippets, 512x1024 crops of the
-full frame scaled by 0.5-2.0 with +-10 degree rotation, 16 pairs per step, 160k steps, AdamW 6e-5
-(FFM/head x10), lambda 0.4 / beta 10; the head has the extra 1x1 conv + BN + ReLU (head_nums 1).
+Pairs (annotated frame a, a +- 1) from the 30-frame sequence snippets; torchvision
+ColorJitter(0.3, 0.3, 0.3, 0.3) of the labelled frame only, then +-10 degree rotation of the
+full 1024x2048 frame (image and label filled with 255), a crop of int(512 s) x int(1024 s),
+s ~ U[0.5, 2) (padded with 0 / 255 where it is larger than the frame), resized to 512x1024, flip;
+16 pairs per step, 160k steps, AdamW 6e-5 (FFM/head x10), lambda 0.4 / beta 10; the head has
+the extra 1x1 conv + BN + ReLU (head_nums 1).
 Test: shorter side 512, logits upsampled to the 1024x2048 labels; the clip [a-1, a, a+1] is
 evaluated twice, with a as a B-mode non-key frame and as a keyframe (K = 2), both counted.
 
-ResNet-18/50/101 (cityscapes_r*.py): 768x1536 crops, SGD (momentum 0.9, wd 5e-4) at 1e-2 for
+ResNet-18/50/101 (cityscapes_r*.py): crops of int(768 s) x int(1536 s) resized to 768x1536 (for
+s > 4/3 the box outgrows the frame and is padded), SGD (momentum 0.9, wd 5e-4) at 1e-2 for
 every parameter, poly p=0.9 to 1e-4 after 1500 warm-up steps, 80k steps, batch 8 (R-101: 4), a
 1x1 conv from the PPM output to d = 320 (R-18) / 1280 (R-50/101); start from the ImageNet weights
 with `--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep base) or
 `resnet18-f37072fd.pth` (torchvision).
-
-Deviation: colour jitter is applied to both frames here (the release jitters the labelled one).
 
 Arguments: `quick` (tiny synthetic variant), `k=N` (keyframe interval; published K = 2).
 The other Cityscapes/CamVid configs build on `cityscapes_config` here.
@@ -49,10 +51,11 @@ def cityscapes_config(backbone: str, arg=None):
   c.data.eval_label_window = (1, 1)
   size = 512 if backbone.startswith("b") else 768
   c.data.batch_size = 16
-  c.data.train_transform.update(scale=(2 * size, size), ratio_range=(0.5, 2.0),
+  c.data.train_transform.update(crop_scale_range=(0.5, 2.0),
                                 crop_size=(size, 2 * size), cat_max_ratio=1.0, flip_prob=0.5,
-                                photometric=True, rotate_degrees=10.0, rotate_prob=1.0,
-                                rotate_fill=255)
+                                photometric=False, color_jitter=(0.3, 0.3, 0.3, 0.3),
+                                color_jitter_frames="target", rotate_degrees=10.0, rotate_prob=1.0,
+                                rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(2 * size, size), size_divisor=1)
   c.optim.lr = 6e-5
   c.train.steps = 160_000

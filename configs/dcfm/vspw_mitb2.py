@@ -9,9 +9,12 @@
   python -m vssjax.main --config=configs/dcfm/vspw_mitb2.py --workdir=D \
       --config.data.vspw.root=/data/VSPW_480p --config.init.torch_checkpoint=mit_b2.pth
 
-Pairs [x_U, x_L] with x_U one frame before or after (R = 1, clamped), 480x853 crops, 16 pairs per
-step, 160k steps; AdamW (wd 0.01 on everything) at 6e-5 for the encoder (MiT + MLP decoder) and
-6e-4 for FFM and classifier (B5: 4e-5 and 6e-4); poly p=1 with 1500 warm-up steps; lambda 0.4 / beta 10 as released.
+Pairs [x_U, x_L], every training frame once per epoch as x_L, with x_U one frame before or after
+(R = 1, clamped); torchvision ColorJitter(0.2, 0.2, 0.2, 0.2) of each frame (own draws), rescale
+by 0.5-2.0, +-20 degree rotation (image filled with 0, label 255), 480x853 crops (padded 0 / 255),
+flip; 16 pairs per step, 160k steps; AdamW (wd 0.01 on everything) at 6e-5 for the encoder (MiT +
+MLP decoder) and 6e-4 for FFM and classifier (B5: 4e-5 and 6e-4); poly p=1 with 1500 warm-up
+steps; lambda 0.4 / beta 10 as released.
 Test: frames resized to 480x853, keyframe interval K = 2, B mode, first keyframe rotating across
 videos. The published row is Table II's K = 2.
 
@@ -36,6 +39,9 @@ PUBLISHED = {
 }
 ENCODER_LR = {"b2": 6e-5, "b5": 4e-5}
 DECODER_LR = 6e-4  # FFM and classifier, both backbones (specs/dcfm.md §6.1)
+# DCFM fills before normalising (specs/dcfm.md §6.2): rotation black (VSPW) or white (Cityscapes,
+# CamVid), crop padding black; not the data default's mean colour.
+BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 
 
 def dcfm_base(backbone: str):
@@ -81,9 +87,12 @@ def dcfm_vspw_config(backbone: str, arg=None):
   c.data.vspw = configs_lib.ConfigDict(dict(root=""))
   c.data.num_classes = 124
   c.data.batch_size = 16
+  c.data.train_epoch = "frames"  # every frame once per epoch as x_L (specs/dcfm.md §4.1)
   c.data.train_transform.update(scale=(853, 480), ratio_range=(0.5, 2.0), crop_size=(480, 853),
-                                cat_max_ratio=1.0, flip_prob=0.5, photometric=True,
-                                rotate_degrees=20.0, rotate_prob=1.0, rotate_fill=0)
+                                cat_max_ratio=1.0, flip_prob=0.5, photometric=False,
+                                color_jitter=(0.2, 0.2, 0.2, 0.2), color_jitter_frames="all",
+                                rotate_degrees=20.0, rotate_prob=1.0, rotate_fill=BLACK,
+                                pad_fill=BLACK)
   c.data.eval_transform.update(scale=(853, 480), size_divisor=1)
   c.optim.lr, decoder_lr = ENCODER_LR[backbone], DECODER_LR
   if args.table1:

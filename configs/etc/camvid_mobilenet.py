@@ -36,7 +36,6 @@ def camvid_config(backbone: str, variant: str):
   c.data.train_transform.update(
       scale=(960, 720), ratio_range=(0.5, 2.0), crop_size=(640, 640), cat_max_ratio=1.0,
       flip_prob=0.5, photometric=False, rotate_degrees=10.0, rotate_prob=0.5, blur_prob=0.5)
-  _BASE["mean_colour_fill"](c)
   c.data.eval_transform.update(scale=(960, 720), size_divisor=1)
   if variant == "distill":
     c.method.teacher.config = _BASE["sibling"](__file__, "camvid_psp101.py")

@@ -19,8 +19,11 @@ class-weighted CE + 0.4 aux. Test: full 1024x2048 frames, single scale, logits u
 align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair
 of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`).
 
-Deviations: TC uses OpenCV DIS flow instead of FlowNet2 (same 108 snippets as the release's
-published TC). Crops smaller than 769 are padded with 0, not the mean colour.
+Rotation and crop padding fill with the ImageNet mean colour (the data default, rounded to
+uint8: within 0.01 of ETC's exact 0 after normalisation).
+
+Deviation: TC uses OpenCV DIS flow instead of FlowNet2 (same 108 snippets as the release's
+published TC).
 
 Arguments: `quick` (tiny synthetic variant). This file holds the builders of the other ETC configs
 (`etc_base`, `cityscapes_config`, `quick_variant`).
@@ -32,7 +35,6 @@ from data_pipelines.clip_sampling import ETC_PARTNER_OFFSETS
 from vssjax import configs_lib
 from vssjax.methods.etc_losses import (AUX_WEIGHT, CITYSCAPES_CLASS_WEIGHTS, MULTI_FRAME_POOL,
                                        SELF_SIMILARITY_POOL, TEMPORAL_WEIGHT)
-from vssjax.models.layers import IMAGENET_MEAN
 
 VARIANTS = ("baseline", "temporal", "distill")
 _SOURCE = ("ETC README (irfanICMLL/ETC-Real-time-Per-frame-Semantic-video-segmentation), "
@@ -100,12 +102,6 @@ def quick_variant(c):
     c.method.teacher.config += ",quick" if ":" in c.method.teacher.config else ":quick"
 
 
-def mean_colour_fill(c):
-  """Rotation fills images with the ImageNet mean colour, as ETC's transforms do."""
-  with c.ignore_type():  # the default fill is one grey level
-    c.data.train_transform.rotate_fill = IMAGENET_MEAN
-
-
 def cityscapes_data(c, crop: int):
   """Cityscapes snippets, ETC's joint augmentation, full-resolution single-scale test with TC."""
   c.data.source = "cityscapes"
@@ -115,7 +111,6 @@ def cityscapes_data(c, crop: int):
   c.data.train_transform.update(
       scale=(2048, 1024), ratio_range=(0.5, 2.0), crop_size=(crop, crop), cat_max_ratio=1.0,
       flip_prob=0.5, photometric=False, rotate_degrees=10.0, rotate_prob=0.5, blur_prob=0.5)
-  mean_colour_fill(c)
   c.data.eval_transform.update(scale=(2048, 1024), size_divisor=1)
   c.eval.temporal_consistency = True
   c.eval.tc_video_list = "cityscapes_valsam.txt"  # TC on ETC's 108 "valsam" snippets

@@ -50,9 +50,13 @@ def read_palette_label(payload: base.Payload, where: str) -> np.ndarray:
 
 
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
-  """mmseg reduce_zero_label: 0 ("others") -> 255, v -> v - 1, 255 stays 255."""
+  """Raw 1..124 -> train ids 0..123; 0 ("others") and every raw value > 124 -> 255 (ignore).
+
+  DCFM's loader ignores all of 125..255 (specs/dcfm.md §6.2). mmseg's reduce_zero_label (DTERN,
+  SegFormer) maps only 255 there, but VSPW's masks hold no 125..254, so both agree on the data.
+  """
   raw = raw.astype(np.int32)
-  return np.where((raw == 0) | (raw == base.IGNORE_LABEL), base.IGNORE_LABEL, raw - 1)
+  return np.where((raw == 0) | (raw > NUM_CLASSES), base.IGNORE_LABEL, raw - 1)
 
 
 def read_video_list(path: str) -> list[str]:

@@ -179,3 +179,64 @@ def test_global_batches_do_not_depend_on_the_process_count(tmp_path):
     for key in batch:  # process 0 builds the first half of every global batch, process 1 the rest
       np.testing.assert_array_equal(
           batch[key], np.concatenate([halves[0][step][key], halves[1][step][key]]))
+
+
+def _sparse_videos():
+  """Three constant videos of 6 frames; video 1 has labels on frames 2 and 5 only."""
+  source = helpers.ConstantSource(num_videos=3, num_frames=6, size=8)
+  records = source.videos("train")
+  sparse = tuple(f if t in (2, 5) else base.FrameRef(f.frame_id, f.image)
+                 for t, f in enumerate(records[1].frames))
+  records[1] = base.VideoRecord(records[1].name, sparse)
+  return dataset.VideoDataset(records, source, labels_mapped=False)
+
+
+def test_epoch_items_are_videos_or_labelled_frames():
+  videos = _sparse_videos()
+  items, targets = loader.epoch_items(videos, "videos")
+  assert items.tolist() == [0, 1, 2] and targets is None
+  items, targets = loader.epoch_items(videos, "frames")
+  assert list(zip(items.tolist(), targets.tolist())) == (
+      [(0, t) for t in range(6)] + [(1, 2), (1, 5)] + [(2, t) for t in range(6)])
+  with pytest.raises(ValueError, match="'videos' or 'frames'"):
+    loader.epoch_items(videos, "clips")
+
+
+class _RecordingClipMap:
+  """Stands in for ClipMap: a 'clip' is the (video, target) it was asked for."""
+
+  def random_map(self, element, rng, target=None):
+    del rng
+    return {"item": np.array([element, -1 if target is None else target])}
+
+
+def test_frames_epoch_visits_every_labelled_frame_once_as_target():
+  items = loader.epoch_items(_sparse_videos(), "frames")  # 14 (video, frame) items
+  batch_map = loader._LocalBatchMap(_RecordingClipMap(), items, 2, ONE_SHARD, seed=0)
+  epochs = [[tuple(row) for k in range(7 * e, 7 * e + 7) for row in batch_map.map(k)["item"]]
+            for e in (0, 1)]
+  for seen in epochs:
+    assert sorted(seen) == sorted(zip(*(a.tolist() for a in items)))
+  assert epochs[0] != epochs[1]  # A fresh order every epoch.
+
+
+def test_clip_map_trains_on_the_given_target(tmp_path):
+  cfg = helpers.data_config(tmp_path)
+  cfg.train_transform = dict(scale=(32, 32), ratio_range=(1.0, 1.0), crop_size=(32, 32),
+                             cat_max_ratio=1.0, flip_prob=0.0, photometric=False)
+  videos = dataset.make_dataset(cfg, "train")
+  clip_map = loader.ClipMap(videos, clip_sampling.PairSampler((1, -1)), cfg.train_transform, False)
+  assert not np.array_equal(videos.load(2, [0])["frames"], videos.load(2, [5])["frames"])
+  for target in (0, 3, 5):
+    clip = clip_map.random_map(2, np.random.default_rng(target), target)
+    np.testing.assert_array_equal(clip["frames"][-1], videos.load(2, [target])["frames"][0])
+
+
+def test_loader_reads_train_epoch(tmp_path):
+  sampler = clip_sampling.PairSampler((1, -1))
+  batch = next(iter(loader.make_train_loader(helpers.data_config(tmp_path, train_epoch="frames"),
+                                             sampler, seed=0, shard_options=ONE_SHARD)))
+  assert batch["frames"].shape == (4, 2, 24, 24, 3)
+  with pytest.raises(ValueError, match="data.train_epoch must be"):
+    loader.make_train_loader(helpers.data_config(tmp_path, train_epoch="clips"), sampler, seed=0,
+                             shard_options=ONE_SHARD)

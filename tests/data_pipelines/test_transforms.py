@@ -3,8 +3,10 @@ import cv2
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_pipelines import transforms
+from vssjax.models import layers
 
 C = transforms.Clip
 
@@ -127,13 +129,143 @@ def test_photometric_saturation_zero_gives_gray():
   np.testing.assert_array_equal(out, [[[200, 200, 200]]])  # V = max channel.
 
 
-def test_pad_image_zero_label_ignore():
+# References for torchvision ColorJitter's PIL path, from Pillow's C code: blends in float32,
+# truncated; grey L = (19595 R + 38470 G + 7471 B + 2^15) >> 16; Pillow's 8-bit HSV conversions.
+def _grey(image):
+  rgb = image.astype(np.int64)
+  return (19595 * rgb[..., 0] + 38470 * rgb[..., 1] + 7471 * rgb[..., 2] + 0x8000) >> 16
+
+
+def _blend(base, image, factor):
+  base, image = np.broadcast_arrays(np.float32(base), np.float32(image))
+  return np.clip(base + np.float32(factor) * (image - base), 0, 255).astype(np.uint8)
+
+
+def _rgb_to_hsv(image):
+  rgb = image.astype(np.int64)
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  top, bottom = rgb.max(-1), rgb.min(-1)
+  spread = np.maximum(top - bottom, 1).astype(np.float32)
+  rc, gc, bc = (((top - c).astype(np.float32) / spread).astype(np.float64) for c in (r, g, b))
+  h = np.where(r == top, bc - gc, np.where(g == top, 2.0 + rc - bc, 4.0 + gc - rc))
+  # C stores h and s as floats between double-precision steps.
+  h = np.fmod(h.astype(np.float32).astype(np.float64) / 6.0 + 1.0, 1.0).astype(np.float32)
+  s = (top - bottom).astype(np.float32) / np.maximum(top, 1).astype(np.float32)
+  grey = top == bottom
+  return np.stack([np.where(grey, 0, (h.astype(np.float64) * 255.0).astype(np.int64)),
+                   np.where(grey, 0, (s.astype(np.float64) * 255.0).astype(np.int64)), top], -1)
+
+
+def _hsv_to_rgb(hsv):
+  h, s, v = (hsv[..., i].astype(np.float64) for i in range(3))
+  sector = np.floor(h * 6.0 / 255.0)
+  f, fs = h * 6.0 / 255.0 - sector, s / 255.0
+  p, q, t = (np.clip(np.round(v * x), 0, 255) for x in (1.0 - fs, 1.0 - fs * f,
+                                                         1.0 - fs * (1.0 - f)))
+  table = np.stack([np.stack(c, -1) for c in
+                    ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+  rgb = np.take_along_axis(table, (sector.astype(np.int64) % 6)[None, ..., None], 0)[0]
+  return np.where((s == 0)[..., None], v[..., None], rgb).astype(np.uint8)
+
+
+def _reference_jitter(image, op, factor):
+  if op == 0:
+    return _blend(0, image, factor)
+  if op == 1:
+    return _blend(int(_grey(image).mean() + 0.5), image, factor)
+  if op == 2:
+    return _blend(_grey(image)[..., None], image, factor)
+  hsv = _rgb_to_hsv(image)
+  hsv[..., 0] = (hsv[..., 0] + int(factor * 255)) % 256
+  return _hsv_to_rgb(hsv)
+
+
+@pytest.mark.parametrize("op, factors", [(0, (0.0, 0.73, 1.0, 1.3)), (1, (0.2, 0.8, 1.29)),
+                                         (2, (0.0, 0.71, 1.3, 2.0)), (3, (-0.3, -0.05, 0.0, 0.2))])
+def test_jitter_ops_are_torchvisions_pil_formulas(op, factors):
+  image = np.random.default_rng(op).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+  image[0, :4] = [[0, 0, 0], [255, 255, 255], [90, 90, 90], [255, 0, 0]]  # greys, a pure hue
+  for factor in factors:
+    out = np.asarray(transforms.JITTER_OPS[op](Image.fromarray(image), factor))
+    np.testing.assert_array_equal(out, _reference_jitter(image, op, factor))
+
+
+class RecordingRng:
+  """permutation() returns `order`; uniform(lo, hi) records its range and returns `pick(lo, hi)`."""
+
+  def __init__(self, order, pick):
+    self.order, self.pick, self.ranges = order, pick, []
+
+  def permutation(self, n):
+    assert n == 4
+    return np.array(self.order)
+
+  def uniform(self, lo, hi):
+    self.ranges.append((lo, hi))
+    return self.pick(lo, hi)
+
+
+def test_color_jitter_draws_torchvisions_ranges_and_applies_the_drawn_order():
+  image = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+  rng = RecordingRng([3, 1, 0, 2], lambda lo, hi: hi)
+  out = transforms.color_jitter(image, (0.3, 1.5, 0.2, 0.1), rng)
+  np.testing.assert_allclose(rng.ranges, [(0.7, 1.3), (0.0, 2.5), (0.8, 1.2), (-0.1, 0.1)])
+  expected = image
+  for op, factor in [(3, 0.1), (1, 2.5), (0, 1.3), (2, 1.2)]:
+    expected = _reference_jitter(expected, op, factor)
+  np.testing.assert_array_equal(out, expected)
+  # A zero strength skips its op and its draw.
+  rng = RecordingRng([0, 1, 2, 3], lambda lo, hi: lo)
+  out = transforms.color_jitter(image, (0.0, 0.0, 0.5, 0.0), rng)
+  assert rng.ranges == [(0.5, 1.5)]
+  np.testing.assert_array_equal(out, _reference_jitter(image, 2, 0.5))
+  with pytest.raises(ValueError, match="hue <= 0.5"):
+    transforms.color_jitter(image, (0.2, 0.2, 0.2, 0.6), rng)
+
+
+@pytest.mark.parametrize("which, changed", [("all", [True, True, True]),
+                                            ("target", [False, False, True])])
+def test_color_jitter_frames_all_or_target_only(which, changed):
+  frame = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  frames = np.stack([frame] * 3)
+  cfg = _cfg(scale=(8, 8), ratio_range=(1.0, 1.0), crop_size=(8, 8), flip_prob=0.0,
+             color_jitter=(0.4, 0.4, 0.4, 0.1), color_jitter_frames=which)
+  out = transforms.train_transform(C(frames, np.zeros((3, 8, 8), np.uint8)), cfg,
+                                   np.random.default_rng(2))
+  assert [not np.array_equal(out.frames[t], frame) for t in range(3)] == changed
+  # One draw per jittered frame: equal frames come out different.
+  assert len({out.frames[t].tobytes() for t in range(3)}) == (3 if which == "all" else 2)
+
+
+@pytest.mark.parametrize("fill, colour", [(0, (0, 0, 0)), ((123.675, 116.28, 103.53),
+                                                            transforms.MEAN_COLOUR)])
+def test_pad_bottom_right_with_the_fill_and_label_ignore(fill, colour):
   frames = np.full((2, 3, 2, 3), 9, np.uint8)
   labels = np.ones((2, 3, 2), np.uint8)
-  f, l, _ = transforms.pad_to(C(frames, labels), (4, 4))
+  f, l, _ = transforms.pad_to(C(frames, labels), (4, 4), fill)
   assert f.shape == (2, 4, 4, 3) and l.shape == (2, 4, 4)
-  assert (f[:, 3:] == 0).all() and (f[:, :, 2:] == 0).all() and (f[:, :3, :2] == 9).all()
+  assert (f[:, 3:] == colour).all() and (f[:, :, 2:] == colour).all()
+  assert (f[:, :3, :2] == 9).all()
   assert (l[:, 3:] == 255).all() and (l[:, :, 2:] == 255).all() and (l[:, :3, :2] == 1).all()
+
+
+def test_mean_colour_normalises_to_about_zero():
+  """Padding with MEAN_COLOUR stands for mmseg's pad of the normalised image with 0."""
+  normalised = ((np.float32(transforms.MEAN_COLOUR) - np.float32(layers.IMAGENET_MEAN))
+                / np.float32(layers.IMAGENET_STD))
+  assert np.abs(normalised).max() < 0.01
+  assert transforms.MEAN_COLOUR == tuple(int(v) for v in np.rint(layers.IMAGENET_MEAN))
+
+
+def test_train_transform_pads_with_the_mean_colour_unless_told():
+  frames = np.full((1, 8, 8, 3), 7, np.uint8)
+  labels = np.zeros((1, 8, 8), np.uint8)
+  cfg = _cfg(scale=(8, 8), ratio_range=(1.0, 1.0), crop_size=(10, 10), flip_prob=0.0)
+  out = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(0))
+  np.testing.assert_array_equal(out.frames[0, 9, 9], transforms.MEAN_COLOUR)
+  cfg.pad_fill = 0  # DCFM pads the image before normalising it.
+  out = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(0))
+  np.testing.assert_array_equal(out.frames[0, 9, 9], (0, 0, 0))
 
 
 def _moving_block_clip(num_frames=4, size=32):
@@ -178,11 +310,53 @@ def test_clip_alignment_with_rescale_crop_flip_and_pad():
     for t in range(4):
       inside = _interior(out_l[t].astype(np.uint8))
       np.testing.assert_array_equal(out_f[t][inside], palette[out_l[t][inside]])
-      assert (out_f[t][out_l[t] == 255] == 0).all()
+      assert (out_f[t][out_l[t] == 255] == transforms.MEAN_COLOUR).all()
     # Frames are not interchangeable: the block moves, so frame 0 disagrees with label 3.
     inside = _interior(out_l[3].astype(np.uint8))
     assert (out_f[0][inside] != palette[out_l[3][inside]]).any(axis=-1).sum() > 0
   assert padded > 0
+
+
+def test_scaled_crop_crops_int_of_scaled_size_then_resizes():
+  """DCFM's Cityscapes crop: a box of (int(4 * 1.5), int(8 * 1.5)) = (6, 12) at the drawn offset,
+  resized to crop_size (bilinear frames, nearest labels)."""
+  frames = np.random.default_rng(0).integers(0, 255, (2, 10, 20, 3), dtype=np.uint8)
+  labels = np.arange(200, dtype=np.uint8).reshape(1, 10, 20).repeat(2, 0)
+  out = transforms.random_scaled_crop(C(frames, labels), (4, 8), (0.5, 2.0), 1.0, 0,
+                                      ScriptedRng(1.5, 2, 3))
+  box = (slice(2, 8), slice(3, 15))
+  for t in range(2):
+    np.testing.assert_array_equal(out.frames[t], cv2.resize(frames[t][box], (8, 4),
+                                                            interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(out.labels[t], cv2.resize(labels[t][box], (8, 4),
+                                                            interpolation=cv2.INTER_NEAREST))
+
+
+def test_scaled_crop_pads_every_side_like_torchvision_pad_if_needed():
+  """A 6x6 box on a 4x4 frame: the frame is padded by 2 on each side (8x8), so offsets 0..2 put
+  it anywhere in the box; here rows 2-5 and columns 0-3."""
+  frames = np.full((1, 4, 4, 3), 9, np.uint8)
+  out = transforms.random_scaled_crop(C(frames, np.ones((1, 4, 4), np.uint8)), (6, 6),
+                                      (1.0, 1.0), 1.0, (1, 2, 3), ScriptedRng(1.0, 0, 2))
+  inside = np.zeros((6, 6), bool)
+  inside[2:, :4] = True
+  assert (out.frames[0][inside] == 9).all() and (out.frames[0][~inside] == (1, 2, 3)).all()
+  assert (out.labels[0][inside] == 1).all() and (out.labels[0][~inside] == 255).all()
+
+
+def test_scaled_crop_mode_replaces_rescale_and_keeps_the_clip_aligned():
+  palette, frames, labels = _moving_block_clip()
+  cfg = _cfg(crop_size=(16, 24), crop_scale_range=(0.5, 2.0), cat_max_ratio=1.0)
+  boxes = set()
+  for seed in range(12):
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg,
+                                                 np.random.default_rng(seed))
+    assert out_f.shape == (4, 16, 24, 3) and out_l.shape == (4, 16, 24)
+    for t in range(4):
+      inside = _interior(out_l[t].astype(np.uint8))
+      np.testing.assert_array_equal(out_f[t][inside], palette[out_l[t][inside]])
+    boxes.add(int((out_l[0] == 255).any()))  # s > 4/3 boxes stick out of the 32x32 frame.
+  assert boxes == {0, 1}
 
 
 def test_photometric_is_drawn_per_frame():
@@ -268,7 +442,7 @@ def test_flow_crop_and_pad_follow_the_frames():
   clip.flow[0, :, :, 0] = np.arange(36).reshape(6, 6)
   out = transforms.random_crop(clip, (3, 4), 1.0, ScriptedRng(2, 1))
   np.testing.assert_array_equal(out.flow[0, :, :, 0], np.arange(36).reshape(6, 6)[2:5, 1:5])
-  padded = transforms.pad_to(out, (4, 5))
+  padded = transforms.pad_to(out, (4, 5), transforms.MEAN_COLOUR)
   assert padded.flow.shape == (1, 4, 5, 2) and (padded.flow[0, 3] == 0).all()
 
 
