@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.layers import (BatchNorm, DropPath, l2_normalize, normalize_images,
-                                  torch_bias_init, torch_kernel_init)
+from vssjax.models.layers import (BatchNorm, DropPath, dense_init, l2_normalize,
+                                  normalize_images, torch_bias_init, torch_kernel_init)
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():
@@ -75,3 +75,10 @@ def test_torch_default_initialisers(torch_layer, kernel_shape):
   kernel = torch_kernel_init(jax.random.key(0), kernel_shape)
   bias = torch_bias_init(math.prod(kernel_shape[:-1]))(jax.random.key(1), kernel_shape[-1:])
   assert_torch_default_init(torch_layer, kernel, bias)
+
+
+def test_dense_init_is_timms_trunc_normal_which_does_not_truncate():
+  """timm's trunc_normal_(std=.02) cuts at +-2 absolute (100 std): a plain N(0, 0.02)."""
+  kernel = np.asarray(dense_init(jax.random.key(0), (256, 256)))
+  assert abs(kernel.std() - 0.02) < 0.0005  # Flax's truncated_normal(0.02) gives 0.0176
+  assert np.abs(kernel).max() > 2.5 * 0.02  # tails beyond 2 std are kept

@@ -29,7 +29,9 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 # mmseg initialisers: trunc-normal(0.02) Linear weights, He fan-out normal for convolutions.
-dense_init = nn.initializers.truncated_normal(stddev=0.02)
+# timm's `trunc_normal_(std=.02)` (MiT, GTEM) truncates at +-2 in absolute value, i.e. 100 std: a
+# plain N(0, 0.02). Flax's `truncated_normal(0.02)` would cut at +-2 std and give std 0.0176.
+dense_init = nn.initializers.normal(stddev=0.02)
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 # PyTorch's default `nn.Conv2d` / `nn.Linear` weight, kaiming_uniform_(a=sqrt 5): U(-b, b) with
