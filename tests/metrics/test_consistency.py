@@ -1,8 +1,8 @@
 """mVC_n and VEC_n: hand-counted videos, the scripts' edge cases, and a brute-force reference.
 
-The reference below is written straight from specs/dtern.md §9.2-9.3 with Python loops over
-windows and pixels (and, for the quirks, in-place per-window mutation as the script does); the
-vectorised code must agree with it on random videos.
+The reference below is written straight from specs/dtern.md §9.2-9.3 and, for DCFM's mVC,
+specs/dcfm.md §7, with Python loops over windows and pixels (and, for the quirks, in-place
+per-window mutation as the script does); the vectorised code must agree with it on random videos.
 """
 
 import itertools
@@ -138,6 +138,39 @@ def test_windows_without_stable_gt_are_dropped_from_mvc():
   assert np.isnan(metric.summary()["mVC_16"])
 
 
+def test_dcfm_convention_counts_windows_without_stable_gt_as_zero():
+  """The video above: DCFM's |G and Q| / (|G| + 1e-8) scores the 7 + 4 windows without a
+  GT-stable pixel 0 instead of dropping them."""
+  gts = np.zeros((20, 1, 2), np.uint8)
+  gts[:, 0, 0] = np.arange(20) % 2
+  gts[:10, 0, 1] = 1
+  metric = VideoConsistency(3, vc_convention="dcfm")
+  metric.add_video(gts, gts)
+  assert metric.vc_windows == {8: 12, 16: 4}
+  assert metric.summary()["mVC_8"] == pytest.approx(5 / 12)
+  assert metric.summary()["mVC_16"] == 0.0
+
+
+def test_dcfm_convention_scores_short_videos_for_mvc_only():
+  """A 12-frame video: skipped by VSPW's mVC; DCFM's has its 4 eight-frame windows (and still no
+  16-frame one). VEC_n skips it in both conventions."""
+  gts = np.zeros((12, 2, 2), np.uint8)
+  preds = gts.copy()
+  preds[0, 0, 0] = 1  # window 0 has 3 of 4 pixels prediction-stable
+  vspw, dcfm = VideoConsistency(3), VideoConsistency(3, vc_convention="dcfm")
+  assert vspw.add_video(gts, preds) is False and dcfm.add_video(gts, preds) is False
+  assert vspw.vc_windows == {8: 0, 16: 0} and dcfm.vc_windows == {8: 4, 16: 0}
+  assert dcfm.videos_skipped == 1 and dcfm.vec_matrices[8].matrix.sum() == 0
+  summary = dcfm.summary()
+  assert summary["mVC_8"] == pytest.approx((0.75 + 3) / 4, rel=1e-7)
+  assert np.isnan([summary["mVC_16"], summary["VEC_8"], summary["VEC_16"]]).all()
+
+
+def test_unknown_vc_convention_is_refused():
+  with pytest.raises(ValueError, match="vc_convention must be one of"):
+    VideoConsistency(3, vc_convention="paper")
+
+
 def test_ignored_gt_counts_for_mvc_not_for_vec():
   gts = np.full((18, 1, 1), IGNORE, np.uint8)
   preds = np.zeros((18, 1, 1), np.uint8)
@@ -175,6 +208,8 @@ def test_merge_equals_single_accumulation(vec_quirks):
   assert first.videos_scored == 3
   with pytest.raises(ValueError, match="cannot merge"):
     first.merge(VideoConsistency(RANDOM_CLASSES, windows=(8,)))
+  with pytest.raises(ValueError, match="cannot merge"):
+    first.merge(VideoConsistency(RANDOM_CLASSES, vec_quirks=vec_quirks, vc_convention="dcfm"))
 
 
 def test_window_stable_matches_direct_comparison():
@@ -222,14 +257,15 @@ def _reference_vspw_miou(pairs, num_classes):
   return sum(ious) / len(ious) if ious else float("nan")
 
 
-def _reference(videos, num_classes, windows, quirks):
-  """Loops over videos, windows and pixels exactly as the spec words them."""
+def _reference(videos, num_classes, windows, quirks, vc_convention="vspw"):
+  """Loops over videos, windows and pixels exactly as the specs word them."""
   accs = {n: [] for n in windows}
   pairs = {n: [] for n in windows}
   for gts, preds in videos:
     length = len(gts)
-    if length <= 16:
+    if length <= 16 and vc_convention == "vspw":
       continue
+    scores_vec = length > 16  # VEC skips short videos in both conventions
     pixels = list(itertools.product(range(gts.shape[1]), range(gts.shape[2])))
     gt_state, pred_state = gts.astype(int).tolist(), preds.astype(int).tolist()
     for n in windows:
@@ -240,12 +276,14 @@ def _reference(videos, num_classes, windows, quirks):
           pred_ok = all(preds[i, y, x] == preds[i + j, y, x] for j in range(1, n))
           stable += gt_ok
           both += gt_ok and pred_ok
-          if not quirks and gt_ok and gts[i, y, x] != IGNORE:
+          if scores_vec and not quirks and gt_ok and gts[i, y, x] != IGNORE:
             label = int(gts[i, y, x])
             pairs[n].append((label, int(preds[i, y, x]) if pred_ok else (label + 1) % num_classes))
-        if stable:
+        if vc_convention == "dcfm":
+          accs[n].append(both / (stable + 1e-8))  # DCFM's metric/video_test.py VC
+        elif stable:
           accs[n].append(both / stable)
-    if quirks:  # the script: n=16 then n=8 on the same lists, mutated window by window
+    if quirks and scores_vec:  # the script: n=16 then n=8 on the same lists, mutated per window
       for n in sorted(windows, reverse=True):
         for i in range(length - n):
           for y, x in pixels:
@@ -264,16 +302,34 @@ def _reference(videos, num_classes, windows, quirks):
   return result
 
 
-@pytest.mark.parametrize("vec_quirks", [False, True])
-def test_matches_brute_force_reference(vec_quirks):
+@pytest.mark.parametrize("vec_quirks, vc_convention",
+                         [(False, "vspw"), (True, "vspw"), (False, "dcfm"), (True, "dcfm")])
+def test_matches_brute_force_reference(vec_quirks, vc_convention):
   rng = np.random.default_rng(7)
-  videos = [_random_video(rng, length) for length in (16, 17, 19, 26, 31)]
-  metric = VideoConsistency(RANDOM_CLASSES, vec_quirks=vec_quirks)
+  videos = [_random_video(rng, length) for length in (12, 16, 17, 19, 26, 31)]
+  metric = VideoConsistency(RANDOM_CLASSES, vec_quirks=vec_quirks, vc_convention=vc_convention)
   for video in videos:
     metric.add_video(*video)
-  expected = _reference(videos, RANDOM_CLASSES, (8, 16), vec_quirks)
+  expected = _reference(videos, RANDOM_CLASSES, (8, 16), vec_quirks, vc_convention)
   assert metric.summary() == pytest.approx(expected, nan_ok=True)
   assert metric.vc_windows[8] > 20 and 0.05 < expected["VEC_8"] < 0.95  # not trivial data
+
+
+def test_random_videos_tell_the_vc_conventions_apart():
+  """The reference data above has windows without GT-stable pixels and short videos, so the two
+  conventions differ on it (the test above would not notice a convention that is ignored)."""
+  rng = np.random.default_rng(7)
+  videos = [_random_video(rng, length, shape=(1, 2)) for length in (12, 16, 17, 19, 26, 31)]
+  summaries = {}
+  for convention in ("vspw", "dcfm"):
+    metric = VideoConsistency(RANDOM_CLASSES, vc_convention=convention)
+    for video in videos:
+      metric.add_video(*video)
+    summaries[convention] = metric.summary()
+    assert summaries[convention] == pytest.approx(
+        _reference(videos, RANDOM_CLASSES, (8, 16), False, convention), nan_ok=True)
+  assert summaries["dcfm"]["mVC_8"] != pytest.approx(summaries["vspw"]["mVC_8"])
+  assert summaries["dcfm"]["VEC_8"] == summaries["vspw"]["VEC_8"]
 
 
 def test_other_window_lengths_match_the_reference():

@@ -2,15 +2,22 @@
 
 Both follow the reference scripts' window conventions (specs/dtern.md §9.2-9.3, specs/dcfm.md §7):
 
-* A video with at most ``SKIP_VIDEOS_UP_TO_FRAMES`` (16) frames is skipped for every n.
+* A video with at most ``SKIP_VIDEOS_UP_TO_FRAMES`` (16) frames is skipped for every n (VSPW's
+  scripts; DCFM's mVC keeps it, see below).
 * Window starts are i = 0 .. L-n-1; the last possible start L-n is excluded (the scripts'
   off-by-one, kept so numbers match the published ones).
 * A pixel is GT-stable (prediction-stable) in window i when its label at frame i equals its label
   at every frame i+1 .. i+n-1.
 
 mVC_n: acc_i = |GT-stable and prediction-stable| / |GT-stable|, with the ignore label counting as
-a label (255 == 255 is stable); mVC_n is the mean of acc_i over all windows of all videos (windows
-with no GT-stable pixel are dropped, as nanmean does). Correctness is never checked.
+a label (255 == 255 is stable); mVC_n is the mean of acc_i over all windows of all videos.
+Correctness is never checked. Two conventions, because the published tables use both:
+
+* ``'vspw'`` (default; the VSPW ``VC_perclip.py`` script): windows with no GT-stable pixel are
+  dropped, as its nanmean does, and short videos are skipped.
+* ``'dcfm'`` (DCFM's ``metric/video_test.py``, specs/dcfm.md §7): acc_i = |both| / (|GT-stable| +
+  1e-8), so a window with no GT-stable pixel scores 0 and still counts, and no video is skipped
+  (one of 9..16 frames has 8-frame windows). VEC_n keeps its own skipping either way.
 
 VEC_n: per window, every GT-stable pixel whose GT is not ignored adds (GT at frame i, effective
 prediction) to one dataset-wide confusion matrix; the effective prediction is the prediction at
@@ -39,6 +46,8 @@ import numpy as np
 from vssjax.metrics.confusion import ConfusionMatrix, check_labels, miou_vspw
 
 SKIP_VIDEOS_UP_TO_FRAMES = 16
+VC_CONVENTIONS = ("vspw", "dcfm")
+_DCFM_VC_EPS = 1e-8  # DCFM's denominator |G| + 1e-8: an empty G scores 0 instead of nan
 QUIRK_CLASS0_SENTINEL = 128
 _QUIRK_IGNORE_LABEL = 255
 
@@ -85,17 +94,22 @@ class VideoConsistency:
     windows: the window lengths n.
     ignore_label: GT value for unlabelled pixels.
     vec_quirks: reproduce the literal VEC script (module docstring).
+    vc_convention: 'vspw' or 'dcfm', how mVC_n treats short videos and windows without GT-stable
+      pixels (module docstring).
     videos_scored: videos longer than ``SKIP_VIDEOS_UP_TO_FRAMES`` frames.
-    videos_skipped: shorter videos, ignored by every metric.
+    videos_skipped: shorter videos, left out of VEC_n (and, in the 'vspw' convention, of mVC_n).
     vc_sum: per n, the sum of per-window mVC accuracies.
-    vc_windows: per n, the number of windows with at least one GT-stable pixel.
+    vc_windows: per n, the number of windows counted ('vspw': those with at least one GT-stable
+      pixel; 'dcfm': all).
     vec_matrices: per n, the dataset-wide VEC confusion matrix.
   """
 
   def __init__(self, num_classes: int, windows: Sequence[int] = (8, 16), ignore_label: int = 255,
-               vec_quirks: bool = False):
+               vec_quirks: bool = False, vc_convention: str = "vspw"):
     if any(n < 2 for n in windows) or len(set(windows)) != len(windows):
       raise ValueError(f"window lengths must be distinct and >= 2, got {tuple(windows)}")
+    if vc_convention not in VC_CONVENTIONS:
+      raise ValueError(f"vc_convention must be one of {VC_CONVENTIONS}, got {vc_convention!r}")
     if vec_quirks and (num_classes > QUIRK_CLASS0_SENTINEL or ignore_label != _QUIRK_IGNORE_LABEL):
       raise ValueError(
           f"vec_quirks reproduces a uint8 script: it needs num_classes <= "
@@ -105,6 +119,7 @@ class VideoConsistency:
     self.windows = tuple(windows)
     self.ignore_label = ignore_label
     self.vec_quirks = vec_quirks
+    self.vc_convention = vc_convention
     self.videos_scored = 0
     self.videos_skipped = 0
     self.vc_sum = {n: 0.0 for n in self.windows}
@@ -112,7 +127,8 @@ class VideoConsistency:
     self.vec_matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in self.windows}
 
   def add_video(self, gts: np.ndarray, preds: np.ndarray, *, checked: bool = False) -> bool:
-    """Scores one whole video; returns False if it was too short to count.
+    """Scores one whole video; returns False if it was too short for VEC_n (and, in the 'vspw'
+    convention, for mVC_n).
 
     Args:
       gts: ``[L, H, W]`` integer GT labels in ``[0, NC)`` or the ignore label.
@@ -130,24 +146,29 @@ class VideoConsistency:
       raise ValueError(f"expected [L, H, W] label maps, got shape {gts.shape}")
     if not checked:
       check_labels(gts, preds, self.num_classes, self.ignore_label)
-    if gts.shape[0] <= SKIP_VIDEOS_UP_TO_FRAMES:
+    long_enough = gts.shape[0] > SKIP_VIDEOS_UP_TO_FRAMES
+    if long_enough:
+      self.videos_scored += 1
+    else:
       self.videos_skipped += 1
-      return False
-    self.videos_scored += 1
+      if self.vc_convention == "vspw":
+        return False
     dtype = _label_dtype(self.num_classes, self.ignore_label)
     gts, preds = gts.astype(dtype, copy=False), preds.astype(dtype, copy=False)
-    accuracies = self._add_windows_frame_by_frame(gts, preds)
+    accuracies = self._add_windows_frame_by_frame(
+        gts, preds, clean_vec=long_enough and not self.vec_quirks)
     for n in self.windows:
       self.vc_sum[n] += float(np.sum(accuracies[n]))
       self.vc_windows[n] += len(accuracies[n])
-    if self.vec_quirks:
+    if self.vec_quirks and long_enough:
       self._add_vec_windows_quirks(gts.copy(), preds.copy())
-    return True
+    return long_enough
 
-  def _add_windows_frame_by_frame(self, gts: np.ndarray, preds: np.ndarray
+  def _add_windows_frame_by_frame(self, gts: np.ndarray, preds: np.ndarray, clean_vec: bool
                                   ) -> dict[int, list[float]]:
-    """Every window's mVC accuracy (returned per n, in window order, windows without GT-stable
-    pixels left out) and, unless in quirk mode, its VEC counts (added to the matrices).
+    """Every window's mVC accuracy (returned per n, in window order; in the 'vspw' convention
+    windows without GT-stable pixels are left out) and, with `clean_vec`, its VEC counts (added to
+    the matrices).
 
     Window i of length n is stable at a pixel when the pixel's label run ending at frame i+n-1
     is at least n frames long, and its frame-i label is then the frame-(i+n-1) label. So one pass
@@ -159,6 +180,8 @@ class VideoConsistency:
     longest = max(self.windows)
     run_dtype = np.min_scalar_type(longest)
     accuracies: dict[int, list[float]] = {n: [] for n in self.windows}
+    dcfm = self.vc_convention == "dcfm"
+    eps = _DCFM_VC_EPS if dcfm else 0.0
     gt_run = pred_run = None
     for t in range(gts.shape[0] - 1):
       gt, pred = gts[t], preds[t]
@@ -169,14 +192,14 @@ class VideoConsistency:
           run *= labels[t] == labels[t - 1]  # a changed label restarts its run ...
           run += 1  # ... at 1; otherwise it grows (capped: only >= n is ever asked)
           np.minimum(run, longest, out=run)
-      forced = None if self.vec_quirks else self._forced_wrong(gt)
+      forced = self._forced_wrong(gt) if clean_vec else None
       for n in self.windows:
         if t < n - 1:
           continue
         gt_stable, pred_stable = gt_run >= n, pred_run >= n
         gt_count = np.count_nonzero(gt_stable)
-        if gt_count:
-          accuracies[n].append(np.count_nonzero(gt_stable & pred_stable) / gt_count)
+        if gt_count or dcfm:
+          accuracies[n].append(np.count_nonzero(gt_stable & pred_stable) / (gt_count + eps))
         if forced is not None:
           # GT-stable pixels only (the others count as ignored); an unstable prediction is
           # forced wrong.
@@ -212,11 +235,13 @@ class VideoConsistency:
 
   def merge(self, other: VideoConsistency) -> VideoConsistency:
     """Adds another accumulator's sums and counts (e.g. from another process); returns self."""
-    config = (self.num_classes, self.windows, self.ignore_label, self.vec_quirks)
-    other_config = (other.num_classes, other.windows, other.ignore_label, other.vec_quirks)
+    config = (self.num_classes, self.windows, self.ignore_label, self.vec_quirks,
+              self.vc_convention)
+    other_config = (other.num_classes, other.windows, other.ignore_label, other.vec_quirks,
+                    other.vc_convention)
     if other_config != config:
       raise ValueError(f"cannot merge VideoConsistency with (num_classes, windows, ignore_label, "
-                       f"vec_quirks) = {other_config} into {config}")
+                       f"vec_quirks, vc_convention) = {other_config} into {config}")
     self.videos_scored += other.videos_scored
     self.videos_skipped += other.videos_skipped
     for n in self.windows:
