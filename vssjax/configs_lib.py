@@ -198,7 +198,14 @@ def base_config() -> ConfigDict:
 
   # Eval section.
   c.eval = ConfigDict(dict(
+      # Which mIoU the results report as "mIoU" (all three are in results.json as mIoU_<name>):
+      # 'vspw' (classes present in the GT), 'mmseg' (GT or prediction) or 'all_classes' (every
+      # class, an absent one counting 0: DCFM's tables); vssjax/metrics/confusion.py.
+      miou_convention="vspw",
       windows=(8, 16),
+      # mVC_n: 'vspw' (windows without GT-stable pixels dropped, videos of <= 16 frames skipped)
+      # or 'dcfm' (those windows count 0, no video skipped); vssjax/metrics/consistency.py.
+      vc_convention="vspw",
       vec_quirks=False,
       max_videos=0,  # 0: all videos of the split
       overlay_video=True,

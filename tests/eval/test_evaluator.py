@@ -12,7 +12,7 @@ from data_pipelines.sources.base import DataError
 from tests.conftest import load_config
 from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
-from vssjax.metrics.confusion import ConfusionMatrix, miou_vspw
+from vssjax.metrics.confusion import ConfusionMatrix, miou_all_classes, miou_vspw
 from vssjax.metrics.consistency import VideoConsistency
 
 NUM_CLASSES = 9
@@ -118,6 +118,34 @@ def test_whole_video_scores_run_on_the_scoring_thread_in_video_order(monkeypatch
   assert expected.videos_scored == 3
   for name, value in expected.summary().items():
     assert results[name] == value, name  # same additions in the same order: identical sums
+
+
+def test_conventions_of_the_reported_mIoU_and_mVC():
+  """One 12-frame video: a class is missing (VSPW's and DCFM's mIoU differ) and VSPW's mVC skips
+  the video while DCFM's scores its 8-frame windows."""
+  config = _config_with_scored_videos()
+  config.data.synthetic.num_frames = 12
+  config.eval.max_videos = 1
+  default = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+  config.eval.update(miou_convention="all_classes", vc_convention="dcfm")
+  dcfm = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+
+  [video] = list(eval_videos(config.data, config.data.eval_split, max_videos=1))
+  frames, labels = zip(*video)
+  preds = [_labels_of(f) for f in frames]
+  confusion, consistency = ConfusionMatrix(NUM_CLASSES), VideoConsistency(
+      NUM_CLASSES, windows=tuple(config.eval.windows), vc_convention="dcfm")
+  confusion.update(np.stack(labels), np.stack(preds))
+  consistency.add_video(np.stack(labels), np.stack(preds))
+  assert default["mIoU"] == default["mIoU_vspw"] == miou_vspw(confusion.matrix)
+  assert dcfm["mIoU"] == dcfm["mIoU_all_classes"] == miou_all_classes(confusion.matrix)
+  assert dcfm["mIoU"] != pytest.approx(default["mIoU"])
+  assert (default["mIoU_convention"], dcfm["mIoU_convention"]) == ("vspw", "all_classes")
+  assert np.isnan(default["mVC_8"]) and dcfm["mVC_8"] == consistency.summary()["mVC_8"]
+  assert (default["mVC_convention"], dcfm["mVC_convention"]) == ("vspw", "dcfm")
+  config.eval.miou_convention = "paper"
+  with pytest.raises(ValueError, match="eval.miou_convention must be one of"):
+    evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
 
 
 def test_an_error_while_scoring_a_video_names_the_video(monkeypatch):

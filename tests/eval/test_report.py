@@ -25,3 +25,16 @@ def test_markdown_without_published_numbers():
   table = report.markdown_table({"mIoU": 0.5, "frames_per_s": 1.0},
                                 configs_lib.base_config().published)
   assert table.splitlines()[0] == "| metric | measured |"
+
+
+def test_markdown_names_the_conventions_of_mIoU_and_mVC():
+  """DCFM's all-classes mIoU and VSPW's differ on the same predictions: the table says which."""
+  results = {"mIoU": 0.5, "mIoU_convention": "all_classes", "mVC_8": 0.9,
+             "mVC_convention": "dcfm", "frames_per_s": 1.0}
+  table = report.markdown_table(results, configs_lib.base_config().published)
+  assert "mIoU: `all_classes` convention, mean over all classes" in table
+  assert "mVC: `dcfm` convention, windows without ground-truth-stable pixels count 0" in table
+  results.update(mIoU_convention="vspw", mVC_convention="vspw")
+  table = report.markdown_table(results, configs_lib.base_config().published)
+  assert "mIoU: `vspw` convention, mean over the classes present in the ground truth" in table
+  assert "videos of <= 16 frames skipped" in table

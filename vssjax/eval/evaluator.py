@@ -30,8 +30,8 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.eval import report
 from vssjax.flow import FlowProvider
 from vssjax.methods.base import Method, StreamingPredictor, Variables
-from vssjax.metrics.confusion import (ConfusionMatrix, fwiou, miou_mmseg, miou_vspw, per_class_iou,
-                                     pixel_accuracy)
+from vssjax.metrics.confusion import (MIOU_CONVENTIONS, ConfusionMatrix, fwiou, miou_by_convention,
+                                     per_class_iou, pixel_accuracy)
 from vssjax.metrics.consistency import VideoConsistency
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
@@ -141,9 +141,14 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
   num_classes = config.data.num_classes
+  miou_convention = config.eval.miou_convention
+  if miou_convention not in MIOU_CONVENTIONS:  # before the run, not after it
+    raise ValueError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
+                     f"{miou_convention!r}")
   confusion = ConfusionMatrix(num_classes)
   consistency = VideoConsistency(
-      num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks)
+      num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks,
+      vc_convention=config.eval.vc_convention)
   temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
               if config.eval.temporal_consistency else None)
   tc_videos = (set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list else None)
@@ -201,12 +206,14 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "split": split,
       "num_videos": num_videos,
       "num_frames": num_frames,
-      "mIoU": miou_vspw(confusion.matrix),
-      "mIoU_mmseg": miou_mmseg(confusion.matrix),
+      "mIoU": MIOU_CONVENTIONS[miou_convention][0](confusion.matrix),
+      "mIoU_convention": miou_convention,
+      **miou_by_convention(confusion.matrix),
       "wIoU": fwiou(confusion.matrix),
       "pixel_acc": pixel_accuracy(confusion.matrix),
       "frames_per_s": (len(frame_ends) - untimed_frames) / max(timed_wall, 1e-9),
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
+      "mVC_convention": consistency.vc_convention,
   }
   results.update(consistency.summary())
   if temporal is not None:

@@ -9,6 +9,8 @@ from typing import Any
 from etils import epath
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.metrics.confusion import MIOU_CONVENTIONS
+from vssjax.metrics.consistency import VC_CONVENTIONS
 
 # Order and display names of the headline metrics; values are stored as fractions, shown in %.
 PERCENT_METRICS = ("mIoU", "wIoU", "pixel_acc", "mVC_8", "mVC_16", "VEC_8", "VEC_16", "TC")
@@ -39,10 +41,23 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
       else:
         row += " – | – |"
     rows.append(row)
-  table = "\n".join(rows)
+  table = "\n".join(rows) + _convention_notes(results)
   if has_published and published.source:
     table += f"\n\nPublished numbers: {published.source}."
   return table
+
+
+def _convention_notes(results: dict[str, Any]) -> str:
+  """Which averaging the mIoU and mVC rows use: published tables differ, so a number is only
+  comparable to one of the same convention (vssjax/metrics/confusion.py, consistency.py)."""
+  notes = []
+  if "mIoU_convention" in results:
+    name = results["mIoU_convention"]
+    notes.append(f"mIoU: `{name}` convention, {MIOU_CONVENTIONS[name][1]}.")
+  if "mVC_convention" in results:
+    name = results["mVC_convention"]
+    notes.append(f"mVC: `{name}` convention, {VC_CONVENTIONS[name]}.")
+  return "".join(f"\n\n{note}" for note in notes)
 
 
 def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None,

@@ -17,12 +17,15 @@ Published tables disagree on how to average per-class IoU, so each convention ge
 * ``miou_all_classes`` -- DCFM's metric code: mean over *all* NC classes, a class with an empty
   union counting as 0 (specs/dcfm.md §7). Used by the DCFM tables (its Table II mIoU column).
 
-All three agree when every class occurs in the GT. ``fwiou`` is the frequency-weighted IoU
+All three agree when every class occurs in the GT; ``MIOU_CONVENTIONS`` names them for the
+evaluator's ``eval.miou_convention``, which picks the one reported as "mIoU". ``fwiou`` is the frequency-weighted IoU
 ("wIoU" of the DCFM tables, "FWIoU" of the VSPW Evaluator): sum_c f_c IoU_c with f_c the GT pixel
 frequency of class c.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -122,9 +125,7 @@ class ConfusionMatrix:
   def summary(self) -> dict[str, float]:
     """All scalar metrics of the matrix, as fractions in [0, 1] (nan when undefined)."""
     return {
-        "mIoU_vspw": miou_vspw(self.matrix),
-        "mIoU_mmseg": miou_mmseg(self.matrix),
-        "mIoU_all_classes": miou_all_classes(self.matrix),
+        **miou_by_convention(self.matrix),
         "fwIoU": fwiou(self.matrix),
         "pixel_acc": pixel_accuracy(self.matrix),
     }
@@ -163,6 +164,20 @@ def miou_mmseg(matrix: np.ndarray) -> float:
 def miou_all_classes(matrix: np.ndarray) -> float:
   """DCFM mIoU: mean over all NC classes, a class with an empty union counting as 0."""
   return float(np.nan_to_num(per_class_iou(matrix), nan=0.0).mean())
+
+
+# Name -> (function, what it averages over): the choices of `eval.miou_convention`, the note under
+# a results table.
+MIOU_CONVENTIONS: dict[str, tuple[Callable[[np.ndarray], float], str]] = {
+    "vspw": (miou_vspw, "mean over the classes present in the ground truth"),
+    "mmseg": (miou_mmseg, "mean over the classes in the ground truth or the prediction"),
+    "all_classes": (miou_all_classes, "mean over all classes, a class absent from both counting 0"),
+}
+
+
+def miou_by_convention(matrix: np.ndarray) -> dict[str, float]:
+  """``mIoU_<name>`` for every convention of ``MIOU_CONVENTIONS``."""
+  return {f"mIoU_{name}": fn(matrix) for name, (fn, _) in MIOU_CONVENTIONS.items()}
 
 
 def fwiou(matrix: np.ndarray) -> float:

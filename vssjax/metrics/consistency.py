@@ -46,7 +46,11 @@ import numpy as np
 from vssjax.metrics.confusion import ConfusionMatrix, check_labels, miou_vspw
 
 SKIP_VIDEOS_UP_TO_FRAMES = 16
-VC_CONVENTIONS = ("vspw", "dcfm")
+# Name -> how it differs, for `eval.vc_convention` and the note under a results table.
+VC_CONVENTIONS = {
+    "vspw": "windows without ground-truth-stable pixels dropped, videos of <= 16 frames skipped",
+    "dcfm": "windows without ground-truth-stable pixels count 0, no video skipped",
+}
 _DCFM_VC_EPS = 1e-8  # DCFM's denominator |G| + 1e-8: an empty G scores 0 instead of nan
 QUIRK_CLASS0_SENTINEL = 128
 _QUIRK_IGNORE_LABEL = 255
@@ -109,7 +113,8 @@ class VideoConsistency:
     if any(n < 2 for n in windows) or len(set(windows)) != len(windows):
       raise ValueError(f"window lengths must be distinct and >= 2, got {tuple(windows)}")
     if vc_convention not in VC_CONVENTIONS:
-      raise ValueError(f"vc_convention must be one of {VC_CONVENTIONS}, got {vc_convention!r}")
+      raise ValueError(f"vc_convention must be one of {tuple(VC_CONVENTIONS)}, got "
+                       f"{vc_convention!r}")
     if vec_quirks and (num_classes > QUIRK_CLASS0_SENTINEL or ignore_label != _QUIRK_IGNORE_LABEL):
       raise ValueError(
           f"vec_quirks reproduces a uint8 script: it needs num_classes <= "
