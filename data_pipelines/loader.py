@@ -219,9 +219,13 @@ class EvalVideo:
   _videos: dataset.VideoDataset
   index: int  # Position in the whole split (not in this shard).
   frame_indices: tuple[int, ...] | None = None  # A window of the stored video; None: all of it.
+  exact_size: tuple[int, int] | None = None  # (h, w) every frame and label is resized to.
 
   def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    return self._videos.iter_video(self.index, self.frame_indices)
+    pairs = self._videos.iter_video(self.index, self.frame_indices)
+    if self.exact_size is None:
+      return pairs
+    return (transforms.resize_exact(frame, label, self.exact_size) for frame, label in pairs)
 
 
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
@@ -232,15 +236,20 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   With `data.eval_label_window = (before, after)` each video is cut to the frames
   [a - before, a + after] around its labelled frame a (DCFM evaluates Cityscapes and CamVid on
   [a-1, a, a+1]); a video with several labelled frames gives one window per label.
+
+  With `data.eval_transform.exact_size = (h, w)` every frame and label is resized to exactly that
+  size as it is read (`transforms.resize_exact`), so predictors see it as the frame and metrics
+  are scored at it (DCFM's VSPW protocol); () keeps the stored size.
   """
   videos = dataset.make_dataset(data_cfg, split)
   window = tuple(data_cfg.get("eval_label_window", ()))
+  exact_size = tuple(data_cfg.eval_transform.get("exact_size", ())) or None
   num_videos = min(len(videos), max_videos) if max_videos else len(videos)
   for index in range(shard_index, num_videos, shard_count):
     name, num_frames = videos.name(index), videos.num_frames(index)
     if not window:
-      yield EvalVideo(name, num_frames, videos, index)
+      yield EvalVideo(name, num_frames, videos, index, exact_size=exact_size)
       continue
     for a in videos.labeled_indices(index):
       frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
-      yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames)
+      yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size)

@@ -336,3 +336,22 @@ def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int) ->
 
 # Not a test, despite its name: keeps pytest from collecting it where it is imported.
 test_resize.__test__ = False
+
+
+def resize_exact(frame: np.ndarray, label: np.ndarray | None, hw: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+  """A frame (bilinear) and its label (nearest) resized to exactly (h, w), aspect ratio ignored.
+
+  DCFM's VSPW test protocol (specs/dcfm.md §6.2) resizes both to 480x853 and scores there, so the
+  evaluator applies this as it reads a video (`data.eval_transform.exact_size`). Pillow does both
+  resizes, as the release's torchvision `Resize` on PIL images does: its nearest neighbour takes
+  the source pixel under each target pixel's centre (cv2.INTER_NEAREST takes the one at its
+  corner, a different label map), and its bilinear antialiases when it shrinks.
+  """
+  if frame.shape[:2] == tuple(hw):
+    return frame, label
+  size = (hw[1], hw[0])
+  frame = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+  if label is not None:
+    label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
+  return frame, label

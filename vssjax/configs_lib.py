@@ -69,7 +69,7 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
   c.data.synthetic.update(
       num_train_videos=8, num_val_videos=2, num_frames=num_frames, height=64, width=64)
   c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
-  c.data.eval_transform.update(scale=(64, 64))
+  c.data.eval_transform.update(scale=(64, 64), exact_size=())
   c.data.batch_size = 4
   c.model.backbone_overrides.update(
       embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
@@ -159,7 +159,11 @@ def base_config() -> ConfigDict:
           color_jitter=(), color_jitter_frames="all")),
       # Optical flow between consecutive clip frames ('dis' | 'farneback' | '' = none).
       flow=ConfigDict(dict(method="", cache_dir="")),
-      eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32)),
+      # The predictors' test resize (keep-ratio into `scale`, sides rounded up to `size_divisor`;
+      # predictions come back at the frame's size). `exact_size` (h, w): the evaluator first
+      # resizes every frame (bilinear) and its label (nearest) to exactly this size, so metrics
+      # are scored there (DCFM's VSPW protocol: 480x853); () keeps the stored size.
+      eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32, exact_size=())),
       # (before, after): evaluate only the frames [a - before, a + after] around each labelled
       # frame a (DCFM's Cityscapes/CamVid protocol); () = every frame of every video.
       eval_label_window=(),

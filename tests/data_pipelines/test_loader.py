@@ -6,7 +6,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from data_pipelines import clip_sampling, dataset, loader
+from data_pipelines import clip_sampling, dataset, loader, transforms
 from data_pipelines.sources import base
 from tests.data_pipelines import helpers
 
@@ -151,6 +151,19 @@ def test_eval_videos_shards_and_pairs(tmp_path):
   # max_videos: the split's first N videos, shared by the shards (not N per shard).
   limited = [[v.name for v in loader.eval_videos(cfg, "val", i, 2, max_videos=3)] for i in (0, 1)]
   assert limited == [["synthetic_val_00000", "synthetic_val_00002"], ["synthetic_val_00001"]]
+
+
+def test_eval_videos_resize_frames_and_labels_to_an_exact_size(tmp_path):
+  """`eval_transform.exact_size` (DCFM's VSPW protocol): frames and labels of every eval video come
+  at exactly (h, w), whatever the stored aspect ratio; the labels by nearest neighbour."""
+  cfg = helpers.data_config(tmp_path)
+  [(frame, label)] = [next(iter(v)) for v in loader.eval_videos(cfg, "val", max_videos=1)]
+  cfg.eval_transform.exact_size = (20, 48)
+  [(resized, resized_label)] = [next(iter(v)) for v in loader.eval_videos(cfg, "val", max_videos=1)]
+  assert frame.shape == (32, 32, 3) and resized.shape == (20, 48, 3)
+  assert resized_label.shape == (20, 48) and resized_label.dtype == np.int32
+  np.testing.assert_array_equal(resized_label, transforms.resize_exact(frame, label, (20, 48))[1])
+  assert set(np.unique(resized_label)) <= set(np.unique(label))
 
 
 def test_flow_batches_and_sparse_targets(tmp_path):

@@ -386,6 +386,27 @@ def test_test_resize_is_two_resizes():
   np.testing.assert_array_equal(transforms.test_resize(same, (64, 64), 32), same)
 
 
+def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label():
+  """DCFM's VSPW test resize (PIL, as the release): 5 label columns to 7 map each target pixel's
+  centre, x -> floor((x + 0.5) * 5 / 7), where cv2.INTER_NEAREST would take floor(x * 5 / 7)."""
+  label = np.tile(np.array([0, 1, 2, 3, 255], np.int32), (2, 1))
+  frame = np.zeros((2, 5, 3), np.uint8)
+  frame[:, 3:] = 200
+  resized, resized_label = transforms.resize_exact(frame, label, (3, 7))
+  assert resized.shape == (3, 7, 3) and resized.dtype == np.uint8
+  np.testing.assert_array_equal(resized[:, 0], 0)
+  assert 0 < resized[0, 4, 0] < 200  # bilinear: the edge is blended
+  assert resized_label.dtype == np.int32
+  np.testing.assert_array_equal(resized_label, np.tile([0, 1, 1, 2, 3, 3, 255], (3, 1)))
+  np.testing.assert_array_equal(
+      cv2.resize(label.astype(np.uint8), (7, 3), interpolation=cv2.INTER_NEAREST)[0],
+      [0, 0, 1, 2, 2, 3, 255])
+  # An unlabelled frame keeps no label; a frame already at the size is returned as it is.
+  assert transforms.resize_exact(frame, None, (3, 7))[1] is None
+  same = transforms.resize_exact(frame, label, (2, 5))
+  assert same[0] is frame and same[1] is label
+
+
 def _flow_clip(hw=(4, 6), vector=(1.0, 2.0)):
   frames = np.zeros((2, *hw, 3), np.uint8)
   labels = np.zeros((2, *hw), np.uint8)
