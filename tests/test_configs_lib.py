@@ -60,3 +60,16 @@ def test_dcfm_vspw_learning_rates_follow_the_release(path, arg, encoder_lr, deco
   assert pattern == "^(bot_aspp|ffm|final)/"
   assert config.optim.lr == encoder_lr
   assert config.optim.lr * lr_mult == pytest.approx(decoder_lr)
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
+  """DCFM's tables average mIoU over all classes and score its own mVC (specs/dcfm.md §7), and on
+  VSPW at exactly 480x853 (§6.2); every other config keeps the project's defaults."""
+  config = load_config(path)
+  dcfm_release = path.startswith("configs/dcfm/") and "synthetic" not in path
+  expected = ("all_classes", "dcfm") if dcfm_release else ("vspw", "vspw")
+  assert (config.eval.miou_convention, config.eval.vc_convention) == expected
+  vspw = dcfm_release and "vspw" in path
+  assert tuple(config.data.eval_transform.exact_size) == ((480, 853) if vspw else ())
+  assert tuple(load_config(path, "quick").data.eval_transform.exact_size) == ()

@@ -10,7 +10,8 @@ s ~ U[0.5, 2) (padded with 0 / 255 where it is larger than the frame), resized t
 16 pairs per step, 160k steps, AdamW 6e-5 (FFM/head x10), lambda 0.4 / beta 10; the head has
 the extra 1x1 conv + BN + ReLU (head_nums 1).
 Test: shorter side 512, logits upsampled to the 1024x2048 labels; the clip [a-1, a, a+1] is
-evaluated twice, with a as a B-mode non-key frame and as a keyframe (K = 2), both counted.
+evaluated twice, with a as a B-mode non-key frame and as a keyframe (K = 2), both counted; mIoU
+over all 19 classes, as DCFM's metric code (`release_metrics` of vspw_mitb2.py).
 
 ResNet-18/50/101 (cityscapes_r*.py): crops of int(768 s) x int(1536 s) resized to 768x1536 (for
 s > 4/3 the box outgrows the frame and is padded), SGD (momentum 0.9, wd 5e-4) at 1e-2 for
@@ -57,6 +58,7 @@ def cityscapes_config(backbone: str, arg=None):
                                 color_jitter_frames="target", rotate_degrees=10.0, rotate_prob=1.0,
                                 rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(2 * size, size), size_divisor=1)
+  _BASE["release_metrics"](c)
   c.optim.lr = 6e-5
   c.train.steps = 160_000
   c.train.checkpoint_every = 4000
