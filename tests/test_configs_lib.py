@@ -73,3 +73,13 @@ def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
   vspw = dcfm_release and "vspw" in path
   assert tuple(config.data.eval_transform.exact_size) == ((480, 853) if vspw else ())
   assert tuple(load_config(path, "quick").data.eval_transform.exact_size) == ()
+
+
+@pytest.mark.parametrize("backbone, test_size", [
+    ("mitb1", 512), ("r18", 1024), ("r50", 768), ("r101", 768)])
+def test_dcfm_cityscapes_test_sizes_follow_the_release(backbone, test_size):
+  """specs/dcfm.md §6.1-6.2: shorter side 512 (MiT-B1) or 768 (R-50/101), but R-18's infer.yaml
+  tests at 1024, the full frame; training crops stay at 512 / 768."""
+  config = load_config(f"configs/dcfm/cityscapes_{backbone}.py")
+  assert tuple(config.data.eval_transform.scale) == (2 * test_size, test_size)
+  assert config.data.train_transform.crop_size[0] == (512 if backbone == "mitb1" else 768)

@@ -16,9 +16,10 @@ over all 19 classes, as DCFM's metric code (`release_metrics` of vspw_mitb2.py).
 ResNet-18/50/101 (cityscapes_r*.py): crops of int(768 s) x int(1536 s) resized to 768x1536 (for
 s > 4/3 the box outgrows the frame and is padded), SGD (momentum 0.9, wd 5e-4) at 1e-2 for
 every parameter, poly p=0.9 to 1e-4 after 1500 warm-up steps, 80k steps, batch 8 (R-101: 4), a
-1x1 conv from the PPM output to d = 320 (R-18) / 1280 (R-50/101); start from the ImageNet weights
-with `--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep base) or
-`resnet18-f37072fd.pth` (torchvision).
+1x1 conv from the PPM output to d = 320 (R-18) / 1280 (R-50/101); test at shorter side 768, but
+R-18 at 1024, i.e. the full 1024x2048 frame (its released infer.yaml, specs/dcfm.md §6.1-6.2);
+start from the ImageNet weights with `--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep
+base) or `resnet18-f37072fd.pth` (torchvision).
 
 Arguments: `quick` (tiny synthetic variant), `k=N` (keyframe interval; published K = 2).
 The other Cityscapes/CamVid configs build on `cityscapes_config` here.
@@ -50,14 +51,15 @@ def cityscapes_config(backbone: str, arg=None):
   c.data.cityscapes = configs_lib.ConfigDict(dict(root=""))
   c.data.num_classes = 19
   c.data.eval_label_window = (1, 1)
-  size = 512 if backbone.startswith("b") else 768
+  size = 512 if backbone.startswith("b") else 768  # training crop height, test shorter side
+  test_size = 1024 if backbone == "r18" else size  # R-18's infer.yaml: the native 1024x2048
   c.data.batch_size = 16
   c.data.train_transform.update(crop_scale_range=(0.5, 2.0),
                                 crop_size=(size, 2 * size), cat_max_ratio=1.0, flip_prob=0.5,
                                 photometric=False, color_jitter=(0.3, 0.3, 0.3, 0.3),
                                 color_jitter_frames="target", rotate_degrees=10.0, rotate_prob=1.0,
                                 rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
-  c.data.eval_transform.update(scale=(2 * size, size), size_divisor=1)
+  c.data.eval_transform.update(scale=(2 * test_size, test_size), size_divisor=1)
   _BASE["release_metrics"](c)
   c.optim.lr = 6e-5
   c.train.steps = 160_000
