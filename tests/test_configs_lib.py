@@ -83,3 +83,11 @@ def test_dcfm_cityscapes_test_sizes_follow_the_release(backbone, test_size):
   config = load_config(f"configs/dcfm/cityscapes_{backbone}.py")
   assert tuple(config.data.eval_transform.scale) == (2 * test_size, test_size)
   assert config.data.train_transform.crop_size[0] == (512 if backbone == "mitb1" else 768)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "camvid" in p])
+def test_camvid_configs_evaluate_the_test_split_and_their_quick_variants_val(path):
+  """The published CamVid rows are on test (DCFM's Table IV; ETC and SD-CPC presumably); the
+  quick variants' synthetic set has no test split."""
+  assert load_config(path).data.eval_split == "test"
+  assert load_config(path, "quick").data.eval_split == "val"

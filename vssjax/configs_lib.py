@@ -65,6 +65,7 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
   published numbers are dropped, as they would mean nothing next to it.
   """
   c.data.source = "synthetic"
+  c.data.eval_split = "val"  # the synthetic set's, for configs that evaluate on a test split
   c.data.num_classes = 9
   c.data.synthetic.update(
       num_train_videos=8, num_val_videos=2, num_frames=num_frames, height=64, width=64)

@@ -46,7 +46,6 @@ def camvid_config(backbone: str, variant: str):
 
 def quick_variant(c):
   _BASE["quick_variant"](c)
-  c.data.eval_split = "val"
   c.data.eval_label_window = ()
 
 
