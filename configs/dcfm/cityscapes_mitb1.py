@@ -18,8 +18,9 @@ s > 4/3 the box outgrows the frame and is padded), SGD (momentum 0.9, wd 5e-4) a
 every parameter, poly p=0.9 to 1e-4 after 1500 warm-up steps, 80k steps, batch 8 (R-101: 4), a
 1x1 conv from the PPM output to d = 320 (R-18) / 1280 (R-50/101); test at shorter side 768, but
 R-18 at 1024, i.e. the full 1024x2048 frame (its released infer.yaml, specs/dcfm.md §6.1-6.2);
-start from the ImageNet weights with `--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep
-base) or `resnet18-f37072fd.pth` (torchvision).
+R-101 with h-flip TTA (cityscapes_r101.py); start from the ImageNet weights with
+`--config.init.torch_checkpoint=resnet50_v2.pth` (semseg deep base) or `resnet18-f37072fd.pth`
+(torchvision).
 
 Arguments: `quick` (tiny synthetic variant), `k=N` (keyframe interval; published K = 2).
 The other Cityscapes/CamVid configs build on `cityscapes_config` here.

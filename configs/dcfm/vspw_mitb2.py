@@ -62,6 +62,7 @@ def dcfm_base(backbone: str):
       aks_threshold=0.0,
       aks_max_interval=5,
       eval_passes=1,  # passes per video, the first keyframe rotating (Cityscapes/CamVid: 2)
+      eval_flip=False,  # h-flip TTA: logits of each frame and its mirror image summed (use_flip)
   )
   c.model.backbone = backbone
   c.model.decoder_dim = 256  # E = 256 for every MiT variant (not SegFormer's 768)

@@ -1,4 +1,5 @@
-"""DCFM method: the symmetric loss, the keyframe schedules (B, P, AKS, rotation), the non-key cost."""
+"""DCFM method: the symmetric loss, the keyframe schedules (B, P, AKS, rotation), h-flip TTA, the
+non-key cost."""
 
 import dataclasses
 
@@ -85,6 +86,39 @@ def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables):
   # A keyframe's own prediction is the key path's.
   _, key_logits = method.encode_keyframe(variables, frames[2][None])
   np.testing.assert_array_equal(returned[2][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
+
+
+def test_flip_tta_sums_each_frame_with_its_mirror_image(method_and_variables):
+  """method.eval_flip (the release's use_flip): a keyframe's logits plus its mirror image's,
+  mirrored back; a non-key frame's mirror image is fused with the mirrored keyframes."""
+  method, variables = method_and_variables
+  frames = [f.copy() for f in _video(3)]
+  for t, f in enumerate(frames):
+    f[..., 1] = (f[..., 1].astype(int) + 70 * t) % 256
+  mirror = [f[:, ::-1] for f in frames]
+  method.config.method.eval_flip = True
+  try:
+    _, flipped = _run(method, variables, KeyframeSchedule(2, "B"), frames)
+  finally:
+    method.config.method.eval_flip = False
+  _, plain = _run(method, variables, KeyframeSchedule(2, "B"), frames)
+
+  def key_logits(images):
+    return method.encode_keyframe(variables, images[None])[1]
+
+  def labels(logits, mirrored_logits):
+    return logits_to_labels(logits + mirrored_logits[:, :, ::-1], (64, 64), (64, 64))[0]
+
+  expected_key = labels(key_logits(frames[2]), key_logits(mirror[2]))
+  np.testing.assert_array_equal(flipped[2][1], expected_key)
+
+  def non_key_logits(video):
+    commons = [method.encode_keyframe(variables, video[k][None])[0] for k in (0, 2)]
+    return method.fused_logits(variables, commons, method.encode_shallow(variables, video[1][None]))
+
+  expected_non_key = labels(non_key_logits(frames), non_key_logits(mirror))
+  np.testing.assert_array_equal(flipped[1][1], expected_non_key)
+  assert any(not np.array_equal(flipped[t][1], plain[t][1]) for t in range(3))
 
 
 def test_rotated_first_keyframe_and_p_mode(method_and_variables):

@@ -13,7 +13,10 @@ run three times, in the release's order, each with its own BatchNorm batch stati
 Inference (§3, §5): `DCFMPredictor` runs the whole network on keyframes only and just the shallow
 prefix on the others, fusing them with the cached common feature of the previous keyframe (P mode)
 or of the previous and next ones, logits summed (B mode). Adaptive keyframe scheduling (AKS)
-stretches the interval while the frame stays close to the last keyframe.
+stretches the interval while the frame stays close to the last keyframe. With h-flip
+test-time augmentation (`method.eval_flip`, the release's `use_flip`, §6.2) the mirrored video
+runs alongside as a second batch row, its non-key frames fused with its own mirrored keyframes,
+and each frame's logits are summed with its mirror image's, mirrored back.
 """
 
 from __future__ import annotations
@@ -181,6 +184,15 @@ class DCFMMethod(Method):
         video_index, p, self.schedule.interval, passes, rotate)) for p in range(passes)]
 
 
+@jax.jit
+def _sum_mirrored(logits: jax.Array) -> jax.Array:
+  """Logits [2, h, w, C] of [frame, mirror image] -> [1, h, w, C]: the frame's plus the mirror
+  image's mirrored back (the release's `cal_flip`). The release sums after upsampling to the
+  output size; bilinear upsampling with half-pixel centres is linear and commutes with the mirror,
+  so summing before it gives the same logits up to float rounding, at a fraction of the cost."""
+  return logits[:1] + logits[1:, :, ::-1]
+
+
 @dataclasses.dataclass
 class _Keyframe:
   index: int
@@ -204,7 +216,8 @@ class DCFMPredictor(StreamingPredictor):
   the maximum, or that ends the video. Non-key frames wait for the next keyframe in B mode (and
   frames before the first keyframe always do); at the end of the video the waiting ones use the
   previous keyframe alone. Only the last keyframe's (projected) common feature is kept.
-  `keyframes` lists the keyframe indices chosen so far.
+  `keyframes` lists the keyframe indices chosen so far. With `method.eval_flip` every network call
+  takes [frame, mirror image] and the two rows' logits are summed (module docstring).
   """
 
   def __init__(self, method: DCFMMethod, variables: Variables, schedule: KeyframeSchedule,
@@ -216,6 +229,7 @@ class DCFMPredictor(StreamingPredictor):
     self._schedule = schedule
     self._first = first_keyframe
     self._eval_transform = method.config.data.eval_transform
+    self._flip = bool(method.config.method.eval_flip)
     self._previous: _Keyframe | None = None
     self._pending: list[_Pending] = []
     self._index = 0
@@ -226,7 +240,7 @@ class DCFMPredictor(StreamingPredictor):
     resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
     if self._is_keyframe(t, resized):
       return self._keyframe(t, resized, frame.shape[:2])
-    shallow = self._method.encode_shallow(self._variables, resized[None])
+    shallow = self._method.encode_shallow(self._variables, self._network_input(resized))
     waiting = _Pending(t, resized, frame.shape[:2], shallow)
     if self._schedule.mode == "P" and self._previous is not None:
       return [self._predict(waiting, [self._previous])]
@@ -260,7 +274,8 @@ class DCFMPredictor(StreamingPredictor):
 
   def _keyframe(self, t: int, resized: np.ndarray, frame_hw: tuple[int, int]
                 ) -> list[Prediction]:
-    projected, logits = self._method.encode_keyframe(self._variables, resized[None])
+    projected, logits = self._method.encode_keyframe(self._variables,
+                                                     self._network_input(resized))
     keyframe = _Keyframe(t, projected, resized)
     keyframes = [keyframe] if self._previous is None else [self._previous, keyframe]
     ready = [(t, self._labels(logits, frame_hw))]
@@ -277,7 +292,13 @@ class DCFMPredictor(StreamingPredictor):
         self._variables, [k.projected for k in keyframes], waiting.shallow)
     return waiting.index, self._labels(logits, waiting.frame_hw)
 
+  def _network_input(self, resized: np.ndarray) -> np.ndarray:
+    """The batch one frame runs as: [frame], or [frame, mirror image] with h-flip TTA."""
+    return np.stack([resized, resized[:, ::-1]]) if self._flip else resized[None]
+
   def _labels(self, logits: jax.Array, frame_hw) -> jax.Array:
+    if self._flip:
+      logits = _sum_mirrored(logits)
     # One bilinear upsampling straight to the output size, as the release does (not mmseg's two).
     frame_hw = tuple(frame_hw)
     return frame_labels(logits, input_hw=frame_hw, frame_hw=frame_hw)
