@@ -18,9 +18,9 @@ Published tables disagree on how to average per-class IoU, so each convention ge
   union counting as 0 (specs/dcfm.md §7). Used by the DCFM tables (its Table II mIoU column).
 
 All three agree when every class occurs in the GT; ``MIOU_CONVENTIONS`` names them for the
-evaluator's ``eval.miou_convention``, which picks the one reported as "mIoU". ``fwiou`` is the frequency-weighted IoU
-("wIoU" of the DCFM tables, "FWIoU" of the VSPW Evaluator): sum_c f_c IoU_c with f_c the GT pixel
-frequency of class c.
+evaluator's ``eval.miou_convention``, which picks the one reported as "mIoU". ``fwiou`` is the
+frequency-weighted IoU ("wIoU" of the DCFM tables, "FWIoU" of the VSPW Evaluator): sum_c f_c IoU_c
+with f_c the GT pixel frequency of class c.
 """
 
 from __future__ import annotations
