@@ -324,18 +324,38 @@ def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:
   return tuple(int(np.ceil(side / size_divisor)) * size_divisor for side in hw)
 
 
-def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int) -> np.ndarray:
+def _pillow_resize(image: np.ndarray, hw: tuple[int, int], resample: Image.Resampling
+                   ) -> np.ndarray:
+  return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), resample))
+
+
+def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
+                backend: str = "cv2") -> np.ndarray:
   """SegFormer's AlignedResize at test time: keep-ratio rescale to fit `scale`, then a second
-  bilinear resize of each side up to a multiple of `size_divisor` (two resizes, as mmseg does)."""
+  bilinear resize of each side up to a multiple of `size_divisor` (two resizes, as mmseg does).
+
+  `backend='pillow'` resizes as torchvision's `Resize` on PIL images (DCFM's test transform):
+  Pillow's bilinear widens its filter when it shrinks (antialiasing), cv2's samples 2x2 pixels.
+  """
+  if backend not in ("cv2", "pillow"):
+    raise ValueError(f"eval_transform.resize_backend must be 'cv2' or 'pillow', got {backend!r}")
   rescaled = rescale_size(frame.shape[:2], scale)
   for hw in (rescaled, _align(rescaled, size_divisor)):
     if hw != frame.shape[:2]:
-      frame = cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+      frame = (_pillow_resize(frame, hw, Image.Resampling.BILINEAR) if backend == "pillow"
+               else cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR))
   return frame
 
 
 # Not a test, despite its name: keeps pytest from collecting it where it is imported.
 test_resize.__test__ = False
+
+
+def eval_resize(frame: np.ndarray, eval_transform) -> np.ndarray:
+  """`test_resize` with a config's `data.eval_transform` settings: what every predictor feeds its
+  network."""
+  return test_resize(frame, eval_transform.scale, eval_transform.size_divisor,
+                     eval_transform.resize_backend)
 
 
 def resize_exact(frame: np.ndarray, label: np.ndarray | None, hw: tuple[int, int]
@@ -350,8 +370,7 @@ def resize_exact(frame: np.ndarray, label: np.ndarray | None, hw: tuple[int, int
   """
   if frame.shape[:2] == tuple(hw):
     return frame, label
-  size = (hw[1], hw[0])
-  frame = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+  frame = _pillow_resize(frame, hw, Image.Resampling.BILINEAR)
   if label is not None:
-    label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
+    label = _pillow_resize(label, hw, Image.Resampling.NEAREST)
   return frame, label

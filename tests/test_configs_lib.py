@@ -83,6 +83,7 @@ def test_dcfm_cityscapes_test_sizes_follow_the_release(backbone, test_size):
   config = load_config(f"configs/dcfm/cityscapes_{backbone}.py")
   assert tuple(config.data.eval_transform.scale) == (2 * test_size, test_size)
   assert config.data.train_transform.crop_size[0] == (512 if backbone == "mitb1" else 768)
+  assert config.data.eval_transform.resize_backend == "pillow"  # torchvision on PIL images
   # h-flip TTA only where the release's infer.yaml sets use_flip.
   assert config.method.eval_flip == (backbone == "r101")
 

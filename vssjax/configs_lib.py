@@ -164,7 +164,10 @@ def base_config() -> ConfigDict:
       # predictions come back at the frame's size). `exact_size` (h, w): the evaluator first
       # resizes every frame (bilinear) and its label (nearest) to exactly this size, so metrics
       # are scored there (DCFM's VSPW protocol: 480x853); () keeps the stored size.
-      eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32, exact_size=())),
+      # `resize_backend`: 'cv2' (mmseg, semseg) or 'pillow' (torchvision on PIL images, DCFM:
+      # its bilinear antialiases when it shrinks).
+      eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32, exact_size=(),
+                                     resize_backend="cv2")),
       # (before, after): evaluate only the frames [a - before, a + after] around each labelled
       # frame a (DCFM's Cityscapes/CamVid protocol); () = every frame of every video.
       eval_label_window=(),

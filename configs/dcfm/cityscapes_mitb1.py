@@ -60,7 +60,8 @@ def cityscapes_config(backbone: str, arg=None):
                                 photometric=False, color_jitter=(0.3, 0.3, 0.3, 0.3),
                                 color_jitter_frames="target", rotate_degrees=10.0, rotate_prob=1.0,
                                 rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
-  c.data.eval_transform.update(scale=(2 * test_size, test_size), size_divisor=1)
+  c.data.eval_transform.update(scale=(2 * test_size, test_size), size_divisor=1,
+                               resize_backend="pillow")  # torchvision Resize on PIL images
   _BASE["release_metrics"](c)
   c.optim.lr = 6e-5
   c.train.steps = 160_000

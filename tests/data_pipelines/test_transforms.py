@@ -386,6 +386,21 @@ def test_test_resize_is_two_resizes():
   np.testing.assert_array_equal(transforms.test_resize(same, (64, 64), 32), same)
 
 
+def test_test_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
+  """DCFM's Cityscapes test resize (1024x2048 -> 512x1024 for MiT) is torchvision's on PIL images:
+  Pillow's bilinear averages the whole footprint when it shrinks, cv2's samples 2x2 pixels."""
+  frame = np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+  settings = ml_collections.ConfigDict(dict(scale=(32, 16), size_divisor=1,
+                                            resize_backend="pillow"))
+  resized = transforms.eval_resize(frame, settings)
+  np.testing.assert_array_equal(
+      resized, np.asarray(Image.fromarray(frame).resize((32, 16), Image.Resampling.BILINEAR)))
+  sampled = transforms.test_resize(frame, (32, 16), 1)  # cv2, the default
+  assert resized.std() < 0.6 * sampled.std()  # averaged noise is smoother
+  with pytest.raises(ValueError, match="resize_backend must be 'cv2' or 'pillow'"):
+    transforms.test_resize(frame, (32, 16), 1, "torch")
+
+
 def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label():
   """DCFM's VSPW test resize (PIL, as the release): 5 label columns to 7 map each target pixel's
   centre, x -> floor((x + 0.5) * 5 / 7), where cv2.INTER_NEAREST would take floor(x * 5 / 7)."""

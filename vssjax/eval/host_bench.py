@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from data_pipelines.transforms import test_resize
+from data_pipelines.transforms import eval_resize
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor
 
@@ -51,7 +51,7 @@ class _SimulatedDevicePredictor(StreamingPredictor):
     return labels
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
-    test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)  # host share
+    eval_resize(frame, self._eval_transform)  # host share
     index, self._index = self._index, self._index + 1
     return [(index, _DeviceLabels(self._device.submit(self._predict, frame)))]
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.clip_sampling import dcfm_first_keyframe
-from data_pipelines.transforms import test_resize
+from data_pipelines.transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
@@ -237,7 +237,7 @@ class DCFMPredictor(StreamingPredictor):
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     t, self._index = self._index, self._index + 1
-    resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    resized = eval_resize(frame, self._eval_transform)
     if self._is_keyframe(t, resized):
       return self._keyframe(t, resized, frame.shape[:2])
     shallow = self._method.encode_shallow(self._variables, self._network_input(resized))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.clip_sampling import OffsetClipSampler
-from data_pipelines.transforms import test_resize
+from data_pipelines.transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
 from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
@@ -176,7 +176,7 @@ class DTERNPredictor(StreamingPredictor):
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     t, self._index = self._index, self._index + 1
-    resized = test_resize(frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    resized = eval_resize(frame, self._eval_transform)
     target_state = None
     if self._cache_features:
       target_state, self._memory[t] = self._method.encode_frame(self._variables, resized[None])

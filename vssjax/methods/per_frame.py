@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines.transforms import test_resize
+from data_pipelines.transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods.base import Prediction, StreamingPredictor, Variables
 from vssjax.ops.resize import resize_bilinear
@@ -56,8 +56,7 @@ class PerFramePredictor(StreamingPredictor):
     self._index = 0
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
-    resized = test_resize(
-        frame, self._eval_transform.scale, self._eval_transform.size_divisor)
+    resized = eval_resize(frame, self._eval_transform)
     logits = self._predict_logits(self._variables, resized[None])
     labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2],
                           align_corners=self._align_corners)
