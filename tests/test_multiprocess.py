@@ -28,6 +28,22 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _launch_two_processes(workdir, data_dir, devices_each: int, *overrides):
+  """Two processes of one `vssjax.main` training run on localhost, output piped."""
+  port = _free_port()
+  procs = []
+  for rank in range(2):
+    env = dict(os.environ)
+    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES=str(devices_each))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
+         f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--distributed=on",
+         *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True))
+  return procs
+
+
 def _losses(workdir):
   return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
@@ -35,18 +51,8 @@ def _losses(workdir):
 def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_config, tmp_path):
   make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
   make_dataset(quick_config.data, "val")
-  port = _free_port()
   two = tmp_path / "two"
-  procs = []
-  for rank in range(2):
-    env = dict(os.environ)
-    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="2")
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
-         f"--workdir={two}", f"--config.data.data_dir={quick_config.data.data_dir}",
-         "--distributed=on", *OVERRIDES], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True))
+  procs = _launch_two_processes(two, quick_config.data.data_dir, 2, *OVERRIDES)
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out
@@ -72,19 +78,10 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_conf
 
 def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(quick_config, tmp_path):
   make_dataset(quick_config.data, "train")
-  port = _free_port()
   workdir = tmp_path / "run"
-  procs = []
-  for rank in range(2):
-    env = dict(os.environ)
-    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="1")
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
-         f"--workdir={workdir}", f"--config.data.data_dir={quick_config.data.data_dir}",
-         "--distributed=on", "--config.train.steps=100000",
-         "--config.train.checkpoint_every=100000"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  procs = _launch_two_processes(workdir, quick_config.data.data_dir, 1,
+                                "--config.train.steps=100000",
+                                "--config.train.checkpoint_every=100000")
   lines = []
   for line in procs[0].stdout:  # process 0 reports progress; the signal goes to process 1 only
     lines.append(line)
