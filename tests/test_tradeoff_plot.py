@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from vssjax import tradeoff_plot
 
@@ -26,3 +26,13 @@ def test_points_are_placed_by_speed_and_accuracy(tmp_path):
   assert where["DCFM K=1"][1] < where["SegFormer"][1] < where["DCFM K=6"][1]  # better: up
   with pytest.raises(KeyError, match="TC"):
     tradeoff_plot.read_point(f"x={_results(tmp_path, 'y', 1.0, 2.0)}", "TC")
+
+
+def test_labels_of_close_points_do_not_overlap():
+  draw = ImageDraw.Draw(Image.new("RGB", (200, 200), "white"))
+  taken = []
+  first = tradeoff_plot._label_spot(draw, "DCFM K=1", 100, 100, taken)
+  second = tradeoff_plot._label_spot(draw, "DCFM K=2", 104, 99, taken)  # 6 frames/s apart
+  assert first == (108, 86)  # up-right of its point when the space is free
+  assert not tradeoff_plot._overlaps(*taken)
+  assert second[1] > first[1]  # moved down, below the first label

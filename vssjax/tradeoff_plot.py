@@ -50,6 +50,23 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
   return [first + i * step for i in range(int((high - first) / step) + 2)]
 
 
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+  return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_spot(draw: ImageDraw.ImageDraw, label: str, px: int, py: int,
+                taken: list[tuple[int, int, int, int]]) -> tuple[int, int]:
+  """Where `label` goes next to its point (px, py): up-right, or moved down a line at a time
+  until it clears the labels already drawn (close points, e.g. DCFM at K=1 and K=2)."""
+  y = py - 14
+  while True:
+    box = draw.textbbox((px + 8, y), label)
+    if not any(_overlaps(box, other) for other in taken) or y > py + 60:
+      taken.append(box)
+      return px + 8, y
+    y = max(y + 1, max(o[3] for o in taken if _overlaps(box, o)) + 2)
+
+
 def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str = "mIoU",
          title: str = "") -> dict[str, tuple[int, int]]:
   """Writes the PNG; returns each label's pixel position (for tests and captions)."""
@@ -80,7 +97,7 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
   if title:
     draw.text((width // 2 - 4 * len(title), 10), title, fill="black")
   families = list(dict.fromkeys(label.split(" ")[0] for label, _, _ in points))
-  positions = {}
+  positions, taken = {}, []
   for label, x, y in points:
     family = label.split(" ")[0]
     colour = _COLOURS[families.index(family) % len(_COLOURS)]
@@ -89,7 +106,7 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
     if len(same) > 1:
       draw.line(sorted(same), fill=colour, width=1)
     draw.ellipse((px - 5, py - 5, px + 5, py + 5), fill=colour)
-    draw.text((px + 8, py - 14), label, fill=colour)
+    draw.text(_label_spot(draw, label, px, py, taken), label, fill=colour)
     positions[label] = (px, py)
   image.save(path)
   return positions
