@@ -44,7 +44,7 @@ PUBLISHED = {"baseline": dict(mIoU=69.79, TC=68.50), "temporal": dict(mIoU=71.72
 # Distillation weights: not released (specs/etc.md §4.3 (e)). PI and PF follow the authors'
 # Structured-KD defaults (lambda_pi 10, lambda_pa 1); MF is set to 1. The objective of §4.3 (e)
 # has no self-similarity term; we add the release's per-frame criterion (c) at weight 1, as the
-# released run's mode string ('..._sd_kd') suggests: set self_similarity_weight=0 for (e) as written.
+# released run's mode string ('..._sd_kd') suggests: self_similarity_weight=0 gives (e) as written.
 DISTILLATION_WEIGHTS = dict(pixelwise_weight=10.0, pair_wise_weight=1.0,
                             self_similarity_weight=1.0, multi_frame_weight=1.0)
 
