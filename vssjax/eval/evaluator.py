@@ -201,14 +201,15 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if temporal is not None:
     temporal = _merge_across_processes(temporal)
   num_videos, num_frames = _sum_across_processes([len(videos), len(frame_ends)])
+  mious = miou_by_convention(confusion.matrix)
   results: dict[str, Any] = {
       "step": int(step),
       "split": split,
       "num_videos": num_videos,
       "num_frames": num_frames,
-      "mIoU": MIOU_CONVENTIONS[miou_convention][0](confusion.matrix),
+      "mIoU": mious[f"mIoU_{miou_convention}"],
       "mIoU_convention": miou_convention,
-      **miou_by_convention(confusion.matrix),
+      **mious,
       "wIoU": fwiou(confusion.matrix),
       "pixel_acc": pixel_accuracy(confusion.matrix),
       "frames_per_s": (len(frame_ends) - untimed_frames) / max(timed_wall, 1e-9),

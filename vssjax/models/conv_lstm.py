@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import Conv, torch_bias_init, torch_kernel_init
+from vssjax.models.layers import Conv, torch_default_init
 
 Dtype = Any
 State = tuple[jax.Array, jax.Array]  # (hidden, cell), each [B, H, W, hidden_size]
@@ -54,8 +54,7 @@ class ConvLSTM(nn.Module):
     fan_in = stacked.shape[-1] * self.kernel_size**2
     pad = self.kernel_size // 2
     gates = Conv(4 * self.hidden_size, (self.kernel_size,) * 2, padding=((pad, pad),) * 2,
-                 kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), dtype=self.dtype,
-                 name="Gates")(stacked)
+                 **torch_default_init(fan_in), dtype=self.dtype, name="Gates")(stacked)
     in_gate, forget_gate, out_gate, candidate = jnp.split(gates, 4, axis=-1)
     cell = nn.sigmoid(forget_gate) * cell + nn.sigmoid(in_gate) * jnp.tanh(candidate)
     return nn.sigmoid(out_gate) * jnp.tanh(cell), cell

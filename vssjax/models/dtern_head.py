@@ -13,7 +13,7 @@ Init as the release's (specs/dtern.md §7), for training from scratch: mmcv Conv
 fusion convs, GTEM's projections) He fan-out normal; GTEM's Linears and FCC/VCC trunc-normal 0.02
 with zero biases; `conv_seg` N(0, 0.01) (mmseg's `BaseDecodeHead`). LTEM (`Cluster_layer`, its
 CAM, Mlp and DWConvs) and `linear_pred1` have no init hook, so they keep PyTorch's nn.Conv2d /
-nn.Linear default, U(+-1/sqrt(fan_in)) for weights and biases (`layers.torch_kernel_init`).
+nn.Linear default, U(+-1/sqrt(fan_in)) for weights and biases (`layers.torch_default_init`).
 """
 from collections.abc import Sequence
 from typing import Any
@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, dense_init,
-                                  depthwise_conv, gelu, layer_norm, torch_bias_init,
-                                  torch_kernel_init)
+                                  depthwise_conv, gelu, layer_norm, torch_default_init)
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
@@ -43,20 +42,19 @@ def _conv(x: jax.Array, features: int, kernel: tuple[int, int], name: str, dtype
   torch's nn.Conv2d (LTEM's convs have no init hook)."""
   pads = ((kernel[0] // 2, kernel[0] // 2), (kernel[1] // 2, kernel[1] // 2))
   fan_in = x.shape[-1] * kernel[0] * kernel[1]
-  return Conv(features, kernel, padding=pads, use_bias=use_bias, kernel_init=torch_kernel_init,
-              bias_init=torch_bias_init(fan_in), dtype=dtype, name=name)(x)
+  return Conv(features, kernel, padding=pads, use_bias=use_bias, **torch_default_init(fan_in),
+              dtype=dtype, name=name)(x)
 
 
 def _dwconv(kernel: tuple[int, int], name: str, impl: str, dtype: Dtype) -> DepthwiseConv:
   """A depth-wise conv initialised as torch's nn.Conv2d(groups=C): fan-in kh * kw."""
-  return DepthwiseConv(kernel, impl=impl, dtype=dtype, kernel_init=torch_kernel_init,
-                       bias_init=torch_bias_init(kernel[0] * kernel[1]), name=name)
+  return DepthwiseConv(kernel, impl=impl, dtype=dtype,
+                       **torch_default_init(kernel[0] * kernel[1]), name=name)
 
 
 def _dense(features: int, fan_in: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
   """A Dense initialised as torch's nn.Linear (LTEM's Linears have no init hook)."""
-  return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in),
-                  dtype=dtype, name=name)
+  return nn.Dense(features, **torch_default_init(fan_in), dtype=dtype, name=name)
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -387,8 +385,8 @@ class DTERNHead(nn.Module):
     self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
                        self.dwconv_impl, self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
-    self.linear_pred1 = Conv(self.num_classes, (1, 1), kernel_init=torch_kernel_init,
-                             bias_init=torch_bias_init(2 * self.embed_dim), dtype=self.dtype)
+    self.linear_pred1 = Conv(self.num_classes, (1, 1), **torch_default_init(2 * self.embed_dim),
+                             dtype=self.dtype)
     self.conv_seg = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
                          dtype=self.dtype)
 

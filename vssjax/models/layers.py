@@ -6,8 +6,8 @@ the forward numerics identical in eval mode. NHWC layout throughout.
 
 Initialisers: training from scratch starts where the original does, so each layer takes the init
 its original gets. mmseg-style code (MiT, ConvModule, ResNet) uses `dense_init` / `conv_init`;
-layers the originals leave alone get PyTorch's `reset_parameters` default, `torch_kernel_init`
-with `torch_bias_init`. Converted checkpoints overwrite all of them.
+layers the originals leave alone get PyTorch's `reset_parameters` default,
+`torch_default_init`. Converted checkpoints overwrite all of them.
 """
 import functools
 from collections.abc import Callable
@@ -53,6 +53,12 @@ def torch_bias_init(fan_in: int) -> Initializer:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
+
+
+def torch_default_init(fan_in: int) -> dict[str, Initializer]:
+  """`kernel_init` and `bias_init` of a layer PyTorch initialises by default (`nn.Conv2d`,
+  `nn.Linear`) whose kernel has fan-in `fan_in`: pass as `**torch_default_init(fan_in)`."""
+  return {"kernel_init": torch_kernel_init, "bias_init": torch_bias_init(fan_in)}
 
 
 # `nn.Conv` whose kernel == stride convolutions (1x1, patchify) run as reshape + matmul, 2.5x faster

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import Conv, ConvBNAct, torch_bias_init, torch_kernel_init
+from vssjax.models.layers import Conv, ConvBNAct, torch_default_init, torch_kernel_init
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import resnet
 
@@ -47,8 +47,8 @@ class SegmentationHead(nn.Module):
                   name="conv_bn")(x, train=train)
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     x = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(x, deterministic=not train)
-    return Conv(self.num_classes, (1, 1), kernel_init=torch_kernel_init,
-                bias_init=torch_bias_init(self.features), dtype=self.dtype, name="classifier")(x)
+    return Conv(self.num_classes, (1, 1), **torch_default_init(self.features), dtype=self.dtype,
+                name="classifier")(x)
 
 
 class PSPNet(nn.Module):

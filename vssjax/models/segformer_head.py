@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, conv_init,
-                                  torch_bias_init, torch_kernel_init)
+                                  torch_default_init)
 from vssjax.ops.resize import resize_bilinear
 
 Dtype = Any
@@ -76,8 +76,7 @@ class SegFormerHead(nn.Module):
     if len(features) != 4:
       raise ValueError(f"SegFormerHead expects 4 feature maps, got {len(features)}")
     projections = [LinearWeights((feature.shape[-1], self.embed_dim),
-                                 kernel_init=torch_kernel_init,
-                                 bias_init=torch_bias_init(feature.shape[-1]),
+                                 **torch_default_init(feature.shape[-1]),
                                  name=f"linear_c{level}")()
                    for level, feature in enumerate(features, start=1)]
     fused = _FoldedFuse(self.embed_dim, self.dtype, name="linear_fuse")(
@@ -86,7 +85,6 @@ class SegFormerHead(nn.Module):
       return None, fused
     # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
     y = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
-    logits = Conv(self.num_classes, (1, 1), kernel_init=torch_kernel_init,
-                  bias_init=torch_bias_init(self.embed_dim), dtype=self.dtype,
-                  name="linear_pred")(y)
+    logits = Conv(self.num_classes, (1, 1), **torch_default_init(self.embed_dim),
+                  dtype=self.dtype, name="linear_pred")(y)
     return logits, fused
