@@ -6,6 +6,11 @@ per clip and apply it to every frame, label and flow field, so frames stay align
 and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
 (specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2), and
 so are torchvision's ColorJitter and crop-then-resize (DCFM).
+Geometry follows one of two libraries (`train_transform.geometry`): 'mmseg' (cv2 resizes and
+rotation, bilinear frames; crop, then pad bottom/right) or 'torchvision' (DCFM, whose transforms
+are torchvision's on PIL images: Pillow resizes, whose bilinear antialiases when it shrinks and
+whose nearest takes the pixel under each target centre; Pillow's nearest-neighbour rotation, the
+default of RandomRotation; RandomCrop(pad_if_needed), padding both ends before cropping).
 Frames are never normalised here: the model does that. So where mmseg pads after Normalize with 0
 and ETC fills with the mean colour (0 once normalised), padding and rotation here fill frames with
 `MEAN_COLOUR`; DCFM fills before normalising, with black (0) or white (255), and says so.
@@ -58,12 +63,38 @@ def _map_flow(clip: Clip, field_op, linear: np.ndarray) -> np.ndarray | None:
   return (fields @ linear.T.astype(np.float32)).astype(np.float32)
 
 
-def _resize_clip(clip: Clip, hw: tuple[int, int]) -> Clip:
-  """Bilinear frames and flow, nearest labels (mmcv imresize; cv2 takes (w, h)); flow vectors
-  scale with each axis."""
+GEOMETRIES = ("mmseg", "torchvision")
+
+
+def check_geometry(geometry: str) -> str:
+  if geometry not in GEOMETRIES:
+    raise ValueError(f"data.train_transform.geometry must be one of {GEOMETRIES}, got "
+                     f"{geometry!r}")
+  return geometry
+
+
+def _pillow_resize(image: np.ndarray, hw: tuple[int, int], resample: Image.Resampling
+                   ) -> np.ndarray:
+  return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), resample))
+
+
+def _refuse_flow(clip: Clip, op: str) -> None:
+  """Pillow has no two-channel float images; no method with flow uses torchvision's geometry."""
+  if clip.flow is not None:
+    raise ValueError(f"train_transform.geometry='torchvision' cannot {op} optical flow; use "
+                     f"'mmseg' with data.flow")
+
+
+def _resize_clip(clip: Clip, hw: tuple[int, int], geometry: str = "mmseg") -> Clip:
+  """Bilinear frames and flow, nearest labels: with cv2 as mmcv imresize ('mmseg'; cv2 takes
+  (w, h)) or with Pillow ('torchvision'). Flow vectors scale with each axis."""
   size = (hw[1], hw[0])
   if clip.frames.shape[1:3] == tuple(hw):
     return clip
+  if check_geometry(geometry) == "torchvision":
+    _refuse_flow(clip, "resize")
+    return Clip(np.stack([_pillow_resize(f, hw, Image.Resampling.BILINEAR) for f in clip.frames]),
+                np.stack([_pillow_resize(l, hw, Image.Resampling.NEAREST) for l in clip.labels]))
   old_h, old_w = clip.frames.shape[1:3]
   frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in clip.frames])
   labels = np.stack([cv2.resize(l, size, interpolation=cv2.INTER_NEAREST) for l in clip.labels])
@@ -73,18 +104,34 @@ def _resize_clip(clip: Clip, hw: tuple[int, int]) -> Clip:
 
 
 def random_rescale(clip: Clip, scale: tuple[int, int], ratio_range: tuple[float, float],
-                   rng: np.random.Generator) -> Clip:
-  """mmseg Resize(img_scale=scale, ratio_range, keep_ratio=True); scale is (w, h) as in mmseg,
-  though keep-ratio rescaling only uses its long and short edge."""
+                   rng: np.random.Generator, keep_ratio: bool = True,
+                   geometry: str = "mmseg") -> Clip:
+  """Rescale by ratio ~ U[ratio_range) of `scale` (w, h), as mmseg's Resize(img_scale=scale,
+  ratio_range): with keep_ratio the frame's aspect ratio is kept, fitting (int(w * ratio),
+  int(h * ratio)) by its long and short edge; without, the frame becomes exactly
+  (int(h * ratio), int(w * ratio)) (DCFM's VSPW resize, specs/dcfm.md §6.2)."""
   ratio = rng.random() * (ratio_range[1] - ratio_range[0]) + ratio_range[0]
   target = (int(scale[0] * ratio), int(scale[1] * ratio))
-  return _resize_clip(clip, rescale_size(clip.frames.shape[1:3], target))
+  hw = rescale_size(clip.frames.shape[1:3], target) if keep_ratio else (target[1], target[0])
+  return _resize_clip(clip, hw, geometry)
 
 
-def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...]) -> Clip:
+def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...],
+           geometry: str = "mmseg") -> Clip:
   """Rotates every frame, label and flow field by `degrees` (counter-clockwise) about the image
-  centre: bilinear frames filled with `image_fill`, nearest labels filled with 255, flow filled
-  with 0 and its vectors rotated with the image."""
+  centre, the corners filled (frames with `image_fill`, labels with 255, flow with 0): 'mmseg'
+  with cv2, bilinear frames and nearest labels, flow vectors rotated with the image;
+  'torchvision' as its RandomRotation's default on PIL images, Pillow's nearest for both."""
+  if check_geometry(geometry) == "torchvision":
+    _refuse_flow(clip, "rotate")
+    fill = tuple(int(v) for v in _colour(image_fill))
+
+    def turn(image, colour):
+      return np.asarray(Image.fromarray(np.ascontiguousarray(image)).rotate(
+          degrees, Image.Resampling.NEAREST, fillcolor=colour))
+
+    return Clip(np.stack([turn(f, fill) for f in clip.frames]),
+                np.stack([turn(l, IGNORE_LABEL) for l in clip.labels]))
   h, w = clip.frames.shape[1:3]
   matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
   fill = tuple(float(v) for v in _colour(image_fill))
@@ -100,12 +147,13 @@ def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...]) ->
 
 
 def random_rotate(clip: Clip, max_degrees: float, prob: float,
-                  image_fill: float | tuple[float, ...], rng: np.random.Generator) -> Clip:
+                  image_fill: float | tuple[float, ...], rng: np.random.Generator,
+                  geometry: str = "mmseg") -> Clip:
   """With probability `prob`, one angle ~ U[-max_degrees, max_degrees] for the whole clip
   (DCFM: +-20 VSPW, +-10 Cityscapes/CamVid; ETC: +-10 with p 0.5)."""
   if rng.random() >= prob:
     return clip
-  return rotate(clip, rng.uniform(-max_degrees, max_degrees), image_fill)
+  return rotate(clip, rng.uniform(-max_degrees, max_degrees), image_fill, geometry)
 
 
 def random_blur(clip: Clip, prob: float, rng: np.random.Generator) -> Clip:
@@ -145,22 +193,27 @@ def random_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
   return Clip(clip.frames[:, box[0], box[1]], clip.labels[:, box[0], box[1]], flow)
 
 
+def random_padded_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
+                       image_fill: float | tuple[float, ...], rng: np.random.Generator) -> Clip:
+  """torchvision's RandomCrop(crop_size, pad_if_needed=True): a side shorter than the crop first
+  gets the shortfall added at BOTH ends (frames `image_fill`, labels 255, flow 0), so the frame
+  lands anywhere inside the box, not at its top-left as with mmseg's crop-then-Pad. The box is
+  then drawn as `random_crop` draws it (cat_max_ratio 1 for torchvision's)."""
+  short_h, short_w = (max(c - side, 0) for c, side in zip(crop_size, clip.frames.shape[1:3]))
+  clip = _pad(clip, (short_h, short_h), (short_w, short_w), image_fill)
+  return random_crop(clip, crop_size, cat_max_ratio, rng)
+
+
 def random_scaled_crop(clip: Clip, crop_size: tuple[int, int], scale_range: tuple[float, float],
                        cat_max_ratio: float, image_fill: float | tuple[float, ...],
-                       rng: np.random.Generator) -> Clip:
-  """DCFM's Cityscapes/CamVid scale augmentation (specs/dcfm.md §6.2): crop a box of
-  (int(h * s), int(w * s)), s ~ U[scale_range), from the frame as it is, then resize the box to
-  crop_size (h, w), instead of rescaling the whole frame and cropping crop_size from it.
-
-  The crop is torchvision's RandomCrop(pad_if_needed): a box larger than the frame first pads
-  each side by the shortfall (frames with `image_fill`, labels 255, flow 0), so the frame lands
-  anywhere inside the box, not at its top-left as with mmseg's Pad.
-  """
+                       rng: np.random.Generator, geometry: str = "mmseg") -> Clip:
+  """DCFM's Cityscapes/CamVid scale augmentation (specs/dcfm.md §6.2): a `random_padded_crop` of
+  (int(h * s), int(w * s)), s ~ U[scale_range), from the frame as it is, then resized to
+  crop_size (h, w), instead of rescaling the whole frame and cropping crop_size from it."""
   s = rng.uniform(*scale_range)
   box = (int(crop_size[0] * s), int(crop_size[1] * s))
-  short_h, short_w = (max(b - side, 0) for b, side in zip(box, clip.frames.shape[1:3]))
-  clip = _pad(clip, (short_h, short_h), (short_w, short_w), image_fill)
-  return _resize_clip(random_crop(clip, box, cat_max_ratio, rng), crop_size)
+  return _resize_clip(random_padded_crop(clip, box, cat_max_ratio, image_fill, rng), crop_size,
+                      geometry)
 
 
 def random_hflip(clip: Clip, flip_prob: float, rng: np.random.Generator) -> Clip:
@@ -283,12 +336,14 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad.
 
   cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
-  optionally rotate_degrees (0: off), rotate_prob, rotate_fill and pad_fill (image fills, one
-  grey level or RGB; default `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set:
-  DCFM's crop-then-resize, `random_scaled_crop`, in place of rescale-then-crop, so scale and
-  ratio_range are unused), color_jitter ((brightness, contrast, saturation, hue); () = off) with
-  color_jitter_frames ('all': one draw per frame; 'target': the last frame only). The jitter comes
-  first, on the frames as loaded, as DCFM's does.
+  optionally geometry ('mmseg' default, or 'torchvision', see the module docstring), keep_ratio
+  (default True; False: `random_rescale` to exactly the scaled `scale`), rotate_degrees (0: off),
+  rotate_prob, rotate_fill and pad_fill (image fills, one grey level or RGB; default
+  `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set: DCFM's crop-then-resize,
+  `random_scaled_crop`, in place of rescale-then-crop, so scale and ratio_range are unused),
+  color_jitter ((brightness, contrast, saturation, hue); () = off) with color_jitter_frames
+  ('all': one draw per frame; 'target': the last frame only). The jitter comes first, on the
+  frames as loaded, as DCFM's does.
   With every option off this is mmseg's SegFormer/DTERN pipeline. Returns frames uint8
   [T, h, w, 3], labels int32 [T, h, w] and flow float32 [T-1, h, w, 2] (if given) at crop_size.
   """
@@ -300,15 +355,20 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
                                                cfg.get("color_jitter_frames", "all"), rng))
   crop_scale_range = tuple(cfg.get("crop_scale_range", ()))
   pad_fill = cfg.get("pad_fill", MEAN_COLOUR)
+  geometry = check_geometry(cfg.get("geometry", "mmseg"))
   if not crop_scale_range:
-    clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng)
+    clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng,
+                          cfg.get("keep_ratio", True), geometry)
   if cfg.get("rotate_degrees", 0.0):
     clip = random_rotate(clip, cfg.rotate_degrees, cfg.get("rotate_prob", 1.0),
-                         cfg.get("rotate_fill", MEAN_COLOUR), rng)
+                         cfg.get("rotate_fill", MEAN_COLOUR), rng, geometry)
   if cfg.get("blur_prob", 0.0):
     clip = random_blur(clip, cfg.blur_prob, rng)
   if crop_scale_range:
-    clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng)
+    clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng,
+                              geometry)
+  elif geometry == "torchvision":
+    clip = random_padded_crop(clip, crop_size, cfg.cat_max_ratio, pad_fill, rng)
   else:
     clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
   clip = random_hflip(clip, cfg.flip_prob, rng)
@@ -322,11 +382,6 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
 
 def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:
   return tuple(int(np.ceil(side / size_divisor)) * size_divisor for side in hw)
-
-
-def _pillow_resize(image: np.ndarray, hw: tuple[int, int], resample: Image.Resampling
-                   ) -> np.ndarray:
-  return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), resample))
 
 
 def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,

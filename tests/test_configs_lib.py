@@ -72,6 +72,9 @@ def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
   assert (config.eval.miou_convention, config.eval.vc_convention) == expected
   vspw = dcfm_release and "vspw" in path
   assert tuple(config.data.eval_transform.exact_size) == ((480, 853) if vspw else ())
+  # DCFM trains with torchvision's transforms on PIL images, VSPW's resize ignoring aspect ratio.
+  assert config.data.train_transform.geometry == ("torchvision" if dcfm_release else "mmseg")
+  assert config.data.train_transform.keep_ratio == (not vspw)
   assert tuple(load_config(path, "quick").data.eval_transform.exact_size) == ()
 
 

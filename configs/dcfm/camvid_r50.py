@@ -6,10 +6,11 @@
 Needs the 30 fps frames next to the labelled ones (`frames/`, see docs/data.md) for the
 neighbours. +-10 degree rotation (image and label filled with 255), a square crop of side
 int(640 u), u ~ U[0.5, 1), of the 720x960 frame resized to 640x640, flip (the release flips before
-resizing: the same distribution), no colour jitter; batch 8, SGD 2e-2 with poly p=0.9 to 1e-5 and
-no warm-up, 40k steps; test on the test split (Table IV is CamVid test; the release's test dataset
-reads test.txt) at the native 720x960 on [a-1, a, a+1], twice (K = 2, the labelled frame once
-non-key and once a keyframe); mIoU over all 11 classes, as DCFM's metric code.
+resizing: the same distribution), as torchvision's transforms on PIL images, no colour jitter;
+batch 8, SGD 2e-2 with poly p=0.9 to 1e-5 and no warm-up, 40k steps; test on the test split
+(Table IV is CamVid test; the release's test dataset reads test.txt) at the native 720x960 on
+[a-1, a, a+1], twice (K = 2, the labelled frame once non-key and once a keyframe); mIoU over all
+11 classes, as DCFM's metric code.
 
 Arguments: `quick`, `k=N` as in cityscapes_mitb1.py.
 """
@@ -33,10 +34,10 @@ def get_config(arg=None):
   c.data.eval_split = "test"
   c.data.eval_label_window = (1, 1)
   c.data.batch_size = 8
-  c.data.train_transform.update(crop_scale_range=(0.5, 1.0), crop_size=(640, 640),
-                                cat_max_ratio=1.0, flip_prob=0.5, photometric=False,
-                                rotate_degrees=10.0, rotate_prob=1.0, rotate_fill=_BASE["WHITE"],
-                                pad_fill=_BASE["BLACK"])
+  c.data.train_transform.update(geometry="torchvision", crop_scale_range=(0.5, 1.0),
+                                crop_size=(640, 640), cat_max_ratio=1.0, flip_prob=0.5,
+                                photometric=False, rotate_degrees=10.0, rotate_prob=1.0,
+                                rotate_fill=_BASE["WHITE"], pad_fill=_BASE["BLACK"])
   c.data.eval_transform.update(scale=(960, 720), size_divisor=1)
   _BASE["release_metrics"](c)
   c.optim.warmup_steps = 0

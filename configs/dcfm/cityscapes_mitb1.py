@@ -7,6 +7,7 @@ Pairs (annotated frame a, a +- 1) from the 30-frame sequence snippets; torchvisi
 ColorJitter(0.3, 0.3, 0.3, 0.3) of the labelled frame only, then +-10 degree rotation of the
 full 1024x2048 frame (image and label filled with 255), a crop of int(512 s) x int(1024 s),
 s ~ U[0.5, 2) (padded with 0 / 255 where it is larger than the frame), resized to 512x1024, flip;
+all as torchvision's transforms on PIL images (`geometry='torchvision'`, see vspw_mitb2.py);
 16 pairs per step, 160k steps, AdamW 6e-5 (FFM/head x10), lambda 0.4 / beta 10; the head has
 the extra 1x1 conv + BN + ReLU (head_nums 1).
 Test: shorter side 512, logits upsampled to the 1024x2048 labels; the clip [a-1, a, a+1] is
@@ -55,7 +56,7 @@ def cityscapes_config(backbone: str, arg=None):
   size = 512 if backbone.startswith("b") else 768  # training crop height, test shorter side
   test_size = 1024 if backbone == "r18" else size  # R-18's infer.yaml: the native 1024x2048
   c.data.batch_size = 16
-  c.data.train_transform.update(crop_scale_range=(0.5, 2.0),
+  c.data.train_transform.update(geometry="torchvision", crop_scale_range=(0.5, 2.0),
                                 crop_size=(size, 2 * size), cat_max_ratio=1.0, flip_prob=0.5,
                                 photometric=False, color_jitter=(0.3, 0.3, 0.3, 0.3),
                                 color_jitter_frames="target", rotate_degrees=10.0, rotate_prob=1.0,

@@ -11,10 +11,12 @@
 
 Pairs [x_U, x_L], every training frame once per epoch as x_L, with x_U one frame before or after
 (R = 1, clamped); torchvision ColorJitter(0.2, 0.2, 0.2, 0.2) of each frame (own draws), rescale
-by 0.5-2.0, +-20 degree rotation (image filled with 0, label 255), 480x853 crops (padded 0 / 255),
-flip; 16 pairs per step, 160k steps; AdamW (wd 0.01 on everything) at 6e-5 for the encoder (MiT +
-MLP decoder) and 6e-4 for FFM and classifier (B5: 4e-5 and 6e-4); poly p=1 with 1500 warm-up
-steps; lambda 0.4 / beta 10 as released.
+of 480x853 by 0.5-2.0 (aspect ratio ignored), +-20 degree rotation (image filled with 0, label
+255), 480x853 crops (padded 0 / 255), flip, all as torchvision's transforms on PIL images
+(`geometry='torchvision'`: Pillow resizes, nearest rotation, pad-if-needed crops); 16 pairs per
+step, 160k steps; AdamW (wd 0.01 on everything) at 6e-5 for the encoder (MiT + MLP decoder) and
+6e-4 for FFM and classifier (B5: 4e-5 and 6e-4); poly p=1 with 1500 warm-up steps; lambda 0.4 /
+beta 10 as released.
 Test (specs/dcfm.md §3.1, §6.2, §7): every frame resized to exactly 480x853 (bilinear, aspect
 ratio ignored) and its label too (nearest), metrics scored at 480x853
 (`data.eval_transform.exact_size`); keyframe interval K = 2, B mode, first keyframe rotating across
@@ -101,7 +103,8 @@ def dcfm_vspw_config(backbone: str, arg=None):
   c.data.num_classes = 124
   c.data.batch_size = 16
   c.data.train_epoch = "frames"  # every frame once per epoch as x_L (specs/dcfm.md §4.1)
-  c.data.train_transform.update(scale=(853, 480), ratio_range=(0.5, 2.0), crop_size=(480, 853),
+  c.data.train_transform.update(scale=(853, 480), keep_ratio=False, geometry="torchvision",
+                                ratio_range=(0.5, 2.0), crop_size=(480, 853),
                                 cat_max_ratio=1.0, flip_prob=0.5, photometric=False,
                                 color_jitter=(0.2, 0.2, 0.2, 0.2), color_jitter_frames="all",
                                 rotate_degrees=20.0, rotate_prob=1.0, rotate_fill=BLACK,

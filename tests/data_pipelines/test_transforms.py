@@ -508,3 +508,76 @@ def test_transformed_flow_still_warps_frame_to_frame():
     wrong = cv2.remap(out.frames[0, ..., 0], xs - out.flow[0, ..., 0], ys - out.flow[0, ..., 1],
                       cv2.INTER_LINEAR)  # Sanity: the negated flow must not fit.
     assert np.abs(wrong.astype(float) - out.frames[1, ..., 0])[valid].mean() > 10
+
+
+def test_rescale_without_keep_ratio_gives_exactly_ratio_times_scale():
+  """DCFM's VSPW resize (specs/dcfm.md §6.2): (int(480 s), int(853 s)) whatever the frame's
+  aspect ratio; keep-ratio would fit a 4:3 frame to (240, 320) at s = 0.5."""
+  clip = C(np.zeros((2, 480, 640, 3), np.uint8), np.zeros((2, 480, 640), np.uint8))
+  out = transforms.random_rescale(clip, (853, 480), (0.5, 2.0), ScriptedRng(0.0),
+                                  keep_ratio=False)
+  assert out.frames.shape == (2, 240, 426, 3) and out.labels.shape == (2, 240, 426)
+  assert transforms.random_rescale(clip, (853, 480), (0.5, 2.0), ScriptedRng(0.0)
+                                   ).frames.shape == (2, 240, 320, 3)
+
+
+def test_torchvision_geometry_resizes_as_pillow_does():
+  """torchvision's Resize on a PIL image is Pillow's resize: an antialiased bilinear when it
+  shrinks and a nearest that takes the pixel under each target centre, both unlike cv2's."""
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (2, 30, 40, 3), dtype=np.uint8)
+  labels = rng.integers(0, 5, (2, 30, 40), dtype=np.uint8)
+  out = transforms._resize_clip(C(frames, labels), (11, 17), "torchvision")
+  for t in range(2):
+    np.testing.assert_array_equal(
+        out.frames[t], np.asarray(Image.fromarray(frames[t]).resize((17, 11), Image.BILINEAR)))
+    np.testing.assert_array_equal(
+        out.labels[t], np.asarray(Image.fromarray(labels[t]).resize((17, 11), Image.NEAREST)))
+  cv2_out = transforms._resize_clip(C(frames, labels), (11, 17))
+  assert (out.frames != cv2_out.frames).any() and (out.labels != cv2_out.labels).any()
+
+
+def test_torchvision_geometry_rotates_with_nearest_and_the_fills():
+  """RandomRotation's default on PIL images: Image.rotate(angle, NEAREST, fillcolor), so every
+  output pixel is an input pixel or the fill, never a blend; labels filled with 255."""
+  rng = np.random.default_rng(1)
+  frames = rng.integers(0, 256, (1, 20, 30, 3), dtype=np.uint8)
+  labels = rng.integers(0, 5, (1, 20, 30), dtype=np.uint8)
+  out = transforms.rotate(C(frames, labels), 17.0, (0, 0, 0), "torchvision")
+  expected = Image.fromarray(frames[0]).rotate(17.0, Image.NEAREST, fillcolor=(0, 0, 0))
+  np.testing.assert_array_equal(out.frames[0], np.asarray(expected))
+  np.testing.assert_array_equal(
+      out.labels[0], np.asarray(Image.fromarray(labels[0]).rotate(17.0, Image.NEAREST,
+                                                                  fillcolor=255)))
+  assert out.labels[0, 0, 0] == 255 and (out.frames[0, 0, 0] == 0).all()
+  inside = out.labels[0] != 255
+  assert set(map(tuple, out.frames[0][inside])) <= set(map(tuple, frames[0].reshape(-1, 3)))
+  bilinear = transforms.rotate(C(frames, labels), 17.0, (0, 0, 0))
+  assert (bilinear.frames != out.frames).any()
+
+
+def test_torchvision_geometry_pads_both_ends_before_the_crop():
+  """RandomCrop(pad_if_needed): a frame smaller than the crop lands anywhere inside it (mmseg's
+  crop-then-pad always leaves it at the top-left)."""
+  clip = C(np.full((1, 6, 6, 3), 9, np.uint8), np.ones((1, 6, 6), np.uint8))
+  cfg = _cfg(crop_size=(10, 10), scale=(6, 6), ratio_range=(1.0, 1.0), cat_max_ratio=1.0,
+             flip_prob=0.0)
+  top_left = {"mmseg": set(), "torchvision": set()}
+  for geometry in top_left:
+    for seed in range(20):
+      out = transforms.train_transform(clip, ml_collections.ConfigDict(
+          dict(cfg, geometry=geometry, keep_ratio=False)), np.random.default_rng(seed))
+      rows, cols = np.nonzero(out.labels[0] == 1)
+      assert out.labels.shape == (1, 10, 10) and len(rows) == 36
+      top_left[geometry].add((rows.min(), cols.min()))
+  assert top_left["mmseg"] == {(0, 0)} and len(top_left["torchvision"]) > 5
+
+
+def test_torchvision_geometry_refuses_flow_and_unknown_geometries():
+  with pytest.raises(ValueError, match="cannot resize optical flow"):
+    transforms._resize_clip(_flow_clip((4, 6)), (8, 12), "torchvision")
+  with pytest.raises(ValueError, match="cannot rotate optical flow"):
+    transforms.rotate(_flow_clip((4, 6)), 5.0, 0, "torchvision")
+  with pytest.raises(ValueError, match="geometry must be one of"):
+    transforms.train_transform(_flow_clip((4, 6)), _cfg(geometry="opencv"),
+                               np.random.default_rng(0))
