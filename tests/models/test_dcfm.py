@@ -4,8 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import load_config
+from tests.models.helpers import assert_torch_default_init
 from vssjax.methods.dcfm import build_dcfm
 from vssjax.models.dcfm import DCFM, FFM
 
@@ -103,3 +105,17 @@ def test_non_key_logits_are_the_sum_over_keyframes(head_hidden):
   assert summed.shape == (1, 8, 12, config.data.num_classes)
   np.testing.assert_allclose(summed, first + second, rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(first - second).max()) > 1e-2  # the two keyframes do differ
+
+
+def test_resnet_ppm_starts_from_torch_default_init():
+  """semseg's PPM convs keep PyTorch's default init: DCFM's `initialize_weights` only reaches
+  bot_aspp, ffm and final, which start from He fan-in normals (specs/dcfm.md §2.1)."""
+  config = load_config("configs/dcfm/cityscapes_r18.py", "quick")
+  model = build_dcfm(config.model, config.data.num_classes)
+  images = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  params = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)["params"]
+  for i in range(4):  # R-18: 512 -> 128 channels per bin
+    assert_torch_default_init(torch.nn.Conv2d(512, 128, 1, bias=False),
+                              params["encoder"]["ppm"][f"features_{i}"]["conv"]["kernel"])
+  bottleneck = np.asarray(params["bot_aspp"]["kernel"])
+  assert abs(bottleneck.std() * np.sqrt(bottleneck.shape[2] / 2) - 1) < 0.05  # He fan-in

@@ -35,7 +35,7 @@ from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, V
 from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.segformer import build_backbone, compute_dtype
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
-from vssjax.models.layers import IMAGENET_STD, normalize_images
+from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
 from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import EXPANSION, WIDTHS, resnet
@@ -58,7 +58,10 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
   elif model.backbone in RESNETS:
     backbone = resnet(RESNETS[model.backbone], dtype=dtype)
     width = 512 if RESNETS[model.backbone] == 18 else 2048
-    encoder = PSPCommonEncoder(backbone=backbone, ppm=PPM(features=width // 4, dtype=dtype))
+    # semseg's PSPNet leaves its PPM convs at PyTorch's default init, and DCFM's
+    # `initialize_weights` covers only bot_aspp, ffm and final (specs/dcfm.md §2.1).
+    ppm = PPM(features=width // 4, dtype=dtype, kernel_init=torch_kernel_init)
+    encoder = PSPCommonEncoder(backbone=backbone, ppm=ppm)
     bottleneck = True
     common_dim = model.common_dim
     shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
