@@ -6,11 +6,13 @@ per clip and apply it to every frame, label and flow field, so frames stay align
 and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
 (specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2), and
 so are torchvision's ColorJitter and crop-then-resize (DCFM).
-Geometry follows one of two libraries (`train_transform.geometry`): 'mmseg' (cv2 resizes and
-rotation, bilinear frames; crop, then pad bottom/right) or 'torchvision' (DCFM, whose transforms
-are torchvision's on PIL images: Pillow resizes, whose bilinear antialiases when it shrinks and
-whose nearest takes the pixel under each target centre; Pillow's nearest-neighbour rotation, the
-default of RandomRotation; RandomCrop(pad_if_needed), padding both ends before cropping).
+Geometry follows one of three libraries (`train_transform.geometry`): 'mmseg' (cv2 resizes and
+rotation, bilinear frames; crop, then pad bottom/right), 'semseg' (ETC, built on hszhao/semseg:
+cv2 as mmseg, but its Crop splits the padding between both ends before cropping, so a small frame
+is centred) or 'torchvision' (DCFM, whose transforms are torchvision's on PIL images: Pillow
+resizes, whose bilinear antialiases when it shrinks and whose nearest takes the pixel under each
+target centre; Pillow's nearest-neighbour rotation, the default of RandomRotation;
+RandomCrop(pad_if_needed), padding both ends by the whole shortfall before cropping).
 Frames are never normalised here: the model does that. So where mmseg pads after Normalize with 0
 and ETC fills with the mean colour (0 once normalised), padding and rotation here fill frames with
 `MEAN_COLOUR`; DCFM fills before normalising, with black (0) or white (255), and says so.
@@ -63,7 +65,7 @@ def _map_flow(clip: Clip, field_op, linear: np.ndarray) -> np.ndarray | None:
   return (fields @ linear.T.astype(np.float32)).astype(np.float32)
 
 
-GEOMETRIES = ("mmseg", "torchvision")
+GEOMETRIES = ("mmseg", "semseg", "torchvision")
 
 
 def check_geometry(geometry: str) -> str:
@@ -194,14 +196,20 @@ def random_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
 
 
 def random_padded_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: float,
-                       image_fill: float | tuple[float, ...], rng: np.random.Generator) -> Clip:
-  """torchvision's RandomCrop(crop_size, pad_if_needed=True): a side shorter than the crop first
-  gets the shortfall added at BOTH ends (frames `image_fill`, labels 255, flow 0), so the frame
-  lands anywhere inside the box, not at its top-left as with mmseg's crop-then-Pad. The box is
-  then drawn as `random_crop` draws it (cat_max_ratio 1 for torchvision's)."""
+                       image_fill: float | tuple[float, ...], rng: np.random.Generator,
+                       geometry: str = "torchvision") -> Clip:
+  """A crop that pads a frame smaller than `crop_size` BEFORE drawing the box (frames
+  `image_fill`, labels 255, flow 0), unlike mmseg's crop-then-Pad at the bottom/right:
+  torchvision's RandomCrop(pad_if_needed) adds the whole shortfall at both ends, so the frame
+  lands anywhere inside the box; semseg's Crop splits it between the ends (the smaller half first),
+  so the frame is centred along that axis. The box is then drawn as `random_crop` draws it
+  (cat_max_ratio 1 for both libraries)."""
   short_h, short_w = (max(c - side, 0) for c, side in zip(crop_size, clip.frames.shape[1:3]))
-  clip = _pad(clip, (short_h, short_h), (short_w, short_w), image_fill)
-  return random_crop(clip, crop_size, cat_max_ratio, rng)
+  if geometry == "torchvision":
+    rows, cols = (short_h, short_h), (short_w, short_w)
+  else:
+    rows, cols = (short_h // 2, short_h - short_h // 2), (short_w // 2, short_w - short_w // 2)
+  return random_crop(_pad(clip, rows, cols, image_fill), crop_size, cat_max_ratio, rng)
 
 
 def random_scaled_crop(clip: Clip, crop_size: tuple[int, int], scale_range: tuple[float, float],
@@ -336,7 +344,7 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad.
 
   cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
-  optionally geometry ('mmseg' default, or 'torchvision', see the module docstring), keep_ratio
+  optionally geometry ('mmseg' default, 'semseg' or 'torchvision': the module docstring), keep_ratio
   (default True; False: `random_rescale` to exactly the scaled `scale`), rotate_degrees (0: off),
   rotate_prob, rotate_fill and pad_fill (image fills, one grey level or RGB; default
   `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set: DCFM's crop-then-resize,
@@ -367,8 +375,8 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   if crop_scale_range:
     clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng,
                               geometry)
-  elif geometry == "torchvision":
-    clip = random_padded_crop(clip, crop_size, cfg.cat_max_ratio, pad_fill, rng)
+  elif geometry in ("semseg", "torchvision"):
+    clip = random_padded_crop(clip, crop_size, cfg.cat_max_ratio, pad_fill, rng, geometry)
   else:
     clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
   clip = random_hflip(clip, cfg.flip_prob, rng)

@@ -72,10 +72,19 @@ def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
   assert (config.eval.miou_convention, config.eval.vc_convention) == expected
   vspw = dcfm_release and "vspw" in path
   assert tuple(config.data.eval_transform.exact_size) == ((480, 853) if vspw else ())
-  # DCFM trains with torchvision's transforms on PIL images, VSPW's resize ignoring aspect ratio.
-  assert config.data.train_transform.geometry == ("torchvision" if dcfm_release else "mmseg")
-  assert config.data.train_transform.keep_ratio == (not vspw)
   assert tuple(load_config(path, "quick").data.eval_transform.exact_size) == ()
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_train_geometry_follows_each_release_library(path):
+  """DCFM augments with torchvision's transforms on PIL images, its VSPW resize ignoring the
+  aspect ratio (specs/dcfm.md §6.2); ETC with hszhao/semseg's; the mmseg-based rest with mmseg's."""
+  config = load_config(path)
+  dcfm_release = path.startswith("configs/dcfm/") and "synthetic" not in path
+  geometry = ("torchvision" if dcfm_release else "semseg" if path.startswith("configs/etc/")
+              else "mmseg")
+  assert config.data.train_transform.geometry == geometry
+  assert config.data.train_transform.keep_ratio == (not (dcfm_release and "vspw" in path))
 
 
 @pytest.mark.parametrize("backbone, test_size", [

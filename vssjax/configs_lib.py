@@ -152,8 +152,9 @@ def base_config() -> ConfigDict:
           flip_prob=0.5, photometric=True,
           rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=MEAN_COLOUR, blur_prob=0.0,
           pad_fill=MEAN_COLOUR,
-          # 'mmseg' (cv2 resizes and rotation, crop then pad bottom/right) or 'torchvision'
-          # (DCFM: Pillow resizes, nearest rotation, pad both ends then crop); keep_ratio=False
+          # 'mmseg' (cv2 resizes and rotation, crop then pad bottom/right), 'semseg' (ETC: as
+          # mmseg, but a small frame is padded centred before the crop) or 'torchvision' (DCFM:
+          # Pillow resizes, nearest rotation, pad both ends then crop); keep_ratio=False
           # rescales to exactly ratio * scale (DCFM's VSPW).
           geometry="mmseg", keep_ratio=True,
           # (lo, hi): DCFM's crop of crop_size * s, s ~ U[lo, hi), resized to crop_size, in place

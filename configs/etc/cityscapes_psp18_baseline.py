@@ -20,7 +20,9 @@ align_corners=True; mIoU on the 500 annotated val frames and TC over every conse
 of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`).
 
 Rotation and crop padding fill with the ImageNet mean colour (the data default, rounded to
-uint8: within 0.01 of ETC's exact 0 after normalisation).
+uint8: within 0.01 of ETC's exact 0 after normalisation); a scaled frame smaller than the crop is
+padded on both sides, centred, before the crop is drawn, as semseg's Crop does
+(`train_transform.geometry='semseg'`).
 
 Deviation: TC uses OpenCV DIS flow instead of FlowNet2 (same 108 snippets as the release's
 published TC).
@@ -80,6 +82,9 @@ def etc_base(backbone: str, variant: str):
       teacher=configs_lib.ConfigDict(dict(config="", workdir="", torch_checkpoint="")),
   )
   c.model.backbone = backbone
+  # ETC builds on hszhao/semseg: cv2 resizes and rotation, and a crop that centres a frame
+  # smaller than it in the padding (specs/etc.md §2).
+  c.data.train_transform.geometry = "semseg"
   c.clip.update(kind="single")
   if variant != "baseline":
     c.clip.update(kind="pair", offsets=ETC_PARTNER_OFFSETS)

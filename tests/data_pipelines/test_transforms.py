@@ -556,21 +556,23 @@ def test_torchvision_geometry_rotates_with_nearest_and_the_fills():
   assert (bilinear.frames != out.frames).any()
 
 
-def test_torchvision_geometry_pads_both_ends_before_the_crop():
-  """RandomCrop(pad_if_needed): a frame smaller than the crop lands anywhere inside it (mmseg's
-  crop-then-pad always leaves it at the top-left)."""
-  clip = C(np.full((1, 6, 6, 3), 9, np.uint8), np.ones((1, 6, 6), np.uint8))
-  cfg = _cfg(crop_size=(10, 10), scale=(6, 6), ratio_range=(1.0, 1.0), cat_max_ratio=1.0,
-             flip_prob=0.0)
-  top_left = {"mmseg": set(), "torchvision": set()}
+def test_semseg_and_torchvision_geometries_pad_before_the_crop():
+  """A 5x6 frame in a 10x10 crop: torchvision's RandomCrop(pad_if_needed) lets it land anywhere
+  inside; semseg's Crop centres it (shortfalls 5 and 4 split as 2 + 3 and 2 + 2); mmseg's
+  crop-then-pad always leaves it at the top-left."""
+  clip = C(np.full((1, 5, 6, 3), 9, np.uint8), np.ones((1, 5, 6), np.uint8))
+  cfg = _cfg(crop_size=(10, 10), scale=(6, 5), ratio_range=(1.0, 1.0), cat_max_ratio=1.0,
+             flip_prob=0.0, keep_ratio=False)
+  top_left = {"mmseg": set(), "semseg": set(), "torchvision": set()}
   for geometry in top_left:
     for seed in range(20):
-      out = transforms.train_transform(clip, ml_collections.ConfigDict(
-          dict(cfg, geometry=geometry, keep_ratio=False)), np.random.default_rng(seed))
+      out = transforms.train_transform(clip, ml_collections.ConfigDict(dict(cfg, geometry=geometry)),
+                                       np.random.default_rng(seed))
       rows, cols = np.nonzero(out.labels[0] == 1)
-      assert out.labels.shape == (1, 10, 10) and len(rows) == 36
+      assert out.labels.shape == (1, 10, 10) and len(rows) == 30
       top_left[geometry].add((rows.min(), cols.min()))
-  assert top_left["mmseg"] == {(0, 0)} and len(top_left["torchvision"]) > 5
+  assert top_left["mmseg"] == {(0, 0)} and top_left["semseg"] == {(2, 2)}
+  assert len(top_left["torchvision"]) > 5
 
 
 def test_torchvision_geometry_refuses_flow_and_unknown_geometries():
