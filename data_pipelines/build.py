@@ -4,8 +4,9 @@
       --data_dir=~/tensorflow_datasets
 
 Sources: vspw, cityscapes, camvid, vtest_pseudo. Every frame is decoded once while building, so bad
-data fails here, naming the file. Training then reads the records with data.backend='arrayrecord'
-and data.data_dir set to the same --data_dir.
+data fails here, naming the file. Each split also gets its video index (`video_records`); run again
+on records built without one, it writes just the index. Training then reads the records with
+data.backend='arrayrecord' and data.data_dir set to the same --data_dir.
 """
 from __future__ import annotations
 

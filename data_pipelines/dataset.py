@@ -12,9 +12,10 @@ from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from data_pipelines.sources import base, get_source, synthetic
-from data_pipelines.tfds_builders import real_videos, synthetic_video
+from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
 
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
@@ -34,50 +35,65 @@ class _RecordVideos(Sequence):
     last = self._last
     if last is not None and last[0] == index:
       return last[1]
-    record = self._records[index]
-    name = record["name"].decode()
-    frames = tuple(
-        base.FrameRef(frame_id.decode(), image, label if is_labeled else None)
-        for frame_id, image, label, is_labeled in zip(
-            record["frame_ids"], record["images"], record["labels"], record["labeled"]))
-    if len(frames) != record["num_frames"]:
-      raise base.DataError(f"record {name}", f"holds {len(frames)} frames, not "
-                           f"{record['num_frames']}")
-    video = base.VideoRecord(name, frames)
+    video = video_records.decode_record(self._records[index])
     self._last = (index, video)
     return video
 
 
 class VideoDataset:
-  """The videos of one split: lengths, names, clips and whole videos, decoded on demand."""
+  """The videos of one split: lengths, names, clips and whole videos, decoded on demand.
+
+  With an `index` (the videos' summaries, in order), names, lengths and labelled frames come from
+  it and only `load` and `iter_video` touch the videos; without one, from each video itself, which
+  for ArrayRecord means reading its record.
+  """
 
   def __init__(self, videos: Sequence[base.VideoRecord], source: base.VideoSource,
-               labels_mapped: bool):
+               labels_mapped: bool, index: Sequence[video_records.VideoSummary] | None = None):
+    if index is not None and len(index) != len(videos):
+      raise ValueError(f"the video index lists {len(index)} videos but there are {len(videos)}; "
+                       f"rebuild the records")
     self._videos = videos
     self.source = source  # Class names, palette, label mapping.
     self._labels_mapped = labels_mapped
+    self._index = index
 
   @classmethod
   def from_source(cls, source: base.VideoSource, split: str) -> VideoDataset:
     return cls(source.videos(split), source, labels_mapped=False)
 
   @classmethod
-  def from_records(cls, records, source: base.VideoSource) -> VideoDataset:
-    """Over a TFDS ArrayRecord data source written by `tfds_builders.video_records`."""
-    return cls(_RecordVideos(records), source, labels_mapped=True)
+  def from_records(cls, records, source: base.VideoSource,
+                   index: Sequence[video_records.VideoSummary] | None = None) -> VideoDataset:
+    """Over a TFDS ArrayRecord data source written by `tfds_builders.video_records`, and its
+    video index where there is one."""
+    return cls(_RecordVideos(records), source, labels_mapped=True, index=index)
 
   def __len__(self) -> int:
     return len(self._videos)
 
+  def _summary(self, i: int) -> video_records.VideoSummary:
+    if self._index is not None:
+      return self._index[i]
+    return video_records.summarize(self._videos[i])
+
+  def _video(self, i: int) -> base.VideoRecord:
+    """Video i, checked against the index: a stale one would silently train on wrong frames."""
+    video = self._videos[i]
+    if self._index is not None and video_records.summarize(video) != self._index[i]:
+      raise base.DataError(f"video {i} ({video.name})", f"disagrees with the video index "
+                           f"{self._index[i]}; rebuild the records")
+    return video
+
   def name(self, i: int) -> str:
-    return self._videos[i].name
+    return self._summary(i).name
 
   def num_frames(self, i: int) -> int:
-    return len(self._videos[i].frames)
+    return self._summary(i).num_frames
 
   def labeled_indices(self, i: int) -> list[int]:
     """Indices of the frames of video i that carry a label (no decoding)."""
-    return [t for t, frame in enumerate(self._videos[i].frames) if frame.label is not None]
+    return list(self._summary(i).labeled)
 
   def _decode(self, frame: base.FrameRef) -> tuple[np.ndarray, np.ndarray | None]:
     image = self.source.decode_image(frame)
@@ -91,7 +107,7 @@ class VideoDataset:
 
   def load(self, i: int, frame_indices: Sequence[int]) -> dict[str, np.ndarray]:
     """frames uint8 [T,H,W,3], labels int32 [T,H,W] (all 255 where unlabeled), labeled [T]."""
-    video = self._videos[i]
+    video = self._video(i)
     frames, labels, labeled = [], [], []
     for j in frame_indices:
       image, label = self._decode(video.frames[j])
@@ -109,7 +125,7 @@ class VideoDataset:
                  ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(frame uint8 [H,W,3], label int32 [H,W] or None) for every frame (or those given), in
     order."""
-    frames = self._videos[i].frames
+    frames = self._video(i).frames
     for t in range(len(frames)) if frame_indices is None else frame_indices:
       yield self._decode(frames[t])
 
@@ -138,6 +154,19 @@ def _arrayrecord_builder(source: base.VideoSource, root: str):
   return real_videos.load(source.name, root)
 
 
+def _record_index(builder, split: str) -> list[video_records.VideoSummary] | None:
+  """The split's video index; None, with a warning, for records built before there was one."""
+  path = video_records.index_path(builder, split)
+  index = video_records.read_index(path)
+  if index is None:
+    logging.warning(
+        "No video index %s (records built before it existed, or a read-only data dir): a video's "
+        "name, length and labelled frames are read from its record, so data.train_epoch='frames' "
+        "reads every record at start-up. Building again (python -m data_pipelines.build, the "
+        "records are reused) with write access writes it.", path)
+  return index
+
+
 def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDataset:
   """The dataset for `split` with data.source and data.backend ('arrayrecord'|'files'|'memory')."""
   source = make_source(data_cfg)
@@ -146,6 +175,7 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDatase
   if data_cfg.backend == "arrayrecord":
     source.check_split(split)
     builder = _arrayrecord_builder(source, resolve_data_dir(data_cfg))
-    return VideoDataset.from_records(builder.as_data_source(split=split), source)
+    return VideoDataset.from_records(builder.as_data_source(split=split), source,
+                                     _record_index(builder, split))
   raise ValueError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
                    f"or 'memory'")

@@ -6,11 +6,19 @@ video, and encoding numpy arrays into it needs TensorFlow). A reader therefore d
 frames a clip needs. Image bytes are the source's own file bytes when it has them (no re-encoding,
 no loss); labels are PNGs of the already-mapped train ids, so readers need no dataset mapping.
 Records are shuffled by key hash at write time, so every record carries its video name.
+
+Beside each split's records the builder writes its video index (`index_path`): every video's name,
+length and labelled frames in record order, so that epochs and evaluation, which ask for these of
+every video up front, read no record (VSPW's train records are tens of GB).
 """
 from __future__ import annotations
 
 import abc
 import inspect
+import json
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -69,6 +77,60 @@ def encode_video(source: base.VideoSource, video: base.VideoRecord) -> dict:
               labels=labels, labeled=np.array(labeled, np.bool_))
 
 
+def decode_record(record: dict) -> base.VideoRecord:
+  """The video of a record read back: encoded payloads, label None where a frame has none."""
+  name = record["name"].decode()
+  frames = tuple(
+      base.FrameRef(frame_id.decode(), image, label if is_labeled else None)
+      for frame_id, image, label, is_labeled in zip(
+          record["frame_ids"], record["images"], record["labels"], record["labeled"]))
+  if len(frames) != record["num_frames"]:
+    raise base.DataError(f"record {name}", f"holds {len(frames)} frames, not "
+                         f"{record['num_frames']}")
+  return base.VideoRecord(name, frames)
+
+
+class VideoSummary(NamedTuple):
+  """What epochs and evaluation ask of a video before loading any of its frames."""
+  name: str
+  num_frames: int
+  labeled: tuple[int, ...]  # Indices of the frames that carry a label.
+
+
+def summarize(video: base.VideoRecord) -> VideoSummary:
+  return VideoSummary(video.name, len(video.frames),
+                      tuple(t for t, frame in enumerate(video.frames) if frame.label is not None))
+
+
+def index_path(builder: tfds.core.DatasetBuilder, split: str) -> epath.Path:
+  return epath.Path(builder.data_path) / f"video_index-{split}.json"
+
+
+def scan_index(records: Sequence[dict], label: str) -> list[VideoSummary]:
+  """The summaries of `records` in record order, by reading every record once."""
+  progress = Progress(f"index {label}", len(records), "videos")
+  index = []
+  for i in range(len(records)):
+    index.append(summarize(decode_record(records[i])))
+    progress.update(i + 1, force=i + 1 == len(records))
+  return index
+
+
+def write_index(path: epath.Path, index: Sequence[VideoSummary]) -> None:
+  """Writes through a temporary file, so that a reader never sees half an index."""
+  temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+  temporary.write_text(json.dumps([summary._asdict() for summary in index]))
+  temporary.replace(path)
+
+
+def read_index(path: epath.Path) -> list[VideoSummary] | None:
+  """The index written by `write_index`; None where there is none."""
+  if not path.exists():
+    return None
+  return [VideoSummary(entry["name"], entry["num_frames"], tuple(entry["labeled"]))
+          for entry in json.loads(path.read_text())]
+
+
 class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Writes every split of the source returned by `make_source` (subclasses implement it)."""
 
@@ -87,6 +149,22 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   @abc.abstractmethod
   def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:
     """The source whose videos are written (real datasets read `dl_manager.manual_dir`)."""
+
+  def download_and_prepare(self, *args, **kwargs) -> None:
+    """TFDS's, then the index of every split that lacks one, records already there included.
+
+    The index is read back from the written records, so it follows their order, whatever TFDS's
+    shuffling does, at the cost of one more read of the records. Datasets built before the index
+    existed get theirs by building again (the records are reused); a read-only data dir gets none,
+    and readers then read a video's record to answer for it.
+    """
+    super().download_and_prepare(*args, **kwargs)
+    if not os.access(self.data_path, os.W_OK):
+      return
+    for split in self.info.splits:
+      path = index_path(self, split)
+      if not path.exists():
+        write_index(path, scan_index(self.as_data_source(split), f"{self.name} {split}"))
 
   def _split_generators(self, dl_manager):
     source = self.make_source(dl_manager)

@@ -11,6 +11,7 @@ import numpy as np
 
 from data_pipelines.sources import base
 from data_pipelines.sources import synthetic
+from data_pipelines.tfds_builders import video_records
 
 TINY = dict(num_train_videos=8, num_val_videos=2, num_frames=6, height=32, width=32, seed=0)
 
@@ -78,3 +79,31 @@ def data_config(data_dir, **overrides) -> ml_collections.ConfigDict:
       eval_transform=dict(scale=(32, 32), size_divisor=32)))
   cfg.update(overrides)
   return cfg
+
+
+class CountingRecords:
+  """An ArrayRecord data source that counts the records read through it."""
+
+  def __init__(self, records):
+    self._records = records
+    self.reads = 0
+
+  def __len__(self):
+    return len(self._records)
+
+  def __getitem__(self, index):
+    self.reads += 1
+    return self._records[index]
+
+
+def count_record_reads(monkeypatch) -> list[CountingRecords]:
+  """From now on every data source the builders hand out counts its reads; returns them all."""
+  sources = []
+  as_data_source = video_records.VideoSegBuilder.as_data_source
+
+  def counting(builder, *args, **kwargs):
+    sources.append(CountingRecords(as_data_source(builder, *args, **kwargs)))
+    return sources[-1]
+
+  monkeypatch.setattr(video_records.VideoSegBuilder, "as_data_source", counting)
+  return sources

@@ -1,10 +1,14 @@
 """Tests for VideoDataset over both backends and its bad-input errors."""
+import logging
+import os
+
 import cv2
 import numpy as np
 import pytest
 
 from data_pipelines import dataset
 from data_pipelines.sources import base
+from data_pipelines.tfds_builders import synthetic_video, video_records
 from tests.data_pipelines import helpers
 
 
@@ -31,6 +35,36 @@ def test_iter_video_matches_load(tmp_path):
   for t, (frame, label) in enumerate(pairs):
     np.testing.assert_array_equal(frame, clip["frames"][t])
     np.testing.assert_array_equal(label, clip["labels"][t])
+
+
+def test_without_a_video_index_videos_are_read_from_their_records(tmp_path, monkeypatch, caplog):
+  cfg = helpers.data_config(tmp_path, backend="arrayrecord")
+  indexed = dataset.make_dataset(cfg, "train")
+  builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  for split in ("train", "val"):  # As records built before the index existed.
+    video_records.index_path(builder, split).unlink()
+  monkeypatch.setattr(os, "access", lambda *args: False)  # A read-only data dir: not written.
+  sources = helpers.count_record_reads(monkeypatch)
+  with caplog.at_level(logging.WARNING):
+    videos = dataset.make_dataset(cfg, "train")
+  assert "No video index" in caplog.text and "python -m data_pipelines.build" in caplog.text
+  assert not video_records.index_path(builder, "train").exists()
+  for i in range(len(videos)):
+    assert videos.name(i) == indexed.name(i) and videos.num_frames(i) == indexed.num_frames(i)
+    assert videos.labeled_indices(i) == indexed.labeled_indices(i)
+  assert sources[-1].reads == len(videos)
+
+
+def test_a_stale_video_index_is_refused(tmp_path):
+  builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  records = builder.as_data_source(split="train")
+  source = dataset.make_source(helpers.data_config(tmp_path))
+  index = video_records.read_index(video_records.index_path(builder, "train"))
+  with pytest.raises(ValueError, match="lists 7 videos but there are 8"):
+    dataset.VideoDataset.from_records(records, source, index[1:])
+  videos = dataset.VideoDataset.from_records(records, source, index[1:] + index[:1])
+  with pytest.raises(base.DataError, match="video 0 .* disagrees with the video index"):
+    videos.load(0, [0])
 
 
 def test_unlabeled_frames_are_ignore_and_flagged():

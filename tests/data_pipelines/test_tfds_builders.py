@@ -29,6 +29,32 @@ def test_arrayrecord_round_trip_equals_the_in_memory_source(tmp_path):
     assert seen == set(videos)
 
 
+def test_the_video_index_lists_every_record_in_record_order(tmp_path):
+  builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  indexes = {}
+  for split in ("train", "val"):
+    records = builder.as_data_source(split=split)
+    indexes[split] = video_records.read_index(video_records.index_path(builder, split))
+    assert len(indexes[split]) == len(records)
+    for summary, record in zip(indexes[split], records):
+      assert summary == (record["name"].decode(), record["num_frames"],
+                         tuple(np.flatnonzero(record["labeled"])))
+  # TFDS shuffles records by key hash: an index in generation order would be wrong.
+  generated = [v.name for v in synthetic.SyntheticVideoSource(**helpers.TINY).videos("train")]
+  assert [summary.name for summary in indexes["train"]] != generated
+
+
+def test_prepare_writes_a_missing_video_index_and_keeps_the_records(tmp_path):
+  builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  path = video_records.index_path(builder, "train")
+  written = path.read_text()
+  path.unlink()  # As records built before the index existed.
+  stamp = os.path.getmtime(os.path.join(builder.data_path, "dataset_info.json"))
+  synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  assert path.read_text() == written
+  assert os.path.getmtime(os.path.join(builder.data_path, "dataset_info.json")) == stamp
+
+
 def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   first = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   marker = os.path.join(first.data_path, "dataset_info.json")
