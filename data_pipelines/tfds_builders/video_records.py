@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_pipelines.sources import base
+from data_pipelines.tfds_builders import tf_free_shuffle
 from vssjax.progress import Progress
 
 
@@ -158,7 +159,8 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     existed get theirs by building again (the records are reused); a read-only data dir gets none,
     and readers then read a video's record to answer for it.
     """
-    super().download_and_prepare(*args, **kwargs)
+    with tf_free_shuffle.shuffler_without_tensorflow():  # splits over 1 GB spill to disk
+      super().download_and_prepare(*args, **kwargs)
     if not os.access(self.data_path, os.W_OK):
       return
     for split in self.info.splits:
