@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from data_pipelines.sources import base, get_source, synthetic
+from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
 
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
@@ -135,12 +135,15 @@ def resolve_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
 
 
 def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
-  """`get_source(data.source, **data.<source>)`: a source's knobs live under its own name.
+  """The source `data.source` names (a registered name or "package.module:ClassName"), built with
+  the knobs under `data.<its name>`: under the class's `name`, so that a source of one's own keeps
+  its knobs under a plain field however long its import path.
 
   Raises if the config's `data.num_classes` disagrees with the source.
   """
-  knobs = data_cfg.get(data_cfg.source, None)
-  source = get_source(data_cfg.source, **(knobs.to_dict() if knobs is not None else {}))
+  source_class = base.source_class(data_cfg.source)
+  knobs = data_cfg.get(source_class.name, None)
+  source = source_class(**(knobs.to_dict() if knobs is not None else {}))
   expected = data_cfg.get("num_classes", 0)
   if expected and expected != source.num_classes:  # the model would predict phantom classes
     raise ValueError(f"data.num_classes={expected} but source {data_cfg.source!r} has "

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from vssjax import plugins
+
 IGNORE_LABEL = 255
 Payload = str | bytes | np.ndarray
 
@@ -211,7 +213,7 @@ class FolderSource(VideoSource):
     return tuple(split for split in self.splits if os.path.exists(self.split_path(split)))
 
 
-_SOURCES: dict[str, Callable[..., VideoSource]] = {}
+_SOURCES: dict[str, type[VideoSource]] = {}
 
 
 def register_source(cls: type[VideoSource]) -> type[VideoSource]:
@@ -222,7 +224,11 @@ def register_source(cls: type[VideoSource]) -> type[VideoSource]:
   return cls
 
 
+def source_class(name: str) -> type[VideoSource]:
+  """The class of a registered source `name`, or of the import path "package.module:ClassName"
+  of a `VideoSource` subclass of one's own (docs/extending.md)."""
+  return plugins.resolve_class(name, _SOURCES, VideoSource, "source")
+
+
 def get_source(name: str, **kwargs) -> VideoSource:
-  if name not in _SOURCES:
-    raise ValueError(f"unknown source {name!r}; registered: {sorted(_SOURCES)}")
-  return _SOURCES[name](**kwargs)
+  return source_class(name)(**kwargs)

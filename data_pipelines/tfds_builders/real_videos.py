@@ -54,7 +54,8 @@ BUILDERS: dict[str, type[_ManualSourceBuilder]] = {
 def _builder(source_name: str, data_dir: str, manual_dir: str = ""
              ) -> tuple[_ManualSourceBuilder, tfds.download.DownloadConfig]:
   if source_name not in BUILDERS:
-    raise ValueError(f"no ArrayRecord builder for source {source_name!r}; have {sorted(BUILDERS)}")
+    raise ValueError(f"no ArrayRecord builder for source {source_name!r}; have {sorted(BUILDERS)}; "
+                     "read the others (sources of one's own too) with data.backend='files'")
   config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) or None)
   builder = BUILDERS[source_name](data_dir=os.path.expanduser(data_dir),
                                   file_format="array_record")

@@ -1,9 +1,9 @@
-"""Methods, chosen by `config.method.name`."""
+"""Methods, chosen by `config.method.name`: a short name below, or the import path
+"package.module:ClassName" of a `Method` subclass of one's own (docs/extending.md)."""
 
 from __future__ import annotations
 
-import importlib
-
+from vssjax import plugins
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods.base import Method
 
@@ -18,8 +18,4 @@ _REGISTRY = {
 
 
 def get_method(config: ConfigDict) -> Method:
-  name = config.method.name
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown method.name {name!r}; known: {sorted(_REGISTRY)}")
-  module_name, class_name = _REGISTRY[name].split(":")
-  return getattr(importlib.import_module(module_name), class_name)(config)
+  return plugins.resolve_class(config.method.name, _REGISTRY, Method, "method.name")(config)

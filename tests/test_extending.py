@@ -1,0 +1,113 @@
+"""docs/extending.md works as written: its example files, written out as a package outside vssjax,
+train and evaluate through the documented commands, and its example source reads videos."""
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines import dataset
+from tests.conftest import REPO
+from tests.data_pipelines import helpers
+
+DOC = REPO / "docs" / "extending.md"
+
+
+def _blocks(language: str) -> list[str]:
+  return re.findall(rf"^```{language}\n(.*?)^```", DOC.read_text(), re.M | re.S)
+
+
+def write_example_files(folder) -> list[str]:
+  """Writes every python block of the doc that starts with a `# <path>.py` line to that path
+  under `folder`; returns the paths."""
+  paths = []
+  for block in _blocks("python"):
+    first_line = block.splitlines()[0]
+    if re.fullmatch(r"# [\w/]+\.py", first_line):
+      path = folder / first_line[2:]
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(block)
+      paths.append(first_line[2:])
+  return paths
+
+
+def _documented_runs() -> dict[str, list[str]]:
+  """The doc's `python -m vssjax.main` commands as argument lists, by their --mode."""
+  commands = [shlex.split(line) for block in _blocks("bash") for line in block.splitlines()
+              if line.startswith("python -m vssjax.main ")]
+  return {_flag(args, "mode"): args[3:] for args in commands}
+
+
+def _flag(args: list[str], name: str) -> str:
+  return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
+
+
+def _run_quick(args: list[str], cwd, data_dir) -> str:
+  """Runs a documented command as `python -m vssjax.main` in `cwd`, with the config's `quick`
+  variant and the test session's synthetic set."""
+  args = [f"{a}:quick" if a.startswith("--config=") else a for a in args]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(REPO)] + ([os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ else [])))
+  result = subprocess.run(
+      [sys.executable, "-m", "vssjax.main", *args, f"--config.data.data_dir={data_dir}"],
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stdout + result.stderr
+  return result.stdout
+
+
+@pytest.mark.slow
+def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
+  assert write_example_files(tmp_path) == [
+      "my_vss/top_down.py", "my_vss/config.py", "my_vss/frame_folders.py"]
+  runs = _documented_runs()
+  assert sorted(runs) == ["eval", "train"]
+  workdir = tmp_path / _flag(runs["train"], "workdir")
+  assert _flag(runs["eval"], "workdir") == _flag(runs["train"], "workdir")
+
+  _run_quick(runs["train"], tmp_path, synthetic_data_dir)
+  assert (workdir / "checkpoints" / "2").is_dir()  # quick: 2 steps, checkpointed at the end
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  losses = [json.loads(line)["loss"] for line in lines]
+  assert len(losses) == 2 and all(map(math.isfinite, losses))
+  (workdir / "results.json").unlink()  # written by the evaluation at the end of training
+
+  out = _run_quick(runs["eval"], tmp_path, synthetic_data_dir)
+  assert "evaluating checkpoint of step 2" in out
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["step"] == 2 and 0 <= results["mIoU"] <= 100
+
+
+def _write_video(folder, labels: list[np.ndarray | None]) -> None:
+  """Frames 0000.jpg, 0001.jpg, ... and, where given, their label PNGs."""
+  folder.mkdir(parents=True)
+  for t, label in enumerate(labels):
+    cv2.imwrite(str(folder / f"{t:04d}.jpg"), np.full((8, 12, 3), 40 * t, np.uint8))
+    if label is not None:
+      cv2.imwrite(str(folder / f"{t:04d}.png"), label)
+
+
+def test_example_source_reads_its_folders(tmp_path, monkeypatch):
+  write_example_files(tmp_path / "code")
+  monkeypatch.syspath_prepend(str(tmp_path / "code"))
+  label = np.array([[0, 1, 2, 255] * 3] * 8, np.uint8)
+  _write_video(tmp_path / "data" / "train" / "b", [label, None])
+  _write_video(tmp_path / "data" / "train" / "a", [None, None, label])
+  # The config lines the doc shows, on the test's tiny data config.
+  data = helpers.data_config(tmp_path, source="my_vss.frame_folders:FrameFolders",
+                             backend="files", num_classes=3)
+  data.frame_folders = dict(root=str(tmp_path / "data"))
+
+  videos = dataset.make_dataset(data, "train")
+  assert [videos.name(i) for i in range(len(videos))] == ["a", "b"]
+  assert [videos.labeled_indices(i) for i in range(len(videos))] == [[2], [0]]
+  clip = videos.load(0, [1, 2])
+  assert clip["frames"].shape == (2, 8, 12, 3)
+  np.testing.assert_array_equal(clip["labels"][1], label)
+  assert clip["labeled"].tolist() == [False, True]

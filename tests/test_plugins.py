@@ -1,0 +1,103 @@
+"""`method.name` and `data.source` as import paths of one's own classes, and the errors that say
+what went wrong when they do not name one."""
+
+import sys
+import textwrap
+
+import pytest
+
+from data_pipelines import dataset
+from data_pipelines.sources import get_source, synthetic
+from tests.conftest import load_config
+from tests.data_pipelines import helpers
+from vssjax.methods import get_method
+from vssjax.methods.base import Method
+from vssjax.methods.segformer import SegFormerMethod
+
+PLUGIN = textwrap.dedent('''
+    from data_pipelines.sources.synthetic import SyntheticVideoSource
+    from vssjax.methods.segformer import SegFormerMethod
+
+    class MyMethod(SegFormerMethod):
+      pass
+
+    class MySource(SyntheticVideoSource):
+      name = "my_synthetic"
+
+    class NotAMethod:
+      pass
+    ''')
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+  """A module `vssjax_test_plugin` outside vssjax, and one whose import fails on a dependency."""
+  (tmp_path / "vssjax_test_plugin.py").write_text(PLUGIN)
+  (tmp_path / "vssjax_test_broken.py").write_text("import vssjax_test_missing_dependency\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  for name in ("vssjax_test_plugin", "vssjax_test_broken"):
+    monkeypatch.delitem(sys.modules, name, raising=False)
+  return "vssjax_test_plugin"
+
+
+def _method(name: str) -> Method:
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.method.name = name
+  return get_method(config)
+
+
+def test_registered_names_still_work():
+  assert type(_method("segformer")) is SegFormerMethod
+  assert isinstance(get_source("synthetic"), synthetic.SyntheticVideoSource)
+
+
+def test_import_paths_name_classes_outside_vssjax(plugin):
+  assert type(_method(f"{plugin}:MyMethod")).__name__ == "MyMethod"
+  source = get_source(f"{plugin}:MySource", num_frames=3)
+  assert type(source).__name__ == "MySource" and source.knobs["num_frames"] == 3
+
+
+def test_a_source_of_ones_own_takes_its_knobs_from_its_name(plugin, tmp_path):
+  data = helpers.data_config(tmp_path, source=f"{plugin}:MySource",
+                             my_synthetic=dict(num_train_videos=3))
+  assert dataset.make_source(data).knobs["num_train_videos"] == 3
+
+
+def test_unknown_name_lists_the_registered_names_and_the_path_form():
+  with pytest.raises(ValueError, match=r"unknown method.name 'segformr': neither a registered "
+                     r"name \(dcfm, dtern, etc, sdcpc, segformer\) nor an import path "
+                     r"'package.module:ClassName'"):
+    _method("segformr")
+  with pytest.raises(ValueError, match=r"unknown source 'nope': .*synthetic.*package.module"):
+    get_source("nope")
+  for malformed in ("my_vss:", ":MyMethod"):
+    with pytest.raises(ValueError, match="neither a registered name"):
+      _method(malformed)
+
+
+def test_a_module_that_is_not_found_is_named(plugin):
+  with pytest.raises(ValueError, match=r"method.name 'vssjax_test_nowhere.sub:MyMethod': no "
+                     r"module named 'vssjax_test_nowhere'; .*PYTHONPATH"):
+    _method("vssjax_test_nowhere.sub:MyMethod")
+
+
+def test_a_missing_class_is_named(plugin):
+  with pytest.raises(ValueError, match=r"module 'vssjax_test_plugin' has no attribute 'Nope'"):
+    _method(f"{plugin}:Nope")
+
+
+def test_a_class_of_the_wrong_kind_is_refused(plugin):
+  with pytest.raises(TypeError, match=r"method.name 'vssjax_test_plugin:NotAMethod' is <class "
+                     r".*NotAMethod'>, not a subclass of vssjax.methods.base.Method"):
+    _method(f"{plugin}:NotAMethod")
+  with pytest.raises(TypeError, match=r"not a subclass of data_pipelines.sources.base.VideoSource"):
+    get_source(f"{plugin}:MyMethod")
+
+
+@pytest.mark.usefixtures("plugin")
+def test_an_import_error_inside_the_module_is_not_hidden():
+  """A dependency the user's module lacks is its own error, not "no such module"."""
+  with pytest.raises(ModuleNotFoundError, match="vssjax_test_missing_dependency") as raised:
+    _method("vssjax_test_broken:MyMethod")
+  assert "while importing method.name 'vssjax_test_broken:MyMethod'" in raised.value.__notes__
+
