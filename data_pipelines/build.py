@@ -4,8 +4,9 @@
       --data_dir=~/tensorflow_datasets
 
 Sources: vspw, cityscapes, camvid, vtest_pseudo. Every frame is decoded once while building, so bad
-data fails here, naming the file. Each split also gets its video index (`video_records`); run again
-on records built without one, it writes just the index. Training then reads the records with
+data fails here, naming the file. Each frame is one record; each split also gets its video index
+(`video_records`), which readers use to find a video's frames. Run again where the index is missing
+(an interrupted build), it writes just the index. Training then reads the records with
 data.backend='arrayrecord' and data.data_dir set to the same --data_dir.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> None:
   started = time.perf_counter()
   print(f"build: {args.source} from {args.manual_dir} into {args.data_dir}", flush=True)
   builder = real_videos.prepare(args.source, args.manual_dir, args.data_dir)
-  splits = ", ".join(f"{name} {split.num_examples} videos"
+  splits = ", ".join(f"{name} {split.num_examples} frames"
                      for name, split in builder.info.splits.items())
   print(f"build: done in {time.perf_counter() - started:.1f} s: {splits} -> {builder.data_path}",
         flush=True)

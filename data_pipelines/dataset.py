@@ -3,7 +3,8 @@
 Loaders ask for a clip (a few frame indices of one video) and the evaluator walks whole videos in
 order; both go through `VideoDataset`, which decodes only the frames asked for. The two backends
 differ only in where a video's frames come from: the source itself ('files' / 'memory'), or the
-TFDS ArrayRecord records written from it ('arrayrecord'), whose labels are already mapped.
+TFDS ArrayRecord records written from it ('arrayrecord', one record per frame, found through the
+split's video index), whose labels are already mapped.
 """
 from __future__ import annotations
 
@@ -20,39 +21,49 @@ from data_pipelines.tfds_builders import real_videos, synthetic_video, video_rec
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
-class _RecordVideos(Sequence):
-  """ArrayRecord records as VideoRecords with encoded payloads; caches the last record read,
-  since a loader asks for a video's length and then its frames."""
+class _RecordFrames(Sequence):
+  """A video's frames as FrameRefs with encoded payloads, each read from its own record when
+  asked for, so that a clip reads only its frames' records."""
 
-  def __init__(self, records):
+  def __init__(self, records, summary: video_records.VideoSummary):
     self._records = records
-    self._last: tuple[int, base.VideoRecord] | None = None
+    self._summary = summary
 
   def __len__(self) -> int:
-    return len(self._records)
+    return self._summary.num_frames
 
-  def __getitem__(self, index: int) -> base.VideoRecord:
-    last = self._last
-    if last is not None and last[0] == index:
-      return last[1]
-    video = video_records.decode_record(self._records[index])
-    self._last = (index, video)
-    return video
+  def __getitem__(self, t: int) -> base.FrameRef:
+    return video_records.decode_frame(self._records[self._summary.records[t]], self._summary, t)
+
+
+class _RecordVideos(Sequence):
+  """ArrayRecord frame records as VideoRecords, through the split's video index."""
+
+  def __init__(self, records, index: Sequence[video_records.VideoSummary]):
+    listed = sum(summary.num_frames for summary in index)
+    if listed != len(records):
+      raise ValueError(f"the video index lists {listed} frames but there are {len(records)} "
+                       f"records; the index is stale: delete it to have it rescanned")
+    self._records = records
+    self._index = index
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def __getitem__(self, i: int) -> base.VideoRecord:
+    return base.VideoRecord(self._index[i].name, _RecordFrames(self._records, self._index[i]))
 
 
 class VideoDataset:
   """The videos of one split: lengths, names, clips and whole videos, decoded on demand.
 
-  With an `index` (the videos' summaries, in order), names, lengths and labelled frames come from
-  it and only `load` and `iter_video` touch the videos; without one, from each video itself, which
-  for ArrayRecord means reading its record.
+  With an `index` (the videos' summaries, in order; ArrayRecord always has one), names, lengths
+  and labelled frames come from it and only `load` and `iter_video` touch the videos, reading just
+  the frames asked for; without one, from each video's frame list.
   """
 
   def __init__(self, videos: Sequence[base.VideoRecord], source: base.VideoSource,
                labels_mapped: bool, index: Sequence[video_records.VideoSummary] | None = None):
-    if index is not None and len(index) != len(videos):
-      raise ValueError(f"the video index lists {len(index)} videos but there are {len(videos)}; "
-                       f"rebuild the records")
     self._videos = videos
     self.source = source  # Class names, palette, label mapping.
     self._labels_mapped = labels_mapped
@@ -64,10 +75,10 @@ class VideoDataset:
 
   @classmethod
   def from_records(cls, records, source: base.VideoSource,
-                   index: Sequence[video_records.VideoSummary] | None = None) -> VideoDataset:
+                   index: Sequence[video_records.VideoSummary]) -> VideoDataset:
     """Over a TFDS ArrayRecord data source written by `tfds_builders.video_records`, and its
-    video index where there is one."""
-    return cls(_RecordVideos(records), source, labels_mapped=True, index=index)
+    video index, which says where each video's frames are."""
+    return cls(_RecordVideos(records, index), source, labels_mapped=True, index=index)
 
   def __len__(self) -> int:
     return len(self._videos)
@@ -76,14 +87,6 @@ class VideoDataset:
     if self._index is not None:
       return self._index[i]
     return video_records.summarize(self._videos[i])
-
-  def _video(self, i: int) -> base.VideoRecord:
-    """Video i, checked against the index: a stale one would silently train on wrong frames."""
-    video = self._videos[i]
-    if self._index is not None and video_records.summarize(video) != self._index[i]:
-      raise base.DataError(f"video {i} ({video.name})", f"disagrees with the video index "
-                           f"{self._index[i]}; rebuild the records")
-    return video
 
   def name(self, i: int) -> str:
     return self._summary(i).name
@@ -107,7 +110,7 @@ class VideoDataset:
 
   def load(self, i: int, frame_indices: Sequence[int]) -> dict[str, np.ndarray]:
     """frames uint8 [T,H,W,3], labels int32 [T,H,W] (all 255 where unlabeled), labeled [T]."""
-    video = self._video(i)
+    video = self._videos[i]
     frames, labels, labeled = [], [], []
     for j in frame_indices:
       image, label = self._decode(video.frames[j])
@@ -125,7 +128,7 @@ class VideoDataset:
                  ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(frame uint8 [H,W,3], label int32 [H,W] or None) for every frame (or those given), in
     order."""
-    frames = self._video(i).frames
+    frames = self._videos[i].frames
     for t in range(len(frames)) if frame_indices is None else frame_indices:
       yield self._decode(frames[t])
 
@@ -157,16 +160,16 @@ def _arrayrecord_builder(source: base.VideoSource, root: str):
   return real_videos.load(source.name, root)
 
 
-def _record_index(builder, split: str) -> list[video_records.VideoSummary] | None:
-  """The split's video index; None, with a warning, for records built before there was one."""
+def _record_index(builder, split: str) -> list[video_records.VideoSummary]:
+  """The split's video index; where there is none, scanned from the records with a warning."""
   path = video_records.index_path(builder, split)
   index = video_records.read_index(path)
   if index is None:
     logging.warning(
-        "No video index %s (records built before it existed, or a read-only data dir): a video's "
-        "name, length and labelled frames are read from its record, so data.train_epoch='frames' "
-        "reads every record at start-up. Building again (python -m data_pipelines.build, the "
-        "records are reused) with write access writes it.", path)
+        "No video index %s (read-only data dir or interrupted build): reading every record of the "
+        "split to find its videos' frames, on every start until it is written (here where "
+        "writable, else by python -m data_pipelines.build with write access).", path)
+    index = video_records.scan_and_write_index(builder, split)
   return index
 
 

@@ -129,7 +129,7 @@ def epoch_items(videos: dataset.VideoDataset, unit: str) -> tuple[np.ndarray, np
   'frames': every labelled frame of every video as the target (DCFM's VSPW epoch, every frame
   once as x_L, specs/dcfm.md §4.1), so long videos weigh by their length. This asks every video
   for its labelled frames up front; with the ArrayRecord backend the split's video index answers
-  without reading a record (records built before the index: every training record is read once).
+  without reading a record.
   """
   if unit == "videos":
     return np.arange(len(videos)), None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data_pipelines.sources import base, get_source
 from data_pipelines.tfds_builders import video_records
@@ -17,8 +18,12 @@ from data_pipelines.tfds_builders import video_records
 class _ManualSourceBuilder(video_records.VideoSegBuilder, skip_registration=True):
   """Builds `get_source(SOURCE, root=manual_dir)`."""
   SOURCE = ""
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release: encoded source images, mapped train-id PNG labels."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release: encoded source images, mapped train-id PNG labels.",
+      "2.0.0": "Layout changed: one record per frame (was per video), so that a clip reads "
+               "only its frames. Records of 1.0.0 must be rebuilt.",
+  }
 
   def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:
     return get_source(self.SOURCE, root=os.fspath(dl_manager.manual_dir))
@@ -69,13 +74,29 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
   return builder
 
 
+def _other_versions(builder: _ManualSourceBuilder) -> list[str]:
+  """The versions of the builder's records on disk other than the one this code reads."""
+  versions = epath.Path(builder.data_path).parent
+  if not versions.exists():
+    return []
+  return sorted(path.name for path in versions.iterdir()
+                if tfds.core.Version.is_valid(path.name) and path.name != str(builder.version))
+
+
 def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
-  """The already-built records of a real source; raises naming the build command if missing."""
+  """The already-built records of a real source; raises naming the build command if missing.
+
+  TFDS looks only for the builder's current version, so records of an older layout read as
+  missing; the message says so, since they must be rebuilt, not reused."""
   builder, _ = _builder(source_name, data_dir)
-  if not os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
-    raise FileNotFoundError(
-        f"no ArrayRecord data for source {source_name!r} under {data_dir}: real datasets are never "
-        f"built implicitly. Build them with: python -m data_pipelines.build "
-        f"--source={source_name} --manual_dir=<your copy> --data_dir={data_dir}, or use "
-        f"data.backend='files'.")
-  return builder
+  if os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
+    return builder
+  others = _other_versions(builder)
+  found = (f" Found only version {', '.join(others)} there, whose record layout this code cannot "
+           f"read ({builder.version}: {builder.RELEASE_NOTES[str(builder.version)]})"
+           if others else "")
+  raise FileNotFoundError(
+      f"no ArrayRecord data of version {builder.version} for source {source_name!r} under "
+      f"{data_dir}.{found} Real datasets are never built implicitly: build them with python -m "
+      f"data_pipelines.build --source={source_name} --manual_dir=<your copy> "
+      f"--data_dir={data_dir}, or use data.backend='files'.")

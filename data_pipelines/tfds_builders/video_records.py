@@ -1,19 +1,25 @@
-"""One ArrayRecord record per video, written and read without TensorFlow.
+"""One ArrayRecord record per frame, written and read without TensorFlow.
+
+A training clip needs 1-4 frames of a video, and reading a record reads and parses all of it: with
+one record per video, a 2-frame Cityscapes clip read its whole 30-frame window (~66 MB). One
+record per frame reads only the frames a clip needs.
 
 Frames and labels are stored as encoded image bytes in `Tensor(dtype=object)` features: TFDS hands
-those back as raw `bytes` without decoding (an `Image` feature would decode every frame of the
-video, and encoding numpy arrays into it needs TensorFlow). A reader therefore decodes only the
-frames a clip needs. Image bytes are the source's own file bytes when it has them (no re-encoding,
-no loss); labels are PNGs of the already-mapped train ids, so readers need no dataset mapping.
-Records are shuffled by key hash at write time, so every record carries its video name.
+those back as raw `bytes` without decoding (an `Image` feature would decode on read, and encoding
+numpy arrays into it needs TensorFlow), so a reader decodes only what it uses. Image bytes are the
+source's own file bytes when it has them (no re-encoding, no loss); labels are PNGs of the
+already-mapped train ids, so readers need no dataset mapping. TFDS shuffles records by key hash at
+write time, so every record names its video and its position there.
 
 Beside each split's records the builder writes its video index (`index_path`): every video's name,
-length and labelled frames in record order, so that epochs and evaluation, which ask for these of
-every video up front, read no record (VSPW's train records are tens of GB).
+length, labelled frames and the record of each of its frames. Readers need it to find a video's
+frames, and epochs and evaluation ask for the rest of every video up front, so it saves reading
+the split (VSPW's train records are tens of GB).
 """
 from __future__ import annotations
 
 import abc
+import collections
 import inspect
 import json
 import os
@@ -30,15 +36,19 @@ from data_pipelines.tfds_builders import tf_free_shuffle
 from vssjax.progress import Progress
 
 
-def video_features() -> tfds.features.FeaturesDict:
-  encoded = tfds.features.Tensor(shape=(), dtype=np.object_)
+def _encoded() -> tfds.features.Tensor:
+  return tfds.features.Tensor(shape=(), dtype=np.object_)
+
+
+def frame_features() -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
-      "name": tfds.features.Text(),
-      "num_frames": tfds.features.Tensor(shape=(), dtype=np.int32),
-      "frame_ids": tfds.features.Sequence(tfds.features.Text()),
-      "images": tfds.features.Sequence(encoded),
-      "labels": tfds.features.Sequence(encoded),  # b"" where a frame has no annotation.
-      "labeled": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+      "video": tfds.features.Text(),
+      "num_frames": tfds.features.Tensor(shape=(), dtype=np.int32),  # The video's.
+      "t": tfds.features.Tensor(shape=(), dtype=np.int32),  # The frame's position in its video.
+      "frame_id": tfds.features.Text(),
+      "image": _encoded(),
+      "label": _encoded(),  # b"" where the frame has no annotation.
+      "labeled": tfds.features.Tensor(shape=(), dtype=np.bool_),
   })
 
 
@@ -61,41 +71,25 @@ def _image_bytes(frame: base.FrameRef) -> bytes:
   return encode_png(frame.image)
 
 
-def encode_video(source: base.VideoSource, video: base.VideoRecord) -> dict:
-  """The record of one video. Decodes every frame once, so bad data fails here, named."""
-  images, labels, labeled = [], [], []
-  for frame in video.frames:
-    image = source.decode_image(frame)
-    images.append(_image_bytes(frame))
-    labeled.append(frame.label is not None)
-    if frame.label is None:
-      labels.append(b"")
-    else:
-      # uint8 holds every train id: ids are < 255 because 255 is the ignore label.
-      labels.append(encode_png(source.decode_label(frame, image.shape[:2]).astype(np.uint8)))
-  return dict(name=video.name, num_frames=len(video.frames),
-              frame_ids=[frame.frame_id for frame in video.frames], images=images,
-              labels=labels, labeled=np.array(labeled, np.bool_))
-
-
-def decode_record(record: dict) -> base.VideoRecord:
-  """The video of a record read back: encoded payloads, label None where a frame has none."""
-  name = record["name"].decode()
-  frames = tuple(
-      base.FrameRef(frame_id.decode(), image, label if is_labeled else None)
-      for frame_id, image, label, is_labeled in zip(
-          record["frame_ids"], record["images"], record["labels"], record["labeled"]))
-  if len(frames) != record["num_frames"]:
-    raise base.DataError(f"record {name}", f"holds {len(frames)} frames, not "
-                         f"{record['num_frames']}")
-  return base.VideoRecord(name, frames)
+def encode_frame(source: base.VideoSource, video: base.VideoRecord, t: int) -> dict:
+  """The record of frame t of `video`. Decodes the frame once, so bad data fails here, named."""
+  frame = video.frames[t]
+  image = source.decode_image(frame)
+  label = b""
+  if frame.label is not None:
+    # uint8 holds every train id: ids are < 255 because 255 is the ignore label.
+    label = encode_png(source.decode_label(frame, image.shape[:2]).astype(np.uint8))
+  return dict(video=video.name, num_frames=len(video.frames), t=t, frame_id=frame.frame_id,
+              image=_image_bytes(frame), label=label, labeled=frame.label is not None)
 
 
 class VideoSummary(NamedTuple):
-  """What epochs and evaluation ask of a video before loading any of its frames."""
+  """What epochs and evaluation ask of a video before loading any of its frames, and, for
+  ArrayRecord, where its frames are."""
   name: str
   num_frames: int
   labeled: tuple[int, ...]  # Indices of the frames that carry a label.
+  records: tuple[int, ...] = ()  # ArrayRecord: each frame's record (its position), in order.
 
 
 def summarize(video: base.VideoRecord) -> VideoSummary:
@@ -103,18 +97,52 @@ def summarize(video: base.VideoRecord) -> VideoSummary:
                       tuple(t for t, frame in enumerate(video.frames) if frame.label is not None))
 
 
-def index_path(builder: tfds.core.DatasetBuilder, split: str) -> epath.Path:
-  return epath.Path(builder.data_path) / f"video_index-{split}.json"
+def decode_frame(record: dict, summary: VideoSummary, t: int) -> base.FrameRef:
+  """Frame t of the video `summary` from its record: encoded payloads, label None where it has
+  none. Checked against the index, since a stale one would silently train on wrong frames."""
+  found = (record["video"].decode(), int(record["t"]), int(record["num_frames"]),
+           bool(record["labeled"]))
+  expected = (summary.name, t, summary.num_frames, t in summary.labeled)
+  if found != expected:
+    raise base.DataError(
+        f"record {summary.records[t]}", f"holds (video, t, num_frames, labeled) {found}, the "
+        f"video index says {expected}: the index is stale; delete it to have it rescanned")
+  return base.FrameRef(record["frame_id"].decode(), record["image"],
+                       record["label"] if record["labeled"] else None)
+
+
+class _FrameEntry(NamedTuple):
+  record: int
+  num_frames: int
+  labeled: bool
+
+
+def _summary_of(name: str, frames: dict[int, _FrameEntry]) -> VideoSummary:
+  """Video `name`'s summary from its frames' entries by position; raises where some are missing."""
+  lengths = sorted({entry.num_frames for entry in frames.values()})
+  if lengths != [len(frames)] or sorted(frames) != list(range(len(frames))):
+    raise base.DataError(f"video {name}", f"its records hold frames {sorted(frames)} of a video "
+                         f"of {lengths} frames; rebuild them")
+  entries = [frames[t] for t in range(len(frames))]
+  return VideoSummary(name, len(entries), tuple(t for t, e in enumerate(entries) if e.labeled),
+                      tuple(entry.record for entry in entries))
 
 
 def scan_index(records: Sequence[dict], label: str) -> list[VideoSummary]:
-  """The summaries of `records` in record order, by reading every record once."""
-  progress = Progress(f"index {label}", len(records), "videos")
-  index = []
-  for i in range(len(records)):
-    index.append(summarize(decode_record(records[i])))
-    progress.update(i + 1, force=i + 1 == len(records))
-  return index
+  """Every video's summary, by reading every record once. Videos come in name order: the records'
+  key-hash order means nothing, and name order is the source's for sources that sort."""
+  progress = Progress(f"index {label}", len(records), "frames")
+  videos = collections.defaultdict(dict)
+  for position in range(len(records)):
+    record = records[position]
+    videos[record["video"].decode()][int(record["t"])] = _FrameEntry(
+        position, int(record["num_frames"]), bool(record["labeled"]))
+    progress.update(position + 1, force=position + 1 == len(records))
+  return [_summary_of(name, videos[name]) for name in sorted(videos)]
+
+
+def index_path(builder: tfds.core.DatasetBuilder, split: str) -> epath.Path:
+  return epath.Path(builder.data_path) / f"video_index-{split}.json"
 
 
 def write_index(path: epath.Path, index: Sequence[VideoSummary]) -> None:
@@ -128,8 +156,16 @@ def read_index(path: epath.Path) -> list[VideoSummary] | None:
   """The index written by `write_index`; None where there is none."""
   if not path.exists():
     return None
-  return [VideoSummary(entry["name"], entry["num_frames"], tuple(entry["labeled"]))
-          for entry in json.loads(path.read_text())]
+  return [VideoSummary(entry["name"], entry["num_frames"], tuple(entry["labeled"]),
+                       tuple(entry["records"])) for entry in json.loads(path.read_text())]
+
+
+def scan_and_write_index(builder: tfds.core.DatasetBuilder, split: str) -> list[VideoSummary]:
+  """The split's index scanned from its records, written where the data dir is writable."""
+  index = scan_index(builder.as_data_source(split), f"{builder.name} {split}")
+  if os.access(builder.data_path, os.W_OK):
+    write_index(index_path(builder, split), index)
+  return index
 
 
 class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -144,8 +180,8 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, features=video_features(),
-        description="Videos with per-frame semantic labels; one record per video.")
+        builder=self, features=frame_features(),
+        description="Videos with per-frame semantic labels; one record per frame.")
 
   @abc.abstractmethod
   def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:
@@ -154,19 +190,17 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def download_and_prepare(self, *args, **kwargs) -> None:
     """TFDS's, then the index of every split that lacks one, records already there included.
 
-    The index is read back from the written records, so it follows their order, whatever TFDS's
-    shuffling does, at the cost of one more read of the records. Datasets built before the index
-    existed get theirs by building again (the records are reused); a read-only data dir gets none,
-    and readers then read a video's record to answer for it.
+    The index is read back from the written records, so it follows their positions, whatever
+    TFDS's shuffling does, at the cost of one more read of the records. A read-only data dir gets
+    none; readers then scan the records for it (`dataset.make_dataset`).
     """
     with tf_free_shuffle.shuffler_without_tensorflow():  # splits over 1 GB spill to disk
       super().download_and_prepare(*args, **kwargs)
     if not os.access(self.data_path, os.W_OK):
       return
     for split in self.info.splits:
-      path = index_path(self, split)
-      if not path.exists():
-        write_index(path, scan_index(self.as_data_source(split), f"{self.name} {split}"))
+      if not index_path(self, split).exists():
+        scan_and_write_index(self, split)
 
   def _split_generators(self, dl_manager):
     source = self.make_source(dl_manager)
@@ -176,5 +210,9 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     videos = source.videos(split)
     progress = Progress(f"{source.name} {split}", len(videos), "videos")
     for done, video in enumerate(videos, 1):
-      yield video.name, encode_video(source, video)
+      for t in range(len(video.frames)):
+        # Unique per (video, frame): names are unique within a split. Shuffled by the key's hash,
+        # which spreads records over TFDS's spill buckets; unshuffled (small integer) keys would
+        # all land in one bucket, which TFDS then sorts in memory (tens of GB for VSPW).
+        yield f"{video.name}/{t}", encode_frame(source, video, t)
       progress.update(done, force=done == len(videos))

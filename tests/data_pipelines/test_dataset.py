@@ -37,22 +37,50 @@ def test_iter_video_matches_load(tmp_path):
     np.testing.assert_array_equal(label, clip["labels"][t])
 
 
-def test_without_a_video_index_videos_are_read_from_their_records(tmp_path, monkeypatch, caplog):
+def test_a_clip_reads_only_its_frames_records(tmp_path, monkeypatch):
+  cfg = helpers.data_config(tmp_path, backend="arrayrecord")
+  dataset.make_dataset(cfg, "train")  # Builds the records and their index.
+  sources = helpers.count_record_reads(monkeypatch)
+  videos = dataset.make_dataset(cfg, "train")
+  assert videos.num_frames(3) == 6 and sources[-1].reads == 0
+  videos.load(3, [4, 1])
+  assert sources[-1].reads == 2
+  list(videos.iter_video(3, [0, 5]))
+  assert sources[-1].reads == 4
+  list(videos.iter_video(3))
+  assert sources[-1].reads == 10
+
+
+def _without_index(tmp_path, monkeypatch, writable: bool):
+  """The train split read back after its video index was deleted; (videos, indexed videos, the
+  counting record sources, the index path)."""
   cfg = helpers.data_config(tmp_path, backend="arrayrecord")
   indexed = dataset.make_dataset(cfg, "train")
   builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  for split in ("train", "val"):  # As records built before the index existed.
-    video_records.index_path(builder, split).unlink()
-  monkeypatch.setattr(os, "access", lambda *args: False)  # A read-only data dir: not written.
+  path = video_records.index_path(builder, "train")
+  path.unlink()  # As after a build interrupted before its index.
+  # Loaded as real datasets are (`real_videos.load`), without a build step that writes the index.
+  monkeypatch.setattr(synthetic_video, "prepare_synthetic", lambda *args, **kwargs: builder)
+  if not writable:
+    monkeypatch.setattr(os, "access", lambda *args: False)
   sources = helpers.count_record_reads(monkeypatch)
+  return dataset.make_dataset(cfg, "train"), indexed, sources, path
+
+
+@pytest.mark.parametrize("writable", [False, True])
+def test_without_a_video_index_it_is_scanned_from_the_records(tmp_path, monkeypatch, caplog,
+                                                               writable):
   with caplog.at_level(logging.WARNING):
-    videos = dataset.make_dataset(cfg, "train")
-  assert "No video index" in caplog.text and "python -m data_pipelines.build" in caplog.text
-  assert not video_records.index_path(builder, "train").exists()
+    videos, indexed, sources, path = _without_index(tmp_path, monkeypatch, writable)
+  [warning] = [r.getMessage() for r in caplog.records if "No video index" in r.getMessage()]
+  assert "\n" not in warning and "python -m data_pipelines.build" in warning
+  assert path.exists() == writable
+  assert sum(source.reads for source in sources) == 48  # Every frame's record, once.
   for i in range(len(videos)):
     assert videos.name(i) == indexed.name(i) and videos.num_frames(i) == indexed.num_frames(i)
     assert videos.labeled_indices(i) == indexed.labeled_indices(i)
-  assert sources[-1].reads == len(videos)
+    np.testing.assert_array_equal(videos.load(i, [2, 3])["frames"],
+                                  indexed.load(i, [2, 3])["frames"])
 
 
 def test_a_stale_video_index_is_refused(tmp_path):
@@ -60,10 +88,12 @@ def test_a_stale_video_index_is_refused(tmp_path):
   records = builder.as_data_source(split="train")
   source = dataset.make_source(helpers.data_config(tmp_path))
   index = video_records.read_index(video_records.index_path(builder, "train"))
-  with pytest.raises(ValueError, match="lists 7 videos but there are 8"):
+  with pytest.raises(ValueError, match="lists 42 frames but there are 48 records"):
     dataset.VideoDataset.from_records(records, source, index[1:])
-  videos = dataset.VideoDataset.from_records(records, source, index[1:] + index[:1])
-  with pytest.raises(base.DataError, match="video 0 .* disagrees with the video index"):
+  first, second = index[:2]  # Each listing the other's frame records.
+  swapped = [first._replace(records=second.records), second._replace(records=first.records)]
+  videos = dataset.VideoDataset.from_records(records, source, swapped + index[2:])
+  with pytest.raises(base.DataError, match=r"record \d+: .* the index is stale"):
     videos.load(0, [0])
 
 

@@ -222,12 +222,8 @@ def test_frames_epoch_reads_no_record_with_the_video_index(tmp_path, monkeypatch
   videos = dataset.make_dataset(cfg, "train")
   items, targets = loader.epoch_items(videos, "frames")
   assert sources[-1].reads == 0
-  scanned = loader.epoch_items(dataset.VideoDataset.from_records(sources[-1], videos.source),
-                               "frames")  # No index: what epoch_items read before there was one.
-  assert sources[-1].reads == len(videos) == 8
-  np.testing.assert_array_equal(items, scanned[0])
-  np.testing.assert_array_equal(targets, scanned[1])
   assert items.tolist() == np.repeat(np.arange(8), 6).tolist()
+  assert targets.tolist() == list(range(6)) * 8
 
 
 class _RecordingClipMap:

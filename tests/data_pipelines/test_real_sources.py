@@ -223,7 +223,7 @@ def test_vtest_pseudo_labels_and_split():
 def test_real_source_arrayrecord_round_trip(tmp_path):
   root = _cityscapes(tmp_path / "cs")
   builder = real_videos.prepare("cityscapes", root, str(tmp_path / "tfds"))
-  assert builder.info.splits["train"].num_examples == 2
+  assert builder.info.splits["train"].num_examples == 60  # Two 30-frame videos, a record a frame.
   cfg = helpers.data_config(tmp_path / "tfds", source="cityscapes", backend="arrayrecord")
   cfg.cityscapes = dict(root=root)
   records = dataset.make_dataset(cfg, "train")
@@ -233,6 +233,19 @@ def test_real_source_arrayrecord_round_trip(tmp_path):
   a, b = records.load(i, [0, 19, 29]), files.load(1, [0, 19, 29])
   for key in a:
     np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
+  """TFDS reads only the builder's current version: records built at 1.0.0 (one per video) are
+  reported as such, with the command that rebuilds them."""
+  root = _cityscapes(tmp_path / "cs")
+  data_dir = str(tmp_path / "tfds")
+  builder = real_videos.prepare("cityscapes", root, data_dir)
+  os.rename(builder.data_path, os.path.join(os.path.dirname(builder.data_path), "1.0.0"))
+  with pytest.raises(FileNotFoundError, match=r"version 2\.0\.0 .* Found only version 1\.0\.0 "
+                     r"there, whose record layout .*python -m data_pipelines\.build "
+                     r"--source=cityscapes"):
+    real_videos.load("cityscapes", data_dir)
 
 
 def test_vtest_pseudo_build_fails_loudly_when_it_cannot_write(tmp_path):

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import synthetic_video, video_records
@@ -14,41 +15,51 @@ def test_arrayrecord_round_trip_equals_the_in_memory_source(tmp_path):
   source = synthetic.SyntheticVideoSource(**helpers.TINY)
   for split, count in (("train", 8), ("val", 2)):
     records = builder.as_data_source(split=split)
-    assert len(records) == count
+    assert len(records) == count * 6  # One record per frame.
     videos = {v.name: v for v in source.videos(split)}
     seen = set()
     for record in records:
-      video = videos[record["name"].decode()]
-      seen.add(video.name)
-      assert record["num_frames"] == 6
-      assert [f.decode() for f in record["frame_ids"]] == [f.frame_id for f in video.frames]
-      assert record["labeled"].tolist() == [True] * 6
-      for frame, image, label in zip(video.frames, record["images"], record["labels"]):
-        np.testing.assert_array_equal(base.read_image(image, "x"), frame.image)
-        np.testing.assert_array_equal(base.read_label(label, "x"), frame.label)
-    assert seen == set(videos)
+      video, t = videos[record["video"].decode()], int(record["t"])
+      seen.add((video.name, t))
+      assert record["num_frames"] == 6 and record["labeled"]
+      assert record["frame_id"].decode() == video.frames[t].frame_id
+      np.testing.assert_array_equal(base.read_image(record["image"], "x"), video.frames[t].image)
+      np.testing.assert_array_equal(base.read_label(record["label"], "x"), video.frames[t].label)
+    assert seen == {(name, t) for name in videos for t in range(6)}
 
 
-def test_the_video_index_lists_every_record_in_record_order(tmp_path):
+def test_the_video_index_maps_every_frame_to_its_record(tmp_path):
   builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  indexes = {}
-  for split in ("train", "val"):
+  for split in ("val", "train"):
     records = builder.as_data_source(split=split)
-    indexes[split] = video_records.read_index(video_records.index_path(builder, split))
-    assert len(indexes[split]) == len(records)
-    for summary, record in zip(indexes[split], records):
-      assert summary == (record["name"].decode(), record["num_frames"],
-                         tuple(np.flatnonzero(record["labeled"])))
-  # TFDS shuffles records by key hash: an index in generation order would be wrong.
-  generated = [v.name for v in synthetic.SyntheticVideoSource(**helpers.TINY).videos("train")]
-  assert [summary.name for summary in indexes["train"]] != generated
+    index = video_records.read_index(video_records.index_path(builder, split))
+    names = [v.name for v in synthetic.SyntheticVideoSource(**helpers.TINY).videos(split)]
+    assert [summary.name for summary in index] == sorted(names)
+    for summary in index:
+      assert summary.num_frames == len(summary.records) == 6 and summary.labeled == tuple(range(6))
+      for t, position in enumerate(summary.records):
+        record = records[position]
+        assert (record["video"].decode(), record["t"]) == (summary.name, t)
+    positions = [position for summary in index for position in summary.records]
+    assert sorted(positions) == list(range(len(records)))
+  # TFDS shuffles records by key hash: a video's frames are not consecutive records.
+  assert any(summary.records != tuple(range(summary.records[0], summary.records[0] + 6))
+             for summary in index)
+
+
+def test_a_video_missing_frame_records_is_an_error():
+  frame = dict(video=b"v", num_frames=3, labeled=True)
+  records = [dict(frame, t=0), dict(frame, t=2)]
+  with pytest.raises(base.DataError, match=r"video v: its records hold frames \[0, 2\] of a video "
+                     r"of \[3\] frames"):
+    video_records.scan_index(records, "test")
 
 
 def test_prepare_writes_a_missing_video_index_and_keeps_the_records(tmp_path):
   builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   path = video_records.index_path(builder, "train")
   written = path.read_text()
-  path.unlink()  # As records built before the index existed.
+  path.unlink()  # As after a build interrupted before its index.
   stamp = os.path.getmtime(os.path.join(builder.data_path, "dataset_info.json"))
   synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   assert path.read_text() == written
@@ -65,14 +76,17 @@ def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
 
 
-def test_encode_video_keeps_original_file_bytes_and_marks_unlabeled(tmp_path):
+def test_encode_frame_keeps_original_file_bytes_and_marks_unlabeled(tmp_path):
   source = helpers.FolderSource(helpers.write_folder(tmp_path / "v", num_videos=1))
   video = source.videos("train")[0]
   frames = (video.frames[0], base.FrameRef("x/1", video.frames[1].image, None))
-  example = video_records.encode_video(source, base.VideoRecord(video.name, frames))
+  video = base.VideoRecord(video.name, frames)
+  labeled, unlabeled = (video_records.encode_frame(source, video, t) for t in range(2))
   with open(video.frames[0].image, "rb") as f:
-    assert example["images"][0] == f.read()
-  assert example["labels"][1] == b"" and example["labeled"].tolist() == [True, False]
+    assert labeled["image"] == f.read()
+  assert labeled["labeled"] and labeled["label"]
+  assert (unlabeled["video"], unlabeled["t"], unlabeled["num_frames"]) == (video.name, 1, 2)
+  assert unlabeled["label"] == b"" and not unlabeled["labeled"]
 
 
 def test_building_bad_data_fails_naming_the_file(tmp_path):
@@ -83,4 +97,18 @@ def test_building_bad_data_fails_naming_the_file(tmp_path):
   with open(bad, "wb") as f:
     f.write(b"garbage")
   with pytest.raises(base.DataError, match=f"{bad}: cannot decode label"):
-    video_records.encode_video(source, video)
+    video_records.encode_frame(source, video, 2)
+
+
+def test_a_bumped_version_is_built_beside_the_old_one(tmp_path, monkeypatch):
+  """Records of another layout are never read: a new VERSION builds a new directory."""
+  old = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  assert str(synthetic_video.VssjaxSyntheticVideo.VERSION) == "2.0.0"  # One record per frame.
+  monkeypatch.setattr(synthetic_video.VssjaxSyntheticVideo, "VERSION",
+                      tfds.core.Version("2.0.1"))
+  stamp = os.path.getmtime(os.path.join(old.data_path, "dataset_info.json"))
+  new = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  assert os.fspath(new.data_path).endswith("2.0.1") and new.data_path != old.data_path
+  assert os.path.exists(os.path.join(new.data_path, "dataset_info.json"))
+  assert video_records.index_path(new, "train").exists()
+  assert os.path.getmtime(os.path.join(old.data_path, "dataset_info.json")) == stamp
