@@ -57,17 +57,17 @@ class _RecordVideos(Sequence):
 class VideoDataset:
   """The videos of one split: lengths, names, clips and whole videos, decoded on demand.
 
-  With an `index` (the videos' summaries, in order; ArrayRecord always has one), names, lengths
-  and labelled frames come from it and only `load` and `iter_video` touch the videos, reading just
-  the frames asked for; without one, from each video's frame list.
+  Names and lengths come from the video records, which ArrayRecord builds from the split's video
+  index without reading a record; its labelled frames come from the index too (asking each frame
+  would read its record). Only `load` and `iter_video` read frames, just those asked for.
   """
 
   def __init__(self, videos: Sequence[base.VideoRecord], source: base.VideoSource,
-               labels_mapped: bool, index: Sequence[video_records.VideoSummary] | None = None):
+               labels_mapped: bool, labeled: Sequence[tuple[int, ...]] | None = None):
     self._videos = videos
     self.source = source  # Class names, palette, label mapping.
     self._labels_mapped = labels_mapped
-    self._index = index
+    self._labeled = labeled  # Per video, its labelled frames, where known without reading them.
 
   @classmethod
   def from_source(cls, source: base.VideoSource, split: str) -> VideoDataset:
@@ -78,25 +78,23 @@ class VideoDataset:
                    index: Sequence[video_records.VideoSummary]) -> VideoDataset:
     """Over a TFDS ArrayRecord data source written by `tfds_builders.video_records`, and its
     video index, which says where each video's frames are."""
-    return cls(_RecordVideos(records, index), source, labels_mapped=True, index=index)
+    return cls(_RecordVideos(records, index), source, labels_mapped=True,
+               labeled=[summary.labeled for summary in index])
 
   def __len__(self) -> int:
     return len(self._videos)
 
-  def _summary(self, i: int) -> video_records.VideoSummary:
-    if self._index is not None:
-      return self._index[i]
-    return video_records.summarize(self._videos[i])
-
   def name(self, i: int) -> str:
-    return self._summary(i).name
+    return self._videos[i].name
 
   def num_frames(self, i: int) -> int:
-    return self._summary(i).num_frames
+    return len(self._videos[i].frames)
 
   def labeled_indices(self, i: int) -> list[int]:
     """Indices of the frames of video i that carry a label (no decoding)."""
-    return list(self._summary(i).labeled)
+    if self._labeled is not None:
+      return list(self._labeled[i])
+    return [t for t, frame in enumerate(self._videos[i].frames) if frame.label is not None]
 
   def _decode(self, frame: base.FrameRef) -> tuple[np.ndarray, np.ndarray | None]:
     image = self.source.decode_image(frame)

@@ -84,17 +84,12 @@ def encode_frame(source: base.VideoSource, video: base.VideoRecord, t: int) -> d
 
 
 class VideoSummary(NamedTuple):
-  """What epochs and evaluation ask of a video before loading any of its frames, and, for
-  ArrayRecord, where its frames are."""
+  """A video's entry in the index: what epochs and evaluation ask of it before loading any of its
+  frames, and where its frames are."""
   name: str
   num_frames: int
   labeled: tuple[int, ...]  # Indices of the frames that carry a label.
-  records: tuple[int, ...] = ()  # ArrayRecord: each frame's record (its position), in order.
-
-
-def summarize(video: base.VideoRecord) -> VideoSummary:
-  return VideoSummary(video.name, len(video.frames),
-                      tuple(t for t, frame in enumerate(video.frames) if frame.label is not None))
+  records: tuple[int, ...]  # Each frame's record (its position), in frame order.
 
 
 def decode_frame(record: dict, summary: VideoSummary, t: int) -> base.FrameRef:
