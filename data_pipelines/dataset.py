@@ -158,17 +158,25 @@ def _arrayrecord_builder(source: base.VideoSource, root: str):
   return real_videos.load(source.name, root)
 
 
+# Indices scanned where the data dir is read-only, by index path: without them every evaluation of
+# a training run (each makes its dataset anew) would read the whole split again and warn again.
+_SCANNED_INDICES: dict[str, list[video_records.VideoSummary]] = {}
+
+
 def _record_index(builder, split: str) -> list[video_records.VideoSummary]:
-  """The split's video index; where there is none, scanned from the records with a warning."""
+  """The split's video index; where there is none, scanned from the records with a warning, once
+  per process."""
   path = video_records.index_path(builder, split)
   index = video_records.read_index(path)
-  if index is None:
+  if index is not None:
+    return index
+  if str(path) not in _SCANNED_INDICES:
     logging.warning(
         "No video index %s (read-only data dir or interrupted build): reading every record of the "
-        "split to find its videos' frames, on every start until it is written (here where "
+        "split to find its videos' frames, once per process until it is written (here where "
         "writable, else by python -m data_pipelines.build with write access).", path)
-    index = video_records.scan_and_write_index(builder, split)
-  return index
+    _SCANNED_INDICES[str(path)] = video_records.scan_and_write_index(builder, split)
+  return _SCANNED_INDICES[str(path)]
 
 
 def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDataset:

@@ -83,6 +83,16 @@ def test_without_a_video_index_it_is_scanned_from_the_records(tmp_path, monkeypa
                                   indexed.load(i, [2, 3])["frames"])
 
 
+def test_a_read_only_split_without_index_is_scanned_once_per_process(tmp_path, monkeypatch, caplog):
+  """Each evaluation of a training run makes its dataset anew: it must not rescan the split."""
+  with caplog.at_level(logging.WARNING):
+    _, _, sources, _ = _without_index(tmp_path, monkeypatch, writable=False)
+    again = dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "train")
+  assert sum("No video index" in r.getMessage() for r in caplog.records) == 1
+  assert sum(source.reads for source in sources) == 48  # The first scan's reads only.
+  assert again.num_frames(3) == 6
+
+
 def test_a_stale_video_index_is_refused(tmp_path):
   builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   records = builder.as_data_source(split="train")
