@@ -67,6 +67,22 @@ def test_mvc_hand_counted():
   assert summary["mVC_16"] == pytest.approx(3 / 4)
 
 
+def test_mvc_per_video_averages_each_videos_mean():
+  """The paper's eq. 13 reading beside the scripts' pooled one: a perfect 20-frame video (12
+  windows of 8) and the hand video (10 windows, mean 0.86) weigh equally only per video."""
+  perfect = np.zeros((20, 3, 3), np.uint8)
+  hand_mean = (3 * 1 + 2 * 3 / 4 + 5 * 4 / 5) / 10
+  metric, halves = VideoConsistency(3), [VideoConsistency(3), VideoConsistency(3)]
+  for video, half in zip([_hand_video(), (perfect, perfect)], halves):
+    metric.add_video(*video)
+    half.add_video(*video)
+  summary = metric.summary()
+  assert summary["mVC_8"] == pytest.approx((10 * hand_mean + 12) / 22)
+  assert summary["mVC_8_per_video"] == pytest.approx((hand_mean + 1) / 2)
+  assert summary["mVC_16_per_video"] == pytest.approx((3 / 4 + 1) / 2)
+  assert halves[0].merge(halves[1]).summary() == pytest.approx(summary)
+
+
 def test_vec_clean_and_quirks_hand_counted():
   clean, quirks = VideoConsistency(3), VideoConsistency(3, vec_quirks=True)
   clean.add_video(*_hand_video())
@@ -103,9 +119,10 @@ def test_videos_of_at_most_16_frames_are_skipped(length, scored):
   assert metric.add_video(gts, gts) is scored
   assert (metric.videos_scored, metric.videos_skipped) == (int(scored), int(not scored))
   summary = metric.summary()
-  assert set(summary) == {"mVC_8", "mVC_16", "VEC_8", "VEC_16"}
+  assert set(summary) == {"mVC_8", "mVC_16", "mVC_8_per_video", "mVC_16_per_video", "VEC_8",
+                          "VEC_16"}
   if scored:
-    assert summary == {"mVC_8": 1.0, "mVC_16": 1.0, "VEC_8": 1.0, "VEC_16": 1.0}
+    assert set(summary.values()) == {1.0}
   else:
     assert np.isnan(list(summary.values())).all()
 
@@ -260,6 +277,7 @@ def _reference_vspw_miou(pairs, num_classes):
 def _reference(videos, num_classes, windows, quirks, vc_convention="vspw"):
   """Loops over videos, windows and pixels exactly as the specs word them."""
   accs = {n: [] for n in windows}
+  video_means = {n: [] for n in windows}  # the paper's eq. 13: each video's mean, then averaged
   pairs = {n: [] for n in windows}
   for gts, preds in videos:
     length = len(gts)
@@ -269,6 +287,7 @@ def _reference(videos, num_classes, windows, quirks, vc_convention="vspw"):
     pixels = list(itertools.product(range(gts.shape[1]), range(gts.shape[2])))
     gt_state, pred_state = gts.astype(int).tolist(), preds.astype(int).tolist()
     for n in windows:
+      first_window = len(accs[n])
       for i in range(length - n):
         both = stable = 0
         for y, x in pixels:
@@ -283,6 +302,8 @@ def _reference(videos, num_classes, windows, quirks, vc_convention="vspw"):
           accs[n].append(both / (stable + 1e-8))  # DCFM's metric/video_test.py VC
         elif stable:
           accs[n].append(both / stable)
+      if len(accs[n]) > first_window:
+        video_means[n].append(np.mean(accs[n][first_window:]))
     if quirks and scores_vec:  # the script: n=16 then n=8 on the same lists, mutated per window
       for n in sorted(windows, reverse=True):
         for i in range(length - n):
@@ -298,6 +319,8 @@ def _reference(videos, num_classes, windows, quirks, vc_convention="vspw"):
               gt_state[i][y][x] = 128
   result = {f"mVC_{n}": sum(accs[n]) / len(accs[n]) if accs[n] else float("nan")
             for n in windows}
+  result.update({f"mVC_{n}_per_video": np.mean(video_means[n]) if video_means[n] else float("nan")
+                 for n in windows})
   result.update({f"VEC_{n}": _reference_vspw_miou(pairs[n], num_classes) for n in windows})
   return result
 

@@ -19,6 +19,11 @@ Correctness is never checked. Two conventions, because the published tables use 
   1e-8), so a window with no GT-stable pixel scores 0 and still counts, and no video is skipped
   (one of 9..16 frames has 8-frame windows). VEC_n keeps its own skipping either way.
 
+Both scripts pool the windows of all videos; DCFM's paper (eq. 13) averages per-video means
+instead, and which one produced its tables is unverified (specs/dcfm.md §7). So ``summary`` also
+gives ``mVC_n_per_video``, the mean over videos of each video's mean window accuracy (videos with
+no counted window left out), to compare released weights against either reading.
+
 VEC_n: per window, every GT-stable pixel whose GT is not ignored adds (GT at frame i, effective
 prediction) to one dataset-wide confusion matrix; the effective prediction is the prediction at
 frame i where the prediction is stable, and the wrong label (y+1) mod NC where it is not (which is
@@ -105,6 +110,8 @@ class VideoConsistency:
     vc_sum: per n, the sum of per-window mVC accuracies.
     vc_windows: per n, the number of windows counted ('vspw': those with at least one GT-stable
       pixel; 'dcfm': all).
+    vc_video_sum: per n, the sum over videos of their mean window accuracy.
+    vc_videos: per n, the number of videos with at least one counted window.
     vec_matrices: per n, the dataset-wide VEC confusion matrix.
   """
 
@@ -129,6 +136,8 @@ class VideoConsistency:
     self.videos_skipped = 0
     self.vc_sum = {n: 0.0 for n in self.windows}
     self.vc_windows = {n: 0 for n in self.windows}
+    self.vc_video_sum = {n: 0.0 for n in self.windows}
+    self.vc_videos = {n: 0 for n in self.windows}
     self.vec_matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in self.windows}
 
   def add_video(self, gts: np.ndarray, preds: np.ndarray, *, checked: bool = False) -> bool:
@@ -165,6 +174,9 @@ class VideoConsistency:
     for n in self.windows:
       self.vc_sum[n] += float(np.sum(accuracies[n]))
       self.vc_windows[n] += len(accuracies[n])
+      if accuracies[n]:
+        self.vc_video_sum[n] += float(np.mean(accuracies[n]))
+        self.vc_videos[n] += 1
     if self.vec_quirks and long_enough:
       self._add_vec_windows_quirks(gts.copy(), preds.copy())
     return long_enough
@@ -252,6 +264,8 @@ class VideoConsistency:
     for n in self.windows:
       self.vc_sum[n] += other.vc_sum[n]
       self.vc_windows[n] += other.vc_windows[n]
+      self.vc_video_sum[n] += other.vc_video_sum[n]
+      self.vc_videos[n] += other.vc_videos[n]
       self.vec_matrices[n].merge(other.vec_matrices[n])
     return self
 
@@ -259,11 +273,13 @@ class VideoConsistency:
     return self.merge(other)
 
   def summary(self) -> dict[str, float]:
-    """``mVC_n`` and ``VEC_n`` for every n, as fractions in [0, 1]; nan if nothing was scored."""
+    """``mVC_n`` (pooled over windows), ``mVC_n_per_video`` and ``VEC_n`` for every n, as
+    fractions in [0, 1]; nan if nothing was scored."""
     result = {}
     for n in self.windows:
-      windows = self.vc_windows[n]
+      windows, videos = self.vc_windows[n], self.vc_videos[n]
       result[f"mVC_{n}"] = self.vc_sum[n] / windows if windows else float("nan")
+      result[f"mVC_{n}_per_video"] = self.vc_video_sum[n] / videos if videos else float("nan")
     for n in self.windows:
       result[f"VEC_{n}"] = miou_vspw(self.vec_matrices[n].matrix)
     return result
