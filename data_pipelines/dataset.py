@@ -25,33 +25,37 @@ class _RecordFrames(Sequence):
   """A video's frames as FrameRefs with encoded payloads, each read from its own record when
   asked for, so that a clip reads only its frames' records."""
 
-  def __init__(self, records, summary: video_records.VideoSummary):
+  def __init__(self, records, summary: video_records.VideoSummary, index_path: str):
     self._records = records
     self._summary = summary
+    self._index_path = index_path
 
   def __len__(self) -> int:
     return self._summary.num_frames
 
   def __getitem__(self, t: int) -> base.FrameRef:
-    return video_records.decode_frame(self._records[self._summary.records[t]], self._summary, t)
+    return video_records.decode_frame(self._records[self._summary.records[t]], self._summary, t,
+                                      self._index_path)
 
 
 class _RecordVideos(Sequence):
   """ArrayRecord frame records as VideoRecords, through the split's video index."""
 
-  def __init__(self, records, index: Sequence[video_records.VideoSummary]):
+  def __init__(self, records, index: Sequence[video_records.VideoSummary], index_path: str):
     listed = sum(summary.num_frames for summary in index)
     if listed != len(records):
-      raise ValueError(f"the video index lists {listed} frames but there are {len(records)} "
-                       f"records; the index is stale: delete it to have it rescanned")
+      raise video_records.StaleIndexError(
+          index_path, f"it lists {listed} frames but there are {len(records)} records")
     self._records = records
     self._index = index
+    self._index_path = index_path
 
   def __len__(self) -> int:
     return len(self._index)
 
   def __getitem__(self, i: int) -> base.VideoRecord:
-    return base.VideoRecord(self._index[i].name, _RecordFrames(self._records, self._index[i]))
+    return base.VideoRecord(self._index[i].name,
+                            _RecordFrames(self._records, self._index[i], self._index_path))
 
 
 class VideoDataset:
@@ -75,10 +79,10 @@ class VideoDataset:
 
   @classmethod
   def from_records(cls, records, source: base.VideoSource,
-                   index: Sequence[video_records.VideoSummary]) -> VideoDataset:
+                   index: Sequence[video_records.VideoSummary], index_path: str) -> VideoDataset:
     """Over a TFDS ArrayRecord data source written by `tfds_builders.video_records`, and its
-    video index, which says where each video's frames are."""
-    return cls(_RecordVideos(records, index), source, labels_mapped=True,
+    video index (read from `index_path`), which says where each video's frames are."""
+    return cls(_RecordVideos(records, index, index_path), source, labels_mapped=True,
                labeled=[summary.labeled for summary in index])
 
   def __len__(self) -> int:
@@ -153,6 +157,14 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
 
 
 def _arrayrecord_builder(source: base.VideoSource, root: str):
+  """The builder of the records of a built-in source. A plug-in source, a subclass of a built-in
+  one included, is refused: the built-in records would silently stand in for its own videos."""
+  if not base.is_registered(source):
+    kind = type(source)
+    raise ValueError(
+        f"no ArrayRecord records for source class {kind.__module__}:{kind.__qualname__} (name "
+        f"{source.name!r}): records are built from the built-in sources only; read it with "
+        f"data.backend='files'")
   if isinstance(source, synthetic.SyntheticVideoSource):
     return synthetic_video.prepare_synthetic(root, **source.knobs)  # Generated: safe to build.
   return real_videos.load(source.name, root)
@@ -170,13 +182,15 @@ def _record_index(builder, split: str) -> list[video_records.VideoSummary]:
   index = video_records.read_index(path)
   if index is not None:
     return index
-  if str(path) not in _SCANNED_INDICES:
+  path = os.fspath(path)
+  if path not in _SCANNED_INDICES:
     logging.warning(
         "No video index %s (read-only data dir or interrupted build): reading every record of the "
-        "split to find its videos' frames, once per process until it is written (here where "
-        "writable, else by python -m data_pipelines.build with write access).", path)
-    _SCANNED_INDICES[str(path)] = video_records.scan_and_write_index(builder, split)
-  return _SCANNED_INDICES[str(path)]
+        "split to find its videos' frames, once per process until it is written (by any run with "
+        "write access to the data dir; for a real dataset, python -m data_pipelines.build also "
+        "writes it).", path)
+    _SCANNED_INDICES[path] = video_records.scan_and_write_index(builder, split)
+  return _SCANNED_INDICES[path]
 
 
 def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDataset:
@@ -187,7 +201,8 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDatase
   if data_cfg.backend == "arrayrecord":
     source.check_split(split)
     builder = _arrayrecord_builder(source, resolve_data_dir(data_cfg))
-    return VideoDataset.from_records(builder.as_data_source(split=split), source,
-                                     _record_index(builder, split))
+    return VideoDataset.from_records(
+        builder.as_data_source(split=split), source, _record_index(builder, split),
+        os.fspath(video_records.index_path(builder, split)))
   raise ValueError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
                    f"or 'memory'")

@@ -8,8 +8,9 @@ and with the flow; photometric distortion is drawn independently per frame, as i
 so are torchvision's ColorJitter and crop-then-resize (DCFM).
 Geometry follows one of three libraries (`train_transform.geometry`): 'mmseg' (cv2 resizes and
 rotation, bilinear frames; crop, then pad bottom/right), 'semseg' (ETC, built on hszhao/semseg:
-cv2 as mmseg, but its Crop splits the padding between both ends before cropping, so a small frame
-is centred) or 'torchvision' (DCFM, whose transforms are torchvision's on PIL images: Pillow
+cv2 as mmseg, but its RandRotate turns about (w/2, h/2) where mmcv turns about ((w-1)/2, (h-1)/2),
+and its Crop splits the padding between both ends before cropping, so a small frame is centred)
+or 'torchvision' (DCFM, whose transforms are torchvision's on PIL images: Pillow
 resizes, whose bilinear antialiases when it shrinks and whose nearest takes the pixel under each
 target centre; Pillow's nearest-neighbour rotation, the default of RandomRotation;
 RandomCrop(pad_if_needed), padding both ends by the whole shortfall before cropping).
@@ -122,8 +123,9 @@ def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...],
            geometry: str = "mmseg") -> Clip:
   """Rotates every frame, label and flow field by `degrees` (counter-clockwise) about the image
   centre, the corners filled (frames with `image_fill`, labels with 255, flow with 0): 'mmseg'
-  with cv2, bilinear frames and nearest labels, flow vectors rotated with the image;
-  'torchvision' as its RandomRotation's default on PIL images, Pillow's nearest for both."""
+  with cv2, bilinear frames and nearest labels, flow vectors rotated with the image, about mmcv's
+  centre ((w-1)/2, (h-1)/2); 'semseg' likewise about its RandRotate's (w/2, h/2), half a pixel
+  off; 'torchvision' as its RandomRotation's default on PIL images, Pillow's nearest for both."""
   if check_geometry(geometry) == "torchvision":
     _refuse_flow(clip, "rotate")
     fill = tuple(int(v) for v in _colour(image_fill))
@@ -135,7 +137,8 @@ def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...],
     return Clip(np.stack([turn(f, fill) for f in clip.frames]),
                 np.stack([turn(l, IGNORE_LABEL) for l in clip.labels]))
   h, w = clip.frames.shape[1:3]
-  matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+  centre = (w / 2, h / 2) if geometry == "semseg" else ((w - 1) / 2, (h - 1) / 2)
+  matrix = cv2.getRotationMatrix2D(centre, degrees, 1.0)
   fill = tuple(float(v) for v in _colour(image_fill))
 
   def warp(image, interpolation, border):

@@ -224,6 +224,12 @@ def register_source(cls: type[VideoSource]) -> type[VideoSource]:
   return cls
 
 
+def is_registered(source: VideoSource) -> bool:
+  """Whether `source` is an instance of the class registered under its name itself (not of a
+  subclass that keeps the name: its videos or labels may differ from the registered class's)."""
+  return _SOURCES.get(source.name) is type(source)
+
+
 def source_class(name: str) -> type[VideoSource]:
   """The class of a registered source `name`, or of the import path "package.module:ClassName"
   of a `VideoSource` subclass of one's own (docs/extending.md)."""

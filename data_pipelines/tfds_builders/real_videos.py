@@ -18,11 +18,14 @@ from data_pipelines.tfds_builders import video_records
 class _ManualSourceBuilder(video_records.VideoSegBuilder, skip_registration=True):
   """Builds `get_source(SOURCE, root=manual_dir)`."""
   SOURCE = ""
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("2.1.0")
   RELEASE_NOTES = {
       "1.0.0": "First release: encoded source images, mapped train-id PNG labels.",
       "2.0.0": "Layout changed: one record per frame (was per video), so that a clip reads "
                "only its frames. Records of 1.0.0 must be rebuilt.",
+      "2.1.0": "Each record holds its video's position in the split's list file, so that videos "
+               "keep the source's order (DCFM's keyframe phase depends on it). Records of 2.0.0 "
+               "must be rebuilt.",
   }
 
   def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:

@@ -31,10 +31,11 @@ def synthetic_config(**knobs) -> SyntheticVideoConfig:
 class VssjaxSyntheticVideo(video_records.VideoSegBuilder):
   """The synthetic set as ArrayRecord. Bump VERSION whenever the generator's output or the record
   layout changes: the new version is built beside the old one."""
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("2.1.0")
   RELEASE_NOTES = {
       "1.0.0": "First synthetic video generator.",
       "2.0.0": "Layout changed: one record per frame (was per video).",
+      "2.1.0": "Each record holds its video's position in the source's list.",
   }
   BUILDER_CONFIGS = [synthetic_config()]
 

@@ -9,12 +9,15 @@ those back as raw `bytes` without decoding (an `Image` feature would decode on r
 numpy arrays into it needs TensorFlow), so a reader decodes only what it uses. Image bytes are the
 source's own file bytes when it has them (no re-encoding, no loss); labels are PNGs of the
 already-mapped train ids, so readers need no dataset mapping. TFDS shuffles records by key hash at
-write time, so every record names its video and its position there.
+write time, so every record names its video, the video's position in the source's list of the
+split, and the frame's position in the video.
 
 Beside each split's records the builder writes its video index (`index_path`): every video's name,
-length, labelled frames and the record of each of its frames. Readers need it to find a video's
-frames, and epochs and evaluation ask for the rest of every video up front, so it saves reading
-the split (VSPW's train records are tens of GB).
+length, labelled frames and the record of each of its frames, in the source's order (VSPW's
+list file, as the files backend and the releases read it: DCFM's first keyframe and
+`eval.max_videos` depend on a video's position). Readers need it to find a video's frames, and
+epochs and evaluation ask for the rest of every video up front, so it saves reading the split
+(VSPW's train records are tens of GB).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import collections
 import inspect
 import json
 import os
+import uuid
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -43,6 +47,7 @@ def _encoded() -> tfds.features.Tensor:
 def frame_features() -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
       "video": tfds.features.Text(),
+      "video_position": tfds.features.Tensor(shape=(), dtype=np.int32),  # In the source's list.
       "num_frames": tfds.features.Tensor(shape=(), dtype=np.int32),  # The video's.
       "t": tfds.features.Tensor(shape=(), dtype=np.int32),  # The frame's position in its video.
       "frame_id": tfds.features.Text(),
@@ -71,15 +76,18 @@ def _image_bytes(frame: base.FrameRef) -> bytes:
   return encode_png(frame.image)
 
 
-def encode_frame(source: base.VideoSource, video: base.VideoRecord, t: int) -> dict:
-  """The record of frame t of `video`. Decodes the frame once, so bad data fails here, named."""
+def encode_frame(source: base.VideoSource, video: base.VideoRecord, position: int, t: int
+                 ) -> dict:
+  """The record of frame t of `video`, the `position`-th video of its split. Decodes the frame
+  once, so bad data fails here, named."""
   frame = video.frames[t]
   image = source.decode_image(frame)
   label = b""
   if frame.label is not None:
     # uint8 holds every train id: ids are < 255 because 255 is the ignore label.
     label = encode_png(source.decode_label(frame, image.shape[:2]).astype(np.uint8))
-  return dict(video=video.name, num_frames=len(video.frames), t=t, frame_id=frame.frame_id,
+  return dict(video=video.name, video_position=position, num_frames=len(video.frames), t=t,
+              frame_id=frame.frame_id,
               image=_image_bytes(frame), label=label, labeled=frame.label is not None)
 
 
@@ -92,22 +100,32 @@ class VideoSummary(NamedTuple):
   records: tuple[int, ...]  # Each frame's record (its position), in frame order.
 
 
-def decode_frame(record: dict, summary: VideoSummary, t: int) -> base.FrameRef:
+class StaleIndexError(ValueError):
+  """The video index disagrees with the records. Not a `base.DataError`, which loaders may skip
+  as one bad sample: a stale index misplaces every video, so it stops the run."""
+
+  def __init__(self, path: str, problem: str):
+    super().__init__(f"video index {path}: {problem}; the index is stale or from another build: "
+                     f"delete it to have it rescanned from the records")
+
+
+def decode_frame(record: dict, summary: VideoSummary, t: int, index_path: str) -> base.FrameRef:
   """Frame t of the video `summary` from its record: encoded payloads, label None where it has
-  none. Checked against the index, since a stale one would silently train on wrong frames."""
+  none. Checked against the index (read from `index_path`), since a stale one would silently
+  train on wrong frames."""
   found = (record["video"].decode(), int(record["t"]), int(record["num_frames"]),
            bool(record["labeled"]))
   expected = (summary.name, t, summary.num_frames, t in summary.labeled)
   if found != expected:
-    raise base.DataError(
-        f"record {summary.records[t]}", f"holds (video, t, num_frames, labeled) {found}, the "
-        f"video index says {expected}: the index is stale; delete it to have it rescanned")
+    raise StaleIndexError(index_path, f"record {summary.records[t]} holds (video, t, num_frames, "
+                          f"labeled) {found}, the index says {expected}")
   return base.FrameRef(record["frame_id"].decode(), record["image"],
                        record["label"] if record["labeled"] else None)
 
 
 class _FrameEntry(NamedTuple):
   record: int
+  video_position: int
   num_frames: int
   labeled: bool
 
@@ -124,16 +142,19 @@ def _summary_of(name: str, frames: dict[int, _FrameEntry]) -> VideoSummary:
 
 
 def scan_index(records: Sequence[dict], label: str) -> list[VideoSummary]:
-  """Every video's summary, by reading every record once. Videos come in name order: the records'
-  key-hash order means nothing, and name order is the source's for sources that sort."""
+  """Every video's summary, by reading every record once, in the source's order of the videos
+  (the records' key-hash order means nothing)."""
   progress = Progress(f"index {label}", len(records), "frames")
   videos = collections.defaultdict(dict)
   for position in range(len(records)):
     record = records[position]
     videos[record["video"].decode()][int(record["t"])] = _FrameEntry(
-        position, int(record["num_frames"]), bool(record["labeled"]))
+        position, int(record["video_position"]), int(record["num_frames"]),
+        bool(record["labeled"]))
     progress.update(position + 1, force=position + 1 == len(records))
-  return [_summary_of(name, videos[name]) for name in sorted(videos)]
+  order = {name: min(entry.video_position for entry in frames.values())
+           for name, frames in videos.items()}
+  return [_summary_of(name, videos[name]) for name in sorted(videos, key=order.__getitem__)]
 
 
 def index_path(builder: tfds.core.DatasetBuilder, split: str) -> epath.Path:
@@ -141,8 +162,9 @@ def index_path(builder: tfds.core.DatasetBuilder, split: str) -> epath.Path:
 
 
 def write_index(path: epath.Path, index: Sequence[VideoSummary]) -> None:
-  """Writes through a temporary file, so that a reader never sees half an index."""
-  temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+  """Writes through a temporary file of its own, so that a reader never sees half an index and
+  writers that race (hosts of a multi-host run, whose pids may coincide) each replace it whole."""
+  temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
   temporary.write_text(json.dumps([summary._asdict() for summary in index]))
   temporary.replace(path)
 
@@ -151,8 +173,11 @@ def read_index(path: epath.Path) -> list[VideoSummary] | None:
   """The index written by `write_index`; None where there is none."""
   if not path.exists():
     return None
-  return [VideoSummary(entry["name"], entry["num_frames"], tuple(entry["labeled"]),
-                       tuple(entry["records"])) for entry in json.loads(path.read_text())]
+  try:
+    return [VideoSummary(entry["name"], entry["num_frames"], tuple(entry["labeled"]),
+                         tuple(entry["records"])) for entry in json.loads(path.read_text())]
+  except (ValueError, KeyError, TypeError) as e:  # json's errors are ValueErrors
+    raise StaleIndexError(os.fspath(path), f"unreadable ({type(e).__name__}: {e})") from e
 
 
 def scan_and_write_index(builder: tfds.core.DatasetBuilder, split: str) -> list[VideoSummary]:
@@ -209,5 +234,5 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # Unique per (video, frame): names are unique within a split. Shuffled by the key's hash,
         # which spreads records over TFDS's spill buckets; unshuffled (small integer) keys would
         # all land in one bucket, which TFDS then sorts in memory (tens of GB for VSPW).
-        yield f"{video.name}/{t}", encode_frame(source, video, t)
+        yield f"{video.name}/{t}", encode_frame(source, video, done - 1, t)
       progress.update(done, force=done == len(videos))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import dataset
-from data_pipelines.sources import base
+from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import synthetic_video, video_records
 from tests.data_pipelines import helpers
 
@@ -93,18 +93,43 @@ def test_a_read_only_split_without_index_is_scanned_once_per_process(tmp_path, m
   assert again.num_frames(3) == 6
 
 
+class _FirstVideoOnly(synthetic.SyntheticVideoSource):
+  """A plug-in that keeps the built-in's name but not its videos."""
+
+  def videos(self, split):
+    return [super().videos(split)[0]]
+
+
+def test_a_plugin_subclass_of_a_builtin_source_has_no_arrayrecord_records(tmp_path):
+  """The built-in's records would silently stand in for the plug-in's own videos."""
+  cfg = helpers.data_config(tmp_path, backend="arrayrecord",
+                            source=f"{__name__}:_FirstVideoOnly")
+  assert len(dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "train"))
+  with pytest.raises(ValueError, match=r"no ArrayRecord records for source class "
+                     r".*:_FirstVideoOnly \(name 'synthetic'\).*data\.backend='files'"):
+    dataset.make_dataset(cfg, "train")
+  cfg.backend = "files"
+  assert len(dataset.make_dataset(cfg, "train")) == 1
+
+
 def test_a_stale_video_index_is_refused(tmp_path):
   builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   records = builder.as_data_source(split="train")
   source = dataset.make_source(helpers.data_config(tmp_path))
-  index = video_records.read_index(video_records.index_path(builder, "train"))
-  with pytest.raises(ValueError, match="lists 42 frames but there are 48 records"):
-    dataset.VideoDataset.from_records(records, source, index[1:])
+  path = video_records.index_path(builder, "train")
+  index = video_records.read_index(path)
+  with pytest.raises(video_records.StaleIndexError,
+                     match=f"{path}: it lists 42 frames but there are 48 records"):
+    dataset.VideoDataset.from_records(records, source, index[1:], str(path))
   first, second = index[:2]  # Each listing the other's frame records.
   swapped = [first._replace(records=second.records), second._replace(records=first.records)]
-  videos = dataset.VideoDataset.from_records(records, source, swapped + index[2:])
-  with pytest.raises(base.DataError, match=r"record \d+: .* the index is stale"):
+  videos = dataset.VideoDataset.from_records(records, source, swapped + index[2:], str(path))
+  # Not a DataError, which the loader may skip as one bad sample.
+  with pytest.raises(video_records.StaleIndexError, match=rf"{path}: record \d+ holds .* stale"):
     videos.load(0, [0])
+  path.write_text(path.read_text()[:-10])  # As if cut short by hand (writes are atomic).
+  with pytest.raises(video_records.StaleIndexError, match=f"{path}: unreadable"):
+    dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "train")
 
 
 def test_unlabeled_frames_are_ignore_and_flagged():

@@ -235,14 +235,32 @@ def test_real_source_arrayrecord_round_trip(tmp_path):
     np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_arrayrecord_keeps_the_list_files_video_order(tmp_path):
+  """As the files backend and the releases read them: DCFM's first keyframe of a video and
+  `eval.max_videos` depend on its position. Scanned anew (no index), too."""
+  root = _vspw(tmp_path / "vspw")
+  with open(os.path.join(root, "train.txt"), "w") as f:
+    f.write("vid_b\nvid_a\n")
+  builder = real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  cfg = helpers.data_config(tmp_path / "tfds", source="vspw", backend="arrayrecord")
+  cfg.vspw = dict(root=root)
+  files = dataset.VideoDataset.from_source(vspw.VspwSource(root), "train")
+  assert [files.name(i) for i in range(2)] == ["vid_b", "vid_a"]
+  records = dataset.make_dataset(cfg, "train")
+  assert [records.name(i) for i in range(2)] == ["vid_b", "vid_a"]
+  os.remove(os.fspath(builder.data_path / "video_index-train.json"))
+  rescanned = dataset.make_dataset(cfg, "train")
+  assert [rescanned.name(i) for i in range(2)] == ["vid_b", "vid_a"]
+
+
 def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
-  """TFDS reads only the builder's current version: records built at 1.0.0 (one per video) are
-  reported as such, with the command that rebuilds them."""
+  """TFDS reads only the builder's current version: records built at 2.0.0 (no video positions)
+  are reported as such, with the command that rebuilds them."""
   root = _cityscapes(tmp_path / "cs")
   data_dir = str(tmp_path / "tfds")
   builder = real_videos.prepare("cityscapes", root, data_dir)
-  os.rename(builder.data_path, os.path.join(os.path.dirname(builder.data_path), "1.0.0"))
-  with pytest.raises(FileNotFoundError, match=r"version 2\.0\.0 .* Found only version 1\.0\.0 "
+  os.rename(builder.data_path, os.path.join(os.path.dirname(builder.data_path), "2.0.0"))
+  with pytest.raises(FileNotFoundError, match=r"version 2\.1\.0 .* Found only version 2\.0\.0 "
                      r"there, whose record layout .*python -m data_pipelines\.build "
                      r"--source=cityscapes"):
     real_videos.load("cityscapes", data_dir)

@@ -48,7 +48,7 @@ def test_the_video_index_maps_every_frame_to_its_record(tmp_path):
 
 
 def test_a_video_missing_frame_records_is_an_error():
-  frame = dict(video=b"v", num_frames=3, labeled=True)
+  frame = dict(video=b"v", video_position=0, num_frames=3, labeled=True)
   records = [dict(frame, t=0), dict(frame, t=2)]
   with pytest.raises(base.DataError, match=r"video v: its records hold frames \[0, 2\] of a video "
                      r"of \[3\] frames"):
@@ -81,7 +81,7 @@ def test_encode_frame_keeps_original_file_bytes_and_marks_unlabeled(tmp_path):
   video = source.videos("train")[0]
   frames = (video.frames[0], base.FrameRef("x/1", video.frames[1].image, None))
   video = base.VideoRecord(video.name, frames)
-  labeled, unlabeled = (video_records.encode_frame(source, video, t) for t in range(2))
+  labeled, unlabeled = (video_records.encode_frame(source, video, 0, t) for t in range(2))
   with open(video.frames[0].image, "rb") as f:
     assert labeled["image"] == f.read()
   assert labeled["labeled"] and labeled["label"]
@@ -97,18 +97,18 @@ def test_building_bad_data_fails_naming_the_file(tmp_path):
   with open(bad, "wb") as f:
     f.write(b"garbage")
   with pytest.raises(base.DataError, match=f"{bad}: cannot decode label"):
-    video_records.encode_frame(source, video, 2)
+    video_records.encode_frame(source, video, 0, 2)
 
 
 def test_a_bumped_version_is_built_beside_the_old_one(tmp_path, monkeypatch):
   """Records of another layout are never read: a new VERSION builds a new directory."""
   old = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert str(synthetic_video.VssjaxSyntheticVideo.VERSION) == "2.0.0"  # One record per frame.
+  assert str(synthetic_video.VssjaxSyntheticVideo.VERSION) == "2.1.0"  # Video positions.
   monkeypatch.setattr(synthetic_video.VssjaxSyntheticVideo, "VERSION",
-                      tfds.core.Version("2.0.1"))
+                      tfds.core.Version("2.1.1"))
   stamp = os.path.getmtime(os.path.join(old.data_path, "dataset_info.json"))
   new = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert os.fspath(new.data_path).endswith("2.0.1") and new.data_path != old.data_path
+  assert os.fspath(new.data_path).endswith("2.1.1") and new.data_path != old.data_path
   assert os.path.exists(os.path.join(new.data_path, "dataset_info.json"))
   assert video_records.index_path(new, "train").exists()
   assert os.path.getmtime(os.path.join(old.data_path, "dataset_info.json")) == stamp

@@ -454,6 +454,20 @@ def test_rotation_by_90_rotates_frames_labels_and_flow_vectors():
                              atol=1e-5)
 
 
+@pytest.mark.parametrize("geometry, centre", [("mmseg", (2.5, 1.5)), ("semseg", (3.0, 2.0))])
+def test_rotation_turns_about_its_librarys_centre(geometry, centre):
+  """mmcv's imrotate turns about ((w-1)/2, (h-1)/2), semseg's RandRotate (ETC) about (w/2, h/2):
+  by 180 degrees a pixel at x lands at 2 c_x - x, so semseg's shifts the image by one pixel."""
+  labels = np.arange(24, dtype=np.uint8).reshape(1, 4, 6)
+  out = transforms.rotate(C(np.zeros((1, 4, 6, 3), np.uint8), labels), 180.0, 0, geometry)
+  expected = np.full((4, 6), 255, np.uint8)
+  for y, x in np.ndindex(4, 6):
+    ty, tx = int(2 * centre[1]) - y, int(2 * centre[0]) - x
+    if 0 <= ty < 4 and 0 <= tx < 6:
+      expected[ty, tx] = labels[0, y, x]
+  np.testing.assert_array_equal(out.labels[0], expected)
+
+
 def test_rotation_fills_image_and_label():
   clip = C(np.full((1, 6, 6, 3), 50, np.uint8), np.ones((1, 6, 6), np.uint8))
   out = transforms.rotate(clip, 45.0, (1, 2, 3))
