@@ -1,9 +1,11 @@
 """Tests for the TF-free ArrayRecord builders: round trip, reuse, original bytes, bad data."""
+import concurrent.futures
 import os
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from etils import epath
 
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import synthetic_video, video_records
@@ -53,6 +55,18 @@ def test_a_video_missing_frame_records_is_an_error():
   with pytest.raises(base.DataError, match=r"video v: its records hold frames \[0, 2\] of a video "
                      r"of \[3\] frames"):
     video_records.scan_index(records, "test")
+
+
+def test_racing_index_writers_each_replace_it_whole(tmp_path):
+  """Hosts of a multi-host run may all write a missing index, with equal pids in containers;
+  threads share one pid, so they race the same way."""
+  path = epath.Path(tmp_path) / "video_index-train.json"
+  index = [video_records.VideoSummary(f"v{i}", 3, (0, 2), (3 * i, 3 * i + 1, 3 * i + 2))
+           for i in range(2000)]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    list(pool.map(lambda _: video_records.write_index(path, index), range(16)))
+  assert video_records.read_index(path) == index
+  assert os.listdir(tmp_path) == [path.name]  # No temporary file left behind.
 
 
 def test_prepare_writes_a_missing_video_index_and_keeps_the_records(tmp_path):
