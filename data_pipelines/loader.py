@@ -49,6 +49,8 @@ class ClipMap(grain.transforms.RandomMap):
     num_frames = self._videos.num_frames(index)
     if target is None:
       labeled = self._videos.labeled_indices(index)
+      if not labeled:
+        raise DataError(f"video {self._videos.name(index)}", "has no labelled frame to train on")
       targets = labeled if len(labeled) < num_frames else None  # Fully labelled: sampler's rule.
     else:
       targets = [target]  # Treated as the video's only labelled frame.

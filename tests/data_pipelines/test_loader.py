@@ -182,6 +182,17 @@ def test_flow_batches_and_sparse_targets(tmp_path):
     assert clip["labeled"].tolist() == [False, True]  # The labelled frame is the target.
 
 
+def test_a_training_video_without_labels_is_a_bad_sample_named(tmp_path):
+  cfg = helpers.data_config(tmp_path)
+  source = helpers.ConstantSource(num_videos=1, num_frames=3, size=8)
+  frames = tuple(base.FrameRef(f.frame_id, f.image) for f in source.videos("train")[0].frames)
+  videos = dataset.VideoDataset([base.VideoRecord("unlabelled", frames)], source,
+                                labels_mapped=False)
+  clip_map = loader.ClipMap(videos, CLIP3, cfg.train_transform, False)
+  with pytest.raises(base.DataError, match="video unlabelled: has no labelled frame to train on"):
+    clip_map.random_map(0, np.random.default_rng(0))
+
+
 def test_global_batches_do_not_depend_on_the_process_count(tmp_path):
   cfg = helpers.data_config(tmp_path)
   whole = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=3, shard_options=ONE_SHARD)), 2)

@@ -253,6 +253,13 @@ def test_arrayrecord_keeps_the_list_files_video_order(tmp_path):
   assert [rescanned.name(i) for i in range(2)] == ["vid_b", "vid_a"]
 
 
+def test_building_a_split_whose_list_is_empty_names_the_list(tmp_path):
+  root = _vspw(tmp_path / "vspw")
+  open(os.path.join(root, "val.txt"), "w").close()
+  with pytest.raises(base.DataError, match=r"vspw .*val\.txt: lists no videos"):
+    real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+
+
 def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
   """TFDS reads only the builder's current version: records built at 2.0.0 (no video positions)
   are reported as such, with the command that rebuilds them."""
