@@ -224,7 +224,14 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     source = self.make_source(dl_manager)
-    return {split: self._generate_examples(source, split) for split in source.available_splits()}
+    splits = source.available_splits()
+    if not splits:  # else TFDS records a finished build of no split, and reuses it from then on
+      expected = ([source.split_path(split) for split in source.splits]
+                  if hasattr(source, "split_path") else list(source.splits))
+      raise base.DataError(os.fspath(dl_manager.manual_dir or ""), f"holds none of the "
+                           f"{source.name} splits (looked for {', '.join(map(str, expected))}): "
+                           f"is it the dataset's extracted folder?")
+    return {split: self._generate_examples(source, split) for split in splits}
 
   def _generate_examples(self, source: base.VideoSource, split: str):
     videos = source.videos(split)

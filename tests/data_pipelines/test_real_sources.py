@@ -253,6 +253,20 @@ def test_arrayrecord_keeps_the_list_files_video_order(tmp_path):
   assert [rescanned.name(i) for i in range(2)] == ["vid_b", "vid_a"]
 
 
+def test_building_from_a_wrong_folder_fails_and_leaves_no_build(tmp_path):
+  """A folder without any split must not pass for a finished build of nothing, which TFDS would
+  then reuse instead of building from the right folder."""
+  wrong = tmp_path / "wrong"
+  wrong.mkdir()
+  (wrong / "readme.txt").write_text("not VSPW")
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(base.DataError, match=rf"{wrong}: holds none of the vspw splits "
+                     rf"\(looked for {wrong}/train\.txt, .*extracted folder"):
+    real_videos.prepare("vspw", str(wrong), data_dir)
+  builder = real_videos.prepare("vspw", _vspw(tmp_path / "vspw"), data_dir)
+  assert builder.info.splits["train"].num_examples == 6
+
+
 def test_building_a_split_whose_list_is_empty_names_the_list(tmp_path):
   root = _vspw(tmp_path / "vspw")
   open(os.path.join(root, "val.txt"), "w").close()
