@@ -75,7 +75,10 @@ class VideoDataset:
 
   @classmethod
   def from_source(cls, source: base.VideoSource, split: str) -> VideoDataset:
-    return cls(source.videos(split), source, labels_mapped=False)
+    """Over the source's own videos, checked to have frames (listed already: a cheap check)."""
+    videos = source.videos(split)
+    base.check_videos_have_frames(source, split, videos)
+    return cls(videos, source, labels_mapped=False)
 
   @classmethod
   def from_records(cls, records, source: base.VideoSource,

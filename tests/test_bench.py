@@ -6,6 +6,7 @@ No timing assertions: the shared 2-core CPU makes times meaningless as pass/fail
 
 import json
 import math
+import re
 
 import jax
 import numpy as np
@@ -17,11 +18,32 @@ from vssjax.methods import get_method
 from vssjax.train import loop
 
 
-def test_bench_reports_finite_numbers(tmp_path):
+def _progress_lines(capsys) -> list[str]:
+  """The `bench: ...` lines printed so far, without the final table."""
+  return [line for line in capsys.readouterr().out.splitlines() if line.startswith("bench: ")]
+
+
+def _assert_progress(lines: list[str], programs: list[str]) -> None:
+  """Each program is announced before its compile and reported, timed, in that order."""
+  expected = []
+  for program in programs:
+    expected += [f"bench: {program}: (compiling|running)\\.\\.\\.",
+                 rf"bench: {program}: (compiled in \d+\.\d s, )?\d+\.\d\d ms/call"]
+  assert len(lines) == len(expected), lines
+  for line, pattern in zip(lines, expected):
+    assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_bench_reports_finite_numbers(tmp_path, capsys):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.bench.update(dtypes=("float32",), warmup=1, repeats=2, train_repeats=1, torch=True,
                       torch_compile=False)
   results = bench.run(config, str(tmp_path))
+  # Progress as it goes, the PyTorch rows included: a large config is silent for minutes otherwise.
+  _assert_progress(_progress_lines(capsys), [
+      "forward float32 batch 1", "forward float32 batch 4", "train_step float32 batch 4",
+      "torch_forward float32 batch 1", "torch_forward float32 batch 4",
+      "torch_train float32 batch 4"])
 
   method = get_method(config)
   spec = loop.batch_spec(config)
@@ -63,8 +85,12 @@ def _streaming_bench(config_path: str, arg: str, workdir) -> tuple[dict, dict]:
   return results, {r["phase"]: r for r in results["rows"]}
 
 
-def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
+def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
   results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
+  lines = _progress_lines(capsys)
+  _assert_progress(lines[:-1], ["forward float32 batch 1", "keyframe float32 batch 1",
+                                "non_key_B float32 batch 1"])
+  assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call", lines[-1])
   # bench.profile: one op table per timed program, the keyframe's led by real network ops.
   assert set(results["op_profiles"]) == {"forward_float32_b1", "keyframe_float32",
                                          "non_key_shallow_float32", "non_key_fuse_float32"}
@@ -78,10 +104,12 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path):
       (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3)
 
 
-def test_bench_reports_dtern_stream_frame(tmp_path):
+def test_bench_reports_dtern_stream_frame(tmp_path, capsys):
   """DTERN's steady-state video frame: the per-frame part of the network on one frame plus the
   head's temporal part on the kept clip, cheaper than the release-style forward of all 4 frames."""
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
+  _assert_progress(_progress_lines(capsys), ["forward float32 batch 1",
+                                             "stream_frame float32 batch 1"])
   assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_encode_float32",
                                          "stream_decode_float32"}
   stream, clip = rows["stream_frame"], rows["forward"]

@@ -1,5 +1,7 @@
 """The benchmark suite driver: applies each entry's overrides and assembles one report."""
 
+import re
+
 from data_pipelines.clip_sampling import clip_length
 from vssjax import bench, bench_suite
 
@@ -15,7 +17,7 @@ def test_suite_entries_load_with_their_overrides():
   assert b5.bench.torch_compile is False and tuple(b5.bench.dtypes) == ("bfloat16",)
 
 
-def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch):
+def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, capsys):
   seen = []
 
   def fake_run(config, workdir):  # the real bench is covered by tests/test_bench.py
@@ -31,3 +33,8 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch):
   assert "--mode=bench" in report and "TABLE b1" in report and "TABLE b2" in report
   assert "cpu" in report  # the device the numbers came from
   assert out.read_text() == report
+  # The bench's own progress lines come between these: the output says whose they are.
+  printed = capsys.readouterr().out
+  assert "bench_suite: entry 1/2 segformer_b1_bf16 (configs/segformer/vspw_mitb1.py): running" \
+      in printed
+  assert re.search(r"bench_suite: entry 2/2 dcfm_b2: done in \d+ s", printed)

@@ -100,6 +100,17 @@ def test_dcfm_cityscapes_test_sizes_follow_the_release(backbone, test_size):
   assert config.method.eval_flip == (backbone == "r101")
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.startswith("configs/etc/")])
+def test_etc_quick_variants_run_without_a_trained_teacher_or_real_video_names(path):
+  """A distilling quick variant keeps a random teacher if given none (a smoke run, not a
+  distillation; never outside `quick`), and scores TC on every synthetic video: a real set's TC
+  list names none of them."""
+  full, quick = load_config(path), load_config(path, "quick")
+  assert not full.method.teacher.smoke_run_random_init
+  assert quick.method.teacher.smoke_run_random_init == bool(full.method.teacher.config)
+  assert quick.eval.tc_video_list == ""
+
+
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "camvid" in p])
 def test_camvid_configs_evaluate_the_test_split_and_their_quick_variants_val(path):
   """The published CamVid rows are on test (DCFM's Table IV; ETC and SD-CPC presumably); the

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import dataset
+from data_pipelines.sources import base
 from tests.conftest import REPO
 from tests.data_pipelines import helpers
 
@@ -111,3 +112,19 @@ def test_example_source_reads_its_folders(tmp_path, monkeypatch):
   assert clip["frames"].shape == (2, 8, 12, 3)
   np.testing.assert_array_equal(clip["labels"][1], label)
   assert clip["labeled"].tolist() == [False, True]
+
+
+def test_example_source_names_an_empty_video_folder(tmp_path, monkeypatch):
+  """The doc promises a DataError naming the place for bad data: an empty video folder in a
+  source of one's own is named (with its split's folder) when its dataset is made, not a bare
+  'high <= 0' from the clip sampler."""
+  write_example_files(tmp_path / "code")
+  monkeypatch.syspath_prepend(str(tmp_path / "code"))
+  _write_video(tmp_path / "data" / "train" / "a", [None, np.zeros((8, 12), np.uint8)])
+  (tmp_path / "data" / "train" / "empty_video").mkdir()
+  data = helpers.data_config(tmp_path, source="my_vss.frame_folders:FrameFolders",
+                             backend="files", num_classes=3)
+  data.frame_folders = dict(root=str(tmp_path / "data"))
+  with pytest.raises(base.DataError, match=re.escape(
+      f"video empty_video of frame_folders {tmp_path / 'data' / 'train'}: has no frames")):
+    dataset.make_dataset(data, "train")

@@ -18,7 +18,9 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
 from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept.
 Settings come from `config.bench` (defaults in `vssjax.configs_lib.base_config`).
-Writes `workdir/bench.json` and `workdir/bench.md` and prints the table.
+Writes `workdir/bench.json` and `workdir/bench.md` and prints the table; before it, one
+`bench: <program>: compiling...` line as each program starts and one with its compile time and
+latency once it is timed, since a VSPW-size config compiles for minutes.
 """
 
 from __future__ import annotations
@@ -123,6 +125,24 @@ def _peak_memory_mb() -> float | None:
   return stats["peak_bytes_in_use"] / 2**20
 
 
+def _program_name(phase: str, dtype: str, batch: int) -> str:
+  return f"{phase} {dtype} batch {batch}"
+
+
+def _announce(phase: str, dtype: str, batch: int, doing: str = "compiling") -> None:
+  """Says which program the bench starts on: compiles and timings of a large config take minutes
+  each, and the table comes only at the end."""
+  print(f"bench: {_program_name(phase, dtype, batch)}: {doing}...", flush=True)
+
+
+def _report(row: Row) -> Row:
+  """Prints a row's compile time and latency as soon as they are measured; returns the row."""
+  compiled = "" if row.compile_s is None else f"compiled in {row.compile_s:.1f} s, "
+  print(f"bench: {_program_name(row.phase, row.dtype, row.batch)}: {compiled}"
+        f"{row.latency_ms:.2f} ms/call", flush=True)
+  return row
+
+
 def _compile(jitted, *args) -> tuple[Any, float]:
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
@@ -180,11 +200,12 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((batch, clip, *size, 3), seed=batch), device)
+  _announce("forward", dtype, batch)
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
   seconds = _median_call_seconds(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
-  return Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
-             batch * clip / seconds, _gflops(compiled), _peak_memory_mb())
+  return _report(Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
+                     batch * clip / seconds, _gflops(compiled), _peak_memory_mb()))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -195,30 +216,35 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
+  _announce("keyframe", dtype, 1)
   key, key_compile = _compile(method.encode_keyframe, variables, frames)
+  t_key = _median_call_seconds(settings, key, variables, frames)
+  gflops_key = _gflops(key)
+  key_row = _report(Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
+                        _peak_memory_mb()))
+  non_key = f"non_key_{method.schedule.mode}"
+  _announce(non_key, dtype, 1)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
   projected, _ = key(variables, frames)
   projected_commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow = shallow_fn(variables, frames)
   fuse, fuse_compile = _compile(method.fused_logits, variables, projected_commons, shallow)
-  t_key = _median_call_seconds(settings, key, variables, frames)
   t_non_key = (_median_call_seconds(settings, shallow_fn, variables, frames)
                + _median_call_seconds(settings, fuse, variables, projected_commons, shallow))
+  gflops_non_key = (None if gflops_key is None
+                    else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
+  non_key_row = _report(Row(non_key, dtype, 1, 1, shallow_compile + fuse_compile,
+                            t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
   k = method.schedule.interval
   t_avg = (t_key + (k - 1) * t_non_key) / k
-  gflops_key = _gflops(key)
-  gflops_non_key = (None if gflops_key is None
-                    else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
   gflops_avg = (None if gflops_key is None
                 else (gflops_key + (k - 1) * gflops_non_key) / k)
-  return [Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
-              _peak_memory_mb()),
-          Row(f"non_key_{method.schedule.mode}", dtype, 1, 1, shallow_compile + fuse_compile,
-              t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()),
-          Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg, None)]
+  return [key_row, non_key_row,
+          _report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg,
+                      None))]
 
 
 def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
@@ -232,6 +258,7 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
+  _announce("stream_frame", dtype, 1)
   encode, encode_compile = _compile(method.encode_frame, variables, frames)
   target, reference = encode(variables, frames)
   references = [reference] * clip
@@ -241,8 +268,9 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
   profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
   gflops = [_gflops(encode), _gflops(decode)]
-  return Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile, seconds * 1e3,
-             1 / seconds, None if None in gflops else sum(gflops), _peak_memory_mb())
+  return _report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
+                     seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
+                     _peak_memory_mb()))
 
 
 def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
@@ -268,6 +296,8 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
   batch = jax.device_put(_random_batch(config, spec), parallel.batch_sharding(mesh))
   train_step = step_lib.make_train_step(method, tx, sharding, mesh,
                                         jax.random.PRNGKey(config.seed + 1))
+  frames = int(np.prod(spec["frames"].shape[:2]))
+  _announce("train_step", config.model.dtype, spec["frames"].shape[0])
   compiled, compile_s = _compile(train_step, state, batch)
   holder = [state]  # the state is donated: each call consumes the previous one
 
@@ -277,9 +307,8 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
 
   seconds = _median_seconds(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
-  frames = int(np.prod(spec["frames"].shape[:2]))
-  return Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
-             seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb())
+  return _report(Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
+                     seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb()))
 
 
 def _torch_segformer(method: Method, compiled: bool):
@@ -361,6 +390,7 @@ def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
     for phase, build, batch, repeats in programs:
       for compiled in (False, True) if settings["torch_compile"] else (False,):
         name = f"torch_compile_{phase}" if compiled else f"torch_{phase}"
+        _announce(name, dtype, batch, "compiling (first call)" if compiled else "running")
         try:
           run_once = build(method, dtype, batch, size, compiled)
           start = time.perf_counter()
@@ -370,10 +400,10 @@ def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
         except Exception as error:  # pylint: disable=broad-except
           # The reference is a comparison: a failing torch.compile/inductor on an unfamiliar host
           # must not cost the JAX rows already measured.
-          print(f"bench: {name} {dtype} batch {batch} failed: {error!r}", flush=True)
+          print(f"bench: {_program_name(name, dtype, batch)}: failed: {error!r}", flush=True)
           continue
-        rows.append(Row(name, dtype, batch, batch, compile_s, seconds * 1e3, batch / seconds,
-                        None, None))
+        rows.append(_report(Row(name, dtype, batch, batch, compile_s, seconds * 1e3,
+                                batch / seconds, None, None)))
   return rows
 
 

@@ -86,17 +86,20 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
       "", "Command:", "", f"    python -m vssjax.bench_suite --workdir={workdir} "
       f"--only={','.join(e.name for e in entries)}{' --profile' if profile else ''}", ""]
   for index, entry in enumerate(entries, start=1):
-    print(f"[bench_suite {index}/{len(entries)}] {entry.name}", flush=True)
+    label = f"bench_suite: entry {index}/{len(entries)} {entry.name}"
+    print(f"{label} ({entry.config}): running", flush=True)
     start = time.perf_counter()
     config = load_entry_config(entry, profile)
     entry_dir = epath.Path(workdir) / entry.name
     bench.run(config, str(entry_dir))
     overrides = " ".join(f"--config.{k}='{v}'" for k, v in entry.overrides.items())
     overrides += " --config.bench.profile=True" if profile else ""
+    wall_s = time.perf_counter() - start
+    print(f"{label}: done in {wall_s:.0f} s", flush=True)
     lines += [f"## {entry.name}", "",
               f"    python -m vssjax.main --config={entry.config} --workdir={entry_dir} "
               f"--mode=bench {overrides}", "", (entry_dir / "bench.md").read_text(),
-              f"Entry wall time {time.perf_counter() - start:.0f} s (compiles included).", ""]
+              f"Entry wall time {wall_s:.0f} s (compiles included).", ""]
     if out:
       epath.Path(out).write_text("\n".join(lines))
   return "\n".join(lines)

@@ -23,7 +23,12 @@ from vssjax.progress import Progress
 
 
 def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
-  """(number of frames, iterator of (frame name, RGB uint8 frame)) for a video file or frame dir."""
+  """(number of frames, iterator of (frame name, RGB uint8 frame)) for a video file or frame dir.
+
+  A frame dir's frames are its images in name order but label maps beside them (`*_label.png`, as
+  the project's vtest_pseudo set stores them), which are skipped with a note
+  (`footage.frame_files`).
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f"--input {path} does not exist")
   if os.path.isdir(path):

@@ -14,7 +14,8 @@ converter for ImageNet MobileNetV2 weights yet: without one the student starts f
 which the published number (PapersWithCode's "ETC-Mobile", CamVid 76.3 mIoU, probably
 Cityscapes-pretrained) did not.
 
-Arguments: `quick`, `variant=baseline|temporal|distill` (default distill, the published model).
+Arguments: `quick`, `variant=baseline|temporal|distill` (default distill, the published model;
+under `quick` its teacher, camvid_psp101.py:quick, stays randomly initialised unless given).
 This file holds `camvid_config`, which camvid_psp101.py (the teacher) builds on.
 """
 

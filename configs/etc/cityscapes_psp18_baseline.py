@@ -78,8 +78,12 @@ def etc_base(backbone: str, variant: str):
       multi_frame_pool=MULTI_FRAME_POOL,
       multi_frame_rule="frozen",  # 'frozen' | 'adversarial' | 'joint' (models/conv_lstm.py)
       # The frozen teacher: an 'etc' config ('path.py[:arg]') and its trained weights, either
-      # its Orbax workdir or a PyTorch checkpoint.
-      teacher=configs_lib.ConfigDict(dict(config="", workdir="", torch_checkpoint="")),
+      # its Orbax workdir or a PyTorch checkpoint. smoke_run_random_init (set by the `quick`
+      # variants only): without either, keep the teacher's random initialisation, so that a smoke
+      # run exercises the pipeline (it is not a distillation); otherwise a missing teacher is an
+      # error.
+      teacher=configs_lib.ConfigDict(dict(config="", workdir="", torch_checkpoint="",
+                                          smoke_run_random_init=False)),
   )
   c.model.backbone = backbone
   # ETC builds on hszhao/semseg: cv2 resizes and rotation, and a crop that centres a frame
@@ -98,13 +102,18 @@ def etc_base(backbone: str, variant: str):
 
 
 def quick_variant(c):
-  """Tiny synthetic set, small crops: the pools shrink to fit the 6x6 logit grid."""
+  """Tiny synthetic set, small crops: the pools shrink to fit the 6x6 logit grid. A distilling
+  config's teacher is its config's quick variant, randomly initialised unless weights are given
+  (a smoke run has no trained teacher to read). TC covers every synthetic video: the names in a
+  real set's TC list (Cityscapes' valsam) are not among them, which would leave TC n/a."""
   configs_lib.shrink_to_quick(c)
   c.method.class_weights = ()
   c.method.self_similarity_pool = 2
   c.method.multi_frame_pool = 2
+  c.eval.tc_video_list = ""
   if c.method.teacher.config:
     c.method.teacher.config += ",quick" if ":" in c.method.teacher.config else ":quick"
+    c.method.teacher.smoke_run_random_init = True
 
 
 def cityscapes_data(c, crop: int):

@@ -14,7 +14,8 @@ schedule (from scratch or fine-tuned from the temporal model): they are choices,
 `cityscapes_psp18_baseline.DISTILLATION_WEIGHTS`. Memory: the pair-wise term holds two
 N x N matrices per sample (N = 97^2 at a 769 crop, ~0.35 GB each in float32).
 
-Arguments: `quick`.
+Arguments: `quick` (its teacher, cityscapes_psp101.py:quick, stays randomly initialised unless
+given: a smoke run of the pipeline, not a distillation).
 """
 
 from vssjax import configs_lib

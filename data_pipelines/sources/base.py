@@ -198,6 +198,10 @@ class VideoSource(abc.ABC):
     if split not in self.splits:
       raise ValueError(f"source {self.name!r} has splits {self.splits}, not {split!r}")
 
+  def describe_split(self, split: str) -> str:
+    """Where `split`'s videos are listed, for messages: the source's name and the split."""
+    return f"{self.name} split {split!r}"
+
 
 class FolderSource(VideoSource):
   """A user's copy of a dataset under one root folder; a split is present when the file or
@@ -209,8 +213,23 @@ class FolderSource(VideoSource):
   def split_path(self, split: str) -> str:
     return os.path.join(self._root, split)
 
+  def describe_split(self, split: str) -> str:
+    """The source's name and the split's folder (or list file): the place to fix."""
+    return f"{self.name} {self.split_path(split)}"
+
   def available_splits(self) -> tuple[str, ...]:
     return tuple(split for split in self.splits if os.path.exists(self.split_path(split)))
+
+
+def check_videos_have_frames(source: VideoSource, split: str,
+                             videos: Sequence[VideoRecord]) -> None:
+  """Raises a DataError naming the first of `videos` (`split` of `source`) without frames, an
+  empty video folder of a source of one's own say (the built-in ones refuse those): sampling a
+  clip of it would fail with numpy's bare 'high <= 0'."""
+  for video in videos:
+    if not len(video.frames):
+      raise DataError(f"video {video.name} of {source.describe_split(split)}",
+                      "has no frames (an empty video folder?): add its frames or remove it")
 
 
 _SOURCES: dict[str, type[VideoSource]] = {}

@@ -1,8 +1,9 @@
 """Unlabelled real footage: video files (anything OpenCV decodes: mp4, avi, ...) or frame folders.
 
 For label-free temporal consistency and for running a trained model on real video. Every path in
-`paths` is one video of the single split 'test'; a directory stands for all of its image files in
-name order, anything else for a video file. Video files are decoded once, sequentially (seeking is
+`paths` is one video of the single split 'test'; a directory stands for its frames, all of its
+image files in name order but the label maps named as the project writes them beside their frames
+(`<frame>_label.png`, see `frame_files`), anything else for a video file. Video files are decoded once, sequentially (seeking is
 unreliable in many codecs), into lossless PNG bytes kept in memory, so keep `max_frames` and `stride`
 in proportion to the memory at hand; frame folders stay on disk and are read on demand.
 """
@@ -13,19 +14,36 @@ from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
+from absl import logging
 
 from data_pipelines.sources import base
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# A frame's label map beside it, as the project's datasets store them (vtest_pseudo).
+LABEL_MAP_SUFFIX = "_label.png"
 
 
-def frame_files(folder: str) -> list[str]:
-  """The image files of a frame folder, in name order; raises if there are none."""
+def image_files(folder: str) -> list[str]:
+  """The image files of a folder, in name order; raises if there are none."""
   files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                  if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
   if not files:
     raise base.DataError(folder, f"holds no {'/'.join(IMAGE_SUFFIXES)} frames")
   return files
+
+
+def frame_files(folder: str) -> list[str]:
+  """The frames of a frame folder: its image files in name order, less the label maps beside them
+  (`*_label.png`, the layout `python -m data_pipelines.make_vtest_pseudo` writes), skipped with a
+  logged note; each would otherwise be predicted as one more frame. Raises if no frame is left."""
+  files = image_files(folder)
+  frames = [f for f in files if not f.lower().endswith(LABEL_MAP_SUFFIX)]
+  if not frames:
+    raise base.DataError(folder, f"holds only label maps (*{LABEL_MAP_SUFFIX}), no frames")
+  if len(frames) < len(files):
+    logging.warning("%s: skipped its %d label maps (*%s) beside the %d frames", folder,
+                    len(files) - len(frames), LABEL_MAP_SUFFIX, len(frames))
+  return frames
 
 
 def video_frame_count(path: str) -> int:

@@ -128,7 +128,7 @@ def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict
         stem = os.path.join(folder, f"{t:06d}")
         _write_image(stem + ".jpg", cv2.cvtColor(frames[t], cv2.COLOR_RGB2BGR),
                      [cv2.IMWRITE_JPEG_QUALITY, 95])
-        _write_image(stem + "_label.png", labels[t])
+        _write_image(stem + footage.LABEL_MAP_SUFFIX, labels[t])
     counts[split] = sum(len(r) for r in chunks)
     print(f"vtest_pseudo: wrote {split}: {len(chunks)} videos, {counts[split]} frames", flush=True)
   shares = np.bincount(labels.ravel(), minlength=len(CLASS_NAMES)) / labels.size
@@ -154,10 +154,11 @@ class VtestPseudoSource(base.FolderSource):
                            "data_pipelines.make_vtest_pseudo --help)")
     videos = []
     for name in sorted(os.listdir(split_dir)):
-      files = [f for f in footage.frame_files(os.path.join(split_dir, name))
+      files = [f for f in footage.image_files(os.path.join(split_dir, name))
                if f.endswith(".jpg")]
       videos.append(base.VideoRecord(name, tuple(
-          base.FrameRef(f"{name}/{os.path.basename(f)[:-4]}", f, f[:-4] + "_label.png")
+          base.FrameRef(f"{name}/{os.path.basename(f)[:-4]}", f,
+                        f[:-4] + footage.LABEL_MAP_SUFFIX)
           for f in files)))
     return videos
 

@@ -236,9 +236,8 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_examples(self, source: base.VideoSource, split: str):
     videos = source.videos(split)
     if not videos:  # TFDS would stop with "No examples were yielded", naming no file
-      where = source.split_path(split) if hasattr(source, "split_path") else f"split {split!r}"
-      raise base.DataError(f"{source.name} {where}", "lists no videos: fix it, or move it away "
-                           "(a split without its list is not built)")
+      raise base.DataError(source.describe_split(split), "lists no videos: fix it, or move it "
+                           "away (a split without its list is not built)")
     progress = Progress(f"{source.name} {split}", len(videos), "videos")
     for done, video in enumerate(videos, 1):
       for t in range(len(video.frames)):

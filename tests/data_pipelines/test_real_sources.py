@@ -200,6 +200,24 @@ def test_footage_reads_video_files_and_frame_folders(tmp_path):
     footage.FootageSource([str(bad)]).videos("test")
 
 
+def test_footage_frame_folders_skip_the_label_maps_beside_their_frames(tmp_path, caplog):
+  """The project's own labelled layout (vtest_pseudo: `<frame>_label.png` beside `<frame>.jpg`)
+  read as a frame folder: its label maps are not frames, and a note says they were skipped."""
+  folder = tmp_path / "vtest_val_00"
+  for t in range(3):
+    _write_rgb(str(folder / f"{t:06d}.jpg"), 7 * t)
+    assert cv2.imwrite(str(folder / f"{t:06d}_label.png"), np.zeros((H, W), np.uint8))
+  caplog.set_level("WARNING", logger="absl")
+  videos = dataset.VideoDataset.from_source(get_source("footage", paths=[str(folder)]), "test")
+  assert videos.num_frames(0) == 3
+  assert f"{folder}: skipped its 3 label maps (*_label.png) beside the 3 frames" in caplog.text
+  labels_only = tmp_path / "labels_only"
+  labels_only.mkdir()
+  (folder / "000000_label.png").rename(labels_only / "000000_label.png")
+  with pytest.raises(base.DataError, match=r"labels_only: holds only label maps \(\*_label.png\)"):
+    footage.frame_files(str(labels_only))
+
+
 def test_vtest_pseudo_labels_and_split():
   labels = vtest_pseudo.scene_labels((288, 384))
   assert labels[250, 100] == vtest_pseudo.GRASS and labels[5, 5] == vtest_pseudo.BUILDING

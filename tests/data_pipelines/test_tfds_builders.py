@@ -1,10 +1,12 @@
 """Tests for the TF-free ArrayRecord builders: round trip, reuse, original bytes, bad data."""
 import concurrent.futures
+import logging
 import os
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 from etils import epath
 
 from data_pipelines.sources import base, synthetic
@@ -88,6 +90,16 @@ def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   assert again.data_path == first.data_path and os.path.getmtime(marker) == stamp
   other = synthetic_video.synthetic_config(**{**helpers.TINY, "seed": 3})
   assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
+
+
+def test_custom_knobs_make_no_custom_configuration_warning(tmp_path, caplog):
+  """Every knob set but the default is a TFDS custom config by design: TFDS's warning about it at
+  each run is dropped, that one only and only while the builder is made."""
+  caplog.set_level(logging.WARNING, logger="absl")
+  synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  assert "Using custom data configuration" not in caplog.text
+  absl_logging.warning("Using custom data configuration: %s", "another builder's")
+  assert "Using custom data configuration: another builder's" in caplog.text
 
 
 def test_encode_frame_keeps_original_file_bytes_and_marks_unlabeled(tmp_path):

@@ -169,9 +169,25 @@ def test_teacher_is_read_once_from_its_run(distilling, monkeypatch):
   assert set(fixed) == {"teacher"} and set(fixed["teacher"]) == {"params", "batch_stats"}
   assert all(a is b for a, b in zip(jax.tree.leaves(fixed["teacher"]["params"]),
                                     jax.tree.leaves(trained["params"])))
-  with pytest.raises(ValueError, match="method.teacher.workdir"):
-    method.fixed_variables()
   assert get_method(_config("temporal")).fixed_variables() == {}
+
+
+def test_only_a_quick_run_keeps_a_random_teacher(distilling, capsys):
+  """A `quick` smoke run has no trained teacher to read: its randomly initialised one stays (the
+  fresh state's), said loudly. Any other run without a teacher is an error saying how to get one."""
+  method, _, _ = distilling
+  teacher = method.config.method.teacher
+  assert teacher.smoke_run_random_init  # set by the quick variant
+  assert method.fixed_variables() == {}
+  assert "teacher: RANDOMLY INITIALISED" in capsys.readouterr().out
+  teacher.smoke_run_random_init = False
+  try:
+    with pytest.raises(ValueError, match=r"train it first \(python -m vssjax.main --config=.*"
+                                         r"synthetic_psp18.py:teacher,quick --workdir=T\), then "
+                                         r"pass --config.method.teacher.workdir=T"):
+      method.fixed_variables()
+  finally:
+    teacher.smoke_run_random_init = True
 
 
 def test_predictor_upsamples_with_align_corners_per_frame(distilling):

@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -224,7 +223,6 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if workdir and jax.process_index() == 0:
     _, md_path, table = report.write_results(workdir, results, config.published)
     print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
-  logging.info("eval results: %s", {k: v for k, v in results.items() if k != "per_class_iou"})
   return results
 
 

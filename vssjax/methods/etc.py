@@ -25,7 +25,9 @@ frozen. Its variables live in `model_state['teacher']`, outside `params`, so the
 sees them; they are loaded once by `fixed_variables` when a run starts fresh (from the Orbax
 checkpoint of its own training run, `teacher.workdir`, or from a PyTorch checkpoint), then saved
 and resumed with the student's state. It runs in eval mode and its outputs are stop-gradient.
-Its output stride must be the student's (8) for the N x N similarity terms.
+Its output stride must be the student's (8) for the N x N similarity terms. The `quick` variants
+alone set `teacher.smoke_run_random_init`: given no weights, their teacher keeps its random
+initialisation (a smoke run of the pipeline, not a distillation).
 
 The ConvLSTM of (d): its training rule is `multi_frame_rule` (`conv_lstm.TRAINING_RULES`). A
 trained cell ('adversarial', 'joint') is `params['distill_lstm']` at the heads' learning rate; a
@@ -165,9 +167,18 @@ class ETCMethod(Method):
       print(f"teacher: step {step} of {source.workdir}", flush=True)
     elif source.torch_checkpoint:
       variables = init_from.load_torch_variables(source.torch_checkpoint, self.teacher)
+    elif source.smoke_run_random_init:
+      # The fresh state's teacher (`init`) stays: a `quick` run tests the pipeline, and no trained
+      # teacher exists for it. Said loudly, since the distillation terms then teach nothing.
+      print(f"teacher: RANDOMLY INITIALISED {source.config} (method.teacher."
+            f"smoke_run_random_init, set by the `quick` variants): a smoke run of the pipeline, "
+            f"not a distillation", flush=True)
+      return {}
     else:
-      raise ValueError("ETC distillation needs the trained teacher: set method.teacher.workdir "
-                       "(its Orbax run) or method.teacher.torch_checkpoint")
+      raise ValueError(
+          f"ETC distillation needs the trained teacher {source.config}: train it first (python -m "
+          f"vssjax.main --config={source.config} --workdir=T), then pass "
+          f"--config.method.teacher.workdir=T; or set method.teacher.torch_checkpoint")
     return {TEACHER: self.teacher.student_variables(variables)}
 
   def _check_batch(self, batch: Batch) -> None:
