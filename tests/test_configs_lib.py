@@ -106,3 +106,14 @@ def test_camvid_configs_evaluate_the_test_split_and_their_quick_variants_val(pat
   quick variants' synthetic set has no test split."""
   assert load_config(path).data.eval_split == "test"
   assert load_config(path, "quick").data.eval_split == "val"
+
+
+def test_unknown_field_names_the_closest_fields():
+  """The line the command line prints for an override that names no field (vssjax/main.py)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  assert configs_lib.unknown_field(config, "train.steps") is None
+  assert configs_lib.unknown_field(config, "optim.param_groups[0]") is None  # an index, no field
+  assert configs_lib.unknown_field(config, "data.synthetic.heigth") == (
+      "the config has no field data.synthetic.heigth; did you mean data.synthetic.height?")
+  assert configs_lib.unknown_field(config, "mesh.zzz") == (
+      "the config has no field mesh.zzz; the fields of mesh: data, fsdp")
