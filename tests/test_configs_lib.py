@@ -117,3 +117,13 @@ def test_unknown_field_names_the_closest_fields():
       "the config has no field data.synthetic.heigth; did you mean data.synthetic.height?")
   assert configs_lib.unknown_field(config, "mesh.zzz") == (
       "the config has no field mesh.zzz; the fields of mesh: data, fsdp")
+
+
+def test_changed_fields_lists_dotted_fields_old_to_new():
+  """What a "written with a different config" error lists (vssjax/train/loop.py)."""
+  old = {"train": {"steps": 600, "log_every": 25}, "model": {"depths": [1, 2]}, "seed": 0}
+  new = {"train": {"steps": 2, "log_every": 25}, "model": {"depths": [1, 1]}, "name": "x"}
+  assert configs_lib.changed_fields(old, new) == [
+      "model.depths: [1, 2] -> [1, 1]", 'name: (none) -> "x"', "seed: 0 -> (none)",
+      "train.steps: 600 -> 2"]
+  assert configs_lib.changed_fields(old, old) == []

@@ -12,6 +12,7 @@ ignored.
 from __future__ import annotations
 
 import difflib
+import json
 import pathlib
 import runpy
 from typing import Any
@@ -280,3 +281,24 @@ def unknown_field(config: ConfigDict, path: str) -> str | None:
     node = node[key]
     walked.append(str(key))
   return None
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """`field: old -> new` (dotted names, JSON values, `(none)` where a side lacks the field) for
+  every field whose value differs between two configs as JSON: a workdir's `config.json` and a
+  config's `to_json_best_effort()`, to say which settings a checkpoint was written with."""
+  before = {name: json.dumps(value) for name, value in _dotted(old).items()}
+  after = {name: json.dumps(value) for name, value in _dotted(new).items()}
+  return [f"{name}: {before.get(name, '(none)')} -> {after.get(name, '(none)')}"
+          for name in sorted(before.keys() | after.keys()) if before.get(name) != after.get(name)]
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """The leaves of nested dicts by dotted name."""
+  fields = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      fields.update(_dotted(value, f"{prefix}{key}."))
+    else:
+      fields[f"{prefix}{key}"] = value
+  return fields

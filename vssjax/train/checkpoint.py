@@ -14,6 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from vssjax import parallel
+
 
 class Checkpointer:
   """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under `workdir/checkpoints`."""
@@ -47,9 +49,24 @@ class Checkpointer:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+  def mismatched_arrays(self, abstract_state: Any, step: int) -> list[str]:
+    """Paths ('/'-joined) of the arrays whose presence or shape differ between `abstract_state`
+    and the state saved at `step`: why a restore failed, when the checkpoint was written for
+    another model or optimizer."""
+    metadata = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+    saved, wanted = _shapes(metadata), _shapes(abstract_state)
+    return sorted(name for name in saved.keys() | wanted.keys()
+                  if saved.get(name) != wanted.get(name))
+
   def wait(self):
     self._manager.wait_until_finished()
 
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Each array's shape by its '/'-joined path (arrays or their Orbax metadata)."""
+  return {parallel.path_name(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
