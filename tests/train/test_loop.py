@@ -132,3 +132,15 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
       loop.evaluate_checkpoint(quick_config, str(tmp_path))
   assert not isinstance(error.value, SetupError)
 
+
+def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_config, tmp_path):
+  """`vssjax.convert` saves the train state alone: no data iterator to resume training with."""
+  mesh = loop.parallel.mesh_from_config(quick_config)
+  state, _, _, _ = loop.create_state(quick_config, loop.get_method(quick_config), mesh)
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(0, state, force=True)
+  with pytest.raises(SetupError, match=r"holds converted weights .*--mode=eval or --mode=infer\. "
+                     r"To fine-tune .* new --workdir with --config\.init\.torch_checkpoint="):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
+

@@ -49,6 +49,10 @@ class Checkpointer:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+  def holds_data_iter(self, step: int) -> bool:
+    """Whether `step` saved the data iterator: training saves it, `vssjax.convert` does not."""
+    return (self.directory / str(step) / "data_iter").exists()
+
   def mismatched_arrays(self, abstract_state: Any, step: int) -> list[str]:
     """Paths ('/'-joined) of the arrays whose presence or shape differ between `abstract_state`
     and the state saved at `step`: why a restore failed, when the checkpoint was written for

@@ -77,11 +77,19 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
                        workdir: str, data_iter=None):
   """The latest checkpoint of `workdir`, restored into `abstract_state` (and `data_iter` in place).
 
-  A checkpoint whose arrays differ in shape or presence was written with another config: that is
-  a `SetupError` listing the config fields that differ (Orbax's own error is a ~200-line tree
-  diff that names no config field). Any other restore error is raised as it is.
+  The two ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
+  without the data iterator (`vssjax.convert` writes one) cannot resume training, and one whose
+  arrays differ in shape or presence was written with another config (Orbax's own error is a
+  ~200-line tree diff that names no config field). Any other restore error is raised as it is.
   """
   step = checkpointer.latest_step()
+  if data_iter is not None and not checkpointer.holds_data_iter(step):
+    raise SetupError(
+        f"{checkpointer.directory} holds converted weights (step {step}: a train state without "
+        "the data-iterator state that training resumes from): use this workdir with --mode=eval "
+        "or --mode=infer. To fine-tune from the weights, train in a new --workdir with "
+        "--config.init.torch_checkpoint=<the PyTorch checkpoint you converted> "
+        "(docs/reproducing.md)")
   try:
     return checkpointer.restore(abstract_state, data_iter)
   except ValueError as error:
