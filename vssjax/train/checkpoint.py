@@ -20,12 +20,15 @@ from vssjax import parallel
 class Checkpointer:
   """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               create: bool = True):
+    """`create=False` for reading only: a workdir that does not exist is not made (it then holds
+    no checkpoint)."""
     self.directory = epath.Path(workdir) / "checkpoints"
     self._manager = ocp.CheckpointManager(
         self.directory.absolute(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
+            max_to_keep=keep, create=create, enable_async_checkpointing=async_save))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -226,8 +226,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
 
 
 def restore_for_eval(config: ConfigDict, workdir: str):
-  """The method and the variables of the latest checkpoint in `workdir` (error if none)."""
-  with contextlib.closing(Checkpointer(workdir, async_save=False)) as checkpointer:
+  """The method and the variables of the latest checkpoint in `workdir` (error if none; a workdir
+  that does not exist is not created)."""
+  with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     step = checkpointer.latest_step()
     if step is None:
       raise FileNotFoundError(
