@@ -1,4 +1,4 @@
-"""The command line as a user runs it: train, SIGTERM and resume, eval, infer, bad flags."""
+"""The command line as a user runs it: train, Ctrl-C and resume, eval, infer, bad flags."""
 
 import json
 import os
@@ -29,19 +29,28 @@ def _run(cmd):
   return result.stdout
 
 
-def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
-                                                        real_video_clip):
+def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
+                                                       real_video_clip):
+  """Ctrl-C as a terminal sends it, SIGINT to the run's process group, stops at a checkpoint
+  (SIGTERM does the same: tests/train/test_preemption.py); the run resumes from there."""
   workdir = tmp_path / "run"
   train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
                "--config.train.checkpoint_every=100000")
-  proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  # A handler here is reset to the default in the child; an ignored SIGINT (as a background
+  # job's shell may leave it) would be inherited, and the run would never stop.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   lines = []
-  for line in proc.stdout:  # wait until training is under way, then ask it to stop
+  for line in proc.stdout:  # wait until training is under way, then press Ctrl-C
     lines.append(line)
     if line.startswith("train step 3/"):
-      proc.send_signal(signal.SIGTERM)
+      os.killpg(proc.pid, signal.SIGINT)
   assert proc.wait(timeout=300) == 0, "".join(lines)
+  assert any(l.startswith("Ctrl-C: will checkpoint and stop") for l in lines), "".join(lines)
   stopped = [l for l in lines if l.startswith("stopped at step")]
   assert stopped, "".join(lines)
   step = int(stopped[0].split()[3].rstrip(";"))
