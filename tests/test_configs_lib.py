@@ -117,3 +117,24 @@ def test_camvid_configs_evaluate_the_test_split_and_their_quick_variants_val(pat
   quick variants' synthetic set has no test split."""
   assert load_config(path).data.eval_split == "test"
   assert load_config(path, "quick").data.eval_split == "val"
+
+
+def test_unknown_field_names_the_closest_fields():
+  """The line the command line prints for an override that names no field (vssjax/main.py)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  assert configs_lib.unknown_field(config, "train.steps") is None
+  assert configs_lib.unknown_field(config, "optim.param_groups[0]") is None  # an index, no field
+  assert configs_lib.unknown_field(config, "data.synthetic.heigth") == (
+      "the config has no field data.synthetic.heigth; did you mean data.synthetic.height?")
+  assert configs_lib.unknown_field(config, "mesh.zzz") == (
+      "the config has no field mesh.zzz; the fields of mesh: data, fsdp")
+
+
+def test_changed_fields_lists_dotted_fields_old_to_new():
+  """What a "written with a different config" error lists (vssjax/train/loop.py)."""
+  old = {"train": {"steps": 600, "log_every": 25}, "model": {"depths": [1, 2]}, "seed": 0}
+  new = {"train": {"steps": 2, "log_every": 25}, "model": {"depths": [1, 1]}, "name": "x"}
+  assert configs_lib.changed_fields(old, new) == [
+      "model.depths: [1, 2] -> [1, 1]", 'name: (none) -> "x"', "seed: 0 -> (none)",
+      "train.steps: 600 -> 2"]
+  assert configs_lib.changed_fields(old, old) == []

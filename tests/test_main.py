@@ -1,6 +1,7 @@
-"""The command line as a user runs it: train, SIGTERM and resume, eval, infer, bad flags."""
+"""The command line as a user runs it: train, Ctrl-C and resume, eval, infer, bad flags."""
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -28,19 +29,28 @@ def _run(cmd):
   return result.stdout
 
 
-def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
-                                                        real_video_clip):
+def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
+                                                       real_video_clip):
+  """Ctrl-C as a terminal sends it, SIGINT to the run's process group, stops at a checkpoint
+  (SIGTERM does the same: tests/train/test_preemption.py); the run resumes from there."""
   workdir = tmp_path / "run"
   train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
                "--config.train.checkpoint_every=100000")
-  proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  # A handler here is reset to the default in the child; an ignored SIGINT (as a background
+  # job's shell may leave it) would be inherited, and the run would never stop.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   lines = []
-  for line in proc.stdout:  # wait until training is under way, then ask it to stop
+  for line in proc.stdout:  # wait until training is under way, then press Ctrl-C
     lines.append(line)
     if line.startswith("train step 3/"):
-      proc.send_signal(signal.SIGTERM)
+      os.killpg(proc.pid, signal.SIGINT)
   assert proc.wait(timeout=300) == 0, "".join(lines)
+  assert any(l.startswith("Ctrl-C: will checkpoint and stop") for l in lines), "".join(lines)
   stopped = [l for l in lines if l.startswith("stopped at step")]
   assert stopped, "".join(lines)
   step = int(stopped[0].split()[3].rstrip(";"))
@@ -78,12 +88,42 @@ def test_sigterm_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data
   assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
 
 
-def test_misspelt_override_is_an_error(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "vssjax.main", f"--config={CONFIG}", f"--workdir={tmp_path}",
-       "--config.trian.steps=3"], cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert result.returncode != 0
-  assert "trian" in result.stderr
+def _one_line_error(args, env=None) -> str:
+  """Runs `vssjax.main` with `args`, expecting it to fail with one line on stderr (no traceback)."""
+  result = subprocess.run([sys.executable, "-m", "vssjax.main", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert len(result.stderr.splitlines()) == 1, result.stderr
+  return result.stderr
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--config.trian.steps=3", "--config.trian.steps: the config has no field trian; did you "
+     "mean train?"),
+    ("--config.train.stepz=3", "--config.train.stepz: the config has no field train.stepz; did "
+     "you mean train.steps?"),
+])
+def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
+  assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", override])
+
+
+def test_missing_config_file_is_a_one_line_error(tmp_path):
+  """ml_collections would defer it to the config's first use, deep in the run (or in the parsing
+  of an override); and the workdir is not created."""
+  for extra in ([], ["--config.train.steps=3"]):
+    error = _one_line_error(["--config=configs/segformer/nonexistent.py:quick",
+                             f"--workdir={tmp_path / 'run'}", *extra])
+    assert "--config=configs/segformer/nonexistent.py:quick: no such file" in error
+  assert not (tmp_path / "run").exists()
+
+
+def test_distributed_on_without_a_cluster_names_the_variables_to_set(tmp_path):
+  cluster = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_", "OMPI_",
+             "TPU_")
+  env = {k: v for k, v in os.environ.items() if not k.startswith(cluster)}
+  error = _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", "--distributed=on"], env)
+  assert "--distributed=on: JAX found no cluster to join" in error
+  assert "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID" in error
 
 
 def test_compilation_cache_defaults_to_the_flag_unless_the_environment_chose(tmp_path):

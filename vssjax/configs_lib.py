@@ -11,11 +11,14 @@ ignored.
 
 from __future__ import annotations
 
+import difflib
+import json
 import pathlib
 import runpy
 from typing import Any
 
 import ml_collections
+from ml_collections.config_flags import config_path
 
 from data_pipelines.transforms import MEAN_COLOUR
 
@@ -256,3 +259,46 @@ def load_config_file(spec: str) -> ConfigDict:
   """The config of `"path/to/config.py[:arg]"`, as `--config=` would load it (e.g. a teacher's)."""
   path, _, arg = spec.partition(":")
   return runpy.run_path(str(pathlib.Path(path).expanduser()))["get_config"](arg or None)
+
+
+def unknown_field(config: ConfigDict, path: str) -> str | None:
+  """Why the override `--config.<path>` names no field of `config` (with the closest names), or
+  None when it does.
+
+  ml_collections raises that mistake during flag parsing as an AttributeError or KeyError, which
+  absl does not report as a flag error; the command line says this line instead (vssjax/main.py).
+  """
+  node, walked = config, []
+  for key in config_path.split(path):
+    if not isinstance(node, ConfigDict):
+      return None  # an index into a tuple or a value's attribute: not a field name
+    if key not in node:
+      parent = ".".join(walked) or "the config"
+      close = difflib.get_close_matches(str(key), list(node.keys()))
+      hint = (f"did you mean {' or '.join('.'.join([*walked, c]) for c in close)}?" if close else
+              f"the fields of {parent}: {', '.join(sorted(node.keys()))}")
+      return f"the config has no field {'.'.join([*walked, str(key)])}; {hint}"
+    node = node[key]
+    walked.append(str(key))
+  return None
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """`field: old -> new` (dotted names, JSON values, `(none)` where a side lacks the field) for
+  every field whose value differs between two configs as JSON: a workdir's `config.json` and a
+  config's `to_json_best_effort()`, to say which settings a checkpoint was written with."""
+  before = {name: json.dumps(value) for name, value in _dotted(old).items()}
+  after = {name: json.dumps(value) for name, value in _dotted(new).items()}
+  return [f"{name}: {before.get(name, '(none)')} -> {after.get(name, '(none)')}"
+          for name in sorted(before.keys() | after.keys()) if before.get(name) != after.get(name)]
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """The leaves of nested dicts by dotted name."""
+  fields = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      fields.update(_dotted(value, f"{prefix}{key}."))
+    else:
+      fields[f"{prefix}{key}"] = value
+  return fields

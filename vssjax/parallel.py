@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from vssjax.errors import SetupError
+
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
@@ -47,11 +49,18 @@ def initialize_distributed(mode: str = "auto") -> None:
   kwargs = {}
   if os.environ.get("JAX_NUM_PROCESSES"):
     if "JAX_PROCESS_ID" not in os.environ:
-      raise ValueError("JAX_NUM_PROCESSES is set but JAX_PROCESS_ID is not: set both (and "
+      raise SetupError("JAX_NUM_PROCESSES is set but JAX_PROCESS_ID is not: set both (and "
                        "JAX_COORDINATOR_ADDRESS) for each process, or neither")
     kwargs.update(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                   process_id=int(os.environ["JAX_PROCESS_ID"]))
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as error:  # JAX's: no cluster detected and no coordinator or process given
+    raise SetupError(
+        f"--distributed={mode}: JAX found no cluster to join: {error} On a bare host set "
+        "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID for every "
+        "process (TPU pods, SLURM and Open MPI are detected); --distributed=off runs one "
+        "process") from error
 
 
 def computes_off_the_host() -> bool:

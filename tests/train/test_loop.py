@@ -1,12 +1,15 @@
 """End to end on the synthetic ArrayRecord set: train, checkpoint, resume, evaluate, shard."""
 
+import contextlib
 import json
 
 import jax
 import numpy as np
 import pytest
 
+from vssjax.errors import SetupError
 from vssjax.train import loop
+from vssjax.train.checkpoint import Checkpointer
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +104,48 @@ def test_abstract_state_is_the_fresh_one_without_initialising(quick_config, monk
                      jax.tree.leaves(abstract_sharding)):
     assert (a.shape, a.dtype, a.sharding) == (f.shape, f.dtype, f.sharding) and a.sharding == s
   assert any("fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(abstract))
+
+
+def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kept(quick_config,
+                                                                                 tmp_path):
+  """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
+  lists the differing config fields (not Orbax's tree diff), and config.json still records what
+  was trained. A restore error of another kind is not disguised as one."""
+  quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
+  recorded = (tmp_path / "config.json").read_text()
+  quick_config.model.decoder_dim = 16
+  for run in (loop.train_and_evaluate, loop.evaluate_checkpoint):
+    with pytest.raises(SetupError, match=r"(?s)checkpoints \(step 1\) was written with a "
+                       r"different config: .*\n  model\.decoder_dim: 32 -> 16\n.*new --workdir"):
+      run(quick_config, str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == recorded
+
+  quick_config.model.decoder_dim = 32
+
+  def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
+    raise ValueError("unreadable checkpoint")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(Checkpointer, "restore", unrelated)
+    with pytest.raises(ValueError, match="unreadable checkpoint") as error:
+      loop.evaluate_checkpoint(quick_config, str(tmp_path))
+  assert not isinstance(error.value, SetupError)
+
+
+def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_config, tmp_path):
+  """`vssjax.convert` saves the train state alone: no data iterator to resume training with."""
+  mesh = loop.parallel.mesh_from_config(quick_config)
+  state, _, _, _ = loop.create_state(quick_config, loop.get_method(quick_config), mesh)
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(0, state, force=True)
+  with pytest.raises(SetupError, match=r"holds converted weights .*--mode=eval or --mode=infer\. "
+                     r"To fine-tune .* new --workdir with --config\.init\.torch_checkpoint="):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+    loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))
+  assert not (tmp_path / "missing").exists()

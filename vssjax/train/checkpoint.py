@@ -14,16 +14,21 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from vssjax import parallel
+
 
 class Checkpointer:
   """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               create: bool = True):
+    """`create=False` for reading only: a workdir that does not exist is not made (it then holds
+    no checkpoint)."""
     self.directory = epath.Path(workdir) / "checkpoints"
     self._manager = ocp.CheckpointManager(
         self.directory.absolute(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
+            max_to_keep=keep, create=create, enable_async_checkpointing=async_save))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -47,9 +52,28 @@ class Checkpointer:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+  def holds_data_iter(self, step: int) -> bool:
+    """Whether `step` saved the data iterator: training saves it, `vssjax.convert` does not."""
+    return (self.directory / str(step) / "data_iter").exists()
+
+  def mismatched_arrays(self, abstract_state: Any, step: int) -> list[str]:
+    """Paths ('/'-joined) of the arrays whose presence or shape differ between `abstract_state`
+    and the state saved at `step`: why a restore failed, when the checkpoint was written for
+    another model or optimizer."""
+    metadata = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+    saved, wanted = _shapes(metadata), _shapes(abstract_state)
+    return sorted(name for name in saved.keys() | wanted.keys()
+                  if saved.get(name) != wanted.get(name))
+
   def wait(self):
     self._manager.wait_until_finished()
 
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Each array's shape by its '/'-joined path (arrays or their Orbax metadata)."""
+  return {parallel.path_name(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}

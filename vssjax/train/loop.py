@@ -9,6 +9,7 @@ at `train.eval_every` and at the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import Any
 
@@ -19,8 +20,9 @@ from etils import epath
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
 from data_pipelines.loader import make_train_loader
-from vssjax import parallel
+from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
@@ -67,6 +69,56 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
   return state, sharding, tx, schedule
 
 
+# How many differing config fields a "written with a different config" error lists.
+MAX_LISTED_FIELDS = 20
+
+
+def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: ConfigDict,
+                       workdir: str, data_iter=None):
+  """The latest checkpoint of `workdir`, restored into `abstract_state` (and `data_iter` in place).
+
+  The two ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
+  without the data iterator (`vssjax.convert` writes one) cannot resume training, and one whose
+  arrays differ in shape or presence was written with another config (Orbax's own error is a
+  ~200-line tree diff that names no config field). Any other restore error is raised as it is.
+  """
+  step = checkpointer.latest_step()
+  if data_iter is not None and not checkpointer.holds_data_iter(step):
+    raise SetupError(
+        f"{checkpointer.directory} holds converted weights (step {step}: a train state without "
+        "the data-iterator state that training resumes from): use this workdir with --mode=eval "
+        "or --mode=infer. To fine-tune from the weights, train in a new --workdir with "
+        "--config.init.torch_checkpoint=<the PyTorch checkpoint you converted> "
+        "(docs/reproducing.md)")
+  try:
+    return checkpointer.restore(abstract_state, data_iter)
+  except ValueError as error:
+    mismatched = checkpointer.mismatched_arrays(abstract_state, step)
+    if not mismatched:
+      raise
+    raise SetupError(
+        f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
+        f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
+        f"{mismatched[0]}).\n{_config_changes(workdir, config)}\nRerun with the config this "
+        "workdir was trained with, or use a new --workdir for this one.") from error
+
+
+def _config_changes(workdir: str, config: ConfigDict) -> str:
+  """Lines that say which fields of `config` differ from the config recorded in
+  `workdir/config.json` (at most MAX_LISTED_FIELDS of them)."""
+  recorded = epath.Path(workdir) / "config.json"
+  if not recorded.exists():
+    return f"{recorded} does not exist, so the differing config fields cannot be listed."
+  changes = configs_lib.changed_fields(json.loads(recorded.read_text()),
+                                       json.loads(config.to_json_best_effort()))
+  if not changes:
+    return f"{recorded} records this same config: the checkpoint was written by other code."
+  if len(changes) > MAX_LISTED_FIELDS:
+    changes = changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
+  return "\n".join([f"Config fields that differ between {recorded} and this run (recorded -> "
+                    "now):", *(f"  {change}" for change in changes)])
+
+
 def variables_of(state: TrainState) -> dict[str, Any]:
   return {"params": state.params, **state.model_state}
 
@@ -108,8 +160,6 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   """
   workdir_path = epath.Path(workdir)
   workdir_path.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   # ---- Set up mesh, method, input pipeline and state (resumed, else fresh) ----
   mesh = parallel.mesh_from_config(config)
@@ -125,7 +175,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
     _log_startup(config, mesh, state)
     if resume:
-      state = checkpointer.restore(state, data_iter)
+      state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
       print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
     else:
       fixed = method.fixed_variables()
@@ -133,6 +183,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         state = init_from.state_with_variables(state, fixed, tx, state_sharding)
       if config.init.torch_checkpoint:
         state = init_from.state_from_torch(config, method, state, tx, state_sharding)
+    if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
+      (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
     start = int(state.step)
     total = config.train.steps
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
@@ -174,8 +226,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
 
 
 def restore_for_eval(config: ConfigDict, workdir: str):
-  """The method and the variables of the latest checkpoint in `workdir` (error if none)."""
-  with contextlib.closing(Checkpointer(workdir, async_save=False)) as checkpointer:
+  """The method and the variables of the latest checkpoint in `workdir` (error if none; a workdir
+  that does not exist is not created)."""
+  with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     step = checkpointer.latest_step()
     if step is None:
       raise FileNotFoundError(
@@ -183,7 +236,7 @@ def restore_for_eval(config: ConfigDict, workdir: str):
     mesh = parallel.mesh_from_config(config)
     method = get_method(config)
     state, _, _, _ = create_state(config, method, mesh, abstract=True)
-    state = checkpointer.restore(state)
+    state = restore_checkpoint(checkpointer, state, config, workdir)
   return method, variables_of(state), step
 
 

@@ -1,32 +1,36 @@
-"""Preemption safety: SIGTERM (what schedulers and TPU maintenance send) stops training cleanly.
+"""Preemption safety: SIGTERM (what schedulers and TPU maintenance send) stops training cleanly,
+and so does a first Ctrl-C (SIGINT) in a single-process run.
 
 The train loop asks `should_stop(step)` after every step; once it is true it writes a checkpoint
 (state + data iterator) and returns, so the next run resumes exactly there.
 
-One process: a Python handler raises a flag. Several processes: every process must stop at the
-same step, but asking the others every step (a collective) would block each step's dispatch until
-the step before it had finished on the device. JAX's preemption service does it without that: the
-coordination service catches SIGTERM on any process, agrees in the background on the first step
-every process can still reach, and `reached_preemption_sync_point(step)` is a local lookup that is
-true at that step only.
+One process: a Python handler raises a flag; for SIGINT it then puts back Python's own handler,
+so a second Ctrl-C raises KeyboardInterrupt at once (a stuck step stays interruptible). Several
+processes: every process must stop at the same step, but asking the others every step (a
+collective) would block each step's dispatch until the step before it had finished on the device.
+JAX's preemption service does it without that: the coordination service catches SIGTERM on any
+process, agrees in the background on the first step every process can still reach, and
+`reached_preemption_sync_point(step)` is a local lookup that is true at that step only. It does
+not watch SIGINT, which there still raises KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
 
 
 class StopSignal:
-  """Context manager: while active, SIGTERM requests a clean stop instead of killing (SIGINT
-  still raises KeyboardInterrupt)."""
+  """Context manager: while active, SIGTERM and (one process) a first Ctrl-C request a clean stop
+  instead of killing; a second Ctrl-C raises KeyboardInterrupt."""
 
   def __init__(self):
     self._requested = threading.Event()
-    self._previous = None
+    self._previous: dict[int, Any] = {}
     self._multiprocess = jax.process_count() > 1
 
   def __enter__(self):
@@ -36,16 +40,25 @@ class StopSignal:
             "multi-process training stops on SIGTERM through JAX's preemption service; do not "
             "turn off jax_enable_preemption_service")
     elif threading.current_thread() is threading.main_thread():  # handlers only install there
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      # Only where Ctrl-C would raise KeyboardInterrupt: an ignored SIGINT (a background job)
+      # stays ignored.
+      if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
     return False
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    print(f"received signal {signum}: will checkpoint and stop after this step", flush=True)
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, self._previous[signal.SIGINT])  # the second one interrupts
+      print("Ctrl-C: will checkpoint and stop after this step (Ctrl-C again to abort at once, "
+            "losing the steps since the last checkpoint)", flush=True)
+    else:
+      print(f"received signal {signum}: will checkpoint and stop after this step", flush=True)
     self._requested.set()
 
   def should_stop(self, step: int) -> bool:

@@ -1,0 +1,53 @@
+"""Which signals stop a single-process training run cleanly (the multi-process path, through JAX's
+preemption service, is tests/test_multiprocess.py)."""
+
+import signal
+
+import pytest
+
+from vssjax.train.preemption import StopSignal
+
+
+@pytest.fixture
+def ctrl_c_interrupts():
+  """SIGINT as in a terminal, whatever this test process inherited (a background job's shell
+  ignores it); restored afterwards."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
+def test_first_ctrl_c_stops_cleanly_and_the_second_interrupts(capsys):
+  with StopSignal() as stop:
+    assert not stop.should_stop(1)
+    try:
+      signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:  # as a failure, not the end of the pytest session
+      pytest.fail("the first Ctrl-C interrupted instead of requesting a stop")
+    assert stop.should_stop(2)
+    assert "Ctrl-C again to abort at once" in capsys.readouterr().out
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
+def test_sigterm_stops_cleanly_and_handlers_are_restored():
+  before = signal.getsignal(signal.SIGTERM)
+  with StopSignal() as stop:
+    signal.raise_signal(signal.SIGTERM)
+    assert stop.should_stop(1)
+  assert signal.getsignal(signal.SIGTERM) is before
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with StopSignal() as stop:
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+      signal.raise_signal(signal.SIGINT)
+      assert not stop.should_stop(1)
+  finally:
+    signal.signal(signal.SIGINT, previous)
