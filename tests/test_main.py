@@ -117,6 +117,23 @@ def test_missing_config_file_is_a_one_line_error(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_bad_config_argument_is_a_one_line_error(tmp_path):
+  error = _one_line_error(["--config=configs/segformer/synthetic_mitb0.py:quik",
+                           f"--workdir={tmp_path / 'run'}"])
+  assert ("--config=configs/segformer/synthetic_mitb0.py:quik: unknown config argument 'quik'; "
+          "known: ['full_width', 'quick']") in error
+
+
+@pytest.mark.parametrize("mode, extra, expected", [
+    ("eval", [], "no checkpoint in"),
+    ("infer", ["--input=/nonexistent/clip.mp4"], "--input /nonexistent/clip.mp4 does not exist"),
+])
+def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode, extra, expected):
+  error = _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path / 'run'}", f"--mode={mode}",
+                           *extra])
+  assert expected in error
+
+
 def test_distributed_on_without_a_cluster_names_the_variables_to_set(tmp_path):
   cluster = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_", "OMPI_",
              "TPU_")

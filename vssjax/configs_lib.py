@@ -21,6 +21,7 @@ import ml_collections
 from ml_collections.config_flags import config_path
 
 from data_pipelines.transforms import MEAN_COLOUR
+from vssjax.errors import SetupError
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -40,11 +41,11 @@ def parse_arg(arg: str | None, **spec: Any) -> ConfigDict:
       continue
     name, sep, value = item.partition("=")
     if name not in spec:
-      raise ValueError(f"unknown config argument {name!r}; known: {sorted(spec)}")
+      raise SetupError(f"unknown config argument {name!r}; known: {sorted(spec)}")
     default = spec[name]
     if not sep:
       if not isinstance(default, bool):
-        raise ValueError(f"config argument {name!r} needs a value ({name}=...)")
+        raise SetupError(f"config argument {name!r} needs a value ({name}=...)")
       result[name] = True
     elif isinstance(default, bool):
       result[name] = value.lower() in ("1", "true", "yes", "on")

@@ -19,6 +19,7 @@ from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources import base, footage
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.progress import Progress
 
 
@@ -30,7 +31,7 @@ def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
   (`footage.frame_files`).
   """
   if not os.path.exists(path):
-    raise FileNotFoundError(f"--input {path} does not exist")
+    raise SetupError(f"--input {path} does not exist")
   if os.path.isdir(path):
     files = footage.frame_files(path)
     frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
@@ -51,9 +52,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
   """Predicts every frame of `input_path` with the latest checkpoint of `workdir`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
+  total, frames = read_frames(input_path)  # first: a wrong --input fails before the restore
   method, variables, step = restore_for_eval(config, workdir)
   palette = make_source(config.data).palette
-  total, frames = read_frames(input_path)
   name = epath.Path(input_path).stem
   out_dir = epath.Path(workdir) / "infer" / name
   (out_dir / "labels").mkdir(parents=True, exist_ok=True)

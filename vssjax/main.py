@@ -82,13 +82,20 @@ def _unknown_override(spec: str | None, argv: list[str]) -> str | None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`app.run`'s default), with the two --config mistakes that ml_collections
-  does not report as flag errors said in one line: a config file that does not exist (it defers
-  that error to the config's first use, deep into the run) and an override that names no field
-  (an AttributeError or KeyError out of the parser, with its traceback)."""
+  """absl's flag parsing (`app.run`'s default), with the --config mistakes that ml_collections
+  does not report in one line said so: a config file that does not exist (it defers that error to
+  the config's first use, deep into the run), a bad `:arg` (a flag error around the config's
+  traceback) and an override that names no field (an AttributeError or KeyError out of the
+  parser, with its traceback)."""
   spec = _config_spec(argv)
   if spec is not None and not os.path.isfile(spec.partition(":")[0]):
     _fail(f"--config={spec}: no such file (a relative path starts at {os.getcwd()})")
+  if spec is not None:  # a bad `:arg`, which the flag parser would wrap with its traceback
+    from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
+    try:
+      configs_lib.load_config_file(spec)
+    except SetupError as error:
+      _fail(f"--config={spec}: {error}")
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError):

@@ -146,6 +146,6 @@ def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_
 
 
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
-  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+  with pytest.raises(SetupError, match="no checkpoint in"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))
   assert not (tmp_path / "missing").exists()

@@ -231,7 +231,7 @@ def restore_for_eval(config: ConfigDict, workdir: str):
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     step = checkpointer.latest_step()
     if step is None:
-      raise FileNotFoundError(
+      raise SetupError(
           f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
     mesh = parallel.mesh_from_config(config)
     method = get_method(config)
