@@ -58,8 +58,8 @@ class Checkpointer:
 
   def mismatched_arrays(self, abstract_state: Any, step: int) -> list[str]:
     """Paths ('/'-joined) of the arrays whose presence or shape differ between `abstract_state`
-    and the state saved at `step`: why a restore failed, when the checkpoint was written for
-    another model or optimizer."""
+    and the state saved at `step`: none unless the checkpoint was written for another model or
+    optimizer."""
     metadata = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
     saved, wanted = _shapes(metadata), _shapes(abstract_state)
     return sorted(name for name in saved.keys() | wanted.keys()

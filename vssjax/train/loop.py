@@ -90,17 +90,16 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "or --mode=infer. To fine-tune from the weights, train in a new --workdir with "
         "--config.init.torch_checkpoint=<the PyTorch checkpoint you converted> "
         "(docs/reproducing.md)")
-  try:
-    return checkpointer.restore(abstract_state, data_iter)
-  except ValueError as error:
-    mismatched = checkpointer.mismatched_arrays(abstract_state, step)
-    if not mismatched:
-      raise
+  # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
+  # (each array's TensorStore spec) around any error raised after it.
+  mismatched = checkpointer.mismatched_arrays(abstract_state, step)
+  if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
         f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
         f"{mismatched[0]}).\n{_config_changes(workdir, config)}\nRerun with the config this "
-        "workdir was trained with, or use a new --workdir for this one.") from error
+        "workdir was trained with, or use a new --workdir for this one.")
+  return checkpointer.restore(abstract_state, data_iter)
 
 
 def _config_changes(workdir: str, config: ConfigDict) -> str:
