@@ -24,9 +24,9 @@ class Checkpointer:
                create: bool = True):
     """`create=False` for reading only: a workdir that does not exist is not made (it then holds
     no checkpoint)."""
-    self.directory = epath.Path(workdir) / "checkpoints"
+    self.directory = (epath.Path(workdir) / "checkpoints").absolute()  # Orbax reads need it
     self._manager = ocp.CheckpointManager(
-        self.directory.absolute(),
+        self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=create, enable_async_checkpointing=async_save))
 
