@@ -18,6 +18,7 @@ import runpy
 from typing import Any
 
 import ml_collections
+from flax import traverse_util
 from ml_collections.config_flags import config_path
 
 from data_pipelines.transforms import MEAN_COLOUR
@@ -288,18 +289,10 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """`field: old -> new` (dotted names, JSON values, `(none)` where a side lacks the field) for
   every field whose value differs between two configs as JSON: a workdir's `config.json` and a
   config's `to_json_best_effort()`, to say which settings a checkpoint was written with."""
-  before = {name: json.dumps(value) for name, value in _dotted(old).items()}
-  after = {name: json.dumps(value) for name, value in _dotted(new).items()}
+  before = {name: json.dumps(value)
+            for name, value in traverse_util.flatten_dict(old, sep=".").items()}
+  after = {name: json.dumps(value)
+           for name, value in traverse_util.flatten_dict(new, sep=".").items()}
   return [f"{name}: {before.get(name, '(none)')} -> {after.get(name, '(none)')}"
           for name in sorted(before.keys() | after.keys()) if before.get(name) != after.get(name)]
 
-
-def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """The leaves of nested dicts by dotted name."""
-  fields = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      fields.update(_dotted(value, f"{prefix}{key}."))
-    else:
-      fields[f"{prefix}{key}"] = value
-  return fields
