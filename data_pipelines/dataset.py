@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
@@ -178,14 +179,12 @@ def _arrayrecord_builder(source: base.VideoSource, root: str):
 _SCANNED_INDICES: dict[str, list[video_records.VideoSummary]] = {}
 
 
-def _record_index(builder, split: str) -> list[video_records.VideoSummary]:
-  """The split's video index; where there is none, scanned from the records with a warning, once
-  per process."""
-  path = video_records.index_path(builder, split)
-  index = video_records.read_index(path)
+def _record_index(builder, split: str, path: str) -> list[video_records.VideoSummary]:
+  """The split's video index, read from `path`; where there is none, scanned from the records
+  with a warning, once per process."""
+  index = video_records.read_index(epath.Path(path))
   if index is not None:
     return index
-  path = os.fspath(path)
   if path not in _SCANNED_INDICES:
     logging.warning(
         "No video index %s (read-only data dir or interrupted build): reading every record of the "
@@ -204,8 +203,8 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDatase
   if data_cfg.backend == "arrayrecord":
     source.check_split(split)
     builder = _arrayrecord_builder(source, resolve_data_dir(data_cfg))
-    return VideoDataset.from_records(
-        builder.as_data_source(split=split), source, _record_index(builder, split),
-        os.fspath(video_records.index_path(builder, split)))
+    path = os.fspath(video_records.index_path(builder, split))
+    return VideoDataset.from_records(builder.as_data_source(split=split), source,
+                                     _record_index(builder, split, path), path)
   raise ValueError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
                    f"or 'memory'")
