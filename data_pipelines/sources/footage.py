@@ -3,9 +3,10 @@
 For label-free temporal consistency and for running a trained model on real video. Every path in
 `paths` is one video of the single split 'test'; a directory stands for its frames, all of its
 image files in name order but the label maps named as the project writes them beside their frames
-(`<frame>_label.png`, see `frame_files`), anything else for a video file. Video files are decoded once, sequentially (seeking is
-unreliable in many codecs), into lossless PNG bytes kept in memory, so keep `max_frames` and `stride`
-in proportion to the memory at hand; frame folders stay on disk and are read on demand.
+(`<frame>_label.png`, see `frame_files`), anything else for a video file. Video files are decoded
+once, sequentially (seeking is unreliable in many codecs), into lossless PNG bytes kept in memory,
+so keep `max_frames` and `stride` in proportion to the memory at hand; frame folders stay on disk
+and are read on demand.
 """
 from __future__ import annotations
 
