@@ -18,6 +18,7 @@ import runpy
 from typing import Any
 
 import ml_collections
+from etils import epath
 from flax import traverse_util
 from ml_collections.config_flags import config_path
 
@@ -283,6 +284,18 @@ def unknown_field(config: ConfigDict, path: str) -> str | None:
     node = node[key]
     walked.append(str(key))
   return None
+
+
+def record_path(workdir: str) -> epath.Path:
+  """`workdir/config.json`: the record of the config a workdir's checkpoints were written with, which
+  training and `vssjax.convert` write and a resume or evaluation that does not fit the checkpoint
+  is compared against (`changed_fields`)."""
+  return epath.Path(workdir) / "config.json"
+
+
+def write_record(config: ConfigDict, workdir: str) -> None:
+  """Writes `config` as the workdir's record (`record_path`); call it from one process only."""
+  record_path(workdir).write_text(config.to_json_best_effort(indent=2))
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -4,6 +4,8 @@ A random HF SegFormer with the quick config's shapes is saved by transformers (l
 safetensors) and as an mmcv-style mmseg `.pth`. Predictions of the converted workdir must equal
 transformers' own argmax on a frame, and a config's published numbers must reach results.md.
 """
+import copy
+import json
 import subprocess
 import sys
 
@@ -21,8 +23,10 @@ from tests.conftest import REPO, load_config
 from tests.convert.test_mmseg_segformer import hf_to_mmseg
 from tests.parity.test_segformer_parity import randomize_parameters
 from tests.parity.test_train_step_parity import pin_mmseg_layer_norm_eps
+from vssjax import configs_lib
 from vssjax.convert.cli import convert_to_workdir
 from vssjax.convert.mmseg_segformer import convert_mmseg_segformer
+from vssjax.errors import SetupError
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods import get_method
 from vssjax.models.layers import IMAGENET_MEAN, IMAGENET_STD
@@ -68,6 +72,14 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
   assert "format hf" in run.stdout and "saved the converted weights as step 0" in run.stdout
   with pytest.raises(FileExistsError, match="already holds checkpoints"):
     convert_to_workdir(quick_config, str(tmp_path / "hf"), str(workdir))
+  # The config is recorded as training records it, so a misfitting one is named field by field.
+  recorded = json.loads((workdir / "config.json").read_text())
+  assert [change.split(":")[0] for change in configs_lib.changed_fields(
+      recorded, json.loads(quick_config.to_json_best_effort()))] == ["data.data_dir"]
+  misfit = copy.deepcopy(quick_config)
+  misfit.model.decoder_dim = 16
+  with pytest.raises(SetupError, match=r"\n  model\.decoder_dim: 32 -> 16\n"):
+    loop.evaluate_checkpoint(misfit, str(workdir))
 
   method, variables, step = loop.restore_for_eval(quick_config, str(workdir))
   assert step == 0

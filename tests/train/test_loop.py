@@ -110,7 +110,8 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                                                                                  tmp_path):
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
-  was trained. A restore error of another kind is not disguised as one."""
+  was trained. So does resuming with another Grain worker count. A restore error of another kind
+  is not disguised as one."""
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
   recorded = (tmp_path / "config.json").read_text()
@@ -122,6 +123,11 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
   assert (tmp_path / "config.json").read_text() == recorded
 
   quick_config.model.decoder_dim = 32
+  quick_config.data.num_workers = 2  # Grain's error named neither the workdir nor the fix
+  with pytest.raises(SetupError, match=r"checkpointed with data\.num_workers=0 .* rerun with "
+                     r"--config\.data\.num_workers=0"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.data.num_workers = 0
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")

@@ -2,17 +2,19 @@
 
 The library side of `python -m vssjax.convert` (see `__main__.py`): builds the config's method and
 its train state as the train loop does, swaps in the converted variables and saves the whole state
-as the Orbax checkpoint of step 0. The initialisation program is compiled only when the checkpoint
-lacks some variables (a backbone-only file): a full one replaces every value (DTERN-B1: 25 s of
-XLA:CPU saved).
+as the Orbax checkpoint of step 0, with the config recorded beside it as training records it (so
+that evaluating with a config that does not fit names the differing fields). The initialisation
+program is compiled only when the checkpoint lacks some variables (a backbone-only file): a full
+one replaces every value (DTERN-B1: 25 s of XLA:CPU saved).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 from etils import epath
 
-from vssjax import parallel
+from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import get_method
 from vssjax.train import init_from
@@ -42,6 +44,8 @@ def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], work
     state = init_from.state_with_variables(state, variables, tx, sharding)
     checkpointer.save(0, state, force=True)
     checkpointer.wait()
+    if jax.process_index() == 0:
+      configs_lib.write_record(config, workdir)
   finally:
     checkpointer.close()
   print(f"saved the converted weights as step 0 in {checkpointer.directory}; evaluate with "

@@ -77,10 +77,11 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
                        workdir: str, data_iter=None):
   """The latest checkpoint of `workdir`, restored into `abstract_state` (and `data_iter` in place).
 
-  The two ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
-  without the data iterator (`vssjax.convert` writes one) cannot resume training, and one whose
-  arrays differ in shape or presence was written with another config (Orbax's own error is a
-  ~200-line tree diff that names no config field). Any other restore error is raised as it is.
+  The ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
+  without the data iterator (`vssjax.convert` writes one) cannot resume training, Grain restores an
+  iterator only with the worker count it was saved with, and a checkpoint whose arrays differ in
+  shape or presence was written with another config (Orbax's own error is a ~200-line tree diff
+  that names no config field). Any other restore error is raised as it is.
   """
   step = checkpointer.latest_step()
   if data_iter is not None and not checkpointer.holds_data_iter(step):
@@ -90,6 +91,8 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "or --mode=infer. To fine-tune from the weights, train in a new --workdir with "
         "--config.init.torch_checkpoint=<the PyTorch checkpoint you converted> "
         "(docs/reproducing.md)")
+  if data_iter is not None:
+    _check_worker_count(workdir, config)
   # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
   # (each array's TensorStore spec) around any error raised after it.
   mismatched = checkpointer.mismatched_arrays(abstract_state, step)
@@ -102,10 +105,24 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   return checkpointer.restore(abstract_state, data_iter)
 
 
+def _check_worker_count(workdir: str, config: ConfigDict) -> None:
+  """Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
+  bare ValueError). The batches themselves do not depend on it (`make_train_loader`)."""
+  recorded = configs_lib.record_path(workdir)
+  if not recorded.exists():
+    return
+  saved = json.loads(recorded.read_text()).get("data", {}).get("num_workers")
+  if saved is not None and saved != config.data.num_workers:
+    raise SetupError(
+        f"the data iterator of {workdir} was checkpointed with data.num_workers={saved} "
+        f"({recorded}), and Grain resumes it only with that count: rerun with "
+        f"--config.data.num_workers={saved} (the batches are the same with any count)")
+
+
 def _config_changes(workdir: str, config: ConfigDict) -> str:
   """Lines that say which fields of `config` differ from the config recorded in
   `workdir/config.json` (at most MAX_LISTED_FIELDS of them)."""
-  recorded = epath.Path(workdir) / "config.json"
+  recorded = configs_lib.record_path(workdir)
   if not recorded.exists():
     return f"{recorded} does not exist, so the differing config fields cannot be listed."
   changes = configs_lib.changed_fields(json.loads(recorded.read_text()),
@@ -183,7 +200,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       if config.init.torch_checkpoint:
         state = init_from.state_from_torch(config, method, state, tx, state_sharding)
     if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
-      (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+      configs_lib.write_record(config, workdir)
     start = int(state.step)
     total = config.train.steps
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
