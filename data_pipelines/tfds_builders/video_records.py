@@ -188,6 +188,18 @@ def scan_and_write_index(builder: tfds.core.DatasetBuilder, split: str) -> list[
   return index
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+  """TFDS's DatasetInfo without the look for precomputed metadata in TFDS's GCS bucket.
+
+  TFDS looks there whenever an unbuilt builder is made (the first build, the check before it), and
+  leaves an empty temporary directory in /tmp each time, even though its GCS access is disabled.
+  These datasets are never on the bucket.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    return
+
+
 class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Writes every split of the source returned by `make_source` (subclasses implement it)."""
 
@@ -199,7 +211,7 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return _LocalDatasetInfo(
         builder=self, features=frame_features(),
         description="Videos with per-frame semantic labels; one record per frame.")
 

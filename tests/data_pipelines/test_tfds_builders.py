@@ -2,6 +2,7 @@
 import concurrent.futures
 import logging
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -92,9 +93,18 @@ def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
 
 
+def test_building_leaves_no_temporary_directory(tmp_path, monkeypatch):
+  """TFDS's look for metadata on its bucket, at each unbuilt builder, left one per build."""
+  temp = tmp_path / "temp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  synthetic_video.prepare_synthetic(str(tmp_path / "data"), **helpers.TINY)
+  assert not list(temp.iterdir())
+
+
 def test_custom_knobs_make_no_custom_configuration_warning(tmp_path, caplog):
   """Every knob set but the default is a TFDS custom config by design: TFDS's warning about it at
-  each run is dropped, that one only and only while the builder is made."""
+  each run (and in each Grain worker) is dropped, and only that one."""
   caplog.set_level(logging.WARNING, logger="absl")
   synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   assert "Using custom data configuration" not in caplog.text
