@@ -1,5 +1,7 @@
 """Shared test set-up: CPU only, 4 fake devices for sharding tests, grain's absl-flag workaround."""
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -8,8 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Compile settings go through the environment so that the CLI tests' child processes inherit them.
 # The end-to-end tests compile the same small programs many times (each run, resume and restore, in
 # this process and in children); a persistent compilation cache, fresh per test session, compiles
-# each of them once. Its key includes the compile options, hence the shared settings.
-os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vssjax-jax-cache-")
+# each of them once. Its key includes the compile options, hence the shared settings. It is removed
+# when the session ends (about 25 MB each).
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="vssjax-jax-cache-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 # Tests run tiny models: compile time dominates, so trade run-time optimisation for compile speed.
