@@ -11,6 +11,8 @@ and one RNG per sample from (seed, sample index), so a restored iterator state r
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import signal
 from collections.abc import Iterator
 
 import grain
@@ -164,6 +166,19 @@ class _LocalBatchMap(grain.transforms.Map):
     self._first_row = shard_options.shard_index * self._local
     self._seed = seed
     self._epoch_order: tuple[int, np.ndarray] | None = None
+
+  def __setstate__(self, state: dict) -> None:
+    """Unpickled in a Grain worker process (`data.num_workers` > 0): Ctrl-C is ignored there.
+
+    A terminal's Ctrl-C reaches every process of its group. The training process stops cleanly
+    at it (checkpoint, then exit), which stops the workers; a worker that raised
+    KeyboardInterrupt instead would print its traceback and leave its shared memory behind, or,
+    interrupted mid-batch, fail the fetch the checkpoint waits for. Grain's DataLoader takes no
+    worker initialiser, and a worker unpickles its operations first thing, in its main thread.
+    """
+    self.__dict__.update(state)
+    if multiprocessing.parent_process() is not None:
+      signal.signal(signal.SIGINT, signal.SIG_IGN)
 
   def _item_at(self, position: int) -> tuple[int, int | None]:
     """(video, target frame or None) of stream position `position`."""

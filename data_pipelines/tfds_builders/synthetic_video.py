@@ -1,7 +1,6 @@
 """TFDS builder for the procedural synthetic video set, keyed on all its knobs."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import logging
@@ -56,15 +55,9 @@ def _not_a_custom_config_warning(record: logging.LogRecord) -> bool:
               and isinstance(record.args[0], SyntheticVideoConfig))
 
 
-@contextlib.contextmanager
-def _without_custom_config_warning():
-  """Filters that one warning out of absl's logger (TFDS's) while a builder is made."""
-  logger = absl_logging.get_absl_logger()
-  logger.addFilter(_not_a_custom_config_warning)
-  try:
-    yield
-  finally:
-    logger.removeFilter(_not_a_custom_config_warning)
+# For the life of the process, from the import of the builder's class on: Grain's worker processes
+# make the builder again when they unpickle the data source, and import this module to do so.
+absl_logging.get_absl_logger().addFilter(_not_a_custom_config_warning)
 
 
 def prepare_synthetic(data_dir: str, **knobs) -> VssjaxSyntheticVideo:
@@ -72,9 +65,7 @@ def prepare_synthetic(data_dir: str, **knobs) -> VssjaxSyntheticVideo:
   config = synthetic_config(**knobs)
   # TFDS refuses a config object named like a predefined one; pass those by name.
   predefined = config.name in {c.name for c in VssjaxSyntheticVideo.BUILDER_CONFIGS}
-  with _without_custom_config_warning():
-    builder = VssjaxSyntheticVideo(config=config.name if predefined else config,
-                                   data_dir=os.path.expanduser(data_dir),
-                                   file_format="array_record")
+  builder = VssjaxSyntheticVideo(config=config.name if predefined else config,
+                                 data_dir=os.path.expanduser(data_dir), file_format="array_record")
   builder.download_and_prepare()
   return builder

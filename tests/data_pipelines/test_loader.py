@@ -1,5 +1,9 @@
-"""Tests for the Grain train loader (batches, checkpointing, sharding, bad samples) and eval."""
+"""Tests for the Grain train loader (batches, checkpointing, sharding, bad samples, worker
+processes) and eval."""
 import logging
+import multiprocessing
+import os
+import signal
 
 import grain
 import numpy as np
@@ -26,6 +30,26 @@ def test_batches_follow_the_contract(tmp_path):
   assert batch["labels"].shape == (4, 3, 24, 24) and batch["labels"].dtype == np.int32
   assert batch["labeled"].shape == (4, 3) and batch["labeled"].dtype == np.bool_
   assert set(np.unique(batch["labels"])) <= set(range(9)) | {255}
+
+
+def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c(tmp_path):
+  """Two Grain workers build what the training process builds alone, and a Ctrl-C, which a
+  terminal sends to every process of the group, does not kill them: the training process decides
+  when to stop (`vssjax.train.preemption`)."""
+  cfg = helpers.data_config(tmp_path, backend="arrayrecord")
+  expected = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=5, shard_options=ONE_SHARD)), 4)
+  cfg.num_workers = 2
+  iterator = iter(loader.make_train_loader(cfg, CLIP3, seed=5, shard_options=ONE_SHARD))
+  batches = _take(iterator, 1)
+  workers = multiprocessing.active_children()
+  assert len(workers) == 2
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGINT)
+  batches += _take(iterator, 3)
+  assert all(worker.is_alive() for worker in workers)
+  for got, want in zip(batches, expected, strict=True):
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def test_checkpoint_round_trip_replays_batches(tmp_path):
