@@ -171,10 +171,10 @@ class _LocalBatchMap(grain.transforms.Map):
     """Unpickled in a Grain worker process (`data.num_workers` > 0): Ctrl-C is ignored there.
 
     A terminal's Ctrl-C reaches every process of its group. The training process stops cleanly
-    at it (checkpoint, then exit), which stops the workers; a worker that raised
-    KeyboardInterrupt instead would print its traceback and leave its shared memory behind, or,
-    interrupted mid-batch, fail the fetch the checkpoint waits for. Grain's DataLoader takes no
-    worker initialiser, and a worker unpickles its operations first thing, in its main thread.
+    at it (checkpoint, then exit), which ends the workers; each worker used to raise
+    KeyboardInterrupt too, dumping its traceback into the run's log, and a batch it was building
+    was lost. Grain's DataLoader takes no worker initialiser; a worker unpickles its operations
+    first thing, in its main thread.
     """
     self.__dict__.update(state)
     if multiprocessing.parent_process() is not None:
