@@ -24,6 +24,7 @@ _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255,
             (140, 86, 75), (227, 119, 194), (23, 190, 207))
 _SIZE = (900, 560)
 _MARGIN = (80, 40, 30, 60)  # left, top, right, bottom
+_DOT = 5  # radius of a point's dot, pixels
 
 
 def read_point(spec: str, metric: str) -> tuple[str, float, float]:
@@ -57,7 +58,8 @@ def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> boo
 def _label_spot(draw: ImageDraw.ImageDraw, label: str, px: int, py: int,
                 taken: list[tuple[int, int, int, int]]) -> tuple[int, int]:
   """Where `label` goes next to its point (px, py): up-right, or moved down a line at a time
-  until it clears the labels already drawn (close points, e.g. DCFM at K=1 and K=2)."""
+  until it clears what `taken` holds, the labels already drawn and every point's dot (close
+  points, e.g. DCFM at K=1 and K=2)."""
   y = py - 14
   while True:
     box = draw.textbbox((px + 8, y), label)
@@ -65,6 +67,20 @@ def _label_spot(draw: ImageDraw.ImageDraw, label: str, px: int, py: int,
       taken.append(box)
       return px + 8, y
     y = max(y + 1, max(o[3] for o in taken if _overlaps(box, o)) + 2)
+
+
+def _dot_box(px: int, py: int) -> tuple[int, int, int, int]:
+  return px - _DOT, py - _DOT, px + _DOT, py + _DOT
+
+
+def _label_spots(draw: ImageDraw.ImageDraw, positions: dict[str, tuple[int, int]]
+                 ) -> dict[str, tuple[int, int]]:
+  """Each label's spot (`_label_spot`), clear of every point's dot and of the labels placed before
+  it, placed from the top point down: labels pushed down by a close point's stay in the points'
+  vertical order."""
+  taken = [_dot_box(px, py) for px, py in positions.values()]
+  top_down = sorted(positions.items(), key=lambda item: (item[1][1], item[1][0]))
+  return {label: _label_spot(draw, label, px, py, taken) for label, (px, py) in top_down}
 
 
 def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str = "mIoU",
@@ -97,17 +113,17 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
   if title:
     draw.text((width // 2 - 4 * len(title), 10), title, fill="black")
   families = list(dict.fromkeys(label.split(" ")[0] for label, _, _ in points))
-  positions, taken = {}, []
-  for label, x, y in points:
+  positions = {label: to_px(x, y) for label, x, y in points}
+  spots = _label_spots(draw, positions)
+  for label, _, _ in points:
     family = label.split(" ")[0]
     colour = _COLOURS[families.index(family) % len(_COLOURS)]
-    px, py = to_px(x, y)
+    px, py = positions[label]
     same = [to_px(px_, py_) for l, px_, py_ in points if l.split(" ")[0] == family]
     if len(same) > 1:
       draw.line(sorted(same), fill=colour, width=1)
-    draw.ellipse((px - 5, py - 5, px + 5, py + 5), fill=colour)
-    draw.text(_label_spot(draw, label, px, py, taken), label, fill=colour)
-    positions[label] = (px, py)
+    draw.ellipse(_dot_box(px, py), fill=colour)
+    draw.text(spots[label], label, fill=colour)
   image.save(path)
   return positions
 
