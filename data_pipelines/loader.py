@@ -174,7 +174,7 @@ class _LocalBatchMap(grain.transforms.Map):
     at it (checkpoint, then exit), which ends the workers; each worker used to raise
     KeyboardInterrupt too, dumping its traceback into the run's log, and a batch it was building
     was lost. Grain's DataLoader takes no worker initialiser; a worker unpickles its operations
-    first thing, in its main thread.
+    first thing, in its main thread (a Ctrl-C during its start-up, before that, still ends it).
     """
     self.__dict__.update(state)
     if multiprocessing.parent_process() is not None:
