@@ -21,6 +21,17 @@ def test_poly_warmup_schedule_matches_mmcv_formula():
   np.testing.assert_allclose(schedule(10), 0.0, atol=1e-12)
 
 
+def test_dcfm_poly_after_warmup_schedule():
+  """DCFM's PolyScheduler (specs/dcfm.md §6.1): the warm-up ramps the BASE lr,
+  base * ((1-r) * s/W + r), and the poly decay restarts after it, (1 - (s-W)/(T-W))^p, so the lr
+  is the full base at the end of warm-up."""
+  schedule = optimizer.poly_warmup_schedule(
+      1.0, total_steps=10, warmup_steps=2, warmup_ratio=0.1, power=1.0, min_lr=0.0,
+      poly_after_warmup=True)
+  np.testing.assert_allclose([schedule(s) for s in (0, 1, 2, 6, 10)], [0.1, 0.55, 1.0, 0.5, 0.0],
+                             rtol=1e-6, atol=1e-7)
+
+
 def test_poly_power_and_min_lr():
   schedule = optimizer.poly_warmup_schedule(
       1.0, total_steps=4, warmup_steps=0, warmup_ratio=1e-6, power=2.0, min_lr=0.1)
@@ -76,8 +87,9 @@ def test_clipping_and_accumulation(clip, accumulate):
   if accumulate == 2:
     np.testing.assert_array_equal(updates["w"], 0.0)  # first micro-step only accumulates
     updates, state = tx.update({"w": jnp.array([30.0, 40.0])}, state, params)
-  # Adam's first step is lr * sign(g) whatever the scale, so clipping shows in the direction only;
-  # accumulated, it is made at train step 1, lr 1e-2 * (1 - 1/100).
+  # Adam's first step is lr * sign(g) whatever the scale, and global-norm clipping only rescales,
+  # so this cannot see clipping (test_sgd_step_shows_global_norm_clipping does); it checks that the
+  # chain still takes Adam's step. Accumulated, it is made at train step 1, lr 1e-2 * (1 - 1/100).
   lr = 1e-2 * (1 - (accumulate - 1) / 100)
   np.testing.assert_allclose(updates["w"], [-lr, -lr], rtol=1e-5)
 
@@ -96,3 +108,21 @@ def test_accumulated_updates_follow_the_schedule_in_train_steps():
     expected = -schedule(t) if t % 2 == 1 else 0.0  # SGD on a mean gradient of 1: -lr
     np.testing.assert_allclose(updates["w"], expected, rtol=1e-6, atol=1e-12, err_msg=f"step {t}")
   assert float(schedule(11)) == pytest.approx(1.0 / 12)  # near the end of the decay
+
+
+@pytest.mark.parametrize("clip,grads,expected", [
+    (1.0, (30.0, 40.0), (0.6, 0.8)),  # global norm 50 -> scaled to norm 1 (not per leaf: 1, 1)
+    (1.0, (0.3, 0.4), (0.3, 0.4)),  # norm 0.5 <= 1: left as it is
+    (0.0, (30.0, 40.0), (30.0, 40.0)),  # clipping disabled
+])
+def test_sgd_step_shows_global_norm_clipping(clip, grads, expected):
+  """Plain SGD (momentum 0, no decay) moves by -lr * g, so the step's size shows the clipped
+  gradient, which AdamW's scale-free first step hides. The norm is over all leaves together."""
+  optim = configs_lib.base_config().optim
+  optim.update(name="sgd", momentum=0.0, lr=0.1, weight_decay=0.0, warmup_steps=0,
+               param_groups=(), grad_clip_norm=clip, accumulate_steps=1)
+  params = {"a": jnp.zeros(()), "b": jnp.zeros(())}
+  tx, _ = optimizer.make_optimizer(optim, total_steps=100, params=params)
+  updates, _ = tx.update({"a": jnp.array(grads[0]), "b": jnp.array(grads[1])}, tx.init(params),
+                         params)
+  np.testing.assert_allclose([updates["a"], updates["b"]], -0.1 * np.array(expected), rtol=1e-6)
