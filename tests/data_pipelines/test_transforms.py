@@ -91,6 +91,22 @@ def test_random_crop_uses_one_box_for_the_clip():
   np.testing.assert_array_equal(out_f, frames[:, 2:6, 3:8])
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_random_crop_draws_every_offset_up_to_the_margin(axis):
+  """mmseg draws each offset with np.random.randint(0, margin + 1): with a margin of 2 the box
+  starts at 0, 1 and 2, the last one included, along that axis, and only at 0 along the other."""
+  crop = (4, 5)
+  hw = tuple(c + 2 * (i == axis) for i, c in enumerate(crop))
+  rows, cols = np.indices(hw)
+  frames = np.stack([rows, cols, cols], -1)[None].astype(np.uint8)  # pixel = its own (row, col)
+  labels = np.zeros((1,) + hw, np.uint8)
+  starts = set()
+  for seed in range(100):
+    out_f, _, _ = transforms.random_crop(C(frames, labels), crop, 1.0, np.random.default_rng(seed))
+    starts.add(tuple(int(v) for v in out_f[0, 0, 0, :2]))
+  assert starts == {tuple(o * (i == axis) for i in range(2)) for o in (0, 1, 2)}
+
+
 def test_hflip_all_or_nothing():
   frames = np.arange(2 * 1 * 3 * 3, dtype=np.uint8).reshape(2, 1, 3, 3)
   labels = np.array([[[0, 1, 2]], [[3, 4, 5]]], np.uint8)
