@@ -1,10 +1,15 @@
 """The per-frame streaming predictor: the network compiles once per network input size, however
-many frame sizes resize to it; labels come back at each frame's own size."""
+many frame sizes resize to it; labels come back at each frame's own size, through mmseg's two
+resizes."""
 import jax
 import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
 from tests.conftest import load_config, random_clip_batch
 from vssjax.methods import get_method
+from vssjax.methods.per_frame import logits_to_labels
 
 
 def test_frame_sizes_that_resize_alike_share_the_network_program(monkeypatch):
@@ -28,3 +33,17 @@ def test_frame_sizes_that_resize_alike_share_the_network_program(monkeypatch):
     assert index == 0 and labels.shape == hw
     assert labels.min() >= 0 and labels.max() < 9
   assert traced_inputs == [(64, 64), (32, 64)]
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_labels_resize_logits_to_the_input_size_then_to_the_frame_size(align_corners):
+  """mmseg (and semseg) resize logits to the network input, then to the frame: argmax of torch's
+  two bilinear resizes. One direct resize differs at some pixels, so a single resize fails."""
+  logits = np.random.default_rng(0).standard_normal((1, 12, 16, 5)).astype(np.float32)
+  up = lambda x, hw: F.interpolate(x, hw, mode="bilinear", align_corners=align_corners)
+  torch_logits = torch.from_numpy(logits).permute(0, 3, 1, 2)
+  expected = up(up(torch_logits, (48, 64)), (45, 61)).argmax(1).numpy()
+  one_resize = up(torch_logits, (45, 61)).argmax(1).numpy()
+  assert (expected != one_resize).sum() > 10  # the sizes are chosen so that the two differ
+  labels = logits_to_labels(logits, (48, 64), (45, 61), align_corners=align_corners)
+  np.testing.assert_array_equal(labels, expected)
