@@ -7,8 +7,9 @@ with stride 1, `downsample.0` and the BasicBlock `conv1` stride 1), wrapped in t
 layout (`layer0`, `ppm.features.{i}`, `cls`, `aux`). Weights are unit-scale random and every BN
 has random running statistics. Reduced depths keep it fast; a layer with two blocks checks the
 dilation of non-first blocks. Compared at an odd, non-square size (65x97: 33x49 -> 17x25 -> 9x13,
-and PPM windows that overlap) in eval mode, and once in train mode (batch statistics, running
-statistic updates, aux head; dropout 0 on both sides).
+and PPM windows that overlap) and an even one (64x96, where only torch's symmetric max-pool padding,
+not "SAME"'s bottom/right padding, gives the right windows) in eval mode, and once in train mode
+(batch statistics, running statistic updates, aux head; dropout 0 on both sides).
 """
 import jax
 import numpy as np
@@ -188,8 +189,8 @@ def _nhwc(tensor):
   return tensor.detach().permute(0, 2, 3, 1).numpy()
 
 
-def _images(batch, seed=1):
-  return np.random.default_rng(seed).standard_normal((batch, 65, 97, 3)).astype(np.float32)
+def _images(batch, seed=1, hw=(65, 97)):
+  return np.random.default_rng(seed).standard_normal((batch, *hw, 3)).astype(np.float32)
 
 
 def _assert_close(ours, theirs, what):
@@ -211,17 +212,19 @@ def _forward(model, variables, images, train):
     return jax.jit(run)(variables, images)
 
 
+@pytest.mark.parametrize("hw,out_hw", [((65, 97), (9, 13)), ((64, 96), (8, 12))],
+                         ids=["odd", "even"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_pspnet_eval_matches_torch(config):
+def test_pspnet_eval_matches_torch(config, hw, out_hw):
   _, torch_model = torch_pspnet(config)
   model = flax_pspnet(config)
   variables = convert_pspnet(_numpy_state(torch_model), model)
-  images = _images(1)
+  images = _images(1, hw=hw)
   with torch.no_grad():
     expected = torch_model.eval()(torch.from_numpy(images).permute(0, 3, 1, 2))
   ours, _ = _forward(model, variables, images, train=False)
   assert "aux_logits" not in ours
-  assert ours["c4"].shape[1:3] == ours["logits"].shape[1:3] == (9, 13)
+  assert ours["c4"].shape[1:3] == ours["logits"].shape[1:3] == out_hw
   for name in ("c1", "c2", "c3", "c4", "features", "logits"):
     _assert_close(ours[name], _nhwc(expected[name]), name)
 
