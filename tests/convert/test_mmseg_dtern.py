@@ -4,6 +4,8 @@ wrong checkpoints fail naming their keys.
 The manifest is generated here from the spec's key list (not from the converter's rules), with the
 torch shapes of a tiny model, since the released weights are not available offline.
 """
+import re
+
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -127,23 +129,41 @@ def _state_dict(method, num_clusters=None):
           for k, s in shapes.items()}
 
 
+_TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
+               "var": "running_var"}
+
+
+def _source_key(path):
+  """The torch key a Flax variable comes from, by the documented convention (`a.b.0.c` is
+  `a/b_0/c`, torch's weight/running_* leaves) plus the two modules whose torch names nest deeper:
+  the SegFormer head's `linear_c{i}.proj` and the Mix-FFN's `dwconv.dwconv`."""
+  _, *modules, leaf = path.split("/")
+  modules = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
+  if re.fullmatch(r"linear_c\d", modules[-1]):
+    modules.append("proj")
+  elif modules[-2:] == ["mlp", "dwconv"]:
+    modules.append("dwconv")
+  return ".".join(modules + [_TORCH_LEAF.get(leaf, leaf)])
+
+
+def _torch_layout(path, tensor):
+  """Linear (out, in) -> Dense (in, out); Conv2d (out, in, kh, kw) -> (kh, kw, in, out)."""
+  if not path.endswith("/kernel"):
+    return tensor
+  return tensor.T if tensor.ndim == 2 else tensor.transpose(2, 3, 1, 0)
+
+
 def test_manifest_converts_completely_and_runs(method):
   state_dict = _state_dict(method)
   variables = convert_mmseg_dtern(state_dict, method.module)
   flat = traverse_util.flatten_dict(variables, sep="/")
-  np.testing.assert_array_equal(
-      flat["params/decode_head/dtern/cluster_blocks_1/top_down_transform1"],
-      state_dict["decode_head.dtern.cluster_blocks.1.top_down_transform1"])
-  np.testing.assert_array_equal(  # Linear (out, in) -> Dense (in, out)
-      flat["params/decode_head/dtern/gtem/q/kernel"],
-      state_dict["decode_head.dtern.gtem.q.weight"].T)
-  np.testing.assert_array_equal(  # depth-wise (C, 1, kh, kw) -> (kh, kw, 1, C)
-      flat["params/decode_head/dtern/cluster_blocks_0/clustering/cam/excite_0/kernel"],
-      state_dict["decode_head.dtern.cluster_blocks.0.clustering.cam.excite.0.weight"].transpose(
-          2, 3, 1, 0))
-  np.testing.assert_array_equal(
-      flat["batch_stats/decode_head/dtern/gtem/cross_attn/out_project/bn/var"],
-      state_dict["decode_head.dtern.gtem.cross_attn.out_project.bn.running_var"])
+  # Every variable is its own source tensor, not another of the same shape (e.g. an LTEM's q and k
+  # swapped), and every saved tensor but `num_batches_tracked` is used exactly once.
+  for path, value in flat.items():
+    np.testing.assert_array_equal(value, _torch_layout(path, state_dict[_source_key(path)]),
+                                  err_msg=path)
+  assert sorted(map(_source_key, flat)) == sorted(
+      k for k in state_dict if not k.endswith("num_batches_tracked"))
   # The converted variables run a clip end to end.
   frames = np.random.default_rng(1).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
   logits = method.clip_logits(variables, frames)

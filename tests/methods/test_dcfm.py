@@ -1,5 +1,5 @@
-"""DCFM method: the symmetric loss, the keyframe schedules (B, P, AKS, rotation), h-flip TTA, the
-non-key cost."""
+"""DCFM method: the symmetric loss and its masked consistency term, the keyframe schedules (B, P,
+AKS and its score, rotation), h-flip TTA, the non-key cost."""
 
 import dataclasses
 
@@ -7,10 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from tests.conftest import load_config
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
+from vssjax.models.dcfm import DCFM
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,54 @@ def test_symmetric_loss_on_identical_and_different_pairs(method_and_variables):
   assert m["loss_nonkey"] != pytest.approx(m["loss_key"], rel=1e-4)
   assert loss == pytest.approx(m["loss_key"] + 0.4 * m["loss_nonkey"]
                                + 10.0 * m["loss_consistency"], rel=1e-5)
+
+
+def test_consistency_loss_is_the_masked_feature_mse(method_and_variables):
+  """Spec eq. 11: sum M (F^_L - F^_U)^2 / (b d h w), with M = [argmax P_L == argmax P_U] on the
+  low-resolution logits, recomputed from the key-path decodes of x_L and x_U (the first and third
+  `decode` calls) on a pair whose mask is neither empty nor full."""
+  method, variables = method_and_variables
+  rng = np.random.default_rng(2)
+  frames = rng.integers(0, 256, (2, 2, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 9, (2, 2, 32, 32)).astype(np.int32)
+
+  @jax.jit
+  def metrics_and_decodes(params, state, batch, key):
+    decodes = []
+
+    def record(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if isinstance(context.module, DCFM) and context.method_name == "decode":
+        decodes.append(out)
+      return out
+
+    with nn.intercept_methods(record):
+      _, (metrics, _) = method.loss_and_metrics(params, state, batch, key)
+    return metrics, decodes
+
+  metrics, decodes = metrics_and_decodes(
+      variables["params"], {"batch_stats": variables["batch_stats"]},
+      {"frames": frames, "labels": labels}, jax.random.key(1))
+  assert len(decodes) == 3
+  (fused_l, logits_l), _, (fused_u, logits_u) = jax.tree.map(np.asarray, decodes)
+  mask = np.argmax(logits_l, -1) == np.argmax(logits_u, -1)
+  assert 0 < mask.mean() < 1 and float(metrics["mask_fraction"]) == mask.mean()
+  squared = (fused_l - fused_u) ** 2
+  expected = np.sum(mask[..., None] * squared) / squared.size
+  assert float(metrics["loss_consistency"]) == pytest.approx(expected, rel=1e-5)
+  assert np.mean(squared) != pytest.approx(expected, rel=1e-2)  # the mask matters here
+
+
+def test_aks_score_is_the_mean_absolute_difference_of_normalised_frames():
+  """Spec §5: mean |x_j - x_k| over every element of the ImageNet mean/std-normalised frames, so
+  each channel's difference is divided by its std (58.395, 57.12, 57.375)."""
+  keyframe = np.full((6, 4, 3), 100, np.uint8)
+  frame = keyframe.copy()
+  frame[..., 0] = 200  # +100 in R
+  frame[:2, :, 1] = 50  # -50 in G on a third of the pixels
+  expected = (100 / 58.395 + 50 / 57.12 / 3) / 3
+  assert aks_score(frame, keyframe) == pytest.approx(expected, rel=1e-6)
+  assert aks_score(keyframe, frame) == pytest.approx(expected, rel=1e-6)
 
 
 def _video(num_frames, cut_at=None):

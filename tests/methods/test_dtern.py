@@ -52,6 +52,25 @@ def test_every_parameter_but_the_unused_gets_a_gradient(grads_and_metrics):
       metrics["loss"], 0.5 * metrics["loss_frames"] + 0.5 * metrics["loss_target"], rtol=1e-6)
 
 
+def test_only_the_target_frame_s_labels_enter_the_target_loss(method_and_variables):
+  """The final and class-token predictions are the last frame's: relabelling the reference frames
+  moves the frame loss only, relabelling the target frame moves the target loss."""
+  method, variables = method_and_variables
+  loss = jax.jit(method.loss_and_metrics)
+  state = {"batch_stats": variables["batch_stats"]}
+  batch = _batch()
+
+  def metrics_with(labels):
+    return loss(variables["params"], state, dict(batch, labels=labels), jax.random.key(1))[1][0]
+
+  metrics = metrics_with(batch["labels"])
+  references = metrics_with(batch["labels"].at[:, :-1].set(0))
+  np.testing.assert_array_equal(references["loss_target"], metrics["loss_target"])
+  assert references["loss_frames"] != metrics["loss_frames"]
+  target = metrics_with(batch["labels"].at[:, -1].set(0))
+  assert target["loss_target"] != metrics["loss_target"]
+
+
 def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and_metrics):
   _, variables = method_and_variables
   _, valid_metrics = grads_and_metrics

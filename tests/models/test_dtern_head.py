@@ -1,5 +1,5 @@
-"""DTERN head: parameter counts of spec §10.2, GTEM and the cosine vs numpy, the temporal path,
-early exit, the release's init (spec §7)."""
+"""DTERN head: parameter counts of spec §10.2, GTEM and the cosine vs numpy, the fusion vs torch,
+the temporal path, early exit, the release's init (spec §7)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,6 +93,33 @@ def test_references_reach_the_target_only_through_the_exemplar_gate(head_and_var
     flat[f"params/dtern/cluster_blocks_{layer}/sim_beta"] = np.array([-1e4], np.float32)
   gated = traverse_util.unflatten_dict(flat, sep="/")
   np.testing.assert_allclose(final(gated, features), final(gated, other_refs), atol=1e-6)
+
+
+def test_fuse_matches_torch(head_and_variables):
+  """Spec §4.1: each level's conv-BN-ReLU, bilinear (align_corners=False) to c2's 1/8 grid,
+  concatenated [c4', c3', c2', c1'], fusion conv-BN-ReLU; torch's F.interpolate is the reference
+  (c1 is downsampled, c3 and c4 upsampled)."""
+  head, variables = head_and_variables
+  levels = [f[:, 0] for f in _features(np.random.default_rng(3), 2, 1)]
+  out = head.apply(variables, levels, train=False,
+                   method=lambda m, levels, train: m.dtern.fuse(levels, train=train))
+  params, stats = (jax.tree.map(lambda a: torch.tensor(np.asarray(a)), variables[c]["dtern"])
+                   for c in ("params", "batch_stats"))
+
+  def conv_bn_relu(name, x):  # eval-mode mmcv ConvModule, NCHW
+    y = torch.nn.functional.conv2d(x, params[name]["conv"]["kernel"].permute(3, 2, 0, 1))
+    y = torch.nn.functional.batch_norm(y, stats[name]["bn"]["mean"], stats[name]["bn"]["var"],
+                                       params[name]["bn"]["scale"], params[name]["bn"]["bias"],
+                                       eps=1e-5)
+    return torch.relu(y)
+
+  grid = levels[1].shape[1:3]
+  maps = [torch.nn.functional.interpolate(
+      conv_bn_relu(f"convs_{i}", torch.tensor(np.asarray(level)).permute(0, 3, 1, 2)),
+      size=grid, mode="bilinear", align_corners=False) for i, level in enumerate(levels[::-1])]
+  want = conv_bn_relu("fusion_conv", torch.cat(maps, dim=1)).permute(0, 2, 3, 1).numpy()
+  assert out.shape == want.shape == (2, 8, 8, 16)
+  np.testing.assert_allclose(out, want, atol=1e-5)
 
 
 def test_single_frame_is_the_segformer_branch(head_and_variables):

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 
 from vssjax.models.layers import DepthwiseConv
@@ -55,6 +56,32 @@ def test_every_layer_norm_path_contains_norm(tiny_model_and_vars):
   assert "backbone/norm4/scale" in paths and "backbone/patch_embed1/norm/scale" in paths
   scales = [p for p in paths if p.endswith("/scale")]
   assert scales and all("norm" in p or p.endswith("bn/scale") for p in scales)
+
+
+def test_layer_norm_epsilons_are_mmseg_s():
+  """Each MiT LayerNorm's eps by module path, as mmseg (specs/dtern.md §2): 1e-5 in the patch-embed
+  and spatial-reduction norms, 1e-6 in the block and stage norms. The parity test cannot see a
+  wrong eps (its activations have unit variance), so it is read off the modules here."""
+  model = mit("b0", **_TINY)
+  epsilons = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.LayerNorm) and context.method_name == "__call__":
+      epsilons["/".join(context.module.path)] = context.module.epsilon
+    return next_fun(*args, **kwargs)
+
+  images = jnp.ones((1, 32, 32, 3))
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  expected = {}
+  for stage, depth in enumerate(_TINY["depths"], start=1):
+    expected[f"patch_embed{stage}/norm"] = 1e-5
+    for j in range(depth):
+      expected[f"block{stage}_{j}/norm1"] = expected[f"block{stage}_{j}/norm2"] = 1e-6
+      if stage < 4:  # sr ratio > 1
+        expected[f"block{stage}_{j}/attn/norm"] = 1e-5
+    expected[f"norm{stage}"] = 1e-6
+  assert epsilons == expected
 
 
 def test_train_mode_drop_path_is_random_and_eval_is_deterministic(tiny_model_and_vars):
