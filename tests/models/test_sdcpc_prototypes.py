@@ -102,3 +102,35 @@ def test_prototype_pixels_predicted_or_correct():
         mcp_cl_loss, num_prototypes=1, temperature=0.1, kmeans_iters=1, prototype_pixels=mode,
         max_pixels_per_class=100))(embedding, logits, labels[None], jax.random.key(0))
     np.testing.assert_allclose(loss, expected(*members), rtol=1e-5, err_msg=mode)
+
+
+def test_kmeans_starts_from_raster_runs_and_moves_pixels_to_their_nearest_prototype():
+  """Three tight groups of 6, 12 and 12 pixels in raster order, K = 3: the starting runs of 10 mix
+  the groups; one k-means step (each pixel to its most similar prototype) separates them, in the
+  order of the runs."""
+  rng = np.random.default_rng(0)
+  groups = np.repeat([0, 1, 2], [6, 12, 12])
+  embeddings = _unit(np.eye(4)[groups] + 0.05 * rng.normal(size=(30, 4)))
+  prototypes, _ = jax.jit(class_prototypes, static_argnums=(2, 3, 4))(
+      jnp.asarray(embeddings, jnp.float32), jnp.zeros(30, jnp.int32), 1, 3, 1)
+  want = [_unit(embeddings[groups == g].mean(0)) for g in range(3)]
+  np.testing.assert_allclose(prototypes[0], want, atol=1e-5)
+
+
+def test_anchors_are_capped_per_labelled_class():
+  """`max_pixels_per_class` caps the anchors of each LABELLED class: with the cap at the label
+  counts (8 and 8) every anchor is used, however many pixels are predicted as one class (15)."""
+  rng = np.random.default_rng(3)
+  embedding = _unit(rng.normal(size=(1, 4, 4, 6))).astype(np.float32)
+  labels = np.repeat([0, 0, 1, 1], 4).reshape(1, 4, 4)
+  predicted = np.zeros(16, int)
+  predicted[-1] = 1
+  logits = np.eye(2, dtype=np.float32)[predicted].reshape(1, 4, 4, 2)
+  loss = jax.jit(functools.partial(
+      mcp_cl_loss, num_prototypes=1, temperature=0.1, kmeans_iters=1,
+      prototype_pixels="predicted"), static_argnames="max_pixels_per_class")
+  uncapped = loss(embedding, logits, labels, jax.random.key(0), max_pixels_per_class=100)
+  for seed in range(3):
+    np.testing.assert_allclose(
+        loss(embedding, logits, labels, jax.random.key(seed), max_pixels_per_class=8), uncapped,
+        rtol=1e-6)
