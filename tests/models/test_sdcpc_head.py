@@ -1,5 +1,6 @@
 """SD-CPC head: output shapes on MiT-like and dilated-ResNet-like strides, stage 1 aggregating only
-the most different reference cells, the single-frame exit. (Gradients: tests/methods/test_sdcpc.py.)"""
+the most different reference cells, both stages adding to the target, the fine stage's difference
+gate, the single-frame exit. (Gradients: tests/methods/test_sdcpc.py.)"""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +73,69 @@ def test_single_frame_is_the_segformer_branch(variables):
                     for c, tree in variables.items()}
   want, _ = SegFormerHead(5, 16).apply(segformer_vars, [f[:, 0] for f in features], train=False)
   np.testing.assert_allclose(out["frame_logits"][:, 0], want, atol=1e-6)
+
+
+def _zeroed(params, *paths):
+  """`params` with the Dense kernels and biases under each path ('a/b') set to zero."""
+  params = jax.tree.map(np.asarray, params)
+  for path in paths:
+    node = params
+    for key in path.split("/"):
+      node = node[key]
+    for name in node:
+      node[name] = np.zeros_like(node[name])
+  return params
+
+
+def test_dssa_stages_add_to_the_target():
+  """Spec §6.2, F_t = Y_t + Z1 (upsampled) + gate * Z2: with the coarse stage's projection zeroed
+  and the fine stage gated off, DSSA returns the target unchanged."""
+  rng = np.random.default_rng(7)
+  target = jnp.asarray(rng.normal(size=(1, 4, 4, 8)), jnp.float32)
+  refs = jnp.asarray(rng.normal(size=(1, 2, 4, 4, 8)), jnp.float32)
+  dssa = DSSA(coarse_factor=2, window=3, num_heads=2)
+  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))["params"]
+  params = {**_zeroed(params, "coarse_attn/proj"), "gate_beta": jnp.full((1,), -1e4)}
+  np.testing.assert_allclose(dssa.apply({"params": params}, target, refs), target, atol=1e-6)
+
+
+def test_fine_stage_gate_opens_with_the_static_difference():
+  """The fine stage is scaled per pixel by sigma(alpha * mean_r (1 - cos(Y_t, Y_r)) + beta): with
+  a steep gate that opens at a mean difference of 1.5, rows 0-1 (both references equal to the
+  target, difference 0; or one equal and one negated, mean 1) get no fine-stage update and rows
+  2-3 (both references the target's negation, difference 2) do."""
+  rng = np.random.default_rng(8)
+  target = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
+  refs = rng.normal(size=(1, 2, 4, 4, 8)).astype(np.float32)
+  refs[:, :, :2] = target[:, None, :2]
+  refs[:, 1, 1] = -target[:, 1]
+  refs[:, :, 2:] = -target[:, None, 2:]
+  dssa = DSSA(coarse_factor=2, window=3, num_heads=2)
+  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))["params"]
+  apply = jax.jit(lambda p: dssa.apply({"params": p}, target, refs))
+  gated_off = apply({**params, "gate_beta": jnp.full((1,), -1e4)})
+  steep = apply({**params, "gate_alpha": jnp.full((1,), 1e3),
+                 "gate_beta": jnp.full((1,), -1.5e3)})
+  np.testing.assert_allclose(steep[:, :2], gated_off[:, :2], atol=1e-6)
+  assert np.all(np.abs(np.asarray(steep[:, 2:] - gated_off[:, 2:])).max(-1) > 1e-4)
+
+
+def test_coarse_cells_are_chosen_per_reference():
+  """Each reference keeps the cells that differ most from the target in THAT reference: here
+  reference 0's is the bottom-right cell and reference 1's the top-left one, so with the fine stage
+  gated off reference 0's bottom-right cell reaches the output and its top-left one does not."""
+  rng = np.random.default_rng(9)
+  target = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
+  refs = np.repeat(target[:, None], 2, axis=1)  # difference 0 everywhere...
+  refs[:, 0, 2:, 2:] = -target[:, 2:, 2:]  # ...but 2 in one cell per reference
+  refs[:, 1, :2, :2] = -target[:, :2, :2]
+  dssa = DSSA(coarse_factor=2, keep_ratio=0.25, window=3, num_heads=2)
+  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))["params"]
+  gated_off = {**params, "gate_beta": jnp.full((1,), -1e4)}
+  apply = jax.jit(lambda r: dssa.apply({"params": gated_off}, target, r))
+  nudge = 0.1 * rng.normal(size=(1, 2, 2, 8)).astype(np.float32)
+  kept, dropped = refs.copy(), refs.copy()
+  kept[:, 0, 2:, 2:] += nudge
+  dropped[:, 0, :2, :2] += nudge
+  assert np.any(apply(kept) != apply(refs))
+  np.testing.assert_array_equal(apply(dropped), apply(refs))
