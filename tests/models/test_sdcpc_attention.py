@@ -1,5 +1,6 @@
 """SD-CPC attention: the blockwise window attention is exactly per-pixel window attention (with and
-without top-k sparsity), and DSSA costs far less than full cross-frame attention (XLA's counts)."""
+without top-k sparsity), dense attention is multi-head attention scaled per head, and DSSA costs
+far less than full cross-frame attention (XLA's counts)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,3 +70,19 @@ def test_dssa_costs_far_less_than_full_cross_frame_attention():
   assert flops < 0.1, dssa_costs
   assert bytes_accessed < 0.25, dssa_costs
   assert temp < 0.25, dssa_costs
+
+
+def test_dense_attention_is_multi_head_attention_scaled_per_head():
+  """SSEA and DSSA's coarse stage: each head's scores are scaled by 1/sqrt(head dim), not of the
+  full width, and the heads are concatenated in channel order."""
+  rng = np.random.default_rng(1)
+  q, k, v = (rng.normal(size=s) for s in ((2, 5, 8), (2, 6, 8), (2, 6, 8)))
+  heads, dim = 2, 4
+  want = np.zeros_like(q)
+  for h in range(heads):
+    part = slice(h * dim, (h + 1) * dim)
+    scores = np.einsum("bnd,bmd->bnm", q[..., part], k[..., part]) / np.sqrt(dim)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    want[..., part] = (weights / weights.sum(-1, keepdims=True)) @ v[..., part]
+  got = dense_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), heads)
+  np.testing.assert_allclose(got, want, atol=1e-5)
