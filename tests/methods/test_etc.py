@@ -1,5 +1,6 @@
-"""ETC method: which terms run for which weights, the frozen teacher, the flow batch key, the
-per-frame predictor. Tiny shapes: PSPNet-18 on 32x32 crops (a 4x4 logit grid), batch 2."""
+"""ETC method: which terms run for which weights, which frames each term pairs, the two passes'
+running statistics, the frozen teacher, the flow batch key, the per-frame predictor. Tiny shapes:
+PSPNet-18 on 32x32 crops (a 4x4 logit grid), batch 2."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config
-from vssjax.methods import etc, get_method
+from vssjax.methods import etc, etc_losses, get_method
 from vssjax.ops.resize import resize_bilinear
 from vssjax.train.loop import batch_spec
 
@@ -202,3 +203,74 @@ def test_predictor_upsamples_with_align_corners_per_frame(distilling):
   upsampled = resize_bilinear(logits, (40, 56), align_corners=True)
   np.testing.assert_array_equal(labels, np.argmax(upsampled[0], -1))
   assert predictor.push(frame)[0][0] == 1
+
+
+def test_distillation_pairs_each_frame_with_its_own_teacher_maps(distilling, monkeypatch):
+  """Spec §4.3: every term compares the student and the teacher on the SAME frame (t with t, s with
+  s, the cell's sequences both (s, t)), so a student whose maps are the teacher's own has zero
+  distillation loss. A student that matches on t only is left with 0.4 x the partner's
+  self-similarity loss (SS_t + 0.4 SS_s, the centre frame weighted 1). The teacher's maps are a
+  fixed random projection of each frame (a random PSPNet's are nearly constant over pixels)."""
+  method, variables, batch = distilling
+  rng = np.random.default_rng(9)
+  projections = {"logits": rng.normal(size=(3, 9)), "features": rng.normal(size=(3, 16))}
+
+  def maps(_, frames):  # [B, 32, 32, 3] -> [B, 4, 4, C], the stride-8 grid
+    pixels = frames[:, ::8, ::8].astype(jnp.float32) / 255 - 0.5
+    return {k: jnp.einsum("bhwc,cd->bhwd", pixels, w) for k, w in projections.items()}
+
+  monkeypatch.setattr(method.teacher, "distillation_maps", maps)
+  frames = jnp.asarray(batch["frames"])
+  out_t, out_s = maps(None, frames[:, -1]), maps(None, frames[:, 0])
+  state = {k: v for k, v in variables.items() if k != "params"}
+  terms = jax.jit(lambda student_t, student_s: {
+      name: value for name, _, value in method._distillation_terms(
+          variables["params"], state, frames, student_t, student_s)})
+  values = terms(out_t, out_s)
+  assert set(values) == set(DISTILLATION) | {"multi_frame_cell"}
+  for name in DISTILLATION:
+    assert float(values[name]) == pytest.approx(0.0, abs=1e-7), name
+  partner = etc_losses.self_similarity_distillation(
+      out_t["features"], out_s["features"], pool=method.config.method.self_similarity_pool)
+  assert float(partner) > 1e-3
+  np.testing.assert_allclose(terms(out_t, out_t)["self_similarity"], 0.4 * partner, rtol=1e-4)
+
+
+def test_temporal_term_and_running_statistics_follow_the_two_passes():
+  """Spec §4.2: L_tl(Z_t, Z_s, I_t, I_s, flow(partner, target)) on the target pass then the partner
+  pass; the partner pass normalises with its own batch and updates the running statistics the
+  target pass left (the release's two torch forwards). Dropout off, so both passes recompute."""
+  config = _config("temporal")
+  config.model.dropout_rate = 0.0
+  method = get_method(config)
+  batch = _batch(config)
+  variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=2)
+  params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
+  _, (metrics, new_state) = jax.jit(method.loss_and_metrics)(params, state, batch,
+                                                             jax.random.key(0))
+  forward = jax.jit(lambda stats, images: method.module.apply(
+      {"params": params, "batch_stats": stats}, images, train=True, mutable=["batch_stats"]))
+  images_t, images_s = (method._images(jnp.asarray(batch["frames"][:, i])) for i in (-1, 0))
+  out_t, stats = forward(state["batch_stats"], images_t)
+  out_s, stats = forward(stats["batch_stats"], images_s)
+  temporal = etc_losses.temporal_loss(out_t["logits"], out_s["logits"], images_t, images_s,
+                                      jnp.asarray(batch["flow"][:, 0]), weight=1.0,
+                                      formulation=config.method.temporal_formulation)
+  np.testing.assert_allclose(metrics["loss_temporal"], temporal, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               new_state["batch_stats"], stats["batch_stats"])
+
+
+def test_class_weights_reach_the_supervised_loss():
+  """`method.class_weights` (CriterionDSN's weighted CE on Cityscapes, spec §4.1) weigh the
+  supervised term: weighting one class up changes it, and () is the unweighted CE."""
+  losses = []
+  for weights in ((), (1.0,) * 9, (10.0,) + (1.0,) * 8):
+    method = get_method(_config("baseline", class_weights=weights))
+    batch = _batch(method.config)
+    variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=3)
+    _, (metrics, _) = jax.jit(method.loss_and_metrics)(
+        variables["params"], {"batch_stats": variables["batch_stats"]}, batch, jax.random.key(0))
+    losses.append(float(metrics["loss_supervised"]))
+  assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+  assert abs(losses[2] - losses[0]) > 1e-3 * abs(losses[0])
