@@ -1,12 +1,14 @@
-"""PSPNet outputs: stride-8 logits and PPM features, the aux head only in training; head init."""
+"""PSPNet outputs: stride-8 logits and PPM features, the aux head only in training; head init;
+the heads' channel-wise (2-D) dropout."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.pspnet import PSPNet, pspnet
+from vssjax.models.pspnet import PSPNet, SegmentationHead, pspnet
 
 _IMAGES = jax.ShapeDtypeStruct((2, 65, 97, 3), jnp.float32)
 
@@ -64,3 +66,18 @@ def test_heads_start_from_torch_default_init():
                               head["conv_bn"]["conv"]["kernel"])
     assert_torch_default_init(torch.nn.Conv2d(hidden, 19, 1), head["classifier"]["kernel"],
                               head["classifier"]["bias"])
+
+
+def test_head_dropout_drops_whole_channels():
+  """Dropout2d (spec etc.md §3, semseg's cls/aux): one keep/drop decision per sample and channel,
+  shared over H and W, not per element."""
+  head = SegmentationHead(features=16, num_classes=3, dropout_rate=0.5)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 4)), jnp.float32)
+  variables = head.init(jax.random.key(0), x, train=False)
+  _, state = head.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)},
+                        mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+  before = np.asarray(state["intermediates"]["conv_bn"]["__call__"][0])
+  after = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])
+  dropped = ((after == 0) & (before != 0)).any(axis=(1, 2))  # [B, C]: any pixel zeroed
+  assert not np.any(dropped[:, None, None] & (after != 0))  # a dropped channel keeps no pixel
+  assert dropped.any() and not dropped.all()
