@@ -1,5 +1,6 @@
 """Tests for vssjax.flow: the .flo format, the flow convention, and the per-pair cache."""
 import os
+import pickle
 
 import cv2
 import numpy as np
@@ -71,3 +72,25 @@ def test_the_memory_cache_is_bounded():
   provider(a, b, key="2-3")
   provider(a, b, key="3-4")
   assert provider(a, b, key="0-1") is not first  # evicted, computed again
+
+
+def test_a_cache_hit_renews_the_pair():
+  """The memory cache evicts the least recently used pair, not the oldest inserted: a pair that
+  evaluation passes keep reading stays."""
+  a, b = _textured_pair()
+  provider = flow_lib.FlowProvider("farneback", memory_items=2)
+  first = provider(a, b, key="0-1")
+  provider(a, b, key="1-2")
+  assert provider(a, b, key="0-1") is first  # used again: now the most recent
+  provider(a, b, key="2-3")  # evicts 1-2
+  assert provider(a, b, key="0-1") is first
+
+
+def test_a_used_provider_pickles_into_workers():
+  """Grain pickles the provider into each worker, possibly after it has computed flow: the lazily
+  created OpenCV DIS object (which does not pickle) is left out and recreated there."""
+  a, b = _textured_pair()
+  provider = flow_lib.FlowProvider("dis")
+  field = provider.compute(a, b)
+  copy = pickle.loads(pickle.dumps(provider))
+  np.testing.assert_array_equal(copy.compute(a, b), field)
