@@ -71,3 +71,17 @@ def test_layers_conv_keeps_flax_parameters_and_output(layer, as_matmul):
       jnp.shape, variables)
   lowered = _primitives(lambda v, a: Conv(**layer).apply(v, a), variables, x)
   assert ("conv_general_dilated" not in lowered) == as_matmul
+
+
+def test_a_dilated_kernel_equal_to_its_stride_goes_to_lax():
+  """Dilation spreads the kernel's taps over more than one window, so such a conv is not a
+  reshape + matmul even when the kernel equals the stride."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 5)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((2, 2, 5, 6)), jnp.float32)
+  dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, _DN)
+  padding = ((0, 0), (0, 0))  # lax takes no string padding with an input dilation
+  for dilation in {"lhs_dilation": (2, 2)}, {"rhs_dilation": (2, 2)}:
+    ours = conv_general_dilated(x, kernel, (2, 2), padding, dimension_numbers=dn, **dilation)
+    np.testing.assert_array_equal(ours, jax.lax.conv_general_dilated(
+        x, kernel, (2, 2), padding, dimension_numbers=dn, **dilation))
