@@ -114,6 +114,8 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys):
                                          "stream_decode_float32"}
   stream, clip = rows["stream_frame"], rows["forward"]
   assert clip["frames"] == 4 and stream["frames"] == 1
+  # Throughput counts every frame of the clip: batch x clip length per call.
+  assert clip["frames_per_s"] == pytest.approx(clip["frames"] * 1e3 / clip["latency_ms"])
   assert 0 < stream["gflops"] < clip["gflops"]
   for key in ("compile_s", "latency_ms"):
     assert math.isfinite(stream[key]) and stream[key] > 0
@@ -149,3 +151,26 @@ def test_bench_runs_the_etc_temporal_train_step_with_flow(tmp_path):
                       torch=False)
   rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
   assert math.isfinite(rows["train_step"]["latency_ms"]) and rows["train_step"]["gflops"] > 0
+  # A training batch of pairs: its frames (batch x 2) are what the throughput counts.
+  train = rows["train_step"]
+  assert train["batch"] == config.data.batch_size and train["frames"] == 2 * train["batch"]
+  assert train["frames_per_s"] == pytest.approx(train["frames"] * 1e3 / train["latency_ms"])
+
+
+class _Device:
+  """A device whose `memory_stats()` are `stats`."""
+
+  def __init__(self, stats):
+    self._stats = stats
+
+  def memory_stats(self):
+    return self._stats
+
+
+def test_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch):
+  """Accelerators report bytes; the table's column is "peak MiB" (2**20 bytes). The CPU reports
+  no statistics: n/a, not 0."""
+  monkeypatch.setattr(jax, "devices", lambda: [_Device({"peak_bytes_in_use": 3 * 2**20})])
+  assert bench._peak_memory_mb() == 3.0
+  monkeypatch.setattr(jax, "devices", lambda: [_Device({})])
+  assert bench._peak_memory_mb() is None

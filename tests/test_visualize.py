@@ -19,7 +19,10 @@ def test_overlay_blends_half_and_half_and_side_by_side_stacks_panels():
   labels = np.zeros((2, 2), np.int32)
   np.testing.assert_array_equal(visualize.overlay(frame, labels, PALETTE)[0, 0], [178, 50, 50])
   assert visualize.side_by_side(frame, labels, PALETTE).shape == (2, 4, 3)
-  assert visualize.side_by_side(frame, labels, PALETTE, labels).shape == (2, 6, 3)
+  panels = visualize.side_by_side(frame, labels, PALETTE, labels)
+  assert panels.shape == (2, 6, 3)
+  # The ground truth is shown in its own colours, not blended with the frame as the prediction.
+  np.testing.assert_array_equal(panels[:, 4:], visualize.colorize(labels, PALETTE))
 
 
 def test_write_video_streams_frames_and_refuses_none(tmp_path):

@@ -1,6 +1,7 @@
 """Tests for VideoDataset over both backends and its bad-input errors."""
 import logging
 import os
+import re
 
 import cv2
 import numpy as np
@@ -175,6 +176,16 @@ def test_label_of_wrong_size(tmp_path):
   cv2.imwrite(f"{video_dir}/0001_label.png", np.zeros((30, 32), np.uint8))
   with pytest.raises(base.DataError, match=f"{video_dir}/0001_label.png: label size 30x32"):
     videos.load(1, [1])
+
+
+def test_a_frame_of_another_size_than_its_clip_names_the_file(tmp_path):
+  """Not numpy's bare stacking error: the file to fix, and both sizes."""
+  videos, video_dir = _folder_dataset(tmp_path)
+  cv2.imwrite(f"{video_dir}/0002.png", np.zeros((30, 32, 3), np.uint8))
+  cv2.imwrite(f"{video_dir}/0002_label.png", np.zeros((30, 32), np.uint8))
+  with pytest.raises(base.DataError, match=re.escape(
+      f"{video_dir}/0002.png: size (30, 32) differs from the clip's first frame's (32, 32)")):
+    videos.load(1, [1, 2])
 
 
 def test_class_id_out_of_range(tmp_path):

@@ -177,6 +177,20 @@ def test_eval_videos_shards_and_pairs(tmp_path):
   assert limited == [["synthetic_val_00000", "synthetic_val_00002"], ["synthetic_val_00001"]]
 
 
+def test_eval_videos_cut_a_window_around_each_labelled_frame(tmp_path):
+  """`data.eval_label_window = (before, after)` (DCFM's (1, 1), SD-CPC's (9, 0)): one video per
+  labelled frame a, of the frames [a - before, a + after] that the video has, in order."""
+  cfg = helpers.data_config(tmp_path)
+  cfg.eval_label_window = (2, 1)
+  windows = list(loader.eval_videos(cfg, "val", max_videos=1))
+  assert [v.name for v in windows] == [f"synthetic_val_00000@{a}" for a in range(6)]
+  assert [v.frame_indices for v in windows] == [
+      (0, 1), (0, 1, 2), (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5)]
+  whole = dataset.make_dataset(cfg, "val")
+  np.testing.assert_array_equal([frame for frame, _ in windows[3]],
+                                [frame for frame, _ in whole.iter_video(0, [1, 2, 3, 4])])
+
+
 def test_eval_videos_resize_frames_and_labels_to_an_exact_size(tmp_path):
   """`eval_transform.exact_size` (DCFM's VSPW protocol): frames and labels of every eval video come
   at exactly (h, w), whatever the stored aspect ratio; the labels by nearest neighbour."""

@@ -98,6 +98,17 @@ def test_vspw_bad_data_names_the_file(tmp_path):
   assert set(os.listdir(os.path.dirname(jpeg))) >= {"00000002.jpg"}
 
 
+def test_vspw_frames_are_in_file_name_order_whatever_the_folder_listing_order(tmp_path,
+                                                                             monkeypatch):
+  """os.listdir's order is the file system's: a video's frames must be sorted, or clips and the
+  streaming predictors would see time scrambled."""
+  source = vspw.VspwSource(_vspw(tmp_path / "v"))
+  listdir = os.listdir
+  monkeypatch.setattr(os, "listdir", lambda path: sorted(listdir(path), reverse=True))
+  assert [f.frame_id for f in source.videos("train")[0].frames] == [
+      "vid_a/00000000", "vid_a/00000001", "vid_a/00000002"]
+
+
 def _cityscapes(root) -> str:
   """Two snippets in train (frankfurt seq 0 at frame 19, seq 1 at frame 29 with frames 10..39)."""
   root = str(root)
@@ -138,6 +149,15 @@ def test_cityscapes_unknown_label_id_is_an_error(tmp_path):
   videos = dataset.VideoDataset.from_source(cityscapes.CityscapesSource(root), "train")
   with pytest.raises(base.DataError, match=rf"{path}: class ids \[40\] out of range \[0, 19\)"):
     videos.load(0, [19])
+
+
+def test_cityscapes_label_ids_map_to_the_official_train_ids():
+  """All 34 labelIds of cityscapesScripts' table (ids 0..33; 255: not evaluated): a wrong entry
+  would silently merge, move or drop one of the 19 classes (the fixture uses only a few ids)."""
+  official = [255] * 7 + [0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8, 9, 10, 11, 12,
+                          13, 14, 15, 255, 255, 16, 17, 18]
+  source = cityscapes.CityscapesSource("unused")
+  np.testing.assert_array_equal(source.map_label(np.arange(34)[None]), [official])
 
 
 def _camvid(root, with_frames: bool) -> str:

@@ -191,3 +191,80 @@ def test_decoding_ahead_is_for_accelerators_and_changes_no_score(monkeypatch):
   for name, value in default.items():
     if name != "frames_per_s":
       assert ahead[name] == value, name
+
+
+class _FakeClock:
+  """Stands in for `time` in the evaluator: only predictor pushes advance it."""
+
+  def __init__(self):
+    self.now = 0.0
+
+  def perf_counter(self):
+    return self.now
+
+
+class _TimedPredictor(StreamingPredictor):
+  """Answers each frame at once; its first push costs `first` seconds of the fake clock (a
+  compile), each later one `rest`."""
+
+  def __init__(self, clock: _FakeClock, first: float, rest: float):
+    self._clock, self._cost, self._rest, self._index = clock, first, rest, 0
+
+  def push(self, frame):
+    self._clock.now += self._cost
+    self._cost = self._rest
+    index, self._index = self._index, self._index + 1
+    return [(index, _labels_of(frame))]
+
+
+@pytest.mark.parametrize("costs, frames_per_s", [
+    # 3 videos of 6 frames: the first (compiling) is left out: 12 frames in 6 x 1 + 6 x 3 s.
+    ([(100.0, 100.0), (1.0, 1.0), (3.0, 3.0)], 12 / 24),
+    # One video: its first frame (the compile) is left out: 5 frames in 5 s.
+    ([(100.0, 1.0)], 5 / 5),
+])
+def test_frames_per_s_leaves_out_the_compiling_first_video_or_frame(monkeypatch, costs,
+                                                                    frames_per_s):
+  """frames_per_s is the steady-state throughput the results tables report; checked on a fake
+  clock, so it is exact and takes no real time."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "memory"
+  config.data.synthetic.num_val_videos = len(costs)
+  config.eval.overlay_video = False
+  clock = _FakeClock()
+  monkeypatch.setattr(evaluator, "time", clock)
+  method = _OneBehindMethod(config, [])
+  pending = list(costs)
+  method.predictor = lambda variables: _TimedPredictor(clock, *pending.pop(0))
+  results = evaluator.evaluate(method, {}, config, workdir=None)
+  assert results["num_videos"] == len(costs) and results["num_frames"] == 6 * len(costs)
+  assert results["frames_per_s"] == pytest.approx(frames_per_s)
+
+
+class _Video:
+  """An evaluation video given as its (frame, label or None) pairs."""
+
+  def __init__(self, name: str, index: int, pairs):
+    self.name, self.index, self._pairs = name, index, pairs
+
+  def __iter__(self):
+    yield from self._pairs
+
+
+def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
+  """Cityscapes and CamVid label one frame of each snippet: the others are predicted (methods need
+  them) and counted as frames, but enter no metric, and a partly labelled video has no mVC."""
+  config = _config_with_scored_videos()
+  config.eval.update(max_videos=1, vc_convention="dcfm")
+  [video] = list(eval_videos(config.data, config.data.eval_split, max_videos=1))
+  pairs = [(frame, label if t % 4 == 1 else None) for t, (frame, label) in enumerate(video)]
+  monkeypatch.setattr(evaluator, "eval_videos", lambda *args: [_Video("snippet", 0, pairs)])
+  results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+
+  confusion = ConfusionMatrix(NUM_CLASSES)
+  for frame, label in pairs:
+    if label is not None:
+      confusion.update(label, _labels_of(frame))
+  assert results["num_frames"] == len(pairs) == 20
+  assert results["mIoU"] == miou_vspw(confusion.matrix)
+  assert np.isnan(results["mVC_8"])  # mVC needs every frame's label

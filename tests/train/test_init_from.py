@@ -1,16 +1,23 @@
-"""Weight import for ETC: whole semseg / ETC PSPNet files are format 'pspnet', not backbones."""
+"""Weight import: whole semseg / ETC PSPNet files are format 'pspnet', not backbones; ImageNet MiT
+files load into the backbone with or without mmseg's prefix; and how converted variables are
+swapped into a fresh state."""
+import types
+
 import jax
 import numpy as np
+import optax
 import pytest
 import torch
 from flax import traverse_util
 
 from tests.conftest import load_config
+from tests.convert.test_mmseg_segformer import _model, hf_state, mmseg_state  # noqa: F401
 from tests.convert.test_torch_resnet import (
     _head_manifest, _layers_manifest, _ppm_manifest, _stem_manifest, _state_dict)
-from vssjax.convert.common import abstract_variables
+from vssjax.convert.common import CheckpointMismatchError, abstract_variables
 from vssjax.methods import get_method
 from vssjax.train import init_from
+from vssjax.train.state import TrainState
 
 
 def test_whole_pspnet_checkpoints_convert_for_etc():
@@ -42,3 +49,36 @@ def test_a_checkpoint_that_does_not_convert_names_its_file(tmp_path):
   with pytest.raises(ValueError, match="cannot tell the checkpoint format") as raised:
     init_from.load_torch_variables(str(path), method)
   assert f"while converting {path}" in raised.value.__notes__
+
+
+def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model():
+  """Backbone weights replace the backbone and leave the head fresh; a converted subtree the model
+  lacks (a misnamed module) is an error, never silently dropped with its part left fresh."""
+  params = {"backbone": {"w": np.zeros((2, 3), np.float32)},
+            "head": {"b": np.zeros(3, np.float32)}}
+  tx = optax.sgd(0.1)
+  state = TrainState(step=np.array(7, np.int32), params=params, model_state={},
+                     opt_state=tx.init(params))
+  backbone = {"w": np.ones((2, 3), np.float32)}
+  merged = init_from.state_with_variables(state, {"params": {"backbone": backbone}}, tx, None)
+  np.testing.assert_array_equal(merged.params["backbone"]["w"], backbone["w"])
+  np.testing.assert_array_equal(merged.params["head"]["b"], params["head"]["b"])
+  assert int(merged.step) == 0
+  misnamed = {"params": {"backbone": backbone, "decode_head": {"b": np.ones(3, np.float32)}}}
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"/params: converted variables \['backbone', 'decode_head'\] do not"):
+    init_from.state_with_variables(state, misnamed, tx, None)
+
+
+def test_imagenet_mit_weights_fill_the_backbone_with_or_without_the_mmseg_prefix(mmseg_state):
+  """Backbone-only MiT files come bare (NVlabs `mit_b*.pth`) or under mmseg's `backbone.`: both
+  must give the same backbone weights."""
+  method = types.SimpleNamespace(module=_model())
+  prefixed = {k: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
+  bare = {k[len("backbone."):]: v for k, v in prefixed.items()}
+  from_prefixed = traverse_util.flatten_dict(init_from.convert_state_dict(prefixed, method))
+  from_bare = traverse_util.flatten_dict(init_from.convert_state_dict(bare, method))
+  assert from_prefixed.keys() == from_bare.keys() and len(from_bare) == len(bare)
+  assert all(path[:2] == ("params", "backbone") for path in from_bare)
+  for path, value in from_bare.items():
+    np.testing.assert_array_equal(from_prefixed[path], value, err_msg="/".join(path))

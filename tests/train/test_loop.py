@@ -10,6 +10,7 @@ import pytest
 from vssjax.errors import SetupError
 from vssjax.train import loop
 from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.optimizer import make_optimizer
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +27,24 @@ def _losses(workdir):
 
 def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, tmp_path):
   """A run stopped after 2 of 4 steps and resumed ends exactly where a straight run ends; both
-  write their checkpoints, results and overlay video."""
+  write their checkpoints, results and overlay video. `max_steps_this_run` counts this run's
+  steps (a time-boxed job resumes with the same box), and each step logs its own learning rate."""
   quick_config.train.steps = 4
   quick_config.eval.max_videos = 1
   loop.train_and_evaluate(quick_config, str(tmp_path / "a"), max_steps_this_run=2)
   assert (tmp_path / "a" / "checkpoints" / "2").is_dir()
   _, halfway = _params(quick_config, tmp_path / "a")
-  loop.train_and_evaluate(quick_config, str(tmp_path / "a"))
+  loop.train_and_evaluate(quick_config, str(tmp_path / "a"), max_steps_this_run=2)
   results = loop.train_and_evaluate(quick_config, str(tmp_path / "b"))
   step, interrupted = _params(quick_config, tmp_path / "a")
   _, straight = _params(quick_config, tmp_path / "b")
   assert step == 4 and sorted(_losses(tmp_path / "a")) == [1, 2, 3, 4]
   assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
   jax.tree.map(np.testing.assert_array_equal, interrupted, straight)
+  _, schedule = make_optimizer(quick_config.optim, 4, straight["params"])
+  lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+  assert {r["step"]: r["lr"] for r in map(json.loads, lines)} == {
+      step: pytest.approx(float(schedule(step - 1))) for step in (1, 2, 3, 4)}  # update step-1's
   # The comparison means something only if training moved the parameters.
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), halfway, straight))
   assert max(moved) > 0
@@ -78,6 +84,15 @@ def test_one_device_equals_four_devices(quick_config, tmp_path):
   specs = {str(x.sharding.spec) for x in jax.tree.leaves(resharded["params"])}
   assert any("fsdp" in spec for spec in specs)
   jax.tree.map(np.testing.assert_array_equal, resharded, runs[4][1])
+
+
+def test_a_log_line_averages_its_steps_metrics():
+  """With `train.log_every` > 1 (every real config) a line is the mean over its steps, and its
+  rate counts them all; the tests' log_every=1 cannot tell either from the last step's."""
+  pending = [(1, {"loss": np.float32(1.0)}), (2, {"loss": np.float32(2.0)}),
+             (3, {"loss": np.float32(6.0)})]
+  summary = loop._summarize(pending, 6.0, 0.01)  # pylint: disable=protected-access
+  assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01}
 
 
 def test_non_finite_loss_stops_with_the_step_number():
