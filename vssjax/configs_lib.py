@@ -287,15 +287,21 @@ def unknown_field(config: ConfigDict, path: str) -> str | None:
 
 
 def record_path(workdir: str) -> epath.Path:
-  """`workdir/config.json`: the record of the config a workdir's checkpoints were written with, which
-  training and `vssjax.convert` write and a resume or evaluation that does not fit the checkpoint
-  is compared against (`changed_fields`)."""
+  """`workdir/config.json`: the record of the config a workdir's checkpoints were written with,
+  which training and `vssjax.convert` write and a resume or evaluation that does not fit the
+  checkpoint is compared against (`changed_fields`)."""
   return epath.Path(workdir) / "config.json"
 
 
 def write_record(config: ConfigDict, workdir: str) -> None:
   """Writes `config` as the workdir's record (`record_path`); call it from one process only."""
   record_path(workdir).write_text(config.to_json_best_effort(indent=2))
+
+
+def read_record(workdir: str) -> dict[str, Any] | None:
+  """The workdir's recorded config as JSON (`record_path`), or None where there is none."""
+  path = record_path(workdir)
+  return json.loads(path.read_text()) if path.exists() else None
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -308,4 +314,3 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
            for name, value in traverse_util.flatten_dict(new, sep=".").items()}
   return [f"{name}: {before.get(name, '(none)')} -> {after.get(name, '(none)')}"
           for name in sorted(before.keys() | after.keys()) if before.get(name) != after.get(name)]
-

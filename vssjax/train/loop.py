@@ -108,25 +108,21 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
   """Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
   bare ValueError). The batches themselves do not depend on it (`make_train_loader`)."""
-  recorded = configs_lib.record_path(workdir)
-  if not recorded.exists():
-    return
-  saved = json.loads(recorded.read_text()).get("data", {}).get("num_workers")
+  saved = (configs_lib.read_record(workdir) or {}).get("data", {}).get("num_workers")
   if saved is not None and saved != config.data.num_workers:
     raise SetupError(
         f"the data iterator of {workdir} was checkpointed with data.num_workers={saved} "
-        f"({recorded}), and Grain resumes it only with that count: rerun with "
-        f"--config.data.num_workers={saved} (the batches are the same with any count)")
+        f"({configs_lib.record_path(workdir)}), and Grain resumes it only with that count: "
+        f"rerun with --config.data.num_workers={saved} (the batches are the same with any count)")
 
 
 def _config_changes(workdir: str, config: ConfigDict) -> str:
   """Lines that say which fields of `config` differ from the config recorded in
   `workdir/config.json` (at most MAX_LISTED_FIELDS of them)."""
-  recorded = configs_lib.record_path(workdir)
-  if not recorded.exists():
+  recorded, record = configs_lib.record_path(workdir), configs_lib.read_record(workdir)
+  if record is None:
     return f"{recorded} does not exist, so the differing config fields cannot be listed."
-  changes = configs_lib.changed_fields(json.loads(recorded.read_text()),
-                                       json.loads(config.to_json_best_effort()))
+  changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
   if not changes:
     return f"{recorded} records this same config: the checkpoint was written by other code."
   if len(changes) > MAX_LISTED_FIELDS:
