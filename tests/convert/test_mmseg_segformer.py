@@ -7,6 +7,7 @@ it must give exactly the variables the HF converter gives for the same weights, 
 is proven equal to transformers' in tests/parity.
 """
 import re
+import types
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from vssjax.convert.hf_segformer import convert_hf_segformer
 from vssjax.convert.mmseg_segformer import convert_mmseg_mit, convert_mmseg_segformer
 from vssjax.models.mit import mit
 from vssjax.models.segformer import segformer
+from vssjax.train import init_from
 from vssjax.train.init_from import detect_format
 
 _DEPTHS = (1, 2, 1, 1)
@@ -176,3 +178,17 @@ def test_bf16_files_and_bad_inputs(tmp_path):
   torch.save({"state_dict": {"a": 3}}, tmp_path / "not_tensors.pth")
   with pytest.raises(torch_io.CheckpointReadError, match="entry 'a' is a int"):
     torch_io.load_state_dict(tmp_path / "not_tensors.pth")
+
+
+def test_imagenet_mit_weights_fill_the_backbone_with_or_without_the_mmseg_prefix(mmseg_state):
+  """Backbone-only MiT files come bare (NVlabs `mit_b*.pth`) or under mmseg's `backbone.`: both
+  must give the same backbone weights."""
+  method = types.SimpleNamespace(module=_model())
+  prefixed = {k: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
+  bare = {k[len("backbone."):]: v for k, v in prefixed.items()}
+  from_prefixed = traverse_util.flatten_dict(init_from.convert_state_dict(prefixed, method))
+  from_bare = traverse_util.flatten_dict(init_from.convert_state_dict(bare, method))
+  assert from_prefixed.keys() == from_bare.keys() and len(from_bare) == len(bare)
+  assert all(path[:2] == ("params", "backbone") for path in from_bare)
+  for path, value in from_bare.items():
+    np.testing.assert_array_equal(from_prefixed[path], value, err_msg="/".join(path))

@@ -1,7 +1,6 @@
-"""Weight import: whole semseg / ETC PSPNet files are format 'pspnet', not backbones; ImageNet MiT
-files load into the backbone with or without mmseg's prefix; and how converted variables are
-swapped into a fresh state."""
-import types
+"""Weight import: whole semseg / ETC PSPNet files are format 'pspnet', not backbones; how converted
+variables are swapped into a fresh state. (ImageNet MiT files with or without mmseg's prefix:
+tests/convert/test_mmseg_segformer.py.)"""
 
 import jax
 import numpy as np
@@ -11,7 +10,6 @@ import torch
 from flax import traverse_util
 
 from tests.conftest import load_config
-from tests.convert.test_mmseg_segformer import _model, hf_state, mmseg_state  # noqa: F401
 from tests.convert.test_torch_resnet import (
     _head_manifest, _layers_manifest, _ppm_manifest, _stem_manifest, _state_dict)
 from vssjax.convert.common import CheckpointMismatchError, abstract_variables
@@ -68,17 +66,3 @@ def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model():
   with pytest.raises(CheckpointMismatchError,
                      match=r"/params: converted variables \['backbone', 'decode_head'\] do not"):
     init_from.state_with_variables(state, misnamed, tx, None)
-
-
-def test_imagenet_mit_weights_fill_the_backbone_with_or_without_the_mmseg_prefix(mmseg_state):
-  """Backbone-only MiT files come bare (NVlabs `mit_b*.pth`) or under mmseg's `backbone.`: both
-  must give the same backbone weights."""
-  method = types.SimpleNamespace(module=_model())
-  prefixed = {k: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
-  bare = {k[len("backbone."):]: v for k, v in prefixed.items()}
-  from_prefixed = traverse_util.flatten_dict(init_from.convert_state_dict(prefixed, method))
-  from_bare = traverse_util.flatten_dict(init_from.convert_state_dict(bare, method))
-  assert from_prefixed.keys() == from_bare.keys() and len(from_bare) == len(bare)
-  assert all(path[:2] == ("params", "backbone") for path in from_bare)
-  for path, value in from_bare.items():
-    np.testing.assert_array_equal(from_prefixed[path], value, err_msg="/".join(path))
