@@ -2,9 +2,11 @@
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from vssjax import infer
+from vssjax.errors import SetupError
 
 
 def test_a_frame_folder_with_label_maps_beside_its_frames_reads_the_frames_only(tmp_path):
@@ -28,3 +30,40 @@ def test_label_pngs_hold_the_class_ids_and_show_the_palette_colours(tmp_path):
   np.testing.assert_array_equal(np.asarray(image), labels)
   np.testing.assert_array_equal(np.asarray(image.convert("RGB")),
                                 [[[128, 64, 128], [244, 35, 232]], [[70, 70, 70], [0, 0, 0]]])
+
+
+def test_a_folder_of_video_folders_is_refused_naming_one_video_to_pass(tmp_path):
+  """The project's datasets are folders of video folders; infer predicts one video, and says so
+  instead of "holds no frames"."""
+  for video in ("b_video", "a_video"):
+    (tmp_path / video).mkdir()
+    cv2.imwrite(str(tmp_path / video / "000000.jpg"), np.zeros((6, 8, 3), np.uint8))
+  with pytest.raises(SetupError, match=r"holds folders, not frames.*--input=.*a_video"):
+    infer.read_frames(str(tmp_path))
+
+
+def test_a_folder_without_frames_or_folders_is_refused_naming_it(tmp_path):
+  (tmp_path / "notes.txt").write_text("no frames here")
+  with pytest.raises(SetupError, match=rf"--input {tmp_path}: holds no .* frames"):
+    infer.read_frames(str(tmp_path))
+
+
+def test_a_file_that_is_not_a_video_is_refused_before_any_frame_is_asked_for(tmp_path):
+  """The file is opened when the input is read (before the checkpoint's restore), not at the
+  first frame of the run."""
+  path = tmp_path / "notes.txt"
+  path.write_text("not a video")
+  with pytest.raises(SetupError, match=f"--input {path}"):
+    infer.read_frames(str(path))
+
+
+def test_a_video_file_reads_every_frame_in_order(tmp_path):
+  path = str(tmp_path / "clip.avi")
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5, (8, 6))
+  for t in range(3):
+    writer.write(np.full((6, 8, 3), 80 * t, np.uint8))
+  writer.release()
+  total, frames = infer.read_frames(path)
+  frames = list(frames)
+  assert total == 3 and [name for name, _ in frames] == ["000000", "000001", "000002"]
+  assert [int(round(frame.mean() / 80)) for _, frame in frames] == [0, 1, 2]

@@ -7,6 +7,7 @@ image viewer, readable back as ids) and an overlay video, with a progress line.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from typing import Iterator
 
@@ -28,16 +29,39 @@ def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
 
   A frame dir's frames are its images in name order but label maps beside them (`*_label.png`, as
   the project's vtest_pseudo set stores them), which are skipped with a note
-  (`footage.frame_files`).
+  (`footage.frame_files`). Input that cannot be read is a `SetupError` naming it, raised here,
+  before the checkpoint is restored: a video file's first frame is decoded at once.
   """
   if not os.path.exists(path):
     raise SetupError(f"--input {path} does not exist")
-  if os.path.isdir(path):
+  try:
+    if os.path.isdir(path):
+      return _read_frame_folder(path)
+    return _read_video_file(path)
+  except base.DataError as error:
+    raise SetupError(f"--input {error}") from error
+
+
+def _read_frame_folder(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+  try:
     files = footage.frame_files(path)
-    frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
-    return len(files), frames
-  frames = ((f"{i:06d}", frame) for i, frame in enumerate(footage.read_video_frames(path)))
-  return footage.video_frame_count(path), frames
+  except base.DataError:
+    videos = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
+    if not videos:
+      raise
+    raise SetupError(f"--input {path} holds folders, not frames: infer predicts one video, so "
+                     f"pass one of them, e.g. --input={os.path.join(path, videos[0])}") from None
+  frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
+  return len(files), frames
+
+
+def _read_video_file(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+  decoded = footage.read_video_frames(path)
+  first = next(decoded, None)  # opens the file: an unreadable one fails now, not mid-run
+  if first is None:
+    raise SetupError(f"--input {path}: OpenCV decodes no frame of it (is it a video?)")
+  frames = itertools.chain([first], decoded)
+  return footage.video_frame_count(path), ((f"{i:06d}", frame) for i, frame in enumerate(frames))
 
 
 def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) -> None:
