@@ -2,8 +2,10 @@
 model."""
 
 import jax
+import numpy as np
 import pytest
 
+from data_pipelines import transforms
 from tests.conftest import REPO, load_config
 from vssjax import configs_lib
 from vssjax.methods import get_method
@@ -117,6 +119,19 @@ def test_camvid_configs_evaluate_the_test_split_and_their_quick_variants_val(pat
   quick variants' synthetic set has no test split."""
   assert load_config(path).data.eval_split == "test"
   assert load_config(path, "quick").data.eval_split == "val"
+
+
+@pytest.mark.parametrize("variant", ["b0", "b1"])
+def test_segformer_cityscapes_scores_the_annotated_frames_whole_at_512x1024(variant):
+  """The published 71.9 / 74.1 are SegFormer's real-time setting: the whole 1024x2048 frame
+  resized to 512x1024 (no sliding window), one annotated frame at a time."""
+  config = load_config(f"configs/segformer/cityscapes_mit{variant}.py")
+  frame = np.zeros((1024, 2048, 3), np.uint8)
+  transform = config.data.eval_transform
+  assert transforms.test_resize(frame, transform.scale, transform.size_divisor).shape == (512, 1024, 3)
+  assert tuple(config.data.train_transform.crop_size) == (512, 1024)
+  assert tuple(config.data.eval_label_window) == (0, 0)
+  assert config.data.num_classes == 19
 
 
 def test_unknown_field_names_the_closest_fields():

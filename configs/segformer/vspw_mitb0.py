@@ -15,7 +15,8 @@ AdamW 6e-5 (decode head x10, no decay on norms), poly with a 1500-iteration warm
 iterations, 8 images per iteration (2 per GPU x 4 GPUs, unverified for DCFM's runs); eval resizes
 to fit (853, 480) with sides rounded to multiples of 32.
 
-This file also holds the builder of the B1/B2/B5 variants (`vspw_segformer_config`).
+This file also holds the builder of the B1/B2/B5 variants (`vspw_segformer_config`) and the recipe
+the Cityscapes and CamVid configs share (`segformer_base`).
 `:quick` shrinks the model and swaps VSPW for the synthetic set (smoke tests); it carries no
 published numbers, which would be meaningless next to synthetic results.
 """
@@ -34,23 +35,32 @@ PUBLISHED = {
 }
 
 
-def vspw_segformer_config(variant: str, arg=None):
-  """The VSPW SegFormer config of MiT-`variant`; `arg` as for `get_config`."""
-  args = configs_lib.parse_arg(arg, quick=False)
+def segformer_base(variant: str):
+  """SegFormer's mmseg recipe for MiT-`variant`, unlocked, without a dataset: 8 frames per step,
+  rescale by 0.5-2 then crop (cat_max_ratio 0.75), flip, photometric distortion, 160k steps (the
+  optimizer and schedule are `base_config`'s). The dataset's builder sets the source, classes and
+  sizes."""
   c = configs_lib.base_config()
   c.method.name = "segformer"
   c.model.backbone = variant
   c.model.decoder_dim = SEGFORMER_EMBED_DIMS[variant]
+  c.data.batch_size = 8
+  c.data.train_transform.update(ratio_range=(0.5, 2.0), cat_max_ratio=0.75, flip_prob=0.5,
+                                photometric=True)
+  c.train.steps = 160_000
+  c.train.checkpoint_every = 4000
+  return c
 
+
+def vspw_segformer_config(variant: str, arg=None):
+  """The VSPW SegFormer config of MiT-`variant`; `arg` as for `get_config`."""
+  args = configs_lib.parse_arg(arg, quick=False)
+  c = segformer_base(variant)
   c.data.source = "vspw"
   c.data.vspw = configs_lib.ConfigDict(dict(root=""))
   c.data.num_classes = VSPW_NUM_CLASSES
-  c.data.batch_size = 8
-  c.data.train_transform.update(scale=(853, 480), ratio_range=(0.5, 2.0), crop_size=(480, 480),
-                                cat_max_ratio=0.75, flip_prob=0.5, photometric=True)
+  c.data.train_transform.update(scale=(853, 480), crop_size=(480, 480))
   c.data.eval_transform.update(scale=(853, 480), size_divisor=32)
-  c.train.steps = 160_000
-  c.train.checkpoint_every = 4000
   c.published.source = _SOURCE
   c.published.metrics = configs_lib.ConfigDict(PUBLISHED[variant])
 

@@ -5,6 +5,11 @@ leftImg8bit.png` (30-frame snippets) and `gtFine/<split>/<city>/<city>_<seq>_<fr
 labelIds.png` (only frame 19 of each snippet, the 20th, is annotated). One video per annotated
 frame: the snippet frames [a-19, a+10] that exist on disk, with only frame a labelled, so a clip
 sampler told which frames are labelled makes frame a the target. labelIds map to the 19 train ids.
+
+Without `leftImg8bit_sequence/<split>` (the 324 GB package), the annotated frames are read from
+`leftImg8bit/<split>/<city>/` (the 11 GB one), each as a video of one frame: all that per-frame
+methods (SegFormer, ETC without its temporal loss) need; a note says so, since a method that
+needs the neighbouring frames should not run on it.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import os
 import re
 
 import numpy as np
+from absl import logging
 
 from data_pipelines.sources import base
 
@@ -47,23 +53,33 @@ class CityscapesSource(base.FolderSource):
     gt_root = self.split_path(split)
     if not os.path.isdir(gt_root):
       raise base.DataError(gt_root, "missing annotation folder")
+    sequences = os.path.join(self._root, "leftImg8bit_sequence", split)
+    has_sequences = os.path.isdir(sequences)
+    if not has_sequences:
+      logging.warning("cityscapes: no %s, so each annotated frame of %s is a one-frame video "
+                      "read from leftImg8bit/%s (enough for per-frame methods only)", sequences,
+                      split, split)
     videos = []
     for city in sorted(os.listdir(gt_root)):
       for name in sorted(os.listdir(os.path.join(gt_root, city))):
         match = _GT_NAME.match(name)
         if match:
-          videos.append(self._snippet(split, match, os.path.join(gt_root, city, name)))
+          videos.append(self._snippet(split, match, os.path.join(gt_root, city, name),
+                                      has_sequences))
     return videos
 
-  def _snippet(self, split: str, match: re.Match, label_path: str) -> base.VideoRecord:
+  def _snippet(self, split: str, match: re.Match, label_path: str,
+               has_sequences: bool) -> base.VideoRecord:
     city, seq, annotated = match["city"], match["seq"], int(match["frame"])
-    folder = os.path.join(self._root, "leftImg8bit_sequence", split, city)
+    images, snippet = (("leftImg8bit_sequence", SNIPPET) if has_sequences
+                       else ("leftImg8bit", (0, 0)))
+    folder = os.path.join(self._root, images, split, city)
 
     def frame_at(number: int, label: str | None = None) -> base.FrameRef:
       stem = f"{city}_{seq}_{number:06d}"
       return base.FrameRef(stem, os.path.join(folder, f"{stem}_leftImg8bit.png"), label)
 
-    frames = base.frames_around(annotated, SNIPPET, frame_at(annotated, label_path), frame_at)
+    frames = base.frames_around(annotated, snippet, frame_at(annotated, label_path), frame_at)
     return base.VideoRecord(f"{city}_{seq}_{annotated:06d}", frames)
 
   def map_label(self, raw: np.ndarray) -> np.ndarray:

@@ -40,7 +40,8 @@ class VssjaxVspw(_ManualSourceBuilder):
 class VssjaxCityscapes(_ManualSourceBuilder):
   SOURCE = "cityscapes"
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "manual_dir = a folder holding leftImg8bit_sequence/ and gtFine/ from cityscapes-dataset.com.")
+      "manual_dir = a folder holding gtFine/ and leftImg8bit_sequence/ (or, for per-frame methods "
+      "only, leftImg8bit/) from cityscapes-dataset.com.")
 
 
 class VssjaxCamvid(_ManualSourceBuilder):

@@ -1,4 +1,5 @@
 """HF SegFormer converter: both naming schemes consumed completely, mismatches named precisely."""
+import jax
 import numpy as np
 import pytest
 import torch
@@ -7,10 +8,14 @@ from safetensors.numpy import load_file
 from transformers import (SegformerConfig, SegformerForImageClassification,
                           SegformerForSemanticSegmentation)
 
+from tests.conftest import load_config
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.hf_segformer import convert_hf_mit, convert_hf_segformer
 from vssjax.models.mit import mit
+from vssjax.methods import get_method
 from vssjax.models.segformer import segformer
+from vssjax.train.init_from import load_torch_variables
+from vssjax.train.loop import batch_spec
 
 # B0 widths with a short, uneven depth: cheap, and block indices differ per stage.
 _DEPTHS = (1, 2, 1, 1)
@@ -102,3 +107,18 @@ def test_imagenet_backbone_checkpoint_converts_without_classifier():
   # One Flax variable per HF backbone tensor, except that each block's k/v pairs become one kv.
   backbone_keys = [k for k in state if k.startswith("segformer.")]
   assert len(params) == len(backbone_keys) - 2 * sum(_DEPTHS)
+
+
+def test_the_released_cityscapes_b0_weights_fit_their_config(tmp_path):
+  """HF's nvidia/segformer-b0-finetuned-cityscapes-512-1024 (the published 71.9 of
+  configs/segformer/cityscapes_mitb0.py) is transformers' default SegFormer, MiT-B0 with a
+  256-wide decoder, with 19 labels: saved as the hub stores it, it converts for that config and
+  replaces every parameter and BatchNorm statistic of the method, shape for shape."""
+  SegformerForSemanticSegmentation(SegformerConfig(num_labels=19)).save_pretrained(tmp_path)
+  method = get_method(load_config("configs/segformer/cityscapes_mitb0.py"))
+  spec = batch_spec(method.config)
+  fresh = jax.eval_shape(lambda: method.init(
+      jax.random.PRNGKey(0), {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()}))
+  converted = load_torch_variables(str(tmp_path), method)
+  assert {path: np.shape(value) for path, value in _flat(converted).items()} == {
+      path: value.shape for path, value in _flat(fresh).items()}

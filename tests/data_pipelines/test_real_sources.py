@@ -1,6 +1,8 @@
 """Tests for the real-dataset sources on tiny fixtures written in their exact on-disk layouts."""
 import json
+import logging
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -139,6 +141,27 @@ def test_cityscapes_snippets_mark_the_annotated_frame(tmp_path):
   assert clip["labeled"].tolist() == [False, True]
   assert int(clip["frames"][0, 0, 0, 0]) == 28  # Frame number 28 sits one before the label.
   np.testing.assert_array_equal(clip["labels"][1, 0, :6], [0, 1, 18, 255, 255, 11])
+
+
+def test_cityscapes_without_sequences_reads_the_annotated_frames_alone(tmp_path, caplog):
+  """With leftImg8bit/ (the 11 GB package) in place of leftImg8bit_sequence/, each annotated
+  frame is a one-frame video: what a per-frame model trains and evaluates on."""
+  root = _cityscapes(tmp_path / "cs")
+  sequence = os.path.join(root, "leftImg8bit_sequence", "train", "frankfurt")
+  single = os.path.join(root, "leftImg8bit", "train", "frankfurt")
+  os.makedirs(single)
+  for stem in ("frankfurt_000000_000019", "frankfurt_000001_000029"):
+    os.rename(os.path.join(sequence, f"{stem}_leftImg8bit.png"),
+              os.path.join(single, f"{stem}_leftImg8bit.png"))
+  shutil.rmtree(os.path.join(root, "leftImg8bit_sequence"))
+  with caplog.at_level(logging.WARNING):
+    videos = dataset.VideoDataset.from_source(cityscapes.CityscapesSource(root), "train")
+  assert "one-frame video" in caplog.text and "leftImg8bit/train" in caplog.text
+  assert [videos.num_frames(i) for i in range(2)] == [1, 1]
+  assert videos.labeled_indices(1) == [0]
+  clip = videos.load(1, [0])
+  assert int(clip["frames"][0, 0, 0, 0]) == 29  # the annotated frame, number 29
+  np.testing.assert_array_equal(clip["labels"][0, 0, :6], [0, 1, 18, 255, 255, 11])
 
 
 def test_cityscapes_unknown_label_id_is_an_error(tmp_path):
