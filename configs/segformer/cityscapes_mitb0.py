@@ -13,7 +13,8 @@ The published 71.9 (B0) and 74.1 (B1) mIoU are SegFormer's real-time Cityscapes 
 on 512x1024 crops of frames rescaled to (1024, 512) x [0.5, 2], tested on the whole frame resized
 to 512x1024 with the logits upsampled to the 1024x2048 labels (SegFormer paper, arXiv 2105.15203,
 Table 2: B0 at short side 512; its NVlabs config segformer.b0.512x1024.city.160k, whose weights
-are the HF checkpoint above). DCFM's Table III lists both rows; no B1 checkpoint of this setting
+are the HF checkpoint above; that 71.9 is Table 2's is from memory of the paper, which could not be
+read here, so [UNVERIFIED]). DCFM's Table III lists both rows; no B1 checkpoint of this setting
 is public (the hub's B1 is the 1024x1024 one, which SegFormer evaluates with sliding 1024x1024
 windows at full resolution, a mode vssjax does not have). Recipe (mmseg's): photometric
 distortion, cat_max_ratio 0.75, flip; AdamW 6e-5 (decode head x10, no decay on norms and
