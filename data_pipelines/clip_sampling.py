@@ -32,6 +32,11 @@ _DTERN_FIRST_FRAMES = {
 class ClipSampler(abc.ABC):
   """Frame indices for one training sample or one evaluated target frame; last = target."""
 
+  @property
+  @abc.abstractmethod
+  def frames_per_clip(self) -> int:
+    """Frames in a training clip (T of the batch)."""
+
   @abc.abstractmethod
   def train_indices(self, num_frames: int, rng: np.random.Generator,
                     labeled_targets: Sequence[int] | None = None) -> list[int]:
@@ -45,6 +50,7 @@ class ClipSampler(abc.ABC):
 
 class SingleFrameSampler(ClipSampler):
   """Per-frame methods: a uniformly random frame at train time, the frame itself at test."""
+  frames_per_clip = 1
 
   def train_indices(self, num_frames: int, rng: np.random.Generator,
                     labeled_targets: Sequence[int] | None = None) -> list[int]:
@@ -97,6 +103,10 @@ class OffsetClipSampler(ClipSampler):
       return list(_DTERN_FIRST_FRAMES[t])
     return self._clipped(num_frames, t)
 
+  @property
+  def frames_per_clip(self) -> int:
+    return len(self.offsets)
+
   def _clipped(self, num_frames: int, t: int) -> list[int]:
     return [min(max(t + offset, 0), num_frames - 1) for offset in self.offsets]
 
@@ -111,6 +121,7 @@ class PairSampler(ClipSampler):
   `ETC_PARTNER_OFFSETS`. Both train on the target's label only.
   """
   partner_offsets: tuple[int, ...]
+  frames_per_clip = 2
 
   def __post_init__(self):
     if not self.partner_offsets or 0 in self.partner_offsets:
@@ -181,4 +192,4 @@ def make_clip_sampler(cfg: ml_collections.ConfigDict) -> ClipSampler:
 
 def clip_length(cfg: ml_collections.ConfigDict) -> int:
   """Frames per training clip (T of the batch) for a clip config."""
-  return {"single": 1, "pair": 2}.get(cfg.kind, len(cfg.offsets))
+  return make_clip_sampler(cfg).frames_per_clip

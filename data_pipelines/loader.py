@@ -201,6 +201,19 @@ class _LocalBatchMap(grain.transforms.Map):
     return {key: np.stack([clip[key] for clip in clips]) for key in clips[0]}
 
 
+def _check_videos_hold_clips(videos: dataset.VideoDataset, frames: int, what: str,
+                             data_cfg: ml_collections.ConfigDict, split: str) -> None:
+  """Refuses a split whose every video is one frame when a clip (`what`) takes several: each clip
+  would repeat that frame, and a temporal method would train or be scored without time, silently.
+  It happens when a copy lacks the frames around the labelled ones (Cityscapes without
+  leftImg8bit_sequence/)."""
+  if frames > 1 and all(videos.num_frames(i) == 1 for i in range(len(videos))):
+    raise DataError(f"{data_cfg.source} {split}", (
+        f"every video is a single frame, but the config's {what} take {frames} frames: the "
+        f"frames around the labelled ones are missing from the copy (Cityscapes: "
+        f"leftImg8bit_sequence/; records built without them need a rebuild)"))
+
+
 def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_sampling.ClipSampler, *,
                       seed: int, shard_options: grain.sharding.ShardOptions | None = None
                       ) -> grain.DataLoader:
@@ -216,6 +229,8 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
   """
   shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
   videos = dataset.make_dataset(data_cfg, data_cfg.train_split)
+  _check_videos_hold_clips(videos, sampler.frames_per_clip, "training clips", data_cfg,
+                           data_cfg.train_split)
   flow_cfg = data_cfg.get("flow", None)
   flow = (FlowProvider(flow_cfg.method, flow_cfg.get("cache_dir", ""))
           if flow_cfg is not None and flow_cfg.get("method", "") else None)
@@ -261,6 +276,8 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   """
   videos = dataset.make_dataset(data_cfg, split)
   window = tuple(data_cfg.get("eval_label_window", ()))
+  _check_videos_hold_clips(videos, 1 + sum(window) if window else 1,
+                           "evaluation windows (data.eval_label_window)", data_cfg, split)
   exact_size = tuple(data_cfg.eval_transform.get("exact_size", ())) or None
   num_videos = min(len(videos), max_videos) if max_videos else len(videos)
   for index in range(shard_index, num_videos, shard_count):

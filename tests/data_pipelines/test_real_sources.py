@@ -5,11 +5,12 @@ import os
 import shutil
 
 import cv2
+import grain
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import dataset
+from data_pipelines import clip_sampling, dataset, loader
 from data_pipelines.sources import base, camvid, cityscapes, footage, get_source, vspw, vtest_pseudo
 from data_pipelines.tfds_builders import real_videos
 from tests.data_pipelines import helpers
@@ -143,10 +144,9 @@ def test_cityscapes_snippets_mark_the_annotated_frame(tmp_path):
   np.testing.assert_array_equal(clip["labels"][1, 0, :6], [0, 1, 18, 255, 255, 11])
 
 
-def test_cityscapes_without_sequences_reads_the_annotated_frames_alone(tmp_path, caplog):
-  """With leftImg8bit/ (the 11 GB package) in place of leftImg8bit_sequence/, each annotated
-  frame is a one-frame video: what a per-frame model trains and evaluates on."""
-  root = _cityscapes(tmp_path / "cs")
+def _cityscapes_without_sequences(root) -> str:
+  """`_cityscapes` as the 11 GB package has it: the annotated frames in leftImg8bit/ only."""
+  root = _cityscapes(root)
   sequence = os.path.join(root, "leftImg8bit_sequence", "train", "frankfurt")
   single = os.path.join(root, "leftImg8bit", "train", "frankfurt")
   os.makedirs(single)
@@ -154,6 +154,13 @@ def test_cityscapes_without_sequences_reads_the_annotated_frames_alone(tmp_path,
     os.rename(os.path.join(sequence, f"{stem}_leftImg8bit.png"),
               os.path.join(single, f"{stem}_leftImg8bit.png"))
   shutil.rmtree(os.path.join(root, "leftImg8bit_sequence"))
+  return root
+
+
+def test_cityscapes_without_sequences_reads_the_annotated_frames_alone(tmp_path, caplog):
+  """With leftImg8bit/ (the 11 GB package) in place of leftImg8bit_sequence/, each annotated
+  frame is a one-frame video: what a per-frame model trains and evaluates on."""
+  root = _cityscapes_without_sequences(tmp_path / "cs")
   with caplog.at_level(logging.WARNING):
     videos = dataset.VideoDataset.from_source(cityscapes.CityscapesSource(root), "train")
   assert "one-frame video" in caplog.text and "leftImg8bit/train" in caplog.text
@@ -162,6 +169,26 @@ def test_cityscapes_without_sequences_reads_the_annotated_frames_alone(tmp_path,
   clip = videos.load(1, [0])
   assert int(clip["frames"][0, 0, 0, 0]) == 29  # the annotated frame, number 29
   np.testing.assert_array_equal(clip["labels"][0, 0, :6], [0, 1, 18, 255, 255, 11])
+
+
+def test_one_frame_videos_serve_per_frame_methods_and_refuse_clips(tmp_path):
+  """Without the sequences a DCFM pair or DTERN clip would repeat the annotated frame and train or
+  score a temporal method without time, silently: the loaders refuse, naming what is missing."""
+  cfg = helpers.data_config(tmp_path / "tfds", source="cityscapes", backend="files",
+                            train_split="train", eval_split="train", eval_label_window=(0, 0))
+  cfg.cityscapes = dict(root=_cityscapes_without_sequences(tmp_path / "cs"))
+  one = grain.sharding.ShardOptions(0, 1)
+  batch = next(iter(loader.make_train_loader(cfg, clip_sampling.SingleFrameSampler(), seed=0,
+                                             shard_options=one)))
+  assert batch["frames"].shape[1] == 1 and batch["labeled"].all()
+  assert [video.num_frames for video in loader.eval_videos(cfg, "train")] == [1, 1]
+  with pytest.raises(base.DataError, match=r"cityscapes train: every video is a single frame, "
+                     r"but the config's training clips take 2 frames.*leftImg8bit_sequence/"):
+    loader.make_train_loader(cfg, clip_sampling.PairSampler((-1, 1)), seed=0, shard_options=one)
+  cfg.eval_label_window = (1, 1)
+  with pytest.raises(base.DataError, match=r"evaluation windows \(data.eval_label_window\) take "
+                                           r"3 frames"):
+    list(loader.eval_videos(cfg, "train"))
 
 
 def test_cityscapes_unknown_label_id_is_an_error(tmp_path):
