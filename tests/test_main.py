@@ -134,6 +134,14 @@ def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode
   assert expected in error
 
 
+def test_bad_data_is_a_one_line_error_naming_the_file(tmp_path):
+  """A `DataError` (the dataset's copy, not the code, is wrong) ends the run with its message."""
+  missing = tmp_path / "vtest_pseudo"
+  error = _one_line_error(["--config=configs/segformer/vtest_pseudo_mitb0.py:root=" + str(missing),
+                           f"--workdir={tmp_path / 'run'}", "--config.data.backend=files"])
+  assert error.startswith(f"error: {missing / 'train'}: missing")
+
+
 def test_distributed_on_without_a_cluster_names_the_variables_to_set(tmp_path):
   cluster = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_", "OMPI_",
              "TPU_")

@@ -1,10 +1,19 @@
-"""The one error type the command line reports without a traceback.
+"""The error types the command line reports without a traceback.
 
-A run set up wrongly (a flag, the config, the workdir, the environment) is the user's to fix, and
-a 100-line traceback hides the one line that says how; any other exception is a bug and keeps its
-traceback. Library callers (tests, notebooks) get an ordinary exception either way.
+A run set up wrongly (a flag, the config, the workdir, the environment) or fed bad data is the
+user's to fix, and a 100-line traceback hides the one line that says how; any other exception is a
+bug and keeps its traceback. Library callers (tests, notebooks) get an ordinary exception either
+way. Kept free of heavy imports: `vssjax.main` reads it before JAX loads.
 """
 
 
 class SetupError(ValueError):
   """The run cannot start as set up; the message names the flag, file or variable to change."""
+
+
+class DataError(Exception):
+  """Bad input data. The message always starts with the file (or video/frame id) concerned."""
+
+  def __init__(self, where: str, problem: str):
+    super().__init__(f"{where}: {problem}")
+    self.where = where

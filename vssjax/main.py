@@ -17,7 +17,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vssjax.errors import SetupError
+from vssjax.errors import DataError, SetupError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
@@ -106,11 +106,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) ends the run
-  with its message alone."""
+  """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) or a
+  `DataError` (a bad file of the dataset or input) ends the run with its message alone."""
   try:
     _run(argv)
-  except SetupError as error:
+  except (SetupError, DataError) as error:
     _fail(str(error))
 
 

@@ -19,17 +19,10 @@ import cv2
 import numpy as np
 
 from vssjax import plugins
+from vssjax.errors import DataError
 
 IGNORE_LABEL = 255
 Payload = str | bytes | np.ndarray
-
-
-class DataError(Exception):
-  """Bad input data. The message always starts with the file (or video/frame id) concerned."""
-
-  def __init__(self, where: str, problem: str):
-    super().__init__(f"{where}: {problem}")
-    self.where = where
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
