@@ -16,8 +16,10 @@ import sys
 import time
 
 from data_pipelines.tfds_builders import real_videos
+from vssjax.errors import user_errors_in_one_line
 
 
+@user_errors_in_one_line
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--source", required=True, choices=sorted(real_videos.BUILDERS))

@@ -8,8 +8,10 @@ import argparse
 import sys
 
 from data_pipelines.sources import vtest_pseudo
+from vssjax.errors import user_errors_in_one_line
 
 
+@user_errors_in_one_line
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--video", required=True, help="path to vtest.avi")

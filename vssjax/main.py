@@ -17,7 +17,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vssjax.errors import DataError, SetupError
+from vssjax.errors import SetupError, user_errors_in_one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
@@ -105,16 +105,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(problem)
 
 
+@user_errors_in_one_line
 def main(argv):
   """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) or a
   `DataError` (a bad file of the dataset or input) ends the run with its message alone."""
-  try:
-    _run(argv)
-  except (SetupError, DataError) as error:
-    _fail(str(error))
-
-
-def _run(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -13,6 +13,7 @@ from etils import epath
 
 from data_pipelines.sources import base, get_source
 from data_pipelines.tfds_builders import video_records
+from vssjax.errors import SetupError
 
 
 class _ManualSourceBuilder(video_records.VideoSegBuilder, skip_registration=True):
@@ -73,6 +74,9 @@ def _builder(source_name: str, data_dir: str, manual_dir: str = ""
 
 def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
   """Builds the source's records from manual_dir into data_dir unless already there."""
+  if not os.path.isdir(os.path.expanduser(manual_dir)):
+    raise SetupError(f"--manual_dir {manual_dir} is not a folder; it is the dataset's copy: "
+                     f"{BUILDERS[source_name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
   builder, config = _builder(source_name, data_dir, manual_dir)
   builder.download_and_prepare(download_config=config)
   return builder
@@ -99,7 +103,7 @@ def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
   found = (f" Found only version {', '.join(others)} there, whose record layout this code cannot "
            f"read ({builder.version}: {builder.RELEASE_NOTES[str(builder.version)]})"
            if others else "")
-  raise FileNotFoundError(
+  raise SetupError(
       f"no ArrayRecord data of version {builder.version} for source {source_name!r} under "
       f"{data_dir}.{found} Real datasets are never built implicitly: build them with python -m "
       f"data_pipelines.build --source={source_name} --manual_dir=<your copy> "

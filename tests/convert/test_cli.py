@@ -70,7 +70,7 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
        f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "format hf" in run.stdout and "saved the converted weights as step 0" in run.stdout
-  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+  with pytest.raises(SetupError, match="already holds checkpoints"):
     convert_to_workdir(quick_config, str(tmp_path / "hf"), str(workdir))
   # The config is recorded as training records it, so a misfitting one is named field by field.
   recorded = json.loads((workdir / "config.json").read_text())

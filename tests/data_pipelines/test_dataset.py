@@ -11,6 +11,7 @@ from data_pipelines import dataset
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import synthetic_video, video_records
 from tests.data_pipelines import helpers
+from vssjax.errors import SetupError
 
 
 def test_backends_agree(tmp_path):
@@ -200,7 +201,7 @@ def test_config_errors(tmp_path):
     dataset.make_dataset(helpers.data_config(tmp_path, backend="tfrecord"), "train")
   cfg = helpers.data_config(tmp_path, source="vspw", backend="arrayrecord")
   cfg.vspw = dict(root=str(tmp_path / "VSPW_480p"))
-  with pytest.raises(FileNotFoundError, match="never built implicitly.*--source=vspw"):
+  with pytest.raises(SetupError, match="never built implicitly.*--source=vspw"):
     dataset.make_dataset(cfg, "train")
   cfg = helpers.data_config(tmp_path, source="test_constant", backend="arrayrecord")
   with pytest.raises(ValueError, match="no ArrayRecord builder for source 'test_constant'"):

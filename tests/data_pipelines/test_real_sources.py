@@ -14,6 +14,7 @@ from data_pipelines import clip_sampling, dataset, loader
 from data_pipelines.sources import base, camvid, cityscapes, footage, get_source, vspw, vtest_pseudo
 from data_pipelines.tfds_builders import real_videos
 from tests.data_pipelines import helpers
+from vssjax.errors import SetupError
 
 H, W = 6, 8
 
@@ -369,7 +370,7 @@ def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
   data_dir = str(tmp_path / "tfds")
   builder = real_videos.prepare("cityscapes", root, data_dir)
   os.rename(builder.data_path, os.path.join(os.path.dirname(builder.data_path), "2.0.0"))
-  with pytest.raises(FileNotFoundError, match=r"version 2\.1\.0 .* Found only version 2\.0\.0 "
+  with pytest.raises(SetupError, match=r"version 2\.1\.0 .* Found only version 2\.0\.0 "
                      r"there, whose record layout .*python -m data_pipelines\.build "
                      r"--source=cityscapes"):
     real_videos.load("cityscapes", data_dir)

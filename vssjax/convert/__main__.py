@@ -16,6 +16,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vssjax.errors import user_errors_in_one_line
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file whose model the weights are for.", lock_config=True)
 _CHECKPOINT = flags.DEFINE_list(
@@ -30,6 +32,7 @@ _ALLOW_PICKLE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 
+@user_errors_in_one_line
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from vssjax.errors import SetupError
+
 StateDict = Mapping[str, np.ndarray]
 Variables = dict[str, Any]
 
@@ -35,7 +37,7 @@ DEFAULT_DROP = (r"(^|\.)num_batches_tracked$",)
 EXAMPLE_IMAGE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(SetupError):
   """The checkpoint does not fit the model; the message lists every offending key."""
 
 

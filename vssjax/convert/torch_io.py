@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from vssjax.convert.common import StateDict
+from vssjax.errors import SetupError
 
 _WRAPPER_KEYS = ("state_dict", "model")
 _DDP_PREFIX = "module."
 _PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-class CheckpointReadError(RuntimeError):
+class CheckpointReadError(SetupError):
   """A checkpoint file could not be read; the message names the file and what to do."""
 
 
