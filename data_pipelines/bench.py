@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import clip_sampling, loader
+from vssjax.errors import user_errors_in_one_line
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg].", lock_config=True)
 _BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per worker count.")
@@ -43,6 +44,7 @@ def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batc
   return dict(seconds=seconds, clips_per_s=clips / seconds, frames_per_s=frames / seconds)
 
 
+@user_errors_in_one_line
 def main(argv):
   del argv
   config = _CONFIG.value

@@ -39,6 +39,9 @@ def test_other_exceptions_keep_their_traceback():
      "manual_dir = a folder holding gtFine/"),
     (["data_pipelines.make_vtest_pseudo", "--video=/nonexistent/vtest.avi", "--out_dir=OUT"],
      "error: /nonexistent/vtest.avi: cannot read file (no such file)"),
+    (["data_pipelines.bench", "--config=configs/segformer/vtest_pseudo_mitb0.py:root=OUT",
+      "--config.data.backend=files"],
+     "error: OUT/train: missing; build vtest-pseudo first"),
     (["vssjax.convert", "--config=configs/segformer/synthetic_mitb0.py:quick",
       "--checkpoint=/nonexistent/model.pth", "--workdir=OUT"],
      "error: /nonexistent/model.pth: no such file or directory"),
@@ -50,5 +53,6 @@ def test_commands_report_a_users_error_in_one_line(command, expected, tmp_path):
                           text=True, timeout=120, check=False)
   assert result.returncode == 1, result.stdout + result.stderr
   lines = result.stderr.splitlines()
+  expected = expected.replace("OUT", str(tmp_path / "out"))
   assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
   assert not (tmp_path / "out").exists()  # a failed run leaves no half-made output behind

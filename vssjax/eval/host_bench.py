@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines.transforms import eval_resize
+from vssjax.errors import user_errors_in_one_line
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor
 
@@ -98,6 +99,7 @@ def _cli() -> None:
   device_ms = flags.DEFINE_list("device_ms", ["0", "5", "10"], "simulated device ms per frame")
   max_videos = flags.DEFINE_integer("max_videos", 0, "evaluate the split's first N videos (0: all)")
 
+  @user_errors_in_one_line
   def main(argv):
     del argv
     config = config_flag.value
