@@ -37,6 +37,12 @@ class ClipSampler(abc.ABC):
   def frames_per_clip(self) -> int:
     """Frames in a training clip (T of the batch)."""
 
+  @property
+  def eval_frames_per_clip(self) -> int:
+    """Frames the clip of an evaluated frame takes (`eval_indices`): the training clip's by
+    default."""
+    return self.frames_per_clip
+
   @abc.abstractmethod
   def train_indices(self, num_frames: int, rng: np.random.Generator,
                     labeled_targets: Sequence[int] | None = None) -> list[int]:
@@ -122,6 +128,7 @@ class PairSampler(ClipSampler):
   """
   partner_offsets: tuple[int, ...]
   frames_per_clip = 2
+  eval_frames_per_clip = 1
 
   def __post_init__(self):
     if not self.partner_offsets or 0 in self.partner_offsets:

@@ -262,9 +262,12 @@ class EvalVideo:
 
 
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
-                shard_count: int = 1, max_videos: int = 0) -> Iterator[EvalVideo]:
+                shard_count: int = 1, max_videos: int = 0, clip_frames: int = 1
+                ) -> Iterator[EvalVideo]:
   """This shard's videos of `split` (every shard_count-th one, so shards stay balanced); with
   `max_videos`, of the split's first `max_videos` only, whatever the number of shards.
+  `clip_frames`: the frames a predicted frame's clip takes (DTERN: 4); a split of one-frame
+  videos cannot serve it and is refused.
 
   With `data.eval_label_window = (before, after)` each video is cut to the frames
   [a - before, a + after] around its labelled frame a (DCFM evaluates Cityscapes and CamVid on
@@ -276,8 +279,8 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   """
   videos = dataset.make_dataset(data_cfg, split)
   window = tuple(data_cfg.get("eval_label_window", ()))
-  _check_videos_hold_clips(videos, 1 + sum(window) if window else 1,
-                           "evaluation windows (data.eval_label_window)", data_cfg, split)
+  _check_videos_hold_clips(videos, max(clip_frames, 1 + sum(window)),
+                           "evaluated clips or windows (data.eval_label_window)", data_cfg, split)
   exact_size = tuple(data_cfg.eval_transform.get("exact_size", ())) or None
   num_videos = min(len(videos), max_videos) if max_videos else len(videos)
   for index in range(shard_index, num_videos, shard_count):

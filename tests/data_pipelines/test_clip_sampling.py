@@ -121,3 +121,13 @@ def test_clip_length():
   assert clip_sampling.clip_length(make(kind="single", offsets=(0,))) == 1
   assert clip_sampling.clip_length(make(kind="pair", offsets=(3, 2, 1, -1, -2))) == 2
   assert clip_sampling.clip_length(DTERN) == 4
+
+
+@pytest.mark.parametrize("sampler", [
+    clip_sampling.SingleFrameSampler(), clip_sampling.OffsetClipSampler((-9, -6, -3, 0)),
+    clip_sampling.PairSampler((3, 2, 1, -1, -2))])
+def test_frames_per_clip_count_what_the_indices_hold(sampler):
+  """What the loaders check a split against (one-frame videos cannot serve a longer clip)."""
+  rng = np.random.default_rng(0)
+  assert len(sampler.train_indices(30, rng)) == sampler.frames_per_clip
+  assert len(sampler.eval_indices(30, 20)) == sampler.eval_frames_per_clip

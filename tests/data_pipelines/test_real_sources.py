@@ -186,9 +186,11 @@ def test_one_frame_videos_serve_per_frame_methods_and_refuse_clips(tmp_path):
   with pytest.raises(base.DataError, match=r"cityscapes train: every video is a single frame, "
                      r"but the config's training clips take 2 frames.*leftImg8bit_sequence/"):
     loader.make_train_loader(cfg, clip_sampling.PairSampler((-1, 1)), seed=0, shard_options=one)
+  with pytest.raises(base.DataError, match=r"evaluated clips or windows .* take 4 frames"):
+    list(loader.eval_videos(cfg, "train", clip_frames=4))  # DTERN's clip of an evaluated frame
   cfg.eval_label_window = (1, 1)
-  with pytest.raises(base.DataError, match=r"evaluation windows \(data.eval_label_window\) take "
-                                           r"3 frames"):
+  with pytest.raises(base.DataError, match=r"evaluated clips or windows \(data.eval_label_window\) "
+                                           r"take 3 frames"):
     list(loader.eval_videos(cfg, "train"))
 
 

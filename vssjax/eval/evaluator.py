@@ -19,6 +19,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
+from data_pipelines.clip_sampling import make_clip_sampler
 from data_pipelines.lists import read_list
 from data_pipelines.loader import eval_videos
 from data_pipelines.dataset import make_source
@@ -164,7 +165,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       _add_temporal_pairs(temporal, flow_provider, f"{split}/{name}", frames, predictions)
 
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
-                            config.eval.max_videos))
+                            config.eval.max_videos,
+                            make_clip_sampler(config.clip).eval_frames_per_clip))
   progress = Progress(f"eval[{split}] video", len(videos), "videos")
   frame_ends: list[float] = []
   timed_from, untimed_frames = None, 0
