@@ -13,7 +13,8 @@ SegFormer authors; their SegFormer training recipe is not published. The recipe 
 the SegFormer/CFFM/DTERN mmseg configs: 480x480 crops of frames rescaled to (853, 480) x [0.5, 2],
 AdamW 6e-5 (decode head x10, no decay on norms), poly with a 1500-iteration warm-up, 160k
 iterations, 8 images per iteration (2 per GPU x 4 GPUs, unverified for DCFM's runs); eval resizes
-to fit (853, 480) with sides rounded to multiples of 32.
+to fit (853, 480) with sides rounded to multiples of 32. Metrics in VSPW's own conventions (the
+project's defaults); DCFM's text does not say how these rows were scored (docs/reproducing.md).
 
 This file also holds the builder of the B1/B2/B5 variants (`vspw_segformer_config`) and the recipe
 the Cityscapes and CamVid configs share (`segformer_base`).
