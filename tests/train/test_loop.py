@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import time
 
 import jax
 import numpy as np
@@ -25,7 +26,7 @@ def _losses(workdir):
   return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
-def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, tmp_path):
+def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, tmp_path, capsys):
   """A run stopped after 2 of 4 steps and resumed ends exactly where a straight run ends; both
   write their checkpoints, results and overlay video. `max_steps_this_run` counts this run's
   steps (a time-boxed job resumes with the same box), and each step logs its own learning rate."""
@@ -56,6 +57,10 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
     assert (tmp_path / run / "results.json").exists() and (tmp_path / run / "results.md").exists()
     assert list((tmp_path / run).glob("overlay_*.mp4"))
   assert loop.evaluate_checkpoint(quick_config, str(tmp_path / "a"))["step"] == 4
+  capsys.readouterr()
+  # Training a finished workdir again says so, and evaluates its checkpoint once more.
+  assert loop.train_and_evaluate(quick_config, str(tmp_path / "a"))["step"] == 4
+  assert "training already complete (step 4 of 4)" in capsys.readouterr().out
 
 
 def test_one_device_equals_four_devices(quick_config, tmp_path):
@@ -93,6 +98,27 @@ def test_a_log_line_averages_its_steps_metrics():
              (3, {"loss": np.float32(6.0)})]
   summary = loop._summarize(pending, 6.0, 0.01)  # pylint: disable=protected-access
   assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01}
+
+
+def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tmp_path,
+                                                                   monkeypatch, capsys):
+  """A line's steps/s runs from the previous line's fetch of its metrics, which waits for those
+  steps (the first one's compile included): a 3 s wait for step 1 counts in step 1's rate, not in
+  step 2's (metrics.jsonl measured it from before that wait). The first step is announced."""
+  fetch = loop._check_finite  # pylint: disable=protected-access
+
+  def slow_first_fetch(pending):
+    if pending[0][0] == 1:
+      time.sleep(3.0)
+    return fetch(pending)
+
+  monkeypatch.setattr(loop, "_check_finite", slow_first_fetch)
+  quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  rates = [record["steps_per_s"] for record in map(json.loads, lines)]
+  assert rates[0] < 1 / 3 and rates[1] > 1 / 2, rates
+  assert "train: compiling the training step, then steps 1..2" in capsys.readouterr().out
 
 
 def test_non_finite_loss_stops_with_the_step_number():

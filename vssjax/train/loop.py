@@ -155,9 +155,9 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   return host
 
 
-def _summarize(pending: list[tuple[int, dict]], seconds: float, lr: float) -> dict[str, float]:
-  """Mean of the steps' metrics since the last log line, plus throughput and learning rate."""
-  host = _check_finite(pending)
+def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float) -> dict[str, float]:
+  """Mean of the steps' fetched metrics since the last log line, plus throughput (`seconds`: from
+  the last log line's fetch to this one's) and learning rate."""
   mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
   return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
 
@@ -207,6 +207,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     writer = closing.enter_context(contextlib.closing(MetricWriter(workdir)))
     progress = Progress("train step", total, "steps", min_interval_s=0.0)
     pending: list[tuple[int, dict]] = []
+    if start >= total:
+      print(f"training already complete (step {start} of {total}); evaluating its checkpoint",
+            flush=True)
+    else:  # the first step waits for XLA to compile it: minutes for a large model
+      print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
     t_last = time.perf_counter()
     done = start
     with StopSignal() as stop_signal:
@@ -217,8 +222,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         pending.append((done, metrics))
         stopping = stop_signal.should_stop(done)
         if done % config.train.log_every == 0 or done == end or stopping:
+          host = _check_finite(pending)  # waits for these steps to finish
           now = time.perf_counter()
-          mean = _summarize(pending, now - t_last, float(schedule(done - 1)))
+          mean = _summarize(host, now - t_last, float(schedule(done - 1)))
           t_last = now
           writer.write(done, mean)
           progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
