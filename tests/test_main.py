@@ -134,6 +134,25 @@ def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode
   assert expected in error
 
 
+@pytest.mark.parametrize("config, extra, expected", [
+    (CONFIG, ["--config.method.name=segfromer"], "unknown method.name 'segfromer'"),
+    (CONFIG, ["--config.model.backbone=b9"], "unknown MiT variant 'b9'"),
+    (CONFIG, ["--config.data.batch_size=0"], "data.batch_size=0: a batch needs at least one"),
+    (CONFIG, ["--config.train.steps=0"], "train.steps=0: training needs at least one step"),
+    (CONFIG, ["--config.eval.vc_convention=DCFM"], "config.eval: vc_convention must be one of"),
+    (CONFIG, ["--mode=bench", "--config.bench.dtypes=('fp16',)"], "bench.dtypes: ['fp16'] not"),
+    ("configs/dcfm/synthetic_mitb0.py:quick,k=two", [], "config argument k='two': not a int"),
+    ("configs/dcfm/synthetic_mitb0.py:quick,mode=X", [], "DCFM mode must be 'B' or 'P'"),
+])
+def test_a_bad_config_value_is_a_one_line_error_before_anything_runs(tmp_path, config, extra,
+                                                                     expected):
+  """Checked at set-up (the evaluation's settings too, not after training), in one line, and
+  no workdir is made."""
+  error = _one_line_error([f"--config={config}", f"--workdir={tmp_path / 'run'}", *extra])
+  assert expected in error
+  assert not (tmp_path / "run").exists()
+
+
 def test_bad_data_is_a_one_line_error_naming_the_file(tmp_path):
   """A `DataError` (the dataset's copy, not the code, is wrong) ends the run with its message."""
   missing = tmp_path / "vtest_pseudo"

@@ -40,10 +40,12 @@ from etils import epath
 from data_pipelines.clip_sampling import clip_length
 from vssjax import op_profile, parallel
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.methods.base import Method, flatten_time
 from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
+from vssjax.methods.segformer import COMPUTE_DTYPES
 from vssjax.models.layers import normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
@@ -70,6 +72,9 @@ def _settings(config: ConfigDict) -> dict[str, Any]:
   settings["batch_sizes"] = tuple(settings["batch_sizes"]) or (1, config.data.batch_size)
   settings["input_size"] = tuple(
       settings["input_size"] or config.data.train_transform.crop_size)
+  unknown = [dtype for dtype in settings["dtypes"] if dtype not in COMPUTE_DTYPES]
+  if unknown:
+    raise SetupError(f"bench.dtypes: {unknown} not among {sorted(COMPUTE_DTYPES)}")
   return settings
 
 

@@ -52,7 +52,11 @@ def parse_arg(arg: str | None, **spec: Any) -> ConfigDict:
     elif isinstance(default, bool):
       result[name] = value.lower() in ("1", "true", "yes", "on")
     else:
-      result[name] = type(default)(value)
+      try:
+        result[name] = type(default)(value)
+      except ValueError:
+        raise SetupError(f"config argument {name}={value!r}: not a {type(default).__name__} "
+                         f"(its default is {default!r})") from None
   return result
 
 

@@ -15,6 +15,8 @@ import os
 import cv2
 import numpy as np
 
+from vssjax.errors import SetupError
+
 FLO_MAGIC = 202021.25  # Middlebury `.flo` header tag ("PIEH" as float32 little-endian).
 METHODS = ("dis", "farneback")
 
@@ -60,7 +62,7 @@ class FlowProvider:
 
   def __init__(self, method: str = "dis", cache_dir: str = "", memory_items: int = 64):
     if method not in METHODS:
-      raise ValueError(f"unknown flow method {method!r}; expected one of {METHODS}")
+      raise SetupError(f"unknown flow method {method!r}; expected one of {METHODS}")
     self.method = method
     self._cache_dir = os.path.expanduser(cache_dir)
     self._memory: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()

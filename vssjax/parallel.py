@@ -102,12 +102,14 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
   """Fails early, naming the numbers, when the batch cannot be split evenly."""
   devices = mesh.devices.size
+  if global_batch < 1:
+    raise SetupError(f"data.batch_size={global_batch}: a batch needs at least one clip")
   if global_batch % devices:
-    raise ValueError(
+    raise SetupError(
         f"data.batch_size={global_batch} is not divisible by the {devices} devices of the mesh "
         f"{dict(mesh.shape)}")
   if global_batch % jax.process_count():
-    raise ValueError(
+    raise SetupError(
         f"data.batch_size={global_batch} is not divisible by the {jax.process_count()} processes")
 
 

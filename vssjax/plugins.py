@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
+from vssjax.errors import SetupError
+
 
 def resolve_class(name: str, registry: Mapping[str, str | type], base: type, field: str) -> type:
   """The subclass of `base` that config field `field` names with `name`.
@@ -36,18 +38,18 @@ def _import_class(path: str, field: str, known: list[str]) -> object:
   it."""
   module_name, sep, class_name = path.partition(":")
   if not (sep and module_name and class_name):
-    raise ValueError(f"unknown {field} {path!r}: neither a registered name ({', '.join(known)}) "
+    raise SetupError(f"unknown {field} {path!r}: neither a registered name ({', '.join(known)}) "
                      "nor an import path 'package.module:ClassName'")
   try:
     module = importlib.import_module(module_name)
   except Exception as e:
     if isinstance(e, ModuleNotFoundError) and _is_package_of(e.name, module_name):
-      raise ValueError(f"{field} {path!r}: no module named {e.name!r}; is the folder that holds "
+      raise SetupError(f"{field} {path!r}: no module named {e.name!r}; is the folder that holds "
                        f"it on sys.path (PYTHONPATH)?") from e
     e.add_note(f"while importing {field} {path!r}")
     raise
   if not hasattr(module, class_name):
-    raise ValueError(f"{field} {path!r}: module {module_name!r} has no attribute "
+    raise SetupError(f"{field} {path!r}: module {module_name!r} has no attribute "
                      f"{class_name!r}")
   return getattr(module, class_name)
 

@@ -35,6 +35,7 @@ import pathlib
 
 from data_pipelines.clip_sampling import ETC_PARTNER_OFFSETS
 from vssjax import configs_lib
+from vssjax.errors import SetupError
 from vssjax.methods.etc_losses import (AUX_WEIGHT, CITYSCAPES_CLASS_WEIGHTS, MULTI_FRAME_POOL,
                                        SELF_SIMILARITY_POOL, TEMPORAL_WEIGHT)
 
@@ -59,7 +60,7 @@ def sibling(config_file: str, name: str) -> str:
 def etc_base(backbone: str, variant: str):
   """The unlocked ETC recipe: every term's weight, SGD with 10x heads; datasets fill the rest."""
   if variant not in VARIANTS:
-    raise ValueError(f"ETC variant must be one of {VARIANTS}, got {variant!r}")
+    raise SetupError(f"ETC variant must be one of {VARIANTS}, got {variant!r}")
   c = configs_lib.base_config()
   c.method.name = "etc"
   c.method.update(

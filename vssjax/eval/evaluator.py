@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import pickle
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.eval import report
 from vssjax.flow import FlowProvider
 from vssjax.methods.base import Method, StreamingPredictor, Variables
@@ -129,6 +131,40 @@ class _OneVideoBehind:
     self._executor.shutdown(wait=True)
 
 
+@dataclasses.dataclass
+class Scorers:
+  """The metric accumulators of one evaluation, built from `config.eval`."""
+  confusion: ConfusionMatrix
+  consistency: VideoConsistency
+  temporal: TemporalConsistency | None  # with eval.temporal_consistency
+  tc_videos: set[str] | None  # eval.tc_video_list: the videos TC scores (None: all)
+  flow_provider: FlowProvider | None
+
+
+def make_scorers(config: ConfigDict) -> Scorers:
+  """`config.eval`'s accumulators; a bad setting is a `SetupError` naming it. The train loop calls
+  this before its first step, so a typo in eval settings fails then, not after training."""
+  num_classes = config.data.num_classes
+  if config.eval.miou_convention not in MIOU_CONVENTIONS:
+    raise SetupError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
+                     f"{config.eval.miou_convention!r}")
+  try:
+    temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
+                if config.eval.temporal_consistency else None)
+    return Scorers(
+        confusion=ConfusionMatrix(num_classes),
+        consistency=VideoConsistency(
+            num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks,
+            vc_convention=config.eval.vc_convention),
+        temporal=temporal,
+        tc_videos=(set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list
+                   else None),
+        flow_provider=(FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
+                       if temporal is not None else None))
+  except (ValueError, FileNotFoundError) as error:  # the metrics' own checks of their settings
+    raise SetupError(f"config.eval: {error}") from error
+
+
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
              step: int = 0, split: str | None = None,
              decode_ahead: bool | None = None) -> dict[str, Any]:
@@ -140,20 +176,10 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   split = split or config.data.eval_split
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
-  num_classes = config.data.num_classes
   miou_convention = config.eval.miou_convention
-  if miou_convention not in MIOU_CONVENTIONS:  # before the run, not after it
-    raise ValueError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
-                     f"{miou_convention!r}")
-  confusion = ConfusionMatrix(num_classes)
-  consistency = VideoConsistency(
-      num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks,
-      vc_convention=config.eval.vc_convention)
-  temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
-              if config.eval.temporal_consistency else None)
-  tc_videos = (set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list else None)
-  flow_provider = (FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
-                   if temporal is not None else None)
+  scorers = make_scorers(config)  # before the run, not after it
+  confusion, consistency, temporal = scorers.confusion, scorers.consistency, scorers.temporal
+  tc_videos, flow_provider = scorers.tc_videos, scorers.flow_provider
 
   def score_video(name, frames, labels, predictions):
     try:

@@ -30,6 +30,7 @@ import numpy as np
 from data_pipelines.clip_sampling import dcfm_first_keyframe
 from data_pipelines.transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
@@ -66,7 +67,7 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     common_dim = model.common_dim
     shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
   else:
-    raise ValueError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
+    raise SetupError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
                      f"got {model.backbone!r}")
   return DCFM(encoder=encoder, num_classes=num_classes, common_dim=common_dim,
               independent_dim=shallow_dim // 2, bottleneck=bottleneck, head_hidden=model.head_hidden,
@@ -84,11 +85,11 @@ class KeyframeSchedule:
 
   def __post_init__(self):
     if self.interval < 1:
-      raise ValueError(f"keyframe interval must be >= 1, got {self.interval}")
+      raise SetupError(f"keyframe interval must be >= 1, got {self.interval}")
     if self.mode not in ("B", "P"):
-      raise ValueError(f"DCFM mode must be 'B' or 'P', got {self.mode!r}")
+      raise SetupError(f"DCFM mode must be 'B' or 'P', got {self.mode!r}")
     if self.aks and self.aks_max_interval < self.interval:
-      raise ValueError(f"aks_max_interval {self.aks_max_interval} < interval {self.interval}")
+      raise SetupError(f"aks_max_interval {self.aks_max_interval} < interval {self.interval}")
 
   @classmethod
   def from_config(cls, method: ConfigDict) -> KeyframeSchedule:
@@ -107,7 +108,7 @@ class DCFMMethod(Method):
     window = tuple(config.data.get("eval_label_window", ()))
     if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
       # The rotated first keyframe runs over 0..K-1: past the window, a clip has no keyframe.
-      raise ValueError(
+      raise SetupError(
           f"DCFM's B-mode keyframe interval K={self.schedule.interval} exceeds the "
           f"{sum(window) + 1}-frame evaluation windows (data.eval_label_window={window}): the "
           f"protocol's rotated first keyframe would fall outside them; use K <= "
@@ -122,7 +123,7 @@ class DCFMMethod(Method):
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
     frames = batch["frames"]
     if frames.shape[1] != 2:
-      raise ValueError(f"DCFM trains on [neighbour, labelled] pairs (clip.kind='pair'); got "
+      raise SetupError(f"DCFM trains on [neighbour, labelled] pairs (clip.kind='pair'); got "
                        f"clips of {frames.shape[1]} frames")
     return dict(self.module.init({"params": rng}, self._images(frames[:, 1]), train=False))
 

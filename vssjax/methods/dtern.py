@@ -19,6 +19,7 @@ import numpy as np
 from data_pipelines.clip_sampling import OffsetClipSampler
 from data_pipelines.transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
                                  Variables)
@@ -85,7 +86,7 @@ class DTERNMethod(Method):
     self._dtype = compute_dtype(config.model)
     self.sampler = OffsetClipSampler(tuple(int(o) for o in config.clip.offsets))
     if max(self.sampler.offsets) > 0:
-      raise ValueError(f"{self.display_name} predicts from past frames; clip.offsets "
+      raise SetupError(f"{self.display_name} predicts from past frames; clip.offsets "
                        f"{self.sampler.offsets} must all be <= 0")
     self.encode_frame = jax.jit(self._encode_frame_impl)
     self.decode_states = jax.jit(self._decode_states_impl)
@@ -100,7 +101,7 @@ class DTERNMethod(Method):
 
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
     if batch["frames"].shape[1] < 2:
-      raise ValueError(f"{self.display_name} trains on clips (clip.kind='offsets'), got single "
+      raise SetupError(f"{self.display_name} trains on clips (clip.kind='offsets'), got single "
                        "frames")
     images = normalize_images(batch["frames"], self._dtype)
     return dict(self.module.init({"params": rng}, images, train=False))

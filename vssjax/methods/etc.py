@@ -55,6 +55,7 @@ import jax.numpy as jnp
 
 from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods import etc_losses, get_method, losses
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
@@ -85,16 +86,16 @@ def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
                   ppm_features=backbone.out_features[-1] // 4,
                   head_features=HEAD_FEATURES[18], dropout_rate=model.dropout_rate,
                   dtype=dtype)
-  raise ValueError(f"ETC backbone must be one of {sorted(RESNETS) + [MOBILENET]}, got "
+  raise SetupError(f"ETC backbone must be one of {sorted(RESNETS) + [MOBILENET]}, got "
                    f"{model.backbone!r}")
 
 
 def _check_choices(method: ConfigDict) -> None:
   if method.temporal_formulation not in etc_losses.TEMPORAL_FORMULATIONS:
-    raise ValueError(f"method.temporal_formulation must be one of "
+    raise SetupError(f"method.temporal_formulation must be one of "
                      f"{etc_losses.TEMPORAL_FORMULATIONS}, got {method.temporal_formulation!r}")
   if method.pair_wise_maps not in PAIR_WISE_MAPS:
-    raise ValueError(f"method.pair_wise_maps must be one of {PAIR_WISE_MAPS}, got "
+    raise SetupError(f"method.pair_wise_maps must be one of {PAIR_WISE_MAPS}, got "
                      f"{method.pair_wise_maps!r}")
   conv_lstm.check_rule(method.multi_frame_rule)
 
@@ -119,13 +120,13 @@ class ETCMethod(Method):
   def _build_teacher(self) -> Method:
     spec = self.config.method.teacher.config
     if not spec:
-      raise ValueError("ETC distillation weights are set but method.teacher.config is empty")
+      raise SetupError("ETC distillation weights are set but method.teacher.config is empty")
     teacher = get_method(configs_lib.load_config_file(spec))
     if not isinstance(teacher, ETCMethod):
-      raise ValueError(f"the teacher ({spec}) must be an 'etc' config (a PSPNet of any depth), "
+      raise SetupError(f"the teacher ({spec}) must be an 'etc' config (a PSPNet of any depth), "
                        f"got method {teacher.config.method.name!r}")
     if teacher.num_classes != self.num_classes:
-      raise ValueError(f"the teacher ({spec}) predicts {teacher.num_classes} classes, the "
+      raise SetupError(f"the teacher ({spec}) predicts {teacher.num_classes} classes, the "
                        f"student {self.num_classes}")
     return teacher
 
@@ -175,7 +176,7 @@ class ETCMethod(Method):
             f"not a distillation", flush=True)
       return {}
     else:
-      raise ValueError(
+      raise SetupError(
           f"ETC distillation needs the trained teacher {source.config}: train it first (python -m "
           f"vssjax.main --config={source.config} --workdir=T), then pass "
           f"--config.method.teacher.workdir=T; or set method.teacher.torch_checkpoint")
@@ -184,10 +185,10 @@ class ETCMethod(Method):
   def _check_batch(self, batch: Batch) -> None:
     clip = batch["frames"].shape[1]
     if self.needs_partner and clip != 2:
-      raise ValueError(f"ETC's temporal and distillation terms train on [partner, target] pairs "
+      raise SetupError(f"ETC's temporal and distillation terms train on [partner, target] pairs "
                        f"(clip.kind='pair'); got clips of {clip} frames")
     if self.config.method.temporal_weight > 0 and "flow" not in batch:
-      raise ValueError("ETC's temporal loss needs the batch's flow: set data.flow.method "
+      raise SetupError("ETC's temporal loss needs the batch's flow: set data.flow.method "
                        "('dis' or 'farneback')")
 
   def _train_forward(self, params, batch_stats, images, rng):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from data_pipelines.sources.base import IGNORE_LABEL
+from vssjax.errors import SetupError
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -35,7 +36,7 @@ def segmentation_cross_entropy(
   weighted mean (ETC's class-balanced loss). With 'all' it stays the pixel count (mmseg).
   """
   if average not in ("valid", "all"):
-    raise ValueError(f"loss average must be 'valid' or 'all', got {average!r}")
+    raise SetupError(f"loss average must be 'valid' or 'all', got {average!r}")
   valid = labels != ignore_label
   safe_labels = jnp.where(valid, labels, 0)
   logits = logits.astype(jnp.float32)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
 from vssjax.methods.segformer import build_backbone, compute_dtype
@@ -33,7 +34,7 @@ def _backbone(model: ConfigDict):
     return build_backbone(model)
   if model.backbone.startswith("r") and model.backbone[1:].isdigit():
     return resnet(int(model.backbone[1:]), dtype=compute_dtype(model))
-  raise ValueError(f"SD-CPC backbone must be a MiT variant {sorted(MIT_VARIANTS)} or a ResNet "
+  raise SetupError(f"SD-CPC backbone must be a MiT variant {sorted(MIT_VARIANTS)} or a ResNet "
                    f"('r18', 'r50', 'r101'), got {model.backbone!r}")
 
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, flatten_time, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
@@ -14,13 +15,13 @@ from vssjax.models.mit import mit
 from vssjax.models.segformer import SegFormer
 from vssjax.models.segformer_head import SegFormerHead
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(model: ConfigDict):
-  if model.dtype not in _DTYPES:
-    raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {model.dtype!r}")
-  return _DTYPES[model.dtype]
+  if model.dtype not in COMPUTE_DTYPES:
+    raise SetupError(f"model.dtype must be one of {sorted(COMPUTE_DTYPES)}, got {model.dtype!r}")
+  return COMPUTE_DTYPES[model.dtype]
 
 
 def build_backbone(model: ConfigDict):

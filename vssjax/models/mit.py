@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vssjax.errors import SetupError
 from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init, gelu,
                                   layer_norm)
 from vssjax.ops.attention import dot_product_attention
@@ -194,5 +195,5 @@ class MixTransformer(nn.Module):
 def mit(variant: str, **overrides: Any) -> MixTransformer:
   """MiT-`variant` ('b0'..'b5'); `overrides` replace any field (e.g. depths, dtype, dwconv_impl)."""
   if variant not in MIT_VARIANTS:
-    raise ValueError(f"unknown MiT variant {variant!r}; choose from {sorted(MIT_VARIANTS)}")
+    raise SetupError(f"unknown MiT variant {variant!r}; choose from {sorted(MIT_VARIANTS)}")
   return MixTransformer(**{**MIT_VARIANTS[variant], **overrides})

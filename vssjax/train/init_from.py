@@ -27,6 +27,7 @@ import optax
 from vssjax.configs_lib import ConfigDict
 from vssjax.convert.common import CheckpointMismatchError, StateDict, Variables
 from vssjax.convert.torch_io import load_state_dict
+from vssjax.errors import SetupError
 from vssjax.methods.base import Method
 from vssjax.train.state import TrainState
 
@@ -66,7 +67,7 @@ def detect_format(state_dict: StateDict) -> str:
   if any(k.startswith("layer1.") for k in state_dict):
     return "resnet"
   sample = ", ".join(sorted(state_dict)[:5])
-  raise ValueError(f"cannot tell the checkpoint format from its keys (first: {sample}); "
+  raise SetupError(f"cannot tell the checkpoint format from its keys (first: {sample}); "
                    f"pass it explicitly, one of {FORMATS}")
 
 
@@ -106,14 +107,14 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   """
   fmt = fmt or detect_format(state_dict)
   if fmt not in FORMATS:
-    raise ValueError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
+    raise SetupError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
   if is_backbone_only(state_dict):
     path, backbone = _backbone_of(method.module)
     if backbone is None:
-      raise ValueError(f"a backbone-only checkpoint, but method {method.config.method.name!r} "
+      raise SetupError(f"a backbone-only checkpoint, but method {method.config.method.name!r} "
                        "has no `backbone` submodule to load it into")
     if fmt not in _BACKBONE_CONVERTERS:
-      raise ValueError(f"a backbone-only checkpoint in format {fmt!r}; backbone formats: "
+      raise SetupError(f"a backbone-only checkpoint in format {fmt!r}; backbone formats: "
                        f"{sorted(_BACKBONE_CONVERTERS)}")
     kwargs = {} if fmt in ("hf", "resnet") else {
         "prefix": "backbone." if any(k.startswith("backbone.") for k in state_dict) else ""}
@@ -122,7 +123,7 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   name = method.config.method.name
   if (name, fmt) not in _CONVERTERS:
     known = sorted(f"{m}/{f}" for m, f in _CONVERTERS)
-    raise ValueError(f"no converter for method {name!r} from {fmt!r} checkpoints; known: {known}")
+    raise SetupError(f"no converter for method {name!r} from {fmt!r} checkpoints; known: {known}")
   return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
 
 

@@ -23,7 +23,7 @@ from data_pipelines.loader import make_train_loader
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
-from vssjax.eval.evaluator import evaluate
+from vssjax.eval.evaluator import evaluate, make_scorers
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
@@ -170,14 +170,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   interruption), and so does SIGTERM (after checkpointing); the final evaluation then does not run.
   Returns the final results, if any.
   """
-  workdir_path = epath.Path(workdir)
-  workdir_path.mkdir(parents=True, exist_ok=True)
-
   # ---- Set up mesh, method, input pipeline and state (resumed, else fresh) ----
+  if config.train.steps < 1:
+    raise SetupError(f"train.steps={config.train.steps}: training needs at least one step")
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
+  make_scorers(config)  # the evaluation's settings, checked now rather than after training
   loader = make_train_loader(config.data, make_clip_sampler(config.clip), seed=config.seed)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # once the setup has been checked
   data_iter = iter(loader)
   # Closed however the run ends (an error included): an asynchronous save in flight completes.
   with contextlib.ExitStack() as closing:

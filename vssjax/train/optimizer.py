@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.parallel import path_name
 
 
@@ -96,4 +97,4 @@ def _optimizer(optim: ConfigDict, learning_rate: Callable[[jax.Array], jax.Array
   if optim.name == "sgd":
     return optax.chain(optax.add_decayed_weights(weight_decay),
                        optax.sgd(learning_rate, momentum=optim.momentum or None))
-  raise ValueError(f"optim.name must be 'adamw' or 'sgd', got {optim.name!r}")
+  raise SetupError(f"optim.name must be 'adamw' or 'sgd', got {optim.name!r}")
