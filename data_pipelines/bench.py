@@ -1,4 +1,4 @@
-"""Training-loader throughput: clips/s and frames/s of a config's Grain train loader.
+r"""Training-loader throughput: clips/s and frames/s of a config's Grain train loader.
 
   python -m data_pipelines.bench --config=configs/segformer/synthetic_mitb0.py \
       [--batches=20] [--workers=0,1,2] [--config.data.batch_size=8 ...]
@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import clip_sampling, loader
-from vssjax.errors import user_errors_in_one_line
+from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg].", lock_config=True)
 _BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per worker count.")
@@ -47,6 +47,7 @@ def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batc
 @user_errors_in_one_line
 def main(argv):
   del argv
+  quiet_routine_logs()
   config = _CONFIG.value
   sampler = clip_sampling.make_clip_sampler(config.clip)
   workers = [int(w) for w in _WORKERS.value] if _WORKERS.value else [config.data.num_workers]
@@ -61,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_config_flags)

@@ -1,4 +1,4 @@
-"""Builds a real dataset's TFDS ArrayRecord records from the user's copy, showing progress.
+r"""Builds a real dataset's TFDS ArrayRecord records from the user's copy, showing progress.
 
   python -m data_pipelines.build --source=vspw --manual_dir=/data/VSPW_480p \
       --data_dir=~/tensorflow_datasets
@@ -16,7 +16,7 @@ import sys
 import time
 
 from data_pipelines.tfds_builders import real_videos
-from vssjax.errors import user_errors_in_one_line
+from vssjax.command_line import user_errors_in_one_line
 
 
 @user_errors_in_one_line

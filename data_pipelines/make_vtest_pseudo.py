@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from data_pipelines.sources import vtest_pseudo
-from vssjax.errors import user_errors_in_one_line
+from vssjax.command_line import user_errors_in_one_line
 
 
 @user_errors_in_one_line

@@ -1,4 +1,4 @@
-"""Command line entry point.
+r"""Command line entry point.
 
   python -m vssjax.main --config=configs/<method>/<dataset>_<backbone>.py[:arg] --workdir=DIR \
       --mode=train|eval|infer|bench [--config.train.steps=100] [--input=VIDEO_OR_FRAME_DIR] \
@@ -10,14 +10,11 @@ Kept short on purpose: every mode is a library function that tests call directly
 from __future__ import annotations
 
 import os
-import re
-import sys
-from typing import NoReturn
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from vssjax.errors import SetupError, user_errors_in_one_line
+from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
@@ -51,70 +48,13 @@ def use_compilation_cache(directory: str) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
-def _fail(message: str) -> NoReturn:
-  """Ends the run with `message` as the one line on stderr (exit status 1): the command is wrong,
-  and a traceback would only hide the line that says how."""
-  sys.exit(f"error: {message}")
-
-
-def _config_spec(argv: list[str]) -> str | None:
-  """The value of --config in `argv` (`path[:arg]`), read by absl's own parser (either spelling,
-  flag files) before the config flag itself is parsed."""
-  probe = flags.FlagValues()
-  flags.DEFINE_string("config", None, "", flag_values=probe)
-  probe(argv, known_only=True)
-  return probe["config"].value
-
-
-def _unknown_override(spec: str | None, argv: list[str]) -> str | None:
-  """The first `--config.<field>=` override in `argv` that names no field of the config `spec`,
-  as the line that says so; None if there is none."""
-  from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
-
-  if not spec:
-    return None
-  config = configs_lib.load_config_file(spec)
-  for match in filter(None, (re.match(r"--?(?:no)?config\.([^=]+)", arg) for arg in argv)):
-    problem = configs_lib.unknown_field(config, match.group(1))
-    if problem:
-      return f"--config.{match.group(1)}: {problem}"
-  return None
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`app.run`'s default), with the --config mistakes that ml_collections
-  does not report in one line said so: a config file that does not exist (it defers that error to
-  the config's first use, deep into the run), a bad `:arg` (a flag error around the config's
-  traceback) and an override that names no field (an AttributeError or KeyError out of the
-  parser, with its traceback)."""
-  spec = _config_spec(argv)
-  if spec is not None and not os.path.isfile(spec.partition(":")[0]):
-    _fail(f"--config={spec}: no such file (a relative path starts at {os.getcwd()})")
-  if spec is not None:  # a bad `:arg`, which the flag parser would wrap with its traceback
-    from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
-    try:
-      configs_lib.load_config_file(spec)
-    except SetupError as error:
-      _fail(f"--config={spec}: {error}")
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError):
-    problem = _unknown_override(spec, argv)
-    if problem is None:
-      raise  # not a misspelt field: a bug, e.g. in the config file
-    _fail(problem)
-
-
 @user_errors_in_one_line
 def main(argv):
   """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) or a
   `DataError` (a bad file of the dataset or input) ends the run with its message alone."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  if not flags.FLAGS["verbosity"].present:
-    # Orbax and TFDS log every routine step at INFO; progress lines are printed instead.
-    logging.set_verbosity(logging.WARNING)
+  quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
   from vssjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_DISTRIBUTED.value)  # before anything touches a device
@@ -138,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_config_flags)

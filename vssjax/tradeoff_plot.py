@@ -1,4 +1,4 @@
-"""Accuracy vs speed scatter plot (PNG) of evaluated runs, like the papers' trade-off figures.
+r"""Accuracy vs speed scatter plot (PNG) of evaluated runs, like the papers' trade-off figures.
 
   python -m vssjax.tradeoff_plot --out=docs/img/tradeoff_synthetic.png \
       "SegFormer=/tmp/cmp/segformer/results.json" "DCFM K=2=/tmp/cmp/dcfm_k2.json" ...

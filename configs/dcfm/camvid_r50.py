@@ -1,4 +1,4 @@
-"""DCFM with a dilated ResNet-50 + PPM on CamVid (11 classes), specs/dcfm.md §6.
+r"""DCFM with a dilated ResNet-50 + PPM on CamVid (11 classes), specs/dcfm.md §6.
 
   python -m vssjax.main --config=configs/dcfm/camvid_r50.py --workdir=D \
       --config.data.camvid.root=/data/CamVid --config.init.torch_checkpoint=resnet50_v2.pth

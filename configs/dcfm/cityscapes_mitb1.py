@@ -1,4 +1,4 @@
-"""DCFM with MiT-B1 on Cityscapes (19 classes), the released recipe (specs/dcfm.md §6).
+r"""DCFM with MiT-B1 on Cityscapes (19 classes), the released recipe (specs/dcfm.md §6).
 
   python -m vssjax.main --config=configs/dcfm/cityscapes_mitb1.py --workdir=D \
       --config.data.cityscapes.root=/data/cityscapes --config.init.torch_checkpoint=mit_b1.pth

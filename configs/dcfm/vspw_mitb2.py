@@ -1,4 +1,4 @@
-"""DCFM with MiT-B2 on VSPW (124 classes), the released recipe (specs/dcfm.md §1.1, §4, §6).
+r"""DCFM with MiT-B2 on VSPW (124 classes), the released recipe (specs/dcfm.md §1.1, §4, §6).
 
   # evaluate released weights (encoder + decoder files of the release, see docs/reproducing.md):
   python -m vssjax.convert --config=configs/dcfm/vspw_mitb2.py \

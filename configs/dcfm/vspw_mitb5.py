@@ -1,4 +1,4 @@
-"""DCFM with MiT-B5 on VSPW: the B2 recipe (vspw_mitb2.py) with encoder lr 4e-5
+r"""DCFM with MiT-B5 on VSPW: the B2 recipe (vspw_mitb2.py) with encoder lr 4e-5
 (FFM and classifier stay at 6e-4, i.e. 15x).
 
   python -m vssjax.main --config=configs/dcfm/vspw_mitb5.py --workdir=D \

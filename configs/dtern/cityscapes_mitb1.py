@@ -1,4 +1,4 @@
-"""DTERN with MiT-B1 on Cityscapes video snippets. UNVERIFIED: no released DTERN Cityscapes config.
+r"""DTERN with MiT-B1 on Cityscapes video snippets. UNVERIFIED: no released DTERN Cityscapes config.
 
   python -m vssjax.main --config=configs/dtern/cityscapes_mitb1.py --workdir=workdirs/dtern_cs_b1 \
       --config.data.cityscapes.root=/path/to/cityscapes --config.init.torch_checkpoint=/path/to/w

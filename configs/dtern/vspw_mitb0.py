@@ -1,4 +1,4 @@
-"""DTERN with MiT-B0 on VSPW 480p (specs/dtern.md §1, §7): the released recipe, K = 250.
+r"""DTERN with MiT-B0 on VSPW 480p (specs/dtern.md §1, §7): the released recipe, K = 250.
 
   python -m vssjax.main --config=configs/dtern/vspw_mitb0.py --workdir=workdirs/dtern_vspw_b0 \
       --config.data.vspw.root=/path/to/VSPW_480p \

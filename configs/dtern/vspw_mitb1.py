@@ -1,4 +1,4 @@
-"""DTERN with MiT-B1 on VSPW 480p: the B0 recipe (vspw_mitb0.py) with K and kernels of B1.
+r"""DTERN with MiT-B1 on VSPW 480p: the B0 recipe (vspw_mitb0.py) with K and kernels of B1.
 
   python -m vssjax.main --config=configs/dtern/vspw_mitb1.py --workdir=workdirs/dtern_vspw_b1 \
       --config.data.vspw.root=/path/to/VSPW_480p --config.init.torch_checkpoint=/path/to/weights

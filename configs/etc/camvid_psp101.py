@@ -1,4 +1,4 @@
-"""PSPNet-101 (semseg, deep base) on CamVid (11 classes): the teacher of camvid_mobilenet.py.
+r"""PSPNet-101 (semseg, deep base) on CamVid (11 classes): the teacher of camvid_mobilenet.py.
 
   python -m vssjax.main --config=configs/etc/camvid_psp101.py --workdir=T \
       --config.data.camvid.root=/data/CamVid --config.init.torch_checkpoint=resnet101_v2.pth

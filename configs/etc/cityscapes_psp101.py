@@ -1,4 +1,4 @@
-"""PSPNet-101 (semseg, deep base) on Cityscapes: ETC's distillation teacher (specs/etc.md §3).
+r"""PSPNet-101 (semseg, deep base) on Cityscapes: ETC's distillation teacher (specs/etc.md §3).
 
   python -m vssjax.convert --config=configs/etc/cityscapes_psp101.py \
       --checkpoint=pspnet101_cityscapes.pth --workdir=T

@@ -1,4 +1,4 @@
-"""ETC's PSPNet-18 baseline on Cityscapes: the per-frame student without temporal terms
+r"""ETC's PSPNet-18 baseline on Cityscapes: the per-frame student without temporal terms
 (specs/etc.md §3, §5, §7).
 
   # train from ImageNet ResNet-18 (torchvision resnet18.pth):

@@ -1,4 +1,4 @@
-"""ETC on Cityscapes: PSPNet-18 + temporal loss + temporal-consistency distillation (specs/etc.md
+r"""ETC on Cityscapes: PSPNet-18 + temporal loss + temporal-consistency distillation (specs/etc.md
 §4.3) from a frozen PSPNet-101 teacher (cityscapes_psp101.py).
 
   python -m vssjax.main --config=configs/etc/cityscapes_psp18_distill.py --workdir=D \

@@ -1,4 +1,4 @@
-"""ETC on the synthetic video set: baseline vs + temporal loss vs + distillation (docs/results.md).
+r"""ETC on the synthetic video set: baseline vs + temporal loss vs + distillation (docs/results.md).
 
   python -m vssjax.main --config=configs/etc/synthetic_psp18.py:teacher --workdir=W/teacher
   python -m vssjax.main --config=configs/etc/synthetic_psp18.py:variant=baseline --workdir=W/base

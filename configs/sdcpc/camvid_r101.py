@@ -1,4 +1,4 @@
-"""SD-CPC with a dilated ResNet-101 on CamVid (11 classes): the paper's 78.2 mIoU setting (journal
+r"""SD-CPC with a dilated ResNet-101 on CamVid (11 classes): the paper's 78.2 mIoU setting (journal
 abstract, split not named; test presumably). RECONSTRUCTION: the Cityscapes recipe of
 cityscapes_mitb1.py / cityscapes_r101.py with 640x640 crops of 960x720 frames.
 

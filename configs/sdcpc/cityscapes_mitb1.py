@@ -1,4 +1,4 @@
-"""SD-CPC with MiT-B1 on Cityscapes video snippets. RECONSTRUCTION, and no published number.
+r"""SD-CPC with MiT-B1 on Cityscapes video snippets. RECONSTRUCTION, and no published number.
 
   python -m vssjax.main --config=configs/sdcpc/cityscapes_mitb1.py --workdir=D \
       --config.data.cityscapes.root=/path/to/cityscapes --config.init.torch_checkpoint=mit_b1.pth

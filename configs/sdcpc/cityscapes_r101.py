@@ -1,4 +1,4 @@
-"""SD-CPC with a dilated ResNet-101 on Cityscapes: the paper's 81.6 mIoU setting (journal
+r"""SD-CPC with a dilated ResNet-101 on Cityscapes: the paper's 81.6 mIoU setting (journal
 abstract). RECONSTRUCTION: the head, losses and recipe are the spec's guesses (vspw_mitb0.py,
 cityscapes_mitb1.py); the head runs on the ResNet's c1..c4 (strides 4/8/8/8).
 

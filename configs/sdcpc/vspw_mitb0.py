@@ -1,4 +1,4 @@
-"""SD-CPC with MiT-B0 on VSPW 480p (specs/sdcpc.md). RECONSTRUCTION: the paper body is unavailable.
+r"""SD-CPC with MiT-B0 on VSPW 480p (specs/sdcpc.md). RECONSTRUCTION: the paper body is unavailable.
 
   python -m vssjax.main --config=configs/sdcpc/vspw_mitb0.py --workdir=workdirs/sdcpc_vspw_b0 \
       --config.data.vspw.root=/path/to/VSPW_480p --config.init.torch_checkpoint=/path/to/mit_b0.pth

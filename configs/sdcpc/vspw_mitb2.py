@@ -1,4 +1,4 @@
-"""SD-CPC with MiT-B2 on VSPW 480p: the B0 recipe of vspw_mitb0.py (a reconstruction, see there).
+r"""SD-CPC with MiT-B2 on VSPW 480p: the B0 recipe of vspw_mitb0.py (a reconstruction, see there).
 
   python -m vssjax.main --config=configs/sdcpc/vspw_mitb2.py --workdir=workdirs/sdcpc_vspw_b2 \
       --config.data.vspw.root=/path/to/VSPW_480p --config.init.torch_checkpoint=/path/to/mit_b2.pth

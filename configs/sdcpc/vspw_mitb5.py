@@ -1,4 +1,4 @@
-"""SD-CPC with MiT-B5 on VSPW 480p: the B0 recipe of vspw_mitb0.py (a reconstruction, see there).
+r"""SD-CPC with MiT-B5 on VSPW 480p: the B0 recipe of vspw_mitb0.py (a reconstruction, see there).
 Carries the published mIoU 51.1 (journal abstract), the paper's headline number.
 
   python -m vssjax.main --config=configs/sdcpc/vspw_mitb5.py --workdir=workdirs/sdcpc_vspw_b5 \

@@ -1,4 +1,4 @@
-"""Per-frame SegFormer-MiT-B1 on CamVid (11 classes, SegNet layout): no published number.
+r"""Per-frame SegFormer-MiT-B1 on CamVid (11 classes, SegNet layout): no published number.
 
   python -m vssjax.main --config=configs/segformer/camvid_mitb1.py --workdir=D \
       --config.data.camvid.root=/data/CamVid --config.init.torch_checkpoint=mit_b1.pth

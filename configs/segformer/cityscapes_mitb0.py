@@ -1,4 +1,4 @@
-"""Per-frame SegFormer-MiT-B0 on Cityscapes (19 classes): the SegFormer row of DCFM's Table III.
+r"""Per-frame SegFormer-MiT-B0 on Cityscapes (19 classes): the SegFormer row of DCFM's Table III.
 
   # evaluate the released weights (HF hub: nvidia/segformer-b0-finetuned-cityscapes-512-1024):
   python -m vssjax.convert --config=configs/segformer/cityscapes_mitb0.py \

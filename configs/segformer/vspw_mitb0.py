@@ -1,4 +1,4 @@
-"""Per-frame SegFormer-MiT-B0 on VSPW (124 classes): a SegFormer baseline row of DCFM's Table II.
+r"""Per-frame SegFormer-MiT-B0 on VSPW (124 classes): a SegFormer baseline row of DCFM's Table II.
 
   # evaluate released weights (see docs/reproducing.md):
   python -m vssjax.convert --config=configs/segformer/vspw_mitb0.py --checkpoint=W.pth --workdir=D

@@ -1,4 +1,4 @@
-"""vtest-pseudo: OpenCV's `vtest.avi` campus footage with the project's own dense labels.
+r"""vtest-pseudo: OpenCV's `vtest.avi` campus footage with the project's own dense labels.
 
 There is no real labelled video on these machines (notes/data_sources.md), so this is a small
 real-footage set labelled by construction: the camera never moves, so the static scene is labelled
@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from data_pipelines.sources import base, footage
+from vssjax.errors import SetupError
 
 CLASS_NAMES = ("other", "grass", "path_road", "building", "parked_vehicle", "pole_sign", "person")
 OTHER, GRASS, ROAD, BUILDING, VEHICLE, POLE_SIGN, PERSON = range(len(CLASS_NAMES))
@@ -105,8 +106,17 @@ def _write_image(path: str, image: np.ndarray, params: Sequence[int] = ()) -> No
 
 
 def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict[str, int]:
-  """Writes the dataset under out_dir; returns frames per split."""
+  """Writes the dataset under out_dir; returns frames per split.
+
+  `out_dir` must be new or empty: written over an earlier build with other settings, the old
+  videos and frames would stay mixed in with the new ones.
+  """
   out_dir = os.path.expanduser(out_dir)
+  if scale <= 0 or chunk < 1:
+    raise SetupError(f"--scale must be > 0 and --chunk >= 1, got {scale} and {chunk}")
+  if os.path.isdir(out_dir) and os.listdir(out_dir):
+    raise SetupError(f"--out_dir {out_dir} is not empty (an earlier build?); give a new folder "
+                     f"or delete it first")
   started = time.perf_counter()
   frames = []
   for rgb in footage.read_video_frames(video):

@@ -74,8 +74,9 @@ def _builder(source_name: str, data_dir: str, manual_dir: str = ""
 
 def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
   """Builds the source's records from manual_dir into data_dir unless already there."""
-  if not os.path.isdir(os.path.expanduser(manual_dir)):
-    raise SetupError(f"--manual_dir {manual_dir} is not a folder; it is the dataset's copy: "
+  folder = os.path.expanduser(manual_dir)
+  if not os.path.isdir(folder) or not os.listdir(folder):
+    raise SetupError(f"--manual_dir {manual_dir} is not a folder holding the dataset's copy: "
                      f"{BUILDERS[source_name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
   builder, config = _builder(source_name, data_dir, manual_dir)
   builder.download_and_prepare(download_config=config)

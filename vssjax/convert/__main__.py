@@ -1,4 +1,4 @@
-"""Command line: PyTorch checkpoint -> Orbax checkpoint (step 0) for a config.
+r"""Command line: PyTorch checkpoint -> Orbax checkpoint (step 0) for a config.
 
   python -m vssjax.convert --config=configs/segformer/vspw_mitb0.py --checkpoint=PATH \
       --workdir=DIR [--format=hf|mmseg|dcfm|pspnet|resnet] [--allow_pickle]
@@ -11,12 +11,10 @@ instead, train with `--config.init.torch_checkpoint=PATH` in a fresh workdir.
 """
 from __future__ import annotations
 
-import os
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from vssjax.errors import user_errors_in_one_line
+from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file whose model the weights are for.", lock_config=True)
@@ -36,9 +34,7 @@ flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save step at INFO.
-    logging.set_verbosity(logging.WARNING)
+  quiet_routine_logs()
   from vssjax.convert import cli  # pylint: disable=g-import-not-at-top  (fast --help)
 
   cli.convert_to_workdir(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value, fmt=_FORMAT.value,
@@ -46,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_config_flags)

@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines.transforms import eval_resize
-from vssjax.errors import user_errors_in_one_line
+from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor
 
@@ -102,13 +102,14 @@ def _cli() -> None:
   @user_errors_in_one_line
   def main(argv):
     del argv
+    quiet_routine_logs()
     config = config_flag.value
     config.eval.overlay_video = False
     if max_videos.value:
       config.eval.max_videos = max_videos.value
     print_table(run(config, [float(ms) for ms in device_ms.value]))
 
-  app.run(main)
+  app.run(main, flags_parser=parse_config_flags)
 
 
 if __name__ == "__main__":

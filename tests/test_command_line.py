@@ -1,11 +1,13 @@
-"""A user's errors (`SetupError`, `DataError`) end every command with one message, no traceback."""
+"""Every command reports a user's error (`SetupError`, `DataError`, a --config mistake) in one
+message, without a traceback (`vssjax.command_line`)."""
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO
-from vssjax.errors import DataError, SetupError, user_errors_in_one_line
+from vssjax.command_line import user_errors_in_one_line
+from vssjax.errors import DataError, SetupError
 
 
 def _raising(error):
@@ -35,8 +37,14 @@ def test_other_exceptions_keep_their_traceback():
 
 @pytest.mark.parametrize("command, expected", [
     (["data_pipelines.build", "--source=cityscapes", "--manual_dir=/nonexistent/cityscapes"],
-     "error: --manual_dir /nonexistent/cityscapes is not a folder; it is the dataset's copy: "
+     "error: --manual_dir /nonexistent/cityscapes is not a folder holding the dataset's copy: "
      "manual_dir = a folder holding gtFine/"),
+    (["data_pipelines.build", "--source=camvid", "--manual_dir=OUT_EMPTY"],
+     "error: --manual_dir OUT_EMPTY is not a folder holding the dataset's copy"),
+    (["data_pipelines.make_vtest_pseudo", "--video=/nonexistent/vtest.avi", "--out_dir=OUT_EMPTY",
+      "--scale=0"], "error: --scale must be > 0 and --chunk >= 1, got 0.0 and 60"),
+    (["data_pipelines.make_vtest_pseudo", "--video=/nonexistent/vtest.avi", "--out_dir=OUT_FULL"],
+     "error: --out_dir OUT_FULL is not empty (an earlier build?)"),
     (["data_pipelines.make_vtest_pseudo", "--video=/nonexistent/vtest.avi", "--out_dir=OUT"],
      "error: /nonexistent/vtest.avi: cannot read file (no such file)"),
     (["data_pipelines.bench", "--config=configs/segformer/vtest_pseudo_mitb0.py:root=OUT",
@@ -45,14 +53,30 @@ def test_other_exceptions_keep_their_traceback():
     (["vssjax.convert", "--config=configs/segformer/synthetic_mitb0.py:quick",
       "--checkpoint=/nonexistent/model.pth", "--workdir=OUT"],
      "error: /nonexistent/model.pth: no such file or directory"),
+    (["vssjax.convert", "--config=configs/segformer/synthetic_mitb0.py:quick",
+      "--config.model.backbon=b1", "--checkpoint=/nonexistent/model.pth", "--workdir=OUT"],
+     "error: --config.model.backbon: the config has no field model.backbon; did you mean "
+     "model.backbone?"),
+    (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quik"],
+     "error: --config=configs/segformer/synthetic_mitb0.py:quik: unknown config argument"),
 ])
 def test_commands_report_a_users_error_in_one_line(command, expected, tmp_path):
   """(`vssjax.main`'s own cases are in test_main.py.)"""
-  command = [arg.replace("OUT", str(tmp_path / "out")) for arg in command]
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "full").mkdir()
+  (tmp_path / "full" / "train").mkdir()
+  places = {"OUT_EMPTY": tmp_path / "empty", "OUT_FULL": tmp_path / "full", "OUT": tmp_path / "out"}
+
+  def placed(text):
+    for name, path in places.items():
+      text = text.replace(name, str(path))
+    return text
+
+  command = [placed(arg) for arg in command]
   result = subprocess.run([sys.executable, "-m", *command], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=False)
   assert result.returncode == 1, result.stdout + result.stderr
   lines = result.stderr.splitlines()
-  expected = expected.replace("OUT", str(tmp_path / "out"))
+  expected = placed(expected)
   assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
   assert not (tmp_path / "out").exists()  # a failed run leaves no half-made output behind

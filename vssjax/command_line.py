@@ -1,0 +1,98 @@
+"""What every command of the project does the same way (`vssjax.main`, `vssjax.convert`,
+`data_pipelines.build`, ...): parse its --config flag with the user's mistakes said in one line,
+report a user's error (`SetupError`, `DataError`) as one `error: ...` line instead of a traceback,
+and keep libraries' routine INFO logs out of the progress lines.
+
+Light on imports on purpose: `--help` answers without loading JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from typing import Callable, NoReturn, TypeVar
+
+from absl import app, flags, logging
+
+from vssjax.errors import DataError, SetupError
+
+_T = TypeVar("_T")
+
+
+def user_errors_in_one_line(main: Callable[..., _T]) -> Callable[..., _T]:
+  """A command's `main` that ends on a `SetupError` or `DataError` with the message (and its
+  notes, e.g. which file a checkpoint mismatch was read from) alone on stderr, `error: ...` (exit
+  status 1), instead of the traceback."""
+
+  @functools.wraps(main)
+  def run(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except (SetupError, DataError) as error:
+      sys.exit("\n".join([f"error: {error}", *getattr(error, "__notes__", ())]))
+
+  return run
+
+
+def quiet_routine_logs() -> None:
+  """Orbax, TFDS and JAX log routine steps at INFO (and TensorFlow's C++ side more); the commands
+  print progress lines instead. An explicit --verbosity is left alone."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def _fail(message: str) -> NoReturn:
+  """Ends the run with `message` as the one line on stderr (exit status 1): the command is wrong,
+  and a traceback would only hide the line that says how."""
+  sys.exit(f"error: {message}")
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  """The value of --config in `argv` (`path[:arg]`), read by absl's own parser (either spelling,
+  flag files) before the config flag itself is parsed."""
+  probe = flags.FlagValues()
+  flags.DEFINE_string("config", None, "", flag_values=probe)
+  probe(argv, known_only=True)
+  return probe["config"].value
+
+
+def _unknown_override(spec: str | None, argv: list[str]) -> str | None:
+  """The first `--config.<field>=` override in `argv` that names no field of the config `spec`,
+  as the line that says so; None if there is none."""
+  from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
+
+  if not spec:
+    return None
+  config = configs_lib.load_config_file(spec)
+  for match in filter(None, (re.match(r"--?(?:no)?config\.([^=]+)", arg) for arg in argv)):
+    problem = configs_lib.unknown_field(config, match.group(1))
+    if problem:
+      return f"--config.{match.group(1)}: {problem}"
+  return None
+
+
+def parse_config_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run`'s default), with the --config mistakes that ml_collections
+  does not report in one line said so: a config file that does not exist (it defers that error to
+  the config's first use, deep into the run), a bad `:arg` (a flag error around the config's
+  traceback) and an override that names no field (an AttributeError or KeyError out of the
+  parser, with its traceback)."""
+  spec = _config_spec(argv)
+  if spec is not None and not os.path.isfile(spec.partition(":")[0]):
+    _fail(f"--config={spec}: no such file (a relative path starts at {os.getcwd()})")
+  if spec is not None:  # a bad `:arg`, which the flag parser would wrap with its traceback
+    from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
+    try:
+      configs_lib.load_config_file(spec)
+    except SetupError as error:
+      _fail(f"--config={spec}: {error}")
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    problem = _unknown_override(spec, argv)
+    if problem is None:
+      raise  # not a misspelt field: a bug, e.g. in the config file
+    _fail(problem)
