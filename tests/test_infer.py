@@ -67,3 +67,16 @@ def test_a_video_file_reads_every_frame_in_order(tmp_path):
   frames = list(frames)
   assert total == 3 and [name for name, _ in frames] == ["000000", "000001", "000002"]
   assert [int(round(frame.mean() / 80)) for _, frame in frames] == [0, 1, 2]
+
+
+def test_an_earlier_runs_label_pngs_are_cleared_and_said_so(tmp_path, capsys):
+  """A re-run into the same `infer/<name>/` (a later checkpoint, or another input of that name)
+  leaves only its own frames' label maps."""
+  labels = tmp_path / "infer" / "clip" / "labels"
+  infer._clear_earlier_output(labels)  # pylint: disable=protected-access
+  assert labels.is_dir() and capsys.readouterr().out == ""
+  for name in ("000000.png", "000001.png"):
+    (labels / name).write_bytes(b"png")
+  infer._clear_earlier_output(labels)  # pylint: disable=protected-access
+  assert not list(labels.iterdir())
+  assert "replacing the 2 label PNGs of an earlier run" in capsys.readouterr().out

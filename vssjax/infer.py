@@ -72,6 +72,18 @@ def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) 
   image.save(str(path))
 
 
+def _clear_earlier_output(labels_dir: epath.Path) -> None:
+  """Makes `labels_dir`, emptied of an earlier run's PNGs: a re-run (a later checkpoint, or another
+  input of the same name) must not leave label maps of frames it did not predict among its own."""
+  labels_dir.mkdir(parents=True, exist_ok=True)
+  earlier = list(labels_dir.glob("*.png"))
+  if earlier:
+    print(f"infer: replacing the {len(earlier)} label PNGs of an earlier run in {labels_dir}",
+          flush=True)
+    for path in earlier:
+      path.unlink()
+
+
 def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None = None):
   """Predicts every frame of `input_path` with the latest checkpoint of `workdir`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
@@ -81,7 +93,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
   palette = make_source(config.data).palette
   name = epath.Path(input_path).stem
   out_dir = epath.Path(workdir) / "infer" / name
-  (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+  _clear_earlier_output(out_dir / "labels")
   print(f"infer: {input_path} ({total} frames) with the checkpoint of step {step} -> {out_dir}",
         flush=True)
   predictor = method.predictor(variables)
