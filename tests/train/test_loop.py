@@ -121,6 +121,20 @@ def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tm
   assert "train: compiling the training step, then steps 1..2" in capsys.readouterr().out
 
 
+def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(quick_config,
+                                                                              tmp_path, capsys):
+  quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
+  quick_config.train.log_every = 2
+  capsys.readouterr()
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
+  out = capsys.readouterr().out
+  assert "resuming at step 1 with 1 config fields changed" in out
+  assert "  train.log_every: 1 -> 2" in out
+  assert json.loads((tmp_path / "config.until_step1.json").read_text())["train"]["log_every"] == 1
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every"] == 2
+
+
 def test_non_finite_loss_stops_with_the_step_number():
   pending = [(7, {"loss": np.float32(1.0)}), (8, {"loss": np.float32(np.nan)})]
   with pytest.raises(FloatingPointError, match="non-finite loss nan at step 8"):

@@ -131,6 +131,23 @@ def _config_changes(workdir: str, config: ConfigDict) -> str:
                     "now):", *(f"  {change}" for change in changes)])
 
 
+def _keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -> None:
+  """A resume with other settings (more steps, another learning rate) is allowed, but said, and
+  the record of what the steps so far were trained with is kept as `config.until_step<N>.json`
+  before `config.json` is rewritten."""
+  record = configs_lib.read_record(workdir)
+  if record is None:
+    return
+  changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
+  if not changes:
+    return
+  kept = epath.Path(workdir) / f"config.until_step{step}.json"
+  kept.write_text(configs_lib.record_path(workdir).read_text())
+  print("\n".join([f"resuming at step {step} with {len(changes)} config fields changed (the "
+                   f"record of steps 1..{step} is kept as {kept}; recorded -> now):",
+                   *(f"  {change}" for change in changes)]), flush=True)
+
+
 def variables_of(state: TrainState) -> dict[str, Any]:
   return {"params": state.params, **state.model_state}
 
@@ -197,6 +214,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       if config.init.torch_checkpoint:
         state = init_from.state_from_torch(config, method, state, tx, state_sharding)
     if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
+      if resume:
+        _keep_record_of_changed_config(workdir, config, int(state.step))
       configs_lib.write_record(config, workdir)
     start = int(state.step)
     total = config.train.steps
