@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vssjax import tradeoff_plot
+from vssjax.errors import SetupError
 
 
 def _results(tmp_path, name, fps, miou):
@@ -24,8 +25,21 @@ def test_points_are_placed_by_speed_and_accuracy(tmp_path):
   assert Image.open(out).size == (900, 560)
   assert where["DCFM K=1"][0] < where["SegFormer"][0] < where["DCFM K=6"][0]  # faster: right
   assert where["DCFM K=1"][1] < where["SegFormer"][1] < where["DCFM K=6"][1]  # better: up
-  with pytest.raises(KeyError, match="TC"):
+
+
+def test_what_cannot_be_plotted_is_named(tmp_path):
+  """A user's mistake: one `SetupError` line naming the spec or file, not a traceback."""
+  with pytest.raises(SetupError, match=r"y\.json has no 'TC': is it a results\.json\?"):
     tradeoff_plot.read_point(f"x={_results(tmp_path, 'y', 1.0, 2.0)}", "TC")
+  with pytest.raises(SetupError, match="expected LABEL=PATH"):
+    tradeoff_plot.read_point(str(tmp_path / "y.json"), "mIoU")
+  with pytest.raises(SetupError, match=r"x: cannot read .*missing\.json as a results\.json"):
+    tradeoff_plot.read_point(f"x={tmp_path / 'missing.json'}", "mIoU")
+  # A metric the evaluation could not compute (mVC of videos too short: NaN) is no point.
+  short = tmp_path / "short.json"
+  short.write_text(json.dumps({"frames_per_s": 1.0, "mIoU": 0.5, "mVC_8": float("nan")}))
+  with pytest.raises(SetupError, match=r"mVC_8 nan at 1\.0 frames/s cannot be plotted"):
+    tradeoff_plot.read_point(f"x={short}", "mVC_8")
 
 
 def test_labels_of_close_points_do_not_overlap():

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from absl import app, flags
 from PIL import Image, ImageDraw
 
+from vssjax.command_line import user_errors_in_one_line
+from vssjax.errors import SetupError
 from vssjax.eval.report import PERCENT_METRICS
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
@@ -28,17 +30,25 @@ _DOT = 5  # radius of a point's dot, pixels
 
 
 def read_point(spec: str, metric: str) -> tuple[str, float, float]:
-  """'label=path/results.json' -> (label, frames/s, metric)."""
+  """'label=path/results.json' -> (label, frames/s, metric); a spec, file or value that cannot be
+  plotted is a `SetupError` naming it."""
   label, sep, path = spec.rpartition("=")
   if not sep or not label:
-    raise ValueError(f"expected LABEL=PATH, got {spec!r}")
-  with open(path) as f:
-    results = json.load(f)
+    raise SetupError(f"expected LABEL=PATH (a results.json of --mode=eval), got {spec!r}")
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError) as error:
+    raise SetupError(f"{label}: cannot read {path} as a results.json: {error}") from None
   for key in ("frames_per_s", metric):
     if key not in results:
-      raise KeyError(f"{path} has no {key!r} (keys: {sorted(results)})")
+      raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {sorted(results)})")
   scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
-  return label, float(results["frames_per_s"]), scale * float(results[metric])
+  point = label, float(results["frames_per_s"]), scale * float(results[metric])
+  if not all(map(math.isfinite, point[1:])):
+    raise SetupError(f"{path}: {metric} {point[2]} at {point[1]} frames/s cannot be plotted "
+                     f"(n/a: the evaluation could not compute it)")
+  return point
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -128,12 +138,16 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
   return positions
 
 
+@user_errors_in_one_line
 def main(argv):
   out, metric = flags.FLAGS.out, flags.FLAGS.metric
   if not out or len(argv) < 2:
     raise app.UsageError("usage: python -m vssjax.tradeoff_plot --out=PNG LABEL=results.json ...")
   points = [read_point(spec, metric) for spec in argv[1:]]
-  plot(points, out, metric=metric, title=flags.FLAGS.title)
+  try:
+    plot(points, out, metric=metric, title=flags.FLAGS.title)
+  except OSError as error:
+    raise SetupError(f"--out={out}: cannot write it: {error}") from None
   print(f"wrote {out} ({len(points)} points)")
 
 
