@@ -35,6 +35,7 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
   assert out.read_text() == report
   # The bench's own progress lines come between these: the output says whose they are.
   printed = capsys.readouterr().out
+  assert printed.startswith("bench_suite: no accelerator (JAX backend cpu)")  # the test's device
   assert "bench_suite: entry 1/2 segformer_b1_bf16 (configs/segformer/vspw_mitb1.py): running" \
       in printed
   assert re.search(r"bench_suite: entry 2/2 dcfm_b2: done in \d+ s", printed)
