@@ -8,6 +8,8 @@ from PIL import Image, ImageDraw
 from vssjax import tradeoff_plot
 from vssjax.errors import SetupError
 
+NAN = float("nan")
+
 
 def _results(tmp_path, name, fps, miou):
   path = tmp_path / f"{name}.json"
@@ -37,9 +39,11 @@ def test_what_cannot_be_plotted_is_named(tmp_path):
     tradeoff_plot.read_point(f"x={tmp_path / 'missing.json'}", "mIoU")
   # A metric the evaluation could not compute (mVC of videos too short: NaN) is no point.
   short = tmp_path / "short.json"
-  short.write_text(json.dumps({"frames_per_s": 1.0, "mIoU": 0.5, "mVC_8": float("nan")}))
-  with pytest.raises(SetupError, match=r"mVC_8 nan at 1\.0 frames/s cannot be plotted"):
+  short.write_text(json.dumps({"frames_per_s": 1.0, "mIoU": 0.5, "mVC_8": None, "VEC_8": NAN}))
+  with pytest.raises(SetupError, match=r"mVC_8 None at 1\.0 frames/s cannot be plotted"):
     tradeoff_plot.read_point(f"x={short}", "mVC_8")
+  with pytest.raises(SetupError, match=r"VEC_8 nan at 1\.0 frames/s"):  # results.json before null
+    tradeoff_plot.read_point(f"x={short}", "VEC_8")
 
 
 def test_labels_of_close_points_do_not_overlap():

@@ -44,11 +44,11 @@ def read_point(spec: str, metric: str) -> tuple[str, float, float]:
     if key not in results:
       raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {sorted(results)})")
   scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
-  point = label, float(results["frames_per_s"]), scale * float(results[metric])
-  if not all(map(math.isfinite, point[1:])):
-    raise SetupError(f"{path}: {metric} {point[2]} at {point[1]} frames/s cannot be plotted "
-                     f"(n/a: the evaluation could not compute it)")
-  return point
+  fps, value = results["frames_per_s"], results[metric]
+  if fps is None or value is None or not math.isfinite(fps * value):  # null: n/a (older: NaN)
+    raise SetupError(f"{path}: {metric} {value} at {fps} frames/s cannot be plotted (n/a: the "
+                     f"evaluation could not compute it)")
+  return label, float(fps), scale * float(value)
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:

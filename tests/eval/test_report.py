@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from vssjax import configs_lib
 from vssjax.eval import report
 
@@ -19,6 +21,20 @@ def test_markdown_with_published_numbers(tmp_path):
   assert "| frames_per_s | 12.35 |" in table
   assert "paper, Table 1" in md_path.read_text()
   assert json.loads(json_path.read_text())["mIoU"] == 0.4123
+
+
+def test_results_json_is_strict_json_with_null_for_na(tmp_path):
+  """An n/a metric (NaN) is JSON null: Python's bare NaN is refused by strict parsers."""
+  results = {"step": 1, "mIoU": 0.5, "mVC_8": float("nan"), "TC": np.float32("nan"),
+             "per_class_iou": [0.5, float("nan")]}
+  json_path, _, _ = report.write_results(tmp_path, results)
+
+  def refuse(constant):
+    raise ValueError(f"non-standard JSON constant {constant}")
+
+  written = json.loads(json_path.read_text(), parse_constant=refuse)
+  assert written == {"step": 1, "mIoU": 0.5, "mVC_8": None, "TC": None,
+                     "per_class_iou": [0.5, None]}
 
 
 def test_markdown_without_published_numbers():

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 from etils import epath
 
 from vssjax.configs_lib import ConfigDict
@@ -60,13 +61,26 @@ def _convention_notes(results: dict[str, Any]) -> str:
   return "".join(f"\n\n{note}" for note in notes)
 
 
+def _strict_json(value: Any) -> Any:
+  """`value` with every non-finite float (a metric that is n/a: NaN) as None, i.e. JSON null:
+  Python writes NaN as a bare `NaN`, which strict JSON parsers (JavaScript's, Go's) refuse."""
+  if isinstance(value, dict):
+    return {key: _strict_json(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict_json(item) for item in value]
+  if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+    return None
+  return value
+
+
 def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None,
                   name: str = "results") -> tuple[epath.Path, epath.Path, str]:
   """Writes `<workdir>/<name>.json` and `.md`; returns their paths and the Markdown table."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   json_path = workdir / f"{name}.json"
-  json_path.write_text(json.dumps(results, indent=2, sort_keys=True, default=float))
+  json_path.write_text(json.dumps(_strict_json(results), indent=2, sort_keys=True, default=float,
+                                  allow_nan=False))
   table = markdown_table(results, published)
   md_path = workdir / f"{name}.md"
   md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n")
