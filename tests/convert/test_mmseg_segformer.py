@@ -178,6 +178,13 @@ def test_bf16_files_and_bad_inputs(tmp_path):
   torch.save({"state_dict": {"a": 3}}, tmp_path / "not_tensors.pth")
   with pytest.raises(torch_io.CheckpointReadError, match="entry 'a' is a int"):
     torch_io.load_state_dict(tmp_path / "not_tensors.pth")
+  # Not a checkpoint at all: said so, without steering to allow_pickle (which executes code).
+  (tmp_path / "notes.pth").write_text("a text file")
+  for allow_pickle in (False, True):
+    with pytest.raises(torch_io.CheckpointReadError) as info:
+      torch_io.load_state_dict(tmp_path / "notes.pth", allow_pickle=allow_pickle)
+    assert "notes.pth: not a PyTorch checkpoint" in str(info.value)
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_imagenet_mit_weights_fill_the_backbone_with_or_without_the_mmseg_prefix(mmseg_state):

@@ -16,6 +16,7 @@ so a file from the internet is only fully unpickled when the caller says it trus
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,10 +86,21 @@ def _load_torch_pickle(path: str, allow_pickle: bool) -> Any:
   try:
     return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... depending on version
-    hint = ("" if allow_pickle else
+    if not (zipfile.is_zipfile(path) or _starts_like_a_pickle(path)):
+      raise CheckpointReadError(
+          f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle); "
+          f"give a .pth/.pt/.bin, a .safetensors or a save_pretrained directory") from None
+    refused = "weights only" in str(err).lower() or "weights_only" in str(err).lower()
+    hint = ("" if allow_pickle or not refused else
             "; if it is a trusted file whose metadata holds arbitrary Python objects, load it with "
             "allow_pickle=True (CLI: --allow_pickle), which executes code stored in the file")
     raise CheckpointReadError(f"{path}: torch.load failed: {err}{hint}") from err
+
+
+def _starts_like_a_pickle(path: str) -> bool:
+  """Pickle protocols 2+ open with the PROTO opcode 0x80 (torch's legacy format is a pickle)."""
+  with open(path, "rb") as f:
+    return f.read(1) == b"\x80"
 
 
 def unwrap_checkpoint(checkpoint: Any, where: str = "checkpoint") -> dict[str, np.ndarray]:
