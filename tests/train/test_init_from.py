@@ -13,6 +13,7 @@ from tests.conftest import load_config
 from tests.convert.test_torch_resnet import (
     _head_manifest, _layers_manifest, _ppm_manifest, _stem_manifest, _state_dict)
 from vssjax.convert.common import CheckpointMismatchError, abstract_variables
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train import init_from
 from vssjax.train.state import TrainState
@@ -47,6 +48,18 @@ def test_a_checkpoint_that_does_not_convert_names_its_file(tmp_path):
   with pytest.raises(ValueError, match="cannot tell the checkpoint format") as raised:
     init_from.load_torch_variables(str(path), method)
   assert f"while converting {path}" in raised.value.__notes__
+
+
+def test_a_checkpoint_of_another_method_names_the_formats_that_fit():
+  """A full SegFormer file (format hf) given to DCFM, e.g. one file of its two-file release
+  forgotten: the error names what DCFM converts from and how its release is passed."""
+  segformer_file = {"segformer.encoder.patch_embeddings.0.proj.weight": np.zeros((8, 3, 7, 7)),
+                    "decode_head.classifier.weight": np.zeros((9, 32, 1, 1))}
+  method = get_method(load_config("configs/dcfm/synthetic_mitb0.py", "quick"))
+  with pytest.raises(SetupError, match=r"format 'hf', but method 'dcfm' converts from \['dcfm'\] "
+                                       r"\(DCFM's release is two files: --checkpoint=encoder\.pth,"
+                                       r"decoder\.pth\)"):
+    init_from.convert_state_dict(segformer_file, method)
 
 
 def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model():
