@@ -15,9 +15,9 @@ def test_a_frame_folder_with_label_maps_beside_its_frames_reads_the_frames_only(
   for t in range(2):
     cv2.imwrite(str(tmp_path / f"{t:06d}.jpg"), np.full((6, 8, 3), 50 * t, np.uint8))
     cv2.imwrite(str(tmp_path / f"{t:06d}_label.png"), np.zeros((6, 8), np.uint8))
-  total, frames = infer.read_frames(str(tmp_path))
+  total, frames, frame_rate = infer.read_frames(str(tmp_path))
   frames = list(frames)
-  assert total == 2 and [name for name, _ in frames] == ["000000", "000001"]
+  assert total == 2 and [name for name, _ in frames] == ["000000", "000001"] and frame_rate == 0
   assert all(frame.shape == (6, 8, 3) for _, frame in frames)
 
 
@@ -63,9 +63,10 @@ def test_a_video_file_reads_every_frame_in_order(tmp_path):
   for t in range(3):
     writer.write(np.full((6, 8, 3), 80 * t, np.uint8))
   writer.release()
-  total, frames = infer.read_frames(path)
+  total, frames, frame_rate = infer.read_frames(path)
   frames = list(frames)
   assert total == 3 and [name for name, _ in frames] == ["000000", "000001", "000002"]
+  assert frame_rate == 5  # the video's own, for the overlay
   assert [int(round(frame.mean() / 80)) for _, frame in frames] == [0, 1, 2]
 
 

@@ -35,3 +35,13 @@ def test_write_video_streams_frames_and_refuses_none(tmp_path):
   capture.release()
   with pytest.raises(ValueError, match="no frames to write"):
     visualize.write_video(tmp_path / "empty.mp4", [], fps=4)
+
+
+def test_frames_of_another_size_are_resized_into_the_video_not_dropped(tmp_path):
+  sizes = [(32, 48), (64, 48), (32, 48)]  # a frame folder of mixed sizes
+  frames = [np.full(hw + (3,), 200, np.uint8) for hw in sizes]
+  capture = cv2.VideoCapture(str(visualize.write_video(tmp_path / "v.mp4", frames, fps=4)))
+  assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+  capture.release()
+  with pytest.raises(ValueError, match=r"frame rate > 0 \(eval.overlay_fps\), got 0"):
+    visualize.write_video(tmp_path / "w.mp4", frames, fps=0)

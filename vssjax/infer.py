@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from etils import epath
@@ -24,8 +24,15 @@ from vssjax.errors import SetupError
 from vssjax.progress import Progress
 
 
-def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
-  """(number of frames, iterator of (frame name, RGB uint8 frame)) for a video file or frame dir.
+class Input(NamedTuple):
+  """What `--input` holds: its frames, decoded as they are iterated."""
+  num_frames: int
+  frames: Iterator[tuple[str, np.ndarray]]  # (frame name, RGB uint8 frame)
+  frame_rate: float  # the video's own; 0 for a frame folder or a video that declares none
+
+
+def read_frames(path: str) -> Input:
+  """The frames of a video file or a frame dir.
 
   A frame dir's frames are its images in name order but label maps beside them (`*_label.png`, as
   the project's vtest_pseudo set stores them), which are skipped with a note
@@ -42,7 +49,7 @@ def read_frames(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
     raise SetupError(f"--input {error}") from error
 
 
-def _read_frame_folder(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+def _read_frame_folder(path: str) -> Input:
   try:
     files = footage.frame_files(path)
   except base.DataError:
@@ -52,16 +59,17 @@ def _read_frame_folder(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]
     raise SetupError(f"--input {path} holds folders, not frames: infer predicts one video, so "
                      f"pass one of them, e.g. --input={os.path.join(path, videos[0])}") from None
   frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
-  return len(files), frames
+  return Input(len(files), frames, 0.0)
 
 
-def _read_video_file(path: str) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+def _read_video_file(path: str) -> Input:
   decoded = footage.read_video_frames(path)
   first = next(decoded, None)  # opens the file: an unreadable one fails now, not mid-run
   if first is None:
     raise SetupError(f"--input {path}: OpenCV decodes no frame of it (is it a video?)")
   frames = itertools.chain([first], decoded)
-  return footage.video_frame_count(path), ((f"{i:06d}", frame) for i, frame in enumerate(frames))
+  num_frames, frame_rate = footage.declared_frames_and_rate(path)
+  return Input(num_frames, ((f"{i:06d}", frame) for i, frame in enumerate(frames)), frame_rate)
 
 
 def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) -> None:
@@ -85,10 +93,11 @@ def _clear_earlier_output(labels_dir: epath.Path) -> None:
 
 
 def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None = None):
-  """Predicts every frame of `input_path` with the latest checkpoint of `workdir`."""
+  """Predicts every frame of `input_path` with the latest checkpoint of `workdir`. The overlay
+  video plays at `fps`, else the input video's own rate, else `eval.overlay_fps`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
-  total, frames = read_frames(input_path)  # first: a wrong --input fails before the restore
+  total, frames, frame_rate = read_frames(input_path)  # a wrong --input fails before the restore
   method, variables, step = restore_for_eval(config, workdir)
   palette = make_source(config.data).palette
   name = epath.Path(input_path).stem
@@ -127,6 +136,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
         progress.update(index + 1, force=index + 1 == total)
     yield from consume(ready + predictor.flush())
 
-  video = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps or config.eval.overlay_fps)
+  video = visualize.write_video(out_dir / "overlay.mp4", overlays(),
+                                fps or frame_rate or config.eval.overlay_fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
   return out_dir

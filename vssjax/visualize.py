@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 from etils import epath
 
+from vssjax.errors import SetupError
+
 IGNORE_COLOR = np.array([0, 0, 0], np.uint8)
 
 
@@ -26,7 +28,13 @@ def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
 
 
 def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float) -> epath.Path:
-  """Writes RGB uint8 frames as an MP4 (mp4v), which OpenCV's wheels can encode without ffmpeg."""
+  """Writes RGB uint8 frames as an MP4 (mp4v), which OpenCV's wheels can encode without ffmpeg.
+
+  A video has one frame size: frames of another size than the first (a frame folder of mixed
+  sizes) are resized to it, which OpenCV would otherwise drop with only a log line.
+  """
+  if not fps > 0:
+    raise SetupError(f"{path}: a video needs a frame rate > 0 (eval.overlay_fps), got {fps}")
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   writer = None
@@ -37,6 +45,8 @@ def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not writer.isOpened():
           raise OSError(f"OpenCV cannot open {path} for writing")
+      if frame.shape[:2] != (h, w):
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
       writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
   finally:
     if writer is not None:

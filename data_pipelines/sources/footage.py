@@ -47,11 +47,14 @@ def frame_files(folder: str) -> list[str]:
   return frames
 
 
-def video_frame_count(path: str) -> int:
-  """The frame count the container declares (may be approximate for some codecs)."""
+def declared_frames_and_rate(path: str) -> tuple[int, float]:
+  """(frame count, frames per second) as the container declares them (the count may be
+  approximate for some codecs); 0 for what it does not declare."""
   capture = cv2.VideoCapture(path)
   try:
-    return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    if not capture.isOpened():
+      return 0, 0.0
+    return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), float(capture.get(cv2.CAP_PROP_FPS))
   finally:
     capture.release()
 
