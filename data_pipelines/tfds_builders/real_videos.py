@@ -79,6 +79,10 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
     raise SetupError(f"--manual_dir {manual_dir} is not a folder holding the dataset's copy: "
                      f"{BUILDERS[source_name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
   builder, config = _builder(source_name, data_dir, manual_dir)
+  if os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
+    print(f"build: the records are already in {builder.data_path}: kept, only a missing video "
+          f"index is written (delete that folder to rebuild)", flush=True)
+  tfds.disable_progress_bar()  # the builder prints its own progress lines
   builder.download_and_prepare(download_config=config)
   return builder
 

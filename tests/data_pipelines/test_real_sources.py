@@ -326,6 +326,16 @@ def test_real_source_arrayrecord_round_trip(tmp_path):
     np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_building_again_keeps_the_records_and_writes_only_a_missing_index(tmp_path, capsys):
+  root = _vspw(tmp_path / "vspw")
+  builder = real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  index = builder.data_path / "video_index-train.json"
+  os.remove(os.fspath(index))  # as an interrupted build leaves it
+  capsys.readouterr()
+  real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  assert "the records are already in" in capsys.readouterr().out and index.exists()
+
+
 def test_arrayrecord_keeps_the_list_files_video_order(tmp_path):
   """As the files backend and the releases read them: DCFM's first keyframe of a video and
   `eval.max_videos` depend on its position. Scanned anew (no index), too."""
