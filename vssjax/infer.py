@@ -103,8 +103,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
   name = epath.Path(input_path).stem
   out_dir = epath.Path(workdir) / "infer" / name
   _clear_earlier_output(out_dir / "labels")
-  print(f"infer: {input_path} ({total} frames) with the checkpoint of step {step} -> {out_dir}",
-        flush=True)
+  print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
+        f"step {step} -> {out_dir}", flush=True)
   predictor = method.predictor(variables)
   progress = Progress("infer frame", total, "frames")
   names: list[str] = []
