@@ -18,6 +18,7 @@ from etils import epath
 
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
+from vssjax.errors import SetupError
 
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
@@ -206,5 +207,5 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDatase
     path = os.fspath(video_records.index_path(builder, split))
     return VideoDataset.from_records(builder.as_data_source(split=split), source,
                                      _record_index(builder, split, path), path)
-  raise ValueError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
+  raise SetupError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
                    f"or 'memory'")

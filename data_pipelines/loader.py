@@ -207,7 +207,7 @@ def _check_videos_hold_clips(videos: dataset.VideoDataset, frames: int, what: st
   would repeat that frame, and a temporal method would train or be scored without time, silently.
   It happens when a copy lacks the frames around the labelled ones (Cityscapes without
   leftImg8bit_sequence/)."""
-  if frames > 1 and all(videos.num_frames(i) == 1 for i in range(len(videos))):
+  if frames > 1 and len(videos) and all(videos.num_frames(i) == 1 for i in range(len(videos))):
     raise DataError(f"{data_cfg.source} {split}", (
         f"every video is a single frame, but the config's {what} take {frames} frames: the "
         f"frames around the labelled ones are missing from the copy (Cityscapes: "

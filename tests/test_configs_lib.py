@@ -128,14 +128,15 @@ def test_segformer_cityscapes_scores_the_annotated_frames_whole_at_512x1024(vari
   config = load_config(f"configs/segformer/cityscapes_mit{variant}.py")
   frame = np.zeros((1024, 2048, 3), np.uint8)
   transform = config.data.eval_transform
-  assert transforms.test_resize(frame, transform.scale, transform.size_divisor).shape == (512, 1024, 3)
+  resized = transforms.test_resize(frame, transform.scale, transform.size_divisor)
+  assert resized.shape == (512, 1024, 3)
   assert tuple(config.data.train_transform.crop_size) == (512, 1024)
   assert tuple(config.data.eval_label_window) == (0, 0)
   assert config.data.num_classes == 19
 
 
 def test_unknown_field_names_the_closest_fields():
-  """The line the command line prints for an override that names no field (vssjax/main.py)."""
+  """The line the commands print for an override that names no field (vssjax/command_line.py)."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   assert configs_lib.unknown_field(config, "train.steps") is None
   assert configs_lib.unknown_field(config, "optim.param_groups[0]") is None  # an index, no field

@@ -273,7 +273,8 @@ def unknown_field(config: ConfigDict, path: str) -> str | None:
   None when it does.
 
   ml_collections raises that mistake during flag parsing as an AttributeError or KeyError, which
-  absl does not report as a flag error; the command line says this line instead (vssjax/main.py).
+  absl does not report as a flag error; the commands say this line instead
+  (`vssjax.command_line.parse_config_flags`).
   """
   node, walked = config, []
   for key in config_path.split(path):

@@ -17,4 +17,3 @@ class DataError(Exception):
   def __init__(self, where: str, problem: str):
     super().__init__(f"{where}: {problem}")
     self.where = where
-

@@ -50,6 +50,7 @@ def read_frames(path: str) -> Input:
 
 
 def _read_frame_folder(path: str) -> Input:
+  """A frame folder's frames (a folder of video folders is refused, naming one to pass)."""
   try:
     files = footage.frame_files(path)
   except base.DataError:
@@ -63,6 +64,7 @@ def _read_frame_folder(path: str) -> Input:
 
 
 def _read_video_file(path: str) -> Input:
+  """A video file's frames, the first decoded now, with the rate its container declares."""
   decoded = footage.read_video_frames(path)
   first = next(decoded, None)  # opens the file: an unreadable one fails now, not mid-run
   if first is None:
@@ -98,6 +100,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
   total, frames, frame_rate = read_frames(input_path)  # a wrong --input fails before the restore
+  fps = fps or frame_rate or config.eval.overlay_fps
+  if not fps > 0:
+    raise SetupError(f"eval.overlay_fps={fps}: the overlay video needs a frame rate > 0")
   method, variables, step = restore_for_eval(config, workdir)
   palette = make_source(config.data).palette
   name = epath.Path(input_path).stem
@@ -136,7 +141,6 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
         progress.update(index + 1, force=index + 1 == total)
     yield from consume(ready + predictor.flush())
 
-  video = visualize.write_video(out_dir / "overlay.mp4", overlays(),
-                                fps or frame_rate or config.eval.overlay_fps)
+  video = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
   return out_dir

@@ -45,7 +45,8 @@ def read_point(spec: str, metric: str) -> tuple[str, float, float]:
       raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {sorted(results)})")
   scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
   fps, value = results["frames_per_s"], results[metric]
-  if fps is None or value is None or not math.isfinite(fps * value):  # null: n/a (older: NaN)
+  numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (fps, value))
+  if not numbers or not math.isfinite(fps * value):  # null: n/a (older results.json: NaN)
     raise SetupError(f"{path}: {metric} {value} at {fps} frames/s cannot be plotted (n/a: the "
                      f"evaluation could not compute it)")
   return label, float(fps), scale * float(value)

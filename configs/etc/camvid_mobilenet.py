@@ -1,4 +1,5 @@
-r"""ETC-Mobile on CamVid (11 classes): a MobileNetV2 student trained with ETC (specs/etc.md §3, §7).
+r"""ETC-Mobile on CamVid (11 classes): a MobileNetV2 student trained with ETC
+(specs/etc.md §3, §7).
 
   python -m vssjax.main --config=configs/etc/camvid_mobilenet.py --workdir=D \
       --config.data.camvid.root=/data/CamVid --config.data.flow.cache_dir=/data/flow_cache \

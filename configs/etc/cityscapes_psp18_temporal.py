@@ -1,4 +1,5 @@
-r"""ETC's PSPNet-18 + temporal loss on Cityscapes: the released training script (specs/etc.md §4.2).
+r"""ETC's PSPNet-18 + temporal loss on Cityscapes: the released training script
+(specs/etc.md §4.2).
 
   python -m vssjax.main --config=configs/etc/cityscapes_psp18_temporal.py --workdir=D \
       --config.data.cityscapes.root=/data/cityscapes --config.init.torch_checkpoint=resnet18.pth \

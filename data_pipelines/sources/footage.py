@@ -10,6 +10,7 @@ and are read on demand.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -54,7 +55,9 @@ def declared_frames_and_rate(path: str) -> tuple[int, float]:
   try:
     if not capture.isOpened():
       return 0, 0.0
-    return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), float(capture.get(cv2.CAP_PROP_FPS))
+    rate = float(capture.get(cv2.CAP_PROP_FPS))
+    return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+            rate if math.isfinite(rate) and rate > 0 else 0.0)
   finally:
     capture.release()
 

@@ -64,7 +64,7 @@ BUILDERS: dict[str, type[_ManualSourceBuilder]] = {
 def _builder(source_name: str, data_dir: str, manual_dir: str = ""
              ) -> tuple[_ManualSourceBuilder, tfds.download.DownloadConfig]:
   if source_name not in BUILDERS:
-    raise ValueError(f"no ArrayRecord builder for source {source_name!r}; have {sorted(BUILDERS)}; "
+    raise SetupError(f"no ArrayRecord builder for source {source_name!r}; have {sorted(BUILDERS)}; "
                      "read the others (sources of one's own too) with data.backend='files'")
   config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) or None)
   builder = BUILDERS[source_name](data_dir=os.path.expanduser(data_dir),
@@ -74,15 +74,14 @@ def _builder(source_name: str, data_dir: str, manual_dir: str = ""
 
 def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
   """Builds the source's records from manual_dir into data_dir unless already there."""
+  builder, config = _builder(source_name, data_dir, manual_dir)
   folder = os.path.expanduser(manual_dir)
   if not os.path.isdir(folder) or not os.listdir(folder):
     raise SetupError(f"--manual_dir {manual_dir} is not a folder holding the dataset's copy: "
-                     f"{BUILDERS[source_name].MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  builder, config = _builder(source_name, data_dir, manual_dir)
+                     f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   if os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
     print(f"build: the records are already in {builder.data_path}: kept, only a missing video "
           f"index is written (delete that folder to rebuild)", flush=True)
-  tfds.disable_progress_bar()  # the builder prints its own progress lines
   builder.download_and_prepare(download_config=config)
   return builder
 

@@ -11,8 +11,8 @@ from transformers import (SegformerConfig, SegformerForImageClassification,
 from tests.conftest import load_config
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.hf_segformer import convert_hf_mit, convert_hf_segformer
-from vssjax.models.mit import mit
 from vssjax.methods import get_method
+from vssjax.models.mit import mit
 from vssjax.models.segformer import segformer
 from vssjax.train.init_from import load_torch_variables
 from vssjax.train.loop import batch_spec

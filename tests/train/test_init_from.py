@@ -58,7 +58,8 @@ def test_a_checkpoint_of_another_method_names_the_formats_that_fit():
   method = get_method(load_config("configs/dcfm/synthetic_mitb0.py", "quick"))
   with pytest.raises(SetupError, match=r"format 'hf', but method 'dcfm' converts from \['dcfm'\] "
                                        r"\(DCFM's release is two files: --checkpoint=encoder\.pth,"
-                                       r"decoder\.pth\)"):
+                                       r"decoder\.pth\): is it the right file, or the right "
+                                       r"config\?$"):
     init_from.convert_state_dict(segformer_file, method)
 
 

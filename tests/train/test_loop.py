@@ -60,7 +60,10 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
   capsys.readouterr()
   # Training a finished workdir again says so, and evaluates its checkpoint once more.
   assert loop.train_and_evaluate(quick_config, str(tmp_path / "a"))["step"] == 4
-  assert "training already complete (step 4 of 4)" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "training already complete (checkpoint at step 4, train.steps=4)" in out
+  quick_config.train.steps = 3  # below the checkpoint's step: complete too, and evaluated
+  assert loop.train_and_evaluate(quick_config, str(tmp_path / "a"))["step"] == 4
 
 
 def test_one_device_equals_four_devices(quick_config, tmp_path):
@@ -129,7 +132,7 @@ def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(
   capsys.readouterr()
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
   out = capsys.readouterr().out
-  assert "resuming at step 1 with 1 config fields changed" in out
+  assert "resuming at step 1 with changed config field (the record" in out
   assert "  train.log_every: 1 -> 2" in out
   assert json.loads((tmp_path / "config.until_step1.json").read_text())["train"]["log_every"] == 1
   assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every"] == 2

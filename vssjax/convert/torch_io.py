@@ -30,8 +30,9 @@ _DDP_PREFIX = "module."
 _PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-class CheckpointReadError(SetupError):
-  """A checkpoint file could not be read; the message names the file and what to do."""
+class CheckpointReadError(SetupError, RuntimeError):
+  """A checkpoint file could not be read; the message names the file and what to do. (Also a
+  RuntimeError, as it was before it became a `SetupError`, for callers that catch that.)"""
 
 
 def load_state_dict(path: str | os.PathLike, *, allow_pickle: bool = False
@@ -99,8 +100,11 @@ def _load_torch_pickle(path: str, allow_pickle: bool) -> Any:
 
 def _starts_like_a_pickle(path: str) -> bool:
   """Pickle protocols 2+ open with the PROTO opcode 0x80 (torch's legacy format is a pickle)."""
-  with open(path, "rb") as f:
-    return f.read(1) == b"\x80"
+  try:
+    with open(path, "rb") as f:
+      return f.read(1) == b"\x80"
+  except OSError:  # unreadable: torch.load's own error says why
+    return False
 
 
 def unwrap_checkpoint(checkpoint: Any, where: str = "checkpoint") -> dict[str, np.ndarray]:

@@ -122,13 +122,11 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
     return {collection: _nest(path, tree) for collection, tree in converted.items()}
   name = method.config.method.name
   if (name, fmt) not in _CONVERTERS:
-    known = sorted(f"{m}/{f}" for m, f in _CONVERTERS)
     formats = sorted(f for m, f in _CONVERTERS if m == name)
     hint = (" (DCFM's release is two files: --checkpoint=encoder.pth,decoder.pth)"
             if name == "dcfm" else "")
     raise SetupError(f"the checkpoint is in format {fmt!r}, but method {name!r} converts from "
-                     f"{formats or 'none'}{hint}: is it the right file, or the right config? "
-                     f"(method/format pairs: {known})")
+                     f"{formats or 'none'}{hint}: is it the right file, or the right config?")
   return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
 
 

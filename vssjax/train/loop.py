@@ -116,17 +116,26 @@ def _check_worker_count(workdir: str, config: ConfigDict) -> None:
         f"rerun with --config.data.num_workers={saved} (the batches are the same with any count)")
 
 
-def _config_changes(workdir: str, config: ConfigDict) -> str:
-  """Lines that say which fields of `config` differ from the config recorded in
-  `workdir/config.json` (at most MAX_LISTED_FIELDS of them)."""
-  recorded, record = configs_lib.record_path(workdir), configs_lib.read_record(workdir)
+def _recorded_changes(workdir: str, config: ConfigDict) -> list[str] | None:
+  """`field: recorded -> now` for each field of `config` that differs from the workdir's recorded
+  config (at most MAX_LISTED_FIELDS, then a count); None where no config is recorded."""
+  record = configs_lib.read_record(workdir)
   if record is None:
-    return f"{recorded} does not exist, so the differing config fields cannot be listed."
+    return None
   changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
-  if not changes:
-    return f"{recorded} records this same config: the checkpoint was written by other code."
   if len(changes) > MAX_LISTED_FIELDS:
     changes = changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
+  return changes
+
+
+def _config_changes(workdir: str, config: ConfigDict) -> str:
+  """Lines that say which fields of `config` differ from the config recorded in
+  `workdir/config.json`, for a checkpoint that does not fit."""
+  recorded, changes = configs_lib.record_path(workdir), _recorded_changes(workdir, config)
+  if changes is None:
+    return f"{recorded} does not exist, so the differing config fields cannot be listed."
+  if not changes:
+    return f"{recorded} records this same config: the checkpoint was written by other code."
   return "\n".join([f"Config fields that differ between {recorded} and this run (recorded -> "
                     "now):", *(f"  {change}" for change in changes)])
 
@@ -134,17 +143,17 @@ def _config_changes(workdir: str, config: ConfigDict) -> str:
 def _keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -> None:
   """A resume with other settings (more steps, another learning rate) is allowed, but said, and
   the record of what the steps so far were trained with is kept as `config.until_step<N>.json`
-  before `config.json` is rewritten."""
-  record = configs_lib.read_record(workdir)
-  if record is None:
-    return
-  changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
+  before `config.json` is rewritten (not over one already kept at that step: a changed run that
+  stopped before its next checkpoint trained nothing the first record does not describe)."""
+  changes = _recorded_changes(workdir, config)
   if not changes:
     return
   kept = epath.Path(workdir) / f"config.until_step{step}.json"
-  kept.write_text(configs_lib.record_path(workdir).read_text())
-  print("\n".join([f"resuming at step {step} with {len(changes)} config fields changed (the "
-                   f"record of steps 1..{step} is kept as {kept}; recorded -> now):",
+  if not kept.exists():
+    kept.write_text(configs_lib.record_path(workdir).read_text())
+  fields = "field" if len(changes) == 1 else "fields"
+  print("\n".join([f"resuming at step {step} with changed config {fields} (the record of the "
+                   f"training up to step {step} is kept as {kept}; recorded -> now):",
                    *(f"  {change}" for change in changes)]), flush=True)
 
 
@@ -228,8 +237,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     progress = Progress("train step", total, "steps", min_interval_s=0.0)
     pending: list[tuple[int, dict]] = []
     if start >= total:
-      print(f"training already complete (step {start} of {total}); evaluating its checkpoint",
-            flush=True)
+      print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
+            f"evaluating it", flush=True)
     else:  # the first step waits for XLA to compile it: minutes for a large model
       print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
     t_last = time.perf_counter()
@@ -258,7 +267,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
           evaluate(method, variables_of(state), config, workdir=workdir, step=done)
 
-  if done == total:
+  if done >= total:
     return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
   return None
 
