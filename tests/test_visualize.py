@@ -43,5 +43,5 @@ def test_frames_of_another_size_are_resized_into_the_video_not_dropped(tmp_path)
   capture = cv2.VideoCapture(str(visualize.write_video(tmp_path / "v.mp4", frames, fps=4)))
   assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
   capture.release()
-  with pytest.raises(ValueError, match=r"frame rate > 0 \(eval.overlay_fps\), got 0"):
+  with pytest.raises(ValueError, match=r"eval.overlay_fps=0: a video needs a frame rate > 0"):
     visualize.write_video(tmp_path / "w.mp4", frames, fps=0)

@@ -101,8 +101,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None 
 
   total, frames, frame_rate = read_frames(input_path)  # a wrong --input fails before the restore
   fps = fps or frame_rate or config.eval.overlay_fps
-  if not fps > 0:
-    raise SetupError(f"eval.overlay_fps={fps}: the overlay video needs a frame rate > 0")
+  visualize.check_frame_rate(fps)
   method, variables, step = restore_for_eval(config, workdir)
   palette = make_source(config.data).palette
   name = epath.Path(input_path).stem

@@ -27,14 +27,20 @@ def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
   return (frame.astype(np.float32) * (1 - alpha) + colors * alpha).round().astype(np.uint8)
 
 
+def check_frame_rate(fps: float) -> None:
+  """Refuses a frame rate an overlay video cannot play at; it comes from `eval.overlay_fps` (or a
+  video's own), so callers check it before their long work, `write_video` again."""
+  if not fps > 0:
+    raise SetupError(f"eval.overlay_fps={fps}: a video needs a frame rate > 0")
+
+
 def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float) -> epath.Path:
   """Writes RGB uint8 frames as an MP4 (mp4v), which OpenCV's wheels can encode without ffmpeg.
 
   A video has one frame size: frames of another size than the first (a frame folder of mixed
   sizes) are resized to it, which OpenCV would otherwise drop with only a log line.
   """
-  if not fps > 0:
-    raise SetupError(f"{path}: a video needs a frame rate > 0 (eval.overlay_fps), got {fps}")
+  check_frame_rate(fps)
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   writer = None

@@ -72,6 +72,11 @@ def _builder(source_name: str, data_dir: str, manual_dir: str = ""
   return builder, config
 
 
+def _is_built(builder: _ManualSourceBuilder) -> bool:
+  """Whether the builder's current version has been written (TFDS writes its info last)."""
+  return os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json"))
+
+
 def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
   """Builds the source's records from manual_dir into data_dir unless already there."""
   builder, config = _builder(source_name, data_dir, manual_dir)
@@ -79,7 +84,7 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
   if not os.path.isdir(folder) or not os.listdir(folder):
     raise SetupError(f"--manual_dir {manual_dir} is not a folder holding the dataset's copy: "
                      f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  if os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
+  if _is_built(builder):
     print(f"build: the records are already in {builder.data_path}: kept, only a missing video "
           f"index is written (delete that folder to rebuild)", flush=True)
   builder.download_and_prepare(download_config=config)
@@ -101,7 +106,7 @@ def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
   TFDS looks only for the builder's current version, so records of an older layout read as
   missing; the message says so, since they must be rebuilt, not reused."""
   builder, _ = _builder(source_name, data_dir)
-  if os.path.exists(os.path.join(os.fspath(builder.data_path), "dataset_info.json")):
+  if _is_built(builder):
     return builder
   others = _other_versions(builder)
   found = (f" Found only version {', '.join(others)} there, whose record layout this code cannot "

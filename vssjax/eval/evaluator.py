@@ -145,8 +145,8 @@ def make_scorers(config: ConfigDict) -> Scorers:
   """`config.eval`'s accumulators; a bad setting is a `SetupError` naming it. The train loop calls
   this before its first step, so a typo in eval settings fails then, not after training."""
   num_classes = config.data.num_classes
-  if config.eval.overlay_video and not config.eval.overlay_fps > 0:
-    raise SetupError(f"eval.overlay_fps={config.eval.overlay_fps}: a video needs a frame rate > 0")
+  if config.eval.overlay_video:
+    visualize.check_frame_rate(config.eval.overlay_fps)
   if config.eval.miou_convention not in MIOU_CONVENTIONS:
     raise SetupError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
                      f"{config.eval.miou_convention!r}")
