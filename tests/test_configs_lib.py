@@ -130,9 +130,29 @@ def test_segformer_cityscapes_scores_the_annotated_frames_whole_at_512x1024(vari
   transform = config.data.eval_transform
   resized = transforms.test_resize(frame, transform.scale, transform.size_divisor)
   assert resized.shape == (512, 1024, 3)
+  assert get_method(config).sliding_windows is None
   assert tuple(config.data.train_transform.crop_size) == (512, 1024)
   assert tuple(config.data.eval_label_window) == (0, 0)
   assert config.data.num_classes == 19
+
+
+@pytest.mark.parametrize("variant", ["b0", "b1", "b2", "b3", "b4", "b5"])
+def test_segformer_cityscapes1024_scores_full_frames_in_three_1024_windows(variant):
+  """SegFormer's 1024x1024 setting: trained on 1024x1024 crops, tested on the full-resolution
+  frame in 1024x1024 windows every 768 pixels (mmseg's 'slide' mode), with the release's
+  decoder width (256 for B0/B1, 768 above)."""
+  config = load_config(f"configs/segformer/cityscapes1024_mit{variant}.py")
+  transform = config.data.eval_transform
+  resized = transforms.test_resize(np.zeros((1024, 2048, 3), np.uint8), transform.scale,
+                                   transform.size_divisor)
+  assert resized.shape == (1024, 2048, 3)
+  windows = get_method(config).sliding_windows
+  assert windows.offsets((1024, 2048)) == ((0, 0), (0, 768), (0, 1024))
+  assert windows.window_hw((1024, 2048)) == (1024, 1024)
+  assert tuple(config.data.train_transform.crop_size) == (1024, 1024)
+  assert tuple(config.data.eval_label_window) == (0, 0)
+  assert config.model.decoder_dim == (256 if variant in ("b0", "b1") else 768)
+  assert config.published.metrics.mIoU > 75
 
 
 def test_unknown_field_names_the_closest_fields():

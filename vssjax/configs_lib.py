@@ -81,6 +81,8 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
       num_train_videos=8, num_val_videos=2, num_frames=num_frames, height=64, width=64)
   c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
   c.data.eval_transform.update(scale=(64, 64), exact_size=())
+  if c.data.eval_transform.get("slide_crop"):  # still sliding: 2x2 overlapping windows
+    c.data.eval_transform.update(slide_crop=(48, 48), slide_stride=(32, 32))
   c.data.batch_size = 4
   c.model.backbone_overrides.update(
       embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
@@ -180,9 +182,11 @@ def base_config() -> ConfigDict:
       # resizes every frame (bilinear) and its label (nearest) to exactly this size, so metrics
       # are scored there (DCFM's VSPW protocol: 480x853); () keeps the stored size.
       # `resize_backend`: 'cv2' (mmseg, semseg) or 'pillow' (torchvision on PIL images, DCFM:
-      # its bilinear antialiases when it shrinks).
+      # its bilinear antialiases when it shrinks). `slide_crop`/`slide_stride` (h, w): mmseg's
+      # 'slide' test mode, the resized frame predicted in overlapping windows whose logits are
+      # averaged (SegFormer only: vssjax/methods/sliding_window.py); () = the whole frame at once.
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32, exact_size=(),
-                                     resize_backend="cv2")),
+                                     resize_backend="cv2", slide_crop=(), slide_stride=())),
       # (before, after): evaluate only the frames [a - before, a + after] around each labelled
       # frame a (DCFM's Cityscapes/CamVid protocol); () = every frame of every video.
       eval_label_window=(),

@@ -15,48 +15,73 @@ to 512x1024 with the logits upsampled to the 1024x2048 labels (SegFormer paper, 
 Table 2: B0 at short side 512; its NVlabs config segformer.b0.512x1024.city.160k, whose weights
 are the HF checkpoint above; that 71.9 is Table 2's is from memory of the paper, which could not be
 read here, so [UNVERIFIED]). DCFM's Table III lists both rows; no B1 checkpoint of this setting
-is public (the hub's B1 is the 1024x1024 one, which SegFormer evaluates with sliding 1024x1024
-windows at full resolution, a mode vssjax does not have). Recipe (mmseg's): photometric
-distortion, cat_max_ratio 0.75, flip; AdamW 6e-5 (decode head x10, no decay on norms and
-positional convs), poly power 1 after a 1500-step linear warm-up, 160k steps of 8 frames. mIoU of
-the dataset's confusion matrix; all 19 classes occur in val, so the project's default convention
-agrees with mmseg's and with DCFM's.
+is public (the hub's B1 is the 1024x1024 one: configs/segformer/cityscapes1024_mitb1.py). Recipe
+(mmseg's): photometric distortion, cat_max_ratio 0.75, flip; AdamW 6e-5 (decode head x10, no
+decay on norms and positional convs), poly power 1 after a 1500-step linear warm-up, 160k steps
+of 8 frames. mIoU of the dataset's confusion matrix; all 19 classes occur in val, so the
+project's default convention agrees with mmseg's and with DCFM's.
 
 Only the annotated frames are used, for training and for evaluation
 (`data.eval_label_window=(0, 0)`), so the 11 GB leftImg8bit/ package is enough in place of the
 sequences (data_pipelines/sources/cityscapes.py).
 
-This file holds the builder of the B1 and CamVid variants (`segformer_config`). `:quick` as in
-vspw_mitb0.py.
+This file holds the builder of the B1, 1024x1024 and CamVid variants (`segformer_config`).
+`:quick` as in vspw_mitb0.py.
 """
+
+import dataclasses
 
 from vssjax import configs_lib
 
 _VSPW = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
-_SOURCE = ("SegFormer paper (arXiv 2105.15203), Table 2, and DCFM paper (arXiv 2403.02689), "
-           "Table III; Cityscapes val, whole 512x1024 frames")
-PUBLISHED = {("cityscapes", "b0"): 71.9, ("cityscapes", "b1"): 74.1}
-# (num_classes, rescale target (w, h), training crop (h, w)) per dataset.
-_DATASETS = {"cityscapes": (19, (1024, 512), (512, 1024)), "camvid": (11, (960, 720), (640, 640))}
+_SOURCES = {
+    "cityscapes": ("SegFormer paper (arXiv 2105.15203), Table 2, and DCFM paper (arXiv "
+                   "2403.02689), Table III; Cityscapes val, whole 512x1024 frames"),
+    "cityscapes1024": ("SegFormer paper (arXiv 2105.15203), Table 1, recalled, not verified here "
+                       "[UNVERIFIED]; Cityscapes val, 1024x1024 sliding windows"),
+}
+PUBLISHED = {("cityscapes", "b0"): 71.9, ("cityscapes", "b1"): 74.1,
+             **{("cityscapes1024", variant): value for variant, value in zip(
+                 ("b0", "b1", "b2", "b3", "b4", "b5"), (76.2, 78.5, 81.0, 81.7, 82.3, 82.4))}}
 
 
-def segformer_config(variant: str, dataset: str, arg=None):
-  """The per-frame SegFormer config of MiT-`variant` on `dataset` ('cityscapes' | 'camvid')."""
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+  source: str
+  num_classes: int
+  scale: tuple[int, int]  # (w, h) the frames are rescaled to, for training (x [0.5, 2]) and test
+  crop: tuple[int, int]  # (h, w) training crop
+  slide: tuple[tuple[int, int], tuple[int, int]] | None = None  # test windows' (crop, stride)
+
+
+_SETTINGS = {
+    "cityscapes": _Setting("cityscapes", 19, (1024, 512), (512, 1024)),
+    "cityscapes1024": _Setting("cityscapes", 19, (2048, 1024), (1024, 1024),
+                               slide=((1024, 1024), (768, 768))),
+    "camvid": _Setting("camvid", 11, (960, 720), (640, 640)),
+}
+
+
+def segformer_config(variant: str, setting: str, arg=None):
+  """The per-frame SegFormer config of MiT-`variant` in `setting` ('cityscapes': 512x1024 real
+  time, 'cityscapes1024': 1024x1024 crops and sliding-window test, 'camvid')."""
   args = configs_lib.parse_arg(arg, quick=False)
   c = _VSPW["segformer_base"](variant)
-  num_classes, scale, crop = _DATASETS[dataset]
-  c.data.source = dataset
-  c.data[dataset] = configs_lib.ConfigDict(dict(root=""))
-  c.data.num_classes = num_classes
+  s = _SETTINGS[setting]
+  c.data.source = s.source
+  c.data[s.source] = configs_lib.ConfigDict(dict(root=""))
+  c.data.num_classes = s.num_classes
   c.data.eval_label_window = (0, 0)
-  c.data.train_transform.update(scale=scale, crop_size=crop)
-  c.data.eval_transform.update(scale=scale, size_divisor=32)
-  if dataset == "camvid":
+  c.data.train_transform.update(scale=s.scale, crop_size=s.crop)
+  c.data.eval_transform.update(scale=s.scale, size_divisor=32)
+  if s.slide:
+    c.data.eval_transform.update(slide_crop=s.slide[0], slide_stride=s.slide[1])
+  if setting == "camvid":
     c.data.eval_split = "test"
     c.train.steps = 40_000  # [GUESS] DCFM's CamVid length: 160k steps would be ~2700 epochs
-  value = PUBLISHED.get((dataset, variant))
+  value = PUBLISHED.get((setting, variant))
   if value is not None:
-    c.published.source = _SOURCE
+    c.published.source = _SOURCES[setting]
     c.published.metrics = configs_lib.ConfigDict(dict(mIoU=value))
   if args.quick:
     configs_lib.shrink_to_quick(c)

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
+from vssjax.methods.sliding_window import SlidingWindows
 
 Batch = dict[str, jax.Array]
 Variables = dict[str, Any]
@@ -46,11 +48,24 @@ class StreamingPredictor(abc.ABC):
 
 
 class Method(abc.ABC):
-  """Base class; subclasses set `module` in `__init__` and implement the abstract methods."""
+  """Base class; subclasses set `module` in `__init__` and implement the abstract methods.
+
+  `sliding_window_inference`: the method's predictor implements mmseg's 'slide' test mode
+  (`sliding_windows`, from `data.eval_transform.slide_crop`/`slide_stride`); the others refuse
+  those settings rather than ignore them.
+  """
+
+  sliding_window_inference = False
 
   def __init__(self, config: ConfigDict):
     self.config = config
     self.num_classes = config.data.num_classes
+    self.sliding_windows = SlidingWindows.from_config(config.data.eval_transform)
+    if self.sliding_windows is not None and not self.sliding_window_inference:
+      raise SetupError(
+          f"data.eval_transform.slide_crop/slide_stride are set, but {config.method.name} has no "
+          "sliding-window inference (segformer has: mmseg's 'slide' test mode); set both to () "
+          "to predict whole frames")
 
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> Variables:

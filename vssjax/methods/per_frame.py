@@ -1,4 +1,5 @@
-"""The streaming predictor of per-frame methods (SegFormer, ETC): every frame on its own."""
+"""The streaming predictor of per-frame methods (SegFormer, ETC): every frame on its own, whole or
+in sliding windows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from data_pipelines.transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods.base import Prediction, StreamingPredictor, Variables
+from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -43,22 +45,31 @@ frame_labels = jax.jit(_one_frame_labels,
 class PerFramePredictor(StreamingPredictor):
   """Resizes each frame for the network on the host, predicts it, answers at once.
 
-  `predict_logits(variables, frames [1, h, w, 3])` is the jitted network; its logits go to
-  `frame_labels`, so the network compiles once per network input size, not per frame size.
+  `predict_logits(variables, frames [n, h, w, 3])` is the jitted network; its logits go to
+  `frame_labels`, so the network compiles once per network input size, not per frame size. With
+  `windows`, the resized frame goes through as the batch of its sliding windows and their logits
+  to `stitched_labels` (mmseg's 'slide' test mode).
   """
 
   def __init__(self, predict_logits: Callable, variables: Variables, eval_transform: ConfigDict,
-               *, align_corners: bool = False):
+               *, windows: SlidingWindows | None = None, align_corners: bool = False):
     self._predict_logits = predict_logits
     self._variables = variables
     self._eval_transform = eval_transform
+    self._windows = windows
     self._align_corners = align_corners
     self._index = 0
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     resized = eval_resize(frame, self._eval_transform)
-    logits = self._predict_logits(self._variables, resized[None])
-    labels = frame_labels(logits, input_hw=resized.shape[:2], frame_hw=frame.shape[:2],
-                          align_corners=self._align_corners)
+    input_hw, frame_hw = resized.shape[:2], frame.shape[:2]
+    if self._windows is None:
+      logits = self._predict_logits(self._variables, resized[None])
+      labels = frame_labels(logits, input_hw=input_hw, frame_hw=frame_hw,
+                            align_corners=self._align_corners)
+    else:
+      logits = self._predict_logits(self._variables, self._windows.crops(resized))
+      labels = stitched_labels(logits, windows=self._windows, input_hw=input_hw,
+                               frame_hw=frame_hw, align_corners=self._align_corners)
     index, self._index = self._index, self._index + 1
     return [(index, labels)]

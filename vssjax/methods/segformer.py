@@ -43,6 +43,8 @@ def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:
 class SegFormerMethod(Method):
   """Trains on single frames (or every frame of a clip); predicts frame by frame."""
 
+  sliding_window_inference = True
+
   def __init__(self, config: ConfigDict):
     super().__init__(config)
     self.module = build_segformer(config.model, self.num_classes)
@@ -75,4 +77,5 @@ class SegFormerMethod(Method):
     return self._logits(variables, frames, train=False)
 
   def predictor(self, variables: Variables) -> PerFramePredictor:
-    return PerFramePredictor(self._predict_logits, variables, self.config.data.eval_transform)
+    return PerFramePredictor(self._predict_logits, variables, self.config.data.eval_transform,
+                             windows=self.sliding_windows)

@@ -1,0 +1,106 @@
+"""mmseg's sliding-window ('slide') inference: the window layout, the stitching of the windows'
+logits against torch doing what mmseg's `slide_inference` does, and the settings' checks."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import load_config
+from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
+from vssjax.methods import get_method
+from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
+
+
+def mmseg_offsets(hw, crop, stride):
+  """mmseg's loop: grids from the stride, each window's end clipped to the image, its start moved
+  back to keep the crop size."""
+  grids = [max(side - c + s - 1, 0) // s + 1 for side, c, s in zip(hw, crop, stride)]
+  offsets = []
+  for h_idx in range(grids[0]):
+    for w_idx in range(grids[1]):
+      y2, x2 = min(h_idx * stride[0] + crop[0], hw[0]), min(w_idx * stride[1] + crop[1], hw[1])
+      offsets.append((max(y2 - crop[0], 0), max(x2 - crop[1], 0)))
+  return tuple(offsets)
+
+
+def test_cityscapes_frames_take_three_windows_across():
+  windows = SlidingWindows(crop=(1024, 1024), stride=(768, 768))
+  assert windows.offsets((1024, 2048)) == ((0, 0), (0, 768), (0, 1024))
+  assert windows.window_hw((1024, 2048)) == (1024, 1024)
+
+
+@pytest.mark.parametrize("hw, crop, stride", [
+    ((64, 64), (48, 48), (32, 32)), ((100, 37), (48, 48), (32, 16)), ((30, 200), (48, 64), (48, 48)),
+    ((512, 1024), (512, 512), (341, 341)), ((1024, 2048), (769, 769), (512, 512))])
+def test_window_offsets_are_mmseg_s(hw, crop, stride):
+  windows = SlidingWindows(crop, stride)
+  assert windows.offsets(hw) == mmseg_offsets(hw, crop, stride)
+  image = np.arange(hw[0] * hw[1]).reshape(hw + (1,))
+  crops = windows.crops(image)
+  assert crops.shape == (len(windows.offsets(hw)),) + windows.window_hw(hw) + (1,)
+  covered = np.zeros(hw, bool)
+  for (y, x), window in zip(windows.offsets(hw), crops):
+    covered[y:y + window.shape[0], x:x + window.shape[1]] = True
+    np.testing.assert_array_equal(window, image[y:y + window.shape[0], x:x + window.shape[1]])
+  assert covered.all()
+
+
+def torch_slide(window_logits: np.ndarray, crop, offsets, input_hw, frame_hw) -> np.ndarray:
+  """mmseg's slide_inference after each crop's forward pass: the crop's logits resized to the
+  crop, padded into the canvas and counted; the canvas divided by the count, resized to the frame,
+  argmaxed."""
+  h, w = min(crop[0], input_hw[0]), min(crop[1], input_hw[1])
+  preds = torch.zeros((1, window_logits.shape[-1]) + tuple(input_hw))
+  count = torch.zeros((1, 1) + tuple(input_hw))
+  for (y, x), logits in zip(offsets, window_logits):
+    logits = F.interpolate(torch.from_numpy(logits).permute(2, 0, 1)[None], (h, w),
+                           mode="bilinear", align_corners=False)
+    preds += F.pad(logits, (x, input_hw[1] - x - w, y, input_hw[0] - y - h))
+    count[:, :, y:y + h, x:x + w] += 1
+  preds = F.interpolate(preds / count, tuple(frame_hw), mode="bilinear", align_corners=False)
+  return preds.argmax(1)[0].numpy()
+
+
+@pytest.mark.parametrize("input_hw, frame_hw", [((64, 96), (64, 96)), ((64, 96), (75, 113)),
+                                                ((40, 96), (30, 72))])
+def test_stitched_labels_match_mmseg_slide_inference(input_hw, frame_hw):
+  windows = SlidingWindows(crop=(48, 48), stride=(32, 32))
+  offsets = windows.offsets(input_hw)
+  assert len(offsets) >= 3  # windows overlap: the averaging matters
+  logits = np.random.default_rng(0).standard_normal(
+      (len(offsets), 12, 12, 7)).astype(np.float32)
+  labels = np.asarray(stitched_labels(logits, windows=windows, input_hw=input_hw,
+                                      frame_hw=frame_hw))
+  np.testing.assert_array_equal(labels, torch_slide(logits, (48, 48), offsets, input_hw, frame_hw))
+
+
+def test_logits_of_the_wrong_number_of_windows_are_refused():
+  windows = SlidingWindows(crop=(48, 48), stride=(32, 32))
+  with pytest.raises(ValueError, match="logits of 3 windows for the 4 windows"):
+    stitched_labels(np.zeros((3, 12, 12, 2), np.float32), windows=windows, input_hw=(64, 64),
+                    frame_hw=(64, 64))
+
+
+@pytest.mark.parametrize("crop, stride, message", [
+    ((), (), None),
+    ((48, 48), (), "slide_stride must be two positive ints"),
+    ((48,), (32, 32), "slide_crop must be two positive ints"),
+    ((48, 0), (32, 32), "slide_crop must be two positive ints"),
+    ((48, 48.0), (32, 32), "slide_crop must be two positive ints"),
+    ((48, 48), (32, 64), r"slide_stride \(32, 64\) is larger than slide_crop"),
+])
+def test_settings_are_checked(crop, stride, message):
+  eval_transform = ConfigDict(dict(slide_crop=crop, slide_stride=stride))
+  if message is None:
+    assert SlidingWindows.from_config(eval_transform) is None
+  else:
+    with pytest.raises(SetupError, match=message):
+      SlidingWindows.from_config(eval_transform)
+
+
+def test_a_method_without_sliding_windows_refuses_them():
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  config.data.eval_transform.update(slide_crop=(48, 48), slide_stride=(32, 32))
+  with pytest.raises(SetupError, match="dtern has no sliding-window inference"):
+    get_method(config)
