@@ -138,10 +138,37 @@ def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(
   assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every"] == 2
 
 
-def test_non_finite_loss_stops_with_the_step_number():
-  pending = [(7, {"loss": np.float32(1.0)}), (8, {"loss": np.float32(np.nan)})]
-  with pytest.raises(FloatingPointError, match="non-finite loss nan at step 8"):
+@pytest.mark.parametrize("name", ["loss", "grad_norm", "param_norm"])
+def test_a_non_finite_step_metric_stops_with_the_step_number(name):
+  finite = {"loss": np.float32(1.0), "grad_norm": np.float32(2.0), "param_norm": np.float32(3.0)}
+  pending = [(7, finite), (8, dict(finite, **{name: np.float32(np.inf)}))]
+  with pytest.raises(FloatingPointError, match=f"non-finite {name} inf at step 8"):
     loop._check_finite(pending)  # pylint: disable=protected-access
+
+
+def test_no_checkpoint_holds_a_diverged_step_between_log_lines(quick_config, tmp_path,
+                                                               monkeypatch):
+  """Checkpoints every 2 steps, log lines every 4: step 1's non-finite loss stops the run before
+  the step-2 checkpoint, which would otherwise be saved unchecked (resuming from it repeats the
+  divergence forever)."""
+  make_train_step = loop.step_lib.make_train_step
+
+  def diverging_at_step_1(*args, **kwargs):
+    train_step = make_train_step(*args, **kwargs)
+
+    def step(state, batch):
+      first = int(state.step) == 0  # read before the step donates the state
+      new_state, metrics = train_step(state, batch)
+      if first:
+        metrics = dict(metrics, loss=metrics["loss"] * np.nan)
+      return new_state, metrics
+    return step
+
+  monkeypatch.setattr(loop.step_lib, "make_train_step", diverging_at_step_1)
+  quick_config.train.update(steps=4, log_every=4, checkpoint_every=2)
+  with pytest.raises(FloatingPointError, match="non-finite loss nan at step 1"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
 
 
 def test_abstract_state_is_the_fresh_one_without_initialising(quick_config, monkeypatch):

@@ -170,14 +170,22 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState) -> None:
         f"{num_params / 1e6:.3f}M parameters", flush=True)
 
 
+# The step metrics that show a diverged run: its loss, and its gradients and updated parameters
+# (a non-finite gradient leaves the step's own loss finite but the parameters it saves broken).
+DIVERGENCE_METRICS = ("loss", "grad_norm", "param_norm")
+
+
 def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
-  """Fetches the pending step metrics; stops the run at the first non-finite loss."""
+  """Fetches the pending step metrics; stops the run at the first non-finite one. Called before
+  each log line and each checkpoint, so no checkpoint holds the parameters of a diverged step."""
   host = jax.device_get(pending)
   for step, metrics in host:
-    if not np.isfinite(metrics["loss"]):
-      raise FloatingPointError(
-          f"non-finite loss {metrics['loss']} at step {step}; stopping (checkpoints up to the "
-          "last save are intact)")
+    for name in DIVERGENCE_METRICS:
+      if name in metrics and not np.isfinite(metrics[name]):
+        raise FloatingPointError(
+            f"non-finite {name} {metrics[name]} at step {step}; stopping before any checkpoint "
+            "holds it (the last saved one is intact). Resuming repeats the same steps: lower "
+            "optim.lr or set optim.grad_clip_norm first")
   return host
 
 
@@ -259,6 +267,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
           progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
           pending = []
         if done % config.train.checkpoint_every == 0 or done == end or stopping:
+          if pending:  # steps since the last log line
+            _check_finite(pending)
           checkpointer.save(done, state, data_iter)
         if stopping:
           print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
