@@ -13,6 +13,7 @@ needs the neighbouring frames should not run on it.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -38,6 +39,13 @@ SNIPPET = (19, 10)  # Frames before and after the annotated one in a 30-frame sn
 _GT_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_labelIds\.png$")
 
 
+@functools.cache
+def _warn_no_sequences(sequences: str, split: str) -> None:
+  """Once per folder and process: a run lists a split's videos several times."""
+  logging.warning("cityscapes: no %s, so each annotated frame of %s is a one-frame video read "
+                  "from leftImg8bit/%s (enough for per-frame methods only)", sequences, split, split)
+
+
 @base.register_source
 class CityscapesSource(base.FolderSource):
   name = "cityscapes"
@@ -56,9 +64,7 @@ class CityscapesSource(base.FolderSource):
     sequences = os.path.join(self._root, "leftImg8bit_sequence", split)
     has_sequences = os.path.isdir(sequences)
     if not has_sequences:
-      logging.warning("cityscapes: no %s, so each annotated frame of %s is a one-frame video "
-                      "read from leftImg8bit/%s (enough for per-frame methods only)", sequences,
-                      split, split)
+      _warn_no_sequences(sequences, split)
     videos = []
     for city in sorted(os.listdir(gt_root)):
       for name in sorted(os.listdir(os.path.join(gt_root, city))):
