@@ -144,13 +144,16 @@ def test_random_state_has_the_fresh_states_layout():
 
 
 def test_bench_runs_the_etc_temporal_train_step_with_flow(tmp_path):
-  """ETC's temporal loss needs the loader's flow in the batch; the bench makes one."""
+  """ETC's temporal loss needs the loader's flow in the batch; the bench makes one. Its forward
+  is timed on single frames, as it predicts."""
   config = load_config("configs/etc/synthetic_psp18.py", "quick,variant=temporal")
   assert "flow" in loop.batch_spec(config)
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=1, train_repeats=1,
                       torch=False)
   rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
   assert math.isfinite(rows["train_step"]["latency_ms"]) and rows["train_step"]["gflops"] > 0
+  # ETC predicts frame by frame: batch 1's forward is one frame, not its training pair.
+  assert rows["forward"]["batch"] == 1 and rows["forward"]["frames"] == 1
   # A training batch of pairs: its frames (batch x 2) are what the throughput counts.
   train = rows["train_step"]
   assert train["batch"] == config.data.batch_size and train["frames"] == 2 * train["batch"]

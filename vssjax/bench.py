@@ -459,9 +459,11 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     state, sharding, tx = _random_state(dtype_config, method, mesh)
     num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
     variables = loop.variables_of(state)
+    # A per-frame method's prediction is one frame through the network, whatever it trains on.
+    forward_clip = 1 if method.predicts_frames_alone else clip
     for batch in settings["batch_sizes"]:
-      rows.append(_bench_forward(method, variables, dtype, batch, clip, settings["input_size"],
-                                 settings, profile))
+      rows.append(_bench_forward(method, variables, dtype, batch, forward_clip,
+                                 settings["input_size"], settings, profile))
     if isinstance(method, DCFMMethod):
       rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings,
                                profile)

@@ -50,11 +50,14 @@ class StreamingPredictor(abc.ABC):
 class Method(abc.ABC):
   """Base class; subclasses set `module` in `__init__` and implement the abstract methods.
 
+  `predicts_frames_alone`: its predictor runs the network on each frame by itself (SegFormer,
+  ETC), however many frames a training clip holds; `--mode=bench` times its forward so.
   `sliding_window_inference`: the method's predictor implements mmseg's 'slide' test mode
   (`sliding_windows`, from `data.eval_transform.slide_crop`/`slide_stride`); the others refuse
   those settings rather than ignore them.
   """
 
+  predicts_frames_alone = False
   sliding_window_inference = False
 
   def __init__(self, config: ConfigDict):

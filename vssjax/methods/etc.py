@@ -103,6 +103,8 @@ def _check_choices(method: ConfigDict) -> None:
 class ETCMethod(Method):
   """Trains on [partner, target] pairs with the terms `config.method` weighs; predicts per frame."""
 
+  predicts_frames_alone = True
+
   def __init__(self, config: ConfigDict):
     super().__init__(config)
     method = config.method

@@ -43,6 +43,7 @@ def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:
 class SegFormerMethod(Method):
   """Trains on single frames (or every frame of a clip); predicts frame by frame."""
 
+  predicts_frames_alone = True
   sliding_window_inference = True
 
   def __init__(self, config: ConfigDict):
