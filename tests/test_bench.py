@@ -177,3 +177,17 @@ def test_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch
   assert bench._peak_memory_mb() == 3.0
   monkeypatch.setattr(jax, "devices", lambda: [_Device({})])
   assert bench._peak_memory_mb() is None
+
+
+def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path):
+  """SegFormer's Cityscapes 1024x1024 setting predicts a frame as the batch of its windows: the
+  slide_frame row is one frame (four 48x48 windows of the quick 64x64 test frame) and costs
+  about four training-crop forwards plus the stitching."""
+  config = load_config("configs/segformer/cityscapes1024_mitb0.py", "quick")
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=1,
+                      train_step=False, torch=False)
+  rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
+  forward, frame = rows["forward"], rows["slide_frame"]
+  assert frame["batch"] == 1 and frame["frames"] == 1
+  assert tuple(bench._settings(config)["input_size"]) == (48, 48)  # pylint: disable=protected-access
+  assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]

@@ -8,6 +8,8 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
   the average frame at its keyframe interval;
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
   network's per-frame part on the new frame, the head's temporal part on the clip's kept states);
+- sliding-window configs (SegFormer's Cityscapes 1024x1024 setting) also: one frame of the test
+  size, the network on the batch of its windows plus their stitching;
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
   from a state of `loop.create_state`'s shapes with random parameters (`_random_state`);
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
@@ -46,6 +48,7 @@ from vssjax.methods.base import Method, flatten_time
 from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.segformer import COMPUTE_DTYPES
+from vssjax.methods.sliding_window import stitched_labels
 from vssjax.models.layers import normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
@@ -56,7 +59,7 @@ from vssjax.train.state import TrainState
 class Row:
   """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
   phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
-  # 'non_key_B|P', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame'
+  # 'non_key_B|P', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame' | sliding windows: 'slide_frame'
   dtype: str
   batch: int
   frames: int
@@ -148,9 +151,9 @@ def _report(row: Row) -> Row:
   return row
 
 
-def _compile(jitted, *args) -> tuple[Any, float]:
+def _compile(jitted, *args, **static_args) -> tuple[Any, float]:
   start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
+  compiled = jitted.lower(*args, **static_args).compile()
   return compiled, time.perf_counter() - start
 
 
@@ -274,6 +277,32 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
   gflops = [_gflops(encode), _gflops(decode)]
   return _report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
+                     seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
+                     _peak_memory_mb()))
+
+
+def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str, Any],
+                       profile: _Profiler) -> Row:
+  """A frame of the test size (`eval_transform.scale`, e.g. 1024x2048) as the sliding-window
+  predictor runs it: the forward on the batch of its windows (three 1024x1024 ones there), then
+  their stitching into the frame's labels (`sliding_window.stitched_labels`)."""
+  windows = method.sliding_windows
+  width, height = method.config.data.eval_transform.scale
+  frame_hw = (height, width)
+  device = jax.devices()[0]
+  variables = jax.device_put(variables, device)
+  crops = jax.device_put(windows.crops(_random_frames((*frame_hw, 3), seed=1))[None], device)
+  _announce("slide_frame", dtype, 1)
+  forward, forward_compile = _compile(jax.jit(_forward_fn(method)), variables, crops)
+  logits = forward(variables, crops)
+  stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows, input_hw=frame_hw,
+                                    frame_hw=frame_hw)
+  seconds = (_median_call_seconds(settings, forward, variables, crops)
+             + _median_call_seconds(settings, stitch, logits))
+  profile(f"slide_forward_{dtype}", lambda: forward(variables, crops), forward)
+  profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
+  gflops = [_gflops(forward), _gflops(stitch)]
+  return _report(Row("slide_frame", dtype, 1, 1, forward_compile + stitch_compile,
                      seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
                      _peak_memory_mb()))
 
@@ -467,6 +496,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     if isinstance(method, DCFMMethod):
       rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings,
                                profile)
+    if method.sliding_windows is not None:
+      rows.append(_bench_slide_frame(method, variables, dtype, settings, profile))
     if isinstance(method, DTERNMethod):
       rows.append(_bench_stream_frame(method, variables, dtype, clip, settings["input_size"],
                                       settings, profile))
