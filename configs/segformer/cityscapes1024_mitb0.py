@@ -15,7 +15,8 @@ full-resolution frame in sliding 1024x1024 windows every 768 pixels, logits aver
 overlap (mmseg's 'slide' test mode, `data.eval_transform.slide_crop`/`slide_stride`). The rest of
 the recipe, and the use of the annotated frames only, as configs/segformer/cityscapes_mitb0.py,
 which builds every variant. The published mIoU shown with the results is recalled from the
-SegFormer paper (not available here): [UNVERIFIED].
+SegFormer paper (not available here): [UNVERIFIED]. cityscapes1024_mitb{1..5}.py are the same
+with their backbone (and, from B2, the 768-wide decoder).
 """
 
 from vssjax import configs_lib

@@ -1,11 +1,7 @@
-r"""Per-frame SegFormer-MiT-B3 on Cityscapes, SegFormer's 1024x1024 setting (its Table 1 row).
+"""Per-frame SegFormer-MiT-B3 on Cityscapes, SegFormer's 1024x1024 setting (its Table 1 row).
 
-Trained on 1024x1024 crops of frames rescaled to (2048, 1024) x [0.5, 2]; tested on the
-full-resolution frame in sliding 1024x1024 windows every 768 pixels, logits averaged where they
-overlap (mmseg's 'slide' test mode, `data.eval_transform.slide_crop`/`slide_stride`). The rest of
-the recipe, and the use of the annotated frames only, as configs/segformer/cityscapes_mitb0.py,
-which builds every variant. The published mIoU shown with the results is recalled from the
-SegFormer paper (not available here): [UNVERIFIED].
+Same recipe, sliding-window test, commands and caveats as configs/segformer/cityscapes1024_mitb0.py;
+the released weights are nvidia/segformer-b3-finetuned-cityscapes-1024-1024.
 """
 
 from vssjax import configs_lib
