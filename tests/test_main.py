@@ -65,6 +65,10 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
   out = _run(_cli(workdir, synthetic_data_dir, "--mode=eval"))
   assert f"evaluating checkpoint of step {step + 1}" in out
   assert json.loads((workdir / "results.json").read_text())["step"] == step + 1
+  out = _run(_cli(workdir, synthetic_data_dir, "--mode=eval", f"--step={step}"))  # the earlier one
+  assert f"evaluating checkpoint of step {step}" in out
+  history = (workdir / "eval_history.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in history] == [step + 1, step + 1, step]
 
   frames = tmp_path / "frames"
   frames.mkdir()
@@ -126,6 +130,7 @@ def test_bad_config_argument_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("mode, extra, expected", [
     ("eval", [], "no checkpoint in"),
+    ("eval", ["--step=5"], "no checkpoint in"),
     ("infer", ["--input=/nonexistent/clip.mp4"], "--input /nonexistent/clip.mp4 does not exist"),
 ])
 def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode, extra, expected):

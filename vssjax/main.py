@@ -2,7 +2,7 @@ r"""Command line entry point.
 
   python -m vssjax.main --config=configs/<method>/<dataset>_<backbone>.py[:arg] --workdir=DIR \
       --mode=train|eval|infer|bench [--config.train.steps=100] [--input=VIDEO_OR_FRAME_DIR] \
-      [--compilation_cache_dir=DIR]
+      [--step=N] [--compilation_cache_dir=DIR]
 
 Kept short on purpose: every mode is a library function that tests call directly.
 """
@@ -22,6 +22,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "infer", "bench"], "What to do.")
 _INPUT = flags.DEFINE_string("input", None, "--mode=infer: a video file or a directory of frames.")
+_STEP = flags.DEFINE_integer(
+    "step", None, "--mode=eval|infer: the checkpoint of this training step (default: the latest; "
+    "the workdir keeps the last train.keep_checkpoints).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Start JAX's multi-process runtime: auto = when a cluster (TPU pod, SLURM, Open MPI, "
@@ -63,15 +66,17 @@ def main(argv):
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
+  if _STEP.value is not None and _MODE.value not in ("eval", "infer"):
+    raise app.UsageError(f"--step picks the checkpoint of --mode=eval or infer, not {_MODE.value}")
   if _MODE.value == "train":
     loop.train_and_evaluate(config, workdir)
   elif _MODE.value == "eval":
-    loop.evaluate_checkpoint(config, workdir)
+    loop.evaluate_checkpoint(config, workdir, _STEP.value)
   elif _MODE.value == "infer":
     if not _INPUT.value:
       raise app.UsageError("--mode=infer needs --input=VIDEO_OR_FRAME_DIR")
     from vssjax import infer  # pylint: disable=g-import-not-at-top
-    infer.run(config, workdir, _INPUT.value)
+    infer.run(config, workdir, _INPUT.value, step=_STEP.value)
   elif _MODE.value == "bench":
     from vssjax import bench  # pylint: disable=g-import-not-at-top
     bench.run(config, workdir)

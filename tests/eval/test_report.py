@@ -54,3 +54,16 @@ def test_markdown_names_the_conventions_of_mIoU_and_mVC():
   table = report.markdown_table(results, configs_lib.base_config().published)
   assert "mIoU: `vspw` convention, mean over the classes present in the ground truth" in table
   assert "videos of <= 16 frames skipped" in table
+
+
+def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
+  """results.json holds the last evaluation; eval_history.jsonl one strict-JSON line per
+  evaluation, without the per-class list."""
+  for step, miou in ((2, 0.25), (4, float("nan"))):
+    report.append_history(tmp_path, {"step": step, "split": "val", "mIoU": miou,
+                                     "per_class_iou": [0.5, None], "num_frames": np.int64(12)})
+  lines = (tmp_path / "eval_history.jsonl").read_text().splitlines()
+  assert [json.loads(line) for line in lines] == [
+      {"step": 2, "split": "val", "mIoU": 0.25, "num_frames": 12},
+      {"step": 4, "split": "val", "mIoU": None, "num_frames": 12}]
+

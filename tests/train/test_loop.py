@@ -240,3 +240,21 @@ def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_confi
   with pytest.raises(SetupError, match="no checkpoint in"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))
   assert not (tmp_path / "missing").exists()
+
+
+def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(quick_config,
+                                                                                 tmp_path):
+  """`train.eval_every` evaluates during training (results.json then holds the last one only, so
+  each also goes to eval_history.jsonl); an earlier kept checkpoint evaluates by its step, and a
+  step that was not kept is named with those that were."""
+  quick_config.train.update(steps=4, eval_every=2, checkpoint_every=2)
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  history = [json.loads(line) for line in
+             (tmp_path / "eval_history.jsonl").read_text().splitlines()]
+  assert [record["step"] for record in history] == [2, 4]
+  assert all(0 <= record["mIoU"] <= 1 for record in history)
+  results = loop.evaluate_checkpoint(quick_config, str(tmp_path), step=2)
+  assert results["step"] == 2 and results["mIoU"] == pytest.approx(history[0]["mIoU"])
+  with pytest.raises(SetupError, match=r"no checkpoint of step 3 in .*; it holds steps 2, 4"):
+    loop.evaluate_checkpoint(quick_config, str(tmp_path), step=3)
+

@@ -252,6 +252,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     results["overlay_video"] = str(overlay_path)
   if workdir and jax.process_index() == 0:
     _, md_path, table = report.write_results(workdir, results, config.published)
+    report.append_history(workdir, results)
     print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
   return results
 

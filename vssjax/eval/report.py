@@ -85,3 +85,21 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
   md_path = workdir / f"{name}.md"
   md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n")
   return json_path, md_path, table
+
+
+HISTORY = "eval_history.jsonl"
+
+
+def append_history(workdir: str | epath.Path, results: dict[str, Any]) -> epath.Path:
+  """Appends the scalar results (step, split, every metric; not the per-class or per-video lists)
+  as one JSON line to `<workdir>/eval_history.jsonl`: `results.json` holds the last evaluation
+  only, and the periodic evaluations of a training run (`train.eval_every`) are its learning
+  curve."""
+  path = epath.Path(workdir) / HISTORY
+  scalars = {key: value for key, value in results.items()
+             if value is None or isinstance(value, (str, int, float, np.number))}
+  with path.open("a") as history:
+    history.write(json.dumps(_strict_json(scalars), sort_keys=True, default=float,
+                             allow_nan=False) + "\n")
+  return path
+

@@ -74,8 +74,9 @@ MAX_LISTED_FIELDS = 20
 
 
 def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: ConfigDict,
-                       workdir: str, data_iter=None):
-  """The latest checkpoint of `workdir`, restored into `abstract_state` (and `data_iter` in place).
+                       workdir: str, data_iter=None, step: int | None = None):
+  """Checkpoint `step` (default: the latest) of `workdir`, restored into `abstract_state` (and
+  `data_iter` in place).
 
   The ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
   without the data iterator (`vssjax.convert` writes one) cannot resume training, Grain restores an
@@ -83,7 +84,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   shape or presence was written with another config (Orbax's own error is a ~200-line tree diff
   that names no config field). Any other restore error is raised as it is.
   """
-  step = checkpointer.latest_step()
+  step = checkpointer.latest_step() if step is None else step
   if data_iter is not None and not checkpointer.holds_data_iter(step):
     raise SetupError(
         f"{checkpointer.directory} holds converted weights (step {step}: a train state without "
@@ -102,7 +103,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
         f"{mismatched[0]}).\n{_config_changes(workdir, config)}\nRerun with the config this "
         "workdir was trained with, or use a new --workdir for this one.")
-  return checkpointer.restore(abstract_state, data_iter)
+  return checkpointer.restore(abstract_state, data_iter, step)
 
 
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
@@ -282,22 +283,31 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   return None
 
 
-def restore_for_eval(config: ConfigDict, workdir: str):
-  """The method and the variables of the latest checkpoint in `workdir` (error if none; a workdir
-  that does not exist is not created)."""
+def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
+  """The method and the variables of checkpoint `step` (default: the latest) in `workdir`, and
+  that step. A `SetupError` when there is none, naming the steps there are; a workdir that does not
+  exist is not created."""
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
-    step = checkpointer.latest_step()
-    if step is None:
+    steps = checkpointer.all_steps()
+    if not steps:
       raise SetupError(
           f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise SetupError(f"no checkpoint of step {step} in {checkpointer.directory}; it holds "
+                       f"steps {', '.join(map(str, steps))} (train.keep_checkpoints keeps the last "
+                       f"{config.train.keep_checkpoints})")
     mesh = parallel.mesh_from_config(config)
     method = get_method(config)
     state, _, _, _ = create_state(config, method, mesh, abstract=True)
-    state = restore_checkpoint(checkpointer, state, config, workdir)
+    state = restore_checkpoint(checkpointer, state, config, workdir, step=step)
   return method, variables_of(state), step
 
 
-def evaluate_checkpoint(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  method, variables, step = restore_for_eval(config, workdir)
+def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = None
+                        ) -> dict[str, Any]:
+  """Evaluates checkpoint `step` (default: the latest) of `workdir`."""
+  method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)
   return evaluate(method, variables, config, workdir=workdir, step=step)
