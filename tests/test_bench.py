@@ -73,6 +73,9 @@ def test_bench_reports_finite_numbers(tmp_path, capsys):
   saved = json.loads((tmp_path / "bench.json").read_text())
   assert saved["params"] == results["params"]
   assert (tmp_path / "bench.md").read_text().count("| forward |") == 2
+  # What the float32 rows compare: each side's matmul/convolution precision (torch's defaults).
+  assert saved["float32_precision"] == {"jax": "platform default", "torch_matmul_tf32": False,
+                                        "torch_cudnn_tf32": True}
 
 
 def _streaming_bench(config_path: str, arg: str, workdir) -> tuple[dict, dict]:

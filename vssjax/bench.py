@@ -441,6 +441,19 @@ def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
   return rows
 
 
+def _float32_precisions(config: ConfigDict, torch_ran: bool) -> dict[str, Any]:
+  """How each side computes its float32 matmuls and convolutions: the fp32 rows compare like
+  with like only where these agree. JAX leaves TF32 on for both on recent NVIDIA GPUs unless
+  `model.matmul_precision` says otherwise; PyTorch's defaults are full float32 matmuls and TF32
+  cuDNN convolutions."""
+  precisions = {"jax": config.model.matmul_precision or "platform default"}
+  if torch_ran:
+    import torch  # pylint: disable=import-outside-toplevel
+    precisions["torch_matmul_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    precisions["torch_cudnn_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+  return precisions
+
+
 def _torch_ratios(rows: list[Row]) -> list[dict[str, Any]]:
   """Per (phase, dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX
   is faster). Phases: 'forward' and 'train' (the JAX `train_step` row)."""
@@ -504,8 +517,11 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     if settings["train_step"]:
       rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings,
                                     profile))
+  torch_rows = []
   if settings["torch"] and config.method.name == "segformer":
-    rows += _bench_torch(method, settings["input_size"], config.data.batch_size, settings)
+    torch_rows = _bench_torch(method, settings["input_size"], config.data.batch_size, settings)
+  rows += torch_rows
+  precisions = _float32_precisions(config, bool(torch_rows))
 
   results = {
       "method": config.method.name, "backbone": config.model.backbone,
@@ -514,6 +530,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
       "jax_version": jax.__version__,
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+      "float32_precision": precisions,
       "torch_ratios": _torch_ratios(rows),
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
@@ -522,7 +539,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   height, width = settings["input_size"]
   summary = (f"{config.method.name}, backbone {config.model.backbone}, "
              f"{num_params / 1e6:.3f}M params, input {height}x{width}, clip {clip}, "
-             f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}")
+             f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}, float32 precision "
+             + ", ".join(f"{side} {value}" for side, value in precisions.items()))
   if jax.config.jax_compilation_cache_dir:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "
                 f"{jax.config.jax_compilation_cache_dir} (JAX_COMPILATION_CACHE_DIR)")

@@ -58,6 +58,10 @@ SUITE = (
     Entry("segformer_b1_bf16_cudnn", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (1, 16), "model.attention_impl": "cudnn", "bench.torch": False}),
+    # segformer_b1_fp32 at PyTorch's float32 matmul arithmetic (JAX's GPU default is TF32).
+    Entry("segformer_b1_fp32_full", "configs/segformer/vspw_mitb1.py",
+          {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("float32",),
+           "bench.batch_sizes": (1,), "model.matmul_precision": "highest", "bench.torch": False}),
 )
 
 

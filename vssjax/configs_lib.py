@@ -137,6 +137,11 @@ def base_config() -> ConfigDict:
       # MiT attention, jax.nn.dot_product_attention's `implementation`: 'xla' (anywhere) or
       # 'cudnn' (NVIDIA GPU, bf16/fp16 compute: fused, no stored score matrix).
       attention_impl="xla",
+      # JAX's default precision of float32 matmuls and convolutions (jax_default_matmul_precision,
+      # process-wide, set by `get_method`): '' leaves the platform's own (TF32 on NVIDIA GPUs from
+      # Ampere on, bf16 passes on TPU, full float32 on CPU); 'highest' is full float32, as
+      # PyTorch's matmuls (its cuDNN convolutions use TF32 by default); 'tensorfloat32', 'bfloat16'.
+      matmul_precision="",
   ))
   c.clip = ConfigDict(dict(kind="single", offsets=(0,), reverse_prob=0.0))
 

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import jax
+
 from vssjax import plugins
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.methods.base import Method
 
 # name -> "module:class"; imported lazily so one method's dependencies never slow another's start.
@@ -18,4 +21,15 @@ _REGISTRY = {
 
 
 def get_method(config: ConfigDict) -> Method:
+  """The method of `config`. Sets JAX's float32 matmul precision from
+  `config.model.matmul_precision` first, so every program of the method is traced with it."""
+  set_matmul_precision(config.model.get("matmul_precision", ""))
   return plugins.resolve_class(config.method.name, _REGISTRY, Method, "method.name")(config)
+
+
+def set_matmul_precision(precision: str) -> None:
+  """Process-wide `jax_default_matmul_precision`; '' = JAX's default for the platform."""
+  try:
+    jax.config.update("jax_default_matmul_precision", precision or None)
+  except ValueError as error:
+    raise SetupError(f"model.matmul_precision={precision!r}: {error}") from error

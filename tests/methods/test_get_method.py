@@ -1,0 +1,29 @@
+"""`get_method`: the method of a config, traced at the config's float32 matmul precision."""
+import jax
+import pytest
+
+from tests.conftest import load_config
+from vssjax.errors import SetupError
+from vssjax.methods import get_method
+
+
+@pytest.fixture
+def config():
+  yield load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  jax.config.update("jax_default_matmul_precision", None)  # JAX's default again for later tests
+
+
+@pytest.mark.parametrize("precision, expected", [("highest", "highest"),
+                                                 ("tensorfloat32", "tensorfloat32"), ("", None)])
+def test_the_configs_matmul_precision_is_jaxs_default_for_its_programs(config, precision,
+                                                                       expected):
+  jax.config.update("jax_default_matmul_precision", "bfloat16")  # an earlier method's
+  config.model.matmul_precision = precision
+  get_method(config)
+  assert jax.config.jax_default_matmul_precision == expected
+
+
+def test_an_unknown_precision_is_named(config):
+  config.model.matmul_precision = "fp32"
+  with pytest.raises(SetupError, match="model.matmul_precision='fp32'"):
+    get_method(config)
