@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
+from vssjax.errors import SetupError
+
 # DTERN's clip and its hand-written test-time clips for the first frames (specs/dtern.md §8):
 # targets 0-2 are predicted from the single frame, 3-8 from these compressed clips.
 DTERN_OFFSETS = (-9, -6, -3, 0)
@@ -84,9 +86,9 @@ class OffsetClipSampler(ClipSampler):
 
   def __post_init__(self):
     if not self.offsets or self.offsets[-1] != 0:
-      raise ValueError(f"offsets must end with the target offset 0, got {self.offsets}")
+      raise SetupError(f"offsets must end with the target offset 0, got {self.offsets}")
     if not 0.0 <= self.reverse_prob <= 1.0:
-      raise ValueError(f"reverse_prob must be in [0, 1], got {self.reverse_prob}")
+      raise SetupError(f"reverse_prob must be in [0, 1], got {self.reverse_prob}")
 
   def train_indices(self, num_frames: int, rng: np.random.Generator,
                     labeled_targets: Sequence[int] | None = None) -> list[int]:
@@ -132,7 +134,7 @@ class PairSampler(ClipSampler):
 
   def __post_init__(self):
     if not self.partner_offsets or 0 in self.partner_offsets:
-      raise ValueError(f"partner offsets must be non-empty and non-zero, got "
+      raise SetupError(f"partner offsets must be non-empty and non-zero, got "
                        f"{self.partner_offsets}")
 
   def train_indices(self, num_frames: int, rng: np.random.Generator,
@@ -193,7 +195,7 @@ def make_clip_sampler(cfg: ml_collections.ConfigDict) -> ClipSampler:
                              float(cfg.get("reverse_prob", 0.0)))
   if cfg.kind == "pair":
     return PairSampler(tuple(int(o) for o in cfg.offsets))
-  raise ValueError(f"unknown clip sampler kind {cfg.kind!r}; expected 'single', 'offsets' or "
+  raise SetupError(f"unknown clip sampler kind {cfg.kind!r}; expected 'single', 'offsets' or "
                    f"'pair'")
 
 

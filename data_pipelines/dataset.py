@@ -156,7 +156,7 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
   source = source_class(**(knobs.to_dict() if knobs is not None else {}))
   expected = data_cfg.get("num_classes", 0)
   if expected and expected != source.num_classes:  # the model would predict phantom classes
-    raise ValueError(f"data.num_classes={expected} but source {data_cfg.source!r} has "
+    raise SetupError(f"data.num_classes={expected} but source {data_cfg.source!r} has "
                      f"{source.num_classes} classes")
   return source
 
@@ -166,7 +166,7 @@ def _arrayrecord_builder(source: base.VideoSource, root: str):
   one included, is refused: the built-in records would silently stand in for its own videos."""
   if not base.is_registered(source):
     kind = type(source)
-    raise ValueError(
+    raise SetupError(
         f"no ArrayRecord records for source class {kind.__module__}:{kind.__qualname__} (name "
         f"{source.name!r}): records are built from the built-in sources only; read it with "
         f"data.backend='files'")

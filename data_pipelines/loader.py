@@ -22,6 +22,7 @@ from absl import logging
 
 from data_pipelines import clip_sampling, dataset, transforms
 from data_pipelines.sources.base import DataError
+from vssjax.errors import SetupError
 from vssjax.flow import FlowProvider
 
 _MAX_BAD_DRAWS = 100  # With skip_bad_samples: give up when this many draws in a row are bad.
@@ -102,7 +103,7 @@ def sample_rng(seed: int, position: int) -> np.random.Generator:
 
 def per_process_batch_size(batch_size: int, shard_count: int) -> int:
   if batch_size % shard_count:
-    raise ValueError(f"data.batch_size={batch_size} is not divisible by the {shard_count} "
+    raise SetupError(f"data.batch_size={batch_size} is not divisible by the {shard_count} "
                      f"data shards (processes)")
   return batch_size // shard_count
 
@@ -138,7 +139,7 @@ def epoch_items(videos: dataset.VideoDataset, unit: str) -> tuple[np.ndarray, np
   if unit == "videos":
     return np.arange(len(videos)), None
   if unit != "frames":
-    raise ValueError(f"data.train_epoch must be 'videos' or 'frames', got {unit!r}")
+    raise SetupError(f"data.train_epoch must be 'videos' or 'frames', got {unit!r}")
   labeled = [videos.labeled_indices(i) for i in range(len(videos))]
   if not any(labeled):
     raise ValueError("data.train_epoch='frames': the training split has no labelled frame")

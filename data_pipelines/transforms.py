@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from data_pipelines.sources.base import IGNORE_LABEL
+from vssjax.errors import SetupError
 
 _CROP_TRIES = 10  # mmseg RandomCrop re-draws at most 10 times for cat_max_ratio.
 # ImageNet's mean colour (vssjax.models.layers.IMAGENET_MEAN, 123.675, 116.28, 103.53) rounded to
@@ -71,7 +72,7 @@ GEOMETRIES = ("mmseg", "semseg", "torchvision")
 
 def check_geometry(geometry: str) -> str:
   if geometry not in GEOMETRIES:
-    raise ValueError(f"data.train_transform.geometry must be one of {GEOMETRIES}, got "
+    raise SetupError(f"data.train_transform.geometry must be one of {GEOMETRIES}, got "
                      f"{geometry!r}")
   return geometry
 
@@ -84,7 +85,7 @@ def _pillow_resize(image: np.ndarray, hw: tuple[int, int], resample: Image.Resam
 def _refuse_flow(clip: Clip, op: str) -> None:
   """Pillow has no two-channel float images; no method with flow uses torchvision's geometry."""
   if clip.flow is not None:
-    raise ValueError(f"train_transform.geometry='torchvision' cannot {op} optical flow; use "
+    raise SetupError(f"train_transform.geometry='torchvision' cannot {op} optical flow; use "
                      f"'mmseg' with data.flow")
 
 
@@ -312,7 +313,7 @@ def color_jitter(image: np.ndarray, strengths: tuple[float, float, float, float]
   (and its draw). Unlike mmseg's PhotoMetricDistortion every op always applies.
   """
   if len(strengths) != 4 or min(strengths) < 0 or strengths[3] > 0.5:
-    raise ValueError(f"color_jitter strengths must be >= 0, hue <= 0.5; got {strengths}")
+    raise SetupError(f"color_jitter strengths must be >= 0, hue <= 0.5; got {strengths}")
   order = rng.permutation(4)
   ranges = [(max(0.0, 1.0 - x), 1.0 + x) for x in strengths[:3]] + [(-strengths[3], strengths[3])]
   factors = [rng.uniform(*r) if x else None for x, r in zip(strengths, ranges)]
@@ -335,7 +336,7 @@ def _jitter_frames(frames: np.ndarray, strengths: tuple[float, float, float, flo
   """ColorJitter drawn per frame on every frame ('all', DCFM's VSPW) or on the target, the clip's
   last frame, only ('target', DCFM's Cityscapes, whose partner frame stays as loaded)."""
   if which not in ("all", "target"):
-    raise ValueError(f"color_jitter_frames must be 'all' or 'target', got {which!r}")
+    raise SetupError(f"color_jitter_frames must be 'all' or 'target', got {which!r}")
   first = 0 if which == "all" else len(frames) - 1
   frames = frames.copy()
   for t in range(first, len(frames)):
@@ -404,7 +405,7 @@ def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
   Pillow's bilinear widens its filter when it shrinks (antialiasing), cv2's samples 2x2 pixels.
   """
   if backend not in ("cv2", "pillow"):
-    raise ValueError(f"eval_transform.resize_backend must be 'cv2' or 'pillow', got {backend!r}")
+    raise SetupError(f"eval_transform.resize_backend must be 'cv2' or 'pillow', got {backend!r}")
   rescaled = rescale_size(frame.shape[:2], scale)
   for hw in (rescaled, _align(rescaled, size_divisor)):
     if hw != frame.shape[:2]:

@@ -10,10 +10,10 @@ missing) nor a CamVid recipe. Student: dilated MobileNetV2 (output stride 8) + P
 heads (`methods/etc.py`). Recipe: Cityscapes ETC's terms and optimizer on CamVid, pairs from the
 30 fps frames (`frames/`, see docs/data.md), 640x640 crops of the 720x960 frames scaled by
 0.5-2.0, +-10 degree rotation (p 0.5), blur (p 0.5), flip, batch 8, 200 epochs of the 367 train
-frames (9,200 steps), unweighted CE; test on the labelled test frames at 720x960. There is no
-converter for ImageNet MobileNetV2 weights yet: without one the student starts from scratch,
-which the published number (PapersWithCode's "ETC-Mobile", CamVid 76.3 mIoU, probably
-Cityscapes-pretrained) did not.
+frames (9,000 steps: 45 full batches each), unweighted CE; test on the labelled test frames at
+720x960. There is no converter for ImageNet MobileNetV2 weights yet: without one the student
+starts from scratch, which the published number (PapersWithCode's "ETC-Mobile", CamVid 76.3
+mIoU, probably Cityscapes-pretrained) did not.
 
 Arguments: `quick`, `variant=baseline|temporal|distill` (default distill, the published model;
 under `quick` its teacher, camvid_psp101.py:quick, stays randomly initialised unless given).

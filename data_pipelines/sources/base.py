@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from vssjax import plugins
-from vssjax.errors import DataError
+from vssjax.errors import DataError, SetupError
 
 IGNORE_LABEL = 255
 Payload = str | bytes | np.ndarray
@@ -189,7 +189,7 @@ class VideoSource(abc.ABC):
 
   def check_split(self, split: str) -> None:
     if split not in self.splits:
-      raise ValueError(f"source {self.name!r} has splits {self.splits}, not {split!r}")
+      raise SetupError(f"source {self.name!r} has splits {self.splits}, not {split!r}")
 
   def describe_split(self, split: str) -> str:
     """Where `split`'s videos are listed, for messages: the source's name and the split."""

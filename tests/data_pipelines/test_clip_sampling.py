@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import clip_sampling
+from vssjax.errors import SetupError
 
 DTERN = ml_collections.ConfigDict(dict(kind="offsets", offsets=(-9, -6, -3, 0), reverse_prob=0.5))
 
@@ -62,9 +63,9 @@ def test_short_videos_are_clipped_into_range():
 
 
 def test_config_errors():
-  with pytest.raises(ValueError, match="end with the target offset 0"):
+  with pytest.raises(SetupError, match="end with the target offset 0"):
     clip_sampling.OffsetClipSampler((0, -3))
-  with pytest.raises(ValueError, match="unknown clip sampler kind"):
+  with pytest.raises(SetupError, match="unknown clip sampler kind"):
     clip_sampling.make_clip_sampler(ml_collections.ConfigDict(dict(kind="triples")))
 
 

@@ -107,7 +107,7 @@ def test_a_plugin_subclass_of_a_builtin_source_has_no_arrayrecord_records(tmp_pa
   cfg = helpers.data_config(tmp_path, backend="arrayrecord",
                             source=f"{__name__}:_FirstVideoOnly")
   assert len(dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "train"))
-  with pytest.raises(ValueError, match=r"no ArrayRecord records for source class "
+  with pytest.raises(SetupError, match=r"no ArrayRecord records for source class "
                      r".*:_FirstVideoOnly \(name 'synthetic'\).*data\.backend='files'"):
     dataset.make_dataset(cfg, "train")
   cfg.backend = "files"
@@ -206,12 +206,13 @@ def test_config_errors(tmp_path):
   cfg = helpers.data_config(tmp_path, source="test_constant", backend="arrayrecord")
   with pytest.raises(ValueError, match="no ArrayRecord builder for source 'test_constant'"):
     dataset.make_dataset(cfg, "train")
-  with pytest.raises(ValueError, match="has splits"):
+  with pytest.raises(SetupError, match="has splits"):
     dataset.make_dataset(helpers.data_config(tmp_path, backend="arrayrecord"), "test")
 
 
 def test_num_classes_must_match_the_source(tmp_path):
+  """A config mistake: a SetupError, which the commands print as one line."""
   cfg = helpers.data_config(tmp_path)
   cfg.num_classes = 10
-  with pytest.raises(ValueError, match="data.num_classes=10 but source 'synthetic' has 9 classes"):
+  with pytest.raises(SetupError, match="data.num_classes=10 but source 'synthetic' has 9 classes"):
     dataset.make_source(cfg)

@@ -13,6 +13,7 @@ import pytest
 from data_pipelines import clip_sampling, dataset, loader, transforms
 from data_pipelines.sources import base
 from tests.data_pipelines import helpers
+from vssjax.errors import SetupError
 
 CLIP3 = clip_sampling.OffsetClipSampler((-2, -1, 0), reverse_prob=0.5)
 ONE_SHARD = grain.sharding.ShardOptions(0, 1)
@@ -310,6 +311,6 @@ def test_loader_reads_train_epoch(tmp_path):
   batch = next(iter(loader.make_train_loader(helpers.data_config(tmp_path, train_epoch="frames"),
                                              sampler, seed=0, shard_options=ONE_SHARD)))
   assert batch["frames"].shape == (4, 2, 24, 24, 3)
-  with pytest.raises(ValueError, match="data.train_epoch must be"):
+  with pytest.raises(SetupError, match="data.train_epoch must be"):
     loader.make_train_loader(helpers.data_config(tmp_path, train_epoch="clips"), sampler, seed=0,
                              shard_options=ONE_SHARD)

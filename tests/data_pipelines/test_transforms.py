@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from data_pipelines import transforms
+from vssjax.errors import SetupError
 from vssjax.models import layers
 
 C = transforms.Clip
@@ -413,7 +414,7 @@ def test_test_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
       resized, np.asarray(Image.fromarray(frame).resize((32, 16), Image.Resampling.BILINEAR)))
   sampled = transforms.test_resize(frame, (32, 16), 1)  # cv2, the default
   assert resized.std() < 0.6 * sampled.std()  # averaged noise is smoother
-  with pytest.raises(ValueError, match="resize_backend must be 'cv2' or 'pillow'"):
+  with pytest.raises(SetupError, match="resize_backend must be 'cv2' or 'pillow'"):
     transforms.test_resize(frame, (32, 16), 1, "torch")
 
 
@@ -606,10 +607,10 @@ def test_semseg_and_torchvision_geometries_pad_before_the_crop():
 
 
 def test_torchvision_geometry_refuses_flow_and_unknown_geometries():
-  with pytest.raises(ValueError, match="cannot resize optical flow"):
+  with pytest.raises(SetupError, match="cannot resize optical flow"):
     transforms._resize_clip(_flow_clip((4, 6)), (8, 12), "torchvision")
-  with pytest.raises(ValueError, match="cannot rotate optical flow"):
+  with pytest.raises(SetupError, match="cannot rotate optical flow"):
     transforms.rotate(_flow_clip((4, 6)), 5.0, 0, "torchvision")
-  with pytest.raises(ValueError, match="geometry must be one of"):
+  with pytest.raises(SetupError, match="geometry must be one of"):
     transforms.train_transform(_flow_clip((4, 6)), _cfg(geometry="opencv"),
                                np.random.default_rng(0))
