@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 from etils import epath
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
