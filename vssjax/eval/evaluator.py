@@ -168,14 +168,13 @@ def make_scorers(config: ConfigDict) -> Scorers:
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
-             step: int = 0, split: str | None = None,
-             decode_ahead: bool | None = None) -> dict[str, Any]:
-  """Evaluates on `split` (default `config.data.eval_split`); writes results into `workdir`.
+             step: int = 0, decode_ahead: bool | None = None) -> dict[str, Any]:
+  """Evaluates on `config.data.eval_split`; writes results into `workdir`.
 
   `decode_ahead`: decode frames in a read-ahead thread; by default when the device is an
   accelerator (`parallel.computes_off_the_host`), the only case where it pays.
   """
-  split = split or config.data.eval_split
+  split = config.data.eval_split
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
   miou_convention = config.eval.miou_convention
