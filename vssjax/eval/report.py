@@ -73,16 +73,16 @@ def _strict_json(value: Any) -> Any:
   return value
 
 
-def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None,
-                  name: str = "results") -> tuple[epath.Path, epath.Path, str]:
-  """Writes `<workdir>/<name>.json` and `.md`; returns their paths and the Markdown table."""
+def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None
+                  ) -> tuple[epath.Path, epath.Path, str]:
+  """Writes `<workdir>/results.json` and `.md`; returns their paths and the Markdown table."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  json_path = workdir / f"{name}.json"
+  json_path = workdir / "results.json"
   json_path.write_text(json.dumps(_strict_json(results), indent=2, sort_keys=True, default=float,
                                   allow_nan=False))
   table = markdown_table(results, published)
-  md_path = workdir / f"{name}.md"
+  md_path = workdir / "results.md"
   md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n")
   return json_path, md_path, table
 
