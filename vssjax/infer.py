@@ -94,15 +94,14 @@ def _clear_earlier_output(labels_dir: epath.Path) -> None:
       path.unlink()
 
 
-def run(config: ConfigDict, workdir: str, input_path: str, *, fps: float | None = None,
-        step: int | None = None):
+def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None = None):
   """Predicts every frame of `input_path` with checkpoint `step` (default: the latest) of
-  `workdir`. The overlay video plays at `fps`, else the input video's own rate, else
-  `eval.overlay_fps`."""
+  `workdir`. The overlay video plays at the input video's own rate, else (a frame folder, or a
+  video that declares none) at `eval.overlay_fps`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
   total, frames, frame_rate = read_frames(input_path)  # a wrong --input fails before the restore
-  fps = fps or frame_rate or config.eval.overlay_fps
+  fps = frame_rate or config.eval.overlay_fps
   visualize.check_frame_rate(fps)
   method, variables, step = restore_for_eval(config, workdir, step)
   palette = make_source(config.data).palette
