@@ -195,9 +195,9 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
 
 
 def state_from_torch(config: ConfigDict, method: Method, state: TrainState,
-                     tx: optax.GradientTransformation, sharding: Any, *, fmt: str | None = None,
-                     allow_pickle: bool = False) -> TrainState:
-  """A fresh `state` whose variables come from `config.init.torch_checkpoint`."""
-  variables = load_torch_variables(config.init.torch_checkpoint, method, fmt,
-                                   allow_pickle=allow_pickle)
+                     tx: optax.GradientTransformation, sharding: Any) -> TrainState:
+  """A fresh `state` whose variables come from `config.init.torch_checkpoint`: its format
+  detected from its keys, a pickle read weights-only (a file that needs `--format` or
+  `--allow_pickle` goes through `python -m vssjax.convert` instead)."""
+  variables = load_torch_variables(config.init.torch_checkpoint, method)
   return state_with_variables(state, variables, tx, sharding)
