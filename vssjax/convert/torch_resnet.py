@@ -98,13 +98,14 @@ def _head_rules(target: str, source: str) -> list[Rule]:
           *conv_rules(f"params/{target}/classifier", f"{source}.4")]
 
 
-def pspnet_rules(model: PSPNet, target_prefix: str = "", source_prefix: str = "") -> list[Rule]:
-  """Rules for a whole `PSPNet` (backbone, PPM, `cls`, and `aux` when the model has it)."""
-  rules = resnet_rules(model.backbone, _join(target_prefix, "backbone"), source_prefix)
-  rules += ppm_rules(model.bins, _join(target_prefix, "ppm"), f"{source_prefix}ppm.")
+def pspnet_rules(model: PSPNet) -> list[Rule]:
+  """Rules for a whole `PSPNet` (backbone, PPM, `cls`, and `aux` when the model has it), at the
+  root on both sides: semseg and ETC save the PSPNet itself."""
+  rules = resnet_rules(model.backbone, "backbone", "")
+  rules += ppm_rules(model.bins, "ppm", "ppm.")
   heads = ("cls", "aux") if model.aux else ("cls",)
   for head in heads:
-    rules += _head_rules(_join(target_prefix, head), f"{source_prefix}{head}")
+    rules += _head_rules(head, head)
   return rules
 
 
