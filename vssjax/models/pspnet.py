@@ -88,10 +88,10 @@ class PSPNet(nn.Module):
     return SegmentationHead(features, self.num_classes, self.dropout_rate, self.dtype, name=name)
 
 
-def pspnet(depth: int, num_classes: int, *, aux: bool = True, head_features: int | None = None,
-           dropout_rate: float = 0.1, dtype: Dtype = jnp.float32, **backbone_overrides: Any
-           ) -> PSPNet:
-  """PSPNet on a dilated ResNet-`depth`; PPM branches are a quarter of c4's width (512 / 128).
+def pspnet(depth: int, num_classes: int, *, aux: bool = True, dropout_rate: float = 0.1,
+           dtype: Dtype = jnp.float32, **backbone_overrides: Any) -> PSPNet:
+  """PSPNet on a dilated ResNet-`depth`; PPM branches are a quarter of c4's width (512 / 128),
+  the heads' hidden width semseg's for that depth (`HEAD_FEATURES`).
 
   `backbone_overrides` go to `resnet()` (stem, dilated).
   """
@@ -99,5 +99,5 @@ def pspnet(depth: int, num_classes: int, *, aux: bool = True, head_features: int
   bins = (1, 2, 3, 6)
   return PSPNet(backbone=backbone, num_classes=num_classes,
                 ppm_features=backbone.out_features[-1] // len(bins),
-                head_features=head_features or HEAD_FEATURES[depth], aux=aux,
+                head_features=HEAD_FEATURES[depth], aux=aux,
                 dropout_rate=dropout_rate, bins=bins, dtype=dtype)
