@@ -1,5 +1,7 @@
 """`--mode=infer`'s input reading and label PNGs (the whole mode runs in tests/test_main.py)."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -81,3 +83,29 @@ def test_an_earlier_runs_label_pngs_are_cleared_and_said_so(tmp_path, capsys):
   infer._clear_earlier_output(labels)  # pylint: disable=protected-access
   assert not list(labels.iterdir())
   assert "replacing the 2 label PNGs of an earlier run" in capsys.readouterr().out
+
+
+def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_warp(
+    quick_config, tmp_path, real_video_clip, capsys):
+  """With eval.temporal_consistency, infer scores each saved prediction against the next one
+  warped back by the flow from the next frame to it: what the evaluator does for a video."""
+  from vssjax.flow import FlowProvider  # pylint: disable=import-outside-toplevel
+  from vssjax.metrics.temporal_consistency import (  # pylint: disable=import-outside-toplevel
+      TemporalConsistency)
+  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.eval.temporal_consistency = True
+  out_dir = infer.run(quick_config, str(tmp_path), str(real_video_clip))
+  record = json.loads((out_dir / "tc.json").read_text())
+  assert record["pairs"] == 29 and record["flow"] == "dis" and record["warp"] == "bilinear"
+  assert "infer: TC (label-free temporal consistency)" in capsys.readouterr().out
+
+  _, frames, _ = infer.read_frames(str(real_video_clip))
+  frames = [frame for _, frame in frames]
+  labels = [np.asarray(Image.open(path)) for path in sorted((out_dir / "labels").iterdir())]
+  expected = TemporalConsistency(quick_config.data.num_classes)
+  flow = FlowProvider("dis")
+  expected.add_video(labels, lambda i: flow.compute(frames[i + 1], frames[i]))
+  assert 0 < record["TC"] < 1
+  assert record["TC"] == pytest.approx(expected.summary()["TC"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 from typing import Iterator, NamedTuple
 
@@ -21,6 +22,7 @@ from data_pipelines.sources import base, footage
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
+from vssjax.eval.evaluator import Scorers, make_scorers
 from vssjax.progress import Progress
 
 
@@ -97,12 +99,15 @@ def _clear_earlier_output(labels_dir: epath.Path) -> None:
 def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None = None):
   """Predicts every frame of `input_path` with checkpoint `step` (default: the latest) of
   `workdir`. The overlay video plays at the input video's own rate, else (a frame folder, or a
-  video that declares none) at `eval.overlay_fps`."""
+  video that declares none) at `eval.overlay_fps`. With `eval.temporal_consistency`, also scores
+  the predictions' TC (label-free: each prediction against the next one warped back by optical
+  flow, as the evaluator does) into `tc.json`; returns the output folder."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
   total, frames, frame_rate = read_frames(input_path)  # a wrong --input fails before the restore
   fps = frame_rate or config.eval.overlay_fps
   visualize.check_frame_rate(fps)
+  scorers = make_scorers(config)  # TC's settings, checked before the restore too
   method, variables, step = restore_for_eval(config, workdir, step)
   palette = make_source(config.data).palette
   name = epath.Path(input_path).stem
@@ -123,12 +128,20 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None =
     ones).
     """
     pending_frames: dict[int, np.ndarray] = {}
+    last_consumed: list[tuple[np.ndarray, np.ndarray]] = []  # its (frame, labels), for TC
+    # Predictors answer in frame order (the overlay video is written so), so each consumed
+    # prediction's TC partner is the one consumed before it.
 
     def consume(ready):
       for index, labels in ready:
         labels = np.asarray(labels)
+        frame = pending_frames.pop(index)
         save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
-        yield visualize.overlay(pending_frames.pop(index), labels, palette)
+        if scorers.temporal is not None:
+          if last_consumed:
+            _score_pair(scorers, input_path, index, *last_consumed.pop(), frame, labels)
+          last_consumed.append((frame, labels))
+        yield visualize.overlay(frame, labels, palette)
 
     ready: list = []
     decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
@@ -143,4 +156,28 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None =
 
   video = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
+  if scorers.temporal is not None:
+    _write_tc(out_dir, scorers)
   return out_dir
+
+
+def _score_pair(scorers: Scorers, input_path: str, index: int, frame: np.ndarray,
+                labels: np.ndarray, next_frame: np.ndarray, next_labels: np.ndarray) -> None:
+  """TC of frames index-1 and index: the flow bringing frame index onto frame index-1 warps its
+  prediction back (`TemporalConsistency.add_pair`)."""
+  try:
+    scorers.temporal.add_pair(labels, next_labels,
+                              scorers.flow_provider.compute(next_frame, frame))
+  except ValueError as error:
+    raise base.DataError(input_path, f"frames {index - 1}-{index}: {error}") from error
+
+
+def _write_tc(out_dir: epath.Path, scorers: Scorers) -> None:
+  """`tc.json`: TC as a fraction (null without a frame pair), the pairs, flow and warp used."""
+  tc = scorers.temporal.summary()["TC"]
+  record = {"TC": None if np.isnan(tc) else tc, "pairs": scorers.temporal.pairs,
+            "flow": scorers.flow_provider.method, "warp": scorers.temporal.warp_mode}
+  (out_dir / "tc.json").write_text(json.dumps(record, indent=2) + "\n")
+  said = "n/a (one frame)" if record["TC"] is None else f"{100 * tc:.2f}%"
+  print(f"infer: TC (label-free temporal consistency) {said} over {record['pairs']} frame pairs "
+        f"-> {out_dir / 'tc.json'}", flush=True)
