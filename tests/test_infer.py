@@ -34,20 +34,33 @@ def test_label_pngs_hold_the_class_ids_and_show_the_palette_colours(tmp_path):
                                 [[[128, 64, 128], [244, 35, 232]], [[70, 70, 70], [0, 0, 0]]])
 
 
-def test_a_folder_of_video_folders_is_refused_naming_one_video_to_pass(tmp_path):
-  """The project's datasets are folders of video folders; infer predicts one video, and says so
-  instead of "holds no frames"."""
+def test_a_folder_of_frame_folders_and_video_files_is_each_of_them_in_name_order(tmp_path):
+  """A dataset split's layout (one folder of frames per video) or a folder of clips: every video,
+  each into its own infer/<name>/; other files are not videos."""
   for video in ("b_video", "a_video"):
     (tmp_path / video).mkdir()
     cv2.imwrite(str(tmp_path / video / "000000.jpg"), np.zeros((6, 8, 3), np.uint8))
-  with pytest.raises(SetupError, match=r"holds folders, not frames.*--input=.*a_video"):
-    infer.read_frames(str(tmp_path))
+  (tmp_path / "c_clip.MP4").write_bytes(b"")
+  (tmp_path / "notes.txt").write_text("not a video")
+  (tmp_path / "empty").mkdir()
+  assert infer.input_videos(str(tmp_path)) == [
+      str(tmp_path / name) for name in ("a_video", "b_video", "c_clip.MP4")]
+  assert infer.input_videos(str(tmp_path / "a_video")) == [str(tmp_path / "a_video")]
 
 
-def test_a_folder_without_frames_or_folders_is_refused_naming_it(tmp_path):
+def test_videos_that_would_share_an_output_folder_are_refused_naming_them(tmp_path):
+  for name in ("clip.mp4", "clip.avi"):
+    (tmp_path / name).write_bytes(b"")
+  with pytest.raises(SetupError, match=r"several videos would write infer/clip/ \(.*clip.avi, "):
+    infer.input_videos(str(tmp_path))
+
+
+def test_a_folder_without_frames_or_videos_is_refused_naming_it(tmp_path):
   (tmp_path / "notes.txt").write_text("no frames here")
-  with pytest.raises(SetupError, match=rf"--input {tmp_path}: holds no .* frames"):
-    infer.read_frames(str(tmp_path))
+  with pytest.raises(SetupError, match=rf"--input {tmp_path} holds no frames .*no video files"):
+    infer.input_videos(str(tmp_path))
+  with pytest.raises(SetupError, match="does not exist"):
+    infer.input_videos(str(tmp_path / "missing"))
 
 
 def test_a_file_that_is_not_a_video_is_refused_before_any_frame_is_asked_for(tmp_path):
@@ -96,7 +109,7 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
 
   loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.eval.temporal_consistency = True
-  out_dir = infer.run(quick_config, str(tmp_path), str(real_video_clip))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(real_video_clip))
   record = json.loads((out_dir / "tc.json").read_text())
   assert record["pairs"] == 29 and record["flow"] == "dis" and record["warp"] == "bilinear"
   assert "infer: TC (label-free temporal consistency)" in capsys.readouterr().out
@@ -109,3 +122,26 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
   expected.add_video(labels, lambda i: flow.compute(frames[i + 1], frames[i]))
   assert 0 < record["TC"] < 1
   assert record["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(quick_config, tmp_path,
+                                                                        monkeypatch, capsys):
+  """Each video of the folder gets its own fresh predictor and output folder; the checkpoint is
+  restored once for all."""
+  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+
+  loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  rng = np.random.default_rng(0)
+  for video, count in (("a", 2), ("b", 3)):
+    (tmp_path / "in" / video).mkdir(parents=True)
+    for t in range(count):
+      cv2.imwrite(str(tmp_path / "in" / video / f"{t:06d}.png"),
+                  rng.integers(0, 255, (40, 56, 3), dtype=np.uint8))
+  restores = []
+  restore = loop.restore_for_eval
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *a: restores.append(1) or restore(*a))
+  out_dirs = infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
+  assert [d.name for d in out_dirs] == ["a", "b"] and len(restores) == 1
+  assert [len(list((d / "labels").iterdir())) for d in out_dirs] == [2, 3]
+  assert "infer: 2 videos in" in capsys.readouterr().out
+

@@ -1,7 +1,9 @@
-"""`--mode=infer`: predict a video file or a folder of frames with a trained checkpoint.
+"""`--mode=infer`: predict videos (a file, a folder of frames, or a folder of either) with a
+trained checkpoint.
 
 Writes one palette PNG of class ids per frame (`<workdir>/infer/<name>/labels/`, viewable in any
-image viewer, readable back as ids) and an overlay video, with a progress line.
+image viewer, readable back as ids), an overlay video and, with `eval.temporal_consistency`, the
+label-free TC of each video, with a progress line.
 """
 
 from __future__ import annotations
@@ -33,36 +35,58 @@ class Input(NamedTuple):
   frame_rate: float  # the video's own; 0 for a frame folder or a video that declares none
 
 
-def read_frames(path: str) -> Input:
-  """The frames of a video file or a frame dir.
+# Containers a folder's video files are recognised by (a lone --input file may be any OpenCV reads).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
-  A frame dir's frames are its images in name order but label maps beside them (`*_label.png`, as
-  the project's vtest_pseudo set stores them), which are skipped with a note
-  (`footage.frame_files`). Input that cannot be read is a `SetupError` naming it, raised here,
-  before the checkpoint is restored: a video file's first frame is decoded at once.
-  """
+
+def input_videos(path: str) -> list[str]:
+  """The videos `--input` names, in name order: a video file or a folder of frames is one; a
+  folder of frame folders and video files (a dataset split's layout, a folder of clips) is each
+  of them. Nothing is decoded yet; a path that holds no video is a `SetupError` naming it."""
   if not os.path.exists(path):
     raise SetupError(f"--input {path} does not exist")
+  if not os.path.isdir(path) or _holds_images(path):
+    return [path]
+  videos = [entry.path for entry in sorted(os.scandir(path), key=lambda e: e.name)
+            if (entry.is_dir() and _holds_images(entry.path))
+            or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES))]
+  if not videos:
+    raise SetupError(f"--input {path} holds no frames ({'/'.join(footage.IMAGE_SUFFIXES)}), "
+                     f"no folders of frames and no video files ({'/'.join(VIDEO_SUFFIXES)})")
+  names = [_video_name(video) for video in videos]
+  clashing = sorted({name for name in names if names.count(name) > 1})
+  if clashing:
+    raise SetupError(f"--input {path}: several videos would write infer/{clashing[0]}/ "
+                     f"({', '.join(v for v in videos if _video_name(v) == clashing[0])}); "
+                     "pass them one at a time")
+  return videos
+
+
+def _holds_images(folder: str) -> bool:
+  return any(name.lower().endswith(footage.IMAGE_SUFFIXES) for name in os.listdir(folder))
+
+
+def _video_name(path: str) -> str:
+  """The name of a video's output folder, `infer/<name>/`: a file's stem, a folder's name."""
+  return epath.Path(path).stem
+
+
+def read_frames(path: str) -> Input:
+  """The frames of a video file or a frame folder.
+
+  A frame folder's frames are its images in name order but label maps beside them
+  (`*_label.png`, as the project's vtest_pseudo set stores them), which are skipped with a note
+  (`footage.frame_files`). Input that cannot be read is a `SetupError` naming it: a video file's
+  first frame is decoded at once.
+  """
   try:
     if os.path.isdir(path):
-      return _read_frame_folder(path)
+      files = footage.frame_files(path)
+      frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
+      return Input(len(files), frames, 0.0)
     return _read_video_file(path)
   except base.DataError as error:
     raise SetupError(f"--input {error}") from error
-
-
-def _read_frame_folder(path: str) -> Input:
-  """A frame folder's frames (a folder of video folders is refused, naming one to pass)."""
-  try:
-    files = footage.frame_files(path)
-  except base.DataError:
-    videos = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
-    if not videos:
-      raise
-    raise SetupError(f"--input {path} holds folders, not frames: infer predicts one video, so "
-                     f"pass one of them, e.g. --input={os.path.join(path, videos[0])}") from None
-  frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
-  return Input(len(files), frames, 0.0)
 
 
 def _read_video_file(path: str) -> Input:
@@ -96,22 +120,39 @@ def _clear_earlier_output(labels_dir: epath.Path) -> None:
       path.unlink()
 
 
-def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None = None):
-  """Predicts every frame of `input_path` with checkpoint `step` (default: the latest) of
-  `workdir`. The overlay video plays at the input video's own rate, else (a frame folder, or a
-  video that declares none) at `eval.overlay_fps`. With `eval.temporal_consistency`, also scores
-  the predictions' TC (label-free: each prediction against the next one warped back by optical
-  flow, as the evaluator does) into `tc.json`; returns the output folder."""
+def run(config: ConfigDict, workdir: str, input_path: str, *,
+        step: int | None = None) -> list[epath.Path]:
+  """Predicts every frame of each video `input_path` names (`input_videos`) with checkpoint `step`
+  (default: the latest) of `workdir`, into `infer/<video>/`; returns those folders. The checkpoint
+  is restored and the programs compiled once for all the videos. Each overlay video plays at its
+  input's own rate, else (a frame folder, or a video that declares none) at `eval.overlay_fps`.
+  With `eval.temporal_consistency`, each video's predictions are also scored for TC (label-free:
+  each prediction against the next one warped back by optical flow, as the evaluator does) into
+  its `tc.json`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
-  total, frames, frame_rate = read_frames(input_path)  # a wrong --input fails before the restore
-  fps = frame_rate or config.eval.overlay_fps
-  visualize.check_frame_rate(fps)
-  scorers = make_scorers(config)  # TC's settings, checked before the restore too
+  videos = input_videos(input_path)
+  first = read_frames(videos[0])  # a wrong --input fails before the restore
+  visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
+  make_scorers(config)  # TC's settings, checked before the restore too
   method, variables, step = restore_for_eval(config, workdir, step)
+  if len(videos) > 1:
+    print(f"infer: {len(videos)} videos in {input_path}", flush=True)
+  out_dirs = []
+  for index, video in enumerate(videos):
+    out_dirs.append(_infer_video(config, method, variables, step, workdir, video,
+                                 first if index == 0 else read_frames(video)))
+  return out_dirs
+
+
+def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
+                 video: Input) -> epath.Path:
+  """One video through a fresh predictor: label PNGs, overlay video and, with TC on, tc.json."""
+  total, frames, frame_rate = video
+  fps = frame_rate or config.eval.overlay_fps
+  scorers = make_scorers(config)
   palette = make_source(config.data).palette
-  name = epath.Path(input_path).stem
-  out_dir = epath.Path(workdir) / "infer" / name
+  out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
   print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
         f"step {step} -> {out_dir}", flush=True)
@@ -154,8 +195,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None =
         progress.update(index + 1, force=index + 1 == total)
     yield from consume(ready + predictor.flush())
 
-  video = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
-  print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {video}", flush=True)
+  overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
+  print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {overlay}", flush=True)
   if scorers.temporal is not None:
     _write_tc(out_dir, scorers)
   return out_dir
