@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from data_pipelines.dataset import make_source
 from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
@@ -87,6 +88,9 @@ def test_predictions_are_fetched_one_push_late_and_scored_in_order():
   assert results["num_frames"] == len(pairs)
   assert results["mIoU"] == miou_vspw(confusion.matrix)
   assert results["frames_per_s"] > 0
+  # Per-class IoU under the source's class names, for results.md's per-class table.
+  assert len(results["class_names"]) == len(results["per_class_iou"]) == NUM_CLASSES
+  assert results["class_names"] == list(make_source(config.data).class_names)
 
 
 def _config_with_scored_videos():

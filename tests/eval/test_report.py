@@ -67,3 +67,13 @@ def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
       {"step": 2, "split": "val", "mIoU": 0.25, "num_frames": 12},
       {"step": 4, "split": "val", "mIoU": None, "num_frames": 12}]
 
+
+
+def test_results_md_lists_the_iou_of_every_class_by_name(tmp_path):
+  results = {"step": 3, "mIoU": 0.5, "per_class_iou": [0.25, None, 0.75],
+             "class_names": ["road", "sky", "car"]}
+  report.write_results(tmp_path, results)
+  text = (tmp_path / "results.md").read_text()
+  assert "## IoU per class\n\n| class | IoU (%) |\n|---|---|\n| road | 25.00 |\n| sky | n/a |\n"\
+         "| car | 75.00 |\n" in text
+  assert json.loads((tmp_path / "results.json").read_text())["class_names"] == ["road", "sky", "car"]

@@ -242,6 +242,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "pixel_acc": pixel_accuracy(confusion.matrix),
       "frames_per_s": (len(frame_ends) - untimed_frames) / max(timed_wall, 1e-9),
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
+      "class_names": list(make_source(config.data).class_names),
       "mVC_convention": consistency.vc_convention,
   }
   results.update(consistency.summary())

@@ -83,8 +83,19 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
                                   allow_nan=False))
   table = markdown_table(results, published)
   md_path = workdir / "results.md"
-  md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n")
+  md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n"
+                     + (f"\n## IoU per class\n\n{per_class_table(results)}\n"
+                        if results.get("per_class_iou") else ""))
   return json_path, md_path, table
+
+
+def per_class_table(results: dict[str, Any]) -> str:
+  """The IoU of every class under its name (`class_names`, else its index): what the mean hides.
+  A class neither in the ground truth nor predicted is n/a."""
+  ious = results["per_class_iou"]
+  names = results.get("class_names") or [str(index) for index in range(len(ious))]
+  return "\n".join(["| class | IoU (%) |", "|---|---|"]
+                   + [f"| {name} | {_fmt(iou, True)} |" for name, iou in zip(names, ious)])
 
 
 HISTORY = "eval_history.jsonl"
