@@ -109,3 +109,55 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
   expected.add_video(labels, lambda i: flow.compute(frames[i + 1], frames[i]))
   assert 0 < record["TC"] < 1
   assert record["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+class _AnswersPairsBackwards:
+  """A predictor of the documented contract that answers frames out of order: nothing for an
+  even frame, then the odd one and the even one before it (label map of frame i: LABELS[i])."""
+  LABELS = (0, 1, 2, 3)
+
+  def __init__(self):
+    self._held = []
+
+  def push(self, frame):
+    index = len(self._held)
+    self._held.append((index, np.full(frame.shape[:2], self.LABELS[index], np.int32)))
+    return self._held[-1:-3:-1] if index % 2 else []
+
+  def flush(self):
+    return []
+
+
+def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_answers(
+    quick_config, tmp_path, monkeypatch):
+  """The overlay video and TC's pairs follow the frames' order, not the order of the answers
+  (the evaluator sorts them likewise)."""
+  from vssjax.metrics.temporal_consistency import (  # pylint: disable=import-outside-toplevel
+      TemporalConsistency)
+  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  overlaid = []
+  real_overlay = infer.visualize.overlay
+  monkeypatch.setattr(infer.visualize, "overlay", lambda frame, labels, palette: (
+      overlaid.append(int(labels[0, 0])) or real_overlay(frame, labels, palette)))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  still = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)  # zero flow
+  for t in range(4):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), still)
+  quick_config.eval.temporal_consistency = True
+  out_dir = infer.run(quick_config, str(tmp_path), str(frames))
+
+  labels = list(_AnswersPairsBackwards.LABELS)
+  assert overlaid == labels
+  assert [int(np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png"))[0, 0])
+          for t in range(4)] == labels
+  expected = TemporalConsistency(quick_config.data.num_classes)
+  expected.add_video([np.full((32, 32), label) for label in labels],
+                     lambda i: np.zeros((32, 32, 2), np.float32))
+  record = json.loads((out_dir / "tc.json").read_text())
+  assert record["pairs"] == 3 and record["TC"] == pytest.approx(expected.summary()["TC"])
