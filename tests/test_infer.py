@@ -161,3 +161,24 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
                      lambda i: np.zeros((32, 32, 2), np.float32))
   record = json.loads((out_dir / "tc.json").read_text())
   assert record["pairs"] == 3 and record["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):
+  """tc.json scores the labels beside it: a later run that does not score TC (another checkpoint,
+  say) removes the earlier run's rather than leave it to pass for its own."""
+  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  for t in range(2):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  quick_config.eval.temporal_consistency = True
+  out_dir = infer.run(quick_config, str(tmp_path), str(frames))
+  assert (out_dir / "tc.json").exists()
+  quick_config.eval.temporal_consistency = False
+  infer.run(quick_config, str(tmp_path), str(frames))
+  assert not (out_dir / "tc.json").exists()

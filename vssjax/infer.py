@@ -113,6 +113,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *, step: int | None =
   name = epath.Path(input_path).stem
   out_dir = epath.Path(workdir) / "infer" / name
   _clear_earlier_output(out_dir / "labels")
+  if (out_dir / "tc.json").exists():  # the TC of an earlier run's labels; this run writes its own
+    (out_dir / "tc.json").unlink()
   print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
         f"step {step} -> {out_dir}", flush=True)
   predictor = method.predictor(variables)
