@@ -66,4 +66,3 @@ def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
   assert [json.loads(line) for line in lines] == [
       {"step": 2, "split": "val", "mIoU": 0.25, "num_frames": 12},
       {"step": 4, "split": "val", "mIoU": None, "num_frames": 12}]
-
