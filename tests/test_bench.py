@@ -192,5 +192,6 @@ def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path
   rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
   forward, frame = rows["forward"], rows["slide_frame"]
   assert frame["batch"] == 1 and frame["frames"] == 1
-  assert tuple(bench._settings(config)["input_size"]) == (48, 48)  # pylint: disable=protected-access
+  settings = bench._settings(config)  # pylint: disable=protected-access
+  assert tuple(settings["input_size"]) == (48, 48)
   assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]

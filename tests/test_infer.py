@@ -145,3 +145,75 @@ def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(quick_co
   assert [len(list((d / "labels").iterdir())) for d in out_dirs] == [2, 3]
   assert "infer: 2 videos in" in capsys.readouterr().out
 
+
+class _AnswersPairsBackwards:
+  """A predictor of the documented contract that answers frames out of order: nothing for an
+  even frame, then the odd one and the even one before it (label map of frame i: LABELS[i])."""
+  LABELS = (0, 1, 2, 3)
+
+  def __init__(self):
+    self._held = []
+
+  def push(self, frame):
+    index = len(self._held)
+    self._held.append((index, np.full(frame.shape[:2], self.LABELS[index], np.int32)))
+    return self._held[-1:-3:-1] if index % 2 else []
+
+  def flush(self):
+    return []
+
+
+def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_answers(
+    quick_config, tmp_path, monkeypatch):
+  """The overlay video and TC's pairs follow the frames' order, not the order of the answers
+  (the evaluator sorts them likewise)."""
+  from vssjax.metrics.temporal_consistency import (  # pylint: disable=import-outside-toplevel
+      TemporalConsistency)
+  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  overlaid = []
+  real_overlay = infer.visualize.overlay
+  monkeypatch.setattr(infer.visualize, "overlay", lambda frame, labels, palette: (
+      overlaid.append(int(labels[0, 0])) or real_overlay(frame, labels, palette)))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  still = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)  # zero flow
+  for t in range(4):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), still)
+  quick_config.eval.temporal_consistency = True
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+
+  labels = list(_AnswersPairsBackwards.LABELS)
+  assert overlaid == labels
+  assert [int(np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png"))[0, 0])
+          for t in range(4)] == labels
+  expected = TemporalConsistency(quick_config.data.num_classes)
+  expected.add_video([np.full((32, 32), label) for label in labels],
+                     lambda i: np.zeros((32, 32, 2), np.float32))
+  record = json.loads((out_dir / "tc.json").read_text())
+  assert record["pairs"] == 3 and record["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):
+  """tc.json scores the labels beside it: a later run that does not score TC (another checkpoint,
+  say) removes the earlier run's rather than leave it to pass for its own."""
+  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  for t in range(2):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  quick_config.eval.temporal_consistency = True
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+  assert (out_dir / "tc.json").exists()
+  quick_config.eval.temporal_consistency = False
+  infer.run(quick_config, str(tmp_path), str(frames))
+  assert not (out_dir / "tc.json").exists()

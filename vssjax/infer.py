@@ -154,6 +154,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   palette = make_source(config.data).palette
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
+  if (out_dir / "tc.json").exists():  # the TC of an earlier run's labels; this run writes its own
+    (out_dir / "tc.json").unlink()
   print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
         f"step {step} -> {out_dir}", flush=True)
   predictor = method.predictor(variables)
@@ -169,19 +171,23 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
     ones).
     """
     pending_frames: dict[int, np.ndarray] = {}
-    last_consumed: list[tuple[np.ndarray, np.ndarray]] = []  # its (frame, labels), for TC
-    # Predictors answer in frame order (the overlay video is written so), so each consumed
-    # prediction's TC partner is the one consumed before it.
+    # A predictor may answer frames in any order (docs/extending.md); the overlay video and TC's
+    # pairs take them in frame order, each frame's TC partner the frame before it.
+    answered: dict[int, np.ndarray] = {}
+    next_index = 0
+    last: tuple[np.ndarray, np.ndarray] | None = None  # frame next_index - 1 and its labels
 
     def consume(ready):
-      for index, labels in ready:
-        labels = np.asarray(labels)
+      nonlocal next_index, last
+      answered.update(ready)
+      while next_index in answered:
+        index, next_index = next_index, next_index + 1
+        labels = np.asarray(answered.pop(index))
         frame = pending_frames.pop(index)
         save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
-        if scorers.temporal is not None:
-          if last_consumed:
-            _score_pair(scorers, input_path, index, *last_consumed.pop(), frame, labels)
-          last_consumed.append((frame, labels))
+        if scorers.temporal is not None and last is not None:
+          _score_pair(scorers, input_path, index, *last, frame, labels)
+        last = (frame, labels)
         yield visualize.overlay(frame, labels, palette)
 
     ready: list = []
@@ -194,6 +200,9 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
         yield from consume(previous)
         progress.update(index + 1, force=index + 1 == total)
     yield from consume(ready + predictor.flush())
+    if next_index != len(names) or answered:
+      raise RuntimeError(f"{type(predictor).__name__} answered frames 0-{next_index - 1} and "
+                         f"{sorted(answered)} of {len(names)}: every frame must come back once")
 
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {overlay}", flush=True)

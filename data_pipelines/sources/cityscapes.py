@@ -43,7 +43,8 @@ _GT_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_lab
 def _warn_no_sequences(sequences: str, split: str) -> None:
   """Once per folder and process: a run lists a split's videos several times."""
   logging.warning("cityscapes: no %s, so each annotated frame of %s is a one-frame video read "
-                  "from leftImg8bit/%s (enough for per-frame methods only)", sequences, split, split)
+                  "from leftImg8bit/%s (enough for per-frame methods only)", sequences, split,
+                  split)
 
 
 @base.register_source

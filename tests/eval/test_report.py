@@ -68,7 +68,6 @@ def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
       {"step": 4, "split": "val", "mIoU": None, "num_frames": 12}]
 
 
-
 def test_results_md_lists_the_iou_of_every_class_by_name(tmp_path):
   results = {"step": 3, "mIoU": 0.5, "per_class_iou": [0.25, None, 0.75],
              "class_names": ["road", "sky", "car"]}

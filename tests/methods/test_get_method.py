@@ -27,3 +27,13 @@ def test_an_unknown_precision_is_named(config):
   config.model.matmul_precision = "fp32"
   with pytest.raises(SetupError, match="model.matmul_precision='fp32'"):
     get_method(config)
+
+
+def test_a_method_that_builds_another_keeps_its_own_precision(config):
+  """ETC's distillation student builds its teacher with get_method; the teacher's config (its own
+  matmul_precision, '') must not reset the student's for the programs traced after."""
+  student = load_config("configs/etc/synthetic_psp18.py", "quick,variant=distill")
+  student.model.matmul_precision = "highest"
+  method = get_method(student)
+  assert method.teacher.config.model.matmul_precision == ""
+  assert jax.config.jax_default_matmul_precision == "highest"

@@ -31,7 +31,8 @@ def test_cityscapes_frames_take_three_windows_across():
 
 
 @pytest.mark.parametrize("hw, crop, stride", [
-    ((64, 64), (48, 48), (32, 32)), ((100, 37), (48, 48), (32, 16)), ((30, 200), (48, 64), (48, 48)),
+    ((64, 64), (48, 48), (32, 32)), ((100, 37), (48, 48), (32, 16)),
+    ((30, 200), (48, 64), (48, 48)),
     ((512, 1024), (512, 512), (341, 341)), ((1024, 2048), (769, 769), (512, 512))])
 def test_window_offsets_are_mmseg_s(hw, crop, stride):
   windows = SlidingWindows(crop, stride)

@@ -146,11 +146,8 @@ def test_a_non_finite_step_metric_stops_with_the_step_number(name):
     loop._check_finite(pending)  # pylint: disable=protected-access
 
 
-def test_no_checkpoint_holds_a_diverged_step_between_log_lines(quick_config, tmp_path,
-                                                               monkeypatch):
-  """Checkpoints every 2 steps, log lines every 4: step 1's non-finite loss stops the run before
-  the step-2 checkpoint, which would otherwise be saved unchecked (resuming from it repeats the
-  divergence forever)."""
+def _diverge_at_step_1(monkeypatch):
+  """Makes the loop's train step report a NaN loss at step 1."""
   make_train_step = loop.step_lib.make_train_step
 
   def diverging_at_step_1(*args, **kwargs):
@@ -165,6 +162,14 @@ def test_no_checkpoint_holds_a_diverged_step_between_log_lines(quick_config, tmp
     return step
 
   monkeypatch.setattr(loop.step_lib, "make_train_step", diverging_at_step_1)
+
+
+def test_no_checkpoint_holds_a_diverged_step_between_log_lines(quick_config, tmp_path,
+                                                               monkeypatch):
+  """Checkpoints every 2 steps, log lines every 4: step 1's non-finite loss stops the run before
+  the step-2 checkpoint, which would otherwise be saved unchecked (resuming from it repeats the
+  divergence forever)."""
+  _diverge_at_step_1(monkeypatch)
   quick_config.train.update(steps=4, log_every=4, checkpoint_every=2)
   with pytest.raises(FloatingPointError, match="non-finite loss nan at step 1"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
@@ -258,3 +263,15 @@ def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(q
   with pytest.raises(SetupError, match=r"no checkpoint of step 3 in .*; it holds steps 2, 4"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path), step=3)
 
+
+def test_no_evaluation_scores_a_diverged_step_between_log_lines(quick_config, tmp_path,
+                                                                monkeypatch):
+  """Evaluations every 2 steps, log lines and checkpoints every 4: step 1's non-finite loss stops
+  the run before the step-2 evaluation would write the diverged parameters' scores into
+  results.json and eval_history.jsonl."""
+  _diverge_at_step_1(monkeypatch)
+  quick_config.train.update(steps=4, log_every=4, checkpoint_every=4, eval_every=2)
+  with pytest.raises(FloatingPointError, match="non-finite loss nan at step 1"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  assert not (tmp_path / "eval_history.jsonl").exists()
+  assert not (tmp_path / "results.json").exists()

@@ -113,4 +113,3 @@ def append_history(workdir: str | epath.Path, results: dict[str, Any]) -> epath.
     history.write(json.dumps(_strict_json(scalars), sort_keys=True, default=float,
                              allow_nan=False) + "\n")
   return path
-

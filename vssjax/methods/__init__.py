@@ -22,9 +22,14 @@ _REGISTRY = {
 
 def get_method(config: ConfigDict) -> Method:
   """The method of `config`. Sets JAX's float32 matmul precision from
-  `config.model.matmul_precision` first, so every program of the method is traced with it."""
-  set_matmul_precision(config.model.get("matmul_precision", ""))
-  return plugins.resolve_class(config.method.name, _REGISTRY, Method, "method.name")(config)
+  `config.model.matmul_precision` first, so every program of the method is traced with it, and
+  again once the method is built: one that builds another (ETC's teacher, from the teacher's own
+  config) would otherwise leave the other's precision for its own programs."""
+  precision = config.model.get("matmul_precision", "")
+  set_matmul_precision(precision)
+  method = plugins.resolve_class(config.method.name, _REGISTRY, Method, "method.name")(config)
+  set_matmul_precision(precision)
+  return method
 
 
 def set_matmul_precision(precision: str) -> None:

@@ -177,7 +177,8 @@ DIVERGENCE_METRICS = ("loss", "grad_norm", "param_norm")
 
 def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   """Fetches the pending step metrics; stops the run at the first non-finite one. Called before
-  each log line and each checkpoint, so no checkpoint holds the parameters of a diverged step."""
+  each log line, checkpoint and periodic evaluation, so neither a checkpoint nor the results
+  (results.json, eval_history.jsonl) hold the parameters of a diverged step."""
   host = jax.device_get(pending)
   for step, metrics in host:
     for name in DIVERGENCE_METRICS:
@@ -275,6 +276,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
                 flush=True)
           break
         if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
+          if pending:  # steps since the last log line
+            _check_finite(pending)
           evaluate(method, variables_of(state), config, workdir=workdir, step=done)
 
   if done >= total:
