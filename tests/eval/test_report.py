@@ -75,4 +75,5 @@ def test_results_md_lists_the_iou_of_every_class_by_name(tmp_path):
   text = (tmp_path / "results.md").read_text()
   assert "## IoU per class\n\n| class | IoU (%) |\n|---|---|\n| road | 25.00 |\n| sky | n/a |\n"\
          "| car | 75.00 |\n" in text
-  assert json.loads((tmp_path / "results.json").read_text())["class_names"] == ["road", "sky", "car"]
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["class_names"] == ["road", "sky", "car"]
