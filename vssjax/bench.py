@@ -40,6 +40,7 @@ import numpy as np
 from etils import epath
 
 from data_pipelines.clip_sampling import clip_length
+from data_pipelines.transforms import eval_resize
 from vssjax import op_profile, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -288,15 +289,17 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   their stitching into the frame's labels (`sliding_window.stitched_labels`)."""
   windows = method.sliding_windows
   width, height = method.config.data.eval_transform.scale
-  frame_hw = (height, width)
+  # A frame of that size as the predictor sees it (eval_resize: sides up to the size divisor).
+  resized = eval_resize(_random_frames((height, width, 3), seed=1),
+                        method.config.data.eval_transform)
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
-  crops = jax.device_put(windows.crops(_random_frames((*frame_hw, 3), seed=1))[None], device)
+  crops = jax.device_put(windows.crops(resized)[None], device)
   _announce("slide_frame", dtype, 1)
   forward, forward_compile = _compile(jax.jit(_forward_fn(method)), variables, crops)
   logits = forward(variables, crops)
-  stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows, input_hw=frame_hw,
-                                    frame_hw=frame_hw)
+  stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
+                                    input_hw=resized.shape[:2], frame_hw=(height, width))
   seconds = (_median_call_seconds(settings, forward, variables, crops)
              + _median_call_seconds(settings, stitch, logits))
   profile(f"slide_forward_{dtype}", lambda: forward(variables, crops), forward)
