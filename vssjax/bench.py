@@ -15,7 +15,7 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
   process and on the same device (CUDA when torch has it), eager and with `torch.compile`, at the
   same dtypes and batch sizes, when torch and transformers import and the method is SegFormer;
-  the JAX / torch frames/s ratios are reported.
+  the JAX / torch frames/s ratios are reported (vssjax/bench_torch.py).
 
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
 from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept.
@@ -28,10 +28,8 @@ latency once it is timed, since a VSPW-size config compiles for minutes.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import platform
-import statistics
 import time
 from typing import Any, Callable
 
@@ -41,7 +39,8 @@ from etils import epath
 
 from data_pipelines.clip_sampling import clip_length
 from data_pipelines.transforms import eval_resize
-from vssjax import op_profile, parallel
+from vssjax import bench_torch, op_profile, parallel
+from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds, report
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
@@ -55,20 +54,6 @@ from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled
 from vssjax.train.state import TrainState
-
-@dataclasses.dataclass
-class Row:
-  """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
-  phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
-  # 'non_key_B|P', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame' | sliding windows: 'slide_frame'
-  dtype: str
-  batch: int
-  frames: int
-  compile_s: float | None
-  latency_ms: float
-  frames_per_s: float
-  gflops: float | None  # XLA's estimate; per device when the train step is split over a mesh
-  peak_memory_mb: float | None
 
 
 def _settings(config: ConfigDict) -> dict[str, Any]:
@@ -101,22 +86,6 @@ def _random_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
   return TrainState(step, params, model_state, opt_state), sharding, tx
 
 
-def _median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def _median_call_seconds(settings: dict[str, Any], fn: Callable, *args) -> float:
-  """`_median_seconds` of `fn(*args)` with the forward's warm-up and repeats."""
-  return _median_seconds(lambda: fn(*args), settings["warmup"], settings["repeats"])
-
-
 def _gflops(compiled) -> float | None:
   """XLA's FLOP estimate; `cost_analysis()` is a dict on new jax, a list of dicts on older ones."""
   analysis = compiled.cost_analysis()
@@ -132,24 +101,6 @@ def _peak_memory_mb() -> float | None:
   if not stats or "peak_bytes_in_use" not in stats:
     return None
   return stats["peak_bytes_in_use"] / 2**20
-
-
-def _program_name(phase: str, dtype: str, batch: int) -> str:
-  return f"{phase} {dtype} batch {batch}"
-
-
-def _announce(phase: str, dtype: str, batch: int, doing: str = "compiling") -> None:
-  """Says which program the bench starts on: compiles and timings of a large config take minutes
-  each, and the table comes only at the end."""
-  print(f"bench: {_program_name(phase, dtype, batch)}: {doing}...", flush=True)
-
-
-def _report(row: Row) -> Row:
-  """Prints a row's compile time and latency as soon as they are measured; returns the row."""
-  compiled = "" if row.compile_s is None else f"compiled in {row.compile_s:.1f} s, "
-  print(f"bench: {_program_name(row.phase, row.dtype, row.batch)}: {compiled}"
-        f"{row.latency_ms:.2f} ms/call", flush=True)
-  return row
 
 
 def _compile(jitted, *args, **static_args) -> tuple[Any, float]:
@@ -209,11 +160,11 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((batch, clip, *size, 3), seed=batch), device)
-  _announce("forward", dtype, batch)
+  announce("forward", dtype, batch)
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
-  seconds = _median_call_seconds(settings, compiled, variables, frames)
+  seconds = median_call_seconds(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
-  return _report(Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
+  return report(Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
                      batch * clip / seconds, _gflops(compiled), _peak_memory_mb()))
 
 
@@ -225,24 +176,24 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
-  _announce("keyframe", dtype, 1)
+  announce("keyframe", dtype, 1)
   key, key_compile = _compile(method.encode_keyframe, variables, frames)
-  t_key = _median_call_seconds(settings, key, variables, frames)
+  t_key = median_call_seconds(settings, key, variables, frames)
   gflops_key = _gflops(key)
-  key_row = _report(Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
+  key_row = report(Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
                         _peak_memory_mb()))
   non_key = f"non_key_{method.schedule.mode}"
-  _announce(non_key, dtype, 1)
+  announce(non_key, dtype, 1)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
   projected, _ = key(variables, frames)
   projected_commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow = shallow_fn(variables, frames)
   fuse, fuse_compile = _compile(method.fused_logits, variables, projected_commons, shallow)
-  t_non_key = (_median_call_seconds(settings, shallow_fn, variables, frames)
-               + _median_call_seconds(settings, fuse, variables, projected_commons, shallow))
+  t_non_key = (median_call_seconds(settings, shallow_fn, variables, frames)
+               + median_call_seconds(settings, fuse, variables, projected_commons, shallow))
   gflops_non_key = (None if gflops_key is None
                     else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
-  non_key_row = _report(Row(non_key, dtype, 1, 1, shallow_compile + fuse_compile,
+  non_key_row = report(Row(non_key, dtype, 1, 1, shallow_compile + fuse_compile,
                             t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
@@ -252,7 +203,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   gflops_avg = (None if gflops_key is None
                 else (gflops_key + (k - 1) * gflops_non_key) / k)
   return [key_row, non_key_row,
-          _report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg,
+          report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg,
                       None))]
 
 
@@ -267,17 +218,17 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
-  _announce("stream_frame", dtype, 1)
+  announce("stream_frame", dtype, 1)
   encode, encode_compile = _compile(method.encode_frame, variables, frames)
   target, reference = encode(variables, frames)
   references = [reference] * clip
   decode, decode_compile = _compile(method.decode_states, variables, target, references)
-  seconds = (_median_call_seconds(settings, encode, variables, frames)
-             + _median_call_seconds(settings, decode, variables, target, references))
+  seconds = (median_call_seconds(settings, encode, variables, frames)
+             + median_call_seconds(settings, decode, variables, target, references))
   profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
   profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
   gflops = [_gflops(encode), _gflops(decode)]
-  return _report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
+  return report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
                      seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
                      _peak_memory_mb()))
 
@@ -295,17 +246,17 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   crops = jax.device_put(windows.crops(resized)[None], device)
-  _announce("slide_frame", dtype, 1)
+  announce("slide_frame", dtype, 1)
   forward, forward_compile = _compile(jax.jit(_forward_fn(method)), variables, crops)
   logits = forward(variables, crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))
-  seconds = (_median_call_seconds(settings, forward, variables, crops)
-             + _median_call_seconds(settings, stitch, logits))
+  seconds = (median_call_seconds(settings, forward, variables, crops)
+             + median_call_seconds(settings, stitch, logits))
   profile(f"slide_forward_{dtype}", lambda: forward(variables, crops), forward)
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
   gflops = [_gflops(forward), _gflops(stitch)]
-  return _report(Row("slide_frame", dtype, 1, 1, forward_compile + stitch_compile,
+  return report(Row("slide_frame", dtype, 1, 1, forward_compile + stitch_compile,
                      seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
                      _peak_memory_mb()))
 
@@ -334,7 +285,7 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
   train_step = step_lib.make_train_step(method, tx, sharding, mesh,
                                         jax.random.PRNGKey(config.seed + 1))
   frames = int(np.prod(spec["frames"].shape[:2]))
-  _announce("train_step", config.model.dtype, spec["frames"].shape[0])
+  announce("train_step", config.model.dtype, spec["frames"].shape[0])
   compiled, compile_s = _compile(train_step, state, batch)
   holder = [state]  # the state is donated: each call consumes the previous one
 
@@ -342,137 +293,10 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
     holder[0], metrics = compiled(holder[0], batch)
     return metrics
 
-  seconds = _median_seconds(run_once, settings["warmup"], settings["train_repeats"])
+  seconds = median_seconds(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
-  return _report(Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
+  return report(Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
                      seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb()))
-
-
-def _torch_segformer(method: Method, compiled: bool):
-  """HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when torch has one,
-  `torch.compile`d if asked: `(torch, model, device)`."""
-  import torch  # pylint: disable=import-outside-toplevel
-  from transformers import (  # pylint: disable=import-outside-toplevel
-      SegformerConfig, SegformerForSemanticSegmentation)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  backbone = method.module.backbone
-  model = SegformerForSemanticSegmentation(SegformerConfig(
-      hidden_sizes=list(backbone.embed_dims), depths=list(backbone.depths),
-      num_attention_heads=list(backbone.num_heads), sr_ratios=list(backbone.sr_ratios),
-      mlp_ratios=[backbone.mlp_ratio] * 4, decoder_hidden_size=method.config.model.decoder_dim,
-      num_labels=method.num_classes, semantic_loss_ignore_index=255)).to(device)
-  return torch, (torch.compile(model) if compiled else model), device
-
-
-def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                   compiled: bool) -> Callable[[], Any]:
-  """One eval-mode forward of the torch SegFormer; bfloat16 runs under autocast (fp32 weights, as
-  the JAX side)."""
-  torch, model, device = _torch_segformer(method, compiled)
-  model.eval()
-  pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
-      (batch, 3, *size), dtype=np.float32)).to(device)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
-
-  def run_once():
-    with torch.inference_mode(), autocast:
-      logits = model(pixel_values=pixels).logits
-    if device == "cuda":
-      torch.cuda.synchronize()
-    return logits
-
-  return run_once
-
-
-def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                      compiled: bool) -> Callable[[], Any]:
-  """One training step of the torch SegFormer, as the JAX train step: AdamW at the config's lr and
-  weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
-  bilinear, align_corners=False, ignore index 255); bfloat16 under autocast."""
-  torch, model, device = _torch_segformer(method, compiled)
-  model.train()
-  optim = method.config.optim
-  optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-  rng = np.random.default_rng(0)
-  pixels = torch.from_numpy(rng.standard_normal((batch, 3, *size), dtype=np.float32)).to(device)
-  labels = torch.from_numpy(rng.integers(0, method.num_classes, (batch, *size))).to(device)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
-
-  def run_once():
-    optimizer.zero_grad(set_to_none=True)
-    with autocast:
-      loss = model(pixel_values=pixels, labels=labels).loss
-    loss.backward()
-    optimizer.step()
-    if device == "cuda":
-      torch.cuda.synchronize()
-    return loss
-
-  return run_once
-
-
-def _bench_torch(method: Method, size: tuple[int, int], train_batch: int,
-                 settings: dict[str, Any]) -> list[Row]:
-  """The PyTorch reference at every (dtype, batch) of the JAX side, and its training step at every
-  dtype when `bench.train_step`: eager, and `torch.compile` when `bench.torch_compile` (its
-  compile time is the first call's). No rows without torch or transformers."""
-  if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
-    return []
-  programs = [("forward", _torch_forward, batch, settings["repeats"])
-              for batch in settings["batch_sizes"]]
-  if settings["train_step"]:
-    programs.append(("train", _torch_train_step, train_batch, settings["train_repeats"]))
-  rows = []
-  for dtype in settings["dtypes"]:
-    for phase, build, batch, repeats in programs:
-      for compiled in (False, True) if settings["torch_compile"] else (False,):
-        name = f"torch_compile_{phase}" if compiled else f"torch_{phase}"
-        _announce(name, dtype, batch, "compiling (first call)" if compiled else "running")
-        try:
-          run_once = build(method, dtype, batch, size, compiled)
-          start = time.perf_counter()
-          run_once()
-          compile_s = time.perf_counter() - start if compiled else None
-          seconds = _median_seconds(run_once, settings["warmup"], repeats)
-        except Exception as error:  # pylint: disable=broad-except
-          # The reference is a comparison: a failing torch.compile/inductor on an unfamiliar host
-          # must not cost the JAX rows already measured.
-          print(f"bench: {_program_name(name, dtype, batch)}: failed: {error!r}", flush=True)
-          continue
-        rows.append(_report(Row(name, dtype, batch, batch, compile_s, seconds * 1e3,
-                                batch / seconds, None, None)))
-  return rows
-
-
-def _float32_precisions(config: ConfigDict, torch_ran: bool) -> dict[str, Any]:
-  """How each side computes its float32 matmuls and convolutions: the fp32 rows compare like
-  with like only where these agree. JAX leaves TF32 on for both on recent NVIDIA GPUs unless
-  `model.matmul_precision` says otherwise; PyTorch's defaults are full float32 matmuls and TF32
-  cuDNN convolutions."""
-  precisions = {"jax": config.model.matmul_precision or "platform default"}
-  if torch_ran:
-    import torch  # pylint: disable=import-outside-toplevel
-    precisions["torch_matmul_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
-    precisions["torch_cudnn_tf32"] = bool(torch.backends.cudnn.allow_tf32)
-  return precisions
-
-
-def _torch_ratios(rows: list[Row]) -> list[dict[str, Any]]:
-  """Per (phase, dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX
-  is faster). Phases: 'forward' and 'train' (the JAX `train_step` row)."""
-  jax_phase = {"forward": "forward", "train_step": "train"}
-  jax_rows = {(jax_phase[r.phase], r.dtype, r.batch): r for r in rows if r.phase in jax_phase}
-  ratios = {}
-  for r in rows:
-    if not r.phase.startswith("torch"):
-      continue
-    phase = r.phase.rsplit("_", 1)[1]
-    key = (phase, r.dtype, r.batch)
-    if key in jax_rows:
-      entry = ratios.setdefault(key, {"phase": phase, "dtype": r.dtype, "batch": r.batch})
-      name = "jax_over_torch_compile" if "compile" in r.phase else "jax_over_torch_eager"
-      entry[name] = jax_rows[key].frames_per_s / r.frames_per_s
-  return list(ratios.values())
 
 
 def _format_table(rows: list[Row]) -> str:
@@ -522,9 +346,13 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
                                     profile))
   torch_rows = []
   if settings["torch"] and config.method.name == "segformer":
-    torch_rows = _bench_torch(method, settings["input_size"], config.data.batch_size, settings)
+    torch_rows = bench_torch.run_reference(method, settings["input_size"], config.data.batch_size,
+                                           settings)
   rows += torch_rows
-  precisions = _float32_precisions(config, bool(torch_rows))
+  # What the float32 rows compare: JAX leaves TF32 on for matmuls and convolutions on recent
+  # NVIDIA GPUs unless model.matmul_precision says otherwise; PyTorch's defaults differ.
+  precisions = {"jax": config.model.matmul_precision or "platform default",
+                **(bench_torch.float32_flags() if torch_rows else {})}
 
   results = {
       "method": config.method.name, "backbone": config.model.backbone,
@@ -534,7 +362,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "jax_version": jax.__version__,
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "float32_precision": precisions,
-      "torch_ratios": _torch_ratios(rows),
+      "torch_ratios": bench_torch.jax_over_torch_ratios(rows),
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
   }

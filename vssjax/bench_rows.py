@@ -1,0 +1,63 @@
+"""The rows of `--mode=bench` (vssjax/bench.py) and of its PyTorch reference
+(vssjax/bench_torch.py): one timed program each, how it is timed, and the lines printed as each
+program starts and is measured."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+
+
+@dataclasses.dataclass
+class Row:
+  """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
+  phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
+  # 'non_key_B|P', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame' | sliding windows: 'slide_frame'
+  dtype: str
+  batch: int
+  frames: int
+  compile_s: float | None
+  latency_ms: float
+  frames_per_s: float
+  gflops: float | None  # XLA's estimate; per device when the train step is split over a mesh
+  peak_memory_mb: float | None
+
+
+def median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+  """Median wall time of `fn()` over `repeats` calls after `warmup` ones, each waited for
+  (`block_until_ready` on what it returns; the torch programs synchronise themselves)."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def median_call_seconds(settings: dict[str, Any], fn: Callable, *args) -> float:
+  """`median_seconds` of `fn(*args)` with the forward's warm-up and repeats."""
+  return median_seconds(lambda: fn(*args), settings["warmup"], settings["repeats"])
+
+
+def program_name(phase: str, dtype: str, batch: int) -> str:
+  return f"{phase} {dtype} batch {batch}"
+
+
+def announce(phase: str, dtype: str, batch: int, doing: str = "compiling") -> None:
+  """Says which program the bench starts on: compiles and timings of a large config take minutes
+  each, and the table comes only at the end."""
+  print(f"bench: {program_name(phase, dtype, batch)}: {doing}...", flush=True)
+
+
+def report(row: Row) -> Row:
+  """Prints a row's compile time and latency as soon as they are measured; returns the row."""
+  compiled = "" if row.compile_s is None else f"compiled in {row.compile_s:.1f} s, "
+  print(f"bench: {program_name(row.phase, row.dtype, row.batch)}: {compiled}"
+        f"{row.latency_ms:.2f} ms/call", flush=True)
+  return row

@@ -1,0 +1,137 @@
+"""The PyTorch side of `--mode=bench`: transformers' `SegformerForSemanticSegmentation` of the
+config's MiT shape, timed in the same process and on the same device as the JAX programs (CUDA
+when torch has it), eagerly and with `torch.compile`, and the JAX / PyTorch frames/s ratios.
+torch and transformers are optional: without them there are no reference rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from vssjax.bench_rows import Row, announce, median_seconds, program_name, report
+from vssjax.methods.base import Method
+
+
+def _torch_segformer(method: Method, compiled: bool):
+  """HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when torch has one,
+  `torch.compile`d if asked: `(torch, model, device)`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from transformers import (  # pylint: disable=import-outside-toplevel
+      SegformerConfig, SegformerForSemanticSegmentation)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  backbone = method.module.backbone
+  model = SegformerForSemanticSegmentation(SegformerConfig(
+      hidden_sizes=list(backbone.embed_dims), depths=list(backbone.depths),
+      num_attention_heads=list(backbone.num_heads), sr_ratios=list(backbone.sr_ratios),
+      mlp_ratios=[backbone.mlp_ratio] * 4, decoder_hidden_size=method.config.model.decoder_dim,
+      num_labels=method.num_classes, semantic_loss_ignore_index=255)).to(device)
+  return torch, (torch.compile(model) if compiled else model), device
+
+
+def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int],
+                   compiled: bool) -> Callable[[], Any]:
+  """One eval-mode forward of the torch SegFormer; bfloat16 runs under autocast (fp32 weights, as
+  the JAX side)."""
+  torch, model, device = _torch_segformer(method, compiled)
+  model.eval()
+  pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
+      (batch, 3, *size), dtype=np.float32)).to(device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+  def run_once():
+    with torch.inference_mode(), autocast:
+      logits = model(pixel_values=pixels).logits
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return logits
+
+  return run_once
+
+
+def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, int],
+                      compiled: bool) -> Callable[[], Any]:
+  """One training step of the torch SegFormer, as the JAX train step: AdamW at the config's lr and
+  weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
+  bilinear, align_corners=False, ignore index 255); bfloat16 under autocast."""
+  torch, model, device = _torch_segformer(method, compiled)
+  model.train()
+  optim = method.config.optim
+  optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+  rng = np.random.default_rng(0)
+  pixels = torch.from_numpy(rng.standard_normal((batch, 3, *size), dtype=np.float32)).to(device)
+  labels = torch.from_numpy(rng.integers(0, method.num_classes, (batch, *size))).to(device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+  def run_once():
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+      loss = model(pixel_values=pixels, labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return loss
+
+  return run_once
+
+
+def run_reference(method: Method, size: tuple[int, int], train_batch: int,
+                 settings: dict[str, Any]) -> list[Row]:
+  """The PyTorch reference at every (dtype, batch) of the JAX side, and its training step at every
+  dtype when `bench.train_step`: eager, and `torch.compile` when `bench.torch_compile` (its
+  compile time is the first call's). No rows without torch or transformers."""
+  if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+    return []
+  programs = [("forward", _torch_forward, batch, settings["repeats"])
+              for batch in settings["batch_sizes"]]
+  if settings["train_step"]:
+    programs.append(("train", _torch_train_step, train_batch, settings["train_repeats"]))
+  rows = []
+  for dtype in settings["dtypes"]:
+    for phase, build, batch, repeats in programs:
+      for compiled in (False, True) if settings["torch_compile"] else (False,):
+        name = f"torch_compile_{phase}" if compiled else f"torch_{phase}"
+        announce(name, dtype, batch, "compiling (first call)" if compiled else "running")
+        try:
+          run_once = build(method, dtype, batch, size, compiled)
+          start = time.perf_counter()
+          run_once()
+          compile_s = time.perf_counter() - start if compiled else None
+          seconds = median_seconds(run_once, settings["warmup"], repeats)
+        except Exception as error:  # pylint: disable=broad-except
+          # The reference is a comparison: a failing torch.compile/inductor on an unfamiliar host
+          # must not cost the JAX rows already measured.
+          print(f"bench: {program_name(name, dtype, batch)}: failed: {error!r}", flush=True)
+          continue
+        rows.append(report(Row(name, dtype, batch, batch, compile_s, seconds * 1e3,
+                                batch / seconds, None, None)))
+  return rows
+
+
+def float32_flags() -> dict[str, bool]:
+  """PyTorch's float32 arithmetic on CUDA: TF32 in matmuls (off by default) and in cuDNN
+  convolutions (on by default)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  return {"torch_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+          "torch_cudnn_tf32": bool(torch.backends.cudnn.allow_tf32)}
+
+
+def jax_over_torch_ratios(rows: list[Row]) -> list[dict[str, Any]]:
+  """Per (phase, dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX
+  is faster). Phases: 'forward' and 'train' (the JAX `train_step` row)."""
+  jax_phase = {"forward": "forward", "train_step": "train"}
+  jax_rows = {(jax_phase[r.phase], r.dtype, r.batch): r for r in rows if r.phase in jax_phase}
+  ratios = {}
+  for r in rows:
+    if not r.phase.startswith("torch"):
+      continue
+    phase = r.phase.rsplit("_", 1)[1]
+    key = (phase, r.dtype, r.batch)
+    if key in jax_rows:
+      entry = ratios.setdefault(key, {"phase": phase, "dtype": r.dtype, "batch": r.batch})
+      name = "jax_over_torch_compile" if "compile" in r.phase else "jax_over_torch_eager"
+      entry[name] = jax_rows[key].frames_per_s / r.frames_per_s
+  return list(ratios.values())
