@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import REPO
 from vssjax.command_line import user_errors_in_one_line
-from vssjax.errors import DataError, SetupError
+from vssjax.errors import DataError, SetupError, TrainingDiverged
 
 
 def _raising(error):
@@ -27,6 +27,9 @@ def test_setup_and_data_errors_exit_with_their_message_and_notes():
                              "while converting /w/model.pth")
   with pytest.raises(SystemExit, match=r"^error: /d/a\.png: corrupt image$"):
     _raising(DataError("/d/a.png", "corrupt image"))([])
+  # A diverged training is the user's to fix too (learning rate, clipping): its step, in one line.
+  with pytest.raises(SystemExit, match=r"^error: non-finite loss nan at step 8; stop"):
+    _raising(TrainingDiverged("non-finite loss nan at step 8; stopping"))([])
 
 
 def test_other_exceptions_keep_their_traceback():

@@ -16,21 +16,21 @@ from typing import Callable, NoReturn, TypeVar
 
 from absl import app, flags, logging
 
-from vssjax.errors import DataError, SetupError
+from vssjax.errors import DataError, SetupError, TrainingDiverged
 
 _T = TypeVar("_T")
 
 
 def user_errors_in_one_line(main: Callable[..., _T]) -> Callable[..., _T]:
-  """A command's `main` that ends on a `SetupError` or `DataError` with the message (and its
-  notes, e.g. which file a checkpoint mismatch was read from) alone on stderr, `error: ...` (exit
-  status 1), instead of the traceback."""
+  """A command's `main` that ends on a `SetupError`, `DataError` or `TrainingDiverged` with the
+  message (and its notes, e.g. which file a checkpoint mismatch was read from) alone on stderr,
+  `error: ...` (exit status 1), instead of the traceback."""
 
   @functools.wraps(main)
   def run(*args, **kwargs):
     try:
       return main(*args, **kwargs)
-    except (SetupError, DataError) as error:
+    except (SetupError, DataError, TrainingDiverged) as error:
       sys.exit("\n".join([f"error: {error}", *getattr(error, "__notes__", ())]))
 
   return run

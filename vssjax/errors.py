@@ -1,7 +1,7 @@
 """The error types the command line reports without a traceback.
 
-A run set up wrongly (a flag, the config, the workdir, the environment) or fed bad data is the
-user's to fix, and a 100-line traceback hides the one line that says how; any other exception is a
+A run set up wrongly (a flag, the config, the workdir, the environment), fed bad data, or whose
+training diverged is the user's to fix, and a 100-line traceback hides the one line that says how; any other exception is a
 bug and keeps its traceback (`vssjax.command_line`). Library callers (tests, notebooks) get an
 ordinary exception either way. Kept free of heavy imports: the commands read it before JAX loads.
 """
@@ -17,3 +17,8 @@ class DataError(Exception):
   def __init__(self, where: str, problem: str):
     super().__init__(f"{where}: {problem}")
     self.where = where
+
+
+class TrainingDiverged(FloatingPointError):
+  """A training step's loss, gradient or parameters stopped being finite; the message names the
+  step and what to change, and no checkpoint holds that step."""

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from vssjax.errors import SetupError
+from vssjax.errors import SetupError, TrainingDiverged
 from vssjax.train import loop
 from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.optimizer import make_optimizer
@@ -142,7 +142,7 @@ def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(
 def test_a_non_finite_step_metric_stops_with_the_step_number(name):
   finite = {"loss": np.float32(1.0), "grad_norm": np.float32(2.0), "param_norm": np.float32(3.0)}
   pending = [(7, finite), (8, dict(finite, **{name: np.float32(np.inf)}))]
-  with pytest.raises(FloatingPointError, match=f"non-finite {name} inf at step 8"):
+  with pytest.raises(TrainingDiverged, match=f"non-finite {name} inf at step 8"):
     loop._check_finite(pending)  # pylint: disable=protected-access
 
 
@@ -171,7 +171,7 @@ def test_no_checkpoint_holds_a_diverged_step_between_log_lines(quick_config, tmp
   divergence forever)."""
   _diverge_at_step_1(monkeypatch)
   quick_config.train.update(steps=4, log_every=4, checkpoint_every=2)
-  with pytest.raises(FloatingPointError, match="non-finite loss nan at step 1"):
+  with pytest.raises(TrainingDiverged, match="non-finite loss nan at step 1"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
 
@@ -271,7 +271,7 @@ def test_no_evaluation_scores_a_diverged_step_between_log_lines(quick_config, tm
   results.json and eval_history.jsonl."""
   _diverge_at_step_1(monkeypatch)
   quick_config.train.update(steps=4, log_every=4, checkpoint_every=4, eval_every=2)
-  with pytest.raises(FloatingPointError, match="non-finite loss nan at step 1"):
+  with pytest.raises(TrainingDiverged, match="non-finite loss nan at step 1"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   assert not (tmp_path / "eval_history.jsonl").exists()
   assert not (tmp_path / "results.json").exists()

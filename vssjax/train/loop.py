@@ -21,7 +21,7 @@ from data_pipelines.clip_sampling import clip_length, make_clip_sampler
 from data_pipelines.loader import make_train_loader
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
-from vssjax.errors import SetupError
+from vssjax.errors import SetupError, TrainingDiverged
 from vssjax.eval.evaluator import evaluate, make_scorers
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
@@ -183,7 +183,7 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   for step, metrics in host:
     for name in DIVERGENCE_METRICS:
       if name in metrics and not np.isfinite(metrics[name]):
-        raise FloatingPointError(
+        raise TrainingDiverged(
             f"non-finite {name} {metrics[name]} at step {step}; stopping before any checkpoint "
             "holds it (the last saved one is intact). Resuming repeats the same steps: lower "
             "optim.lr or set optim.grad_clip_norm first")
