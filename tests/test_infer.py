@@ -9,6 +9,9 @@ from PIL import Image
 
 from vssjax import infer
 from vssjax.errors import SetupError
+from vssjax.flow import FlowProvider
+from vssjax.metrics.temporal_consistency import TemporalConsistency
+from vssjax.train import loop
 
 
 def test_a_frame_folder_with_label_maps_beside_its_frames_reads_the_frames_only(tmp_path):
@@ -102,10 +105,6 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
     quick_config, tmp_path, real_video_clip, capsys):
   """With eval.temporal_consistency, infer scores each saved prediction against the next one
   warped back by the flow from the next frame to it: what the evaluator does for a video."""
-  from vssjax.flow import FlowProvider  # pylint: disable=import-outside-toplevel
-  from vssjax.metrics.temporal_consistency import (  # pylint: disable=import-outside-toplevel
-      TemporalConsistency)
-  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
 
   loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.eval.temporal_consistency = True
@@ -126,9 +125,8 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
 
 def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(quick_config, tmp_path,
                                                                         monkeypatch, capsys):
-  """Each video of the folder gets its own fresh predictor and output folder; the checkpoint is
-  restored once for all."""
-  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
+  """Each video of the folder gets its own fresh predictor, output folder and TC; the checkpoint
+  is restored once for all."""
 
   loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
   rng = np.random.default_rng(0)
@@ -140,10 +138,22 @@ def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(quick_co
   restores = []
   restore = loop.restore_for_eval
   monkeypatch.setattr(loop, "restore_for_eval", lambda *a: restores.append(1) or restore(*a))
+  quick_config.eval.temporal_consistency = True
   out_dirs = infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
   assert [d.name for d in out_dirs] == ["a", "b"] and len(restores) == 1
   assert [len(list((d / "labels").iterdir())) for d in out_dirs] == [2, 3]
   assert "infer: 2 videos in" in capsys.readouterr().out
+  # TC of each video, and of both as one split: the pairs of both (1 + 2), not a mean of means.
+  per_video = [json.loads((d / "tc.json").read_text()) for d in out_dirs]
+  together = json.loads((tmp_path / "run" / "infer" / "tc_in.json").read_text())
+  assert [r["pairs"] for r in per_video] == [1, 2] and together["pairs"] == 3
+  expected = TemporalConsistency(quick_config.data.num_classes)
+  flow = FlowProvider("dis")
+  for video, out_dir in zip(("a", "b"), out_dirs):
+    frames = [frame for _, frame in infer.read_frames(str(tmp_path / "in" / video)).frames]
+    labels = [np.asarray(Image.open(path)) for path in sorted((out_dir / "labels").iterdir())]
+    expected.add_video(labels, lambda i, f=frames: flow.compute(f[i + 1], f[i]))
+  assert together["TC"] == pytest.approx(expected.summary()["TC"])
 
 
 class _AnswersPairsBackwards:
@@ -167,9 +177,6 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
     quick_config, tmp_path, monkeypatch):
   """The overlay video and TC's pairs follow the frames' order, not the order of the answers
   (the evaluator sorts them likewise)."""
-  from vssjax.metrics.temporal_consistency import (  # pylint: disable=import-outside-toplevel
-      TemporalConsistency)
-  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
 
   class Method:
     predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
@@ -201,7 +208,6 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
 def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):
   """tc.json scores the labels beside it: a later run that does not score TC (another checkpoint,
   say) removes the earlier run's rather than leave it to pass for its own."""
-  from vssjax.train import loop  # pylint: disable=import-outside-toplevel
 
   class Method:
     predictor = staticmethod(lambda variables: _AnswersPairsBackwards())

@@ -25,6 +25,7 @@ from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval.evaluator import Scorers, make_scorers
+from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
 
@@ -128,7 +129,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   input's own rate, else (a frame folder, or a video that declares none) at `eval.overlay_fps`.
   With `eval.temporal_consistency`, each video's predictions are also scored for TC (label-free:
   each prediction against the next one warped back by optical flow, as the evaluator does) into
-  its `tc.json`."""
+  its `tc.json`, and several videos' together (the pairs of all, as the evaluator scores a split)
+  into `infer/tc_<input folder>.json`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
   videos = input_videos(input_path)
@@ -138,19 +140,25 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   method, variables, step = restore_for_eval(config, workdir, step)
   if len(videos) > 1:
     print(f"infer: {len(videos)} videos in {input_path}", flush=True)
-  out_dirs = []
+  out_dirs, together = [], None
   for index, video in enumerate(videos):
+    scorers = make_scorers(config)
     out_dirs.append(_infer_video(config, method, variables, step, workdir, video,
-                                 first if index == 0 else read_frames(video)))
+                                 first if index == 0 else read_frames(video), scorers))
+    if scorers.temporal is not None:
+      together = scorers.temporal if together is None else together.merge(scorers.temporal)
+  if together is not None and len(videos) > 1:
+    _write_tc(epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json", together,
+              scorers.flow_provider.method, f"over {len(videos)} videos")
   return out_dirs
 
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
-                 video: Input) -> epath.Path:
-  """One video through a fresh predictor: label PNGs, overlay video and, with TC on, tc.json."""
+                 video: Input, scorers: Scorers) -> epath.Path:
+  """One video through a fresh predictor: label PNGs, overlay video and, with TC on (`scorers`,
+  this video's), tc.json."""
   total, frames, frame_rate = video
   fps = frame_rate or config.eval.overlay_fps
-  scorers = make_scorers(config)
   palette = make_source(config.data).palette
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
@@ -207,7 +215,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {overlay}", flush=True)
   if scorers.temporal is not None:
-    _write_tc(out_dir, scorers)
+    _write_tc(out_dir / "tc.json", scorers.temporal, scorers.flow_provider.method)
   return out_dir
 
 
@@ -222,12 +230,12 @@ def _score_pair(scorers: Scorers, input_path: str, index: int, frame: np.ndarray
     raise base.DataError(input_path, f"frames {index - 1}-{index}: {error}") from error
 
 
-def _write_tc(out_dir: epath.Path, scorers: Scorers) -> None:
-  """`tc.json`: TC as a fraction (null without a frame pair), the pairs, flow and warp used."""
-  tc = scorers.temporal.summary()["TC"]
-  record = {"TC": None if np.isnan(tc) else tc, "pairs": scorers.temporal.pairs,
-            "flow": scorers.flow_provider.method, "warp": scorers.temporal.warp_mode}
-  (out_dir / "tc.json").write_text(json.dumps(record, indent=2) + "\n")
+def _write_tc(path: epath.Path, temporal: TemporalConsistency, flow: str, scope: str = "") -> None:
+  """A TC record: TC as a fraction (null without a frame pair), the pairs, flow and warp used."""
+  tc = temporal.summary()["TC"]
+  record = {"TC": None if np.isnan(tc) else tc, "pairs": temporal.pairs, "flow": flow,
+            "warp": temporal.warp_mode}
+  path.write_text(json.dumps(record, indent=2) + "\n")
   said = "n/a (one frame)" if record["TC"] is None else f"{100 * tc:.2f}%"
-  print(f"infer: TC (label-free temporal consistency) {said} over {record['pairs']} frame pairs "
-        f"-> {out_dir / 'tc.json'}", flush=True)
+  print(f"infer: TC (label-free temporal consistency) {said} over {record['pairs']} frame pairs"
+        f"{' ' + scope if scope else ''} -> {path}", flush=True)
