@@ -223,3 +223,25 @@ def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, mo
   quick_config.eval.temporal_consistency = False
   infer.run(quick_config, str(tmp_path), str(frames))
   assert not (out_dir / "tc.json").exists()
+
+
+def test_a_rerun_without_tc_leaves_no_earlier_tc_of_the_folder(quick_config, tmp_path,
+                                                               monkeypatch):
+  """infer/tc_<folder>.json scores the videos' labels together: a later run of the folder that
+  does not score TC removes it, as it removes each video's tc.json."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  for video in ("a", "b"):
+    (tmp_path / "in" / video).mkdir(parents=True)
+    for t in range(2):
+      cv2.imwrite(str(tmp_path / "in" / video / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  quick_config.eval.temporal_consistency = True
+  infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  together = tmp_path / "infer" / "tc_in.json"
+  assert together.exists()
+  quick_config.eval.temporal_consistency = False
+  infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert not together.exists()

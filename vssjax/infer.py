@@ -140,6 +140,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   method, variables, step = restore_for_eval(config, workdir, step)
   if len(videos) > 1:
     print(f"infer: {len(videos)} videos in {input_path}", flush=True)
+  together_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
+  if videos != [input_path] and together_path.exists():  # an earlier run's, as with tc.json
+    together_path.unlink()
   out_dirs, together = [], None
   for index, video in enumerate(videos):
     scorers = make_scorers(config)
@@ -148,8 +151,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     if scorers.temporal is not None:
       together = scorers.temporal if together is None else together.merge(scorers.temporal)
   if together is not None and len(videos) > 1:
-    _write_tc(epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json", together,
-              scorers.flow_provider.method, f"over {len(videos)} videos")
+    _write_tc(together_path, together, scorers.flow_provider.method,
+              f"over {len(videos)} videos")
   return out_dirs
 
 
