@@ -245,3 +245,17 @@ def test_a_rerun_without_tc_leaves_no_earlier_tc_of_the_folder(quick_config, tmp
   quick_config.eval.temporal_consistency = False
   infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert not together.exists()
+
+
+def test_a_folders_clip_that_does_not_decode_is_refused_before_the_restore(quick_config, tmp_path,
+                                                                           monkeypatch):
+  """A corrupt clip late in a folder fails the run before the checkpoint is restored and before
+  any video is predicted, not after hours of the videos before it."""
+  restores = []
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: restores.append(1))
+  (tmp_path / "in" / "a").mkdir(parents=True)
+  cv2.imwrite(str(tmp_path / "in" / "a" / "000000.png"), np.zeros((16, 16, 3), np.uint8))
+  (tmp_path / "in" / "b.mp4").write_text("not a video")
+  with pytest.raises(SetupError, match=r"b\.mp4"):
+    infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert not restores and not (tmp_path / "infer").exists()

@@ -135,6 +135,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
 
   videos = input_videos(input_path)
   first = read_frames(videos[0])  # a wrong --input fails before the restore
+  for video in videos[1:]:  # as does a folder's corrupt clip, not after the videos before it
+    if os.path.isfile(video):
+      read_frames(video).frames.close()  # its first frame decoded, the file closed again
   visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
   make_scorers(config)  # TC's settings, checked before the restore too
   method, variables, step = restore_for_eval(config, workdir, step)
