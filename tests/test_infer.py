@@ -259,3 +259,15 @@ def test_a_folders_clip_that_does_not_decode_is_refused_before_the_restore(quick
   with pytest.raises(SetupError, match=r"b\.mp4"):
     infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert not restores and not (tmp_path / "infer").exists()
+
+
+def test_a_frame_folder_beside_other_videos_is_one_video_and_names_those_left_out(tmp_path,
+                                                                                 capsys):
+  """Frames win over the frame folders and clips beside them (a clip's extracted frames with the
+  clip itself), but what is not predicted is said, not skipped silently."""
+  cv2.imwrite(str(tmp_path / "000000.jpg"), np.zeros((6, 8, 3), np.uint8))
+  (tmp_path / "sub").mkdir()
+  cv2.imwrite(str(tmp_path / "sub" / "000000.jpg"), np.zeros((6, 8, 3), np.uint8))
+  (tmp_path / "clip.mp4").write_bytes(b"")
+  assert infer.input_videos(str(tmp_path)) == [str(tmp_path)]
+  assert "its 2 other videos (clip.mp4, sub) are not predicted" in capsys.readouterr().out

@@ -43,14 +43,22 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 def input_videos(path: str) -> list[str]:
   """The videos `--input` names, in name order: a video file or a folder of frames is one; a
   folder of frame folders and video files (a dataset split's layout, a folder of clips) is each
-  of them. Nothing is decoded yet; a path that holds no video is a `SetupError` naming it."""
+  of them (a folder holding frames is one video, the others beside them named, not predicted).
+  Nothing is decoded yet; a path that holds no video is a `SetupError` naming it."""
   if not os.path.exists(path):
     raise SetupError(f"--input {path} does not exist")
-  if not os.path.isdir(path) or _holds_images(path):
+  if not os.path.isdir(path):
     return [path]
   videos = [entry.path for entry in sorted(os.scandir(path), key=lambda e: e.name)
             if (entry.is_dir() and _holds_images(entry.path))
             or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES))]
+  if _holds_images(path):
+    if videos:  # frames and videos side by side: the frames win, the rest is not lost silently
+      print(f"infer: {path} holds frames, so it is one video of them; its {len(videos)} other "
+            f"videos ({', '.join(os.path.basename(v) for v in videos[:3])}"
+            f"{', ...' if len(videos) > 3 else ''}) are not predicted: pass them on their own",
+            flush=True)
+    return [path]
   if not videos:
     raise SetupError(f"--input {path} holds no frames ({'/'.join(footage.IMAGE_SUFFIXES)}), "
                      f"no folders of frames and no video files ({'/'.join(VIDEO_SUFFIXES)})")
