@@ -271,3 +271,15 @@ def test_a_frame_folder_beside_other_videos_is_one_video_and_names_those_left_ou
   (tmp_path / "clip.mp4").write_bytes(b"")
   assert infer.input_videos(str(tmp_path)) == [str(tmp_path)]
   assert "its 2 other videos (clip.mp4, sub) are not predicted" in capsys.readouterr().out
+
+
+def test_a_folders_output_name_is_its_whole_name(tmp_path, monkeypatch):
+  """Dots in a frame folder's name are not a suffix: clip.v1/ and clip.v2/ write apart, and
+  `--input=.` or a trailing slash names the folder itself (infer/tc_<folder>.json, not tc_.json)."""
+  for video in ("clip.v1", "clip.v2"):
+    (tmp_path / video).mkdir()
+    cv2.imwrite(str(tmp_path / video / "000000.jpg"), np.zeros((6, 8, 3), np.uint8))
+  name = infer._video_name  # pylint: disable=protected-access
+  assert [name(video) for video in infer.input_videos(str(tmp_path))] == ["clip.v1", "clip.v2"]
+  monkeypatch.chdir(tmp_path / "clip.v1")
+  assert name(".") == name(f"{tmp_path}/clip.v1/") == "clip.v1"

@@ -76,7 +76,10 @@ def _holds_images(folder: str) -> bool:
 
 
 def _video_name(path: str) -> str:
-  """The name of a video's output folder, `infer/<name>/`: a file's stem, a folder's name."""
+  """The name of a video's output folder, `infer/<name>/`: a file's stem, a folder's whole name
+  (`clip.v1/` and `clip.v2/` are two videos; `--input=.` is the current folder's name)."""
+  if os.path.isdir(path):
+    return os.path.basename(os.path.abspath(path))
   return epath.Path(path).stem
 
 
