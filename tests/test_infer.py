@@ -283,3 +283,26 @@ def test_a_folders_output_name_is_its_whole_name(tmp_path, monkeypatch):
   assert [name(video) for video in infer.input_videos(str(tmp_path))] == ["clip.v1", "clip.v2"]
   monkeypatch.chdir(tmp_path / "clip.v1")
   assert name(".") == name(f"{tmp_path}/clip.v1/") == "clip.v1"
+
+
+def test_a_video_that_stops_decoding_early_is_said_so(quick_config, tmp_path, monkeypatch, capsys):
+  """OpenCV ends a truncated file at its first broken frame as if it were the last: the frames
+  predicted are set against those the container declares, so the shortfall is not silent."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                           (32, 24))
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    writer.write(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+  writer.release()
+  data = (tmp_path / "full.avi").read_bytes()
+  (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
+  monkeypatch.setattr(_AnswersPairsBackwards, "LABELS", (0, 1) * 10)
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(tmp_path / "cut.avi"))
+  decoded = len(list((out_dir / "labels").iterdir()))
+  assert 0 < decoded < 20
+  assert f"declares 20 frames but decoding stopped after {decoded}" in capsys.readouterr().out

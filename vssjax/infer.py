@@ -231,6 +231,9 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
 
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {overlay}", flush=True)
+  if os.path.isfile(input_path) and len(names) < total:  # OpenCV just ends at a broken frame
+    print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
+          f"{len(names)} (a truncated or corrupt file?)", flush=True)
   if scorers.temporal is not None:
     _write_tc(out_dir / "tc.json", scorers.temporal, scorers.flow_provider.method)
   return out_dir
