@@ -18,4 +18,5 @@ def test_ratios_pair_each_jax_program_with_the_torch_ones_of_its_phase_dtype_and
   assert ratios == [
       {"phase": "forward", "dtype": "float32", "batch": 1,
        "jax_over_torch_eager": pytest.approx(3.0), "jax_over_torch_compile": pytest.approx(1.5)},
-      {"phase": "train", "dtype": "float32", "batch": 16, "jax_over_torch_eager": pytest.approx(2.0)}]
+      {"phase": "train", "dtype": "float32", "batch": 16,
+       "jax_over_torch_eager": pytest.approx(2.0)}]

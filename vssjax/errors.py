@@ -1,9 +1,10 @@
 """The error types the command line reports without a traceback.
 
 A run set up wrongly (a flag, the config, the workdir, the environment), fed bad data, or whose
-training diverged is the user's to fix, and a 100-line traceback hides the one line that says how; any other exception is a
-bug and keeps its traceback (`vssjax.command_line`). Library callers (tests, notebooks) get an
-ordinary exception either way. Kept free of heavy imports: the commands read it before JAX loads.
+training diverged is the user's to fix, and a 100-line traceback hides the one line that says how;
+any other exception is a bug and keeps its traceback (`vssjax.command_line`). Library callers
+(tests, notebooks) get an ordinary exception either way. Kept free of heavy imports: the commands
+read it before JAX loads.
 """
 
 
