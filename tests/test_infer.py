@@ -306,3 +306,24 @@ def test_a_video_that_stops_decoding_early_is_said_so(quick_config, tmp_path, mo
   decoded = len(list((out_dir / "labels").iterdir()))
   assert 0 < decoded < 20
   assert f"declares 20 frames but decoding stopped after {decoded}" in capsys.readouterr().out
+
+
+def test_several_processes_share_out_the_videos_and_process_0_writes_their_joint_tc(
+    quick_config, tmp_path, monkeypatch):
+  """Run by every process of a pod, infer predicts each video once: process p takes videos
+  p, p + P, ...; their joint TC is merged across processes and written by process 0 only."""
+  loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  for video in ("a", "b", "c"):
+    (tmp_path / "in" / video).mkdir(parents=True)
+    for t in range(2):
+      cv2.imwrite(str(tmp_path / "in" / video / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  merged = []
+  monkeypatch.setattr(infer, "merge_across_processes", lambda tc: merged.append(tc.pairs) or tc)
+  quick_config.eval.temporal_consistency = True
+  for index, expected in ((1, ["b"]), (0, ["a", "c"])):
+    monkeypatch.setattr(infer, "_process", lambda index=index: (index, 2))
+    out_dirs = infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
+    assert [d.name for d in out_dirs] == expected
+    assert (tmp_path / "run" / "infer" / "tc_in.json").exists() == (index == 0)
+  assert merged == [1, 2]  # each process's own pairs go to the merge
+

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Iterator, NamedTuple
 
+import jax
 import numpy as np
 from etils import epath
 from PIL import Image
@@ -24,7 +25,7 @@ from data_pipelines.sources import base, footage
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
-from vssjax.eval.evaluator import Scorers, make_scorers
+from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
@@ -135,8 +136,10 @@ def _clear_earlier_output(labels_dir: epath.Path) -> None:
 def run(config: ConfigDict, workdir: str, input_path: str, *,
         step: int | None = None) -> list[epath.Path]:
   """Predicts every frame of each video `input_path` names (`input_videos`) with checkpoint `step`
-  (default: the latest) of `workdir`, into `infer/<video>/`; returns those folders. The checkpoint
-  is restored and the programs compiled once for all the videos. Each overlay video plays at its
+  (default: the latest) of `workdir`, into `infer/<video>/`; returns the folders this process
+  wrote. The checkpoint is restored and the programs compiled once for all the videos; with
+  several processes each predicts its share (every process_count-th video), as the evaluator
+  shares out a split. Each overlay video plays at its
   input's own rate, else (a frame folder, or a video that declares none) at `eval.overlay_fps`.
   With `eval.temporal_consistency`, each video's predictions are also scored for TC (label-free:
   each prediction against the next one warped back by optical flow, as the evaluator does) into
@@ -152,22 +155,35 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
   make_scorers(config)  # TC's settings, checked before the restore too
   method, variables, step = restore_for_eval(config, workdir, step)
+  # Several processes (a pod, a cluster) share the videos out, as the evaluator does.
+  process, processes = _process()
+  mine = videos[process::processes]
   if len(videos) > 1:
-    print(f"infer: {len(videos)} videos in {input_path}", flush=True)
+    share = f" ({len(mine)} in this process)" if processes > 1 else ""
+    print(f"infer: {len(videos)} videos in {input_path}{share}", flush=True)
   together_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
-  if videos != [input_path] and together_path.exists():  # an earlier run's, as with tc.json
+  if videos != [input_path] and together_path.exists() and process == 0:  # an earlier run's
     together_path.unlink()
-  out_dirs, together = [], None
-  for index, video in enumerate(videos):
+  scorers = make_scorers(config)
+  together = scorers.temporal  # every pair of every video, as the evaluator scores a split
+  out_dirs = []
+  for video in mine:
     scorers = make_scorers(config)
     out_dirs.append(_infer_video(config, method, variables, step, workdir, video,
-                                 first if index == 0 else read_frames(video), scorers))
-    if scorers.temporal is not None:
-      together = scorers.temporal if together is None else together.merge(scorers.temporal)
+                                 first if video == videos[0] else read_frames(video), scorers))
+    if together is not None:
+      together.merge(scorers.temporal)
   if together is not None and len(videos) > 1:
-    _write_tc(together_path, together, scorers.flow_provider.method,
-              f"over {len(videos)} videos")
+    together = merge_across_processes(together)
+    if process == 0:
+      _write_tc(together_path, together, scorers.flow_provider.method,
+                f"over {len(videos)} videos")
   return out_dirs
+
+
+def _process() -> tuple[int, int]:
+  """(this process's index, the number of processes)."""
+  return jax.process_index(), jax.process_count()
 
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,

@@ -39,7 +39,7 @@ from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
 
-def _merge_across_processes(accumulator):
+def merge_across_processes(accumulator):
   """Sums an accumulator over processes: each pickles it, all gather, everyone merges."""
   if jax.process_count() == 1:
     return accumulator
@@ -224,10 +224,10 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     timed_from, untimed_frames = (frame_ends[0], 1) if len(frame_ends) > 1 else (started, 0)
   timed_wall = time.perf_counter() - timed_from
 
-  confusion = _merge_across_processes(confusion)
-  consistency = _merge_across_processes(consistency)
+  confusion = merge_across_processes(confusion)
+  consistency = merge_across_processes(consistency)
   if temporal is not None:
-    temporal = _merge_across_processes(temporal)
+    temporal = merge_across_processes(temporal)
   num_videos, num_frames = _sum_across_processes([len(videos), len(frame_ends)])
   mious = miou_by_convention(confusion.matrix)
   results: dict[str, Any] = {
