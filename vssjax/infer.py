@@ -246,7 +246,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
                          f"{sorted(answered)} of {len(names)}: every frame must come back once")
 
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
-  print(f"infer: wrote {len(names)} label PNGs to {out_dir / 'labels'} and {overlay}", flush=True)
+  print(f"infer: wrote {len(names)} label PNG{'' if len(names) == 1 else 's'} to "
+        f"{out_dir / 'labels'} and {overlay}", flush=True)
   if os.path.isfile(input_path) and len(names) < total:  # OpenCV just ends at a broken frame
     print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
           f"{len(names)} (a truncated or corrupt file?)", flush=True)

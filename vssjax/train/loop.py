@@ -185,7 +185,7 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
       if name in metrics and not np.isfinite(metrics[name]):
         raise TrainingDiverged(
             f"non-finite {name} {metrics[name]} at step {step}; stopping before any checkpoint "
-            "holds it (the last saved one is intact). Resuming repeats the same steps: lower "
+            "holds it (those saved before are intact). Resuming repeats the same steps: lower "
             "optim.lr or set optim.grad_clip_norm first")
   return host
 
