@@ -51,6 +51,23 @@ def test_a_folder_of_frame_folders_and_video_files_is_each_of_them_in_name_order
   assert infer.input_videos(str(tmp_path / "a_video")) == [str(tmp_path / "a_video")]
 
 
+def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path):
+  """VSPW keeps a video's frames in <video>/origin/ and its label maps in <video>/mask/: a video
+  folder is one video of its origin/ frames, and the split's data/ folder each of its videos."""
+  for video in ("v2", "v1"):
+    for sub, count in (("origin", 3), ("mask", 3)):
+      (tmp_path / "data" / video / sub).mkdir(parents=True)
+      for t in range(count):
+        cv2.imwrite(str(tmp_path / "data" / video / sub / f"{t:08d}.png"),
+                    np.full((6, 8, 3) if sub == "origin" else (6, 8), t, np.uint8))
+  data = tmp_path / "data"
+  assert infer.input_videos(str(data)) == [str(data / "v1"), str(data / "v2")]
+  assert infer.input_videos(str(data / "v1")) == [str(data / "v1")]
+  total, frames, _ = infer.read_frames(str(data / "v1"))
+  frames = list(frames)
+  assert total == 3 and [frame.shape for _, frame in frames] == [(6, 8, 3)] * 3
+
+
 def test_videos_that_would_share_an_output_folder_are_refused_naming_them(tmp_path):
   for name in ("clip.mp4", "clip.avi"):
     (tmp_path / name).write_bytes(b"")

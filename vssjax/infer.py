@@ -51,9 +51,9 @@ def input_videos(path: str) -> list[str]:
   if not os.path.isdir(path):
     return [path]
   videos = [entry.path for entry in sorted(os.scandir(path), key=lambda e: e.name)
-            if (entry.is_dir() and _holds_images(entry.path))
+            if (entry.is_dir() and _holds_images(_frame_folder(entry.path)))
             or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES))]
-  if _holds_images(path):
+  if _holds_images(_frame_folder(path)):
     if videos:  # frames and videos side by side: the frames win, the rest is not lost silently
       print(f"infer: {path} holds frames, so it is one video of them; its {len(videos)} other "
             f"videos ({', '.join(os.path.basename(v) for v in videos[:3])}"
@@ -76,6 +76,15 @@ def _holds_images(folder: str) -> bool:
   return any(name.lower().endswith(footage.IMAGE_SUFFIXES) for name in os.listdir(folder))
 
 
+def _frame_folder(video_folder: str) -> str:
+  """Where a video folder's frames are: its `origin/` in VSPW's layout (frames in origin/, label
+  maps in mask/), else the folder itself. A VSPW split (`data/`) is then a folder of videos."""
+  origin = os.path.join(video_folder, "origin")
+  if os.path.isdir(origin) and _holds_images(origin):
+    return origin
+  return video_folder
+
+
 def _video_name(path: str) -> str:
   """The name of a video's output folder, `infer/<name>/`: a file's stem, a folder's whole name
   (`clip.v1/` and `clip.v2/` are two videos; `--input=.` is the current folder's name)."""
@@ -85,7 +94,7 @@ def _video_name(path: str) -> str:
 
 
 def read_frames(path: str) -> Input:
-  """The frames of a video file or a frame folder.
+  """The frames of a video file or a frame folder (in VSPW's layout, its origin/).
 
   A frame folder's frames are its images in name order but label maps beside them
   (`*_label.png`, as the project's vtest_pseudo set stores them), which are skipped with a note
@@ -94,7 +103,7 @@ def read_frames(path: str) -> Input:
   """
   try:
     if os.path.isdir(path):
-      files = footage.frame_files(path)
+      files = footage.frame_files(_frame_folder(path))
       frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
       return Input(len(files), frames, 0.0)
     return _read_video_file(path)
