@@ -70,10 +70,10 @@ def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
 
 def test_results_md_lists_the_iou_of_every_class_by_name(tmp_path):
   results = {"step": 3, "mIoU": 0.5, "per_class_iou": [0.25, None, 0.75],
-             "class_names": ["road", "sky", "car"]}
+             "class_names": ["road", "sky", "car|truck"]}
   report.write_results(tmp_path, results)
   text = (tmp_path / "results.md").read_text()
   assert "## IoU per class\n\n| class | IoU (%) |\n|---|---|\n| road | 25.00 |\n| sky | n/a |\n"\
-         "| car | 75.00 |\n" in text
+         "| car\\|truck | 75.00 |\n" in text
   saved = json.loads((tmp_path / "results.json").read_text())
-  assert saved["class_names"] == ["road", "sky", "car"]
+  assert saved["class_names"] == ["road", "sky", "car|truck"]

@@ -95,7 +95,12 @@ def per_class_table(results: dict[str, Any]) -> str:
   ious = results["per_class_iou"]
   names = results.get("class_names") or [str(index) for index in range(len(ious))]
   return "\n".join(["| class | IoU (%) |", "|---|---|"]
-                   + [f"| {name} | {_fmt(iou, True)} |" for name, iou in zip(names, ious)])
+                   + [f"| {_cell(name)} | {_fmt(iou, True)} |" for name, iou in zip(names, ious)])
+
+
+def _cell(text: str) -> str:
+  """`text` as one Markdown table cell: a '|' in it would end the cell."""
+  return str(text).replace("|", r"\|")
 
 
 HISTORY = "eval_history.jsonl"
