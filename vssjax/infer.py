@@ -148,8 +148,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   (default: the latest) of `workdir`, into `infer/<video>/`; returns the folders this process
   wrote. The checkpoint is restored and the programs compiled once for all the videos; with
   several processes each predicts its share (every process_count-th video), as the evaluator
-  shares out a split. Each overlay video plays at its
-  input's own rate, else (a frame folder, or a video that declares none) at `eval.overlay_fps`.
+  shares out a split. Each overlay video plays at its input's own rate, else (a frame folder, or
+  a video that declares none) at `eval.overlay_fps`.
   With `eval.temporal_consistency`, each video's predictions are also scored for TC (label-free:
   each prediction against the next one warped back by optical flow, as the evaluator does) into
   its `tc.json`, and several videos' together (the pairs of all, as the evaluator scores a split)
@@ -162,8 +162,11 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     if os.path.isfile(video):
       read_frames(video).frames.close()  # its first frame decoded, the file closed again
   visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
-  make_scorers(config)  # TC's settings, checked before the restore too
+  # TC's settings, checked before the restore too; its accumulator takes every pair of every
+  # video, as the evaluator scores a split.
+  together = make_scorers(config).temporal
   method, variables, step = restore_for_eval(config, workdir, step)
+  palette = make_source(config.data).palette
   # Several processes (a pod, a cluster) share the videos out, as the evaluator does.
   process, processes = _process()
   mine = videos[process::processes]
@@ -173,19 +176,18 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   together_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
   if videos != [input_path] and together_path.exists() and process == 0:  # an earlier run's
     together_path.unlink()
-  scorers = make_scorers(config)
-  together = scorers.temporal  # every pair of every video, as the evaluator scores a split
   out_dirs = []
   for video in mine:
     scorers = make_scorers(config)
     out_dirs.append(_infer_video(config, method, variables, step, workdir, video,
-                                 first if video == videos[0] else read_frames(video), scorers))
+                                 first if video == videos[0] else read_frames(video), scorers,
+                                 palette))
     if together is not None:
       together.merge(scorers.temporal)
   if together is not None and len(videos) > 1:
     together = merge_across_processes(together)
     if process == 0:
-      _write_tc(together_path, together, scorers.flow_provider.method,
+      _write_tc(together_path, together, config.eval.tc_flow.method,
                 f"over {len(videos)} videos")
   return out_dirs
 
@@ -196,12 +198,11 @@ def _process() -> tuple[int, int]:
 
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
-                 video: Input, scorers: Scorers) -> epath.Path:
+                 video: Input, scorers: Scorers, palette: np.ndarray) -> epath.Path:
   """One video through a fresh predictor: label PNGs, overlay video and, with TC on (`scorers`,
   this video's), tc.json."""
   total, frames, frame_rate = video
   fps = frame_rate or config.eval.overlay_fps
-  palette = make_source(config.data).palette
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
   if (out_dir / "tc.json").exists():  # the TC of an earlier run's labels; this run writes its own
@@ -261,7 +262,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
     print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
           f"{len(names)} (a truncated or corrupt file?)", flush=True)
   if scorers.temporal is not None:
-    _write_tc(out_dir / "tc.json", scorers.temporal, scorers.flow_provider.method)
+    _write_tc(out_dir / "tc.json", scorers.temporal, config.eval.tc_flow.method)
   return out_dir
 
 

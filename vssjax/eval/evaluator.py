@@ -194,6 +194,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
                             config.eval.max_videos,
                             make_clip_sampler(config.clip).eval_frames_per_clip))
+  source = make_source(config.data)  # the overlay's palette, the results' class names
   progress = Progress(f"eval[{split}] video", len(videos), "videos")
   frame_ends: list[float] = []
   timed_from, untimed_frames = None, 0
@@ -217,7 +218,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
         scoring.submit(score_video, video.name, frames, labels, predictions)
       if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
         overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
-                                      config.eval.overlay_fps, make_source(config.data).palette)
+                                      config.eval.overlay_fps, source.palette)
       progress.update(index + 1, force=index + 1 == len(videos))
     scoring.wait()
   if timed_from is None:  # one video: timed after its first frame, if it has more
@@ -242,7 +243,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "pixel_acc": pixel_accuracy(confusion.matrix),
       "frames_per_s": (len(frame_ends) - untimed_frames) / max(timed_wall, 1e-9),
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
-      "class_names": list(make_source(config.data).class_names),
+      "class_names": list(source.class_names),
       "mVC_convention": consistency.vc_convention,
   }
   results.update(consistency.summary())

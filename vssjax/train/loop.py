@@ -267,17 +267,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
           writer.write(done, mean)
           progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
           pending = []
-        if done % config.train.checkpoint_every == 0 or done == end or stopping:
-          if pending:  # steps since the last log line
-            _check_finite(pending)
+        saving = done % config.train.checkpoint_every == 0 or done == end or stopping
+        evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
+                      and done != total and not stopping)
+        if (saving or evaluating) and pending:  # the steps since the last log line, checked
+          _check_finite(pending)
+        if saving:
           checkpointer.save(done, state, data_iter)
         if stopping:
           print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
                 flush=True)
           break
-        if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
-          if pending:  # steps since the last log line
-            _check_finite(pending)
+        if evaluating:
           evaluate(method, variables_of(state), config, workdir=workdir, step=done)
 
   if done >= total:
