@@ -165,7 +165,7 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   seconds = median_call_seconds(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return report(Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
-                     batch * clip / seconds, _gflops(compiled), _peak_memory_mb()))
+                    batch * clip / seconds, _gflops(compiled), _peak_memory_mb()))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -181,7 +181,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   t_key = median_call_seconds(settings, key, variables, frames)
   gflops_key = _gflops(key)
   key_row = report(Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
-                        _peak_memory_mb()))
+                       _peak_memory_mb()))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
@@ -194,7 +194,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   gflops_non_key = (None if gflops_key is None
                     else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
   non_key_row = report(Row(non_key, dtype, 1, 1, shallow_compile + fuse_compile,
-                            t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()))
+                           t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
@@ -204,7 +204,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
                 else (gflops_key + (k - 1) * gflops_non_key) / k)
   return [key_row, non_key_row,
           report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg,
-                      None))]
+                     None))]
 
 
 def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
@@ -229,8 +229,8 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
   gflops = [_gflops(encode), _gflops(decode)]
   return report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
-                     seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
-                     _peak_memory_mb()))
+                    seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
+                    _peak_memory_mb()))
 
 
 def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str, Any],
@@ -257,8 +257,8 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
   gflops = [_gflops(forward), _gflops(stitch)]
   return report(Row("slide_frame", dtype, 1, 1, forward_compile + stitch_compile,
-                     seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
-                     _peak_memory_mb()))
+                    seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
+                    _peak_memory_mb()))
 
 
 def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
@@ -296,7 +296,7 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
   seconds = median_seconds(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
   return report(Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
-                     seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb()))
+                    seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb()))
 
 
 def _format_table(rows: list[Row]) -> str:

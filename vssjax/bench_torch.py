@@ -107,7 +107,7 @@ def run_reference(method: Method, size: tuple[int, int], train_batch: int,
           print(f"bench: {program_name(name, dtype, batch)}: failed: {error!r}", flush=True)
           continue
         rows.append(report(Row(name, dtype, batch, batch, compile_s, seconds * 1e3,
-                                batch / seconds, None, None)))
+                               batch / seconds, None, None)))
   return rows
 
 
