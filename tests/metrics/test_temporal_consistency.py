@@ -1,4 +1,6 @@
 """TC (ETC's temporal consistency) on hand-built pairs with known answers."""
+from fractions import Fraction
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -84,21 +86,44 @@ def test_bad_input_raises():
   assert np.isnan(metric.summary()["TC"])
 
 
-def _resample2d_reference(labels, flow):
-  """FlowNet2's Resample2d kernel on class ids, in numpy, then the release's uint8 cast: float32
-  sampling point and fractions, each term formed in float64 and rounded to float32, float32 sum."""
+def _to_float32(exact: Fraction) -> np.float32:
+  """`exact` rounded to the nearest float32, ties to even (as one FMA rounds)."""
+  guess = np.float32(float(exact))  # within one float32 step of the answer
+  candidates = [np.nextafter(guess, np.float32(-np.inf)), guess,
+                np.nextafter(guess, np.float32(np.inf))]
+  return min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact),
+                                        int(np.asarray(c).view(np.int32)) & 1))
+
+
+def _resample2d_reference(labels, flow, fourth_term="fused"):
+  """NVIDIA/flownet2-pytorch's `resample2d_kernel.cu` (float) on class ids, in numpy with exact
+  rationals, then the release's uint8 cast. float32 sampling point and fractions alpha, beta; the
+  first three terms `(1. - alpha) * ...` formed in float64 and rounded to float32, summed in
+  float32; the fourth `(alpha)*(beta) * value` all float32, fused with the add by nvcc's default
+  FMA contraction ('fused'); 'rounded' rounds its product first (no contraction), 'float64' forms
+  it like the others."""
   height, width = labels.shape
   xf = np.arange(width, dtype=np.float32)[None, :] + flow[..., 0]
   yf = np.arange(height, dtype=np.float32)[:, None] + flow[..., 1]
-  alpha, beta = (xf - np.floor(xf)).astype(np.float64), (yf - np.floor(yf)).astype(np.float64)
+  alpha, beta = xf - np.floor(xf), yf - np.floor(yf)  # float32
+  a64, b64 = alpha.astype(np.float64), beta.astype(np.float64)
   left, right = (np.clip(np.floor(xf) + d, 0, width - 1).astype(int) for d in (0, 1))
   top, bottom = (np.clip(np.floor(yf) + d, 0, height - 1).astype(int) for d in (0, 1))
   values = labels.astype(np.float64)
   total = np.zeros(labels.shape, np.float32)
-  taps = (((1 - alpha) * (1 - beta), top, left), (alpha * (1 - beta), top, right),
-          ((1 - alpha) * beta, bottom, left), (alpha * beta, bottom, right))
-  for weight, rows, cols in taps:
+  for weight, rows, cols in (((1 - a64) * (1 - b64), top, left), (a64 * (1 - b64), top, right),
+                             ((1 - a64) * b64, bottom, left)):
     total = total + (weight * values[rows, cols]).astype(np.float32)
+  last = values[bottom, right].astype(np.float32)
+  if fourth_term == "float64":
+    total = total + (a64 * b64 * values[bottom, right]).astype(np.float32)
+  elif fourth_term == "rounded":
+    total = total + alpha * beta * last
+  else:
+    product = alpha * beta  # float32, rounded
+    total = np.vectorize(lambda s, p, v: _to_float32(Fraction(float(s)) + Fraction(float(p))
+                                                     * Fraction(float(v))),
+                         otypes=[np.float32])(total, product, last)
   return total.astype(np.uint8)
 
 
@@ -109,9 +134,12 @@ def test_released_warp_truncates_exactly_like_the_flownet2_kernel():
   expected = _resample2d_reference(labels, flow)
   np.testing.assert_array_equal(_warp_labels(labels, flow, "bilinear"), expected)
   # Inside uniform blocks some sums round to just below the id and truncate to the id below,
-  # and float32 terms would truncate at other pixels: the float64 terms matter.
+  # at pixels that depend on every rounding step of the kernel: float32 terms throughout, the
+  # fourth term rounded before its add, or formed in float64 all truncate elsewhere.
   interior = np.kron(np.ones((6, 8), bool), np.pad(np.ones((2, 2), bool), 3))
   assert (expected[interior] != labels[interior]).any()
   float32_terms = np.floor(warp(jnp.asarray(labels, jnp.float32)[None, ..., None],
                                 jnp.asarray(flow)[None]))[0, ..., 0]
   assert (np.asarray(float32_terms) != expected).any()
+  for other in ("rounded", "float64"):
+    assert (_resample2d_reference(labels, flow, other) != expected).any(), other

@@ -61,7 +61,7 @@ def test_bilinear_warp_rejects_integer_input_and_mismatched_flow():
   with pytest.raises(ValueError, match="same grid"):
     warp(x, jnp.zeros((1, 4, 4, 2)))
   with pytest.raises(ValueError, match="enable_x64"):  # would silently be float32 otherwise
-    warp_ops.warp(x, _constant_flow(x, 0, 0), term_dtype=jnp.float64)
+    warp_ops.warp(x, _constant_flow(x, 0, 0), resample2d_rounding=True)
 
 
 def test_occlusion_mask_is_exp_of_minus_abs_signed_channel_sum():

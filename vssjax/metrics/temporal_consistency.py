@@ -16,9 +16,9 @@ Warping the class-id map (``warp_mode``):
 * ``'bilinear'`` (released): ids are warped as float32 with the bilinear Resample2d warp and cast
   back by truncation, so along class boundaries the warped map holds blends that are other,
   unrelated ids (between 2 and 13 one can get 7), and a blend next to a lower id is pulled down
-  by one. The warp repeats the kernel's float64 terms, so that inside a region of one id the
-  rare sum that rounds to just below the id truncates exactly where the release's does. Kept to
-  reproduce the published numbers.
+  by one. The warp repeats the CUDA kernel's rounding (`warp(resample2d_rounding=True)`), so
+  that inside a region of one id the rare sum that rounds to just below the id truncates where
+  the release's does. Kept to reproduce the published numbers.
 * ``'nearest'``: nearest-neighbour sampling; ids are only moved. The cleaner variant.
 
 The warp runs in JAX (jitted, on the default device) with 64-bit types enabled for the call;
@@ -46,9 +46,9 @@ WARP_MODES = ("bilinear", "nearest")
 def _warp_labels_jit(labels: jax.Array, flow: jax.Array, mode: str) -> jax.Array:
   labels, flow = labels[None, :, :, None], flow[None]
   if mode == "bilinear":
-    # The release: float32 ids through Resample2d (float64 terms), then a uint8 cast, which
-    # truncates; blends of ids in [0, NC) stay in [0, NC - 1], where truncation is floor.
-    warped = jnp.floor(warp(labels.astype(jnp.float32), flow, term_dtype=jnp.float64))
+    # The release: float32 ids through Resample2d (its kernel's rounding), then a uint8 cast,
+    # which truncates; blends of ids in [0, NC) stay in [0, NC - 1], where truncation is floor.
+    warped = jnp.floor(warp(labels.astype(jnp.float32), flow, resample2d_rounding=True))
   else:
     warped = warp_nearest(labels, flow)
   return warped[0, :, :, 0].astype(jnp.int32)
