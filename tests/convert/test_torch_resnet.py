@@ -13,11 +13,12 @@ import pytest
 from flax import traverse_util
 
 from vssjax.convert.common import CheckpointMismatchError, abstract_variables, apply_rules
-from vssjax.convert.torch_io import strip_ddp_prefix
+from vssjax.convert.torch_io import load_state_dict, strip_ddp_prefix
 from vssjax.convert.torch_resnet import (
     convert_pspnet, convert_resnet_imagenet, ppm_rules, resnet_rules)
 from vssjax.models.pspnet import pspnet
 from vssjax.models.resnet import resnet
+from vssjax.train.init_from import detect_format
 
 _LAYERS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}
 _EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
@@ -135,6 +136,35 @@ def test_imagenet_files_convert_and_drop_fc(depth):
   assert sorted(variables["params"]) == sorted(
       ["layer0"] + [f"layer{i}_{j}" for i, n in enumerate(_LAYERS[depth], start=1)
                     for j in range(n)])
+
+
+def test_an_etc_training_checkpoint_converts_its_student(tmp_path, capsys):
+  """ETC's training scripts save {'epoch', 'state_dict', 'optimizer'} of DataParallel(FlowModel):
+  the PSPNet under `module.student.`, holding its class-weighted loss's buffer, beside FlowNet2
+  and the wrapper's own loss modules."""
+  import torch  # pylint: disable=g-import-not-at-top
+  plain = _state_dict(_stem_manifest(18, True) | _layers_manifest(18) | _ppm_manifest(512)
+                      | _head_manifest("cls", 1024, 256, 19) | _head_manifest("aux", 256, 256, 19))
+  plain["cls.4.bias"] = np.arange(19, dtype=np.float32)
+  wrapped = {f"module.student.{k}": torch.from_numpy(v) for k, v in plain.items()}
+  wrapped["module.student.criterion.criterion.weight"] = torch.full((19,), 0.9)
+  wrapped["module.flownet.flownetc.conv1.0.weight"] = torch.zeros(64, 6, 7, 7)
+  wrapped["module.criterion.ce.criterion.weight"] = torch.full((19,), 0.9)
+  path = tmp_path / "train_epoch_200.pth"
+  torch.save({"epoch": 200, "state_dict": wrapped,
+              "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0]}]}}, path)
+
+  state = load_state_dict(path)
+  said = capsys.readouterr().out
+  assert f"converting its student ({len(plain) + 1} tensors)" in said
+  assert "leaving out criterion., flownet. (2 tensors)" in said
+  assert detect_format(state) == "pspnet"
+  model = pspnet(18, 19)
+  converted = traverse_util.flatten_dict(convert_pspnet(state, model), sep="/")
+  expected = traverse_util.flatten_dict(convert_pspnet(plain, model), sep="/")
+  assert converted.keys() == expected.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(converted[key], value, err_msg=key)
 
 
 def test_mismatched_checkpoints_name_their_keys():

@@ -6,8 +6,9 @@ Handles what released segmentation weights come as:
   `pytorch_model.bin`), read with `torch.load(map_location='cpu')`;
 - a directory written by `save_pretrained` (its `model.safetensors` or `pytorch_model.bin`).
 
-Wrappers are peeled off: mmcv's `{'meta', 'state_dict', 'optimizer'}` (and `{'model': ...}`), and
-the `module.` prefix that DistributedDataParallel adds to every key.
+Wrappers are peeled off: mmcv's `{'meta', 'state_dict', 'optimizer'}` (and `{'model': ...}`), the
+`module.` prefix that DistributedDataParallel adds to every key, and a distillation training
+wrapper around its `student.` (`take_student`).
 
 `torch.load` runs with `weights_only=True` by default: unpickling arbitrary objects executes code,
 so a file from the internet is only fully unpickled when the caller says it trusts it
@@ -27,6 +28,7 @@ from vssjax.errors import SetupError
 
 _WRAPPER_KEYS = ("state_dict", "model")
 _DDP_PREFIX = "module."
+_STUDENT_PREFIX = "student."
 _PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -43,7 +45,7 @@ def load_state_dict(path: str | os.PathLike, *, allow_pickle: bool = False
     raw = _load_safetensors(path)
   else:
     raw = _load_torch_pickle(path, allow_pickle)
-  return strip_ddp_prefix(unwrap_checkpoint(raw, path))
+  return take_student(strip_ddp_prefix(unwrap_checkpoint(raw, path)), path)
 
 
 def _resolve_file(path: str) -> str:
@@ -147,3 +149,22 @@ def strip_ddp_prefix(state_dict: StateDict) -> dict[str, np.ndarray]:
   if state_dict and all(k.startswith(_DDP_PREFIX) for k in state_dict):
     return {k[len(_DDP_PREFIX):]: v for k, v in state_dict.items()}
   return dict(state_dict)
+
+
+def take_student(state_dict: StateDict, where: str = "checkpoint") -> dict[str, np.ndarray]:
+  """The `student.` part of a distillation training wrapper's state_dict, else `state_dict`.
+
+  ETC's training scripts save their wrapper (`FlowModel`, `Sd_model`): the PSPNet being trained
+  under `student.`, beside the frozen FlowNet2 (`flownet.`), the teacher and the loss modules
+  (`criterion.`). ETC's own fine-tuning loader takes the student's keys the same way; what is
+  left out is said in one line.
+  """
+  if not any(k.startswith(_STUDENT_PREFIX) for k in state_dict):
+    return dict(state_dict)
+  student = {k[len(_STUDENT_PREFIX):]: v for k, v in state_dict.items()
+             if k.startswith(_STUDENT_PREFIX)}
+  others = sorted({k.split(".")[0] + "." for k in state_dict if not k.startswith(_STUDENT_PREFIX)})
+  print(f"{where}: a training wrapper: converting its student ({len(student)} tensors)"
+        + (f", leaving out {', '.join(others)} ({len(state_dict) - len(student)} tensors)"
+           if others else ""), flush=True)
+  return student

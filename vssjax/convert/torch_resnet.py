@@ -109,6 +109,12 @@ def pspnet_rules(model: PSPNet) -> list[Rule]:
   return rules
 
 
+# semseg's and ETC's PSPNet hold their loss module (`self.criterion`); ETC's CriterionDSN is a
+# class-weighted CrossEntropyLoss, whose weights are a buffer saved with the model
+# (`criterion.criterion.weight`): not a model variable.
+_LOSS_BUFFERS = (r"^criterion\.",)
+
+
 def convert_pspnet(state_dict: StateDict, model: PSPNet) -> Variables:
   """semseg / ETC PSPNet state_dict -> {'params', 'batch_stats'} of `model`.
 
@@ -116,7 +122,8 @@ def convert_pspnet(state_dict: StateDict, model: PSPNet) -> Variables:
   checkpoint with an aux head for a model without one, another depth or class count).
   """
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
-  return apply_rules(state_dict, pspnet_rules(model), expected)
+  return apply_rules(state_dict, pspnet_rules(model), expected,
+                     drop=DEFAULT_DROP + _LOSS_BUFFERS)
 
 
 def convert_resnet_imagenet(state_dict: StateDict, backbone: ResNet) -> Variables:
