@@ -64,6 +64,15 @@ def test_dcfm_vspw_learning_rates_follow_the_release(path, arg, encoder_lr, deco
   assert config.optim.lr * lr_mult == pytest.approx(decoder_lr)
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS
+                                  if p.startswith("configs/dcfm/") and "synthetic" not in p])
+def test_dcfm_release_configs_use_dcfm_poly_scheduler(path):
+  """specs/dcfm.md §6.1: every DCFM run (MiT and ResNet alike) uses the release's own
+  PolyScheduler, whose warm-up ramps the base lr and whose poly decay runs over the steps after
+  it; not mmcv's poly-times-warm-up."""
+  assert load_config(path).optim.poly_after_warmup
+
+
 @pytest.mark.parametrize("path", CONFIGS)
 def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
   """DCFM's tables average mIoU over all classes and score its own mVC (specs/dcfm.md §7), and on

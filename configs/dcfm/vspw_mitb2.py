@@ -77,6 +77,9 @@ def dcfm_base(backbone: str):
   c.optim.param_groups = (("^(bot_aspp|ffm|final)/", 10.0, 1.0),)
   c.optim.warmup_steps = 1500
   c.optim.power = 1.0
+  # The release's own PolyScheduler (specs/dcfm.md §6.1), MiT and ResNet alike: the warm-up ramps
+  # the base lr, the poly decay runs over the steps after it.
+  c.optim.poly_after_warmup = True
   return c
 
 

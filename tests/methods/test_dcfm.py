@@ -12,7 +12,7 @@ from flax import linen as nn
 from tests.conftest import load_config
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
-from vssjax.models.dcfm import DCFM
+from vssjax.models.dcfm import DCFM, DCFMClassifier
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,9 @@ def test_symmetric_loss_on_identical_and_different_pairs(method_and_variables):
 
 def test_consistency_loss_is_the_masked_feature_mse(method_and_variables):
   """Spec eq. 11: sum M (F^_L - F^_U)^2 / (b d h w), with M = [argmax P_L == argmax P_U] on the
-  low-resolution logits, recomputed from the key-path decodes of x_L and x_U (the first and third
-  `decode` calls) on a pair whose mask is neither empty nor full."""
+  low-resolution logits, recomputed from the key-path fusions of x_L and x_U (the first and second
+  `fuse` calls) and their logits (the head's second and third calls) on a pair whose mask is
+  neither empty nor full."""
   method, variables = method_and_variables
   rng = np.random.default_rng(2)
   frames = rng.integers(0, 256, (2, 2, 32, 32, 3), np.uint8)
@@ -62,29 +63,69 @@ def test_consistency_loss_is_the_masked_feature_mse(method_and_variables):
 
   @jax.jit
   def metrics_and_decodes(params, state, batch, key):
-    decodes = []
+    fused, logits = [], []
 
     def record(next_fun, args, kwargs, context):
       out = next_fun(*args, **kwargs)
-      if isinstance(context.module, DCFM) and context.method_name == "decode":
-        decodes.append(out)
+      if isinstance(context.module, DCFM) and context.method_name == "fuse":
+        fused.append(out)
+      if isinstance(context.module, DCFMClassifier) and context.method_name == "__call__":
+        logits.append(out)
       return out
 
     with nn.intercept_methods(record):
       _, (metrics, _) = method.loss_and_metrics(params, state, batch, key)
-    return metrics, decodes
+    return metrics, fused, logits
 
-  metrics, decodes = metrics_and_decodes(
+  metrics, fused, logits = metrics_and_decodes(
       variables["params"], {"batch_stats": variables["batch_stats"]},
       {"frames": frames, "labels": labels}, jax.random.key(1))
-  assert len(decodes) == 3
-  (fused_l, logits_l), _, (fused_u, logits_u) = jax.tree.map(np.asarray, decodes)
+  assert len(fused) == len(logits) == 3
+  (fused_l, fused_u, _), (_, logits_l, logits_u) = jax.tree.map(np.asarray, (fused, logits))
   mask = np.argmax(logits_l, -1) == np.argmax(logits_u, -1)
   assert 0 < mask.mean() < 1 and float(metrics["mask_fraction"]) == mask.mean()
   squared = (fused_l - fused_u) ** 2
   expected = np.sum(mask[..., None] * squared) / squared.size
   assert float(metrics["loss_consistency"]) == pytest.approx(expected, rel=1e-5)
   assert np.mean(squared) != pytest.approx(expected, rel=1e-2)  # the mask matters here
+
+
+def test_training_updates_the_batch_norm_statistics_in_the_release_s_order():
+  """Spec §4.2 / DCFM's `DCFMDecoder.forward`: the FFM runs on x_L's key path, x_U's key path,
+  then x_L's non-key path; the head then on the non-key path, x_L's key path, x_U's key path. With
+  momentum 0.1 that order weights the three batches' statistics in the running averages (the
+  Cityscapes head has a BatchNorm of its own)."""
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  config.model.head_hidden = True
+  config.model.dropout_rate = 0.0  # no randomness: the statistics depend on the call order alone
+  config.model.drop_path_rate = 0.0
+  method = DCFMMethod(config)
+  rng = np.random.default_rng(3)
+  frames = rng.integers(0, 256, (2, 2, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 9, (2, 2, 32, 32)).astype(np.int32)
+  variables = jax.jit(method.init)(jax.random.key(0), {"frames": frames})
+  b = frames.shape[0]
+
+  def release_order(module, images):
+    common, shallow = module.encode(images, train=True)
+    projected = module.project(common)
+    size = projected.shape[-3:-1]
+    independent_u, independent_l = (module.project_independent(s, size, normalize_first=False)
+                                    for s in (shallow[:b], shallow[b:]))
+    fused_l = module.fuse(projected[b:], independent_l, train=True)
+    fused_u = module.fuse(projected[:b], independent_u, train=True)
+    fused_lu = module.fuse(projected[:b], independent_l, train=True)
+    for fused in (fused_lu, fused_l, fused_u):
+      module.final(fused, train=True)
+
+  images = method._images(jnp.concatenate([frames[:, 0], frames[:, 1]], axis=0))
+  _, want = method.module.apply(variables, images, method=release_order, mutable=["batch_stats"])
+  _, (_, got) = method.loss_and_metrics(
+      variables["params"], {"batch_stats": variables["batch_stats"]},
+      {"frames": frames, "labels": labels}, jax.random.key(1))
+  for name in ("ffm", "final"):
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7),
+                 got["batch_stats"][name], want["batch_stats"][name])
 
 
 def test_aks_score_is_the_mean_absolute_difference_of_normalised_frames():

@@ -192,3 +192,103 @@ def test_cosine_similarity_broadcasts_like_torch():
     assert out.shape == (2, 3, 5)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     assert float(out[0, 0, 0]) == 0.0
+
+
+def _torch_cluster_layer(p, s, target, refs, prev, heads, kernels):
+  """specs/dtern.md §4.2 written in torch (NCHW), eval mode: `Cluster_layer` on a target
+  [B, E, h, w] and references [B, R, E, h, w]; -> (refined target [B, N, E], logits [B, K, T*N])."""
+  F = torch.nn.functional
+  t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)
+
+  def conv(x, q, groups=1, padding=(0, 0), bias=True):
+    return F.conv2d(x, t(q["kernel"]).permute(3, 2, 0, 1), t(q["bias"]) if bias else None,
+                    padding=padding, groups=groups)
+
+  def bn(x, q, st):
+    return F.batch_norm(x, t(st["mean"]), t(st["var"]), t(q["scale"]), t(q["bias"]), eps=1e-5)
+
+  def ln(x):
+    return F.layer_norm(x, x.shape[-1:], t(p["norm1"]["scale"]), t(p["norm1"]["bias"]), eps=1e-5)
+
+  def linear(x, q):
+    return x @ t(q["kernel"]) + t(q["bias"])
+
+  gelu = F.gelu
+  b, num_refs, e, h, w = refs.shape
+  frames = torch.cat([refs, target[:, None]], dim=1).reshape(b * (num_refs + 1), e, h, w)
+  cp, cs = p["clustering"]["cam"], s["clustering"]["cam"]
+  x1 = gelu(conv(frames, cp["conv1_1_0"]))
+  x2 = conv(gelu(conv(frames, cp["conv1_2_0"])), cp["conv1_2_2"], groups=e, padding=(1, 1))
+  local = x1 + sum(conv(x1, cp[f"conv2_{i}_0"], groups=e, padding=(k // 2, k // 2))
+                   for i, k in enumerate(kernels, start=1))
+  local = gelu(bn(conv(local, cp["conv2_5_0"]), cp["conv2_5_1"], cs["conv2_5_1"]))
+  g_h = bn(conv(x2.mean(2, keepdim=True), cp["conv3_1_0"], padding=(0, 1), bias=False),
+           cp["conv3_1_1"], cs["conv3_1_1"])
+  g_w = bn(conv(x2.mean(3, keepdim=True), cp["conv3_2_0"], padding=(1, 0), bias=False),
+           cp["conv3_2_1"], cs["conv3_2_1"])
+  glob = conv(gelu(conv(g_h + g_w, cp["excite_0"], groups=e, padding=(0, 5))), cp["excite_2"],
+              groups=e, padding=(5, 0))
+  cam = gelu(bn(conv(local * torch.sigmoid(glob) + local, cp["conv_0"]), cp["conv_1"],
+                cs["conv_1"]))
+  logits = conv(cam, p["clustering"]["Clustering_0"], bias=False)  # [B*T, K, h, w]
+  k, n, num_t = logits.shape[1], h * w, num_refs + 1
+  logits = logits.reshape(b, num_t, k, n).permute(0, 2, 1, 3).reshape(b, k, num_t * n)
+  if prev is not None:
+    def masked(z, prompt, transform):  # z [B, T*N, K]
+      mask = F.cosine_similarity(z, t(p[prompt])[None, None], dim=-1).clamp(0, 1)
+      return (z * mask[..., None]) @ t(p[transform])
+    logits = ((masked(logits.transpose(1, 2), "prompt2", "top_down_transform2")
+               + masked(prev.transpose(1, 2), "prompt1", "top_down_transform1")) / 2
+              ).transpose(1, 2)
+  soft = logits.reshape(b, k, num_t, n).permute(0, 2, 1, 3).softmax(dim=-1)  # over N
+  tokens = frames.reshape(b, num_t, e, n).transpose(2, 3)  # [B, T, N, E]
+  centers = soft @ tokens  # [B, T, K, E]
+  gate = torch.sigmoid(t(p["sim_beta"]) + t(p["sim_alpha"]) * F.cosine_similarity(
+      centers[:, -1:], centers[:, :-1], dim=-1))  # [B, R, K]
+  exemplars = ln(centers[:, -1] + (gate[..., None] * centers[:, :-1]).sum(1))
+  x = target.reshape(b, e, n).transpose(1, 2)
+  wq, wk, wv = (t(p[name]["kernel"]).T for name in "qkv")
+  attended, _ = F.multi_head_attention_forward(
+      x.transpose(0, 1), exemplars.transpose(0, 1), exemplars.transpose(0, 1), e, heads, None,
+      torch.cat([t(p[name]["bias"]) for name in "qkv"]), None, None, False, 0.0,
+      t(p["proj"]["kernel"]).T, t(p["proj"]["bias"]), training=False,
+      use_separate_proj_weight=True, q_proj_weight=wq, k_proj_weight=wk, v_proj_weight=wv)
+  x = x + ln(attended.transpose(0, 1))
+  y = linear(x, p["mlp"]["fc1"]).transpose(1, 2).reshape(b, 4 * e, h, w)
+  y = gelu(conv(y, p["mlp"]["dwconv"], groups=4 * e, padding=(1, 1)))
+  x = x + ln(linear(y.reshape(b, 4 * e, n).transpose(1, 2), p["mlp"]["fc2"]))
+  return x, logits
+
+
+def test_ltem_layers_match_a_torch_writing_of_the_spec():
+  """Spec §4.2 (CAM, assignment fusion with prompts and right-multiplied transforms, per-frame
+  spatial softmax, gated exemplars, FEM post-norm MHA and Mlp) against torch's own
+  `multi_head_attention_forward`, for layer 0 (no previous logits) and layer 1 (with them), with
+  random BN statistics, transforms and gates."""
+  from vssjax.models.dtern_head import LTEMLayer
+  e, k, kernels, (h, w) = 16, 6, (5, 3, 3, 3), (6, 7)
+  rng = np.random.default_rng(0)
+  target = jnp.asarray(rng.standard_normal((2, h, w, e)), jnp.float32)
+  refs = jnp.asarray(rng.standard_normal((2, 3, h, w, e)), jnp.float32)
+  prev = jnp.asarray(rng.standard_normal((2, 4 * h * w, k)), jnp.float32)
+  for heads, previous in ((2, None), (4, prev)):
+    layer = LTEMLayer(k, heads, kernels, e)
+    variables = layer.init(jax.random.key(heads), target, refs, previous, train=False)
+    flat = traverse_util.flatten_dict(jax.tree.map(np.array, variables), sep="/")
+    for name, value in flat.items():  # every parameter and statistic random (variances > 0)
+      scale = 0.3 if "kernel" in name or "transform" in name else 1.0
+      flat[name] = (rng.uniform(0.5, 1.5, value.shape) if name.endswith("/var") else
+                    rng.standard_normal(value.shape) * scale).astype(np.float32)
+    variables = traverse_util.unflatten_dict(flat, sep="/")
+    with jax.default_matmul_precision("highest"):
+      out, logits = layer.apply(variables, target, refs, previous, train=False)
+    want_out, want_logits = _torch_cluster_layer(
+        variables["params"], variables["batch_stats"],
+        torch.tensor(np.asarray(target), dtype=torch.float64).permute(0, 3, 1, 2),
+        torch.tensor(np.asarray(refs), dtype=torch.float64).permute(0, 1, 4, 2, 3),
+        None if previous is None else torch.tensor(np.asarray(previous),
+                                                   dtype=torch.float64).transpose(1, 2),
+        heads, kernels)
+    np.testing.assert_allclose(logits, want_logits.transpose(1, 2).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out).reshape(2, h * w, e), want_out.numpy(),
+                               rtol=1e-4, atol=1e-4)

@@ -8,7 +8,9 @@ the neighbour's); the neighbour is decoded as a keyframe only to build the consi
   M = [argmax P_L == argmax P_U] on the low-resolution logits (train mode, no gradient through M),
 
 the mean running over all b*d*h*w elements and gradients reaching both frames. The FFM and head
-run three times, in the release's order, each with its own BatchNorm batch statistics.
+run three times each, each with its own BatchNorm batch statistics, in the release's order (FFM:
+key L, key U, non-key L; head: non-key L, key L, key U), which orders the running-statistic
+updates.
 
 Inference (§3, §5): `DCFMPredictor` runs the whole network on keyframes only and just the shallow
 prefix on the others, fusing them with the cached common feature of the previous keyframe (P mode)
@@ -136,10 +138,18 @@ class DCFMMethod(Method):
     def forward(module, images):
       common, shallow = module.encode(images, train=True)
       projected = module.project(common)
-      # Key path of x_L, non-key path of x_L with x_U's common feature, key path of x_U.
-      fused_l, logits_l = module.decode(projected[b:], shallow[b:], train=True)
-      _, logits_lu = module.decode(projected[:b], shallow[b:], train=True)
-      fused_u, logits_u = module.decode(projected[:b], shallow[:b], train=True)
+      size = projected.shape[-3:-1]
+      independent_u, independent_l = (
+          module.project_independent(s, size, normalize_first=False)
+          for s in (shallow[:b], shallow[b:]))
+      # The release's call order, which orders the BatchNorms' running-statistic updates: FFM on
+      # the key path of x_L, the key path of x_U, the non-key path of x_L (with x_U's common
+      # feature); then the head on the non-key path, x_L's key path, x_U's key path.
+      fused_l = module.fuse(projected[b:], independent_l, train=True)
+      fused_u = module.fuse(projected[:b], independent_u, train=True)
+      fused_lu = module.fuse(projected[:b], independent_l, train=True)
+      logits_lu, logits_l, logits_u = (module.final(f, train=True)
+                                       for f in (fused_lu, fused_l, fused_u))
       return fused_l, logits_l, logits_lu, fused_u, logits_u
 
     (fused_l, logits_l, logits_lu, fused_u, logits_u), new_state = self.module.apply(
