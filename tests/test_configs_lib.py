@@ -183,3 +183,12 @@ def test_changed_fields_lists_dotted_fields_old_to_new():
       "model.depths: [1, 2] -> [1, 1]", 'name: (none) -> "x"', "seed: 0 -> (none)",
       "train.steps: 600 -> 2"]
   assert configs_lib.changed_fields(old, old) == []
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.startswith("configs/segformer/")
+                                  and "synthetic" not in p and "vtest" not in p])
+def test_segformer_release_configs_average_the_loss_over_all_pixels(path):
+  """The NVlabs SegFormer code is mmseg 0.13, whose cross-entropy (`weight_reduce_loss`, reduction
+  'mean') divides by every pixel of the batch, ignored ones included, as DTERN's and SD-CPC's
+  VSPW configs (same code family) already do; the synthetic demo keeps 'valid'."""
+  assert load_config(path).method.loss_average == "all"

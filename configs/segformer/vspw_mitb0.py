@@ -38,11 +38,14 @@ PUBLISHED = {
 
 def segformer_base(variant: str):
   """SegFormer's mmseg recipe for MiT-`variant`, unlocked, without a dataset: 8 frames per step,
-  rescale by 0.5-2 then crop (cat_max_ratio 0.75), flip, photometric distortion, 160k steps (the
-  optimizer and schedule are `base_config`'s). The dataset's builder sets the source, classes and
-  sizes."""
+  the cross-entropy averaged over all pixels (mmseg 0.13), rescale by 0.5-2 then crop
+  (cat_max_ratio 0.75), flip, photometric distortion, 160k steps (the optimizer and schedule are
+  `base_config`'s). The dataset's builder sets the source, classes and sizes."""
   c = configs_lib.base_config()
   c.method.name = "segformer"
+  # mmseg 0.13 (NVlabs SegFormer, CFFM, DTERN) averages the cross-entropy over ALL pixels of the
+  # batch, ignored ones included (`weight_reduce_loss`), not over the valid ones.
+  c.method.loss_average = "all"
   c.model.backbone = variant
   c.model.decoder_dim = SEGFORMER_EMBED_DIMS[variant]
   c.data.batch_size = 8
