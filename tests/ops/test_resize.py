@@ -105,3 +105,16 @@ def test_phase_upsampling_gradient_keeps_bfloat16():
   scale = float(np.abs(grads[jnp.float32]).max())
   np.testing.assert_allclose(np.float32(grads[jnp.bfloat16]), grads[jnp.float32], rtol=0,
                              atol=1e-2 * scale)
+
+
+def test_half_pixel_source_coordinates_are_one_fused_multiply_add():
+  """torch's `scale * (dst + 0.5) - 0.5` (align_corners=False) is one fused multiply-add; where
+  the product rounded first gives another float32 (853 -> 214: one of the 214 coordinates, by
+  3e-5 px) the coordinate is the single-rounding one."""
+  f32 = np.float32
+  scale = f32(853) / f32(214)
+  half = np.arange(214, dtype=f32) + f32(0.5)
+  fused = (scale.astype(np.float64) * half.astype(np.float64) - 0.5).astype(f32)
+  two_roundings = scale * half - f32(0.5)
+  assert (fused != two_roundings).any()
+  np.testing.assert_array_equal(resize._bilinear_source_coords(853, 214, False), fused)

@@ -33,15 +33,22 @@ def _bilinear_source_coords(in_size: int, out_size: int, align_corners: bool) ->
 
   torch does this arithmetic in float32; so do we, because float64 coordinates differ from
   torch's by up to ~1e-5 of a pixel at large sizes (measured 5e-5 max abs on a 120->480 resize).
+  Its half-pixel formula `scale * (dst + 0.5) - 0.5` is ONE fused multiply-add in torch's
+  kernels (its CPU build contracts it, and nvcc does by default on CUDA): rounding the product
+  before subtracting 0.5 moves some coordinates by a float32 ulp at non-integer ratios (3e-5 px
+  for 853 -> 214 and 864 -> 853, the test resize's way back; 3e-5 abs on unit-scale values).
   """
   f32 = np.float32
   dst = np.arange(out_size, dtype=f32)
   if align_corners:
     scale = f32(in_size - 1) / f32(out_size - 1) if out_size > 1 else f32(0)
     return dst * scale
-  # Half-pixel centres; torch clamps negative coordinates to 0 for linear modes.
+  # Half-pixel centres; torch clamps negative coordinates to 0 for linear modes. The product of
+  # two float32 values is exact in float64, and so is subtracting 0.5 from it wherever the result
+  # is not clamped, so one rounding to float32 gives the fused multiply-add's value.
   scale = f32(in_size) / f32(out_size)
-  return np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0))
+  fused = (np.float64(scale) * (dst + f32(0.5)).astype(np.float64) - 0.5).astype(f32)
+  return np.maximum(fused, f32(0))
 
 
 def _bilinear_taps(in_size: int, out_size: int, align_corners: bool
