@@ -9,7 +9,8 @@ the bf16 operands: 81 of the 1033 GFLOP of the bf16 MiT-B1 480x480 batch-16 trai
 1956 in DCFM-B2's. `float32_product` rounds the cotangent to the operands' dtype first, so the
 gradient products are bf16 x bf16, as under PyTorch autocast (whose matmuls return bf16, so their
 gradients arrive in bf16). The forward value is unchanged; with float32 operands it is the plain
-product, gradients included.
+product, gradients included. As with `ops/resize.py`'s custom VJP, forward-mode differentiation
+(`jax.jvp`) of the bf16 form is not defined.
 """
 import functools
 from collections.abc import Callable
