@@ -20,6 +20,7 @@ import numpy as np
 
 from vssjax.ops import conv as conv_ops
 from vssjax.ops import depthwise as depthwise_ops
+from vssjax.ops.mixed_precision import float32_product
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -222,9 +223,9 @@ class ConvBNAct(nn.Module):
 
 def channel_matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
   """`x [..., C] @ kernel [C, D]` in the compute `dtype` with a float32 result, for modules that
-  sum several such products and round once (the folded SegFormer head, DCFM's split FFM)."""
-  return conv_ops.matmul_last_axis(x.astype(dtype), kernel.astype(dtype),
-                                   preferred_element_type=jnp.float32)
+  sum several such products and round once (the folded SegFormer head, DCFM's split FFM). Its
+  gradients are computed in `dtype` (`ops.mixed_precision`)."""
+  return float32_product(conv_ops.matmul_last_axis, x.astype(dtype), kernel.astype(dtype))
 
 
 class LinearWeights(nn.Module):

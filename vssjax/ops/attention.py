@@ -21,6 +21,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from vssjax.ops.mixed_precision import float32_product
+
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -52,6 +54,7 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
   if implementation != "xla":
     return jax.nn.dot_product_attention(query, key, value, scale=scale,
                                         implementation=implementation)
-  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+  # float32 scores; their gradient products run in the operands' dtype (ops.mixed_precision).
+  logits = float32_product(functools.partial(jnp.einsum, "btnh,bsnh->bnts"), query, key)
   probs = softmax(logits * jnp.float32(scale), -1).astype(value.dtype)
   return jnp.einsum("bnts,bsnh->btnh", probs, value)
