@@ -77,8 +77,14 @@ class VideoDataset:
 
   @classmethod
   def from_source(cls, source: base.VideoSource, split: str) -> VideoDataset:
-    """Over the source's own videos, checked to have frames (listed already: a cheap check)."""
-    videos = source.videos(split)
+    """Over the source's own videos, checked to have frames (listed already: a cheap check).
+    A file or folder missing as the source lists them (a source of one's own whose root is wrong)
+    is a DataError naming it and the config section of the source's knobs."""
+    try:
+      videos = source.videos(split)
+    except FileNotFoundError as e:
+      raise base.DataError(e.filename or str(e), f"not found, listing split {split!r} of source "
+                           f"{source.name!r} (is data.{source.name}.root right?)") from e
     base.check_videos_have_frames(source, split, videos)
     return cls(videos, source, labels_mapped=False)
 

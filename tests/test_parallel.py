@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from vssjax import parallel
+from vssjax.errors import SetupError
 
 
 def test_mesh_shapes_and_errors():
@@ -31,6 +32,22 @@ def test_sharding_rules_first_match_and_largest_divisible_axis():
   assert shardings["params"]["norm"]["scale"].spec == P()
   with pytest.raises(ValueError, match="'replicate' or 'fsdp'"):
     parallel.state_shardings(jax.eval_shape(lambda: state), mesh, (("x", "tp"),))
+
+
+def test_config_mistakes_in_the_mesh_and_rules_are_setup_errors():
+  """Said in one line by the commands: a mesh that does not fit the devices, a rule's kind, and a
+  rule that matches nothing (a misspelt pattern would leave every tensor replicated, silently)."""
+  with pytest.raises(SetupError, match="mesh.fsdp=3 does not divide the 4 devices"):
+    parallel.make_mesh(-1, 3)
+  with pytest.raises(SetupError, match=r"mesh.data=4 x mesh.fsdp=2 needs more than the 4"):
+    parallel.make_mesh(4, 2)
+  mesh = parallel.make_mesh(2, 2)
+  state = jax.eval_shape(lambda: {"params": {"dense": {"kernel": jnp.zeros((3, 8))}}})
+  with pytest.raises(SetupError, match=r"rule \('kernel', 'tp'\): the kind must be"):
+    parallel.state_shardings(state, mesh, (("kernel", "tp"),))
+  with pytest.raises(SetupError, match=r"rule \('kernal\$', 'fsdp'\) matches no path of the "
+                     r"train state \(such as 'params/dense/kernel'"):
+    parallel.state_shardings(state, mesh, (("kernel$", "replicate"), ("kernal$", "fsdp")))
 
 
 def test_process_local_batch_becomes_a_global_array():

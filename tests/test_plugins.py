@@ -10,6 +10,7 @@ from data_pipelines import dataset
 from data_pipelines.sources import get_source, synthetic
 from tests.conftest import load_config
 from tests.data_pipelines import helpers
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.methods.segformer import SegFormerMethod
@@ -91,6 +92,14 @@ def test_a_class_of_the_wrong_kind_is_refused(plugin):
                      r".*NotAMethod'>, not a subclass of vssjax.methods.base.Method"):
     _method(f"{plugin}:NotAMethod")
   with pytest.raises(TypeError, match=r"not a subclass of data_pipelines.sources.base.VideoSource"):
+    get_source(f"{plugin}:MyMethod")
+
+
+def test_a_class_of_the_wrong_kind_is_a_setup_error_said_in_one_line(plugin):
+  """The config's mistake, as an unknown name is: the commands print it without a traceback."""
+  with pytest.raises(SetupError, match="not a subclass of vssjax.methods.base.Method"):
+    _method(f"{plugin}:NotAMethod")
+  with pytest.raises(SetupError, match="not a subclass of data_pipelines.sources.base.VideoSource"):
     get_source(f"{plugin}:MyMethod")
 
 

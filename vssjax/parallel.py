@@ -78,10 +78,11 @@ def make_mesh(data: int = -1, fsdp: int = 1,
   """A (data, fsdp) mesh; `data=-1` takes every device the fsdp axis leaves. `Auto` axes (GSPMD)."""
   devices = list(devices if devices is not None else jax.devices())
   if fsdp < 1 or len(devices) % fsdp:
-    raise ValueError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
+    raise SetupError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
   data = len(devices) // fsdp if data == -1 else data
   if data < 1 or data * fsdp > len(devices):
-    raise ValueError(f"mesh data={data} x fsdp={fsdp} needs more than the {len(devices)} devices")
+    raise SetupError(f"mesh.data={data} x mesh.fsdp={fsdp} needs more than the {len(devices)} "
+                     "devices")
   return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2,
                        devices=devices[: data * fsdp])
 
@@ -131,11 +132,22 @@ def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:
 
 def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
                     rules: Sequence[tuple[str, str]] = ()) -> Any:
-  """Shardings for a train-state pytree from `(regex, 'replicate'|'fsdp')` rules, first match wins."""
+  """Shardings for a train-state pytree from `(regex, 'replicate'|'fsdp')` rules, first match wins.
+
+  A rule of another kind, or whose pattern matches no path of the state (a misspelt pattern would
+  otherwise leave everything replicated without a word), is a SetupError naming it.
+  """
   compiled = [(re.compile(pattern), kind) for pattern, kind in rules]
-  for _, kind in compiled:
+  for pattern, kind in compiled:
     if kind not in ("replicate", "fsdp"):
-      raise ValueError(f"sharding rule kind must be 'replicate' or 'fsdp', got {kind!r}")
+      raise SetupError(f"sharding_rules: rule ({pattern.pattern!r}, {kind!r}): the kind must be "
+                       f"'replicate' or 'fsdp'")
+  names = [path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
+  example = next((name for name in names if name.startswith("params/")), names[0])
+  for pattern, kind in compiled:
+    if not any(pattern.search(name) for name in names):
+      raise SetupError(f"sharding_rules: rule ({pattern.pattern!r}, {kind!r}) matches no path of "
+                       f"the train state (such as {example!r}; paths are '/'-joined)")
 
   def sharding(path, leaf):
     name = path_name(path)

@@ -14,19 +14,25 @@ from collections.abc import Mapping
 from vssjax.errors import SetupError
 
 
+class NotASubclass(SetupError, TypeError):
+  """A config names a class (or other object) that is not of the kind its field takes."""
+
+
 def resolve_class(name: str, registry: Mapping[str, str | type], base: type, field: str) -> type:
   """The subclass of `base` that config field `field` names with `name`.
 
   `registry` maps short names to classes, or to import paths imported on first use (so that one
   method's dependencies never slow another's start). Any other `name` must be an import path.
-  Raises ValueError when nothing by that name can be found, TypeError when what was found is not
-  a subclass of `base` (it could not train or load data, and would fail later, less clearly).
+  Raises a SetupError (a ValueError) when nothing by that name can be found, a `NotASubclass`
+  (a SetupError and a TypeError) when what was found is not a subclass of `base` (it could not
+  train or load data, and would fail later, less clearly): either is the config's mistake, said
+  in one line by the commands.
   """
   target = registry.get(name, name)
   if isinstance(target, str):
     target = _import_class(target, field, known=sorted(registry))
   if not (isinstance(target, type) and issubclass(target, base)):
-    raise TypeError(f"{field} {name!r} is {target!r}, not a subclass of "
+    raise NotASubclass(f"{field} {name!r} is {target!r}, not a subclass of "
                     f"{base.__module__}.{base.__qualname__}")
   return target
 

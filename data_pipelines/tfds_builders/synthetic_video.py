@@ -61,11 +61,27 @@ absl_logging.get_absl_logger().addFilter(_not_a_custom_config_warning)
 
 
 def prepare_synthetic(data_dir: str, **knobs) -> VssjaxSyntheticVideo:
-  """Builds the synthetic set under `data_dir` unless already there; returns its builder."""
+  """Builds the synthetic set under `data_dir` unless already there; returns its builder.
+
+  The processes of a multi-process run on a fresh data dir each build it (in a temporary folder of
+  their own): the first to finish moves its build into place, and TFDS's move fails for the
+  others (FileExistsError), which then read that build, the same records (the generator is
+  deterministic).
+  """
   config = synthetic_config(**knobs)
   # TFDS refuses a config object named like a predefined one; pass those by name.
   predefined = config.name in {c.name for c in VssjaxSyntheticVideo.BUILDER_CONFIGS}
-  builder = VssjaxSyntheticVideo(config=config.name if predefined else config,
-                                 data_dir=os.path.expanduser(data_dir), file_format="array_record")
-  builder.download_and_prepare()
+
+  def builder_of_config():
+    return VssjaxSyntheticVideo(config=config.name if predefined else config,
+                                data_dir=os.path.expanduser(data_dir), file_format="array_record")
+
+  builder = builder_of_config()
+  try:
+    builder.download_and_prepare()
+  except FileExistsError:
+    if not os.path.exists(os.fspath(builder.data_path)):
+      raise
+    builder = builder_of_config()  # another process's finished build, found as such
+    builder.download_and_prepare()  # writes nothing but a video index still missing
   return builder

@@ -196,6 +196,26 @@ def test_class_id_out_of_range(tmp_path):
     videos.load(1, [4])
 
 
+class _ListedFolders(base.FolderSource):
+  """A source of one's own that lists its split's folder without checking that it exists, as
+  docs/extending.md's example does."""
+  name = "listed_folders"
+  class_names = ("a", "b")
+  splits = ("train", "val")
+
+  def videos(self, split):
+    return [base.VideoRecord(n, ()) for n in sorted(os.listdir(self.split_path(split)))]
+
+
+def test_a_missing_folder_of_a_source_of_ones_own_is_named(tmp_path):
+  """A DataError naming it and the knobs to fix, not a FileNotFoundError traceback."""
+  source = _ListedFolders(str(tmp_path / "nowhere"))
+  with pytest.raises(base.DataError, match=re.escape(
+      f"{tmp_path}/nowhere/val: not found, listing split 'val' of source 'listed_folders' (is "
+      "data.listed_folders.root right?)")):
+    dataset.VideoDataset.from_source(source, "val")
+
+
 def test_config_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown data.backend 'tfrecord'"):
     dataset.make_dataset(helpers.data_config(tmp_path, backend="tfrecord"), "train")

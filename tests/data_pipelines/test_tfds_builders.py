@@ -93,6 +93,29 @@ def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
 
 
+def test_a_build_another_process_finished_first_is_read(tmp_path, monkeypatch):
+  """The processes of a multi-process run on a fresh data dir all build the set; the one whose
+  build finishes second finds the folder taken (TFDS's FileExistsError) and reads the first's."""
+  build = synthetic_video.VssjaxSyntheticVideo._download_and_prepare
+  raced = []
+
+  def build_while_another_process_finishes(self, *args, **kwargs):
+    if not raced:
+      raced.append(True)
+      synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)  # the other process
+    return build(self, *args, **kwargs)
+
+  monkeypatch.setattr(synthetic_video.VssjaxSyntheticVideo, "_download_and_prepare",
+                      build_while_another_process_finishes)
+  builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  assert raced
+  index = video_records.read_index(video_records.index_path(builder, "val"))
+  assert [summary.name for summary in index] == [video.name for video in
+                                                synthetic.SyntheticVideoSource(
+                                                    **helpers.TINY).videos("val")]
+  assert sorted(os.listdir(os.path.dirname(builder.data_path))) == ["2.1.0"]  # no temporary left
+
+
 def test_building_leaves_no_temporary_directory(tmp_path, monkeypatch):
   """TFDS's look for metadata on its bucket, at each unbuilt builder, left one per build."""
   temp = tmp_path / "temp"

@@ -241,6 +241,16 @@ def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_
   assert not (tmp_path / "config.json").exists()
 
 
+def test_an_evaluation_split_that_cannot_be_read_stops_training_before_it_starts(quick_config,
+                                                                                   tmp_path):
+  """Not after the whole training, at its first evaluation."""
+  quick_config.data.eval_split = "test"  # the synthetic set has none
+  with pytest.raises(SetupError, match=r"source 'synthetic' has splits \('train', 'val'\), not "
+                     r"'test'"):
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
   with pytest.raises(SetupError, match="no checkpoint in"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))
