@@ -126,3 +126,23 @@ def test_sgd_step_shows_global_norm_clipping(clip, grads, expected):
   updates, _ = tx.update({"a": jnp.array(grads[0]), "b": jnp.array(grads[1])}, tx.init(params),
                          params)
   np.testing.assert_allclose([updates["a"], updates["b"]], -0.1 * np.array(expected), rtol=1e-6)
+
+
+def test_each_group_decays_from_its_own_base_lr_to_the_absolute_min_lr():
+  """mmcv's PolyLrUpdaterHook (and DCFM's per-optimizer PolyScheduler) decays every param group
+  from its own base lr (lr * lr_mult) to the same absolute min_lr:
+  lr_g(i) = (lr * m - min) * (1 - i/T)^p + min, scaled by the warm-up factor during warm-up;
+  not m * ((lr - min) * (1 - i/T)^p + min), which would end at m * min."""
+  optim = configs_lib.base_config().optim
+  optim.update(name="sgd", momentum=0.0, lr=1.0, weight_decay=0.0, warmup_steps=2,
+               warmup_ratio=0.1, power=1.0, min_lr=0.1, param_groups=(("head", 10.0, 1.0),))
+  params = {"head": jnp.zeros(()), "backbone": jnp.zeros(())}
+  tx, _ = optimizer.make_optimizer(optim, total_steps=4, params=params)
+  state = tx.init(params)
+  for i in range(4):
+    updates, state = tx.update({"head": jnp.ones(()), "backbone": jnp.ones(())}, state, params)
+    coeff = 1 - i / 4
+    warmup = 0.1 + (i / 2) * 0.9 if i < 2 else 1.0
+    for name, base in (("head", 10.0), ("backbone", 1.0)):
+      expected = -((base - 0.1) * coeff + 0.1) * warmup  # SGD on a gradient of 1: -lr
+      np.testing.assert_allclose(updates[name], expected, rtol=1e-6, err_msg=f"{name} step {i}")

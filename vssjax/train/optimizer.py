@@ -77,7 +77,13 @@ def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
   micro_step = (lambda count: count * k + (k - 1)) if k > 1 else (lambda count: count)
   transforms = {}
   for i, (_, lr_mult, decay_mult) in enumerate(groups):
-    transforms[i] = _optimizer(optim, lambda count, m=lr_mult: m * schedule(micro_step(count)),
+    # Each group decays from its own base lr (lr * lr_mult) to the same absolute min_lr, as
+    # mmcv's hook does for every param group (and DCFM's per-optimizer PolyScheduler): not
+    # lr_mult times the base schedule, which would end at lr_mult * min_lr.
+    group_schedule = poly_warmup_schedule(
+        optim.lr * lr_mult, total_steps, optim.warmup_steps, optim.warmup_ratio, optim.power,
+        optim.min_lr, optim.poly_after_warmup)
+    transforms[i] = _optimizer(optim, lambda count, s=group_schedule: s(micro_step(count)),
                                optim.weight_decay * decay_mult)
   tx = optax.multi_transform(transforms, param_group_labels(params, groups[:-1]))
   if optim.grad_clip_norm > 0:
