@@ -192,3 +192,15 @@ def test_segformer_release_configs_average_the_loss_over_all_pixels(path):
   'mean') divides by every pixel of the batch, ignored ones included, as DTERN's and SD-CPC's
   VSPW configs (same code family) already do; the synthetic demo keeps 'valid'."""
   assert load_config(path).method.loss_average == "all"
+
+
+@pytest.mark.parametrize("path", ["configs/sdcpc/cityscapes_r101.py", "configs/sdcpc/camvid_r101.py"])
+def test_sdcpc_resnet_configs_follow_mmseg_80k_schedule(path):
+  """resnet_recipe says mmseg's dilated-ResNet recipe: its schedule_80k.py is SGD 0.01 (momentum
+  0.9, wd 5e-4, no param groups) and poly p=0.9 to min_lr 1e-4 over 80k iterations, with no
+  warm-up (base_config's 1500-step AdamW warm-up must not leak in)."""
+  optim = load_config(path).optim
+  assert (optim.name, optim.lr, optim.momentum, optim.weight_decay) == ("sgd", 1e-2, 0.9, 5e-4)
+  assert (optim.power, optim.min_lr, tuple(optim.param_groups)) == (0.9, 1e-4, ())
+  assert optim.warmup_steps == 0 and not optim.poly_after_warmup
+  assert load_config(path).train.steps == 80_000

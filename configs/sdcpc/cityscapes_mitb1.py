@@ -20,10 +20,10 @@ _BASE = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
 
 
 def resnet_recipe(c):
-  """[GUESS] mmseg's dilated-ResNet recipe: SGD 1e-2 (momentum 0.9, wd 5e-4, on every parameter),
-  poly p 0.9 to 1e-4, 80k steps."""
+  """[GUESS] mmseg's dilated-ResNet recipe (schedule_80k.py): SGD 1e-2 (momentum 0.9, wd 5e-4, on
+  every parameter), poly p 0.9 to 1e-4 without warm-up, 80k steps."""
   c.optim.update(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, power=0.9, min_lr=1e-4,
-                 param_groups=())
+                 warmup_steps=0, param_groups=())
   c.train.steps = 80_000
 
 
