@@ -204,3 +204,14 @@ def test_sdcpc_resnet_configs_follow_mmseg_80k_schedule(path):
   assert (optim.power, optim.min_lr, tuple(optim.param_groups)) == (0.9, 1e-4, ())
   assert optim.warmup_steps == 0 and not optim.poly_after_warmup
   assert load_config(path).train.steps == 80_000
+
+
+def test_etc_teacher_trains_semseg_cityscapes_iterations():
+  """semseg's cityscapes_pspnet101.yaml: batch 16 on 8 GPUs (2 each), 200 epochs; its
+  DistributedSampler pads 2,975 frames to 8 x 372, so max_iter = 200 * 186 = 37,200 (as the ETC
+  student's 74,400 = 200 * 372 counts its 4-GPU padding)."""
+  config = load_config("configs/etc/cityscapes_psp101.py")
+  assert config.data.batch_size == 16
+  assert config.train.steps == 200 * (-(-2975 // 8) // 2) == 37_200
+  assert load_config("configs/etc/cityscapes_psp18_baseline.py").train.steps == (
+      200 * (-(-2975 // 4) // 2))

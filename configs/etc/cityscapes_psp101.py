@@ -9,7 +9,8 @@ ETC's teacher is not released; the paper's is [UNVERIFIED] a PSPNet-101, probabl
 Structured-KD Cityscapes teacher. semseg's PSPNet-101 checkpoints (keys `layer0.`, `ppm.`,
 `cls.`, `aux.`) convert as format 'pspnet'. Training here follows semseg's Cityscapes recipe as
 far as ETC's builders express it: 713x713 crops, unweighted CE + 0.4 aux, SGD 0.01 (heads x10),
-poly 0.9, batch 16, 200 epochs. A distilling student reads it with
+poly 0.9, batch 16 (8 GPUs x 2), 200 epochs (37,200 steps: semseg's DistributedSampler pads the
+2,975 frames to 8 x 372, 186 iterations per epoch). A distilling student reads it with
 `method.teacher.config=configs/etc/cityscapes_psp101.py` and `method.teacher.workdir=T` (or
 `method.teacher.torch_checkpoint`).
 
@@ -26,7 +27,9 @@ def get_config(arg=None):
   c = _BASE["etc_base"]("r101", "baseline")
   _BASE["cityscapes_data"](c, crop=713)
   c.data.batch_size = 16
-  c.train.steps = 200 * (2975 // 16)
+  # semseg's cityscapes_pspnet101.yaml: 8 GPUs x 2; its DistributedSampler pads the 2,975 frames
+  # to 8 x 372, so an epoch is 186 iterations (max_iter = epochs * len(train_loader)).
+  c.train.steps = 200 * 186
   c.train.checkpoint_every = 2000
   if args.quick:
     _BASE["quick_variant"](c)
