@@ -215,3 +215,12 @@ def test_etc_teacher_trains_semseg_cityscapes_iterations():
   assert config.train.steps == 200 * (-(-2975 // 8) // 2) == 37_200
   assert load_config("configs/etc/cityscapes_psp18_baseline.py").train.steps == (
       200 * (-(-2975 // 4) // 2))
+
+
+def test_dtern_cityscapes_frame_loss_scores_the_target_frame_only():
+  """specs/dtern.md §6: the release's `cityscape=True` branch of `BaseDecodeHead_clips2.losses`
+  scores the SegFormer branch on the target frame's logits alone (`seg_logit[:, T-1:T]` against
+  `seg_label[:, -1]`), not every frame against the target's repeated labels; VSPW scores every
+  frame against its own."""
+  assert load_config("configs/dtern/cityscapes_mitb1.py").method.frame_loss_target_only is True
+  assert load_config("configs/dtern/vspw_mitb0.py").method.frame_loss_target_only is False

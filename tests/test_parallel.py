@@ -50,6 +50,16 @@ def test_config_mistakes_in_the_mesh_and_rules_are_setup_errors():
     parallel.state_shardings(state, mesh, (("kernel$", "replicate"), ("kernal$", "fsdp")))
 
 
+def test_a_state_without_leaves_has_no_shardings_and_any_rule_matches_nothing():
+  """No path to show as an example: no rule is still no sharding, and a rule still a SetupError
+  (not an IndexError)."""
+  mesh = parallel.make_mesh(2, 2)
+  assert parallel.state_shardings({"params": {}}, mesh) == {"params": {}}
+  with pytest.raises(SetupError, match=r"rule \('kernel\$', 'fsdp'\) matches no path of the "
+                     r"train state \(it has none\)"):
+    parallel.state_shardings({"params": {}}, mesh, (("kernel$", "fsdp"),))
+
+
 def test_process_local_batch_becomes_a_global_array():
   mesh = parallel.make_mesh(2, 2)
   local = {"frames": np.arange(8 * 3).reshape(8, 3).astype(np.float32)}

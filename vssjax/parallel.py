@@ -143,11 +143,13 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
       raise SetupError(f"sharding_rules: rule ({pattern.pattern!r}, {kind!r}): the kind must be "
                        f"'replicate' or 'fsdp'")
   names = [path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
-  example = next((name for name in names if name.startswith("params/")), names[0])
   for pattern, kind in compiled:
     if not any(pattern.search(name) for name in names):
+      example = next((name for name in names if name.startswith("params/")),
+                     names[0] if names else None)
       raise SetupError(f"sharding_rules: rule ({pattern.pattern!r}, {kind!r}) matches no path of "
-                       f"the train state (such as {example!r}; paths are '/'-joined)")
+                       "the train state " + (f"(such as {example!r}; paths are '/'-joined)"
+                                             if example else "(it has none)"))
 
   def sharding(path, leaf):
     name = path_name(path)

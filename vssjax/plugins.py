@@ -33,7 +33,7 @@ def resolve_class(name: str, registry: Mapping[str, str | type], base: type, fie
     target = _import_class(target, field, known=sorted(registry))
   if not (isinstance(target, type) and issubclass(target, base)):
     raise NotASubclass(f"{field} {name!r} is {target!r}, not a subclass of "
-                    f"{base.__module__}.{base.__qualname__}")
+                       f"{base.__module__}.{base.__qualname__}")
   return target
 
 

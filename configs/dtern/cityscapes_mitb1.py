@@ -6,9 +6,9 @@ r"""DTERN with MiT-B1 on Cityscapes video snippets. UNVERIFIED: no released DTER
 Settings from the authors' development config and the clip dataset of the release
 (specs/dtern.md §1, §6, §8): K = 45 with the B0-style CAM kernels (13, 11, 9, 7); frames at
 -9, -6, -3 from the annotated frame (+9, +6, +3 with p 0.5); 512x1024 crops of (1024, 512)
-rescaled by 0.5-2.0; only the target frame is annotated, and the clip dataset repeats its label
-map for every frame, so the SegFormer-branch loss scores each frame against the target's labels
-(`method.frame_loss_labels = 'target_repeated'`; 'target' scores the target frame alone).
+rescaled by 0.5-2.0; only the target frame is annotated, so the SegFormer-branch loss uses the
+target only: the release's `cityscape=True` loss (`BaseDecodeHead_clips2.losses`, spec §6) takes
+the target's logits alone, although its clip dataset repeats the target's labels for every frame.
 The final DTERN Cityscapes hyper-parameters are unknown (spec §13.4).
 
 Arguments: `quick` as in vspw_mitb0.py.
@@ -22,7 +22,7 @@ _BASE = configs_lib.load_sibling(__file__, "vspw_mitb0.py")
 def get_config(arg=None):
   args = configs_lib.parse_arg(arg, quick=False)
   c = _BASE["vspw_base"]("b1")
-  c.method.frame_loss_labels = "target_repeated"
+  c.method.frame_loss_target_only = True
   c.model.num_clusters = 45
   c.model.cam_kernels = (13, 11, 9, 7)
   c.data.source = "cityscapes"

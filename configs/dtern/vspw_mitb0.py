@@ -37,7 +37,7 @@ def vspw_base(backbone):
   c = configs_lib.base_config()
   c.method.name = "dtern"
   c.method.loss_average = "all"  # mmseg 0.13 divides by all pixels, ignored ones included
-  c.method.frame_loss_labels = "own"  # each frame's own labels (VSPW labels every frame)
+  c.method.frame_loss_target_only = False  # True for Cityscapes: only the target is annotated
   num_clusters, kernels = RELEASED[backbone]
   c.model.backbone = backbone
   c.model.decoder_dim = 256

@@ -31,7 +31,7 @@ def cityscapes_config(backbone: str, arg=None, dataset: str = "cityscapes"):
   """The locked Cityscapes (or, with `dataset='camvid'`, CamVid) config of `backbone`."""
   args = configs_lib.parse_arg(arg, quick=False)
   c = _BASE["sdcpc_base"](backbone)
-  c.method.frame_loss_labels = "target"
+  c.method.frame_loss_target_only = True
   c.data.source = dataset
   c.data[dataset] = configs_lib.ConfigDict(dict(root=""))
   c.data.eval_label_window = (9, 0)

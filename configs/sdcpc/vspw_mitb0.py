@@ -34,7 +34,7 @@ def sdcpc_base(backbone: str):
   # target frame's CE only (0.0 here) and lists this as the alternative: the CFFM/MRCFA family
   # SD-CPC builds on trains its SegFormer branch this way.
   c.method.frame_loss_weight = 0.4
-  c.method.frame_loss_labels = "own"  # 'target' where only the target frame is labelled
+  c.method.frame_loss_target_only = False  # True where only the target frame is labelled
   c.method.mcp = configs_lib.ConfigDict(dict(  # MCP-CL, all [GUESS] (spec §6.3-6.4)
       weight=0.1,
       prototypes_per_class=4,

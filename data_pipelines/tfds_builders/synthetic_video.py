@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import logging
 import os
@@ -65,8 +66,9 @@ def prepare_synthetic(data_dir: str, **knobs) -> VssjaxSyntheticVideo:
 
   The processes of a multi-process run on a fresh data dir each build it (in a temporary folder of
   their own): the first to finish moves its build into place, and TFDS's move fails for the
-  others (FileExistsError), which then read that build, the same records (the generator is
-  deterministic).
+  others, which then read that build, the same records (the generator is deterministic). The move
+  fails with FileExistsError (epath's check that the destination is free), or with ENOTEMPTY where
+  the other build moved in after that check, as `os.rename` finds it.
   """
   config = synthetic_config(**knobs)
   # TFDS refuses a config object named like a predefined one; pass those by name.
@@ -79,8 +81,9 @@ def prepare_synthetic(data_dir: str, **knobs) -> VssjaxSyntheticVideo:
   builder = builder_of_config()
   try:
     builder.download_and_prepare()
-  except FileExistsError:
-    if not os.path.exists(os.fspath(builder.data_path)):
+  except OSError as error:
+    taken = isinstance(error, FileExistsError) or error.errno == errno.ENOTEMPTY
+    if not (taken and os.path.exists(os.fspath(builder.data_path))):
       raise
     builder = builder_of_config()  # another process's finished build, found as such
     builder.download_and_prepare()  # writes nothing but a video index still missing

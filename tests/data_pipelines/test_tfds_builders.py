@@ -93,9 +93,13 @@ def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
 
 
-def test_a_build_another_process_finished_first_is_read(tmp_path, monkeypatch):
+@pytest.mark.parametrize("moved_in_after_the_check", [False, True])
+def test_a_build_another_process_finished_first_is_read(tmp_path, monkeypatch,
+                                                        moved_in_after_the_check):
   """The processes of a multi-process run on a fresh data dir all build the set; the one whose
-  build finishes second finds the folder taken (TFDS's FileExistsError) and reads the first's."""
+  build finishes second finds the folder taken and reads the first's: TFDS's FileExistsError
+  (epath's rename checks that the destination is free), or, where the first's build moved in
+  after that check, os.rename's ENOTEMPTY, a plain OSError."""
   build = synthetic_video.VssjaxSyntheticVideo._download_and_prepare
   raced = []
 
@@ -107,6 +111,9 @@ def test_a_build_another_process_finished_first_is_read(tmp_path, monkeypatch):
 
   monkeypatch.setattr(synthetic_video.VssjaxSyntheticVideo, "_download_and_prepare",
                       build_while_another_process_finishes)
+  if moved_in_after_the_check:
+    monkeypatch.setattr(type(epath.Path(tmp_path)._backend), "rename",
+                        lambda self, path, dst: os.rename(path, dst))
   builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
   assert raced
   index = video_records.read_index(video_records.index_path(builder, "val"))

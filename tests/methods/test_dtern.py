@@ -1,13 +1,11 @@
 """DTERN method: every parameter learns except the documented unused ones, the loss rules, and the
 streaming predictor (cached features) equals the release's clip-by-clip forward."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
-from vssjax.errors import SetupError
 from vssjax.methods import get_method
 
 # Saved by the release but never used in its forward pass (specs/dtern.md §4.2, §10.2).
@@ -76,7 +74,7 @@ def test_only_the_target_frame_s_labels_enter_the_target_loss(method_and_variabl
 def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and_metrics):
   _, variables = method_and_variables
   _, valid_metrics = grads_and_metrics
-  method = _method(loss_average="all", frame_loss_labels="target")
+  method = _method(loss_average="all", frame_loss_target_only=True)
   loss = jax.jit(method.loss_and_metrics)
   state = {"batch_stats": variables["batch_stats"]}
   batch = _batch()
@@ -88,27 +86,6 @@ def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and
   relabelled = dict(batch, labels=batch["labels"].at[:, :-1].set(0))
   _, (same, _) = loss(variables["params"], state, relabelled, jax.random.key(1))
   np.testing.assert_array_equal(same["loss_frames"], metrics["loss_frames"])
-
-
-def test_target_repeated_frame_loss_scores_every_frame_against_the_target_labels(
-    method_and_variables):
-  """DTERN's Cityscapes clips repeat the target's label map for every frame: the same loss as
-  'own' on a clip whose frames all carry the target's labels, and the reference frames' own
-  labels do not enter it."""
-  method, variables = method_and_variables
-  repeated = _method(frame_loss_labels="target_repeated")
-  state = {"batch_stats": variables["batch_stats"]}
-  batch = _batch()
-  labels = batch["labels"]
-  _, (metrics, _) = jax.jit(repeated.loss_and_metrics)(
-      variables["params"], state, dict(batch, labels=labels.at[:, :-1].set(0)), jax.random.key(1))
-  as_target = dict(batch, labels=jnp.broadcast_to(labels[:, -1:], labels.shape))
-  _, (own, _) = jax.jit(method.loss_and_metrics)(variables["params"], state, as_target,
-                                                  jax.random.key(1))
-  np.testing.assert_allclose(metrics["loss_frames"], own["loss_frames"], rtol=1e-6)
-  np.testing.assert_array_equal(metrics["loss_target"], own["loss_target"])
-  with pytest.raises(SetupError, match="frame_loss_labels"):
-    _method(frame_loss_labels="target_only")
 
 
 def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variables):

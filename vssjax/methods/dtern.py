@@ -1,9 +1,8 @@
 """DTERN (ICCV 2025): MiT backbone + `DTERNHead` on 4-frame clips [t-9, t-6, t-3, t].
 
-Training (specs/dtern.md §6): 0.5 x CE of the SegFormer branch on every frame (against the labels
-`method.frame_loss_labels` names: each frame's own, the target's on every frame as DTERN's
-Cityscapes clips repeat it, or the target frame only) + 0.5 x CE of the final and GTEM outputs on
-the target. Inference: a streaming predictor that runs the backbone once per frame
+Training (specs/dtern.md §6): 0.5 x CE of the SegFormer branch on every frame (on the target
+only with `method.frame_loss_target_only`, the Cityscapes rule) + 0.5 x CE of the final and
+GTEM outputs on the target. Inference: a streaming predictor that runs the backbone once per frame
 and caches the features the next clips need (the release recomputes them; the outputs are the
 same, see tests/methods/test_dtern.py).
 """
@@ -29,10 +28,6 @@ from vssjax.methods.segformer import build_backbone, compute_dtype
 from vssjax.models.dtern_head import DTERNHead
 from vssjax.models.layers import normalize_images
 from vssjax.models.mit import MixTransformer
-
-# `method.frame_loss_labels`: what the per-frame branch's loss is scored against (`_frame_loss`).
-FRAME_LOSS_LABELS = ("own", "target_repeated", "target")
-
 
 class DTERNSegmentor(nn.Module):
   """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame):
@@ -63,7 +58,6 @@ class DTERNSegmentor(nn.Module):
     return self.decode_head.predict_from_states(target, references)
 
 
-
 def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
   backbone = build_backbone(model)
   head = DTERNHead(num_classes=num_classes, num_clusters=model.num_clusters,
@@ -90,9 +84,6 @@ class DTERNMethod(Method):
     super().__init__(config)
     self.module = self.build_module(config.model)
     self._dtype = compute_dtype(config.model)
-    if config.method.frame_loss_labels not in FRAME_LOSS_LABELS:
-      raise SetupError(f"method.frame_loss_labels must be one of {FRAME_LOSS_LABELS}, got "
-                       f"{config.method.frame_loss_labels!r}")
     self.sampler = OffsetClipSampler(tuple(int(o) for o in config.clip.offsets))
     if max(self.sampler.offsets) > 0:
       raise SetupError(f"{self.display_name} predicts from past frames; clip.offsets "
@@ -132,16 +123,11 @@ class DTERNMethod(Method):
     return loss, (metrics, dict(new_state))
 
   def _frame_loss(self, frame_logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """The per-frame branch's cross-entropy over every frame against its own labels ('own'), or
-    against the target's ('target_repeated': the clip's geometry is one draw, so this equals a
-    dataset that repeats the target's label map for each frame), or on the target only
-    ('target')."""
-    rule = self.config.method.frame_loss_labels
-    if rule == "target":
+    """The per-frame branch's cross-entropy: over every frame, or the target only on sparsely
+    labelled sets (`method.frame_loss_target_only`)."""
+    if self.config.method.frame_loss_target_only:
       frame_logits, labels = frame_logits[:, -1], labels[:, -1]
     else:
-      if rule == "target_repeated":
-        labels = jnp.broadcast_to(labels[:, -1:], labels.shape)
       frame_logits, labels = flatten_time(frame_logits), flatten_time(labels)
     return self._cross_entropy(losses.logits_at_label_size(frame_logits, labels), labels)
 

@@ -6,8 +6,8 @@ follow the paper; every design detail is the spec's §6 reconstruction, with the
 knobs (vssjax/models/sdcpc_head.py and sdcpc_prototypes.py say which is which).
 
 Loss [GUESS, spec §6.3]: CE of the final prediction on the target
-+ `frame_loss_weight` x CE of the SegFormer branch on every frame (against the labels
-`method.frame_loss_labels` names, as DTERN) + `mcp.weight` x MCP-CL.
++ `frame_loss_weight` x CE of the SegFormer branch on every frame (on the target only with
+`method.frame_loss_target_only`, for sparsely labelled sets) + `mcp.weight` x MCP-CL.
 Backbone: a MiT variant ('b0'..'b5') or a dilated ResNet ('r18', 'r50', 'r101').
 Inference: DTERN's streaming predictor (backbone, SegFormer branch and SSEA once per frame, their
 results kept; DSSA per clip; past frames only; frames 0-2 of a video use the SegFormer branch
