@@ -254,9 +254,15 @@ class EvalVideo:
   index: int  # Position in the whole split (not in this shard).
   frame_indices: tuple[int, ...] | None = None  # A window of the stored video; None: all of it.
   exact_size: tuple[int, int] | None = None  # (h, w) every frame and label is resized to.
+  # With a window: the stored frame whose label is scored (the window's labelled frame a); the
+  # other frames come without labels even where the stored video labels them.
+  scored_frame: int | None = None
 
   def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     pairs = self._videos.iter_video(self.index, self.frame_indices)
+    if self.scored_frame is not None:
+      pairs = ((frame, label if t == self.scored_frame else None)
+               for t, (frame, label) in zip(self.frame_indices, pairs))
     if self.exact_size is None:
       return pairs
     return (transforms.resize_exact(frame, label, self.exact_size) for frame, label in pairs)
@@ -272,7 +278,10 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
 
   With `data.eval_label_window = (before, after)` each video is cut to the frames
   [a - before, a + after] around its labelled frame a (DCFM evaluates Cityscapes and CamVid on
-  [a-1, a, a+1]); a video with several labelled frames gives one window per label.
+  [a-1, a, a+1]); a video with several labelled frames gives one window per label, and only a's
+  label is scored in it: the protocols score the annotated frame alone (DCFM's clip holds GT for
+  a only, specs/dcfm.md §3.1), so a labelled neighbour in the window (CamVid without its 30 fps
+  `frames/`, a fully labelled set) must not be counted again at every window it falls in.
 
   With `data.eval_transform.exact_size = (h, w)` every frame and label is resized to exactly that
   size as it is read (`transforms.resize_exact`), so predictors see it as the frame and metrics
@@ -291,4 +300,4 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
       continue
     for a in videos.labeled_indices(index):
       frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
-      yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size)
+      yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size, a)

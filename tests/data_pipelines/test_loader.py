@@ -192,6 +192,26 @@ def test_eval_videos_cut_a_window_around_each_labelled_frame(tmp_path):
                                 [frame for frame, _ in whole.iter_video(0, [1, 2, 3, 4])])
 
 
+def test_eval_label_windows_score_only_their_labelled_frame(tmp_path):
+  """DCFM's and SD-CPC's windowed protocols score the annotated frame a of each window alone
+  (specs/dcfm.md §3.1: the clip holds GT for a only). Where the stored video labels the
+  neighbours too (CamVid without its 30 fps frames/, a fully labelled set), each labelled frame
+  must still be scored once, in its own window, not again in every window it falls in."""
+  cfg = helpers.data_config(tmp_path)
+  whole = dataset.make_dataset(cfg, "val")
+  assert whole.labeled_indices(0) == list(range(6))  # every frame labelled
+  labels = [label for _, label in whole.iter_video(0)]
+  cfg.eval_label_window = (1, 1)
+  windows = list(loader.eval_videos(cfg, "val", max_videos=1))
+  assert len(windows) == 6
+  for a, window in enumerate(windows):
+    pairs = list(window)
+    assert len(pairs) == len(window.frame_indices)
+    scored = [t for t, (_, label) in zip(window.frame_indices, pairs) if label is not None]
+    assert scored == [a]
+    np.testing.assert_array_equal(pairs[window.frame_indices.index(a)][1], labels[a])
+
+
 def test_eval_videos_resize_frames_and_labels_to_an_exact_size(tmp_path):
   """`eval_transform.exact_size` (DCFM's VSPW protocol): frames and labels of every eval video come
   at exactly (h, w), whatever the stored aspect ratio; the labels by nearest neighbour."""
