@@ -193,7 +193,8 @@ def base_config() -> ConfigDict:
       eval_transform=ConfigDict(dict(scale=(128, 128), size_divisor=32, exact_size=(),
                                      resize_backend="cv2", slide_crop=(), slide_stride=())),
       # (before, after): evaluate only the frames [a - before, a + after] around each labelled
-      # frame a (DCFM's Cityscapes/CamVid protocol); () = every frame of every video.
+      # frame a, scoring a alone (DCFM's Cityscapes/CamVid protocol); () = every frame of every
+      # video.
       eval_label_window=(),
   ))
 
