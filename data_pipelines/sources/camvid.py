@@ -14,10 +14,12 @@ shape as a Cityscapes snippet, so methods that need neighbouring frames can trai
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import re
 
 import numpy as np
+from absl import logging
 
 from data_pipelines.sources import base
 
@@ -29,6 +31,16 @@ PALETTE = np.array([
 CONTEXT = (19, 10)  # Frames before and after a labelled frame, where video frames exist.
 FRAMES_DIR = "frames"
 _NAME = re.compile(r"^(?P<prefix>.+?)(?P<number>\d+)\.png$")
+
+
+@functools.cache
+def _warn_no_frames(frames_dir: str, split: str) -> None:
+  """Once per folder and process (a run lists a split several times): a method taking
+  neighbouring frames (DCFM's pairs and [a-1, a, a+1] windows, clips, flow) would otherwise see
+  labelled frames one second apart as consecutive ones, without a word."""
+  logging.warning("camvid: no %s, so the labelled frames of each %s sequence, one second apart, "
+                  "are its video (neighbouring frames are then 1 s apart, not 1/30 s: enough for "
+                  "per-frame methods only)", frames_dir, split)
 
 
 @base.register_source
@@ -49,6 +61,7 @@ class CamvidSource(base.FolderSource):
     frames_dir = os.path.join(self._root, FRAMES_DIR)
     if os.path.isdir(frames_dir):
       return [self._snippet(m, image_dir, label_dir, frames_dir) for m in labelled]
+    _warn_no_frames(frames_dir, split)
     return self._sequences(labelled, image_dir, label_dir)
 
   def _sequences(self, labelled, image_dir: str, label_dir: str) -> list[base.VideoRecord]:
