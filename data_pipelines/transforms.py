@@ -8,8 +8,9 @@ and with the flow; photometric distortion is drawn independently per frame, as i
 so are torchvision's ColorJitter and crop-then-resize (DCFM).
 Geometry follows one of three libraries (`train_transform.geometry`): 'mmseg' (cv2 resizes and
 rotation, bilinear frames; crop, then pad bottom/right), 'semseg' (ETC, built on hszhao/semseg:
-cv2 as mmseg, but its RandRotate turns about (w/2, h/2) where mmcv turns about ((w-1)/2, (h-1)/2),
-and its Crop splits the padding between both ends before cropping, so a small frame is centred)
+cv2 as mmseg, but its RandScale resizes by cv2's fx/fy, its RandRotate turns about (w/2, h/2)
+where mmcv turns about ((w-1)/2, (h-1)/2), it flips before cropping, and its Crop splits the
+padding between both ends before cropping, so a small frame is centred)
 or 'torchvision' (DCFM, whose transforms are torchvision's on PIL images: Pillow
 resizes, whose bilinear antialiases when it shrinks and whose nearest takes the pixel under each
 target centre; Pillow's nearest-neighbour rotation, the default of RandomRotation;
@@ -113,11 +114,32 @@ def random_rescale(clip: Clip, scale: tuple[int, int], ratio_range: tuple[float,
   """Rescale by ratio ~ U[ratio_range) of `scale` (w, h), as mmseg's Resize(img_scale=scale,
   ratio_range): with keep_ratio the frame's aspect ratio is kept, fitting (int(w * ratio),
   int(h * ratio)) by its long and short edge; without, the frame becomes exactly
-  (int(h * ratio), int(w * ratio)) (DCFM's VSPW resize, specs/dcfm.md §6.2)."""
+  (int(h * ratio), int(w * ratio)) (DCFM's VSPW resize, specs/dcfm.md §6.2).
+  'semseg' is its RandScale (ETC, specs/etc.md §2): cv2.resize(fx=fy=ratio) of the frame fitted
+  to `scale` (the frame itself in every ETC config), so the size is rounded as cv2 rounds it and
+  pixels are sampled at exactly 1/ratio, not floored as int(scale * ratio) is."""
   ratio = rng.random() * (ratio_range[1] - ratio_range[0]) + ratio_range[0]
+  if geometry == "semseg":
+    return _rand_scale(clip, scale, ratio, keep_ratio)
   target = (int(scale[0] * ratio), int(scale[1] * ratio))
   hw = rescale_size(clip.frames.shape[1:3], target) if keep_ratio else (target[1], target[0])
   return _resize_clip(clip, hw, geometry)
+
+
+def _rand_scale(clip: Clip, scale: tuple[int, int], ratio: float, keep_ratio: bool) -> Clip:
+  """semseg's RandScale: every frame (bilinear), label (nearest) and flow field resized by
+  cv2.resize(None, fx, fy), fx and fy being `ratio` times the fit of the frame to `scale`."""
+  h, w = clip.frames.shape[1:3]
+  base_h, base_w = rescale_size((h, w), scale) if keep_ratio else (scale[1], scale[0])
+  fx, fy = ratio * (base_w / w), ratio * (base_h / h)
+
+  def resize(image, interpolation):
+    return cv2.resize(image, None, fx=fx, fy=fy, interpolation=interpolation)
+
+  frames = np.stack([resize(f, cv2.INTER_LINEAR) for f in clip.frames])
+  labels = np.stack([resize(l, cv2.INTER_NEAREST) for l in clip.labels])
+  flow = _map_flow(clip, lambda f: resize(f, cv2.INTER_LINEAR), np.diag([fx, fy]))
+  return Clip(frames, labels, flow)
 
 
 def rotate(clip: Clip, degrees: float, image_fill: float | tuple[float, ...],
@@ -345,7 +367,8 @@ def _jitter_frames(frames: np.ndarray, strengths: tuple[float, float, float, flo
 
 
 def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.Generator) -> Clip:
-  """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad.
+  """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad ('semseg':
+  flip, then crop, as ETC's release orders them).
 
   cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
   optionally geometry ('mmseg' default, 'semseg' or 'torchvision': the module docstring), keep_ratio
@@ -376,6 +399,8 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
                          cfg.get("rotate_fill", MEAN_COLOUR), rng, geometry)
   if cfg.get("blur_prob", 0.0):
     clip = random_blur(clip, cfg.blur_prob, rng)
+  if geometry == "semseg":  # ETC flips before its crop, which pads the smaller half first.
+    clip = random_hflip(clip, cfg.flip_prob, rng)
   if crop_scale_range:
     clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng,
                               geometry)
@@ -383,7 +408,8 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
     clip = random_padded_crop(clip, crop_size, cfg.cat_max_ratio, pad_fill, rng, geometry)
   else:
     clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
-  clip = random_hflip(clip, cfg.flip_prob, rng)
+  if geometry != "semseg":
+    clip = random_hflip(clip, cfg.flip_prob, rng)
   if cfg.photometric:
     clip = clip._replace(frames=np.stack(
         [photometric_distortion(np.ascontiguousarray(f), rng) for f in clip.frames]))

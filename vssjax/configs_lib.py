@@ -170,7 +170,8 @@ def base_config() -> ConfigDict:
           rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=MEAN_COLOUR, blur_prob=0.0,
           pad_fill=MEAN_COLOUR,
           # 'mmseg' (cv2 resizes and rotation, crop then pad bottom/right), 'semseg' (ETC: as
-          # mmseg, but a small frame is padded centred before the crop) or 'torchvision' (DCFM:
+          # mmseg, but RandScale's cv2 fx/fy resize, flip before the crop, and a small frame is
+          # padded centred before the crop) or 'torchvision' (DCFM:
           # Pillow resizes, nearest rotation, pad both ends then crop); keep_ratio=False
           # rescales to exactly ratio * scale (DCFM's VSPW).
           geometry="mmseg", keep_ratio=True,

@@ -614,3 +614,37 @@ def test_torchvision_geometry_refuses_flow_and_unknown_geometries():
   with pytest.raises(SetupError, match="geometry must be one of"):
     transforms.train_transform(_flow_clip((4, 6)), _cfg(geometry="opencv"),
                                np.random.default_rng(0))
+
+
+def test_semseg_rescale_is_randscales_cv2_resize_by_the_factor():
+  """semseg's RandScale (ETC): cv2.resize(image, None, fx=s, fy=s), so the size is the frame's
+  times s rounded (cv2 rounds: 10 x 20 at 0.75 -> 7.5, 15 -> 8 x 15) and the pixels are sampled
+  at exactly 1/s; mmseg's keep-ratio fit of int(scale * s) would give 7 x 14."""
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (2, 10, 20, 3), dtype=np.uint8)
+  labels = rng.integers(0, 5, (2, 10, 20), dtype=np.uint8)
+  out = transforms.random_rescale(C(frames, labels), (20, 10), (0.5, 1.0), ScriptedRng(0.5),
+                                  geometry="semseg")
+  assert out.frames.shape == (2, 8, 15, 3) and out.labels.shape == (2, 8, 15)
+  for t in range(2):
+    np.testing.assert_array_equal(out.frames[t], cv2.resize(
+        frames[t], None, fx=0.75, fy=0.75, interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(out.labels[t], cv2.resize(
+        labels[t], None, fx=0.75, fy=0.75, interpolation=cv2.INTER_NEAREST))
+  assert transforms.random_rescale(C(frames, labels), (20, 10), (0.5, 1.0), ScriptedRng(0.5)
+                                   ).frames.shape == (2, 7, 14, 3)  # mmseg's, unchanged
+
+
+def test_semseg_flips_before_its_centring_crop():
+  """ETC's pipeline flips, then crops (semseg's Crop pads the smaller half first): a 5-wide frame
+  in a 10-wide crop keeps 2 columns of padding on its left, mirrored or not. Flipping after the
+  crop would move a mirrored frame to column 3."""
+  labels = np.broadcast_to(np.arange(1, 6, dtype=np.uint8), (1, 5, 5)).copy()
+  clip = C(np.full((1, 5, 5, 3), 9, np.uint8), labels)
+  cfg = _cfg(crop_size=(10, 10), scale=(5, 5), ratio_range=(1.0, 1.0), cat_max_ratio=1.0,
+             flip_prob=1.0, geometry="semseg")
+  for seed in range(5):
+    out = transforms.train_transform(clip, cfg, np.random.default_rng(seed))
+    rows, cols = np.nonzero(out.labels[0] != 255)
+    assert (rows.min(), cols.min(), cols.max()) == (2, 2, 6)
+    np.testing.assert_array_equal(out.labels[0, 2, 2:7], [5, 4, 3, 2, 1])
