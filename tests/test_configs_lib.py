@@ -224,3 +224,10 @@ def test_dtern_cityscapes_frame_loss_scores_the_target_frame_only():
   frame against its own."""
   assert load_config("configs/dtern/cityscapes_mitb1.py").method.frame_loss_target_only is True
   assert load_config("configs/dtern/vspw_mitb0.py").method.frame_loss_target_only is False
+
+
+def test_cityscapes_clip_methods_predict_the_annotated_frame_from_its_clip_only():
+  """DTERN's and SD-CPC's Cityscapes clips are [a-9, a-6, a-3, a] around the annotated frame a:
+  the evaluation predicts the window [a-9, a], not the whole 30-frame snippet."""
+  for path in ("configs/dtern/cityscapes_mitb1.py", "configs/sdcpc/cityscapes_mitb1.py"):
+    assert tuple(load_config(path).data.eval_label_window) == (9, 0), path
