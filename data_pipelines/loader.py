@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from data_pipelines import clip_sampling, dataset, transforms
+from data_pipelines import clip_sampling, dataset, eval_transforms, transforms
 from data_pipelines.sources.base import DataError
 from vssjax.errors import SetupError
 from vssjax.flow import FlowProvider
@@ -265,7 +265,8 @@ class EvalVideo:
                for t, (frame, label) in zip(self.frame_indices, pairs))
     if self.exact_size is None:
       return pairs
-    return (transforms.resize_exact(frame, label, self.exact_size) for frame, label in pairs)
+    return (eval_transforms.resize_exact(frame, label, self.exact_size)
+            for frame, label in pairs)
 
 
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
@@ -284,8 +285,8 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   `frames/`, a fully labelled set) must not be counted again at every window it falls in.
 
   With `data.eval_transform.exact_size = (h, w)` every frame and label is resized to exactly that
-  size as it is read (`transforms.resize_exact`), so predictors see it as the frame and metrics
-  are scored at it (DCFM's VSPW protocol); () keeps the stored size.
+  size as it is read (`eval_transforms.resize_exact`), so predictors see it as the frame and
+  metrics are scored at it (DCFM's VSPW protocol); () keeps the stored size.
   """
   videos = dataset.make_dataset(data_cfg, split)
   window = tuple(data_cfg.get("eval_label_window", ()))

@@ -3,9 +3,10 @@
 A clip is frames uint8 [T, H, W, 3] RGB, labels [T, H, W] (255 = ignore) and optionally the flow
 between consecutive frames. Geometric operations (rescale, rotate, crop, flip) take ONE random draw
 per clip and apply it to every frame, label and flow field, so frames stay aligned with each other
-and with the flow; photometric distortion is drawn independently per frame, as in DTERN's pipeline
+and with the flow; `train_transform` draws the photometric changes of `data_pipelines.photometric`
+(mmseg's distortion, torchvision's ColorJitter) independently per frame, as in DTERN's pipeline
 (specs/dtern.md §7). Rotation and blur are DCFM's and ETC's (specs/dcfm.md §6.2, etc.md §2), and
-so are torchvision's ColorJitter and crop-then-resize (DCFM).
+so is crop-then-resize (DCFM).
 Geometry follows one of three libraries (`train_transform.geometry`): 'mmseg' (cv2 resizes and
 rotation, bilinear frames; crop, then pad bottom/right), 'semseg' (ETC, built on hszhao/semseg:
 cv2 as mmseg, but its RandScale resizes by cv2's fx/fy, its RandRotate turns about (w/2, h/2)
@@ -18,6 +19,7 @@ RandomCrop(pad_if_needed), padding both ends by the whole shortfall before cropp
 Frames are never normalised here: the model does that. So where mmseg pads after Normalize with 0
 and ETC fills with the mean colour (0 once normalised), padding and rotation here fill frames with
 `MEAN_COLOUR`; DCFM fills before normalising, with black (0) or white (255), and says so.
+Test-time resizing of single frames is `data_pipelines.eval_transforms`.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from typing import NamedTuple
 import cv2
 import ml_collections
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
+from data_pipelines.photometric import color_jitter, photometric_distortion
 from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.errors import SetupError
 
@@ -78,8 +81,9 @@ def check_geometry(geometry: str) -> str:
   return geometry
 
 
-def _pillow_resize(image: np.ndarray, hw: tuple[int, int], resample: Image.Resampling
-                   ) -> np.ndarray:
+def pillow_resize(image: np.ndarray, hw: tuple[int, int], resample: Image.Resampling
+                  ) -> np.ndarray:
+  """`image` resized to (h, w) by Pillow with `resample`, as torchvision's Resize on PIL images."""
   return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), resample))
 
 
@@ -98,8 +102,8 @@ def _resize_clip(clip: Clip, hw: tuple[int, int], geometry: str = "mmseg") -> Cl
     return clip
   if check_geometry(geometry) == "torchvision":
     _refuse_flow(clip, "resize")
-    return Clip(np.stack([_pillow_resize(f, hw, Image.Resampling.BILINEAR) for f in clip.frames]),
-                np.stack([_pillow_resize(l, hw, Image.Resampling.NEAREST) for l in clip.labels]))
+    return Clip(np.stack([pillow_resize(f, hw, Image.Resampling.BILINEAR) for f in clip.frames]),
+                np.stack([pillow_resize(l, hw, Image.Resampling.NEAREST) for l in clip.labels]))
   old_h, old_w = clip.frames.shape[1:3]
   frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in clip.frames])
   labels = np.stack([cv2.resize(l, size, interpolation=cv2.INTER_NEAREST) for l in clip.labels])
@@ -258,32 +262,6 @@ def random_hflip(clip: Clip, flip_prob: float, rng: np.random.Generator) -> Clip
   return Clip(clip.frames[:, :, ::-1], clip.labels[:, :, ::-1], flow)
 
 
-def _convert(channel: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-  return np.clip(channel.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
-
-
-def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """mmseg PhotoMetricDistortion on one uint8 RGB image: brightness +-32, contrast [0.5, 1.5],
-  saturation [0.5, 1.5], hue +-18 (of 180), each with p = 0.5, contrast first or last.
-  RGB<->HSV here equals mmseg's BGR<->HSV on the same pixels."""
-  if rng.integers(2):
-    image = _convert(image, beta=rng.uniform(-32, 32))
-  contrast_first = bool(rng.integers(2))
-  if contrast_first and rng.integers(2):
-    image = _convert(image, alpha=rng.uniform(0.5, 1.5))
-  if rng.integers(2):
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-    hsv[..., 1] = _convert(hsv[..., 1], alpha=rng.uniform(0.5, 1.5))
-    image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-  if rng.integers(2):
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(rng.integers(-18, 18))) % 180
-    image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-  if not contrast_first and rng.integers(2):
-    image = _convert(image, alpha=rng.uniform(0.5, 1.5))
-  return image
-
-
 def _pad(clip: Clip, rows: tuple[int, int], cols: tuple[int, int],
          image_fill: float | tuple[float, ...]) -> Clip:
   """Adds rows (top, bottom) and cols (left, right): frames filled with `image_fill`, labels
@@ -303,47 +281,6 @@ def _pad(clip: Clip, rows: tuple[int, int], cols: tuple[int, int],
     flow = np.zeros((len(clip.flow), *out_hw, 2), clip.flow.dtype)
     flow[inner] = clip.flow
   return Clip(frames, labels, flow)
-
-
-def _adjust_hue(image: Image.Image, factor: float) -> Image.Image:
-  """torchvision's PIL adjust_hue: H (0..255 in Pillow's HSV) + uint8(factor * 255), wrapping;
-  the float -> uint8 cast truncates and wraps negative shifts (-0.1 -> -25 -> 231)."""
-  h, s, v = image.convert("HSV").split()
-  shift = int(factor * 255) % 256
-  h = h.point([(value + shift) % 256 for value in range(256)])
-  return Image.merge("HSV", (h, s, v)).convert("RGB")
-
-
-# torchvision ColorJitter's ops in its order (brightness, contrast, saturation, hue), as its PIL
-# path computes them: Pillow blends with a black image, a grey image of the mean grey level
-# (rounded) and the image's own grey version (L = ITU-R 601-2, rounded), truncating the result.
-JITTER_OPS = (
-    lambda image, factor: ImageEnhance.Brightness(image).enhance(factor),
-    lambda image, factor: ImageEnhance.Contrast(image).enhance(factor),
-    lambda image, factor: ImageEnhance.Color(image).enhance(factor),
-    _adjust_hue,
-)
-
-
-def color_jitter(image: np.ndarray, strengths: tuple[float, float, float, float],
-                 rng: np.random.Generator) -> np.ndarray:
-  """torchvision ColorJitter(brightness, contrast, saturation, hue) on one uint8 RGB image.
-
-  DCFM jitters PIL images, so this is torchvision's PIL path, with Pillow (specs/dcfm.md §6.2).
-  As ColorJitter.get_params: the four ops in a random order, factors ~ U[max(0, 1 - x), 1 + x]
-  for brightness, contrast and saturation and ~ U[-x, x] for hue; a zero strength skips its op
-  (and its draw). Unlike mmseg's PhotoMetricDistortion every op always applies.
-  """
-  if len(strengths) != 4 or min(strengths) < 0 or strengths[3] > 0.5:
-    raise SetupError(f"color_jitter strengths must be >= 0, hue <= 0.5; got {strengths}")
-  order = rng.permutation(4)
-  ranges = [(max(0.0, 1.0 - x), 1.0 + x) for x in strengths[:3]] + [(-strengths[3], strengths[3])]
-  factors = [rng.uniform(*r) if x else None for x, r in zip(strengths, ranges)]
-  jittered = Image.fromarray(np.ascontiguousarray(image))
-  for op in order:
-    if factors[op] is not None:
-      jittered = JITTER_OPS[op](jittered, factors[op])
-  return np.asarray(jittered)
 
 
 def pad_to(clip: Clip, size: tuple[int, int], image_fill: float | tuple[float, ...]) -> Clip:
@@ -417,53 +354,3 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   flow = None if clip.flow is None else np.ascontiguousarray(clip.flow, np.float32)
   return Clip(np.ascontiguousarray(clip.frames), clip.labels.astype(np.int32), flow)
 
-
-def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:
-  return tuple(int(np.ceil(side / size_divisor)) * size_divisor for side in hw)
-
-
-def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
-                backend: str = "cv2") -> np.ndarray:
-  """SegFormer's AlignedResize at test time: keep-ratio rescale to fit `scale`, then a second
-  bilinear resize of each side up to a multiple of `size_divisor` (two resizes, as mmseg does).
-
-  `backend='pillow'` resizes as torchvision's `Resize` on PIL images (DCFM's test transform):
-  Pillow's bilinear widens its filter when it shrinks (antialiasing), cv2's samples 2x2 pixels.
-  """
-  if backend not in ("cv2", "pillow"):
-    raise SetupError(f"eval_transform.resize_backend must be 'cv2' or 'pillow', got {backend!r}")
-  rescaled = rescale_size(frame.shape[:2], scale)
-  for hw in (rescaled, _align(rescaled, size_divisor)):
-    if hw != frame.shape[:2]:
-      frame = (_pillow_resize(frame, hw, Image.Resampling.BILINEAR) if backend == "pillow"
-               else cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR))
-  return frame
-
-
-# Not a test, despite its name: keeps pytest from collecting it where it is imported.
-test_resize.__test__ = False
-
-
-def eval_resize(frame: np.ndarray, eval_transform) -> np.ndarray:
-  """`test_resize` with a config's `data.eval_transform` settings: what every predictor feeds its
-  network."""
-  return test_resize(frame, eval_transform.scale, eval_transform.size_divisor,
-                     eval_transform.resize_backend)
-
-
-def resize_exact(frame: np.ndarray, label: np.ndarray | None, hw: tuple[int, int]
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-  """A frame (bilinear) and its label (nearest) resized to exactly (h, w), aspect ratio ignored.
-
-  DCFM's VSPW test protocol (specs/dcfm.md §6.2) resizes both to 480x853 and scores there, so the
-  evaluator applies this as it reads a video (`data.eval_transform.exact_size`). Pillow does both
-  resizes, as the release's torchvision `Resize` on PIL images does: its nearest neighbour takes
-  the source pixel under each target pixel's centre (cv2.INTER_NEAREST takes the one at its
-  corner, a different label map), and its bilinear antialiases when it shrinks.
-  """
-  if frame.shape[:2] == tuple(hw):
-    return frame, label
-  frame = _pillow_resize(frame, hw, Image.Resampling.BILINEAR)
-  if label is not None:
-    label = _pillow_resize(label, hw, Image.Resampling.NEAREST)
-  return frame, label

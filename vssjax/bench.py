@@ -38,7 +38,7 @@ import numpy as np
 from etils import epath
 
 from data_pipelines.clip_sampling import clip_length
-from data_pipelines.transforms import eval_resize
+from data_pipelines.eval_transforms import eval_resize
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds, report
 from vssjax.configs_lib import ConfigDict

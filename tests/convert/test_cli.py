@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from flax import traverse_util
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from data_pipelines.transforms import test_resize
+from data_pipelines.eval_transforms import test_resize
 from tests.conftest import REPO, load_config
 from tests.convert.test_mmseg_segformer import hf_to_mmseg
 from tests.parity.test_segformer_parity import randomize_parameters

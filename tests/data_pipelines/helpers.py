@@ -1,4 +1,4 @@
-"""Helpers for the data pipeline tests: tiny configs and two test-only sources.
+"""Helpers for the data pipeline tests: tiny configs, two test-only sources and a scripted rng.
 
 `test_constant` makes videos whose pixels all equal the video index (so a batch tells which videos
 it came from); `test_folder` reads PNG files from disk (so bad files can be planted).
@@ -107,3 +107,16 @@ def count_record_reads(monkeypatch) -> list[CountingRecords]:
 
   monkeypatch.setattr(video_records.VideoSegBuilder, "as_data_source", counting)
   return sources
+
+
+class ScriptedRng:
+  """Returns queued values from integers()/uniform()/random(), to pin every random draw."""
+
+  def __init__(self, *values):
+    self._values = list(values)
+
+  def _next(self, *args, **kwargs):
+    del args, kwargs
+    return self._values.pop(0)
+
+  integers = uniform = random = _next

@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from data_pipelines import clip_sampling, dataset, loader, transforms
+from data_pipelines import clip_sampling, dataset, eval_transforms, loader
 from data_pipelines.sources import base
 from tests.data_pipelines import helpers
 from vssjax.errors import SetupError
@@ -221,7 +221,8 @@ def test_eval_videos_resize_frames_and_labels_to_an_exact_size(tmp_path):
   [(resized, resized_label)] = [next(iter(v)) for v in loader.eval_videos(cfg, "val", max_videos=1)]
   assert frame.shape == (32, 32, 3) and resized.shape == (20, 48, 3)
   assert resized_label.shape == (20, 48) and resized_label.dtype == np.int32
-  np.testing.assert_array_equal(resized_label, transforms.resize_exact(frame, label, (20, 48))[1])
+  np.testing.assert_array_equal(resized_label,
+                                eval_transforms.resize_exact(frame, label, (20, 48))[1])
   assert set(np.unique(resized_label)) <= set(np.unique(label))
 
 

@@ -6,23 +6,11 @@ import pytest
 from PIL import Image
 
 from data_pipelines import transforms
+from tests.data_pipelines.helpers import ScriptedRng
 from vssjax.errors import SetupError
 from vssjax.models import layers
 
 C = transforms.Clip
-
-
-class ScriptedRng:
-  """Returns queued values from integers()/uniform()/random(), to pin every random draw."""
-
-  def __init__(self, *values):
-    self._values = list(values)
-
-  def _next(self, *args, **kwargs):
-    del args, kwargs
-    return self._values.pop(0)
-
-  integers = uniform = random = _next
 
 
 def _cfg(**overrides):
@@ -116,128 +104,6 @@ def test_hflip_all_or_nothing():
   np.testing.assert_array_equal(f, frames[:, :, ::-1])
   f, l, _ = transforms.random_hflip(C(frames, labels), 0.5, ScriptedRng(0.7))
   np.testing.assert_array_equal(l, labels)
-
-
-def test_photometric_brightness_then_contrast_last():
-  image = np.array([[[100, 200, 0]]], np.uint8)
-  # brightness on (+10); mode 0 (contrast last); saturation off; hue off; contrast on (x2).
-  out = transforms.photometric_distortion(image, ScriptedRng(1, 10.0, 0, 0, 0, 1, 2.0))
-  np.testing.assert_array_equal(out, [[[220, 255, 20]]])
-
-
-def test_photometric_contrast_first_then_brightness_is_not_commuted():
-  image = np.array([[[100, 200, 0]]], np.uint8)
-  # brightness on (-50) -> (50, 150, 0); mode 1: contrast on (x1.5) -> (75, 225, 0).
-  out = transforms.photometric_distortion(image, ScriptedRng(1, -50.0, 1, 1, 1.5, 0, 0))
-  np.testing.assert_array_equal(out, [[[75, 225, 0]]])
-
-
-def test_photometric_hue_shift_of_pure_red():
-  red = np.zeros((1, 1, 3), np.uint8)
-  red[..., 0] = 255
-  # Hue +18 of 180 = 36 degrees: (255, 153, 0).
-  out = transforms.photometric_distortion(red, ScriptedRng(0, 0, 0, 1, 18, 0))
-  np.testing.assert_array_equal(out, [[[255, 153, 0]]])
-
-
-def test_photometric_saturation_zero_gives_gray():
-  image = np.array([[[200, 100, 50]]], np.uint8)
-  out = transforms.photometric_distortion(image, ScriptedRng(0, 0, 1, 0.0, 0, 0))
-  np.testing.assert_array_equal(out, [[[200, 200, 200]]])  # V = max channel.
-
-
-# References for torchvision ColorJitter's PIL path, from Pillow's C code: blends in float32,
-# truncated; grey L = (19595 R + 38470 G + 7471 B + 2^15) >> 16; Pillow's 8-bit HSV conversions.
-def _grey(image):
-  rgb = image.astype(np.int64)
-  return (19595 * rgb[..., 0] + 38470 * rgb[..., 1] + 7471 * rgb[..., 2] + 0x8000) >> 16
-
-
-def _blend(base, image, factor):
-  base, image = np.broadcast_arrays(np.float32(base), np.float32(image))
-  return np.clip(base + np.float32(factor) * (image - base), 0, 255).astype(np.uint8)
-
-
-def _rgb_to_hsv(image):
-  rgb = image.astype(np.int64)
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  top, bottom = rgb.max(-1), rgb.min(-1)
-  spread = np.maximum(top - bottom, 1).astype(np.float32)
-  rc, gc, bc = (((top - c).astype(np.float32) / spread).astype(np.float64) for c in (r, g, b))
-  h = np.where(r == top, bc - gc, np.where(g == top, 2.0 + rc - bc, 4.0 + gc - rc))
-  # C stores h and s as floats between double-precision steps.
-  h = np.fmod(h.astype(np.float32).astype(np.float64) / 6.0 + 1.0, 1.0).astype(np.float32)
-  s = (top - bottom).astype(np.float32) / np.maximum(top, 1).astype(np.float32)
-  grey = top == bottom
-  return np.stack([np.where(grey, 0, (h.astype(np.float64) * 255.0).astype(np.int64)),
-                   np.where(grey, 0, (s.astype(np.float64) * 255.0).astype(np.int64)), top], -1)
-
-
-def _hsv_to_rgb(hsv):
-  h, s, v = (hsv[..., i].astype(np.float64) for i in range(3))
-  sector = np.floor(h * 6.0 / 255.0)
-  f, fs = h * 6.0 / 255.0 - sector, s / 255.0
-  p, q, t = (np.clip(np.round(v * x), 0, 255) for x in (1.0 - fs, 1.0 - fs * f,
-                                                         1.0 - fs * (1.0 - f)))
-  table = np.stack([np.stack(c, -1) for c in
-                    ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-  rgb = np.take_along_axis(table, (sector.astype(np.int64) % 6)[None, ..., None], 0)[0]
-  return np.where((s == 0)[..., None], v[..., None], rgb).astype(np.uint8)
-
-
-def _reference_jitter(image, op, factor):
-  if op == 0:
-    return _blend(0, image, factor)
-  if op == 1:
-    return _blend(int(_grey(image).mean() + 0.5), image, factor)
-  if op == 2:
-    return _blend(_grey(image)[..., None], image, factor)
-  hsv = _rgb_to_hsv(image)
-  hsv[..., 0] = (hsv[..., 0] + int(factor * 255)) % 256
-  return _hsv_to_rgb(hsv)
-
-
-@pytest.mark.parametrize("op, factors", [(0, (0.0, 0.73, 1.0, 1.3)), (1, (0.2, 0.8, 1.29)),
-                                         (2, (0.0, 0.71, 1.3, 2.0)), (3, (-0.3, -0.05, 0.0, 0.2))])
-def test_jitter_ops_are_torchvisions_pil_formulas(op, factors):
-  image = np.random.default_rng(op).integers(0, 256, (23, 31, 3), dtype=np.uint8)
-  image[0, :4] = [[0, 0, 0], [255, 255, 255], [90, 90, 90], [255, 0, 0]]  # greys, a pure hue
-  for factor in factors:
-    out = np.asarray(transforms.JITTER_OPS[op](Image.fromarray(image), factor))
-    np.testing.assert_array_equal(out, _reference_jitter(image, op, factor))
-
-
-class RecordingRng:
-  """permutation() returns `order`; uniform(lo, hi) records its range and returns `pick(lo, hi)`."""
-
-  def __init__(self, order, pick):
-    self.order, self.pick, self.ranges = order, pick, []
-
-  def permutation(self, n):
-    assert n == 4
-    return np.array(self.order)
-
-  def uniform(self, lo, hi):
-    self.ranges.append((lo, hi))
-    return self.pick(lo, hi)
-
-
-def test_color_jitter_draws_torchvisions_ranges_and_applies_the_drawn_order():
-  image = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
-  rng = RecordingRng([3, 1, 0, 2], lambda lo, hi: hi)
-  out = transforms.color_jitter(image, (0.3, 1.5, 0.2, 0.1), rng)
-  np.testing.assert_allclose(rng.ranges, [(0.7, 1.3), (0.0, 2.5), (0.8, 1.2), (-0.1, 0.1)])
-  expected = image
-  for op, factor in [(3, 0.1), (1, 2.5), (0, 1.3), (2, 1.2)]:
-    expected = _reference_jitter(expected, op, factor)
-  np.testing.assert_array_equal(out, expected)
-  # A zero strength skips its op and its draw.
-  rng = RecordingRng([0, 1, 2, 3], lambda lo, hi: lo)
-  out = transforms.color_jitter(image, (0.0, 0.0, 0.5, 0.0), rng)
-  assert rng.ranges == [(0.5, 1.5)]
-  np.testing.assert_array_equal(out, _reference_jitter(image, 2, 0.5))
-  with pytest.raises(ValueError, match="hue <= 0.5"):
-    transforms.color_jitter(image, (0.2, 0.2, 0.2, 0.6), rng)
 
 
 @pytest.mark.parametrize("which, changed", [("all", [True, True, True]),
@@ -382,61 +248,6 @@ def test_photometric_is_drawn_per_frame():
   cfg = _cfg(ratio_range=(1.0, 1.0), scale=(8, 8), crop_size=(8, 8), photometric=True)
   out_f, _, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(3))
   assert len({out_f[t].tobytes() for t in range(4)}) > 1
-
-
-@pytest.mark.parametrize("hw, scale, divisor, expected", [
-    ((100, 150), (128, 128), 32, (96, 128)),  # Rescale to (85, 128), align up to (96, 128).
-    ((480, 853), (853, 480), 32, (480, 864)),  # VSPW.
-    ((64, 64), (64, 64), 32, (64, 64)),
-])
-def test_test_resize_shapes(hw, scale, divisor, expected):
-  frame = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
-  assert transforms.test_resize(frame, scale, divisor).shape == (*expected, 3)
-
-
-def test_test_resize_is_two_resizes():
-  frame = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
-  first = cv2.resize(frame, (128, 85), interpolation=cv2.INTER_LINEAR)
-  expected = cv2.resize(first, (128, 96), interpolation=cv2.INTER_LINEAR)
-  np.testing.assert_array_equal(transforms.test_resize(frame, (128, 128), 32), expected)
-  same = np.ones((64, 64, 3), np.uint8)
-  np.testing.assert_array_equal(transforms.test_resize(same, (64, 64), 32), same)
-
-
-def test_test_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
-  """DCFM's Cityscapes test resize (1024x2048 -> 512x1024 for MiT) is torchvision's on PIL images:
-  Pillow's bilinear averages the whole footprint when it shrinks, cv2's samples 2x2 pixels."""
-  frame = np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)
-  settings = ml_collections.ConfigDict(dict(scale=(32, 16), size_divisor=1,
-                                            resize_backend="pillow"))
-  resized = transforms.eval_resize(frame, settings)
-  np.testing.assert_array_equal(
-      resized, np.asarray(Image.fromarray(frame).resize((32, 16), Image.Resampling.BILINEAR)))
-  sampled = transforms.test_resize(frame, (32, 16), 1)  # cv2, the default
-  assert resized.std() < 0.6 * sampled.std()  # averaged noise is smoother
-  with pytest.raises(SetupError, match="resize_backend must be 'cv2' or 'pillow'"):
-    transforms.test_resize(frame, (32, 16), 1, "torch")
-
-
-def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label():
-  """DCFM's VSPW test resize (PIL, as the release): 5 label columns to 7 map each target pixel's
-  centre, x -> floor((x + 0.5) * 5 / 7), where cv2.INTER_NEAREST would take floor(x * 5 / 7)."""
-  label = np.tile(np.array([0, 1, 2, 3, 255], np.int32), (2, 1))
-  frame = np.zeros((2, 5, 3), np.uint8)
-  frame[:, 3:] = 200
-  resized, resized_label = transforms.resize_exact(frame, label, (3, 7))
-  assert resized.shape == (3, 7, 3) and resized.dtype == np.uint8
-  np.testing.assert_array_equal(resized[:, 0], 0)
-  assert 0 < resized[0, 4, 0] < 200  # bilinear: the edge is blended
-  assert resized_label.dtype == np.int32
-  np.testing.assert_array_equal(resized_label, np.tile([0, 1, 1, 2, 3, 3, 255], (3, 1)))
-  np.testing.assert_array_equal(
-      cv2.resize(label.astype(np.uint8), (7, 3), interpolation=cv2.INTER_NEAREST)[0],
-      [0, 0, 1, 2, 2, 3, 255])
-  # An unlabelled frame keeps no label; a frame already at the size is returned as it is.
-  assert transforms.resize_exact(frame, None, (3, 7))[1] is None
-  same = transforms.resize_exact(frame, label, (2, 5))
-  assert same[0] is frame and same[1] is label
 
 
 def _flow_clip(hw=(4, 6), vector=(1.0, 2.0)):

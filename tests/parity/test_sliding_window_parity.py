@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_pipelines.transforms import eval_resize
+from data_pipelines.eval_transforms import eval_resize
 from tests.conftest import load_config
 from tests.methods.test_sliding_window import torch_slide
 from tests.parity.test_segformer_parity import random_hf_segformer

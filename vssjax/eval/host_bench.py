@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from data_pipelines.transforms import eval_resize
+from data_pipelines.eval_transforms import eval_resize
 from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.clip_sampling import OffsetClipSampler
-from data_pipelines.transforms import eval_resize
+from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses

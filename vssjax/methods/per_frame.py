@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines.transforms import eval_resize
+from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods.base import Prediction, StreamingPredictor, Variables
 from vssjax.methods.sliding_window import SlidingWindows, stitched_labels

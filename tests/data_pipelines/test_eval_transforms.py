@@ -1,0 +1,64 @@
+"""Tests for the test-time resizing of a frame: SegFormer's AlignedResize, DCFM's exact size."""
+import cv2
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines import eval_transforms
+from vssjax.errors import SetupError
+
+
+@pytest.mark.parametrize("hw, scale, divisor, expected", [
+    ((100, 150), (128, 128), 32, (96, 128)),  # Rescale to (85, 128), align up to (96, 128).
+    ((480, 853), (853, 480), 32, (480, 864)),  # VSPW.
+    ((64, 64), (64, 64), 32, (64, 64)),
+])
+def test_test_resize_shapes(hw, scale, divisor, expected):
+  frame = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
+  assert eval_transforms.test_resize(frame, scale, divisor).shape == (*expected, 3)
+
+
+def test_test_resize_is_two_resizes():
+  frame = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
+  first = cv2.resize(frame, (128, 85), interpolation=cv2.INTER_LINEAR)
+  expected = cv2.resize(first, (128, 96), interpolation=cv2.INTER_LINEAR)
+  np.testing.assert_array_equal(eval_transforms.test_resize(frame, (128, 128), 32), expected)
+  same = np.ones((64, 64, 3), np.uint8)
+  np.testing.assert_array_equal(eval_transforms.test_resize(same, (64, 64), 32), same)
+
+
+def test_test_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
+  """DCFM's Cityscapes test resize (1024x2048 -> 512x1024 for MiT) is torchvision's on PIL images:
+  Pillow's bilinear averages the whole footprint when it shrinks, cv2's samples 2x2 pixels."""
+  frame = np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+  settings = ml_collections.ConfigDict(dict(scale=(32, 16), size_divisor=1,
+                                            resize_backend="pillow"))
+  resized = eval_transforms.eval_resize(frame, settings)
+  np.testing.assert_array_equal(
+      resized, np.asarray(Image.fromarray(frame).resize((32, 16), Image.Resampling.BILINEAR)))
+  sampled = eval_transforms.test_resize(frame, (32, 16), 1)  # cv2, the default
+  assert resized.std() < 0.6 * sampled.std()  # averaged noise is smoother
+  with pytest.raises(SetupError, match="resize_backend must be 'cv2' or 'pillow'"):
+    eval_transforms.test_resize(frame, (32, 16), 1, "torch")
+
+
+def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label():
+  """DCFM's VSPW test resize (PIL, as the release): 5 label columns to 7 map each target pixel's
+  centre, x -> floor((x + 0.5) * 5 / 7), where cv2.INTER_NEAREST would take floor(x * 5 / 7)."""
+  label = np.tile(np.array([0, 1, 2, 3, 255], np.int32), (2, 1))
+  frame = np.zeros((2, 5, 3), np.uint8)
+  frame[:, 3:] = 200
+  resized, resized_label = eval_transforms.resize_exact(frame, label, (3, 7))
+  assert resized.shape == (3, 7, 3) and resized.dtype == np.uint8
+  np.testing.assert_array_equal(resized[:, 0], 0)
+  assert 0 < resized[0, 4, 0] < 200  # bilinear: the edge is blended
+  assert resized_label.dtype == np.int32
+  np.testing.assert_array_equal(resized_label, np.tile([0, 1, 1, 2, 3, 3, 255], (3, 1)))
+  np.testing.assert_array_equal(
+      cv2.resize(label.astype(np.uint8), (7, 3), interpolation=cv2.INTER_NEAREST)[0],
+      [0, 0, 1, 2, 2, 3, 255])
+  # An unlabelled frame keeps no label; a frame already at the size is returned as it is.
+  assert eval_transforms.resize_exact(frame, None, (3, 7))[1] is None
+  same = eval_transforms.resize_exact(frame, label, (2, 5))
+  assert same[0] is frame and same[1] is label
