@@ -324,9 +324,11 @@ def test_flow_crop_and_pad_follow_the_frames():
   assert padded.flow.shape == (1, 4, 5, 2) and (padded.flow[0, 3] == 0).all()
 
 
-def test_transformed_flow_still_warps_frame_to_frame():
+@pytest.mark.parametrize("geometry", ["mmseg", "semseg"])
+def test_transformed_flow_still_warps_frame_to_frame(geometry):
   """Frame 1 is frame 0 moved by (4, -3), i.e. flow (-4, 3); after rescale, rotation, crop and flip the carried flow
-  must still bring frame 0 onto frame 1 (backward warping, vssjax.flow convention)."""
+  must still bring frame 0 onto frame 1 (backward warping, vssjax.flow convention). 'semseg'
+  (ETC) rescales by cv2's fx/fy and flips before its crop: the vectors scale by fx and fy."""
   rng = np.random.default_rng(0)
   big = cv2.GaussianBlur(cv2.resize(rng.integers(0, 255, (20, 20), dtype=np.uint8), (100, 100),
                                     interpolation=cv2.INTER_CUBIC), (7, 7), 0)
@@ -334,7 +336,7 @@ def test_transformed_flow_still_warps_frame_to_frame():
   frames = np.repeat(np.stack([f0, f1])[..., None], 3, -1)
   flow = np.broadcast_to(np.float32([-4, 3]), (1, 60, 60, 2)).copy()
   cfg = _cfg(scale=(60, 60), ratio_range=(0.8, 1.5), crop_size=(40, 40), cat_max_ratio=1.0,
-             photometric=False, rotate_degrees=30.0, rotate_prob=1.0)
+             photometric=False, rotate_degrees=30.0, rotate_prob=1.0, geometry=geometry)
   for seed in range(4):
     out = transforms.train_transform(C(frames, np.zeros((2, 60, 60), np.uint8), flow), cfg,
                                      np.random.default_rng(seed))
