@@ -132,3 +132,23 @@ def test_frame_sizes_that_resize_alike_share_the_decode_program(method_and_varia
     if hw == (64, 64):
       traced_first_video = list(traced)
   assert traced_first_video and traced == traced_first_video
+
+
+def test_the_window_a_minus_9_to_a_predicts_a_as_the_whole_video_does(method_and_variables):
+  """DTERN's Cityscapes evaluation streams only [a-9, a] (`data.eval_label_window = (9, 0)`) and
+  scores a: its clip [a-9, a-6, a-3, a] is whole in the window, so a's labels are those of the
+  whole video streamed from frame 0 (a window one frame shorter would not give them)."""
+  method, variables = method_and_variables
+  video = np.random.default_rng(5).integers(0, 256, (12, 48, 80, 3), dtype=np.uint8)
+  a = 11
+
+  def last_prediction(frames):
+    predictor = method.predictor(variables)
+    return [predictor.push(frame) for frame in frames][-1]
+
+  [(index, window_labels)] = last_prediction(video[a - 9:])
+  [(_, whole_labels)] = last_prediction(video)
+  [(_, short_labels)] = last_prediction(video[a - 8:])
+  assert index == 9
+  np.testing.assert_array_equal(window_labels, whole_labels)
+  assert (short_labels != whole_labels).any()
