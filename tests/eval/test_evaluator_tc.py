@@ -84,6 +84,7 @@ def test_evaluate_reports_tc_when_switched_on(tmp_path):
   assert results["TC"] == pytest.approx(expected.summary()["TC"], abs=1e-12)
   assert json.loads((tmp_path / "results.json").read_text())["TC"] == results["TC"]
   assert f"| TC (%) | {100 * results['TC']:.2f} |" in (tmp_path / "results.md").read_text()
+  assert results["TC_pairs"] == len(frames) - 1 == expected.pairs
 
   config.eval.temporal_consistency = False
   assert "TC" not in evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
@@ -98,7 +99,8 @@ def test_tc_video_list_restricts_the_videos_tc_scores(tmp_path, monkeypatch):
   monkeypatch.setattr(evaluator, "read_list", lambda name: (second,))
   only_second = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]
   monkeypatch.setattr(evaluator, "read_list", lambda name: ("not_a_video",))
-  assert np.isnan(evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"])
+  none = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
+  assert np.isnan(none["TC"]) and none["TC_pairs"] == 0
   config.eval.update(tc_video_list="", max_videos=1)
   assert first != second
   assert only_second != evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]

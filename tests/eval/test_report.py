@@ -56,6 +56,16 @@ def test_markdown_names_the_conventions_of_mIoU_and_mVC():
   assert "videos of <= 16 frames skipped" in table
 
 
+def test_markdown_says_how_many_frame_pairs_tc_rests_on_and_why_it_is_na():
+  published = configs_lib.base_config().published
+  table = report.markdown_table({"TC": 0.61, "TC_pairs": 3348, "frames_per_s": 1.0}, published)
+  assert "| TC (%) | 61.00 |" in table and "TC: over 3348 pairs of consecutive frames." in table
+  table = report.markdown_table({"TC": float("nan"), "TC_pairs": 0, "frames_per_s": 1.0},
+                                published)
+  assert "| TC (%) | n/a |" in table
+  assert "TC: n/a, the scored videos hold no pair of consecutive frames" in table
+
+
 def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
   """results.json holds the last evaluation; eval_history.jsonl one strict-JSON line per
   evaluation, without the per-class list."""

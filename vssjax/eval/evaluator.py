@@ -248,7 +248,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   }
   results.update(consistency.summary())
   if temporal is not None:
-    results.update(temporal.summary())
+    results.update(temporal.summary(), TC_pairs=temporal.pairs)
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
   if workdir and jax.process_index() == 0:

@@ -50,7 +50,8 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
 
 def _convention_notes(results: dict[str, Any]) -> str:
   """Which averaging the mIoU and mVC rows use: published tables differ, so a number is only
-  comparable to one of the same convention (vssjax/metrics/confusion.py, consistency.py)."""
+  comparable to one of the same convention (vssjax/metrics/confusion.py, consistency.py); and how
+  many frame pairs the TC row rests on."""
   notes = []
   if "mIoU_convention" in results:
     name = results["mIoU_convention"]
@@ -58,6 +59,11 @@ def _convention_notes(results: dict[str, Any]) -> str:
   if "mVC_convention" in results:
     name = results["mVC_convention"]
     notes.append(f"mVC: `{name}` convention, {VC_CONVENTIONS[name]}.")
+  if "TC_pairs" in results:  # a TC of no pair is n/a: say why rather than leave a bare n/a
+    pairs = results["TC_pairs"]
+    notes.append(f"TC: over {pairs} pairs of consecutive frames." if pairs else
+                 "TC: n/a, the scored videos hold no pair of consecutive frames (one-frame "
+                 "videos: Cityscapes without leftImg8bit_sequence/, for one).")
   return "".join(f"\n\n{note}" for note in notes)
 
 
