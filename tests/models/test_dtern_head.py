@@ -11,7 +11,7 @@ from tests.conftest import load_config
 from tests.models.helpers import assert_torch_default_init
 from vssjax.convert.common import abstract_variables
 from vssjax.methods.dtern import build_dtern
-from vssjax.models.dtern_head import GTEM, DTERNHead, cosine_similarity, dwconv_sum
+from vssjax.models.dtern_head import GTEM, DTERNHead, cosine_similarity, dwconv_sum, normalized_dot
 from vssjax.models.layers import depthwise_conv
 from vssjax.models.segformer_head import SegFormerHead
 
@@ -194,6 +194,22 @@ def test_cosine_similarity_broadcasts_like_torch():
     assert float(out[0, 0, 0]) == 0.0
 
 
+def test_prompt_masks_normalise_each_vector_then_take_the_dot_product():
+  """The release's prompt masks are `F.normalize(z) @ F.normalize(prompt)`: each norm floored at
+  1e-12 on its own, where `cosine_similarity` floors their product at 1e-8 (tiny logits)."""
+  rng = np.random.default_rng(1)
+  z = rng.standard_normal((2, 6, 9)).astype(np.float32)
+  prompt = (1e-3 * rng.standard_normal(9)).astype(np.float32)
+  z[0, 0] = 1e-6 * prompt  # along the prompt (cosine 1), |z| |prompt| < 1e-8: the floors disagree
+  F = torch.nn.functional
+  expected = (F.normalize(torch.from_numpy(z), dim=-1)
+              @ F.normalize(torch.from_numpy(prompt)[None, :, None], dim=1))[..., 0].numpy()
+  out = np.asarray(normalized_dot(jnp.asarray(z), jnp.asarray(prompt)))
+  np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+  assert abs(float(cosine_similarity(jnp.asarray(z[0, 0]), jnp.asarray(prompt)))
+             - expected[0, 0]) > 0.1
+
+
 def _torch_cluster_layer(p, s, target, refs, prev, heads, kernels):
   """specs/dtern.md §4.2 written in torch (NCHW), eval mode: `Cluster_layer` on a target
   [B, E, h, w] and references [B, R, E, h, w]; -> (refined target [B, N, E], logits [B, K, T*N])."""
@@ -235,7 +251,8 @@ def _torch_cluster_layer(p, s, target, refs, prev, heads, kernels):
   logits = logits.reshape(b, num_t, k, n).permute(0, 2, 1, 3).reshape(b, k, num_t * n)
   if prev is not None:
     def masked(z, prompt, transform):  # z [B, T*N, K]
-      mask = F.cosine_similarity(z, t(p[prompt])[None, None], dim=-1).clamp(0, 1)
+      mask = (F.normalize(z, dim=-1) @ F.normalize(t(p[prompt])[None, :, None], dim=1))[
+          ..., 0].clamp(0, 1)
       return (z * mask[..., None]) @ t(p[transform])
     logits = ((masked(logits.transpose(1, 2), "prompt2", "top_down_transform2")
                + masked(prev.transpose(1, 2), "prompt1", "top_down_transform1")) / 2
