@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import load_config
-from tests.parity.test_segformer_parity import randomize_parameters
+from tests.parity.test_segformer_parity import (randomize_batch_norm_statistics,
+                                                 randomize_parameters)
 from vssjax.methods.dcfm import DCFMMethod, DCFMPredictor
 from vssjax.models.layers import normalize_images
 from vssjax.train import init_from
@@ -351,11 +352,7 @@ def _randomize(*modules, seed):
   torch.manual_seed(seed)
   for module in modules:
     randomize_parameters(module)
-    with torch.no_grad():
-      for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-          m.running_mean.normal_(0.0, 0.1)
-          m.running_var.uniform_(0.5, 1.5)
+    randomize_batch_norm_statistics(module)
     module.eval()
 
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from flax import traverse_util
 from torch import nn
 
-from tests.parity.test_segformer_parity import randomize_parameters
+from tests.parity.test_segformer_parity import (randomize_batch_norm_statistics,
+                                                 randomize_parameters)
 from vssjax.convert.torch_resnet import convert_pspnet, convert_resnet_imagenet
 from vssjax.models.pspnet import PSPNet
 from vssjax.models.resnet import ResNet
@@ -165,11 +166,7 @@ def torch_pspnet(config, dropout=0.1, seed=0):
                        deep_base=stem == "deep")
   model = TorchPSPNet(resnet, head_features, dropout)
   randomize_parameters(model)
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, nn.BatchNorm2d):
-        module.running_mean.normal_(0.0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
+  randomize_batch_norm_statistics(model)
   return resnet, model
 
 

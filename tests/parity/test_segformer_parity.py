@@ -28,6 +28,16 @@ def randomize_parameters(model) -> None:
         param.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(param))
 
 
+def randomize_batch_norm_statistics(model) -> None:
+  """Running means near 0 and variances near 1 but not equal to them, so that eval-mode
+  BatchNorm arithmetic is exercised."""
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.normal_(0.0, 0.1)
+        module.running_var.uniform_(0.5, 1.5)
+
+
 def random_hf_segformer(variant: str, depths, num_classes: int, embed_dim: int, seed: int = 0):
   arch = MIT_VARIANTS[variant]
   config = SegformerConfig(hidden_sizes=list(arch["embed_dims"]), num_attention_heads=list(
