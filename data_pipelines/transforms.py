@@ -336,7 +336,8 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
                          cfg.get("rotate_fill", MEAN_COLOUR), rng, geometry)
   if cfg.get("blur_prob", 0.0):
     clip = random_blur(clip, cfg.blur_prob, rng)
-  if geometry == "semseg":  # ETC flips before its crop, which pads the smaller half first.
+  flip_first = geometry == "semseg"  # ETC flips before its crop, which pads the smaller half first
+  if flip_first:
     clip = random_hflip(clip, cfg.flip_prob, rng)
   if crop_scale_range:
     clip = random_scaled_crop(clip, crop_size, crop_scale_range, cfg.cat_max_ratio, pad_fill, rng,
@@ -345,7 +346,7 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
     clip = random_padded_crop(clip, crop_size, cfg.cat_max_ratio, pad_fill, rng, geometry)
   else:
     clip = random_crop(clip, crop_size, cfg.cat_max_ratio, rng)
-  if geometry != "semseg":
+  if not flip_first:
     clip = random_hflip(clip, cfg.flip_prob, rng)
   if cfg.photometric:
     clip = clip._replace(frames=np.stack(

@@ -212,11 +212,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
   make_scorers(config)  # the evaluation's settings, checked now rather than after training
-  loader = make_train_loader(config.data, make_clip_sampler(config.clip), seed=config.seed)
+  sampler = make_clip_sampler(config.clip)
+  loader = make_train_loader(config.data, sampler, seed=config.seed)
   # The evaluation's split too (its videos listed, their clips checked), rather than at the first
   # evaluation: a missing split or root, an empty video folder.
   next(eval_videos(config.data, config.data.eval_split, max_videos=1,
-                   clip_frames=make_clip_sampler(config.clip).eval_frames_per_clip), None)
+                   clip_frames=sampler.eval_frames_per_clip), None)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # once the setup has been checked
   data_iter = iter(loader)
   # Closed however the run ends (an error included): an asynchronous save in flight completes.

@@ -66,9 +66,11 @@ def param_group_labels(params: Any, groups: tuple) -> Any:
 def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
     optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
   """Builds the full transformation (clip -> grouped AdamW -> accumulation) and the base schedule."""
-  schedule = poly_warmup_schedule(
-      optim.lr, total_steps, optim.warmup_steps, optim.warmup_ratio, optim.power, optim.min_lr,
-      optim.poly_after_warmup)
+  def schedule_from(base_lr: float) -> Callable[[jax.Array], jax.Array]:
+    return poly_warmup_schedule(base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
+                                optim.power, optim.min_lr, optim.poly_after_warmup)
+
+  schedule = schedule_from(optim.lr)
   groups = tuple(tuple(g) for g in optim.param_groups) + (("", 1.0, 1.0),)
   k = optim.accumulate_steps
   # `total_steps` and the schedule count train steps (micro-batches), as mmcv's iterations do with
@@ -80,9 +82,7 @@ def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
     # Each group decays from its own base lr (lr * lr_mult) to the same absolute min_lr, as
     # mmcv's hook does for every param group (and DCFM's per-optimizer PolyScheduler): not
     # lr_mult times the base schedule, which would end at lr_mult * min_lr.
-    group_schedule = poly_warmup_schedule(
-        optim.lr * lr_mult, total_steps, optim.warmup_steps, optim.warmup_ratio, optim.power,
-        optim.min_lr, optim.poly_after_warmup)
+    group_schedule = schedule_from(optim.lr * lr_mult)
     transforms[i] = _optimizer(optim, lambda count, s=group_schedule: s(micro_step(count)),
                                optim.weight_decay * decay_mult)
   tx = optax.multi_transform(transforms, param_group_labels(params, groups[:-1]))
