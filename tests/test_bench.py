@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config
-from vssjax import bench
+from vssjax import bench, bench_torch
+from vssjax.bench_rows import Row
 from vssjax.methods import get_method
 from vssjax.train import loop
 
@@ -34,7 +35,7 @@ def _assert_progress(lines: list[str], programs: list[str]) -> None:
     assert re.fullmatch(pattern, line), (line, pattern)
 
 
-def test_bench_reports_finite_numbers(tmp_path, capsys):
+def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.bench.update(dtypes=("float32",), warmup=1, repeats=2, train_repeats=1, torch=True,
                       torch_compile=False)
@@ -76,6 +77,21 @@ def test_bench_reports_finite_numbers(tmp_path, capsys):
   # What the float32 rows compare: each side's matmul/convolution precision (torch's defaults).
   assert saved["float32_precision"] == {"jax": "platform default", "torch_matmul_tf32": False,
                                         "torch_cudnn_tf32": True}
+
+  # The device suite adds the torch.compile rows later (bench_torch's variants are tested in
+  # tests/test_bench_torch.py); they join the ratios, bench.json and bench.md.
+  def compiled_rows(method, size, train_batch, settings, *, eager):
+    assert not eager and settings["torch_compile"] and train_batch == 4
+    return [Row("torch_compile_forward", "float32", 1, 1, 5.0, 2.0, 500.0, None, None)]
+
+  monkeypatch.setattr(bench_torch, "run_reference", compiled_rows)
+  bench.add_torch_compile_rows(config, results, str(tmp_path))
+  saved = json.loads((tmp_path / "bench.json").read_text())
+  assert len(saved["rows"]) == len(rows) + 1
+  ratio = next(r for r in saved["torch_ratios"] if (r["phase"], r["batch"]) == ("forward", 1))
+  assert ratio["jax_over_torch_compile"] == pytest.approx(rows[("forward", 1)]["frames_per_s"] / 500)
+  assert ratio["jax_over_torch_eager"] == ratios[("forward", 1)]["jax_over_torch_eager"]
+  assert "| torch_compile_forward | float32 | 1 |" in (tmp_path / "bench.md").read_text()
 
 
 def _streaming_bench(config_path: str, arg: str, workdir) -> tuple[dict, dict]:

@@ -3,7 +3,7 @@
 import re
 
 from data_pipelines.clip_sampling import clip_length
-from vssjax import bench, bench_suite
+from vssjax import bench, bench_suite, bench_torch
 
 
 def test_suite_entries_load_with_their_overrides():
@@ -24,13 +24,18 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
     seen.append((config.method.name, tuple(config.bench.batch_sizes)))
     (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
     (tmp_path / workdir / "bench.md").write_text(f"TABLE {config.model.backbone}")
+    return {}
 
   monkeypatch.setattr(bench, "run", fake_run)
+  monkeypatch.setattr(bench, "add_torch_compile_rows", lambda config, results, workdir: None)
   entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1_bf16", "dcfm_b2")]
   out = tmp_path / "report.md"
   report = bench_suite.run_suite(entries, str(tmp_path), str(out))
   assert seen == [("segformer", (16,)), ("dcfm", (1, 8))]
   assert "--mode=bench" in report and "TABLE b1" in report and "TABLE b2" in report
+  # Each entry's command reruns it alone: its overrides quoted as the --config flag parses them.
+  assert ("""--config.bench.dtypes='("bfloat16",)' --config.bench.batch_sizes='(16,)'"""
+          in report)
   assert "cpu" in report  # the device the numbers came from
   assert out.read_text() == report
   # The bench's own progress lines come between these: the output says whose they are.
@@ -39,3 +44,30 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
   assert "bench_suite: entry 1/2 segformer_b1_bf16 (configs/segformer/vspw_mitb1.py): running" \
       in printed
   assert re.search(r"bench_suite: entry 2/2 dcfm_b2: done in \d+ s", printed)
+
+
+def test_torch_compile_rows_come_after_every_entrys_jax_and_eager_rows(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_run(config, workdir):
+    calls.append(("run", config.model.backbone, config.bench.torch_compile))
+    (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
+    (tmp_path / workdir / "bench.md").write_text(f"JAX AND EAGER {config.model.backbone}")
+    return {"backbone": config.model.backbone}
+
+  def fake_compile_rows(config, results, workdir):
+    calls.append(("torch.compile", results["backbone"], config.bench.torch_compile))
+    (tmp_path / workdir / "bench.md").write_text(f"WITH COMPILE {config.model.backbone}")
+
+  monkeypatch.setattr(bench, "run", fake_run)
+  monkeypatch.setattr(bench, "add_torch_compile_rows", fake_compile_rows)
+  monkeypatch.setattr(bench_torch, "available", lambda: True)
+  names = ("segformer_b1_bf16", "segformer_b5_bf16", "dcfm_b2", "segformer_b1_bf16_cudnn")
+  entries = [e for e in bench_suite.SUITE if e.name in names]
+  report = bench_suite.run_suite(entries, str(tmp_path), str(tmp_path / "report.md"))
+  # B5 has no torch.compile rows, DCFM and the cuDNN variant no PyTorch reference at all: only
+  # B1's compile rows are deferred, after the last entry.
+  assert calls == [("run", "b1", False), ("run", "b5", False), ("run", "b2", True),
+                   ("run", "b1", True), ("torch.compile", "b1", False)]
+  assert "WITH COMPILE b1" in report and "JAX AND EAGER b1" not in report.split("## ")[1]
+  assert report.index("## segformer_b1_bf16") < report.index("## segformer_b5_bf16")

@@ -1,6 +1,7 @@
 """The PyTorch reference's ratios (its rows run in tests/test_bench.py)."""
 import pytest
 
+from vssjax import bench_torch
 from vssjax.bench_rows import Row
 from vssjax.bench_torch import jax_over_torch_ratios
 
@@ -20,3 +21,23 @@ def test_ratios_pair_each_jax_program_with_the_torch_ones_of_its_phase_dtype_and
        "jax_over_torch_eager": pytest.approx(3.0), "jax_over_torch_compile": pytest.approx(1.5)},
       {"phase": "train", "dtype": "float32", "batch": 16,
        "jax_over_torch_eager": pytest.approx(2.0)}]
+
+
+@pytest.mark.parametrize("eager, torch_compile, expected", [
+    (True, True, ["torch_forward", "torch_compile_forward", "torch_train", "torch_compile_train"]),
+    (True, False, ["torch_forward", "torch_train"]),
+    (False, True, ["torch_compile_forward", "torch_compile_train"]),  # the device suite's 2nd pass
+])
+def test_reference_runs_the_asked_variants(monkeypatch, eager, torch_compile, expected):
+  def build(method, dtype, batch, size, compiled):  # a program that does nothing
+    return lambda: None
+
+  monkeypatch.setattr(bench_torch, "available", lambda: True)
+  monkeypatch.setattr(bench_torch, "_torch_forward", build)
+  monkeypatch.setattr(bench_torch, "_torch_train_step", build)
+  settings = {"batch_sizes": (1,), "dtypes": ("float32",), "train_step": True, "warmup": 0,
+              "repeats": 1, "train_repeats": 1, "torch_compile": torch_compile}
+  rows = bench_torch.run_reference(None, (8, 8), 2, settings, eager=eager)
+  assert [r.phase for r in rows] == expected
+  assert [r.batch for r in rows] == [1 if "forward" in name else 2 for name in expected]
+  assert all((r.compile_s is not None) == ("compile" in r.phase) for r in rows)

@@ -362,19 +362,45 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "jax_version": jax.__version__,
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "float32_precision": precisions,
-      "torch_ratios": bench_torch.jax_over_torch_ratios(rows),
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
   }
+  _write_results(results, workdir)
+  return results
+
+
+def add_torch_compile_rows(config: ConfigDict, results: dict[str, Any], workdir: str) -> None:
+  """Adds the `torch.compile` rows of `config`'s PyTorch reference to `results`, those of a `run`
+  of `config` made without them (`bench.torch_compile=False`), and rewrites `workdir`'s report.
+
+  The device suite (vssjax/bench_suite.py) measures every entry's JAX and eager PyTorch rows
+  first and these last: compiling the reference takes minutes a model, and a command stopped by
+  its time limit then loses them rather than a later entry's JAX rows.
+  """
+  settings = {**_settings(config), "torch_compile": True}
+  rows = bench_torch.run_reference(get_method(config), settings["input_size"],
+                                   config.data.batch_size, settings, eager=False)
+  if rows:
+    results["float32_precision"].update(bench_torch.float32_flags())
+  results["rows"] += [dataclasses.asdict(r) for r in rows]
+  _write_results(results, workdir)
+
+
+def _write_results(results: dict[str, Any], workdir: str) -> None:
+  """Adds the JAX / torch ratios of `results`' rows; prints its summary and table and writes
+  them to `workdir/bench.md`, and `results` to `workdir/bench.json`."""
+  rows = [Row(**r) for r in results["rows"]]
+  results["torch_ratios"] = bench_torch.jax_over_torch_ratios(rows)
   table = _format_table(rows)
-  height, width = settings["input_size"]
-  summary = (f"{config.method.name}, backbone {config.model.backbone}, "
-             f"{num_params / 1e6:.3f}M params, input {height}x{width}, clip {clip}, "
-             f"backend {jax.default_backend()}, mesh {dict(mesh.shape)}, float32 precision "
-             + ", ".join(f"{side} {value}" for side, value in precisions.items()))
-  if jax.config.jax_compilation_cache_dir:
+  height, width = results["input_size"]
+  summary = (f"{results['method']}, backbone {results['backbone']}, "
+             f"{results['params'] / 1e6:.3f}M params, input {height}x{width}, clip "
+             f"{results['clip_length']}, backend {results['backend']}, mesh {results['mesh']}, "
+             "float32 precision " + ", ".join(
+                 f"{side} {value}" for side, value in results["float32_precision"].items()))
+  if results["compilation_cache_dir"]:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "
-                f"{jax.config.jax_compilation_cache_dir} (JAX_COMPILATION_CACHE_DIR)")
+                f"{results['compilation_cache_dir']} (JAX_COMPILATION_CACHE_DIR)")
   for ratio in results["torch_ratios"]:
     summary += (f"\nJAX / torch frames/s, {ratio['phase']} {ratio['dtype']} "
                 f"batch {ratio['batch']}: " + ", ".join(
@@ -386,4 +412,3 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     (out / "bench.md").write_text(summary + "\n\n" + table + "\n")
-  return results

@@ -78,21 +78,28 @@ def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, i
   return run_once
 
 
+def available() -> bool:
+  """Whether the reference can run: torch and transformers both import."""
+  return all(importlib.util.find_spec(name) for name in ("torch", "transformers"))
+
+
 def run_reference(method: Method, size: tuple[int, int], train_batch: int,
-                 settings: dict[str, Any]) -> list[Row]:
+                 settings: dict[str, Any], *, eager: bool = True) -> list[Row]:
   """The PyTorch reference at every (dtype, batch) of the JAX side, and its training step at every
-  dtype when `bench.train_step`: eager, and `torch.compile` when `bench.torch_compile` (its
-  compile time is the first call's). No rows without torch or transformers."""
-  if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+  dtype when `bench.train_step`: eager unless `eager=False`, and `torch.compile` when
+  `bench.torch_compile` (its compile time is the first call's). No rows without torch or
+  transformers."""
+  if not available():
     return []
   programs = [("forward", _torch_forward, batch, settings["repeats"])
               for batch in settings["batch_sizes"]]
   if settings["train_step"]:
     programs.append(("train", _torch_train_step, train_batch, settings["train_repeats"]))
+  variants = ((False,) if eager else ()) + ((True,) if settings["torch_compile"] else ())
   rows = []
   for dtype in settings["dtypes"]:
     for phase, build, batch, repeats in programs:
-      for compiled in (False, True) if settings["torch_compile"] else (False,):
+      for compiled in variants:
         name = f"torch_compile_{phase}" if compiled else f"torch_{phase}"
         announce(name, dtype, batch, "compiling (first call)" if compiled else "running")
         try:
