@@ -2,9 +2,10 @@
 
 Loaders ask for a clip (a few frame indices of one video) and the evaluator walks whole videos in
 order; both go through `VideoDataset`, which decodes only the frames asked for. The two backends
-differ only in where a video's frames come from: the source itself ('files' / 'memory'), or the
-TFDS ArrayRecord records written from it ('arrayrecord', one record per frame, found through the
-split's video index), whose labels are already mapped.
+differ only in where a video's frames come from: the source itself ('files'; 'memory' is another
+name for it, which the tests use for generated sets), or the TFDS ArrayRecord records written from
+it ('arrayrecord', one record per frame, found through the split's video index), whose labels are
+already mapped.
 """
 from __future__ import annotations
 

@@ -45,8 +45,7 @@ def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], work
     state, sharding, tx, _ = create_state(config, method, mesh)
   state = init_from.state_with_variables(state, variables, tx, sharding)
   with contextlib.closing(Checkpointer(workdir, async_save=False)) as checkpointer:
-    checkpointer.save(0, state, force=True)
-    checkpointer.wait()
+    checkpointer.save(0, state, force=True)  # closing waits for the save
   if jax.process_index() == 0:
     configs_lib.write_record(config, workdir)
   print(f"saved the converted weights as step 0 in {checkpointer.directory}; evaluate with "

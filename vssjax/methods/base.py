@@ -87,7 +87,7 @@ class Method(abc.ABC):
   def fixed_variables(self) -> Variables:
     """Non-trained variables read from elsewhere when a run starts from scratch, as
     {collection: tree} to replace those of the fresh `model_state` (ETC's frozen teacher). They
-    are then checkpointed and resumed with the state. None by default."""
+    are then checkpointed and resumed with the state. `{}` (none) by default."""
     return {}
 
   def video_predictors(self, variables: Variables, video_index: int) -> list[StreamingPredictor]:

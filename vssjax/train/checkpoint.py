@@ -68,9 +68,6 @@ class Checkpointer:
     return sorted(name for name in saved.keys() | wanted.keys()
                   if saved.get(name) != wanted.get(name))
 
-  def wait(self):
-    self._manager.wait_until_finished()
-
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()

@@ -1,4 +1,5 @@
-"""Starting a train state from released PyTorch weights (HF transformers or mmseg checkpoints).
+"""Starting a train state from released PyTorch weights (`FORMATS`: HF transformers, mmseg,
+DCFM's release, semseg/ETC PSPNets, torchvision/semseg ImageNet ResNets).
 
 Used twice: by the train loop when `config.init.torch_checkpoint` is set and the workdir has no
 checkpoint yet (fine-tuning), and by `python -m vssjax.convert`, which saves the result as a step-0
@@ -102,8 +103,9 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
                        ) -> Variables:
   """Converts a loaded state_dict for `method` (format auto-detected when `fmt` is None).
 
-  Returns all of the method's variables for a full-model checkpoint, or {'params': {'backbone':
-  ...}} for backbone-only weights.
+  Returns all of the method's variables for a full-model checkpoint; for backbone-only weights,
+  the backbone's collections nested under its path (`{'params': {'backbone': ...}}`, with
+  `batch_stats` too for a ResNet, under `encoder/backbone` for DCFM).
   """
   fmt = fmt or detect_format(state_dict)
   if fmt not in FORMATS:

@@ -18,8 +18,9 @@ def make_train_step(
     base_rng: jax.Array) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """Returns `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
 
-  The state is donated (updated in place); the batch is split over the mesh's data axis. The
-  dropout/drop-path key is derived from the step, so a resumed run draws the same randomness.
+  The state is donated (updated in place); the batch is split over every device of the mesh (its
+  data and fsdp axes, `parallel.batch_sharding`). The dropout/drop-path key is derived from the
+  step, so a resumed run draws the same randomness.
   """
 
   def step(state: TrainState, batch: Batch):
