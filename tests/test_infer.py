@@ -222,6 +222,49 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
   assert record["pairs"] == 3 and record["TC"] == pytest.approx(expected.summary()["TC"])
 
 
+class _OneSizePerVideo:
+  """A clip method's predictor as far as sizes go: every frame joins the ones before it, so a
+  frame of another size than the first is an error (label map of frame i: i)."""
+
+  def __init__(self):
+    self._shape, self._index = None, 0
+
+  def push(self, frame):
+    if self._shape not in (None, frame.shape):
+      raise ValueError(f"frame of {frame.shape} in a video of {self._shape}")
+    self._shape, self._index = frame.shape, self._index + 1
+    return [(self._index - 1, np.full(frame.shape[:2], self._index - 1, np.int32))]
+
+  def flush(self):
+    return []
+
+
+def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, tmp_path,
+                                                                 monkeypatch, capsys):
+  """DCFM and SD-CPC cannot relate frames of different network input sizes: each run of frames of
+  one size goes through a fresh predictor, its labels at its frames' size, in the video's order,
+  TC scoring the pairs within a run only."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: _OneSizePerVideo())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  sizes = [(16, 24), (16, 24), (24, 16), (16, 24), (16, 24)]
+  for t, hw in enumerate(sizes):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros(hw + (3,), np.uint8))
+  quick_config.eval.temporal_consistency = True
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+  labels = [np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")) for t in range(5)]
+  assert [label.shape for label in labels] == sizes
+  assert [int(label[0, 0]) for label in labels] == [0, 1, 0, 0, 1]  # each shot's own indices
+  assert json.loads((out_dir / "tc.json").read_text())["pairs"] == 2
+  said = capsys.readouterr().out
+  assert "frame 000002 is 24x16, the frames before it 16x24: each run of frames" in said
+  assert said.count("each run of frames of one size") == 1
+
+
 def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):
   """tc.json scores the labels beside it: a later run that does not score TC (another checkpoint,
   say) removes the earlier run's rather than leave it to pass for its own."""
