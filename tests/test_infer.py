@@ -51,6 +51,25 @@ def test_a_folder_of_frame_folders_and_video_files_is_each_of_them_in_name_order
   assert infer.input_videos(str(tmp_path / "a_video")) == [str(tmp_path / "a_video")]
 
 
+def test_hidden_files_are_neither_frames_nor_videos(tmp_path):
+  """macOS writes `._<name>` beside every file it copies to a foreign disk (a USB stick, a zip):
+  undecodable, they are not frames of the folder nor videos of a folder of clips."""
+  (tmp_path / "frames").mkdir()
+  cv2.imwrite(str(tmp_path / "frames" / "000000.png"), np.zeros((6, 8, 3), np.uint8))
+  (tmp_path / "frames" / "._000000.png").write_bytes(b"\0\5\26\7")
+  (tmp_path / "clips").mkdir()
+  (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+  (tmp_path / "clips" / "._a.mp4").write_bytes(b"\0\5\26\7")
+  (tmp_path / "clips" / ".cache").mkdir()
+  cv2.imwrite(str(tmp_path / "clips" / ".cache" / "000000.png"), np.zeros((6, 8, 3), np.uint8))
+  total, frames, _ = infer.read_frames(str(tmp_path / "frames"))
+  assert total == 1 and [name for name, _ in frames] == ["000000"]
+  assert infer.input_videos(str(tmp_path / "clips")) == [str(tmp_path / "clips" / "a.mp4")]
+  (tmp_path / "frames" / "000000.png").unlink()
+  with pytest.raises(SetupError, match="holds no frames"):
+    infer.input_videos(str(tmp_path / "frames"))
+
+
 def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path):
   """VSPW keeps a video's frames in <video>/origin/ and its label maps in <video>/mask/: a video
   folder is one video of its origin/ frames, and the split's data/ folder each of its videos."""

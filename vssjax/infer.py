@@ -51,8 +51,9 @@ def input_videos(path: str) -> list[str]:
   if not os.path.isdir(path):
     return [path]
   videos = [entry.path for entry in sorted(os.scandir(path), key=lambda e: e.name)
-            if (entry.is_dir() and _holds_images(_frame_folder(entry.path)))
-            or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES))]
+            if not entry.name.startswith(".")  # hidden, as macOS's `._<clip>` beside each clip
+            and ((entry.is_dir() and _holds_images(_frame_folder(entry.path)))
+                 or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES)))]
   if _holds_images(_frame_folder(path)):
     if videos:  # frames and videos side by side: the frames win, the rest is not lost silently
       print(f"infer: {path} holds frames, so it is one video of them; its {len(videos)} other "
@@ -73,7 +74,7 @@ def input_videos(path: str) -> list[str]:
 
 
 def _holds_images(folder: str) -> bool:
-  return any(name.lower().endswith(footage.IMAGE_SUFFIXES) for name in os.listdir(folder))
+  return any(footage.is_image_name(name) for name in os.listdir(folder))
 
 
 def _frame_folder(video_folder: str) -> str:
