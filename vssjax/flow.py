@@ -79,7 +79,7 @@ class FlowProvider:
     if self.method == "dis" and min(a.shape[:2]) < DIS_MIN_SIDE:
       raise ValueError(f"frames of {a.shape[0]}x{a.shape[1]} are too small for DIS flow (OpenCV's "
                        f"needs {DIS_MIN_SIDE} pixels a side, and crashes on some smaller ones): "
-                       "use the 'farneback' flow method")
+                       "use the 'farneback' flow method (eval.tc_flow.method, data.flow.method)")
     # OpenCV's calc(prev, next) returns f with prev(p) ~= next(p + f): prev = b, next = a.
     prev, nxt = _gray(b), _gray(a)
     if self.method == "dis":
