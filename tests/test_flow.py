@@ -43,6 +43,18 @@ def test_flow_convention_on_a_known_shift(method):
   np.testing.assert_allclose(np.median(field[16:48, 16:48].reshape(-1, 2), 0), [-3, 2], atol=0.3)
 
 
+@pytest.mark.parametrize("hw", [(8, 10), (12, 48)])
+def test_dis_refuses_frames_too_small_for_it_and_farneback_takes_them(hw):
+  """OpenCV's DIS raises on 8x10 frames and kills the process on 12x48 ones (a segfault): the
+  provider refuses both with a ValueError saying what to use instead, which the evaluator and
+  infer report naming the video and frame pair."""
+  frame = np.random.default_rng(0).integers(0, 255, hw + (3,), np.uint8)
+  too_small = rf"frames of {hw[0]}x{hw[1]} are too small for DIS .*'farneback'"
+  with pytest.raises(ValueError, match=too_small):
+    flow_lib.FlowProvider("dis").compute(frame, frame)
+  assert flow_lib.FlowProvider("farneback").compute(frame, frame).shape == hw + (2,)
+
+
 def test_cache_in_memory_and_on_disk(tmp_path):
   a, b = _textured_pair()
   provider = flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))

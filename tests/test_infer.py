@@ -51,6 +51,25 @@ def test_a_folder_of_frame_folders_and_video_files_is_each_of_them_in_name_order
   assert infer.input_videos(str(tmp_path / "a_video")) == [str(tmp_path / "a_video")]
 
 
+def test_hidden_files_are_neither_frames_nor_videos(tmp_path):
+  """macOS writes `._<name>` beside every file it copies to a foreign disk (a USB stick, a zip):
+  undecodable, they are not frames of the folder nor videos of a folder of clips."""
+  (tmp_path / "frames").mkdir()
+  cv2.imwrite(str(tmp_path / "frames" / "000000.png"), np.zeros((6, 8, 3), np.uint8))
+  (tmp_path / "frames" / "._000000.png").write_bytes(b"\0\5\26\7")
+  (tmp_path / "clips").mkdir()
+  (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+  (tmp_path / "clips" / "._a.mp4").write_bytes(b"\0\5\26\7")
+  (tmp_path / "clips" / ".cache").mkdir()
+  cv2.imwrite(str(tmp_path / "clips" / ".cache" / "000000.png"), np.zeros((6, 8, 3), np.uint8))
+  total, frames, _ = infer.read_frames(str(tmp_path / "frames"))
+  assert total == 1 and [name for name, _ in frames] == ["000000"]
+  assert infer.input_videos(str(tmp_path / "clips")) == [str(tmp_path / "clips" / "a.mp4")]
+  (tmp_path / "frames" / "000000.png").unlink()
+  with pytest.raises(SetupError, match="holds no frames"):
+    infer.input_videos(str(tmp_path / "frames"))
+
+
 def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path):
   """VSPW keeps a video's frames in <video>/origin/ and its label maps in <video>/mask/: a video
   folder is one video of its origin/ frames, and the split's data/ folder each of its videos."""
@@ -220,6 +239,49 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
                      lambda i: np.zeros((32, 32, 2), np.float32))
   record = json.loads((out_dir / "tc.json").read_text())
   assert record["pairs"] == 3 and record["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+class _OneSizePerVideo:
+  """A clip method's predictor as far as sizes go: every frame joins the ones before it, so a
+  frame of another size than the first is an error (label map of frame i: i)."""
+
+  def __init__(self):
+    self._shape, self._index = None, 0
+
+  def push(self, frame):
+    if self._shape not in (None, frame.shape):
+      raise ValueError(f"frame of {frame.shape} in a video of {self._shape}")
+    self._shape, self._index = frame.shape, self._index + 1
+    return [(self._index - 1, np.full(frame.shape[:2], self._index - 1, np.int32))]
+
+  def flush(self):
+    return []
+
+
+def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, tmp_path,
+                                                                 monkeypatch, capsys):
+  """DCFM and SD-CPC cannot relate frames of different network input sizes: each run of frames of
+  one size goes through a fresh predictor, its labels at its frames' size, in the video's order,
+  TC scoring the pairs within a run only."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: _OneSizePerVideo())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  sizes = [(16, 24), (16, 24), (24, 16), (16, 24), (16, 24)]
+  for t, hw in enumerate(sizes):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros(hw + (3,), np.uint8))
+  quick_config.eval.temporal_consistency = True
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+  labels = [np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")) for t in range(5)]
+  assert [label.shape for label in labels] == sizes
+  assert [int(label[0, 0]) for label in labels] == [0, 1, 0, 0, 1]  # each shot's own indices
+  assert json.loads((out_dir / "tc.json").read_text())["pairs"] == 2
+  said = capsys.readouterr().out
+  assert "frame 000002 is 24x16, the frames before it 16x24: each run of frames" in said
+  assert said.count("each run of frames of one size") == 1
 
 
 def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):

@@ -45,3 +45,12 @@ def test_frames_of_another_size_are_resized_into_the_video_not_dropped(tmp_path)
   capture.release()
   with pytest.raises(ValueError, match=r"eval.overlay_fps=0: a video needs a frame rate > 0"):
     visualize.write_video(tmp_path / "w.mp4", frames, fps=0)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 40)])
+def test_frames_one_pixel_high_or_wide_still_make_a_video(tmp_path, hw):
+  """mp4v does not open for a side of 1 pixel (`infer` on a 1x1 frame folder failed there)."""
+  frames = [np.full(hw + (3,), 200, np.uint8)] * 3
+  capture = cv2.VideoCapture(str(visualize.write_video(tmp_path / "v.mp4", frames, fps=4)))
+  assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+  capture.release()

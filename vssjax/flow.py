@@ -19,6 +19,9 @@ from vssjax.errors import SetupError
 
 FLO_MAGIC = 202021.25  # Middlebury `.flo` header tag ("PIEH" as float32 little-endian).
 METHODS = ("dis", "farneback")
+# OpenCV's DIS refuses frames under 12 pixels a side and, worse, kills the process (a segfault,
+# no message) on many under 16 pixels high (12x48, 15x48, ...); Farneback takes any size.
+DIS_MIN_SIDE = 16
 
 
 def write_flo(path: str, flow: np.ndarray) -> None:
@@ -73,6 +76,10 @@ class FlowProvider:
     """flow(a, b) for uint8 RGB frames [H, W, 3], without caching."""
     if a.shape != b.shape:
       raise ValueError(f"frames differ in size: {a.shape} vs {b.shape}")
+    if self.method == "dis" and min(a.shape[:2]) < DIS_MIN_SIDE:
+      raise ValueError(f"frames of {a.shape[0]}x{a.shape[1]} are too small for DIS flow (OpenCV's "
+                       f"needs {DIS_MIN_SIDE} pixels a side, and crashes on some smaller ones): "
+                       "use the 'farneback' flow method (eval.tc_flow.method, data.flow.method)")
     # OpenCV's calc(prev, next) returns f with prev(p) ~= next(p + f): prev = b, next = a.
     prev, nxt = _gray(b), _gray(a)
     if self.method == "dis":

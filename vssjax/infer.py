@@ -51,8 +51,9 @@ def input_videos(path: str) -> list[str]:
   if not os.path.isdir(path):
     return [path]
   videos = [entry.path for entry in sorted(os.scandir(path), key=lambda e: e.name)
-            if (entry.is_dir() and _holds_images(_frame_folder(entry.path)))
-            or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES))]
+            if not entry.name.startswith(".")  # hidden, as macOS's `._<clip>` beside each clip
+            and ((entry.is_dir() and _holds_images(_frame_folder(entry.path)))
+                 or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES)))]
   if _holds_images(_frame_folder(path)):
     if videos:  # frames and videos side by side: the frames win, the rest is not lost silently
       print(f"infer: {path} holds frames, so it is one video of them; its {len(videos)} other "
@@ -73,7 +74,7 @@ def input_videos(path: str) -> list[str]:
 
 
 def _holds_images(folder: str) -> bool:
-  return any(name.lower().endswith(footage.IMAGE_SUFFIXES) for name in os.listdir(folder))
+  return any(footage.is_image_name(name) for name in os.listdir(folder))
 
 
 def _frame_folder(video_folder: str) -> str:
@@ -209,7 +210,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
     (out_dir / "tc.json").unlink()
   print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
         f"step {step} -> {out_dir}", flush=True)
-  predictor = method.predictor(variables)
+  predictor = _ShotPredictor(method, variables, input_path)
   progress = Progress("infer frame", total, "frames")
   names: list[str] = []
 
@@ -236,7 +237,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
         labels = np.asarray(answered.pop(index))
         frame = pending_frames.pop(index)
         save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
-        if scorers.temporal is not None and last is not None:
+        # A change of frame size starts a new shot (`_ShotPredictor`): no pair across it.
+        if scorers.temporal is not None and last is not None and last[0].shape == frame.shape:
           _score_pair(scorers, input_path, index, *last, frame, labels)
         last = (frame, labels)
         yield visualize.overlay(frame, labels, palette)
@@ -247,12 +249,12 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
       for index, (frame_name, frame) in enumerate(decoded):
         names.append(frame_name)
         pending_frames[index] = frame
-        ready, previous = predictor.push(frame), ready
+        ready, previous = predictor.push(frame, frame_name), ready
         yield from consume(previous)
         progress.update(index + 1, force=index + 1 == total)
     yield from consume(ready + predictor.flush())
     if next_index != len(names) or answered:
-      raise RuntimeError(f"{type(predictor).__name__} answered frames 0-{next_index - 1} and "
+      raise RuntimeError(f"{predictor.name} answered frames 0-{next_index - 1} and "
                          f"{sorted(answered)} of {len(names)}: every frame must come back once")
 
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
@@ -264,6 +266,52 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   if scorers.temporal is not None:
     _write_tc(out_dir / "tc.json", scorers.temporal, config.eval.tc_flow.method)
   return out_dir
+
+
+class _ShotPredictor:
+  """The method's predictor over a frame folder whose frames may differ in size, a fresh one for
+  each run of frames of one size (a shot), with indices counted from the video's first frame.
+
+  The clip methods relate a frame to others (DCFM fuses keyframe features, DTERN and SD-CPC stack
+  past frames' states), which frames resized to another network input cannot join; the frames of
+  another size are another shot anyway (a folder of stills), so its predictor starts afresh, as at
+  a new video, and TC scores no pair across the change. Per-frame methods predict the same either
+  way; a video file has one size throughout, one shot.
+  """
+
+  def __init__(self, method, variables, input_path: str):
+    self._method, self._variables, self._input_path = method, variables, input_path
+    self._predictor = None
+    self._first, self._count = 0, 0  # the shot's first frame (its predictor's 0) and length
+    self._size: tuple[int, ...] = ()
+    self._said = False  # the first change of size is said, not every one of a folder of stills
+
+  @property
+  def name(self) -> str:
+    return type(self._predictor).__name__
+
+  def push(self, frame: np.ndarray, frame_name: str) -> list:
+    ready = []
+    if frame.shape != self._size:
+      if self._predictor is not None:
+        ready = self.flush()
+        if not self._said:
+          print(f"infer: {self._input_path}: frame {frame_name} is {frame.shape[0]}x"
+                f"{frame.shape[1]}, the frames before it {self._size[0]}x{self._size[1]}: each run "
+                "of frames of one size is predicted as a shot of its own (frames of another size "
+                "do not inform it; no TC pair across a change)", flush=True)
+          self._said = True
+      self._predictor = self._method.predictor(self._variables)
+      self._first += self._count
+      self._size, self._count = frame.shape, 0
+    self._count += 1
+    return ready + self._shifted(self._predictor.push(frame))
+
+  def flush(self) -> list:
+    return self._shifted(self._predictor.flush()) if self._predictor is not None else []
+
+  def _shifted(self, predictions: list) -> list:
+    return [(self._first + index, labels) for index, labels in predictions]
 
 
 def _score_pair(scorers: Scorers, input_path: str, index: int, frame: np.ndarray,

@@ -11,6 +11,8 @@ from etils import epath
 from vssjax.errors import SetupError
 
 IGNORE_COLOR = np.array([0, 0, 0], np.uint8)
+# OpenCV's mp4v writer does not open for a frame 1 pixel high or wide.
+_MIN_VIDEO_SIDE = 2
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray, ignore_label: int = 255) -> np.ndarray:
@@ -38,7 +40,8 @@ def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float
   """Writes RGB uint8 frames as an MP4 (mp4v), which OpenCV's wheels can encode without ffmpeg.
 
   A video has one frame size: frames of another size than the first (a frame folder of mixed
-  sizes) are resized to it, which OpenCV would otherwise drop with only a log line.
+  sizes) are resized to it, which OpenCV would otherwise drop with only a log line. A side of one
+  pixel, which mp4v cannot encode, is stretched to two.
   """
   check_frame_rate(fps)
   path = epath.Path(path)
@@ -47,7 +50,7 @@ def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float
   try:
     for frame in frames:
       if writer is None:
-        h, w = frame.shape[:2]
+        h, w = (max(side, _MIN_VIDEO_SIDE) for side in frame.shape[:2])
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not writer.isOpened():
           raise OSError(f"OpenCV cannot open {path} for writing")

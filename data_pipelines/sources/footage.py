@@ -2,16 +2,17 @@
 
 For label-free temporal consistency and for running a trained model on real video. Every path in
 `paths` is one video of the single split 'test'; a directory stands for its frames, all of its
-image files in name order but the label maps named as the project writes them beside their frames
-(`<frame>_label.png`, see `frame_files`), anything else for a video file. Video files are decoded
-once, sequentially (seeking is unreliable in many codecs), into lossless PNG bytes kept in memory,
-so keep `max_frames` and `stride` in proportion to the memory at hand; frame folders stay on disk
-and are read on demand.
+image files in name order (numbers as numbers, `frame_order`) but the label maps named as the
+project writes them beside their frames (`<frame>_label.png`, see `frame_files`), anything else
+for a video file. Video files are decoded once, sequentially (seeking is unreliable in many
+codecs), into lossless PNG bytes kept in memory, so keep `max_frames` and `stride` in proportion
+to the memory at hand; frame folders stay on disk and are read on demand.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import cv2
@@ -25,13 +26,27 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_MAP_SUFFIX = "_label.png"
 
 
+def is_image_name(name: str) -> bool:
+  """Whether a folder entry named so is one of its images: an image suffix, not a hidden file
+  (macOS writes `._<name>` beside each file it copies to a foreign disk, which no codec reads)."""
+  return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
 def image_files(folder: str) -> list[str]:
-  """The image files of a folder, in name order; raises if there are none."""
-  files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                 if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
+  """The image files of a folder, in name order (`frame_order`); raises if there are none."""
+  files = [os.path.join(folder, f) for f in sorted(os.listdir(folder), key=frame_order)
+           if is_image_name(f)]
   if not files:
     raise base.DataError(folder, f"holds no {'/'.join(IMAGE_SUFFIXES)} frames")
   return files
+
+
+def frame_order(name: str) -> tuple[list[int | str], str]:
+  """The sort key of a frame's file name: its runs of digits compared as numbers, so unpadded
+  numbering (frame_2.png, frame_10.png, as ffmpeg's `%d` and many tools write) plays in order,
+  where a plain string sort would put frame_10 before frame_2. Zero-padded names sort as before."""
+  parts = re.split(r"(\d+)", name)  # text, number, text, ...: the types line up between names
+  return [int(part) if i % 2 else part for i, part in enumerate(parts)], name
 
 
 def frame_files(folder: str) -> list[str]:

@@ -396,3 +396,14 @@ def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
 def test_vtest_pseudo_build_fails_loudly_when_it_cannot_write(tmp_path):
   with pytest.raises(OSError, match="could not write"):
     vtest_pseudo._write_image(str(tmp_path / "missing_dir" / "0.png"), np.zeros((4, 4), np.uint8))
+
+
+def test_footage_frames_numbered_without_padding_play_in_number_order(tmp_path):
+  """ffmpeg's `%d` and many tools number frames without zero padding: frame_10 comes after
+  frame_9, not between frame_1 and frame_2 as a plain string sort has it."""
+  for t in (0, 1, 2, 9, 10, 11):
+    cv2.imwrite(str(tmp_path / f"frame_{t}.png"), np.zeros((4, 4, 3), np.uint8))
+  cv2.imwrite(str(tmp_path / "frame_02.png"), np.zeros((4, 4, 3), np.uint8))
+  names = [os.path.basename(f) for f in footage.frame_files(str(tmp_path))]
+  assert names == ["frame_0.png", "frame_1.png", "frame_02.png", "frame_2.png", "frame_9.png",
+                   "frame_10.png", "frame_11.png"]
