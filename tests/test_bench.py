@@ -9,6 +9,7 @@ import math
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -68,9 +69,13 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
     for key in ("compile_s", "latency_ms", "frames_per_s"):
       assert math.isfinite(row[key]) and row[key] > 0, (row["phase"], key, row[key])
     assert row["gflops"] > 0
-    assert row["peak_memory_mb"] is None  # the CPU backend reports no memory statistics
+    # XLA's buffer assignment of the program, on every backend: at least its float32 parameters.
+    assert row["peak_memory_mb"] >= 4 * results["params"] / 2**20, row["phase"]
   assert math.isfinite(rows[("torch_train", 4)]["latency_ms"])
   assert rows[("forward", 4)]["gflops"] > rows[("forward", 1)]["gflops"]
+  # The train step holds the optimizer state and the activations for the gradients besides.
+  assert rows[("train_step", 4)]["peak_memory_mb"] > rows[("forward", 4)]["peak_memory_mb"]
+  assert results["device_peak_memory_mb"] is None  # the CPU backend keeps no runtime statistics
   saved = json.loads((tmp_path / "bench.json").read_text())
   assert saved["params"] == results["params"]
   assert (tmp_path / "bench.md").read_text().count("| forward |") == 2
@@ -189,13 +194,24 @@ class _Device:
     return self._stats
 
 
-def test_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch):
-  """Accelerators report bytes; the table's column is "peak MiB" (2**20 bytes). The CPU reports
-  no statistics: n/a, not 0."""
+def test_each_rows_peak_memory_is_its_own_programs():
+  """XLA's buffer assignment of each program (here 4 MiB in and 4 MiB out), whatever ran
+  before it in the process; a row of two programs takes the larger."""
+  large = jax.jit(lambda x: x * 2).lower(jnp.zeros((1024, 1024), jnp.float32)).compile()
+  small = jax.jit(lambda x: x * 2).lower(jnp.zeros((8,), jnp.float32)).compile()
+  jax.block_until_ready(large(jnp.zeros((1024, 1024), jnp.float32)))
+  assert bench._program_peak_mb(large) == pytest.approx(8.0)
+  assert bench._program_peak_mb(small) < 0.01
+  assert bench._program_peak_mb(small, large) == bench._program_peak_mb(large)
+
+
+def test_device_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch):
+  """Accelerators report bytes; the JSON's figure is in MiB (2**20 bytes). The CPU reports no
+  statistics: None, not 0."""
   monkeypatch.setattr(jax, "devices", lambda: [_Device({"peak_bytes_in_use": 3 * 2**20})])
-  assert bench._peak_memory_mb() == 3.0
+  assert bench._device_peak_mb() == 3.0
   monkeypatch.setattr(jax, "devices", lambda: [_Device({})])
-  assert bench._peak_memory_mb() is None
+  assert bench._device_peak_mb() is None
 
 
 def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path):

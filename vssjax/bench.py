@@ -95,8 +95,23 @@ def _gflops(compiled) -> float | None:
   return float(flops) / 1e9 if flops is not None and flops > 0 else None
 
 
-def _peak_memory_mb() -> float | None:
-  """Peak bytes in use on the first device since start; None where the backend (CPU) has none."""
+def _program_peak_mb(*compiled) -> float | None:
+  """The largest of `compiled` programs' peak memory in MiB, from XLA's buffer assignment
+  (`memory_analysis`: arguments, outputs and the temporaries live at once), on any backend; None
+  where the backend does not say.
+
+  Per program, unlike the device's runtime peak (`_device_peak_mb`), which counts every program
+  of the process so far: in the device suite a later entry's rows would carry an earlier entry's
+  larger peak.
+  """
+  peaks = [getattr(program.memory_analysis(), "peak_memory_in_bytes", None)
+           for program in compiled]
+  return None if None in peaks or not peaks else max(peaks) / 2**20
+
+
+def _device_peak_mb() -> float | None:
+  """Peak bytes in use on the first device since the process started; None where the backend
+  (CPU) keeps no statistics."""
   stats = jax.devices()[0].memory_stats()
   if not stats or "peak_bytes_in_use" not in stats:
     return None
@@ -165,7 +180,7 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   seconds = median_call_seconds(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return report(Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
-                    batch * clip / seconds, _gflops(compiled), _peak_memory_mb()))
+                    batch * clip / seconds, _gflops(compiled), _program_peak_mb(compiled)))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -181,7 +196,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   t_key = median_call_seconds(settings, key, variables, frames)
   gflops_key = _gflops(key)
   key_row = report(Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
-                       _peak_memory_mb()))
+                       _program_peak_mb(key)))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
@@ -194,7 +209,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   gflops_non_key = (None if gflops_key is None
                     else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
   non_key_row = report(Row(non_key, dtype, 1, 1, shallow_compile + fuse_compile,
-                           t_non_key * 1e3, 1 / t_non_key, gflops_non_key, _peak_memory_mb()))
+                           t_non_key * 1e3, 1 / t_non_key, gflops_non_key,
+                           _program_peak_mb(shallow_fn, fuse)))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
@@ -230,7 +246,7 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   gflops = [_gflops(encode), _gflops(decode)]
   return report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
                     seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
-                    _peak_memory_mb()))
+                    _program_peak_mb(encode, decode)))
 
 
 def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str, Any],
@@ -258,7 +274,7 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   gflops = [_gflops(forward), _gflops(stitch)]
   return report(Row("slide_frame", dtype, 1, 1, forward_compile + stitch_compile,
                     seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
-                    _peak_memory_mb()))
+                    _program_peak_mb(forward, stitch)))
 
 
 def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
@@ -296,7 +312,8 @@ def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
   seconds = median_seconds(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
   return report(Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
-                    seconds * 1e3, frames / seconds, _gflops(compiled), _peak_memory_mb()))
+                    seconds * 1e3, frames / seconds, _gflops(compiled),
+                    _program_peak_mb(compiled)))
 
 
 def _format_table(rows: list[Row]) -> str:
@@ -362,6 +379,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "jax_version": jax.__version__,
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "float32_precision": precisions,
+      "device_peak_memory_mb": _device_peak_mb(),  # all programs of the process so far
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
   }
