@@ -195,14 +195,25 @@ class _Device:
 
 
 def test_each_rows_peak_memory_is_its_own_programs():
-  """XLA's buffer assignment of each program (here 4 MiB in and 4 MiB out), whatever ran
-  before it in the process; a row of two programs takes the larger."""
+  """XLA's memory analysis of each program, whatever ran before it in the process, temporaries
+  included; a row of two programs takes the larger."""
   large = jax.jit(lambda x: x * 2).lower(jnp.zeros((1024, 1024), jnp.float32)).compile()
   small = jax.jit(lambda x: x * 2).lower(jnp.zeros((8,), jnp.float32)).compile()
   jax.block_until_ready(large(jnp.zeros((1024, 1024), jnp.float32)))
-  assert bench._program_peak_mb(large) == pytest.approx(8.0)
+  assert bench._program_peak_mb(large) == pytest.approx(8.0)  # 4 MiB in, 4 MiB out
   assert bench._program_peak_mb(small) < 0.01
   assert bench._program_peak_mb(small, large) == bench._program_peak_mb(large)
+  # An 8 KiB vector whose 16 MiB outer product, a matmul operand, lives only inside the program.
+  outer = jax.jit(lambda x: (jnp.outer(x, x) @ x)).lower(jnp.zeros((2048,), jnp.float32)).compile()
+  assert bench._program_peak_mb(outer) >= 16.0
+
+
+def test_a_program_without_a_memory_analysis_has_no_peak():
+  class NoAnalysis:
+    def memory_analysis(self):
+      raise RuntimeError("UNIMPLEMENTED")
+
+  assert bench._program_peak_mb(NoAnalysis()) is None
 
 
 def test_device_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch):

@@ -71,3 +71,35 @@ def test_torch_compile_rows_come_after_every_entrys_jax_and_eager_rows(tmp_path,
                    ("run", "b1", True), ("torch.compile", "b1", False)]
   assert "WITH COMPILE b1" in report and "JAX AND EAGER b1" not in report.split("## ")[1]
   assert report.index("## segformer_b1_bf16") < report.index("## segformer_b5_bf16")
+
+
+def test_a_failing_entry_is_reported_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+  calls = []
+
+  def fake_run(config, workdir):
+    if config.model.attention_impl == "cudnn":
+      raise RuntimeError("no cuDNN attention here")
+    calls.append(("run", config.model.backbone))
+    (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
+    (tmp_path / workdir / "bench.md").write_text(f"TABLE {config.model.backbone}")
+    return {}
+
+  def fake_compile_rows(config, results, workdir):
+    calls.append(("torch.compile", config.model.backbone))
+    raise RuntimeError("inductor failed")
+
+  monkeypatch.setattr(bench, "run", fake_run)
+  monkeypatch.setattr(bench, "add_torch_compile_rows", fake_compile_rows)
+  monkeypatch.setattr(bench_torch, "available", lambda: True)
+  names = ("segformer_b1_bf16", "segformer_b1_bf16_cudnn", "dcfm_b2")
+  entries = [e for e in bench_suite.SUITE if e.name in names]
+  report = bench_suite.run_suite(entries, str(tmp_path), str(tmp_path / "report.md"))
+  assert calls == [("run", "b1"), ("run", "b2"), ("torch.compile", "b1")]
+  cudnn = report.split("## segformer_b1_bf16_cudnn")[1].split("## ")[0]
+  assert "failed: RuntimeError('no cuDNN attention here')" in cudnn and "TABLE" not in cudnn
+  b1 = report.split("## segformer_b1_bf16\n")[1].split("## ")[0]
+  assert "TABLE b1" in b1 and "failed: RuntimeError('inductor failed')" in b1
+  assert "TABLE b2" in report
+  printed = capsys.readouterr()
+  assert "segformer_b1_bf16_cudnn: failed after" in printed.out
+  assert "no cuDNN attention here" in printed.err  # the traceback

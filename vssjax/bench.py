@@ -96,17 +96,27 @@ def _gflops(compiled) -> float | None:
 
 
 def _program_peak_mb(*compiled) -> float | None:
-  """The largest of `compiled` programs' peak memory in MiB, from XLA's buffer assignment
-  (`memory_analysis`: arguments, outputs and the temporaries live at once), on any backend; None
-  where the backend does not say.
+  """The largest of `compiled` programs' peak memory in MiB, from XLA's memory analysis of each
+  (its buffer assignment); None where a backend does not give one.
 
   Per program, unlike the device's runtime peak (`_device_peak_mb`), which counts every program
   of the process so far: in the device suite a later entry's rows would carry an earlier entry's
-  larger peak.
+  larger peak. XLA:GPU's `peak_memory_in_bytes` is the buffer assignment's peak; XLA:CPU's
+  (jaxlib 0.10) counts only arguments and outputs, so the figure is at least arguments + outputs
+  - donated + temporaries (all of a program's temporaries are one allocation on the CPU).
   """
-  peaks = [getattr(program.memory_analysis(), "peak_memory_in_bytes", None)
-           for program in compiled]
-  return None if None in peaks or not peaks else max(peaks) / 2**20
+  peaks = []
+  for program in compiled:
+    try:
+      stats = program.memory_analysis()
+    except Exception:  # pylint: disable=broad-except  # a missing figure must not cost the row
+      return None
+    if stats is None:
+      return None
+    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+             - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+    peaks.append(max(getattr(stats, "peak_memory_in_bytes", 0), total))
+  return max(peaks) / 2**20 if peaks else None
 
 
 def _device_peak_mb() -> float | None:

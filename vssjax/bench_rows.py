@@ -24,7 +24,7 @@ class Row:
   latency_ms: float
   frames_per_s: float
   gflops: float | None  # XLA's estimate; per device when the train step is split over a mesh
-  peak_memory_mb: float | None  # XLA's buffer assignment of the row's program(s); None for torch
+  peak_memory_mb: float | None  # XLA's memory analysis of the row's program(s); None for torch
 
 
 def median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:

@@ -16,6 +16,7 @@ import datetime
 import os
 import platform
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -102,19 +103,28 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
       f"--only={','.join(e.name for e in entries)}{' --profile' if profile else ''}", ""]
   sections: dict[str, list[str]] = {}  # entry name -> its part of the report
   wall_s: dict[str, float] = {}
+  failures: dict[str, list[str]] = {}
   report = "\n".join(header)
 
   def measure(entry: Entry, label: str, work: Callable[..., Any], *args) -> Any:
-    """`work(*args)` for `entry`, timed; then rewrites the entry's section and the report."""
+    """`work(*args)` for `entry`, timed; then rewrites the entry's section and the report. A
+    failure is printed and noted in the section, and returns None: one device command measures
+    several entries, and an entry that fails (a lever new to the device) must not cost the
+    others, nor the `torch.compile` rows still to come."""
     nonlocal report
     print(f"{label} ({entry.config}): running", flush=True)
     start = time.perf_counter()
-    value = work(*args)
+    try:
+      value = work(*args)
+    except Exception as error:  # pylint: disable=broad-except
+      traceback.print_exc()
+      failures.setdefault(entry.name, []).append(f"{label} failed: {error!r}")
+      value = None
     seconds = time.perf_counter() - start
     wall_s[entry.name] = wall_s.get(entry.name, 0.0) + seconds
-    print(f"{label}: done in {seconds:.0f} s", flush=True)
+    print(f"{label}: {'failed after' if value is None else 'done in'} {seconds:.0f} s", flush=True)
     sections[entry.name] = _section(entry, epath.Path(workdir) / entry.name, profile,
-                                    wall_s[entry.name])
+                                    wall_s[entry.name], failures.get(entry.name, []))
     report = "\n".join(header + [line for e in entries for line in sections.get(e.name, [])])
     if out:
       epath.Path(out).write_text(report)
@@ -124,13 +134,14 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
   for index, entry in enumerate(entries, start=1):
     config = load_entry_config(entry, profile)
     entry_dir = str(epath.Path(workdir) / entry.name)
+    (epath.Path(entry_dir) / "bench.md").unlink(missing_ok=True)  # an earlier run's, if any
     defer = (config.bench.torch and config.bench.torch_compile
              and config.method.name == "segformer" and bench_torch.available())
     if defer:
       config.bench.torch_compile = False
     results = measure(entry, f"bench_suite: entry {index}/{len(entries)} {entry.name}",
                       bench.run, config, entry_dir)
-    if defer:
+    if defer and results is not None:
       compile_later.append((entry, config, entry_dir, results))
   for index, (entry, config, entry_dir, results) in enumerate(compile_later, start=1):
     measure(entry, f"bench_suite: torch.compile {index}/{len(compile_later)} {entry.name}",
@@ -138,13 +149,17 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
   return report
 
 
-def _section(entry: Entry, entry_dir: epath.Path, profile: bool, wall_s: float) -> list[str]:
-  """An entry's part of the report: the command that reruns it alone, its table, its wall time."""
+def _section(entry: Entry, entry_dir: epath.Path, profile: bool, wall_s: float,
+             failures: list[str]) -> list[str]:
+  """An entry's part of the report: the command that reruns it alone, its table (what it
+  measured before a failure), what failed, its wall time."""
   overrides = " ".join(f"--config.{k}={_shell_value(v)}" for k, v in entry.overrides.items())
   overrides += " --config.bench.profile=True" if profile else ""
+  table = entry_dir / "bench.md"
   return [f"## {entry.name}", "",
           f"    python -m vssjax.main --config={entry.config} --workdir={entry_dir} "
-          f"--mode=bench {overrides}", "", (entry_dir / "bench.md").read_text(),
+          f"--mode=bench {overrides}", "", *([table.read_text()] if table.exists() else []),
+          *(f"**{failure}**" for failure in failures),
           f"Entry wall time {wall_s:.0f} s (compiles included).", ""]
 
 
