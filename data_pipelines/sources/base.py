@@ -63,6 +63,13 @@ def frames_around(annotated: int, window: tuple[int, int], labelled: FrameRef,
   return tuple(frames)
 
 
+def visible_entries(folder: str) -> list[str]:
+  """The names in `folder`, sorted, without hidden ones: copies made on macOS carry `.DS_Store`
+  and an AppleDouble `._<name>` beside every file, which matches a dataset's file pattern but is
+  no image (nor a city or video folder)."""
+  return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+
+
 def describe(frame: FrameRef, field: str) -> str:
   """Where a payload comes from, for error messages: the file path, else the frame id."""
   payload = getattr(frame, field)

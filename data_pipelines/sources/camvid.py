@@ -56,7 +56,7 @@ class CamvidSource(base.FolderSource):
     for folder in (image_dir, label_dir):
       if not os.path.isdir(folder):
         raise base.DataError(folder, "missing CamVid split folder")
-    labelled = [_NAME.match(f) for f in sorted(os.listdir(image_dir))]
+    labelled = [_NAME.match(f) for f in base.visible_entries(image_dir)]
     labelled = [m for m in labelled if m]
     frames_dir = os.path.join(self._root, FRAMES_DIR)
     if os.path.isdir(frames_dir):

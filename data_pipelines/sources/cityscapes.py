@@ -67,12 +67,14 @@ class CityscapesSource(base.FolderSource):
     if not has_sequences:
       _warn_no_sequences(sequences, split)
     videos = []
-    for city in sorted(os.listdir(gt_root)):
-      for name in sorted(os.listdir(os.path.join(gt_root, city))):
+    for city in base.visible_entries(gt_root):
+      city_dir = os.path.join(gt_root, city)
+      if not os.path.isdir(city_dir):  # a README or licence file beside the cities
+        continue
+      for name in base.visible_entries(city_dir):
         match = _GT_NAME.match(name)
         if match:
-          videos.append(self._snippet(split, match, os.path.join(gt_root, city, name),
-                                      has_sequences))
+          videos.append(self._snippet(split, match, os.path.join(city_dir, name), has_sequences))
     return videos
 
   def _snippet(self, split: str, match: re.Match, label_path: str,

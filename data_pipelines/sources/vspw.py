@@ -88,7 +88,8 @@ class VspwSource(base.FolderSource):
     origin, mask = os.path.join(folder, "origin"), os.path.join(folder, "mask")
     if not os.path.isdir(origin):
       raise base.DataError(origin, "missing frame folder of a listed video")
-    stems = sorted(os.path.splitext(f)[0] for f in os.listdir(origin) if f.endswith(".jpg"))
+    stems = sorted(os.path.splitext(f)[0] for f in base.visible_entries(origin)
+                   if f.endswith(".jpg"))
     if not stems:
       raise base.DataError(origin, "holds no .jpg frames")
     has_masks = os.path.isdir(mask)

@@ -407,3 +407,35 @@ def test_footage_frames_numbered_without_padding_play_in_number_order(tmp_path):
   names = [os.path.basename(f) for f in footage.frame_files(str(tmp_path))]
   assert names == ["frame_0.png", "frame_1.png", "frame_02.png", "frame_2.png", "frame_9.png",
                    "frame_10.png", "frame_11.png"]
+
+
+def test_copies_made_on_macos_read_as_the_originals(tmp_path):
+  """A copy that went through macOS holds `.DS_Store` and an AppleDouble `._<name>` beside every
+  file; those match the datasets' file patterns but are no images, and a licence file may sit
+  beside Cityscapes' cities. None of them is a frame, a label or a city."""
+  def litter(folder):
+    for name in os.listdir(folder):
+      (folder / f"._{name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+
+  vspw_root = tmp_path / "VSPW_480p"
+  _vspw(vspw_root)
+  litter(vspw_root / "data" / "vid_a" / "origin")
+  litter(vspw_root / "data" / "vid_a" / "mask")
+  cs_root = tmp_path / "cs"
+  _cityscapes(cs_root)
+  litter(cs_root / "gtFine" / "train" / "frankfurt")
+  litter(cs_root / "leftImg8bit_sequence" / "train" / "frankfurt")
+  litter(cs_root / "gtFine" / "train")
+  (cs_root / "gtFine" / "train" / "README").write_text("licence")
+  cv_root = tmp_path / "cv"
+  _camvid(cv_root, with_frames=True)
+  for folder in ("train", "trainannot", "frames"):
+    litter(cv_root / folder)
+  for source, frames in ((vspw.VspwSource(str(vspw_root)), [3, 3]),
+                         (cityscapes.CityscapesSource(str(cs_root)), [30, 30]),
+                         (camvid.CamvidSource(str(cv_root)), [30, 1, 1])):
+    videos = dataset.VideoDataset.from_source(source, "train")
+    assert [videos.num_frames(i) for i in range(len(videos))] == frames
+    for i in range(len(videos)):
+      videos.load(i, videos.labeled_indices(i))
