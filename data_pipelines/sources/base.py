@@ -225,7 +225,12 @@ def check_videos_have_frames(source: VideoSource, split: str,
                              videos: Sequence[VideoRecord]) -> None:
   """Raises a DataError naming the first of `videos` (`split` of `source`) without frames, an
   empty video folder of a source of one's own say (the built-in ones refuse those): sampling a
-  clip of it would fail with numpy's bare 'high <= 0'."""
+  clip of it would fail with numpy's bare 'high <= 0'. A split of no video at all (a CamVid
+  folder of .jpg images, none named as the source expects) is refused too: training on it failed
+  with a bare ZeroDivisionError, and evaluating it wrote results of nothing."""
+  if not len(videos):
+    raise DataError(source.describe_split(split), "holds no videos (are its files named as the "
+                    "source expects? docs/data.md)")
   for video in videos:
     if not len(video.frames):
       raise DataError(f"video {video.name} of {source.describe_split(split)}",

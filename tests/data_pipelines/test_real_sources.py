@@ -439,3 +439,21 @@ def test_copies_made_on_macos_read_as_the_originals(tmp_path):
     assert [videos.num_frames(i) for i in range(len(videos))] == frames
     for i in range(len(videos)):
       videos.load(i, videos.labeled_indices(i))
+
+
+def test_a_split_of_no_videos_is_refused_naming_its_folder(tmp_path):
+  """CamVid images saved as .jpg match no `<sequence>_<number>.png`: the split holds no video.
+  Training on it stopped with a bare ZeroDivisionError, and evaluating it scored nothing."""
+  root = _camvid(tmp_path / "cv", with_frames=False)
+  for name in os.listdir(os.path.join(root, "train")):
+    path = os.path.join(root, "train", name)
+    os.rename(path, path[:-4] + ".jpg")
+  cfg = helpers.data_config(tmp_path / "tfds", source="camvid", backend="files",
+                            train_split="train", eval_split="train")
+  cfg.camvid = dict(root=root)
+  message = rf"camvid {root}/train: holds no videos"
+  with pytest.raises(base.DataError, match=message):
+    loader.make_train_loader(cfg, clip_sampling.SingleFrameSampler(), seed=0,
+                             shard_options=grain.sharding.ShardOptions(0, 1))
+  with pytest.raises(base.DataError, match=message):
+    list(loader.eval_videos(cfg, "train"))
