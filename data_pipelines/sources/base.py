@@ -43,24 +43,30 @@ class VideoRecord:
 def frames_around(annotated: int, window: tuple[int, int], labelled: FrameRef,
                   frame_at: Callable[[int], FrameRef]) -> tuple[FrameRef, ...]:
   """The frames [a - before, a + after] (`window` = (before, after)) around the labelled frame
-  a = `annotated` that exist on disk, in order.
+  a = `annotated` that exist on disk without a gap, in order.
 
   Datasets that label one frame per stretch of video (Cityscapes snippets, CamVid with its video
   frames) become one video per labelled frame with only that frame labelled, so a clip sampler told
   which frames are labelled makes it the target. `labelled` (frame a) is always kept, so a missing
   file fails when read, named; `frame_at(n)` is unlabelled frame n, kept when n >= 0 and its image
-  path exists.
+  path exists. Each side stops at its first missing frame (a partly extracted copy): the frames
+  beyond it would sit next to the ones before it, as if consecutive, and DCFM's [a-1, a, a+1]
+  or a clip's t-3 would silently take a frame from further away in time.
   """
   before, after = window
-  frames = []
-  for number in range(annotated - before, annotated + after + 1):
-    if number == annotated:
-      frames.append(labelled)
-    elif number >= 0:
-      frame = frame_at(number)
-      if os.path.exists(frame.image):
-        frames.append(frame)
-  return tuple(frames)
+
+  def run(numbers: range) -> list[FrameRef]:
+    frames = []
+    for number in numbers:
+      frame = frame_at(number) if number >= 0 else None
+      if frame is None or not os.path.exists(frame.image):
+        break
+      frames.append(frame)
+    return frames
+
+  earlier = run(range(annotated - 1, annotated - before - 1, -1))
+  later = run(range(annotated + 1, annotated + after + 1))
+  return (*reversed(earlier), labelled, *later)
 
 
 def visible_entries(folder: str) -> list[str]:

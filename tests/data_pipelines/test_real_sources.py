@@ -457,3 +457,18 @@ def test_a_split_of_no_videos_is_refused_naming_its_folder(tmp_path):
                              shard_options=grain.sharding.ShardOptions(0, 1))
   with pytest.raises(base.DataError, match=message):
     list(loader.eval_videos(cfg, "train"))
+
+
+def test_a_snippet_stops_at_a_missing_frame(tmp_path):
+  """Frames 17 and 22 of a Cityscapes snippet annotated at 19 missing from the copy: its video is
+  18..21, whose neighbours are consecutive frames; 0..16 beside 18 would make a clip's or DCFM's
+  window's 'previous frame' one from further back, silently."""
+  root = _cityscapes(tmp_path / "cs")
+  folder = os.path.join(root, "leftImg8bit_sequence", "train", "frankfurt")
+  for number in (17, 22):
+    os.remove(os.path.join(folder, f"frankfurt_000000_{number:06d}_leftImg8bit.png"))
+  source = cityscapes.CityscapesSource(root)
+  assert [f.frame_id[-2:] for f in source.videos("train")[0].frames] == ["18", "19", "20", "21"]
+  videos = dataset.VideoDataset.from_source(source, "train")
+  assert videos.labeled_indices(0) == [1]
+  assert int(videos.load(0, [0])["frames"][0, 0, 0, 0]) == 18
