@@ -3,7 +3,9 @@
 Layout (`root` = the user's `VSPW_480p` copy; specs/dtern.md §8): `train.txt`, `val.txt`,
 `test.txt` (one video name per line), `data/<video>/origin/<frame>.jpg` and
 `data/<video>/mask/<frame>.png` (palette PNGs whose palette indices are the raw class ids).
-Frames are sorted by file name. Test videos have no masks, so their frames carry no label.
+Frames (`.jpg` in any case) are sorted by file name. Test videos have no masks, so their frames
+carry no label; a train or val video without its mask folder, or a mask without its frame, is a
+`DataError` naming what is missing.
 """
 from __future__ import annotations
 
@@ -67,6 +69,34 @@ def read_video_list(path: str) -> list[str]:
     raise base.DataError(path, f"cannot read the video list ({e.strerror or e})") from e
 
 
+def frame_files(origin: str) -> dict[str, str]:
+  """A video's frame files by stem, in name order: `.jpg` in any case (a copy that passed through
+  a tool writing `.JPG` must not lose those frames from the middle of its videos)."""
+  files = {}
+  for file in base.visible_entries(origin):
+    stem, extension = os.path.splitext(file)
+    if extension.lower() != ".jpg":
+      continue
+    if stem in files:
+      raise base.DataError(os.path.join(origin, file), f"a second frame {stem} (beside "
+                           f"{files[stem]}): keep one")
+    files[stem] = file
+  if not files:
+    raise base.DataError(origin, "holds no .jpg frames")
+  return files
+
+
+def check_masks_have_frames(mask: str, files: dict[str, str], origin: str) -> None:
+  """Raises where a mask has no frame: the frame is missing from the copy (VSPW ships a mask for
+  every frame and no other), and without it its neighbours would look consecutive to a clip."""
+  for file in base.visible_entries(mask):
+    stem, extension = os.path.splitext(file)
+    if extension.lower() == ".png" and stem not in files:
+      raise base.DataError(os.path.join(origin, stem + ".jpg"), f"missing, though its mask "
+                           f"{os.path.join(mask, file)} is there: restore the frame (or remove "
+                           f"the mask if the frame was dropped on purpose)")
+
+
 @base.register_source
 class VspwSource(base.FolderSource):
   name = "vspw"
@@ -81,23 +111,26 @@ class VspwSource(base.FolderSource):
 
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
-    return [self._video(name) for name in read_video_list(self.split_path(split))]
+    return [self._video(name, split) for name in read_video_list(self.split_path(split))]
 
-  def _video(self, name: str) -> base.VideoRecord:
+  def _video(self, name: str, split: str) -> base.VideoRecord:
     folder = os.path.join(self._root, "data", name)
     origin, mask = os.path.join(folder, "origin"), os.path.join(folder, "mask")
     if not os.path.isdir(origin):
       raise base.DataError(origin, "missing frame folder of a listed video")
-    stems = sorted(os.path.splitext(f)[0] for f in base.visible_entries(origin)
-                   if f.endswith(".jpg"))
-    if not stems:
-      raise base.DataError(origin, "holds no .jpg frames")
+    files = frame_files(origin)
     has_masks = os.path.isdir(mask)
+    if not has_masks and split != "test":
+      # Its frames would be unlabelled: evaluation would score none of them, without a word.
+      raise base.DataError(mask, f"missing mask folder of a {split} video (only test videos come "
+                           f"without masks): restore it, or remove {name} from {split}.txt")
+    if has_masks:
+      check_masks_have_frames(mask, files, origin)
     frames = []
-    for stem in stems:
+    for stem, file in files.items():
       label = os.path.join(mask, stem + ".png") if has_masks else None
       # A listed-but-missing mask stays a path, so reading it fails naming the file.
-      frames.append(base.FrameRef(f"{name}/{stem}", os.path.join(origin, stem + ".jpg"), label))
+      frames.append(base.FrameRef(f"{name}/{stem}", os.path.join(origin, file), label))
     return base.VideoRecord(name, tuple(frames))
 
   def map_label(self, raw: np.ndarray) -> np.ndarray:

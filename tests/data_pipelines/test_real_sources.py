@@ -472,3 +472,32 @@ def test_a_snippet_stops_at_a_missing_frame(tmp_path):
   videos = dataset.VideoDataset.from_source(source, "train")
   assert videos.labeled_indices(0) == [1]
   assert int(videos.load(0, [0])["frames"][0, 0, 0, 0]) == 18
+
+
+def test_vspw_frames_in_upper_case_are_kept_in_their_place(tmp_path):
+  """A frame saved as `.JPG` dropped out of the middle of its video, its neighbours then looking
+  consecutive; all of a video's frames so left it 'holding no .jpg frames'."""
+  root = _vspw(tmp_path / "v")
+  origin = os.path.join(root, "data", "vid_a", "origin")
+  os.rename(os.path.join(origin, "00000001.jpg"), os.path.join(origin, "00000001.JPG"))
+  videos = dataset.VideoDataset.from_source(vspw.VspwSource(root), "train")
+  assert videos.num_frames(0) == 3 and int(videos.load(0, [1])["frames"][0, 0, 0, 0]) == 10
+  shutil.copy(os.path.join(origin, "00000001.JPG"), os.path.join(origin, "00000001.jpg"))
+  with pytest.raises(base.DataError, match=r"00000001.(jpg|JPG): a second frame 00000001"):
+    vspw.VspwSource(root).videos("train")
+
+
+def test_vspw_frames_or_masks_missing_from_a_copy_are_named(tmp_path):
+  """A frame gone from the middle of a video (its mask still there) made its neighbours look
+  consecutive; a train or val video without its mask folder was unlabelled, so evaluation scored
+  none of it, without a word."""
+  root = _vspw(tmp_path / "v")
+  frame = os.path.join(root, "data", "vid_a", "origin", "00000001.jpg")
+  os.remove(frame)
+  with pytest.raises(base.DataError, match=rf"{frame}: missing, though its mask .*00000001.png"):
+    vspw.VspwSource(root).videos("train")
+  masks = os.path.join(root, "data", "vid_c", "mask")
+  shutil.rmtree(masks)
+  with pytest.raises(base.DataError, match=rf"{masks}: missing mask folder of a val video .*"
+                                           rf"remove vid_c from val.txt"):
+    vspw.VspwSource(root).videos("val")
