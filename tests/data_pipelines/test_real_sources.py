@@ -501,3 +501,17 @@ def test_vspw_frames_or_masks_missing_from_a_copy_are_named(tmp_path):
   with pytest.raises(base.DataError, match=rf"{masks}: missing mask folder of a val video .*"
                                            rf"remove vid_c from val.txt"):
     vspw.VspwSource(root).videos("val")
+
+
+def test_vspw_list_files_as_editors_leave_them(tmp_path):
+  """A list saved on Windows (byte-order mark, CRLF), with stray spaces, blank lines and a folder's
+  trailing slash reads as the plain list; a video listed twice, which would be scored twice, is
+  refused, naming the list."""
+  root = _vspw(tmp_path / "v")
+  with open(os.path.join(root, "train.txt"), "w", encoding="utf-8-sig", newline="") as f:
+    f.write("vid_b \r\n\r\n  vid_a/\r\n")
+  assert [v.name for v in vspw.VspwSource(root).videos("train")] == ["vid_b", "vid_a"]
+  with open(os.path.join(root, "train.txt"), "w") as f:
+    f.write("vid_a\nvid_b\nvid_a\n")
+  with pytest.raises(base.DataError, match=r"train.txt: lists video vid_a twice"):
+    vspw.VspwSource(root).videos("train")
