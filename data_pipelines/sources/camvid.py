@@ -43,6 +43,18 @@ def _warn_no_frames(frames_dir: str, split: str) -> None:
                   "per-frame methods only)", frames_dir, split)
 
 
+@functools.cache
+def _warn_frames_missing(frames_dir: str, split: str, sequences: tuple[str, ...],
+                         count: int) -> None:
+  """Once per folder, split and finding: with `frames/` present, a labelled frame without any
+  frame of its own beside it in there (a sequence not extracted, or its frames named or numbered
+  otherwise, e.g. `.jpg`) is a one-frame video, where a DCFM pair or clip repeats the frame."""
+  logging.warning("camvid: %s holds no frame beside %d labelled frames of %s (sequences %s), "
+                  "each a one-frame video then: are their frames there, named "
+                  "<sequence>_<number>.png and numbered like the labelled frames?", frames_dir,
+                  count, split, ", ".join(sequences))
+
+
 @base.register_source
 class CamvidSource(base.FolderSource):
   name = "camvid"
@@ -60,7 +72,12 @@ class CamvidSource(base.FolderSource):
     labelled = [m for m in labelled if m]
     frames_dir = os.path.join(self._root, FRAMES_DIR)
     if os.path.isdir(frames_dir):
-      return [self._snippet(m, image_dir, label_dir, frames_dir) for m in labelled]
+      videos = [self._snippet(m, image_dir, label_dir, frames_dir) for m in labelled]
+      alone = [m["prefix"].split("_")[0] for m, video in zip(labelled, videos)
+               if len(video.frames) == 1]
+      if alone:
+        _warn_frames_missing(frames_dir, split, tuple(sorted(set(alone))), len(alone))
+      return videos
     _warn_no_frames(frames_dir, split)
     return self._sequences(labelled, image_dir, label_dir)
 

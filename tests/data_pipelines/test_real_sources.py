@@ -245,9 +245,14 @@ def test_camvid_without_frames_groups_sequences(tmp_path, caplog):
   np.testing.assert_array_equal(label[0, :3], [255, 10, 3])  # void (11) -> ignore.
 
 
-def test_camvid_with_frames_makes_snippets_around_labels(tmp_path):
+def test_camvid_with_frames_makes_snippets_around_labels(tmp_path, caplog):
   source = camvid.CamvidSource(_camvid(tmp_path / "cv", with_frames=True))
-  videos = dataset.VideoDataset.from_source(source, "train")
+  with caplog.at_level(logging.WARNING):
+    videos = dataset.VideoDataset.from_source(source, "train")
+    source.videos("train")  # a run lists a split several times
+  # Labelled frames without a frame beside them in frames/ are one-frame videos: said, once.
+  assert caplog.text.count("holds no frame beside 2 labelled frames of train (sequences "
+                           "0001TP, Seq05VD)") == 1
   first = [f.frame_id for f in source.videos("train")[0].frames]
   # 006690: frames 006671..006700 exist on disk around it (006700 = +10).
   assert first[0] == "0001TP_006671" and first[-1] == "0001TP_006700" and len(first) == 30
