@@ -80,12 +80,18 @@ class VideoDataset:
   def from_source(cls, source: base.VideoSource, split: str) -> VideoDataset:
     """Over the source's own videos, checked to have frames (listed already: a cheap check).
     A file or folder missing as the source lists them (a source of one's own whose root is wrong)
-    is a DataError naming it and the config section of the source's knobs."""
+    is a DataError naming it and the config section of the source's knobs; so is one it cannot
+    read (a file where it expects a folder, such as the dataset's archive given as its root, or a
+    folder without read permission)."""
     try:
       videos = source.videos(split)
     except FileNotFoundError as e:
       raise base.DataError(e.filename or str(e), f"not found, listing split {split!r} of source "
                            f"{source.name!r} (is data.{source.name}.root right?)") from e
+    except OSError as e:
+      raise base.DataError(e.filename or str(e), f"cannot be read ({e.strerror or e}), listing "
+                           f"split {split!r} of source {source.name!r} (is data.{source.name}.root "
+                           f"right?)") from e
     base.check_videos_have_frames(source, split, videos)
     return cls(videos, source, labels_mapped=False)
 

@@ -214,6 +214,12 @@ def test_a_missing_folder_of_a_source_of_ones_own_is_named(tmp_path):
       f"{tmp_path}/nowhere/val: not found, listing split 'val' of source 'listed_folders' (is "
       "data.listed_folders.root right?)")):
     dataset.VideoDataset.from_source(source, "val")
+  archive = tmp_path / "dataset.tar"  # the archive given as the root, not its extracted folder
+  archive.write_bytes(b"ustar")
+  with pytest.raises(base.DataError, match=re.escape(
+      f"{archive}/val: cannot be read (Not a directory), listing split 'val' of source "
+      "'listed_folders' (is data.listed_folders.root right?)")):
+    dataset.VideoDataset.from_source(_ListedFolders(str(archive)), "val")
 
 
 def test_config_errors(tmp_path):
