@@ -270,5 +270,6 @@ def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
     if label is not None:
       confusion.update(label, _labels_of(frame))
   assert results["num_frames"] == len(pairs) == 20
+  assert results["scored_pixels"] == confusion.matrix.sum() > 0
   assert results["mIoU"] == miou_vspw(confusion.matrix)
   assert np.isnan(results["mVC_8"])  # mVC needs every frame's label

@@ -66,6 +66,14 @@ def test_markdown_says_how_many_frame_pairs_tc_rests_on_and_why_it_is_na():
   assert "TC: n/a, the scored videos hold no pair of consecutive frames" in table
 
 
+def test_markdown_says_why_the_label_metrics_of_an_unlabelled_split_are_na():
+  published = configs_lib.base_config().published
+  unlabelled = {"mIoU": float("nan"), "scored_pixels": 0, "frames_per_s": 1.0}
+  assert "evaluated frames hold no labelled pixel" in report.markdown_table(unlabelled, published)
+  labelled = {"mIoU": 0.5, "scored_pixels": 12, "frames_per_s": 1.0}
+  assert "labelled pixel" not in report.markdown_table(labelled, published)
+
+
 def test_each_evaluation_appends_its_scalars_to_the_history(tmp_path):
   """results.json holds the last evaluation; eval_history.jsonl one strict-JSON line per
   evaluation, without the per-class list."""

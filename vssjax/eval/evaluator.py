@@ -236,6 +236,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       "split": split,
       "num_videos": num_videos,
       "num_frames": num_frames,
+      "scored_pixels": int(confusion.matrix.sum()),  # labelled pixels (0: a split without labels)
       "mIoU": mious[f"mIoU_{miou_convention}"],
       "mIoU_convention": miou_convention,
       **mious,

@@ -50,9 +50,12 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
 
 def _convention_notes(results: dict[str, Any]) -> str:
   """Which averaging the mIoU and mVC rows use: published tables differ, so a number is only
-  comparable to one of the same convention (vssjax/metrics/confusion.py, consistency.py); and how
-  many frame pairs the TC row rests on."""
+  comparable to one of the same convention (vssjax/metrics/confusion.py, consistency.py); how
+  many frame pairs the TC row rests on; and, where no pixel was labelled, why the rest is n/a."""
   notes = []
+  if results.get("scored_pixels") == 0:  # say why every label metric is n/a
+    notes.append("mIoU, wIoU, pixel_acc, mVC and VEC: n/a, the evaluated frames hold no labelled "
+                 "pixel (a test split: VSPW's and Cityscapes' come without labels).")
   if "mIoU_convention" in results:
     name = results["mIoU_convention"]
     notes.append(f"mIoU: `{name}` convention, {MIOU_CONVENTIONS[name][1]}.")
