@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from typing import Any
 
@@ -84,6 +85,13 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   that names no config field). Any other restore error is raised as it is.
   """
   step = checkpointer.latest_step() if step is None else step
+  # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
+  # (each array's TensorStore spec) around any error raised after it. First: a folder emptied by
+  # hand would otherwise read as converted weights (it has no data iterator either).
+  try:
+    mismatched = checkpointer.mismatched_arrays(abstract_state, step)
+  except (OSError, ValueError) as error:  # a missing file; an unreadable one (JSON, TensorStore)
+    raise _damaged(checkpointer, step, error) from error
   if data_iter is not None and not checkpointer.holds_data_iter(step):
     raise SetupError(
         f"{checkpointer.directory} holds converted weights (step {step}: a train state without "
@@ -93,16 +101,44 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "(docs/reproducing.md)")
   if data_iter is not None:
     _check_worker_count(workdir, config)
-  # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
-  # (each array's TensorStore spec) around any error raised after it.
-  mismatched = checkpointer.mismatched_arrays(abstract_state, step)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
         f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
         f"{mismatched[0]}).\n{_config_changes(workdir, config)}\nRerun with the config this "
         "workdir was trained with, or use a new --workdir for this one.")
-  return checkpointer.restore(abstract_state, data_iter, step)
+  try:
+    return checkpointer.restore(abstract_state, data_iter, step)
+  except (OSError, ValueError) as error:
+    if _unreadable_file(error):  # an array's or the data iterator's file, damaged
+      raise _damaged(checkpointer, step, error) from error
+    raise
+
+
+# How TensorStore's errors (ValueErrors) begin when a file it reads is missing or cut short.
+_TENSORSTORE_READ_ERRORS = re.compile(r"(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND): ")
+
+
+def _unreadable_file(error: Exception) -> bool:
+  """Whether a restore error is a file that is missing or cannot be parsed, rather than anything
+  else (which stays as it is, not disguised as a damaged checkpoint)."""
+  return (isinstance(error, (OSError, json.JSONDecodeError))
+          or bool(_TENSORSTORE_READ_ERRORS.match(str(error))))
+
+
+def _damaged(checkpointer: Checkpointer, step: int, error: Exception) -> SetupError:
+  """The error for checkpoint `step` whose files cannot be read (emptied, truncated or removed by
+  hand, a disk that failed; a killed save leaves only a temporary folder, which is never read):
+  Orbax's own is a traceback, or thousands of lines, that names no fix. It names the folder, what
+  failed, and the checkpoint that deleting it leaves to resume from or evaluate."""
+  folder = checkpointer.directory / str(step)
+  earlier = [s for s in checkpointer.all_steps() if s < step]
+  reason = (str(error).splitlines() or [""])[0][:300]
+  then = (f"training then resumes from step {earlier[-1]}, and --mode=eval --step={earlier[-1]} "
+          "evaluates that one" if earlier else "it is the earliest checkpoint, so training then "
+          "starts from scratch")
+  return SetupError(f"checkpoint of step {step} in {folder} cannot be read, it is incomplete or "
+                    f"damaged ({type(error).__name__}: {reason}): delete that folder ({then})")
 
 
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
@@ -197,6 +233,21 @@ def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float) -> dict[
   return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
 
 
+def check_train_settings(train: ConfigDict) -> None:
+  """The loop's counts, checked before anything runs: an interval of 0 was a ZeroDivisionError
+  traceback at the first step, a negative `eval_every` evaluated after every step, and
+  `keep_checkpoints=0` (Orbax's max_to_keep) deleted every checkpoint as it was written, leaving
+  nothing to resume or evaluate."""
+  if train.steps < 1:
+    raise SetupError(f"train.steps={train.steps}: training needs at least one step")
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if train[name] < 1:
+      raise SetupError(f"train.{name}={train[name]}: must be at least 1")
+  if train.eval_every < 0:
+    raise SetupError(f"train.eval_every={train.eval_every}: must be 0 (evaluate only at the "
+                     "end) or a number of steps")
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str, *,
                        max_steps_this_run: int | None = None) -> dict[str, Any] | None:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), then evaluates.
@@ -206,8 +257,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   Returns the final results, if any.
   """
   # ---- Set up mesh, method, input pipeline and state (resumed, else fresh) ----
-  if config.train.steps < 1:
-    raise SetupError(f"train.steps={config.train.steps}: training needs at least one step")
+  check_train_settings(config.train)
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
