@@ -1,4 +1,4 @@
-"""Checkpointer: the checks made on a saved state before restoring it."""
+"""Checkpointer and the workdir it writes: the checks made on a saved state before restoring it."""
 import contextlib
 import json
 import shutil
@@ -84,3 +84,11 @@ def test_a_file_that_fails_only_in_the_restore_is_a_damaged_checkpoint(tmp_path,
     monkeypatch.setattr(Checkpointer, "restore", fail)
     with pytest.raises(SetupError, match=r"step 1 .* cannot be read.*it is the earliest checkpoint"):
       loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)
+
+
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_a_workdir_that_is_a_file_is_one_error_naming_it(tmp_path, under):
+  """`--workdir` given a file (or a path under one) was an OSError traceback from mkdir."""
+  (tmp_path / "run").write_text("")
+  with pytest.raises(SetupError, match=r"--workdir=.*run.* cannot be made a directory \("):
+    loop.make_workdir(str(tmp_path / "run" / under))

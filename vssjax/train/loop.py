@@ -233,6 +233,17 @@ def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float) -> dict[
   return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
 
 
+def make_workdir(workdir: str) -> None:
+  """Creates `workdir` (and its parents). A path that is a file, lies under one, or cannot be
+  written was an OSError traceback (FileExistsError, NotADirectoryError, PermissionError)."""
+  try:
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise SetupError(f"--workdir={workdir} cannot be made a directory ({error.strerror or error}"
+                     f"{': ' + error.filename if error.filename else ''}): pass a directory, or "
+                     "a path where one can be made") from error
+
+
 def check_train_settings(train: ConfigDict) -> None:
   """The loop's counts, checked before anything runs: an interval of 0 was a ZeroDivisionError
   traceback at the first step, a negative `eval_every` evaluated after every step, and
@@ -268,7 +279,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   # evaluation: a missing split or root, an empty video folder.
   next(eval_videos(config.data, config.data.eval_split, max_videos=1,
                    clip_frames=sampler.eval_frames_per_clip), None)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # once the setup has been checked
+  make_workdir(workdir)  # once the setup has been checked
   data_iter = iter(loader)
   # Closed however the run ends (an error included): an asynchronous save in flight completes.
   with contextlib.ExitStack() as closing:
