@@ -92,3 +92,21 @@ def test_a_workdir_that_is_a_file_is_one_error_naming_it(tmp_path, under):
   (tmp_path / "run").write_text("")
   with pytest.raises(SetupError, match=r"--workdir=.*run.* cannot be made a directory \("):
     loop.make_workdir(str(tmp_path / "run" / under))
+
+
+def test_a_checkpoint_deleted_while_it_is_read_says_so(tmp_path, monkeypatch):
+  """An evaluation of an older step while a training run writes the same workdir: its
+  `keep_checkpoints` may delete the step mid-restore. Not 'damaged, delete it'."""
+  state = {"w": jnp.zeros(3)}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    for step in (1, 2):
+      checkpointer.save(step, state, force=True)
+
+    def deleted_meanwhile(*args, **kwargs):  # pylint: disable=unused-argument
+      shutil.rmtree(tmp_path / "checkpoints" / "1")
+      raise FileNotFoundError("state/d/0a1b")
+
+    monkeypatch.setattr(Checkpointer, "restore", deleted_meanwhile)
+    with pytest.raises(SetupError, match=r"step 1 in .* was deleted while it was read .* rerun: it "
+                       r"holds steps 2$"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)

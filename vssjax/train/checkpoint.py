@@ -33,7 +33,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
+  def all_steps(self, *, reload: bool = False) -> list[int]:
+    """`reload`: listed from the disk again, not Orbax's cache from when the manager was made (a
+    training run writing the same workdir adds and deletes steps meanwhile)."""
+    if reload:
+      self._manager.reload()
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False):

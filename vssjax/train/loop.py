@@ -130,8 +130,13 @@ def _damaged(checkpointer: Checkpointer, step: int, error: Exception) -> SetupEr
   """The error for checkpoint `step` whose files cannot be read (emptied, truncated or removed by
   hand, a disk that failed; a killed save leaves only a temporary folder, which is never read):
   Orbax's own is a traceback, or thousands of lines, that names no fix. It names the folder, what
-  failed, and the checkpoint that deleting it leaves to resume from or evaluate."""
+  failed, and the checkpoint that deleting it leaves to resume from or evaluate; one that is gone
+  was deleted meanwhile by a training run in the same workdir (an evaluation of an older step)."""
   folder = checkpointer.directory / str(step)
+  if not folder.exists():  # deleted by a training run writing the same workdir (keep_checkpoints)
+    return SetupError(f"checkpoint of step {step} in {folder} was deleted while it was read (a "
+                      "training run in this workdir keeps only the last train.keep_checkpoints); "
+                      f"rerun: it holds steps {', '.join(map(str, checkpointer.all_steps(reload=True)))}")
   earlier = [s for s in checkpointer.all_steps() if s < step]
   reason = (str(error).splitlines() or [""])[0][:300]
   then = (f"training then resumes from step {earlier[-1]}, and --mode=eval --step={earlier[-1]} "
