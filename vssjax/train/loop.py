@@ -23,6 +23,7 @@ from data_pipelines.loader import eval_videos, make_train_loader
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError, TrainingDiverged
+from vssjax.eval import report
 from vssjax.eval.evaluator import evaluate, make_scorers
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
@@ -30,7 +31,7 @@ from vssjax.progress import Progress
 from vssjax.train import init_from
 from vssjax.train import step as step_lib
 from vssjax.train.checkpoint import Checkpointer
-from vssjax.train.metric_writer import MetricWriter
+from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
 from vssjax.train.state import TrainState
@@ -305,6 +306,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
       if resume:
         _keep_record_of_changed_config(workdir, config, int(state.step))
+        for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
+          drop_lines_after_step(epath.Path(workdir) / log, int(state.step))
       configs_lib.write_record(config, workdir)
     start = int(state.step)
     total = config.train.steps
