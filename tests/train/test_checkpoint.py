@@ -2,6 +2,8 @@
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -110,3 +112,19 @@ def test_a_checkpoint_deleted_while_it_is_read_says_so(tmp_path, monkeypatch):
     with pytest.raises(SetupError, match=r"step 1 in .* was deleted while it was read .* rerun: it "
                        r"holds steps 2$"):
       loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)
+
+
+def test_a_second_training_run_in_a_locked_workdir_is_one_error(tmp_path):
+  """Two runs in one workdir (a job submitted twice) interleaved their checkpoints and log lines
+  silently. The lock is the OS's: it goes with its holder, and a later run takes it."""
+  with loop.workdir_lock(str(tmp_path)):
+    held = (tmp_path / loop.LOCK_FILE).read_text()
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from vssjax.train import loop\n"
+         "with loop.workdir_lock(sys.argv[1]): pass", str(tmp_path)],
+        capture_output=True, text=True, check=False)
+    assert other.returncode == 1
+    assert (f"SetupError: another training run (pid {held}) is using --workdir={tmp_path}"
+            in other.stderr)
+  with loop.workdir_lock(str(tmp_path)):  # released
+    pass

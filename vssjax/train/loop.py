@@ -9,7 +9,9 @@ at `train.eval_every` and at the end.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import re
 import time
 from typing import Any
@@ -250,6 +252,37 @@ def make_workdir(workdir: str) -> None:
                      "a path where one can be made") from error
 
 
+LOCK_FILE = ".train.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Held while a training run uses `workdir`: a second run started in it (a job submitted twice,
+  a resume while the first still runs) silently interleaved both runs' checkpoints and log lines.
+  An flock, which the OS releases however the holder ends (kill -9 included), so no stale lock
+  is ever left. One process only: with several, their hosts may share the workdir's filesystem
+  (each would lock the others out), and one stopping alone would leave the others waiting in a
+  collective. `--mode=eval` takes no lock: evaluating while training runs is fine."""
+  if jax.process_count() > 1:
+    yield
+    return
+  path = epath.Path(workdir) / LOCK_FILE
+  with open(path, "a+", encoding="utf-8") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+      lock.seek(0)
+      holder = lock.read().strip() or "unknown"
+      raise SetupError(f"another training run (pid {holder}) is using --workdir={workdir} "
+                       f"({path} is locked): wait for it to end, or train in another "
+                       "--workdir") from error
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    yield
+
+
 def check_train_settings(train: ConfigDict) -> None:
   """The loop's counts, checked before anything runs: an interval of 0 was a ZeroDivisionError
   traceback at the first step, a negative `eval_every` evaluated after every step, and
@@ -289,6 +322,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   data_iter = iter(loader)
   # Closed however the run ends (an error included): an asynchronous save in flight completes.
   with contextlib.ExitStack() as closing:
+    closing.enter_context(workdir_lock(workdir))
     checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
         workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
     resume = checkpointer.latest_step() is not None
