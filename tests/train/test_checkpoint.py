@@ -128,3 +128,13 @@ def test_a_second_training_run_in_a_locked_workdir_is_one_error(tmp_path):
             in other.stderr)
   with loop.workdir_lock(str(tmp_path)):  # released
     pass
+
+
+def test_evaluating_a_workdir_whose_only_save_did_not_complete_says_so(tmp_path):
+  """A run killed during its first (asynchronous) save leaves only Orbax's temporary folder: the
+  error said 'train first', about a workdir that has trained."""
+  (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(
+      parents=True)
+  with pytest.raises(SetupError, match=r"no complete checkpoint in .*: the save of step 2 is "
+                     r"still being written, or its run was killed"):
+    loop.restore_for_eval(None, str(tmp_path))

@@ -16,6 +16,9 @@ from etils import epath
 
 from vssjax import parallel
 
+# How Orbax names a step's folder while it writes it (`<step>.orbax-checkpoint-tmp[-<time>]`).
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
 
 class Checkpointer:
   """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under `workdir/checkpoints`."""
@@ -39,6 +42,14 @@ class Checkpointer:
     if reload:
       self._manager.reload()
     return sorted(self._manager.all_steps())
+
+  def unfinished_steps(self) -> list[int]:
+    """Steps whose save has not completed: being written now, or by a run that was killed (Orbax
+    writes a step into a temporary folder and renames it when complete; restores ignore them)."""
+    if not self.directory.exists():
+      return []
+    return sorted(int(path.name.split(".")[0]) for path in self.directory.glob(f"*{_TMP_SUFFIX}*")
+                  if path.name.split(".")[0].isdigit())
 
   def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False):
     items = {"state": ocp.args.StandardSave(state)}

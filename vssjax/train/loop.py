@@ -401,6 +401,12 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     steps = checkpointer.all_steps()
     if not steps:
+      unfinished = checkpointer.unfinished_steps()
+      if unfinished:  # a first save killed, or in progress: not "train first"
+        raise SetupError(
+            f"no complete checkpoint in {checkpointer.directory}: the save of step "
+            f"{unfinished[-1]} is still being written, or its run was killed before it completed; "
+            "wait for it, or resume training (--mode=train)")
       raise SetupError(
           f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
     if step is None:
