@@ -241,7 +241,9 @@ def test_a_config_record_cut_short_is_never_left_and_one_that_does_not_parse_is_
   JSONDecodeError traceback: it is written beside and renamed, and a damaged one is named."""
   config = configs_lib.base_config()
   configs_lib.write_record(config, str(tmp_path))
+  configs_lib.write_record(config, str(tmp_path))  # over the first (a resume)
   recorded = (tmp_path / "config.json").read_text()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
   def killed_midway(path, text, *args, **kwargs):  # pylint: disable=unused-argument
     with open(path, "w", encoding="utf-8") as f:

@@ -317,7 +317,7 @@ def write_record(config: ConfigDict, workdir: str) -> None:
   path = record_path(workdir)
   partial = path.parent / f".{path.name}.partial"
   partial.write_text(config.to_json_best_effort(indent=2))
-  partial.rename(path)
+  partial.replace(path)
 
 
 def read_record(workdir: str) -> dict[str, Any] | None:
