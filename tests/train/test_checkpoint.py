@@ -84,7 +84,8 @@ def test_a_file_that_fails_only_in_the_restore_is_a_damaged_checkpoint(tmp_path,
       raise error
 
     monkeypatch.setattr(Checkpointer, "restore", fail)
-    with pytest.raises(SetupError, match=r"step 1 .* cannot be read.*it is the earliest checkpoint"):
+    with pytest.raises(SetupError,
+                       match=r"step 1 .* cannot be read.*it is the earliest checkpoint"):
       loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)
 
 
@@ -138,3 +139,13 @@ def test_evaluating_a_workdir_whose_only_save_did_not_complete_says_so(tmp_path)
   with pytest.raises(SetupError, match=r"no complete checkpoint in .*: the save of step 2 is "
                      r"still being written, or its run was killed"):
     loop.restore_for_eval(None, str(tmp_path))
+
+
+def test_a_workdir_that_cannot_be_written_is_one_error_naming_it(tmp_path):
+  """A read-only workdir (here: the lock file's name taken by a folder, which fails as root too)
+  was a traceback from the first file training writes."""
+  (tmp_path / loop.LOCK_FILE).mkdir()
+  with pytest.raises(SetupError, match=r"--workdir=.* cannot be written \(.*\.train\.lock\): "
+                     "training writes"):
+    with loop.workdir_lock(str(tmp_path)):
+      pass

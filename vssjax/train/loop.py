@@ -137,9 +137,10 @@ def _damaged(checkpointer: Checkpointer, step: int, error: Exception) -> SetupEr
   was deleted meanwhile by a training run in the same workdir (an evaluation of an older step)."""
   folder = checkpointer.directory / str(step)
   if not folder.exists():  # deleted by a training run writing the same workdir (keep_checkpoints)
+    now = ", ".join(map(str, checkpointer.all_steps(reload=True)))
     return SetupError(f"checkpoint of step {step} in {folder} was deleted while it was read (a "
                       "training run in this workdir keeps only the last train.keep_checkpoints); "
-                      f"rerun: it holds steps {', '.join(map(str, checkpointer.all_steps(reload=True)))}")
+                      f"rerun: it holds steps {now}")
   earlier = [s for s in checkpointer.all_steps() if s < step]
   reason = (str(error).splitlines() or [""])[0][:300]
   then = (f"training then resumes from step {earlier[-1]}, and --mode=eval --step={earlier[-1]} "
@@ -267,7 +268,12 @@ def workdir_lock(workdir: str):
     yield
     return
   path = epath.Path(workdir) / LOCK_FILE
-  with open(path, "a+", encoding="utf-8") as lock:
+  try:
+    lock = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  except OSError as error:  # a read-only workdir, at the first thing training writes there
+    raise SetupError(f"--workdir={workdir} cannot be written ({error.strerror or error}: "
+                     f"{path}): training writes its checkpoints and logs there") from error
+  with lock:
     try:
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as error:
