@@ -9,10 +9,7 @@ at `train.eval_every` and at the end.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import re
 import time
 from typing import Any
 
@@ -32,11 +29,12 @@ from vssjax.methods.base import Method
 from vssjax.progress import Progress
 from vssjax.train import init_from
 from vssjax.train import step as step_lib
-from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, is_unreadable_file
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
 from vssjax.train.state import TrainState
+from vssjax.train.workdir import make_workdir, workdir_lock
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -94,7 +92,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   try:
     mismatched = checkpointer.mismatched_arrays(abstract_state, step)
   except (OSError, ValueError) as error:  # a missing file; an unreadable one (JSON, TensorStore)
-    raise _damaged(checkpointer, step, error) from error
+    raise damaged_checkpoint_error(checkpointer, step, error) from error
   if data_iter is not None and not checkpointer.holds_data_iter(step):
     raise SetupError(
         f"{checkpointer.directory} holds converted weights (step {step}: a train state without "
@@ -113,41 +111,9 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   try:
     return checkpointer.restore(abstract_state, data_iter, step)
   except (OSError, ValueError) as error:
-    if _unreadable_file(error):  # an array's or the data iterator's file, damaged
-      raise _damaged(checkpointer, step, error) from error
+    if is_unreadable_file(error):  # an array's or the data iterator's file, damaged
+      raise damaged_checkpoint_error(checkpointer, step, error) from error
     raise
-
-
-# How TensorStore's errors (ValueErrors) begin when a file it reads is missing or cut short.
-_TENSORSTORE_READ_ERRORS = re.compile(r"(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND): ")
-
-
-def _unreadable_file(error: Exception) -> bool:
-  """Whether a restore error is a file that is missing or cannot be parsed, rather than anything
-  else (which stays as it is, not disguised as a damaged checkpoint)."""
-  return (isinstance(error, (OSError, json.JSONDecodeError))
-          or bool(_TENSORSTORE_READ_ERRORS.match(str(error))))
-
-
-def _damaged(checkpointer: Checkpointer, step: int, error: Exception) -> SetupError:
-  """The error for checkpoint `step` whose files cannot be read (emptied, truncated or removed by
-  hand, a disk that failed; a killed save leaves only a temporary folder, which is never read):
-  Orbax's own is a traceback, or thousands of lines, that names no fix. It names the folder, what
-  failed, and the checkpoint that deleting it leaves to resume from or evaluate; one that is gone
-  was deleted meanwhile by a training run in the same workdir (an evaluation of an older step)."""
-  folder = checkpointer.directory / str(step)
-  if not folder.exists():  # deleted by a training run writing the same workdir (keep_checkpoints)
-    now = ", ".join(map(str, checkpointer.all_steps(reload=True)))
-    return SetupError(f"checkpoint of step {step} in {folder} was deleted while it was read (a "
-                      "training run in this workdir keeps only the last train.keep_checkpoints); "
-                      f"rerun: it holds steps {now}")
-  earlier = [s for s in checkpointer.all_steps() if s < step]
-  reason = (str(error).splitlines() or [""])[0][:300]
-  then = (f"training then resumes from step {earlier[-1]}, and --mode=eval --step={earlier[-1]} "
-          "evaluates that one" if earlier else "it is the earliest checkpoint, so training then "
-          "starts from scratch")
-  return SetupError(f"checkpoint of step {step} in {folder} cannot be read, it is incomplete or "
-                    f"damaged ({type(error).__name__}: {reason}): delete that folder ({then})")
 
 
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
@@ -240,53 +206,6 @@ def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float) -> dict[
   the last log line's fetch to this one's) and learning rate."""
   mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
   return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
-
-
-def make_workdir(workdir: str) -> None:
-  """Creates `workdir` (and its parents). A path that is a file, lies under one, or cannot be
-  written was an OSError traceback (FileExistsError, NotADirectoryError, PermissionError)."""
-  try:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  except OSError as error:
-    raise SetupError(f"--workdir={workdir} cannot be made a directory ({error.strerror or error}"
-                     f"{': ' + error.filename if error.filename else ''}): pass a directory, or "
-                     "a path where one can be made") from error
-
-
-LOCK_FILE = ".train.lock"
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str):
-  """Held while a training run uses `workdir`: a second run started in it (a job submitted twice,
-  a resume while the first still runs) silently interleaved both runs' checkpoints and log lines.
-  An flock, which the OS releases however the holder ends (kill -9 included), so no stale lock
-  is ever left. One process only: with several, their hosts may share the workdir's filesystem
-  (each would lock the others out), and one stopping alone would leave the others waiting in a
-  collective. `--mode=eval` takes no lock: evaluating while training runs is fine."""
-  if jax.process_count() > 1:
-    yield
-    return
-  path = epath.Path(workdir) / LOCK_FILE
-  try:
-    lock = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
-  except OSError as error:  # a read-only workdir, at the first thing training writes there
-    raise SetupError(f"--workdir={workdir} cannot be written ({error.strerror or error}: "
-                     f"{path}): training writes its checkpoints and logs there") from error
-  with lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as error:
-      lock.seek(0)
-      holder = lock.read().strip() or "unknown"
-      raise SetupError(f"another training run (pid {holder}) is using --workdir={workdir} "
-                       f"({path} is locked): wait for it to end, or train in another "
-                       "--workdir") from error
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
-    yield
 
 
 def check_train_settings(train: ConfigDict) -> None:
