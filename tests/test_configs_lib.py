@@ -4,10 +4,12 @@ model."""
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
 from data_pipelines import eval_transforms
 from tests.conftest import REPO, load_config
 from vssjax import configs_lib
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train.loop import batch_spec
 
@@ -231,3 +233,29 @@ def test_cityscapes_clip_methods_predict_the_annotated_frame_from_its_clip_only(
   the evaluation predicts the window [a-9, a], not the whole 30-frame snippet."""
   for path in ("configs/dtern/cityscapes_mitb1.py", "configs/sdcpc/cityscapes_mitb1.py"):
     assert tuple(load_config(path).data.eval_label_window) == (9, 0), path
+
+
+def test_a_config_record_cut_short_is_never_left_and_one_that_does_not_parse_is_named(
+    tmp_path, monkeypatch):
+  """A run killed while writing config.json left it truncated, and every later resume was a
+  JSONDecodeError traceback: it is written beside and renamed, and a damaged one is named."""
+  config = configs_lib.base_config()
+  configs_lib.write_record(config, str(tmp_path))
+  configs_lib.write_record(config, str(tmp_path))  # over the first (a resume)
+  recorded = (tmp_path / "config.json").read_text()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+  def killed_midway(path, text, *args, **kwargs):  # pylint: disable=unused-argument
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text[:50])
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(epath.Path, "write_text", killed_midway)
+  with pytest.raises(KeyboardInterrupt):
+    configs_lib.write_record(config, str(tmp_path))
+  monkeypatch.undo()
+  assert (tmp_path / "config.json").read_text() == recorded
+
+  (tmp_path / "config.json").write_text(recorded[:50])
+  with pytest.raises(SetupError, match=r"config\.json cannot be parsed .*: restore it, or delete"):
+    configs_lib.read_record(str(tmp_path))

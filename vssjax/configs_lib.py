@@ -310,14 +310,27 @@ def record_path(workdir: str) -> epath.Path:
 
 
 def write_record(config: ConfigDict, workdir: str) -> None:
-  """Writes `config` as the workdir's record (`record_path`); call it from one process only."""
-  record_path(workdir).write_text(config.to_json_best_effort(indent=2))
+  """Writes `config` as the workdir's record (`record_path`); call it from one process only.
+
+  Written beside it and renamed over it: a run killed mid-write left a truncated config.json,
+  which every later resume of the workdir failed to parse."""
+  path = record_path(workdir)
+  partial = path.parent / f".{path.name}.partial"
+  partial.write_text(config.to_json_best_effort(indent=2))
+  partial.replace(path)
 
 
 def read_record(workdir: str) -> dict[str, Any] | None:
-  """The workdir's recorded config as JSON (`record_path`), or None where there is none."""
+  """The workdir's recorded config as JSON (`record_path`), or None where there is none. One that
+  does not parse (edited or cut short by hand) is a `SetupError` naming it, not a traceback."""
   path = record_path(workdir)
-  return json.loads(path.read_text()) if path.exists() else None
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as error:
+    raise SetupError(f"{path} cannot be parsed ({error}): restore it, or delete it (training "
+                     "writes it again, from the config it is run with)") from error
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

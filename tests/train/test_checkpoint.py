@@ -1,9 +1,15 @@
-"""Checkpointer: the checks made on a saved state before restoring it."""
+"""Checkpointer and the workdir it writes: the checks made on a saved state before restoring it."""
 import contextlib
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
+from vssjax.errors import SetupError
+from vssjax.train import loop
 from vssjax.train.checkpoint import Checkpointer
 
 
@@ -27,3 +33,83 @@ def test_only_the_latest_keep_checkpoints_stay(tmp_path):
       checkpointer.save(step, state, force=True)
     assert checkpointer.latest_step() == 3
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "3"]
+
+
+def _empty_folder(step_dir):
+  for path in step_dir.iterdir():
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _truncate_metadata(step_dir):
+  (step_dir / "state" / "_METADATA").write_text("")
+
+
+def _truncate_an_array_file(step_dir):
+  next(p for p in (step_dir / "state" / "d").iterdir() if p.is_file()).write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [_empty_folder, _truncate_metadata, _truncate_an_array_file])
+def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_one_before(tmp_path, damage):
+  """A step folder emptied or truncated by hand (or a failing disk) was an Orbax traceback (a
+  FileNotFoundError, a JSONDecodeError, a TensorStore ValueError), and an emptied one read as
+  converted weights: the error names the folder, says to delete it, and which step then serves."""
+  state = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.zeros(3)}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    for step in (1, 2):
+      checkpointer.save(step, state, force=True)
+    damage(tmp_path / "checkpoints" / "2")
+    with pytest.raises(SetupError, match=r"checkpoint of step 2 in .*checkpoints/2 cannot be read"
+                       r".*delete that folder \(training then resumes from step 1, and "
+                       r"--mode=eval --step=1"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), data_iter=None, step=2)
+    np.testing.assert_array_equal(
+        loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)["w"], state["w"])
+
+
+@pytest.mark.parametrize("error", [
+    json.JSONDecodeError("Expecting value", "", 0),  # the data iterator's file, truncated
+    ValueError("DATA_LOSS: Error reading local file .../state/d/0a1b"),  # an array's chunk
+])
+def test_a_file_that_fails_only_in_the_restore_is_a_damaged_checkpoint(tmp_path, monkeypatch,
+                                                                       error):
+  """Files the metadata does not read (the data iterator's, arrays' chunks) fail in the restore
+  itself; other restore errors stay as they are (test_loop's ..._another_config_...)."""
+  state = {"w": jnp.zeros(3)}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, state, force=True)
+
+    def fail(*args, **kwargs):  # pylint: disable=unused-argument
+      raise error
+
+    monkeypatch.setattr(Checkpointer, "restore", fail)
+    with pytest.raises(SetupError,
+                       match=r"step 1 .* cannot be read.*it is the earliest checkpoint"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)
+
+
+def test_a_checkpoint_deleted_while_it_is_read_says_so(tmp_path, monkeypatch):
+  """An evaluation of an older step while a training run writes the same workdir: its
+  `keep_checkpoints` may delete the step mid-restore. Not 'damaged, delete it'."""
+  state = {"w": jnp.zeros(3)}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    for step in (1, 2):
+      checkpointer.save(step, state, force=True)
+
+    def deleted_meanwhile(*args, **kwargs):  # pylint: disable=unused-argument
+      shutil.rmtree(tmp_path / "checkpoints" / "1")
+      raise FileNotFoundError("state/d/0a1b")
+
+    monkeypatch.setattr(Checkpointer, "restore", deleted_meanwhile)
+    with pytest.raises(SetupError, match=r"step 1 in .* was deleted while it was read .* rerun: it "
+                       r"holds steps 2$"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)
+
+
+def test_evaluating_a_workdir_whose_only_save_did_not_complete_says_so(tmp_path):
+  """A run killed during its first (asynchronous) save leaves only Orbax's temporary folder: the
+  error said 'train first', about a workdir that has trained."""
+  (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(
+      parents=True)
+  with pytest.raises(SetupError, match=r"no complete checkpoint in .*: the save of step 2 is "
+                     r"still being written, or its run was killed"):
+    loop.restore_for_eval(None, str(tmp_path))

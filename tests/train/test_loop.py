@@ -285,3 +285,21 @@ def test_no_evaluation_scores_a_diverged_step_between_log_lines(quick_config, tm
     loop.train_and_evaluate(quick_config, str(tmp_path))
   assert not (tmp_path / "eval_history.jsonl").exists()
   assert not (tmp_path / "results.json").exists()
+
+
+def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config, tmp_path):
+  """A run killed (kill -9, an OOM) after its last checkpoint has logged, and maybe evaluated,
+  steps that the resume trains again: metrics.jsonl read 1 2 3 4 3 4 and eval_history.jsonl held
+  step 3 twice. A line cut short by the kill is dropped too (it would not parse)."""
+  quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  quick_config.eval.max_videos = 1
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
+  for log in ("metrics.jsonl", "eval_history.jsonl"):  # what the killed run wrote after step 2
+    with (tmp_path / log).open("a") as f:
+      f.write('{"step": 3, "loss": 9.0}\n{"step": 4, "lo')
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+      1, 2, 3, 4]
+  assert 9.0 not in _losses(tmp_path).values()
+  history = (tmp_path / "eval_history.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in history] == [4]

@@ -7,6 +7,8 @@ comes back laid out for the current mesh.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import grain
@@ -15,6 +17,10 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from vssjax import parallel
+from vssjax.errors import SetupError
+
+# How Orbax names a step's folder while it writes it (`<step>.orbax-checkpoint-tmp[-<time>]`).
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class Checkpointer:
@@ -33,8 +39,20 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
+  def all_steps(self, *, reload: bool = False) -> list[int]:
+    """`reload`: listed from the disk again, not Orbax's cache from when the manager was made (a
+    training run writing the same workdir adds and deletes steps meanwhile)."""
+    if reload:
+      self._manager.reload()
     return sorted(self._manager.all_steps())
+
+  def unfinished_steps(self) -> list[int]:
+    """Steps whose save has not completed: being written now, or by a run that was killed (Orbax
+    writes a step into a temporary folder and renames it when complete; restores ignore them)."""
+    if not self.directory.exists():
+      return []
+    return sorted(int(path.name.split(".")[0]) for path in self.directory.glob(f"*{_TMP_SUFFIX}*")
+                  if path.name.split(".")[0].isdigit())
 
   def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False):
     items = {"state": ocp.args.StandardSave(state)}
@@ -77,3 +95,36 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """Each array's shape by its '/'-joined path (arrays or their Orbax metadata)."""
   return {parallel.path_name(path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+# How TensorStore's errors (ValueErrors) begin when a file it reads is missing or cut short.
+_TENSORSTORE_READ_ERRORS = re.compile(r"(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND): ")
+
+
+def is_unreadable_file(error: Exception) -> bool:
+  """Whether a restore error is a file that is missing or cannot be parsed, rather than anything
+  else (which stays as it is, not disguised as a damaged checkpoint)."""
+  return (isinstance(error, (OSError, json.JSONDecodeError))
+          or bool(_TENSORSTORE_READ_ERRORS.match(str(error))))
+
+
+def damaged_checkpoint_error(checkpointer: Checkpointer, step: int,
+                             error: Exception) -> SetupError:
+  """The error for checkpoint `step` whose files cannot be read (emptied, truncated or removed by
+  hand, a disk that failed; a killed save leaves only a temporary folder, which is never read):
+  Orbax's own is a traceback, or thousands of lines, that names no fix. It names the folder, what
+  failed, and the checkpoint that deleting it leaves to resume from or evaluate; one that is gone
+  was deleted meanwhile by a training run in the same workdir (an evaluation of an older step)."""
+  folder = checkpointer.directory / str(step)
+  if not folder.exists():  # deleted by a training run writing the same workdir (keep_checkpoints)
+    now = ", ".join(map(str, checkpointer.all_steps(reload=True)))
+    return SetupError(f"checkpoint of step {step} in {folder} was deleted while it was read (a "
+                      "training run in this workdir keeps only the last train.keep_checkpoints); "
+                      f"rerun: it holds steps {now}")
+  earlier = [s for s in checkpointer.all_steps() if s < step]
+  reason = (str(error).splitlines() or [""])[0][:300]
+  then = (f"training then resumes from step {earlier[-1]}, and --mode=eval --step={earlier[-1]} "
+          "evaluates that one" if earlier else "it is the earliest checkpoint, so training then "
+          "starts from scratch")
+  return SetupError(f"checkpoint of step {step} in {folder} cannot be read, it is incomplete or "
+                    f"damaged ({type(error).__name__}: {reason}): delete that folder ({then})")

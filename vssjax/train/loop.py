@@ -22,17 +22,19 @@ from data_pipelines.loader import eval_videos, make_train_loader
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError, TrainingDiverged
+from vssjax.eval import report
 from vssjax.eval.evaluator import evaluate, make_scorers
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
 from vssjax.train import init_from
 from vssjax.train import step as step_lib
-from vssjax.train.checkpoint import Checkpointer
-from vssjax.train.metric_writer import MetricWriter
+from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, is_unreadable_file
+from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
 from vssjax.train.state import TrainState
+from vssjax.train.workdir import make_workdir, workdir_lock
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -84,6 +86,13 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   that names no config field). Any other restore error is raised as it is.
   """
   step = checkpointer.latest_step() if step is None else step
+  # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
+  # (each array's TensorStore spec) around any error raised after it. First: a folder emptied by
+  # hand would otherwise read as converted weights (it has no data iterator either).
+  try:
+    mismatched = checkpointer.mismatched_arrays(abstract_state, step)
+  except (OSError, ValueError) as error:  # a missing file; an unreadable one (JSON, TensorStore)
+    raise damaged_checkpoint_error(checkpointer, step, error) from error
   if data_iter is not None and not checkpointer.holds_data_iter(step):
     raise SetupError(
         f"{checkpointer.directory} holds converted weights (step {step}: a train state without "
@@ -93,16 +102,18 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "(docs/reproducing.md)")
   if data_iter is not None:
     _check_worker_count(workdir, config)
-  # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
-  # (each array's TensorStore spec) around any error raised after it.
-  mismatched = checkpointer.mismatched_arrays(abstract_state, step)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
         f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
         f"{mismatched[0]}).\n{_config_changes(workdir, config)}\nRerun with the config this "
         "workdir was trained with, or use a new --workdir for this one.")
-  return checkpointer.restore(abstract_state, data_iter, step)
+  try:
+    return checkpointer.restore(abstract_state, data_iter, step)
+  except (OSError, ValueError) as error:
+    if is_unreadable_file(error):  # an array's or the data iterator's file, damaged
+      raise damaged_checkpoint_error(checkpointer, step, error) from error
+    raise
 
 
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
@@ -197,6 +208,21 @@ def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float) -> dict[
   return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
 
 
+def check_train_settings(train: ConfigDict) -> None:
+  """The loop's counts, checked before anything runs: an interval of 0 was a ZeroDivisionError
+  traceback at the first step, a negative `eval_every` evaluated after every step, and
+  `keep_checkpoints=0` (Orbax's max_to_keep) deleted every checkpoint as it was written, leaving
+  nothing to resume or evaluate."""
+  if train.steps < 1:
+    raise SetupError(f"train.steps={train.steps}: training needs at least one step")
+  for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if train[name] < 1:
+      raise SetupError(f"train.{name}={train[name]}: must be at least 1")
+  if train.eval_every < 0:
+    raise SetupError(f"train.eval_every={train.eval_every}: must be 0 (evaluate only at the "
+                     "end) or a number of steps")
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str, *,
                        max_steps_this_run: int | None = None) -> dict[str, Any] | None:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), then evaluates.
@@ -206,8 +232,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   Returns the final results, if any.
   """
   # ---- Set up mesh, method, input pipeline and state (resumed, else fresh) ----
-  if config.train.steps < 1:
-    raise SetupError(f"train.steps={config.train.steps}: training needs at least one step")
+  check_train_settings(config.train)
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
@@ -218,10 +243,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   # evaluation: a missing split or root, an empty video folder.
   next(eval_videos(config.data, config.data.eval_split, max_videos=1,
                    clip_frames=sampler.eval_frames_per_clip), None)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # once the setup has been checked
+  make_workdir(workdir)  # once the setup has been checked
   data_iter = iter(loader)
   # Closed however the run ends (an error included): an asynchronous save in flight completes.
   with contextlib.ExitStack() as closing:
+    closing.enter_context(workdir_lock(workdir))
     checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
         workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
     resume = checkpointer.latest_step() is not None
@@ -239,6 +265,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
       if resume:
         _keep_record_of_changed_config(workdir, config, int(state.step))
+        for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
+          drop_lines_after_step(epath.Path(workdir) / log, int(state.step))
       configs_lib.write_record(config, workdir)
     start = int(state.step)
     total = config.train.steps
@@ -298,6 +326,12 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     steps = checkpointer.all_steps()
     if not steps:
+      unfinished = checkpointer.unfinished_steps()
+      if unfinished:  # a first save killed, or in progress: not "train first"
+        raise SetupError(
+            f"no complete checkpoint in {checkpointer.directory}: the save of step "
+            f"{unfinished[-1]} is still being written, or its run was killed before it completed; "
+            "wait for it, or resume training (--mode=train)")
       raise SetupError(
           f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
     if step is None:

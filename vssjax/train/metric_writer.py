@@ -14,6 +14,25 @@ import jax
 from etils import epath
 
 
+def drop_lines_after_step(path: epath.Path, step: int) -> None:
+  """Removes from the JSON-lines file `path` the lines of steps after `step`, and a line cut short:
+  a run resuming from the checkpoint of `step` trains (and evaluates) those steps again, and
+  their lines from the run that was killed before its next checkpoint would otherwise appear
+  twice (a curve that jumps back: 1 2 3 4 3 4 5 6), or not parse."""
+  if not path.exists():
+    return
+  kept = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):  # cut short by a kill mid-write
+      pass
+  text = "".join(line + "\n" for line in kept)
+  if text != path.read_text():
+    path.write_text(text)
+
+
 class MetricWriter:
 
   def __init__(self, workdir: str | epath.Path):

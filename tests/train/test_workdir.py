@@ -1,0 +1,42 @@
+"""The training workdir: made with a one-line error where it cannot be, held by one run at a time."""
+import subprocess
+import sys
+
+import pytest
+
+from vssjax.errors import SetupError
+from vssjax.train import workdir
+
+
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_a_workdir_that_is_a_file_is_one_error_naming_it(tmp_path, under):
+  """`--workdir` given a file (or a path under one) was an OSError traceback from mkdir."""
+  (tmp_path / "run").write_text("")
+  with pytest.raises(SetupError, match=r"--workdir=.*run.* cannot be made a directory \("):
+    workdir.make_workdir(str(tmp_path / "run" / under))
+
+
+def test_a_second_training_run_in_a_locked_workdir_is_one_error(tmp_path):
+  """Two runs in one workdir (a job submitted twice) interleaved their checkpoints and log lines
+  silently. The lock is the OS's: it goes with its holder, and a later run takes it."""
+  with workdir.workdir_lock(str(tmp_path)):
+    held = (tmp_path / workdir.LOCK_FILE).read_text()
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from vssjax.train import workdir\n"
+         "with workdir.workdir_lock(sys.argv[1]): pass", str(tmp_path)],
+        capture_output=True, text=True, check=False)
+    assert other.returncode == 1
+    assert (f"SetupError: another training run (pid {held}) is using --workdir={tmp_path}"
+            in other.stderr)
+  with workdir.workdir_lock(str(tmp_path)):  # released
+    pass
+
+
+def test_a_workdir_that_cannot_be_written_is_one_error_naming_it(tmp_path):
+  """A read-only workdir (here: the lock file's name taken by a folder, which fails as root too)
+  was a traceback from the first file training writes."""
+  (tmp_path / workdir.LOCK_FILE).mkdir()
+  with pytest.raises(SetupError, match=r"--workdir=.* cannot be written \(.*\.train\.lock\): "
+                     "training writes"):
+    with workdir.workdir_lock(str(tmp_path)):
+      pass
