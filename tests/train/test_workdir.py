@@ -40,3 +40,14 @@ def test_a_workdir_that_cannot_be_written_is_one_error_naming_it(tmp_path):
                      "training writes"):
     with workdir.workdir_lock(str(tmp_path)):
       pass
+
+
+def test_a_workdir_on_object_storage_takes_no_lock(monkeypatch):
+  """A single-host TPU VM trains into gs://...: no file lock exists there, and opening the lock
+  file with the OS's open() would fail as an unwritable workdir."""
+  def no_local_open(*args, **kwargs):
+    raise AssertionError("the lock file was opened")
+
+  monkeypatch.setattr("builtins.open", no_local_open)
+  with workdir.workdir_lock("gs://bucket/run"):
+    pass

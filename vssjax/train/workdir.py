@@ -34,8 +34,9 @@ def workdir_lock(workdir: str):
   An flock, which the OS releases however the holder ends (kill -9 included), so no stale lock
   is ever left. One process only: with several, their hosts may share the workdir's filesystem
   (each would lock the others out), and one stopping alone would leave the others waiting in a
-  collective. `--mode=eval` takes no lock: evaluating while training runs is fine."""
-  if jax.process_count() > 1:
+  collective. Nor on object storage (a `gs://` workdir of a single-host TPU VM), which has no
+  file locks. `--mode=eval` takes no lock: evaluating while training runs is fine."""
+  if jax.process_count() > 1 or "://" in str(workdir):
     yield
     return
   path = epath.Path(workdir) / LOCK_FILE
