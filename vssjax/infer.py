@@ -50,10 +50,10 @@ def input_videos(path: str) -> list[str]:
     raise SetupError(f"--input {path} does not exist")
   if not os.path.isdir(path):
     return [path]
-  videos = [entry.path for entry in sorted(os.scandir(path), key=lambda e: e.name)
-            if not entry.name.startswith(".")  # hidden, as macOS's `._<clip>` beside each clip
-            and ((entry.is_dir() and _holds_images(_frame_folder(entry.path)))
-                 or (entry.is_file() and entry.name.lower().endswith(VIDEO_SUFFIXES)))]
+  entries = [os.path.join(path, name) for name in base.visible_entries(path)]  # no `._<clip>`
+  videos = [entry for entry in entries
+            if (os.path.isdir(entry) and _holds_images(_frame_folder(entry)))
+            or (os.path.isfile(entry) and entry.lower().endswith(VIDEO_SUFFIXES))]
   if _holds_images(_frame_folder(path)):
     if videos:  # frames and videos side by side: the frames win, the rest is not lost silently
       print(f"infer: {path} holds frames, so it is one video of them; its {len(videos)} other "
@@ -74,7 +74,7 @@ def input_videos(path: str) -> list[str]:
 
 
 def _holds_images(folder: str) -> bool:
-  return any(footage.is_image_name(name) for name in os.listdir(folder))
+  return bool(footage.image_names(folder))
 
 
 def _frame_folder(video_folder: str) -> str:

@@ -26,16 +26,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LABEL_MAP_SUFFIX = "_label.png"
 
 
-def is_image_name(name: str) -> bool:
-  """Whether a folder entry named so is one of its images: an image suffix, not a hidden file
-  (macOS writes `._<name>` beside each file it copies to a foreign disk, which no codec reads)."""
-  return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+def image_names(folder: str) -> list[str]:
+  """The names of a folder's images: an image suffix, hidden files left out
+  (`base.visible_entries`: macOS's `._<name>` beside each copied file is no image)."""
+  return [name for name in base.visible_entries(folder)
+          if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
 
 
 def image_files(folder: str) -> list[str]:
   """The image files of a folder, in name order (`frame_order`); raises if there are none."""
-  files = [os.path.join(folder, f) for f in sorted(os.listdir(folder), key=frame_order)
-           if is_image_name(f)]
+  files = [os.path.join(folder, f) for f in sorted(image_names(folder), key=frame_order)]
   if not files:
     raise base.DataError(folder, f"holds no {'/'.join(IMAGE_SUFFIXES)} frames")
   return files

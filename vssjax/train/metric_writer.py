@@ -21,15 +21,16 @@ def drop_lines_after_step(path: epath.Path, step: int) -> None:
   twice (a curve that jumps back: 1 2 3 4 3 4 5 6), or not parse."""
   if not path.exists():
     return
+  logged = path.read_text()
   kept = []
-  for line in path.read_text().splitlines():
+  for line in logged.splitlines():
     try:
       if json.loads(line)["step"] <= step:
         kept.append(line)
     except (ValueError, KeyError, TypeError):  # cut short by a kill mid-write
       pass
   text = "".join(line + "\n" for line in kept)
-  if text != path.read_text():
+  if text != logged:
     path.write_text(text)
 
 
