@@ -2,7 +2,9 @@
 
 import contextlib
 import json
+import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -287,10 +289,31 @@ def test_no_evaluation_scores_a_diverged_step_between_log_lines(quick_config, tm
   assert not (tmp_path / "results.json").exists()
 
 
-def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config, tmp_path):
+class _RecordingSummaryWriter:
+  """tensorboardX.SummaryWriter's interface, keeping what it was given (tensorboardX is optional
+  and not a test dependency)."""
+  made: list["_RecordingSummaryWriter"] = []
+
+  def __init__(self, logdir, purge_step=None):
+    self.logdir, self.purge_step, self.scalars = logdir, purge_step, []
+    self.made.append(self)
+
+  def add_scalar(self, name, value, step):
+    self.scalars.append((name, value, step))
+
+  def close(self):
+    pass
+
+
+def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config, tmp_path,
+                                                                   monkeypatch):
   """A run killed (kill -9, an OOM) after its last checkpoint has logged, and maybe evaluated,
   steps that the resume trains again: metrics.jsonl read 1 2 3 4 3 4 and eval_history.jsonl held
-  step 3 twice. A line cut short by the kill is dropped too (it would not parse)."""
+  step 3 twice. A line cut short by the kill is dropped too (it would not parse). TensorBoard
+  is told to hide the killed run's values from step 3 on (its purge step)."""
+  monkeypatch.setitem(sys.modules, "tensorboardX",
+                      types.SimpleNamespace(SummaryWriter=_RecordingSummaryWriter))
+  monkeypatch.setattr(_RecordingSummaryWriter, "made", [])
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   quick_config.eval.max_videos = 1
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
@@ -303,3 +326,5 @@ def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config,
   assert 9.0 not in _losses(tmp_path).values()
   history = (tmp_path / "eval_history.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in history] == [4]
+  assert [w.purge_step for w in _RecordingSummaryWriter.made] == [None, 3]
+  assert {step for _, _, step in _RecordingSummaryWriter.made[1].scalars} == {3, 4}

@@ -275,7 +275,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     # ---- Train loop ----
     train_step = step_lib.make_train_step(method, tx, state_sharding, mesh,
                                           jax.random.PRNGKey(config.seed + 1))
-    writer = closing.enter_context(contextlib.closing(MetricWriter(workdir)))
+    writer = closing.enter_context(contextlib.closing(
+        MetricWriter(workdir, resumed_at_step=start if resume else None)))
     progress = Progress("train step", total, "steps", min_interval_s=0.0)
     pending: list[tuple[int, dict]] = []
     if start >= total:
