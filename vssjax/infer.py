@@ -32,7 +32,7 @@ from vssjax.progress import Progress
 
 class Input(NamedTuple):
   """What `--input` holds: its frames, decoded as they are iterated."""
-  num_frames: int
+  num_frames: int  # a video file's as its container declares it: an estimate (`_infer_video`)
   frames: Iterator[tuple[str, np.ndarray]]  # (frame name, RGB uint8 frame)
   frame_rate: float  # the video's own; 0 for a frame folder or a video that declares none
 
@@ -203,15 +203,18 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   """One video through a fresh predictor: label PNGs, overlay video and, with TC on (`scorers`,
   this video's), tc.json."""
   total, frames, frame_rate = video
+  # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
+  # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
+  declared = os.path.isfile(input_path)
   fps = frame_rate or config.eval.overlay_fps
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
   if (out_dir / "tc.json").exists():  # the TC of an earlier run's labels; this run writes its own
     (out_dir / "tc.json").unlink()
-  print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
-        f"step {step} -> {out_dir}", flush=True)
+  print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
+        f"{step} -> {out_dir}", flush=True)
   predictor = _ShotPredictor(method, variables, input_path)
-  progress = Progress("infer frame", total, "frames")
+  progress = Progress("infer frame", total, "frames", estimated=declared)
   names: list[str] = []
 
   def overlays() -> Iterator[np.ndarray]:
@@ -251,7 +254,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
         pending_frames[index] = frame
         ready, previous = predictor.push(frame, frame_name), ready
         yield from consume(previous)
-        progress.update(index + 1, force=index + 1 == total)
+        progress.update(index + 1)
+    progress.finish(len(names))
     yield from consume(ready + predictor.flush())
     if next_index != len(names) or answered:
       raise RuntimeError(f"{predictor.name} answered frames 0-{next_index - 1} and "
@@ -260,12 +264,21 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNG{'' if len(names) == 1 else 's'} to "
         f"{out_dir / 'labels'} and {overlay}", flush=True)
-  if os.path.isfile(input_path) and len(names) < total:  # OpenCV just ends at a broken frame
+  if declared and len(names) < total:  # OpenCV just ends at a broken frame
     print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
           f"{len(names)} (a truncated or corrupt file?)", flush=True)
   if scorers.temporal is not None:
     _write_tc(out_dir / "tc.json", scorers.temporal, config.eval.tc_flow.method)
   return out_dir
+
+
+def _said_length(num_frames: int, declared: bool) -> str:
+  """A video's length for its first line: a container's declared count as the estimate it is."""
+  if not declared:
+    return f"{num_frames} frame{'' if num_frames == 1 else 's'}"
+  if not num_frames:
+    return "its container declares no frame count"
+  return f"{num_frames} frame{'' if num_frames == 1 else 's'} as its container declares"
 
 
 class _ShotPredictor:

@@ -283,6 +283,28 @@ def test_footage_reads_video_files_and_frame_folders(tmp_path):
     footage.FootageSource([str(bad)]).videos("test")
 
 
+
+class _CaptureDeclaringNothing:
+  """cv2.VideoCapture of a stream whose container declares no length nor rate: OpenCV answers
+  -1 for the count (a raw or live stream) and may answer NaN for the rate."""
+
+  def __init__(self, path):
+    del path
+
+  def isOpened(self):  # pylint: disable=invalid-name
+    return True
+
+  def get(self, prop):
+    return {cv2.CAP_PROP_FRAME_COUNT: -1.0, cv2.CAP_PROP_FPS: float("nan")}[prop]
+
+  def release(self):
+    pass
+
+
+def test_footage_says_0_for_a_frame_count_or_rate_its_container_does_not_declare(monkeypatch):
+  monkeypatch.setattr(footage.cv2, "VideoCapture", _CaptureDeclaringNothing)
+  assert footage.declared_frames_and_rate("stream.h264") == (0, 0.0)
+
 def test_footage_frame_folders_skip_the_label_maps_beside_their_frames(tmp_path, caplog):
   """The project's own labelled layout (vtest_pseudo: `<frame>_label.png` beside `<frame>.jpg`)
   read as a frame folder: its label maps are not frames, and a note says they were skipped."""
