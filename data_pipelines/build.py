@@ -6,8 +6,10 @@ r"""Builds a real dataset's TFDS ArrayRecord records from the user's copy, showi
 Sources: vspw, cityscapes, camvid, vtest_pseudo. Every frame is decoded once while building, so bad
 data fails here, naming the file. Each frame is one record; each split also gets its video index
 (`video_records`), which readers use to find a video's frames. Run again where the index is missing
-(an interrupted build), it writes just the index. Training then reads the records with
-data.backend='arrayrecord' and data.data_dir set to the same --data_dir.
+(an interrupted build), it writes just the index; a build killed before its records were complete
+leaves TFDS's `incomplete.*` folder, which the next build names with its size, to be deleted.
+Training then reads the records with data.backend='arrayrecord' and data.data_dir set to the same
+--data_dir.
 """
 from __future__ import annotations
 

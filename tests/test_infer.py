@@ -406,3 +406,30 @@ def test_several_processes_share_out_the_videos_and_process_0_writes_their_joint
     assert (tmp_path / "run" / "infer" / "tc_in.json").exists() == (index == 0)
   assert merged == [1, 2]  # each process's own pairs go to the merge
 
+
+
+@pytest.mark.parametrize("declared", [20, 3, 0])
+def test_a_wrong_declared_frame_count_is_shown_as_an_estimate_and_the_decoded_frames_count(
+    quick_config, tmp_path, monkeypatch, capsys, declared):
+  """A container's frame count may be more (a truncated file), fewer or none: it is said to be
+  the container's, its progress total shown as `~N` (`?` once passed), and the last progress line
+  counts the frames decoded, every one of them predicted."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: _OneSizePerVideo())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  path = tmp_path / "clip.avi"
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 8))
+  for _ in range(6):
+    writer.write(np.zeros((8, 16, 3), np.uint8))
+  writer.release()
+  monkeypatch.setattr(infer.footage, "declared_frames_and_rate", lambda _: (declared, 10.0))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(path))
+  assert len(list((out_dir / "labels").iterdir())) == 6
+  said = capsys.readouterr().out
+  assert (f"({declared} frames as its container declares)" if declared
+          else "(its container declares no frame count)") in said
+  lines = [line for line in said.splitlines() if line.startswith("infer frame ")]
+  assert lines[-1].startswith("infer frame 6/6 ")
+  assert all(line.split()[2].split("/")[1] in (f"~{declared}", "?") for line in lines[:-1])

@@ -54,3 +54,18 @@ def test_frames_one_pixel_high_or_wide_still_make_a_video(tmp_path, hw):
   capture = cv2.VideoCapture(str(visualize.write_video(tmp_path / "v.mp4", frames, fps=4)))
   assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
   capture.release()
+
+
+@pytest.mark.parametrize("hw", [(25, 33), (24, 33), (25, 32)])
+def test_an_odd_side_is_padded_not_cropped(tmp_path, hw):
+  """mp4v encodes even sides only and OpenCV cropped an odd side's last row or column (a 25x33
+  overlay played as 24x32): a black row or column is added instead, so every pixel is shown."""
+  frames = [np.full(hw + (3,), 200, np.uint8)] * 2
+  capture = cv2.VideoCapture(str(visualize.write_video(tmp_path / "v.mp4", frames, fps=4)))
+  ok, decoded = capture.read()
+  capture.release()
+  assert ok and decoded.shape[:2] == (hw[0] + hw[0] % 2, hw[1] + hw[1] % 2)
+  h, w = hw
+  assert np.abs(decoded[:h, :w].astype(int) - 200).mean() < 10
+  assert decoded[h - 1, :w].mean() > 150 and decoded[:h, w - 1].mean() > 150  # the last ones kept
+  assert all(pad.mean() < 100 for pad in (decoded[h:], decoded[:, w:]) if pad.size)  # black

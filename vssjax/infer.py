@@ -26,13 +26,14 @@ from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
+from vssjax.eval.shots import ShotPredictor
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
 
 class Input(NamedTuple):
   """What `--input` holds: its frames, decoded as they are iterated."""
-  num_frames: int
+  num_frames: int  # a video file's as its container declares it: an estimate (`_infer_video`)
   frames: Iterator[tuple[str, np.ndarray]]  # (frame name, RGB uint8 frame)
   frame_rate: float  # the video's own; 0 for a frame folder or a video that declares none
 
@@ -203,15 +204,19 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   """One video through a fresh predictor: label PNGs, overlay video and, with TC on (`scorers`,
   this video's), tc.json."""
   total, frames, frame_rate = video
+  # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
+  # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
+  declared = os.path.isfile(input_path)
   fps = frame_rate or config.eval.overlay_fps
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
   if (out_dir / "tc.json").exists():  # the TC of an earlier run's labels; this run writes its own
     (out_dir / "tc.json").unlink()
-  print(f"infer: {input_path} ({total} frame{'' if total == 1 else 's'}) with the checkpoint of "
-        f"step {step} -> {out_dir}", flush=True)
-  predictor = _ShotPredictor(method, variables, input_path)
-  progress = Progress("infer frame", total, "frames")
+  print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
+        f"{step} -> {out_dir}", flush=True)
+  predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
+                            f"infer: {input_path}")
+  progress = Progress("infer frame", total, "frames", estimated=declared)
   names: list[str] = []
 
   def overlays() -> Iterator[np.ndarray]:
@@ -237,7 +242,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
         labels = np.asarray(answered.pop(index))
         frame = pending_frames.pop(index)
         save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
-        # A change of frame size starts a new shot (`_ShotPredictor`): no pair across it.
+        # A change of frame size starts a new shot (`ShotPredictor`): no pair across it.
         if scorers.temporal is not None and last is not None and last[0].shape == frame.shape:
           _score_pair(scorers, input_path, index, *last, frame, labels)
         last = (frame, labels)
@@ -251,7 +256,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
         pending_frames[index] = frame
         ready, previous = predictor.push(frame, frame_name), ready
         yield from consume(previous)
-        progress.update(index + 1, force=index + 1 == total)
+        progress.update(index + 1)
+    progress.finish(len(names))
     yield from consume(ready + predictor.flush())
     if next_index != len(names) or answered:
       raise RuntimeError(f"{predictor.name} answered frames 0-{next_index - 1} and "
@@ -260,7 +266,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
   print(f"infer: wrote {len(names)} label PNG{'' if len(names) == 1 else 's'} to "
         f"{out_dir / 'labels'} and {overlay}", flush=True)
-  if os.path.isfile(input_path) and len(names) < total:  # OpenCV just ends at a broken frame
+  if declared and len(names) < total:  # OpenCV just ends at a broken frame
     print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
           f"{len(names)} (a truncated or corrupt file?)", flush=True)
   if scorers.temporal is not None:
@@ -268,50 +274,13 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   return out_dir
 
 
-class _ShotPredictor:
-  """The method's predictor over a frame folder whose frames may differ in size, a fresh one for
-  each run of frames of one size (a shot), with indices counted from the video's first frame.
-
-  The clip methods relate a frame to others (DCFM fuses keyframe features, DTERN and SD-CPC stack
-  past frames' states), which frames resized to another network input cannot join; the frames of
-  another size are another shot anyway (a folder of stills), so its predictor starts afresh, as at
-  a new video, and TC scores no pair across the change. Per-frame methods predict the same either
-  way; a video file has one size throughout, one shot.
-  """
-
-  def __init__(self, method, variables, input_path: str):
-    self._method, self._variables, self._input_path = method, variables, input_path
-    self._predictor = None
-    self._first, self._count = 0, 0  # the shot's first frame (its predictor's 0) and length
-    self._size: tuple[int, ...] = ()
-    self._said = False  # the first change of size is said, not every one of a folder of stills
-
-  @property
-  def name(self) -> str:
-    return type(self._predictor).__name__
-
-  def push(self, frame: np.ndarray, frame_name: str) -> list:
-    ready = []
-    if frame.shape != self._size:
-      if self._predictor is not None:
-        ready = self.flush()
-        if not self._said:
-          print(f"infer: {self._input_path}: frame {frame_name} is {frame.shape[0]}x"
-                f"{frame.shape[1]}, the frames before it {self._size[0]}x{self._size[1]}: each run "
-                "of frames of one size is predicted as a shot of its own (frames of another size "
-                "do not inform it; no TC pair across a change)", flush=True)
-          self._said = True
-      self._predictor = self._method.predictor(self._variables)
-      self._first += self._count
-      self._size, self._count = frame.shape, 0
-    self._count += 1
-    return ready + self._shifted(self._predictor.push(frame))
-
-  def flush(self) -> list:
-    return self._shifted(self._predictor.flush()) if self._predictor is not None else []
-
-  def _shifted(self, predictions: list) -> list:
-    return [(self._first + index, labels) for index, labels in predictions]
+def _said_length(num_frames: int, declared: bool) -> str:
+  """A video's length for its first line: a container's declared count as the estimate it is."""
+  if not declared:
+    return f"{num_frames} frame{'' if num_frames == 1 else 's'}"
+  if not num_frames:
+    return "its container declares no frame count"
+  return f"{num_frames} frame{'' if num_frames == 1 else 's'} as its container declares"
 
 
 def _score_pair(scorers: Scorers, input_path: str, index: int, frame: np.ndarray,

@@ -20,14 +20,22 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """`update(done, **fields)` prints `label done/total  rate unit/s  ETA ...  fields` now and then."""
+  """`update(done, **fields)` prints `label done/total  rate unit/s  ETA ...  fields` now and then.
 
-  def __init__(self, label: str, total: int, unit: str, *, min_interval_s: float = 2.0):
+  An `estimated` total (a video's frame count as its container declares it, which a truncated or
+  corrupt file does not reach) shows as `~total`, and as `?` once `done` passes it; `finish` then
+  prints the count done as the total.
+  """
+
+  def __init__(self, label: str, total: int, unit: str, *, min_interval_s: float = 2.0,
+               estimated: bool = False):
     self.label, self.total, self.unit = label, total, unit
+    self.estimated = estimated
     self._min_interval_s = min_interval_s
     self._start_count = 0
     self._t0 = time.perf_counter()
     self._last_print = -float("inf")
+    self._last_line: tuple = ()  # (done, total, estimated) of the last line printed
     self._first_update = True
     self.enabled = jax.process_index() == 0
 
@@ -44,11 +52,21 @@ class Progress:
     if not self.enabled or (not force and now - self._last_print < self._min_interval_s):
       return
     self._last_print = now
+    self._last_line = (done, self.total, self.estimated)
     rate = self.rate(done)
-    eta = (self.total - done) / rate if rate > 0 else float("nan")
+    known = not self.estimated or 0 < done <= self.total
+    eta = (self.total - done) / rate if rate > 0 and known else float("nan")
+    total_text = (f"~{self.total}" if self.estimated else str(self.total)) if known else "?"
     rate_text = f"{rate:.2f} {self.unit}/s" if rate > 0 else f"? {self.unit}/s"
     extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in fields.items())
     eta_text = format_seconds(eta) if eta == eta else "?"
-    print(f"{self.label} {done}/{self.total}  {rate_text}  ETA {eta_text}  {extra}",
+    print(f"{self.label} {done}/{total_text}  {rate_text}  ETA {eta_text}  {extra}",
           flush=True, file=sys.stdout)
+
+  def finish(self, done: int) -> None:
+    """The last line, once the work is over: `done` is then the total, an estimated one
+    corrected. Not printed again where the throttle let that very line through already."""
+    self.total, self.estimated = done, False
+    if self._last_line != (done, done, False):
+      self.update(done, force=True)

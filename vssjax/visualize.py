@@ -11,8 +11,6 @@ from etils import epath
 from vssjax.errors import SetupError
 
 IGNORE_COLOR = np.array([0, 0, 0], np.uint8)
-# OpenCV's mp4v writer does not open for a frame 1 pixel high or wide.
-_MIN_VIDEO_SIDE = 2
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray, ignore_label: int = 255) -> np.ndarray:
@@ -40,8 +38,10 @@ def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float
   """Writes RGB uint8 frames as an MP4 (mp4v), which OpenCV's wheels can encode without ffmpeg.
 
   A video has one frame size: frames of another size than the first (a frame folder of mixed
-  sizes) are resized to it, which OpenCV would otherwise drop with only a log line. A side of one
-  pixel, which mp4v cannot encode, is stretched to two.
+  sizes) are resized to it, which OpenCV would otherwise drop with only a log line. mp4v encodes
+  even sides only: OpenCV crops an odd side's last row or column (a 1-pixel side does not open at
+  all), so frames are padded to even sides with black instead (`_padded_to_even`) and every
+  predicted pixel stays in the video.
   """
   check_frame_rate(fps)
   path = epath.Path(path)
@@ -50,19 +50,26 @@ def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float
   try:
     for frame in frames:
       if writer is None:
-        h, w = (max(side, _MIN_VIDEO_SIDE) for side in frame.shape[:2])
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        h, w = frame.shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                 (w + w % 2, h + h % 2))
         if not writer.isOpened():
           raise OSError(f"OpenCV cannot open {path} for writing")
       if frame.shape[:2] != (h, w):
         frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-      writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+      writer.write(cv2.cvtColor(_padded_to_even(frame), cv2.COLOR_RGB2BGR))
   finally:
     if writer is not None:
       writer.release()
   if writer is None:
     raise ValueError(f"no frames to write to {path}")
   return path
+
+
+def _padded_to_even(frame: np.ndarray) -> np.ndarray:
+  """The frame with a black row below and a black column right of it where its side is odd."""
+  h, w = frame.shape[:2]
+  return cv2.copyMakeBorder(frame, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
 def side_by_side(frame: np.ndarray, prediction: np.ndarray, palette: np.ndarray,

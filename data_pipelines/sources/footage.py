@@ -66,16 +66,21 @@ def frame_files(folder: str) -> list[str]:
 
 def declared_frames_and_rate(path: str) -> tuple[int, float]:
   """(frame count, frames per second) as the container declares them (the count may be
-  approximate for some codecs); 0 for what it does not declare."""
+  approximate for some codecs, and wrong for a truncated file); 0 for what it does not declare
+  (OpenCV answers -1 or less for an unknown count)."""
   capture = cv2.VideoCapture(path)
   try:
     if not capture.isOpened():
       return 0, 0.0
-    rate = float(capture.get(cv2.CAP_PROP_FPS))
-    return (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-            rate if math.isfinite(rate) and rate > 0 else 0.0)
+    count, rate = (float(capture.get(prop)) for prop in (cv2.CAP_PROP_FRAME_COUNT,
+                                                          cv2.CAP_PROP_FPS))
+    return int(_declared(count)), _declared(rate)
   finally:
     capture.release()
+
+
+def _declared(value: float) -> float:
+  return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def read_video_frames(path: str) -> Iterator[np.ndarray]:

@@ -10,6 +10,7 @@ import os
 
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core import constants
 
 from data_pipelines.sources import base, get_source
 from data_pipelines.tfds_builders import video_records
@@ -84,6 +85,12 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
   if not os.path.isdir(folder) or not os.listdir(folder):
     raise SetupError(f"--manual_dir {manual_dir} is not a folder holding the dataset's copy: "
                      f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  interrupted = _interrupted_builds(builder)
+  if interrupted:
+    sizes = ", ".join(f"{folder.name} ({_size(folder)})" for folder in interrupted)
+    print(f"build: left by a killed build in {interrupted[0].parent}: {sizes}. TFDS neither "
+          f"resumes nor removes such a folder (a build starts over beside it): delete it to free "
+          f"its space (unless another build of {source_name} is running now)", flush=True)
   if _is_built(builder):
     print(f"build: the records are already in {builder.data_path}: kept, only a missing video "
           f"index is written (delete that folder to rebuild)", flush=True)
@@ -91,13 +98,33 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
   return builder
 
 
+def _interrupted_builds(builder: _ManualSourceBuilder) -> list[epath.Path]:
+  """The folders of killed builds beside the version folders of the builder's records.
+
+  TFDS writes a build into `incomplete.<random>_<version>/` and renames it to `<version>/` once
+  complete (removing it where the build raises); a build killed outright (kill -9, out of memory,
+  a lost machine) leaves it behind, records (tens of GB for VSPW) and all. TFDS never reads,
+  resumes nor removes it, and cannot tell it from the folder of a build running now.
+  """
+  return sorted(path for path in _beside_version(builder)
+                if path.name.startswith(constants.INCOMPLETE_PREFIX) and path.is_dir())
+
+
+def _size(folder: epath.Path) -> tfds.core.units.Size:
+  """A build folder's size: TFDS writes its files flat, shards and metadata side by side."""
+  return tfds.core.units.Size(sum(f.stat().length for f in folder.iterdir() if f.is_file()))
+
+
 def _other_versions(builder: _ManualSourceBuilder) -> list[str]:
   """The versions of the builder's records on disk other than the one this code reads."""
-  versions = epath.Path(builder.data_path).parent
-  if not versions.exists():
-    return []
-  return sorted(path.name for path in versions.iterdir()
+  return sorted(path.name for path in _beside_version(builder)
                 if tfds.core.Version.is_valid(path.name) and path.name != str(builder.version))
+
+
+def _beside_version(builder: _ManualSourceBuilder) -> list[epath.Path]:
+  """What the folder of the builder's version folder holds (nothing before a first build)."""
+  versions = epath.Path(builder.data_path).parent
+  return list(versions.iterdir()) if versions.exists() else []
 
 
 def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
@@ -112,6 +139,10 @@ def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
   found = (f" Found only version {', '.join(others)} there, whose record layout this code cannot "
            f"read ({builder.version}: {builder.RELEASE_NOTES[str(builder.version)]})"
            if others else "")
+  interrupted = _interrupted_builds(builder)
+  if interrupted:  # the user did run the build: say why it does not count
+    found += (f" A killed build left {', '.join(folder.name for folder in interrupted)} there, "
+              f"which TFDS can neither read nor resume (delete it).")
   raise SetupError(
       f"no ArrayRecord data of version {builder.version} for source {source_name!r} under "
       f"{data_dir}.{found} Real datasets are never built implicitly: build them with python -m "

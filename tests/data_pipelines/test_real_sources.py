@@ -8,11 +8,12 @@ import cv2
 import grain
 import numpy as np
 import pytest
+from etils import epath
 from PIL import Image
 
 from data_pipelines import clip_sampling, dataset, loader
 from data_pipelines.sources import base, camvid, cityscapes, footage, get_source, vspw, vtest_pseudo
-from data_pipelines.tfds_builders import real_videos
+from data_pipelines.tfds_builders import real_videos, video_records
 from tests.data_pipelines import helpers
 from vssjax.errors import SetupError
 
@@ -283,6 +284,28 @@ def test_footage_reads_video_files_and_frame_folders(tmp_path):
     footage.FootageSource([str(bad)]).videos("test")
 
 
+
+class _CaptureDeclaringNothing:
+  """cv2.VideoCapture of a stream whose container declares no length nor rate: OpenCV answers
+  -1 for the count (a raw or live stream) and may answer NaN for the rate."""
+
+  def __init__(self, path):
+    del path
+
+  def isOpened(self):  # pylint: disable=invalid-name
+    return True
+
+  def get(self, prop):
+    return {cv2.CAP_PROP_FRAME_COUNT: -1.0, cv2.CAP_PROP_FPS: float("nan")}[prop]
+
+  def release(self):
+    pass
+
+
+def test_footage_says_0_for_a_frame_count_or_rate_its_container_does_not_declare(monkeypatch):
+  monkeypatch.setattr(footage.cv2, "VideoCapture", _CaptureDeclaringNothing)
+  assert footage.declared_frames_and_rate("stream.h264") == (0, 0.0)
+
 def test_footage_frame_folders_skip_the_label_maps_beside_their_frames(tmp_path, caplog):
   """The project's own labelled layout (vtest_pseudo: `<frame>_label.png` beside `<frame>.jpg`)
   read as a frame folder: its label maps are not frames, and a note says they were skipped."""
@@ -520,3 +543,38 @@ def test_vspw_list_files_as_editors_leave_them(tmp_path):
     f.write("vid_a\nvid_b\nvid_a\n")
   with pytest.raises(base.DataError, match=r"train.txt: lists video vid_a twice"):
     vspw.VspwSource(root).videos("train")
+
+
+def _kill_a_build(root: str, data_dir: str, monkeypatch) -> None:
+  """A build killed outright (kill -9, out of memory) once TFDS has made its folder: TFDS's
+  clean-up of that folder never runs."""
+
+  def killed(*args):
+    raise KeyboardInterrupt
+
+  with monkeypatch.context() as patch:
+    patch.setattr(type(epath.Path(data_dir)), "rmtree", lambda self, **kwargs: None)
+    patch.setattr(video_records.VideoSegBuilder, "_split_generators", killed)
+    with pytest.raises(KeyboardInterrupt):
+      real_videos.prepare("vspw", root, data_dir)
+
+
+def test_the_folder_of_a_killed_build_is_named_to_the_reader_and_the_next_build(
+    tmp_path, monkeypatch, capsys):
+  """TFDS never reads, resumes nor removes the `incomplete.*` folder of a killed build: reading
+  said "build them" to a user who did, and the next build left the folder's records on the disk
+  without a word."""
+  root, data_dir = _vspw(tmp_path / "vspw"), str(tmp_path / "tfds")
+  _kill_a_build(root, data_dir, monkeypatch)
+  [left] = os.listdir(tmp_path / "tfds" / "vssjax_vspw")
+  assert left.startswith("incomplete.") and left.endswith("_2.1.0")
+  with pytest.raises(SetupError, match=rf"A killed build left {left} there, which TFDS can "
+                     r"neither read nor resume \(delete it\)\. .*python -m data_pipelines\.build"):
+    real_videos.load("vspw", data_dir)
+  capsys.readouterr()
+  builder = real_videos.prepare("vspw", root, data_dir)
+  assert builder.info.splits["train"].num_examples == 6
+  said = capsys.readouterr().out
+  assert f"build: left by a killed build in {tmp_path}/tfds/vssjax_vspw: {left} (" in said
+  assert "delete it to free its space (unless another build of vspw is running now)" in said
+  assert real_videos.load("vspw", data_dir).data_path == builder.data_path

@@ -3,6 +3,7 @@ is dispatched (so the device works while the host scores), a video's whole-video
 computed on a worker thread, and the scores are those of the predictions in order."""
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
@@ -273,3 +274,67 @@ def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
   assert results["scored_pixels"] == confusion.matrix.sum() > 0
   assert results["mIoU"] == miou_vspw(confusion.matrix)
   assert np.isnan(results["mVC_8"])  # mVC needs every frame's label
+
+
+class _OneSizePredictor(StreamingPredictor):
+  """A clip method's predictor as far as sizes go: every frame joins the ones before it, so a
+  frame of another size than the first is an error."""
+
+  def __init__(self):
+    self._shape, self._index = None, 0
+
+  def push(self, frame):
+    if self._shape not in (None, frame.shape):
+      raise ValueError(f"frame of {frame.shape} in a video of {self._shape}")
+    self._shape, self._index = frame.shape, self._index + 1
+    return [(self._index - 1, _labels_of(frame))]
+
+
+class _OneSizeMethod(_OneBehindMethod):
+  def predictor(self, variables):
+    self.log.append("new predictor")
+    return _OneSizePredictor()
+
+
+def _mixed_sizes(sizes) -> list[np.ndarray]:
+  rng = np.random.default_rng(0)
+  return [rng.integers(0, 256, hw + (3,), np.uint8) for hw in sizes]
+
+
+def test_a_footage_folder_of_mixed_sizes_is_evaluated_shot_by_shot(tmp_path, capsys):
+  """docs/data.md's evaluation of footage for TC: a frame folder of two sizes crashed the clip
+  methods' predictors, and TC's first pair across the change. As `--mode=infer` does, each run of
+  frames of one size goes through a fresh predictor, and TC scores the pairs within a run."""
+  for t, frame in enumerate(_mixed_sizes([(16, 24)] * 3 + [(24, 16)] * 2)):
+    cv2.imwrite(str(tmp_path / f"{t:06d}.png"), frame)
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  with config.unlocked():
+    config.data.update(source="footage", backend="files", eval_split="test", footage=dict(
+        paths=[str(tmp_path)], class_names=[f"class {i}" for i in range(NUM_CLASSES)]))
+  config.eval.update(overlay_video=False, temporal_consistency=True)
+  method = _OneSizeMethod(config, [])
+  results = evaluator.evaluate(method, {}, config, workdir=None)
+  assert results["num_frames"] == 5 and results["TC_pairs"] == 2 + 1
+  assert method.log.count("new predictor") == 2
+  said = capsys.readouterr().out
+  assert (f"eval: video {tmp_path.name}: frame 3 is 24x16, the frames before it 16x24: each run "
+          "of frames of one size is predicted as a shot of its own") in said
+
+
+def test_mvc_scores_each_shot_of_a_labelled_video_as_a_video(monkeypatch):
+  """mVC's and VEC's windows need one size too: a video of two sizes is scored as its shots."""
+  config = _config_with_scored_videos()
+  config.eval.update(max_videos=1, vc_convention="dcfm")
+  stills = _mixed_sizes([(16, 24), (24, 16)])  # two shots of a still camera each
+  pairs = [(still, _labels_of(still)) for still in stills for _ in range(17)]
+  monkeypatch.setattr(evaluator, "eval_videos", lambda *args: [_Video("stills", 0, pairs)])
+  results = evaluator.evaluate(_OneSizeMethod(config, []), {}, config, workdir=None)
+
+  expected = VideoConsistency(NUM_CLASSES, windows=tuple(config.eval.windows),
+                              vc_convention="dcfm")
+  for shot in (pairs[:17], pairs[17:]):
+    expected.add_video(np.stack([label for _, label in shot]),
+                       np.stack([_labels_of(frame) for frame, _ in shot]))
+  assert expected.videos_scored == 2 and results["mVC_16"] == pytest.approx(1)
+  for name, value in expected.summary().items():
+    np.testing.assert_equal(results[name], value, err_msg=name)

@@ -30,8 +30,9 @@ from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
+from vssjax.eval.shots import ShotPredictor
 from vssjax.flow import FlowProvider
-from vssjax.methods.base import Method, StreamingPredictor, Variables
+from vssjax.methods.base import Method, Variables
 from vssjax.metrics.confusion import (MIOU_CONVENTIONS, ConfusionMatrix, fwiou, miou_by_convention,
                                      per_class_iou, pixel_accuracy)
 from vssjax.metrics.consistency import VideoConsistency
@@ -61,7 +62,7 @@ def _sum_across_processes(counts: list[int]) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(np.array(counts)).sum(axis=0)]
 
 
-def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMatrix,
+def _predict_video(predictor: ShotPredictor, video, confusion: ConfusionMatrix,
                    frame_ends: list[float], decode_ahead: bool):
   """Runs one video through a fresh predictor, scoring each labelled frame into `confusion`;
   returns frames, labels and predictions in order.
@@ -96,7 +97,7 @@ def _predict_video(predictor: StreamingPredictor, video, confusion: ConfusionMat
   fetch_and_score(pending + predictor.flush())
   if sorted(predictions) != list(range(len(frames))):
     raise RuntimeError(
-        f"{type(predictor).__name__} returned frames {sorted(predictions)} for video {video.name} "
+        f"{predictor.name} returned frames {sorted(predictions)} for video {video.name} "
         f"of {len(frames)} frames")
   return frames, labels, [predictions[i] for i in range(len(frames))]
 
@@ -182,14 +183,16 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   confusion, consistency, temporal = scorers.confusion, scorers.consistency, scorers.temporal
   tc_videos, flow_provider = scorers.tc_videos, scorers.flow_provider
 
-  def score_video(name, frames, labels, predictions):
-    try:
-      if all(label is not None for label in labels):  # each frame checked by `confusion`
-        consistency.add_video(np.stack(labels), np.stack(predictions), checked=True)
-    except ValueError as e:
-      raise DataError(f"video {name}", str(e)) from e
-    if temporal is not None and (tc_videos is None or name in tc_videos):
-      _add_temporal_pairs(temporal, flow_provider, f"{split}/{name}", frames, predictions)
+  def score_video(name, frames, labels, predictions, shots):
+    for shot in shots:  # each a video of its own (`ShotPredictor`): mostly one, the whole video
+      try:
+        if all(labels[t] is not None for t in shot):  # each frame checked by `confusion`
+          consistency.add_video(np.stack([labels[t] for t in shot]),
+                                np.stack([predictions[t] for t in shot]), checked=True)
+      except ValueError as e:
+        raise DataError(f"video {_shot_name(name, shot, len(frames))}", str(e)) from e
+      if temporal is not None and (tc_videos is None or name in tc_videos):
+        _add_temporal_pairs(temporal, flow_provider, f"{split}/{name}", frames, predictions, shot)
 
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
                             config.eval.max_videos,
@@ -208,14 +211,14 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
         # is fully scored.
         scoring.wait()
         timed_from, untimed_frames = time.perf_counter(), len(frame_ends)
-      for predictor in method.video_predictors(variables, video.index):
+      for predictor in _shot_predictors(method, variables, video):
         try:
           frames, labels, predictions = _predict_video(predictor, video, confusion, frame_ends,
                                                        decode_ahead)
         except Exception as e:
           e.add_note(f"while evaluating video {video.name} of split {split!r}")
           raise
-        scoring.submit(score_video, video.name, frames, labels, predictions)
+        scoring.submit(score_video, video.name, frames, labels, predictions, predictor.shots())
       if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
         overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
                                       config.eval.overlay_fps, source.palette)
@@ -259,20 +262,43 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   return results
 
 
-def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvider, video_key: str,
-                        frames: list[np.ndarray], predictions: list[np.ndarray]) -> None:
-  """Scores every consecutive pair of one video for TC, warping prediction i+1 onto frame i.
+def _shot_predictors(method: Method, variables: Variables, video) -> list[ShotPredictor]:
+  """`method.video_predictors` of `video`, each taking the video shot by shot: at a change of
+  frame size (a footage folder of stills) the protocol's predictor starts afresh, as at a new
+  video, as `--mode=infer` predicts such a folder."""
 
-  Flows are cached under `<split>/<video>/<i+1>-<i>`, so every predictor of a video (and, with
-  `eval.tc_flow.cache_dir`, every later evaluation) computes each flow once.
+  def new_predictor(k: int):
+    return lambda: method.video_predictors(variables, video.index)[k]
+
+  return [ShotPredictor(predictor, new_predictor(k), f"eval: video {video.name}")
+          for k, predictor in enumerate(method.video_predictors(variables, video.index))]
+
+
+def _shot_name(video: str, shot: range, num_frames: int) -> str:
+  """The video's name, or where it holds several shots (`ShotPredictor`), the shot's."""
+  return video if len(shot) == num_frames else f"{video} (its frames {shot.start}-{shot.stop - 1})"
+
+
+def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvider, video_key: str,
+                        frames: list[np.ndarray], predictions: list[np.ndarray],
+                        shot: range | None = None) -> None:
+  """Scores every consecutive pair of one video (or of its frames `shot`) for TC, warping
+  prediction i+1 onto frame i.
+
+  Flows are cached under `<split>/<video>/<i+1>-<i>` (i counted from the video's first frame), so
+  every predictor of a video (and, with `eval.tc_flow.cache_dir`, every later evaluation)
+  computes each flow once.
   """
+  shot = range(len(frames)) if shot is None else shot
+
   def flow(i: int) -> np.ndarray:
-    return flow_provider(frames[i + 1], frames[i], key=f"{video_key}/{i + 1}-{i}")
+    t = shot.start + i
+    return flow_provider(frames[t + 1], frames[t], key=f"{video_key}/{t + 1}-{t}")
 
   try:
-    temporal.add_video(predictions, flow)
-  except ValueError as e:  # The message starts with the frame pair.
-    raise DataError(f"video {video_key}", str(e)) from e
+    temporal.add_video([predictions[t] for t in shot], flow)
+  except ValueError as e:  # The message starts with the frame pair, counted in the shot.
+    raise DataError(f"video {_shot_name(video_key, shot, len(frames))}", str(e)) from e
 
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:
