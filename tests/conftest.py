@@ -57,6 +57,23 @@ def random_clip_batch(shape: tuple[int, int, int, int], num_classes: int, seed: 
           "labels": jnp.asarray(labels)}
 
 
+class OneSizePredictor:
+  """A clip method's predictor as far as frame sizes go: every frame joins the ones before it, so
+  a frame of another size than the first is an error. Frame i's label map: `labels_of(frame, i)`."""
+
+  def __init__(self, labels_of):
+    self._labels_of, self._shape, self._index = labels_of, None, 0
+
+  def push(self, frame):
+    if self._shape not in (None, frame.shape):
+      raise ValueError(f"frame of {frame.shape} in a video of {self._shape}")
+    self._shape, self._index = frame.shape, self._index + 1
+    return [(self._index - 1, self._labels_of(frame, self._index - 1))]
+
+  def flush(self):
+    return []
+
+
 def assert_kept_states_predict_the_clip(method, variables) -> None:
   """A streaming clip method (DTERN, SD-CPC) in eval mode: the logits from each frame's kept
   `encode_frame` state equal the whole 4-frame clip through the network."""

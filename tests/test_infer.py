@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import OneSizePredictor
 from vssjax import infer
 from vssjax.errors import SetupError
 from vssjax.flow import FlowProvider
@@ -241,21 +242,9 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
   assert record["pairs"] == 3 and record["TC"] == pytest.approx(expected.summary()["TC"])
 
 
-class _OneSizePerVideo:
-  """A clip method's predictor as far as sizes go: every frame joins the ones before it, so a
-  frame of another size than the first is an error (label map of frame i: i)."""
-
-  def __init__(self):
-    self._shape, self._index = None, 0
-
-  def push(self, frame):
-    if self._shape not in (None, frame.shape):
-      raise ValueError(f"frame of {frame.shape} in a video of {self._shape}")
-    self._shape, self._index = frame.shape, self._index + 1
-    return [(self._index - 1, np.full(frame.shape[:2], self._index - 1, np.int32))]
-
-  def flush(self):
-    return []
+def _index_labels(frame, index):
+  """Frame `index`'s label map: `index` everywhere."""
+  return np.full(frame.shape[:2], index, np.int32)
 
 
 def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, tmp_path,
@@ -265,7 +254,7 @@ def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, t
   TC scoring the pairs within a run only."""
 
   class Method:
-    predictor = staticmethod(lambda variables: _OneSizePerVideo())
+    predictor = staticmethod(lambda variables: OneSizePredictor(_index_labels))
 
   monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
   frames = tmp_path / "frames"
@@ -416,7 +405,7 @@ def test_a_wrong_declared_frame_count_is_shown_as_an_estimate_and_the_decoded_fr
   counts the frames decoded, every one of them predicted."""
 
   class Method:
-    predictor = staticmethod(lambda variables: _OneSizePerVideo())
+    predictor = staticmethod(lambda variables: OneSizePredictor(_index_labels))
 
   monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
   path = tmp_path / "clip.avi"

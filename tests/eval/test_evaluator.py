@@ -11,7 +11,7 @@ from data_pipelines.dataset import make_source
 from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
-from tests.conftest import load_config
+from tests.conftest import OneSizePredictor, load_config
 from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import ConfusionMatrix, miou_all_classes, miou_vspw
@@ -276,24 +276,10 @@ def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
   assert np.isnan(results["mVC_8"])  # mVC needs every frame's label
 
 
-class _OneSizePredictor(StreamingPredictor):
-  """A clip method's predictor as far as sizes go: every frame joins the ones before it, so a
-  frame of another size than the first is an error."""
-
-  def __init__(self):
-    self._shape, self._index = None, 0
-
-  def push(self, frame):
-    if self._shape not in (None, frame.shape):
-      raise ValueError(f"frame of {frame.shape} in a video of {self._shape}")
-    self._shape, self._index = frame.shape, self._index + 1
-    return [(self._index - 1, _labels_of(frame))]
-
-
 class _OneSizeMethod(_OneBehindMethod):
   def predictor(self, variables):
     self.log.append("new predictor")
-    return _OneSizePredictor()
+    return OneSizePredictor(lambda frame, index: _labels_of(frame))
 
 
 def _mixed_sizes(sizes) -> list[np.ndarray]:
