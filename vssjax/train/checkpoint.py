@@ -101,11 +101,17 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 _TENSORSTORE_READ_ERRORS = re.compile(r"(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND): ")
 
 
-def is_unreadable_file(error: Exception) -> bool:
-  """Whether a restore error is a file that is missing or cannot be parsed, rather than anything
-  else (which stays as it is, not disguised as a damaged checkpoint)."""
-  return (isinstance(error, (OSError, json.JSONDecodeError))
-          or bool(_TENSORSTORE_READ_ERRORS.match(str(error))))
+def unreadable_file_error(error: BaseException) -> BaseException | None:
+  """The error in `error`'s chain of causes that is a file missing or that cannot be parsed; None
+  for anything else (which stays as it is, not disguised as a damaged checkpoint). Orbax raises an
+  array's read error as a bare Exception ("Encountered error while reading array index") whose
+  cause is TensorStore's."""
+  while error is not None:
+    if (isinstance(error, (OSError, json.JSONDecodeError))
+        or _TENSORSTORE_READ_ERRORS.match(str(error))):
+      return error
+    error = error.__cause__
+  return None
 
 
 def damaged_checkpoint_error(checkpointer: Checkpointer, step: int,

@@ -29,7 +29,7 @@ from vssjax.methods.base import Method
 from vssjax.progress import Progress
 from vssjax.train import init_from
 from vssjax.train import step as step_lib
-from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, is_unreadable_file
+from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, unreadable_file_error
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
@@ -110,10 +110,11 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "workdir was trained with, or use a new --workdir for this one.")
   try:
     return checkpointer.restore(abstract_state, data_iter, step)
-  except (OSError, ValueError) as error:
-    if is_unreadable_file(error):  # an array's or the data iterator's file, damaged
-      raise damaged_checkpoint_error(checkpointer, step, error) from error
-    raise
+  except Exception as error:  # pylint: disable=broad-except  (Orbax wraps an array's read error)
+    unreadable = unreadable_file_error(error)  # an array's or the data iterator's file, damaged
+    if unreadable is None:
+      raise
+    raise damaged_checkpoint_error(checkpointer, step, unreadable) from error
 
 
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
