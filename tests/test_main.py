@@ -92,6 +92,50 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
   assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
 
 
+# `vssjax.main` with one step of the run (`loop.<name>`) raising `error` where a real Ctrl-C lands
+# wherever the run happens to be when it arrives.
+_RUN_RAISING = """
+from absl import app
+from vssjax import command_line, main
+from vssjax.train import loop
+
+def raising(*args, **kwargs):
+  raise {error}
+
+setattr(loop, {name!r}, raising)
+app.run(main.main, flags_parser=command_line.parse_config_flags)
+"""
+
+
+def _run_raising(tmp_path, mode, name, error):
+  return subprocess.run(
+      [sys.executable, "-c", _RUN_RAISING.format(name=name, error=error), f"--config={CONFIG}",
+       f"--workdir={tmp_path / 'run'}", f"--mode={mode}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("mode, name, expected", [
+    ("train", "make_train_loader", "interrupted during --mode=train; re-running it resumes from "
+     "the last complete checkpoint in the workdir, if any\n"),
+    ("eval", "restore_for_eval", "interrupted during --mode=eval\n"),
+])
+def test_ctrl_c_outside_the_training_steps_ends_the_run_with_one_line(tmp_path, mode, name,
+                                                                      expected):
+  """While the run sets up (its data loader, here) or restores a checkpoint, where `StopSignal`
+  does not stop it cleanly: the line instead of a traceback, and the process still ends by SIGINT
+  (status 130 in a shell), so a script running it stops too."""
+  result = _run_raising(tmp_path, mode, name, "KeyboardInterrupt")
+  assert result.returncode == -signal.SIGINT, result.stderr
+  assert result.stderr == expected
+
+
+def test_an_error_keeps_its_traceback_after_the_ctrl_c_line_is_set_up(tmp_path):
+  result = _run_raising(tmp_path, "eval", "restore_for_eval", "RuntimeError('a bug')")
+  assert result.returncode == 1
+  assert "Traceback (most recent call last)" in result.stderr
+  assert result.stderr.endswith("RuntimeError: a bug\n")
+
+
 def _one_line_error(args, env=None) -> str:
   """Runs `vssjax.main` with `args`, expecting it to fail with one line on stderr (no traceback)."""
   result = subprocess.run([sys.executable, "-m", "vssjax.main", *args], cwd=REPO, env=env,

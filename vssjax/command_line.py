@@ -1,7 +1,7 @@
 """What every command of the project does the same way (`vssjax.main`, `vssjax.convert`,
 `data_pipelines.build`, ...): parse its --config flag with the user's mistakes said in one line,
-report a user's error (`SetupError`, `DataError`) as one `error: ...` line instead of a traceback,
-and keep libraries' routine INFO logs out of the progress lines.
+report a user's error (`SetupError`, `DataError`) as one `error: ...` line instead of a traceback
+(and a Ctrl-C as one line too), and keep libraries' routine INFO logs out of the progress lines.
 
 Light on imports on purpose: `--help` answers without loading JAX.
 """
@@ -34,6 +34,23 @@ def user_errors_in_one_line(main: Callable[..., _T]) -> Callable[..., _T]:
       sys.exit("\n".join([f"error: {error}", *getattr(error, "__notes__", ())]))
 
   return run
+
+
+def interrupt_in_one_line(line: str) -> None:
+  """From now on, a Ctrl-C that ends the command (its KeyboardInterrupt) prints `line` on stderr
+  instead of the traceback of wherever it landed; any other uncaught error keeps its traceback.
+  Only the display changes (`sys.excepthook`): Python still ends the process by SIGINT once it
+  has cleaned up, so the shell says status 130 and a script or loop running the command stops too
+  (after an exit(130) a shell goes on to the next command)."""
+  show = sys.excepthook
+
+  def hook(kind, error, traceback):
+    if issubclass(kind, KeyboardInterrupt):
+      print(line, file=sys.stderr, flush=True)
+    else:
+      show(kind, error, traceback)
+
+  sys.excepthook = hook
 
 
 def quiet_routine_logs() -> None:

@@ -14,7 +14,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
+from vssjax.command_line import (interrupt_in_one_line, parse_config_flags, quiet_routine_logs,
+                                 user_errors_in_one_line)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
@@ -51,12 +52,24 @@ def use_compilation_cache(directory: str) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
+def _interrupted(mode: str) -> str:
+  """The line a Ctrl-C that ends the run prints: one while it loads JAX or the data, compiles,
+  restores a checkpoint, evaluates or infers, or a second one in the training steps (the first
+  checkpoints and stops there: `StopSignal`)."""
+  if mode == "train":
+    return ("interrupted during --mode=train; re-running it resumes from the last complete "
+            "checkpoint in the workdir, if any")
+  return f"interrupted during --mode={mode}"
+
+
 @user_errors_in_one_line
 def main(argv):
   """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) or a
-  `DataError` (a bad file of the dataset or input) ends the run with its message alone."""
+  `DataError` (a bad file of the dataset or input) ends the run with its message alone, and so
+  does a Ctrl-C, with the line `_interrupted` says."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  interrupt_in_one_line(_interrupted(_MODE.value))
   quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
   from vssjax import parallel  # pylint: disable=g-import-not-at-top
