@@ -66,6 +66,9 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
   assert "training already complete (checkpoint at step 4, train.steps=4)" in out
   quick_config.train.steps = 3  # below the checkpoint's step: complete too, and evaluated
   assert loop.train_and_evaluate(quick_config, str(tmp_path / "a"))["step"] == 4
+  # It trained nothing, so config.json still records what the checkpoint was trained with.
+  assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["steps"] == 4
+  assert not (tmp_path / "a" / "config.until_step4.json").exists()
 
 
 def test_one_device_equals_four_devices(quick_config, tmp_path):

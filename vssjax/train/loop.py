@@ -263,14 +263,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         state = init_from.state_with_variables(state, fixed, tx, state_sharding)
       if config.init.torch_checkpoint:
         state = init_from.state_from_torch(config, method, state, tx, state_sharding)
-    if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
-      if resume:
-        _keep_record_of_changed_config(workdir, config, int(state.step))
-        for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
-          drop_lines_after_step(epath.Path(workdir) / log, int(state.step))
-      configs_lib.write_record(config, workdir)
     start = int(state.step)
     total = config.train.steps
+    if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
+      if resume:
+        for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
+          drop_lines_after_step(epath.Path(workdir) / log, start)
+      # Rewritten only by a run that trains: one whose train.steps are at or below the
+      # checkpoint's only evaluates it, and config.json keeps what it was trained with.
+      if start < total:
+        if resume:
+          _keep_record_of_changed_config(workdir, config, start)
+        configs_lib.write_record(config, workdir)
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
 
     # ---- Train loop ----
