@@ -55,6 +55,9 @@ def _truncate_a_large_arrays_file(step_dir):
   max(data, key=lambda path: path.stat().st_size).write_bytes(b"")
 
 
+# Orbax's failed restore leaves the other arrays' reads in flight; their errors surface at garbage
+# collection as unretrieved task exceptions (the README's "Event loop is closed" note).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", [_empty_folder, _truncate_metadata, _truncate_an_array_file,
                                     _truncate_a_large_arrays_file])
 def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_one_before(tmp_path, damage):
