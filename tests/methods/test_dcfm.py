@@ -223,6 +223,26 @@ def test_rotated_first_keyframe_and_p_mode(method_and_variables):
   assert all(pushed_at == t for t, (pushed_at, _) in returned.items())  # P mode never waits
 
 
+@pytest.mark.parametrize("mode", ["B", "P"])
+def test_a_video_that_ends_before_its_first_keyframe_makes_its_last_frame_the_keyframe(
+    method_and_variables, mode):
+  """A first keyframe rotated past a short video's end (a 1- or 2-frame shot of a folder of
+  stills, which the evaluator's `ShotPredictor` gives the video's rotated predictors): the frames
+  waited for a keyframe that never came and flush raised "frame 0 has no keyframe to fuse with"."""
+  method, variables = method_and_variables
+  frames = [f.copy() for f in _video(2)]
+  frames[0][..., 0] //= 2
+  keyframes, returned = _run(method, variables, KeyframeSchedule(4, mode), frames, 3)
+  assert keyframes == [1]
+  assert [returned[t][0] for t in (0, 1)] == [2, 2]  # answered at the end
+  _, key_logits = method.encode_keyframe(variables, frames[1][None])
+  np.testing.assert_array_equal(returned[1][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
+  commons = [method.encode_keyframe(variables, frames[1][None])[0]]
+  logits = method.fused_logits(variables, commons, method.encode_shallow(variables, frames[0][None]))
+  np.testing.assert_array_equal(returned[0][1], logits_to_labels(logits, (64, 64), (64, 64))[0])
+  assert _run(method, variables, KeyframeSchedule(2, mode), frames[:1], 1)[0] == [0]
+
+
 def test_adaptive_keyframe_scheduling(method_and_variables):
   method, variables = method_and_variables
   aks = KeyframeSchedule(2, "B", aks=True, aks_threshold=0.5, aks_max_interval=4)

@@ -229,7 +229,8 @@ class DCFMPredictor(StreamingPredictor):
   schedule) or, under AKS, at the first t >= k + K whose score reaches tau, whose interval reaches
   the maximum, or that ends the video. Non-key frames wait for the next keyframe in B mode (and
   frames before the first keyframe always do); at the end of the video the waiting ones use the
-  previous keyframe alone. Only the last keyframe's (projected) common feature is kept.
+  previous keyframe alone (a video that ends before its first keyframe makes its last frame the
+  keyframe). Only the last keyframe's (projected) common feature is kept.
   `keyframes` lists the keyframe indices chosen so far. With `method.eval_flip` every network call
   takes [frame, mirror image] and the two rows' logits are summed (module docstring).
   """
@@ -263,7 +264,12 @@ class DCFMPredictor(StreamingPredictor):
 
   def flush(self) -> list[Prediction]:
     ready = []
-    if self._pending and self._previous is not None and self._schedule.aks:
+    if self._pending and self._previous is None:
+      # The video ended before its first keyframe (one rotated past a short video's end, or a
+      # short shot's, `ShotPredictor`): its last frame, the nearest, becomes the keyframe.
+      last = self._pending.pop()
+      ready = self._keyframe(last.index, last.resized, last.frame_hw)
+    elif self._pending and self._schedule.aks:
       # AKS stops stretching at the last frame: it becomes the keyframe if it is a candidate.
       last = self._pending[-1]
       if last.index - self._previous.index >= self._schedule.interval:
