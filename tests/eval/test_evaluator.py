@@ -307,6 +307,26 @@ def test_a_footage_folder_of_mixed_sizes_is_evaluated_shot_by_shot(tmp_path, cap
           "of frames of one size is predicted as a shot of its own") in said
 
 
+class _TwoPassMethod(_OneSizeMethod):
+  """Two predictors per video, as DCFM's protocol passes (`method.video_predictors`)."""
+
+  def video_predictors(self, variables, video_index):
+    return [self.predictor(variables) for _ in range(2)]
+
+
+def test_a_change_of_size_is_said_once_per_video_whatever_its_number_of_predictors(monkeypatch,
+                                                                                   capsys):
+  """Each of a video's predictors goes shot by shot; the note said it once per predictor."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.eval.update(overlay_video=False, temporal_consistency=True)
+  pairs = [(still, _labels_of(still)) for still in _mixed_sizes([(16, 24), (24, 16)])
+           for _ in range(2)]
+  monkeypatch.setattr(evaluator, "eval_videos", lambda *args, **kwargs: [_Video("stills", 0, pairs)])
+  results = evaluator.evaluate(_TwoPassMethod(config, []), {}, config, workdir=None)
+  assert results["TC_pairs"] == 2 * (1 + 1)  # each pass's two shots, a pair each
+  assert capsys.readouterr().out.count("eval: video stills: frame 2 is 24x16") == 1
+
+
 def test_mvc_scores_each_shot_of_a_labelled_video_as_a_video(monkeypatch):
   """mVC's and VEC's windows need one size too: a video of two sizes is scored as its shots."""
   config = _config_with_scored_videos()

@@ -265,12 +265,12 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
 def _shot_predictors(method: Method, variables: Variables, video) -> list[ShotPredictor]:
   """`method.video_predictors` of `video`, each taking the video shot by shot: at a change of
   frame size (a footage folder of stills) the protocol's predictor starts afresh, as at a new
-  video, as `--mode=infer` predicts such a folder."""
+  video, as `--mode=infer` predicts such a folder. The first one says so, once for the video."""
 
   def new_predictor(k: int):
     return lambda: method.video_predictors(variables, video.index)[k]
 
-  return [ShotPredictor(predictor, new_predictor(k), f"eval: video {video.name}")
+  return [ShotPredictor(predictor, new_predictor(k), None if k else f"eval: video {video.name}")
           for k, predictor in enumerate(method.video_predictors(variables, video.index))]
 
 

@@ -20,11 +20,12 @@ class ShotPredictor(StreamingPredictor):
   another size are another shot anyway (a folder of stills), so a fresh predictor takes them, as
   at a new video, and what scores frames together (TC's pairs, mVC's and VEC's windows) scores no
   frames across the change. Per-frame methods predict the same either way; a video file has one
-  size throughout, one shot. `where` (the mode and video) starts the note at the first change.
+  size throughout, one shot. `where` (the mode and video) starts the note at the first change;
+  None says none (the video's other predictors: DCFM's protocol passes each take it anew).
   """
 
   def __init__(self, predictor: StreamingPredictor,
-               new_predictor: Callable[[], StreamingPredictor], where: str):
+               new_predictor: Callable[[], StreamingPredictor], where: str | None):
     self._predictor, self._new_predictor, self._where = predictor, new_predictor, where
     self._starts: list[int] = []  # each shot's first frame (its predictor's frame 0)
     self._count = 0  # the frames pushed
@@ -41,7 +42,8 @@ class ShotPredictor(StreamingPredictor):
     if frame.shape != self._size:
       if self._starts:
         ready = self.flush()
-        if len(self._starts) == 1:  # the first change is said, not every one of a folder of stills
+        # The first change is said, not every one of a folder of stills.
+        if len(self._starts) == 1 and self._where is not None:
           print(f"{self._where}: frame {frame_name or self._count} is {frame.shape[0]}x"
                 f"{frame.shape[1]}, the frames before it {self._size[0]}x{self._size[1]}: each run "
                 "of frames of one size is predicted as a shot of its own (frames of another size "
