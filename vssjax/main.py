@@ -53,9 +53,10 @@ def use_compilation_cache(directory: str) -> None:
 
 
 def _interrupted(mode: str) -> str:
-  """The line a Ctrl-C that ends the run prints: one while it loads JAX or the data, compiles,
-  restores a checkpoint, evaluates or infers, or a second one in the training steps (the first
-  checkpoints and stops there: `StopSignal`)."""
+  """The line a Ctrl-C that ends the run prints: one while it loads JAX or the data, initializes
+  or restores the state, evaluates or infers, or a second one in the training steps (the first
+  checkpoints and stops there, `StopSignal`, the training step's compilation included: it is part
+  of the first step)."""
   if mode == "train":
     return ("interrupted during --mode=train; re-running it resumes from the last complete "
             "checkpoint in the workdir, if any")
