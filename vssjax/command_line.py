@@ -1,7 +1,8 @@
 """What every command of the project does the same way (`vssjax.main`, `vssjax.convert`,
 `data_pipelines.build`, ...): parse its --config flag with the user's mistakes said in one line,
-report a user's error (`SetupError`, `DataError`) as one `error: ...` line instead of a traceback
-(and a Ctrl-C as one line too), and keep libraries' routine INFO logs out of the progress lines.
+report a user's error (`SetupError`, `DataError`) as one `error: ...` line instead of a traceback,
+and keep libraries' routine INFO logs out of the progress lines. `vssjax.main` also says a Ctrl-C
+in one line (`interrupt_in_one_line`); the other commands keep its traceback.
 
 Light on imports on purpose: `--help` answers without loading JAX.
 """
