@@ -266,7 +266,10 @@ def base_config() -> ConfigDict:
   # replicate.
   c.mesh = ConfigDict(dict(data=-1, fsdp=1))
   c.sharding_rules = ()
-  c.init = ConfigDict(dict(torch_checkpoint=""))
+  # Released PyTorch weights to start from (vssjax/train/init_from.py). allow_pickle: unpickle its
+  # .pth fully, and the ETC teacher's (executes code stored in them: trusted files only), as mmcv
+  # files whose metadata holds Python objects need; else read weights-only.
+  c.init = ConfigDict(dict(torch_checkpoint="", allow_pickle=False))
   # Published numbers of this exact setting (metric name -> value in %), shown next to the
   # measured ones.
   c.published = ConfigDict(dict(source="", metrics=ConfigDict()))

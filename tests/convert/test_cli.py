@@ -70,7 +70,7 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
        f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "format hf" in run.stdout and "saved the converted weights as step 0" in run.stdout
-  with pytest.raises(SetupError, match="already holds checkpoints"):
+  with pytest.raises(SetupError, match=r"is not empty \(it holds checkpoints, config\.json\)"):
     convert_to_workdir(quick_config, str(tmp_path / "hf"), str(workdir))
   # The config is recorded as training records it, so a misfitting one is named field by field.
   recorded = json.loads((workdir / "config.json").read_text())
@@ -101,12 +101,37 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
   assert "Table II" in table and "measured by DCFM" in table
 
 
+def test_a_used_or_unusable_workdir_is_refused(hf_model, quick_config, tmp_path):
+  """A training run's workdir before its first checkpoint (its record would be overwritten), a
+  file, or a path where no directory can be made: one line each, not an OSError traceback."""
+  state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+  torch.save({k: torch.from_numpy(v) for k, v in hf_to_mmseg(state).items()}, tmp_path / "w.pth")
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text("{}")
+  (run / ".train.lock").write_text("")
+  with pytest.raises(SetupError, match=r"^--workdir=.*/run is not empty \(it holds \.train\.lock, "
+                                       r"config\.json\): convert into a new or empty directory$"):
+    convert_to_workdir(quick_config, str(tmp_path / "w.pth"), str(run))
+  assert (run / "config.json").read_text() == "{}"
+  with pytest.raises(SetupError, match=r"w\.pth is a file: convert into a new or empty"):
+    convert_to_workdir(quick_config, str(tmp_path / "w.pth"), str(tmp_path / "w.pth"))
+  with pytest.raises(SetupError, match=r"w\.pth/work cannot be made a directory"):
+    convert_to_workdir(quick_config, str(tmp_path / "w.pth"), str(tmp_path / "w.pth" / "work"))
+
+
+class _MmcvConfig:  # stands in for the mmcv objects some checkpoints' `meta` holds
+  pass
+
+
 @pytest.mark.slow
 def test_finetuning_starts_from_an_mmseg_checkpoint(hf_model, quick_config, tmp_path):
+  """From an mmcv file whose metadata needs full unpickling, which training is told to trust."""
   state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
-  torch.save({"meta": {}, "state_dict": {
+  torch.save({"meta": {"config": _MmcvConfig()}, "state_dict": {
       k: torch.from_numpy(v) for k, v in hf_to_mmseg(state).items()}}, tmp_path / "w.pth")
   quick_config.init.torch_checkpoint = str(tmp_path / "w.pth")
+  quick_config.init.allow_pickle = True
   quick_config.optim.lr = 0.0  # AdamW with lr 0 leaves the parameters exactly as loaded
   loop.train_and_evaluate(quick_config, str(tmp_path / "run"), max_steps_this_run=1)
   method, trained, step = loop.restore_for_eval(quick_config, str(tmp_path / "run"))

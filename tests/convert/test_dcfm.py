@@ -12,6 +12,7 @@ from tests.convert.test_torch_resnet import (_bn, _conv, _layers_manifest, _ppm_
                                              _stem_manifest)
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.torch_io import strip_ddp_prefix
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train import init_from
 
@@ -87,3 +88,12 @@ def test_imagenet_mit_weights_go_into_the_encoder_backbone():
   assert list(variables["params"]["encoder"]) == ["backbone"]
   np.testing.assert_array_equal(
       variables["params"]["encoder"]["backbone"]["patch_embed1"]["proj"]["kernel"], 1.0)
+
+
+def test_the_encoder_file_alone_asks_for_both_files():
+  """It has no head keys, so it read as ImageNet backbone weights 'in format dcfm'."""
+  state = _checkpoint(_mit_encoder((8, 16, 24, 32), (1, 1, 1, 1)))
+  method = get_method(load_config("configs/dcfm/synthetic_mitb0.py", "quick"))
+  with pytest.raises(SetupError, match=r"^DCFM's encoder file without its decoder file \(DCFM's "
+                                       r"release is two files: --checkpoint=encoder\.pth,"):
+    init_from.convert_state_dict(strip_ddp_prefix(state), method)

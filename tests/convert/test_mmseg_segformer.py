@@ -157,12 +157,53 @@ class _NotATensor:  # stands in for the arbitrary Python objects some mmcv `meta
 
 
 def test_pickled_objects_need_explicit_trust(mmseg_state, tmp_path):
+  """Refused in one line naming the object and both switches (torch's own message is a dozen lines
+  about allowlists); a whole pickled model, once trusted, gives its state_dict."""
   path = tmp_path / "with_objects.pth"
   torch.save({"meta": {"env": _NotATensor()}, "state_dict": {
       k: torch.from_numpy(v) for k, v in mmseg_state.items()}}, path)
-  with pytest.raises(torch_io.CheckpointReadError, match="allow_pickle=True"):
+  with pytest.raises(torch_io.CheckpointReadError) as info:
     torch_io.load_state_dict(path)
+  assert str(info.value) == (
+      f"{path}: holds pickled Python objects besides tensors (here "
+      "tests.convert.test_mmseg_segformer._NotATensor; mmcv metadata, or a whole model saved "
+      "instead of its state_dict), which a weights-only load refuses. If you trust the file, "
+      "unpickle it fully, which executes code stored in it: --allow_pickle (python -m "
+      "vssjax.convert) or --config.init.allow_pickle=True (training)")
   assert sorted(torch_io.load_state_dict(path, allow_pickle=True)) == sorted(mmseg_state)
+  model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1))
+  torch.save(model, tmp_path / "model.pth")
+  with pytest.raises(torch_io.CheckpointReadError, match=r"\(here torch\.nn\.modules\.container"):
+    torch_io.load_state_dict(tmp_path / "model.pth")
+  torch.save({"model": model, "epoch": 3}, tmp_path / "wrapped_model.pth")
+  for name in ("model.pth", "wrapped_model.pth"):
+    loaded = torch_io.load_state_dict(tmp_path / name, allow_pickle=True)
+    assert sorted(loaded) == ["0.bias", "0.weight"], name
+    np.testing.assert_array_equal(loaded["0.bias"], model[0].bias.detach().numpy())
+
+
+def test_damaged_and_misnamed_files_say_what_to_do(mmseg_state, tmp_path):
+  """Cut short (an interrupted download), empty, or not safetensors: one line each, not a
+  SafetensorError traceback, and a cut .pth not called 'not a PyTorch checkpoint'."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  torch.save({k: torch.from_numpy(v) for k, v in mmseg_state.items()}, tmp_path / "whole.pth")
+  save_file(dict(mmseg_state), str(tmp_path / "whole.safetensors"))
+  (tmp_path / "notes.safetensors").write_text("a text file")
+  for name in ("pth", "safetensors"):
+    data = (tmp_path / f"whole.{name}").read_bytes()
+    (tmp_path / f"cut.{name}").write_bytes(data[:len(data) // 2])
+    (tmp_path / f"empty.{name}").write_bytes(b"")
+  expected = {
+      "cut.pth": "a torch.save archive cut short or damaged (an interrupted download or copy?): "
+                 "fetch it again",
+      "empty.pth": "an empty file (0 bytes): an interrupted download or copy? fetch it again"}
+  for name in ("cut.safetensors", "empty.safetensors", "notes.safetensors"):
+    expected[name] = "not a readable .safetensors file (Error while deserializing header: "
+  for name, message in expected.items():
+    with pytest.raises(torch_io.CheckpointReadError) as info:
+      torch_io.load_state_dict(tmp_path / name)
+    assert str(info.value).startswith(f"{tmp_path / name}: {message}"), str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_bf16_files_and_bad_inputs(tmp_path):

@@ -41,6 +41,18 @@ def test_imagenet_resnets_stay_backbone_files():
   assert init_from.is_backbone_only(state)
 
 
+def test_backbone_files_are_refused_where_a_whole_model_is_needed():
+  """`python -m vssjax.convert` of ImageNet weights saved a workdir whose head was untrained and
+  told to evaluate it; training from them is what they are for."""
+  state = _state_dict(_stem_manifest(18, False) | _layers_manifest(18))
+  method = get_method(load_config("configs/etc/cityscapes_psp18_baseline.py"))
+  assert list(init_from.convert_state_dict(state, method)) == ["params", "batch_stats"]
+  with pytest.raises(SetupError, match=r"^backbone weights only \(an ImageNet classification "
+                                       r"checkpoint\?\), no segmentation head: .* Start a training "
+                                       r"run from them \(--config\.init\.torch_checkpoint=\.\.\.\)"):
+    init_from.convert_state_dict(state, method, whole_model=True)
+
+
 def test_a_checkpoint_that_does_not_convert_names_its_file(tmp_path):
   path = tmp_path / "mystery.pth"
   torch.save({"unknown.weight": torch.zeros(2)}, path)

@@ -4,8 +4,9 @@ The library side of `python -m vssjax.convert` (see `__main__.py`): builds the c
 its train state as the train loop does, swaps in the converted variables and saves the whole state
 as the Orbax checkpoint of step 0, with the config recorded beside it as training records it (so
 that evaluating with a config that does not fit names the differing fields). The initialisation
-program is compiled only when the checkpoint lacks some variables (a backbone-only file): a full
-one replaces every value (DTERN-B1: 25 s of XLA:CPU saved).
+program is compiled only when the checkpoint lacks some variables (e.g. ETC's distillation teacher,
+which evaluation does not use): a full one replaces every value (DTERN-B1: 25 s of XLA:CPU saved).
+An ImageNet backbone file is refused: it would leave the head untrained.
 """
 from __future__ import annotations
 
@@ -22,28 +23,26 @@ from vssjax.methods import get_method
 from vssjax.train import init_from
 from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.loop import create_state
+from vssjax.train.workdir import make_workdir
 
 
 def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], workdir: str, *,
                        fmt: str | None = None, allow_pickle: bool = False) -> epath.Path:
   """Converts `checkpoint` for `config` and saves it as step 0 in `workdir`; returns the step dir.
 
-  Refuses a workdir that already holds checkpoints: the converted weights would either be ignored
-  (resume picks the latest step) or overwrite a run. The workdir is made only once the checkpoint
-  has been read and fits, so a failed conversion leaves nothing behind.
+  The workdir is made only once the checkpoint has been read and fits, so a failed conversion
+  leaves nothing behind.
   """
-  with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as existing:
-    if existing.latest_step() is not None:
-      raise SetupError(
-          f"{existing.directory} already holds checkpoints (latest step "
-          f"{existing.latest_step()}); convert into an empty workdir")
+  _check_new_workdir(workdir)
   mesh = parallel.mesh_from_config(config)
   method = get_method(config)
   state, sharding, tx, _ = create_state(config, method, mesh, abstract=True)
-  variables = init_from.load_torch_variables(checkpoint, method, fmt, allow_pickle=allow_pickle)
+  variables = init_from.load_torch_variables(checkpoint, method, fmt, allow_pickle=allow_pickle,
+                                             whole_model=True)
   if not init_from.replaces_every_variable(state, variables):  # the rest: freshly initialised
     state, sharding, tx, _ = create_state(config, method, mesh)
   state = init_from.state_with_variables(state, variables, tx, sharding)
+  make_workdir(workdir)
   with contextlib.closing(Checkpointer(workdir, async_save=False)) as checkpointer:
     checkpointer.save(0, state, force=True)  # closing waits for the save
   if jax.process_index() == 0:
@@ -51,3 +50,17 @@ def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], work
   print(f"saved the converted weights as step 0 in {checkpointer.directory}; evaluate with "
         f"--mode=eval --workdir={workdir}", flush=True)
   return checkpointer.directory / "0"
+
+
+def _check_new_workdir(workdir: str) -> None:
+  """Refuses a workdir that holds anything: a training run's (even before its first checkpoint)
+  would get its record overwritten and the converted weights mixed into its steps; an earlier
+  conversion's would be shadowed or overwritten."""
+  path = epath.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise SetupError(f"--workdir={workdir} is a file: convert into a new or empty directory")
+  entries = sorted(p.name for p in path.iterdir()) if path.exists() else []
+  if entries:
+    raise SetupError(f"--workdir={workdir} is not empty (it holds {', '.join(entries[:5])}"
+                     f"{', ...' if len(entries) > 5 else ''}): convert into a new or empty "
+                     "directory")

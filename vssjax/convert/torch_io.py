@@ -6,17 +6,18 @@ Handles what released segmentation weights come as:
   `pytorch_model.bin`), read with `torch.load(map_location='cpu')`;
 - a directory written by `save_pretrained` (its `model.safetensors` or `pytorch_model.bin`).
 
-Wrappers are peeled off: mmcv's `{'meta', 'state_dict', 'optimizer'}` (and `{'model': ...}`), the
-`module.` prefix that DistributedDataParallel adds to every key, and a distillation training
-wrapper around its `student.` (`take_student`).
+Wrappers are peeled off: mmcv's `{'meta', 'state_dict', 'optimizer'}` (and `{'model': ...}`), a
+whole pickled `nn.Module` (its `state_dict()`), the `module.` prefix that DistributedDataParallel
+adds to every key, and a distillation training wrapper around its `student.` (`take_student`).
 
 `torch.load` runs with `weights_only=True` by default: unpickling arbitrary objects executes code,
 so a file from the internet is only fully unpickled when the caller says it trusts it
-(`allow_pickle=True`); mmcv `meta` entries sometimes need that.
+(`allow_pickle=True`); mmcv `meta` entries sometimes need that, and so does a whole model.
 """
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,7 @@ def _resolve_file(path: str) -> str:
 def _load_safetensors(path: str) -> dict[str, Any]:
   """The numpy API needs no torch; bf16 files (numpy has no bf16) are read through torch."""
   try:
+    from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
     from safetensors import numpy as st_numpy  # pylint: disable=g-import-not-at-top
   except ImportError as err:
     raise CheckpointReadError(
@@ -76,6 +78,10 @@ def _load_safetensors(path: str) -> dict[str, Any]:
     except ImportError:
       raise CheckpointReadError(f"{path}: {err}; reading this dtype needs torch") from err
     return st_torch.load_file(path)
+  except SafetensorError as err:  # its header: cut short (empty), or another format's bytes
+    raise CheckpointReadError(
+        f"{path}: not a readable .safetensors file ({err}): cut short by an interrupted download "
+        "(fetch it again), or a file of another format under this name") from None
 
 
 def _load_torch_pickle(path: str, allow_pickle: bool) -> Any:
@@ -89,33 +95,61 @@ def _load_torch_pickle(path: str, allow_pickle: bool) -> Any:
   try:
     return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... depending on version
-    if not (zipfile.is_zipfile(path) or _starts_like_a_pickle(path)):
-      raise CheckpointReadError(
-          f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle); "
-          f"give a .pth/.pt/.bin, a .safetensors or a save_pretrained directory") from None
-    refused = "weights only" in str(err).lower() or "weights_only" in str(err).lower()
-    hint = ("" if allow_pickle or not refused else
-            "; if it is a trusted file whose metadata holds arbitrary Python objects, load it with "
-            "allow_pickle=True (CLI: --allow_pickle), which executes code stored in the file")
-    raise CheckpointReadError(f"{path}: torch.load failed: {err}{hint}") from err
+    raise _pickle_error(path, err, allow_pickle) from err
 
 
-def _starts_like_a_pickle(path: str) -> bool:
-  """Pickle protocols 2+ open with the PROTO opcode 0x80 (torch's legacy format is a pickle)."""
+# A file `torch.save` writes opens with a zip entry (its default since 1.6) or a pickle's PROTO
+# opcode (the legacy format, and pickles of protocol 2+).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+# What torch's weights-only unpickler says it refused: "Unsupported global: GLOBAL mmcv.Config ...".
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _pickle_error(path: str, err: Exception, allow_pickle: bool) -> CheckpointReadError:
+  """Why torch.load failed, said in one line with what to do (torch's own message for a refused
+  global is a dozen lines, with terminal escapes, about `torch.serialization` allowlists)."""
+  head = _first_bytes(path, len(_ZIP_MAGIC))
+  if not head:
+    return CheckpointReadError(f"{path}: an empty file (0 bytes): an interrupted download or copy? "
+                               "fetch it again")
+  if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+    return CheckpointReadError(
+        f"{path}: a torch.save archive cut short or damaged (an interrupted download or copy?): "
+        "fetch it again")
+  if not (zipfile.is_zipfile(path) or head.startswith(_PICKLE_PROTO)):
+    return CheckpointReadError(
+        f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle); "
+        f"give a .pth/.pt/.bin, a .safetensors or a save_pretrained directory")
+  if not allow_pickle and "weights only" in str(err).lower().replace("_", " "):
+    refused = _REFUSED_GLOBAL.search(str(err))
+    return CheckpointReadError(
+        f"{path}: holds pickled Python objects besides tensors ("
+        f"{f'here {refused.group(1)}; ' if refused else ''}mmcv metadata, or a whole model saved "
+        "instead of its state_dict), which a weights-only load refuses. If you trust the file, "
+        "unpickle it fully, which executes code stored in it: --allow_pickle (python -m "
+        "vssjax.convert) or --config.init.allow_pickle=True (training)")
+  return CheckpointReadError(f"{path}: torch.load failed: {err}")
+
+
+def _first_bytes(path: str, count: int) -> bytes:
   try:
     with open(path, "rb") as f:
-      return f.read(1) == b"\x80"
-  except OSError:  # unreadable: torch.load's own error says why
-    return False
+      return f.read(count)
+  except OSError as err:
+    raise CheckpointReadError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
 def unwrap_checkpoint(checkpoint: Any, where: str = "checkpoint") -> dict[str, np.ndarray]:
-  """Peels mmcv-style wrappers ({'meta', 'state_dict', ...}) and converts tensors to numpy."""
+  """Peels mmcv-style wrappers ({'meta', 'state_dict', ...}) and whole pickled models, and
+  converts tensors to numpy."""
+  checkpoint = _state_dict_of_model(checkpoint)
   while isinstance(checkpoint, Mapping):
-    wrapper = next((k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
-    if wrapper is None:
+    inner = next((value for value in map(_state_dict_of_model, map(checkpoint.get, _WRAPPER_KEYS))
+                  if isinstance(value, Mapping)), None)
+    if inner is None:
       break
-    checkpoint = checkpoint[wrapper]
+    checkpoint = inner
   if not isinstance(checkpoint, Mapping):
     raise CheckpointReadError(f"{where}: expected a state_dict mapping, got {type(checkpoint)}")
   arrays = {}
@@ -127,6 +161,13 @@ def unwrap_checkpoint(checkpoint: Any, where: str = "checkpoint") -> dict[str, n
           "state_dict?)")
     arrays[key] = array
   return arrays
+
+
+def _state_dict_of_model(value: Any) -> Any:
+  """The state_dict of a whole pickled `nn.Module` (`torch.save(model)`, alone or as a wrapper's
+  'model', read with allow_pickle); anything else as it is."""
+  state_dict = getattr(value, "state_dict", None)
+  return state_dict() if callable(state_dict) and not isinstance(value, Mapping) else value
 
 
 _HALF_FLOATS = ("bfloat16", "float16")

@@ -48,6 +48,7 @@ FORMATS = ("hf", "mmseg", "dcfm", "pspnet", "resnet")
 # Keys only a full segmentation model has (a decode head, DCFM's fusion module, PSPNet's
 # classifier).
 _HEAD_PREFIXES = ("decode_head.", "ffm.", "cls.")
+_DCFM_FILES = " (DCFM's release is two files: --checkpoint=encoder.pth,decoder.pth)"
 
 
 def detect_format(state_dict: StateDict) -> str:
@@ -99,18 +100,27 @@ def _import(target: str):
   return getattr(importlib.import_module(module_name), function)
 
 
-def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = None
-                       ) -> Variables:
+def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = None, *,
+                       whole_model: bool = False) -> Variables:
   """Converts a loaded state_dict for `method` (format auto-detected when `fmt` is None).
 
   Returns all of the method's variables for a full-model checkpoint; for backbone-only weights,
   the backbone's collections nested under its path (`{'params': {'backbone': ...}}`, with
-  `batch_stats` too for a ResNet, under `encoder/backbone` for DCFM).
+  `batch_stats` too for a ResNet, under `encoder/backbone` for DCFM). `whole_model`: refuse
+  backbone-only weights (converting for evaluation, where the head would stay untrained).
   """
   fmt = fmt or detect_format(state_dict)
   if fmt not in FORMATS:
     raise SetupError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
   if is_backbone_only(state_dict):
+    if fmt == "dcfm":
+      raise SetupError(f"DCFM's encoder file without its decoder file{_DCFM_FILES}")
+    if whole_model:
+      raise SetupError(
+          "backbone weights only (an ImageNet classification checkpoint?), no segmentation head: "
+          "evaluating them would score an untrained head. Start a training run from them "
+          "(--config.init.torch_checkpoint=...), or convert a whole segmentation model's "
+          "checkpoint")
     path, backbone = _backbone_of(method.module)
     if backbone is None:
       raise SetupError(f"a backbone-only checkpoint, but method {method.config.method.name!r} "
@@ -125,16 +135,16 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   name = method.config.method.name
   if (name, fmt) not in _CONVERTERS:
     formats = sorted(f for m, f in _CONVERTERS if m == name)
-    hint = (" (DCFM's release is two files: --checkpoint=encoder.pth,decoder.pth)"
-            if name == "dcfm" else "")
+    hint = _DCFM_FILES if name == "dcfm" else ""
     raise SetupError(f"the checkpoint is in format {fmt!r}, but method {name!r} converts from "
                      f"{formats or 'none'}{hint}: is it the right file, or the right config?")
   return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
 
 
 def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | None = None, *,
-                         allow_pickle: bool = False) -> Variables:
-  """Reads the checkpoint file(s) at `paths` and converts them for `method`.
+                         allow_pickle: bool = False, whole_model: bool = False) -> Variables:
+  """Reads the checkpoint file(s) at `paths` and converts them for `method` (`whole_model`: see
+  `convert_state_dict`).
 
   Several files (a comma-separated string or a sequence) are one checkpoint split in parts, as
   DCFM's encoder and decoder files: their keys are merged and must not overlap.
@@ -150,7 +160,7 @@ def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | 
   try:
     print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
           f"{fmt or detect_format(state_dict)}", flush=True)
-    return convert_state_dict(state_dict, method, fmt)
+    return convert_state_dict(state_dict, method, fmt, whole_model=whole_model)
   except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
     e.add_note(f"while converting {', '.join(paths)}")
     raise
@@ -199,7 +209,7 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
 def state_from_torch(config: ConfigDict, method: Method, state: TrainState,
                      tx: optax.GradientTransformation, sharding: Any) -> TrainState:
   """A fresh `state` whose variables come from `config.init.torch_checkpoint`: its format
-  detected from its keys, a pickle read weights-only (a file that needs `--format` or
-  `--allow_pickle` goes through `python -m vssjax.convert` instead)."""
-  variables = load_torch_variables(config.init.torch_checkpoint, method)
+  detected from its keys, a pickle read weights-only unless `config.init.allow_pickle`."""
+  variables = load_torch_variables(config.init.torch_checkpoint, method,
+                                   allow_pickle=config.init.allow_pickle)
   return state_with_variables(state, variables, tx, sharding)
