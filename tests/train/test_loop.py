@@ -256,6 +256,19 @@ def test_an_evaluation_split_that_cannot_be_read_stops_training_before_it_starts
   assert not (tmp_path / "run").exists()
 
 
+def test_pytorch_weights_that_cannot_be_read_stop_training_before_the_state_compiles(
+    quick_config, tmp_path, monkeypatch):
+  """`init.torch_checkpoint` is read before the initialisation compiles (minutes for a large
+  model), so a wrong path is said at once."""
+  def compile_state(*args, **kwargs):
+    raise AssertionError("the state was initialised before the weights were read")
+
+  monkeypatch.setattr(loop, "create_state", compile_state)
+  quick_config.init.torch_checkpoint = str(tmp_path / "mit_b0.pth")
+  with pytest.raises(SetupError, match=r"mit_b0\.pth: no such file or directory"):
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+
+
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
   with pytest.raises(SetupError, match="no checkpoint in"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))

@@ -25,7 +25,6 @@ import jax
 import numpy as np
 import optax
 
-from vssjax.configs_lib import ConfigDict
 from vssjax.convert.common import CheckpointMismatchError, StateDict, Variables
 from vssjax.convert.torch_io import load_state_dict
 from vssjax.errors import SetupError
@@ -204,12 +203,3 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
   new = TrainState(step=np.zeros((), np.int32), params=params, model_state=merged,
                    opt_state=tx.init(params))
   return jax.device_put(new, sharding)
-
-
-def state_from_torch(config: ConfigDict, method: Method, state: TrainState,
-                     tx: optax.GradientTransformation, sharding: Any) -> TrainState:
-  """A fresh `state` whose variables come from `config.init.torch_checkpoint`: its format
-  detected from its keys, a pickle read weights-only unless `config.init.allow_pickle`."""
-  variables = load_torch_variables(config.init.torch_checkpoint, method,
-                                   allow_pickle=config.init.allow_pickle)
-  return state_with_variables(state, variables, tx, sharding)

@@ -252,6 +252,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
         workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
     resume = checkpointer.latest_step() is not None
+    # Read before the initialisation compiles (minutes for a large model): a wrong file is said
+    # at once. A resumed run does not read it.
+    weights = (init_from.load_torch_variables(config.init.torch_checkpoint, method,
+                                              allow_pickle=config.init.allow_pickle)
+               if config.init.torch_checkpoint and not resume else None)
     state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
     _log_startup(config, mesh, state)
     if resume:
@@ -261,8 +266,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       fixed = method.fixed_variables()
       if fixed:
         state = init_from.state_with_variables(state, fixed, tx, state_sharding)
-      if config.init.torch_checkpoint:
-        state = init_from.state_from_torch(config, method, state, tx, state_sharding)
+      if weights is not None:
+        state = init_from.state_with_variables(state, weights, tx, state_sharding)
     start = int(state.step)
     total = config.train.steps
     if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
