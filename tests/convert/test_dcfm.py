@@ -90,10 +90,14 @@ def test_imagenet_mit_weights_go_into_the_encoder_backbone():
       variables["params"]["encoder"]["backbone"]["patch_embed1"]["proj"]["kernel"], 1.0)
 
 
-def test_the_encoder_file_alone_asks_for_both_files():
-  """It has no head keys, so it read as ImageNet backbone weights 'in format dcfm'."""
-  state = _checkpoint(_mit_encoder((8, 16, 24, 32), (1, 1, 1, 1)))
+@pytest.mark.parametrize("alone, missing", [
+    (_mit_encoder((8, 16, 24, 32), (1, 1, 1, 1)), "encoder file without its decoder"),
+    (_decoder(16, 8, 9, hidden=False), "decoder file without its encoder")],
+                         ids=["encoder", "decoder"])
+def test_either_file_alone_asks_for_both_files(alone, missing):
+  """The encoder file has no head keys, so it read as ImageNet backbone weights 'in format
+  dcfm'; the decoder file listed every encoder key as missing (about 180 lines)."""
   method = get_method(load_config("configs/dcfm/synthetic_mitb0.py", "quick"))
-  with pytest.raises(SetupError, match=r"^DCFM's encoder file without its decoder file \(DCFM's "
-                                       r"release is two files: --checkpoint=encoder\.pth,"):
-    init_from.convert_state_dict(strip_ddp_prefix(state), method)
+  with pytest.raises(SetupError, match=rf"^DCFM's {missing} file \(DCFM's release is two files: "
+                                       r"--checkpoint=encoder\.pth,"):
+    init_from.convert_state_dict(strip_ddp_prefix(_checkpoint(alone)), method)

@@ -111,6 +111,8 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   fmt = fmt or detect_format(state_dict)
   if fmt not in FORMATS:
     raise SetupError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
+  if fmt == "dcfm" and not any(k.startswith("backbone.") for k in state_dict):
+    raise SetupError(f"DCFM's decoder file without its encoder file{_DCFM_FILES}")
   if is_backbone_only(state_dict):
     if fmt == "dcfm":
       raise SetupError(f"DCFM's encoder file without its decoder file{_DCFM_FILES}")
