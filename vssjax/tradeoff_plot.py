@@ -4,8 +4,9 @@ r"""Accuracy vs speed scatter plot (PNG) of evaluated runs, like the papers' tra
       "SegFormer=/tmp/cmp/segformer/results.json" "DCFM K=2=/tmp/cmp/dcfm_k2.json" ...
 
 Each point is one `results.json` written by `--mode=eval` (or training's final evaluation): its
-`mIoU` (or `--metric`) against the evaluator's measured `frames_per_s` (the streaming predictor,
-frame in to label map out). Drawn with Pillow, so plotting needs no extra dependency. Points of the same
+`mIoU` (or `--metric`) against the evaluator's measured `frames_per_s` (wall time of reading,
+predicting and scoring the frames, mVC/VEC/TC included, the first video excluded: README,
+Metrics). Drawn with Pillow, so plotting needs no extra dependency. Points of the same
 label prefix before a space (e.g. "DCFM K=1", "DCFM K=2") share a colour and are joined by a line.
 """
 

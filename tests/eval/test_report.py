@@ -23,6 +23,16 @@ def test_markdown_with_published_numbers(tmp_path):
   assert json.loads(json_path.read_text())["mIoU"] == 0.4123
 
 
+def test_a_published_metric_measured_as_na_has_no_difference():
+  # VSPW's mVC of videos of <= 16 frames is NaN (skipped): the difference was printed '+nan'.
+  published = configs_lib.base_config().published
+  published.metrics = {"mVC_8": 86.0, "mVC_16": 81.2}
+  table = report.markdown_table({"mVC_8": float("nan"), "mVC_16": None, "frames_per_s": 1.0},
+                                published)
+  assert "| mVC_8 (%) | n/a | 86.00 | n/a |" in table
+  assert "| mVC_16 (%) | n/a | 81.20 | n/a |" in table
+  assert "nan" not in table
+
 def test_results_json_is_strict_json_with_null_for_na(tmp_path):
   """An n/a metric (NaN) is JSON null: Python's bare NaN is refused by strict parsers."""
   results = {"step": 1, "mIoU": 0.5, "mVC_8": float("nan"), "TC": np.float32("nan"),

@@ -75,7 +75,7 @@ def test_a_checkpoint_of_another_method_names_the_formats_that_fit():
     init_from.convert_state_dict(segformer_file, method)
 
 
-def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model():
+def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model(capsys):
   """Backbone weights replace the backbone and leave the head fresh; a converted subtree the model
   lacks (a misnamed module) is an error, never silently dropped with its part left fresh."""
   params = {"backbone": {"w": np.zeros((2, 3), np.float32)},
@@ -85,6 +85,7 @@ def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model():
                      opt_state=tx.init(params))
   backbone = {"w": np.ones((2, 3), np.float32)}
   merged = init_from.state_with_variables(state, {"params": {"backbone": backbone}}, tx, None)
+  assert "kept the fresh initialisation of params/head" in capsys.readouterr().out
   np.testing.assert_array_equal(merged.params["backbone"]["w"], backbone["w"])
   np.testing.assert_array_equal(merged.params["head"]["b"], params["head"]["b"])
   assert int(merged.step) == 0
@@ -92,3 +93,17 @@ def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model():
   with pytest.raises(CheckpointMismatchError,
                      match=r"/params: converted variables \['backbone', 'decode_head'\] do not"):
     init_from.state_with_variables(state, misnamed, tx, None)
+
+
+def test_fixed_variables_do_not_report_the_trained_model_as_kept_fresh(capsys):
+  """ETC's teacher (a method's `fixed_variables`) covers none of the trained model: saying that
+  the student 'kept the fresh initialisation' read as if the teacher had not loaded."""
+  params = {"student": {"w": np.zeros(2, np.float32)}}
+  tx = optax.sgd(0.1)
+  state = TrainState(step=np.array(0, np.int32), params=params,
+                     model_state={"teacher": {"w": np.zeros(2, np.float32)}},
+                     opt_state=tx.init(params))
+  teacher = {"teacher": {"w": np.ones(2, np.float32)}}
+  merged = init_from.state_with_variables(state, teacher, tx, None, report_kept=False)
+  np.testing.assert_array_equal(merged.model_state["teacher"]["w"], teacher["teacher"]["w"])
+  assert "kept the fresh" not in capsys.readouterr().out

@@ -269,6 +269,21 @@ def test_pytorch_weights_that_cannot_be_read_stop_training_before_the_state_comp
     loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
 
 
+def test_fixed_variables_that_cannot_be_read_stop_training_before_the_state_compiles(
+    quick_config, tmp_path, monkeypatch):
+  """The method's `fixed_variables` (ETC's teacher: an error when none is given) are read before
+  the initialisation compiles too."""
+  def compile_state(*args, **kwargs):
+    raise AssertionError("the state was initialised before the fixed variables were read")
+
+  def no_teacher(self):
+    raise SetupError("ETC distillation needs the trained teacher")
+
+  monkeypatch.setattr(loop, "create_state", compile_state)
+  monkeypatch.setattr(type(loop.get_method(quick_config)), "fixed_variables", no_teacher)
+  with pytest.raises(SetupError, match="needs the trained teacher"):
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
   with pytest.raises(SetupError, match="no checkpoint in"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))

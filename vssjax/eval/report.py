@@ -37,7 +37,8 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
     if has_published:
       if name in metrics:
         value = results.get(name)
-        diff = (100 * value - metrics[name]) if percent and value is not None else None
+        measured = _fmt(value, percent) != "n/a"  # an n/a metric is None or NaN: no difference
+        diff = (100 * value - metrics[name]) if percent and measured else None
         row += f" {metrics[name]:.2f} | {'n/a' if diff is None else f'{diff:+.2f}'} |"
       else:
         row += " – | – |"

@@ -191,15 +191,18 @@ def replaces_every_variable(state: TrainState, variables: Mapping[str, Any]) -> 
 
 
 def state_with_variables(state: TrainState, variables: Mapping[str, Any],
-                         tx: optax.GradientTransformation, sharding: Any) -> TrainState:
+                         tx: optax.GradientTransformation, sharding: Any, *,
+                         report_kept: bool = True) -> TrainState:
   """`state` with the given (possibly partial) variables swapped in, step 0, a fresh optimizer
   state, and placed by `sharding`. `state` may be abstract if the variables replace all of it
-  (`replaces_every_variable`)."""
+  (`replaces_every_variable`). `report_kept` prints the parts the variables left fresh (weights
+  meant to start the model: a backbone-only file); off for a method's `fixed_variables` (ETC's
+  teacher), which never cover the trained model."""
   fresh = {"params": state.params, **state.model_state}
   merged = _merge(fresh, variables)
   kept = sorted(f"{c}/{k}" for c, tree in fresh.items() for k in tree
                 if k not in variables.get(c, {}))
-  if kept:
+  if kept and report_kept:
     print(f"kept the fresh initialisation of {', '.join(kept)}", flush=True)
   params = merged.pop("params")
   new = TrainState(step=np.zeros((), np.int32), params=params, model_state=merged,

@@ -252,8 +252,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
         workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
     resume = checkpointer.latest_step() is not None
-    # Read before the initialisation compiles (minutes for a large model): a wrong file is said
-    # at once. A resumed run does not read it.
+    # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
+    # missing teacher, is said at once. A resumed run reads neither.
+    fixed = method.fixed_variables() if not resume else {}
     weights = (init_from.load_torch_variables(config.init.torch_checkpoint, method,
                                               allow_pickle=config.init.allow_pickle)
                if config.init.torch_checkpoint and not resume else None)
@@ -263,9 +264,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
       print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
     else:
-      fixed = method.fixed_variables()
       if fixed:
-        state = init_from.state_with_variables(state, fixed, tx, state_sharding)
+        state = init_from.state_with_variables(state, fixed, tx, state_sharding,
+                                               report_kept=False)
       if weights is not None:
         state = init_from.state_with_variables(state, weights, tx, state_sharding)
     start = int(state.step)
