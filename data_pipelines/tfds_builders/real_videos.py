@@ -141,8 +141,9 @@ def load(source_name: str, data_dir: str) -> _ManualSourceBuilder:
            if others else "")
   interrupted = _interrupted_builds(builder)
   if interrupted:  # the user did run the build: say why it does not count
-    found += (f" A killed build left {', '.join(folder.name for folder in interrupted)} there, "
-              f"which TFDS can neither read nor resume (delete it).")
+    found += (f" A build left {', '.join(folder.name for folder in interrupted)} there: one "
+              f"killed before it finished, which TFDS can neither read nor resume (delete it), "
+              f"unless a build is running now (wait for it).")
   raise SetupError(
       f"no ArrayRecord data of version {builder.version} for source {source_name!r} under "
       f"{data_dir}.{found} Real datasets are never built implicitly: build them with python -m "

@@ -568,8 +568,9 @@ def test_the_folder_of_a_killed_build_is_named_to_the_reader_and_the_next_build(
   _kill_a_build(root, data_dir, monkeypatch)
   [left] = os.listdir(tmp_path / "tfds" / "vssjax_vspw")
   assert left.startswith("incomplete.") and left.endswith("_2.1.0")
-  with pytest.raises(SetupError, match=rf"A killed build left {left} there, which TFDS can "
-                     r"neither read nor resume \(delete it\)\. .*python -m data_pipelines\.build"):
+  with pytest.raises(SetupError, match=rf"A build left {left} there: one killed before it "
+                     r"finished, which TFDS can neither read nor resume \(delete it\), unless a "
+                     r"build is running now \(wait for it\)\. .*python -m data_pipelines\.build"):
     real_videos.load("vspw", data_dir)
   capsys.readouterr()
   builder = real_videos.prepare("vspw", root, data_dir)
