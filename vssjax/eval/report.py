@@ -17,8 +17,13 @@ from vssjax.metrics.consistency import VC_CONVENTIONS
 PERCENT_METRICS = ("mIoU", "wIoU", "pixel_acc", "mVC_8", "mVC_16", "VEC_8", "VEC_16", "TC")
 
 
+def _is_na(value: Any) -> bool:
+  """An n/a metric: None, or NaN (e.g. VSPW's mVC where every video is too short)."""
+  return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(value: Any, percent: bool) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
+  if _is_na(value):
     return "n/a"
   return f"{100 * value:.2f}" if percent else f"{value:.2f}"
 
@@ -37,8 +42,7 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
     if has_published:
       if name in metrics:
         value = results.get(name)
-        measured = _fmt(value, percent) != "n/a"  # an n/a metric is None or NaN: no difference
-        diff = (100 * value - metrics[name]) if percent and measured else None
+        diff = (100 * value - metrics[name]) if percent and not _is_na(value) else None
         row += f" {metrics[name]:.2f} | {'n/a' if diff is None else f'{diff:+.2f}'} |"
       else:
         row += " – | – |"
