@@ -107,3 +107,20 @@ def test_fixed_variables_do_not_report_the_trained_model_as_kept_fresh(capsys):
   merged = init_from.state_with_variables(state, teacher, tx, None, report_kept=False)
   np.testing.assert_array_equal(merged.model_state["teacher"]["w"], teacher["teacher"]["w"])
   assert "kept the fresh" not in capsys.readouterr().out
+
+
+def test_fixed_variables_and_weights_load_as_one_and_report_only_what_neither_loaded(capsys):
+  """ETC's teacher (`fixed_variables`) with the student's ImageNet backbone weights: the line of
+  what kept its fresh initialisation names the student's head, not the teacher (loaded)."""
+  params = {"backbone": {"w": np.zeros(2, np.float32)}, "head": {"w": np.zeros(2, np.float32)}}
+  tx = optax.sgd(0.1)
+  state = TrainState(step=np.array(0, np.int32), params=params,
+                     model_state={"teacher": {"net": {"w": np.zeros(2, np.float32)}}},
+                     opt_state=tx.init(params))
+  fixed = {"teacher": {"net": {"w": np.ones(2, np.float32)}}}
+  weights = {"params": {"backbone": {"w": np.full(2, 2, np.float32)}}}
+  loaded = init_from.combined(fixed, weights)
+  merged = init_from.state_with_variables(state, loaded, tx, None, report_kept=True)
+  assert "kept the fresh initialisation of params/head\n" in capsys.readouterr().out
+  np.testing.assert_array_equal(merged.model_state["teacher"]["net"]["w"], 1.0)
+  np.testing.assert_array_equal(merged.params["backbone"]["w"], 2.0)

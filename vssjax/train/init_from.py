@@ -190,14 +190,26 @@ def replaces_every_variable(state: TrainState, variables: Mapping[str, Any]) -> 
   return not any(id(leaf) in fresh_leaves for leaf in jax.tree.leaves(_merge(fresh, variables)))
 
 
+def combined(*parts: Mapping[str, Any]) -> dict[str, Any]:
+  """Variables of several sources (`{collection: {name: tree}}`: a method's `fixed_variables`, a
+  PyTorch checkpoint's) as one, for a single `state_with_variables`, whose line of what kept its
+  fresh initialisation then names only what none of them loaded (ETC's teacher, loaded from its
+  own run, was listed as fresh after the student's ImageNet weights)."""
+  merged: dict[str, dict[str, Any]] = {}
+  for part in parts:
+    for collection, trees in part.items():
+      merged.setdefault(collection, {}).update(trees)
+  return merged
+
+
 def state_with_variables(state: TrainState, variables: Mapping[str, Any],
                          tx: optax.GradientTransformation, sharding: Any, *,
                          report_kept: bool = True) -> TrainState:
   """`state` with the given (possibly partial) variables swapped in, step 0, a fresh optimizer
   state, and placed by `sharding`. `state` may be abstract if the variables replace all of it
   (`replaces_every_variable`). `report_kept` prints the parts the variables left fresh (weights
-  meant to start the model: a backbone-only file); off for a method's `fixed_variables` (ETC's
-  teacher), which never cover the trained model."""
+  meant to start the model: a backbone-only file); off where only a method's `fixed_variables`
+  (ETC's teacher) are loaded, which never cover the trained model."""
   fresh = {"params": state.params, **state.model_state}
   merged = _merge(fresh, variables)
   kept = sorted(f"{c}/{k}" for c, tree in fresh.items() for k in tree

@@ -264,11 +264,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
       print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
     else:
-      if fixed:
-        state = init_from.state_with_variables(state, fixed, tx, state_sharding,
-                                               report_kept=False)
-      if weights is not None:
-        state = init_from.state_with_variables(state, weights, tx, state_sharding)
+      loaded = init_from.combined(fixed, weights or {})
+      if loaded:
+        state = init_from.state_with_variables(state, loaded, tx, state_sharding,
+                                               report_kept=weights is not None)
     start = int(state.step)
     total = config.train.steps
     if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
