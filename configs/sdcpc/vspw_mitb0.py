@@ -30,9 +30,11 @@ def sdcpc_base(backbone: str):
   c = configs_lib.base_config()
   c.method.name = "sdcpc"
   c.method.loss_average = "all"  # mmseg 0.13, as the CFFM/MRCFA code family
-  # [GUESS] auxiliary CE of the SegFormer branch (mmseg's aux weight 0.4). Spec §6.4 proposes the
-  # target frame's CE only (0.0 here) and lists this as the alternative: the CFFM/MRCFA family
-  # SD-CPC builds on trains its SegFormer branch this way.
+  # [GUESS] CE of the SegFormer branch on every frame at mmseg's auxiliary-head weight 0.4. Spec
+  # §6.4 proposes the target frame's CE only (0.0 here) and lists this as the alternative. The
+  # CFFM release of the family SD-CPC builds on trains its branch so too, but at 0.5
+  # (GuoleiSun/VSS-CFFM, decode_head.py `BaseDecodeHead_clips_flow.losses`: 0.5 x per-frame CE
+  # on every frame + 1.0 x CE of the final prediction).
   c.method.frame_loss_weight = 0.4
   c.method.frame_loss_target_only = False  # True where only the target frame is labelled
   c.method.mcp = configs_lib.ConfigDict(dict(  # MCP-CL, all [GUESS] (spec §6.3-6.4)

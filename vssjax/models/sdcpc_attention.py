@@ -50,7 +50,7 @@ def top_k_mask(scores: jax.Array, mask: np.ndarray, keep: int) -> jax.Array:
   all kept.
 
   When `keep` reaches the most valid entries of any row, every row keeps them all and no top-k
-  runs (XLA:CPU sorts each row for it: 27% of SD-CPC-B1's forward at the released ratio 1).
+  runs (XLA:CPU sorts each row for it: 27% of SD-CPC-B1's forward at the configs' ratio 1).
   """
   if keep >= mask.sum(-1).max():
     return jnp.asarray(mask)
