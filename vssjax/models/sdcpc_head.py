@@ -16,7 +16,10 @@ the method's config):
   `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from the target and
   attends to them; stage 2 (fine) is window attention (`window`, `window_keep_ratio`) of the
   stage-1-refined target over the references, gated per pixel by sigma(alpha * difference + beta);
-  the prediction is a 1x1 classifier on c2's grid; an embedding projector feeds MCP-CL
+  the prediction is a 1x1 classifier on c2's grid, resized to the label or input size in one
+  bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a stride-8 -> 4 step
+  first; one step keeps MCP-CL's embedding and the logits on one grid); an embedding projector
+  feeds MCP-CL
   (vssjax/models/sdcpc_prototypes.py).
 
 The head takes 4 feature maps of any strides (MiT: 4/8/16/32, dilated ResNet: 4/8/8/8); the
