@@ -256,6 +256,30 @@ def test_adaptive_keyframe_scheduling(method_and_variables):
   assert aks_score(frames[5], frames[4]) == 0.0 and aks_score(frames[6], frames[4]) > 0.5
 
 
+def test_adaptive_keyframe_scheduling_in_p_mode_ends_the_stretch_at_the_last_frame(
+    method_and_variables):
+  """Spec §5, Algorithm 1: the loop picks the next keyframe the same way in P mode (B mode only
+  adds the next keyframe's term), so a stretched interval that reaches the video's end still
+  makes the last frame a keyframe, predicted by the whole network, not a non-key frame. A P-mode
+  candidate frame therefore waits one frame to learn whether it is the last."""
+  method, variables = method_and_variables
+  aks = KeyframeSchedule(2, "P", aks=True, aks_threshold=0.5, aks_max_interval=4)
+  frames = _video(8)
+  keyframes, returned = _run(method, variables, aks, frames)
+  assert keyframes == [0, 4, 7]  # as B mode: 0, 4 (the maximum), 7 (the end)
+  assert _run(method, variables, dataclasses.replace(aks, mode="B"), frames)[0] == keyframes
+  _, key_logits = method.encode_keyframe(variables, frames[7][None])
+  expected_key = logits_to_labels(key_logits, (64, 64), (64, 64))[0]
+  np.testing.assert_array_equal(returned[7][1], expected_key)
+  # Non-key frames still use the previous keyframe alone; only candidates (since >= K) wait.
+  commons = [method.encode_keyframe(variables, frames[4][None])[0]]
+  shallow = method.encode_shallow(variables, frames[6][None])
+  logits = method.fused_logits(variables, commons, shallow)
+  np.testing.assert_array_equal(returned[6][1], logits_to_labels(logits, (64, 64), (64, 64))[0])
+  assert {t: pushed_at for t, (pushed_at, _) in returned.items()} == {
+      0: 0, 1: 1, 2: 3, 3: 4, 4: 4, 5: 5, 6: 7, 7: 8}
+
+
 def test_evaluation_passes_rotate_the_first_keyframe(method_and_variables):
   method, variables = method_and_variables
   method.schedule = KeyframeSchedule(2, "B")

@@ -228,11 +228,12 @@ class DCFMPredictor(StreamingPredictor):
   Frame t is a keyframe when t == first_keyframe, or, after keyframe k, when t == k + K (fixed
   schedule) or, under AKS, at the first t >= k + K whose score reaches tau, whose interval reaches
   the maximum, or that ends the video. Non-key frames wait for the next keyframe in B mode (and
-  frames before the first keyframe always do); at the end of the video the waiting ones use the
-  previous keyframe alone (a video that ends before its first keyframe makes its last frame the
-  keyframe). Only the last keyframe's (projected) common feature is kept.
-  `keyframes` lists the keyframe indices chosen so far. With `method.eval_flip` every network call
-  takes [frame, mirror image] and the two rows' logits are summed (module docstring).
+  frames before the first keyframe always do; in P mode under AKS a candidate waits one frame, in
+  case it ends the video); at the end of the video the waiting ones use the previous keyframe
+  alone (a video that ends before its first keyframe makes its last frame the keyframe). Only the
+  last keyframe's (projected) common feature is kept. `keyframes` lists the keyframe indices
+  chosen so far. With `method.eval_flip` every network call takes [frame, mirror image] and the
+  two rows' logits are summed (module docstring).
   """
 
   def __init__(self, method: DCFMMethod, variables: Variables, schedule: KeyframeSchedule,
@@ -253,14 +254,15 @@ class DCFMPredictor(StreamingPredictor):
   def push(self, frame: np.ndarray) -> list[Prediction]:
     t, self._index = self._index, self._index + 1
     resized = eval_resize(frame, self._eval_transform)
+    ready = self._answer_held()
     if self._is_keyframe(t, resized):
-      return self._keyframe(t, resized, frame.shape[:2])
+      return ready + self._keyframe(t, resized, frame.shape[:2])
     shallow = self._method.encode_shallow(self._variables, self._network_input(resized))
     waiting = _Pending(t, resized, frame.shape[:2], shallow)
-    if self._schedule.mode == "P" and self._previous is not None:
-      return [self._predict(waiting, [self._previous])]
+    if not self._waits(t):
+      return ready + [self._predict(waiting, [self._previous])]
     self._pending.append(waiting)
-    return []
+    return ready
 
   def flush(self) -> list[Prediction]:
     ready = []
@@ -277,6 +279,23 @@ class DCFMPredictor(StreamingPredictor):
         ready = self._keyframe(last.index, last.resized, last.frame_hw)
     keyframes = [self._previous] if self._previous is not None else []
     ready += [self._predict(waiting, keyframes) for waiting in self._pending]
+    self._pending = []
+    return ready
+
+  def _waits(self, t: int) -> bool:
+    """Whether non-key frame t waits: before the first keyframe and in B mode for the next
+    keyframe; in P mode under AKS while it could still be the video's last frame, which ends a
+    stretched interval as a keyframe (Algorithm 1 picks keyframes alike in both modes)."""
+    if self._previous is None or self._schedule.mode == "B":
+      return True
+    return self._schedule.aks and t - self._previous.index >= self._schedule.interval
+
+  def _answer_held(self) -> list[Prediction]:
+    """P mode: a frame held as a possible last keyframe (`_waits`) was not the last one, so it is
+    a non-key frame of the previous keyframe."""
+    if self._schedule.mode == "B" or self._previous is None:
+      return []
+    ready = [self._predict(waiting, [self._previous]) for waiting in self._pending]
     self._pending = []
     return ready
 
