@@ -1,4 +1,4 @@
-"""ETC's supervised loss vs torch: align-corners upsampling + `F.cross_entropy(weight=...)`."""
+"""ETC's losses vs torch transcriptions of the release's criteria (specs/etc.md §4)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vssjax.methods import etc_losses
+from vssjax.models.conv_lstm import ConvLSTM
 
 
 @pytest.mark.parity
@@ -26,4 +27,97 @@ def test_supervised_loss_matches_torch_weighted_cross_entropy_with_aux():
   expected = torch_ce(logits) + 0.4 * torch_ce(aux)
   with jax.default_matmul_precision("highest"):
     loss = etc_losses.supervised_loss(jnp.asarray(logits), jnp.asarray(aux), jnp.asarray(labels))
+  np.testing.assert_allclose(loss, expected.item(), rtol=1e-5)
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def _torch_resample2d(x: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
+  """FlowNet2's Resample2d as grid_sample (border, align_corners=True): equal values and
+  gradients w.r.t. x (tests/parity/test_warp_parity.py)."""
+  _, _, height, width = x.shape
+  cols = np.arange(width, dtype=np.float32)[None, None, :] + flow[..., 0]
+  rows = np.arange(height, dtype=np.float32)[None, :, None] + flow[..., 1]
+  grid = np.stack([2 * cols / (width - 1) - 1, 2 * rows / (height - 1) - 1], axis=-1)
+  return F.grid_sample(x, torch.from_numpy(grid.astype(np.float32)), mode="bilinear",
+                       padding_mode="border", align_corners=True)
+
+
+@pytest.mark.parity
+def test_released_temporal_loss_and_its_gradients_match_torch():
+  """`FlowModel.cal_loss` (specs/etc.md §4.2): MSELoss(Z_t * M, W(Z_s) * M) * st_weight on logits
+  upsampled with align_corners=True, M = exp(-|sum_c (I_t - W(I_s))|); gradients reach both."""
+  rng = np.random.default_rng(1)
+  logits_t, logits_s = rng.standard_normal((2, 2, 7, 9, 5)).astype(np.float32)
+  images_t, images_s = rng.standard_normal((2, 2, 25, 33, 3)).astype(np.float32)
+  flow = (3 * rng.standard_normal((2, 25, 33, 2))).astype(np.float32)
+
+  z_t, z_s = _nchw(logits_t).requires_grad_(), _nchw(logits_s).requires_grad_()
+  up = lambda z: F.interpolate(z, size=(25, 33), mode="bilinear", align_corners=True)
+  warped_image = _torch_resample2d(_nchw(images_s), flow)
+  mask = torch.exp(-torch.abs(torch.sum(_nchw(images_t) - warped_image, dim=1))).unsqueeze(1)
+  expected = 0.1 * F.mse_loss(up(z_t) * mask, _torch_resample2d(up(z_s), flow) * mask)
+  expected.backward()
+
+  loss, grads = jax.value_and_grad(
+      lambda a, b: etc_losses.temporal_loss(a, b, images_t, images_s, flow), argnums=(0, 1))(
+          jnp.asarray(logits_t), jnp.asarray(logits_s))
+  np.testing.assert_allclose(loss, expected.item(), rtol=1e-5)
+  for ours, theirs in zip(grads, (z_t.grad, z_s.grad)):
+    np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-9)
+
+
+def _torch_cosine(query: torch.Tensor, key: torch.Tensor, transposed: bool) -> torch.Tensor:
+  """[B, N, N] <q(i), k(j)> over |q(i)||k(j)|, or over |k(i)||q(j)| (`Cos_Attn_no`'s normaliser)."""
+  q, k = query.flatten(2).transpose(1, 2), key.flatten(2).transpose(1, 2)
+  qn, kn = q.norm(dim=2), k.norm(dim=2)
+  norm = kn[:, :, None] * qn[:, None, :] if transposed else qn[:, :, None] * kn[:, None, :]
+  return torch.bmm(q, k.transpose(1, 2)) / norm
+
+
+@pytest.mark.parity
+def test_distillation_terms_match_torch():
+  """KLDivLoss() 'mean' of the upsampled student, the released cross-frame affinity MSE, the
+  2x2-pooled self-similarity MSE and the 16x16-pooled ConvLSTM final-state MSE (§4.3)."""
+  rng = np.random.default_rng(2)
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  student, teacher = normal(2, 7, 9, 5), normal(2, 11, 13, 5)
+  expected = F.kl_div(F.log_softmax(F.interpolate(_nchw(student), size=(11, 13), mode="bilinear",
+                                                  align_corners=True), dim=1),
+                      F.softmax(_nchw(teacher), dim=1), reduction="mean")
+  np.testing.assert_allclose(etc_losses.pixelwise_distillation(student, teacher),
+                             expected.item(), rtol=1e-5)
+
+  s_t, s_s, t_t, t_s = (normal(2, 5, 6, 4) for _ in range(4))
+  expected = F.mse_loss(_torch_cosine(_nchw(s_t), _nchw(s_s), True),
+                        _torch_cosine(_nchw(t_t), _nchw(t_s), True))
+  np.testing.assert_allclose(etc_losses.pair_wise_distillation(
+      s_t, s_s, t_t, t_s, released_normaliser=True), expected.item(), rtol=1e-5)
+
+  pooled_graph = lambda x, k: (lambda p: _torch_cosine(p, p, False))(F.avg_pool2d(_nchw(x), k, k))
+  features, teacher_features = normal(2, 13, 13, 6), normal(2, 13, 13, 10)
+  expected = F.mse_loss(pooled_graph(features, 2), pooled_graph(teacher_features, 2))
+  np.testing.assert_allclose(etc_losses.self_similarity_distillation(features, teacher_features),
+                             expected.item(), rtol=1e-5)
+
+  gates = torch.nn.Conv2d(5, 16, 3, padding=1)
+
+  def torch_final_state(sequence):
+    h = c = torch.zeros(2, 4, 4, 4)  # hidden 4 on the N x N = 4 x 4 graph
+    for x in sequence:
+      i, f, o, g = gates(torch.cat([pooled_graph(x, 16).unsqueeze(1), h], 1)).chunk(4, 1)
+      c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+      h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
+
+  students = [normal(2, 32, 32, 6) for _ in range(3)]
+  teachers = [normal(2, 32, 32, 10) for _ in range(3)]
+  with torch.no_grad():
+    (h_s, c_s), (h_t, c_t) = torch_final_state(students), torch_final_state(teachers)
+  expected = F.mse_loss(h_t, h_s) + F.mse_loss(c_t, c_s)
+  cell = {"Gates": {"kernel": jnp.asarray(gates.weight.detach().numpy().transpose(2, 3, 1, 0)),
+                    "bias": jnp.asarray(gates.bias.detach().numpy())}}
+  loss, _ = etc_losses.multi_frame_distillation(ConvLSTM(), cell, students, teachers)
   np.testing.assert_allclose(loss, expected.item(), rtol=1e-5)
