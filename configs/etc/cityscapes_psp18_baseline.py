@@ -129,6 +129,9 @@ def cityscapes_data(c, crop: int):
   c.data.eval_transform.update(scale=(2048, 1024), size_divisor=1)
   c.eval.temporal_consistency = True
   c.eval.tc_video_list = "cityscapes_valsam.txt"  # TC on ETC's 108 "valsam" snippets
+  # ETC's and semseg's test code average IoU over all 19 classes (np.mean(I / (U + 1e-10))): the
+  # same as 'vspw' on the full val set, where every class appears, not on a part (eval.max_videos).
+  c.eval.miou_convention = "all_classes"
 
 
 def cityscapes_config(variant: str, arg=None):
