@@ -418,6 +418,21 @@ def test_building_from_a_wrong_folder_fails_and_leaves_no_build(tmp_path):
   assert builder.info.splits["train"].num_examples == 6
 
 
+def test_a_split_missing_from_the_built_copy_is_named(tmp_path):
+  """A build skips a split the copy lacks (here VSPW's test.txt); asking the records for it ended
+  in TFDS's bare ValueError ("Unknown split"), a traceback naming neither the list file nor the
+  way out."""
+  root = _vspw(tmp_path / "v")
+  os.remove(os.path.join(root, "test.txt"))
+  real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  cfg = helpers.data_config(tmp_path / "tfds", source="vspw", backend="arrayrecord")
+  cfg.vspw = dict(root=root)
+  assert len(dataset.make_dataset(cfg, "val")) == 1
+  with pytest.raises(SetupError, match=r"hold the splits \['train', 'val'\], not 'test': vspw "
+                                       r".*test.txt was not in the copy"):
+    dataset.make_dataset(cfg, "test")
+
+
 def test_building_a_split_whose_list_is_empty_names_the_list(tmp_path):
   root = _vspw(tmp_path / "vspw")
   open(os.path.join(root, "val.txt"), "w").close()
