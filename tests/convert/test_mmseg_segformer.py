@@ -19,6 +19,7 @@ from vssjax.convert import torch_io
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.hf_segformer import convert_hf_segformer
 from vssjax.convert.mmseg_segformer import convert_mmseg_mit, convert_mmseg_segformer
+from vssjax.errors import SetupError
 from vssjax.models.mit import mit
 from vssjax.models.segformer import segformer
 from vssjax.train import init_from
@@ -240,3 +241,52 @@ def test_imagenet_mit_weights_fill_the_backbone_with_or_without_the_mmseg_prefix
   assert all(path[:2] == ("params", "backbone") for path in from_bare)
   for path, value in from_bare.items():
     np.testing.assert_array_equal(from_prefixed[path], value, err_msg="/".join(path))
+
+
+def _mmseg_zoo_backbone(nvlabs_backbone: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """NVlabs MiT keys (bare) -> mmsegmentation's own naming, as its tools/model_converters/
+  mit2mmseg.py rewrites them (`patch_embed{s}` -> `layers.{s-1}.0`, `proj` -> `projection`,
+  `block{s}` -> `layers.{s-1}.1`, q + kv -> `attn.attn.in_proj_*`, `proj` -> `attn.attn.out_proj`,
+  mlp fc1 / dwconv / fc2 -> `ffn.layers.0/1/4` (1x1 convs), `norm{s}` -> `layers.{s-1}.2`)."""
+  out = {}
+  for key, value in nvlabs_backbone.items():
+    if ".attn.kv." in key:
+      continue
+    new = re.sub(r"^patch_embed(\d)\.", lambda m: f"layers.{int(m[1]) - 1}.0.", key)
+    new = new.replace(".0.proj.", ".0.projection.")
+    new = re.sub(r"^block(\d)\.", lambda m: f"layers.{int(m[1]) - 1}.1.", new)
+    new = re.sub(r"^norm(\d)\.", lambda m: f"layers.{int(m[1]) - 1}.2.", new)
+    if ".attn.q." in new:
+      value = np.concatenate([value, nvlabs_backbone[key.replace(".q.", ".kv.")]])
+      new = new.replace(".attn.q.", ".attn.attn.in_proj_")
+    new = new.replace(".attn.proj.", ".attn.attn.out_proj.")
+    for old, part in ((".mlp.fc1.", ".ffn.layers.0."), (".mlp.dwconv.dwconv.", ".ffn.layers.1."),
+                      (".mlp.fc2.", ".ffn.layers.4.")):
+      new = new.replace(old, part)
+    out[new] = value
+  return out
+
+
+def test_mmseg_model_zoo_segformers_are_refused_by_name(mmseg_state):
+  """mmsegmentation's own SegFormer (>= 0.20; the open-mmlab model zoo, mit2mmseg.py's ImageNet
+  files) is a different model, not a renaming: its SegformerHead is a 1x1 ConvModule (BN + ReLU)
+  per level, 256 channels for every variant. Its whole checkpoints were detected as 'mmseg' and
+  failed with every key listed as missing or unexpected; its ImageNet MiT files as 'cannot tell
+  the format'. Both now say what the file is and which weights to convert instead."""
+  method = types.SimpleNamespace(module=_model(), config=types.SimpleNamespace(
+      method=types.SimpleNamespace(name="segformer")))
+  nvlabs = {k[len("backbone."):]: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
+  backbone = _mmseg_zoo_backbone(nvlabs)
+  assert "layers.0.1.0.attn.attn.in_proj_weight" in backbone and "layers.3.2.weight" in backbone
+  head = {f"decode_head.convs.{i}.{part}": np.zeros(4, np.float32)
+          for i in range(4) for part in ("conv.weight", "bn.weight", "bn.bias")}
+  head |= {"decode_head.fusion_conv.conv.weight": np.zeros(4, np.float32),
+           "decode_head.conv_seg.weight": np.zeros(4, np.float32)}
+  whole = {f"backbone.{k}": v for k, v in backbone.items()} | head
+  for state, fmt in ((whole, None), (whole, "mmseg"), (backbone, None), (backbone, "mmseg")):
+    with pytest.raises(SetupError, match=r"^mmsegmentation model-zoo SegFormer/MiT keys .*NVlabs "
+                                         r"files .*nvidia/segformer-\*"):
+      init_from.convert_state_dict(state, method, fmt)
+  # NVlabs-named files still convert.
+  assert detect_format(mmseg_state) == "mmseg"
+  init_from.convert_state_dict(mmseg_state, method)

@@ -48,6 +48,27 @@ FORMATS = ("hf", "mmseg", "dcfm", "pspnet", "resnet")
 # classifier).
 _HEAD_PREFIXES = ("decode_head.", "ffm.", "cls.")
 _DCFM_FILES = " (DCFM's release is two files: --checkpoint=encoder.pth,decoder.pth)"
+# Keys of mmsegmentation's own SegFormer (mmseg >= 0.20 `MixVisionTransformer` + `SegformerHead`:
+# the open-mmlab model zoo, and ImageNet MiT files rewritten by its `mit2mmseg.py`). Format
+# 'mmseg' here is the NVlabs release's naming (mmseg 0.13: `backbone.block1.0...`,
+# `decode_head.linear_c1...`), which CFFM, DTERN and HF's weights come from.
+_MMSEG_ZOO_PREFIXES = ("backbone.layers.", "layers.0.0.projection.", "decode_head.convs.",
+                       "decode_head.fusion_conv.")
+
+
+def _refuse_mmseg_zoo(state_dict: StateDict) -> None:
+  """mmsegmentation's model-zoo SegFormer is another model, not another naming: its head projects
+  each level with a 1x1 conv + BatchNorm + ReLU and concatenates [c1..c4], 256 channels wide for
+  B0-B5 alike (NVlabs: a Linear per level, [c4..c1], 768 from B2), and its mIoU are its own runs
+  (Cityscapes B0 76.54, not the paper's 76.2). Refused by name, not as hundreds of missing keys."""
+  zoo = sorted(k for k in state_dict if k.startswith(_MMSEG_ZOO_PREFIXES))
+  if zoo:
+    raise SetupError(
+        f"mmsegmentation model-zoo SegFormer/MiT keys ({', '.join(zoo[:2])}, ...): that is "
+        "mmseg's own re-implementation (>= 0.20), whose SegformerHead is a different model (a "
+        "conv + BN + ReLU per level, 256 channels for every variant), not the NVlabs release "
+        "these configs reproduce. Convert the NVlabs files (segformer.b*.pth, mit_b*.pth) or "
+        "the HF hub's nvidia/segformer-* / nvidia/mit-b* weights instead")
 
 
 def detect_format(state_dict: StateDict) -> str:
@@ -61,6 +82,7 @@ def detect_format(state_dict: StateDict) -> str:
     return "hf"
   if any(k.startswith(("ffm.", "backbone.encoder.", "bot_aspp.")) for k in state_dict):
     return "dcfm"
+  _refuse_mmseg_zoo(state_dict)
   if any(k.startswith(("backbone.", "decode_head.", "patch_embed1.")) for k in state_dict):
     return "mmseg"
   if any(k.startswith(("ppm.", "cls.")) for k in state_dict):
@@ -111,6 +133,8 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   fmt = fmt or detect_format(state_dict)
   if fmt not in FORMATS:
     raise SetupError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
+  if fmt == "mmseg":  # also when --format=mmseg skipped the detection
+    _refuse_mmseg_zoo(state_dict)
   if fmt == "dcfm" and not any(k.startswith("backbone.") for k in state_dict):
     raise SetupError(f"DCFM's decoder file without its encoder file{_DCFM_FILES}")
   if is_backbone_only(state_dict):
