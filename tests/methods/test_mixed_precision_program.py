@@ -8,7 +8,6 @@ import math
 import re
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from tests.conftest import load_config
