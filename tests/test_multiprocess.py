@@ -44,6 +44,62 @@ def _launch_two_processes(workdir, data_dir, devices_each: int, *overrides):
   return procs
 
 
+# Each process predicts a frame of its own with parameters split over an fsdp axis that spans both
+# processes, as evaluation and inference do with the train state of `sharding_rules`.
+_OWN_PREDICTIONS = """
+import jax, jax.numpy as jnp, numpy as np
+from vssjax import parallel
+from vssjax.errors import SetupError
+
+parallel.initialize_distributed("on")
+try:
+  parallel.make_mesh(2, 1)
+  print("a mesh without the other process's devices was accepted", flush=True)
+except SetupError as error:
+  print("refused:", error, flush=True)
+mesh = parallel.make_mesh(1, 4)
+w = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32)
+params = {"kernel": jax.ShapeDtypeStruct(w.shape, w.dtype)}
+sharding = parallel.state_shardings(params, mesh, (("kernel$", "fsdp"),))["kernel"]
+params = {"kernel": jax.make_array_from_callback(w.shape, sharding, lambda index: w[index])}
+local = parallel.process_local(params)
+predict = jax.jit(lambda p, x: jnp.tanh(x @ p["kernel"]) @ p["kernel"].T)
+x = np.full((1, 16), jax.process_index() + 1.0, np.float32)
+print("max error", float(np.abs(np.asarray(predict(local, x)) - np.tanh(x @ w) @ w.T).max()),
+      flush=True)
+for _ in range(jax.process_index()):  # process 1 has one more frame to predict than process 0
+  predict(local, x).block_until_ready()
+print("done", flush=True)
+"""
+
+
+def test_each_process_predicts_its_own_frames_with_fsdp_parameters_across_processes(tmp_path):
+  """Evaluation and inference share out videos: programs over the train state's global arrays ran
+  across both processes, and with fsdp parameters each prediction mixed in activations of the
+  other process's frame (errors ~1) or hung at a frame the other process did not have. A mesh
+  leaving one process's devices out dropped its rows from every global batch."""
+  script = tmp_path / "own_predictions.py"
+  script.write_text(_OWN_PREDICTIONS)
+  port = _free_port()
+  procs = []
+  for rank in range(2):
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="2", PYTHONPATH=str(REPO))
+    procs.append(subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out
+    assert "refused: mesh.data=2 x mesh.fsdp=1 uses 2 of the 4 devices" in out, out
+    error = float(next(l for l in out.splitlines() if l.startswith("max error")).split()[-1])
+    assert error < 1e-5, out
+    assert "done" in out
+
+
 def _losses(workdir):
   return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 

@@ -74,3 +74,12 @@ def test_distributed_start_needs_the_process_id_with_the_process_count(monkeypat
   monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES is set but JAX_PROCESS_ID is not"):
     parallel.initialize_distributed("on")
+
+
+def test_one_process_keeps_its_arrays_for_prediction():
+  """`process_local` changes only arrays that span processes; one process's stay as they are
+  (sharded over its devices, as evaluation used them)."""
+  mesh = parallel.make_mesh(2, 2)
+  tree = {"w": parallel.to_global({"w": np.ones((4, 2), np.float32)}, mesh)["w"], "n": None}
+  assert parallel.process_local(tree)["w"] is tree["w"]
+  assert parallel.process_local(None) is None

@@ -83,6 +83,12 @@ def make_mesh(data: int = -1, fsdp: int = 1,
   if data < 1 or data * fsdp > len(devices):
     raise SetupError(f"mesh.data={data} x mesh.fsdp={fsdp} needs more than the {len(devices)} "
                      "devices")
+  if data * fsdp < len(devices) and jax.process_count() > 1:
+    # Each process loads 1/process_count of the batch; one with no device in the mesh had its rows
+    # dropped from the global batch (and died in `to_global` with a bare StopIteration).
+    raise SetupError(f"mesh.data={data} x mesh.fsdp={fsdp} uses {data * fsdp} of the "
+                     f"{len(devices)} devices, and with {jax.process_count()} processes the mesh "
+                     "must take them all: leave mesh.data at -1")
   return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2,
                        devices=devices[: data * fsdp])
 
@@ -158,6 +164,32 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
     return NamedSharding(mesh, spec)
 
   return jax.tree_util.tree_map_with_path(sharding, abstract_state)
+
+
+def _same(tree: Any) -> Any:
+  return tree
+
+
+def process_local(tree: Any) -> Any:
+  """`tree`'s arrays whole on one device of this process, where any spans several processes.
+
+  Evaluation and inference are not SPMD: each process predicts its own videos, frame by frame,
+  each a different number of frames. Programs over the train state's global arrays would run
+  across processes: with parameters split over an fsdp axis that crosses processes, XLA splits
+  the forward pass with them and gathers activations computed from the other process's frame
+  (silently wrong predictions), or waits forever in a collective the other process, done with
+  its videos, never joins. A copy on a local device keeps every prediction in its own process.
+  Collective: every process calls it together. Single-process trees are returned as they are.
+  """
+  spread = [x for x in jax.tree.leaves(tree)
+            if isinstance(x, jax.Array) and not x.is_fully_addressable]
+  if not spread:
+    return tree
+  mesh = spread[0].sharding.mesh
+  whole = jax.jit(_same, out_shardings=replicated(mesh))(tree)
+  device = mesh.local_devices[0]
+  return jax.tree.map(
+      lambda x: next(s.data for s in x.addressable_shards if s.device == device), whole)
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

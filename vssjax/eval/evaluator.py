@@ -176,6 +176,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   accelerator (`parallel.computes_off_the_host`), the only case where it pays.
   """
   split = config.data.eval_split
+  variables = parallel.process_local(variables)  # each process predicts its own videos
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
   miou_convention = config.eval.miou_convention
