@@ -3,6 +3,7 @@ import contextlib
 import json
 import shutil
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,3 +128,34 @@ def test_evaluating_a_workdir_whose_only_save_did_not_complete_says_so(tmp_path)
   with pytest.raises(SetupError, match=r"no complete checkpoint in .*: the save of step 2 is "
                      r"still being written, or its run was killed"):
     loop.restore_for_eval(None, str(tmp_path))
+
+
+def _data_iterator():
+  return iter(grain.DataLoader(
+      data_source=grain.sources.RangeDataSource(0, 8, 1),
+      sampler=grain.samplers.IndexSampler(8, shard_options=grain.sharding.NoSharding(),
+                                          num_epochs=1),
+      worker_count=0))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_resuming_with_another_process_count_says_which_one_wrote_the_data_iterator(tmp_path):
+  """Grain keeps one iterator state per process (`process_<i>-of-<n>.json`) and restores only
+  with the same count: a job resized between runs was Grain's bare "File ... does not exist."
+  ValueError as a traceback. The error names the count to resume with; the train state alone
+  (evaluation) restores with any."""
+  state = {"w": jnp.arange(3.0)}
+  data_iter = _data_iterator()
+  next(data_iter)
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, state, data_iter, force=True)
+    saved = tmp_path / "checkpoints" / "1" / "data_iter"
+    text = (saved / "process_0-of-1.json").read_text()
+    (saved / "process_0-of-1.json").unlink()
+    for rank in range(2):  # as two processes of one run write it
+      (saved / f"process_{rank}-of-2.json").write_text(text)
+    with pytest.raises(SetupError, match=r"data iterator of step 1 in .*checkpoints/1 was saved "
+                       r"by 2 processes, and this run has 1: resume training with 2 processes"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), _data_iterator())
+    np.testing.assert_array_equal(
+        loop.restore_checkpoint(checkpointer, state, None, str(tmp_path))["w"], state["w"])

@@ -77,6 +77,12 @@ class Checkpointer:
     """Whether `step` saved the data iterator: training saves it, `vssjax.convert` does not."""
     return (self.directory / str(step) / "data_iter").exists()
 
+  def data_iter_process_counts(self, step: int) -> set[int]:
+    """The process counts of the runs that saved `step`'s data iterator: Grain writes one state per
+    process, `process_<i>-of-<n>.json`, and restores one only with the same `n`."""
+    return {int(match.group(1)) for path in (self.directory / str(step) / "data_iter").glob("*")
+            if (match := re.fullmatch(r"process_\d+-of-(\d+)\.json", path.name))}
+
   def mismatched_arrays(self, abstract_state: Any, step: int) -> list[str]:
     """Paths ('/'-joined) of the arrays whose presence or shape differ between `abstract_state`
     and the state saved at `step`: none unless the checkpoint was written for another model or

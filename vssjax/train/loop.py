@@ -81,7 +81,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
 
   The ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
   without the data iterator (`vssjax.convert` writes one) cannot resume training, Grain restores an
-  iterator only with the worker count it was saved with, and a checkpoint whose arrays differ in
+  iterator only with the process and worker counts it was saved with, and a checkpoint whose arrays differ in
   shape or presence was written with another config (Orbax's own error is a ~200-line tree diff
   that names no config field). Any other restore error is raised as it is.
   """
@@ -101,6 +101,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "--config.init.torch_checkpoint=<the PyTorch checkpoint you converted> "
         "(docs/reproducing.md)")
   if data_iter is not None:
+    _check_process_count(checkpointer, step)
     _check_worker_count(workdir, config)
   if mismatched:
     raise SetupError(
@@ -115,6 +116,20 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
     if unreadable is None:
       raise
     raise damaged_checkpoint_error(checkpointer, step, unreadable) from error
+
+
+def _check_process_count(checkpointer: Checkpointer, step: int) -> None:
+  """Grain restores each process's iterator state only in a run of as many processes (a bare
+  "File ... does not exist." ValueError otherwise), though the batches do not depend on the count
+  (`make_train_loader`); the train state alone restores with any."""
+  saved = checkpointer.data_iter_process_counts(step)
+  if saved and jax.process_count() not in saved:
+    counts = " or ".join(map(str, sorted(saved)))
+    raise SetupError(
+        f"the data iterator of step {step} in {checkpointer.directory / str(step)} was saved by "
+        f"{counts} processes, and this run has {jax.process_count()}: resume training with "
+        f"{counts} processes (Grain restores each process's position only so). The train state "
+        "alone restores with any count: --mode=eval and --mode=infer read this workdir as it is")
 
 
 def _check_worker_count(workdir: str, config: ConfigDict) -> None:
