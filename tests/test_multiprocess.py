@@ -59,13 +59,14 @@ except SetupError as error:
   print("refused:", error, flush=True)
 mesh = parallel.make_mesh(1, 4)
 w = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32)
-params = {"kernel": jax.ShapeDtypeStruct(w.shape, w.dtype)}
-sharding = parallel.state_shardings(params, mesh, (("kernel$", "fsdp"),))["kernel"]
-params = {"kernel": jax.make_array_from_callback(w.shape, sharding, lambda index: w[index])}
+b = np.linspace(-1, 1, 64, dtype=np.float32)
+shardings = parallel.state_shardings({"kernel": w, "bias": b}, mesh, (("kernel$", "fsdp"),))
+params = {k: jax.make_array_from_callback(v.shape, shardings[k], lambda index, v=v: v[index])
+          for k, v in {"kernel": w, "bias": b}.items()}  # the kernel split, the bias replicated
 local = parallel.process_local(params)
-predict = jax.jit(lambda p, x: jnp.tanh(x @ p["kernel"]) @ p["kernel"].T)
+predict = jax.jit(lambda p, x: jnp.tanh(x @ p["kernel"] + p["bias"]) @ p["kernel"].T)
 x = np.full((1, 16), jax.process_index() + 1.0, np.float32)
-print("max error", float(np.abs(np.asarray(predict(local, x)) - np.tanh(x @ w) @ w.T).max()),
+print("max error", float(np.abs(np.asarray(predict(local, x)) - np.tanh(x @ w + b) @ w.T).max()),
       flush=True)
 for _ in range(jax.process_index()):  # process 1 has one more frame to predict than process 0
   predict(local, x).block_until_ready()

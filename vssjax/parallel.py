@@ -181,15 +181,22 @@ def process_local(tree: Any) -> Any:
   its videos, never joins. A copy on a local device keeps every prediction in its own process.
   Collective: every process calls it together. Single-process trees are returned as they are.
   """
-  spread = [x for x in jax.tree.leaves(tree)
-            if isinstance(x, jax.Array) and not x.is_fully_addressable]
-  if not spread:
+  leaves, treedef = jax.tree.flatten(tree)
+  spread = [isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves]
+  if not any(spread):
     return tree
-  mesh = spread[0].sharding.mesh
-  whole = jax.jit(_same, out_shardings=replicated(mesh))(tree)
+  mesh = leaves[spread.index(True)].sharding.mesh
+  # Split arrays are gathered in one program; replicated ones already hold a copy here.
+  split = [i for i, x in enumerate(leaves) if spread[i] and not x.is_fully_replicated]
+  whole = list(leaves)
+  if split:
+    gathered = jax.jit(_same, out_shardings=replicated(mesh))([leaves[i] for i in split])
+    for i, x in zip(split, gathered):
+      whole[i] = x
   device = mesh.local_devices[0]
-  return jax.tree.map(
-      lambda x: next(s.data for s in x.addressable_shards if s.device == device), whole)
+  return treedef.unflatten([
+      next(s.data for s in x.addressable_shards if s.device == device) if spread[i] else x
+      for i, x in enumerate(whole)])
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
