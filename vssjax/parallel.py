@@ -167,6 +167,7 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
 
 
 def _same(tree: Any) -> Any:
+  """The identity, jitted with replicated out_shardings by `process_local` to gather arrays."""
   return tree
 
 

@@ -81,9 +81,9 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
 
   The ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
   without the data iterator (`vssjax.convert` writes one) cannot resume training, Grain restores an
-  iterator only with the process and worker counts it was saved with, and a checkpoint whose arrays differ in
-  shape or presence was written with another config (Orbax's own error is a ~200-line tree diff
-  that names no config field). Any other restore error is raised as it is.
+  iterator only with the process and worker counts it was saved with, and a checkpoint whose
+  arrays differ in shape or presence was written with another config (Orbax's own error is a
+  ~200-line tree diff that names no config field). Any other restore error is raised as it is.
   """
   step = checkpointer.latest_step() if step is None else step
   # Checked on the saved metadata before restoring: a failed Orbax restore logs thousands of lines
