@@ -12,8 +12,9 @@ def test_linear_layers_start_from_torch_default_init():
   (a ConvModule) stays He fan-out normal."""
   dims = (8, 16, 24, 32)
   features = [jnp.zeros((1, 16 // 2**i, 16 // 2**i, d)) for i, d in enumerate(dims)]
-  params = SegFormerHead(num_classes=5, embed_dim=64).init(jax.random.key(0), features,
-                                                           train=False)["params"]
+  head = SegFormerHead(num_classes=5, embed_dim=64)
+  # Jitted: the same values, without the op-by-op forward pass that init also runs.
+  params = jax.jit(lambda key: head.init(key, features, train=False)["params"])(jax.random.key(0))
   for level, dim in enumerate(dims, start=1):
     linear = params[f"linear_c{level}"]
     assert_torch_default_init(torch.nn.Linear(dim, 64), linear["kernel"], linear["bias"])

@@ -140,9 +140,12 @@ def _torch_steps(model, optimizer, config):
 def _jax_steps(config, hf_state):
   mesh = parallel.make_mesh(1)  # tests/train/test_loop.py shows 1 device == 4 devices
   method = get_method(config)
-  state, sharding, tx, _ = create_state(config, method, mesh)
-  state = init_from.state_with_variables(state, convert_hf_segformer(hf_state, method.module),
-                                         tx, sharding)
+  # As `vssjax.convert` starts from a whole model: the converted weights replace every variable,
+  # so the state is abstract (no init program compiled, for values that would all be replaced).
+  state, sharding, tx, _ = create_state(config, method, mesh, abstract=True)
+  variables = convert_hf_segformer(hf_state, method.module)
+  assert init_from.replaces_every_variable(state, variables)
+  state = init_from.state_with_variables(state, variables, tx, sharding)
   train_step = step_lib.make_train_step(method, tx, sharding, mesh, jax.random.PRNGKey(0))
   losses = []
   with jax.default_matmul_precision("highest"):
