@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.parity.test_warp_parity import torch_warp
 from vssjax.methods import etc_losses
 from vssjax.models.conv_lstm import ConvLSTM
 
@@ -34,17 +35,6 @@ def _nchw(x: np.ndarray) -> torch.Tensor:
   return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 
 
-def _torch_resample2d(x: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
-  """FlowNet2's Resample2d as grid_sample (border, align_corners=True): equal values and
-  gradients w.r.t. x (tests/parity/test_warp_parity.py)."""
-  _, _, height, width = x.shape
-  cols = np.arange(width, dtype=np.float32)[None, None, :] + flow[..., 0]
-  rows = np.arange(height, dtype=np.float32)[None, :, None] + flow[..., 1]
-  grid = np.stack([2 * cols / (width - 1) - 1, 2 * rows / (height - 1) - 1], axis=-1)
-  return F.grid_sample(x, torch.from_numpy(grid.astype(np.float32)), mode="bilinear",
-                       padding_mode="border", align_corners=True)
-
-
 @pytest.mark.parity
 def test_released_temporal_loss_and_its_gradients_match_torch():
   """`FlowModel.cal_loss` (specs/etc.md §4.2): MSELoss(Z_t * M, W(Z_s) * M) * st_weight on logits
@@ -56,9 +46,9 @@ def test_released_temporal_loss_and_its_gradients_match_torch():
 
   z_t, z_s = _nchw(logits_t).requires_grad_(), _nchw(logits_s).requires_grad_()
   up = lambda z: F.interpolate(z, size=(25, 33), mode="bilinear", align_corners=True)
-  warped_image = _torch_resample2d(_nchw(images_s), flow)
+  warped_image = torch_warp(_nchw(images_s), flow)
   mask = torch.exp(-torch.abs(torch.sum(_nchw(images_t) - warped_image, dim=1))).unsqueeze(1)
-  expected = 0.1 * F.mse_loss(up(z_t) * mask, _torch_resample2d(up(z_s), flow) * mask)
+  expected = 0.1 * F.mse_loss(up(z_t) * mask, torch_warp(up(z_s), flow) * mask)
   expected.backward()
 
   loss, grads = jax.value_and_grad(
@@ -78,6 +68,8 @@ def _torch_cosine(query: torch.Tensor, key: torch.Tensor, transposed: bool) -> t
 
 
 @pytest.mark.parity
+# The release calls kl_div with reduction="mean" (element-wise), which torch warns about.
+@pytest.mark.filterwarnings("ignore:reduction. .mean. divides the total loss:UserWarning")
 def test_distillation_terms_match_torch():
   """KLDivLoss() 'mean' of the upsampled student, the released cross-frame affinity MSE, the
   2x2-pooled self-similarity MSE and the 16x16-pooled ConvLSTM final-state MSE (§4.3)."""

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from vssjax.ops.warp import warp
 
 
-def _torch_warp(x: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
-  """grid_sample with the normalised grid of p + flow; x NCHW, flow [B, H, W, 2]."""
+def torch_warp(x: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
+  """grid_sample with the normalised grid of p + flow; x NCHW, flow [B, H, W, 2]: FlowNet2's
+  Resample2d, values and gradients w.r.t. x (also ETC's loss parity)."""
   _, _, height, width = x.shape
   cols = np.arange(width, dtype=np.float32)[None, None, :] + flow[..., 0]
   rows = np.arange(height, dtype=np.float32)[None, :, None] + flow[..., 1]
@@ -35,7 +36,7 @@ def test_warp_and_its_gradient_match_grid_sample(shape, flow_scale):
   cotangent = rng.standard_normal(shape).astype(np.float32)
 
   x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).requires_grad_()
-  expected = _torch_warp(x_torch, flow)
+  expected = torch_warp(x_torch, flow)
   expected.backward(torch.from_numpy(cotangent).permute(0, 3, 1, 2))
   expected_grad = x_torch.grad.permute(0, 2, 3, 1).numpy()
 
