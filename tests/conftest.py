@@ -122,11 +122,15 @@ def quick_config(synthetic_data_dir):
 
 
 VTEST_CACHE = pathlib.Path(os.environ.get("VSSJAX_CACHE", "~/.cache/vssjax")).expanduser()
+# Frames of `real_video_clip`: enough for its tests' pairs and windows; each costs a 768x576
+# prediction, optical flow and warp in the infer tests.
+REAL_CLIP_FRAMES = 12
 
 
 @pytest.fixture(scope="session")
 def real_video_clip(tmp_path_factory):
-  """The first 30 frames of OpenCV's real campus footage vtest.avi (Debian opencv-doc), as MP4.
+  """The first `REAL_CLIP_FRAMES` frames of OpenCV's real campus footage vtest.avi (Debian
+  opencv-doc), as MP4.
 
   Fetched once into ~/.cache/vssjax with apt-get (a package registry, reachable from CI); never
   committed. A failed fetch fails the tests that need it: real footage is part of the contract.
@@ -145,9 +149,9 @@ def real_video_clip(tmp_path_factory):
     subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True)
     next((work / "x").rglob("vtest.avi")).rename(video)
   capture = cv2.VideoCapture(str(video))
-  clip = tmp_path_factory.mktemp("real") / "vtest30.mp4"
+  clip = tmp_path_factory.mktemp("real") / "vtest_start.mp4"
   writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (768, 576))
-  for _ in range(30):
+  for _ in range(REAL_CLIP_FRAMES):
     ok, frame = capture.read()
     assert ok, f"cannot decode {video}"
     writer.write(frame)

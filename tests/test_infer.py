@@ -1,18 +1,35 @@
 """`--mode=infer`'s input reading and label PNGs (the whole mode runs in tests/test_main.py)."""
 
 import json
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import OneSizePredictor
+from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, load_config
 from vssjax import infer
 from vssjax.errors import SetupError
 from vssjax.flow import FlowProvider
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.train import loop
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(synthetic_data_dir, tmp_path_factory):
+  """A workdir of the quick config trained once (2 steps) for this module's tests to infer with;
+  each works on its own copy (`_copy_of`)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.data_dir = synthetic_data_dir
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  loop.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def _copy_of(trained_workdir, path):
+  shutil.copytree(trained_workdir, path)
+  return path
 
 
 def test_a_frame_folder_with_label_maps_beside_its_frames_reads_the_frames_only(tmp_path):
@@ -139,15 +156,15 @@ def test_an_earlier_runs_label_pngs_are_cleared_and_said_so(tmp_path, capsys):
 
 
 def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_warp(
-    quick_config, tmp_path, real_video_clip, capsys):
+    quick_config, trained_workdir, tmp_path, real_video_clip, capsys):
   """With eval.temporal_consistency, infer scores each saved prediction against the next one
   warped back by the flow from the next frame to it: what the evaluator does for a video."""
-
-  loop.train_and_evaluate(quick_config, str(tmp_path))
+  workdir = _copy_of(trained_workdir, tmp_path / "run")
   quick_config.eval.temporal_consistency = True
-  [out_dir] = infer.run(quick_config, str(tmp_path), str(real_video_clip))
+  [out_dir] = infer.run(quick_config, str(workdir), str(real_video_clip))
   record = json.loads((out_dir / "tc.json").read_text())
-  assert record["pairs"] == 29 and record["flow"] == "dis" and record["warp"] == "bilinear"
+  assert record["pairs"] == REAL_CLIP_FRAMES - 1
+  assert record["flow"] == "dis" and record["warp"] == "bilinear"
   assert "infer: TC (label-free temporal consistency)" in capsys.readouterr().out
 
   _, frames, _ = infer.read_frames(str(real_video_clip))
@@ -160,12 +177,11 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
   assert record["TC"] == pytest.approx(expected.summary()["TC"])
 
 
-def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(quick_config, tmp_path,
-                                                                        monkeypatch, capsys):
+def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(
+    quick_config, trained_workdir, tmp_path, monkeypatch, capsys):
   """Each video of the folder gets its own fresh predictor, output folder and TC; the checkpoint
   is restored once for all."""
-
-  loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  _copy_of(trained_workdir, tmp_path / "run")
   rng = np.random.default_rng(0)
   for video, count in (("a", 2), ("b", 3)):
     (tmp_path / "in" / video).mkdir(parents=True)
@@ -377,10 +393,10 @@ def test_a_video_that_stops_decoding_early_is_said_so(quick_config, tmp_path, mo
 
 
 def test_several_processes_share_out_the_videos_and_process_0_writes_their_joint_tc(
-    quick_config, tmp_path, monkeypatch):
+    quick_config, trained_workdir, tmp_path, monkeypatch):
   """Run by every process of a pod, infer predicts each video once: process p takes videos
   p, p + P, ...; their joint TC is merged across processes and written by process 0 only."""
-  loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  _copy_of(trained_workdir, tmp_path / "run")
   for video in ("a", "b", "c"):
     (tmp_path / "in" / video).mkdir(parents=True)
     for t in range(2):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import REAL_CLIP_FRAMES, REPO
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/segformer/synthetic_mitb0.py:quick"
@@ -86,10 +86,10 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
 
   # Real footage (vtest.avi, 768x576): one palette PNG per frame at the video's size.
   out = _run(_cli(workdir, synthetic_data_dir, "--mode=infer", f"--input={real_video_clip}"))
-  labels = sorted((workdir / "infer" / "vtest30" / "labels").iterdir())
-  assert len(labels) == 30 and Image.open(labels[-1]).size == (768, 576)
-  overlay = cv2.VideoCapture(str(workdir / "infer" / "vtest30" / "overlay.mp4"))
-  assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+  labels = sorted((workdir / "infer" / "vtest_start" / "labels").iterdir())
+  assert len(labels) == REAL_CLIP_FRAMES and Image.open(labels[-1]).size == (768, 576)
+  overlay = cv2.VideoCapture(str(workdir / "infer" / "vtest_start" / "overlay.mp4"))
+  assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == REAL_CLIP_FRAMES
 
 
 # `vssjax.main` with one step of the run (`loop.<name>`) raising `error` where a real Ctrl-C lands
