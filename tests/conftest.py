@@ -1,7 +1,10 @@
-"""Shared test set-up: CPU only, 4 fake devices for sharding tests, grain's absl-flag workaround."""
+"""Shared test set-up: CPU only, 4 fake devices for sharding tests, fast compiles, grain's absl-flag
+workaround."""
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -24,14 +27,13 @@ os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
 def _use_legacy_cpu_emitters() -> None:
   """XLA:CPU's fusion emitters take ~40% longer to compile a small program than its older LLVM
   emitters (an eager op: 45 vs 27 ms; the quick config's first train-and-evaluate: 53 vs 34 s on
-  jaxlib 0.10.2), and this suite compiles thousands. Newer jaxlibs (0.11.2) dropped the flag and
-  abort on an unknown one, hence a probe in a child process, done once: xdist's workers inherit
-  the outcome through the environment, as do the CLI tests' children."""
+  jaxlib 0.10.2), and this suite compiles thousands. Only the machine code differs: the programs
+  (our HLO) are the same, and users' runs keep XLA's default (the suite passes with both). Newer
+  jaxlibs (0.11.2) dropped the flag and abort on an unknown one, hence a probe in a child process,
+  done once: xdist's workers inherit the outcome through the environment, as do the CLI tests'
+  children."""
   if "VSSJAX_TEST_XLA_PROBED" in os.environ:
     return
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-
   flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""),
                                  "--xla_cpu_use_fusion_emitters=false"]))
   probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"],
@@ -135,8 +137,6 @@ def real_video_clip(tmp_path_factory):
   Fetched once into ~/.cache/vssjax with apt-get (a package registry, reachable from CI); never
   committed. A failed fetch fails the tests that need it: real footage is part of the contract.
   """
-  import subprocess  # pylint: disable=import-outside-toplevel
-
   import cv2  # pylint: disable=import-outside-toplevel
 
   video = VTEST_CACHE / "vtest.avi"
