@@ -124,8 +124,8 @@ def quick_config(synthetic_data_dir):
 
 
 VTEST_CACHE = pathlib.Path(os.environ.get("VSSJAX_CACHE", "~/.cache/vssjax")).expanduser()
-# Frames of `real_video_clip`: enough for its tests' pairs and windows; each costs a 768x576
-# prediction, optical flow and warp in the infer tests.
+# Frames of `real_video_clip`: its tests need a video and its frame pairs, not length; each frame
+# costs a 768x576 prediction, and in the TC test two optical flows and warps.
 REAL_CLIP_FRAMES = 12
 
 
