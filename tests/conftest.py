@@ -115,12 +115,17 @@ def synthetic_data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
+def quick_config_reading(data_dir: str):
+  """The SegFormer quick config, reading the synthetic ArrayRecord set from `data_dir`."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.data_dir = data_dir
+  return config
+
+
 @pytest.fixture
 def quick_config(synthetic_data_dir):
   """The SegFormer quick config, reading the synthetic ArrayRecord set from the shared data_dir."""
-  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.data_dir = synthetic_data_dir
-  return config
+  return quick_config_reading(synthetic_data_dir)
 
 
 VTEST_CACHE = pathlib.Path(os.environ.get("VSSJAX_CACHE", "~/.cache/vssjax")).expanduser()

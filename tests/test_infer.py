@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, load_config
+from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, quick_config_reading
 from vssjax import infer
 from vssjax.errors import SetupError
 from vssjax.flow import FlowProvider
@@ -20,10 +20,8 @@ from vssjax.train import loop
 def trained_workdir(synthetic_data_dir, tmp_path_factory):
   """A workdir of the quick config trained once (2 steps) for this module's tests to infer with;
   each works on its own copy (`_copy_of`)."""
-  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.data_dir = synthetic_data_dir
   workdir = tmp_path_factory.mktemp("trained") / "run"
-  loop.train_and_evaluate(config, str(workdir))
+  loop.train_and_evaluate(quick_config_reading(synthetic_data_dir), str(workdir))
   return workdir
 
 
