@@ -1,6 +1,7 @@
-"""Grain loaders: per-process batches of augmented clips for training, whole videos for eval.
+"""The Grain training loader (per-process batches of augmented clips) and `eval_videos`, the
+evaluation's videos in order (a plain generator over `VideoDataset`: no shuffling or batching).
 
-Training batches follow the project's batch contract (DESIGN.md "The data flow" item 4):
+Training batches follow the project's batch contract (docs/design.md, "The data flow" item 5):
 frames uint8 [B,T,H,W,3] (not normalised), labels int32 [B,T,H,W] (255 = ignore), labeled bool
 [B,T], and with `data.flow.method` set, flow float32 [B,T-1,H,W,2] between consecutive clip frames
 (`vssjax.flow` convention), computed on the original frames and moved through the augmentation.

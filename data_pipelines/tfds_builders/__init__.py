@@ -1,1 +1,1 @@
-"""TFDS builders that write any VideoSource as ArrayRecord, one record per video, without TF."""
+"""TFDS builders that write any VideoSource as ArrayRecord, one record per frame, without TF."""
