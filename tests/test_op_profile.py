@@ -1,5 +1,7 @@
 """vssjax.op_profile: per-HLO-op times of a compiled program, attributed to their JAX source."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 
@@ -22,3 +24,18 @@ def test_ops_of_a_program_are_timed_and_attributed():
   table = op_profile.format_op_table("program", ops, top=2)
   rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]
   assert len(rows) == min(2, len(ops)) and ops[0].name in rows[0]
+
+
+def test_only_the_named_programs_events_count():
+  """A trace of training steps also holds other programs' ops (an eager op, the batch's copy),
+  whose HLO instruction names can equal the step's own: events naming another module are left
+  out, events naming none kept."""
+  def event(name, ns, module=None):
+    stats = {"hlo_module": module} if module else {}
+    return types.SimpleNamespace(name=name, duration_ns=ns, stats=list(stats.items()))
+
+  line = types.SimpleNamespace(name="tf_XLAEigen/1", events=[
+      event("fusion.1", 10, "jit_step"), event("fusion.1", 1000, "jit_other"),
+      event("fusion.2", 5), event("ThunkExecutor::Execute", 7, "jit_step")])
+  profile = types.SimpleNamespace(planes=[types.SimpleNamespace(name="/host:CPU", lines=[line])])
+  assert op_profile._op_events(profile, "jit_step") == {"fusion.1": 10, "fusion.2": 5}  # pylint: disable=protected-access

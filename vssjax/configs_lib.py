@@ -228,6 +228,9 @@ def base_config() -> ConfigDict:
       checkpoint_every=1000,
       keep_checkpoints=3,
       async_checkpoint=True,
+      # (first, last): a JAX profiler trace of those steps and the train step's per-op table in
+      # workdir/profile/ (vssjax/train/profiling.py); () = none.
+      profile_steps=(),
   ))
 
   # Eval section.

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import jax
 
 _CPU_BOOKKEEPING = ("ThunkExecutor", "SlinkyThreadPool")
+_HLO_MODULE = re.compile(r"HloModule ([\w.\-]+)")
 _HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ")
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
 
@@ -34,8 +35,10 @@ class OpTime:
   source: str  # JAX op_name metadata
 
 
-def _op_events(profile) -> collections.Counter:
-  """Summed duration (ns) per HLO op name over the device op lines of an XSpace."""
+def _op_events(profile, module: str) -> collections.Counter:
+  """Summed duration (ns) per HLO op name over the device op lines of an XSpace, for the ops of
+  HLO module `module` (an event that names another module is another program's, e.g. an eager op
+  between two training steps; one that names none is kept)."""
   totals = collections.Counter()
   for plane in profile.planes:
     for line in plane.lines:
@@ -44,20 +47,25 @@ def _op_events(profile) -> collections.Counter:
       if not (on_cpu or on_device):
         continue
       for event in line.events:
-        if not event.name.startswith(_CPU_BOOKKEEPING):
+        if event.name.startswith(_CPU_BOOKKEEPING):
+          continue
+        if dict(event.stats).get("hlo_module", module) == module:
           totals[event.name] += event.duration_ns
   return totals
 
 
-def _hlo_instructions(compiled) -> dict[str, tuple[str, str]]:
-  """HLO instruction name -> (result shape, JAX op_name or '') from the compiled module's text."""
+def _hlo_module(compiled) -> tuple[str, dict[str, tuple[str, str]]]:
+  """The compiled program's HLO module name, and HLO instruction name -> (result shape, JAX
+  op_name or ''), from its text."""
+  text = compiled.as_text()
+  module = _HLO_MODULE.match(text)
   instructions = {}
-  for line in compiled.as_text().splitlines():
+  for line in text.splitlines():
     match = _HLO_INSTRUCTION.match(line)
     if match and match.group(1) not in instructions:
       op_name = _OP_NAME.search(line)
       instructions[match.group(1)] = (match.group(2), op_name.group(1) if op_name else "")
-  return instructions
+  return (module.group(1) if module else ""), instructions
 
 
 def profile_ops(run_once: Callable[[], Any], compiled, calls: int = 5) -> list[OpTime]:
@@ -66,9 +74,15 @@ def profile_ops(run_once: Callable[[], Any], compiled, calls: int = 5) -> list[O
     with jax.profiler.trace(trace_dir):
       for _ in range(calls):
         jax.block_until_ready(run_once())
-    (xplane,) = pathlib.Path(trace_dir).rglob("*.xplane.pb")
-    totals = _op_events(jax.profiler.ProfileData.from_file(str(xplane)))
-  instructions = _hlo_instructions(compiled)
+    return ops_in_trace(trace_dir, compiled, calls)
+
+
+def ops_in_trace(trace_dir: str | pathlib.Path, compiled, calls: int) -> list[OpTime]:
+  """The ops of `compiled` in the newest JAX profiler trace under `trace_dir`, which ran it
+  `calls` times, slowest first (other programs' ops in the trace are left out)."""
+  xplane = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda path: path.stat().st_mtime)
+  module, instructions = _hlo_module(compiled)
+  totals = _op_events(jax.profiler.ProfileData.from_file(str(xplane)), module)
   # Only the program's own instructions: the runtime's other events on these lines are not ops.
   totals = {name: ns for name, ns in totals.items() if name in instructions}
   summed = sum(totals.values()) or 1

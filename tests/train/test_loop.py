@@ -129,6 +129,21 @@ def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tm
   assert "train: compiling the training step, then steps 1..2" in capsys.readouterr().out
 
 
+def test_profile_steps_trace_the_loops_steps_and_table_the_train_step(quick_config, tmp_path,
+                                                                       capsys):
+  """`train.profile_steps` traces those of the run's steps (the range clipped to the run) and
+  tables the train step program's ops, named by their JAX source."""
+  quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  quick_config.train.profile_steps = (2, 9)
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
+  out = capsys.readouterr().out
+  assert "profiling steps 2..2" in out and "trace of 1 step ->" in out
+  assert list((tmp_path / "profile" / "train" / "process_0").rglob("*.xplane.pb"))
+  table = (tmp_path / "profile" / "train_step.md").read_text()
+  sources = [line for line in table.splitlines() if "`jit(step)/" in line]
+  assert len(sources) >= 10 and any("SegFormer" in line for line in sources), table
+
+
 def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(quick_config,
                                                                               tmp_path, capsys):
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once

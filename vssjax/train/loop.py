@@ -32,6 +32,7 @@ from vssjax.train import step as step_lib
 from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, unreadable_file_error
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
+from vssjax.train.profiling import StepProfiler, check_profile_steps
 from vssjax.train.optimizer import make_optimizer
 from vssjax.train.state import TrainState
 from vssjax.train.workdir import make_workdir, workdir_lock
@@ -237,6 +238,7 @@ def check_train_settings(train: ConfigDict) -> None:
   if train.eval_every < 0:
     raise SetupError(f"train.eval_every={train.eval_every}: must be 0 (evaluate only at the "
                      "end) or a number of steps")
+  check_profile_steps(tuple(train.profile_steps))
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str, *,
@@ -303,6 +305,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     writer = closing.enter_context(contextlib.closing(
         MetricWriter(workdir, resumed_at_step=start if resume else None)))
     progress = Progress("train step", total, "steps", min_interval_s=0.0)
+    profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
+    closing.callback(profiler.close)  # a trace that a stop or an error cut short
     pending: list[tuple[int, dict]] = []
     if start >= total:
       print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
@@ -313,9 +317,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     done = start
     with StopSignal() as stop_signal:
       for step in range(start, end):
-        batch = parallel.to_global(next(data_iter), mesh)
-        state, metrics = train_step(state, batch)
+        with profiler.step(step + 1):
+          batch = parallel.to_global(next(data_iter), mesh)
+          state, metrics = train_step(state, batch)
         done = step + 1
+        profiler.after_step(done, (state, metrics),
+                            compiled=lambda: train_step.lower(state, batch).compile())
         pending.append((done, metrics))
         stopping = stop_signal.should_stop(done)
         if done % config.train.log_every == 0 or done == end or stopping:
