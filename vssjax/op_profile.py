@@ -35,10 +35,10 @@ class OpTime:
   source: str  # JAX op_name metadata
 
 
-def _op_events(profile, module: str) -> collections.Counter:
-  """Summed duration (ns) per HLO op name over the device op lines of an XSpace, for the ops of
-  HLO module `module` (an event that names another module is another program's, e.g. an eager op
-  between two training steps; one that names none is kept)."""
+def _op_events(profile, module: str | None) -> collections.Counter:
+  """Summed duration (ns) per HLO op name over the device op lines of an XSpace; with `module`,
+  only for the ops of that HLO module (an event that names another module is another program's,
+  e.g. an eager op between two training steps; one that names none is kept)."""
   totals = collections.Counter()
   for plane in profile.planes:
     for line in plane.lines:
@@ -49,9 +49,17 @@ def _op_events(profile, module: str) -> collections.Counter:
       for event in line.events:
         if event.name.startswith(_CPU_BOOKKEEPING):
           continue
-        if dict(event.stats).get("hlo_module", module) == module:
+        if _of_module(event, module):
           totals[event.name] += event.duration_ns
   return totals
+
+
+def _of_module(event, module: str | None) -> bool:
+  """Whether an op event is of HLO module `module` (None: any); one that names none is."""
+  named = dict(event.stats).get("hlo_module")
+  if module is None or named is None:
+    return True
+  return str(named) == module or str(named).startswith(f"{module}(")  # 'jit_step(<program id>)'
 
 
 def _hlo_module(compiled) -> tuple[str, dict[str, tuple[str, str]]]:
@@ -82,9 +90,11 @@ def ops_in_trace(trace_dir: str | pathlib.Path, compiled, calls: int) -> list[Op
   `calls` times, slowest first (other programs' ops in the trace are left out)."""
   xplane = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda path: path.stat().st_mtime)
   module, instructions = _hlo_module(compiled)
-  totals = _op_events(jax.profiler.ProfileData.from_file(str(xplane)), module)
+  profile = jax.profiler.ProfileData.from_file(str(xplane))
   # Only the program's own instructions: the runtime's other events on these lines are not ops.
-  totals = {name: ns for name, ns in totals.items() if name in instructions}
+  totals = {name: ns for name, ns in _op_events(profile, module).items() if name in instructions}
+  if not totals:  # a profiler that names modules in another form: every module's events
+    totals = {name: ns for name, ns in _op_events(profile, None).items() if name in instructions}
   summed = sum(totals.values()) or 1
   return [OpTime(name, ns / 1e6 / calls, ns / summed, *instructions[name])
           for name, ns in sorted(totals.items(), key=lambda item: -item[1])]
