@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from orbax.checkpoint import type_handlers
+
 from vssjax.errors import SetupError
-from vssjax.train import loop
+from vssjax.train import checkpoint, loop
 from vssjax.train.checkpoint import Checkpointer
 
 
@@ -159,3 +161,53 @@ def test_resuming_with_another_process_count_says_which_one_wrote_the_data_itera
       loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), _data_iterator())
     np.testing.assert_array_equal(
         loop.restore_checkpoint(checkpointer, state, None, str(tmp_path))["w"], state["w"])
+
+
+def _replicated_state(*shapes):
+  """Arrays replicated over the 4 test devices (data-parallel parameters), of `shapes` whose
+  leading axis splits in 4, as Orbax's replica-parallel save splits them."""
+  mesh = jax.make_mesh((4,), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return {f"w{i}": jax.device_put(np.arange(np.prod(shape), dtype=np.float32).reshape(shape),
+                                  replicated) for i, shape in enumerate(shapes)}
+
+
+_LOWERED: list[str] = []  # the programs lowered (to be compiled) since the last clear
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _, **__: _LOWERED.append(event)
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None)
+
+
+def _programs_lowered_by(fn) -> int:
+  _LOWERED.clear()
+  fn()
+  return len(_LOWERED)
+
+
+def _restored(checkpointer, state):
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                        state)
+  return checkpointer.restore(target, step=1)
+
+
+def test_a_single_process_save_slices_and_compiles_nothing(tmp_path):
+  """Orbax's replica-parallel save sliced each replicated array per device with eager ops, one
+  compiled program per shape at a run's first save (shapes unique to this test, so none is
+  compiled yet)."""
+  state = _replicated_state((4, 21, 3), (8, 13))
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    assert _programs_lowered_by(lambda: checkpointer.save(1, state, force=True)) == 0
+    jax.tree.map(np.testing.assert_array_equal, _restored(checkpointer, state), state)
+
+
+def test_checkpoints_saved_replica_parallel_restore_alike(tmp_path, monkeypatch):
+  """Workdirs written before the single-process handler, with Orbax's replica-parallel default."""
+  state = _replicated_state((4, 22, 3), (8, 14))
+  monkeypatch.setattr(checkpoint, "_one_writer_per_array", True)  # keeps the handler below
+  type_handlers.register_type_handler(
+      jax.Array, type_handlers.ArrayHandler(use_replica_parallel=True), override=True)
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    assert _programs_lowered_by(lambda: checkpointer.save(1, state, force=True)) > 0  # sliced
+  monkeypatch.setattr(checkpoint, "_one_writer_per_array", False)  # registered again
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    jax.tree.map(np.testing.assert_array_equal, _restored(checkpointer, state), state)
