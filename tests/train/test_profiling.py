@@ -19,14 +19,14 @@ def test_other_profile_steps_are_refused_naming_the_field(steps):
     profiling.check_profile_steps(steps)
 
 
-def _train(profiler, start, end):
+def _train(profiler, start, end, compiled=None):
   """A stand-in for the train loop: `profiler` around each of steps start+1..end."""
   step_fn = jax.jit(lambda x: jnp.tanh(x @ x.T))
   x = jnp.ones((128, 128))
   for step in range(start, end):
     with profiler.step(step + 1):
       y = step_fn(x)
-    profiler.after_step(step + 1, y, compiled=lambda: step_fn.lower(x).compile())
+    profiler.after_step(step + 1, y, compiled=compiled or (lambda: step_fn.lower(x).compile()))
   profiler.close()
 
 
@@ -57,3 +57,13 @@ def test_a_trace_cut_short_is_stopped_without_a_table(tmp_path, capsys):
   assert not (tmp_path / "profile" / "train_step.md").exists()
   jax.profiler.start_trace(str(tmp_path / "again"))  # the profiler is free again
   jax.profiler.stop_trace()
+
+
+def test_a_table_that_cannot_be_made_is_said_and_training_goes_on(tmp_path, capsys):
+  def unreadable():
+    raise OSError("gs://bucket/run/profile: cannot list")
+
+  _train(profiling.StepProfiler(str(tmp_path), (1, 2), start=0, end=3), 0, 3, unreadable)
+  out = capsys.readouterr().out
+  assert "trace of 2 steps" in out and "no per-op table (OSError" in out
+  assert not (tmp_path / "profile" / "train_step.md").exists()

@@ -71,12 +71,18 @@ class StepProfiler:
       return
     jax.block_until_ready(outputs)  # the trace ends with the last step's device work
     self._stop()
-    if jax.process_index() == 0:
+    if jax.process_index() != 0:
+      return
+    try:
       ops = op_profile.ops_in_trace(self._trace_dir, compiled(), self._traced_steps)
-      table_path = self._directory / "train_step.md"
-      table_path.write_text(op_profile.format_op_table(
-          f"train step, steps {self._first}..{self._last}", ops))
-      print(f"profile: per-op time of the train step -> {table_path}", flush=True)
+    except Exception as error:  # pylint: disable=broad-except
+      # E.g. a workdir on a bucket, which the table's reader cannot list: the trace is written.
+      print(f"train.profile_steps: no per-op table ({error!r})", flush=True)
+      return
+    table_path = self._directory / "train_step.md"
+    table_path.write_text(op_profile.format_op_table(
+        f"train step, steps {self._first}..{self._last}", ops))
+    print(f"profile: per-op time of the train step -> {table_path}", flush=True)
 
   def _start(self) -> None:
     self._trace_dir.mkdir(parents=True, exist_ok=True)
