@@ -31,7 +31,7 @@ def _write_each_array_from_one_device() -> None:
   (replica-parallel saving). That pays in a run of several processes, where each host writes a
   part, and costs in one: every array is first sliced per device by eager ops, the run's first
   save compiling one program per array shape (MiT-B1's train state on 4 CPU devices: first save
-  12.4 s instead of 1.9 s, later saves 3.1 instead of 2.0 s). In a single process, the handler
+  12.4 s instead of 2.1 s, later saves 3.1 instead of about 2 s). In a single process, the handler
   that writes replica 0 of each array whole replaces it, once per process (Orbax's handler
   registry is global). Restores read the files of either alike.
   """
