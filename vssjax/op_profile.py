@@ -56,10 +56,10 @@ def _op_events(profile, module: str | None) -> collections.Counter:
 
 def _of_module(event, module: str | None) -> bool:
   """Whether an op event is of HLO module `module` (None: any); one that names none is."""
-  named = dict(event.stats).get("hlo_module")
-  if module is None or named is None:
+  if module is None:
     return True
-  return str(named) == module or str(named).startswith(f"{module}(")  # 'jit_step(<program id>)'
+  named = dict(event.stats).get("hlo_module")  # 'jit_step', or 'jit_step(<program id>)'
+  return named is None or str(named) == module or str(named).startswith(f"{module}(")
 
 
 def _hlo_module(compiled) -> tuple[str, dict[str, tuple[str, str]]]:

@@ -7,7 +7,6 @@ comes back laid out for the current mesh.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -38,12 +37,14 @@ def _write_each_array_from_one_device() -> None:
   global _one_writer_per_array
   if _one_writer_per_array or jax.process_count() > 1:
     return
-  with contextlib.ExitStack() as quiet:  # Orbax logs every override as a warning
-    absl_logger = logging.getLogger("absl")
-    quiet.callback(absl_logger.setLevel, absl_logger.level)
-    absl_logger.setLevel(logging.ERROR)
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # Orbax logs every override as a warning
+  try:
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+  finally:
+    absl_logger.setLevel(level)
   _one_writer_per_array = True
 
 
