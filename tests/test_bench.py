@@ -39,8 +39,20 @@ def _assert_progress(lines: list[str], programs: list[str]) -> None:
 def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.bench.update(dtypes=("float32",), warmup=1, repeats=2, train_repeats=1, torch=True,
-                      torch_compile=False)
+                      torch_compile=False, input_size=(64, 80))  # the training crop is 48x48
+  # Every row runs at bench.input_size, the JAX train step's crops included (as the PyTorch
+  # reference's): the ratio of the two training rows compares equal work.
+  spec_sizes = set()
+  batch_spec = loop.batch_spec
+  monkeypatch.setattr(loop, "batch_spec", lambda c: spec_sizes.add(
+      batch_spec(c)["frames"].shape[2:4]) or batch_spec(c))
+  torch_sizes = set()
+  reference = bench_torch.run_reference
+  monkeypatch.setattr(bench_torch, "run_reference", lambda method, size, *args, **kwargs: (
+      torch_sizes.add(tuple(size)), reference(method, size, *args, **kwargs))[1])
   results = bench.run(config, str(tmp_path))
+  assert spec_sizes == torch_sizes == {(64, 80)} and results["input_size"] == [64, 80]
+  monkeypatch.undo()
   # Progress as it goes, the PyTorch rows included: a large config is silent for minutes otherwise.
   _assert_progress(_progress_lines(capsys), [
       "forward float32 batch 1", "forward float32 batch 4", "train_step float32 batch 4",

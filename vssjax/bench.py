@@ -2,16 +2,18 @@
 
 Runs on random parameters (no checkpoint, no data) of the config's method:
 
-- forward: the method's module in eval mode, jitted, on random uint8 frames of the training crop
-  size, at batch 1 (latency) and `data.batch_size` (throughput);
+- forward: the method's module in eval mode, jitted, on random uint8 frames of
+  `bench.input_size` (default: the training crop), at batch 1 (latency) and `data.batch_size`
+  (throughput);
 - DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
   the average frame at its keyframe interval;
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
   network's per-frame part on the new frame, the head's temporal part on the clip's kept states);
 - sliding-window configs (SegFormer's Cityscapes 1024x1024 setting) also: one frame of the test
   size, the network on the batch of its windows plus their stitching;
-- train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes,
-  from a state of `loop.create_state`'s shapes with random parameters (`_random_state`);
+- train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes
+  (crops of `bench.input_size` too), from a state of `loop.create_state`'s shapes with random
+  parameters (`_random_state`);
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
   process and on the same device (CUDA when torch has it), eager and with `torch.compile`, at the
   same dtypes and batch sizes, when torch and transformers import and the method is SegFormer;
@@ -67,9 +69,13 @@ def _settings(config: ConfigDict) -> dict[str, Any]:
   return settings
 
 
-def _with_dtype(config: ConfigDict, dtype: str) -> ConfigDict:
+def _bench_config(config: ConfigDict, dtype: str, input_size: tuple[int, int]) -> ConfigDict:
+  """`config` computing in `dtype`, its training crop `input_size`: the train step's batch (and
+  the PyTorch reference's) is then of the forward's frame size, so that `bench.input_size` sizes
+  every row and the JAX / torch training ratio compares equal work."""
   config = config.copy_and_resolve_references()
-  config.model.dtype = dtype  # an existing field: allowed on a locked config
+  config.model.dtype = dtype  # existing fields: allowed on a locked config
+  config.data.train_transform.crop_size = tuple(input_size)
   return config
 
 
@@ -350,7 +356,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   num_params = None
   method = None
   for dtype in settings["dtypes"]:
-    dtype_config = _with_dtype(config, dtype)
+    dtype_config = _bench_config(config, dtype, settings["input_size"])
     method = get_method(dtype_config)
     state, sharding, tx = _random_state(dtype_config, method, mesh)
     num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))

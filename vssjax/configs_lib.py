@@ -258,7 +258,8 @@ def base_config() -> ConfigDict:
       tc_video_list="",
   ))
 
-  # --mode=bench: () batch_sizes = (1, data.batch_size); () input_size = the training crop;
+  # --mode=bench: () batch_sizes = (1, data.batch_size); input_size: the frames of every program,
+  # the train step's crops included (() = the training crop);
   # profile: also write each JAX program's per-op time table to workdir/profile/.
   c.bench = ConfigDict(dict(dtypes=("float32", "bfloat16"), batch_sizes=(), input_size=(),
                             warmup=2, repeats=10, train_step=True, train_repeats=5, torch=True,
