@@ -3,6 +3,7 @@ message, without a traceback (`vssjax.command_line`)."""
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from tests.conftest import REPO
@@ -30,6 +31,26 @@ def test_setup_and_data_errors_exit_with_their_message_and_notes():
   # A diverged training is the user's to fix too (learning rate, clipping): its step, in one line.
   with pytest.raises(SystemExit, match=r"^error: non-finite loss nan at step 8; stop"):
     _raising(TrainingDiverged("non-finite loss nan at step 8; stopping"))([])
+
+
+def test_an_error_raised_while_jax_traces_keeps_its_own_notes_only():
+  """A setting checked at trace time (ETC's pool against its feature maps) reaches the user through
+  `jax.jit`, which adds a note on the traceback it shortened; that note is not the user's."""
+  @jax.jit
+  def traced(x):
+    error = SetupError("method.multi_frame_pool=16: leaves none")
+    error.add_note("while tracing the train step")
+    raise error
+
+  @user_errors_in_one_line
+  def main(argv):
+    del argv
+    traced(jax.numpy.zeros(2))
+
+  with pytest.raises(SystemExit) as info:
+    main([])
+  assert info.value.code == ("error: method.multi_frame_pool=16: leaves none\n"
+                             "while tracing the train step")
 
 
 def test_other_exceptions_keep_their_traceback():

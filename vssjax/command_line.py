@@ -20,19 +20,23 @@ from absl import app, flags, logging
 from vssjax.errors import DataError, SetupError, TrainingDiverged
 
 _T = TypeVar("_T")
+# In the note JAX adds to an exception raised inside a traced function (jax._src.traceback_util).
+_JAX_TRACEBACK_NOTE = "JAX has removed its internal frames"
 
 
 def user_errors_in_one_line(main: Callable[..., _T]) -> Callable[..., _T]:
   """A command's `main` that ends on a `SetupError`, `DataError` or `TrainingDiverged` with the
   message (and its notes, e.g. which file a checkpoint mismatch was read from) alone on stderr,
-  `error: ...` (exit status 1), instead of the traceback."""
+  `error: ...` (exit status 1), instead of the traceback. JAX's own note on an error raised while
+  it traces a program (that it shortened the traceback, which is not shown here) is left out."""
 
   @functools.wraps(main)
   def run(*args, **kwargs):
     try:
       return main(*args, **kwargs)
     except (SetupError, DataError, TrainingDiverged) as error:
-      sys.exit("\n".join([f"error: {error}", *getattr(error, "__notes__", ())]))
+      notes = [note for note in getattr(error, "__notes__", ()) if _JAX_TRACEBACK_NOTE not in note]
+      sys.exit("\n".join([f"error: {error}", *notes]))
 
   return run
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config
+from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
 from vssjax.ops.resize import resize_bilinear
 from vssjax.train.loop import batch_spec
@@ -101,6 +102,20 @@ def test_bad_settings_fail_clearly():
   with pytest.raises(ValueError, match=r"clip.kind='pair'"):
     jax.eval_shape(method.loss_and_metrics, variables["params"], state, single,
                    jax.random.key(0))
+
+
+@pytest.mark.parametrize("term", ["self_similarity", "multi_frame"])
+def test_a_similarity_pool_larger_than_the_feature_maps_is_refused_naming_it(term):
+  """32x32 crops give 4x4 feature maps: a 5x5 pool would leave nothing to compare (a NaN term)."""
+  weights = {f"{t}_weight": float(t == term) for t in DISTILLATION}
+  method = get_method(_config("distill", temporal_weight=0.0, **{f"{term}_pool": 5}, **weights))
+  batch = _batch(method.config)
+  variables = jax.eval_shape(method.init, jax.random.key(0), batch)
+  state = {k: v for k, v in variables.items() if k != "params"}
+  with pytest.raises(SetupError, match=rf"method.{term}_pool=5: .* 4x4 feature maps .* at most 4"):
+    jax.eval_shape(method.loss_and_metrics, variables["params"], state, batch, jax.random.key(0))
+  method.config.method[f"{term}_pool"] = 4  # the largest that fits
+  jax.eval_shape(method.loss_and_metrics, variables["params"], state, batch, jax.random.key(0))
 
 
 @pytest.fixture(scope="module")

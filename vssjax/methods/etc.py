@@ -100,6 +100,19 @@ def _check_choices(method: ConfigDict) -> None:
   conv_lstm.check_rule(method.multi_frame_rule)
 
 
+def _check_pool_fits(features: jax.Array, pool: int, field: str) -> None:
+  """A similarity term's average pool (stride = window, incomplete windows dropped) of a feature
+  map smaller than its window leaves no cell: the term is a mean of nothing, NaN, which stopped
+  the run as a diverged first step (and XLA:CPU spent minutes constant-folding the empty
+  gradient). Refused at trace time, naming the field, before the step compiles."""
+  height, width = features.shape[1:3]
+  if pool > min(height, width):
+    raise SetupError(
+        f"method.{field}={pool}: ETC's distillation average-pools the {height}x{width} feature "
+        f"maps of these crops in {pool}x{pool} windows, which leaves none; set it to at most "
+        f"{min(height, width)}, or train on larger crops (data.train_transform.crop_size)")
+
+
 class ETCMethod(Method):
   """Trains on [partner, target] pairs with the terms `config.method` weighs; predicts per frame."""
 
@@ -251,12 +264,14 @@ class ETCMethod(Method):
           out_t[key], out_s[key], teacher_t[key], teacher_s[key],
           released_normaliser=method.pair_wise_released_normaliser)))
     if method.self_similarity_weight > 0:
+      _check_pool_fits(out_t["features"], method.self_similarity_pool, "self_similarity_pool")
       per_frame = [etc_losses.self_similarity_distillation(
           student["features"], teacher["features"], pool=method.self_similarity_pool)
           for student, teacher in ((out_t, teacher_t), (out_s, teacher_s))]
       terms.append(("self_similarity", method.self_similarity_weight,
                     etc_losses.centre_weighted(*per_frame)))
     if method.multi_frame_weight > 0:
+      _check_pool_fits(out_t["features"], method.multi_frame_pool, "multi_frame_pool")
       cell = params[LSTM] if LSTM in params else model_state[LSTM]
       multi_frame, cell_objective = etc_losses.multi_frame_distillation(
           self.lstm, cell, [out_s["features"], out_t["features"]],
