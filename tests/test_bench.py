@@ -42,14 +42,20 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
                       torch_compile=False, input_size=(64, 80))  # the training crop is 48x48
   # Every row runs at bench.input_size, the JAX train step's crops included (as the PyTorch
   # reference's): the ratio of the two training rows compares equal work.
-  spec_sizes = set()
-  batch_spec = loop.batch_spec
-  monkeypatch.setattr(loop, "batch_spec", lambda c: spec_sizes.add(
-      batch_spec(c)["frames"].shape[2:4]) or batch_spec(c))
-  torch_sizes = set()
-  reference = bench_torch.run_reference
-  monkeypatch.setattr(bench_torch, "run_reference", lambda method, size, *args, **kwargs: (
-      torch_sizes.add(tuple(size)), reference(method, size, *args, **kwargs))[1])
+  spec_sizes, torch_sizes = set(), set()
+  batch_spec, run_reference = loop.batch_spec, bench_torch.run_reference
+
+  def recorded_batch_spec(c):
+    spec = batch_spec(c)
+    spec_sizes.add(spec["frames"].shape[2:4])
+    return spec
+
+  def recorded_reference(method, size, *args, **kwargs):
+    torch_sizes.add(tuple(size))
+    return run_reference(method, size, *args, **kwargs)
+
+  monkeypatch.setattr(loop, "batch_spec", recorded_batch_spec)
+  monkeypatch.setattr(bench_torch, "run_reference", recorded_reference)
   results = bench.run(config, str(tmp_path))
   assert spec_sizes == torch_sizes == {(64, 80)} and results["input_size"] == [64, 80]
   monkeypatch.undo()
