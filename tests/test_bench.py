@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import load_config
 from vssjax import bench, bench_torch
 from vssjax.bench_rows import Row
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train import loop
 
@@ -200,6 +201,17 @@ def test_bench_runs_the_etc_temporal_train_step_with_flow(tmp_path):
   train = rows["train_step"]
   assert train["batch"] == config.data.batch_size and train["frames"] == 2 * train["batch"]
   assert train["frames_per_s"] == pytest.approx(train["frames"] * 1e3 / train["latency_ms"])
+
+
+def test_a_train_step_the_method_refuses_stops_the_bench_before_any_row(tmp_path, capsys):
+  """The train step is traced first: ETC's multi-frame pool larger than the feature maps of the
+  crops is refused before minutes of forward rows are measured and thrown away."""
+  config = load_config("configs/etc/synthetic_psp18.py", "quick,variant=distill")
+  config.method.multi_frame_pool = 99
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), torch=False)
+  with pytest.raises(SetupError, match=r"method.multi_frame_pool=99: .* \d+x\d+ feature maps"):
+    bench.run(config, str(tmp_path))
+  assert not _progress_lines(capsys)  # no program was compiled
 
 
 class _Device:

@@ -13,7 +13,8 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
   size, the network on the batch of its windows plus their stitching;
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes
   (crops of `bench.input_size` too), from a state of `loop.create_state`'s shapes with random
-  parameters (`_random_state`);
+  parameters (`_random_state`), traced before the other rows so that a setting it refuses stops
+  the bench at once;
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
   process and on the same device (CUDA when torch has it), eager and with `torch.compile`, at the
   same dtypes and batch sizes, when torch and transformers import and the method is SegFormer;
@@ -310,25 +311,47 @@ def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
   return {key: makers[key](s.shape) for key, s in spec.items()}
 
 
-def _bench_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh,
-                      settings: dict[str, Any], profile: _Profiler) -> Row:
+@dataclasses.dataclass(frozen=True)
+class _TracedTrainStep:
+  """The train step traced on its random batch, before any row is timed (see `_trace_train_step`)."""
+  traced: Any  # jax.stages.Traced
+  batch: dict[str, jax.Array]
+  trace_s: float
+
+
+def _trace_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh
+                      ) -> _TracedTrainStep:
+  """Traces the real train step on a random batch of `loop.batch_spec` shapes.
+
+  Done before the forward rows: a setting the train step refuses while it traces (e.g. ETC's
+  similarity pools larger than the crops' feature maps) then stops the bench at once, instead of
+  after minutes of forward rows that the error would throw away."""
   spec = loop.batch_spec(config)
   batch = jax.device_put(_random_batch(config, spec), parallel.batch_sharding(mesh))
   train_step = step_lib.make_train_step(method, tx, sharding, mesh,
                                         jax.random.PRNGKey(config.seed + 1))
-  frames = int(np.prod(spec["frames"].shape[:2]))
-  announce("train_step", config.model.dtype, spec["frames"].shape[0])
-  compiled, compile_s = _compile(train_step, state, batch)
+  start = time.perf_counter()
+  traced = train_step.trace(state, batch)
+  return _TracedTrainStep(traced, batch, time.perf_counter() - start)
+
+
+def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, settings: dict[str, Any],
+                      profile: _Profiler) -> Row:
+  batch_size, clip = step.batch["frames"].shape[:2]
+  announce("train_step", config.model.dtype, batch_size)
+  start = time.perf_counter()
+  compiled = step.traced.lower().compile()
+  compile_s = step.trace_s + time.perf_counter() - start  # as `_compile`'s, which traces too
   holder = [state]  # the state is donated: each call consumes the previous one
 
   def run_once():
-    holder[0], metrics = compiled(holder[0], batch)
+    holder[0], metrics = compiled(holder[0], step.batch)
     return metrics
 
   seconds = median_seconds(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
-  return report(Row("train_step", config.model.dtype, spec["frames"].shape[0], frames, compile_s,
-                    seconds * 1e3, frames / seconds, _gflops(compiled),
+  return report(Row("train_step", config.model.dtype, batch_size, batch_size * clip, compile_s,
+                    seconds * 1e3, batch_size * clip / seconds, _gflops(compiled),
                     _program_peak_mb(compiled)))
 
 
@@ -361,6 +384,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     state, sharding, tx = _random_state(dtype_config, method, mesh)
     num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
     variables = loop.variables_of(state)
+    train_step = (_trace_train_step(dtype_config, method, state, sharding, tx, mesh)
+                  if settings["train_step"] else None)
     # A per-frame method's prediction is one frame through the network, whatever it trains on.
     forward_clip = 1 if method.predicts_frames_alone else clip
     for batch in settings["batch_sizes"]:
@@ -374,9 +399,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     if isinstance(method, DTERNMethod):
       rows.append(_bench_stream_frame(method, variables, dtype, clip, settings["input_size"],
                                       settings, profile))
-    if settings["train_step"]:
-      rows.append(_bench_train_step(dtype_config, method, state, sharding, tx, mesh, settings,
-                                    profile))
+    if train_step is not None:
+      rows.append(_bench_train_step(dtype_config, train_step, state, settings, profile))
   torch_rows = []
   if settings["torch"] and config.method.name == "segformer":
     torch_rows = bench_torch.run_reference(method, settings["input_size"], config.data.batch_size,
