@@ -135,7 +135,8 @@ def base_config() -> ConfigDict:
       dtype="float32",  # compute dtype; parameters are always float32
       dwconv_impl="auto",  # 'auto' = shifted adds on CPU, grouped conv on GPU/TPU (notes §6)
       # MiT attention, jax.nn.dot_product_attention's `implementation`: 'xla' (anywhere) or
-      # 'cudnn' (NVIDIA GPU, bf16/fp16 compute: fused, no stored score matrix).
+      # 'cudnn' (fused, no stored score matrix; NVIDIA GPUs and dtype 'bfloat16' only, refused
+      # elsewhere as the method is built).
       attention_impl="xla",
       # JAX's default precision of float32 matmuls and convolutions (jax_default_matmul_precision,
       # process-wide, set by `get_method`): '' leaves the platform's own (TF32 on NVIDIA GPUs from

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train.host_init import host_filled
 from vssjax.train.loop import batch_spec
@@ -35,16 +36,19 @@ def test_bfloat16_compute_keeps_float32_params_and_trains():
   assert 0.0 <= float(metrics["pixel_acc"]) <= 1.0
 
 
-def test_attention_impl_reaches_every_attention_call():
+def test_attention_impl_reaches_every_attention_call(monkeypatch):
   """`model.attention_impl` is passed to jax.nn.dot_product_attention in every MiT block: with
-  'cudnn' the CPU backend refuses the first block's call (the fused kernel needs an NVIDIA GPU)."""
+  'cudnn' the CPU backend refuses the first block's call (the fused kernel needs an NVIDIA GPU).
+  The method is built as on a GPU, past the check of `test_cudnn_attention_is_refused_...`."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.model.dtype = "bfloat16"  # cuDNN's fused attention takes fp16/bf16 only
   frames = jnp.zeros((1, 32, 32, 3), jnp.bfloat16)
   default = get_method(config).module
   variables = jax.eval_shape(lambda: default.init(jax.random.PRNGKey(0), frames, train=False))
   config.model.attention_impl = "cudnn"
-  module = get_method(config).module
+  with monkeypatch.context() as patch:
+    patch.setattr(jax, "default_backend", lambda: "gpu")
+    module = get_method(config).module
   assert module.backbone.attention_impl == "cudnn"
   forward = lambda v: module.apply(v, frames, train=False)
   if jax.default_backend() == "gpu":
@@ -52,3 +56,24 @@ def test_attention_impl_reaches_every_attention_call():
   else:
     with pytest.raises(RuntimeError, match="cuDNN"):
       jax.eval_shape(forward, variables)
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/dcfm/synthetic_mitb0.py"])
+def test_cudnn_attention_is_refused_where_it_cannot_run(config_path, monkeypatch):
+  """Off an NVIDIA GPU, or with float32 queries, cuDNN's attention raised a bare RuntimeError /
+  NotImplementedError from inside the first trace; every MiT method now refuses the setting as it
+  is built, naming it."""
+  config = load_config(config_path, "quick")
+  config.model.update(attention_impl="cudnn", dtype="bfloat16")
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  with pytest.raises(SetupError, match=r"attention_impl='cudnn' .* NVIDIA GPUs; .* 'cpu'"):
+    get_method(config)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  get_method(config)
+  config.model.dtype = "float32"
+  with pytest.raises(SetupError, match=r"bf16 attention only, and model.dtype is 'float32'"):
+    get_method(config)
+  config.model.attention_impl = "flash"
+  with pytest.raises(SetupError, match=r"'xla' or 'cudnn', got 'flash'"):
+    get_method(config)

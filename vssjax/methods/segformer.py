@@ -31,7 +31,23 @@ def build_backbone(model: ConfigDict):
   if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
     dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
-             dwconv_impl=dwconv_impl, attention_impl=model.attention_impl, **overrides)
+             dwconv_impl=dwconv_impl, attention_impl=_attention_impl(model), **overrides)
+
+
+def _attention_impl(model: ConfigDict) -> str:
+  """`model.attention_impl`, refused where cuDNN's fused attention cannot run: it needs an NVIDIA
+  GPU and bf16 queries, and `jax.nn.dot_product_attention` would otherwise raise deep inside the
+  first trace, with no word of the setting."""
+  impl = model.attention_impl
+  if impl not in ("xla", "cudnn"):
+    raise SetupError(f"model.attention_impl must be 'xla' or 'cudnn', got {impl!r}")
+  if impl == "cudnn" and jax.default_backend() != "gpu":
+    raise SetupError(f"model.attention_impl='cudnn' is cuDNN's fused attention, for NVIDIA GPUs; "
+                     f"this run's devices are {jax.default_backend()!r}: use 'xla'")
+  if impl == "cudnn" and model.dtype != "bfloat16":
+    raise SetupError(f"model.attention_impl='cudnn' runs bf16 attention only, and model.dtype is "
+                     f"{model.dtype!r}: set model.dtype='bfloat16', or use 'xla'")
+  return impl
 
 
 def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:
