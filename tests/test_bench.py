@@ -214,6 +214,24 @@ def test_a_train_step_the_method_refuses_stops_the_bench_before_any_row(tmp_path
   assert not _progress_lines(capsys)  # no program was compiled
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("dtypes", ("float16",), r"bench.dtypes: \['float16'\] not among"),
+    ("input_size", (30,), r"bench.input_size=\(30,\): \(height, width\)"),
+    ("input_size", (30, 0), r"bench.input_size=\(30, 0\)"),
+    ("batch_sizes", (1, 0), r"bench.batch_sizes=\(1, 0\): batches of at least 1"),
+    ("warmup", -1, r"bench.warmup=-1: an integer of at least 0"),
+    ("repeats", 0, r"bench.repeats=0: an integer of at least 1"),
+    ("train_repeats", 0, r"bench.train_repeats=0: an integer of at least 1"),
+])
+def test_bench_settings_that_cannot_be_measured_are_setup_errors(field, value, message):
+  """Each was a bare ValueError or StatisticsError from deep in the bench, some after compiles."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  bench._settings(config)  # pylint: disable=protected-access  # the defaults are fine
+  config.bench[field] = value
+  with pytest.raises(SetupError, match=message):
+    bench._settings(config)  # pylint: disable=protected-access
+
+
 class _Device:
   """A device whose `memory_stats()` are `stats`."""
 

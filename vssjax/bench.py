@@ -67,7 +67,18 @@ def _settings(config: ConfigDict) -> dict[str, Any]:
   unknown = [dtype for dtype in settings["dtypes"] if dtype not in COMPUTE_DTYPES]
   if unknown:
     raise SetupError(f"bench.dtypes: {unknown} not among {sorted(COMPUTE_DTYPES)}")
+  if len(settings["input_size"]) != 2 or not _all_at_least(settings["input_size"], 1):
+    raise SetupError(f"bench.input_size={settings['input_size']}: (height, width) in pixels")
+  if not _all_at_least(settings["batch_sizes"], 1):
+    raise SetupError(f"bench.batch_sizes={settings['batch_sizes']}: batches of at least 1")
+  for name, least in (("warmup", 0), ("repeats", 1), ("train_repeats", 1)):
+    if not _all_at_least((settings[name],), least):
+      raise SetupError(f"bench.{name}={settings[name]!r}: an integer of at least {least}")
   return settings
+
+
+def _all_at_least(values, least: int) -> bool:
+  return all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in values)
 
 
 def _bench_config(config: ConfigDict, dtype: str, input_size: tuple[int, int]) -> ConfigDict:

@@ -77,3 +77,10 @@ def test_cudnn_attention_is_refused_where_it_cannot_run(config_path, monkeypatch
   config.model.attention_impl = "flash"
   with pytest.raises(SetupError, match=r"'xla' or 'cudnn', got 'flash'"):
     get_method(config)
+
+
+def test_an_unknown_depthwise_conv_implementation_is_refused_naming_it():
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.dwconv_impl = "fft"
+  with pytest.raises(SetupError, match=r"model.dwconv_impl must be .* got 'fft'"):
+    get_method(config)

@@ -28,6 +28,9 @@ def build_backbone(model: ConfigDict):
   """MiT backbone from `model.backbone` ('b0'..'b5') and any non-empty `backbone_overrides`."""
   overrides = {k: tuple(v) for k, v in model.backbone_overrides.items() if v}
   dwconv_impl = model.dwconv_impl
+  if dwconv_impl not in ("auto", "shifted", "grouped"):
+    raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got "
+                     f"{dwconv_impl!r}")
   if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
     dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
