@@ -13,12 +13,23 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from data_pipelines.transforms import pillow_resize, rescale_size
+from data_pipelines.transforms import check_size, pillow_resize, rescale_size
 from vssjax.errors import SetupError
 
 
 def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:
   return tuple(int(np.ceil(side / size_divisor)) * size_divisor for side in hw)
+
+
+def check_eval_transform(eval_transform) -> None:
+  """The sizes of `data.eval_transform` (the sliding windows are `SlidingWindows`'), checked as
+  a method is built: a zero `scale` failed in cv2 at the first evaluation, after training."""
+  check_size("data.eval_transform.scale", eval_transform.scale)
+  check_size("data.eval_transform.exact_size", eval_transform.get("exact_size", ()),
+             allow_empty=True)
+  if eval_transform.size_divisor < 1:
+    raise SetupError(f"data.eval_transform.size_divisor={eval_transform.size_divisor}: at least 1 "
+                     "(1: no rounding)")
 
 
 def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,

@@ -230,6 +230,10 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
     shard_options: which rows of each global batch this process builds; default: by JAX process.
   """
   shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  transforms.check_train_transform(data_cfg.train_transform)
+  if data_cfg.num_workers < 0:
+    raise SetupError(f"data.num_workers={data_cfg.num_workers}: 0 (load in this process) or more "
+                     "worker processes")
   videos = dataset.make_dataset(data_cfg, data_cfg.train_split)
   _check_videos_hold_clips(videos, sampler.frames_per_clip, "training clips", data_cfg,
                            data_cfg.train_split)

@@ -74,6 +74,27 @@ def _map_flow(clip: Clip, field_op, linear: np.ndarray) -> np.ndarray | None:
 GEOMETRIES = ("mmseg", "semseg", "torchvision")
 
 
+def check_size(field: str, size, allow_empty: bool = False) -> tuple[int, ...]:
+  """`size`, a config's pair of pixel counts, as a tuple; a `SetupError` naming `field` unless it
+  is two whole numbers of at least 1 (or, with `allow_empty`, `()` for "not set"). A zero or a
+  missing side failed far from the setting: in cv2, in a jitted program, or after training."""
+  size = tuple(size)
+  if allow_empty and not size:
+    return size
+  if len(size) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) and side >= 1
+                               for side in size):
+    raise SetupError(f"{field}={size}: two whole numbers of pixels, each at least 1"
+                     + (", or () for none" if allow_empty else ""))
+  return size
+
+
+def check_train_transform(cfg: ml_collections.ConfigDict) -> None:
+  """The sizes of `data.train_transform`, checked before the loader starts."""
+  check_size("data.train_transform.crop_size", cfg.crop_size)
+  check_size("data.train_transform.scale", cfg.scale)
+  check_geometry(cfg.get("geometry", "mmseg"))
+
+
 def check_geometry(geometry: str) -> str:
   if geometry not in GEOMETRIES:
     raise SetupError(f"data.train_transform.geometry must be one of {GEOMETRIES}, got "

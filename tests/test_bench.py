@@ -216,7 +216,7 @@ def test_a_train_step_the_method_refuses_stops_the_bench_before_any_row(tmp_path
 
 @pytest.mark.parametrize("field, value, message", [
     ("dtypes", ("float16",), r"bench.dtypes: \['float16'\] not among"),
-    ("input_size", (30,), r"bench.input_size=\(30,\): \(height, width\)"),
+    ("input_size", (30,), r"bench.input_size=\(30,\): two whole numbers of pixels"),
     ("input_size", (30, 0), r"bench.input_size=\(30, 0\)"),
     ("batch_sizes", (1, 0), r"bench.batch_sizes=\(1, 0\): batches of at least 1"),
     ("warmup", -1, r"bench.warmup=-1: an integer of at least 0"),

@@ -42,6 +42,7 @@ from etils import epath
 
 from data_pipelines.clip_sampling import clip_length
 from data_pipelines.eval_transforms import eval_resize
+from data_pipelines.transforms import check_size
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds, report
 from vssjax.configs_lib import ConfigDict
@@ -67,8 +68,7 @@ def _settings(config: ConfigDict) -> dict[str, Any]:
   unknown = [dtype for dtype in settings["dtypes"] if dtype not in COMPUTE_DTYPES]
   if unknown:
     raise SetupError(f"bench.dtypes: {unknown} not among {sorted(COMPUTE_DTYPES)}")
-  if len(settings["input_size"]) != 2 or not _all_at_least(settings["input_size"], 1):
-    raise SetupError(f"bench.input_size={settings['input_size']}: (height, width) in pixels")
+  check_size("bench.input_size", settings["input_size"])
   if not _all_at_least(settings["batch_sizes"], 1):
     raise SetupError(f"bench.batch_sizes={settings['batch_sizes']}: batches of at least 1")
   for name, least in (("warmup", 0), ("repeats", 1), ("train_repeats", 1)):

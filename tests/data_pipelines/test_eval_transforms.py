@@ -62,3 +62,18 @@ def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label(
   assert eval_transforms.resize_exact(frame, None, (3, 7))[1] is None
   same = eval_transforms.resize_exact(frame, label, (2, 5))
   assert same[0] is frame and same[1] is label
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("scale", (0, 0), r"data.eval_transform.scale=\(0, 0\): two whole numbers"),
+    ("exact_size", (480,), r"data.eval_transform.exact_size=\(480,\): .* or \(\) for none"),
+    ("size_divisor", 0, r"data.eval_transform.size_divisor=0: at least 1"),
+])
+def test_eval_transform_sizes_that_cannot_resize_are_refused_naming_the_field(field, value,
+                                                                              message):
+  """A zero scale failed in cv2 at the first evaluation, after the whole training run."""
+  settings = dict(scale=(128, 128), size_divisor=32, exact_size=(480, 853))
+  eval_transforms.check_eval_transform(ml_collections.ConfigDict(settings))
+  settings[field] = value
+  with pytest.raises(SetupError, match=message):
+    eval_transforms.check_eval_transform(ml_collections.ConfigDict(settings))

@@ -335,3 +335,14 @@ def test_loader_reads_train_epoch(tmp_path):
   with pytest.raises(SetupError, match="data.train_epoch must be"):
     loader.make_train_loader(helpers.data_config(tmp_path, train_epoch="clips"), sampler, seed=0,
                              shard_options=ONE_SHARD)
+
+
+def test_the_loader_refuses_settings_it_cannot_load_with_before_reading_anything(tmp_path):
+  """A negative worker count was Grain's ValueError traceback; a zero crop, one from a worker."""
+  sampler = clip_sampling.PairSampler((1, -1))
+  with pytest.raises(SetupError, match=r"data.num_workers=-1: 0 \(load in this process\)"):
+    loader.make_train_loader(helpers.data_config(tmp_path, num_workers=-1), sampler, seed=0)
+  config = helpers.data_config(tmp_path)
+  config.train_transform.crop_size = (0, 24)
+  with pytest.raises(SetupError, match=r"data.train_transform.crop_size=\(0, 24\)"):
+    loader.make_train_loader(config, sampler, seed=0)

@@ -461,3 +461,13 @@ def test_semseg_flips_before_its_centring_crop():
     rows, cols = np.nonzero(out.labels[0] != 255)
     assert (rows.min(), cols.min(), cols.max()) == (2, 2, 6)
     np.testing.assert_array_equal(out.labels[0, 2, 2:7], [5, 4, 3, 2, 1])
+
+
+@pytest.mark.parametrize("size", [(0, 24), (24,), (24, 24, 3), (24.0, 24), (True, 24), ()])
+def test_a_size_that_is_not_two_whole_numbers_of_pixels_is_refused_naming_the_field(size):
+  with pytest.raises(SetupError, match=r"^data.train_transform.crop_size=.*: two whole numbers"):
+    transforms.check_train_transform(_cfg(crop_size=size))
+  assert transforms.check_size("f", [24, 32]) == (24, 32)
+  assert transforms.check_size("f", (), allow_empty=True) == ()
+  with pytest.raises(SetupError, match=r"^data.train_transform.scale=\(0, 32\)"):
+    transforms.check_train_transform(_cfg(scale=(0, 32)))

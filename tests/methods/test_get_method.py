@@ -37,3 +37,10 @@ def test_a_method_that_builds_another_keeps_its_own_precision(config):
   method = get_method(student)
   assert method.teacher.config.model.matmul_precision == ""
   assert jax.config.jax_default_matmul_precision == "highest"
+
+
+def test_every_method_refuses_an_eval_transform_that_cannot_resize(config):
+  """Checked as the method is built, so before training rather than at its first evaluation."""
+  config.data.eval_transform.scale = (0, 0)
+  with pytest.raises(SetupError, match=r"data.eval_transform.scale=\(0, 0\)"):
+    get_method(config)

@@ -79,8 +79,12 @@ def test_cudnn_attention_is_refused_where_it_cannot_run(config_path, monkeypatch
     get_method(config)
 
 
-def test_an_unknown_depthwise_conv_implementation_is_refused_naming_it():
+def test_an_unknown_depthwise_conv_or_drop_path_rate_is_refused_naming_it():
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.model.dwconv_impl = "fft"
   with pytest.raises(SetupError, match=r"model.dwconv_impl must be .* got 'fft'"):
+    get_method(config)
+  config.model.dwconv_impl = "auto"
+  config.model.drop_path_rate = 1.0  # every residual branch dropped: trained, but to nothing
+  with pytest.raises(SetupError, match=r"model.drop_path_rate=1.0: a probability in \[0, 1\)"):
     get_method(config)

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 from vssjax import configs_lib
+from vssjax.errors import SetupError
 from vssjax.train import optimizer
 
 
@@ -73,6 +74,19 @@ def test_adamw_step_applies_group_lr_and_decay():
                              expect(-3.0, 1, 0.5), rtol=1e-6)
   np.testing.assert_allclose(new["decode_head"]["linear_fuse"]["bn"]["scale"],
                              expect(0.5, 10, 0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("accumulate_steps", 0, r"optim.accumulate_steps=0: at least 1"),
+    ("warmup_steps", -5, r"optim.warmup_steps=-5: 0 \(no warm-up\) or more"),
+    ("grad_clip_norm", -1.0, r"optim.grad_clip_norm=-1.0: 0 \(no clipping\)"),
+])
+def test_counts_that_trained_without_a_word_are_refused(field, value, message):
+  optim = configs_lib.base_config().optim
+  optimizer.make_optimizer(optim, total_steps=100, params=PARAMS)
+  optim[field] = value
+  with pytest.raises(SetupError, match=message):
+    optimizer.make_optimizer(optim, total_steps=100, params=PARAMS)
 
 
 @pytest.mark.parametrize("clip,accumulate", [(1.0, 1), (0.0, 2)])

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from data_pipelines.eval_transforms import check_eval_transform
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods.sliding_window import SlidingWindows
@@ -63,6 +64,7 @@ class Method(abc.ABC):
   def __init__(self, config: ConfigDict):
     self.config = config
     self.num_classes = config.data.num_classes
+    check_eval_transform(config.data.eval_transform)
     self.sliding_windows = SlidingWindows.from_config(config.data.eval_transform)
     if self.sliding_windows is not None and not self.sliding_window_inference:
       raise SetupError(

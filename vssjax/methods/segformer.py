@@ -31,6 +31,8 @@ def build_backbone(model: ConfigDict):
   if dwconv_impl not in ("auto", "shifted", "grouped"):
     raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got "
                      f"{dwconv_impl!r}")
+  if not 0.0 <= model.drop_path_rate < 1.0:
+    raise SetupError(f"model.drop_path_rate={model.drop_path_rate}: a probability in [0, 1)")
   if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
     dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),

@@ -66,6 +66,7 @@ def param_group_labels(params: Any, groups: tuple) -> Any:
 def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
     optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
   """Builds the full transformation (clip -> grouped AdamW -> accumulation) and the base schedule."""
+  _check_counts(optim)
   def schedule_from(base_lr: float) -> Callable[[jax.Array], jax.Array]:
     return poly_warmup_schedule(base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
                                 optim.power, optim.min_lr, optim.poly_after_warmup)
@@ -91,6 +92,19 @@ def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
   if k > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=k)
   return tx, schedule
+
+
+def _check_counts(optim: ConfigDict) -> None:
+  """Settings that trained without a word: `accumulate_steps` 0 as 1, a negative
+  `grad_clip_norm` as no clipping, a negative `warmup_steps` as none."""
+  if optim.accumulate_steps < 1:
+    raise SetupError(f"optim.accumulate_steps={optim.accumulate_steps}: at least 1 (1: no "
+                     "accumulation)")
+  if optim.warmup_steps < 0:
+    raise SetupError(f"optim.warmup_steps={optim.warmup_steps}: 0 (no warm-up) or more")
+  if optim.grad_clip_norm < 0:
+    raise SetupError(f"optim.grad_clip_norm={optim.grad_clip_norm}: 0 (no clipping) or a "
+                     "positive norm")
 
 
 def _optimizer(optim: ConfigDict, learning_rate: Callable[[jax.Array], jax.Array],
