@@ -164,6 +164,16 @@ def dcfm_first_keyframe(video_index: int, pass_index: int, interval: int, passes
   return (video_index * passes + pass_index) % interval if rotate else 0
 
 
+def check_label_window(window) -> tuple[int, ...]:
+  """`data.eval_label_window` as a tuple: () or (before, after), counts of frames >= 0."""
+  window = tuple(window)
+  if window and (len(window) != 2 or not all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in window)):
+    raise SetupError(f"data.eval_label_window={window}: (before, after), frames around each "
+                     "labelled frame (DCFM's Cityscapes protocol: (1, 1)), or () for whole videos")
+  return window
+
+
 def labeled_window(num_frames: int, labeled_index: int, before: int, after: int) -> list[int]:
   """The frames [a-before, a+after] around a labelled frame a, cut to the video: DCFM evaluates
   Cityscapes and CamVid on [a-1, a, a+1] (R = 1)."""

@@ -294,7 +294,7 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   metrics are scored at it (DCFM's VSPW protocol); () keeps the stored size.
   """
   videos = dataset.make_dataset(data_cfg, split)
-  window = tuple(data_cfg.get("eval_label_window", ()))
+  window = clip_sampling.check_label_window(data_cfg.get("eval_label_window", ()))
   _check_videos_hold_clips(videos, max(clip_frames, 1 + sum(window)),
                            "evaluated clips or windows (data.eval_label_window)", data_cfg, split)
   exact_size = tuple(data_cfg.eval_transform.get("exact_size", ())) or None

@@ -69,6 +69,15 @@ def test_config_errors():
     clip_sampling.make_clip_sampler(ml_collections.ConfigDict(dict(kind="triples")))
 
 
+@pytest.mark.parametrize("window", [(1,), (1, -1), (1, 1, 1), (0.5, 1)])
+def test_a_label_window_that_is_not_before_and_after_is_refused(window):
+  """(1,) was a TypeError from `labeled_window` once evaluation began, after training."""
+  assert clip_sampling.check_label_window([1, 0]) == (1, 0)
+  assert clip_sampling.check_label_window(()) == ()
+  with pytest.raises(SetupError, match=r"data.eval_label_window=.*: \(before, after\)"):
+    clip_sampling.check_label_window(window)
+
+
 def test_sparse_labels_make_the_labelled_frame_the_target():
   dtern = clip_sampling.OffsetClipSampler((-9, -6, -3, 0), reverse_prob=0.5)
   rng = np.random.default_rng(0)

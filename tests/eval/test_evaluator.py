@@ -12,6 +12,7 @@ from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
 from tests.conftest import OneSizePredictor, load_config
+from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import ConfusionMatrix, miou_all_classes, miou_vspw
@@ -151,6 +152,9 @@ def test_conventions_of_the_reported_mIoU_and_mVC():
   config.eval.miou_convention = "paper"
   with pytest.raises(ValueError, match="eval.miou_convention must be one of"):
     evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+  config.eval.update(miou_convention="vspw", max_videos=-1)  # was: no video, NaN metrics
+  with pytest.raises(SetupError, match=r"eval.max_videos=-1: 0 \(every video\)"):
+    evaluator.make_scorers(config)
 
 
 def test_an_error_while_scoring_a_video_names_the_video(monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 from flax import linen as nn
 
 from tests.conftest import load_config
+from vssjax.errors import SetupError
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
 from vssjax.models.dcfm import DCFM, DCFMClassifier
@@ -304,6 +305,18 @@ def test_b_mode_interval_longer_than_the_evaluation_windows_is_refused():
   assert DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py", "quick,k=3")).schedule.interval == 3
   with pytest.raises(ValueError, match=r"K=4 exceeds the 3-frame evaluation windows"):
     DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py", "quick,k=4"))
+
+
+def test_evaluation_settings_without_a_pass_or_window_are_refused_as_the_method_is_built():
+  """eval_passes=0 was an UnboundLocalError at the first video, after training."""
+  config = load_config("configs/dcfm/cityscapes_r18.py", "quick")
+  config.method.eval_passes = 0
+  with pytest.raises(SetupError, match=r"method.eval_passes=0: at least 1"):
+    DCFMMethod(config)
+  config.method.eval_passes = 2
+  config.data.eval_label_window = (1,)
+  with pytest.raises(SetupError, match=r"data.eval_label_window=\(1,\)"):
+    DCFMMethod(config)
 
 
 @pytest.mark.parametrize("path, size, key_gflops", [

@@ -7,8 +7,9 @@ import pytest
 from flax import traverse_util
 
 from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
-from vssjax.train.host_init import host_filled
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
+from vssjax.train.host_init import host_filled
 
 _SHAPE = (2, 4, 64, 64)  # 64 px: a 8x8 alignment grid, 4x4 after DSSA's coarse pooling
 
@@ -67,3 +68,19 @@ def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variabl
   """SSEA aligns each frame on its own, so the predictor runs it once per frame and DSSA on the
   kept results: the same logits as the whole clip through the network."""
   assert_kept_states_predict_the_clip(*method_and_variables)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("prototype_pixels", "labelled", r"method.mcp.prototype_pixels must be one of"),
+    ("prototypes_per_class", 0, r"method.mcp.prototypes_per_class=0: at least 1"),
+    ("max_pixels_per_class", 0, r"method.mcp.max_pixels_per_class=0: at least 1"),
+    ("kmeans_iters", -1, r"method.mcp.kmeans_iters=-1: at least 0"),
+    ("temperature", 0.0, r"method.mcp.temperature=0.0: .* positive"),
+])
+def test_mcp_settings_that_cannot_train_are_refused_as_the_method_is_built(field, value, message):
+  """Each was a traceback from the first trace or, for the temperature, a NaN loss that the loop
+  reported as a diverged step."""
+  config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+  config.method.mcp[field] = value
+  with pytest.raises(SetupError, match=message):
+    get_method(config)

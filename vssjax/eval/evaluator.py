@@ -148,6 +148,8 @@ def make_scorers(config: ConfigDict) -> Scorers:
   num_classes = config.data.num_classes
   if config.eval.overlay_video:
     visualize.check_frame_rate(config.eval.overlay_fps)
+  if config.eval.max_videos < 0:  # was no video at all, and NaN metrics
+    raise SetupError(f"eval.max_videos={config.eval.max_videos}: 0 (every video) or how many")
   if config.eval.miou_convention not in MIOU_CONVENTIONS:
     raise SetupError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
                      f"{config.eval.miou_convention!r}")

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines.clip_sampling import dcfm_first_keyframe
+from data_pipelines.clip_sampling import check_label_window, dcfm_first_keyframe
 from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -107,7 +107,10 @@ class DCFMMethod(Method):
     self.module = build_dcfm(config.model, self.num_classes)
     self._dtype = compute_dtype(config.model)
     self.schedule = KeyframeSchedule.from_config(config.method)
-    window = tuple(config.data.get("eval_label_window", ()))
+    window = check_label_window(config.data.get("eval_label_window", ()))
+    if config.method.eval_passes < 1:
+      raise SetupError(f"method.eval_passes={config.method.eval_passes}: at least 1 pass over "
+                       "each video")
     if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
       # The rotated first keyframe runs over 0..K-1: past the window, a clip has no keyframe.
       raise SetupError(

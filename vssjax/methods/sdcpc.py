@@ -26,7 +26,7 @@ from vssjax.methods.segformer import build_backbone, compute_dtype
 from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.resnet import resnet
 from vssjax.models.sdcpc_head import SDCPCHead
-from vssjax.models.sdcpc_prototypes import mcp_cl_loss
+from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
 
 
 def _backbone(model: ConfigDict):
@@ -52,9 +52,28 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
   return DTERNSegmentor(backbone=backbone, decode_head=head)
 
 
+def _check_mcp(mcp: ConfigDict) -> None:
+  """MCP-CL's settings, checked as the method is built: an unknown pixel rule or no prototype was
+  a traceback from the first trace, a temperature of 0 a NaN loss reported as divergence."""
+  if mcp.prototype_pixels not in PROTOTYPE_PIXELS:
+    raise SetupError(f"method.mcp.prototype_pixels must be one of {PROTOTYPE_PIXELS}, got "
+                     f"{mcp.prototype_pixels!r}")
+  for name, least in (("prototypes_per_class", 1), ("max_pixels_per_class", 1),
+                      ("kmeans_iters", 0)):
+    if mcp[name] < least:
+      raise SetupError(f"method.mcp.{name}={mcp[name]}: at least {least}")
+  if mcp.temperature <= 0:
+    raise SetupError(f"method.mcp.temperature={mcp.temperature}: InfoNCE's temperature must be "
+                     "positive")
+
+
 class SDCPCMethod(DTERNMethod):
   """DTERN's clip handling and streaming predictor with SD-CPC's network and losses."""
   display_name = "SD-CPC"
+
+  def __init__(self, config: ConfigDict):
+    super().__init__(config)
+    _check_mcp(config.method.mcp)
 
   def build_module(self, model: ConfigDict) -> DTERNSegmentor:
     return build_sdcpc(model, self.num_classes)
