@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
+from data_pipelines.transforms import whole_numbers_at_least
 from vssjax.errors import SetupError
 
 # DTERN's clip and its hand-written test-time clips for the first frames (specs/dtern.md §8):
@@ -167,8 +168,7 @@ def dcfm_first_keyframe(video_index: int, pass_index: int, interval: int, passes
 def check_label_window(window) -> tuple[int, ...]:
   """`data.eval_label_window` as a tuple: () or (before, after), counts of frames >= 0."""
   window = tuple(window)
-  if window and (len(window) != 2 or not all(
-      isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in window)):
+  if window and (len(window) != 2 or not whole_numbers_at_least(window, 0)):
     raise SetupError(f"data.eval_label_window={window}: (before, after), frames around each "
                      "labelled frame (DCFM's Cityscapes protocol: (1, 1)), or () for whole videos")
   return window

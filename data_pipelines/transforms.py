@@ -74,6 +74,11 @@ def _map_flow(clip: Clip, field_op, linear: np.ndarray) -> np.ndarray | None:
 GEOMETRIES = ("mmseg", "semseg", "torchvision")
 
 
+def whole_numbers_at_least(values, least: int) -> bool:
+  """Whether every one of `values` is an int (not a bool, not a float) of at least `least`."""
+  return all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in values)
+
+
 def check_size(field: str, size, allow_empty: bool = False) -> tuple[int, ...]:
   """`size`, a config's pair of pixel counts, as a tuple; a `SetupError` naming `field` unless it
   is two whole numbers of at least 1 (or, with `allow_empty`, `()` for "not set"). A zero or a
@@ -81,8 +86,7 @@ def check_size(field: str, size, allow_empty: bool = False) -> tuple[int, ...]:
   size = tuple(size)
   if allow_empty and not size:
     return size
-  if len(size) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) and side >= 1
-                               for side in size):
+  if len(size) != 2 or not whole_numbers_at_least(size, 1):
     raise SetupError(f"{field}={size}: two whole numbers of pixels, each at least 1"
                      + (", or () for none" if allow_empty else ""))
   return size

@@ -42,7 +42,7 @@ from etils import epath
 
 from data_pipelines.clip_sampling import clip_length
 from data_pipelines.eval_transforms import eval_resize
-from data_pipelines.transforms import check_size
+from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds, report
 from vssjax.configs_lib import ConfigDict
@@ -69,16 +69,12 @@ def _settings(config: ConfigDict) -> dict[str, Any]:
   if unknown:
     raise SetupError(f"bench.dtypes: {unknown} not among {sorted(COMPUTE_DTYPES)}")
   check_size("bench.input_size", settings["input_size"])
-  if not _all_at_least(settings["batch_sizes"], 1):
+  if not whole_numbers_at_least(settings["batch_sizes"], 1):
     raise SetupError(f"bench.batch_sizes={settings['batch_sizes']}: batches of at least 1")
   for name, least in (("warmup", 0), ("repeats", 1), ("train_repeats", 1)):
-    if not _all_at_least((settings[name],), least):
+    if not whole_numbers_at_least((settings[name],), least):
       raise SetupError(f"bench.{name}={settings[name]!r}: an integer of at least {least}")
   return settings
-
-
-def _all_at_least(values, least: int) -> bool:
-  return all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in values)
 
 
 def _bench_config(config: ConfigDict, dtype: str, input_size: tuple[int, int]) -> ConfigDict:
