@@ -171,7 +171,7 @@ def test_random_state_has_the_fresh_states_layout():
   config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
   method = get_method(config)
   mesh = loop.parallel.mesh_from_config(config)
-  state, sharding, _ = bench._random_state(config, method, mesh)  # pylint: disable=protected-access
+  state, sharding = bench._random_state(config, method, mesh)  # pylint: disable=protected-access
   abstract, _, _, _ = loop.create_state(config, method, mesh, abstract=True)
   assert jax.tree.structure(state) == jax.tree.structure(abstract)
   for leaf, shape, leaf_sharding in zip(jax.tree.leaves(state), jax.tree.leaves(abstract),

@@ -57,6 +57,7 @@ from vssjax.models.layers import normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled
+from vssjax.train.optimizer import optimizer_for
 from vssjax.train.state import TrainState
 
 
@@ -91,13 +92,13 @@ def _random_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
   """A train state of the config's shapes and shardings, its variables filled on the host
   (`host_init.host_filled`, std 0.02) and its optimizer state `tx.init`'s: what the timings need
   (they do not depend on the values), without compiling the initialisation program. Returns
-  (state, its sharding, tx)."""
+  (state, its sharding)."""
   abstract, sharding, tx, _ = loop.create_state(config, method, mesh, abstract=True)
   params = jax.device_put(host_filled(abstract.params, config.seed, std=0.02), sharding.params)
   model_state = jax.device_put(host_filled(abstract.model_state, config.seed), sharding.model_state)
   opt_state = jax.jit(tx.init, out_shardings=sharding.opt_state)(params)
   step = jax.device_put(np.zeros((), np.int32), sharding.step)
-  return TrainState(step, params, model_state, opt_state), sharding, tx
+  return TrainState(step, params, model_state, opt_state), sharding
 
 
 def _gflops(compiled) -> float | None:
@@ -320,13 +321,14 @@ def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
 
 @dataclasses.dataclass(frozen=True)
 class _TracedTrainStep:
-  """The train step traced on its random batch, before any row is timed (see `_trace_train_step`)."""
+  """The train step traced on its random batch before any row is timed (`_trace_train_step`)."""
   traced: Any  # jax.stages.Traced
   batch: dict[str, jax.Array]
+  total_steps: jax.Array
   trace_s: float
 
 
-def _trace_train_step(config: ConfigDict, method: Method, state, sharding, tx, mesh
+def _trace_train_step(config: ConfigDict, method: Method, state, sharding, mesh
                       ) -> _TracedTrainStep:
   """Traces the real train step on a random batch of `loop.batch_spec` shapes.
 
@@ -335,11 +337,12 @@ def _trace_train_step(config: ConfigDict, method: Method, state, sharding, tx, m
   after minutes of forward rows that the error would throw away."""
   spec = loop.batch_spec(config)
   batch = jax.device_put(_random_batch(config, spec), parallel.batch_sharding(mesh))
-  train_step = step_lib.make_train_step(method, tx, sharding, mesh,
-                                        jax.random.PRNGKey(config.seed + 1))
+  train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
+                                        sharding, mesh, jax.random.PRNGKey(config.seed + 1))
+  total_steps = step_lib.schedule_length(config.train.steps, mesh)
   start = time.perf_counter()
-  traced = train_step.trace(state, batch)
-  return _TracedTrainStep(traced, batch, time.perf_counter() - start)
+  traced = train_step.trace(state, batch, total_steps)
+  return _TracedTrainStep(traced, batch, total_steps, time.perf_counter() - start)
 
 
 def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, settings: dict[str, Any],
@@ -352,7 +355,7 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
   holder = [state]  # the state is donated: each call consumes the previous one
 
   def run_once():
-    holder[0], metrics = compiled(holder[0], step.batch)
+    holder[0], metrics = compiled(holder[0], step.batch, step.total_steps)
     return metrics
 
   seconds = median_seconds(run_once, settings["warmup"], settings["train_repeats"])
@@ -388,10 +391,10 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   for dtype in settings["dtypes"]:
     dtype_config = _bench_config(config, dtype, settings["input_size"])
     method = get_method(dtype_config)
-    state, sharding, tx = _random_state(dtype_config, method, mesh)
+    state, sharding = _random_state(dtype_config, method, mesh)
     num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
     variables = loop.variables_of(state)
-    train_step = (_trace_train_step(dtype_config, method, state, sharding, tx, mesh)
+    train_step = (_trace_train_step(dtype_config, method, state, sharding, mesh)
                   if settings["train_step"] else None)
     # A per-frame method's prediction is one frame through the network, whatever it trains on.
     forward_clip = 1 if method.predicts_frames_alone else clip

@@ -26,6 +26,7 @@ from vssjax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from vssjax.train import init_from
 from vssjax.train import step as step_lib
 from vssjax.train.loop import create_state
+from vssjax.train.optimizer import optimizer_for
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
@@ -146,11 +147,13 @@ def _jax_steps(config, hf_state):
   variables = convert_hf_segformer(hf_state, method.module)
   assert init_from.replaces_every_variable(state, variables)
   state = init_from.state_with_variables(state, variables, tx, sharding)
-  train_step = step_lib.make_train_step(method, tx, sharding, mesh, jax.random.PRNGKey(0))
+  train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params), sharding,
+                                        mesh, jax.random.PRNGKey(0))
+  total_steps = step_lib.schedule_length(config.train.steps, mesh)
   losses = []
   with jax.default_matmul_precision("highest"):
     for batch in _batches():
-      state, metrics = train_step(state, parallel.to_global(batch, mesh))
+      state, metrics = train_step(state, parallel.to_global(batch, mesh), total_steps)
       losses.append(float(metrics["loss"]))
   return losses, jax.device_get({"params": state.params, **state.model_state})
 

@@ -173,9 +173,9 @@ def _diverge_at_step_1(monkeypatch):
   def diverging_at_step_1(*args, **kwargs):
     train_step = make_train_step(*args, **kwargs)
 
-    def step(state, batch):
+    def step(state, batch, total_steps):
       first = int(state.step) == 0  # read before the step donates the state
-      new_state, metrics = train_step(state, batch)
+      new_state, metrics = train_step(state, batch, total_steps)
       if first:
         metrics = dict(metrics, loss=metrics["loss"] * np.nan)
       return new_state, metrics

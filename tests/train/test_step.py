@@ -10,6 +10,7 @@ from tests.conftest import load_config
 from vssjax import parallel
 from vssjax.methods.base import Method
 from vssjax.train import step as step_lib
+from vssjax.train.optimizer import optimizer_for
 from vssjax.train.state import TrainState
 
 _SLOPE = np.array([3.0, 0.0, 4.0], np.float32)  # the loss's gradient, of norm 5
@@ -38,8 +39,9 @@ def _state(step: int) -> TrainState:
 def test_each_step_draws_a_key_of_its_own_and_logs_the_gradient_norm():
   mesh = parallel.make_mesh()
   method = _LinearMethod(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
-  train_step = step_lib.make_train_step(method, optax.sgd(0.1), parallel.replicated(mesh), mesh,
-                                        jax.random.PRNGKey(1))
+  step = step_lib.make_train_step(method, lambda _: optax.sgd(0.1), parallel.replicated(mesh),
+                                  mesh, jax.random.PRNGKey(1))
+  train_step = lambda state, batch: step(state, batch, step_lib.schedule_length(10, mesh))
   batch = {"frames": jnp.zeros((4, 1, 2, 2, 3), jnp.uint8)}
   first, metrics_0 = train_step(_state(0), batch)
   assert int(first.step) == 1
@@ -50,3 +52,32 @@ def test_each_step_draws_a_key_of_its_own_and_logs_the_gradient_norm():
   assert float(resumed_1["draw"]) == float(metrics_1["draw"])
   assert float(metrics_0["grad_norm"]) == pytest.approx(5.0)  # the gradient's, not the update's
   assert float(metrics_0["param_norm"]) == pytest.approx(np.linalg.norm(1 - 0.1 * _SLOPE))
+
+
+def test_the_schedule_length_is_an_argument_of_the_program_not_a_constant():
+  """A run resumed with more `train.steps` runs the same program (JAX's persistent cache then
+  skips the compile): it differed by the poly schedule's constant before. The length still sets
+  the learning rate: the second step of a 4-step schedule takes 3/4 of the base, of an 8-step one
+  7/8."""
+  mesh = parallel.make_mesh()
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.optim.update(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, warmup_steps=0,
+                      min_lr=0.0, power=1.0, param_groups=())
+  params = {"w": jnp.ones(3)}
+  optimizer = optimizer_for(config.optim, params)
+  train_step = step_lib.make_train_step(_LinearMethod(config), optimizer,
+                                        parallel.replicated(mesh), mesh, jax.random.PRNGKey(1))
+  batch = {"frames": jnp.zeros((4, 1, 2, 2, 3), jnp.uint8)}
+
+  def fresh():  # new arrays each time: the step donates the state
+    w = {"w": jnp.ones(3)}
+    return TrainState(step=jnp.array(0, jnp.int32), params=w, model_state={},
+                      opt_state=optimizer(4).init(w))
+
+  lengths = [step_lib.schedule_length(n, mesh) for n in (4, 8)]
+  programs = [train_step.lower(fresh(), batch, n).as_text() for n in lengths]
+  assert programs[0] == programs[1]
+  for length, second_lr in zip(lengths, (0.1 * 3 / 4, 0.1 * 7 / 8)):
+    state, _ = train_step(fresh(), batch, length)
+    state, _ = train_step(state, batch, length)
+    np.testing.assert_allclose(state.params["w"], 1 - (0.1 + second_lr) * _SLOPE, rtol=1e-6)

@@ -33,7 +33,7 @@ from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, unre
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
-from vssjax.train.optimizer import make_optimizer
+from vssjax.train.optimizer import make_optimizer, optimizer_for
 from vssjax.train.state import TrainState
 from vssjax.train.workdir import make_workdir, workdir_lock
 
@@ -300,8 +300,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
 
     # ---- Train loop ----
-    train_step = step_lib.make_train_step(method, tx, state_sharding, mesh,
+    train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
+                                          state_sharding, mesh,
                                           jax.random.PRNGKey(config.seed + 1))
+    total_steps = step_lib.schedule_length(total, mesh)
     writer = closing.enter_context(contextlib.closing(
         MetricWriter(workdir, resumed_at_step=start if resume else None)))
     progress = Progress("train step", total, "steps", min_interval_s=0.0)
@@ -319,10 +321,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       for step in range(start, end):
         with profiler.step(step + 1):
           batch = parallel.to_global(next(data_iter), mesh)
-          state, metrics = train_step(state, batch)
+          state, metrics = train_step(state, batch, total_steps)
         done = step + 1
         profiler.after_step(done, (state, metrics),
-                            compiled=lambda: train_step.lower(state, batch).compile())
+                            compiled=lambda: train_step.lower(state, batch, total_steps).compile())
         pending.append((done, metrics))
         stopping = stop_signal.should_stop(done)
         if done % config.train.log_every == 0 or done == end or stopping:

@@ -22,8 +22,9 @@ from vssjax.parallel import path_name
 
 
 def poly_warmup_schedule(
-    base_lr: float, total_steps: int, warmup_steps: int, warmup_ratio: float, power: float,
-    min_lr: float, poly_after_warmup: bool = False) -> Callable[[jax.Array], jax.Array]:
+    base_lr: float, total_steps: int | jax.Array, warmup_steps: int, warmup_ratio: float,
+    power: float, min_lr: float, poly_after_warmup: bool = False
+) -> Callable[[jax.Array], jax.Array]:
   """mmcv PolyLrUpdaterHook + linear warm-up, evaluated at the 0-based iteration `step`.
 
   lr(i) = (base - min) * (1 - i/total)^power + min, and during warm-up it is scaled by
@@ -35,7 +36,7 @@ def poly_warmup_schedule(
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
     start = warmup_steps if poly_after_warmup else 0
-    progress = jnp.clip((step - start) / max(total_steps - start, 1), 0.0, 1.0)
+    progress = jnp.clip((step - start) / jnp.maximum(total_steps - start, 1), 0.0, 1.0)
     lr = (base_lr - min_lr) * (1.0 - progress) ** power + min_lr
     if warmup_steps > 0:
       # 1 - (1 - x)(1 - ratio) rewritten as ratio + x(1 - ratio): no float32 cancellation.
@@ -63,9 +64,12 @@ def param_group_labels(params: Any, groups: tuple) -> Any:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
+def make_optimizer(optim: ConfigDict, total_steps: int | jax.Array, params: Any) -> tuple[
     optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
-  """Builds the full transformation (clip -> grouped AdamW -> accumulation) and the base schedule."""
+  """Builds the full transformation (clip -> grouped AdamW -> accumulation) and the base schedule.
+
+  `total_steps` (the schedule's length, `train.steps`) may be a traced scalar: the train step takes
+  it as an argument (`optimizer_for`), so that its program does not depend on it."""
   _check_counts(optim)
   def schedule_from(base_lr: float) -> Callable[[jax.Array], jax.Array]:
     return poly_warmup_schedule(base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
@@ -92,6 +96,15 @@ def make_optimizer(optim: ConfigDict, total_steps: int, params: Any) -> tuple[
   if k > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=k)
   return tx, schedule
+
+
+def optimizer_for(optim: ConfigDict, params: Any
+                  ) -> Callable[[jax.Array], optax.GradientTransformation]:
+  """`make_optimizer`'s transformation as a function of the schedule's length, for
+  `train.step.make_train_step`: a run resumed with more `train.steps` then runs the same compiled
+  program (from JAX's persistent cache) instead of compiling the train step again (minutes for a
+  large model). The state it makes and updates is the same for every length."""
+  return lambda total_steps: make_optimizer(optim, total_steps, params)[0]
 
 
 def _check_counts(optim: ConfigDict) -> None:

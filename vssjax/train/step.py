@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from vssjax import parallel
@@ -14,19 +15,24 @@ from vssjax.train.state import TrainState
 
 
 def make_train_step(
-    method: Method, tx: optax.GradientTransformation, state_sharding, mesh: jax.sharding.Mesh,
-    base_rng: jax.Array) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """Returns `step(state, batch) -> (state, metrics)`, jitted with explicit shardings.
+    method: Method, optimizer: Callable[[jax.Array], optax.GradientTransformation],
+    state_sharding, mesh: jax.sharding.Mesh, base_rng: jax.Array
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
+  """Returns `step(state, batch, total_steps) -> (state, metrics)`, jitted with explicit shardings.
 
-  The state is donated (updated in place); the batch is split over every device of the mesh (its
-  data and fsdp axes, `parallel.batch_sharding`). The dropout/drop-path key is derived from the
-  step, so a resumed run draws the same randomness.
+  `optimizer(total_steps)` is the transformation for a schedule of that length
+  (`optimizer.optimizer_for`); `total_steps` is an argument (an int32 scalar, see
+  `schedule_length`), not a constant of the program, so that a run resumed with more steps reuses
+  the compiled step. The state is donated (updated in place); the batch is split over every device
+  of the mesh (its data and fsdp axes, `parallel.batch_sharding`). The dropout/drop-path key is
+  derived from the step, so a resumed run draws the same randomness.
   """
 
-  def step(state: TrainState, batch: Batch):
+  def step(state: TrainState, batch: Batch, total_steps: jax.Array):
     rng = jax.random.fold_in(base_rng, state.step)
     grad_fn = jax.value_and_grad(method.loss_and_metrics, has_aux=True)
     (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    tx = optimizer(total_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
@@ -36,9 +42,14 @@ def make_train_step(
 
   return jax.jit(
       step,
-      in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+      in_shardings=(state_sharding, parallel.batch_sharding(mesh), parallel.replicated(mesh)),
       out_shardings=(state_sharding, parallel.replicated(mesh)),
       donate_argnums=(0,))
+
+
+def schedule_length(total_steps: int, mesh: jax.sharding.Mesh) -> jax.Array:
+  """`total_steps` as the train step's last argument: an int32 scalar on every device."""
+  return jax.device_put(np.int32(total_steps), parallel.replicated(mesh))
 
 
 def _train_state(variables: dict[str, Any], tx: optax.GradientTransformation) -> TrainState:
