@@ -436,3 +436,27 @@ def test_a_wrong_declared_frame_count_is_shown_as_an_estimate_and_the_decoded_fr
   lines = [line for line in said.splitlines() if line.startswith("infer frame ")]
   assert lines[-1].startswith("infer frame 6/6 ")
   assert all(line.split()[2].split("/")[1] in (f"~{declared}", "?") for line in lines[:-1])
+
+
+def test_without_overlay_video_only_the_label_pngs_are_written(quick_config, tmp_path,
+                                                               monkeypatch, capsys):
+  """`eval.overlay_video=False` (a large input, whose labels are all that is wanted) writes no
+  overlay video, and removes an earlier run's, which would not show these labels."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  for t in range(2):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+  assert (out_dir / "overlay.mp4").exists()
+  monkeypatch.setattr(infer.visualize, "overlay", None)  # not called
+  quick_config.eval.overlay_video = False
+  quick_config.eval.overlay_fps = 0  # not checked: no video plays at it
+  infer.run(quick_config, str(tmp_path), str(frames))
+  assert sorted(p.name for p in out_dir.iterdir()) == ["labels"]
+  assert len(list((out_dir / "labels").iterdir())) == 2
+  assert "(no overlay video: eval.overlay_video is off)" in capsys.readouterr().out

@@ -246,7 +246,7 @@ def base_config() -> ConfigDict:
       vc_convention="vspw",
       vec_quirks=False,
       max_videos=0,  # 0: all videos of the split
-      overlay_video=True,
+      overlay_video=True,  # evaluations and --mode=infer write one; off: metrics or labels only
       overlay_fps=8,
       # ETC's TC (specs/etc.md §6): flow-warped mIoU of consecutive predictions, flow computed on
       # the host by vssjax.flow.FlowProvider; one flow per frame pair is slow, hence off by

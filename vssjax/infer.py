@@ -2,12 +2,13 @@
 trained checkpoint.
 
 Writes one palette PNG of class ids per frame (`<workdir>/infer/<name>/labels/`, viewable in any
-image viewer, readable back as ids), an overlay video and, with `eval.temporal_consistency`, the
-label-free TC of each video, with a progress line.
+image viewer, readable back as ids), an overlay video (unless `eval.overlay_video` is off) and,
+with `eval.temporal_consistency`, the label-free TC of each video, with a progress line.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -163,7 +164,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   for video in videos[1:]:  # as does a folder's corrupt clip, not after the videos before it
     if os.path.isfile(video):
       read_frames(video).frames.close()  # its first frame decoded, the file closed again
-  visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
+  if config.eval.overlay_video:
+    visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
   # TC's settings, checked before the restore too; its accumulator takes every pair of every
   # video, as the evaluator scores a split.
   together = make_scorers(config).temporal
@@ -202,8 +204,8 @@ def _process() -> tuple[int, int]:
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
                  video: Input, scorers: Scorers, palette: np.ndarray) -> epath.Path:
-  """One video through a fresh predictor: label PNGs, overlay video and, with TC on (`scorers`,
-  this video's), tc.json."""
+  """One video through a fresh predictor: label PNGs, overlay video (with `eval.overlay_video`)
+  and, with TC on (`scorers`, this video's), tc.json."""
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
@@ -211,8 +213,9 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   fps = frame_rate or config.eval.overlay_fps
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
   _clear_earlier_output(out_dir / "labels")
-  if (out_dir / "tc.json").exists():  # the TC of an earlier run's labels; this run writes its own
-    (out_dir / "tc.json").unlink()
+  for earlier in ("tc.json", "overlay.mp4"):  # of an earlier run's labels; this run writes its own
+    if (out_dir / earlier).exists():
+      (out_dir / earlier).unlink()
   print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
         f"{step} -> {out_dir}", flush=True)
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
@@ -220,9 +223,9 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   progress = Progress("infer frame", total, "frames", estimated=declared)
   names: list[str] = []
 
-  def overlays() -> Iterator[np.ndarray]:
-    """Predicts frame by frame, saving each label PNG; yields the overlays in order, so the video
-    is written as they come (a long input is never held in memory).
+  def predictions() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Predicts frame by frame, saving each label PNG; yields (frame, labels) in order, so the
+    overlay video is written as they come (a long input is never held in memory).
 
     A push's predictions are saved after the next push is dispatched: the device predicts a frame
     while the host writes the previous one (and, with an accelerator, a thread decodes the next
@@ -247,7 +250,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
         if scorers.temporal is not None and last is not None and last[0].shape == frame.shape:
           _score_pair(scorers, input_path, index, *last, frame, labels)
         last = (frame, labels)
-        yield visualize.overlay(frame, labels, palette)
+        yield frame, labels
 
     ready: list = []
     decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
@@ -264,9 +267,16 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
       raise RuntimeError(f"{predictor.name} answered frames 0-{next_index - 1} and "
                          f"{sorted(answered)} of {len(names)}: every frame must come back once")
 
-  overlay = visualize.write_video(out_dir / "overlay.mp4", overlays(), fps)
+  if config.eval.overlay_video:
+    overlay = visualize.write_video(
+        out_dir / "overlay.mp4",
+        (visualize.overlay(frame, labels, palette) for frame, labels in predictions()), fps)
+    also = f" and {overlay}"
+  else:
+    collections.deque(predictions(), maxlen=0)  # runs it for the PNGs (and TC) alone
+    also = " (no overlay video: eval.overlay_video is off)"
   print(f"infer: wrote {len(names)} label PNG{'' if len(names) == 1 else 's'} to "
-        f"{out_dir / 'labels'} and {overlay}", flush=True)
+        f"{out_dir / 'labels'}{also}", flush=True)
   if declared and len(names) < total:  # OpenCV just ends at a broken frame
     print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
           f"{len(names)} (a truncated or corrupt file?)", flush=True)
