@@ -44,3 +44,20 @@ def test_every_method_refuses_an_eval_transform_that_cannot_resize(config):
   config.data.eval_transform.scale = (0, 0)
   with pytest.raises(SetupError, match=r"data.eval_transform.scale=\(0, 0\)"):
     get_method(config)
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/etc/synthetic_psp18.py"])
+@pytest.mark.parametrize("field, value, expected", [
+    ("decoder_dim", 0, r"model.decoder_dim=0: the head's width, a whole number of at least 1"),
+    ("decoder_dim", -4, r"model.decoder_dim=-4:"),
+    ("dropout_rate", 1.0, r"model.dropout_rate=1.0: a probability in \[0, 1\)"),
+    ("dropout_rate", -0.1, r"model.dropout_rate=-0.1:"),
+])
+def test_every_method_refuses_a_head_it_cannot_build(config_path, field, value, expected):
+  """A 0-wide head was a ZeroDivisionError deep in the first trace; checked as the method is
+  built, for every method (the heads read these fields of `base_config`)."""
+  config = load_config(config_path, "quick")
+  config.model[field] = value
+  with pytest.raises(SetupError, match=expected):
+    get_method(config)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from data_pipelines.eval_transforms import check_eval_transform
+from data_pipelines.transforms import whole_numbers_at_least
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods.sliding_window import SlidingWindows
@@ -34,6 +35,16 @@ Prediction = tuple[int, np.ndarray | jax.Array]
 def flatten_time(x: jax.Array) -> jax.Array:
   """[B, T, ...] -> [B*T, ...] (clip-major, time innermost), as the frames go through a backbone."""
   return x.reshape((-1,) + x.shape[2:])
+
+
+def _check_head_settings(model: ConfigDict) -> None:
+  """The head settings of `base_config` every method's model reads: a 0-wide head or a dropout
+  probability of 1 or more failed deep in the first trace (a ZeroDivisionError of the init)."""
+  if not whole_numbers_at_least([model.decoder_dim], 1):
+    raise SetupError(f"model.decoder_dim={model.decoder_dim!r}: the head's width, a whole number "
+                     "of at least 1")
+  if not 0.0 <= model.dropout_rate < 1.0:
+    raise SetupError(f"model.dropout_rate={model.dropout_rate}: a probability in [0, 1)")
 
 
 class StreamingPredictor(abc.ABC):
@@ -65,6 +76,7 @@ class Method(abc.ABC):
     self.config = config
     self.num_classes = config.data.num_classes
     check_eval_transform(config.data.eval_transform)
+    _check_head_settings(config.model)
     self.sliding_windows = SlidingWindows.from_config(config.data.eval_transform)
     if self.sliding_windows is not None and not self.sliding_window_inference:
       raise SetupError(
