@@ -286,3 +286,20 @@ def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path
   settings = bench._settings(config)  # pylint: disable=protected-access
   assert tuple(settings["input_size"]) == (48, 48)
   assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]
+
+
+def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(tmp_path, capsys):
+  """XLA's cost analysis counts a loop's body once: with `model.scan_blocks` the train step's
+  FLOP estimate would count one block a stage, so the bench reports none there, and says why
+  (the forward, unrolled in prediction, keeps its)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.scan_blocks = True
+  config.model.backbone_overrides.depths = (2, 2, 2, 2)
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=0, repeats=1,
+                      train_repeats=1, torch=False)
+  results = bench.run(config, str(tmp_path))
+  rows = {row["phase"]: row for row in results["rows"]}
+  assert rows["forward"]["gflops"] > 0 and rows["train_step"]["gflops"] is None
+  assert results["scan_blocks"]
+  assert "train_step GFLOPs n/a: model.scan_blocks trains each stage's blocks as a loop" in (
+      capsys.readouterr().out)

@@ -138,6 +138,11 @@ def base_config() -> ConfigDict:
       # 'cudnn' (fused, no stored score matrix; NVIDIA GPUs and dtype 'bfloat16' only, refused
       # elsewhere as the method is built).
       attention_impl="xla",
+      # Training runs a MiT stage's blocks as one `lax.scan` over their stacked parameters: the
+      # train step compiles ~3x faster for MiT-B5 (same parameters, checkpoints and outputs; a
+      # few % slower per step on the CPU). Off by default until measured on the accelerators
+      # (docs/benchmarks.md).
+      scan_blocks=False,
       # JAX's default precision of float32 matmuls and convolutions (jax_default_matmul_precision,
       # process-wide, set by `get_method`): '' leaves the platform's own (TF32 on NVIDIA GPUs from
       # Ampere on, bf16 passes on TPU, full float32 on CPU); 'highest' is full float32, as

@@ -88,3 +88,46 @@ def test_an_unknown_depthwise_conv_or_drop_path_rate_is_refused_naming_it():
   config.model.drop_path_rate = 1.0  # every residual branch dropped: trained, but to nothing
   with pytest.raises(SetupError, match=r"model.drop_path_rate=1.0: a probability in \[0, 1\)"):
     get_method(config)
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/dtern/synthetic_mitb0.py"])
+def test_scanned_blocks_train_as_the_unrolled_ones(config_path):
+  """`model.scan_blocks` reaches the backbone of a MiT method, whose training loss and gradients
+  it leaves as they are (no stochastic depth: its draws differ, not its distribution)."""
+  config = load_config(config_path, "quick")
+  config.model.update(drop_path_rate=0.0, backbone_overrides=dict(
+      embed_dims=(8, 16, 24, 32), depths=(2, 2, 1, 2), num_heads=(1, 2, 3, 4)))
+  spec = batch_spec(config)
+  rng = np.random.default_rng(0)
+  batch = {"frames": rng.integers(0, 255, spec["frames"].shape, dtype=np.uint8),
+           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
+           "labeled": np.ones(spec["labeled"].shape, bool)}
+  results = []
+  for scan in (False, True):
+    config.model.scan_blocks = scan
+    method = get_method(config)
+    assert method.module.backbone.scan_blocks == scan
+    variables = host_filled(jax.eval_shape(method.init, jax.random.PRNGKey(0), batch))
+    params = variables.pop("params")
+    jaxpr = jax.make_jaxpr(method.loss_and_metrics)(params, variables, batch,
+                                                    jax.random.PRNGKey(1))
+    assert (" scan[" in str(jaxpr)) == scan
+    results.append(jax.jit(jax.value_and_grad(method.loss_and_metrics, has_aux=True))(
+        params, variables, batch, jax.random.PRNGKey(1)))
+  (loss, _), grads = results[0]
+  (scanned_loss, _), scanned_grads = results[1]
+  np.testing.assert_allclose(scanned_loss, loss, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(scanned_grads)):
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(np.abs(a).max()) + 1e-9)
+
+
+@pytest.mark.parametrize("config_path", ["configs/etc/synthetic_psp18.py",
+                                         "configs/dcfm/camvid_r50.py"])
+@pytest.mark.parametrize("field, value", [("scan_blocks", True), ("attention_impl", "cudnn")])
+def test_a_mit_setting_on_another_backbone_is_refused_not_ignored(config_path, field, value):
+  config = load_config(config_path, "quick")
+  config.model[field] = value
+  with pytest.raises(SetupError, match=rf"model.{field}={value!r} is a MiT setting, and "
+                                       rf"model.backbone '{config.model.backbone}' is not a MiT"):
+    get_method(config)

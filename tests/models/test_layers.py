@@ -66,6 +66,19 @@ def test_drop_path_keeps_or_drops_whole_samples_and_rescales():
   np.testing.assert_array_equal(DropPath(0.5).apply({}, x, train=False), x)
 
 
+def test_drop_path_takes_a_traced_rate_and_keeps_the_inputs_dtype():
+  """Under `MixTransformer.scan_blocks` each block's rate is a traced scalar: the same draws and
+  scaling as the field's rate, and bf16 stays bf16 (a float32 rate would promote it)."""
+  x = jnp.ones((64, 2, 2, 3), jnp.bfloat16)
+  key = {"dropout": jax.random.key(0)}
+  static = DropPath(0.25).apply({}, x, train=True, rngs=key)
+  traced = jax.jit(lambda r: DropPath(0.0).apply({}, x, train=True, rate=r, rngs=key))(0.25)
+  assert static.dtype == traced.dtype == jnp.bfloat16
+  kept = jnp.asarray(1, jnp.bfloat16) / jnp.asarray(0.75, jnp.bfloat16)  # 1 / keep, in bf16
+  assert set(np.unique(np.asarray(traced, np.float32))) == {0.0, float(kept)}
+  np.testing.assert_array_equal(static, traced)
+
+
 @pytest.mark.parametrize("torch_layer, kernel_shape", [
     (torch.nn.Linear(300, 40), (300, 40)),
     (torch.nn.Conv2d(64, 32, 3), (3, 3, 64, 32)),

@@ -7,7 +7,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from vssjax.models.layers import DepthwiseConv
-from vssjax.models.mit import mit
+from vssjax.models.mit import Block, apply_as_scan, mit
 from vssjax.models.segformer import segformer
 
 # A narrow B0-shaped model keeps compiles short; the architecture code path is the full one.
@@ -139,3 +139,77 @@ def test_bfloat16_compute_keeps_float32_params():
   assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
   out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
   assert {o.dtype for o in out} == {jnp.dtype(jnp.bfloat16)}
+
+
+# Stages of 2, 3, 1 and 2 blocks: three run as a scan, the one-block stage as it is.
+_SCANNABLE = dict(_TINY, depths=(2, 3, 1, 2))
+
+
+def _random_projection_loss(model, images, outputs_like):
+  """A training loss whose gradient reaches every parameter: the features' sum against fixed
+  random maps (a sum of squares of LayerNorm outputs would be nearly constant)."""
+  rng = np.random.default_rng(1)
+  weights = [rng.standard_normal(o.shape).astype(np.float32) for o in outputs_like]
+  return lambda params: sum(jnp.sum(f * w) for f, w in zip(
+      model.apply({"params": params}, images, train=True), weights))
+
+
+def test_scanned_blocks_have_the_unrolled_parameters_outputs_and_gradients():
+  """`scan_blocks` changes how the training program is built, not the model: the same parameter
+  tree (checkpoints and converters are unchanged), outputs and gradients; one scan per stage of
+  several blocks in training, none in prediction. (No stochastic depth here: its draws differ.)"""
+  images = jax.random.normal(jax.random.key(0), (2, 35, 41, 3))
+  unrolled = mit("b0", drop_path_rate=0.0, **_SCANNABLE)
+  scanned = mit("b0", drop_path_rate=0.0, scan_blocks=True, **_SCANNABLE)
+  variables = _random_variables(unrolled, images)
+  scanned_init = jax.eval_shape(lambda x: scanned.init(jax.random.key(0), x, train=False), images)
+  assert jax.tree.map(jnp.shape, scanned_init) == jax.tree.map(jnp.shape, variables)
+
+  forward = jax.jit(lambda v, x: (unrolled.apply(v, x, train=True),
+                                  scanned.apply(v, x, train=True)))
+  expected, got = forward(variables, images)
+  for a, b in zip(expected, got):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  grads = [jax.jit(jax.grad(_random_projection_loss(model, images, expected)))(variables["params"])
+           for model in (unrolled, scanned)]
+  for a, b in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(a).max()))
+
+  def scans(model, train):
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=train))(variables, images)
+    return str(jaxpr).count(" scan[")
+  assert [scans(model, True) for model in (unrolled, scanned)] == [0, 3]
+  assert scans(scanned, False) == 0
+
+
+def test_scanned_blocks_keep_dcfms_shallow_feature():
+  """DCFM takes a feature between two first-stage blocks: that stage runs unrolled, the rest as
+  scans, and both results are the unrolled model's."""
+  images = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+  unrolled = mit("b0", drop_path_rate=0.0, **_SCANNABLE)
+  scanned = mit("b0", drop_path_rate=0.0, scan_blocks=True, **_SCANNABLE)
+  variables = _random_variables(unrolled, images)
+  for shallow_only in (False, True):
+    outputs = [model.apply(variables, images, train=True, shallow_blocks=1,
+                           shallow_only=shallow_only) for model in (unrolled, scanned)]
+    for a, b in zip(*map(jax.tree.leaves, outputs)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_scanned_blocks_drop_each_block_at_its_own_rate_with_its_own_key():
+  """Training with stochastic depth: block i of a scanned stage drops as the unrolled block i
+  would at its rate, with the i-th key of the stage's split key."""
+  x = jax.random.normal(jax.random.key(0), (16, 4, 4, 16))
+  blocks = [Block(2, 1, 4, rate, name=f"block2_{i}") for i, rate in enumerate((0.0, 0.3, 0.6))]
+  params = {block.name: block.clone(parent=None).init(jax.random.key(i), x, train=False)["params"]
+            for i, block in enumerate(blocks)}
+  rates = np.array([block.drop_path for block in blocks])
+  rng = jax.random.key(7)
+  got = jax.jit(lambda p, h: apply_as_scan(blocks, p, rates, h, train=True, rng=rng))(params, x)
+  expected = x
+  for block, key in zip(blocks, jax.random.split(rng, len(blocks))):
+    expected = block.clone(parent=None).apply({"params": params[block.name]}, expected,
+                                              train=True, rngs={"dropout": key})
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  evaluated = apply_as_scan(blocks, params, rates, x, train=False, rng=None)
+  assert not np.allclose(got, evaluated)  # some branch was dropped

@@ -36,7 +36,7 @@ from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
-from vssjax.methods.segformer import build_backbone, compute_dtype
+from vssjax.methods.segformer import build_backbone, compute_dtype, refuse_mit_settings
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
 from vssjax.models.mit import MIT_VARIANTS
@@ -59,6 +59,7 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     common_dim = model.decoder_dim
     shallow_dim = encoder.backbone.embed_dims[0]
   elif model.backbone in RESNETS:
+    refuse_mit_settings(model)
     backbone = resnet(RESNETS[model.backbone], dtype=dtype)
     width = 512 if RESNETS[model.backbone] == 18 else 2048
     # semseg's PSPNet leaves its PPM convs at PyTorch's default init, and DCFM's

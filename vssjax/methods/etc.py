@@ -59,7 +59,7 @@ from vssjax.errors import SetupError
 from vssjax.methods import etc_losses, get_method, losses
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
-from vssjax.methods.segformer import compute_dtype
+from vssjax.methods.segformer import compute_dtype, refuse_mit_settings
 from vssjax.models import conv_lstm
 from vssjax.models.layers import normalize_images
 from vssjax.models.mobilenet_v2 import MobileNetV2
@@ -77,6 +77,7 @@ TEACHER = "teacher"
 def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
   """The student (or teacher) on `model.backbone`: 'r18' | 'r50' | 'r101' | 'mobilenet_v2'."""
   dtype = compute_dtype(model)
+  refuse_mit_settings(model)
   if model.backbone in RESNETS:
     return pspnet(RESNETS[model.backbone], num_classes, dropout_rate=model.dropout_rate,
                   dtype=dtype)

@@ -22,7 +22,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
-from vssjax.methods.segformer import build_backbone, compute_dtype
+from vssjax.methods.segformer import build_backbone, compute_dtype, refuse_mit_settings
 from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.resnet import resnet
 from vssjax.models.sdcpc_head import SDCPCHead
@@ -33,6 +33,7 @@ def _backbone(model: ConfigDict):
   if model.backbone in MIT_VARIANTS:
     return build_backbone(model)
   if model.backbone.startswith("r") and model.backbone[1:].isdigit():
+    refuse_mit_settings(model)
     return resnet(int(model.backbone[1:]), dtype=compute_dtype(model))
   raise SetupError(f"SD-CPC backbone must be a MiT variant {sorted(MIT_VARIANTS)} or a ResNet "
                    f"('r18', 'r50', 'r101'), got {model.backbone!r}")

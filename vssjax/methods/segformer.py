@@ -36,7 +36,8 @@ def build_backbone(model: ConfigDict):
   if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
     dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
-             dwconv_impl=dwconv_impl, attention_impl=_attention_impl(model), **overrides)
+             dwconv_impl=dwconv_impl, attention_impl=_attention_impl(model),
+             scan_blocks=model.scan_blocks, **overrides)
 
 
 def _attention_impl(model: ConfigDict) -> str:
@@ -53,6 +54,15 @@ def _attention_impl(model: ConfigDict) -> str:
     raise SetupError(f"model.attention_impl='cudnn' runs bf16 attention only, and model.dtype is "
                      f"{model.dtype!r}: set model.dtype='bfloat16', or use 'xla'")
   return impl
+
+
+def refuse_mit_settings(model: ConfigDict) -> None:
+  """For methods built on another backbone than MiT (a ResNet, MobileNetV2): the MiT-only
+  settings left at their defaults, as a set one would otherwise be ignored without a word."""
+  for field, default in (("scan_blocks", False), ("attention_impl", "xla")):
+    if model[field] != default:
+      raise SetupError(f"model.{field}={model[field]!r} is a MiT setting, and model.backbone "
+                       f"{model.backbone!r} is not a MiT: leave it at {default!r}")
 
 
 def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:

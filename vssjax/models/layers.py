@@ -246,14 +246,23 @@ class LinearWeights(nn.Module):
 
 
 class DropPath(nn.Module):
-  """Stochastic depth: drops a whole residual branch per sample (train only, 'dropout' rng)."""
+  """Stochastic depth: drops a whole residual branch per sample (train only, 'dropout' rng).
+
+  `rate` of the call, if given, replaces the field's: a traced scalar where the blocks holding it
+  run as the body of a `lax.scan` (`MixTransformer.scan_blocks`), each block at its own rate.
+  """
   rate: float
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    if not train or self.rate == 0.0:
+  def __call__(self, x: jax.Array, *, train: bool, rate: jax.Array | None = None) -> jax.Array:
+    if not train:
       return x
-    keep_prob = 1.0 - self.rate
+    if rate is None:
+      if self.rate == 0.0:
+        return x
+      rate = self.rate
+    keep_prob = 1.0 - rate  # float32: the draw's dtype (`bernoulli` draws in p's)
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
-    return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))
+    # In x's dtype, as a Python float's weak type divides, whichever the rate is.
+    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
