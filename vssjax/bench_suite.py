@@ -65,6 +65,11 @@ SUITE = (
     Entry("segformer_b1_fp32_full", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("float32",),
            "bench.batch_sizes": (1,), "model.matmul_precision": "highest", "bench.torch": False}),
+    # segformer_b2_bf16's train step with each MiT stage's blocks as one scan (model.scan_blocks):
+    # compile time and step time against the unrolled one's, to decide the default.
+    Entry("segformer_b2_bf16_scan", "configs/segformer/vspw_mitb2.py",
+          {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
+           "bench.batch_sizes": (1,), "model.scan_blocks": True, "bench.torch": False}),
 )
 
 
