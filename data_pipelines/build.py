@@ -17,8 +17,6 @@ import argparse
 import sys
 import time
 
-import tensorflow_datasets as tfds
-
 from data_pipelines.tfds_builders import real_videos
 from vssjax.command_line import user_errors_in_one_line
 
@@ -30,7 +28,6 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--manual_dir", required=True, help="the dataset's extracted folder")
   parser.add_argument("--data_dir", default="~/tensorflow_datasets")
   args = parser.parse_args(argv)
-  tfds.disable_progress_bar()  # the builders print their own progress lines
   started = time.perf_counter()
   print(f"build: {args.source} from {args.manual_dir} into {args.data_dir}", flush=True)
   builder = real_videos.prepare(args.source, args.manual_dir, args.data_dir)

@@ -225,7 +225,10 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     The index is read back from the written records, so it follows their positions, whatever
     TFDS's shuffling does, at the cost of one more read of the records. A read-only data dir gets
     none; readers then scan the records for it (`dataset.make_dataset`).
+    TFDS's own progress bars are turned off: the sources print progress lines of their own, which
+    tqdm's redrawn bars garbled.
     """
+    tfds.disable_progress_bar()
     with tf_free_shuffle.shuffler_without_tensorflow():  # splits over 1 GB spill to disk
       super().download_and_prepare(*args, **kwargs)
     if not os.access(self.data_path, os.W_OK):

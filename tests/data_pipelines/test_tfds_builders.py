@@ -142,6 +142,16 @@ def test_custom_knobs_make_no_custom_configuration_warning(tmp_path, caplog):
   assert "Using custom data configuration: another builder's" in caplog.text
 
 
+def test_building_prints_the_sources_progress_lines_without_tfdss_bars(tmp_path, capfd):
+  """TFDS's tqdm bars (examples/s, shuffling) were redrawn over the source's own progress lines,
+  garbling the first run's output; a build turns them off."""
+  tfds.enable_progress_bar()  # as a fresh process has it
+  synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+  out, err = capfd.readouterr()
+  assert "synthetic train" in out + err  # the source's lines
+  assert "examples/s" not in out + err and "Shuffling" not in out + err
+
+
 def test_encode_frame_keeps_original_file_bytes_and_marks_unlabeled(tmp_path):
   source = helpers.FolderSource(helpers.write_folder(tmp_path / "v", num_videos=1))
   video = source.videos("train")[0]
