@@ -139,8 +139,8 @@ def base_config() -> ConfigDict:
       # elsewhere as the method is built).
       attention_impl="xla",
       # Training runs a MiT stage's blocks as one `lax.scan` over their stacked parameters: the
-      # train step compiles ~3x faster for MiT-B5 (same parameters, checkpoints and outputs; a
-      # few % slower per step on the CPU). Off by default until measured on the accelerators
+      # train step compiles ~3x faster for MiT-B5 (same parameters, checkpoints and outputs; about
+      # as fast per step on the CPU). Off by default until measured on the accelerators
       # (docs/benchmarks.md).
       scan_blocks=False,
       # JAX's default precision of float32 matmuls and convolutions (jax_default_matmul_precision,

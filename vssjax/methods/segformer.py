@@ -57,8 +57,8 @@ def _attention_impl(model: ConfigDict) -> str:
 
 
 def refuse_mit_settings(model: ConfigDict) -> None:
-  """For methods built on another backbone than MiT (a ResNet, MobileNetV2): the MiT-only
-  settings left at their defaults, as a set one would otherwise be ignored without a word."""
+  """Refuses the MiT-only settings changed from their defaults where the backbone is another (a
+  ResNet, MobileNetV2): they would be ignored without a word."""
   for field, default in (("scan_blocks", False), ("attention_impl", "xla")):
     if model[field] != default:
       raise SetupError(f"model.{field}={model[field]!r} is a MiT setting, and model.backbone "
