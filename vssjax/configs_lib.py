@@ -138,10 +138,10 @@ def base_config() -> ConfigDict:
       # 'cudnn' (fused, no stored score matrix; NVIDIA GPUs and dtype 'bfloat16' only, refused
       # elsewhere as the method is built).
       attention_impl="xla",
-      # Training runs a MiT stage's blocks as one `lax.scan` over their stacked parameters: the
-      # train step compiles ~3x faster for MiT-B5 (same parameters, checkpoints and outputs; about
-      # as fast per step on the CPU). Off by default until measured on the accelerators
-      # (docs/benchmarks.md).
+      # Training runs a MiT stage's blocks as one `lax.scan` over their stacked parameters: MiT-B5's
+      # train step compiles ~3x faster (B2's no faster), with the same parameters, checkpoints and
+      # outputs; its step-time cost is within the CPU's noise. Off by default until measured on
+      # the accelerators (docs/benchmarks.md).
       scan_blocks=False,
       # JAX's default precision of float32 matmuls and convolutions (jax_default_matmul_precision,
       # process-wide, set by `get_method`): '' leaves the platform's own (TF32 on NVIDIA GPUs from
