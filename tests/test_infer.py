@@ -207,6 +207,24 @@ def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(
   assert together["TC"] == pytest.approx(expected.summary()["TC"])
 
 
+def _restore_a_stub(monkeypatch, make_predictor):
+  """`loop.restore_for_eval` gives, as step 7's, a method whose predictors `make_predictor()`
+  makes: infer's own logic without a trained model."""
+
+  class Method:
+    predictor = staticmethod(lambda variables: make_predictor())
+
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+
+
+def _black_frames(folder, count: int):
+  """A folder of `count` black 16x16 PNG frames."""
+  folder.mkdir(parents=True)
+  for t in range(count):
+    cv2.imwrite(str(folder / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  return folder
+
+
 class _AnswersPairsBackwards:
   """A predictor of the documented contract that answers frames out of order: nothing for an
   even frame, then the odd one and the even one before it (label map of frame i: LABELS[i])."""
@@ -228,11 +246,7 @@ def test_infer_writes_and_scores_the_frames_in_order_whatever_order_a_predictor_
     quick_config, tmp_path, monkeypatch):
   """The overlay video and TC's pairs follow the frames' order, not the order of the answers
   (the evaluator sorts them likewise)."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  _restore_a_stub(monkeypatch, _AnswersPairsBackwards)
   overlaid = []
   real_overlay = infer.visualize.overlay
   monkeypatch.setattr(infer.visualize, "overlay", lambda frame, labels, palette: (
@@ -266,11 +280,7 @@ def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, t
   """DCFM and SD-CPC cannot relate frames of different network input sizes: each run of frames of
   one size goes through a fresh predictor, its labels at its frames' size, in the video's order,
   TC scoring the pairs within a run only."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: OneSizePredictor(_index_labels))
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
   frames = tmp_path / "frames"
   frames.mkdir()
   sizes = [(16, 24), (16, 24), (24, 16), (16, 24), (16, 24)]
@@ -290,15 +300,8 @@ def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, t
 def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):
   """tc.json scores the labels beside it: a later run that does not score TC (another checkpoint,
   say) removes the earlier run's rather than leave it to pass for its own."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
-  frames = tmp_path / "frames"
-  frames.mkdir()
-  for t in range(2):
-    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  _restore_a_stub(monkeypatch, _AnswersPairsBackwards)
+  frames = _black_frames(tmp_path / "frames", 2)
   quick_config.eval.temporal_consistency = True
   [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
   assert (out_dir / "tc.json").exists()
@@ -311,15 +314,9 @@ def test_a_rerun_without_tc_leaves_no_earlier_tc_of_the_folder(quick_config, tmp
                                                                monkeypatch):
   """infer/tc_<folder>.json scores the videos' labels together: a later run of the folder that
   does not score TC removes it, as it removes each video's tc.json."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  _restore_a_stub(monkeypatch, _AnswersPairsBackwards)
   for video in ("a", "b"):
-    (tmp_path / "in" / video).mkdir(parents=True)
-    for t in range(2):
-      cv2.imwrite(str(tmp_path / "in" / video / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+    _black_frames(tmp_path / "in" / video, 2)
   quick_config.eval.temporal_consistency = True
   infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   together = tmp_path / "infer" / "tc_in.json"
@@ -370,11 +367,7 @@ def test_a_folders_output_name_is_its_whole_name(tmp_path, monkeypatch):
 def test_a_video_that_stops_decoding_early_is_said_so(quick_config, tmp_path, monkeypatch, capsys):
   """OpenCV ends a truncated file at its first broken frame as if it were the last: the frames
   predicted are set against those the container declares, so the shortfall is not silent."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  _restore_a_stub(monkeypatch, _AnswersPairsBackwards)
   writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
                            (32, 24))
   rng = np.random.default_rng(0)
@@ -417,11 +410,7 @@ def test_a_wrong_declared_frame_count_is_shown_as_an_estimate_and_the_decoded_fr
   """A container's frame count may be more (a truncated file), fewer or none: it is said to be
   the container's, its progress total shown as `~N` (`?` once passed), and the last progress line
   counts the frames decoded, every one of them predicted."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: OneSizePredictor(_index_labels))
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
   path = tmp_path / "clip.avi"
   writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 8))
   for _ in range(6):
@@ -442,15 +431,8 @@ def test_without_overlay_video_only_the_label_pngs_are_written(quick_config, tmp
                                                                monkeypatch, capsys):
   """`eval.overlay_video=False` (a large input, whose labels are all that is wanted) writes no
   overlay video, and removes an earlier run's, which would not show these labels."""
-
-  class Method:
-    predictor = staticmethod(lambda variables: _AnswersPairsBackwards())
-
-  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: (Method(), None, 7))
-  frames = tmp_path / "frames"
-  frames.mkdir()
-  for t in range(2):
-    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros((16, 16, 3), np.uint8))
+  _restore_a_stub(monkeypatch, _AnswersPairsBackwards)
+  frames = _black_frames(tmp_path / "frames", 2)
   [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
   assert (out_dir / "overlay.mp4").exists()
   monkeypatch.setattr(infer.visualize, "overlay", None)  # not called
