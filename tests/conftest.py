@@ -82,6 +82,21 @@ def random_clip_batch(shape: tuple[int, int, int, int], num_classes: int, seed: 
           "labels": jnp.asarray(labels)}
 
 
+def random_config_batch(config, seed: int = 0) -> dict:
+  """A random training batch of `config`'s shapes (`loop.batch_spec`): uint8 frames, labels of
+  the synthetic set's 9 classes, every frame labelled, and random flow where the method takes
+  one (ETC)."""
+  from vssjax.train.loop import batch_spec  # pylint: disable=g-import-not-at-top
+  spec = batch_spec(config)
+  rng = np.random.default_rng(seed)
+  batch = {"frames": rng.integers(0, 256, spec["frames"].shape, np.uint8),
+           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
+           "labeled": np.ones(spec["labeled"].shape, bool)}
+  if "flow" in spec:
+    batch["flow"] = rng.normal(0.0, 2.0, spec["flow"].shape).astype(np.float32)
+  return batch
+
+
 class OneSizePredictor:
   """A clip method's predictor as far as frame sizes go: every frame joins the ones before it, so
   a frame of another size than the first is an error. Frame i's label map: `labels_of(frame, i)`."""

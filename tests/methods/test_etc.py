@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import load_config
+from tests.conftest import load_config, random_config_batch
 from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
 from vssjax.ops.resize import resize_bilinear
@@ -23,17 +23,6 @@ def _config(variant, **method):
   config.data.batch_size = 2
   config.method.update(method)
   return config
-
-
-def _batch(config, seed=0):
-  spec = batch_spec(config)
-  rng = np.random.default_rng(seed)
-  batch = {"frames": rng.integers(0, 256, spec["frames"].shape, np.uint8),
-           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
-           "labeled": np.ones(spec["labeled"].shape, bool)}
-  if "flow" in spec:
-    batch["flow"] = rng.normal(0.0, 2.0, spec["flow"].shape).astype(np.float32)
-  return batch
 
 
 def _convs(method, variables, batch):
@@ -65,10 +54,10 @@ def test_terms_follow_their_weights_and_skip_their_compute():
   zeroed = _config("temporal", temporal_weight=0.0)
   methods = {name: get_method(c) for name, c in
              (("baseline", baseline), ("temporal", temporal), ("zeroed", zeroed))}
-  shapes = {name: jax.eval_shape(m.init, jax.random.key(0), _batch(m.config))
+  shapes = {name: jax.eval_shape(m.init, jax.random.key(0), random_config_batch(m.config))
             for name, m in methods.items()}
   assert "flow" not in batch_spec(baseline) and "teacher" not in shapes["temporal"]
-  convs = {name: _convs(m, shapes[name], _batch(m.config)) for name, m in methods.items()}
+  convs = {name: _convs(m, shapes[name], random_config_batch(m.config)) for name, m in methods.items()}
   base = {"loss", "loss_supervised", "pixel_acc"}
   assert convs["baseline"][1] == base and convs["zeroed"][1] == base
   assert convs["temporal"][1] == base | {"loss_temporal"}
@@ -78,10 +67,10 @@ def test_terms_follow_their_weights_and_skip_their_compute():
   for term in DISTILLATION:  # each distillation weight alone: its term, plus the teacher's pass
     weights = {f"{t}_weight": float(t == term) for t in DISTILLATION}
     method = get_method(_config("distill", temporal_weight=0.0, **weights))
-    variables = jax.eval_shape(method.init, jax.random.key(0), _batch(method.config))
+    variables = jax.eval_shape(method.init, jax.random.key(0), random_config_batch(method.config))
     assert set(variables) >= {"teacher"} and (("distill_lstm" in variables)
                                               == (term == "multi_frame"))
-    count, names = _convs(method, variables, _batch(method.config))
+    count, names = _convs(method, variables, random_config_batch(method.config))
     assert names == base | {f"loss_{term}"}
     assert count > 2 * convs["baseline"][0]
 
@@ -92,7 +81,7 @@ def test_bad_settings_fail_clearly():
   with pytest.raises(ValueError, match="temporal_formulation"):
     get_method(_config("temporal", temporal_formulation="probabilities"))
   method = get_method(_config("temporal"))
-  batch = _batch(method.config)
+  batch = random_config_batch(method.config)
   variables = jax.eval_shape(method.init, jax.random.key(0), batch)
   state = {"batch_stats": variables["batch_stats"]}
   with pytest.raises(ValueError, match="data.flow.method"):
@@ -109,7 +98,7 @@ def test_a_similarity_pool_larger_than_the_feature_maps_is_refused_naming_it(ter
   """32x32 crops give 4x4 feature maps: a 5x5 pool would leave nothing to compare (a NaN term)."""
   weights = {f"{t}_weight": float(t == term) for t in DISTILLATION}
   method = get_method(_config("distill", temporal_weight=0.0, **{f"{term}_pool": 5}, **weights))
-  batch = _batch(method.config)
+  batch = random_config_batch(method.config)
   variables = jax.eval_shape(method.init, jax.random.key(0), batch)
   state = {k: v for k, v in variables.items() if k != "params"}
   with pytest.raises(SetupError, match=rf"method.{term}_pool=5: .* 4x4 feature maps .* at most 4"):
@@ -124,7 +113,7 @@ def distilling():
   student."""
   config = _config("distill", multi_frame_rule="adversarial")
   method = get_method(config)
-  batch = _batch(config)
+  batch = random_config_batch(config)
   variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=0)
   variables["teacher"] = _random_variables(variables["teacher"], seed=1)
   return method, variables, batch
@@ -258,7 +247,7 @@ def test_temporal_term_and_running_statistics_follow_the_two_passes():
   config = _config("temporal")
   config.model.dropout_rate = 0.0
   method = get_method(config)
-  batch = _batch(config)
+  batch = random_config_batch(config)
   variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=2)
   params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
   _, (metrics, new_state) = jax.jit(method.loss_and_metrics)(params, state, batch,
@@ -282,7 +271,7 @@ def test_class_weights_reach_the_supervised_loss():
   losses = []
   for weights in ((), (1.0,) * 9, (10.0,) + (1.0,) * 8):
     method = get_method(_config("baseline", class_weights=weights))
-    batch = _batch(method.config)
+    batch = random_config_batch(method.config)
     variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=3)
     _, (metrics, _) = jax.jit(method.loss_and_metrics)(
         variables["params"], {"batch_stats": variables["batch_stats"]}, batch, jax.random.key(0))

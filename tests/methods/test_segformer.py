@@ -5,22 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import load_config
+from tests.conftest import load_config, random_config_batch
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train.host_init import host_filled
-from vssjax.train.loop import batch_spec
 
 
 def test_bfloat16_compute_keeps_float32_params_and_trains():
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.model.dtype = "bfloat16"
   method = get_method(config)
-  spec = batch_spec(config)
-  rng = np.random.default_rng(0)
-  batch = {"frames": rng.integers(0, 255, spec["frames"].shape, dtype=np.uint8),
-           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
-           "labeled": np.ones(spec["labeled"].shape, bool)}
+  batch = random_config_batch(config)
   # init's dtypes are those of its trace; its values need only be sensible, so numpy fills them
   # (compiling init cost a third of the test).
   shapes = jax.eval_shape(method.init, jax.random.PRNGKey(0), batch)
@@ -98,11 +93,7 @@ def test_scanned_blocks_train_as_the_unrolled_ones(config_path):
   config = load_config(config_path, "quick")
   config.model.update(drop_path_rate=0.0, backbone_overrides=dict(
       embed_dims=(8, 16, 24, 32), depths=(2, 2, 1, 2), num_heads=(1, 2, 3, 4)))
-  spec = batch_spec(config)
-  rng = np.random.default_rng(0)
-  batch = {"frames": rng.integers(0, 255, spec["frames"].shape, dtype=np.uint8),
-           "labels": rng.integers(0, 9, spec["labels"].shape).astype(np.int32),
-           "labeled": np.ones(spec["labeled"].shape, bool)}
+  batch = random_config_batch(config)
   results = []
   for scan in (False, True):
     config.model.scan_blocks = scan

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vssjax.configs_lib import ConfigDict
+from vssjax.configs_lib import ConfigDict, base_config
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.base import Batch, flatten_time, Method, Variables
@@ -59,7 +59,9 @@ def _attention_impl(model: ConfigDict) -> str:
 def refuse_mit_settings(model: ConfigDict) -> None:
   """Refuses the MiT-only settings changed from their defaults where the backbone is another (a
   ResNet, MobileNetV2): they would be ignored without a word."""
-  for field, default in (("scan_blocks", False), ("attention_impl", "xla")):
+  defaults = base_config().model
+  for field in ("scan_blocks", "attention_impl"):
+    default = defaults[field]
     if model[field] != default:
       raise SetupError(f"model.{field}={model[field]!r} is a MiT setting, and model.backbone "
                        f"{model.backbone!r} is not a MiT: leave it at {default!r}")

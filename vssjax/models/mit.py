@@ -168,9 +168,9 @@ class MixTransformer(nn.Module):
   `drop_path_rate` over all blocks and needs a 'dropout' rng when `train` is true.
   `scan_blocks`: in training (`train=True`) each stage's blocks run as one `lax.scan`
   (`apply_as_scan`), compiled once rather than once a block (MiT-B5 has 40 in its third stage):
-  the same parameters and outputs, a MiT-B5 train step that compiles ~3x faster. Prediction stays unrolled:
-  its programs compile in seconds anyway, and the scan's stacking of the parameters, a copy each
-  call, would slow them (docs/benchmarks.md).
+  the same parameters and outputs, a MiT-B5 train step that compiles ~3x faster. Prediction stays
+  unrolled: its programs compile in seconds anyway, and the scan's stacking of the parameters, a
+  copy each call, would slow them (docs/benchmarks.md).
   Any input size works; stage sizes follow torch's conv arithmetic (e.g. 67x93 -> 17x24, 9x12,
   5x6, 3x3).
   """
