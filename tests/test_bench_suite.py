@@ -17,6 +17,14 @@ def test_suite_entries_load_with_their_overrides():
   assert b5.bench.torch_compile is False and tuple(b5.bench.dtypes) == ("bfloat16",)
 
 
+def test_the_documented_device_commands_run_every_entry_once():
+  """docs/benchmarks.md splits the suite over two device commands: an entry added to `SUITE` but
+  to neither `--only` list would never be measured."""
+  text = (bench_suite.REPO / "docs" / "benchmarks.md").read_text()
+  named = [name for names in re.findall(r"--only=(\S+)", text) for name in names.split(",")]
+  assert sorted(named) == sorted(entry.name for entry in bench_suite.SUITE)
+
+
 def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, capsys):
   seen = []
 

@@ -57,6 +57,13 @@ SUITE = (
           {**_SIZE, "data.batch_size": 8, "bench.batch_sizes": (1, 8)}),
     Entry("dtern_b1", "configs/dtern/vspw_mitb1.py",  # a clip is 4 frames
           {**_SIZE, "data.batch_size": 4, "bench.batch_sizes": (1, 4)}),
+    # A lever to try on NVIDIA GPUs (not the default there): MiT's depth-wise convolutions as
+    # shifted multiply-adds with a hand-written gradient (the CPU default, ops/depthwise.py). The
+    # grouped convolution's kernel gradient is a batch-grouped convolution whose "kernel" is the
+    # whole output gradient, reported as slow as a dense one on CUDA (jax-ml/jax#13800).
+    Entry("segformer_b1_bf16_shifted", "configs/segformer/vspw_mitb1.py",
+          {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
+           "bench.batch_sizes": (16,), "model.dwconv_impl": "shifted", "bench.torch": False}),
     # A lever to try on NVIDIA GPUs (not the default): MiT attention through cuDNN's fused kernel.
     Entry("segformer_b1_bf16_cudnn", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
