@@ -23,19 +23,27 @@ def _cli(workdir, data_dir, *args):
           f"--config.data.data_dir={data_dir}", *args]
 
 
+# What Python's resource tracker prints at exit for shared memory left linked (Grain's workers hand
+# over batches in shared memory).
+LEAK_WARNING = "leaked shared_memory"
+
+
 def _run(cmd):
   result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
+  assert LEAK_WARNING not in result.stderr, result.stderr
   return result.stdout
 
 
 def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
                                                        real_video_clip):
   """Ctrl-C as a terminal sends it, SIGINT to the run's process group, stops at a checkpoint
-  (SIGTERM does the same: tests/train/test_preemption.py); the run resumes from there."""
+  (SIGTERM does the same: tests/train/test_preemption.py); the run resumes from there. Both runs
+  load with two data workers, whose shared memory must not outlive them."""
   workdir = tmp_path / "run"
+  workers = "--config.data.num_workers=2"  # a resume needs the count the checkpoint was saved with
   train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
-               "--config.train.checkpoint_every=100000")
+               "--config.train.checkpoint_every=100000", workers)
   # A handler here is reset to the default in the child; an ignored SIGINT (as a background
   # job's shell may leave it) would be inherited, and the run would never stop.
   previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -55,8 +63,10 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
   assert stopped, "".join(lines)
   step = int(stopped[0].split()[3].rstrip(";"))
   assert (workdir / "checkpoints" / str(step) / "data_iter").is_dir()
+  assert not any(LEAK_WARNING in l for l in lines), "".join(lines)
 
-  out = _run(_cli(workdir, synthetic_data_dir, "--mode=train", f"--config.train.steps={step + 1}"))
+  out = _run(_cli(workdir, synthetic_data_dir, "--mode=train", f"--config.train.steps={step + 1}",
+                  workers))
   assert f"resumed from {workdir / 'checkpoints'} at step {step}" in out
   assert "| mIoU (%) |" in out  # the results table is printed at the end
   steps = [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -348,6 +348,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
           break
         if evaluating:
           evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+    # With data workers the last batch's host arrays are Grain shared memory (aliased by the device
+    # arrays on a CPU), unlinked in the background once released: released here, before the last
+    # save completes and the evaluation, rather than at exit, where Python warns of "leaked
+    # shared_memory objects".
+    batch = None
 
   if done >= total:
     return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
