@@ -63,7 +63,7 @@ b = np.linspace(-1, 1, 64, dtype=np.float32)
 shardings = parallel.state_shardings({"kernel": w, "bias": b}, mesh, (("kernel$", "fsdp"),))
 params = {k: jax.make_array_from_callback(v.shape, shardings[k], lambda index, v=v: v[index])
           for k, v in {"kernel": w, "bias": b}.items()}  # the kernel split, the bias replicated
-local = parallel.process_local(params)
+local = parallel.local_copies(params, jax.local_devices()[:1])[0]
 predict = jax.jit(lambda p, x: jnp.tanh(x @ p["kernel"] + p["bias"]) @ p["kernel"].T)
 x = np.full((1, 16), jax.process_index() + 1.0, np.float32)
 print("max error", float(np.abs(np.asarray(predict(local, x)) - np.tanh(x @ w + b) @ w.T).max()),

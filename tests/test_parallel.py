@@ -76,10 +76,30 @@ def test_distributed_start_needs_the_process_id_with_the_process_count(monkeypat
     parallel.initialize_distributed("on")
 
 
-def test_one_process_keeps_its_arrays_for_prediction():
-  """`process_local` changes only arrays that span processes; one process's stay as they are
-  (sharded over its devices, as evaluation used them)."""
+def test_local_copies_put_each_array_whole_on_each_device():
+  """Prediction runs per device: split arrays (a batch-sharded one here) are gathered whole, and a
+  replicated one gives each device the replica it holds, without a copy."""
   mesh = parallel.make_mesh(2, 2)
-  tree = {"w": parallel.to_global({"w": np.ones((4, 2), np.float32)}, mesh)["w"], "n": None}
-  assert parallel.process_local(tree)["w"] is tree["w"]
-  assert parallel.process_local(None) is None
+  values = np.arange(8, dtype=np.float32).reshape(4, 2)
+  split = parallel.to_global({"w": values}, mesh)["w"]
+  replicated = jax.device_put(np.ones(3, np.float32), parallel.replicated(mesh))
+  tree = {"split": split, "replicated": replicated, "host": np.zeros(2, np.float32), "none": None}
+  devices = jax.local_devices()[1:3]
+  copies = parallel.local_copies(tree, devices)
+  assert len(copies) == 2
+  for device, copy in zip(devices, copies):
+    assert copy["none"] is None
+    for name in ("split", "replicated", "host"):
+      assert copy[name].devices() == {device}, name
+    np.testing.assert_array_equal(copy["split"], values)
+    replica = next(s.data for s in replicated.addressable_shards if s.device == device)
+    assert copy["replicated"].unsafe_buffer_pointer() == replica.unsafe_buffer_pointer()
+
+
+def test_prediction_devices_default_to_one_on_the_cpu_and_refuse_more_than_there_are():
+  local = jax.local_devices()
+  assert parallel.prediction_devices(0) == local[:1]  # CPU devices share the same cores
+  assert parallel.prediction_devices(3) == local[:3]
+  for count in (-1, len(local) + 1):
+    with pytest.raises(SetupError, match=rf"eval.devices={count}: .* 1 to {len(local)}"):
+      parallel.prediction_devices(count)

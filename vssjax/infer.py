@@ -170,7 +170,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   # video, as the evaluator scores a split.
   together = make_scorers(config).temporal
   method, variables, step = restore_for_eval(config, workdir, step)
-  variables = parallel.process_local(variables)  # each process predicts its own videos
+  # Each process predicts its own videos, on one device: one video's frames follow each other.
+  variables = parallel.local_copies(variables, jax.local_devices()[:1])[0]
   palette = make_source(config.data).palette
   # Several processes (a pod, a cluster) share the videos out, as the evaluator does.
   process, processes = _process()

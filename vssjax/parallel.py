@@ -167,37 +167,53 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
 
 
 def _same(tree: Any) -> Any:
-  """The identity, jitted with replicated out_shardings by `process_local` to gather arrays."""
+  """The identity, jitted with replicated out_shardings by `local_copies` to gather arrays."""
   return tree
 
 
-def process_local(tree: Any) -> Any:
-  """`tree`'s arrays whole on one device of this process, where any spans several processes.
+def prediction_devices(count: int) -> list[jax.Device]:
+  """The local devices that evaluation predicts on, each its own videos (`eval.devices`): the
+  first `count` of this process's devices, or with 0 every one of them on an accelerator and one
+  on the CPU backend, whose devices share the same cores (XLA:CPU already uses them all)."""
+  local = jax.local_devices()
+  if count < 0 or count > len(local):
+    raise SetupError(f"eval.devices={count}: 0 (every local accelerator, one CPU device) or 1 to "
+                     f"{len(local)}, the devices of this process")
+  if count == 0:
+    return local if computes_off_the_host() else local[:1]
+  return local[:count]
 
-  Evaluation and inference are not SPMD: each process predicts its own videos, frame by frame,
-  each a different number of frames. Programs over the train state's global arrays would run
-  across processes: with parameters split over an fsdp axis that crosses processes, XLA splits
-  the forward pass with them and gathers activations computed from the other process's frame
-  (silently wrong predictions), or waits forever in a collective the other process, done with
-  its videos, never joins. A copy on a local device keeps every prediction in its own process.
-  Collective: every process calls it together. Single-process trees are returned as they are.
+
+def local_copies(tree: Any, devices: Sequence[jax.Device]) -> list[Any]:
+  """One copy of `tree` per device of `devices` (this process's), its arrays whole on that device.
+
+  Evaluation and inference are not SPMD: each device of each process predicts its own videos,
+  frame by frame, each a different number of frames. Programs over the train state's global
+  arrays would run across devices: replicated parameters make every device compute the same frame,
+  and with parameters split over an fsdp axis that crosses processes, XLA splits the forward pass
+  with them and gathers activations computed from the other process's frame (silently wrong
+  predictions), or waits forever in a collective the other process, done with its videos, never
+  joins. A whole copy on each device keeps every prediction on it. Split arrays are gathered in
+  one program, collective where they span processes: every process calls this together.
+  Replicated arrays give each device the replica it already holds.
   """
   leaves, treedef = jax.tree.flatten(tree)
-  spread = [isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves]
-  if not any(spread):
-    return tree
-  mesh = leaves[spread.index(True)].sharding.mesh
-  # Split arrays are gathered in one program; replicated ones already hold a copy here.
-  split = [i for i, x in enumerate(leaves) if spread[i] and not x.is_fully_replicated]
+  split = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_replicated]
   whole = list(leaves)
   if split:
+    mesh = leaves[split[0]].sharding.mesh
     gathered = jax.jit(_same, out_shardings=replicated(mesh))([leaves[i] for i in split])
     for i, x in zip(split, gathered):
       whole[i] = x
-  device = mesh.local_devices[0]
-  return treedef.unflatten([
-      next(s.data for s in x.addressable_shards if s.device == device) if spread[i] else x
-      for i, x in enumerate(whole)])
+
+  def on(device: jax.Device, x: Any) -> Any:
+    if isinstance(x, jax.Array):
+      held = next((s.data for s in x.addressable_shards if s.device == device), None)
+      if held is not None:
+        return held
+    return jax.device_put(x, device)
+
+  return [treedef.unflatten([on(device, x) for x in whole]) for device in devices]
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

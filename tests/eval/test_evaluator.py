@@ -2,8 +2,10 @@
 is dispatched (so the device works while the host scores), a video's whole-video metrics are
 computed on a worker thread, and the scores are those of the predictions in order."""
 import threading
+import time
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -17,6 +19,8 @@ from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import ConfusionMatrix, miou_all_classes, miou_vspw
 from vssjax.metrics.consistency import VideoConsistency
+from vssjax.methods import get_method
+from vssjax.train.loop import batch_spec
 
 NUM_CLASSES = 9
 
@@ -154,6 +158,9 @@ def test_conventions_of_the_reported_mIoU_and_mVC():
     evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
   config.eval.update(miou_convention="vspw", max_videos=-1)  # was: no video, NaN metrics
   with pytest.raises(SetupError, match=r"eval.max_videos=-1: 0 \(every video\)"):
+    evaluator.make_scorers(config)
+  config.eval.update(max_videos=0, devices=99)  # checked before training, with the others
+  with pytest.raises(SetupError, match=r"eval.devices=99: .* the devices of this process"):
     evaluator.make_scorers(config)
 
 
@@ -348,3 +355,98 @@ def test_mvc_scores_each_shot_of_a_labelled_video_as_a_video(monkeypatch):
   assert expected.videos_scored == 2 and results["mVC_16"] == pytest.approx(1)
   for name, value in expected.summary().items():
     np.testing.assert_equal(results[name], value, err_msg=name)
+
+
+class _DeviceRecordingPredictor(StreamingPredictor):
+  """Answers each frame at once with its label-like map, recording the device its variables are
+  on and the thread that pushes; `fail` raises at the first push, `delay_s` slows each push."""
+
+  def __init__(self, variables, record: list, fail: bool = False, delay_s: float = 0.0):
+    self._device = next(iter(variables["w"].devices()))
+    self._record, self._fail, self._delay_s, self._index = record, fail, delay_s, 0
+
+  def push(self, frame):
+    if self._fail:
+      raise RuntimeError("device lost")
+    time.sleep(self._delay_s)
+    self._record.append((self._device, threading.current_thread().name))
+    index, self._index = self._index, self._index + 1
+    return [(index, _labels_of(frame))]
+
+
+def _recording_method(config, record: list, **predictor_kwargs) -> Method:
+  method = _OneBehindMethod(config, [])
+  method.predictor = lambda variables: _DeviceRecordingPredictor(variables, record,
+                                                                 **predictor_kwargs)
+  return method
+
+
+def test_each_device_predicts_its_own_videos_in_a_thread_to_the_same_scores():
+  """`eval.devices=2`: device k predicts videos k, k + 2, ... with its own copy of the variables,
+  in a thread of its own; the merged scores are the one device's."""
+  config = _config_with_scored_videos()
+  config.data.synthetic.num_val_videos = 4
+  variables = {"w": np.zeros(2, np.float32)}
+  single, record = [], []
+  alone = evaluator.evaluate(_recording_method(config, single), variables, config, workdir=None)
+  config.eval.devices = 2
+  together = evaluator.evaluate(_recording_method(config, record), variables, config,
+                                workdir=None)
+  assert {device for device, _ in single} == {jax.local_devices()[0]}
+  per_device = {}
+  for device, thread in record:
+    per_device.setdefault(device, []).append(thread)
+  assert set(per_device) == set(jax.local_devices()[:2])
+  for threads in per_device.values():  # two videos of 20 frames each, in a thread of its own
+    assert len(threads) == 40 and len(set(threads)) == 1 and threads[0].startswith("eval_device")
+  assert len({threads[0] for threads in per_device.values()}) == 2
+  _assert_same_scores(together, alone)
+
+
+def _assert_same_scores(results: dict, expected: dict) -> None:
+  """Every result but the timing equal; floats (mVC sums merged in another order) to 1e-12."""
+  assert results.keys() == expected.keys()
+  for name, value in expected.items():
+    if name == "frames_per_s":
+      continue
+    if isinstance(value, list):
+      assert len(results[name]) == len(value), name
+      pairs = zip(results[name], value)
+    else:
+      pairs = [(results[name], value)]
+    for got, want in pairs:
+      if isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-12, nan_ok=True), name
+      else:
+        assert got == want, name
+
+
+def test_a_failing_device_stops_the_others_and_its_error_is_raised():
+  config = _config_with_scored_videos()
+  config.data.synthetic.num_val_videos = 4
+  config.eval.devices = 2
+  record = []
+  method = _OneBehindMethod(config, [])
+  first = jax.local_devices()[0]
+  method.predictor = lambda variables: _DeviceRecordingPredictor(
+      variables, record, fail=first in variables["w"].devices(), delay_s=0.05)
+  names = [video.name for video in eval_videos(config.data, config.data.eval_split)]
+  with pytest.raises(RuntimeError, match="device lost") as raised:
+    evaluator.evaluate(method, {"w": np.zeros(2, np.float32)}, config, workdir=None)
+  assert f"while evaluating video {names[0]} of split 'val'" in raised.value.__notes__
+  assert len(record) == 20  # the other device finished its video in progress, and no other
+
+
+def test_a_real_model_on_four_devices_scores_as_on_one():
+  """SegFormer's jitted predictor with a copy of the variables on each of 4 (CPU) devices."""
+  quick_config = _config_with_scored_videos()
+  quick_config.data.synthetic.num_val_videos = 5  # shares of 2, 1, 1, 1 videos
+  method = get_method(quick_config)
+  spec = batch_spec(quick_config)
+  variables = jax.jit(method.init)(
+      jax.random.key(0), {k: np.zeros(s.shape, s.dtype) for k, s in spec.items()})
+  alone = evaluator.evaluate(method, variables, quick_config, workdir=None)
+  quick_config.eval.devices = 4
+  together = evaluator.evaluate(method, variables, quick_config, workdir=None)
+  assert together["num_videos"] == 5
+  _assert_same_scores(together, alone)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import pickle
+import threading
 import time
 from typing import Any
 
@@ -141,6 +143,14 @@ class Scorers:
   tc_videos: set[str] | None  # eval.tc_video_list: the videos TC scores (None: all)
   flow_provider: FlowProvider | None
 
+  def merge(self, other: Scorers) -> Scorers:
+    """Adds another device's accumulators into these; returns self."""
+    self.confusion.merge(other.confusion)
+    self.consistency.merge(other.consistency)
+    if self.temporal is not None:
+      self.temporal.merge(other.temporal)
+    return self
+
 
 def make_scorers(config: ConfigDict) -> Scorers:
   """`config.eval`'s accumulators; a bad setting is a `SetupError` naming it. The train loop calls
@@ -148,6 +158,7 @@ def make_scorers(config: ConfigDict) -> Scorers:
   num_classes = config.data.num_classes
   if config.eval.overlay_video:
     visualize.check_frame_rate(config.eval.overlay_fps)
+  parallel.prediction_devices(config.eval.devices)  # a count this process does not have
   if config.eval.max_videos < 0:  # was no video at all, and NaN metrics
     raise SetupError(f"eval.max_videos={config.eval.max_videos}: 0 (every video) or how many")
   if config.eval.miou_convention not in MIOU_CONVENTIONS:
@@ -174,68 +185,49 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
              step: int = 0, decode_ahead: bool | None = None) -> dict[str, Any]:
   """Evaluates on `config.data.eval_split`; writes results into `workdir`.
 
-  `decode_ahead`: decode frames in a read-ahead thread; by default when the device is an
-  accelerator (`parallel.computes_off_the_host`), the only case where it pays.
+  Each process takes its share of the videos and splits it over its prediction devices
+  (`eval.devices`, `parallel.prediction_devices`: every local accelerator by default): device k of
+  K predicts videos k, k + K, ... of the share, in a thread of its own, with a whole copy of the
+  variables and accumulators of its own, merged at the end (in device order, then across
+  processes). `decode_ahead`: decode frames in a read-ahead thread; by default when the device is
+  an accelerator (`parallel.computes_off_the_host`), the only case where it pays.
   """
   split = config.data.eval_split
-  variables = parallel.process_local(variables)  # each process predicts its own videos
+  devices = parallel.prediction_devices(config.eval.devices)
+  copies = parallel.local_copies(variables, devices)  # collective: before any process's own work
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
   miou_convention = config.eval.miou_convention
-  scorers = make_scorers(config)  # before the run, not after it
-  confusion, consistency, temporal = scorers.confusion, scorers.consistency, scorers.temporal
-  tc_videos, flow_provider = scorers.tc_videos, scorers.flow_provider
-
-  def score_video(name, frames, labels, predictions, shots):
-    for shot in shots:  # each a video of its own (`ShotPredictor`): mostly one, the whole video
-      try:
-        if all(labels[t] is not None for t in shot):  # each frame checked by `confusion`
-          consistency.add_video(np.stack([labels[t] for t in shot]),
-                                np.stack([predictions[t] for t in shot]), checked=True)
-      except ValueError as e:
-        raise DataError(f"video {_shot_name(name, shot, len(frames))}", str(e)) from e
-      if temporal is not None and (tc_videos is None or name in tc_videos):
-        _add_temporal_pairs(temporal, flow_provider, f"{split}/{name}", frames, predictions, shot)
-
+  scorers = [make_scorers(config) for _ in devices]  # checked before the run, not after it
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
                             config.eval.max_videos,
                             make_clip_sampler(config.clip).eval_frames_per_clip))
   source = make_source(config.data)  # the overlay's palette, the results' class names
-  progress = Progress(f"eval[{split}] video", len(videos), "videos")
-  frame_ends: list[float] = []
-  timed_from, untimed_frames = None, 0
-  overlay_path = None
-  started = time.perf_counter()
-  with _OneVideoBehind() as scoring:
-    for index, video in enumerate(videos):
-      if index == 1:
-        # The first video compiled the predictor's programs (a keyframe method has several, first
-        # used at different frames): throughput is timed from the second video on, once the first
-        # is fully scored.
-        scoring.wait()
-        timed_from, untimed_frames = time.perf_counter(), len(frame_ends)
-      for predictor in _shot_predictors(method, variables, video):
-        try:
-          frames, labels, predictions = _predict_video(predictor, video, confusion, frame_ends,
-                                                       decode_ahead)
-        except Exception as e:
-          e.add_note(f"while evaluating video {video.name} of split {split!r}")
-          raise
-        scoring.submit(score_video, video.name, frames, labels, predictions, predictor.shots())
-      if index == 0 and workdir and config.eval.overlay_video and jax.process_index() == 0:
-        overlay_path = _write_overlay(workdir, video.name, frames, predictions, labels,
-                                      config.eval.overlay_fps, source.palette)
-      progress.update(index + 1, force=index + 1 == len(videos))
-    scoring.wait()
-  if timed_from is None:  # one video: timed after its first frame, if it has more
-    timed_from, untimed_frames = (frame_ends[0], 1) if len(frame_ends) > 1 else (started, 0)
-  timed_wall = time.perf_counter() - timed_from
+  shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"))
 
-  confusion = merge_across_processes(confusion)
-  consistency = merge_across_processes(consistency)
+  def overlay(name, frames, predictions, labels):
+    return _write_overlay(workdir, name, frames, predictions, labels, config.eval.overlay_fps,
+                          source.palette)
+
+  writes_overlay = bool(workdir) and config.eval.overlay_video and jax.process_index() == 0
+  shares = [(videos[k::len(devices)], copies[k], scorers[k],
+             overlay if writes_overlay and k == 0 else None) for k in range(len(devices))]
+  shares = [share for share in shares if share[0]]  # fewer videos than devices
+  started = time.perf_counter()
+  outcomes = _run_shares([functools.partial(_evaluate_share, method, copy, share, scorer, split,
+                                            decode_ahead, shared, write)
+                          for share, copy, scorer, write in shares], shared)
+  timed_frames, timed_wall = _timed_span(shared.frame_ends, [first for first, _ in outcomes],
+                                         started)
+  overlay_path = next((path for _, path in outcomes if path is not None), None)
+
+  merged = functools.reduce(Scorers.merge, scorers)
+  confusion = merge_across_processes(merged.confusion)
+  consistency = merge_across_processes(merged.consistency)
+  temporal = merged.temporal
   if temporal is not None:
     temporal = merge_across_processes(temporal)
-  num_videos, num_frames = _sum_across_processes([len(videos), len(frame_ends)])
+  num_videos, num_frames = _sum_across_processes([len(videos), len(shared.frame_ends)])
   mious = miou_by_convention(confusion.matrix)
   results: dict[str, Any] = {
       "step": int(step),
@@ -248,7 +240,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
       **mious,
       "wIoU": fwiou(confusion.matrix),
       "pixel_acc": pixel_accuracy(confusion.matrix),
-      "frames_per_s": (len(frame_ends) - untimed_frames) / max(timed_wall, 1e-9),
+      "frames_per_s": timed_frames / max(timed_wall, 1e-9),
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
       "class_names": list(source.class_names),
       "mVC_convention": consistency.vc_convention,
@@ -263,6 +255,108 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     report.append_history(workdir, results)
     print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
   return results
+
+
+class _Shared:
+  """What the prediction devices' threads share: the end time of every frame (frames/s), the
+  progress line, and a stop that one device's failure sets for the others."""
+
+  def __init__(self, progress: Progress):
+    self.frame_ends: list[float] = []  # appended by every thread (a list append is atomic)
+    self.failed = threading.Event()
+    self._progress = progress
+    self._videos_done = 0
+    self._lock = threading.Lock()
+
+  def video_done(self) -> None:
+    with self._lock:
+      self._videos_done += 1
+      self._progress.update(self._videos_done, force=self._videos_done == self._progress.total)
+
+
+def _evaluate_share(method: Method, variables: Variables, videos: list, scorers: Scorers,
+                    split: str, decode_ahead: bool, shared: _Shared, write_overlay
+                    ) -> tuple[float | None, epath.Path | None]:
+  """Predicts and scores `videos` one after another on the device that holds `variables`.
+
+  Returns when its first video was fully scored (its programs compiled by then; None with fewer
+  than two videos), and the overlay `write_overlay` (if given) wrote of its first video. Stops
+  before its next video once another device's share has failed.
+  """
+  first_scored, overlay_path = None, None
+  with _OneVideoBehind() as scoring:
+    for index, video in enumerate(videos):
+      if shared.failed.is_set():
+        break
+      if index == 1:
+        # The first video compiled the predictor's programs (a keyframe method has several, first
+        # used at different frames): throughput is timed from the second video on, once the first
+        # is fully scored.
+        scoring.wait()
+        first_scored = time.perf_counter()
+      for predictor in _shot_predictors(method, variables, video):
+        try:
+          frames, labels, predictions = _predict_video(predictor, video, scorers.confusion,
+                                                       shared.frame_ends, decode_ahead)
+        except Exception as e:
+          e.add_note(f"while evaluating video {video.name} of split {split!r}")
+          raise
+        scoring.submit(_score_video, scorers, split, video.name, frames, labels, predictions,
+                       predictor.shots())
+      if index == 0 and write_overlay is not None:
+        overlay_path = write_overlay(video.name, frames, predictions, labels)
+      shared.video_done()
+    scoring.wait()
+  return first_scored, overlay_path
+
+
+def _run_shares(calls: list, shared: _Shared) -> list:
+  """The calls' results, one thread each (in this thread when there is one): JAX releases the
+  interpreter while a device computes, so each device predicts while the others' threads feed
+  theirs. The first failure stops the others before their next video, and is raised."""
+  if len(calls) <= 1:
+    return [call() for call in calls]
+
+  def guarded(call):
+    try:
+      return call()
+    except BaseException:
+      shared.failed.set()
+      raise
+
+  with concurrent.futures.ThreadPoolExecutor(len(calls), thread_name_prefix="eval_device") as pool:
+    futures = [pool.submit(guarded, call) for call in calls]
+    return [future.result() for future in futures]  # raises the first failure (device order)
+
+
+def _timed_span(frame_ends: list[float], first_scored: list[float | None], started: float
+                ) -> tuple[int, float]:
+  """(frames, seconds) that frames/s counts: from the moment every device had fully scored its
+  first video (compiles included there) on; where a device had only one video, from the end of
+  the first frame on."""
+  ends = sorted(frame_ends)
+  if first_scored and None not in first_scored:
+    timed_from = max(first_scored)
+  elif len(ends) > 1:
+    timed_from = ends[0]
+  else:
+    timed_from = started
+  return sum(end > timed_from for end in ends), time.perf_counter() - timed_from
+
+
+def _score_video(scorers: Scorers, split: str, name: str, frames, labels, predictions,
+                 shots) -> None:
+  """Whole-video scoring: mVC/VEC of each shot and, with TC on (for this video), its TC pairs."""
+  for shot in shots:  # each a video of its own (`ShotPredictor`): mostly one, the whole video
+    try:
+      if all(labels[t] is not None for t in shot):  # each frame checked by `confusion`
+        scorers.consistency.add_video(np.stack([labels[t] for t in shot]),
+                                      np.stack([predictions[t] for t in shot]), checked=True)
+    except ValueError as e:
+      raise DataError(f"video {_shot_name(name, shot, len(frames))}", str(e)) from e
+    if scorers.temporal is not None and (scorers.tc_videos is None or name in scorers.tc_videos):
+      _add_temporal_pairs(scorers.temporal, scorers.flow_provider, f"{split}/{name}", frames,
+                          predictions, shot)
 
 
 def _shot_predictors(method: Method, variables: Variables, video) -> list[ShotPredictor]:
