@@ -450,3 +450,28 @@ def test_a_real_model_on_four_devices_scores_as_on_one():
   together = evaluator.evaluate(method, variables, quick_config, workdir=None)
   assert together["num_videos"] == 5
   _assert_same_scores(together, alone)
+
+
+def test_frames_per_s_of_several_processes_is_all_their_frames_over_the_longest_time(monkeypatch):
+  """Each process times its own share; the results report the whole evaluation's throughput (it
+  was process 0's alone). Another process is stood in for by the gathers."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "memory"
+  config.data.synthetic.num_val_videos = 6  # 3 in this process (process 0 of 2)
+  config.eval.overlay_video = False
+  clock = _FakeClock()
+  monkeypatch.setattr(evaluator, "time", clock)
+  monkeypatch.setattr(evaluator.jax, "process_count", lambda: 2)
+  # This process: 3 videos of 6 frames, the first left out: 12 frames in 12 s. The other: 30
+  # frames in 20 s.
+  other = {"counts": [3, 36, 30], "seconds": 20.0}
+  monkeypatch.setattr(evaluator, "merge_across_processes", lambda accumulator: accumulator)
+  monkeypatch.setattr(evaluator.multihost_utils, "process_allgather", lambda values: np.stack(
+      [values, np.asarray(other["counts"] if values.size == 3 else [other["seconds"]],
+                          values.dtype)]))
+  method = _OneBehindMethod(config, [])
+  costs = [(100.0, 100.0), (1.0, 1.0), (1.0, 1.0)]
+  method.predictor = lambda variables: _TimedPredictor(clock, *costs.pop(0))
+  results = evaluator.evaluate(method, {}, config, workdir=None)
+  assert results["num_videos"] == 6 and results["num_frames"] == 18 + 36
+  assert results["frames_per_s"] == pytest.approx((12 + 30) / 20.0)

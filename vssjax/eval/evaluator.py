@@ -64,6 +64,12 @@ def _sum_across_processes(counts: list[int]) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(np.array(counts)).sum(axis=0)]
 
 
+def _longest_across_processes(seconds: float) -> float:
+  if jax.process_count() == 1:
+    return seconds
+  return float(multihost_utils.process_allgather(np.array([seconds], np.float32)).max())
+
+
 def _predict_video(predictor: ShotPredictor, video, confusion: ConfusionMatrix,
                    frame_ends: list[float], decode_ahead: bool):
   """Runs one video through a fresh predictor, scoring each labelled frame into `confusion`;
@@ -227,7 +233,10 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   temporal = merged.temporal
   if temporal is not None:
     temporal = merge_across_processes(temporal)
-  num_videos, num_frames = _sum_across_processes([len(videos), len(shared.frame_ends)])
+  # The throughput of the whole evaluation: every process's timed frames over the longest span.
+  num_videos, num_frames, timed_frames = _sum_across_processes(
+      [len(videos), len(shared.frame_ends), timed_frames])
+  timed_wall = _longest_across_processes(timed_wall)
   mious = miou_by_convention(confusion.matrix)
   results: dict[str, Any] = {
       "step": int(step),
