@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import re
 import sys
 import time
 import types
@@ -10,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from vssjax import parallel
 from vssjax.errors import SetupError, TrainingDiverged
 from vssjax.train import loop
 from vssjax.train.checkpoint import Checkpointer
@@ -104,8 +106,39 @@ def test_a_log_line_averages_its_steps_metrics():
   rate counts them all; the tests' log_every=1 cannot tell either from the last step's."""
   pending = [(1, {"loss": np.float32(1.0)}), (2, {"loss": np.float32(2.0)}),
              (3, {"loss": np.float32(6.0)})]
-  summary = loop._summarize(pending, 6.0, 0.01)  # pylint: disable=protected-access
-  assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01}
+  summary = loop._summarize(pending, 6.0, 0.01, 1.5)  # pylint: disable=protected-access
+  assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01, "data_wait": 0.25}
+
+
+def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick_config, tmp_path,
+                                                                           monkeypatch, capsys):
+  """Each log line has the share of its interval the loop spent waiting for batches (the device
+  computes the dispatched steps meanwhile); past half of it, one line says the run is input-bound
+  and how to load in parallel."""
+  to_global = parallel.to_global
+
+  def slow_batches(batch, mesh):
+    time.sleep(0.5)
+    return to_global(batch, mesh)
+
+  monkeypatch.setattr(parallel, "to_global", slow_batches)
+  quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=3)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert all(0.0 <= record["data_wait"] <= 1.0 for record in records)
+  assert records[-1]["data_wait"] > 0.5, records
+  out = capsys.readouterr().out
+  assert out.count("train: input-bound: ") == 1, out
+  assert "(data.num_workers=0); more worker processes" in out
+  assert "--config.data.num_workers=2 (a run resumes only" in out
+  assert re.search(r"train step 3/4 .* data \d+%", out), out
+
+
+def test_the_input_bound_line_suggests_more_workers_than_there_are():
+  hint = loop._input_bound_hint  # pylint: disable=protected-access
+  assert hint(0.5, 0) is None and hint(0.1, 4) is None
+  assert "--config.data.num_workers=8 " in hint(0.9, 4)
+  assert "90% of the last log interval" in hint(0.9, 4)
 
 
 def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tmp_path,

@@ -218,11 +218,29 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   return host
 
 
-def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float) -> dict[str, float]:
+def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float,
+               data_seconds: float) -> dict[str, float]:
   """Mean of the steps' fetched metrics since the last log line, plus throughput (`seconds`: from
-  the last log line's fetch to this one's) and learning rate."""
+  the last log line's fetch to this one's), learning rate, and `data_wait`: the fraction of those
+  seconds the loop waited for its batches (`data_seconds`). The device computes the steps
+  dispatched meanwhile, so a loop that spends most of its time there is input-bound."""
   mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
-  return dict(mean, steps_per_s=len(host) / seconds, lr=lr)
+  return dict(mean, steps_per_s=len(host) / seconds, lr=lr, data_wait=data_seconds / seconds)
+
+
+# The share of a log interval spent waiting for batches above which the run is said input-bound.
+INPUT_BOUND_WAIT = 0.5
+
+
+def _input_bound_hint(data_wait: float, num_workers: int) -> str | None:
+  """The line that says a run is input-bound, with what to change; None when it is not."""
+  if data_wait <= INPUT_BOUND_WAIT:
+    return None
+  more = max(2 * num_workers, 2)
+  return (f"train: input-bound: {100 * data_wait:.0f}% of the last log interval went to waiting "
+          f"for batches (data.num_workers={num_workers}); more worker processes load them in "
+          f"parallel, e.g. --config.data.num_workers={more} (a run resumes only with the count "
+          "it was checkpointed with)")
 
 
 def check_train_settings(train: ConfigDict) -> None:
@@ -316,11 +334,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     else:  # the first step waits for XLA to compile it: minutes for a large model
       print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
     t_last = time.perf_counter()
+    data_seconds = 0.0  # waiting for batches since the last log line
+    hinted = False  # the input-bound line is said once a run
     done = start
     with StopSignal() as stop_signal:
       for step in range(start, end):
         with profiler.step(step + 1):
+          waiting_from = time.perf_counter()
           batch = parallel.to_global(next(data_iter), mesh)
+          data_seconds += time.perf_counter() - waiting_from
           state, metrics = train_step(state, batch, total_steps)
         done = step + 1
         profiler.after_step(done, (state, metrics),
@@ -330,10 +352,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         if done % config.train.log_every == 0 or done == end or stopping:
           host = _check_finite(pending)  # waits for these steps to finish
           now = time.perf_counter()
-          mean = _summarize(host, now - t_last, float(schedule(done - 1)))
-          t_last = now
+          mean = _summarize(host, now - t_last, float(schedule(done - 1)), data_seconds)
+          t_last, data_seconds = now, 0.0
           writer.write(done, mean)
-          progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"])
+          progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"],
+                          data=f"{100 * mean['data_wait']:.0f}%")
+          hint = _input_bound_hint(mean["data_wait"], config.data.num_workers)
+          if hint and not hinted and jax.process_index() == 0:
+            print(hint, flush=True)
+            hinted = True
           pending = []
         saving = done % config.train.checkpoint_every == 0 or done == end or stopping
         evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
