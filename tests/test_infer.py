@@ -4,6 +4,7 @@ import json
 import shutil
 
 import cv2
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -442,3 +443,39 @@ def test_without_overlay_video_only_the_label_pngs_are_written(quick_config, tmp
   assert sorted(p.name for p in out_dir.iterdir()) == ["labels"]
   assert len(list((out_dir / "labels").iterdir())) == 2
   assert "(no overlay video: eval.overlay_video is off)" in capsys.readouterr().out
+
+
+class _LabelsTheDevice:
+  """Labels every pixel with the index of the device its variables are on."""
+
+  def __init__(self, variables):
+    self._label = jax.local_devices().index(next(iter(variables["w"].devices())))
+    self._index = 0
+
+  def push(self, frame):
+    index, self._index = self._index, self._index + 1
+    return [(index, np.full(frame.shape[:2], self._label, np.int32))]
+
+  def flush(self):
+    return []
+
+
+def test_a_folder_of_videos_is_shared_out_over_the_prediction_devices(quick_config, tmp_path,
+                                                                      monkeypatch, capsys):
+  """`eval.devices=2`: device k predicts videos k, k + 2, ... (each with its own copy of the
+  variables, in a thread of its own); the folders come back in the videos' order, without the
+  per-frame progress lines that two videos at once would interleave."""
+  class Method:
+    predictor = staticmethod(_LabelsTheDevice)
+
+  monkeypatch.setattr(loop, "restore_for_eval",
+                      lambda *args: (Method(), {"w": np.zeros(1, np.float32)}, 7))
+  for name in ("a", "b", "c"):
+    _black_frames(tmp_path / "in" / name, 2)
+  quick_config.eval.update(devices=2, overlay_video=False)
+  out_dirs = infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
+  assert [d.name for d in out_dirs] == ["a", "b", "c"]
+  for out_dir, device in zip(out_dirs, (0, 1, 0)):
+    labels = sorted((out_dir / "labels").iterdir())
+    assert len(labels) == 2 and all(np.all(np.asarray(Image.open(p)) == device) for p in labels)
+  assert "infer frame" not in capsys.readouterr().out

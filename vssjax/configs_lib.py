@@ -251,8 +251,8 @@ def base_config() -> ConfigDict:
       vc_convention="vspw",
       vec_quirks=False,
       max_videos=0,  # 0: all videos of the split
-      # Local devices predicting videos side by side, each its own (0: every accelerator of the
-      # process, one device on a CPU backend).
+      # Local devices predicting videos side by side (evaluation, infer), each its own (0: every
+      # accelerator of the process, one device on a CPU backend).
       devices=0,
       overlay_video=True,  # evaluations and --mode=infer write one; off: metrics or labels only
       overlay_fps=8,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import json
 import os
+import threading
 from typing import Iterator, NamedTuple
 
 import jax
@@ -170,10 +172,11 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   # video, as the evaluator scores a split.
   together = make_scorers(config).temporal
   method, variables, step = restore_for_eval(config, workdir, step)
-  # Each process predicts its own videos, on one device: one video's frames follow each other.
-  variables = parallel.local_copies(variables, jax.local_devices()[:1])[0]
+  # Several processes (a pod, a cluster) share the videos out, and each its local devices, as the
+  # evaluator does (`eval.devices`); a video's frames follow each other on one device.
+  devices = parallel.prediction_devices(config.eval.devices)
+  copies = parallel.local_copies(variables, devices)  # collective: before any process's own work
   palette = make_source(config.data).palette
-  # Several processes (a pod, a cluster) share the videos out, as the evaluator does.
   process, processes = _process()
   mine = videos[process::processes]
   if len(videos) > 1:
@@ -182,13 +185,26 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   together_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
   if videos != [input_path] and together_path.exists() and process == 0:  # an earlier run's
     together_path.unlink()
-  out_dirs = []
-  for video in mine:
-    scorers = make_scorers(config)
-    out_dirs.append(_infer_video(config, method, variables, step, workdir, video,
-                                 first if video == videos[0] else read_frames(video), scorers,
-                                 palette))
-    if together is not None:
+  failed = threading.Event()
+
+  def infer_share(k: int) -> list[tuple[epath.Path, Scorers]]:
+    """Device k's videos (k, k + K, ... of this process's), each with scorers of its own."""
+    done = []
+    for video in mine[k::len(devices)]:
+      if failed.is_set():
+        break
+      scorers = make_scorers(config)
+      done.append((_infer_video(config, method, copies[k], step, workdir, video,
+                                first if video == videos[0] else read_frames(video), scorers,
+                                palette, frame_progress=len(devices) == 1), scorers))
+    return done
+
+  shares = parallel.run_per_device(
+      [functools.partial(infer_share, k) for k in range(min(len(devices), len(mine)))], failed)
+  in_order = [shares[i % len(devices)][i // len(devices)] for i in range(len(mine))]
+  out_dirs = [out_dir for out_dir, _ in in_order]
+  if together is not None:
+    for _, scorers in in_order:  # video by video, as one device adds them
       together.merge(scorers.temporal)
   if together is not None and len(videos) > 1:
     together = merge_across_processes(together)
@@ -204,9 +220,11 @@ def _process() -> tuple[int, int]:
 
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
-                 video: Input, scorers: Scorers, palette: np.ndarray) -> epath.Path:
+                 video: Input, scorers: Scorers, palette: np.ndarray, *,
+                 frame_progress: bool = True) -> epath.Path:
   """One video through a fresh predictor: label PNGs, overlay video (with `eval.overlay_video`)
-  and, with TC on (`scorers`, this video's), tc.json."""
+  and, with TC on (`scorers`, this video's), tc.json. `frame_progress`: a progress line every
+  few frames (off where several devices' videos run at once: their lines would interleave)."""
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
@@ -222,6 +240,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
                             f"infer: {input_path}")
   progress = Progress("infer frame", total, "frames", estimated=declared)
+  progress.enabled = progress.enabled and frame_progress
   names: list[str] = []
 
   def predictions() -> Iterator[tuple[np.ndarray, np.ndarray]]:

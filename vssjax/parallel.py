@@ -11,9 +11,11 @@ restore target and the data path always agree:
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
-from typing import Any, Sequence
+import threading
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -214,6 +216,26 @@ def local_copies(tree: Any, devices: Sequence[jax.Device]) -> list[Any]:
     return jax.device_put(x, device)
 
   return [treedef.unflatten([on(device, x) for x in whole]) for device in devices]
+
+
+def run_per_device(calls: Sequence[Callable[[], Any]], failed: threading.Event) -> list[Any]:
+  """The calls' results, each call (one device's share of the videos) in a thread of its own, or
+  in this thread when there is one: JAX releases the interpreter while a device computes, so each
+  device predicts while the other threads feed theirs. A failure sets `failed`, which the others
+  check before their next video, and is raised (the first in the calls' order) once all ended."""
+  if len(calls) <= 1:
+    return [call() for call in calls]
+
+  def guarded(call):
+    try:
+      return call()
+    except BaseException:
+      failed.set()
+      raise
+
+  with concurrent.futures.ThreadPoolExecutor(len(calls), thread_name_prefix="predict_device") as pool:
+    futures = [pool.submit(guarded, call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

@@ -398,7 +398,8 @@ def test_each_device_predicts_its_own_videos_in_a_thread_to_the_same_scores():
     per_device.setdefault(device, []).append(thread)
   assert set(per_device) == set(jax.local_devices()[:2])
   for threads in per_device.values():  # two videos of 20 frames each, in a thread of its own
-    assert len(threads) == 40 and len(set(threads)) == 1 and threads[0].startswith("eval_device")
+    assert len(threads) == 40 and len(set(threads)) == 1
+    assert threads[0].startswith("predict_device")
   assert len({threads[0] for threads in per_device.values()}) == 2
   _assert_same_scores(together, alone)
 

@@ -220,9 +220,9 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
              overlay if writes_overlay and k == 0 else None) for k in range(len(devices))]
   shares = [share for share in shares if share[0]]  # fewer videos than devices
   started = time.perf_counter()
-  outcomes = _run_shares([functools.partial(_evaluate_share, method, copy, share, scorer, split,
-                                            decode_ahead, shared, write)
-                          for share, copy, scorer, write in shares], shared)
+  outcomes = parallel.run_per_device(
+      [functools.partial(_evaluate_share, method, copy, share, scorer, split, decode_ahead, shared,
+                         write) for share, copy, scorer, write in shares], shared.failed)
   timed_frames, timed_wall = _timed_span(shared.frame_ends, [first for first, _ in outcomes],
                                          started)
   overlay_path = next((path for _, path in outcomes if path is not None), None)
@@ -317,25 +317,6 @@ def _evaluate_share(method: Method, variables: Variables, videos: list, scorers:
       shared.video_done()
     scoring.wait()
   return first_scored, overlay_path
-
-
-def _run_shares(calls: list, shared: _Shared) -> list:
-  """The calls' results, one thread each (in this thread when there is one): JAX releases the
-  interpreter while a device computes, so each device predicts while the others' threads feed
-  theirs. The first failure stops the others before their next video, and is raised."""
-  if len(calls) <= 1:
-    return [call() for call in calls]
-
-  def guarded(call):
-    try:
-      return call()
-    except BaseException:
-      shared.failed.set()
-      raise
-
-  with concurrent.futures.ThreadPoolExecutor(len(calls), thread_name_prefix="eval_device") as pool:
-    futures = [pool.submit(guarded, call) for call in calls]
-    return [future.result() for future in futures]  # raises the first failure (device order)
 
 
 def _timed_span(frame_ends: list[float], first_scored: list[float | None], started: float
