@@ -117,9 +117,14 @@ def read_label(payload: Payload, where: str) -> np.ndarray:
     label = cv2.imdecode(read_bytes(payload, where), cv2.IMREAD_UNCHANGED)
     if label is None:
       raise DataError(where, "cannot decode label image (corrupt or unsupported format)")
+  if label.ndim == 3 and np.issubdtype(label.dtype, np.integer):
+    # OpenCV expands palette PNGs to colour; sources with palette labels override
+    # `VideoSource.read_raw_label` (VSPW's).
+    raise DataError(where, f"a colour label image ({label.shape[2]} channels: colour-coded classes, "
+                    "or a palette PNG, which reads as colour); this dataset's labels are "
+                    "single-channel class ids (e.g. CamVid's *annot/ PNGs, Cityscapes' "
+                    "*_labelIds.png, not *_color.png)")
   if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
-    # OpenCV expands palette PNGs to colour; sources with palette labels must override
-    # `VideoSource.read_raw_label`.
     raise DataError(where, f"expected a single-channel integer label, got {label.dtype} "
                     f"{label.shape}")
   return label

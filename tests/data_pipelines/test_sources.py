@@ -1,7 +1,10 @@
 """Tests for data_pipelines.sources.base: readers, label checks, DataError messages, registry."""
+import io
+
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_pipelines.sources import base, get_source, synthetic
 
@@ -54,9 +57,19 @@ def test_check_label_accepts_valid_ids_and_ignore():
   np.testing.assert_array_equal(out, [[0, 8, 255]])
 
 
-def test_colour_label_is_rejected():
-  with pytest.raises(base.DataError, match="single-channel"):
+def test_colour_label_is_rejected_naming_palette_and_colour_images():
+  """A palette PNG reads as colour through OpenCV: the message says both, and what to use."""
+  with pytest.raises(base.DataError, match=r"lab.png: a colour label image \(3 channels: "
+                     r"colour-coded classes, or a palette PNG.* single-channel class ids"):
     base.read_label(_png(np.zeros((2, 2, 3), np.uint8)), "lab.png")
+  palette = Image.fromarray(np.zeros((2, 2), np.uint8), mode="P")
+  palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+  buffer = io.BytesIO()
+  palette.save(buffer, format="PNG")
+  with pytest.raises(base.DataError, match="or a palette PNG, which reads as colour"):
+    base.read_label(buffer.getvalue(), "palette.png")
+  with pytest.raises(base.DataError, match="expected a single-channel integer label, got float32"):
+    base.read_label(np.zeros((2, 2), np.float32), "float.png")
 
 
 def test_decode_label_applies_the_mapping_before_checking():
