@@ -200,7 +200,8 @@ def local_copies(tree: Any, devices: Sequence[jax.Device]) -> list[Any]:
   Replicated arrays give each device the replica it already holds.
   """
   leaves, treedef = jax.tree.flatten(tree)
-  split = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_replicated]
+  split = [i for i, x in enumerate(leaves)
+           if isinstance(x, jax.Array) and not x.is_fully_replicated]
   whole = list(leaves)
   if split:
     mesh = leaves[split[0]].sharding.mesh
@@ -233,7 +234,7 @@ def run_per_device(calls: Sequence[Callable[[], Any]], failed: threading.Event) 
       failed.set()
       raise
 
-  with concurrent.futures.ThreadPoolExecutor(len(calls), thread_name_prefix="predict_device") as pool:
+  with concurrent.futures.ThreadPoolExecutor(len(calls), "predict_device") as pool:
     futures = [pool.submit(guarded, call) for call in calls]
     return [future.result() for future in futures]
 

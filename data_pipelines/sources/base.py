@@ -120,8 +120,8 @@ def read_label(payload: Payload, where: str) -> np.ndarray:
   if label.ndim == 3 and np.issubdtype(label.dtype, np.integer):
     # OpenCV expands palette PNGs to colour; sources with palette labels override
     # `VideoSource.read_raw_label` (VSPW's).
-    raise DataError(where, f"a colour label image ({label.shape[2]} channels: colour-coded classes, "
-                    "or a palette PNG, which reads as colour); this dataset's labels are "
+    raise DataError(where, f"a colour label image ({label.shape[2]} channels: colour-coded "
+                    "classes, or a palette PNG, which reads as colour); this dataset's labels are "
                     "single-channel class ids (e.g. CamVid's *annot/ PNGs, Cityscapes' "
                     "*_labelIds.png, not *_color.png)")
   if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
