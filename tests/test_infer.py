@@ -460,16 +460,23 @@ class _LabelsTheDevice:
     return []
 
 
-def test_a_folder_of_videos_is_shared_out_over_the_prediction_devices(quick_config, tmp_path,
-                                                                      monkeypatch, capsys):
-  """`eval.devices=2`: device k predicts videos k, k + 2, ... (each with its own copy of the
-  variables, in a thread of its own); the folders come back in the videos' order, without the
-  per-frame progress lines that two videos at once would interleave."""
+def _restore_the_device_labeller(monkeypatch):
+  """`loop.restore_for_eval` gives a method of `_LabelsTheDevice` predictors and variables for
+  `parallel.local_copies` to put on each device."""
+
   class Method:
     predictor = staticmethod(_LabelsTheDevice)
 
   monkeypatch.setattr(loop, "restore_for_eval",
                       lambda *args: (Method(), {"w": np.zeros(1, np.float32)}, 7))
+
+
+def test_a_folder_of_videos_is_shared_out_over_the_prediction_devices(quick_config, tmp_path,
+                                                                      monkeypatch, capsys):
+  """`eval.devices=2`: device k predicts videos k, k + 2, ... (each with its own copy of the
+  variables, in a thread of its own); the folders come back in the videos' order, without the
+  per-frame progress lines that two videos at once would interleave."""
+  _restore_the_device_labeller(monkeypatch)
   for name in ("a", "b", "c"):
     _black_frames(tmp_path / "in" / name, 2)
   quick_config.eval.update(devices=2, overlay_video=False)
@@ -479,3 +486,13 @@ def test_a_folder_of_videos_is_shared_out_over_the_prediction_devices(quick_conf
     labels = sorted((out_dir / "labels").iterdir())
     assert len(labels) == 2 and all(np.all(np.asarray(Image.open(p)) == device) for p in labels)
   assert "infer frame" not in capsys.readouterr().out
+
+
+def test_one_video_keeps_its_frame_progress_whatever_the_devices(quick_config, tmp_path,
+                                                                 monkeypatch, capsys):
+  """One video runs on one device alone, so its progress lines cannot interleave with another's."""
+  _restore_the_device_labeller(monkeypatch)
+  quick_config.eval.update(devices=2, overlay_video=False)
+  [out_dir] = infer.run(quick_config, str(tmp_path / "run"), str(_black_frames(tmp_path / "a", 2)))
+  assert len(list((out_dir / "labels").iterdir())) == 2
+  assert "infer frame 2/2" in capsys.readouterr().out

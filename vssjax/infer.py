@@ -186,6 +186,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   if videos != [input_path] and together_path.exists() and process == 0:  # an earlier run's
     together_path.unlink()
   failed = threading.Event()
+  threads = min(len(devices), len(mine))  # one video alone: one device, with its progress lines
 
   def infer_share(k: int) -> list[tuple[epath.Path, Scorers]]:
     """Device k's videos (k, k + K, ... of this process's), each with scorers of its own."""
@@ -196,11 +197,11 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
       scorers = make_scorers(config)
       done.append((_infer_video(config, method, copies[k], step, workdir, video,
                                 first if video == videos[0] else read_frames(video), scorers,
-                                palette, frame_progress=len(devices) == 1), scorers))
+                                palette, frame_progress=threads == 1), scorers))
     return done
 
-  shares = parallel.run_per_device(
-      [functools.partial(infer_share, k) for k in range(min(len(devices), len(mine)))], failed)
+  shares = parallel.run_per_device([functools.partial(infer_share, k) for k in range(threads)],
+                                   failed)
   in_order = [shares[i % len(devices)][i // len(devices)] for i in range(len(mine))]
   out_dirs = [out_dir for out_dir, _ in in_order]
   if together is not None:
