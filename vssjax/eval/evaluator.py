@@ -2,8 +2,8 @@
 
 Metrics are accumulated per video on the host (confusion matrix for mIoU/wIoU/accuracy, window
 statistics for mVC_n/VEC_n and, with `eval.temporal_consistency`, ETC's flow-warped TC), merged
-across processes, and written as JSON + Markdown. With several processes each evaluates a
-disjoint shard of the videos.
+across devices and processes, and written as JSON + Markdown. Each process evaluates a disjoint
+shard of the videos, and each of its prediction devices a disjoint part of that shard.
 """
 
 from __future__ import annotations
