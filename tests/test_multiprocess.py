@@ -106,10 +106,14 @@ def _losses(workdir):
 
 
 def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_config, tmp_path):
+  """Their evaluation shares 4 videos over 2 processes x 2 devices (a thread each)."""
+  quick_config.data.synthetic.num_val_videos = 4
   make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
   make_dataset(quick_config.data, "val")
   two = tmp_path / "two"
-  procs = _launch_two_processes(two, quick_config.data.data_dir, 2, *OVERRIDES)
+  procs = _launch_two_processes(two, quick_config.data.data_dir, 2, *OVERRIDES,
+                                "--config.data.synthetic.num_val_videos=4",
+                                "--config.eval.devices=2")
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out
@@ -130,7 +134,10 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_conf
   _, from_one, _ = loop.restore_for_eval(quick_config, str(one))
   assert step == STEPS
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), from_two, from_one)
-  assert json.loads((two / "results.json").read_text())["num_videos"] == 2
+  results = [json.loads((workdir / "results.json").read_text()) for workdir in (two, one)]
+  assert results[0]["num_videos"] == results[1]["num_videos"] == 4
+  for count in ("num_frames", "scored_pixels"):  # every device's and process's share merged
+    assert results[0][count] == results[1][count], count
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(quick_config, tmp_path):
