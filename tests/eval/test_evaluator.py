@@ -359,7 +359,8 @@ def test_mvc_scores_each_shot_of_a_labelled_video_as_a_video(monkeypatch):
 
 class _DeviceRecordingPredictor(StreamingPredictor):
   """Answers each frame at once with its label-like map, recording the device its variables are
-  on and the thread that pushes; `fail` raises at the first push, `delay_s` slows each push."""
+  on and the thread that pushes; `fail` raises at the first push once another predictor has
+  recorded a frame (so that the others have started), `delay_s` slows each push."""
 
   def __init__(self, variables, record: list, fail: bool = False, delay_s: float = 0.0):
     self._device = next(iter(variables["w"].devices()))
@@ -367,6 +368,9 @@ class _DeviceRecordingPredictor(StreamingPredictor):
 
   def push(self, frame):
     if self._fail:
+      deadline = time.monotonic() + 30.0
+      while not self._record and time.monotonic() < deadline:
+        time.sleep(0.001)
       raise RuntimeError("device lost")
     time.sleep(self._delay_s)
     self._record.append((self._device, threading.current_thread().name))

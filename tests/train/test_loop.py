@@ -118,7 +118,7 @@ def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick
   to_global = parallel.to_global
 
   def slow_batches(batch, mesh):
-    time.sleep(0.5)
+    time.sleep(1.0)  # the quick model's step takes a few ms, or ~0.1 s on a loaded machine
     return to_global(batch, mesh)
 
   monkeypatch.setattr(parallel, "to_global", slow_batches)
