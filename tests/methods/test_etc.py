@@ -57,7 +57,8 @@ def test_terms_follow_their_weights_and_skip_their_compute():
   shapes = {name: jax.eval_shape(m.init, jax.random.key(0), random_config_batch(m.config))
             for name, m in methods.items()}
   assert "flow" not in batch_spec(baseline) and "teacher" not in shapes["temporal"]
-  convs = {name: _convs(m, shapes[name], random_config_batch(m.config)) for name, m in methods.items()}
+  convs = {name: _convs(m, shapes[name], random_config_batch(m.config))
+           for name, m in methods.items()}
   base = {"loss", "loss_supervised", "pixel_acc"}
   assert convs["baseline"][1] == base and convs["zeroed"][1] == base
   assert convs["temporal"][1] == base | {"loss_temporal"}
