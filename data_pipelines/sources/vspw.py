@@ -98,15 +98,24 @@ def frame_files(origin: str) -> dict[str, str]:
   return files
 
 
-def check_masks_have_frames(mask: str, files: dict[str, str], origin: str) -> None:
-  """Raises where a mask has no frame: the frame is missing from the copy (VSPW ships a mask for
-  every frame and no other), and without it its neighbours would look consecutive to a clip."""
+def mask_files(mask: str, files: dict[str, str], origin: str) -> dict[str, str]:
+  """A video's mask files by frame stem: `.png` in any case, like the frames' `.jpg`. Raises where
+  a mask has no frame: the frame is missing from the copy (VSPW ships a mask for every frame and
+  no other), and without it its neighbours would look consecutive to a clip."""
+  masks = {}
   for file in base.visible_entries(mask):
     stem, extension = os.path.splitext(file)
-    if extension.lower() == ".png" and stem not in files:
+    if extension.lower() != ".png":
+      continue
+    if stem not in files:
       raise base.DataError(os.path.join(origin, stem + ".jpg"), f"missing, though its mask "
                            f"{os.path.join(mask, file)} is there: restore the frame (or remove "
                            f"the mask if the frame was dropped on purpose)")
+    if stem in masks:
+      raise base.DataError(os.path.join(mask, file), f"a second mask {stem} (beside "
+                           f"{masks[stem]}): keep one")
+    masks[stem] = file
+  return masks
 
 
 @base.register_source
@@ -136,11 +145,10 @@ class VspwSource(base.FolderSource):
       # Its frames would be unlabelled: evaluation would score none of them, without a word.
       raise base.DataError(mask, f"missing mask folder of a {split} video (only test videos come "
                            f"without masks): restore it, or remove {name} from {split}.txt")
-    if has_masks:
-      check_masks_have_frames(mask, files, origin)
+    masks = mask_files(mask, files, origin) if has_masks else {}
     frames = []
     for stem, file in files.items():
-      label = os.path.join(mask, stem + ".png") if has_masks else None
+      label = os.path.join(mask, masks.get(stem, stem + ".png")) if has_masks else None
       # A listed-but-missing mask stays a path, so reading it fails naming the file.
       frames.append(base.FrameRef(f"{name}/{stem}", os.path.join(origin, file), label))
     return base.VideoRecord(name, tuple(frames))

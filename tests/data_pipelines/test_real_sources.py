@@ -547,6 +547,20 @@ def test_vspw_frames_in_upper_case_are_kept_in_their_place(tmp_path):
     vspw.VspwSource(root).videos("train")
 
 
+def test_vspw_masks_in_upper_case_are_read(tmp_path):
+  """A mask saved as `.PNG` was looked up as `.png`: on a case-sensitive disk its frame failed to
+  load; two masks of one frame are refused like two frames."""
+  root = _vspw(tmp_path / "v")
+  mask = os.path.join(root, "data", "vid_a", "mask")
+  expected = dataset.VideoDataset.from_source(vspw.VspwSource(root), "train").load(0, [1])
+  os.rename(os.path.join(mask, "00000001.png"), os.path.join(mask, "00000001.PNG"))
+  loaded = dataset.VideoDataset.from_source(vspw.VspwSource(root), "train").load(0, [1])
+  np.testing.assert_array_equal(loaded["labels"], expected["labels"])
+  shutil.copy(os.path.join(mask, "00000001.PNG"), os.path.join(mask, "00000001.png"))
+  with pytest.raises(base.DataError, match=r"00000001.(png|PNG): a second mask 00000001"):
+    vspw.VspwSource(root).videos("train")
+
+
 def test_vspw_frames_or_masks_missing_from_a_copy_are_named(tmp_path):
   """A frame gone from the middle of a video (its mask still there) made its neighbours look
   consecutive; a train or val video without its mask folder was unlabelled, so evaluation scored
