@@ -1,6 +1,9 @@
 """Every config file loads, is locked against typos, builds its method, and (quick variant) its
 model."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -178,6 +181,17 @@ def test_unknown_field_names_the_closest_fields():
       "the config has no field data.synthetic.heigth; did you mean data.synthetic.height?")
   assert configs_lib.unknown_field(config, "mesh.zzz") == (
       "the config has no field mesh.zzz; the fields of mesh: data, fsdp")
+
+
+def test_loading_a_config_does_not_import_jax():
+  """A mistyped flag's one-line error waited ~1.1 s for flax and jax, which only the field
+  diff of a workdir's recorded config needs."""
+  code = ("import sys; from vssjax import configs_lib; "
+          "configs_lib.load_config_file('configs/segformer/synthetic_mitb0.py'); "
+          "print(sorted({'jax', 'flax'} & set(sys.modules)))")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+  assert result.stdout.strip() == "[]"
 
 
 def test_changed_fields_lists_dotted_fields_old_to_new():

@@ -19,7 +19,6 @@ from typing import Any
 
 import ml_collections
 from etils import epath
-from flax import traverse_util
 from ml_collections.config_flags import config_path
 
 from data_pipelines.transforms import MEAN_COLOUR
@@ -353,6 +352,9 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """`field: old -> new` (dotted names, JSON values, `(none)` where a side lacks the field) for
   every field whose value differs between two configs as JSON: a workdir's `config.json` and a
   config's `to_json_best_effort()`, to say which settings a checkpoint was written with."""
+  # Imported here: every config file imports this module, and flax (jax with it) takes ~1.1 s,
+  # which a mistyped flag's one-line error need not wait for.
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
   before = {name: json.dumps(value)
             for name, value in traverse_util.flatten_dict(old, sep=".").items()}
   after = {name: json.dumps(value)
