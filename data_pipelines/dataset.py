@@ -211,7 +211,7 @@ def _record_index(builder, split: str, path: str) -> list[video_records.VideoSum
 
 def _check_split_built(builder, source: base.VideoSource, split: str) -> None:
   """Raises, naming what the copy lacked, where the records hold no `split`: a build skips the
-  splits missing from the copy (VSPW's test.txt, Cityscapes' gtFine/test), and TFDS's own answer
+  splits missing from the copy (VSPW's test.txt, CamVid's test/), and TFDS's own answer
   is a bare ValueError from deep inside the reader."""
   built = sorted(builder.info.splits)
   if split not in built:

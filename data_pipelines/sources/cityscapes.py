@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines.sources import base
+from vssjax.errors import SetupError
 
 CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
                "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
@@ -51,8 +52,19 @@ def _warn_no_sequences(sequences: str, split: str) -> None:
 class CityscapesSource(base.FolderSource):
   name = "cityscapes"
   class_names = CLASS_NAMES
-  splits = ("train", "val", "test")
+  # Not "test": its annotations are withheld for the benchmark server (gtFine/test marks only the
+  # ego vehicle and the image border, ids that all map to ignore), so nothing can train on or score
+  # it, and building it would copy ~100 GB of leftImg8bit_sequence/test frames for nothing.
+  splits = ("train", "val")
   official_palette = PALETTE
+
+  def check_split(self, split: str) -> None:
+    if split == "test":
+      raise SetupError(
+          "cityscapes has no test split here: its annotations are withheld for the Cityscapes "
+          "benchmark server (gtFine/test holds no labels), so it can be neither trained on nor "
+          "scored; use train or val")
+    super().check_split(split)
 
   def split_path(self, split: str) -> str:
     return os.path.join(self._root, "gtFine", split)

@@ -146,6 +146,20 @@ def test_cityscapes_snippets_mark_the_annotated_frame(tmp_path):
   np.testing.assert_array_equal(clip["labels"][1, 0, :6], [0, 1, 18, 255, 255, 11])
 
 
+def test_cityscapes_test_split_is_neither_built_nor_read(tmp_path):
+  """gtFine/test holds no labels (withheld for the benchmark server): a build copied its ~100 GB
+  of sequence frames for nothing, and scoring it would score nothing."""
+  root = _cityscapes(tmp_path / "cs")
+  shutil.copytree(os.path.join(root, "gtFine", "train"), os.path.join(root, "gtFine", "test"))
+  shutil.copytree(os.path.join(root, "leftImg8bit_sequence", "train"),
+                  os.path.join(root, "leftImg8bit_sequence", "test"))
+  source = get_source("cityscapes", root=root)
+  assert source.available_splits() == ("train",)
+  with pytest.raises(SetupError, match="cityscapes has no test split here: its annotations are "
+                                       "withheld"):
+    source.videos("test")
+
+
 def _cityscapes_without_sequences(root) -> str:
   """`_cityscapes` as the 11 GB package has it: the annotated frames in leftImg8bit/ only."""
   root = _cityscapes(root)
