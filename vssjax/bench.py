@@ -212,7 +212,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
                      settings: dict[str, Any], profile: _Profiler) -> list[Row]:
   """DCFM at batch 1: a keyframe (whole network), a non-key frame (shallow prefix + FFM/head per
   keyframe used: 2 in B mode, 1 in P mode) and the average frame at the config's interval K,
-  (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7)."""
+  (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7). The programs end at
+  the logits at the output stride, as the forward rows do; the paper's span also upsamples them."""
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)

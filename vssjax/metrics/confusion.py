@@ -7,9 +7,12 @@ scores). Ignored pixels (GT == ``ignore_label``) never enter it.
 Published tables disagree on how to average per-class IoU, so each convention gets its own name:
 
 * ``miou_vspw`` -- the VSPW toolkit ``Evaluator``: mean over the classes *present in the GT*
-  (row sum > 0); a class that is predicted but never in the GT is left out. Used by the VSPW
-  ``VC_perclip.py`` / DTERN dev ``IOU_perclip.py`` scripts, hence by the per-class mean inside
-  VEC_n and by the dev DTERN comment (mIoU 40.6) in specs/dtern.md §12.
+  (row sum > 0); a class that is predicted but never in the GT is left out. The VSPW
+  ``VC_perclip.py`` / DTERN dev ``IOU_perclip.py`` scripts average this way (hence the per-class
+  mean inside VEC_n), but feed their Evaluator only the videos of more than 16 frames (and
+  ``IOU_perclip.py`` only frames with a prediction file), so the mIoU they print (the dev DTERN
+  comment's 40.6, specs/dtern.md §12) covers fewer frames than this one, which scores every
+  evaluated frame.
 * ``miou_mmseg`` -- mmseg ``mean_iou``: nanmean over classes whose union (GT or prediction) is
   non-empty; a class predicted but absent from the GT counts as IoU 0. This is what mmseg-based
   code (SegFormer, CFFM, MRCFA, DTERN's ``tools/test.py``) prints; which of the two the DTERN
