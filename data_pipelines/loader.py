@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grain
 import ml_collections
@@ -275,8 +275,8 @@ class EvalVideo:
 
 
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
-                shard_count: int = 1, max_videos: int = 0, clip_frames: int = 1
-                ) -> Iterator[EvalVideo]:
+                shard_count: int = 1, max_videos: int = 0, clip_frames: int = 1,
+                keep_whole: Callable[[str], bool] = lambda name: False) -> Iterator[EvalVideo]:
   """This shard's videos of `split` (every shard_count-th one, so shards stay balanced); with
   `max_videos`, of the split's first `max_videos` only, whatever the number of shards.
   `clip_frames`: the frames a predicted frame's clip takes (DTERN: 4); a split of one-frame
@@ -287,7 +287,9 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   [a-1, a, a+1]); a video with several labelled frames gives one window per label, and only a's
   label is scored in it: the protocols score the annotated frame alone (DCFM's clip holds GT for
   a only, specs/dcfm.md §3.1), so a labelled neighbour in the window (CamVid without its 30 fps
-  `frames/`, a fully labelled set) must not be counted again at every window it falls in.
+  `frames/`, a fully labelled set) must not be counted again at every window it falls in. A video
+  whose name `keep_whole` accepts is evaluated whole all the same, each labelled frame scored once
+  (the videos temporal consistency scores: it needs every consecutive pair).
 
   With `data.eval_transform.exact_size = (h, w)` every frame and label is resized to exactly that
   size as it is read (`eval_transforms.resize_exact`), so predictors see it as the frame and
@@ -301,7 +303,7 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   num_videos = min(len(videos), max_videos) if max_videos else len(videos)
   for index in range(shard_index, num_videos, shard_count):
     name, num_frames = videos.name(index), videos.num_frames(index)
-    if not window:
+    if not window or keep_whole(name):
       yield EvalVideo(name, num_frames, videos, index, exact_size=exact_size)
       continue
     for a in videos.labeled_indices(index):

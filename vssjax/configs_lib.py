@@ -200,7 +200,7 @@ def base_config() -> ConfigDict:
                                      resize_backend="cv2", slide_crop=(), slide_stride=())),
       # (before, after): evaluate only the frames [a - before, a + after] around each labelled
       # frame a, scoring a alone (DCFM's Cityscapes/CamVid protocol); () = every frame of every
-      # video.
+      # video. The videos temporal consistency scores (eval.tc_video_list) are evaluated whole.
       eval_label_window=(),
   ))
 

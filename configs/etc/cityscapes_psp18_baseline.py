@@ -17,7 +17,9 @@ iteration, 200 epochs of the 2,975 train frames (372 iterations each: the releas
 DistributedSampler pads the set to 4 x 744 frames, 2 per GPU; 74,400 steps);
 class-weighted CE + 0.4 aux. Test: full 1024x2048 frames, single scale, logits upsampled with
 align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair
-of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`).
+of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`):
+those are predicted whole, the other 392 snippets on their annotated frame only
+(`data.eval_label_window = (0, 0)`; the predictions are per frame, so the scores are the same).
 
 Rotation and crop padding fill with the ImageNet mean colour (the data default, rounded to
 uint8: within 0.01 of ETC's exact 0 after normalisation); a scaled frame smaller than the crop is
@@ -129,6 +131,9 @@ def cityscapes_data(c, crop: int):
   c.data.eval_transform.update(scale=(2048, 1024), size_divisor=1)
   c.eval.temporal_consistency = True
   c.eval.tc_video_list = "cityscapes_valsam.txt"  # TC on ETC's 108 "valsam" snippets
+  # mIoU scores the annotated frame alone: the other 392 snippets predict only it (the valsam
+  # ones, TC's, are evaluated whole), 3,632 frames instead of all 15,000 at 1024x2048.
+  c.data.eval_label_window = (0, 0)
   # ETC's and semseg's test code average IoU over all 19 classes (np.mean(I / (U + 1e-10))): the
   # same as 'vspw' on the full val set, where every class appears, not on a part (eval.max_videos).
   c.eval.miou_convention = "all_classes"

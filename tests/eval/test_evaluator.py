@@ -274,7 +274,8 @@ def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
   config.eval.update(max_videos=1, vc_convention="dcfm")
   [video] = list(eval_videos(config.data, config.data.eval_split, max_videos=1))
   pairs = [(frame, label if t % 4 == 1 else None) for t, (frame, label) in enumerate(video)]
-  monkeypatch.setattr(evaluator, "eval_videos", lambda *args: [_Video("snippet", 0, pairs)])
+  monkeypatch.setattr(evaluator, "eval_videos",
+                      lambda *args, **kwargs: [_Video("snippet", 0, pairs)])
   results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
 
   confusion = ConfusionMatrix(NUM_CLASSES)
@@ -332,7 +333,8 @@ def test_a_change_of_size_is_said_once_per_video_whatever_its_number_of_predicto
   config.eval.update(overlay_video=False, temporal_consistency=True)
   pairs = [(still, _labels_of(still)) for still in _mixed_sizes([(16, 24), (24, 16)])
            for _ in range(2)]
-  monkeypatch.setattr(evaluator, "eval_videos", lambda *args, **kwargs: [_Video("stills", 0, pairs)])
+  monkeypatch.setattr(evaluator, "eval_videos",
+                      lambda *args, **kwargs: [_Video("stills", 0, pairs)])
   results = evaluator.evaluate(_TwoPassMethod(config, []), {}, config, workdir=None)
   assert results["TC_pairs"] == 2 * (1 + 1)  # each pass's two shots, a pair each
   assert capsys.readouterr().out.count("eval: video stills: frame 2 is 24x16") == 1
@@ -344,7 +346,8 @@ def test_mvc_scores_each_shot_of_a_labelled_video_as_a_video(monkeypatch):
   config.eval.update(max_videos=1, vc_convention="dcfm")
   stills = _mixed_sizes([(16, 24), (24, 16)])  # two shots of a still camera each
   pairs = [(still, _labels_of(still)) for still in stills for _ in range(17)]
-  monkeypatch.setattr(evaluator, "eval_videos", lambda *args: [_Video("stills", 0, pairs)])
+  monkeypatch.setattr(evaluator, "eval_videos",
+                      lambda *args, **kwargs: [_Video("stills", 0, pairs)])
   results = evaluator.evaluate(_OneSizeMethod(config, []), {}, config, workdir=None)
 
   expected = VideoConsistency(NUM_CLASSES, windows=tuple(config.eval.windows),

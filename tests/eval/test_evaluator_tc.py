@@ -105,3 +105,25 @@ def test_tc_video_list_restricts_the_videos_tc_scores(tmp_path, monkeypatch):
   assert first != second
   assert only_second != evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]
 
+
+
+def test_the_videos_tc_scores_are_evaluated_whole_under_a_label_window(monkeypatch):
+  """ETC's Cityscapes protocol: mIoU on the annotated frames alone (a label window) and TC on
+  every consecutive pair of the listed snippets. The window cut the listed videos too, leaving TC
+  no pair; it now keeps them whole and the others windowed, every label scored once either way."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "memory"
+  config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=2,
+                     tc_video_list="some_list.txt")
+  first, second = list(eval_videos(config.data, config.data.eval_split))[:2]
+  monkeypatch.setattr(evaluator, "read_list", lambda name: (second.name,))
+  whole = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
+  config.data.eval_label_window = (0, 0)
+  windowed = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
+  # Every synthetic frame is labelled: the first video is one window per frame, the second whole.
+  assert windowed["num_videos"] == first.num_frames + 1
+  assert windowed["num_frames"] == whole["num_frames"] == first.num_frames + second.num_frames
+  assert windowed["TC_pairs"] == whole["TC_pairs"] == second.num_frames - 1
+  assert windowed["TC"] == whole["TC"]
+  assert windowed["scored_pixels"] == whole["scored_pixels"]
+  assert windowed["mIoU"] == whole["mIoU"]

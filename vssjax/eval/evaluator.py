@@ -149,6 +149,10 @@ class Scorers:
   tc_videos: set[str] | None  # eval.tc_video_list: the videos TC scores (None: all)
   flow_provider: FlowProvider | None
 
+  def scores_tc(self, video: str) -> bool:
+    """Whether TC scores `video` (TC on, and the video in eval.tc_video_list if one is given)."""
+    return self.temporal is not None and (self.tc_videos is None or video in self.tc_videos)
+
   def merge(self, other: Scorers) -> Scorers:
     """Adds another device's accumulators into these; returns self."""
     self.confusion.merge(other.confusion)
@@ -207,7 +211,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   scorers = [make_scorers(config) for _ in devices]  # checked before the run, not after it
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
                             config.eval.max_videos,
-                            make_clip_sampler(config.clip).eval_frames_per_clip))
+                            make_clip_sampler(config.clip).eval_frames_per_clip,
+                            keep_whole=scorers[0].scores_tc))
   source = make_source(config.data)  # the overlay's palette, the results' class names
   shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"))
 
@@ -344,7 +349,7 @@ def _score_video(scorers: Scorers, split: str, name: str, frames, labels, predic
                                       np.stack([predictions[t] for t in shot]), checked=True)
     except ValueError as e:
       raise DataError(f"video {_shot_name(name, shot, len(frames))}", str(e)) from e
-    if scorers.temporal is not None and (scorers.tc_videos is None or name in scorers.tc_videos):
+    if scorers.scores_tc(name):
       _add_temporal_pairs(scorers.temporal, scorers.flow_provider, f"{split}/{name}", frames,
                           predictions, shot)
 
@@ -390,6 +395,6 @@ def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvid
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:
   path = epath.Path(workdir) / f"overlay_{video_name}.mp4"
-  return visualize.write_video(
-      path, (visualize.side_by_side(f, p, palette, g) for f, p, g in zip(frames, predictions, labels)),
-      fps)
+  pictures = (visualize.side_by_side(f, p, palette, g)
+              for f, p, g in zip(frames, predictions, labels))
+  return visualize.write_video(path, pictures, fps)
