@@ -213,6 +213,15 @@ def test_segformer_release_configs_average_the_loss_over_all_pixels(path):
   assert load_config(path).method.loss_average == "all"
 
 
+def test_sdcpc_cityscapes_resnet_trains_and_tests_at_full_resolution():
+  """A dilated ResNet-101's published 81.6 is not a half-resolution number: the ResNet config
+  takes mmseg's full-frame geometry, the MiT one keeps CFFM's (1024, 512)."""
+  r101, mit = (load_config(f"configs/sdcpc/cityscapes_{b}.py").data for b in ("r101", "mitb1"))
+  assert tuple(r101.train_transform.scale) == tuple(r101.eval_transform.scale) == (2048, 1024)
+  assert tuple(r101.train_transform.crop_size) == (512, 1024)
+  assert tuple(mit.train_transform.scale) == tuple(mit.eval_transform.scale) == (1024, 512)
+
+
 @pytest.mark.parametrize("path", ["configs/sdcpc/cityscapes_r101.py", "configs/sdcpc/camvid_r101.py"])
 def test_sdcpc_resnet_configs_follow_mmseg_80k_schedule(path):
   """resnet_recipe says mmseg's dilated-ResNet recipe: its schedule_80k.py is SGD 0.01 (momentum

@@ -56,6 +56,8 @@ def sdcpc_base(backbone: str):
       levels=(1, 2, 3),  # 0-based backbone levels giving keys: c2, c3, c4
       pool_sizes=(1, 2, 4, 8),
       num_heads=8,
+      token_embedding=True,  # a learned embedding per pooled key token (beyond the spec)
+      context_norm=True,  # LayerNorm of the pooled key tokens (beyond the spec)
   ))
   c.model.dssa = configs_lib.ConfigDict(dict(  # [GUESS] spec §6.2
       coarse_factor=4,  # stage-1 grid = alignment grid (c2's) pooled by this
@@ -63,6 +65,9 @@ def sdcpc_base(backbone: str):
       window=7,  # stage 2: w x w window per reference frame
       window_keep_ratio=1.0,  # stage 2: fraction of window positions kept per query (top-k)
       num_heads=8,
+      # stage 2 scaled per pixel by sigma(alpha * static difference + beta); False: the spec's
+      # plain sum
+      difference_gate=True,
   ))
   c.model.embedding_dim = 128  # MCP-CL projector output
   c.clip.update(kind="offsets", offsets=(-9, -6, -3, 0), reverse_prob=0.5)

@@ -84,3 +84,16 @@ def test_mcp_settings_that_cannot_train_are_refused_as_the_method_is_built(field
   config.method.mcp[field] = value
   with pytest.raises(SetupError, match=message):
     get_method(config)
+
+
+def test_the_configs_switch_the_guesses_beyond_the_spec():
+  config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+  config.model.ssea.update(token_embedding=False, context_norm=False)
+  config.model.dssa.difference_gate = False
+  method = get_method(config)
+  params = jax.eval_shape(method.init, jax.random.key(0), _batch())["params"]
+  names = set(traverse_util.flatten_dict(params, sep="/"))
+  assert not {name for name in names if "token_embed" in name or "context_norm" in name
+              or "gate_" in name}
+  defaults = jax.eval_shape(_method().init, jax.random.key(0), _batch())["params"]
+  assert len(traverse_util.flatten_dict(defaults)) == len(names) + 5

@@ -139,3 +139,30 @@ def test_coarse_cells_are_chosen_per_reference():
   dropped[:, 0, :2, :2] += nudge
   assert np.any(apply(kept) != apply(refs))
   np.testing.assert_array_equal(apply(dropped), apply(refs))
+
+
+def test_the_guesses_beyond_the_spec_switch_off():
+  """SSEA's token embedding and context norm and DSSA's difference gate are not in the spec's
+  reconstruction (§6.1, §6.2): each is a knob, and off it leaves no parameter behind; the
+  ungated fine stage is the plain sum, the gate held open."""
+  plain = SDCPCHead(num_classes=5, embed_dim=16, ssea_pool_sizes=(1, 2), ssea_heads=2,
+                    dssa_coarse_factor=2, dssa_window=3, dssa_heads=2, embedding_dim=6,
+                    ssea_token_embedding=False, ssea_context_norm=False,
+                    dssa_difference_gate=False)
+  shapes = jax.eval_shape(lambda f: plain.init(jax.random.key(0), f, train=False),
+                          _features(0, 1, 4))["params"]
+  assert "token_embed" not in shapes["ssea"] and "context_norm" not in shapes["ssea"]
+  assert not {"gate_alpha", "gate_beta"} & set(shapes["dssa"])
+
+  rng = np.random.default_rng(6)
+  target = jnp.asarray(rng.normal(size=(1, 4, 4, 8)), jnp.float32)
+  refs = jnp.asarray(rng.normal(size=(1, 2, 4, 4, 8)), jnp.float32)
+  gated, ungated = (DSSA(coarse_factor=2, window=3, num_heads=2, difference_gate=g)
+                    for g in (True, False))
+  params = host_filled(jax.eval_shape(gated.init, jax.random.key(0), target, refs))["params"]
+  held_open = {**params, "gate_beta": jnp.full((1,), 1e4)}
+  without_gate = {k: v for k, v in params.items() if not k.startswith("gate_")}
+  np.testing.assert_array_equal(ungated.apply({"params": without_gate}, target, refs),
+                                gated.apply({"params": held_open}, target, refs))
+  assert np.any(ungated.apply({"params": without_gate}, target, refs)
+                != gated.apply({"params": params}, target, refs))

@@ -49,7 +49,9 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
       dssa_keep_ratio=model.dssa.keep_ratio, dssa_window=model.dssa.window,
       dssa_window_keep_ratio=model.dssa.window_keep_ratio, dssa_heads=model.dssa.num_heads,
       embedding_dim=model.embedding_dim,
-      dwconv_impl=getattr(backbone, "dwconv_impl", "shifted"), dtype=compute_dtype(model))
+      dwconv_impl=getattr(backbone, "dwconv_impl", "shifted"), dtype=compute_dtype(model),
+      ssea_token_embedding=model.ssea.token_embedding, ssea_context_norm=model.ssea.context_norm,
+      dssa_difference_gate=model.dssa.difference_gate)
   return DTERNSegmentor(backbone=backbone, decode_head=head)
 
 

@@ -15,7 +15,8 @@ the method's config):
   1 - cos(Y_t, Y_r) of the SSEA outputs; DSSA stage 1 (coarse, the grid pooled by
   `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from the target and
   attends to them; stage 2 (fine) is window attention (`window`, `window_keep_ratio`) of the
-  stage-1-refined target over the references, gated per pixel by sigma(alpha * difference + beta);
+  stage-1-refined target over the references, gated per pixel by sigma(alpha * difference + beta)
+  (`difference_gate`);
   the prediction is a 1x1 classifier on c2's grid, resized to the label or input size in one
   bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a stride-8 -> 4 step
   first; one step keeps MCP-CL's embedding and the logits on one grid); an embedding projector
@@ -60,14 +61,18 @@ class SSEA(nn.Module):
 
   Queries: the pixels of x. Keys/values: for each backbone level in `levels` (0-based indices into
   the 4 maps of `features`, each [N, h_i, w_i, C_i]), a linear projection to E pooled to every
-  grid in `pool_sizes` (multi-level x multi-scale), plus a learned embedding per pooled token.
-  Pre-norm attention and Mix-FFN, both residual.
+  grid in `pool_sizes` (multi-level x multi-scale), plus a learned embedding per pooled token
+  (`token_embedding`: which level and grid a token came from, else lost in the concatenation),
+  then a LayerNorm (`context_norm`). Pre-norm attention and Mix-FFN, both residual. The spec's §6.1
+  has neither the embedding nor the context norm: both are switchable guesses.
   """
   levels: Sequence[int] = (1, 2, 3)
   pool_sizes: Sequence[int] = (1, 2, 4, 8)
   num_heads: int = 8
   dwconv_impl: str = "shifted"
   dtype: Dtype = jnp.float32
+  token_embedding: bool = True
+  context_norm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, features: Sequence[jax.Array]) -> jax.Array:
@@ -79,9 +84,11 @@ class SSEA(nn.Module):
       for size in self.pool_sizes:
         tokens.append(adaptive_avg_pool(projected, size).reshape((frames, size * size, dim)))
     context = jnp.concatenate(tokens, axis=1)
-    context = context + self.param("token_embed", dense_init, context.shape[1:]).astype(
-        context.dtype)
-    context = layer_norm(_LN_EPS, self.dtype, "context_norm")(context)
+    if self.token_embedding:
+      context = context + self.param("token_embed", dense_init, context.shape[1:]).astype(
+          context.dtype)
+    if self.context_norm:
+      context = layer_norm(_LN_EPS, self.dtype, "context_norm")(context)
     queries = layer_norm(_LN_EPS, self.dtype, "norm1")(x).reshape((frames, height * width, dim))
     attended = CrossAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, context)
     x = x + attended.reshape(x.shape)
@@ -97,7 +104,8 @@ class DSSA(nn.Module):
   ceil(`keep_ratio` * cells) cells with the largest static difference from the target's same cell
   are kept; the coarse target attends densely over all kept cells of all references; the result is
   upsampled and added. Stage 2 (fine): window attention of the refined target over the full-
-  resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta).
+  resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
+  `difference_gate` (a guess beyond the spec's §6.2, whose output is the plain sum), else added.
   """
   coarse_factor: int = 4
   keep_ratio: float = 0.5
@@ -105,6 +113,7 @@ class DSSA(nn.Module):
   window_keep_ratio: float = 1.0
   num_heads: int = 8
   dtype: Dtype = jnp.float32
+  difference_gate: bool = True
 
   @nn.compact
   def __call__(self, target: jax.Array, refs: jax.Array) -> jax.Array:
@@ -134,6 +143,8 @@ class DSSA(nn.Module):
 
     fine = CrossAttention(self.num_heads, self.window, self.window_keep_ratio, self.dtype,
                           name="fine_attn")(norm("fine_norm_q")(x), norm("fine_norm_kv")(refs))
+    if not self.difference_gate:
+      return x + fine
     alpha = self.param("gate_alpha", nn.initializers.ones, (1,))
     beta = self.param("gate_beta", nn.initializers.zeros, (1,))
     gate = jax.nn.sigmoid(alpha * static_difference(target, refs).mean(axis=1) + beta)
@@ -160,15 +171,20 @@ class SDCPCHead(nn.Module):
   embedding_dim: int = 128
   dwconv_impl: str = "shifted"
   dtype: Dtype = jnp.float32
+  ssea_token_embedding: bool = True
+  ssea_context_norm: bool = True
+  dssa_difference_gate: bool = True
 
   def setup(self):
     self.segformer = SegFormerHead(self.num_classes, self.embed_dim, self.dropout_rate,
                                    self.dtype)
     nn.share_scope(self, self.segformer)  # SegFormer checkpoints load as decode_head/linear_*
     self.ssea = SSEA(tuple(self.ssea_levels), tuple(self.ssea_pool_sizes), self.ssea_heads,
-                     self.dwconv_impl, self.dtype)
+                     self.dwconv_impl, self.dtype, token_embedding=self.ssea_token_embedding,
+                     context_norm=self.ssea_context_norm)
     self.dssa = DSSA(self.dssa_coarse_factor, self.dssa_keep_ratio, self.dssa_window,
-                     self.dssa_window_keep_ratio, self.dssa_heads, self.dtype)
+                     self.dssa_window_keep_ratio, self.dssa_heads, self.dtype,
+                     difference_gate=self.dssa_difference_gate)
     self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
     self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
     self.projector_fc1 = nn.Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
