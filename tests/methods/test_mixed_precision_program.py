@@ -54,7 +54,8 @@ def _train_gradient(path: str) -> tuple[str, int]:
 
 @pytest.mark.parametrize("path", ["configs/segformer/synthetic_mitb0.py",
                                   "configs/dcfm/synthetic_mitb0.py",
-                                  "configs/dtern/synthetic_mitb0.py"])
+                                  "configs/dtern/synthetic_mitb0.py",
+                                  "configs/sdcpc/synthetic_mitb0.py"])
 def test_bfloat16_train_gradient_has_no_float32_activation_matmul(path):
   """float32 matrix products are left only on parameter-sized operands (the folded SegFormer
   head's weight products): none takes an activation or its gradient."""

@@ -138,7 +138,9 @@ def test_bfloat16_compute_keeps_float32_params():
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
   assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
   out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
-  assert {o.dtype for o in out} == {jnp.dtype(jnp.bfloat16)}
+  # The stage outputs are LayerNorms', float32 as under torch's autocast: the residual stream
+  # stays float32 (bf16 rounded it after every block, twice autocast's error by c4 on MiT-B2).
+  assert {o.dtype for o in out} == {jnp.dtype(jnp.float32)}
 
 
 # Stages of 2, 3, 1 and 2 blocks: three run as a scan, the one-block stage as it is.

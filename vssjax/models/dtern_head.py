@@ -143,7 +143,7 @@ class ClusterBlock(nn.Module):
   @nn.compact
   def __call__(self, maps: jax.Array, *, train: bool) -> jax.Array:
     if self.is_initializing():  # saved by the release, never applied
-      layer_norm(_LN_EPS, self.dtype, "norm1")(maps[..., :1, :1, :])
+      layer_norm(_LN_EPS, "norm1")(maps[..., :1, :1, :])
     x = CAM(self.kernels, self.dwconv_impl, self.dtype, name="cam")(maps, train=train)
     return _conv(x, self.num_clusters, (1, 1), "Clustering_0", self.dtype, use_bias=False)
 
@@ -190,7 +190,7 @@ class LTEMLayer(nn.Module):
     self.top_down_transform2 = self.param("top_down_transform2", lambda _, s: jnp.eye(s[0]),
                                           (k, k))
     # One LayerNorm, used three times (post-norm).
-    self.norm1 = layer_norm(_LN_EPS, self.dtype)
+    self.norm1 = layer_norm(_LN_EPS)
     self.mlp = DepthwiseMlp(self.dwconv_impl, self.dtype)
     self.q, self.k, self.v, self.proj = [_dense(dim, dim, self.dtype) for _ in range(4)]
 
@@ -209,7 +209,9 @@ class LTEMLayer(nn.Module):
     logits = self.clustering(frames.reshape((batch * num_t, height, width, dim)), train=train)
     logits = self._fuse_assignments(logits.reshape((batch, num_t * height * width, k)),
                                     prev_logits)
-    tokens = frames.reshape((batch, num_t, height * width, dim))
+    # The frames may be a float32 LayerNorm output (layer 2 takes layer 1's): the pooling
+    # product runs in the compute dtype, as torch's autocast runs its einsum.
+    tokens = frames.reshape((batch, num_t, height * width, dim)).astype(self.dtype)
     soft = softmax(logits.reshape((batch, num_t, height * width, k)).astype(jnp.float32),
                    axis=2).astype(tokens.dtype)
     return logits, jnp.einsum("btnk,btne->btke", soft, tokens)  # attention-pooled exemplars

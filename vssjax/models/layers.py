@@ -99,10 +99,13 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   return (x32 / jnp.maximum(norm, eps)).astype(x.dtype)
 
 
-def layer_norm(epsilon: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
-  """A LayerNorm with torch's two-pass variance (flax's fast E[x^2]-E[x]^2 loses precision).
-  `name` inside compact methods; in `setup` the attribute names it."""
-  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
+def layer_norm(epsilon: float, name: str | None = None) -> nn.LayerNorm:
+  """A LayerNorm with torch's two-pass variance (flax's fast E[x^2]-E[x]^2 loses precision),
+  computed and returned in float32 whatever the compute dtype, as under torch's CUDA autocast
+  (whose float32 list holds `layer_norm`): with bf16 compute the residual stream that a pre-norm
+  block adds its bf16 branches to stays float32, and the layers after the norm round its output
+  to bf16 as they take it (docs/benchmarks.md, "bf16 programs"). `name` inside compact methods; in `setup` the attribute names it."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=jnp.float32, use_fast_variance=False, name=name)
 
 
 def _depthwise_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32

@@ -62,7 +62,7 @@ class OverlapPatchEmbed(nn.Module):
     x = Conv(self.features, (self.patch_size,) * 2, strides=self.stride,
              padding=((pad, pad), (pad, pad)), kernel_init=conv_init, dtype=self.dtype,
              name="proj")(x)
-    return layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(x)
+    return layer_norm(PATCH_EMBED_EPS, "norm")(x)
 
 
 class EfficientAttention(nn.Module):
@@ -88,7 +88,7 @@ class EfficientAttention(nn.Module):
     if self.sr_ratio > 1:
       context = Conv(channels, (self.sr_ratio,) * 2, strides=self.sr_ratio, padding="VALID",
                      kernel_init=conv_init, dtype=self.dtype, name="sr")(x)
-      context = layer_norm(PATCH_EMBED_EPS, self.dtype, "norm")(context)
+      context = layer_norm(PATCH_EMBED_EPS, "norm")(context)
     kv = _dense(2 * channels, self.dtype, "kv")(context)
     kv = kv.reshape(batch, -1, 2, self.num_heads, head_dim)
     out = dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=head_dim ** -0.5,
@@ -127,11 +127,11 @@ class Block(nn.Module):
                drop_path: jax.Array | None = None) -> jax.Array:
     """`drop_path`, if given, replaces the field's rate (a traced one under `scan_blocks`)."""
     drop = DropPath(self.drop_path)
-    y = layer_norm(BLOCK_EPS, self.dtype, "norm1")(x)
+    y = layer_norm(BLOCK_EPS, "norm1")(x)
     attention = EfficientAttention(self.num_heads, self.sr_ratio, self.dtype, self.attention_impl,
                                    name="attn")
     x = x + drop(attention(y), train=train, rate=drop_path)
-    y = layer_norm(BLOCK_EPS, self.dtype, "norm2")(x)
+    y = layer_norm(BLOCK_EPS, "norm2")(x)
     y = MixFFN(self.mlp_ratio, self.dwconv_impl, self.dtype, name="mlp")(y)
     return x + drop(y, train=train, rate=drop_path)
 
@@ -231,7 +231,7 @@ class MixTransformer(nn.Module):
         shallow = x
         if shallow_only:
           return shallow
-      x = layer_norm(BLOCK_EPS, self.dtype, f"norm{stage + 1}")(x)
+      x = layer_norm(BLOCK_EPS, f"norm{stage + 1}")(x)
       features.append(x)
     return features if shallow_blocks is None else (features, shallow)
 

@@ -88,12 +88,12 @@ class SSEA(nn.Module):
       context = context + self.param("token_embed", dense_init, context.shape[1:]).astype(
           context.dtype)
     if self.context_norm:
-      context = layer_norm(_LN_EPS, self.dtype, "context_norm")(context)
-    queries = layer_norm(_LN_EPS, self.dtype, "norm1")(x).reshape((frames, height * width, dim))
+      context = layer_norm(_LN_EPS, "context_norm")(context)
+    queries = layer_norm(_LN_EPS, "norm1")(x).reshape((frames, height * width, dim))
     attended = CrossAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, context)
     x = x + attended.reshape(x.shape)
     return x + MixFFN(MLP_RATIO, self.dwconv_impl, self.dtype, name="mlp")(
-        layer_norm(_LN_EPS, self.dtype, "norm2")(x))
+        layer_norm(_LN_EPS, "norm2")(x))
 
 
 class DSSA(nn.Module):
@@ -124,7 +124,7 @@ class DSSA(nn.Module):
     num_refs = refs.shape[1]
 
     def norm(name):
-      return layer_norm(_LN_EPS, self.dtype, name)
+      return layer_norm(_LN_EPS, name)
 
     coarse_hw = (-(-height // self.coarse_factor), -(-width // self.coarse_factor))
     coarse_target = adaptive_avg_pool(target, coarse_hw)
