@@ -101,6 +101,52 @@ def test_each_process_predicts_its_own_frames_with_fsdp_parameters_across_proces
     assert "done" in out
 
 
+# A resumed run's processes, one of which gets SIGTERM before the first step (while the data loads,
+# the state restores or the step compiles), then ask about steps 101, 102, ...
+_RESUMED_STOP = """
+import os, signal, time
+from vssjax import parallel
+from vssjax.train.preemption import StopSignal
+
+parallel.initialize_distributed("on")
+import jax
+if jax.process_index() == 1:
+  os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(2)  # the notice reaches both processes before their first step
+stopped = None
+with StopSignal() as stop_signal:
+  for step in range(101, 141):
+    if stop_signal.should_stop(step):
+      stopped = step
+      break
+    time.sleep(0.05)
+print("stopped at", stopped, flush=True)
+"""
+
+
+def test_a_resumed_run_stops_on_a_sigterm_before_its_first_step(tmp_path):
+  """JAX's preemption service counts from its own 0, so a notice before any step picked step 1,
+  which a run resumed at step 100 never asks about: it trained on, SIGTERM swallowed, until the
+  scheduler's SIGKILL took every step since the last checkpoint."""
+  script = tmp_path / "resumed_stop.py"
+  script.write_text(_RESUMED_STOP)
+  port = _free_port()
+  procs = []
+  for rank in range(2):
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="1", PYTHONPATH=str(REPO))
+    procs.append(subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out
+    assert "stopped at 101" in out, out
+
+
 def _losses(workdir):
   return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 

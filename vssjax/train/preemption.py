@@ -11,7 +11,9 @@ collective) would block each step's dispatch until the step before it had finish
 JAX's preemption service does it without that: the coordination service catches SIGTERM on any
 process, agrees in the background on the first step every process can still reach, and
 `reached_preemption_sync_point(step)` is a local lookup that is true at that step only. It does
-not watch SIGINT, which there still raises KeyboardInterrupt.
+not watch SIGINT, which there still raises KeyboardInterrupt. The service counts steps from its
+own 0: a notice before the first lookup picks step 1, so it is asked with the count of this run's
+steps (1, 2, ...), not the train step, which a resumed run starts past 1.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class StopSignal:
     self._requested = threading.Event()
     self._previous: dict[int, Any] = {}
     self._multiprocess = jax.process_count() > 1
+    self._first_step: int | None = None  # the first step asked about, for the service's count
 
   def __enter__(self):
     if self._multiprocess:
@@ -68,7 +71,9 @@ class StopSignal:
     """
     if not self._multiprocess:
       return self._requested.is_set()
-    if multihost_utils.reached_preemption_sync_point(step):
+    if self._first_step is None:
+      self._first_step = step
+    if multihost_utils.reached_preemption_sync_point(step - self._first_step + 1):
       print(f"preemption notice: every process checkpoints and stops at step {step}", flush=True)
       return True
     return False
