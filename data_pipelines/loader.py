@@ -170,17 +170,23 @@ class _LocalBatchMap(grain.transforms.Map):
     self._epoch_order: tuple[int, np.ndarray] | None = None
 
   def __setstate__(self, state: dict) -> None:
-    """Unpickled in a Grain worker process (`data.num_workers` > 0): Ctrl-C is ignored there.
+    """Unpickled in a Grain worker process (`data.num_workers` > 0): Ctrl-C and SIGTERM are
+    ignored there.
 
-    A terminal's Ctrl-C reaches every process of its group. The training process stops cleanly
-    at it (checkpoint, then exit), which ends the workers; each worker used to raise
-    KeyboardInterrupt too, dumping its traceback into the run's log, and a batch it was building
-    was lost. Grain's DataLoader takes no worker initialiser; a worker unpickles its operations
-    first thing, in its main thread (a Ctrl-C during its start-up, before that, still ends it).
+    A terminal's Ctrl-C reaches every process of its group, and a scheduler's SIGTERM (SLURM's
+    scancel or preemption) every process of the job. The training process stops cleanly at either
+    (its steps up to the agreed stop step, a checkpoint, then exit), which ends the workers (Grain
+    stops them, killing any left). A worker used to die at either signal: at Ctrl-C with its
+    KeyboardInterrupt traceback in the run's log, at SIGTERM leaving the training process only its
+    buffered batches, so a stop step beyond them failed with Grain's "Worker process was
+    terminated unexpectedly" instead of checkpointing. Grain's DataLoader takes no worker
+    initialiser; a worker unpickles its operations first thing, in its main thread (a signal
+    during its start-up, before that, still ends it).
     """
     self.__dict__.update(state)
     if multiprocessing.parent_process() is not None:
       signal.signal(signal.SIGINT, signal.SIG_IGN)
+      signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
   def _item_at(self, position: int) -> tuple[int, int | None]:
     """(video, target frame or None) of stream position `position`."""

@@ -33,10 +33,11 @@ def test_batches_follow_the_contract(tmp_path):
   assert set(np.unique(batch["labels"])) <= set(range(9)) | {255}
 
 
-def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c(tmp_path):
-  """Two Grain workers build what the training process builds alone, and a Ctrl-C, which a
-  terminal sends to every process of the group, does not kill them: the training process decides
-  when to stop (`vssjax.train.preemption`)."""
+def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c_and_sigterm(tmp_path):
+  """Two Grain workers build what the training process builds alone, and neither a Ctrl-C, which
+  a terminal sends to every process of the group, nor a SIGTERM, which a scheduler sends to every
+  process of the job, kills them: the training process decides when to stop
+  (`vssjax.train.preemption`), and may need batches beyond those buffered until then."""
   cfg = helpers.data_config(tmp_path, backend="arrayrecord")
   expected = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=5, shard_options=ONE_SHARD)), 4)
   cfg.num_workers = 2
@@ -46,6 +47,7 @@ def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c(tmp_path):
   assert len(workers) == 2
   for worker in workers:
     os.kill(worker.pid, signal.SIGINT)
+    os.kill(worker.pid, signal.SIGTERM)
   batches += _take(iterator, 2)
   assert all(worker.is_alive() for worker in workers)
   for got, want in zip(batches, expected, strict=True):
