@@ -341,9 +341,11 @@ def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_confi
 def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(quick_config,
                                                                                  tmp_path):
   """`train.eval_every` evaluates during training (results.json then holds the last one only, so
-  each also goes to eval_history.jsonl); an earlier kept checkpoint evaluates by its step, and a
-  step that was not kept is named with those that were."""
-  quick_config.train.update(steps=4, eval_every=2, checkpoint_every=2)
+  each also goes to eval_history.jsonl); its step is checkpointed first, whatever
+  `checkpoint_every` says (a preemption during the evaluation would otherwise lose the steps since
+  the last checkpoint); an earlier kept checkpoint evaluates by its step, and a step that was not
+  kept is named with those that were."""
+  quick_config.train.update(steps=4, eval_every=2, checkpoint_every=100)
   loop.train_and_evaluate(quick_config, str(tmp_path))
   history = [json.loads(line) for line in
              (tmp_path / "eval_history.jsonl").read_text().splitlines()]

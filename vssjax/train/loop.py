@@ -362,9 +362,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
             print(hint, flush=True)
             hinted = True
           pending = []
-        saving = done % config.train.checkpoint_every == 0 or done == end or stopping
         evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
                       and done != total and not stopping)
+        # An evaluation takes minutes, longer than a scheduler's grace between SIGTERM and
+        # SIGKILL: its step is checkpointed first, so a preemption during it loses no step.
+        saving = (done % config.train.checkpoint_every == 0 or done == end or stopping
+                  or evaluating)
         if (saving or evaluating) and pending:  # the steps since the last log line, checked
           _check_finite(pending)
         if saving:
