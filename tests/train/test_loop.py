@@ -3,6 +3,7 @@
 import contextlib
 import json
 import re
+import subprocess
 import sys
 import time
 import types
@@ -355,6 +356,26 @@ def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(q
   assert results["step"] == 2 and results["mIoU"] == pytest.approx(history[0]["mIoU"])
   with pytest.raises(SetupError, match=r"no checkpoint of step 3 in .*; it holds steps 2, 4"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path), step=3)
+
+
+def test_the_workdir_stays_locked_through_the_final_evaluation(quick_config, tmp_path,
+                                                               monkeypatch):
+  """A second training run (a requeued job) started during the first's final evaluation found
+  the lock free and the training complete, and evaluated alongside, both writing the results."""
+  second_run = []
+
+  def evaluate(*args, **kwargs):
+    second_run.append(subprocess.run(
+        [sys.executable, "-c", "import sys; from vssjax.train import workdir\n"
+         "with workdir.workdir_lock(sys.argv[1]): pass", str(tmp_path)],
+        capture_output=True, text=True, check=False))
+    return {}
+
+  monkeypatch.setattr(loop, "evaluate", evaluate)
+  quick_config.train.update(steps=1, checkpoint_every=1)
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  [result] = second_run
+  assert result.returncode == 1 and "another training run" in result.stderr, result.stderr
 
 
 def test_no_evaluation_scores_a_diverged_step_between_log_lines(quick_config, tmp_path,

@@ -281,111 +281,115 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
                    clip_frames=sampler.eval_frames_per_clip), None)
   make_workdir(workdir)  # once the setup has been checked
   data_iter = iter(loader)
-  # Closed however the run ends (an error included): an asynchronous save in flight completes.
-  with contextlib.ExitStack() as closing:
-    closing.enter_context(workdir_lock(workdir))
-    checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
-        workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
-    resume = checkpointer.latest_step() is not None
-    # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
-    # missing teacher, is said at once. A resumed run reads neither.
-    fixed = method.fixed_variables() if not resume else {}
-    weights = (init_from.load_torch_variables(config.init.torch_checkpoint, method,
-                                              allow_pickle=config.init.allow_pickle)
-               if config.init.torch_checkpoint and not resume else None)
-    state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
-    _log_startup(config, mesh, state)
-    if resume:
-      state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
-      print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
-    else:
-      loaded = init_from.combined(fixed, weights or {})
-      if loaded:
-        state = init_from.state_with_variables(state, loaded, tx, state_sharding,
-                                               report_kept=weights is not None)
-    start = int(state.step)
-    total = config.train.steps
-    if jax.process_index() == 0:  # only now: a failed restore keeps the record of what was trained
+  # Held through the final evaluation: a second run in this workdir (a requeued job) would
+  # otherwise find the training complete and evaluate alongside, both writing the results.
+  with workdir_lock(workdir):
+    # Closed however the run ends (an error included): an asynchronous save in flight completes.
+    with contextlib.ExitStack() as closing:
+      checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
+          workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
+      resume = checkpointer.latest_step() is not None
+      # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
+      # missing teacher, is said at once. A resumed run reads neither.
+      fixed = method.fixed_variables() if not resume else {}
+      weights = (init_from.load_torch_variables(config.init.torch_checkpoint, method,
+                                                allow_pickle=config.init.allow_pickle)
+                 if config.init.torch_checkpoint and not resume else None)
+      state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
+      _log_startup(config, mesh, state)
       if resume:
-        for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
-          drop_lines_after_step(epath.Path(workdir) / log, start)
-      # Rewritten only by a run that trains: one whose train.steps are at or below the
-      # checkpoint's only evaluates it, and config.json keeps what it was trained with.
-      if start < total:
+        state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
+        print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+      else:
+        loaded = init_from.combined(fixed, weights or {})
+        if loaded:
+          state = init_from.state_with_variables(state, loaded, tx, state_sharding,
+                                                 report_kept=weights is not None)
+      start = int(state.step)
+      total = config.train.steps
+      # Only now: a failed restore keeps the record of what was trained.
+      if jax.process_index() == 0:
         if resume:
-          _keep_record_of_changed_config(workdir, config, start)
-        configs_lib.write_record(config, workdir)
-    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+          for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
+            drop_lines_after_step(epath.Path(workdir) / log, start)
+        # Rewritten only by a run that trains: one whose train.steps are at or below the
+        # checkpoint's only evaluates it, and config.json keeps what it was trained with.
+        if start < total:
+          if resume:
+            _keep_record_of_changed_config(workdir, config, start)
+          configs_lib.write_record(config, workdir)
+      end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
 
-    # ---- Train loop ----
-    train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
-                                          state_sharding, mesh,
-                                          jax.random.PRNGKey(config.seed + 1))
-    total_steps = step_lib.schedule_length(total, mesh)
-    writer = closing.enter_context(contextlib.closing(
-        MetricWriter(workdir, resumed_at_step=start if resume else None)))
-    progress = Progress("train step", total, "steps", min_interval_s=0.0)
-    profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
-    closing.callback(profiler.close)  # a trace that a stop or an error cut short
-    pending: list[tuple[int, dict]] = []
-    if start >= total:
-      print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
-            f"evaluating it", flush=True)
-    else:  # the first step waits for XLA to compile it: minutes for a large model
-      print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
-    t_last = time.perf_counter()
-    data_seconds = 0.0  # waiting for batches since the last log line
-    hinted = False  # the input-bound line is said once a run
-    done = start
-    with StopSignal() as stop_signal:
-      for step in range(start, end):
-        with profiler.step(step + 1):
-          waiting_from = time.perf_counter()
-          batch = parallel.to_global(next(data_iter), mesh)
-          data_seconds += time.perf_counter() - waiting_from
-          state, metrics = train_step(state, batch, total_steps)
-        done = step + 1
-        profiler.after_step(done, (state, metrics),
-                            compiled=lambda: train_step.lower(state, batch, total_steps).compile())
-        pending.append((done, metrics))
-        stopping = stop_signal.should_stop(done)
-        if done % config.train.log_every == 0 or done == end or stopping:
-          host = _check_finite(pending)  # waits for these steps to finish
-          now = time.perf_counter()
-          mean = _summarize(host, now - t_last, float(schedule(done - 1)), data_seconds)
-          t_last, data_seconds = now, 0.0
-          writer.write(done, mean)
-          progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"],
-                          data=f"{100 * mean['data_wait']:.0f}%")
-          hint = _input_bound_hint(mean["data_wait"], config.data.num_workers)
-          if hint and not hinted and jax.process_index() == 0:
-            print(hint, flush=True)
-            hinted = True
-          pending = []
-        evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
-                      and done != total and not stopping)
-        # An evaluation takes minutes, longer than a scheduler's grace between SIGTERM and
-        # SIGKILL: its step is checkpointed first, so a preemption during it loses no step.
-        saving = (done % config.train.checkpoint_every == 0 or done == end or stopping
-                  or evaluating)
-        if (saving or evaluating) and pending:  # the steps since the last log line, checked
-          _check_finite(pending)
-        if saving:
-          checkpointer.save(done, state, data_iter)
-        if stopping:
-          print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
-                flush=True)
-          break
-        if evaluating:
-          evaluate(method, variables_of(state), config, workdir=workdir, step=done)
-    # With data workers the last batch's host arrays are Grain shared memory (aliased by the device
-    # arrays on a CPU), unlinked in the background once released: released here, before the last
-    # save completes and the evaluation, rather than at exit, where Python warns of "leaked
-    # shared_memory objects".
-    batch = None
+      # ---- Train loop ----
+      train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
+                                            state_sharding, mesh,
+                                            jax.random.PRNGKey(config.seed + 1))
+      total_steps = step_lib.schedule_length(total, mesh)
+      writer = closing.enter_context(contextlib.closing(
+          MetricWriter(workdir, resumed_at_step=start if resume else None)))
+      progress = Progress("train step", total, "steps", min_interval_s=0.0)
+      profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
+      closing.callback(profiler.close)  # a trace that a stop or an error cut short
+      pending: list[tuple[int, dict]] = []
+      if start >= total:
+        print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
+              f"evaluating it", flush=True)
+      else:  # the first step waits for XLA to compile it: minutes for a large model
+        print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
+      t_last = time.perf_counter()
+      data_seconds = 0.0  # waiting for batches since the last log line
+      hinted = False  # the input-bound line is said once a run
+      done = start
+      with StopSignal() as stop_signal:
+        for step in range(start, end):
+          with profiler.step(step + 1):
+            waiting_from = time.perf_counter()
+            batch = parallel.to_global(next(data_iter), mesh)
+            data_seconds += time.perf_counter() - waiting_from
+            state, metrics = train_step(state, batch, total_steps)
+          done = step + 1
+          profiler.after_step(
+              done, (state, metrics),
+              compiled=lambda: train_step.lower(state, batch, total_steps).compile())
+          pending.append((done, metrics))
+          stopping = stop_signal.should_stop(done)
+          if done % config.train.log_every == 0 or done == end or stopping:
+            host = _check_finite(pending)  # waits for these steps to finish
+            now = time.perf_counter()
+            mean = _summarize(host, now - t_last, float(schedule(done - 1)), data_seconds)
+            t_last, data_seconds = now, 0.0
+            writer.write(done, mean)
+            progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"],
+                            data=f"{100 * mean['data_wait']:.0f}%")
+            hint = _input_bound_hint(mean["data_wait"], config.data.num_workers)
+            if hint and not hinted and jax.process_index() == 0:
+              print(hint, flush=True)
+              hinted = True
+            pending = []
+          evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
+                        and done != total and not stopping)
+          # An evaluation takes minutes, longer than a scheduler's grace between SIGTERM and
+          # SIGKILL: its step is checkpointed first, so a preemption during it loses no step.
+          saving = (done % config.train.checkpoint_every == 0 or done == end or stopping
+                    or evaluating)
+          if (saving or evaluating) and pending:  # the steps since the last log line, checked
+            _check_finite(pending)
+          if saving:
+            checkpointer.save(done, state, data_iter)
+          if stopping:
+            print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
+                  flush=True)
+            break
+          if evaluating:
+            evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+      # With data workers the last batch's host arrays are Grain shared memory (aliased by the
+      # device arrays on a CPU), unlinked in the background once released: released here, before
+      # the last save completes and the evaluation, rather than at exit, where Python warns of
+      # "leaked shared_memory objects".
+      batch = None
 
-  if done >= total:
-    return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+    if done >= total:
+      return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
   return None
 
 
