@@ -254,8 +254,8 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                                                                                  tmp_path):
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
-  was trained. So does resuming with another Grain worker count. A restore error of another kind
-  is not disguised as one."""
+  was trained. So does resuming with another Grain worker count, or batch size (the iterator
+  counts batches). A restore error of another kind is not disguised as one."""
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
   recorded = (tmp_path / "config.json").read_text()
@@ -272,6 +272,12 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                      r"--config\.data\.num_workers=0"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.data.num_workers = 0
+  quick_config.data.batch_size *= 2  # resumed at sample 1 * 8 instead of 1 * 4: 4 skipped
+  with pytest.raises(SetupError, match=r"checkpointed with data\.batch_size=4 .* resume at "
+                     r"another sample, repeating or skipping data\. Rerun with "
+                     r"--config\.data\.batch_size=4"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.data.batch_size //= 2
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")

@@ -103,7 +103,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "(docs/reproducing.md)")
   if data_iter is not None:
     _check_process_count(checkpointer, step)
-    _check_worker_count(workdir, config)
+    _check_data_settings(workdir, config)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -133,15 +133,31 @@ def _check_process_count(checkpointer: Checkpointer, step: int) -> None:
         "alone restores with any count: --mode=eval and --mode=infer read this workdir as it is")
 
 
-def _check_worker_count(workdir: str, config: ConfigDict) -> None:
-  """Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
-  bare ValueError). The batches themselves do not depend on it (`make_train_loader`)."""
-  saved = (configs_lib.read_record(workdir) or {}).get("data", {}).get("num_workers")
-  if saved is not None and saved != config.data.num_workers:
+def _check_data_settings(workdir: str, config: ConfigDict) -> None:
+  """The data settings that the saved iterator position is in the units of.
+
+  Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
+  bare ValueError); the batches themselves do not depend on it (`make_train_loader`). It counts
+  batches, which `make_train_loader` maps to samples k * `data.batch_size`: another batch size
+  would resume at another sample, repeating or skipping part of the epoch without a word.
+  """
+  saved = (configs_lib.read_record(workdir) or {}).get("data", {})
+  where = f"the data iterator of {workdir} was checkpointed with"
+  record = configs_lib.record_path(workdir)
+  workers = saved.get("num_workers")
+  if workers is not None and workers != config.data.num_workers:
     raise SetupError(
-        f"the data iterator of {workdir} was checkpointed with data.num_workers={saved} "
-        f"({configs_lib.record_path(workdir)}), and Grain resumes it only with that count: "
-        f"rerun with --config.data.num_workers={saved} (the batches are the same with any count)")
+        f"{where} data.num_workers={workers} ({record}), and Grain resumes it only with that "
+        f"count: rerun with --config.data.num_workers={workers} (the batches are the same with "
+        "any count)")
+  batch_size = saved.get("batch_size")
+  if batch_size is not None and batch_size != config.data.batch_size:
+    raise SetupError(
+        f"{where} data.batch_size={batch_size} ({record}): its position counts batches of that "
+        f"size, so a batch size of {config.data.batch_size} would resume at another sample, "
+        f"repeating or skipping data. Rerun with --config.data.batch_size={batch_size} (optim."
+        "accumulate_steps changes the batch per update, if that is the aim), or train in a new "
+        "--workdir")
 
 
 def _recorded_changes(workdir: str, config: ConfigDict) -> list[str] | None:
