@@ -39,6 +39,24 @@ def test_only_the_latest_keep_checkpoints_stay(tmp_path):
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "3"]
 
 
+def test_processes_that_list_different_latest_steps_are_stopped(tmp_path, monkeypatch):
+  """Each process lists the checkpoints itself; one whose listing lags (network file systems)
+  restored another step's shards into the same global state. A stand-in second process sees one
+  step fewer, then the same."""
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, {"w": jnp.zeros(3)}, force=True)
+    checkpointer.save(2, {"w": jnp.zeros(3)}, force=True)
+    monkeypatch.setattr(checkpoint.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(checkpoint.multihost_utils, "process_allgather",
+                        lambda mine: np.stack([mine, mine - 1]))
+    with pytest.raises(SetupError, match=r"processes see different latest checkpoints in .* "
+                                         r"\(by process: \[2, 1\]\)"):
+      checkpointer.latest_step()
+    monkeypatch.setattr(checkpoint.multihost_utils, "process_allgather",
+                        lambda mine: np.stack([mine, mine]))
+    assert checkpointer.latest_step() == 2
+
+
 def _empty_folder(step_dir):
   for path in step_dir.iterdir():
     shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -14,8 +14,10 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from vssjax import parallel
 from vssjax.errors import SetupError
@@ -63,7 +65,20 @@ class Checkpointer:
             max_to_keep=keep, create=create, enable_async_checkpointing=async_save))
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    """The newest step on disk. With several processes (each calls this) it is checked to be the
+    same on every one: each lists the folder itself, and one with a stale listing (a network file
+    system's cached attributes, just after the previous run finalised a step) would restore its
+    shards of another checkpoint into the same global state, and run another number of steps."""
+    step = self._manager.latest_step()
+    if jax.process_count() > 1:
+      seen = multihost_utils.process_allgather(np.array([-1 if step is None else step]))
+      steps = [None if s < 0 else int(s) for s in np.ravel(seen)]
+      if len(set(steps)) > 1:
+        raise SetupError(
+            f"the processes see different latest checkpoints in {self.directory} (by process: "
+            f"{steps}): a file system whose listings lag behind across hosts; rerun once every "
+            "host lists the same steps")
+    return step
 
   def all_steps(self, *, reload: bool = False) -> list[int]:
     """`reload`: listed from the disk again, not Orbax's cache from when the manager was made (a
