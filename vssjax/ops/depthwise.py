@@ -23,7 +23,12 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
 def _shifted_sum(x: jax.Array, taps: jax.Array, pads: Pads) -> jax.Array:
-  """sum_{i,j} taps[i, j] * (x zero-padded by `pads`)[..., i:i+H', j:j+W', :]."""
+  """sum_{i,j} taps[i, j] * (x zero-padded by `pads`)[..., i:i+H', j:j+W', :], in x's dtype.
+
+  Accumulated in float32 and rounded once, as cuDNN's bf16 convolution accumulates (adding the
+  bf16 terms one by one erred 0.48 % on a [4, 60, 60, 256] map against float32, the grouped conv
+  0.29 %); XLA fuses the sum into one loop either way, and float32 inputs are unchanged.
+  """
   kh, kw = taps.shape[:2]
   height = x.shape[-3] + sum(pads[0]) - kh + 1
   width = x.shape[-2] + sum(pads[1]) - kw + 1
@@ -31,9 +36,10 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, pads: Pads) -> jax.Array:
   out = None
   for i in range(kh):
     for j in range(kw):
-      term = padded[..., i:i + height, j:j + width, :] * taps[i, j]
+      term = (padded[..., i:i + height, j:j + width, :].astype(jnp.float32)
+              * taps[i, j].astype(jnp.float32))
       out = term if out is None else out + term
-  return out
+  return out.astype(x.dtype)
 
 
 def _shifted_view(x: jax.Array, di: int, dj: int, shape: tuple[int, ...]) -> jax.Array:
