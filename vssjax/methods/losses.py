@@ -28,8 +28,14 @@ def segmentation_cross_entropy(
 
   `average='valid'` divides by the number of non-ignored pixels; `average='all'` divides by all
   pixels (mmseg 0.13's `weight_reduce_loss`, which the DTERN release trained with; DCFM's
-  `CrossEntropyLoss_fix` is 'valid'). The two
-  differ only by a per-batch gradient scale.
+  `CrossEntropyLoss_fix` is 'valid'). The two differ only by a per-batch gradient scale.
+
+  Under `jit` the batch is the global one, so 'valid' divides by the valid pixels of every
+  device's share together. PyTorch DDP (DCFM trained on 4 GPUs) takes each GPU's own valid mean,
+  then averages the gradients: the same where the shares hold as many valid pixels, otherwise a
+  sample on a sparsely labelled GPU weighs more there. Deliberate: the global mean does not depend
+  on the device count, so a config trains alike on 1 device or 64. ('all' is the same either way:
+  the crops are equal-sized.)
 
   `class_weights` [C] weight each pixel's loss by its label's weight. With 'valid' the divisor is
   then the sum of the weights of the non-ignored pixels: PyTorch's `F.cross_entropy(weight=...)`
