@@ -147,6 +147,43 @@ def test_a_resumed_run_stops_on_a_sigterm_before_its_first_step(tmp_path):
     assert "stopped at 101" in out, out
 
 
+_SIGTERM_SELF = """
+import os, signal, sys, time
+from vssjax import parallel
+
+parallel.initialize_distributed("on", preemption_service=sys.argv[1] == "train")
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(3)
+print("still running", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_sigterm_ends_a_multiprocess_evaluation_and_is_left_to_training(tmp_path, mode):
+  """JAX's preemption service swallows SIGTERM for the training loop's agreed stop; in an
+  evaluation or inference, which has nothing to save, it kept a scheduler's SIGTERM from ending
+  the job until its SIGKILL."""
+  script = tmp_path / "sigterm_self.py"
+  script.write_text(_SIGTERM_SELF)
+  port = _free_port()
+  procs = []
+  for rank in range(2):
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="1", PYTHONPATH=str(REPO))
+    procs.append(subprocess.Popen([sys.executable, str(script), mode], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    if mode == "train":
+      assert "still running" in out, out
+    else:
+      assert p.returncode == -signal.SIGTERM and "still running" not in out, out
+
+
 def _losses(workdir):
   return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 

@@ -74,7 +74,8 @@ def main(argv):
   quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
   from vssjax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(_DISTRIBUTED.value)  # before anything touches a device
+  # Before anything touches a device; only training stops at an agreed step on SIGTERM.
+  parallel.initialize_distributed(_DISTRIBUTED.value, preemption_service=_MODE.value == "train")
   if _MODE.value != "bench":  # bench times the compiles themselves
     use_compilation_cache(_COMPILATION_CACHE_DIR.value)
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top

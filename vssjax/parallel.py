@@ -35,12 +35,17 @@ def _cluster_detected() -> bool:
           or int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
 
 
-def initialize_distributed(mode: str = "auto") -> None:
+def initialize_distributed(mode: str = "auto", *, preemption_service: bool = True) -> None:
   """Starts JAX's multi-controller runtime: 'on', 'off', or 'auto' (when a cluster is detected).
 
   On TPU pods, SLURM and Open MPI, JAX finds the coordinator itself. On bare hosts set
   JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
   Must run before anything touches a device.
+
+  `preemption_service`: JAX's service catches SIGTERM so that training stops at a step every
+  process agrees on (`train.preemption`). A mode with nothing to save (evaluation, inference)
+  turns it off: the service would swallow the signal, and the job would run on until the
+  scheduler's SIGKILL; without it SIGTERM ends the process at once.
   """
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"--distributed must be auto, on or off, got {mode!r}")
@@ -48,6 +53,7 @@ def initialize_distributed(mode: str = "auto") -> None:
     return
   if jax.distributed.is_initialized():
     return
+  jax.config.update("jax_enable_preemption_service", preemption_service)
   kwargs = {}
   if os.environ.get("JAX_NUM_PROCESSES"):
     if "JAX_PROCESS_ID" not in os.environ:
