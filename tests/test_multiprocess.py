@@ -28,20 +28,37 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir, data_dir, devices_each: int, *overrides):
-  """Two processes of one `vssjax.main` training run on localhost, output piped."""
+def _start_two_processes(command: list[str], devices_each: int) -> list[subprocess.Popen]:
+  """Two processes of `command`, joined as one JAX cluster on localhost, output piped."""
   port = _free_port()
-  procs = []
-  for rank in range(2):
-    env = dict(os.environ)
-    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES=str(devices_each))
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
-         f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--distributed=on",
-         *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True))
-  return procs
+  return [subprocess.Popen(
+      command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES=str(devices_each),
+               PYTHONPATH=str(REPO)))
+          for rank in range(2)]
+
+
+def _launch_two_processes(workdir, data_dir, devices_each: int, *overrides):
+  """Two processes of one `vssjax.main` training run."""
+  return _start_two_processes(
+      [sys.executable, "-m", "vssjax.main", "--config=configs/segformer/synthetic_mitb0.py:quick",
+       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--distributed=on",
+       *overrides], devices_each)
+
+
+def _run_script_in_two_processes(tmp_path, source: str, *args: str, devices_each: int = 1
+                                 ) -> list[tuple[int, str]]:
+  """(return code, output) of each of two processes running the Python `source` with `args`."""
+  script = tmp_path / "two_processes.py"
+  script.write_text(source)
+  procs = _start_two_processes([sys.executable, str(script), *args], devices_each)
+  try:
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  return [(p.returncode, out) for p, out in zip(procs, outputs)]
 
 
 # Each process predicts a frame of its own with parameters split over an fsdp axis that spans both
@@ -79,22 +96,9 @@ def test_each_process_predicts_its_own_frames_with_fsdp_parameters_across_proces
   across both processes, and with fsdp parameters each prediction mixed in activations of the
   other process's frame (errors ~1) or hung at a frame the other process did not have. A mesh
   leaving one process's devices out dropped its rows from every global batch."""
-  script = tmp_path / "own_predictions.py"
-  script.write_text(_OWN_PREDICTIONS)
-  port = _free_port()
-  procs = []
-  for rank in range(2):
-    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="2", PYTHONPATH=str(REPO))
-    procs.append(subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  try:
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out
+  for returncode, out in _run_script_in_two_processes(tmp_path, _OWN_PREDICTIONS,
+                                                     devices_each=2):
+    assert returncode == 0, out
     assert "refused: mesh.data=2 x mesh.fsdp=1 uses 2 of the 4 devices" in out, out
     error = float(next(l for l in out.splitlines() if l.startswith("max error")).split()[-1])
     assert error < 1e-5, out
@@ -128,22 +132,8 @@ def test_a_resumed_run_stops_on_a_sigterm_before_its_first_step(tmp_path):
   """JAX's preemption service counts from its own 0, so a notice before any step picked step 1,
   which a run resumed at step 100 never asks about: it trained on, SIGTERM swallowed, until the
   scheduler's SIGKILL took every step since the last checkpoint."""
-  script = tmp_path / "resumed_stop.py"
-  script.write_text(_RESUMED_STOP)
-  port = _free_port()
-  procs = []
-  for rank in range(2):
-    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="1", PYTHONPATH=str(REPO))
-    procs.append(subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  try:
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out
+  for returncode, out in _run_script_in_two_processes(tmp_path, _RESUMED_STOP):
+    assert returncode == 0, out
     assert "stopped at 101" in out, out
 
 
@@ -163,25 +153,11 @@ def test_sigterm_ends_a_multiprocess_evaluation_and_is_left_to_training(tmp_path
   """JAX's preemption service swallows SIGTERM for the training loop's agreed stop; in an
   evaluation or inference, which has nothing to save, it kept a scheduler's SIGTERM from ending
   the job until its SIGKILL."""
-  script = tmp_path / "sigterm_self.py"
-  script.write_text(_SIGTERM_SELF)
-  port = _free_port()
-  procs = []
-  for rank in range(2):
-    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-               JAX_PROCESS_ID=str(rank), JAX_NUM_CPU_DEVICES="1", PYTHONPATH=str(REPO))
-    procs.append(subprocess.Popen([sys.executable, str(script), mode], cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  try:
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
+  for returncode, out in _run_script_in_two_processes(tmp_path, _SIGTERM_SELF, mode):
     if mode == "train":
       assert "still running" in out, out
     else:
-      assert p.returncode == -signal.SIGTERM and "still running" not in out, out
+      assert returncode == -signal.SIGTERM and "still running" not in out, out
 
 
 def _losses(workdir):
