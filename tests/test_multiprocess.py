@@ -125,6 +125,7 @@ with StopSignal() as stop_signal:
       break
     time.sleep(0.05)
 print("stopped at", stopped, flush=True)
+print("decided alone:", stop_signal.requested_here(), flush=True)  # several processes agree
 """
 
 
@@ -134,7 +135,7 @@ def test_a_resumed_run_stops_on_a_sigterm_before_its_first_step(tmp_path):
   scheduler's SIGKILL took every step since the last checkpoint."""
   for returncode, out in _run_script_in_two_processes(tmp_path, _RESUMED_STOP):
     assert returncode == 0, out
-    assert "stopped at 101" in out, out
+    assert "stopped at 101" in out and "decided alone: False" in out, out
 
 
 _SIGTERM_SELF = """

@@ -445,6 +445,33 @@ def test_a_failing_device_stops_the_others_and_its_error_is_raised():
   assert len(record) == 20  # the other device finished its video in progress, and no other
 
 
+@pytest.mark.parametrize("devices", [1, 2])
+def test_a_stop_request_ends_the_evaluation_at_the_next_video_and_writes_nothing(tmp_path, capsys,
+                                                                               devices):
+  """A preemption during a periodic evaluation: every device's share ends after its video in
+  progress, and no partial scores are written as the step's results."""
+  config = _config_with_scored_videos()
+  config.data.synthetic.num_val_videos = 4
+  config.eval.devices = devices
+  record = []
+  results = evaluator.evaluate(_recording_method(config, record), {"w": np.zeros(2, np.float32)},
+                               config, workdir=str(tmp_path), step=7,
+                               stop_requested=lambda: bool(record))
+  assert results is None
+  assert len(record) == 20 * devices  # each device's first video, then no other
+  assert not list(tmp_path.iterdir())
+  assert ("eval[val] of step 7 cut short by the stop request after "
+          f"{devices} of 4 videos; no results written") in capsys.readouterr().out
+
+
+def test_a_stop_requested_during_the_last_video_keeps_the_results():
+  config = _config_with_scored_videos()  # 3 videos of 20 frames
+  record = []
+  results = evaluator.evaluate(_recording_method(config, record), {"w": np.zeros(2, np.float32)},
+                               config, workdir=None, stop_requested=lambda: len(record) > 40)
+  assert results is not None and results["num_videos"] == 3 and len(record) == 60
+
+
 def test_a_real_model_on_four_devices_scores_as_on_one():
   """SegFormer's jitted predictor with a copy of the variables on each of 4 (CPU) devices."""
   quick_config = _config_with_scored_videos()

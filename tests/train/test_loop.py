@@ -2,7 +2,9 @@
 
 import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -362,6 +364,30 @@ def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(q
   assert results["step"] == 2 and results["mIoU"] == pytest.approx(history[0]["mIoU"])
   with pytest.raises(SetupError, match=r"no checkpoint of step 3 in .*; it holds steps 2, 4"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path), step=3)
+
+
+def test_sigterm_during_a_periodic_evaluation_cuts_it_short_and_stops_at_its_step(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """The evaluation took its minutes to the end, then the run trained one more step before
+  stopping, beyond a scheduler's grace period: now the evaluation ends at its next video and the
+  run at its step, checkpointed before the evaluation began."""
+  evaluate = loop.evaluate
+
+  def preempted_evaluate(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(loop, "evaluate", preempted_evaluate)
+  quick_config.train.update(steps=4, eval_every=2, checkpoint_every=100)
+  assert loop.train_and_evaluate(quick_config, str(tmp_path)) is None
+  out = capsys.readouterr().out
+  assert "eval[val] of step 2 cut short by the stop request after 0 of" in out
+  assert "step 2's evaluation was cut short: --mode=eval --step=2 evaluates it" in out
+  assert "stopped at step 2 on request" in out
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    assert checkpointer.all_steps() == [2]
+  assert max(_losses(tmp_path)) == 2
+  assert not (tmp_path / "eval_history.jsonl").exists()
 
 
 def test_the_workdir_stays_locked_through_the_final_evaluation(quick_config, tmp_path,

@@ -36,7 +36,9 @@ def test_first_ctrl_c_stops_cleanly_and_the_second_interrupts(capsys):
 def test_sigterm_stops_cleanly_and_handlers_are_restored():
   before = signal.getsignal(signal.SIGTERM)
   with StopSignal() as stop:
+    assert not stop.requested_here()
     signal.raise_signal(signal.SIGTERM)
+    assert stop.requested_here()  # what a periodic evaluation asks before each video
     assert stop.should_stop(1)
   assert signal.getsignal(signal.SIGTERM) is before
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

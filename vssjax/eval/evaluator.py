@@ -15,7 +15,7 @@ import functools
 import pickle
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -192,7 +192,8 @@ def make_scorers(config: ConfigDict) -> Scorers:
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
-             step: int = 0, decode_ahead: bool | None = None) -> dict[str, Any]:
+             step: int = 0, decode_ahead: bool | None = None,
+             stop_requested: Callable[[], bool] | None = None) -> dict[str, Any] | None:
   """Evaluates on `config.data.eval_split`; writes results into `workdir`.
 
   Each process takes its share of the videos and splits it over its prediction devices
@@ -201,6 +202,9 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   variables and accumulators of its own, merged at the end (in device order, then across
   processes). `decode_ahead`: decode frames in a read-ahead thread; by default when the device is
   an accelerator (`parallel.computes_off_the_host`), the only case where it pays.
+  `stop_requested` (one process only) is asked before each video: once it is true, the evaluation
+  ends there and returns None, writing nothing (a preemption during a periodic evaluation: a
+  scheduler's grace period is shorter than an evaluation, whose step is already checkpointed).
   """
   split = config.data.eval_split
   devices = parallel.prediction_devices(config.eval.devices)
@@ -214,7 +218,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
                             make_clip_sampler(config.clip).eval_frames_per_clip,
                             keep_whole=scorers[0].scores_tc))
   source = make_source(config.data)  # the overlay's palette, the results' class names
-  shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"))
+  shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"), stop_requested)
 
   def overlay(name, frames, predictions, labels):
     return _write_overlay(workdir, name, frames, predictions, labels, config.eval.overlay_fps,
@@ -231,6 +235,10 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   timed_frames, timed_wall = _timed_span(shared.frame_ends, [first for first, _ in outcomes],
                                          started)
   overlay_path = next((path for _, path in outcomes if path is not None), None)
+  if shared.cut_short:
+    print(f"eval[{split}] of step {step} cut short by the stop request after "
+          f"{shared.videos_done} of {len(videos)} videos; no results written", flush=True)
+    return None
 
   merged = functools.reduce(Scorers.merge, scorers)
   confusion = merge_across_processes(merged.confusion)
@@ -273,19 +281,30 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
 
 class _Shared:
   """What the prediction devices' threads share: the end time of every frame (frames/s), the
-  progress line, and a stop that one device's failure sets for the others."""
+  progress line, a stop that one device's failure sets for the others, and the stop request."""
 
-  def __init__(self, progress: Progress):
+  def __init__(self, progress: Progress, stop_requested: Callable[[], bool] | None):
     self.frame_ends: list[float] = []  # appended by every thread (a list append is atomic)
     self.failed = threading.Event()
+    self.cut_short = False  # a share ended early on the stop request
+    self.videos_done = 0
+    self._stop_requested = stop_requested
     self._progress = progress
-    self._videos_done = 0
     self._lock = threading.Lock()
+
+  def go_on(self) -> bool:
+    """Whether a share predicts its next video: no other share failed, and no stop requested."""
+    if self.failed.is_set():
+      return False
+    if self._stop_requested is not None and self._stop_requested():
+      self.cut_short = True
+      return False
+    return True
 
   def video_done(self) -> None:
     with self._lock:
-      self._videos_done += 1
-      self._progress.update(self._videos_done, force=self._videos_done == self._progress.total)
+      self.videos_done += 1
+      self._progress.update(self.videos_done, force=self.videos_done == self._progress.total)
 
 
 def _evaluate_share(method: Method, variables: Variables, videos: list, scorers: Scorers,
@@ -295,12 +314,12 @@ def _evaluate_share(method: Method, variables: Variables, videos: list, scorers:
 
   Returns when its first video was fully scored (its programs compiled by then; None with fewer
   than two videos), and the overlay `write_overlay` (if given) wrote of its first video. Stops
-  before its next video once another device's share has failed.
+  before its next video once another device's share has failed or a stop was requested.
   """
   first_scored, overlay_path = None, None
   with _OneVideoBehind() as scoring:
     for index, video in enumerate(videos):
-      if shared.failed.is_set():
+      if not shared.go_on():
         break
       if index == 1:
         # The first video compiled the predictor's programs (a keyframe method has several, first

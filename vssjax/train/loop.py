@@ -392,12 +392,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
             _check_finite(pending)
           if saving:
             checkpointer.save(done, state, data_iter)
+          if evaluating:
+            results = evaluate(method, variables_of(state), config, workdir=workdir, step=done,
+                               stop_requested=stop_signal.requested_here)
+            # A request during the evaluation (one process) stops here, not after another step.
+            stopping = stop_signal.requested_here()
+            if stopping and results is None:
+              print(f"step {done}'s evaluation was cut short: --mode=eval --step={done} "
+                    "evaluates it", flush=True)
           if stopping:
             print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
                   flush=True)
             break
-          if evaluating:
-            evaluate(method, variables_of(state), config, workdir=workdir, step=done)
       # With data workers the last batch's host arrays are Grain shared memory (aliased by the
       # device arrays on a CPU), unlinked in the background once released: released here, before
       # the last save completes and the evaluation, rather than at exit, where Python warns of

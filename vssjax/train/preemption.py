@@ -2,7 +2,9 @@
 and so does a first Ctrl-C (SIGINT) in a single-process run.
 
 The train loop asks `should_stop(step)` after every step; once it is true it writes a checkpoint
-(state + data iterator) and returns, so the next run resumes exactly there.
+(state + data iterator) and returns, so the next run resumes exactly there. A request during a
+periodic evaluation (one process) ends it at its next video and the run at its step, checkpointed
+before the evaluation began.
 
 One process: a Python handler raises a flag; for SIGINT it then puts back Python's own handler,
 so a second Ctrl-C raises KeyboardInterrupt at once (a stuck step stays interruptible). Several
@@ -63,6 +65,12 @@ class StopSignal:
     else:
       print(f"received signal {signum}: will checkpoint and stop after this step", flush=True)
     self._requested.set()
+
+  def requested_here(self) -> bool:
+    """True once this process was asked to stop, where it alone decides (one process): a periodic
+    evaluation, whose step is already checkpointed, is cut short at its next video. Several
+    processes agree on a step instead (`should_stop`), so this is False there."""
+    return not self._multiprocess and self._requested.is_set()
 
   def should_stop(self, step: int) -> bool:
     """True once a stop was requested; with several processes, at the same `step` on every one.
