@@ -165,25 +165,42 @@ def _losses(workdir):
   return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_match_one_and_their_checkpoint_restores_in_one(quick_config, tmp_path):
-  """Their evaluation shares 4 videos over 2 processes x 2 devices (a thread each)."""
-  quick_config.data.synthetic.num_val_videos = 4
-  make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
-  make_dataset(quick_config.data, "val")
-  two = tmp_path / "two"
-  procs = _launch_two_processes(two, quick_config.data.data_dir, 2, *OVERRIDES,
-                                "--config.data.synthetic.num_val_videos=4",
-                                "--config.eval.devices=2")
+def _two_processes_train(workdir, data_dir, *overrides) -> list[str]:
+  """The outputs of two processes of 2 devices each training in `workdir`; both must succeed."""
+  procs = _launch_two_processes(workdir, data_dir, 2, *overrides)
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out
+  return outputs
+
+
+def test_two_processes_stopped_and_resumed_match_one_and_their_checkpoint_restores_in_one(
+    quick_config, tmp_path):
+  """Two processes train 2 steps, then resume to 4: the state and each process's data iterator
+  restore where they stopped (the losses of steps 3-4 are one uninterrupted process's). Their
+  evaluation shares 4 videos over 2 processes x 2 devices (a thread each)."""
+  quick_config.data.synthetic.num_val_videos = 4
+  make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
+  make_dataset(quick_config.data, "val")
+  data_dir = quick_config.data.data_dir
+  # A constant learning rate after warm-up, whatever train.steps says: the 2-step first run's
+  # schedule is then the 4-step run's.
+  constant_lr = "--config.optim.power=0.0"
+  two = tmp_path / "two"
+  _two_processes_train(two, data_dir, "--config.train.steps=2", "--config.optim.eps=0.0001",
+                       constant_lr, "--config.eval.max_videos=1")
+  outputs = _two_processes_train(two, data_dir, *OVERRIDES, constant_lr,
+                                 "--config.data.synthetic.num_val_videos=4",
+                                 "--config.eval.devices=2")
   assert "process 0/2: 2 local / 4 global devices" in outputs[0]
   assert "process 1/2: 2 local / 4 global devices" in outputs[1]
+  for out in outputs:
+    assert "resumed from" in out and "at step 2" in out, out
   assert "| mIoU (%) |" in outputs[0]  # the evaluation merged both processes' videos
 
-  # One process with the same 4 devices, same global batches.
+  # One process with the same 4 devices, same global batches, straight through.
   quick_config.train.steps = STEPS
-  quick_config.optim.eps = 1e-4
+  quick_config.optim.update(eps=1e-4, power=0.0)
   one = tmp_path / "one"
   loop.train_and_evaluate(quick_config, str(one))
   np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
