@@ -445,6 +445,23 @@ def test_a_failing_device_stops_the_others_and_its_error_is_raised():
   assert len(record) == 20  # the other device finished its video in progress, and no other
 
 
+class _StopOnceEveryDeviceStarted(list):
+  """A predictors' record whose devices each wait at their first frame until all have one, then
+  request the stop: every device has a video in progress when it comes."""
+
+  def __init__(self, devices: int):
+    super().__init__()
+    self._started = threading.Barrier(devices)
+    self.stop = threading.Event()
+
+  def append(self, item):
+    first = item[0] not in {device for device, _ in self}
+    super().append(item)
+    if first:
+      self._started.wait(timeout=30)
+      self.stop.set()
+
+
 @pytest.mark.parametrize("devices", [1, 2])
 def test_a_stop_request_ends_the_evaluation_at_the_next_video_and_writes_nothing(tmp_path, capsys,
                                                                                devices):
@@ -453,10 +470,10 @@ def test_a_stop_request_ends_the_evaluation_at_the_next_video_and_writes_nothing
   config = _config_with_scored_videos()
   config.data.synthetic.num_val_videos = 4
   config.eval.devices = devices
-  record = []
+  record = _StopOnceEveryDeviceStarted(devices)
   results = evaluator.evaluate(_recording_method(config, record), {"w": np.zeros(2, np.float32)},
                                config, workdir=str(tmp_path), step=7,
-                               stop_requested=lambda: bool(record))
+                               stop_requested=record.stop.is_set)
   assert results is None
   assert len(record) == 20 * devices  # each device's first video, then no other
   assert not list(tmp_path.iterdir())
