@@ -164,7 +164,7 @@ def real_video_clip(tmp_path_factory):
     VTEST_CACHE.mkdir(parents=True, exist_ok=True)
     work = tmp_path_factory.mktemp("opencv-doc")
     subprocess.run(["apt-get", "download", "opencv-doc"], cwd=work, check=True,
-                   capture_output=True)
+                   capture_output=True, timeout=300)
     deb = next(work.glob("opencv-doc_*.deb"))
     subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True)
     next((work / "x").rglob("vtest.avi")).rename(video)

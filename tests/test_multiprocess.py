@@ -116,7 +116,7 @@ parallel.initialize_distributed("on")
 import jax
 if jax.process_index() == 1:
   os.kill(os.getpid(), signal.SIGTERM)
-time.sleep(2)  # the notice reaches both processes before their first step
+time.sleep(5)  # the notice reaches both processes before their first step (a loaded CI too)
 stopped = None
 with StopSignal() as stop_signal:
   for step in range(101, 141):

@@ -49,6 +49,8 @@ def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c_and_sigterm(tm
     os.kill(worker.pid, signal.SIGINT)
     os.kill(worker.pid, signal.SIGTERM)
   batches += _take(iterator, 2)
+  for worker in workers:  # a worker that a signal killed has ended within the second
+    worker.join(timeout=1.0)
   assert all(worker.is_alive() for worker in workers)
   for got, want in zip(batches, expected, strict=True):
     for key in want:

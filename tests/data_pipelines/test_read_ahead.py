@@ -34,8 +34,10 @@ def test_stays_at_most_depth_items_ahead():
 
   stream = read_ahead(items(), depth=3)
   assert next(stream) == 0
-  time.sleep(0.3)  # the producer runs ahead until the buffer is full
-  # 1..3 buffered and 4 produced, waiting for room.
+  deadline = time.monotonic() + 30.0
+  while len(produced) < 5 and time.monotonic() < deadline:  # the producer runs ahead...
+    time.sleep(0.01)
+  time.sleep(0.2)  # ...until the buffer is full: 1..3 buffered and 4 produced, waiting for room
   assert produced == list(range(5))
   stream.close()
 

@@ -1,4 +1,6 @@
 """Forward behaviour of MiT / SegFormer: shapes, the two depthwise-conv forms, train-mode noise."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,20 +87,24 @@ def test_layer_norm_epsilons_are_mmseg_s():
 
 
 def test_train_mode_drop_path_is_random_and_eval_is_deterministic(tiny_model_and_vars):
-  model, variables, images = tiny_model_and_vars
+  """Eval mode drops nothing, whatever the key: the model without drop-path's output."""
+  base, variables, images = tiny_model_and_vars
   model = segformer("b0", num_classes=5, embed_dim=16, drop_path_rate=0.5, **_TINY)
 
-  @jax.jit
-  def logits(seed):
-    out, _ = model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(seed)},
+  @functools.partial(jax.jit, static_argnames="train")
+  def logits(seed, train):
+    out, _ = model.apply(variables, images, train=train, rngs={"dropout": jax.random.key(seed)},
                          mutable=["batch_stats"])
     return out
 
-  def run(seed):
-    return np.asarray(logits(seed))
+  def run(seed, train=True):
+    return np.asarray(logits(seed, train))
 
   assert not np.allclose(run(0), run(1))
-  np.testing.assert_array_equal(run(2), run(2))
+  np.testing.assert_array_equal(run(2), run(2))  # the key decides the draws
+  without_drop_path = base.apply(variables, images, train=False)
+  np.testing.assert_array_equal(run(0, train=False), run(1, train=False))
+  np.testing.assert_allclose(run(0, train=False), without_drop_path, atol=1e-5)  # jit vs eager
 
 
 @pytest.mark.parametrize("kernel_size", [3, (1, 11), 5])
