@@ -89,6 +89,13 @@ def test_counts_that_trained_without_a_word_are_refused(field, value, message):
     optimizer.make_optimizer(optim, total_steps=100, params=PARAMS)
 
 
+def test_an_unknown_optimizer_is_refused_naming_the_choices():
+  optim = configs_lib.base_config().optim
+  optim.name = "adam"
+  with pytest.raises(SetupError, match=r"optim.name must be 'adamw' or 'sgd', got 'adam'"):
+    optimizer.make_optimizer(optim, total_steps=100, params=PARAMS)
+
+
 @pytest.mark.parametrize("clip,accumulate", [(1.0, 1), (0.0, 2)])
 def test_clipping_and_accumulation(clip, accumulate):
   optim = configs_lib.base_config().optim
