@@ -76,6 +76,50 @@ def test_distributed_start_needs_the_process_id_with_the_process_count(monkeypat
     parallel.initialize_distributed("on")
 
 
+_CLUSTER_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
+                      "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+@pytest.mark.parametrize("mode, environment, joins", [
+    ("auto", {}, False),  # a laptop, or one process of a job: no runtime started
+    ("auto", {"SLURM_NTASKS": "1"}, False),
+    ("auto", {"SLURM_NTASKS": "4"}, True),
+    ("auto", {"TPU_WORKER_HOSTNAMES": "host-0"}, False),  # a single-host TPU
+    ("auto", {"TPU_WORKER_HOSTNAMES": "host-0,host-1"}, True),  # a pod slice
+    ("auto", {"OMPI_COMM_WORLD_SIZE": "2"}, True),
+    ("auto", {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+    ("off", {"SLURM_NTASKS": "4"}, False),
+    ("on", {}, True),  # JAX's own detection (or its error) decides
+])
+def test_the_runtime_starts_where_a_launcher_says_this_is_one_of_several_processes(
+    monkeypatch, mode, environment, joins):
+  for name in _CLUSTER_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+  for name, value in environment.items():
+    monkeypatch.setenv(name, value)
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  monkeypatch.setattr(jax.config, "update", lambda name, value: calls.append({name: value}))
+  parallel.initialize_distributed(mode)
+  assert calls == ([{"jax_enable_preemption_service": True}, {}] if joins else [])
+
+
+def test_a_cluster_jax_cannot_join_is_a_setup_error_that_says_what_to_set(monkeypatch):
+  def no_cluster(**kwargs):
+    raise ValueError("coordinator_address should be defined.")
+
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", no_cluster)
+  monkeypatch.setattr(jax.config, "update", lambda name, value: None)
+  with pytest.raises(SetupError, match=r"--distributed=on: JAX found no cluster to join: "
+                     r"coordinator_address should be defined\. On a bare host set "
+                     r"JAX_COORDINATOR_ADDRESS"):
+    parallel.initialize_distributed("on")
+  with pytest.raises(ValueError, match="--distributed must be auto, on or off, got 'yes'"):
+    parallel.initialize_distributed("yes")
+
+
 def test_local_copies_put_each_array_whole_on_each_device():
   """Prediction runs per device: split arrays (a batch-sharded one here) are gathered whole, and a
   replicated one gives each device the replica it holds, without a copy."""
