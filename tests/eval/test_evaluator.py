@@ -1,6 +1,7 @@
 """The evaluator's loop: each push's predictions are fetched and scored only after the next push
 is dispatched (so the device works while the host scores), a video's whole-video metrics are
 computed on a worker thread, and the scores are those of the predictions in order."""
+import pickle
 import threading
 import time
 
@@ -19,6 +20,7 @@ from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import ConfusionMatrix, miou_all_classes, miou_vspw
 from vssjax.metrics.consistency import VideoConsistency
+from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.methods import get_method
 from vssjax.train.loop import batch_spec
 
@@ -527,3 +529,52 @@ def test_frames_per_s_of_several_processes_is_all_their_frames_over_the_longest_
   results = evaluator.evaluate(method, {}, config, workdir=None)
   assert results["num_videos"] == 6 and results["num_frames"] == 18 + 36
   assert results["frames_per_s"] == pytest.approx((12 + 30) / 20.0)
+
+
+def _stand_in_for_another_process(monkeypatch, other_accumulator):
+  """Process 0 of 2, whose gathers return its own values and those of a process that pickled
+  `other_accumulator` (padded to the gathered length, as that process pads)."""
+  other = np.frombuffer(pickle.dumps(other_accumulator), np.uint8)
+  monkeypatch.setattr(evaluator.jax, "process_count", lambda: 2)
+
+  def allgather(values):
+    if values.shape == (1,):  # the blobs' sizes
+      return np.stack([values, np.array([other.size])])
+    padded = np.zeros_like(values)
+    padded[:other.size] = other
+    return np.stack([values, padded])
+
+  monkeypatch.setattr(evaluator.multihost_utils, "process_allgather", allgather)
+
+
+def test_merging_across_processes_scores_as_one_process_that_saw_every_video(monkeypatch):
+  """mIoU's confusion matrix, mVC/VEC's window sums and TC's pair sums go through the pickled
+  gather: the merged accumulators equal one that scored both processes' videos (in order)."""
+  rng = np.random.default_rng(0)
+
+  def flicker(maps):  # a tenth of the pixels change class from frame to frame
+    return np.where(rng.random(maps.shape) < 0.1, rng.integers(0, 4, maps.shape), maps)
+
+  scenes = [np.repeat(rng.integers(0, 4, (1, 6, 5)), 17, axis=0) for _ in range(3)]
+  videos = [(flicker(scene), flicker(scene)) for scene in scenes]
+
+  def scored(which):
+    confusion, consistency = ConfusionMatrix(4), VideoConsistency(4, windows=(8, 16))
+    temporal = TemporalConsistency(4)
+    for labels, predictions in which:
+      for label, prediction in zip(labels, predictions):
+        confusion.update(label, prediction)
+      consistency.add_video(labels, predictions)
+      temporal.add_video(list(predictions), lambda i: np.zeros((6, 5, 2), np.float32))
+    return confusion, consistency, temporal
+
+  everything = scored(videos)
+  here, there = scored(videos[:1]), scored(videos[1:])  # the other process's blob is the longer
+  for mine, theirs, whole in zip(here, there, everything):
+    _stand_in_for_another_process(monkeypatch, theirs)
+    merged = evaluator.merge_across_processes(mine)
+    for name, value in whole.summary().items():
+      assert merged.summary()[name] == pytest.approx(value, rel=1e-12), name
+  assert everything[1].videos_scored == 3 and everything[2].pairs == 3 * 16
+  assert all(np.isfinite(list(whole.summary().values())).all() for whole in everything)
+
