@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import load_config, random_config_batch
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
+from vssjax.models import mit
 from vssjax.train.host_init import host_filled
 
 
@@ -32,9 +33,9 @@ def test_bfloat16_compute_keeps_float32_params_and_trains():
 
 
 def test_attention_impl_reaches_every_attention_call(monkeypatch):
-  """`model.attention_impl` is passed to jax.nn.dot_product_attention in every MiT block: with
-  'cudnn' the CPU backend refuses the first block's call (the fused kernel needs an NVIDIA GPU).
-  The method is built as on a GPU, past the check of `test_cudnn_attention_is_refused_...`."""
+  """`model.attention_impl` is passed to the attention of every MiT block. The method is built as
+  on a GPU, past the check of `test_cudnn_attention_is_refused_...`; the calls are recorded (and
+  computed with XLA's attention, which any backend runs)."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.model.dtype = "bfloat16"  # cuDNN's fused attention takes fp16/bf16 only
   frames = jnp.zeros((1, 32, 32, 3), jnp.bfloat16)
@@ -44,13 +45,18 @@ def test_attention_impl_reaches_every_attention_call(monkeypatch):
   with monkeypatch.context() as patch:
     patch.setattr(jax, "default_backend", lambda: "gpu")
     module = get_method(config).module
-  assert module.backbone.attention_impl == "cudnn"
-  forward = lambda v: module.apply(v, frames, train=False)
-  if jax.default_backend() == "gpu":
-    jax.eval_shape(forward, variables)
-  else:
-    with pytest.raises(RuntimeError, match="cuDNN"):
-      jax.eval_shape(forward, variables)
+  attention, implementations = mit.dot_product_attention, []
+
+  def recording_attention(*args, implementation, **kwargs):
+    implementations.append(implementation)
+    return attention(*args, implementation="xla", **kwargs)
+
+  monkeypatch.setattr(mit, "dot_product_attention", recording_attention)
+  jax.eval_shape(lambda v: default.apply(v, frames, train=False), variables)
+  blocks = len(implementations)
+  assert blocks == sum(config.model.backbone_overrides.depths) and set(implementations) == {"xla"}
+  jax.eval_shape(lambda v: module.apply(v, frames, train=False), variables)
+  assert implementations[blocks:] == ["cudnn"] * blocks
 
 
 @pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
