@@ -16,13 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from flax import traverse_util
-from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from data_pipelines.eval_transforms import test_resize
 from tests.conftest import REPO, load_config
-from tests.convert.test_mmseg_segformer import hf_to_mmseg
-from tests.parity.test_segformer_parity import randomize_parameters
-from tests.parity.test_train_step_parity import pin_mmseg_layer_norm_eps
+from tests.convert.mmseg_names import hf_to_mmseg
+from tests.parity.hf_models import random_hf_segformer
 from vssjax import configs_lib
 from vssjax.convert.cli import convert_to_workdir
 from vssjax.convert.mmseg_segformer import convert_mmseg_segformer
@@ -36,17 +34,13 @@ from vssjax.train.state import TrainState
 
 @pytest.fixture(scope="module")
 def hf_model():
-  """Unit-scale random weights (decisive logits) with the quick config's MiT and head shapes."""
+  """Unit-scale random weights (decisive logits) and head BN statistics, with the quick config's
+  MiT and head shapes."""
   quick = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   arch = quick.model.backbone_overrides
-  model = SegformerForSemanticSegmentation(SegformerConfig(
-      hidden_sizes=list(arch.embed_dims), num_attention_heads=list(arch.num_heads),
-      depths=list(arch.depths), decoder_hidden_size=quick.model.decoder_dim,
-      num_labels=quick.data.num_classes)).eval()
-  torch.manual_seed(0)
-  randomize_parameters(model)
-  pin_mmseg_layer_norm_eps(model)
-  return model
+  return random_hf_segformer(quick.model.backbone, arch.depths, quick.data.num_classes,
+                             quick.model.decoder_dim, embed_dims=arch.embed_dims,
+                             num_heads=arch.num_heads)
 
 
 def _hf_labels(model, frame: np.ndarray, eval_transform) -> np.ndarray:

@@ -7,9 +7,8 @@ import pytest
 from flax import traverse_util
 
 from tests.conftest import load_config
-from tests.convert.test_mmseg_dtern import backbone_manifest
-from tests.convert.test_torch_resnet import (_bn, _conv, _layers_manifest, _ppm_manifest,
-                                             _stem_manifest)
+from tests.convert.manifests import (bn, conv, linear, mit_backbone_manifest, ppm_manifest,
+                                     resnet_layers_manifest, resnet_stem_manifest)
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.torch_io import strip_ddp_prefix
 from vssjax.errors import SetupError
@@ -17,26 +16,23 @@ from vssjax.methods import get_method
 from vssjax.train import init_from
 
 
-def _linear(prefix, out, inp):
-  return {f"{prefix}.weight": (out, inp), f"{prefix}.bias": (out,)}
-
-
 def _mit_encoder(dims, depths, e=256):
   keys = {k.replace("backbone.", "backbone.encoder.", 1): v
-          for k, v in backbone_manifest(dims, depths).items()}
+          for k, v in mit_backbone_manifest(dims, depths).items()}
   for i, dim in enumerate(dims, start=1):
-    keys |= _linear(f"backbone.decoder.linear_c{i}.proj", e, dim)
-  keys |= _conv("backbone.decoder.linear_fuse.conv", e, 4 * e, 1) | _bn(
+    keys |= linear(f"backbone.decoder.linear_c{i}.proj", e, dim)
+  keys |= conv("backbone.decoder.linear_fuse.conv", e, 4 * e, 1, bias=False) | bn(
       "backbone.decoder.linear_fuse.bn", e)
-  return keys | _conv("backbone.decoder.conv_seg", 19, 128, 1, bias=True)  # unused leftover
+  return keys | conv("backbone.decoder.conv_seg", 19, 128, 1, bias=True)  # unused leftover
 
 
 def _decoder(d, c_in, classes, hidden, bottleneck_from=None):
-  keys = _conv("bot_aspp", d, bottleneck_from, 1) if bottleneck_from else {}
-  keys |= _conv("ffm.convblk.conv", d, d + c_in // 2, 1, bias=True) | _bn("ffm.convblk.norm", d)
+  keys = conv("bot_aspp", d, bottleneck_from, 1, bias=False) if bottleneck_from else {}
+  keys |= conv("ffm.convblk.conv", d, d + c_in // 2, 1, bias=True) | bn("ffm.convblk.norm", d)
   if hidden:
-    return keys | _conv("final.0", d, d, 1) | _bn("final.1", d) | _conv("final.4", classes, d, 1)
-  return keys | _conv("final.1", classes, d, 1)
+    return (keys | conv("final.0", d, d, 1, bias=False) | bn("final.1", d)
+            | conv("final.4", classes, d, 1, bias=False))
+  return keys | conv("final.1", classes, d, 1, bias=False)
 
 
 def _checkpoint(manifest):
@@ -64,8 +60,9 @@ def test_vspw_mitb2_release_converts():
 
 
 def test_cityscapes_r50_release_converts_and_half_a_pair_fails():
-  encoder = {f"backbone.{k}": v for k, v in
-             (_stem_manifest(50, True) | _layers_manifest(50) | _ppm_manifest(2048)).items()}
+  encoder = {f"backbone.{k}": v for k, v in (resnet_stem_manifest(50, True)
+                                             | resnet_layers_manifest(50)
+                                             | ppm_manifest(2048)).items()}
   decoder = _decoder(1280, 256, 19, hidden=True, bottleneck_from=4096)
   config = load_config("configs/dcfm/cityscapes_r50.py")
   variables = _convert(config, encoder | decoder)
@@ -79,7 +76,7 @@ def test_cityscapes_r50_release_converts_and_half_a_pair_fails():
 def test_imagenet_mit_weights_go_into_the_encoder_backbone():
   config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
   manifest = {k[len("backbone."):]: v for k, v in
-              backbone_manifest((8, 16, 24, 32), (1, 1, 1, 1)).items()}
+              mit_backbone_manifest((8, 16, 24, 32), (1, 1, 1, 1)).items()}
   state = {k: np.ones(shape, np.float32) for k, shape in manifest.items()}
   state["head.weight"] = np.ones((1000, 32), np.float32)  # the ImageNet classifier, dropped
   assert init_from.is_backbone_only(state)

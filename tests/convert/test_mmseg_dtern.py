@@ -1,8 +1,9 @@
 """DTERN release converter: the key manifest of specs/dtern.md §10/Appendix A converts, runs, and
 wrong checkpoints fail naming their keys.
 
-The manifest is generated here from the spec's key list (not from the converter's rules), with the
-torch shapes of a tiny model, since the released weights are not available offline.
+The manifest is generated from the spec's key list (not from the converter's rules), with the
+torch shapes of a tiny model, since the released weights are not available offline: the head's
+here, the MiT backbone's by tests/convert/manifests.py, which DCFM's converter tests share.
 """
 import re
 
@@ -11,101 +12,66 @@ import pytest
 from flax import traverse_util
 
 from tests.conftest import load_config
+from tests.convert.manifests import bn, conv, linear, mit_backbone_manifest, norm
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.mmseg_dtern import convert_mmseg_dtern
 from vssjax.methods import get_method
 from vssjax.methods.per_frame import frame_labels
 
-_SR_RATIOS = (8, 4, 2, 1)
-
-
-def _bn(prefix, channels):
-  return {f"{prefix}.{n}": (channels,) for n in ("weight", "bias", "running_mean", "running_var")
-          } | {f"{prefix}.num_batches_tracked": ()}
-
-
-def _linear(prefix, out, inp):
-  return {f"{prefix}.weight": (out, inp), f"{prefix}.bias": (out,)}
-
-
-def _conv(prefix, out, inp, kh, kw=None, bias=True):
-  shapes = {f"{prefix}.weight": (out, inp, kh, kw or kh)}
-  return shapes | ({f"{prefix}.bias": (out,)} if bias else {})
-
-
-def _norm(prefix, channels):
-  return {f"{prefix}.weight": (channels,), f"{prefix}.bias": (channels,)}
-
-
-def backbone_manifest(dims, depths):
-  """§10.1: stock mmseg MiT keys -> torch shapes."""
-  keys, previous = {}, 3
-  for s, (dim, depth, sr) in enumerate(zip(dims, depths, _SR_RATIOS), start=1):
-    keys |= _conv(f"backbone.patch_embed{s}.proj", dim, previous, 7 if s == 1 else 3)
-    keys |= _norm(f"backbone.patch_embed{s}.norm", dim)
-    for j in range(depth):
-      b = f"backbone.block{s}.{j}"
-      keys |= _norm(f"{b}.norm1", dim) | _linear(f"{b}.attn.q", dim, dim)
-      keys |= _linear(f"{b}.attn.kv", 2 * dim, dim) | _linear(f"{b}.attn.proj", dim, dim)
-      if sr > 1:
-        keys |= _conv(f"{b}.attn.sr", dim, dim, sr) | _norm(f"{b}.attn.norm", dim)
-      keys |= _norm(f"{b}.norm2", dim) | _linear(f"{b}.mlp.fc1", 4 * dim, dim)
-      keys |= _conv(f"{b}.mlp.dwconv.dwconv", 4 * dim, 1, 3) | _linear(f"{b}.mlp.fc2", dim, 4 * dim)
-    keys |= _norm(f"backbone.norm{s}", dim)
-    previous = dim
-  return keys
-
-
 def _ltem_manifest(prefix, e, k, kernels):
   keys = {f"{prefix}.sim_alpha": (1,), f"{prefix}.sim_beta": (1,), f"{prefix}.prompt1": (k,),
           f"{prefix}.top_down_transform1": (k, k), f"{prefix}.prompt2": (k,),
           f"{prefix}.top_down_transform2": (k, k)}
-  keys |= _norm(f"{prefix}.norm1", e) | _norm(f"{prefix}.clustering.norm1", e)
+  keys |= norm(f"{prefix}.norm1", e) | norm(f"{prefix}.clustering.norm1", e)
   cam = f"{prefix}.clustering.cam"
-  keys |= _conv(f"{cam}.conv3_1.0", e, e, 1, 3, bias=False) | _bn(f"{cam}.conv3_1.1", e)
-  keys |= _conv(f"{cam}.conv3_2.0", e, e, 3, 1, bias=False) | _bn(f"{cam}.conv3_2.1", e)
-  keys |= _conv(f"{cam}.excite.0", e, 1, 1, 11) | _conv(f"{cam}.excite.2", e, 1, 11, 1)
-  keys |= _conv(f"{cam}.conv1_1.0", e, e, 1) | _conv(f"{cam}.conv1_2.0", e, e, 1)
-  keys |= _conv(f"{cam}.conv1_2.2", e, 1, 3)
+  keys |= conv(f"{cam}.conv3_1.0", e, e, 1, 3, bias=False) | bn(f"{cam}.conv3_1.1", e)
+  keys |= conv(f"{cam}.conv3_2.0", e, e, 3, 1, bias=False) | bn(f"{cam}.conv3_2.1", e)
+  keys |= conv(f"{cam}.excite.0", e, 1, 1, 11, bias=True)
+  keys |= conv(f"{cam}.excite.2", e, 1, 11, 1, bias=True)
+  keys |= conv(f"{cam}.conv1_1.0", e, e, 1, bias=True)
+  keys |= conv(f"{cam}.conv1_2.0", e, e, 1, bias=True)
+  keys |= conv(f"{cam}.conv1_2.2", e, 1, 3, bias=True)
   for i, kernel in enumerate(kernels, start=1):
-    keys |= _conv(f"{cam}.conv2_{i}.0", e, 1, kernel)
-  keys |= _conv(f"{cam}.conv2_5.0", e, e, 1) | _bn(f"{cam}.conv2_5.1", e)
-  keys |= _conv(f"{cam}.conv.0", e, e, 1) | _bn(f"{cam}.conv.1", e)
-  keys |= _conv(f"{prefix}.clustering.Clustering.0", k, e, 1, bias=False)
+    keys |= conv(f"{cam}.conv2_{i}.0", e, 1, kernel, bias=True)
+  keys |= conv(f"{cam}.conv2_5.0", e, e, 1, bias=True) | bn(f"{cam}.conv2_5.1", e)
+  keys |= conv(f"{cam}.conv.0", e, e, 1, bias=True) | bn(f"{cam}.conv.1", e)
+  keys |= conv(f"{prefix}.clustering.Clustering.0", k, e, 1, bias=False)
   for name in ("q", "k", "v", "proj"):
-    keys |= _linear(f"{prefix}.{name}", e, e)
-  keys |= _linear(f"{prefix}.mlp.fc1", 4 * e, e) | _conv(f"{prefix}.mlp.dwconv.dwconv", 4 * e, 1, 3)
-  return keys | _linear(f"{prefix}.mlp.fc2", e, 4 * e)
+    keys |= linear(f"{prefix}.{name}", e, e)
+  keys |= linear(f"{prefix}.mlp.fc1", 4 * e, e)
+  keys |= conv(f"{prefix}.mlp.dwconv.dwconv", 4 * e, 1, 3, bias=True)
+  return keys | linear(f"{prefix}.mlp.fc2", e, 4 * e)
 
 
 def head_manifest(dims, e, k, nc, kernels, channels=128):
   """Appendix A: `decode_head.*` keys -> torch shapes."""
   h = "decode_head"
-  keys = _conv(f"{h}.conv_seg", nc, channels, 1)
+  keys = conv(f"{h}.conv_seg", nc, channels, 1, bias=True)
   for i, dim in enumerate(dims, start=1):
-    keys |= _linear(f"{h}.linear_c{i}.proj", e, dim)
-  keys |= _conv(f"{h}.linear_fuse.conv", e, 4 * e, 1, bias=False) | _bn(f"{h}.linear_fuse.bn", e)
-  keys |= _conv(f"{h}.linear_pred", nc, e, 1) | _conv(f"{h}.linear_pred1", nc, 2 * e, 1)
+    keys |= linear(f"{h}.linear_c{i}.proj", e, dim)
+  keys |= conv(f"{h}.linear_fuse.conv", e, 4 * e, 1, bias=False) | bn(f"{h}.linear_fuse.bn", e)
+  keys |= conv(f"{h}.linear_pred", nc, e, 1, bias=True)
+  keys |= conv(f"{h}.linear_pred1", nc, 2 * e, 1, bias=True)
   for i, dim in enumerate(dims[::-1]):
-    keys |= _conv(f"{h}.dtern.convs.{i}.conv", e, dim, 1, bias=False)
-    keys |= _bn(f"{h}.dtern.convs.{i}.bn", e)
-  keys |= _conv(f"{h}.dtern.fusion_conv.conv", e, 4 * e, 1, bias=False)
-  keys |= _bn(f"{h}.dtern.fusion_conv.bn", e)
+    keys |= conv(f"{h}.dtern.convs.{i}.conv", e, dim, 1, bias=False)
+    keys |= bn(f"{h}.dtern.convs.{i}.bn", e)
+  keys |= conv(f"{h}.dtern.fusion_conv.conv", e, 4 * e, 1, bias=False)
+  keys |= bn(f"{h}.dtern.fusion_conv.bn", e)
   for layer in range(2):
     keys |= _ltem_manifest(f"{h}.dtern.cluster_blocks.{layer}", e, k, kernels)
   g = f"{h}.dtern.gtem"
   keys |= {f"{g}.FCC": (1, 1, nc, e), f"{g}.VCC": (1, nc, e)}
-  keys |= _linear(f"{g}.q", e, e) | _linear(f"{g}.k", e, e)
+  keys |= linear(f"{g}.q", e, e) | linear(f"{g}.k", e, e)
   for name in ("key", "query", "value", "out"):
-    keys |= _conv(f"{g}.cross_attn.{name}_project.conv", e, e, 1, bias=False)
-    keys |= _bn(f"{g}.cross_attn.{name}_project.bn", e)
+    keys |= conv(f"{g}.cross_attn.{name}_project.conv", e, e, 1, bias=False)
+    keys |= bn(f"{g}.cross_attn.{name}_project.bn", e)
   return keys
 
 
 def test_manifest_matches_the_spec_key_counts():
   """§10: 176 B0 backbone keys, 218 head keys; B1 widths and K = 200 shapes of Appendix A."""
-  assert len(backbone_manifest((32, 64, 160, 256), (2, 2, 2, 2))) == 176
-  assert len(backbone_manifest((64, 128, 320, 512), (3, 6, 40, 3))) == 1052
+  assert len(mit_backbone_manifest((32, 64, 160, 256), (2, 2, 2, 2))) == 176
+  assert len(mit_backbone_manifest((64, 128, 320, 512), (3, 6, 40, 3))) == 1052
   head = head_manifest((64, 128, 320, 512), 256, 200, 124, (11, 9, 7, 5))
   assert len(head) == 218
   assert head["decode_head.dtern.convs.0.conv.weight"] == (256, 512, 1, 1)
@@ -121,7 +87,7 @@ def method():
 
 def _state_dict(method, num_clusters=None):
   model, head = method.module, method.module.decode_head
-  shapes = backbone_manifest(model.backbone.embed_dims, model.backbone.depths)
+  shapes = mit_backbone_manifest(model.backbone.embed_dims, model.backbone.depths)
   shapes |= head_manifest(model.backbone.embed_dims, head.embed_dim,
                           num_clusters or head.num_clusters, head.num_classes, head.kernels)
   rng = np.random.default_rng(0)

@@ -2,10 +2,9 @@
 logits against torch doing what mmseg's `slide_inference` does, and the settings' checks."""
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from tests.conftest import load_config
+from tests.parity.torch_reference import torch_slide
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
@@ -45,22 +44,6 @@ def test_window_offsets_are_mmseg_s(hw, crop, stride):
     covered[y:y + window.shape[0], x:x + window.shape[1]] = True
     np.testing.assert_array_equal(window, image[y:y + window.shape[0], x:x + window.shape[1]])
   assert covered.all()
-
-
-def torch_slide(window_logits: np.ndarray, crop, offsets, input_hw, frame_hw) -> np.ndarray:
-  """mmseg's slide_inference after each crop's forward pass: the crop's logits resized to the
-  crop, padded into the canvas and counted; the canvas divided by the count, resized to the frame,
-  argmaxed."""
-  h, w = min(crop[0], input_hw[0]), min(crop[1], input_hw[1])
-  preds = torch.zeros((1, window_logits.shape[-1]) + tuple(input_hw))
-  count = torch.zeros((1, 1) + tuple(input_hw))
-  for (y, x), logits in zip(offsets, window_logits):
-    logits = F.interpolate(torch.from_numpy(logits).permute(2, 0, 1)[None], (h, w),
-                           mode="bilinear", align_corners=False)
-    preds += F.pad(logits, (x, input_hw[1] - x - w, y, input_hw[0] - y - h))
-    count[:, :, y:y + h, x:x + w] += 1
-  preds = F.interpolate(preds / count, tuple(frame_hw), mode="bilinear", align_corners=False)
-  return preds.argmax(1)[0].numpy()
 
 
 @pytest.mark.parametrize("input_hw, frame_hw", [((64, 96), (64, 96)), ((64, 96), (75, 113)),

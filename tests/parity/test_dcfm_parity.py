@@ -39,8 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import load_config
-from tests.parity.test_segformer_parity import (randomize_batch_norm_statistics,
-                                                 randomize_parameters)
+from tests.parity.torch_reference import randomize_batch_norm_statistics, randomize_parameters
 from vssjax.methods.dcfm import DCFMMethod, DCFMPredictor
 from vssjax.models.layers import normalize_images
 from vssjax.train import init_from

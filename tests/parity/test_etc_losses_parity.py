@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.parity.test_warp_parity import torch_warp
+from tests.parity.torch_reference import nchw, torch_warp
 from vssjax.methods import etc_losses
 from vssjax.models.conv_lstm import ConvLSTM
 
@@ -31,10 +31,6 @@ def test_supervised_loss_matches_torch_weighted_cross_entropy_with_aux():
   np.testing.assert_allclose(loss, expected.item(), rtol=1e-5)
 
 
-def _nchw(x: np.ndarray) -> torch.Tensor:
-  return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-
-
 @pytest.mark.parity
 def test_released_temporal_loss_and_its_gradients_match_torch():
   """`FlowModel.cal_loss` (specs/etc.md §4.2): MSELoss(Z_t * M, W(Z_s) * M) * st_weight on logits
@@ -44,10 +40,10 @@ def test_released_temporal_loss_and_its_gradients_match_torch():
   images_t, images_s = rng.standard_normal((2, 2, 25, 33, 3)).astype(np.float32)
   flow = (3 * rng.standard_normal((2, 25, 33, 2))).astype(np.float32)
 
-  z_t, z_s = _nchw(logits_t).requires_grad_(), _nchw(logits_s).requires_grad_()
+  z_t, z_s = nchw(logits_t).requires_grad_(), nchw(logits_s).requires_grad_()
   up = lambda z: F.interpolate(z, size=(25, 33), mode="bilinear", align_corners=True)
-  warped_image = torch_warp(_nchw(images_s), flow)
-  mask = torch.exp(-torch.abs(torch.sum(_nchw(images_t) - warped_image, dim=1))).unsqueeze(1)
+  warped_image = torch_warp(nchw(images_s), flow)
+  mask = torch.exp(-torch.abs(torch.sum(nchw(images_t) - warped_image, dim=1))).unsqueeze(1)
   expected = 0.1 * F.mse_loss(up(z_t) * mask, torch_warp(up(z_s), flow) * mask)
   expected.backward()
 
@@ -76,19 +72,19 @@ def test_distillation_terms_match_torch():
   rng = np.random.default_rng(2)
   normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
   student, teacher = normal(2, 7, 9, 5), normal(2, 11, 13, 5)
-  expected = F.kl_div(F.log_softmax(F.interpolate(_nchw(student), size=(11, 13), mode="bilinear",
+  expected = F.kl_div(F.log_softmax(F.interpolate(nchw(student), size=(11, 13), mode="bilinear",
                                                   align_corners=True), dim=1),
-                      F.softmax(_nchw(teacher), dim=1), reduction="mean")
+                      F.softmax(nchw(teacher), dim=1), reduction="mean")
   np.testing.assert_allclose(etc_losses.pixelwise_distillation(student, teacher),
                              expected.item(), rtol=1e-5)
 
   s_t, s_s, t_t, t_s = (normal(2, 5, 6, 4) for _ in range(4))
-  expected = F.mse_loss(_torch_cosine(_nchw(s_t), _nchw(s_s), True),
-                        _torch_cosine(_nchw(t_t), _nchw(t_s), True))
+  expected = F.mse_loss(_torch_cosine(nchw(s_t), nchw(s_s), True),
+                        _torch_cosine(nchw(t_t), nchw(t_s), True))
   np.testing.assert_allclose(etc_losses.pair_wise_distillation(
       s_t, s_s, t_t, t_s, released_normaliser=True), expected.item(), rtol=1e-5)
 
-  pooled_graph = lambda x, k: (lambda p: _torch_cosine(p, p, False))(F.avg_pool2d(_nchw(x), k, k))
+  pooled_graph = lambda x, k: (lambda p: _torch_cosine(p, p, False))(F.avg_pool2d(nchw(x), k, k))
   features, teacher_features = normal(2, 13, 13, 6), normal(2, 13, 13, 10)
   expected = F.mse_loss(pooled_graph(features, 2), pooled_graph(teacher_features, 2))
   np.testing.assert_allclose(etc_losses.self_similarity_distillation(features, teacher_features),

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.parity.torch_reference import nchw
 from vssjax.models.layers import BatchNorm, gelu
 from vssjax.ops.resize import resize_bilinear, resize_nearest
 
@@ -16,15 +17,11 @@ SIZES = [((7, 9), (13, 20)), ((13, 20), (7, 9)), ((19, 28), (17, 31)), ((10, 10)
          ((5, 8), (1, 1)), ((1, 1), (4, 3)), ((120, 214), (60, 107)), ((120, 120), (480, 480))]
 
 
-def _nchw(x: np.ndarray) -> torch.Tensor:
-  return torch.from_numpy(x).permute(0, 3, 1, 2)
-
-
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("in_size, out_size", SIZES)
 def test_bilinear_matches_torch(in_size, out_size, align_corners):
   x = np.random.default_rng(0).standard_normal((2, *in_size, 3)).astype(np.float32)
-  expected = F.interpolate(_nchw(x), size=out_size, mode="bilinear",
+  expected = F.interpolate(nchw(x, contiguous=False), size=out_size, mode="bilinear",
                            align_corners=align_corners).permute(0, 2, 3, 1).numpy()
   out = np.asarray(resize_bilinear(jnp.asarray(x), out_size, align_corners=align_corners))
   assert out.shape == expected.shape
@@ -39,7 +36,7 @@ def test_bilinear_source_coordinates_are_torchs_fused_multiply_add(in_size, out_
   the product rounded first, coordinates move by a float32 ulp and values by up to ~3e-5 on unit
   inputs (853 -> 214). With it, only the blend's own rounding remains."""
   x = np.random.default_rng(0).standard_normal((1, *in_size, 2)).astype(np.float32)
-  expected = F.interpolate(_nchw(x), size=out_size, mode="bilinear",
+  expected = F.interpolate(nchw(x, contiguous=False), size=out_size, mode="bilinear",
                            align_corners=False).permute(0, 2, 3, 1).numpy()
   out = np.asarray(resize_bilinear(jnp.asarray(x), out_size))
   np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
@@ -56,9 +53,9 @@ def test_bilinear_gradient_matches_torch_autograd(in_size, out_size, align_corne
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, *in_size, 3)).astype(np.float32)
   cotangent = rng.standard_normal((2, *out_size, 3)).astype(np.float32)
-  x_torch = _nchw(x).clone().requires_grad_(True)
+  x_torch = nchw(x, contiguous=False).clone().requires_grad_(True)
   expected = F.interpolate(x_torch, size=out_size, mode="bilinear", align_corners=align_corners)
-  expected.backward(_nchw(cotangent))
+  expected.backward(nchw(cotangent, contiguous=False))
   out, vjp = jax.vjp(lambda a: resize_bilinear(a, out_size, align_corners=align_corners),
                      jnp.asarray(x))
   np.testing.assert_allclose(out, expected.detach().permute(0, 2, 3, 1).numpy(), atol=1e-5, rtol=0)
@@ -84,13 +81,13 @@ def test_batch_norm_train_step_and_eval_match_torch():
   variables = {"params": {"scale": torch_bn.weight.detach().numpy().copy(),
                           "bias": torch_bn.bias.detach().numpy().copy()},
                "batch_stats": {"mean": np.zeros(6, np.float32), "var": np.ones(6, np.float32)}}
-  expected_train = torch_bn.train()(_nchw(x)).permute(0, 2, 3, 1).detach().numpy()
+  expected_train = torch_bn.train()(nchw(x, contiguous=False)).permute(0, 2, 3, 1).detach().numpy()
   out, updates = BatchNorm().apply(variables, x, train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(out, expected_train, atol=1e-5)
   np.testing.assert_allclose(updates["batch_stats"]["mean"], torch_bn.running_mean, atol=1e-6)
   np.testing.assert_allclose(updates["batch_stats"]["var"], torch_bn.running_var, atol=1e-6)
   variables["batch_stats"] = updates["batch_stats"]
-  expected_eval = torch_bn.eval()(_nchw(x)).permute(0, 2, 3, 1).detach().numpy()
+  expected_eval = torch_bn.eval()(nchw(x, contiguous=False)).permute(0, 2, 3, 1).detach().numpy()
   np.testing.assert_allclose(BatchNorm().apply(variables, x, train=False), expected_eval, atol=1e-5)
 
 

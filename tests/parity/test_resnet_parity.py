@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from flax import traverse_util
 from torch import nn
 
-from tests.parity.test_segformer_parity import (randomize_batch_norm_statistics,
-                                                 randomize_parameters)
+from tests.parity.torch_reference import randomize_batch_norm_statistics, randomize_parameters
 from vssjax.convert.torch_resnet import convert_pspnet, convert_resnet_imagenet
 from vssjax.models.pspnet import PSPNet
 from vssjax.models.resnet import ResNet

@@ -2,60 +2,19 @@
 
 Every weight is re-drawn at unit-ish scale (HF's 0.02-std init makes the blocks nearly identity
 maps, which would hide wiring errors) and the BN running statistics are randomised. HF's block and
-stage LayerNorms use eps 1e-5 where mmseg (and vssjax) use 1e-6; they are pinned to 1e-6 here so
-the comparison is exact up to float rounding.
+stage LayerNorms use eps 1e-5 where mmseg (and vssjax) use 1e-6; they are pinned to 1e-6 so the
+comparison is exact up to float rounding. The model is built by tests/parity/hf_models.py.
 """
 import jax
 import numpy as np
 import pytest
 import torch
-from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
+from tests.parity.hf_models import random_hf_segformer
 from vssjax.convert.hf_segformer import convert_hf_segformer
-from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.segformer import segformer
 
 TOLERANCE = 1e-4
-
-
-def randomize_parameters(model) -> None:
-  """Unit-scale random weights (norm scales near 1, biases near 0), so mismatches show."""
-  with torch.no_grad():
-    for name, param in model.named_parameters():
-      if param.ndim > 1:
-        param.copy_(torch.randn_like(param) / param[0].numel() ** 0.5)
-      else:
-        param.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(param))
-
-
-def randomize_batch_norm_statistics(model) -> None:
-  """Running means near 0 and variances near 1 but not equal to them, so that eval-mode
-  BatchNorm arithmetic is exercised."""
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.running_mean.normal_(0.0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
-
-
-def random_hf_segformer(variant: str, depths, num_classes: int, embed_dim: int, seed: int = 0):
-  arch = MIT_VARIANTS[variant]
-  config = SegformerConfig(hidden_sizes=list(arch["embed_dims"]), num_attention_heads=list(
-      arch["num_heads"]), depths=list(depths), sr_ratios=list(arch["sr_ratios"]),
-                           decoder_hidden_size=embed_dim, num_labels=num_classes)
-  torch.manual_seed(seed)
-  model = SegformerForSemanticSegmentation(config).eval()
-  randomize_parameters(model)
-  with torch.no_grad():
-    bn = model.decode_head.batch_norm
-    bn.running_mean.copy_(0.1 * torch.randn_like(bn.running_mean))
-    bn.running_var.copy_(0.5 + torch.rand_like(bn.running_var))
-  for name, module in model.named_modules():
-    if name.endswith(("layernorm_before", "layernorm_after")) or (
-        name.startswith("segformer.stages.") and name.endswith(".layer_norm")
-        and name.count(".") == 3):
-      module.eps = 1e-6
-  return model
 
 
 @pytest.mark.parametrize("variant, depths, embed_dim", [

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from data_pipelines.eval_transforms import eval_resize
 from tests.conftest import load_config
-from tests.methods.test_sliding_window import torch_slide
-from tests.parity.test_segformer_parity import random_hf_segformer
+from tests.parity.hf_models import random_hf_segformer
+from tests.parity.torch_reference import torch_slide
 from vssjax.convert.hf_segformer import convert_hf_segformer
 from vssjax.methods import get_method
 from vssjax.models.layers import IMAGENET_MEAN, IMAGENET_STD

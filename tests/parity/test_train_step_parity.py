@@ -19,6 +19,7 @@ from flax import traverse_util
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from tests.conftest import load_config
+from tests.parity.hf_models import pin_mmseg_layer_norm_eps
 from vssjax import parallel
 from vssjax.convert.hf_segformer import convert_hf_segformer, head_rules, mit_rules
 from vssjax.methods import get_method
@@ -45,15 +46,6 @@ TOLERANCE = 1e-4
 # direction, and the BN running mean would inherit the difference. They are therefore frozen (lr
 # 0) on both sides through one more config rule, after checking that their gradients vanish.
 ZERO_GRADIENT = r"^decode_head/linear_c\d/bias$|^backbone/norm4/bias$"
-
-
-def pin_mmseg_layer_norm_eps(model: SegformerForSemanticSegmentation) -> None:
-  """HF uses eps 1e-5 in the block and stage LayerNorms where mmseg (and vssjax) use 1e-6."""
-  for name, module in model.named_modules():
-    if name.endswith(("layernorm_before", "layernorm_after")) or (
-        name.startswith("segformer.stages.") and name.endswith(".layer_norm")
-        and name.count(".") == 3):
-      module.eps = 1e-6
 
 
 def _config():

@@ -5,20 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.parity.torch_reference import torch_warp
 from vssjax.ops.warp import warp
-
-
-def torch_warp(x: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
-  """grid_sample with the normalised grid of p + flow; x NCHW, flow [B, H, W, 2]: FlowNet2's
-  Resample2d, values and gradients w.r.t. x (also ETC's loss parity)."""
-  _, _, height, width = x.shape
-  cols = np.arange(width, dtype=np.float32)[None, None, :] + flow[..., 0]
-  rows = np.arange(height, dtype=np.float32)[None, :, None] + flow[..., 1]
-  grid = np.stack([2 * cols / (width - 1) - 1, 2 * rows / (height - 1) - 1], axis=-1)
-  return F.grid_sample(x, torch.from_numpy(grid.astype(np.float32)), mode="bilinear",
-                       padding_mode="border", align_corners=True)
 
 
 def _value_and_vjp(x, flow, cotangent):

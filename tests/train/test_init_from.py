@@ -10,8 +10,8 @@ import torch
 from flax import traverse_util
 
 from tests.conftest import load_config
-from tests.convert.test_torch_resnet import (
-    _head_manifest, _layers_manifest, _ppm_manifest, _stem_manifest, _state_dict)
+from tests.convert.manifests import (ppm_manifest, pspnet_head_manifest, resnet_layers_manifest,
+                                     resnet_stem_manifest, zeros_state_dict)
 from vssjax.convert.common import CheckpointMismatchError, abstract_variables
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
@@ -21,8 +21,9 @@ from vssjax.train.state import TrainState
 
 def test_whole_pspnet_checkpoints_convert_for_etc():
   """The release's PSPNet-18 layout (`layer0.`, `ppm.`, `cls.`, `aux.`) onto the ETC student."""
-  state = _state_dict(_stem_manifest(18, True) | _layers_manifest(18) | _ppm_manifest(512)
-                      | _head_manifest("cls", 1024, 256, 19) | _head_manifest("aux", 256, 256, 19))
+  state = zeros_state_dict(resnet_stem_manifest(18, True) | resnet_layers_manifest(18)
+                           | ppm_manifest(512) | pspnet_head_manifest("cls", 1024, 256, 19)
+                           | pspnet_head_manifest("aux", 256, 256, 19))
   state["cls.4.bias"] = np.arange(19, dtype=np.float32)
   assert init_from.detect_format(state) == "pspnet"
   assert not init_from.is_backbone_only(state)
@@ -35,8 +36,8 @@ def test_whole_pspnet_checkpoints_convert_for_etc():
 
 
 def test_imagenet_resnets_stay_backbone_files():
-  state = _state_dict(_stem_manifest(18, False) | _layers_manifest(18)
-                      | {"fc.weight": (1000, 512), "fc.bias": (1000,)})
+  state = zeros_state_dict(resnet_stem_manifest(18, False) | resnet_layers_manifest(18)
+                           | {"fc.weight": (1000, 512), "fc.bias": (1000,)})
   assert init_from.detect_format(state) == "resnet"
   assert init_from.is_backbone_only(state)
 
@@ -44,7 +45,7 @@ def test_imagenet_resnets_stay_backbone_files():
 def test_backbone_files_are_refused_where_a_whole_model_is_needed():
   """`python -m vssjax.convert` of ImageNet weights saved a workdir whose head was untrained and
   told to evaluate it; training from them is what they are for."""
-  state = _state_dict(_stem_manifest(18, False) | _layers_manifest(18))
+  state = zeros_state_dict(resnet_stem_manifest(18, False) | resnet_layers_manifest(18))
   method = get_method(load_config("configs/etc/cityscapes_psp18_baseline.py"))
   assert list(init_from.convert_state_dict(state, method)) == ["params", "batch_stats"]
   with pytest.raises(SetupError, match=r"^backbone weights only \(an ImageNet classification "
