@@ -1,6 +1,7 @@
 """Shared test set-up: CPU only, 4 fake devices for sharding tests, fast compiles, grain's absl-flag
 workaround."""
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -97,6 +98,21 @@ def random_config_batch(config, seed: int = 0) -> dict:
   return batch
 
 
+SYNTHETIC_CLASSES = 9  # the quick synthetic videos' classes
+
+
+def brightness_labels(frame: np.ndarray) -> np.ndarray:
+  """A deterministic 'segmentation' of a frame by brightness (it moves with the scene): a
+  predictor's answer whose scores a test can compute by hand."""
+  return np.minimum(frame.astype(np.int32).sum(-1) // 86, SYNTHETIC_CLASSES - 1)
+
+
+def logged_losses(workdir) -> dict[int, float]:
+  """The loss of each step a run logged in `workdir/metrics.jsonl`."""
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return {record["step"]: record["loss"] for record in map(json.loads, lines)}
+
+
 class OneSizePredictor:
   """A clip method's predictor as far as frame sizes go: every frame joins the ones before it, so
   a frame of another size than the first is an error. Frame i's label map: `labels_of(frame, i)`."""
@@ -126,7 +142,8 @@ def assert_kept_states_predict_the_clip(method, variables) -> None:
 
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory):
-  """One TFDS data_dir shared by the end-to-end tests (the quick synthetic set is built on demand)."""
+  """One TFDS data_dir shared by the end-to-end tests (the quick synthetic set is built on
+  demand)."""
   return str(tmp_path_factory.mktemp("tfds"))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from data_pipelines import dataset
 from data_pipelines.sources import base
-from tests.conftest import REPO
+from tests.conftest import REPO, logged_losses
 from tests.data_pipelines import helpers
 
 DOC = REPO / "docs" / "extending.md"
@@ -74,9 +74,8 @@ def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
 
   _run_quick(runs["train"], tmp_path, synthetic_data_dir)
   assert (workdir / "checkpoints" / "2").is_dir()  # quick: 2 steps, checkpointed at the end
-  lines = (workdir / "metrics.jsonl").read_text().splitlines()
-  losses = [json.loads(line)["loss"] for line in lines]
-  assert len(losses) == 2 and all(map(math.isfinite, losses))
+  losses = logged_losses(workdir)
+  assert list(losses) == [1, 2] and all(map(math.isfinite, losses.values()))
   (workdir / "results.json").unlink()  # written by the evaluation at the end of training
 
   out = _run_quick(runs["eval"], tmp_path, synthetic_data_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.dataset import make_dataset
-from tests.conftest import REPO
+from tests.conftest import REPO, logged_losses
 from vssjax.train import loop
 
 pytestmark = pytest.mark.slow
@@ -161,10 +161,6 @@ def test_sigterm_ends_a_multiprocess_evaluation_and_is_left_to_training(tmp_path
       assert returncode == -signal.SIGTERM and "still running" not in out, out
 
 
-def _losses(workdir):
-  return [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
 def _two_processes_train(workdir, data_dir, *overrides) -> list[str]:
   """The outputs of two processes of 2 devices each training in `workdir`; both must succeed."""
   procs = _launch_two_processes(workdir, data_dir, 2, *overrides)
@@ -203,8 +199,9 @@ def test_two_processes_stopped_and_resumed_match_one_and_their_checkpoint_restor
   quick_config.optim.update(eps=1e-4, power=0.0)
   one = tmp_path / "one"
   loop.train_and_evaluate(quick_config, str(one))
-  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
-  assert len(_losses(one)) == STEPS
+  assert list(logged_losses(two)) == list(logged_losses(one)) == list(range(1, STEPS + 1))
+  np.testing.assert_allclose(list(logged_losses(two).values()),
+                             list(logged_losses(one).values()), rtol=1e-5)
 
   # The checkpoint written by two processes restores in this single process.
   _, from_two, step = loop.restore_for_eval(quick_config, str(two))

@@ -14,7 +14,8 @@ from data_pipelines.dataset import make_source
 from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
-from tests.conftest import OneSizePredictor, load_config
+from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, brightness_labels,
+                            load_config)
 from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
@@ -23,12 +24,6 @@ from vssjax.metrics.consistency import VideoConsistency
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.methods import get_method
 from vssjax.train.loop import batch_spec
-
-NUM_CLASSES = 9
-
-
-def _labels_of(frame: np.ndarray) -> np.ndarray:
-  return np.minimum(frame.astype(np.int32).sum(-1) // 86, NUM_CLASSES - 1)
 
 
 class _Fetched:
@@ -52,7 +47,7 @@ class _OneBehindPredictor(StreamingPredictor):
     index, self._index = self._index, self._index + 1
     self._log.append(("push", index))
     ready = [] if self._held is None else [self._held]
-    self._held = (index, _Fetched(_labels_of(frame), index, self._log))
+    self._held = (index, _Fetched(brightness_labels(frame), index, self._log))
     return ready
 
   def flush(self):
@@ -90,14 +85,14 @@ def test_predictions_are_fetched_one_push_late_and_scored_in_order():
   expected_log += [("fetch", len(pairs) - 2), ("fetch", len(pairs) - 1)]
   assert log == expected_log
 
-  confusion = ConfusionMatrix(NUM_CLASSES)
+  confusion = ConfusionMatrix(SYNTHETIC_CLASSES)
   for frame, label in pairs:
-    confusion.update(label, _labels_of(frame))
+    confusion.update(label, brightness_labels(frame))
   assert results["num_frames"] == len(pairs)
   assert results["mIoU"] == miou_vspw(confusion.matrix)
   assert results["frames_per_s"] > 0
   # Per-class IoU under the source's class names, for results.md's per-class table.
-  assert len(results["class_names"]) == len(results["per_class_iou"]) == NUM_CLASSES
+  assert len(results["class_names"]) == len(results["per_class_iou"]) == SYNTHETIC_CLASSES
   assert results["class_names"] == list(make_source(config.data).class_names)
 
 
@@ -123,10 +118,10 @@ def test_whole_video_scores_run_on_the_scoring_thread_in_video_order(monkeypatch
   results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
 
   assert len(scored_on) == 3 and all(name.startswith("eval_scoring") for name in scored_on)
-  expected = VideoConsistency(NUM_CLASSES, windows=tuple(config.eval.windows))
+  expected = VideoConsistency(SYNTHETIC_CLASSES, windows=tuple(config.eval.windows))
   for video in eval_videos(config.data, config.data.eval_split):
     frames, labels = zip(*video)
-    add_video(expected, np.stack(labels), np.stack([_labels_of(f) for f in frames]))
+    add_video(expected, np.stack(labels), np.stack([brightness_labels(f) for f in frames]))
   assert expected.videos_scored == 3
   for name, value in expected.summary().items():
     assert results[name] == value, name  # same additions in the same order: identical sums
@@ -144,9 +139,9 @@ def test_conventions_of_the_reported_mIoU_and_mVC():
 
   [video] = list(eval_videos(config.data, config.data.eval_split, max_videos=1))
   frames, labels = zip(*video)
-  preds = [_labels_of(f) for f in frames]
-  confusion, consistency = ConfusionMatrix(NUM_CLASSES), VideoConsistency(
-      NUM_CLASSES, windows=tuple(config.eval.windows), vc_convention="dcfm")
+  preds = [brightness_labels(f) for f in frames]
+  confusion, consistency = ConfusionMatrix(SYNTHETIC_CLASSES), VideoConsistency(
+      SYNTHETIC_CLASSES, windows=tuple(config.eval.windows), vc_convention="dcfm")
   confusion.update(np.stack(labels), np.stack(preds))
   consistency.add_video(np.stack(labels), np.stack(preds))
   assert default["mIoU"] == default["mIoU_vspw"] == miou_vspw(confusion.matrix)
@@ -184,7 +179,7 @@ class _OutOfRangePredictor(StreamingPredictor):
 
   def push(self, frame):
     index, self._index = self._index, self._index + 1
-    return [(index, np.full(frame.shape[:2], NUM_CLASSES + 3 if index == 2 else 0, np.int32))]
+    return [(index, np.full(frame.shape[:2], SYNTHETIC_CLASSES + 3 if index == 2 else 0, np.int32))]
 
 
 def test_a_bad_prediction_names_the_video_and_frame():
@@ -232,7 +227,7 @@ class _TimedPredictor(StreamingPredictor):
     self._clock.now += self._cost
     self._cost = self._rest
     index, self._index = self._index, self._index + 1
-    return [(index, _labels_of(frame))]
+    return [(index, brightness_labels(frame))]
 
 
 @pytest.mark.parametrize("costs, frames_per_s", [
@@ -280,10 +275,10 @@ def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
                       lambda *args, **kwargs: [_Video("snippet", 0, pairs)])
   results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
 
-  confusion = ConfusionMatrix(NUM_CLASSES)
+  confusion = ConfusionMatrix(SYNTHETIC_CLASSES)
   for frame, label in pairs:
     if label is not None:
-      confusion.update(label, _labels_of(frame))
+      confusion.update(label, brightness_labels(frame))
   assert results["num_frames"] == len(pairs) == 20
   assert results["scored_pixels"] == confusion.matrix.sum() > 0
   assert results["mIoU"] == miou_vspw(confusion.matrix)
@@ -293,7 +288,7 @@ def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
 class _OneSizeMethod(_OneBehindMethod):
   def predictor(self, variables):
     self.log.append("new predictor")
-    return OneSizePredictor(lambda frame, index: _labels_of(frame))
+    return OneSizePredictor(lambda frame, index: brightness_labels(frame))
 
 
 def _mixed_sizes(sizes) -> list[np.ndarray]:
@@ -310,7 +305,7 @@ def test_a_footage_folder_of_mixed_sizes_is_evaluated_shot_by_shot(tmp_path, cap
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   with config.unlocked():
     config.data.update(source="footage", backend="files", eval_split="test", footage=dict(
-        paths=[str(tmp_path)], class_names=[f"class {i}" for i in range(NUM_CLASSES)]))
+        paths=[str(tmp_path)], class_names=[f"class {i}" for i in range(SYNTHETIC_CLASSES)]))
   config.eval.update(overlay_video=False, temporal_consistency=True)
   method = _OneSizeMethod(config, [])
   results = evaluator.evaluate(method, {}, config, workdir=None)
@@ -333,7 +328,7 @@ def test_a_change_of_size_is_said_once_per_video_whatever_its_number_of_predicto
   """Each of a video's predictors goes shot by shot; the note said it once per predictor."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.eval.update(overlay_video=False, temporal_consistency=True)
-  pairs = [(still, _labels_of(still)) for still in _mixed_sizes([(16, 24), (24, 16)])
+  pairs = [(still, brightness_labels(still)) for still in _mixed_sizes([(16, 24), (24, 16)])
            for _ in range(2)]
   monkeypatch.setattr(evaluator, "eval_videos",
                       lambda *args, **kwargs: [_Video("stills", 0, pairs)])
@@ -347,16 +342,16 @@ def test_mvc_scores_each_shot_of_a_labelled_video_as_a_video(monkeypatch):
   config = _config_with_scored_videos()
   config.eval.update(max_videos=1, vc_convention="dcfm")
   stills = _mixed_sizes([(16, 24), (24, 16)])  # two shots of a still camera each
-  pairs = [(still, _labels_of(still)) for still in stills for _ in range(17)]
+  pairs = [(still, brightness_labels(still)) for still in stills for _ in range(17)]
   monkeypatch.setattr(evaluator, "eval_videos",
                       lambda *args, **kwargs: [_Video("stills", 0, pairs)])
   results = evaluator.evaluate(_OneSizeMethod(config, []), {}, config, workdir=None)
 
-  expected = VideoConsistency(NUM_CLASSES, windows=tuple(config.eval.windows),
+  expected = VideoConsistency(SYNTHETIC_CLASSES, windows=tuple(config.eval.windows),
                               vc_convention="dcfm")
   for shot in (pairs[:17], pairs[17:]):
     expected.add_video(np.stack([label for _, label in shot]),
-                       np.stack([_labels_of(frame) for frame, _ in shot]))
+                       np.stack([brightness_labels(frame) for frame, _ in shot]))
   assert expected.videos_scored == 2 and results["mVC_16"] == pytest.approx(1)
   for name, value in expected.summary().items():
     np.testing.assert_equal(results[name], value, err_msg=name)
@@ -380,7 +375,7 @@ class _DeviceRecordingPredictor(StreamingPredictor):
     time.sleep(self._delay_s)
     self._record.append((self._device, threading.current_thread().name))
     index, self._index = self._index, self._index + 1
-    return [(index, _labels_of(frame))]
+    return [(index, brightness_labels(frame))]
 
 
 def _recording_method(config, record: list, **predictor_kwargs) -> Method:

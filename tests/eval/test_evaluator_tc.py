@@ -8,18 +8,12 @@ import pytest
 
 from data_pipelines.loader import eval_videos
 from data_pipelines.sources.base import DataError
-from tests.conftest import load_config
+from tests.conftest import SYNTHETIC_CLASSES, brightness_labels, load_config
 from vssjax.eval import evaluator
 from vssjax.flow import FlowProvider
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 
-NUM_CLASSES = 9
-
-
-def _colour_labels(frame: np.ndarray) -> np.ndarray:
-  """A deterministic 'segmentation' of a frame by brightness, so it moves with the scene."""
-  return np.minimum(frame.astype(np.int32).sum(-1) // 86, NUM_CLASSES - 1)
 
 
 class _ColourPredictor(StreamingPredictor):
@@ -28,7 +22,7 @@ class _ColourPredictor(StreamingPredictor):
 
   def push(self, frame):
     index, self._index = self._index, self._index + 1
-    return [(index, _colour_labels(frame))]
+    return [(index, brightness_labels(frame))]
 
 
 class _ColourMethod(Method):
@@ -47,9 +41,9 @@ def test_pairs_use_the_flow_that_brings_the_next_frame_back():
   texture = cv2.GaussianBlur(rng.uniform(0, 255, (64, 96, 3)).astype(np.float32), (0, 0), 2.5)
   texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
   frames = [np.ascontiguousarray(texture[:, 8 + 3 * t:72 + 3 * t]) for t in range(3)]  # pans
-  predictions = [_colour_labels(f) for f in frames]
+  predictions = [brightness_labels(f) for f in frames]
   # Nearest warping: the released bilinear one also blends ids along this fragmented texture.
-  tracked, exact, static = (TemporalConsistency(NUM_CLASSES, "nearest") for _ in range(3))
+  tracked, exact, static = (TemporalConsistency(SYNTHETIC_CLASSES, "nearest") for _ in range(3))
   evaluator._add_temporal_pairs(tracked, FlowProvider("dis"), "val/pan", frames, predictions)
   pan_back = np.zeros((2, 64, 64, 2), np.float32)
   pan_back[..., 0] = -3.0  # frame t+1 sampled 3 px to the left reproduces frame t
@@ -63,10 +57,10 @@ def test_pairs_use_the_flow_that_brings_the_next_frame_back():
 
 def test_a_bad_pair_raises_naming_the_video_and_frames():
   frames = [np.zeros((32, 32, 3), np.uint8)] * 3
-  predictions = [np.zeros((32, 32), int)] * 2 + [np.full((32, 32), NUM_CLASSES)]
+  predictions = [np.zeros((32, 32), int)] * 2 + [np.full((32, 32), SYNTHETIC_CLASSES)]
   with pytest.raises(DataError, match=r"^video val/bad: frames 1-2: .*outside"):
-    evaluator._add_temporal_pairs(TemporalConsistency(NUM_CLASSES), FlowProvider("dis"), "val/bad",
-                                  frames, predictions)
+    evaluator._add_temporal_pairs(TemporalConsistency(SYNTHETIC_CLASSES), FlowProvider("dis"),
+                                  "val/bad", frames, predictions)
 
 
 def test_evaluate_reports_tc_when_switched_on(tmp_path):
@@ -77,9 +71,9 @@ def test_evaluate_reports_tc_when_switched_on(tmp_path):
 
   [video] = list(eval_videos(config.data, config.data.eval_split))[:1]
   frames = [frame for frame, _ in video]
-  expected = TemporalConsistency(NUM_CLASSES)
+  expected = TemporalConsistency(SYNTHETIC_CLASSES)
   flows = [FlowProvider("dis").compute(b, a) for a, b in zip(frames, frames[1:])]
-  expected.add_video([_colour_labels(f) for f in frames], lambda i: flows[i])
+  expected.add_video([brightness_labels(f) for f in frames], lambda i: flows[i])
   assert 0 < results["TC"] < 1
   assert results["TC"] == pytest.approx(expected.summary()["TC"], abs=1e-12)
   assert json.loads((tmp_path / "results.json").read_text())["TC"] == results["TC"]

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.conftest import logged_losses
 from vssjax import parallel
 from vssjax.errors import SetupError, TrainingDiverged
 from vssjax.train import loop
@@ -26,11 +27,6 @@ pytestmark = pytest.mark.slow
 def _params(config, workdir):
   _, variables, step = loop.restore_for_eval(config, str(workdir))
   return step, variables
-
-
-def _losses(workdir):
-  lines = (workdir / "metrics.jsonl").read_text().splitlines()
-  return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
 def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, tmp_path, capsys):
@@ -46,8 +42,8 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
   results = loop.train_and_evaluate(quick_config, str(tmp_path / "b"))
   step, interrupted = _params(quick_config, tmp_path / "a")
   _, straight = _params(quick_config, tmp_path / "b")
-  assert step == 4 and sorted(_losses(tmp_path / "a")) == [1, 2, 3, 4]
-  assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+  assert step == 4 and sorted(logged_losses(tmp_path / "a")) == [1, 2, 3, 4]
+  assert logged_losses(tmp_path / "a") == logged_losses(tmp_path / "b")
   jax.tree.map(np.testing.assert_array_equal, interrupted, straight)
   _, schedule = make_optimizer(quick_config.optim, 4, straight["params"])
   lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
@@ -91,7 +87,7 @@ def test_one_device_equals_four_devices(quick_config, tmp_path):
     quick_config.mesh.data = devices
     workdir = tmp_path / f"d{devices}"
     loop.train_and_evaluate(quick_config, str(workdir), max_steps_this_run=2)
-    runs[devices] = (_losses(workdir), _params(quick_config, workdir)[1])
+    runs[devices] = (logged_losses(workdir), _params(quick_config, workdir)[1])
   np.testing.assert_allclose(list(runs[1][0].values()), list(runs[4][0].values()), atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), runs[1][1], runs[4][1])
 
@@ -243,7 +239,8 @@ def test_abstract_state_is_the_fresh_one_without_initialising(quick_config, monk
   fresh, sharding, _, _ = loop.create_state(quick_config, method, mesh)
   jitted = []
   real_jit = jax.jit
-  monkeypatch.setattr(jax, "jit", lambda fun, **kwargs: jitted.append(fun) or real_jit(fun, **kwargs))
+  monkeypatch.setattr(jax, "jit",
+                      lambda fun, **kwargs: jitted.append(fun) or real_jit(fun, **kwargs))
   abstract, abstract_sharding, _, _ = loop.create_state(quick_config, method, mesh, abstract=True)
   assert not jitted
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
@@ -388,7 +385,7 @@ def test_sigterm_during_a_periodic_evaluation_cuts_it_short_and_stops_at_its_ste
   assert "stopped at step 2 on request" in out
   with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
     assert checkpointer.all_steps() == [2]
-  assert max(_losses(tmp_path)) == 2
+  assert max(logged_losses(tmp_path)) == 2
   assert not (tmp_path / "eval_history.jsonl").exists()
 
 
@@ -459,7 +456,7 @@ def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config,
   loop.train_and_evaluate(quick_config, str(tmp_path))
   assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
       1, 2, 3, 4]
-  assert 9.0 not in _losses(tmp_path).values()
+  assert 9.0 not in logged_losses(tmp_path).values()
   history = (tmp_path / "eval_history.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in history] == [4]
   assert [w.purge_step for w in _RecordingSummaryWriter.made] == [None, 3]
