@@ -8,6 +8,7 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
+from tests.conftest import random_model_variables
 from vssjax.models.layers import DepthwiseConv
 from vssjax.models.mit import Block, apply_as_scan, mit
 from vssjax.models.segformer import segformer
@@ -16,28 +17,11 @@ from vssjax.models.segformer import segformer
 _TINY = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1))
 
 
-def _random_variables(model, images):
-  """Random variables of the right shapes without compiling `init` (7 s here even when tiny).
-
-  Weights ~ N(0, 1/fan_in), vectors (biases, norm scales, BN statistics) ~ 1 + N(0, 0.1^2).
-  """
-  abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
-  rng = np.random.default_rng(0)
-
-  def draw(leaf):
-    if len(leaf.shape) == 1:
-      return 1.0 + 0.1 * rng.standard_normal(leaf.shape, np.float32)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
-
-  return jax.tree.map(draw, abstract)
-
-
 @pytest.fixture(scope="module")
 def tiny_model_and_vars():
   model = segformer("b0", num_classes=5, embed_dim=16, **_TINY)
   images = jax.random.normal(jax.random.key(0), (2, 67, 93, 3))
-  return model, _random_variables(model, images), images
+  return model, random_model_variables(model, images), images
 
 
 def test_shapes_at_a_size_that_is_not_a_multiple_of_32(tiny_model_and_vars):
@@ -131,7 +115,7 @@ def test_depthwise_conv_hand_case_shifts_each_channel_independently():
 def test_mit_with_grouped_dwconv_matches_shifted_with_same_params():
   images = jax.random.normal(jax.random.key(0), (1, 35, 41, 3))
   shifted, grouped = mit("b0", **_TINY), mit("b0", dwconv_impl="grouped", **_TINY)
-  variables = _random_variables(shifted, images)
+  variables = random_model_variables(shifted, images)
   forward = jax.jit(lambda v, x: (shifted.apply(v, x, train=False),
                                   grouped.apply(v, x, train=False)))
   for a, b in zip(*forward(variables, images)):
@@ -169,7 +153,7 @@ def test_scanned_blocks_have_the_unrolled_parameters_outputs_and_gradients():
   images = jax.random.normal(jax.random.key(0), (2, 35, 41, 3))
   unrolled = mit("b0", drop_path_rate=0.0, **_SCANNABLE)
   scanned = mit("b0", drop_path_rate=0.0, scan_blocks=True, **_SCANNABLE)
-  variables = _random_variables(unrolled, images)
+  variables = random_model_variables(unrolled, images)
   scanned_init = jax.eval_shape(lambda x: scanned.init(jax.random.key(0), x, train=False), images)
   assert jax.tree.map(jnp.shape, scanned_init) == jax.tree.map(jnp.shape, variables)
 
@@ -196,7 +180,7 @@ def test_scanned_blocks_keep_dcfms_shallow_feature():
   images = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
   unrolled = mit("b0", drop_path_rate=0.0, **_SCANNABLE)
   scanned = mit("b0", drop_path_rate=0.0, scan_blocks=True, **_SCANNABLE)
-  variables = _random_variables(unrolled, images)
+  variables = random_model_variables(unrolled, images)
   for shallow_only in (False, True):
     outputs = [model.apply(variables, images, train=True, shallow_blocks=1,
                            shallow_only=shallow_only) for model in (unrolled, scanned)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import errors, traverse_util
 
-from tests.models.test_models_forward import _random_variables
+from tests.conftest import random_model_variables
 from vssjax.models.pspnet import pspnet
 from vssjax.models.resnet import ResNet, resnet
 
@@ -57,7 +57,7 @@ def test_shallow_only_needs_and_creates_only_stem_and_layer1():
   images = jax.random.normal(jax.random.key(1), (1, 33, 41, 3))
   shallow_tree = _abstract_variables(model, images, shallow_only=True)
   assert sorted(shallow_tree["params"]) == ["layer0", "layer1_0"]
-  variables = _random_variables(model, images)
+  variables = random_model_variables(model, images)
   c1 = model.apply(variables, images, train=False)[0]
   pruned = {collection: {name: tree[name] for name in ("layer0", "layer1_0")}
             for collection, tree in variables.items()}
