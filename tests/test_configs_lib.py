@@ -53,6 +53,10 @@ def test_parse_arg_types_and_errors():
     configs_lib.parse_arg("stpes=3", steps=1)
   with pytest.raises(ValueError, match="needs a value"):
     configs_lib.parse_arg("steps", steps=1)
+  assert configs_lib.parse_arg("quick=Off,full=YES", quick=True, full=False).to_dict() == {
+      "quick": False, "full": True}
+  with pytest.raises(ValueError, match=r"config argument quick='flase': not a bool \(true or "):
+    configs_lib.parse_arg("quick=flase", quick=True)  # was taken as False
 
 
 @pytest.mark.parametrize("path,arg,encoder_lr,decoder_lr", [

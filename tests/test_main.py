@@ -174,6 +174,17 @@ def test_missing_config_file_is_a_one_line_error(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("config, expected", [
+    ("configs/segformer", "--config=configs/segformer: a directory; name a config file in it"),
+    ("README.md", "README.md is not a config file: it defines no get_config(arg)"),
+    # A module of the package ran its own code: absl's DuplicateFlagError traceback.
+    ("data_pipelines/bench.py", "data_pipelines/bench.py is not a config file"),
+])
+def test_a_config_path_that_is_no_config_file_is_a_one_line_error(tmp_path, config, expected):
+  assert expected in _one_line_error([f"--config={config}", f"--workdir={tmp_path / 'run'}"])
+  assert not (tmp_path / "run").exists()
+
+
 def test_bad_config_argument_is_a_one_line_error(tmp_path):
   error = _one_line_error(["--config=configs/segformer/synthetic_mitb0.py:quik",
                            f"--workdir={tmp_path / 'run'}"])
@@ -185,6 +196,9 @@ def test_bad_config_argument_is_a_one_line_error(tmp_path):
     ("eval", [], "no checkpoint in"),
     ("eval", ["--step=5"], "no checkpoint in"),
     ("infer", ["--input=/nonexistent/clip.mp4"], "--input /nonexistent/clip.mp4 does not exist"),
+    ("infer", [], "error: --mode=infer needs --input=VIDEO_OR_FRAME_DIR"),  # not after the usage
+    ("eval", ["--input=clip.mp4"], "error: --input is read by --mode=infer only, not --mode=eval"),
+    ("train", ["--step=2"], "error: --step picks the checkpoint of --mode=eval or infer, not "),
 ])
 def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode, extra, expected):
   error = _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path / 'run'}", f"--mode={mode}",
@@ -213,6 +227,17 @@ def test_a_bad_config_value_is_a_one_line_error_before_anything_runs(tmp_path, c
   error = _one_line_error([f"--config={config}", f"--workdir={tmp_path / 'run'}", *extra])
   assert expected in error
   assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_init_checkpoint_is_said_with_the_setting_that_names_it(tmp_path,
+                                                                            synthetic_data_dir):
+  result = subprocess.run(
+      _cli(tmp_path / "run", synthetic_data_dir, "--config.init.torch_checkpoint=/nowhere/m.pth"),
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1 and result.stderr.splitlines() == [
+      "error: /nowhere/m.pth: no such file or directory",
+      "(the checkpoint of init.torch_checkpoint='/nowhere/m.pth', the weights training starts "
+      "from)"], result.stderr
 
 
 def test_bad_data_is_a_one_line_error_naming_the_file(tmp_path):

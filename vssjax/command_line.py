@@ -103,6 +103,9 @@ def parse_config_flags(argv: list[str]) -> list[str]:
   traceback) and an override that names no field (an AttributeError or KeyError out of the
   parser, with its traceback)."""
   spec = _config_spec(argv)
+  if spec is not None and os.path.isdir(spec.partition(":")[0]):
+    _fail(f"--config={spec}: a directory; name a config file in it (configs/<method>/<dataset>_"
+          "<backbone>.py)")
   if spec is not None and not os.path.isfile(spec.partition(":")[0]):
     _fail(f"--config={spec}: no such file (a relative path starts at {os.getcwd()})")
   if spec is not None:  # a bad `:arg`, which the flag parser would wrap with its traceback

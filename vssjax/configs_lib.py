@@ -27,6 +27,9 @@ from vssjax.errors import SetupError
 ConfigDict = ml_collections.ConfigDict
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def parse_arg(arg: str | None, **spec: Any) -> ConfigDict:
   """Parses `"quick,steps=10"` against defaults in `spec` (their types are kept).
 
@@ -49,7 +52,10 @@ def parse_arg(arg: str | None, **spec: Any) -> ConfigDict:
         raise SetupError(f"config argument {name!r} needs a value ({name}=...)")
       result[name] = True
     elif isinstance(default, bool):
-      result[name] = value.lower() in ("1", "true", "yes", "on")
+      if value.lower() not in _TRUE + _FALSE:  # 'flase' was taken as False
+        raise SetupError(f"config argument {name}={value!r}: not a bool (true or false, 1 or 0, "
+                         f"yes or no, on or off; its default is {default!r})")
+      result[name] = value.lower() in _TRUE
     else:
       try:
         result[name] = type(default)(value)
@@ -291,7 +297,17 @@ def base_config() -> ConfigDict:
 def load_config_file(spec: str) -> ConfigDict:
   """The config of `"path/to/config.py[:arg]"`, as `--config=` would load it (e.g. a teacher's)."""
   path, _, arg = spec.partition(":")
-  return runpy.run_path(str(pathlib.Path(path).expanduser()))["get_config"](arg or None)
+  file = pathlib.Path(path).expanduser()
+  # Checked before running it: a script or a module of the package (anything but a config) runs
+  # its own code, e.g. defines its flags again, and fails far from the point.
+  if "get_config" not in file.read_text(errors="replace"):
+    raise SetupError(f"{path} is not a config file: it defines no get_config(arg) (the "
+                     "project's are in configs/)")
+  try:
+    module = runpy.run_path(str(file))
+  except SyntaxError as error:  # a file in the middle of an edit
+    raise SetupError(f"{path}: {error}") from None
+  return module["get_config"](arg or None)
 
 
 def unknown_field(config: ConfigDict, path: str) -> str | None:

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from vssjax.command_line import (interrupt_in_one_line, parse_config_flags, quiet_routine_logs,
                                  user_errors_in_one_line)
+from vssjax.errors import SetupError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/segformer/synthetic_mitb0.py[:quick].",
@@ -63,6 +64,18 @@ def _interrupted(mode: str) -> str:
   return f"interrupted during --mode={mode}"
 
 
+def _check_mode_flags() -> None:
+  """The flags that only some modes read, given to another (ignored without a word, e.g. an
+  evaluation of the split instead of the --input a user meant to infer), or missing."""
+  mode = _MODE.value
+  if _STEP.value is not None and mode not in ("eval", "infer"):
+    raise SetupError(f"--step picks the checkpoint of --mode=eval or infer, not --mode={mode}")
+  if _INPUT.value and mode != "infer":
+    raise SetupError(f"--input is read by --mode=infer only, not --mode={mode}")
+  if mode == "infer" and not _INPUT.value:
+    raise SetupError("--mode=infer needs --input=VIDEO_OR_FRAME_DIR")
+
+
 @user_errors_in_one_line
 def main(argv):
   """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) or a
@@ -70,6 +83,7 @@ def main(argv):
   does a Ctrl-C, with the line `_interrupted` says."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  _check_mode_flags()
   interrupt_in_one_line(_interrupted(_MODE.value))
   quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
@@ -81,15 +95,11 @@ def main(argv):
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
-  if _STEP.value is not None and _MODE.value not in ("eval", "infer"):
-    raise app.UsageError(f"--step picks the checkpoint of --mode=eval or infer, not {_MODE.value}")
   if _MODE.value == "train":
     loop.train_and_evaluate(config, workdir)
   elif _MODE.value == "eval":
     loop.evaluate_checkpoint(config, workdir, _STEP.value)
   elif _MODE.value == "infer":
-    if not _INPUT.value:
-      raise app.UsageError("--mode=infer needs --input=VIDEO_OR_FRAME_DIR")
     from vssjax import infer  # pylint: disable=g-import-not-at-top
     infer.run(config, workdir, _INPUT.value, step=_STEP.value)
   elif _MODE.value == "bench":
