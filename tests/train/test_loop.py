@@ -361,8 +361,29 @@ def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(q
   assert all(0 <= record["mIoU"] <= 1 for record in history)
   results = loop.evaluate_checkpoint(quick_config, str(tmp_path), step=2)
   assert results["step"] == 2 and results["mIoU"] == pytest.approx(history[0]["mIoU"])
+  assert "config_changes" not in results
   with pytest.raises(SetupError, match=r"no checkpoint of step 3 in .*; it holds steps 2, 4"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path), step=3)
+
+
+def test_an_evaluation_with_other_settings_than_the_training_says_and_records_them(
+    quick_config, tmp_path, capsys):
+  """`--mode=eval` of a DCFM workdir with `:k=6` (docs/results.md) wrote results that read as the
+  trained k=2's: the changed fields are printed and kept in results.json, results.md and the
+  history line; so too where a complete training is run again only to evaluate."""
+  quick_config.train.update(steps=1, checkpoint_every=1)
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.eval.max_videos = 1
+  for run in (loop.evaluate_checkpoint, loop.train_and_evaluate):
+    results = run(quick_config, str(tmp_path))
+    assert results["config_changes"] == ["eval.max_videos: 0 -> 1"]
+    assert "evaluating with config fields that differ from the training's " in (
+        capsys.readouterr().out)
+    assert "- `eval.max_videos: 0 -> 1`" in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["config_changes"] == [
+        "eval.max_videos: 0 -> 1"]
+    last = (tmp_path / "eval_history.jsonl").read_text().splitlines()[-1]
+    assert json.loads(last)["config_changes"] == ["eval.max_videos: 0 -> 1"]
 
 
 def test_sigterm_during_a_periodic_evaluation_cuts_it_short_and_stops_at_its_step(

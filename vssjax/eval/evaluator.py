@@ -15,7 +15,7 @@ import functools
 import pickle
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -193,7 +193,8 @@ def make_scorers(config: ConfigDict) -> Scorers:
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
              step: int = 0, decode_ahead: bool | None = None,
-             stop_requested: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+             stop_requested: Callable[[], bool] | None = None,
+             config_changes: Sequence[str] = ()) -> dict[str, Any] | None:
   """Evaluates on `config.data.eval_split`; writes results into `workdir`.
 
   Each process takes its share of the videos and splits it over its prediction devices
@@ -205,6 +206,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   `stop_requested` (one process only) is asked before each video: once it is true, the evaluation
   ends there and returns None, writing nothing (a preemption during a periodic evaluation: a
   scheduler's grace period is shorter than an evaluation, whose step is already checkpointed).
+  `config_changes` (`field: trained -> now` lines) go into the results as they are.
   """
   split = config.data.eval_split
   devices = parallel.prediction_devices(config.eval.devices)
@@ -272,6 +274,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     results.update(temporal.summary(), TC_pairs=temporal.pairs)
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
+  if config_changes:
+    results["config_changes"] = list(config_changes)
   if workdir and jax.process_index() == 0:
     _, md_path, table = report.write_results(workdir, results, config.published)
     report.append_history(workdir, results)

@@ -97,7 +97,10 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
                                   allow_nan=False))
   table = markdown_table(results, published)
   md_path = workdir / "results.md"
+  changes = "".join(f"- `{change}`\n" for change in results.get("config_changes", ()))
   md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n"
+                     + (f"\n## Config changed since training (trained -> now)\n\n{changes}"
+                        if changes else "")
                      + (f"\n## IoU per class\n\n{per_class_table(results)}\n"
                         if results.get("per_class_iou") else ""))
   return json_path, md_path, table
@@ -122,12 +125,13 @@ HISTORY = "eval_history.jsonl"
 
 def append_history(workdir: str | epath.Path, results: dict[str, Any]) -> epath.Path:
   """Appends the scalar results (step, split, every metric; not the per-class or per-video lists)
-  as one JSON line to `<workdir>/eval_history.jsonl`: `results.json` holds the last evaluation
-  only, and the periodic evaluations of a training run (`train.eval_every`) are its learning
-  curve."""
+  and the config changes since training as one JSON line to `<workdir>/eval_history.jsonl`:
+  `results.json` holds the last evaluation only, and the periodic evaluations of a training run
+  (`train.eval_every`) are its learning curve."""
   path = epath.Path(workdir) / HISTORY
   scalars = {key: value for key, value in results.items()
-             if value is None or isinstance(value, (str, int, float, np.number))}
+             if value is None or isinstance(value, (str, int, float, np.number))
+             or key == "config_changes"}  # which evaluation of the checkpoint this line is
   with path.open("a") as history:
     history.write(json.dumps(_strict_json(scalars), sort_keys=True, default=float,
                              allow_nan=False) + "\n")

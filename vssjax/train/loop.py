@@ -421,8 +421,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       # "leaked shared_memory objects".
       batch = None
 
-    if done >= total:
-      return evaluate(method, variables_of(state), config, workdir=workdir, step=done)
+    if done >= total:  # a run that trained nothing (complete already) may evaluate otherwise
+      return evaluate(method, variables_of(state), config, workdir=workdir, step=done,
+                      config_changes=_said_eval_changes(workdir, config) if start >= total else ())
   return None
 
 
@@ -459,4 +460,17 @@ def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = Non
   """Evaluates checkpoint `step` (default: the latest) of `workdir`."""
   method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)
-  return evaluate(method, variables, config, workdir=workdir, step=step)
+  return evaluate(method, variables, config, workdir=workdir, step=step,
+                  config_changes=_said_eval_changes(workdir, config))
+
+
+def _said_eval_changes(workdir: str, config: ConfigDict) -> list[str]:
+  """The fields in which an evaluation's config differs from the one the checkpoint was trained
+  with (another keyframe interval, eval.* settings), printed; the results record them, as an
+  evaluation with `:k=6` would otherwise read as one of the trained k=2."""
+  changes = _recorded_changes(workdir, config) or []
+  if changes:
+    print("\n".join(["evaluating with config fields that differ from the training's "
+                     f"{configs_lib.record_path(workdir)} (recorded -> now; kept in the "
+                     "results):", *(f"  {change}" for change in changes)]), flush=True)
+  return changes
