@@ -34,8 +34,8 @@ _DISTRIBUTED = flags.DEFINE_enum(
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "compilation_cache_dir", "~/.cache/vssjax/xla",
     "JAX's persistent compilation cache: programs compiled by one run load in the next (the README "
-    "demo: 110 s cold, 81 s warm). '' turns it off; JAX_COMPILATION_CACHE_DIR, if set, wins. "
-    "Not used by --mode=bench, which times the compiles.")
+    "demo's training and evaluation: 110 s cold, 81 s warm). '' turns it off; "
+    "JAX_COMPILATION_CACHE_DIR, if set, wins. Not used by --mode=bench, which times the compiles.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -4,7 +4,8 @@
 
 Trains from scratch (no pretrained weights exist offline), evaluates on the disjoint validation videos
 and writes results.{json,md} and an overlay video into the workdir. The README shows the table it
-printed on a 2-core CPU, where the whole command takes 1.5-2.5 min (early versions took 5).
+printed on a 2-core CPU, where this command takes 1.5-2 min (81-110 s, warm or cold compilation
+cache; the README's first line adds the venv and install, about 4 min in all).
 
 Arguments (`--config=...py:quick`): `quick` shrinks everything for smoke tests; `full_width` uses the
 real MiT-B0 widths.
