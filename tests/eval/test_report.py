@@ -105,3 +105,11 @@ def test_results_md_lists_the_iou_of_every_class_by_name(tmp_path):
          "| car\\|truck | 75.00 |\n" in text
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["class_names"] == ["road", "sky", "car|truck"]
+
+
+def test_results_md_names_the_data_it_scored(tmp_path):
+  """A real dataset's config with `:quick` evaluates on the synthetic set: the page says so."""
+  report.write_results(tmp_path, {"step": 2, "data_source": "synthetic", "split": "val",
+                                  "mIoU": 0.5})
+  assert (tmp_path / "results.md").read_text().startswith(
+      "# Evaluation at step 2 (synthetic, val)\n")

@@ -255,6 +255,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   mious = miou_by_convention(confusion.matrix)
   results: dict[str, Any] = {
       "step": int(step),
+      "data_source": config.data.source,  # 'synthetic' under a real config's `:quick` too
       "split": split,
       "num_videos": num_videos,
       "num_frames": num_frames,

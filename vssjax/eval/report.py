@@ -98,7 +98,9 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
   table = markdown_table(results, published)
   md_path = workdir / "results.md"
   changes = "".join(f"- `{change}`\n" for change in results.get("config_changes", ()))
-  md_path.write_text(f"# Evaluation at step {results.get('step')}\n\n{table}\n"
+  data = ", ".join(str(results[key]) for key in ("data_source", "split") if key in results)
+  md_path.write_text(f"# Evaluation at step {results.get('step')}"
+                     + (f" ({data})" if data else "") + f"\n\n{table}\n"
                      + (f"\n## Config changed since training (trained -> now)\n\n{changes}"
                         if changes else "")
                      + (f"\n## IoU per class\n\n{per_class_table(results)}\n"
