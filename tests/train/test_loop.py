@@ -106,7 +106,9 @@ def test_a_log_line_averages_its_steps_metrics():
   pending = [(1, {"loss": np.float32(1.0)}), (2, {"loss": np.float32(2.0)}),
              (3, {"loss": np.float32(6.0)})]
   summary = loop._summarize(pending, 6.0, 0.01, 1.5)  # pylint: disable=protected-access
-  assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01, "data_wait": 0.25}
+  assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01, "data_wait": 0.25,
+                     "checkpoint_wait": 0.0}
+  assert loop._summarize(pending, 6.0, 0.01, 1.5, 3.0)["checkpoint_wait"] == 0.5
 
 
 def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick_config, tmp_path,
@@ -133,6 +135,42 @@ def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick
   assert "(data.num_workers=0); more worker processes" in out
   assert "--config.data.num_workers=2 (a run resumes only" in out
   assert re.search(r"train step 3/4 .* data \d+%", out), out
+
+
+def test_a_run_that_waits_for_its_checkpoints_says_so_once_with_what_to_change(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """A `:quick` config (a save every 2 steps) run for many more steps trained at 1.8 steps/s
+  instead of 50-67 with Orbax's warnings as the only clue: `checkpoint_wait` is the share of the
+  interval spent in saves, and past half one line says which setting to change."""
+  save = Checkpointer.save
+
+  def slow_save(self, *args, **kwargs):
+    time.sleep(1.0)
+    return save(self, *args, **kwargs)
+
+  monkeypatch.setattr(Checkpointer, "save", slow_save)
+  quick_config.train.update(steps=4, checkpoint_every=1)  # the program of the tests above
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=3)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert records[0]["checkpoint_wait"] == 0.0  # no save before step 1's line
+  assert records[-1]["checkpoint_wait"] > 0.5, records  # step 2's save, in step 3's interval
+  out = capsys.readouterr().out
+  assert out.count("train: checkpoint-bound: ") == 1, out
+  assert ("(train.checkpoint_every=1); save less often, e.g. "
+          "--config.train.checkpoint_every=10") in out
+
+
+def test_a_log_lines_rate_leaves_out_a_periodic_evaluation(quick_config, tmp_path, monkeypatch):
+  def slow_evaluation(*args, **kwargs):
+    time.sleep(3.0)
+    return {}
+
+  monkeypatch.setattr(loop, "evaluate", slow_evaluation)
+  quick_config.train.update(steps=4, eval_every=2)
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=3)
+  rates = [record["steps_per_s"] for record in
+           map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())]
+  assert rates[2] > 1 / 3, rates  # step 3 itself takes well under 3 s
 
 
 def test_the_input_bound_line_suggests_more_workers_than_there_are():

@@ -234,17 +234,22 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   return host
 
 
-def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float,
-               data_seconds: float) -> dict[str, float]:
+def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float, data_seconds: float,
+               save_seconds: float = 0.0) -> dict[str, float]:
   """Mean of the steps' fetched metrics since the last log line, plus throughput (`seconds`: from
-  the last log line's fetch to this one's), learning rate, and `data_wait`: the fraction of those
-  seconds the loop waited for its batches (`data_seconds`). The device computes the steps
-  dispatched meanwhile, so a loop that spends most of its time there is input-bound."""
+  the last log line's fetch to this one's, evaluations left out), learning rate, `data_wait`: the
+  fraction of those seconds the loop waited for its batches (`data_seconds`), and
+  `checkpoint_wait`: the fraction it spent in checkpoint saves (`save_seconds`: an asynchronous
+  save still waits for the one before it and copies the state off the device). The device
+  computes the steps dispatched meanwhile, so a loop that spends most of its time in either is
+  input- or checkpoint-bound."""
   mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
-  return dict(mean, steps_per_s=len(host) / seconds, lr=lr, data_wait=data_seconds / seconds)
+  return dict(mean, steps_per_s=len(host) / seconds, lr=lr, data_wait=data_seconds / seconds,
+              checkpoint_wait=save_seconds / seconds)
 
 
-# The share of a log interval spent waiting for batches above which the run is said input-bound.
+# The share of a log interval spent waiting for batches (or in checkpoint saves) above which the
+# run is said input-bound (checkpoint-bound).
 INPUT_BOUND_WAIT = 0.5
 
 
@@ -257,6 +262,16 @@ def _input_bound_hint(data_wait: float, num_workers: int) -> str | None:
           f"for batches (data.num_workers={num_workers}); more worker processes load them in "
           f"parallel, e.g. --config.data.num_workers={more} (a run resumes only with the count "
           "it was checkpointed with)")
+
+
+def _checkpoint_bound_hint(checkpoint_wait: float, checkpoint_every: int) -> str | None:
+  """The line that says a run is checkpoint-bound (e.g. a `:quick` config, which saves every 2
+  steps, run for many more), with what to change; None when it is not."""
+  if checkpoint_wait <= INPUT_BOUND_WAIT:
+    return None
+  return (f"train: checkpoint-bound: {100 * checkpoint_wait:.0f}% of the last log interval went "
+          f"to saving checkpoints (train.checkpoint_every={checkpoint_every}); save less often, "
+          f"e.g. --config.train.checkpoint_every={10 * checkpoint_every}")
 
 
 def check_train_settings(train: ConfigDict) -> None:
@@ -364,8 +379,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       else:  # the first step waits for XLA to compile it: minutes for a large model
         print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
       t_last = time.perf_counter()
-      data_seconds = 0.0  # waiting for batches since the last log line
-      hinted = False  # the input-bound line is said once a run
+      data_seconds = save_seconds = 0.0  # waiting for batches, saving, since the last log line
+      hinted: set[str] = set()  # the input- and checkpoint-bound lines are said once a run each
       done = start
       with StopSignal() as stop_signal:
         for step in range(start, end):
@@ -383,15 +398,19 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
           if done % config.train.log_every == 0 or done == end or stopping:
             host = _check_finite(pending)  # waits for these steps to finish
             now = time.perf_counter()
-            mean = _summarize(host, now - t_last, float(schedule(done - 1)), data_seconds)
-            t_last, data_seconds = now, 0.0
+            mean = _summarize(host, now - t_last, float(schedule(done - 1)), data_seconds,
+                              save_seconds)
+            t_last, data_seconds, save_seconds = now, 0.0, 0.0
             writer.write(done, mean)
             progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"],
                             data=f"{100 * mean['data_wait']:.0f}%")
-            hint = _input_bound_hint(mean["data_wait"], config.data.num_workers)
-            if hint and not hinted and jax.process_index() == 0:
-              print(hint, flush=True)
-              hinted = True
+            for kind, hint in (
+                ("input", _input_bound_hint(mean["data_wait"], config.data.num_workers)),
+                ("checkpoint", _checkpoint_bound_hint(mean["checkpoint_wait"],
+                                                      config.train.checkpoint_every))):
+              if hint and kind not in hinted and jax.process_index() == 0:
+                print(hint, flush=True)
+                hinted.add(kind)
             pending = []
           evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
                         and done != total and not stopping)
@@ -402,10 +421,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
           if (saving or evaluating) and pending:  # the steps since the last log line, checked
             _check_finite(pending)
           if saving:
+            saving_from = time.perf_counter()
             checkpointer.save(done, state, data_iter)
+            save_seconds += time.perf_counter() - saving_from
           if evaluating:
+            evaluating_from = time.perf_counter()
             results = evaluate(method, variables_of(state), config, workdir=workdir, step=done,
                                stop_requested=stop_signal.requested_here)
+            t_last += time.perf_counter() - evaluating_from  # the next line's rate: steps only
             # A request during the evaluation (one process) stops here, not after another step.
             stopping = stop_signal.requested_here()
             if stopping and results is None:
