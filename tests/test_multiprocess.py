@@ -172,9 +172,10 @@ def _two_processes_train(workdir, data_dir, *overrides) -> list[str]:
 
 def test_two_processes_stopped_and_resumed_match_one_and_their_checkpoint_restores_in_one(
     quick_config, tmp_path):
-  """Two processes train 2 steps, then resume to 4: the state and each process's data iterator
-  restore where they stopped (the losses of steps 3-4 are one uninterrupted process's). Their
-  evaluation shares 4 videos over 2 processes x 2 devices (a thread each)."""
+  """Two processes train 2 steps, then resume to 4 with FSDP-split kernels: the state and each
+  process's data iterator restore where they stopped (the losses of steps 3-4 are one
+  uninterrupted process's). Their evaluation shares 4 videos over 2 processes x 2 devices (a
+  thread each)."""
   quick_config.data.synthetic.num_val_videos = 4
   make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
   make_dataset(quick_config.data, "val")
@@ -185,13 +186,18 @@ def test_two_processes_stopped_and_resumed_match_one_and_their_checkpoint_restor
   two = tmp_path / "two"
   _two_processes_train(two, data_dir, "--config.train.steps=2", "--config.optim.eps=0.0001",
                        constant_lr, "--config.eval.max_videos=1")
+  # Resumed with the kernels split over an fsdp axis of 2 x 2 devices: the replicated state
+  # restores onto it, and the steps are the same.
   outputs = _two_processes_train(two, data_dir, *OVERRIDES, constant_lr,
                                  "--config.data.synthetic.num_val_videos=4",
-                                 "--config.eval.devices=2")
+                                 "--config.eval.devices=2", "--config.mesh.data=2",
+                                 "--config.mesh.fsdp=2",
+                                 "--config.sharding_rules=(('kernel$', 'fsdp'),)")
   assert "process 0/2: 2 local / 4 global devices" in outputs[0]
   assert "process 1/2: 2 local / 4 global devices" in outputs[1]
   for out in outputs:
-    assert "resumed from" in out and "at step 2" in out, out
+    assert "resumed from" in out and "at step 2" in out and "mesh {'data': 2, 'fsdp': 2}" in out
+  assert 'sharding_rules: [] -> [["kernel$", "fsdp"]]' in outputs[0]  # the changes listed once
   assert "| mIoU (%) |" in outputs[0]  # the evaluation merged both processes' videos
 
   # One process with the same 4 devices, same global batches, straight through.
