@@ -176,9 +176,11 @@ def test_missing_config_file_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("config, expected", [
     ("configs/segformer", "--config=configs/segformer: a directory; name a config file in it"),
-    ("README.md", "README.md is not a config file: it defines no get_config(arg)"),
+    ("README.md", "README.md is not a config file: configs are Python files"),
     # A module of the package ran its own code: absl's DuplicateFlagError traceback.
-    ("data_pipelines/bench.py", "data_pipelines/bench.py is not a config file"),
+    ("data_pipelines/bench.py", "data_pipelines/bench.py is not a config file: it defines no "
+     "get_config(arg)"),
+    ("vssjax/configs_lib.py", "vssjax/configs_lib.py is not a config file: it defines no "),
 ])
 def test_a_config_path_that_is_no_config_file_is_a_one_line_error(tmp_path, config, expected):
   assert expected in _one_line_error([f"--config={config}", f"--workdir={tmp_path / 'run'}"])

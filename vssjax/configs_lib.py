@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import pathlib
+import re
 import runpy
 from typing import Any
 
@@ -298,15 +299,22 @@ def load_config_file(spec: str) -> ConfigDict:
   """The config of `"path/to/config.py[:arg]"`, as `--config=` would load it (e.g. a teacher's)."""
   path, _, arg = spec.partition(":")
   file = pathlib.Path(path).expanduser()
-  # Checked before running it: a script or a module of the package (anything but a config) runs
-  # its own code, e.g. defines its flags again, and fails far from the point.
-  if "get_config" not in file.read_text(errors="replace"):
-    raise SetupError(f"{path} is not a config file: it defines no get_config(arg) (the "
-                     "project's are in configs/)")
+  not_config = f"{path} is not a config file: "
+  if file.suffix != ".py":  # a README, a checkpoint: run as Python, a SyntaxError or worse
+    raise SetupError(not_config + "configs are Python files (configs/<method>/<dataset>_"
+                     "<backbone>.py)")
+  # Checked before running it: a script or a module of the package runs its own code (defines
+  # its flags again, say) and fails far from the point. A star import may bring get_config in.
+  with file.open("rb") as source:
+    head = source.read(1 << 20)
+  if b"get_config" not in head and b"import *" not in head:
+    raise SetupError(not_config + "it defines no get_config(arg) (the project's are in configs/)")
   try:
     module = runpy.run_path(str(file))
   except SyntaxError as error:  # a file in the middle of an edit
     raise SetupError(f"{path}: {error}") from None
+  if not callable(module.get("get_config")):
+    raise SetupError(not_config + "it defines no get_config(arg) (the project's are in configs/)")
   return module["get_config"](arg or None)
 
 
@@ -333,11 +341,26 @@ def unknown_field(config: ConfigDict, path: str) -> str | None:
   return None
 
 
-def record_path(workdir: str) -> epath.Path:
+def record_path(workdir: str, step: int | None = None) -> epath.Path:
   """`workdir/config.json`: the record of the config a workdir's checkpoints were written with,
-  which training and `vssjax.convert` write and a resume or evaluation that does not fit the
-  checkpoint is compared against (`changed_fields`)."""
+  which training and `vssjax.convert` write and a resume or evaluation is compared against
+  (`changed_fields`). With `step`: the record of the config that checkpoint was trained with,
+  `kept_record_path` of the first resume with another config at or after it, where there is one
+  (a run resumed at step 2 with other settings kept `config.until_step2.json`)."""
+  if step is not None:
+    kept = sorted(int(match.group(1)) for match in (
+        re.fullmatch(r"config\.until_step(\d+)\.json", path.name)
+        for path in epath.Path(workdir).glob("config.until_step*.json")) if match)
+    later = [kept_step for kept_step in kept if kept_step >= step]
+    if later:
+      return kept_record_path(workdir, later[0])
   return epath.Path(workdir) / "config.json"
+
+
+def kept_record_path(workdir: str, step: int) -> epath.Path:
+  """`workdir/config.until_step<step>.json`: the record of the training up to `step`, kept where
+  a run resumed there with another config (`record_path` of the steps up to it)."""
+  return epath.Path(workdir) / f"config.until_step{step}.json"
 
 
 def write_record(config: ConfigDict, workdir: str) -> None:
@@ -351,10 +374,11 @@ def write_record(config: ConfigDict, workdir: str) -> None:
   partial.replace(path)
 
 
-def read_record(workdir: str) -> dict[str, Any] | None:
-  """The workdir's recorded config as JSON (`record_path`), or None where there is none. One that
-  does not parse (edited or cut short by hand) is a `SetupError` naming it, not a traceback."""
-  path = record_path(workdir)
+def read_record(workdir: str, step: int | None = None) -> dict[str, Any] | None:
+  """The workdir's recorded config as JSON (`record_path`, of checkpoint `step` if given), or None
+  where there is none. One that does not parse (edited or cut short by hand) is a `SetupError`
+  naming it, not a traceback."""
+  path = record_path(workdir, step)
   if not path.exists():
     return None
   try:

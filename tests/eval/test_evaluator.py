@@ -466,14 +466,17 @@ def test_a_stop_request_ends_the_evaluation_at_the_next_video_and_writes_nothing
   progress, and no partial scores are written as the step's results."""
   config = _config_with_scored_videos()
   config.data.synthetic.num_val_videos = 4
-  config.eval.devices = devices
+  config.eval.update(devices=devices, overlay_video=True)
+  first = next(iter(eval_videos(config.data, config.data.eval_split))).name
+  earlier = tmp_path / f"overlay_{first}.mp4"  # an earlier evaluation's, which results.json names
+  earlier.write_bytes(b"earlier")
   record = _StopOnceEveryDeviceStarted(devices)
   results = evaluator.evaluate(_recording_method(config, record), {"w": np.zeros(2, np.float32)},
                                config, workdir=str(tmp_path), step=7,
                                stop_requested=record.stop.is_set)
   assert results is None
   assert len(record) == 20 * devices  # each device's first video, then no other
-  assert not list(tmp_path.iterdir())
+  assert list(tmp_path.iterdir()) == [earlier] and earlier.read_bytes() == b"earlier"
   assert ("eval[val] of step 7 cut short by the stop request after "
           f"{devices} of 4 videos; no results written") in capsys.readouterr().out
 

@@ -17,8 +17,9 @@ import pytest
 from tests.conftest import logged_losses
 from vssjax import parallel
 from vssjax.errors import SetupError, TrainingDiverged
-from vssjax.train import loop
+from vssjax.train import log_lines, loop
 from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
 
 pytestmark = pytest.mark.slow
@@ -109,17 +110,6 @@ def test_one_device_equals_four_devices_and_fsdp(quick_config, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resharded, runs[4][1])
 
 
-def test_a_log_line_averages_its_steps_metrics():
-  """With `train.log_every` > 1 (every real config) a line is the mean over its steps, and its
-  rate counts them all; the tests' log_every=1 cannot tell either from the last step's."""
-  pending = [(1, {"loss": np.float32(1.0)}), (2, {"loss": np.float32(2.0)}),
-             (3, {"loss": np.float32(6.0)})]
-  summary = loop._summarize(pending, 6.0, 0.01, 1.5)  # pylint: disable=protected-access
-  assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01, "data_wait": 0.25,
-                     "checkpoint_wait": 0.0}
-  assert loop._summarize(pending, 6.0, 0.01, 1.5, 3.0)["checkpoint_wait"] == 0.5
-
-
 def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick_config, tmp_path,
                                                                            monkeypatch, capsys):
   """Each log line has the share of its interval the loop spent waiting for batches (the device
@@ -182,26 +172,19 @@ def test_a_log_lines_rate_leaves_out_a_periodic_evaluation(quick_config, tmp_pat
   assert rates[2] > 1 / 3, rates  # step 3 itself takes well under 3 s
 
 
-def test_the_input_bound_line_suggests_more_workers_than_there_are():
-  hint = loop._input_bound_hint  # pylint: disable=protected-access
-  assert hint(0.5, 0) is None and hint(0.1, 4) is None
-  assert "--config.data.num_workers=8 " in hint(0.9, 4)
-  assert "90% of the last log interval" in hint(0.9, 4)
-
-
 def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tmp_path,
                                                                    monkeypatch, capsys):
   """A line's steps/s runs from the previous line's fetch of its metrics, which waits for those
   steps (the first one's compile included): a 3 s wait for step 1 counts in step 1's rate, not in
   step 2's (metrics.jsonl measured it from before that wait). The first step is announced."""
-  fetch = loop._check_finite  # pylint: disable=protected-access
+  fetch = log_lines.check_finite
 
   def slow_first_fetch(pending):
     if pending[0][0] == 1:
       time.sleep(3.0)
     return fetch(pending)
 
-  monkeypatch.setattr(loop, "_check_finite", slow_first_fetch)
+  monkeypatch.setattr(log_lines, "check_finite", slow_first_fetch)
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -237,14 +220,6 @@ def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(
   assert "  train.log_every: 1 -> 2" in out
   assert json.loads((tmp_path / "config.until_step1.json").read_text())["train"]["log_every"] == 1
   assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every"] == 2
-
-
-@pytest.mark.parametrize("name", ["loss", "grad_norm", "param_norm"])
-def test_a_non_finite_step_metric_stops_with_the_step_number(name):
-  finite = {"loss": np.float32(1.0), "grad_norm": np.float32(2.0), "param_norm": np.float32(3.0)}
-  pending = [(7, finite), (8, dict(finite, **{name: np.float32(np.inf)}))]
-  with pytest.raises(TrainingDiverged, match=f"non-finite {name} inf at step 8"):
-    loop._check_finite(pending)  # pylint: disable=protected-access
 
 
 def _diverge_at_step_1(monkeypatch):
@@ -445,7 +420,8 @@ def test_sigterm_during_a_periodic_evaluation_cuts_it_short_and_stops_at_its_ste
     return evaluate(*args, **kwargs)
 
   monkeypatch.setattr(loop, "evaluate", preempted_evaluate)
-  quick_config.train.update(steps=4, eval_every=2, checkpoint_every=100)
+  # No log line at step 2 but the one the stop writes: its steps are not lost from the curve.
+  quick_config.train.update(steps=4, eval_every=2, checkpoint_every=100, log_every=4)
   assert loop.train_and_evaluate(quick_config, str(tmp_path)) is None
   out = capsys.readouterr().out
   assert "eval[val] of step 2 cut short by the stop request after 0 of" in out
@@ -453,8 +429,47 @@ def test_sigterm_during_a_periodic_evaluation_cuts_it_short_and_stops_at_its_ste
   assert "stopped at step 2 on request" in out
   with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
     assert checkpointer.all_steps() == [2]
-  assert max(logged_losses(tmp_path)) == 2
+  assert list(logged_losses(tmp_path)) == [2]
   assert not (tmp_path / "eval_history.jsonl").exists()
+
+
+def test_an_earlier_checkpoint_is_compared_with_the_config_it_was_trained_with(
+    quick_config, tmp_path, capsys):
+  """Step 1 trained with train.steps=1, step 2 after a resume with 2 (config.until_step1.json
+  keeps the first): an evaluation of step 1 with steps=1 changed nothing, which config.json alone
+  said it did. A config.json that cannot be parsed is said, and the evaluation runs."""
+  quick_config.train.update(steps=1, checkpoint_every=1)
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.train.steps = 2
+  loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.train.steps = 1
+  assert "config_changes" not in loop.evaluate_checkpoint(quick_config, str(tmp_path), step=1)
+  assert loop.evaluate_checkpoint(quick_config, str(tmp_path), step=2)["config_changes"] == [
+      "train.steps: 2 -> 1"]
+  (tmp_path / "config.json").write_text('{"train": ')  # cut short
+  capsys.readouterr()
+  assert loop.evaluate_checkpoint(quick_config, str(tmp_path), step=2)["step"] == 2
+  assert "config.json cannot be parsed" in capsys.readouterr().out
+
+
+def test_a_stop_request_after_an_unsaved_steps_check_stops_at_the_next_step_saved(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """A SIGTERM between a step's stop check and the end of a step that saves nothing: the run
+  stopped there with no checkpoint of it, re-run to resume from an earlier one (or none)."""
+  should_stop = StopSignal.should_stop
+
+  def signalled_after_the_check(self, step):
+    answer = should_stop(self, step)
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return answer
+
+  monkeypatch.setattr(StopSignal, "should_stop", signalled_after_the_check)
+  quick_config.train.update(steps=4, checkpoint_every=100)
+  assert loop.train_and_evaluate(quick_config, str(tmp_path)) is None
+  assert "stopped at step 3 on request; checkpoint saved" in capsys.readouterr().out
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    assert checkpointer.all_steps() == [3]
 
 
 def test_the_workdir_stays_locked_through_the_final_evaluation(quick_config, tmp_path,

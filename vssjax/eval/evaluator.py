@@ -208,6 +208,9 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   scheduler's grace period is shorter than an evaluation, whose step is already checkpointed).
   `config_changes` (`field: trained -> now` lines) go into the results as they are.
   """
+  if stop_requested is not None and jax.process_count() > 1:
+    raise ValueError("stop_requested ends one process's evaluation, whose merge every process "
+                     "must reach: one process only")
   split = config.data.eval_split
   devices = parallel.prediction_devices(config.eval.devices)
   copies = parallel.local_copies(variables, devices)  # collective: before any process's own work
@@ -236,11 +239,17 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
                          write) for share, copy, scorer, write in shares], shared.failed)
   timed_frames, timed_wall = _timed_span(shared.frame_ends, [first for first, _ in outcomes],
                                          started)
-  overlay_path = next((path for _, path in outcomes if path is not None), None)
+  provisional = next((path for _, path in outcomes if path is not None), None)
   if shared.cut_short:
+    if provisional is not None:
+      provisional.unlink()
     print(f"eval[{split}] of step {step} cut short by the stop request after "
           f"{shared.videos_done} of {len(videos)} videos; no results written", flush=True)
     return None
+  overlay_path = None
+  if provisional is not None:
+    overlay_path = provisional.parent / provisional.name.removeprefix(".")
+    provisional.replace(overlay_path)
 
   merged = functools.reduce(Scorers.merge, scorers)
   confusion = merge_across_processes(merged.confusion)
@@ -418,7 +427,9 @@ def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvid
 
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:
-  path = epath.Path(workdir) / f"overlay_{video_name}.mp4"
+  """Writes the overlay under a provisional name (dot-prefixed), which the evaluation takes as its
+  own once complete: a cut-short one leaves the last one's `overlay_<video>.mp4` in place."""
+  path = epath.Path(workdir) / f".overlay_{video_name}.mp4"
   pictures = (visualize.side_by_side(f, p, palette, g)
               for f, p, g in zip(frames, predictions, labels))
   return visualize.write_video(path, pictures, fps)

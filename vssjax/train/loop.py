@@ -9,7 +9,6 @@ at `train.eval_every` and at the end.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from typing import Any
 
@@ -21,15 +20,16 @@ from data_pipelines.clip_sampling import clip_length, make_clip_sampler
 from data_pipelines.loader import eval_videos, make_train_loader
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
-from vssjax.errors import SetupError, TrainingDiverged
+from vssjax.errors import SetupError
 from vssjax.eval import report
 from vssjax.eval.evaluator import evaluate, make_scorers
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
-from vssjax.train import init_from
+from vssjax.train import config_record, init_from
 from vssjax.train import step as step_lib
 from vssjax.train.checkpoint import Checkpointer, damaged_checkpoint_error, unreadable_file_error
+from vssjax.train.log_lines import LogLines
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
@@ -71,10 +71,6 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
   return state, sharding, tx, schedule
 
 
-# How many differing config fields a "written with a different config" error lists.
-MAX_LISTED_FIELDS = 20
-
-
 def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: ConfigDict,
                        workdir: str, data_iter=None, step: int | None = None):
   """Checkpoint `step` (default: the latest) of `workdir`, restored into `abstract_state` (and
@@ -108,8 +104,9 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
         f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
-        f"{mismatched[0]}).\n{_config_changes(workdir, config)}\nRerun with the config this "
-        "workdir was trained with, or use a new --workdir for this one.")
+        f"{mismatched[0]}).\n{config_record.mismatch_explanation(workdir, config, step)}\n"
+        "Rerun with the config this workdir was trained with, or use a new --workdir for this "
+        "one.")
   try:
     return checkpointer.restore(abstract_state, data_iter, step)
   except Exception as error:  # pylint: disable=broad-except  (Orbax wraps an array's read error)
@@ -160,47 +157,6 @@ def _check_data_settings(workdir: str, config: ConfigDict) -> None:
         "--workdir")
 
 
-def _recorded_changes(workdir: str, config: ConfigDict) -> list[str] | None:
-  """`field: recorded -> now` for each field of `config` that differs from the workdir's recorded
-  config (at most MAX_LISTED_FIELDS, then a count); None where no config is recorded."""
-  record = configs_lib.read_record(workdir)
-  if record is None:
-    return None
-  changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
-  if len(changes) > MAX_LISTED_FIELDS:
-    changes = changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
-  return changes
-
-
-def _config_changes(workdir: str, config: ConfigDict) -> str:
-  """Lines that say which fields of `config` differ from the config recorded in
-  `workdir/config.json`, for a checkpoint that does not fit."""
-  recorded, changes = configs_lib.record_path(workdir), _recorded_changes(workdir, config)
-  if changes is None:
-    return f"{recorded} does not exist, so the differing config fields cannot be listed."
-  if not changes:
-    return f"{recorded} records this same config: the checkpoint was written by other code."
-  return "\n".join([f"Config fields that differ between {recorded} and this run (recorded -> "
-                    "now):", *(f"  {change}" for change in changes)])
-
-
-def _keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -> None:
-  """A resume with other settings (more steps, another learning rate) is allowed, but said, and
-  the record of what the steps so far were trained with is kept as `config.until_step<N>.json`
-  before `config.json` is rewritten (not over one already kept at that step: a changed run that
-  stopped before its next checkpoint trained nothing the first record does not describe)."""
-  changes = _recorded_changes(workdir, config)
-  if not changes:
-    return
-  kept = epath.Path(workdir) / f"config.until_step{step}.json"
-  if not kept.exists():
-    kept.write_text(configs_lib.record_path(workdir).read_text())
-  fields = "field" if len(changes) == 1 else "fields"
-  print("\n".join([f"resuming at step {step} with changed config {fields} (the record of the "
-                   f"training up to step {step} is kept as {kept}; recorded -> now):",
-                   *(f"  {change}" for change in changes)]), flush=True)
-
-
 def variables_of(state: TrainState) -> dict[str, Any]:
   return {"params": state.params, **state.model_state}
 
@@ -212,66 +168,6 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState) -> None:
         f"global batch {config.data.batch_size} "
         f"(local {config.data.batch_size // jax.process_count()}), "
         f"{num_params / 1e6:.3f}M parameters", flush=True)
-
-
-# The step metrics that show a diverged run: its loss, and its gradients and updated parameters
-# (a non-finite gradient leaves the step's own loss finite but the parameters it saves broken).
-DIVERGENCE_METRICS = ("loss", "grad_norm", "param_norm")
-
-
-def _check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
-  """Fetches the pending step metrics; stops the run at the first non-finite one. Called before
-  each log line, checkpoint and periodic evaluation, so neither a checkpoint nor the results
-  (results.json, eval_history.jsonl) hold the parameters of a diverged step."""
-  host = jax.device_get(pending)
-  for step, metrics in host:
-    for name in DIVERGENCE_METRICS:
-      if name in metrics and not np.isfinite(metrics[name]):
-        raise TrainingDiverged(
-            f"non-finite {name} {metrics[name]} at step {step}; stopping before any checkpoint "
-            "holds it (those saved before are intact). Resuming repeats the same steps: lower "
-            "optim.lr or set optim.grad_clip_norm first")
-  return host
-
-
-def _summarize(host: list[tuple[int, dict]], seconds: float, lr: float, data_seconds: float,
-               save_seconds: float = 0.0) -> dict[str, float]:
-  """Mean of the steps' fetched metrics since the last log line, plus throughput (`seconds`: from
-  the last log line's fetch to this one's, evaluations left out), learning rate, `data_wait`: the
-  fraction of those seconds the loop waited for its batches (`data_seconds`), and
-  `checkpoint_wait`: the fraction it spent in checkpoint saves (`save_seconds`: an asynchronous
-  save still waits for the one before it and copies the state off the device). The device
-  computes the steps dispatched meanwhile, so a loop that spends most of its time in either is
-  input- or checkpoint-bound."""
-  mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
-  return dict(mean, steps_per_s=len(host) / seconds, lr=lr, data_wait=data_seconds / seconds,
-              checkpoint_wait=save_seconds / seconds)
-
-
-# The share of a log interval spent waiting for batches (or in checkpoint saves) above which the
-# run is said input-bound (checkpoint-bound).
-INPUT_BOUND_WAIT = 0.5
-
-
-def _input_bound_hint(data_wait: float, num_workers: int) -> str | None:
-  """The line that says a run is input-bound, with what to change; None when it is not."""
-  if data_wait <= INPUT_BOUND_WAIT:
-    return None
-  more = max(2 * num_workers, 2)
-  return (f"train: input-bound: {100 * data_wait:.0f}% of the last log interval went to waiting "
-          f"for batches (data.num_workers={num_workers}); more worker processes load them in "
-          f"parallel, e.g. --config.data.num_workers={more} (a run resumes only with the count "
-          "it was checkpointed with)")
-
-
-def _checkpoint_bound_hint(checkpoint_wait: float, checkpoint_every: int) -> str | None:
-  """The line that says a run is checkpoint-bound (e.g. a `:quick` config, which saves every 2
-  steps, run for many more), with what to change; None when it is not."""
-  if checkpoint_wait <= INPUT_BOUND_WAIT:
-    return None
-  return (f"train: checkpoint-bound: {100 * checkpoint_wait:.0f}% of the last log interval went "
-          f"to saving checkpoints (train.checkpoint_every={checkpoint_every}); save less often, "
-          f"e.g. --config.train.checkpoint_every={10 * checkpoint_every}")
 
 
 def check_train_settings(train: ConfigDict) -> None:
@@ -358,7 +254,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
         # checkpoint's only evaluates it, and config.json keeps what it was trained with.
         if start < total:
           if resume:
-            _keep_record_of_changed_config(workdir, config, start)
+            config_record.keep_record_of_changed_config(workdir, config, start)
           configs_lib.write_record(config, workdir)
       end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
 
@@ -372,69 +268,54 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       progress = Progress("train step", total, "steps", min_interval_s=0.0)
       profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
       closing.callback(profiler.close)  # a trace that a stop or an error cut short
-      pending: list[tuple[int, dict]] = []
+      lines = LogLines(writer, progress, schedule, config)
       if start >= total:
         print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
               f"evaluating it", flush=True)
       else:  # the first step waits for XLA to compile it: minutes for a large model
         print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
-      t_last = time.perf_counter()
-      data_seconds = save_seconds = 0.0  # waiting for batches, saving, since the last log line
-      hinted: set[str] = set()  # the input- and checkpoint-bound lines are said once a run each
       done = start
       with StopSignal() as stop_signal:
         for step in range(start, end):
           with profiler.step(step + 1):
             waiting_from = time.perf_counter()
             batch = parallel.to_global(next(data_iter), mesh)
-            data_seconds += time.perf_counter() - waiting_from
+            waited = time.perf_counter() - waiting_from
             state, metrics = train_step(state, batch, total_steps)
           done = step + 1
           profiler.after_step(
               done, (state, metrics),
               compiled=lambda: train_step.lower(state, batch, total_steps).compile())
-          pending.append((done, metrics))
+          lines.step(done, metrics, waited)
           stopping = stop_signal.should_stop(done)
           if done % config.train.log_every == 0 or done == end or stopping:
-            host = _check_finite(pending)  # waits for these steps to finish
-            now = time.perf_counter()
-            mean = _summarize(host, now - t_last, float(schedule(done - 1)), data_seconds,
-                              save_seconds)
-            t_last, data_seconds, save_seconds = now, 0.0, 0.0
-            writer.write(done, mean)
-            progress.update(done, force=True, loss=mean["loss"], lr=mean["lr"],
-                            data=f"{100 * mean['data_wait']:.0f}%")
-            for kind, hint in (
-                ("input", _input_bound_hint(mean["data_wait"], config.data.num_workers)),
-                ("checkpoint", _checkpoint_bound_hint(mean["checkpoint_wait"],
-                                                      config.train.checkpoint_every))):
-              if hint and kind not in hinted and jax.process_index() == 0:
-                print(hint, flush=True)
-                hinted.add(kind)
-            pending = []
+            lines.write(done)
           evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
                         and done != total and not stopping)
           # An evaluation takes minutes, longer than a scheduler's grace between SIGTERM and
           # SIGKILL: its step is checkpointed first, so a preemption during it loses no step.
           saving = (done % config.train.checkpoint_every == 0 or done == end or stopping
                     or evaluating)
-          if (saving or evaluating) and pending:  # the steps since the last log line, checked
-            _check_finite(pending)
+          if saving or evaluating:  # the steps since the last log line, checked
+            lines.check_pending()
           if saving:
             saving_from = time.perf_counter()
             checkpointer.save(done, state, data_iter)
-            save_seconds += time.perf_counter() - saving_from
+            lines.saved(time.perf_counter() - saving_from)
           if evaluating:
-            evaluating_from = time.perf_counter()
-            results = evaluate(method, variables_of(state), config, workdir=workdir, step=done,
-                               stop_requested=stop_signal.requested_here)
-            t_last += time.perf_counter() - evaluating_from  # the next line's rate: steps only
-            # A request during the evaluation (one process) stops here, not after another step.
-            stopping = stop_signal.requested_here()
-            if stopping and results is None:
+            results = None
+            if not stop_signal.requested_here():  # not one asked during the save
+              evaluating_from = time.perf_counter()
+              results = evaluate(method, variables_of(state), config, workdir=workdir,
+                                 step=done, stop_requested=stop_signal.requested_here)
+              lines.paused(time.perf_counter() - evaluating_from)
+            if results is None:
               print(f"step {done}'s evaluation was cut short: --mode=eval --step={done} "
                     "evaluates it", flush=True)
-          if stopping:
+          # A request during this step's save or evaluation (one process) stops here, not a step
+          # on; one after an unsaved step's check is for the next step's check, which saves.
+          if stopping or (saving and stop_signal.requested_here()):
+            lines.write(done)  # the steps since the last line, if any
             print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
                   flush=True)
             break
@@ -446,7 +327,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
 
     if done >= total:  # a run that trained nothing (complete already) may evaluate otherwise
       return evaluate(method, variables_of(state), config, workdir=workdir, step=done,
-                      config_changes=_said_eval_changes(workdir, config) if start >= total else ())
+                      config_changes=(config_record.said_eval_changes(workdir, config, done)
+                                      if start >= total else ()))
   return None
 
 
@@ -484,16 +366,5 @@ def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = Non
   method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)
   return evaluate(method, variables, config, workdir=workdir, step=step,
-                  config_changes=_said_eval_changes(workdir, config))
+                  config_changes=config_record.said_eval_changes(workdir, config, step))
 
-
-def _said_eval_changes(workdir: str, config: ConfigDict) -> list[str]:
-  """The fields in which an evaluation's config differs from the one the checkpoint was trained
-  with (another keyframe interval, eval.* settings), printed; the results record them, as an
-  evaluation with `:k=6` would otherwise read as one of the trained k=2."""
-  changes = _recorded_changes(workdir, config) or []
-  if changes:
-    print("\n".join(["evaluating with config fields that differ from the training's "
-                     f"{configs_lib.record_path(workdir)} (recorded -> now; kept in the "
-                     "results):", *(f"  {change}" for change in changes)]), flush=True)
-  return changes

@@ -78,7 +78,7 @@ class StopSignal:
     Multi-process, every process must call this at every step, from the same first step.
     """
     if not self._multiprocess:
-      return self._requested.is_set()
+      return self.requested_here()
     if self._first_step is None:
       self._first_step = step
     if multihost_utils.reached_preemption_sync_point(step - self._first_step + 1):

@@ -1,0 +1,81 @@
+"""What a workdir's config record (`config.json`, `config.until_step<N>.json`) says about the run
+at hand: the fields it changed since the checkpoint was trained (a resume with more steps, an
+evaluation with another keyframe interval, a checkpoint whose arrays do not fit), said in the
+same `field: recorded -> now` lines everywhere (`configs_lib.changed_fields`)."""
+
+from __future__ import annotations
+
+import json
+
+from vssjax import configs_lib
+from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
+
+# How many differing config fields a listing shows before a count of the others.
+MAX_LISTED_FIELDS = 20
+
+
+def changes_since_training(workdir: str, config: ConfigDict, step: int | None = None
+                           ) -> list[str] | None:
+  """`field: recorded -> now` for each field of `config` that differs from the workdir's record
+  (that of checkpoint `step`, if given: `configs_lib.record_path`), at most MAX_LISTED_FIELDS,
+  then a count; None where no config is recorded."""
+  record = configs_lib.read_record(workdir, step)
+  if record is None:
+    return None
+  changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
+  if len(changes) > MAX_LISTED_FIELDS:
+    changes = changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
+  return changes
+
+
+def _listed(header: str, changes: list[str]) -> str:
+  return "\n".join([header, *(f"  {change}" for change in changes)])
+
+
+def mismatch_explanation(workdir: str, config: ConfigDict, step: int) -> str:
+  """Lines that say which fields of `config` differ from the config checkpoint `step` was
+  trained with, for a checkpoint whose arrays do not fit."""
+  recorded = configs_lib.record_path(workdir, step)
+  changes = changes_since_training(workdir, config, step)
+  if changes is None:
+    return f"{recorded} does not exist, so the differing config fields cannot be listed."
+  if not changes:
+    return f"{recorded} records this same config: the checkpoint was written by other code."
+  return _listed(f"Config fields that differ between {recorded} and this run (recorded -> now):",
+                 changes)
+
+
+def keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -> None:
+  """A resume with other settings (more steps, another learning rate) is allowed, but said, and
+  the record of what the steps so far were trained with is kept (`configs_lib.kept_record_path`)
+  before `config.json` is rewritten (not over one already kept at that step: a changed run that
+  stopped before its next checkpoint trained nothing the first record does not describe)."""
+  changes = changes_since_training(workdir, config)
+  if not changes:
+    return
+  kept = configs_lib.kept_record_path(workdir, step)
+  if not kept.exists():
+    kept.write_text(configs_lib.record_path(workdir).read_text())
+  fields = "field" if len(changes) == 1 else "fields"
+  print(_listed(f"resuming at step {step} with changed config {fields} (the record of the "
+                f"training up to step {step} is kept as {kept}; recorded -> now):", changes),
+        flush=True)
+
+
+def said_eval_changes(workdir: str, config: ConfigDict, step: int) -> list[str]:
+  """The fields in which an evaluation's config differs from the one checkpoint `step` was
+  trained with (another keyframe interval, eval.* settings), printed; the results record them, as
+  an evaluation with `:k=6` would otherwise read as one of the trained k=2. A record that cannot
+  be read is said, and compares nothing: the evaluation itself does not need it."""
+  try:
+    changes = changes_since_training(workdir, config, step) or []
+  except SetupError as error:
+    print(f"note: {error}; this evaluation's settings are not compared with the training's",
+          flush=True)
+    return []
+  if changes:
+    print(_listed("evaluating with config fields that differ from the training's "
+                  f"{configs_lib.record_path(workdir, step)} (recorded -> now; kept in the "
+                  "results):", changes), flush=True)
+  return changes
