@@ -1,6 +1,8 @@
-"""Builds the vtest-pseudo dataset from OpenCV's vtest.avi (see data_pipelines.sources.vtest_pseudo).
+r"""Builds the vtest-pseudo dataset from OpenCV's vtest.avi
+(see data_pipelines.sources.vtest_pseudo).
 
-  python -m data_pipelines.make_vtest_pseudo --video=.../vtest.avi --out_dir=~/vssjax_data/vtest_pseudo
+  python -m data_pipelines.make_vtest_pseudo --video=.../vtest.avi \
+      --out_dir=~/vssjax_data/vtest_pseudo
 """
 from __future__ import annotations
 

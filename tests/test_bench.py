@@ -113,7 +113,8 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
   saved = json.loads((tmp_path / "bench.json").read_text())
   assert len(saved["rows"]) == len(rows) + 1
   ratio = next(r for r in saved["torch_ratios"] if (r["phase"], r["batch"]) == ("forward", 1))
-  assert ratio["jax_over_torch_compile"] == pytest.approx(rows[("forward", 1)]["frames_per_s"] / 500)
+  assert ratio["jax_over_torch_compile"] == pytest.approx(
+      rows[("forward", 1)]["frames_per_s"] / 500)
   assert ratio["jax_over_torch_eager"] == ratios[("forward", 1)]["jax_over_torch_eager"]
   assert "| torch_compile_forward | float32 | 1 |" in (tmp_path / "bench.md").read_text()
 

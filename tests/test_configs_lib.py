@@ -101,7 +101,8 @@ def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
 @pytest.mark.parametrize("path", CONFIGS)
 def test_train_geometry_follows_each_release_library(path):
   """DCFM augments with torchvision's transforms on PIL images, its VSPW resize ignoring the
-  aspect ratio (specs/dcfm.md §6.2); ETC with hszhao/semseg's; the mmseg-based rest with mmseg's."""
+  aspect ratio (specs/dcfm.md §6.2); ETC with hszhao/semseg's; the mmseg-based rest with
+  mmseg's."""
   config = load_config(path)
   dcfm_release = path.startswith("configs/dcfm/") and "synthetic" not in path
   geometry = ("torchvision" if dcfm_release else "semseg" if path.startswith("configs/etc/")
@@ -226,7 +227,8 @@ def test_sdcpc_cityscapes_resnet_trains_and_tests_at_full_resolution():
   assert tuple(mit.train_transform.scale) == tuple(mit.eval_transform.scale) == (1024, 512)
 
 
-@pytest.mark.parametrize("path", ["configs/sdcpc/cityscapes_r101.py", "configs/sdcpc/camvid_r101.py"])
+@pytest.mark.parametrize("path", ["configs/sdcpc/cityscapes_r101.py",
+                                  "configs/sdcpc/camvid_r101.py"])
 def test_sdcpc_resnet_configs_follow_mmseg_80k_schedule(path):
   """resnet_recipe says mmseg's dilated-ResNet recipe: its schedule_80k.py is SGD 0.01 (momentum
   0.9, wd 5e-4, no param groups) and poly p=0.9 to min_lr 1e-4 over 80k iterations, with no

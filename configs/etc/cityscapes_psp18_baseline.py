@@ -17,9 +17,9 @@ iteration, 200 epochs of the 2,975 train frames (372 iterations each: the releas
 DistributedSampler pads the set to 4 x 744 frames, 2 per GPU; 74,400 steps);
 class-weighted CE + 0.4 aux. Test: full 1024x2048 frames, single scale, logits upsampled with
 align_corners=True; mIoU on the 500 annotated val frames and TC over every consecutive frame pair
-of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`, `data_pipelines/lists`):
-those are predicted whole, the other 392 snippets on their annotated frame only
-(`data.eval_label_window = (0, 0)`; the predictions are per frame, so the scores are the same).
+of the 108 "valsam" snippets (`eval.tc_video_list = "cityscapes_valsam.txt"`,
+`data_pipelines/lists`): those are predicted whole, the other 392 snippets on their annotated frame
+only (`data.eval_label_window = (0, 0)`; the predictions are per frame, so the scores are the same).
 
 Rotation and crop padding fill with the ImageNet mean colour (the data default, rounded to
 uint8: within 0.01 of ETC's exact 0 after normalisation); a scaled frame smaller than the crop is

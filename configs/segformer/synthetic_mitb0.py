@@ -2,13 +2,13 @@
 
   python -m vssjax.main --config=configs/segformer/synthetic_mitb0.py --workdir=workdirs/demo
 
-Trains from scratch (no pretrained weights exist offline), evaluates on the disjoint validation videos
-and writes results.{json,md} and an overlay video into the workdir. The README shows the table it
-printed on a 2-core CPU, where this command takes 1.5-2 min (81-110 s, warm or cold compilation
-cache; the README's first line adds the venv and install, about 4 min in all).
+Trains from scratch (no pretrained weights exist offline), evaluates on the disjoint validation
+videos and writes results.{json,md} and an overlay video into the workdir. The README shows the
+table it printed on a 2-core CPU, where this command takes 1.5-2 min (81-110 s, warm or cold
+compilation cache; the README's first line adds the venv and install, about 4 min in all).
 
-Arguments (`--config=...py:quick`): `quick` shrinks everything for smoke tests; `full_width` uses the
-real MiT-B0 widths.
+Arguments (`--config=...py:quick`): `quick` shrinks everything for smoke tests; `full_width` uses
+the real MiT-B0 widths.
 """
 
 from vssjax import configs_lib

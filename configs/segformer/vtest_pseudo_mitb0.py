@@ -1,6 +1,7 @@
-"""Per-frame SegFormer (MiT-B0 layout, half width) on vtest-pseudo: real footage, project labels.
+r"""Per-frame SegFormer (MiT-B0 layout, half width) on vtest-pseudo: real footage, project labels.
 
-  python -m data_pipelines.make_vtest_pseudo --video=.../vtest.avi --out_dir=~/vssjax_data/vtest_pseudo
+  python -m data_pipelines.make_vtest_pseudo --video=.../vtest.avi \
+      --out_dir=~/vssjax_data/vtest_pseudo
   python -m data_pipelines.build --source=vtest_pseudo --manual_dir=~/vssjax_data/vtest_pseudo
   python -m vssjax.main --config=configs/segformer/vtest_pseudo_mitb0.py --workdir=workdirs/vtest
 

@@ -1,8 +1,8 @@
 """TFDS ArrayRecord builders for the real datasets, read from the user's copy (`manual_dir`).
 
-TFDS cannot download VSPW, Cityscapes or CamVid (registration or licences), so each builder reads the
-user's extracted copy, passed as `manual_dir`, through the matching source. One builder per source,
-each named `vssjax_<source>`; `python -m data_pipelines.build` is the command line for them.
+TFDS cannot download VSPW, Cityscapes or CamVid (registration or licences), so each builder reads
+the user's extracted copy, passed as `manual_dir`, through the matching source. One builder per
+source, each named `vssjax_<source>`; `python -m data_pipelines.build` is the command line for them.
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ def test_random_rescale_uses_ratio_times_scale_for_all_frames():
   frames = np.zeros((3, 32, 64, 3), np.uint8)
   labels = np.zeros((3, 32, 64), np.uint8)
   # ratio 0.5 -> target (16, 16) -> factor min(16/64, 16/32) = 0.25 -> (8, 16).
-  out_f, out_l, _ = transforms.random_rescale(C(frames, labels), (32, 32), (0.5, 1.0), ScriptedRng(0.0))
+  out_f, out_l, _ = transforms.random_rescale(C(frames, labels), (32, 32), (0.5, 1.0),
+                                              ScriptedRng(0.0))
   assert out_f.shape == (3, 8, 16, 3) and out_l.shape == (3, 8, 16)
 
 
@@ -42,7 +43,8 @@ def test_rescale_is_bilinear_for_frames_and_nearest_for_labels():
   frames = np.zeros((1, 2, 2, 3), np.uint8)
   frames[0, :, 1] = 200
   labels = np.array([[[0, 7], [0, 7]]], np.uint8)
-  out_f, out_l, _ = transforms.random_rescale(C(frames, labels), (4, 4), (1.0, 1.0), ScriptedRng(0.0))
+  out_f, out_l, _ = transforms.random_rescale(C(frames, labels), (4, 4), (1.0, 1.0),
+                                              ScriptedRng(0.0))
   assert set(np.unique(out_l)) == {0, 7}
   assert set(np.unique(out_f)) == {0, 50, 150, 200}  # Bilinear blends at 1/4 and 3/4.
 
@@ -56,7 +58,8 @@ def test_random_crop_checks_the_target_frames_label():
   frames = np.zeros((2, 10, 40, 3), np.uint8)
   passed = 0
   for seed in range(300):
-    _, out, _ = transforms.random_crop(C(frames, labels), (10, 10), 0.75, np.random.default_rng(seed))
+    _, out, _ = transforms.random_crop(C(frames, labels), (10, 10), 0.75,
+                                       np.random.default_rng(seed))
     counts = np.bincount(out[-1].ravel(), minlength=2)
     passed += counts.max() / counts.sum() < 0.75
   # 11 draws: P(pass) = 1 - (26/31)^11 = 0.86; a single draw would pass 5/31 = 0.16 of the time.
@@ -178,7 +181,8 @@ def test_clip_alignment_exact_without_rescale():
   palette, frames, labels = _moving_block_clip()
   cfg = _cfg(ratio_range=(1.0, 1.0), flip_prob=0.5, crop_size=(20, 24))
   for seed in range(10):
-    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(seed))
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg,
+                                                 np.random.default_rng(seed))
     assert out_f.shape == (4, 20, 24, 3) and out_l.dtype == np.int32
     np.testing.assert_array_equal(out_f, palette[out_l])
 
@@ -188,7 +192,8 @@ def test_clip_alignment_with_rescale_crop_flip_and_pad():
   cfg = _cfg(crop_size=(40, 40))  # Larger than some rescaled clips: padding happens too.
   padded = 0
   for seed in range(20):
-    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(seed))
+    out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg,
+                                                 np.random.default_rng(seed))
     padded += (out_l == 255).any()
     for t in range(4):
       inside = _interior(out_l[t].astype(np.uint8))
@@ -326,9 +331,10 @@ def test_flow_crop_and_pad_follow_the_frames():
 
 @pytest.mark.parametrize("geometry", ["mmseg", "semseg"])
 def test_transformed_flow_still_warps_frame_to_frame(geometry):
-  """Frame 1 is frame 0 moved by (4, -3), i.e. flow (-4, 3); after rescale, rotation, crop and flip the carried flow
-  must still bring frame 0 onto frame 1 (backward warping, vssjax.flow convention). 'semseg'
-  (ETC) rescales by cv2's fx/fy and flips before its crop: the vectors scale by fx and fy."""
+  """Frame 1 is frame 0 moved by (4, -3), i.e. flow (-4, 3); after rescale, rotation, crop and flip
+  the carried flow must still bring frame 0 onto frame 1 (backward warping, vssjax.flow convention).
+  'semseg' (ETC) rescales by cv2's fx/fy and flips before its crop: the vectors scale by fx and
+  fy."""
   rng = np.random.default_rng(0)
   big = cv2.GaussianBlur(cv2.resize(rng.integers(0, 255, (20, 20), dtype=np.uint8), (100, 100),
                                     interpolation=cv2.INTER_CUBIC), (7, 7), 0)
@@ -410,7 +416,8 @@ def test_semseg_and_torchvision_geometries_pad_before_the_crop():
   top_left = {"mmseg": set(), "semseg": set(), "torchvision": set()}
   for geometry in top_left:
     for seed in range(20):
-      out = transforms.train_transform(clip, ml_collections.ConfigDict(dict(cfg, geometry=geometry)),
+      out = transforms.train_transform(clip,
+                                       ml_collections.ConfigDict(dict(cfg, geometry=geometry)),
                                        np.random.default_rng(seed))
       rows, cols = np.nonzero(out.labels[0] == 1)
       assert out.labels.shape == (1, 10, 10) and len(rows) == 30

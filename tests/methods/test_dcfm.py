@@ -242,7 +242,8 @@ def test_a_video_that_ends_before_its_first_keyframe_makes_its_last_frame_the_ke
   _, key_logits = method.encode_keyframe(variables, frames[1][None])
   np.testing.assert_array_equal(returned[1][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
   commons = [method.encode_keyframe(variables, frames[1][None])[0]]
-  logits = method.fused_logits(variables, commons, method.encode_shallow(variables, frames[0][None]))
+  logits = method.fused_logits(variables, commons,
+                               method.encode_shallow(variables, frames[0][None]))
   np.testing.assert_array_equal(returned[0][1], logits_to_labels(logits, (64, 64), (64, 64))[0])
   assert _run(method, variables, KeyframeSchedule(2, mode), frames[:1], 1)[0] == [0]
 
@@ -302,7 +303,8 @@ def test_evaluation_passes_rotate_the_first_keyframe(method_and_variables):
 def test_b_mode_interval_longer_than_the_evaluation_windows_is_refused():
   """Cityscapes/CamVid evaluate 3-frame windows; the rotated first keyframe of K=4 would fall
   outside one, leaving it without a keyframe."""
-  assert DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py", "quick,k=3")).schedule.interval == 3
+  assert DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py",
+                                "quick,k=3")).schedule.interval == 3
   with pytest.raises(ValueError, match=r"K=4 exceeds the 3-frame evaluation windows"):
     DCFMMethod(load_config("configs/dcfm/cityscapes_r18.py", "quick,k=4"))
 

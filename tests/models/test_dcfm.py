@@ -20,8 +20,8 @@ def test_ffm_in_two_pieces_is_the_conv_of_the_concatenation():
   half = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)
   ffm = FFM(features=8, independent_dim=3)
   variables = ffm.init(jax.random.key(0), common, half, train=False,
-                       method=lambda m, c, h, train: m(m.project_common(c), m.project_independent(h),
-                                                       train=train))
+                       method=lambda m, c, h, train: m(m.project_common(c),
+                                                       m.project_independent(h), train=train))
   variables = jax.tree.map(lambda x: x + 0.3 * jnp.asarray(rng.standard_normal(x.shape),
                                                            jnp.float32), variables)
   kernel, bias = variables["params"]["conv"]["kernel"], variables["params"]["conv"]["bias"]

@@ -50,7 +50,8 @@ def test_backbone_files_are_refused_where_a_whole_model_is_needed():
   assert list(init_from.convert_state_dict(state, method)) == ["params", "batch_stats"]
   with pytest.raises(SetupError, match=r"^backbone weights only \(an ImageNet classification "
                                        r"checkpoint\?\), no segmentation head: .* Start a training "
-                                       r"run from them \(--config\.init\.torch_checkpoint=\.\.\.\)"):
+                                       r"run from them "
+                                       r"\(--config\.init\.torch_checkpoint=\.\.\.\)"):
     init_from.convert_state_dict(state, method, whole_model=True)
 
 

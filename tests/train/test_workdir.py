@@ -1,4 +1,5 @@
-"""The training workdir: made with a one-line error where it cannot be, held by one run at a time."""
+"""The training workdir: made with a one-line error where it cannot be, held by one run at a
+time."""
 import subprocess
 import sys
 

@@ -7,7 +7,8 @@ evaluator through this interface, so neither knows which method it runs:
   of clips and returns the scalar loss, logged metrics and updated BatchNorm statistics;
 - evaluation and inference: `predictor(variables)` returns a fresh `StreamingPredictor` for one
   video. It is fed frames in order and may answer later (DCFM's B mode looks one keyframe ahead,
-  DTERN needs past frames), so `push` returns whatever predictions became ready and `flush` the rest.
+  DTERN needs past frames), so `push` returns whatever predictions became ready and `flush` the
+  rest.
 """
 
 from __future__ import annotations

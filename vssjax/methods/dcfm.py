@@ -48,7 +48,8 @@ RESNETS = {"r18": 18, "r50": 50, "r101": 101}
 
 
 def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
-  """DCFM on `model.backbone`: a MiT variant ('b0'..'b5') or a dilated ResNet ('r18'|'r50'|'r101')."""
+  """DCFM on `model.backbone`: a MiT variant ('b0'..'b5') or a dilated ResNet
+  ('r18'|'r50'|'r101')."""
   dtype = compute_dtype(model)
   if model.backbone in MIT_VARIANTS:
     encoder = MiTCommonEncoder(
@@ -73,8 +74,8 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     raise SetupError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
                      f"got {model.backbone!r}")
   return DCFM(encoder=encoder, num_classes=num_classes, common_dim=common_dim,
-              independent_dim=shallow_dim // 2, bottleneck=bottleneck, head_hidden=model.head_hidden,
-              dropout_rate=model.dropout_rate, dtype=dtype)
+              independent_dim=shallow_dim // 2, bottleneck=bottleneck,
+              head_hidden=model.head_hidden, dropout_rate=model.dropout_rate, dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ from vssjax.ops.resize import resize_bilinear
 
 
 def logits_at_label_size(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Upsamples [N, h, w, C] logits bilinearly (align_corners=False) to the labels' [N, H, W] in fp32.
+  """Upsamples [N, h, w, C] logits bilinearly (align_corners=False) to the labels' [N, H, W] in
+  fp32.
 
   mmseg computes every segmentation loss at label resolution, so the methods do too.
   """

@@ -104,7 +104,8 @@ def layer_norm(epsilon: float, name: str | None = None) -> nn.LayerNorm:
   computed and returned in float32 whatever the compute dtype, as under torch's CUDA autocast
   (whose float32 list holds `layer_norm`): with bf16 compute the residual stream that a pre-norm
   block adds its bf16 branches to stays float32, and the layers after the norm round its output
-  to bf16 as they take it (docs/benchmarks.md, "bf16 programs"). `name` inside compact methods; in `setup` the attribute names it."""
+  to bf16 as they take it (docs/benchmarks.md, "bf16 programs"). `name` inside compact methods; in
+  `setup` the attribute names it."""
   return nn.LayerNorm(epsilon=epsilon, dtype=jnp.float32, use_fast_variance=False, name=name)
 
 

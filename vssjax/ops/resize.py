@@ -90,7 +90,8 @@ def _phase_taps(in_size: int, out_size: int, align_corners: bool
     for p, (offset, weight) in enumerate(taps):
       implied[i * factor + p, min(max(i + offset, 0), in_size - 1)] += np.float32(1) - weight
       implied[i * factor + p, min(i + offset + 1, in_size - 1)] += np.float32(weight)
-  return taps if np.array_equal(implied, bilinear_matrix(in_size, out_size, align_corners)) else None
+  return taps if np.array_equal(implied,
+                                bilinear_matrix(in_size, out_size, align_corners)) else None
 
 
 def _shift_weights(taps: tuple[tuple[int, float], ...]) -> dict[int, np.ndarray]:

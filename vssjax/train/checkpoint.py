@@ -51,7 +51,8 @@ def _write_each_array_from_one_device() -> None:
 
 
 class Checkpointer:
-  """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under `workdir/checkpoints`."""
+  """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under
+  `workdir/checkpoints`."""
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
                create: bool = True):

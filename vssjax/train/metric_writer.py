@@ -1,4 +1,5 @@
-"""Training metrics: one JSON line per log step in `workdir/metrics.jsonl` (+ TensorBoard if present).
+"""Training metrics: one JSON line per log step in `workdir/metrics.jsonl` (+ TensorBoard if
+present).
 
 Process 0 writes; the other processes' writers do nothing. TensorBoard is optional: when
 `tensorboardX` is installed, the same scalars also go to `workdir/tensorboard`.
