@@ -452,10 +452,13 @@ def test_an_earlier_checkpoint_is_compared_with_the_config_it_was_trained_with(
   assert "config.json cannot be parsed" in capsys.readouterr().out
 
 
-def test_a_stop_request_after_an_unsaved_steps_check_stops_at_the_next_step_saved(
-    quick_config, tmp_path, monkeypatch, capsys):
-  """A SIGTERM between a step's stop check and the end of a step that saves nothing: the run
-  stopped there with no checkpoint of it, re-run to resume from an earlier one (or none)."""
+@pytest.mark.parametrize("steps, stop", [(4, 3), (2, 2)])
+def test_a_stop_request_after_a_steps_check_stops_at_the_first_step_saved(
+    quick_config, tmp_path, monkeypatch, capsys, steps, stop):
+  """A SIGTERM between step 2's stop check and its end: where step 2 saves nothing, the run
+  stopped there with no checkpoint of it (a re-run resumed from an earlier one, or none); it
+  stops at step 3. Where step 2 is the last, saved, the run stops without the final evaluation,
+  which its re-run makes."""
   should_stop = StopSignal.should_stop
 
   def signalled_after_the_check(self, step):
@@ -465,11 +468,12 @@ def test_a_stop_request_after_an_unsaved_steps_check_stops_at_the_next_step_save
     return answer
 
   monkeypatch.setattr(StopSignal, "should_stop", signalled_after_the_check)
-  quick_config.train.update(steps=4, checkpoint_every=100)
+  quick_config.train.update(steps=steps, checkpoint_every=100)
   assert loop.train_and_evaluate(quick_config, str(tmp_path)) is None
-  assert "stopped at step 3 on request; checkpoint saved" in capsys.readouterr().out
+  assert f"stopped at step {stop} on request; checkpoint saved" in capsys.readouterr().out
   with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
-    assert checkpointer.all_steps() == [3]
+    assert checkpointer.all_steps() == [stop]
+  assert not (tmp_path / "results.json").exists()
 
 
 def test_the_workdir_stays_locked_through_the_final_evaluation(quick_config, tmp_path,

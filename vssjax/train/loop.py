@@ -274,7 +274,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
               f"evaluating it", flush=True)
       else:  # the first step waits for XLA to compile it: minutes for a large model
         print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
-      done = start
+      done, stopped = start, False
       with StopSignal() as stop_signal:
         for step in range(start, end):
           with profiler.step(step + 1):
@@ -318,6 +318,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
             lines.write(done)  # the steps since the last line, if any
             print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
                   flush=True)
+            stopped = True
             break
       # With data workers the last batch's host arrays are Grain shared memory (aliased by the
       # device arrays on a CPU), unlinked in the background once released: released here, before
@@ -325,7 +326,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       # "leaked shared_memory objects".
       batch = None
 
-    if done >= total:  # a run that trained nothing (complete already) may evaluate otherwise
+    # Not after a stop at the last step: a preempted job ends now, and its re-run evaluates.
+    if done >= total and not stopped:  # one that trained nothing may evaluate otherwise
       return evaluate(method, variables_of(state), config, workdir=workdir, step=done,
                       config_changes=(config_record.said_eval_changes(workdir, config, done)
                                       if start >= total else ()))
