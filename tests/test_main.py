@@ -238,8 +238,7 @@ def test_a_missing_init_checkpoint_is_said_with_the_setting_that_names_it(tmp_pa
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1 and result.stderr.splitlines() == [
       "error: /nowhere/m.pth: no such file or directory",
-      "(the checkpoint of init.torch_checkpoint='/nowhere/m.pth', the weights training starts "
-      "from)"], result.stderr
+      "(the checkpoint of init.torch_checkpoint='/nowhere/m.pth')"], result.stderr
 
 
 def test_bad_data_is_a_one_line_error_naming_the_file(tmp_path):

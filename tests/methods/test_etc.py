@@ -178,6 +178,18 @@ def test_teacher_is_read_once_from_its_run(distilling, monkeypatch):
   assert get_method(_config("temporal")).fixed_variables() == {}
 
 
+def test_a_missing_teacher_checkpoint_names_its_setting(distilling):
+  method, _, _ = distilling
+  method.config.method.teacher.torch_checkpoint = "/nowhere/teacher.pth"
+  try:
+    with pytest.raises(SetupError, match="/nowhere/teacher.pth: no such file") as raised:
+      method.fixed_variables()
+  finally:
+    method.config.method.teacher.torch_checkpoint = ""
+  assert ("(the checkpoint of method.teacher.torch_checkpoint='/nowhere/teacher.pth')"
+          in raised.value.__notes__)
+
+
 def test_only_a_quick_run_keeps_a_random_teacher(distilling, capsys):
   """A `quick` smoke run has no trained teacher to read: its randomly initialised one stays (the
   fresh state's), said loudly. Any other run without a teacher is an error saying how to get one."""

@@ -184,7 +184,8 @@ class ETCMethod(Method):
       print(f"teacher: step {step} of {source.workdir}", flush=True)
     elif source.torch_checkpoint:
       variables = init_from.load_torch_variables(source.torch_checkpoint, self.teacher,
-                                                 allow_pickle=self.config.init.allow_pickle)
+                                                 allow_pickle=self.config.init.allow_pickle,
+                                                 setting="method.teacher.torch_checkpoint")
     elif source.smoke_run_random_init:
       # The fresh state's teacher (`init`) stays: a `quick` run tests the pipeline, and no trained
       # teacher exists for it. Said loudly, since the distillation terms then teach nothing.

@@ -167,27 +167,37 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
 
 
 def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | None = None, *,
-                         allow_pickle: bool = False, whole_model: bool = False) -> Variables:
+                         allow_pickle: bool = False, whole_model: bool = False,
+                         setting: str | None = None) -> Variables:
   """Reads the checkpoint file(s) at `paths` and converts them for `method` (`whole_model`: see
   `convert_state_dict`).
 
   Several files (a comma-separated string or a sequence) are one checkpoint split in parts, as
-  DCFM's encoder and decoder files: their keys are merged and must not overlap.
+  DCFM's encoder and decoder files: their keys are merged and must not overlap. `setting`: the
+  config field that named them (`init.torch_checkpoint`), which an error then names too: a
+  message that names a file alone (a missing one, keys that do not fit) does not say where it
+  was asked for.
   """
+  listed = paths
   paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
-  state_dict: dict[str, Any] = {}
-  for path in paths:
-    part = load_state_dict(path, allow_pickle=allow_pickle)
-    overlap = sorted(set(part) & set(state_dict))
-    if overlap:
-      raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
-    state_dict.update(part)
   try:
-    print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
-          f"{fmt or detect_format(state_dict)}", flush=True)
-    return convert_state_dict(state_dict, method, fmt, whole_model=whole_model)
-  except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
-    e.add_note(f"while converting {', '.join(paths)}")
+    state_dict: dict[str, Any] = {}
+    for path in paths:
+      part = load_state_dict(path, allow_pickle=allow_pickle)
+      overlap = sorted(set(part) & set(state_dict))
+      if overlap:
+        raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
+      state_dict.update(part)
+    try:
+      print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
+            f"{fmt or detect_format(state_dict)}", flush=True)
+      return convert_state_dict(state_dict, method, fmt, whole_model=whole_model)
+    except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
+      e.add_note(f"while converting {', '.join(paths)}")
+      raise
+  except SetupError as error:
+    if setting:
+      error.add_note(f"(the checkpoint of {setting}={listed!r})")
     raise
 
 

@@ -186,18 +186,6 @@ def check_train_settings(train: ConfigDict) -> None:
   check_profile_steps(tuple(train.profile_steps))
 
 
-def _read_init_checkpoint(config: ConfigDict, method) -> Any:
-  """The converted variables of `init.torch_checkpoint`; an error that names a file only (a
-  missing one, keys that do not fit) also says which setting named it."""
-  try:
-    return init_from.load_torch_variables(config.init.torch_checkpoint, method,
-                                          allow_pickle=config.init.allow_pickle)
-  except SetupError as error:
-    error.add_note(f"(the checkpoint of init.torch_checkpoint={config.init.torch_checkpoint!r}, "
-                   "the weights training starts from)")
-    raise
-
-
 def train_and_evaluate(config: ConfigDict, workdir: str, *,
                        max_steps_this_run: int | None = None) -> dict[str, Any] | None:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), then evaluates.
@@ -231,8 +219,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
       # missing teacher, is said at once. A resumed run reads neither.
       fixed = method.fixed_variables() if not resume else {}
-      weights = (_read_init_checkpoint(config, method)
-                 if config.init.torch_checkpoint and not resume else None)
+      weights = (init_from.load_torch_variables(
+          config.init.torch_checkpoint, method, allow_pickle=config.init.allow_pickle,
+          setting="init.torch_checkpoint") if config.init.torch_checkpoint and not resume else None)
       state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
       _log_startup(config, mesh, state)
       if resume:
