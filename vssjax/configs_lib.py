@@ -300,6 +300,7 @@ def load_config_file(spec: str) -> ConfigDict:
   path, _, arg = spec.partition(":")
   file = pathlib.Path(path).expanduser()
   not_config = f"{path} is not a config file: "
+  no_get_config = not_config + "it defines no get_config(arg) (the project's are in configs/)"
   if file.suffix != ".py":  # a README, a checkpoint: run as Python, a SyntaxError or worse
     raise SetupError(not_config + "configs are Python files (configs/<method>/<dataset>_"
                      "<backbone>.py)")
@@ -308,13 +309,13 @@ def load_config_file(spec: str) -> ConfigDict:
   with file.open("rb") as source:
     head = source.read(1 << 20)
   if b"get_config" not in head and b"import *" not in head:
-    raise SetupError(not_config + "it defines no get_config(arg) (the project's are in configs/)")
+    raise SetupError(no_get_config)
   try:
     module = runpy.run_path(str(file))
   except SyntaxError as error:  # a file in the middle of an edit
     raise SetupError(f"{path}: {error}") from None
   if not callable(module.get("get_config")):
-    raise SetupError(not_config + "it defines no get_config(arg) (the project's are in configs/)")
+    raise SetupError(no_get_config)
   return module["get_config"](arg or None)
 
 

@@ -15,7 +15,7 @@ def test_a_log_line_averages_its_steps_metrics():
   rate counts them all; the tests' log_every=1 cannot tell either from the last step's."""
   pending = [(1, {"loss": np.float32(1.0)}), (2, {"loss": np.float32(2.0)}),
              (3, {"loss": np.float32(6.0)})]
-  summary = log_lines.summarize(pending, 6.0, 0.01, 1.5)
+  summary = log_lines.summarize(pending, 6.0, 0.01, 1.5, 0.0)
   assert summary == {"loss": 3.0, "steps_per_s": 0.5, "lr": 0.01, "data_wait": 0.25,
                      "checkpoint_wait": 0.0}
   assert log_lines.summarize(pending, 6.0, 0.01, 1.5, 3.0)["checkpoint_wait"] == 0.5

@@ -178,26 +178,30 @@ def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | 
   message that names a file alone (a missing one, keys that do not fit) does not say where it
   was asked for.
   """
-  listed = paths
-  paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
   try:
-    state_dict: dict[str, Any] = {}
-    for path in paths:
-      part = load_state_dict(path, allow_pickle=allow_pickle)
-      overlap = sorted(set(part) & set(state_dict))
-      if overlap:
-        raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
-      state_dict.update(part)
-    try:
-      print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
-            f"{fmt or detect_format(state_dict)}", flush=True)
-      return convert_state_dict(state_dict, method, fmt, whole_model=whole_model)
-    except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
-      e.add_note(f"while converting {', '.join(paths)}")
-      raise
+    return _read_and_convert(paths, method, fmt, allow_pickle, whole_model)
   except SetupError as error:
     if setting:
-      error.add_note(f"(the checkpoint of {setting}={listed!r})")
+      error.add_note(f"(the checkpoint of {setting}={paths!r})")
+    raise
+
+
+def _read_and_convert(paths: str | Sequence[str], method: Method, fmt: str | None,
+                      allow_pickle: bool, whole_model: bool) -> Variables:
+  paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
+  state_dict: dict[str, Any] = {}
+  for path in paths:
+    part = load_state_dict(path, allow_pickle=allow_pickle)
+    overlap = sorted(set(part) & set(state_dict))
+    if overlap:
+      raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
+    state_dict.update(part)
+  try:
+    print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
+          f"{fmt or detect_format(state_dict)}", flush=True)
+    return convert_state_dict(state_dict, method, fmt, whole_model=whole_model)
+  except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
+    e.add_note(f"while converting {', '.join(paths)}")
     raise
 
 

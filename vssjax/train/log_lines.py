@@ -42,7 +42,7 @@ def check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
 
 
 def summarize(host: list[tuple[int, dict]], seconds: float, lr: float, data_seconds: float,
-              save_seconds: float = 0.0) -> dict[str, float]:
+              save_seconds: float) -> dict[str, float]:
   """Mean of the steps' fetched metrics since the last log line, plus throughput (`seconds`: from
   the last log line's fetch to this one's, evaluations left out), learning rate, `data_wait`: the
   fraction of those seconds the loop waited for its batches (`data_seconds`), and
@@ -94,17 +94,17 @@ class LogLines:
     self._num_workers = config.data.num_workers
     self._checkpoint_every = config.train.checkpoint_every
     self._eval_every = config.train.eval_every
-    self.pending: list[tuple[int, dict]] = []
+    self._pending: list[tuple[int, dict]] = []
     self._last = time.perf_counter()
     self._data_seconds = self._save_seconds = 0.0  # since the last line
     # Since the first line (the interval before it holds the compile): the checkpoint-bound share
     # over a whole run, not one interval with the save of a rare checkpoint.
     self._run_seconds = self._run_save_seconds = 0.0
-    self._lines = 0
+    self._after_first_line = False
     self._hinted: set[str] = set()
 
   def step(self, step: int, metrics: dict, data_seconds: float) -> None:
-    self.pending.append((step, metrics))
+    self._pending.append((step, metrics))
     self._data_seconds += data_seconds
 
   def saved(self, seconds: float) -> None:
@@ -115,24 +115,24 @@ class LogLines:
     self._last += seconds
 
   def check_pending(self) -> None:
-    if self.pending:
-      check_finite(self.pending)
+    if self._pending:
+      check_finite(self._pending)
 
   def write(self, step: int) -> None:
     """The line of the steps since the last one, if any (`step` is the last of them)."""
-    if not self.pending:
+    if not self._pending:
       return
-    host = check_finite(self.pending)  # waits for these steps to finish
+    host = check_finite(self._pending)  # waits for these steps to finish
     now = time.perf_counter()
     seconds = now - self._last
     mean = summarize(host, seconds, float(self._schedule(step - 1)), self._data_seconds,
                      self._save_seconds)
-    if self._lines:
+    if self._after_first_line:
       self._run_seconds += seconds
       self._run_save_seconds += self._save_seconds
-    self._lines += 1
+    self._after_first_line = True
     self._last, self._data_seconds, self._save_seconds = now, 0.0, 0.0
-    self.pending = []
+    self._pending = []
     self._writer.write(step, mean)
     self._progress.update(step, force=True, loss=mean["loss"], lr=mean["lr"],
                           data=f"{100 * mean['data_wait']:.0f}%")
