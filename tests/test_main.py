@@ -164,6 +164,19 @@ def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
   assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", override])
 
 
+@pytest.mark.parametrize("flag, expected", [
+    # absl's two lines, "FATAL Flags parsing error: ..." and a usage hint, without the field's type.
+    ("--config.train.steps=five", "error: flag --config.train.steps=five: invalid literal for "
+     "int() with base 10: 'five': config.train.steps is an int (the config has 2)"),
+    ("--config.optim.lr=1e-3x", "could not convert string to float: '1e-3x': config.optim.lr is a "
+     "float (the config has 0.001)"),
+    ("--mode=tran", "error: flag --mode=tran: value should be one of <train|eval|infer|bench> "
+     "(--helpfull lists the flags)"),
+])
+def test_a_flag_value_that_cannot_be_parsed_is_a_one_line_error(tmp_path, flag, expected):
+  assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", flag])
+
+
 def test_missing_config_file_is_a_one_line_error(tmp_path):
   """ml_collections would defer it to the config's first use, deep in the run (or in the parsing
   of an override); and the workdir is not created."""

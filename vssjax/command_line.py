@@ -101,7 +101,7 @@ def parse_config_flags(argv: list[str]) -> list[str]:
   does not report in one line said so: a config file that does not exist (it defers that error to
   the config's first use, deep into the run), a bad `:arg` (a flag error around the config's
   traceback) and an override that names no field (an AttributeError or KeyError out of the
-  parser, with its traceback)."""
+  parser, with its traceback). Any other flag error is one line too, instead of absl's two."""
   spec = _config_spec(argv)
   if spec is not None and os.path.isdir(spec.partition(":")[0]):
     _fail(f"--config={spec}: a directory; name a config file in it (configs/<method>/<dataset>_"
@@ -115,9 +115,29 @@ def parse_config_flags(argv: list[str]) -> list[str]:
     except SetupError as error:
       _fail(f"--config={spec}: {error}")
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.Error as error:  # absl's "FATAL Flags parsing error: ..." and a usage line
+    _fail(_flag_error_line(spec, str(error)))
   except (AttributeError, KeyError):
     problem = _unknown_override(spec, argv)
     if problem is None:
       raise  # not a misspelt field: a bug, e.g. in the config file
     _fail(problem)
+
+
+def _flag_error_line(spec: str | None, message: str) -> str:
+  """absl's message for a flag given a value it cannot take (`--mode=tran`, a missing --workdir)
+  on one line; an override's (`--config.train.steps=five`: "invalid literal for int() with base
+  10: 'five'") also says what the field takes and holds, as the message names a Python call."""
+  message = " ".join(message.split()).rstrip(".")
+  override = re.match(r"flag --config\.([^=]+)=", message)
+  if not (override and spec):
+    return f"{message} (--helpfull lists the flags)"
+  from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
+  field = override.group(1)
+  value = configs_lib.load_config_file(spec)
+  for key in field.split("."):
+    value = value[key]
+  kind = type(value).__name__
+  article = "an" if kind[0] in "aeiou" else "a"
+  return f"{message}: config.{field} is {article} {kind} (the config has {value!r})"

@@ -345,6 +345,7 @@ def test_pytorch_weights_that_cannot_be_read_stop_training_before_the_state_comp
   quick_config.init.torch_checkpoint = str(tmp_path / "mit_b0.pth")
   with pytest.raises(SetupError, match=r"mit_b0\.pth: no such file or directory"):
     loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # made for the run, then removed again
 
 
 def test_fixed_variables_that_cannot_be_read_stop_training_before_the_state_compiles(

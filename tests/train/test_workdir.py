@@ -1,5 +1,6 @@
 """The training workdir: made with a one-line error where it cannot be, held by one run at a
-time."""
+time, left as it was by a run that fails at its start."""
+import os
 import subprocess
 import sys
 
@@ -52,3 +53,40 @@ def test_a_workdir_on_object_storage_takes_no_lock(monkeypatch):
   monkeypatch.setattr("builtins.open", no_local_open)
   with workdir.workdir_lock("gs://bucket/run"):
     pass
+
+
+def _fail_after_writing(run: str, *files: str) -> None:
+  """A training run's workdir through a start that writes `files` (relative paths), then fails."""
+  with pytest.raises(KeyboardInterrupt):
+    with workdir.workdir_for_this_run(run), workdir.workdir_lock(run):
+      for name in ("checkpoints/", *files):
+        if name.endswith("/"):
+          os.makedirs(os.path.join(run, name), exist_ok=True)
+        else:
+          with open(os.path.join(run, name), "w", encoding="utf-8") as f:
+            f.write("{}")
+      raise KeyboardInterrupt  # any error, a Ctrl-C included
+
+
+def test_a_run_that_fails_at_its_start_leaves_no_workdir(tmp_path):
+  """A missing torch checkpoint, or an initialisation out of memory, left a workdir holding a
+  lock and an empty checkpoints/ (and config.json, from a failure at the first step)."""
+  _fail_after_writing(str(tmp_path / "runs" / "a"), "config.json")
+  assert not (tmp_path / "runs" / "a").exists()
+  assert (tmp_path / "runs").is_dir()  # a parent it made is not the run's
+
+
+def test_a_workdir_that_existed_keeps_what_it_held(tmp_path):
+  (tmp_path / "notes.txt").write_text("mine")
+  (tmp_path / "config.json").write_text("an earlier run's")
+  _fail_after_writing(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["config.json", "notes.txt"]
+  assert (tmp_path / "config.json").read_text() == "an earlier run's"
+
+
+@pytest.mark.parametrize("written", ["metrics.jsonl", "checkpoints/2/"])
+def test_a_run_that_wrote_a_log_line_or_a_checkpoint_keeps_its_workdir(tmp_path, written):
+  """A run that failed later (one that diverged, say) keeps what it wrote."""
+  _fail_after_writing(str(tmp_path / "run"), "config.json", written)
+  assert (tmp_path / "run" / written).exists()
+  assert (tmp_path / "run" / "config.json").exists()

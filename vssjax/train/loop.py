@@ -35,7 +35,7 @@ from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
 from vssjax.train.optimizer import make_optimizer, optimizer_for
 from vssjax.train.state import TrainState
-from vssjax.train.workdir import make_workdir, workdir_lock
+from vssjax.train.workdir import workdir_for_this_run, workdir_lock
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -206,11 +206,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   # evaluation: a missing split or root, an empty video folder.
   next(eval_videos(config.data, config.data.eval_split, max_videos=1,
                    clip_frames=sampler.eval_frames_per_clip), None)
-  make_workdir(workdir)  # once the setup has been checked
   data_iter = iter(loader)
-  # Held through the final evaluation: a second run in this workdir (a requeued job) would
-  # otherwise find the training complete and evaluate alongside, both writing the results.
-  with workdir_lock(workdir):
+  # Made once the setup has been checked. The lock is held through the final evaluation: a second
+  # run in this workdir (a requeued job) would otherwise find the training complete and evaluate
+  # alongside, both writing the results.
+  with workdir_for_this_run(workdir), workdir_lock(workdir):
     # Closed however the run ends (an error included): an asynchronous save in flight completes.
     with contextlib.ExitStack() as closing:
       checkpointer = closing.enter_context(contextlib.closing(Checkpointer(

@@ -1,5 +1,5 @@
-"""The workdir of a training run: made with a clear error where it cannot be, and held by one run
-at a time."""
+"""The workdir of a training run: made with a clear error where it cannot be, held by one run at a
+time, and left as it was found by a run that fails before it wrote anything of its own."""
 
 from __future__ import annotations
 
@@ -25,6 +25,44 @@ def make_workdir(workdir: str) -> None:
 
 
 LOCK_FILE = ".train.lock"
+# What a training run writes before its first log line or checkpoint: its lock, the checkpoint
+# manager's (still empty) directory and the record of its config.
+_START_FILES = frozenset({LOCK_FILE, "checkpoints", "config.json"})
+
+
+@contextlib.contextmanager
+def workdir_for_this_run(workdir: str):
+  """`make_workdir`, undone if the run then fails (an error, a Ctrl-C) having written only its
+  start files: a missing `init.torch_checkpoint` or an initialisation out of memory left a
+  workdir holding a lock and an empty `checkpoints/`, which looked like a run and took the name.
+  What was there before stays, and so does anything the run wrote past its start (a log line,
+  a checkpoint: a run that diverged keeps its metrics). One process on a local filesystem only,
+  as `workdir_lock`: several processes may share the directory."""
+  path = epath.Path(workdir)
+  before = set(os.listdir(path)) if path.is_dir() else None
+  make_workdir(workdir)
+  try:
+    yield
+  except BaseException:
+    if jax.process_count() == 1 and "://" not in str(workdir):
+      _remove_start_files(path, before)
+    raise
+
+
+def _remove_start_files(path: epath.Path, before: set[str] | None) -> None:
+  """Removes the start files a failed run added to `path` (and `path`, if the run made it),
+  provided it added nothing else: any other new file, or a checkpoint, keeps them all."""
+  added = set(os.listdir(path)) - (before or set())
+  checkpoints = path / "checkpoints"
+  if added - _START_FILES or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+    return
+  for name in added:
+    if (path / name).is_dir():
+      (path / name).rmdir()
+    else:
+      (path / name).unlink()
+  if before is None:
+    path.rmdir()
 
 
 @contextlib.contextmanager
