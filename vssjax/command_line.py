@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Callable, NoReturn, TypeVar
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vssjax.errors import DataError, SetupError, TrainingDiverged
 
