@@ -172,6 +172,10 @@ def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
      "float (the config has 0.001)"),
     ("--mode=tran", "error: flag --mode=tran: value should be one of <train|eval|infer|bench> "
      "(--helpfull lists the flags)"),
+    # ml_collections keeps it as a string: a TypeError traceback from the model before.
+    ("--config.model.backbone_overrides.depths=(1,a)", "error: --config.model.backbone_overrides"
+     ".depths=('(1,a)',): text in a tuple of numbers (the config has (1, 1, 1, 1)); write numbers, "
+     "e.g. --config.model.backbone_overrides.depths='(1,1,1,1)'"),
 ])
 def test_a_flag_value_that_cannot_be_parsed_is_a_one_line_error(tmp_path, flag, expected):
   assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", flag])

@@ -16,6 +16,8 @@ import sys
 from typing import Callable, NoReturn, TypeVar
 
 from absl import flags, logging
+from ml_collections import ConfigDict
+from ml_collections.config_flags import config_path
 
 from vssjax.errors import DataError, SetupError, TrainingDiverged
 
@@ -81,18 +83,39 @@ def _config_spec(argv: list[str]) -> str | None:
   return probe["config"].value
 
 
-def _unknown_override(spec: str | None, argv: list[str]) -> str | None:
-  """The first `--config.<field>=` override in `argv` that names no field of the config `spec`,
-  as the line that says so; None if there is none."""
+_OVERRIDE = re.compile(r"--?(?:no)?config\.([^=]+)")
+
+
+def _overridden_fields(argv: list[str]) -> list[str]:
+  """The fields `argv` overrides (`--config.train.steps=5`, `--noconfig.quick`), in order."""
+  return [match.group(1) for match in map(_OVERRIDE.match, argv) if match]
+
+
+def _unknown_override(default: ConfigDict, argv: list[str]) -> str | None:
+  """The first `--config.<field>=` override in `argv` that names no field of the config file's
+  `default`, as the line that says so; None if there is none."""
   from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
 
-  if not spec:
-    return None
-  config = configs_lib.load_config_file(spec)
-  for match in filter(None, (re.match(r"--?(?:no)?config\.([^=]+)", arg) for arg in argv)):
-    problem = configs_lib.unknown_field(config, match.group(1))
+  for field in _overridden_fields(argv):
+    problem = configs_lib.unknown_field(default, field)
     if problem:
-      return f"--config.{match.group(1)}: {problem}"
+      return f"--config.{field}: {problem}"
+  return None
+
+
+def _text_in_a_tuple_of_numbers(default: ConfigDict, parsed: ConfigDict,
+                                argv: list[str]) -> str | None:
+  """The first override that put text into a tuple of numbers, as the line that says so; None if
+  there is none. ml_collections parses each element alone and keeps what is not a number as a
+  string (`--config.model.backbone_overrides.depths='(1,a)'` is (1, 'a')), which then failed deep
+  in the run with a TypeError traceback."""
+  for field in _overridden_fields(argv):
+    was, now = config_path.get_value(field, default), config_path.get_value(field, parsed)
+    numbers = was and isinstance(was, tuple) and not any(isinstance(v, str) for v in was)
+    if numbers and isinstance(now, tuple) and any(isinstance(v, str) for v in now):
+      example = ",".join(map(str, was))
+      return (f"--config.{field}={now!r}: text in a tuple of numbers (the config has {was!r}); "
+              f"write numbers, e.g. --config.{field}='({example})'")
   return None
 
 
@@ -100,44 +123,47 @@ def parse_config_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (`app.run`'s default), with the --config mistakes that ml_collections
   does not report in one line said so: a config file that does not exist (it defers that error to
   the config's first use, deep into the run), a bad `:arg` (a flag error around the config's
-  traceback) and an override that names no field (an AttributeError or KeyError out of the
-  parser, with its traceback). Any other flag error is one line too, instead of absl's two."""
+  traceback), an override that names no field (an AttributeError or KeyError out of the parser,
+  with its traceback) and one that put text into a tuple of numbers. Any other flag error is one
+  line too, instead of absl's two."""
   spec = _config_spec(argv)
   if spec is not None and os.path.isdir(spec.partition(":")[0]):
     _fail(f"--config={spec}: a directory; name a config file in it (configs/<method>/<dataset>_"
           "<backbone>.py)")
   if spec is not None and not os.path.isfile(spec.partition(":")[0]):
     _fail(f"--config={spec}: no such file (a relative path starts at {os.getcwd()})")
+  default = None
   if spec is not None:  # a bad `:arg`, which the flag parser would wrap with its traceback
     from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
     try:
-      configs_lib.load_config_file(spec)
+      default = configs_lib.load_config_file(spec)
     except SetupError as error:
       _fail(f"--config={spec}: {error}")
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except flags.Error as error:  # absl's "FATAL Flags parsing error: ..." and a usage line
-    _fail(_flag_error_line(spec, str(error)))
+    _fail(_flag_error_line(default, str(error)))
   except (AttributeError, KeyError):
-    problem = _unknown_override(spec, argv)
-    if problem is None:
+    problem = default and _unknown_override(default, argv)
+    if not problem:
       raise  # not a misspelt field: a bug, e.g. in the config file
     _fail(problem)
+  problem = default and _text_in_a_tuple_of_numbers(default, flags.FLAGS["config"].value, argv)
+  if problem:
+    _fail(problem)
+  return remaining
 
 
-def _flag_error_line(spec: str | None, message: str) -> str:
+def _flag_error_line(default: ConfigDict | None, message: str) -> str:
   """absl's message for a flag given a value it cannot take (`--mode=tran`, a missing --workdir)
   on one line; an override's (`--config.train.steps=five`: "invalid literal for int() with base
   10: 'five'") also says what the field takes and holds, as the message names a Python call."""
   message = " ".join(message.split()).rstrip(".")
   override = re.match(r"flag --config\.([^=]+)=", message)
-  if not (override and spec):
+  if not (override and default):
     return f"{message} (--helpfull lists the flags)"
-  from vssjax import configs_lib  # pylint: disable=g-import-not-at-top  (fast --help)
   field = override.group(1)
-  value = configs_lib.load_config_file(spec)
-  for key in field.split("."):
-    value = value[key]
+  value = config_path.get_value(field, default)
   kind = type(value).__name__
   article = "an" if kind[0] in "aeiou" else "a"
   return f"{message}: config.{field} is {article} {kind} (the config has {value!r})"
