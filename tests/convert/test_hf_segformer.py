@@ -97,6 +97,16 @@ def test_checkpoint_deeper_than_model_is_rejected(new_names):
     convert_hf_segformer(new_names, segformer("b0", 7, embed_dim=64, depths=(1, 1, 1, 1)))
 
 
+def test_a_checkpoint_of_another_mit_size_says_which_first(legacy_names):
+  """A B0-wide file for a B1 config was 200 missing and mis-shaped keys, and nothing else."""
+  with pytest.raises(CheckpointMismatchError) as info:
+    convert_hf_segformer(legacy_names, segformer("b1", 7, embed_dim=64))
+  assert str(info.value).splitlines()[1] == (
+      "the checkpoint holds a MiT (embed_dims (32, 64, 160, 256), depths (1, 2, 1, 1)), the "
+      "config's model.backbone is MiT-b1 (embed_dims (64, 128, 320, 512), depths (2, 2, 2, 2)): "
+      "use the config of the checkpoint's size (or set model.backbone)")
+
+
 def test_imagenet_backbone_checkpoint_converts_without_classifier():
   classifier = SegformerForImageClassification(SegformerConfig(**{**_CONFIG, "num_labels": 3}))
   state = {k: v.numpy() for k, v in classifier.state_dict().items()}

@@ -77,6 +77,29 @@ def test_a_checkpoint_of_another_method_names_the_formats_that_fit():
     init_from.convert_state_dict(segformer_file, method)
 
 
+def test_a_method_without_released_weights_says_so():
+  """SD-CPC's code and weights are not public: 'converts from none' left the user guessing."""
+  segformer_file = {"segformer.encoder.patch_embeddings.0.proj.weight": np.zeros((8, 3, 7, 7)),
+                    "decode_head.classifier.weight": np.zeros((9, 32, 1, 1))}
+  method = get_method(load_config("configs/sdcpc/synthetic_mitb0.py", "quick"))
+  with pytest.raises(SetupError, match=r"^method 'sdcpc' has no converter: no weights of it were "
+                                       r"released\. Train it \(--mode=train\)"):
+    init_from.convert_state_dict(segformer_file, method)
+
+
+def test_a_format_given_against_the_keys_is_named_with_the_mismatch():
+  """--format=mmseg for an HF file: the mismatch's hundreds of keys, and which format the keys
+  are in."""
+  hf_file = {"segformer.encoder.patch_embeddings.0.proj.weight": np.zeros((8, 3, 7, 7)),
+             "decode_head.classifier.weight": np.zeros((9, 32, 1, 1))}
+  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  with pytest.raises(CheckpointMismatchError, match="no keys under backbone.patch_embed1") as info:
+    init_from.convert_state_dict(hf_file, method, "mmseg")
+  assert info.value.__notes__ == [
+      "(its keys look like format 'hf', not the 'mmseg' given: --format=hf, or leave --format "
+      "out)"]
+
+
 def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model(capsys):
   """Backbone weights replace the backbone and leave the head fresh; a converted subtree the model
   lacks (a misnamed module) is an error, never silently dropped with its part left fresh."""

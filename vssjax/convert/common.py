@@ -108,11 +108,13 @@ def _shapes(arrays: Iterable[np.ndarray]) -> str:
 def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
                 expected: Mapping[str, jax.ShapeDtypeStruct], *,
                 drop: Sequence[str] = DEFAULT_DROP,
-                display_names: Mapping[str, str] | None = None) -> Variables:
+                display_names: Mapping[str, str] | None = None,
+                hint: str | None = None) -> Variables:
   """Runs `rules`, checks the result against `expected`; returns nested numpy variables.
 
   `display_names` maps state_dict keys to the names used in error messages (converters that
-  normalise legacy key names pass the original names here).
+  normalise legacy key names pass the original names here). `hint`: what the error says first
+  if the checkpoint does not fit (e.g. `mit_layout.mit_mismatch`'s line).
   """
   def shown(key: str) -> str:
     return (display_names or {}).get(key, key)
@@ -123,7 +125,7 @@ def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
     consumed.update(rule.sources)
     absent = [s for s in rule.sources if s not in state_dict]
     if absent:
-      missing.extend(shown(s) for s in absent)
+      missing.extend(absent)
       continue
     names = " + ".join(shown(s) for s in rule.sources)
     value, problem = _convert_one(rule, state_dict, expected)
@@ -135,7 +137,10 @@ def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
                       if k not in consumed and not any(re.search(p, k) for p in drop))
   targets = {rule.target for rule in rules}
   uncovered = sorted(t for t in expected if t not in targets)
-  _raise_if_mismatch(missing, unexpected, misshaped, uncovered)
+  if missing or unexpected or misshaped or uncovered:
+    hints = [hint, _absent_modules(missing, state_dict)]
+    raise CheckpointMismatchError(_mismatch_message(
+        [h for h in hints if h], [shown(k) for k in missing], unexpected, misshaped, uncovered))
   return traverse_util.unflatten_dict(out, sep="/")
 
 
@@ -157,14 +162,37 @@ def _convert_one(rule: Rule, state_dict: StateDict, expected: Mapping[str, Any]
   return value.astype(spec.dtype), None
 
 
-def _raise_if_mismatch(missing: list[str], unexpected: list[str], misshaped: list[str],
-                       uncovered: list[str]) -> None:
-  problems = [(title, items) for title, items in (
+# Keys shown per kind in a mismatch: a checkpoint of another model misses hundreds, and the
+# first ones, the counts and the hints say what the rest would.
+_SHOWN_KEYS = 10
+
+
+def _absent_modules(missing: Sequence[str], state_dict: StateDict) -> str | None:
+  """The modules (first two name parts) the converter reads that the checkpoint has no key of at
+  all: a checkpoint of another model or method (a plain SegFormer's for DTERN), rather than
+  another size of the same one."""
+  modules = dict.fromkeys(".".join(key.split(".")[:2]) for key in missing)
+  absent = [m for m in modules if not any(k.startswith(m + ".") for k in state_dict)]
+  if not absent:
+    return None
+  more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+  return (f"the checkpoint has no keys under {', '.join(absent[:3])}{more}: a checkpoint of "
+          "another model or method than the config's?")
+
+
+def _mismatch_message(hints: Sequence[str], missing: Sequence[str], unexpected: Sequence[str],
+                      misshaped: Sequence[str], uncovered: Sequence[str]) -> str:
+  """The counts of each kind of mismatch, the hints, then the first keys of each kind."""
+  kinds = [(title, items) for title, items in (
       ("missing keys", missing), ("unexpected keys", unexpected),
       ("mis-shaped keys", misshaped), ("model variables no rule produces", uncovered)) if items]
-  if problems:
-    lines = [f"{title} ({len(items)}):\n  " + "\n  ".join(items) for title, items in problems]
-    raise CheckpointMismatchError("checkpoint does not match the model:\n" + "\n".join(lines))
+  lines = ["checkpoint does not match the model ("
+           + ", ".join(f"{len(items)} {title}" for title, items in kinds) + ")", *hints]
+  for title, items in kinds:
+    rest = len(items) - _SHOWN_KEYS
+    lines += [f"{title} ({len(items)}):", *(f"  {item}" for item in items[:_SHOWN_KEYS])]
+    lines += [f"  ... and {rest} more"] if rest > 0 else []
+  return "\n".join(lines)
 
 
 def rename_keys(state_dict: StateDict, renames: Sequence[tuple[str, str]]

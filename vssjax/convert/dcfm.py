@@ -16,7 +16,7 @@ from __future__ import annotations
 from vssjax.convert.common import (DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables,
                                    abstract_variables, apply_rules, batch_norm_rules, conv_rules,
                                    dense_rules)
-from vssjax.convert.mmseg_segformer import mit_rules
+from vssjax.convert.mmseg_segformer import mit_hint, mit_rules
 from vssjax.convert.torch_resnet import ppm_rules, resnet_rules
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder
 
@@ -57,5 +57,7 @@ def convert_dcfm(state_dict: StateDict, model: DCFM) -> Variables:
   one of the two files, or a VSPW checkpoint for a Cityscapes config).
   """
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
+  hint = (mit_hint(state_dict, model.encoder.backbone, "backbone.encoder.")
+          if isinstance(model.encoder, MiTCommonEncoder) else None)
   return apply_rules(state_dict, _encoder_rules(model) + _decoder_rules(model), expected,
-                     drop=(*DEFAULT_DROP, *UNUSED_KEYS))
+                     drop=(*DEFAULT_DROP, *UNUSED_KEYS), hint=hint)

@@ -17,6 +17,7 @@ import numpy as np
 from vssjax.convert.common import (
     DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
     batch_norm_rules, conv_rules, dense_rules, layer_norm_rules, linear_to_dense, rename_keys)
+from vssjax.convert.mit_layout import mit_mismatch
 from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer import SegFormer
 
@@ -78,6 +79,13 @@ def mit_rules(backbone: MixTransformer, target: str, source: str) -> list[Rule]:
   return rules
 
 
+def mit_hint(state_dict: StateDict, backbone: MixTransformer, source: str) -> str | None:
+  """`mit_mismatch` for HF keys (v5 names) under `source`."""
+  return mit_mismatch(state_dict, backbone,
+                      lambda i: f"{source}stages.{i}.patch_embeddings.proj.weight",
+                      lambda i: f"{source}stages.{i}.blocks.")
+
+
 def head_rules() -> list[Rule]:
   """Rules for the SegFormer decode head (HF `decode_head.*` -> our `decode_head/*`)."""
   rules = []
@@ -100,7 +108,8 @@ def convert_hf_segformer(state_dict: StateDict, model: SegFormer) -> Variables:
   renamed, original = rename_keys(state_dict, LEGACY_RENAMES)
   rules = mit_rules(model.backbone, "params/backbone", "segformer.") + head_rules()
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
-  return apply_rules(renamed, rules, expected, display_names=original)
+  return apply_rules(renamed, rules, expected, display_names=original,
+                     hint=mit_hint(renamed, model.backbone, "segformer."))
 
 
 def convert_hf_mit(state_dict: StateDict, backbone: MixTransformer, *,
@@ -113,4 +122,5 @@ def convert_hf_mit(state_dict: StateDict, backbone: MixTransformer, *,
   renamed, original = rename_keys(state_dict, LEGACY_RENAMES)
   expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   return apply_rules(renamed, mit_rules(backbone, "params", prefix), expected,
-                     drop=(*DEFAULT_DROP, *ignore), display_names=original)
+                     drop=(*DEFAULT_DROP, *ignore), display_names=original,
+                     hint=mit_hint(renamed, backbone, prefix))

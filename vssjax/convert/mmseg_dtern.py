@@ -16,7 +16,7 @@ from vssjax.convert.common import (
     Rule, StateDict, Variables, abstract_variables, apply_rules, batch_norm_rules, conv_rules,
     dense_rules, layer_norm_rules)
 from vssjax.convert.mmseg_segformer import head_rules as segformer_head_rules
-from vssjax.convert.mmseg_segformer import mit_rules
+from vssjax.convert.mmseg_segformer import mit_hint, mit_rules
 from vssjax.convert.torch_resnet import conv_bn_rules
 from vssjax.methods.dtern import DTERNSegmentor
 from vssjax.models.dtern_head import LTEM_HEADS
@@ -101,4 +101,5 @@ def convert_mmseg_dtern(state_dict: StateDict, model: DTERNSegmentor) -> Variabl
   rules = (mit_rules(model.backbone, "params/backbone", "backbone.")
            + dtern_head_rules(len(model.decode_head.kernels)))
   expected = abstract_variables(model, _EXAMPLE, train=False)
-  return apply_rules(state_dict, rules, expected)
+  return apply_rules(state_dict, rules, expected,
+                     hint=mit_hint(state_dict, model.backbone, "backbone."))

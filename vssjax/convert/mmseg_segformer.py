@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from vssjax.convert.common import (
     DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
     batch_norm_rules, conv_rules, dense_rules, layer_norm_rules)
+from vssjax.convert.mit_layout import mit_mismatch
 from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer import SegFormer
 
@@ -51,6 +52,12 @@ def mit_rules(backbone: MixTransformer, target: str, source: str) -> list[Rule]:
   return rules
 
 
+def mit_hint(state_dict: StateDict, backbone: MixTransformer, source: str) -> str | None:
+  """`mit_mismatch` for mmseg keys under `source`."""
+  return mit_mismatch(state_dict, backbone, lambda i: f"{source}patch_embed{i + 1}.proj.weight",
+                      lambda i: f"{source}block{i + 1}.")
+
+
 def head_rules() -> list[Rule]:
   """Rules for the SegFormer all-MLP head (`decode_head.*`)."""
   rules = []
@@ -70,7 +77,8 @@ def convert_mmseg_segformer(state_dict: StateDict, model: SegFormer) -> Variable
   """
   rules = mit_rules(model.backbone, "params/backbone", "backbone.") + head_rules()
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
-  return apply_rules(state_dict, rules, expected, drop=(*DEFAULT_DROP, *UNUSED_HEAD_KEYS))
+  return apply_rules(state_dict, rules, expected, drop=(*DEFAULT_DROP, *UNUSED_HEAD_KEYS),
+                     hint=mit_hint(state_dict, model.backbone, "backbone."))
 
 
 def convert_mmseg_mit(state_dict: StateDict, backbone: MixTransformer, *, prefix: str = "",
@@ -79,4 +87,4 @@ def convert_mmseg_mit(state_dict: StateDict, backbone: MixTransformer, *, prefix
   classifier) -> {'params'} of `backbone`. Keys matching a regex in `ignore` are dropped."""
   expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, mit_rules(backbone, "params", prefix), expected,
-                     drop=(*DEFAULT_DROP, *ignore))
+                     drop=(*DEFAULT_DROP, *ignore), hint=mit_hint(state_dict, backbone, prefix))

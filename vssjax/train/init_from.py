@@ -158,12 +158,31 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
     converted = _import(_BACKBONE_CONVERTERS[fmt])(state_dict, backbone, **kwargs)
     return {collection: _nest(path, tree) for collection, tree in converted.items()}
   name = method.config.method.name
+  formats = sorted(f for m, f in _CONVERTERS if m == name)
+  if not formats:
+    raise SetupError(f"method {name!r} has no converter: no weights of it were released. Train it "
+                     "(--mode=train), from ImageNet backbone weights if you have them "
+                     "(--config.init.torch_checkpoint=...)")
   if (name, fmt) not in _CONVERTERS:
-    formats = sorted(f for m, f in _CONVERTERS if m == name)
     hint = _DCFM_FILES if name == "dcfm" else ""
     raise SetupError(f"the checkpoint is in format {fmt!r}, but method {name!r} converts from "
-                     f"{formats or 'none'}{hint}: is it the right file, or the right config?")
-  return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
+                     f"{formats}{hint}: is it the right file, or the right config?")
+  try:
+    return _import(_CONVERTERS[(name, fmt)])(state_dict, method.module)
+  except CheckpointMismatchError as error:
+    detected = _detected_format(state_dict)
+    if detected not in (None, fmt):
+      error.add_note(f"(its keys look like format {detected!r}, not the {fmt!r} given: "
+                     f"--format={detected}, or leave --format out)")
+    raise
+
+
+def _detected_format(state_dict: StateDict) -> str | None:
+  """`detect_format`'s answer, or None where it has none (or refuses the file)."""
+  try:
+    return detect_format(state_dict)
+  except SetupError:
+    return None
 
 
 def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | None = None, *,
