@@ -212,8 +212,9 @@ def test_bad_config_argument_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize("mode, extra, expected", [
-    ("eval", [], "no checkpoint in"),
-    ("eval", ["--step=5"], "no checkpoint in"),
+    ("eval", [], "error: the workdir WORKDIR does not exist: name the workdir of a training run "
+     "or of `python -m vssjax.convert`"),
+    ("eval", ["--step=5"], "error: the workdir WORKDIR does not exist"),
     ("infer", ["--input=/nonexistent/clip.mp4"], "--input /nonexistent/clip.mp4 does not exist"),
     ("infer", [], "error: --mode=infer needs --input=VIDEO_OR_FRAME_DIR"),  # not after the usage
     ("eval", ["--input=clip.mp4"], "error: --input is read by --mode=infer only, not --mode=eval"),
@@ -222,7 +223,13 @@ def test_bad_config_argument_is_a_one_line_error(tmp_path):
 def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode, extra, expected):
   error = _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path / 'run'}", f"--mode={mode}",
                            *extra])
-  assert expected in error
+  assert expected.replace("WORKDIR", str(tmp_path / "run")) in error
+
+
+def test_evaluating_an_empty_workdir_says_how_to_fill_it(tmp_path):
+  error = _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", "--mode=eval"])
+  assert error == (f"error: no checkpoint in {tmp_path}/checkpoints; train first (--mode=train) "
+                   "or convert PyTorch weights into it (python -m vssjax.convert)\n")
 
 
 @pytest.mark.parametrize("config, extra, expected", [

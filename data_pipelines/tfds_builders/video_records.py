@@ -219,6 +219,15 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def make_source(self, dl_manager: tfds.download.DownloadManager) -> base.VideoSource:
     """The source whose videos are written (real datasets read `dl_manager.manual_dir`)."""
 
+  # TFDS's own lines around a build say "Downloading and preparing dataset Unknown size
+  # (download: Unknown size, ...)" and "downloaded": these builders read local files only.
+  def _log_download_bytes(self) -> None:
+    print(f"writing the {self.name} records to {self.data_dir} (from local files, nothing is "
+          "downloaded)", flush=True)
+
+  def _log_download_done(self) -> None:
+    print(f"wrote the {self.name} records to {self.data_dir}; later runs reuse them", flush=True)
+
   def download_and_prepare(self, *args, **kwargs) -> None:
     """TFDS's, then the index of every split that lacks one, records already there included.
 

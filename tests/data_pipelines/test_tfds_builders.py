@@ -150,6 +150,10 @@ def test_building_prints_the_sources_progress_lines_without_tfdss_bars(tmp_path,
   out, err = capfd.readouterr()
   assert "synthetic train" in out + err  # the source's lines
   assert "examples/s" not in out + err and "Shuffling" not in out + err
+  # Nor does it speak of downloads ("Downloading and preparing dataset Unknown size ..."): the
+  # builders read local files.
+  assert "download" not in (out + err).replace("nothing is downloaded", "").lower()
+  assert f"writing the vssjax_synthetic_video records to {tmp_path}" in out
 
 
 def test_encode_frame_keeps_original_file_bytes_and_marks_unlabeled(tmp_path):

@@ -176,7 +176,8 @@ def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tm
                                                                    monkeypatch, capsys):
   """A line's steps/s runs from the previous line's fetch of its metrics, which waits for those
   steps (the first one's compile included): a 3 s wait for step 1 counts in step 1's rate, not in
-  step 2's (metrics.jsonl measured it from before that wait). The first step is announced."""
+  step 2's (metrics.jsonl measured it from before that wait). The first step is announced, after
+  the data's source."""
   fetch = log_lines.check_finite
 
   def slow_first_fetch(pending):
@@ -190,7 +191,10 @@ def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tm
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   rates = [record["steps_per_s"] for record in map(json.loads, lines)]
   assert rates[0] < 1 / 3 < rates[1], rates  # step 2 itself takes well under 3 s
-  assert "train: compiling the training step, then steps 1..2" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "train: compiling the training step, then steps 1..2" in out
+  # The data it reads is named too: a `:quick` suffix swaps in the synthetic set.
+  assert "data: synthetic (training on train, evaluating on val)\n" in out
 
 
 def test_profile_steps_trace_the_loops_steps_and_table_the_train_step(quick_config, tmp_path,
@@ -364,7 +368,7 @@ def test_fixed_variables_that_cannot_be_read_stop_training_before_the_state_comp
     loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
 
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
-  with pytest.raises(SetupError, match="no checkpoint in"):
+  with pytest.raises(SetupError, match="missing does not exist: name the workdir of a training"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))
   assert not (tmp_path / "missing").exists()
 
@@ -400,7 +404,7 @@ def test_an_evaluation_with_other_settings_than_the_training_says_and_records_th
   for run in (loop.evaluate_checkpoint, loop.train_and_evaluate):
     results = run(quick_config, str(tmp_path))
     assert results["config_changes"] == ["eval.max_videos: 0 -> 1"]
-    assert "evaluating with config fields that differ from the training's " in (
+    assert "evaluating with config fields that differ from the checkpoint's record " in (
         capsys.readouterr().out)
     assert "- `eval.max_videos: 0 -> 1`" in (tmp_path / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["config_changes"] == [

@@ -75,7 +75,7 @@ def said_eval_changes(workdir: str, config: ConfigDict, step: int) -> list[str]:
           flush=True)
     return []
   if changes:
-    print(_listed("evaluating with config fields that differ from the training's "
+    print(_listed("evaluating with config fields that differ from the checkpoint's record "
                   f"{configs_lib.record_path(workdir, step)} (recorded -> now; kept in the "
                   "results):", changes), flush=True)
   return changes

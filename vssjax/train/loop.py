@@ -105,8 +105,8 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
         f"config: {len(mismatched)} arrays of its train state differ in shape or presence (e.g. "
         f"{mismatched[0]}).\n{config_record.mismatch_explanation(workdir, config, step)}\n"
-        "Rerun with the config this workdir was trained with, or use a new --workdir for this "
-        "one.")
+        "Rerun with the config this workdir was trained (or converted) with, or use a new "
+        "--workdir for this one.")
   try:
     return checkpointer.restore(abstract_state, data_iter, step)
   except Exception as error:  # pylint: disable=broad-except  (Orbax wraps an array's read error)
@@ -168,6 +168,9 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState) -> None:
         f"global batch {config.data.batch_size} "
         f"(local {config.data.batch_size // jax.process_count()}), "
         f"{num_params / 1e6:.3f}M parameters", flush=True)
+  # Named, as a `:quick` suffix or a config's later lines may swap the source a user set.
+  print(f"data: {config.data.source} (training on {config.data.train_split}, evaluating on "
+        f"{config.data.eval_split})", flush=True)
 
 
 def check_train_settings(train: ConfigDict) -> None:
@@ -327,6 +330,9 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
   """The method and the variables of checkpoint `step` (default: the latest) in `workdir`, and
   that step. A `SetupError` when there is none, naming the steps there are; a workdir that does not
   exist is not created."""
+  if not epath.Path(workdir).is_dir():  # a typo, likely
+    raise SetupError(f"the workdir {workdir} does not exist: name the workdir of a training run "
+                     "or of `python -m vssjax.convert` (docs/reproducing.md)")
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     steps = checkpointer.all_steps()
     if not steps:
@@ -337,7 +343,8 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
             f"{unfinished[-1]} is still being written, or its run was killed before it completed; "
             "wait for it, or resume training (--mode=train)")
       raise SetupError(
-          f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert one")
+          f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert "
+          "PyTorch weights into it (python -m vssjax.convert)")
     if step is None:
       step = steps[-1]
     elif step not in steps:
