@@ -106,9 +106,9 @@ def _unknown_override(default: ConfigDict, argv: list[str]) -> str | None:
 def _text_in_a_tuple_of_numbers(default: ConfigDict, parsed: ConfigDict,
                                 argv: list[str]) -> str | None:
   """The first override that put text into a tuple of numbers, as the line that says so; None if
-  there is none. ml_collections parses each element alone and keeps what is not a number as a
-  string (`--config.model.backbone_overrides.depths='(1,a)'` is (1, 'a')), which then failed deep
-  in the run with a TypeError traceback."""
+  there is none. ml_collections keeps a tuple it cannot parse as text
+  (`--config.model.backbone_overrides.depths=(1,a)` became ('(1,a)',)), which then failed deep in
+  the run with a TypeError traceback."""
   for field in _overridden_fields(argv):
     was, now = config_path.get_value(field, default), config_path.get_value(field, parsed)
     numbers = was and isinstance(was, tuple) and not any(isinstance(v, str) for v in was)
@@ -144,11 +144,12 @@ def parse_config_flags(argv: list[str]) -> list[str]:
   except flags.Error as error:  # absl's "FATAL Flags parsing error: ..." and a usage line
     _fail(_flag_error_line(default, str(error)))
   except (AttributeError, KeyError):
-    problem = default and _unknown_override(default, argv)
+    problem = _unknown_override(default, argv) if default is not None else None
     if not problem:
       raise  # not a misspelt field: a bug, e.g. in the config file
     _fail(problem)
-  problem = default and _text_in_a_tuple_of_numbers(default, flags.FLAGS["config"].value, argv)
+  problem = (_text_in_a_tuple_of_numbers(default, flags.FLAGS["config"].value, argv)
+             if default is not None else None)
   if problem:
     _fail(problem)
   return remaining
@@ -160,7 +161,7 @@ def _flag_error_line(default: ConfigDict | None, message: str) -> str:
   10: 'five'") also says what the field takes and holds, as the message names a Python call."""
   message = " ".join(message.split()).rstrip(".")
   override = re.match(r"flag --config\.([^=]+)=", message)
-  if not (override and default):
+  if not override or default is None:
     return f"{message} (--helpfull lists the flags)"
   field = override.group(1)
   value = config_path.get_value(field, default)

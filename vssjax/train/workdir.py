@@ -39,12 +39,13 @@ def workdir_for_this_run(workdir: str):
   a checkpoint: a run that diverged keeps its metrics). One process on a local filesystem only,
   as `workdir_lock`: several processes may share the directory."""
   path = epath.Path(workdir)
-  before = set(os.listdir(path)) if path.is_dir() else None
+  local = jax.process_count() == 1 and "://" not in str(workdir)
+  before = set(os.listdir(path)) if local and path.is_dir() else None
   make_workdir(workdir)
   try:
     yield
   except BaseException:
-    if jax.process_count() == 1 and "://" not in str(workdir):
+    if local:
       _remove_start_files(path, before)
     raise
 
