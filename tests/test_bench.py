@@ -217,6 +217,7 @@ def test_a_train_step_the_method_refuses_stops_the_bench_before_any_row(tmp_path
 
 @pytest.mark.parametrize("field, value, message", [
     ("dtypes", ("float16",), r"bench.dtypes: \['float16'\] not among"),
+    ("dtypes", (), r"bench.dtypes is empty: name at least one of"),
     ("input_size", (30,), r"bench.input_size=\(30,\): two whole numbers of pixels"),
     ("input_size", (30, 0), r"bench.input_size=\(30, 0\)"),
     ("batch_sizes", (1, 0), r"bench.batch_sizes=\(1, 0\): batches of at least 1"),

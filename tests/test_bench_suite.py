@@ -45,6 +45,9 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
   assert ("""--config.bench.dtypes='("bfloat16",)' --config.bench.batch_sizes='(16,)'"""
           in report)
   assert "cpu" in report  # the device the numbers came from
+  # The suite's own command reruns it: main() refuses it without --out.
+  assert (f"python -m vssjax.bench_suite --workdir={tmp_path} --out={out} "
+          "--only=segformer_b1_bf16,dcfm_b2\n" in report)
   assert out.read_text() == report
   # The bench's own progress lines come between these: the output says whose they are.
   printed = capsys.readouterr().out

@@ -3,8 +3,8 @@
 Runs on random parameters (no checkpoint, no data) of the config's method:
 
 - forward: the method's module in eval mode, jitted, on random uint8 frames of
-  `bench.input_size` (default: the training crop), at batch 1 (latency) and `data.batch_size`
-  (throughput);
+  `bench.input_size` (default: the training crop), at each of `bench.batch_sizes` (default: 1 for
+  latency and `data.batch_size` for throughput);
 - DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
   the average frame at its keyframe interval;
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
@@ -67,6 +67,8 @@ def _settings(config: ConfigDict) -> dict[str, Any]:
   settings["input_size"] = tuple(
       settings["input_size"] or config.data.train_transform.crop_size)
   unknown = [dtype for dtype in settings["dtypes"] if dtype not in COMPUTE_DTYPES]
+  if not settings["dtypes"]:
+    raise SetupError(f"bench.dtypes is empty: name at least one of {sorted(COMPUTE_DTYPES)}")
   if unknown:
     raise SetupError(f"bench.dtypes: {unknown} not among {sorted(COMPUTE_DTYPES)}")
   check_size("bench.input_size", settings["input_size"])
@@ -194,12 +196,28 @@ def _random_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
+def _on_bench_device(*trees):
+  """`trees` on the first device. One device: the replicated state would make every fake CPU
+  device run the whole batch."""
+  return jax.device_put(trees, jax.devices()[0])
+
+
+def _summed_row(phase: str, dtype: str, programs: list[tuple[Any, float, tuple]],
+                settings: dict[str, Any]) -> Row:
+  """The batch-1 row of a frame that runs `programs` (compiled, compile seconds, arguments) one
+  after the other: their compile seconds, median times and GFLOPs add up (GFLOPs unknown if one
+  program's is), the peak is the largest program's."""
+  seconds = sum(median_call_seconds(settings, compiled, *args) for compiled, _, args in programs)
+  gflops = [_gflops(compiled) for compiled, _, _ in programs]
+  return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s, _ in programs), seconds * 1e3,
+             1 / seconds, None if None in gflops else sum(gflops),
+             _program_peak_mb(*(compiled for compiled, _, _ in programs)))
+
+
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
                    size: tuple[int, int], settings: dict[str, Any], profile: _Profiler) -> Row:
-  # One device: the replicated state would make every fake CPU device run the whole batch.
-  device = jax.devices()[0]
-  variables = jax.device_put(variables, device)
-  frames = jax.device_put(_random_frames((batch, clip, *size, 3), seed=batch), device)
+  variables, frames = _on_bench_device(variables,
+                                       _random_frames((batch, clip, *size, 3), seed=batch))
   announce("forward", dtype, batch)
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
   seconds = median_call_seconds(settings, compiled, variables, frames)
@@ -214,15 +232,11 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   keyframe used: 2 in B mode, 1 in P mode) and the average frame at the config's interval K,
   (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7). The programs end at
   the logits at the output stride, as the forward rows do; the paper's span also upsamples them."""
-  device = jax.devices()[0]
-  variables = jax.device_put(variables, device)
-  frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
+  variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
   announce("keyframe", dtype, 1)
   key, key_compile = _compile(method.encode_keyframe, variables, frames)
-  t_key = median_call_seconds(settings, key, variables, frames)
-  gflops_key = _gflops(key)
-  key_row = report(Row("keyframe", dtype, 1, 1, key_compile, t_key * 1e3, 1 / t_key, gflops_key,
-                       _program_peak_mb(key)))
+  key_row = report(_summed_row("keyframe", dtype, [(key, key_compile, (variables, frames))],
+                               settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
   shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
@@ -230,22 +244,18 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   projected_commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow = shallow_fn(variables, frames)
   fuse, fuse_compile = _compile(method.fused_logits, variables, projected_commons, shallow)
-  t_non_key = (median_call_seconds(settings, shallow_fn, variables, frames)
-               + median_call_seconds(settings, fuse, variables, projected_commons, shallow))
-  gflops_non_key = (None if gflops_key is None
-                    else (_gflops(shallow_fn) or 0.0) + (_gflops(fuse) or 0.0))
-  non_key_row = report(Row(non_key, dtype, 1, 1, shallow_compile + fuse_compile,
-                           t_non_key * 1e3, 1 / t_non_key, gflops_non_key,
-                           _program_peak_mb(shallow_fn, fuse)))
+  non_key_row = report(_summed_row(
+      non_key, dtype, [(shallow_fn, shallow_compile, (variables, frames)),
+                       (fuse, fuse_compile, (variables, projected_commons, shallow))], settings))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
   k = method.schedule.interval
-  t_avg = (t_key + (k - 1) * t_non_key) / k
-  gflops_avg = (None if gflops_key is None
-                else (gflops_key + (k - 1) * gflops_non_key) / k)
+  t_avg = (key_row.latency_ms + (k - 1) * non_key_row.latency_ms) / k
+  gflops = (key_row.gflops, non_key_row.gflops)
+  gflops_avg = None if None in gflops else (gflops[0] + (k - 1) * gflops[1]) / k
   return [key_row, non_key_row,
-          report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg * 1e3, 1 / t_avg, gflops_avg,
+          report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg, gflops_avg,
                      None))]
 
 
@@ -257,22 +267,19 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   temporal part on the new frame's state and the kept states of the `clip` frames
   (`decode_states`). The `forward` rows instead run the whole network on every frame of the
   clip, as the release does."""
-  device = jax.devices()[0]
-  variables = jax.device_put(variables, device)
-  frames = jax.device_put(_random_frames((1, *size, 3), seed=1), device)
+  variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
   announce("stream_frame", dtype, 1)
   encode, encode_compile = _compile(method.encode_frame, variables, frames)
   target, reference = encode(variables, frames)
   references = [reference] * clip
   decode, decode_compile = _compile(method.decode_states, variables, target, references)
-  seconds = (median_call_seconds(settings, encode, variables, frames)
-             + median_call_seconds(settings, decode, variables, target, references))
+  row = report(_summed_row(
+      "stream_frame", dtype, [(encode, encode_compile, (variables, frames)),
+                              (decode, decode_compile, (variables, target, references))],
+      settings))
   profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
   profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
-  gflops = [_gflops(encode), _gflops(decode)]
-  return report(Row("stream_frame", dtype, 1, 1, encode_compile + decode_compile,
-                    seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
-                    _program_peak_mb(encode, decode)))
+  return row
 
 
 def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str, Any],
@@ -285,22 +292,18 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   # A frame of that size as the predictor sees it (eval_resize: sides up to the size divisor).
   resized = eval_resize(_random_frames((height, width, 3), seed=1),
                         method.config.data.eval_transform)
-  device = jax.devices()[0]
-  variables = jax.device_put(variables, device)
-  crops = jax.device_put(windows.crops(resized)[None], device)
+  variables, crops = _on_bench_device(variables, windows.crops(resized)[None])
   announce("slide_frame", dtype, 1)
   forward, forward_compile = _compile(jax.jit(_forward_fn(method)), variables, crops)
   logits = forward(variables, crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))
-  seconds = (median_call_seconds(settings, forward, variables, crops)
-             + median_call_seconds(settings, stitch, logits))
+  row = report(_summed_row(
+      "slide_frame", dtype, [(forward, forward_compile, (variables, crops)),
+                             (stitch, stitch_compile, (logits,))], settings))
   profile(f"slide_forward_{dtype}", lambda: forward(variables, crops), forward)
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
-  gflops = [_gflops(forward), _gflops(stitch)]
-  return report(Row("slide_frame", dtype, 1, 1, forward_compile + stitch_compile,
-                    seconds * 1e3, 1 / seconds, None if None in gflops else sum(gflops),
-                    _program_peak_mb(forward, stitch)))
+  return row
 
 
 def _random_batch(config: ConfigDict, spec: dict[str, jax.ShapeDtypeStruct]
@@ -387,9 +390,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   clip = clip_length(config.clip)
   rows: list[Row] = []
   profile = _Profiler(workdir, settings["profile"])
-  num_params = None
-  method = None
-  for dtype in settings["dtypes"]:
+  for dtype in settings["dtypes"]:  # at least one (_settings)
     dtype_config = _bench_config(config, dtype, settings["input_size"])
     method = get_method(dtype_config)
     state, sharding = _random_state(dtype_config, method, mesh)
@@ -414,6 +415,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       rows.append(_bench_train_step(dtype_config, train_step, state, settings, profile))
   torch_rows = []
   if settings["torch"] and config.method.name == "segformer":
+    # The last dtype's method: the reference takes only the architecture and the optimiser
+    # settings from it, which every dtype shares.
     torch_rows = bench_torch.run_reference(method, settings["input_size"], config.data.batch_size,
                                            settings)
   if config.model.scan_blocks:  # XLA's cost analysis counts a loop's body once, not per trip

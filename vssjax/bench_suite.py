@@ -111,7 +111,7 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
       f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
       f"{getattr(device, 'device_kind', device.platform)} ({jax.default_backend()}), host "
       f"{platform.node() or platform.machine()} with {os.cpu_count()} CPUs, jax {jax.__version__}.",
-      "", "Command:", "", f"    python -m vssjax.bench_suite --workdir={workdir} "
+      "", "Command:", "", f"    python -m vssjax.bench_suite --workdir={workdir} --out={out} "
       f"--only={','.join(e.name for e in entries)}{' --profile' if profile else ''}", ""]
   sections: dict[str, list[str]] = {}  # entry name -> its part of the report
   wall_s: dict[str, float] = {}
