@@ -32,8 +32,8 @@ def check_eval_transform(eval_transform) -> None:
                      "(1: no rounding)")
 
 
-def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
-                backend: str = "cv2") -> np.ndarray:
+def aligned_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
+                   backend: str = "cv2") -> np.ndarray:
   """SegFormer's AlignedResize at test time: keep-ratio rescale to fit `scale`, then a second
   bilinear resize of each side up to a multiple of `size_divisor` (two resizes, as mmseg does).
 
@@ -50,15 +50,11 @@ def test_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
   return frame
 
 
-# Not a test, despite its name: keeps pytest from collecting it where it is imported.
-test_resize.__test__ = False
-
-
 def eval_resize(frame: np.ndarray, eval_transform) -> np.ndarray:
-  """`test_resize` with a config's `data.eval_transform` settings: what every predictor feeds its
-  network."""
-  return test_resize(frame, eval_transform.scale, eval_transform.size_divisor,
-                     eval_transform.resize_backend)
+  """`aligned_resize` with a config's `data.eval_transform` settings: what every predictor feeds
+  its network."""
+  return aligned_resize(frame, eval_transform.scale, eval_transform.size_divisor,
+                        eval_transform.resize_backend)
 
 
 def resize_exact(frame: np.ndarray, label: np.ndarray | None, hw: tuple[int, int]

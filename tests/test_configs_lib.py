@@ -150,7 +150,7 @@ def test_segformer_cityscapes_scores_the_annotated_frames_whole_at_512x1024(vari
   config = load_config(f"configs/segformer/cityscapes_mit{variant}.py")
   frame = np.zeros((1024, 2048, 3), np.uint8)
   transform = config.data.eval_transform
-  resized = eval_transforms.test_resize(frame, transform.scale, transform.size_divisor)
+  resized = eval_transforms.aligned_resize(frame, transform.scale, transform.size_divisor)
   assert resized.shape == (512, 1024, 3)
   assert get_method(config).sliding_windows is None
   assert tuple(config.data.train_transform.crop_size) == (512, 1024)
@@ -165,8 +165,8 @@ def test_segformer_cityscapes1024_scores_full_frames_in_three_1024_windows(varia
   decoder width (256 for B0/B1, 768 above)."""
   config = load_config(f"configs/segformer/cityscapes1024_mit{variant}.py")
   transform = config.data.eval_transform
-  resized = eval_transforms.test_resize(np.zeros((1024, 2048, 3), np.uint8), transform.scale,
-                                        transform.size_divisor)
+  resized = eval_transforms.aligned_resize(np.zeros((1024, 2048, 3), np.uint8), transform.scale,
+                                           transform.size_divisor)
   assert resized.shape == (1024, 2048, 3)
   windows = get_method(config).sliding_windows
   assert windows.offsets((1024, 2048)) == ((0, 0), (0, 768), (0, 1024))

@@ -58,7 +58,7 @@ class FlowProvider:
   The in-memory cache keeps the last `memory_items` pairs: enough for the pairs of a video that
   several evaluation passes (or the clips of a batch) share, and bounded, since a 1024x2048 field
   is 16 MiB and each Grain worker has its own cache. With `cache_dir`, fields are also stored as
-  `<cache_dir>/<key>.flo` and survive restarts. Keys are chosen by the caller, e.g.
+  `<cache_dir>/<key>.<method>.flo` and survive restarts. Keys are chosen by the caller, e.g.
   "<video>/<frame a>-<frame b>", so a cache directory belongs to one dataset: a stored field whose
   size differs from the frames' is an error, not a silent reuse.
   """

@@ -45,7 +45,7 @@ def frame_order(name: str) -> tuple[list[int | str], str]:
   """The sort key of a frame's file name: its runs of digits compared as numbers, so unpadded
   numbering (frame_2.png, frame_10.png, as ffmpeg's `%d` and many tools write) plays in order,
   where a plain string sort would put frame_10 before frame_2. Zero-padded names of one pattern
-  (frame_0001.png, ...) sort as before."""
+  (frame_0001.png, ...) sort as strings do."""
   parts = re.split(r"(\d+)", name)  # text, number, text, ...: the types line up between names
   return [int(part) if i % 2 else part for i, part in enumerate(parts)], name
 

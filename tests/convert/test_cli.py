@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from flax import traverse_util
 
-from data_pipelines.eval_transforms import test_resize
+from data_pipelines.eval_transforms import aligned_resize
 from tests.conftest import REPO, load_config
 from tests.convert.mmseg_names import hf_to_mmseg
 from tests.parity.hf_models import random_hf_segformer
@@ -45,7 +45,7 @@ def hf_model():
 
 def _hf_labels(model, frame: np.ndarray, eval_transform) -> np.ndarray:
   """transformers' prediction with mmseg's test-time resizing (frame -> net input -> frame)."""
-  resized = test_resize(frame, eval_transform.scale, eval_transform.size_divisor)
+  resized = aligned_resize(frame, eval_transform.scale, eval_transform.size_divisor)
   images = (resized.astype(np.float32) - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
   with torch.no_grad():
     logits = model(torch.from_numpy(images).permute(2, 0, 1)[None]).logits

@@ -14,21 +14,21 @@ from vssjax.errors import SetupError
     ((480, 853), (853, 480), 32, (480, 864)),  # VSPW.
     ((64, 64), (64, 64), 32, (64, 64)),
 ])
-def test_test_resize_shapes(hw, scale, divisor, expected):
+def test_aligned_resize_shapes(hw, scale, divisor, expected):
   frame = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
-  assert eval_transforms.test_resize(frame, scale, divisor).shape == (*expected, 3)
+  assert eval_transforms.aligned_resize(frame, scale, divisor).shape == (*expected, 3)
 
 
-def test_test_resize_is_two_resizes():
+def test_aligned_resize_is_two_resizes():
   frame = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
   first = cv2.resize(frame, (128, 85), interpolation=cv2.INTER_LINEAR)
   expected = cv2.resize(first, (128, 96), interpolation=cv2.INTER_LINEAR)
-  np.testing.assert_array_equal(eval_transforms.test_resize(frame, (128, 128), 32), expected)
+  np.testing.assert_array_equal(eval_transforms.aligned_resize(frame, (128, 128), 32), expected)
   same = np.ones((64, 64, 3), np.uint8)
-  np.testing.assert_array_equal(eval_transforms.test_resize(same, (64, 64), 32), same)
+  np.testing.assert_array_equal(eval_transforms.aligned_resize(same, (64, 64), 32), same)
 
 
-def test_test_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
+def test_aligned_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
   """DCFM's Cityscapes test resize (1024x2048 -> 512x1024 for MiT) is torchvision's on PIL images:
   Pillow's bilinear averages the whole footprint when it shrinks, cv2's samples 2x2 pixels."""
   frame = np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)
@@ -37,10 +37,10 @@ def test_test_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
   resized = eval_transforms.eval_resize(frame, settings)
   np.testing.assert_array_equal(
       resized, np.asarray(Image.fromarray(frame).resize((32, 16), Image.Resampling.BILINEAR)))
-  sampled = eval_transforms.test_resize(frame, (32, 16), 1)  # cv2, the default
+  sampled = eval_transforms.aligned_resize(frame, (32, 16), 1)  # cv2, the default
   assert resized.std() < 0.6 * sampled.std()  # averaged noise is smoother
   with pytest.raises(SetupError, match="resize_backend must be 'cv2' or 'pillow'"):
-    eval_transforms.test_resize(frame, (32, 16), 1, "torch")
+    eval_transforms.aligned_resize(frame, (32, 16), 1, "torch")
 
 
 def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label():

@@ -33,9 +33,8 @@ _STUDENT_PREFIX = "student."
 _PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-class CheckpointReadError(SetupError, RuntimeError):
-  """A checkpoint file could not be read; the message names the file and what to do. (Also a
-  RuntimeError, as it was before it became a `SetupError`, for callers that catch that.)"""
+class CheckpointReadError(SetupError):
+  """A checkpoint file could not be read; the message names the file and what to do."""
 
 
 def load_state_dict(path: str | os.PathLike, *, allow_pickle: bool = False

@@ -2,9 +2,9 @@
 
 The published methods were trained with mmcv's optimizer constructor: `custom_keys` give some
 parameters a learning-rate multiplier (the decode head x10) or a weight-decay multiplier (0 for
-norms and position blocks). Here each group is an independent `optax.adamw` under
-`optax.multi_transform`; PyTorch's AdamW update (decoupled decay on the current weights, eps added
-to sqrt(v_hat)) is exactly optax's.
+norms and position blocks). Here each group is an independent `optax.adamw` (or SGD, for
+`optim.name='sgd'`) under `optax.multi_transform`; PyTorch's AdamW update (decoupled decay on the
+current weights, eps added to sqrt(v_hat)) is exactly optax's.
 """
 
 from __future__ import annotations
