@@ -1,6 +1,7 @@
 """`--mode=infer`'s input reading and label PNGs (the whole mode runs in tests/test_main.py)."""
 
 import json
+import os
 import shutil
 
 import cv2
@@ -141,16 +142,17 @@ def test_a_video_file_reads_every_frame_in_order(tmp_path):
   assert [int(round(frame.mean() / 80)) for _, frame in frames] == [0, 1, 2]
 
 
-def test_an_earlier_runs_label_pngs_are_cleared_and_said_so(tmp_path, capsys):
+def test_an_earlier_runs_output_is_cleared_and_its_label_pngs_said_so(tmp_path, capsys):
   """A re-run into the same `infer/<name>/` (a later checkpoint, or another input of that name)
-  leaves only its own frames' label maps."""
-  labels = tmp_path / "infer" / "clip" / "labels"
-  infer._clear_earlier_output(labels)  # pylint: disable=protected-access
-  assert labels.is_dir() and capsys.readouterr().out == ""
-  for name in ("000000.png", "000001.png"):
-    (labels / name).write_bytes(b"png")
-  infer._clear_earlier_output(labels)  # pylint: disable=protected-access
-  assert not list(labels.iterdir())
+  leaves only its own frames' label maps, and no overlay or TC of the earlier labels."""
+  out_dir = tmp_path / "infer" / "clip"
+  infer._clear_earlier_output(out_dir)  # pylint: disable=protected-access
+  assert (out_dir / "labels").is_dir() and capsys.readouterr().out == ""
+  for name in ("labels/000000.png", "labels/000001.png", "tc.json", "overlay.mp4"):
+    (out_dir / name).write_bytes(b"earlier")
+  infer._clear_earlier_output(out_dir)  # pylint: disable=protected-access
+  assert [path.name for path in out_dir.iterdir()] == ["labels"]
+  assert not list((out_dir / "labels").iterdir())
   assert "replacing the 2 label PNGs of an earlier run" in capsys.readouterr().out
 
 
@@ -339,6 +341,46 @@ def test_a_folders_clip_that_does_not_decode_is_refused_before_the_restore(quick
   with pytest.raises(SetupError, match=r"b\.mp4"):
     infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert not restores and not (tmp_path / "infer").exists()
+
+
+def test_a_folders_later_clips_are_decoded_and_closed_again_before_the_restore(quick_config,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+  """The check of a folder's later clips decodes each one's first frame and closes its file: by
+  the restore, only the first clip (whose frames the run goes on with) is open."""
+  (tmp_path / "in").mkdir()
+  for name in ("a", "b", "c"):
+    writer = cv2.VideoWriter(str(tmp_path / "in" / f"{name}.avi"),
+                             cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 16))
+    writer.write(np.zeros((16, 16, 3), np.uint8))
+    writer.release()
+  captures = []
+  real_capture = cv2.VideoCapture
+
+  class Tracked:
+    def __init__(self, path):
+      self._capture, self.path, self.released = real_capture(path), path, False
+      captures.append(self)
+
+    def __getattr__(self, name):
+      return getattr(self._capture, name)
+
+    def release(self):
+      self.released = True
+      self._capture.release()
+
+  monkeypatch.setattr(cv2, "VideoCapture", Tracked)
+  open_at_restore = []
+
+  def restore(*args):
+    open_at_restore.extend(os.path.basename(c.path) for c in captures if not c.released)
+    raise RuntimeError("stop here")
+
+  monkeypatch.setattr(loop, "restore_for_eval", restore)
+  with pytest.raises(RuntimeError, match="stop here"):
+    infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert {os.path.basename(c.path) for c in captures} == {"a.avi", "b.avi", "c.avi"}
+  assert open_at_restore == ["a.avi"]
 
 
 def test_a_frame_folder_beside_other_videos_is_one_video_and_names_those_left_out(tmp_path,

@@ -1,5 +1,8 @@
 """Mesh construction, batch-size checks and regex sharding rules on 4 fake CPU devices."""
 
+import threading
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,3 +150,51 @@ def test_prediction_devices_default_to_one_on_the_cpu_and_refuse_more_than_there
   for count in (-1, len(local) + 1):
     with pytest.raises(SetupError, match=rf"eval.devices={count}: .* 1 to {len(local)}"):
       parallel.prediction_devices(count)
+
+
+def test_map_over_devices_gives_device_k_items_k_k_plus_k_and_keeps_the_items_order():
+  """Each item on its device's copy, in a thread per device; the results in the items' order."""
+  threads = {}
+
+  def on_device(item: int, copy: str) -> tuple[int, str]:
+    threads.setdefault(copy, set()).add(threading.current_thread().name)
+    return item, copy
+
+  assert parallel.map_over_devices(list(range(5)), ["d0", "d1"], on_device) == [
+      (0, "d0"), (1, "d1"), (2, "d0"), (3, "d1"), (4, "d0")]
+  assert all(len(names) == 1 and next(iter(names)).startswith("predict_device")
+             for names in threads.values())
+  assert parallel.map_over_devices([7], ["d0", "d1", "d2"], on_device) == [(7, "d0")]
+  assert parallel.map_over_devices([], ["d0", "d1"], on_device) == []
+
+
+def test_a_failing_device_stops_the_others_before_their_next_item_and_its_error_is_raised():
+  """Device 1 fails at its first item while device 0 is at its own; device 0 finishes that one
+  (half a second after the failure, time for device 1's thread to mark it) and takes no other."""
+  started, failed = threading.Event(), threading.Event()
+  done = []
+
+  def on_device(item: int, copy: str) -> int:
+    if copy == "d1":
+      started.wait(30)
+      failed.set()
+      raise RuntimeError("device lost")
+    started.set()
+    failed.wait(30)
+    time.sleep(0.5)
+    done.append(item)
+    return item
+
+  with pytest.raises(RuntimeError, match="device lost"):
+    parallel.map_over_devices(list(range(6)), ["d0", "d1"], on_device)
+  assert done == [0]
+
+
+def test_share_over_devices_gives_each_device_with_an_item_its_share_and_copy():
+  """Device k's share is items k, k + K, ...; a device without one is not called."""
+  shares = parallel.share_over_devices(
+      list("abcde"), ["d0", "d1", "d2"], lambda k, share, copy: (k, share, copy),
+      threading.Event())
+  assert shares == [(0, ["a", "d"], "d0"), (1, ["b", "e"], "d1"), (2, ["c"], "d2")]
+  assert parallel.share_over_devices(["a"], ["d0", "d1"], lambda k, share, copy: (k, share),
+                                     threading.Event()) == [(0, ["a"])]

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import itertools
 import json
 import os
-import threading
-from typing import Iterator, NamedTuple
+from typing import Generator, Iterator, NamedTuple
 
 import jax
 import numpy as np
@@ -30,6 +28,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.eval.shots import ShotPredictor
+from vssjax.eval.stream import stream_predictions
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
@@ -104,27 +103,38 @@ def read_frames(path: str) -> Input:
   A frame folder's frames are its images in name order but label maps beside them
   (`*_label.png`, as the project's vtest_pseudo set stores them), which are skipped with a note
   (`footage.frame_files`). Input that cannot be read is a `SetupError` naming it: a video file's
-  first frame is decoded at once.
+  first frame is decoded at once (`_start_decoding`).
   """
-  try:
-    if os.path.isdir(path):
-      files = footage.frame_files(_frame_folder(path))
-      frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
-      return Input(len(files), frames, 0.0)
+  if not os.path.isdir(path):
     return _read_video_file(path)
+  try:
+    files = footage.frame_files(_frame_folder(path))
   except base.DataError as error:
     raise SetupError(f"--input {error}") from error
+  frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
+  return Input(len(files), frames, 0.0)
 
 
 def _read_video_file(path: str) -> Input:
   """A video file's frames, the first decoded now, with the rate its container declares."""
-  decoded = footage.read_video_frames(path)
-  first = next(decoded, None)  # opens the file: an unreadable one fails now, not mid-run
-  if first is None:
-    raise SetupError(f"--input {path}: OpenCV decodes no frame of it (is it a video?)")
-  frames = itertools.chain([first], decoded)
+  first, decoder = _start_decoding(path)
+  frames = itertools.chain([first], decoder)
   num_frames, frame_rate = footage.declared_frames_and_rate(path)
   return Input(num_frames, ((f"{i:06d}", frame) for i, frame in enumerate(frames)), frame_rate)
+
+
+def _start_decoding(path: str) -> tuple[np.ndarray, Generator[np.ndarray, None, None]]:
+  """A video file's first frame and its decoder, open, which yields the frames after it (closing
+  it closes the file). Decoding the first frame opens the file: an unreadable one is a
+  `SetupError` now, not mid-run."""
+  decoder = footage.read_video_frames(path)
+  try:
+    first = next(decoder, None)
+  except base.DataError as error:
+    raise SetupError(f"--input {error}") from error
+  if first is None:
+    raise SetupError(f"--input {path}: OpenCV decodes no frame of it (is it a video?)")
+  return first, decoder
 
 
 def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) -> None:
@@ -135,9 +145,11 @@ def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) 
   image.save(str(path))
 
 
-def _clear_earlier_output(labels_dir: epath.Path) -> None:
-  """Makes `labels_dir`, emptied of an earlier run's PNGs: a re-run (a later checkpoint, or another
-  input of the same name) must not leave label maps of frames it did not predict among its own."""
+def _clear_earlier_output(out_dir: epath.Path) -> None:
+  """Makes `out_dir/labels`, emptied of an earlier run's PNGs, and removes an earlier run's tc.json
+  and overlay.mp4: a re-run (a later checkpoint, or another input of the same name) must not leave
+  label maps of frames it did not predict among its own, nor an overlay or TC of other labels."""
+  labels_dir = out_dir / "labels"
   labels_dir.mkdir(parents=True, exist_ok=True)
   earlier = list(labels_dir.glob("*.png"))
   if earlier:
@@ -145,6 +157,9 @@ def _clear_earlier_output(labels_dir: epath.Path) -> None:
           flush=True)
     for path in earlier:
       path.unlink()
+  for name in ("tc.json", "overlay.mp4"):
+    if (out_dir / name).exists():
+      (out_dir / name).unlink()
 
 
 def run(config: ConfigDict, workdir: str, input_path: str, *,
@@ -165,12 +180,12 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   first = read_frames(videos[0])  # a wrong --input fails before the restore
   for video in videos[1:]:  # as does a folder's corrupt clip, not after the videos before it
     if os.path.isfile(video):
-      read_frames(video).frames.close()  # its first frame decoded, the file closed again
+      _start_decoding(video)[1].close()  # its first frame decoded, the file closed again
   if config.eval.overlay_video:
     visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
-  # TC's settings, checked before the restore too; its accumulator takes every pair of every
+  # TC's settings, checked before the restore too; this accumulator takes every pair of every
   # video, as the evaluator scores a split.
-  together = make_scorers(config).temporal
+  folder_tc = make_scorers(config).temporal
   method, variables, step = restore_for_eval(config, workdir, step)
   # Several processes (a pod, a cluster) share the videos out, and each its local devices, as the
   # evaluator does (`eval.devices`); a video's frames follow each other on one device.
@@ -182,37 +197,30 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   if len(videos) > 1:
     share = f" ({len(mine)} in this process)" if processes > 1 else ""
     print(f"infer: {len(videos)} videos in {input_path}{share}", flush=True)
-  together_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
-  if videos != [input_path] and together_path.exists() and process == 0:  # an earlier run's
-    together_path.unlink()
-  failed = threading.Event()
-  threads = min(len(devices), len(mine))  # one video alone: one device, with its progress lines
+  folder_tc_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
+  if videos != [input_path] and folder_tc_path.exists() and process == 0:  # an earlier run's
+    folder_tc_path.unlink()
+  # One video at a time (one in all, or one device): its frames' progress lines interleave with
+  # no other's.
+  frame_progress = min(len(devices), len(mine)) == 1
 
-  def infer_share(k: int) -> list[tuple[epath.Path, Scorers]]:
-    """Device k's videos (k, k + K, ... of this process's), each with scorers of its own."""
-    done = []
-    for video in mine[k::len(devices)]:
-      if failed.is_set():
-        break
-      scorers = make_scorers(config)
-      done.append((_infer_video(config, method, copies[k], step, workdir, video,
-                                first if video == videos[0] else read_frames(video), scorers,
-                                palette, frame_progress=threads == 1), scorers))
-    return done
+  def infer_one(video: str, variables) -> tuple[epath.Path, Scorers]:
+    """`video` on the device that holds `variables`, with scorers of its own."""
+    scorers = make_scorers(config)
+    out_dir = _infer_video(config, method, variables, step, workdir, video,
+                           first if video == videos[0] else read_frames(video), scorers, palette,
+                           frame_progress=frame_progress)
+    return out_dir, scorers
 
-  shares = parallel.run_per_device([functools.partial(infer_share, k) for k in range(threads)],
-                                   failed)
-  in_order = [shares[i % len(devices)][i // len(devices)] for i in range(len(mine))]
-  out_dirs = [out_dir for out_dir, _ in in_order]
-  if together is not None:
-    for _, scorers in in_order:  # video by video, as one device adds them
-      together.merge(scorers.temporal)
-  if together is not None and len(videos) > 1:
-    together = merge_across_processes(together)
+  done = parallel.map_over_devices(mine, copies, infer_one)
+  if folder_tc is not None and len(videos) > 1:
+    for _, scorers in done:  # video by video, as one device adds them
+      folder_tc.merge(scorers.temporal)
+    folder_tc = merge_across_processes(folder_tc)
     if process == 0:
-      _write_tc(together_path, together, config.eval.tc_flow.method,
+      _write_tc(folder_tc_path, folder_tc, config.eval.tc_flow.method,
                 f"over {len(videos)} videos")
-  return out_dirs
+  return [out_dir for out_dir, _ in done]
 
 
 def _process() -> tuple[int, int]:
@@ -230,12 +238,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
   declared = os.path.isfile(input_path)
-  fps = frame_rate or config.eval.overlay_fps
   out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
-  _clear_earlier_output(out_dir / "labels")
-  for earlier in ("tc.json", "overlay.mp4"):  # of an earlier run's labels; this run writes its own
-    if (out_dir / earlier).exists():
-      (out_dir / earlier).unlink()
+  _clear_earlier_output(out_dir)
   print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
         f"{step} -> {out_dir}", flush=True)
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
@@ -243,67 +247,67 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   progress = Progress("infer frame", total, "frames", estimated=declared)
   progress.enabled = progress.enabled and frame_progress
   names: list[str] = []
-
-  def predictions() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Predicts frame by frame, saving each label PNG; yields (frame, labels) in order, so the
-    overlay video is written as they come (a long input is never held in memory).
-
-    A push's predictions are saved after the next push is dispatched: the device predicts a frame
-    while the host writes the previous one (and, with an accelerator, a thread decodes the next
-    ones).
-    """
-    pending_frames: dict[int, np.ndarray] = {}
-    # A predictor may answer frames in any order (docs/extending.md); the overlay video and TC's
-    # pairs take them in frame order, each frame's TC partner the frame before it.
-    answered: dict[int, np.ndarray] = {}
-    next_index = 0
-    last: tuple[np.ndarray, np.ndarray] | None = None  # frame next_index - 1 and its labels
-
-    def consume(ready):
-      nonlocal next_index, last
-      answered.update(ready)
-      while next_index in answered:
-        index, next_index = next_index, next_index + 1
-        labels = np.asarray(answered.pop(index))
-        frame = pending_frames.pop(index)
-        save_palette_png(out_dir / "labels" / f"{names[index]}.png", labels, palette)
-        # A change of frame size starts a new shot (`ShotPredictor`): no pair across it.
-        if scorers.temporal is not None and last is not None and last[0].shape == frame.shape:
-          _score_pair(scorers, input_path, index, *last, frame, labels)
-        last = (frame, labels)
-        yield frame, labels
-
-    ready: list = []
-    decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
-    with contextlib.closing(decoded):
-      for index, (frame_name, frame) in enumerate(decoded):
-        names.append(frame_name)
-        pending_frames[index] = frame
-        ready, previous = predictor.push(frame, frame_name), ready
-        yield from consume(previous)
-        progress.update(index + 1)
-    progress.finish(len(names))
-    yield from consume(ready + predictor.flush())
-    if next_index != len(names) or answered:
-      raise RuntimeError(f"{predictor.name} answered frames 0-{next_index - 1} and "
-                         f"{sorted(answered)} of {len(names)}: every frame must come back once")
-
-  if config.eval.overlay_video:
-    overlay = visualize.write_video(
-        out_dir / "overlay.mp4",
-        (visualize.overlay(frame, labels, palette) for frame, labels in predictions()), fps)
-    also = f" and {overlay}"
-  else:
-    collections.deque(predictions(), maxlen=0)  # runs it for the PNGs (and TC) alone
-    also = " (no overlay video: eval.overlay_video is off)"
-  print(f"infer: wrote {len(names)} label PNG{'' if len(names) == 1 else 's'} to "
-        f"{out_dir / 'labels'}{also}", flush=True)
-  if declared and len(names) < total:  # OpenCV just ends at a broken frame
-    print(f"infer: note: {input_path} declares {total} frames but decoding stopped after "
-          f"{len(names)} (a truncated or corrupt file?)", flush=True)
+  # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
+  decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
+  with contextlib.closing(decoded):
+    predicted = stream_predictions(predictor, _named(decoded, names, progress), progress.update)
+    saved = _saved_and_scored(predicted, out_dir / "labels", names, palette, scorers, input_path)
+    also = _drain(saved, out_dir / "overlay.mp4" if config.eval.overlay_video else None,
+                  palette, frame_rate or config.eval.overlay_fps)
+  _say_written(out_dir / "labels", len(names), also, input_path, total if declared else None)
   if scorers.temporal is not None:
     _write_tc(out_dir / "tc.json", scorers.temporal, config.eval.tc_flow.method)
   return out_dir
+
+
+def _named(frames: Iterator[tuple[str, np.ndarray]], names: list[str],
+           progress: Progress) -> Iterator[tuple[str, np.ndarray]]:
+  """`frames`, each one's name added to `names` as it is read (a label PNG's name, the frames'
+  count); `progress` is finished once they end, its count of frames then known."""
+  for name, frame in frames:
+    names.append(name)
+    yield name, frame
+  progress.finish(len(names))
+
+
+def _saved_and_scored(predicted: Iterator[tuple[int, np.ndarray, np.ndarray]],
+                      labels_dir: epath.Path, names: list[str], palette: np.ndarray,
+                      scorers: Scorers, input_path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Saves the labels of each (index, frame, labels) of `predicted` (in frame order) as the
+  palette PNG of frame `names[index]` and, with TC on, scores them with the frame before's; yields
+  (frame, labels) on."""
+  last: tuple[np.ndarray, np.ndarray] | None = None  # the frame before and its labels
+  for index, frame, labels in predicted:
+    save_palette_png(labels_dir / f"{names[index]}.png", labels, palette)
+    # A change of frame size starts a new shot (`ShotPredictor`): no pair across it.
+    if scorers.temporal is not None and last is not None and last[0].shape == frame.shape:
+      _score_pair(scorers, input_path, index, *last, frame, labels)
+    last = (frame, labels)
+    yield frame, labels
+
+
+def _drain(predictions: Iterator[tuple[np.ndarray, np.ndarray]], overlay: epath.Path | None,
+           palette: np.ndarray, fps: float) -> str:
+  """Runs `predictions` ((frame, labels) in frame order) to their end, each overlaid into the
+  video `overlay` as it comes (None: no overlay), so a long input is never held whole; returns
+  what the line saying what was written adds."""
+  if overlay is None:
+    collections.deque(predictions, maxlen=0)  # for the PNGs (and TC) alone
+    return " (no overlay video: eval.overlay_video is off)"
+  written = visualize.write_video(
+      overlay, (visualize.overlay(frame, labels, palette) for frame, labels in predictions), fps)
+  return f" and {written}"
+
+
+def _say_written(labels_dir: epath.Path, count: int, also: str, input_path: str,
+                 declared: int | None) -> None:
+  """Says that `count` label PNGs (`also`: and what else) were written, and where a video file
+  `declared` more frames than were decoded, that it stopped short."""
+  print(f"infer: wrote {count} label PNG{'' if count == 1 else 's'} to {labels_dir}{also}",
+        flush=True)
+  if declared is not None and count < declared:  # OpenCV just ends at a broken frame
+    print(f"infer: note: {input_path} declares {declared} frames but decoding stopped after "
+          f"{count} (a truncated or corrupt file?)", flush=True)
 
 
 def _said_length(num_frames: int, declared: bool) -> str:

@@ -12,10 +12,11 @@ restore target and the data path always agree:
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import re
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 import numpy as np
@@ -26,6 +27,10 @@ from vssjax.errors import SetupError
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
+
+T = TypeVar("T")  # an item devices share out (a video)
+V = TypeVar("V")  # a device's copy of the variables
+R = TypeVar("R")  # what a device makes of an item, or of its share
 
 
 def _cluster_detected() -> bool:
@@ -225,7 +230,37 @@ def local_copies(tree: Any, devices: Sequence[jax.Device]) -> list[Any]:
   return [treedef.unflatten([on(device, x) for x in whole]) for device in devices]
 
 
-def run_per_device(calls: Sequence[Callable[[], Any]], failed: threading.Event) -> list[Any]:
+def share_over_devices(items: Sequence[T], copies: Sequence[V],
+                       work: Callable[[int, list[T], V], R], failed: threading.Event) -> list[R]:
+  """Device k of K (`copies[k]`, its copy of the variables, `local_copies`) takes items k, k + K,
+  ...: returns `work(k, items[k::K], copies[k])` of each device that has an item (fewer items than
+  devices leave the others idle), in device order, each in a thread of its own
+  (`_run_per_device`). `work` checks `failed` before each item: a failing device sets it, so the
+  others stop before their next item, and its error is raised once all ended."""
+  shares = [(k, items[k::len(copies)]) for k in range(len(copies))]
+  return _run_per_device([functools.partial(work, k, share, copies[k])
+                          for k, share in shares if share], failed)
+
+
+def map_over_devices(items: Sequence[T], copies: Sequence[V], fn: Callable[[T, V], R]) -> list[R]:
+  """`fn(item, copy)` of every item, in the items' order: device k of K (`copies[k]`) takes items
+  k, k + K, ... one after another (`share_over_devices`). A failing device stops the others before
+  their next item, and its error is raised."""
+  failed = threading.Event()
+
+  def work(_: int, share: list[T], copy: V) -> list[R]:
+    done = []
+    for item in share:
+      if failed.is_set():
+        break
+      done.append(fn(item, copy))
+    return done
+
+  shares = share_over_devices(items, copies, work, failed)
+  return [shares[i % len(copies)][i // len(copies)] for i in range(len(items))]
+
+
+def _run_per_device(calls: Sequence[Callable[[], Any]], failed: threading.Event) -> list[Any]:
   """The calls' results, each call (one device's share of the videos) in a thread of its own, or
   in this thread when there is one: JAX releases the interpreter while a device computes, so each
   device predicts while the other threads feed theirs. A failure sets `failed`, which the others

@@ -33,6 +33,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
 from vssjax.eval.shots import ShotPredictor
+from vssjax.eval.stream import stream_predictions
 from vssjax.flow import FlowProvider
 from vssjax.methods.base import Method, Variables
 from vssjax.metrics.confusion import (MIOU_CONVENTIONS, ConfusionMatrix, fwiou, miou_by_convention,
@@ -72,42 +73,33 @@ def _longest_across_processes(seconds: float) -> float:
 
 def _predict_video(predictor: ShotPredictor, video, confusion: ConfusionMatrix,
                    frame_ends: list[float], decode_ahead: bool):
-  """Runs one video through a fresh predictor, scoring each labelled frame into `confusion`;
+  """Runs one video through a fresh predictor (`stream_predictions`: the device predicts frame t+1
+  while the host fetches and scores frame t), scoring each labelled frame into `confusion`;
   returns frames, labels and predictions in order.
 
-  The predictions of a push are fetched and scored after the next push is dispatched, so the
-  device predicts frame t+1 while the host fetches and scores frame t; with `decode_ahead`, a
-  thread also decodes the frames after it meanwhile. `frame_ends` gets the time each frame's turn
-  of the loop ended.
+  With `decode_ahead`, a thread also decodes the frames ahead meanwhile. `frame_ends` gets the time
+  each frame's turn of the loop ended.
   """
-  frames, labels, predictions = [], [], {}
+  frames, labels, predictions = [], [], []
 
-  def fetch_and_score(ready):
-    for frame_id, prediction in ready:
-      predictions[frame_id] = prediction = np.asarray(prediction)
-      if labels[frame_id] is None:
-        continue
-      try:
-        confusion.update(labels[frame_id], prediction)
-      except ValueError as e:
-        raise DataError(f"video {video.name} frame {frame_id}", str(e)) from e
-
-  pending = []
-  decoded = read_ahead(video) if decode_ahead else iter(video)
-  with contextlib.closing(decoded):
-    for frame, label in decoded:
+  def kept(decoded):
+    for frame, label in decoded:  # the whole video, which mVC/VEC and TC score once predicted
       frames.append(frame)
       labels.append(label)
-      ready = predictor.push(frame)
-      fetch_and_score(pending)
-      pending = ready
-      frame_ends.append(time.perf_counter())
-  fetch_and_score(pending + predictor.flush())
-  if sorted(predictions) != list(range(len(frames))):
-    raise RuntimeError(
-        f"{predictor.name} returned frames {sorted(predictions)} for video {video.name} "
-        f"of {len(frames)} frames")
-  return frames, labels, [predictions[i] for i in range(len(frames))]
+      yield "", frame  # `ShotPredictor`'s note names it by its index
+
+  decoded = read_ahead(video) if decode_ahead else iter(video)
+  with contextlib.closing(decoded):
+    for index, _, prediction in stream_predictions(
+        predictor, kept(decoded), lambda pushed: frame_ends.append(time.perf_counter())):
+      predictions.append(prediction)
+      if labels[index] is None:
+        continue
+      try:
+        confusion.update(labels[index], prediction)
+      except ValueError as e:
+        raise DataError(f"video {video.name} frame {index}", str(e)) from e
+  return frames, labels, predictions
 
 
 class _OneVideoBehind:
@@ -216,7 +208,6 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   copies = parallel.local_copies(variables, devices)  # collective: before any process's own work
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
-  miou_convention = config.eval.miou_convention
   scorers = [make_scorers(config) for _ in devices]  # checked before the run, not after it
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
                             config.eval.max_videos,
@@ -224,64 +215,20 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
                             keep_whole=scorers[0].scores_tc))
   source = make_source(config.data)  # the overlay's palette, the results' class names
   shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"), stop_requested)
-
-  def overlay(name, frames, predictions, labels):
-    return _write_overlay(workdir, name, frames, predictions, labels, config.eval.overlay_fps,
-                          source.palette)
-
-  writes_overlay = bool(workdir) and config.eval.overlay_video and jax.process_index() == 0
-  shares = [(videos[k::len(devices)], copies[k], scorers[k],
-             overlay if writes_overlay and k == 0 else None) for k in range(len(devices))]
-  shares = [share for share in shares if share[0]]  # fewer videos than devices
-  started = time.perf_counter()
-  outcomes = parallel.run_per_device(
-      [functools.partial(_evaluate_share, method, copy, share, scorer, split, decode_ahead, shared,
-                         write) for share, copy, scorer, write in shares], shared.failed)
-  timed_frames, timed_wall = _timed_span(shared.frame_ends, [first for first, _ in outcomes],
-                                         started)
-  provisional = next((path for _, path in outcomes if path is not None), None)
+  write_overlay = None
+  if workdir and config.eval.overlay_video and jax.process_index() == 0:
+    write_overlay = functools.partial(_write_overlay, workdir, fps=config.eval.overlay_fps,
+                                      palette=source.palette)
+  timed_frames, timed_wall, provisional = _predict_shares(
+      method, copies, videos, scorers, split, decode_ahead, shared, write_overlay)
+  overlay_path = _settle_overlay(provisional, keep=not shared.cut_short)
   if shared.cut_short:
-    if provisional is not None:
-      provisional.unlink()
     print(f"eval[{split}] of step {step} cut short by the stop request after "
           f"{shared.videos_done} of {len(videos)} videos; no results written", flush=True)
     return None
-  overlay_path = None
-  if provisional is not None:
-    overlay_path = provisional.parent / provisional.name.removeprefix(".")
-    provisional.replace(overlay_path)
 
-  merged = functools.reduce(Scorers.merge, scorers)
-  confusion = merge_across_processes(merged.confusion)
-  consistency = merge_across_processes(merged.consistency)
-  temporal = merged.temporal
-  if temporal is not None:
-    temporal = merge_across_processes(temporal)
-  # The throughput of the whole evaluation: every process's timed frames over the longest span.
-  num_videos, num_frames, timed_frames = _sum_across_processes(
-      [len(videos), len(shared.frame_ends), timed_frames])
-  timed_wall = _longest_across_processes(timed_wall)
-  mious = miou_by_convention(confusion.matrix)
-  results: dict[str, Any] = {
-      "step": int(step),
-      "data_source": config.data.source,  # 'synthetic' under a real config's `:quick` too
-      "split": split,
-      "num_videos": num_videos,
-      "num_frames": num_frames,
-      "scored_pixels": int(confusion.matrix.sum()),  # labelled pixels (0: a split without labels)
-      "mIoU": mious[f"mIoU_{miou_convention}"],
-      "mIoU_convention": miou_convention,
-      **mious,
-      "wIoU": fwiou(confusion.matrix),
-      "pixel_acc": pixel_accuracy(confusion.matrix),
-      "frames_per_s": timed_frames / max(timed_wall, 1e-9),
-      "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
-      "class_names": list(source.class_names),
-      "mVC_convention": consistency.vc_convention,
-  }
-  results.update(consistency.summary())
-  if temporal is not None:
-    results.update(temporal.summary(), TC_pairs=temporal.pairs)
+  results = _results(config, step, functools.reduce(Scorers.merge, scorers), source.class_names,
+                     [len(videos), len(shared.frame_ends), timed_frames], timed_wall)
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
   if config_changes:
@@ -290,6 +237,77 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     _, md_path, table = report.write_results(workdir, results, config.published)
     report.append_history(workdir, results)
     print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
+  return results
+
+
+def _predict_shares(method: Method, copies: list[Variables], videos: list, scorers: list[Scorers],
+                    split: str, decode_ahead: bool, shared: _Shared, write_overlay
+                    ) -> tuple[int, float, epath.Path | None]:
+  """Device k of K predicts and scores videos k, k + K, ... into `scorers[k]` with `copies[k]`
+  (`_evaluate_share`), the first one writing the overlay of its first video (with
+  `write_overlay`). Returns the frames that frames/s counts, the seconds they took
+  (`_timed_span`), and the overlay under its provisional name (None: none written)."""
+
+  def evaluate_share(k: int, share: list, variables: Variables):
+    return _evaluate_share(method, variables, share, scorers[k], split, decode_ahead, shared,
+                           write_overlay if k == 0 else None)
+
+  started = time.perf_counter()
+  outcomes = parallel.share_over_devices(videos, copies, evaluate_share, shared.failed)
+  timed_frames, timed_wall = _timed_span(shared.frame_ends, [first for first, _ in outcomes],
+                                         started)
+  provisional = next((path for _, path in outcomes if path is not None), None)
+  return timed_frames, timed_wall, provisional
+
+
+def _settle_overlay(provisional: epath.Path | None, keep: bool) -> epath.Path | None:
+  """The overlay this evaluation wrote under its provisional name, renamed to its own (replacing
+  an earlier evaluation's), or without `keep` (an evaluation cut short) removed: None then, and
+  without an overlay."""
+  if provisional is None:
+    return None
+  if not keep:
+    provisional.unlink()
+    return None
+  overlay_path = provisional.parent / provisional.name.removeprefix(".")
+  provisional.replace(overlay_path)
+  return overlay_path
+
+
+def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Sequence[str],
+             counts: list[int], timed_wall: float) -> dict[str, Any]:
+  """The results of `scorers` (this process's devices' merged), merged across processes.
+  `counts` (this process's videos, frames and timed frames) are summed over processes, and of
+  `timed_wall` (the seconds its timed frames took) the longest counts: frames/s is the whole
+  evaluation's throughput."""
+  confusion = merge_across_processes(scorers.confusion)
+  consistency = merge_across_processes(scorers.consistency)
+  temporal = scorers.temporal
+  if temporal is not None:
+    temporal = merge_across_processes(temporal)
+  num_videos, num_frames, timed_frames = _sum_across_processes(counts)
+  timed_wall = _longest_across_processes(timed_wall)
+  mious = miou_by_convention(confusion.matrix)
+  results: dict[str, Any] = {
+      "step": int(step),
+      "data_source": config.data.source,  # 'synthetic' under a real config's `:quick` too
+      "split": config.data.eval_split,
+      "num_videos": num_videos,
+      "num_frames": num_frames,
+      "scored_pixels": int(confusion.matrix.sum()),  # labelled pixels (0: a split without labels)
+      "mIoU": mious[f"mIoU_{config.eval.miou_convention}"],
+      "mIoU_convention": config.eval.miou_convention,
+      **mious,
+      "wIoU": fwiou(confusion.matrix),
+      "pixel_acc": pixel_accuracy(confusion.matrix),
+      "frames_per_s": timed_frames / max(timed_wall, 1e-9),
+      "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
+      "class_names": list(class_names),
+      "mVC_convention": consistency.vc_convention,
+  }
+  results.update(consistency.summary())
+  if temporal is not None:
+    results.update(temporal.summary(), TC_pairs=temporal.pairs)
   return results
 
 

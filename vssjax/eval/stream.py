@@ -1,0 +1,58 @@
+"""A video's frames through a streaming predictor, its answers taken back in frame order: the loop
+the evaluator and `--mode=infer` share."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator
+
+import jax
+import numpy as np
+
+from vssjax.eval.shots import ShotPredictor
+from vssjax.methods.base import Prediction
+
+
+def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.ndarray]],
+                       after_push: Callable[[int], None] = lambda pushed: None
+                       ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """Pushes `frames` ((name, RGB frame) pairs, the name for `ShotPredictor.push`'s note) one by
+  one, flushes the predictor after the last, and yields (index, frame, label map as numpy) of
+  every frame, in frame order.
+
+  A push's answers are fetched from the device and yielded after the next push is dispatched: the
+  device predicts a frame while the consumer handles the frame before. `after_push(count)` follows
+  each push once the answers before it were handled (a progress line, a frame's time). A frame is
+  held only until it is yielded, so a long video is never held whole.
+
+  A predictor may answer frames in any order (docs/extending.md), but each frame pushed exactly
+  once: an answer for a frame answered before or never pushed, and a frame without an answer at
+  the end, are a RuntimeError.
+  """
+  held: dict[int, np.ndarray] = {}  # frames pushed and not yet yielded
+  answered: dict[int, np.ndarray | jax.Array] = {}  # label maps waiting for an earlier frame's
+  next_index = 0  # the frame to yield next
+  pushed = 0
+
+  def in_order(ready: list[Prediction]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    nonlocal next_index
+    for index, labels in ready:
+      if index not in held or index in answered:
+        said = " twice" if 0 <= index < pushed else f", which it was not given ({pushed} pushed)"
+        raise RuntimeError(f"{predictor.name} answered frame {index}{said}: every frame must come "
+                           "back exactly once")
+      answered[index] = labels
+    while next_index in answered:
+      index, next_index = next_index, next_index + 1
+      yield index, held.pop(index), np.asarray(answered.pop(index))
+
+  ready: list[Prediction] = []
+  for name, frame in frames:
+    held[pushed] = frame
+    ready, previous = predictor.push(frame, name), ready
+    pushed += 1
+    yield from in_order(previous)
+    after_push(pushed)
+  yield from in_order(ready + predictor.flush())
+  if held:
+    raise RuntimeError(f"{predictor.name} never answered {len(held)} of the {pushed} frames pushed "
+                       f"(the first: frame {min(held)}): every frame must come back exactly once")
