@@ -242,11 +242,12 @@ def share_over_devices(items: Sequence[T], copies: Sequence[V],
                           for k, share in shares if share], failed)
 
 
-def map_over_devices(items: Sequence[T], copies: Sequence[V], fn: Callable[[T, V], R]) -> list[R]:
+def map_over_devices(items: Sequence[T], copies: Sequence[V], fn: Callable[[T, V], R], *,
+                     failed: threading.Event | None = None) -> list[R]:
   """`fn(item, copy)` of every item, in the items' order: device k of K (`copies[k]`) takes items
-  k, k + K, ... one after another (`share_over_devices`). A failing device stops the others before
-  their next item, and its error is raised."""
-  failed = threading.Event()
+  k, k + K, ... one after another (`share_over_devices`). A failing device sets `failed` (a fresh
+  event unless given), which stops the others before their next item, and its error is raised."""
+  failed = failed or threading.Event()
 
   def work(_: int, share: list[T], copy: V) -> list[R]:
     done = []
