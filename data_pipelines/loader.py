@@ -23,6 +23,7 @@ from absl import logging
 
 from data_pipelines import clip_sampling, dataset, eval_transforms, transforms
 from data_pipelines.sources.base import DataError
+from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.flow import FlowProvider
 
@@ -96,17 +97,9 @@ def sample_rng(seed: int, position: int) -> np.random.Generator:
   """The augmentation RNG of sample `position` of the stream of `seed`.
 
   Philox keyed by (seed, position) as one 128-bit integer: distinct for every pair (a key of
-  seed + position would give seed s at position p+1 the draws of seed s+1 at p), and for seed 0
-  the key the loader has always used, so seed-0 runs replay as before.
+  seed + position would give seed s at position p+1 the draws of seed s+1 at p).
   """
   return np.random.Generator(np.random.Philox(key=(seed << 64) | position))
-
-
-def per_process_batch_size(batch_size: int, shard_count: int) -> int:
-  if batch_size % shard_count:
-    raise SetupError(f"data.batch_size={batch_size} is not divisible by the {shard_count} "
-                     f"data shards (processes)")
-  return batch_size // shard_count
 
 
 class _LocalBatchSampler:
@@ -128,14 +121,16 @@ class _LocalBatchSampler:
             f"{self._shard_options.shard_count})")
 
 
-def epoch_items(videos: dataset.VideoDataset, unit: str) -> tuple[np.ndarray, np.ndarray | None]:
+def epoch_items(videos: dataset.VideoDataset, unit: str, split: str
+                ) -> tuple[np.ndarray, np.ndarray | None]:
   """What one training epoch visits once each: (video index, target frame or None) as two arrays.
 
   'videos': every video, its target drawn by the clip sampler (mmseg's one clip per video visit).
   'frames': every labelled frame of every video as the target (DCFM's VSPW epoch, every frame
   once as x_L, specs/dcfm.md §4.1), so long videos weigh by their length. This asks every video
   for its labelled frames up front; with the ArrayRecord backend the split's video index answers
-  without reading a record.
+  without reading a record. `split` names the videos' split in a `DataError` (source and split:
+  "vspw train").
   """
   if unit == "videos":
     return np.arange(len(videos)), None
@@ -143,7 +138,8 @@ def epoch_items(videos: dataset.VideoDataset, unit: str) -> tuple[np.ndarray, np
     raise SetupError(f"data.train_epoch must be 'videos' or 'frames', got {unit!r}")
   labeled = [videos.labeled_indices(i) for i in range(len(videos))]
   if not any(labeled):
-    raise ValueError("data.train_epoch='frames': the training split has no labelled frame")
+    raise DataError(split, "no video has a labelled frame, and data.train_epoch='frames' trains on "
+                    "each labelled frame")
   return (np.repeat(np.arange(len(videos)), [len(frames) for frames in labeled]),
           np.concatenate([np.asarray(frames, np.int64) for frames in labeled]))
 
@@ -164,7 +160,7 @@ class _LocalBatchMap(grain.transforms.Map):
     self._clip_map = clip_map
     self._item_videos, self._item_targets = items
     self._batch_size = batch_size
-    self._local = per_process_batch_size(batch_size, shard_options.shard_count)
+    self._local = parallel.per_process_batch_size(batch_size, shard_options.shard_count)
     self._first_row = shard_options.shard_index * self._local
     self._seed = seed
     self._epoch_order: tuple[int, np.ndarray] | None = None
@@ -176,12 +172,12 @@ class _LocalBatchMap(grain.transforms.Map):
     A terminal's Ctrl-C reaches every process of its group, and a scheduler's SIGTERM (SLURM's
     scancel or preemption) every process of the job. The training process stops cleanly at either
     (its steps up to the agreed stop step, a checkpoint, then exit), which ends the workers (Grain
-    stops them, killing any left). A worker used to die at either signal: at Ctrl-C with its
-    KeyboardInterrupt traceback in the run's log, at SIGTERM leaving the training process only its
-    buffered batches, so a stop step beyond them failed with Grain's "Worker process was
-    terminated unexpectedly" instead of checkpointing. Grain's DataLoader takes no worker
-    initialiser; a worker unpickles its operations first thing, in its main thread (a signal
-    during its start-up, before that, still ends it).
+    stops them, killing any left). A worker ended by the signal itself would print its
+    KeyboardInterrupt traceback at Ctrl-C, and at SIGTERM leave the training process only its
+    buffered batches, so that a stop step beyond them would fail with Grain's "Worker process was
+    terminated unexpectedly" instead of checkpointing. Set here as Grain's DataLoader takes no
+    worker initialiser, and a worker unpickles its operations first thing, in its main thread (a
+    signal during its start-up, before that, still ends it).
     """
     self.__dict__.update(state)
     if multiprocessing.parent_process() is not None:
@@ -222,6 +218,13 @@ def _check_videos_hold_clips(videos: dataset.VideoDataset, frames: int, what: st
         f"leftImg8bit_sequence/; records built without them need a rebuild)"))
 
 
+def flow_enabled(data_cfg: ml_collections.ConfigDict) -> bool:
+  """Whether training batches carry optical flow between clip frames (`data.flow.method` set):
+  asked by the loader that computes it and by `vssjax.train.loop.batch_spec`, which must agree."""
+  flow_cfg = data_cfg.get("flow", None)
+  return flow_cfg is not None and bool(flow_cfg.get("method", ""))
+
+
 def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_sampling.ClipSampler, *,
                       seed: int, shard_options: grain.sharding.ShardOptions | None = None
                       ) -> grain.DataLoader:
@@ -243,11 +246,11 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
   videos = dataset.make_dataset(data_cfg, data_cfg.train_split)
   _check_videos_hold_clips(videos, sampler.frames_per_clip, "training clips", data_cfg,
                            data_cfg.train_split)
-  flow_cfg = data_cfg.get("flow", None)
-  flow = (FlowProvider(flow_cfg.method, flow_cfg.get("cache_dir", ""))
-          if flow_cfg is not None and flow_cfg.get("method", "") else None)
+  flow = (FlowProvider(data_cfg.flow.method, data_cfg.flow.get("cache_dir", ""))
+          if flow_enabled(data_cfg) else None)
   clip_map = ClipMap(videos, sampler, data_cfg.train_transform, data_cfg.skip_bad_samples, flow)
-  items = epoch_items(videos, data_cfg.get("train_epoch", "videos"))
+  items = epoch_items(videos, data_cfg.get("train_epoch", "videos"),
+                      f"{data_cfg.source} {data_cfg.train_split}")
   batch_map = _LocalBatchMap(clip_map, items, data_cfg.batch_size, shard_options, seed)
   return grain.DataLoader(
       data_source=grain.sources.RangeDataSource(0, 2**62, 1),  # batch numbers, endless

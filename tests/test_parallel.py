@@ -19,6 +19,10 @@ def test_mesh_shapes_and_errors():
     parallel.make_mesh(-1, 3)
   with pytest.raises(ValueError, match="not divisible by the 4 devices"):
     parallel.check_batch_size(6, parallel.make_mesh())
+  assert parallel.check_batch_size(8, parallel.make_mesh()) == 8  # the rows of the one process
+  assert parallel.per_process_batch_size(8, 2) == 4
+  with pytest.raises(SetupError, match="data.batch_size=5 is not divisible by the 2 processes"):
+    parallel.per_process_batch_size(5, 2)
 
 
 def test_sharding_rules_first_match_and_largest_divisible_axis():

@@ -395,7 +395,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     method = get_method(dtype_config)
     state, sharding = _random_state(dtype_config, method, mesh)
     num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
-    variables = loop.variables_of(state)
+    variables = state.variables
     train_step = (_trace_train_step(dtype_config, method, state, sharding, mesh)
                   if settings["train_step"] else None)
     # A per-frame method's prediction is one frame through the network, whatever it trains on.

@@ -119,8 +119,9 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
-  """Fails early, naming the numbers, when the batch cannot be split evenly."""
+def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
+  """Fails early, naming the numbers, when the batch cannot be split evenly; returns the rows
+  each process loads."""
   devices = mesh.devices.size
   if global_batch < 1:
     raise SetupError(f"data.batch_size={global_batch}: a batch needs at least one clip")
@@ -128,9 +129,17 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> None:
     raise SetupError(
         f"data.batch_size={global_batch} is not divisible by the {devices} devices of the mesh "
         f"{dict(mesh.shape)}")
-  if global_batch % jax.process_count():
+  return per_process_batch_size(global_batch, jax.process_count())
+
+
+def per_process_batch_size(global_batch: int, processes: int) -> int:
+  """The rows of the global batch each of `processes` loads; a `SetupError` where they cannot be
+  equal. Checked here for training and the bench, and by the train loader, which is also built
+  alone (`data_pipelines.bench`), for its shards."""
+  if global_batch % processes:
     raise SetupError(
-        f"data.batch_size={global_batch} is not divisible by the {jax.process_count()} processes")
+        f"data.batch_size={global_batch} is not divisible by the {processes} processes")
+  return global_batch // processes
 
 
 def path_name(path) -> str:

@@ -13,7 +13,7 @@ import pytest
 from data_pipelines import clip_sampling, dataset, eval_transforms, loader
 from data_pipelines.sources import base
 from tests.data_pipelines import helpers
-from vssjax.errors import SetupError
+from vssjax.errors import DataError, SetupError
 
 CLIP3 = clip_sampling.OffsetClipSampler((-2, -1, 0), reverse_prob=0.5)
 ONE_SHARD = grain.sharding.ShardOptions(0, 1)
@@ -106,7 +106,7 @@ def test_same_seed_same_batches_other_seed_other_batches(tmp_path):
 
 def test_batch_size_must_divide_over_processes(tmp_path):
   cfg = helpers.data_config(tmp_path, batch_size=5)
-  with pytest.raises(ValueError, match="not divisible by the 2 data shards"):
+  with pytest.raises(SetupError, match="data.batch_size=5 is not divisible by the 2 processes"):
     loader.make_train_loader(cfg, CLIP3, seed=0,
                              shard_options=grain.sharding.ShardOptions(0, 2))
 
@@ -281,13 +281,26 @@ def _sparse_videos():
 
 def test_epoch_items_are_videos_or_labelled_frames():
   videos = _sparse_videos()
-  items, targets = loader.epoch_items(videos, "videos")
+  items, targets = loader.epoch_items(videos, "videos", "constant train")
   assert items.tolist() == [0, 1, 2] and targets is None
-  items, targets = loader.epoch_items(videos, "frames")
+  items, targets = loader.epoch_items(videos, "frames", "constant train")
   assert list(zip(items.tolist(), targets.tolist())) == (
       [(0, t) for t in range(6)] + [(1, 2), (1, 5)] + [(2, t) for t in range(6)])
   with pytest.raises(ValueError, match="'videos' or 'frames'"):
-    loader.epoch_items(videos, "clips")
+    loader.epoch_items(videos, "clips", "constant train")
+
+
+def test_a_frames_epoch_of_a_split_without_labels_is_a_data_error_naming_it():
+  """One line from the commands (`DataError`), as every other data mistake."""
+  source = helpers.ConstantSource(num_videos=2, num_frames=3, size=8)
+  unlabelled = [base.VideoRecord(video.name, tuple(base.FrameRef(f.frame_id, f.image)
+                                                   for f in video.frames))
+                for video in source.videos("train")]
+  videos = dataset.VideoDataset(unlabelled, source, labels_mapped=False)
+  assert loader.epoch_items(videos, "videos", "constant train")[0].tolist() == [0, 1]
+  with pytest.raises(DataError, match=r"^constant train: no video has a labelled frame, and "
+                     r"data\.train_epoch='frames'"):
+    loader.epoch_items(videos, "frames", "constant train")
 
 
 def test_frames_epoch_reads_no_record_with_the_video_index(tmp_path, monkeypatch):
@@ -295,7 +308,7 @@ def test_frames_epoch_reads_no_record_with_the_video_index(tmp_path, monkeypatch
   dataset.make_dataset(cfg, "train")  # Builds the records and their index.
   sources = helpers.count_record_reads(monkeypatch)
   videos = dataset.make_dataset(cfg, "train")
-  items, targets = loader.epoch_items(videos, "frames")
+  items, targets = loader.epoch_items(videos, "frames", "synthetic train")
   assert sources[-1].reads == 0
   assert items.tolist() == np.repeat(np.arange(8), 6).tolist()
   assert targets.tolist() == list(range(6)) * 8
@@ -310,7 +323,8 @@ class _RecordingClipMap:
 
 
 def test_frames_epoch_visits_every_labelled_frame_once_as_target():
-  items = loader.epoch_items(_sparse_videos(), "frames")  # 14 (video, frame) items
+  # 14 (video, frame) items
+  items = loader.epoch_items(_sparse_videos(), "frames", "constant train")
   batch_map = loader._LocalBatchMap(_RecordingClipMap(), items, 2, ONE_SHARD, seed=0)
   epochs = [[tuple(row) for k in range(7 * e, 7 * e + 7) for row in batch_map.map(k)["item"]]
             for e in (0, 1)]

@@ -147,7 +147,7 @@ def _jax_steps(config, hf_state):
     for batch in _batches():
       state, metrics = train_step(state, parallel.to_global(batch, mesh), total_steps)
       losses.append(float(metrics["loss"]))
-  return losses, jax.device_get({"params": state.params, **state.model_state})
+  return losses, jax.device_get(state.variables)
 
 
 def _flat(tree):

@@ -242,7 +242,7 @@ def replaces_every_variable(state: TrainState, variables: Mapping[str, Any]) -> 
   """Whether `variables` replace every parameter and statistic of `state`: then
   `state_with_variables` never reads the state's values, and an abstract state (nothing
   initialised, nothing compiled) will do."""
-  fresh = {"params": state.params, **state.model_state}
+  fresh = state.variables
   fresh_leaves = {id(leaf) for leaf in jax.tree.leaves(fresh)}
   return not any(id(leaf) in fresh_leaves for leaf in jax.tree.leaves(_merge(fresh, variables)))
 
@@ -250,8 +250,9 @@ def replaces_every_variable(state: TrainState, variables: Mapping[str, Any]) -> 
 def combined(*parts: Mapping[str, Any]) -> dict[str, Any]:
   """Variables of several sources (`{collection: {name: tree}}`: a method's `fixed_variables`, a
   PyTorch checkpoint's) as one, for a single `state_with_variables`, whose line of what kept its
-  fresh initialisation then names only what none of them loaded (ETC's teacher, loaded from its
-  own run, was listed as fresh after the student's ImageNet weights)."""
+  fresh initialisation then names only what none of them loaded (loaded one at a time, ETC's
+  teacher, which comes from its own run, would be listed as fresh after the student's ImageNet
+  weights)."""
   merged: dict[str, dict[str, Any]] = {}
   for part in parts:
     for collection, trees in part.items():
@@ -267,7 +268,7 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
   (`replaces_every_variable`). `report_kept` prints the parts the variables left fresh (weights
   meant to start the model: a backbone-only file); off where only a method's `fixed_variables`
   (ETC's teacher) are loaded, which never cover the trained model."""
-  fresh = {"params": state.params, **state.model_state}
+  fresh = state.variables
   merged = _merge(fresh, variables)
   kept = sorted(f"{c}/{k}" for c, tree in fresh.items() for k in tree
                 if k not in variables.get(c, {}))

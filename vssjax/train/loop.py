@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
-from data_pipelines.loader import eval_videos, make_train_loader
+from data_pipelines.loader import eval_videos, flow_enabled, make_train_loader
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -48,7 +48,7 @@ def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
       "labels": jax.ShapeDtypeStruct((batch, clip, height, width), np.int32),
       "labeled": jax.ShapeDtypeStruct((batch, clip), np.bool_),
   }
-  if config.data.get("flow", {}).get("method", ""):  # the loader's flow between clip frames
+  if flow_enabled(config.data):
     spec["flow"] = jax.ShapeDtypeStruct((batch, clip - 1, height, width, 2), np.float32)
   return spec
 
@@ -61,12 +61,14 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
   (see `step.init_state`).
   """
   spec = batch_spec(config)
+
+  def init_variables(rng):  # only the batch's shapes matter: no data is baked into the program
+    return method.init(rng, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()})
+
   rng = jax.random.PRNGKey(config.seed)
-  variables = jax.eval_shape(
-      lambda r: method.init(r, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()}),
-      rng)
+  variables = jax.eval_shape(init_variables, rng)
   tx, schedule = make_optimizer(config.optim, config.train.steps, variables["params"])
-  state, sharding = step_lib.init_state(method, tx, rng, spec, mesh, variables,
+  state, sharding = step_lib.init_state(init_variables, variables, tx, rng, mesh,
                                         config.sharding_rules, abstract=abstract)
   return state, sharding, tx, schedule
 
@@ -157,16 +159,11 @@ def _check_data_settings(workdir: str, config: ConfigDict) -> None:
         "--workdir")
 
 
-def variables_of(state: TrainState) -> dict[str, Any]:
-  return {"params": state.params, **state.model_state}
-
-
-def _log_startup(config: ConfigDict, mesh, state: TrainState) -> None:
+def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local / "
         f"{jax.device_count()} global devices ({jax.default_backend()}), mesh {dict(mesh.shape)}, "
-        f"global batch {config.data.batch_size} "
-        f"(local {config.data.batch_size // jax.process_count()}), "
+        f"global batch {config.data.batch_size} (local {local_batch}), "
         f"{num_params / 1e6:.3f}M parameters", flush=True)
   # Named, as a `:quick` suffix or a config's later lines may swap the source a user set.
   print(f"data: {config.data.source} (training on {config.data.train_split}, evaluating on "
@@ -174,10 +171,10 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState) -> None:
 
 
 def check_train_settings(train: ConfigDict) -> None:
-  """The loop's counts, checked before anything runs: an interval of 0 was a ZeroDivisionError
-  traceback at the first step, a negative `eval_every` evaluated after every step, and
-  `keep_checkpoints=0` (Orbax's max_to_keep) deleted every checkpoint as it was written, leaving
-  nothing to resume or evaluate."""
+  """The loop's counts, checked before anything runs: an interval of 0 would divide by zero at the
+  first step, a negative `eval_every` would evaluate after every step, and `keep_checkpoints=0`
+  (Orbax's max_to_keep) would delete every checkpoint as it is written, leaving nothing to resume
+  or evaluate."""
   if train.steps < 1:
     raise SetupError(f"train.steps={train.steps}: training needs at least one step")
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
@@ -197,10 +194,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   interruption), and so does SIGTERM (after checkpointing); the final evaluation then does not run.
   Returns the final results, if any.
   """
-  # ---- Set up mesh, method, input pipeline and state (resumed, else fresh) ----
   check_train_settings(config.train)
   mesh = parallel.mesh_from_config(config)
-  parallel.check_batch_size(config.data.batch_size, mesh)
+  local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
   make_scorers(config)  # the evaluation's settings, checked now rather than after training
   sampler = make_clip_sampler(config.clip)
@@ -210,120 +206,148 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   next(eval_videos(config.data, config.data.eval_split, max_videos=1,
                    clip_frames=sampler.eval_frames_per_clip), None)
   data_iter = iter(loader)
+  total = config.train.steps
   # Made once the setup has been checked. The lock is held through the final evaluation: a second
   # run in this workdir (a requeued job) would otherwise find the training complete and evaluate
   # alongside, both writing the results.
   with workdir_for_this_run(workdir), workdir_lock(workdir):
     # Closed however the run ends (an error included): an asynchronous save in flight completes.
-    with contextlib.ExitStack() as closing:
-      checkpointer = closing.enter_context(contextlib.closing(Checkpointer(
-          workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoint)))
-      resume = checkpointer.latest_step() is not None
-      # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
-      # missing teacher, is said at once. A resumed run reads neither.
-      fixed = method.fixed_variables() if not resume else {}
-      weights = (init_from.load_torch_variables(
-          config.init.torch_checkpoint, method, allow_pickle=config.init.allow_pickle,
-          setting="init.torch_checkpoint") if config.init.torch_checkpoint and not resume else None)
-      state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resume)
-      _log_startup(config, mesh, state)
-      if resume:
-        state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
-        print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
-      else:
-        loaded = init_from.combined(fixed, weights or {})
-        if loaded:
-          state = init_from.state_with_variables(state, loaded, tx, state_sharding,
-                                                 report_kept=weights is not None)
+    with contextlib.closing(Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                         async_save=config.train.async_checkpoint)) as checkpointer:
+      resumed = checkpointer.latest_step() is not None
+      state, state_sharding, schedule = _initial_state(
+          config, method, mesh, checkpointer, workdir, data_iter, resumed=resumed,
+          local_batch=local_batch)
       start = int(state.step)
-      total = config.train.steps
-      # Only now: a failed restore keeps the record of what was trained.
-      if jax.process_index() == 0:
-        if resume:
-          for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
-            drop_lines_after_step(epath.Path(workdir) / log, start)
-        # Rewritten only by a run that trains: one whose train.steps are at or below the
-        # checkpoint's only evaluates it, and config.json keeps what it was trained with.
-        if start < total:
-          if resume:
-            config_record.keep_record_of_changed_config(workdir, config, start)
-          configs_lib.write_record(config, workdir)
+      _reset_records(config, workdir, start, resumed=resumed)
       end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
-
-      # ---- Train loop ----
-      train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
-                                            state_sharding, mesh,
-                                            jax.random.PRNGKey(config.seed + 1))
-      total_steps = step_lib.schedule_length(total, mesh)
-      writer = closing.enter_context(contextlib.closing(
-          MetricWriter(workdir, resumed_at_step=start if resume else None)))
-      progress = Progress("train step", total, "steps", min_interval_s=0.0)
-      profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
-      closing.callback(profiler.close)  # a trace that a stop or an error cut short
-      lines = LogLines(writer, progress, schedule, config)
-      if start >= total:
-        print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
-              f"evaluating it", flush=True)
-      else:  # the first step waits for XLA to compile it: minutes for a large model
-        print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
-      done, stopped = start, False
-      with StopSignal() as stop_signal:
-        for step in range(start, end):
-          with profiler.step(step + 1):
-            waiting_from = time.perf_counter()
-            batch = parallel.to_global(next(data_iter), mesh)
-            waited = time.perf_counter() - waiting_from
-            state, metrics = train_step(state, batch, total_steps)
-          done = step + 1
-          profiler.after_step(
-              done, (state, metrics),
-              compiled=lambda: train_step.lower(state, batch, total_steps).compile())
-          lines.step(done, metrics, waited)
-          stopping = stop_signal.should_stop(done)
-          if done % config.train.log_every == 0 or done == end or stopping:
-            lines.write(done)
-          evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
-                        and done != total and not stopping)
-          # An evaluation takes minutes, longer than a scheduler's grace between SIGTERM and
-          # SIGKILL: its step is checkpointed first, so a preemption during it loses no step.
-          saving = (done % config.train.checkpoint_every == 0 or done == end or stopping
-                    or evaluating)
-          if saving or evaluating:  # the steps since the last log line, checked
-            lines.check_pending()
-          if saving:
-            saving_from = time.perf_counter()
-            checkpointer.save(done, state, data_iter)
-            lines.saved(time.perf_counter() - saving_from)
-          if evaluating:
-            results = None
-            if not stop_signal.requested_here():  # not one asked during the save
-              evaluating_from = time.perf_counter()
-              results = evaluate(method, variables_of(state), config, workdir=workdir,
-                                 step=done, stop_requested=stop_signal.requested_here)
-              lines.paused(time.perf_counter() - evaluating_from)
-            if results is None:
-              print(f"step {done}'s evaluation was cut short: --mode=eval --step={done} "
-                    "evaluates it", flush=True)
-          # A request during this step's save or evaluation (one process) stops here, not a step
-          # on; one after an unsaved step's check is for the next step's check, which saves.
-          if stopping or (saving and stop_signal.requested_here()):
-            lines.write(done)  # the steps since the last line, if any
-            print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
-                  flush=True)
-            stopped = True
-            break
-      # With data workers the last batch's host arrays are Grain shared memory (aliased by the
-      # device arrays on a CPU), unlinked in the background once released: released here, before
-      # the last save completes and the evaluation, rather than at exit, where Python warns of
-      # "leaked shared_memory objects".
-      batch = None
-
+      state, done, stopped = _run_steps(
+          config, method, mesh, state, state_sharding, schedule, checkpointer, workdir, data_iter,
+          range(start, end), resumed=resumed)
     # Not after a stop at the last step: a preempted job ends now, and its re-run evaluates.
     if done >= total and not stopped:  # one that trained nothing may evaluate otherwise
-      return evaluate(method, variables_of(state), config, workdir=workdir, step=done,
+      return evaluate(method, state.variables, config, workdir=workdir, step=done,
                       config_changes=(config_record.said_eval_changes(workdir, config, done)
                                       if start >= total else ()))
   return None
+
+
+def _initial_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh,
+                   checkpointer: Checkpointer, workdir: str, data_iter, *, resumed: bool,
+                   local_batch: int):
+  """The state this run starts from, its sharding and the learning-rate schedule: the latest
+  checkpoint's (`data_iter` restored with it) when `resumed`, else a fresh state with the method's
+  `fixed_variables` and `init.torch_checkpoint`'s weights swapped in."""
+  # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
+  # missing teacher, is said at once. A resumed run reads neither.
+  fixed = method.fixed_variables() if not resumed else {}
+  weights = (init_from.load_torch_variables(
+      config.init.torch_checkpoint, method, allow_pickle=config.init.allow_pickle,
+      setting="init.torch_checkpoint") if config.init.torch_checkpoint and not resumed else None)
+  state, state_sharding, tx, schedule = create_state(config, method, mesh, abstract=resumed)
+  _log_startup(config, mesh, state, local_batch)
+  if resumed:
+    state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
+    print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+  else:
+    loaded = init_from.combined(fixed, weights or {})
+    if loaded:
+      state = init_from.state_with_variables(state, loaded, tx, state_sharding,
+                                             report_kept=weights is not None)
+  return state, state_sharding, schedule
+
+
+def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: bool) -> None:
+  """Process 0 makes the workdir's records those of a run from step `start`: a resumed run drops
+  the logged steps it trains again, and one that trains records its config. Called only once the
+  state is restored: a failed restore keeps the record of what was trained."""
+  if jax.process_index() != 0:
+    return
+  if resumed:
+    for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
+      drop_lines_after_step(epath.Path(workdir) / log, start)
+  # Rewritten only by a run that trains: one whose train.steps are at or below the checkpoint's
+  # only evaluates it, and config.json keeps what it was trained with.
+  if start < config.train.steps:
+    if resumed:
+      config_record.keep_record_of_changed_config(workdir, config, start)
+    configs_lib.write_record(config, workdir)
+
+
+def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, state: TrainState,
+               state_sharding, schedule, checkpointer: Checkpointer, workdir: str, data_iter,
+               steps: range, *, resumed: bool) -> tuple[TrainState, int, bool]:
+  """Trains the updates `steps` (0-based: the first is logged as step `steps.start + 1`), logging,
+  checkpointing, profiling and evaluating at the config's intervals, until a stop request.
+
+  Returns the state, the number of updates done, and whether a stop request ended the run early
+  (its step checkpointed). With data workers the last batch's host arrays are Grain shared memory
+  (aliased by the device arrays on a CPU), unlinked in the background once released: released as
+  this returns, before the last save completes and the evaluation, rather than at exit, where
+  Python warns of "leaked shared_memory objects".
+  """
+  start, end, total = steps.start, steps.stop, config.train.steps
+  train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
+                                        state_sharding, mesh, jax.random.PRNGKey(config.seed + 1))
+  schedule_length = step_lib.schedule_length(total, mesh)
+  with contextlib.ExitStack() as closing:
+    writer = closing.enter_context(contextlib.closing(
+        MetricWriter(workdir, resumed_at_step=start if resumed else None)))
+    progress = Progress("train step", total, "steps", min_interval_s=0.0)
+    profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
+    closing.callback(profiler.close)  # a trace that a stop or an error cut short
+    lines = LogLines(writer, progress, schedule, config)
+    if start >= total:
+      print(f"training already complete (checkpoint at step {start}, train.steps={total}); "
+            f"evaluating it", flush=True)
+    else:  # the first step waits for XLA to compile it: minutes for a large model
+      print(f"train: compiling the training step, then steps {start + 1}..{end}", flush=True)
+    done = start
+    with StopSignal() as stop_signal:
+      for step in steps:
+        with profiler.step(step + 1):
+          waiting_from = time.perf_counter()
+          batch = parallel.to_global(next(data_iter), mesh)
+          waited = time.perf_counter() - waiting_from
+          state, metrics = train_step(state, batch, schedule_length)
+        done = step + 1
+        profiler.after_step(
+            done, (state, metrics),
+            compiled=lambda: train_step.lower(state, batch, schedule_length).compile())
+        lines.step(done, metrics, waited)
+        stopping = stop_signal.should_stop(done)
+        if done % config.train.log_every == 0 or done == end or stopping:
+          lines.write(done)
+        evaluating = (bool(config.train.eval_every) and done % config.train.eval_every == 0
+                      and done != total and not stopping)
+        # An evaluation takes minutes, longer than a scheduler's grace between SIGTERM and
+        # SIGKILL: its step is checkpointed first, so a preemption during it loses no step.
+        saving = (done % config.train.checkpoint_every == 0 or done == end or stopping
+                  or evaluating)
+        if saving or evaluating:  # the steps since the last log line, checked
+          lines.check_pending()
+        if saving:
+          saving_from = time.perf_counter()
+          checkpointer.save(done, state, data_iter)
+          lines.saved(time.perf_counter() - saving_from)
+        if evaluating:
+          results = None
+          if not stop_signal.requested_here():  # not one asked during the save
+            evaluating_from = time.perf_counter()
+            results = evaluate(method, state.variables, config, workdir=workdir,
+                               step=done, stop_requested=stop_signal.requested_here)
+            lines.paused(time.perf_counter() - evaluating_from)
+          if results is None:
+            print(f"step {done}'s evaluation was cut short: --mode=eval --step={done} "
+                  "evaluates it", flush=True)
+        # A request during this step's save or evaluation (one process) stops here, not a step
+        # on; one after an unsaved step's check is for the next step's check, which saves.
+        if stopping or (saving and stop_signal.requested_here()):
+          lines.write(done)  # the steps since the last line, if any
+          print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
+                flush=True)
+          return state, done, True
+  return state, done, False
 
 
 def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
@@ -355,7 +379,7 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
     method = get_method(config)
     state, _, _, _ = create_state(config, method, mesh, abstract=True)
     state = restore_checkpoint(checkpointer, state, config, workdir, step=step)
-  return method, variables_of(state), step
+  return method, state.variables, step
 
 
 def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = None

@@ -14,3 +14,8 @@ class TrainState:
   params: Any
   model_state: Any  # non-trained collections, e.g. {'batch_stats': ...}
   opt_state: Any
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """The model's variables as its `apply` takes them: `params` and the other collections."""
+    return {"params": self.params, **self.model_state}

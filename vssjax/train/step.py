@@ -59,19 +59,18 @@ def _train_state(variables: dict[str, Any], tx: optax.GradientTransformation) ->
                     opt_state=tx.init(params))
 
 
-def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
-               spec: dict[str, jax.ShapeDtypeStruct], mesh: jax.sharding.Mesh,
-               variables: dict[str, Any], rules=(), *, abstract: bool = False
-               ) -> tuple[TrainState, object]:
-  """Initialises the state directly in its sharding (see `parallel.state_shardings`).
+def init_state(init_variables: Callable[[jax.Array], dict[str, Any]], variables: dict[str, Any],
+               tx: optax.GradientTransformation, rng: jax.Array, mesh: jax.sharding.Mesh,
+               rules=(), *, abstract: bool = False) -> tuple[TrainState, object]:
+  """Initialises the state from `init_variables(rng)` directly in its sharding (see
+  `parallel.state_shardings`).
 
-  `variables` are the shapes of `method.init`'s output (`jax.eval_shape`, which the caller has
-  for the optimizer already). Only the batch's shapes matter: zeros stand in for it, so no data is
-  baked into the program. With `abstract` the state's leaves are `jax.ShapeDtypeStruct`s carrying
-  their shardings, and nothing is compiled or run: all that a checkpoint restore needs. The
-  initialisation program is slow to compile (its hundreds of per-parameter RNG derivations: 23 s
-  of XLA:CPU for the synthetic DTERN, whose forward pass XLA removes as dead code), so eval and
-  resume skip it.
+  `variables` are the shapes of `init_variables(rng)` (its `jax.eval_shape`), which the caller
+  has for the optimizer already: the model is not traced again for them. With `abstract` the
+  state's leaves are `jax.ShapeDtypeStruct`s carrying their shardings, and nothing is compiled or
+  run: all that a checkpoint restore needs. The initialisation program is slow to compile (its
+  hundreds of per-parameter RNG derivations: 23 s of XLA:CPU for the synthetic DTERN, whose
+  forward pass XLA removes as dead code), so eval and resume skip it.
   """
   shapes = jax.eval_shape(lambda v: _train_state(v, tx), variables)
   sharding = parallel.state_shardings(shapes, mesh, rules)
@@ -80,7 +79,6 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
                         shapes, sharding), sharding
 
   def init(rng):
-    zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
-    return _train_state(method.init(rng, zeros), tx)
+    return _train_state(init_variables(rng), tx)
 
   return jax.jit(init, out_shardings=sharding)(rng), sharding

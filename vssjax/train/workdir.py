@@ -15,7 +15,8 @@ from vssjax.errors import SetupError
 
 def make_workdir(workdir: str) -> None:
   """Creates `workdir` (and its parents). A path that is a file, lies under one, or cannot be
-  written was an OSError traceback (FileExistsError, NotADirectoryError, PermissionError)."""
+  written is a `SetupError` saying so, rather than the OSError behind it (FileExistsError,
+  NotADirectoryError, PermissionError) with its traceback."""
   try:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   except OSError as error:
@@ -33,8 +34,8 @@ _START_FILES = frozenset({LOCK_FILE, "checkpoints", "config.json"})
 @contextlib.contextmanager
 def workdir_for_this_run(workdir: str):
   """`make_workdir`, undone if the run then fails (an error, a Ctrl-C) having written only its
-  start files: a missing `init.torch_checkpoint` or an initialisation out of memory left a
-  workdir holding a lock and an empty `checkpoints/`, which looked like a run and took the name.
+  start files: after a missing `init.torch_checkpoint` or an initialisation out of memory, a
+  workdir holding a lock and an empty `checkpoints/` would look like a run and take the name.
   What was there before stays, and so does anything the run wrote past its start (a log line,
   a checkpoint: a run that diverged keeps its metrics). One process on a local filesystem only,
   as `workdir_lock`: several processes may share the directory."""
@@ -69,12 +70,12 @@ def _remove_start_files(path: epath.Path, before: set[str] | None) -> None:
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Held while a training run uses `workdir`: a second run started in it (a job submitted twice,
-  a resume while the first still runs) silently interleaved both runs' checkpoints and log lines.
-  An flock, which the OS releases however the holder ends (kill -9 included), so no stale lock
-  is ever left. One process only: with several, their hosts may share the workdir's filesystem
-  (each would lock the others out), and one stopping alone would leave the others waiting in a
-  collective. Nor on object storage (a `gs://` workdir of a single-host TPU VM), which has no
-  file locks. `--mode=eval` takes no lock: evaluating while training runs is fine."""
+  a resume while the first still runs) would silently interleave both runs' checkpoints and log
+  lines. An flock, which the OS releases however the holder ends (kill -9 included), so no stale
+  lock is ever left. One process only: with several, their hosts may share the workdir's
+  filesystem (each would lock the others out), and one stopping alone would leave the others
+  waiting in a collective. Nor on object storage (a `gs://` workdir of a single-host TPU VM),
+  which has no file locks. `--mode=eval` takes no lock: evaluating while training runs is fine."""
   if jax.process_count() > 1 or "://" in str(workdir):
     yield
     return
