@@ -97,8 +97,8 @@ def make_mesh(data: int = -1, fsdp: int = 1,
     raise SetupError(f"mesh.data={data} x mesh.fsdp={fsdp} needs more than the {len(devices)} "
                      "devices")
   if data * fsdp < len(devices) and jax.process_count() > 1:
-    # Each process loads 1/process_count of the batch; one with no device in the mesh had its rows
-    # dropped from the global batch (and died in `to_global` with a bare StopIteration).
+    # Each process loads 1/process_count of the batch: one with no device in the mesh would have
+    # its rows dropped from the global batch.
     raise SetupError(f"mesh.data={data} x mesh.fsdp={fsdp} uses {data * fsdp} of the "
                      f"{len(devices)} devices, and with {jax.process_count()} processes the mesh "
                      "must take them all: leave mesh.data at -1")
