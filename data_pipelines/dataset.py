@@ -2,10 +2,9 @@
 
 Loaders ask for a clip (a few frame indices of one video) and the evaluator walks whole videos in
 order; both go through `VideoDataset`, which decodes only the frames asked for. The two backends
-differ only in where a video's frames come from: the source itself ('files'; 'memory' is another
-name for it, which the tests use for generated sets), or the TFDS ArrayRecord records written from
-it ('arrayrecord', one record per frame, found through the split's video index), whose labels are
-already mapped.
+differ only in where a video's frames come from: the source itself ('files'), or the TFDS
+ArrayRecord records written from it ('arrayrecord', one record per frame, found through the split's
+video index), whose labels are already mapped.
 """
 from __future__ import annotations
 
@@ -167,7 +166,7 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
   source_class = base.source_class(data_cfg.source)
   knobs = data_cfg.get(source_class.name, None)
   source = source_class(**(knobs.to_dict() if knobs is not None else {}))
-  expected = data_cfg.get("num_classes", 0)
+  expected = data_cfg.num_classes
   if expected and expected != source.num_classes:  # the model would predict phantom classes
     raise SetupError(f"data.num_classes={expected} but source {data_cfg.source!r} has "
                      f"{source.num_classes} classes")
@@ -223,9 +222,9 @@ def _check_split_built(builder, source: base.VideoSource, split: str) -> None:
 
 
 def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDataset:
-  """The dataset for `split` with data.source and data.backend ('arrayrecord'|'files'|'memory')."""
+  """The dataset for `split` with data.source and data.backend ('arrayrecord'|'files')."""
   source = make_source(data_cfg)
-  if data_cfg.backend in ("files", "memory"):
+  if data_cfg.backend == "files":
     return VideoDataset.from_source(source, split)
   if data_cfg.backend == "arrayrecord":
     source.check_split(split)
@@ -234,5 +233,5 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, split: str) -> VideoDatase
     path = os.fspath(video_records.index_path(builder, split))
     return VideoDataset.from_records(builder.as_data_source(split=split), source,
                                      _record_index(builder, split, path), path)
-  raise SetupError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord', 'files' "
-                   f"or 'memory'")
+  raise SetupError(f"unknown data.backend {data_cfg.backend!r}; expected 'arrayrecord' or "
+                   "'files'")

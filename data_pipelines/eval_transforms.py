@@ -25,7 +25,7 @@ def check_eval_transform(eval_transform) -> None:
   """The sizes of `data.eval_transform` (the sliding windows are `SlidingWindows`'), checked as
   a method is built: a zero `scale` failed in cv2 at the first evaluation, after training."""
   check_size("data.eval_transform.scale", eval_transform.scale)
-  check_size("data.eval_transform.exact_size", eval_transform.get("exact_size", ()),
+  check_size("data.eval_transform.exact_size", eval_transform.exact_size,
              allow_empty=True)
   if eval_transform.size_divisor < 1:
     raise SetupError(f"data.eval_transform.size_divisor={eval_transform.size_divisor}: at least 1 "

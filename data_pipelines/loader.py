@@ -221,8 +221,7 @@ def _check_videos_hold_clips(videos: dataset.VideoDataset, frames: int, what: st
 def flow_enabled(data_cfg: ml_collections.ConfigDict) -> bool:
   """Whether training batches carry optical flow between clip frames (`data.flow.method` set):
   asked by the loader that computes it and by `vssjax.train.loop.batch_spec`, which must agree."""
-  flow_cfg = data_cfg.get("flow", None)
-  return flow_cfg is not None and bool(flow_cfg.get("method", ""))
+  return bool(data_cfg.flow.method)
 
 
 def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_sampling.ClipSampler, *,
@@ -232,8 +231,8 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
 
   Args:
     data_cfg: the `data` config (source, backend, train_split, batch_size (global), num_workers,
-      skip_bad_samples, train_transform, optional flow=dict(method='dis'|'farneback'|'',
-      cache_dir), optional train_epoch='videos'|'frames' (`epoch_items`; default 'videos')).
+      skip_bad_samples, train_transform, flow=dict(method='dis'|'farneback'|'', cache_dir),
+      train_epoch='videos'|'frames' (`epoch_items`)): `configs_lib.base_config`'s fields.
     sampler: turns a video's length into a clip's frame indices.
     seed: shuffling and augmentation seed (non-negative 32-bit).
     shard_options: which rows of each global batch this process builds; default: by JAX process.
@@ -246,10 +245,10 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
   videos = dataset.make_dataset(data_cfg, data_cfg.train_split)
   _check_videos_hold_clips(videos, sampler.frames_per_clip, "training clips", data_cfg,
                            data_cfg.train_split)
-  flow = (FlowProvider(data_cfg.flow.method, data_cfg.flow.get("cache_dir", ""))
+  flow = (FlowProvider(data_cfg.flow.method, data_cfg.flow.cache_dir)
           if flow_enabled(data_cfg) else None)
   clip_map = ClipMap(videos, sampler, data_cfg.train_transform, data_cfg.skip_bad_samples, flow)
-  items = epoch_items(videos, data_cfg.get("train_epoch", "videos"),
+  items = epoch_items(videos, data_cfg.train_epoch,
                       f"{data_cfg.source} {data_cfg.train_split}")
   batch_map = _LocalBatchMap(clip_map, items, data_cfg.batch_size, shard_options, seed)
   return grain.DataLoader(
@@ -305,10 +304,10 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   metrics are scored at it (DCFM's VSPW protocol); () keeps the stored size.
   """
   videos = dataset.make_dataset(data_cfg, split)
-  window = clip_sampling.check_label_window(data_cfg.get("eval_label_window", ()))
+  window = clip_sampling.check_label_window(data_cfg.eval_label_window)
   _check_videos_hold_clips(videos, max(clip_frames, 1 + sum(window)),
                            "evaluated clips or windows (data.eval_label_window)", data_cfg, split)
-  exact_size = tuple(data_cfg.eval_transform.get("exact_size", ())) or None
+  exact_size = tuple(data_cfg.eval_transform.exact_size) or None
   num_videos = min(len(videos), max_videos) if max_videos else len(videos)
   for index in range(shard_index, num_videos, shard_count):
     name, num_frames = videos.name(index), videos.num_frames(index)

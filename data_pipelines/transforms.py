@@ -96,7 +96,7 @@ def check_train_transform(cfg: ml_collections.ConfigDict) -> None:
   """The sizes of `data.train_transform`, checked before the loader starts."""
   check_size("data.train_transform.crop_size", cfg.crop_size)
   check_size("data.train_transform.scale", cfg.scale)
-  check_geometry(cfg.get("geometry", "mmseg"))
+  check_geometry(cfg.geometry)
 
 
 def check_geometry(geometry: str) -> str:
@@ -347,19 +347,19 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   crop_size = tuple(cfg.crop_size)
   # Labels travel as uint8 (train ids < 255 and ignore = 255), which every cv2 op accepts.
   clip = clip._replace(labels=clip.labels.astype(np.uint8))
-  if cfg.get("color_jitter", ()):
+  if cfg.color_jitter:
     clip = clip._replace(frames=_jitter_frames(clip.frames, tuple(cfg.color_jitter),
-                                               cfg.get("color_jitter_frames", "all"), rng))
-  crop_scale_range = tuple(cfg.get("crop_scale_range", ()))
-  pad_fill = cfg.get("pad_fill", MEAN_COLOUR)
-  geometry = check_geometry(cfg.get("geometry", "mmseg"))
+                                               cfg.color_jitter_frames, rng))
+  crop_scale_range = tuple(cfg.crop_scale_range)
+  pad_fill = cfg.pad_fill
+  geometry = check_geometry(cfg.geometry)
   if not crop_scale_range:
     clip = random_rescale(clip, tuple(cfg.scale), tuple(cfg.ratio_range), rng,
-                          cfg.get("keep_ratio", True), geometry)
-  if cfg.get("rotate_degrees", 0.0):
-    clip = random_rotate(clip, cfg.rotate_degrees, cfg.get("rotate_prob", 1.0),
-                         cfg.get("rotate_fill", MEAN_COLOUR), rng, geometry)
-  if cfg.get("blur_prob", 0.0):
+                          cfg.keep_ratio, geometry)
+  if cfg.rotate_degrees:
+    clip = random_rotate(clip, cfg.rotate_degrees, cfg.rotate_prob,
+                         cfg.rotate_fill, rng, geometry)
+  if cfg.blur_prob:
     clip = random_blur(clip, cfg.blur_prob, rng)
   flip_first = geometry == "semseg"  # ETC flips before its crop, which pads the smaller half first
   if flip_first:

@@ -87,7 +87,7 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
       num_train_videos=8, num_val_videos=2, num_frames=num_frames, height=64, width=64)
   c.data.train_transform.update(scale=(64, 64), crop_size=(48, 48))
   c.data.eval_transform.update(scale=(64, 64), exact_size=())
-  if c.data.eval_transform.get("slide_crop"):  # still sliding: 2x2 overlapping windows
+  if c.data.eval_transform.slide_crop:  # still sliding: 2x2 overlapping windows
     c.data.eval_transform.update(slide_crop=(48, 48), slide_stride=(32, 32))
   c.data.batch_size = 4
   c.model.backbone_overrides.update(

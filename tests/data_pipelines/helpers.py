@@ -12,6 +12,7 @@ import numpy as np
 from data_pipelines.sources import base
 from data_pipelines.sources import synthetic
 from data_pipelines.tfds_builders import video_records
+from vssjax.configs_lib import base_config
 
 TINY = dict(num_train_videos=8, num_val_videos=2, num_frames=6, height=32, width=32, seed=0)
 
@@ -69,13 +70,12 @@ def write_folder(root, num_videos: int = 3) -> str:
 
 
 def data_config(data_dir, **overrides) -> ml_collections.ConfigDict:
-  """The data config fields the lead's configs set, at test size."""
-  cfg = ml_collections.ConfigDict(dict(
-      source="synthetic", backend="memory", data_dir=str(data_dir),
-      train_split="train", eval_split="val", synthetic=dict(TINY), batch_size=4, num_workers=0,
-      skip_bad_samples=False,
-      train_transform=dict(scale=(32, 32), ratio_range=(0.5, 2.0), crop_size=(24, 24),
-                           cat_max_ratio=0.75, flip_prob=0.5, photometric=True),
+  """`base_config`'s data config at test size: the tiny synthetic set read from its files."""
+  cfg = base_config().data
+  cfg.update(dict(
+      source="synthetic", backend="files", data_dir=str(data_dir), synthetic=dict(TINY),
+      batch_size=4, num_workers=0, skip_bad_samples=False,
+      train_transform=dict(scale=(32, 32), crop_size=(24, 24)),
       eval_transform=dict(scale=(32, 32), size_divisor=32)))
   cfg.update(overrides)
   return cfg

@@ -78,7 +78,7 @@ def _constant_cfg(tmp_path, **overrides):
   """Videos whose pixels equal their index, and transforms that keep pixel values."""
   cfg = helpers.data_config(tmp_path, source="test_constant", **overrides)
   cfg.test_constant = dict(num_videos=8, num_frames=12, size=16)
-  cfg.train_transform = dict(scale=(16, 16), ratio_range=(1.0, 1.0), crop_size=(16, 16),
+  cfg.train_transform.update(scale=(16, 16), ratio_range=(1.0, 1.0), crop_size=(16, 16),
                              cat_max_ratio=1.0, flip_prob=0.5, photometric=False)
   return cfg
 
@@ -335,7 +335,7 @@ def test_frames_epoch_visits_every_labelled_frame_once_as_target():
 
 def test_clip_map_trains_on_the_given_target(tmp_path):
   cfg = helpers.data_config(tmp_path)
-  cfg.train_transform = dict(scale=(32, 32), ratio_range=(1.0, 1.0), crop_size=(32, 32),
+  cfg.train_transform.update(scale=(32, 32), ratio_range=(1.0, 1.0), crop_size=(32, 32),
                              cat_max_ratio=1.0, flip_prob=0.0, photometric=False)
   videos = dataset.make_dataset(cfg, "train")
   clip_map = loader.ClipMap(videos, clip_sampling.PairSampler((1, -1)), cfg.train_transform, False)

@@ -7,6 +7,7 @@ from PIL import Image
 
 from data_pipelines import transforms
 from tests.data_pipelines.helpers import ScriptedRng
+from vssjax.configs_lib import base_config
 from vssjax.errors import SetupError
 from vssjax.models import layers
 
@@ -14,10 +15,11 @@ C = transforms.Clip
 
 
 def _cfg(**overrides):
-  cfg = dict(scale=(32, 32), ratio_range=(0.5, 2.0), crop_size=(24, 24), cat_max_ratio=0.75,
-             flip_prob=0.5, photometric=False)
-  cfg.update(overrides)
-  return ml_collections.ConfigDict(cfg)
+  """`base_config`'s train transform at test size, photometric distortion off."""
+  cfg = base_config().data.train_transform
+  cfg.update(dict(scale=(32, 32), ratio_range=(0.5, 2.0), crop_size=(24, 24), cat_max_ratio=0.75,
+                  flip_prob=0.5, photometric=False), **overrides)
+  return cfg
 
 
 @pytest.mark.parametrize("hw, scale, expected", [
@@ -149,7 +151,7 @@ def test_train_transform_pads_with_the_mean_colour_unless_told():
   cfg = _cfg(scale=(8, 8), ratio_range=(1.0, 1.0), crop_size=(10, 10), flip_prob=0.0)
   out = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(0))
   np.testing.assert_array_equal(out.frames[0, 9, 9], transforms.MEAN_COLOUR)
-  cfg.pad_fill = 0  # DCFM pads the image before normalising it.
+  cfg.pad_fill = (0, 0, 0)  # DCFM pads the image before normalising it.
   out = transforms.train_transform(C(frames, labels), cfg, np.random.default_rng(0))
   np.testing.assert_array_equal(out.frames[0, 9, 9], (0, 0, 0))
 

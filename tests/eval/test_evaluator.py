@@ -71,7 +71,7 @@ class _OneBehindMethod(Method):
 
 def test_predictions_are_fetched_one_push_late_and_scored_in_order():
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.eval.update(overlay_video=False, max_videos=1)
   log = []
   results = evaluator.evaluate(_OneBehindMethod(config, log), {}, config, workdir=None)
@@ -99,7 +99,7 @@ def test_predictions_are_fetched_one_push_late_and_scored_in_order():
 def _config_with_scored_videos():
   """The quick synthetic config with videos long enough for mVC/VEC (> 16 frames)."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.data.synthetic.update(num_frames=20, num_val_videos=3)
   config.eval.overlay_video = False
   return config
@@ -241,7 +241,7 @@ def test_frames_per_s_leaves_out_the_compiling_first_video_or_frame(monkeypatch,
   """frames_per_s is the steady-state throughput the results tables report; checked on a fake
   clock, so it is exact and takes no real time."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.data.synthetic.num_val_videos = len(costs)
   config.eval.overlay_video = False
   clock = _FakeClock()
@@ -508,7 +508,7 @@ def test_frames_per_s_of_several_processes_is_all_their_frames_over_the_longest_
   """Each process times its own share; the results report the whole evaluation's throughput (it
   was process 0's alone). Another process is stood in for by the gathers."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.data.synthetic.num_val_videos = 6  # 3 in this process (process 0 of 2)
   config.eval.overlay_video = False
   clock = _FakeClock()

@@ -65,7 +65,7 @@ def test_a_bad_pair_raises_naming_the_video_and_frames():
 
 def test_evaluate_reports_tc_when_switched_on(tmp_path):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=1)
   results = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=str(tmp_path))
 
@@ -86,7 +86,7 @@ def test_evaluate_reports_tc_when_switched_on(tmp_path):
 
 def test_tc_video_list_restricts_the_videos_tc_scores(tmp_path, monkeypatch):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=2,
                      tc_video_list="some_list.txt")
   first, second = [v.name for v in eval_videos(config.data, config.data.eval_split)][:2]
@@ -106,7 +106,7 @@ def test_the_videos_tc_scores_are_evaluated_whole_under_a_label_window(monkeypat
   every consecutive pair of the listed snippets. The window cut the listed videos too, leaving TC
   no pair; it now keeps them whole and the others windowed, every label scored once either way."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=2,
                      tc_video_list="some_list.txt")
   first, second = list(eval_videos(config.data, config.data.eval_split))[:2]

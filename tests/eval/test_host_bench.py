@@ -7,7 +7,7 @@ from vssjax.eval import host_bench
 
 def test_host_bench_reports_frames_per_s_no_faster_than_its_device(caplog):
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  config.data.backend = "memory"
+  config.data.backend = "files"
   config.data.synthetic.update(num_frames=20, num_val_videos=3)
   config.eval.overlay_video = False
   caplog.set_level(logging.INFO, logger="absl")

@@ -25,7 +25,7 @@ def get_method(config: ConfigDict) -> Method:
   `config.model.matmul_precision` first, so every program of the method is traced with it, and
   again once the method is built: one that builds another (ETC's teacher, from the teacher's own
   config) would otherwise leave the other's precision for its own programs."""
-  precision = config.model.get("matmul_precision", "")
+  precision = config.model.matmul_precision
   set_matmul_precision(precision)
   method = plugins.resolve_class(config.method.name, _REGISTRY, Method, "method.name")(config)
   set_matmul_precision(precision)

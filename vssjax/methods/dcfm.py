@@ -109,7 +109,7 @@ class DCFMMethod(Method):
     self.module = build_dcfm(config.model, self.num_classes)
     self._dtype = compute_dtype(config.model)
     self.schedule = KeyframeSchedule.from_config(config.method)
-    window = check_label_window(config.data.get("eval_label_window", ()))
+    window = check_label_window(config.data.eval_label_window)
     if config.method.eval_passes < 1:
       raise SetupError(f"method.eval_passes={config.method.eval_passes}: at least 1 pass over "
                        "each video")
