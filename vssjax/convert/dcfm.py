@@ -14,9 +14,8 @@ together (their keys are disjoint) and with DDP's `module.` peeled off by `torch
 from __future__ import annotations
 
 from vssjax.convert.common import (DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables,
-                                   abstract_variables, apply_rules, batch_norm_rules, conv_rules,
-                                   dense_rules)
-from vssjax.convert.mmseg_segformer import mit_hint, mit_rules
+                                   abstract_variables, apply_rules, batch_norm_rules, conv_rules)
+from vssjax.convert.mmseg_segformer import head_rules, mit_hint, mit_rules
 from vssjax.convert.torch_resnet import ppm_rules, resnet_rules
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder
 
@@ -26,14 +25,8 @@ UNUSED_KEYS = (r"^backbone\.decoder\.conv_seg\.",)
 def _encoder_rules(model: DCFM) -> list[Rule]:
   encoder = model.encoder
   if isinstance(encoder, MiTCommonEncoder):
-    rules = mit_rules(encoder.backbone, "params/encoder/backbone", "backbone.encoder.")
-    for i in range(1, 5):
-      rules += dense_rules(f"params/encoder/decoder/linear_c{i}",
-                           f"backbone.decoder.linear_c{i}.proj")
-    rules += conv_rules("params/encoder/decoder/linear_fuse/conv",
-                        "backbone.decoder.linear_fuse.conv", bias=False)
-    return rules + batch_norm_rules("encoder/decoder/linear_fuse/bn",
-                                    "backbone.decoder.linear_fuse.bn")
+    return (mit_rules(encoder.backbone, "params/encoder/backbone", "backbone.encoder.")
+            + head_rules("encoder/decoder", "backbone.decoder", classifier=False))
   return (resnet_rules(encoder.backbone, "encoder/backbone", "backbone.")
           + ppm_rules(encoder.ppm.bins, "encoder/ppm", "backbone.ppm."))
 

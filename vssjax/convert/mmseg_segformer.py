@@ -58,15 +58,19 @@ def mit_hint(state_dict: StateDict, backbone: MixTransformer, source: str) -> st
                       lambda i: f"{source}block{i + 1}.")
 
 
-def head_rules() -> list[Rule]:
-  """Rules for the SegFormer all-MLP head (`decode_head.*`)."""
+def head_rules(target: str = "decode_head", source: str = "decode_head", *,
+               classifier: bool = True) -> list[Rule]:
+  """Rules for mmseg's SegFormer all-MLP head: the module `target` (under params/ and
+  batch_stats/) from the keys under `source.`; without `classifier`, its `linear_pred` is left out
+  (DCFM's encoder ends at the fused features)."""
   rules = []
   for i in range(1, 5):
-    rules += dense_rules(f"params/decode_head/linear_c{i}", f"decode_head.linear_c{i}.proj")
-  rules += conv_rules("params/decode_head/linear_fuse/conv", "decode_head.linear_fuse.conv",
+    rules += dense_rules(f"params/{target}/linear_c{i}", f"{source}.linear_c{i}.proj")
+  rules += conv_rules(f"params/{target}/linear_fuse/conv", f"{source}.linear_fuse.conv",
                       bias=False)
-  rules += batch_norm_rules("decode_head/linear_fuse/bn", "decode_head.linear_fuse.bn")
-  rules += conv_rules("params/decode_head/linear_pred", "decode_head.linear_pred")
+  rules += batch_norm_rules(f"{target}/linear_fuse/bn", f"{source}.linear_fuse.bn")
+  if classifier:
+    rules += conv_rules(f"params/{target}/linear_pred", f"{source}.linear_pred")
   return rules
 
 
