@@ -72,7 +72,7 @@ class SegFormerHead(nn.Module):
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array], *, train: bool
-               ) -> tuple[jax.Array, jax.Array]:
+               ) -> tuple[jax.Array | None, jax.Array]:
     if len(features) != 4:
       raise ValueError(f"SegFormerHead expects 4 feature maps, got {len(features)}")
     projections = [LinearWeights((feature.shape[-1], self.embed_dim),
