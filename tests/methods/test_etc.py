@@ -81,6 +81,11 @@ def test_bad_settings_fail_clearly():
     get_method(_config("temporal", pixelwise_weight=1.0))
   with pytest.raises(ValueError, match="temporal_formulation"):
     get_method(_config("temporal", temporal_formulation="probabilities"))
+  with pytest.raises(SetupError, match=r"method.multi_frame_rule must be one of .* 'frozn'"):
+    get_method(_config("distill", multi_frame_rule="frozn"))
+  with pytest.raises(SetupError,
+                     match=r"method.class_weights has 19 weights for data.num_classes=9 "):
+    get_method(_config("baseline", class_weights=etc_losses.CITYSCAPES_CLASS_WEIGHTS))
   method = get_method(_config("temporal"))
   batch = random_config_batch(method.config)
   variables = jax.eval_shape(method.init, jax.random.key(0), batch)
@@ -271,23 +276,56 @@ def test_temporal_term_and_running_statistics_follow_the_two_passes():
   out_t, stats = forward(state["batch_stats"], images_t)
   out_s, stats = forward(stats["batch_stats"], images_s)
   temporal = etc_losses.temporal_loss(out_t["logits"], out_s["logits"], images_t, images_s,
-                                      jnp.asarray(batch["flow"][:, 0]), weight=1.0,
+                                      jnp.asarray(batch["flow"][:, 0]),
                                       formulation=config.method.temporal_formulation)
   np.testing.assert_allclose(metrics["loss_temporal"], temporal, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                new_state["batch_stats"], stats["batch_stats"])
 
 
-def test_class_weights_reach_the_supervised_loss():
+def test_class_weights_and_loss_average_reach_the_supervised_loss():
   """`method.class_weights` (CriterionDSN's weighted CE on Cityscapes, spec §4.1) weigh the
-  supervised term: weighting one class up changes it, and () is the unweighted CE."""
+  supervised term: weighting one class up changes it, and () is the unweighted CE. With uniform
+  weights 2 (every pixel labelled), 'valid' (the weighted mean) is the unweighted CE and
+  `method.loss_average='all'` (weighted sum over the pixel count) twice it."""
   losses = []
-  for weights in ((), (1.0,) * 9, (10.0,) + (1.0,) * 8):
-    method = get_method(_config("baseline", class_weights=weights))
+  for weights, average in (((), "valid"), ((1.0,) * 9, "valid"), ((10.0,) + (1.0,) * 8, "valid"),
+                           ((2.0,) * 9, "valid"), ((2.0,) * 9, "all")):
+    method = get_method(_config("baseline", class_weights=weights, loss_average=average))
     batch = random_config_batch(method.config)
     variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=3)
     _, (metrics, _) = jax.jit(method.loss_and_metrics)(
         variables["params"], {"batch_stats": variables["batch_stats"]}, batch, jax.random.key(0))
     losses.append(float(metrics["loss_supervised"]))
-  assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+  assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[3], rel=1e-5)
   assert abs(losses[2] - losses[0]) > 1e-3 * abs(losses[0])
+  assert losses[4] == pytest.approx(2 * losses[0], rel=1e-5)
+
+
+def test_a_zero_aux_weight_skips_the_aux_head():
+  """aux_weight=0: the aux head's parameters stay (checkpoints and converters expect the released
+  tree), but neither pass runs it (its 3x3 conv is gone from each; the 1x1 classifier is a
+  matmul), so its BatchNorm's running statistics stay; the rest of the step is the default's,
+  whose aux term and statistics update remain."""
+  runs = {}
+  for aux_weight in (etc_losses.AUX_WEIGHT, 0.0):
+    method = get_method(_config("temporal", aux_weight=aux_weight))
+    batch = random_config_batch(method.config)
+    variables = _random_variables(jax.eval_shape(method.init, jax.random.key(0), batch), seed=4)
+    assert "aux" in variables["params"]
+    state = {"batch_stats": variables["batch_stats"]}
+    convs, _ = _convs(method, variables, batch)
+    _, (metrics, new_state) = jax.jit(method.loss_and_metrics)(
+        variables["params"], state, batch, jax.random.key(0))
+    runs[aux_weight] = convs, metrics, new_state["batch_stats"]
+  aux_before = variables["batch_stats"]["aux"]
+  (convs, metrics, stats), (convs_0, metrics_0, stats_0) = runs.values()
+  assert convs_0 == convs - 2
+  jax.tree.map(np.testing.assert_array_equal, stats_0["aux"], aux_before)
+  assert not np.array_equal(stats["aux"]["conv_bn"]["bn"]["mean"],
+                            aux_before["conv_bn"]["bn"]["mean"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               {k: v for k, v in stats.items() if k != "aux"},
+               {k: v for k, v in stats_0.items() if k != "aux"})
+  np.testing.assert_allclose(metrics["loss_temporal"], metrics_0["loss_temporal"], rtol=1e-5)
+  assert float(metrics["loss_supervised"]) > float(metrics_0["loss_supervised"]) + 1e-3

@@ -63,12 +63,12 @@ def test_temporal_loss_formulas_and_mask_power():
   up = lambda x: np.asarray(etc_losses._upsample(jnp.asarray(x), (6, 8)))  # align_corners=True
   z_t, z_s = up(logits_t), up(logits_s)
   mask = np.exp(-0.3)
-  loss_fn = jax.jit(etc_losses.temporal_loss, static_argnames=("weight", "formulation"))
-  released = loss_fn(logits_t, logits_s, images_t, images_s, flow, weight=0.1)
-  np.testing.assert_allclose(released, 0.1 * np.mean(mask**2 * (z_t - z_s) ** 2), rtol=1e-4)
-  paper = loss_fn(logits_t, logits_s, images_t, images_s, flow, weight=0.1, formulation="paper")
+  loss_fn = jax.jit(etc_losses.temporal_loss, static_argnames="formulation")
+  released = loss_fn(logits_t, logits_s, images_t, images_s, flow)
+  np.testing.assert_allclose(released, np.mean(mask**2 * (z_t - z_s) ** 2), rtol=1e-4)
+  paper = loss_fn(logits_t, logits_s, images_t, images_s, flow, formulation="paper")
   per_pixel = ((_softmax(z_t) - _softmax(z_s)) ** 2).sum(-1)
-  np.testing.assert_allclose(paper, 0.1 * np.mean(mask * per_pixel), rtol=1e-4)
+  np.testing.assert_allclose(paper, np.mean(mask * per_pixel), rtol=1e-4)
   with pytest.raises(ValueError, match="formulation"):
     etc_losses.temporal_loss(logits_t, logits_s, images_t, images_s, flow, formulation="both")
 

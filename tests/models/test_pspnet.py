@@ -83,3 +83,28 @@ def test_head_dropout_drops_whole_channels():
   dropped = ((after == 0) & (before != 0)).any(axis=(1, 2))  # [B, C]: any pixel zeroed
   assert not np.any(dropped[:, None, None] & (after != 0))  # a dropped channel keeps no pixel
   assert dropped.any() and not dropped.all()
+
+
+def test_training_without_aux_logits_skips_the_aux_head():
+  """`aux_logits=False` (a loss that gives the aux head no weight): the head's parameters exist
+  after a training-mode init, but a training pass neither returns its logits nor moves its
+  BatchNorm's running statistics; the main head's outputs and statistics are unchanged."""
+  model = PSPNet(backbone=_StubBackbone(), num_classes=5, ppm_features=8, head_features=16,
+                 aux_features=8)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 16)), jnp.float32)
+  variables = model.init(jax.random.key(0), x, train=True, aux_logits=False)
+  assert "aux" in variables["params"] and "aux" in variables["batch_stats"]
+
+  def train(aux_logits):
+    return model.apply(variables, x, train=True, aux_logits=aux_logits, mutable=["batch_stats"],
+                       rngs={"dropout": jax.random.key(1)})
+
+  (without, stats_without), (with_aux, stats_with) = train(False), train(True)
+  assert sorted(without) == ["features", "logits"] and "aux_logits" in with_aux
+  np.testing.assert_array_equal(without["logits"], with_aux["logits"])
+  aux_before = variables["batch_stats"]["aux"]
+  jax.tree.map(np.testing.assert_array_equal, stats_without["batch_stats"]["aux"], aux_before)
+  assert not np.array_equal(stats_with["batch_stats"]["aux"]["conv_bn"]["bn"]["mean"],
+                            aux_before["conv_bn"]["bn"]["mean"])
+  jax.tree.map(np.testing.assert_array_equal, stats_without["batch_stats"]["cls"],
+               stats_with["batch_stats"]["cls"])

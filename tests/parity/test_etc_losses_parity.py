@@ -33,8 +33,9 @@ def test_supervised_loss_matches_torch_weighted_cross_entropy_with_aux():
 
 @pytest.mark.parity
 def test_released_temporal_loss_and_its_gradients_match_torch():
-  """`FlowModel.cal_loss` (specs/etc.md §4.2): MSELoss(Z_t * M, W(Z_s) * M) * st_weight on logits
-  upsampled with align_corners=True, M = exp(-|sum_c (I_t - W(I_s))|); gradients reach both."""
+  """`FlowModel.cal_loss` (specs/etc.md §4.2): MSELoss(Z_t * M, W(Z_s) * M) on logits upsampled
+  with align_corners=True, M = exp(-|sum_c (I_t - W(I_s))|), before st_weight (which the method
+  applies); gradients reach both."""
   rng = np.random.default_rng(1)
   logits_t, logits_s = rng.standard_normal((2, 2, 7, 9, 5)).astype(np.float32)
   images_t, images_s = rng.standard_normal((2, 2, 25, 33, 3)).astype(np.float32)
@@ -44,7 +45,7 @@ def test_released_temporal_loss_and_its_gradients_match_torch():
   up = lambda z: F.interpolate(z, size=(25, 33), mode="bilinear", align_corners=True)
   warped_image = torch_warp(nchw(images_s), flow)
   mask = torch.exp(-torch.abs(torch.sum(nchw(images_t) - warped_image, dim=1))).unsqueeze(1)
-  expected = 0.1 * F.mse_loss(up(z_t) * mask, torch_warp(up(z_s), flow) * mask)
+  expected = F.mse_loss(up(z_t) * mask, torch_warp(up(z_s), flow) * mask)
   expected.backward()
 
   loss, grads = jax.value_and_grad(

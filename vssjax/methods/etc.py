@@ -10,11 +10,14 @@ Training (specs/etc.md §4) runs on clips [partner, target] (clip.kind='pair' wi
     + self_similarity_weight * (SS_t + 0.4 SS_s)       per-frame self-similarity, (c)
     + multi_frame_weight * MF + the cell's objective   ConvLSTM over self-similarity maps, (d)
 
-A weight of 0 removes its term and its compute: without temporal and distillation terms only the
-target goes through the student (the per-frame baseline; clip.kind='single' then suffices), and
-the teacher is neither built nor run. The student runs twice otherwise, target then partner, each
-pass normalising with its own batch statistics and updating the running ones in turn, as the
-release's two torch forwards do.
+A weight of 0 removes its term and its compute: with aux_weight=0 the aux head does not run (its
+parameters stay in the tree, which checkpoints and converters expect); without temporal and
+distillation terms only the target goes through the student (the per-frame baseline;
+clip.kind='single' then suffices), and the teacher is neither built nor run. The student runs
+twice otherwise, target then partner, each pass normalising with its own batch statistics and
+updating the running ones in turn (the aux head's too, unless aux_weight=0), as the release's two
+torch forwards do. The supervised CE averages as `method.loss_average` says ('valid': PyTorch's
+class-weighted mean, the release's).
 
 Flow: the batch's `flow[:, 0]` is flow(partner, target) (`vssjax.flow` convention), a field on the
 target's grid that brings the partner onto it: the release's FlowNet2(I_t, I_s). The partner's
@@ -91,21 +94,28 @@ def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
                    f"{model.backbone!r}")
 
 
-def _check_choices(method: ConfigDict) -> None:
+def _check_choices(method: ConfigDict, num_classes: int) -> None:
+  """The method's settings, checked as it is built: each would otherwise fail at the first
+  trace, with a traceback that does not name the config field."""
   if method.temporal_formulation not in etc_losses.TEMPORAL_FORMULATIONS:
     raise SetupError(f"method.temporal_formulation must be one of "
                      f"{etc_losses.TEMPORAL_FORMULATIONS}, got {method.temporal_formulation!r}")
   if method.pair_wise_maps not in PAIR_WISE_MAPS:
     raise SetupError(f"method.pair_wise_maps must be one of {PAIR_WISE_MAPS}, got "
                      f"{method.pair_wise_maps!r}")
-  conv_lstm.check_rule(method.multi_frame_rule)
+  if method.multi_frame_rule not in conv_lstm.TRAINING_RULES:
+    raise SetupError(f"method.multi_frame_rule must be one of {conv_lstm.TRAINING_RULES}, got "
+                     f"{method.multi_frame_rule!r}")
+  if method.class_weights and len(method.class_weights) != num_classes:
+    raise SetupError(f"method.class_weights has {len(method.class_weights)} weights for "
+                     f"data.num_classes={num_classes} classes (() for an unweighted loss)")
 
 
 def _check_pool_fits(features: jax.Array, pool: int, field: str) -> None:
   """A similarity term's average pool (stride = window, incomplete windows dropped) of a feature
-  map smaller than its window leaves no cell: the term is a mean of nothing, NaN, which stopped
-  the run as a diverged first step (and XLA:CPU spent minutes constant-folding the empty
-  gradient). Refused at trace time, naming the field, before the step compiles."""
+  map smaller than its window leaves no cell: the term is a mean of nothing, NaN, a diverged
+  first step (whose empty gradient XLA:CPU can take minutes to constant-fold). Refused at trace
+  time, naming the field, before the step compiles."""
   height, width = features.shape[1:3]
   if pool > min(height, width):
     raise SetupError(
@@ -122,7 +132,7 @@ class ETCMethod(Method):
   def __init__(self, config: ConfigDict):
     super().__init__(config)
     method = config.method
-    _check_choices(method)
+    _check_choices(method, self.num_classes)
     self.module = build_pspnet(config.model, self.num_classes)
     self._dtype = compute_dtype(config.model)
     self._class_weights = tuple(method.class_weights) or None
@@ -212,7 +222,8 @@ class ETCMethod(Method):
   def _train_forward(self, params, batch_stats, images, rng):
     outputs, state = self.module.apply(
         {"params": params, "batch_stats": batch_stats}, images, train=True,
-        rngs={"dropout": rng}, mutable=["batch_stats"])
+        aux_logits=self.config.method.aux_weight > 0, rngs={"dropout": rng},
+        mutable=["batch_stats"])
     return outputs, state["batch_stats"]
 
   def loss_and_metrics(self, params, model_state, batch, rng):
@@ -224,18 +235,17 @@ class ETCMethod(Method):
     images_t = self._images(frames[:, -1])
     out_t, batch_stats = self._train_forward(
         student, model_state["batch_stats"], images_t, target_rng)
-    aux = out_t["aux_logits"] if method.aux_weight > 0 else None
     # (name, weight, value): the loss is the weighted sum, the metrics the unweighted terms.
     terms = [("supervised", 1.0, etc_losses.supervised_loss(
-        out_t["logits"], aux, labels, class_weights=self._class_weights,
-        aux_weight=method.aux_weight))]
+        out_t["logits"], out_t.get("aux_logits"), labels, class_weights=self._class_weights,
+        aux_weight=method.aux_weight, average=method.loss_average))]
     if self.needs_partner:
       images_s = self._images(frames[:, 0])
       out_s, batch_stats = self._train_forward(student, batch_stats, images_s, partner_rng)
       if method.temporal_weight > 0:
         terms.append(("temporal", method.temporal_weight, etc_losses.temporal_loss(
             out_t["logits"], out_s["logits"], images_t, images_s, batch["flow"][:, 0],
-            weight=1.0, formulation=method.temporal_formulation)))
+            formulation=method.temporal_formulation)))
       if self.teacher is not None:
         terms += self._distillation_terms(params, model_state, frames, out_t, out_s)
     loss = sum(weight * value for _, weight, value in terms)

@@ -47,16 +47,18 @@ def _upsample(x: jax.Array, size: Sequence[int]) -> jax.Array:
 
 def supervised_loss(logits: jax.Array, aux_logits: jax.Array | None, labels: jax.Array, *,
                     class_weights: Sequence[float] | None = CITYSCAPES_CLASS_WEIGHTS,
-                    aux_weight: float = AUX_WEIGHT) -> jax.Array:
+                    aux_weight: float = AUX_WEIGHT, average: str = "valid") -> jax.Array:
   """CE(main) + aux_weight * CE(aux), each upsampled to the labels [B, H, W] (ignore 255).
 
-  The CE is PyTorch's class-weighted mean, sum_i w_{y_i} nll_i / sum_i w_{y_i}; pass
-  `class_weights=None` for a dataset other than Cityscapes, `aux_logits=None` without an aux head.
+  With `average='valid'` the CE is PyTorch's class-weighted mean, sum_i w_{y_i} nll_i /
+  sum_i w_{y_i}, the release's; 'all' divides the weighted sum by the pixel count instead
+  (`losses.segmentation_cross_entropy`). Pass `class_weights=None` for a dataset other than
+  Cityscapes, `aux_logits=None` without an aux head.
   """
   size = labels.shape[-2:]
 
   def cross_entropy(x: jax.Array) -> jax.Array:
-    return losses.segmentation_cross_entropy(_upsample(x, size), labels,
+    return losses.segmentation_cross_entropy(_upsample(x, size), labels, average=average,
                                              class_weights=class_weights)
 
   loss = cross_entropy(logits)
@@ -66,9 +68,11 @@ def supervised_loss(logits: jax.Array, aux_logits: jax.Array | None, labels: jax
 
 
 def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,
-                  images_s: jax.Array, flow: jax.Array, *, weight: float = TEMPORAL_WEIGHT,
+                  images_s: jax.Array, flow: jax.Array, *,
                   formulation: str = "released") -> jax.Array:
-  """weight * the motion-guided loss between frame t and its partner s (specs/etc.md §4.2).
+  """The motion-guided loss between frame t and its partner s (specs/etc.md §4.2), unweighted:
+  the method applies `method.temporal_weight` (st_weight, `TEMPORAL_WEIGHT` in the released
+  config).
 
   Args:
     logits_t, logits_s: student logits of the labelled frame and of the partner [B, h, w, C];
@@ -77,7 +81,6 @@ def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,
     images_t, images_s: the two ImageNet-normalised crops [B, H, W, 3].
     flow: [B, H, W, 2] on frame t's grid, bringing frame s onto frame t (`vssjax.flow`
       convention); treated as data (stop-gradient).
-    weight: st_weight (0.1 in the released config).
     formulation: 'released': mean over all B*H*W*C elements of (M*Z_t - M*Z_hat)^2 on logits,
       i.e. the mask enters squared; 'paper': (1/(B*H*W)) sum_i M_i ||q_t - q_hat||^2 on softmax
       probabilities (the probabilities are warped), the mask linear.
@@ -90,10 +93,10 @@ def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,
   mask = jax.lax.stop_gradient(occlusion_mask(images_t, warp(images_s.astype(jnp.float32), flow)))
   z_t, z_s = _upsample(logits_t, size), _upsample(logits_s, size)
   if formulation == "released":
-    return weight * jnp.mean(jnp.square(mask * z_t - mask * warp(z_s, flow)))
+    return jnp.mean(jnp.square(mask * z_t - mask * warp(z_s, flow)))
   q_t, q_s = softmax(z_t), softmax(z_s)
   per_pixel = jnp.sum(jnp.square(q_t - warp(q_s, flow)), axis=-1, keepdims=True)
-  return weight * jnp.mean(mask * per_pixel)
+  return jnp.mean(mask * per_pixel)
 
 
 def pixelwise_distillation(student_logits: jax.Array, teacher_logits: jax.Array, *,

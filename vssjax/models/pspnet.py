@@ -52,12 +52,14 @@ class SegmentationHead(nn.Module):
 
 
 class PSPNet(nn.Module):
-  """`__call__(images, *, train) -> {'logits', 'features'[, 'aux_logits']}`.
+  """`__call__(images, *, train, aux_logits=True) -> {'logits', 'features'[, 'aux_logits']}`.
 
   `logits` [B, h, w, num_classes] and `features` (the PPM output, ETC's distillation feature) are
   on the stride-8 grid h x w of c4; `aux_logits` (from layer3, same grid) is present only when
-  `aux` and `train`. `images` are normalised float NHWC. The aux head's parameters are created at
-  init whatever `train` is, so eval-mode init and converters see the full tree. `backbone` is a
+  `aux`, `train` and the call's `aux_logits`. `aux_logits=False` skips the aux head in training
+  (its compute and its BatchNorm's running-statistic update), for a loss that gives it no weight.
+  `images` are normalised float NHWC. The aux head's parameters are created at init whatever
+  `train` and `aux_logits` are, so init and converters see the full tree. `backbone` is a
   dilated `ResNet` or any module with its interface (c1..c4 at stride 8, e.g. ETC-Mobile's
   `MobileNetV2(output_stride=8)`).
   """
@@ -72,16 +74,18 @@ class PSPNet(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, *, train: bool,
+               aux_logits: bool = True) -> dict[str, jax.Array]:
     _, _, c3, c4 = self.backbone(images, train=train)
     features = PPM(self.ppm_features, self.bins, self.dtype, kernel_init=torch_kernel_init,
                    name="ppm")(c4, train=train)
     outputs = {"features": features,
                "logits": self._head(self.head_features, "cls")(features, train=train)}
-    if self.aux and (train or self.is_initializing()):
-      aux_logits = self._head(self.aux_features, "aux")(c3, train=train)
-      if train:
-        outputs["aux_logits"] = aux_logits
+    run_aux = self.aux and train and aux_logits
+    if run_aux or (self.aux and self.is_initializing()):
+      logits = self._head(self.aux_features, "aux")(c3, train=train)
+      if run_aux:
+        outputs["aux_logits"] = logits
     return outputs
 
   def _head(self, features: int, name: str) -> SegmentationHead:
