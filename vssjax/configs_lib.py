@@ -90,8 +90,9 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
   if c.data.eval_transform.slide_crop:  # still sliding: 2x2 overlapping windows
     c.data.eval_transform.update(slide_crop=(48, 48), slide_stride=(32, 32))
   c.data.batch_size = 4
-  c.model.backbone_overrides.update(
-      embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
+  if re.fullmatch(r"b\d", c.model.backbone):  # a MiT; other backbones refuse these overrides
+    c.model.backbone_overrides.update(
+        embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4))
   c.model.decoder_dim = 32
   c.optim.warmup_steps = 1
   c.train.update(steps=2, log_every=1, checkpoint_every=2)

@@ -23,7 +23,6 @@ def get_config(arg=None):
   c.method.mode = args.mode
   configs_lib.synthetic_demo(c, batch_size=8)
   c.optim.poly_after_warmup = False  # the SegFormer demo's schedule (like for like)
-  c.model.common_dim = 128
   if args.quick:
     _BASE["quick_variant"](c)
   c.lock()

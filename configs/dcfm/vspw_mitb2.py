@@ -68,7 +68,9 @@ def dcfm_base(backbone: str):
   )
   c.model.backbone = backbone
   c.model.decoder_dim = 256  # E = 256 for every MiT variant (not SegFormer's 768)
-  c.model.common_dim = 256  # d; for MiT it equals decoder_dim (no 1x1 conv)
+  # d, the release's bot_ch: 0 = no 1x1 conv, the common feature keeps the encoder's width
+  # (decoder_dim on MiT, as in every MiT release config); resnet_recipe sets ResNet's
+  c.model.common_dim = 0
   c.model.head_hidden = False  # head_nums 0 (VSPW) / 1 (Cityscapes, CamVid)
   c.model.shallow_blocks = 1  # split after the first block of stage 1
   c.clip.update(kind="pair", offsets=(-1, 1))
@@ -94,7 +96,8 @@ def quick_variant(c):
   """Tiny widths on a small synthetic set: builds and trains in seconds on a CPU."""
   configs_lib.shrink_to_quick(c, num_frames=8)
   c.model.decoder_dim = 32
-  c.model.common_dim = 32
+  if c.model.common_dim:  # ResNet's 1x1 conv to d
+    c.model.common_dim = 32
 
 
 def dcfm_vspw_config(backbone: str, arg=None):

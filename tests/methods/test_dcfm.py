@@ -341,3 +341,42 @@ def test_non_key_frame_costs_under_a_tenth_of_a_keyframe(path, size, key_gflops)
              + flops(method.fused_logits, variables, [common, common], shallow))
   assert key > key_gflops * 1e9  # the whole MiT + decoder
   assert non_key <= 0.1 * key, (non_key / 1e9, key / 1e9)
+
+
+@pytest.mark.parametrize("path, common_dim, width", [
+    ("configs/dcfm/synthetic_mitb0.py", 0, 32),  # the release's MiT: d = decoder_dim, no conv
+    ("configs/dcfm/synthetic_mitb0.py", 16, 16),
+    ("configs/dcfm/cityscapes_r18.py", 32, 32),  # the release's ResNet: 1x1 conv to d
+    ("configs/dcfm/cityscapes_r18.py", 0, 1024),  # R-18's PPM output, no conv
+])
+def test_common_dim_is_the_width_of_an_optional_conv_to_the_common_feature(path, common_dim,
+                                                                          width):
+  """`model.common_dim` is the release's bot_ch on either backbone: a positive d adds the 1x1
+  `bot_aspp` to d channels, 0 keeps the encoder's own width."""
+  config = load_config(path, "quick")
+  config.model.common_dim = common_dim
+  method = DCFMMethod(config)
+  frames = np.zeros((1, 2, 32, 32, 3), np.uint8)
+  params = jax.eval_shape(method.init, jax.random.key(0), {"frames": frames})["params"]
+  assert ("bot_aspp" in params) == (common_dim > 0)
+  if common_dim:
+    assert params["bot_aspp"]["kernel"].shape[-1] == width
+  assert params["ffm"]["conv"]["kernel"].shape[-1] == width
+  config.model.common_dim = -1
+  with pytest.raises(SetupError, match=r"model.common_dim=-1: .* or 0 for none"):
+    DCFMMethod(config)
+
+
+def test_a_shallow_split_the_backbone_does_not_have_is_refused_as_the_method_is_built():
+  """MiT's split runs over its first stage's blocks; a ResNet's is layer1, whatever the field."""
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")  # 1 block in stage 1
+  config.model.shallow_blocks = 2
+  with pytest.raises(SetupError, match=r"model.shallow_blocks=2: .* from 0 to the 1 of"):
+    DCFMMethod(config)
+  config.model.shallow_blocks = 0
+  DCFMMethod(config)
+  config = load_config("configs/dcfm/cityscapes_r18.py", "quick")
+  config.model.shallow_blocks = 0
+  with pytest.raises(SetupError, match=r"model.shallow_blocks=0 splits a MiT's stage 1, and "
+                                       r"model.backbone 'r18' is not a MiT"):
+    DCFMMethod(config)

@@ -1,11 +1,14 @@
 """DTERN method: every parameter learns except the documented unused ones, the loss rules, and the
 streaming predictor (cached features) equals the release's clip-by-clip forward."""
+import re
+
 import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train.host_init import host_filled
 
@@ -160,3 +163,12 @@ def test_the_window_a_minus_9_to_a_predicts_a_as_the_whole_video_does(method_and
   assert index == 9
   np.testing.assert_array_equal(window_labels, whole_labels)
   assert (short_labels != whole_labels).any()
+
+
+@pytest.mark.parametrize("kernels", [(4, 3, 3, 3), (5, 0), ()])
+def test_cam_kernels_without_a_centre_tap_are_refused_as_the_method_is_built(kernels):
+  """CAM sums its depth-wise convs as one kernel centred on the pixel: each size must be odd."""
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  config.model.cam_kernels = kernels
+  with pytest.raises(SetupError, match=rf"model.cam_kernels={re.escape(str(kernels))}: "):
+    get_method(config)

@@ -97,3 +97,45 @@ def test_the_configs_switch_the_guesses_beyond_the_spec():
               or "gate_" in name}
   defaults = jax.eval_shape(_method().init, jax.random.key(0), _batch())["params"]
   assert len(traverse_util.flatten_dict(defaults)) == len(names) + 5
+
+
+@pytest.mark.parametrize("config_path", ["configs/sdcpc/synthetic_mitb0.py",
+                                         "configs/sdcpc/cityscapes_r101.py"])
+def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(config_path,
+                                                                             monkeypatch):
+  """SSEA's depth-wise conv is the one `model.dwconv_impl` names, 'auto' resolved for the
+  devices, on a ResNet (which has no depth-wise conv of its own) as on a MiT; an unknown value
+  is refused."""
+  config = load_config(config_path, "quick")
+  for impl in ("shifted", "grouped"):
+    config.model.dwconv_impl = impl
+    assert get_method(config).module.decode_head.dwconv_impl == impl
+  config.model.dwconv_impl = "auto"
+  for backend, impl in (("cpu", "shifted"), ("gpu", "grouped")):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    assert get_method(config).module.decode_head.dwconv_impl == impl
+  config.model.dwconv_impl = "bogus"
+  with pytest.raises(SetupError, match=r"model.dwconv_impl must be .* got 'bogus'"):
+    get_method(config)
+
+
+def test_a_resnet_depth_without_weights_or_layout_is_refused_naming_the_supported_ones():
+  config = load_config("configs/sdcpc/cityscapes_r101.py", "quick")
+  config.model.backbone = "r34"
+  with pytest.raises(SetupError, match=r"model.backbone: .*\['r18', 'r50', 'r101'\], got 'r34'"):
+    get_method(config)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("keep_ratio", 1.5, r"model.dssa.keep_ratio=1.5: a fraction in \(0, 1\]"),
+    ("keep_ratio", 0.0, r"model.dssa.keep_ratio=0.0: a fraction in \(0, 1\]"),
+    ("window_keep_ratio", 0.0, r"model.dssa.window_keep_ratio=0.0: a fraction in \(0, 1\]"),
+    ("window", 4, r"model.dssa.window=4: .* positive odd number"),
+    ("window", -1, r"model.dssa.window=-1: .* positive odd number"),
+    ("coarse_factor", 0, r"model.dssa.coarse_factor=0: at least 1"),
+])
+def test_dssa_settings_it_cannot_run_are_refused_as_the_method_is_built(field, value, message):
+  config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+  config.model.dssa[field] = value
+  with pytest.raises(SetupError, match=message):
+    get_method(config)

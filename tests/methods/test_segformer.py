@@ -128,3 +128,17 @@ def test_a_mit_setting_on_another_backbone_is_refused_not_ignored(config_path, f
   with pytest.raises(SetupError, match=rf"model.{field}={value!r} is a MiT setting, and "
                                        rf"model.backbone '{config.model.backbone}' is not a MiT"):
     get_method(config)
+
+
+@pytest.mark.parametrize("config_path", ["configs/etc/synthetic_psp18.py",
+                                         "configs/dcfm/camvid_r50.py",
+                                         "configs/sdcpc/cityscapes_r101.py"])
+def test_backbone_overrides_on_another_backbone_are_refused_not_ignored(config_path):
+  """Their quick variants leave them empty: only a MiT shrinks by them."""
+  config = load_config(config_path, "quick")
+  assert not any(config.model.backbone_overrides.values())
+  get_method(config)
+  config.model.backbone_overrides.depths = (1, 1, 1, 1)
+  with pytest.raises(SetupError, match=r"model.backbone_overrides.depths=\(1, 1, 1, 1\) is a MiT "
+                                       rf"setting, and model.backbone '{config.model.backbone}'"):
+    get_method(config)

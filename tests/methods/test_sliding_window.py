@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import load_config
 from tests.parity.torch_reference import torch_slide
-from vssjax.configs_lib import ConfigDict
+from vssjax import configs_lib
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
@@ -75,7 +75,8 @@ def test_logits_of_the_wrong_number_of_windows_are_refused():
     ((48, 48), (32, 64), r"slide_stride \(32, 64\) is larger than slide_crop"),
 ])
 def test_settings_are_checked(crop, stride, message):
-  eval_transform = ConfigDict(dict(slide_crop=crop, slide_stride=stride))
+  eval_transform = configs_lib.base_config().data.eval_transform
+  eval_transform.update(slide_crop=crop, slide_stride=stride)
   if message is None:
     assert SlidingWindows.from_config(eval_transform) is None
   else:

@@ -385,7 +385,7 @@ def _method(variant: Variant) -> DCFMMethod:
   model.backbone = variant.backbone
   model.backbone_overrides.update(embed_dims=(), depths=(), num_heads=())  # B0's real widths
   if variant.backbone.startswith("b"):
-    model.decoder_dim = model.common_dim = 256
+    model.decoder_dim = 256  # d = E: no bot_aspp (common_dim 0)
   else:
     model.common_dim = 320
   assert model.head_hidden == variant.head_hidden and model.shallow_blocks == 1

@@ -1,5 +1,6 @@
-"""Which MiT a checkpoint holds, read from its keys: a checkpoint of another size than the config's
-backbone was hundreds of missing and mis-shaped keys without the line that says so."""
+"""Which MiT a checkpoint holds, read from its keys, so that a checkpoint of another size than the
+config's backbone is reported in one line naming both sizes, not as hundreds of missing and
+mis-shaped keys."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -39,8 +39,9 @@ def flatten_time(x: jax.Array) -> jax.Array:
 
 
 def _check_head_settings(model: ConfigDict) -> None:
-  """The head settings of `base_config` every method's model reads: a 0-wide head or a dropout
-  probability of 1 or more failed deep in the first trace (a ZeroDivisionError of the init)."""
+  """The head settings of `base_config` every method's model reads, checked as the method is
+  built: a 0-wide head or a dropout probability of 1 or more would otherwise fail deep in the
+  first trace (a ZeroDivisionError of the init), with no word of the field."""
   if not whole_numbers_at_least([model.decoder_dim], 1):
     raise SetupError(f"model.decoder_dim={model.decoder_dim!r}: the head's width, a whole number "
                      "of at least 1")

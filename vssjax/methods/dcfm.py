@@ -49,31 +49,50 @@ RESNETS = {"r18": 18, "r50": 50, "r101": 101}
 
 def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
   """DCFM on `model.backbone`: a MiT variant ('b0'..'b5') or a dilated ResNet
-  ('r18'|'r50'|'r101')."""
+  ('r18'|'r50'|'r101').
+
+  `model.common_dim` is the release's `bot_ch`, d: a positive width adds the 1x1 conv `bot_aspp`
+  from the encoder's output to d channels; 0 leaves the common feature at the encoder's own width
+  (decoder_dim on MiT, the PPM's 4096 or 1024 on ResNet), as every released MiT config does
+  (specs/dcfm.md §1.1-1.2). `model.shallow_blocks` picks the MiT split point; ResNet's is
+  layer1, so there it stays at 1.
+  """
   dtype = compute_dtype(model)
+  if model.common_dim < 0:
+    raise SetupError(f"model.common_dim={model.common_dim}: the width d of the 1x1 conv to the "
+                     "common feature, or 0 for none")
   if model.backbone in MIT_VARIANTS:
+    backbone = build_backbone(model)
+    if not 0 <= model.shallow_blocks <= backbone.depths[0]:
+      raise SetupError(f"model.shallow_blocks={model.shallow_blocks}: the stage-1 blocks of the "
+                       f"shallow prefix, from 0 to the {backbone.depths[0]} of "
+                       f"model.backbone {model.backbone!r}")
     encoder = MiTCommonEncoder(
-        backbone=build_backbone(model),
+        backbone=backbone,
         decoder=SegFormerHead(num_classes=0, embed_dim=model.decoder_dim, dtype=dtype),
         shallow_blocks=model.shallow_blocks, dropout_rate=model.dropout_rate)
-    bottleneck = False
-    common_dim = model.decoder_dim
-    shallow_dim = encoder.backbone.embed_dims[0]
+    encoder_dim = model.decoder_dim
+    shallow_dim = backbone.embed_dims[0]
   elif model.backbone in RESNETS:
     refuse_mit_settings(model)
+    if model.shallow_blocks != 1:
+      raise SetupError(f"model.shallow_blocks={model.shallow_blocks} splits a MiT's stage 1, and "
+                       f"model.backbone {model.backbone!r} is not a MiT (its shallow prefix "
+                       "ends at layer1): leave it at 1")
     backbone = resnet(RESNETS[model.backbone], dtype=dtype)
     width = 512 if RESNETS[model.backbone] == 18 else 2048
     # semseg's PSPNet leaves its PPM convs at PyTorch's default init, and DCFM's
     # `initialize_weights` covers only bot_aspp, ffm and final (specs/dcfm.md §2.1).
     ppm = PPM(features=width // 4, dtype=dtype, kernel_init=torch_kernel_init)
     encoder = PSPCommonEncoder(backbone=backbone, ppm=ppm)
-    bottleneck = True
-    common_dim = model.common_dim
+    encoder_dim = 2 * width  # the PPM's input and its four branches of width / 4
     shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
   else:
     raise SetupError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
                      f"got {model.backbone!r}")
-  return DCFM(encoder=encoder, num_classes=num_classes, common_dim=common_dim,
+  bottleneck = model.common_dim > 0
+  return DCFM(encoder=encoder, num_classes=num_classes,
+              common_dim=model.common_dim if bottleneck else encoder_dim,
               independent_dim=shallow_dim // 2, bottleneck=bottleneck,
               head_hidden=model.head_hidden, dropout_rate=model.dropout_rate, dtype=dtype)
 

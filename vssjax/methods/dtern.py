@@ -24,7 +24,7 @@ from vssjax.methods import losses
 from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
                                  Variables)
 from vssjax.methods.per_frame import frame_labels
-from vssjax.methods.segformer import build_backbone, compute_dtype
+from vssjax.methods.segformer import build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.models.dtern_head import DTERNHead
 from vssjax.models.layers import normalize_images
 from vssjax.models.mit import MixTransformer
@@ -60,9 +60,14 @@ class DTERNSegmentor(nn.Module):
 
 def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
   backbone = build_backbone(model)
+  kernels = tuple(model.cam_kernels)
+  if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
+    # CAM sums its depth-wise convs as one kernel centred on the pixel: each needs a centre tap.
+    raise SetupError(f"model.cam_kernels={kernels}: CAM's depth-wise kernel sizes, one or more, "
+                     "each positive and odd (centred on their pixel)")
   head = DTERNHead(num_classes=num_classes, num_clusters=model.num_clusters,
-                   kernels=tuple(model.cam_kernels), embed_dim=model.decoder_dim,
-                   dropout_rate=model.dropout_rate, dwconv_impl=backbone.dwconv_impl,
+                   kernels=kernels, embed_dim=model.decoder_dim,
+                   dropout_rate=model.dropout_rate, dwconv_impl=resolve_dwconv_impl(model),
                    dtype=compute_dtype(model))
   return DTERNSegmentor(backbone=backbone, decode_head=head)
 

@@ -22,26 +22,45 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
-from vssjax.methods.segformer import build_backbone, compute_dtype, refuse_mit_settings
+from vssjax.methods.segformer import (build_backbone, compute_dtype, refuse_mit_settings,
+                                      resolve_dwconv_impl)
 from vssjax.models.mit import MIT_VARIANTS
-from vssjax.models.resnet import resnet
+from vssjax.models.resnet import DEPTHS, resnet
 from vssjax.models.sdcpc_head import SDCPCHead
 from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
+
+
+RESNETS = {f"r{depth}": depth for depth in DEPTHS}
 
 
 def _backbone(model: ConfigDict):
   if model.backbone in MIT_VARIANTS:
     return build_backbone(model)
-  if model.backbone.startswith("r") and model.backbone[1:].isdigit():
+  if model.backbone in RESNETS:
     refuse_mit_settings(model)
-    return resnet(int(model.backbone[1:]), dtype=compute_dtype(model))
-  raise SetupError(f"SD-CPC backbone must be a MiT variant {sorted(MIT_VARIANTS)} or a ResNet "
-                   f"('r18', 'r50', 'r101'), got {model.backbone!r}")
+    return resnet(RESNETS[model.backbone], dtype=compute_dtype(model))
+  raise SetupError(f"model.backbone: SD-CPC's must be a MiT variant {sorted(MIT_VARIANTS)} or a "
+                   f"ResNet {list(RESNETS)}, got {model.backbone!r}")
+
+
+def _check_dssa(dssa: ConfigDict) -> None:
+  """DSSA's settings, checked as the method is built rather than where the attention first
+  traces: its keep ratios are fractions of the cells or window keys, and a window is centred on
+  the query pixel, so its side is odd."""
+  for name in ("keep_ratio", "window_keep_ratio"):
+    if not 0.0 < dssa[name] <= 1.0:
+      raise SetupError(f"model.dssa.{name}={dssa[name]}: a fraction in (0, 1]")
+  if dssa.window < 1 or dssa.window % 2 == 0:
+    raise SetupError(f"model.dssa.window={dssa.window}: the window is centred on its pixel, so "
+                     "its side must be a positive odd number")
+  if dssa.coarse_factor < 1:
+    raise SetupError(f"model.dssa.coarse_factor={dssa.coarse_factor}: at least 1")
 
 
 def build_sdcpc(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
   """`backbone` + `decode_head` (an `SDCPCHead`), with DTERN's extract/decode split."""
   backbone = _backbone(model)
+  _check_dssa(model.dssa)
   head = SDCPCHead(
       num_classes=num_classes, embed_dim=model.decoder_dim, dropout_rate=model.dropout_rate,
       ssea_levels=tuple(model.ssea.levels), ssea_pool_sizes=tuple(model.ssea.pool_sizes),
@@ -49,15 +68,16 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
       dssa_keep_ratio=model.dssa.keep_ratio, dssa_window=model.dssa.window,
       dssa_window_keep_ratio=model.dssa.window_keep_ratio, dssa_heads=model.dssa.num_heads,
       embedding_dim=model.embedding_dim,
-      dwconv_impl=getattr(backbone, "dwconv_impl", "shifted"), dtype=compute_dtype(model),
+      dwconv_impl=resolve_dwconv_impl(model), dtype=compute_dtype(model),
       ssea_token_embedding=model.ssea.token_embedding, ssea_context_norm=model.ssea.context_norm,
       dssa_difference_gate=model.dssa.difference_gate)
   return DTERNSegmentor(backbone=backbone, decode_head=head)
 
 
 def _check_mcp(mcp: ConfigDict) -> None:
-  """MCP-CL's settings, checked as the method is built: an unknown pixel rule or no prototype was
-  a traceback from the first trace, a temperature of 0 a NaN loss reported as divergence."""
+  """MCP-CL's settings, checked as the method is built: the loss would otherwise meet an unknown
+  pixel rule or no prototype only in the first trace, and a temperature of 0 makes its InfoNCE
+  NaN, which the trainer reports as divergence."""
   if mcp.prototype_pixels not in PROTOTYPE_PIXELS:
     raise SetupError(f"method.mcp.prototype_pixels must be one of {PROTOTYPE_PIXELS}, got "
                      f"{mcp.prototype_pixels!r}")

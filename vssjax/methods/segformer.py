@@ -24,19 +24,26 @@ def compute_dtype(model: ConfigDict):
   return COMPUTE_DTYPES[model.dtype]
 
 
+def resolve_dwconv_impl(model: ConfigDict) -> str:
+  """`model.dwconv_impl` resolved for this run's devices: 'shifted' or 'grouped', the depth-wise
+  conv of every layer that has one (MiT's Mix-FFN, the video heads), whatever the backbone.
+  'auto' picks the shifted multiply-adds on CPU, where XLA runs grouped convs ~30x slower
+  (notes §6), and the grouped conv elsewhere."""
+  impl = model.dwconv_impl
+  if impl not in ("auto", "shifted", "grouped"):
+    raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got {impl!r}")
+  if impl == "auto":
+    return "shifted" if jax.default_backend() == "cpu" else "grouped"
+  return impl
+
+
 def build_backbone(model: ConfigDict):
   """MiT backbone from `model.backbone` ('b0'..'b5') and any non-empty `backbone_overrides`."""
   overrides = {k: tuple(v) for k, v in model.backbone_overrides.items() if v}
-  dwconv_impl = model.dwconv_impl
-  if dwconv_impl not in ("auto", "shifted", "grouped"):
-    raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got "
-                     f"{dwconv_impl!r}")
   if not 0.0 <= model.drop_path_rate < 1.0:
     raise SetupError(f"model.drop_path_rate={model.drop_path_rate}: a probability in [0, 1)")
-  if dwconv_impl == "auto":  # XLA:CPU runs grouped convs ~30x slower (notes §6)
-    dwconv_impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
-             dwconv_impl=dwconv_impl, attention_impl=_attention_impl(model),
+             dwconv_impl=resolve_dwconv_impl(model), attention_impl=_attention_impl(model),
              scan_blocks=model.scan_blocks, **overrides)
 
 
@@ -65,6 +72,10 @@ def refuse_mit_settings(model: ConfigDict) -> None:
     if model[field] != default:
       raise SetupError(f"model.{field}={model[field]!r} is a MiT setting, and model.backbone "
                        f"{model.backbone!r} is not a MiT: leave it at {default!r}")
+  for name, value in model.backbone_overrides.items():
+    if value:
+      raise SetupError(f"model.backbone_overrides.{name}={tuple(value)} is a MiT setting, and "
+                       f"model.backbone {model.backbone!r} is not a MiT: leave it at ()")
 
 
 def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:

@@ -35,7 +35,7 @@ class SlidingWindows:
   def from_config(cls, eval_transform: ConfigDict) -> SlidingWindows | None:
     """The windows of `eval_transform.slide_crop` / `slide_stride`; None when both are () (whole
     frames). A `SetupError` names the field that is off."""
-    crop, stride = (tuple(eval_transform.get(name, ())) for name in ("slide_crop", "slide_stride"))
+    crop, stride = tuple(eval_transform.slide_crop), tuple(eval_transform.slide_stride)
     if not crop and not stride:
       return None
     for name, value in (("slide_crop", crop), ("slide_stride", stride)):

@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from data_pipelines.sources.base import IGNORE_LABEL
+
 _MAX_VALUES_REPORTED = 10
 
 
@@ -85,7 +87,7 @@ class ConfusionMatrix:
     matrix: int64 ``[NC, NC]`` pixel counts.
   """
 
-  def __init__(self, num_classes: int, ignore_label: int = 255):
+  def __init__(self, num_classes: int, ignore_label: int = IGNORE_LABEL):
     if 0 <= ignore_label < num_classes:
       raise ValueError(f"ignore_label {ignore_label} is a valid class id for {num_classes} classes")
     self.num_classes = num_classes

@@ -48,6 +48,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.metrics.confusion import ConfusionMatrix, check_labels, miou_vspw
 
 SKIP_VIDEOS_UP_TO_FRAMES = 16
@@ -115,8 +116,9 @@ class VideoConsistency:
     vec_matrices: per n, the dataset-wide VEC confusion matrix.
   """
 
-  def __init__(self, num_classes: int, windows: Sequence[int] = (8, 16), ignore_label: int = 255,
-               vec_quirks: bool = False, vc_convention: str = "vspw"):
+  def __init__(self, num_classes: int, windows: Sequence[int] = (8, 16),
+               ignore_label: int = IGNORE_LABEL, vec_quirks: bool = False,
+               vc_convention: str = "vspw"):
     if any(n < 2 for n in windows) or len(set(windows)) != len(windows):
       raise ValueError(f"window lengths must be distinct and >= 2, got {tuple(windows)}")
     if vc_convention not in VC_CONVENTIONS:

@@ -3,12 +3,13 @@ layers, fused per frame (specs/dcfm.md §1-2). NHWC; parameter names follow the 
 
 The encoder gives two features of a frame: the deep *common* feature (whole MiT + SegFormer MLP
 decoder without classifier, or dilated ResNet + PPM) and the shallow *independent* feature (MiT
-after the first block of stage 1, ResNet after layer1). A keyframe fuses its own two features; a
-non-key frame runs only the shallow prefix and fuses it with a keyframe's cached common feature,
-which is where the speed comes from.
+after the first `shallow_blocks` blocks of stage 1, one in the release; ResNet after layer1). A
+keyframe fuses its own two features; a non-key frame runs only the shallow prefix and fuses it
+with a keyframe's cached common feature, which is where the speed comes from.
 
-Tree: `encoder/{backbone, decoder | ppm}`, `bot_aspp` (ResNet only: 1x1 conv to d), `ffm/{conv,
-norm}`, `final/{conv, bn}` (Cityscapes/CamVid head) and `final/cls`.
+Tree: `encoder/{backbone, decoder | ppm}`, `bot_aspp` (with `bottleneck`: 1x1 conv to d; the
+ResNet release configs have it, the MiT ones not), `ffm/{conv, norm}`, `final/{conv, bn}`
+(Cityscapes/CamVid head) and `final/cls`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class MiTCommonEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_only: bool = False):
     """-> (common, shallow); with `shallow_only` -> shallow (stage-1 tokens after its first
-    block, before the stage norm)."""
+    `shallow_blocks` blocks, before the stage norm)."""
     if shallow_only:
       return self.backbone(x, train=train, shallow_blocks=self.shallow_blocks, shallow_only=True)
     features, shallow = self.backbone(x, train=train, shallow_blocks=self.shallow_blocks)
@@ -140,7 +141,7 @@ class DCFM(nn.Module):
   num_classes: int
   common_dim: int  # d
   independent_dim: int  # the width of the independent half: half the shallow feature's
-  bottleneck: bool  # ResNet: 1x1 conv (no bias) from the PPM width to d; MiT: identity
+  bottleneck: bool  # a 1x1 conv (no bias) from the encoder's width to d; else d is that width
   head_hidden: bool  # the Cityscapes/CamVid head (head_nums 1)
   dropout_rate: float = 0.1
   dtype: Dtype = jnp.float32

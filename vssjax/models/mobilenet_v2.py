@@ -3,10 +3,12 @@
 The ETC release references `model.mobile.DenseASPP` (submodules `features/ppm/cls/aux`) but does
 not ship it (specs/etc.md §3), so this is a reconstruction; its choices:
 
-* `features` is torchvision's `mobilenet_v2().features` exactly (so ImageNet weights convert by
-  renaming): a 3x3 s2 stem conv (32), the 17 inverted-residual blocks of the (t, c, n, s) table
-  `SETTINGS`, and the final 1x1 conv 320 -> 1280 (`last_conv=False` drops it, as the CSAIL
-  segmentation code's MobileNetV2-dilated does). BatchNorm eps 1e-5, torch momentum 0.1; ReLU6.
+* `features` is torchvision's `mobilenet_v2().features` exactly, so that its ImageNet weights
+  would convert by renaming (no converter reads them yet, so ETC-Mobile trains from scratch:
+  docs/deviations.md): a 3x3 s2 stem conv (32), the 17 inverted-residual blocks of the
+  (t, c, n, s) table `SETTINGS`, and the final 1x1 conv 320 -> 1280 (`last_conv=False` drops it,
+  as the CSAIL segmentation code's MobileNetV2-dilated does). BatchNorm eps 1e-5, torch momentum
+  0.1; ReLU6.
 * Output stride 8 or 16 (`output_stride`; 32 = the classifier's) by the dilation rule of the
   CSAIL semantic-segmentation-pytorch `MobileNetV2Dilated` (`_nostride_dilate`), the common
   dilated MobileNetV2: for OS 8, from the block that would reach stride 16 (features 7) on,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vssjax.methods.losses import IGNORE_LABEL
+from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.models.layers import l2_normalize
 from vssjax.ops.resize import resize_nearest
 
