@@ -61,3 +61,17 @@ def test_every_method_refuses_a_head_it_cannot_build(config_path, field, value, 
   config.model[field] = value
   with pytest.raises(SetupError, match=expected):
     get_method(config)
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/dtern/synthetic_mitb0.py",
+                                         "configs/dcfm/synthetic_mitb0.py",
+                                         "configs/etc/synthetic_psp18.py",
+                                         "configs/sdcpc/synthetic_mitb0.py"])
+def test_every_method_refuses_a_loss_average_naming_the_field(config_path):
+  """Each method's loss reads `method.loss_average` only when the train step is traced."""
+  config = load_config(config_path, "quick")
+  config.method.loss_average = "mean"
+  with pytest.raises(SetupError,
+                     match=r"method.loss_average must be one of \('valid', 'all'\), got 'mean'"):
+    get_method(config)

@@ -23,6 +23,7 @@ from data_pipelines.eval_transforms import check_eval_transform
 from data_pipelines.transforms import whole_numbers_at_least
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
+from vssjax.methods.losses import LOSS_AVERAGES
 from vssjax.methods.sliding_window import SlidingWindows
 
 Batch = dict[str, jax.Array]
@@ -79,6 +80,9 @@ class Method(abc.ABC):
     self.num_classes = config.data.num_classes
     check_eval_transform(config.data.eval_transform)
     _check_head_settings(config.model)
+    if config.method.loss_average not in LOSS_AVERAGES:  # read by each method's loss, traced later
+      raise SetupError(f"method.loss_average must be one of {LOSS_AVERAGES}, got "
+                       f"{config.method.loss_average!r}")
     self.sliding_windows = SlidingWindows.from_config(config.data.eval_transform)
     if self.sliding_windows is not None and not self.sliding_window_inference:
       raise SetupError(

@@ -11,6 +11,8 @@ from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.errors import SetupError
 from vssjax.ops.resize import resize_bilinear
 
+LOSS_AVERAGES = ("valid", "all")  # `segmentation_cross_entropy`'s divisors
+
 
 def logits_at_label_size(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Upsamples [N, h, w, C] logits bilinearly (align_corners=False) to the labels' [N, H, W] in
@@ -42,8 +44,8 @@ def segmentation_cross_entropy(
   then the sum of the weights of the non-ignored pixels: PyTorch's `F.cross_entropy(weight=...)`
   weighted mean (ETC's class-balanced loss). With 'all' it stays the pixel count (mmseg).
   """
-  if average not in ("valid", "all"):
-    raise SetupError(f"loss average must be 'valid' or 'all', got {average!r}")
+  if average not in LOSS_AVERAGES:
+    raise SetupError(f"loss average must be one of {LOSS_AVERAGES}, got {average!r}")
   valid = labels != ignore_label
   safe_labels = jnp.where(valid, labels, 0)
   logits = logits.astype(jnp.float32)
