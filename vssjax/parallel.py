@@ -256,7 +256,7 @@ def map_over_devices(items: Sequence[T], copies: Sequence[V], fn: Callable[[T, V
   """`fn(item, copy)` of every item, in the items' order: device k of K (`copies[k]`) takes items
   k, k + K, ... one after another (`share_over_devices`). A failing device sets `failed` (a fresh
   event unless given), which stops the others before their next item, and its error is raised."""
-  failed = failed or threading.Event()
+  failed = threading.Event() if failed is None else failed
 
   def work(_: int, share: list[T], copy: V) -> list[R]:
     done = []

@@ -41,10 +41,8 @@ from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
 from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.ppm import PPM
-from vssjax.models.resnet import EXPANSION, WIDTHS, resnet
+from vssjax.models.resnet import EXPANSION, RESNET_NAMES, WIDTHS, resnet
 from vssjax.models.segformer_head import SegFormerHead
-
-RESNETS = {"r18": 18, "r50": 50, "r101": 101}
 
 
 def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
@@ -73,14 +71,14 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
         shallow_blocks=model.shallow_blocks, dropout_rate=model.dropout_rate)
     encoder_dim = model.decoder_dim
     shallow_dim = backbone.embed_dims[0]
-  elif model.backbone in RESNETS:
+  elif model.backbone in RESNET_NAMES:
     refuse_mit_settings(model)
     if model.shallow_blocks != 1:
       raise SetupError(f"model.shallow_blocks={model.shallow_blocks} splits a MiT's stage 1, and "
                        f"model.backbone {model.backbone!r} is not a MiT (its shallow prefix "
                        "ends at layer1): leave it at 1")
-    backbone = resnet(RESNETS[model.backbone], dtype=dtype)
-    width = 512 if RESNETS[model.backbone] == 18 else 2048
+    backbone = resnet(RESNET_NAMES[model.backbone], dtype=dtype)
+    width = 512 if RESNET_NAMES[model.backbone] == 18 else 2048
     # semseg's PSPNet leaves its PPM convs at PyTorch's default init, and DCFM's
     # `initialize_weights` covers only bot_aspp, ffm and final (specs/dcfm.md §2.1).
     ppm = PPM(features=width // 4, dtype=dtype, kernel_init=torch_kernel_init)
@@ -88,7 +86,7 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     encoder_dim = 2 * width  # the PPM's input and its four branches of width / 4
     shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
   else:
-    raise SetupError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNETS)}, "
+    raise SetupError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNET_NAMES)}, "
                      f"got {model.backbone!r}")
   bottleneck = model.common_dim > 0
   return DCFM(encoder=encoder, num_classes=num_classes,

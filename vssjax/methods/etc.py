@@ -67,10 +67,9 @@ from vssjax.models import conv_lstm
 from vssjax.models.layers import normalize_images
 from vssjax.models.mobilenet_v2 import MobileNetV2
 from vssjax.models.pspnet import HEAD_FEATURES, PSPNet, pspnet
-from vssjax.models.resnet import DEPTHS
+from vssjax.models.resnet import RESNET_NAMES
 from vssjax.train import init_from, loop
 
-RESNETS = {f"r{depth}": depth for depth in DEPTHS}
 MOBILENET = "mobilenet_v2"
 PAIR_WISE_MAPS = ("logits", "features")
 LSTM = "distill_lstm"
@@ -81,8 +80,8 @@ def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
   """The student (or teacher) on `model.backbone`: 'r18' | 'r50' | 'r101' | 'mobilenet_v2'."""
   dtype = compute_dtype(model)
   refuse_mit_settings(model)
-  if model.backbone in RESNETS:
-    return pspnet(RESNETS[model.backbone], num_classes, dropout_rate=model.dropout_rate,
+  if model.backbone in RESNET_NAMES:
+    return pspnet(RESNET_NAMES[model.backbone], num_classes, dropout_rate=model.dropout_rate,
                   dtype=dtype)
   if model.backbone == MOBILENET:
     backbone = MobileNetV2(output_stride=8, dtype=dtype)
@@ -90,7 +89,7 @@ def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
                   ppm_features=backbone.out_features[-1] // 4,
                   head_features=HEAD_FEATURES[18], dropout_rate=model.dropout_rate,
                   dtype=dtype)
-  raise SetupError(f"ETC backbone must be one of {sorted(RESNETS) + [MOBILENET]}, got "
+  raise SetupError(f"ETC backbone must be one of {sorted(RESNET_NAMES) + [MOBILENET]}, got "
                    f"{model.backbone!r}")
 
 

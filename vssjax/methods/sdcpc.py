@@ -25,22 +25,19 @@ from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
 from vssjax.methods.segformer import (build_backbone, compute_dtype, refuse_mit_settings,
                                       resolve_dwconv_impl)
 from vssjax.models.mit import MIT_VARIANTS
-from vssjax.models.resnet import DEPTHS, resnet
+from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.models.sdcpc_head import SDCPCHead
 from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
-
-
-RESNETS = {f"r{depth}": depth for depth in DEPTHS}
 
 
 def _backbone(model: ConfigDict):
   if model.backbone in MIT_VARIANTS:
     return build_backbone(model)
-  if model.backbone in RESNETS:
+  if model.backbone in RESNET_NAMES:
     refuse_mit_settings(model)
-    return resnet(RESNETS[model.backbone], dtype=compute_dtype(model))
+    return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model))
   raise SetupError(f"model.backbone: SD-CPC's must be a MiT variant {sorted(MIT_VARIANTS)} or a "
-                   f"ResNet {list(RESNETS)}, got {model.backbone!r}")
+                   f"ResNet {list(RESNET_NAMES)}, got {model.backbone!r}")
 
 
 def _check_dssa(dssa: ConfigDict) -> None:

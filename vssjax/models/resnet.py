@@ -35,6 +35,7 @@ DEPTHS: dict[int, tuple[Literal["basic", "bottleneck"], tuple[int, ...]]] = {
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
 }
+RESNET_NAMES = {f"r{depth}": depth for depth in DEPTHS}  # `model.backbone` names -> depth
 PLAIN_STEM_WIDTH = 64
 DEEP_STEM_WIDTHS = (64, 64, 128)
 
