@@ -234,7 +234,7 @@ def test_evaluating_an_empty_workdir_says_how_to_fill_it(tmp_path):
 
 @pytest.mark.parametrize("config, extra, expected", [
     (CONFIG, ["--config.method.name=segfromer"], "unknown method.name 'segfromer'"),
-    (CONFIG, ["--config.model.backbone=b9"], "unknown MiT variant 'b9'"),
+    (CONFIG, ["--config.model.backbone=b9"], "model.backbone='b9': SegFormer takes one of"),
     (CONFIG, ["--config.data.batch_size=0"], "data.batch_size=0: a batch needs at least one"),
     (CONFIG, ["--config.train.steps=0"], "train.steps=0: training needs at least one step"),
     (CONFIG, ["--config.train.log_every=0"], "train.log_every=0: must be at least 1"),

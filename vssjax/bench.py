@@ -51,7 +51,7 @@ from vssjax.methods import get_method
 from vssjax.methods.base import Method, flatten_time
 from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
-from vssjax.methods.segformer import COMPUTE_DTYPES
+from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import stitched_labels
 from vssjax.models.layers import normalize_images
 from vssjax.train import loop

@@ -119,13 +119,6 @@ def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(c
     get_method(config)
 
 
-def test_a_resnet_depth_without_weights_or_layout_is_refused_naming_the_supported_ones():
-  config = load_config("configs/sdcpc/cityscapes_r101.py", "quick")
-  config.model.backbone = "r34"
-  with pytest.raises(SetupError, match=r"model.backbone: .*\['r18', 'r50', 'r101'\], got 'r34'"):
-    get_method(config)
-
-
 @pytest.mark.parametrize("field, value, message", [
     ("keep_ratio", 1.5, r"model.dssa.keep_ratio=1.5: a fraction in \(0, 1\]"),
     ("keep_ratio", 0.0, r"model.dssa.keep_ratio=0.0: a fraction in \(0, 1\]"),

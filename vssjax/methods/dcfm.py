@@ -34,12 +34,11 @@ from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
+from vssjax.methods.backbones import backbone_family, build_mit, compute_dtype
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
-from vssjax.methods.segformer import build_backbone, compute_dtype, refuse_mit_settings
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
-from vssjax.models.mit import MIT_VARIANTS
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import EXPANSION, RESNET_NAMES, WIDTHS, resnet
 from vssjax.models.segformer_head import SegFormerHead
@@ -59,8 +58,8 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
   if model.common_dim < 0:
     raise SetupError(f"model.common_dim={model.common_dim}: the width d of the 1x1 conv to the "
                      "common feature, or 0 for none")
-  if model.backbone in MIT_VARIANTS:
-    backbone = build_backbone(model)
+  if backbone_family(model, "DCFM", ("mit", "resnet")) == "mit":
+    backbone = build_mit(model, "DCFM")
     if not 0 <= model.shallow_blocks <= backbone.depths[0]:
       raise SetupError(f"model.shallow_blocks={model.shallow_blocks}: the stage-1 blocks of the "
                        f"shallow prefix, from 0 to the {backbone.depths[0]} of "
@@ -71,8 +70,7 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
         shallow_blocks=model.shallow_blocks, dropout_rate=model.dropout_rate)
     encoder_dim = model.decoder_dim
     shallow_dim = backbone.embed_dims[0]
-  elif model.backbone in RESNET_NAMES:
-    refuse_mit_settings(model)
+  else:
     if model.shallow_blocks != 1:
       raise SetupError(f"model.shallow_blocks={model.shallow_blocks} splits a MiT's stage 1, and "
                        f"model.backbone {model.backbone!r} is not a MiT (its shallow prefix "
@@ -85,9 +83,6 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     encoder = PSPCommonEncoder(backbone=backbone, ppm=ppm)
     encoder_dim = 2 * width  # the PPM's input and its four branches of width / 4
     shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
-  else:
-    raise SetupError(f"DCFM backbone must be one of {sorted(MIT_VARIANTS)} or {sorted(RESNET_NAMES)}, "
-                     f"got {model.backbone!r}")
   bottleneck = model.common_dim > 0
   return DCFM(encoder=encoder, num_classes=num_classes,
               common_dim=model.common_dim if bottleneck else encoder_dim,

@@ -21,10 +21,10 @@ from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
+from vssjax.methods.backbones import build_mit, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
                                  Variables)
 from vssjax.methods.per_frame import frame_labels
-from vssjax.methods.segformer import build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.models.dtern_head import DTERNHead
 from vssjax.models.layers import normalize_images
 from vssjax.models.mit import MixTransformer
@@ -59,7 +59,7 @@ class DTERNSegmentor(nn.Module):
 
 
 def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
-  backbone = build_backbone(model)
+  backbone = build_mit(model, "DTERN")
   kernels = tuple(model.cam_kernels)
   if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
     # CAM sums its depth-wise convs as one kernel centred on the pixel: each needs a centre tap.

@@ -60,9 +60,9 @@ from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import etc_losses, get_method, losses
+from vssjax.methods.backbones import backbone_family, compute_dtype
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
-from vssjax.methods.segformer import compute_dtype, refuse_mit_settings
 from vssjax.models import conv_lstm
 from vssjax.models.layers import normalize_images
 from vssjax.models.mobilenet_v2 import MobileNetV2
@@ -70,7 +70,6 @@ from vssjax.models.pspnet import HEAD_FEATURES, PSPNet, pspnet
 from vssjax.models.resnet import RESNET_NAMES
 from vssjax.train import init_from, loop
 
-MOBILENET = "mobilenet_v2"
 PAIR_WISE_MAPS = ("logits", "features")
 LSTM = "distill_lstm"
 TEACHER = "teacher"
@@ -79,18 +78,13 @@ TEACHER = "teacher"
 def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
   """The student (or teacher) on `model.backbone`: 'r18' | 'r50' | 'r101' | 'mobilenet_v2'."""
   dtype = compute_dtype(model)
-  refuse_mit_settings(model)
-  if model.backbone in RESNET_NAMES:
+  if backbone_family(model, "ETC", ("resnet", "mobilenet_v2")) == "resnet":
     return pspnet(RESNET_NAMES[model.backbone], num_classes, dropout_rate=model.dropout_rate,
                   dtype=dtype)
-  if model.backbone == MOBILENET:
-    backbone = MobileNetV2(output_stride=8, dtype=dtype)
-    return PSPNet(backbone=backbone, num_classes=num_classes,
-                  ppm_features=backbone.out_features[-1] // 4,
-                  head_features=HEAD_FEATURES[18], dropout_rate=model.dropout_rate,
-                  dtype=dtype)
-  raise SetupError(f"ETC backbone must be one of {sorted(RESNET_NAMES) + [MOBILENET]}, got "
-                   f"{model.backbone!r}")
+  backbone = MobileNetV2(output_stride=8, dtype=dtype)
+  return PSPNet(backbone=backbone, num_classes=num_classes,
+                ppm_features=backbone.out_features[-1] // 4,
+                head_features=HEAD_FEATURES[18], dropout_rate=model.dropout_rate, dtype=dtype)
 
 
 def _check_choices(method: ConfigDict, num_classes: int) -> None:

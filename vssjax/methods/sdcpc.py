@@ -21,23 +21,18 @@ import jax
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
-from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
-from vssjax.methods.segformer import (build_backbone, compute_dtype, refuse_mit_settings,
+from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
                                       resolve_dwconv_impl)
-from vssjax.models.mit import MIT_VARIANTS
+from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
 from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.models.sdcpc_head import SDCPCHead
 from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
 
 
 def _backbone(model: ConfigDict):
-  if model.backbone in MIT_VARIANTS:
-    return build_backbone(model)
-  if model.backbone in RESNET_NAMES:
-    refuse_mit_settings(model)
-    return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model))
-  raise SetupError(f"model.backbone: SD-CPC's must be a MiT variant {sorted(MIT_VARIANTS)} or a "
-                   f"ResNet {list(RESNET_NAMES)}, got {model.backbone!r}")
+  if backbone_family(model, "SD-CPC", ("mit", "resnet")) == "mit":
+    return build_mit(model, "SD-CPC")
+  return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model))
 
 
 def _check_dssa(dssa: ConfigDict) -> None:

@@ -1,0 +1,142 @@
+"""What `config.model`'s backbone settings mean for every method (`vssjax/methods/backbones.py`):
+each reaches the backbone it configures, and one that cannot apply is refused as the method is
+built, naming the field."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import load_config, random_config_batch
+from vssjax.errors import SetupError
+from vssjax.methods import get_method
+from vssjax.models import mit
+from vssjax.train.host_init import host_filled
+
+
+@pytest.mark.parametrize("config_path, backbone, expected", [
+    ("configs/segformer/synthetic_mitb0.py", "r50", r"SegFormer takes one of \['b0', .*'b5'\]"),
+    ("configs/dtern/synthetic_mitb0.py", "b9", r"DTERN takes one of \['b0', .*'b5'\]"),
+    ("configs/sdcpc/cityscapes_r101.py", "r34", r"SD-CPC takes one of \['b0', .*'b5', 'r18', 'r50', "
+                                                r"'r101'\]"),
+    ("configs/dcfm/synthetic_mitb0.py", "mobilenet_v2", r"DCFM takes one of \['b0', .*'r101'\]"),
+    ("configs/etc/synthetic_psp18.py", "b1", r"ETC takes one of \['r18', .*'mobilenet_v2'\]"),
+])
+def test_a_backbone_the_method_does_not_take_is_refused_naming_the_choices(config_path, backbone,
+                                                                           expected):
+  config = load_config(config_path, "quick")
+  config.model.backbone = backbone
+  with pytest.raises(SetupError, match=rf"model.backbone='{backbone}': {expected}"):
+    get_method(config)
+
+
+def test_attention_impl_reaches_every_attention_call(monkeypatch):
+  """`model.attention_impl` is passed to the attention of every MiT block. The method is built as
+  on a GPU, past the check of `test_cudnn_attention_is_refused_...`; the calls are recorded (and
+  computed with XLA's attention, which any backend runs)."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.dtype = "bfloat16"  # cuDNN's fused attention takes fp16/bf16 only
+  frames = jnp.zeros((1, 32, 32, 3), jnp.bfloat16)
+  default = get_method(config).module
+  variables = jax.eval_shape(lambda: default.init(jax.random.PRNGKey(0), frames, train=False))
+  config.model.attention_impl = "cudnn"
+  with monkeypatch.context() as patch:
+    patch.setattr(jax, "default_backend", lambda: "gpu")
+    module = get_method(config).module
+  attention, implementations = mit.dot_product_attention, []
+
+  def recording_attention(*args, implementation, **kwargs):
+    implementations.append(implementation)
+    return attention(*args, implementation="xla", **kwargs)
+
+  monkeypatch.setattr(mit, "dot_product_attention", recording_attention)
+  jax.eval_shape(lambda v: default.apply(v, frames, train=False), variables)
+  blocks = len(implementations)
+  assert blocks == sum(config.model.backbone_overrides.depths) and set(implementations) == {"xla"}
+  jax.eval_shape(lambda v: module.apply(v, frames, train=False), variables)
+  assert implementations[blocks:] == ["cudnn"] * blocks
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/dcfm/synthetic_mitb0.py"])
+def test_cudnn_attention_is_refused_where_it_cannot_run(config_path, monkeypatch):
+  """Off an NVIDIA GPU, or with float32 queries, cuDNN's attention raised a bare RuntimeError /
+  NotImplementedError from inside the first trace; every MiT method now refuses the setting as it
+  is built, naming it."""
+  config = load_config(config_path, "quick")
+  config.model.update(attention_impl="cudnn", dtype="bfloat16")
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  with pytest.raises(SetupError, match=r"attention_impl='cudnn' .* NVIDIA GPUs; .* 'cpu'"):
+    get_method(config)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  get_method(config)
+  config.model.dtype = "float32"
+  with pytest.raises(SetupError, match=r"bf16 attention only, and model.dtype is 'float32'"):
+    get_method(config)
+  config.model.attention_impl = "flash"
+  with pytest.raises(SetupError, match=r"'xla' or 'cudnn', got 'flash'"):
+    get_method(config)
+
+
+def test_an_unknown_depthwise_conv_or_drop_path_rate_is_refused_naming_it():
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.dwconv_impl = "fft"
+  with pytest.raises(SetupError, match=r"model.dwconv_impl must be .* got 'fft'"):
+    get_method(config)
+  config.model.dwconv_impl = "auto"
+  config.model.drop_path_rate = 1.0  # every residual branch dropped: trained, but to nothing
+  with pytest.raises(SetupError, match=r"model.drop_path_rate=1.0: a probability in \[0, 1\)"):
+    get_method(config)
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/dtern/synthetic_mitb0.py"])
+def test_scanned_blocks_train_as_the_unrolled_ones(config_path):
+  """`model.scan_blocks` reaches the backbone of a MiT method, whose training loss and gradients
+  it leaves as they are (no stochastic depth: its draws differ, not its distribution)."""
+  config = load_config(config_path, "quick")
+  config.model.update(drop_path_rate=0.0, backbone_overrides=dict(
+      embed_dims=(8, 16, 24, 32), depths=(2, 2, 1, 2), num_heads=(1, 2, 3, 4)))
+  batch = random_config_batch(config)
+  results = []
+  for scan in (False, True):
+    config.model.scan_blocks = scan
+    method = get_method(config)
+    assert method.module.backbone.scan_blocks == scan
+    variables = host_filled(jax.eval_shape(method.init, jax.random.PRNGKey(0), batch))
+    params = variables.pop("params")
+    jaxpr = jax.make_jaxpr(method.loss_and_metrics)(params, variables, batch,
+                                                    jax.random.PRNGKey(1))
+    assert (" scan[" in str(jaxpr)) == scan
+    results.append(jax.jit(jax.value_and_grad(method.loss_and_metrics, has_aux=True))(
+        params, variables, batch, jax.random.PRNGKey(1)))
+  (loss, _), grads = results[0]
+  (scanned_loss, _), scanned_grads = results[1]
+  np.testing.assert_allclose(scanned_loss, loss, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(scanned_grads)):
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(np.abs(a).max()) + 1e-9)
+
+
+@pytest.mark.parametrize("config_path", ["configs/etc/synthetic_psp18.py",
+                                         "configs/dcfm/camvid_r50.py"])
+@pytest.mark.parametrize("field, value", [("scan_blocks", True), ("attention_impl", "cudnn")])
+def test_a_mit_setting_on_another_backbone_is_refused_not_ignored(config_path, field, value):
+  config = load_config(config_path, "quick")
+  config.model[field] = value
+  with pytest.raises(SetupError, match=rf"model.{field}={value!r} is a MiT setting, and "
+                                       rf"model.backbone '{config.model.backbone}' is not a MiT"):
+    get_method(config)
+
+
+@pytest.mark.parametrize("config_path", ["configs/etc/synthetic_psp18.py",
+                                         "configs/dcfm/camvid_r50.py",
+                                         "configs/sdcpc/cityscapes_r101.py"])
+def test_backbone_overrides_on_another_backbone_are_refused_not_ignored(config_path):
+  """Their quick variants leave them empty: only a MiT shrinks by them."""
+  config = load_config(config_path, "quick")
+  assert not any(config.model.backbone_overrides.values())
+  get_method(config)
+  config.model.backbone_overrides.depths = (1, 1, 1, 1)
+  with pytest.raises(SetupError, match=r"model.backbone_overrides.depths=\(1, 1, 1, 1\) is a MiT "
+                                       rf"setting, and model.backbone '{config.model.backbone}'"):
+    get_method(config)
