@@ -1,4 +1,4 @@
-"""Released DTERN checkpoint (mmseg state_dict, numpy) -> Flax variables of `DTERNSegmentor`.
+"""Released DTERN checkpoint (mmseg state_dict, numpy) -> Flax variables of its `ClipSegmentor`.
 
 Keys (specs/dtern.md §10, Appendix A): the stock mmseg MiT under `backbone.` (rules shared with
 `mmseg_segformer`) and `SegFormerHead_clips2_DTERN_ensemble4` under `decode_head.`. Our paths mirror
@@ -18,7 +18,7 @@ from vssjax.convert.common import (
 from vssjax.convert.mmseg_segformer import head_rules as segformer_head_rules
 from vssjax.convert.mmseg_segformer import mit_hint, mit_rules
 from vssjax.convert.torch_resnet import conv_bn_rules
-from vssjax.methods.dtern import DTERNSegmentor
+from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.dtern_head import LTEM_HEADS
 
 # eval_shape only needs parameter shapes: any 4-frame clip whose 1/32 grid is non-empty will do.
@@ -92,7 +92,7 @@ def dtern_head_rules(num_kernels: int) -> list[Rule]:
   return rules
 
 
-def convert_mmseg_dtern(state_dict: StateDict, model: DTERNSegmentor) -> Variables:
+def convert_mmseg_dtern(state_dict: StateDict, model: ClipSegmentor) -> Variables:
   """DTERN release state_dict -> {'params', 'batch_stats'} of `model`.
 
   Raises `CheckpointMismatchError` naming every missing, unexpected and mis-shaped key (e.g. a

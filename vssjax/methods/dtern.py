@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,40 +24,11 @@ from vssjax.methods.backbones import build_mit, compute_dtype, resolve_dwconv_im
 from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
                                  Variables)
 from vssjax.methods.per_frame import frame_labels
+from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.dtern_head import DTERNHead
 from vssjax.models.layers import normalize_images
-from vssjax.models.mit import MixTransformer
 
-class DTERNSegmentor(nn.Module):
-  """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame):
-  training and the release-style clip forward, the whole network on every frame of the clip.
-
-  The streaming predictor instead keeps per frame what the network computes of each frame alone
-  (`encode_frame`) and predicts a clip from those (`decode_states`), so that every frame goes
-  through the backbone and the head's per-frame layers once, not once per clip it belongs to.
-  """
-  backbone: MixTransformer
-  decode_head: DTERNHead
-
-  def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    # The shared backbone on all B*T frames as one batch (clip-major, time innermost).
-    lead = images.shape[:2]
-    features = self.backbone(images.reshape((-1,) + images.shape[2:]), train=train)
-    return self.decode_head([f.reshape(lead + f.shape[1:]) for f in features], train=train)
-
-  def encode_frame(self, images: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-    """Eval mode: frames [B, H, W, 3] -> the head's `frame_state` of each: (what the frame's own
-    prediction needs, what the clips it is a reference of need)."""
-    return self.decode_head.frame_state(self.backbone(images, train=False))
-
-  def decode_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
-                    ) -> jax.Array:
-    """Eval mode: the target's first `encode_frame` part, and the second part of every clip frame
-    stacked on axis 1 (target last) -> the final logits."""
-    return self.decode_head.predict_from_states(target, references)
-
-
-def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
+def build_dtern(model: ConfigDict, num_classes: int) -> ClipSegmentor:
   backbone = build_mit(model, "DTERN")
   kernels = tuple(model.cam_kernels)
   if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
@@ -69,7 +39,7 @@ def build_dtern(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
                    kernels=kernels, embed_dim=model.decoder_dim,
                    dropout_rate=model.dropout_rate, dwconv_impl=resolve_dwconv_impl(model),
                    dtype=compute_dtype(model))
-  return DTERNSegmentor(backbone=backbone, decode_head=head)
+  return ClipSegmentor(backbone=backbone, decode_head=head)
 
 
 def _prediction_logits(outputs: dict[str, jax.Array]) -> jax.Array:
@@ -97,7 +67,7 @@ class DTERNMethod(Method):
     self.decode_states = jax.jit(self._decode_states_impl)
     self.clip_logits = jax.jit(self._clip_logits_impl)
 
-  def build_module(self, model: ConfigDict) -> DTERNSegmentor:
+  def build_module(self, model: ConfigDict) -> ClipSegmentor:
     return build_dtern(model, self.num_classes)
 
   def _apply(self, variables: Variables, frames: jax.Array, *, method=None, **kwargs):
@@ -142,7 +112,7 @@ class DTERNMethod(Method):
         logits, labels, average=self.config.method.loss_average)
 
   def _encode_frame_impl(self, variables, frames):
-    return self._apply(variables, frames, method=DTERNSegmentor.encode_frame)
+    return self._apply(variables, frames, method=ClipSegmentor.encode_frame)
 
   def _decode_states_impl(self, variables, target_state, clip_references):
     """The final logits of a clip from its target's own `encode_frame` state and the list of its
@@ -150,7 +120,7 @@ class DTERNMethod(Method):
     references = {key: jnp.stack([state[key] for state in clip_references], axis=1)
                   for key in clip_references[0]}
     return self.module.apply(variables, target_state, references,
-                             method=DTERNSegmentor.decode_states)
+                             method=ClipSegmentor.decode_states)
 
   def _clip_logits_impl(self, variables, frames):
     return _prediction_logits(self._apply(variables, frames, train=False))

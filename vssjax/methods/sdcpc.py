@@ -23,7 +23,8 @@ from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
                                       resolve_dwconv_impl)
-from vssjax.methods.dtern import DTERNMethod, DTERNSegmentor
+from vssjax.methods.dtern import DTERNMethod
+from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.models.sdcpc_head import SDCPCHead
 from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
@@ -49,7 +50,7 @@ def _check_dssa(dssa: ConfigDict) -> None:
     raise SetupError(f"model.dssa.coarse_factor={dssa.coarse_factor}: at least 1")
 
 
-def build_sdcpc(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
+def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
   """`backbone` + `decode_head` (an `SDCPCHead`), with DTERN's extract/decode split."""
   backbone = _backbone(model)
   _check_dssa(model.dssa)
@@ -63,7 +64,7 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> DTERNSegmentor:
       dwconv_impl=resolve_dwconv_impl(model), dtype=compute_dtype(model),
       ssea_token_embedding=model.ssea.token_embedding, ssea_context_norm=model.ssea.context_norm,
       dssa_difference_gate=model.dssa.difference_gate)
-  return DTERNSegmentor(backbone=backbone, decode_head=head)
+  return ClipSegmentor(backbone=backbone, decode_head=head)
 
 
 def _check_mcp(mcp: ConfigDict) -> None:
@@ -90,7 +91,7 @@ class SDCPCMethod(DTERNMethod):
     super().__init__(config)
     _check_mcp(config.method.mcp)
 
-  def build_module(self, model: ConfigDict) -> DTERNSegmentor:
+  def build_module(self, model: ConfigDict) -> ClipSegmentor:
     return build_sdcpc(model, self.num_classes)
 
   def loss_and_metrics(self, params, model_state, batch, rng):
