@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import Conv, torch_default_init
 
-Dtype = Any
 State = tuple[jax.Array, jax.Array]  # (hidden, cell), each [B, H, W, hidden_size]
 
 TRAINING_RULES = ("frozen", "adversarial", "joint")

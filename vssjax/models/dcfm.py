@@ -15,9 +15,9 @@ ResNet release configs have it, the MiT ones not), `ffm/{conv, norm}`, `final/{c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
@@ -28,7 +28,6 @@ from vssjax.models.resnet import ResNet
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.resize import resize_bilinear
 
-Dtype = Any
 # DCFM's `initialize_weights`: kaiming_normal_ (fan_in, gain sqrt 2), zero bias.
 kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 

@@ -16,23 +16,22 @@ CAM, Mlp and DWConvs) and `linear_pred1` have no init hook, so they keep PyTorch
 nn.Linear default, U(+-1/sqrt(fan_in)) for weights and biases (`layers.torch_default_init`).
 """
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, dense_init,
-                                  depthwise_conv, gelu, layer_norm, torch_default_init)
+                                  depthwise_conv, gelu, layer_norm, torch_default_init,
+                                  TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
 
-Dtype = Any
 
 LTEM_HEADS = (2, 4)  # attention heads of the two LTEM layers (the release's [2, 4, 8, 16][:2])
 MLP_RATIO = 4
-_LN_EPS = 1e-5
 _COS_EPS = 1e-8
 _NORMALIZE_EPS = 1e-12  # F.normalize's
 
@@ -143,7 +142,7 @@ class ClusterBlock(nn.Module):
   @nn.compact
   def __call__(self, maps: jax.Array, *, train: bool) -> jax.Array:
     if self.is_initializing():  # saved by the release, never applied
-      layer_norm(_LN_EPS, "norm1")(maps[..., :1, :1, :])
+      layer_norm(TORCH_LAYER_NORM_EPS, "norm1")(maps[..., :1, :1, :])
     x = CAM(self.kernels, self.dwconv_impl, self.dtype, name="cam")(maps, train=train)
     return _conv(x, self.num_clusters, (1, 1), "Clustering_0", self.dtype, use_bias=False)
 
@@ -190,7 +189,7 @@ class LTEMLayer(nn.Module):
     self.top_down_transform2 = self.param("top_down_transform2", lambda _, s: jnp.eye(s[0]),
                                           (k, k))
     # One LayerNorm, used three times (post-norm).
-    self.norm1 = layer_norm(_LN_EPS)
+    self.norm1 = layer_norm(TORCH_LAYER_NORM_EPS)
     self.mlp = DepthwiseMlp(self.dwconv_impl, self.dtype)
     self.q, self.k, self.v, self.proj = [_dense(dim, dim, self.dtype) for _ in range(4)]
 

@@ -11,9 +11,10 @@ layers the originals leave alone get PyTorch's `reset_parameters` default,
 """
 import functools
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,6 @@ from vssjax.ops import conv as conv_ops
 from vssjax.ops import depthwise as depthwise_ops
 from vssjax.ops.mixed_precision import float32_product
 
-Dtype = Any
 Initializer = Callable[..., jax.Array]
 
 # ImageNet statistics in RGB order, on the 0..255 scale (mmseg/HF `img_norm_cfg`).
@@ -97,6 +97,9 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   x32 = x.astype(jnp.float32)
   norm = jnp.sqrt(jnp.sum(jnp.square(x32), axis=axis, keepdims=True))
   return (x32 / jnp.maximum(norm, eps)).astype(x.dtype)
+
+
+TORCH_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
 
 
 def layer_norm(epsilon: float, name: str | None = None) -> nn.LayerNorm:

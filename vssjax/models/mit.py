@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vssjax.errors import SetupError
 from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init, gelu,
-                                  layer_norm)
+                                  layer_norm, TORCH_LAYER_NORM_EPS)
 from vssjax.ops.attention import dot_product_attention
 
-Dtype = Any
 
 _WIDE = (64, 128, 320, 512)
 _HEADS = (1, 2, 5, 8)
@@ -37,8 +37,8 @@ MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "b5": dict(embed_dims=_WIDE, num_heads=_HEADS, depths=(3, 6, 40, 3), sr_ratios=_SR),
 }
 
-PATCH_EMBED_EPS = 1e-5
-BLOCK_EPS = 1e-6
+PATCH_EMBED_EPS = TORCH_LAYER_NORM_EPS
+BLOCK_EPS = 1e-6  # set by the release, in every block and after every stage
 
 
 def _dense(features: int, dtype: Dtype, name: str) -> nn.Dense:

@@ -29,15 +29,14 @@ layers are `conv_{j}` (torch `conv.{j}`): ConvBNReLU6s, then the 1x1 projection 
 """
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import BatchNorm, Conv, conv_init
 
-Dtype = Any
 
 STEM_WIDTH = 32
 LAST_WIDTH = 1280

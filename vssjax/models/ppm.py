@@ -9,17 +9,15 @@ index 0 of the torch Sequential is the parameter-free pooling). The convs start 
 PSPNet passes PyTorch's default, which semseg's PPM keeps).
 """
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import ConvBNAct, Initializer, conv_init
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.ops.resize import resize_bilinear
-
-Dtype = Any
 
 
 class PPM(nn.Module):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
@@ -27,7 +28,6 @@ from vssjax.models.layers import Conv, ConvBNAct, torch_default_init, torch_kern
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import resnet
 
-Dtype = Any
 
 # Hidden width of the main classifier: 256 in ETC's PSPNet-18, 512 in semseg's R-50/101 PSPNet.
 HEAD_FEATURES = {18: 256, 50: 512, 101: 512}

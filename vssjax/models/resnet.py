@@ -18,15 +18,15 @@ and would shift every feature relative to the PyTorch weights.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import BatchNorm, Conv, conv_init
 
-Dtype = Any
 
 WIDTHS = (64, 128, 256, 512)
 EXPANSION = {"basic": 1, "bottleneck": 4}

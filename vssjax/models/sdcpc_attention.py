@@ -20,17 +20,15 @@ Optionally only the `keep_ratio` highest-scoring window positions of each query 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vssjax.models.layers import dense_init
 from vssjax.ops.attention import dot_product_attention, softmax
-
-Dtype = Any
 
 
 def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:

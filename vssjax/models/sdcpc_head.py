@@ -30,24 +30,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.dtern_head import cosine_similarity
-from vssjax.models.layers import Conv, dense_init, l2_normalize, layer_norm
+from vssjax.models.layers import (Conv, dense_init, l2_normalize, layer_norm,
+                                  TORCH_LAYER_NORM_EPS)
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.ops.resize import resize_bilinear
 
-Dtype = Any
 
 MLP_RATIO = 4  # [GUESS] Mix-FFN width of SSEA, as MiT's
-_LN_EPS = 1e-5
 
 
 def static_difference(target: jax.Array, refs: jax.Array) -> jax.Array:
@@ -88,12 +87,12 @@ class SSEA(nn.Module):
       context = context + self.param("token_embed", dense_init, context.shape[1:]).astype(
           context.dtype)
     if self.context_norm:
-      context = layer_norm(_LN_EPS, "context_norm")(context)
-    queries = layer_norm(_LN_EPS, "norm1")(x).reshape((frames, height * width, dim))
+      context = layer_norm(TORCH_LAYER_NORM_EPS, "context_norm")(context)
+    queries = layer_norm(TORCH_LAYER_NORM_EPS, "norm1")(x).reshape((frames, height * width, dim))
     attended = CrossAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, context)
     x = x + attended.reshape(x.shape)
     return x + MixFFN(MLP_RATIO, self.dwconv_impl, self.dtype, name="mlp")(
-        layer_norm(_LN_EPS, "norm2")(x))
+        layer_norm(TORCH_LAYER_NORM_EPS, "norm2")(x))
 
 
 class DSSA(nn.Module):
@@ -124,7 +123,7 @@ class DSSA(nn.Module):
     num_refs = refs.shape[1]
 
     def norm(name):
-      return layer_norm(_LN_EPS, name)
+      return layer_norm(TORCH_LAYER_NORM_EPS, name)
 
     coarse_hw = (-(-height // self.coarse_factor), -(-width // self.coarse_factor))
     coarse_target = adaptive_avg_pool(target, coarse_hw)

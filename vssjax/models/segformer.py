@@ -6,13 +6,13 @@ trees are `{'backbone': MiT params, 'decode_head': head params}`.
 from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.mit import MixTransformer, mit
 from vssjax.models.segformer_head import SegFormerHead
 
-Dtype = Any
 
 # Decoder width of the published SegFormer configs: 256 for B0/B1, 768 for B2-B5.
 SEGFORMER_EMBED_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}

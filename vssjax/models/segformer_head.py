@@ -20,17 +20,15 @@ normal, BN 1/0); `linear_c*` (`nn.Linear` in `MLP`) and `linear_pred` (a plain `
 no init hook and keep PyTorch's default, U(+-1/sqrt(fan_in)) for weights and biases.
 """
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, conv_init,
                                   torch_default_init)
 from vssjax.ops.resize import resize_bilinear
-
-Dtype = Any
 
 
 class _FoldedFuse(nn.Module):
