@@ -119,7 +119,8 @@ def test_scanned_blocks_train_as_the_unrolled_ones(config_path):
 
 @pytest.mark.parametrize("config_path", ["configs/etc/synthetic_psp18.py",
                                          "configs/dcfm/camvid_r50.py"])
-@pytest.mark.parametrize("field, value", [("scan_blocks", True), ("attention_impl", "cudnn")])
+@pytest.mark.parametrize("field, value", [("scan_blocks", True), ("attention_impl", "cudnn"),
+                                          ("drop_path_rate", 0.2)])
 def test_a_mit_setting_on_another_backbone_is_refused_not_ignored(config_path, field, value):
   config = load_config(config_path, "quick")
   config.model[field] = value
@@ -139,4 +140,18 @@ def test_backbone_overrides_on_another_backbone_are_refused_not_ignored(config_p
   config.model.backbone_overrides.depths = (1, 1, 1, 1)
   with pytest.raises(SetupError, match=r"model.backbone_overrides.depths=\(1, 1, 1, 1\) is a MiT "
                                        rf"setting, and model.backbone '{config.model.backbone}'"):
+    get_method(config)
+
+
+@pytest.mark.parametrize("config_path, network", [
+    ("configs/etc/synthetic_psp18.py", "ETC's PSPNet on 'r18'"),
+    ("configs/etc/camvid_mobilenet.py", "ETC's PSPNet on 'mobilenet_v2'"),
+    ("configs/dcfm/camvid_r50.py", "DCFM on 'r50'")])
+def test_a_depthwise_conv_form_is_refused_where_no_layer_takes_it(config_path, network):
+  """MobileNetV2's depth-wise convs are strided or dilated grouped convs always; ResNets have
+  none. SD-CPC on a ResNet keeps the setting: its head's Mix-FFN has one."""
+  config = load_config(config_path, "quick")
+  config.model.dwconv_impl = "shifted"
+  with pytest.raises(SetupError, match=rf"model.dwconv_impl='shifted' picks .* and {network} "
+                                       r"has none: leave it at 'auto'"):
     get_method(config)

@@ -60,7 +60,7 @@ def test_temporal_loss_formulas_and_mask_power():
   images_t, logits_t, flow = _static_scene()
   images_s = images_t + 0.1  # a photometric change: signed channel sum 0.3 -> mask exp(-0.3)
   logits_s = _normal(*logits_t.shape)
-  up = lambda x: np.asarray(etc_losses._upsample(jnp.asarray(x), (6, 8)))  # align_corners=True
+  up = lambda x: np.asarray(etc_losses.upsample(jnp.asarray(x), (6, 8)))  # align_corners=True
   z_t, z_s = up(logits_t), up(logits_s)
   mask = np.exp(-0.3)
   loss_fn = jax.jit(etc_losses.temporal_loss, static_argnames="formulation")

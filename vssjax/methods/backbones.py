@@ -44,16 +44,27 @@ def compute_dtype(model: ConfigDict):
 
 
 def resolve_dwconv_impl(model: ConfigDict) -> str:
-  """`model.dwconv_impl` resolved for this run's devices: 'shifted' or 'grouped', the depth-wise
-  conv of every layer that has one (MiT's Mix-FFN, the video heads), whatever the backbone.
-  'auto' picks the shifted multiply-adds on CPU, where XLA runs grouped convs ~30x slower
-  (notes §6), and the grouped conv elsewhere."""
+  """`model.dwconv_impl` resolved for this run's devices: 'shifted' or 'grouped', the form of the
+  depth-wise convs of MiT's Mix-FFN and of the DTERN and SD-CPC heads, whatever the backbone
+  (MobileNetV2's strided and dilated ones are grouped convs always; a network with none of these
+  refuses the setting, `refuse_dwconv_impl`). 'auto' picks the shifted multiply-adds on CPU,
+  where XLA runs grouped convs ~30x slower (notes §6), and the grouped conv elsewhere."""
   impl = model.dwconv_impl
   if impl not in ("auto", "shifted", "grouped"):
     raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got {impl!r}")
   if impl == "auto":
     return "shifted" if jax.default_backend() == "cpu" else "grouped"
   return impl
+
+
+def refuse_dwconv_impl(model: ConfigDict, network: str) -> None:
+  """Refuses `model.dwconv_impl` changed from 'auto' for a `network` without the depth-wise convs
+  it picks the form of: it would be ignored without a word."""
+  default = base_config().model.dwconv_impl
+  if model.dwconv_impl != default:
+    raise SetupError(f"model.dwconv_impl={model.dwconv_impl!r} picks the form of the depth-wise "
+                     f"convs of MiT and the DTERN and SD-CPC heads, and {network} has none: "
+                     f"leave it at {default!r}")
 
 
 def build_mit(model: ConfigDict, method: str) -> MixTransformer:
@@ -88,7 +99,7 @@ def _refuse_mit_settings(model: ConfigDict) -> None:
   """Refuses the MiT-only settings changed from their defaults where the backbone is another (a
   ResNet, MobileNetV2): they would be ignored without a word."""
   defaults = base_config().model
-  for field in ("scan_blocks", "attention_impl"):
+  for field in ("scan_blocks", "attention_impl", "drop_path_rate"):
     default = defaults[field]
     if model[field] != default:
       raise SetupError(f"model.{field}={model[field]!r} is a MiT setting, and model.backbone "

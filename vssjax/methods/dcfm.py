@@ -34,13 +34,14 @@ from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
-from vssjax.methods.backbones import backbone_family, build_mit, compute_dtype
+from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
+                                      refuse_dwconv_impl)
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
 from vssjax.models.ppm import PPM
-from vssjax.models.resnet import EXPANSION, RESNET_NAMES, WIDTHS, resnet
+from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.models.segformer_head import SegFormerHead
 
 
@@ -71,18 +72,19 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     encoder_dim = model.decoder_dim
     shallow_dim = backbone.embed_dims[0]
   else:
+    refuse_dwconv_impl(model, f"DCFM on {model.backbone!r}")
     if model.shallow_blocks != 1:
       raise SetupError(f"model.shallow_blocks={model.shallow_blocks} splits a MiT's stage 1, and "
                        f"model.backbone {model.backbone!r} is not a MiT (its shallow prefix "
                        "ends at layer1): leave it at 1")
     backbone = resnet(RESNET_NAMES[model.backbone], dtype=dtype)
-    width = 512 if RESNET_NAMES[model.backbone] == 18 else 2048
+    width = backbone.out_features[-1]  # c4's: 512 (ResNet-18) or 2048
     # semseg's PSPNet leaves its PPM convs at PyTorch's default init, and DCFM's
     # `initialize_weights` covers only bot_aspp, ffm and final (specs/dcfm.md §2.1).
     ppm = PPM(features=width // 4, dtype=dtype, kernel_init=torch_kernel_init)
     encoder = PSPCommonEncoder(backbone=backbone, ppm=ppm)
     encoder_dim = 2 * width  # the PPM's input and its four branches of width / 4
-    shallow_dim = WIDTHS[0] * EXPANSION[backbone.block]  # layer1
+    shallow_dim = backbone.out_features[0]  # layer1
   bottleneck = model.common_dim > 0
   return DCFM(encoder=encoder, num_classes=num_classes,
               common_dim=model.common_dim if bottleneck else encoder_dim,

@@ -60,7 +60,7 @@ from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import etc_losses, get_method, losses
-from vssjax.methods.backbones import backbone_family, compute_dtype
+from vssjax.methods.backbones import backbone_family, compute_dtype, refuse_dwconv_impl
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
 from vssjax.models import conv_lstm
@@ -78,7 +78,9 @@ TEACHER = "teacher"
 def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
   """The student (or teacher) on `model.backbone`: 'r18' | 'r50' | 'r101' | 'mobilenet_v2'."""
   dtype = compute_dtype(model)
-  if backbone_family(model, "ETC", ("resnet", "mobilenet_v2")) == "resnet":
+  family = backbone_family(model, "ETC", ("resnet", "mobilenet_v2"))
+  refuse_dwconv_impl(model, f"ETC's PSPNet on {model.backbone!r}")
+  if family == "resnet":
     return pspnet(RESNET_NAMES[model.backbone], num_classes, dropout_rate=model.dropout_rate,
                   dtype=dtype)
   backbone = MobileNetV2(output_stride=8, dtype=dtype)
@@ -244,7 +246,7 @@ class ETCMethod(Method):
     loss = sum(weight * value for _, weight, value in terms)
     metrics = {"loss": loss, **{f"loss_{name}": value for name, _, value in terms},
                "pixel_acc": losses.pixel_accuracy(
-                   losses.logits_at_label_size(out_t["logits"], labels), labels)}
+                   etc_losses.upsample(out_t["logits"], labels.shape[-2:]), labels)}
     return loss, (metrics, {**model_state, "batch_stats": batch_stats})
 
   def _distillation_terms(self, params, model_state, frames, out_t, out_s

@@ -41,7 +41,9 @@ MULTI_FRAME_POOL = 16  # CriterionLSTM: average pool 16x16, stride 16 (97x97 -> 
 _NORM_EPS = 1e-8  # torch's cosine_similarity floor; the release has none (all-zero vector: nan)
 
 
-def _upsample(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def upsample(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """float32 `x` [B, h, w, C] at `size`, bilinear with align_corners=True: every upsampling of
+  the release's losses, and of the training batch's logged pixel accuracy."""
   return resize_bilinear(x.astype(jnp.float32), tuple(size), align_corners=True)
 
 
@@ -58,7 +60,7 @@ def supervised_loss(logits: jax.Array, aux_logits: jax.Array | None, labels: jax
   size = labels.shape[-2:]
 
   def cross_entropy(x: jax.Array) -> jax.Array:
-    return losses.segmentation_cross_entropy(_upsample(x, size), labels, average=average,
+    return losses.segmentation_cross_entropy(upsample(x, size), labels, average=average,
                                              class_weights=class_weights)
 
   loss = cross_entropy(logits)
@@ -91,7 +93,7 @@ def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,
   flow = jax.lax.stop_gradient(flow)
   size = images_t.shape[1:3]
   mask = jax.lax.stop_gradient(occlusion_mask(images_t, warp(images_s.astype(jnp.float32), flow)))
-  z_t, z_s = _upsample(logits_t, size), _upsample(logits_s, size)
+  z_t, z_s = upsample(logits_t, size), upsample(logits_s, size)
   if formulation == "released":
     return jnp.mean(jnp.square(mask * z_t - mask * warp(z_s, flow)))
   q_t, q_s = softmax(z_t), softmax(z_s)
@@ -105,7 +107,7 @@ def pixelwise_distillation(student_logits: jax.Array, teacher_logits: jax.Array,
   `KLDivLoss()` 'mean', not batchmean), the student upsampled to the teacher's size. No tau^2
   factor, as released (tau = 1 there). Per frame: the 2-frame loss is the sum over both frames."""
   teacher = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
-  student = _upsample(student_logits, teacher.shape[1:3]) / temperature
+  student = upsample(student_logits, teacher.shape[1:3]) / temperature
   log_p_teacher = jax.nn.log_softmax(teacher, axis=-1)
   log_p_student = jax.nn.log_softmax(student, axis=-1)
   return jnp.mean(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student))
