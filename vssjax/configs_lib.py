@@ -134,13 +134,18 @@ def base_config() -> ConfigDict:
       loss_average="valid",  # 'valid' (mean over non-ignored pixels) or 'all' (mmseg 0.13)
   ))
   c.model = ConfigDict(dict(
+      # A MiT 'b0'..'b5', a ResNet 'r18'/'r50'/'r101' or 'mobilenet_v2', as the method takes
+      # (vssjax/methods/backbones.py). The MiT settings (backbone_overrides, drop_path_rate,
+      # attention_impl, scan_blocks) are refused changed on another backbone.
       backbone="b0",
       backbone_overrides=ConfigDict(dict(embed_dims=(), depths=(), num_heads=())),
       decoder_dim=256,
-      drop_path_rate=0.1,
+      drop_path_rate=0.1,  # MiT's stochastic depth
       dropout_rate=0.1,
       dtype="float32",  # compute dtype; parameters are always float32
-      dwconv_impl="auto",  # 'auto' = shifted adds on CPU, grouped conv on GPU/TPU (notes §6)
+      # The form of the depth-wise convs of MiT and the DTERN and SD-CPC heads: 'auto' = shifted
+      # adds on CPU, grouped conv on GPU/TPU (notes §6); refused changed where there are none.
+      dwconv_impl="auto",
       # MiT attention, jax.nn.dot_product_attention's `implementation`: 'xla' (anywhere) or
       # 'cudnn' (fused, no stored score matrix; NVIDIA GPUs and dtype 'bfloat16' only, refused
       # elsewhere as the method is built).
