@@ -207,6 +207,17 @@ class BatchNorm(nn.Module):
     return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
 
 
+def torch_conv(features: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
+               groups: int = 1, kernel_init: Initializer = conv_init, dtype: Dtype, name: str
+               ) -> nn.Conv:
+  """A bias-free torch `Conv2d` of odd `kernel_size` and its usual padding, `dilation *
+  (kernel_size // 2)` on every side (the output keeps the input's grid, divided by `stride`)."""
+  pad = dilation * (kernel_size // 2)
+  return Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
+              kernel_dilation=dilation, feature_group_count=groups, use_bias=False,
+              kernel_init=kernel_init, dtype=dtype, name=name)
+
+
 class ConvBNAct(nn.Module):
   """mmcv `ConvModule`: conv (no bias) -> BatchNorm -> activation; children `conv`, `bn`.
 
@@ -221,9 +232,8 @@ class ConvBNAct(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    pad = self.kernel_size // 2
-    x = Conv(self.features, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
-             use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype, name="conv")(x)
+    x = torch_conv(self.features, self.kernel_size, kernel_init=self.kernel_init, dtype=self.dtype,
+                   name="conv")(x)
     x = BatchNorm(dtype=self.dtype, name="bn")(x, train=train)
     return self.activation(x)
 

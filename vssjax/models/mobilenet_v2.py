@@ -35,7 +35,7 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, conv_init
+from vssjax.models.layers import BatchNorm, torch_conv
 
 
 STEM_WIDTH = 32
@@ -49,15 +49,6 @@ STAGE_ENDS = (3, 6, 13)
 OUTPUT_STRIDES = (8, 16, 32)
 
 
-def _conv(features: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
-          groups: int = 1, dtype: Dtype, name: str) -> nn.Conv:
-  """Bias-free torch `Conv2d` with `padding = dilation * (kernel_size - 1) // 2`."""
-  pad = dilation * (kernel_size - 1) // 2
-  return Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
-              kernel_dilation=dilation, feature_group_count=groups, use_bias=False,
-              kernel_init=conv_init, dtype=dtype, name=name)
-
-
 class ConvBNReLU6(nn.Module):
   """torchvision `Conv2dNormActivation`: conv (no bias) -> BN -> ReLU6; children conv, bn."""
   features: int
@@ -69,7 +60,7 @@ class ConvBNReLU6(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    x = _conv(self.features, self.kernel_size, stride=self.stride, dilation=self.dilation,
+    x = torch_conv(self.features, self.kernel_size, stride=self.stride, dilation=self.dilation,
               groups=self.groups, dtype=self.dtype, name="conv")(x)
     return nn.relu6(BatchNorm(dtype=self.dtype, name="bn")(x, train=train))
 
@@ -93,7 +84,7 @@ class InvertedResidual(nn.Module):
     depthwise = 0 if self.expansion == 1 else 1  # its index in torch's `conv` Sequential
     y = ConvBNReLU6(hidden, 3, stride=self.stride, dilation=self.dilation, groups=hidden,
                     dtype=self.dtype, name=f"conv_{depthwise}")(y, train=train)
-    y = _conv(self.features, 1, dtype=self.dtype, name=f"conv_{depthwise + 1}")(y)
+    y = torch_conv(self.features, 1, dtype=self.dtype, name=f"conv_{depthwise + 1}")(y)
     y = BatchNorm(dtype=self.dtype, name=f"conv_{depthwise + 2}")(y, train=train)
     if self.stride == 1 and in_features == self.features:
       return x + y

@@ -25,7 +25,7 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, conv_init
+from vssjax.models.layers import BatchNorm, torch_conv
 
 
 WIDTHS = (64, 128, 256, 512)
@@ -40,15 +40,6 @@ PLAIN_STEM_WIDTH = 64
 DEEP_STEM_WIDTHS = (64, 64, 128)
 
 
-def conv(features: int, kernel_size: int, *, stride: int = 1, dilation: int = 1,
-         dtype: Dtype, name: str) -> nn.Conv:
-  """Bias-free torch `Conv2d` with `padding = dilation * (kernel_size // 2)`."""
-  pad = dilation * (kernel_size // 2)
-  return Conv(features, (kernel_size, kernel_size), strides=stride, padding=((pad, pad),) * 2,
-              kernel_dilation=dilation, use_bias=False, kernel_init=conv_init, dtype=dtype,
-              name=name)
-
-
 class Downsample(nn.Module):
   """The 1x1 conv + BN projection of a block's shortcut (torch `downsample.{0,1}`)."""
   features: int
@@ -57,7 +48,7 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    x = conv(self.features, 1, stride=self.stride, dtype=self.dtype, name="conv")(x)
+    x = torch_conv(self.features, 1, stride=self.stride, dtype=self.dtype, name="conv")(x)
     return BatchNorm(dtype=self.dtype, name="bn")(x, train=train)
 
 
@@ -73,7 +64,7 @@ class ResidualBlock(nn.Module):
   def conv_bn(self, x: jax.Array, index: int, features: int, kernel_size: int, *, train: bool,
               stride: int = 1, dilation: int = 1) -> jax.Array:
     """Children `conv{index}` then `bn{index}` (called from the compact `__call__`)."""
-    x = conv(features, kernel_size, stride=stride, dilation=dilation, dtype=self.dtype,
+    x = torch_conv(features, kernel_size, stride=stride, dilation=dilation, dtype=self.dtype,
              name=f"conv{index}")(x)
     return BatchNorm(dtype=self.dtype, name=f"bn{index}")(x, train=train)
 
@@ -123,7 +114,7 @@ class Stem(nn.Module):
     else:
       raise ValueError(f"unknown ResNet stem {self.kind!r}; expected 'plain' or 'deep'")
     for i, (features, kernel_size, stride) in enumerate(convs, start=1):
-      x = conv(features, kernel_size, stride=stride, dtype=self.dtype, name=f"conv{i}")(x)
+      x = torch_conv(features, kernel_size, stride=stride, dtype=self.dtype, name=f"conv{i}")(x)
       x = nn.relu(BatchNorm(dtype=self.dtype, name=f"bn{i}")(x, train=train))
     # Flax pads max_pool windows with -inf, as torch's MaxPool2d does.
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
