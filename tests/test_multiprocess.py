@@ -172,10 +172,10 @@ def _two_processes_train(workdir, data_dir, *overrides) -> list[str]:
 
 def test_two_processes_stopped_and_resumed_match_one_and_their_checkpoint_restores_in_one(
     quick_config, tmp_path):
-  """Two processes train 2 steps, then resume to 4 with FSDP-split kernels: the state and each
-  process's data iterator restore where they stopped (the losses of steps 3-4 are one
-  uninterrupted process's). Their evaluation shares 4 videos over 2 processes x 2 devices (a
-  thread each)."""
+  """Two processes train 2 steps, evaluating after each, then resume to 4 with FSDP-split
+  kernels: the state and each process's data iterator restore where they stopped (the losses of
+  steps 3-4 are one uninterrupted process's). Their evaluation shares 4 videos over 2 processes
+  x 2 devices (a thread each)."""
   quick_config.data.synthetic.num_val_videos = 4
   make_dataset(quick_config.data, "train")  # build the data once, before two processes race to
   make_dataset(quick_config.data, "val")
@@ -184,8 +184,10 @@ def test_two_processes_stopped_and_resumed_match_one_and_their_checkpoint_restor
   # schedule is then the 4-step run's.
   constant_lr = "--config.optim.power=0.0"
   two = tmp_path / "two"
-  _two_processes_train(two, data_dir, "--config.train.steps=2", "--config.optim.eps=0.0001",
-                       constant_lr, "--config.eval.max_videos=1")
+  first = _two_processes_train(two, data_dir, "--config.train.steps=2",
+                               "--config.optim.eps=0.0001", constant_lr,
+                               "--config.eval.max_videos=1", "--config.train.eval_every=1")
+  assert first[0].count("| mIoU (%) |") == 2  # step 1's periodic evaluation, and the last
   # Resumed with the kernels split over an fsdp axis of 2 x 2 devices: the replicated state
   # restores onto it, and the steps are the same.
   outputs = _two_processes_train(two, data_dir, *OVERRIDES, constant_lr,

@@ -334,8 +334,10 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
           results = None
           if not stop_signal.requested_here():  # not one asked during the save
             evaluating_from = time.perf_counter()
+            # One process alone may cut it short; several finish it (every one reaches the merge).
+            cut_short_if = None if jax.process_count() > 1 else stop_signal.requested_here
             results = evaluate(method, state.variables, config, workdir=workdir,
-                               step=done, stop_requested=stop_signal.requested_here)
+                               step=done, stop_requested=cut_short_if)
             lines.paused(time.perf_counter() - evaluating_from)
           if results is None:
             print(f"step {done}'s evaluation was cut short: --mode=eval --step={done} "
