@@ -71,8 +71,20 @@ def test_a_cached_field_of_another_frame_size_is_an_error(tmp_path):
   a, b = _textured_pair()
   flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))(a, b, key="vid/0-1")
   smaller = lambda frame: np.ascontiguousarray(frame[::2, ::2])
-  with pytest.raises(ValueError, match=r"0-1\.dis\.flo: cached flow of size .* another dataset"):
+  with pytest.raises(ValueError, match=r"0-1\.dis\.flo: flow of size .* another dataset"):
     flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))(smaller(a), smaller(b), key="vid/0-1")
+  assert [p.name for p in (tmp_path / "vid").iterdir()] == ["0-1.dis.flo"]  # no partial left
+
+
+def test_a_key_kept_in_memory_for_frames_of_another_size_is_an_error():
+  """Two videos of one name give the same keys: the second must not score with the first's
+  flow."""
+  a, b = _textured_pair()
+  provider = flow_lib.FlowProvider("farneback")
+  provider(a, b, key="clip/0-1")
+  smaller = lambda frame: np.ascontiguousarray(frame[::2, ::2])
+  with pytest.raises(ValueError, match=r"kept in memory as 'clip/0-1': flow of size .* share a"):
+    provider(smaller(a), smaller(b), key="clip/0-1")
 
 
 def test_the_memory_cache_is_bounded():

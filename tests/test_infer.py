@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipelines.sources import footage
 from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, quick_config_reading
 from vssjax import infer
 from vssjax.errors import SetupError
@@ -401,7 +402,7 @@ def test_a_folders_output_name_is_its_whole_name(tmp_path, monkeypatch):
   for video in ("clip.v1", "clip.v2"):
     (tmp_path / video).mkdir()
     cv2.imwrite(str(tmp_path / video / "000000.jpg"), np.zeros((6, 8, 3), np.uint8))
-  name = infer._video_name  # pylint: disable=protected-access
+  name = footage.video_name
   assert [name(video) for video in infer.input_videos(str(tmp_path))] == ["clip.v1", "clip.v2"]
   monkeypatch.chdir(tmp_path / "clip.v1")
   assert name(".") == name(f"{tmp_path}/clip.v1/") == "clip.v1"

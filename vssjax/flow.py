@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import uuid
 
 import cv2
 import numpy as np
@@ -50,6 +51,14 @@ def read_flo(path: str) -> np.ndarray:
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def _same_size(flow: np.ndarray, frame: np.ndarray, source: str, hint: str) -> np.ndarray:
+  """`flow` when it is the frame's size; a reused key of another frame size is an error."""
+  if flow.shape[:2] != frame.shape[:2]:
+    raise ValueError(f"{source}: flow of size {flow.shape[:2]} for frames of size "
+                     f"{frame.shape[:2]}; {hint}")
+  return flow
 
 
 class FlowProvider:
@@ -97,19 +106,18 @@ class FlowProvider:
       return self.compute(a, b)
     if key in self._memory:
       self._memory.move_to_end(key)
-      return self._memory[key]
+      return _same_size(self._memory[key], a, f"the flow kept in memory as {key!r}",
+                        "do two videos share a name?")
     path = os.path.join(self._cache_dir, f"{key}.{self.method}.flo") if self._cache_dir else ""
     if path and os.path.exists(path):
-      flow = read_flo(path)
-      if flow.shape[:2] != a.shape[:2]:
-        raise ValueError(
-            f"{path}: cached flow of size {flow.shape[:2]} for frames of size {a.shape[:2]}; is "
-            f"this flow cache directory another dataset's (or another frame size's)?")
+      flow = _same_size(read_flo(path), a, path, "is this flow cache directory another dataset's "
+                        "(or another frame size's)?")
     else:
       flow = self.compute(a, b)
       if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{os.getpid()}.tmp"
+        # Unique: hosts sharing the cache directory may have the same pid.
+        partial = f"{path}.{uuid.uuid4().hex}.tmp"
         write_flo(partial, flow)
         os.replace(partial, path)  # Atomic: concurrent workers never read half a file.
     self._memory[key] = flow

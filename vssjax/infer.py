@@ -67,11 +67,11 @@ def input_videos(path: str) -> list[str]:
   if not videos:
     raise SetupError(f"--input {path} holds no frames ({'/'.join(footage.IMAGE_SUFFIXES)}), "
                      f"no folders of frames and no video files ({'/'.join(VIDEO_SUFFIXES)})")
-  names = [_video_name(video) for video in videos]
+  names = [footage.video_name(video) for video in videos]
   clashing = sorted({name for name in names if names.count(name) > 1})
   if clashing:
     raise SetupError(f"--input {path}: several videos would write infer/{clashing[0]}/ "
-                     f"({', '.join(v for v in videos if _video_name(v) == clashing[0])}); "
+                     f"({', '.join(v for v in videos if footage.video_name(v) == clashing[0])}); "
                      "pass them one at a time")
   return videos
 
@@ -87,14 +87,6 @@ def _frame_folder(video_folder: str) -> str:
   if os.path.isdir(origin) and _holds_images(origin):
     return origin
   return video_folder
-
-
-def _video_name(path: str) -> str:
-  """The name of a video's output folder, `infer/<name>/`: a file's stem, a folder's whole name
-  (`clip.v1/` and `clip.v2/` are two videos; `--input=.` is the current folder's name)."""
-  if os.path.isdir(path):
-    return os.path.basename(os.path.abspath(path))
-  return epath.Path(path).stem
 
 
 def read_frames(path: str) -> Input:
@@ -197,7 +189,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   if len(videos) > 1:
     share = f" ({len(mine)} in this process)" if processes > 1 else ""
     print(f"infer: {len(videos)} videos in {input_path}{share}", flush=True)
-  folder_tc_path = epath.Path(workdir) / "infer" / f"tc_{_video_name(input_path)}.json"
+  folder_tc_path = epath.Path(workdir) / "infer" / f"tc_{footage.video_name(input_path)}.json"
   if videos != [input_path] and folder_tc_path.exists() and process == 0:  # an earlier run's
     folder_tc_path.unlink()
   # One video at a time (one in all, or one device): its frames' progress lines interleave with
@@ -238,7 +230,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
   declared = os.path.isfile(input_path)
-  out_dir = epath.Path(workdir) / "infer" / _video_name(input_path)
+  out_dir = epath.Path(workdir) / "infer" / footage.video_name(input_path)
   _clear_earlier_output(out_dir)
   print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
         f"{step} -> {out_dir}", flush=True)

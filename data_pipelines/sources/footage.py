@@ -104,6 +104,14 @@ def _png(rgb: np.ndarray) -> bytes:
   return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
+def video_name(path: str) -> str:
+  """The name of the video at `path`: a file's stem, a folder's whole name (`clip.v1/` and
+  `clip.v2/` are two videos; `.` is the current folder's name)."""
+  if os.path.isdir(path):
+    return os.path.basename(os.path.abspath(path))
+  return os.path.splitext(os.path.basename(path))[0]
+
+
 @base.register_source
 class FootageSource(base.VideoSource):
   """Real footage without labels; classes come from the model's dataset, not from here."""
@@ -121,6 +129,12 @@ class FootageSource(base.VideoSource):
 
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
+    names = [video_name(path) for path in self._paths]
+    for i, name in enumerate(names):
+      if name in names[:i]:  # frame ids and flow keys are per name: one would score as the other
+        raise base.DataError(self._paths[i], f"its video name {name!r} is also that of "
+                             f"{self._paths[names.index(name)]}; a split's videos need names of "
+                             "their own: rename one, or evaluate them one at a time")
     return [self._video(path) for path in self._paths]
 
   def _keep(self, items: list) -> list:
@@ -128,7 +142,7 @@ class FootageSource(base.VideoSource):
     return items[:self._max_frames] if self._max_frames else items
 
   def _video(self, path: str) -> base.VideoRecord:
-    name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    name = video_name(path)
     if os.path.isdir(path):
       files = self._keep(frame_files(path))
       return base.VideoRecord(name, tuple(

@@ -315,6 +315,20 @@ def test_footage_reads_video_files_and_frame_folders(tmp_path):
     footage.FootageSource([str(bad)]).videos("test")
 
 
+def test_footage_of_one_name_twice_is_refused_before_decoding(tmp_path):
+  """Frame ids and TC's flow keys go by the video's name: the second `clip` would score with the
+  first's flows. Folders are named whole, so `run.v1/` and `run.v2/` are two videos."""
+  for folder in ("cam1/clip", "cam2/clip", "run.v1", "run.v2"):
+    _write_rgb(str(tmp_path / folder / "000.png"), 7)
+  two = footage.FootageSource([str(tmp_path / "run.v1"), str(tmp_path / "run.v2")])
+  assert [video.name for video in two.videos("test")] == ["run.v1", "run.v2"]
+  clash = footage.FootageSource([str(tmp_path / "cam1/clip"), str(tmp_path / "run.v1"),
+                                 str(tmp_path / "cam2/clip")])
+  with pytest.raises(base.DataError, match=r"cam2/clip: its video name 'clip' is also that of "
+                                           r".*cam1/clip; a split's videos need names"):
+    clash.videos("test")
+
+
 
 class _CaptureDeclaringNothing:
   """cv2.VideoCapture of a stream whose container declares no length nor rate: OpenCV answers
