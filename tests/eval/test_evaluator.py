@@ -481,6 +481,24 @@ def test_a_stop_request_ends_the_evaluation_at_the_next_video_and_writes_nothing
           f"{devices} of 4 videos; no results written") in capsys.readouterr().out
 
 
+def test_two_evaluations_in_one_workdir_write_their_overlays_apart(tmp_path):
+  """`--mode=eval` while training evaluates in the same workdir: each settles its own overlay
+  (they shared one provisional name: the second renamed the first's file, whose rename then
+  raised and ended the training run)."""
+  frames = [np.full((4, 6, 3), 9 * t, np.uint8) for t in range(2)]
+  predictions = [np.zeros((4, 6), np.int32)] * 2
+  palette = np.zeros((3, 3), np.uint8)
+  write = lambda: evaluator._write_overlay(  # pylint: disable=protected-access
+      tmp_path, "clip", frames, predictions, [None] * 2, fps=5, palette=palette)
+  training, evaluation = write(), write()
+  assert training != evaluation
+  assert evaluator._settle_overlay(evaluation, keep=True) == tmp_path / "overlay_clip.mp4"
+  assert evaluator._settle_overlay(training, keep=True) == tmp_path / "overlay_clip.mp4"
+  cut_short = write()
+  assert evaluator._settle_overlay(cut_short, keep=False) is None
+  assert [p.name for p in tmp_path.iterdir()] == ["overlay_clip.mp4"]
+
+
 def test_a_stop_requested_during_the_last_video_keeps_the_results():
   config = _config_with_scored_videos()  # 3 videos of 20 frames
   record = []

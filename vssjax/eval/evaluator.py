@@ -15,6 +15,7 @@ import functools
 import pickle
 import threading
 import time
+import uuid
 from typing import Any, Callable, Sequence
 
 import jax
@@ -269,7 +270,7 @@ def _settle_overlay(provisional: epath.Path | None, keep: bool) -> epath.Path | 
   if not keep:
     provisional.unlink()
     return None
-  overlay_path = provisional.parent / provisional.name.removeprefix(".")
+  overlay_path = provisional.parent / provisional.name.split(".", 2)[2]  # less ".<token>."
   provisional.replace(overlay_path)
   return overlay_path
 
@@ -445,9 +446,11 @@ def _add_temporal_pairs(temporal: TemporalConsistency, flow_provider: FlowProvid
 
 
 def _write_overlay(workdir, video_name, frames, predictions, labels, fps, palette) -> epath.Path:
-  """Writes the overlay under a provisional name (dot-prefixed), which the evaluation takes as its
-  own once complete: a cut-short one leaves the last one's `overlay_<video>.mp4` in place."""
-  path = epath.Path(workdir) / f".overlay_{video_name}.mp4"
+  """Writes the overlay under a provisional name, `.<token>.overlay_<video>.mp4`, which the
+  evaluation takes as its own once complete: a cut-short one leaves the last one's
+  `overlay_<video>.mp4` in place. The token is this evaluation's own: another one in the same
+  workdir (`--mode=eval` while training evaluates) writes, renames and removes its own file."""
+  path = epath.Path(workdir) / f".{uuid.uuid4().hex}.overlay_{video_name}.mp4"
   pictures = (visualize.side_by_side(f, p, palette, g)
               for f, p, g in zip(frames, predictions, labels))
   return visualize.write_video(path, pictures, fps)
