@@ -57,6 +57,21 @@ def test_processes_that_list_different_latest_steps_are_stopped(tmp_path, monkey
     assert checkpointer.latest_step() == 2
 
 
+def test_evaluating_takes_the_latest_step_every_process_agrees_on(tmp_path, monkeypatch):
+  """Eval and infer take the latest step as training does, through `latest_step`, which every
+  process checks against the others' (each took its own listing's last, and a lagging one
+  restored another step's shards). A stand-in for the processes' disagreement."""
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, {"w": jnp.zeros(3)}, force=True)
+
+  def disagreeing(self):
+    raise SetupError(f"the processes see different latest checkpoints in {self.directory}")
+
+  monkeypatch.setattr(Checkpointer, "latest_step", disagreeing)
+  with pytest.raises(SetupError, match="the processes see different latest checkpoints"):
+    loop.restore_for_eval(None, str(tmp_path))
+
+
 def _empty_folder(step_dir):
   for path in step_dir.iterdir():
     shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -360,8 +360,11 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
     raise SetupError(f"the workdir {workdir} does not exist: name the workdir of a training run "
                      "or of `python -m vssjax.convert` (docs/reproducing.md)")
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
+    # Every process, before any of them refuses: each lists the folder itself, and one whose
+    # listing lags (training writing this workdir) would restore another step's shards.
+    latest = checkpointer.latest_step()
     steps = checkpointer.all_steps()
-    if not steps:
+    if latest is None:
       unfinished = checkpointer.unfinished_steps()
       if unfinished:  # a first save killed, or in progress: not "train first"
         raise SetupError(
@@ -372,7 +375,7 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
           f"no checkpoint in {checkpointer.directory}; train first (--mode=train) or convert "
           "PyTorch weights into it (python -m vssjax.convert)")
     if step is None:
-      step = steps[-1]
+      step = latest
     elif step not in steps:
       raise SetupError(f"no checkpoint of step {step} in {checkpointer.directory}; it holds "
                        f"steps {', '.join(map(str, steps))} (training keeps the last "
