@@ -481,6 +481,21 @@ def test_a_stop_request_ends_the_evaluation_at_the_next_video_and_writes_nothing
           f"{devices} of 4 videos; no results written") in capsys.readouterr().out
 
 
+def test_a_protocol_of_two_passes_counts_each_frame_once_and_predicts_it_twice():
+  """DCFM's Cityscapes protocol predicts every frame once per pass (`video_predictors`): the
+  results' num_frames counted each twice; frames/s still counts every prediction."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "files"
+  config.eval.update(overlay_video=False, max_videos=1)
+  log = []
+  method = _OneBehindMethod(config, log)
+  method.video_predictors = lambda variables, index: [method.predictor(variables) for _ in "ab"]
+  results = evaluator.evaluate(method, {}, config, workdir=None)
+  [video] = list(eval_videos(config.data, config.data.eval_split))[:1]
+  assert results["num_frames"] == video.num_frames
+  assert log.count(("push", 0)) == 2 and len(log) == 4 * video.num_frames
+
+
 def test_two_evaluations_in_one_workdir_write_their_overlays_apart(tmp_path):
   """`--mode=eval` while training evaluates in the same workdir: each settles its own overlay
   (they shared one provisional name: the second renamed the first's file, whose rename then

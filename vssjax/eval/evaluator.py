@@ -229,7 +229,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     return None
 
   results = _results(config, step, functools.reduce(Scorers.merge, scorers), source.class_names,
-                     [len(videos), len(shared.frame_ends), timed_frames], timed_wall)
+                     [len(videos), shared.frames_done, timed_frames], timed_wall)
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
   if config_changes:
@@ -313,7 +313,8 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Seque
 
 
 class _Shared:
-  """What the prediction devices' threads share: the end time of every frame (frames/s), the
+  """What the prediction devices' threads share: the end time of every frame predicted (frames/s:
+  DCFM's protocol predicts each frame once per pass), the count of the videos and frames done, the
   progress line, a stop that one device's failure sets for the others, and the stop request."""
 
   def __init__(self, progress: Progress, stop_requested: Callable[[], bool] | None):
@@ -321,6 +322,7 @@ class _Shared:
     self.failed = threading.Event()
     self.cut_short = False  # a share ended early on the stop request
     self.videos_done = 0
+    self.frames_done = 0  # each video's frames once, whatever its passes
     self._stop_requested = stop_requested
     self._progress = progress
     self._lock = threading.Lock()
@@ -334,9 +336,10 @@ class _Shared:
       return False
     return True
 
-  def video_done(self) -> None:
+  def video_done(self, num_frames: int) -> None:
     with self._lock:
       self.videos_done += 1
+      self.frames_done += num_frames
       self._progress.update(self.videos_done, force=self.videos_done == self._progress.total)
 
 
@@ -371,7 +374,7 @@ def _evaluate_share(method: Method, variables: Variables, videos: list, scorers:
                        predictor.shots())
       if index == 0 and write_overlay is not None:
         overlay_path = write_overlay(video.name, frames, predictions, labels)
-      shared.video_done()
+      shared.video_done(len(frames))
     scoring.wait()
   return first_scored, overlay_path
 
