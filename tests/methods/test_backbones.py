@@ -17,8 +17,8 @@ from vssjax.train.host_init import host_filled
 @pytest.mark.parametrize("config_path, backbone, expected", [
     ("configs/segformer/synthetic_mitb0.py", "r50", r"SegFormer takes one of \['b0', .*'b5'\]"),
     ("configs/dtern/synthetic_mitb0.py", "b9", r"DTERN takes one of \['b0', .*'b5'\]"),
-    ("configs/sdcpc/cityscapes_r101.py", "r34", r"SD-CPC takes one of \['b0', .*'b5', 'r18', 'r50', "
-                                                r"'r101'\]"),
+    ("configs/sdcpc/cityscapes_r101.py", "r34",
+     r"SD-CPC takes one of \['b0', .*'b5', 'r18', 'r50', 'r101'\]"),
     ("configs/dcfm/synthetic_mitb0.py", "mobilenet_v2", r"DCFM takes one of \['b0', .*'r101'\]"),
     ("configs/etc/synthetic_psp18.py", "b1", r"ETC takes one of \['r18', .*'mobilenet_v2'\]"),
 ])
