@@ -15,6 +15,7 @@ with zero biases; `conv_seg` N(0, 0.01) (mmseg's `BaseDecodeHead`). LTEM (`Clust
 CAM, Mlp and DWConvs) and `linear_pred1` have no init hook, so they keep PyTorch's nn.Conv2d /
 nn.Linear default, U(+-1/sqrt(fan_in)) for weights and biases (`layers.torch_default_init`).
 """
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -26,7 +27,8 @@ from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, den
                                   depthwise_conv, gelu, layer_norm, torch_default_init,
                                   TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerHead
-from vssjax.ops.attention import softmax
+from vssjax.ops.attention import dot_product_attention, softmax
+from vssjax.ops.mixed_precision import float32_product
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -251,11 +253,10 @@ class LTEMLayer(nn.Module):
     def split(x):
       return x.reshape(x.shape[:2] + (heads, head_dim))
 
+    # q scaled before the product, as torch's `F.multi_head_attention_forward` does (scale 1
+    # below); the scores are float32 (docs/deviations.md, "bf16 is an option").
     q = split(self.q(queries)) * head_dim ** -0.5
-    k = split(self.k(exemplars))
-    v = split(self.v(exemplars))
-    weights = softmax(jnp.einsum("bnhd,bkhd->bhnk", q, k).astype(jnp.float32))
-    out = jnp.einsum("bhnk,bkhd->bnhd", weights.astype(v.dtype), v)
+    out = dot_product_attention(q, split(self.k(exemplars)), split(self.v(exemplars)), scale=1.0)
     return self.proj(out.reshape(queries.shape))
 
 
@@ -274,7 +275,10 @@ class NonLocalCrossAttention(nn.Module):
     q = project(query_map, "query_project")
     k = project(key_map, "key_project")
     v = project(key_map, "value_project")
-    weights = softmax((jnp.einsum("bnc,bmc->bnm", q, k) * dim ** -0.5).astype(jnp.float32))
+    # float32 scores (docs/deviations.md, "bf16 is an option"). Not `dot_product_attention` with
+    # one head: its [B, 1, N, M]-shaped products changed float32 outputs by rounding.
+    scores = float32_product(functools.partial(jnp.einsum, "bnc,bmc->bnm"), q, k)
+    weights = softmax(scores * jnp.float32(dim ** -0.5))
     context = jnp.einsum("bnm,bmc->bnc", weights.astype(v.dtype), v).reshape(query_map.shape)
     return ConvBNAct(dim, dtype=self.dtype, name="out_project")(context, train=train)
 
@@ -291,8 +295,10 @@ class GTEM(nn.Module):
     vcc = self.param("VCC", dense_init, (1, self.num_classes, dim))
     q = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="q")(x)
     k = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="k")(fcc[0, 0])
-    class_logits = jnp.einsum("bhwc,nc->bhwn", q, k) * dim ** -0.5
-    probs = softmax(class_logits.astype(jnp.float32)).astype(x.dtype)
+    # float32 scores, as every attention's (docs/deviations.md, "bf16 is an option").
+    class_logits = float32_product(functools.partial(jnp.einsum, "bhwc,nc->bhwn"), q, k)
+    class_logits = class_logits * jnp.float32(dim ** -0.5)
+    probs = softmax(class_logits).astype(x.dtype)
     class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(x.dtype))
     context = NonLocalCrossAttention(self.dtype, name="cross_attn")(x, class_context, train=train)
     return x + context, class_logits
