@@ -421,8 +421,9 @@ class DTERNHead(nn.Module):
     out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
     if num_t == 1:
       return out
-    target_c = _to_eighth(fused.reshape((batch, num_t) + fused.shape[1:])[:, -1])
     feature, class_logits = self.dtern(features, train=train)
+    target_c = _to_eighth(fused.reshape((batch, num_t) + fused.shape[1:])[:, -1],
+                          feature.shape[1:3])
     out["final"] = self._final(target_c, feature, logits.shape[1:3], train=train)
     out["class_logits"] = resize_bilinear(class_logits, logits.shape[1:3], align_corners=False)
     return out
@@ -437,7 +438,7 @@ class DTERNHead(nn.Module):
     logits, fused = self.segformer(features, train=False)
     dtern = self.dtern.fuse(features, train=False)
     assignments, centers = self.dtern.frame_exemplars(dtern)
-    return ({"logits": logits, "segformer": _to_eighth(fused), "dtern": dtern,
+    return ({"logits": logits, "segformer": _to_eighth(fused, dtern.shape[1:3]), "dtern": dtern,
              "assignments_0": assignments}, centers)
 
   def predict_from_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
@@ -454,7 +455,9 @@ class DTERNHead(nn.Module):
     return resize_bilinear(self.linear_pred1(y), quarter, align_corners=False)
 
 
-def _to_eighth(quarter_map: jax.Array) -> jax.Array:
-  """The SegFormer branch's fused 1/4 map [B, h4, w4, E] at 1/8, where `linear_pred1` takes it."""
-  height, width = quarter_map.shape[1:3]
-  return resize_bilinear(quarter_map, (height // 2, width // 2), align_corners=False)
+def _to_eighth(quarter_map: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  """The SegFormer branch's fused 1/4 map [B, h4, w4, E] on the DTERN feature's 1/8 `grid`
+  (c2's), where `linear_pred1` concatenates the two. The release resizes to (h4 // 2, w4 // 2),
+  the same grid wherever it runs; with an odd h4 or w4 c2's grid is ceil(h4 / 2) and the release
+  fails (docs/deviations.md)."""
+  return resize_bilinear(quarter_map, grid, align_corners=False)
