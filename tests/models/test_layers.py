@@ -56,6 +56,26 @@ def test_batch_norm_updates_running_var_with_unbiased_variance():
   np.testing.assert_allclose(bn.apply(stats, x, train=False).ravel(), [0.0, 1.0], atol=1e-6)
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_bfloat16_batch_norm_rounds_once_as_torch_does(train):
+  """torch's batch norm of bf16 inputs computes in float32 and rounds its output once. Inputs
+  with a mean of 100 (bf16 ulp 0.5): rounding x * (scale / std) to bf16 before the add that
+  cancels the mean erred by up to 0.25 at outputs of size 1 (before the fix)."""
+  x = 100 + np.random.default_rng(0).standard_normal((8, 4, 4, 3))
+  x = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)  # the values the bf16 layer sees
+  scale = np.array([0.7, 1.3, 2.1])
+  variables = {"params": {"scale": jnp.asarray(scale, jnp.float32), "bias": jnp.zeros(3)},
+               "batch_stats": {"mean": jnp.full(3, 100.0), "var": jnp.full(3, 1.1)}}
+  out = BatchNorm(dtype=jnp.bfloat16).apply(variables, jnp.asarray(x, jnp.bfloat16), train=train,
+                                            mutable=["batch_stats"])[0]
+  mean, var = (x.mean((0, 1, 2)), x.var((0, 1, 2))) if train else (100.0, 1.1)
+  want = (x - mean) / np.sqrt(var + 1e-5) * scale
+  assert out.dtype == jnp.bfloat16
+  # One rounding of the float32 result: within half a bf16 ulp (2^-9 relative), plus float32
+  # rounding of the statistics.
+  np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=2 ** -8, atol=1e-4)
+
+
 def test_drop_path_keeps_or_drops_whole_samples_and_rescales():
   x = jnp.ones((64, 2, 2, 3))
   out = DropPath(0.5).apply({}, x, train=True, rngs={"dropout": jax.random.key(0)})

@@ -176,9 +176,9 @@ class BatchNorm(nn.Module):
 
   Differs from `flax.linen.BatchNorm` in what torch checkpoints rely on: the running variance is
   updated with the UNBIASED batch variance (n / (n - 1)), while the normalisation uses the biased
-  one. Statistics are computed in float32 with two-pass variance. `momentum` is Flax-style (the
-  weight of the old value): torch's default 0.1 is 0.9 here. Under `jit` with a data-sharded
-  batch the mean is global, i.e. SyncBN. Variables: params {scale, bias}, batch_stats {mean, var}.
+  one. Statistics (two-pass variance) and the normalisation are computed in float32, the output
+  rounded once to `dtype`. `momentum` is Flax-style (the weight of the old value): torch's
+  default 0.1 is 0.9 here. Under `jit` with a data-sharded batch the mean is global, i.e. SyncBN. Variables: params {scale, bias}, batch_stats {mean, var}.
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
@@ -204,7 +204,9 @@ class BatchNorm(nn.Module):
     else:
       mean, var = ra_mean.value, ra_var.value
     mul = scale * jax.lax.rsqrt(var + self.epsilon)
-    return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
+    # In float32, rounded once to the compute dtype, as torch's (cuDNN's) batch norm of bf16
+    # inputs: a bf16 x * mul would be rounded before the add that cancels the mean.
+    return (x.astype(jnp.float32) * mul + (bias - mean * mul)).astype(self.dtype)
 
 
 class ConvBNAct(nn.Module):
