@@ -1,5 +1,7 @@
 """DTERN head: parameter counts of spec §10.2, GTEM and the cosine vs numpy, the fusion vs torch,
 the temporal path, early exit, the release's init (spec §7)."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,21 @@ def test_gtem_matches_numpy():
   want_out = xn + project("out_project", (att / att.sum(-1, keepdims=True)) @ v)
   np.testing.assert_allclose(np.asarray(logits).reshape(2, 12, classes), want_logits, atol=1e-5)
   np.testing.assert_allclose(np.asarray(out).reshape(2, 12, dim), want_out, atol=1e-5)
+
+
+def test_gtem_s_bfloat16_products_take_bfloat16_operands():
+  """GTEM takes LTEM's float32 LayerNorm output; with bf16 compute each of its matrix products
+  (projections, class scores, class context, non-local attention) still takes bf16 operands,
+  as under torch's autocast; only the scores have float32 results."""
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, 8))  # float32
+  gtem = GTEM(5, dtype=jnp.bfloat16)
+  variables = gtem.init(jax.random.key(1), x, train=False)
+  program = jax.jit(lambda v, x: gtem.apply(v, x, train=False)).lower(variables, x).as_text()
+  products = [line.rsplit(" : ", 1)[1] for line in program.splitlines()
+              if "stablehlo.dot_general" in line]
+  operand_dtypes = [re.findall(r"x([a-z]+[0-9]*)>", product)[:2] for product in products]
+  assert len(products) >= 8
+  assert all(dtypes == ["bf16", "bf16"] for dtypes in operand_dtypes), products
 
 
 def _features(rng, batch, frames):

@@ -298,8 +298,9 @@ class GTEM(nn.Module):
     # float32 scores, as every attention's (docs/deviations.md, "bf16 is an option").
     class_logits = float32_product(functools.partial(jnp.einsum, "bhwc,nc->bhwn"), q, k)
     class_logits = class_logits * jnp.float32(dim ** -0.5)
-    probs = softmax(class_logits).astype(x.dtype)
-    class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(x.dtype))
+    # x is LTEM's float32 LayerNorm output: the context product runs in the compute dtype.
+    probs = softmax(class_logits).astype(self.dtype)
+    class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(self.dtype))
     context = NonLocalCrossAttention(self.dtype, name="cross_attn")(x, class_context, train=train)
     return x + context, class_logits
 
