@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, dense_init,
                                   depthwise_conv, gelu, layer_norm, torch_default_init,
                                   TORCH_LAYER_NORM_EPS)
-from vssjax.models.segformer_head import SegFormerHead
+from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.attention import dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
 from vssjax.ops.resize import resize_bilinear
@@ -382,7 +382,7 @@ class DTERN(nn.Module):
     return self.gtem(x, train=False)
 
 
-class DTERNHead(nn.Module):
+class DTERNHead(SegFormerBranch, nn.Module):
   """`SegFormerHead_clips2_DTERN_ensemble4`: SegFormer branch on all frames + DTERN on the target.
 
   `__call__(features, *, train)`, features = 4 levels [B, T, h_i, w_i, C_i] (target last) ->
@@ -400,9 +400,7 @@ class DTERNHead(nn.Module):
   dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.segformer = SegFormerHead(self.num_classes, self.embed_dim, self.dropout_rate,
-                                   self.dtype)
-    nn.share_scope(self, self.segformer)  # mmseg keeps these at decode_head.linear_c1 etc.
+    self.setup_segformer_branch()
     self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
                        self.dwconv_impl, self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
@@ -412,21 +410,17 @@ class DTERNHead(nn.Module):
                          dtype=self.dtype)
 
   def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
-    if len(features) != 4:
-      raise ValueError(f"DTERNHead expects 4 feature maps, got {len(features)}")
-    batch, num_t = features[0].shape[:2]
     if self.is_initializing():  # saved by the release, never applied
       self.conv_seg(jnp.zeros((1, 1, 1, self.seg_channels), self.dtype))
-    logits, fused = self.segformer([f.reshape((-1,) + f.shape[2:]) for f in features],
-                                   train=train)
-    out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
-    if num_t == 1:
+    out, fused, _ = self.segformer_branch(features, train=train)
+    if fused is None:
       return out
     feature, class_logits = self.dtern(features, train=train)
-    target_c = _to_eighth(fused.reshape((batch, num_t) + fused.shape[1:])[:, -1],
+    target_c = _to_eighth(fused.reshape(features[0].shape[:2] + fused.shape[1:])[:, -1],
                           feature.shape[1:3])
-    out["final"] = self._final(target_c, feature, logits.shape[1:3], train=train)
-    out["class_logits"] = resize_bilinear(class_logits, logits.shape[1:3], align_corners=False)
+    quarter = fused.shape[1:3]
+    out["final"] = self._final(target_c, feature, quarter, train=train)
+    out["class_logits"] = resize_bilinear(class_logits, quarter, align_corners=False)
     return out
 
   def frame_state(self, features: Sequence[jax.Array]
