@@ -178,7 +178,8 @@ class BatchNorm(nn.Module):
   updated with the UNBIASED batch variance (n / (n - 1)), while the normalisation uses the biased
   one. Statistics (two-pass variance) and the normalisation are computed in float32, the output
   rounded once to `dtype`. `momentum` is Flax-style (the weight of the old value): torch's
-  default 0.1 is 0.9 here. Under `jit` with a data-sharded batch the mean is global, i.e. SyncBN. Variables: params {scale, bias}, batch_stats {mean, var}.
+  default 0.1 is 0.9 here. Under `jit` with a data-sharded batch the mean is global, i.e.
+  SyncBN. Variables: params {scale, bias}, batch_stats {mean, var}.
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
