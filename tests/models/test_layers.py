@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.layers import (BatchNorm, DropPath, dense_init, l2_normalize,
-                                  normalize_images, torch_bias_init, torch_kernel_init)
+from vssjax.models.layers import (BatchNorm, DropPath, cosine_similarity, dense_init,
+                                  l2_normalize, normalize_images, torch_bias_init,
+                                  torch_kernel_init)
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():
@@ -40,6 +41,22 @@ def test_l2_normalize_matches_numpy_along_any_axis():
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32),
                              x / np.linalg.norm(x, axis=-1, keepdims=True), atol=1e-2)
+
+
+def test_cosine_similarity_broadcasts_like_torch():
+  """torch 1.7's F.cosine_similarity over the last axis: against a [E] prompt and a size-1 axis,
+  and a zero vector gives 0 (the norm product is clamped to 1e-8, not each norm)."""
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+  a[0, 0, 0] = 0.0
+  for b in (rng.standard_normal(7), rng.standard_normal((2, 1, 5, 7))):
+    b = b.astype(np.float32)
+    dot = np.sum(a * b, axis=-1)
+    expected = dot / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-8)
+    out = cosine_similarity(jnp.asarray(a), jnp.asarray(b))
+    assert out.shape == (2, 3, 5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert float(out[0, 0, 0]) == 0.0
 
 
 def test_batch_norm_updates_running_var_with_unbiased_variance():

@@ -99,6 +99,21 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   return (x32 / jnp.maximum(norm, eps)).astype(x.dtype)
 
 
+def inner_product(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Inner product over the last axis (broadcasting the others), as a contraction (`einsum`) and
+  not `sum(x * y, -1)`: XLA:CPU ran that reduction of a broadcast product 35x slower (44 vs
+  1.3 ms for DTERN's [1, 14400, 200] cluster logits against a [200] prompt)."""
+  return jnp.einsum("...e,...e->...", x, y)
+
+
+def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """Cosine over the last axis as torch 1.7's `F.cosine_similarity`, which the DTERN release ran:
+  a.b / max(|a| |b|, eps), one floor on the product of the norms. Broadcasts the leading axes,
+  as torch's does. Generic (DTERN's exemplar gate, SD-CPC's static difference)."""
+  norms = jnp.sqrt(inner_product(a, a) * inner_product(b, b))
+  return inner_product(a, b) / jnp.maximum(norms, eps)
+
+
 TORCH_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
 
 

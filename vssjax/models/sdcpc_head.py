@@ -36,8 +36,7 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.dtern_head import cosine_similarity
-from vssjax.models.layers import (Conv, dense_init, l2_normalize, layer_norm,
+from vssjax.models.layers import (Conv, cosine_similarity, dense_init, l2_normalize, layer_norm,
                                   TORCH_LAYER_NORM_EPS)
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
