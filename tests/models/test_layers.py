@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.layers import (BatchNorm, DropPath, cosine_similarity, dense_init,
+from vssjax.models.layers import (BatchNorm, DropPath, cosine_similarity, dense_init, dropout2d,
                                   l2_normalize, normalize_images, torch_bias_init,
                                   torch_kernel_init)
 
@@ -91,6 +91,17 @@ def test_bfloat16_batch_norm_rounds_once_as_torch_does(train):
   # One rounding of the float32 result: within half a bf16 ulp (2^-9 relative), plus float32
   # rounding of the statistics.
   np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=2 ** -8, atol=1e-4)
+
+
+def test_dropout2d_drops_whole_channels_of_each_sample():
+  """torch's Dropout2d: per (sample, channel) the whole H x W map is kept (scaled by 1/(1-p)) or
+  zeroed; identity when deterministic; the 'dropout' rng."""
+  x = jnp.ones((8, 5, 6, 16))
+  out = dropout2d(0.5).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+  per_map = np.asarray(out).reshape(8, 30, 16)
+  assert (per_map == per_map[:, :1]).all()  # one decision per map
+  assert set(np.unique(per_map)) == {0.0, 2.0}
+  np.testing.assert_array_equal(dropout2d(0.5).apply({}, x, deterministic=True), x)
 
 
 def test_drop_path_keeps_or_drops_whole_samples_and_rescales():

@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, cosine_similarity,
-                                  dense_init, depthwise_conv, gelu, inner_product, l2_normalize,
-                                  layer_norm, torch_default_init, TORCH_LAYER_NORM_EPS)
+                                  dense_init, depthwise_conv, dropout2d, gelu, inner_product,
+                                  l2_normalize, layer_norm, torch_default_init,
+                                  TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.attention import dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
@@ -386,7 +387,7 @@ class DTERNHead(SegFormerBranch, nn.Module):
     self.setup_segformer_branch()
     self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
                        self.dwconv_impl, self.dtype)
-    self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
+    self.dropout = dropout2d(self.dropout_rate)
     self.linear_pred1 = Conv(self.num_classes, (1, 1), **torch_default_init(2 * self.embed_dim),
                              dtype=self.dtype)
     self.conv_seg = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),

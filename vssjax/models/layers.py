@@ -270,6 +270,14 @@ class LinearWeights(nn.Module):
     return kernel, bias
 
 
+def dropout2d(rate: float, name: str | None = None) -> nn.Dropout:
+  """torch's `nn.Dropout2d` on NHWC maps: one keep/drop decision per (sample, channel), shared
+  over H and W ('dropout' rng). A plain `nn.Dropout` (no parameters), so named as before: in
+  compact methods `name` None gives Flax's automatic `Dropout_<i>`, and with it the same random
+  stream."""
+  return nn.Dropout(rate, broadcast_dims=(-3, -2), name=name)
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops a whole residual branch per sample (train only, 'dropout' rng).
 

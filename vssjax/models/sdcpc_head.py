@@ -36,8 +36,8 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import (Conv, cosine_similarity, dense_init, l2_normalize, layer_norm,
-                                  TORCH_LAYER_NORM_EPS)
+from vssjax.models.layers import (Conv, cosine_similarity, dense_init, dropout2d, l2_normalize,
+                                  layer_norm, TORCH_LAYER_NORM_EPS)
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerBranch
@@ -181,7 +181,7 @@ class SDCPCHead(SegFormerBranch, nn.Module):
     self.dssa = DSSA(self.dssa_coarse_factor, self.dssa_keep_ratio, self.dssa_window,
                      self.dssa_window_keep_ratio, self.dssa_heads, self.dtype,
                      difference_gate=self.dssa_difference_gate)
-    self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
+    self.dropout = dropout2d(self.dropout_rate)
     self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
     self.projector_fc1 = nn.Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
     self.projector_fc2 = nn.Dense(self.embedding_dim, kernel_init=dense_init, dtype=self.dtype)

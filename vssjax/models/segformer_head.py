@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, conv_init,
-                                  torch_default_init)
+                                  dropout2d, torch_default_init)
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -81,8 +81,7 @@ class SegFormerHead(nn.Module):
         features, projections, train=train)
     if not self.num_classes:
       return None, fused
-    # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
-    y = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
+    y = dropout2d(self.dropout_rate)(fused, deterministic=not train)
     logits = Conv(self.num_classes, (1, 1), **torch_default_init(self.embed_dim),
                   dtype=self.dtype, name="linear_pred")(y)
     return logits, fused
