@@ -179,3 +179,12 @@ def test_cam_kernels_without_a_centre_tap_are_refused_as_the_method_is_built(ker
   config.model.cam_kernels = kernels
   with pytest.raises(SetupError, match=rf"model.cam_kernels={re.escape(str(kernels))}: "):
     get_method(config)
+
+
+def test_a_head_width_the_ltem_heads_cannot_split_is_refused_as_the_method_is_built():
+  """LTEM's two layers have 2 and 4 attention heads: the width must be a multiple of 4."""
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  config.model.decoder_dim = 18
+  with pytest.raises(SetupError, match=r"model.decoder_dim=18: .* \(2, 4\) attention heads, so "
+                                       "a multiple of 4"):
+    get_method(config)

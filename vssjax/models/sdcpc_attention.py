@@ -68,9 +68,9 @@ def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) ->
 
 def window_block_size(window: int) -> int:
   """Block side b of the blockwise window attention: b = w // 2 keeps a w x w window inside the
-  3 x 3 blocks around the query's block with the fewest extra scores (9 b^2 per query)."""
-  if window < 1 or window % 2 == 0:
-    raise ValueError(f"the attention window must be a positive odd size, got {window}")
+  3 x 3 blocks around the query's block with the fewest extra scores (9 b^2 per query). The
+  window is a positive odd size (centred on its pixel), which `methods.sdcpc` checks as the model
+  is built."""
   return max(window // 2, 1)
 
 

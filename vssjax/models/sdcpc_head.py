@@ -104,6 +104,7 @@ class DSSA(nn.Module):
   upsampled and added. Stage 2 (fine): window attention of the refined target over the full-
   resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
   `difference_gate` (a guess beyond the spec's §6.2, whose output is the plain sum), else added.
+  The settings are checked where the model is built (`methods.sdcpc.build_sdcpc`).
   """
   coarse_factor: int = 4
   keep_ratio: float = 0.5
@@ -115,9 +116,6 @@ class DSSA(nn.Module):
 
   @nn.compact
   def __call__(self, target: jax.Array, refs: jax.Array) -> jax.Array:
-    if not 0.0 < self.keep_ratio <= 1.0 or not 0.0 < self.window_keep_ratio <= 1.0:
-      raise ValueError(f"keep ratios must be in (0, 1], got {self.keep_ratio}, "
-                       f"{self.window_keep_ratio}")
     batch, height, width, dim = target.shape
     num_refs = refs.shape[1]
 
