@@ -23,9 +23,9 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, cosine_similarity,
-                                  dense_init, depthwise_conv, dropout2d, gelu, inner_product,
-                                  l2_normalize, layer_norm, torch_default_init,
+from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, DepthwiseWeights,
+                                  cosine_similarity, dense_init, depthwise_conv, dropout2d, gelu,
+                                  inner_product, l2_normalize, layer_norm, torch_default_init,
                                   TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.attention import dot_product_attention, softmax
@@ -51,6 +51,11 @@ def _dwconv(kernel: tuple[int, int], name: str, impl: str, dtype: Dtype) -> Dept
   """A depth-wise conv initialised as torch's nn.Conv2d(groups=C): fan-in kh * kw."""
   return DepthwiseConv(kernel, impl=impl, dtype=dtype,
                        **torch_default_init(kernel[0] * kernel[1]), name=name)
+
+
+def _dwconv_weights(size: int, channels: int, name: str) -> tuple[jax.Array, jax.Array]:
+  """The (kernel, bias) of a size x size `_dwconv`, declared but not applied."""
+  return DepthwiseWeights((size, size), **torch_default_init(size * size), name=name)(channels)
 
 
 def _dense(features: int, fan_in: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
@@ -103,7 +108,7 @@ class CAM(nn.Module):
 
     x1 = gelu(_conv(x, dim, (1, 1), "conv1_1_0", dt))
     x2 = dwconv((3, 3), "conv1_2_2")(gelu(_conv(x, dim, (1, 1), "conv1_2_0", dt)))
-    local = dwconv_sum(x1, [dwconv((kernel, kernel), f"conv2_{i}_0")(x1, apply=False)
+    local = dwconv_sum(x1, [_dwconv_weights(kernel, dim, f"conv2_{i}_0")
                             for i, kernel in enumerate(self.kernels, start=1)],
                        self.dwconv_impl, dt)
     local = _conv(local, dim, (1, 1), f"conv2_{len(self.kernels) + 1}_0", dt)

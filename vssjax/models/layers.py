@@ -144,7 +144,9 @@ class DepthwiseConv(nn.Module):
     (notes/jax_stack.md §6).
   - 'grouped': `lax.conv_general_dilated(feature_group_count=C)`; cuDNN-friendly on GPU.
 
-  Init defaults to mmseg's (MiT's DWConv): He fan-out normal kernel, zero bias.
+  Init defaults to mmseg's (MiT's DWConv): He fan-out normal kernel, zero bias. Callers that
+  apply several depth-wise convs as one (DTERN's CAM) declare the weights with
+  `DepthwiseWeights` instead: the same variables.
   """
   kernel_size: int | tuple[int, int] = 3
   use_bias: bool = True
@@ -154,17 +156,34 @@ class DepthwiseConv(nn.Module):
   bias_init: Initializer = nn.initializers.zeros
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, apply: bool = True):
-    """-> the conv of `x`; with `apply=False`, the (kernel, bias) declared for `x`'s channels
-    instead, for callers that sum several depth-wise convs into one (DTERN's CAM)."""
-    kh, kw = ((self.kernel_size,) * 2 if isinstance(self.kernel_size, int)
-              else tuple(self.kernel_size))
-    channels = x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, channels))
-    bias = self.param("bias", self.bias_init, (channels,)) if self.use_bias else None
-    if not apply:
-      return kernel, bias
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel, bias = _declare_depthwise(self, x.shape[-1])
     return depthwise_conv(x, kernel, bias, self.impl, self.dtype)
+
+
+class DepthwiseWeights(nn.Module):
+  """Declares a `DepthwiseConv`'s kernel `[kh, kw, 1, C]` and bias `[C]` without applying them
+  (same names, shapes and initialisers, hence the same parameter tree and checkpoints), for
+  modules that combine several depth-wise convs into one (DTERN's CAM, `dwconv_sum`).
+  `__call__(channels) -> (kernel, bias or None)`."""
+  kernel_size: int | tuple[int, int] = 3
+  use_bias: bool = True
+  kernel_init: Initializer = _depthwise_init
+  bias_init: Initializer = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, channels: int) -> tuple[jax.Array, jax.Array | None]:
+    return _declare_depthwise(self, channels)
+
+
+def _declare_depthwise(module: DepthwiseConv | DepthwiseWeights, channels: int
+                       ) -> tuple[jax.Array, jax.Array | None]:
+  """The kernel and bias of a depth-wise conv, declared in `module`'s (compact) scope."""
+  size = module.kernel_size
+  kh, kw = (size, size) if isinstance(size, int) else tuple(size)
+  kernel = module.param("kernel", module.kernel_init, (kh, kw, 1, channels))
+  bias = module.param("bias", module.bias_init, (channels,)) if module.use_bias else None
+  return kernel, bias
 
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
