@@ -9,8 +9,17 @@ import torch
 
 from tests.models.helpers import assert_torch_default_init
 from vssjax.models.layers import (BatchNorm, DropPath, cosine_similarity, dense_init, dropout2d,
-                                  l2_normalize, normalize_images, torch_bias_init,
+                                  flatten_time, l2_normalize, normalize_images, torch_bias_init,
                                   torch_kernel_init)
+
+
+def test_flatten_time_is_clip_major():
+  """[B, T, ...] -> [B*T, ...] with time innermost: clip b's frame t is row b*T + t, the order
+  in which the models split a per-frame network's output back into clips."""
+  x = jnp.arange(2 * 3 * 4).reshape(2, 3, 4)
+  out = flatten_time(x)
+  assert out.shape == (6, 4)
+  np.testing.assert_array_equal(out[1 * 3 + 2], x[1, 2])
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():

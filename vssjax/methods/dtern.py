@@ -22,12 +22,11 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.backbones import build_mit, compute_dtype, resolve_dwconv_impl
-from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
-                                 Variables)
+from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
 from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.dtern_head import DTERNHead, LTEM_HEADS
-from vssjax.models.layers import normalize_images
+from vssjax.models.layers import flatten_time, normalize_images
 
 def build_dtern(model: ConfigDict, num_classes: int) -> ClipSegmentor:
   backbone = build_mit(model, "DTERN")

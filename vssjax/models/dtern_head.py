@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, DepthwiseWeights,
-                                  cosine_similarity, dense_init, depthwise_conv, dropout2d, gelu,
-                                  inner_product, l2_normalize, layer_norm, torch_default_init,
-                                  TORCH_LAYER_NORM_EPS)
+                                  cosine_similarity, dense_init, depthwise_conv, dropout2d,
+                                  flatten_time, gelu, inner_product, l2_normalize, layer_norm,
+                                  torch_default_init, TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.attention import dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
@@ -322,7 +322,7 @@ class DTERN(nn.Module):
     batch, num_t = features[0].shape[:2]
     # Target and references go through the shared convs separately (own BN statistics).
     target = self.fuse([f[:, -1] for f in features], train=train)
-    refs = self.fuse([f[:, :-1].reshape((-1,) + f.shape[2:]) for f in features], train=train)
+    refs = self.fuse([flatten_time(f[:, :-1]) for f in features], train=train)
     return self.temporal(target, refs.reshape((batch, num_t - 1) + refs.shape[1:]), train=train)
 
   def fuse(self, levels: Sequence[jax.Array], *, train: bool) -> jax.Array:

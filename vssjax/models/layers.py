@@ -77,6 +77,12 @@ def normalize_images(frames: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array
   return ((frames.astype(jnp.float32) - mean) / std).astype(dtype)
 
 
+def flatten_time(x: jax.Array) -> jax.Array:
+  """[B, T, ...] -> [B*T, ...] (clip-major, time innermost), as the frames of clips go through a
+  per-frame network (the backbone, a head's per-frame branch) and their labels into its loss."""
+  return x.reshape((-1,) + x.shape[2:])
+
+
 def gelu(x: jax.Array) -> jax.Array:
   """torch's exact `nn.GELU()`: x/2 (1 + erf(x/sqrt 2)), computed in float32, in x's dtype.
 

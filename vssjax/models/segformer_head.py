@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, conv_init,
-                                  dropout2d, torch_default_init)
+                                  dropout2d, flatten_time, torch_default_init)
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -107,7 +107,7 @@ class SegFormerBranch:
     if len(features) != 4:
       raise ValueError(f"{type(self).__name__} expects 4 feature maps, got {len(features)}")
     batch, num_t = features[0].shape[:2]
-    frames = [f.reshape((-1,) + f.shape[2:]) for f in features]
+    frames = [flatten_time(f) for f in features]
     logits, fused = self.segformer(frames, train=train)
     out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
     return (out, None, None) if num_t == 1 else (out, fused, frames)
