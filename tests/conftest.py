@@ -148,10 +148,10 @@ class OneSizePredictor:
     return []
 
 
-def assert_kept_states_predict_the_clip(method, variables) -> None:
+def assert_kept_states_predict_the_clip(method, variables, size=(64, 64)) -> None:
   """A streaming clip method (DTERN, SD-CPC) in eval mode: the logits from each frame's kept
-  `encode_frame` state equal the whole 4-frame clip through the network."""
-  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
+  `encode_frame` state equal the whole 4-frame clip of `size` frames through the network."""
+  frames = np.random.default_rng(5).integers(0, 256, (1, 4) + tuple(size) + (3,), dtype=np.uint8)
   states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
   np.testing.assert_allclose(method.decode_states(variables, states[-1][0],
                                                   [reference for _, reference in states]),

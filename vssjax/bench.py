@@ -48,12 +48,12 @@ from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
-from vssjax.methods.base import Method, flatten_time
+from vssjax.methods.base import Method
 from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import stitched_labels
-from vssjax.models.layers import normalize_images
+from vssjax.models.layers import flatten_time, normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled

@@ -105,6 +105,13 @@ def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variabl
   assert_kept_states_predict_the_clip(*method_and_variables)
 
 
+def test_inputs_with_an_odd_quarter_grid_predict_on_c2_s_grid(method_and_variables):
+  """67x93 frames: a 17x24 grid at 1/4 and c2's 9x12 at 1/8, where the release's (h4 // 2,
+  w4 // 2) resize of the SegFormer feature gives 8 rows; both the clip forward and the kept
+  frame states run and agree (docs/deviations.md, DTERN)."""
+  assert_kept_states_predict_the_clip(*method_and_variables, size=(67, 93))
+
+
 def test_cached_streaming_equals_clip_recomputation(method_and_variables):
   """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]."""
   method, variables = method_and_variables
@@ -171,4 +178,13 @@ def test_cam_kernels_without_a_centre_tap_are_refused_as_the_method_is_built(ker
   config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
   config.model.cam_kernels = kernels
   with pytest.raises(SetupError, match=rf"model.cam_kernels={re.escape(str(kernels))}: "):
+    get_method(config)
+
+
+def test_a_head_width_the_ltem_heads_cannot_split_is_refused_as_the_method_is_built():
+  """LTEM's two layers have 2 and 4 attention heads: the width must be a multiple of 4."""
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")
+  config.model.decoder_dim = 18
+  with pytest.raises(SetupError, match=r"model.decoder_dim=18: .* \(2, 4\) attention heads, so "
+                                       "a multiple of 4"):
     get_method(config)

@@ -1,8 +1,10 @@
-"""The bf16 programs' matmuls run in bf16: no float32 x float32 matmul of activation size.
+"""The bf16 programs' matmuls run in bf16: no float32 x float32 matmul of activation size, and
+every attention's scores are a float32 result (docs/deviations.md, "bf16 is an option").
 
 Read off the lowered StableHLO (platform independent, nothing compiled), so that a parameter not
 cast, or a float32 cotangent promoting a bf16 operand in the backward (JAX's transpose of a dot
-with `preferred_element_type=float32`, ops/mixed_precision.py), shows as float32 FLOPs here.
+with `preferred_element_type=float32`, ops/mixed_precision.py), shows as float32 FLOPs here, and
+scores rounded to bf16 before the float32 softmax show as a bf16 product feeding it.
 """
 import math
 import re
@@ -15,6 +17,14 @@ from vssjax.methods import get_method
 from vssjax.train.loop import batch_spec
 
 _TYPE = re.compile(r"tensor<(?:([0-9x]+)x)?([a-z]+[0-9]*)>")
+_DEFINITION = re.compile(r"^\s*(%[\w#:]+) = \"?([\w.]+)")
+_VALUE = re.compile(r"%\w+")
+# What may lie between an attention's score product and its softmax: casts, the scale, masks
+# (`jnp.where` is a call), layout.
+_SCORE_PATH = {"stablehlo.convert", "stablehlo.multiply", "stablehlo.divide", "stablehlo.select",
+               "stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_in_dim", "call"}
+_LAYOUT = {"stablehlo.convert", "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice",
+           "stablehlo.broadcast_in_dim"}
 
 
 def _matmuls(stablehlo: str):
@@ -37,8 +47,44 @@ def _matmuls(stablehlo: str):
         lhs[d] for d in contract[0]) / 1e9
 
 
-def _train_gradient(path: str) -> tuple[str, int]:
-  """The bf16 train gradient's StableHLO and the element count of the largest parameter."""
+def _score_products(stablehlo: str):
+  """The result types of the matrix products whose values reach a softmax (a max-reduction)
+  through `_SCORE_PATH` alone and neither of whose operands is a parameter or a constant (through
+  casts and layout): attention scores. A layer's logits (a product with a weight) are not."""
+  definitions = {}
+  for line in stablehlo.splitlines():
+    match = _DEFINITION.match(line)
+    if match:
+      op = "call" if match.group(2) == "call" else match.group(2)
+      operands = _VALUE.findall(line.split("=", 1)[1].split(" : ", 1)[0])
+      definitions[match.group(1).split(":")[0]] = (op, operands, line)
+
+  def fixed(value):  # a function argument (parameter) or a constant, cast or laid out
+    if value not in definitions:
+      return value.startswith("%arg")
+    op, operands, _ = definitions[value]
+    return op in ("stablehlo.constant", "stablehlo.iota") or (
+        op in _LAYOUT and all(fixed(o) for o in operands))
+
+  for op, operands, line in definitions.values():
+    if op != "stablehlo.reduce" or "applies stablehlo.maximum" not in line:
+      continue
+    pending, seen = [operands[0]], set()
+    while pending:
+      value = pending.pop()
+      if value in seen or value not in definitions:
+        continue
+      seen.add(value)
+      value_op, value_operands, value_line = definitions[value]
+      if value_op == "stablehlo.dot_general":
+        if not any(fixed(o) for o in value_operands):
+          yield value_line.rsplit(" : ", 1)[1]
+      elif value_op in _SCORE_PATH:
+        pending.extend(value_operands)
+
+
+def _bfloat16_method(path: str):
+  """The method of config `path` in bf16, and abstract (params, state, batch, rng) to lower."""
   config = load_config(path)
   config.model.update(dtype="bfloat16", dwconv_impl="grouped")
   method = get_method(config)
@@ -47,9 +93,14 @@ def _train_gradient(path: str) -> tuple[str, int]:
   rng = jax.random.PRNGKey(0)
   variables = dict(jax.eval_shape(method.init, rng, batch))
   params = variables.pop("params")
+  return method, (params, variables, batch, rng)
+
+
+def _train_gradient(path: str) -> tuple[str, int]:
+  """The bf16 train gradient's StableHLO and the element count of the largest parameter."""
+  method, args = _bfloat16_method(path)
   grad = jax.grad(method.loss_and_metrics, has_aux=True)
-  return (jax.jit(grad).lower(params, variables, batch, rng).as_text(),
-          max(x.size for x in jax.tree.leaves(params)))
+  return (jax.jit(grad).lower(*args).as_text(), max(x.size for x in jax.tree.leaves(args[0])))
 
 
 @pytest.mark.parametrize("path", ["configs/segformer/synthetic_mitb0.py",
@@ -66,3 +117,18 @@ def test_bfloat16_train_gradient_has_no_float32_activation_matmul(path):
              if "f32" in (lhs_dtype, rhs_dtype)
              and max(math.prod(lhs), math.prod(rhs)) > largest_param]
   assert not float32
+
+
+@pytest.mark.parametrize("path,attentions", [
+    ("configs/segformer/synthetic_mitb0.py", 8),  # MiT-B0: 8 blocks
+    ("configs/dtern/synthetic_mitb0.py", 8 + 4),  # + 2 LTEM layers, GTEM's class and non-local
+    ("configs/sdcpc/synthetic_mitb0.py", 8 + 3)])  # + SSEA, DSSA's coarse and window stages
+def test_bfloat16_attention_scores_are_float32_results(path, attentions):
+  """Every attention's scores leave their bf16 x bf16 product as float32 (not rounded to bf16
+  and then cast for the softmax). The loss program's forward; MiT's blocks appear once per call
+  of the backbone, hence 'at least'."""
+  method, args = _bfloat16_method(path)
+  loss = lambda *a: method.loss_and_metrics(*a)[0]
+  scores = list(_score_products(jax.jit(loss).lower(*args).as_text()))
+  assert len(scores) >= attentions
+  assert not [s for s in scores if not s.endswith("f32>")]

@@ -132,3 +132,14 @@ def test_dssa_settings_it_cannot_run_are_refused_as_the_method_is_built(field, v
   config.model.dssa[field] = value
   with pytest.raises(SetupError, match=message):
     get_method(config)
+
+
+@pytest.mark.parametrize("field", ["ssea", "dssa"])
+def test_attention_heads_that_do_not_split_the_head_width_are_refused_as_it_is_built(field):
+  """The synthetic config's head is 16 wide: 3 heads cannot split it, 0 heads are none."""
+  for heads in (3, 0):
+    config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+    config.model[field].num_heads = heads
+    with pytest.raises(SetupError, match=rf"model.{field}.num_heads={heads}: .* "
+                                         r"model.decoder_dim=16 channels equally"):
+      get_method(config)

@@ -1,5 +1,7 @@
-"""DTERN head: parameter counts of spec §10.2, GTEM and the cosine vs numpy, the fusion vs torch,
-the temporal path, early exit, the release's init (spec §7)."""
+"""DTERN head: parameter counts of spec §10.2, GTEM and the prompt masks vs numpy, the fusion vs
+torch, the temporal path, early exit, the release's init (spec §7)."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +13,8 @@ from tests.conftest import load_config
 from tests.models.helpers import assert_torch_default_init
 from vssjax.convert.common import abstract_variables
 from vssjax.methods.dtern import build_dtern
-from vssjax.models.dtern_head import GTEM, DTERNHead, cosine_similarity, dwconv_sum, normalized_dot
-from vssjax.models.layers import depthwise_conv
+from vssjax.models.dtern_head import GTEM, DTERNHead, dwconv_sum, normalized_dot
+from vssjax.models.layers import cosine_similarity, depthwise_conv
 from vssjax.models.segformer_head import SegFormerHead
 
 _CLIP = jax.ShapeDtypeStruct((1, 4, 64, 64, 3), jnp.float32)
@@ -64,6 +66,21 @@ def test_gtem_matches_numpy():
   want_out = xn + project("out_project", (att / att.sum(-1, keepdims=True)) @ v)
   np.testing.assert_allclose(np.asarray(logits).reshape(2, 12, classes), want_logits, atol=1e-5)
   np.testing.assert_allclose(np.asarray(out).reshape(2, 12, dim), want_out, atol=1e-5)
+
+
+def test_gtem_s_bfloat16_products_take_bfloat16_operands():
+  """GTEM takes LTEM's float32 LayerNorm output; with bf16 compute each of its matrix products
+  (projections, class scores, class context, non-local attention) still takes bf16 operands,
+  as under torch's autocast; only the scores have float32 results."""
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, 8))  # float32
+  gtem = GTEM(5, dtype=jnp.bfloat16)
+  variables = gtem.init(jax.random.key(1), x, train=False)
+  program = jax.jit(lambda v, x: gtem.apply(v, x, train=False)).lower(variables, x).as_text()
+  products = [line.rsplit(" : ", 1)[1] for line in program.splitlines()
+              if "stablehlo.dot_general" in line]
+  operand_dtypes = [re.findall(r"x([a-z]+[0-9]*)>", product)[:2] for product in products]
+  assert len(products) >= 8
+  assert all(dtypes == ["bf16", "bf16"] for dtypes in operand_dtypes), products
 
 
 def _features(rng, batch, frames):
@@ -178,22 +195,6 @@ def test_cam_kernel_sum_is_the_sum_of_the_separate_convs(impl):
     dwconv_sum(x, [(jnp.zeros((4, 4, 1, 4)), jnp.zeros(4))], impl, jnp.float32)
 
 
-def test_cosine_similarity_broadcasts_like_torch():
-  """torch 1.7's F.cosine_similarity over the last axis: against a [E] prompt and a size-1 axis,
-  and a zero vector gives 0 (the norm product is clamped to 1e-8, not each norm)."""
-  rng = np.random.default_rng(0)
-  a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
-  a[0, 0, 0] = 0.0
-  for b in (rng.standard_normal(7), rng.standard_normal((2, 1, 5, 7))):
-    b = b.astype(np.float32)
-    dot = np.sum(a * b, axis=-1)
-    expected = dot / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-8)
-    out = cosine_similarity(jnp.asarray(a), jnp.asarray(b))
-    assert out.shape == (2, 3, 5)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    assert float(out[0, 0, 0]) == 0.0
-
-
 def test_prompt_masks_normalise_each_vector_then_take_the_dot_product():
   """The release's prompt masks are `F.normalize(z) @ F.normalize(prompt)`: each norm floored at
   1e-12 on its own, where `cosine_similarity` floors their product at 1e-8 (tiny logits)."""
@@ -208,6 +209,16 @@ def test_prompt_masks_normalise_each_vector_then_take_the_dot_product():
   np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
   assert abs(float(cosine_similarity(jnp.asarray(z[0, 0]), jnp.asarray(prompt)))
              - expected[0, 0]) > 0.1
+
+
+def test_bfloat16_prompt_masks_normalise_in_float32():
+  """In bf16 the unit vectors are float32 quotients rounded once, as torch's autocast computes
+  F.normalize (float32 `norm`) before its bf16 matmul: a vector against itself gives 1. Dividing
+  by a bf16-rounded norm in bf16 (before) gave down to 1 - 2 ulps."""
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(4096, 250)) * 3 + 1, jnp.bfloat16)
+  out = normalized_dot(z, z)
+  assert out.dtype == jnp.bfloat16
+  assert float(jnp.abs(out.astype(jnp.float32) - 1).max()) < 2 ** -8
 
 
 def _torch_cluster_layer(p, s, target, refs, prev, heads, kernels):

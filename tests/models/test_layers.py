@@ -8,8 +8,18 @@ import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.layers import (BatchNorm, DropPath, dense_init, l2_normalize,
-                                  normalize_images, torch_bias_init, torch_kernel_init)
+from vssjax.models.layers import (BatchNorm, DropPath, cosine_similarity, dense_init, dropout2d,
+                                  flatten_time, l2_normalize, normalize_images, torch_bias_init,
+                                  torch_kernel_init)
+
+
+def test_flatten_time_is_clip_major():
+  """[B, T, ...] -> [B*T, ...] with time innermost: clip b's frame t is row b*T + t, the order
+  in which the models split a per-frame network's output back into clips."""
+  x = jnp.arange(2 * 3 * 4).reshape(2, 3, 4)
+  out = flatten_time(x)
+  assert out.shape == (6, 4)
+  np.testing.assert_array_equal(out[1 * 3 + 2], x[1, 2])
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():
@@ -42,6 +52,22 @@ def test_l2_normalize_matches_numpy_along_any_axis():
                              x / np.linalg.norm(x, axis=-1, keepdims=True), atol=1e-2)
 
 
+def test_cosine_similarity_broadcasts_like_torch():
+  """torch 1.7's F.cosine_similarity over the last axis: against a [E] prompt and a size-1 axis,
+  and a zero vector gives 0 (the norm product is clamped to 1e-8, not each norm)."""
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+  a[0, 0, 0] = 0.0
+  for b in (rng.standard_normal(7), rng.standard_normal((2, 1, 5, 7))):
+    b = b.astype(np.float32)
+    dot = np.sum(a * b, axis=-1)
+    expected = dot / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-8)
+    out = cosine_similarity(jnp.asarray(a), jnp.asarray(b))
+    assert out.shape == (2, 3, 5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert float(out[0, 0, 0]) == 0.0
+
+
 def test_batch_norm_updates_running_var_with_unbiased_variance():
   x = jnp.asarray([1.0, 3.0]).reshape(2, 1, 1, 1)  # mean 2, biased var 1, unbiased var 2
   bn = BatchNorm()
@@ -54,6 +80,37 @@ def test_batch_norm_updates_running_var_with_unbiased_variance():
   stats = {"params": variables["params"], "batch_stats": {"mean": jnp.array([1.0]),
                                                           "var": jnp.array([4.0 - 1e-5])}}
   np.testing.assert_allclose(bn.apply(stats, x, train=False).ravel(), [0.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_bfloat16_batch_norm_rounds_once_as_torch_does(train):
+  """torch's batch norm of bf16 inputs computes in float32 and rounds its output once. Inputs
+  with a mean of 100 (bf16 ulp 0.5): rounding x * (scale / std) to bf16 before the add that
+  cancels the mean erred by up to 0.25 at outputs of size 1 (before the fix)."""
+  x = 100 + np.random.default_rng(0).standard_normal((8, 4, 4, 3))
+  x = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)  # the values the bf16 layer sees
+  scale = np.array([0.7, 1.3, 2.1])
+  variables = {"params": {"scale": jnp.asarray(scale, jnp.float32), "bias": jnp.zeros(3)},
+               "batch_stats": {"mean": jnp.full(3, 100.0), "var": jnp.full(3, 1.1)}}
+  out = BatchNorm(dtype=jnp.bfloat16).apply(variables, jnp.asarray(x, jnp.bfloat16), train=train,
+                                            mutable=["batch_stats"])[0]
+  mean, var = (x.mean((0, 1, 2)), x.var((0, 1, 2))) if train else (100.0, 1.1)
+  want = (x - mean) / np.sqrt(var + 1e-5) * scale
+  assert out.dtype == jnp.bfloat16
+  # One rounding of the float32 result: within half a bf16 ulp (2^-9 relative), plus float32
+  # rounding of the statistics.
+  np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=2 ** -8, atol=1e-4)
+
+
+def test_dropout2d_drops_whole_channels_of_each_sample():
+  """torch's Dropout2d: per (sample, channel) the whole H x W map is kept (scaled by 1/(1-p)) or
+  zeroed; identity when deterministic; the 'dropout' rng."""
+  x = jnp.ones((8, 5, 6, 16))
+  out = dropout2d(0.5).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+  per_map = np.asarray(out).reshape(8, 30, 16)
+  assert (per_map == per_map[:, :1]).all()  # one decision per map
+  assert set(np.unique(per_map)) == {0.0, 2.0}
+  np.testing.assert_array_equal(dropout2d(0.5).apply({}, x, deterministic=True), x)
 
 
 def test_drop_path_keeps_or_drops_whole_samples_and_rescales():

@@ -9,7 +9,8 @@ from flax import linen as nn
 from flax import traverse_util
 
 from tests.conftest import random_model_variables
-from vssjax.models.layers import DepthwiseConv
+from vssjax.models.layers import (DepthwiseConv, DepthwiseWeights, depthwise_conv,
+                                  torch_kernel_init)
 from vssjax.models.mit import Block, apply_as_scan, mit
 from vssjax.models.segformer import segformer
 
@@ -205,3 +206,20 @@ def test_scanned_blocks_drop_each_block_at_its_own_rate_with_its_own_key():
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
   evaluated = apply_as_scan(blocks, params, rates, x, train=False, rng=None)
   assert not np.allclose(got, evaluated)  # some branch was dropped
+
+
+def test_depthwise_weights_declares_a_depthwise_conv_s_variables():
+  """Same names, shapes and initial values as `DepthwiseConv` (so CAM's summed convs keep their
+  checkpoint tree), and applied by `depthwise_conv` they are that conv."""
+  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))
+  conv = DepthwiseConv((5, 3), kernel_init=torch_kernel_init)
+  variables = conv.init(jax.random.key(1), x)
+  weights = DepthwiseWeights((5, 3), kernel_init=torch_kernel_init)
+  declared = weights.init(jax.random.key(1), 6)
+  assert jax.tree.structure(declared) == jax.tree.structure(variables)
+  jax.tree.map(np.testing.assert_array_equal, declared, variables)
+  kernel, bias = weights.apply(declared, 6)
+  np.testing.assert_allclose(depthwise_conv(x, kernel, bias, "shifted", jnp.float32),
+                             conv.apply(variables, x), atol=1e-6)
+  no_bias = DepthwiseWeights(3, use_bias=False)
+  assert no_bias.apply(no_bias.init(jax.random.key(1), 6), 6)[1] is None

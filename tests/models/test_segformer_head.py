@@ -1,10 +1,14 @@
-"""SegFormer head init as mmseg's (its forward is pinned by tests/parity/test_segformer_parity)."""
+"""SegFormer head init as mmseg's (its forward is pinned by tests/parity/test_segformer_parity);
+the SegFormer branch that the video heads share."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.segformer_head import SegFormerHead
+from vssjax.models.segformer_head import SegFormerBranch, SegFormerHead
 
 
 def test_linear_layers_start_from_torch_default_init():
@@ -22,3 +26,44 @@ def test_linear_layers_start_from_torch_default_init():
                             params["linear_pred"]["bias"])
   fuse = params["linear_fuse"]["conv"]["kernel"]  # fan-out 64: std sqrt(2 / 64)
   assert abs(float(fuse.std()) / (2 / 64) ** 0.5 - 1) < 0.05
+
+
+class _VideoHead(SegFormerBranch, nn.Module):
+  """The least head on the shared SegFormer branch: the target's fused feature, summed."""
+  num_classes: int = 5
+  embed_dim: int = 8
+  dropout_rate: float = 0.1
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.setup_segformer_branch()
+
+  def __call__(self, features, *, train):
+    out, fused, frames = self.segformer_branch(features, train=train)
+    if fused is None:
+      return out
+    out["frames"] = len(frames), frames[0].shape
+    return out
+
+
+def test_segformer_branch_lives_in_the_head_s_scope_on_every_frame():
+  """The branch's parameters are the head's own (`linear_c1`, ... as mmseg's `decode_head`), its
+  logits per frame [B, T, ...] equal the plain SegFormerHead's on each frame; T = 1 exits early;
+  anything but 4 levels is refused naming the head."""
+  rng = np.random.default_rng(0)
+  dims = (8, 16, 24, 32)
+  features = [jnp.asarray(rng.normal(size=(2, 3, 16 // 2**i, 16 // 2**i, d)), jnp.float32)
+              for i, d in enumerate(dims)]
+  head = _VideoHead()
+  variables = head.init(jax.random.key(0), features, train=False)
+  assert sorted(variables["params"]) == [*(f"linear_c{i}" for i in range(1, 5)), "linear_fuse",
+                                         "linear_pred"]
+  out = head.apply(variables, features, train=False)
+  assert out["frames"] == (4, (6, 16, 16, 8))
+  for t in range(3):
+    want, _ = SegFormerHead(5, 8).apply(variables, [f[:, t] for f in features], train=False)
+    np.testing.assert_allclose(out["frame_logits"][:, t], want, atol=1e-6)
+  single = head.apply(variables, [f[:, :1] for f in features], train=False)
+  assert set(single) == {"frame_logits"} and single["frame_logits"].shape == (2, 1, 16, 16, 5)
+  with pytest.raises(ValueError, match="_VideoHead expects 4 feature maps, got 3"):
+    head.apply(variables, features[:3], train=False)

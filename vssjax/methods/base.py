@@ -34,11 +34,6 @@ Variables = dict[str, Any]
 Prediction = tuple[int, np.ndarray | jax.Array]
 
 
-def flatten_time(x: jax.Array) -> jax.Array:
-  """[B, T, ...] -> [B*T, ...] (clip-major, time innermost), as the frames go through a backbone."""
-  return x.reshape((-1,) + x.shape[2:])
-
-
 def _check_head_settings(model: ConfigDict) -> None:
   """The head settings of `base_config` every method's model reads, checked as the method is
   built: a 0-wide head or a dropout probability of 1 or more would otherwise fail deep in the

@@ -9,6 +9,7 @@ same, see tests/methods/test_dtern.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -21,12 +22,11 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.backbones import build_mit, compute_dtype, resolve_dwconv_impl
-from vssjax.methods.base import (Batch, flatten_time, Method, Prediction, StreamingPredictor,
-                                 Variables)
+from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
 from vssjax.models.clip_segmentor import ClipSegmentor
-from vssjax.models.dtern_head import DTERNHead
-from vssjax.models.layers import normalize_images
+from vssjax.models.dtern_head import DTERNHead, LTEM_HEADS
+from vssjax.models.layers import flatten_time, normalize_images
 
 def build_dtern(model: ConfigDict, num_classes: int) -> ClipSegmentor:
   backbone = build_mit(model, "DTERN")
@@ -35,6 +35,10 @@ def build_dtern(model: ConfigDict, num_classes: int) -> ClipSegmentor:
     # CAM sums its depth-wise convs as one kernel centred on the pixel: each needs a centre tap.
     raise SetupError(f"model.cam_kernels={kernels}: CAM's depth-wise kernel sizes, one or more, "
                      "each positive and odd (centred on their pixel)")
+  if model.decoder_dim % math.lcm(*LTEM_HEADS):
+    # Checked as the model is built rather than where the first trace splits the channels.
+    raise SetupError(f"model.decoder_dim={model.decoder_dim}: the LTEM layers split it into "
+                     f"{LTEM_HEADS} attention heads, so a multiple of {math.lcm(*LTEM_HEADS)}")
   head = DTERNHead(num_classes=num_classes, num_clusters=model.num_clusters,
                    kernels=kernels, embed_dim=model.decoder_dim,
                    dropout_rate=model.dropout_rate, dwconv_impl=resolve_dwconv_impl(model),

@@ -50,10 +50,23 @@ def _check_dssa(dssa: ConfigDict) -> None:
     raise SetupError(f"model.dssa.coarse_factor={dssa.coarse_factor}: at least 1")
 
 
+def _check_heads(model: ConfigDict) -> None:
+  """SSEA's and DSSA's attentions split the head's `decoder_dim` channels into equal heads;
+  checked as the model is built, rather than where the first trace reshapes them."""
+  for name in ("ssea", "dssa"):
+    heads = model[name].num_heads
+    if not isinstance(heads, int) or heads < 1 or model.decoder_dim % heads:
+      raise SetupError(f"model.{name}.num_heads={heads!r}: the attention heads split "
+                       f"model.decoder_dim={model.decoder_dim} channels equally, so a positive "
+                       "divisor of it")
+
+
 def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
-  """`backbone` + `decode_head` (an `SDCPCHead`), with DTERN's extract/decode split."""
+  """`backbone` + `decode_head` (an `SDCPCHead`), with DTERN's extract/decode split. DSSA's and
+  the attention heads' settings are checked here only: the methods are how models are built."""
   backbone = _backbone(model)
   _check_dssa(model.dssa)
+  _check_heads(model)
   head = SDCPCHead(
       num_classes=num_classes, embed_dim=model.decoder_dim, dropout_rate=model.dropout_rate,
       ssea_levels=tuple(model.ssea.levels), ssea_pool_sizes=tuple(model.ssea.pool_sizes),

@@ -7,9 +7,9 @@ import jax
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
 from vssjax.methods.backbones import build_mit, compute_dtype
-from vssjax.methods.base import Batch, flatten_time, Method, Variables
+from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
-from vssjax.models.layers import normalize_images
+from vssjax.models.layers import flatten_time, normalize_images
 from vssjax.models.segformer import SegFormer
 from vssjax.models.segformer_head import SegFormerHead
 

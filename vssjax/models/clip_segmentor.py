@@ -10,6 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from vssjax.models.layers import flatten_time
+
 
 class ClipSegmentor(nn.Module):
   """`__call__(images [B, T, H, W, 3], *, train)` -> the head's output dict (target = last frame):
@@ -27,7 +29,7 @@ class ClipSegmentor(nn.Module):
   def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     # The shared backbone on all B*T frames as one batch (clip-major, time innermost).
     lead = images.shape[:2]
-    features = self.backbone(images.reshape((-1,) + images.shape[2:]), train=train)
+    features = self.backbone(flatten_time(images), train=train)
     return self.decode_head([f.reshape(lead + f.shape[1:]) for f in features], train=train)
 
   def encode_frame(self, images: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:

@@ -21,7 +21,8 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, Conv, LinearWeights, channel_matmul, l2_normalize
+from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, dropout2d,
+                                  l2_normalize)
 from vssjax.models.mit import MixTransformer
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import ResNet
@@ -52,7 +53,7 @@ class MiTCommonEncoder(nn.Module):
       return self.backbone(x, train=train, shallow_blocks=self.shallow_blocks, shallow_only=True)
     features, shallow = self.backbone(x, train=train, shallow_blocks=self.shallow_blocks)
     _, fused = self.decoder(features, train=train)
-    common = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
+    common = dropout2d(self.dropout_rate)(fused, deterministic=not train)
     return common, shallow
 
 
@@ -121,7 +122,7 @@ class DCFMClassifier(nn.Module):
     if self.hidden:
       x = _conv1x1(x.shape[-1], bias=False, dtype=self.dtype, name="conv")(x)
       x = nn.relu(BatchNorm(dtype=self.dtype, name="bn")(x, train=train))
-    x = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(x, deterministic=not train)
+    x = dropout2d(self.dropout_rate)(x, deterministic=not train)
     return _conv1x1(self.num_classes, bias=False, dtype=self.dtype, name="cls")(x)
 
 

@@ -15,6 +15,7 @@ with zero biases; `conv_seg` N(0, 0.01) (mmseg's `BaseDecodeHead`). LTEM (`Clust
 CAM, Mlp and DWConvs) and `linear_pred1` have no init hook, so they keep PyTorch's nn.Conv2d /
 nn.Linear default, U(+-1/sqrt(fan_in)) for weights and biases (`layers.torch_default_init`).
 """
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -22,18 +23,18 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, dense_init,
-                                  depthwise_conv, gelu, layer_norm, torch_default_init,
-                                  TORCH_LAYER_NORM_EPS)
-from vssjax.models.segformer_head import SegFormerHead
-from vssjax.ops.attention import softmax
+from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, DepthwiseWeights,
+                                  cosine_similarity, dense_init, depthwise_conv, dropout2d,
+                                  flatten_time, gelu, inner_product, l2_normalize, layer_norm,
+                                  torch_default_init, TORCH_LAYER_NORM_EPS)
+from vssjax.models.segformer_head import SegFormerBranch
+from vssjax.ops.attention import dot_product_attention, softmax
+from vssjax.ops.mixed_precision import float32_product
 from vssjax.ops.resize import resize_bilinear
 
 
 LTEM_HEADS = (2, 4)  # attention heads of the two LTEM layers (the release's [2, 4, 8, 16][:2])
 MLP_RATIO = 4
-_COS_EPS = 1e-8
-_NORMALIZE_EPS = 1e-12  # F.normalize's
 
 
 def _conv(x: jax.Array, features: int, kernel: tuple[int, int], name: str, dtype: Dtype, *,
@@ -52,33 +53,23 @@ def _dwconv(kernel: tuple[int, int], name: str, impl: str, dtype: Dtype) -> Dept
                        **torch_default_init(kernel[0] * kernel[1]), name=name)
 
 
+def _dwconv_weights(size: int, channels: int, name: str) -> tuple[jax.Array, jax.Array]:
+  """The (kernel, bias) of a size x size `_dwconv`, declared but not applied."""
+  return DepthwiseWeights((size, size), **torch_default_init(size * size), name=name)(channels)
+
+
 def _dense(features: int, fan_in: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
   """A Dense initialised as torch's nn.Linear (LTEM's Linears have no init hook)."""
   return nn.Dense(features, **torch_default_init(fan_in), dtype=dtype, name=name)
-
-
-def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Cosine over the last axis as torch 1.7's `F.cosine_similarity`: a.b / max(|a| |b|, eps).
-
-  The products are contractions (`einsum`), not `sum(a * b, -1)`: XLA:CPU ran that reduction of
-  a broadcast product 35x slower (44 vs 1.3 ms for the [1, 14400, 200] cluster logits against a
-  [200] prompt).
-  """
-  norms = jnp.sqrt(_inner(a, a) * _inner(b, b))
-  return _inner(a, b) / jnp.maximum(norms, _COS_EPS)
-
-
-def _inner(x: jax.Array, y: jax.Array) -> jax.Array:
-  return jnp.einsum("...e,...e->...", x, y)
 
 
 def normalized_dot(a: jax.Array, b: jax.Array) -> jax.Array:
   """`F.normalize(a, dim=-1) @ F.normalize(b)`: each vector divided by max(its norm, 1e-12),
   then their dot product; LTEM's prompt masks take the cosine this way, its exemplar gate with
   `cosine_similarity` (the release uses both). They differ by rounding, and where a norm
-  product falls below 1e-8."""
-  unit = lambda x: x / jnp.maximum(jnp.sqrt(_inner(x, x)), _NORMALIZE_EPS)[..., None]
-  return _inner(unit(a), unit(b))
+  product falls below 1e-8. The unit vectors are computed in float32 (`l2_normalize`) and the
+  product in the inputs' dtype, as under torch's autocast (float32 `norm`, bf16 matmul)."""
+  return inner_product(l2_normalize(a), l2_normalize(b))
 
 
 def dwconv_sum(x: jax.Array, weights: Sequence[tuple[jax.Array, jax.Array]], impl: str,
@@ -117,7 +108,7 @@ class CAM(nn.Module):
 
     x1 = gelu(_conv(x, dim, (1, 1), "conv1_1_0", dt))
     x2 = dwconv((3, 3), "conv1_2_2")(gelu(_conv(x, dim, (1, 1), "conv1_2_0", dt)))
-    local = dwconv_sum(x1, [dwconv((kernel, kernel), f"conv2_{i}_0")(x1, apply=False)
+    local = dwconv_sum(x1, [_dwconv_weights(kernel, dim, f"conv2_{i}_0")
                             for i, kernel in enumerate(self.kernels, start=1)],
                        self.dwconv_impl, dt)
     local = _conv(local, dim, (1, 1), f"conv2_{len(self.kernels) + 1}_0", dt)
@@ -251,11 +242,10 @@ class LTEMLayer(nn.Module):
     def split(x):
       return x.reshape(x.shape[:2] + (heads, head_dim))
 
+    # q scaled before the product, as torch's `F.multi_head_attention_forward` does (scale 1
+    # below); the scores are float32 (docs/deviations.md, "bf16 is an option").
     q = split(self.q(queries)) * head_dim ** -0.5
-    k = split(self.k(exemplars))
-    v = split(self.v(exemplars))
-    weights = softmax(jnp.einsum("bnhd,bkhd->bhnk", q, k).astype(jnp.float32))
-    out = jnp.einsum("bhnk,bkhd->bnhd", weights.astype(v.dtype), v)
+    out = dot_product_attention(q, split(self.k(exemplars)), split(self.v(exemplars)), scale=1.0)
     return self.proj(out.reshape(queries.shape))
 
 
@@ -274,7 +264,10 @@ class NonLocalCrossAttention(nn.Module):
     q = project(query_map, "query_project")
     k = project(key_map, "key_project")
     v = project(key_map, "value_project")
-    weights = softmax((jnp.einsum("bnc,bmc->bnm", q, k) * dim ** -0.5).astype(jnp.float32))
+    # float32 scores (docs/deviations.md, "bf16 is an option"). Not `dot_product_attention` with
+    # one head: its [B, 1, N, M]-shaped products changed float32 outputs by rounding.
+    scores = float32_product(functools.partial(jnp.einsum, "bnc,bmc->bnm"), q, k)
+    weights = softmax(scores * jnp.float32(dim ** -0.5))
     context = jnp.einsum("bnm,bmc->bnc", weights.astype(v.dtype), v).reshape(query_map.shape)
     return ConvBNAct(dim, dtype=self.dtype, name="out_project")(context, train=train)
 
@@ -291,9 +284,12 @@ class GTEM(nn.Module):
     vcc = self.param("VCC", dense_init, (1, self.num_classes, dim))
     q = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="q")(x)
     k = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="k")(fcc[0, 0])
-    class_logits = jnp.einsum("bhwc,nc->bhwn", q, k) * dim ** -0.5
-    probs = softmax(class_logits.astype(jnp.float32)).astype(x.dtype)
-    class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(x.dtype))
+    # float32 scores, as every attention's (docs/deviations.md, "bf16 is an option").
+    class_logits = float32_product(functools.partial(jnp.einsum, "bhwc,nc->bhwn"), q, k)
+    class_logits = class_logits * jnp.float32(dim ** -0.5)
+    # x is LTEM's float32 LayerNorm output: the context product runs in the compute dtype.
+    probs = softmax(class_logits).astype(self.dtype)
+    class_context = jnp.einsum("bhwn,nc->bhwc", probs, vcc[0].astype(self.dtype))
     context = NonLocalCrossAttention(self.dtype, name="cross_attn")(x, class_context, train=train)
     return x + context, class_logits
 
@@ -326,7 +322,7 @@ class DTERN(nn.Module):
     batch, num_t = features[0].shape[:2]
     # Target and references go through the shared convs separately (own BN statistics).
     target = self.fuse([f[:, -1] for f in features], train=train)
-    refs = self.fuse([f[:, :-1].reshape((-1,) + f.shape[2:]) for f in features], train=train)
+    refs = self.fuse([flatten_time(f[:, :-1]) for f in features], train=train)
     return self.temporal(target, refs.reshape((batch, num_t - 1) + refs.shape[1:]), train=train)
 
   def fuse(self, levels: Sequence[jax.Array], *, train: bool) -> jax.Array:
@@ -375,7 +371,7 @@ class DTERN(nn.Module):
     return self.gtem(x, train=False)
 
 
-class DTERNHead(nn.Module):
+class DTERNHead(SegFormerBranch, nn.Module):
   """`SegFormerHead_clips2_DTERN_ensemble4`: SegFormer branch on all frames + DTERN on the target.
 
   `__call__(features, *, train)`, features = 4 levels [B, T, h_i, w_i, C_i] (target last) ->
@@ -393,32 +389,27 @@ class DTERNHead(nn.Module):
   dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.segformer = SegFormerHead(self.num_classes, self.embed_dim, self.dropout_rate,
-                                   self.dtype)
-    nn.share_scope(self, self.segformer)  # mmseg keeps these at decode_head.linear_c1 etc.
+    self.setup_segformer_branch()
     self.dtern = DTERN(self.num_classes, self.num_clusters, tuple(self.kernels), self.embed_dim,
                        self.dwconv_impl, self.dtype)
-    self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
+    self.dropout = dropout2d(self.dropout_rate)
     self.linear_pred1 = Conv(self.num_classes, (1, 1), **torch_default_init(2 * self.embed_dim),
                              dtype=self.dtype)
     self.conv_seg = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01),
                          dtype=self.dtype)
 
   def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
-    if len(features) != 4:
-      raise ValueError(f"DTERNHead expects 4 feature maps, got {len(features)}")
-    batch, num_t = features[0].shape[:2]
     if self.is_initializing():  # saved by the release, never applied
       self.conv_seg(jnp.zeros((1, 1, 1, self.seg_channels), self.dtype))
-    logits, fused = self.segformer([f.reshape((-1,) + f.shape[2:]) for f in features],
-                                   train=train)
-    out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
-    if num_t == 1:
+    out, fused, _ = self.segformer_branch(features, train=train)
+    if fused is None:
       return out
-    target_c = _to_eighth(fused.reshape((batch, num_t) + fused.shape[1:])[:, -1])
     feature, class_logits = self.dtern(features, train=train)
-    out["final"] = self._final(target_c, feature, logits.shape[1:3], train=train)
-    out["class_logits"] = resize_bilinear(class_logits, logits.shape[1:3], align_corners=False)
+    target_c = _to_eighth(fused.reshape(features[0].shape[:2] + fused.shape[1:])[:, -1],
+                          feature.shape[1:3])
+    quarter = fused.shape[1:3]
+    out["final"] = self._final(target_c, feature, quarter, train=train)
+    out["class_logits"] = resize_bilinear(class_logits, quarter, align_corners=False)
     return out
 
   def frame_state(self, features: Sequence[jax.Array]
@@ -431,7 +422,7 @@ class DTERNHead(nn.Module):
     logits, fused = self.segformer(features, train=False)
     dtern = self.dtern.fuse(features, train=False)
     assignments, centers = self.dtern.frame_exemplars(dtern)
-    return ({"logits": logits, "segformer": _to_eighth(fused), "dtern": dtern,
+    return ({"logits": logits, "segformer": _to_eighth(fused, dtern.shape[1:3]), "dtern": dtern,
              "assignments_0": assignments}, centers)
 
   def predict_from_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
@@ -448,7 +439,9 @@ class DTERNHead(nn.Module):
     return resize_bilinear(self.linear_pred1(y), quarter, align_corners=False)
 
 
-def _to_eighth(quarter_map: jax.Array) -> jax.Array:
-  """The SegFormer branch's fused 1/4 map [B, h4, w4, E] at 1/8, where `linear_pred1` takes it."""
-  height, width = quarter_map.shape[1:3]
-  return resize_bilinear(quarter_map, (height // 2, width // 2), align_corners=False)
+def _to_eighth(quarter_map: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  """The SegFormer branch's fused 1/4 map [B, h4, w4, E] on the DTERN feature's 1/8 `grid`
+  (c2's), where `linear_pred1` concatenates the two. The release resizes to (h4 // 2, w4 // 2),
+  the same grid wherever it runs; with an odd h4 or w4 c2's grid is ceil(h4 / 2) and the release
+  fails (docs/deviations.md)."""
+  return resize_bilinear(quarter_map, grid, align_corners=False)

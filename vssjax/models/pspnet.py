@@ -24,7 +24,8 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import Conv, ConvBNAct, torch_default_init, torch_kernel_init
+from vssjax.models.layers import (Conv, ConvBNAct, dropout2d, torch_default_init,
+                                  torch_kernel_init)
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import resnet
 
@@ -45,8 +46,7 @@ class SegmentationHead(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = ConvBNAct(self.features, 3, dtype=self.dtype, kernel_init=torch_kernel_init,
                   name="conv_bn")(x, train=train)
-    # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
-    x = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(x, deterministic=not train)
+    x = dropout2d(self.dropout_rate)(x, deterministic=not train)
     return Conv(self.num_classes, (1, 1), **torch_default_init(self.features), dtype=self.dtype,
                 name="classifier")(x)
 

@@ -19,6 +19,7 @@ Optionally only the `keep_ratio` highest-scoring window positions of each query 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ import numpy as np
 
 from vssjax.models.layers import dense_init
 from vssjax.ops.attention import dot_product_attention, softmax
+from vssjax.ops.mixed_precision import float32_product
 
 
 def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
@@ -66,9 +68,9 @@ def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) ->
 
 def window_block_size(window: int) -> int:
   """Block side b of the blockwise window attention: b = w // 2 keeps a w x w window inside the
-  3 x 3 blocks around the query's block with the fewest extra scores (9 b^2 per query)."""
-  if window < 1 or window % 2 == 0:
-    raise ValueError(f"the attention window must be a positive odd size, got {window}")
+  3 x 3 blocks around the query's block with the fewest extra scores (9 b^2 per query). The
+  window is a positive odd size (centred on its pixel), which `methods.sdcpc` checks as the model
+  is built."""
   return max(window // 2, 1)
 
 
@@ -132,7 +134,9 @@ def window_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, n
   keys = _split_heads(_neighbour_blocks(k, block, nh, nw), num_heads)
   values = _split_heads(_neighbour_blocks(v, block, nh, nw), num_heads)
   scale = (channels // num_heads) ** -0.5
-  scores = jnp.einsum("bijqhd,bijkhd->bijhqk", queries * jnp.asarray(scale, q.dtype), keys)
+  # float32 scores of the compute-dtype operands (docs/deviations.md, "bf16 is an option").
+  scores = float32_product(functools.partial(jnp.einsum, "bijqhd,bijkhd->bijhqk"),
+                           queries * jnp.asarray(scale, q.dtype), keys)
   mask = window_mask(height, width, window, num_refs)[:, :, None]
   mask = top_k_mask(scores, mask, math.ceil(keep_ratio * num_refs * window * window))
   weights = _masked_softmax(scores, mask).astype(values.dtype)

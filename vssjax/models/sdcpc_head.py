@@ -36,12 +36,11 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.dtern_head import cosine_similarity
-from vssjax.models.layers import (Conv, dense_init, l2_normalize, layer_norm,
-                                  TORCH_LAYER_NORM_EPS)
+from vssjax.models.layers import (Conv, cosine_similarity, dense_init, dropout2d, l2_normalize,
+                                  layer_norm, TORCH_LAYER_NORM_EPS)
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
-from vssjax.models.segformer_head import SegFormerHead
+from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.ops.resize import resize_bilinear
 
@@ -105,6 +104,7 @@ class DSSA(nn.Module):
   upsampled and added. Stage 2 (fine): window attention of the refined target over the full-
   resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
   `difference_gate` (a guess beyond the spec's §6.2, whose output is the plain sum), else added.
+  The settings are checked where the model is built (`methods.sdcpc.build_sdcpc`).
   """
   coarse_factor: int = 4
   keep_ratio: float = 0.5
@@ -116,9 +116,6 @@ class DSSA(nn.Module):
 
   @nn.compact
   def __call__(self, target: jax.Array, refs: jax.Array) -> jax.Array:
-    if not 0.0 < self.keep_ratio <= 1.0 or not 0.0 < self.window_keep_ratio <= 1.0:
-      raise ValueError(f"keep ratios must be in (0, 1], got {self.keep_ratio}, "
-                       f"{self.window_keep_ratio}")
     batch, height, width, dim = target.shape
     num_refs = refs.shape[1]
 
@@ -150,7 +147,7 @@ class DSSA(nn.Module):
     return x + gate[..., None].astype(fine.dtype) * fine
 
 
-class SDCPCHead(nn.Module):
+class SDCPCHead(SegFormerBranch, nn.Module):
   """`__call__(features, *, train)`, features = 4 levels [B, T, h_i, w_i, C_i] (target last) ->
   dict with `frame_logits` [B, T, h1, w1, NC] (SegFormer branch, every frame) and, when T > 1,
   `final` [B, h2, w2, NC] (the prediction, on c2's grid) and `embedding` [B, h2, w2, D]
@@ -175,31 +172,24 @@ class SDCPCHead(nn.Module):
   dssa_difference_gate: bool = True
 
   def setup(self):
-    self.segformer = SegFormerHead(self.num_classes, self.embed_dim, self.dropout_rate,
-                                   self.dtype)
-    nn.share_scope(self, self.segformer)  # SegFormer checkpoints load as decode_head/linear_*
+    self.setup_segformer_branch()
     self.ssea = SSEA(tuple(self.ssea_levels), tuple(self.ssea_pool_sizes), self.ssea_heads,
                      self.dwconv_impl, self.dtype, token_embedding=self.ssea_token_embedding,
                      context_norm=self.ssea_context_norm)
     self.dssa = DSSA(self.dssa_coarse_factor, self.dssa_keep_ratio, self.dssa_window,
                      self.dssa_window_keep_ratio, self.dssa_heads, self.dtype,
                      difference_gate=self.dssa_difference_gate)
-    self.dropout = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))
+    self.dropout = dropout2d(self.dropout_rate)
     self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
     self.projector_fc1 = nn.Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
     self.projector_fc2 = nn.Dense(self.embedding_dim, kernel_init=dense_init, dtype=self.dtype)
 
   def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
-    if len(features) != 4:
-      raise ValueError(f"SDCPCHead expects 4 feature maps, got {len(features)}")
-    batch, num_t = features[0].shape[:2]
-    frames = [f.reshape((-1,) + f.shape[2:]) for f in features]
-    logits, fused = self.segformer(frames, train=train)
-    out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
-    if num_t == 1:
+    out, fused, frames = self.segformer_branch(features, train=train)
+    if fused is None:
       return out
     static = self._static(fused, frames)
-    static = static.reshape((batch, num_t) + static.shape[1:])
+    static = static.reshape(features[0].shape[:2] + static.shape[1:])
     aligned = self.dssa(static[:, -1], static[:, :-1])
     out["final"] = self.classifier(self.dropout(aligned, deterministic=not train))
     embedding = self.projector_fc2(nn.relu(self.projector_fc1(aligned))).astype(jnp.float32)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (BatchNorm, Conv, LinearWeights, channel_matmul, conv_init,
-                                  torch_default_init)
+                                  dropout2d, flatten_time, torch_default_init)
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -81,8 +81,33 @@ class SegFormerHead(nn.Module):
         features, projections, train=train)
     if not self.num_classes:
       return None, fused
-    # Dropout2d: one keep/drop decision per (sample, channel), shared over H and W.
-    y = nn.Dropout(self.dropout_rate, broadcast_dims=(-3, -2))(fused, deterministic=not train)
+    y = dropout2d(self.dropout_rate)(fused, deterministic=not train)
     logits = Conv(self.num_classes, (1, 1), **torch_default_init(self.embed_dim),
                   dtype=self.dtype, name="linear_pred")(y)
     return logits, fused
+
+
+class SegFormerBranch:
+  """Mixin of the video heads (DTERN's, SD-CPC's) that run the SegFormer all-MLP branch on every
+  frame of the clip, in the head's own scope: mmseg keeps it at `decode_head.linear_c1` etc., so
+  SegFormer checkpoints load into it. The head has the fields `num_classes`, `embed_dim`,
+  `dropout_rate` and `dtype`, and calls `setup_segformer_branch` in its `setup`."""
+
+  def setup_segformer_branch(self) -> None:
+    self.segformer = SegFormerHead(self.num_classes, self.embed_dim, self.dropout_rate,
+                                   self.dtype)
+    nn.share_scope(self, self.segformer)
+
+  def segformer_branch(self, features: Sequence[jax.Array], *, train: bool
+                       ) -> tuple[dict[str, jax.Array], jax.Array | None, list[jax.Array] | None]:
+    """4 levels [B, T, h_i, w_i, C_i] -> (outputs with `frame_logits` [B, T, h1, w1, NC], the
+    fused feature [B*T, h1, w1, E], the levels with time flattened [B*T, h_i, w_i, C_i]). With
+    T = 1 the last two are None: the head returns the outputs as they are (the release's early
+    exit for a video's first frames)."""
+    if len(features) != 4:
+      raise ValueError(f"{type(self).__name__} expects 4 feature maps, got {len(features)}")
+    batch, num_t = features[0].shape[:2]
+    frames = [flatten_time(f) for f in features]
+    logits, fused = self.segformer(frames, train=train)
+    out = {"frame_logits": logits.reshape((batch, num_t) + logits.shape[1:])}
+    return (out, None, None) if num_t == 1 else (out, fused, frames)
