@@ -97,6 +97,12 @@ def check_train_transform(cfg: ml_collections.ConfigDict) -> None:
   check_size("data.train_transform.crop_size", cfg.crop_size)
   check_size("data.train_transform.scale", cfg.scale)
   check_geometry(cfg.geometry)
+  if tuple(cfg.crop_scale_range) and cfg.geometry == "mmseg":
+    # mmseg crops, then pads bottom/right after the flip; a box padded before it is resized is
+    # another library's crop, which the geometry names.
+    raise SetupError("data.train_transform.crop_scale_range (DCFM's crop-then-resize) pads a "
+                     "frame smaller than its box before cropping, as 'torchvision' (DCFM) or "
+                     "'semseg' do; geometry='mmseg' pads after: set data.train_transform.geometry")
 
 
 def check_geometry(geometry: str) -> str:
@@ -269,14 +275,15 @@ def random_padded_crop(clip: Clip, crop_size: tuple[int, int], cat_max_ratio: fl
 
 def random_scaled_crop(clip: Clip, crop_size: tuple[int, int], scale_range: tuple[float, float],
                        cat_max_ratio: float, image_fill: float | tuple[float, ...],
-                       rng: np.random.Generator, geometry: str = "mmseg") -> Clip:
+                       rng: np.random.Generator, geometry: str = "torchvision") -> Clip:
   """DCFM's Cityscapes/CamVid scale augmentation (specs/dcfm.md §6.2): a `random_padded_crop` of
   (int(h * s), int(w * s)), s ~ U[scale_range), from the frame as it is, then resized to
-  crop_size (h, w), instead of rescaling the whole frame and cropping crop_size from it."""
+  crop_size (h, w), instead of rescaling the whole frame and cropping crop_size from it. Both the
+  padding and the resize are `geometry`'s ('torchvision', DCFM's, or 'semseg')."""
   s = rng.uniform(*scale_range)
   box = (int(crop_size[0] * s), int(crop_size[1] * s))
-  return _resize_clip(random_padded_crop(clip, box, cat_max_ratio, image_fill, rng), crop_size,
-                      geometry)
+  return _resize_clip(random_padded_crop(clip, box, cat_max_ratio, image_fill, rng, geometry),
+                      crop_size, geometry)
 
 
 def random_hflip(clip: Clip, flip_prob: float, rng: np.random.Generator) -> Clip:

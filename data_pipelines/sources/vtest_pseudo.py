@@ -163,7 +163,9 @@ class VtestPseudoSource(base.FolderSource):
       raise base.DataError(split_dir, "missing; build vtest-pseudo first (python -m "
                            "data_pipelines.make_vtest_pseudo --help)")
     videos = []
-    for name in sorted(os.listdir(split_dir)):
+    for name in base.visible_entries(split_dir):  # no `.DS_Store` of a copy made on macOS
+      if not os.path.isdir(os.path.join(split_dir, name)):
+        continue
       files = [f for f in footage.image_files(os.path.join(split_dir, name))
                if f.endswith(".jpg")]
       videos.append(base.VideoRecord(name, tuple(

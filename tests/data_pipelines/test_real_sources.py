@@ -653,3 +653,15 @@ def test_the_folder_of_a_killed_build_is_named_to_the_reader_and_the_next_build(
   assert f"build: left by a killed build in {tmp_path}/tfds/vssjax_vspw: {left} (" in said
   assert "delete it to free its space (unless another build of vspw is running now)" in said
   assert real_videos.load("vspw", data_dir).data_path == builder.data_path
+
+
+def test_vtest_pseudo_lists_its_video_folders_only(tmp_path):
+  """A `.DS_Store` (a copy made on macOS) or a stray file in a split was read as a video folder
+  and failed as an unreadable dataset."""
+  video = tmp_path / "val" / "clip_a"
+  video.mkdir(parents=True)
+  cv2.imwrite(str(video / "000000.jpg"), np.zeros((4, 6, 3), np.uint8))
+  (tmp_path / "val" / ".DS_Store").write_bytes(b"\0")
+  (tmp_path / "val" / "notes.txt").write_text("built on Monday")
+  [record] = vtest_pseudo.VtestPseudoSource(str(tmp_path)).videos("val")
+  assert record.name == "clip_a" and [f.frame_id for f in record.frames] == ["clip_a/000000"]

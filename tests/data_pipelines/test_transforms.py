@@ -209,11 +209,11 @@ def test_clip_alignment_with_rescale_crop_flip_and_pad():
 
 def test_scaled_crop_crops_int_of_scaled_size_then_resizes():
   """DCFM's Cityscapes crop: a box of (int(4 * 1.5), int(8 * 1.5)) = (6, 12) at the drawn offset,
-  resized to crop_size (bilinear frames, nearest labels)."""
+  resized to crop_size (bilinear frames, nearest labels; cv2's, under geometry 'semseg')."""
   frames = np.random.default_rng(0).integers(0, 255, (2, 10, 20, 3), dtype=np.uint8)
   labels = np.arange(200, dtype=np.uint8).reshape(1, 10, 20).repeat(2, 0)
   out = transforms.random_scaled_crop(C(frames, labels), (4, 8), (0.5, 2.0), 1.0, 0,
-                                      ScriptedRng(1.5, 2, 3))
+                                      ScriptedRng(1.5, 2, 3), "semseg")
   box = (slice(2, 8), slice(3, 15))
   for t in range(2):
     np.testing.assert_array_equal(out.frames[t], cv2.resize(frames[t][box], (8, 4),
@@ -236,7 +236,8 @@ def test_scaled_crop_pads_every_side_like_torchvision_pad_if_needed():
 
 def test_scaled_crop_mode_replaces_rescale_and_keeps_the_clip_aligned():
   palette, frames, labels = _moving_block_clip()
-  cfg = _cfg(crop_size=(16, 24), crop_scale_range=(0.5, 2.0), cat_max_ratio=1.0)
+  cfg = _cfg(crop_size=(16, 24), crop_scale_range=(0.5, 2.0), cat_max_ratio=1.0,
+             geometry="torchvision")
   boxes = set()
   for seed in range(12):
     out_f, out_l, _ = transforms.train_transform(C(frames, labels), cfg,
@@ -247,6 +248,25 @@ def test_scaled_crop_mode_replaces_rescale_and_keeps_the_clip_aligned():
       np.testing.assert_array_equal(out_f[t][inside], palette[out_l[t][inside]])
     boxes.add(int((out_l[0] == 255).any()))  # s > 4/3 boxes stick out of the 32x32 frame.
   assert boxes == {0, 1}
+
+
+def test_the_scaled_crop_pads_as_its_geometry_and_mmseg_s_is_refused():
+  """A 2x2 frame in a 4x4 box: semseg's pad centres it (one box position), torchvision's adds the
+  shortfall at both ends (the frame anywhere). The padding was torchvision's whatever the
+  geometry; mmseg's crop pads after its flip, which a crop-then-resize cannot."""
+  clip = C(np.full((1, 2, 2, 3), 9, np.uint8), np.ones((1, 2, 2), np.uint8))
+  centred = np.zeros((4, 4), bool)
+  centred[1:3, 1:3] = True
+  placements = {geometry: set() for geometry in ("semseg", "torchvision")}
+  for geometry, seen in placements.items():
+    for seed in range(8):
+      out = transforms.random_scaled_crop(clip, (4, 4), (1.0, 1.0), 1.0, 0, np.random.default_rng(
+          seed), geometry)
+      seen.add((out.labels[0] == 1).tobytes())
+  assert placements["semseg"] == {centred.tobytes()} and len(placements["torchvision"]) > 1
+  with pytest.raises(SetupError, match=r"crop_scale_range .* geometry='mmseg' pads after"):
+    transforms.check_train_transform(_cfg(crop_scale_range=(0.5, 2.0)))
+  transforms.check_train_transform(_cfg(crop_scale_range=(0.5, 2.0), geometry="semseg"))
 
 
 def test_photometric_is_drawn_per_frame():

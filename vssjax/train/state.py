@@ -10,7 +10,9 @@ import jax
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 scalar: number of completed updates
+  # int32 scalar: the train steps done, a micro-batch each; with optim.accumulate_steps=k the
+  # optimizer has updated the parameters step // k times.
+  step: jax.Array
   params: Any
   model_state: Any  # non-trained collections, e.g. {'batch_stats': ...}
   opt_state: Any
