@@ -194,7 +194,8 @@ def base_config() -> ConfigDict:
           # rescales to exactly ratio * scale (DCFM's VSPW).
           geometry="mmseg", keep_ratio=True,
           # (lo, hi): DCFM's crop of crop_size * s, s ~ U[lo, hi), resized to crop_size, in place
-          # of mmseg's rescale by ratio_range and crop; () = off.
+          # of mmseg's rescale by ratio_range and crop (geometry 'torchvision' or 'semseg', whose
+          # padding comes before the crop); () = off.
           crop_scale_range=(),
           # torchvision ColorJitter (brightness, contrast, saturation, hue), DCFM's colour
           # augmentation, on 'all' frames or the 'target' only; () = off.
