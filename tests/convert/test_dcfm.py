@@ -8,7 +8,7 @@ from flax import traverse_util
 
 from tests.conftest import load_config
 from tests.convert.manifests import (bn, conv, linear, mit_backbone_manifest, ppm_manifest,
-                                     resnet_layers_manifest, resnet_stem_manifest)
+                                     resnet_layers_manifest, resnet_stem_manifest, zeros_state_dict)
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.torch_io import strip_ddp_prefix
 from vssjax.errors import SetupError
@@ -98,3 +98,14 @@ def test_either_file_alone_asks_for_both_files(alone, missing):
   with pytest.raises(SetupError, match=rf"^DCFM's {missing} file \(DCFM's release is two files: "
                                        r"--checkpoint=encoder\.pth,"):
     init_from.convert_state_dict(strip_ddp_prefix(_checkpoint(alone)), method)
+
+
+def test_a_resnet_encoder_file_alone_asks_for_both_files():
+  """Its keys (semseg's PSPNet under `backbone.`) read as format 'mmseg' ImageNet weights, whose
+  conversion then failed with an AttributeError."""
+  encoder = zeros_state_dict({f"backbone.{k}": v for k, v in (
+      resnet_stem_manifest(18, True) | resnet_layers_manifest(18) | ppm_manifest(512)).items()})
+  assert init_from.detect_format(encoder) == "dcfm"
+  method = get_method(load_config("configs/dcfm/cityscapes_r18.py", "quick"))
+  with pytest.raises(SetupError, match=r"^DCFM's encoder file without its decoder file"):
+    init_from.convert_state_dict(encoder, method)

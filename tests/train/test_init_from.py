@@ -42,6 +42,23 @@ def test_imagenet_resnets_stay_backbone_files():
   assert init_from.is_backbone_only(state)
 
 
+@pytest.mark.parametrize("config_path", ["configs/etc/cityscapes_psp18_baseline.py",
+                                         "configs/etc/camvid_mobilenet.py"])
+def test_backbone_files_of_another_family_are_refused_naming_both(config_path):
+  """MiT weights for a ResNet or MobileNetV2 config (or the reverse) failed in the converter with
+  an AttributeError."""
+  mit = {f"patch_embed1.{k}": v for k, v in {"proj.weight": (32, 3, 7, 7)}.items()}
+  method = get_method(load_config(config_path))
+  with pytest.raises(SetupError, match=r"^MixTransformer weights \(format 'mmseg'\) for a "
+                                       r"(ResNet|MobileNetV2) backbone \(model.backbone="):
+    init_from.convert_state_dict(zeros_state_dict(mit), method)
+  resnet = zeros_state_dict(resnet_stem_manifest(18, False) | resnet_layers_manifest(18))
+  segformer = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  with pytest.raises(SetupError, match=r"^ResNet weights \(format 'resnet'\) for a "
+                                       r"MixTransformer backbone \(model.backbone='b0'\)"):
+    init_from.convert_state_dict(resnet, segformer)
+
+
 def test_backbone_files_are_refused_where_a_whole_model_is_needed():
   """`python -m vssjax.convert` of ImageNet weights saved a workdir whose head was untrained and
   told to evaluate it; training from them is what they are for."""

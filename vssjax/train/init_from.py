@@ -29,6 +29,8 @@ from vssjax.convert.common import CheckpointMismatchError, StateDict, Variables
 from vssjax.convert.torch_io import load_state_dict
 from vssjax.errors import SetupError
 from vssjax.methods.base import Method
+from vssjax.models.mit import MixTransformer
+from vssjax.models.resnet import ResNet
 from vssjax.train.state import TrainState
 
 _CONVERTERS = {
@@ -38,10 +40,10 @@ _CONVERTERS = {
     ("dcfm", "dcfm"): "vssjax.convert.dcfm:convert_dcfm",
     ("etc", "pspnet"): "vssjax.convert.torch_resnet:convert_pspnet",
 }
-_BACKBONE_CONVERTERS = {
-    "hf": "vssjax.convert.hf_segformer:convert_hf_mit",
-    "mmseg": "vssjax.convert.mmseg_segformer:convert_mmseg_mit",
-    "resnet": "vssjax.convert.torch_resnet:convert_resnet_imagenet",
+_BACKBONE_CONVERTERS = {  # format: (converter, the backbone it fills)
+    "hf": ("vssjax.convert.hf_segformer:convert_hf_mit", MixTransformer),
+    "mmseg": ("vssjax.convert.mmseg_segformer:convert_mmseg_mit", MixTransformer),
+    "resnet": ("vssjax.convert.torch_resnet:convert_resnet_imagenet", ResNet),
 }
 FORMATS = ("hf", "mmseg", "dcfm", "pspnet", "resnet")
 # Keys only a full segmentation model has (a decode head, DCFM's fusion module, PSPNet's
@@ -73,14 +75,16 @@ def _refuse_mmseg_zoo(state_dict: StateDict) -> None:
 
 def detect_format(state_dict: StateDict) -> str:
   """'hf' for transformers files (keys under `segformer.`), 'dcfm' for DCFM's encoder/decoder pair
-  (`ffm.`, `backbone.encoder.`), 'mmseg' for `backbone.`/`decode_head.` keys or a bare MiT
-  (`patch_embed1.`), 'pspnet' for whole semseg / ETC PSPNets (`layer0.`, `ppm.`, `cls.`,
-  `aux.`), 'resnet' for ImageNet ResNets (torchvision / semseg: `layer1.`, `fc.`).
+  (`ffm.`, `bot_aspp.`; its encoder file alone: `backbone.encoder.` on MiT, `backbone.layer0.` /
+  `backbone.ppm.`, semseg's PSPNet under `backbone.`, on ResNet), 'mmseg' for `backbone.` /
+  `decode_head.` keys or a bare MiT (`patch_embed1.`), 'pspnet' for whole semseg / ETC PSPNets
+  (`layer0.`, `ppm.`, `cls.`, `aux.`), 'resnet' for ImageNet ResNets (torchvision / semseg: `layer1.`, `fc.`).
   HF checkpoints also hold `decode_head.*`: 'hf' goes first.
   """
   if any(k.startswith("segformer.") for k in state_dict):
     return "hf"
-  if any(k.startswith(("ffm.", "backbone.encoder.", "bot_aspp.")) for k in state_dict):
+  if any(k.startswith(("ffm.", "bot_aspp.", "backbone.encoder.", "backbone.layer0.",
+                       "backbone.ppm.")) for k in state_dict):
     return "dcfm"
   _refuse_mmseg_zoo(state_dict)
   if any(k.startswith(("backbone.", "decode_head.", "patch_embed1.")) for k in state_dict):
@@ -153,9 +157,14 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
     if fmt not in _BACKBONE_CONVERTERS:
       raise SetupError(f"a backbone-only checkpoint in format {fmt!r}; backbone formats: "
                        f"{sorted(_BACKBONE_CONVERTERS)}")
+    converter, kind = _BACKBONE_CONVERTERS[fmt]
+    if not isinstance(backbone, kind):  # the converter would fail on attributes it lacks
+      raise SetupError(f"{kind.__name__} weights (format {fmt!r}) for a {type(backbone).__name__} "
+                       f"backbone (model.backbone={method.config.model.backbone!r}): a checkpoint "
+                       "of another backbone than this config's")
     kwargs = {} if fmt in ("hf", "resnet") else {
         "prefix": "backbone." if any(k.startswith("backbone.") for k in state_dict) else ""}
-    converted = _import(_BACKBONE_CONVERTERS[fmt])(state_dict, backbone, **kwargs)
+    converted = _import(converter)(state_dict, backbone, **kwargs)
     return {collection: _nest(path, tree) for collection, tree in converted.items()}
   name = method.config.method.name
   formats = sorted(f for m, f in _CONVERTERS if m == name)
