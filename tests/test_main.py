@@ -145,6 +145,27 @@ def test_an_error_keeps_its_traceback_after_the_ctrl_c_line_is_set_up(tmp_path):
   assert result.stderr.endswith("RuntimeError: a bug\n")
 
 
+_BENCH_SAYING_PREALLOCATE = """
+import os
+from absl import app
+from vssjax import bench, command_line, main
+
+bench.run = lambda *args: print("preallocate", os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"))
+app.run(main.main, flags_parser=command_line.parse_config_flags)
+"""
+
+
+def test_bench_leaves_the_device_memory_jax_does_not_use_to_torch(tmp_path):
+  """`--mode=bench` times the PyTorch reference in the same process, on the same device: JAX's
+  up-front reservation of 75% of a GPU would leave torch the rest (its rows failed or ran
+  squeezed); `bench_suite` set it, a plain `--mode=bench` did not."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+  result = subprocess.run([sys.executable, "-c", _BENCH_SAYING_PREALLOCATE, f"--config={CONFIG}",
+                           f"--workdir={tmp_path}", "--mode=bench"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert "preallocate false" in result.stdout, result.stdout + result.stderr
+
+
 def _one_line_error(args, env=None) -> str:
   """Runs `vssjax.main` with `args`, expecting it to fail with one line on stderr (no traceback)."""
   result = subprocess.run([sys.executable, "-m", "vssjax.main", *args], cwd=REPO, env=env,
@@ -176,6 +197,12 @@ def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
     ("--config.model.backbone_overrides.depths=(1,a)", "error: --config.model.backbone_overrides"
      ".depths=('(1,a)',): text in a tuple of numbers (the config has (1, 1, 1, 1)); write numbers, "
      "e.g. --config.model.backbone_overrides.depths='(1,1,1,1)'"),
+    # A field whose default is () (as the real configs' depths) or holds tuples (param_groups).
+    ("--config.data.train_transform.crop_scale_range=(0.5,a)", "error: --config.data."
+     "train_transform.crop_scale_range=(0.5,a): not a tuple Python can read (the config has ()); "
+     'quote any text in it, e.g. --config.data.train_transform.crop_scale_range="(1, 2)"'),
+    ("--config.optim.param_groups=((head,10.0,1.0),)", "error: --config.optim.param_groups="
+     "((head,10.0,1.0),): not a tuple Python can read (the config has (('pos_block', "),
 ])
 def test_a_flag_value_that_cannot_be_parsed_is_a_one_line_error(tmp_path, flag, expected):
   assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", flag])

@@ -13,7 +13,7 @@ import functools
 import os
 import re
 import sys
-from typing import Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 from absl import flags, logging
 from ml_collections import ConfigDict
@@ -103,19 +103,30 @@ def _unknown_override(default: ConfigDict, argv: list[str]) -> str | None:
   return None
 
 
+def _is_numbers(value: Any) -> bool:
+  return (isinstance(value, tuple) and bool(value)
+          and all(isinstance(v, (int, float)) for v in value))
+
+
 def _text_in_a_tuple_of_numbers(default: ConfigDict, parsed: ConfigDict,
                                 argv: list[str]) -> str | None:
-  """The first override that put text into a tuple of numbers, as the line that says so; None if
-  there is none. ml_collections keeps a tuple it cannot parse as text
-  (`--config.model.backbone_overrides.depths=(1,a)` became ('(1,a)',)), which then failed deep in
-  the run with a TypeError traceback."""
+  """The first override that put text into a tuple of numbers, or gave a tuple Python cannot
+  read, as the line that says so; None if there is none. ml_collections keeps a tuple it cannot
+  parse as text (`--config.model.backbone_overrides.depths=(1,a)` became ('(1,a)',)), which then
+  failed deep in the run with a TypeError traceback; a field whose default is () says no more of
+  the type it holds than that text."""
   for field in _overridden_fields(argv):
     was, now = config_path.get_value(field, default), config_path.get_value(field, parsed)
-    numbers = was and isinstance(was, tuple) and not any(isinstance(v, str) for v in was)
-    if numbers and isinstance(now, tuple) and any(isinstance(v, str) for v in now):
+    if not isinstance(now, tuple) or not any(isinstance(v, str) for v in now):
+      continue
+    if _is_numbers(was):
       example = ",".join(map(str, was))
       return (f"--config.{field}={now!r}: text in a tuple of numbers (the config has {was!r}); "
               f"write numbers, e.g. --config.{field}='({example})'")
+    if len(now) == 1 and now[0].lstrip().startswith("("):  # the whole value, kept as text
+      example = repr(was) if was else "(1, 2)"
+      return (f"--config.{field}={now[0]}: not a tuple Python can read (the config has {was!r}); "
+              f"quote any text in it, e.g. --config.{field}=\"{example}\"")
   return None
 
 

@@ -88,6 +88,10 @@ def main(argv):
   quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
   from vssjax import parallel  # pylint: disable=g-import-not-at-top
+  if _MODE.value == "bench":
+    # Before JAX takes the device: the PyTorch reference (bench.torch) runs on it in this process,
+    # and JAX would otherwise reserve 75% of its memory up front (bench_suite's runs set it too).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   # Before anything touches a device; only training stops at an agreed step on SIGTERM.
   parallel.initialize_distributed(_DISTRIBUTED.value, preemption_service=_MODE.value == "train")
   if _MODE.value != "bench":  # bench times the compiles themselves

@@ -78,8 +78,8 @@ def detect_format(state_dict: StateDict) -> str:
   (`ffm.`, `bot_aspp.`; its encoder file alone: `backbone.encoder.` on MiT, `backbone.layer0.` /
   `backbone.ppm.`, semseg's PSPNet under `backbone.`, on ResNet), 'mmseg' for `backbone.` /
   `decode_head.` keys or a bare MiT (`patch_embed1.`), 'pspnet' for whole semseg / ETC PSPNets
-  (`layer0.`, `ppm.`, `cls.`, `aux.`), 'resnet' for ImageNet ResNets (torchvision / semseg: `layer1.`, `fc.`).
-  HF checkpoints also hold `decode_head.*`: 'hf' goes first.
+  (`layer0.`, `ppm.`, `cls.`, `aux.`), 'resnet' for ImageNet ResNets (torchvision / semseg:
+  `layer1.`, `fc.`). HF checkpoints also hold `decode_head.*`: 'hf' goes first.
   """
   if any(k.startswith("segformer.") for k in state_dict):
     return "hf"
