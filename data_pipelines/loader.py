@@ -270,6 +270,9 @@ class EvalVideo:
   # With a window: the stored frame whose label is scored (the window's labelled frame a); the
   # other frames come without labels even where the stored video labels them.
   scored_frame: int | None = None
+  # Position among the split's evaluated videos and windows (each window counts, as each is a
+  # "video" of DCFM's protocol, whose first keyframe rotates by it).
+  protocol_index: int = 0
 
   def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     pairs = self._videos.iter_video(self.index, self.frame_indices)
@@ -309,11 +312,18 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
                            "evaluated clips or windows (data.eval_label_window)", data_cfg, split)
   exact_size = tuple(data_cfg.eval_transform.exact_size) or None
   num_videos = min(len(videos), max_videos) if max_videos else len(videos)
-  for index in range(shard_index, num_videos, shard_count):
-    name, num_frames = videos.name(index), videos.num_frames(index)
-    if not window or keep_whole(name):
-      yield EvalVideo(name, num_frames, videos, index, exact_size=exact_size)
-      continue
-    for a in videos.labeled_indices(index):
-      frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
-      yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size, a)
+  protocol_index = 0  # counted over every shard's videos: the split's order, whatever the shard
+  for index in range(num_videos):
+    name = videos.name(index)
+    whole = not window or keep_whole(name)
+    labeled = [] if whole else videos.labeled_indices(index)
+    if index % shard_count == shard_index:
+      num_frames = videos.num_frames(index)
+      if whole:
+        yield EvalVideo(name, num_frames, videos, index, exact_size=exact_size,
+                        protocol_index=protocol_index)
+      for k, a in enumerate(labeled):
+        frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
+        yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size, a,
+                        protocol_index + k)
+    protocol_index += 1 if whole else len(labeled)

@@ -196,6 +196,21 @@ def test_eval_videos_cut_a_window_around_each_labelled_frame(tmp_path):
                                 [frame for frame, _ in whole.iter_video(0, [1, 2, 3, 4])])
 
 
+def test_each_window_is_a_video_of_the_protocol_counted_across_shards(tmp_path):
+  """DCFM's first keyframe rotates per evaluated "video", and a label window is one (specs/dcfm.md
+  §3.1: each 3-frame clip): windows of one stored video count apart, in the split's order whatever
+  the shard. Whole videos count one each. (They took the stored video's index: every window of a
+  CamVid sequence got the same keyframe phases.)"""
+  cfg = helpers.data_config(tmp_path, synthetic=dict(helpers.TINY, num_val_videos=3))
+  assert [v.protocol_index for v in loader.eval_videos(cfg, "val")] == [0, 1, 2]
+  cfg.eval_label_window = (1, 1)  # 6 labelled frames per video: 6 windows each
+  shards = [list(loader.eval_videos(cfg, "val", i, 2)) for i in (0, 1)]
+  indices = {v.name: v.protocol_index for shard in shards for v in shard}
+  assert [indices[f"synthetic_val_{i:05d}@{a}"] for i in range(3) for a in range(6)] == list(
+      range(18))
+  assert [v.protocol_index for v in shards[1]] == list(range(6, 12))
+
+
 def test_eval_label_windows_score_only_their_labelled_frame(tmp_path):
   """DCFM's and SD-CPC's windowed protocols score the annotated frame a of each window alone
   (specs/dcfm.md §3.1: the clip holds GT for a only). Where the stored video labels the

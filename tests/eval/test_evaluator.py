@@ -257,8 +257,8 @@ def test_frames_per_s_leaves_out_the_compiling_first_video_or_frame(monkeypatch,
 class _Video:
   """An evaluation video given as its (frame, label or None) pairs."""
 
-  def __init__(self, name: str, index: int, pairs):
-    self.name, self.index, self._pairs = name, index, pairs
+  def __init__(self, name: str, protocol_index: int, pairs):
+    self.name, self.protocol_index, self._pairs = name, protocol_index, pairs
 
   def __iter__(self):
     yield from self._pairs

@@ -415,10 +415,10 @@ def _shot_predictors(method: Method, variables: Variables, video) -> list[ShotPr
   video, as `--mode=infer` predicts such a folder. The first one says so, once for the video."""
 
   def new_predictor(k: int):
-    return lambda: method.video_predictors(variables, video.index)[k]
+    return lambda: method.video_predictors(variables, video.protocol_index)[k]
 
   return [ShotPredictor(predictor, new_predictor(k), None if k else f"eval: video {video.name}")
-          for k, predictor in enumerate(method.video_predictors(variables, video.index))]
+          for k, predictor in enumerate(method.video_predictors(variables, video.protocol_index))]
 
 
 def _shot_name(video: str, shot: range, num_frames: int) -> str:

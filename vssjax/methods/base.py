@@ -6,9 +6,8 @@ evaluator through this interface, so neither knows which method it runs:
 - training: `init` builds the variables from a batch; `loss_and_metrics` runs the module on a batch
   of clips and returns the scalar loss, logged metrics and updated BatchNorm statistics;
 - evaluation and inference: `predictor(variables)` returns a fresh `StreamingPredictor` for one
-  video. It is fed frames in order and may answer later (DCFM's B mode looks one keyframe ahead,
-  DTERN needs past frames), so `push` returns whatever predictions became ready and `flush` the
-  rest.
+  video. It is fed frames in order and may answer later (DCFM's B mode waits for the keyframe
+  after a frame), so `push` returns whatever predictions became ready and `flush` the rest.
 """
 
 from __future__ import annotations
@@ -106,9 +105,10 @@ class Method(abc.ABC):
     return {}
 
   def video_predictors(self, variables: Variables, video_index: int) -> list[StreamingPredictor]:
-    """The predictors the evaluator runs video `video_index` of the split through; every one's
-    predictions are scored. One by default; DCFM's protocol rotates its first keyframe across
-    videos or scores every keyframe phase of a clip (specs/dcfm.md §3.1).
+    """The predictors the evaluator runs the split's `video_index`-th evaluated video through
+    (`EvalVideo.protocol_index`: a label window counts as a video); every one's predictions are
+    scored. One by default; DCFM's protocol rotates its first keyframe across videos and scores
+    more than one keyframe phase of each clip (specs/dcfm.md §3.1).
     """
     del video_index
     return [self.predictor(variables)]

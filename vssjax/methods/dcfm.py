@@ -128,7 +128,8 @@ class DCFMMethod(Method):
       raise SetupError(f"method.eval_passes={config.method.eval_passes}: at least 1 pass over "
                        "each video")
     if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
-      # The rotated first keyframe runs over 0..K-1: past the window, a clip has no keyframe.
+      # The rotated first keyframe runs over 0..K-1: past the window the protocol's keyframe
+      # would not exist (the predictor would make the last frame one instead, not the protocol).
       raise SetupError(
           f"DCFM's B-mode keyframe interval K={self.schedule.interval} exceeds the "
           f"{sum(window) + 1}-frame evaluation windows (data.eval_label_window={window}): the "

@@ -142,7 +142,8 @@ class DTERNPredictor(StreamingPredictor):
   what later clips need of it (DTERN's LTEM centers, SD-CPC's static feature) is kept for as long
   as a later clip can use it. Without it every clip re-runs the whole network on all its frames,
   as the release does. The two agree up to float rounding (eval mode: BatchNorm treats every frame
-  alike). Frames 0-2 use the SegFormer branch alone.
+  alike). With DTERN's offsets (-9, -6, -3, 0), frames 0-2 use the SegFormer branch alone; other
+  offsets clamp a clip into the video (`OffsetClipSampler.eval_indices`).
   """
 
   def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):

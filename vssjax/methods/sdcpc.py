@@ -10,8 +10,8 @@ Loss [GUESS, spec §6.3]: CE of the final prediction on the target
 `method.frame_loss_target_only`, for sparsely labelled sets) + `mcp.weight` x MCP-CL.
 Backbone: a MiT variant ('b0'..'b5') or a dilated ResNet ('r18', 'r50', 'r101').
 Inference: DTERN's streaming predictor (backbone, SegFormer branch and SSEA once per frame, their
-results kept; DSSA per clip; past frames only; frames 0-2 of a video use the SegFormer branch
-alone).
+results kept; DSSA per clip; past frames only; with DTERN's offsets, frames 0-2 of a video use
+the SegFormer branch alone).
 """
 
 from __future__ import annotations
