@@ -71,7 +71,7 @@ def input_videos(path: str) -> list[str]:
   clashing = sorted({name for name in names if names.count(name) > 1})
   if clashing:
     raise SetupError(f"--input {path}: several videos would write infer/{clashing[0]}/ "
-                     f"({', '.join(v for v in videos if footage.video_name(v) == clashing[0])}); "
+                     f"({', '.join(v for v, n in zip(videos, names) if n == clashing[0])}); "
                      "pass them one at a time")
   return videos
 

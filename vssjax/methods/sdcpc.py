@@ -55,7 +55,7 @@ def _check_heads(model: ConfigDict) -> None:
   checked as the model is built, rather than where the first trace reshapes them."""
   for name in ("ssea", "dssa"):
     heads = model[name].num_heads
-    if not isinstance(heads, int) or heads < 1 or model.decoder_dim % heads:
+    if heads < 1 or model.decoder_dim % heads:  # an int: the config's type check
       raise SetupError(f"model.{name}.num_heads={heads!r}: the attention heads split "
                        f"model.decoder_dim={model.decoder_dim} channels equally, so a positive "
                        "divisor of it")
