@@ -291,3 +291,21 @@ def test_a_config_record_cut_short_is_never_left_and_one_that_does_not_parse_is_
   (tmp_path / "config.json").write_text(recorded[:50])
   with pytest.raises(SetupError, match=r"config\.json cannot be parsed .*: restore it, or delete"):
     configs_lib.read_record(str(tmp_path))
+
+
+# Table II of the DCFM paper (specs/paper_numbers.md): the SegFormer rows' parameters, millions.
+_TABLE_II_SEGFORMER_MILLIONS = {"b0": 3.8, "b1": 13.8, "b2": 24.8, "b5": 82.1}
+
+
+@pytest.mark.parametrize("variant", sorted(_TABLE_II_SEGFORMER_MILLIONS))
+def test_segformer_vspw_configs_have_the_parameter_count_of_their_published_rows(variant):
+  """The VSPW configs carry Table II's numbers, measured on 256-wide heads for every variant: the
+  count of the configured model is within the table's rounding (and B2's/B5's 768-wide SegFormer
+  head would be 2.7 M over)."""
+  config = load_config(f"configs/segformer/vspw_mit{variant}.py")
+  method = get_method(config)
+  frames = jax.ShapeDtypeStruct((1, 1, 64, 64, 3), np.uint8)
+  params = jax.eval_shape(lambda f: method.init(jax.random.key(0), {"frames": f}), frames)[
+      "params"]
+  millions = sum(x.size for x in jax.tree.leaves(params)) / 1e6
+  assert abs(millions - _TABLE_II_SEGFORMER_MILLIONS[variant]) < 0.1, millions

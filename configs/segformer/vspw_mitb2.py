@@ -1,7 +1,7 @@
 """Per-frame SegFormer-MiT-B2 on VSPW: a SegFormer baseline row of DCFM's Table II.
 
 Same recipe, commands and caveats as configs/segformer/vspw_mitb0.py (which builds every variant);
-only the backbone, the decoder width and the published numbers differ.
+only the backbone and the published numbers differ (the head is 256 wide, as B0's).
 """
 
 from vssjax import configs_lib
