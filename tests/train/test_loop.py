@@ -281,8 +281,8 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                                                                                  tmp_path):
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
-  was trained. So does resuming with another Grain worker count, or batch size (the iterator
-  counts batches). A restore error of another kind is not disguised as one."""
+  was trained. So does resuming with another Grain worker count, batch size (the iterator counts
+  batches) or seed (the epochs' video order). A restore error of another kind is not disguised as one."""
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
   recorded = (tmp_path / "config.json").read_text()
@@ -305,6 +305,11 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                      r"--config\.data\.batch_size=4"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.data.batch_size //= 2
+  quick_config.seed += 1  # the epoch's video order is drawn from the seed
+  with pytest.raises(SetupError, match=r"checkpointed with seed=0 .* repeat some of this epoch's "
+                     r"videos and skip others\. Rerun with --config\.seed=0"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.seed -= 1
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")
@@ -535,13 +540,17 @@ def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config,
   """A run killed (kill -9, an OOM) after its last checkpoint has logged, and maybe evaluated,
   steps that the resume trains again: metrics.jsonl read 1 2 3 4 3 4 and eval_history.jsonl held
   step 3 twice. A line cut short by the kill is dropped too (it would not parse). TensorBoard
-  is told to hide the killed run's values from step 3 on (its purge step)."""
+  is told to hide the killed run's values from step 3 on (its purge step). So does a fresh start
+  after a run killed before its first checkpoint (it read 1 2 1 2)."""
   monkeypatch.setitem(sys.modules, "tensorboardX",
                       types.SimpleNamespace(SummaryWriter=_RecordingSummaryWriter))
   monkeypatch.setattr(_RecordingSummaryWriter, "made", [])
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   quick_config.eval.max_videos = 1
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "lo')
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
+  assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+      1, 2]
   for log in ("metrics.jsonl", "eval_history.jsonl"):  # what the killed run wrote after step 2
     with (tmp_path / log).open("a") as f:
       f.write('{"step": 3, "loss": 9.0}\n{"step": 4, "lo')
@@ -551,5 +560,5 @@ def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config,
   assert 9.0 not in logged_losses(tmp_path).values()
   history = (tmp_path / "eval_history.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in history] == [4]
-  assert [w.purge_step for w in _RecordingSummaryWriter.made] == [None, 3]
+  assert [w.purge_step for w in _RecordingSummaryWriter.made] == [1, 3]
   assert {step for _, _, step in _RecordingSummaryWriter.made[1].scalars} == {3, 4}

@@ -138,11 +138,19 @@ def _check_data_settings(workdir: str, config: ConfigDict) -> None:
   Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
   bare ValueError); the batches themselves do not depend on it (`make_train_loader`). It counts
   batches, which `make_train_loader` maps to samples k * `data.batch_size`: another batch size
-  would resume at another sample, repeating or skipping part of the epoch without a word.
+  would resume at another sample, repeating or skipping part of the epoch without a word. So would
+  another `seed`: an epoch's order of the videos is a permutation drawn from it.
   """
-  saved = (configs_lib.read_record(workdir) or {}).get("data", {})
+  record_fields = configs_lib.read_record(workdir) or {}
+  saved = record_fields.get("data", {})
   where = f"the data iterator of {workdir} was checkpointed with"
   record = configs_lib.record_path(workdir)
+  seed = record_fields.get("seed")
+  if seed is not None and seed != config.seed:
+    raise SetupError(
+        f"{where} seed={seed} ({record}): the order of each epoch's videos is drawn from it, so "
+        f"seed={config.seed} would repeat some of this epoch's videos and skip others. Rerun with "
+        f"--config.seed={seed}, or train in a new --workdir")
   workers = saved.get("num_workers")
   if workers is not None and workers != config.data.num_workers:
     raise SetupError(
@@ -223,7 +231,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
       end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
       state, done, stopped = _run_steps(
           config, method, mesh, state, state_sharding, schedule, checkpointer, workdir, data_iter,
-          range(start, end), resumed=resumed)
+          range(start, end))
     # Not after a stop at the last step: a preempted job ends now, and its re-run evaluates.
     if done >= total and not stopped:  # one that trained nothing may evaluate otherwise
       return evaluate(method, state.variables, config, workdir=workdir, step=done,
@@ -258,14 +266,14 @@ def _initial_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh,
 
 
 def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: bool) -> None:
-  """Process 0 makes the workdir's records those of a run from step `start`: a resumed run drops
-  the logged steps it trains again, and one that trains records its config. Called only once the
-  state is restored: a failed restore keeps the record of what was trained."""
+  """Process 0 makes the workdir's records those of a run from step `start`: a run drops the
+  logged steps it trains again (all of them in a fresh start after a run killed before its first
+  checkpoint), and one that trains records its config. Called only once the state is restored: a
+  failed restore keeps the record of what was trained."""
   if jax.process_index() != 0:
     return
-  if resumed:
-    for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
-      drop_lines_after_step(epath.Path(workdir) / log, start)
+  for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
+    drop_lines_after_step(epath.Path(workdir) / log, start)
   # Rewritten only by a run that trains: one whose train.steps are at or below the checkpoint's
   # only evaluates it, and config.json keeps what it was trained with.
   if start < config.train.steps:
@@ -276,7 +284,7 @@ def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: boo
 
 def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, state: TrainState,
                state_sharding, schedule, checkpointer: Checkpointer, workdir: str, data_iter,
-               steps: range, *, resumed: bool) -> tuple[TrainState, int, bool]:
+               steps: range) -> tuple[TrainState, int, bool]:
   """Trains the updates `steps` (0-based: the first is logged as step `steps.start + 1`), logging,
   checkpointing, profiling and evaluating at the config's intervals, until a stop request.
 
@@ -292,7 +300,7 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
   schedule_length = step_lib.schedule_length(total, mesh)
   with contextlib.ExitStack() as closing:
     writer = closing.enter_context(contextlib.closing(
-        MetricWriter(workdir, resumed_at_step=start if resumed else None)))
+        MetricWriter(workdir, starts_after_step=start)))
     progress = Progress("train step", total, "steps", min_interval_s=0.0)
     profiler = StepProfiler(workdir, tuple(config.train.profile_steps), start, end)
     closing.callback(profiler.close)  # a trace that a stop or an error cut short

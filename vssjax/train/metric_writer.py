@@ -38,20 +38,20 @@ def drop_lines_after_step(path: epath.Path, step: int) -> None:
 class MetricWriter:
   """Appends each log step's scalars to `metrics.jsonl` and, if installed, TensorBoard.
 
-  `resumed_at_step`: the checkpoint's step a resumed run starts from. TensorBoard is told to hide
-  what the earlier run logged after it (a purge step in the new event file), as
-  `drop_lines_after_step` removes those lines from metrics.jsonl: otherwise TensorBoard draws
-  both the killed run's and the resumed run's values for the steps trained again.
+  `starts_after_step`: the step the run starts from (the checkpoint's when resumed, 0 when fresh).
+  TensorBoard is told to hide what an earlier run logged after it (a purge step in the new event
+  file), as `drop_lines_after_step` removes those lines from metrics.jsonl: otherwise TensorBoard
+  draws both the killed run's and this run's values for the steps trained again.
   """
 
-  def __init__(self, workdir: str | epath.Path, resumed_at_step: int | None = None):
+  def __init__(self, workdir: str | epath.Path, starts_after_step: int | None = None):
     self._enabled = jax.process_index() == 0
     self._path = epath.Path(workdir) / "metrics.jsonl"
     self._tensorboard = None
     if self._enabled:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        purge_step = None if resumed_at_step is None else resumed_at_step + 1
+        purge_step = None if starts_after_step is None else starts_after_step + 1
         self._tensorboard = SummaryWriter(str(epath.Path(workdir) / "tensorboard"),
                                           purge_step=purge_step)
       except ImportError:
