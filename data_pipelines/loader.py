@@ -210,12 +210,12 @@ def _check_videos_hold_clips(videos: dataset.VideoDataset, frames: int, what: st
   """Refuses a split whose every video is one frame when a clip (`what`) takes several: each clip
   would repeat that frame, and a temporal method would train or be scored without time, silently.
   It happens when a copy lacks the frames around the labelled ones (Cityscapes without
-  leftImg8bit_sequence/)."""
+  leftImg8bit_sequence/, CamVid without frames/)."""
   if frames > 1 and len(videos) and all(videos.num_frames(i) == 1 for i in range(len(videos))):
     raise DataError(f"{data_cfg.source} {split}", (
         f"every video is a single frame, but the config's {what} take {frames} frames: the "
         f"frames around the labelled ones are missing from the copy (Cityscapes: "
-        f"leftImg8bit_sequence/; records built without them need a rebuild)"))
+        f"leftImg8bit_sequence/, CamVid: frames/; records built without them need a rebuild)"))
 
 
 def flow_enabled(data_cfg: ml_collections.ConfigDict) -> bool:

