@@ -8,6 +8,7 @@ video index), whose labels are already mapped.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 
@@ -165,12 +166,29 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
   """
   source_class = base.source_class(data_cfg.source)
   knobs = data_cfg.get(source_class.name, None)
-  source = source_class(**(knobs.to_dict() if knobs is not None else {}))
+  settings = knobs.to_dict() if knobs is not None else {}
+  _check_source_settings(source_class, settings, data_cfg.source)
+  source = source_class(**settings)
   expected = data_cfg.num_classes
   if expected and expected != source.num_classes:  # the model would predict phantom classes
     raise SetupError(f"data.num_classes={expected} but source {data_cfg.source!r} has "
                      f"{source.num_classes} classes")
   return source
+
+
+def _check_source_settings(source_class: type[base.VideoSource], settings: dict,
+                           source: str) -> None:
+  """A missing or misspelt setting under `data.<name>` (a config switched to a dataset it has no
+  settings for, a plug-in source's config without its section) is one line naming the section
+  and what the source takes, not the constructor's TypeError traceback."""
+  signature = inspect.signature(source_class)
+  try:
+    signature.bind(**settings)
+  except TypeError as error:
+    takes = ", ".join(signature.parameters) or "no settings"
+    raise SetupError(
+        f"data.{source_class.name}={settings}: source {source!r} takes {takes} there ({error}); "
+        f"a config of that dataset sets them (docs/data.md)") from None
 
 
 def _arrayrecord_builder(source: base.VideoSource, root: str):

@@ -242,3 +242,16 @@ def test_num_classes_must_match_the_source(tmp_path):
   cfg.num_classes = 10
   with pytest.raises(SetupError, match="data.num_classes=10 but source 'synthetic' has 9 classes"):
     dataset.make_source(cfg)
+
+
+def test_a_source_setting_missing_or_misspelt_is_one_line_naming_the_section(tmp_path):
+  """A config switched to a dataset it has no settings for (`--config.data.source=vspw` on the
+  synthetic config) raised the constructor's TypeError."""
+  cfg = helpers.data_config(tmp_path, source="vspw")
+  with pytest.raises(SetupError, match=r"data\.vspw=\{\}: source 'vspw' takes root there "
+                     r"\(missing a required argument: 'root'\)"):
+    dataset.make_source(cfg)
+  cfg.vspw = dict(root="/data", rooot="/data")
+  with pytest.raises(SetupError, match=r"data\.vspw=\{.*\}: source 'vspw' .*unexpected keyword "
+                     r"argument 'rooot'"):
+    dataset.make_source(cfg)
