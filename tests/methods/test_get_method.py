@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import load_config
 from vssjax.errors import SetupError
-from vssjax.methods import get_method
+from vssjax.methods import get_method, segformer
 
 
 @pytest.fixture
@@ -75,3 +75,25 @@ def test_every_method_refuses_a_loss_average_naming_the_field(config_path):
   with pytest.raises(SetupError,
                      match=r"method.loss_average must be one of \('valid', 'all'\), got 'mean'"):
     get_method(config)
+
+
+@pytest.mark.parametrize("name, field", [("dtern", "cam_kernels"), ("dcfm", "common_dim"),
+                                         ("sdcpc", "dssa"), ("etc", "temporal_formulation")])
+def test_another_methods_name_on_a_config_says_which_field_it_lacks(name, field):
+  """`--config.method.name=dtern` on a SegFormer config raised the ConfigDict's bare
+  AttributeError "'cam_kernels'"; other AttributeErrors are not disguised."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.method.name = name
+  with pytest.raises(SetupError, match=rf"method.name='{name}': this config has no field "
+                     rf"'{field}', which the method reads: .*\(configs/{name}/\)"):
+    get_method(config)
+
+
+def test_an_attribute_error_of_a_method_itself_is_not_called_a_missing_field(monkeypatch):
+  def broken(model, num_classes):
+    del model, num_classes
+    return None.attribute  # a bug in the method's own code
+
+  monkeypatch.setattr(segformer, "build_segformer", broken)
+  with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'attribute'"):
+    get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
