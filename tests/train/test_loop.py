@@ -378,6 +378,15 @@ def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_confi
   assert not (tmp_path / "missing").exists()
 
 
+def test_the_batch_spec_checks_the_crop_size_that_evaluations_restore_with(quick_config):
+  """--mode=eval reads the train state's shapes from the crop size without the loader's checks:
+  a crop size of three numbers was a bare "too many values to unpack" there."""
+  quick_config.data.train_transform.crop_size = (64, 64, 3)
+  with pytest.raises(SetupError, match=r"data\.train_transform\.crop_size=\(64, 64, 3\): two "
+                     r"whole numbers"):
+    loop.batch_spec(quick_config)
+
+
 def test_periodic_evaluations_make_a_history_and_any_kept_checkpoint_evaluates(quick_config,
                                                                                  tmp_path):
   """`train.eval_every` evaluates during training (results.json then holds the last one only, so

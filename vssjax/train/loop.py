@@ -18,6 +18,7 @@ from etils import epath
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
 from data_pipelines.loader import eval_videos, flow_enabled, make_train_loader
+from data_pipelines.transforms import check_size
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -39,10 +40,12 @@ from vssjax.train.workdir import workdir_for_this_run, workdir_lock
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
-  """Global shapes of one training batch, from the config alone (no data is read)."""
+  """Global shapes of one training batch, from the config alone (no data is read). Also the
+  shapes an evaluation restores a train state for: the crop size is checked here too."""
   batch = config.data.batch_size
   clip = clip_length(config.clip)
-  height, width = config.data.train_transform.crop_size
+  height, width = check_size("data.train_transform.crop_size",
+                             config.data.train_transform.crop_size)
   spec = {
       "frames": jax.ShapeDtypeStruct((batch, clip, height, width, 3), np.uint8),
       "labels": jax.ShapeDtypeStruct((batch, clip, height, width), np.int32),
