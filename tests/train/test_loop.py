@@ -224,6 +224,17 @@ def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(
   assert "  train.log_every: 1 -> 2" in out
   assert json.loads((tmp_path / "config.until_step1.json").read_text())["train"]["log_every"] == 1
   assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every"] == 2
+  # A resume at step 2 with log_every 5, killed before its next checkpoint: its config.json
+  # describes no checkpoint, and the next resume's changes are those since step 2's record.
+  record = json.loads((tmp_path / "config.json").read_text())
+  (tmp_path / "config.until_step2.json").write_text(json.dumps(record))
+  (tmp_path / "config.json").write_text(json.dumps({**record, "train": {**record["train"],
+                                                                        "log_every": 5}}))
+  quick_config.train.log_every = 3
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
+  out = capsys.readouterr().out
+  assert "resuming at step 2 with changed config field" in out
+  assert "  train.log_every: 2 -> 3" in out
 
 
 def _diverge_at_step_1(monkeypatch):

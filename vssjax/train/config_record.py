@@ -50,13 +50,14 @@ def keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -
   """A resume with other settings (more steps, another learning rate) is allowed, but said, and
   the record of what the steps so far were trained with is kept (`configs_lib.kept_record_path`)
   before `config.json` is rewritten (not over one already kept at that step: a changed run that
-  stopped before its next checkpoint trained nothing the first record does not describe)."""
-  changes = changes_since_training(workdir, config)
+  stopped before its next checkpoint trained nothing the first record does not describe). The
+  changes are those since checkpoint `step`'s record: config.json may be that of such a run."""
+  changes = changes_since_training(workdir, config, step)
   if not changes:
     return
   kept = configs_lib.kept_record_path(workdir, step)
   if not kept.exists():
-    kept.write_text(configs_lib.record_path(workdir).read_text())
+    kept.write_text(configs_lib.record_path(workdir, step).read_text())
   fields = "field" if len(changes) == 1 else "fields"
   print(_listed(f"resuming at step {step} with changed config {fields} (the record of the "
                 f"training up to step {step} is kept as {kept}; recorded -> now):", changes),

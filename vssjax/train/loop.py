@@ -104,7 +104,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "(docs/reproducing.md)")
   if data_iter is not None:
     _check_process_count(checkpointer, step)
-    _check_data_settings(workdir, config)
+    _check_data_settings(workdir, config, step)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -135,8 +135,8 @@ def _check_process_count(checkpointer: Checkpointer, step: int) -> None:
         "alone restores with any count: --mode=eval and --mode=infer read this workdir as it is")
 
 
-def _check_data_settings(workdir: str, config: ConfigDict) -> None:
-  """The data settings that the saved iterator position is in the units of.
+def _check_data_settings(workdir: str, config: ConfigDict, step: int) -> None:
+  """The data settings that the saved iterator position (of checkpoint `step`) is in the units of.
 
   Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
   bare ValueError); the batches themselves do not depend on it (`make_train_loader`). It counts
@@ -144,10 +144,10 @@ def _check_data_settings(workdir: str, config: ConfigDict) -> None:
   would resume at another sample, repeating or skipping part of the epoch without a word. So would
   another `seed`: an epoch's order of the videos is a permutation drawn from it.
   """
-  record_fields = configs_lib.read_record(workdir) or {}
+  record_fields = configs_lib.read_record(workdir, step) or {}
   saved = record_fields.get("data", {})
   where = f"the data iterator of {workdir} was checkpointed with"
-  record = configs_lib.record_path(workdir)
+  record = configs_lib.record_path(workdir, step)
   seed = record_fields.get("seed")
   if seed is not None and seed != config.seed:
     raise SetupError(
