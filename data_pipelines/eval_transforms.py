@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipelines.transforms import check_size, pillow_resize, rescale_size
-from vssjax.errors import SetupError
+from vssjax.errors import DataError, SetupError
 
 
 def _align(hw: tuple[int, int], size_divisor: int) -> tuple[int, int]:
@@ -43,6 +43,10 @@ def aligned_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
   if backend not in ("cv2", "pillow"):
     raise SetupError(f"eval_transform.resize_backend must be 'cv2' or 'pillow', got {backend!r}")
   rescaled = rescale_size(frame.shape[:2], scale)
+  if min(rescaled) < 1:  # cv2 asserted "inv_scale_x > 0", naming neither the frame nor the size
+    raise DataError(f"a {frame.shape[0]}x{frame.shape[1]} frame", (
+        f"fitted into data.eval_transform.scale={tuple(scale)} it is {rescaled[0]}x{rescaled[1]} "
+        "pixels: a side rounds to 0, too thin a frame to predict"))
   for hw in (rescaled, _align(rescaled, size_divisor)):
     if hw != frame.shape[:2]:
       frame = (pillow_resize(frame, hw, Image.Resampling.BILINEAR) if backend == "pillow"

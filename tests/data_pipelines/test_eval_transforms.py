@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from data_pipelines import eval_transforms
-from vssjax.errors import SetupError
+from vssjax.errors import DataError, SetupError
 
 
 @pytest.mark.parametrize("hw, scale, divisor, expected", [
@@ -41,6 +41,13 @@ def test_aligned_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
   assert resized.std() < 0.6 * sampled.std()  # averaged noise is smoother
   with pytest.raises(SetupError, match="resize_backend must be 'cv2' or 'pillow'"):
     eval_transforms.aligned_resize(frame, (32, 16), 1, "torch")
+
+
+def test_a_frame_whose_short_side_rounds_to_zero_is_named_with_its_size():
+  """A 3x500 frame fitted into (64, 64) is 0x64: cv2 asserted "inv_scale_x > 0"."""
+  with pytest.raises(DataError, match=r"a 3x500 frame: fitted into data\.eval_transform\.scale="
+                     r"\(64, 64\) it is 0x64 pixels"):
+    eval_transforms.aligned_resize(np.zeros((3, 500, 3), np.uint8), (64, 64), 32)
 
 
 def test_resize_exact_ignores_the_aspect_ratio_and_takes_the_centre_pixel_label():
