@@ -9,6 +9,7 @@ import pytest
 from data_pipelines.loader import eval_videos
 from data_pipelines.sources.base import DataError
 from tests.conftest import SYNTHETIC_CLASSES, brightness_labels, load_config
+from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.flow import FlowProvider
 from vssjax.methods.base import Method, StreamingPredictor
@@ -121,3 +122,18 @@ def test_the_videos_tc_scores_are_evaluated_whole_under_a_label_window(monkeypat
   assert windowed["TC"] == whole["TC"]
   assert windowed["scored_pixels"] == whole["scored_pixels"]
   assert windowed["mIoU"] == whole["mIoU"]
+
+
+def test_tc_video_list_is_a_path_or_a_shipped_lists_name(tmp_path, monkeypatch):
+  """A relative path was looked up among the shipped lists only."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.eval.update(temporal_consistency=True, tc_video_list="mine.txt")
+  (tmp_path / "mine.txt").write_text("video_a\nvideo_b\n")
+  monkeypatch.chdir(tmp_path)
+  assert evaluator.make_scorers(config).tc_videos == {"video_a", "video_b"}
+  config.eval.tc_video_list = "cityscapes_valsam.txt"
+  assert len(evaluator.make_scorers(config).tc_videos) == 108
+  config.eval.tc_video_list = "missing.txt"
+  with pytest.raises(SetupError, match=r"^eval.tc_video_list: video list 'missing.txt': no file "
+                     rf"{tmp_path}/missing.txt, nor a list of that name shipped in .*lists$"):
+    evaluator.make_scorers(config)

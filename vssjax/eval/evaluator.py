@@ -167,6 +167,7 @@ def make_scorers(config: ConfigDict) -> Scorers:
   if config.eval.miou_convention not in MIOU_CONVENTIONS:
     raise SetupError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
                      f"{config.eval.miou_convention!r}")
+  tc_videos = _read_tc_video_list(config.eval.tc_video_list)
   try:
     temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
                 if config.eval.temporal_consistency else None)
@@ -176,12 +177,25 @@ def make_scorers(config: ConfigDict) -> Scorers:
             num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks,
             vc_convention=config.eval.vc_convention),
         temporal=temporal,
-        tc_videos=(set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list
-                   else None),
+        tc_videos=tc_videos,
         flow_provider=(FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
                        if temporal is not None else None))
   except (ValueError, FileNotFoundError) as error:  # the metrics' own checks of their settings
     raise SetupError(f"config.eval: {error}") from error
+
+
+def _read_tc_video_list(name: str) -> set[str] | None:
+  """The videos eval.tc_video_list `name` names (a list file's path, or a shipped list's name:
+  `read_list`); None for '' (every video)."""
+  if not name:
+    return None
+  try:
+    return set(read_list(name))
+  except OSError as error:  # not found (both places named), unreadable
+    raise SetupError(f"eval.tc_video_list: {error}") from error
+  except UnicodeDecodeError as error:
+    raise SetupError(f"eval.tc_video_list: {name} is not a text file of video names "
+                     f"({error})") from error
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
