@@ -285,6 +285,13 @@ class EvalVideo:
             for frame, label in pairs)
 
 
+def split_video_names(data_cfg: ml_collections.ConfigDict, split: str) -> list[str]:
+  """The names of every video of `split`, in its order: what a list of its videos (the evaluator's
+  eval.tc_video_list) is checked against, whatever part of it one evaluation sees."""
+  videos = dataset.make_dataset(data_cfg, split)
+  return [videos.name(index) for index in range(len(videos))]
+
+
 def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: int = 0,
                 shard_count: int = 1, max_videos: int = 0, clip_frames: int = 1,
                 keep_whole: Callable[[str], bool] = lambda name: False) -> Iterator[EvalVideo]:

@@ -275,8 +275,10 @@ def base_config() -> ConfigDict:
       temporal_consistency=False,
       tc_warp="bilinear",  # 'bilinear' (released: ids warped bilinearly, truncated) | 'nearest'
       tc_flow=ConfigDict(dict(method="dis", cache_dir="")),  # 'dis' | 'farneback'
-      # A list shipped in data_pipelines/lists (e.g. 'cityscapes_valsam.txt', ETC's 108 snippets):
-      # TC only on the videos it names; '' = every evaluated video.
+      # A video list, one name a line: a file's path (absolute or relative to the working
+      # directory) or the name of one shipped in data_pipelines/lists ('cityscapes_valsam.txt',
+      # ETC's 108 snippets): TC only on the videos it names (each one of the eval split's, else
+      # refused); '' = every evaluated video.
       tc_video_list="",
   ))
 

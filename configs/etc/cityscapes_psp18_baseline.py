@@ -108,7 +108,8 @@ def quick_variant(c):
   """Tiny synthetic set, small crops: the pools shrink to fit the 6x6 logit grid. A distilling
   config's teacher is its config's quick variant, randomly initialised unless weights are given
   (a smoke run has no trained teacher to read). TC covers every synthetic video: the names in a
-  real set's TC list (Cityscapes' valsam) are not among them, which would leave TC n/a."""
+  real set's TC list (Cityscapes' valsam) are not among them, and a list naming videos the split
+  lacks is refused."""
   configs_lib.shrink_to_quick(c)
   c.method.class_weights = ()
   c.method.self_similarity_pool = 2

@@ -1,6 +1,9 @@
-"""The shipped video lists: ETC's Cityscapes "valsam" TC subset."""
+"""The video lists: ETC's Cityscapes "valsam" TC subset (shipped), and lists of one's own."""
+import os
 import re
 from collections import Counter
+
+import pytest
 
 from data_pipelines.lists import read_list
 
@@ -15,3 +18,19 @@ def test_cityscapes_valsam_has_108_unique_cityscapes_val_snippets():
   # for lindau/munster; frankfurt's snippets are numbered continuously).
   assert names[0] == "frankfurt_000000_001016" and names[-1] == "munster_000169_000019"
   assert all(name.endswith("_000019") for name in names if not name.startswith("frankfurt"))
+
+
+def test_a_list_of_ones_own_is_read_from_its_path_relative_or_absolute(tmp_path, monkeypatch):
+  """A relative path was looked up among the shipped lists and not found there."""
+  (tmp_path / "mine.txt").write_text("\ufeffvideo_a\n\n  video_b \n", encoding="utf-8")
+  monkeypatch.chdir(tmp_path)
+  assert read_list("mine.txt") == read_list(str(tmp_path / "mine.txt")) == ("video_a", "video_b")
+  assert len(read_list("cityscapes_valsam.txt")) == 108  # shipped, none of that name here
+
+
+def test_a_list_found_nowhere_names_both_places_tried(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(FileNotFoundError) as error:
+    read_list("missing.txt")
+  assert str(tmp_path / "missing.txt") in str(error.value)
+  assert os.path.join("data_pipelines", "lists") in str(error.value)

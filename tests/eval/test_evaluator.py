@@ -549,10 +549,10 @@ def test_frames_per_s_of_several_processes_is_all_their_frames_over_the_longest_
   monkeypatch.setattr(evaluator.jax, "process_count", lambda: 2)
   # This process: 3 videos of 6 frames, the first left out: 12 frames in 12 s. The other: 30
   # frames in 20 s.
-  other = {"counts": [3, 36, 30], "seconds": 20.0}
+  other = {"counts": [3, 36, 30, 0], "seconds": 20.0}  # videos, frames, timed, TC's videos
   monkeypatch.setattr(evaluator, "merge_across_processes", lambda accumulator: accumulator)
   monkeypatch.setattr(evaluator.multihost_utils, "process_allgather", lambda values: np.stack(
-      [values, np.asarray(other["counts"] if values.size == 3 else [other["seconds"]],
+      [values, np.asarray(other["counts"] if values.size == 4 else [other["seconds"]],
                           values.dtype)]))
   method = _OneBehindMethod(config, [])
   costs = [(100.0, 100.0), (1.0, 1.0), (1.0, 1.0)]

@@ -9,6 +9,7 @@ import pytest
 from data_pipelines.loader import eval_videos
 from data_pipelines.sources.base import DataError
 from tests.conftest import SYNTHETIC_CLASSES, brightness_labels, load_config
+from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.flow import FlowProvider
 from vssjax.methods.base import Method, StreamingPredictor
@@ -91,13 +92,46 @@ def test_tc_video_list_restricts_the_videos_tc_scores(tmp_path, monkeypatch):
                      tc_video_list="some_list.txt")
   first, second = [v.name for v in eval_videos(config.data, config.data.eval_split)][:2]
   monkeypatch.setattr(evaluator, "read_list", lambda name: (second,))
-  only_second = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]
-  monkeypatch.setattr(evaluator, "read_list", lambda name: ("not_a_video",))
-  none = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
-  assert np.isnan(none["TC"]) and none["TC_pairs"] == 0
+  only_second = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
+  assert only_second["TC_videos"] == 1
   config.eval.update(tc_video_list="", max_videos=1)
   assert first != second
-  assert only_second != evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)["TC"]
+  assert only_second["TC"] != evaluator.evaluate(_ColourMethod(config), {}, config,
+                                                 workdir=None)["TC"]
+
+
+def test_a_tc_video_list_naming_videos_the_split_lacks_is_refused_before_evaluating(monkeypatch):
+  """Such names were skipped unsaid, and a list matching none left TC n/a "for one-frame videos".
+  A refusal as a missing video of VSPW's split list is; the names listed show which."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "files"
+  config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=1,
+                     tc_video_list="some_list.txt")
+  names = [v.name for v in eval_videos(config.data, config.data.eval_split)]
+  listed = (names[1], "not_a_video", "nor_this")
+  monkeypatch.setattr(evaluator, "read_list", lambda name: listed)
+  monkeypatch.setattr(evaluator, "_predict_shares", pytest.fail)  # refused before predicting
+  with pytest.raises(SetupError, match=(
+      r"^eval.tc_video_list: some_list.txt names 2 of its 3 videos that split 'val' of "
+      r"data.source 'synthetic' does not hold \(nor_this, not_a_video\): fix the list")):
+    evaluator.evaluate(_ColourMethod(config), {}, config, workdir=None)
+
+
+def test_listed_videos_left_out_by_max_videos_leave_tc_na_saying_so(tmp_path, monkeypatch):
+  """The list is checked against the whole split: an evaluation of part of it (eval.max_videos,
+  as a process's shard) rightly leaves listed videos out, and results.md says that is why TC is
+  n/a, not one-frame videos."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "files"
+  config.eval.update(temporal_consistency=True, overlay_video=False, max_videos=1,
+                     tc_video_list="some_list.txt")
+  second = [v.name for v in eval_videos(config.data, config.data.eval_split)][1]
+  monkeypatch.setattr(evaluator, "read_list", lambda name: (second,))
+  results = evaluator.evaluate(_ColourMethod(config), {}, config, workdir=str(tmp_path))
+  assert np.isnan(results["TC"]) and results["TC_pairs"] == results["TC_videos"] == 0
+  table = (tmp_path / "results.md").read_text()
+  assert "TC: n/a, no evaluated video is one eval.tc_video_list names (eval.max_videos" in table
+  assert "one-frame" not in table
 
 
 
@@ -121,3 +155,18 @@ def test_the_videos_tc_scores_are_evaluated_whole_under_a_label_window(monkeypat
   assert windowed["TC"] == whole["TC"]
   assert windowed["scored_pixels"] == whole["scored_pixels"]
   assert windowed["mIoU"] == whole["mIoU"]
+
+
+def test_tc_video_list_is_a_path_or_a_shipped_lists_name(tmp_path, monkeypatch):
+  """A relative path was looked up among the shipped lists only."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.eval.update(temporal_consistency=True, tc_video_list="mine.txt")
+  (tmp_path / "mine.txt").write_text("video_a\nvideo_b\n")
+  monkeypatch.chdir(tmp_path)
+  assert evaluator.make_scorers(config).tc_videos == {"video_a", "video_b"}
+  config.eval.tc_video_list = "cityscapes_valsam.txt"
+  assert len(evaluator.make_scorers(config).tc_videos) == 108
+  config.eval.tc_video_list = "missing.txt"
+  with pytest.raises(SetupError, match=r"^eval.tc_video_list: video list 'missing.txt': no file "
+                     rf"{tmp_path}/missing.txt, nor a list of that name shipped in .*lists$"):
+    evaluator.make_scorers(config)

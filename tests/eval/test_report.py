@@ -74,6 +74,14 @@ def test_markdown_says_how_many_frame_pairs_tc_rests_on_and_why_it_is_na():
                                 published)
   assert "| TC (%) | n/a |" in table
   assert "TC: n/a, the scored videos hold no pair of consecutive frames" in table
+  # No video scored at all (eval.tc_video_list's all beyond eval.max_videos): not one-frame ones.
+  table = report.markdown_table({"TC": float("nan"), "TC_pairs": 0, "TC_videos": 0,
+                                 "frames_per_s": 1.0}, published)
+  assert "TC: n/a, no evaluated video is one eval.tc_video_list names" in table
+  assert "one-frame" not in table
+  table = report.markdown_table({"TC": float("nan"), "TC_pairs": 0, "TC_videos": 3,
+                                 "frames_per_s": 1.0}, published)
+  assert "TC: n/a, the scored videos hold no pair of consecutive frames (one-frame" in table
 
 
 def test_markdown_says_why_the_label_metrics_of_an_unlabelled_split_are_na():

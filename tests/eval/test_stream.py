@@ -76,6 +76,14 @@ def test_a_frame_is_held_only_until_it_is_yielded():
     ([[], [5], [0, 1]], 2, r"_Scripted answered frame 5, which it was not given \(2 pushed\)"),
     ([[], [], [0]], 2, r"_Scripted never answered 1 of the 2 frames pushed \(the first: frame 1\)"
                        ": every frame must come back exactly once"),
+    # Frames answered but queued behind a missing one (yielded in order) are not counted as
+    # never answered: they were.
+    ([[0], [], [2], [3], [4], [5], []], 6,
+     r"_Scripted never answered 1 of the 6 frames pushed \(the first: frame 1, which held back "
+     r"the 4 answered after it\): every frame must come back exactly once"),
+    ([[0], [], [2], [], [], [5], []], 6,
+     r"_Scripted never answered 3 of the 6 frames pushed \(the first: frame 1, which held back "
+     r"the 2 answered after it\)"),
 ])
 def test_a_frame_answered_twice_never_given_or_never_answered_is_an_error(answers, count, message):
   with pytest.raises(RuntimeError, match=message):

@@ -73,6 +73,15 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
   assert not (tmp_path / "a" / "config.until_step4.json").exists()
 
 
+def test_a_tc_video_list_naming_other_videos_is_refused_before_training(quick_config, tmp_path):
+  """Found at the first evaluation, after training, it left TC n/a (or scored fewer videos)."""
+  (tmp_path / "list.txt").write_text("synthetic_val_00000\nnosuchvideo\n")
+  quick_config.eval.update(temporal_consistency=True, tc_video_list=str(tmp_path / "list.txt"))
+  with pytest.raises(SetupError, match=r"names 1 of its 2 videos that .* \(nosuchvideo\)"):
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_one_device_equals_four_devices_and_fsdp(quick_config, tmp_path):
   """Sharding the batch over 4 devices, or the batch and the kernels over 2 x 2 (FSDP), changes
   only the order of reductions.

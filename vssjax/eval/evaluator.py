@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from data_pipelines.clip_sampling import make_clip_sampler
 from data_pipelines.lists import read_list
-from data_pipelines.loader import eval_videos
+from data_pipelines.loader import eval_videos, split_video_names
 from data_pipelines.dataset import make_source
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
@@ -167,6 +167,7 @@ def make_scorers(config: ConfigDict) -> Scorers:
   if config.eval.miou_convention not in MIOU_CONVENTIONS:
     raise SetupError(f"eval.miou_convention must be one of {sorted(MIOU_CONVENTIONS)}, got "
                      f"{config.eval.miou_convention!r}")
+  tc_videos = _read_tc_video_list(config.eval.tc_video_list)
   try:
     temporal = (TemporalConsistency(num_classes, config.eval.tc_warp)
                 if config.eval.temporal_consistency else None)
@@ -176,12 +177,49 @@ def make_scorers(config: ConfigDict) -> Scorers:
             num_classes, windows=tuple(config.eval.windows), vec_quirks=config.eval.vec_quirks,
             vc_convention=config.eval.vc_convention),
         temporal=temporal,
-        tc_videos=(set(read_list(config.eval.tc_video_list)) if config.eval.tc_video_list
-                   else None),
+        tc_videos=tc_videos,
         flow_provider=(FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
                        if temporal is not None else None))
   except (ValueError, FileNotFoundError) as error:  # the metrics' own checks of their settings
     raise SetupError(f"config.eval: {error}") from error
+
+
+def _read_tc_video_list(name: str) -> set[str] | None:
+  """The videos eval.tc_video_list `name` names (a list file's path, or a shipped list's name:
+  `read_list`); None for '' (every video)."""
+  if not name:
+    return None
+  try:
+    names = set(read_list(name))
+  except OSError as error:  # not found (both places named), unreadable
+    raise SetupError(f"eval.tc_video_list: {error}") from error
+  except UnicodeDecodeError as error:
+    raise SetupError(f"eval.tc_video_list: {name} is not a text file of video names "
+                     f"({error})") from error
+  if not names:  # TC would score nothing, n/a
+    raise SetupError(f"eval.tc_video_list: {name} names no video: name some, or set it to '' for "
+                     "TC on every evaluated video")
+  return names
+
+
+def check_tc_video_list(config: ConfigDict, scorers: Scorers) -> None:
+  """Refuses, with TC on, an eval.tc_video_list naming a video that the eval split does not hold
+  (a typo, another split's or data set's list): TC skipped such names unsaid, and was n/a, said to
+  be for one-frame videos, when none matched. Checked against the whole split (listing it): an
+  evaluation that sees only part of it (eval.max_videos, a process's shard) leaves listed videos
+  out rightly. The train loop calls this before its first step, and `evaluate` before its first
+  video."""
+  if scorers.temporal is None or scorers.tc_videos is None:
+    return
+  split = config.data.eval_split
+  unmatched = sorted(scorers.tc_videos - set(split_video_names(config.data, split)))
+  if unmatched:
+    shown = ", ".join(unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
+    raise SetupError(
+        f"eval.tc_video_list: {config.eval.tc_video_list} names {len(unmatched)} of its "
+        f"{len(scorers.tc_videos)} videos that split {split!r} of data.source "
+        f"{config.data.source!r} does not hold ({shown}): fix the list, or evaluate the split "
+        "whose videos it names")
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
@@ -210,6 +248,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
   scorers = [make_scorers(config) for _ in devices]  # checked before the run, not after it
+  check_tc_video_list(config, scorers[0])
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
                             config.eval.max_videos,
                             make_clip_sampler(config.clip).eval_frames_per_clip,
@@ -228,8 +267,9 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
           f"{shared.videos_done} of {len(videos)} videos; no results written", flush=True)
     return None
 
+  tc_videos = sum(scorers[0].scores_tc(video.name) for video in videos)
   results = _results(config, step, functools.reduce(Scorers.merge, scorers), source.class_names,
-                     [len(videos), shared.frames_done, timed_frames], timed_wall)
+                     [len(videos), shared.frames_done, timed_frames, tc_videos], timed_wall)
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
   if config_changes:
@@ -278,15 +318,15 @@ def _settle_overlay(provisional: epath.Path | None, keep: bool) -> epath.Path | 
 def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Sequence[str],
              counts: list[int], timed_wall: float) -> dict[str, Any]:
   """The results of `scorers` (this process's devices' merged), merged across processes.
-  `counts` (this process's videos, frames and timed frames) are summed over processes, and of
-  `timed_wall` (the seconds its timed frames took) the longest counts: frames/s is the whole
-  evaluation's throughput."""
+  `counts` (this process's videos, frames, timed frames and videos TC scored) are summed over
+  processes, and of `timed_wall` (the seconds its timed frames took) the longest counts: frames/s
+  is the whole evaluation's throughput."""
   confusion = merge_across_processes(scorers.confusion)
   consistency = merge_across_processes(scorers.consistency)
   temporal = scorers.temporal
   if temporal is not None:
     temporal = merge_across_processes(temporal)
-  num_videos, num_frames, timed_frames = _sum_across_processes(counts)
+  num_videos, num_frames, timed_frames, tc_videos = _sum_across_processes(counts)
   timed_wall = _longest_across_processes(timed_wall)
   mious = miou_by_convention(confusion.matrix)
   results: dict[str, Any] = {
@@ -308,7 +348,9 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Seque
   }
   results.update(consistency.summary())
   if temporal is not None:
-    results.update(temporal.summary(), TC_pairs=temporal.pairs)
+    # How many videos TC scored: none (eval.tc_video_list's all beyond eval.max_videos) and
+    # videos without a frame pair leave it n/a for different reasons (results.md says which).
+    results.update(temporal.summary(), TC_pairs=temporal.pairs, TC_videos=tc_videos)
   return results
 
 

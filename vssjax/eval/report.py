@@ -68,11 +68,22 @@ def _convention_notes(results: dict[str, Any]) -> str:
     name = results["mVC_convention"]
     notes.append(f"mVC: `{name}` convention, {VC_CONVENTIONS[name]}.")
   if "TC_pairs" in results:  # a TC of no pair is n/a: say why rather than leave a bare n/a
-    pairs = results["TC_pairs"]
-    notes.append(f"TC: over {pairs} pairs of consecutive frames." if pairs else
-                 "TC: n/a, the scored videos hold no pair of consecutive frames (one-frame "
-                 "videos: Cityscapes without leftImg8bit_sequence/, for one).")
+    notes.append(_tc_note(results["TC_pairs"], results.get("TC_videos")))
   return "".join(f"\n\n{note}" for note in notes)
+
+
+def _tc_note(pairs: int, videos: int | None) -> str:
+  """How many frame pairs TC rests on or, with none, why: no video scored (every one
+  eval.tc_video_list names lies beyond eval.max_videos; a list naming a video the split does not
+  hold is refused before) or the scored videos' frames stand alone. `videos`: None in results
+  written before TC_videos was counted."""
+  if pairs:
+    return f"TC: over {pairs} pairs of consecutive frames."
+  if videos == 0:
+    return ("TC: n/a, no evaluated video is one eval.tc_video_list names (eval.max_videos "
+            "evaluates only the split's first videos).")
+  return ("TC: n/a, the scored videos hold no pair of consecutive frames (one-frame videos: "
+          "Cityscapes without leftImg8bit_sequence/, for one).")
 
 
 def _strict_json(value: Any) -> Any:

@@ -54,5 +54,11 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
     after_push(pushed)
   yield from in_order(ready + predictor.flush())
   if held:
-    raise RuntimeError(f"{predictor.name} never answered {len(held)} of the {pushed} frames pushed "
-                       f"(the first: frame {min(held)}): every frame must come back exactly once")
+    # The frames left are the unanswered ones and the answered ones queued behind the first of
+    # them (yielded in frame order): only the former were never answered.
+    missing = sorted(set(held) - set(answered))
+    queued = len(held) - len(missing)
+    behind = f", which held back the {queued} answered after it" if queued else ""
+    raise RuntimeError(f"{predictor.name} never answered {len(missing)} of the {pushed} frames "
+                       f"pushed (the first: frame {missing[0]}{behind}): every frame must come "
+                       "back exactly once")

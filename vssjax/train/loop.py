@@ -23,7 +23,7 @@ from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
-from vssjax.eval.evaluator import evaluate, make_scorers
+from vssjax.eval.evaluator import check_tc_video_list, evaluate, make_scorers
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
@@ -209,13 +209,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   mesh = parallel.mesh_from_config(config)
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
-  make_scorers(config)  # the evaluation's settings, checked now rather than after training
+  scorers = make_scorers(config)  # the evaluation's settings, checked now, not after training
   sampler = make_clip_sampler(config.clip)
   loader = make_train_loader(config.data, sampler, seed=config.seed)
   # The evaluation's split too (its videos listed, their clips checked), rather than at the first
-  # evaluation: a missing split or root, an empty video folder.
+  # evaluation: a missing split or root, an empty video folder, a TC list naming other videos.
   next(eval_videos(config.data, config.data.eval_split, max_videos=1,
                    clip_frames=sampler.eval_frames_per_clip), None)
+  check_tc_video_list(config, scorers)
   data_iter = iter(loader)
   total = config.train.steps
   # Made once the setup has been checked. The lock is held through the final evaluation: a second
