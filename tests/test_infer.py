@@ -143,20 +143,6 @@ def test_a_video_file_reads_every_frame_in_order(tmp_path):
   assert [int(round(frame.mean() / 80)) for _, frame in frames] == [0, 1, 2]
 
 
-def test_an_earlier_runs_output_is_cleared_and_its_label_pngs_said_so(tmp_path, capsys):
-  """A re-run into the same `infer/<name>/` (a later checkpoint, or another input of that name)
-  leaves only its own frames' label maps, and no overlay or TC of the earlier labels."""
-  out_dir = tmp_path / "infer" / "clip"
-  infer._clear_earlier_output(out_dir)  # pylint: disable=protected-access
-  assert (out_dir / "labels").is_dir() and capsys.readouterr().out == ""
-  for name in ("labels/000000.png", "labels/000001.png", "tc.json", "overlay.mp4"):
-    (out_dir / name).write_bytes(b"earlier")
-  infer._clear_earlier_output(out_dir)  # pylint: disable=protected-access
-  assert [path.name for path in out_dir.iterdir()] == ["labels"]
-  assert not list((out_dir / "labels").iterdir())
-  assert "replacing the 2 label PNGs of an earlier run" in capsys.readouterr().out
-
-
 def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_warp(
     quick_config, trained_workdir, tmp_path, real_video_clip, capsys):
   """With eval.temporal_consistency, infer scores each saved prediction against the next one
@@ -328,6 +314,85 @@ def test_a_rerun_without_tc_leaves_no_earlier_tc_of_the_folder(quick_config, tmp
   quick_config.eval.temporal_consistency = False
   infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert not together.exists()
+
+
+def _labels_until(error: BaseException, at: int):
+  """Frame i's label map `i` (`_index_labels`), until frame `at`, which raises `error`."""
+
+  def labels_of(frame, index):
+    if index == at:
+      raise error
+    return _index_labels(frame, index)
+
+  return labels_of
+
+
+def _outputs(folder) -> dict[str, bytes]:
+  """Every file under `folder` (its hidden ones too) by its path there: what a run left."""
+  return {str(path.relative_to(folder)): path.read_bytes()
+          for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), ValueError("a bad frame")])
+def test_a_rerun_that_stops_midway_leaves_the_earlier_runs_outputs_whole(quick_config, tmp_path,
+                                                                        monkeypatch, error):
+  """Outputs are written into a hidden staging folder and swapped in once complete: a re-run
+  interrupted (Ctrl-C) or failed at its third frame leaves the earlier run's label PNGs, overlay
+  and TC as they were, none of its own PNGs among them and no truncated file."""
+  frames = _black_frames(tmp_path / "frames", 4)
+  quick_config.eval.temporal_consistency = True
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+  earlier = _outputs(tmp_path / "infer")
+  assert sorted(earlier) == [f"frames/labels/{t:06d}.png" for t in range(4)] + [
+      "frames/overlay.mp4", "frames/tc.json"]
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(error, 2)))
+  with pytest.raises(type(error)):
+    infer.run(quick_config, str(tmp_path), str(frames))
+  assert _outputs(tmp_path / "infer") == earlier  # the staging folder removed too
+  assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == [out_dir.name]
+
+
+def test_a_first_run_that_stops_midway_leaves_no_outputs(quick_config, tmp_path, monkeypatch):
+  """Without an earlier run, an interrupted one leaves nothing under the outputs' names (no
+  `infer/<name>/` that a later look would take for a run's)."""
+  frames = _black_frames(tmp_path / "frames", 4)
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(KeyboardInterrupt(), 2)))
+  with pytest.raises(KeyboardInterrupt):
+    infer.run(quick_config, str(tmp_path), str(frames))
+  assert not list((tmp_path / "infer").iterdir())
+
+
+def test_a_rerun_replaces_the_earlier_label_pngs_once_complete_and_says_so(quick_config, tmp_path,
+                                                                         monkeypatch, capsys):
+  """A complete re-run (a later checkpoint, another input of that name) leaves only its own
+  frames' label maps, and says how many of an earlier run's it replaced."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "a" / "clip", 3)))
+  assert "of an earlier run" not in capsys.readouterr().out
+  infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "b" / "clip", 2)))
+  assert sorted(p.name for p in (out_dir / "labels").iterdir()) == ["000000.png", "000001.png"]
+  assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == ["clip"]
+  said = capsys.readouterr().out
+  assert f"replacing the 3 label PNGs of an earlier run in {out_dir / 'labels'}" in said
+  assert f"wrote 2 label PNGs to {out_dir / 'labels'} and {out_dir / 'overlay.mp4'}" in said
+
+
+def test_a_folder_rerun_that_fails_before_a_video_is_replaced_keeps_the_folders_tc(
+    quick_config, tmp_path, monkeypatch):
+  """infer/tc_<folder>.json goes only once a video's outputs are replaced: a re-run that fails in
+  its first video leaves it, as it leaves that video's outputs."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  for video in ("a", "b"):
+    _black_frames(tmp_path / "in" / video, 2)
+  quick_config.eval.temporal_consistency = True
+  infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  earlier = _outputs(tmp_path / "infer")
+  assert "tc_in.json" in earlier
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(ValueError("bad"), 1)))
+  with pytest.raises(ValueError):
+    infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert _outputs(tmp_path / "infer") == earlier
 
 
 def test_a_folders_clip_that_does_not_decode_is_refused_before_the_restore(quick_config, tmp_path,

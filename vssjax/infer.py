@@ -3,7 +3,9 @@ trained checkpoint.
 
 Writes one palette PNG of class ids per frame (`<workdir>/infer/<name>/labels/`, viewable in any
 image viewer, readable back as ids), an overlay video (unless `eval.overlay_video` is off) and,
-with `eval.temporal_consistency`, the label-free TC of each video, with a progress line.
+with `eval.temporal_consistency`, the label-free TC of each video, with a progress line. A
+video's outputs are written into a hidden folder beside `infer/<name>/` and swapped in once
+complete, so an interrupted or failed run leaves an earlier run's outputs whole.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
+import uuid
 from typing import Generator, Iterator, NamedTuple
 
 import jax
@@ -137,21 +141,36 @@ def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) 
   image.save(str(path))
 
 
-def _clear_earlier_output(out_dir: epath.Path) -> None:
-  """Makes `out_dir/labels`, emptied of an earlier run's PNGs, and removes an earlier run's tc.json
-  and overlay.mp4: a re-run (a later checkpoint, or another input of the same name) must not leave
-  label maps of frames it did not predict among its own, nor an overlay or TC of other labels."""
+def _staging_folder(out_dir: epath.Path) -> epath.Path:
+  """A hidden folder beside `out_dir` that a run writes a video's outputs into, swapped in once
+  they are complete (`_swap_in`): an interrupted or failed run (Ctrl-C, a bad frame mid-video)
+  leaves an earlier run's outputs as they were, or no outputs at all, never a truncated PNG, an
+  unplayable overlay or a part of the frames passing for a run's whole. The token is this run's
+  own, as the evaluator's provisional overlay's: two runs never write into one staging folder."""
+  return out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
+
+
+def _swap_in(staging: epath.Path, out_dir: epath.Path) -> None:
+  """Moves a complete run's outputs from `staging` into `out_dir` in place of an earlier run's:
+  its labels/ whole (a re-run must not leave label maps of frames it did not predict among its
+  own), its overlay.mp4 and tc.json, or where it wrote none, the earlier run's are removed (an
+  overlay or TC of other labels). Renames only, so the earlier outputs stand until they are
+  replaced; other files in `out_dir` are left alone."""
+  out_dir.mkdir(parents=True, exist_ok=True)
   labels_dir = out_dir / "labels"
-  labels_dir.mkdir(parents=True, exist_ok=True)
-  earlier = list(labels_dir.glob("*.png"))
-  if earlier:
-    print(f"infer: replacing the {len(earlier)} label PNGs of an earlier run in {labels_dir}",
-          flush=True)
-    for path in earlier:
-      path.unlink()
-  for name in ("tc.json", "overlay.mp4"):
-    if (out_dir / name).exists():
+  if labels_dir.exists():
+    earlier = list(labels_dir.glob("*.png"))
+    if earlier:
+      print(f"infer: replacing the {len(earlier)} label PNGs of an earlier run in {labels_dir}",
+            flush=True)
+    labels_dir.rename(staging / "earlier_labels")  # removed with the staging folder
+  (staging / "labels").rename(labels_dir)
+  for name in ("overlay.mp4", "tc.json"):
+    if (staging / name).exists():
+      (staging / name).replace(out_dir / name)
+    elif (out_dir / name).exists():
       (out_dir / name).unlink()
+  shutil.rmtree(staging)
 
 
 def run(config: ConfigDict, workdir: str, input_path: str, *,
@@ -190,8 +209,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     share = f" ({len(mine)} in this process)" if processes > 1 else ""
     print(f"infer: {len(videos)} videos in {input_path}{share}", flush=True)
   folder_tc_path = epath.Path(workdir) / "infer" / f"tc_{footage.video_name(input_path)}.json"
-  if videos != [input_path] and folder_tc_path.exists() and process == 0:  # an earlier run's
-    folder_tc_path.unlink()
+  # An earlier run's joint TC scores labels this run replaces: it goes once a video's are replaced
+  # (not before: a run that fails first leaves the earlier outputs whole), and comes back with TC.
+  stale_folder_tc = videos != [input_path] and process == 0
   # One video at a time (one in all, or one device): its frames' progress lines interleave with
   # no other's.
   frame_progress = min(len(devices), len(mine)) == 1
@@ -202,6 +222,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     out_dir = _infer_video(config, method, variables, step, workdir, video,
                            first if video == videos[0] else read_frames(video), scorers, palette,
                            frame_progress=frame_progress)
+    if stale_folder_tc:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(folder_tc_path)
     return out_dir, scorers
 
   done = parallel.map_over_devices(mine, copies, infer_one)
@@ -224,14 +247,15 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
                  video: Input, scorers: Scorers, palette: np.ndarray, *,
                  frame_progress: bool = True) -> epath.Path:
   """One video through a fresh predictor: label PNGs, overlay video (with `eval.overlay_video`)
-  and, with TC on (`scorers`, this video's), tc.json. `frame_progress`: a progress line every
-  few frames (off where several devices' videos run at once: their lines would interleave)."""
+  and, with TC on (`scorers`, this video's), tc.json, written into a staging folder and swapped
+  into `infer/<name>/` once all are complete (`_staging_folder`). `frame_progress`: a progress
+  line every few frames (off where several devices' videos run at once: their lines would
+  interleave)."""
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
   declared = os.path.isfile(input_path)
   out_dir = epath.Path(workdir) / "infer" / footage.video_name(input_path)
-  _clear_earlier_output(out_dir)
   print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
         f"{step} -> {out_dir}", flush=True)
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
@@ -239,16 +263,30 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   progress = Progress("infer frame", total, "frames", estimated=declared)
   progress.enabled = progress.enabled and frame_progress
   names: list[str] = []
-  # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
-  decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
-  with contextlib.closing(decoded):
-    predicted = stream_predictions(predictor, _named(decoded, names, progress), progress.update)
-    saved = _saved_and_scored(predicted, out_dir / "labels", names, palette, scorers, input_path)
-    also = _drain(saved, out_dir / "overlay.mp4" if config.eval.overlay_video else None,
-                  palette, frame_rate or config.eval.overlay_fps)
+  staging = _staging_folder(out_dir)
+  (staging / "labels").mkdir(parents=True)
+  try:
+    # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
+    decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
+    with contextlib.closing(decoded):
+      predicted = stream_predictions(predictor, _named(decoded, names, progress), progress.update)
+      saved = _saved_and_scored(predicted, staging / "labels", names, palette, scorers,
+                                input_path)
+      _drain(saved, staging / "overlay.mp4" if config.eval.overlay_video else None, palette,
+             frame_rate or config.eval.overlay_fps)
+    tc = None
+    if scorers.temporal is not None:
+      tc = _tc_record(scorers.temporal, config.eval.tc_flow.method)
+      (staging / "tc.json").write_text(json.dumps(tc, indent=2) + "\n")
+    _swap_in(staging, out_dir)
+  except BaseException:  # KeyboardInterrupt too: nothing of this run under the outputs' names
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  also = (f" and {out_dir / 'overlay.mp4'}" if config.eval.overlay_video
+          else " (no overlay video: eval.overlay_video is off)")
   _say_written(out_dir / "labels", len(names), also, input_path, total if declared else None)
-  if scorers.temporal is not None:
-    _write_tc(out_dir / "tc.json", scorers.temporal, config.eval.tc_flow.method)
+  if tc is not None:
+    _say_tc(tc, out_dir / "tc.json")
   return out_dir
 
 
@@ -279,16 +317,14 @@ def _saved_and_scored(predicted: Iterator[tuple[int, np.ndarray, np.ndarray]],
 
 
 def _drain(predictions: Iterator[tuple[np.ndarray, np.ndarray]], overlay: epath.Path | None,
-           palette: np.ndarray, fps: float) -> str:
+           palette: np.ndarray, fps: float) -> None:
   """Runs `predictions` ((frame, labels) in frame order) to their end, each overlaid into the
-  video `overlay` as it comes (None: no overlay), so a long input is never held whole; returns
-  what the line saying what was written adds."""
+  video `overlay` as it comes (None: no overlay), so a long input is never held whole."""
   if overlay is None:
     collections.deque(predictions, maxlen=0)  # for the PNGs (and TC) alone
-    return " (no overlay video: eval.overlay_video is off)"
-  written = visualize.write_video(
+    return
+  visualize.write_video(
       overlay, (visualize.overlay(frame, labels, palette) for frame, labels in predictions), fps)
-  return f" and {written}"
 
 
 def _say_written(labels_dir: epath.Path, count: int, also: str, input_path: str,
@@ -322,12 +358,24 @@ def _score_pair(scorers: Scorers, input_path: str, index: int, frame: np.ndarray
     raise base.DataError(input_path, f"frames {index - 1}-{index}: {error}") from error
 
 
-def _write_tc(path: epath.Path, temporal: TemporalConsistency, flow: str, scope: str = "") -> None:
+def _tc_record(temporal: TemporalConsistency, flow: str) -> dict:
   """A TC record: TC as a fraction (null without a frame pair), the pairs, flow and warp used."""
   tc = temporal.summary()["TC"]
-  record = {"TC": None if np.isnan(tc) else tc, "pairs": temporal.pairs, "flow": flow,
-            "warp": temporal.warp_mode}
-  path.write_text(json.dumps(record, indent=2) + "\n")
-  said = "n/a (one frame)" if record["TC"] is None else f"{100 * tc:.2f}%"
+  return {"TC": None if np.isnan(tc) else tc, "pairs": temporal.pairs, "flow": flow,
+          "warp": temporal.warp_mode}
+
+
+def _say_tc(record: dict, path: epath.Path, scope: str = "") -> None:
+  said = "n/a (one frame)" if record["TC"] is None else f"{100 * record['TC']:.2f}%"
   print(f"infer: TC (label-free temporal consistency) {said} over {record['pairs']} frame pairs"
         f"{' ' + scope if scope else ''} -> {path}", flush=True)
+
+
+def _write_tc(path: epath.Path, temporal: TemporalConsistency, flow: str, scope: str = "") -> None:
+  """Writes `temporal`'s record (`_tc_record`) to `path` under a provisional name first, renamed
+  once complete: an interrupted write leaves an earlier run's whole, not a truncated one."""
+  record = _tc_record(temporal, flow)
+  provisional = path.parent / f".{uuid.uuid4().hex}.{path.name}"
+  provisional.write_text(json.dumps(record, indent=2) + "\n")
+  provisional.replace(path)
+  _say_tc(record, path, scope)
