@@ -113,6 +113,30 @@ def test_videos_that_would_share_an_output_folder_are_refused_naming_them(tmp_pa
     infer.input_videos(str(tmp_path))
 
 
+def test_frames_whose_names_differ_only_by_suffix_are_refused_naming_them(tmp_path):
+  """a.jpg and a.png would both write labels/a.png, one's labels lost while the count said both
+  were written; most often label maps beside their frames (0000.png by 0000.jpg)."""
+  for name in ("a.png", "a.jpg", "b.png"):
+    cv2.imwrite(str(tmp_path / name), np.zeros((6, 8, 3), np.uint8))
+  with pytest.raises(SetupError, match=rf"--input {tmp_path}: several frames would write "
+                     r"labels/a\.png \(a\.jpg, a\.png\); keep one frame of each name"):
+    infer.read_frames(str(tmp_path))
+
+
+def test_a_folders_frame_folder_of_clashing_names_is_refused_before_the_restore(
+    quick_config, tmp_path, monkeypatch):
+  """Each frame folder of a folder of videos has its frames' names checked before the checkpoint
+  is restored and the videos before it predicted."""
+  restores = []
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: restores.append(1))
+  _black_frames(tmp_path / "in" / "a", 2)
+  _black_frames(tmp_path / "in" / "b", 1)
+  cv2.imwrite(str(tmp_path / "in" / "b" / "000000.jpg"), np.zeros((16, 16, 3), np.uint8))
+  with pytest.raises(SetupError, match=r"in/b: several frames would write labels/000000\.png"):
+    infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert not restores and not (tmp_path / "infer").exists()
+
+
 def test_a_folder_without_frames_or_videos_is_refused_naming_it(tmp_path):
   (tmp_path / "notes.txt").write_text("no frames here")
   with pytest.raises(SetupError, match=rf"--input {tmp_path} holds no frames .*no video files"):

@@ -98,8 +98,9 @@ def read_frames(path: str) -> Input:
 
   A frame folder's frames are its images in name order but label maps beside them
   (`*_label.png`, as the project's vtest_pseudo set stores them), which are skipped with a note
-  (`footage.frame_files`). Input that cannot be read is a `SetupError` naming it: a video file's
-  first frame is decoded at once (`_start_decoding`).
+  (`footage.frame_files`). Input that cannot be read, or frames that would write one label PNG
+  (`_check_frame_names`), is a `SetupError` naming it: a video file's first frame is decoded at
+  once (`_start_decoding`).
   """
   if not os.path.isdir(path):
     return _read_video_file(path)
@@ -107,8 +108,25 @@ def read_frames(path: str) -> Input:
     files = footage.frame_files(_frame_folder(path))
   except base.DataError as error:
     raise SetupError(f"--input {error}") from error
+  _check_frame_names(path, files)
   frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
   return Input(len(files), frames, 0.0)
+
+
+def _check_frame_names(path: str, files: list[str]) -> None:
+  """Refuses frames whose names differ only by their suffix (a.jpg, a.png): each writes
+  labels/<name less suffix>.png, so one's labels would overwrite the other's while the count
+  said both were written. Most often label maps beside their frames (0000.png by 0000.jpg),
+  which would also be predicted as frames."""
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  counts = collections.Counter(stems)
+  clashing = sorted(stem for stem, count in counts.items() if count > 1)
+  if clashing:
+    others = f" (and {len(clashing) - 1} more names)" if len(clashing) > 1 else ""
+    raise SetupError(
+        f"--input {path}: several frames would write labels/{clashing[0]}.png "
+        f"({', '.join(os.path.basename(f) for f, s in zip(files, stems) if s == clashing[0])})"
+        f"{others}; keep one frame of each name in the folder (label maps beside the frames?)")
 
 
 def _read_video_file(path: str) -> Input:
@@ -188,10 +206,15 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
   videos = input_videos(input_path)
-  first = read_frames(videos[0])  # a wrong --input fails before the restore
-  for video in videos[1:]:  # as does a folder's corrupt clip, not after the videos before it
+  # A wrong --input fails before the restore, as does a folder's corrupt clip or frame folder of
+  # clashing frame names, not after the videos before it.
+  inputs = {videos[0]: read_frames(videos[0])}
+  for video in videos[1:]:
     if os.path.isfile(video):
       _start_decoding(video)[1].close()  # its first frame decoded, the file closed again
+    else:
+      inputs[video] = read_frames(video)  # its frames listed and their names checked, none read
+  first = inputs[videos[0]]
   if config.eval.overlay_video:
     visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
   # TC's settings, checked before the restore too; this accumulator takes every pair of every
@@ -220,7 +243,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     """`video` on the device that holds `variables`, with scorers of its own."""
     scorers = make_scorers(config)
     out_dir = _infer_video(config, method, variables, step, workdir, video,
-                           first if video == videos[0] else read_frames(video), scorers, palette,
+                           inputs.pop(video, None) or read_frames(video), scorers, palette,
                            frame_progress=frame_progress)
     if stale_folder_tc:
       with contextlib.suppress(FileNotFoundError):
