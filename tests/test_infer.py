@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipelines import eval_transforms
 from data_pipelines.sources import footage
+from data_pipelines.transforms import pillow_resize
 from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, quick_config_reading
 from vssjax import infer
 from vssjax.errors import SetupError
+from vssjax.eval.shots import ShotPredictor
+from vssjax.eval.stream import stream_predictions
 from vssjax.flow import FlowProvider
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.train import loop
@@ -219,6 +223,64 @@ def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(
     labels = [np.asarray(Image.open(path)) for path in sorted((out_dir / "labels").iterdir())]
     expected.add_video(labels, lambda i, f=frames: flow.compute(f[i + 1], f[i]))
   assert together["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+def _rng_frames(folder, sizes) -> list[np.ndarray]:
+  """A folder of random frames of `sizes` (h, w), in order; returns them as RGB."""
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  frames = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in sizes]
+  for t, frame in enumerate(frames):
+    cv2.imwrite(str(folder / f"{t:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  return frames
+
+
+def _back_at(labels, hw):
+  """A label map of the exact size brought back to a frame's (h, w), as infer does."""
+  return pillow_resize(labels.astype(np.int32), hw, Image.Resampling.NEAREST)
+
+
+def test_infer_predicts_at_the_exact_size_as_eval_and_writes_at_the_frames_size(
+    quick_config, trained_workdir, tmp_path):
+  """With `data.eval_transform.exact_size` (DCFM's VSPW protocol), infer predicts each frame
+  resized as the evaluator reads it: its labels are the evaluator's predictor's on that frame,
+  brought back (nearest) to the frame's own size."""
+  workdir = _copy_of(trained_workdir, tmp_path / "run")
+  frames = _rng_frames(tmp_path / "frames", [(40, 56)] * 3)
+  quick_config.data.eval_transform.exact_size = (24, 72)
+  [out_dir] = infer.run(quick_config, str(workdir), str(tmp_path / "frames"))
+
+  method, variables, _ = loop.restore_for_eval(quick_config, str(workdir), None)
+  predictor = ShotPredictor(method.video_predictors(variables, 0)[0],
+                            lambda: method.video_predictors(variables, 0)[0], None)
+  resized = [eval_transforms.resize_exact(frame, None, (24, 72))[0] for frame in frames]
+  expected = [_back_at(labels, (40, 56))
+              for _, _, labels in stream_predictions(predictor, (("", f) for f in resized))]
+  written = [np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")) for t in range(3)]
+  np.testing.assert_array_equal(written, expected)
+
+
+def test_at_an_exact_size_every_frame_is_pushed_at_it_and_its_labels_come_back_at_its_own(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """Frames of any size are pushed at `exact_size` (one predictor for them all, as the evaluator
+  reads a video); each label PNG is the prediction resized back to its frame's size."""
+  pushed = []
+
+  def labels_of(frame, index):
+    pushed.append(frame.shape)
+    h, w = frame.shape[:2]
+    return (np.arange(h)[:, None] + 2 * np.arange(w)[None] + index) % 5
+
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(labels_of))
+  sizes = [(16, 24), (24, 16), (16, 24)]
+  _rng_frames(tmp_path / "frames", sizes)
+  quick_config.data.eval_transform.exact_size = (12, 20)
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(tmp_path / "frames"))
+  assert pushed == [(12, 20, 3)] * 3
+  for t, hw in enumerate(sizes):
+    np.testing.assert_array_equal(np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")),
+                                  _back_at(labels_of(np.zeros((12, 20, 3)), t), hw))
+  assert "predicted resized to 12x20 (data.eval_transform.exact_size" in capsys.readouterr().out
 
 
 def _restore_a_stub(monkeypatch, make_predictor):

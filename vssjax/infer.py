@@ -24,9 +24,11 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from data_pipelines import eval_transforms
 from data_pipelines.dataset import make_source
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources import base, footage
+from data_pipelines.transforms import pillow_resize
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -231,6 +233,11 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   if len(videos) > 1:
     share = f" ({len(mine)} in this process)" if processes > 1 else ""
     print(f"infer: {len(videos)} videos in {input_path}{share}", flush=True)
+  if tuple(config.data.eval_transform.exact_size):  # what eval scores at: said, not silent
+    h, w = config.data.eval_transform.exact_size
+    print(f"infer: frames are predicted resized to {h}x{w} (data.eval_transform.exact_size, as "
+          "--mode=eval reads them), their labels brought back to each frame's own size",
+          flush=True)
   folder_tc_path = epath.Path(workdir) / "infer" / f"tc_{footage.video_name(input_path)}.json"
   # An earlier run's joint TC scores labels this run replaces: it goes once a video's are replaced
   # (not before: a run that fails first leaves the earlier outputs whole), and comes back with TC.
@@ -292,7 +299,8 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
     # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
     decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
     with contextlib.closing(decoded):
-      predicted = stream_predictions(predictor, _named(decoded, names, progress), progress.update)
+      predicted = _predicted(predictor, _named(decoded, names, progress),
+                             tuple(config.data.eval_transform.exact_size) or None, progress.update)
       saved = _saved_and_scored(predicted, staging / "labels", names, palette, scorers,
                                 input_path)
       _drain(saved, staging / "overlay.mp4" if config.eval.overlay_video else None, palette,
@@ -321,6 +329,31 @@ def _named(frames: Iterator[tuple[str, np.ndarray]], names: list[str],
     names.append(name)
     yield name, frame
   progress.finish(len(names))
+
+
+def _predicted(predictor: ShotPredictor, frames: Iterator[tuple[str, np.ndarray]],
+               exact_size: tuple[int, int] | None, after_push
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """`stream_predictions` of `frames`, each pushed at `exact_size` (h, w) where one is set
+  (`data.eval_transform.exact_size`, DCFM's VSPW protocol), resized as the evaluator reads a video
+  (`eval_transforms.resize_exact`), so infer predicts what eval does; its labels come back at the
+  frame's own size, nearest as labels are resized there, and with the frame as read: the label
+  PNGs, overlay and TC are at the input's size."""
+  if exact_size is None:
+    yield from stream_predictions(predictor, frames, after_push)
+    return
+  originals: collections.deque[np.ndarray] = collections.deque()  # pushed, not yet answered
+
+  def resized():
+    for name, frame in frames:
+      originals.append(frame)
+      yield name, eval_transforms.resize_exact(frame, None, exact_size)[0]
+
+  for index, _, labels in stream_predictions(predictor, resized(), after_push):
+    frame = originals.popleft()  # answers come in frame order
+    if labels.shape != frame.shape[:2]:
+      labels = pillow_resize(labels.astype(np.int32), frame.shape[:2], Image.Resampling.NEAREST)
+    yield index, frame, labels
 
 
 def _saved_and_scored(predicted: Iterator[tuple[int, np.ndarray, np.ndarray]],
