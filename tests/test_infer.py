@@ -141,6 +141,17 @@ def test_a_folders_frame_folder_of_clashing_names_is_refused_before_the_restore(
   assert not restores and not (tmp_path / "infer").exists()
 
 
+def test_an_input_under_the_home_folder_may_be_given_with_a_tilde(quick_config, tmp_path,
+                                                                 monkeypatch):
+  """Bash expands no ~ after `=`: `--input=~/clip` comes as typed, and is the home's clip."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  _black_frames(tmp_path / "home" / "clip", 2)
+  [out_dir] = infer.run(quick_config, str(tmp_path / "run"), "~/clip")
+  assert out_dir == tmp_path / "run" / "infer" / "clip"
+  assert len(list((out_dir / "labels").iterdir())) == 2
+
+
 def test_a_folder_without_frames_or_videos_is_refused_naming_it(tmp_path):
   (tmp_path / "notes.txt").write_text("no frames here")
   with pytest.raises(SetupError, match=rf"--input {tmp_path} holds no frames .*no video files"):

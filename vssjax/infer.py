@@ -207,6 +207,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   into `infer/tc_<input folder>.json`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
+  # `--input=~/clip.mp4`: a shell expands no ~ after `=`, so it comes as it was typed.
+  input_path = os.path.expanduser(input_path)
   videos = input_videos(input_path)
   # A wrong --input fails before the restore, as does a folder's corrupt clip or frame folder of
   # clashing frame names, not after the videos before it.
