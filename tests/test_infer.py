@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipelines import eval_transforms
 from data_pipelines.sources import footage
+from data_pipelines.transforms import pillow_resize
 from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, quick_config_reading
 from vssjax import infer
 from vssjax.errors import SetupError
+from vssjax.eval.shots import ShotPredictor
+from vssjax.eval.stream import stream_predictions
 from vssjax.flow import FlowProvider
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.train import loop
@@ -113,6 +117,41 @@ def test_videos_that_would_share_an_output_folder_are_refused_naming_them(tmp_pa
     infer.input_videos(str(tmp_path))
 
 
+def test_frames_whose_names_differ_only_by_suffix_are_refused_naming_them(tmp_path):
+  """a.jpg and a.png would both write labels/a.png, one's labels lost while the count said both
+  were written; most often label maps beside their frames (0000.png by 0000.jpg)."""
+  for name in ("a.png", "a.jpg", "b.png"):
+    cv2.imwrite(str(tmp_path / name), np.zeros((6, 8, 3), np.uint8))
+  with pytest.raises(SetupError, match=rf"--input {tmp_path}: several frames would write "
+                     r"labels/a\.png \(a\.jpg, a\.png\); keep one frame of each name"):
+    infer.read_frames(str(tmp_path))
+
+
+def test_a_folders_frame_folder_of_clashing_names_is_refused_before_the_restore(
+    quick_config, tmp_path, monkeypatch):
+  """Each frame folder of a folder of videos has its frames' names checked before the checkpoint
+  is restored and the videos before it predicted."""
+  restores = []
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: restores.append(1))
+  _black_frames(tmp_path / "in" / "a", 2)
+  _black_frames(tmp_path / "in" / "b", 1)
+  cv2.imwrite(str(tmp_path / "in" / "b" / "000000.jpg"), np.zeros((16, 16, 3), np.uint8))
+  with pytest.raises(SetupError, match=r"in/b: several frames would write labels/000000\.png"):
+    infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert not restores and not (tmp_path / "infer").exists()
+
+
+def test_an_input_under_the_home_folder_may_be_given_with_a_tilde(quick_config, tmp_path,
+                                                                 monkeypatch):
+  """Bash expands no ~ after `=`: `--input=~/clip` comes as typed, and is the home's clip."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  _black_frames(tmp_path / "home" / "clip", 2)
+  [out_dir] = infer.run(quick_config, str(tmp_path / "run"), "~/clip")
+  assert out_dir == tmp_path / "run" / "infer" / "clip"
+  assert len(list((out_dir / "labels").iterdir())) == 2
+
+
 def test_a_folder_without_frames_or_videos_is_refused_naming_it(tmp_path):
   (tmp_path / "notes.txt").write_text("no frames here")
   with pytest.raises(SetupError, match=rf"--input {tmp_path} holds no frames .*no video files"):
@@ -141,20 +180,6 @@ def test_a_video_file_reads_every_frame_in_order(tmp_path):
   assert total == 3 and [name for name, _ in frames] == ["000000", "000001", "000002"]
   assert frame_rate == 5  # the video's own, for the overlay
   assert [int(round(frame.mean() / 80)) for _, frame in frames] == [0, 1, 2]
-
-
-def test_an_earlier_runs_output_is_cleared_and_its_label_pngs_said_so(tmp_path, capsys):
-  """A re-run into the same `infer/<name>/` (a later checkpoint, or another input of that name)
-  leaves only its own frames' label maps, and no overlay or TC of the earlier labels."""
-  out_dir = tmp_path / "infer" / "clip"
-  infer._clear_earlier_output(out_dir)  # pylint: disable=protected-access
-  assert (out_dir / "labels").is_dir() and capsys.readouterr().out == ""
-  for name in ("labels/000000.png", "labels/000001.png", "tc.json", "overlay.mp4"):
-    (out_dir / name).write_bytes(b"earlier")
-  infer._clear_earlier_output(out_dir)  # pylint: disable=protected-access
-  assert [path.name for path in out_dir.iterdir()] == ["labels"]
-  assert not list((out_dir / "labels").iterdir())
-  assert "replacing the 2 label PNGs of an earlier run" in capsys.readouterr().out
 
 
 def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_warp(
@@ -209,6 +234,64 @@ def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(
     labels = [np.asarray(Image.open(path)) for path in sorted((out_dir / "labels").iterdir())]
     expected.add_video(labels, lambda i, f=frames: flow.compute(f[i + 1], f[i]))
   assert together["TC"] == pytest.approx(expected.summary()["TC"])
+
+
+def _rng_frames(folder, sizes) -> list[np.ndarray]:
+  """A folder of random frames of `sizes` (h, w), in order; returns them as RGB."""
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  frames = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in sizes]
+  for t, frame in enumerate(frames):
+    cv2.imwrite(str(folder / f"{t:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  return frames
+
+
+def _back_at(labels, hw):
+  """A label map of the exact size brought back to a frame's (h, w), as infer does."""
+  return pillow_resize(labels.astype(np.int32), hw, Image.Resampling.NEAREST)
+
+
+def test_infer_predicts_at_the_exact_size_as_eval_and_writes_at_the_frames_size(
+    quick_config, trained_workdir, tmp_path):
+  """With `data.eval_transform.exact_size` (DCFM's VSPW protocol), infer predicts each frame
+  resized as the evaluator reads it: its labels are the evaluator's predictor's on that frame,
+  brought back (nearest) to the frame's own size."""
+  workdir = _copy_of(trained_workdir, tmp_path / "run")
+  frames = _rng_frames(tmp_path / "frames", [(40, 56)] * 3)
+  quick_config.data.eval_transform.exact_size = (24, 72)
+  [out_dir] = infer.run(quick_config, str(workdir), str(tmp_path / "frames"))
+
+  method, variables, _ = loop.restore_for_eval(quick_config, str(workdir), None)
+  predictor = ShotPredictor(method.video_predictors(variables, 0)[0],
+                            lambda: method.video_predictors(variables, 0)[0], None)
+  resized = [eval_transforms.resize_exact(frame, None, (24, 72))[0] for frame in frames]
+  expected = [_back_at(labels, (40, 56))
+              for _, _, labels in stream_predictions(predictor, (("", f) for f in resized))]
+  written = [np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")) for t in range(3)]
+  np.testing.assert_array_equal(written, expected)
+
+
+def test_at_an_exact_size_every_frame_is_pushed_at_it_and_its_labels_come_back_at_its_own(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """Frames of any size are pushed at `exact_size` (one predictor for them all, as the evaluator
+  reads a video); each label PNG is the prediction resized back to its frame's size."""
+  pushed = []
+
+  def labels_of(frame, index):
+    pushed.append(frame.shape)
+    h, w = frame.shape[:2]
+    return (np.arange(h)[:, None] + 2 * np.arange(w)[None] + index) % 5
+
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(labels_of))
+  sizes = [(16, 24), (24, 16), (16, 24)]
+  _rng_frames(tmp_path / "frames", sizes)
+  quick_config.data.eval_transform.exact_size = (12, 20)
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(tmp_path / "frames"))
+  assert pushed == [(12, 20, 3)] * 3
+  for t, hw in enumerate(sizes):
+    np.testing.assert_array_equal(np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")),
+                                  _back_at(labels_of(np.zeros((12, 20, 3)), t), hw))
+  assert "predicted resized to 12x20 (data.eval_transform.exact_size" in capsys.readouterr().out
 
 
 def _restore_a_stub(monkeypatch, make_predictor):
@@ -328,6 +411,85 @@ def test_a_rerun_without_tc_leaves_no_earlier_tc_of_the_folder(quick_config, tmp
   quick_config.eval.temporal_consistency = False
   infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert not together.exists()
+
+
+def _labels_until(error: BaseException, at: int):
+  """Frame i's label map `i` (`_index_labels`), until frame `at`, which raises `error`."""
+
+  def labels_of(frame, index):
+    if index == at:
+      raise error
+    return _index_labels(frame, index)
+
+  return labels_of
+
+
+def _outputs(folder) -> dict[str, bytes]:
+  """Every file under `folder` (its hidden ones too) by its path there: what a run left."""
+  return {str(path.relative_to(folder)): path.read_bytes()
+          for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), ValueError("a bad frame")])
+def test_a_rerun_that_stops_midway_leaves_the_earlier_runs_outputs_whole(quick_config, tmp_path,
+                                                                        monkeypatch, error):
+  """Outputs are written into a hidden staging folder and swapped in once complete: a re-run
+  interrupted (Ctrl-C) or failed at its third frame leaves the earlier run's label PNGs, overlay
+  and TC as they were, none of its own PNGs among them and no truncated file."""
+  frames = _black_frames(tmp_path / "frames", 4)
+  quick_config.eval.temporal_consistency = True
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
+  earlier = _outputs(tmp_path / "infer")
+  assert sorted(earlier) == [f"frames/labels/{t:06d}.png" for t in range(4)] + [
+      "frames/overlay.mp4", "frames/tc.json"]
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(error, 2)))
+  with pytest.raises(type(error)):
+    infer.run(quick_config, str(tmp_path), str(frames))
+  assert _outputs(tmp_path / "infer") == earlier  # the staging folder removed too
+  assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == [out_dir.name]
+
+
+def test_a_first_run_that_stops_midway_leaves_no_outputs(quick_config, tmp_path, monkeypatch):
+  """Without an earlier run, an interrupted one leaves nothing under the outputs' names (no
+  `infer/<name>/` that a later look would take for a run's)."""
+  frames = _black_frames(tmp_path / "frames", 4)
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(KeyboardInterrupt(), 2)))
+  with pytest.raises(KeyboardInterrupt):
+    infer.run(quick_config, str(tmp_path), str(frames))
+  assert not list((tmp_path / "infer").iterdir())
+
+
+def test_a_rerun_replaces_the_earlier_label_pngs_once_complete_and_says_so(quick_config, tmp_path,
+                                                                         monkeypatch, capsys):
+  """A complete re-run (a later checkpoint, another input of that name) leaves only its own
+  frames' label maps, and says how many of an earlier run's it replaced."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "a" / "clip", 3)))
+  assert "of an earlier run" not in capsys.readouterr().out
+  infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "b" / "clip", 2)))
+  assert sorted(p.name for p in (out_dir / "labels").iterdir()) == ["000000.png", "000001.png"]
+  assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == ["clip"]
+  said = capsys.readouterr().out
+  assert f"replacing the 3 label PNGs of an earlier run in {out_dir / 'labels'}" in said
+  assert f"wrote 2 label PNGs to {out_dir / 'labels'} and {out_dir / 'overlay.mp4'}" in said
+
+
+def test_a_folder_rerun_that_fails_before_a_video_is_replaced_keeps_the_folders_tc(
+    quick_config, tmp_path, monkeypatch):
+  """infer/tc_<folder>.json goes only once a video's outputs are replaced: a re-run that fails in
+  its first video leaves it, as it leaves that video's outputs."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  for video in ("a", "b"):
+    _black_frames(tmp_path / "in" / video, 2)
+  quick_config.eval.temporal_consistency = True
+  infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  earlier = _outputs(tmp_path / "infer")
+  assert "tc_in.json" in earlier
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(ValueError("bad"), 1)))
+  with pytest.raises(ValueError):
+    infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
+  assert _outputs(tmp_path / "infer") == earlier
 
 
 def test_a_folders_clip_that_does_not_decode_is_refused_before_the_restore(quick_config, tmp_path,

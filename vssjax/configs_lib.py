@@ -205,7 +205,8 @@ def base_config() -> ConfigDict:
       # The predictors' test resize (keep-ratio into `scale`, sides rounded up to `size_divisor`;
       # predictions come back at the frame's size). `exact_size` (h, w): the evaluator first
       # resizes every frame (bilinear) and its label (nearest) to exactly this size, so metrics
-      # are scored there (DCFM's VSPW protocol: 480x853); () keeps the stored size.
+      # are scored there (DCFM's VSPW protocol: 480x853; --mode=infer predicts there too, its
+      # labels brought back to the frame's size); () keeps the stored size.
       # `resize_backend`: 'cv2' (mmseg, semseg) or 'pillow' (torchvision on PIL images, DCFM:
       # its bilinear antialiases when it shrinks). `slide_crop`/`slide_stride` (h, w): mmseg's
       # 'slide' test mode, the resized frame predicted in overlapping windows whose logits are

@@ -3,7 +3,9 @@ trained checkpoint.
 
 Writes one palette PNG of class ids per frame (`<workdir>/infer/<name>/labels/`, viewable in any
 image viewer, readable back as ids), an overlay video (unless `eval.overlay_video` is off) and,
-with `eval.temporal_consistency`, the label-free TC of each video, with a progress line.
+with `eval.temporal_consistency`, the label-free TC of each video, with a progress line. A
+video's outputs are written into a hidden folder beside `infer/<name>/` and swapped in once
+complete, so an interrupted or failed run leaves an earlier run's outputs whole.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
+import uuid
 from typing import Generator, Iterator, NamedTuple
 
 import jax
@@ -20,9 +24,11 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from data_pipelines import eval_transforms
 from data_pipelines.dataset import make_source
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources import base, footage
+from data_pipelines.transforms import pillow_resize
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -94,8 +100,9 @@ def read_frames(path: str) -> Input:
 
   A frame folder's frames are its images in name order but label maps beside them
   (`*_label.png`, as the project's vtest_pseudo set stores them), which are skipped with a note
-  (`footage.frame_files`). Input that cannot be read is a `SetupError` naming it: a video file's
-  first frame is decoded at once (`_start_decoding`).
+  (`footage.frame_files`). Input that cannot be read, or frames that would write one label PNG
+  (`_check_frame_names`), is a `SetupError` naming it: a video file's first frame is decoded at
+  once (`_start_decoding`).
   """
   if not os.path.isdir(path):
     return _read_video_file(path)
@@ -103,8 +110,25 @@ def read_frames(path: str) -> Input:
     files = footage.frame_files(_frame_folder(path))
   except base.DataError as error:
     raise SetupError(f"--input {error}") from error
+  _check_frame_names(path, files)
   frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
   return Input(len(files), frames, 0.0)
+
+
+def _check_frame_names(path: str, files: list[str]) -> None:
+  """Refuses frames whose names differ only by their suffix (a.jpg, a.png): each writes
+  labels/<name less suffix>.png, so one's labels would overwrite the other's while the count
+  said both were written. Most often label maps beside their frames (0000.png by 0000.jpg),
+  which would also be predicted as frames."""
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  counts = collections.Counter(stems)
+  clashing = sorted(stem for stem, count in counts.items() if count > 1)
+  if clashing:
+    others = f" (and {len(clashing) - 1} more names)" if len(clashing) > 1 else ""
+    raise SetupError(
+        f"--input {path}: several frames would write labels/{clashing[0]}.png "
+        f"({', '.join(os.path.basename(f) for f, s in zip(files, stems) if s == clashing[0])})"
+        f"{others}; keep one frame of each name in the folder (label maps beside the frames?)")
 
 
 def _read_video_file(path: str) -> Input:
@@ -137,21 +161,36 @@ def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) 
   image.save(str(path))
 
 
-def _clear_earlier_output(out_dir: epath.Path) -> None:
-  """Makes `out_dir/labels`, emptied of an earlier run's PNGs, and removes an earlier run's tc.json
-  and overlay.mp4: a re-run (a later checkpoint, or another input of the same name) must not leave
-  label maps of frames it did not predict among its own, nor an overlay or TC of other labels."""
+def _staging_folder(out_dir: epath.Path) -> epath.Path:
+  """A hidden folder beside `out_dir` that a run writes a video's outputs into, swapped in once
+  they are complete (`_swap_in`): an interrupted or failed run (Ctrl-C, a bad frame mid-video)
+  leaves an earlier run's outputs as they were, or no outputs at all, never a truncated PNG, an
+  unplayable overlay or a part of the frames passing for a run's whole. The token is this run's
+  own, as the evaluator's provisional overlay's: two runs never write into one staging folder."""
+  return out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
+
+
+def _swap_in(staging: epath.Path, out_dir: epath.Path) -> None:
+  """Moves a complete run's outputs from `staging` into `out_dir` in place of an earlier run's:
+  its labels/ whole (a re-run must not leave label maps of frames it did not predict among its
+  own), its overlay.mp4 and tc.json, or where it wrote none, the earlier run's are removed (an
+  overlay or TC of other labels). Renames only, so the earlier outputs stand until they are
+  replaced; other files in `out_dir` are left alone."""
+  out_dir.mkdir(parents=True, exist_ok=True)
   labels_dir = out_dir / "labels"
-  labels_dir.mkdir(parents=True, exist_ok=True)
-  earlier = list(labels_dir.glob("*.png"))
-  if earlier:
-    print(f"infer: replacing the {len(earlier)} label PNGs of an earlier run in {labels_dir}",
-          flush=True)
-    for path in earlier:
-      path.unlink()
-  for name in ("tc.json", "overlay.mp4"):
-    if (out_dir / name).exists():
+  if labels_dir.exists():
+    earlier = list(labels_dir.glob("*.png"))
+    if earlier:
+      print(f"infer: replacing the {len(earlier)} label PNGs of an earlier run in {labels_dir}",
+            flush=True)
+    labels_dir.rename(staging / "earlier_labels")  # removed with the staging folder
+  (staging / "labels").rename(labels_dir)
+  for name in ("overlay.mp4", "tc.json"):
+    if (staging / name).exists():
+      (staging / name).replace(out_dir / name)
+    elif (out_dir / name).exists():
       (out_dir / name).unlink()
+  shutil.rmtree(staging)
 
 
 def run(config: ConfigDict, workdir: str, input_path: str, *,
@@ -168,11 +207,18 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   into `infer/tc_<input folder>.json`."""
   from vssjax.train.loop import restore_for_eval  # pylint: disable=g-import-not-at-top
 
+  # `--input=~/clip.mp4`: a shell expands no ~ after `=`, so it comes as it was typed.
+  input_path = os.path.expanduser(input_path)
   videos = input_videos(input_path)
-  first = read_frames(videos[0])  # a wrong --input fails before the restore
-  for video in videos[1:]:  # as does a folder's corrupt clip, not after the videos before it
+  # A wrong --input fails before the restore, as does a folder's corrupt clip or frame folder of
+  # clashing frame names, not after the videos before it.
+  inputs = {videos[0]: read_frames(videos[0])}
+  for video in videos[1:]:
     if os.path.isfile(video):
       _start_decoding(video)[1].close()  # its first frame decoded, the file closed again
+    else:
+      inputs[video] = read_frames(video)  # its frames listed and their names checked, none read
+  first = inputs[videos[0]]
   if config.eval.overlay_video:
     visualize.check_frame_rate(first.frame_rate or config.eval.overlay_fps)
   # TC's settings, checked before the restore too; this accumulator takes every pair of every
@@ -189,9 +235,15 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   if len(videos) > 1:
     share = f" ({len(mine)} in this process)" if processes > 1 else ""
     print(f"infer: {len(videos)} videos in {input_path}{share}", flush=True)
+  if tuple(config.data.eval_transform.exact_size):  # what eval scores at: said, not silent
+    h, w = config.data.eval_transform.exact_size
+    print(f"infer: frames are predicted resized to {h}x{w} (data.eval_transform.exact_size, as "
+          "--mode=eval reads them), their labels brought back to each frame's own size",
+          flush=True)
   folder_tc_path = epath.Path(workdir) / "infer" / f"tc_{footage.video_name(input_path)}.json"
-  if videos != [input_path] and folder_tc_path.exists() and process == 0:  # an earlier run's
-    folder_tc_path.unlink()
+  # An earlier run's joint TC scores labels this run replaces: it goes once a video's are replaced
+  # (not before: a run that fails first leaves the earlier outputs whole), and comes back with TC.
+  stale_folder_tc = videos != [input_path] and process == 0
   # One video at a time (one in all, or one device): its frames' progress lines interleave with
   # no other's.
   frame_progress = min(len(devices), len(mine)) == 1
@@ -200,8 +252,11 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     """`video` on the device that holds `variables`, with scorers of its own."""
     scorers = make_scorers(config)
     out_dir = _infer_video(config, method, variables, step, workdir, video,
-                           first if video == videos[0] else read_frames(video), scorers, palette,
+                           inputs.pop(video, None) or read_frames(video), scorers, palette,
                            frame_progress=frame_progress)
+    if stale_folder_tc:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(folder_tc_path)
     return out_dir, scorers
 
   done = parallel.map_over_devices(mine, copies, infer_one)
@@ -224,14 +279,15 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
                  video: Input, scorers: Scorers, palette: np.ndarray, *,
                  frame_progress: bool = True) -> epath.Path:
   """One video through a fresh predictor: label PNGs, overlay video (with `eval.overlay_video`)
-  and, with TC on (`scorers`, this video's), tc.json. `frame_progress`: a progress line every
-  few frames (off where several devices' videos run at once: their lines would interleave)."""
+  and, with TC on (`scorers`, this video's), tc.json, written into a staging folder and swapped
+  into `infer/<name>/` once all are complete (`_staging_folder`). `frame_progress`: a progress
+  line every few frames (off where several devices' videos run at once: their lines would
+  interleave)."""
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
   declared = os.path.isfile(input_path)
   out_dir = epath.Path(workdir) / "infer" / footage.video_name(input_path)
-  _clear_earlier_output(out_dir)
   print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
         f"{step} -> {out_dir}", flush=True)
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
@@ -239,16 +295,31 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   progress = Progress("infer frame", total, "frames", estimated=declared)
   progress.enabled = progress.enabled and frame_progress
   names: list[str] = []
-  # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
-  decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
-  with contextlib.closing(decoded):
-    predicted = stream_predictions(predictor, _named(decoded, names, progress), progress.update)
-    saved = _saved_and_scored(predicted, out_dir / "labels", names, palette, scorers, input_path)
-    also = _drain(saved, out_dir / "overlay.mp4" if config.eval.overlay_video else None,
-                  palette, frame_rate or config.eval.overlay_fps)
+  staging = _staging_folder(out_dir)
+  (staging / "labels").mkdir(parents=True)
+  try:
+    # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
+    decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
+    with contextlib.closing(decoded):
+      predicted = _predicted(predictor, _named(decoded, names, progress),
+                             tuple(config.data.eval_transform.exact_size) or None, progress.update)
+      saved = _saved_and_scored(predicted, staging / "labels", names, palette, scorers,
+                                input_path)
+      _drain(saved, staging / "overlay.mp4" if config.eval.overlay_video else None, palette,
+             frame_rate or config.eval.overlay_fps)
+    tc = None
+    if scorers.temporal is not None:
+      tc = _tc_record(scorers.temporal, config.eval.tc_flow.method)
+      (staging / "tc.json").write_text(json.dumps(tc, indent=2) + "\n")
+    _swap_in(staging, out_dir)
+  except BaseException:  # KeyboardInterrupt too: nothing of this run under the outputs' names
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  also = (f" and {out_dir / 'overlay.mp4'}" if config.eval.overlay_video
+          else " (no overlay video: eval.overlay_video is off)")
   _say_written(out_dir / "labels", len(names), also, input_path, total if declared else None)
-  if scorers.temporal is not None:
-    _write_tc(out_dir / "tc.json", scorers.temporal, config.eval.tc_flow.method)
+  if tc is not None:
+    _say_tc(tc, out_dir / "tc.json")
   return out_dir
 
 
@@ -260,6 +331,31 @@ def _named(frames: Iterator[tuple[str, np.ndarray]], names: list[str],
     names.append(name)
     yield name, frame
   progress.finish(len(names))
+
+
+def _predicted(predictor: ShotPredictor, frames: Iterator[tuple[str, np.ndarray]],
+               exact_size: tuple[int, int] | None, after_push
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """`stream_predictions` of `frames`, each pushed at `exact_size` (h, w) where one is set
+  (`data.eval_transform.exact_size`, DCFM's VSPW protocol), resized as the evaluator reads a video
+  (`eval_transforms.resize_exact`), so infer predicts what eval does; its labels come back at the
+  frame's own size, nearest as labels are resized there, and with the frame as read: the label
+  PNGs, overlay and TC are at the input's size."""
+  if exact_size is None:
+    yield from stream_predictions(predictor, frames, after_push)
+    return
+  originals: collections.deque[np.ndarray] = collections.deque()  # pushed, not yet answered
+
+  def resized():
+    for name, frame in frames:
+      originals.append(frame)
+      yield name, eval_transforms.resize_exact(frame, None, exact_size)[0]
+
+  for index, _, labels in stream_predictions(predictor, resized(), after_push):
+    frame = originals.popleft()  # answers come in frame order
+    if labels.shape != frame.shape[:2]:
+      labels = pillow_resize(labels.astype(np.int32), frame.shape[:2], Image.Resampling.NEAREST)
+    yield index, frame, labels
 
 
 def _saved_and_scored(predicted: Iterator[tuple[int, np.ndarray, np.ndarray]],
@@ -279,16 +375,14 @@ def _saved_and_scored(predicted: Iterator[tuple[int, np.ndarray, np.ndarray]],
 
 
 def _drain(predictions: Iterator[tuple[np.ndarray, np.ndarray]], overlay: epath.Path | None,
-           palette: np.ndarray, fps: float) -> str:
+           palette: np.ndarray, fps: float) -> None:
   """Runs `predictions` ((frame, labels) in frame order) to their end, each overlaid into the
-  video `overlay` as it comes (None: no overlay), so a long input is never held whole; returns
-  what the line saying what was written adds."""
+  video `overlay` as it comes (None: no overlay), so a long input is never held whole."""
   if overlay is None:
     collections.deque(predictions, maxlen=0)  # for the PNGs (and TC) alone
-    return " (no overlay video: eval.overlay_video is off)"
-  written = visualize.write_video(
+    return
+  visualize.write_video(
       overlay, (visualize.overlay(frame, labels, palette) for frame, labels in predictions), fps)
-  return f" and {written}"
 
 
 def _say_written(labels_dir: epath.Path, count: int, also: str, input_path: str,
@@ -322,12 +416,24 @@ def _score_pair(scorers: Scorers, input_path: str, index: int, frame: np.ndarray
     raise base.DataError(input_path, f"frames {index - 1}-{index}: {error}") from error
 
 
-def _write_tc(path: epath.Path, temporal: TemporalConsistency, flow: str, scope: str = "") -> None:
+def _tc_record(temporal: TemporalConsistency, flow: str) -> dict:
   """A TC record: TC as a fraction (null without a frame pair), the pairs, flow and warp used."""
   tc = temporal.summary()["TC"]
-  record = {"TC": None if np.isnan(tc) else tc, "pairs": temporal.pairs, "flow": flow,
-            "warp": temporal.warp_mode}
-  path.write_text(json.dumps(record, indent=2) + "\n")
-  said = "n/a (one frame)" if record["TC"] is None else f"{100 * tc:.2f}%"
+  return {"TC": None if np.isnan(tc) else tc, "pairs": temporal.pairs, "flow": flow,
+          "warp": temporal.warp_mode}
+
+
+def _say_tc(record: dict, path: epath.Path, scope: str = "") -> None:
+  said = "n/a (one frame)" if record["TC"] is None else f"{100 * record['TC']:.2f}%"
   print(f"infer: TC (label-free temporal consistency) {said} over {record['pairs']} frame pairs"
         f"{' ' + scope if scope else ''} -> {path}", flush=True)
+
+
+def _write_tc(path: epath.Path, temporal: TemporalConsistency, flow: str, scope: str = "") -> None:
+  """Writes `temporal`'s record (`_tc_record`) to `path` under a provisional name first, renamed
+  once complete: an interrupted write leaves an earlier run's whole, not a truncated one."""
+  record = _tc_record(temporal, flow)
+  provisional = path.parent / f".{uuid.uuid4().hex}.{path.name}"
+  provisional.write_text(json.dumps(record, indent=2) + "\n")
+  provisional.replace(path)
+  _say_tc(record, path, scope)
