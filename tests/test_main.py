@@ -124,8 +124,8 @@ def _run_raising(tmp_path, mode, name, error):
 
 
 @pytest.mark.parametrize("mode, name, expected", [
-    ("train", "make_train_loader", "interrupted during --mode=train; re-running it resumes from "
-     "the last complete checkpoint in the workdir, if any\n"),
+    ("train", "make_train_loader", "interrupted during --mode=train; re-running it in {workdir} "
+     "starts afresh: it holds no complete checkpoint\n"),
     ("eval", "restore_for_eval", "interrupted during --mode=eval\n"),
 ])
 def test_ctrl_c_outside_the_training_steps_ends_the_run_with_one_line(tmp_path, mode, name,
@@ -135,7 +135,7 @@ def test_ctrl_c_outside_the_training_steps_ends_the_run_with_one_line(tmp_path, 
   (status 130 in a shell), so a script running it stops too."""
   result = _run_raising(tmp_path, mode, name, "KeyboardInterrupt")
   assert result.returncode == -signal.SIGINT, result.stderr
-  assert result.stderr == expected
+  assert result.stderr == expected.format(workdir=tmp_path / "run")
 
 
 def test_an_error_keeps_its_traceback_after_the_ctrl_c_line_is_set_up(tmp_path):

@@ -43,9 +43,10 @@ def user_errors_in_one_line(main: Callable[..., _T]) -> Callable[..., _T]:
   return run
 
 
-def interrupt_in_one_line(line: str) -> None:
-  """From now on, a Ctrl-C that ends the command (its KeyboardInterrupt) prints `line` on stderr
+def interrupt_in_one_line(line: Callable[[], str]) -> None:
+  """From now on, a Ctrl-C that ends the command (its KeyboardInterrupt) prints `line()` on stderr
   instead of the traceback of wherever it landed; any other uncaught error keeps its traceback.
+  `line` is called then, once the interrupted work has cleaned up (a checkpoint save completed).
   Only the display changes (`sys.excepthook`): Python still ends the process by SIGINT once it
   has cleaned up, so the shell says status 130 and a script or loop running the command stops too
   (after an exit(130) a shell goes on to the next command)."""
@@ -53,7 +54,7 @@ def interrupt_in_one_line(line: str) -> None:
 
   def hook(kind, error, traceback):
     if issubclass(kind, KeyboardInterrupt):
-      print(line, file=sys.stderr, flush=True)
+      print(line(), file=sys.stderr, flush=True)
     else:
       show(kind, error, traceback)
 

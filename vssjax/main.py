@@ -53,15 +53,20 @@ def use_compilation_cache(directory: str) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
-def _interrupted(mode: str) -> str:
+def _interrupted(mode: str, workdir: str) -> str:
   """The line a Ctrl-C that ends the run prints: one while it loads JAX or the data, initializes
   or restores the state, evaluates or infers, or a second one in the training steps (the first
   checkpoints and stops there, `StopSignal`, the training step's compilation included: it is part
-  of the first step)."""
-  if mode == "train":
-    return ("interrupted during --mode=train; re-running it resumes from the last complete "
-            "checkpoint in the workdir, if any")
-  return f"interrupted during --mode={mode}"
+  of the first step). Training names the step a re-run resumes from, read once the checkpointer
+  has closed: a second Ctrl-C during a save has Orbax log that the save failed, though it
+  completed."""
+  if mode != "train":
+    return f"interrupted during --mode={mode}"
+  from vssjax.train.checkpoint import complete_steps  # pylint: disable=g-import-not-at-top
+  steps = complete_steps(workdir)
+  resumes = (f"resumes from its last complete checkpoint, step {steps[-1]}" if steps else
+             "starts afresh: it holds no complete checkpoint")
+  return f"interrupted during --mode=train; re-running it in {workdir} {resumes}"
 
 
 def _check_mode_flags() -> None:
@@ -84,7 +89,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_mode_flags()
-  interrupt_in_one_line(_interrupted(_MODE.value))
+  interrupt_in_one_line(lambda: _interrupted(_MODE.value, _WORKDIR.value))
   quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
   from vssjax import parallel  # pylint: disable=g-import-not-at-top

@@ -247,3 +247,15 @@ def test_checkpoints_saved_replica_parallel_restore_alike(tmp_path, monkeypatch)
   monkeypatch.setattr(checkpoint, "_one_writer_per_array", False)  # registered again
   with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
     jax.tree.map(np.testing.assert_array_equal, _restored(checkpointer, state), state)
+
+
+def test_complete_steps_are_the_saved_ones_not_those_being_written(tmp_path):
+  """What the Ctrl-C line names as the step a re-run resumes from, read without Orbax: the steps
+  Orbax's manager lists, and not one still in its temporary folder."""
+  assert checkpoint.complete_steps(str(tmp_path / "none")) == []
+  state = {"w": jnp.zeros((2, 3))}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    for step in (3, 10):
+      checkpointer.save(step, state)
+    (checkpointer.directory / "12.orbax-checkpoint-tmp-1234").mkdir()
+    assert checkpoint.complete_steps(str(tmp_path)) == checkpointer.all_steps() == [3, 10]

@@ -139,6 +139,15 @@ class Checkpointer:
     self._manager.close()
 
 
+def complete_steps(workdir: str) -> list[int]:
+  """The steps whose checkpoints in `workdir` are complete, listed from the folder names without
+  Orbax (Orbax renames a step's folder from its temporary name once the save completes)."""
+  directory = epath.Path(workdir) / "checkpoints"
+  if not directory.is_dir():
+    return []
+  return sorted(int(path.name) for path in directory.iterdir() if path.name.isdigit())
+
+
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """Each array's shape by its '/'-joined path (arrays or their Orbax metadata)."""
   return {parallel.path_name(path): tuple(leaf.shape)
