@@ -24,6 +24,7 @@ from ml_collections.config_flags import config_path
 
 from data_pipelines.transforms import MEAN_COLOUR
 from vssjax.errors import SetupError
+from vssjax.files import write_text_whole
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -377,12 +378,9 @@ def kept_record_path(workdir: str, step: int) -> epath.Path:
 def write_record(config: ConfigDict, workdir: str) -> None:
   """Writes `config` as the workdir's record (`record_path`); call it from one process only.
 
-  Written beside it and renamed over it: a run killed mid-write left a truncated config.json,
+  Written whole (`files.write_text_whole`): a run killed mid-write left a truncated config.json,
   which every later resume of the workdir failed to parse."""
-  path = record_path(workdir)
-  partial = path.parent / f".{path.name}.partial"
-  partial.write_text(config.to_json_best_effort(indent=2))
-  partial.replace(path)
+  write_text_whole(record_path(workdir), config.to_json_best_effort(indent=2))
 
 
 def read_record(workdir: str, step: int | None = None) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from vssjax.errors import SetupError
 from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
+from vssjax.files import write_text_whole
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 
@@ -430,10 +431,8 @@ def _say_tc(record: dict, path: epath.Path, scope: str = "") -> None:
 
 
 def _write_tc(path: epath.Path, temporal: TemporalConsistency, flow: str, scope: str = "") -> None:
-  """Writes `temporal`'s record (`_tc_record`) to `path` under a provisional name first, renamed
-  once complete: an interrupted write leaves an earlier run's whole, not a truncated one."""
+  """Writes `temporal`'s record (`_tc_record`) to `path` whole (`files.write_text_whole`): an
+  interrupted write leaves an earlier run's whole, not a truncated one."""
   record = _tc_record(temporal, flow)
-  provisional = path.parent / f".{uuid.uuid4().hex}.{path.name}"
-  provisional.write_text(json.dumps(record, indent=2) + "\n")
-  provisional.replace(path)
+  write_text_whole(path, json.dumps(record, indent=2) + "\n")
   _say_tc(record, path, scope)

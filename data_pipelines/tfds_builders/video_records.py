@@ -26,7 +26,6 @@ import collections
 import inspect
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -37,6 +36,7 @@ from etils import epath
 
 from data_pipelines.sources import base
 from data_pipelines.tfds_builders import tf_free_shuffle
+from vssjax.files import write_text_whole
 from vssjax.progress import Progress
 
 
@@ -162,11 +162,9 @@ def index_path(builder: tfds.core.DatasetBuilder, split: str) -> epath.Path:
 
 
 def write_index(path: epath.Path, index: Sequence[VideoSummary]) -> None:
-  """Writes through a temporary file of its own, so that a reader never sees half an index and
-  writers that race (hosts of a multi-host run, whose pids may coincide) each replace it whole."""
-  temporary = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
-  temporary.write_text(json.dumps([summary._asdict() for summary in index]))
-  temporary.replace(path)
+  """Writes it whole (`files.write_text_whole`): a reader never sees half an index, and writers
+  that race (hosts of a multi-host run) each replace it whole."""
+  write_text_whole(path, json.dumps([summary._asdict() for summary in index]))
 
 
 def read_index(path: epath.Path) -> list[VideoSummary] | None:

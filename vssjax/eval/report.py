@@ -10,6 +10,7 @@ import numpy as np
 from etils import epath
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.files import write_text_whole
 from vssjax.metrics.confusion import MIOU_CONVENTIONS
 from vssjax.metrics.consistency import VC_CONVENTIONS
 
@@ -104,13 +105,13 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   json_path = workdir / "results.json"
-  json_path.write_text(json.dumps(_strict_json(results), indent=2, sort_keys=True, default=float,
-                                  allow_nan=False))
+  write_text_whole(json_path, json.dumps(_strict_json(results), indent=2, sort_keys=True,
+                                         default=float, allow_nan=False))
   table = markdown_table(results, published)
   md_path = workdir / "results.md"
   changes = "".join(f"- `{change}`\n" for change in results.get("config_changes", ()))
   data = ", ".join(str(results[key]) for key in ("data_source", "split") if key in results)
-  md_path.write_text(f"# Evaluation at step {results.get('step')}"
+  write_text_whole(md_path, f"# Evaluation at step {results.get('step')}"
                      + (f" ({data})" if data else "") + f"\n\n{table}\n"
                      + (f"\n## Config changed since training (trained -> now)\n\n{changes}"
                         if changes else "")

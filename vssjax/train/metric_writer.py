@@ -14,6 +14,8 @@ from typing import Any
 import jax
 from etils import epath
 
+from vssjax.files import write_text_whole
+
 
 def drop_lines_after_step(path: epath.Path, step: int) -> None:
   """Removes from the JSON-lines file `path` the lines of steps after `step`, and a line cut short:
@@ -32,7 +34,7 @@ def drop_lines_after_step(path: epath.Path, step: int) -> None:
       pass
   text = "".join(line + "\n" for line in kept)
   if text != logged:
-    path.write_text(text)
+    write_text_whole(path, text)  # a kill mid-rewrite would lose the log
 
 
 class MetricWriter:
