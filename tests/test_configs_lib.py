@@ -229,6 +229,17 @@ def test_sdcpc_cityscapes_resnet_trains_and_tests_at_full_resolution():
 
 @pytest.mark.parametrize("path", ["configs/sdcpc/cityscapes_r101.py",
                                   "configs/sdcpc/camvid_r101.py"])
+def test_sdcpc_resnet_configs_test_frames_without_stretching_them(path):
+  """mmseg's dilated-ResNet test pipeline resizes keeping the ratio, no sides aligned to 32 (the
+  MiT recipe's AlignedResize stretched CamVid's 720x960 frames to 736x960)."""
+  data = load_config(path).data
+  height, width = (1024, 2048) if "cityscapes" in path else (720, 960)
+  frame = np.zeros((height, width, 3), np.uint8)
+  assert eval_transforms.eval_resize(frame, data.eval_transform).shape[:2] == (height, width)
+
+
+@pytest.mark.parametrize("path", ["configs/sdcpc/cityscapes_r101.py",
+                                  "configs/sdcpc/camvid_r101.py"])
 def test_sdcpc_resnet_configs_follow_mmseg_80k_schedule(path):
   """resnet_recipe says mmseg's dilated-ResNet recipe: its schedule_80k.py is SGD 0.01 (momentum
   0.9, wd 5e-4, no param groups) and poly p=0.9 to min_lr 1e-4 over 80k iterations, with no

@@ -51,6 +51,9 @@ def cityscapes_config(backbone: str, arg=None, dataset: str = "cityscapes"):
   c.train.checkpoint_every = 4000
   if not backbone.startswith("b"):
     resnet_recipe(c)
+    # mmseg's dilated-ResNet test pipeline resizes with no size divisor: 32 stretched CamVid's
+    # 720x960 frames to 736x960 (the MiT recipe's AlignedResize).
+    c.data.eval_transform.size_divisor = 1
     if dataset == "cityscapes":
       # [GUESS] mmseg's Cityscapes geometry for dilated ResNets (cityscapes.py: 512x1024 crops of
       # (2048, 1024) rescaled by 0.5-2.0, whole 2048x1024 frames at test): the published 81.6 of
