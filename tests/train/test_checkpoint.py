@@ -259,3 +259,16 @@ def test_complete_steps_are_the_saved_ones_not_those_being_written(tmp_path):
       checkpointer.save(step, state)
     (checkpointer.directory / "12.orbax-checkpoint-tmp-1234").mkdir()
     assert checkpoint.complete_steps(str(tmp_path)) == checkpointer.all_steps() == [3, 10]
+
+
+def test_saving_never_asks_the_preemption_service(tmp_path, monkeypatch):
+  """The train loop asks JAX's preemption service with the count of this run's steps; Orbax asked
+  it with the train step on every save, so that a resumed run, notified around a save, agreed to
+  stop as many steps late as it had resumed from (`checkpoint._LoopDecidesPreemption`)."""
+  asked = []
+  monkeypatch.setattr(checkpoint.multihost_utils, "reached_preemption_sync_point",
+                      lambda step: asked.append(step) or True)
+  checkpointer = Checkpointer(str(tmp_path), async_save=False)
+  checkpointer.save(100_000, {"w": jnp.zeros(3)})
+  checkpointer.close()
+  assert asked == [] and checkpointer.all_steps() == [100_000]

@@ -50,6 +50,21 @@ def _write_each_array_from_one_device() -> None:
   _one_writer_per_array = True
 
 
+class _LoopDecidesPreemption(ocp.CheckpointManager):
+  """Orbax's manager, never asking JAX's preemption service itself.
+
+  The service is asked by the train loop (`preemption.StopSignal.should_stop`) with the count of
+  this run's steps; Orbax asks it three times per save with the train step. The service picks the
+  stop step just past the last step it was asked, so in a resumed run a notice arriving during or
+  just after a save (the periodic evaluation) set a stop at train step + 1, which the run's count
+  reached as many steps later as the run had resumed from: after the scheduler's SIGKILL. The loop
+  decides when to save, so Orbax has no use for the answer.
+  """
+
+  def reached_preemption(self, step: int) -> bool:  # pylint: disable=unused-argument
+    return False
+
+
 class Checkpointer:
   """Saves/restores {'state': TrainState, 'data_iter': grain iterator} under
   `workdir/checkpoints`."""
@@ -60,7 +75,7 @@ class Checkpointer:
     no checkpoint)."""
     self.directory = (epath.Path(workdir) / "checkpoints").absolute()  # Orbax reads need it
     _write_each_array_from_one_device()
-    self._manager = ocp.CheckpointManager(
+    self._manager = _LoopDecidesPreemption(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=create, enable_async_checkpointing=async_save))

@@ -15,7 +15,8 @@ process, agrees in the background on the first step every process can still reac
 `reached_preemption_sync_point(step)` is a local lookup that is true at that step only. It does
 not watch SIGINT, which there still raises KeyboardInterrupt. The service counts steps from its
 own 0: a notice before the first lookup picks step 1, so it is asked with the count of this run's
-steps (1, 2, ...), not the train step, which a resumed run starts past 1.
+steps (1, 2, ...), not the train step, which a resumed run starts past 1; Orbax, which would ask
+it with the train step at every save, is kept from asking (`checkpoint._LoopDecidesPreemption`).
 """
 
 from __future__ import annotations
