@@ -138,6 +138,71 @@ def test_a_resumed_run_stops_on_a_sigterm_before_its_first_step(tmp_path):
     assert "stopped at 101" in out and "decided alone: False" in out, out
 
 
+# A run resumed at step 20 that saves every 5 steps and evaluates after the save of step 25; process
+# 1 gets SIGTERM during that evaluation (a sleep), as the loop orders step, should_stop, save.
+_RESUMED_STOP_AROUND_A_SAVE = """
+import os, signal, sys, time
+import jax, numpy as np
+from vssjax import parallel
+parallel.initialize_distributed("on")
+from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.preemption import StopSignal
+
+mesh = parallel.make_mesh()
+state = {"w": jax.device_put(np.zeros(4, np.float32), parallel.replicated(mesh))}
+checkpointer = Checkpointer(sys.argv[1])
+stopped = None
+with StopSignal() as stop_signal:
+  for step in range(21, 61):
+    time.sleep(0.05)
+    stopping = stop_signal.should_stop(step)
+    if step % 5 == 0 or stopping:
+      checkpointer.save(step, state)
+    if step == 25:
+      if jax.process_index() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # the evaluation; the notice reaches both processes meanwhile
+    if stopping:
+      stopped = step
+      break
+checkpointer.close()
+print("stopped at", stopped, flush=True)
+"""
+
+
+def test_a_resumed_run_notified_around_a_save_stops_at_the_next_step(tmp_path):
+  """Orbax asked the preemption service with the train step at each save, the loop with the count
+  of the run's steps: a run resumed at step 20 and notified just after its save of step 25
+  stopped at step 46, as many steps late as it had resumed from."""
+  for returncode, out in _run_script_in_two_processes(tmp_path, _RESUMED_STOP_AROUND_A_SAVE,
+                                                     str(tmp_path / "workdir")):
+    assert returncode == 0, out
+    assert "stopped at 26" in out, out
+
+
+# What --mode=bench does with the train state's global arrays and a batch of frames, per process.
+_BENCH_DEVICE = """
+import jax, numpy as np
+from vssjax import bench, parallel
+parallel.initialize_distributed("on")
+mesh = parallel.make_mesh()
+w = np.arange(8, dtype=np.float32)
+variables = {"w": jax.device_put(w, parallel.replicated(mesh))}
+local, frames = bench._on_bench_device(variables, np.ones((1, 4, 4, 3), np.uint8))
+assert local["w"].devices() == frames.devices() == {jax.local_devices()[0]}
+assert np.array_equal(np.asarray(local["w"]), w)
+print("benched on", jax.local_devices()[0], flush=True)
+"""
+
+
+def test_bench_puts_the_state_on_a_device_of_each_process(tmp_path):
+  """--mode=bench put the global state on `jax.devices()[0]`, process 0's: every process stopped
+  (an array not fully addressable cannot go to one device; process 1's was not its own)."""
+  for returncode, out in _run_script_in_two_processes(tmp_path, _BENCH_DEVICE):
+    assert returncode == 0, out
+    assert "benched on" in out, out
+
+
 _SIGTERM_SELF = """
 import os, signal, sys, time
 from vssjax import parallel

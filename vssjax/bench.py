@@ -137,9 +137,9 @@ def _program_peak_mb(*compiled) -> float | None:
 
 
 def _device_peak_mb() -> float | None:
-  """Peak bytes in use on the first device since the process started; None where the backend
-  (CPU) keeps no statistics."""
-  stats = jax.devices()[0].memory_stats()
+  """Peak bytes in use on this process's first device since the process started; None where the
+  backend (CPU) keeps no statistics."""
+  stats = jax.local_devices()[0].memory_stats()
   if not stats or "peak_bytes_in_use" not in stats:
     return None
   return stats["peak_bytes_in_use"] / 2**20
@@ -197,9 +197,10 @@ def _random_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def _on_bench_device(*trees):
-  """`trees` on the first device. One device: the replicated state would make every fake CPU
-  device run the whole batch."""
-  return jax.device_put(trees, jax.devices()[0])
+  """`trees` whole on this process's first device (`parallel.local_copies`: every process calls
+  this together). One device: the replicated state would make every fake CPU device run the whole
+  batch; this process's: another's (`jax.devices()[0]` on all but process 0) takes no transfer."""
+  return parallel.local_copies(trees, jax.local_devices()[:1])[0]
 
 
 def _summed_row(phase: str, dtype: str, programs: list[tuple[Any, float, tuple]],
