@@ -269,9 +269,9 @@ def test_a_program_without_a_memory_analysis_has_no_peak():
 def test_device_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch):
   """Accelerators report bytes; the JSON's figure is in MiB (2**20 bytes). The CPU reports no
   statistics: None, not 0."""
-  monkeypatch.setattr(jax, "devices", lambda: [_Device({"peak_bytes_in_use": 3 * 2**20})])
+  monkeypatch.setattr(jax, "local_devices", lambda: [_Device({"peak_bytes_in_use": 3 * 2**20})])
   assert bench._device_peak_mb() == 3.0
-  monkeypatch.setattr(jax, "devices", lambda: [_Device({})])
+  monkeypatch.setattr(jax, "local_devices", lambda: [_Device({})])
   assert bench._device_peak_mb() is None
 
 
