@@ -103,12 +103,36 @@ def test_the_runtime_starts_where_a_launcher_says_this_is_one_of_several_process
     monkeypatch.delenv(name, raising=False)
   for name, value in environment.items():
     monkeypatch.setenv(name, value)
+  monkeypatch.setattr(parallel, "_on_a_cloud_tpu_vm", lambda: False)
   calls = []
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
   monkeypatch.setattr(jax.config, "update", lambda name, value: calls.append({name: value}))
   parallel.initialize_distributed(mode)
   assert calls == ([{"jax_enable_preemption_service": True}, {}] if joins else [])
+
+
+@pytest.mark.parametrize("pod_slice", [True, False])
+def test_auto_on_a_cloud_tpu_vm_asks_jax_whether_it_is_a_worker_of_a_pod_slice(monkeypatch,
+                                                                              pod_slice):
+  """A GCE TPU VM names its slice's workers in its metadata, not its environment: 'auto' missed
+  pod slices, whose processes then ran without the preemption service. JAX's own detection
+  decides there; where it finds no cluster, one process runs alone (no error)."""
+  for name in _CLUSTER_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(parallel, "_on_a_cloud_tpu_vm", lambda: True)
+  joined = []
+
+  def initialize(**kwargs):
+    if not pod_slice:
+      raise ValueError("coordinator_address should be defined.")
+    joined.append(kwargs)
+
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", initialize)
+  monkeypatch.setattr(jax.config, "update", lambda name, value: None)
+  parallel.initialize_distributed("auto")
+  assert joined == ([{}] if pod_slice else [])
 
 
 def test_a_cluster_jax_cannot_join_is_a_setup_error_that_says_what_to_set(monkeypatch):

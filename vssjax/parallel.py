@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import importlib.util
 import os
 import re
 import threading
@@ -40,12 +41,21 @@ def _cluster_detected() -> bool:
           or int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
 
 
+def _on_a_cloud_tpu_vm() -> bool:
+  """Whether libtpu is installed, as on a Cloud TPU VM: no environment variable there says whether
+  the VM is one worker of a pod slice (JAX reads it from the VM's metadata server), so only JAX's
+  own detection can tell."""
+  return importlib.util.find_spec("libtpu") is not None
+
+
 def initialize_distributed(mode: str = "auto", *, preemption_service: bool = True) -> None:
   """Starts JAX's multi-controller runtime: 'on', 'off', or 'auto' (when a cluster is detected).
 
   On TPU pods, SLURM and Open MPI, JAX finds the coordinator itself. On bare hosts set
   JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
-  Must run before anything touches a device.
+  Must run before anything touches a device. 'auto' on a Cloud TPU VM asks JAX's detection (a pod
+  slice's workers run as several processes even without the runtime, but with no preemption
+  service: SIGTERM killed them without a checkpoint); where it finds none, one process runs alone.
 
   `preemption_service`: JAX's service catches SIGTERM so that training stops at a step every
   process agrees on (`train.preemption`). A mode with nothing to save (evaluation, inference)
@@ -54,9 +64,10 @@ def initialize_distributed(mode: str = "auto", *, preemption_service: bool = Tru
   """
   if mode not in ("auto", "on", "off"):
     raise ValueError(f"--distributed must be auto, on or off, got {mode!r}")
-  if mode == "off" or (mode == "auto" and not _cluster_detected()):
+  if mode == "off" or jax.distributed.is_initialized():
     return
-  if jax.distributed.is_initialized():
+  named_by_a_launcher = mode == "on" or _cluster_detected()
+  if not named_by_a_launcher and not _on_a_cloud_tpu_vm():
     return
   jax.config.update("jax_enable_preemption_service", preemption_service)
   kwargs = {}
@@ -69,6 +80,8 @@ def initialize_distributed(mode: str = "auto", *, preemption_service: bool = Tru
   try:
     jax.distributed.initialize(**kwargs)
   except ValueError as error:  # JAX's: no cluster detected and no coordinator or process given
+    if not named_by_a_launcher:
+      return  # a TPU VM of its own
     raise SetupError(
         f"--distributed={mode}: JAX found no cluster to join: {error} On a bare host set "
         "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID for every "

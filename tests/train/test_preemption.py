@@ -3,8 +3,10 @@ preemption service, is tests/test_multiprocess.py)."""
 
 import signal
 
+import jax
 import pytest
 
+from vssjax.errors import SetupError
 from vssjax.train.preemption import StopSignal
 
 
@@ -53,3 +55,14 @@ def test_an_ignored_ctrl_c_stays_ignored():
       assert not stop.should_stop(1)
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def test_several_processes_without_the_distributed_runtime_are_refused(monkeypatch):
+  """A TPU pod slice's workers run as several processes even where the runtime was not started;
+  there is then no preemption service, and SIGTERM killed them without a checkpoint."""
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  with pytest.raises(SetupError, match="2 processes run this training without JAX's distributed "
+                     "runtime.*pass --distributed=on"):
+    with StopSignal():
+      pass

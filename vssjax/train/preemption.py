@@ -28,6 +28,8 @@ from typing import Any
 import jax
 from jax.experimental import multihost_utils
 
+from vssjax.errors import SetupError
+
 
 class StopSignal:
   """Context manager: while active, SIGTERM and (one process) a first Ctrl-C request a clean stop
@@ -41,6 +43,12 @@ class StopSignal:
 
   def __enter__(self):
     if self._multiprocess:
+      if not jax.distributed.is_initialized():
+        raise SetupError(
+            f"{jax.process_count()} processes run this training without JAX's distributed "
+            "runtime, whose preemption service stops them together on SIGTERM (without it, "
+            "SIGTERM ends them with the steps since the last checkpoint lost): pass "
+            "--distributed=on")
       if not jax.config.jax_enable_preemption_service:
         raise RuntimeError(
             "multi-process training stops on SIGTERM through JAX's preemption service; do not "
