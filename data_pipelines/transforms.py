@@ -339,11 +339,12 @@ def train_transform(clip: Clip, cfg: ml_collections.ConfigDict, rng: np.random.G
   """The train pipeline on a clip: rescale, rotate, blur, crop, flip, photometric, pad ('semseg':
   flip, then crop, as ETC's release orders them).
 
-  cfg: scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio, flip_prob, photometric, and
-  optionally geometry ('mmseg' default, 'semseg' or 'torchvision': the module docstring), keep_ratio
-  (default True; False: `random_rescale` to exactly the scaled `scale`), rotate_degrees (0: off),
-  rotate_prob, rotate_fill and pad_fill (image fills, one grey level or RGB; default
-  `MEAN_COLOUR`), blur_prob (0: off), crop_scale_range (() = off; set: DCFM's crop-then-resize,
+  cfg: a config's `data.train_transform`, every field given (their defaults are
+  `configs_lib.base_config`'s): scale (w, h), ratio_range, crop_size (h, w), cat_max_ratio,
+  flip_prob, photometric, geometry ('mmseg', 'semseg' or 'torchvision': the module docstring),
+  keep_ratio (False: `random_rescale` to exactly the scaled `scale`), rotate_degrees (0: off),
+  rotate_prob, rotate_fill and pad_fill (image fills, one grey level or RGB), blur_prob (0: off),
+  crop_scale_range (() = off; set: DCFM's crop-then-resize,
   `random_scaled_crop`, in place of rescale-then-crop, so scale and ratio_range are unused),
   color_jitter ((brightness, contrast, saturation, hue); () = off) with color_jitter_frames
   ('all': one draw per frame; 'target': the last frame only). The jitter comes first, on the

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from importlib import resources
 
+from vssjax.errors import DataError
+
 
 def read_list(name: str) -> tuple[str, ...]:
   """The non-empty lines of the list `name`, in file order: a file of that path (absolute, or
@@ -27,4 +29,18 @@ def read_list(name: str) -> tuple[str, ...]:
       raise FileNotFoundError(f"video list {name!r}: no file {os.path.abspath(name)}, nor a list "
                               f"of that name shipped in {resources.files(__name__)}")
     text = shipped.read_text(encoding="utf-8-sig")
-  return tuple(line.strip() for line in text.splitlines() if line.strip())
+  return video_names(text, name)
+
+
+def video_names(text: str, where: str) -> tuple[str, ...]:
+  """The video names of a list's `text`, one a line, in order: blank lines, surrounding spaces,
+  Windows line ends and a trailing `/` (a list of folders) are tolerated. A name listed twice is
+  refused (a DataError naming `where`): its video would be trained on twice as often and scored
+  twice."""
+  names = tuple(line.strip().rstrip("/") for line in text.splitlines() if line.strip())
+  seen = set()
+  for name in names:
+    if name in seen:
+      raise DataError(where, f"lists video {name} twice: list it once")
+    seen.add(name)
+  return names

@@ -16,6 +16,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from data_pipelines.lists import video_names
 from data_pipelines.sources import base
 
 NUM_CLASSES = 124
@@ -62,23 +63,17 @@ def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
 
 
 def read_video_list(path: str) -> list[str]:
-  """The video names of a list file, one a line; blank lines, surrounding spaces, Windows line
-  ends, a trailing `/` and a UTF-8 byte-order mark (which Windows editors add, and which would
-  make the first name an invisible-prefixed folder that does not exist) are tolerated. A name
-  listed twice is refused: its video would be trained on twice as often and scored twice."""
+  """The video names of a list file (`lists.video_names`), read past a UTF-8 byte-order mark
+  (which Windows editors add, and which would make the first name an invisible-prefixed folder
+  that does not exist)."""
   try:
     with open(path, encoding="utf-8-sig") as f:
-      names = [line.strip().rstrip("/") for line in f if line.strip()]
+      text = f.read()
   except OSError as e:
     raise base.DataError(path, f"cannot read the video list ({e.strerror or e})") from e
   except UnicodeDecodeError as e:
     raise base.DataError(path, f"not a text file of video names ({e})") from e
-  seen = set()
-  for name in names:
-    if name in seen:
-      raise base.DataError(path, f"lists video {name} twice: list it once")
-    seen.add(name)
-  return names
+  return list(video_names(text, path))
 
 
 def frame_files(origin: str) -> dict[str, str]:

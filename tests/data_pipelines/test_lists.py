@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 
 from data_pipelines.lists import read_list
+from vssjax.errors import DataError
 
 
 def test_cityscapes_valsam_has_108_unique_cityscapes_val_snippets():
@@ -34,3 +35,14 @@ def test_a_list_found_nowhere_names_both_places_tried(tmp_path, monkeypatch):
     read_list("missing.txt")
   assert str(tmp_path / "missing.txt") in str(error.value)
   assert os.path.join("data_pipelines", "lists") in str(error.value)
+
+
+def test_a_tc_video_list_reads_as_a_split_list_does(tmp_path):
+  """eval.tc_video_list kept a folder's trailing '/' (VSPW's lists of folders), naming videos the
+  split does not hold, and took a name listed twice, as the split lists do not."""
+  path = tmp_path / "tc.txt"
+  path.write_text("vid_a/\r\nvid_b\n", encoding="utf-8")
+  assert read_list(str(path)) == ("vid_a", "vid_b")
+  path.write_text("vid_a\nvid_b\nvid_a/\n", encoding="utf-8")
+  with pytest.raises(DataError, match=r"tc.txt: lists video vid_a twice: list it once"):
+    read_list(str(path))

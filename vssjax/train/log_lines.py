@@ -4,7 +4,7 @@ TensorBoard and the console; a run that is input- or checkpoint-bound is told on
 
 The loop dispatches steps without waiting for them; a line fetches the metrics of the pending
 steps (`check_finite`), which waits for the device, so a line's interval runs from one fetch to
-the next and its rate counts the steps, not the compile of the first nor a periodic evaluation.
+the next: the first line's includes the step's compile, and no line's a periodic evaluation.
 """
 
 from __future__ import annotations
