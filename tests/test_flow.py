@@ -118,3 +118,17 @@ def test_a_used_provider_pickles_into_workers():
   field = provider.compute(a, b)
   copy = pickle.loads(pickle.dumps(provider))
   np.testing.assert_array_equal(copy.compute(a, b), field)
+
+
+def test_a_cached_field_whose_write_fails_leaves_no_file(tmp_path, monkeypatch):
+  """The cache's provisional file stayed beside the field's name when the write failed."""
+  def half_written(path, flow):
+    with open(path, "wb") as f:
+      f.write(b"PIEH")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(flow_lib, "write_flo", half_written)
+  a, b = _textured_pair()
+  with pytest.raises(OSError, match="disk full"):
+    flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))(a, b, key="vid/0-1")
+  assert list((tmp_path / "vid").iterdir()) == []

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import collections
 import os
-import uuid
 
 import cv2
 import numpy as np
 
 from vssjax.errors import SetupError
+from vssjax.files import write_whole
 
 FLO_MAGIC = 202021.25  # Middlebury `.flo` header tag ("PIEH" as float32 little-endian).
 METHODS = ("dis", "farneback")
@@ -116,10 +116,8 @@ class FlowProvider:
       flow = self.compute(a, b)
       if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        # Unique: hosts sharing the cache directory may have the same pid.
-        partial = f"{path}.{uuid.uuid4().hex}.tmp"
-        write_flo(partial, flow)
-        os.replace(partial, path)  # Atomic: concurrent workers never read half a file.
+        # Whole: workers and hosts sharing the cache never read half a field.
+        write_whole(path, lambda provisional: write_flo(str(provisional), flow))
     self._memory[key] = flow
     if len(self._memory) > self._memory_items:
       self._memory.popitem(last=False)
