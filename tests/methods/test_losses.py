@@ -29,3 +29,11 @@ def test_logits_are_upsampled_to_label_size():
   logits = jnp.zeros((1, 2, 3, 4), jnp.bfloat16)
   out = losses.logits_at_label_size(logits, jnp.zeros((1, 8, 12), jnp.int32))
   assert out.shape == (1, 8, 12, 4) and out.dtype == jnp.float32
+
+
+def test_logits_are_upsampled_as_torch_interpolates_with_align_corners_false():
+  """mmseg's resize before every loss: a row (0, 1) doubled samples at -0.25, 0.25, 0.75, 1.25,
+  edges clamped (align_corners=True would give 0, 1/3, 2/3, 1)."""
+  logits = jnp.array([[[[0.0], [1.0]]]])  # [N=1, h=1, w=2, C=1]
+  out = losses.logits_at_label_size(logits, jnp.zeros((1, 1, 4), jnp.int32))
+  np.testing.assert_allclose(np.ravel(out), [0.0, 0.25, 0.75, 1.0], atol=1e-6)
