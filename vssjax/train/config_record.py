@@ -10,6 +10,7 @@ import json
 from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
+from vssjax.files import write_text_whole
 
 # How many differing config fields a listing shows before a count of the others.
 MAX_LISTED_FIELDS = 20
@@ -57,7 +58,7 @@ def keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -
     return
   kept = configs_lib.kept_record_path(workdir, step)
   if not kept.exists():
-    kept.write_text(configs_lib.record_path(workdir, step).read_text())
+    write_text_whole(kept, configs_lib.record_path(workdir, step).read_text())
   fields = "field" if len(changes) == 1 else "fields"
   print(_listed(f"resuming at step {step} with changed config {fields} (the record of the "
                 f"training up to step {step} is kept as {kept}; recorded -> now):", changes),
