@@ -197,16 +197,27 @@ def _check_target(num_frames: int, t: int) -> None:
 
 def make_clip_sampler(cfg: ml_collections.ConfigDict) -> ClipSampler:
   """From `{kind: 'single'|'offsets'|'pair', offsets: (...), reverse_prob: p}`; for 'pair',
-  `offsets` are the partner offsets (e.g. (-1, 1) for DCFM R = 1, (3, 2, 1, -1, -2) for ETC)."""
-  if cfg.kind == "single":
-    return SingleFrameSampler()
+  `offsets` are the partner offsets (e.g. (-1, 1) for DCFM R = 1, (3, 2, 1, -1, -2) for ETC).
+
+  A setting the kind has no use for is refused rather than ignored: 'single' takes the target
+  alone (offsets (0,)), and only 'offsets' reverses clips (reverse_prob 0 otherwise). The
+  defaults every config carries (base_config: offsets (0,), reverse_prob 0.0) pass."""
+  if cfg.kind not in ("single", "offsets", "pair"):
+    raise SetupError(f"unknown clip sampler kind {cfg.kind!r}; expected 'single', 'offsets' or "
+                     f"'pair'")
+  reverse_prob = float(cfg.get("reverse_prob", 0.0))
   if cfg.kind == "offsets":
-    return OffsetClipSampler(tuple(int(o) for o in cfg.offsets),
-                             float(cfg.get("reverse_prob", 0.0)))
+    return OffsetClipSampler(tuple(int(o) for o in cfg.offsets), reverse_prob)
+  if reverse_prob != 0.0:
+    raise SetupError(f"clip.reverse_prob={reverse_prob}: only clip.kind='offsets' reverses "
+                     f"clips, and clip.kind is {cfg.kind!r}: leave it at 0.0")
   if cfg.kind == "pair":
     return PairSampler(tuple(int(o) for o in cfg.offsets))
-  raise SetupError(f"unknown clip sampler kind {cfg.kind!r}; expected 'single', 'offsets' or "
-                   f"'pair'")
+  offsets = tuple(int(o) for o in cfg.get("offsets", (0,)))
+  if offsets != (0,):
+    raise SetupError(f"clip.offsets={offsets}: clip.kind='single' takes the target frame alone, "
+                     f"whatever the offsets: leave them at (0,), or set clip.kind='offsets'")
+  return SingleFrameSampler()
 
 
 def clip_length(cfg: ml_collections.ConfigDict) -> int:

@@ -64,6 +64,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from vssjax import configs_lib  # noqa: E402
+from vssjax.methods.segformer import build_segformer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,18 @@ def random_config_batch(config, seed: int = 0) -> dict:
   if "flow" in spec:
     batch["flow"] = rng.normal(0.0, 2.0, spec["flow"].shape).astype(np.float32)
   return batch
+
+
+def method_segformer(variant: str, num_classes: int, decoder_dim: int, **fields):
+  """SegFormer-`variant` as `SegFormerMethod` builds it (`build_segformer` on a config's `model`
+  section), so that the shape, converter and parity tests check the model training runs. MiT
+  shape overrides (`embed_dims`, `depths`, `num_heads`) go to `model.backbone_overrides`, other
+  `fields` (`drop_path_rate`, ...) to `model`."""
+  model = configs_lib.base_config().model.lock()  # a misspelt field is an error
+  model.update(backbone=variant, decoder_dim=decoder_dim)
+  for name, value in fields.items():
+    (model.backbone_overrides if name in model.backbone_overrides else model)[name] = value
+  return build_segformer(model, num_classes)
 
 
 def random_model_variables(model, images):

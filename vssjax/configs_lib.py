@@ -22,6 +22,7 @@ import ml_collections
 from etils import epath
 from ml_collections.config_flags import config_path
 
+from data_pipelines.sources import synthetic
 from data_pipelines.transforms import MEAN_COLOUR
 from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
@@ -172,9 +173,8 @@ def base_config() -> ConfigDict:
       train_split="train",
       eval_split="val",
       num_classes=0,  # filled from the source by each config
-      # 24 frames: mVC_n/VEC_n skip videos of <= 16 frames.
-      synthetic=ConfigDict(dict(
-          num_train_videos=200, num_val_videos=16, num_frames=24, height=128, width=128, seed=0)),
+      # The generator's defaults (24 frames: mVC_n/VEC_n skip videos of <= 16 frames).
+      synthetic=ConfigDict(dict(synthetic.DEFAULT_KNOBS)),
       batch_size=16,
       # What a training epoch visits once each: 'videos' (the sampler picks each one's target) or
       # 'frames' (every labelled frame as a target; DCFM's VSPW epoch).

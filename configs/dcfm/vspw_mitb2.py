@@ -32,6 +32,7 @@ This file also holds the builders the other DCFM configs use (`dcfm_base`, `rele
 `quick_variant`).
 """
 
+from data_pipelines.clip_sampling import dcfm_partner_offsets
 from vssjax import configs_lib
 
 _SOURCE = "DCFM paper (arXiv 2403.02689), Table II, VSPW val"
@@ -73,7 +74,7 @@ def dcfm_base(backbone: str):
   c.model.common_dim = 0
   c.model.head_hidden = False  # head_nums 0 (VSPW) / 1 (Cityscapes, CamVid)
   c.model.shallow_blocks = 1  # split after the first block of stage 1
-  c.clip.update(kind="pair", offsets=(-1, 1))
+  c.clip.update(kind="pair", offsets=dcfm_partner_offsets(1))  # R = 1: one frame before or after
   # Two optimizers in the release: encoder at lr, bot_aspp/FFM/classifier at 10 x lr, weight
   # decay on every parameter.
   c.optim.param_groups = (("^(bot_aspp|ffm|final)/", 10.0, 1.0),)

@@ -29,6 +29,12 @@ PALETTE = np.array([
     [70, 130, 180], [107, 142, 35], [128, 64, 128], [102, 102, 156], [0, 160, 200],
     [0, 0, 142], [220, 20, 60], [250, 120, 200], [220, 220, 0]], np.uint8)
 _SPLIT_STREAM = {"train": 0, "val": 1}
+# The set's knobs and their defaults, read by the configs (`base_config().data.synthetic`, the
+# user-facing ones) and the TFDS builder, so that the set a config builds by default is the one a
+# source made without knobs generates and TFDS's predefined config names. 24 frames: mVC_n/VEC_n
+# skip videos of <= 16 frames.
+DEFAULT_KNOBS = dict(num_train_videos=200, num_val_videos=16, num_frames=24, height=128,
+                     width=128, seed=0)
 _SHIFT = 4  # cv2 drawing: coordinates in 1/16 px, so slow objects move smoothly.
 _ONE = 1 << _SHIFT
 
@@ -406,8 +412,11 @@ class SyntheticVideoSource(base.VideoSource):
   splits = tuple(_SPLIT_STREAM)
   official_palette = PALETTE
 
-  def __init__(self, num_train_videos: int = 200, num_val_videos: int = 16, num_frames: int = 16,
-               height: int = 128, width: int = 128, seed: int = 0):
+  def __init__(self, num_train_videos: int = DEFAULT_KNOBS["num_train_videos"],
+               num_val_videos: int = DEFAULT_KNOBS["num_val_videos"],
+               num_frames: int = DEFAULT_KNOBS["num_frames"],
+               height: int = DEFAULT_KNOBS["height"], width: int = DEFAULT_KNOBS["width"],
+               seed: int = DEFAULT_KNOBS["seed"]):
     self.knobs = dict(num_train_videos=num_train_videos, num_val_videos=num_val_videos,
                       num_frames=num_frames, height=height, width=width, seed=seed)
     self._counts = {"train": num_train_videos, "val": num_val_videos}

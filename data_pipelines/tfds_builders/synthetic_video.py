@@ -16,12 +16,14 @@ from data_pipelines.tfds_builders import video_records
 
 @dataclasses.dataclass(eq=False)
 class SyntheticVideoConfig(tfds.core.BuilderConfig):
-  num_train_videos: int = 200
-  num_val_videos: int = 16
-  num_frames: int = 16
-  height: int = 128
-  width: int = 128
-  seed: int = 0
+  """The source's knobs, defaulting as the source (`synthetic.DEFAULT_KNOBS`, which the configs
+  read too), so that the predefined config below is the set the synthetic configs build."""
+  num_train_videos: int = synthetic.DEFAULT_KNOBS["num_train_videos"]
+  num_val_videos: int = synthetic.DEFAULT_KNOBS["num_val_videos"]
+  num_frames: int = synthetic.DEFAULT_KNOBS["num_frames"]
+  height: int = synthetic.DEFAULT_KNOBS["height"]
+  width: int = synthetic.DEFAULT_KNOBS["width"]
+  seed: int = synthetic.DEFAULT_KNOBS["seed"]
 
 
 def synthetic_config(**knobs) -> SyntheticVideoConfig:

@@ -8,12 +8,11 @@ from safetensors.numpy import load_file
 from transformers import (SegformerConfig, SegformerForImageClassification,
                           SegformerForSemanticSegmentation)
 
-from tests.conftest import load_config
+from tests.conftest import load_config, method_segformer
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.hf_segformer import convert_hf_mit, convert_hf_segformer
 from vssjax.methods import get_method
 from vssjax.models.mit import mit
-from vssjax.models.segformer import segformer
 from vssjax.train.init_from import load_torch_variables
 from vssjax.train.loop import batch_spec
 
@@ -44,7 +43,7 @@ def legacy_names(hf_model, tmp_path_factory):
 
 
 def _model():
-  return segformer("b0", 7, embed_dim=64, depths=_DEPTHS)
+  return method_segformer("b0", 7, 64, depths=_DEPTHS)
 
 
 def _flat(variables):
@@ -94,13 +93,13 @@ def test_mismatches_are_all_named(legacy_names):
 
 def test_checkpoint_deeper_than_model_is_rejected(new_names):
   with pytest.raises(CheckpointMismatchError, match=r"segformer\.stages\.1\.blocks\.1\."):
-    convert_hf_segformer(new_names, segformer("b0", 7, embed_dim=64, depths=(1, 1, 1, 1)))
+    convert_hf_segformer(new_names, method_segformer("b0", 7, 64, depths=(1, 1, 1, 1)))
 
 
 def test_a_checkpoint_of_another_mit_size_says_which_first(legacy_names):
   """A B0-wide file for a B1 config was 200 missing and mis-shaped keys, and nothing else."""
   with pytest.raises(CheckpointMismatchError) as info:
-    convert_hf_segformer(legacy_names, segformer("b1", 7, embed_dim=64))
+    convert_hf_segformer(legacy_names, method_segformer("b1", 7, 64))
   assert str(info.value).splitlines()[1] == (
       "the checkpoint holds a MiT (embed_dims (32, 64, 160, 256), depths (1, 2, 1, 1)), the "
       "config's model.backbone is MiT-b1 (embed_dims (64, 128, 320, 512), depths (2, 2, 2, 2)): "

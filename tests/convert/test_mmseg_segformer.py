@@ -15,6 +15,7 @@ import torch
 from flax import traverse_util
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
+from tests.conftest import method_segformer
 from tests.convert.mmseg_names import hf_to_mmseg
 from vssjax.convert import torch_io
 from vssjax.convert.common import CheckpointMismatchError
@@ -22,7 +23,6 @@ from vssjax.convert.hf_segformer import convert_hf_segformer
 from vssjax.convert.mmseg_segformer import convert_mmseg_mit, convert_mmseg_segformer
 from vssjax.errors import SetupError
 from vssjax.models.mit import mit
-from vssjax.models.segformer import segformer
 from vssjax.train import init_from
 from vssjax.train.init_from import detect_format
 
@@ -47,7 +47,7 @@ def mmseg_state(hf_state):
 
 
 def _model():
-  return segformer("b0", _NUM_CLASSES, embed_dim=64, depths=_DEPTHS)
+  return method_segformer("b0", _NUM_CLASSES, 64, depths=_DEPTHS)
 
 
 def _flat(variables):

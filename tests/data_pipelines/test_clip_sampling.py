@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import clip_sampling
+from vssjax import configs_lib
 from vssjax.errors import SetupError
 
 DTERN = ml_collections.ConfigDict(dict(kind="offsets", offsets=(-9, -6, -3, 0), reverse_prob=0.5))
@@ -67,6 +68,30 @@ def test_config_errors():
     clip_sampling.OffsetClipSampler((0, -3))
   with pytest.raises(SetupError, match="unknown clip sampler kind"):
     clip_sampling.make_clip_sampler(ml_collections.ConfigDict(dict(kind="triples")))
+
+
+@pytest.mark.parametrize("clip, message", [
+    (dict(kind="pair", offsets=(-1, 1), reverse_prob=0.5),
+     r"^clip.reverse_prob=0.5: only clip.kind='offsets' reverses clips, and clip.kind is 'pair'"),
+    (dict(kind="single", offsets=(0,), reverse_prob=0.5),
+     r"^clip.reverse_prob=0.5: .* clip.kind is 'single': leave it at 0.0$"),
+    (dict(kind="single", offsets=(-9, -6, -3, 0), reverse_prob=0.0),
+     r"^clip.offsets=\(-9, -6, -3, 0\): clip.kind='single' takes the target frame alone"),
+])
+def test_a_setting_the_kind_ignores_is_refused(clip, message):
+  """Both were ignored without a word: a 'pair' run set to reverse clips trained on unreversed
+  ones, a 'single' run given a clip's offsets trained on single frames."""
+  with pytest.raises(SetupError, match=message):
+    clip_sampling.make_clip_sampler(ml_collections.ConfigDict(clip))
+
+
+def test_the_default_clip_settings_pass_for_every_kind():
+  """The base config's offsets (0,) and reverse_prob 0.0 are what 'single' takes, and 'pair' and
+  'offsets' configs set their own offsets over them."""
+  clip = configs_lib.base_config().clip
+  assert isinstance(clip_sampling.make_clip_sampler(clip), clip_sampling.SingleFrameSampler)
+  clip.update(kind="pair", offsets=(-1, 1))
+  assert isinstance(clip_sampling.make_clip_sampler(clip), clip_sampling.PairSampler)
 
 
 @pytest.mark.parametrize("window", [(1,), (1, -1), (1, 1, 1), (0.5, 1)])

@@ -12,7 +12,9 @@ from etils import epath
 
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import synthetic_video, video_records
+from tests.conftest import REPO, load_config
 from tests.data_pipelines import helpers
+from vssjax import configs_lib
 
 
 def test_arrayrecord_round_trip_equals_the_in_memory_source(tmp_path):
@@ -91,6 +93,20 @@ def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
   assert again.data_path == first.data_path and os.path.getmtime(marker) == stamp
   other = synthetic_video.synthetic_config(**{**helpers.TINY, "seed": 3})
   assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
+
+
+def test_the_predefined_synthetic_set_is_the_one_the_configs_build():
+  """The set's defaults were written three times and disagreed (16 frames in the source and in
+  the TFDS config, 24 in the configs): TFDS's predefined config was a set no config built, and a
+  source made without knobs was not the configs' set."""
+  knobs = configs_lib.base_config().data.synthetic.to_dict()
+  for path in sorted((REPO / "configs").glob("*/synthetic_*.py")):
+    assert load_config(str(path.relative_to(REPO))).data.synthetic.to_dict() == knobs, path
+  assert synthetic.SyntheticVideoSource().knobs == knobs
+  predefined, = synthetic_video.VssjaxSyntheticVideo.BUILDER_CONFIGS
+  assert {k: getattr(predefined, k) for k in knobs} == knobs
+  assert predefined.name == synthetic_video.synthetic_config(**knobs).name == (
+      "v200-16_f24_128x128_s0")
 
 
 @pytest.mark.parametrize("moved_in_after_the_check", [False, True])

@@ -12,8 +12,8 @@ import torch
 from flax import traverse_util
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
+from tests.conftest import method_segformer
 from vssjax.models.mit import MIT_VARIANTS
-from vssjax.models.segformer import segformer
 from vssjax.models.segformer_head import SegFormerHead
 
 _EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
@@ -48,7 +48,7 @@ def test_backbone_and_segformer_param_counts_match_transformers(variant):
   _, hf_total_768 = _hf_counts(variant, 768)
   # One trace of the whole model (tracing B5 takes seconds): its `backbone` subtree is
   # `mit(variant)`, and the 768-wide head is counted on its own, on the four feature widths.
-  params = _flax_params(segformer(variant, 150, embed_dim=256), _EXAMPLE)
+  params = _flax_params(method_segformer(variant, 150, 256), _EXAMPLE)
   assert set(params) == {"backbone", "decode_head"}
   backbone = _count(params["backbone"])
   assert backbone == hf_backbone_256

@@ -8,11 +8,10 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
-from tests.conftest import random_model_variables
+from tests.conftest import method_segformer, random_model_variables
 from vssjax.models.layers import (DepthwiseConv, DepthwiseWeights, depthwise_conv,
                                   torch_kernel_init)
 from vssjax.models.mit import Block, apply_as_scan, mit
-from vssjax.models.segformer import segformer
 
 # A narrow B0-shaped model keeps compiles short; the architecture code path is the full one.
 _TINY = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1))
@@ -20,7 +19,7 @@ _TINY = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1
 
 @pytest.fixture(scope="module")
 def tiny_model_and_vars():
-  model = segformer("b0", num_classes=5, embed_dim=16, **_TINY)
+  model = method_segformer("b0", 5, 16, **_TINY)
   images = jax.random.normal(jax.random.key(0), (2, 67, 93, 3))
   return model, random_model_variables(model, images), images
 
@@ -74,7 +73,7 @@ def test_layer_norm_epsilons_are_mmseg_s():
 def test_train_mode_drop_path_is_random_and_eval_is_deterministic(tiny_model_and_vars):
   """Eval mode drops nothing, whatever the key: the model without drop-path's output."""
   base, variables, images = tiny_model_and_vars
-  model = segformer("b0", num_classes=5, embed_dim=16, drop_path_rate=0.5, **_TINY)
+  model = method_segformer("b0", 5, 16, drop_path_rate=0.5, **_TINY)
 
   @functools.partial(jax.jit, static_argnames="train")
   def logits(seed, train):

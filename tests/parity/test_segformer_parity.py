@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import method_segformer
 from tests.parity.hf_models import random_hf_segformer
 from vssjax.convert.hf_segformer import convert_hf_segformer
-from vssjax.models.segformer import segformer
 
 TOLERANCE = 1e-4
 
@@ -24,8 +24,8 @@ TOLERANCE = 1e-4
 def test_segformer_matches_transformers(variant, depths, embed_dim):
   hf = random_hf_segformer(variant, depths, num_classes=11, embed_dim=embed_dim)
   variables = convert_hf_segformer({k: v.numpy() for k, v in hf.state_dict().items()},
-                                   model := segformer(variant, 11, embed_dim=embed_dim,
-                                                      depths=depths))
+                                   model := method_segformer(variant, 11, embed_dim,
+                                                             depths=depths))
   images = np.random.default_rng(1).standard_normal((1, 75, 109, 3)).astype(np.float32)
   with torch.no_grad():
     expected = hf(torch.from_numpy(images).permute(0, 3, 1, 2), output_hidden_states=True)

@@ -3,14 +3,10 @@
 Submodules are named `backbone` and `decode_head` as in the mmseg checkpoints, so parameter
 trees are `{'backbone': MiT params, 'decode_head': head params}`.
 """
-from typing import Any
-
 import flax.linen as nn
-from flax.typing import Dtype
 import jax
-import jax.numpy as jnp
 
-from vssjax.models.mit import MixTransformer, mit
+from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer_head import SegFormerHead
 
 
@@ -31,14 +27,3 @@ class SegFormer(nn.Module):
     features = self.backbone(images, train=train)
     logits, _ = self.decode_head(features, train=train)
     return logits
-
-
-def segformer(variant: str, num_classes: int, *, embed_dim: int | None = None,
-              dtype: Dtype = jnp.float32, **backbone_overrides: Any) -> SegFormer:
-  """SegFormer-`variant` with the published head width unless `embed_dim` is given.
-
-  `backbone_overrides` go to `mit()` (e.g. drop_path_rate, dwconv_impl, depths).
-  """
-  backbone = mit(variant, dtype=dtype, **backbone_overrides)
-  head = SegFormerHead(num_classes, embed_dim or SEGFORMER_EMBED_DIMS[variant], dtype=dtype)
-  return SegFormer(backbone=backbone, decode_head=head)
