@@ -1,6 +1,8 @@
 """Checks shared by the model tests."""
+import jax
 import numpy as np
 import torch
+from flax import linen as nn
 from scipy import stats
 
 
@@ -27,3 +29,19 @@ def assert_torch_default_init(torch_layer: torch.nn.Module, kernel, bias=None) -
     # The sample std of a uniform draw has a relative standard error of ~0.45 / sqrt(n).
     assert abs(ours.std() * np.sqrt(3) / bound - 1) < 5 * 0.45 / np.sqrt(ours.size)
     assert stats.ks_2samp(ours, theirs.ravel()).pvalue > 1e-3
+
+
+def layer_norm_epsilons(module: nn.Module, *args, **kwargs) -> dict[str, float]:
+  """Each nn.LayerNorm's eps in `module.init(key, *args, **kwargs)` (traced, nothing computed),
+  by its path below `module`. A parity test whose activations have unit variance hardly sees a
+  wrong eps (1e-6 for 1e-5 moves them by ~1e-5), so the tests read the eps off the modules."""
+  epsilons = {}
+
+  def record(next_fun, call_args, call_kwargs, context):
+    if isinstance(context.module, nn.LayerNorm) and context.method_name == "__call__":
+      epsilons["/".join(context.module.path)] = context.module.epsilon
+    return next_fun(*call_args, **call_kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a, **kwargs), *args)
+  return epsilons

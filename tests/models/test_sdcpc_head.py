@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.models.helpers import layer_norm_epsilons
 from vssjax.models.sdcpc_head import DSSA, SDCPCHead
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.train.host_init import host_filled
@@ -63,6 +64,15 @@ def test_coarse_stage_aggregates_only_the_most_different_reference_cells():
   np.testing.assert_array_equal(apply(gated_off, refs), apply(gated_off, same))
   assert np.any(apply(gated_off, refs) != apply(gated_off, selected))
   assert np.any(apply(params, refs) != apply(params, same))  # the fine stage sees every cell
+
+
+def test_layer_norm_epsilons_are_torch_s_default():
+  """Every LayerNorm of SSEA and DSSA has nn.LayerNorm's default eps 1e-5, the reconstruction's
+  choice (specs/sdcpc.md §6 gives none; the MiT backbone's block norms use 1e-6): a change shows
+  here, where the head's and the method's other tests pass with eps 1e-6."""
+  epsilons = layer_norm_epsilons(_HEAD, _features(0, 1, 4), train=False)
+  assert epsilons == {f"ssea/{norm}": 1e-5 for norm in ("context_norm", "norm1", "norm2")} | {
+      f"dssa/{stage}_norm_{side}": 1e-5 for stage in ("coarse", "fine") for side in ("q", "kv")}
 
 
 def test_single_frame_is_the_segformer_branch(variables):
