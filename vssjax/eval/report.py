@@ -112,11 +112,11 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
   changes = "".join(f"- `{change}`\n" for change in results.get("config_changes", ()))
   data = ", ".join(str(results[key]) for key in ("data_source", "split") if key in results)
   write_text_whole(md_path, f"# Evaluation at step {results.get('step')}"
-                     + (f" ({data})" if data else "") + f"\n\n{table}\n"
-                     + (f"\n## Config changed since training (trained -> now)\n\n{changes}"
-                        if changes else "")
-                     + (f"\n## IoU per class\n\n{per_class_table(results)}\n"
-                        if results.get("per_class_iou") else ""))
+                   + (f" ({data})" if data else "") + f"\n\n{table}\n"
+                   + (f"\n## Config changed since training (trained -> now)\n\n{changes}"
+                      if changes else "")
+                   + (f"\n## IoU per class\n\n{per_class_table(results)}\n"
+                      if results.get("per_class_iou") else ""))
   return json_path, md_path, table
 
 
