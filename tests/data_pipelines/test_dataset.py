@@ -9,7 +9,7 @@ import pytest
 
 from data_pipelines import dataset
 from data_pipelines.sources import base, synthetic
-from data_pipelines.tfds_builders import synthetic_video, video_records
+from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
 from tests.data_pipelines import helpers
 from vssjax.errors import SetupError
 
@@ -255,3 +255,19 @@ def test_a_source_setting_missing_or_misspelt_is_one_line_naming_the_section(tmp
   with pytest.raises(SetupError, match=r"data\.vspw=\{.*\}: source 'vspw' .*unexpected keyword "
                      r"argument 'rooot'"):
     dataset.make_source(cfg)
+
+
+# make_dataset's check of the built splits, on a VSPW copy built without its test list.
+def test_a_split_missing_from_the_built_copy_is_named(tmp_path):
+  """A build skips a split the copy lacks (here VSPW's test.txt); asking the records for it ended
+  in TFDS's bare ValueError ("Unknown split"), a traceback naming neither the list file nor the
+  way out."""
+  root = helpers.write_vspw(tmp_path / "v")
+  os.remove(os.path.join(root, "test.txt"))
+  real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  cfg = helpers.data_config(tmp_path / "tfds", source="vspw", backend="arrayrecord")
+  cfg.vspw = dict(root=root)
+  assert len(dataset.make_dataset(cfg, "val")) == 1
+  with pytest.raises(SetupError, match=r"hold the splits \['train', 'val'\], not 'test': vspw "
+                                       r".*test.txt was not in the copy"):
+    dataset.make_dataset(cfg, "test")

