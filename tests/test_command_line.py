@@ -81,6 +81,8 @@ def test_other_exceptions_keep_their_traceback():
       "--config.model.backbon=b1", "--checkpoint=/nonexistent/model.pth", "--workdir=OUT"],
      "error: --config.model.backbon: the config has no field model.backbon; did you mean "
      "model.backbone?"),
+    (["vssjax.eval.compare", "SegFormer=OUT/results.json"],
+     "error: SegFormer: cannot read OUT/results.json as a results.json"),
     (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quik"],
      "error: --config=configs/segformer/synthetic_mitb0.py:quik: unknown config argument"),
 ])

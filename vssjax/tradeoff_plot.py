@@ -12,7 +12,6 @@ label prefix before a space (e.g. "DCFM K=1", "DCFM K=2") share a colour and are
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 
@@ -21,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from vssjax.command_line import user_errors_in_one_line
 from vssjax.errors import SetupError
-from vssjax.eval.report import PERCENT_METRICS
+from vssjax.eval.report import PERCENT_METRICS, read_labelled_results
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
             (140, 86, 75), (227, 119, 194), (23, 190, 207))
@@ -33,17 +32,10 @@ _DOT = 5  # radius of a point's dot, pixels
 def read_point(spec: str, metric: str) -> tuple[str, float, float]:
   """'label=path/results.json' -> (label, frames/s, metric); a spec, file or value that cannot be
   plotted is a `SetupError` naming it."""
-  label, sep, path = spec.rpartition("=")
-  if not sep or not label:
-    raise SetupError(f"expected LABEL=PATH (a results.json of --mode=eval), got {spec!r}")
-  try:
-    with open(path) as f:
-      results = json.load(f)
-  except (OSError, ValueError) as error:
-    raise SetupError(f"{label}: cannot read {path} as a results.json: {error}") from None
-  for key in ("frames_per_s", metric):
-    if key not in results:
-      raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {sorted(results)})")
+  label, results = read_labelled_results(spec)
+  path = spec.rpartition("=")[2]
+  if metric not in results:
+    raise SetupError(f"{path} has no {metric!r}: is it a results.json? (keys: {sorted(results)})")
   scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
   fps, value = results["frames_per_s"], results[metric]
   numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (fps, value))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from etils import epath
 
 from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
 from vssjax.metrics.confusion import MIOU_CONVENTIONS
 from vssjax.metrics.consistency import VC_CONVENTIONS
@@ -127,6 +129,40 @@ def per_class_table(results: dict[str, Any]) -> str:
   names = results.get("class_names") or [str(index) for index in range(len(ious))]
   return "\n".join(["| class | IoU (%) |", "|---|---|"]
                    + [f"| {_cell(name)} | {_fmt(iou, True)} |" for name, iou in zip(names, ious)])
+
+
+def read_labelled_results(spec: str) -> tuple[str, dict[str, Any]]:
+  """'LABEL=path/results.json' (a command-line argument naming one run) -> (label, its results);
+  a spec or file that cannot be read is a `SetupError` naming it. The label may contain '='."""
+  label, sep, path = spec.rpartition("=")
+  if not sep or not label:
+    raise SetupError(f"expected LABEL=PATH (a results.json of --mode=eval), got {spec!r}")
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError) as error:
+    raise SetupError(f"{label}: cannot read {path} as a results.json: {error}") from None
+  if not isinstance(results, dict) or "frames_per_s" not in results:
+    keys = sorted(results) if isinstance(results, dict) else type(results).__name__
+    raise SetupError(f"{path} has no 'frames_per_s': is it a results.json? (keys: {keys})")
+  return label, results
+
+
+def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+  """Several runs side by side: one column per (label, results), one row per headline metric that
+  any of them has, then frames/s; each row's best value in bold (all are higher-is-better)."""
+  names = [m for m in PERCENT_METRICS if any(m in results for _, results in runs)]
+  rows = ["| metric | " + " | ".join(_cell(label) for label, _ in runs) + " |",
+          "|---|" + "---|" * len(runs)]
+  for name in names + ["frames_per_s"]:
+    percent = name in PERCENT_METRICS
+    values = [results.get(name) for _, results in runs]
+    known = [value for value in values if not _is_na(value)]
+    best = _fmt(max(known), percent) if len(runs) > 1 and known else None
+    cells = [_fmt(value, percent) for value in values]
+    cells = [f"**{cell}**" if cell == best else cell for cell in cells]  # ties as shown: all
+    rows.append(f"| {name}{' (%)' if percent else ''} | " + " | ".join(cells) + " |")
+  return "\n".join(rows)
 
 
 def _cell(text: str) -> str:

@@ -1,0 +1,37 @@
+"""`python -m vssjax.eval.compare`: several results.json files as one Markdown table."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+from vssjax.eval import report
+
+
+def test_runs_side_by_side_with_each_rows_best_in_bold():
+  segformer = {"mIoU": 0.5103, "wIoU": 0.7756, "mVC_8": None, "frames_per_s": 140.45}
+  dcfm = {"mIoU": 0.4560, "wIoU": 0.77564, "mVC_8": 0.8308, "TC": 0.6, "frames_per_s": 370.4}
+  table = report.comparison_table([("SegFormer", segformer), ("DCFM K=1 | B", dcfm)])
+  assert table.splitlines() == [
+      r"| metric | SegFormer | DCFM K=1 \| B |",
+      "|---|---|---|",
+      "| mIoU (%) | **51.03** | 45.60 |",
+      "| wIoU (%) | **77.56** | **77.56** |",  # equal as shown: both
+      "| mVC_8 (%) | n/a | **83.08** |",  # n/a is no value
+      "| TC (%) | n/a | **60.00** |",  # a row for any metric one of the runs has
+      "| frames_per_s | 140.45 | **370.40** |",
+  ]
+  # One run: nothing to compare, nothing in bold.
+  assert "**" not in report.comparison_table([("SegFormer", segformer)])
+
+
+def test_the_command_prints_and_writes_the_table(tmp_path):
+  for name, miou in (("a", 0.4), ("b", 0.5)):
+    (tmp_path / f"{name}.json").write_text(json.dumps({"mIoU": miou, "frames_per_s": 10.0}))
+  out = tmp_path / "table.md"
+  result = subprocess.run(
+      [sys.executable, "-m", "vssjax.eval.compare", f"A=B={tmp_path / 'a.json'}",
+       f"C={tmp_path / 'b.json'}", f"--out={out}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+  assert "| metric | A=B | C |" in result.stdout  # a label may hold '='; the path follows the last
+  assert "| mIoU (%) | 40.00 | **50.00** |" in result.stdout
+  assert out.read_text() == result.stdout
