@@ -32,15 +32,12 @@ _DOT = 5  # radius of a point's dot, pixels
 def read_point(spec: str, metric: str) -> tuple[str, float, float]:
   """'label=path/results.json' -> (label, frames/s, metric); a spec, file or value that cannot be
   plotted is a `SetupError` naming it."""
-  label, results = read_labelled_results(spec)
-  path = spec.rpartition("=")[2]
-  if metric not in results:
-    raise SetupError(f"{path} has no {metric!r}: is it a results.json? (keys: {sorted(results)})")
+  label, results = read_labelled_results(spec, required=(metric,))
   scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
   fps, value = results["frames_per_s"], results[metric]
   numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (fps, value))
   if not numbers or not math.isfinite(fps * value):  # null: n/a (older results.json: NaN)
-    raise SetupError(f"{path}: {metric} {value} at {fps} frames/s cannot be plotted (n/a: the "
+    raise SetupError(f"{label}: {metric} {value} at {fps} frames/s cannot be plotted (n/a: the "
                      f"evaluation could not compute it)")
   return label, float(fps), scale * float(value)
 

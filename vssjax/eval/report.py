@@ -41,7 +41,7 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
   names = [m for m in PERCENT_METRICS if m in results] + ["frames_per_s"]
   for name in names:
     percent = name in PERCENT_METRICS
-    row = f"| {name}{' (%)' if percent else ''} | {_fmt(results.get(name), percent)} |"
+    row = f"| {_row_name(name)} | {_fmt(results.get(name), percent)} |"
     if has_published:
       if name in metrics:
         value = results.get(name)
@@ -54,6 +54,11 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
   if has_published and published.source:
     table += f"\n\nPublished numbers: {published.source}."
   return table
+
+
+def _row_name(name: str) -> str:
+  """A metric's row heading: its key, with '(%)' for those shown in per cent."""
+  return f"{name} (%)" if name in PERCENT_METRICS else name
 
 
 def _convention_notes(results: dict[str, Any]) -> str:
@@ -131,9 +136,10 @@ def per_class_table(results: dict[str, Any]) -> str:
                    + [f"| {_cell(name)} | {_fmt(iou, True)} |" for name, iou in zip(names, ious)])
 
 
-def read_labelled_results(spec: str) -> tuple[str, dict[str, Any]]:
+def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
   """'LABEL=path/results.json' (a command-line argument naming one run) -> (label, its results);
-  a spec or file that cannot be read is a `SetupError` naming it. The label may contain '='."""
+  a spec or file that cannot be read, or that lacks frames/s or a `required` key, is a
+  `SetupError` naming it. The label may contain '='."""
   label, sep, path = spec.rpartition("=")
   if not sep or not label:
     raise SetupError(f"expected LABEL=PATH (a results.json of --mode=eval), got {spec!r}")
@@ -142,9 +148,10 @@ def read_labelled_results(spec: str) -> tuple[str, dict[str, Any]]:
       results = json.load(f)
   except (OSError, ValueError) as error:
     raise SetupError(f"{label}: cannot read {path} as a results.json: {error}") from None
-  if not isinstance(results, dict) or "frames_per_s" not in results:
-    keys = sorted(results) if isinstance(results, dict) else type(results).__name__
-    raise SetupError(f"{path} has no 'frames_per_s': is it a results.json? (keys: {keys})")
+  for key in ("frames_per_s", *required):
+    if not isinstance(results, dict) or key not in results:
+      keys = sorted(results) if isinstance(results, dict) else type(results).__name__
+      raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {keys})")
   return label, results
 
 
@@ -161,7 +168,7 @@ def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     best = _fmt(max(known), percent) if len(runs) > 1 and known else None
     cells = [_fmt(value, percent) for value in values]
     cells = [f"**{cell}**" if cell == best else cell for cell in cells]  # ties as shown: all
-    rows.append(f"| {name}{' (%)' if percent else ''} | " + " | ".join(cells) + " |")
+    rows.append(f"| {_row_name(name)} | " + " | ".join(cells) + " |")
   return "\n".join(rows)
 
 
