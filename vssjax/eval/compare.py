@@ -30,7 +30,8 @@ def main(argv):
     try:
       write_text_whole(out, table + "\n")
     except OSError as error:
-      raise SetupError(f"--out={out}: cannot write it: {error}") from None
+      # strerror: the error's own path is the provisional file beside `out` (files.write_whole)
+      raise SetupError(f"--out={out}: cannot write it: {error.strerror or error}") from None
 
 
 if __name__ == "__main__":
