@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import cv2
 import jax
@@ -13,7 +15,7 @@ from PIL import Image
 from data_pipelines import eval_transforms
 from data_pipelines.sources import footage
 from data_pipelines.transforms import pillow_resize
-from tests.conftest import REAL_CLIP_FRAMES, OneSizePredictor, quick_config_reading
+from tests.conftest import REAL_CLIP_FRAMES, REPO, OneSizePredictor, quick_config_reading
 from vssjax import infer
 from vssjax.errors import SetupError
 from vssjax.eval.shots import ShotPredictor
@@ -458,6 +460,45 @@ def test_a_first_run_that_stops_midway_leaves_no_outputs(quick_config, tmp_path,
   with pytest.raises(KeyboardInterrupt):
     infer.run(quick_config, str(tmp_path), str(frames))
   assert not list((tmp_path / "infer").iterdir())
+
+
+# A run of `infer` killed outright (SIGKILL) while it writes the outputs of `<workdir>/infer/frames`.
+_KILLED_MIDWAY = """
+import os, signal, sys
+from etils import epath
+from vssjax import infer
+
+workdir = sys.argv[1]
+with infer._staging_folder(epath.Path(workdir) / "infer" / "frames", workdir) as staging:
+  (staging / "labels" / "000000.png").write_bytes(b"a label PNG")
+  os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_staging_folder_of_a_killed_run_is_removed_by_the_next_run_of_that_video(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """A run killed outright (kill -9, out of memory) leaves its hidden staging folder, which may
+  hold a whole video's PNGs: the next run of that video removes it, saying so, and leaves the
+  folder of a run still writing (its lock held) and those of other videos."""
+  killed = subprocess.run([sys.executable, "-c", _KILLED_MIDWAY, str(tmp_path)], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                          text=True, timeout=120)
+  assert killed.returncode == -9, killed.stderr
+  [left] = (tmp_path / "infer").iterdir()
+  assert left.name.startswith(".frames.") and (left / "labels" / "000000.png").is_file()
+  other_video = tmp_path / "infer" / f".frames2.{'0' * 32}.partial"
+  other_video.mkdir()
+  (other_video / ".writing").touch()  # free, but another video's: its own next run removes it
+  frames = _black_frames(tmp_path / "frames", 2)
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  out_dir = tmp_path / "infer" / "frames"
+  with infer._staging_folder(out_dir, str(tmp_path)) as writing:  # another run's, under way
+    infer.run(quick_config, str(tmp_path), str(frames))
+    assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == [
+        writing.name, other_video.name, "frames"]
+  out = capsys.readouterr().out
+  assert f"infer: removing {left}: the outputs of a run of frames that was stopped outright" in out
+  assert sorted(p.name for p in (out_dir / "labels").iterdir()) == ["000000.png", "000001.png"]
 
 
 def test_a_rerun_replaces_the_earlier_label_pngs_once_complete_and_says_so(quick_config, tmp_path,

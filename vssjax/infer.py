@@ -5,16 +5,19 @@ Writes one palette PNG of class ids per frame (`<workdir>/infer/<name>/labels/`,
 image viewer, readable back as ids), an overlay video (unless `eval.overlay_video` is off) and,
 with `eval.temporal_consistency`, the label-free TC of each video, with a progress line. A
 video's outputs are written into a hidden folder beside `infer/<name>/` and swapped in once
-complete, so an interrupted or failed run leaves an earlier run's outputs whole.
+complete, so an interrupted or failed run leaves an earlier run's outputs whole; one a run killed
+outright left is removed by the next run of that video.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import itertools
 import json
 import os
+import re
 import shutil
 import uuid
 from typing import Generator, Iterator, NamedTuple
@@ -38,6 +41,7 @@ from vssjax.eval.stream import stream_predictions
 from vssjax.files import write_text_whole
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
+from vssjax.train.workdir import one_local_process
 
 
 class Input(NamedTuple):
@@ -162,13 +166,62 @@ def save_palette_png(path: epath.Path, labels: np.ndarray, palette: np.ndarray) 
   image.save(str(path))
 
 
-def _staging_folder(out_dir: epath.Path) -> epath.Path:
+# In each staging folder, locked by the run writing there: the OS releases it however the run
+# ends, kill -9 included, so a lock the next run can take marks a folder nobody will finish.
+_STAGING_LOCK = ".writing"
+
+
+@contextlib.contextmanager
+def _staging_folder(out_dir: epath.Path, workdir: str) -> Iterator[epath.Path]:
   """A hidden folder beside `out_dir` that a run writes a video's outputs into, swapped in once
   they are complete (`_swap_in`): an interrupted or failed run (Ctrl-C, a bad frame mid-video)
   leaves an earlier run's outputs as they were, or no outputs at all, never a truncated PNG, an
-  unplayable overlay or a part of the frames passing for a run's whole. The token is this run's
-  own, as the evaluator's provisional overlay's: two runs never write into one staging folder."""
-  return out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
+  unplayable overlay or a part of the frames passing for a run's whole; it removes the folder as
+  it stops. The token is this run's own, as the evaluator's provisional overlay's: two runs never
+  write into one staging folder.
+
+  A run killed outright (kill -9, out of memory) cannot remove its folder: one process on a local
+  filesystem (`one_local_process`) holds a lock in it while writing, and removes the folders of
+  `out_dir` whose lock it can take, which no run is writing any more (`_remove_abandoned`)."""
+  staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
+  local = one_local_process(workdir)
+  if local:
+    _remove_abandoned(out_dir)
+  (staging / "labels").mkdir(parents=True)
+  with contextlib.ExitStack() as held:
+    if local:  # locked before it takes its name: no other run ever finds it free while this writes
+      lock = held.enter_context(open(staging / f"{_STAGING_LOCK}.new", "w", encoding="utf-8"))
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      (staging / f"{_STAGING_LOCK}.new").rename(staging / _STAGING_LOCK)
+    try:
+      yield staging
+    except BaseException:  # KeyboardInterrupt too: nothing of this run under the outputs' names
+      shutil.rmtree(staging, ignore_errors=True)
+      raise
+
+
+def _remove_abandoned(out_dir: epath.Path) -> None:
+  """Removes the staging folders of `out_dir` that runs killed outright left (their lock free),
+  saying so: each may hold a whole video's label PNGs. Those of a run still writing (another
+  shell's) stay, and so does anything without the lock (not this code's)."""
+  own = re.compile(rf"\.{re.escape(out_dir.name)}\.[0-9a-f]{{32}}\.partial")
+  folders = sorted(out_dir.parent.iterdir()) if out_dir.parent.is_dir() else []
+  for folder in folders:
+    if not own.fullmatch(folder.name) or not (folder / _STAGING_LOCK).is_file():
+      continue
+    try:
+      lock = open(folder / _STAGING_LOCK, encoding="utf-8")  # pylint: disable=consider-using-with
+    except FileNotFoundError:  # its run has just finished and removed it
+      continue
+    with lock:
+      try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:  # a run writing there now
+        continue
+      if folder.exists():  # not removed by its run, which released the lock once it had
+        print(f"infer: removing {folder}: the outputs of a run of {out_dir.name} that was stopped "
+              "outright (kill -9, out of memory)", flush=True)
+        shutil.rmtree(folder)
 
 
 def _swap_in(staging: epath.Path, out_dir: epath.Path) -> None:
@@ -296,9 +349,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   progress = Progress("infer frame", total, "frames", estimated=declared)
   progress.enabled = progress.enabled and frame_progress
   names: list[str] = []
-  staging = _staging_folder(out_dir)
-  (staging / "labels").mkdir(parents=True)
-  try:
+  with _staging_folder(out_dir, workdir) as staging:
     # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
     decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
     with contextlib.closing(decoded):
@@ -313,9 +364,6 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
       tc = _tc_record(scorers.temporal, config.eval.tc_flow.method)
       (staging / "tc.json").write_text(json.dumps(tc, indent=2) + "\n")
     _swap_in(staging, out_dir)
-  except BaseException:  # KeyboardInterrupt too: nothing of this run under the outputs' names
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   also = (f" and {out_dir / 'overlay.mp4'}" if config.eval.overlay_video
           else " (no overlay video: eval.overlay_video is off)")
   _say_written(out_dir / "labels", len(names), also, input_path, total if declared else None)

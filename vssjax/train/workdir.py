@@ -31,9 +31,10 @@ LOCK_FILE = ".train.lock"
 _START_FILES = frozenset({LOCK_FILE, "checkpoints", "config.json"})
 
 
-def _one_local_process(workdir: str) -> bool:
+def one_local_process(workdir: str) -> bool:
   """Whether this run is one process with `workdir` on a local filesystem: the only case where it
-  may lock the workdir or remove what it wrote there (`workdir_lock`, `workdir_for_this_run`)."""
+  may lock the workdir or remove what it wrote there (`workdir_lock`, `workdir_for_this_run`,
+  and `--mode=infer`'s staging folders)."""
   return jax.process_count() == 1 and "://" not in str(workdir)
 
 
@@ -46,7 +47,7 @@ def workdir_for_this_run(workdir: str):
   a checkpoint: a run that diverged keeps its metrics). One process on a local filesystem only,
   as `workdir_lock`: several processes may share the directory."""
   path = epath.Path(workdir)
-  local = _one_local_process(workdir)
+  local = one_local_process(workdir)
   before = set(os.listdir(path)) if local and path.is_dir() else None
   make_workdir(workdir)
   try:
@@ -82,7 +83,7 @@ def workdir_lock(workdir: str):
   filesystem (each would lock the others out), and one stopping alone would leave the others
   waiting in a collective. Nor on object storage (a `gs://` workdir of a single-host TPU VM),
   which has no file locks. `--mode=eval` takes no lock: evaluating while training runs is fine."""
-  if not _one_local_process(workdir):
+  if not one_local_process(workdir):
     yield
     return
   path = epath.Path(workdir) / LOCK_FILE
