@@ -207,11 +207,11 @@ def _remove_abandoned(out_dir: epath.Path) -> None:
   own = re.compile(rf"\.{re.escape(out_dir.name)}\.[0-9a-f]{{32}}\.partial")
   folders = sorted(out_dir.parent.iterdir()) if out_dir.parent.is_dir() else []
   for folder in folders:
-    if not own.fullmatch(folder.name) or not (folder / _STAGING_LOCK).is_file():
+    if not own.fullmatch(folder.name):
       continue
     try:
       lock = open(folder / _STAGING_LOCK, encoding="utf-8")  # pylint: disable=consider-using-with
-    except FileNotFoundError:  # its run has just finished and removed it
+    except OSError:  # no lock: not this code's, or its run has just finished and removed it
       continue
     with lock:
       try:
