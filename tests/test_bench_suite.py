@@ -12,16 +12,18 @@ def test_suite_entries_load_with_their_overrides():
     assert tuple(config.data.train_transform.crop_size) == (480, 480), entry.name
     assert config.data.num_classes == 124, entry.name  # the issue's 124-class VSPW setting
     assert config.data.batch_size * clip_length(config.clip) == 16, entry.name  # training batch
+    # One dtype an entry: a device command's time limit cuts between dtypes, not inside one.
+    assert len(config.bench.dtypes) == 1, entry.name
   b5 = bench_suite.load_entry_config(next(e for e in bench_suite.SUITE
                                           if e.name == "segformer_b5_bf16"))
   assert b5.bench.torch_compile is False and tuple(b5.bench.dtypes) == ("bfloat16",)
 
 
 def test_the_documented_device_commands_run_every_entry_once():
-  """docs/benchmarks.md splits the suite over two device commands: an entry added to `SUITE` but
-  to neither `--only` list would never be measured."""
+  """docs/benchmarks.md splits the suite over several device commands: an entry added to `SUITE`
+  but to no `--only` list would never be measured."""
   text = (bench_suite.REPO / "docs" / "benchmarks.md").read_text()
-  named = [name for names in re.findall(r"--only=(\S+)", text) for name in names.split(",")]
+  named = [name for names in re.findall(r"--only=([\w,]+)", text) for name in names.split(",")]
   assert sorted(named) == sorted(entry.name for entry in bench_suite.SUITE)
 
 
@@ -36,7 +38,7 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
 
   monkeypatch.setattr(bench, "run", fake_run)
   monkeypatch.setattr(bench, "add_torch_compile_rows", lambda config, results, workdir: None)
-  entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1_bf16", "dcfm_b2")]
+  entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1_bf16", "dcfm_b2_bf16")]
   out = tmp_path / "report.md"
   report = bench_suite.run_suite(entries, str(tmp_path), str(out))
   assert seen == [("segformer", (16,)), ("dcfm", (1, 8))]
@@ -47,14 +49,14 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
   assert "cpu" in report  # the device the numbers came from
   # The suite's own command reruns it: main() refuses it without --out.
   assert (f"python -m vssjax.bench_suite --workdir={tmp_path} --out={out} "
-          "--only=segformer_b1_bf16,dcfm_b2\n" in report)
+          "--only=segformer_b1_bf16,dcfm_b2_bf16\n" in report)
   assert out.read_text() == report
   # The bench's own progress lines come between these: the output says whose they are.
   printed = capsys.readouterr().out
   assert printed.startswith("bench_suite: no accelerator (JAX backend cpu)")  # the test's device
   assert "bench_suite: entry 1/2 segformer_b1_bf16 (configs/segformer/vspw_mitb1.py): running" \
       in printed
-  assert re.search(r"bench_suite: entry 2/2 dcfm_b2: done in \d+ s", printed)
+  assert re.search(r"bench_suite: entry 2/2 dcfm_b2_bf16: done in \d+ s", printed)
 
 
 def test_torch_compile_rows_come_after_every_entrys_jax_and_eager_rows(tmp_path, monkeypatch):
@@ -73,7 +75,7 @@ def test_torch_compile_rows_come_after_every_entrys_jax_and_eager_rows(tmp_path,
   monkeypatch.setattr(bench, "run", fake_run)
   monkeypatch.setattr(bench, "add_torch_compile_rows", fake_compile_rows)
   monkeypatch.setattr(bench_torch, "available", lambda: True)
-  names = ("segformer_b1_bf16", "segformer_b5_bf16", "dcfm_b2", "segformer_b1_bf16_cudnn")
+  names = ("segformer_b1_bf16", "segformer_b5_bf16", "dcfm_b2_bf16", "segformer_b1_bf16_cudnn")
   entries = [e for e in bench_suite.SUITE if e.name in names]
   report = bench_suite.run_suite(entries, str(tmp_path), str(tmp_path / "report.md"))
   # B5 has no torch.compile rows, DCFM and the cuDNN variant no PyTorch reference at all: only
@@ -102,7 +104,7 @@ def test_a_failing_entry_is_reported_and_the_others_still_run(tmp_path, monkeypa
   monkeypatch.setattr(bench, "run", fake_run)
   monkeypatch.setattr(bench, "add_torch_compile_rows", fake_compile_rows)
   monkeypatch.setattr(bench_torch, "available", lambda: True)
-  names = ("segformer_b1_bf16", "segformer_b1_bf16_cudnn", "dcfm_b2")
+  names = ("segformer_b1_bf16", "segformer_b1_bf16_cudnn", "dcfm_b2_bf16")
   entries = [e for e in bench_suite.SUITE if e.name in names]
   report = bench_suite.run_suite(entries, str(tmp_path), str(tmp_path / "report.md"))
   assert calls == [("run", "b1"), ("run", "b2"), ("torch.compile", "b1")]

@@ -43,6 +43,20 @@ _SIZE = {"data.train_transform.crop_size": (480, 480)}
 # SegFormer's own decode head for B2 and up (transformers' SegFormer-B2/B5, the PyTorch reference of
 # the issue's figures) is 768 wide; the VSPW configs build Table II's 256-wide one.
 _SEGFORMER_HEAD = {"model.decoder_dim": 768}
+
+
+def _video_entries(dtype: str) -> tuple[Entry, ...]:
+  """DCFM-B2 and DTERN-B1 at `dtype`: forward at batch 1 and at a training batch (8 pairs of frames,
+  4 clips of 4), their streaming frames and train step."""
+  short = {"bfloat16": "bf16", "float32": "fp32"}[dtype]
+  return (
+      Entry(f"dcfm_b2_{short}", "configs/dcfm/vspw_mitb2.py",  # a training sample: 2 frames
+            {**_SIZE, "data.batch_size": 8, "bench.dtypes": (dtype,), "bench.batch_sizes": (1, 8)}),
+      Entry(f"dtern_b1_{short}", "configs/dtern/vspw_mitb1.py",  # a clip is 4 frames
+            {**_SIZE, "data.batch_size": 4, "bench.dtypes": (dtype,), "bench.batch_sizes": (1, 4)}),
+  )
+
+
 SUITE = (
     Entry("segformer_b1_fp32", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("float32",),
@@ -56,10 +70,9 @@ SUITE = (
     Entry("segformer_b5_bf16", "configs/segformer/vspw_mitb5.py",
           {**_SIZE, **_SEGFORMER_HEAD, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (16,), "bench.train_step": False, "bench.torch_compile": False}),
-    Entry("dcfm_b2", "configs/dcfm/vspw_mitb2.py",  # a training sample is a pair of frames
-          {**_SIZE, "data.batch_size": 8, "bench.batch_sizes": (1, 8)}),
-    Entry("dtern_b1", "configs/dtern/vspw_mitb1.py",  # a clip is 4 frames
-          {**_SIZE, "data.batch_size": 4, "bench.batch_sizes": (1, 4)}),
+    # DCFM and DTERN per dtype too: each compiles several streaming programs besides its forward
+    # and train step, and the two dtypes together outlast a device command. bfloat16 first.
+    *_video_entries("bfloat16"),
     # A lever to try on NVIDIA GPUs (not the default there): MiT's depth-wise convolutions as
     # shifted multiply-adds with a hand-written gradient (the CPU default, ops/depthwise.py). The
     # grouped convolution's kernel gradient is a batch-grouped convolution whose "kernel" is the
@@ -71,6 +84,7 @@ SUITE = (
     Entry("segformer_b1_bf16_cudnn", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (1, 16), "model.attention_impl": "cudnn", "bench.torch": False}),
+    *_video_entries("float32"),
     # segformer_b1_fp32 at PyTorch's float32 matmul arithmetic (JAX's GPU default is TF32).
     Entry("segformer_b1_fp32_full", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("float32",),
