@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REAL_CLIP_FRAMES, REPO, logged_losses
+from vssjax.errors import SetupError
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/segformer/synthetic_mitb0.py:quick"
@@ -328,3 +329,42 @@ def test_compilation_cache_defaults_to_the_flag_unless_the_environment_chose(tmp
         pathlib.Path.home() / "some/cache" / f"jax-{jax.__version__}")
   finally:
     jax.config.update("jax_compilation_cache_dir", chosen)
+
+
+def test_a_run_out_of_device_memory_ends_with_one_line(tmp_path):
+  result = _run_raising(tmp_path, "train", "make_train_loader", "__import__('jax').errors."
+                        "JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.')")
+  assert result.returncode == 1
+  assert result.stderr.startswith("error: --mode=train ran out of device memory "
+                                  "(RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.); lower "
+                                  "--config.data.batch_size"), result.stderr
+  assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_running_out_of_device_memory_is_a_one_line_error_naming_what_to_lower():
+  """XLA's out-of-memory error (XLA:CPU's words; XLA:GPU's say "Out of memory while trying to
+  allocate") becomes the one-line error with the settings to lower; another runtime error keeps
+  its traceback."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vssjax import main  # pylint: disable=g-import-not-at-top
+
+  oom = jax.errors.JaxRuntimeError(
+      "RESOURCE_EXHAUSTED: Out of memory allocating 44483521984 bytes.\nin program jit_step")
+  with pytest.raises(SetupError) as info:
+    with main.out_of_memory_in_one_line("bench"):
+      raise oom
+  assert str(info.value).startswith(
+      "--mode=bench ran out of device memory (RESOURCE_EXHAUSTED: Out of memory allocating "
+      "44483521984 bytes.); lower --config.bench.batch_sizes")
+  assert "--config.bench.train_step=False" in str(info.value) and "jit_step" not in str(info.value)
+  assert info.value.__cause__ is oom
+  for mode, setting in (("train", "--config.data.train_transform.crop_size"),
+                        ("eval", "--config.data.eval_transform.scale"),
+                        ("infer", "--config.data.eval_transform.slide_crop")):
+    with pytest.raises(SetupError, match=f"^--mode={mode} ran out of device memory.*{setting}"):
+      with main.out_of_memory_in_one_line(mode):
+        raise oom
+  other = jax.errors.JaxRuntimeError("INTERNAL: cuDNN failed to initialize")
+  with pytest.raises(jax.errors.JaxRuntimeError, match="cuDNN"):
+    with main.out_of_memory_in_one_line("train"):
+      raise other

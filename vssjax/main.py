@@ -9,6 +9,7 @@ Kept short on purpose: every mode is a library function that tests call directly
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from absl import app, flags
@@ -69,6 +70,37 @@ def _interrupted(mode: str, workdir: str) -> str:
   return f"interrupted during --mode=train; re-running it in {workdir} {resumes}"
 
 
+# What lowers a mode's need for device memory, said when a program does not fit.
+_MEMORY_SETTINGS = {
+    "train": ("--config.data.batch_size (clips a step, over all devices), the crop "
+              "(--config.data.train_transform.crop_size) or the compute dtype "
+              "(--config.model.dtype=bfloat16)"),
+    "eval": ("the frames' size (--config.data.eval_transform.scale), or predict them in windows "
+             "(--config.data.eval_transform.slide_crop and slide_stride)"),
+    "bench": ("--config.bench.batch_sizes, --config.bench.input_size or the train step's "
+              "--config.data.batch_size, or leave the train step out "
+              "(--config.bench.train_step=False); the rows measured before it are printed above"),
+}
+_MEMORY_SETTINGS["infer"] = _MEMORY_SETTINGS["eval"]
+
+
+@contextlib.contextmanager
+def out_of_memory_in_one_line(mode: str):
+  """XLA running out of device memory, compiling or running a program of `mode`, as a
+  `SetupError` that keeps XLA's line (how much it asked for) and names the settings that lower
+  the need: the traceback through the step or the bench says nothing a user can change."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as error:
+    first_line = str(error).split("\n", 1)[0]
+    if "RESOURCE_EXHAUSTED" not in first_line or "memory" not in first_line.lower():
+      raise
+    raise SetupError(f"--mode={mode} ran out of device memory ({first_line}); lower "
+                     f"{_MEMORY_SETTINGS[mode]}") from error
+
+
 def _check_mode_flags() -> None:
   """The flags that only some modes read, given to another (ignored without a word, e.g. an
   evaluation of the split instead of the --input a user meant to infer), or missing."""
@@ -104,16 +136,17 @@ def main(argv):
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, _WORKDIR.value
-  if _MODE.value == "train":
-    loop.train_and_evaluate(config, workdir)
-  elif _MODE.value == "eval":
-    loop.evaluate_checkpoint(config, workdir, _STEP.value)
-  elif _MODE.value == "infer":
-    from vssjax import infer  # pylint: disable=g-import-not-at-top
-    infer.run(config, workdir, _INPUT.value, step=_STEP.value)
-  elif _MODE.value == "bench":
-    from vssjax import bench  # pylint: disable=g-import-not-at-top
-    bench.run(config, workdir)
+  with out_of_memory_in_one_line(_MODE.value):
+    if _MODE.value == "train":
+      loop.train_and_evaluate(config, workdir)
+    elif _MODE.value == "eval":
+      loop.evaluate_checkpoint(config, workdir, _STEP.value)
+    elif _MODE.value == "infer":
+      from vssjax import infer  # pylint: disable=g-import-not-at-top
+      infer.run(config, workdir, _INPUT.value, step=_STEP.value)
+    elif _MODE.value == "bench":
+      from vssjax import bench  # pylint: disable=g-import-not-at-top
+      bench.run(config, workdir)
 
 
 if __name__ == "__main__":
