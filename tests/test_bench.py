@@ -215,6 +215,40 @@ def test_a_train_step_the_method_refuses_stops_the_bench_before_any_row(tmp_path
   assert not _progress_lines(capsys)  # no program was compiled
 
 
+def test_a_program_that_fails_keeps_the_rows_measured_before_it(tmp_path, monkeypatch):
+  """The train step running out of memory after the forward rows: they are written, with what
+  stopped the rest, and the error goes on to the command line; the PyTorch reference is skipped."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=0, repeats=1, torch=True)
+  oom = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.\npage 2")
+
+  def failing_train_step(*args):
+    raise oom
+
+  def no_reference(*args, **kwargs):
+    raise AssertionError("the PyTorch reference ran after a failed JAX program")
+
+  monkeypatch.setattr(bench, "_bench_train_step", failing_train_step)
+  monkeypatch.setattr(bench_torch, "run_reference", no_reference)
+  with pytest.raises(jax.errors.JaxRuntimeError) as info:
+    bench.run(config, str(tmp_path))
+  assert info.value is oom
+  saved = json.loads((tmp_path / "bench.json").read_text())
+  assert [(r["phase"], r["batch"]) for r in saved["rows"]] == [("forward", 1)]
+  assert saved["stopped_by"] == ("JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating 9 "
+                                 "bytes.")
+  report = (tmp_path / "bench.md").read_text()
+  assert "| forward | float32 | 1 |" in report
+  assert ("stopped by a failed program (JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory "
+          "allocating 9 bytes.); the programs after the last row" in report)
+
+  # A failure before any row writes nothing: there is nothing to keep.
+  monkeypatch.setattr(bench, "_bench_forward", failing_train_step)
+  with pytest.raises(jax.errors.JaxRuntimeError):
+    bench.run(config, str(tmp_path / "second"))
+  assert not (tmp_path / "second").exists()
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("dtypes", ("float16",), r"bench.dtypes: \['float16'\] not among"),
     ("dtypes", (), r"bench.dtypes is empty: name at least one of"),

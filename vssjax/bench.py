@@ -383,43 +383,68 @@ def _format_table(rows: list[Row]) -> str:
   return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class _Measured:
+  """What the JAX side has measured so far (`_bench_dtype`), kept when a later program fails."""
+  rows: list[Row] = dataclasses.field(default_factory=list)
+  params: int = 0
+  method: Method | None = None  # the last dtype's
+
+
+def _bench_dtype(config: ConfigDict, dtype: str, settings: dict[str, Any],
+                 mesh: jax.sharding.Mesh, clip: int, measured: _Measured, profile: _Profiler
+                 ) -> None:
+  """Measures `config`'s JAX programs at `dtype`, adding each row to `measured` once timed."""
+  dtype_config = _bench_config(config, dtype, settings["input_size"])
+  method = measured.method = get_method(dtype_config)
+  state, sharding = _random_state(dtype_config, method, mesh)
+  measured.params = int(sum(x.size for x in jax.tree.leaves(state.params)))
+  variables, rows = state.variables, measured.rows
+  train_step = (_trace_train_step(dtype_config, method, state, sharding, mesh)
+                if settings["train_step"] else None)
+  # A per-frame method's prediction is one frame through the network, whatever it trains on.
+  forward_clip = 1 if method.predicts_frames_alone else clip
+  for batch in settings["batch_sizes"]:
+    rows.append(_bench_forward(method, variables, dtype, batch, forward_clip,
+                               settings["input_size"], settings, profile))
+  if isinstance(method, DCFMMethod):
+    rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings, profile)
+  if method.sliding_windows is not None:
+    rows.append(_bench_slide_frame(method, variables, dtype, settings, profile))
+  if isinstance(method, DTERNMethod):
+    rows.append(_bench_stream_frame(method, variables, dtype, clip, settings["input_size"],
+                                    settings, profile))
+  if train_step is not None:
+    rows.append(_bench_train_step(dtype_config, train_step, state, settings, profile))
+
+
 def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  """Benchmarks `config`'s method; writes `workdir/bench.{json,md}` and returns the results."""
+  """Benchmarks `config`'s method; writes `workdir/bench.{json,md}` and returns the results.
+
+  A program that fails (out of memory, a lever the device lacks) raises its error after the rows
+  measured before it are written, `stopped_by` naming the error: minutes of compiles and timings
+  are kept, in the device suite's report too. The PyTorch reference then does not run."""
   settings = _settings(config)
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   clip = clip_length(config.clip)
-  rows: list[Row] = []
+  measured = _Measured()
   profile = _Profiler(workdir, settings["profile"])
-  for dtype in settings["dtypes"]:  # at least one (_settings)
-    dtype_config = _bench_config(config, dtype, settings["input_size"])
-    method = get_method(dtype_config)
-    state, sharding = _random_state(dtype_config, method, mesh)
-    num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
-    variables = state.variables
-    train_step = (_trace_train_step(dtype_config, method, state, sharding, mesh)
-                  if settings["train_step"] else None)
-    # A per-frame method's prediction is one frame through the network, whatever it trains on.
-    forward_clip = 1 if method.predicts_frames_alone else clip
-    for batch in settings["batch_sizes"]:
-      rows.append(_bench_forward(method, variables, dtype, batch, forward_clip,
-                                 settings["input_size"], settings, profile))
-    if isinstance(method, DCFMMethod):
-      rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings,
-                               profile)
-    if method.sliding_windows is not None:
-      rows.append(_bench_slide_frame(method, variables, dtype, settings, profile))
-    if isinstance(method, DTERNMethod):
-      rows.append(_bench_stream_frame(method, variables, dtype, clip, settings["input_size"],
-                                      settings, profile))
-    if train_step is not None:
-      rows.append(_bench_train_step(dtype_config, train_step, state, settings, profile))
+  stopped_by = None
+  try:
+    for dtype in settings["dtypes"]:  # at least one (_settings)
+      _bench_dtype(config, dtype, settings, mesh, clip, measured, profile)
+  except Exception as error:  # pylint: disable=broad-except  # raised again once rows are written
+    if not measured.rows:
+      raise
+    stopped_by = error
+  rows = measured.rows
   torch_rows = []
-  if settings["torch"] and config.method.name == "segformer":
+  if stopped_by is None and settings["torch"] and config.method.name == "segformer":
     # The last dtype's method: the reference takes only the architecture and the optimiser
     # settings from it, which every dtype shares.
-    torch_rows = bench_torch.run_reference(method, settings["input_size"], config.data.batch_size,
-                                           settings)
+    torch_rows = bench_torch.run_reference(measured.method, settings["input_size"],
+                                           config.data.batch_size, settings)
   if config.model.scan_blocks:  # XLA's cost analysis counts a loop's body once, not per trip
     rows = [dataclasses.replace(row, gflops=None) if row.phase == "train_step" else row
             for row in rows]
@@ -431,7 +456,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
   results = {
       "method": config.method.name, "backbone": config.model.backbone,
-      "input_size": list(settings["input_size"]), "clip_length": clip, "params": num_params,
+      "input_size": list(settings["input_size"]), "clip_length": clip, "params": measured.params,
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
       "jax_version": jax.__version__,
@@ -441,8 +466,12 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "device_peak_memory_mb": _device_peak_mb(),  # all programs of the process so far
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
+      "stopped_by": (None if stopped_by is None else  # its first line: XLA's go on for pages
+                     f"{type(stopped_by).__name__}: " + str(stopped_by).partition("\n")[0]),
   }
   _write_results(results, workdir)
+  if stopped_by is not None:
+    raise stopped_by
   return results
 
 
@@ -475,6 +504,9 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
              f"{results['clip_length']}, backend {results['backend']}, mesh {results['mesh']}, "
              "float32 precision " + ", ".join(
                  f"{side} {value}" for side, value in results["float32_precision"].items()))
+  if results.get("stopped_by"):
+    summary += (f"\nstopped by a failed program ({results['stopped_by']}); the programs after the "
+                "last row (and any PyTorch reference) were not measured")
   if results.get("scan_blocks"):
     summary += ("\ntrain_step GFLOPs n/a: model.scan_blocks trains each stage's blocks as a loop, "
                 "whose body XLA's cost analysis counts once; run without it for the FLOPs")
