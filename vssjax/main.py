@@ -79,7 +79,7 @@ _MEMORY_SETTINGS = {
              "(--config.data.eval_transform.slide_crop and slide_stride)"),
     "bench": ("--config.bench.batch_sizes, --config.bench.input_size or the train step's "
               "--config.data.batch_size, or leave the train step out "
-              "(--config.bench.train_step=False); the rows measured before it are in the workdir's "
+              "(--config.bench.train_step=False); any rows measured before it are in the workdir's "
               "bench.md"),
 }
 _MEMORY_SETTINGS["infer"] = _MEMORY_SETTINGS["eval"]
