@@ -230,7 +230,8 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
                      settings: dict[str, Any], profile: _Profiler) -> list[Row]:
   """DCFM at batch 1: a keyframe (whole network), a non-key frame (shallow prefix + FFM/head per
-  keyframe used: 2 in B mode, 1 in P mode) and the average frame at the config's interval K,
+  keyframe used: 2 in B mode, 1 in P mode; called as the predictor calls it, with the part of the
+  variables it reads) and the average frame at the config's interval K,
   (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7). The programs end at
   the logits at the output stride, as the forward rows do; the paper's span also upsamples them."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
@@ -240,17 +241,14 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
                                settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
-  shallow_fn, shallow_compile = _compile(method.encode_shallow, variables, frames)
   projected, _ = key(variables, frames)
-  projected_commons = [projected] * (2 if method.schedule.mode == "B" else 1)
-  shallow = shallow_fn(variables, frames)
-  fuse, fuse_compile = _compile(method.fused_logits, variables, projected_commons, shallow)
-  non_key_row = report(_summed_row(
-      non_key, dtype, [(shallow_fn, shallow_compile, (variables, frames)),
-                       (fuse, fuse_compile, (variables, projected_commons, shallow))], settings))
+  commons = [projected] * (2 if method.schedule.mode == "B" else 1)
+  read = method.non_key_variables(variables, commons, frames)
+  program, compile_s = _compile(method.non_key_logits, read, commons, frames)
+  non_key_row = report(_summed_row(non_key, dtype, [(program, compile_s, (read, commons, frames))],
+                                   settings))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
-  profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(variables, frames), shallow_fn)
-  profile(f"non_key_fuse_{dtype}", lambda: fuse(variables, projected_commons, shallow), fuse)
+  profile(f"non_key_{dtype}", lambda: program(read, commons, frames), program)
   k = method.schedule.interval
   t_avg = (key_row.latency_ms + (k - 1) * non_key_row.latency_ms) / k
   gflops = (key_row.gflops, non_key_row.gflops)
@@ -273,13 +271,14 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   encode, encode_compile = _compile(method.encode_frame, variables, frames)
   target, reference = encode(variables, frames)
   references = [reference] * clip
-  decode, decode_compile = _compile(method.decode_states, variables, target, references)
+  read = method.decode_variables(variables, target, references)  # as the predictor calls it
+  decode, decode_compile = _compile(method.decode_states, read, target, references)
   row = report(_summed_row(
       "stream_frame", dtype, [(encode, encode_compile, (variables, frames)),
-                              (decode, decode_compile, (variables, target, references))],
+                              (decode, decode_compile, (read, target, references))],
       settings))
   profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
-  profile(f"stream_decode_{dtype}", lambda: decode(variables, target, references), decode)
+  profile(f"stream_decode_{dtype}", lambda: decode(read, target, references), decode)
   return row
 
 

@@ -125,6 +125,10 @@ def test_cached_streaming_equals_clip_recomputation(method_and_variables):
     np.testing.assert_array_equal(labels, labels_r, err_msg=f"frame {t}")
   assert sorted(cached._memory) == list(range(2, 11))  # pylint: disable=protected-access
   assert cached.flush() == []
+  # decode_states was passed the head's temporal layers only (variables_read.py), not the backbone
+  read = cached._decode_variables  # pylint: disable=protected-access
+  assert 0 < len(jax.tree.leaves(read)) < len(jax.tree.leaves(variables)) / 2
+  assert not jax.tree.leaves(read["params"]["backbone"])
 
 
 def test_frame_sizes_that_resize_alike_share_the_decode_program(method_and_variables, monkeypatch):

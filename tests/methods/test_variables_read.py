@@ -1,0 +1,77 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vssjax.methods.variables_read import VariablesRead
+
+
+def _variables():
+  return {"params": {"a": {"kernel": np.full((2,), 2.0, np.float32),
+                           "bias": np.ones((2,), np.float32)},
+                     "b": {"kernel": np.ones((3, 3), np.float32)}},
+          "batch_stats": {"a": {"mean": np.zeros((2,), np.float32)}}}
+
+
+def test_leaves_the_outputs_do_not_depend_on_become_none():
+  def program(variables, x):
+    a, unused = variables["params"]["a"], variables["params"]["b"]  # fetched, never used
+    del unused
+    return x * a["kernel"] + variables["batch_stats"]["a"]["mean"]
+
+  read = VariablesRead(program)(_variables(), np.ones((2,), np.float32))
+  assert read["params"]["a"]["bias"] is None and read["params"]["b"]["kernel"] is None
+  assert len(jax.tree.leaves(read)) == 2  # a jitted call passes two arrays instead of four
+  np.testing.assert_array_equal(read["params"]["a"]["kernel"], _variables()["params"]["a"]["kernel"])
+  x = np.arange(2, dtype=np.float32)
+  np.testing.assert_array_equal(jax.jit(program)(read, x), program(_variables(), x))
+
+
+def test_a_program_that_computes_with_a_value_it_drops_is_refused():
+  def program(variables, x):
+    dropped = variables["params"]["b"]["kernel"] * 2
+    del dropped
+    return x
+
+  with pytest.raises(TypeError, match="program.* computes with variables its outputs do not"):
+    VariablesRead(program)(_variables(), np.ones((2,), np.float32))
+
+
+def test_an_effect_keeps_what_it_reads():
+  def program(variables, x):
+    jax.debug.callback(lambda value: None, variables["params"]["b"]["kernel"])
+    return x + variables["params"]["a"]["bias"]
+
+  read = VariablesRead(program)(_variables(), np.ones((2,), np.float32))
+  assert read["params"]["b"]["kernel"] is not None and read["params"]["a"]["kernel"] is None
+
+
+def test_one_trace_per_structure_whatever_the_values_and_argument_shapes():
+  traces = []
+
+  def program(variables, x):
+    traces.append(x.shape)
+    return jnp.sum(x) * variables["params"]["b"]["kernel"]
+
+  read = VariablesRead(program)
+  for size in (2, 5):
+    variables = jax.tree.map(lambda v: v + size, _variables())
+    subset = read(variables, np.ones((size,), np.float32))
+    np.testing.assert_array_equal(subset["params"]["b"]["kernel"],
+                                  variables["params"]["b"]["kernel"])
+  assert traces == [(2,), (2,)]  # the mask's trace and the subset's check, at the first call only
+  read({"params": _variables()["params"]}, np.ones((2,), np.float32))  # another structure
+  assert len(traces) == 4
+
+
+def test_a_jitted_program_reads_everything():
+  """The docstring's caveat: pass the unjitted function."""
+  program = jax.jit(lambda variables, x: x * variables["params"]["a"]["kernel"])
+  read = VariablesRead(program)(_variables(), np.ones((2,), np.float32))
+  assert len(jax.tree.leaves(read)) == 4
+
+
+@pytest.mark.parametrize("leaf", [np.float32(1.0), np.ones((1,), np.float32)])
+def test_a_program_that_reads_nothing_keeps_the_structure(leaf):
+  read = VariablesRead(lambda variables, x: x)({"params": {"w": leaf}}, np.ones(2))
+  assert read == {"params": {"w": None}}
