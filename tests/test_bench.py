@@ -137,7 +137,7 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
   assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call", lines[-1])
   # bench.profile: one op table per timed program, the keyframe's led by real network ops.
   assert set(results["op_profiles"]) == {"forward_float32_b1", "keyframe_float32",
-                                         "non_key_float32"}
+                                         "non_key_shallow_float32", "non_key_fuse_float32"}
   keyframe_table = (tmp_path / "profile" / "keyframe_float32.md").read_text()
   assert "encoder" in keyframe_table and "ms/call" in keyframe_table
   assert "train_step" not in rows  # bench.train_step=False skips it

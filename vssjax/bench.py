@@ -230,8 +230,8 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
                      settings: dict[str, Any], profile: _Profiler) -> list[Row]:
   """DCFM at batch 1: a keyframe (whole network), a non-key frame (shallow prefix + FFM/head per
-  keyframe used: 2 in B mode, 1 in P mode; called as the predictor calls it, with the part of the
-  variables it reads) and the average frame at the config's interval K,
+  keyframe used: 2 in B mode, 1 in P mode; two programs, each called as the predictor calls it,
+  with the part of the variables it reads) and the average frame at the config's interval K,
   (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7). The programs end at
   the logits at the output stride, as the forward rows do; the paper's span also upsamples them."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
@@ -243,12 +243,17 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   announce(non_key, dtype, 1)
   projected, _ = key(variables, frames)
   commons = [projected] * (2 if method.schedule.mode == "B" else 1)
-  read = method.non_key_variables(variables, commons, frames)
-  program, compile_s = _compile(method.non_key_logits, read, commons, frames)
-  non_key_row = report(_summed_row(non_key, dtype, [(program, compile_s, (read, commons, frames))],
-                                   settings))
+  shallow_read = method.shallow_variables(variables, frames)
+  shallow_fn, shallow_compile = _compile(method.encode_shallow, shallow_read, frames)
+  shallow = shallow_fn(shallow_read, frames)
+  fuse_read = method.fusion_variables(variables, commons, shallow)
+  fuse, fuse_compile = _compile(method.fused_logits, fuse_read, commons, shallow)
+  non_key_row = report(_summed_row(
+      non_key, dtype, [(shallow_fn, shallow_compile, (shallow_read, frames)),
+                       (fuse, fuse_compile, (fuse_read, commons, shallow))], settings))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
-  profile(f"non_key_{dtype}", lambda: program(read, commons, frames), program)
+  profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(shallow_read, frames), shallow_fn)
+  profile(f"non_key_fuse_{dtype}", lambda: fuse(fuse_read, commons, shallow), fuse)
   k = method.schedule.interval
   t_avg = (key_row.latency_ms + (k - 1) * non_key_row.latency_ms) / k
   gflops = (key_row.gflops, non_key_row.gflops)

@@ -73,10 +73,10 @@ SUITE = (
     # DCFM and DTERN per dtype too: each compiles several streaming programs besides its forward
     # and train step, and the two dtypes together outlast a device command. bfloat16 first.
     *_video_entries("bfloat16"),
-    # A lever to try on NVIDIA GPUs (not the default there): MiT's depth-wise convolutions as
-    # shifted multiply-adds with a hand-written gradient (the CPU default, ops/depthwise.py). The
-    # grouped convolution's kernel gradient is a batch-grouped convolution whose "kernel" is the
-    # whole output gradient, reported as slow as a dense one on CUDA (jax-ml/jax#13800).
+    # A lever on NVIDIA GPUs: MiT's depth-wise convolutions as shifted multiply-adds with a
+    # hand-written gradient (the CPU default, ops/depthwise.py) instead of the grouped convolution,
+    # whose kernel gradient is reported as slow as a dense convolution on CUDA (jax-ml/jax#13800).
+    # On the H200 the grouped one won both ways (docs/benchmarks_device.md), and stays the default.
     Entry("segformer_b1_bf16_shifted", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (16,), "model.dwconv_impl": "shifted", "bench.torch": False}),

@@ -174,18 +174,23 @@ def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables):
   assert returned[1][0] == 2 and returned[3][0] == 4  # non-key frames wait for the next keyframe
   # Frame 1 = argmax of the summed logits of its shallow feature fused with keyframes 0 and 2.
   commons = [method.encode_keyframe(variables, frames[k][None])[0] for k in (0, 2)]
-  logits = method.non_key_logits(variables, commons, frames[1][None])
+  shallow = method.encode_shallow(variables, frames[1][None])
+  logits = method.fused_logits(variables, commons, shallow)
   expected = logits_to_labels(logits, (64, 64), (64, 64))[0]  # 64x64 frames: no resize
   np.testing.assert_array_equal(returned[1][1], expected)
-  # The non-key program was passed the encoder's shallow prefix, the FFM and the classifier alone
-  # (variables_read.py); the labels above, from all the variables, are the same.
+  # The non-key programs were passed the parts of the variables they read (variables_read.py):
+  # the encoder's shallow prefix, then the FFM and the classifier; the labels above are the same
+  # as from all the variables.
   predictor = method.predictor(variables)
   for frame in frames[:3]:
     predictor.push(frame)
-  read = predictor._non_key_variables  # pylint: disable=protected-access
-  encoder = read["params"]["encoder"]
-  assert jax.tree.leaves(encoder["backbone"]["block1_0"]) and jax.tree.leaves(read["params"]["ffm"])
-  assert not jax.tree.leaves(encoder["backbone"]["block4_0"]) + jax.tree.leaves(encoder["decoder"])
+  shallow_read = predictor._shallow_variables  # pylint: disable=protected-access
+  fusion_read = predictor._fusion_variables  # pylint: disable=protected-access
+  backbone = shallow_read["params"]["encoder"]["backbone"]
+  assert jax.tree.leaves(backbone["block1_0"]) and not jax.tree.leaves(backbone["block4_0"])
+  assert not jax.tree.leaves(shallow_read["params"]["ffm"])
+  assert jax.tree.leaves(fusion_read["params"]["ffm"])
+  assert not jax.tree.leaves(fusion_read["params"]["encoder"])
   # A keyframe's own prediction is the key path's.
   _, key_logits = method.encode_keyframe(variables, frames[2][None])
   np.testing.assert_array_equal(returned[2][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
@@ -217,7 +222,7 @@ def test_flip_tta_sums_each_frame_with_its_mirror_image(method_and_variables):
 
   def non_key_logits(video):
     commons = [method.encode_keyframe(variables, video[k][None])[0] for k in (0, 2)]
-    return method.non_key_logits(variables, commons, video[1][None])
+    return method.fused_logits(variables, commons, method.encode_shallow(variables, video[1][None]))
 
   expected_non_key = labels(non_key_logits(frames), non_key_logits(mirror))
   np.testing.assert_array_equal(flipped[1][1], expected_non_key)
@@ -250,7 +255,8 @@ def test_a_video_that_ends_before_its_first_keyframe_makes_its_last_frame_the_ke
   _, key_logits = method.encode_keyframe(variables, frames[1][None])
   np.testing.assert_array_equal(returned[1][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
   commons = [method.encode_keyframe(variables, frames[1][None])[0]]
-  logits = method.non_key_logits(variables, commons, frames[0][None])
+  logits = method.fused_logits(variables, commons,
+                               method.encode_shallow(variables, frames[0][None]))
   np.testing.assert_array_equal(returned[0][1], logits_to_labels(logits, (64, 64), (64, 64))[0])
   assert _run(method, variables, KeyframeSchedule(2, mode), frames[:1], 1)[0] == [0]
 
@@ -285,7 +291,8 @@ def test_adaptive_keyframe_scheduling_in_p_mode_ends_the_stretch_at_the_last_fra
   np.testing.assert_array_equal(returned[7][1], expected_key)
   # Non-key frames still use the previous keyframe alone; only candidates (since >= K) wait.
   commons = [method.encode_keyframe(variables, frames[4][None])[0]]
-  logits = method.non_key_logits(variables, commons, frames[6][None])
+  shallow = method.encode_shallow(variables, frames[6][None])
+  logits = method.fused_logits(variables, commons, shallow)
   np.testing.assert_array_equal(returned[6][1], logits_to_labels(logits, (64, 64), (64, 64))[0])
   assert {t: pushed_at for t, (pushed_at, _) in returned.items()} == {
       0: 0, 1: 1, 2: 3, 3: 4, 4: 4, 5: 5, 6: 7, 7: 8}
@@ -340,9 +347,11 @@ def test_non_key_frame_costs_under_a_tenth_of_a_keyframe(path, size, key_gflops)
   variables = jax.eval_shape(lambda: method.init(
       jax.random.key(0), {"frames": jnp.zeros((1, 2, 64, 64, 3), jnp.uint8)}))
   common, _ = jax.eval_shape(method.encode_keyframe, variables, frames)
+  shallow = jax.eval_shape(method.encode_shallow, variables, frames)
   flops = lambda jitted, *args: jitted.lower(*args).cost_analysis()["flops"]
   key = flops(method.encode_keyframe, variables, frames)
-  non_key = flops(method.non_key_logits, variables, [common, common], frames)
+  non_key = (flops(method.encode_shallow, variables, frames)
+             + flops(method.fused_logits, variables, [common, common], shallow))
   assert key > key_gflops * 1e9  # the whole MiT + decoder
   assert non_key <= 0.1 * key, (non_key / 1e9, key / 1e9)
 

@@ -22,7 +22,8 @@ def test_leaves_the_outputs_do_not_depend_on_become_none():
   read = VariablesRead(program)(_variables(), np.ones((2,), np.float32))
   assert read["params"]["a"]["bias"] is None and read["params"]["b"]["kernel"] is None
   assert len(jax.tree.leaves(read)) == 2  # a jitted call passes two arrays instead of four
-  np.testing.assert_array_equal(read["params"]["a"]["kernel"], _variables()["params"]["a"]["kernel"])
+  np.testing.assert_array_equal(read["params"]["a"]["kernel"],
+                                _variables()["params"]["a"]["kernel"])
   x = np.arange(2, dtype=np.float32)
   np.testing.assert_array_equal(jax.jit(program)(read, x), program(_variables(), x))
 

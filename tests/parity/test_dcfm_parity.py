@@ -12,8 +12,8 @@ which the spec names), the dilated ResNet-18 + PPM follows §1.2.
 
 vssjax loads both files with `init_from.load_torch_variables` for a `DCFMMethod` built from the
 repo's DCFM configs (MiT-B0 at its real widths, E = d = 256; ResNet-18 with d = 320), and is run
-through the method's inference programs (`encode_keyframe`, `non_key_logits`), its module's
-`shallow` and key-mode `__call__`, and its `DCFMPredictor` over a 3-frame video.
+through the method's public inference pieces (`encode_keyframe`, `encode_shallow`,
+`fused_logits`), its module's key-mode `__call__`, and its `DCFMPredictor` over a 3-frame video.
 Compared in eval mode at float32 with 'highest' matmul precision:
 - the raw shallow feature F_in (MiT: after patch_embed1 + block1[0], before norm1; R-18: layer1);
 - keyframe logits in the inference order (N(F_in) then resize, video_test.py), and on R-18 also
@@ -41,7 +41,6 @@ from torch import nn
 from tests.conftest import load_config
 from tests.parity.torch_reference import randomize_batch_norm_statistics, randomize_parameters
 from vssjax.methods.dcfm import DCFMMethod, DCFMPredictor
-from vssjax.models.dcfm import DCFM
 from vssjax.models.layers import normalize_images
 from vssjax.train import init_from
 
@@ -453,10 +452,9 @@ def test_dcfm_matches_spec_reference(name, tmp_path):
   with jax.default_matmul_precision("highest"):
     projected_k, logits_k = method.encode_keyframe(variables, frames[0])
     projected_n, _ = method.encode_keyframe(variables, frames[2])
-    shallow = jax.jit(lambda v, f: method.module.apply(
-        v, normalize_images(f), train=False, method=DCFM.shallow))(variables, frames[1])
-    logits_p = method.non_key_logits(variables, [projected_k], frames[1])
-    logits_b = method.non_key_logits(variables, [projected_k, projected_n], frames[1])
+    shallow = method.encode_shallow(variables, frames[1])
+    logits_p = method.fused_logits(variables, [projected_k], shallow)
+    logits_b = method.fused_logits(variables, [projected_k, projected_n], shallow)
     if resized_independent:  # the training order differs only where F_in is resized
       logits_train_order = jax.jit(lambda v, f: method.module.apply(
           v, normalize_images(f), train=False))(variables, frames[0])

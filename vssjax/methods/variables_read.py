@@ -1,11 +1,11 @@
 """The part of a network's variables that one inference program reads.
 
 A jitted call flattens and checks every leaf of its arguments on the host, whether the program
-reads it or not: DCFM-B2's 352 variable leaves cost ~0.23 ms a call on the 2-core CPU (a trivial
-program: 0.013 ms without them, measured on 2026-12-04). That is as much as a small program's device time on a GPU, and DCFM's non-key frame
-reads only the encoder's first stage, the FFM and the classifier. A predictor therefore passes such
-a program the subset (`VariablesRead`), picked once per video.
-"""
+reads it or not: DCFM-B2's 352 variable arrays cost ~0.23 ms a call on the 2-core CPU (a trivial
+program: 0.013 ms without them, 2026-12-04). That is as much as a small program's device time on a
+GPU, and DCFM's non-key programs read 24 and 6 of them (the encoder's shallow prefix; the FFM and
+the classifier). A predictor therefore passes such a program the subset (`VariablesRead`), picked
+once per video."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 from jax.extend.core import Var
+
 
 class VariablesRead:
   """`VariablesRead(fn)(variables, *args)`: `variables` with None in place of the arrays whose
@@ -42,8 +43,9 @@ class VariablesRead:
         jax.eval_shape(self._fn, subset, *args)
       except Exception as error:
         del self._masks[treedef]
-        raise TypeError(f"{getattr(self._fn, '__qualname__', self._fn)} computes with variables "
-                        f"its outputs do not depend on, so it needs all of them: {error}") from error
+        name = getattr(self._fn, "__qualname__", self._fn)
+        raise TypeError(f"{name} computes with variables its outputs do not depend on, so it "
+                        f"needs all of them: {error}") from error
     return subset
 
 
