@@ -292,6 +292,26 @@ def test_each_rows_peak_memory_is_its_own_programs():
   assert bench._program_peak_mb(outer) >= 16.0
 
 
+def test_a_frame_of_several_programs_is_timed_as_one_chain():
+  """As the predictor runs them: dispatched one after the other, waited for once at the end;
+  compile seconds and GFLOPs add up, the peak is the larger program's."""
+  x = jnp.ones((64, 64), jnp.float32)
+  first = jax.jit(lambda a: a @ a).lower(x).compile()
+  second = jax.jit(lambda a: a * 2).lower(x).compile()
+  calls = []
+
+  def run_frame():
+    calls.append(1)
+    return second(first(x))
+
+  row = bench._frame_row("non_key_P", "float32", [(first, 1.5), (second, 2.0)], run_frame,
+                         {"warmup": 2, "repeats": 3})
+  assert len(calls) == 5 and row.frames_per_s == pytest.approx(1e3 / row.latency_ms)
+  assert row.compile_s == 3.5
+  assert row.gflops == pytest.approx(bench._gflops(first) + bench._gflops(second))
+  assert row.peak_memory_mb == bench._program_peak_mb(first, second)
+
+
 def test_a_program_without_a_memory_analysis_has_no_peak():
   class NoAnalysis:
     def memory_analysis(self):

@@ -203,16 +203,17 @@ def _on_bench_device(*trees):
   return parallel.local_copies(trees, jax.local_devices()[:1])[0]
 
 
-def _summed_row(phase: str, dtype: str, programs: list[tuple[Any, float, tuple]],
-                settings: dict[str, Any]) -> Row:
-  """The batch-1 row of a frame that runs `programs` (compiled, compile seconds, arguments) one
-  after the other: their compile seconds, median times and GFLOPs add up (GFLOPs unknown if one
-  program's is), the peak is the largest program's."""
-  seconds = sum(median_call_seconds(settings, compiled, *args) for compiled, _, args in programs)
-  gflops = [_gflops(compiled) for compiled, _, _ in programs]
-  return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s, _ in programs), seconds * 1e3,
+def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
+               run_frame: Callable[[], Any], settings: dict[str, Any]) -> Row:
+  """The batch-1 row of a frame whose `programs` (compiled, compile seconds) `run_frame` calls
+  one after the other, each taking the previous one's outputs, as the predictor calls them:
+  dispatched without waiting in between, and waited for once at the end. Their compile seconds
+  and GFLOPs add up (GFLOPs unknown if one program's is); the peak is the largest program's."""
+  seconds = median_seconds(run_frame, settings["warmup"], settings["repeats"])
+  gflops = [_gflops(compiled) for compiled, _ in programs]
+  return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs), seconds * 1e3,
              1 / seconds, None if None in gflops else sum(gflops),
-             _program_peak_mb(*(compiled for compiled, _, _ in programs)))
+             _program_peak_mb(*(compiled for compiled, _ in programs)))
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
@@ -237,8 +238,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
   announce("keyframe", dtype, 1)
   key, key_compile = _compile(method.encode_keyframe, variables, frames)
-  key_row = report(_summed_row("keyframe", dtype, [(key, key_compile, (variables, frames))],
-                               settings))
+  key_row = report(_frame_row("keyframe", dtype, [(key, key_compile)],
+                             lambda: key(variables, frames), settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
   projected, _ = key(variables, frames)
@@ -248,9 +249,9 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   shallow = shallow_fn(shallow_read, frames)
   fuse_read = method.fusion_variables(variables, commons, shallow)
   fuse, fuse_compile = _compile(method.fused_logits, fuse_read, commons, shallow)
-  non_key_row = report(_summed_row(
-      non_key, dtype, [(shallow_fn, shallow_compile, (shallow_read, frames)),
-                       (fuse, fuse_compile, (fuse_read, commons, shallow))], settings))
+  non_key_row = report(_frame_row(
+      non_key, dtype, [(shallow_fn, shallow_compile), (fuse, fuse_compile)],
+      lambda: fuse(fuse_read, commons, shallow_fn(shallow_read, frames)), settings))
   profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(shallow_read, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(fuse_read, commons, shallow), fuse)
@@ -278,10 +279,14 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   references = [reference] * clip
   read = method.decode_variables(variables, target, references)  # as the predictor calls it
   decode, decode_compile = _compile(method.decode_states, read, target, references)
-  row = report(_summed_row(
-      "stream_frame", dtype, [(encode, encode_compile, (variables, frames)),
-                              (decode, decode_compile, (read, target, references))],
-      settings))
+
+  def stream_frame():
+    new_target, new_reference = encode(variables, frames)
+    return decode(read, new_target, references[:-1] + [new_reference])  # the new frame last
+
+  row = report(_frame_row("stream_frame", dtype, [(encode, encode_compile),
+                                                  (decode, decode_compile)],
+                          stream_frame, settings))
   profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
   profile(f"stream_decode_{dtype}", lambda: decode(read, target, references), decode)
   return row
@@ -303,9 +308,9 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   logits = forward(variables, crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))
-  row = report(_summed_row(
-      "slide_frame", dtype, [(forward, forward_compile, (variables, crops)),
-                             (stitch, stitch_compile, (logits,))], settings))
+  row = report(_frame_row("slide_frame", dtype, [(forward, forward_compile),
+                                                 (stitch, stitch_compile)],
+                          lambda: stitch(forward(variables, crops)), settings))
   profile(f"slide_forward_{dtype}", lambda: forward(variables, crops), forward)
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
   return row
