@@ -47,7 +47,7 @@ def test_an_effect_keeps_what_it_reads():
   assert read["params"]["b"]["kernel"] is not None and read["params"]["a"]["kernel"] is None
 
 
-def test_one_trace_per_structure_whatever_the_values_and_argument_shapes():
+def test_one_trace_per_structure_and_signature_whatever_the_values():
   traces = []
 
   def program(variables, x):
@@ -55,14 +55,29 @@ def test_one_trace_per_structure_whatever_the_values_and_argument_shapes():
     return jnp.sum(x) * variables["params"]["b"]["kernel"]
 
   read = VariablesRead(program)
-  for size in (2, 5):
-    variables = jax.tree.map(lambda v: v + size, _variables())
-    subset = read(variables, np.ones((size,), np.float32))
+  for offset in (1.0, 2.0):
+    variables = jax.tree.map(lambda v, offset=offset: v + offset, _variables())
+    subset = read(variables, np.ones((2,), np.float32))
     np.testing.assert_array_equal(subset["params"]["b"]["kernel"],
                                   variables["params"]["b"]["kernel"])
   assert traces == [(2,), (2,)]  # the mask's trace and the subset's check, at the first call only
+  read(_variables(), np.ones((5,), np.float32))  # another signature
   read({"params": _variables()["params"]}, np.ones((2,), np.float32))  # another structure
-  assert len(traces) == 4
+  assert len(traces) == 6
+
+
+def test_a_program_whose_branches_depend_on_a_shape_gets_each_shape_s_part():
+  def program(variables, x):
+    if x.shape[0] > 2:  # a clip long enough for the temporal part, say
+      x = x * variables["params"]["b"]["kernel"][0, 0]
+    return x * variables["params"]["a"]["kernel"][0]
+
+  part = VariablesRead(program).for_variables(_variables())
+  short, long = np.ones((2,), np.float32), np.ones((3,), np.float32)
+  assert part(short)["params"]["b"]["kernel"] is None
+  assert part(long)["params"]["b"]["kernel"] is not None
+  assert part(short) is part(short)  # kept per signature for the variables it was made for
+  np.testing.assert_array_equal(jax.jit(program)(part(long), long), program(_variables(), long))
 
 
 def test_a_jitted_program_reads_everything():

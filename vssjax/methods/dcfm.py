@@ -269,7 +269,9 @@ class DCFMPredictor(StreamingPredictor):
       raise ValueError(f"first keyframe {first_keyframe} must be in [0, {schedule.interval})")
     self._method = method
     self._variables = variables
-    self._shallow_variables = self._fusion_variables = None  # the parts the non-key programs read
+    # The parts of the variables the non-key programs read, per argument signature.
+    self._shallow_variables = method.shallow_variables.for_variables(variables)
+    self._fusion_variables = method.fusion_variables.for_variables(variables)
     self._schedule = schedule
     self._first = first_keyframe
     self._eval_transform = method.config.data.eval_transform
@@ -286,9 +288,7 @@ class DCFMPredictor(StreamingPredictor):
     if self._is_keyframe(t, resized):
       return ready + self._keyframe(t, resized, frame.shape[:2])
     images = self._network_input(resized)
-    if self._shallow_variables is None:
-      self._shallow_variables = self._method.shallow_variables(self._variables, images)
-    shallow = self._method.encode_shallow(self._shallow_variables, images)
+    shallow = self._method.encode_shallow(self._shallow_variables(images), images)
     waiting = _Pending(t, resized, frame.shape[:2], shallow)
     if not self._waits(t):
       return ready + [self._predict(waiting, [self._previous])]
@@ -359,10 +359,8 @@ class DCFMPredictor(StreamingPredictor):
     if not keyframes:
       raise RuntimeError(f"frame {waiting.index} has no keyframe to fuse with")
     commons = [k.projected for k in keyframes]
-    if self._fusion_variables is None:
-      self._fusion_variables = self._method.fusion_variables(self._variables, commons,
-                                                             waiting.shallow)
-    logits = self._method.fused_logits(self._fusion_variables, commons, waiting.shallow)
+    logits = self._method.fused_logits(self._fusion_variables(commons, waiting.shallow), commons,
+                                       waiting.shallow)
     return waiting.index, self._labels(logits, waiting.frame_hw)
 
   def _network_input(self, resized: np.ndarray) -> np.ndarray:

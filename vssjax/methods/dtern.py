@@ -153,7 +153,7 @@ class DTERNPredictor(StreamingPredictor):
   def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):
     self._method = method
     self._variables = variables
-    self._decode_variables: Variables | None = None  # the part `decode_states` reads
+    self._decode_variables = method.decode_variables.for_variables(variables)  # the part it reads
     self._cache_features = cache_features
     self._eval_transform = method.config.data.eval_transform
     self._sampler = method.sampler
@@ -183,9 +183,8 @@ class DTERNPredictor(StreamingPredictor):
       return self._method.clip_logits(self._variables, np.stack(clip)[None])
     if len(clip) == 1:  # the release's early exit: the SegFormer branch of the frame
       return target_state["logits"]
-    if self._decode_variables is None:
-      self._decode_variables = self._method.decode_variables(self._variables, target_state, clip)
-    return self._method.decode_states(self._decode_variables, target_state, clip)
+    return self._method.decode_states(self._decode_variables(target_state, clip), target_state,
+                                      clip)
 
   def _forget_before(self, first_needed: int) -> None:
     for i in [i for i in self._memory if i < first_needed]:
