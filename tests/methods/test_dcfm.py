@@ -187,10 +187,9 @@ def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables, monkeypat
   # above are the same as from all the variables.
   shallow_read, fusion_read = passed["encode_shallow"], passed["fused_logits"]
   backbone = shallow_read["params"]["encoder"]["backbone"]
-  assert jax.tree.leaves(backbone["block1_0"]) and not jax.tree.leaves(backbone["block4_0"])
-  assert not jax.tree.leaves(shallow_read["params"]["ffm"])
-  assert jax.tree.leaves(fusion_read["params"]["ffm"])
-  assert not jax.tree.leaves(fusion_read["params"]["encoder"])
+  assert jax.tree.leaves(backbone["block1_0"]) and "block4_0" not in backbone
+  assert "ffm" not in shallow_read["params"]
+  assert jax.tree.leaves(fusion_read["params"]["ffm"]) and "encoder" not in fusion_read["params"]
   # A keyframe's own prediction is the key path's.
   _, key_logits = method.encode_keyframe(variables, frames[2][None])
   np.testing.assert_array_equal(returned[2][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
