@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import numpy as np
 from jax.extend.core import Var
 
 
@@ -23,8 +24,8 @@ class VariablesRead:
   at the first call. `fn` is the unjitted program: a jitted one traces as one call that reads all
   of its arguments.
 
-  Which arrays a program reads is traced once per structure of the variables and signature of the
-  other arguments (their tree and shapes, as a jitted function's cache), so a program whose
+  Which arrays a program reads is traced once per signature of the variables and the other
+  arguments (their trees, shapes and dtypes, as a jitted function's cache), so a program whose
   branches depend on a shape gets the right part for each. Picking the part takes a fraction of a
   millisecond for hundreds of arrays: a predictor holds `for_variables(variables)`, which
   remembers each signature's part for the video."""
@@ -34,7 +35,7 @@ class VariablesRead:
     self._parts: dict[Any, tuple[tuple[bool, ...], bool]] = {}  # key -> (mask, drop dicts)
 
   def __call__(self, variables: Any, *args) -> Any:
-    key = (jax.tree.structure(variables), _signature(args))
+    key = _signature((variables, *args))
     if key not in self._parts:
       self._parts[key] = self._checked_part(variables, args)
     return _part(variables, *self._parts[key])
@@ -88,8 +89,10 @@ def _part(variables: Any, mask: tuple[bool, ...], drop_dicts: bool) -> Any:
 
 
 def _signature(args: tuple) -> tuple:
+  """What a jitted function's cache tells calls apart by: the tree, each leaf's shape and dtype."""
   leaves, treedef = jax.tree.flatten(args)
-  return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+  return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__)))
+                        for x in leaves)
 
 
 def _read_mask(fn: Callable, variables: Any, args: tuple) -> tuple[bool, ...]:
