@@ -210,9 +210,13 @@ def test_a_train_step_the_method_refuses_stops_the_bench_before_any_row(tmp_path
   config = load_config("configs/etc/synthetic_psp18.py", "quick,variant=distill")
   config.method.multi_frame_pool = 99
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), torch=False)
+  (tmp_path / "bench.md").write_text("an earlier run's table")
+  (tmp_path / "bench.json").write_text("{}")
   with pytest.raises(SetupError, match=r"method.multi_frame_pool=99: .* \d+x\d+ feature maps"):
     bench.run(config, str(tmp_path))
   assert not _progress_lines(capsys)  # no program was compiled
+  # No report, rather than an earlier run's figures (the device suite would report them).
+  assert not (tmp_path / "bench.md").exists() and not (tmp_path / "bench.json").exists()
 
 
 def test_a_program_that_fails_keeps_the_rows_measured_before_it(tmp_path, monkeypatch):

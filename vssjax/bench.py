@@ -432,7 +432,11 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
 
   A program that fails (out of memory, a lever the device lacks) raises its error after the rows
   measured before it are written, `stopped_by` naming the error: minutes of compiles and timings
-  are kept, in the device suite's report too. The PyTorch reference then does not run."""
+  are kept, in the device suite's report too. The PyTorch reference then does not run. An earlier
+  run's report in `workdir` is removed first: one that fails before its first row leaves none,
+  rather than figures it did not measure (which the suite would report as this run's)."""
+  for name in ("bench.md", "bench.json"):
+    (epath.Path(workdir) / name).unlink(missing_ok=True)
   settings = _settings(config)
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
