@@ -2,10 +2,12 @@
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -23,9 +25,18 @@ OVERRIDES = (f"--config.train.steps={STEPS}", "--config.optim.eps=0.0001")
 
 
 def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+  """A free port below Linux's ephemeral range (32768-60999). One the kernel picked (`bind(0)`)
+    could be handed to an outgoing connection (the other test worker's, the processes' own) before
+  the coordinator binds it: process 0 then stops ("Failed to start RPC server") and process 1
+  waits on its connect for minutes (tried here). A CI run failed so, saying only "timed out";
+  the cause was not recorded, which `_outputs` now shows."""
+  while True:
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", random.randrange(20000, 32768)))
+      except OSError:
+        continue
+      return s.getsockname()[1]
 
 
 def _start_two_processes(command: list[str], devices_each: int) -> list[subprocess.Popen]:
@@ -47,17 +58,31 @@ def _launch_two_processes(workdir, data_dir, devices_each: int, *overrides):
        *overrides], devices_each)
 
 
+def _outputs(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+  """Each process's output once all have ended. Past `timeout` seconds (all together) every
+  process is killed and the test fails showing what each printed, the stopped one's error too."""
+  deadline = time.monotonic() + timeout
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=max(deadline - time.monotonic(), 1))[0])
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    outputs += [p.communicate()[0] for p in procs[len(outputs):]]
+    pytest.fail(f"the processes ran past {timeout} s:\n" + "\n---\n".join(
+        f"process {rank} (return code {p.returncode}):\n{out}"
+        for rank, (p, out) in enumerate(zip(procs, outputs))))
+  return outputs
+
+
 def _run_script_in_two_processes(tmp_path, source: str, *args: str, devices_each: int = 1
                                  ) -> list[tuple[int, str]]:
   """(return code, output) of each of two processes running the Python `source` with `args`."""
   script = tmp_path / "two_processes.py"
   script.write_text(source)
   procs = _start_two_processes([sys.executable, str(script), *args], devices_each)
-  try:
-    outputs = [p.communicate(timeout=180)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
+  outputs = _outputs(procs, 180)
   return [(p.returncode, out) for p, out in zip(procs, outputs)]
 
 
@@ -203,13 +228,14 @@ def test_bench_puts_the_state_on_a_device_of_each_process(tmp_path):
     assert "benched on" in out, out
 
 
-_SIGTERM_SELF = """
-import os, signal, sys, time
+# Each process says when it has joined the cluster, then waits for a scheduler's SIGTERM.
+_AWAITING_SIGTERM = """
+import os, pathlib, sys, time
 from vssjax import parallel
 
 parallel.initialize_distributed("on", preemption_service=sys.argv[1] == "train")
-os.kill(os.getpid(), signal.SIGTERM)
-time.sleep(3)
+pathlib.Path(sys.argv[2], os.environ["JAX_PROCESS_ID"]).touch()
+time.sleep(5)
 print("still running", flush=True)
 """
 
@@ -218,18 +244,29 @@ print("still running", flush=True)
 def test_sigterm_ends_a_multiprocess_evaluation_and_is_left_to_training(tmp_path, mode):
   """JAX's preemption service swallows SIGTERM for the training loop's agreed stop; in an
   evaluation or inference, which has nothing to save, it kept a scheduler's SIGTERM from ending
-  the job until its SIGKILL."""
-  for returncode, out in _run_script_in_two_processes(tmp_path, _SIGTERM_SELF, mode):
+  the job until its SIGKILL. The signals come once both processes have joined: process 0, which
+  serves the cluster, ending while process 1 still connects would leave that connect waiting."""
+  script, joined = tmp_path / "two_processes.py", tmp_path / "joined"
+  script.write_text(_AWAITING_SIGTERM)
+  joined.mkdir()
+  procs = _start_two_processes([sys.executable, str(script), mode, str(joined)], 1)
+  deadline = time.monotonic() + 120  # past it the signals come anyway; the outputs tell why
+  while (len(list(joined.iterdir())) < 2 and all(p.poll() is None for p in procs)
+         and time.monotonic() < deadline):
+    time.sleep(0.1)
+  for p in procs:
+    p.send_signal(signal.SIGTERM)
+  for p, out in zip(procs, _outputs(procs, 60)):
     if mode == "train":
-      assert "still running" in out, out
+      assert p.returncode == 0 and "still running" in out, out
     else:
-      assert returncode == -signal.SIGTERM and "still running" not in out, out
+      assert p.returncode == -signal.SIGTERM and "still running" not in out, out
 
 
 def _two_processes_train(workdir, data_dir, *overrides) -> list[str]:
   """The outputs of two processes of 2 devices each training in `workdir`; both must succeed."""
   procs = _launch_two_processes(workdir, data_dir, 2, *overrides)
-  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  outputs = _outputs(procs, 600)
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out
   return outputs
