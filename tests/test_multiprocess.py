@@ -26,7 +26,7 @@ OVERRIDES = (f"--config.train.steps={STEPS}", "--config.optim.eps=0.0001")
 
 def _free_port() -> int:
   """A free port below Linux's ephemeral range (32768-60999). One the kernel picked (`bind(0)`)
-    could be handed to an outgoing connection (the other test worker's, the processes' own) before
+  could be handed to an outgoing connection (the other test worker's, the processes' own) before
   the coordinator binds it: process 0 then stops ("Failed to start RPC server") and process 1
   waits on its connect for minutes (tried here). A CI run failed so, saying only "timed out";
   the cause was not recorded, which `_outputs` now shows."""
@@ -76,12 +76,18 @@ def _outputs(procs: list[subprocess.Popen], timeout: float) -> list[str]:
   return outputs
 
 
+def _start_script_in_two_processes(tmp_path, source: str, *args: str, devices_each: int = 1
+                                   ) -> list[subprocess.Popen]:
+  """Two processes running the Python `source` with `args`."""
+  script = tmp_path / "two_processes.py"
+  script.write_text(source)
+  return _start_two_processes([sys.executable, str(script), *args], devices_each)
+
+
 def _run_script_in_two_processes(tmp_path, source: str, *args: str, devices_each: int = 1
                                  ) -> list[tuple[int, str]]:
   """(return code, output) of each of two processes running the Python `source` with `args`."""
-  script = tmp_path / "two_processes.py"
-  script.write_text(source)
-  procs = _start_two_processes([sys.executable, str(script), *args], devices_each)
+  procs = _start_script_in_two_processes(tmp_path, source, *args, devices_each=devices_each)
   outputs = _outputs(procs, 180)
   return [(p.returncode, out) for p, out in zip(procs, outputs)]
 
@@ -246,10 +252,9 @@ def test_sigterm_ends_a_multiprocess_evaluation_and_is_left_to_training(tmp_path
   evaluation or inference, which has nothing to save, it kept a scheduler's SIGTERM from ending
   the job until its SIGKILL. The signals come once both processes have joined: process 0, which
   serves the cluster, ending while process 1 still connects would leave that connect waiting."""
-  script, joined = tmp_path / "two_processes.py", tmp_path / "joined"
-  script.write_text(_AWAITING_SIGTERM)
+  joined = tmp_path / "joined"
   joined.mkdir()
-  procs = _start_two_processes([sys.executable, str(script), mode, str(joined)], 1)
+  procs = _start_script_in_two_processes(tmp_path, _AWAITING_SIGTERM, mode, str(joined))
   deadline = time.monotonic() + 120  # past it the signals come anyway; the outputs tell why
   while (len(list(joined.iterdir())) < 2 and all(p.poll() is None for p in procs)
          and time.monotonic() < deadline):
@@ -335,8 +340,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_checkpointed_step(quick_c
     lines.append(line)
     if line.startswith("train step 3/"):
       procs[1].send_signal(signal.SIGTERM)
-  outputs = ["".join(lines) + procs[0].communicate(timeout=300)[0],
-             procs[1].communicate(timeout=300)[0]]
+  outputs = _outputs(procs, 300)
+  outputs[0] = "".join(lines) + outputs[0]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out
   stopped = [[l for l in out.splitlines() if l.startswith("stopped at step")] for out in outputs]
