@@ -4,6 +4,7 @@ import types
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from vssjax import op_profile
 
@@ -26,14 +27,15 @@ def test_ops_of_a_program_are_timed_and_attributed():
   assert len(rows) == min(2, len(ops)) and ops[0].name in rows[0]
 
 
-def _event(name, ns, module=None):
-  stats = {"hlo_module": module} if module else {}
-  return types.SimpleNamespace(name=name, duration_ns=ns, stats=list(stats.items()))
+def _event(name, ns, module=None, hlo_op=None, start_ns=0):
+  stats = {"hlo_module": module, "hlo_op": hlo_op}
+  return types.SimpleNamespace(name=name, duration_ns=ns, start_ns=start_ns,
+                               stats=[(key, value) for key, value in stats.items() if value])
 
 
-def _profile(*events):
-  line = types.SimpleNamespace(name="tf_XLAEigen/1", events=list(events))
-  return types.SimpleNamespace(planes=[types.SimpleNamespace(name="/host:CPU", lines=[line])])
+def _profile(*events, plane="/host:CPU", line="tf_XLAEigen/1"):
+  line = types.SimpleNamespace(name=line, events=list(events))
+  return types.SimpleNamespace(planes=[types.SimpleNamespace(name=plane, lines=[line])])
 
 
 def test_only_the_named_programs_events_count():
@@ -55,3 +57,41 @@ def test_a_trace_that_names_modules_otherwise_counts_every_modules_ops(tmp_path,
       as_text=lambda: "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()")
   (op,) = op_profile.ops_in_trace(tmp_path, compiled, calls=2)
   assert (op.name, op.ms_per_call, op.shape) == ("fusion.1", 2.0, "f32[2]{0}")
+
+
+def test_gpu_kernels_count_for_the_hlo_op_they_carry():
+  """A raw GPU trace has no `XLA Ops` line: its stream lines hold CUDA kernels named by their
+  kernel, each with the HLO op it runs as a stat. Two kernels of one op add up; a kernel shown on
+  two lines counts once; a memcpy carries no op and is left out."""
+  stream = types.SimpleNamespace(name="Stream #13(Compute)", events=[
+      _event("loop_add_fusion", 10, "jit_step", "add_fusion", start_ns=0),
+      _event("cutlass_gemm_a", 30, "jit_step", "custom-call.2", start_ns=20),
+      _event("cutlass_gemm_b", 5, "jit_step", "custom-call.2", start_ns=60),
+      _event("MemcpyH2D", 99, start_ns=70)])
+  aggregate = types.SimpleNamespace(name="Stream #13", events=stream.events[:1])
+  profile = types.SimpleNamespace(planes=[
+      types.SimpleNamespace(name="/device:GPU:0", lines=[stream, aggregate])])
+  assert op_profile._op_events(profile, "jit_step") == {  # pylint: disable=protected-access
+      "add_fusion": 10, "custom-call.2": 35}
+
+
+def test_a_device_planes_xla_ops_line_is_read_alone():
+  xla_ops = types.SimpleNamespace(name="XLA Ops", events=[_event("fusion.4", 8)])
+  kernels = types.SimpleNamespace(name="Stream #1", events=[_event("k", 8, hlo_op="fusion.4")])
+  profile = types.SimpleNamespace(planes=[
+      types.SimpleNamespace(name="/device:TPU:0", lines=[xla_ops, kernels])])
+  assert op_profile._op_events(profile, None) == {  # pylint: disable=protected-access
+      "fusion.4": 8}
+
+
+def test_a_trace_without_the_programs_ops_says_what_it_holds(tmp_path, monkeypatch):
+  """An empty table would read as a program that takes no time; the error names the trace's lines
+  so that an unknown trace layout can be read from one run's output."""
+  (tmp_path / "host.xplane.pb").write_bytes(b"")
+  monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile(
+      _event("volta_sgemm", 3, "jit_step", start_ns=1), plane="/device:GPU:0", line="Stream #7"))
+  compiled = types.SimpleNamespace(
+      as_text=lambda: "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()")
+  with pytest.raises(LookupError, match=r"/device:GPU:0/Stream #7: 1 events, e\.g\. "
+                                        r"'volta_sgemm' with stats \['hlo_module'\]"):
+    op_profile.ops_in_trace(tmp_path, compiled, calls=1)

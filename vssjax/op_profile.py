@@ -4,9 +4,11 @@
 Markdown table per program (workdir/profile/*.md): each op's time per call, its share, its output
 shape and the JAX source op it came from (the HLO `op_name` metadata, e.g.
 `.../decode_head/linear_fuse/conv/...`). Op events come from the profiler's XSpace: on XLA:CPU the
-`tf_XLA*` thread lines of the host plane (thunk bookkeeping events excluded), on GPU/TPU the
-`XLA Ops` line of each `/device:*` plane. Times of ops that run concurrently add up, so the total
-can exceed the wall time.
+`tf_XLA*` thread lines of the host plane (thunk bookkeeping events excluded); on a `/device:*`
+plane its `XLA Ops` line where it has one (TPU), else the kernels of its stream lines that carry
+an `hlo_op` stat, each kernel counted for that HLO op (the raw GPU trace: `XLA Ops` is a line
+that only the TensorBoard/XProf conversion derives, and an H200 run found none). Times of ops
+that run concurrently add up, so the total can exceed the wall time.
 """
 
 from __future__ import annotations
@@ -36,22 +38,36 @@ class OpTime:
 
 
 def _op_events(profile, module: str | None) -> collections.Counter:
-  """Summed duration (ns) per HLO op name over the device op lines of an XSpace; with `module`,
-  only for the ops of that HLO module (an event that names another module is another program's,
-  e.g. an eager op between two training steps; one that names none is kept)."""
+  """Summed duration (ns) per HLO op name over the op events of an XSpace; with `module`, only for
+  the ops of that HLO module (an event that names another module is another program's, e.g. an
+  eager op between two training steps; one that names none is kept)."""
   totals = collections.Counter()
-  for plane in profile.planes:
-    for line in plane.lines:
-      on_cpu = plane.name.startswith("/host:CPU") and line.name.startswith("tf_XLA")
-      on_device = plane.name.startswith("/device:") and line.name == "XLA Ops"
-      if not (on_cpu or on_device):
-        continue
-      for event in line.events:
-        if event.name.startswith(_CPU_BOOKKEEPING):
-          continue
-        if _of_module(event, module):
-          totals[event.name] += event.duration_ns
+  for name, event in _named_op_events(profile):
+    if _of_module(event, module):
+      totals[name] += event.duration_ns
   return totals
+
+
+def _named_op_events(profile):
+  """(HLO op name, event) for each op event of the XSpace, as the module docstring says."""
+  for plane in profile.planes:
+    if plane.name.startswith("/host:CPU"):
+      for line in plane.lines:
+        if line.name.startswith("tf_XLA"):
+          yield from ((event.name, event) for event in line.events
+                      if not event.name.startswith(_CPU_BOOKKEEPING))
+    elif plane.name.startswith("/device:"):
+      xla_ops = [line for line in plane.lines if line.name == "XLA Ops"]
+      if xla_ops:
+        yield from ((event.name, event) for event in xla_ops[0].events)
+        continue
+      seen = set()  # a kernel shown on two lines (a stream's and an aggregate's) counts once
+      for line in plane.lines:
+        for event in line.events:
+          hlo_op = dict(event.stats).get("hlo_op")
+          if hlo_op is not None and (event.start_ns, str(hlo_op)) not in seen:
+            seen.add((event.start_ns, str(hlo_op)))
+            yield str(hlo_op), event
 
 
 def _of_module(event, module: str | None) -> bool:
@@ -95,9 +111,24 @@ def ops_in_trace(trace_dir: str | pathlib.Path, compiled, calls: int) -> list[Op
   totals = {name: ns for name, ns in _op_events(profile, module).items() if name in instructions}
   if not totals:  # a profiler that names modules in another form: every module's events
     totals = {name: ns for name, ns in _op_events(profile, None).items() if name in instructions}
+  if not totals:
+    raise LookupError(f"no op of {module or 'the program'} in the profiler's trace; its lines: "
+                      f"{_trace_lines(profile)}")
   summed = sum(totals.values()) or 1
   return [OpTime(name, ns / 1e6 / calls, ns / summed, *instructions[name])
           for name, ns in sorted(totals.items(), key=lambda item: -item[1])]
+
+
+def _trace_lines(profile, limit: int = 12) -> str:
+  """The busiest lines of an XSpace, each with its event count and its first event's name and stat
+  names: what a trace held when none of its events could be read as the program's ops."""
+  lines = sorted(((plane.name, line) for plane in profile.planes for line in plane.lines),
+                 key=lambda item: -len(item[1].events))
+  return "; ".join(
+      f"{plane}/{line.name}: {len(line.events)} events"
+      + (f", e.g. {line.events[0].name[:60]!r} with stats "
+         f"{sorted(str(key) for key, _ in line.events[0].stats)}" if line.events else "")
+      for plane, line in lines[:limit]) or "none"
 
 
 def format_op_table(title: str, ops: list[OpTime], top: int = 30) -> str:
@@ -108,6 +139,4 @@ def format_op_table(title: str, ops: list[OpTime], top: int = 30) -> str:
   for op in ops[:top]:
     lines.append(f"| {op.ms_per_call:.3f} | {op.share:.1%} | {op.name} | `{op.shape}` | "
                  f"`{op.source}` |")
-  if not ops:
-    lines.append("| n/a | n/a | no op events in the trace | | |")
   return "\n".join(lines) + "\n"

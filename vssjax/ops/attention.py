@@ -52,8 +52,16 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
   or bias): float32 scores and softmax, probabilities cast to the value dtype, as JAX's 'xla'
   implementation; 'cudnn' is JAX's own fused kernel."""
   if implementation != "xla":
-    return jax.nn.dot_product_attention(query, key, value, scale=scale,
-                                        implementation=implementation)
+    try:
+      return jax.nn.dot_product_attention(query, key, value, scale=scale,
+                                          implementation=implementation)
+    except NotImplementedError as error:  # it names neither the setting nor the way out
+      # e.g. on an H200 with jax 0.11.2, MiT-B1's training at 480x480: stage 1 attends 14400
+      # queries to 225 keys, and cuDNN's kernel refuses an odd count when training.
+      raise NotImplementedError(
+          f"model.attention_impl={implementation!r}: the fused kernel refused queries "
+          f"{query.shape} over keys {key.shape} ({error}); use 'xla' for this input size or "
+          f"mode") from error
   # float32 scores; their gradient products run in the operands' dtype (ops.mixed_precision).
   logits = float32_product(functools.partial(jnp.einsum, "btnh,bsnh->bnts"), query, key)
   probs = softmax(logits * jnp.float32(scale), -1).astype(value.dtype)
