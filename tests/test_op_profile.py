@@ -27,9 +27,9 @@ def test_ops_of_a_program_are_timed_and_attributed():
   assert len(rows) == min(2, len(ops)) and ops[0].name in rows[0]
 
 
-def _event(name, ns, module=None, hlo_op=None, start_ns=0):
+def _event(name, ns, module=None, hlo_op=None):
   stats = {"hlo_module": module, "hlo_op": hlo_op}
-  return types.SimpleNamespace(name=name, duration_ns=ns, start_ns=start_ns,
+  return types.SimpleNamespace(name=name, duration_ns=ns,
                                stats=[(key, value) for key, value in stats.items() if value])
 
 
@@ -61,18 +61,19 @@ def test_a_trace_that_names_modules_otherwise_counts_every_modules_ops(tmp_path,
 
 def test_gpu_kernels_count_for_the_hlo_op_they_carry():
   """A raw GPU trace has no `XLA Ops` line: its stream lines hold CUDA kernels named by their
-  kernel, each with the HLO op it runs as a stat. Two kernels of one op add up; a kernel shown on
-  two lines counts once; a memcpy carries no op and is left out."""
-  stream = types.SimpleNamespace(name="Stream #13(Compute)", events=[
-      _event("loop_add_fusion", 10, "jit_step", "add_fusion", start_ns=0),
-      _event("cutlass_gemm_a", 30, "jit_step", "custom-call.2", start_ns=20),
-      _event("cutlass_gemm_b", 5, "jit_step", "custom-call.2", start_ns=60),
-      _event("MemcpyH2D", 99, start_ns=70)])
-  aggregate = types.SimpleNamespace(name="Stream #13", events=stream.events[:1])
+  kernel, each with the HLO op it runs as a stat. Two kernels of one op add up, on one stream or
+  two; a memcpy carries no op and is left out."""
+  stream = types.SimpleNamespace(name="Stream #13(Kernel,MemcpyH2D)", events=[
+      _event("loop_add_fusion", 10, "jit_step", "add_fusion"),
+      _event("cutlass_gemm_a", 30, "jit_step", "custom-call.2"),
+      _event("cutlass_gemm_b", 5, "jit_step", "custom-call.2"),
+      _event("MemcpyH2D", 99)])
+  other = types.SimpleNamespace(name="Stream #14(Kernel)",
+                                events=[_event("loop_add_fusion", 4, "jit_step", "add_fusion")])
   profile = types.SimpleNamespace(planes=[
-      types.SimpleNamespace(name="/device:GPU:0", lines=[stream, aggregate])])
+      types.SimpleNamespace(name="/device:GPU:0", lines=[stream, other])])
   assert op_profile._op_events(profile, "jit_step") == {  # pylint: disable=protected-access
-      "add_fusion": 10, "custom-call.2": 35}
+      "add_fusion": 14, "custom-call.2": 35}
 
 
 def test_a_device_planes_xla_ops_line_is_read_alone():
@@ -89,7 +90,7 @@ def test_a_trace_without_the_programs_ops_says_what_it_holds(tmp_path, monkeypat
   so that an unknown trace layout can be read from one run's output."""
   (tmp_path / "host.xplane.pb").write_bytes(b"")
   monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile(
-      _event("volta_sgemm", 3, "jit_step", start_ns=1), plane="/device:GPU:0", line="Stream #7"))
+      _event("volta_sgemm", 3, "jit_step"), plane="/device:GPU:0", line="Stream #7"))
   compiled = types.SimpleNamespace(
       as_text=lambda: "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()")
   with pytest.raises(LookupError, match=r"/device:GPU:0/Stream #7: 1 events, e\.g\. "

@@ -61,12 +61,10 @@ def _named_op_events(profile):
       if xla_ops:
         yield from ((event.name, event) for event in xla_ops[0].events)
         continue
-      seen = set()  # a kernel shown on two lines (a stream's and an aggregate's) counts once
-      for line in plane.lines:
+      for line in plane.lines:  # one a CUDA stream ("Stream #7(Kernel,MemcpyH2D)")
         for event in line.events:
-          hlo_op = dict(event.stats).get("hlo_op")
-          if hlo_op is not None and (event.start_ns, str(hlo_op)) not in seen:
-            seen.add((event.start_ns, str(hlo_op)))
+          hlo_op = dict(event.stats).get("hlo_op")  # from XLA's annotation of the launch
+          if hlo_op is not None:
             yield str(hlo_op), event
 
 
