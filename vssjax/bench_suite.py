@@ -80,13 +80,11 @@ SUITE = (
     Entry("segformer_b1_bf16_shifted", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (16,), "model.dwconv_impl": "shifted", "bench.torch": False}),
-    # A lever to try on NVIDIA GPUs (not the default): MiT attention through cuDNN's fused kernel.
-    # Forward only: on the H200 (jax 0.11.2) the kernel refused MiT-B1's training at 480x480
-    # (stage 1: 14400 queries over 225 keys, "Unsupported sequence length").
+    # A lever to try on NVIDIA GPUs (not the default): MiT attention through cuDNN's fused kernel
+    # (its odd lengths padded for jax 0.11.2's training rule, vssjax/ops/attention.py).
     Entry("segformer_b1_bf16_cudnn", "configs/segformer/vspw_mitb1.py",
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
-           "bench.batch_sizes": (1, 16), "model.attention_impl": "cudnn", "bench.torch": False,
-           "bench.train_step": False}),
+           "bench.batch_sizes": (1, 16), "model.attention_impl": "cudnn", "bench.torch": False}),
     *_video_entries("float32"),
     # segformer_b1_fp32 at PyTorch's float32 matmul arithmetic (JAX's GPU default is TF32).
     Entry("segformer_b1_fp32_full", "configs/segformer/vspw_mitb1.py",

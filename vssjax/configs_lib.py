@@ -150,8 +150,8 @@ def base_config() -> ConfigDict:
       dwconv_impl="auto",
       # MiT attention, jax.nn.dot_product_attention's `implementation`: 'xla' (anywhere) or
       # 'cudnn' (fused, no stored score matrix; NVIDIA GPUs and dtype 'bfloat16' only, refused
-      # elsewhere as the method is built; its kernel refuses some sizes, e.g. training at 480x480
-      # on jax 0.11.2, whose stage 1 has 225 keys).
+      # elsewhere as the method is built; odd lengths are padded for jax 0.11.2's training rule,
+      # ops/attention.py).
       attention_impl="xla",
       # Training runs a MiT stage's blocks as one `lax.scan` over their stacked parameters: MiT-B5's
       # train step compiles ~3x faster (B2's no faster), with the same parameters, checkpoints and

@@ -1,4 +1,6 @@
 """vssjax.ops.attention: jax.nn's softmax and attention values, gradients through contractions."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,3 +67,36 @@ def test_a_refusal_of_the_fused_kernel_names_the_setting_and_the_shapes(monkeypa
                            r"\(1, 3, 2, 8\) \(Unsupported sequence length Q 4, KV 3\.\); "
                            r"use 'xla'"):
     dot_product_attention(query, key, key, scale=0.5, implementation="cudnn")
+
+
+@pytest.mark.parametrize("length, keys, padded", [(5, 3, (6, 4)), (4, 3, (4, 4)), (4, 2, None)])
+def test_the_fused_kernel_gets_even_lengths_and_the_same_values(monkeypatch, length, keys, padded):
+  """jax 0.11.2's cuDNN training rule refuses odd lengths (`_fused_attention`): they are padded
+  to even ones and masked out by the sequence lengths. Run here through jax's XLA implementation,
+  which honours the lengths as cuDNN's padding mask does: values and gradients are the unpadded
+  attention's. Even lengths go through untouched."""
+  fused, calls = jax.nn.dot_product_attention, []
+
+  def as_if_fused(query, key, value, **kwargs):
+    calls.append((query.shape[1], key.shape[1], kwargs.get("query_seq_lengths") is not None,
+                  kwargs.pop("implementation")))
+    return fused(query, key, value, implementation="xla", **kwargs)
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", as_if_fused)
+  rng = np.random.default_rng(0)
+  query = jnp.asarray(rng.normal(size=(2, length, 2, 8)), jnp.float32)
+  key, value = (jnp.asarray(rng.normal(size=(2, keys, 2, 8)), jnp.float32) for _ in range(2))
+
+  def loss(implementation, query, key, value):
+    out = dot_product_attention(query, key, value, scale=0.3, implementation=implementation)
+    return jnp.sum(out * jnp.arange(out.size, dtype=jnp.float32).reshape(out.shape) / out.size)
+
+  (got, got_grads), (want, want_grads) = (
+      jax.value_and_grad(functools.partial(loss, impl), argnums=(0, 1, 2))(query, key, value)
+      for impl in ("cudnn", "xla"))
+  expected_call = (*padded, True, "cudnn") if padded else (length, keys, False, "cudnn")
+  assert calls == [expected_call]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for g, w in zip(got_grads, want_grads):
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)

@@ -46,18 +46,41 @@ def _softmax_bwd(axis, y, grad):
 softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
+def _fused_attention(query: jax.Array, key: jax.Array, value: jax.Array, scale: float,
+                     implementation: str) -> jax.Array:
+  """`jax.nn.dot_product_attention(implementation=...)` with odd query and key counts padded to
+  even ones, the padding masked out by the sequence lengths (cuDNN's padding mask), so the values
+  are the unpadded attention's and the padded query rows are dropped.
+
+  Why: jax 0.11.2's training rule for cuDNN's kernel tests its empty bias placeholder against
+  None, so it takes every call as biased and refuses an odd length ("Unsupported sequence length
+  Q 14400, KV 225" on an H200: MiT-B1 at 480x480 attends over 15x15 keys in every stage;
+  jax/_src/cudnn/fused_attention_stablehlo.py, `_dot_product_attention_fwd_rule`)."""
+  length, keys = query.shape[1], key.shape[1]
+  if length % 2 == 0 and keys % 2 == 0:
+    return jax.nn.dot_product_attention(query, key, value, scale=scale,
+                                        implementation=implementation)
+
+  def padded(x: jax.Array, count: int) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (0, count % 2), (0, 0), (0, 0)))
+
+  batch = query.shape[0]
+  out = jax.nn.dot_product_attention(
+      padded(query, length), padded(key, keys), padded(value, keys), scale=scale,
+      query_seq_lengths=jnp.full((batch,), length, jnp.int32),
+      key_value_seq_lengths=jnp.full((batch,), keys, jnp.int32), implementation=implementation)
+  return out[:, :length]
+
+
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *, scale: float,
                           implementation: Literal["xla", "cudnn"] = "xla") -> jax.Array:
   """`jax.nn.dot_product_attention` of query [B, T, N, H] over key, value [B, S, N, H] (no mask
   or bias): float32 scores and softmax, probabilities cast to the value dtype, as JAX's 'xla'
-  implementation; 'cudnn' is JAX's own fused kernel."""
+  implementation; 'cudnn' is JAX's own fused kernel (`_fused_attention`)."""
   if implementation != "xla":
     try:
-      return jax.nn.dot_product_attention(query, key, value, scale=scale,
-                                          implementation=implementation)
+      return _fused_attention(query, key, value, scale, implementation)
     except NotImplementedError as error:  # it names neither the setting nor the way out
-      # e.g. on an H200 with jax 0.11.2, MiT-B1's training at 480x480: stage 1 attends 14400
-      # queries to 225 keys, and cuDNN's kernel refuses an odd count when training.
       raise NotImplementedError(
           f"model.attention_impl={implementation!r}: the fused kernel refused queries "
           f"{query.shape} over keys {key.shape} ({error}); use 'xla' for this input size or "
