@@ -42,37 +42,40 @@ def _op_events(profile, module: str | None) -> collections.Counter:
   the ops of that HLO module (an event that names another module is another program's, e.g. an
   eager op between two training steps; one that names none is kept)."""
   totals = collections.Counter()
-  for name, event in _named_op_events(profile):
-    if _of_module(event, module):
+  for name, event, stats in _named_op_events(profile):
+    if _of_module(stats, module):
       totals[name] += event.duration_ns
   return totals
 
 
 def _named_op_events(profile):
-  """(HLO op name, event) for each op event of the XSpace, as the module docstring says."""
+  """(HLO op name, event, its stats as a dict) for each op event of the XSpace, as the module
+  docstring says."""
   for plane in profile.planes:
     if plane.name.startswith("/host:CPU"):
       for line in plane.lines:
         if line.name.startswith("tf_XLA"):
-          yield from ((event.name, event) for event in line.events
+          yield from ((event.name, event, dict(event.stats)) for event in line.events
                       if not event.name.startswith(_CPU_BOOKKEEPING))
     elif plane.name.startswith("/device:"):
       xla_ops = [line for line in plane.lines if line.name == "XLA Ops"]
       if xla_ops:
-        yield from ((event.name, event) for event in xla_ops[0].events)
+        yield from ((event.name, event, dict(event.stats)) for event in xla_ops[0].events)
         continue
       for line in plane.lines:  # one a CUDA stream ("Stream #7(Kernel,MemcpyH2D)")
         for event in line.events:
-          hlo_op = dict(event.stats).get("hlo_op")  # from XLA's annotation of the launch
+          stats = dict(event.stats)
+          hlo_op = stats.get("hlo_op")  # from XLA's annotation of the launch
           if hlo_op is not None:
-            yield str(hlo_op), event
+            yield str(hlo_op), event, stats
 
 
-def _of_module(event, module: str | None) -> bool:
-  """Whether an op event is of HLO module `module` (None: any); one that names none is."""
+def _of_module(stats: dict, module: str | None) -> bool:
+  """Whether an op event with these stats is of HLO module `module` (None: any); one that names
+  none is."""
   if module is None:
     return True
-  named = dict(event.stats).get("hlo_module")  # 'jit_step', or 'jit_step(<program id>)'
+  named = stats.get("hlo_module")  # 'jit_step', or 'jit_step(<program id>)'
   return named is None or str(named) == module or str(named).startswith(f"{module}(")
 
 
