@@ -244,11 +244,11 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   announce(non_key, dtype, 1)
   projected, _ = key(variables, frames)
   commons = [projected] * (2 if method.schedule.mode == "B" else 1)
-  shallow_read = method.shallow_variables(variables, frames)
-  shallow_fn, shallow_compile = _compile(method.encode_shallow, shallow_read, frames)
+  shallow_read = method.encode_shallow.read(variables, frames)  # as the predictor calls them
+  shallow_fn, shallow_compile = _compile(method.encode_shallow.jitted, shallow_read, frames)
   shallow = shallow_fn(shallow_read, frames)
-  fuse_read = method.fusion_variables(variables, commons, shallow)
-  fuse, fuse_compile = _compile(method.fused_logits, fuse_read, commons, shallow)
+  fuse_read = method.fused_logits.read(variables, commons, shallow)
+  fuse, fuse_compile = _compile(method.fused_logits.jitted, fuse_read, commons, shallow)
   non_key_row = report(_frame_row(
       non_key, dtype, [(shallow_fn, shallow_compile), (fuse, fuse_compile)],
       lambda: fuse(fuse_read, commons, shallow_fn(shallow_read, frames)), settings))
@@ -277,8 +277,8 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   encode, encode_compile = _compile(method.encode_frame, variables, frames)
   target, reference = encode(variables, frames)
   references = [reference] * clip
-  read = method.decode_variables(variables, target, references)  # as the predictor calls it
-  decode, decode_compile = _compile(method.decode_states, read, target, references)
+  read = method.decode_states.read(variables, target, references)  # as the predictor calls it
+  decode, decode_compile = _compile(method.decode_states.jitted, read, target, references)
 
   def stream_frame():
     new_target, new_reference = encode(variables, frames)

@@ -116,9 +116,9 @@ def test_cached_streaming_equals_clip_recomputation(method_and_variables, monkey
   """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]."""
   method, variables = method_and_variables
   passed = []  # the variables the predictor passes decode_states
-  decode_states = method.decode_states
-  monkeypatch.setattr(method, "decode_states",
-                      lambda v, *args: (passed.append(v), decode_states(v, *args))[1])
+  jitted = method.decode_states.jitted
+  monkeypatch.setattr(method.decode_states, "jitted",
+                      lambda v, *args: (passed.append(v), jitted(v, *args))[1])
   video = np.random.default_rng(3).integers(0, 256, (11, 48, 80, 3), dtype=np.uint8)
   cached = method.predictor(variables)
   recomputed = method.predictor(variables, cache_features=False)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vssjax.methods.variables_read import VariablesRead
+from vssjax.methods.variables_read import ProgramOnPart, VariablesRead
 
 
 def _variables():
@@ -74,12 +74,19 @@ def test_a_program_whose_branches_depend_on_a_shape_gets_each_shape_s_part():
       x = x * variables["params"]["b"]["kernel"][0, 0]
     return x * variables["params"]["a"]["kernel"][0]
 
-  part = VariablesRead(program).for_variables(_variables())
+  on_part = ProgramOnPart(program)
+  passed = []  # the variables each call of the jitted program is given
+  jitted = on_part.jitted
+  on_part.jitted = lambda variables, x: (passed.append(variables), jitted(variables, x))[1]
+  bound = on_part.bound(_variables())
   short, long = np.ones((2,), np.float32), np.ones((3,), np.float32)
-  assert "b" not in part(short)["params"]
-  assert part(long)["params"]["b"]["kernel"] is not None
-  assert part(short) is part(short)  # kept per signature for the variables it was made for
-  np.testing.assert_array_equal(jax.jit(program)(part(long), long), program(_variables(), long))
+  np.testing.assert_array_equal(bound(short), program(_variables(), short))
+  np.testing.assert_array_equal(bound(long), program(_variables(), long))
+  bound(short)
+  assert "b" not in passed[0]["params"]
+  assert passed[1]["params"]["b"]["kernel"] is not None
+  assert passed[2] is passed[0]  # kept per signature for the variables it was bound to
+  np.testing.assert_array_equal(on_part(_variables(), long), program(_variables(), long))
 
 
 def test_a_jitted_program_reads_everything():

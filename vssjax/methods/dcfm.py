@@ -38,7 +38,7 @@ from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
                                       refuse_dwconv_impl)
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
-from vssjax.methods.variables_read import VariablesRead
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
 from vssjax.models.ppm import PPM
@@ -137,14 +137,12 @@ class DCFMMethod(Method):
           f"protocol's rotated first keyframe would fall outside them; use K <= "
           f"{sum(window) + 1} or P mode")
     self.encode_keyframe = jax.jit(self._encode_keyframe_impl)
-    self.encode_shallow = jax.jit(self._encode_shallow_impl)
-    self.fused_logits = jax.jit(self._fused_logits_impl)
-    # The parts of the variables the two non-key programs read, which the predictor passes them
-    # (`vssjax/methods/variables_read.py` says why). One program for both ran 1.8x slower on
+    # The two non-key programs, which the predictor passes only the part of the variables each
+    # reads (`vssjax/methods/variables_read.py` says why). One program for both ran 1.8x slower on
     # XLA:CPU (101 against 57 ms at 480x480, DCFM-B2 bf16): its fusions of the shallow feature's
     # normalisation went wrong.
-    self.shallow_variables = VariablesRead(self._encode_shallow_impl)
-    self.fusion_variables = VariablesRead(self._fused_logits_impl)
+    self.encode_shallow = ProgramOnPart(self._encode_shallow_impl)
+    self.fused_logits = ProgramOnPart(self._fused_logits_impl)
 
   def _images(self, frames: jax.Array) -> jax.Array:
     return normalize_images(frames, self._dtype)
@@ -269,9 +267,9 @@ class DCFMPredictor(StreamingPredictor):
       raise ValueError(f"first keyframe {first_keyframe} must be in [0, {schedule.interval})")
     self._method = method
     self._variables = variables
-    # The parts of the variables the non-key programs read, per argument signature.
-    self._shallow_variables = method.shallow_variables.for_variables(variables)
-    self._fusion_variables = method.fusion_variables.for_variables(variables)
+    # The non-key programs on the parts of the variables they read, per argument signature.
+    self._encode_shallow = method.encode_shallow.bound(variables)
+    self._fused_logits = method.fused_logits.bound(variables)
     self._schedule = schedule
     self._first = first_keyframe
     self._eval_transform = method.config.data.eval_transform
@@ -288,7 +286,7 @@ class DCFMPredictor(StreamingPredictor):
     if self._is_keyframe(t, resized):
       return ready + self._keyframe(t, resized, frame.shape[:2])
     images = self._network_input(resized)
-    shallow = self._method.encode_shallow(self._shallow_variables(images), images)
+    shallow = self._encode_shallow(images)
     waiting = _Pending(t, resized, frame.shape[:2], shallow)
     if not self._waits(t):
       return ready + [self._predict(waiting, [self._previous])]
@@ -359,8 +357,7 @@ class DCFMPredictor(StreamingPredictor):
     if not keyframes:
       raise RuntimeError(f"frame {waiting.index} has no keyframe to fuse with")
     commons = [k.projected for k in keyframes]
-    logits = self._method.fused_logits(self._fusion_variables(commons, waiting.shallow), commons,
-                                       waiting.shallow)
+    logits = self._fused_logits(commons, waiting.shallow)
     return waiting.index, self._labels(logits, waiting.frame_hw)
 
   def _network_input(self, resized: np.ndarray) -> np.ndarray:

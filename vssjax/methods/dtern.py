@@ -24,7 +24,7 @@ from vssjax.methods import losses
 from vssjax.methods.backbones import build_mit, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
-from vssjax.methods.variables_read import VariablesRead
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.dtern_head import DTERNHead, LTEM_HEADS
 from vssjax.models.layers import flatten_time, normalize_images
@@ -69,10 +69,9 @@ class DTERNMethod(Method):
       raise SetupError(f"{self.display_name} predicts from past frames; clip.offsets "
                        f"{self.sampler.offsets} must all be <= 0")
     self.encode_frame = jax.jit(self._encode_frame_impl)
-    self.decode_states = jax.jit(self._decode_states_impl)
-    # The part of the variables `decode_states` reads (the head's temporal layers), which the
-    # predictor passes it: `vssjax/methods/variables_read.py` says why.
-    self.decode_variables = VariablesRead(self._decode_states_impl)
+    # The predictor passes it only the part of the variables it reads (the head's temporal
+    # layers): `vssjax/methods/variables_read.py` says why.
+    self.decode_states = ProgramOnPart(self._decode_states_impl)
     self.clip_logits = jax.jit(self._clip_logits_impl)
 
   def build_module(self, model: ConfigDict) -> ClipSegmentor:
@@ -153,7 +152,7 @@ class DTERNPredictor(StreamingPredictor):
   def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):
     self._method = method
     self._variables = variables
-    self._decode_variables = method.decode_variables.for_variables(variables)  # the part it reads
+    self._decode_states = method.decode_states.bound(variables)  # on the part it reads
     self._cache_features = cache_features
     self._eval_transform = method.config.data.eval_transform
     self._sampler = method.sampler
@@ -183,8 +182,7 @@ class DTERNPredictor(StreamingPredictor):
       return self._method.clip_logits(self._variables, np.stack(clip)[None])
     if len(clip) == 1:  # the release's early exit: the SegFormer branch of the frame
       return target_state["logits"]
-    return self._method.decode_states(self._decode_variables(target_state, clip), target_state,
-                                      clip)
+    return self._decode_states(target_state, clip)
 
   def _forget_before(self, first_needed: int) -> None:
     for i in [i for i in self._memory if i < first_needed]:

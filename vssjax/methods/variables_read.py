@@ -4,7 +4,8 @@ A jitted call flattens and checks every leaf of its arguments on the host, wheth
 reads it or not: DCFM-B2's 352 variable arrays cost ~0.23 ms a call on the 2-core CPU (a trivial
 program: 0.013 ms without them, 2026-12-04). That is as much as a small program's device time on a
 GPU, and DCFM's non-key programs read 24 and 6 of them (the encoder's shallow prefix; the FFM and
-the classifier). A predictor therefore passes such a program that part (`VariablesRead`)."""
+the classifier). A method therefore makes such a program a `ProgramOnPart`, and its predictor calls
+the program bound to the video's variables, which passes it that part (`VariablesRead`)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ class VariablesRead:
   Which arrays a program reads is traced once per signature of the variables and the other
   arguments (their trees, shapes and dtypes, as a jitted function's cache), so a program whose
   branches depend on a shape gets the right part for each. Picking the part takes a fraction of a
-  millisecond for hundreds of arrays: a predictor holds `for_variables(variables)`, which
-  remembers each signature's part for the video."""
+  millisecond for hundreds of arrays: `ProgramOnPart.bound` remembers each signature's part for
+  the variables it is bound to."""
 
   def __init__(self, fn: Callable):
     self._fn = fn
@@ -54,17 +55,32 @@ class VariablesRead:
     raise TypeError(f"{name} computes with variables its outputs do not depend on, so it needs "
                     f"all of them: {failure}") from failure
 
-  def for_variables(self, variables: Any) -> Callable[..., Any]:
-    """`lambda *args: self(variables, *args)`, each signature's part kept: a few microseconds a
-    call after the first of a signature."""
+
+class ProgramOnPart:
+  """An inference program `fn(variables, *args)`, jitted, that a predictor calls with only the
+  part of the variables it reads: `bound(variables)(*args)` runs it on that part of `variables`
+  (`VariablesRead`, picked once per signature of `args`). Called directly it runs on the variables
+  given, all of them in tests and one-off calls. `fn` is the unjitted program (a jitted one would
+  read all of its arguments); `jitted` is the program to lower or compile."""
+
+  def __init__(self, fn: Callable):
+    self.jitted = jax.jit(fn)
+    self.read = VariablesRead(fn)
+
+  def __call__(self, variables: Any, *args) -> Any:
+    return self.jitted(variables, *args)
+
+  def bound(self, variables: Any) -> Callable[..., Any]:
+    """`lambda *args: self(<the part of variables that the program reads>, *args)`, each
+    signature's part kept: a few microseconds a call after the first of a signature."""
     parts: dict[Any, Any] = {}
 
-    def part(*args):
+    def call(*args):
       signature = _signature(args)
       if signature not in parts:
-        parts[signature] = self(variables, *args)
-      return parts[signature]
-    return part
+        parts[signature] = self.read(variables, *args)
+      return self.jitted(parts[signature], *args)
+    return call
 
 
 def _part(variables: Any, mask: tuple[bool, ...], drop_dicts: bool) -> Any:
