@@ -39,7 +39,7 @@ def test_report_has_the_device_commands_and_each_table(tmp_path, monkeypatch, ca
   monkeypatch.setattr(bench, "run", fake_run)
   monkeypatch.setattr(bench, "add_torch_compile_rows", lambda config, results, workdir: None)
   entries = [e for e in bench_suite.SUITE if e.name in ("segformer_b1_bf16", "dcfm_b2_bf16")]
-  out = tmp_path / "report.md"
+  out = tmp_path / "reports" / "report.md"  # a folder not made yet: the suite makes it
   report = bench_suite.run_suite(entries, str(tmp_path), str(out))
   assert seen == [("segformer", (16,)), ("dcfm", (1, 8))]
   assert "--mode=bench" in report and "TABLE b1" in report and "TABLE b2" in report

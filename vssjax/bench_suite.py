@@ -141,6 +141,8 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
   wall_s: dict[str, float] = {}
   failures: dict[str, list[str]] = {}
   report = "\n".join(header)
+  if out:  # made now: the report is written after the first entry, minutes in
+    epath.Path(out).parent.mkdir(parents=True, exist_ok=True)
 
   def measure(entry: Entry, label: str, work: Callable[..., Any], *args) -> Any:
     """`work(*args)` for `entry`, timed; then rewrites the entry's section and the report. A
