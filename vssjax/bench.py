@@ -47,6 +47,7 @@ from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds, report
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
+from vssjax.files import write_text_whole
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.methods.dcfm import DCFMMethod
@@ -535,5 +536,7 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
   if jax.process_index() == 0:
     out = epath.Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=2))
-    (out / "bench.md").write_text(summary + "\n\n" + table + "\n")
+    # Whole (files.write_text_whole): `add_torch_compile_rows` rewrites both, and a device
+    # command's time limit may kill it then.
+    write_text_whole(out / "bench.json", json.dumps(results, indent=2))
+    write_text_whole(out / "bench.md", summary + "\n\n" + table + "\n")

@@ -25,6 +25,7 @@ from absl import app, flags
 from etils import epath
 
 from vssjax import bench, bench_torch, configs_lib
+from vssjax.files import write_text_whole
 
 REPO = epath.Path(__file__).resolve().parent.parent
 
@@ -164,8 +165,8 @@ def run_suite(entries, workdir: str, out: str | None = None, profile: bool = Fal
     sections[entry.name] = _section(entry, epath.Path(workdir) / entry.name, profile,
                                     wall_s[entry.name], failures.get(entry.name, []))
     report = "\n".join(header + [line for e in entries for line in sections.get(e.name, [])])
-    if out:
-      epath.Path(out).write_text(report)
+    if out:  # whole: a time limit that kills the command mid-write leaves the last report
+      write_text_whole(out, report)
     return value
 
   compile_later = []  # (entry, config, entry dir, results) of the entries compared with PyTorch
