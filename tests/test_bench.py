@@ -27,11 +27,13 @@ def _progress_lines(capsys) -> list[str]:
 
 
 def _assert_progress(lines: list[str], programs: list[str]) -> None:
-  """Each program is announced before its compile and reported, timed, in that order."""
+  """Each program is announced before its compile and reported, timed, in that order; a JAX
+  program's time until its call returned too (PyTorch's calls synchronise themselves)."""
   expected = []
   for program in programs:
+    dispatch = "" if program.startswith("torch") else r" \(dispatch \d+\.\d\d ms\)"
     expected += [f"bench: {program}: (compiling|running)\\.\\.\\.",
-                 rf"bench: {program}: (compiled in \d+\.\d s, )?\d+\.\d\d ms/call"]
+                 rf"bench: {program}: (compiled in \d+\.\d s, )?\d+\.\d\d ms/call{dispatch}"]
   assert len(lines) == len(expected), lines
   for line, pattern in zip(lines, expected):
     assert re.fullmatch(pattern, line), (line, pattern)
@@ -88,9 +90,11 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
     for key in ("compile_s", "latency_ms", "frames_per_s"):
       assert math.isfinite(row[key]) and row[key] > 0, (row["phase"], key, row[key])
     assert row["gflops"] > 0
+    assert 0 < row["dispatch_ms"] <= row["latency_ms"]  # each call returns before its results
     # XLA's buffer assignment of the program, on every backend: at least its float32 parameters.
     assert row["peak_memory_mb"] >= 4 * results["params"] / 2**20, row["phase"]
   assert math.isfinite(rows[("torch_train", 4)]["latency_ms"])
+  assert rows[("torch_train", 4)]["dispatch_ms"] is None  # torch's calls synchronise themselves
   assert rows[("forward", 4)]["gflops"] > rows[("forward", 1)]["gflops"]
   # The train step holds the optimizer state and the activations for the gradients besides.
   assert rows[("train_step", 4)]["peak_memory_mb"] > rows[("forward", 4)]["peak_memory_mb"]
@@ -134,7 +138,8 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
   lines = _progress_lines(capsys)
   _assert_progress(lines[:-1], ["forward float32 batch 1", "keyframe float32 batch 1",
                                 "non_key_B float32 batch 1"])
-  assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call", lines[-1])
+  assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call "
+                      r"\(dispatch \d+\.\d\d ms\)", lines[-1])
   # bench.profile: one op table per timed program, the keyframe's led by real network ops.
   assert set(results["op_profiles"]) == {"forward_float32_b1", "keyframe_float32",
                                          "non_key_shallow_float32", "non_key_fuse_float32"}
@@ -144,8 +149,9 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
   key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
   assert 0 < non_key["gflops"] < key["gflops"]
   assert average["gflops"] == pytest.approx((key["gflops"] + 2 * non_key["gflops"]) / 3)
-  assert average["latency_ms"] == pytest.approx(
-      (key["latency_ms"] + 2 * non_key["latency_ms"]) / 3)
+  for value in ("latency_ms", "dispatch_ms"):
+    assert average[value] == pytest.approx((key[value] + 2 * non_key[value]) / 3)
+    assert 0 < non_key[value] and 0 < key[value]
 
 
 def test_bench_reports_dtern_stream_frame(tmp_path, capsys):
@@ -311,6 +317,7 @@ def test_a_frame_of_several_programs_is_timed_as_one_chain():
   row = bench._frame_row("non_key_P", "float32", [(first, 1.5), (second, 2.0)], run_frame,
                          {"warmup": 2, "repeats": 3})
   assert len(calls) == 5 and row.frames_per_s == pytest.approx(1e3 / row.latency_ms)
+  assert 0 < row.dispatch_ms <= row.latency_ms
   assert row.compile_s == 3.5
   assert row.gflops == pytest.approx(bench._gflops(first) + bench._gflops(second))
   assert row.peak_memory_mb == bench._program_peak_mb(first, second)

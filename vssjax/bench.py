@@ -21,7 +21,9 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
   the JAX / torch frames/s ratios are reported (vssjax/bench_torch.py).
 
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
-from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept.
+from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept,
+with the median time until the call returned (`dispatch ms`, `bench_rows.Timing`): near the
+latency, the program waits on the host; far below it, on the device.
 Settings come from `config.bench` (defaults in `vssjax.configs_lib.base_config`).
 Writes `workdir/bench.json` and `workdir/bench.md` and prints the table; before it, one
 `bench: <program>: compiling...` line as each program starts and one with its compile time and
@@ -44,7 +46,7 @@ from data_pipelines.clip_sampling import clip_length
 from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
-from vssjax.bench_rows import Row, announce, median_call_seconds, median_seconds, report
+from vssjax.bench_rows import Row, announce, median_call_timing, median_timing, report
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
@@ -210,11 +212,12 @@ def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
   one after the other, each taking the previous one's outputs, as the predictor calls them:
   dispatched without waiting in between, and waited for once at the end. Their compile seconds
   and GFLOPs add up (GFLOPs unknown if one program's is); the peak is the largest program's."""
-  seconds = median_seconds(run_frame, settings["warmup"], settings["repeats"])
+  timing = median_timing(run_frame, settings["warmup"], settings["repeats"])
   gflops = [_gflops(compiled) for compiled, _ in programs]
-  return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs), seconds * 1e3,
-             1 / seconds, None if None in gflops else sum(gflops),
-             _program_peak_mb(*(compiled for compiled, _ in programs)))
+  return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs),
+             timing.seconds * 1e3, 1 / timing.seconds, None if None in gflops else sum(gflops),
+             _program_peak_mb(*(compiled for compiled, _ in programs)),
+             timing.dispatch_seconds * 1e3)
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
@@ -223,10 +226,11 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
                                        _random_frames((batch, clip, *size, 3), seed=batch))
   announce("forward", dtype, batch)
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
-  seconds = median_call_seconds(settings, compiled, variables, frames)
+  timing = median_call_timing(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
-  return report(Row("forward", dtype, batch, batch * clip, compile_s, seconds * 1e3,
-                    batch * clip / seconds, _gflops(compiled), _program_peak_mb(compiled)))
+  return report(Row("forward", dtype, batch, batch * clip, compile_s, timing.seconds * 1e3,
+                    batch * clip / timing.seconds, _gflops(compiled), _program_peak_mb(compiled),
+                    timing.dispatch_seconds * 1e3))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -257,12 +261,18 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(shallow_read, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(fuse_read, commons, shallow), fuse)
   k = method.schedule.interval
-  t_avg = (key_row.latency_ms + (k - 1) * non_key_row.latency_ms) / k
-  gflops = (key_row.gflops, non_key_row.gflops)
-  gflops_avg = None if None in gflops else (gflops[0] + (k - 1) * gflops[1]) / k
+
+  def per_video_frame(key_value: float | None, non_key_value: float | None) -> float | None:
+    """(key + (K - 1) non_key) / K of one of the rows' values; None where either is."""
+    if key_value is None or non_key_value is None:
+      return None
+    return (key_value + (k - 1) * non_key_value) / k
+
+  t_avg = per_video_frame(key_row.latency_ms, non_key_row.latency_ms)
   return [key_row, non_key_row,
-          report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg, gflops_avg,
-                     None))]
+          report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg,
+                     per_video_frame(key_row.gflops, non_key_row.gflops), None,
+                     per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms)))]
 
 
 def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
@@ -373,23 +383,23 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
     holder[0], metrics = compiled(holder[0], step.batch, step.total_steps)
     return metrics
 
-  seconds = median_seconds(run_once, settings["warmup"], settings["train_repeats"])
+  timing = median_timing(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
   return report(Row("train_step", config.model.dtype, batch_size, batch_size * clip, compile_s,
-                    seconds * 1e3, batch_size * clip / seconds, _gflops(compiled),
-                    _program_peak_mb(compiled)))
+                    timing.seconds * 1e3, batch_size * clip / timing.seconds, _gflops(compiled),
+                    _program_peak_mb(compiled), timing.dispatch_seconds * 1e3))
 
 
 def _format_table(rows: list[Row]) -> str:
   def fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
-  lines = ["| phase | dtype | batch | frames | compile s | latency ms | frames/s | GFLOPs | "
-           "peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| phase | dtype | batch | frames | compile s | latency ms | dispatch ms | frames/s | "
+           "GFLOPs | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r.phase} | {r.dtype} | {r.batch} | {r.frames} | {fmt(r.compile_s, '.2f')} | "
-                 f"{r.latency_ms:.2f} | {r.frames_per_s:.1f} | {fmt(r.gflops, '.3f')} | "
-                 f"{fmt(r.peak_memory_mb, '.0f')} |")
+                 f"{r.latency_ms:.2f} | {fmt(r.dispatch_ms, '.2f')} | {r.frames_per_s:.1f} | "
+                 f"{fmt(r.gflops, '.3f')} | {fmt(r.peak_memory_mb, '.0f')} |")
   return "\n".join(lines)
 
 

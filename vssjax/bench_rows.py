@@ -25,24 +25,39 @@ class Row:
   frames_per_s: float
   gflops: float | None  # XLA's estimate; per device when the train step is split over a mesh
   peak_memory_mb: float | None  # XLA's memory analysis of the row's program(s); None for torch
+  dispatch_ms: float | None = None  # `Timing.dispatch_seconds`; None for torch (it synchronises)
 
 
-def median_seconds(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-  """Median wall time of `fn()` over `repeats` calls after `warmup` ones, each waited for
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """Medians over a program's timed calls. `seconds`: until its results were ready.
+  `dispatch_seconds`: until the call returned, before waiting for them. JAX enqueues the device's
+  work and returns, so a program whose dispatch takes nearly its whole latency is bound by the
+  host (Python, the arguments' handling), one with a short dispatch by the device: the split
+  that says whether a short program (DCFM's non-key frame) gains from fewer kernels or from fewer
+  arguments and calls."""
+  seconds: float
+  dispatch_seconds: float
+
+
+def median_timing(fn: Callable[[], Any], warmup: int, repeats: int) -> Timing:
+  """`Timing` of `fn()` over `repeats` calls after `warmup` ones, each waited for
   (`block_until_ready` on what it returns; the torch programs synchronise themselves)."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
-  times = []
+  times, dispatches = [], []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(fn())
+    out = fn()
+    dispatches.append(time.perf_counter() - start)
+    jax.block_until_ready(out)
     times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return Timing(statistics.median(times), statistics.median(dispatches))
 
 
-def median_call_seconds(settings: dict[str, Any], fn: Callable, *args) -> float:
-  """`median_seconds` of `fn(*args)` with the forward's warm-up and repeats."""
-  return median_seconds(lambda: fn(*args), settings["warmup"], settings["repeats"])
+def median_call_timing(settings: dict[str, Any], fn: Callable, *args) -> Timing:
+  """`median_timing` of `fn(*args)` with the forward's warm-up and repeats."""
+  return median_timing(lambda: fn(*args), settings["warmup"], settings["repeats"])
 
 
 def program_name(phase: str, dtype: str, batch: int) -> str:
@@ -58,6 +73,7 @@ def announce(phase: str, dtype: str, batch: int, doing: str = "compiling") -> No
 def report(row: Row) -> Row:
   """Prints a row's compile time and latency as soon as they are measured; returns the row."""
   compiled = "" if row.compile_s is None else f"compiled in {row.compile_s:.1f} s, "
+  dispatch = "" if row.dispatch_ms is None else f" (dispatch {row.dispatch_ms:.2f} ms)"
   print(f"bench: {program_name(row.phase, row.dtype, row.batch)}: {compiled}"
-        f"{row.latency_ms:.2f} ms/call", flush=True)
+        f"{row.latency_ms:.2f} ms/call{dispatch}", flush=True)
   return row

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vssjax.bench_rows import Row, announce, median_seconds, program_name, report
+from vssjax.bench_rows import Row, announce, median_timing, program_name, report
 from vssjax.methods.base import Method
 
 
@@ -107,7 +107,7 @@ def run_reference(method: Method, size: tuple[int, int], train_batch: int,
           start = time.perf_counter()
           run_once()
           compile_s = time.perf_counter() - start if compiled else None
-          seconds = median_seconds(run_once, settings["warmup"], repeats)
+          seconds = median_timing(run_once, settings["warmup"], repeats).seconds
         except Exception as error:  # pylint: disable=broad-except
           # The reference is a comparison: a failing torch.compile/inductor on an unfamiliar host
           # must not cost the JAX rows already measured.
