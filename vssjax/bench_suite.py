@@ -87,8 +87,8 @@ SUITE = (
           {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (1, 16), "model.attention_impl": "cudnn", "bench.torch": False}),
     # The same lever on DCFM-B2's streaming frames: the non-key frame (MiT-B2's first stage, then
-    # the fusion) took 0.33 ms for 3.5 GFLOPs on the H200, a time set by its count of kernels, not
-    # their FLOPs, and the fused kernel is one where 'xla' runs scores, softmax and sum apart.
+    # the fusion) took 0.33 ms on the H200 for 3.5 GFLOPs, a time its FLOPs do not set; each
+    # attention is one fused kernel where 'xla' runs scores, softmax and weighted sum apart.
     Entry("dcfm_b2_bf16_cudnn", "configs/dcfm/vspw_mitb2.py",
           {**_SIZE, "data.batch_size": 8, "bench.dtypes": ("bfloat16",), "bench.batch_sizes": (1,),
            "bench.train_step": False, "model.attention_impl": "cudnn", "bench.torch": False}),
