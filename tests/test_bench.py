@@ -90,12 +90,16 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
     for key in ("compile_s", "latency_ms", "frames_per_s"):
       assert math.isfinite(row[key]) and row[key] > 0, (row["phase"], key, row[key])
     assert row["gflops"] > 0
+    # XLA's count of the bytes its kernels move: at least the float32 parameters, read once.
+    assert row["gb_accessed"] * 1e9 >= 4 * results["params"], row["phase"]
     assert 0 < row["dispatch_ms"] <= row["latency_ms"]  # each call returns before its results
     # XLA's buffer assignment of the program, on every backend: at least its float32 parameters.
     assert row["peak_memory_mb"] >= 4 * results["params"] / 2**20, row["phase"]
   assert math.isfinite(rows[("torch_train", 4)]["latency_ms"])
   assert rows[("torch_train", 4)]["dispatch_ms"] is None  # torch's calls synchronise themselves
-  assert rows[("forward", 4)]["gflops"] > rows[("forward", 1)]["gflops"]
+  assert rows[("torch_train", 4)]["gb_accessed"] is None
+  for figure in ("gflops", "gb_accessed"):
+    assert rows[("forward", 4)][figure] > rows[("forward", 1)][figure]
   # The train step holds the optimizer state and the activations for the gradients besides.
   assert rows[("train_step", 4)]["peak_memory_mb"] > rows[("forward", 4)]["peak_memory_mb"]
   assert results["device_peak_memory_mb"] is None  # the CPU backend keeps no runtime statistics
@@ -147,8 +151,9 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
   assert "encoder" in keyframe_table and "ms/call" in keyframe_table
   assert "train_step" not in rows  # bench.train_step=False skips it
   key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
-  assert 0 < non_key["gflops"] < key["gflops"]
-  assert average["gflops"] == pytest.approx((key["gflops"] + 2 * non_key["gflops"]) / 3)
+  for figure in ("gflops", "gb_accessed"):
+    assert 0 < non_key[figure] < key[figure]
+    assert average[figure] == pytest.approx((key[figure] + 2 * non_key[figure]) / 3)
   for value in ("latency_ms", "dispatch_ms"):
     assert average[value] == pytest.approx((key[value] + 2 * non_key[value]) / 3)
     assert 0 < non_key[value] and 0 < key[value]
@@ -304,7 +309,7 @@ def test_each_rows_peak_memory_is_its_own_programs():
 
 def test_a_frame_of_several_programs_is_timed_as_one_chain():
   """As the predictor runs them: dispatched one after the other, waited for once at the end;
-  compile seconds and GFLOPs add up, the peak is the larger program's."""
+  compile seconds, GFLOPs and GB accessed add up, the peak is the larger program's."""
   x = jnp.ones((64, 64), jnp.float32)
   first = jax.jit(lambda a: a @ a).lower(x).compile()
   second = jax.jit(lambda a: a * 2).lower(x).compile()
@@ -319,7 +324,15 @@ def test_a_frame_of_several_programs_is_timed_as_one_chain():
   assert len(calls) == 5 and row.frames_per_s == pytest.approx(1e3 / row.latency_ms)
   assert 0 < row.dispatch_ms <= row.latency_ms
   assert row.compile_s == 3.5
-  assert row.gflops == pytest.approx(bench._gflops(first) + bench._gflops(second))
+  for figure in ("flops", "bytes accessed"):
+    assert bench._xla_cost(figure, first) > 0 and bench._xla_cost(figure, second) > 0
+  assert row.gflops == pytest.approx(bench._xla_cost("flops", first, second))
+  assert row.gflops == pytest.approx(bench._xla_cost("flops", first)
+                                     + bench._xla_cost("flops", second))
+  assert row.gb_accessed == pytest.approx(bench._xla_cost("bytes accessed", first)
+                                          + bench._xla_cost("bytes accessed", second))
+  # The product reads its 16 KiB matrix and writes one.
+  assert bench._xla_cost("bytes accessed", first) * 1e9 >= 2 * 64 * 64 * 4
   assert row.peak_memory_mb == bench._program_peak_mb(first, second)
 
 
@@ -366,7 +379,8 @@ def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(t
                       train_repeats=1, torch=False)
   results = bench.run(config, str(tmp_path))
   rows = {row["phase"]: row for row in results["rows"]}
-  assert rows["forward"]["gflops"] > 0 and rows["train_step"]["gflops"] is None
+  for figure in ("gflops", "gb_accessed"):
+    assert rows["forward"][figure] > 0 and rows["train_step"][figure] is None
   assert results["scan_blocks"]
-  assert "train_step GFLOPs n/a: model.scan_blocks trains each stage's blocks as a loop" in (
-      capsys.readouterr().out)
+  assert ("train_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's blocks as "
+          "a loop") in capsys.readouterr().out

@@ -106,13 +106,24 @@ def _random_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
   return TrainState(step, params, model_state, opt_state), sharding
 
 
-def _gflops(compiled) -> float | None:
-  """XLA's FLOP estimate; `cost_analysis()` is a dict on new jax, a list of dicts on older ones."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) / 1e9 if flops is not None and flops > 0 else None
+def _xla_cost(figure: str, *compiled) -> float | None:
+  """The sum over the `compiled` programs of XLA's cost-analysis `figure` ('flops' or 'bytes
+  accessed'), in billions; None where a program's analysis lacks it. `cost_analysis()` is a dict
+  on new jax, a list of dicts on older ones.
+
+  'bytes accessed' counts what each kernel (fusion, library call) reads and writes in device
+  memory: next to the FLOPs it says whether a program is bound by the memory or by the math, and
+  a short program whose time follows neither by the launches (DCFM's non-key frame)."""
+  total = 0.0
+  for program in compiled:
+    analysis = program.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0] if analysis else None
+    value = (analysis or {}).get(figure)
+    if value is None or value <= 0:
+      return None
+    total += float(value)
+  return total / 1e9
 
 
 def _program_peak_mb(*compiled) -> float | None:
@@ -211,13 +222,13 @@ def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
   """The batch-1 row of a frame whose `programs` (compiled, compile seconds) `run_frame` calls
   one after the other, each taking the previous one's outputs, as the predictor calls them:
   dispatched without waiting in between, and waited for once at the end. Their compile seconds
-  and GFLOPs add up (GFLOPs unknown if one program's is); the peak is the largest program's."""
+  GFLOPs and GB accessed add up (unknown if one program's is); the peak is the largest program's."""
   timing = median_timing(run_frame, settings["warmup"], settings["repeats"])
-  gflops = [_gflops(compiled) for compiled, _ in programs]
+  compiled = [program for program, _ in programs]
   return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs),
-             timing.seconds * 1e3, 1 / timing.seconds, None if None in gflops else sum(gflops),
-             _program_peak_mb(*(compiled for compiled, _ in programs)),
-             timing.dispatch_seconds * 1e3)
+             timing.seconds * 1e3, 1 / timing.seconds, _xla_cost("flops", *compiled),
+             _program_peak_mb(*compiled), timing.dispatch_seconds * 1e3,
+             _xla_cost("bytes accessed", *compiled))
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
@@ -229,8 +240,9 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   timing = median_call_timing(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return report(Row("forward", dtype, batch, batch * clip, compile_s, timing.seconds * 1e3,
-                    batch * clip / timing.seconds, _gflops(compiled), _program_peak_mb(compiled),
-                    timing.dispatch_seconds * 1e3))
+                    batch * clip / timing.seconds, _xla_cost("flops", compiled),
+                    _program_peak_mb(compiled), timing.dispatch_seconds * 1e3,
+                    _xla_cost("bytes accessed", compiled)))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -272,7 +284,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   return [key_row, non_key_row,
           report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg,
                      per_video_frame(key_row.gflops, non_key_row.gflops), None,
-                     per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms)))]
+                     per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms),
+                     per_video_frame(key_row.gb_accessed, non_key_row.gb_accessed)))]
 
 
 def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
@@ -386,8 +399,9 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
   timing = median_timing(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
   return report(Row("train_step", config.model.dtype, batch_size, batch_size * clip, compile_s,
-                    timing.seconds * 1e3, batch_size * clip / timing.seconds, _gflops(compiled),
-                    _program_peak_mb(compiled), timing.dispatch_seconds * 1e3))
+                    timing.seconds * 1e3, batch_size * clip / timing.seconds,
+                    _xla_cost("flops", compiled), _program_peak_mb(compiled),
+                    timing.dispatch_seconds * 1e3, _xla_cost("bytes accessed", compiled)))
 
 
 def _format_table(rows: list[Row]) -> str:
@@ -395,11 +409,12 @@ def _format_table(rows: list[Row]) -> str:
     return "n/a" if value is None else format(value, spec)
 
   lines = ["| phase | dtype | batch | frames | compile s | latency ms | dispatch ms | frames/s | "
-           "GFLOPs | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "GFLOPs | GB accessed | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r.phase} | {r.dtype} | {r.batch} | {r.frames} | {fmt(r.compile_s, '.2f')} | "
                  f"{r.latency_ms:.2f} | {fmt(r.dispatch_ms, '.2f')} | {r.frames_per_s:.1f} | "
-                 f"{fmt(r.gflops, '.3f')} | {fmt(r.peak_memory_mb, '.0f')} |")
+                 f"{fmt(r.gflops, '.3f')} | {fmt(r.gb_accessed, '.3f')} | "
+                 f"{fmt(r.peak_memory_mb, '.0f')} |")
   return "\n".join(lines)
 
 
@@ -470,7 +485,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     torch_rows = bench_torch.run_reference(measured.method, settings["input_size"],
                                            config.data.batch_size, settings)
   if config.model.scan_blocks:  # XLA's cost analysis counts a loop's body once, not per trip
-    rows = [dataclasses.replace(row, gflops=None) if row.phase == "train_step" else row
+    rows = [dataclasses.replace(row, gflops=None, gb_accessed=None) if row.phase == "train_step"
+            else row
             for row in rows]
   rows += torch_rows
   # What the float32 rows compare: JAX leaves TF32 on for matmuls and convolutions on recent
@@ -532,8 +548,9 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
     summary += (f"\nstopped by a failed program ({results['stopped_by']}); the programs after the "
                 "last row (and any PyTorch reference) were not measured")
   if results.get("scan_blocks"):
-    summary += ("\ntrain_step GFLOPs n/a: model.scan_blocks trains each stage's blocks as a loop, "
-                "whose body XLA's cost analysis counts once; run without it for the FLOPs")
+    summary += ("\ntrain_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's "
+                "blocks as a loop, whose body XLA's cost analysis counts once; run without it for "
+                "them")
   if results["compilation_cache_dir"]:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "
                 f"{results['compilation_cache_dir']} (JAX_COMPILATION_CACHE_DIR)")
