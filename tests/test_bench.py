@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import load_config
 from vssjax import bench, bench_torch
+from vssjax.bench_figures import program_peak_mb, xla_cost
 from vssjax.bench_rows import Row
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
@@ -283,30 +284,6 @@ def test_bench_settings_that_cannot_be_measured_are_setup_errors(field, value, m
     bench._settings(config)  # pylint: disable=protected-access
 
 
-class _Device:
-  """A device whose `memory_stats()` are `stats`."""
-
-  def __init__(self, stats):
-    self._stats = stats
-
-  def memory_stats(self):
-    return self._stats
-
-
-def test_each_rows_peak_memory_is_its_own_programs():
-  """XLA's memory analysis of each program, whatever ran before it in the process, temporaries
-  included; a row of two programs takes the larger."""
-  large = jax.jit(lambda x: x * 2).lower(jnp.zeros((1024, 1024), jnp.float32)).compile()
-  small = jax.jit(lambda x: x * 2).lower(jnp.zeros((8,), jnp.float32)).compile()
-  jax.block_until_ready(large(jnp.zeros((1024, 1024), jnp.float32)))
-  assert bench._program_peak_mb(large) == pytest.approx(8.0)  # 4 MiB in, 4 MiB out
-  assert bench._program_peak_mb(small) < 0.01
-  assert bench._program_peak_mb(small, large) == bench._program_peak_mb(large)
-  # An 8 KiB vector whose 16 MiB outer product, a matmul operand, lives only inside the program.
-  outer = jax.jit(lambda x: (jnp.outer(x, x) @ x)).lower(jnp.zeros((2048,), jnp.float32)).compile()
-  assert bench._program_peak_mb(outer) >= 16.0
-
-
 def test_a_frame_of_several_programs_is_timed_as_one_chain():
   """As the predictor runs them: dispatched one after the other, waited for once at the end;
   compile seconds, GFLOPs and GB accessed add up, the peak is the larger program's."""
@@ -324,33 +301,9 @@ def test_a_frame_of_several_programs_is_timed_as_one_chain():
   assert len(calls) == 5 and row.frames_per_s == pytest.approx(1e3 / row.latency_ms)
   assert 0 < row.dispatch_ms <= row.latency_ms
   assert row.compile_s == 3.5
-  for figure in ("flops", "bytes accessed"):
-    assert bench._xla_cost(figure, first) > 0 and bench._xla_cost(figure, second) > 0
-  assert row.gflops == pytest.approx(bench._xla_cost("flops", first, second))
-  assert row.gflops == pytest.approx(bench._xla_cost("flops", first)
-                                     + bench._xla_cost("flops", second))
-  assert row.gb_accessed == pytest.approx(bench._xla_cost("bytes accessed", first)
-                                          + bench._xla_cost("bytes accessed", second))
-  # The product reads its 16 KiB matrix and writes one.
-  assert bench._xla_cost("bytes accessed", first) * 1e9 >= 2 * 64 * 64 * 4
-  assert row.peak_memory_mb == bench._program_peak_mb(first, second)
-
-
-def test_a_program_without_a_memory_analysis_has_no_peak():
-  class NoAnalysis:
-    def memory_analysis(self):
-      raise RuntimeError("UNIMPLEMENTED")
-
-  assert bench._program_peak_mb(NoAnalysis()) is None
-
-
-def test_device_peak_memory_is_in_mib_and_absent_where_the_backend_has_none(monkeypatch):
-  """Accelerators report bytes; the JSON's figure is in MiB (2**20 bytes). The CPU reports no
-  statistics: None, not 0."""
-  monkeypatch.setattr(jax, "local_devices", lambda: [_Device({"peak_bytes_in_use": 3 * 2**20})])
-  assert bench._device_peak_mb() == 3.0
-  monkeypatch.setattr(jax, "local_devices", lambda: [_Device({})])
-  assert bench._device_peak_mb() is None
+  assert row.gflops == pytest.approx(xla_cost("flops", first, second))
+  assert row.gb_accessed == pytest.approx(xla_cost("bytes accessed", first, second))
+  assert row.peak_memory_mb == program_peak_mb(first, second)
 
 
 def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path):

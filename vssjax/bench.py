@@ -46,6 +46,7 @@ from data_pipelines.clip_sampling import clip_length
 from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
+from vssjax.bench_figures import device_peak_mb, program_peak_mb, xla_cost
 from vssjax.bench_rows import Row, announce, median_call_timing, median_timing, report
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -104,59 +105,6 @@ def _random_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh):
   opt_state = jax.jit(tx.init, out_shardings=sharding.opt_state)(params)
   step = jax.device_put(np.zeros((), np.int32), sharding.step)
   return TrainState(step, params, model_state, opt_state), sharding
-
-
-def _xla_cost(figure: str, *compiled) -> float | None:
-  """The sum over the `compiled` programs of XLA's cost-analysis `figure` ('flops' or 'bytes
-  accessed'), in billions; None where a program's analysis lacks it. `cost_analysis()` is a dict
-  on new jax, a list of dicts on older ones.
-
-  'bytes accessed' counts what each kernel (fusion, library call) reads and writes in device
-  memory: next to the FLOPs it says whether a program is bound by the memory or by the math, and
-  a short program whose time follows neither by the launches (DCFM's non-key frame)."""
-  total = 0.0
-  for program in compiled:
-    analysis = program.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-      analysis = analysis[0] if analysis else None
-    value = (analysis or {}).get(figure)
-    if value is None or value <= 0:
-      return None
-    total += float(value)
-  return total / 1e9
-
-
-def _program_peak_mb(*compiled) -> float | None:
-  """The largest of `compiled` programs' peak memory in MiB, from XLA's memory analysis of each
-  (its buffer assignment); None where a backend does not give one.
-
-  Per program, unlike the device's runtime peak (`_device_peak_mb`), which counts every program
-  of the process so far: in the device suite a later entry's rows would carry an earlier entry's
-  larger peak. XLA:GPU's `peak_memory_in_bytes` is the buffer assignment's peak; XLA:CPU's
-  (jaxlib 0.10) counts only arguments and outputs, so the figure is at least arguments + outputs
-  - donated + temporaries (all of a program's temporaries are one allocation on the CPU).
-  """
-  peaks = []
-  for program in compiled:
-    try:
-      stats = program.memory_analysis()
-    except Exception:  # pylint: disable=broad-except  # a missing figure must not cost the row
-      return None
-    if stats is None:
-      return None
-    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
-             - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
-    peaks.append(max(getattr(stats, "peak_memory_in_bytes", 0), total))
-  return max(peaks) / 2**20 if peaks else None
-
-
-def _device_peak_mb() -> float | None:
-  """Peak bytes in use on this process's first device since the process started; None where the
-  backend (CPU) keeps no statistics."""
-  stats = jax.local_devices()[0].memory_stats()
-  if not stats or "peak_bytes_in_use" not in stats:
-    return None
-  return stats["peak_bytes_in_use"] / 2**20
 
 
 def _compile(jitted, *args, **static_args) -> tuple[Any, float]:
@@ -226,9 +174,9 @@ def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
   timing = median_timing(run_frame, settings["warmup"], settings["repeats"])
   compiled = [program for program, _ in programs]
   return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs),
-             timing.seconds * 1e3, 1 / timing.seconds, _xla_cost("flops", *compiled),
-             _program_peak_mb(*compiled), timing.dispatch_seconds * 1e3,
-             _xla_cost("bytes accessed", *compiled))
+             timing.seconds * 1e3, 1 / timing.seconds, xla_cost("flops", *compiled),
+             program_peak_mb(*compiled), timing.dispatch_seconds * 1e3,
+             xla_cost("bytes accessed", *compiled))
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
@@ -240,9 +188,9 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   timing = median_call_timing(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return report(Row("forward", dtype, batch, batch * clip, compile_s, timing.seconds * 1e3,
-                    batch * clip / timing.seconds, _xla_cost("flops", compiled),
-                    _program_peak_mb(compiled), timing.dispatch_seconds * 1e3,
-                    _xla_cost("bytes accessed", compiled)))
+                    batch * clip / timing.seconds, xla_cost("flops", compiled),
+                    program_peak_mb(compiled), timing.dispatch_seconds * 1e3,
+                    xla_cost("bytes accessed", compiled)))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -400,8 +348,8 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
   return report(Row("train_step", config.model.dtype, batch_size, batch_size * clip, compile_s,
                     timing.seconds * 1e3, batch_size * clip / timing.seconds,
-                    _xla_cost("flops", compiled), _program_peak_mb(compiled),
-                    timing.dispatch_seconds * 1e3, _xla_cost("bytes accessed", compiled)))
+                    xla_cost("flops", compiled), program_peak_mb(compiled),
+                    timing.dispatch_seconds * 1e3, xla_cost("bytes accessed", compiled)))
 
 
 def _format_table(rows: list[Row]) -> str:
@@ -503,7 +451,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "float32_precision": precisions,
       "scan_blocks": config.model.scan_blocks,
-      "device_peak_memory_mb": _device_peak_mb(),  # all programs of the process so far
+      "device_peak_memory_mb": device_peak_mb(),  # all programs of the process so far
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
       "stopped_by": (None if stopped_by is None else  # its first line: XLA's go on for pages

@@ -27,7 +27,7 @@ class Row:
   peak_memory_mb: float | None  # XLA's memory analysis of the row's program(s); None for torch
   dispatch_ms: float | None = None  # `Timing.dispatch_seconds`; None for torch (it synchronises)
   gb_accessed: float | None = None  # XLA's estimate of the device memory its kernels read and
-  # write (`bench._xla_cost`), per device like `gflops`; None for torch
+  # write (`bench_figures.xla_cost`), per device like `gflops`; None for torch
 
 
 @dataclasses.dataclass(frozen=True)
