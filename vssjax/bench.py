@@ -47,7 +47,8 @@ from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_figures import device_peak_mb, program_peak_mb, xla_cost
-from vssjax.bench_rows import Row, announce, median_call_timing, median_timing, report
+from vssjax.bench_rows import (Row, Timing, announce, median_call_timing, median_timing,
+                               report)
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
@@ -169,14 +170,20 @@ def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
                run_frame: Callable[[], Any], settings: dict[str, Any]) -> Row:
   """The batch-1 row of a frame whose `programs` (compiled, compile seconds) `run_frame` calls
   one after the other, each taking the previous one's outputs, as the predictor calls them:
-  dispatched without waiting in between, and waited for once at the end. Their compile seconds
+  dispatched without waiting in between, and waited for once at the end. Their compile seconds,
   GFLOPs and GB accessed add up (unknown if one program's is); the peak is the largest program's."""
   timing = median_timing(run_frame, settings["warmup"], settings["repeats"])
-  compiled = [program for program, _ in programs]
-  return Row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs),
-             timing.seconds * 1e3, 1 / timing.seconds, xla_cost("flops", *compiled),
-             program_peak_mb(*compiled), timing.dispatch_seconds * 1e3,
-             xla_cost("bytes accessed", *compiled))
+  return _program_row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs), timing,
+                      *(program for program, _ in programs))
+
+
+def _program_row(phase: str, dtype: str, batch: int, frames: int, compile_s: float,
+                 timing: Timing, *compiled) -> Row:
+  """The row of the JAX program(s) `compiled` (one, or a frame's chain) timed as `timing`,
+  `frames` input frames a call: XLA's figures summed over the programs, the largest peak."""
+  return Row(phase, dtype, batch, frames, compile_s, timing.seconds * 1e3,
+             frames / timing.seconds, xla_cost("flops", *compiled), program_peak_mb(*compiled),
+             timing.dispatch_seconds * 1e3, xla_cost("bytes accessed", *compiled))
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
@@ -187,10 +194,7 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
   timing = median_call_timing(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
-  return report(Row("forward", dtype, batch, batch * clip, compile_s, timing.seconds * 1e3,
-                    batch * clip / timing.seconds, xla_cost("flops", compiled),
-                    program_peak_mb(compiled), timing.dispatch_seconds * 1e3,
-                    xla_cost("bytes accessed", compiled)))
+  return report(_program_row("forward", dtype, batch, batch * clip, compile_s, timing, compiled))
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -346,10 +350,8 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
 
   timing = median_timing(run_once, settings["warmup"], settings["train_repeats"])
   profile(f"train_step_{config.model.dtype}", run_once, compiled)
-  return report(Row("train_step", config.model.dtype, batch_size, batch_size * clip, compile_s,
-                    timing.seconds * 1e3, batch_size * clip / timing.seconds,
-                    xla_cost("flops", compiled), program_peak_mb(compiled),
-                    timing.dispatch_seconds * 1e3, xla_cost("bytes accessed", compiled)))
+  return report(_program_row("train_step", config.model.dtype, batch_size, batch_size * clip,
+                             compile_s, timing, compiled))
 
 
 def _format_table(rows: list[Row]) -> str:
@@ -433,9 +435,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     torch_rows = bench_torch.run_reference(measured.method, settings["input_size"],
                                            config.data.batch_size, settings)
   if config.model.scan_blocks:  # XLA's cost analysis counts a loop's body once, not per trip
-    rows = [dataclasses.replace(row, gflops=None, gb_accessed=None) if row.phase == "train_step"
-            else row
-            for row in rows]
+    rows = [dataclasses.replace(row, gflops=None, gb_accessed=None)
+            if row.phase == "train_step" else row for row in rows]
   rows += torch_rows
   # What the float32 rows compare: JAX leaves TF32 on for matmuls and convolutions on recent
   # NVIDIA GPUs unless model.matmul_precision says otherwise; PyTorch's defaults differ.
