@@ -64,6 +64,10 @@ def test_one_trace_per_structure_and_signature_whatever_the_values():
   assert traces == [(2,), (2,)]  # the mask's trace and the part's check, at the first call only
   read(_variables(), np.ones((5,), np.float32))  # another signature
   assert traces[2:] == [(5,), (5,)]
+  read(_variables(), jnp.ones((5,), jnp.int32))  # another dtype
+  assert traces[4:] == [(5,), (5,)]
+  read(_variables(), jnp.ones((5,), jnp.float32))  # the same signature as a jax array
+  assert len(traces) == 6
   read({"params": _variables()["params"]}, np.ones((2,), np.float32))  # another structure
   assert len(traces) > 4
 
