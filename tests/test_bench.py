@@ -19,6 +19,7 @@ from vssjax.bench_figures import program_peak_mb, xla_cost
 from vssjax.bench_rows import Row
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.train import loop
 
 
@@ -138,8 +139,33 @@ def _streaming_bench(config_path: str, arg: str, workdir) -> tuple[dict, dict]:
   return results, {r["phase"]: r for r in results["rows"]}
 
 
-def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
-  results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
+def _count_bound_calls(monkeypatch) -> dict[str, int]:
+  """Counts the calls of every program a predictor binds (`ProgramOnPart.bound`), by program."""
+  calls: dict[str, int] = {}
+  bind = ProgramOnPart.bound
+
+  def counting_bound(program, variables):
+    call = bind(program, variables)
+    name = program.jitted.__name__
+
+    def counted(*args):
+      calls[name] = calls.get(name, 0) + 1
+      return call(*args)
+    return counted
+
+  monkeypatch.setattr(ProgramOnPart, "bound", counting_bound)
+  return calls
+
+
+def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch, caplog):
+  calls = _count_bound_calls(monkeypatch)
+  with jax.log_compiles(True):
+    results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
+  # The non-key frame is timed through the predictor's own calls (warmup 1, repeats 2), which run
+  # the executables the bench compiled for its figures: XLA compiles each program once.
+  assert calls == {"_encode_shallow_impl": 3, "_fused_logits_impl": 3}
+  for program in calls:
+    assert caplog.text.count(f"XLA compilation of jit({program})") <= 1, program
   lines = _progress_lines(capsys)
   _assert_progress(lines[:-1], ["forward float32 batch 1", "keyframe float32 batch 1",
                                 "non_key_B float32 batch 1"])
@@ -160,10 +186,12 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys):
     assert 0 < non_key[value] and 0 < key[value]
 
 
-def test_bench_reports_dtern_stream_frame(tmp_path, capsys):
+def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   """DTERN's steady-state video frame: the per-frame part of the network on one frame plus the
   head's temporal part on the kept clip, cheaper than the release-style forward of all 4 frames."""
+  calls = _count_bound_calls(monkeypatch)
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
+  assert calls == {"_decode_states_impl": 3}  # the predictor's own call, timed
   _assert_progress(_progress_lines(capsys), ["forward float32 batch 1",
                                              "stream_frame float32 batch 1"])
   assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_encode_float32",
