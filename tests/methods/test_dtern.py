@@ -42,6 +42,17 @@ def method_and_variables():
 
 
 @pytest.fixture(scope="module")
+def streaming_variables(method_and_variables):
+  """The variables of the equalities between kept frame states and the clip forward: weights of
+  normal(0, 0.3), under which LTEM's layer 0 moves the tokens, so that each frame's layer-1
+  centres differ from its layer-0 ones. At the fixture's 0.1 they agree to 2e-4 of their size, and
+  a predictor that kept layer 0's centres for layer 1 moved the logits by 2e-5, inside the
+  equalities' 1e-4."""
+  method, _ = method_and_variables
+  return method, host_filled(jax.eval_shape(method.init, jax.random.key(0), _batch()), std=0.3)
+
+
+@pytest.fixture(scope="module")
 def grad_fn(method_and_variables):
   """The jitted gradient of the loss, with its metrics: one program for the tests that need
   either (compiling the loss alone as well cost as much again)."""
@@ -99,17 +110,31 @@ def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and
   np.testing.assert_array_equal(same["loss_frames"], metrics["loss_frames"])
 
 
-def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variables):
+def test_kept_frame_states_predict_what_the_clip_forward_does(streaming_variables):
   """In eval mode the head's fusion of each frame is per frame, so the predictor computes it once
   per frame and runs LTEM/GTEM on the kept results: the same logits as the whole clip."""
-  assert_kept_states_predict_the_clip(*method_and_variables)
+  assert_kept_states_predict_the_clip(*streaming_variables)
 
 
-def test_inputs_with_an_odd_quarter_grid_predict_on_c2_s_grid(method_and_variables):
+def test_the_references_layer_1_centres_move_the_logits_beyond_the_equalities_tolerance(
+    streaming_variables):
+  """The equalities above can tell each kept state's two centres apart: the references' layer-1
+  centres replaced by their layer-0 ones move the logits by far more than 1e-4."""
+  method, variables = streaming_variables
+  frames = np.random.default_rng(5).integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)
+  states = [method.encode_frame(variables, frames[:, i]) for i in range(4)]
+  references = [reference for _, reference in states]
+  swapped = [dict(reference, centers_1=reference["centers_0"]) for reference in references[:-1]]
+  logits = method.decode_states(variables, states[-1][0], references)
+  moved = method.decode_states(variables, states[-1][0], swapped + references[-1:])
+  assert np.abs(np.asarray(moved) - np.asarray(logits)).max() > 1e-2
+
+
+def test_inputs_with_an_odd_quarter_grid_predict_on_c2_s_grid(streaming_variables):
   """67x93 frames: a 17x24 grid at 1/4 and c2's 9x12 at 1/8, where the release's (h4 // 2,
   w4 // 2) resize of the SegFormer feature gives 8 rows; both the clip forward and the kept
   frame states run and agree (docs/deviations.md, DTERN)."""
-  assert_kept_states_predict_the_clip(*method_and_variables, size=(67, 93))
+  assert_kept_states_predict_the_clip(*streaming_variables, size=(67, 93))
 
 
 def test_cached_streaming_equals_clip_recomputation(method_and_variables, monkeypatch):
