@@ -57,21 +57,29 @@ def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c_and_sigterm(tm
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def test_checkpoint_round_trip_replays_batches(tmp_path):
-  cfg = helpers.data_config(tmp_path)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_checkpoint_round_trip_replays_batches(tmp_path, workers):
+  """A restored iterator goes on with the batches the saved one would have given next, with
+  worker processes too (their positions are in the checkpoint), and those are the batches of the
+  in-process stream."""
+  cfg = helpers.data_config(tmp_path, backend="arrayrecord", num_workers=workers)
   iterator = iter(loader.make_train_loader(cfg, CLIP3, seed=7, shard_options=ONE_SHARD))
-  _take(iterator, 2)
+  _take(iterator, 3)  # with 2 workers, an odd count: the next batch is the second worker's
   manager = ocp.CheckpointManager(tmp_path / "ckpt")
-  manager.save(2, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(iterator)))
+  manager.save(3, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(iterator)))
   manager.wait_until_finished()
   expected = _take(iterator, 3)
   restored_iter = iter(loader.make_train_loader(cfg, CLIP3, seed=7, shard_options=ONE_SHARD))
-  manager.restore(2, args=ocp.args.Composite(
+  manager.restore(3, args=ocp.args.Composite(
       data_iter=grain.checkpoint.CheckpointRestore(restored_iter)))
   manager.close()
-  for want, got in zip(expected, _take(restored_iter, 3)):
+  cfg.num_workers = 0
+  in_process = _take(iter(loader.make_train_loader(cfg, CLIP3, seed=7, shard_options=ONE_SHARD)),
+                     6)[3:]
+  for want, got, alone in zip(expected, _take(restored_iter, 3), in_process, strict=True):
     for key in want:
       np.testing.assert_array_equal(want[key], got[key])
+      np.testing.assert_array_equal(want[key], alone[key])
 
 
 def _constant_cfg(tmp_path, **overrides):
