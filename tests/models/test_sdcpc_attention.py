@@ -29,8 +29,10 @@ def _direct_window_attention(q, k, v, window, num_heads, keep):
   return out
 
 
-@pytest.mark.parametrize("window,keep_ratio", [(5, 1.0), (3, 0.3)])
+@pytest.mark.parametrize("window,keep_ratio", [(7, 1.0), (5, 1.0), (3, 0.3)])
 def test_window_attention_is_per_pixel_window_attention(window, keep_ratio):
+  """The blockwise form equals each pixel's own window attention, at the configs' window (7) and
+  others, top-k included."""
   rng = np.random.default_rng(0)
   q = rng.normal(size=(2, 7, 9, 8))  # sizes that are not multiples of the block
   k, v = rng.normal(size=(2, 2, 2, 7, 9, 8))
