@@ -37,9 +37,11 @@ def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batc
   started = time.perf_counter()
   clips = frames = 0
   for _ in range(batches):
-    batch = next(iterator)
-    clips += batch["frames"].shape[0]
-    frames += batch["frames"].shape[0] * batch["frames"].shape[1]
+    # Only the shape is kept: with workers a batch is in shared memory, and one that outlives the
+    # iterator is unlinked too late (Python then warns of "leaked shared_memory objects" at exit).
+    batch_clips, clip_frames = next(iterator)["frames"].shape[:2]
+    clips += batch_clips
+    frames += batch_clips * clip_frames
   seconds = time.perf_counter() - started
   return dict(seconds=seconds, clips_per_s=clips / seconds, frames_per_s=frames / seconds)
 
