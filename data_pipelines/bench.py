@@ -18,13 +18,6 @@ from ml_collections import config_flags
 from data_pipelines import clip_sampling, loader
 from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg].", lock_config=True)
-_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per worker count.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches first.")
-_WORKERS = flags.DEFINE_list("workers", None, "Grain worker counts to try (default: the config's).")
-flags.mark_flags_as_required(["config"])
-
-
 def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batches: int,
             warmup: int) -> dict[str, float]:
   """Seconds, clips/s and frames/s over `batches` batches after `warmup` untimed ones."""
@@ -46,22 +39,36 @@ def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batc
   return dict(seconds=seconds, clips_per_s=clips / seconds, frames_per_s=frames / seconds)
 
 
-@user_errors_in_one_line
-def main(argv):
-  del argv
-  quiet_routine_logs()
-  config = _CONFIG.value
-  sampler = clip_sampling.make_clip_sampler(config.clip)
-  workers = [int(w) for w in _WORKERS.value] if _WORKERS.value else [config.data.num_workers]
-  crop = tuple(config.data.train_transform.crop_size)
-  print(f"bench: source {config.data.source} ({config.data.backend}), batch "
-        f"{config.data.batch_size} clips x {clip_sampling.clip_length(config.clip)} frames at "
-        f"{crop[0]}x{crop[1]}, {_BATCHES.value} batches after {_WARMUP.value} warm-up", flush=True)
-  for count in workers:
-    result = measure(config.data, sampler, count, _BATCHES.value, _WARMUP.value)
-    print(f"bench: workers {count}: {result['clips_per_s']:.2f} clips/s  "
-          f"{result['frames_per_s']:.2f} frames/s  ({result['seconds']:.1f} s)", flush=True)
+def _cli() -> None:
+  """The command line. Its flags are defined only when run as a program, so that importing this
+  module (the tests, next to vssjax.main's own --config) defines none."""
+  config_flag = config_flags.DEFINE_config_file("config", None, "Config file[:arg].",
+                                                lock_config=True)
+  batches = flags.DEFINE_integer("batches", 20, "Timed batches per worker count.")
+  warmup = flags.DEFINE_integer("warmup", 2, "Untimed batches first.")
+  workers_flag = flags.DEFINE_list("workers", None,
+                                   "Grain worker counts to try (default: the config's).")
+  flags.mark_flags_as_required(["config"])
+
+  @user_errors_in_one_line
+  def main(argv):
+    del argv
+    quiet_routine_logs()
+    config = config_flag.value
+    sampler = clip_sampling.make_clip_sampler(config.clip)
+    workers = ([int(w) for w in workers_flag.value] if workers_flag.value
+               else [config.data.num_workers])
+    crop = tuple(config.data.train_transform.crop_size)
+    print(f"bench: source {config.data.source} ({config.data.backend}), batch "
+          f"{config.data.batch_size} clips x {clip_sampling.clip_length(config.clip)} frames at "
+          f"{crop[0]}x{crop[1]}, {batches.value} batches after {warmup.value} warm-up", flush=True)
+    for count in workers:
+      result = measure(config.data, sampler, count, batches.value, warmup.value)
+      print(f"bench: workers {count}: {result['clips_per_s']:.2f} clips/s  "
+            f"{result['frames_per_s']:.2f} frames/s  ({result['seconds']:.1f} s)", flush=True)
+
+  app.run(main, flags_parser=parse_config_flags)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_config_flags)
+  _cli()
