@@ -95,9 +95,10 @@ def test_hidden_files_are_neither_frames_nor_videos(tmp_path):
     infer.input_videos(str(tmp_path / "frames"))
 
 
-def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path):
+def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path, capsys):
   """VSPW keeps a video's frames in <video>/origin/ and its label maps in <video>/mask/: a video
-  folder is one video of its origin/ frames, and the split's data/ folder each of its videos."""
+  folder is one video of its origin/ frames, without a note calling origin/ and mask/ videos left
+  out, and the split's data/ folder each of its videos."""
   for video in ("v2", "v1"):
     for sub, count in (("origin", 3), ("mask", 3)):
       (tmp_path / "data" / video / sub).mkdir(parents=True)
@@ -106,10 +107,34 @@ def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path):
                     np.full((6, 8, 3) if sub == "origin" else (6, 8), t, np.uint8))
   data = tmp_path / "data"
   assert infer.input_videos(str(data)) == [str(data / "v1"), str(data / "v2")]
+  capsys.readouterr()
   assert infer.input_videos(str(data / "v1")) == [str(data / "v1")]
   total, frames, _ = infer.read_frames(str(data / "v1"))
   frames = list(frames)
   assert total == 3 and [frame.shape for _, frame in frames] == [(6, 8, 3)] * 3
+  assert capsys.readouterr().out == ""
+
+
+def test_files_of_formats_not_recognised_are_named_not_left_out_silently(tmp_path, capsys):
+  """A clip of a container the folder listing does not know (`.flv`; given alone, OpenCV tries
+  any), or a frame of an image format it does not (`.webp`), beside the others."""
+  (tmp_path / "clips").mkdir()
+  for name in ("a.mp4", "b.flv", "notes.txt"):
+    (tmp_path / "clips" / name).write_bytes(b"")
+  assert infer.input_videos(str(tmp_path / "clips")) == [str(tmp_path / "clips" / "a.mp4")]
+  assert capsys.readouterr().out == (
+      f"infer: {tmp_path}/clips: b.flv, notes.txt not predicted: not video files "
+      f"({'/'.join(infer.VIDEO_SUFFIXES)}); pass one on its own for OpenCV to try\n")
+  frames = tmp_path / "frames"
+  _black_frames(frames, 1)
+  for name in ("000001.webp", "000002.tif", "000003.gif", "000004.ppm"):
+    cv2.imwrite(str(frames / name), np.zeros((16, 16, 3), np.uint8))
+  (frames / "clip.mp4").write_bytes(b"")  # named by input_videos' own note
+  total, _, _ = infer.read_frames(str(frames))
+  assert total == 1
+  assert capsys.readouterr().out == (
+      f"infer: {frames}: 000001.webp, 000002.tif, 000003.gif and 1 more not predicted: "
+      f"not frames ({'/'.join(footage.IMAGE_SUFFIXES)})\n")
 
 
 def test_videos_that_would_share_an_output_folder_are_refused_naming_them(tmp_path):
@@ -141,6 +166,20 @@ def test_a_folders_frame_folder_of_clashing_names_is_refused_before_the_restore(
   with pytest.raises(SetupError, match=r"in/b: several frames would write labels/000000\.png"):
     infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert not restores and not (tmp_path / "infer").exists()
+
+
+def test_a_workdir_infer_cannot_write_is_refused_before_the_restore(quick_config, tmp_path,
+                                                                    monkeypatch):
+  """A workdir shared read-only (simulated: root writes anywhere) was a PermissionError traceback
+  after the checkpoint's restore."""
+  restores = []
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: restores.append(1))
+  _black_frames(tmp_path / "in", 1)
+  (tmp_path / "run").mkdir()
+  monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path / "run"))
+  with pytest.raises(SetupError, match=r"run is not writable, and --mode=infer's outputs are "):
+    infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
+  assert not restores
 
 
 def test_an_input_under_the_home_folder_may_be_given_with_a_tilde(quick_config, tmp_path,
@@ -384,6 +423,14 @@ def test_a_frame_folder_of_mixed_sizes_is_predicted_shot_by_shot(quick_config, t
   said = capsys.readouterr().out
   assert "frame 000002 is 24x16, the frames before it 16x24: each run of frames" in said
   assert said.count("each run of frames of one size") == 1
+  # Three frames, none of its neighbours' size: no pair to score, as of a single frame.
+  for t, hw in enumerate([(16, 24), (24, 16), (16, 24)]):
+    cv2.imwrite(str(frames / f"{t:06d}.png"), np.zeros(hw + (3,), np.uint8))
+  for t in (3, 4):
+    (frames / f"{t:06d}.png").unlink()
+  infer.run(quick_config, str(tmp_path), str(frames))
+  assert ("TC (label-free temporal consistency) n/a (no two consecutive frames of one size) over "
+          "0 frame pairs" in capsys.readouterr().out)
 
 
 def test_a_rerun_without_tc_leaves_no_earlier_tc_json(quick_config, tmp_path, monkeypatch):

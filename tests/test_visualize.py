@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vssjax import visualize
+from vssjax.errors import SetupError
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0]], np.uint8)
 
@@ -35,6 +36,25 @@ def test_write_video_streams_frames_and_refuses_none(tmp_path):
   capture.release()
   with pytest.raises(ValueError, match="no frames to write"):
     visualize.write_video(tmp_path / "empty.mp4", [], fps=4)
+
+
+def test_a_video_opencv_cannot_write_is_one_error_with_the_way_out(tmp_path, monkeypatch):
+  """An OpenCV without the mp4v encoder (or a folder it cannot write) was an OSError traceback
+  after a video's predictions."""
+  class Refusing:
+    def __init__(self, *args):
+      pass
+
+    def isOpened(self):  # pylint: disable=invalid-name
+      return False
+
+    def release(self):
+      pass
+
+  monkeypatch.setattr(cv2, "VideoWriter", Refusing)
+  with pytest.raises(SetupError, match=r"OpenCV cannot open .*v\.mp4 for writing \(mp4v\); "
+                     r"--config\.eval\.overlay_video=False writes no overlay video"):
+    visualize.write_video(tmp_path / "v.mp4", [np.zeros((4, 4, 3), np.uint8)], fps=4)
 
 
 def test_frames_of_another_size_are_resized_into_the_video_not_dropped(tmp_path):

@@ -41,7 +41,7 @@ from vssjax.eval.stream import stream_predictions
 from vssjax.files import write_text_whole
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
-from vssjax.train.workdir import one_local_process
+from vssjax.train.workdir import check_writable, one_local_process
 
 
 class Input(NamedTuple):
@@ -62,13 +62,13 @@ def input_videos(path: str) -> list[str]:
   Nothing is decoded yet; a path that holds no video is a `SetupError` naming it."""
   if not os.path.exists(path):
     raise SetupError(f"--input {path} does not exist")
-  if not os.path.isdir(path):
+  if not os.path.isdir(path) or _frame_folder(path) != path:  # a file; one video in VSPW's layout
     return [path]
   entries = [os.path.join(path, name) for name in base.visible_entries(path)]  # no `._<clip>`
   videos = [entry for entry in entries
             if (os.path.isdir(entry) and _holds_images(_frame_folder(entry)))
             or (os.path.isfile(entry) and entry.lower().endswith(VIDEO_SUFFIXES))]
-  if _holds_images(_frame_folder(path)):
+  if _holds_images(path):
     if videos:  # frames and videos side by side: the frames win, the rest is not lost silently
       print(f"infer: {path} holds frames, so it is one video of them; its {len(videos)} other "
             f"videos ({', '.join(os.path.basename(v) for v in videos[:3])}"
@@ -78,6 +78,8 @@ def input_videos(path: str) -> list[str]:
   if not videos:
     raise SetupError(f"--input {path} holds no frames ({'/'.join(footage.IMAGE_SUFFIXES)}), "
                      f"no folders of frames and no video files ({'/'.join(VIDEO_SUFFIXES)})")
+  _say_left_out(path, {os.path.basename(v) for v in videos},
+                f"video files ({'/'.join(VIDEO_SUFFIXES)}); pass one on its own for OpenCV to try")
   names = [footage.video_name(video) for video in videos]
   clashing = sorted({name for name in names if names.count(name) > 1})
   if clashing:
@@ -89,6 +91,18 @@ def input_videos(path: str) -> list[str]:
 
 def _holds_images(folder: str) -> bool:
   return bool(footage.image_names(folder))
+
+
+def _say_left_out(folder: str, used: set[str], kinds: str) -> None:
+  """Names the files of `folder` that are not `used` (hidden ones aside), which are not `kinds`:
+  a clip or a frame of a format not recognised (`.flv`, `.webp`) beside the others would
+  otherwise be left out without a word."""
+  left_out = [name for name in base.visible_entries(folder)
+              if name not in used and os.path.isfile(os.path.join(folder, name))]
+  if left_out:
+    more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+    print(f"infer: {folder}: {', '.join(left_out[:3])}{more} not predicted: not {kinds}",
+          flush=True)
 
 
 def _frame_folder(video_folder: str) -> str:
@@ -111,11 +125,16 @@ def read_frames(path: str) -> Input:
   """
   if not os.path.isdir(path):
     return _read_video_file(path)
+  folder = _frame_folder(path)
   try:
-    files = footage.frame_files(_frame_folder(path))
+    files = footage.frame_files(folder)
   except base.DataError as error:
     raise SetupError(f"--input {error}") from error
   _check_frame_names(path, files)
+  # Video files beside frames were named by `input_videos`; label maps are noted by frame_files.
+  _say_left_out(folder, set(footage.image_names(folder)) | {
+      name for name in base.visible_entries(folder) if name.lower().endswith(VIDEO_SUFFIXES)},
+                f"frames ({'/'.join(footage.IMAGE_SUFFIXES)})")
   frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
   return Input(len(files), frames, 0.0)
 
@@ -278,6 +297,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   # TC's settings, checked before the restore too; this accumulator takes every pair of every
   # video, as the evaluator scores a split.
   folder_tc = make_scorers(config).temporal
+  check_writable(os.path.join(workdir, "infer"), "--mode=infer's outputs")
   method, variables, step = restore_for_eval(config, workdir, step)
   # Several processes (a pod, a cluster) share the videos out, and each its local devices, as the
   # evaluator does (`eval.devices`); a video's frames follow each other on one device.
@@ -473,7 +493,8 @@ def _tc_record(temporal: TemporalConsistency, flow: str) -> dict:
 
 
 def _say_tc(record: dict, path: epath.Path, scope: str = "") -> None:
-  said = "n/a (one frame)" if record["TC"] is None else f"{100 * record['TC']:.2f}%"
+  said = ("n/a (no two consecutive frames of one size)" if record["TC"] is None
+          else f"{100 * record['TC']:.2f}%")
   print(f"infer: TC (label-free temporal consistency) {said} over {record['pairs']} frame pairs"
         f"{' ' + scope if scope else ''} -> {path}", flush=True)
 

@@ -54,7 +54,8 @@ def write_video(path: str | epath.Path, frames: Iterable[np.ndarray], fps: float
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                  (w + w % 2, h + h % 2))
         if not writer.isOpened():
-          raise OSError(f"OpenCV cannot open {path} for writing")
+          raise SetupError(f"OpenCV cannot open {path} for writing (mp4v); "
+                           "--config.eval.overlay_video=False writes no overlay video")
       if frame.shape[:2] != (h, w):
         frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
       writer.write(cv2.cvtColor(_padded_to_even(frame), cv2.COLOR_RGB2BGR))

@@ -72,8 +72,13 @@ def frames_around(annotated: int, window: tuple[int, int], labelled: FrameRef,
 def visible_entries(folder: str) -> list[str]:
   """The names in `folder`, sorted, without hidden ones: copies made on macOS carry `.DS_Store`
   and an AppleDouble `._<name>` beside every file, which matches a dataset's file pattern but is
-  no image (nor a city or video folder)."""
-  return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+  no image (nor a city or video folder). A folder that cannot be listed (its permissions) is a
+  `DataError` naming it."""
+  try:
+    names = os.listdir(folder)
+  except OSError as error:
+    raise DataError(folder, f"cannot read folder ({error.strerror or error})") from error
+  return sorted(name for name in names if not name.startswith("."))
 
 
 def describe(frame: FrameRef, field: str) -> str:

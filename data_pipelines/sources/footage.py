@@ -87,6 +87,8 @@ def read_video_frames(path: str) -> Iterator[np.ndarray]:
   """Decodes a video file frame by frame as uint8 [H, W, 3] RGB, without holding it in memory."""
   if not os.path.isfile(path):
     raise base.DataError(path, "cannot read file (no such file)")
+  if not os.access(path, os.R_OK):  # else OpenCV's refusal below blames the file
+    raise base.DataError(path, "cannot read file (permission denied)")
   capture = cv2.VideoCapture(path)
   if not capture.isOpened():
     raise base.DataError(path, "OpenCV cannot open this video (corrupt or unsupported codec)")

@@ -341,6 +341,19 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
   assert not isinstance(error.value, SetupError)
 
 
+def test_evaluating_a_workdir_it_cannot_write_is_refused_before_the_restore(quick_config,
+                                                                           tmp_path, monkeypatch):
+  """`--mode=eval` writes its results into the workdir: one shared read-only (simulated: root
+  writes anywhere) was a traceback after the first video's predictions."""
+  restores = []
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: restores.append(1))
+  monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))
+  with pytest.raises(SetupError, match=rf"^{tmp_path} is not writable, and the evaluation's "
+                     "results are written there"):
+    loop.evaluate_checkpoint(quick_config, str(tmp_path))
+  assert not restores
+
+
 def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_config, tmp_path):
   """`vssjax.convert` saves the train state alone: no data iterator to resume training with."""
   mesh = loop.parallel.mesh_from_config(quick_config)

@@ -44,6 +44,21 @@ def test_a_workdir_that_cannot_be_written_is_one_error_naming_it(tmp_path):
       pass
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_error_naming_the_folder(tmp_path,
+                                                                               monkeypatch):
+  """Eval and infer write into a workdir that may be someone else's, read-only: checked before
+  their work (as root every folder is writable, so the permission is simulated)."""
+  readable_only = str(tmp_path / "shared")
+  (tmp_path / "shared").mkdir()
+  monkeypatch.setattr(os, "access", lambda path, mode: path != readable_only)
+  for folder in (readable_only, f"{readable_only}/infer/sub"):  # the folder, or where it is made
+    with pytest.raises(SetupError, match=rf"^{readable_only} is not writable, and the outputs "
+                       "are written there: use a workdir of your own"):
+      workdir.check_writable(folder, "the outputs")
+  workdir.check_writable(str(tmp_path / "mine" / "infer"), "the outputs")
+  workdir.check_writable("gs://bucket/run", "the outputs")  # the store's to refuse
+
+
 def test_a_workdir_on_object_storage_takes_no_lock(monkeypatch):
   """A single-host TPU VM trains into gs://...: no file lock exists there, and opening the lock
   file with the OS's open() would fail as an unwritable workdir."""

@@ -36,7 +36,7 @@ from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
 from vssjax.train.optimizer import make_optimizer, optimizer_for
 from vssjax.train.state import TrainState
-from vssjax.train.workdir import workdir_for_this_run, workdir_lock
+from vssjax.train.workdir import check_writable, workdir_for_this_run, workdir_lock
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -401,7 +401,8 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
 
 def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = None
                         ) -> dict[str, Any]:
-  """Evaluates checkpoint `step` (default: the latest) of `workdir`."""
+  """Evaluates checkpoint `step` (default: the latest) of `workdir`, writing its results there."""
+  check_writable(workdir, "the evaluation's results")
   method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)
   return evaluate(method, variables, config, workdir=workdir, step=step,

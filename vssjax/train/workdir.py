@@ -25,6 +25,22 @@ def make_workdir(workdir: str) -> None:
                      "a path where one can be made") from error
 
 
+def check_writable(folder: str, outputs: str) -> None:
+  """A local `folder` (where it does not exist yet, the nearest folder above it, where it would
+  be made) that this process cannot write is a `SetupError` naming it and `outputs`, what would
+  be written there: raised before any work, instead of a PermissionError traceback at the first
+  output, after the checkpoint's restore and a video's predictions (a workdir shared read-only).
+  A remote path (`gs://...`) is left to its store."""
+  if "://" in str(folder):
+    return
+  existing = os.path.abspath(folder)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise SetupError(f"{existing} is not writable, and {outputs} are written there: use a "
+                     "workdir of your own (a copy of this one's checkpoints/ and config.json)")
+
+
 LOCK_FILE = ".train.lock"
 # What a training run writes before its first log line or checkpoint: its lock, the checkpoint
 # manager's (still empty) directory and the record of its config.

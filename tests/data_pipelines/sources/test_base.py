@@ -34,6 +34,21 @@ def test_missing_file_names_the_file(tmp_path):
   assert error.value.where == path
 
 
+def test_a_folder_that_cannot_be_listed_names_the_folder(tmp_path, monkeypatch):
+  """A folder without read permission (simulated: root lists any) was a PermissionError
+  traceback from wherever it was listed (a dataset's discovery, `--mode=infer`'s input)."""
+  listdir = os.listdir
+
+  def denied(folder):
+    if str(folder) == str(tmp_path / "locked"):
+      raise PermissionError(13, "Permission denied", str(folder))
+    return listdir(folder)
+
+  monkeypatch.setattr(os, "listdir", denied)
+  with pytest.raises(base.DataError, match=r"locked: cannot read folder \(Permission denied\)$"):
+    base.visible_entries(str(tmp_path / "locked"))
+
+
 def test_corrupt_and_empty_images_name_the_file(tmp_path):
   path = tmp_path / "bad.jpg"
   path.write_bytes(b"\xff\xd8 not really a jpeg")

@@ -65,6 +65,17 @@ class _CaptureDeclaringNothing:
     pass
 
 
+def test_a_video_file_that_cannot_be_read_is_said_so_not_called_corrupt(tmp_path, monkeypatch):
+  """OpenCV refuses a file without read permission (simulated: root reads any) as it does a
+  corrupt one; the permission is checked first."""
+  path = str(tmp_path / "clip.mp4")
+  with open(path, "wb") as f:
+    f.write(b"")
+  monkeypatch.setattr(os, "access", lambda p, mode: p != path)
+  with pytest.raises(base.DataError, match=r"clip\.mp4: cannot read file \(permission denied\)"):
+    next(footage.read_video_frames(path))
+
+
 def test_footage_says_0_for_a_frame_count_or_rate_its_container_does_not_declare(monkeypatch):
   monkeypatch.setattr(footage.cv2, "VideoCapture", _CaptureDeclaringNothing)
   assert footage.declared_frames_and_rate("stream.h264") == (0, 0.0)
