@@ -132,9 +132,9 @@ def read_frames(path: str) -> Input:
     raise SetupError(f"--input {error}") from error
   _check_frame_names(path, files)
   # Video files beside frames were named by `input_videos`; label maps are noted by frame_files.
-  _say_left_out(folder, set(footage.image_names(folder)) | {
-      name for name in base.visible_entries(folder) if name.lower().endswith(VIDEO_SUFFIXES)},
-                f"frames ({'/'.join(footage.IMAGE_SUFFIXES)})")
+  named = set(footage.image_names(folder)) | {
+      name for name in base.visible_entries(folder) if name.lower().endswith(VIDEO_SUFFIXES)}
+  _say_left_out(folder, named, f"frames ({'/'.join(footage.IMAGE_SUFFIXES)})")
   frames = ((os.path.splitext(os.path.basename(f))[0], base.read_image(f, f)) for f in files)
   return Input(len(files), frames, 0.0)
 
