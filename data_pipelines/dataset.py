@@ -20,6 +20,7 @@ from etils import epath
 from data_pipelines.sources import base, synthetic
 from data_pipelines.tfds_builders import real_videos, synthetic_video, video_records
 from vssjax.errors import SetupError
+from vssjax.files import check_folder_path
 
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
@@ -154,7 +155,10 @@ class VideoDataset:
 
 
 def resolve_data_dir(data_cfg: ml_collections.ConfigDict) -> str:
-  return os.path.expanduser(data_cfg.data_dir or _DEFAULT_DATA_DIR)
+  """`data.data_dir` (the default when empty), `~` expanded; a file there is refused."""
+  data_dir = os.path.expanduser(data_cfg.data_dir or _DEFAULT_DATA_DIR)
+  check_folder_path(data_dir, "data.data_dir")
+  return data_dir
 
 
 def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:

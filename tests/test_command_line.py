@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from tests.conftest import REPO
-from vssjax.command_line import user_errors_in_one_line
+from vssjax.command_line import path_flag, user_errors_in_one_line
 from vssjax.errors import DataError, SetupError, TrainingDiverged
 
 
@@ -53,6 +53,16 @@ def test_an_error_raised_while_jax_traces_keeps_its_own_notes_only():
                              "while tracing the train step")
 
 
+def test_a_path_flag_has_its_tilde_expanded_and_may_not_be_empty(monkeypatch):
+  """`--workdir=~/run`: no shell expands a ~ after `=`, and a folder named `~` was made in the
+  current one; `--workdir=$RUN` with RUN unset put a run's files in the current folder."""
+  monkeypatch.setenv("HOME", "/home/me")
+  assert path_flag("workdir", "~/run") == "/home/me/run"
+  assert path_flag("workdir", "gs://bucket/run") == "gs://bucket/run"
+  with pytest.raises(SetupError, match=r"^--workdir is empty \(an unset shell variable\?\)"):
+    path_flag("workdir", "")
+
+
 def test_other_exceptions_keep_their_traceback():
   """Anything else is a bug: it propagates as it is."""
   with pytest.raises(KeyError):
@@ -81,6 +91,11 @@ def test_other_exceptions_keep_their_traceback():
       "--config.model.backbon=b1", "--checkpoint=/nonexistent/model.pth", "--workdir=OUT"],
      "error: --config.model.backbon: the config has no field model.backbon; did you mean "
      "model.backbone?"),
+    (["vssjax.convert", "--config=configs/segformer/synthetic_mitb0.py:quick",
+      "--checkpoint=/nonexistent/model.pth", "--workdir="],
+     "error: --workdir is empty (an unset shell variable?): name a folder"),
+    (["vssjax.tradeoff_plot", "--out=OUT/plot.pgn", "A=OUT_EMPTY/../results.json"],
+     "error: --out=OUT/plot.pgn: cannot write it: unknown file extension: .pgn"),
     (["vssjax.eval.compare", "SegFormer=OUT/results.json"],
      "error: SegFormer: cannot read OUT/results.json as a results.json"),
     (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quik"],
@@ -91,6 +106,7 @@ def test_commands_report_a_users_error_in_one_line(command, expected, tmp_path):
   (tmp_path / "empty").mkdir()
   (tmp_path / "full").mkdir()
   (tmp_path / "full" / "train").mkdir()
+  (tmp_path / "results.json").write_text('{"frames_per_s": 1.0, "mIoU": 0.5}')
   places = {"OUT_EMPTY": tmp_path / "empty", "OUT_FULL": tmp_path / "full", "OUT": tmp_path / "out"}
 
   def placed(text):

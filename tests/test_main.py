@@ -58,11 +58,14 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
     lines.append(line)
     if line.startswith("train step 3/"):
       os.killpg(proc.pid, signal.SIGINT)
-  assert proc.wait(timeout=300) == 0, "".join(lines)
+  # Ended by SIGINT, as an interrupted command: a shell loop running it stops too (status 130).
+  assert proc.wait(timeout=300) == -signal.SIGINT, "".join(lines)
   assert any(l.startswith("Ctrl-C: will checkpoint and stop") for l in lines), "".join(lines)
   stopped = [l for l in lines if l.startswith("stopped at step")]
   assert stopped, "".join(lines)
   step = int(stopped[0].split()[3].rstrip(";"))
+  assert lines[-1] == (f"interrupted during --mode=train; re-running it in {workdir} resumes "
+                       f"from its last complete checkpoint, step {step}\n"), "".join(lines)
   assert (workdir / "checkpoints" / str(step) / "data_iter").is_dir()
   assert not any(LEAK_WARNING in l for l in lines), "".join(lines)
 
@@ -137,6 +140,18 @@ def test_ctrl_c_outside_the_training_steps_ends_the_run_with_one_line(tmp_path, 
   result = _run_raising(tmp_path, mode, name, "KeyboardInterrupt")
   assert result.returncode == -signal.SIGINT, result.stderr
   assert result.stderr == expected.format(workdir=tmp_path / "run")
+
+
+def test_a_training_stopped_on_request_ends_as_the_signal_would_have():
+  """Status 0 said the run completed: a shell loop went on to its next run after a Ctrl-C, and a
+  scheduler (a Kubernetes Job) would not run a preempted job again to resume it."""
+  from vssjax import main  # pylint: disable=g-import-not-at-top  (its flags: this test only)
+  with pytest.raises(KeyboardInterrupt):
+    main.end_as_stopped(signal.SIGINT)
+  with pytest.raises(SystemExit) as ended:
+    main.end_as_stopped(signal.SIGTERM)
+  assert ended.value.code == 143
+  main.end_as_stopped(None)
 
 
 def test_an_error_keeps_its_traceback_after_the_ctrl_c_line_is_set_up(tmp_path):
@@ -269,6 +284,8 @@ def test_evaluating_an_empty_workdir_says_how_to_fill_it(tmp_path):
     (CONFIG, ["--config.train.checkpoint_every=0"], "train.checkpoint_every=0: must be at least"),
     (CONFIG, ["--config.train.keep_checkpoints=0"], "train.keep_checkpoints=0: must be at least"),
     (CONFIG, ["--config.train.eval_every=-1"], "train.eval_every=-1: must be 0 (evaluate only"),
+    (CONFIG, ["--config.optim.accumulate_steps=3"], "train.steps=2 is not a multiple of "
+     "optim.accumulate_steps=3: an update takes 3 steps (micro-batches), and the last 2 would"),
     (CONFIG, ["--config.eval.vc_convention=DCFM"], "config.eval: vc_convention must be one of"),
     (CONFIG, ["--mode=bench", "--config.bench.dtypes=('fp16',)"], "bench.dtypes: ['fp16'] not"),
     ("configs/dcfm/synthetic_mitb0.py:quick,k=two", [], "config argument k='two': not a int"),

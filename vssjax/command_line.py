@@ -61,6 +61,15 @@ def interrupt_in_one_line(line: Callable[[], str]) -> None:
   sys.excepthook = hook
 
 
+def path_flag(name: str, value: str) -> str:
+  """Path flag `--name`'s `value` with `~` expanded: a shell expands none after `--name=`, and a
+  run would make a folder named `~` in the current one. An empty value (an unset variable,
+  `--workdir=$RUN`) is a `SetupError`: it would stand for the current folder."""
+  if not value:
+    raise SetupError(f"--{name} is empty (an unset shell variable?): name a folder")
+  return os.path.expanduser(value)
+
+
 def quiet_routine_logs() -> None:
   """Orbax, TFDS and JAX log routine steps at INFO (and TensorFlow's C++ side more); the commands
   print progress lines instead. An explicit --verbosity is left alone."""

@@ -1,4 +1,5 @@
-"""Writing a file whole: no reader, and no later run after a kill mid-write, sees half of it."""
+"""Writing a file whole: no reader, and no later run after a kill mid-write, sees half of it; and
+where a path's folder would be made."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import uuid
 from typing import Callable
 
 from etils import epath
+
+from vssjax.errors import SetupError
 
 
 def write_whole(path: str | os.PathLike | epath.Path, write: Callable[[epath.Path], None]) -> None:
@@ -30,3 +33,23 @@ def write_whole(path: str | os.PathLike | epath.Path, write: Callable[[epath.Pat
 def write_text_whole(path: str | os.PathLike | epath.Path, text: str) -> None:
   """Writes `text` to `path` whole (`write_whole`)."""
   write_whole(path, lambda provisional: provisional.write_text(text))
+
+
+def nearest_existing(path: str) -> str:
+  """`path`, made absolute, if it exists, else its nearest existing parent: where it would be
+  made (a local path)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def check_folder_path(path: str, setting: str) -> None:
+  """A local `path` that is, or lies under, a file is a `SetupError` naming `setting`, instead of
+  the OSError traceback of the first folder made under it. A remote path (`gs://...`) is left to
+  its store."""
+  if "://" in path:
+    return
+  existing = nearest_existing(path)
+  if not os.path.isdir(existing):
+    raise SetupError(f"{setting}={path}: {existing} is a file, not a folder")

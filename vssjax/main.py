@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from vssjax.command_line import (interrupt_in_one_line, parse_config_flags, quiet_routine_logs,
-                                 user_errors_in_one_line)
+from vssjax.command_line import (interrupt_in_one_line, parse_config_flags, path_flag,
+                                 quiet_routine_logs, user_errors_in_one_line)
 from vssjax.errors import SetupError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -102,6 +104,18 @@ def out_of_memory_in_one_line(mode: str):
                      f"{_MEMORY_SETTINGS[mode]}") from error
 
 
+def end_as_stopped(signum: int | None) -> None:
+  """After training stopped on request, checkpointed and cleaned up: ends the run as `signum`
+  would have, not with status 0, which says it completed. Ctrl-C: its KeyboardInterrupt (the
+  line `_interrupted` says; Python then ends by SIGINT, a shell reports 130 and a loop running
+  the command stops); SIGTERM: status 143 (a scheduler sees the job unfinished, and one that runs
+  it again resumes it). No signal: nothing."""
+  if signum == signal.SIGINT:
+    raise KeyboardInterrupt
+  if signum is not None:
+    sys.exit(128 + signum)
+
+
 def _check_mode_flags() -> None:
   """The flags that only some modes read, given to another (ignored without a word, e.g. an
   evaluation of the split instead of the --input a user meant to infer), or missing."""
@@ -122,7 +136,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_mode_flags()
-  interrupt_in_one_line(lambda: _interrupted(_MODE.value, _WORKDIR.value))
+  workdir = path_flag("workdir", _WORKDIR.value)
+  interrupt_in_one_line(lambda: _interrupted(_MODE.value, workdir))
   quiet_routine_logs()
   # Imported here so `--help` answers without loading JAX.
   from vssjax import parallel  # pylint: disable=g-import-not-at-top
@@ -136,10 +151,12 @@ def main(argv):
     use_compilation_cache(_COMPILATION_CACHE_DIR.value)
   from vssjax.train import loop  # pylint: disable=g-import-not-at-top
 
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config = _CONFIG.value
   with out_of_memory_in_one_line(_MODE.value):
     if _MODE.value == "train":
-      loop.train_and_evaluate(config, workdir)
+      if loop.train_and_evaluate(config, workdir) is None:  # stopped early, checkpointed
+        from vssjax.train import preemption  # pylint: disable=g-import-not-at-top
+        end_as_stopped(preemption.stop_request_signal())
     elif _MODE.value == "eval":
       loop.evaluate_checkpoint(config, workdir, _STEP.value)
     elif _MODE.value == "infer":

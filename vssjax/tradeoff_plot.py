@@ -137,7 +137,7 @@ def main(argv):
   points = [read_point(spec, metric) for spec in argv[1:]]
   try:
     plot(points, out, metric=metric, title=flags.FLAGS.title)
-  except OSError as error:
+  except (OSError, ValueError) as error:  # ValueError: a suffix Pillow writes no image format for
     raise SetupError(f"--out={out}: cannot write it: {error}") from None
   print(f"wrote {out} ({len(points)} points)")
 

@@ -15,6 +15,7 @@ from tensorflow_datasets.core import constants
 from data_pipelines.sources import base, get_source
 from data_pipelines.tfds_builders import video_records
 from vssjax.errors import SetupError
+from vssjax.files import check_folder_path
 
 
 class _ManualSourceBuilder(video_records.VideoSegBuilder, skip_registration=True):
@@ -68,7 +69,9 @@ def _builder(source_name: str, data_dir: str, manual_dir: str = ""
     raise SetupError(f"no ArrayRecord builder for source {source_name!r}; have {sorted(BUILDERS)}; "
                      "read the others (sources of one's own too) with data.backend='files'")
   config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) or None)
-  builder = BUILDERS[source_name](data_dir=os.path.expanduser(data_dir),
+  data_dir = os.path.expanduser(data_dir)
+  check_folder_path(data_dir, "--data_dir")
+  builder = BUILDERS[source_name](data_dir=data_dir,
                                   file_format="array_record")
   return builder, config
 

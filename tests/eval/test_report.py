@@ -121,3 +121,13 @@ def test_results_md_names_the_data_it_scored(tmp_path):
                                   "mIoU": 0.5})
   assert (tmp_path / "results.md").read_text().startswith(
       "# Evaluation at step 2 (synthetic, val)\n")
+
+
+def test_a_labelled_results_path_may_hold_an_equals_sign(tmp_path):
+  """Run folders are often named after settings (`lr=1e-3/`): the split between label and path
+  is the one that names a file, and a label may hold '=' too."""
+  path = tmp_path / "lr=1e-3" / "results.json"
+  path.parent.mkdir()
+  path.write_text(json.dumps({"frames_per_s": 2.0}))
+  assert report.read_labelled_results(f"A={path}") == ("A", {"frames_per_s": 2.0})
+  assert report.read_labelled_results(f"K=2={path}")[0] == "K=2"

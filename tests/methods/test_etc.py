@@ -76,6 +76,22 @@ def test_terms_follow_their_weights_and_skip_their_compute():
     assert count > 2 * convs["baseline"][0]
 
 
+def test_a_teacher_workdir_that_does_not_fit_names_the_teacher_setting(monkeypatch):
+  """The restore's error (a checkpoint of another config) speaks of "--workdir", which is the
+  student's: the teacher's setting is named too."""
+  def refused(config, workdir, step=None):
+    raise SetupError(f"the checkpoint in {workdir}/checkpoints was written with a different "
+                     "config; use a new --workdir for this one")
+
+  monkeypatch.setattr(etc.loop, "restore_for_eval", refused)
+  config = _config("distill")
+  config.method.teacher.workdir = "/runs/teacher"
+  with pytest.raises(SetupError) as error:
+    get_method(config).fixed_variables()
+  assert error.value.__notes__ == [
+      "(the teacher's checkpoint: method.teacher.workdir='/runs/teacher')"]
+
+
 def test_bad_settings_fail_clearly():
   with pytest.raises(ValueError, match="method.teacher.config is empty"):
     get_method(_config("temporal", pixelwise_weight=1.0))

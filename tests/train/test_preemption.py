@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from vssjax.errors import SetupError
-from vssjax.train.preemption import StopSignal
+from vssjax.train.preemption import StopSignal, stop_request_signal
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_first_ctrl_c_stops_cleanly_and_the_second_interrupts(capsys):
       signal.raise_signal(signal.SIGINT)
     except KeyboardInterrupt:  # as a failure, not the end of the pytest session
       pytest.fail("the first Ctrl-C interrupted instead of requesting a stop")
-    assert stop.should_stop(2)
+    assert stop.should_stop(2) and stop_request_signal() == signal.SIGINT
     assert "Ctrl-C again to abort at once" in capsys.readouterr().out
     with pytest.raises(KeyboardInterrupt):
       signal.raise_signal(signal.SIGINT)
@@ -38,10 +38,10 @@ def test_first_ctrl_c_stops_cleanly_and_the_second_interrupts(capsys):
 def test_sigterm_stops_cleanly_and_handlers_are_restored():
   before = signal.getsignal(signal.SIGTERM)
   with StopSignal() as stop:
-    assert not stop.requested_here()
+    assert not stop.requested_here() and stop_request_signal() is None  # none from before
     signal.raise_signal(signal.SIGTERM)
     assert stop.requested_here()  # what a periodic evaluation asks before each video
-    assert stop.should_stop(1)
+    assert stop.should_stop(1) and stop_request_signal() == signal.SIGTERM
   assert signal.getsignal(signal.SIGTERM) is before
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

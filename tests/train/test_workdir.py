@@ -56,6 +56,9 @@ def test_an_output_folder_that_cannot_be_written_is_one_error_naming_the_folder(
                        "are written there: use a workdir of your own"):
       workdir.check_writable(folder, "the outputs")
   workdir.check_writable(str(tmp_path / "mine" / "infer"), "the outputs")
+  (tmp_path / "a_file").write_text("")  # writable, but no folder
+  with pytest.raises(SetupError, match=r"a_file is a file, not a folder, and the outputs are "):
+    workdir.check_writable(str(tmp_path / "a_file"), "the outputs")
   workdir.check_writable("gs://bucket/run", "the outputs")  # the store's to refuse
 
 

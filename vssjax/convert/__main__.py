@@ -14,7 +14,8 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
+from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
+                                 user_errors_in_one_line)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file whose model the weights are for.", lock_config=True)
@@ -37,8 +38,8 @@ def main(argv):
   quiet_routine_logs()
   from vssjax.convert import cli  # pylint: disable=g-import-not-at-top  (fast --help)
 
-  cli.convert_to_workdir(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value, fmt=_FORMAT.value,
-                         allow_pickle=_ALLOW_PICKLE.value)
+  cli.convert_to_workdir(_CONFIG.value, _CHECKPOINT.value, path_flag("workdir", _WORKDIR.value),
+                         fmt=_FORMAT.value, allow_pickle=_ALLOW_PICKLE.value)
 
 
 if __name__ == "__main__":

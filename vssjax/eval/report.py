@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,9 +140,12 @@ def per_class_table(results: dict[str, Any]) -> str:
 def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
   """'LABEL=path/results.json' (a command-line argument naming one run) -> (label, its results);
   a spec or file that cannot be read, or that lacks frames/s or a `required` key, is a
-  `SetupError` naming it. The label may contain '='."""
-  label, sep, path = spec.rpartition("=")
-  if not sep or not label:
+  `SetupError` naming it. The label and the path may contain '=' (`lr=1e-3/results.json`): the
+  split is the first that leaves a label and names a file, else the last."""
+  splits = [(spec[:i], spec[i + 1:]) for i, char in enumerate(spec) if char == "="]
+  label, path = next(((label, path) for label, path in splits if label and os.path.isfile(path)),
+                     splits[-1] if splits else ("", ""))
+  if not label:
     raise SetupError(f"expected LABEL=PATH (a results.json of --mode=eval), got {spec!r}")
   try:
     with open(path) as f:

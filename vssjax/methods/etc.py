@@ -185,7 +185,11 @@ class ETCMethod(Method):
       return {}
     source = self.config.method.teacher
     if source.workdir:
-      _, variables, step = loop.restore_for_eval(self.teacher.config, source.workdir)
+      try:
+        _, variables, step = loop.restore_for_eval(self.teacher.config, source.workdir)
+      except SetupError as error:  # its "--workdir" is not this run's
+        error.add_note(f"(the teacher's checkpoint: method.teacher.workdir={source.workdir!r})")
+        raise
       print(f"teacher: step {step} of {source.workdir}", flush=True)
     elif source.torch_checkpoint:
       variables = init_from.load_torch_variables(source.torch_checkpoint, self.teacher,

@@ -18,6 +18,7 @@ Two kinds of checkpoint are accepted:
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -217,6 +218,7 @@ def load_torch_variables(paths: str | Sequence[str], method: Method, fmt: str | 
 def _read_and_convert(paths: str | Sequence[str], method: Method, fmt: str | None,
                       allow_pickle: bool, whole_model: bool) -> Variables:
   paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
+  paths = [os.path.expanduser(p) for p in paths]  # `--checkpoint=~/x.pth`: no shell expands it
   state_dict: dict[str, Any] = {}
   for path in paths:
     part = load_state_dict(path, allow_pickle=allow_pickle)

@@ -181,13 +181,18 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) 
         f"{config.data.eval_split})", flush=True)
 
 
-def check_train_settings(train: ConfigDict) -> None:
+def check_train_settings(train: ConfigDict, accumulate_steps: int = 1) -> None:
   """The loop's counts, checked before anything runs: an interval of 0 would divide by zero at the
   first step, a negative `eval_every` would evaluate after every step, and `keep_checkpoints=0`
   (Orbax's max_to_keep) would delete every checkpoint as it is written, leaving nothing to resume
-  or evaluate."""
+  or evaluate. With `optim.accumulate_steps` k, a step is a micro-batch and an update takes k: the
+  steps past the last whole update would be computed and dropped (all of them, fewer than k)."""
   if train.steps < 1:
     raise SetupError(f"train.steps={train.steps}: training needs at least one step")
+  if train.steps % accumulate_steps:
+    raise SetupError(f"train.steps={train.steps} is not a multiple of optim.accumulate_steps="
+                     f"{accumulate_steps}: an update takes {accumulate_steps} steps (micro-batches)"
+                     f", and the last {train.steps % accumulate_steps} would update nothing")
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if train[name] < 1:
       raise SetupError(f"train.{name}={train[name]}: must be at least 1")
@@ -205,7 +210,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   interruption), and so does SIGTERM (after checkpointing); the final evaluation then does not run.
   Returns the final results, if any.
   """
-  check_train_settings(config.train)
+  check_train_settings(config.train, config.optim.accumulate_steps)
   mesh = parallel.mesh_from_config(config)
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)

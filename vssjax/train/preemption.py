@@ -30,6 +30,16 @@ from jax.experimental import multihost_utils
 
 from vssjax.errors import SetupError
 
+# The signal of the last stop request this process honoured: `vssjax.main` ends a stopped run
+# as that signal would have (`stop_request_signal`).
+_requested_by: int | None = None
+
+
+def stop_request_signal() -> int | None:
+  """The signal that asked the last `StopSignal` of this process to stop (SIGTERM for a preemption
+  notice that several processes agreed on), or None when none did."""
+  return _requested_by
+
 
 class StopSignal:
   """Context manager: while active, SIGTERM and (one process) a first Ctrl-C request a clean stop
@@ -42,6 +52,8 @@ class StopSignal:
     self._first_step: int | None = None  # the first step asked about, for the service's count
 
   def __enter__(self):
+    global _requested_by
+    _requested_by = None
     if self._multiprocess:
       if not jax.distributed.is_initialized():
         raise SetupError(
@@ -67,6 +79,8 @@ class StopSignal:
     return False
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    global _requested_by
+    _requested_by = signum
     if signum == signal.SIGINT:
       signal.signal(signal.SIGINT, self._previous[signal.SIGINT])  # the second one interrupts
       print("Ctrl-C: will checkpoint and stop after this step (Ctrl-C again to abort at once, "
@@ -91,6 +105,8 @@ class StopSignal:
     if self._first_step is None:
       self._first_step = step
     if multihost_utils.reached_preemption_sync_point(step - self._first_step + 1):
+      global _requested_by
+      _requested_by = signal.SIGTERM  # what the coordination service watches
       print(f"preemption notice: every process checkpoints and stops at step {step}", flush=True)
       return True
     return False

@@ -11,6 +11,7 @@ import jax
 from etils import epath
 
 from vssjax.errors import SetupError
+from vssjax.files import nearest_existing
 
 
 def make_workdir(workdir: str) -> None:
@@ -33,9 +34,9 @@ def check_writable(folder: str, outputs: str) -> None:
   A remote path (`gs://...`) is left to its store."""
   if "://" in str(folder):
     return
-  existing = os.path.abspath(folder)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
+  existing = nearest_existing(folder)
+  if not os.path.isdir(existing):
+    raise SetupError(f"{existing} is a file, not a folder, and {outputs} are written there")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise SetupError(f"{existing} is not writable, and {outputs} are written there: use a "
                      "workdir of your own (a copy of this one's checkpoints/ and config.json)")
