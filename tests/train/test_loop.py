@@ -354,6 +354,21 @@ def test_evaluating_a_workdir_it_cannot_write_is_refused_before_the_restore(quic
   assert not restores
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("devices", 99, r"eval.devices=99: 0 \(every local accelerator"),
+    ("max_videos", -1, r"eval.max_videos=-1: 0 \(every video\)"),
+])
+def test_evaluating_with_a_bad_eval_setting_is_refused_before_the_restore(
+    quick_config, tmp_path, monkeypatch, field, value, message):
+  """As training checks them before its first step: a restore takes minutes for a large model."""
+  restores = []
+  monkeypatch.setattr(loop, "restore_for_eval", lambda *args: restores.append(1))
+  quick_config.eval[field] = value
+  with pytest.raises(SetupError, match=message):
+    loop.evaluate_checkpoint(quick_config, str(tmp_path))
+  assert not restores
+
+
 def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_config, tmp_path):
   """`vssjax.convert` saves the train state alone: no data iterator to resume training with."""
   mesh = loop.parallel.mesh_from_config(quick_config)

@@ -408,6 +408,7 @@ def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = Non
                         ) -> dict[str, Any]:
   """Evaluates checkpoint `step` (default: the latest) of `workdir`, writing its results there."""
   check_writable(workdir, "the evaluation's results")
+  check_tc_video_list(config, make_scorers(config))  # `eval.*` too: before the restore's minutes
   method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)
   return evaluate(method, variables, config, workdir=workdir, step=step,
