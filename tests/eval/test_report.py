@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from vssjax import configs_lib
+from vssjax.errors import SetupError
 from vssjax.eval import report
 
 
@@ -131,3 +133,11 @@ def test_a_labelled_results_path_may_hold_an_equals_sign(tmp_path):
   path.write_text(json.dumps({"frames_per_s": 2.0}))
   assert report.read_labelled_results(f"A={path}") == ("A", {"frames_per_s": 2.0})
   assert report.read_labelled_results(f"K=2={path}")[0] == "K=2"
+
+
+def test_a_results_json_whose_metric_is_not_a_number_is_named(tmp_path):
+  """`compare` ended in a ValueError from its number format, the plot called the value n/a."""
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps({"frames_per_s": 2.0, "mIoU": "51.0"}))
+  with pytest.raises(SetupError, match=r"results\.json: mIoU is '51\.0', not a number \(or null\)"):
+    report.read_labelled_results(f"A={path}")

@@ -156,6 +156,11 @@ def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str,
     if not isinstance(results, dict) or key not in results:
       keys = sorted(results) if isinstance(results, dict) else type(results).__name__
       raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {keys})")
+  for key in ("frames_per_s", *PERCENT_METRICS):  # what the tables and the plot read as numbers
+    value = results.get(key)
+    if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+      raise SetupError(f"{path}: {key} is {value!r}, not a number (or null): is it a "
+                       "results.json?")
   return label, results
 
 
