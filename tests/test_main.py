@@ -284,6 +284,7 @@ def test_evaluating_an_empty_workdir_says_how_to_fill_it(tmp_path):
     (CONFIG, ["--config.train.checkpoint_every=0"], "train.checkpoint_every=0: must be at least"),
     (CONFIG, ["--config.train.keep_checkpoints=0"], "train.keep_checkpoints=0: must be at least"),
     (CONFIG, ["--config.train.eval_every=-1"], "train.eval_every=-1: must be 0 (evaluate only"),
+    (CONFIG, ["eval"], "unexpected arguments ['eval']: every setting is a --flag=value "),
     (CONFIG, ["--config.optim.accumulate_steps=3"], "train.steps=2 is not a multiple of "
      "optim.accumulate_steps=3: an update takes 3 steps (micro-batches), and the last 2 would"),
     (CONFIG, ["--config.eval.vc_convention=DCFM"], "config.eval: vc_convention must be one of"),

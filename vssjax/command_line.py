@@ -61,6 +61,14 @@ def interrupt_in_one_line(line: Callable[[], str]) -> None:
   sys.excepthook = hook
 
 
+def refuse_arguments(argv: list[str]) -> None:
+  """Words after the command that are no flags (`... eval` meant as `--mode=eval`): one line,
+  where absl's usage error printed the help of every flag before it."""
+  if len(argv) > 1:
+    raise SetupError(f"unexpected arguments {argv[1:]}: every setting is a --flag=value "
+                     "(--mode=eval, not eval); --help lists them")
+
+
 def path_flag(name: str, value: str) -> str:
   """Path flag `--name`'s `value` with `~` expanded: a shell expands none after `--name=`, and a
   run would make a folder named `~` in the current one. An empty value (an unset variable,

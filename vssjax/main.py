@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vssjax.command_line import (interrupt_in_one_line, parse_config_flags, path_flag,
-                                 quiet_routine_logs, user_errors_in_one_line)
+                                 quiet_routine_logs, refuse_arguments, user_errors_in_one_line)
 from vssjax.errors import SetupError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -133,8 +133,7 @@ def main(argv):
   """Runs the mode; a `SetupError` (a wrong flag, config, workdir or environment) or a
   `DataError` (a bad file of the dataset or input) ends the run with its message alone, and so
   does a Ctrl-C, with the line `_interrupted` says."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  refuse_arguments(argv)
   _check_mode_flags()
   workdir = path_flag("workdir", _WORKDIR.value)
   interrupt_in_one_line(lambda: _interrupted(_MODE.value, workdir))

@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
-                                 user_errors_in_one_line)
+                                 refuse_arguments, user_errors_in_one_line)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file whose model the weights are for.", lock_config=True)
@@ -33,8 +33,7 @@ flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
 
 @user_errors_in_one_line
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  refuse_arguments(argv)
   quiet_routine_logs()
   from vssjax.convert import cli  # pylint: disable=g-import-not-at-top  (fast --help)
 
