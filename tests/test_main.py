@@ -216,9 +216,11 @@ def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
     # A field whose default is () (as the real configs' depths) or holds tuples (param_groups).
     ("--config.data.train_transform.crop_scale_range=(0.5,a)", "error: --config.data."
      "train_transform.crop_scale_range=(0.5,a): not a tuple Python can read (the config has ()); "
-     'quote any text in it, e.g. --config.data.train_transform.crop_scale_range="(1, 2)"'),
+     'quote any text in it, e.g. --config.data.train_transform.crop_scale_range="(0.5,\'a\')"'),
     ("--config.optim.param_groups=((head,10.0,1.0),)", "error: --config.optim.param_groups="
      "((head,10.0,1.0),): not a tuple Python can read (the config has (('pos_block', "),
+    ("--config.sharding_rules=((kernel,fsdp),)", "e.g. --config.sharding_rules="
+     "\"(('kernel','fsdp'),)\""),  # the user's own value quoted, not a tuple of numbers
 ])
 def test_a_flag_value_that_cannot_be_parsed_is_a_one_line_error(tmp_path, flag, expected):
   assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", flag])

@@ -142,10 +142,17 @@ def _text_in_a_tuple_of_numbers(default: ConfigDict, parsed: ConfigDict,
       return (f"--config.{field}={now!r}: text in a tuple of numbers (the config has {was!r}); "
               f"write numbers, e.g. --config.{field}='({example})'")
     if len(now) == 1 and now[0].lstrip().startswith("("):  # the whole value, kept as text
-      example = repr(was) if was else "(1, 2)"
       return (f"--config.{field}={now[0]}: not a tuple Python can read (the config has {was!r}); "
-              f"quote any text in it, e.g. --config.{field}=\"{example}\"")
+              f"quote any text in it, e.g. --config.{field}=\"{_words_quoted(now[0])}\"")
   return None
+
+
+def _words_quoted(text: str) -> str:
+  """`text` with its bare words quoted (`((kernel,fsdp),)` -> `(('kernel','fsdp'),)`; numbers,
+  True, False and None as they are): the user's own value, as Python reads a tuple of text."""
+  def quoted(word: re.Match) -> str:
+    return word[0] if word[0] in ("True", "False", "None") else f"'{word[0]}'"
+  return re.sub(r"(?<![\w.'\"])[A-Za-z_][^,()'\"\s]*", quoted, text)
 
 
 def parse_config_flags(argv: list[str]) -> list[str]:
