@@ -16,7 +16,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines import clip_sampling, loader
-from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
+from vssjax.command_line import (numbers_flag, parse_config_flags, quiet_routine_logs,
+                                 refuse_arguments, user_errors_in_one_line)
+
 
 def measure(data_cfg, sampler: clip_sampling.ClipSampler, num_workers: int, batches: int,
             warmup: int) -> dict[str, float]:
@@ -52,11 +54,11 @@ def _cli() -> None:
 
   @user_errors_in_one_line
   def main(argv):
-    del argv
+    refuse_arguments(argv)
     quiet_routine_logs()
     config = config_flag.value
     sampler = clip_sampling.make_clip_sampler(config.clip)
-    workers = ([int(w) for w in workers_flag.value] if workers_flag.value
+    workers = (numbers_flag("workers", workers_flag.value, int) if workers_flag.value
                else [config.data.num_workers])
     crop = tuple(config.data.train_transform.crop_size)
     print(f"bench: source {config.data.source} ({config.data.backend}), batch "

@@ -100,6 +100,15 @@ def test_other_exceptions_keep_their_traceback():
      "error: SegFormer: cannot read OUT/results.json as a results.json"),
     (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quik"],
      "error: --config=configs/segformer/synthetic_mitb0.py:quik: unknown config argument"),
+    (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quick",
+      "--device_ms=0,fast"],
+     "error: --device_ms=0,fast: a comma-separated list of float numbers"),
+    (["data_pipelines.bench", "--config=configs/segformer/synthetic_mitb0.py:quick", "workers=2"],
+     "error: unexpected arguments ['workers=2']: every setting is a --flag=value"),
+    (["vssjax.bench_suite", "--workdir=OUT", "--out=OUT/report.md", "--only=segformer_b1"],
+     "error: --only: unknown entries ['segformer_b1']; known: ["),
+    (["vssjax.bench_suite", "--workdir=OUT"],
+     "error: --workdir and --out are required"),
 ])
 def test_commands_report_a_users_error_in_one_line(command, expected, tmp_path):
   """(`vssjax.main`'s own cases are in test_main.py.)"""

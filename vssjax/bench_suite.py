@@ -25,6 +25,8 @@ from absl import app, flags
 from etils import epath
 
 from vssjax import bench, bench_torch, configs_lib
+from vssjax.command_line import path_flag, refuse_arguments, user_errors_in_one_line
+from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
 
 REPO = epath.Path(__file__).resolve().parent.parent
@@ -209,17 +211,20 @@ def _shell_value(value: Any) -> str:
   return f"'{text}'"
 
 
+@user_errors_in_one_line
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir, out, only = flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.only
-  if not workdir or not out:
-    raise app.UsageError("--workdir and --out are required")
+  """Runs the entries `--only` names (all by default); a wrong flag is one line, as in
+  vssjax.main, not absl's usage with every flag's help."""
+  refuse_arguments(argv)
+  if not flags.FLAGS.workdir or not flags.FLAGS.out:
+    raise SetupError("--workdir and --out are required: a folder for each entry's bench files and "
+                     "the report's Markdown file")
+  workdir, out = path_flag("workdir", flags.FLAGS.workdir), path_flag("out", flags.FLAGS.out)
   names = {e.name for e in SUITE}
-  unknown = set(only) - names
+  unknown = set(flags.FLAGS.only) - names
   if unknown:
-    raise app.UsageError(f"unknown entries {sorted(unknown)}; known: {sorted(names)}")
-  entries = [e for e in SUITE if not only or e.name in only]
+    raise SetupError(f"--only: unknown entries {sorted(unknown)}; known: {sorted(names)}")
+  entries = [e for e in SUITE if not flags.FLAGS.only or e.name in flags.FLAGS.only]
   run_suite(entries, workdir, out, flags.FLAGS.profile)
   print(f"wrote {out}")
 

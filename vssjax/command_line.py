@@ -78,6 +78,16 @@ def path_flag(name: str, value: str) -> str:
   return os.path.expanduser(value)
 
 
+def numbers_flag(name: str, values: list[str], kind: type[int] | type[float]) -> list:
+  """List flag `--name`'s words as numbers of `kind` (absl's DEFINE_list keeps them text): a word
+  that is none is a `SetupError` naming the flag, not a ValueError's traceback."""
+  try:
+    return [kind(value) for value in values]
+  except ValueError:
+    raise SetupError(f"--{name}={','.join(values)}: a comma-separated list of "
+                     f"{kind.__name__} numbers") from None
+
+
 def quiet_routine_logs() -> None:
   """Orbax, TFDS and JAX log routine steps at INFO (and TensorFlow's C++ side more); the commands
   print progress lines instead. An explicit --verbosity is left alone."""

@@ -20,7 +20,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from data_pipelines.eval_transforms import eval_resize
-from vssjax.command_line import parse_config_flags, quiet_routine_logs, user_errors_in_one_line
+from vssjax.command_line import (numbers_flag, parse_config_flags, quiet_routine_logs,
+                                 refuse_arguments, user_errors_in_one_line)
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor
 
@@ -101,13 +102,14 @@ def _cli() -> None:
 
   @user_errors_in_one_line
   def main(argv):
-    del argv
+    refuse_arguments(argv)
+    device_ms_each = numbers_flag("device_ms", device_ms.value, float)
     quiet_routine_logs()
     config = config_flag.value
     config.eval.overlay_video = False
     if max_videos.value:
       config.eval.max_videos = max_videos.value
-    print_table(run(config, [float(ms) for ms in device_ms.value]))
+    print_table(run(config, device_ms_each))
 
   app.run(main, flags_parser=parse_config_flags)
 
