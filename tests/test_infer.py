@@ -188,6 +188,7 @@ def test_an_input_under_the_home_folder_may_be_given_with_a_tilde(quick_config, 
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   _black_frames(tmp_path / "home" / "clip", 2)
+  (tmp_path / "run").mkdir()
   [out_dir] = infer.run(quick_config, str(tmp_path / "run"), "~/clip")
   assert out_dir == tmp_path / "run" / "infer" / "clip"
   assert len(list((out_dir / "labels").iterdir())) == 2
@@ -773,6 +774,7 @@ def test_a_folder_of_videos_is_shared_out_over_the_prediction_devices(quick_conf
   for name in ("a", "b", "c"):
     _black_frames(tmp_path / "in" / name, 2)
   quick_config.eval.update(devices=2, overlay_video=False)
+  (tmp_path / "run").mkdir()
   out_dirs = infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
   assert [d.name for d in out_dirs] == ["a", "b", "c"]
   for out_dir, device in zip(out_dirs, (0, 1, 0)):
@@ -786,6 +788,7 @@ def test_one_video_keeps_its_frame_progress_whatever_the_devices(quick_config, t
   """One video runs on one device alone, so its progress lines cannot interleave with another's."""
   _restore_the_device_labeller(monkeypatch)
   quick_config.eval.update(devices=2, overlay_video=False)
+  (tmp_path / "run").mkdir()
   [out_dir] = infer.run(quick_config, str(tmp_path / "run"), str(_black_frames(tmp_path / "a", 2)))
   assert len(list((out_dir / "labels").iterdir())) == 2
   assert "infer frame 2/2" in capsys.readouterr().out

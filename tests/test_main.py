@@ -121,6 +121,8 @@ app.run(main.main, flags_parser=command_line.parse_config_flags)
 
 
 def _run_raising(tmp_path, mode, name, error):
+  if mode == "eval":  # a workdir to evaluate, whose restore raises
+    (tmp_path / "run").mkdir()
   return subprocess.run(
       [sys.executable, "-c", _RUN_RAISING.format(name=name, error=error), f"--config={CONFIG}",
        f"--workdir={tmp_path / 'run'}", f"--mode={mode}"],
@@ -221,6 +223,9 @@ def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
      "((head,10.0,1.0),): not a tuple Python can read (the config has (('pos_block', "),
     ("--config.sharding_rules=((kernel,fsdp),)", "e.g. --config.sharding_rules="
      "\"(('kernel','fsdp'),)\""),  # the user's own value quoted, not a tuple of numbers
+    # ... but not where quoting its words does not make it Python ('-kernel' -> -'kernel').
+    ("--config.sharding_rules=((-kernel,fsdp),)", "(the config has ()); quote any text in it "
+     "('text')"),
 ])
 def test_a_flag_value_that_cannot_be_parsed_is_a_one_line_error(tmp_path, flag, expected):
   assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", flag])
@@ -289,6 +294,7 @@ def test_evaluating_an_empty_workdir_says_how_to_fill_it(tmp_path):
     (CONFIG, ["eval"], "unexpected arguments ['eval']: every setting is a --flag=value "),
     (CONFIG, ["--config.optim.accumulate_steps=3"], "train.steps=2 is not a multiple of "
      "optim.accumulate_steps=3: an update takes 3 steps (micro-batches), and the last 2 would"),
+    (CONFIG, ["--config.optim.accumulate_steps=0"], "optim.accumulate_steps=0: at least 1"),
     (CONFIG, ["--config.eval.vc_convention=DCFM"], "config.eval: vc_convention must be one of"),
     (CONFIG, ["--mode=bench", "--config.bench.dtypes=('fp16',)"], "bench.dtypes: ['fp16'] not"),
     ("configs/dcfm/synthetic_mitb0.py:quick,k=two", [], "config argument k='two': not a int"),

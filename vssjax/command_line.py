@@ -9,6 +9,7 @@ Light on imports on purpose: `--help` answers without loading JAX.
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import re
@@ -69,12 +70,12 @@ def refuse_arguments(argv: list[str]) -> None:
                      "(--mode=eval, not eval); --help lists them")
 
 
-def path_flag(name: str, value: str) -> str:
+def path_flag(name: str, value: str, what: str = "a folder") -> str:
   """Path flag `--name`'s `value` with `~` expanded: a shell expands none after `--name=`, and a
   run would make a folder named `~` in the current one. An empty value (an unset variable,
-  `--workdir=$RUN`) is a `SetupError`: it would stand for the current folder."""
+  `--workdir=$RUN`) is a `SetupError` asking for `what`: it would stand for the current folder."""
   if not value:
-    raise SetupError(f"--{name} is empty (an unset shell variable?): name a folder")
+    raise SetupError(f"--{name} is empty (an unset shell variable?): name {what}")
   return os.path.expanduser(value)
 
 
@@ -152,8 +153,11 @@ def _text_in_a_tuple_of_numbers(default: ConfigDict, parsed: ConfigDict,
       return (f"--config.{field}={now!r}: text in a tuple of numbers (the config has {was!r}); "
               f"write numbers, e.g. --config.{field}='({example})'")
     if len(now) == 1 and now[0].lstrip().startswith("("):  # the whole value, kept as text
-      return (f"--config.{field}={now[0]}: not a tuple Python can read (the config has {was!r}); "
-              f"quote any text in it, e.g. --config.{field}=\"{_words_quoted(now[0])}\"")
+      problem = (f"--config.{field}={now[0]}: not a tuple Python can read (the config has "
+                 f"{was!r}); quote any text in it")
+      quoted = _words_quoted(now[0])
+      return problem + (f", e.g. --config.{field}=\"{quoted}\"" if _readable(quoted) else
+                        " ('text')")
   return None
 
 
@@ -163,6 +167,15 @@ def _words_quoted(text: str) -> str:
   def quoted(word: re.Match) -> str:
     return word[0] if word[0] in ("True", "False", "None") else f"'{word[0]}'"
   return re.sub(r"(?<![\w.'\"])[A-Za-z_][^,()'\"\s]*", quoted, text)
+
+
+def _readable(text: str) -> bool:
+  """Whether Python reads `text` as a literal (a quoted suggestion worth showing)."""
+  try:
+    ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return False
+  return True
 
 
 def parse_config_flags(argv: list[str]) -> list[str]:

@@ -44,12 +44,18 @@ def nearest_existing(path: str) -> str:
   return path
 
 
+def file_in_the_way(path: str) -> str | None:
+  """The file that a local `path` is, or lies under, where a folder is wanted; None where there is
+  none, and for a remote path (`gs://...`), which is left to its store."""
+  if "://" in path:
+    return None
+  existing = nearest_existing(path)
+  return None if os.path.isdir(existing) else existing
+
+
 def check_folder_path(path: str, setting: str) -> None:
   """A local `path` that is, or lies under, a file is a `SetupError` naming `setting`, instead of
-  the OSError traceback of the first folder made under it. A remote path (`gs://...`) is left to
-  its store."""
-  if "://" in path:
-    return
-  existing = nearest_existing(path)
-  if not os.path.isdir(existing):
-    raise SetupError(f"{setting}={path}: {existing} is a file, not a folder")
+  the OSError traceback of the first folder made under it."""
+  file = file_in_the_way(path)
+  if file is not None:
+    raise SetupError(f"{setting}={path}: {file} is a file, not a folder")

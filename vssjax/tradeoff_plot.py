@@ -125,7 +125,10 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
       draw.line(sorted(same), fill=colour, width=1)
     draw.ellipse(_dot_box(px, py), fill=colour)
     draw.text(spots[label], label, fill=colour)
-  image.save(path)
+  try:
+    image.save(path)
+  except (OSError, ValueError) as error:  # ValueError: a suffix Pillow writes no image format for
+    raise SetupError(f"{path}: cannot write the plot: {error}") from None
   return positions
 
 
@@ -135,10 +138,7 @@ def main(argv):
   if not out or len(argv) < 2:
     raise app.UsageError("usage: python -m vssjax.tradeoff_plot --out=PNG LABEL=results.json ...")
   points = [read_point(spec, metric) for spec in argv[1:]]
-  try:
-    plot(points, out, metric=metric, title=flags.FLAGS.title)
-  except (OSError, ValueError) as error:  # ValueError: a suffix Pillow writes no image format for
-    raise SetupError(f"--out={out}: cannot write it: {error}") from None
+  plot(points, out, metric=metric, title=flags.FLAGS.title)
   print(f"wrote {out} ({len(points)} points)")
 
 

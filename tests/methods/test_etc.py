@@ -92,6 +92,19 @@ def test_a_teacher_workdir_that_does_not_fit_names_the_teacher_setting(monkeypat
       "(the teacher's checkpoint: method.teacher.workdir='/runs/teacher')"]
 
 
+def test_a_teacher_workdir_under_home_is_read_there(monkeypatch, tmp_path):
+  """`--config.method.teacher.workdir=~/runs/t`: no shell expands `~` after `=`."""
+  read = []
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.setattr(etc.loop, "restore_for_eval",
+                      lambda config, workdir, step=None: read.append(workdir) or (
+                          None, {"params": {}, "batch_stats": {}}, 7))
+  config = _config("distill")
+  config.method.teacher.workdir = "~/runs/teacher"
+  get_method(config).fixed_variables()
+  assert read == [str(tmp_path / "runs" / "teacher")]
+
+
 def test_bad_settings_fail_clearly():
   with pytest.raises(ValueError, match="method.teacher.config is empty"):
     get_method(_config("temporal", pixelwise_weight=1.0))

@@ -420,10 +420,17 @@ def test_fixed_variables_that_cannot_be_read_stop_training_before_the_state_comp
   with pytest.raises(SetupError, match="needs the trained teacher"):
     loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
 
-def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path):
+def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path,
+                                                                     monkeypatch):
+  """... and says so first: a typo under a folder of runs this user cannot write (simulated: root
+  writes everywhere) was told to copy the workdir it named."""
+  monkeypatch.setattr(os, "access", lambda path, mode: False)
   with pytest.raises(SetupError, match="missing does not exist: name the workdir of a training"):
     loop.evaluate_checkpoint(quick_config, str(tmp_path / "missing"))
   assert not (tmp_path / "missing").exists()
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(SetupError, match="a_file is a file: name the workdir of a training"):
+    loop.evaluate_checkpoint(quick_config, str(tmp_path / "a_file"))
 
 
 def test_the_batch_spec_checks_the_crop_size_that_evaluations_restore_with(quick_config):

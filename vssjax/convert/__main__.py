@@ -37,7 +37,9 @@ def main(argv):
   quiet_routine_logs()
   from vssjax.convert import cli  # pylint: disable=g-import-not-at-top  (fast --help)
 
-  cli.convert_to_workdir(_CONFIG.value, _CHECKPOINT.value, path_flag("workdir", _WORKDIR.value),
+  checkpoint = [path_flag("checkpoint", path, "a checkpoint file or folder")
+                for path in _CHECKPOINT.value or [""]]
+  cli.convert_to_workdir(_CONFIG.value, checkpoint, path_flag("workdir", _WORKDIR.value),
                          fmt=_FORMAT.value, allow_pickle=_ALLOW_PICKLE.value)
 
 

@@ -50,6 +50,7 @@ Inference: plain per frame; logits are upsampled bilinearly with align_corners=T
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -185,8 +186,9 @@ class ETCMethod(Method):
       return {}
     source = self.config.method.teacher
     if source.workdir:
-      try:
-        _, variables, step = loop.restore_for_eval(self.teacher.config, source.workdir)
+      try:  # `~` expanded: no shell expands it after `=`
+        _, variables, step = loop.restore_for_eval(self.teacher.config,
+                                                   os.path.expanduser(source.workdir))
       except SetupError as error:  # its "--workdir" is not this run's
         error.add_note(f"(the teacher's checkpoint: method.teacher.workdir={source.workdir!r})")
         raise

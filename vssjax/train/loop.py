@@ -34,9 +34,10 @@ from vssjax.train.log_lines import LogLines
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
-from vssjax.train.optimizer import make_optimizer, optimizer_for
+from vssjax.train.optimizer import check_counts, make_optimizer, optimizer_for
 from vssjax.train.state import TrainState
-from vssjax.train.workdir import check_writable, workdir_for_this_run, workdir_lock
+from vssjax.train.workdir import (check_trained_workdir, check_writable, workdir_for_this_run,
+                                 workdir_lock)
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -181,18 +182,21 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) 
         f"{config.data.eval_split})", flush=True)
 
 
-def check_train_settings(train: ConfigDict, accumulate_steps: int = 1) -> None:
-  """The loop's counts, checked before anything runs: an interval of 0 would divide by zero at the
-  first step, a negative `eval_every` would evaluate after every step, and `keep_checkpoints=0`
-  (Orbax's max_to_keep) would delete every checkpoint as it is written, leaving nothing to resume
-  or evaluate. With `optim.accumulate_steps` k, a step is a micro-batch and an update takes k: the
-  steps past the last whole update would be computed and dropped (all of them, fewer than k)."""
+def check_train_settings(train: ConfigDict, optim: ConfigDict) -> None:
+  """The loop's and the optimizer's counts, checked before anything runs: an interval of 0 would
+  divide by zero at the first step, a negative `eval_every` would evaluate after every step, and
+  `keep_checkpoints=0` (Orbax's max_to_keep) would delete every checkpoint as it is written,
+  leaving nothing to resume or evaluate. With `optim.accumulate_steps` k, a step is a micro-batch
+  and an update takes k: the steps past the last whole update would be computed and dropped (all
+  of them, fewer than k)."""
+  check_counts(optim)  # first: k is at least 1 below
   if train.steps < 1:
     raise SetupError(f"train.steps={train.steps}: training needs at least one step")
-  if train.steps % accumulate_steps:
+  if train.steps % optim.accumulate_steps:
     raise SetupError(f"train.steps={train.steps} is not a multiple of optim.accumulate_steps="
-                     f"{accumulate_steps}: an update takes {accumulate_steps} steps (micro-batches)"
-                     f", and the last {train.steps % accumulate_steps} would update nothing")
+                     f"{optim.accumulate_steps}: an update takes {optim.accumulate_steps} steps "
+                     f"(micro-batches), and the last {train.steps % optim.accumulate_steps} would "
+                     "update nothing")
   for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
     if train[name] < 1:
       raise SetupError(f"train.{name}={train[name]}: must be at least 1")
@@ -210,7 +214,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   interruption), and so does SIGTERM (after checkpointing); the final evaluation then does not run.
   Returns the final results, if any.
   """
-  check_train_settings(config.train, config.optim.accumulate_steps)
+  check_train_settings(config.train, config.optim)
   mesh = parallel.mesh_from_config(config)
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
@@ -373,9 +377,7 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
   """The method and the variables of checkpoint `step` (default: the latest) in `workdir`, and
   that step. A `SetupError` when there is none, naming the steps there are; a workdir that does not
   exist is not created."""
-  if not epath.Path(workdir).is_dir():  # a typo, likely
-    raise SetupError(f"the workdir {workdir} does not exist: name the workdir of a training run "
-                     "or of `python -m vssjax.convert` (docs/reproducing.md)")
+  check_trained_workdir(workdir)
   with contextlib.closing(Checkpointer(workdir, async_save=False, create=False)) as checkpointer:
     # Every process, before any of them refuses: each lists the folder itself, and one whose
     # listing lags (training writing this workdir) would restore another step's shards.
@@ -407,7 +409,8 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
 def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = None
                         ) -> dict[str, Any]:
   """Evaluates checkpoint `step` (default: the latest) of `workdir`, writing its results there."""
-  check_writable(workdir, "the evaluation's results")
+  check_trained_workdir(workdir)
+  check_writable(workdir, "the evaluation's results", every_process_writes=False)
   check_tc_video_list(config, make_scorers(config))  # `eval.*` too: before the restore's minutes
   method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)

@@ -70,7 +70,7 @@ def make_optimizer(optim: ConfigDict, total_steps: int | jax.Array, params: Any)
 
   `total_steps` (the schedule's length, `train.steps`) may be a traced scalar: the train step takes
   it as an argument (`optimizer_for`), so that its program does not depend on it."""
-  _check_counts(optim)
+  check_counts(optim)
   def schedule_from(base_lr: float) -> Callable[[jax.Array], jax.Array]:
     return poly_warmup_schedule(base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
                                 optim.power, optim.min_lr, optim.poly_after_warmup)
@@ -107,7 +107,7 @@ def optimizer_for(optim: ConfigDict, params: Any
   return lambda total_steps: make_optimizer(optim, total_steps, params)[0]
 
 
-def _check_counts(optim: ConfigDict) -> None:
+def check_counts(optim: ConfigDict) -> None:
   """Settings that trained without a word: `accumulate_steps` 0 as 1, a negative
   `grad_clip_norm` as no clipping, a negative `warmup_steps` as none."""
   if optim.accumulate_steps < 1:

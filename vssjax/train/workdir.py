@@ -8,10 +8,12 @@ import fcntl
 import os
 
 import jax
+import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from vssjax.errors import SetupError
-from vssjax.files import nearest_existing
+from vssjax.files import file_in_the_way, nearest_existing
 
 
 def make_workdir(workdir: str) -> None:
@@ -26,20 +28,47 @@ def make_workdir(workdir: str) -> None:
                      "a path where one can be made") from error
 
 
-def check_writable(folder: str, outputs: str) -> None:
+def check_trained_workdir(workdir: str) -> None:
+  """The workdir that eval, infer or a teacher reads from: one that does not exist (a typo,
+  likely) or is a file is a `SetupError` saying so, checked before anything else about it."""
+  path = epath.Path(workdir)
+  if not path.is_dir():
+    raise SetupError(f"the workdir {workdir} {'is a file' if path.exists() else 'does not exist'}:"
+                     " name the workdir of a training run or of `python -m vssjax.convert` "
+                     "(docs/reproducing.md)")
+
+
+def check_writable(folder: str, outputs: str, *, every_process_writes: bool = True) -> None:
   """A local `folder` (where it does not exist yet, the nearest folder above it, where it would
-  be made) that this process cannot write is a `SetupError` naming it and `outputs`, what would
-  be written there: raised before any work, instead of a PermissionError traceback at the first
-  output, after the checkpoint's restore and a video's predictions (a workdir shared read-only).
-  A remote path (`gs://...`) is left to its store."""
+  be made) that a process writing `outputs` there cannot write is a `SetupError` naming it:
+  raised before any work, instead of a PermissionError traceback at the first output, after the
+  checkpoint's restore and a video's predictions (a workdir shared read-only). A remote path
+  (`gs://...`) is left to its store. With `every_process_writes` False only process 0 writes
+  (evaluation's results). Every process of a multi-process run refuses together: one alone would
+  leave the others waiting in the restore's collectives until the cluster's timeout."""
+  writes_here = every_process_writes or jax.process_index() == 0
+  problem = _write_problem(folder, outputs) if writes_here else None
+  if jax.process_count() > 1:
+    failed = multihost_utils.process_allgather(np.array([problem is not None]))
+    if problem is None and failed.any():
+      problem = (f"process {int(np.argmax(failed))} cannot write {folder}, and {outputs} are "
+                 "written there (its error says why)")
+  if problem is not None:
+    raise SetupError(problem)
+
+
+def _write_problem(folder: str, outputs: str) -> str | None:
+  """Why this process cannot write `outputs` to local `folder`, or None."""
   if "://" in str(folder):
-    return
+    return None
+  file = file_in_the_way(folder)
+  if file is not None:
+    return f"{file} is a file, not a folder, and {outputs} are written there"
   existing = nearest_existing(folder)
-  if not os.path.isdir(existing):
-    raise SetupError(f"{existing} is a file, not a folder, and {outputs} are written there")
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise SetupError(f"{existing} is not writable, and {outputs} are written there: use a "
-                     "workdir of your own (a copy of this one's checkpoints/ and config.json)")
+    return (f"{existing} is not writable, and {outputs} are written there: use a workdir of your "
+            "own (a copy of this one's checkpoints/ and config.json)")
+  return None
 
 
 LOCK_FILE = ".train.lock"
