@@ -85,7 +85,7 @@ class VideoDataset:
     read (a file where it expects a folder, such as the dataset's archive given as its root, or a
     folder without read permission)."""
     try:
-      videos = source.videos(split)
+      videos = list(source.videos(split))  # a source of one's own may yield them
     except FileNotFoundError as e:
       raise base.DataError(e.filename or str(e), f"not found, listing split {split!r} of source "
                            f"{source.name!r} (is data.{source.name}.root right?)") from e
@@ -169,6 +169,10 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> base.VideoSource:
   Raises if the config's `data.num_classes` disagrees with the source.
   """
   source_class = base.source_class(data_cfg.source)
+  if not source_class.name:
+    raise SetupError(f"data.source={data_cfg.source!r}: {source_class.__qualname__} sets no name, "
+                     "the config section its settings go under (data.<name>): set the class "
+                     "attribute name (docs/extending.md)")
   knobs = data_cfg.get(source_class.name, None)
   settings = knobs.to_dict() if knobs is not None else {}
   _check_source_settings(source_class, settings, data_cfg.source)
@@ -190,9 +194,10 @@ def _check_source_settings(source_class: type[base.VideoSource], settings: dict,
     signature.bind(**settings)
   except TypeError as error:
     takes = ", ".join(signature.parameters) or "no settings"
+    guide = "docs/extending.md" if ":" in source else "docs/data.md"  # an import path: one's own
     raise SetupError(
         f"data.{source_class.name}={settings}: source {source!r} takes {takes} there ({error}); "
-        f"a config of that dataset sets them (docs/data.md)") from None
+        f"a config of that dataset sets them ({guide})") from None
 
 
 def _arrayrecord_builder(source: base.VideoSource, root: str):

@@ -10,12 +10,14 @@ import subprocess
 import sys
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
 from data_pipelines import dataset
 from data_pipelines.sources import base
-from tests.conftest import REPO, logged_losses
+from vssjax.methods import get_method
+from tests.conftest import REPO, load_config, logged_losses, random_config_batch
 from tests.data_pipelines import helpers
 
 DOC = REPO / "docs" / "extending.md"
@@ -84,6 +86,27 @@ def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
   assert results["step"] == 2 and 0 <= results["mIoU"] <= 1  # a fraction, as results.json holds
 
 
+def test_example_method_follows_the_loss_average_and_predicts_frames_alone(tmp_path, monkeypatch):
+  """The settings the guide describes, which its example ignored: `method.loss_average` ('all'
+  divides by every pixel, the ignored ones too) and `predicts_frames_alone` (bench timed the
+  forward on whole clips)."""
+  write_example_files(tmp_path / "code")
+  monkeypatch.syspath_prepend(str(tmp_path / "code"))
+  config = load_config(str(tmp_path / "code" / "my_vss" / "config.py"), "quick")
+  method = get_method(config)
+  assert method.predicts_frames_alone
+  batch = random_config_batch(config)
+  batch["labels"][..., ::2, :] = 255  # half the pixels ignored
+  variables = method.init(jax.random.PRNGKey(0), batch)
+  params, model_state = variables["params"], {"batch_stats": variables["batch_stats"]}
+
+  def loss(average):
+    config.method.loss_average = average
+    return float(method.loss_and_metrics(params, model_state, batch, jax.random.PRNGKey(1))[0])
+
+  assert loss("all") == pytest.approx(loss("valid") / 2, rel=1e-5)
+
+
 def _write_video(folder, labels: list[np.ndarray | None]) -> None:
   """Frames 0000.jpg, 0001.jpg, ... and, where given, their label PNGs."""
   folder.mkdir(parents=True)
@@ -111,6 +134,21 @@ def test_example_source_reads_its_folders(tmp_path, monkeypatch):
   assert clip["frames"].shape == (2, 8, 12, 3)
   np.testing.assert_array_equal(clip["labels"][1], label)
   assert clip["labeled"].tolist() == [False, True]
+
+
+def test_a_source_whose_videos_yields_them_reads_as_one_that_lists_them(tmp_path, monkeypatch):
+  """A generator was a bare "object of type 'generator' has no len()"."""
+  write_example_files(tmp_path / "code")
+  monkeypatch.syspath_prepend(str(tmp_path / "code"))
+  source_class = base.source_class("my_vss.frame_folders:FrameFolders")
+  listed = source_class.videos
+  monkeypatch.setattr(source_class, "videos", lambda self, split: iter(listed(self, split)))
+  _write_video(tmp_path / "data" / "train" / "a", [None, np.zeros((8, 12), np.uint8)])
+  data = helpers.data_config(tmp_path, source="my_vss.frame_folders:FrameFolders",
+                             backend="files", num_classes=3)
+  data.frame_folders = dict(root=str(tmp_path / "data"))
+  videos = dataset.make_dataset(data, "train")
+  assert len(videos) == 1 and videos.labeled_indices(0) == [1]
 
 
 def test_example_source_names_an_empty_video_folder(tmp_path, monkeypatch):

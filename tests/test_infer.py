@@ -308,7 +308,8 @@ def test_infer_predicts_at_the_exact_size_as_eval_and_writes_at_the_frames_size(
                             lambda: method.video_predictors(variables, 0)[0], None)
   resized = [eval_transforms.resize_exact(frame, None, (24, 72))[0] for frame in frames]
   expected = [_back_at(labels, (40, 56))
-              for _, _, labels in stream_predictions(predictor, (("", f) for f in resized))]
+              for _, _, labels in stream_predictions(predictor, (("", f) for f in resized),
+                                                     method.num_classes)]
   written = [np.asarray(Image.open(out_dir / "labels" / f"{t:06d}.png")) for t in range(3)]
   np.testing.assert_array_equal(written, expected)
 

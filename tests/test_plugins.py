@@ -11,12 +11,14 @@ from data_pipelines.sources import get_source, synthetic
 from tests.conftest import load_config
 from tests.data_pipelines import helpers
 from vssjax.errors import SetupError
+from vssjax import methods
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.methods.segformer import SegFormerMethod
 
 PLUGIN = textwrap.dedent('''
     from data_pipelines.sources.synthetic import SyntheticVideoSource
+    from vssjax.methods.base import Method
     from vssjax.methods.segformer import SegFormerMethod
 
     class MyMethod(SegFormerMethod):
@@ -25,8 +27,15 @@ PLUGIN = textwrap.dedent('''
     class MySource(SyntheticVideoSource):
       name = "my_synthetic"
 
+    class Nameless(SyntheticVideoSource):
+      name = ""
+
     class NotAMethod:
       pass
+
+    class Unfinished(Method):  # without init and predictor
+      def loss_and_metrics(self, params, model_state, batch, rng):
+        raise NotImplementedError
     ''')
 
 
@@ -64,10 +73,22 @@ def test_a_source_of_ones_own_takes_its_knobs_from_its_name(plugin, tmp_path):
   assert dataset.make_source(data).knobs["num_train_videos"] == 3
 
 
+def test_a_source_of_ones_own_without_a_name_or_with_a_wrong_setting_says_what_to_fix(plugin,
+                                                                                     tmp_path):
+  data = helpers.data_config(tmp_path, source=f"{plugin}:Nameless")
+  with pytest.raises(SetupError, match=r"^data.source='vssjax_test_plugin:Nameless': Nameless sets "
+                     r"no name, the config section its settings go under \(data.<name>\)"):
+    dataset.make_source(data)
+  data = helpers.data_config(tmp_path, source=f"{plugin}:MySource", my_synthetic=dict(frames=3))
+  with pytest.raises(SetupError, match=r"^data.my_synthetic=\{'frames': 3\}: source "
+                     r"'vssjax_test_plugin:MySource' takes .* \(docs/extending.md\)$"):
+    dataset.make_source(data)
+
+
 def test_unknown_name_lists_the_registered_names_and_the_path_form():
-  with pytest.raises(ValueError, match=r"unknown method.name 'segformr': neither a registered "
-                     r"name \(dcfm, dtern, etc, sdcpc, segformer\) nor an import path "
-                     r"'package.module:ClassName'"):
+  registered = ", ".join(sorted(methods._REGISTRY))  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=rf"unknown method.name 'segformr': neither a registered "
+                     rf"name \({registered}\) nor an import path 'package.module:ClassName'"):
     _method("segformr")
   with pytest.raises(ValueError, match=r"unknown source 'nope': .*synthetic.*package.module"):
     get_source("nope")
@@ -101,6 +122,13 @@ def test_a_class_of_the_wrong_kind_is_a_setup_error_said_in_one_line(plugin):
     _method(f"{plugin}:NotAMethod")
   with pytest.raises(SetupError, match="not a subclass of data_pipelines.sources.base.VideoSource"):
     get_source(f"{plugin}:MyMethod")
+
+
+def test_a_method_that_does_not_implement_the_interface_names_what_it_lacks(plugin):
+  """It was Python's "Can't instantiate abstract class" traceback."""
+  with pytest.raises(SetupError, match=r"^method.name 'vssjax_test_plugin:Unfinished': Unfinished "
+                     r"does not implement init, predictor of Method \(docs/extending.md\)$"):
+    _method(f"{plugin}:Unfinished")
 
 
 @pytest.mark.usefixtures("plugin")

@@ -374,7 +374,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
     # With an accelerator, a thread decodes the frames ahead while the host writes the one before.
     decoded = read_ahead(frames) if parallel.computes_off_the_host() else iter(frames)
     with contextlib.closing(decoded):
-      predicted = _predicted(predictor, _named(decoded, names, progress),
+      predicted = _predicted(predictor, _named(decoded, names, progress), config.data.num_classes,
                              tuple(config.data.eval_transform.exact_size) or None, progress.update)
       saved = _saved_and_scored(predicted, staging / "labels", names, palette, scorers,
                                 input_path)
@@ -404,7 +404,7 @@ def _named(frames: Iterator[tuple[str, np.ndarray]], names: list[str],
 
 
 def _predicted(predictor: ShotPredictor, frames: Iterator[tuple[str, np.ndarray]],
-               exact_size: tuple[int, int] | None, after_push
+               num_classes: int, exact_size: tuple[int, int] | None, after_push
                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
   """`stream_predictions` of `frames`, each pushed at `exact_size` (h, w) where one is set
   (`data.eval_transform.exact_size`, DCFM's VSPW protocol), resized as the evaluator reads a video
@@ -412,7 +412,7 @@ def _predicted(predictor: ShotPredictor, frames: Iterator[tuple[str, np.ndarray]
   frame's own size, nearest as labels are resized there, and with the frame as read: the label
   PNGs, overlay and TC are at the input's size."""
   if exact_size is None:
-    yield from stream_predictions(predictor, frames, after_push)
+    yield from stream_predictions(predictor, frames, num_classes, after_push)
     return
   originals: collections.deque[np.ndarray] = collections.deque()  # pushed, not yet answered
 
@@ -421,7 +421,7 @@ def _predicted(predictor: ShotPredictor, frames: Iterator[tuple[str, np.ndarray]
       originals.append(frame)
       yield name, eval_transforms.resize_exact(frame, None, exact_size)[0]
 
-  for index, _, labels in stream_predictions(predictor, resized(), after_push):
+  for index, _, labels in stream_predictions(predictor, resized(), num_classes, after_push):
     frame = originals.popleft()  # answers come in frame order
     if labels.shape != frame.shape[:2]:
       labels = pillow_resize(labels.astype(np.int32), frame.shape[:2], Image.Resampling.NEAREST)

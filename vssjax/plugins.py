@@ -9,6 +9,7 @@ what was tried.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 
 from vssjax.errors import SetupError
@@ -34,6 +35,10 @@ def resolve_class(name: str, registry: Mapping[str, str | type], base: type, fie
   if not (isinstance(target, type) and issubclass(target, base)):
     raise NotASubclass(f"{field} {name!r} is {target!r}, not a subclass of "
                        f"{base.__module__}.{base.__qualname__}")
+  if inspect.isabstract(target):  # Python's "Can't instantiate abstract class" traceback else
+    missing = ", ".join(sorted(target.__abstractmethods__))
+    raise SetupError(f"{field} {name!r}: {target.__qualname__} does not implement {missing} of "
+                     f"{base.__qualname__} (docs/extending.md)")
   return target
 
 

@@ -6,6 +6,7 @@ import weakref
 import numpy as np
 import pytest
 
+from vssjax.errors import SetupError
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
 from vssjax.methods.base import StreamingPredictor
@@ -33,7 +34,8 @@ def _stream(answers: list[list[int]], frames, after_push=lambda pushed: None):
   """`stream_predictions` of `frames` (RGB, each named by its index) through `_Scripted`."""
   predictor = _Scripted(answers)
   return stream_predictions(ShotPredictor(predictor, lambda: predictor, None),
-                            ((str(t), frame) for t, frame in enumerate(frames)), after_push)
+                            ((str(t), frame) for t, frame in enumerate(frames)),
+                            num_classes=10, after_push=after_push)
 
 
 def _frames(count: int):
@@ -88,3 +90,29 @@ def test_a_frame_is_held_only_until_it_is_yielded():
 def test_a_frame_answered_twice_never_given_or_never_answered_is_an_error(answers, count, message):
   with pytest.raises(RuntimeError, match=message):
     list(_stream(answers, _frames(count)))
+
+
+class _AtNetworkSize(_Scripted):
+  """Answers each frame at once, with a map of half the frame's size."""
+
+  def _answer(self, turn: int):
+    return [(t, np.zeros((1, 1), np.int32)) for t in ([self._pushed - 1] if turn >= 0 else [])]
+
+
+class _BareMap(_Scripted):
+  def _answer(self, turn: int):
+    return np.zeros((2, 3), np.int32)
+
+
+@pytest.mark.parametrize("predictor, message", [
+    (_AtNetworkSize([]), r"^_AtNetworkSize's label map of frame 0 has shape \(1, 1\), the frame "
+     r"\(2, 3\)"),
+    (_BareMap([]), r"^_BareMap.push/flush returned array of shape \(2, 3\): they return a list"),
+])
+def test_answers_not_shaped_as_the_interface_says_name_the_predictor(predictor, message):
+  """They surfaced as an unpacking error in the shot bookkeeping, or in --mode=infer as a crash of
+  the overlay (or label PNGs of the wrong size written without a word)."""
+  stream = stream_predictions(ShotPredictor(predictor, lambda: predictor, None),
+                              (("0", frame) for frame in _frames(2)), num_classes=10)
+  with pytest.raises(SetupError, match=message):
+    list(stream)

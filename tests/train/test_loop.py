@@ -420,6 +420,15 @@ def test_fixed_variables_that_cannot_be_read_stop_training_before_the_state_comp
   with pytest.raises(SetupError, match="needs the trained teacher"):
     loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
 
+def test_an_init_returning_the_parameters_alone_is_one_error_naming_it(quick_config):
+  """It was a KeyError: 'params' out of the loop."""
+  method = loop.get_method(quick_config)
+  method.init = lambda rng, batch: type(method).init(method, rng, batch)["params"]
+  with pytest.raises(SetupError, match=r"^SegFormerMethod.init returned a dict of \[.*\]: it "
+                     "returns the module's variables as a dict of collections"):
+    loop.create_state(quick_config, method, parallel.make_mesh())
+
+
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path,
                                                                      monkeypatch):
   """... and says so first: a typo under a folder of runs this user cannot write (simulated: root

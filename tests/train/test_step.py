@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import load_config
 from vssjax import parallel
+from vssjax.errors import SetupError
 from vssjax.methods.base import Method
 from vssjax.train import step as step_lib
 from vssjax.train.optimizer import optimizer_for
@@ -81,3 +82,24 @@ def test_the_schedule_length_is_an_argument_of_the_program_not_a_constant():
     state, _ = train_step(fresh(), batch, length)
     state, _ = train_step(state, batch, length)
     np.testing.assert_allclose(state.params["w"], 1 - (0.1 + second_lr) * _SLOPE, rtol=1e-6)
+
+
+class _StateDroppingMethod(_LinearMethod):
+  """Returns (loss, metrics): the new model state left out."""
+
+  def loss_and_metrics(self, params, model_state, batch, rng):
+    loss, (metrics, _) = super().loss_and_metrics(params, model_state, batch, rng)
+    return loss, metrics
+
+
+def test_a_loss_and_metrics_return_of_another_shape_stops_the_first_step_naming_it():
+  """It split the metrics dict into (metrics, model_state) and failed in `dict(...)` with "update
+  sequence element #0 has length 1", naming neither the method nor what it returns."""
+  mesh = parallel.make_mesh()
+  method = _StateDroppingMethod(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  step = step_lib.make_train_step(method, lambda _: optax.sgd(0.1), parallel.replicated(mesh),
+                                  mesh, jax.random.PRNGKey(1))
+  with pytest.raises(SetupError, match=r"^_StateDroppingMethod.loss_and_metrics returned \(array, "
+                     r"dict\): it returns \(loss, \(metrics, new_model_state\)\)"):
+    step(_state(0), {"frames": jnp.zeros((4, 1, 2, 2, 3), jnp.uint8)},
+         step_lib.schedule_length(10, mesh))

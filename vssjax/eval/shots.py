@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from vssjax.methods import contract
 from vssjax.methods.base import Prediction, StreamingPredictor
 
 
@@ -62,4 +63,5 @@ class ShotPredictor(StreamingPredictor):
     return [range(start, end) for start, end in zip(self._starts, self._starts[1:] + [self._count])]
 
   def _shifted(self, predictions: list[Prediction]) -> list[Prediction]:
+    contract.check_answers(self.name, predictions)
     return [(self._starts[-1] + index, labels) for index, labels in predictions]

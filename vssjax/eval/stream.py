@@ -10,9 +10,11 @@ import numpy as np
 
 from vssjax.eval.shots import ShotPredictor
 from vssjax.methods.base import Prediction
+from vssjax.methods.contract import check_label_map
 
 
 def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.ndarray]],
+                       num_classes: int,
                        after_push: Callable[[int], None] = lambda pushed: None
                        ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
   """Pushes `frames` ((name, RGB frame) pairs, the name for `ShotPredictor.push`'s note) one by
@@ -26,7 +28,8 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
 
   A predictor may answer frames in any order (docs/extending.md), but each frame pushed exactly
   once: an answer for a frame answered before or never pushed, and a frame without an answer at
-  the end, are a RuntimeError.
+  the end, are a RuntimeError. A label map that is not class ids below `num_classes` at its
+  frame's size is a SetupError (`contract.check_label_map`).
   """
   held: dict[int, np.ndarray] = {}  # frames pushed and not yet yielded
   answered: dict[int, np.ndarray | jax.Array] = {}  # label maps waiting for an earlier frame's
@@ -43,7 +46,9 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
       answered[index] = labels
     while next_index in answered:
       index, next_index = next_index, next_index + 1
-      yield index, held.pop(index), np.asarray(answered.pop(index))
+      labels = np.asarray(answered.pop(index))
+      check_label_map(predictor.name, index, labels, held[index].shape[:2], num_classes)
+      yield index, held.pop(index), labels  # no name kept for the frame: held no longer
 
   ready: list[Prediction] = []
   for name, frame in frames:

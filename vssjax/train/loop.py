@@ -25,6 +25,7 @@ from vssjax.errors import SetupError
 from vssjax.eval import report
 from vssjax.eval.evaluator import check_tc_video_list, evaluate, make_scorers
 from vssjax.methods import get_method
+from vssjax.methods import contract
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
 from vssjax.train import config_record, init_from
@@ -71,6 +72,7 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
 
   rng = jax.random.PRNGKey(config.seed)
   variables = jax.eval_shape(init_variables, rng)
+  contract.check_init_variables(method, variables)
   tx, schedule = make_optimizer(config.optim, config.train.steps, variables["params"])
   state, sharding = step_lib.init_state(init_variables, variables, tx, rng, mesh,
                                         config.sharding_rules, abstract=abstract)

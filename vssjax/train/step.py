@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from vssjax import parallel
+from vssjax.methods import contract
 from vssjax.methods.base import Batch, Method
 from vssjax.train.state import TrainState
 
@@ -28,9 +29,14 @@ def make_train_step(
   derived from the step, so a resumed run draws the same randomness.
   """
 
+  def checked_loss(params, model_state, batch, rng):  # the checks run once, while tracing
+    outputs = method.loss_and_metrics(params, model_state, batch, rng)
+    contract.check_training_outputs(method, outputs, model_state)
+    return outputs
+
   def step(state: TrainState, batch: Batch, total_steps: jax.Array):
     rng = jax.random.fold_in(base_rng, state.step)
-    grad_fn = jax.value_and_grad(method.loss_and_metrics, has_aux=True)
+    grad_fn = jax.value_and_grad(checked_loss, has_aux=True)
     (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
     tx = optimizer(total_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
