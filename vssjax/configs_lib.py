@@ -302,8 +302,9 @@ def base_config() -> ConfigDict:
   # files whose metadata holds Python objects need; else read weights-only.
   c.init = ConfigDict(dict(torch_checkpoint="", allow_pickle=False))
   # Published numbers of this exact setting (metric name -> value in %), shown next to the
-  # measured ones.
-  c.published = ConfigDict(dict(source="", metrics=ConfigDict()))
+  # measured ones; `assumes`: (field, value) pairs of the setting that an override can change
+  # (DCFM's mode and K), with which the numbers are not shown (`report.published_for`).
+  c.published = ConfigDict(dict(source="", metrics=ConfigDict(), assumes=()))
   return c
 
 

@@ -71,9 +71,7 @@ def cityscapes_config(backbone: str, arg=None):
     resnet_recipe(c, backbone, lr=1e-2, min_lr=1e-4)
     c.data.batch_size = 4 if backbone == "r101" else 8
     c.train.steps = 80_000
-  c.published.source = _SOURCE if args.k == 2 else ""
-  c.published.metrics = configs_lib.ConfigDict(
-      dict(mIoU=PUBLISHED[backbone]) if args.k == 2 else {})
+  _BASE["published_for_mode"](c, _SOURCE, dict(mIoU=PUBLISHED[backbone]) if args.k == 2 else {})
   if args.quick:
     _BASE["quick_variant"](c)
   c.lock()

@@ -26,7 +26,8 @@ skipped). The published row is Table II's K = 2.
 
 Arguments (`--config=...py:quick,table1`): `quick` is a tiny synthetic CPU variant; `table1` uses
 the paper's Table I values instead of the released config (lambda 0.2, beta 5, lr 3e-5 / 3e-4);
-`k=N` sets the keyframe interval (published numbers follow K = 1, 2, 6).
+`k=N` sets the keyframe interval (published numbers follow K = 1, 2, 6); `mode=P` predicts a
+non-key frame from the previous keyframe alone (published: Table IX's mIoU at K = 2).
 
 This file also holds the builders the other DCFM configs use (`dcfm_base`, `release_metrics`,
 `quick_variant`).
@@ -36,7 +37,10 @@ from data_pipelines.clip_sampling import dcfm_partner_offsets
 from vssjax import configs_lib
 
 _SOURCE = "DCFM paper (arXiv 2403.02689), Table II, VSPW val"
-# Table II DCFM rows (specs/dcfm.md §8), (backbone, K) -> metric -> %.
+_SOURCE_P = "DCFM paper (arXiv 2403.02689), Table IX (P mode), VSPW val, K = 2"
+# Table IX's P-mode rows (specs/paper_numbers.md; mode labels inferred there), backbone -> %.
+PUBLISHED_P = {"b2": dict(mIoU=44.5), "b5": dict(mIoU=48.9)}
+# Table II DCFM rows (specs/dcfm.md §8), (backbone, K) -> metric -> %; B mode.
 PUBLISHED = {
     ("b2", 1): dict(mIoU=45.0, wIoU=64.3, mVC_8=86.6, mVC_16=82.0),
     ("b2", 2): dict(mIoU=44.8, wIoU=64.2, mVC_8=88.1, mVC_16=83.5),
@@ -101,10 +105,20 @@ def quick_variant(c):
     c.model.common_dim = 32
 
 
+def published_for_mode(c, source: str, metrics: dict) -> None:
+  """The published numbers `source` (`metrics`) of the config's DCFM mode and K, which they
+  assume: a run that overrides either is not compared with them (`report.published_for`)."""
+  c.published.source = source if metrics else ""
+  c.published.metrics = configs_lib.ConfigDict(metrics)
+  c.published.assumes = (("method.mode", c.method.mode),
+                         ("method.keyframe_interval", c.method.keyframe_interval))
+
+
 def dcfm_vspw_config(backbone: str, arg=None):
-  args = configs_lib.parse_arg(arg, quick=False, table1=False, k=2)
+  args = configs_lib.parse_arg(arg, quick=False, table1=False, k=2, mode="B")
   c = dcfm_base(backbone)
   c.method.keyframe_interval = args.k
+  c.method.mode = args.mode
   c.data.source = "vspw"
   c.data.vspw = configs_lib.ConfigDict(dict(root=""))
   c.data.num_classes = 124
@@ -125,9 +139,10 @@ def dcfm_vspw_config(backbone: str, arg=None):
   c.optim.param_groups = (("^(bot_aspp|ffm|final)/", decoder_lr / c.optim.lr, 1.0),)
   c.train.steps = 160_000
   c.train.checkpoint_every = 4000
-  published = PUBLISHED.get((backbone, args.k))
-  c.published.source = _SOURCE + f", K = {args.k}" if published else ""
-  c.published.metrics = configs_lib.ConfigDict(published or {})
+  if args.mode == "B":
+    published_for_mode(c, _SOURCE + f", K = {args.k}", PUBLISHED.get((backbone, args.k), {}))
+  else:
+    published_for_mode(c, _SOURCE_P, PUBLISHED_P[backbone] if args.k == 2 else {})
   if args.quick:
     quick_variant(c)
   c.lock()

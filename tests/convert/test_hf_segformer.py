@@ -106,6 +106,20 @@ def test_a_checkpoint_of_another_mit_size_says_which_first(legacy_names):
       "use the config of the checkpoint's size (or set model.backbone)")
 
 
+@pytest.mark.parametrize("names, key", [
+    ("legacy_names", "decode_head.linear_c.0.proj.weight"),  # named as the file names it
+    ("new_names", "decode_head.linear_projections.0.proj.weight")])
+def test_a_head_of_another_width_names_model_decoder_dim(names, key, request):
+  """SegFormer's 768-wide B2-B5 head against a 256-wide config was a dozen mis-shaped keys, which
+  name no setting (docs/reproducing.md promises the field)."""
+  with pytest.raises(CheckpointMismatchError) as info:
+    convert_hf_segformer(request.getfixturevalue(names), method_segformer("b0", 7, 32,
+                                                                          depths=_DEPTHS))
+  assert str(info.value).splitlines()[1] == (
+      f"the checkpoint's {key} is 64 wide, the config's model.decoder_dim is 32: pass "
+      "--config.model.decoder_dim=64")
+
+
 def test_imagenet_backbone_checkpoint_converts_without_classifier():
   classifier = SegformerForImageClassification(SegformerConfig(**{**_CONFIG, "num_labels": 3}))
   state = {k: v.numpy() for k, v in classifier.state_dict().items()}

@@ -99,6 +99,13 @@ def test_mismatches_are_all_named(mmseg_state):
   assert "backbone.norm3.weight: shape (161,) does not fit params/backbone/norm3/scale" in message
 
 
+def test_a_head_of_another_width_names_model_decoder_dim(mmseg_state):
+  with pytest.raises(CheckpointMismatchError, match=r"\nthe checkpoint's decode_head.linear_c1.proj"
+                     r".weight is 64 wide, the config's model.decoder_dim is 256: pass "
+                     r"--config.model.decoder_dim=64\n"):
+    convert_mmseg_segformer(mmseg_state, method_segformer("b0", _NUM_CLASSES, 256, depths=_DEPTHS))
+
+
 def test_imagenet_mit_checkpoint_loads_into_the_backbone(mmseg_state):
   imagenet = {k[len("backbone."):]: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
   imagenet["head.weight"] = np.zeros((1000, 256), np.float32)

@@ -1,6 +1,7 @@
 """Results tables: percent formatting, published numbers and their differences."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -141,3 +142,38 @@ def test_a_results_json_whose_metric_is_not_a_number_is_named(tmp_path):
   path.write_text(json.dumps({"frames_per_s": 2.0, "mIoU": "51.0"}))
   with pytest.raises(SetupError, match=r"results\.json: mIoU is '51\.0', not a number \(or null\)"):
     report.read_labelled_results(f"A={path}")
+
+
+def _dcfm_vspw(arg=None):
+  from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
+  return load_config("configs/dcfm/vspw_mitb2.py", arg)
+
+
+def test_published_numbers_follow_the_dcfm_mode_and_keyframe_interval():
+  """Table II's rows are B mode, Table IX's P-mode row is K = 2 only."""
+  published, _ = report.published_for(_dcfm_vspw())
+  assert dict(published.metrics)["mIoU"] == 44.8 and "Table II" in published.source
+  published, _ = report.published_for(_dcfm_vspw("mode=P"))
+  assert dict(published.metrics) == {"mIoU": 44.5} and "Table IX (P mode)" in published.source
+  assert report.published_for(_dcfm_vspw("mode=P,k=6")) == (None, "")
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("method.mode", "P", r"they are for method.mode='B', this run has 'P'\."),
+    ("method.keyframe_interval", 6, r"they are for method.keyframe_interval=2, this run has 6\."),
+    ("eval.max_videos", 3, r"this run evaluated the split's first 3 videos \(eval.max_videos\)\."),
+])
+def test_a_run_the_published_numbers_are_not_for_says_so_instead(tmp_path, field, value, why):
+  """`--config.method.mode=P` on the B-mode config showed Table II's 44.8 as its published mIoU;
+  a quick check of a few videos was set against the whole split's numbers."""
+  config = _dcfm_vspw()
+  section, name = field.split(".")
+  config[section][name] = value
+  published, not_compared = report.published_for(config)
+  assert published is None
+  assert re.fullmatch(r"Not compared with the published numbers \(DCFM paper .*Table II, VSPW "
+                      r"val, K = 2\): " + why, not_compared), not_compared
+  _, md_path, table = report.write_results(tmp_path, {"mIoU": 0.4, "frames_per_s": 1.0},
+                                           published, not_compared)
+  assert table.splitlines()[0] == "| metric | measured |" and table.endswith(not_compared)
+  assert not_compared in md_path.read_text()

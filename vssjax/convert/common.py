@@ -109,12 +109,12 @@ def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
                 expected: Mapping[str, jax.ShapeDtypeStruct], *,
                 drop: Sequence[str] = DEFAULT_DROP,
                 display_names: Mapping[str, str] | None = None,
-                hint: str | None = None) -> Variables:
+                hints: Sequence[str | None] = ()) -> Variables:
   """Runs `rules`, checks the result against `expected`; returns nested numpy variables.
 
   `display_names` maps state_dict keys to the names used in error messages (converters that
-  normalise legacy key names pass the original names here). `hint`: what the error says first
-  if the checkpoint does not fit (e.g. `mit_layout.mit_mismatch`'s line).
+  normalise legacy key names pass the original names here). `hints`: what the error says first
+  if the checkpoint does not fit, those not None (e.g. `mit_layout.mit_mismatch`'s line).
   """
   def shown(key: str) -> str:
     return (display_names or {}).get(key, key)
@@ -138,10 +138,25 @@ def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
   targets = {rule.target for rule in rules}
   uncovered = sorted(t for t in expected if t not in targets)
   if missing or unexpected or misshaped or uncovered:
-    hints = [hint, _absent_modules(missing, state_dict)]
+    hints = [*hints, _absent_modules(missing, state_dict)]
     raise CheckpointMismatchError(_mismatch_message(
         [h for h in hints if h], [shown(k) for k in missing], unexpected, misshaped, uncovered))
   return traverse_util.unflatten_dict(out, sep="/")
+
+
+def width_hint(state_dict: StateDict, key: str, wanted: int, setting: str,
+               display_names: Mapping[str, str] | None = None) -> str | None:
+  """The line naming config field `setting` when the checkpoint's weight `key` ([out, ...]) is
+  not `wanted` wide: a head of another width than the config's (SegFormer's own 768-wide B2-B5
+  head against the VSPW configs' 256) mis-shapes a dozen keys, which name no setting. The key is
+  named as `display_names` (`apply_rules`') map it."""
+  weight = state_dict.get(key)
+  if weight is None or int(np.shape(weight)[0]) == wanted:
+    return None
+  width = int(np.shape(weight)[0])
+  shown = (display_names or {}).get(key, key)
+  return (f"the checkpoint's {shown} is {width} wide, the config's {setting} is {wanted}: pass "
+          f"--config.{setting}={width}")
 
 
 def _convert_one(rule: Rule, state_dict: StateDict, expected: Mapping[str, Any]

@@ -16,7 +16,8 @@ import numpy as np
 
 from vssjax.convert.common import (
     DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
-    batch_norm_rules, conv_rules, dense_rules, layer_norm_rules, linear_to_dense, rename_keys)
+    batch_norm_rules, conv_rules, dense_rules, layer_norm_rules, linear_to_dense, rename_keys,
+    width_hint)
 from vssjax.convert.mit_layout import mit_mismatch
 from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer import SegFormer
@@ -108,8 +109,10 @@ def convert_hf_segformer(state_dict: StateDict, model: SegFormer) -> Variables:
   renamed, original = rename_keys(state_dict, LEGACY_RENAMES)
   rules = mit_rules(model.backbone, "params/backbone", "segformer.") + head_rules()
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
+  width = width_hint(renamed, "decode_head.linear_projections.0.proj.weight",
+                     model.decode_head.embed_dim, "model.decoder_dim", display_names=original)
   return apply_rules(renamed, rules, expected, display_names=original,
-                     hint=mit_hint(renamed, model.backbone, "segformer."))
+                     hints=[mit_hint(renamed, model.backbone, "segformer."), width])
 
 
 def convert_hf_mit(state_dict: StateDict, backbone: MixTransformer, *,
@@ -123,4 +126,4 @@ def convert_hf_mit(state_dict: StateDict, backbone: MixTransformer, *,
   expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   return apply_rules(renamed, mit_rules(backbone, "params", prefix), expected,
                      drop=(*DEFAULT_DROP, *ignore), display_names=original,
-                     hint=mit_hint(renamed, backbone, prefix))
+                     hints=[mit_hint(renamed, backbone, prefix)])

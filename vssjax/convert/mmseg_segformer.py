@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from vssjax.convert.common import (
     DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
-    batch_norm_rules, conv_rules, dense_rules, layer_norm_rules)
+    batch_norm_rules, conv_rules, dense_rules, layer_norm_rules, width_hint)
 from vssjax.convert.mit_layout import mit_mismatch
 from vssjax.models.mit import MixTransformer
 from vssjax.models.segformer import SegFormer
@@ -82,7 +82,9 @@ def convert_mmseg_segformer(state_dict: StateDict, model: SegFormer) -> Variable
   rules = mit_rules(model.backbone, "params/backbone", "backbone.") + head_rules()
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, rules, expected, drop=(*DEFAULT_DROP, *UNUSED_HEAD_KEYS),
-                     hint=mit_hint(state_dict, model.backbone, "backbone."))
+                     hints=[mit_hint(state_dict, model.backbone, "backbone."),
+                            width_hint(state_dict, "decode_head.linear_c1.proj.weight",
+                                       model.decode_head.embed_dim, "model.decoder_dim")])
 
 
 def convert_mmseg_mit(state_dict: StateDict, backbone: MixTransformer, *, prefix: str = "",
@@ -91,4 +93,4 @@ def convert_mmseg_mit(state_dict: StateDict, backbone: MixTransformer, *, prefix
   classifier) -> {'params'} of `backbone`. Keys matching a regex in `ignore` are dropped."""
   expected = abstract_variables(backbone, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, mit_rules(backbone, "params", prefix), expected,
-                     drop=(*DEFAULT_DROP, *ignore), hint=mit_hint(state_dict, backbone, prefix))
+                     drop=(*DEFAULT_DROP, *ignore), hints=[mit_hint(state_dict, backbone, prefix)])

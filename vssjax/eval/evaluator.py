@@ -92,7 +92,8 @@ def _predict_video(predictor: ShotPredictor, video, confusion: ConfusionMatrix,
   decoded = read_ahead(video) if decode_ahead else iter(video)
   with contextlib.closing(decoded):
     for index, _, prediction in stream_predictions(
-        predictor, kept(decoded), lambda pushed: frame_ends.append(time.perf_counter())):
+        predictor, kept(decoded), confusion.num_classes,
+        lambda pushed: frame_ends.append(time.perf_counter())):
       predictions.append(prediction)
       if labels[index] is None:
         continue
@@ -275,7 +276,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if config_changes:
     results["config_changes"] = list(config_changes)
   if workdir and jax.process_index() == 0:
-    _, md_path, table = report.write_results(workdir, results, config.published)
+    _, md_path, table = report.write_results(workdir, results, *report.published_for(config))
     report.append_history(workdir, results)
     print(f"\nResults ({split}, step {step}) -> {md_path}\n{table}\n", flush=True)
   return results

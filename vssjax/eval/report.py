@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from etils import epath
+from ml_collections.config_flags import config_path
 
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -32,8 +33,29 @@ def _fmt(value: Any, percent: bool) -> str:
   return f"{100 * value:.2f}" if percent else f"{value:.2f}"
 
 
-def markdown_table(results: dict[str, Any], published: ConfigDict | None = None) -> str:
-  """One row per metric: measured, and where the config carries them, published and difference."""
+def published_for(config: ConfigDict) -> tuple[ConfigDict | None, str]:
+  """The published numbers a run of `config` compares with, or None and the line that says why
+  not: an evaluation of the split's first `eval.max_videos` videos (a quick check), or a setting
+  of `published.assumes` that the run overrode (DCFM's P mode next to Table II's B-mode row)."""
+  published = config.published
+  if not len(published.metrics):
+    return None, ""
+  if config.eval.max_videos:
+    return None, (f"Not compared with the published numbers ({published.source}): this run "
+                  f"evaluated the split's first {config.eval.max_videos} videos "
+                  "(eval.max_videos).")
+  for field, value in published.assumes:
+    actual = config_path.get_value(field, config)
+    if actual != value:
+      return None, (f"Not compared with the published numbers ({published.source}): they are "
+                    f"for {field}={value!r}, this run has {actual!r}.")
+  return published, ""
+
+
+def markdown_table(results: dict[str, Any], published: ConfigDict | None = None,
+                   not_compared: str = "") -> str:
+  """One row per metric: measured, and where the config carries them, published and difference;
+  `not_compared`, the line saying why a config's published numbers are left out."""
   metrics = published.metrics if published is not None else {}
   has_published = bool(len(metrics))
   header = "| metric | measured |" + (" published | difference |" if has_published else "")
@@ -54,7 +76,7 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None)
   table = "\n".join(rows) + _convention_notes(results)
   if has_published and published.source:
     table += f"\n\nPublished numbers: {published.source}."
-  return table
+  return table + (f"\n\n{not_compared}" if not_compared else "")
 
 
 def _row_name(name: str) -> str:
@@ -107,15 +129,16 @@ def _strict_json(value: Any) -> Any:
   return value
 
 
-def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None
-                  ) -> tuple[epath.Path, epath.Path, str]:
-  """Writes `<workdir>/results.json` and `.md`; returns their paths and the Markdown table."""
+def write_results(workdir: str | epath.Path, results: dict[str, Any], published=None,
+                  not_compared: str = "") -> tuple[epath.Path, epath.Path, str]:
+  """Writes `<workdir>/results.json` and `.md` (`markdown_table`'s); returns their paths and the
+  Markdown table."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   json_path = workdir / "results.json"
   write_text_whole(json_path, json.dumps(_strict_json(results), indent=2, sort_keys=True,
                                          default=float, allow_nan=False))
-  table = markdown_table(results, published)
+  table = markdown_table(results, published, not_compared)
   md_path = workdir / "results.md"
   changes = "".join(f"- `{change}`\n" for change in results.get("config_changes", ()))
   data = ", ".join(str(results[key]) for key in ("data_source", "split") if key in results)
