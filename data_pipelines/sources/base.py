@@ -229,6 +229,14 @@ class FolderSource(VideoSource):
   def split_path(self, split: str) -> str:
     return os.path.join(self._root, split)
 
+  def check_split(self, split: str) -> None:
+    """... and a root left unset (the configs' default ''), which would read the split from the
+    current folder and, there, fail naming a relative path and no setting."""
+    if not self._root:
+      raise SetupError(f"data.{self.name}.root is not set: pass --config.data.{self.name}.root="
+                       "<the dataset's folder> (docs/data.md)")
+    super().check_split(split)
+
   def describe_split(self, split: str) -> str:
     """The source's name and the split's folder (or list file): the place to fix."""
     return f"{self.name} {self.split_path(split)}"

@@ -12,6 +12,7 @@ from PIL import Image
 from data_pipelines import clip_sampling, dataset, loader
 from data_pipelines.sources import base, camvid, cityscapes, get_source, synthetic, vspw
 from tests.data_pipelines import helpers
+from vssjax.errors import SetupError
 
 
 def _png(array) -> bytes:
@@ -168,3 +169,16 @@ def test_a_split_of_no_videos_is_refused_naming_its_folder(tmp_path):
                              shard_options=grain.sharding.ShardOptions(0, 1))
   with pytest.raises(base.DataError, match=message):
     list(loader.eval_videos(cfg, "train"))
+
+
+@pytest.mark.parametrize("name", ["vspw", "cityscapes", "camvid", "vtest_pseudo"])
+def test_a_dataset_root_left_unset_is_named_before_any_path_is_read(name, tmp_path, monkeypatch):
+  """With `data.backend='files'` and no root, the split was read from the current folder: an
+  error naming `val.txt` or `gtFine/val` and no setting, or, where one happened to be there, its
+  videos."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "val.txt").write_text("a video\n")
+  source = get_source(name, root="")
+  with pytest.raises(SetupError, match=rf"^data.{name}.root is not set: pass "
+                     rf"--config.data.{name}.root=<the dataset's folder>"):
+    source.videos(source.splits[-1])
