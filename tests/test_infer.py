@@ -658,6 +658,9 @@ def test_a_folders_output_name_is_its_whole_name(tmp_path, monkeypatch):
   assert [name(video) for video in infer.input_videos(str(tmp_path))] == ["clip.v1", "clip.v2"]
   monkeypatch.chdir(tmp_path / "clip.v1")
   assert name(".") == name(f"{tmp_path}/clip.v1/") == "clip.v1"
+  # A VSPW video's frames folder is named after the video: each wrote infer/origin/ over the last.
+  (tmp_path / "data" / "2001_c" / "origin").mkdir(parents=True)
+  assert name(f"{tmp_path}/data/2001_c/origin/") == "2001_c"
 
 
 def test_a_video_that_stops_decoding_early_is_said_so(quick_config, tmp_path, monkeypatch, capsys):

@@ -29,6 +29,11 @@ def test_points_are_placed_by_speed_and_accuracy(tmp_path):
   assert where["DCFM K=1"][1] < where["SegFormer"][1] < where["DCFM K=6"][1]  # better: up
 
 
+def test_the_accuracy_axis_starts_no_lower_than_zero():
+  assert tradeoff_plot.accuracy_ticks([0.4, 3.5])[0] == 0.0
+  assert tradeoff_plot.accuracy_ticks([44.8, 51.0])[0] == 42.0  # a point of margin below
+
+
 def test_what_cannot_be_plotted_is_named(tmp_path):
   """A user's mistake: one `SetupError` line naming the spec or file, not a traceback."""
   with pytest.raises(SetupError, match=r"y\.json has no 'TC': is it a results\.json\?"):

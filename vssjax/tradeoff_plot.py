@@ -52,6 +52,12 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
   return [first + i * step for i in range(int((high - first) / step) + 2)]
 
 
+def accuracy_ticks(values: Sequence[float]) -> list[float]:
+  """The accuracy axis's ticks (%): a point of margin each way, none below 0 (scores near 0 drew
+  an axis from -2 %)."""
+  return _nice_ticks(max(min(values) - 1.0, 0.0), max(values) + 1.0)
+
+
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
   return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -91,7 +97,7 @@ def plot(points: Sequence[tuple[str, float, float]], path: str, *, metric: str =
     raise ValueError("nothing to plot")
   xs, ys = [p[1] for p in points], [p[2] for p in points]
   x_ticks = _nice_ticks(0.0, max(xs) * 1.1)
-  y_ticks = _nice_ticks(min(ys) - 1.0, max(ys) + 1.0)
+  y_ticks = accuracy_ticks(ys)
   left, top, right, bottom = _MARGIN
   width, height = _SIZE
   to_px = lambda x, y: (

@@ -108,9 +108,14 @@ def _png(rgb: np.ndarray) -> bytes:
 
 def video_name(path: str) -> str:
   """The name of the video at `path`: a file's stem, a folder's whole name (`clip.v1/` and
-  `clip.v2/` are two videos; `.` is the current folder's name)."""
+  `clip.v2/` are two videos; `.` is the current folder's name), but a VSPW video's `origin/`
+  frames folder is named after its video (`data/2001_c/origin` is 2001_c: every VSPW video
+  given so wrote infer/origin/, over the one before)."""
   if os.path.isdir(path):
-    return os.path.basename(os.path.abspath(path))
+    folder = os.path.abspath(path)
+    if os.path.basename(folder) == "origin" and os.path.dirname(folder) != folder:
+      return os.path.basename(os.path.dirname(folder))
+    return os.path.basename(folder)
   return os.path.splitext(os.path.basename(path))[0]
 
 

@@ -120,6 +120,10 @@ def build(video: str, out_dir: str, scale: float = 0.5, chunk: int = 60) -> dict
   started = time.perf_counter()
   frames = []
   for rgb in footage.read_video_frames(video):
+    if rgb.shape[:2] != SOURCE_HW:  # the scene's polygons are drawn on vtest.avi's own frames
+      raise base.DataError(video, f"is {rgb.shape[1]}x{rgb.shape[0]}, not vtest.avi's "
+                           f"{SOURCE_HW[1]}x{SOURCE_HW[0]}: the pseudo-labels' scene is drawn "
+                           "for that video alone (docs/data.md)")
     hw = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
     frames.append(cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_AREA))
     if len(frames) % 100 == 0:

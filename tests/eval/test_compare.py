@@ -24,6 +24,26 @@ def test_runs_side_by_side_with_each_rows_best_in_bold():
   assert "**" not in report.comparison_table([("SegFormer", segformer)])
 
 
+def test_runs_of_other_data_or_conventions_are_said_so_and_not_ranked():
+  """A DCFM run's all-classes mIoU, a SegFormer run's VSPW mIoU and a synthetic-set run were set
+  side by side with a best value in bold, though results.json says what each is of."""
+  vspw = dict(data_source="vspw", split="val", mIoU_convention="all_classes",
+              mVC_convention="dcfm", mIoU=0.45, frames_per_s=10.0)
+  same_data = dict(vspw, mIoU_convention="vspw", mVC_convention="vspw", mIoU=0.47)
+  synthetic = dict(vspw, data_source="synthetic", mIoU=0.51)
+  table = report.comparison_table([("DCFM", vspw), ("SegFormer", same_data),
+                                   ("Synthetic", synthetic)])
+  assert table.splitlines()[2:6] == [
+      "| data | vspw val | vspw val | synthetic val |",
+      "| mIoU convention | all_classes | vspw | all_classes |",
+      "| mVC convention | dcfm | vspw | dcfm |",
+      "| mIoU (%) | 45.00 | 47.00 | 51.00 |"]
+  assert "**" not in table
+  # The same data and conventions: no such row, and the best in bold.
+  table = report.comparison_table([("DCFM", vspw), ("DCFM again", dict(vspw, mIoU=0.46))])
+  assert table.splitlines()[2] == "| mIoU (%) | 45.00 | **46.00** |"
+
+
 def test_the_command_prints_and_writes_the_table(tmp_path):
   for name, miou in (("a", 0.4), ("b", 0.5)):
     (tmp_path / f"{name}.json").write_text(json.dumps({"mIoU": miou, "frames_per_s": 10.0}))

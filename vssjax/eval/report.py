@@ -187,17 +187,31 @@ def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str,
   return label, results
 
 
+# What a run's metrics are of: runs that differ in any are set side by side with the row saying
+# so, and no best value is marked (a VSPW mIoU over all classes against one over the classes
+# present, or two datasets, do not rank).
+_SETTING_ROWS = (("data", ("data_source", "split")), ("mIoU convention", ("mIoU_convention",)),
+                 ("mVC convention", ("mVC_convention",)))
+
+
 def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   """Several runs side by side: one column per (label, results), one row per headline metric that
-  any of them has, then frames/s; each row's best value in bold (all are higher-is-better)."""
+  any of them has, then frames/s; each row's best value in bold (all are higher-is-better),
+  unless the runs differ in data or convention (`_SETTING_ROWS`), which rows above say then."""
   names = [m for m in PERCENT_METRICS if any(m in results for _, results in runs)]
   rows = ["| metric | " + " | ".join(_cell(label) for label, _ in runs) + " |",
           "|---|" + "---|" * len(runs)]
+  for title, keys in _SETTING_ROWS:
+    settings = [" ".join(str(results[key]) for key in keys if key in results) or "–"
+                for _, results in runs]
+    if len(set(settings)) > 1:
+      rows.append(f"| {title} | " + " | ".join(_cell(s) for s in settings) + " |")
+  ranked = len(rows) == 2
   for name in names + ["frames_per_s"]:
     percent = name in PERCENT_METRICS
     values = [results.get(name) for _, results in runs]
     known = [value for value in values if not _is_na(value)]
-    best = _fmt(max(known), percent) if len(runs) > 1 and known else None
+    best = _fmt(max(known), percent) if len(runs) > 1 and known and ranked else None
     cells = [_fmt(value, percent) for value in values]
     cells = [f"**{cell}**" if cell == best else cell for cell in cells]  # ties as shown: all
     rows.append(f"| {_row_name(name)} | " + " | ".join(cells) + " |")

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines.sources import vtest_pseudo
+from data_pipelines.sources import base, vtest_pseudo
 
 
 def test_vtest_pseudo_labels_and_split():
@@ -29,6 +29,18 @@ def test_vtest_pseudo_labels_and_split():
 def test_vtest_pseudo_build_fails_loudly_when_it_cannot_write(tmp_path):
   with pytest.raises(OSError, match="could not write"):
     vtest_pseudo._write_image(str(tmp_path / "missing_dir" / "0.png"), np.zeros((4, 4), np.uint8))
+
+
+def test_a_video_other_than_vtest_is_refused_before_anything_is_written(tmp_path):
+  """Its frames were labelled with vtest.avi's scene polygons, stretched, without a word."""
+  clip = tmp_path / "clip.avi"
+  writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (80, 48))
+  for _ in range(3):
+    writer.write(np.zeros((48, 80, 3), np.uint8))
+  writer.release()
+  with pytest.raises(base.DataError, match=r"clip.avi: is 80x48, not vtest.avi's 768x576"):
+    vtest_pseudo.build(str(clip), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
 
 
 def test_vtest_pseudo_lists_its_video_folders_only(tmp_path):
