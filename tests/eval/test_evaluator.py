@@ -187,8 +187,10 @@ def test_a_bad_prediction_names_the_video_and_frame():
   method = _OneBehindMethod(config, [])
   method.predictor = lambda variables: _OutOfRangePredictor()
   first = next(iter(eval_videos(config.data, config.data.eval_split)))
-  with pytest.raises(DataError, match=f"video {first.name} frame 2: prediction has values"):
+  with pytest.raises(SetupError, match=r"^_OutOfRangePredictor's label map of frame 2 holds "
+                     r"class ids from .* outside \[0, 9\)") as error:
     evaluator.evaluate(method, {}, config, workdir=None)
+  assert f"while evaluating video {first.name} of split 'val'" in error.value.__notes__
 
 
 def test_decoding_ahead_is_for_accelerators_and_changes_no_score(monkeypatch):
@@ -609,3 +611,19 @@ def test_merging_across_processes_scores_as_one_process_that_saw_every_video(mon
   assert everything[1].videos_scored == 3 and everything[2].pairs == 3 * 16
   assert all(np.isfinite(list(whole.summary().values())).all() for whole in everything)
 
+
+
+def test_a_long_video_says_its_frames_go_on_where_no_video_line_would(capsys):
+  """One long video (a footage clip) printed its progress line only at its end: a minute of
+  silence for 795 frames on a CPU. Frames are said only after a quiet spell, not beside the video
+  lines of a split of short videos."""
+  shared = evaluator._Shared(evaluator.Progress("eval[test] video", 2, "videos"), None,
+                             "eval[test]")
+  start = time.perf_counter()
+  for t in range(30):
+    shared.frame_predicted(start + 0.5 * t)  # 15 s of frames: a line at 10 s only
+  assert capsys.readouterr().out == "eval[test]: 21 frames predicted, 0/2 videos done\n"
+  shared.video_done(30)
+  capsys.readouterr()
+  shared.frame_predicted(time.perf_counter() + 5.0)  # 5 s after the video's line: quiet
+  assert capsys.readouterr().out == ""

@@ -73,13 +73,13 @@ def _longest_across_processes(seconds: float) -> float:
 
 
 def _predict_video(predictor: ShotPredictor, video, confusion: ConfusionMatrix,
-                   frame_ends: list[float], decode_ahead: bool):
+                   frame_predicted: Callable[[float], None], decode_ahead: bool):
   """Runs one video through a fresh predictor (`stream_predictions`: the device predicts frame t+1
   while the host fetches and scores frame t), scoring each labelled frame into `confusion`;
   returns frames, labels and predictions in order.
 
-  With `decode_ahead`, a thread also decodes the frames ahead meanwhile. `frame_ends` gets the time
-  each frame's turn of the loop ended.
+  With `decode_ahead`, a thread also decodes the frames ahead meanwhile. `frame_predicted` gets the
+  time each frame's turn of the loop ended.
   """
   frames, labels, predictions = [], [], []
 
@@ -93,7 +93,7 @@ def _predict_video(predictor: ShotPredictor, video, confusion: ConfusionMatrix,
   with contextlib.closing(decoded):
     for index, _, prediction in stream_predictions(
         predictor, kept(decoded), confusion.num_classes,
-        lambda pushed: frame_ends.append(time.perf_counter())):
+        lambda pushed: frame_predicted(time.perf_counter())):
       predictions.append(prediction)
       if labels[index] is None:
         continue
@@ -255,7 +255,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
                             make_clip_sampler(config.clip).eval_frames_per_clip,
                             keep_whole=scorers[0].scores_tc))
   source = make_source(config.data)  # the overlay's palette, the results' class names
-  shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"), stop_requested)
+  shared = _Shared(Progress(f"eval[{split}] video", len(videos), "videos"), stop_requested,
+                   f"eval[{split}]")
   write_overlay = None
   if workdir and config.eval.overlay_video and jax.process_index() == 0:
     write_overlay = functools.partial(_write_overlay, workdir, fps=config.eval.overlay_fps,
@@ -358,9 +359,16 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Seque
 class _Shared:
   """What the prediction devices' threads share: the end time of every frame predicted (frames/s:
   DCFM's protocol predicts each frame once per pass), the count of the videos and frames done, the
-  progress line, a stop that one device's failure sets for the others, and the stop request."""
+  progress lines, a stop that one device's failure sets for the others, and the stop request.
 
-  def __init__(self, progress: Progress, stop_requested: Callable[[], bool] | None):
+  The progress line counts videos; where none has ended for `_FRAMES_LINE_S` (a long video: a
+  footage clip, a single-video split), a line `<prefix>: N frames predicted` says the work goes
+  on, every `_FRAMES_LINE_S` at most."""
+
+  _FRAMES_LINE_S = 10.0
+
+  def __init__(self, progress: Progress, stop_requested: Callable[[], bool] | None,
+               frames_prefix: str):
     self.frame_ends: list[float] = []  # appended by every thread (a list append is atomic)
     self.failed = threading.Event()
     self.cut_short = False  # a share ended early on the stop request
@@ -368,7 +376,19 @@ class _Shared:
     self.frames_done = 0  # each video's frames once, whatever its passes
     self._stop_requested = stop_requested
     self._progress = progress
+    self._frames_prefix = frames_prefix
+    self._quiet_since = time.perf_counter()  # the last progress line or video done
     self._lock = threading.Lock()
+
+  def frame_predicted(self, now: float) -> None:
+    """A frame's turn of the loop ended at `now` (`time.perf_counter()`)."""
+    self.frame_ends.append(now)
+    if now - self._quiet_since >= self._FRAMES_LINE_S and self._progress.enabled:
+      with self._lock:
+        if now - self._quiet_since >= self._FRAMES_LINE_S:
+          self._quiet_since = now
+          print(f"{self._frames_prefix}: {len(self.frame_ends)} frames predicted, "
+                f"{self.videos_done}/{self._progress.total} videos done", flush=True)
 
   def go_on(self) -> bool:
     """Whether a share predicts its next video: no other share failed, and no stop requested."""
@@ -383,6 +403,7 @@ class _Shared:
     with self._lock:
       self.videos_done += 1
       self.frames_done += num_frames
+      self._quiet_since = time.perf_counter()
       self._progress.update(self.videos_done, force=self.videos_done == self._progress.total)
 
 
@@ -409,7 +430,7 @@ def _evaluate_share(method: Method, variables: Variables, videos: list, scorers:
       for predictor in _shot_predictors(method, variables, video):
         try:
           frames, labels, predictions = _predict_video(predictor, video, scorers.confusion,
-                                                       shared.frame_ends, decode_ahead)
+                                                       shared.frame_predicted, decode_ahead)
         except Exception as e:
           e.add_note(f"while evaluating video {video.name} of split {split!r}")
           raise
