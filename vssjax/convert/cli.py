@@ -40,6 +40,8 @@ def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], work
   variables = init_from.load_torch_variables(checkpoint, method, fmt, allow_pickle=allow_pickle,
                                              whole_model=True)
   if not init_from.replaces_every_variable(state, variables):  # the rest: freshly initialised
+    print("initialising the variables the checkpoint does not hold (e.g. ETC's teacher): "
+          "compiling the initialisation", flush=True)
     state, sharding, tx, _ = create_state(config, method, mesh)
   state = init_from.state_with_variables(state, variables, tx, sharding)
   make_workdir(workdir)
