@@ -84,6 +84,7 @@ class VideoDataset:
     is a DataError naming it and the config section of the source's knobs; so is one it cannot
     read (a file where it expects a folder, such as the dataset's archive given as its root, or a
     folder without read permission)."""
+    source.check_listable()
     try:
       videos = list(source.videos(split))  # a source of one's own may yield them
     except FileNotFoundError as e:

@@ -211,35 +211,42 @@ def test_a_resumed_run_notified_around_a_save_stops_at_the_next_step(tmp_path):
     assert "stopped at 26" in out, out
 
 
-# Process 1 cannot write the folder (its mount read-only; simulated, as root writes everywhere).
-_ONE_READ_ONLY_MOUNT = """
+# Process 1 cannot write the workdir (its mount read-only; simulated, as root writes everywhere),
+# then does not see it (a mount missing on its host: another path here).
+_ONE_BAD_MOUNT = """
 import os, sys
 import jax
 from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.train import workdir
 parallel.initialize_distributed("on")
+run = sys.argv[1]
 if jax.process_index() == 1:
   os.access = lambda path, mode: False
-for every in (False, True):
+cases = [("every=False", run, False), ("every=True", run, True),
+         ("unmounted", run if jax.process_index() == 0 else run + "_unmounted", False)]
+for case, folder, every in cases:
   try:
-    workdir.check_writable(sys.argv[1], "the outputs", every_process_writes=every)
-    print(f"every={every}: accepted", flush=True)
+    workdir.check_workdir_to_evaluate(folder, "the outputs", every_process_writes=every)
+    print(f"{case}: accepted", flush=True)
   except SetupError as error:
-    print(f"every={every}: refused: {error}", flush=True)
+    print(f"{case}: refused: {error}", flush=True)
 """
 
 
-def test_a_folder_one_writing_process_cannot_write_is_refused_by_every_process(tmp_path):
+def test_a_workdir_one_process_cannot_use_is_refused_by_every_process(tmp_path):
   """One process refusing alone left the others waiting in the restore's collectives until the
   cluster's timeout. Where only process 0 writes (evaluation's results), process 1's mount is not
-  asked about."""
-  folder = str(tmp_path / "run")
-  outs = [out for _, out in _run_script_in_two_processes(tmp_path, _ONE_READ_ONLY_MOUNT, folder)]
+  asked whether it is writable, but still whether the workdir is there."""
+  run = tmp_path / "run"
+  run.mkdir()
+  outs = [out for _, out in _run_script_in_two_processes(tmp_path, _ONE_BAD_MOUNT, str(run))]
   assert all("every=False: accepted" in out for out in outs), outs
-  assert (f"every=True: refused: process 1 cannot write {folder}, and the outputs are written "
-          "there (its error says why)") in outs[0], outs[0]
-  assert f"every=True: refused: {tmp_path} is not writable, and the outputs" in outs[1], outs[1]
+  others = f"process 1 cannot use the workdir {run} for the outputs (its error says why)"
+  assert f"every=True: refused: {others}" in outs[0], outs[0]
+  assert f"every=True: refused: {run} is not writable, and the outputs" in outs[1], outs[1]
+  assert f"unmounted: refused: {others}" in outs[0], outs[0]
+  assert f"unmounted: refused: the workdir {run}_unmounted does not exist" in outs[1], outs[1]
 
 
 # What --mode=bench does with the train state's global arrays and a batch of frames, per process.

@@ -219,7 +219,8 @@ def main(argv):
   if not flags.FLAGS.workdir or not flags.FLAGS.out:
     raise SetupError("--workdir and --out are required: a folder for each entry's bench files and "
                      "the report's Markdown file")
-  workdir, out = path_flag("workdir", flags.FLAGS.workdir), path_flag("out", flags.FLAGS.out, "a Markdown file")
+  workdir = path_flag("workdir", flags.FLAGS.workdir)
+  out = path_flag("out", flags.FLAGS.out, "a Markdown file")
   names = {e.name for e in SUITE}
   unknown = set(flags.FLAGS.only) - names
   if unknown:

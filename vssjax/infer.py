@@ -41,7 +41,7 @@ from vssjax.eval.stream import stream_predictions
 from vssjax.files import write_text_whole
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
-from vssjax.train.workdir import check_trained_workdir, check_writable, one_local_process
+from vssjax.train.workdir import check_workdir_to_evaluate, one_local_process
 
 
 class Input(NamedTuple):
@@ -297,8 +297,8 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   # TC's settings, checked before the restore too; this accumulator takes every pair of every
   # video, as the evaluator scores a split.
   folder_tc = make_scorers(config).temporal
-  check_trained_workdir(workdir)
-  check_writable(os.path.join(workdir, "infer"), "--mode=infer's outputs")
+  check_workdir_to_evaluate(workdir, "--mode=infer's outputs",
+                            folder=os.path.join(workdir, "infer"))
   method, variables, step = restore_for_eval(config, workdir, step)
   # Several processes (a pod, a cluster) share the videos out, and each its local devices, as the
   # evaluator does (`eval.devices`); a video's frames follow each other on one device.

@@ -43,9 +43,8 @@ def get_config(arg=None):
   c.optim.warmup_steps = 0
   c.train.steps = 40_000
   c.train.checkpoint_every = 2000
-  c.published.source = ("DCFM paper (arXiv 2403.02689), Table IV, CamVid test, K = 2"
-                        if args.k == 2 else "")
-  c.published.metrics = configs_lib.ConfigDict(dict(mIoU=73.1) if args.k == 2 else {})
+  _BASE["published_for_mode"](c, "DCFM paper (arXiv 2403.02689), Table IV, CamVid test, K = 2",
+                              dict(mIoU=73.1) if args.k == 2 else {})
   if args.quick:
     _BASE["quick_variant"](c)
   c.lock()

@@ -30,7 +30,7 @@ the paper's Table I values instead of the released config (lambda 0.2, beta 5, l
 non-key frame from the previous keyframe alone (published: Table IX's mIoU at K = 2).
 
 This file also holds the builders the other DCFM configs use (`dcfm_base`, `release_metrics`,
-`quick_variant`).
+`quick_variant`, `published_for_mode`).
 """
 
 from data_pipelines.clip_sampling import dcfm_partner_offsets

@@ -4,7 +4,7 @@ r"""DCFM with MiT-B5 on VSPW: the B2 recipe (vspw_mitb2.py) with encoder lr 4e-5
   python -m vssjax.main --config=configs/dcfm/vspw_mitb5.py --workdir=D \
       --config.data.vspw.root=/data/VSPW_480p --config.init.torch_checkpoint=mit_b5.pth
 
-Arguments: as in vspw_mitb2.py (`quick`, `table1`, `k=N`).
+Arguments: as in vspw_mitb2.py (`quick`, `table1`, `k=N`, `mode=P`).
 """
 
 from vssjax import configs_lib

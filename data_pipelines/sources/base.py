@@ -218,6 +218,10 @@ class VideoSource(abc.ABC):
     """Where `split`'s videos are listed, for messages: the source's name and the split."""
     return f"{self.name} split {split!r}"
 
+  def check_listable(self) -> None:
+    """Raises a `SetupError` when the source is not set up to list its videos itself, as
+    `data.backend='files'` has it do (nothing to check by default)."""
+
 
 class FolderSource(VideoSource):
   """A user's copy of a dataset under one root folder; a split is present when the file or
@@ -229,13 +233,13 @@ class FolderSource(VideoSource):
   def split_path(self, split: str) -> str:
     return os.path.join(self._root, split)
 
-  def check_split(self, split: str) -> None:
-    """... and a root left unset (the configs' default ''), which would read the split from the
-    current folder and, there, fail naming a relative path and no setting."""
+  def check_listable(self) -> None:
+    """A root left unset (the configs' default ''; the records of `data.backend='arrayrecord'`
+    need none) would read the split from the current folder and fail there naming a relative
+    path and no setting."""
     if not self._root:
       raise SetupError(f"data.{self.name}.root is not set: pass --config.data.{self.name}.root="
                        "<the dataset's folder> (docs/data.md)")
-    super().check_split(split)
 
   def describe_split(self, split: str) -> str:
     """The source's name and the split's folder (or list file): the place to fix."""

@@ -113,9 +113,8 @@ def video_name(path: str) -> str:
   given so wrote infer/origin/, over the one before)."""
   if os.path.isdir(path):
     folder = os.path.abspath(path)
-    if os.path.basename(folder) == "origin" and os.path.dirname(folder) != folder:
-      return os.path.basename(os.path.dirname(folder))
-    return os.path.basename(folder)
+    video = os.path.basename(os.path.dirname(folder))
+    return video if os.path.basename(folder) == "origin" and video else os.path.basename(folder)
   return os.path.splitext(os.path.basename(path))[0]
 
 

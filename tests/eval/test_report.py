@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 
+from tests.conftest import load_config
 from vssjax import configs_lib
 from vssjax.errors import SetupError
 from vssjax.eval import report
@@ -145,7 +146,6 @@ def test_a_results_json_whose_metric_is_not_a_number_is_named(tmp_path):
 
 
 def _dcfm_vspw(arg=None):
-  from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
   return load_config("configs/dcfm/vspw_mitb2.py", arg)
 
 
@@ -156,6 +156,15 @@ def test_published_numbers_follow_the_dcfm_mode_and_keyframe_interval():
   published, _ = report.published_for(_dcfm_vspw("mode=P"))
   assert dict(published.metrics) == {"mIoU": 44.5} and "Table IX (P mode)" in published.source
   assert report.published_for(_dcfm_vspw("mode=P,k=6")) == (None, "")
+
+
+@pytest.mark.parametrize("config", ["configs/dcfm/cityscapes_mitb1.py",
+                                    "configs/dcfm/camvid_r50.py"])
+def test_every_dcfm_config_with_published_numbers_says_which_mode_and_k_they_are_for(config):
+  config = load_config(config)
+  assert report.published_for(config)[0] is not None
+  config.method.mode = "P"
+  assert report.published_for(config)[0] is None
 
 
 @pytest.mark.parametrize("field, value, why", [

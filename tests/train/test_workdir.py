@@ -54,12 +54,25 @@ def test_an_output_folder_that_cannot_be_written_is_one_error_naming_the_folder(
   for folder in (readable_only, f"{readable_only}/infer/sub"):  # the folder, or where it is made
     with pytest.raises(SetupError, match=rf"^{readable_only} is not writable, and the outputs "
                        "are written there: use a workdir of your own"):
-      workdir.check_writable(folder, "the outputs")
-  workdir.check_writable(str(tmp_path / "mine" / "infer"), "the outputs")
-  (tmp_path / "a_file").write_text("")  # writable, but no folder
-  with pytest.raises(SetupError, match=r"a_file is a file, not a folder, and the outputs are "):
-    workdir.check_writable(str(tmp_path / "a_file"), "the outputs")
-  workdir.check_writable("gs://bucket/run", "the outputs")  # the store's to refuse
+      workdir.check_workdir_to_evaluate(readable_only, "the outputs", folder=folder)
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  workdir.check_workdir_to_evaluate(str(mine), "the outputs", folder=str(mine / "infer"))
+  (mine / "infer").write_text("")  # writable, but no folder
+  with pytest.raises(SetupError, match=r"infer is a file, not a folder, and the outputs are "):
+    workdir.check_workdir_to_evaluate(str(mine), "the outputs", folder=str(mine / "infer"))
+  assert workdir._write_problem("gs://bucket/run", "the outputs") is None  # the store's to refuse
+
+
+def test_a_workdir_to_evaluate_that_is_missing_or_a_file_is_said_first(tmp_path, monkeypatch):
+  """A typo under a folder of runs this user cannot write was told to copy the workdir it named
+  (the permission simulated: root writes everywhere)."""
+  monkeypatch.setattr(os, "access", lambda path, mode: False)
+  with pytest.raises(SetupError, match=r"^the workdir .*typo does not exist: name the workdir"):
+    workdir.check_workdir_to_evaluate(str(tmp_path / "typo"), "the outputs")
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(SetupError, match=r"^the workdir .*a_file is a file: name the workdir"):
+    workdir.check_workdir_to_evaluate(str(tmp_path / "a_file"), "the outputs")
 
 
 def test_a_workdir_on_object_storage_takes_no_lock(monkeypatch):

@@ -37,8 +37,8 @@ from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
 from vssjax.train.optimizer import check_counts, make_optimizer, optimizer_for
 from vssjax.train.state import TrainState
-from vssjax.train.workdir import (check_trained_workdir, check_writable, workdir_for_this_run,
-                                 workdir_lock)
+from vssjax.train.workdir import (check_trained_workdir, check_workdir_to_evaluate,
+                                 workdir_for_this_run, workdir_lock)
 
 
 def batch_spec(config: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -411,8 +411,7 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
 def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = None
                         ) -> dict[str, Any]:
   """Evaluates checkpoint `step` (default: the latest) of `workdir`, writing its results there."""
-  check_trained_workdir(workdir)
-  check_writable(workdir, "the evaluation's results", every_process_writes=False)
+  check_workdir_to_evaluate(workdir, "the evaluation's results", every_process_writes=False)
   check_tc_video_list(config, make_scorers(config))  # `eval.*` too: before the restore's minutes
   method, variables, step = restore_for_eval(config, workdir, step)
   print(f"evaluating checkpoint of step {step} from {workdir}", flush=True)

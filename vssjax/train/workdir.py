@@ -31,30 +31,40 @@ def make_workdir(workdir: str) -> None:
 def check_trained_workdir(workdir: str) -> None:
   """The workdir that eval, infer or a teacher reads from: one that does not exist (a typo,
   likely) or is a file is a `SetupError` saying so, checked before anything else about it."""
-  path = epath.Path(workdir)
-  if not path.is_dir():
-    raise SetupError(f"the workdir {workdir} {'is a file' if path.exists() else 'does not exist'}:"
-                     " name the workdir of a training run or of `python -m vssjax.convert` "
-                     "(docs/reproducing.md)")
+  problem = _trained_workdir_problem(workdir)
+  if problem is not None:
+    raise SetupError(problem)
 
 
-def check_writable(folder: str, outputs: str, *, every_process_writes: bool = True) -> None:
-  """A local `folder` (where it does not exist yet, the nearest folder above it, where it would
-  be made) that a process writing `outputs` there cannot write is a `SetupError` naming it:
-  raised before any work, instead of a PermissionError traceback at the first output, after the
-  checkpoint's restore and a video's predictions (a workdir shared read-only). A remote path
-  (`gs://...`) is left to its store. With `every_process_writes` False only process 0 writes
-  (evaluation's results). Every process of a multi-process run refuses together: one alone would
-  leave the others waiting in the restore's collectives until the cluster's timeout."""
-  writes_here = every_process_writes or jax.process_index() == 0
-  problem = _write_problem(folder, outputs) if writes_here else None
+def check_workdir_to_evaluate(workdir: str, outputs: str, *, folder: str | None = None,
+                              every_process_writes: bool = True) -> None:
+  """Before eval or infer restores a checkpoint of `workdir` and writes `outputs` into `folder`
+  (default: the workdir): a `SetupError` where the workdir does not exist or is a file
+  (`check_trained_workdir`), or where a process writing the outputs cannot write the folder (the
+  nearest existing folder above it, where it would be made; a remote `gs://...` is left to its
+  store): raised before any work, instead of a PermissionError traceback at the first output,
+  after the restore and a video's predictions (a workdir shared read-only). With
+  `every_process_writes` False only process 0 writes (evaluation's results). Every process of a
+  multi-process run refuses together: one alone would leave the others waiting in the restore's
+  collectives until the cluster's timeout."""
+  problem = _trained_workdir_problem(workdir)
+  if problem is None and (every_process_writes or jax.process_index() == 0):
+    problem = _write_problem(folder or workdir, outputs)
   if jax.process_count() > 1:
     failed = multihost_utils.process_allgather(np.array([problem is not None]))
     if problem is None and failed.any():
-      problem = (f"process {int(np.argmax(failed))} cannot write {folder}, and {outputs} are "
-                 "written there (its error says why)")
+      problem = (f"process {int(np.argmax(failed))} cannot use the workdir {workdir} for "
+                 f"{outputs} (its error says why)")
   if problem is not None:
     raise SetupError(problem)
+
+
+def _trained_workdir_problem(workdir: str) -> str | None:
+  path = epath.Path(workdir)
+  if path.is_dir():
+    return None
+  return (f"the workdir {workdir} {'is a file' if path.exists() else 'does not exist'}: name the "
+          "workdir of a training run or of `python -m vssjax.convert` (docs/reproducing.md)")
 
 
 def _write_problem(folder: str, outputs: str) -> str | None:

@@ -178,7 +178,20 @@ def test_a_dataset_root_left_unset_is_named_before_any_path_is_read(name, tmp_pa
   videos."""
   monkeypatch.chdir(tmp_path)
   (tmp_path / "val.txt").write_text("a video\n")
-  source = get_source(name, root="")
+  num_classes = get_source(name, root="").num_classes
+  data = helpers.data_config(tmp_path, source=name, backend="files", num_classes=num_classes,
+                             **{name: dict(root="")})
   with pytest.raises(SetupError, match=rf"^data.{name}.root is not set: pass "
                      rf"--config.data.{name}.root=<the dataset's folder>"):
-    source.videos(source.splits[-1])
+    dataset.make_dataset(data, "val")
+
+
+def test_records_need_no_dataset_root(tmp_path):
+  """... which the records (the default backend) are read without: a pod reading gs:// records
+  has no copy of the dataset."""
+  from data_pipelines.tfds_builders import real_videos  # pylint: disable=g-import-not-at-top
+  real_videos.prepare("cityscapes", helpers.write_cityscapes(tmp_path / "cs"),
+                      str(tmp_path / "tfds"))
+  data = helpers.data_config(tmp_path / "tfds", source="cityscapes", backend="arrayrecord",
+                             cityscapes=dict(root=""))
+  assert len(dataset.make_dataset(data, "train"))
