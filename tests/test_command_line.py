@@ -28,6 +28,12 @@ def test_setup_and_data_errors_exit_with_their_message_and_notes():
                              "while converting /w/model.pth")
   with pytest.raises(SystemExit, match=r"^error: /d/a\.png: corrupt image$"):
     _raising(DataError("/d/a.png", "corrupt image"))([])
+  # Read by a data-loader worker, it comes with Grain's note on the traceback it shortened.
+  error = DataError("/d/a.png", "corrupt image")
+  error.add_note("--------------------\nFor simplicity, Grain has removed its internal frames from "
+                 "the traceback of the following exception.")
+  with pytest.raises(SystemExit, match=r"^error: /d/a\.png: corrupt image$"):
+    _raising(error)([])
   # A diverged training is the user's to fix too (learning rate, clipping): its step, in one line.
   with pytest.raises(SystemExit, match=r"^error: non-finite loss nan at step 8; stop"):
     _raising(TrainingDiverged("non-finite loss nan at step 8; stopping"))([])

@@ -17,7 +17,13 @@ class DataError(Exception):
 
   def __init__(self, where: str, problem: str):
     super().__init__(f"{where}: {problem}")
-    self.where = where
+    self.where, self.problem = where, problem
+
+  def __reduce__(self):
+    """Pickled with its two arguments: a data-loader worker process sends it to the trainer so
+    (Python's default passes the message alone, and unpickling it there failed with a TypeError
+    traceback in place of the one-line error)."""
+    return type(self), (self.where, self.problem)
 
 
 class TrainingDiverged(FloatingPointError):

@@ -418,3 +418,16 @@ def test_one_frame_videos_serve_per_frame_methods_and_refuse_clips(tmp_path, sou
   with pytest.raises(base.DataError, match=r"evaluated clips or windows \(data.eval_label_window\) "
                                            r"take 3 frames"):
     list(loader.eval_videos(cfg, "train"))
+
+
+def test_a_bad_file_read_by_a_worker_process_reaches_the_trainer_as_its_data_error(tmp_path):
+  """A worker sends the error to the trainer pickled: `DataError` (two arguments) did not unpickle
+  there, and the run ended on a TypeError traceback instead of the line naming the file."""
+  root = helpers.write_vspw(tmp_path / "vspw")
+  bad = os.path.join(root, "data", "vid_a", "mask", "00000001.png")
+  with open(bad, "wb") as f:
+    f.write(b"not a png")
+  cfg = helpers.data_config(tmp_path, source="vspw", vspw=dict(root=root), num_classes=124,
+                            num_workers=2)
+  with pytest.raises(DataError, match=f"^{bad}: cannot decode label image"):
+    _take(iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=ONE_SHARD)), 4)
