@@ -429,6 +429,21 @@ def test_an_init_returning_the_parameters_alone_is_one_error_naming_it(quick_con
     loop.create_state(quick_config, method, parallel.make_mesh())
 
 
+def test_fixed_variables_that_do_not_fit_the_model_are_named_so(quick_config, tmp_path,
+                                                                monkeypatch):
+  """The mismatch spoke of "converted" variables alone: a method's own `fixed_variables` of the
+  wrong shape (a teacher of another width) were not named."""
+  method_class = type(loop.get_method(quick_config))
+  monkeypatch.setattr(method_class, "fixed_variables",
+                      lambda self: {"params": {"decode_head": {"linear_pred": {
+                          "kernel": np.zeros((1, 1, 32, 5), np.float32)}}}})
+  with pytest.raises(SetupError, match=r"linear_pred/kernel: converted shape \(1, 1, 32, 5\) != "
+                     r"model shape") as error:
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  assert error.value.__notes__ == [
+      f"(swapped in: {method_class.__name__}.fixed_variables()'s ['params'])"]
+
+
 def test_evaluating_a_workdir_that_does_not_exist_does_not_create_it(quick_config, tmp_path,
                                                                      monkeypatch):
   """... and says so first: a typo under a folder of runs this user cannot write (simulated: root

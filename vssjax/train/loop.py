@@ -274,9 +274,15 @@ def _initial_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh,
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
   else:
     loaded = init_from.combined(fixed, weights or {})
-    if loaded:
-      state = init_from.state_with_variables(state, loaded, tx, state_sharding,
-                                             report_kept=weights is not None)
+    try:
+      if loaded:
+        state = init_from.state_with_variables(state, loaded, tx, state_sharding,
+                                               report_kept=weights is not None)
+    except SetupError as error:  # its "converted" variables may be the method's own
+      if fixed:
+        error.add_note(f"(swapped in: {type(method).__name__}.fixed_variables()'s "
+                       f"{sorted(fixed)}{' and init.torch_checkpoint' if weights else ''})")
+      raise
   return state, state_sharding, schedule
 
 
