@@ -151,9 +151,9 @@ def width_hint(state_dict: StateDict, key: str, wanted: int, setting: str,
   head against the VSPW configs' 256) mis-shapes a dozen keys, which name no setting. The key is
   named as `display_names` (`apply_rules`') map it."""
   weight = state_dict.get(key)
-  if weight is None or int(np.shape(weight)[0]) == wanted:
+  width = None if weight is None else int(np.shape(weight)[0])
+  if width is None or width == wanted:
     return None
-  width = int(np.shape(weight)[0])
   shown = (display_names or {}).get(key, key)
   return (f"the checkpoint's {shown} is {width} wide, the config's {setting} is {wanted}: pass "
           f"--config.{setting}={width}")

@@ -24,8 +24,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
 from vssjax.eval.evaluator import check_tc_video_list, evaluate, make_scorers
-from vssjax.methods import get_method
-from vssjax.methods import contract
+from vssjax.methods import contract, get_method
 from vssjax.methods.base import Method
 from vssjax.progress import Progress
 from vssjax.train import config_record, init_from
@@ -274,15 +273,15 @@ def _initial_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh,
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
   else:
     loaded = init_from.combined(fixed, weights or {})
-    try:
-      if loaded:
+    if loaded:
+      try:
         state = init_from.state_with_variables(state, loaded, tx, state_sharding,
                                                report_kept=weights is not None)
-    except SetupError as error:  # its "converted" variables may be the method's own
-      if fixed:
-        error.add_note(f"(swapped in: {type(method).__name__}.fixed_variables()'s "
-                       f"{sorted(fixed)}{' and init.torch_checkpoint' if weights else ''})")
-      raise
+      except SetupError as error:  # its "converted" variables may be the method's own
+        if fixed:
+          error.add_note(f"(swapped in: {type(method).__name__}.fixed_variables()'s "
+                         f"{sorted(fixed)}{' and init.torch_checkpoint' if weights else ''})")
+        raise
   return state, state_sharding, schedule
 
 
