@@ -33,6 +33,7 @@ def test_reference_runs_the_asked_variants(monkeypatch, eager, torch_compile, ex
     return lambda: None
 
   monkeypatch.setattr(bench_torch, "available", lambda: True)
+  monkeypatch.setattr(bench_torch, "has_reference", lambda method: True)
   monkeypatch.setattr(bench_torch, "_torch_forward", build)
   monkeypatch.setattr(bench_torch, "_torch_train_step", build)
   settings = {"batch_sizes": (1,), "dtypes": ("float32",), "train_step": True, "warmup": 0,

@@ -23,8 +23,12 @@ from tests.data_pipelines import helpers
 DOC = REPO / "docs" / "extending.md"
 
 
-def _blocks(language: str) -> list[str]:
-  return re.findall(rf"^```{language}\n(.*?)^```", DOC.read_text(), re.M | re.S)
+def _blocks(language: str, section: str | None = None) -> list[str]:
+  """The doc's code blocks in `language`, those of the section titled `section` if given."""
+  text = DOC.read_text()
+  if section is not None:
+    text = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S).group(1)
+  return re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S)
 
 
 def write_example_files(folder) -> list[str]:
@@ -41,10 +45,11 @@ def write_example_files(folder) -> list[str]:
   return paths
 
 
-def _documented_runs() -> dict[str, list[str]]:
-  """The doc's `python -m vssjax.main` commands as argument lists, by their --mode."""
-  commands = [shlex.split(line) for block in _blocks("bash") for line in block.splitlines()
-              if line.startswith("python -m vssjax.main ")]
+def _documented_runs(section: str) -> dict[str, list[str]]:
+  """The `python -m vssjax.main` commands of the doc's `section` as argument lists, by their
+  --mode."""
+  commands = [shlex.split(line) for block in _blocks("bash", section)
+              for line in block.splitlines() if line.startswith("python -m vssjax.main ")]
   return {_flag(args, "mode"): args[3:] for args in commands}
 
 
@@ -68,8 +73,9 @@ def _run_quick(args: list[str], cwd, data_dir) -> str:
 @pytest.mark.slow
 def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
   assert write_example_files(tmp_path) == [
-      "my_vss/top_down.py", "my_vss/config.py", "my_vss/frame_folders.py"]
-  runs = _documented_runs()
+      "my_vss/top_down.py", "my_vss/config.py", "my_vss/tiny_convnet.py", "my_vss/tiny_config.py",
+      "my_vss/frame_folders.py"]
+  runs = _documented_runs("Worked example: TopDown, a new head on the MiT backbone")
   assert sorted(runs) == ["eval", "train"]
   workdir = tmp_path / _flag(runs["train"], "workdir")
   assert _flag(runs["eval"], "workdir") == _flag(runs["train"], "workdir")
@@ -84,6 +90,27 @@ def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
   assert "evaluating checkpoint of step 2" in out
   results = json.loads((workdir / "results.json").read_text())
   assert results["step"] == 2 and 0 <= results["mIoU"] <= 1  # a fraction, as results.json holds
+
+
+@pytest.mark.slow
+def test_backbone_example_trains_segformers_head_on_it(tmp_path, synthetic_data_dir, monkeypatch):
+  """The documented command trains the model of the example backbone: its parameter count is
+  that of SegFormer's head on TinyConvNet (not on MiT)."""
+  write_example_files(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  config = load_config(str(tmp_path / "my_vss" / "tiny_config.py"), "quick")
+  method = get_method(config)
+  assert type(method.module.backbone).__name__ == "TinyConvNet"
+  variables = jax.eval_shape(method.init, jax.random.PRNGKey(0), random_config_batch(config))
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+  runs = _documented_runs("A backbone of your own")
+  assert sorted(runs) == ["train"]
+  workdir = tmp_path / _flag(runs["train"], "workdir")
+  out = _run_quick(runs["train"], tmp_path, synthetic_data_dir)
+  assert f"{num_params / 1e6:.3f}M parameters" in out, out
+  losses = logged_losses(workdir)
+  assert list(losses) == [1, 2] and all(map(math.isfinite, losses.values()))
+  assert 0 <= json.loads((workdir / "results.json").read_text())["mIoU"] <= 1
 
 
 def test_example_method_follows_the_loss_average_and_predicts_frames_alone(tmp_path, monkeypatch):

@@ -17,8 +17,8 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
   the bench at once;
 - optionally the PyTorch `SegformerForSemanticSegmentation` of the same MiT shape, in the same
   process and on the same device (CUDA when torch has it), eager and with `torch.compile`, at the
-  same dtypes and batch sizes, when torch and transformers import and the method is SegFormer;
-  the JAX / torch frames/s ratios are reported (vssjax/bench_torch.py).
+  same dtypes and batch sizes, when torch and transformers import and the method is SegFormer on
+  a MiT; the JAX / torch frames/s ratios are reported (vssjax/bench_torch.py).
 
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
 from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept,
@@ -434,7 +434,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     stopped_by = error
   rows = measured.rows
   torch_rows = []
-  if stopped_by is None and settings["torch"] and config.method.name == "segformer":
+  if stopped_by is None and settings["torch"]:
     # The last dtype's method: the reference takes only the architecture and the optimiser
     # settings from it, which every dtype shares.
     torch_rows = bench_torch.run_reference(measured.method, settings["input_size"],

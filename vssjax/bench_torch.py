@@ -13,6 +13,7 @@ import numpy as np
 
 from vssjax.bench_rows import Row, announce, median_timing, program_name, report
 from vssjax.methods.base import Method
+from vssjax.models.mit import MixTransformer
 
 
 def _torch_segformer(method: Method, compiled: bool):
@@ -83,13 +84,20 @@ def available() -> bool:
   return all(importlib.util.find_spec(name) for name in ("torch", "transformers"))
 
 
+def has_reference(method: Method) -> bool:
+  """Whether transformers has the model of `method`: SegFormer on a MiT (not on a backbone of
+  one's own)."""
+  return (method.config.method.name == "segformer"
+          and isinstance(method.module.backbone, MixTransformer))
+
+
 def run_reference(method: Method, size: tuple[int, int], train_batch: int,
                  settings: dict[str, Any], *, eager: bool = True) -> list[Row]:
   """The PyTorch reference at every (dtype, batch) of the JAX side, and its training step at every
   dtype when `bench.train_step`: eager unless `eager=False`, and `torch.compile` when
   `bench.torch_compile` (its compile time is the first call's). No rows without torch or
-  transformers."""
-  if not available():
+  transformers, or for a method without a reference (`has_reference`)."""
+  if not (available() and has_reference(method)):
     return []
   programs = [("forward", _torch_forward, batch, settings["repeats"])
               for batch in settings["batch_sizes"]]

@@ -2,23 +2,159 @@
 each reaches the backbone it configures, and one that cannot apply is refused as the method is
 built, naming the field."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests.conftest import load_config, random_config_batch
+from vssjax import bench_torch
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
+from vssjax.methods.backbones import Backbone
 from vssjax.models import mit
+from vssjax.models.layers import BatchNorm, torch_conv
+from vssjax.plugins import NotASubclass
+from vssjax.train import init_from
 from vssjax.train.host_init import host_filled
+
+HERE = "tests.methods.test_backbones"  # the backbones of one's own below, by import path
+
+
+class FourStrides(Backbone):
+  """A backbone of one's own: a strided conv + BatchNorm + ReLU per level, strides 4 to 32."""
+
+  @nn.compact
+  def __call__(self, images, *, train):
+    x, features = images, []
+    for level, width in enumerate((4, 8, 8, 8)):
+      x = torch_conv(width, 3, stride=4 if level == 0 else 2, dtype=self.dtype,
+                     name=f"conv{level}")(x)
+      x = nn.relu(BatchNorm(dtype=self.dtype, name=f"norm{level}")(x, train=train))
+      features.append(x)
+    return features
+
+
+class ThreeLevels(Backbone):
+  def __call__(self, images, *, train):
+    return [images[:, ::s, ::s] for s in (4, 8, 16)]
+
+
+class FlatLevels(Backbone):
+  def __call__(self, images, *, train):
+    return [images.reshape(images.shape[0], -1)] * 4
+
+
+class BuildsAnother(Backbone):
+  @classmethod
+  def from_config(cls, model):
+    return FourStrides()
+
+
+class NotABackbone(nn.Module):
+  def __call__(self, images, *, train):
+    return [images] * 4
+
+
+def _own_backbone_config(config_path: str, backbone: str = f"{HERE}:FourStrides"):
+  config = load_config(config_path, "quick")
+  config.model.backbone = backbone
+  config.model.backbone_overrides.update(embed_dims=(), depths=(), num_heads=())
+  return config
+
+
+@pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
+                                         "configs/dtern/synthetic_mitb0.py",
+                                         "configs/sdcpc/synthetic_mitb0.py"])
+def test_a_backbone_of_ones_own_trains_and_predicts(config_path):
+  """`model.backbone` by import path: the method's head reads its features, training reaches its
+  parameters (under `params/backbone`) and the predictor answers a frame at its size."""
+  config = _own_backbone_config(config_path)
+  config.model.dtype = "bfloat16"
+  method = get_method(config)
+  assert isinstance(method.module.backbone, FourStrides)
+  assert method.module.backbone.dtype == jnp.bfloat16
+  batch = random_config_batch(config)
+  variables = host_filled(jax.eval_shape(method.init, jax.random.PRNGKey(0), batch))
+  assert sorted(variables["params"]["backbone"]) == [f"{k}{i}" for k in ("conv", "norm")
+                                                       for i in range(4)]
+  params = variables.pop("params")
+  (loss, _), grads = jax.jit(jax.value_and_grad(method.loss_and_metrics, has_aux=True))(
+      params, variables, batch, jax.random.PRNGKey(1))
+  assert np.isfinite(loss)
+  assert float(jnp.abs(grads["backbone"]["conv0"]["kernel"]).max()) > 0
+  predictor = method.predictor({"params": params, **variables})
+  frame = np.random.default_rng(0).integers(0, 256, (40, 56, 3), np.uint8)
+  answers = predictor.push(frame) + predictor.push(frame) + predictor.flush()
+  assert [index for index, _ in answers] == [0, 1]
+  assert all(np.asarray(labels).shape == (40, 56) for _, labels in answers)
+
+
+@pytest.mark.parametrize("backbone, error, expected", [
+    (f"{HERE}:NotABackbone", NotASubclass,
+     r"model.backbone '.*:NotABackbone' is .* not a subclass of vssjax.methods.backbones.Backbone"),
+    (f"{HERE}:Missing", SetupError, r"module 'tests.methods.test_backbones' has no attribute"),
+    (f"{HERE}:ThreeLevels", SetupError,
+     r"model.backbone '.*:ThreeLevels' given images \(1, 64, 64, 3\) returned a list of 3: a "
+     r"backbone returns four feature maps"),
+    (f"{HERE}:FlatLevels", SetupError,
+     r"returned an array of shape \(1, 12288\) as feature map 1: each is \[N, h, w, C\]"),
+    (f"{HERE}:BuildsAnother", SetupError,
+     r"BuildsAnother.from_config returned FourStrides, not a BuildsAnother"),
+])
+def test_a_backbone_of_ones_own_that_breaks_the_contract_is_named(backbone, error, expected):
+  with pytest.raises(error, match=expected):
+    get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py", backbone))
+
+
+def test_a_mit_setting_for_a_backbone_of_ones_own_is_refused_not_ignored():
+  config = _own_backbone_config("configs/dtern/synthetic_mitb0.py")
+  config.model.drop_path_rate = 0.2
+  with pytest.raises(SetupError, match=r"model.drop_path_rate=0.2 is a MiT setting, and "
+                                       rf"model.backbone '{HERE}:FourStrides' is not a MiT"):
+    get_method(config)
+  config = load_config("configs/dtern/synthetic_mitb0.py", "quick")  # its overrides kept
+  config.model.backbone = f"{HERE}:FourStrides"
+  with pytest.raises(SetupError, match=r"model.backbone_overrides.depths=\(1, 1, 1, 1\) is a "
+                                       r"MiT setting"):
+    get_method(config)
+
+
+@pytest.mark.parametrize("config_path, method", [("configs/dcfm/synthetic_mitb0.py", "DCFM"),
+                                                 ("configs/etc/synthetic_psp18.py", "ETC")])
+def test_a_method_that_takes_no_backbone_of_ones_own_says_so(config_path, method):
+  config = load_config(config_path, "quick")
+  config.model.backbone = f"{HERE}:FourStrides"
+  with pytest.raises(SetupError, match=rf"{method} takes one of \[.*\]; {method} takes no "
+                                       "backbone of one's own"):
+    get_method(config)
+
+
+def test_released_weights_and_the_torch_reference_are_refused_for_a_backbone_of_ones_own():
+  """A whole released model's converter reads MiT keys the backbone does not have, an ImageNet
+  MiT file fills only a MiT, and transformers has no such SegFormer to time."""
+  method = get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py"))
+  whole = {"segformer.encoder.patch_embeddings.0.proj.weight": np.zeros((4, 3, 7, 7)),
+           "decode_head.classifier.weight": np.zeros((9, 32, 1, 1))}
+  with pytest.raises(SetupError, match=r"a whole segformer model's checkpoint, but "
+                                       r"model.backbone='.*:FourStrides' is a backbone of one's"):
+    init_from.convert_state_dict(whole, method, "hf")
+  with pytest.raises(SetupError, match=r"MixTransformer weights \(format 'hf'\) for a FourStrides "
+                                       "backbone"):
+    init_from.convert_state_dict({"segformer.encoder.patch_embeddings.0.proj.weight":
+                                  np.zeros((4, 3, 7, 7))}, method, "hf")
+  assert not bench_torch.has_reference(method)
+  assert bench_torch.has_reference(get_method(load_config("configs/segformer/synthetic_mitb0.py",
+                                                          "quick")))
 
 
 @pytest.mark.parametrize("config_path, backbone, expected", [
-    ("configs/segformer/synthetic_mitb0.py", "r50", r"SegFormer takes one of \['b0', .*'b5'\]"),
-    ("configs/dtern/synthetic_mitb0.py", "b9", r"DTERN takes one of \['b0', .*'b5'\]"),
+    ("configs/segformer/synthetic_mitb0.py", "r50",
+     r"SegFormer takes one of \['b0', .*'b5'\] or a Backbone of one's own by import path"),
+    ("configs/dtern/synthetic_mitb0.py", "b9", r"DTERN takes one of \['b0', .*'b5'\] or"),
     ("configs/sdcpc/cityscapes_r101.py", "r34",
-     r"SD-CPC takes one of \['b0', .*'b5', 'r18', 'r50', 'r101'\]"),
+     r"SD-CPC takes one of \['b0', .*'b5', 'r18', 'r50', 'r101'\] or"),
     ("configs/dcfm/synthetic_mitb0.py", "mobilenet_v2", r"DCFM takes one of \['b0', .*'r101'\]"),
     ("configs/etc/synthetic_psp18.py", "b1", r"ETC takes one of \['r18', .*'mobilenet_v2'\]"),
 ])

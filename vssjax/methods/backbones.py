@@ -1,6 +1,6 @@
 """The `config.model` settings every method reads the same way: which backbone family
 `model.backbone` names, the compute dtype, the depth-wise conv and attention implementations, and
-the MiT backbone they configure.
+the MiT backbone they configure; and `Backbone`, the base of a backbone of one's own.
 
 Each method builds its own network around the backbone (an all-MLP head, a video head, a PSPNet);
 what a backbone name means, and which settings apply to it, is decided here once, so that a
@@ -9,13 +9,18 @@ setting is refused the same way whichever method it is given to.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import flax.linen as nn
+from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
 from vssjax.configs_lib import ConfigDict, base_config
 from vssjax.errors import SetupError
 from vssjax.models.mit import MIT_VARIANTS, mit, MixTransformer
-from vssjax.models.resnet import RESNET_NAMES
+from vssjax.models.resnet import RESNET_NAMES, resnet
+from vssjax.plugins import resolve_class
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MOBILENET_V2 = "mobilenet_v2"
@@ -24,17 +29,115 @@ FAMILIES = {"mit": tuple(MIT_VARIANTS), "resnet": tuple(RESNET_NAMES),
             "mobilenet_v2": (MOBILENET_V2,)}
 
 
+# The family of a `Backbone` of one's own, which `model.backbone` names by import path: for the
+# methods whose heads read nothing of their backbone but its four feature maps (not DCFM, whose
+# encoder splits its backbone's first stage, nor ETC, whose PSPNet dilates a ResNet).
+OWN = "own"
+# The side of the images `build_backbone` checks a backbone of one's own on: 32 times 2, so that
+# the coarsest of MiT's strides leaves 2x2 features.
+_CHECK_SIZE = 64
+
+
+class Backbone(nn.Module):
+  """The base of a backbone of one's own, which `model.backbone` names by import path,
+  "package.module:ClassName", for the methods that take the `OWN` family: SegFormer, DTERN and
+  SD-CPC (docs/extending.md).
+
+  `__call__(images, *, train)` takes normalised images [N, H, W, 3] in the compute dtype and
+  returns four feature maps [N, h_i, w_i, C_i], finest first: the heads were designed for MiT's
+  strides 4, 8, 16 and 32 (they resize the levels to the finest, so others run too) and take
+  their input widths C_i from the features. `train` switches dropout and stochastic depth (the
+  `dropout` rng) and BatchNorm's batch statistics (the `batch_stats` collection), as for MiT.
+
+  `from_config(model)` builds it from `config.model`; the default passes the compute dtype. A
+  backbone with settings of its own reads them from fields its config adds to `c.model`.
+  """
+  dtype: Dtype = jnp.float32
+
+  @classmethod
+  def from_config(cls, model: ConfigDict) -> Backbone:
+    return cls(dtype=compute_dtype(model))
+
+
+def build_backbone(model: ConfigDict, method: str, families: tuple[str, ...]) -> nn.Module:
+  """The backbone `model.backbone` names for `method`: a built-in one of `families` ('mit' or
+  'resnet'), or, with `OWN` among them, a `Backbone` of one's own by import path, checked on a
+  small image as it is built (what it returns, or a setting of MiT's changed for it, is a
+  SetupError naming the field, not a failure deep in the head's first trace)."""
+  if OWN in families and _is_import_path(model.backbone):
+    return _own_backbone(model)
+  family = backbone_family(model, method, families)
+  if family == "mit":
+    return build_mit(model, method)
+  if family == "resnet":
+    return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model))
+  raise ValueError(f"build_backbone builds MiT and ResNet backbones, not {family!r} ones")
+
+
 def backbone_family(model: ConfigDict, method: str, families: tuple[str, ...]) -> str:
-  """The family of `model.backbone` ('mit', 'resnet' or 'mobilenet_v2'), one of the `families`
-  `method` takes. A name outside them, or a MiT setting changed on another family (it would be
-  ignored without a word), is a SetupError naming the field."""
-  for family in families:
+  """The built-in family of `model.backbone` ('mit', 'resnet' or 'mobilenet_v2'), one of the
+  `families` `method` takes. A name outside them, or a MiT setting changed on another family (it
+  would be ignored without a word), is a SetupError naming the field."""
+  built_in = [family for family in families if family != OWN]
+  for family in built_in:
     if model.backbone in FAMILIES[family]:
       if family != "mit":
         _refuse_mit_settings(model)
       return family
-  names = [name for family in families for name in FAMILIES[family]]
-  raise SetupError(f"model.backbone={model.backbone!r}: {method} takes one of {names}")
+  names = [name for family in built_in for name in FAMILIES[family]]
+  if OWN in families:
+    also = " or a Backbone of one's own by import path ('package.module:ClassName')"
+  elif _is_import_path(model.backbone):
+    also = f"; {method} takes no backbone of one's own"
+  else:
+    also = ""
+  raise SetupError(f"model.backbone={model.backbone!r}: {method} takes one of {names}{also}")
+
+
+def _is_import_path(name: str) -> bool:
+  return ":" in name
+
+
+def _own_backbone(model: ConfigDict) -> Backbone:
+  """The user's `Backbone` subclass that `model.backbone` names, built and checked."""
+  cls = resolve_class(model.backbone, {}, Backbone, "model.backbone")
+  _refuse_mit_settings(model)
+  backbone = cls.from_config(model)
+  if not isinstance(backbone, cls):
+    raise SetupError(f"model.backbone {model.backbone!r}: {cls.__qualname__}.from_config "
+                     f"returned {type(backbone).__qualname__}, not a {cls.__qualname__}")
+  _check_features(backbone, model)
+  return backbone
+
+
+def _check_features(backbone: Backbone, model: ConfigDict) -> None:
+  """Traces `backbone` on one image (shapes only, no computation) and checks that it returns what
+  the heads read: four feature maps [1, h, w, C]."""
+  images = jax.ShapeDtypeStruct((1, _CHECK_SIZE, _CHECK_SIZE, 3), compute_dtype(model))
+  try:
+    features = jax.eval_shape(
+        lambda x: backbone.init_with_output(jax.random.key(0), x, train=False)[0], images)
+  except Exception as e:
+    e.add_note(f"(while checking model.backbone {model.backbone!r} on an image of "
+               f"{images.shape})")
+    raise
+  where = (f"model.backbone {model.backbone!r} given images {images.shape} returned")
+  if not (isinstance(features, Sequence) and len(features) == 4):
+    raise SetupError(f"{where} {_describe(features)}: a backbone returns four feature maps, "
+                     "finest first (vssjax.methods.backbones.Backbone)")
+  for level, feature in enumerate(features, start=1):
+    shape = getattr(feature, "shape", None)
+    if shape is None or len(shape) != 4 or shape[0] != 1:
+      raise SetupError(f"{where} {_describe(feature)} as feature map {level}: each is "
+                       "[N, h, w, C] for the N images")
+
+
+def _describe(value) -> str:
+  if hasattr(value, "shape"):
+    return f"an array of shape {tuple(value.shape)}"
+  if isinstance(value, Sequence) and not isinstance(value, str):
+    return f"a {type(value).__name__} of {len(value)}"
+  return f"a {type(value).__name__}"
 
 
 def compute_dtype(model: ConfigDict):

@@ -21,7 +21,7 @@ from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
-from vssjax.methods.backbones import build_mit, compute_dtype, resolve_dwconv_impl
+from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.variables_read import ProgramOnPart
@@ -30,7 +30,7 @@ from vssjax.models.dtern_head import DTERNHead, LTEM_HEADS
 from vssjax.models.layers import flatten_time, normalize_images
 
 def build_dtern(model: ConfigDict, num_classes: int) -> ClipSegmentor:
-  backbone = build_mit(model, "DTERN")
+  backbone = build_backbone(model, "DTERN", ("mit", OWN))
   kernels = tuple(model.cam_kernels)
   if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
     # CAM sums its depth-wise convs as one kernel centred on the pixel: each needs a centre tap.

@@ -21,19 +21,11 @@ import jax
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
-from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
-                                      resolve_dwconv_impl)
+from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.clip_segmentor import ClipSegmentor
-from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.models.sdcpc_head import SDCPCHead
 from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
-
-
-def _backbone(model: ConfigDict):
-  if backbone_family(model, "SD-CPC", ("mit", "resnet")) == "mit":
-    return build_mit(model, "SD-CPC")
-  return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model))
 
 
 def _check_dssa(dssa: ConfigDict) -> None:
@@ -64,7 +56,7 @@ def _check_heads(model: ConfigDict) -> None:
 def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
   """`backbone` + `decode_head` (an `SDCPCHead`), with DTERN's extract/decode split. DSSA's and
   the attention heads' settings are checked here only: the methods are how models are built."""
-  backbone = _backbone(model)
+  backbone = build_backbone(model, "SD-CPC", ("mit", "resnet", OWN))
   _check_dssa(model.dssa)
   _check_heads(model)
   head = SDCPCHead(

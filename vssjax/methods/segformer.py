@@ -6,7 +6,7 @@ import jax
 
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods import losses
-from vssjax.methods.backbones import build_mit, compute_dtype
+from vssjax.methods.backbones import OWN, build_backbone, compute_dtype
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
 from vssjax.models.layers import flatten_time, normalize_images
@@ -16,7 +16,7 @@ from vssjax.models.segformer_head import SegFormerHead
 def build_segformer(model: ConfigDict, num_classes: int) -> SegFormer:
   head = SegFormerHead(num_classes=num_classes, embed_dim=model.decoder_dim,
                        dropout_rate=model.dropout_rate, dtype=compute_dtype(model))
-  return SegFormer(backbone=build_mit(model, "SegFormer"), decode_head=head)
+  return SegFormer(backbone=build_backbone(model, "SegFormer", ("mit", OWN)), decode_head=head)
 
 
 class SegFormerMethod(Method):

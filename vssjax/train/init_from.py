@@ -29,6 +29,7 @@ import optax
 from vssjax.convert.common import CheckpointMismatchError, StateDict, Variables
 from vssjax.convert.torch_io import load_state_dict
 from vssjax.errors import SetupError
+from vssjax.methods.backbones import Backbone
 from vssjax.methods.base import Method
 from vssjax.models.mit import MixTransformer
 from vssjax.models.resnet import ResNet
@@ -168,6 +169,10 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
     converted = _import(converter)(state_dict, backbone, **kwargs)
     return {collection: _nest(path, tree) for collection, tree in converted.items()}
   name = method.config.method.name
+  if isinstance(_backbone_of(method.module)[1], Backbone):
+    raise SetupError(f"a whole {name} model's checkpoint, but model.backbone="
+                     f"{method.config.model.backbone!r} is a backbone of one's own: the released "
+                     "models are on MiT and ResNet backbones")
   formats = sorted(f for m, f in _CONVERTERS if m == name)
   if not formats:
     raise SetupError(f"method {name!r} has no converter: no weights of it were released. Train it "
