@@ -121,7 +121,7 @@ def _check_features(backbone: Backbone, model: ConfigDict) -> None:
     e.add_note(f"(while checking model.backbone {model.backbone!r} on an image of "
                f"{images.shape})")
     raise
-  where = (f"model.backbone {model.backbone!r} given images {images.shape} returned")
+  where = f"model.backbone {model.backbone!r} given images {images.shape} returned"
   if not (isinstance(features, Sequence) and len(features) == 4):
     raise SetupError(f"{where} {_describe(features)}: a backbone returns four feature maps, "
                      "finest first (vssjax.methods.backbones.Backbone)")
