@@ -19,7 +19,8 @@ from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, brightness_labe
 from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.methods.base import Method, StreamingPredictor
-from vssjax.metrics.confusion import ConfusionMatrix, miou_all_classes, miou_vspw
+from vssjax.metrics.confusion import (ConfusionMatrix, fwiou, miou_all_classes, miou_vspw,
+                                      pixel_accuracy)
 from vssjax.metrics.consistency import VideoConsistency
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.methods import get_method
@@ -129,7 +130,8 @@ def test_whole_video_scores_run_on_the_scoring_thread_in_video_order(monkeypatch
 
 def test_conventions_of_the_reported_mIoU_and_mVC():
   """One 12-frame video: a class is missing (VSPW's and DCFM's mIoU differ) and VSPW's mVC skips
-  the video while DCFM's scores its 8-frame windows."""
+  the video while DCFM's scores its 8-frame windows. wIoU and pixel accuracy are those of the
+  same pixels (each its own metric: they differ here)."""
   config = _config_with_scored_videos()
   config.data.synthetic.num_frames = 12
   config.eval.max_videos = 1
@@ -147,6 +149,9 @@ def test_conventions_of_the_reported_mIoU_and_mVC():
   assert default["mIoU"] == default["mIoU_vspw"] == miou_vspw(confusion.matrix)
   assert dcfm["mIoU"] == dcfm["mIoU_all_classes"] == miou_all_classes(confusion.matrix)
   assert dcfm["mIoU"] != pytest.approx(default["mIoU"])
+  assert default["wIoU"] == fwiou(confusion.matrix)
+  assert default["pixel_acc"] == pixel_accuracy(confusion.matrix)
+  assert default["wIoU"] != pytest.approx(default["pixel_acc"])
   assert (default["mIoU_convention"], dcfm["mIoU_convention"]) == ("vspw", "all_classes")
   assert np.isnan(default["mVC_8"]) and dcfm["mVC_8"] == consistency.summary()["mVC_8"]
   assert (default["mVC_convention"], dcfm["mVC_convention"]) == ("vspw", "dcfm")
@@ -266,13 +271,16 @@ class _Video:
     yield from self._pairs
 
 
-def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch):
+@pytest.mark.parametrize("labelled", [lambda t: t % 4 == 1, lambda t: t > 0],
+                         ids=["one_in_four", "all_but_the_first"])
+def test_unlabelled_frames_are_predicted_but_not_scored(monkeypatch, labelled):
   """Cityscapes and CamVid label one frame of each snippet: the others are predicted (methods need
-  them) and counted as frames, but enter no metric, and a partly labelled video has no mVC."""
+  them) and counted as frames, but enter no metric, and a partly labelled video has no mVC (one
+  missing label, the first frame's, is enough)."""
   config = _config_with_scored_videos()
   config.eval.update(max_videos=1, vc_convention="dcfm")
   [video] = list(eval_videos(config.data, config.data.eval_split, max_videos=1))
-  pairs = [(frame, label if t % 4 == 1 else None) for t, (frame, label) in enumerate(video)]
+  pairs = [(frame, label if labelled(t) else None) for t, (frame, label) in enumerate(video)]
   monkeypatch.setattr(evaluator, "eval_videos",
                       lambda *args, **kwargs: [_Video("snippet", 0, pairs)])
   results = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)

@@ -53,6 +53,13 @@ def test_fwiou_and_pixel_accuracy():
   assert summary["pixel_acc"] == pytest.approx(5 / 8)
 
 
+def test_fwiou_weights_by_ground_truth_not_prediction_frequency():
+  """The matrix above has the same GT and predicted class frequencies where it matters, so it
+  cannot tell the two weightings apart; this one's rows (GT: 4, 1) and columns (predicted: 3, 2)
+  differ: IoUs 3/4 and 1/2, weighted 4/5 and 1/5 (weighted by prediction: 0.65)."""
+  assert confusion.fwiou(np.array([[3, 1], [0, 1]])) == pytest.approx(4 / 5 * 3 / 4 + 1 / 5 / 2)
+
+
 def test_empty_matrix_gives_nan_except_all_classes_mean():
   summary = ConfusionMatrix(3).summary()
   assert np.isnan([summary[k] for k in ("mIoU_vspw", "mIoU_mmseg", "fwIoU", "pixel_acc")]).all()

@@ -355,6 +355,25 @@ def test_random_videos_tell_the_vc_conventions_apart():
   assert summaries["dcfm"]["VEC_8"] == summaries["vspw"]["VEC_8"]
 
 
+@pytest.mark.parametrize("vc_convention", ["vspw", "dcfm"])
+def test_labels_stable_for_longer_than_255_frames_match_the_reference(vc_convention):
+  """Run lengths are counted in uint8 and capped at the longest window: uncapped, a label stable
+  for 256 frames wraps to a run of 0 and the next windows of a long video (VSPW has videos of
+  over 256 frames) see the pixel as unstable. 300 frames of 1x3: a constant pixel, one whose
+  prediction changes once at frame 250, and one of rare changes."""
+  length = 300
+  gts = np.zeros((length, 1, 3), np.uint8)
+  preds = np.zeros_like(gts)
+  gts[:, 0, 1], preds[250:, 0, 1] = 1, 2
+  preds[:250, 0, 1] = 1
+  gts[:, :, 2:], preds[:, :, 2:] = _random_video(np.random.default_rng(5), length, shape=(1, 1))
+  metric = VideoConsistency(RANDOM_CLASSES, vc_convention=vc_convention)
+  metric.add_video(gts, preds)
+  expected = _reference([(gts, preds)], RANDOM_CLASSES, (8, 16), False, vc_convention)
+  assert metric.summary() == pytest.approx(expected, nan_ok=True)
+  assert expected["mVC_16"] < 1.0
+
+
 def test_other_window_lengths_match_the_reference():
   """Short windows (many per video) and one longer than every video (no window at all)."""
   rng = np.random.default_rng(3)
