@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import clip_sampling
+from tests.data_pipelines.helpers import ScriptedRng
 from vssjax import configs_lib
 from vssjax.errors import SetupError
 
@@ -113,6 +114,33 @@ def test_sparse_labels_make_the_labelled_frame_the_target():
   with pytest.raises(ValueError, match="no labelled frame"):
     single.train_indices(30, rng, [])
 
+
+
+def test_sparse_labels_without_reversal_take_past_frames():
+  """DTERN's clip of a labelled frame looks back (-9, -6, -3) unless reversed: with reverse_prob 0
+  every clip must be past frames, as at test time; mirrored offsets would train on future ones."""
+  forward = clip_sampling.OffsetClipSampler((-9, -6, -3, 0), reverse_prob=0.0)
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    assert forward.train_indices(30, rng, [15]) == [6, 9, 12, 15]
+  backward = clip_sampling.OffsetClipSampler((-9, -6, -3, 0), reverse_prob=1.0)
+  assert backward.train_indices(30, rng, [15]) == [24, 21, 18, 15]
+
+
+@pytest.mark.parametrize("offsets", [(1,), (-1, 1), clip_sampling.ETC_PARTNER_OFFSETS])
+def test_pair_partners_are_clamped_inside_the_video(offsets):
+  """A partner past either end is clamped onto the video's first or last frame (VSPW's rule): one
+  index past the end would fail the sample (an IndexError loading the clip) at the last frames."""
+  sampler = clip_sampling.PairSampler(offsets)
+  num_frames = 10
+  for t in range(num_frames):
+    for k, offset in enumerate(offsets):
+      for labeled in (None, [t]):  # the target drawn, or the labelled frame
+        draws = (t, k) if labeled is None else (0, k)
+        partner, target = sampler.train_indices(num_frames, ScriptedRng(*draws), labeled)
+        assert target == t and 0 <= partner < num_frames, (t, offset)
+        assert partner == min(max(t + offset, 0), num_frames - 1), (t, offset)
+  assert clip_sampling.PairSampler((1,)).train_indices(num_frames, ScriptedRng(0, 0), [9]) == [9, 9]
 
 def test_dcfm_pairs():
   assert clip_sampling.dcfm_partner_offsets(1) == (-1, 1)

@@ -19,6 +19,14 @@ def test_aligned_resize_shapes(hw, scale, divisor, expected):
   assert eval_transforms.aligned_resize(frame, scale, divisor).shape == (*expected, 3)
 
 
+
+def test_a_1080p_frame_is_predicted_at_480_rows_rounded_half_up():
+  """mmcv fits a frame into the scale rounding half up (int(side * factor + 0.5)): a 1080x1920
+  frame at VSPW's (853, 480) is 479.8 rows, so the network sees 480x853, as the reference; with
+  truncation it would see 479 rows, a shift that changes every prediction."""
+  frame = np.zeros((1080, 1920, 3), np.uint8)
+  assert eval_transforms.aligned_resize(frame, (853, 480), 1).shape == (480, 853, 3)
+
 def test_aligned_resize_is_two_resizes():
   frame = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
   first = cv2.resize(frame, (128, 85), interpolation=cv2.INTER_LINEAR)

@@ -14,6 +14,7 @@ from data_pipelines import clip_sampling, dataset, eval_transforms, loader
 from data_pipelines.sources import base
 from tests.data_pipelines import helpers
 from vssjax.errors import DataError, SetupError
+from vssjax.flow import FlowProvider
 
 CLIP3 = clip_sampling.OffsetClipSampler((-2, -1, 0), reverse_prob=0.5)
 ONE_SHARD = grain.sharding.ShardOptions(0, 1)
@@ -268,6 +269,49 @@ def test_flow_batches_and_sparse_targets(tmp_path):
     clip = clip_map.random_map(0, np.random.default_rng(seed))
     assert clip["labeled"].tolist() == [False, True]  # The labelled frame is the target.
 
+
+
+def test_batch_flow_is_flow_from_each_clip_frame_to_the_next(tmp_path):
+  """`flow[:, i]` is FlowProvider's flow(frame i, frame i+1), the `vssjax.flow` convention ETC's
+  temporal loss warps with; computed from the frames swapped it would point the other way and
+  warp each frame away from the next one."""
+  cfg = helpers.data_config(tmp_path, batch_size=2)
+  cfg.train_transform.update(scale=(32, 32), ratio_range=(1.0, 1.0), crop_size=(32, 32),
+                             cat_max_ratio=1.0, flip_prob=0.0, photometric=False)  # identity
+  cfg.flow = dict(method="farneback", cache_dir="")
+  batch = next(iter(loader.make_train_loader(cfg, CLIP3, seed=0, shard_options=ONE_SHARD)))
+  provider = FlowProvider("farneback")
+  for b in range(2):
+    for i in range(2):
+      frame, following = batch["frames"][b, i], batch["frames"][b, i + 1]
+      want = provider(frame, following)
+      np.testing.assert_allclose(batch["flow"][b, i], want, atol=1e-5)
+      assert np.abs(provider(following, frame) - want).max() > 0.5  # the camera pans
+
+
+def _indexed_video(num_frames: int, size: int = 16) -> dataset.VideoDataset:
+  """One fully labelled video whose frame t has every pixel equal to t."""
+  source = helpers.ConstantSource(num_videos=1, num_frames=num_frames, size=size)
+  frames = tuple(base.FrameRef(f.frame_id, np.full((size, size, 3), t, np.uint8), f.label)
+                 for t, f in enumerate(source.videos("train")[0].frames))
+  return dataset.VideoDataset([base.VideoRecord("v", frames)], source, labels_mapped=False)
+
+
+def test_a_fully_labelled_video_gets_the_samplers_own_targets(tmp_path):
+  """A fully labelled video (VSPW) is not sparsely labelled: DTERN's clips target frames 9 on, so
+  their four frames are distinct past frames. Drawn as if sparse, targets 0-8 would give clips of
+  frame 0 repeated (clamped), which DTERN never trains on."""
+  cfg = _constant_cfg(tmp_path)
+  videos = _indexed_video(12)
+  assert videos.labeled_indices(0) == list(range(12))
+  offsets = clip_sampling.DTERN_OFFSETS
+  clip_map = loader.ClipMap(videos, clip_sampling.OffsetClipSampler(offsets), cfg.train_transform,
+                            False)
+  for seed in range(30):
+    clip = clip_map.random_map(0, np.random.default_rng(seed))
+    indices = clip["frames"][:, 0, 0, 0].tolist()
+    assert indices[-1] >= 9 and indices == [indices[-1] + o for o in offsets], indices
+    assert clip["labeled"].all()
 
 def test_a_training_video_without_labels_is_a_bad_sample_named(tmp_path):
   cfg = helpers.data_config(tmp_path)

@@ -32,6 +32,15 @@ def test_rescale_size(hw, scale, expected):
   assert transforms.rescale_size(hw, scale) == expected
 
 
+
+def test_rescale_size_rounds_half_up_as_mmcv():
+  """mmcv's rescale_size rounds each side as int(side * factor + 0.5): a 1080x1920 frame fitted
+  into VSPW's (853, 480) is 479.8 rows, so 480x853, where truncating would give 479 rows (every
+  1080p/720p frame one row short of the size the reference trains and tests at)."""
+  assert transforms.rescale_size((1080, 1920), (853, 480)) == (480, 853)
+  assert transforms.rescale_size((720, 1280), (853, 480)) == (480, 853)
+  assert transforms.rescale_size((2, 5), (8, 3)) == (3, 8)  # factor 1.5: 7.5 columns -> 8.
+
 def test_random_rescale_uses_ratio_times_scale_for_all_frames():
   frames = np.zeros((3, 32, 64, 3), np.uint8)
   labels = np.zeros((3, 32, 64), np.uint8)
@@ -76,6 +85,23 @@ def test_random_crop_ignores_255_in_the_ratio():
   _, out, _ = transforms.random_crop(C(frames, target[None]), (4, 4), 0.75, ScriptedRng(0, 0))
   np.testing.assert_array_equal(out[0], target)
 
+
+
+def test_random_crop_redraws_a_box_whose_largest_class_is_exactly_cat_max_ratio():
+  """mmseg's RandomCrop keeps a box only while its largest class covers strictly less than
+  cat_max_ratio of the non-ignored pixels: a box at exactly 0.75 is drawn again. Accepting it
+  would train on more near-one-class crops than the reference does."""
+  target = np.zeros((4, 8), np.uint8)
+  target[0] = 255  # ignored, not counted
+  target[1:, 3] = 1  # left box: 9 pixels of class 0, 3 of class 1 -> exactly 0.75
+  target[1:, 6:] = 1  # right box: 6 and 6 -> 0.5
+  frames = np.broadcast_to(np.arange(8, dtype=np.uint8)[None, None, :, None], (1, 4, 8, 3))
+  clip = C(frames, target[None])
+  out = transforms.random_crop(clip, (4, 4), 0.75, ScriptedRng(0, 0, 0, 4))
+  np.testing.assert_array_equal(out.labels[0], target[:, 4:])  # the left box was redrawn
+  np.testing.assert_array_equal(out.frames[0, 0, :, 0], [4, 5, 6, 7])
+  kept = transforms.random_crop(clip, (4, 4), 0.76, ScriptedRng(0, 0))  # under 0.76: kept
+  np.testing.assert_array_equal(kept.labels[0], target[:, :4])
 
 def test_random_crop_uses_one_box_for_the_clip():
   frames = np.arange(3 * 8 * 8 * 3, dtype=np.int64).reshape(3, 8, 8, 3) % 251
@@ -329,6 +355,27 @@ def test_rotation_fills_image_and_label():
   np.testing.assert_array_equal(out.frames[0, 0, 0], [1, 2, 3])
   assert out.labels[0, 0, 0] == 255 and out.labels[0, 3, 3] == 1
 
+
+
+def test_random_rotate_always_turns_at_prob_one_and_never_at_prob_zero():
+  """DCFM's configs set rotate_prob=1.0: every clip must be turned by the drawn angle. With the
+  draw's test reversed, those runs would train without rotation and a prob 0 run with it."""
+  frames = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+  labels = np.stack([np.arange(64, dtype=np.uint8).reshape(8, 8)] * 2)
+  clip = C(frames, labels)
+  out = transforms.random_rotate(clip, 20.0, 1.0, 0, ScriptedRng(0.999, 15.0))
+  expected = transforms.rotate(clip, 15.0, 0)
+  assert not np.array_equal(out.labels, labels)
+  np.testing.assert_array_equal(out.frames, expected.frames)
+  np.testing.assert_array_equal(out.labels, expected.labels)
+  assert transforms.random_rotate(clip, 20.0, 0.0, 0, ScriptedRng(0.0, 15.0)) is clip
+  for seed in range(5):  # numpy's draws: random() < 1 always, never < 0
+    rng = np.random.default_rng(seed)
+    rng.random()
+    angle = rng.uniform(-20.0, 20.0)
+    out = transforms.random_rotate(clip, 20.0, 1.0, 0, np.random.default_rng(seed))
+    np.testing.assert_array_equal(out.frames, transforms.rotate(clip, angle, 0).frames)
+    assert transforms.random_rotate(clip, 20.0, 0.0, 0, np.random.default_rng(seed)) is clip
 
 def test_blur_is_all_or_nothing_and_is_cv2_5x5():
   frames = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
