@@ -274,6 +274,32 @@ def test_adaptive_keyframe_scheduling(method_and_variables):
   assert aks_score(frames[5], frames[4]) == 0.0 and aks_score(frames[6], frames[4]) > 0.5
 
 
+def test_adaptive_keyframe_scheduling_with_a_zero_threshold_keeps_the_base_interval(
+    method_and_variables):
+  """Spec §5: the interval grows only while s < tau, so with tau = 0 (the release's default) a
+  static scene (score 0) keeps a keyframe every K frames; were a score equal to tau taken as
+  "changed too little", AKS at its default would stretch every interval to the maximum."""
+  method, variables = method_and_variables
+  aks = KeyframeSchedule(2, "B", aks=True, aks_threshold=0.0, aks_max_interval=4)
+  frames = _video(7)
+  assert aks_score(frames[2], frames[0]) == 0.0
+  assert _run(method, variables, aks, frames)[0] == [0, 2, 4, 6]
+
+
+def test_adaptive_keyframe_scheduling_ends_an_interval_of_exactly_k_at_the_last_frame(
+    method_and_variables):
+  """Spec §5: k_next = k_pre + K is a candidate; the loop stops at T - 1, so the last frame,
+  exactly K after the previous keyframe, is a keyframe (predicted by the whole network) even
+  though the score never reaches tau."""
+  method, variables = method_and_variables
+  aks = KeyframeSchedule(2, "B", aks=True, aks_threshold=100.0, aks_max_interval=4)
+  frames = _video(3)
+  keyframes, returned = _run(method, variables, aks, frames)
+  assert keyframes == [0, 2]
+  _, key_logits = method.encode_keyframe(variables, frames[2][None])
+  np.testing.assert_array_equal(returned[2][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
+
+
 def test_adaptive_keyframe_scheduling_in_p_mode_ends_the_stretch_at_the_last_frame(
     method_and_variables):
   """Spec §5, Algorithm 1: the loop picks the next keyframe the same way in P mode (B mode only

@@ -158,3 +158,41 @@ def test_multi_frame_distillation_values_and_adversarial_gradient_routing():
   # from its own objective mean(1 - h_T), which lies in (0, 2) since h is in (-1, 1).
   assert size(g_student) > 0 and size(g_teacher) == 0 and size(g_lstm) == 0
   assert 0 < float(objective) < 2 and size(g_objective) > 0
+
+
+def test_adversarial_cell_objective_is_computed_on_the_teacher_sequence():
+  """The cell's own objective is mean(1 - h_T) on the TEACHER's self-similarity sequence (the
+  release's `CriterionLSTMGAN`); computed on the student's, the cell would learn to push the
+  student's states up instead of telling the teacher's apart."""
+  lstm = ConvLSTM()
+  student = [jnp.asarray(_normal(1, 8, 8, 3)) for _ in range(3)]
+  # A uniform teacher (every pooled cosine 1) against a random student (cosines near 0).
+  teacher = [jnp.asarray(1.0 + _normal(1, 8, 8, 5, scale=0.1)) for _ in range(3)]
+  params = lstm.init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))["params"]
+
+  def objective_on(features):
+    """mean(1 - h_T) of the cell unrolled on the numpy self-cosine maps of the 4x4-pooled maps."""
+    pooled = [np.asarray(x).reshape(1, 2, 4, 2, 4, -1).mean(axis=(2, 4)).reshape(1, 4, -1)
+              for x in features]
+    graphs = [jnp.asarray(_cosine(x, x)[..., None], jnp.float32) for x in pooled]
+    hidden, _ = lstm.apply({"params": params}, graphs, method=ConvLSTM.unroll)
+    return float(jnp.mean(1.0 - hidden))
+
+  with jax.default_matmul_precision("highest"):
+    _, objective = jax.jit(lambda s, t, p: etc_losses.multi_frame_distillation(
+        lstm, p, s, t, rule="adversarial", pool=4))(student, teacher, params)
+    on_teacher, on_student = objective_on(teacher), objective_on(student)
+  assert abs(on_teacher - on_student) > 1e-3  # the two sequences give different objectives
+  assert float(objective) == pytest.approx(on_teacher, rel=1e-5, abs=1e-6)
+
+
+def test_self_similarity_of_tiny_feature_vectors_is_still_a_cosine():
+  """The norm floor is torch's cosine_similarity eps (1e-8 on the norm, 1e-16 on its square):
+  features of norm 1e-6 (a quiet, near-zero activation map) keep cosine 1 on the diagonal; a floor
+  of 1e-4 would shrink every similarity of such a map toward 0."""
+  x = _normal(1, 2, 3, 4)
+  tiny = x / np.linalg.norm(x, axis=-1, keepdims=True) * 1e-6
+  similarity = np.asarray(etc_losses.self_similarity(tiny))
+  np.testing.assert_allclose(np.diagonal(similarity, axis1=1, axis2=2), 1.0, rtol=1e-5)
+  x = x.reshape(1, 6, 4)
+  np.testing.assert_allclose(similarity, _cosine(x, x), atol=1e-5)

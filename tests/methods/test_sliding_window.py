@@ -2,6 +2,8 @@
 logits against torch doing what mmseg's `slide_inference` does, and the settings' checks."""
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from tests.conftest import load_config
 from tests.parity.torch_reference import torch_slide
@@ -57,6 +59,28 @@ def test_stitched_labels_match_mmseg_slide_inference(input_hw, frame_hw):
   labels = np.asarray(stitched_labels(logits, windows=windows, input_hw=input_hw,
                                       frame_hw=frame_hw))
   np.testing.assert_array_equal(labels, torch_slide(logits, (48, 48), offsets, input_hw, frame_hw))
+
+
+@pytest.mark.parametrize("logits_hw, frame_hw", [
+    ((13, 11), (48, 40)),  # logits resized to the window; the frame is the input: no 2nd resize
+    ((48, 40), (75, 61)),  # logits at the window's size; only the resize to the frame
+])
+def test_stitched_labels_resize_with_the_align_corners_asked_for(logits_hw, frame_hw):
+  """A predictor asking for align_corners=True (semseg's / ETC's upsampling) gets it in both
+  resizes, the windows' logits to the window and the stitched canvas to the frame; ignoring the
+  argument in either moves the label boundaries (the align_corners=False labels differ)."""
+  windows = SlidingWindows(crop=(48, 40), stride=(32, 32))  # one window: the whole input
+  logits = np.random.default_rng(1).standard_normal((1, *logits_hw, 7)).astype(np.float32)
+
+  def torch_labels(align_corners):
+    nchw = torch.from_numpy(logits).permute(0, 3, 1, 2)
+    resized = F.interpolate(nchw, frame_hw, mode="bilinear", align_corners=align_corners)
+    return resized.argmax(1)[0].numpy()
+
+  labels = np.asarray(stitched_labels(logits, windows=windows, input_hw=(48, 40),
+                                      frame_hw=frame_hw, align_corners=True))
+  np.testing.assert_array_equal(labels, torch_labels(True))
+  assert (torch_labels(True) != torch_labels(False)).mean() > 0.01
 
 
 def test_logits_of_the_wrong_number_of_windows_are_refused():

@@ -60,6 +60,23 @@ def test_nearest_hand_cases_on_label_layouts():
   np.testing.assert_array_equal(out[1, :, 0], [6, 6, 8, 8, 10, 10])
 
 
+@pytest.mark.parametrize("in_size, out_size, borderline", [
+    (480, 22, {11: 240}),  # 11 * 480/22 = 240 exactly: float32 stays on 240, float64 gives 239
+    (720, 33, {11: 240, 22: 480}),
+    (1024, 82, {41: 511}),  # 41 * 1024/82 = 512 exactly: torch's float32 falls to 511
+])
+def test_nearest_indices_use_torch_s_float32_scale(in_size, out_size, borderline):
+  """torch's 'nearest' computes floor(float32(dst) * float32(in / out)) in float32; where the
+  exact product is an integer the rounding of the scale decides the pixel, and a label map
+  resized with another (float64) scale comes out shifted by one row there vs torch (indices
+  checked against F.interpolate at these sizes)."""
+  f32 = np.float32
+  indices = resize.nearest_indices(in_size, out_size)
+  expected = np.floor(np.arange(out_size, dtype=f32) * f32(f32(in_size) / f32(out_size)))
+  np.testing.assert_array_equal(indices, np.minimum(expected.astype(np.int64), in_size - 1))
+  assert {dst: int(indices[dst]) for dst in borderline} == borderline
+
+
 def test_bad_sizes_are_rejected():
   with pytest.raises(ValueError, match="size"):
     resize_bilinear(jnp.ones((1, 2, 2, 1)), (0, 3))

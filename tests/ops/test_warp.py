@@ -46,10 +46,17 @@ def test_bilinear_weights_use_the_unclamped_fraction():
   np.testing.assert_allclose(np.ravel(warp(x, flow)), [2.5, 0.0, 20.0], atol=1e-6)
 
 
-def test_nearest_rounds_half_up_and_keeps_integer_dtype():
-  labels = jnp.asarray([3, 7, 9], jnp.int32).reshape(1, 1, 3, 1)
-  flow = jnp.asarray([[[0.5, 0.0], [0.49, 0.0], [-1.6, 0.0]]]).reshape(1, 1, 3, 2)
-  out = warp_nearest(labels, flow)
+@pytest.mark.parametrize("axis", [2, 1], ids=["x", "y"])
+def test_nearest_rounds_half_up_and_keeps_integer_dtype(axis):
+  """Along either axis (a row of labels moved by u, a column by v), 0.5 px rounds up and 0.49
+  down; rounding toward 0 on one axis would move label maps by a pixel under sub-pixel flow."""
+  shape = [1, 1, 1, 1]
+  shape[axis] = 3
+  labels = jnp.asarray([3, 7, 9], jnp.int32).reshape(shape)
+  offsets = np.asarray([0.5, 0.49, -1.6], np.float32)
+  flow = np.zeros((*shape[:3], 2), np.float32)
+  flow[..., 2 - axis] = offsets.reshape(shape[:3])  # u (channel 0) on x, v (channel 1) on y
+  out = warp_nearest(labels, jnp.asarray(flow))
   assert out.dtype == jnp.int32
   np.testing.assert_array_equal(np.ravel(out), [7, 7, 3])
 
