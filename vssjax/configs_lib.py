@@ -299,8 +299,12 @@ def base_config() -> ConfigDict:
   c.sharding_rules = ()
   # Released PyTorch weights to start from (vssjax/train/init_from.py). allow_pickle: unpickle its
   # .pth fully, and the ETC teacher's (executes code stored in them: trusted files only), as mmcv
-  # files whose metadata holds Python objects need; else read weights-only.
-  c.init = ConfigDict(dict(torch_checkpoint="", allow_pickle=False))
+  # files whose metadata holds Python objects need; else read weights-only. Or another vssjax
+  # run to start from: `workdir` (its latest checkpoint), `config` (the config file it was trained
+  # with) and `take` (a regex over the '/'-joined variable paths, e.g. params/backbone/...: the
+  # variables taken; the others keep their fresh initialisation).
+  c.init = ConfigDict(dict(torch_checkpoint="", allow_pickle=False, workdir="", config="",
+                           take=".*"))
   # Published numbers of this exact setting (metric name -> value in %), shown next to the
   # measured ones; `assumes`: (field, value) pairs of the setting that an override can change
   # (DCFM's mode and K), with which the numbers are not shown (`report.published_for`).

@@ -14,10 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import logged_losses
+from tests.conftest import REPO, logged_losses
 from vssjax import parallel
 from vssjax.errors import SetupError, TrainingDiverged
-from vssjax.train import log_lines, loop
+from vssjax.train import init_from, log_lines, loop
 from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.preemption import StopSignal
 from vssjax.train.optimizer import make_optimizer
@@ -302,7 +302,8 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
   was trained. So does resuming with another Grain worker count, batch size (the iterator counts
-  batches) or seed (the epochs' video order). A restore error of another kind is not disguised as one."""
+  batches) or seed (the epochs' video order). A restore error of another kind is not disguised as
+  one."""
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
   recorded = (tmp_path / "config.json").read_text()
@@ -419,6 +420,67 @@ def test_fixed_variables_that_cannot_be_read_stop_training_before_the_state_comp
   monkeypatch.setattr(type(loop.get_method(quick_config)), "fixed_variables", no_teacher)
   with pytest.raises(SetupError, match="needs the trained teacher"):
     loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+
+class _Started(Exception):
+  """Raised by a spy once the initial state is built, so that the run stops before compiling."""
+
+
+def test_a_run_starts_from_the_variables_of_another_that_init_take_selects(quick_config, tmp_path,
+                                                                          monkeypatch, capsys):
+  """`init.workdir` + `init.config`: the backbone of a trained SegFormer goes into a model whose
+  head is of another width; `init.take` '.*' would take the head too, which does not fit, and
+  the error says how to leave it out."""
+  loop.train_and_evaluate(quick_config, str(tmp_path / "trained"))
+  _, trained = _params(quick_config, tmp_path / "trained")
+  quick_config.model.decoder_dim = 16
+  quick_config.init.update(workdir=str(tmp_path / "trained"),
+                           config=str(REPO / "configs/segformer/synthetic_mitb0.py") + ":quick")
+  with pytest.raises(SetupError,
+                     match=r"decode_head/.*: converted shape .* != model shape") as error:
+    loop.train_and_evaluate(quick_config, str(tmp_path / "all"))
+  assert "a narrower init.take leaves out what differs" in error.value.__notes__[-1]
+
+  started = {}
+
+  def spy(*args, **kwargs):
+    started["state"] = state_with_variables(*args, **kwargs)
+    raise _Started
+
+  state_with_variables = init_from.state_with_variables
+  monkeypatch.setattr(init_from, "state_with_variables", spy)
+  quick_config.init.take = "^params/backbone/"
+  with pytest.raises(_Started):
+    loop.train_and_evaluate(quick_config, str(tmp_path / "backbone"))
+  out = capsys.readouterr().out
+  assert re.search(rf"init: (\d+) of the \d+ arrays of step 2 of {re.escape(str(tmp_path))}", out)
+  assert "kept the fresh initialisation of batch_stats/decode_head, params/decode_head\n" in out
+  state = started["state"]
+  assert int(state.step) == 0
+  jax.tree.map(np.testing.assert_array_equal, state.params["backbone"],
+               trained["params"]["backbone"])
+  assert state.params["decode_head"]["linear_fuse"]["conv"]["kernel"].shape[-1] == 16
+
+
+@pytest.mark.parametrize("init, message", [
+    (dict(workdir="/runs/a"), r"init.workdir='/runs/a' needs init.config, the config file"),
+    (dict(config="c.py"), r"init.config='c.py' is set without init.workdir"),
+    (dict(workdir="/runs/a", config="c.py", torch_checkpoint="m.pth"),
+     r"init.workdir and init.torch_checkpoint are both set"),
+    (dict(workdir="/runs/a", config="c.py", take="(backbone"),
+     r"init.take='\(backbone' is not a regular expression"),
+    (dict(workdir="/nowhere/run", config=str(REPO / "configs/segformer/synthetic_mitb0.py")),
+     r"/nowhere/run"),
+])
+def test_a_run_to_start_from_that_cannot_be_read_stops_training_before_the_state_compiles(
+    quick_config, tmp_path, monkeypatch, init, message):
+  def compile_state(*args, **kwargs):
+    raise AssertionError("the state was initialised before the run to start from was read")
+
+  monkeypatch.setattr(loop, "create_state", compile_state)
+  quick_config.init.update(init)
+  with pytest.raises(SetupError, match=message):
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+
 
 def test_an_init_returning_the_parameters_alone_is_one_error_naming_it(quick_config):
   """It was a KeyError: 'params' out of the loop."""

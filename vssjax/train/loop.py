@@ -9,12 +9,15 @@ at `train.eval_every` and at the end.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import time
 from typing import Any
 
 import jax
 import numpy as np
 from etils import epath
+from flax import traverse_util
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
 from data_pipelines.loader import eval_videos, flow_enabled, make_train_loader
@@ -259,10 +262,11 @@ def _initial_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh,
                    local_batch: int):
   """The state this run starts from, its sharding and the learning-rate schedule: the latest
   checkpoint's (`data_iter` restored with it) when `resumed`, else a fresh state with the method's
-  `fixed_variables` and `init.torch_checkpoint`'s weights swapped in."""
+  `fixed_variables`, and `init.torch_checkpoint`'s weights or `init.workdir`'s, swapped in."""
   # Read before the initialisation compiles (minutes for a large model): a wrong file, or ETC's
-  # missing teacher, is said at once. A resumed run reads neither.
+  # missing teacher, is said at once. A resumed run reads none of them.
   fixed = method.fixed_variables() if not resumed else {}
+  trained = _variables_of_run(config.init) if not resumed else None
   weights = (init_from.load_torch_variables(
       config.init.torch_checkpoint, method, allow_pickle=config.init.allow_pickle,
       setting="init.torch_checkpoint") if config.init.torch_checkpoint and not resumed else None)
@@ -272,17 +276,58 @@ def _initial_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh,
     state = restore_checkpoint(checkpointer, state, config, workdir, data_iter)
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
   else:
-    loaded = init_from.combined(fixed, weights or {})
+    loaded = init_from.combined(fixed, weights or {}, trained or {})
     if loaded:
       try:
-        state = init_from.state_with_variables(state, loaded, tx, state_sharding,
-                                               report_kept=weights is not None)
+        state = init_from.state_with_variables(
+            state, loaded, tx, state_sharding, report_kept=bool(weights or trained))
       except SetupError as error:  # its "converted" variables may be the method's own
         if fixed:
           error.add_note(f"(swapped in: {type(method).__name__}.fixed_variables()'s "
                          f"{sorted(fixed)}{' and init.torch_checkpoint' if weights else ''})")
+        if trained:
+          error.add_note(f"(swapped in: the variables of init.workdir={config.init.workdir!r} "
+                         f"that init.take={config.init.take!r} matches; a narrower init.take "
+                         "leaves out what differs, e.g. '^(params|batch_stats)/backbone/')")
         raise
   return state, state_sharding, schedule
+
+
+def _variables_of_run(init: ConfigDict) -> dict[str, Any] | None:
+  """The variables of another vssjax run's latest checkpoint (`init.workdir`, restored with
+  `init.config`, the config it was trained with) whose '/'-joined paths `init.take` matches, as
+  host arrays; None where `init.workdir` is unset. Fine-tuning a trained model on other data, or
+  taking its backbone into another method's model."""
+  if not init.workdir:
+    if init.config:
+      raise SetupError(f"init.config={init.config!r} is set without init.workdir, the run "
+                       "trained with it to start from")
+    return None
+  if init.torch_checkpoint:
+    raise SetupError("init.workdir and init.torch_checkpoint are both set: start from one")
+  if not init.config:
+    raise SetupError(f"init.workdir={init.workdir!r} needs init.config, the config file that run "
+                     "was trained with (its checkpoint is restored by it)")
+  try:
+    take = re.compile(init.take)
+  except re.error as error:
+    raise SetupError(f"init.take={init.take!r} is not a regular expression: {error}") from error
+  try:
+    source = configs_lib.load_config_file(os.path.expanduser(init.config))
+    _, variables, step = restore_for_eval(source, os.path.expanduser(init.workdir))
+  except SetupError as error:
+    error.add_note(f"(the run to start from: init.workdir={init.workdir!r}, "
+                   f"init.config={init.config!r})")
+    raise
+  whole = parallel.local_copies(variables, jax.local_devices()[:1])[0]
+  arrays = traverse_util.flatten_dict(jax.device_get(whole), sep="/")
+  taken = {path: array for path, array in arrays.items() if take.search(path)}
+  if not taken:
+    raise SetupError(f"init.take={init.take!r} matches none of the variables of step {step} of "
+                     f"{init.workdir}, whose '/'-joined paths are as {sorted(arrays)[0]!r}")
+  print(f"init: {len(taken)} of the {len(arrays)} arrays of step {step} of {init.workdir} "
+        f"(init.take={init.take!r})", flush=True)
+  return traverse_util.unflatten_dict(taken, sep="/")
 
 
 def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: bool) -> None:
