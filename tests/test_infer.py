@@ -511,7 +511,8 @@ def test_a_first_run_that_stops_midway_leaves_no_outputs(quick_config, tmp_path,
   assert not list((tmp_path / "infer").iterdir())
 
 
-# A run of `infer` killed outright (SIGKILL) while it writes the outputs of `<workdir>/infer/frames`.
+# A run of `infer` killed outright (SIGKILL) while it writes the outputs of
+# `<workdir>/infer/frames`.
 _KILLED_MIDWAY = """
 import os, signal, sys
 from etils import epath
@@ -724,6 +725,28 @@ def test_a_wrong_declared_frame_count_is_shown_as_an_estimate_and_the_decoded_fr
   lines = [line for line in said.splitlines() if line.startswith("infer frame ")]
   assert lines[-1].startswith("infer frame 6/6 ")
   assert all(line.split()[2].split("/")[1] in (f"~{declared}", "?") for line in lines[:-1])
+
+
+def test_the_overlay_of_a_video_file_plays_at_the_videos_own_frame_rate(quick_config, tmp_path,
+                                                                        monkeypatch):
+  """A video file's overlay plays at the rate its container declares (5 fps here), not at
+  eval.overlay_fps (for frame folders, which declare none): else it would play too fast or too
+  slow beside the video it annotates."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  path = tmp_path / "clip.avi"
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 8))
+  for _ in range(3):
+    writer.write(np.zeros((8, 16, 3), np.uint8))
+  writer.release()
+  assert quick_config.eval.overlay_fps != 5
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(path))
+  overlay = cv2.VideoCapture(str(out_dir / "overlay.mp4"))
+  try:
+    assert overlay.isOpened()
+    assert overlay.get(cv2.CAP_PROP_FPS) == pytest.approx(5)
+    assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+  finally:
+    overlay.release()
 
 
 def test_without_overlay_video_only_the_label_pngs_are_written(quick_config, tmp_path,

@@ -9,7 +9,7 @@ from flax import traverse_util
 
 from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
 from vssjax.errors import SetupError
-from vssjax.methods import get_method
+from vssjax.methods import get_method, losses
 from vssjax.train.host_init import host_filled
 
 # Saved by the release but never used in its forward pass (specs/dtern.md §4.2, §10.2).
@@ -108,6 +108,25 @@ def test_loss_average_and_target_only_frame_loss(method_and_variables, grads_and
   relabelled = dict(batch, labels=batch["labels"].at[:, :-1].set(0))
   _, (same, _) = loss(variables["params"], state, relabelled, jax.random.key(1))
   np.testing.assert_array_equal(same["loss_frames"], metrics["loss_frames"])
+
+
+def test_the_logged_pixel_accuracy_scores_the_final_prediction(method_and_variables,
+                                                              grads_and_metrics):
+  """The logged pixel_acc is the accuracy of the final (memory-read) prediction on the target
+  frame's labels, upsampled to their size, not of GTEM's class-token logits that the target loss
+  also scores: otherwise a run's accuracy curve would follow the auxiliary branch."""
+  method, variables = method_and_variables
+  _, metrics = grads_and_metrics
+  batch = _batch()
+  forward = jax.jit(lambda v, frames: method._apply(  # pylint: disable=protected-access
+      v, frames, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])[0])
+  outputs = forward(variables, batch["frames"])
+  labels = batch["labels"][:, -1]
+  final, class_token = (
+      float(losses.pixel_accuracy(losses.logits_at_label_size(outputs[key], labels), labels))
+      for key in ("final", "class_logits"))
+  assert abs(final - class_token) > 1e-3  # the two predictions score apart on this batch
+  assert float(metrics["pixel_acc"]) == pytest.approx(final, abs=1e-6)
 
 
 def test_kept_frame_states_predict_what_the_clip_forward_does(streaming_variables):

@@ -261,7 +261,9 @@ def test_distillation_pairs_each_frame_with_its_own_teacher_maps(distilling, mon
   s, the cell's sequences both (s, t)), so a student whose maps are the teacher's own has zero
   distillation loss. A student that matches on t only is left with 0.4 x the partner's
   self-similarity loss (SS_t + 0.4 SS_s, the centre frame weighted 1). The teacher's maps are a
-  fixed random projection of each frame (a random PSPNet's are nearly constant over pixels)."""
+  fixed random projection of each frame (a random PSPNet's are nearly constant over pixels).
+  Likewise the pixel-wise term of that student is the partner's KL(teacher_s || student_s) alone:
+  were KL_s to compare the target frame again, the partner frame would never be distilled."""
   method, variables, batch = distilling
   rng = np.random.default_rng(9)
   projections = {"logits": rng.normal(size=(3, 9)), "features": rng.normal(size=(3, 16))}
@@ -284,7 +286,12 @@ def test_distillation_pairs_each_frame_with_its_own_teacher_maps(distilling, mon
   partner = etc_losses.self_similarity_distillation(
       out_t["features"], out_s["features"], pool=method.config.method.self_similarity_pool)
   assert float(partner) > 1e-3
-  np.testing.assert_allclose(terms(out_t, out_t)["self_similarity"], 0.4 * partner, rtol=1e-4)
+  target_only = terms(out_t, out_t)
+  np.testing.assert_allclose(target_only["self_similarity"], 0.4 * partner, rtol=1e-4)
+  partner_kl = etc_losses.pixelwise_distillation(
+      out_t["logits"], out_s["logits"], temperature=method.config.method.pixelwise_temperature)
+  assert float(partner_kl) > 1e-3
+  np.testing.assert_allclose(target_only["pixelwise"], partner_kl, rtol=1e-4)
 
 
 def test_temporal_term_and_running_statistics_follow_the_two_passes():
@@ -377,3 +384,18 @@ def test_the_logged_pixel_accuracy_scores_the_logits_the_loss_upsamples(monkeypa
                           jax.random.key(0))
   assert seen["loss"].shape[1:3] == batch["labels"].shape[-2:]
   np.testing.assert_array_equal(seen["accuracy"], seen["loss"])
+
+
+def test_etc_mobile_ppm_branches_are_a_quarter_of_mobilenets_width():
+  """Spec §3's PPM has four branches a quarter of the backbone's width (PSPNet-18: 512 -> 128, the
+  output twice it); ETC-Mobile's own head is not released (§3), and this reconstruction keeps that
+  rule: 1280 -> 320 on MobileNetV2, the PPM output 2560 wide. A wider branch would train, and
+  count the FLOPs and parameters of, another model than the one configs/etc documents."""
+  config = load_config("configs/etc/camvid_mobilenet.py", "quick,variant=baseline")
+  module = get_method(config).module
+  shapes = jax.eval_shape(lambda: module.init(
+      {"params": jax.random.key(0), "dropout": jax.random.key(1)}, jnp.zeros((1, 32, 32, 3)),
+      train=False))["params"]
+  assert [shapes["ppm"][f"features_{i}"]["conv"]["kernel"].shape for i in range(4)] == [
+      (1, 1, 1280, 320)] * 4
+  assert shapes["cls"]["conv_bn"]["conv"]["kernel"].shape == (3, 3, 2560, 256)

@@ -157,11 +157,12 @@ def test_a_checkpoint_deleted_while_it_is_read_says_so(tmp_path, monkeypatch):
       loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)
 
 
-def test_evaluating_a_workdir_whose_only_save_did_not_complete_says_so(tmp_path):
-  """A run killed during its first (asynchronous) save leaves only Orbax's temporary folder: the
-  error said 'train first', about a workdir that has trained."""
-  (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(
-      parents=True)
+@pytest.mark.parametrize("folder", ["2.orbax-checkpoint-tmp", "2.orbax-checkpoint-tmp-1712345678"])
+def test_evaluating_a_workdir_whose_only_save_did_not_complete_says_so(tmp_path, folder):
+  """A run killed during its first (asynchronous) save leaves only Orbax's temporary folder, with
+  or without the timestamp Orbax adds to its name: the error said 'train first', about a workdir
+  that has trained."""
+  (tmp_path / "checkpoints" / folder / "state.orbax-checkpoint-tmp").mkdir(parents=True)
   with pytest.raises(SetupError, match=r"no complete checkpoint in .*: the save of step 2 is "
                      r"still being written, or its run was killed"):
     loop.restore_for_eval(None, str(tmp_path))
@@ -259,6 +260,18 @@ def test_complete_steps_are_the_saved_ones_not_those_being_written(tmp_path):
       checkpointer.save(step, state)
     (checkpointer.directory / "12.orbax-checkpoint-tmp-1234").mkdir()
     assert checkpoint.complete_steps(str(tmp_path)) == checkpointer.all_steps() == [3, 10]
+
+
+def test_unfinished_steps_include_orbaxs_timestamped_temporary_folders(tmp_path):
+  """Orbax names a step's folder `<step>.orbax-checkpoint-tmp-<time>` while it writes it; a step
+  so named missed, evaluating a run killed in its first save would say 'train first'."""
+  state = {"w": jnp.zeros((2, 3))}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    assert checkpointer.unfinished_steps() == []
+    checkpointer.save(3, state)
+    (checkpointer.directory / "12.orbax-checkpoint-tmp-1712345678").mkdir()
+    (checkpointer.directory / "5.orbax-checkpoint-tmp").mkdir()
+    assert checkpointer.unfinished_steps() == [5, 12]
 
 
 def test_saving_never_asks_the_preemption_service(tmp_path, monkeypatch):

@@ -34,6 +34,16 @@ def test_a_second_training_run_in_a_locked_workdir_is_one_error(tmp_path):
     pass
 
 
+def test_the_lock_file_holds_only_the_current_runs_pid(tmp_path):
+  """The lock file outlives its runs (the OS lock goes, the file stays): each run that takes it
+  replaces the pid there, else the error a second run prints would name a pid that ended long
+  ago, or several run together."""
+  (tmp_path / workdir.LOCK_FILE).write_text("4194999")  # an earlier run's
+  for _ in range(2):  # a run, then the next one in the same workdir
+    with workdir.workdir_lock(str(tmp_path)):
+      assert (tmp_path / workdir.LOCK_FILE).read_text() == str(os.getpid())
+
+
 def test_a_workdir_that_cannot_be_written_is_one_error_naming_it(tmp_path):
   """A read-only workdir (here: the lock file's name taken by a folder, which fails as root too)
   was a traceback from the first file training writes."""

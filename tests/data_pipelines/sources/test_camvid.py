@@ -58,3 +58,20 @@ def test_camvid_at_segnet_tutorials_half_size_is_named(tmp_path, caplog):
       camvid.CamvidSource(str(root)).videos("test")
     image = os.path.join(str(root), "test", "0001TP_008550.png")
     assert caplog.text.count(f"{image} is {w}x{h}, not CamVid's 960x720") == int(warned)
+
+
+def test_camvid_class_names_and_palette_follow_segnets_eleven_classes():
+  """Train id i is SegNet's i-th CamVid class (SegNet-Tutorial's test_segmentation_camvid.py, the
+  layout DCFM's loader reads: ids >= 11 ignored); a swap would mislabel two rows of the per-class
+  IoU table and colour the overlays wrongly. Colours: CamVid's own label_colors.txt (Brostow et
+  al.) for these classes; SegNet-Tutorial draws Pavement as (60, 40, 222) instead of CamVid's
+  Sidewalk (0, 0, 192), the source's choice, pinned here."""
+  assert camvid.CLASS_NAMES == (
+      "sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence", "car",
+      "pedestrian", "bicyclist")
+  official = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [0, 0, 192],
+              [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
+              [0, 128, 192]]
+  assert camvid.PALETTE.dtype == np.uint8
+  np.testing.assert_array_equal(camvid.PALETTE, official)
+  assert camvid.CamvidSource.class_names == camvid.CLASS_NAMES

@@ -92,3 +92,21 @@ def test_a_snippet_stops_at_a_missing_frame(tmp_path):
   videos = dataset.VideoDataset.from_source(source, "train")
   assert videos.labeled_indices(0) == [1]
   assert int(videos.load(0, [0])["frames"][0, 0, 0, 0]) == 18
+
+
+def test_cityscapes_class_names_and_palette_are_the_official_train_ids():
+  """cityscapesScripts' labels.py, trainIds 0..18 in order: a swapped name mislabels two rows of
+  the per-class IoU table, a swapped colour paints (say) cars as trucks in every overlay."""
+  official = [  # (name, colour) of trainId 0..18, from cityscapesScripts' helpers/labels.py.
+      ("road", (128, 64, 128)), ("sidewalk", (244, 35, 232)), ("building", (70, 70, 70)),
+      ("wall", (102, 102, 156)), ("fence", (190, 153, 153)), ("pole", (153, 153, 153)),
+      ("traffic light", (250, 170, 30)), ("traffic sign", (220, 220, 0)),
+      ("vegetation", (107, 142, 35)), ("terrain", (152, 251, 152)), ("sky", (70, 130, 180)),
+      ("person", (220, 20, 60)), ("rider", (255, 0, 0)), ("car", (0, 0, 142)),
+      ("truck", (0, 0, 70)), ("bus", (0, 60, 100)), ("train", (0, 80, 100)),
+      ("motorcycle", (0, 0, 230)), ("bicycle", (119, 11, 32))]
+  assert cityscapes.CLASS_NAMES == tuple(name for name, _ in official)
+  assert cityscapes.PALETTE.dtype == np.uint8
+  np.testing.assert_array_equal(cityscapes.PALETTE, [colour for _, colour in official])
+  source = cityscapes.CityscapesSource("unused")
+  assert source.class_names == cityscapes.CLASS_NAMES and source.palette is cityscapes.PALETTE
