@@ -155,6 +155,22 @@ def test_dense_init_is_timms_trunc_normal_which_does_not_truncate():
   assert np.abs(kernel).max() > 2.5 * 0.02  # tails beyond 2 std are kept
 
 
+@pytest.mark.parametrize("channels, kernel_size", [(64, 3), (256, 3), (48, (1, 11))])
+def test_depthwise_conv_init_is_he_fan_out_normal_with_groups(channels, kernel_size):
+  """mmseg's Conv2d init for MiT's DWConv: normal(0, sqrt(2 / fan_out)) with fan_out =
+  kh * kw * out_channels / groups = kh * kw (groups = C), whatever C is: std sqrt(2/9) for a 3x3.
+  Counting C in the fan-out would start the MixFFN convs sqrt(C) times too small."""
+  conv = DepthwiseConv(kernel_size)
+  variables = conv.init(jax.random.key(0), jnp.zeros((1, 3, 3, channels)))["params"]
+  kh, kw = (kernel_size,) * 2 if isinstance(kernel_size, int) else kernel_size
+  kernel = np.asarray(variables["kernel"], np.float64)
+  assert kernel.shape == (kh, kw, 1, channels)
+  std = np.sqrt(2 / (kh * kw))
+  # The sample std of n normal draws has a relative standard error of 1 / sqrt(2 n).
+  assert abs(kernel.std() / std - 1) < 5 / np.sqrt(2 * kernel.size)
+  np.testing.assert_array_equal(variables["bias"], np.zeros(channels))
+
+
 @pytest.mark.parametrize("kernel_size", [3, (1, 11), 5])
 def test_shifted_and_grouped_depthwise_conv_agree(kernel_size):
   x = jax.random.normal(jax.random.key(0), (2, 9, 7, 6))

@@ -1,12 +1,13 @@
 """vssjax.models.mit (MiT): LayerNorm epsilons, the two depthwise-conv forms, bf16 compute, blocks
 run as a scan."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tests.conftest import random_model_variables
 from tests.models.helpers import TINY_MIT, layer_norm_epsilons
-from vssjax.models.mit import Block, apply_as_scan, mit
+from vssjax.models.mit import Block, OverlapPatchEmbed, apply_as_scan, mit
 
 
 def test_layer_norm_epsilons_are_mmseg_s():
@@ -119,3 +120,88 @@ def test_scanned_blocks_drop_each_block_at_its_own_rate_with_its_own_key():
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
   evaluated = apply_as_scan(blocks, params, rates, x, train=False, rng=None)
   assert not np.allclose(got, evaluated)  # some branch was dropped
+
+
+def _block_drop_rates(model, images):
+  """Each Block's `drop_path` rate by module path, read off a traced init (nothing computed)."""
+  rates = {}
+
+  def record(next_fun, call_args, call_kwargs, context):
+    if isinstance(context.module, Block) and context.method_name == "__call__":
+      rates["/".join(context.module.path)] = context.module.drop_path
+    return next_fun(*call_args, **call_kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  return rates
+
+
+def test_stochastic_depth_grows_linearly_from_zero_to_the_rate_over_all_blocks():
+  """mmseg/timm's schedule `linspace(0, drop_path_rate, sum(depths))` over the blocks in order
+  (specs/dtern.md §2: 0 -> 0.1): the first block never drops, the last drops at the full rate. A
+  shifted schedule would train every block, the first included, with more stochastic depth."""
+  images = jnp.ones((1, 32, 32, 3))
+  names = [f"block{s}_{j}" for s, depth in enumerate(TINY_MIT["depths"], start=1)
+           for j in range(depth)]
+  for rate, model in ((0.1, mit("b0", **TINY_MIT)),  # the default is SegFormer's 0.1
+                      (0.3, mit("b0", drop_path_rate=0.3, **TINY_MIT))):
+    rates = _block_drop_rates(model, images)
+    assert sorted(rates) == sorted(names)
+    np.testing.assert_allclose([rates[name] for name in names],
+                               np.linspace(0.0, rate, len(names)), rtol=0, atol=1e-12)
+
+
+def test_block_drops_its_attention_and_mlp_branches_by_stochastic_depth():
+  """timm's Block: x + DropPath(attn(LN1 x)), then + DropPath(mlp(LN2 x)), each branch dropped
+  per sample. A sample whose two branches are both dropped leaves the block exactly as it came
+  in; if the MLP branch escaped stochastic depth, no sample would (and deep MiTs would train
+  with less regularisation than the release)."""
+  batch = 64
+  x = jax.random.normal(jax.random.key(0), (batch, 2, 2, 16))
+  block = Block(num_heads=2, sr_ratio=1, mlp_ratio=4, drop_path=0.5)
+  variables = random_model_variables(block, x)
+  out = np.asarray(block.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)}))
+  unchanged = np.all(out == np.asarray(x), axis=(1, 2, 3))
+  # Independent draws at 0.5: a quarter of the samples (16 expected) lose both branches.
+  assert 4 <= unchanged.sum() <= 28, unchanged.sum()
+  # Each other sample moved by a whole branch (nothing is added partially or left near x).
+  moved = np.abs(out - np.asarray(x)).reshape(batch, -1).max(1)
+  assert moved[~unchanged].min() > 1e-3
+  evaluated = block.apply(variables, x, train=False)
+  assert not np.allclose(out, evaluated)
+
+
+def test_mit_linear_convolution_and_depthwise_inits_are_mmseg_s():
+  """MiT's `_init_weights` (mmseg/timm): every Linear trunc_normal(std=.02) (which does not
+  truncate at that std: a N(0, 0.02)) with zero bias; every Conv2d normal(0, sqrt(2 / fan_out)),
+  fan_out = kh * kw * out_channels / groups (k*k for the depth-wise 3x3), zero bias. Flax's
+  defaults (LeCun normal) would start training from scratch far from the release: a q kernel
+  6x too wide on a 64-channel block."""
+  channels = 64
+  block = Block(num_heads=2, sr_ratio=2, mlp_ratio=4, drop_path=0.0)
+  params = jax.jit(lambda key: block.init(key, jnp.zeros((1, 2, 2, channels)), train=False))(
+      jax.random.key(0))["params"]
+  linears = {"attn/q": params["attn"]["q"], "attn/kv": params["attn"]["kv"],
+             "attn/proj": params["attn"]["proj"], "mlp/fc1": params["mlp"]["fc1"],
+             "mlp/fc2": params["mlp"]["fc2"]}
+  convs = {"attn/sr": (params["attn"]["sr"], np.sqrt(2 / (2 * 2 * channels))),
+           "mlp/dwconv": (params["mlp"]["dwconv"], np.sqrt(2 / (3 * 3)))}
+  for name, (layer, std) in [*((n, (l, 0.02)) for n, l in linears.items()), *convs.items()]:
+    kernel = np.asarray(layer["kernel"], np.float64).ravel()
+    # The sample std of n normal draws has a relative standard error of 1 / sqrt(2 n).
+    assert abs(kernel.std() / std - 1) < 5 / np.sqrt(2 * kernel.size), name
+    assert abs(kernel.mean()) < 5 * std / np.sqrt(kernel.size), name
+    np.testing.assert_array_equal(layer["bias"], 0.0, err_msg=name)
+
+
+def test_mit_patch_embedding_conv_init_is_he_fan_out_normal():
+  """The first patch embedding (7x7, stride 4, 3 -> C) as mmseg initialises every MiT Conv2d:
+  normal(0, sqrt(2 / fan_out)), fan_out = 7 * 7 * C (0.025 for C = 64; Flax's LeCun default
+  would draw 0.082, from fan_in = 7 * 7 * 3)."""
+  embed = OverlapPatchEmbed(64, 7, 4)
+  params = jax.jit(lambda key: embed.init(key, jnp.zeros((1, 8, 8, 3))))(jax.random.key(0))
+  proj = params["params"]["proj"]
+  kernel = np.asarray(proj["kernel"], np.float64).ravel()
+  std = np.sqrt(2 / (7 * 7 * 64))
+  assert abs(kernel.std() / std - 1) < 5 / np.sqrt(2 * kernel.size)
+  np.testing.assert_array_equal(proj["bias"], 0.0)

@@ -13,7 +13,7 @@ from flax import traverse_util
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from tests.conftest import method_segformer
-from vssjax.models.mit import MIT_VARIANTS
+from vssjax.models.mit import MIT_VARIANTS, mit
 from vssjax.models.segformer_head import SegFormerHead
 
 _EXAMPLE = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
@@ -59,3 +59,25 @@ def test_backbone_and_segformer_param_counts_match_transformers(variant):
   assert backbone + _count(head_768) == hf_total_768
   if variant in _SPEC_BACKBONE_MILLIONS:
     assert round(hf_backbone_256 / 1e6, 3) == _SPEC_BACKBONE_MILLIONS[variant]
+
+
+# specs/dtern.md §2 (the SegFormer paper's MiT table): stage depths and widths of each variant;
+# heads [1, 2, 5, 8] and reduction ratios [8, 4, 2, 1] in all of them.
+_SPEC_DEPTHS = {"b0": (2, 2, 2, 2), "b1": (2, 2, 2, 2), "b2": (3, 4, 6, 3), "b3": (3, 4, 18, 3),
+                "b4": (3, 8, 27, 3), "b5": (3, 6, 40, 3)}
+_SPEC_WIDTHS = {"b0": (32, 64, 160, 256),
+                **{f"b{i}": (64, 128, 320, 512) for i in range(1, 6)}}
+
+
+def test_variants_have_the_papers_depths_and_widths():
+  """The counts above compare against transformers' SegFormer built from `MIT_VARIANTS` itself,
+  so a wrong depth there (B3 and B4 have no released count to pin) would pass them: here each
+  variant's architecture, as `mit(variant)` builds it, is the paper's."""
+  assert sorted(MIT_VARIANTS) == sorted(_SPEC_DEPTHS)
+  for variant, depths in _SPEC_DEPTHS.items():
+    model = mit(variant)
+    assert tuple(model.depths) == depths, variant
+    assert tuple(model.embed_dims) == _SPEC_WIDTHS[variant], variant
+    assert tuple(model.num_heads) == (1, 2, 5, 8), variant
+    assert tuple(model.sr_ratios) == (8, 4, 2, 1), variant
+    assert model.mlp_ratio == 4, variant

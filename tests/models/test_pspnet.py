@@ -108,3 +108,13 @@ def test_training_without_aux_logits_skips_the_aux_head():
                             aux_before["conv_bn"]["bn"]["mean"])
   jax.tree.map(np.testing.assert_array_equal, stats_without["batch_stats"]["cls"],
                stats_with["batch_stats"]["cls"])
+
+
+@pytest.mark.parametrize("depth, ppm_features", [(18, 128), (50, 512), (101, 512)])
+def test_pspnet_pools_semseg_s_bins(depth, ppm_features):
+  """`pspnet()` builds semseg's pyramid pooling: bins (1, 2, 3, 6) (spec etc.md §3), each branch
+  a quarter of c4's width. The bins shape no parameter, so released weights would load into a
+  model pooling other grids and silently predict differently."""
+  model = pspnet(depth, 19)
+  assert tuple(model.bins) == (1, 2, 3, 6)
+  assert model.ppm_features == ppm_features
