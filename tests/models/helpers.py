@@ -48,3 +48,29 @@ def layer_norm_epsilons(module: nn.Module, *args, **kwargs) -> dict[str, float]:
   with nn.intercept_methods(record):
     jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a, **kwargs), *args)
   return epsilons
+
+
+def dropout_calls(apply) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(input, output) of every `nn.Dropout` call that `apply()` makes, in order."""
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
+      calls.append((np.asarray(args[0]), np.asarray(out)))
+    return out
+
+  with nn.intercept_methods(record):
+    apply()
+  return calls
+
+
+def assert_whole_channels_dropped(before, after, rate: float) -> None:
+  """Dropout2d: each (sample, channel) of `after` [B, H, W, C] is zero over H and W or `before`
+  scaled by 1/(1 - rate) over H and W, and both occur (`before` non-zero everywhere)."""
+  before, after = np.asarray(before), np.asarray(after)
+  assert np.all(before != 0)
+  dropped = (after == 0).all(axis=(1, 2))  # [B, C]
+  kept = np.isclose(after, before / (1 - rate), rtol=1e-6, atol=0).all(axis=(1, 2))
+  assert np.all(dropped | kept)
+  assert dropped.any() and kept.any()

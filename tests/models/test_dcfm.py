@@ -1,5 +1,7 @@
-"""DCFM network pieces: published parameter counts, the shallow path's parameters."""
+"""DCFM network pieces: published parameter counts, the shallow path's parameters, the channel
+dropout of the common feature and of the head."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,9 +9,11 @@ import pytest
 import torch
 
 from tests.conftest import load_config
-from tests.models.helpers import assert_torch_default_init
+from tests.models.helpers import (assert_torch_default_init, assert_whole_channels_dropped,
+                                  dropout_calls)
 from vssjax.methods.dcfm import build_dcfm
-from vssjax.models.dcfm import DCFM, FFM
+from vssjax.models.dcfm import DCFM, DCFMClassifier, FFM, MiTCommonEncoder
+from vssjax.models.segformer_head import SegFormerHead
 
 
 def test_ffm_in_two_pieces_is_the_conv_of_the_concatenation():
@@ -119,3 +123,57 @@ def test_resnet_ppm_starts_from_torch_default_init():
                               params["encoder"]["ppm"][f"features_{i}"]["conv"]["kernel"])
   bottleneck = np.asarray(params["bot_aspp"]["kernel"])
   assert abs(bottleneck.std() * np.sqrt(bottleneck.shape[2] / 2) - 1) < 0.05  # He fan-in
+
+
+class _StubMiT(nn.Module):
+  """The MiT interface of `MiTCommonEncoder` without a MiT: the input is the four levels, the
+  shallow feature is the first."""
+
+  @nn.compact
+  def __call__(self, levels, *, train, shallow_blocks):
+    return levels, levels[0]
+
+
+def test_mit_common_feature_drops_whole_channels_in_training():
+  """specs/dcfm.md §1.1: the common feature is the SegFormer decoder's fused map after
+  Dropout2d(0.1): in training whole channels are zeroed and the rest scaled by 1/(1 - rate); in
+  eval mode it is the fused map itself. Without it the MiT configs train without that noise."""
+  encoder = MiTCommonEncoder(backbone=_StubMiT(), decoder=SegFormerHead(0, embed_dim=8),
+                             dropout_rate=0.5)
+  rng = np.random.default_rng(0)
+  levels = [jnp.asarray(rng.standard_normal((2, 8 // 2**i, 8 // 2**i, d)), jnp.float32)
+            for i, d in enumerate((8, 16, 24, 32))]
+  variables = jax.jit(lambda x: encoder.init(jax.random.key(0), x, train=False))(levels)
+  # A large BN shift keeps the fused map (after its ReLU) non-zero everywhere.
+  variables["params"]["decoder"]["linear_fuse"]["bn"]["bias"] = jnp.full((8,), 10.0)
+
+  def common_and_fused(train):
+    fused = []
+
+    def record(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if isinstance(context.module, SegFormerHead) and context.method_name == "__call__":
+        fused.append(out[1])
+      return out
+
+    with nn.intercept_methods(record):
+      (common, _), _ = encoder.apply(variables, levels, train=train, mutable=["batch_stats"],
+                                     rngs={"dropout": jax.random.key(1)})
+    return common, fused[0]
+
+  common, fused = common_and_fused(train=True)
+  assert_whole_channels_dropped(fused, common, 0.5)
+  common, fused = common_and_fused(train=False)
+  np.testing.assert_array_equal(common, fused)
+
+
+def test_classifier_dropout_drops_whole_channels():
+  """specs/dcfm.md §2.2: the head's dropout before `cls` is Dropout2d: in training each
+  (sample, channel) is zeroed or kept whole, scaled by 1/(1 - rate), not element by element."""
+  head = DCFMClassifier(num_classes=3, hidden=False, dropout_rate=0.5)
+  x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, (2, 4, 5, 16)), jnp.float32)
+  variables = head.init(jax.random.key(0), x, train=False)
+  (before, after), = dropout_calls(
+      lambda: head.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)}))
+  np.testing.assert_array_equal(before, x)
+  assert_whole_channels_dropped(before, after, 0.5)

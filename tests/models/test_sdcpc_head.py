@@ -66,6 +66,33 @@ def test_coarse_stage_aggregates_only_the_most_different_reference_cells():
   assert np.any(apply(params, refs) != apply(params, same))  # the fine stage sees every cell
 
 
+def test_coarse_stage_keeps_the_ceiling_of_the_ratio_of_an_odd_cell_count():
+  """DSSA keeps ceil(keep_ratio * cells) cells per reference, at least the fraction of
+  specs/sdcpc.md §6.2: of 3 x 3 cells at ratio 0.5, 5. Five cells of the reference are the
+  target's negated (difference 2), four equal to it (difference 0): with the fine stage gated
+  off, every negated cell reaches the output and no equal one does; int(4.5) = 4 would drop a
+  negated cell."""
+  rng = np.random.default_rng(10)
+  target = rng.normal(size=(1, 6, 6, 8)).astype(np.float32)
+  refs = target[:, None].copy()
+  negated = [(0, 0), (0, 2), (1, 1), (2, 0), (2, 2)]
+  for row, col in negated:
+    rows, cols = slice(2 * row, 2 * row + 2), slice(2 * col, 2 * col + 2)
+    refs[:, 0, rows, cols] = -target[:, rows, cols]
+  dssa = DSSA(coarse_factor=2, keep_ratio=0.5, window=3, num_heads=2)
+  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))["params"]
+  gated_off = {**params, "gate_beta": jnp.full((1,), -1e4)}
+  apply = jax.jit(lambda r: dssa.apply({"params": gated_off}, target, r))
+  base = np.asarray(apply(refs))
+  nudge = 0.1 * rng.normal(size=(1, 2, 2, 8)).astype(np.float32)
+  for row in range(3):
+    for col in range(3):
+      nudged = refs.copy()
+      nudged[:, 0, 2 * row:2 * row + 2, 2 * col:2 * col + 2] += nudge
+      reaches = np.any(np.asarray(apply(nudged)) != base)
+      assert reaches == ((row, col) in negated), (row, col)
+
+
 def test_layer_norm_epsilons_are_torch_s_default():
   """Every LayerNorm of SSEA and DSSA has nn.LayerNorm's default eps 1e-5, the reconstruction's
   choice (specs/sdcpc.md §6 gives none; the MiT backbone's block norms use 1e-6): a change shows

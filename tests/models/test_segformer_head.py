@@ -1,5 +1,5 @@
-"""SegFormer head init as mmseg's (its forward is pinned by tests/parity/test_segformer_parity);
-the SegFormer branch that the video heads share."""
+"""SegFormer head init as mmseg's (its forward is pinned by tests/parity/test_segformer_parity),
+its channel dropout; the SegFormer branch that the video heads share."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.helpers import assert_torch_default_init
+from tests.models.helpers import (assert_torch_default_init, assert_whole_channels_dropped,
+                                  dropout_calls)
 from vssjax.models.segformer_head import SegFormerBranch, SegFormerHead
 
 
@@ -67,3 +68,21 @@ def test_segformer_branch_lives_in_the_head_s_scope_on_every_frame():
   assert set(single) == {"frame_logits"} and single["frame_logits"].shape == (2, 1, 16, 16, 5)
   with pytest.raises(ValueError, match="_VideoHead expects 4 feature maps, got 3"):
     head.apply(variables, features[:3], train=False)
+
+
+def test_dropout_before_linear_pred_drops_whole_channels():
+  """Dropout2d before `linear_pred` (specs/dtern.md §3): in training each (sample, channel) of the
+  fused feature is either zero over H and W or kept whole, scaled by 1/(1 - rate). Element-wise
+  dropout there would train on other noise than the release's."""
+  rng = np.random.default_rng(0)
+  dims = (8, 16, 24, 32)
+  features = [jnp.asarray(rng.normal(size=(2, 8 // 2**i, 8 // 2**i, d)), jnp.float32)
+              for i, d in enumerate(dims)]
+  head = SegFormerHead(num_classes=5, embed_dim=16, dropout_rate=0.5)
+  variables = jax.jit(lambda f: head.init(jax.random.key(0), f, train=False))(features)
+  # A large BN shift keeps the fused feature (after its ReLU) non-zero everywhere.
+  variables["params"]["linear_fuse"]["bn"]["bias"] = jnp.full((16,), 10.0)
+  (before, after), = dropout_calls(lambda: head.apply(
+      variables, features, train=True, rngs={"dropout": jax.random.key(1)},
+      mutable=["batch_stats"]))
+  assert_whole_channels_dropped(before, after, 0.5)
