@@ -13,6 +13,7 @@ from data_pipelines import eval_transforms
 from tests.conftest import REPO, load_config
 from vssjax import configs_lib
 from vssjax.errors import SetupError
+from vssjax.eval import report
 from vssjax.methods import get_method
 from vssjax.train.loop import batch_spec
 
@@ -320,3 +321,12 @@ def test_segformer_vspw_configs_have_the_parameter_count_of_their_published_rows
       "params"]
   millions = sum(x.size for x in jax.tree.leaves(params)) / 1e6
   assert abs(millions - _TABLE_II_SEGFORMER_MILLIONS[variant]) < 0.1, millions
+
+
+def test_quick_variants_compare_with_no_published_numbers():
+  """A 2-step run on the tiny synthetic set next to a paper's mIoU would read as a failed
+  reproduction: no `:quick` variant's results table carries published numbers, nor a line about
+  them, although full configs do publish some."""
+  assert any(report.published_for(load_config(path))[0] is not None for path in CONFIGS)
+  for path in CONFIGS:
+    assert report.published_for(load_config(path, "quick")) == (None, ""), path

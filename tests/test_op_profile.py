@@ -44,7 +44,8 @@ def test_only_the_named_programs_events_count():
   out, events naming none kept."""
   profile = _profile(_event("fusion.1", 10, "jit_step"), _event("fusion.1", 1000, "jit_other"),
                      _event("fusion.2", 5), _event("fusion.3", 2, "jit_step(12)"),
-                     _event("ThunkExecutor::Execute", 7, "jit_step"))
+                     _event("ThunkExecutor::Execute", 7, "jit_step"),
+                     _event("fusion.2", 300, "jit_step_fn"))
   assert op_profile._op_events(profile, "jit_step") == {  # pylint: disable=protected-access
       "fusion.1": 10, "fusion.2": 5, "fusion.3": 2}
 
@@ -96,3 +97,30 @@ def test_a_trace_without_the_programs_ops_says_what_it_holds(tmp_path, monkeypat
   with pytest.raises(LookupError, match=r"/device:GPU:0/Stream #7: 1 events, e\.g\. "
                                         r"'volta_sgemm' with stats \['hlo_module'\]"):
     op_profile.ops_in_trace(tmp_path, compiled, calls=1)
+
+
+_TWO_OPS = ("HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()\n"
+            "  %fusion.2 = f32[4]{0} fusion()")
+
+
+def test_shares_add_up_and_the_slowest_op_comes_first(tmp_path, monkeypatch):
+  """The table reads top down as where the time goes: a 3 ms and a 1 ms op are 75% and 25% of
+  the program, the 3 ms one first (not both 100%, nor the quick one on top)."""
+  (tmp_path / "host.xplane.pb").write_bytes(b"")
+  monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile(
+      _event("fusion.2", 1_000_000, "jit_step"), _event("fusion.1", 3_000_000, "jit_step")))
+  compiled = types.SimpleNamespace(as_text=lambda: _TWO_OPS)
+  ops = op_profile.ops_in_trace(tmp_path, compiled, calls=1)
+  assert [(op.name, op.ms_per_call, op.share) for op in ops] == [
+      ("fusion.1", 3.0, 0.75), ("fusion.2", 1.0, 0.25)]
+
+
+def test_the_table_lists_the_slowest_ops_and_totals_them_all():
+  """With top=2 of 3 ops the rows are the two slowest, and the header's summed time counts all
+  three ops, not just the rows shown."""
+  ops = [op_profile.OpTime(name, ms, ms / 6, "f32[2]", "") for name, ms in
+         (("fusion.a", 3.0), ("fusion.b", 2.0), ("fusion.c", 1.0))]
+  table = op_profile.format_op_table("step", ops, top=2)
+  rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]
+  assert [row.split(" | ")[2] for row in rows] == ["fusion.a", "fusion.b"]
+  assert "Summed op time 6.000 ms per call over 3 ops" in table

@@ -174,6 +174,7 @@ def test_prediction_devices_default_to_one_on_the_cpu_and_refuse_more_than_there
   local = jax.local_devices()
   assert parallel.prediction_devices(0) == local[:1]  # CPU devices share the same cores
   assert parallel.prediction_devices(3) == local[:3]
+  assert parallel.prediction_devices(len(local)) == local  # every one, asked for by number
   for count in (-1, len(local) + 1):
     with pytest.raises(SetupError, match=rf"eval.devices={count}: .* 1 to {len(local)}"):
       parallel.prediction_devices(count)
@@ -223,3 +224,29 @@ def test_share_over_devices_gives_each_device_with_an_item_its_share_and_copy():
   assert shares == [(0, ["a", "d"], "d0"), (1, ["b", "e"], "d1"), (2, ["c"], "d2")]
   assert parallel.share_over_devices(["a"], ["d0", "d1"], lambda k, share, copy: (k, share),
                                      threading.Event()) == [(0, ["a"])]
+
+
+def test_a_mesh_of_some_devices_is_refused_with_two_processes(monkeypatch):
+  """Each process loads its share of the batch: with 2 processes a mesh that leaves devices out
+  would drop rows, so mesh.data below the devices is a SetupError, not a silent loss."""
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(SetupError, match=r"uses 2 of the 4 devices, and with 2 processes the mesh "
+                                       r"must take them all"):
+    parallel.make_mesh(1, 2)
+
+
+def test_the_first_matching_rule_wins_over_a_later_one():
+  """A specific rule listed before a general one decides: the dense kernel stays replicated
+  although `kernel$` would split it."""
+  mesh = parallel.make_mesh(2, 2)
+  state = jax.eval_shape(lambda: {"params": {"dense": {"kernel": jnp.zeros((4, 8))}}})
+  rules = (("dense/kernel", "replicate"), ("kernel$", "fsdp"))
+  assert parallel.state_shardings(state, mesh, rules)["params"]["dense"]["kernel"].spec == P()
+
+
+def test_fsdp_splits_the_largest_divisible_axis():
+  """A (4, 8) kernel on fsdp=2 is split on its 8 axis, so each device holds the least of it."""
+  mesh = parallel.make_mesh(2, 2)
+  state = jax.eval_shape(lambda: {"params": {"kernel": jnp.zeros((4, 8))}})
+  shardings = parallel.state_shardings(state, mesh, (("kernel", "fsdp"),))
+  assert shardings["params"]["kernel"].spec == P(None, "fsdp")

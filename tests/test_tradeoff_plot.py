@@ -73,3 +73,10 @@ def test_labels_clear_the_other_points():
     box = draw.textbbox(spot, label)
     assert not any(tradeoff_plot._overlaps(box, tradeoff_plot._dot_box(*point))
                    for point in positions.values())
+
+
+def test_every_percent_metric_is_plotted_in_percent_like_miou(tmp_path):
+  """`--metric=TC` reads a fraction like mIoU does: a TC of 0.8 is drawn at 80 %, not at 0.8."""
+  path = tmp_path / "tc.json"
+  path.write_text(json.dumps({"frames_per_s": 10.0, "mIoU": 0.5, "TC": 0.8}))
+  assert tradeoff_plot.read_point(f"K=1={path}", "TC") == ("K=1", 10.0, 80.0)

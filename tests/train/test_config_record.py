@@ -62,3 +62,13 @@ def test_an_evaluation_with_an_unreadable_record_says_so_and_compares_nothing(re
   configs_lib.record_path(workdir).write_text("{cut sho")
   assert config_record.said_eval_changes(workdir, _changed(config, train__steps=7), 4) == []
   assert "cannot be parsed" in capsys.readouterr().out
+
+
+def test_a_checkpoint_before_two_kept_records_is_compared_with_the_first_after_it(tmp_path):
+  """A run resumed with other settings at step 2 and again at step 6: step 1's checkpoint was
+  trained with the config kept at step 2; step 7's with the current one."""
+  for step in (2, 6):
+    configs_lib.kept_record_path(str(tmp_path), step).write_text("{}")
+  assert configs_lib.record_path(str(tmp_path), 1).name == "config.until_step2.json"
+  assert configs_lib.record_path(str(tmp_path), 3).name == "config.until_step6.json"
+  assert configs_lib.record_path(str(tmp_path), 7).name == "config.json"
