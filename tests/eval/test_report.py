@@ -186,3 +186,39 @@ def test_a_run_the_published_numbers_are_not_for_says_so_instead(tmp_path, field
                                            published, not_compared)
   assert table.splitlines()[0] == "| metric | measured |" and table.endswith(not_compared)
   assert not_compared in md_path.read_text()
+
+
+def test_a_results_json_without_frames_per_s_is_refused_naming_it(tmp_path):
+  """A file that is not an eval's results.json (no frames/s) would be compared as if it were,
+  its frames/s row a bare n/a instead of an error naming what is missing."""
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps({"mIoU": 0.5}))
+  with pytest.raises(SetupError, match=r"has no 'frames_per_s'"):
+    report.read_labelled_results(f"A={path}")
+
+
+def test_an_infinite_metric_is_written_as_null_not_refused(tmp_path):
+  """An inf (a rate over zero seconds, say) is n/a as NaN is: without it results.json and the
+  history line would not be written at all (strict JSON has no Infinity)."""
+  results = {"step": 1, "mIoU": 0.5, "frames_per_s": float("inf"), "TC": np.float32("-inf")}
+  json_path, _, _ = report.write_results(tmp_path, results)
+  assert json.loads(json_path.read_text()) == {"step": 1, "mIoU": 0.5, "frames_per_s": None,
+                                               "TC": None}
+  history = report.append_history(tmp_path, results)
+  assert json.loads(history.read_text()) == {"step": 1, "mIoU": 0.5, "frames_per_s": None,
+                                             "TC": None}
+
+
+def test_tc_over_a_single_pair_is_reported_not_called_na():
+  """A two-frame video gives TC one pair: the note must count it, not claim there is none."""
+  table = report.markdown_table({"TC": 0.75, "TC_pairs": 1, "frames_per_s": 1.0},
+                                configs_lib.base_config().published)
+  assert "TC: over 1 pairs of consecutive frames." in table
+  assert "TC: n/a" not in table
+
+
+def test_a_metric_already_none_stays_in_the_history_as_null(tmp_path):
+  """A metric the evaluator left None (n/a) would vanish from eval_history.jsonl, its column
+  missing from that evaluation's line rather than null."""
+  path = report.append_history(tmp_path, {"step": 3, "mIoU": 0.5, "mVC_8": None})
+  assert json.loads(path.read_text()) == {"step": 3, "mIoU": 0.5, "mVC_8": None}

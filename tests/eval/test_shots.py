@@ -77,3 +77,36 @@ def test_the_note_names_the_frame_and_none_is_said_without_a_where(capsys):
 
 def test_flush_before_any_frame_answers_nothing():
   assert ShotPredictor(_Delayed([]), lambda: _Delayed([]), where=None).flush() == []
+
+
+class _HoldsOdd(StreamingPredictor):
+  """Answers its even frames as they are pushed and holds its odd ones until flush (as a method
+  that waits for a later frame only at some frames does)."""
+
+  def __init__(self):
+    self._held: list[tuple[int, np.ndarray]] = []
+    self._count = 0
+
+  def push(self, frame):
+    answer = (self._count, np.full(frame.shape[:2], frame[0, 0, 0], np.int32))
+    self._count += 1
+    if answer[0] % 2:
+      self._held.append(answer)
+      return []
+    return [answer]
+
+  def flush(self):
+    held, self._held = self._held, []
+    return held
+
+
+def test_at_a_size_change_the_old_shots_tail_is_answered_before_the_new_shots_first_frame():
+  """The evaluator and `--mode=infer` take answers in frame order: the new shot's frame answered
+  ahead of the tail the old shot held until its flush would put frames out of order."""
+  shots = ShotPredictor(_HoldsOdd(), _HoldsOdd, where=None)
+  assert [index for index, _ in shots.push(_frame(0))] == [0]
+  assert shots.push(_frame(1)) == []  # held until the shot ends
+  ready = shots.push(_frame(2, 6, 4))
+  assert [index for index, _ in ready] == [1, 2]
+  ready += shots.push(_frame(3, 6, 4)) + shots.flush()
+  assert [int(labels[0, 0]) for _, labels in ready] == [1, 2, 3]

@@ -3,6 +3,8 @@ it trains again."""
 
 import json
 import os
+import sys
+import types
 
 import jax
 import pytest
@@ -44,3 +46,27 @@ def test_a_resume_drops_later_steps_and_a_line_cut_short_keeping_the_file_otherw
   assert os.stat(path).st_mtime == 1 and _steps(path) == [1, 2]
   drop_lines_after_step(epath.Path(tmp_path) / "absent.jsonl", 2)  # no file: nothing to do
   assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_a_resumed_writer_has_tensorboard_hide_only_the_steps_trained_again(tmp_path,
+                                                                           monkeypatch):
+  """Resumed from step 10, TensorBoard must purge steps 11 on: a purge step of 10 would hide the
+  checkpoint's own logged step 10, which this run does not log again."""
+  made = []
+
+  class FakeSummaryWriter:
+
+    def __init__(self, logdir, purge_step=None):
+      made.append((logdir, purge_step))
+
+    def add_scalar(self, name, value, step):
+      pass
+
+    def close(self):
+      pass
+
+  monkeypatch.setitem(sys.modules, "tensorboardX",
+                      types.SimpleNamespace(SummaryWriter=FakeSummaryWriter))
+  MetricWriter(tmp_path, starts_after_step=10).close()
+  MetricWriter(tmp_path).close()
+  assert made == [(str(tmp_path / "tensorboard"), 11), (str(tmp_path / "tensorboard"), None)]

@@ -61,6 +61,26 @@ def test_a_video_missing_frame_records_is_an_error():
     video_records.scan_index(records, "test")
 
 
+def test_a_video_missing_its_last_frame_records_is_an_error():
+  """Frames 0 and 1 of a 3-frame video look complete by position alone: without the check
+  against num_frames, the index would list a 2-frame video and its last frame be lost."""
+  frame = dict(video=b"v", video_position=0, num_frames=3, labeled=True)
+  records = [dict(frame, t=0), dict(frame, t=1)]
+  with pytest.raises(base.DataError, match=r"video v: its records hold frames \[0, 1\] of a video "
+                     r"of \[3\] frames"):
+    video_records.scan_index(records, "test")
+
+@pytest.mark.parametrize("field,value", [("labeled", False), ("num_frames", 4)])
+def test_a_record_whose_label_flag_or_length_disagrees_with_the_index_is_stale(field, value):
+  """An index from another build that still names the right video and t would otherwise train on
+  an unlabelled frame as labelled (or on a video of another length) without a word."""
+  summary = video_records.VideoSummary("v", 3, (0, 1, 2), (5, 6, 7))
+  record = dict(video=b"v", t=1, num_frames=3, labeled=True, frame_id=b"f1", image=b"i",
+                label=b"l")
+  assert video_records.decode_frame(record, summary, 1, "idx.json").frame_id == "f1"
+  with pytest.raises(video_records.StaleIndexError, match=r"idx\.json: record 6 holds .* stale"):
+    video_records.decode_frame(dict(record, **{field: value}), summary, 1, "idx.json")
+
 def test_racing_index_writers_each_replace_it_whole(tmp_path):
   """Hosts of a multi-host run may all write a missing index, with equal pids in containers;
   threads share one pid, so they race the same way."""
@@ -83,6 +103,17 @@ def test_prepare_writes_a_missing_video_index_and_keeps_the_records(tmp_path):
   assert path.read_text() == written
   assert os.path.getmtime(os.path.join(builder.data_path, "dataset_info.json")) == stamp
 
+
+def test_prepare_with_every_index_present_does_not_rescan_the_records(tmp_path, monkeypatch):
+  """Each run prepares its data: rescanning every record for an index already there would add a
+  full read of the dataset to every start."""
+  synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
+
+  def refuse(builder, split):
+    raise AssertionError(f"rescanned the {split} index, which was there")
+
+  monkeypatch.setattr(video_records, "scan_and_write_index", refuse)
+  synthetic_video.prepare_synthetic(str(tmp_path), **helpers.TINY)
 
 def test_building_leaves_no_temporary_directory(tmp_path, monkeypatch):
   """TFDS's look for metadata on its bucket, at each unbuilt builder, left one per build."""
