@@ -4,6 +4,7 @@ streaming frame): they run and report consistent numbers.
 No timing assertions: the shared 2-core CPU makes times meaningless as pass/fail criteria.
 """
 
+import dataclasses
 import json
 import math
 import re
@@ -107,7 +108,10 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
   assert results["device_peak_memory_mb"] is None  # the CPU backend keeps no runtime statistics
   saved = json.loads((tmp_path / "bench.json").read_text())
   assert saved["params"] == results["params"]
-  assert (tmp_path / "bench.md").read_text().count("| forward |") == 2
+  markdown = (tmp_path / "bench.md").read_text()
+  assert markdown.count("| forward |") == 2
+  # The summary above the table: millions of parameters, the input as height x width.
+  assert f"{results['params'] / 1e6:.3f}M params, input 64x80, " in markdown
   # What the float32 rows compare: each side's matmul/convolution precision (torch's defaults).
   assert saved["float32_precision"] == {"jax": "platform default", "torch_matmul_tf32": False,
                                         "torch_cudnn_tf32": True}
@@ -139,8 +143,10 @@ def _streaming_bench(config_path: str, arg: str, workdir) -> tuple[dict, dict]:
   return results, {r["phase"]: r for r in results["rows"]}
 
 
-def _count_bound_calls(monkeypatch) -> dict[str, int]:
-  """Counts the calls of every program a predictor binds (`ProgramOnPart.bound`), by program."""
+def _count_bound_calls(monkeypatch, list_lengths: dict[str, set[int]] | None = None
+                       ) -> dict[str, int]:
+  """Counts the calls of every program a predictor binds (`ProgramOnPart.bound`), by program;
+  adds the lengths of the list arguments of each call to `list_lengths[program]`, if given."""
   calls: dict[str, int] = {}
   bind = ProgramOnPart.bound
 
@@ -150,6 +156,8 @@ def _count_bound_calls(monkeypatch) -> dict[str, int]:
 
     def counted(*args):
       calls[name] = calls.get(name, 0) + 1
+      if list_lengths is not None:
+        list_lengths.setdefault(name, set()).update(len(a) for a in args if isinstance(a, list))
       return call(*args)
     return counted
 
@@ -158,12 +166,15 @@ def _count_bound_calls(monkeypatch) -> dict[str, int]:
 
 
 def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch, caplog):
-  calls = _count_bound_calls(monkeypatch)
+  lengths: dict[str, set[int]] = {}
+  calls = _count_bound_calls(monkeypatch, lengths)
   with jax.log_compiles(True):
     results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
   # The non-key frame is timed through the predictor's own calls (warmup 1, repeats 2), which run
   # the executables the bench compiled for its figures: XLA compiles each program once.
   assert calls == {"_encode_shallow_impl": 3, "_fused_logits_impl": 3}
+  # B mode fuses the non-key frame with its two keyframes' features (P mode with one).
+  assert lengths["_fused_logits_impl"] == {2}
   for program in calls:
     assert caplog.text.count(f"XLA compilation of jit({program})") <= 1, program
   lines = _progress_lines(capsys)
@@ -184,14 +195,19 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
   for value in ("latency_ms", "dispatch_ms"):
     assert average[value] == pytest.approx((key[value] + 2 * non_key[value]) / 3)
     assert 0 < non_key[value] and 0 < key[value]
+  assert average["frames_per_s"] == pytest.approx(1e3 / average["latency_ms"])
 
 
 def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   """DTERN's steady-state video frame: the per-frame part of the network on one frame plus the
   head's temporal part on the kept clip, cheaper than the release-style forward of all 4 frames."""
-  calls = _count_bound_calls(monkeypatch)
+  lengths: dict[str, set[int]] = {}
+  calls = _count_bound_calls(monkeypatch, lengths)
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
   assert calls == {"_decode_states_impl": 3}  # the predictor's own call, timed
+  # The new frame's state replaces the oldest of the clip's 4 kept ones: a 5th would time (and
+  # compile) another program than the one the figures are of.
+  assert lengths["_decode_states_impl"] == {4}
   _assert_progress(_progress_lines(capsys), ["forward float32 batch 1",
                                              "stream_frame float32 batch 1"])
   assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_encode_float32",
@@ -349,10 +365,19 @@ def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path
   assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]
 
 
-def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(tmp_path, capsys):
+def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(tmp_path, capsys,
+                                                                             monkeypatch):
   """XLA's cost analysis counts a loop's body once: with `model.scan_blocks` the train step's
   FLOP estimate would count one block a stage, so the bench reports none there, and says why
-  (the forward, unrolled in prediction, keeps its)."""
+  (the forward, unrolled in prediction, keeps its). The train step's compile time includes its
+  tracing, done before the forward rows (as every other row's compile time includes its)."""
+  trace = bench._trace_train_step  # pylint: disable=protected-access
+
+  def slow_trace(*args):
+    step = trace(*args)
+    return dataclasses.replace(step, trace_s=step.trace_s + 1000.0)
+
+  monkeypatch.setattr(bench, "_trace_train_step", slow_trace)
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.model.scan_blocks = True
   config.model.backbone_overrides.depths = (2, 2, 2, 2)
@@ -363,5 +388,6 @@ def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(t
   for figure in ("gflops", "gb_accessed"):
     assert rows["forward"][figure] > 0 and rows["train_step"][figure] is None
   assert results["scan_blocks"]
+  assert rows["train_step"]["compile_s"] >= 1000.0 > rows["forward"]["compile_s"]
   assert ("train_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's blocks as "
           "a loop") in capsys.readouterr().out

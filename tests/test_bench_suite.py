@@ -1,6 +1,7 @@
 """The benchmark suite driver: applies each entry's overrides and assembles one report."""
 
 import re
+import types
 
 from data_pipelines.clip_sampling import clip_length
 from vssjax import bench, bench_suite, bench_torch
@@ -116,3 +117,56 @@ def test_a_failing_entry_is_reported_and_the_others_still_run(tmp_path, monkeypa
   printed = capsys.readouterr()
   assert "segformer_b1_bf16_cudnn: failed after" in printed.out
   assert "no cuDNN attention here" in printed.err  # the traceback
+
+
+def test_without_only_main_runs_every_entry_and_with_it_only_those_named(tmp_path, monkeypatch):
+  """`python -m vssjax.bench_suite --workdir=... --out=...` with no --only measures the whole
+  suite; --only=x the entries named."""
+  ran = []
+  monkeypatch.setattr(bench_suite, "run_suite",
+                      lambda entries, workdir, out, profile: ran.append([e.name for e in entries]))
+  for only in ([], ["dcfm_b2_bf16"]):
+    fake_flags = types.SimpleNamespace(workdir=str(tmp_path), out=str(tmp_path / "report.md"),
+                                       only=only, profile=False)
+    monkeypatch.setattr(bench_suite.flags, "FLAGS", fake_flags)
+    bench_suite.main(["bench_suite"])
+  assert ran == [[e.name for e in bench_suite.SUITE], ["dcfm_b2_bf16"]]
+
+
+def test_an_entrys_wall_time_adds_its_torch_compile_rows_to_its_first_pass(tmp_path, monkeypatch):
+  """The report's `Entry wall time` is what the entry cost the device command: its JAX and eager
+  rows plus its deferred torch.compile rows, not the last pass alone."""
+  clock = [0.0]
+
+  def fake_run(config, workdir):
+    clock[0] += 100.0
+    (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
+    return {}
+
+  def fake_compile_rows(config, results, workdir):
+    clock[0] += 30.0
+
+  monkeypatch.setattr(bench_suite, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+  monkeypatch.setattr(bench, "run", fake_run)
+  monkeypatch.setattr(bench, "add_torch_compile_rows", fake_compile_rows)
+  monkeypatch.setattr(bench_torch, "available", lambda: True)
+  entries = [e for e in bench_suite.SUITE if e.name == "segformer_b1_bf16"]
+  report = bench_suite.run_suite(entries, str(tmp_path), str(tmp_path / "report.md"))
+  assert "Entry wall time 130 s (compiles included)." in report
+
+
+def test_an_entry_whose_bench_failed_gets_no_torch_compile_rows(tmp_path, monkeypatch):
+  """A SegFormer entry whose JAX rows failed has no results to add torch.compile rows to: the
+  suite must not spend minutes compiling its reference (nor fail on its missing results)."""
+  calls = []
+
+  def failing_run(config, workdir):
+    raise RuntimeError("out of memory")
+
+  monkeypatch.setattr(bench, "run", failing_run)
+  monkeypatch.setattr(bench, "add_torch_compile_rows", lambda *args: calls.append(args))
+  monkeypatch.setattr(bench_torch, "available", lambda: True)
+  entries = [e for e in bench_suite.SUITE if e.name == "segformer_b1_bf16"]
+  report = bench_suite.run_suite(entries, str(tmp_path), str(tmp_path / "report.md"))
+  assert not calls
+  assert "failed: RuntimeError('out of memory')" in report
