@@ -137,11 +137,13 @@ def test_a_labelled_results_path_may_hold_an_equals_sign(tmp_path):
   assert report.read_labelled_results(f"K=2={path}")[0] == "K=2"
 
 
-def test_a_results_json_whose_metric_is_not_a_number_is_named(tmp_path):
-  """`compare` ended in a ValueError from its number format, the plot called the value n/a."""
+@pytest.mark.parametrize("value, said", [("51.0", r"'51\.0'"), (True, "True")])
+def test_a_results_json_whose_metric_is_not_a_number_is_named(tmp_path, value, said):
+  """`compare` ended in a ValueError from its number format, the plot called the value n/a (a
+  JSON `true`, a Python int, would be plotted as 100%)."""
   path = tmp_path / "results.json"
-  path.write_text(json.dumps({"frames_per_s": 2.0, "mIoU": "51.0"}))
-  with pytest.raises(SetupError, match=r"results\.json: mIoU is '51\.0', not a number \(or null\)"):
+  path.write_text(json.dumps({"frames_per_s": 2.0, "mIoU": value}))
+  with pytest.raises(SetupError, match=rf"results\.json: mIoU is {said}, not a number \(or null\)"):
     report.read_labelled_results(f"A={path}")
 
 
@@ -171,6 +173,7 @@ def test_every_dcfm_config_with_published_numbers_says_which_mode_and_k_they_are
     ("method.mode", "P", r"they are for method.mode='B', this run has 'P'\."),
     ("method.keyframe_interval", 6, r"they are for method.keyframe_interval=2, this run has 6\."),
     ("eval.max_videos", 3, r"this run evaluated the split's first 3 videos \(eval.max_videos\)\."),
+    ("eval.max_videos", 1, r"this run evaluated the split's first 1 videos \(eval.max_videos\)\."),
 ])
 def test_a_run_the_published_numbers_are_not_for_says_so_instead(tmp_path, field, value, why):
   """`--config.method.mode=P` on the B-mode config showed Table II's 44.8 as its published mIoU;
