@@ -56,6 +56,7 @@ def test_parse_arg_types_and_errors():
     configs_lib.parse_arg("steps", steps=1)
   assert configs_lib.parse_arg("quick=Off,full=YES", quick=True, full=False).to_dict() == {
       "quick": False, "full": True}
+  assert configs_lib.parse_arg("quick,", quick=False).quick  # a trailing comma is no argument
   with pytest.raises(ValueError, match=r"config argument quick='flase': not a bool \(true or "):
     configs_lib.parse_arg("quick=flase", quick=True)  # was taken as False
 

@@ -55,6 +55,14 @@ def test_dis_refuses_frames_too_small_for_it_and_farneback_takes_them(hw):
   assert flow_lib.FlowProvider("farneback").compute(frame, frame).shape == hw + (2,)
 
 
+@pytest.mark.parametrize("hw", [(16, 48), (48, 16)])
+def test_dis_takes_frames_of_its_smallest_side(hw):
+  """16 pixels a side is the smallest DIS runs on (not refused: a 16-pixel-high strip of footage
+  keeps DIS, the default TC flow)."""
+  frame = np.random.default_rng(0).integers(0, 255, hw + (3,), np.uint8)
+  assert flow_lib.FlowProvider("dis").compute(frame, np.roll(frame, 1, 1)).shape == hw + (2,)
+
+
 def test_cache_in_memory_and_on_disk(tmp_path):
   a, b = _textured_pair()
   provider = flow_lib.FlowProvider("dis", cache_dir=str(tmp_path))
