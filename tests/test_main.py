@@ -198,6 +198,7 @@ def _one_line_error(args, env=None) -> str:
      "mean train?"),
     ("--config.train.stepz=3", "--config.train.stepz: the config has no field train.stepz; did "
      "you mean train.steps?"),
+    ("-config.train.stepz=3", "--config.train.stepz: the config has no field train.stepz"),
 ])
 def test_misspelt_override_is_a_one_line_error(tmp_path, override, expected):
   assert expected in _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path}", override])
