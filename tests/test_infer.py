@@ -211,12 +211,18 @@ def test_a_file_that_is_not_a_video_is_refused_before_any_frame_is_asked_for(tmp
     infer.read_frames(str(path))
 
 
+def _write_avi(path, frames, fps: float) -> None:
+  """An MJPG .avi of `frames` (uint8 [H, W, 3], all one size) at `fps`."""
+  height, width = frames[0].shape[:2]
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+  for frame in frames:
+    writer.write(frame)
+  writer.release()
+
+
 def test_a_video_file_reads_every_frame_in_order(tmp_path):
   path = str(tmp_path / "clip.avi")
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5, (8, 6))
-  for t in range(3):
-    writer.write(np.full((6, 8, 3), 80 * t, np.uint8))
-  writer.release()
+  _write_avi(path, [np.full((6, 8, 3), 80 * t, np.uint8) for t in range(3)], fps=5)
   total, frames, frame_rate = infer.read_frames(path)
   frames = list(frames)
   assert total == 3 and [name for name, _ in frames] == ["000000", "000001", "000002"]
@@ -604,10 +610,7 @@ def test_a_folders_later_clips_are_decoded_and_closed_again_before_the_restore(q
   the restore, only the first clip (whose frames the run goes on with) is open."""
   (tmp_path / "in").mkdir()
   for name in ("a", "b", "c"):
-    writer = cv2.VideoWriter(str(tmp_path / "in" / f"{name}.avi"),
-                             cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 16))
-    writer.write(np.zeros((16, 16, 3), np.uint8))
-    writer.release()
+    _write_avi(tmp_path / "in" / f"{name}.avi", [np.zeros((16, 16, 3), np.uint8)], fps=5)
   captures = []
   real_capture = cv2.VideoCapture
 
@@ -668,12 +671,9 @@ def test_a_video_that_stops_decoding_early_is_said_so(quick_config, tmp_path, mo
   """OpenCV ends a truncated file at its first broken frame as if it were the last: the frames
   predicted are set against those the container declares, so the shortfall is not silent."""
   _restore_a_stub(monkeypatch, _AnswersPairsBackwards)
-  writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
-                           (32, 24))
   rng = np.random.default_rng(0)
-  for _ in range(20):
-    writer.write(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
-  writer.release()
+  _write_avi(tmp_path / "full.avi",
+             [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(20)], fps=10)
   data = (tmp_path / "full.avi").read_bytes()
   (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
   monkeypatch.setattr(_AnswersPairsBackwards, "LABELS", (0, 1) * 10)
@@ -712,10 +712,7 @@ def test_a_wrong_declared_frame_count_is_shown_as_an_estimate_and_the_decoded_fr
   counts the frames decoded, every one of them predicted."""
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
   path = tmp_path / "clip.avi"
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 8))
-  for _ in range(6):
-    writer.write(np.zeros((8, 16, 3), np.uint8))
-  writer.release()
+  _write_avi(path, [np.zeros((8, 16, 3), np.uint8)] * 6, fps=10)
   monkeypatch.setattr(infer.footage, "declared_frames_and_rate", lambda _: (declared, 10.0))
   [out_dir] = infer.run(quick_config, str(tmp_path), str(path))
   assert len(list((out_dir / "labels").iterdir())) == 6
@@ -734,10 +731,7 @@ def test_the_overlay_of_a_video_file_plays_at_the_videos_own_frame_rate(quick_co
   slow beside the video it annotates."""
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
   path = tmp_path / "clip.avi"
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (16, 8))
-  for _ in range(3):
-    writer.write(np.zeros((8, 16, 3), np.uint8))
-  writer.release()
+  _write_avi(path, [np.zeros((8, 16, 3), np.uint8)] * 3, fps=5)
   assert quick_config.eval.overlay_fps != 5
   [out_dir] = infer.run(quick_config, str(tmp_path), str(path))
   overlay = cv2.VideoCapture(str(out_dir / "overlay.mp4"))
