@@ -15,6 +15,7 @@ from orbax.checkpoint import type_handlers
 from vssjax.errors import SetupError
 from vssjax.train import checkpoint, loop
 from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.state import TrainState
 
 
 def test_mismatched_arrays_of_a_relative_workdir(tmp_path, monkeypatch):
@@ -27,6 +28,26 @@ def test_mismatched_arrays_of_a_relative_workdir(tmp_path, monkeypatch):
     assert checkpointer.mismatched_arrays(state, 1) == []
     other = {"w": jax.ShapeDtypeStruct((2, 4), jnp.float32), "c": jnp.zeros(3)}
     assert checkpointer.mismatched_arrays(other, 1) == ["b", "c", "w"]
+
+
+def test_the_variables_alone_restore_whatever_the_optimizers_state(tmp_path):
+  """Evaluation, inference, a teacher and `init.workdir` read the model's variables alone: the
+  optimizer's state (twice the parameters with Adam) is neither compared nor read, so one of
+  another optimizer does not stop them; variables of another shape still do."""
+  state = TrainState(step=jnp.array(3), params={"w": jnp.arange(6.0).reshape(2, 3)},
+                     model_state={"batch_stats": {"mean": jnp.ones(3)}},
+                     opt_state={"mu": jnp.zeros((2, 3))})
+  other_optimizer = state.replace(opt_state=({"mu": jnp.zeros(5)},))
+  other_model = state.replace(params={"w": jnp.zeros((2, 4))})
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, state, force=True)
+    assert checkpointer.mismatched_arrays(other_optimizer, 1) == ["opt_state/0/mu", "opt_state/mu"]
+    assert checkpointer.mismatched_arrays(other_optimizer, 1, variables_only=True) == []
+    assert checkpointer.mismatched_arrays(other_model, 1, variables_only=True) == ["params/w"]
+    restored = checkpointer.restore(other_optimizer, step=1, variables_only=True)
+  assert restored.keys() == {"params", "model_state"}
+  jax.tree.map(np.testing.assert_array_equal, restored,
+               {"params": state.params, "model_state": state.model_state})
 
 
 def test_only_the_latest_keep_checkpoints_stay(tmp_path):

@@ -370,6 +370,19 @@ def test_evaluating_with_a_bad_eval_setting_is_refused_before_the_restore(
   assert not restores
 
 
+def test_a_checkpoint_evaluates_with_another_optimizer(quick_config, tmp_path):
+  """`--mode=eval` and `--mode=infer` restore the model's variables alone: a config that changes
+  the optimizer's state (gradient accumulation wraps it) still reads the trained weights."""
+  mesh = loop.parallel.mesh_from_config(quick_config)
+  state, _, _, _ = loop.create_state(quick_config, loop.get_method(quick_config), mesh)
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(0, state, force=True)
+  quick_config.optim.accumulate_steps = 2
+  _, variables, step = loop.restore_for_eval(quick_config, str(tmp_path))
+  assert step == 0
+  jax.tree.map(np.testing.assert_array_equal, variables, state.variables)
+
+
 def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_config, tmp_path):
   """`vssjax.convert` saves the train state alone: no data iterator to resume training with."""
   mesh = loop.parallel.mesh_from_config(quick_config)

@@ -82,9 +82,11 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
 
 
 def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: ConfigDict,
-                       workdir: str, data_iter=None, step: int | None = None):
+                       workdir: str, data_iter=None, step: int | None = None, *,
+                       variables_only: bool = False):
   """Checkpoint `step` (default: the latest) of `workdir`, restored into `abstract_state` (and
-  `data_iter` in place).
+  `data_iter` in place); with `variables_only`, its model variables alone
+  (`Checkpointer.restore`), and only they must fit.
 
   The ways a workdir does not fit the run are `SetupError`s that say what to do: a checkpoint
   without the data iterator (`vssjax.convert` writes one) cannot resume training, Grain restores an
@@ -97,7 +99,8 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   # (each array's TensorStore spec) around any error raised after it. First: a folder emptied by
   # hand would otherwise read as converted weights (it has no data iterator either).
   try:
-    mismatched = checkpointer.mismatched_arrays(abstract_state, step)
+    mismatched = checkpointer.mismatched_arrays(abstract_state, step,
+                                                variables_only=variables_only)
   except (OSError, ValueError) as error:  # a missing file; an unreadable one (JSON, TensorStore)
     raise damaged_checkpoint_error(checkpointer, step, error) from error
   if data_iter is not None and not checkpointer.holds_data_iter(step):
@@ -118,7 +121,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "Rerun with the config this workdir was trained (or converted) with, or use a new "
         "--workdir for this one.")
   try:
-    return checkpointer.restore(abstract_state, data_iter, step)
+    return checkpointer.restore(abstract_state, data_iter, step, variables_only=variables_only)
   except Exception as error:  # pylint: disable=broad-except  (Orbax wraps an array's read error)
     unreadable = unreadable_file_error(error)  # an array's or the data iterator's file, damaged
     if unreadable is None:
@@ -454,8 +457,9 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
     mesh = parallel.mesh_from_config(config)
     method = get_method(config)
     state, _, _, _ = create_state(config, method, mesh, abstract=True)
-    state = restore_checkpoint(checkpointer, state, config, workdir, step=step)
-  return method, state.variables, step
+    restored = restore_checkpoint(checkpointer, state, config, workdir, step=step,
+                                  variables_only=True)
+  return method, {"params": restored["params"], **restored["model_state"]}, step
 
 
 def evaluate_checkpoint(config: ConfigDict, workdir: str, step: int | None = None
