@@ -1,13 +1,15 @@
 """vssjax.models.mit (MiT): LayerNorm epsilons, the two depthwise-conv forms, bf16 compute, blocks
-run as a scan."""
+run as a scan, DCFM's shallow feature."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tests.conftest import random_model_variables
 from tests.models.helpers import TINY_MIT, layer_norm_epsilons
-from vssjax.models.mit import Block, OverlapPatchEmbed, apply_as_scan, mit
+from vssjax.models.layers import layer_norm
+from vssjax.models.mit import BLOCK_EPS, Block, OverlapPatchEmbed, apply_as_scan, mit
 
 
 def test_layer_norm_epsilons_are_mmseg_s():
@@ -101,6 +103,29 @@ def test_scanned_blocks_keep_dcfms_shallow_feature():
                            shallow_only=shallow_only) for model in (unrolled, scanned)]
     for a, b in zip(*map(jax.tree.leaves, outputs)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shallow_blocks", [0, TINY_MIT["depths"][0]])
+def test_dcfms_shallow_feature_is_the_first_stage_before_its_other_blocks_and_norm(shallow_blocks):
+  """DCFM's independent feature (specs/dcfm.md §1.1) after `shallow_blocks` of stage 1: its
+  remaining blocks and then its norm give the stage's output; at the stage's whole depth the norm
+  alone, which the shallow feature is taken before."""
+  model = mit("b0", drop_path_rate=0.0, **TINY_MIT)
+  images = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+  variables = random_model_variables(model, images)
+  (c1, *_), shallow = model.apply(variables, images, train=False, shallow_blocks=shallow_blocks)
+  np.testing.assert_array_equal(
+      model.apply(variables, images, train=False, shallow_blocks=shallow_blocks,
+                  shallow_only=True), shallow)
+  params = variables["params"]
+  x = shallow
+  for j in range(shallow_blocks, TINY_MIT["depths"][0]):
+    block = Block(TINY_MIT["num_heads"][0], model.sr_ratios[0], model.mlp_ratio, 0.0,
+                  model.dwconv_impl)
+    x = block.apply({"params": params[f"block1_{j}"]}, x, train=False)
+  np.testing.assert_allclose(layer_norm(BLOCK_EPS).apply({"params": params["norm1"]}, x), c1,
+                             rtol=1e-5, atol=1e-5)
+  assert not np.allclose(x, c1, atol=1e-2)
 
 
 def test_scanned_blocks_drop_each_block_at_its_own_rate_with_its_own_key():
