@@ -1,5 +1,6 @@
 """docs/extending.md works as written: its example files, written out as a package outside vssjax,
-train and evaluate through the documented commands, and its example source reads videos."""
+train and evaluate through the documented commands, its example backbone reads the weights of its
+PyTorch original, and its example source reads videos."""
 
 import json
 import math
@@ -13,10 +14,12 @@ import cv2
 import jax
 import numpy as np
 import pytest
+import torch
 
 from data_pipelines import dataset
 from data_pipelines.sources import base
 from vssjax.methods import get_method
+from vssjax.train import init_from, loop
 from tests.conftest import REPO, load_config, logged_losses, random_config_batch
 from tests.data_pipelines import helpers
 
@@ -111,6 +114,72 @@ def test_backbone_example_trains_segformers_head_on_it(tmp_path, synthetic_data_
   losses = logged_losses(workdir)
   assert list(losses) == [1, 2] and all(map(math.isfinite, losses.values()))
   assert 0 <= json.loads((workdir / "results.json").read_text())["mIoU"] <= 1
+
+
+class _TorchTinyConvNet(torch.nn.Module):
+  """The PyTorch original the doc's `TinyConvNet.convert_torch` reads: modules of its names."""
+
+  def __init__(self, widths):
+    super().__init__()
+    self.stages, channels = [], 3  # each stage's conv, norm, conv, norm...: registered by name
+    for stage, width in enumerate(widths, start=1):
+      layers = []
+      for step in range(2 if stage == 1 else 1):
+        for name, module in ((f"stage{stage}_conv{step}",
+                              torch.nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False)),
+                             (f"stage{stage}_norm{step}", torch.nn.BatchNorm2d(width))):
+          self.add_module(name, module)
+          layers.append(module)
+        channels = width
+      self.stages.append(layers)
+
+  def forward(self, x):
+    features = []
+    for layers in self.stages:
+      for conv, norm in zip(layers[::2], layers[1::2]):
+        x = torch.relu(norm(conv(x)))
+      features.append(x)
+    return features
+
+
+def test_backbone_example_reads_the_weights_of_its_pytorch_original(tmp_path, synthetic_data_dir,
+                                                                    monkeypatch, capsys):
+  """The doc's `TinyConvNet.convert_torch` on a file of the PyTorch model it describes: the
+  backbone's four features are then that model's (eval mode, its running statistics), and a
+  training run started from the file (`init.torch_checkpoint`) swaps them in and keeps only the
+  head fresh."""
+  write_example_files(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  config = load_config(str(tmp_path / "my_vss" / "tiny_config.py"), "quick")
+  torch.manual_seed(0)
+  original = _TorchTinyConvNet(config.model.tiny_widths).eval()
+  for module in original.modules():
+    if isinstance(module, torch.nn.BatchNorm2d):  # statistics and affine of a trained model
+      for tensor in (module.weight, module.bias, module.running_mean, module.running_var):
+        tensor.data.uniform_(0.5, 1.5)
+  weights = tmp_path / "tiny_convnet.pth"
+  torch.save(original.state_dict(), weights)
+
+  method = get_method(config)
+  variables = init_from.load_torch_variables(str(weights), method)
+  assert "tensors, read by TinyConvNet.convert_torch" in capsys.readouterr().out
+  images = np.random.default_rng(0).standard_normal((2, 64, 64, 3), np.float32)
+  features = method.module.backbone.apply(
+      {collection: tree["backbone"] for collection, tree in variables.items()}, images,
+      train=False)
+  with torch.no_grad():
+    expected = original(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+  assert len(features) == len(expected) == 4
+  for got, want in zip(features, expected):
+    np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+
+  config.init.torch_checkpoint = str(weights)
+  config.data.data_dir = synthetic_data_dir
+  loop.train_and_evaluate(config, str(tmp_path / "run"), max_steps_this_run=0)
+  out = capsys.readouterr().out
+  assert "read by TinyConvNet.convert_torch" in out
+  assert ("kept the fresh initialisation of batch_stats/decode_head, params/decode_head\n"
+          in out), out
 
 
 def test_example_method_follows_the_loss_average_and_predicts_frames_alone(tmp_path, monkeypatch):

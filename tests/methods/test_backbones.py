@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import load_config, random_config_batch
 from vssjax import bench_torch
+from vssjax.convert.common import (EXAMPLE_IMAGE, abstract_variables, apply_rules,
+                                   batch_norm_rules, conv_rules)
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.methods.backbones import Backbone
@@ -34,6 +36,22 @@ class FourStrides(Backbone):
       x = nn.relu(BatchNorm(dtype=self.dtype, name=f"norm{level}")(x, train=train))
       features.append(x)
     return features
+
+
+class ReadsTorch(FourStrides):
+  """FourStrides with `convert_torch`: a PyTorch original whose modules have its names."""
+
+  def convert_torch(self, state_dict):
+    expected = abstract_variables(self, EXAMPLE_IMAGE, train=False)
+    rules = [rule for level in range(4) for rule in (
+        conv_rules(f"params/conv{level}", f"conv{level}", bias=False)
+        + batch_norm_rules(f"norm{level}", f"norm{level}"))]
+    return apply_rules(state_dict, rules, expected)
+
+
+class ReturnsBareParams(FourStrides):
+  def convert_torch(self, state_dict):
+    return {"conv0": {"kernel": state_dict["conv0.weight"]}}
 
 
 class ThreeLevels(Backbone):
@@ -91,6 +109,43 @@ def test_a_backbone_of_ones_own_trains_and_predicts(config_path):
   assert all(np.asarray(labels).shape == (40, 56) for _, labels in answers)
 
 
+def _torch_weights_of_four_strides():
+  """A state_dict of FourStrides' PyTorch original (modules of its names): conv weights
+  [out, in, 3, 3], BatchNorm weight, bias, running statistics and batch count."""
+  rng = np.random.default_rng(0)
+  state_dict, channels = {}, 3
+  for level, width in enumerate((4, 8, 8, 8)):
+    state_dict[f"conv{level}.weight"] = rng.standard_normal((width, channels, 3, 3), np.float32)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+      state_dict[f"norm{level}.{name}"] = rng.uniform(0.5, 1.5, width).astype(np.float32)
+    state_dict[f"norm{level}.num_batches_tracked"] = np.array(7)
+    channels = width
+  return state_dict
+
+
+def test_a_backbone_of_ones_own_reads_its_pytorch_weights_into_the_methods_backbone():
+  """`init.torch_checkpoint` for a backbone of one's own: its `convert_torch` reads the file in
+  a layout of its own (no format is detected), and its variables go under `backbone` in both
+  collections, transposed as PyTorch's conv kernels need. One that returns anything but
+  collections of variables is named."""
+  state_dict = _torch_weights_of_four_strides()
+  method = get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py",
+                                           f"{HERE}:ReadsTorch"))
+  variables = init_from.convert_state_dict(state_dict, method)
+  assert sorted(variables) == ["batch_stats", "params"]
+  assert all(sorted(tree) == ["backbone"] for tree in variables.values())
+  np.testing.assert_array_equal(variables["params"]["backbone"]["conv1"]["kernel"],
+                                state_dict["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(variables["batch_stats"]["backbone"]["norm3"]["var"],
+                                state_dict["norm3.running_var"])
+  method = get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py",
+                                           f"{HERE}:ReturnsBareParams"))
+  with pytest.raises(SetupError, match=r"ReturnsBareParams.convert_torch returned dict with keys "
+                                       r"\['conv0'\]: it returns the backbone's variables by "
+                                       r"collection, \{'params': \{...\}, ...\}"):
+    init_from.convert_state_dict(state_dict, method)
+
+
 @pytest.mark.parametrize("backbone, error, expected", [
     (f"{HERE}:NotABackbone", NotASubclass,
      r"model.backbone '.*:NotABackbone' is .* not a subclass of vssjax.methods.backbones.Backbone"),
@@ -140,10 +195,10 @@ def test_released_weights_and_the_torch_reference_are_refused_for_a_backbone_of_
   with pytest.raises(SetupError, match=r"a whole segformer model's checkpoint, but "
                                        r"model.backbone='.*:FourStrides' is a backbone of one's"):
     init_from.convert_state_dict(whole, method, "hf")
-  with pytest.raises(SetupError, match=r"MixTransformer weights \(format 'hf'\) for a FourStrides "
-                                       "backbone"):
+  with pytest.raises(SetupError, match=r"FourStrides \(model.backbone\) converts no PyTorch "
+                                       r"weights: give it a `convert_torch\(self, state_dict\)`"):
     init_from.convert_state_dict({"segformer.encoder.patch_embeddings.0.proj.weight":
-                                  np.zeros((4, 3, 7, 7))}, method, "hf")
+                                  np.zeros((4, 3, 7, 7))}, method)
   assert not bench_torch.has_reference(method)
   assert bench_torch.has_reference(get_method(load_config("configs/segformer/synthetic_mitb0.py",
                                                           "quick")))

@@ -9,12 +9,14 @@ setting is refused the same way whichever method it is given to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vssjax.configs_lib import ConfigDict, base_config
 from vssjax.errors import SetupError
@@ -51,12 +53,25 @@ class Backbone(nn.Module):
 
   `from_config(model)` builds it from `config.model`; the default passes the compute dtype. A
   backbone with settings of its own reads them from fields its config adds to `c.model`.
+  `convert_torch(state_dict)` reads the pretrained weights of its PyTorch original, which
+  `init.torch_checkpoint` then starts training from.
   """
   dtype: Dtype = jnp.float32
 
   @classmethod
   def from_config(cls, model: ConfigDict) -> Backbone:
     return cls(dtype=compute_dtype(model))
+
+  def convert_torch(self, state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """This backbone's variables, `{'params': ...}` (and `batch_stats`, ...) of this module
+    alone, from the state_dict (numpy arrays) of `init.torch_checkpoint`'s file: the method
+    places them under its backbone, checked shape by shape against the model's. The rules of
+    `vssjax.convert.common` do the work and name every key that does not fit (docs/extending.md).
+    A backbone without it loads no PyTorch weights."""
+    raise SetupError(
+        f"{type(self).__name__} (model.backbone) converts no PyTorch weights: give it a "
+        "`convert_torch(self, state_dict)` method (docs/extending.md, \"A backbone of your "
+        "own\"), or start from a vssjax run that trained it (init.workdir)")
 
 
 def build_backbone(model: ConfigDict, method: str, families: tuple[str, ...]) -> nn.Module:

@@ -11,9 +11,9 @@ Two kinds of checkpoint are accepted:
   registers its converter in `_CONVERTERS` as "module:function", taking (state_dict, the method's
   Flax module) and returning {'params', 'batch_stats', ...};
 - ImageNet backbone weights (NVlabs `mit_b*.pth`, HF `SegformerForImageClassification`,
-  torchvision / semseg ResNets), the usual start of training: they go into the `backbone` (or
-  DCFM's `encoder/backbone`) of the method's module; everything else keeps its fresh
-  initialisation.
+  torchvision / semseg ResNets, or those a backbone of one's own reads with its
+  `convert_torch`), the usual start of training: they go into the `backbone` (or DCFM's
+  `encoder/backbone`) of the method's module; everything else keeps its fresh initialisation.
 """
 from __future__ import annotations
 
@@ -136,13 +136,16 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
   `batch_stats` too for a ResNet, under `encoder/backbone` for DCFM). `whole_model`: refuse
   backbone-only weights (converting for evaluation, where the head would stay untrained).
   """
-  fmt = fmt or detect_format(state_dict)
-  if fmt not in FORMATS:
-    raise SetupError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
-  if fmt == "mmseg":  # also when --format=mmseg skipped the detection
-    _refuse_mmseg_zoo(state_dict)
-  if fmt == "dcfm" and not any(k.startswith("backbone.") for k in state_dict):
-    raise SetupError(f"DCFM's decoder file without its encoder file{_DCFM_FILES}")
+  path, backbone = _backbone_of(method.module)
+  own = isinstance(backbone, Backbone)  # it reads its weights itself, in a layout of its own
+  if not own:
+    fmt = fmt or detect_format(state_dict)
+    if fmt not in FORMATS:
+      raise SetupError(f"unknown checkpoint format {fmt!r}; known: {FORMATS}")
+    if fmt == "mmseg":  # also when --format=mmseg skipped the detection
+      _refuse_mmseg_zoo(state_dict)
+    if fmt == "dcfm" and not any(k.startswith("backbone.") for k in state_dict):
+      raise SetupError(f"DCFM's decoder file without its encoder file{_DCFM_FILES}")
   if is_backbone_only(state_dict):
     if fmt == "dcfm":
       raise SetupError(f"DCFM's encoder file without its decoder file{_DCFM_FILES}")
@@ -152,7 +155,8 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
           "evaluating them would score an untrained head. Start a training run from them "
           "(--config.init.torch_checkpoint=...), or convert a whole segmentation model's "
           "checkpoint")
-    path, backbone = _backbone_of(method.module)
+    if own:
+      return _nested(path, _own_backbone_variables(backbone, state_dict))
     if backbone is None:
       raise SetupError(f"a backbone-only checkpoint, but method {method.config.method.name!r} "
                        "has no `backbone` submodule to load it into")
@@ -166,10 +170,9 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
                        "of another backbone than this config's")
     kwargs = {} if fmt in ("hf", "resnet") else {
         "prefix": "backbone." if any(k.startswith("backbone.") for k in state_dict) else ""}
-    converted = _import(converter)(state_dict, backbone, **kwargs)
-    return {collection: _nest(path, tree) for collection, tree in converted.items()}
+    return _nested(path, _import(converter)(state_dict, backbone, **kwargs))
   name = method.config.method.name
-  if isinstance(_backbone_of(method.module)[1], Backbone):
+  if own:
     raise SetupError(f"a whole {name} model's checkpoint, but model.backbone="
                      f"{method.config.model.backbone!r} is a backbone of one's own: the released "
                      "models are on MiT and ResNet backbones")
@@ -190,6 +193,35 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
       error.add_note(f"(its keys look like format {detected!r}, not the {fmt!r} given: "
                      f"--format={detected}, or leave --format out)")
     raise
+
+
+def _nested(path: tuple[str, ...], variables: Variables) -> Variables:
+  """A backbone's variables placed at its `path` in the method's model, collection by
+  collection."""
+  return {collection: _nest(path, tree) for collection, tree in variables.items()}
+
+
+def _own_backbone_variables(backbone: Backbone, state_dict: StateDict) -> Variables:
+  """What a backbone of one's own makes of its PyTorch weights (`Backbone.convert_torch`), checked
+  to be collections of variables: the shapes are checked when they are swapped in."""
+  variables = backbone.convert_torch(state_dict)
+  if not (isinstance(variables, Mapping) and "params" in variables
+          and all(isinstance(tree, Mapping) for tree in variables.values())):
+    keys = (f" with keys {sorted(map(str, variables))}" if isinstance(variables, Mapping)
+            else "")
+    raise SetupError(f"{type(backbone).__name__}.convert_torch returned "
+                     f"{type(variables).__name__}{keys}: it returns the backbone's variables by "
+                     "collection, {'params': {...}, ...}")
+  return variables
+
+
+def _read_by(state_dict: StateDict, method: Method, fmt: str | None) -> str:
+  """How the checkpoint is read, for the line that announces it: its format, or the backbone of
+  one's own that reads it."""
+  backbone = _backbone_of(method.module)[1]
+  if isinstance(backbone, Backbone):
+    return f"read by {type(backbone).__name__}.convert_torch"
+  return f"format {fmt or detect_format(state_dict)}"
 
 
 def _detected_format(state_dict: StateDict) -> str | None:
@@ -232,8 +264,8 @@ def _read_and_convert(paths: str | Sequence[str], method: Method, fmt: str | Non
       raise CheckpointMismatchError(f"{path} repeats keys of an earlier file: {overlap[:5]}")
     state_dict.update(part)
   try:
-    print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, format "
-          f"{fmt or detect_format(state_dict)}", flush=True)
+    print(f"converting {', '.join(paths)}: {len(state_dict)} tensors, "
+          f"{_read_by(state_dict, method, fmt)}", flush=True)
     return convert_state_dict(state_dict, method, fmt, whole_model=whole_model)
   except ValueError as e:  # CheckpointMismatchError included: say which file did not fit
     e.add_note(f"while converting {', '.join(paths)}")
