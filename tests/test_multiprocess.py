@@ -136,6 +136,47 @@ def test_each_process_predicts_its_own_frames_with_fsdp_parameters_across_proces
     assert "done" in out
 
 
+# A train state with a kernel split over both processes' devices, saved, then its variables alone
+# restored in each process, as evaluation, inference and `init.workdir` read a checkpoint.
+_RESTORED_VARIABLES = """
+import contextlib, sys
+import jax, numpy as np
+from jax.experimental import multihost_utils
+from vssjax import parallel
+from vssjax.train.checkpoint import Checkpointer
+from vssjax.train.state import TrainState
+
+parallel.initialize_distributed("on")
+mesh = parallel.make_mesh(1, 4)
+w = np.arange(16 * 64, dtype=np.float32).reshape(16, 64)
+state = TrainState(step=np.int32(3), params={"kernel": w},
+                   model_state={"batch_stats": {"mean": np.ones(64, np.float32)}},
+                   opt_state={"mu": w + 1})
+shardings = parallel.state_shardings(state, mesh, (("kernel$", "fsdp"),))
+state = jax.tree.map(lambda v, s: jax.make_array_from_callback(np.shape(v), s,
+                                                               lambda index, v=v: v[index]),
+                     state, shardings)
+with contextlib.closing(Checkpointer(sys.argv[1], async_save=False)) as checkpointer:
+  checkpointer.save(1, state, force=True)
+with contextlib.closing(Checkpointer(sys.argv[1], async_save=False, create=False)) as checkpointer:
+  restored = checkpointer.restore(state, step=1, variables_only=True)
+kernel = restored["params"]["kernel"]
+whole = multihost_utils.process_allgather(kernel, tiled=True)
+print("restored", sorted(restored), "split", kernel.sharding.spec == shardings.params["kernel"].spec,
+      "equal", bool(np.array_equal(whole, w)), flush=True)
+"""
+
+
+def test_two_processes_restore_the_variables_alone_of_a_state_split_across_them(tmp_path):
+  """Evaluation and inference in a run of several hosts read a checkpoint's variables alone (an
+  Orbax partial restore beside the manager): each process reads its shards of a kernel split over
+  both processes' devices, laid out as the run's mesh wants."""
+  for returncode, out in _run_script_in_two_processes(
+      tmp_path, _RESTORED_VARIABLES, str(tmp_path / "run"), devices_each=2):
+    assert returncode == 0, out
+    assert "restored ['model_state', 'params'] split True equal True" in out, out
+
+
 # A resumed run's processes, one of which gets SIGTERM before the first step (while the data loads,
 # the state restores or the step compiles), then ask about steps 101, 102, ...
 _RESUMED_STOP = """
