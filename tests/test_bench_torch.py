@@ -1,9 +1,11 @@
 """The PyTorch reference's ratios (its rows run in tests/test_bench.py)."""
 import pytest
 
+from tests.conftest import load_config
 from vssjax import bench_torch
 from vssjax.bench_rows import Row
 from vssjax.bench_torch import jax_over_torch_ratios
+from vssjax.methods import get_method
 
 
 def _row(phase, batch, frames_per_s, dtype="float32"):
@@ -42,3 +44,12 @@ def test_reference_runs_the_asked_variants(monkeypatch, eager, torch_compile, ex
   assert [r.phase for r in rows] == expected
   assert [r.batch for r in rows] == [1 if "forward" in name else 2 for name in expected]
   assert all((r.compile_s is not None) == ("compile" in r.phase) for r in rows)
+
+
+def test_only_segformer_on_a_mit_has_a_transformers_reference():
+  """transformers has SegFormer, not DTERN or SD-CPC on the same MiT: its SegFormer timed for
+  them would be reported as their PyTorch original."""
+  for config_path in ("configs/dtern/synthetic_mitb0.py", "configs/sdcpc/synthetic_mitb0.py"):
+    assert not bench_torch.has_reference(get_method(load_config(config_path, "quick")))
+  segformer = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  assert bench_torch.has_reference(segformer)

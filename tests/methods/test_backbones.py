@@ -14,7 +14,7 @@ from vssjax.convert.common import (EXAMPLE_IMAGE, abstract_variables, apply_rule
                                    batch_norm_rules, conv_rules)
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
-from vssjax.methods.backbones import Backbone
+from vssjax.methods.backbones import OWN, Backbone, build_backbone
 from vssjax.models import mit
 from vssjax.models.layers import BatchNorm, torch_conv
 from vssjax.plugins import NotASubclass
@@ -68,6 +68,46 @@ class BuildsAnother(Backbone):
   @classmethod
   def from_config(cls, model):
     return FourStrides()
+
+
+class FiveLevels(Backbone):
+  def __call__(self, images, *, train):
+    return [images[:, ::s, ::s] for s in (2, 4, 8, 16, 32)]
+
+
+class NamedLevels(Backbone):
+  def __call__(self, images, *, train):
+    return {f"c{level}": images[:, ::s, ::s]
+            for level, s in enumerate((4, 8, 16, 32), start=1)}
+
+
+class BatchOfTwo(Backbone):
+  def __call__(self, images, *, train):
+    return [jnp.concatenate([images, images])[:, ::s, ::s] for s in (4, 8, 16, 32)]
+
+
+class FiveDims(Backbone):
+  def __call__(self, images, *, train):
+    return [images[:, ::s, ::s, :, None] for s in (4, 8, 16, 32)]
+
+
+class FailsToTrace(Backbone):
+  def __call__(self, images, *, train):
+    raise ValueError("a bug in the backbone")
+
+
+class NeedsItsDtype(Backbone):
+  """Traced only on images of its compute dtype (a kernel of one dtype, say)."""
+
+  def __call__(self, images, *, train):
+    if images.dtype != self.dtype:
+      raise TypeError(f"images of {images.dtype} for a backbone of {self.dtype}")
+    return [images[:, ::s, ::s] for s in (4, 8, 16, 32)]
+
+
+class ReturnsAnArray(FourStrides):
+  def convert_torch(self, state_dict):
+    return {"params": state_dict["conv0.weight"]}
 
 
 class NotABackbone(nn.Module):
@@ -157,10 +197,77 @@ def test_a_backbone_of_ones_own_reads_its_pytorch_weights_into_the_methods_backb
      r"returned an array of shape \(1, 12288\) as feature map 1: each is \[N, h, w, C\]"),
     (f"{HERE}:BuildsAnother", SetupError,
      r"BuildsAnother.from_config returned FourStrides, not a BuildsAnother"),
+    (f"{HERE}:FiveLevels", SetupError,
+     r"returned a list of 5: a backbone returns four feature maps"),
+    (f"{HERE}:NamedLevels", SetupError,
+     r"returned a dict: a backbone returns four feature maps, finest first"),
+    (f"{HERE}:BatchOfTwo", SetupError, r"returned an array of shape \(2, 16, 16, 3\) as feature "
+                                       r"map 1: each is \[N, h, w, C\] for the N images"),
+    (f"{HERE}:FiveDims", SetupError,
+     r"returned an array of shape \(1, 16, 16, 3, 1\) as feature map 1: each is \[N, h, w, C\]"),
 ])
 def test_a_backbone_of_ones_own_that_breaks_the_contract_is_named(backbone, error, expected):
   with pytest.raises(error, match=expected):
     get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py", backbone))
+
+
+def test_a_backbone_of_ones_own_that_fails_to_trace_is_named_in_its_error():
+  """The backbone's own error (a bug in its `__call__`) is raised as it is, with a note naming the
+  field and the image it was checked on: it surfaces as the method is built, not in a trace."""
+  with pytest.raises(ValueError, match="a bug in the backbone") as raised:
+    get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py",
+                                    f"{HERE}:FailsToTrace"))
+  assert (f"(while checking model.backbone '{HERE}:FailsToTrace' on an image of (1, 64, 64, 3))"
+          in raised.value.__notes__)
+
+
+def test_a_backbone_of_ones_own_is_checked_on_images_of_the_compute_dtype():
+  """The check traces the backbone as the run does, on images of `model.dtype`: traced on float32
+  images, a bf16 backbone that reads its input's dtype was refused for what it never runs."""
+  config = _own_backbone_config("configs/segformer/synthetic_mitb0.py", f"{HERE}:NeedsItsDtype")
+  config.model.dtype = "bfloat16"
+  assert isinstance(get_method(config).module.backbone, NeedsItsDtype)
+
+
+def test_a_backbone_of_ones_own_in_a_module_of_its_own_is_taken(tmp_path, monkeypatch):
+  """An import path whose module is a single file on the path (`my_backbone:Net`, no package)
+  names a backbone of one's own too, not an unknown built-in name."""
+  (tmp_path / "my_backbone.py").write_text(
+      f"from {HERE} import FourStrides\n\n\nclass Net(FourStrides):\n  pass\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  method = get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py",
+                                           "my_backbone:Net"))
+  assert type(method.module.backbone).__name__ == "Net"
+
+
+def test_build_backbone_takes_a_backbone_of_ones_own_only_for_the_methods_that_take_one():
+  """`build_backbone` for a method without the `OWN` family (a new one built on it) refuses an
+  import path, naming the method: it would build the backbone and fail deep in the head."""
+  model = _own_backbone_config("configs/segformer/synthetic_mitb0.py").model
+  with pytest.raises(SetupError, match=r"Mine takes one of \['b0', .*'b5'\]; Mine takes no "
+                                       "backbone of one's own"):
+    build_backbone(model, "Mine", ("mit",))
+  assert isinstance(build_backbone(model, "Mine", ("mit", OWN)), FourStrides)
+
+
+def test_pytorch_weights_of_a_backbone_of_ones_own_are_refused_where_a_whole_model_is_needed():
+  """`python -m vssjax.convert` (whole_model) of a backbone's own weights would save a workdir
+  whose head is untrained and say to evaluate it, as for ImageNet MiT or ResNet files."""
+  method = get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py",
+                                           f"{HERE}:ReadsTorch"))
+  with pytest.raises(SetupError, match=r"^backbone weights only \(an ImageNet classification "
+                                       r"checkpoint\?\), no segmentation head"):
+    init_from.convert_state_dict(_torch_weights_of_four_strides(), method, whole_model=True)
+
+
+def test_convert_torch_returning_arrays_for_a_collection_is_named():
+  """A collection must be a tree of variables: `{'params': array}` is named as the method's
+  mistake, not an AttributeError when the arrays are swapped into the model."""
+  method = get_method(_own_backbone_config("configs/segformer/synthetic_mitb0.py",
+                                           f"{HERE}:ReturnsAnArray"))
+  with pytest.raises(SetupError, match=r"ReturnsAnArray.convert_torch returned dict with keys "
+                                       r"\['params'\]: it returns the backbone's variables by"):
+    init_from.convert_state_dict(_torch_weights_of_four_strides(), method)
 
 
 def test_a_mit_setting_for_a_backbone_of_ones_own_is_refused_not_ignored():

@@ -50,6 +50,21 @@ def test_the_variables_alone_restore_whatever_the_optimizers_state(tmp_path):
                {"params": state.params, "model_state": state.model_state})
 
 
+def test_the_variables_alone_are_compared_in_the_models_state_too(tmp_path):
+  """`model_state` (BatchNorm's statistics, a teacher) is part of the model's variables: one of
+  another shape or tree is a checkpoint of another model, named before the restore (Orbax's own
+  error is a tree diff that names no config field), not left to fail inside it."""
+  state = TrainState(step=jnp.array(3), params={"w": jnp.zeros((2, 3))},
+                     model_state={"batch_stats": {"mean": jnp.ones(3)}},
+                     opt_state={"mu": jnp.zeros((2, 3))})
+  other_statistics = state.replace(model_state={"batch_stats": {"mean": jnp.ones(4)},
+                                                "teacher": {"w": jnp.zeros(2)}})
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, state, force=True)
+    assert checkpointer.mismatched_arrays(other_statistics, 1, variables_only=True) == [
+        "model_state/batch_stats/mean", "model_state/teacher/w"]
+
+
 def test_only_the_latest_keep_checkpoints_stay(tmp_path):
   """`train.keep_checkpoints` bounds the disk a long run takes: older steps are deleted."""
   state = {"w": jnp.zeros(3)}

@@ -13,6 +13,7 @@ import types
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from tests.conftest import REPO, logged_losses
 from vssjax import parallel
@@ -472,6 +473,34 @@ def test_a_run_starts_from_the_variables_of_another_that_init_take_selects(quick
   jax.tree.map(np.testing.assert_array_equal, state.params["backbone"],
                trained["params"]["backbone"])
   assert state.params["decode_head"]["linear_fuse"]["conv"]["kernel"].shape[-1] == 16
+
+
+def test_init_take_is_searched_in_each_path_and_one_taking_nothing_is_refused(quick_config,
+                                                                               tmp_path):
+  """`init.take` is searched in each '/'-joined path (docs/reproducing.md): 'backbone/' takes the
+  backbone, not nothing. One that takes nothing would start the run from scratch while it is
+  meant to fine-tune: refused. A run that cannot be read is named by init.workdir/config."""
+  mesh = loop.parallel.mesh_from_config(quick_config)
+  state, _, _, _ = loop.create_state(quick_config, loop.get_method(quick_config), mesh)
+  with contextlib.closing(Checkpointer(str(tmp_path / "run"), async_save=False)) as checkpointer:
+    checkpointer.save(0, state, force=True)
+  init = quick_config.init
+  init.update(workdir=str(tmp_path / "run"), take="backbone/",
+              config=str(REPO / "configs/segformer/synthetic_mitb0.py") + ":quick")
+  taken = traverse_util.flatten_dict(loop._variables_of_run(init), sep="/")
+  every = traverse_util.flatten_dict(jax.device_get(state.variables), sep="/")
+  assert sorted(taken) == sorted(p for p in every if p.startswith("params/backbone/"))
+  jax.tree.map(np.testing.assert_array_equal, taken, {p: every[p] for p in taken})
+  init.take = "^decoder/"
+  with pytest.raises(SetupError, match=r"init.take='\^decoder/' matches none of the variables "
+                                       r"of step 0 of .*, whose '/'-joined paths are as "
+                                       r"'batch_stats/"):
+    loop._variables_of_run(init)
+  init.workdir = str(tmp_path)  # a folder without checkpoints
+  with pytest.raises(SetupError, match="no checkpoint in") as raised:
+    loop._variables_of_run(init)
+  assert raised.value.__notes__[-1] == (f"(the run to start from: init.workdir={str(tmp_path)!r}, "
+                                        f"init.config={init.config!r})")
 
 
 @pytest.mark.parametrize("init, message", [
