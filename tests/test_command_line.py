@@ -1,13 +1,15 @@
 """Every command reports a user's error (`SetupError`, `DataError`, a --config mistake) in one
 message, without a traceback (`vssjax.command_line`)."""
+import os
 import subprocess
 import sys
 
 import jax
 import pytest
+from absl import flags, logging
 
 from tests.conftest import REPO
-from vssjax.command_line import path_flag, user_errors_in_one_line
+from vssjax.command_line import path_flag, quiet_routine_logs, user_errors_in_one_line
 from vssjax.errors import DataError, SetupError, TrainingDiverged
 
 
@@ -69,6 +71,21 @@ def test_a_path_flag_has_its_tilde_expanded_and_may_not_be_empty(monkeypatch):
     path_flag("workdir", "")
 
 
+def test_an_explicit_verbosity_and_tf_log_level_are_left_alone(monkeypatch):
+  """`--verbosity=1` (or TF_CPP_MIN_LOG_LEVEL) is how a user asks for the routine logs while
+  debugging a run: the commands quiet them by default only."""
+  monkeypatch.setattr(flags.FLAGS["verbosity"], "present", 1)
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+  before = logging.get_verbosity()
+  try:
+    logging.set_verbosity(logging.DEBUG)
+    quiet_routine_logs()
+    assert logging.get_verbosity() == logging.DEBUG
+  finally:
+    logging.set_verbosity(before)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
 def test_other_exceptions_keep_their_traceback():
   """Anything else is a bug: it propagates as it is."""
   with pytest.raises(KeyError):
@@ -107,6 +124,8 @@ def test_other_exceptions_keep_their_traceback():
      "error: OUT/plot.pgn: cannot write the plot: unknown file extension: .pgn"),
     (["vssjax.eval.compare", "SegFormer=OUT/results.json"],
      "error: SegFormer: cannot read OUT/results.json as a results.json"),
+    (["vssjax.eval.compare", "A=OUT_EMPTY/../results.json", "--out=OUT/missing/table.md"],
+     "error: --out=OUT/missing/table.md: cannot write it: No such file or directory"),
     (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quik"],
      "error: --config=configs/segformer/synthetic_mitb0.py:quik: unknown config argument"),
     (["vssjax.eval.host_bench", "--config=configs/segformer/synthetic_mitb0.py:quick",

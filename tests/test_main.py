@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import cv2
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -156,6 +157,17 @@ def test_a_training_stopped_on_request_ends_as_the_signal_would_have():
   main.end_as_stopped(None)
 
 
+def test_a_ctrl_c_in_training_names_the_last_complete_checkpoint(monkeypatch):
+  """A re-run resumes from the newest complete checkpoint: the line names that step, not the
+  oldest one the workdir keeps."""
+  from vssjax import main  # pylint: disable=g-import-not-at-top  (its flags: this test only)
+  from vssjax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(checkpoint, "complete_steps", lambda workdir: [4, 8, 12])
+  assert main._interrupted("train", "/w/run") == (  # pylint: disable=protected-access
+      "interrupted during --mode=train; re-running it in /w/run resumes from its last complete "
+      "checkpoint, step 12")
+
+
 def test_an_error_keeps_its_traceback_after_the_ctrl_c_line_is_set_up(tmp_path):
   result = _run_raising(tmp_path, "eval", "restore_for_eval", "RuntimeError('a bug')")
   assert result.returncode == 1
@@ -267,6 +279,9 @@ def test_bad_config_argument_is_a_one_line_error(tmp_path):
      "or of `python -m vssjax.convert`"),
     ("eval", ["--step=5"], "error: the workdir WORKDIR does not exist"),
     ("infer", ["--input=/nonexistent/clip.mp4"], "--input /nonexistent/clip.mp4 does not exist"),
+    # --step picks infer's checkpoint too: accepted, and the input is checked next.
+    ("infer", ["--input=/nonexistent/clip.mp4", "--step=5"],
+     "--input /nonexistent/clip.mp4 does not exist"),
     ("infer", [], "error: --mode=infer needs --input=VIDEO_OR_FRAME_DIR"),  # not after the usage
     ("eval", ["--input=clip.mp4"], "error: --input is read by --mode=infer only, not --mode=eval"),
     ("train", ["--step=2"], "error: --step picks the checkpoint of --mode=eval or infer, not "),
@@ -366,6 +381,17 @@ def test_a_run_out_of_device_memory_ends_with_one_line(tmp_path):
                                   "(RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.); lower "
                                   "--config.data.batch_size"), result.stderr
   assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_a_resource_exhausted_that_is_not_memory_keeps_its_traceback():
+  """Only XLA running out of device memory is the settings' fault: another exhausted resource
+  (or an error that merely mentions memory) is not told to lower the batch size."""
+  from vssjax import main  # pylint: disable=g-import-not-at-top  (its flags: this test only)
+
+  for message in ("RESOURCE_EXHAUSTED: too many open files", "INTERNAL: memory mapping failed"):
+    with pytest.raises(jax.errors.JaxRuntimeError, match=message):
+      with main.out_of_memory_in_one_line("train"):
+        raise jax.errors.JaxRuntimeError(message)
 
 
 def test_running_out_of_device_memory_is_a_one_line_error_naming_what_to_lower():

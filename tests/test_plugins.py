@@ -138,3 +138,11 @@ def test_an_import_error_inside_the_module_is_not_hidden():
     _method("vssjax_test_broken:MyMethod")
   assert "while importing method.name 'vssjax_test_broken:MyMethod'" in raised.value.__notes__
 
+
+def test_a_missing_dependency_whose_name_begins_the_modules_is_not_taken_for_it(plugin, tmp_path):
+  """`vssjax_test_dep2` was found and imports a missing `vssjax_test_dep`: its own error (a
+  dependency to install), not "no module named ...; is it on PYTHONPATH?"."""
+  del plugin
+  (tmp_path / "vssjax_test_dep2.py").write_text("import vssjax_test_dep\n")
+  with pytest.raises(ModuleNotFoundError, match="'vssjax_test_dep'"):
+    _method("vssjax_test_dep2:MyMethod")

@@ -51,3 +51,14 @@ def test_an_estimated_total_is_marked_and_finish_prints_the_count_done(capsys, m
       "f 2/~9  1.00 frames/s  ETA 0m07s  ", "f 2/2  1.00 frames/s  ETA 0m00s  "]
   assert _lines_of(capsys, monkeypatch, 2, 2, estimated=False) == [
       "f 1/2  ? frames/s  ETA ?  ", "f 2/2  1.00 frames/s  ETA 0m00s  "]
+
+
+def test_only_process_0_prints(capsys, monkeypatch):
+  """Every process of a multi-host run runs the same loops: one progress line per update, not
+  one per host interleaved in the job's log."""
+  monkeypatch.setattr(progress.jax, "process_index", lambda: 1)
+  bar = progress.Progress("train step", 4, "steps", min_interval_s=0.0)
+  bar.update(1)
+  bar.update(2, force=True)
+  bar.finish(4)
+  assert capsys.readouterr().out == ""

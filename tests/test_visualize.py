@@ -89,3 +89,10 @@ def test_an_odd_side_is_padded_not_cropped(tmp_path, hw):
   assert np.abs(decoded[:h, :w].astype(int) - 200).mean() < 10
   assert decoded[h - 1, :w].mean() > 150 and decoded[:h, w - 1].mean() > 150  # the last ones kept
   assert all(pad.mean() < 100 for pad in (decoded[h:], decoded[:, w:]) if pad.size)  # black
+
+
+def test_a_frame_rate_that_is_not_a_number_is_refused():
+  """`--config.eval.overlay_fps=nan` parses as a float and passes a `fps <= 0` check: it is
+  refused before the long work as 0 is, not handed to OpenCV's writer after it."""
+  with pytest.raises(SetupError, match=r"^eval.overlay_fps=nan: a video needs a frame rate > 0"):
+    visualize.check_frame_rate(float("nan"))

@@ -18,3 +18,12 @@ def test_host_bench_reports_frames_per_s_no_faster_than_its_device(caplog):
   assert all(row["num_frames"] == 60 and row["frames_per_s"] > 0 for row in rows)
   # Every timed frame waits 20 ms on the one simulated device, whatever the host does.
   assert rows[1]["frames_per_s"] <= 1000 / 20
+
+
+def test_the_table_has_no_device_bound_for_no_device_time(capsys):
+  """The command's default --device_ms=0,5,10 starts at 0 ms: its row says "-" for the bound,
+  where 1000 / 0 would end the command after all its evaluations ran."""
+  host_bench.print_table([dict(device_ms=0.0, frames_per_s=812.34, wall_s=1.5),
+                          dict(device_ms=5.0, frames_per_s=180.0, wall_s=3.25)])
+  assert capsys.readouterr().out.splitlines()[2:] == ["| 0 | 812.3 | - | 1.50 |",
+                                                      "| 5 | 180.0 | 200.0 | 3.25 |"]

@@ -30,6 +30,11 @@ _LOSS = jnp.float32(1.0)
     ((_LOSS, {"loss": _LOSS}), r" returned \(array, dict\): it returns \(loss, \(metrics, "
      r"new_model_state\)\)"),
     (_LOSS, r" returned array: it returns \(loss, \(metrics"),
+    # A third item beside the metrics and state was a ValueError from the unpacking.
+    ((_LOSS, ({"loss": _LOSS}, _STATE, {})), r" returned \(array, \(dict, dict, dict\)\): it "
+     r"returns \(loss, \(metrics"),
+    # A per-example loss (the likeliest slip) is refused as a per-pixel one is.
+    ((jnp.ones(4), ({"loss": _LOSS}, _STATE)), r": the loss has shape \(4,\): it is one number"),
     ((jnp.ones((2, 8, 8)), ({"loss": _LOSS}, _STATE)), r": the loss has shape \(2, 8, 8\): it is "
      "one number"),
     ((_LOSS, ({"ce": _LOSS}, _STATE)), r": its metrics \(keys \['ce'\]\) are a dict that holds "
@@ -73,6 +78,9 @@ def test_a_predictor_answers_a_list_of_index_and_label_map_pairs(answers, messag
     (np.zeros((4, 6), np.float32), "has dtype float32: class ids are integers"),
     (np.full((4, 6), 9, np.uint8), r"holds class ids from 9 to 9, outside \[0, 9\) "
      r"\(data.num_classes\)"),
+    # A negative id (a predictor's own "ignore" value) would index the confusion matrix from its
+    # end: a wrong score, not an error.
+    (np.full((4, 6), -1, np.int32), r"holds class ids from -1 to -1, outside \[0, 9\)"),
 ])
 def test_a_label_map_is_class_ids_at_the_frames_size(labels, message):
   with pytest.raises(SetupError, match=r"^MyPredictor's label map of frame 7 " + message):
