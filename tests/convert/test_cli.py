@@ -4,6 +4,7 @@ A random HF SegFormer with the quick config's shapes is saved by transformers (l
 safetensors) and as an mmcv-style mmseg `.pth`. Predictions of the converted workdir must equal
 transformers' own argmax on a frame, and a config's published numbers must reach results.md.
 """
+import contextlib
 import copy
 import json
 import subprocess
@@ -21,7 +22,7 @@ from data_pipelines.eval_transforms import aligned_resize
 from tests.conftest import REPO, load_config
 from tests.convert.mmseg_names import hf_to_mmseg
 from tests.parity.hf_models import random_hf_segformer
-from vssjax import configs_lib
+from vssjax import configs_lib, parallel
 from vssjax.convert.cli import convert_to_workdir
 from vssjax.convert.mmseg_segformer import convert_mmseg_segformer
 from vssjax.errors import SetupError
@@ -29,6 +30,7 @@ from vssjax.eval.evaluator import evaluate
 from vssjax.methods import get_method
 from vssjax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from vssjax.train import init_from, loop
+from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.state import TrainState
 
 
@@ -74,6 +76,14 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
   misfit.model.decoder_dim = 16
   with pytest.raises(SetupError, match=r"\n  model\.decoder_dim: 32 -> 16\n"):
     loop.evaluate_checkpoint(misfit, str(workdir))
+  # The model's variables alone are saved, no optimizer state: nothing trains from them in place.
+  abstract, _, _, _ = loop.create_state(quick_config, get_method(quick_config),
+                                        parallel.mesh_from_config(quick_config), abstract=True)
+  with contextlib.closing(Checkpointer(str(workdir), create=False)) as checkpointer:
+    saved = checkpointer.mismatched_arrays(abstract, 0)
+  assert saved and all(name.startswith("opt_state/") for name in saved)
+  with pytest.raises(SetupError, match=r"holds converted weights \(step 0"):
+    loop.train_and_evaluate(quick_config, str(workdir))
 
   method, variables, step = loop.restore_for_eval(quick_config, str(workdir))
   assert step == 0

@@ -309,10 +309,11 @@ def combined(*parts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def state_with_variables(state: TrainState, variables: Mapping[str, Any],
-                         tx: optax.GradientTransformation, sharding: Any, *,
+                         tx: optax.GradientTransformation | None, sharding: Any, *,
                          report_kept: bool = True) -> TrainState:
   """`state` with the given (possibly partial) variables swapped in, step 0, a fresh optimizer
-  state, and placed by `sharding`. `state` may be abstract if the variables replace all of it
+  state (none without `tx`: converted weights, which nothing trains from), and placed by
+  `sharding`. `state` may be abstract if the variables replace all of it
   (`replaces_every_variable`). `report_kept` prints the parts the variables left fresh (weights
   meant to start the model: a backbone-only file); off where only a method's `fixed_variables`
   (ETC's teacher) are loaded, which never cover the trained model."""
@@ -324,5 +325,7 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
     print(f"kept the fresh initialisation of {', '.join(kept)}", flush=True)
   params = merged.pop("params")
   new = TrainState(step=np.zeros((), np.int32), params=params, model_state=merged,
-                   opt_state=tx.init(params))
+                   opt_state=None if tx is None else tx.init(params))
+  if tx is None and sharding is not None:
+    sharding = sharding.replace(opt_state=None)
   return jax.device_put(new, sharding)
