@@ -87,12 +87,12 @@ def test_dcfm_release_configs_use_dcfm_poly_scheduler(path):
 @pytest.mark.parametrize("path", CONFIGS)
 def test_only_dcfm_release_configs_use_dcfm_eval_conventions(path):
   """DCFM's tables average mIoU over all classes and score its own mVC (specs/dcfm.md §7), and on
-  VSPW at exactly 480x853 (§6.2); ETC's Cityscapes configs average mIoU over all classes as its
-  test code does; every other config keeps the project's defaults."""
+  VSPW at exactly 480x853 (§6.2); ETC's Cityscapes and CamVid configs average mIoU over all
+  classes as its test code does; every other config keeps the project's defaults."""
   config = load_config(path)
   dcfm_release = path.startswith("configs/dcfm/") and "synthetic" not in path
   expected = ("all_classes", "dcfm") if dcfm_release else ("vspw", "vspw")
-  if path.startswith("configs/etc/cityscapes"):  # ETC's and semseg's test code: all 19 classes
+  if path.startswith(("configs/etc/cityscapes", "configs/etc/camvid")):  # ETC's test code
     expected = ("all_classes", "vspw")
   assert (config.eval.miou_convention, config.eval.vc_convention) == expected
   vspw = dcfm_release and "vspw" in path
