@@ -154,6 +154,31 @@ def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_one_before(
   gc.collect()  # the failed restore's leftover reads are reported here, not in a later test
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("damage", [_empty_folder, _truncate_metadata, _truncate_an_array_file,
+                                    _truncate_a_large_arrays_file])
+def test_a_damaged_checkpoint_read_for_evaluation_is_the_same_one_error(tmp_path, damage):
+  """Evaluation and inference read the variables alone, through an Orbax partial restore beside
+  the manager: a damaged step is the same one error as for training (its one large array is a
+  parameter, so the partial restore reads its file)."""
+  state = TrainState(step=jnp.array(2), params={"w": jnp.ones((2, 3)), "k": jnp.arange(512.0)},
+                     model_state={"batch_stats": {"b": jnp.zeros(3)}},
+                     opt_state={"mu": jnp.zeros(3)})
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    for step in (1, 2):
+      checkpointer.save(step, state, force=True)
+    damage(tmp_path / "checkpoints" / "2")
+    with pytest.raises(SetupError, match=r"checkpoint of step 2 in .*checkpoints/2 cannot be read"
+                       r", it is incomplete or damaged \((?!Exception: Encountered)"
+                       r".*delete that folder \(training then resumes from step 1"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=2,
+                              variables_only=True)
+    restored = loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1,
+                                       variables_only=True)
+  np.testing.assert_array_equal(restored["params"]["k"], state.params["k"])
+  gc.collect()  # as in test_a_damaged_checkpoint_...
+
+
 @pytest.mark.parametrize("error", [
     json.JSONDecodeError("Expecting value", "", 0),  # the data iterator's file, truncated
     ValueError("DATA_LOSS: Error reading local file .../state/d/0a1b"),  # an array's chunk

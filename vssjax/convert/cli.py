@@ -5,10 +5,10 @@ its train state as the train loop does, swaps in the converted variables and sav
 an optimizer state, as the Orbax checkpoint of step 0 (what `--mode=eval` restores: MiT-B5 converts
 in 6.4-6.5 s instead of 11.0-11.3 s, 1.3 GB peak memory instead of 2.1), with the config recorded
 beside it as training records it (so that evaluating with a config that does not fit names the
-differing fields). The initialisation
-program is compiled only when the checkpoint lacks some variables (e.g. ETC's distillation teacher,
-which evaluation does not use): a full one replaces every value (DTERN-B1: 25 s of XLA:CPU saved).
-An ImageNet backbone file is refused: it would leave the head untrained.
+differing fields). The initialisation program is compiled only when the checkpoint lacks some
+variables (e.g. ETC's distillation teacher, which evaluation does not use): a full one replaces
+every value (DTERN-B1: 25 s of XLA:CPU saved). An ImageNet backbone file is refused: it would
+leave the head untrained.
 """
 from __future__ import annotations
 
