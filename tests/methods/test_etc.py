@@ -2,15 +2,20 @@
 running statistics, the frozen teacher, the flow batch key, the per-frame predictor. Tiny shapes:
 PSPNet-18 on 32x32 crops (a 4x4 logit grid), batch 2."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests.conftest import load_config, random_config_batch
+from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
 from vssjax.ops.resize import resize_bilinear
+from vssjax.train import init_from, loop
+from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.loop import batch_spec
 
 CONFIG = "configs/etc/synthetic_psp18.py"
@@ -210,6 +215,25 @@ def test_teacher_is_read_once_from_its_run(distilling, monkeypatch):
   assert all(a is b for a, b in zip(jax.tree.leaves(fixed["teacher"]["params"]),
                                     jax.tree.leaves(trained["params"])))
   assert get_method(_config("temporal")).fixed_variables() == {}
+
+
+def test_a_teacher_converted_into_a_workdir_is_read_from_it(distilling, tmp_path):
+  """`python -m vssjax.convert` of a teacher's released weights saves its variables alone, no
+  optimizer state: `method.teacher.workdir` reads them (the partial restore of evaluation)."""
+  method, variables, _ = distilling
+  teacher = method.teacher
+  state, sharding, _, _ = loop.create_state(teacher.config, teacher,
+                                            parallel.mesh_from_config(teacher.config),
+                                            abstract=True)
+  converted = init_from.state_with_variables(state, variables["teacher"], None, sharding)
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(0, converted, force=True)
+  method.config.method.teacher.workdir = str(tmp_path)
+  try:
+    fixed = method.fixed_variables()
+  finally:
+    method.config.method.teacher.workdir = ""
+  jax.tree.map(np.testing.assert_array_equal, fixed["teacher"], variables["teacher"])
 
 
 def test_a_missing_teacher_checkpoint_names_its_setting(distilling):
