@@ -133,35 +133,18 @@ def _truncate_a_large_arrays_file(step_dir):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", [_empty_folder, _truncate_metadata, _truncate_an_array_file,
                                     _truncate_a_large_arrays_file])
-def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_one_before(tmp_path, damage):
+@pytest.mark.parametrize("variables_only", [False, True])
+def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_one_before(tmp_path, damage,
+                                                                               variables_only):
   """A step folder emptied or truncated by hand (or a failing disk) was an Orbax traceback (a
   FileNotFoundError, a JSONDecodeError, a TensorStore ValueError, or a bare Exception around one
   for a large array's chunk), and an emptied one read as converted weights: the error names the
   folder, what failed (TensorStore's error, not Orbax's wrapper), says to delete it, and which step
-  then serves."""
-  state = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.zeros(3), "k": jnp.arange(512.0)}
-  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
-    for step in (1, 2):
-      checkpointer.save(step, state, force=True)
-    damage(tmp_path / "checkpoints" / "2")
-    with pytest.raises(SetupError, match=r"checkpoint of step 2 in .*checkpoints/2 cannot be read"
-                       r", it is incomplete or damaged \((?!Exception: Encountered)"
-                       r".*delete that folder \(training then resumes from step 1, and "
-                       r"--mode=eval --step=1"):
-      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), data_iter=None, step=2)
-    np.testing.assert_array_equal(
-        loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1)["w"], state["w"])
-  gc.collect()  # the failed restore's leftover reads are reported here, not in a later test
-
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("damage", [_empty_folder, _truncate_metadata, _truncate_an_array_file,
-                                    _truncate_a_large_arrays_file])
-def test_a_damaged_checkpoint_read_for_evaluation_is_the_same_one_error(tmp_path, damage):
-  """Evaluation and inference read the variables alone, through an Orbax partial restore beside
-  the manager: a damaged step is the same one error as for training (its one large array is a
-  parameter, so the partial restore reads its file)."""
-  state = TrainState(step=jnp.array(2), params={"w": jnp.ones((2, 3)), "k": jnp.arange(512.0)},
+  then serves. The same for training's whole restore and for the variables alone that evaluation
+  and inference read (an Orbax partial restore beside the manager; the one large array is a
+  parameter, so that restore reads its file)."""
+  state = TrainState(step=jnp.array(2), params={"w": jnp.arange(6.0).reshape(2, 3),
+                                                "k": jnp.arange(512.0)},
                      model_state={"batch_stats": {"b": jnp.zeros(3)}},
                      opt_state={"mu": jnp.zeros(3)})
   with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
@@ -170,13 +153,16 @@ def test_a_damaged_checkpoint_read_for_evaluation_is_the_same_one_error(tmp_path
     damage(tmp_path / "checkpoints" / "2")
     with pytest.raises(SetupError, match=r"checkpoint of step 2 in .*checkpoints/2 cannot be read"
                        r", it is incomplete or damaged \((?!Exception: Encountered)"
-                       r".*delete that folder \(training then resumes from step 1"):
-      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=2,
-                              variables_only=True)
+                       r".*delete that folder \(training then resumes from step 1, and "
+                       r"--mode=eval --step=1"):
+      loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), data_iter=None, step=2,
+                              variables_only=variables_only)
     restored = loop.restore_checkpoint(checkpointer, state, None, str(tmp_path), step=1,
-                                       variables_only=True)
-  np.testing.assert_array_equal(restored["params"]["k"], state.params["k"])
-  gc.collect()  # as in test_a_damaged_checkpoint_...
+                                       variables_only=variables_only)
+  params = restored["params"] if variables_only else restored.params
+  np.testing.assert_array_equal(params["w"], state.params["w"])
+  np.testing.assert_array_equal(params["k"], state.params["k"])
+  gc.collect()  # the failed restore's leftover reads are reported here, not in a later test
 
 
 @pytest.mark.parametrize("error", [
