@@ -365,6 +365,25 @@ def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path
   assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]
 
 
+def test_a_rematerialising_train_step_counts_its_recomputation_and_says_so(tmp_path, capsys):
+  """`model.remat` recomputes the blocks' forward pass in the backward one: XLA's count of the
+  train step's FLOPs grows by it (the forward's stays), and the summary says so."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=0, repeats=1,
+                      train_repeats=1, torch=False)
+  flops = {}
+  for remat in ("", "nothing_saveable"):
+    config.model.remat = remat
+    results = bench.run(config, str(tmp_path / (remat or "kept")))
+    assert results["remat"] == remat
+    flops[remat] = {row["phase"]: row["gflops"] for row in results["rows"]}
+  assert flops[""]["forward"] == flops["nothing_saveable"]["forward"]
+  assert flops["nothing_saveable"]["train_step"] > 1.03 * flops[""]["train_step"]
+  out = capsys.readouterr().out
+  assert out.count("train_step rematerialises the backbone's blocks "
+                   "(model.remat='nothing_saveable'): its GFLOPs count their recomputation") == 1
+
+
 def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(tmp_path, capsys,
                                                                              monkeypatch):
   """XLA's cost analysis counts a loop's body once: with `model.scan_blocks` the train step's

@@ -457,6 +457,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "float32_precision": precisions,
       "scan_blocks": config.model.scan_blocks,
+      "remat": config.model.remat,
       "device_peak_memory_mb": device_peak_mb(),  # all programs of the process so far
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
@@ -505,6 +506,10 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
     summary += ("\ntrain_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's "
                 "blocks as a loop, whose body XLA's cost analysis counts once; run without it for "
                 "them")
+  if results.get("remat"):
+    summary += (f"\ntrain_step rematerialises the backbone's blocks (model.remat="
+                f"{results['remat']!r}): its GFLOPs count their recomputation, and PyTorch's "
+                "step keeps every activation")
   if results["compilation_cache_dir"]:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "
                 f"{results['compilation_cache_dir']} (JAX_COMPILATION_CACHE_DIR)")

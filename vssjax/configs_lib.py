@@ -158,6 +158,13 @@ def base_config() -> ConfigDict:
       # outputs; its step-time cost is within the CPU's noise. Off by default until measured on
       # the accelerators (docs/benchmarks.md).
       scan_blocks=False,
+      # Rematerialisation of the backbone's blocks in training (MiT's, and ResNet's and
+      # MobileNetV2's residual blocks): '' keeps every activation for the backward pass; a
+      # jax.checkpoint_policies name, 'nothing_saveable' (a block keeps only its input),
+      # 'dots_saveable' or 'dots_with_no_batch_dims_saveable', recomputes the rest there instead:
+      # less memory a frame for about one more forward pass (docs/scaling.md). The same
+      # parameters, outputs and gradients; a backbone of one's own applies `nn.remat` itself.
+      remat="",
       # JAX's default precision of float32 matmuls and convolutions (jax_default_matmul_precision,
       # process-wide, set by `get_method`): '' leaves the platform's own (TF32 on NVIDIA GPUs from
       # Ampere on, bf16 passes on TPU, full float32 on CPU); 'highest' is full float32, as

@@ -2,6 +2,8 @@
 each reaches the backbone it configures, and one that cannot apply is refused as the method is
 built, naming the field."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -452,4 +454,43 @@ def test_a_depthwise_conv_form_is_refused_where_no_layer_takes_it(config_path, n
   config.model.dwconv_impl = "shifted"
   with pytest.raises(SetupError, match=rf"model.dwconv_impl='shifted' picks .* and {network} "
                                        r"has none: leave it at 'auto'"):
+    get_method(config)
+
+
+@pytest.mark.parametrize("config_path", [
+    "configs/segformer/synthetic_mitb0.py", "configs/dtern/synthetic_mitb0.py",
+    "configs/sdcpc/synthetic_mitb0.py", "configs/sdcpc/cityscapes_r101.py",
+    "configs/dcfm/synthetic_mitb0.py", "configs/dcfm/camvid_r50.py",
+    "configs/etc/synthetic_psp18.py", "configs/etc/camvid_mobilenet.py"])
+def test_remat_reaches_the_backbone_blocks_of_every_method(config_path):
+  """`model.remat` rematerialises the training loss's backbone blocks, whichever the method and
+  the backbone family (the blocks train as kept ones: tests/models/test_layers.py)."""
+  config = load_config(config_path, "quick")
+  batch = random_config_batch(config)
+
+  def rematerialised(remat):
+    config.model.remat = remat
+    method = get_method(config)
+    variables = host_filled(jax.eval_shape(method.init, jax.random.PRNGKey(0), batch))
+    params = variables.pop("params")
+    jaxpr = jax.make_jaxpr(method.loss_and_metrics)(params, variables, batch,
+                                                    jax.random.PRNGKey(1))
+    return len(re.findall(r" (?:remat2|checkpoint)\[", str(jaxpr)))  # by jax version
+  assert rematerialised("") == 0
+  assert rematerialised("nothing_saveable") > 0
+
+
+def test_an_unknown_remat_policy_or_one_for_a_backbone_of_ones_own_is_refused():
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.remat = "everything_saveable"
+  with pytest.raises(SetupError, match=r"model.remat='everything_saveable': '' \(keep every "
+                                       r"activation\) or a jax.checkpoint_policies name, one of "
+                                       r"\['nothing_saveable', "):
+    get_method(config)
+  config = _own_backbone_config("configs/segformer/synthetic_mitb0.py")
+  config.model.remat = "nothing_saveable"
+  with pytest.raises(SetupError, match=rf"model.remat='nothing_saveable' rematerialises the "
+                                       rf"blocks of the built-in backbones, and model.backbone "
+                                       rf"'{HERE}:FourStrides' is one's own: wrap its blocks in "
+                                       r"flax.linen.remat"):
     get_method(config)

@@ -1,5 +1,7 @@
 """Hand-computed checks of the shared layers (torch parity of BatchNorm is in tests/parity)."""
+import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -7,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.helpers import assert_torch_default_init
+from tests.conftest import random_model_variables
+from tests.models.helpers import TINY_MIT, assert_torch_default_init
 from vssjax.models.layers import (BatchNorm, DepthwiseConv, DepthwiseWeights, DropPath,
                                   cosine_similarity, dense_init, depthwise_conv, dropout2d,
                                   flatten_time, l2_normalize, normalize_images, torch_bias_init,
                                   torch_kernel_init)
+from vssjax.models.mit import mit
+from vssjax.models.mobilenet_v2 import MobileNetV2
+from vssjax.models.resnet import resnet
 
 
 def test_flatten_time_is_clip_major():
@@ -207,3 +213,88 @@ def test_depthwise_weights_declares_a_depthwise_conv_s_variables():
                              conv.apply(variables, x), atol=1e-6)
   no_bias = DepthwiseWeights(3, use_bias=False)
   assert no_bias.apply(no_bias.init(jax.random.key(1), 6), 6)[1] is None
+
+
+# Backbones whose blocks `model.remat` rematerialises: (factory of the remat policy, the blocks
+# it wraps in training). MiT's scanned stages (2, 3 and 2 blocks) are one rematerialised scan body
+# each, its one-block stage a block as it is.
+_REMAT_BACKBONES = {
+    "mit": (lambda remat: mit("b0", drop_path_rate=0.3, remat=remat, **TINY_MIT), 5),
+    "mit_scanned": (lambda remat: mit("b0", drop_path_rate=0.3, remat=remat, scan_blocks=True,
+                                      **dict(TINY_MIT, depths=(2, 3, 1, 2))), 4),
+    "resnet18": (lambda remat: resnet(18, remat=remat), 8),
+    "mobilenet_v2": (lambda remat: MobileNetV2(remat=remat), 17),
+}
+
+
+@pytest.mark.parametrize("backbone", sorted(_REMAT_BACKBONES))
+@pytest.mark.parametrize("policy", ["nothing_saveable", "dots_with_no_batch_dims_saveable"])
+def test_rematerialised_blocks_train_as_the_kept_ones(backbone, policy):
+  """`remat` changes what a training step keeps for its backward pass, not the model: the same
+  variables, outputs, BatchNorm statistics, stochastic-depth draws and gradients; each block
+  rematerialised in training, none in prediction."""
+  make, blocks = _REMAT_BACKBONES[backbone]
+  images = jax.random.normal(jax.random.key(0), (2, 40, 40, 3))
+  kept, recomputed = make(""), make(policy)
+  variables = random_model_variables(kept, images)
+  assert jax.tree.map(jnp.shape, jax.eval_shape(
+      lambda x: recomputed.init(jax.random.key(0), x, train=False), images)) == jax.tree.map(
+          jnp.shape, variables)
+  weights = [np.random.default_rng(1).standard_normal(f.shape).astype(np.float32)
+             for f in kept.apply(variables, images, train=False)]
+
+  def loss(params, model):
+    features, state = model.apply({**variables, "params": params}, images, train=True,
+                                  rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+    return sum(jnp.sum(f * w) for f, w in zip(features, weights)), state
+
+  (expected, expected_state), expected_grads = jax.jit(jax.value_and_grad(
+      functools.partial(loss, model=kept), has_aux=True))(variables["params"])
+  (got, state), grads = jax.jit(jax.value_and_grad(
+      functools.partial(loss, model=recomputed), has_aux=True))(variables["params"])
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(expected_state), jax.tree.leaves(state)):
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+  # Recomputed, an activation may be fused (and so rounded) otherwise than the kept one: a ReLU
+  # input near 0 may change sides, and over two small images that moves a channel's gradient by a
+  # few percent. Each gradient is compared as a whole (a block left out of it would be off by
+  # about its own size). A BatchNorm shift
+  # that a linear layer leads into another BatchNorm (MobileNetV2's projections) has no true
+  # gradient, only float noise, measured against the largest.
+  largest = max(float(np.linalg.norm(a)) for a in jax.tree.leaves(expected_grads))
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(expected_grads)[0],
+                          jax.tree.leaves(grads)):
+    assert np.linalg.norm(b - a) <= 1e-3 * np.linalg.norm(a) + 1e-6 * largest, path
+
+  def rematerialised(model, train):
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=train,
+                                                 rngs={"dropout": jax.random.key(2)},
+                                                 mutable=["batch_stats"]))(variables)
+    # jax.checkpoint's primitive: 'remat2' in jax 0.10, 'checkpoint' in later versions.
+    return len(re.findall(r" (?:remat2|checkpoint)\[", str(jaxpr)))
+  assert [rematerialised(model, True) for model in (kept, recomputed)] == [0, blocks]
+  assert rematerialised(recomputed, False) == 0
+
+
+def test_rematerialised_scan_keeps_less_for_the_backward_pass():
+  """What remat is for, in XLA's own count of a training step's temporary buffers: a scanned MiT
+  stage keeps each block's activations for the backward pass, a rematerialised one its inputs.
+  (Unrolled blocks rematerialise too, as the test above checks, but XLA:CPU schedules their
+  recomputation early and keeps as much: docs/scaling.md.)"""
+  images = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
+
+  def temporary_bytes(remat):
+    model = mit("b0", drop_path_rate=0.0, scan_blocks=True, remat=remat,
+                **dict(TINY_MIT, depths=(4, 4, 4, 4)))
+    params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                            images)["params"]
+    grad = jax.grad(lambda p, x: sum(jnp.sum(f ** 2) for f in model.apply(
+        {"params": p}, x, train=True)))
+    return jax.jit(grad).lower(params, images).compile().memory_analysis().temp_size_in_bytes
+  assert temporary_bytes("nothing_saveable") < 0.6 * temporary_bytes("")
+
+
+def test_an_unknown_remat_policy_is_refused():
+  with pytest.raises(ValueError, match=r"remat policy must be one of .* got 'everything'"):
+    mit("b0", remat="everything", **TINY_MIT).init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from vssjax.configs_lib import ConfigDict, base_config
 from vssjax.errors import SetupError
+from vssjax.models.layers import REMAT_POLICIES
 from vssjax.models.mit import MIT_VARIANTS, mit, MixTransformer
 from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.plugins import resolve_class
@@ -85,7 +86,8 @@ def build_backbone(model: ConfigDict, method: str, families: tuple[str, ...]) ->
   if family == "mit":
     return build_mit(model, method)
   if family == "resnet":
-    return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model))
+    return resnet(RESNET_NAMES[model.backbone], dtype=compute_dtype(model),
+                  remat=remat_policy_name(model))
   raise ValueError(f"build_backbone builds MiT and ResNet backbones, not {family!r} ones")
 
 
@@ -117,6 +119,10 @@ def _own_backbone(model: ConfigDict) -> Backbone:
   """The user's `Backbone` subclass that `model.backbone` names, built and checked."""
   cls = resolve_class(model.backbone, {}, Backbone, "model.backbone")
   _refuse_mit_settings(model)
+  if model.remat:
+    raise SetupError(f"model.remat={model.remat!r} rematerialises the blocks of the built-in "
+                     f"backbones, and model.backbone {model.backbone!r} is one's own: wrap its "
+                     "blocks in flax.linen.remat, and leave model.remat at ''")
   backbone = cls.from_config(model)
   if not isinstance(backbone, cls):
     raise SetupError(f"model.backbone {model.backbone!r}: {cls.__qualname__}.from_config "
@@ -196,7 +202,15 @@ def build_mit(model: ConfigDict, method: str) -> MixTransformer:
     raise SetupError(f"model.drop_path_rate={model.drop_path_rate}: a probability in [0, 1)")
   return mit(model.backbone, drop_path_rate=model.drop_path_rate, dtype=compute_dtype(model),
              dwconv_impl=resolve_dwconv_impl(model), attention_impl=_attention_impl(model),
-             scan_blocks=model.scan_blocks, **overrides)
+             scan_blocks=model.scan_blocks, remat=remat_policy_name(model), **overrides)
+
+
+def remat_policy_name(model: ConfigDict) -> str:
+  """`model.remat`: '' or one of `layers.REMAT_POLICIES`, checked as the method is built."""
+  if model.remat and model.remat not in REMAT_POLICIES:
+    raise SetupError(f"model.remat={model.remat!r}: '' (keep every activation) or a "
+                     f"jax.checkpoint_policies name, one of {list(REMAT_POLICIES)}")
+  return model.remat
 
 
 def _attention_impl(model: ConfigDict) -> str:

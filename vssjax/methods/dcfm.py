@@ -35,7 +35,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
-                                      refuse_dwconv_impl)
+                                      refuse_dwconv_impl, remat_policy_name)
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.variables_read import ProgramOnPart
@@ -78,7 +78,7 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
       raise SetupError(f"model.shallow_blocks={model.shallow_blocks} splits a MiT's stage 1, and "
                        f"model.backbone {model.backbone!r} is not a MiT (its shallow prefix "
                        "ends at layer1): leave it at 1")
-    backbone = resnet(RESNET_NAMES[model.backbone], dtype=dtype)
+    backbone = resnet(RESNET_NAMES[model.backbone], dtype=dtype, remat=remat_policy_name(model))
     width = backbone.out_features[-1]  # c4's: 512 (ResNet-18) or 2048
     # semseg's PSPNet leaves its PPM convs at PyTorch's default init, and DCFM's
     # `initialize_weights` covers only bot_aspp, ffm and final (specs/dcfm.md §2.1).

@@ -61,7 +61,8 @@ from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods import etc_losses, get_method, losses
-from vssjax.methods.backbones import backbone_family, compute_dtype, refuse_dwconv_impl
+from vssjax.methods.backbones import (backbone_family, compute_dtype, refuse_dwconv_impl,
+                                      remat_policy_name)
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
 from vssjax.models import conv_lstm
@@ -83,8 +84,8 @@ def build_pspnet(model: ConfigDict, num_classes: int) -> PSPNet:
   refuse_dwconv_impl(model, f"ETC's PSPNet on {model.backbone!r}")
   if family == "resnet":
     return pspnet(RESNET_NAMES[model.backbone], num_classes, dropout_rate=model.dropout_rate,
-                  dtype=dtype)
-  backbone = MobileNetV2(output_stride=8, dtype=dtype)
+                  dtype=dtype, remat=remat_policy_name(model))
+  backbone = MobileNetV2(output_stride=8, dtype=dtype, remat=remat_policy_name(model))
   return PSPNet(backbone=backbone, num_classes=num_classes,
                 ppm_features=backbone.out_features[-1] // 4,
                 head_features=HEAD_FEATURES[18], dropout_rate=model.dropout_rate, dtype=dtype)

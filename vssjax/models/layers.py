@@ -313,6 +313,33 @@ def dropout2d(rate: float, name: str | None = None) -> nn.Dropout:
   return nn.Dropout(rate, broadcast_dims=(-3, -2), name=name)
 
 
+# `jax.checkpoint_policies` that `model.remat` may name: what a block keeps of its forward pass
+# for the backward one, the rest recomputed ('nothing_saveable': only the block's input).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def run_block(block: nn.Module, x: jax.Array, *, train: bool, remat: str) -> jax.Array:
+  """`block(x, train=train)`; in training with a `remat` policy (`REMAT_POLICIES`, '' for none)
+  the block is rematerialised: its activations are recomputed in the backward pass instead of
+  kept, so a train step holds about one block's at a time, for about one more forward pass of
+  compute. Same parameters, outputs, gradients and dropout draws. Outside training there is no
+  backward pass, and the block runs as it is."""
+  if not (train and remat):
+    return block(x, train=train)
+  # A function of the block rather than the block's class: `train` stays a Python bool, which
+  # `nn.remat` would otherwise trace.
+  recomputed = nn.remat(lambda module, inputs: module(inputs, train=True),
+                        policy=remat_policy(remat))
+  return recomputed(block, x)
+
+
+def remat_policy(name: str) -> Callable[..., bool]:
+  """The `jax.checkpoint_policies` policy `name`, one of `REMAT_POLICIES`."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"remat policy must be one of {REMAT_POLICIES}, got {name!r}")
+  return getattr(jax.checkpoint_policies, name)
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops a whole residual branch per sample (train only, 'dropout' rng).
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from vssjax.errors import SetupError
 from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init, gelu,
-                                  layer_norm, TORCH_LAYER_NORM_EPS)
+                                  layer_norm, remat_policy, run_block, TORCH_LAYER_NORM_EPS)
 from vssjax.ops.attention import dot_product_attention
 
 
@@ -137,28 +137,37 @@ class Block(nn.Module):
 
 
 def apply_as_scan(blocks: Sequence[Block], params: dict, rates: np.ndarray, x: jax.Array, *,
-                  train: bool, rng: jax.Array | None) -> jax.Array:
+                  train: bool, rng: jax.Array | None, remat: str = "") -> jax.Array:
   """`blocks` (one stage's, alike but for their rates) applied in turn to `x` as one `lax.scan`
   over their parameters stacked, which XLA compiles once instead of once a block.
 
   `params` holds each block's own tree under its name, as the unrolled blocks keep them: the
   parameter tree and the checkpoints do not change, the stacking is a copy inside the program.
   With `rng` (training with stochastic depth), block i drops at `rates[i]` with the i-th key of a
-  split of `rng`: the same distribution as the unrolled blocks, other draws.
+  split of `rng`: the same distribution as the unrolled blocks, other draws. A `remat` policy
+  rematerialises the body (`layers.run_block`).
   """
   block = blocks[0].clone(parent=None, name=None, drop_path=0.0)
+
+  def scanned(body):
+    if not remat:
+      return body
+    # A scan's iterations cannot be merged, so common subexpressions need no guard (JAX's advice).
+    return jax.checkpoint(body, policy=remat_policy(remat), prevent_cse=False)
+
   stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(params[b.name] for b in blocks))
   if rng is None:  # no stochastic depth
     def body(h, block_params):
       return block.apply({"params": block_params}, h, train=train), None
-    return jax.lax.scan(body, x, stacked)[0]
+    return jax.lax.scan(scanned(body), x, stacked)[0]
 
   def dropping_body(h, inputs):
     block_params, rate, key = inputs
     return block.apply({"params": block_params}, h, train=train, drop_path=rate,
                        rngs={"dropout": key}), None
   keys = jax.random.split(rng, len(blocks))
-  return jax.lax.scan(dropping_body, x, (stacked, jnp.asarray(rates, jnp.float32), keys))[0]
+  return jax.lax.scan(scanned(dropping_body), x,
+                      (stacked, jnp.asarray(rates, jnp.float32), keys))[0]
 
 
 class MixTransformer(nn.Module):
@@ -171,6 +180,8 @@ class MixTransformer(nn.Module):
   the same parameters and outputs, a MiT-B5 train step that compiles ~3x faster. Prediction stays
   unrolled: its programs compile in seconds anyway, and the scan's stacking of the parameters, a
   copy each call, would slow them (docs/benchmarks.md).
+  `remat` (a `layers.REMAT_POLICIES` name, '' for none): in training every block is
+  rematerialised, its activations recomputed in the backward pass (`layers.run_block`).
   Any input size works; stage sizes follow torch's conv arithmetic (e.g. 67x93 -> 17x24, 9x12,
   5x6, 3x3).
   """
@@ -184,6 +195,7 @@ class MixTransformer(nn.Module):
   dwconv_impl: Literal["shifted", "grouped"] = "shifted"
   attention_impl: Literal["xla", "cudnn"] = "xla"
   scan_blocks: bool = False
+  remat: str = ""
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_blocks: int | None = None,
@@ -219,14 +231,14 @@ class MixTransformer(nn.Module):
           and not (first and shallow_blocks is not None)):
         dropping = stage_rates.max() > 0.0
         x = apply_as_scan(blocks, self.variables["params"], stage_rates, x, train=True,
-                          rng=self.make_rng("dropout") if dropping else None)
+                          rng=self.make_rng("dropout") if dropping else None, remat=self.remat)
       else:
         for j, block in enumerate(blocks):
           if first and j == shallow_blocks:
             shallow = x
             if shallow_only:
               return shallow
-          x = block(x, train=train)
+          x = run_block(block, x, train=train, remat=self.remat)
       if first and shallow_blocks == self.depths[0]:
         shallow = x
         if shallow_only:

@@ -35,7 +35,7 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, torch_conv
+from vssjax.models.layers import BatchNorm, run_block, torch_conv
 
 
 STEM_WIDTH = 32
@@ -108,10 +108,13 @@ def block_schedule(output_stride: int) -> list[tuple[int, int, int, int]]:
 
 class MobileNetV2(nn.Module):
   """`__call__(x [B,H,W,3], *, train) -> (c1, c2, c3, c4)` at strides 4, 8, 16 and 32, or
-  4, 8, 8, 8 (output_stride 8) / 4, 8, 16, 16 (16). `dtype` is the compute dtype."""
+  4, 8, 8, 8 (output_stride 8) / 4, 8, 16, 16 (16). `dtype` is the compute dtype. `remat` (a
+  `layers.REMAT_POLICIES` name, '' for none): in training every inverted residual block is
+  rematerialised (`layers.run_block`)."""
   output_stride: int = 8
   last_conv: bool = True
   dtype: Dtype = jnp.float32
+  remat: str = ""
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, ...]:
@@ -120,8 +123,9 @@ class MobileNetV2(nn.Module):
     outputs = []
     for index, (expansion, width, stride, dilation) in enumerate(
         block_schedule(self.output_stride), start=1):
-      x = InvertedResidual(width, expansion, stride, dilation, self.dtype,
-                           name=f"features_{index}")(x, train=train)
+      block = InvertedResidual(width, expansion, stride, dilation, self.dtype,
+                               name=f"features_{index}")
+      x = run_block(block, x, train=train, remat=self.remat)
       if index in STAGE_ENDS:
         outputs.append(x)
     if self.last_conv:

@@ -97,7 +97,7 @@ def pspnet(depth: int, num_classes: int, *, aux: bool = True, dropout_rate: floa
   """PSPNet on a dilated ResNet-`depth`; PPM branches are a quarter of c4's width (512 / 128),
   the heads' hidden width semseg's for that depth (`HEAD_FEATURES`).
 
-  `backbone_overrides` go to `resnet()` (stem, dilated).
+  `backbone_overrides` go to `resnet()` (stem, dilated, remat).
   """
   backbone = resnet(depth, dtype=dtype, **backbone_overrides)
   bins = (1, 2, 3, 6)

@@ -25,7 +25,7 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import BatchNorm, torch_conv
+from vssjax.models.layers import BatchNorm, run_block, torch_conv
 
 
 WIDTHS = (64, 128, 256, 512)
@@ -126,13 +126,15 @@ class ResNet(nn.Module):
   Strides 4/8/8/8 when `dilated` (else 4/8/16/32), sizes following torch's conv arithmetic
   (65x97 -> 17x25, then 9x13). `shallow_only=True` runs only the stem and layer1 and returns c1:
   DCFM's non-key frames, which must not need (or touch) any deeper parameter. `dtype` is the
-  compute dtype (params stay float32).
+  compute dtype (params stay float32). `remat` (a `layers.REMAT_POLICIES` name, '' for none): in
+  training every residual block is rematerialised (`layers.run_block`).
   """
   block: Literal["basic", "bottleneck"]
   layers: tuple[int, ...]
   stem: Literal["plain", "deep"]
   dilated: bool = True
   dtype: Dtype = jnp.float32
+  remat: str = ""
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_only: bool = False
@@ -144,8 +146,9 @@ class ResNet(nn.Module):
       stride, dilation = self._stride_and_dilation(stage)
       for j in range(num_blocks):
         first = j == 0
-        x = block(planes, stride if first else 1, dilation, first and self.has_projection(stage),
-                  self.dtype, name=f"layer{stage}_{j}")(x, train=train)
+        module = block(planes, stride if first else 1, dilation,
+                       first and self.has_projection(stage), self.dtype, name=f"layer{stage}_{j}")
+        x = run_block(module, x, train=train, remat=self.remat)
       if shallow_only:
         return x
       outputs.append(x)
@@ -177,11 +180,11 @@ class ResNet(nn.Module):
 
 
 def resnet(depth: int, *, stem: Literal["plain", "deep"] | None = None, dilated: bool = True,
-           dtype: Dtype = jnp.float32) -> ResNet:
+           dtype: Dtype = jnp.float32, remat: str = "") -> ResNet:
   """ResNet-`depth` (18, 50, 101); the stem defaults to the one its ImageNet weights have
   (plain 7x7 for 18 from torchvision, deep base for 50/101 from semseg)."""
   if depth not in DEPTHS:
     raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(DEPTHS)}")
   block, layers = DEPTHS[depth]
   return ResNet(block=block, layers=layers, stem=stem or ("plain" if depth == 18 else "deep"),
-                dilated=dilated, dtype=dtype)
+                dilated=dilated, dtype=dtype, remat=remat)
