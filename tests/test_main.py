@@ -412,6 +412,7 @@ def test_running_out_of_device_memory_is_a_one_line_error_naming_what_to_lower()
   assert "--config.bench.train_step=False" in str(info.value) and "jit_step" not in str(info.value)
   assert info.value.__cause__ is oom
   for mode, setting in (("train", "--config.data.train_transform.crop_size"),
+                        ("train", "--config.model.remat=nothing_saveable"),
                         ("eval", "--config.data.eval_transform.scale"),
                         ("infer", "--config.data.eval_transform.slide_crop")):
     with pytest.raises(SetupError, match=f"^--mode={mode} ran out of device memory.*{setting}"):

@@ -104,6 +104,12 @@ SUITE = (
     Entry("segformer_b2_bf16_scan", "configs/segformer/vspw_mitb2.py",
           {**_SIZE, **_SEGFORMER_HEAD, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
            "bench.batch_sizes": (1,), "model.scan_blocks": True, "bench.torch": False}),
+    # segformer_b1_bf16's train step with the backbone's blocks rematerialised (model.remat): its
+    # time and peak memory against the kept activations' (XLA's GPU buffer assignment, compiled
+    # without a device, takes 41% off this step's temporaries: docs/scaling.md).
+    Entry("segformer_b1_bf16_remat", "configs/segformer/vspw_mitb1.py",
+          {**_SIZE, "data.batch_size": 16, "bench.dtypes": ("bfloat16",),
+           "bench.batch_sizes": (1,), "model.remat": "nothing_saveable", "bench.torch": False}),
 )
 
 
