@@ -278,7 +278,8 @@ def test_rematerialised_blocks_train_as_the_kept_ones(backbone, policy):
 
 def test_rematerialised_scan_keeps_less_for_the_backward_pass():
   """What remat is for, in XLA's own count of a training step's temporary buffers: a scanned MiT
-  stage keeps each block's activations for the backward pass, a rematerialised one its inputs.
+  stage keeps each block's activations for the backward pass, a rematerialised one what its
+  policy saves.
   (Unrolled blocks rematerialise too, as the test above checks, but XLA:CPU schedules their
   recomputation early and keeps as much: docs/scaling.md.)"""
   images = jax.ShapeDtypeStruct((2, 128, 128, 3), jnp.float32)
@@ -291,7 +292,12 @@ def test_rematerialised_scan_keeps_less_for_the_backward_pass():
     grad = jax.grad(lambda p, x: sum(jnp.sum(f ** 2) for f in model.apply(
         {"params": p}, x, train=True)))
     return jax.jit(grad).lower(params, images).compile().memory_analysis().temp_size_in_bytes
-  assert temporary_bytes("nothing_saveable") < 0.6 * temporary_bytes("")
+  # Each policy keeps more than the one before: the block's input alone, its matrix products
+  # without batch dimensions (all of MiT's but the attention's), all its matrix products.
+  kept = [temporary_bytes(policy) for policy in ("nothing_saveable",
+                                                 "dots_with_no_batch_dims_saveable",
+                                                 "dots_saveable")]
+  assert kept == sorted(set(kept)) and kept[-1] < 0.6 * temporary_bytes("")
 
 
 def test_an_unknown_remat_policy_is_refused():
