@@ -321,9 +321,10 @@ REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_
 def run_block(block: nn.Module, x: jax.Array, *, train: bool, remat: str) -> jax.Array:
   """`block(x, train=train)`; in training with a `remat` policy (`REMAT_POLICIES`, '' for none)
   the block is rematerialised: its activations are recomputed in the backward pass instead of
-  kept, so a train step holds about one block's at a time, for about one more forward pass of
-  compute. Same parameters, outputs, gradients and dropout draws. Outside training there is no
-  backward pass, and the block runs as it is."""
+  kept, so that a train step need not hold every block's at once, for about one more forward pass
+  of compute (XLA:CPU runs an unrolled block's recomputation early and holds as much: scanned
+  blocks save there, docs/scaling.md). Same parameters, outputs, gradients and dropout draws.
+  Outside training there is no backward pass, and the block runs as it is."""
   if not (train and remat):
     return block(x, train=train)
   # A function of the block rather than the block's class: `train` stays a Python bool, which
