@@ -382,6 +382,8 @@ def test_a_rematerialising_train_step_counts_its_recomputation_and_says_so(tmp_p
   out = capsys.readouterr().out
   assert out.count("train_step rematerialises the backbone's blocks "
                    "(model.remat='nothing_saveable'): its GFLOPs count their recomputation") == 1
+  # The kept activations' run says nothing of a recomputation it does not do.
+  assert "rematerialises" not in (tmp_path / "kept" / "bench.md").read_text()
 
 
 def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(tmp_path, capsys,

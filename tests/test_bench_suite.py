@@ -5,6 +5,7 @@ import types
 
 from data_pipelines.clip_sampling import clip_length
 from vssjax import bench, bench_suite, bench_torch
+from vssjax.methods.backbones import remat_policy_name
 
 
 def test_suite_entries_load_with_their_overrides():
@@ -18,6 +19,14 @@ def test_suite_entries_load_with_their_overrides():
   b5 = bench_suite.load_entry_config(next(e for e in bench_suite.SUITE
                                           if e.name == "segformer_b5_bf16"))
   assert b5.bench.torch_compile is False and tuple(b5.bench.dtypes) == ("bfloat16",)
+
+
+def test_the_remat_entry_rematerialises_with_a_policy_the_method_accepts():
+  """`segformer_b1_bf16_remat` is measured against `segformer_b1_bf16`'s rows: without its
+  `model.remat` it would time the kept activations again, and with a name that is no policy it
+  would fail only on the device, where the method is built."""
+  entry = next(e for e in bench_suite.SUITE if e.name == "segformer_b1_bf16_remat")
+  assert remat_policy_name(bench_suite.load_entry_config(entry).model) == "nothing_saveable"
 
 
 def test_the_documented_device_commands_run_every_entry_once():

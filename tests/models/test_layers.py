@@ -252,7 +252,7 @@ def test_rematerialised_blocks_train_as_the_kept_ones(backbone, policy):
       functools.partial(loss, model=kept), has_aux=True))(variables["params"])
   (got, state), grads = jax.jit(jax.value_and_grad(
       functools.partial(loss, model=recomputed), has_aux=True))(variables["params"])
-  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(expected_state), jax.tree.leaves(state)):
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
   # Recomputed, an activation may be fused (and so rounded) otherwise than the kept one: a ReLU
