@@ -162,8 +162,9 @@ with contextlib.closing(Checkpointer(sys.argv[1], async_save=False, create=False
   restored = checkpointer.restore(state, step=1, variables_only=True)
 kernel = restored["params"]["kernel"]
 whole = multihost_utils.process_allgather(kernel, tiled=True)
-print("restored", sorted(restored), "split", kernel.sharding.spec == shardings.params["kernel"].spec,
-      "equal", bool(np.array_equal(whole, w)), flush=True)
+split = kernel.sharding.spec == shardings.params["kernel"].spec
+print("restored", sorted(restored), "split", split, "equal", bool(np.array_equal(whole, w)),
+      flush=True)
 """
 
 
