@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config
-from vssjax import bench, bench_torch
+from vssjax import bench, bench_torch, op_profile
 from vssjax.bench_figures import program_peak_mb, xla_cost
 from vssjax.bench_rows import Row
 from vssjax.errors import SetupError
@@ -187,6 +187,10 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
                                          "non_key_shallow_float32", "non_key_fuse_float32"}
   keyframe_table = (tmp_path / "profile" / "keyframe_float32.md").read_text()
   assert "encoder" in keyframe_table and "ms/call" in keyframe_table
+  # Each trace stays with its program: the table can be made again from the folder alone.
+  trace_dir = tmp_path / "profile" / "keyframe_float32" / "process_0"
+  assert keyframe_table.split("\n", 1)[1] == op_profile.format_op_table(
+      "", op_profile.ops_of_saved_trace(trace_dir)).split("\n", 1)[1]
   assert "train_step" not in rows  # bench.train_step=False skips it
   key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
   for figure in ("gflops", "gb_accessed"):
@@ -220,6 +224,21 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   for key in ("compile_s", "latency_ms"):
     assert math.isfinite(stream[key]) and stream[key] > 0
   assert stream["frames_per_s"] == pytest.approx(1e3 / stream["latency_ms"])
+
+
+def test_a_profiled_programs_folder_holds_its_latest_trace_alone(tmp_path):
+  """A bench run again in the same workdir replaces the program's trace: `op_profile` reads the
+  newest trace of a folder, and old ones would pile up in it run after run."""
+  profiler = bench._Profiler(str(tmp_path), enabled=True)  # pylint: disable=protected-access
+  compiled = jax.jit(jnp.tanh).lower(jnp.ones(8)).compile()
+  trace_dir = tmp_path / "profile" / "tanh" / "process_0"
+  stale = trace_dir / "plugins" / "profile" / "2026_01_01_00_00_00" / "host.xplane.pb"
+  stale.parent.mkdir(parents=True)
+  stale.write_bytes(b"an earlier run's")
+  profiler("tanh", lambda: compiled(jnp.ones(8)), compiled)
+  (trace,) = trace_dir.rglob("*.xplane.pb")
+  assert trace != stale
+  assert profiler.paths == {"tanh": str(tmp_path / "profile" / "tanh.md")}
 
 
 def test_random_state_has_the_fresh_states_layout():

@@ -1,21 +1,25 @@
 """vssjax.op_profile: per-HLO-op times of a compiled program, attributed to their JAX source."""
 
+import subprocess
+import sys
 import types
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from tests.conftest import REPO
 from vssjax import op_profile
+from vssjax.errors import SetupError
 
 
-def test_ops_of_a_program_are_timed_and_attributed():
+def test_ops_of_a_program_are_timed_and_attributed(tmp_path):
   def program(x, w):
     return jnp.tanh(x @ w).sum()
 
   x, w = jnp.ones((256, 512)), jnp.ones((512, 256))
   compiled = jax.jit(program).lower(x, w).compile()
-  ops = op_profile.profile_ops(lambda: compiled(x, w), compiled, calls=3)
+  ops = op_profile.profile_ops(lambda: compiled(x, w), compiled, tmp_path, calls=3)
   assert ops and all(op.ms_per_call > 0 for op in ops)
   assert [op.ms_per_call for op in ops] == sorted((op.ms_per_call for op in ops), reverse=True)
   assert abs(sum(op.share for op in ops) - 1) < 1e-6
@@ -25,6 +29,19 @@ def test_ops_of_a_program_are_timed_and_attributed():
   table = op_profile.format_op_table("program", ops, top=2)
   rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]
   assert len(rows) == min(2, len(ops)) and ops[0].name in rows[0]
+  # The trace stays, with what makes its table again elsewhere (a GPU's trace on a laptop).
+  assert op_profile.ops_of_saved_trace(tmp_path) == ops
+  result = subprocess.run([sys.executable, "-m", "vssjax.op_profile", str(tmp_path), "--top=1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+  assert result.stdout == op_profile.format_op_table(str(tmp_path), ops, top=1) + "\n"
+
+
+def test_a_folder_without_a_saved_program_or_trace_is_one_clear_line(tmp_path):
+  with pytest.raises(SetupError, match=r"no program\.hlo\.txt; give a trace folder"):
+    op_profile.ops_of_saved_trace(tmp_path)
+  op_profile.save_program(tmp_path, _TWO_OPS, calls=1)
+  with pytest.raises(SetupError, match=r"no profiler trace \(\*\.xplane\.pb\) under it"):
+    op_profile.ops_of_saved_trace(tmp_path)
 
 
 def _event(name, ns, module=None, hlo_op=None):
@@ -54,9 +71,8 @@ def test_a_trace_that_names_modules_otherwise_counts_every_modules_ops(tmp_path,
   (tmp_path / "host.xplane.pb").write_bytes(b"")
   monkeypatch.setattr(jax.profiler.ProfileData, "from_file",
                       lambda path: _profile(_event("fusion.1", 4_000_000, "module 7")))
-  compiled = types.SimpleNamespace(
-      as_text=lambda: "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()")
-  (op,) = op_profile.ops_in_trace(tmp_path, compiled, calls=2)
+  hlo = "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()"
+  (op,) = op_profile.ops_in_trace(tmp_path, hlo, calls=2)
   assert (op.name, op.ms_per_call, op.shape) == ("fusion.1", 2.0, "f32[2]{0}")
 
 
@@ -92,11 +108,10 @@ def test_a_trace_without_the_programs_ops_says_what_it_holds(tmp_path, monkeypat
   (tmp_path / "host.xplane.pb").write_bytes(b"")
   monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile(
       _event("volta_sgemm", 3, "jit_step"), plane="/device:GPU:0", line="Stream #7"))
-  compiled = types.SimpleNamespace(
-      as_text=lambda: "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()")
+  hlo = "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()"
   with pytest.raises(LookupError, match=r"/device:GPU:0/Stream #7: 1 events, e\.g\. "
                                         r"'volta_sgemm' with stats \['hlo_module'\]"):
-    op_profile.ops_in_trace(tmp_path, compiled, calls=1)
+    op_profile.ops_in_trace(tmp_path, hlo, calls=1)
 
 
 _TWO_OPS = ("HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()\n"
@@ -109,8 +124,7 @@ def test_shares_add_up_and_the_slowest_op_comes_first(tmp_path, monkeypatch):
   (tmp_path / "host.xplane.pb").write_bytes(b"")
   monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile(
       _event("fusion.2", 1_000_000, "jit_step"), _event("fusion.1", 3_000_000, "jit_step")))
-  compiled = types.SimpleNamespace(as_text=lambda: _TWO_OPS)
-  ops = op_profile.ops_in_trace(tmp_path, compiled, calls=1)
+  ops = op_profile.ops_in_trace(tmp_path, _TWO_OPS, calls=1)
   assert [(op.name, op.ms_per_call, op.share) for op in ops] == [
       ("fusion.1", 3.0, 0.75), ("fusion.2", 1.0, 0.25)]
 

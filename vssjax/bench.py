@@ -116,7 +116,8 @@ def _compile(jitted, *args, **static_args) -> tuple[Any, float]:
 
 class _Profiler:
   """With `bench.profile`, writes the per-op time table of each timed JAX program to
-  `workdir/profile/<program>.md` (vssjax/op_profile.py); otherwise does nothing."""
+  `workdir/profile/<program>.md`, its trace kept in `workdir/profile/<program>/process_<i>/`
+  (vssjax/op_profile.py); otherwise does nothing."""
 
   def __init__(self, workdir: str, enabled: bool):
     self.enabled = enabled
@@ -127,7 +128,12 @@ class _Profiler:
     if not self.enabled:
       return
     try:
-      table = op_profile.format_op_table(program, op_profile.profile_ops(run_once, compiled))
+      trace_dir = self.directory / program / f"process_{jax.process_index()}"
+      if trace_dir.exists():  # an earlier run's trace: the folder holds this program's alone
+        trace_dir.rmtree()
+      trace_dir.mkdir(parents=True)
+      table = op_profile.format_op_table(
+          program, op_profile.profile_ops(run_once, compiled, trace_dir))
     except Exception as error:  # pylint: disable=broad-except
       # A profiler that cannot start (e.g. no CUPTI on a GPU host) must not cost the timings.
       print(f"bench.profile: no op table for {program}: {error!r}", flush=True)

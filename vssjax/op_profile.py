@@ -3,29 +3,42 @@
 `--config.bench.profile=True` runs this on every JAX program `--mode=bench` times and writes one
 Markdown table per program (workdir/profile/*.md): each op's time per call, its share, its output
 shape and the JAX source op it came from (the HLO `op_name` metadata, e.g.
-`.../decode_head/linear_fuse/conv/...`). Op events come from the profiler's XSpace: on XLA:CPU the
-`tf_XLA*` thread lines of the host plane (thunk bookkeeping events excluded); on a `/device:*`
+`.../decode_head/linear_fuse/conv/...`). Op events come from the profiler's XSpace: on XLA:CPU
+the `tf_XLA*` thread lines of the host plane (thunk bookkeeping events excluded); on a `/device:*`
 plane its `XLA Ops` line where it has one (TPU), else the kernels of its stream lines that carry
 an `hlo_op` stat, each kernel counted for that HLO op (the raw GPU trace: `XLA Ops` is a line
 that only the TensorBoard/XProf conversion derives, and an H200 run found none). Times of ops
 that run concurrently add up, so the total can exceed the wall time.
+
+The trace stays in workdir/profile/<program>/process_<i>/ with the program's HLO text, so that the
+table can be made again wherever the folder is copied, e.g. a GPU's trace brought back to a
+laptop after a fix of the reader above, without device time:
+
+  python -m vssjax.op_profile workdir/profile/keyframe_bfloat16/process_0 [--top=60]
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import pathlib
 import re
-import tempfile
 from typing import Any, Callable
 
 import jax
+from absl import app, flags
+
+from vssjax.command_line import user_errors_in_one_line
+from vssjax.errors import SetupError
 
 _CPU_BOOKKEEPING = ("ThunkExecutor", "SlinkyThreadPool")
 _HLO_MODULE = re.compile(r"HloModule ([\w.\-]+)")
 _HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ")
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
+# What a trace folder holds besides the trace, for `ops_of_saved_trace`.
+_HLO_FILE = "program.hlo.txt"
+_CALLS_FILE = "program.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,13 +92,12 @@ def _of_module(stats: dict, module: str | None) -> bool:
   return named is None or str(named) == module or str(named).startswith(f"{module}(")
 
 
-def _hlo_module(compiled) -> tuple[str, dict[str, tuple[str, str]]]:
-  """The compiled program's HLO module name, and HLO instruction name -> (result shape, JAX
-  op_name or ''), from its text."""
-  text = compiled.as_text()
-  module = _HLO_MODULE.match(text)
+def _hlo_module(hlo_text: str) -> tuple[str, dict[str, tuple[str, str]]]:
+  """A compiled program's HLO module name, and HLO instruction name -> (result shape, JAX op_name
+  or ''), from its text (`compiled.as_text()`)."""
+  module = _HLO_MODULE.match(hlo_text)
   instructions = {}
-  for line in text.splitlines():
+  for line in hlo_text.splitlines():
     match = _HLO_INSTRUCTION.match(line)
     if match and match.group(1) not in instructions:
       op_name = _OP_NAME.search(line)
@@ -93,20 +105,48 @@ def _hlo_module(compiled) -> tuple[str, dict[str, tuple[str, str]]]:
   return (module.group(1) if module else ""), instructions
 
 
-def profile_ops(run_once: Callable[[], Any], compiled, calls: int = 5) -> list[OpTime]:
-  """Traces `calls` calls of `run_once` (already warm) and returns the ops, slowest first."""
-  with tempfile.TemporaryDirectory() as trace_dir:
-    with jax.profiler.trace(trace_dir):
-      for _ in range(calls):
-        jax.block_until_ready(run_once())
-    return ops_in_trace(trace_dir, compiled, calls)
+def profile_ops(run_once: Callable[[], Any], compiled, trace_dir: str | pathlib.Path,
+                calls: int = 5) -> list[OpTime]:
+  """Traces `calls` calls of `run_once` (already warm) into `trace_dir`, saves the program there
+  (`save_program`) and returns its ops, slowest first."""
+  with jax.profiler.trace(str(trace_dir)):
+    for _ in range(calls):
+      jax.block_until_ready(run_once())
+  hlo_text = compiled.as_text()
+  save_program(trace_dir, hlo_text, calls)
+  return ops_in_trace(trace_dir, hlo_text, calls)
 
 
-def ops_in_trace(trace_dir: str | pathlib.Path, compiled, calls: int) -> list[OpTime]:
-  """The ops of `compiled` in the newest JAX profiler trace under `trace_dir`, which ran it
-  `calls` times, slowest first (other programs' ops in the trace are left out)."""
-  xplane = max(pathlib.Path(trace_dir).rglob("*.xplane.pb"), key=lambda path: path.stat().st_mtime)
-  module, instructions = _hlo_module(compiled)
+def save_program(trace_dir: str | pathlib.Path, hlo_text: str, calls: int) -> None:
+  """Writes beside a trace what its table is made from: the traced program's HLO text and how many
+  times the trace ran it (`ops_of_saved_trace` reads them)."""
+  trace_dir = pathlib.Path(trace_dir)
+  (trace_dir / _HLO_FILE).write_text(hlo_text)
+  (trace_dir / _CALLS_FILE).write_text(json.dumps({"calls": calls}) + "\n")
+
+
+def ops_of_saved_trace(trace_dir: str | pathlib.Path) -> list[OpTime]:
+  """The ops of the trace under `trace_dir` that `profile_ops` (or training's `profile_steps`)
+  wrote, with the program it saved there."""
+  trace_dir = pathlib.Path(trace_dir)
+  for name in (_HLO_FILE, _CALLS_FILE):
+    if not (trace_dir / name).is_file():
+      raise SetupError(f"{trace_dir}: no {name}; give a trace folder that --mode=bench's "
+                       "bench.profile or train.profile_steps wrote (e.g. "
+                       "workdir/profile/<program>/process_0)")
+  calls = json.loads((trace_dir / _CALLS_FILE).read_text())["calls"]
+  return ops_in_trace(trace_dir, (trace_dir / _HLO_FILE).read_text(), calls)
+
+
+def ops_in_trace(trace_dir: str | pathlib.Path, hlo_text: str, calls: int) -> list[OpTime]:
+  """The ops of the program whose HLO is `hlo_text` in the newest JAX profiler trace under
+  `trace_dir`, which ran it `calls` times, slowest first (other programs' ops in the trace are
+  left out)."""
+  traces = list(pathlib.Path(trace_dir).rglob("*.xplane.pb"))
+  if not traces:
+    raise SetupError(f"{trace_dir}: no profiler trace (*.xplane.pb) under it")
+  xplane = max(traces, key=lambda path: path.stat().st_mtime)
+  module, instructions = _hlo_module(hlo_text)
   profile = jax.profiler.ProfileData.from_file(str(xplane))
   # Only the program's own instructions: the runtime's other events on these lines are not ops.
   totals = {name: ns for name, ns in _op_events(profile, module).items() if name in instructions}
@@ -141,3 +181,17 @@ def format_op_table(title: str, ops: list[OpTime], top: int = 30) -> str:
     lines.append(f"| {op.ms_per_call:.3f} | {op.share:.1%} | {op.name} | `{op.shape}` | "
                  f"`{op.source}` |")
   return "\n".join(lines) + "\n"
+
+
+@user_errors_in_one_line
+def main(argv):
+  """Prints the op table of a saved trace folder (module docstring)."""
+  if len(argv) != 2:
+    raise app.UsageError("usage: python -m vssjax.op_profile TRACE_FOLDER [--top=N]")
+  print(format_op_table(argv[1], ops_of_saved_trace(argv[1]), top=flags.FLAGS.top))
+
+
+if __name__ == "__main__":
+  # Defined here, not at import: other CLIs define flags of the same names in the same process.
+  flags.DEFINE_integer("top", 30, "How many of the slowest ops the table lists.")
+  app.run(main)

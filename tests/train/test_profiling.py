@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from vssjax import op_profile
 from vssjax.errors import SetupError
 from vssjax.train import profiling
 
@@ -40,6 +41,9 @@ def test_the_chosen_steps_are_traced_and_the_step_program_tabled(tmp_path, capsy
   assert table.startswith("# train step, steps 2..3")
   rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]
   assert rows and all("jit(<lambda>)" in row for row in rows), table
+  # The step's program is saved beside the trace: the table can be made again from the folder.
+  assert table.split("\n", 1)[1] == op_profile.format_op_table(
+      "", op_profile.ops_of_saved_trace(trace_dir)).split("\n", 1)[1]
 
 
 def test_a_range_is_clipped_to_the_run_and_one_outside_it_traces_nothing(tmp_path, capsys):

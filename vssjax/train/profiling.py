@@ -5,7 +5,9 @@ what the benchmark cannot: the waits for the input pipeline, host-to-device copi
 between steps. Each process writes its trace to `workdir/profile/train/process_<i>/` (open it with
 TensorBoard's profile plugin or xprof, or the `*.trace.json.gz` file in Perfetto), and process 0
 also writes the train step's per-op device time table, `workdir/profile/train_step.md`
-(`vssjax/op_profile.py`, the table `--config.bench.profile=True` writes for each bench program).
+(`vssjax/op_profile.py`, the table `--config.bench.profile=True` writes for each bench program),
+and saves the step's program beside its trace (`python -m vssjax.op_profile
+workdir/profile/train/process_0` makes the table again).
 
 Steps are numbered as the loop logs them (the first update is step 1). Start after the first
 step or two: step 1 includes the compile.
@@ -74,7 +76,9 @@ class StepProfiler:
     if jax.process_index() != 0:
       return
     try:
-      ops = op_profile.ops_in_trace(self._trace_dir, compiled(), self._traced_steps)
+      hlo_text = compiled().as_text()
+      op_profile.save_program(self._trace_dir, hlo_text, self._traced_steps)
+      ops = op_profile.ops_in_trace(self._trace_dir, hlo_text, self._traced_steps)
     except Exception as error:  # pylint: disable=broad-except
       # E.g. a workdir on a bucket, which the table's reader cannot list: the trace is written.
       print(f"train.profile_steps: no per-op table ({error!r})", flush=True)
