@@ -226,19 +226,43 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   assert stream["frames_per_s"] == pytest.approx(1e3 / stream["latency_ms"])
 
 
+def _small_program():
+  """(run_once, compiled) of a program large enough for XLA:CPU's trace to show its ops."""
+  x = jnp.ones((128, 128))
+  compiled = jax.jit(lambda a: jnp.tanh(a @ a)).lower(x).compile()
+  return lambda: compiled(x), compiled
+
+
 def test_a_profiled_programs_folder_holds_its_latest_trace_alone(tmp_path):
   """A bench run again in the same workdir replaces the program's trace: `op_profile` reads the
   newest trace of a folder, and old ones would pile up in it run after run."""
   profiler = bench._Profiler(str(tmp_path), enabled=True)  # pylint: disable=protected-access
-  compiled = jax.jit(jnp.tanh).lower(jnp.ones(8)).compile()
   trace_dir = tmp_path / "profile" / "tanh" / "process_0"
   stale = trace_dir / "plugins" / "profile" / "2026_01_01_00_00_00" / "host.xplane.pb"
   stale.parent.mkdir(parents=True)
   stale.write_bytes(b"an earlier run's")
-  profiler("tanh", lambda: compiled(jnp.ones(8)), compiled)
+  profiler("tanh", *_small_program())
   (trace,) = trace_dir.rglob("*.xplane.pb")
   assert trace != stale
   assert profiler.paths == {"tanh": str(tmp_path / "profile" / "tanh.md")}
+  table = (tmp_path / "profile" / "tanh.md").read_text()
+  assert "| ms/call |" in table and "Profiling failed" not in table, table
+
+
+def test_each_process_traces_into_its_own_folder(tmp_path, monkeypatch):
+  """On a workdir shared by the processes of a multi-host run, each profiles the same program at
+  the same time: process 1 traces into process_1/ and leaves process 0's folder alone (the table
+  is process 0's to write)."""
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  profiler = bench._Profiler(str(tmp_path), enabled=True)  # pylint: disable=protected-access
+  process_0 = tmp_path / "profile" / "tanh" / "process_0" / "program.hlo.txt"
+  process_0.parent.mkdir(parents=True)
+  process_0.write_text("process 0's")
+  (tmp_path / "profile" / "tanh" / "process_1").mkdir()  # an earlier run's, replaced
+  profiler("tanh", *_small_program())
+  assert list((tmp_path / "profile" / "tanh" / "process_1").rglob("*.xplane.pb"))
+  assert process_0.read_text() == "process 0's"
+  assert not profiler.paths and not (tmp_path / "profile" / "tanh.md").exists()
 
 
 def test_random_state_has_the_fresh_states_layout():

@@ -1,5 +1,6 @@
 """vssjax.op_profile: per-HLO-op times of a compiled program, attributed to their JAX source."""
 
+import os
 import subprocess
 import sys
 import types
@@ -7,6 +8,7 @@ import types
 import jax
 import jax.numpy as jnp
 import pytest
+from absl import app
 
 from tests.conftest import REPO
 from vssjax import op_profile
@@ -34,14 +36,40 @@ def test_ops_of_a_program_are_timed_and_attributed(tmp_path):
   result = subprocess.run([sys.executable, "-m", "vssjax.op_profile", str(tmp_path), "--top=1"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
   assert result.stdout == op_profile.format_op_table(str(tmp_path), ops, top=1) + "\n"
+  # Without --top, the table the bench wrote (format_op_table's default).
+  result = subprocess.run([sys.executable, "-m", "vssjax.op_profile", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+  assert result.stdout == op_profile.format_op_table(str(tmp_path), ops) + "\n"
 
 
 def test_a_folder_without_a_saved_program_or_trace_is_one_clear_line(tmp_path):
   with pytest.raises(SetupError, match=r"no program\.hlo\.txt; give a trace folder"):
     op_profile.ops_of_saved_trace(tmp_path)
+  (tmp_path / "program.hlo.txt").write_text(_TWO_OPS)
+  with pytest.raises(SetupError, match=r"no program\.json; give a trace folder"):
+    op_profile.ops_of_saved_trace(tmp_path)
   op_profile.save_program(tmp_path, _TWO_OPS, calls=1)
   with pytest.raises(SetupError, match=r"no profiler trace \(\*\.xplane\.pb\) under it"):
     op_profile.ops_of_saved_trace(tmp_path)
+
+
+def test_the_command_line_says_a_wrong_folder_in_one_line_and_wants_one_folder(tmp_path):
+  with pytest.raises(SystemExit, match=r"^error: .*: no program\.hlo\.txt; give a trace folder"):
+    op_profile.main(["op_profile", str(tmp_path)])
+  with pytest.raises(app.UsageError, match="usage: python -m vssjax.op_profile TRACE_FOLDER"):
+    op_profile.main(["op_profile", str(tmp_path), str(tmp_path)])
+
+
+def test_a_trace_the_reader_cannot_table_keeps_its_program(tmp_path, monkeypatch):
+  """A GPU trace whose layout the reader does not know yet keeps the program beside it, so that
+  the table can be made from the folder after a fix of the reader, without the device again."""
+  x = jnp.ones((128, 128))
+  compiled = jax.jit(lambda x: jnp.tanh(x @ x.T)).lower(x).compile()
+  monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile())
+  with pytest.raises(LookupError, match="no op of"):
+    op_profile.profile_ops(lambda: compiled(x), compiled, tmp_path, calls=2)
+  monkeypatch.undo()  # the reader fixed
+  assert op_profile.ops_of_saved_trace(tmp_path)
 
 
 def _event(name, ns, module=None, hlo_op=None):
@@ -74,6 +102,20 @@ def test_a_trace_that_names_modules_otherwise_counts_every_modules_ops(tmp_path,
   hlo = "HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()"
   (op,) = op_profile.ops_in_trace(tmp_path, hlo, calls=2)
   assert (op.name, op.ms_per_call, op.shape) == ("fusion.1", 2.0, "f32[2]{0}")
+
+
+def test_the_newest_trace_of_a_folder_is_read(tmp_path, monkeypatch):
+  """A training run resumed with the same train.profile_steps traces into the folder again: its
+  table is of the newest trace, not of an earlier run's."""
+  for name, mtime in (("old", 1_000_000), ("new", 2_000_000)):
+    xplane = tmp_path / name / "host.xplane.pb"
+    xplane.parent.mkdir()
+    xplane.write_bytes(b"")
+    os.utime(xplane, (mtime, mtime))
+  monkeypatch.setattr(jax.profiler.ProfileData, "from_file", lambda path: _profile(
+      _event("fusion.1" if "/new/" in path else "fusion.2", 1_000_000, "jit_step")))
+  (op,) = op_profile.ops_in_trace(tmp_path, _TWO_OPS, calls=1)
+  assert op.name == "fusion.1"
 
 
 def test_gpu_kernels_count_for_the_hlo_op_they_carry():
@@ -112,6 +154,19 @@ def test_a_trace_without_the_programs_ops_says_what_it_holds(tmp_path, monkeypat
   with pytest.raises(LookupError, match=r"/device:GPU:0/Stream #7: 1 events, e\.g\. "
                                         r"'volta_sgemm' with stats \['hlo_module'\]"):
     op_profile.ops_in_trace(tmp_path, hlo, calls=1)
+
+
+def test_a_real_trace_without_the_programs_ops_lists_its_lines(tmp_path):
+  """The same error from a real profiler trace, whose lines and events have no length: it must
+  still be the LookupError naming the lines, the one clue an unknown layout gives."""
+  x = jnp.ones((128, 128))
+  compiled = jax.jit(lambda a: jnp.tanh(a @ a)).lower(x).compile()
+  with jax.profiler.trace(str(tmp_path)):
+    jax.block_until_ready(compiled(x))
+  other = "HloModule jit_other, is_scheduled=true\n  %no_such_op.7 = f32[2]{0} fusion()"
+  with pytest.raises(LookupError, match=r"no op of jit_other in the profiler's trace; its lines: "
+                                        r"/host:CPU/\S.*: \d+ events, e\.g\. '"):
+    op_profile.ops_in_trace(tmp_path, other, calls=1)
 
 
 _TWO_OPS = ("HloModule jit_step, is_scheduled=true\n  %fusion.1 = f32[2]{0} fusion()\n"

@@ -162,14 +162,15 @@ def ops_in_trace(trace_dir: str | pathlib.Path, hlo_text: str, calls: int) -> li
 
 def _trace_lines(profile, limit: int = 12) -> str:
   """The busiest lines of an XSpace, each with its event count and its first event's name and stat
-  names: what a trace held when none of its events could be read as the program's ops."""
-  lines = sorted(((plane.name, line) for plane in profile.planes for line in plane.lines),
-                 key=lambda item: -len(item[1].events))
+  names: what a trace held when none of its events could be read as the program's ops. (A
+  profile's lines and events are iterables without a length.)"""
+  lines = sorted(((plane.name, line.name, list(line.events)) for plane in profile.planes
+                  for line in plane.lines), key=lambda item: -len(item[2]))
   return "; ".join(
-      f"{plane}/{line.name}: {len(line.events)} events"
-      + (f", e.g. {line.events[0].name[:60]!r} with stats "
-         f"{sorted(str(key) for key, _ in line.events[0].stats)}" if line.events else "")
-      for plane, line in lines[:limit]) or "none"
+      f"{plane}/{line}: {len(events)} events"
+      + (f", e.g. {events[0].name[:60]!r} with stats "
+         f"{sorted(str(key) for key, _ in events[0].stats)}" if events else "")
+      for plane, line, events in lines[:limit]) or "none"
 
 
 def format_op_table(title: str, ops: list[OpTime], top: int = 30) -> str:

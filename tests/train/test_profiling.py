@@ -1,5 +1,7 @@
 """vssjax.train.profiling: a profiler trace of chosen training steps and the step's op table."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -44,6 +46,18 @@ def test_the_chosen_steps_are_traced_and_the_step_program_tabled(tmp_path, capsy
   # The step's program is saved beside the trace: the table can be made again from the folder.
   assert table.split("\n", 1)[1] == op_profile.format_op_table(
       "", op_profile.ops_of_saved_trace(trace_dir)).split("\n", 1)[1]
+
+
+def test_a_trace_the_reader_cannot_table_keeps_the_step_program(tmp_path, capsys, monkeypatch):
+  """A GPU trace whose layout the reader does not know yet keeps the step's program beside it:
+  the table can be made from the folder after a fix of the reader, without training again."""
+  monkeypatch.setattr(jax.profiler.ProfileData, "from_file",
+                      lambda path: types.SimpleNamespace(planes=[]))
+  _train(profiling.StepProfiler(str(tmp_path), (1, 2), start=0, end=3), 0, 3)
+  assert "no per-op table (LookupError" in capsys.readouterr().out
+  monkeypatch.undo()  # the reader fixed
+  ops = op_profile.ops_of_saved_trace(tmp_path / "profile" / "train" / "process_0")
+  assert ops and all(op.source.startswith("jit(<lambda>)") for op in ops if op.source)
 
 
 def test_a_range_is_clipped_to_the_run_and_one_outside_it_traces_nothing(tmp_path, capsys):
