@@ -424,7 +424,8 @@ def test_a_rematerialising_train_step_counts_its_recomputation_and_says_so(tmp_p
   assert flops["nothing_saveable"]["train_step"] > 1.03 * flops[""]["train_step"]
   out = capsys.readouterr().out
   assert out.count("train_step rematerialises the backbone's blocks "
-                   "(model.remat='nothing_saveable'): its GFLOPs count their recomputation") == 1
+                   "(model.remat='nothing_saveable'): its time and GFLOPs include their "
+                   "recomputation") == 1
   # The kept activations' run says nothing of a recomputation it does not do.
   assert "rematerialises" not in (tmp_path / "kept" / "bench.md").read_text()
 
@@ -444,6 +445,7 @@ def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(t
   monkeypatch.setattr(bench, "_trace_train_step", slow_trace)
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
   config.model.scan_blocks = True
+  config.model.remat = "nothing_saveable"  # the summary then speaks of its time alone
   config.model.backbone_overrides.depths = (2, 2, 2, 2)
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=0, repeats=1,
                       train_repeats=1, torch=False)
@@ -453,5 +455,7 @@ def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(t
     assert rows["forward"][figure] > 0 and rows["train_step"][figure] is None
   assert results["scan_blocks"]
   assert rows["train_step"]["compile_s"] >= 1000.0 > rows["forward"]["compile_s"]
+  out = capsys.readouterr().out
   assert ("train_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's blocks as "
-          "a loop") in capsys.readouterr().out
+          "a loop") in out
+  assert "(model.remat='nothing_saveable'): its time includes their recomputation" in out

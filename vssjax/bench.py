@@ -513,9 +513,11 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
                 "blocks as a loop, whose body XLA's cost analysis counts once; run without it for "
                 "them")
   if results.get("remat"):
+    counted = ("time includes" if results.get("scan_blocks")  # its GFLOPs are n/a: above
+               else "time and GFLOPs include")
     summary += (f"\ntrain_step rematerialises the backbone's blocks (model.remat="
-                f"{results['remat']!r}): its GFLOPs count their recomputation, and PyTorch's "
-                "step keeps every activation")
+                f"{results['remat']!r}): its {counted} their recomputation, and PyTorch's step "
+                "keeps every activation")
   if results["compilation_cache_dir"]:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "
                 f"{results['compilation_cache_dir']} (JAX_COMPILATION_CACHE_DIR)")
