@@ -76,9 +76,8 @@ class StepProfiler:
     if jax.process_index() != 0:
       return
     try:
-      hlo_text = compiled().as_text()
-      op_profile.save_program(self._trace_dir, hlo_text, self._traced_steps)
-      ops = op_profile.ops_in_trace(self._trace_dir, hlo_text, self._traced_steps)
+      ops = op_profile.ops_with_program_saved(self._trace_dir, compiled().as_text(),
+                                              self._traced_steps)
     except Exception as error:  # pylint: disable=broad-except
       # E.g. a workdir on a bucket, which the table's reader cannot list: the trace is written.
       print(f"train.profile_steps: no per-op table ({error!r})", flush=True)
