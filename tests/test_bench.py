@@ -19,7 +19,7 @@ from vssjax import bench, bench_torch, op_profile
 from vssjax.bench_figures import program_peak_mb, xla_cost
 from vssjax.bench_rows import Row
 from vssjax.errors import SetupError
-from vssjax.methods import get_method
+from vssjax.methods import get_method, losses
 from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.train import loop
 
@@ -459,3 +459,27 @@ def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(t
   assert ("train_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's blocks as "
           "a loop") in out
   assert "(model.remat='nothing_saveable'): its time includes their recomputation" in out
+
+
+def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
+  """XLA's cost analysis counts the loss's loop over its rounds once: the bench adds the other
+  rounds, each as the loss on one sample costs, which comes to about the count of the same loss
+  taken in one round."""
+  logits = jax.ShapeDtypeStruct((8, 12, 10, 5), jnp.float32)
+  labels = jax.ShapeDtypeStruct((8, 48, 40), jnp.int32)
+
+  def compiled_loss():
+    loss = lambda x, y: losses.cross_entropy_at_label_size(x, y)[0]
+    return jax.jit(jax.value_and_grad(loss)).lower(logits, labels).compile()
+
+  with losses.rounds_traced() as rounds:
+    in_rounds = compiled_loss()
+  assert [r.count for r in rounds] == [8]
+  counted = Row("train_step", "float32", 8, 8, 0.0, 1.0, 8.0, xla_cost("flops", in_rounds), None,
+                None, xla_cost("bytes accessed", in_rounds))
+  added = bench._with_loss_rounds(counted, rounds)  # pylint: disable=protected-access
+  monkeypatch.setattr(losses.parallel, "batch_shards", lambda: 8)  # a round of all 8 samples
+  whole = compiled_loss()
+  assert counted.gflops < 0.5 * xla_cost("flops", whole)
+  assert added.gflops == pytest.approx(xla_cost("flops", whole), rel=0.1)
+  assert added.gb_accessed == pytest.approx(xla_cost("bytes accessed", whole), rel=0.2)

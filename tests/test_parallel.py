@@ -25,6 +25,13 @@ def test_mesh_shapes_and_errors():
     parallel.per_process_batch_size(5, 2)
 
 
+def test_batch_shards_is_the_batch_axes_size_of_the_mesh_traced_under():
+  assert parallel.batch_shards() == 1  # no mesh
+  for data, fsdp in [(4, 1), (2, 2), (2, 1)]:
+    with jax.sharding.use_abstract_mesh(parallel.make_mesh(data, fsdp).abstract_mesh):
+      assert parallel.batch_shards() == data * fsdp
+
+
 def test_sharding_rules_first_match_and_largest_divisible_axis():
   mesh = parallel.make_mesh(2, 2)
   state = {"params": {"dense": {"kernel": jnp.zeros((3, 8)), "bias": jnp.zeros(8)},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import importlib.util
+import math
 import os
 import re
 import threading
@@ -121,6 +122,14 @@ def make_mesh(data: int = -1, fsdp: int = 1,
 
 def mesh_from_config(config) -> jax.sharding.Mesh:
   return make_mesh(config.mesh.data, config.mesh.fsdp)
+
+
+def batch_shards() -> int:
+  """Into how many pieces the program being traced splits its batch: the batch axes' size of the
+  mesh it is traced under (`jax.sharding.use_abstract_mesh`, as the train step is), 1 outside
+  one. Lets a loss take its samples in rounds of one per device (`losses._in_rounds`)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty else math.prod(mesh.shape.get(axis, 1) for axis in BATCH_AXES)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

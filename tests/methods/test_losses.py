@@ -1,39 +1,162 @@
-"""Cross-entropy conventions on a hand-computed case."""
+"""The cross-entropy at label size: its conventions on hand-computed cases, its value and gradient
+against the plain composition (upsample the whole batch, then the loss), and the rounds it takes
+the batch in, alone and split over the 4 fake devices."""
 
+import re
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vssjax import parallel
+from vssjax.errors import SetupError
 from vssjax.methods import losses
+from vssjax.ops.resize import resize_bilinear
 
 
-def test_cross_entropy_valid_and_all_averages():
-  # Two pixels, two classes: logits (0, 0) -> nll log 2; (log 3, 0) with label 1 -> nll log 4.
+def _plain_cross_entropy(logits, labels, *, average="valid", class_weights=None,
+                         align_corners=False):
+  """The reference: the whole batch upsampled at once, then torch's (weighted) cross-entropy."""
+  up = resize_bilinear(logits.astype(jnp.float32), labels.shape[-2:], align_corners=align_corners)
+  valid = labels != 255
+  safe = jnp.where(valid, labels, 0)
+  nll = jax.nn.logsumexp(up, -1) - jnp.take_along_axis(up, safe[..., None], -1)[..., 0]
+  weights = (valid.astype(jnp.float32) if class_weights is None
+             else jnp.where(valid, jnp.asarray(class_weights, jnp.float32)[safe], 0.0))
+  total = jnp.sum(jnp.where(valid, nll, 0.0) * weights)
+  return total / (labels.size if average == "all" else weights.sum())
+
+
+def _batch(rng, n=4, dtype=jnp.float32):
+  logits = jnp.asarray(rng.normal(size=(n, 6, 5, 7)), dtype)
+  labels = rng.integers(0, 7, size=(n, 24, 20))
+  labels[:, :3] = 255
+  return logits, jnp.asarray(labels, jnp.int32)
+
+
+def test_cross_entropy_valid_and_all_averages_and_the_pixel_accuracy():
+  # Two pixels, two classes: logits (0, 0) -> nll log 2; (log 3, 0) with label 1 -> nll log 4;
+  # the third pixel is ignored. Logits already at label size are not resized.
   logits = jnp.array([[[[0.0, 0.0], [np.log(3.0), 0.0], [5.0, -5.0]]]])
   labels = jnp.array([[[0, 1, 255]]])
-  valid = losses.segmentation_cross_entropy(logits, labels, average="valid")
-  all_pixels = losses.segmentation_cross_entropy(logits, labels, average="all")
+  valid, accuracy = losses.cross_entropy_at_label_size(logits, labels, average="valid")
+  all_pixels, _ = losses.cross_entropy_at_label_size(logits, labels, average="all")
   np.testing.assert_allclose(valid, (np.log(2) + np.log(4)) / 2, rtol=1e-6)
   np.testing.assert_allclose(all_pixels, (np.log(2) + np.log(4)) / 3, rtol=1e-6)
-  with pytest.raises(ValueError, match="average"):
-    losses.segmentation_cross_entropy(logits, labels, average="mean")
+  # argmax picks class 0 at both valid pixels (ties go to the first): one of two right, the
+  # ignored pixel's right answer not counted.
+  np.testing.assert_allclose(accuracy, 0.5)
+  with pytest.raises(SetupError, match="average"):
+    losses.cross_entropy_at_label_size(logits, labels, average="mean")
+  with pytest.raises(ValueError, match="3 class weights for 2 classes"):
+    losses.cross_entropy_at_label_size(logits, labels, class_weights=[1.0, 1.0, 1.0])
 
 
-def test_pixel_accuracy_ignores_255():
-  logits = jnp.array([[[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]])
-  labels = jnp.array([[[0, 1, 255]]])
-  np.testing.assert_allclose(losses.pixel_accuracy(logits, labels), 0.5)
+@pytest.mark.parametrize("align_corners, samples", [(False, [0.0, 0.25, 0.75, 1.0]),
+                                                    (True, [0.0, 1 / 3, 2 / 3, 1.0])])
+def test_logits_are_upsampled_as_torch_interpolates(align_corners, samples):
+  """mmseg's resize before every loss (align_corners=False): a row (0, 1) doubled samples at
+  -0.25, 0.25, 0.75, 1.25, edges clamped; ETC's losses use align_corners=True."""
+  logits = jnp.array([[[[0.0, 0.0], [0.0, 1.0]]]])  # [N=1, h=1, w=2, C=2]: class 1's row (0, 1)
+  loss, _ = losses.cross_entropy_at_label_size(logits, jnp.zeros((1, 1, 4), jnp.int32),
+                                               align_corners=align_corners)
+  np.testing.assert_allclose(loss, np.mean(np.log1p(np.exp(samples))), rtol=1e-6)
 
 
-def test_logits_are_upsampled_to_label_size():
-  logits = jnp.zeros((1, 2, 3, 4), jnp.bfloat16)
-  out = losses.logits_at_label_size(logits, jnp.zeros((1, 8, 12), jnp.int32))
-  assert out.shape == (1, 8, 12, 4) and out.dtype == jnp.float32
+@pytest.mark.parametrize("options", [{}, {"average": "all"}, {"align_corners": True},
+                                     {"class_weights": [0.5, 1.0, 2.0, 0.0, 1.5, 1.0, 3.0]}])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_value_and_gradient_are_the_plain_compositions(options, dtype):
+  logits, labels = _batch(np.random.default_rng(0), dtype=dtype)
+  value, gradient = jax.jit(jax.value_and_grad(
+      lambda x: losses.cross_entropy_at_label_size(x, labels, **options)[0]))(logits)
+  expected, expected_gradient = jax.jit(jax.value_and_grad(
+      lambda x: _plain_cross_entropy(x, labels, **options)))(logits)
+  assert gradient.dtype == dtype
+  np.testing.assert_allclose(value, expected, rtol=1e-6)
+  tolerance = 1e-6 if dtype == jnp.float32 else 1e-2  # bf16: one rounding of the gradient
+  np.testing.assert_allclose(np.asarray(gradient, np.float32),
+                             np.asarray(expected_gradient, np.float32),
+                             rtol=tolerance, atol=tolerance * np.abs(expected_gradient).max())
 
 
-def test_logits_are_upsampled_as_torch_interpolates_with_align_corners_false():
-  """mmseg's resize before every loss: a row (0, 1) doubled samples at -0.25, 0.25, 0.75, 1.25,
-  edges clamped (align_corners=True would give 0, 1/3, 2/3, 1)."""
-  logits = jnp.array([[[[0.0], [1.0]]]])  # [N=1, h=1, w=2, C=1]
-  out = losses.logits_at_label_size(logits, jnp.zeros((1, 1, 4), jnp.int32))
-  np.testing.assert_allclose(np.ravel(out), [0.0, 0.25, 0.75, 1.0], atol=1e-6)
+def test_a_weighted_loss_passes_its_weight_to_the_gradient():
+  """The backward pass scales the gradient kept from the forward pass by the loss's cotangent."""
+  logits, labels = _batch(np.random.default_rng(1))
+  gradient = jax.grad(lambda x: 0.4 * losses.cross_entropy_at_label_size(x, labels)[0])(logits)
+  expected = jax.grad(lambda x: 0.4 * _plain_cross_entropy(x, labels))(logits)
+  np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_the_pixel_accuracy_scores_the_upsampled_logits():
+  logits, labels = _batch(np.random.default_rng(2))
+  _, accuracy = losses.cross_entropy_at_label_size(logits, labels, align_corners=True)
+  up = resize_bilinear(logits, labels.shape[-2:], align_corners=True)
+  valid = labels != 255
+  np.testing.assert_allclose(accuracy, np.sum((np.argmax(up, -1) == labels) & valid) / valid.sum(),
+                             rtol=1e-6)
+
+
+def _collectives(compiled) -> list[str]:
+  """The result shapes of the program's cross-device operations."""
+  return re.findall(r"= (\S+) (?:all-gather|all-reduce|all-to-all|collective-permute|"
+                    r"reduce-scatter)(?:-start)?\(", compiled.as_text())
+
+
+@pytest.mark.parametrize("data, fsdp", [(4, 1), (2, 2)])
+def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp):
+  """Traced under the train step's mesh, each round takes one sample of every device's share: the
+  only cross-device traffic is the two sums (no gather of another device's logits or labels, as
+  rounds of the batch's first samples would need), and the loss and gradient are the plain ones."""
+  mesh = parallel.make_mesh(data, fsdp)
+  split = parallel.batch_sharding(mesh)
+  logits, labels = jax.device_put(_batch(np.random.default_rng(3), n=8), split)
+
+  def loss_and_gradient(x, y):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return jax.value_and_grad(lambda x: losses.cross_entropy_at_label_size(x, y)[0])(x)
+
+  program = jax.jit(loss_and_gradient, out_shardings=(parallel.replicated(mesh), split))
+  compiled = program.lower(logits, labels).compile()
+  assert _collectives(compiled) and all(shape.startswith("f32[]")
+                                        for shape in _collectives(compiled))
+  value, gradient = program(logits, labels)
+  expected, expected_gradient = jax.value_and_grad(_plain_cross_entropy)(logits, labels)
+  np.testing.assert_allclose(value, expected, rtol=1e-6)
+  np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-6,
+                             atol=1e-6 * np.abs(expected_gradient).max())
+
+
+def test_the_upsampled_batch_is_never_kept_whole():
+  """What the rounds are for: XLA's temporaries for the value and gradient, against the plain
+  composition's, which keeps the whole batch's upsampled logits for the backward pass."""
+  logits = jax.ShapeDtypeStruct((8, 30, 30, 12), jnp.float32)
+  labels = jax.ShapeDtypeStruct((8, 120, 120), jnp.int32)
+
+  def temporaries(loss):
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(logits, labels).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  upsampled_batch = 8 * 120 * 120 * 12 * 4
+  rounds = temporaries(lambda x, y: losses.cross_entropy_at_label_size(x, y)[0])
+  plain = temporaries(_plain_cross_entropy)
+  assert plain > upsampled_batch and rounds < upsampled_batch / 2
+
+
+def test_each_traced_loss_notes_its_rounds_for_the_bench():
+  """One sample's shapes and the number of rounds: one per sample alone, one per sample of a
+  device's share under a mesh of 4."""
+  logits, labels = _batch(np.random.default_rng(4), n=8)
+  weights = np.ones(7)
+  with losses.rounds_traced() as rounds:
+    jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(
+        x, labels, class_weights=weights, align_corners=True), logits)
+    with jax.sharding.use_abstract_mesh(parallel.make_mesh(4, 1).abstract_mesh):
+      jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(x, labels), logits)
+  assert [(r.count, r.weighted, r.align_corners) for r in rounds] == [(8, True, True),
+                                                                     (2, False, False)]
+  assert rounds[0].arguments == (jax.ShapeDtypeStruct((1, 6, 5, 7), jnp.float32),
+                                 jax.ShapeDtypeStruct((1, 24, 20), jnp.int32))
+  jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(x, labels), logits)
+  assert len(rounds) == 2  # not noted outside the block

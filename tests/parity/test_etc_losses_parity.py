@@ -27,7 +27,8 @@ def test_supervised_loss_matches_torch_weighted_cross_entropy_with_aux():
 
   expected = torch_ce(logits) + 0.4 * torch_ce(aux)
   with jax.default_matmul_precision("highest"):
-    loss = etc_losses.supervised_loss(jnp.asarray(logits), jnp.asarray(aux), jnp.asarray(labels))
+    loss, _ = etc_losses.supervised_loss(jnp.asarray(logits), jnp.asarray(aux),
+                                         jnp.asarray(labels))
   np.testing.assert_allclose(loss, expected.item(), rtol=1e-5)
 
 

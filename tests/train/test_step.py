@@ -92,6 +92,24 @@ class _StateDroppingMethod(_LinearMethod):
     return loss, metrics
 
 
+def test_the_loss_is_traced_under_the_mesh_so_it_knows_the_batch_split():
+  """`parallel.batch_shards` inside a method's loss (the cross-entropy's rounds) is the mesh's."""
+  seen = []
+
+  class _Recording(_LinearMethod):
+    def loss_and_metrics(self, params, model_state, batch, rng):
+      seen.append(parallel.batch_shards())
+      return super().loss_and_metrics(params, model_state, batch, rng)
+
+  mesh = parallel.make_mesh(2, 2)
+  method = _Recording(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  step = step_lib.make_train_step(method, lambda _: optax.sgd(0.1), parallel.replicated(mesh),
+                                  mesh, jax.random.PRNGKey(1))
+  step(_state(0), {"frames": jnp.zeros((4, 1, 2, 2, 3), jnp.uint8)},
+       step_lib.schedule_length(10, mesh))
+  assert seen == [4]
+
+
 def test_a_loss_and_metrics_return_of_another_shape_stops_the_first_step_naming_it():
   """It split the metrics dict into (metrics, model_state) and failed in `dict(...)` with "update
   sequence element #0 has length 1", naming neither the method nor what it returns."""

@@ -181,10 +181,8 @@ class DCFMMethod(Method):
         variables, both, method=forward, rngs={"dropout": rng}, mutable=["batch_stats"])
     method = self.config.method
     average = method.loss_average
-    up_l = losses.logits_at_label_size(logits_l, labels)
-    loss_key = losses.segmentation_cross_entropy(up_l, labels, average=average)
-    loss_nonkey = losses.segmentation_cross_entropy(
-        losses.logits_at_label_size(logits_lu, labels), labels, average=average)
+    loss_key, pixel_acc = losses.cross_entropy_at_label_size(logits_l, labels, average=average)
+    loss_nonkey, _ = losses.cross_entropy_at_label_size(logits_lu, labels, average=average)
     agree = jnp.argmax(logits_l, axis=-1) == jnp.argmax(logits_u, axis=-1)
     diff = (fused_l.astype(jnp.float32) - fused_u.astype(jnp.float32)) * agree[..., None]
     loss_consistency = jnp.mean(jnp.square(diff))
@@ -192,7 +190,7 @@ class DCFMMethod(Method):
             + method.consistency_weight * loss_consistency)
     metrics = {"loss": loss, "loss_key": loss_key, "loss_nonkey": loss_nonkey,
                "loss_consistency": loss_consistency, "mask_fraction": agree.mean(),
-               "pixel_acc": losses.pixel_accuracy(up_l, labels)}
+               "pixel_acc": pixel_acc}
     return loss, (metrics, dict(new_state))
 
   # Inference pieces, each one compiled program (the predictor never calls the deep part on a

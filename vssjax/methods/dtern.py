@@ -93,15 +93,15 @@ class DTERNMethod(Method):
         {"params": params, **model_state}, batch["frames"], train=True,
         rngs={"dropout": rng}, mutable=["batch_stats"])
     labels = batch["labels"]
-    target_labels = jnp.concatenate([labels[:, -1]] * 2, axis=0)
-    target_logits = losses.logits_at_label_size(
-        jnp.concatenate([outputs["final"], outputs["class_logits"]], axis=0), target_labels)
     loss_frames = self._frame_loss(outputs["frame_logits"], labels)
-    loss_target = self._cross_entropy(target_logits, target_labels)
+    # The release's one cross-entropy over [final; class logits], the target's labels twice: both
+    # halves have the same divisor, so it is the mean of the two.
+    loss_final, pixel_acc = self._cross_entropy(outputs["final"], labels[:, -1])
+    loss_class, _ = self._cross_entropy(outputs["class_logits"], labels[:, -1])
+    loss_target = 0.5 * (loss_final + loss_class)
     loss = 0.5 * loss_frames + 0.5 * loss_target
-    final = target_logits[: labels.shape[0]]  # the final prediction, already at label size
     metrics = {"loss": loss, "loss_frames": loss_frames, "loss_target": loss_target,
-               "pixel_acc": losses.pixel_accuracy(final, labels[:, -1])}
+               "pixel_acc": pixel_acc}
     return loss, (metrics, dict(new_state))
 
   def _frame_loss(self, frame_logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -111,11 +111,11 @@ class DTERNMethod(Method):
       frame_logits, labels = frame_logits[:, -1], labels[:, -1]
     else:
       frame_logits, labels = flatten_time(frame_logits), flatten_time(labels)
-    return self._cross_entropy(losses.logits_at_label_size(frame_logits, labels), labels)
+    return self._cross_entropy(frame_logits, labels)[0]
 
-  def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Cross-entropy of logits already at label size, averaged as the config says."""
-    return losses.segmentation_cross_entropy(
+  def _cross_entropy(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(cross-entropy, pixel accuracy) at label size, averaged as the config says."""
+    return losses.cross_entropy_at_label_size(
         logits, labels, average=self.config.method.loss_average)
 
   def _encode_frame_impl(self, variables, frames):

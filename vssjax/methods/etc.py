@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from vssjax import configs_lib
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
-from vssjax.methods import etc_losses, get_method, losses
+from vssjax.methods import etc_losses, get_method
 from vssjax.methods.backbones import (backbone_family, compute_dtype, refuse_dwconv_impl,
                                       remat_policy_name)
 from vssjax.methods.base import Batch, Method, Variables
@@ -237,10 +237,11 @@ class ETCMethod(Method):
     images_t = self._images(frames[:, -1])
     out_t, batch_stats = self._train_forward(
         student, model_state["batch_stats"], images_t, target_rng)
-    # (name, weight, value): the loss is the weighted sum, the metrics the unweighted terms.
-    terms = [("supervised", 1.0, etc_losses.supervised_loss(
+    supervised, pixel_acc = etc_losses.supervised_loss(
         out_t["logits"], out_t.get("aux_logits"), labels, class_weights=self._class_weights,
-        aux_weight=method.aux_weight, average=method.loss_average))]
+        aux_weight=method.aux_weight, average=method.loss_average)
+    # (name, weight, value): the loss is the weighted sum, the metrics the unweighted terms.
+    terms = [("supervised", 1.0, supervised)]
     if self.needs_partner:
       images_s = self._images(frames[:, 0])
       out_s, batch_stats = self._train_forward(student, batch_stats, images_s, partner_rng)
@@ -252,8 +253,7 @@ class ETCMethod(Method):
         terms += self._distillation_terms(params, model_state, frames, out_t, out_s)
     loss = sum(weight * value for _, weight, value in terms)
     metrics = {"loss": loss, **{f"loss_{name}": value for name, _, value in terms},
-               "pixel_acc": losses.pixel_accuracy(
-                   etc_losses.upsample(out_t["logits"], labels.shape[-2:]), labels)}
+               "pixel_acc": pixel_acc}
     return loss, (metrics, {**model_state, "batch_stats": batch_stats})
 
   def _distillation_terms(self, params, model_state, frames, out_t, out_s

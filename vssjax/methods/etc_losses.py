@@ -42,31 +42,31 @@ _NORM_EPS = 1e-8  # torch's cosine_similarity floor; the release has none (all-z
 
 
 def upsample(x: jax.Array, size: Sequence[int]) -> jax.Array:
-  """float32 `x` [B, h, w, C] at `size`, bilinear with align_corners=True: every upsampling of
-  the release's losses, and of the training batch's logged pixel accuracy."""
+  """float32 `x` [B, h, w, C] at `size`, bilinear with align_corners=True, as the release's losses
+  upsample (`supervised_loss` passes the same setting to `losses.cross_entropy_at_label_size`)."""
   return resize_bilinear(x.astype(jnp.float32), tuple(size), align_corners=True)
 
 
 def supervised_loss(logits: jax.Array, aux_logits: jax.Array | None, labels: jax.Array, *,
                     class_weights: Sequence[float] | None = CITYSCAPES_CLASS_WEIGHTS,
-                    aux_weight: float = AUX_WEIGHT, average: str = "valid") -> jax.Array:
-  """CE(main) + aux_weight * CE(aux), each upsampled to the labels [B, H, W] (ignore 255).
+                    aux_weight: float = AUX_WEIGHT, average: str = "valid"
+                    ) -> tuple[jax.Array, jax.Array]:
+  """(CE(main) + aux_weight * CE(aux), the main logits' pixel accuracy), each upsampled to the
+  labels [B, H, W] (ignore 255) with `upsample`'s align_corners=True.
 
   With `average='valid'` the CE is PyTorch's class-weighted mean, sum_i w_{y_i} nll_i /
   sum_i w_{y_i}, the release's; 'all' divides the weighted sum by the pixel count instead
-  (`losses.segmentation_cross_entropy`). Pass `class_weights=None` for a dataset other than
+  (`losses.cross_entropy_at_label_size`). Pass `class_weights=None` for a dataset other than
   Cityscapes, `aux_logits=None` without an aux head.
   """
-  size = labels.shape[-2:]
+  def cross_entropy(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return losses.cross_entropy_at_label_size(x, labels, average=average,
+                                              class_weights=class_weights, align_corners=True)
 
-  def cross_entropy(x: jax.Array) -> jax.Array:
-    return losses.segmentation_cross_entropy(upsample(x, size), labels, average=average,
-                                             class_weights=class_weights)
-
-  loss = cross_entropy(logits)
+  loss, pixel_accuracy = cross_entropy(logits)
   if aux_logits is not None:
-    loss = loss + aux_weight * cross_entropy(aux_logits)
-  return loss
+    loss = loss + aux_weight * cross_entropy(aux_logits)[0]
+  return loss, pixel_accuracy
 
 
 def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,

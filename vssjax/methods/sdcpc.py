@@ -20,7 +20,6 @@ import jax
 
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
-from vssjax.methods import losses
 from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.clip_segmentor import ClipSegmentor
@@ -106,8 +105,7 @@ class SDCPCMethod(DTERNMethod):
         rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     method = self.config.method
     labels = batch["labels"]
-    final = losses.logits_at_label_size(outputs["final"], labels[:, -1])
-    loss_final = self._cross_entropy(final, labels[:, -1])
+    loss_final, pixel_acc = self._cross_entropy(outputs["final"], labels[:, -1])
     loss_frames = self._frame_loss(outputs["frame_logits"], labels)
     mcp = method.mcp
     loss_contrast = mcp_cl_loss(
@@ -118,5 +116,5 @@ class SDCPCMethod(DTERNMethod):
     loss = loss_final + method.frame_loss_weight * loss_frames + mcp.weight * loss_contrast
     metrics = {"loss": loss, "loss_final": loss_final, "loss_frames": loss_frames,
                "loss_contrast": loss_contrast,
-               "pixel_acc": losses.pixel_accuracy(final, labels[:, -1])}
+               "pixel_acc": pixel_acc}
     return loss, (metrics, dict(new_state))

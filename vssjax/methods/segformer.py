@@ -47,10 +47,9 @@ class SegFormerMethod(Method):
     logits, new_state = self._logits(
         {"params": params, **model_state}, frames, train=True,
         rngs={"dropout": rng}, mutable=["batch_stats"])
-    logits = losses.logits_at_label_size(logits, labels)
-    loss = losses.segmentation_cross_entropy(
+    loss, pixel_acc = losses.cross_entropy_at_label_size(
         logits, labels, average=self.config.method.loss_average)
-    metrics = {"loss": loss, "pixel_acc": losses.pixel_accuracy(logits, labels)}
+    metrics = {"loss": loss, "pixel_acc": pixel_acc}
     return loss, (metrics, dict(new_state))
 
   def _predict_logits_impl(self, variables, frames):

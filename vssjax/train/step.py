@@ -37,7 +37,8 @@ def make_train_step(
   def step(state: TrainState, batch: Batch, total_steps: jax.Array):
     rng = jax.random.fold_in(base_rng, state.step)
     grad_fn = jax.value_and_grad(checked_loss, has_aux=True)
-    (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # `parallel.batch_shards`
+      (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
     tx = optimizer(total_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
