@@ -483,3 +483,12 @@ def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
   assert counted.gflops < 0.5 * xla_cost("flops", whole)
   assert added.gflops == pytest.approx(xla_cost("flops", whole), rel=0.1)
   assert added.gb_accessed == pytest.approx(xla_cost("bytes accessed", whole), rel=0.2)
+
+
+def test_a_train_step_row_without_xla_figures_keeps_none_after_the_loss_rounds():
+  """A backend whose cost analysis lacks a figure leaves the row's None: no rounds added to it."""
+  rounds = losses.Rounds(4, jax.ShapeDtypeStruct((1, 6, 5, 3), jnp.float32),
+                         jax.ShapeDtypeStruct((1, 12, 10), jnp.int32), False, False)
+  row = Row("train_step", "float32", 4, 4, 0.0, 1.0, 4.0, None, None, None, None)
+  added = bench._with_loss_rounds(row, [rounds])  # pylint: disable=protected-access
+  assert added.gflops is None and added.gb_accessed is None

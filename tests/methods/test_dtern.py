@@ -129,6 +129,23 @@ def test_the_logged_pixel_accuracy_scores_the_final_prediction(method_and_variab
   assert float(metrics["pixel_acc"]) == pytest.approx(final, abs=1e-6)
 
 
+def test_the_target_loss_is_the_releases_one_cross_entropy_over_both_predictions(
+    method_and_variables, grads_and_metrics):
+  """The release scores [final; class-token logits] against the target's labels twice in one
+  cross-entropy; its two halves, taken apart, have the same divisor, so their mean, not sum."""
+  method, variables = method_and_variables
+  _, metrics = grads_and_metrics
+  batch = _batch()
+  outputs = jax.jit(lambda v, frames: method._apply(  # pylint: disable=protected-access
+      v, frames, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])[0])(
+          variables, batch["frames"])
+  labels = batch["labels"][:, -1]
+  both = np.concatenate([outputs["final"], outputs["class_logits"]], axis=0)
+  expected, _ = losses.cross_entropy_at_label_size(
+      both, np.concatenate([labels] * 2), average=method.config.method.loss_average)
+  np.testing.assert_allclose(metrics["loss_target"], expected, rtol=1e-5)
+
+
 def test_kept_frame_states_predict_what_the_clip_forward_does(streaming_variables):
   """In eval mode the head's fusion of each frame is per frame, so the predictor computes it once
   per frame and runs LTEM/GTEM on the kept results: the same logits as the whole clip."""

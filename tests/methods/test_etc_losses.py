@@ -35,6 +35,14 @@ def test_supervised_loss_needs_one_weight_per_class():
   assert float(loss) == pytest.approx(1.4 * np.log(9))
 
 
+def test_supervised_loss_reports_the_main_logits_pixel_accuracy():
+  """The logged accuracy is the main head's, not the auxiliary head's that the loss also scores."""
+  labels = jnp.zeros((1, 4, 4), jnp.int32)
+  right, wrong = (jnp.zeros((1, 2, 2, 3)).at[..., c].set(1.0) for c in (0, 1))
+  _, accuracy = etc_losses.supervised_loss(right, wrong, labels, class_weights=None)
+  assert float(accuracy) == 1.0
+
+
 def _static_scene():
   images = _normal(1, 6, 8, 3)
   logits = _normal(1, 3, 4, 5)

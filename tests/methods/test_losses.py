@@ -53,6 +53,15 @@ def test_cross_entropy_valid_and_all_averages_and_the_pixel_accuracy():
     losses.cross_entropy_at_label_size(logits, labels, class_weights=[1.0, 1.0, 1.0])
 
 
+def test_the_pixel_accuracy_skips_an_ignore_label_inside_the_class_range():
+  """An ignored pixel predicted as its (ignore) label is not a right answer: with the default 255
+  no argmax reaches it, an `ignore_label` among the class ids does."""
+  logits = jnp.array([[[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]])  # argmax 0, 0, 1
+  _, accuracy = losses.cross_entropy_at_label_size(logits, jnp.array([[[0, 0, 1]]]),
+                                                   ignore_label=0)
+  np.testing.assert_allclose(accuracy, 1.0)  # the one valid pixel; the two ignored ones match
+
+
 @pytest.mark.parametrize("align_corners, samples", [(False, [0.0, 0.25, 0.75, 1.0]),
                                                     (True, [0.0, 1 / 3, 2 / 3, 1.0])])
 def test_logits_are_upsampled_as_torch_interpolates(align_corners, samples):
@@ -160,3 +169,13 @@ def test_each_traced_loss_notes_its_rounds_for_the_bench():
                                  jax.ShapeDtypeStruct((1, 24, 20), jnp.int32))
   jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(x, labels), logits)
   assert len(rounds) == 2  # not noted outside the block
+
+
+def test_a_noted_rounds_program_is_the_noted_loss_on_one_sample():
+  """The bench compiles `program` as one round's cost: the loss with the noted settings."""
+  logits, labels = _batch(np.random.default_rng(5), n=1)
+  with losses.rounds_traced() as rounds:
+    losses.cross_entropy_at_label_size(logits, labels, align_corners=True)
+  value, _ = jax.jit(rounds[0].program)(logits, labels)
+  np.testing.assert_allclose(value, _plain_cross_entropy(logits, labels, align_corners=True),
+                             rtol=1e-6)

@@ -169,7 +169,8 @@ _traced_rounds: contextvars.ContextVar[list[Rounds] | None] = contextvars.Contex
 @contextlib.contextmanager
 def rounds_traced() -> Iterator[list[Rounds]]:
   """Lists the `Rounds` of every cross-entropy traced in the block: what the bench adds to the
-  cost XLA counts for a train step (`--mode=bench`)."""
+  cost XLA counts for a train step (`--mode=bench`). Only a fresh trace notes them: a jitted
+  function traced before, whose trace JAX reuses, runs none of the loss's Python."""
   token = _traced_rounds.set([])
   try:
     yield _traced_rounds.get()
