@@ -19,7 +19,7 @@ from vssjax import bench, bench_torch, op_profile
 from vssjax.bench_figures import program_peak_mb, xla_cost
 from vssjax.bench_rows import Row
 from vssjax.errors import SetupError
-from vssjax.methods import get_method, losses
+from vssjax.methods import get_method, losses, rounds
 from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.train import loop
 
@@ -472,13 +472,13 @@ def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
     loss = lambda x, y: losses.cross_entropy_at_label_size(x, y)[0]
     return jax.jit(jax.value_and_grad(loss)).lower(logits, labels).compile()
 
-  with losses.rounds_traced() as rounds:
+  with rounds.rounds_traced() as loops:
     in_rounds = compiled_loss()
-  assert [r.count for r in rounds] == [8]
+  assert [loop.count for loop in loops] == [8]
   counted = Row("train_step", "float32", 8, 8, 0.0, 1.0, 8.0, xla_cost("flops", in_rounds), None,
                 None, xla_cost("bytes accessed", in_rounds))
-  added = bench._with_loss_rounds(counted, rounds)  # pylint: disable=protected-access
-  monkeypatch.setattr(losses.parallel, "batch_shards", lambda: 8)  # a round of all 8 samples
+  added = bench._with_loss_rounds(counted, loops)  # pylint: disable=protected-access
+  monkeypatch.setattr(rounds.parallel, "batch_shards", lambda: 8)  # a round of all 8 samples
   whole = compiled_loss()
   assert counted.gflops < 0.5 * xla_cost("flops", whole)
   assert added.gflops == pytest.approx(xla_cost("flops", whole), rel=0.1)
@@ -487,8 +487,8 @@ def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
 
 def test_a_train_step_row_without_xla_figures_keeps_none_after_the_loss_rounds():
   """A backend whose cost analysis lacks a figure leaves the row's None: no rounds added to it."""
-  rounds = losses.Rounds(4, jax.ShapeDtypeStruct((1, 6, 5, 3), jnp.float32),
-                         jax.ShapeDtypeStruct((1, 12, 10), jnp.int32), False, False)
+  loop = rounds.Rounds(4, lambda x: (jnp.sum(x), ()),
+                       (jax.ShapeDtypeStruct((1, 6, 5, 3), jnp.float32),), ())
   row = Row("train_step", "float32", 4, 4, 0.0, 1.0, 4.0, None, None, None, None)
-  added = bench._with_loss_rounds(row, [rounds])  # pylint: disable=protected-access
+  added = bench._with_loss_rounds(row, [loop])  # pylint: disable=protected-access
   assert added.gflops is None and added.gb_accessed is None

@@ -52,7 +52,7 @@ from vssjax.bench_rows import (Row, Timing, announce, median_call_timing, median
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
-from vssjax.methods import get_method, losses
+from vssjax.methods import get_method, rounds
 from vssjax.methods.base import Method
 from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
@@ -327,7 +327,7 @@ class _TracedTrainStep:
   batch: dict[str, jax.Array]
   total_steps: jax.Array
   trace_s: float
-  loss_rounds: list[losses.Rounds]  # the loops XLA's cost analysis counts once
+  loss_rounds: list[rounds.Rounds]  # the loops XLA's cost analysis counts once
 
 
 def _trace_train_step(config: ConfigDict, method: Method, state, sharding, mesh
@@ -343,7 +343,7 @@ def _trace_train_step(config: ConfigDict, method: Method, state, sharding, mesh
                                         sharding, mesh, jax.random.PRNGKey(config.seed + 1))
   total_steps = step_lib.schedule_length(config.train.steps, mesh)
   start = time.perf_counter()
-  with losses.rounds_traced() as loss_rounds:
+  with rounds.rounds_traced() as loss_rounds:
     traced = train_step.trace(state, batch, total_steps)
   return _TracedTrainStep(traced, batch, total_steps, time.perf_counter() - start, loss_rounds)
 
@@ -368,18 +368,18 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
   return report(_with_loss_rounds(row, step.loss_rounds))
 
 
-def _with_loss_rounds(row: Row, loss_rounds: list[losses.Rounds]) -> Row:
+def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
   """The train step's row with its GFLOPs and GB accessed counting every round of its losses:
-  XLA's cost analysis counts a loop's body once, and each cross-entropy takes the batch in
-  rounds, a loop (`losses.cross_entropy_at_label_size`). Each further round costs what the
-  loss's value and gradient on one sample cost, compiled alone (SegFormer-B1, 16 frames at
+  XLA's cost analysis counts a loop's body once, and the losses at label resolution take the batch
+  in rounds, a loop (`rounds.mean_in_rounds`). Each further round costs what the loss's value and
+  gradient on one sample cost, compiled alone (SegFormer-B1's cross-entropy, 16 frames at
   480x480: about 1 GFLOP a round)."""
   further = {"flops": 0.0, "bytes accessed": 0.0}
-  for rounds in loss_rounds:
-    if rounds.count > 1:
-      one_round = jax.jit(rounds.program).lower(*rounds.arguments).compile()
+  for loop in loss_rounds:
+    if loop.count > 1:
+      one_round = jax.jit(loop.program).lower(*loop.arguments).compile()
       for figure in further:
-        further[figure] += (rounds.count - 1) * (xla_cost(figure, one_round) or 0.0)
+        further[figure] += (loop.count - 1) * (xla_cost(figure, one_round) or 0.0)
   return dataclasses.replace(
       row, gflops=None if row.gflops is None else row.gflops + further["flops"],
       gb_accessed=None if row.gb_accessed is None else row.gb_accessed + further["bytes accessed"])

@@ -127,7 +127,7 @@ def mesh_from_config(config) -> jax.sharding.Mesh:
 def batch_shards() -> int:
   """Into how many pieces the program being traced splits its batch: the batch axes' size of the
   mesh it is traced under (`jax.sharding.use_abstract_mesh`, as the train step is), 1 outside
-  one. Lets a loss take its samples in rounds of one per device (`losses._in_rounds`)."""
+  one. Lets a loss take its samples in rounds of one per device (`rounds.mean_in_rounds`)."""
   mesh = jax.sharding.get_abstract_mesh()
   return 1 if mesh.empty else math.prod(mesh.shape.get(axis, 1) for axis in BATCH_AXES)
 

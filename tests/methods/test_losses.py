@@ -151,31 +151,3 @@ def test_the_upsampled_batch_is_never_kept_whole():
   rounds = temporaries(lambda x, y: losses.cross_entropy_at_label_size(x, y)[0])
   plain = temporaries(_plain_cross_entropy)
   assert plain > upsampled_batch and rounds < upsampled_batch / 2
-
-
-def test_each_traced_loss_notes_its_rounds_for_the_bench():
-  """One sample's shapes and the number of rounds: one per sample alone, one per sample of a
-  device's share under a mesh of 4."""
-  logits, labels = _batch(np.random.default_rng(4), n=8)
-  weights = np.ones(7)
-  with losses.rounds_traced() as rounds:
-    jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(
-        x, labels, class_weights=weights, align_corners=True), logits)
-    with jax.sharding.use_abstract_mesh(parallel.make_mesh(4, 1).abstract_mesh):
-      jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(x, labels), logits)
-  assert [(r.count, r.weighted, r.align_corners) for r in rounds] == [(8, True, True),
-                                                                     (2, False, False)]
-  assert rounds[0].arguments == (jax.ShapeDtypeStruct((1, 6, 5, 7), jnp.float32),
-                                 jax.ShapeDtypeStruct((1, 24, 20), jnp.int32))
-  jax.eval_shape(lambda x: losses.cross_entropy_at_label_size(x, labels), logits)
-  assert len(rounds) == 2  # not noted outside the block
-
-
-def test_a_noted_rounds_program_is_the_noted_loss_on_one_sample():
-  """The bench compiles `program` as one round's cost: the loss with the noted settings."""
-  logits, labels = _batch(np.random.default_rng(5), n=1)
-  with losses.rounds_traced() as rounds:
-    losses.cross_entropy_at_label_size(logits, labels, align_corners=True)
-  value, _ = jax.jit(rounds[0].program)(logits, labels)
-  np.testing.assert_allclose(value, _plain_cross_entropy(logits, labels, align_corners=True),
-                             rtol=1e-6)

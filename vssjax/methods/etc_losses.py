@@ -15,6 +15,8 @@ Logits and features are [B, h, w, C]; images [B, H, W, 3] ImageNet-normalised fl
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vssjax.methods import losses
+from vssjax.methods import losses, rounds
 from vssjax.models import conv_lstm
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
@@ -91,14 +93,24 @@ def temporal_loss(logits_t: jax.Array, logits_s: jax.Array, images_t: jax.Array,
     raise ValueError(f"unknown temporal loss formulation {formulation!r}; expected one of "
                      f"{TEMPORAL_FORMULATIONS}")
   flow = jax.lax.stop_gradient(flow)
-  size = images_t.shape[1:3]
   mask = jax.lax.stop_gradient(occlusion_mask(images_t, warp(images_s.astype(jnp.float32), flow)))
+  elements = math.prod(mask.shape) * (logits_t.shape[-1] if formulation == "released" else 1)
+  # Upsampled to the images' size, a few samples at a time (`rounds.mean_in_rounds`).
+  sample_sum = functools.partial(_temporal_sample_sum, formulation=formulation)
+  loss, _ = rounds.mean_in_rounds(sample_sum, [x.astype(jnp.float32) for x in (logits_t, logits_s)],
+                                  [mask, flow], jnp.float32(elements))
+  return loss
+
+
+def _temporal_sample_sum(logits_t, logits_s, mask, flow, *, formulation: str):
+  """`temporal_loss`'s sum over the samples given, and no by-product."""
+  size = mask.shape[1:3]
   z_t, z_s = upsample(logits_t, size), upsample(logits_s, size)
   if formulation == "released":
-    return jnp.mean(jnp.square(mask * z_t - mask * warp(z_s, flow)))
+    return jnp.sum(jnp.square(mask * z_t - mask * warp(z_s, flow))), ()
   q_t, q_s = softmax(z_t), softmax(z_s)
   per_pixel = jnp.sum(jnp.square(q_t - warp(q_s, flow)), axis=-1, keepdims=True)
-  return jnp.mean(mask * per_pixel)
+  return jnp.sum(mask * per_pixel), ()
 
 
 def pixelwise_distillation(student_logits: jax.Array, teacher_logits: jax.Array, *,
