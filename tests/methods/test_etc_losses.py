@@ -6,6 +6,7 @@ import pytest
 
 from vssjax.methods import etc_losses
 from vssjax.models.conv_lstm import ConvLSTM
+from vssjax.ops.warp import occlusion_mask, warp
 
 RNG = np.random.default_rng(0)
 
@@ -205,3 +206,39 @@ def test_self_similarity_of_tiny_feature_vectors_is_still_a_cosine():
   np.testing.assert_allclose(np.diagonal(similarity, axis1=1, axis2=2), 1.0, rtol=1e-5)
   x = x.reshape(1, 6, 4)
   np.testing.assert_allclose(similarity, _cosine(x, x), atol=1e-5)
+
+
+def _whole_batch_temporal(logits_t, logits_s, images_t, images_s, flow, formulation):
+  """The temporal loss with the whole batch upsampled at once (the formula, as released)."""
+  mask = occlusion_mask(images_t, warp(images_s, flow))
+  z_t, z_s = (etc_losses.upsample(x, images_t.shape[1:3]) for x in (logits_t, logits_s))
+  if formulation == "released":
+    return jnp.mean(jnp.square(mask * z_t - mask * warp(z_s, flow)))
+  q_t, q_s = jax.nn.softmax(z_t), jax.nn.softmax(z_s)
+  return jnp.mean(mask * jnp.sum(jnp.square(q_t - warp(q_s, flow)), -1, keepdims=True))
+
+
+def _whole_batch_pair_wise(s_t, s_s, t_t, t_s):
+  return jnp.mean(jnp.square(etc_losses.cross_frame_affinity(s_t, s_s)
+                             - etc_losses.cross_frame_affinity(t_t, t_s)))
+
+
+@pytest.mark.parametrize("case", ["temporal, released", "temporal, paper", "pair-wise"])
+def test_losses_taken_in_rounds_have_the_whole_batchs_value_and_gradients(case):
+  """The temporal and pair-wise losses take the batch a few samples at a time (`rounds`)."""
+  logits = [jnp.asarray(_normal(3, 3, 4, 5)) for _ in range(2)]
+  if case == "pair-wise":
+    teachers = _normal(3, 3, 4, 5), _normal(3, 3, 4, 5)
+    loss = lambda a, b: etc_losses.pair_wise_distillation(a, b, *teachers)
+    whole_batch = lambda a, b: _whole_batch_pair_wise(a, b, *teachers)
+  else:
+    formulation = case.split(", ")[1]
+    data = _normal(3, 12, 16, 3), _normal(3, 12, 16, 3), _normal(3, 12, 16, 2)
+    loss = lambda a, b: etc_losses.temporal_loss(a, b, *data, formulation=formulation)
+    whole_batch = lambda a, b: _whole_batch_temporal(a, b, *data, formulation)
+  value, gradients = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(*logits)
+  expected, expected_gradients = jax.value_and_grad(whole_batch, argnums=(0, 1))(*logits)
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  for gradient, expected_gradient in zip(gradients, expected_gradients):
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(expected_gradient).max()))

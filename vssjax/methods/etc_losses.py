@@ -168,10 +168,23 @@ def pair_wise_distillation(student_t: jax.Array, student_s: jax.Array, teacher_t
   """PF: mean over (b, i, j) of (A_student - A_teacher)^2, A the cross-frame affinity of frame t
   against its partner s (`CriterionSDcos_sig`; logits by default, any same-grid maps)."""
   _check_same_grid(student_t, teacher_t)
-  teacher_t, teacher_s = jax.lax.stop_gradient(teacher_t), jax.lax.stop_gradient(teacher_s)
+  teachers = [jax.lax.stop_gradient(x).astype(jnp.float32) for x in (teacher_t, teacher_s)]
+  b, h, w = student_t.shape[:3]
+  # Two [N, N] float32 matrices a sample (N = 97^2 at a 769 crop: 0.35 GB each), so a few samples
+  # at a time (`rounds.mean_in_rounds`).
+  sample_sum = functools.partial(_pair_wise_sample_sum, released_normaliser=released_normaliser)
+  loss, _ = rounds.mean_in_rounds(
+      sample_sum, [x.astype(jnp.float32) for x in (student_t, student_s)], teachers,
+      jnp.float32(b * (h * w) ** 2))
+  return loss
+
+
+def _pair_wise_sample_sum(student_t, student_s, teacher_t, teacher_s, *,
+                          released_normaliser: bool):
+  """`pair_wise_distillation`'s sum over the samples given, and no by-product."""
   student = cross_frame_affinity(student_t, student_s, released_normaliser=released_normaliser)
   teacher = cross_frame_affinity(teacher_t, teacher_s, released_normaliser=released_normaliser)
-  return jnp.mean(jnp.square(student - teacher))
+  return jnp.sum(jnp.square(student - teacher)), ()
 
 
 def _pool(x: jax.Array, window: int) -> jax.Array:
