@@ -223,21 +223,39 @@ def _whole_batch_pair_wise(s_t, s_s, t_t, t_s):
                              - etc_losses.cross_frame_affinity(t_t, t_s)))
 
 
-@pytest.mark.parametrize("case", ["temporal, released", "temporal, paper", "pair-wise"])
-def test_losses_taken_in_rounds_have_the_whole_batchs_value_and_gradients(case):
-  """The temporal and pair-wise losses take the batch a few samples at a time (`rounds`)."""
-  logits = [jnp.asarray(_normal(3, 3, 4, 5)) for _ in range(2)]
+def _whole_batch_self_similarity(student, teacher):
+  pool = lambda x: x.reshape(3, 2, 2, 2, 2, -1).mean((2, 4))  # 2x2 average pooling of 4x4
+  return jnp.mean(jnp.square(etc_losses.self_similarity(pool(student))
+                             - etc_losses.self_similarity(pool(teacher))))
+
+
+def _losses_and_inputs(case):
+  """(the loss, its whole-batch formula, the student inputs they differentiate) for `case`."""
+  if case == "self-similarity":
+    teacher = _normal(3, 4, 4, 7)  # another width than the student's, as a teacher may have
+    return (lambda x: etc_losses.self_similarity_distillation(x, teacher, pool=2),
+            lambda x: _whole_batch_self_similarity(x, teacher), [_normal(3, 4, 4, 5)])
+  logits = [_normal(3, 3, 4, 5) for _ in range(2)]
   if case == "pair-wise":
     teachers = _normal(3, 3, 4, 5), _normal(3, 3, 4, 5)
-    loss = lambda a, b: etc_losses.pair_wise_distillation(a, b, *teachers)
-    whole_batch = lambda a, b: _whole_batch_pair_wise(a, b, *teachers)
-  else:
-    formulation = case.split(", ")[1]
-    data = _normal(3, 12, 16, 3), _normal(3, 12, 16, 3), _normal(3, 12, 16, 2)
-    loss = lambda a, b: etc_losses.temporal_loss(a, b, *data, formulation=formulation)
-    whole_batch = lambda a, b: _whole_batch_temporal(a, b, *data, formulation)
-  value, gradients = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(*logits)
-  expected, expected_gradients = jax.value_and_grad(whole_batch, argnums=(0, 1))(*logits)
+    return (lambda a, b: etc_losses.pair_wise_distillation(a, b, *teachers),
+            lambda a, b: _whole_batch_pair_wise(a, b, *teachers), logits)
+  formulation = case.split(", ")[1]
+  data = _normal(3, 12, 16, 3), _normal(3, 12, 16, 3), _normal(3, 12, 16, 2)
+  return (lambda a, b: etc_losses.temporal_loss(a, b, *data, formulation=formulation),
+          lambda a, b: _whole_batch_temporal(a, b, *data, formulation), logits)
+
+
+@pytest.mark.parametrize("case", ["temporal, released", "temporal, paper", "pair-wise",
+                                  "self-similarity"])
+def test_losses_taken_in_rounds_have_the_whole_batchs_value_and_gradients(case):
+  """The temporal, pair-wise and self-similarity losses take the batch a few samples at a time
+  (`rounds`)."""
+  loss, whole_batch, inputs = _losses_and_inputs(case)
+  inputs = [jnp.asarray(x) for x in inputs]
+  argnums = tuple(range(len(inputs)))
+  value, gradients = jax.jit(jax.value_and_grad(loss, argnums=argnums))(*inputs)
+  expected, expected_gradients = jax.value_and_grad(whole_batch, argnums=argnums)(*inputs)
   np.testing.assert_allclose(value, expected, rtol=1e-5)
   for gradient, expected_gradient in zip(gradients, expected_gradients):
     np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4,

@@ -199,9 +199,17 @@ def self_similarity_distillation(student: jax.Array, teacher: jax.Array, *,
   pooled student and teacher feature maps (channel counts may differ). Combine the 3 frames with
   `centre_weighted`."""
   _check_same_grid(student, teacher)
-  teacher = jax.lax.stop_gradient(teacher)
-  return jnp.mean(jnp.square(self_similarity(_pool(student, pool))
-                             - self_similarity(_pool(teacher, pool))))
+  student, teacher = _pool(student, pool), _pool(jax.lax.stop_gradient(teacher), pool)
+  b, h, w = student.shape[:3]
+  # Two [N, N] matrices a sample (N = 48^2 at a 769 crop and pool 2), a few samples at a time.
+  loss, _ = rounds.mean_in_rounds(_self_similarity_sample_sum, [student], [teacher],
+                                  jnp.float32(b * (h * w) ** 2))
+  return loss
+
+
+def _self_similarity_sample_sum(student, teacher):
+  """`self_similarity_distillation`'s sum over the samples given, and no by-product."""
+  return jnp.sum(jnp.square(self_similarity(student) - self_similarity(teacher))), ()
 
 
 def centre_weighted(centre: jax.Array, *neighbours: jax.Array,
