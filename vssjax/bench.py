@@ -373,11 +373,17 @@ def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
   XLA's cost analysis counts a loop's body once, and the losses at label resolution take the batch
   in rounds, a loop (`rounds.mean_in_rounds`). Each further round costs what the loss's value and
   gradient on one sample cost, compiled alone (SegFormer-B1's cross-entropy, 16 frames at
-  480x480: about 1 GFLOP a round)."""
+  480x480: about 1 GFLOP a round). Losses of the same program (DCFM's two cross-entropies, DTERN's
+  final and class-token ones) share one compile."""
   further = {"flops": 0.0, "bytes accessed": 0.0}
+  compiled_rounds = {}  # the one-sample program's text -> its compiled form
   for loop in loss_rounds:
     if loop.count > 1:
-      one_round = jax.jit(loop.program).lower(*loop.arguments).compile()
+      lowered = jax.jit(loop.program).lower(*loop.arguments)
+      text = lowered.as_text()
+      if text not in compiled_rounds:
+        compiled_rounds[text] = lowered.compile()
+      one_round = compiled_rounds[text]
       for figure in further:
         further[figure] += (loop.count - 1) * (xla_cost(figure, one_round) or 0.0)
   return dataclasses.replace(
