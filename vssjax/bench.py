@@ -144,7 +144,7 @@ class _Profiler:
       self.paths[program] = str(self.directory / f"{program}.md")
 
 
-def _forward_fn(method: Method) -> Callable:
+def forward_fn(method: Method) -> Callable:
   """Eval-mode forward of `method.module` on uint8 frames [B, T, H, W, 3].
 
   Per-frame methods see the B*T frames as one batch. DTERN's module takes the clip itself and
@@ -197,7 +197,7 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   variables, frames = _on_bench_device(variables,
                                        _random_frames((batch, clip, *size, 3), seed=batch))
   announce("forward", dtype, batch)
-  compiled, compile_s = _compile(jax.jit(_forward_fn(method)), variables, frames)
+  compiled, compile_s = _compile(jax.jit(forward_fn(method)), variables, frames)
   timing = median_call_timing(settings, compiled, variables, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
   return report(_program_row("forward", dtype, batch, batch * clip, compile_s, timing, compiled))
@@ -291,7 +291,7 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
                         method.config.data.eval_transform)
   variables, crops = _on_bench_device(variables, windows.crops(resized)[None])
   announce("slide_frame", dtype, 1)
-  forward, forward_compile = _compile(jax.jit(_forward_fn(method)), variables, crops)
+  forward, forward_compile = _compile(jax.jit(forward_fn(method)), variables, crops)
   logits = forward(variables, crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))

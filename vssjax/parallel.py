@@ -12,13 +12,15 @@ restore target and the data path always agree:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import contextvars
 import functools
 import importlib.util
 import math
 import os
 import re
 import threading
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import jax
 import numpy as np
@@ -88,6 +90,29 @@ def initialize_distributed(mode: str = "auto", *, preemption_service: bool = Tru
         "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID for every "
         "process (TPU pods, SLURM and Open MPI are detected); --distributed=off runs one "
         "process") from error
+
+
+# The platform whose programs are being built when it is not this process's (`compiling_for`).
+_TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "target_platform", default=None)
+
+
+def target_platform() -> str:
+  """The platform ('cpu', 'gpu', 'tpu') the programs being built will run on: this process's
+  (`jax.default_backend()`), or the one `compiling_for` names. What a method picks by platform
+  (`model.dwconv_impl='auto'`, the cuDNN attention's check) reads it, so that a program compiled
+  for devices this machine lacks (`vssjax.aot`) is the one those devices would run."""
+  return _TARGET_PLATFORM.get() or jax.default_backend()
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str) -> Iterator[None]:
+  """Within it, `target_platform()` is `platform`."""
+  token = _TARGET_PLATFORM.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET_PLATFORM.reset(token)
 
 
 def computes_off_the_host() -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import load_config, random_config_batch
-from vssjax import bench_torch
+from vssjax import bench_torch, parallel
 from vssjax.convert.common import (EXAMPLE_IMAGE, abstract_variables, apply_rules,
                                    batch_norm_rules, conv_rules)
 from vssjax.errors import SetupError
@@ -340,8 +340,7 @@ def test_attention_impl_reaches_every_attention_call(monkeypatch):
   default = get_method(config).module
   variables = jax.eval_shape(lambda: default.init(jax.random.PRNGKey(0), frames, train=False))
   config.model.attention_impl = "cudnn"
-  with monkeypatch.context() as patch:
-    patch.setattr(jax, "default_backend", lambda: "gpu")
+  with parallel.compiling_for("gpu"):
     module = get_method(config).module
   attention, implementations = mit.dot_product_attention, []
 
@@ -359,23 +358,23 @@ def test_attention_impl_reaches_every_attention_call(monkeypatch):
 
 @pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
                                          "configs/dcfm/synthetic_mitb0.py"])
-def test_cudnn_attention_is_refused_where_it_cannot_run(config_path, monkeypatch):
+def test_cudnn_attention_is_refused_where_it_cannot_run(config_path):
   """Off an NVIDIA GPU, or with float32 queries, cuDNN's attention raised a bare RuntimeError /
   NotImplementedError from inside the first trace; every MiT method now refuses the setting as it
   is built, naming it."""
   config = load_config(config_path, "quick")
   config.model.update(attention_impl="cudnn", dtype="bfloat16")
-  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-  with pytest.raises(SetupError, match=r"attention_impl='cudnn' .* NVIDIA GPUs; .* 'cpu'"):
+  with parallel.compiling_for("cpu"):
+    with pytest.raises(SetupError, match=r"attention_impl='cudnn' .* NVIDIA GPUs; .* 'cpu'"):
+      get_method(config)
+  with parallel.compiling_for("gpu"):
     get_method(config)
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  get_method(config)
-  config.model.dtype = "float32"
-  with pytest.raises(SetupError, match=r"bf16 attention only, and model.dtype is 'float32'"):
-    get_method(config)
-  config.model.attention_impl = "flash"
-  with pytest.raises(SetupError, match=r"'xla' or 'cudnn', got 'flash'"):
-    get_method(config)
+    config.model.dtype = "float32"
+    with pytest.raises(SetupError, match=r"bf16 attention only, and model.dtype is 'float32'"):
+      get_method(config)
+    config.model.attention_impl = "flash"
+    with pytest.raises(SetupError, match=r"'xla' or 'cudnn', got 'flash'"):
+      get_method(config)
 
 
 def test_an_unknown_depthwise_conv_or_drop_path_rate_is_refused_naming_it():

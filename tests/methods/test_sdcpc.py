@@ -7,6 +7,7 @@ import pytest
 from flax import traverse_util
 
 from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
+from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train.host_init import host_filled
@@ -101,8 +102,7 @@ def test_the_configs_switch_the_guesses_beyond_the_spec():
 
 @pytest.mark.parametrize("config_path", ["configs/sdcpc/synthetic_mitb0.py",
                                          "configs/sdcpc/cityscapes_r101.py"])
-def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(config_path,
-                                                                             monkeypatch):
+def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(config_path):
   """SSEA's depth-wise conv is the one `model.dwconv_impl` names, 'auto' resolved for the
   devices, on a ResNet (which has no depth-wise conv of its own) as on a MiT; an unknown value
   is refused."""
@@ -111,9 +111,9 @@ def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(c
     config.model.dwconv_impl = impl
     assert get_method(config).module.decode_head.dwconv_impl == impl
   config.model.dwconv_impl = "auto"
-  for backend, impl in (("cpu", "shifted"), ("gpu", "grouped")):
-    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
-    assert get_method(config).module.decode_head.dwconv_impl == impl
+  for platform, impl in (("cpu", "shifted"), ("gpu", "grouped")):
+    with parallel.compiling_for(platform):
+      assert get_method(config).module.decode_head.dwconv_impl == impl
   config.model.dwconv_impl = "bogus"
   with pytest.raises(SetupError, match=r"model.dwconv_impl must be .* got 'bogus'"):
     get_method(config)

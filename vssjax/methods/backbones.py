@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vssjax import parallel
 from vssjax.configs_lib import ConfigDict, base_config
 from vssjax.errors import SetupError
 from vssjax.models.layers import REMAT_POLICIES
@@ -168,7 +169,8 @@ def compute_dtype(model: ConfigDict):
 
 
 def resolve_dwconv_impl(model: ConfigDict) -> str:
-  """`model.dwconv_impl` resolved for this run's devices: 'shifted' or 'grouped', the form of the
+  """`model.dwconv_impl` resolved for the devices the programs are for
+  (`parallel.target_platform`): 'shifted' or 'grouped', the form of the
   depth-wise convs of MiT's Mix-FFN and of the DTERN and SD-CPC heads, whatever the backbone
   (MobileNetV2's strided and dilated ones are grouped convs always; a network with none of these
   refuses the setting, `refuse_dwconv_impl`). 'auto' picks the shifted multiply-adds on CPU,
@@ -179,7 +181,7 @@ def resolve_dwconv_impl(model: ConfigDict) -> str:
   if impl not in ("auto", "shifted", "grouped"):
     raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got {impl!r}")
   if impl == "auto":
-    return "shifted" if jax.default_backend() == "cpu" else "grouped"
+    return "shifted" if parallel.target_platform() == "cpu" else "grouped"
   return impl
 
 
@@ -220,9 +222,9 @@ def _attention_impl(model: ConfigDict) -> str:
   impl = model.attention_impl
   if impl not in ("xla", "cudnn"):
     raise SetupError(f"model.attention_impl must be 'xla' or 'cudnn', got {impl!r}")
-  if impl == "cudnn" and jax.default_backend() != "gpu":
+  if impl == "cudnn" and parallel.target_platform() != "gpu":
     raise SetupError(f"model.attention_impl='cudnn' is cuDNN's fused attention, for NVIDIA GPUs; "
-                     f"this run's devices are {jax.default_backend()!r}: use 'xla'")
+                     f"this run's devices are {parallel.target_platform()!r}: use 'xla'")
   if impl == "cudnn" and model.dtype != "bfloat16":
     raise SetupError(f"model.attention_impl='cudnn' runs bf16 attention only, and model.dtype is "
                      f"{model.dtype!r}: set model.dtype='bfloat16', or use 'xla'")

@@ -1,0 +1,110 @@
+"""`python -m vssjax.aot`: the config's programs compiled for a target's devices, never run; here
+the 4 fake CPU devices, and the GPU and TPU targets' wiring with JAX's topology lookup replaced."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.experimental import topologies
+
+from tests.conftest import REPO, load_config
+from vssjax import aot, parallel
+from vssjax.errors import SetupError
+from vssjax.methods import get_method
+from vssjax.train import loop
+
+QUICK = "configs/segformer/synthetic_mitb0.py"
+
+
+def _mib(tree) -> float:
+  return sum(x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)) / 2**20
+
+
+def test_train_step_and_forwards_on_the_targets_devices():
+  config = load_config(QUICK, "quick")
+  config.data.batch_size = 8
+  config.bench.batch_sizes = (1, 2)
+  train, *forwards = aot.run(config, aot.target("cpu"))
+  assert (train.program, train.batch, train.devices) == ("train_step", 8, 4)
+  assert train.layout == "mesh data 4 x fsdp 1"
+  # Every device holds the whole replicated state (parameters, AdamW's two moments, the step)
+  # and donates it: what it returns in its place is no output of its own.
+  state, _, _, _ = loop.create_state(config, get_method(config), parallel.make_mesh(),
+                                     abstract=True)
+  state_mib = _mib(state)
+  batch_mib = _mib(loop.batch_spec(config)) / 4
+  assert train.arguments_mib == pytest.approx(state_mib + batch_mib, rel=0.01)
+  assert train.donated_mib == pytest.approx(state_mib, rel=0.01)
+  assert train.outputs_mib == pytest.approx(state_mib, rel=0.05)  # the new state, some metrics
+  assert train.temporaries_mib > 0 and train.peak_mib >= train.arguments_mib
+  assert [(f.program, f.batch, f.devices, f.layout) for f in forwards] == [
+      ("forward", 1, 1, "one device"), ("forward", 2, 1, "one device")]
+  frame_mib = 48 * 48 * 3 / 2**20  # the quick config's crop, uint8
+  assert forwards[0].arguments_mib == pytest.approx(_mib(state.variables) + frame_mib, rel=0.01)
+  assert forwards[1].temporaries_mib > forwards[0].temporaries_mib
+  table = aot.format_table([train, *forwards])
+  assert "| train_step | 8 | 4 (mesh data 4 x fsdp 1) |" in table
+
+
+def test_the_method_is_built_for_the_targets_platform(monkeypatch):
+  """What a method picks by platform is the target's: the GPU's grouped depth-wise convs, and
+  cuDNN attention allowed (which a CPU run refuses)."""
+  config = load_config(QUICK, "quick")
+  built = []
+  monkeypatch.setattr(aot, "_train_step", lambda config, method, target: built.append(
+      (parallel.target_platform(), method.module.backbone.dwconv_impl)))
+  monkeypatch.setattr(aot, "_forwards", lambda config, method, target: [])
+  config.model.dtype, config.model.attention_impl = "bfloat16", "cudnn"
+  aot.run(config, aot.Target("gpu:h100", jax.devices(), "gpu"))
+  assert built == [("gpu", "grouped")]
+  assert parallel.target_platform() == "cpu"  # outside the run
+  with pytest.raises(SetupError, match="attention_impl='cudnn' is cuDNN's fused attention"):
+    get_method(config)
+
+
+def test_targets_name_their_devices_and_what_to_install(monkeypatch):
+  asked = []
+
+  def topology(**kwargs):
+    asked.append(kwargs)
+    if kwargs["platform"] == "tpu":
+      raise RuntimeError("JAX TPU support not installed")
+    return type("Topology", (), {"devices": ["gpu"] * int(kwargs["topology"][-1])})()
+
+  monkeypatch.setattr(topologies, "get_topology_desc", topology)
+  gpus = aot.target("gpu:h100x8")
+  assert (gpus.platform, len(gpus.devices)) == ("gpu", 8)
+  assert asked[0]["topology"] == "1x1x8"
+  config = asked[0]["target_config"]
+  assert "device_memory_size: 80000000000 " in config and "NVIDIA H100" in config
+  assert "memory_bandwidth: 4800000000000 " in aot._gpu_target_config("h200")
+  assert gpus.compile_options == {"xla_gpu_enable_triton_gemm": False,
+                                  "xla_gpu_autotune_level": 0}
+  with pytest.raises(SetupError, match=r'--target=tpu:v5e:2x2: .*pip install "jax\[tpu\]=='):
+    aot.target("tpu:v5e:2x2")
+  assert asked[-1] == {"platform": "tpu", "topology_name": "v5e:2x2"}
+  for spec in ("gpu:a100", "gpu:h100x0", "tpu:", "cuda"):
+    with pytest.raises(SetupError, match="one of 'cpu', 'gpu:h100'"):
+      aot.target(spec)
+  assert aot.target("cpu").compile_options == {}
+
+
+def test_command_prints_and_writes_the_figures(tmp_path):
+  out = tmp_path / "aot.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "vssjax.aot", f"--config={QUICK}:quick", "--target=cpu",
+       "--config.bench.batch_sizes=(1,)", f"--out={out}"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  assert "aot: train_step batch 4 for cpu: compiling..." in result.stdout
+  assert "for cpu (1 device)" in result.stdout  # the child has the one CPU device
+  written = json.loads(out.read_text())
+  assert [r["program"] for r in written["rows"]] == ["train_step", "forward"]
+  assert written["target"] == "cpu" and written["rows"][0]["temporaries_mib"] > 0
+  bad = subprocess.run([sys.executable, "-m", "vssjax.aot", f"--config={QUICK}:quick",
+                        "--target=gpu:a100"], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+  assert bad.returncode == 1 and bad.stderr.strip().startswith("error: --target='gpu:a100'")

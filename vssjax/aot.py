@@ -1,0 +1,251 @@
+r"""Compiles a config's programs for devices this machine does not have, and says what each needs.
+
+  python -m vssjax.aot --config=configs/segformer/vspw_mitb1.py --target=tpu:v5e:2x2 \
+      [--config.data.batch_size=32 ...] [--out=FILE.json]
+
+Before a slice or a GPU is rented (or device minutes are spent on a program that fails to
+compile), XLA's own compiler for those devices says whether the config's programs compile there,
+in how long, and what memory each device needs: its buffer assignment, the figures a run would
+meet. Nothing is run and no device is needed, only the platform's compiler:
+
+- `cpu`: this machine's CPU devices, all of them (what the tests compile for);
+- `gpu:h100`, `gpu:h200`, `gpu:h100x8` (N GPUs of one host): XLA's GPU compiler for NVIDIA's
+  H100 / H200 (SXM) from the CUDA plugin (`pip install "jax[cuda13]==<jax's version>"`; no driver
+  or GPU needed). Nothing is autotuned without a device: products go to cuBLAS with XLA's default
+  settings, so compile times are not the device's and the buffers are close to, not exactly, its;
+- `tpu:<topology>`, e.g. `tpu:v5e:2x2` (4 chips), `tpu:v5p:2x2x1`: libtpu's compiler for that
+  slice (`pip install "jax[tpu]==<jax's version>"`).
+
+The platform is the target's while the method is built (`parallel.compiling_for`), so what the
+method picks by platform (`model.dwconv_impl='auto'`, the cuDNN attention's check) is what those
+devices would run. The programs:
+
+- `train_step`: the training loop's own step (`train.step.make_train_step`: the state donated,
+  the config's batch split over the config's mesh of the target's devices, the state's shardings
+  from `loop.create_state`, its `sharding_rules` included): per device, the state and batch it
+  holds (arguments), what it returns that is not written in place of the donated state
+  (outputs), and XLA's temporaries (activations, gradients);
+- `forward`: the eval-mode forward of `--mode=bench` on one device, at each of
+  `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
+  SD-CPC) of `bench.input_size` (default: the training crop).
+
+`peak MiB` is `bench_figures.program_peak_mb`'s: at least arguments + outputs - donated +
+temporaries. docs/scaling.md has figures and what they say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from jax.sharding import SingleDeviceSharding
+
+from data_pipelines.clip_sampling import clip_length
+from vssjax import parallel
+from vssjax.bench import forward_fn
+from vssjax.bench_figures import program_peak_mb
+from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
+                                 refuse_arguments, user_errors_in_one_line)
+from vssjax.configs_lib import ConfigDict
+from vssjax.errors import SetupError
+from vssjax.files import write_text_whole
+from vssjax.methods import get_method
+from vssjax.methods.base import Method
+from vssjax.train import loop
+from vssjax.train import step as step_lib
+from vssjax.train.optimizer import optimizer_for
+
+# NVIDIA's data-centre GPUs as XLA's GPU compiler describes a device (`GpuTargetConfigProto`):
+# (streaming multiprocessors, memory bytes, memory bandwidth bytes/s). Both are compute
+# capability 9.0 with 50 MiB of L2 and 228 KiB of shared memory per SM.
+_GPUS = {"h100": (132, 80 * 10**9, 3_350 * 10**9), "h200": (132, 141 * 10**9, 4_800 * 10**9)}
+_GPU_TARGET = re.compile(r"gpu:(?P<model>[a-z]+\d+)(?:x(?P<count>\d+))?")
+# Without a device nothing is autotuned, and XLA then finds no Triton tiling for some of MiT's
+# products ("Couldn't find output tile sizes"); cuBLAS takes them instead (docs/benchmarks.md).
+_GPU_COMPILE_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """The devices to compile for and their platform ('cpu', 'gpu', 'tpu')."""
+  name: str
+  devices: Sequence[Any]
+  platform: str
+
+  @property
+  def compile_options(self) -> dict[str, Any]:
+    return _GPU_COMPILE_OPTIONS if self.platform == "gpu" else {}
+
+
+def target(spec: str) -> Target:
+  """The `--target` named by `spec` (module docstring); a `SetupError` that says what to install
+  where the platform's compiler is missing."""
+  if spec == "cpu":
+    return Target(spec, jax.devices("cpu"), "cpu")
+  if spec.startswith("tpu:") and len(spec) > len("tpu:"):
+    return Target(spec, _topology_devices(spec, "tpu", topology_name=spec[len("tpu:"):]), "tpu")
+  match = _GPU_TARGET.fullmatch(spec)
+  if match and match["model"] in _GPUS and match["count"] != "0":
+    count = int(match["count"] or 1)
+    devices = _topology_devices(spec, "cuda", topology_name="", topology=f"1x1x{count}",
+                                target_config=_gpu_target_config(match["model"]))
+    return Target(spec, devices, "gpu")
+  raise SetupError(f"--target={spec!r}: one of 'cpu', 'gpu:h100' or 'gpu:h200' (N GPUs: "
+                   f"'gpu:h100x8'), or 'tpu:<topology>' such as 'tpu:v5e:2x2'")
+
+
+def _topology_devices(spec: str, platform: str, **topology) -> list[Any]:
+  """The compile-only devices of a topology (`jax.experimental.topologies`)."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  try:
+    return list(topologies.get_topology_desc(platform=platform, **topology).devices)
+  except (RuntimeError, NotImplementedError, ValueError) as error:
+    extra = "tpu" if platform == "tpu" else "cuda13"
+    raise SetupError(
+        f"--target={spec}: JAX found no {platform.upper()} compiler for it ({error}); install "
+        f"the platform's plugin, pip install \"jax[{extra}]=={jax.__version__}\" (no device "
+        "needed), or name another topology") from None
+
+
+def _gpu_target_config(model: str) -> str:
+  """`GpuTargetConfigProto` text of an NVIDIA `model` (`_GPUS`), as the CUDA plugin reads it."""
+  cores, memory, bandwidth = _GPUS[model]
+  return ("gpu_device_info { threads_per_block_limit: 1024 threads_per_warp: 32 "
+          "shared_memory_per_block: 49152 shared_memory_per_core: 233472 "
+          f"threads_per_core_limit: 2048 core_count: {cores} fpus_per_core: 128 "
+          "block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535 "
+          f"memory_bandwidth: {bandwidth} l2_cache_size: 52428800 clock_rate_ghz: 1.98 "
+          f"device_memory_size: {memory} shared_memory_per_block_optin: 232448 "
+          "cuda_compute_capability { major: 9 } registers_per_core_limit: 65536 "
+          "registers_per_block_limit: 65536 } platform_name: \"CUDA\" "
+          f"dnn_version_info {{ major: 9 minor: 8 }} device_description_str: \"NVIDIA "
+          f"{model.upper()}\"")
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+  """One program as compiled for the target: per device, in MiB (None where XLA gives none)."""
+  program: str
+  batch: int  # samples: frames, pairs or clips
+  devices: int
+  layout: str  # the train step's mesh, or one device
+  compile_s: float
+  arguments_mib: float | None
+  outputs_mib: float | None
+  donated_mib: float | None
+  temporaries_mib: float | None
+  peak_mib: float | None
+
+
+def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
+                  target_: Target) -> Compiled:
+  print(f"aot: {program} batch {batch} for {target_.name}: compiling...", flush=True)
+  start = time.perf_counter()
+  compiled = traced.lower().compile(target_.compile_options)
+  compile_s = time.perf_counter() - start
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # a backend without it: no figures, same row
+    stats = None
+  mib = lambda name: None if stats is None else getattr(stats, name) / 2**20
+  row = Compiled(program, batch, devices, layout,
+                 compile_s, mib("argument_size_in_bytes"), mib("output_size_in_bytes"),
+                 mib("alias_size_in_bytes"), mib("temp_size_in_bytes"), program_peak_mb(compiled))
+  peak = "n/a" if row.peak_mib is None else f"{row.peak_mib:.0f} MiB a device"
+  print(f"aot: {program} batch {batch}: compiled in {compile_s:.1f} s, {peak}", flush=True)
+  return row
+
+
+def _train_step(config: ConfigDict, method: Method, target_: Target) -> Compiled:
+  """The training loop's step on the config's mesh of the target's devices (module docstring)."""
+  mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices=target_.devices)
+  parallel.check_batch_size(config.data.batch_size, mesh)
+  state, sharding, _, _ = loop.create_state(config, method, mesh, abstract=True)
+  step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params), sharding,
+                                  mesh, jax.random.PRNGKey(config.seed + 1))
+  batch = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.batch_sharding(mesh))
+           for key, s in loop.batch_spec(config).items()}
+  total_steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh))
+  layout = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
+  return _compiled_row("train_step", config.data.batch_size, mesh.size, f"mesh {layout}",
+                       step.trace(state, batch, total_steps), target_)
+
+
+def _forwards(config: ConfigDict, method: Method, target_: Target) -> list[Compiled]:
+  """`--mode=bench`'s forward on the target's first device at each of `bench.batch_sizes`."""
+  device = SingleDeviceSharding(target_.devices[0])
+  on_device = lambda tree: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+  variables = on_device(jax.eval_shape(
+      lambda: method.init(jax.random.PRNGKey(config.seed),
+                          {k: jnp.zeros(s.shape, s.dtype)
+                           for k, s in loop.batch_spec(config).items()})))
+  clip = 1 if method.predicts_frames_alone else clip_length(config.clip)
+  height, width = tuple(config.bench.input_size) or tuple(config.data.train_transform.crop_size)
+  forward = jax.jit(forward_fn(method))
+  rows = []
+  for batch in tuple(config.bench.batch_sizes) or (1, config.data.batch_size):
+    frames = jax.ShapeDtypeStruct((batch, clip, height, width, 3), jnp.uint8, sharding=device)
+    rows.append(_compiled_row("forward", batch, 1, "one device",
+                              forward.trace(variables, frames), target_))
+  return rows
+
+
+def run(config: ConfigDict, target_: Target) -> list[Compiled]:
+  """Compiles `config`'s train step and forwards for `target_` (module docstring)."""
+  with parallel.compiling_for(target_.platform):
+    method = get_method(config)
+    return [_train_step(config, method, target_), *_forwards(config, method, target_)]
+
+
+def format_table(rows: list[Compiled]) -> str:
+  fmt = lambda value: "n/a" if value is None else f"{value:.1f}"
+  lines = ["| program | batch | devices | compile s | arguments MiB | outputs MiB | "
+           "donated MiB | temporaries MiB | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r.program} | {r.batch} | {r.devices} ({r.layout}) | {r.compile_s:.1f} | "
+                 f"{fmt(r.arguments_mib)} | {fmt(r.outputs_mib)} | {fmt(r.donated_mib)} | "
+                 f"{fmt(r.temporaries_mib)} | {fmt(r.peak_mib)} |")
+  return "\n".join(lines)
+
+
+_CONFIG = None  # the --config flag, defined in `_define_flags` (the tests import this module)
+
+
+@user_errors_in_one_line
+def main(argv):
+  """Compiles the config's programs for --target and prints (and with --out writes) the figures."""
+  refuse_arguments(argv)
+  quiet_routine_logs()
+  config, spec = _CONFIG.value, flags.FLAGS.target
+  target_ = target(spec)
+  rows = run(config, target_)
+  devices = len(target_.devices)
+  print(f"{config.method.name}, backbone {config.model.backbone}, {config.model.dtype}, for "
+        f"{spec} ({devices} device{'s' * (devices > 1)}), jax {jax.__version__}; per device:")
+  print(format_table(rows))
+  if flags.FLAGS.out:
+    out = path_flag("out", flags.FLAGS.out, "a JSON file")
+    write_text_whole(out, json.dumps({"target": spec, "jax_version": jax.__version__,
+                                      "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+
+
+def _define_flags() -> None:
+  global _CONFIG  # pylint: disable=global-statement
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/segformer/vspw_mitb1.py.", lock_config=True)
+  flags.DEFINE_string("target", None, "cpu | gpu:h100 | gpu:h200[xN] | tpu:<topology>.")
+  flags.DEFINE_string("out", None, "Optional JSON file for the figures.")
+  flags.mark_flags_as_required(["config", "target"])
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main, flags_parser=parse_config_flags)
