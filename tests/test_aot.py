@@ -50,19 +50,16 @@ def test_train_step_and_forwards_on_the_targets_devices():
 
 
 def test_the_method_is_built_for_the_targets_platform(monkeypatch):
-  """What a method picks by platform is the target's: the GPU's grouped depth-wise convs, and
-  cuDNN attention allowed (which a CPU run refuses)."""
+  """What a method picks by platform is the target's: the GPU's grouped depth-wise convs."""
   config = load_config(QUICK, "quick")
   built = []
-  monkeypatch.setattr(aot, "_train_step", lambda config, method, target: built.append(
+  monkeypatch.setattr(aot, "_train_step", lambda config, method, *_: built.append(
       (parallel.target_platform(), method.module.backbone.dwconv_impl)))
-  monkeypatch.setattr(aot, "_forwards", lambda config, method, target: [])
-  config.model.dtype, config.model.attention_impl = "bfloat16", "cudnn"
+  monkeypatch.setattr(aot, "_forwards", lambda *_: [])
   aot.run(config, aot.Target("gpu:h100", jax.devices(), "gpu"))
   assert built == [("gpu", "grouped")]
   assert parallel.target_platform() == "cpu"  # outside the run
-  with pytest.raises(SetupError, match="attention_impl='cudnn' is cuDNN's fused attention"):
-    get_method(config)
+  assert get_method(config).module.backbone.dwconv_impl == "shifted"
 
 
 def test_targets_name_their_devices_and_what_to_install(monkeypatch):

@@ -365,10 +365,10 @@ def test_a_program_that_fails_keeps_the_rows_measured_before_it(tmp_path, monkey
 def test_bench_settings_that_cannot_be_measured_are_setup_errors(field, value, message):
   """Each was a bare ValueError or StatisticsError from deep in the bench, some after compiles."""
   config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
-  bench._settings(config)  # pylint: disable=protected-access  # the defaults are fine
+  bench.checked_settings(config)  # the defaults are fine
   config.bench[field] = value
   with pytest.raises(SetupError, match=message):
-    bench._settings(config)  # pylint: disable=protected-access
+    bench.checked_settings(config)
 
 
 def test_a_frame_of_several_programs_is_timed_as_one_chain():
@@ -403,7 +403,7 @@ def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path
   rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
   forward, frame = rows["forward"], rows["slide_frame"]
   assert frame["batch"] == 1 and frame["frames"] == 1
-  settings = bench._settings(config)  # pylint: disable=protected-access
+  settings = bench.checked_settings(config)
   assert tuple(settings["input_size"]) == (48, 48)
   assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]
 

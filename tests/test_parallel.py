@@ -32,6 +32,18 @@ def test_batch_shards_is_the_batch_axes_size_of_the_mesh_traced_under():
       assert parallel.batch_shards() == data * fsdp
 
 
+def test_target_platform_is_this_processes_unless_compiling_for_another():
+  assert parallel.target_platform() == jax.default_backend() == "cpu"
+  with parallel.compiling_for("tpu"):
+    assert parallel.target_platform() == "tpu"
+    with parallel.compiling_for("gpu"):
+      assert parallel.target_platform() == "gpu"
+    assert parallel.target_platform() == "tpu"
+  with pytest.raises(ZeroDivisionError), parallel.compiling_for("gpu"):
+    _ = 1 / 0
+  assert parallel.target_platform() == "cpu"
+
+
 def test_sharding_rules_first_match_and_largest_divisible_axis():
   mesh = parallel.make_mesh(2, 2)
   state = {"params": {"dense": {"kernel": jnp.zeros((3, 8)), "bias": jnp.zeros(8)},

@@ -48,7 +48,7 @@ from jax.sharding import SingleDeviceSharding
 
 from data_pipelines.clip_sampling import clip_length
 from vssjax import parallel
-from vssjax.bench import forward_fn
+from vssjax.bench import checked_settings, forward_fn
 from vssjax.bench_figures import program_peak_mb
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
@@ -162,11 +162,9 @@ def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
   return row
 
 
-def _train_step(config: ConfigDict, method: Method, target_: Target) -> Compiled:
+def _train_step(config: ConfigDict, method: Method, state, sharding,
+                mesh: jax.sharding.Mesh, target_: Target) -> Compiled:
   """The training loop's step on the config's mesh of the target's devices (module docstring)."""
-  mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices=target_.devices)
-  parallel.check_batch_size(config.data.batch_size, mesh)
-  state, sharding, _, _ = loop.create_state(config, method, mesh, abstract=True)
   step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params), sharding,
                                   mesh, jax.random.PRNGKey(config.seed + 1))
   batch = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.batch_sharding(mesh))
@@ -177,23 +175,19 @@ def _train_step(config: ConfigDict, method: Method, target_: Target) -> Compiled
                        step.trace(state, batch, total_steps), target_)
 
 
-def _forwards(config: ConfigDict, method: Method, target_: Target) -> list[Compiled]:
+def _forwards(config: ConfigDict, method: Method, variables, target_: Target) -> list[Compiled]:
   """`--mode=bench`'s forward on the target's first device at each of `bench.batch_sizes`."""
   device = SingleDeviceSharding(target_.devices[0])
   on_device = lambda tree: jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-  variables = on_device(jax.eval_shape(
-      lambda: method.init(jax.random.PRNGKey(config.seed),
-                          {k: jnp.zeros(s.shape, s.dtype)
-                           for k, s in loop.batch_spec(config).items()})))
+  settings = checked_settings(config)
   clip = 1 if method.predicts_frames_alone else clip_length(config.clip)
-  height, width = tuple(config.bench.input_size) or tuple(config.data.train_transform.crop_size)
   forward = jax.jit(forward_fn(method))
   rows = []
-  for batch in tuple(config.bench.batch_sizes) or (1, config.data.batch_size):
-    frames = jax.ShapeDtypeStruct((batch, clip, height, width, 3), jnp.uint8, sharding=device)
+  for batch in settings["batch_sizes"]:
+    frames = jax.ShapeDtypeStruct((batch, clip, *settings["input_size"], 3), jnp.uint8)
     rows.append(_compiled_row("forward", batch, 1, "one device",
-                              forward.trace(variables, frames), target_))
+                              forward.trace(on_device(variables), on_device(frames)), target_))
   return rows
 
 
@@ -201,7 +195,11 @@ def run(config: ConfigDict, target_: Target) -> list[Compiled]:
   """Compiles `config`'s train step and forwards for `target_` (module docstring)."""
   with parallel.compiling_for(target_.platform):
     method = get_method(config)
-    return [_train_step(config, method, target_), *_forwards(config, method, target_)]
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices=target_.devices)
+    parallel.check_batch_size(config.data.batch_size, mesh)
+    state, sharding, _, _ = loop.create_state(config, method, mesh, abstract=True)
+    return [_train_step(config, method, state, sharding, mesh, target_),
+            *_forwards(config, method, state.variables, target_)]
 
 
 def format_table(rows: list[Compiled]) -> str:

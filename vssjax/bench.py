@@ -66,7 +66,9 @@ from vssjax.train.optimizer import optimizer_for
 from vssjax.train.state import TrainState
 
 
-def _settings(config: ConfigDict) -> dict[str, Any]:
+def checked_settings(config: ConfigDict) -> dict[str, Any]:
+  """`config.bench` as a dict, checked, its empty `batch_sizes` and `input_size` resolved to their
+  defaults (1 and `data.batch_size`; the training crop)."""
   settings = config.bench.to_dict()
   settings["batch_sizes"] = tuple(settings["batch_sizes"]) or (1, config.data.batch_size)
   settings["input_size"] = tuple(
@@ -450,7 +452,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   rather than figures it did not measure (which the suite would report as this run's)."""
   for name in ("bench.md", "bench.json"):
     (epath.Path(workdir) / name).unlink(missing_ok=True)
-  settings = _settings(config)
+  settings = checked_settings(config)
   mesh = parallel.mesh_from_config(config)
   parallel.check_batch_size(config.data.batch_size, mesh)
   clip = clip_length(config.clip)
@@ -458,7 +460,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   profile = _Profiler(workdir, settings["profile"])
   stopped_by = None
   try:
-    for dtype in settings["dtypes"]:  # at least one (_settings)
+    for dtype in settings["dtypes"]:  # at least one (checked_settings)
       _bench_dtype(config, dtype, settings, mesh, clip, measured, profile)
   except Exception as error:  # pylint: disable=broad-except  # raised again once rows are written
     if not measured.rows:
@@ -510,7 +512,7 @@ def add_torch_compile_rows(config: ConfigDict, results: dict[str, Any], workdir:
   first and these last: compiling the reference takes minutes a model, and a command stopped by
   its time limit then loses them rather than a later entry's JAX rows.
   """
-  settings = {**_settings(config), "torch_compile": True}
+  settings = {**checked_settings(config), "torch_compile": True}
   rows = bench_torch.run_reference(get_method(config), settings["input_size"],
                                    config.data.batch_size, settings, eager=False)
   if rows:
