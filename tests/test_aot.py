@@ -4,6 +4,7 @@ the 4 fake CPU devices, and the GPU and TPU targets' wiring with JAX's topology 
 import json
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -23,11 +24,12 @@ def _mib(tree) -> float:
   return sum(x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)) / 2**20
 
 
-def test_train_step_and_forwards_on_the_targets_devices():
+def test_train_step_and_forwards_on_the_targets_devices(capsys):
   config = load_config(QUICK, "quick")
   config.data.batch_size = 8
   config.bench.batch_sizes = (1, 2)
-  train, *forwards = aot.run(config, aot.target("cpu"))
+  mib_devices = aot.Target("cpu", jax.devices("cpu"), "cpu", memory_bytes=2**20)  # 1 MiB each
+  train, *forwards = aot.run(config, mib_devices)
   assert (train.program, train.batch, train.devices) == ("train_step", 8, 4)
   assert train.layout == "mesh data 4 x fsdp 1"
   # Every device holds the whole replicated state (parameters, AdamW's two moments, the step)
@@ -45,8 +47,15 @@ def test_train_step_and_forwards_on_the_targets_devices():
   frame_mib = 48 * 48 * 3 / 2**20  # the quick config's crop, uint8
   assert forwards[0].arguments_mib == pytest.approx(_mib(state.variables) + frame_mib, rel=0.01)
   assert forwards[1].temporaries_mib > forwards[0].temporaries_mib
+  # Each peak's share of the devices' memory; the train step's is over it, and said so.
+  assert [r.of_device for r in (train, *forwards)] == [r.peak_mib for r in (train, *forwards)]
+  assert train.peak_mib > 1 > forwards[0].peak_mib
+  printed = capsys.readouterr().out
+  assert "aot: train_step batch 8 does not fit cpu's 0.000977 GiB a device: lower the batch" in printed
+  assert "aot: forward batch 1 does not fit" not in printed
   table = aot.format_table([train, *forwards])
   assert "| train_step | 8 | 4 (mesh data 4 x fsdp 1) |" in table
+  assert table.splitlines()[2].endswith(f"| {train.of_device:.0%} |")
 
 
 def test_the_method_is_built_for_the_targets_platform(monkeypatch):
@@ -67,13 +76,15 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
 
   def topology(**kwargs):
     asked.append(kwargs)
-    if kwargs["platform"] == "tpu":
+    if kwargs.get("topology_name") == "v5e:2x2":
       raise RuntimeError("JAX TPU support not installed")
-    return type("Topology", (), {"devices": ["gpu"] * int(kwargs["topology"][-1])})()
+    tpu = kwargs["platform"] == "tpu"
+    device = types.SimpleNamespace(device_kind="TPU v5 lite" if tpu else "NVIDIA H100")
+    return types.SimpleNamespace(devices=[device] * (4 if tpu else int(kwargs["topology"][-1])))
 
   monkeypatch.setattr(topologies, "get_topology_desc", topology)
   gpus = aot.target("gpu:h100x8")
-  assert (gpus.platform, len(gpus.devices)) == ("gpu", 8)
+  assert (gpus.platform, len(gpus.devices), gpus.memory_bytes) == ("gpu", 8, 80 * 10**9)
   assert asked[0]["topology"] == "1x1x8"
   config = asked[0]["target_config"]
   assert "device_memory_size: 80000000000 " in config and "NVIDIA H100" in config
@@ -83,6 +94,8 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
   with pytest.raises(SetupError, match=r'--target=tpu:v5e:2x2: .*pip install "jax\[tpu\]=='):
     aot.target("tpu:v5e:2x2")
   assert asked[-1] == {"platform": "tpu", "topology_name": "v5e:2x2"}
+  chips = aot.target("tpu:v5litepod-4")  # where libtpu is installed: one chip a device
+  assert (chips.platform, len(chips.devices), chips.memory_bytes) == ("tpu", 4, 16 * 2**30)
   for spec in ("gpu:a100", "gpu:h100x0", "tpu:", "cuda"):
     with pytest.raises(SetupError, match="one of 'cpu', 'gpu:h100'"):
       aot.target(spec)

@@ -30,7 +30,9 @@ devices would run. The programs:
   SD-CPC) of `bench.input_size` (default: the training crop).
 
 `peak MiB` is `bench_figures.program_peak_mb`'s: at least arguments + outputs - donated +
-temporaries. docs/scaling.md has figures and what they say.
+temporaries; `of a device` is its share of a GPU's or TPU chip's nominal memory (v5e, v5p, v6e;
+the runtime keeps some for itself), and a program over it is said in a line of its own, with the
+settings that lower it. docs/scaling.md has figures and what they say.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ from vssjax.train.optimizer import optimizer_for
 # (streaming multiprocessors, memory bytes, memory bandwidth bytes/s). Both are compute
 # capability 9.0 with 50 MiB of L2 and 228 KiB of shared memory per SM.
 _GPUS = {"h100": (132, 80 * 10**9, 3_350 * 10**9), "h200": (132, 141 * 10**9, 4_800 * 10**9)}
+# HBM per device of the TPUs whose compile-only devices are one chip each (libtpu's
+# `device_kind`); a compile-only device reports no memory of its own.
+_TPU_MEMORY = {"TPU v5 lite": 16 * 2**30, "TPU v5": 95 * 2**30, "TPU v6 lite": 32 * 2**30}
 _GPU_TARGET = re.compile(r"gpu:(?P<model>[a-z]+\d+)(?:x(?P<count>\d+))?")
 # Without a device nothing is autotuned, and XLA then finds no Triton tiling for some of MiT's
 # products ("Couldn't find output tile sizes"); cuBLAS takes them instead (docs/benchmarks.md).
@@ -73,10 +78,12 @@ _GPU_COMPILE_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_l
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-  """The devices to compile for and their platform ('cpu', 'gpu', 'tpu')."""
+  """The devices to compile for, their platform ('cpu', 'gpu', 'tpu') and, where known, each
+  one's memory in bytes (the GPU's or TPU chip's nominal size)."""
   name: str
   devices: Sequence[Any]
   platform: str
+  memory_bytes: int | None = None
 
   @property
   def compile_options(self) -> dict[str, Any]:
@@ -89,13 +96,14 @@ def target(spec: str) -> Target:
   if spec == "cpu":
     return Target(spec, jax.devices("cpu"), "cpu")
   if spec.startswith("tpu:") and len(spec) > len("tpu:"):
-    return Target(spec, _topology_devices(spec, "tpu", topology_name=spec[len("tpu:"):]), "tpu")
+    devices = _topology_devices(spec, "tpu", topology_name=spec[len("tpu:"):])
+    return Target(spec, devices, "tpu", _TPU_MEMORY.get(devices[0].device_kind))
   match = _GPU_TARGET.fullmatch(spec)
   if match and match["model"] in _GPUS and match["count"] != "0":
     count = int(match["count"] or 1)
     devices = _topology_devices(spec, "cuda", topology_name="", topology=f"1x1x{count}",
                                 target_config=_gpu_target_config(match["model"]))
-    return Target(spec, devices, "gpu")
+    return Target(spec, devices, "gpu", _GPUS[match["model"]][1])
   raise SetupError(f"--target={spec!r}: one of 'cpu', 'gpu:h100' or 'gpu:h200' (N GPUs: "
                    f"'gpu:h100x8'), or 'tpu:<topology>' such as 'tpu:v5e:2x2'")
 
@@ -141,6 +149,7 @@ class Compiled:
   donated_mib: float | None
   temporaries_mib: float | None
   peak_mib: float | None
+  of_device: float | None  # the peak's share of the device's memory (`Target.memory_bytes`)
 
 
 def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
@@ -154,11 +163,20 @@ def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
   except Exception:  # pylint: disable=broad-except  # a backend without it: no figures, same row
     stats = None
   mib = lambda name: None if stats is None else getattr(stats, name) / 2**20
-  row = Compiled(program, batch, devices, layout,
-                 compile_s, mib("argument_size_in_bytes"), mib("output_size_in_bytes"),
-                 mib("alias_size_in_bytes"), mib("temp_size_in_bytes"), program_peak_mb(compiled))
-  peak = "n/a" if row.peak_mib is None else f"{row.peak_mib:.0f} MiB a device"
-  print(f"aot: {program} batch {batch}: compiled in {compile_s:.1f} s, {peak}", flush=True)
+  peak_mib = program_peak_mb(compiled)
+  of_device = (None if peak_mib is None or target_.memory_bytes is None
+               else peak_mib * 2**20 / target_.memory_bytes)
+  row = Compiled(program, batch, devices, layout, compile_s, mib("argument_size_in_bytes"),
+                 mib("output_size_in_bytes"), mib("alias_size_in_bytes"),
+                 mib("temp_size_in_bytes"), peak_mib, of_device)
+  peak = "" if peak_mib is None else f", {peak_mib:.0f} MiB a device"
+  share = "" if of_device is None else f" ({of_device:.0%} of {target_.name}'s)"
+  print(f"aot: {program} batch {batch}: compiled in {compile_s:.1f} s{peak}{share}", flush=True)
+  if of_device is not None and of_device > 1:
+    print(f"aot: {program} batch {batch} does not fit {target_.name}'s "
+          f"{target_.memory_bytes / 2**30:.3g} GiB a device: lower the batch "
+          "(data.batch_size, or bench.batch_sizes for a forward), spread it over more devices, "
+          "or keep fewer activations (model.remat, docs/scaling.md)", flush=True)
   return row
 
 
@@ -205,11 +223,13 @@ def run(config: ConfigDict, target_: Target) -> list[Compiled]:
 def format_table(rows: list[Compiled]) -> str:
   fmt = lambda value: "n/a" if value is None else f"{value:.1f}"
   lines = ["| program | batch | devices | compile s | arguments MiB | outputs MiB | "
-           "donated MiB | temporaries MiB | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+           "donated MiB | temporaries MiB | peak MiB | of a device |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r.program} | {r.batch} | {r.devices} ({r.layout}) | {r.compile_s:.1f} | "
                  f"{fmt(r.arguments_mib)} | {fmt(r.outputs_mib)} | {fmt(r.donated_mib)} | "
-                 f"{fmt(r.temporaries_mib)} | {fmt(r.peak_mib)} |")
+                 f"{fmt(r.temporaries_mib)} | {fmt(r.peak_mib)} | "
+                 f"{'n/a' if r.of_device is None else format(r.of_device, '.0%')} |")
   return "\n".join(lines)
 
 
