@@ -83,7 +83,7 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
     return types.SimpleNamespace(devices=[device] * (4 if tpu else int(kwargs["topology"][-1])))
 
   monkeypatch.setattr(topologies, "get_topology_desc", topology)
-  gpus = aot.target("gpu:h100x8")
+  gpus = aot.parse_target("gpu:h100x8")
   assert (gpus.platform, len(gpus.devices), gpus.memory_bytes) == ("gpu", 8, 80 * 10**9)
   assert asked[0]["topology"] == "1x1x8"
   config = asked[0]["target_config"]
@@ -92,14 +92,14 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
   assert gpus.compile_options == {"xla_gpu_enable_triton_gemm": False,
                                   "xla_gpu_autotune_level": 0}
   with pytest.raises(SetupError, match=r'--target=tpu:v5e:2x2: .*pip install "jax\[tpu\]=='):
-    aot.target("tpu:v5e:2x2")
+    aot.parse_target("tpu:v5e:2x2")
   assert asked[-1] == {"platform": "tpu", "topology_name": "v5e:2x2"}
-  chips = aot.target("tpu:v5litepod-4")  # where libtpu is installed: one chip a device
+  chips = aot.parse_target("tpu:v5litepod-4")  # where libtpu is installed: one chip a device
   assert (chips.platform, len(chips.devices), chips.memory_bytes) == ("tpu", 4, 16 * 2**30)
   for spec in ("gpu:a100", "gpu:h100x0", "tpu:", "cuda"):
     with pytest.raises(SetupError, match="one of 'cpu', 'gpu:h100'"):
-      aot.target(spec)
-  assert aot.target("cpu").compile_options == {}
+      aot.parse_target(spec)
+  assert aot.parse_target("cpu").compile_options == {}
 
 
 def test_command_prints_and_writes_the_figures(tmp_path):

@@ -90,7 +90,7 @@ class Target:
     return _GPU_COMPILE_OPTIONS if self.platform == "gpu" else {}
 
 
-def target(spec: str) -> Target:
+def parse_target(spec: str) -> Target:
   """The `--target` named by `spec` (module docstring); a `SetupError` that says what to install
   where the platform's compiler is missing."""
   if spec == "cpu":
@@ -153,10 +153,12 @@ class Compiled:
 
 
 def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
-                  target_: Target) -> Compiled:
-  print(f"aot: {program} batch {batch} for {target_.name}: compiling...", flush=True)
+                  target: Target) -> Compiled:
+  """Compiles `traced` for `target` and reads XLA's memory figures, saying each step as it goes
+  (a slice's training step compiles for minutes on a laptop)."""
+  print(f"aot: {program} batch {batch} for {target.name}: compiling...", flush=True)
   start = time.perf_counter()
-  compiled = traced.lower().compile(target_.compile_options)
+  compiled = traced.lower().compile(target.compile_options)
   compile_s = time.perf_counter() - start
   try:
     stats = compiled.memory_analysis()
@@ -164,24 +166,24 @@ def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
     stats = None
   mib = lambda name: None if stats is None else getattr(stats, name) / 2**20
   peak_mib = program_peak_mb(compiled)
-  of_device = (None if peak_mib is None or target_.memory_bytes is None
-               else peak_mib * 2**20 / target_.memory_bytes)
+  of_device = (None if peak_mib is None or target.memory_bytes is None
+               else peak_mib * 2**20 / target.memory_bytes)
   row = Compiled(program, batch, devices, layout, compile_s, mib("argument_size_in_bytes"),
                  mib("output_size_in_bytes"), mib("alias_size_in_bytes"),
                  mib("temp_size_in_bytes"), peak_mib, of_device)
   peak = "" if peak_mib is None else f", {peak_mib:.0f} MiB a device"
-  share = "" if of_device is None else f" ({of_device:.0%} of {target_.name}'s)"
+  share = "" if of_device is None else f" ({of_device:.0%} of {target.name}'s)"
   print(f"aot: {program} batch {batch}: compiled in {compile_s:.1f} s{peak}{share}", flush=True)
   if of_device is not None and of_device > 1:
-    print(f"aot: {program} batch {batch} does not fit {target_.name}'s "
-          f"{target_.memory_bytes / 2**30:.3g} GiB a device: lower the batch "
+    print(f"aot: {program} batch {batch} does not fit {target.name}'s "
+          f"{target.memory_bytes / 2**30:.3g} GiB a device: lower the batch "
           "(data.batch_size, or bench.batch_sizes for a forward), spread it over more devices, "
           "or keep fewer activations (model.remat, docs/scaling.md)", flush=True)
   return row
 
 
 def _train_step(config: ConfigDict, method: Method, state, sharding,
-                mesh: jax.sharding.Mesh, target_: Target) -> Compiled:
+                mesh: jax.sharding.Mesh, target: Target) -> Compiled:
   """The training loop's step on the config's mesh of the target's devices (module docstring)."""
   step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params), sharding,
                                   mesh, jax.random.PRNGKey(config.seed + 1))
@@ -190,12 +192,12 @@ def _train_step(config: ConfigDict, method: Method, state, sharding,
   total_steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh))
   layout = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items())
   return _compiled_row("train_step", config.data.batch_size, mesh.size, f"mesh {layout}",
-                       step.trace(state, batch, total_steps), target_)
+                       step.trace(state, batch, total_steps), target)
 
 
-def _forwards(config: ConfigDict, method: Method, variables, target_: Target) -> list[Compiled]:
+def _forwards(config: ConfigDict, method: Method, variables, target: Target) -> list[Compiled]:
   """`--mode=bench`'s forward on the target's first device at each of `bench.batch_sizes`."""
-  device = SingleDeviceSharding(target_.devices[0])
+  device = SingleDeviceSharding(target.devices[0])
   on_device = lambda tree: jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
   settings = checked_settings(config)
@@ -205,19 +207,19 @@ def _forwards(config: ConfigDict, method: Method, variables, target_: Target) ->
   for batch in settings["batch_sizes"]:
     frames = jax.ShapeDtypeStruct((batch, clip, *settings["input_size"], 3), jnp.uint8)
     rows.append(_compiled_row("forward", batch, 1, "one device",
-                              forward.trace(on_device(variables), on_device(frames)), target_))
+                              forward.trace(on_device(variables), on_device(frames)), target))
   return rows
 
 
-def run(config: ConfigDict, target_: Target) -> list[Compiled]:
-  """Compiles `config`'s train step and forwards for `target_` (module docstring)."""
-  with parallel.compiling_for(target_.platform):
+def run(config: ConfigDict, target: Target) -> list[Compiled]:
+  """Compiles `config`'s train step and forwards for `target` (module docstring)."""
+  with parallel.compiling_for(target.platform):
     method = get_method(config)
-    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices=target_.devices)
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices=target.devices)
     parallel.check_batch_size(config.data.batch_size, mesh)
     state, sharding, _, _ = loop.create_state(config, method, mesh, abstract=True)
-    return [_train_step(config, method, state, sharding, mesh, target_),
-            *_forwards(config, method, state.variables, target_)]
+    return [_train_step(config, method, state, sharding, mesh, target),
+            *_forwards(config, method, state.variables, target)]
 
 
 def format_table(rows: list[Compiled]) -> str:
@@ -242,14 +244,14 @@ def main(argv):
   refuse_arguments(argv)
   quiet_routine_logs()
   config, spec = _CONFIG.value, flags.FLAGS.target
-  target_ = target(spec)
-  rows = run(config, target_)
-  devices = len(target_.devices)
+  out = None if flags.FLAGS.out is None else path_flag("out", flags.FLAGS.out, "a JSON file")
+  target = parse_target(spec)
+  rows = run(config, target)
+  devices = len(target.devices)
   print(f"{config.method.name}, backbone {config.model.backbone}, {config.model.dtype}, for "
         f"{spec} ({devices} device{'s' * (devices > 1)}), jax {jax.__version__}; per device:")
   print(format_table(rows))
-  if flags.FLAGS.out:
-    out = path_flag("out", flags.FLAGS.out, "a JSON file")
+  if out:
     write_text_whole(out, json.dumps({"target": spec, "jax_version": jax.__version__,
                                       "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
 
