@@ -7,10 +7,12 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import topologies
 
+from data_pipelines.clip_sampling import clip_length
 from tests.conftest import REPO, load_config
 from vssjax import aot, parallel
 from vssjax.errors import SetupError
@@ -40,7 +42,7 @@ def test_train_step_and_forwards_on_the_targets_devices(capsys):
   batch_mib = _mib(loop.batch_spec(config)) / 4
   assert train.arguments_mib == pytest.approx(state_mib + batch_mib, rel=0.01)
   assert train.donated_mib == pytest.approx(state_mib, rel=0.01)
-  assert train.outputs_mib == pytest.approx(state_mib, rel=0.05)  # the new state, some metrics
+  assert train.donated_mib < train.outputs_mib < train.donated_mib * 1.05  # new state, metrics
   assert train.temporaries_mib > 0 and train.peak_mib >= train.arguments_mib
   assert [(f.program, f.batch, f.devices, f.layout) for f in forwards] == [
       ("forward", 1, 1, "one device"), ("forward", 2, 1, "one device")]
@@ -56,6 +58,55 @@ def test_train_step_and_forwards_on_the_targets_devices(capsys):
   table = aot.format_table([train, *forwards])
   assert "| train_step | 8 | 4 (mesh data 4 x fsdp 1) |" in table
   assert table.splitlines()[2].endswith(f"| {train.of_device:.0%} |")
+
+
+def test_the_configs_mesh_of_the_targets_devices_and_bench_input_size():
+  config = load_config(QUICK, "quick")
+  config.data.batch_size = 8
+  config.mesh.fsdp = 2
+  config.bench.update(batch_sizes=(1,), input_size=(32, 64))
+  train, forward = aot.run(config, aot.Target("cpu", jax.devices("cpu")[:2], "cpu"))
+  assert (train.devices, train.layout) == (2, "mesh data 1 x fsdp 2")
+  state, _, _, _ = loop.create_state(config, get_method(config), parallel.make_mesh(),
+                                     abstract=True)
+  assert forward.arguments_mib == pytest.approx(_mib(state.variables) + 32 * 64 * 3 / 2**20,
+                                                rel=0.001)
+
+
+@pytest.mark.parametrize("path", ["configs/etc/synthetic_psp18.py",
+                                  "configs/dtern/synthetic_mitb0.py"])
+def test_a_forward_takes_clips_only_for_a_method_that_predicts_from_clips(monkeypatch, path):
+  """ETC trains on pairs and predicts frames alone; DTERN predicts from clips. One more sample
+  in the batch is one more frame, or one more clip, of arguments (the variables a forward reads
+  are the same at both batches)."""
+  config = load_config(path, "quick")
+  config.bench.batch_sizes = (1, 2)
+  monkeypatch.setattr(aot, "_train_step", lambda *_: None)
+  _, one, two = aot.run(config, aot.Target("cpu", jax.devices("cpu"), "cpu"))
+  assert clip_length(config.clip) > 1
+  clip = 1 if path.startswith("configs/etc") else clip_length(config.clip)
+  height, width = config.data.train_transform.crop_size
+  assert (two.arguments_mib - one.arguments_mib) * 2**20 == clip * height * width * 3
+
+
+def test_a_program_is_said_not_to_fit_only_over_the_devices_memory(capsys):
+  traced = jax.jit(lambda x: x @ x + 1).trace(jax.ShapeDtypeStruct((256, 256), jnp.float32))
+  row = lambda memory: aot._compiled_row(  # pylint: disable=protected-access
+      "p", 1, 1, "one device", traced, aot.Target("cpu", jax.devices(), "cpu", memory))
+  peak = row(None).peak_mib * 2**20
+  fits, over = row(int(peak * 1.05)), row(int(peak / 1.5))
+  assert 0.9 < fits.of_device <= 1 < over.of_device < 2
+  assert capsys.readouterr().out.count("does not fit") == 1
+
+
+def test_a_gpu_targets_compile_options_reach_xla():
+  traced = jax.jit(lambda x: x + 1).trace(jax.ShapeDtypeStruct((4,), jnp.float32))
+  lowered, seen = traced.lower(), []
+  spy = types.SimpleNamespace(lower=lambda: types.SimpleNamespace(
+      compile=lambda options=None: seen.append(options) or lowered.compile()))
+  aot._compiled_row(  # pylint: disable=protected-access
+      "p", 1, 1, "one device", spy, aot.Target("gpu:h100", jax.devices(), "gpu"))
+  assert seen == [{"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}]
 
 
 def test_the_method_is_built_for_the_targets_platform(monkeypatch):
@@ -88,7 +139,9 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
   assert asked[0]["topology"] == "1x1x8"
   config = asked[0]["target_config"]
   assert "device_memory_size: 80000000000 " in config and "NVIDIA H100" in config
-  assert "memory_bandwidth: 4800000000000 " in aot._gpu_target_config("h200")
+  one = aot.parse_target("gpu:h200")
+  assert (len(one.devices), one.memory_bytes, asked[-1]["topology"]) == (1, 141 * 10**9, "1x1x1")
+  assert "memory_bandwidth: 4800000000000 " in asked[-1]["target_config"]
   assert gpus.compile_options == {"xla_gpu_enable_triton_gemm": False,
                                   "xla_gpu_autotune_level": 0}
   with pytest.raises(SetupError, match=r'--target=tpu:v5e:2x2: .*pip install "jax\[tpu\]=='):
@@ -96,7 +149,7 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
   assert asked[-1] == {"platform": "tpu", "topology_name": "v5e:2x2"}
   chips = aot.parse_target("tpu:v5litepod-4")  # where libtpu is installed: one chip a device
   assert (chips.platform, len(chips.devices), chips.memory_bytes) == ("tpu", 4, 16 * 2**30)
-  for spec in ("gpu:a100", "gpu:h100x0", "tpu:", "cuda"):
+  for spec in ("gpu:a100", "gpu:h100x0", "gpu:h100x", "tpu:", "cuda"):
     with pytest.raises(SetupError, match="one of 'cpu', 'gpu:h100'"):
       aot.parse_target(spec)
   assert aot.parse_target("cpu").compile_options == {}

@@ -111,7 +111,7 @@ def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(c
     config.model.dwconv_impl = impl
     assert get_method(config).module.decode_head.dwconv_impl == impl
   config.model.dwconv_impl = "auto"
-  for platform, impl in (("cpu", "shifted"), ("gpu", "grouped")):
+  for platform, impl in (("cpu", "shifted"), ("gpu", "grouped"), ("tpu", "grouped")):
     with parallel.compiling_for(platform):
       assert get_method(config).module.decode_head.dwconv_impl == impl
   config.model.dwconv_impl = "bogus"
