@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 
+from vssjax import bench_rows
 from vssjax.bench_rows import Row, median_timing, report
 
 
@@ -44,3 +45,10 @@ def test_a_row_reports_its_dispatch_when_it_has_one(capsys):
   assert capsys.readouterr().out.splitlines() == [
       "bench: forward float32 batch 1: compiled in 2.5 s, 3.00 ms/call (dispatch 0.25 ms)",
       "bench: torch_forward float32 batch 1: 4.00 ms/call"]
+
+
+def test_markdown_table_and_missing_figures():
+  assert bench_rows.figure(None, ".1f") == "n/a"
+  assert bench_rows.figure(0.125, ".0%") == "12%"
+  assert bench_rows.markdown_table(["a", "b"], [["1", "n/a"], ["2", "3"]]) == (
+      "| a | b |\n|---|---|\n| 1 | n/a |\n| 2 | 3 |")

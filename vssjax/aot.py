@@ -52,6 +52,7 @@ from data_pipelines.clip_sampling import clip_length
 from vssjax import parallel
 from vssjax.bench import checked_settings, forward_fn
 from vssjax.bench_figures import program_peak_mb
+from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
 from vssjax.configs_lib import ConfigDict
@@ -223,16 +224,13 @@ def run(config: ConfigDict, target: Target) -> list[Compiled]:
 
 
 def format_table(rows: list[Compiled]) -> str:
-  fmt = lambda value: "n/a" if value is None else f"{value:.1f}"
-  lines = ["| program | batch | devices | compile s | arguments MiB | outputs MiB | "
-           "donated MiB | temporaries MiB | peak MiB | of a device |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r.program} | {r.batch} | {r.devices} ({r.layout}) | {r.compile_s:.1f} | "
-                 f"{fmt(r.arguments_mib)} | {fmt(r.outputs_mib)} | {fmt(r.donated_mib)} | "
-                 f"{fmt(r.temporaries_mib)} | {fmt(r.peak_mib)} | "
-                 f"{'n/a' if r.of_device is None else format(r.of_device, '.0%')} |")
-  return "\n".join(lines)
+  return markdown_table(
+      ["program", "batch", "devices", "compile s", "arguments MiB", "outputs MiB", "donated MiB",
+       "temporaries MiB", "peak MiB", "of a device"],
+      ([r.program, str(r.batch), f"{r.devices} ({r.layout})", f"{r.compile_s:.1f}",
+        *(figure(mib, ".1f") for mib in (r.arguments_mib, r.outputs_mib, r.donated_mib,
+                                          r.temporaries_mib, r.peak_mib)),
+        figure(r.of_device, ".0%")] for r in rows))
 
 
 _CONFIG = None  # the --config flag, defined in `_define_flags` (the tests import this module)

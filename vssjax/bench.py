@@ -47,8 +47,8 @@ from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_figures import device_peak_mb, program_peak_mb, xla_cost
-from vssjax.bench_rows import (Row, Timing, announce, median_call_timing, median_timing,
-                               report)
+from vssjax.bench_rows import (Row, Timing, announce, figure, markdown_table,
+                               median_call_timing, median_timing, report)
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
@@ -394,17 +394,13 @@ def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
 
 
 def _format_table(rows: list[Row]) -> str:
-  def fmt(value, spec):
-    return "n/a" if value is None else format(value, spec)
-
-  lines = ["| phase | dtype | batch | frames | compile s | latency ms | dispatch ms | frames/s | "
-           "GFLOPs | GB accessed | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r.phase} | {r.dtype} | {r.batch} | {r.frames} | {fmt(r.compile_s, '.2f')} | "
-                 f"{r.latency_ms:.2f} | {fmt(r.dispatch_ms, '.2f')} | {r.frames_per_s:.1f} | "
-                 f"{fmt(r.gflops, '.3f')} | {fmt(r.gb_accessed, '.3f')} | "
-                 f"{fmt(r.peak_memory_mb, '.0f')} |")
-  return "\n".join(lines)
+  return markdown_table(
+      ["phase", "dtype", "batch", "frames", "compile s", "latency ms", "dispatch ms", "frames/s",
+       "GFLOPs", "GB accessed", "peak MiB"],
+      ([r.phase, r.dtype, str(r.batch), str(r.frames), figure(r.compile_s, ".2f"),
+        f"{r.latency_ms:.2f}", figure(r.dispatch_ms, ".2f"), f"{r.frames_per_s:.1f}",
+        figure(r.gflops, ".3f"), figure(r.gb_accessed, ".3f"), figure(r.peak_memory_mb, ".0f")]
+       for r in rows))
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 
@@ -79,3 +79,15 @@ def report(row: Row) -> Row:
   print(f"bench: {program_name(row.phase, row.dtype, row.batch)}: {compiled}"
         f"{row.latency_ms:.2f} ms/call{dispatch}", flush=True)
   return row
+
+
+def figure(value: float | None, spec: str) -> str:
+  """`value` formatted by `spec`, or 'n/a' where a backend gave none."""
+  return "n/a" if value is None else format(value, spec)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+  """A Markdown table of `header` and the `rows` of cells (the reports of `--mode=bench` and
+  `vssjax.aot`)."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
