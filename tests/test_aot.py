@@ -53,7 +53,8 @@ def test_train_step_and_forwards_on_the_targets_devices(capsys):
   assert [r.of_device for r in (train, *forwards)] == [r.peak_mib for r in (train, *forwards)]
   assert train.peak_mib > 1 > forwards[0].peak_mib
   printed = capsys.readouterr().out
-  assert "aot: train_step batch 8 does not fit cpu's 0.000977 GiB a device: lower the batch" in printed
+  assert ("aot: train_step batch 8 does not fit cpu's 0.000977 GiB a device: lower the batch"
+          in printed)
   assert "aot: forward batch 1 does not fit" not in printed
   table = aot.format_table([train, *forwards])
   assert "| train_step | 8 | 4 (mesh data 4 x fsdp 1) |" in table

@@ -169,14 +169,14 @@ def compute_dtype(model: ConfigDict):
 
 
 def resolve_dwconv_impl(model: ConfigDict) -> str:
-  """`model.dwconv_impl` resolved for the devices the programs are for
-  (`parallel.target_platform`): 'shifted' or 'grouped', the form of the
-  depth-wise convs of MiT's Mix-FFN and of the DTERN and SD-CPC heads, whatever the backbone
-  (MobileNetV2's strided and dilated ones are grouped convs always; a network with none of these
-  refuses the setting, `refuse_dwconv_impl`). 'auto' picks the shifted multiply-adds on CPU,
-  where XLA runs grouped convs ~30x slower (notes §6), and the grouped conv elsewhere: on an
-  H200 it beat the shifted form in both directions (MiT-B1 bf16 at 480x480, batch 16: forward 3018
-  against 2687 frames/s, training step 615 against 459; docs/benchmarks_device.md)."""
+  """`model.dwconv_impl` resolved for the devices the programs are for (`parallel.target_platform`):
+  'shifted' or 'grouped', the form of the depth-wise convs of MiT's Mix-FFN and of the DTERN and
+  SD-CPC heads, whatever the backbone (MobileNetV2's strided and dilated ones are grouped convs
+  always; a network with none of these refuses the setting, `refuse_dwconv_impl`). 'auto' picks
+  the shifted multiply-adds on CPU, where XLA runs grouped convs ~30x slower (notes §6), and the
+  grouped conv elsewhere: on an H200 it beat the shifted form in both directions (MiT-B1 bf16 at
+  480x480, batch 16: forward 3018 against 2687 frames/s, training step 615 against 459;
+  docs/benchmarks_device.md)."""
   impl = model.dwconv_impl
   if impl not in ("auto", "shifted", "grouped"):
     raise SetupError(f"model.dwconv_impl must be 'auto', 'shifted' or 'grouped', got {impl!r}")
