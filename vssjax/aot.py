@@ -29,7 +29,7 @@ devices would run. The programs:
   `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
   SD-CPC) of `bench.input_size` (default: the training crop).
 
-`peak MiB` is `bench_figures.program_peak_mb`'s: at least arguments + outputs - donated +
+`peak MiB` is `bench_figures.peak_bytes`: at least arguments + outputs - donated +
 temporaries; `of a device` is its share of a GPU's or TPU chip's nominal memory (v5e, v5p, v6e;
 the runtime keeps some for itself), and a program over it is said in a line of its own, with the
 settings that lower it. docs/scaling.md has figures and what they say.
@@ -48,10 +48,9 @@ import jax.numpy as jnp
 from absl import app, flags
 from jax.sharding import SingleDeviceSharding
 
-from data_pipelines.clip_sampling import clip_length
 from vssjax import parallel
-from vssjax.bench import checked_settings, forward_fn
-from vssjax.bench_figures import program_peak_mb
+from vssjax.bench import checked_settings, forward_clip, forward_fn
+from vssjax.bench_figures import memory_analysis, peak_bytes
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
@@ -61,8 +60,6 @@ from vssjax.files import write_text_whole
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
 from vssjax.train import loop
-from vssjax.train import step as step_lib
-from vssjax.train.optimizer import optimizer_for
 
 # NVIDIA's data-centre GPUs as XLA's GPU compiler describes a device (`GpuTargetConfigProto`):
 # (streaming multiprocessors, memory bytes, memory bandwidth bytes/s). Both are compute
@@ -161,12 +158,9 @@ def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
   start = time.perf_counter()
   compiled = traced.lower().compile(target.compile_options)
   compile_s = time.perf_counter() - start
-  try:
-    stats = compiled.memory_analysis()
-  except Exception:  # pylint: disable=broad-except  # a backend without it: no figures, same row
-    stats = None
+  stats = memory_analysis(compiled)
   mib = lambda name: None if stats is None else getattr(stats, name) / 2**20
-  peak_mib = program_peak_mb(compiled)
+  peak_mib = None if stats is None else peak_bytes(stats) / 2**20
   of_device = (None if peak_mib is None or target.memory_bytes is None
                else peak_mib * 2**20 / target.memory_bytes)
   row = Compiled(program, batch, devices, layout, compile_s, mib("argument_size_in_bytes"),
@@ -186,8 +180,7 @@ def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
 def _train_step(config: ConfigDict, method: Method, state, sharding,
                 mesh: jax.sharding.Mesh, target: Target) -> Compiled:
   """The training loop's step on the config's mesh of the target's devices (module docstring)."""
-  step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params), sharding,
-                                  mesh, jax.random.PRNGKey(config.seed + 1))
+  step = loop.configured_train_step(config, method, state.params, sharding, mesh)
   batch = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.batch_sharding(mesh))
            for key, s in loop.batch_spec(config).items()}
   total_steps = jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh))
@@ -202,13 +195,13 @@ def _forwards(config: ConfigDict, method: Method, variables, target: Target) -> 
   on_device = lambda tree: jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
   settings = checked_settings(config)
-  clip = 1 if method.predicts_frames_alone else clip_length(config.clip)
-  forward = jax.jit(forward_fn(method))
+  forward, variables = jax.jit(forward_fn(method)), on_device(variables)
   rows = []
   for batch in settings["batch_sizes"]:
-    frames = jax.ShapeDtypeStruct((batch, clip, *settings["input_size"], 3), jnp.uint8)
+    frames = on_device(jax.ShapeDtypeStruct(
+        (batch, forward_clip(method), *settings["input_size"], 3), jnp.uint8))
     rows.append(_compiled_row("forward", batch, 1, "one device",
-                              forward.trace(on_device(variables), on_device(frames)), target))
+                              forward.trace(variables, frames), target))
   return rows
 
 

@@ -62,7 +62,6 @@ from vssjax.models.layers import flatten_time, normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled
-from vssjax.train.optimizer import optimizer_for
 from vssjax.train.state import TrainState
 
 
@@ -144,6 +143,12 @@ class _Profiler:
       self.directory.mkdir(parents=True, exist_ok=True)
       (self.directory / f"{program}.md").write_text(table)
       self.paths[program] = str(self.directory / f"{program}.md")
+
+
+def forward_clip(method: Method) -> int:
+  """The frames of one sample of the forward rows: a per-frame method's prediction is one frame
+  through the network, whatever it trains on; the others' a training clip."""
+  return 1 if method.predicts_frames_alone else clip_length(method.config.clip)
 
 
 def forward_fn(method: Method) -> Callable:
@@ -341,8 +346,7 @@ def _trace_train_step(config: ConfigDict, method: Method, state, sharding, mesh
   after minutes of forward rows that the error would throw away."""
   spec = loop.batch_spec(config)
   batch = jax.device_put(_random_batch(config, spec), parallel.batch_sharding(mesh))
-  train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
-                                        sharding, mesh, jax.random.PRNGKey(config.seed + 1))
+  train_step = loop.configured_train_step(config, method, state.params, sharding, mesh)
   total_steps = step_lib.schedule_length(config.train.steps, mesh)
   start = time.perf_counter()
   with rounds.rounds_traced() as loss_rounds:
@@ -422,10 +426,8 @@ def _bench_dtype(config: ConfigDict, dtype: str, settings: dict[str, Any],
   variables, rows = state.variables, measured.rows
   train_step = (_trace_train_step(dtype_config, method, state, sharding, mesh)
                 if settings["train_step"] else None)
-  # A per-frame method's prediction is one frame through the network, whatever it trains on.
-  forward_clip = 1 if method.predicts_frames_alone else clip
   for batch in settings["batch_sizes"]:
-    rows.append(_bench_forward(method, variables, dtype, batch, forward_clip,
+    rows.append(_bench_forward(method, variables, dtype, batch, forward_clip(method),
                                settings["input_size"], settings, profile))
   if isinstance(method, DCFMMethod):
     rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings, profile)

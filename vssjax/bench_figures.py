@@ -5,6 +5,8 @@ cost the row."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 
@@ -40,16 +42,27 @@ def program_peak_mb(*compiled) -> float | None:
   """
   peaks = []
   for program in compiled:
-    try:
-      stats = program.memory_analysis()
-    except Exception:  # pylint: disable=broad-except  # a missing figure must not cost the row
-      return None
+    stats = memory_analysis(program)
     if stats is None:
       return None
-    total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
-             - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
-    peaks.append(max(getattr(stats, "peak_memory_in_bytes", 0), total))
+    peaks.append(peak_bytes(stats))
   return max(peaks) / 2**20 if peaks else None
+
+
+def memory_analysis(compiled) -> Any:
+  """XLA's memory analysis of a compiled program (its buffer assignment's sizes); None where a
+  backend gives none."""
+  try:
+    return compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # a missing figure must not cost the row
+    return None
+
+
+def peak_bytes(stats) -> int:
+  """A program's peak from its `memory_analysis` (`program_peak_mb` says which)."""
+  total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+           - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+  return max(getattr(stats, "peak_memory_in_bytes", 0), total)
 
 
 def device_peak_mb() -> float | None:

@@ -81,6 +81,15 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
   return state, sharding, tx, schedule
 
 
+def configured_train_step(config: ConfigDict, method: Method, params, state_sharding,
+                          mesh: jax.sharding.Mesh):
+  """The training loop's jitted step for `config` (`step.make_train_step`, the config's optimizer
+  on `params`' tree, dropout keys from `config.seed`): what the loop runs, the bench times and
+  `vssjax.aot` compiles for other devices."""
+  return step_lib.make_train_step(method, optimizer_for(config.optim, params), state_sharding,
+                                  mesh, jax.random.PRNGKey(config.seed + 1))
+
+
 def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: ConfigDict,
                        workdir: str, data_iter=None, step: int | None = None, *,
                        variables_only: bool = False):
@@ -363,8 +372,7 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
   Python warns of "leaked shared_memory objects".
   """
   start, end, total = steps.start, steps.stop, config.train.steps
-  train_step = step_lib.make_train_step(method, optimizer_for(config.optim, state.params),
-                                        state_sharding, mesh, jax.random.PRNGKey(config.seed + 1))
+  train_step = configured_train_step(config, method, state.params, state_sharding, mesh)
   schedule_length = step_lib.schedule_length(total, mesh)
   with contextlib.ExitStack() as closing:
     writer = closing.enter_context(contextlib.closing(
