@@ -3,6 +3,7 @@ workaround."""
 import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,15 @@ def random_config_batch(config, seed: int = 0) -> dict:
   if "flow" in spec:
     batch["flow"] = rng.normal(0.0, 2.0, spec["flow"].shape).astype(np.float32)
   return batch
+
+
+def collectives(compiled) -> list[tuple[str, tuple[str, ...]]]:
+  """(operation, its results' shapes) of each cross-device operation of a compiled program: what
+  a batch-split program moves between its devices. XLA combines some into one with a tuple of
+  results, `(f32[], f32[])`."""
+  found = re.findall(r"= (\([^()]*\)|\S+) (all-gather|all-reduce|all-to-all|collective-permute|"
+                     r"reduce-scatter)(?:-start)?\(", compiled.as_text())
+  return [(op, tuple(re.findall(r"\w+\[[\d,]*\]", shapes))) for shapes, op in found]
 
 
 def method_segformer(variant: str, num_classes: int, decoder_dim: int, **fields):

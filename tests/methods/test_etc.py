@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import load_config, random_config_batch
+from tests.conftest import collectives, load_config, random_config_batch
 from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
@@ -316,6 +316,34 @@ def test_distillation_pairs_each_frame_with_its_own_teacher_maps(distilling, mon
       out_t["logits"], out_s["logits"], temperature=method.config.method.pixelwise_temperature)
   assert float(partner_kl) > 1e-3
   np.testing.assert_allclose(target_only["pixelwise"], partner_kl, rtol=1e-4)
+
+
+def test_a_batch_split_over_devices_keeps_each_samples_frames_and_teacher_maps_on_its_device(
+    distilling):
+  """The teacher's one pass over both frames of every pair runs on each device's own pairs: the
+  distillation terms of a batch split over 2 devices move nothing but sums between them (no
+  gather of the frames, no permute of the teacher's maps) and equal those of the whole batch."""
+  method, variables, batch = distilling
+  mesh = parallel.make_mesh(2, 1)
+  split, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
+  state = {k: v for k, v in variables.items() if k != "params"}
+  student = method.student_variables(variables)
+  frames = jnp.asarray(batch["frames"])
+
+  def terms(params, state, frames):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      out_t, out_s = (method.distillation_maps(student, frames[:, i]) for i in (-1, 0))
+      return {name: value for name, _, value in method._distillation_terms(
+          params, state, frames, out_t, out_s)}
+
+  program = jax.jit(terms, in_shardings=(replicated, replicated, split),
+                    out_shardings=replicated)
+  compiled = program.lower(variables["params"], state, frames).compile()
+  assert {op for op, _ in collectives(compiled)} == {"all-reduce"}
+  whole = jax.jit(terms)(variables["params"], state, frames)
+  split_values = program(variables["params"], state, jax.device_put(frames, split))
+  for name, value in whole.items():
+    np.testing.assert_allclose(split_values[name], value, rtol=1e-5, atol=1e-9, err_msg=name)
 
 
 def test_temporal_term_and_running_statistics_follow_the_two_passes():

@@ -2,13 +2,13 @@
 against the plain composition (upsample the whole batch, then the loss), and the rounds it takes
 the batch in, alone and split over the 4 fake devices."""
 
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import collectives
 from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.methods import losses
@@ -107,12 +107,6 @@ def test_the_pixel_accuracy_scores_the_upsampled_logits():
                              rtol=1e-6)
 
 
-def _collectives(compiled) -> list[str]:
-  """The result shapes of the program's cross-device operations."""
-  return re.findall(r"= (\S+) (?:all-gather|all-reduce|all-to-all|collective-permute|"
-                    r"reduce-scatter)(?:-start)?\(", compiled.as_text())
-
-
 @pytest.mark.parametrize("data, fsdp", [(4, 1), (2, 2)])
 def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp):
   """Traced under the train step's mesh, each round takes one sample of every device's share: the
@@ -128,8 +122,8 @@ def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp):
 
   program = jax.jit(loss_and_gradient, out_shardings=(parallel.replicated(mesh), split))
   compiled = program.lower(logits, labels).compile()
-  assert _collectives(compiled) and all(shape.startswith("f32[]")
-                                        for shape in _collectives(compiled))
+  assert collectives(compiled) and all(shape == "f32[]" for _, shapes in collectives(compiled)
+                                       for shape in shapes)
   value, gradient = program(logits, labels)
   expected, expected_gradient = jax.value_and_grad(_plain_cross_entropy)(logits, labels)
   np.testing.assert_allclose(value, expected, rtol=1e-6)

@@ -40,7 +40,8 @@ from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, V
 from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
-from vssjax.models.layers import IMAGENET_STD, normalize_images, torch_kernel_init
+from vssjax.models.layers import (IMAGENET_STD, flatten_time, normalize_images, torch_kernel_init,
+                                  unflatten_time)
 from vssjax.models.ppm import PPM
 from vssjax.models.resnet import RESNET_NAMES, resnet
 from vssjax.models.segformer_head import SegFormerHead
@@ -158,21 +159,24 @@ class DCFMMethod(Method):
     frames, labels = batch["frames"], batch["labels"][:, 1]
     b = frames.shape[0]
     variables = {"params": params, **model_state}
-    both = self._images(jnp.concatenate([frames[:, 0], frames[:, 1]], axis=0))  # [x_U; x_L]
+    both = self._images(flatten_time(frames[:, :2]))  # [x_U0, x_L0, x_U1, ...] (`unflatten_time`)
+
+    def pair(x):  # [2B, ...] -> (x_U's, x_L's)
+      pairs = unflatten_time(x, b)
+      return pairs[:, 0], pairs[:, 1]
 
     def forward(module, images):
       common, shallow = module.encode(images, train=True)
-      projected = module.project(common)
-      size = projected.shape[-3:-1]
+      projected_u, projected_l = pair(module.project(common))
+      size = projected_u.shape[-3:-1]
       independent_u, independent_l = (
-          module.project_independent(s, size, normalize_first=False)
-          for s in (shallow[:b], shallow[b:]))
+          module.project_independent(s, size, normalize_first=False) for s in pair(shallow))
       # The release's call order, which orders the BatchNorms' running-statistic updates: FFM on
       # the key path of x_L, the key path of x_U, the non-key path of x_L (with x_U's common
       # feature); then the head on the non-key path, x_L's key path, x_U's key path.
-      fused_l = module.fuse(projected[b:], independent_l, train=True)
-      fused_u = module.fuse(projected[:b], independent_u, train=True)
-      fused_lu = module.fuse(projected[:b], independent_l, train=True)
+      fused_l = module.fuse(projected_l, independent_l, train=True)
+      fused_u = module.fuse(projected_u, independent_u, train=True)
+      fused_lu = module.fuse(projected_u, independent_l, train=True)
       logits_lu, logits_l, logits_u = (module.final(f, train=True)
                                        for f in (fused_lu, fused_l, fused_u))
       return fused_l, logits_l, logits_lu, fused_u, logits_u

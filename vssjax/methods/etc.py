@@ -66,7 +66,7 @@ from vssjax.methods.backbones import (backbone_family, compute_dtype, refuse_dwc
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
 from vssjax.models import conv_lstm
-from vssjax.models.layers import normalize_images
+from vssjax.models.layers import flatten_time, normalize_images, unflatten_time
 from vssjax.models.mobilenet_v2 import MobileNetV2
 from vssjax.models.pspnet import HEAD_FEATURES, PSPNet, pspnet
 from vssjax.models.resnet import RESNET_NAMES
@@ -261,11 +261,13 @@ class ETCMethod(Method):
     """The weighted distillation terms (§4.3) against the frozen teacher on both frames."""
     method = self.config.method
     b = frames.shape[0]
-    both = self.teacher.distillation_maps(
-        model_state[TEACHER], jnp.concatenate([frames[:, -1], frames[:, 0]], axis=0))
-    both = jax.lax.stop_gradient(both)  # eval mode, no grad: one pass over both frames
-    teacher_t = {k: v[:b] for k, v in both.items()}
-    teacher_s = {k: v[b:] for k, v in both.items()}
+    # One pass over both frames of each pair, in eval mode and without gradients (the pairs'
+    # frames adjacent: `unflatten_time` says why).
+    pairs = jnp.stack([frames[:, -1], frames[:, 0]], axis=1)
+    both = self.teacher.distillation_maps(model_state[TEACHER], flatten_time(pairs))
+    both = {k: unflatten_time(jax.lax.stop_gradient(v), b) for k, v in both.items()}
+    teacher_t = {k: v[:, 0] for k, v in both.items()}
+    teacher_s = {k: v[:, 1] for k, v in both.items()}
     terms = []
     if method.pixelwise_weight > 0:
       pixelwise = sum(etc_losses.pixelwise_distillation(

@@ -83,6 +83,15 @@ def flatten_time(x: jax.Array) -> jax.Array:
   return x.reshape((-1,) + x.shape[2:])
 
 
+def unflatten_time(x: jax.Array, batch: int) -> jax.Array:
+  """[B*T, ...] -> [B, T, ...]: `flatten_time`'s inverse, per-frame outputs back into clips.
+
+  A clip's frames stay adjacent in between, so a step whose batch is split over devices keeps each
+  clip's frames and their outputs on its device; the halves of `concatenate([x[:, 0], x[:, 1]])`
+  would move them between devices (tests/methods/test_dcfm.py, test_etc.py)."""
+  return x.reshape((batch, -1) + x.shape[1:])
+
+
 def gelu(x: jax.Array) -> jax.Array:
   """torch's exact `nn.GELU()`: x/2 (1 + erf(x/sqrt 2)), computed in float32, in x's dtype.
 
