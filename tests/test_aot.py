@@ -83,11 +83,45 @@ def test_a_forward_takes_clips_only_for_a_method_that_predicts_from_clips(monkey
   config = load_config(path, "quick")
   config.bench.batch_sizes = (1, 2)
   monkeypatch.setattr(aot, "_train_step", lambda *_: None)
+  monkeypatch.setattr(aot, "_frame_programs", lambda *_: [])
   _, one, two = aot.run(config, aot.Target("cpu", jax.devices("cpu"), "cpu"))
   assert clip_length(config.clip) > 1
   clip = 1 if path.startswith("configs/etc") else clip_length(config.clip)
   height, width = config.data.train_transform.crop_size
   assert (two.arguments_mib - one.arguments_mib) * 2**20 == clip * height * width * 3
+
+
+@pytest.mark.parametrize("path, programs", [
+    ("configs/dcfm/synthetic_mitb0.py", ["keyframe", "non_key_shallow", "non_key_fuse"]),
+    ("configs/sdcpc/synthetic_mitb0.py", ["stream_encode", "stream_decode"]),
+    (QUICK, [])])
+def test_a_streaming_predictors_frame_programs_each_take_what_the_predictor_passes(
+    monkeypatch, path, programs):
+  """The frame programs that the bench times, one frame of the training crop each: the first
+  takes all the variables and the frame (of which XLA keeps the arrays it uses); a later one only
+  the part of the variables it reads (`ProgramOnPart.read`), with the earlier program's outputs.
+  A per-frame method has none."""
+  config = load_config(path, "quick")
+  config.bench.batch_sizes = (1,)
+  monkeypatch.setattr(aot, "_train_step", lambda *_: None)
+  _, _, *rows = aot.run(config, aot.Target("cpu", jax.devices("cpu"), "cpu"))
+  assert [(r.program, r.batch, r.devices) for r in rows] == [(p, 1, 1) for p in programs]
+  if not programs:
+    return
+  method = get_method(config)
+  frame = jax.ShapeDtypeStruct((1, *config.data.train_transform.crop_size, 3), jnp.uint8)
+  variables = loop.create_state(config, method, parallel.make_mesh(), abstract=True)[0].variables
+  first, second, *_ = rows
+  assert _mib(frame) < first.arguments_mib <= _mib((variables, frame))
+  if path.startswith("configs/dcfm"):  # the shallow prefix: its part of the variables, the frame
+    part = method.encode_shallow.read(variables, frame)
+    assert second.arguments_mib == pytest.approx(_mib((part, frame)), rel=1e-6)
+  else:  # the temporal part: its variables, the new frame's state and the clip's kept states
+    target, reference = jax.eval_shape(method.encode_frame, variables, frame)
+    references = [reference] * clip_length(config.clip)
+    part = method.decode_states.read(variables, target, references)
+    assert _mib(references) < second.arguments_mib <= _mib((part, target, references))
+  assert _mib(part) < _mib(variables) / 2
 
 
 def test_a_program_is_said_not_to_fit_only_over_the_devices_memory(capsys):

@@ -27,7 +27,10 @@ devices would run. The programs:
   (outputs), and XLA's temporaries (activations, gradients);
 - `forward`: the eval-mode forward of `--mode=bench` on one device, at each of
   `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
-  SD-CPC) of `bench.input_size` (default: the training crop).
+  SD-CPC) of `bench.input_size` (default: the training crop);
+- the streaming predictor's programs for one frame of that size, as the bench times them, on one
+  device: DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse` (`bench.keyframe_programs`),
+  DTERN's and SD-CPC's `stream_encode` and `stream_decode` (`bench.stream_frame_programs`).
 
 `peak MiB` is `bench_figures.peak_bytes`: at least arguments + outputs - donated +
 temporaries; `of a device` is its share of a GPU's or TPU chip's nominal memory (v5e, v5p, v6e;
@@ -48,8 +51,10 @@ import jax.numpy as jnp
 from absl import app, flags
 from jax.sharding import SingleDeviceSharding
 
+from data_pipelines.clip_sampling import clip_length
 from vssjax import parallel
-from vssjax.bench import checked_settings, forward_clip, forward_fn
+from vssjax.bench import (checked_settings, forward_clip, forward_fn, keyframe_programs,
+                          stream_frame_programs)
 from vssjax.bench_figures import memory_analysis, peak_bytes
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
@@ -59,6 +64,8 @@ from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
+from vssjax.methods.dcfm import DCFMMethod
+from vssjax.methods.dtern import DTERNMethod
 from vssjax.train import loop
 
 # NVIDIA's data-centre GPUs as XLA's GPU compiler describes a device (`GpuTargetConfigProto`):
@@ -189,31 +196,55 @@ def _train_step(config: ConfigDict, method: Method, state, sharding,
                        step.trace(state, batch, total_steps), target)
 
 
+def _on_first_device(tree, target: Target):
+  """The shapes of `tree`, placed on the target's first device."""
+  device = SingleDeviceSharding(target.devices[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+
+
 def _forwards(config: ConfigDict, method: Method, variables, target: Target) -> list[Compiled]:
   """`--mode=bench`'s forward on the target's first device at each of `bench.batch_sizes`."""
-  device = SingleDeviceSharding(target.devices[0])
-  on_device = lambda tree: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
   settings = checked_settings(config)
-  forward, variables = jax.jit(forward_fn(method)), on_device(variables)
+  forward, variables = jax.jit(forward_fn(method)), _on_first_device(variables, target)
   rows = []
   for batch in settings["batch_sizes"]:
-    frames = on_device(jax.ShapeDtypeStruct(
-        (batch, forward_clip(method), *settings["input_size"], 3), jnp.uint8))
+    frames = _on_first_device(jax.ShapeDtypeStruct(
+        (batch, forward_clip(method), *settings["input_size"], 3), jnp.uint8), target)
     rows.append(_compiled_row("forward", batch, 1, "one device",
                               forward.trace(variables, frames), target))
   return rows
 
 
+def _frame_programs(config: ConfigDict, method: Method, variables,
+                    target: Target) -> list[Compiled]:
+  """The streaming predictor's programs for one frame (module docstring) on the target's first
+  device, each given the shapes of the one before's outputs; none for a per-frame method."""
+  variables = _on_first_device(variables, target)
+  frames = _on_first_device(jax.ShapeDtypeStruct(
+      (1, *checked_settings(config)["input_size"], 3), jnp.uint8), target)
+  shapes_of = lambda _, jitted, *args: _on_first_device(jax.eval_shape(jitted, *args), target)
+  if isinstance(method, DCFMMethod):
+    programs = keyframe_programs(method, variables, frames, shapes_of)
+  elif isinstance(method, DTERNMethod):
+    programs = stream_frame_programs(method, variables, frames, clip_length(config.clip),
+                                     shapes_of)
+  else:
+    return []
+  return [_compiled_row(name, 1, 1, "one device", jitted.trace(*args), target)
+          for name, (jitted, args) in programs.items()]
+
+
 def run(config: ConfigDict, target: Target) -> list[Compiled]:
-  """Compiles `config`'s train step and forwards for `target` (module docstring)."""
+  """Compiles `config`'s train step, forwards and frame programs for `target` (module
+  docstring)."""
   with parallel.compiling_for(target.platform):
     method = get_method(config)
     mesh = parallel.make_mesh(config.mesh.data, config.mesh.fsdp, devices=target.devices)
     parallel.check_batch_size(config.data.batch_size, mesh)
     state, sharding, _, _ = loop.create_state(config, method, mesh, abstract=True)
     return [_train_step(config, method, state, sharding, mesh, target),
-            *_forwards(config, method, state.variables, target)]
+            *_forwards(config, method, state.variables, target),
+            *_frame_programs(config, method, state.variables, target)]
 
 
 def format_table(rows: list[Compiled]) -> str:

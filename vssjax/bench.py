@@ -210,27 +210,75 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   return report(_program_row("forward", dtype, batch, batch * clip, compile_s, timing, compiled))
 
 
+# A streaming predictor's programs, by name: (the jitted program, the arguments the predictor
+# passes it). `OutputsOf(name, jitted, *args)` gives what a program returns, for the arguments of
+# the next: its outputs (the bench runs it) or their shapes (vssjax/aot.py compiles it).
+Programs = dict[str, tuple[Callable, tuple]]
+OutputsOf = Callable[..., Any]
+
+
+def keyframe_programs(method: DCFMMethod, variables, frames, outputs_of: OutputsOf) -> Programs:
+  """DCFM's frame programs at batch 1 (frames [1, H, W, 3]): 'keyframe' (the whole network: the
+  projected common feature and the logits), then a non-key frame's two, each on the part of the
+  variables it reads: 'non_key_shallow' (the shallow prefix) and 'non_key_fuse' (FFM and head per
+  keyframe used: 2 in B mode, 1 in P mode)."""
+  projected, _ = outputs_of("keyframe", method.encode_keyframe, variables, frames)
+  commons = [projected] * (2 if method.schedule.mode == "B" else 1)
+  shallow_read = method.encode_shallow.read(variables, frames)
+  shallow = outputs_of("non_key_shallow", method.encode_shallow.jitted, shallow_read, frames)
+  return {"keyframe": (method.encode_keyframe, (variables, frames)),
+          "non_key_shallow": (method.encode_shallow.jitted, (shallow_read, frames)),
+          "non_key_fuse": (method.fused_logits.jitted,
+                           (method.fused_logits.read(variables, commons, shallow), commons,
+                            shallow))}
+
+
+def stream_frame_programs(method: DTERNMethod, variables, frames, clip: int,
+                          outputs_of: OutputsOf) -> Programs:
+  """DTERN's (and SD-CPC's) programs for a video frame once the predictor's clips are full:
+  'stream_encode' (the backbone and the head's per-frame layers on the new frame [1, H, W, 3]) and
+  'stream_decode' (the head's temporal part on its state and the kept states of the `clip`
+  frames, the new one last, on the part of the variables it reads)."""
+  target, reference = outputs_of("stream_encode", method.encode_frame, variables, frames)
+  references = [reference] * clip
+  return {"stream_encode": (method.encode_frame, (variables, frames)),
+          "stream_decode": (method.decode_states.jitted,
+                            (method.decode_states.read(variables, target, references), target,
+                             references))}
+
+
+class _CompiledPrograms:
+  """`OutputsOf` for the bench: compiles each program ahead of time and runs it; `compiled` maps a
+  program's name to (its executable, compile seconds)."""
+
+  def __init__(self):
+    self.compiled: dict[str, tuple[Any, float]] = {}
+
+  def __call__(self, name: str, jitted: Callable, *args) -> Any:
+    self.compiled[name] = _compile(jitted, *args)
+    return self.compiled[name][0](*args)
+
+
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
                      settings: dict[str, Any], profile: _Profiler) -> list[Row]:
-  """DCFM at batch 1: a keyframe (whole network), a non-key frame (shallow prefix + FFM/head per
-  keyframe used: 2 in B mode, 1 in P mode; two programs, each called as the predictor calls it,
-  with the part of the variables it reads) and the average frame at the config's interval K,
-  (t_key + (K - 1) t_non_key) / K, the paper's FPS rule (specs/dcfm.md §7). The programs end at
-  the logits at the output stride, as the forward rows do; the paper's span also upsamples them."""
+  """DCFM at batch 1: a keyframe (whole network), a non-key frame (`keyframe_programs`: two
+  programs, each called as the predictor calls it, with the part of the variables it reads) and
+  the average frame at the config's interval K, (t_key + (K - 1) t_non_key) / K, the paper's FPS
+  rule (specs/dcfm.md §7). The programs end at the logits at the output stride, as the forward rows
+  do; the paper's span also upsamples them."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
   announce("keyframe", dtype, 1)
-  key, key_compile = _compile(method.encode_keyframe, variables, frames)
+  run = _CompiledPrograms()
+  programs = keyframe_programs(method, variables, frames, run)
+  key, key_compile = run.compiled["keyframe"]
   key_row = report(_frame_row("keyframe", dtype, [(key, key_compile)],
                              lambda: key(variables, frames), settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
-  projected, _ = key(variables, frames)
-  commons = [projected] * (2 if method.schedule.mode == "B" else 1)
-  shallow_read = method.encode_shallow.read(variables, frames)  # the parts the predictor passes
-  shallow_fn, shallow_compile = _compile(method.encode_shallow.jitted, shallow_read, frames)
-  shallow = shallow_fn(shallow_read, frames)
-  fuse_read = method.fused_logits.read(variables, commons, shallow)
-  fuse, fuse_compile = _compile(method.fused_logits.jitted, fuse_read, commons, shallow)
+  shallow_fn, shallow_compile = run.compiled["non_key_shallow"]
+  shallow_read, _ = programs["non_key_shallow"][1]
+  fuse_jitted, (fuse_read, commons, shallow) = programs["non_key_fuse"]
+  fuse, fuse_compile = _compile(fuse_jitted, fuse_read, commons, shallow)
   # Timed through the predictor's own calls (`ProgramOnPart.bound`: the part's lookup included),
   # which run the executables just compiled.
   encode_shallow = method.encode_shallow.bound(variables)
@@ -267,11 +315,11 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   clip, as the release does."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
   announce("stream_frame", dtype, 1)
-  encode, encode_compile = _compile(method.encode_frame, variables, frames)
-  target, reference = encode(variables, frames)
-  references = [reference] * clip
-  read = method.decode_states.read(variables, target, references)  # the predictor's part
-  decode, decode_compile = _compile(method.decode_states.jitted, read, target, references)
+  run = _CompiledPrograms()
+  decode_jitted, (read, target, references) = stream_frame_programs(
+      method, variables, frames, clip, run)["stream_decode"]
+  encode, encode_compile = run.compiled["stream_encode"]
+  decode, decode_compile = _compile(decode_jitted, read, target, references)
   decode_states = method.decode_states.bound(variables)  # the predictor's call, timed
 
   def stream_frame():
