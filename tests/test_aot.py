@@ -164,6 +164,8 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
     asked.append(kwargs)
     if kwargs.get("topology_name") == "v5e:2x2":
       raise RuntimeError("JAX TPU support not installed")
+    if kwargs.get("topology_name") == "v9:2x2":
+      raise RuntimeError("INVALID_ARGUMENT: Invalid TPU external name: TPU v9")
     tpu = kwargs["platform"] == "tpu"
     device = types.SimpleNamespace(device_kind="TPU v5 lite" if tpu else "NVIDIA H100")
     return types.SimpleNamespace(devices=[device] * (4 if tpu else int(kwargs["topology"][-1])))
@@ -184,6 +186,14 @@ def test_targets_name_their_devices_and_what_to_install(monkeypatch):
   assert asked[-1] == {"platform": "tpu", "topology_name": "v5e:2x2"}
   chips = aot.parse_target("tpu:v5litepod-4")  # where libtpu is installed: one chip a device
   assert (chips.platform, len(chips.devices), chips.memory_bytes) == ("tpu", 4, 16 * 2**30)
+  aot.parse_target("tpu:v5e:1x1")  # smaller than libtpu's default host: one host of its size
+  assert asked[-1] == {"platform": "tpu", "topology_name": "v5e:1x1",
+                       "chips_per_host_bounds": (1, 1, 1)}
+  aot.parse_target("tpu:v5p:4x4x4")
+  assert asked[-1] == {"platform": "tpu", "topology_name": "v5p:4x4x4"}
+  with pytest.raises(SetupError, match=r"^--target=tpu:v9:2x2: TPU's compiler refuses the "
+                     r"topology \(INVALID_ARGUMENT: .*\); name another, e.g. tpu:v5e:2x2$"):
+    aot.parse_target("tpu:v9:2x2")
   for spec in ("gpu:a100", "gpu:h100x0", "gpu:h100x", "tpu:", "cuda"):
     with pytest.raises(SetupError, match="one of 'cpu', 'gpu:h100'"):
       aot.parse_target(spec)

@@ -13,8 +13,8 @@ meet. Nothing is run and no device is needed, only the platform's compiler:
   H100 / H200 (SXM) from the CUDA plugin (`pip install "jax[cuda13]==<jax's version>"`; no driver
   or GPU needed). Nothing is autotuned without a device: products go to cuBLAS with XLA's default
   settings, so compile times are not the device's and the buffers are close to, not exactly, its;
-- `tpu:<topology>`, e.g. `tpu:v5e:2x2` (4 chips), `tpu:v5p:2x2x1`: libtpu's compiler for that
-  slice (`pip install "jax[tpu]==<jax's version>"`).
+- `tpu:<topology>`, e.g. `tpu:v5e:2x2` (4 chips), `tpu:v5e:1x1` (one), `tpu:v5p:2x2x1`: libtpu's
+  compiler for that slice (`pip install "jax[tpu]==<jax's version>"`).
 
 The platform is the target's while the method is built (`parallel.compiling_for`), so what the
 method picks by platform (`model.dwconv_impl='auto'`, the cuDNN attention's check) is what those
@@ -75,6 +75,7 @@ _GPUS = {"h100": (132, 80 * 10**9, 3_350 * 10**9), "h200": (132, 141 * 10**9, 4_
 # HBM per device of the TPUs whose compile-only devices are one chip each (libtpu's
 # `device_kind`); a compile-only device reports no memory of its own.
 _TPU_MEMORY = {"TPU v5 lite": 16 * 2**30, "TPU v5": 95 * 2**30, "TPU v6 lite": 32 * 2**30}
+_TPU_HOST = (2, 2, 1)  # the chips of one host, as libtpu lays out a topology by default
 _GPU_TARGET = re.compile(r"gpu:(?P<model>[a-z]+\d+)(?:x(?P<count>\d+))?")
 # Without a device nothing is autotuned, and XLA then finds no Triton tiling for some of MiT's
 # products ("Couldn't find output tile sizes"); cuBLAS takes them instead (docs/benchmarks.md).
@@ -97,11 +98,11 @@ class Target:
 
 def parse_target(spec: str) -> Target:
   """The `--target` named by `spec` (module docstring); a `SetupError` that says what to install
-  where the platform's compiler is missing."""
+  where the platform's compiler is missing, or that the compiler refuses the topology."""
   if spec == "cpu":
     return Target(spec, jax.devices("cpu"), "cpu")
   if spec.startswith("tpu:") and len(spec) > len("tpu:"):
-    devices = _topology_devices(spec, "tpu", topology_name=spec[len("tpu:"):])
+    devices = _tpu_devices(spec, spec[len("tpu:"):])
     return Target(spec, devices, "tpu", _TPU_MEMORY.get(devices[0].device_kind))
   match = _GPU_TARGET.fullmatch(spec)
   if match and match["model"] in _GPUS and match["count"] != "0":
@@ -113,12 +114,25 @@ def parse_target(spec: str) -> Target:
                    f"'gpu:h100x8'), or 'tpu:<topology>' such as 'tpu:v5e:2x2'")
 
 
+def _tpu_devices(spec: str, topology: str) -> list[Any]:
+  """The chips of a TPU `topology` such as 'v5e:2x2'. libtpu lays a topology out over hosts of
+  2x2x1 chips unless told otherwise, and refuses a slice smaller than one ('v5e:1x1', one chip):
+  such a slice is one host of its own size."""
+  dims = (*(int(d) for d in re.findall(r"\d+", topology.rsplit(":", 1)[-1])), 1, 1)[:3]
+  smaller = dims != _TPU_HOST and all(d <= h for d, h in zip(dims, _TPU_HOST))
+  one_host = {"chips_per_host_bounds": dims} if smaller else {}
+  return _topology_devices(spec, "tpu", topology_name=topology, **one_host)
+
+
 def _topology_devices(spec: str, platform: str, **topology) -> list[Any]:
   """The compile-only devices of a topology (`jax.experimental.topologies`)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   try:
     return list(topologies.get_topology_desc(platform=platform, **topology).devices)
   except (RuntimeError, NotImplementedError, ValueError) as error:
+    if "INVALID_ARGUMENT" in str(error):  # the platform's compiler is there; the name is not
+      raise SetupError(f"--target={spec}: {platform.upper()}'s compiler refuses the topology "
+                       f"({error}); name another, e.g. tpu:v5e:2x2") from None
     extra = "tpu" if platform == "tpu" else "cuda13"
     raise SetupError(
         f"--target={spec}: JAX found no {platform.upper()} compiler for it ({error}); install "
