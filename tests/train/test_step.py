@@ -6,10 +6,12 @@ import numpy as np
 import optax
 import pytest
 
-from tests.conftest import load_config
+from tests.conftest import collectives, load_config
 from vssjax import parallel
 from vssjax.errors import SetupError
+from vssjax.methods import get_method
 from vssjax.methods.base import Method
+from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.optimizer import optimizer_for
 from vssjax.train.state import TrainState
@@ -121,3 +123,26 @@ def test_a_loss_and_metrics_return_of_another_shape_stops_the_first_step_naming_
                      r"dict\): it returns \(loss, \(metrics, new_model_state\)\)"):
     step(_state(0), {"frames": jnp.zeros((4, 1, 2, 2, 3), jnp.uint8)},
          step_lib.schedule_length(10, mesh))
+
+
+def test_fsdp_gathers_the_split_weights_and_moves_no_activation():
+  """With kernels split over an fsdp axis, each device computes its own samples from whole
+  weights: the step gathers the split kernels (whole parameter shapes) and reduces gradients and
+  sums, and moves no activation between devices (no all-to-all or permute, no gather of anything
+  but a weight). XLA's partitioner left to itself split some of SegFormer's layers along the
+  kernels' split dimension instead."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.update(sharding_rules=(("kernel$", "fsdp"),))
+  config.mesh.update(data=2, fsdp=2)
+  method = get_method(config)
+  mesh = parallel.make_mesh(2, 2)
+  state, sharding, _, _ = loop.create_state(config, method, mesh, abstract=True)
+  assert any(not s.is_fully_replicated for s in jax.tree.leaves(sharding.params))
+  step = loop.configured_train_step(config, method, state.params, sharding, mesh)
+  batch = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.batch_sharding(mesh))
+           for key, s in loop.batch_spec(config).items()}
+  compiled = step.trace(state, batch, step_lib.schedule_length(10, mesh)).lower().compile()
+  weights = {f"f32[{','.join(map(str, x.shape))}]" for x in jax.tree.leaves(state.params)}
+  moved = collectives(compiled)
+  assert {op for op, _ in moved} == {"all-gather", "all-reduce"}
+  assert all(shape in weights for op, shapes in moved if op == "all-gather" for shape in shapes)
