@@ -125,13 +125,16 @@ def test_a_loss_and_metrics_return_of_another_shape_stops_the_first_step_naming_
          step_lib.schedule_length(10, mesh))
 
 
-def test_fsdp_gathers_the_split_weights_and_moves_no_activation():
+@pytest.mark.parametrize("path, arg", [("configs/segformer/synthetic_mitb0.py", "quick"),
+                                       ("configs/etc/synthetic_psp18.py", "quick,variant=distill")])
+def test_fsdp_gathers_the_split_weights_and_moves_no_activation(path, arg):
   """With kernels split over an fsdp axis, each device computes its own samples from whole
-  weights: the step gathers the split kernels (whole parameter shapes) and reduces gradients and
-  sums, and moves no activation between devices (no all-to-all or permute, no gather of anything
-  but a weight). XLA's partitioner left to itself split some of SegFormer's layers along the
-  kernels' split dimension instead."""
-  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  weights: the step gathers the split kernels (whole variable shapes: ETC's frozen teacher, in
+  the model state, too) and reduces gradients and sums, and moves no activation between devices
+  (no all-to-all or permute, no gather of anything but a weight). XLA's partitioner left to
+  itself split some of SegFormer's layers, and ETC's teacher, along the kernels' split dimension
+  instead."""
+  config = load_config(path, arg)
   config.update(sharding_rules=(("kernel$", "fsdp"),))
   config.mesh.update(data=2, fsdp=2)
   method = get_method(config)
@@ -142,7 +145,8 @@ def test_fsdp_gathers_the_split_weights_and_moves_no_activation():
   batch = {key: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=parallel.batch_sharding(mesh))
            for key, s in loop.batch_spec(config).items()}
   compiled = step.trace(state, batch, step_lib.schedule_length(10, mesh)).lower().compile()
-  weights = {f"f32[{','.join(map(str, x.shape))}]" for x in jax.tree.leaves(state.params)}
+  weights = {f"f32[{','.join(map(str, x.shape))}]"
+             for x in jax.tree.leaves((state.params, state.model_state))}
   moved = collectives(compiled)
   assert {op for op, _ in moved} == {"all-gather", "all-reduce"}
   assert all(shape in weights for op, shapes in moved if op == "all-gather" for shape in shapes)

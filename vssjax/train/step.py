@@ -30,13 +30,14 @@ def make_train_step(
   """
 
   def checked_loss(params, model_state, batch, rng):  # the checks run once, while tracing
-    # Parameters split over the fsdp axis are gathered whole for the forward and backward passes
-    # (their gradients then split again for the update): every device computes its own samples
-    # from whole weights, as FSDP means. Left to itself, XLA's partitioner splits some layers'
-    # activations along the split weights' dimensions instead, and moves activations between the
-    # devices: 8x the bytes for SegFormer-B1 on 4 GPUs (docs/scaling.md). A replicated parameter
-    # is left as it is.
-    params = jax.lax.with_sharding_constraint(params, parallel.replicated(mesh))
+    # Variables split over the fsdp axis (parameters, and model state such as ETC's frozen
+    # teacher) are gathered whole for the forward and backward passes (the gradients then split
+    # again for the update): every device computes its own samples from whole weights, as FSDP
+    # means. Left to itself, XLA's partitioner splits some layers' activations along the split
+    # weights' dimensions instead, and moves activations between the devices: 11x the bytes for
+    # SegFormer-B1 on 4 GPUs (docs/scaling.md). A replicated variable is left as it is.
+    params, model_state = jax.lax.with_sharding_constraint((params, model_state),
+                                                           parallel.replicated(mesh))
     outputs = method.loss_and_metrics(params, model_state, batch, rng)
     contract.check_training_outputs(method, outputs, model_state)
     return outputs
