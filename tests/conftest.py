@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 
 import pytest  # noqa: E402
 
-from vssjax import configs_lib  # noqa: E402
+from vssjax import configs_lib, parallel  # noqa: E402
 from vssjax.methods.segformer import build_segformer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -107,6 +107,23 @@ def collectives(compiled) -> list[tuple[str, tuple[str, ...]]]:
   found = re.findall(r"= (\([^()]*\)|\S+) (all-gather|all-reduce|all-to-all|collective-permute|"
                      r"reduce-scatter)(?:-start)?\(", compiled.as_text())
   return [(op, tuple(re.findall(r"\w+\[[\d,]*\]", shapes))) for shapes, op in found]
+
+
+def split_over_two_devices(fn, args: tuple, split: tuple[int, ...]):
+  """`fn(*args)` with the arguments at positions `split` split over 2 of the fake devices along
+  their batch axis (the others replicated), traced under that mesh as the train step traces a
+  loss, and again whole on one device. Returns (the split program's `collectives`, its outputs,
+  the whole program's outputs)."""
+  mesh = parallel.make_mesh(2, 1)
+
+  def under_mesh(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+
+  shardings = tuple(parallel.batch_sharding(mesh) if i in split else parallel.replicated(mesh)
+                    for i in range(len(args)))
+  program = jax.jit(under_mesh, in_shardings=shardings, out_shardings=parallel.replicated(mesh))
+  return collectives(program.lower(*args).compile()), program(*args), jax.jit(fn)(*args)
 
 
 def method_segformer(variant: str, num_classes: int, decoder_dim: int, **fields):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from tests.conftest import collectives, load_config
-from vssjax import parallel
+from tests.conftest import load_config, split_over_two_devices
 from vssjax.errors import SetupError
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
@@ -104,21 +103,15 @@ def test_a_batch_split_over_devices_keeps_each_pair_on_its_device(method_and_var
   rng = np.random.default_rng(5)
   batch = {"frames": rng.integers(0, 256, (2, 2, 32, 32, 3), np.uint8),
            "labels": rng.integers(0, 9, (2, 2, 32, 32)).astype(np.int32)}
-  mesh = parallel.make_mesh(2, 1)
-  split, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
   state = {"batch_stats": variables["batch_stats"]}
 
   def loss_and_gradient(params, batch):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return jax.value_and_grad(lambda p: method.loss_and_metrics(
-          p, state, batch, jax.random.key(1))[0])(params)
+    return jax.value_and_grad(lambda p: method.loss_and_metrics(
+        p, state, batch, jax.random.key(1))[0])(params)
 
-  program = jax.jit(loss_and_gradient, in_shardings=(replicated, split),
-                    out_shardings=replicated)
-  compiled = program.lower(variables["params"], batch).compile()
-  assert {op for op, _ in collectives(compiled)} == {"all-reduce"}
-  loss, gradient = program(variables["params"], jax.device_put(batch, split))
-  whole_loss, whole_gradient = jax.jit(loss_and_gradient)(variables["params"], batch)
+  moved, (loss, gradient), (whole_loss, whole_gradient) = split_over_two_devices(
+      loss_and_gradient, (variables["params"], batch), split=(1,))
+  assert {op for op, _ in moved} == {"all-reduce"}
   np.testing.assert_allclose(loss, whole_loss, rtol=1e-6)
   scale = max(float(np.abs(w).max()) for w in jax.tree.leaves(whole_gradient))
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * scale),

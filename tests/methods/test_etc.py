@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import collectives, load_config, random_config_batch
+from tests.conftest import load_config, random_config_batch, split_over_two_devices
 from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
@@ -324,24 +324,17 @@ def test_a_batch_split_over_devices_keeps_each_samples_frames_and_teacher_maps_o
   distillation terms of a batch split over 2 devices move nothing but sums between them (no
   gather of the frames, no permute of the teacher's maps) and equal those of the whole batch."""
   method, variables, batch = distilling
-  mesh = parallel.make_mesh(2, 1)
-  split, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
   state = {k: v for k, v in variables.items() if k != "params"}
   student = method.student_variables(variables)
-  frames = jnp.asarray(batch["frames"])
 
   def terms(params, state, frames):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      out_t, out_s = (method.distillation_maps(student, frames[:, i]) for i in (-1, 0))
-      return {name: value for name, _, value in method._distillation_terms(
-          params, state, frames, out_t, out_s)}
+    out_t, out_s = (method.distillation_maps(student, frames[:, i]) for i in (-1, 0))
+    return {name: value for name, _, value in method._distillation_terms(
+        params, state, frames, out_t, out_s)}
 
-  program = jax.jit(terms, in_shardings=(replicated, replicated, split),
-                    out_shardings=replicated)
-  compiled = program.lower(variables["params"], state, frames).compile()
-  assert {op for op, _ in collectives(compiled)} == {"all-reduce"}
-  whole = jax.jit(terms)(variables["params"], state, frames)
-  split_values = program(variables["params"], state, jax.device_put(frames, split))
+  moved, split_values, whole = split_over_two_devices(
+      terms, (variables["params"], state, batch["frames"]), split=(2,))
+  assert {op for op, _ in moved} == {"all-reduce"}
   for name, value in whole.items():
     np.testing.assert_allclose(split_values[name], value, rtol=1e-5, atol=1e-9, err_msg=name)
 

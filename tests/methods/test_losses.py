@@ -2,7 +2,6 @@
 against the plain composition (upsample the whole batch, then the loss), and the rounds it takes
 the batch in, alone and split over the 4 fake devices."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
