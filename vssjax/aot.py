@@ -29,8 +29,8 @@ devices would run. The programs:
   `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
   SD-CPC) of `bench.input_size` (default: the training crop);
 - the streaming predictor's programs for one frame of that size, as the bench times them, on one
-  device: DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse` (`bench.keyframe_programs`),
-  DTERN's and SD-CPC's `stream_encode` and `stream_decode` (`bench.stream_frame_programs`).
+  device (`bench.frame_programs`): DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse`,
+  DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
 
 `peak MiB` is `bench_figures.peak_bytes`: at least arguments + outputs - donated +
 temporaries; `of a device` is its share of a GPU's or TPU chip's nominal memory (v5e, v5p, v6e;
@@ -51,10 +51,8 @@ import jax.numpy as jnp
 from absl import app, flags
 from jax.sharding import SingleDeviceSharding
 
-from data_pipelines.clip_sampling import clip_length
 from vssjax import parallel
-from vssjax.bench import (checked_settings, forward_clip, forward_fn, keyframe_programs,
-                          stream_frame_programs)
+from vssjax.bench import checked_settings, forward_clip, forward_fn, frame_programs
 from vssjax.bench_figures import memory_analysis, peak_bytes
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
@@ -64,8 +62,6 @@ from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
-from vssjax.methods.dcfm import DCFMMethod
-from vssjax.methods.dtern import DTERNMethod
 from vssjax.train import loop
 
 # NVIDIA's data-centre GPUs as XLA's GPU compiler describes a device (`GpuTargetConfigProto`):
@@ -237,15 +233,8 @@ def _frame_programs(config: ConfigDict, method: Method, variables,
   frames = _on_first_device(jax.ShapeDtypeStruct(
       (1, *checked_settings(config)["input_size"], 3), jnp.uint8), target)
   shapes_of = lambda _, jitted, *args: _on_first_device(jax.eval_shape(jitted, *args), target)
-  if isinstance(method, DCFMMethod):
-    programs = keyframe_programs(method, variables, frames, shapes_of)
-  elif isinstance(method, DTERNMethod):
-    programs = stream_frame_programs(method, variables, frames, clip_length(config.clip),
-                                     shapes_of)
-  else:
-    return []
   return [_compiled_row(name, 1, 1, "one device", jitted.trace(*args), target)
-          for name, (jitted, args) in programs.items()]
+          for name, (jitted, args) in frame_programs(method, variables, frames, shapes_of).items()]
 
 
 def run(config: ConfigDict, target: Target) -> list[Compiled]:

@@ -247,6 +247,18 @@ def stream_frame_programs(method: DTERNMethod, variables, frames, clip: int,
                              references))}
 
 
+def frame_programs(method: Method, variables, frames, outputs_of: OutputsOf) -> Programs:
+  """The streaming predictor's programs for one frame: `keyframe_programs` for DCFM,
+  `stream_frame_programs` (clips of the config's length) for DTERN and SD-CPC; none for a method
+  that predicts each frame with its forward."""
+  if isinstance(method, DCFMMethod):
+    return keyframe_programs(method, variables, frames, outputs_of)
+  if isinstance(method, DTERNMethod):
+    return stream_frame_programs(method, variables, frames, clip_length(method.config.clip),
+                                 outputs_of)
+  return {}
+
+
 class _CompiledPrograms:
   """`OutputsOf` for the bench: compiles each program ahead of time and runs it; `compiled` maps a
   program's name to (its executable, compile seconds)."""
