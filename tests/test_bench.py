@@ -170,9 +170,9 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
   calls = _count_bound_calls(monkeypatch, lengths)
   with jax.log_compiles(True):
     results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
-  # The non-key frame is timed through the predictor's own calls (warmup 1, repeats 2), which run
-  # the executables the bench compiled for its figures: XLA compiles each program once.
-  assert calls == {"_encode_shallow_impl": 3, "_fused_logits_impl": 3}
+  # Both frames are timed through the predictor's own calls (warmup 1, repeats 2), which run the
+  # executables the bench compiled for its figures: XLA compiles each program once.
+  assert calls == {"_encode_keyframe_impl": 3, "_encode_shallow_impl": 3, "_fused_logits_impl": 3}
   # B mode fuses the non-key frame with its two keyframes' features (P mode with one).
   assert lengths["_fused_logits_impl"] == {2}
   for program in calls:
@@ -208,7 +208,7 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   lengths: dict[str, set[int]] = {}
   calls = _count_bound_calls(monkeypatch, lengths)
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
-  assert calls == {"_decode_states_impl": 3}  # the predictor's own call, timed
+  assert calls == {"_encode_frame_impl": 3, "_decode_states_impl": 3}  # the predictor's calls
   # The new frame's state replaces the oldest of the clip's 4 kept ones: a 5th would time (and
   # compile) another program than the one the figures are of.
   assert lengths["_decode_states_impl"] == {4}

@@ -58,6 +58,7 @@ from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import stitched_labels
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.layers import flatten_time, normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
@@ -168,6 +169,14 @@ def forward_fn(method: Method) -> Callable:
   return forward
 
 
+def forward_on_part(method: Method, variables, frames) -> tuple[Callable, Any]:
+  """`forward_fn` jitted, and the part of `variables` it reads in the dtypes it reads them, as a
+  predictor passes its network (`ProgramOnPart`: a bfloat16 network's float32 kernels converted
+  once, not at every call)."""
+  program = ProgramOnPart(forward_fn(method))
+  return program.jitted, program.read(variables, frames)
+
+
 def _random_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
@@ -204,9 +213,10 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   variables, frames = _on_bench_device(variables,
                                        _random_frames((batch, clip, *size, 3), seed=batch))
   announce("forward", dtype, batch)
-  compiled, compile_s = _compile(jax.jit(forward_fn(method)), variables, frames)
-  timing = median_call_timing(settings, compiled, variables, frames)
-  profile(f"forward_{dtype}_b{batch}", lambda: compiled(variables, frames), compiled)
+  forward, part = forward_on_part(method, variables, frames)
+  compiled, compile_s = _compile(forward, part, frames)
+  timing = median_call_timing(settings, compiled, part, frames)
+  profile(f"forward_{dtype}_b{batch}", lambda: compiled(part, frames), compiled)
   return report(_program_row("forward", dtype, batch, batch * clip, compile_s, timing, compiled))
 
 
@@ -218,15 +228,17 @@ OutputsOf = Callable[..., Any]
 
 
 def keyframe_programs(method: DCFMMethod, variables, frames, outputs_of: OutputsOf) -> Programs:
-  """DCFM's frame programs at batch 1 (frames [1, H, W, 3]): 'keyframe' (the whole network: the
-  projected common feature and the logits), then a non-key frame's two, each on the part of the
-  variables it reads: 'non_key_shallow' (the shallow prefix) and 'non_key_fuse' (FFM and head per
-  keyframe used: 2 in B mode, 1 in P mode)."""
-  projected, _ = outputs_of("keyframe", method.encode_keyframe, variables, frames)
+  """DCFM's frame programs at batch 1 (frames [1, H, W, 3]), each on the part of the variables it
+  reads, in the dtypes it reads them (`ProgramOnPart`): 'keyframe' (the whole network: the
+  projected common feature and the logits), then a non-key frame's two: 'non_key_shallow' (the
+  shallow prefix) and 'non_key_fuse' (FFM and head per keyframe used: 2 in B mode, 1 in P
+  mode)."""
+  key_read = method.encode_keyframe.read(variables, frames)
+  projected, _ = outputs_of("keyframe", method.encode_keyframe.jitted, key_read, frames)
   commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow_read = method.encode_shallow.read(variables, frames)
   shallow = outputs_of("non_key_shallow", method.encode_shallow.jitted, shallow_read, frames)
-  return {"keyframe": (method.encode_keyframe, (variables, frames)),
+  return {"keyframe": (method.encode_keyframe.jitted, (key_read, frames)),
           "non_key_shallow": (method.encode_shallow.jitted, (shallow_read, frames)),
           "non_key_fuse": (method.fused_logits.jitted,
                            (method.fused_logits.read(variables, commons, shallow), commons,
@@ -235,13 +247,14 @@ def keyframe_programs(method: DCFMMethod, variables, frames, outputs_of: Outputs
 
 def stream_frame_programs(method: DTERNMethod, variables, frames, clip: int,
                           outputs_of: OutputsOf) -> Programs:
-  """DTERN's (and SD-CPC's) programs for a video frame once the predictor's clips are full:
-  'stream_encode' (the backbone and the head's per-frame layers on the new frame [1, H, W, 3]) and
-  'stream_decode' (the head's temporal part on its state and the kept states of the `clip`
-  frames, the new one last, on the part of the variables it reads)."""
-  target, reference = outputs_of("stream_encode", method.encode_frame, variables, frames)
+  """DTERN's (and SD-CPC's) programs for a video frame once the predictor's clips are full, each
+  on the part of the variables it reads (`ProgramOnPart`): 'stream_encode' (the backbone and the
+  head's per-frame layers on the new frame [1, H, W, 3]) and 'stream_decode' (the head's temporal
+  part on its state and the kept states of the `clip` frames, the new one last)."""
+  encode_read = method.encode_frame.read(variables, frames)
+  target, reference = outputs_of("stream_encode", method.encode_frame.jitted, encode_read, frames)
   references = [reference] * clip
-  return {"stream_encode": (method.encode_frame, (variables, frames)),
+  return {"stream_encode": (method.encode_frame.jitted, (encode_read, frames)),
           "stream_decode": (method.decode_states.jitted,
                             (method.decode_states.read(variables, target, references), target,
                              references))}
@@ -283,22 +296,24 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   run = _CompiledPrograms()
   programs = keyframe_programs(method, variables, frames, run)
   key, key_compile = run.compiled["keyframe"]
+  key_read, _ = programs["keyframe"][1]
+  # Timed through the predictor's own calls (`ProgramOnPart.bound`: the part's lookup included),
+  # which run the executables just compiled.
+  encode_keyframe = method.encode_keyframe.bound(variables)
   key_row = report(_frame_row("keyframe", dtype, [(key, key_compile)],
-                             lambda: key(variables, frames), settings))
+                             lambda: encode_keyframe(frames), settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
   shallow_fn, shallow_compile = run.compiled["non_key_shallow"]
   shallow_read, _ = programs["non_key_shallow"][1]
   fuse_jitted, (fuse_read, commons, shallow) = programs["non_key_fuse"]
   fuse, fuse_compile = _compile(fuse_jitted, fuse_read, commons, shallow)
-  # Timed through the predictor's own calls (`ProgramOnPart.bound`: the part's lookup included),
-  # which run the executables just compiled.
   encode_shallow = method.encode_shallow.bound(variables)
   fused_logits = method.fused_logits.bound(variables)
   non_key_row = report(_frame_row(
       non_key, dtype, [(shallow_fn, shallow_compile), (fuse, fuse_compile)],
       lambda: fused_logits(commons, encode_shallow(frames)), settings))
-  profile(f"keyframe_{dtype}", lambda: key(variables, frames), key)
+  profile(f"keyframe_{dtype}", lambda: key(key_read, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(shallow_read, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(fuse_read, commons, shallow), fuse)
   k = method.schedule.interval
@@ -328,20 +343,23 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
   announce("stream_frame", dtype, 1)
   run = _CompiledPrograms()
-  decode_jitted, (read, target, references) = stream_frame_programs(
-      method, variables, frames, clip, run)["stream_decode"]
+  programs = stream_frame_programs(method, variables, frames, clip, run)
+  decode_jitted, (read, target, references) = programs["stream_decode"]
+  encode_read, _ = programs["stream_encode"][1]
   encode, encode_compile = run.compiled["stream_encode"]
   decode, decode_compile = _compile(decode_jitted, read, target, references)
-  decode_states = method.decode_states.bound(variables)  # the predictor's call, timed
+  # The predictor's calls, timed (`ProgramOnPart.bound`, as in `_bench_keyframes`).
+  encode_frame = method.encode_frame.bound(variables)
+  decode_states = method.decode_states.bound(variables)
 
   def stream_frame():
-    new_target, new_reference = encode(variables, frames)
+    new_target, new_reference = encode_frame(frames)
     return decode_states(new_target, references[:-1] + [new_reference])  # the new frame last
 
   row = report(_frame_row("stream_frame", dtype, [(encode, encode_compile),
                                                   (decode, decode_compile)],
                           stream_frame, settings))
-  profile(f"stream_encode_{dtype}", lambda: encode(variables, frames), encode)
+  profile(f"stream_encode_{dtype}", lambda: encode(encode_read, frames), encode)
   profile(f"stream_decode_{dtype}", lambda: decode(read, target, references), decode)
   return row
 
@@ -358,14 +376,15 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
                         method.config.data.eval_transform)
   variables, crops = _on_bench_device(variables, windows.crops(resized)[None])
   announce("slide_frame", dtype, 1)
-  forward, forward_compile = _compile(jax.jit(forward_fn(method)), variables, crops)
-  logits = forward(variables, crops)
+  forward, part = forward_on_part(method, variables, crops)
+  forward, forward_compile = _compile(forward, part, crops)
+  logits = forward(part, crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))
   row = report(_frame_row("slide_frame", dtype, [(forward, forward_compile),
                                                  (stitch, stitch_compile)],
-                          lambda: stitch(forward(variables, crops)), settings))
-  profile(f"slide_forward_{dtype}", lambda: forward(variables, crops), forward)
+                          lambda: stitch(forward(part, crops)), settings))
+  profile(f"slide_forward_{dtype}", lambda: forward(part, crops), forward)
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
   return row
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tests.conftest import load_config, random_clip_batch
 from vssjax.methods import get_method
-from vssjax.methods.per_frame import logits_to_labels
+from vssjax.methods.per_frame import PerFramePredictor, logits_to_labels
 from vssjax.train.host_init import host_filled
 
 
@@ -51,3 +51,19 @@ def test_labels_resize_logits_to_the_input_size_then_to_the_frame_size(align_cor
   assert (expected != one_resize).sum() > 10  # the sizes are chosen so that the two differ
   labels = logits_to_labels(logits, (48, 64), (45, 61), align_corners=align_corners)
   np.testing.assert_array_equal(labels, expected)
+
+
+def test_a_plain_jitted_network_predicts_as_the_program_on_its_part():
+  """A method of one's own may pass `jax.jit` of its network: it gets all the variables, as they
+  are, at every frame, and the same labels."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.model.dtype = "bfloat16"
+  method = get_method(config)
+  variables = host_filled(jax.eval_shape(method.init, jax.random.key(0),
+                                         random_clip_batch((1, 1, 64, 64), 9)), std=0.3)
+  frame = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+  network = jax.jit(method._predict_logits_impl)  # pylint: disable=protected-access
+  plain = PerFramePredictor(network, variables, config.data.eval_transform)
+  [(_, expected)] = method.predictor(variables).push(frame)
+  [(_, labels)] = plain.push(frame)
+  np.testing.assert_array_equal(np.asarray(labels), np.asarray(expected))

@@ -3,7 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import load_config, random_config_batch
+from vssjax.methods import get_method, variables_read
 from vssjax.methods.variables_read import ProgramOnPart, VariablesRead
+from vssjax.train.host_init import host_filled
+
+real_converted = variables_read._converted  # pylint: disable=protected-access
 
 
 def _variables():
@@ -107,3 +112,93 @@ def test_unread_dicts_are_dropped_and_unread_arrays_beside_read_ones_are_none():
   read = VariablesRead(program)(_variables(), np.ones((2,), np.float32))
   assert read == {"params": {"a": {"kernel": read["params"]["a"]["kernel"], "bias": None}}}
   assert VariablesRead(lambda variables, x: x)(_variables(), np.ones(2)) == {}
+
+
+@jax.jit
+def _bfloat16_product(x, kernel):
+  return x.astype(jnp.bfloat16) @ kernel.astype(jnp.bfloat16)
+
+
+def _mixed_precision_program(variables, x):
+  """A bfloat16 layer's pattern: kernels converted, a norm's scale kept in float32, one array
+  converted to two dtypes, a kernel converted inside a jitted function."""
+  params = variables["params"]
+  hidden = x.astype(jnp.bfloat16) @ params["a"]["kernel"].astype(jnp.bfloat16)
+  hidden = hidden.astype(jnp.float32) * params["a"]["bias"]  # float32 use
+  both = (params["b"]["kernel"].astype(jnp.bfloat16).astype(jnp.float32)
+          + params["b"]["kernel"].astype(jnp.float16).astype(jnp.float32))
+  mixed = _bfloat16_product(x, params["c"]["kernel"])
+  return hidden + both[0] + mixed.astype(jnp.float32)
+
+
+def _mixed_variables():
+  rng = np.random.default_rng(0)
+  return {"params": {name: {"kernel": rng.normal(size=(3, 3)).astype(np.float32),
+                            "bias": rng.normal(size=(3,)).astype(np.float32)}
+                     for name in "abc"}}
+
+
+def test_an_array_the_program_only_converts_is_in_the_part_converted_with_the_same_bits():
+  variables, x = _mixed_variables(), np.linspace(-1, 1, 3, dtype=np.float32)
+  part = VariablesRead(_mixed_precision_program)(variables, x)
+  dtypes = jax.tree.map(lambda leaf: leaf.dtype, part)
+  assert dtypes == {"params": {"a": {"kernel": jnp.bfloat16, "bias": jnp.float32},
+                               "b": {"kernel": jnp.float32, "bias": None},
+                               "c": {"kernel": jnp.bfloat16, "bias": None}}}
+  np.testing.assert_array_equal(part["params"]["a"]["kernel"],
+                                variables["params"]["a"]["kernel"].astype(jnp.bfloat16))
+  whole = np.asarray(jax.jit(_mixed_precision_program)(variables, x))
+  bound = ProgramOnPart(_mixed_precision_program).bound(variables)
+  np.testing.assert_array_equal(np.asarray(bound(x)), whole)
+
+
+def test_an_array_the_program_returns_or_computes_with_keeps_its_dtype():
+  def program(variables, x):
+    kernel = variables["params"]["a"]["kernel"]
+    return kernel, (x.astype(jnp.bfloat16) * kernel.astype(jnp.bfloat16)).astype(jnp.float32)
+
+  part = VariablesRead(program)(_variables(), np.ones((2,), np.float32))
+  assert part["params"]["a"]["kernel"].dtype == np.float32
+
+
+def test_shapes_are_converted_as_shapes_their_sharding_kept():
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=device), _mixed_variables())
+  part = VariablesRead(_mixed_precision_program)(shapes, jax.ShapeDtypeStruct((3,), np.float32))
+  kernel = part["params"]["a"]["kernel"]
+  assert isinstance(kernel, jax.ShapeDtypeStruct)
+  assert (kernel.shape, kernel.dtype, kernel.sharding) == ((3, 3), jnp.bfloat16, device)
+
+
+@pytest.mark.parametrize("path", ["configs/segformer/synthetic_mitb0.py",
+                                  "configs/dcfm/synthetic_mitb0.py",
+                                  "configs/dtern/synthetic_mitb0.py",
+                                  "configs/sdcpc/synthetic_mitb0.py",
+                                  "configs/etc/synthetic_psp18.py"])
+def test_a_bfloat16_predictor_converts_its_kernels_once_and_answers_the_same_bits(
+    path, monkeypatch):
+  """Every built-in method's predictor, its programs given their kernels converted once, answers
+  what it answers converting them at every call (the part's arrays as the variables hold them)."""
+  config = load_config(path, "quick")
+  config.model.dtype = "bfloat16"
+  method = get_method(config)
+  variables = host_filled(jax.eval_shape(method.init, jax.random.key(0),
+                                         random_config_batch(config)), std=0.3)
+  frames = np.random.default_rng(1).integers(0, 256, (3, 40, 56, 3), np.uint8)
+
+  def answers():
+    predictor = method.predictor(variables)
+    labels = [np.asarray(a) for frame in frames for _, a in predictor.push(frame)]
+    return labels + [np.asarray(a) for _, a in predictor.flush()]
+
+  converted = []
+  monkeypatch.setattr(variables_read, "_converted", lambda arrays, dtypes: (
+      converted.extend(dtypes), real_converted(arrays, dtypes))[1])
+  once = answers()
+  assert converted and set(converted) == {np.dtype(jnp.bfloat16)}
+  monkeypatch.setattr(variables_read, "_only_converted_to", lambda v, uses: None)
+  at_every_call = answers()
+  assert len(once) == len(frames)
+  for a, b in zip(once, at_every_call):
+    np.testing.assert_array_equal(a, b)

@@ -137,11 +137,11 @@ class DCFMMethod(Method):
           f"{sum(window) + 1}-frame evaluation windows (data.eval_label_window={window}): the "
           f"protocol's rotated first keyframe would fall outside them; use K <= "
           f"{sum(window) + 1} or P mode")
-    self.encode_keyframe = jax.jit(self._encode_keyframe_impl)
-    # The two non-key programs, which the predictor passes only the part of the variables each
-    # reads (`vssjax/methods/variables_read.py` says why). One program for both ran 1.8x slower on
-    # XLA:CPU (101 against 57 ms at 480x480, DCFM-B2 bf16): its fusions of the shallow feature's
-    # normalisation went wrong.
+    # The predictor's programs, each passed only the part of the variables it reads, in the
+    # dtypes it reads them (`vssjax/methods/variables_read.py` says why). One program for the two
+    # of a non-key frame ran 1.8x slower on XLA:CPU (101 against 57 ms at 480x480, DCFM-B2 bf16):
+    # its fusions of the shallow feature's normalisation went wrong.
+    self.encode_keyframe = ProgramOnPart(self._encode_keyframe_impl)
     self.encode_shallow = ProgramOnPart(self._encode_shallow_impl)
     self.fused_logits = ProgramOnPart(self._fused_logits_impl)
 
@@ -268,8 +268,8 @@ class DCFMPredictor(StreamingPredictor):
     if not 0 <= first_keyframe < schedule.interval:
       raise ValueError(f"first keyframe {first_keyframe} must be in [0, {schedule.interval})")
     self._method = method
-    self._variables = variables
-    # The non-key programs on the parts of the variables they read, per argument signature.
+    # The programs on the parts of the variables they read, per argument signature.
+    self._encode_keyframe = method.encode_keyframe.bound(variables)
     self._encode_shallow = method.encode_shallow.bound(variables)
     self._fused_logits = method.fused_logits.bound(variables)
     self._schedule = schedule
@@ -344,8 +344,7 @@ class DCFMPredictor(StreamingPredictor):
 
   def _keyframe(self, t: int, resized: np.ndarray, frame_hw: tuple[int, int]
                 ) -> list[Prediction]:
-    projected, logits = self._method.encode_keyframe(self._variables,
-                                                     self._network_input(resized))
+    projected, logits = self._encode_keyframe(self._network_input(resized))
     keyframe = _Keyframe(t, projected, resized)
     keyframes = [keyframe] if self._previous is None else [self._previous, keyframe]
     ready = [(t, self._labels(logits, frame_hw))]

@@ -68,9 +68,11 @@ class DTERNMethod(Method):
     if max(self.sampler.offsets) > 0:
       raise SetupError(f"{self.display_name} predicts from past frames; clip.offsets "
                        f"{self.sampler.offsets} must all be <= 0")
-    self.encode_frame = jax.jit(self._encode_frame_impl)
-    # The predictor passes it only the part of the variables it reads (the head's temporal
-    # layers): `vssjax/methods/variables_read.py` says why.
+    # The streaming predictor's programs, each passed only the part of the variables it reads
+    # (the decoder's: the head's temporal layers), in the dtypes it reads them:
+    # `vssjax/methods/variables_read.py` says why. `clip_logits`, the release's recomputation of
+    # a whole clip (`cache_features=False`), computes frame outputs it drops, so it reads all.
+    self.encode_frame = ProgramOnPart(self._encode_frame_impl)
     self.decode_states = ProgramOnPart(self._decode_states_impl)
     self.clip_logits = jax.jit(self._clip_logits_impl)
 
@@ -152,7 +154,8 @@ class DTERNPredictor(StreamingPredictor):
   def __init__(self, method: DTERNMethod, variables: Variables, *, cache_features: bool = True):
     self._method = method
     self._variables = variables
-    self._decode_states = method.decode_states.bound(variables)  # on the part it reads
+    self._encode_frame = method.encode_frame.bound(variables)  # each on the part it reads
+    self._decode_states = method.decode_states.bound(variables)
     self._cache_features = cache_features
     self._eval_transform = method.config.data.eval_transform
     self._sampler = method.sampler
@@ -164,7 +167,7 @@ class DTERNPredictor(StreamingPredictor):
     resized = eval_resize(frame, self._eval_transform)
     target_state = None
     if self._cache_features:
-      target_state, self._memory[t] = self._method.encode_frame(self._variables, resized[None])
+      target_state, self._memory[t] = self._encode_frame(resized[None])
     else:
       self._memory[t] = resized
     # The video's length is unknown while streaming; past-only clips never need it.

@@ -65,6 +65,7 @@ from vssjax.methods.backbones import (backbone_family, compute_dtype, refuse_dwc
                                       remat_policy_name)
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models import conv_lstm
 from vssjax.models.layers import flatten_time, normalize_images, unflatten_time
 from vssjax.models.mobilenet_v2 import MobileNetV2
@@ -138,7 +139,7 @@ class ETCMethod(Method):
     self.needs_partner = method.temporal_weight > 0 or self.distills
     self.lstm = conv_lstm.ConvLSTM() if method.multi_frame_weight > 0 else None
     self.teacher = self._build_teacher() if self.distills else None
-    self._predict_logits = jax.jit(self._predict_logits_impl)
+    self._predict_logits = ProgramOnPart(self._predict_logits_impl)
 
   def _build_teacher(self) -> Method:
     spec = self.config.method.teacher.config

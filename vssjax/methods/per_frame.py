@@ -3,6 +3,7 @@ in sliding windows."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -13,6 +14,7 @@ from data_pipelines.eval_transforms import eval_resize
 from vssjax.configs_lib import ConfigDict
 from vssjax.methods.base import Prediction, StreamingPredictor, Variables
 from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -45,16 +47,20 @@ frame_labels = jax.jit(_one_frame_labels,
 class PerFramePredictor(StreamingPredictor):
   """Resizes each frame for the network on the host, predicts it, answers at once.
 
-  `predict_logits(variables, frames [n, h, w, 3])` is the jitted network; its logits go to
-  `frame_labels`, so the network compiles once per network input size, not per frame size. With
+  `predict_logits(variables, frames [n, h, w, 3])` is the jitted network: a `ProgramOnPart` is
+  called bound to `variables` (a bfloat16 network's float32 kernels converted once, not at every
+  frame: `vssjax/methods/variables_read.py`), any other function with all of them. Its logits go
+  to `frame_labels`, so the network compiles once per network input size, not per frame size. With
   `windows`, the resized frame goes through as the batch of its sliding windows and their logits
   to `stitched_labels` (mmseg's 'slide' test mode).
   """
 
-  def __init__(self, predict_logits: Callable, variables: Variables, eval_transform: ConfigDict,
-               *, windows: SlidingWindows | None = None, align_corners: bool = False):
-    self._predict_logits = predict_logits
-    self._variables = variables
+  def __init__(self, predict_logits: ProgramOnPart | Callable, variables: Variables,
+               eval_transform: ConfigDict, *, windows: SlidingWindows | None = None,
+               align_corners: bool = False):
+    self._predict_logits = (predict_logits.bound(variables)
+                            if isinstance(predict_logits, ProgramOnPart)
+                            else functools.partial(predict_logits, variables))
     self._eval_transform = eval_transform
     self._windows = windows
     self._align_corners = align_corners
@@ -64,11 +70,11 @@ class PerFramePredictor(StreamingPredictor):
     resized = eval_resize(frame, self._eval_transform)
     input_hw, frame_hw = resized.shape[:2], frame.shape[:2]
     if self._windows is None:
-      logits = self._predict_logits(self._variables, resized[None])
+      logits = self._predict_logits(resized[None])
       labels = frame_labels(logits, input_hw=input_hw, frame_hw=frame_hw,
                             align_corners=self._align_corners)
     else:
-      logits = self._predict_logits(self._variables, self._windows.crops(resized))
+      logits = self._predict_logits(self._windows.crops(resized))
       labels = stitched_labels(logits, windows=self._windows, input_hw=input_hw,
                                frame_hw=frame_hw, align_corners=self._align_corners)
     index, self._index = self._index, self._index + 1

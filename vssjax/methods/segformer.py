@@ -9,6 +9,7 @@ from vssjax.methods import losses
 from vssjax.methods.backbones import OWN, build_backbone, compute_dtype
 from vssjax.methods.base import Batch, Method, Variables
 from vssjax.methods.per_frame import PerFramePredictor
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.layers import flatten_time, normalize_images
 from vssjax.models.segformer import SegFormer
 from vssjax.models.segformer_head import SegFormerHead
@@ -29,7 +30,7 @@ class SegFormerMethod(Method):
     super().__init__(config)
     self.module = build_segformer(config.model, self.num_classes)
     self._dtype = compute_dtype(config.model)
-    self._predict_logits = jax.jit(self._predict_logits_impl)
+    self._predict_logits = ProgramOnPart(self._predict_logits_impl)
 
   def _logits(self, variables: Variables, frames: jax.Array, *, train: bool, rngs=None,
               mutable=False):

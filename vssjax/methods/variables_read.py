@@ -1,17 +1,26 @@
-"""The part of a network's variables that one inference program reads.
+"""The part of a network's variables that one inference program reads, in the dtype it reads them.
 
 A jitted call flattens and checks every leaf of its arguments on the host, whether the program
 reads it or not: DCFM-B2's 352 variable arrays cost ~0.23 ms a call on the 2-core CPU (a trivial
 program: 0.013 ms without them, 2026-12-04). That is as much as a small program's device time on a
 GPU, and DCFM's non-key programs read 24 and 6 of them (the encoder's shallow prefix; the FFM and
-the classifier). A method therefore makes such a program a `ProgramOnPart`, and its predictor calls
-the program bound to the video's variables, which passes it that part (`VariablesRead`)."""
+the classifier). And a bfloat16 network keeps float32 parameters, which it converts at every call:
+on a GPU each conversion is a kernel of its own before the cuBLAS or cuDNN call that reads it, 170
+of the 377 kernels of DCFM-B2's keyframe at 480x480 as XLA compiles it for an H100
+(`python -m vssjax.aot`), 12 of the 26 of its non-key frame's shallow prefix. So every program a
+predictor runs on a video's variables is a `ProgramOnPart`, and the predictor calls it bound to the
+video's variables (`ProgramOnPart.bound`): it passes the program the part it reads
+(`VariablesRead`), each array it only converts converted once for the video. The values are the
+same bits: the program converted them the same way.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
+import numpy as np
 from jax.extend.core import Var
 
 
@@ -21,18 +30,20 @@ class VariablesRead:
   arrays of a dict with one replaced by None (no leaf to a jitted call, and the key that Flax
   looks up stays: a module that runs may fetch a parameter that this program leaves unused, as
   DCFM's FFM its convolution's bias). A program that computes with such a value raises a TypeError
-  at the first call. `fn` is the unjitted program: a jitted one traces as one call that reads all
-  of its arguments.
+  at the first call. An array that `fn` only converts, all to one dtype (a bfloat16 module's
+  float32 kernel), is in the part converted (`_read_dtypes`). `fn` is the unjitted program: a
+  jitted one traces as one call that reads all of its arguments as they are.
 
   Which arrays a program reads is traced once per signature of the variables and the other
   arguments (their trees, shapes and dtypes, as a jitted function's cache), so a program whose
   branches depend on a shape gets the right part for each. Picking the part takes a fraction of a
-  millisecond for hundreds of arrays: `ProgramOnPart.bound` remembers each signature's part for
-  the variables it is bound to."""
+  millisecond for hundreds of arrays, and converting them one program on the device:
+  `ProgramOnPart.bound` remembers each signature's part for the variables it is bound to."""
 
   def __init__(self, fn: Callable):
     self._fn = fn
-    self._parts: dict[Any, tuple[tuple[bool, ...], bool]] = {}  # key -> (mask, drop dicts)
+    # signature -> (each leaf's dtype in the part, None where unread; whether unread dicts drop)
+    self._parts: dict[Any, tuple[tuple[Any, ...], bool]] = {}
 
   def __call__(self, variables: Any, *args) -> Any:
     key = _signature((variables, *args))
@@ -40,14 +51,16 @@ class VariablesRead:
       self._parts[key] = self._checked_part(variables, args)
     return _part(variables, *self._parts[key])
 
-  def _checked_part(self, variables: Any, args: tuple) -> tuple[tuple[bool, ...], bool]:
-    """The read mask, and whether the program runs with the unread dicts dropped (else it fetches
-    a dict it does not read, and gets None in its arrays' places)."""
-    mask = _read_mask(self._fn, variables, args)
+  def _checked_part(self, variables: Any, args: tuple) -> tuple[tuple[Any, ...], bool]:
+    """The dtypes the program reads the leaves in (None: unread), and whether it runs with the
+    unread dicts dropped (else it fetches a dict it does not read, and gets None in its arrays'
+    places). Checked on shapes alone: nothing is converted or run."""
+    dtypes = _read_dtypes(self._fn, variables, args)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), variables)
     for drop_dicts in (True, False):
       try:
-        jax.eval_shape(self._fn, _part(variables, mask, drop_dicts), *args)
-        return mask, drop_dicts
+        jax.eval_shape(self._fn, _part(shapes, dtypes, drop_dicts), *args)
+        return dtypes, drop_dicts
       except Exception as error:  # pylint: disable=broad-except
         failure = error
     name = getattr(self._fn, "__qualname__", self._fn)
@@ -57,10 +70,11 @@ class VariablesRead:
 
 class ProgramOnPart:
   """An inference program `fn(variables, *args)`, jitted, that a predictor calls with only the
-  part of the variables it reads: `bound(variables)(*args)` runs it on that part of `variables`
-  (`VariablesRead`, picked once per signature of `args`). Called directly it runs on the variables
-  given, all of them in tests and one-off calls. `fn` is the unjitted program (a jitted one would
-  read all of its arguments); `jitted` is the program to lower or compile."""
+  part of the variables it reads, in the dtypes it reads them: `bound(variables)(*args)` runs it
+  on that part of `variables` (`VariablesRead`, picked once per signature of `args`). Called
+  directly it runs on the variables given, as they are: all of them in tests and one-off calls.
+  `fn` is the unjitted program (a jitted one would read all of its arguments); `jitted` is the
+  program to lower or compile."""
 
   def __init__(self, fn: Callable):
     self.jitted = jax.jit(fn)
@@ -82,25 +96,47 @@ class ProgramOnPart:
     return call
 
 
-def _part(variables: Any, mask: tuple[bool, ...], drop_dicts: bool) -> Any:
-  """`variables` with None in place of the unread arrays and, with `drop_dicts` (nested dicts
-  only), less the dicts none of whose arrays are read: a jitted call's host cost grows with its
-  arguments' tree nodes too (a trivial program given DCFM-B2's shallow part, 2-core CPU: 148 us
-  with None at all 328 unread places, 45 us without the unread dicts, 12 us with no variables)."""
+def _part(variables: Any, dtypes: tuple[Any, ...], drop_dicts: bool) -> Any:
+  """`variables` with None in place of the unread arrays, the read ones in their `dtypes`
+  (`_in_dtypes`) and, with `drop_dicts` (nested dicts only), less the dicts none of whose arrays
+  are read: a jitted call's host cost grows with its arguments' tree nodes too (a trivial program
+  given DCFM-B2's shallow part, 2-core CPU: 148 us with None at all 328 unread places, 45 us
+  without the unread dicts, 12 us with no variables)."""
   entries = jax.tree_util.tree_flatten_with_path(variables)[0]
+  leaves = _in_dtypes([leaf for _, leaf in entries], dtypes)
   if not drop_dicts or not all(isinstance(k, jax.tree_util.DictKey)
                                for path, _ in entries for k in path):
-    return jax.tree.unflatten(jax.tree.structure(variables),
-                              [leaf if read else None for (_, leaf), read in zip(entries, mask)])
-  read_dicts = {path[:-1] for (path, _), read in zip(entries, mask) if read}
+    return jax.tree.unflatten(jax.tree.structure(variables), leaves)
+  read_dicts = {path[:-1] for (path, _), dtype in zip(entries, dtypes) if dtype is not None}
   part: dict = {}
-  for (path, leaf), read in zip(entries, mask):
-    if read or path[:-1] in read_dicts:
+  for (path, _), leaf in zip(entries, leaves):
+    if path[:-1] in read_dicts:
       node = part
       for entry in path[:-1]:
         node = node.setdefault(entry.key, {})
-      node[path[-1].key] = leaf if read else None
+      node[path[-1].key] = leaf
   return part
+
+
+def _in_dtypes(leaves: list[Any], dtypes: tuple[Any, ...]) -> list[Any]:
+  """Each leaf in its dtype, None where that is None: shapes (`jax.ShapeDtypeStruct`, as
+  `vssjax.aot` passes them) described so, the arrays to convert converted in one program."""
+  out = [None if dtype is None else leaf for leaf, dtype in zip(leaves, dtypes)]
+  convert = [i for i, (leaf, dtype) in enumerate(zip(leaves, dtypes))
+             if dtype is not None and leaf.dtype != dtype]
+  for i in [i for i in convert if isinstance(leaves[i], jax.ShapeDtypeStruct)]:
+    out[i] = jax.ShapeDtypeStruct(leaves[i].shape, dtypes[i], sharding=leaves[i].sharding)
+  arrays = [i for i in convert if not isinstance(leaves[i], jax.ShapeDtypeStruct)]
+  if arrays:
+    converted = _converted([leaves[i] for i in arrays], tuple(dtypes[i] for i in arrays))
+    for i, array in zip(arrays, converted):
+      out[i] = array
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _converted(arrays: list[Any], dtypes: tuple[Any, ...]) -> list[jax.Array]:
+  return [array.astype(dtype) for array, dtype in zip(arrays, dtypes)]
 
 
 def _signature(args: tuple) -> tuple:
@@ -112,14 +148,52 @@ def _signature(args: tuple) -> tuple:
   return treedef, tuple((getattr(x, "shape", ()), getattr(x, "dtype", type(x))) for x in leaves)
 
 
-def _read_mask(fn: Callable, variables: Any, args: tuple) -> tuple[bool, ...]:
-  """Per leaf of `variables` (flattening order), whether the program's outputs depend on it: a
-  backward pass over the traced program's equations (an equation whose outputs are needed, or that
-  has side effects, needs its inputs)."""
+def _read_dtypes(fn: Callable, variables: Any, args: tuple) -> tuple[Any, ...]:
+  """Per leaf of `variables` (flattening order), the dtype the program reads it in: None where
+  its outputs do not depend on it (a backward pass over the traced program's equations: an
+  equation whose outputs are needed, or that has side effects, needs its inputs); the one dtype
+  it converts it to where that is all it does with it (`_only_converted_to`); else its own."""
   jaxpr = jax.make_jaxpr(fn)(variables, *args).jaxpr
   needed = {v for v in jaxpr.outvars if isinstance(v, Var)}
+  used = []
   for equation in reversed(jaxpr.eqns):
     if equation.effects or any(v in needed for v in equation.outvars):
       needed.update(v for v in equation.invars if isinstance(v, Var))
+      used.append(equation)
+  uses = _uses(used[::-1])
+  outputs = {v for v in jaxpr.outvars if isinstance(v, Var)}
   num_leaves = jax.tree.structure(variables).num_leaves
-  return tuple(v in needed for v in jaxpr.invars[:num_leaves])
+  dtypes = []
+  for v in jaxpr.invars[:num_leaves]:
+    converted_to = None if v in outputs else _only_converted_to(v, uses)
+    dtypes.append(None if v not in needed
+                  else v.aval.dtype if converted_to is None else converted_to)
+  return tuple(dtypes)
+
+
+def _uses(equations) -> dict[Var, list[tuple[Any, int]]]:
+  """Each variable's uses: (equation, operand position)."""
+  uses: dict[Var, list[tuple[Any, int]]] = {}
+  for equation in equations:
+    for position, v in enumerate(equation.invars):
+      if isinstance(v, Var):
+        uses.setdefault(v, []).append((equation, position))
+  return uses
+
+
+def _only_converted_to(v: Var, uses: dict[Var, list[tuple[Any, int]]]) -> Any:
+  """The one dtype that every use of `v` converts it to, None where a use does anything else: a
+  jitted helper's use counts as that helper's uses of its parameter."""
+  dtypes = set()
+  for equation, position in uses.get(v, []):
+    name = equation.primitive.name
+    if name == "convert_element_type":
+      dtypes.add(np.dtype(equation.params["new_dtype"]))
+    elif name in ("jit", "pjit"):
+      inner = equation.params["jaxpr"].jaxpr
+      if inner.invars[position] in inner.outvars:
+        return None
+      dtypes.add(_only_converted_to(inner.invars[position], _uses(inner.eqns)))
+    else:
+      return None
+  return dtypes.pop() if len(dtypes) == 1 and None not in dtypes else None
