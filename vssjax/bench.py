@@ -4,7 +4,8 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
 
 - forward: the method's module in eval mode, jitted, on random uint8 frames of
   `bench.input_size` (default: the training crop), at each of `bench.batch_sizes` (default: 1 for
-  latency and `data.batch_size` for throughput);
+  latency and `data.batch_size` for throughput), given its variables as a predictor gives its
+  programs them (`forward_on_part`: a bfloat16 network's float32 kernels converted once);
 - DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
   the average frame at its keyframe interval;
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
