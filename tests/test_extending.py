@@ -20,6 +20,7 @@ from data_pipelines import dataset
 from data_pipelines.sources import base
 from vssjax.methods import get_method
 from vssjax.train import init_from, loop
+from vssjax.train.host_init import host_filled
 from tests.conftest import REPO, load_config, logged_losses, random_config_batch
 from tests.data_pipelines import helpers
 
@@ -193,12 +194,14 @@ def test_example_method_follows_the_loss_average_and_predicts_frames_alone(tmp_p
   assert method.predicts_frames_alone
   batch = random_config_batch(config)
   batch["labels"][..., ::2, :] = 255  # half the pixels ignored
-  variables = method.init(jax.random.PRNGKey(0), batch)
+  # Host-filled and jitted: run op by op, the init and the two losses took 30 s.
+  variables = host_filled(jax.eval_shape(method.init, jax.random.PRNGKey(0), batch))
   params, model_state = variables["params"], {"batch_stats": variables["batch_stats"]}
 
-  def loss(average):
+  def loss(average):  # read while tracing, so each average is a trace of its own
     config.method.loss_average = average
-    return float(method.loss_and_metrics(params, model_state, batch, jax.random.PRNGKey(1))[0])
+    loss_of = jax.jit(lambda p, s, b: method.loss_and_metrics(p, s, b, jax.random.PRNGKey(1))[0])
+    return float(loss_of(params, model_state, batch))
 
   assert loss("all") == pytest.approx(loss("valid") / 2, rel=1e-5)
 
