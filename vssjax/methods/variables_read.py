@@ -155,45 +155,46 @@ def _read_dtypes(fn: Callable, variables: Any, args: tuple) -> tuple[Any, ...]:
   it converts it to where that is all it does with it (`_only_converted_to`); else its own."""
   jaxpr = jax.make_jaxpr(fn)(variables, *args).jaxpr
   needed = {v for v in jaxpr.outvars if isinstance(v, Var)}
-  used = []
+  used = []  # the equations the outputs need, in reverse order
   for equation in reversed(jaxpr.eqns):
     if equation.effects or any(v in needed for v in equation.outvars):
       needed.update(v for v in equation.invars if isinstance(v, Var))
       used.append(equation)
-  uses = _uses(used[::-1])
-  outputs = {v for v in jaxpr.outvars if isinstance(v, Var)}
+  uses = _uses(used[::-1], jaxpr.outvars)
   num_leaves = jax.tree.structure(variables).num_leaves
   dtypes = []
   for v in jaxpr.invars[:num_leaves]:
-    converted_to = None if v in outputs else _only_converted_to(v, uses)
+    converted_to = _only_converted_to(v, uses)
     dtypes.append(None if v not in needed
                   else v.aval.dtype if converted_to is None else converted_to)
   return tuple(dtypes)
 
 
-def _uses(equations) -> dict[Var, list[tuple[Any, int]]]:
-  """Each variable's uses: (equation, operand position)."""
-  uses: dict[Var, list[tuple[Any, int]]] = {}
+def _uses(equations, outputs) -> dict[Var, list[tuple[Any, int | None]]]:
+  """Each variable's uses: (equation, operand position), and (None, None) where it is one of
+  the `outputs`."""
+  uses: dict[Var, list[tuple[Any, int | None]]] = {}
   for equation in equations:
     for position, v in enumerate(equation.invars):
       if isinstance(v, Var):
         uses.setdefault(v, []).append((equation, position))
+  for v in outputs:
+    if isinstance(v, Var):
+      uses.setdefault(v, []).append((None, None))
   return uses
 
 
-def _only_converted_to(v: Var, uses: dict[Var, list[tuple[Any, int]]]) -> Any:
-  """The one dtype that every use of `v` converts it to, None where a use does anything else: a
-  jitted helper's use counts as that helper's uses of its parameter."""
+def _only_converted_to(v: Var, uses: dict[Var, list[tuple[Any, int | None]]]) -> Any:
+  """The one dtype that every use of `v` converts it to, None where a use does anything else
+  (returning it included): a jitted helper's use counts as that helper's uses of its parameter."""
   dtypes = set()
   for equation, position in uses.get(v, []):
-    name = equation.primitive.name
+    name = None if equation is None else equation.primitive.name
     if name == "convert_element_type":
       dtypes.add(np.dtype(equation.params["new_dtype"]))
     elif name in ("jit", "pjit"):
       inner = equation.params["jaxpr"].jaxpr
-      if inner.invars[position] in inner.outvars:
-        return None
-      dtypes.add(_only_converted_to(inner.invars[position], _uses(inner.eqns)))
+      dtypes.add(_only_converted_to(inner.invars[position], _uses(inner.eqns, inner.outvars)))
     else:
       return None
   return dtypes.pop() if len(dtypes) == 1 and None not in dtypes else None
