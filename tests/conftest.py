@@ -15,11 +15,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Compile settings go through the environment so that the CLI tests' child processes inherit them.
 # The end-to-end tests compile the same small programs many times (each run, resume and restore, in
 # this process and in children); a persistent compilation cache, fresh per test session, compiles
-# each of them once. Its key includes the compile options, hence the shared settings. It is removed
-# when the session ends (about 25 MB each).
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix="vssjax-jax-cache-")
-atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
-os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
+# each of them once. Its key includes the compile options, hence the shared settings. The process
+# that starts the session makes it and removes it when the session ends; xdist's workers inherit it
+# through the environment, so a program that tests on both workers compile is compiled once.
+if "VSSJAX_TEST_COMPILATION_CACHE" not in os.environ:
+  os.environ["VSSJAX_TEST_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="vssjax-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["VSSJAX_TEST_COMPILATION_CACHE"], ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["VSSJAX_TEST_COMPILATION_CACHE"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 # Tests run tiny models: compile time dominates, so trade run-time optimisation for compile speed.
