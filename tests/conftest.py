@@ -111,6 +111,18 @@ def collectives(compiled) -> list[tuple[str, tuple[str, ...]]]:
   return [(op, tuple(re.findall(r"\w+\[[\d,]*\]", shapes))) for shapes, op in found]
 
 
+def assert_each_gradient_close(got, expected, rtol: float, noise: float) -> None:
+  """Each leaf of the gradient tree `got` within `rtol` of `expected`'s, compared as a whole (the
+  norm of the difference), plus `noise` times the largest leaf's norm. A gradient of a network with
+  small BatchNorm batches is ill-conditioned: parameters changed by a float32 rounding (1e-7
+  relative) move each leaf of DCFM's quick gradient by ~1e-4 of its norm, and single elements by
+  more, so two programs that sum in another order differ as much. A leaf whose true gradient is zero
+  (a bias before a BatchNorm) holds only such noise, which `noise` bounds against the largest."""
+  largest = max(float(np.linalg.norm(e)) for e in jax.tree.leaves(expected))
+  for (path, e), g in zip(jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(got)):
+    assert np.linalg.norm(g - e) <= rtol * np.linalg.norm(e) + noise * largest, path
+
+
 def split_over_two_devices(fn, args: tuple, split: tuple[int, ...]):
   """`fn(*args)` with the arguments at positions `split` split over 2 of the fake devices along
   their batch axis (the others replicated), traced under that mesh as the train step traces a

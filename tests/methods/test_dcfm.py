@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from tests.conftest import load_config, split_over_two_devices
+from tests.conftest import assert_each_gradient_close, load_config, split_over_two_devices
 from vssjax.errors import SetupError
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
@@ -113,9 +113,9 @@ def test_a_batch_split_over_devices_keeps_each_pair_on_its_device(method_and_var
       loss_and_gradient, (variables["params"], batch), split=(1,))
   assert {op for op, _ in moved} == {"all-reduce"}
   np.testing.assert_allclose(loss, whole_loss, rtol=1e-6)
-  scale = max(float(np.abs(w).max()) for w in jax.tree.leaves(whole_gradient))
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * scale),
-               gradient, whole_gradient)
+  # A pair split from its partner would be off by about the gradient's size; the BatchNorms' sums
+  # in another order move each gradient by ~1e-4 of its norm (`assert_each_gradient_close`).
+  assert_each_gradient_close(gradient, whole_gradient, rtol=1e-3, noise=1e-6)
 
 
 def test_training_updates_the_batch_norm_statistics_in_the_release_s_order():
