@@ -1,5 +1,10 @@
-"""The PyTorch reference's ratios (its rows run in tests/test_bench.py)."""
+"""The PyTorch reference's programs and ratios (its rows run in tests/test_bench.py)."""
+import contextlib
+
+import numpy as np
 import pytest
+import torch
+from torch.profiler import profile
 
 from tests.conftest import load_config
 from vssjax import bench_torch
@@ -32,7 +37,7 @@ def test_ratios_pair_each_jax_program_with_the_torch_ones_of_its_phase_dtype_and
 ])
 def test_reference_runs_the_asked_variants(monkeypatch, eager, torch_compile, expected):
   def build(method, dtype, batch, size, compiled):  # a program that does nothing
-    return lambda: None
+    return contextlib.nullcontext(lambda: None)
 
   monkeypatch.setattr(bench_torch, "available", lambda: True)
   monkeypatch.setattr(bench_torch, "has_reference", lambda method: True)
@@ -53,3 +58,30 @@ def test_only_segformer_on_a_mit_has_a_transformers_reference():
     assert not bench_torch.has_reference(get_method(load_config(config_path, "quick")))
   segformer = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
   assert bench_torch.has_reference(segformer)
+
+
+def _conversions(run_once):
+  """How many tensors `run_once()` converts to another dtype, and its output."""
+  with profile() as profiled:
+    out = run_once()
+  return sum(e.count for e in profiled.key_averages() if e.key == "aten::_to_copy"), out
+
+
+def test_the_bfloat16_forward_converts_its_weights_once_with_autocasts_numbers():
+  """Like the JAX predictors, which convert a video's kernels once, the reference's bfloat16
+  forward converts each weight at its first call only; what it computes is autocast's forward
+  of a region a call."""
+  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  torch.manual_seed(0)
+  with bench_torch._torch_forward(method, "bfloat16", 1, (32, 32), compiled=False) as run_once:
+    first, _ = _conversions(run_once)
+    steady, logits = _conversions(run_once)
+  assert steady == 1 < first  # the input only, then; its 4 stages' weights and more at first
+  torch.manual_seed(0)
+  _, model, _ = bench_torch._torch_segformer(method, compiled=False)
+  pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 32, 32),
+                                                                     dtype=np.float32))
+  with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    expected = model.eval()(pixel_values=pixels).logits
+  assert logits.dtype == torch.bfloat16
+  assert torch.equal(logits, expected)

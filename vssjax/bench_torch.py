@@ -5,9 +5,10 @@ torch and transformers are optional: without them there are no reference rows.""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -32,31 +33,39 @@ def _torch_segformer(method: Method, compiled: bool):
   return torch, (torch.compile(model) if compiled else model), device
 
 
+@contextlib.contextmanager
 def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                   compiled: bool) -> Callable[[], Any]:
-  """One eval-mode forward of the torch SegFormer; bfloat16 runs under autocast (fp32 weights, as
-  the JAX side)."""
+                   compiled: bool) -> Iterator[Callable[[], Any]]:
+  """One eval-mode forward of the torch SegFormer, to call while the context is open. bfloat16
+  runs under autocast with fp32 weights, as the JAX side, and like a JAX predictor (which
+  converts a video's kernels once) converts each weight once: one autocast region is held over
+  all the calls, whose cast cache lasts a region, under `no_grad`, as `inference_mode` turns that
+  cache off (one Linear under an outer region: 1 conversion a call under `no_grad`, 3 under
+  `inference_mode`). float32 runs under `inference_mode`."""
   torch, model, device = _torch_segformer(method, compiled)
   model.eval()
   pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
       (batch, 3, *size), dtype=np.float32)).to(device)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  bfloat16 = dtype == "bfloat16"
 
   def run_once():
-    with torch.inference_mode(), autocast:
-      logits = model(pixel_values=pixels).logits
+    logits = model(pixel_values=pixels).logits
     if device == "cuda":
       torch.cuda.synchronize()
     return logits
 
-  return run_once
+  with (torch.no_grad() if bfloat16 else torch.inference_mode(),
+        torch.autocast(device, dtype=torch.bfloat16, enabled=bfloat16)):
+    yield run_once
 
 
+@contextlib.contextmanager
 def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, int],
-                      compiled: bool) -> Callable[[], Any]:
+                      compiled: bool) -> Iterator[Callable[[], Any]]:
   """One training step of the torch SegFormer, as the JAX train step: AdamW at the config's lr and
   weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
-  bilinear, align_corners=False, ignore index 255); bfloat16 under autocast."""
+  bilinear, align_corners=False, ignore index 255); bfloat16 under autocast, a region a step
+  (the weights change at every step, so their conversions must too)."""
   torch, model, device = _torch_segformer(method, compiled)
   model.train()
   optim = method.config.optim
@@ -76,7 +85,7 @@ def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, i
       torch.cuda.synchronize()
     return loss
 
-  return run_once
+  yield run_once
 
 
 def available() -> bool:
@@ -111,11 +120,11 @@ def run_reference(method: Method, size: tuple[int, int], train_batch: int,
         name = f"torch_compile_{phase}" if compiled else f"torch_{phase}"
         announce(name, dtype, batch, "compiling (first call)" if compiled else "running")
         try:
-          run_once = build(method, dtype, batch, size, compiled)
-          start = time.perf_counter()
-          run_once()
-          compile_s = time.perf_counter() - start if compiled else None
-          seconds = median_timing(run_once, settings["warmup"], repeats).seconds
+          with build(method, dtype, batch, size, compiled) as run_once:
+            start = time.perf_counter()
+            run_once()
+            compile_s = time.perf_counter() - start if compiled else None
+            seconds = median_timing(run_once, settings["warmup"], repeats).seconds
         except Exception as error:  # pylint: disable=broad-except
           # The reference is a comparison: a failing torch.compile/inductor on an unfamiliar host
           # must not cost the JAX rows already measured.
