@@ -78,10 +78,22 @@ def test_the_bfloat16_forward_converts_its_weights_once_with_autocasts_numbers()
     steady, logits = _conversions(run_once)
   assert steady == 1 < first  # the input only, then; its 4 stages' weights and more at first
   torch.manual_seed(0)
-  _, model, _ = bench_torch._torch_segformer(method, compiled=False)
-  pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 32, 32),
-                                                                     dtype=np.float32))
-  with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-    expected = model.eval()(pixel_values=pixels).logits
+  with bench_torch._torch_segformer(method, compiled=False) as (_, model, _):
+    pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 32, 32),
+                                                                       dtype=np.float32))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+      expected = model.eval()(pixel_values=pixels).logits
   assert logits.dtype == torch.bfloat16
   assert torch.equal(logits, expected)
+
+
+@pytest.mark.parametrize("build", ["_torch_forward", "_torch_train_step"])
+def test_cudnn_times_its_convolution_algorithms_while_the_reference_runs(build):
+  """XLA autotunes a GPU's convolutions; the reference's cuDNN does so only with
+  `cudnn.benchmark`, which its programs set and then give back."""
+  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  assert not torch.backends.cudnn.benchmark  # torch's default
+  with getattr(bench_torch, build)(method, "float32", 1, (32, 32), compiled=False) as run_once:
+    run_once()
+    assert torch.backends.cudnn.benchmark
+  assert not torch.backends.cudnn.benchmark

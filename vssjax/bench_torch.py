@@ -17,9 +17,13 @@ from vssjax.methods.base import Method
 from vssjax.models.mit import MixTransformer
 
 
+@contextlib.contextmanager
 def _torch_segformer(method: Method, compiled: bool):
   """HF `SegformerForSemanticSegmentation` of the same MiT shape, on the GPU when torch has one,
-  `torch.compile`d if asked: `(torch, model, device)`."""
+  `torch.compile`d if asked: `(torch, model, device)`. While the context is open cuDNN picks each
+  convolution's algorithm by timing the candidates (`cudnn.benchmark`, at a shape's first call,
+  which the timings leave out), as XLA autotunes its own on a GPU; by default it picks by
+  heuristics."""
   import torch  # pylint: disable=import-outside-toplevel
   from transformers import (  # pylint: disable=import-outside-toplevel
       SegformerConfig, SegformerForSemanticSegmentation)
@@ -30,7 +34,12 @@ def _torch_segformer(method: Method, compiled: bool):
       num_attention_heads=list(backbone.num_heads), sr_ratios=list(backbone.sr_ratios),
       mlp_ratios=[backbone.mlp_ratio] * 4, decoder_hidden_size=method.config.model.decoder_dim,
       num_labels=method.num_classes, semantic_loss_ignore_index=255)).to(device)
-  return torch, (torch.compile(model) if compiled else model), device
+  benchmark = torch.backends.cudnn.benchmark
+  torch.backends.cudnn.benchmark = True
+  try:
+    yield torch, (torch.compile(model) if compiled else model), device
+  finally:
+    torch.backends.cudnn.benchmark = benchmark
 
 
 @contextlib.contextmanager
@@ -42,21 +51,21 @@ def _torch_forward(method: Method, dtype: str, batch: int, size: tuple[int, int]
   all the calls, whose cast cache lasts a region, under `no_grad`, as `inference_mode` turns that
   cache off (one Linear under an outer region: 1 conversion a call under `no_grad`, 3 under
   `inference_mode`). float32 runs under `inference_mode`."""
-  torch, model, device = _torch_segformer(method, compiled)
-  model.eval()
-  pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
-      (batch, 3, *size), dtype=np.float32)).to(device)
-  bfloat16 = dtype == "bfloat16"
+  with _torch_segformer(method, compiled) as (torch, model, device):
+    model.eval()
+    pixels = torch.from_numpy(np.random.default_rng(0).standard_normal(
+        (batch, 3, *size), dtype=np.float32)).to(device)
+    bfloat16 = dtype == "bfloat16"
 
-  def run_once():
-    logits = model(pixel_values=pixels).logits
-    if device == "cuda":
-      torch.cuda.synchronize()
-    return logits
+    def run_once():
+      logits = model(pixel_values=pixels).logits
+      if device == "cuda":
+        torch.cuda.synchronize()
+      return logits
 
-  with (torch.no_grad() if bfloat16 else torch.inference_mode(),
-        torch.autocast(device, dtype=torch.bfloat16, enabled=bfloat16)):
-    yield run_once
+    with (torch.no_grad() if bfloat16 else torch.inference_mode(),
+          torch.autocast(device, dtype=torch.bfloat16, enabled=bfloat16)):
+      yield run_once
 
 
 @contextlib.contextmanager
@@ -66,26 +75,27 @@ def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, i
   weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
   bilinear, align_corners=False, ignore index 255); bfloat16 under autocast, a region a step
   (the weights change at every step, so their conversions must too)."""
-  torch, model, device = _torch_segformer(method, compiled)
-  model.train()
-  optim = method.config.optim
-  optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-  rng = np.random.default_rng(0)
-  pixels = torch.from_numpy(rng.standard_normal((batch, 3, *size), dtype=np.float32)).to(device)
-  labels = torch.from_numpy(rng.integers(0, method.num_classes, (batch, *size))).to(device)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  with _torch_segformer(method, compiled) as (torch, model, device):
+    model.train()
+    optim = method.config.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr,
+                                  weight_decay=optim.weight_decay)
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.standard_normal((batch, 3, *size), dtype=np.float32)).to(device)
+    labels = torch.from_numpy(rng.integers(0, method.num_classes, (batch, *size))).to(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
-  def run_once():
-    optimizer.zero_grad(set_to_none=True)
-    with autocast:
-      loss = model(pixel_values=pixels, labels=labels).loss
-    loss.backward()
-    optimizer.step()
-    if device == "cuda":
-      torch.cuda.synchronize()
-    return loss
+    def run_once():
+      optimizer.zero_grad(set_to_none=True)
+      with autocast:
+        loss = model(pixel_values=pixels, labels=labels).loss
+      loss.backward()
+      optimizer.step()
+      if device == "cuda":
+        torch.cuda.synchronize()
+      return loss
 
-  yield run_once
+    yield run_once
 
 
 def available() -> bool:
