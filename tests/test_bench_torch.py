@@ -97,3 +97,12 @@ def test_cudnn_times_its_convolution_algorithms_while_the_reference_runs(build):
     run_once()
     assert torch.backends.cudnn.benchmark
   assert not torch.backends.cudnn.benchmark
+
+
+def test_the_reference_trains_with_the_fused_adamw():
+  """transformers' Trainer's default optimiser, one kernel for every parameter's update."""
+  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  with bench_torch._torch_train_step(method, "float32", 1, (32, 32), compiled=False) as run_once:
+    with profile() as profiled:
+      run_once()
+  assert "aten::_fused_adamw_" in {e.key for e in profiled.key_averages()}

@@ -74,12 +74,14 @@ def _torch_train_step(method: Method, dtype: str, batch: int, size: tuple[int, i
   """One training step of the torch SegFormer, as the JAX train step: AdamW at the config's lr and
   weight decay, cross-entropy at label resolution (HF upsamples the logits to the labels,
   bilinear, align_corners=False, ignore index 255); bfloat16 under autocast, a region a step
-  (the weights change at every step, so their conversions must too)."""
+  (the weights change at every step, so their conversions must too). The AdamW is torch's fused
+  one (transformers' Trainer's default, `adamw_torch_fused`): all the parameters' updates in
+  one kernel, as XLA fuses optax's."""
   with _torch_segformer(method, compiled) as (torch, model, device):
     model.train()
     optim = method.config.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr,
-                                  weight_decay=optim.weight_decay)
+                                  weight_decay=optim.weight_decay, fused=True)
     rng = np.random.default_rng(0)
     pixels = torch.from_numpy(rng.standard_normal((batch, 3, *size), dtype=np.float32)).to(device)
     labels = torch.from_numpy(rng.integers(0, method.num_classes, (batch, *size))).to(device)
