@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from tests.conftest import load_config
 from vssjax import bench, bench_torch, op_profile
@@ -115,6 +117,12 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
   # What the float32 rows compare: each side's matmul/convolution precision (torch's defaults).
   assert saved["float32_precision"] == {"jax": "platform default", "torch_matmul_tf32": False,
                                         "torch_cudnn_tf32": True}
+  # What the reference ran on: its versions and transformers' attention (torch's fused one).
+  assert saved["torch_reference"] == {"torch": torch.__version__,
+                                      "transformers": transformers.__version__,
+                                      "attention": "sdpa"}
+  assert (f"PyTorch reference: torch {torch.__version__}, transformers "
+          f"{transformers.__version__}, attention sdpa\n") in markdown
 
   # The device suite adds the torch.compile rows later (bench_torch's variants are tested in
   # tests/test_bench_torch.py); they join the ratios, bench.json and bench.md.

@@ -463,15 +463,15 @@ def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
   final and class-token ones) share one compile."""
   further = {"flops": 0.0, "bytes accessed": 0.0}
   compiled_rounds = {}  # the one-sample program's text -> its compiled form
-  for loop in loss_rounds:
-    if loop.count > 1:
-      lowered = jax.jit(loop.program).lower(*loop.arguments)
+  for loss in loss_rounds:
+    if loss.count > 1:
+      lowered = jax.jit(loss.program).lower(*loss.arguments)
       text = lowered.as_text()
       if text not in compiled_rounds:
         compiled_rounds[text] = lowered.compile()
       one_round = compiled_rounds[text]
-      for figure in further:
-        further[figure] += (loop.count - 1) * (xla_cost(figure, one_round) or 0.0)
+      for name in further:
+        further[name] += (loss.count - 1) * (xla_cost(name, one_round) or 0.0)
   return dataclasses.replace(
       row, gflops=None if row.gflops is None else row.gflops + further["flops"],
       gb_accessed=None if row.gb_accessed is None else row.gb_accessed + further["bytes accessed"])
@@ -555,11 +555,6 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
     rows = [dataclasses.replace(row, gflops=None, gb_accessed=None)
             if row.phase == "train_step" else row for row in rows]
   rows += torch_rows
-  # What the float32 rows compare: JAX leaves TF32 on for matmuls and convolutions on recent
-  # NVIDIA GPUs unless model.matmul_precision says otherwise; PyTorch's defaults differ.
-  precisions = {"jax": config.model.matmul_precision or "platform default",
-                **(bench_torch.float32_flags() if torch_rows else {})}
-
   results = {
       "method": config.method.name, "backbone": config.model.backbone,
       "input_size": list(settings["input_size"]), "clip_length": clip, "params": measured.params,
@@ -567,7 +562,9 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "mesh": dict(mesh.shape), "host": platform.processor() or platform.machine(),
       "jax_version": jax.__version__,
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
-      "float32_precision": precisions,
+      # What the float32 rows compare: JAX leaves TF32 on for matmuls and convolutions on recent
+      # NVIDIA GPUs unless model.matmul_precision says otherwise; PyTorch's defaults differ.
+      "float32_precision": {"jax": config.model.matmul_precision or "platform default"},
       "scan_blocks": config.model.scan_blocks,
       "remat": config.model.remat,
       "device_peak_memory_mb": device_peak_mb(),  # all programs of the process so far
@@ -576,6 +573,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "stopped_by": (None if stopped_by is None else  # its first line: XLA's go on for pages
                      f"{type(stopped_by).__name__}: " + str(stopped_by).partition("\n")[0]),
   }
+  if torch_rows:
+    _record_reference(results)
   _write_results(results, workdir)
   if stopped_by is not None:
     raise stopped_by
@@ -594,9 +593,16 @@ def add_torch_compile_rows(config: ConfigDict, results: dict[str, Any], workdir:
   rows = bench_torch.run_reference(get_method(config), settings["input_size"],
                                    config.data.batch_size, settings, eager=False)
   if rows:
-    results["float32_precision"].update(bench_torch.float32_flags())
+    _record_reference(results)
   results["rows"] += [dataclasses.asdict(r) for r in rows]
   _write_results(results, workdir)
+
+
+def _record_reference(results: dict[str, Any]) -> None:
+  """What `results`' PyTorch rows ran with: torch's float32 arithmetic beside JAX's, and
+  `bench_torch.versions()`, which can change the reference's speed between reports."""
+  results["float32_precision"].update(bench_torch.float32_flags())
+  results["torch_reference"] = bench_torch.versions()
 
 
 def _write_results(results: dict[str, Any], workdir: str) -> None:
@@ -611,6 +617,9 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
              f"{results['clip_length']}, backend {results['backend']}, mesh {results['mesh']}, "
              "float32 precision " + ", ".join(
                  f"{side} {value}" for side, value in results["float32_precision"].items()))
+  if results.get("torch_reference"):
+    summary += "\nPyTorch reference: " + ", ".join(
+        f"{name} {value}" for name, value in results["torch_reference"].items())
   if results.get("stopped_by"):
     summary += (f"\nstopped by a failed program ({results['stopped_by']}); the programs after the "
                 "last row (and any PyTorch reference) were not measured")

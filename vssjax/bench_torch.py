@@ -155,6 +155,19 @@ def float32_flags() -> dict[str, bool]:
           "torch_cudnn_tf32": bool(torch.backends.cudnn.allow_tf32)}
 
 
+def versions() -> dict[str, str]:
+  """What the reference runs on: torch's and transformers' versions, and the attention
+  implementation transformers picks for SegFormer (its `sdpa`, torch's fused attention, where the
+  version has it; else its `eager` products and softmax)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  tiny = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(
+      num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[4], patch_sizes=[3],
+      strides=[2], num_attention_heads=[1], mlp_ratios=[1], decoder_hidden_size=4, num_labels=1))
+  return {"torch": torch.__version__, "transformers": transformers.__version__,
+          "attention": tiny.config._attn_implementation}  # pylint: disable=protected-access
+
+
 def jax_over_torch_ratios(rows: list[Row]) -> list[dict[str, Any]]:
   """Per (phase, dtype, batch): JAX frames/s over torch eager and torch.compile frames/s (> 1: JAX
   is faster). Phases: 'forward' and 'train' (the JAX `train_step` row)."""
