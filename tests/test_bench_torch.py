@@ -51,12 +51,17 @@ def test_reference_runs_the_asked_variants(monkeypatch, eager, torch_compile, ex
   assert all((r.compile_s is not None) == ("compile" in r.phase) for r in rows)
 
 
-def test_only_segformer_on_a_mit_has_a_transformers_reference():
+@pytest.fixture(scope="module", name="segformer")
+def segformer_method():
+  """The demo's SegFormer (a half-width MiT-B0), quick: the reference's programs at its shape."""
+  return get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+
+
+def test_only_segformer_on_a_mit_has_a_transformers_reference(segformer):
   """transformers has SegFormer, not DTERN or SD-CPC on the same MiT: its SegFormer timed for
   them would be reported as their PyTorch original."""
   for config_path in ("configs/dtern/synthetic_mitb0.py", "configs/sdcpc/synthetic_mitb0.py"):
     assert not bench_torch.has_reference(get_method(load_config(config_path, "quick")))
-  segformer = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
   assert bench_torch.has_reference(segformer)
 
 
@@ -67,18 +72,17 @@ def _conversions(run_once):
   return sum(e.count for e in profiled.key_averages() if e.key == "aten::_to_copy"), out
 
 
-def test_the_bfloat16_forward_converts_its_weights_once_with_autocasts_numbers():
+def test_the_bfloat16_forward_converts_its_weights_once_with_autocasts_numbers(segformer):
   """Like the JAX predictors, which convert a video's kernels once, the reference's bfloat16
   forward converts each weight at its first call only; what it computes is autocast's forward
   of a region a call."""
-  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
   torch.manual_seed(0)
-  with bench_torch._torch_forward(method, "bfloat16", 1, (32, 32), compiled=False) as run_once:
+  with bench_torch._torch_forward(segformer, "bfloat16", 1, (32, 32), compiled=False) as run_once:
     first, _ = _conversions(run_once)
     steady, logits = _conversions(run_once)
   assert steady == 1 < first  # the input only, then; its 4 stages' weights and more at first
   torch.manual_seed(0)
-  with bench_torch._torch_segformer(method, compiled=False) as (_, model, _):
+  with bench_torch._torch_segformer(segformer, compiled=False) as (_, model, _):
     pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 32, 32),
                                                                        dtype=np.float32))
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -88,21 +92,19 @@ def test_the_bfloat16_forward_converts_its_weights_once_with_autocasts_numbers()
 
 
 @pytest.mark.parametrize("build", ["_torch_forward", "_torch_train_step"])
-def test_cudnn_times_its_convolution_algorithms_while_the_reference_runs(build):
+def test_cudnn_times_its_convolution_algorithms_while_the_reference_runs(build, segformer):
   """XLA autotunes a GPU's convolutions; the reference's cuDNN does so only with
   `cudnn.benchmark`, which its programs set and then give back."""
-  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
   assert not torch.backends.cudnn.benchmark  # torch's default
-  with getattr(bench_torch, build)(method, "float32", 1, (32, 32), compiled=False) as run_once:
+  with getattr(bench_torch, build)(segformer, "float32", 1, (32, 32), compiled=False) as run_once:
     run_once()
     assert torch.backends.cudnn.benchmark
   assert not torch.backends.cudnn.benchmark
 
 
-def test_the_reference_trains_with_the_fused_adamw():
+def test_the_reference_trains_with_the_fused_adamw(segformer):
   """transformers' Trainer's default optimiser, one kernel for every parameter's update."""
-  method = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
-  with bench_torch._torch_train_step(method, "float32", 1, (32, 32), compiled=False) as run_once:
+  with bench_torch._torch_train_step(segformer, "float32", 1, (32, 32), compiled=False) as run_once:
     with profile() as profiled:
       run_once()
   assert "aten::_fused_adamw_" in {e.key for e in profiled.key_averages()}
