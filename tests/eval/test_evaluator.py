@@ -213,6 +213,49 @@ def test_decoding_ahead_is_for_accelerators_and_changes_no_score(monkeypatch):
       assert ahead[name] == value, name
 
 
+def test_compiling_ahead_traces_every_frame_size_off_the_predicting_thread_to_the_same_scores(
+    monkeypatch):
+  """Videos of three frame sizes through the quick SegFormer: with `compile_ahead` every program
+  the evaluation traces (the forward and the label upsampling of each size) is traced on the
+  compile-ahead thread, none where the videos are predicted, and the scores are those of compiling
+  as the videos come. Off by default on the CPU backend, as decoding ahead."""
+  config = _config_with_scored_videos()
+  [video] = list(eval_videos(config.data, config.data.eval_split, max_videos=1))
+
+  def resized(h, w):  # sizes no other test uses: their programs are traced here, not cached
+    return [(cv2.resize(frame, (w, h)), cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST))
+            for frame, label in video]
+
+  sizes = [(72, 136), (72, 136), (136, 72), (72, 136), (100, 100)]
+  videos = [_Video(f"video {i}", i, resized(*hw)) for i, hw in enumerate(sizes)]
+  monkeypatch.setattr(evaluator, "eval_videos", lambda *args, **kwargs: videos)
+  traced_on = []
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      traced_on.append(threading.current_thread().name)
+
+  spec = batch_spec(config)
+  batch = {k: np.zeros(s.shape, s.dtype) for k, s in spec.items()}
+  results = {}
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for ahead in (True, None):
+      method = get_method(config)  # its programs jitted afresh
+      variables = jax.jit(method.init)(jax.random.key(0), batch)
+      traced_on.clear()
+      results[ahead] = evaluator.evaluate(method, variables, config, workdir=None,
+                                          compile_ahead=ahead)
+      if ahead:
+        # The forward of 3 network input sizes, the upsampling to 3 frame sizes.
+        assert traced_on == ["eval_compile_ahead"] * 6, traced_on
+      else:
+        assert "eval_compile_ahead" not in traced_on and traced_on
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  _assert_same_scores(results[True], results[None])
+
+
 class _FakeClock:
   """Stands in for `time` in the evaluator: only predictor pushes advance it."""
 
@@ -266,6 +309,7 @@ class _Video:
 
   def __init__(self, name: str, protocol_index: int, pairs):
     self.name, self.protocol_index, self._pairs = name, protocol_index, pairs
+    self.num_frames = len(pairs)
 
   def __iter__(self):
     yield from self._pairs

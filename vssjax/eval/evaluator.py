@@ -33,6 +33,7 @@ from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
+from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
 from vssjax.flow import FlowProvider
@@ -225,7 +226,7 @@ def check_tc_video_list(config: ConfigDict, scorers: Scorers) -> None:
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,
              step: int = 0, decode_ahead: bool | None = None,
-             stop_requested: Callable[[], bool] | None = None,
+             compile_ahead: bool | None = None, stop_requested: Callable[[], bool] | None = None,
              config_changes: Sequence[str] = ()) -> dict[str, Any] | None:
   """Evaluates on `config.data.eval_split`; writes results into `workdir`.
 
@@ -235,6 +236,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   variables and accumulators of its own, merged at the end (in device order, then across
   processes). `decode_ahead`: decode frames in a read-ahead thread; by default when the device is
   an accelerator (`parallel.computes_off_the_host`), the only case where it pays.
+  `compile_ahead`: compile the predictors' programs for the next videos' frame sizes in a thread
+  while the device predicts (`compile_ahead.CompileAhead`); by default likewise on an accelerator.
   `stop_requested` (one process only) is asked before each video: once it is true, the evaluation
   ends there and returns None, writing nothing (a preemption during a periodic evaluation: a
   scheduler's grace period is shorter than an evaluation, whose step is already checkpointed).
@@ -248,6 +251,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   copies = parallel.local_copies(variables, devices)  # collective: before any process's own work
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
+  if compile_ahead is None:
+    compile_ahead = parallel.computes_off_the_host()
   scorers = [make_scorers(config) for _ in devices]  # checked before the run, not after it
   check_tc_video_list(config, scorers[0])
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
@@ -262,7 +267,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     write_overlay = functools.partial(_write_overlay, workdir, fps=config.eval.overlay_fps,
                                       palette=source.palette)
   timed_frames, timed_wall, provisional = _predict_shares(
-      method, copies, videos, scorers, split, decode_ahead, shared, write_overlay)
+      method, copies, videos, scorers, split, decode_ahead, compile_ahead, shared, write_overlay)
   overlay_path = _settle_overlay(provisional, keep=not shared.cut_short)
   if shared.cut_short:
     print(f"eval[{split}] of step {step} cut short by the stop request after "
@@ -284,16 +289,16 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
 
 
 def _predict_shares(method: Method, copies: list[Variables], videos: list, scorers: list[Scorers],
-                    split: str, decode_ahead: bool, shared: _Shared, write_overlay
-                    ) -> tuple[int, float, epath.Path | None]:
+                    split: str, decode_ahead: bool, compile_ahead: bool, shared: _Shared,
+                    write_overlay) -> tuple[int, float, epath.Path | None]:
   """Device k of K predicts and scores videos k, k + K, ... into `scorers[k]` with `copies[k]`
   (`_evaluate_share`), the first one writing the overlay of its first video (with
   `write_overlay`). Returns the frames that frames/s counts, the seconds they took
   (`_timed_span`), and the overlay under its provisional name (None: none written)."""
 
   def evaluate_share(k: int, share: list, variables: Variables):
-    return _evaluate_share(method, variables, share, scorers[k], split, decode_ahead, shared,
-                           write_overlay if k == 0 else None)
+    return _evaluate_share(method, variables, share, scorers[k], split, decode_ahead,
+                           compile_ahead, shared, write_overlay if k == 0 else None)
 
   started = time.perf_counter()
   outcomes = parallel.share_over_devices(videos, copies, evaluate_share, shared.failed)
@@ -408,19 +413,23 @@ class _Shared:
 
 
 def _evaluate_share(method: Method, variables: Variables, videos: list, scorers: Scorers,
-                    split: str, decode_ahead: bool, shared: _Shared, write_overlay
-                    ) -> tuple[float | None, epath.Path | None]:
-  """Predicts and scores `videos` one after another on the device that holds `variables`.
+                    split: str, decode_ahead: bool, compile_ahead: bool, shared: _Shared,
+                    write_overlay) -> tuple[float | None, epath.Path | None]:
+  """Predicts and scores `videos` one after another on the device that holds `variables`, with
+  `compile_ahead` each new frame size's programs compiled ahead in a thread (`CompileAhead`).
 
   Returns when its first video was fully scored (its programs compiled by then; None with fewer
   than two videos), and the overlay `write_overlay` (if given) wrote of its first video. Stops
   before its next video once another device's share has failed or a stop was requested.
   """
   first_scored, overlay_path = None, None
-  with _OneVideoBehind() as scoring:
+  warm_up = functools.partial(_predict_black_video, method, variables,
+                              scorers.confusion.num_classes)
+  with _OneVideoBehind() as scoring, CompileAhead(videos, warm_up, compile_ahead) as ahead:
     for index, video in enumerate(videos):
       if not shared.go_on():
         break
+      ahead.wait_for(index)
       if index == 1:
         # The first video compiled the predictor's programs (a keyframe method has several, first
         # used at different frames): throughput is timed from the second video on, once the first
@@ -471,6 +480,17 @@ def _score_video(scorers: Scorers, split: str, name: str, frames, labels, predic
     if scorers.scores_tc(name):
       _add_temporal_pairs(scorers.temporal, scorers.flow_provider, f"{split}/{name}", frames,
                           predictions, shot)
+
+
+def _predict_black_video(method: Method, variables: Variables, num_classes: int, video,
+                         frame: np.ndarray) -> None:
+  """`CompileAhead`'s warm-up: black frames of `frame`'s shape (at most `WARM_UP_FRAMES`, and
+  at most the video's) through `video`'s predictors, as `_predict_video` pushes the video."""
+  black = np.zeros_like(frame)
+  frames = [("", black)] * min(video.num_frames, WARM_UP_FRAMES)
+  for predictor in _shot_predictors(method, variables, video):
+    for _ in stream_predictions(predictor, frames, num_classes):
+      pass
 
 
 def _shot_predictors(method: Method, variables: Variables, video) -> list[ShotPredictor]:

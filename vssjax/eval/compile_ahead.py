@@ -1,0 +1,92 @@
+"""Compiling the programs of the next videos' frame sizes while the device predicts the current one.
+
+A jitted program compiles once per shape of its inputs, and an evaluation's inputs take the size of
+its videos' frames after the test resize: a split of several frame sizes (VSPW's videos, resized
+keeping their aspect ratio into 853x480 and rounded up to multiples of 32) compiles the
+predictor's programs once per size, at the first video of that size, while the device waits (on
+the H200 a SegFormer forward compiled in 17 to 28 s, docs/benchmarks_device.md). `CompileAhead`
+meets each size first in a thread of its own, ahead of the videos being predicted: a dummy video
+of black frames of that size goes through `warm_up` (the evaluator's: the method's predictors, as
+it pushes a real video), so every program and helper the predictors call (the keyframe and
+non-key programs, the label upsampling to the frame's size) compiles there. The evaluator waits
+until a video's size was met before predicting it, so no program compiles twice, and a compile
+overlaps the videos before it. It pays where the device is not the host's cores: on the CPU
+backend XLA's compiles and computations share the same cores.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+# Frames of a dummy video (at most the video's own): enough for every program signature of the
+# methods' predictors to come up, e.g. DCFM's non-key frames fused with one keyframe and with two
+# (first keyframe up to K - 1, interval K <= 7), DTERN's clips of 4 before and once full.
+WARM_UP_FRAMES = 16
+
+
+def first_frame(video: Iterable[tuple[np.ndarray, Any]]) -> np.ndarray | None:
+  """The first frame of `video` ((frame, label) pairs), decoding nothing after it."""
+  pairs = iter(video)
+  try:
+    first = next(pairs, None)
+  finally:
+    getattr(pairs, "close", lambda: None)()
+  return None if first is None else first[0]
+
+
+class CompileAhead:
+  """`with CompileAhead(videos, warm_up) as ahead:` ... `ahead.wait_for(i)` before predicting
+  `videos[i]`. A thread reads each video's first frame, in order, and calls `warm_up(video, frame)`
+  for the first video of each frame shape; `wait_for(i)` returns once it has passed video i. The
+  thread stops at the end of the block. A failure there (a frame it cannot decode, a program that
+  does not fit beside the one being predicted) ends compiling ahead with one line, and the videos
+  compile as they come: the evaluation meets a real error again, where it names the video.
+  `enabled=False`: `wait_for` returns at once, and nothing runs ahead.
+  """
+
+  def __init__(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None],
+               enabled: bool = True):
+    self._passed = [threading.Event() for _ in videos]
+    self._stop = threading.Event()
+    self.shapes: list[tuple[int, ...]] = []  # the frame shapes met, in order
+    self._thread = None
+    if enabled and videos:
+      self._thread = threading.Thread(target=self._run, args=(videos, warm_up), daemon=True,
+                                      name="eval_compile_ahead")
+      self._thread.start()
+    else:
+      self._pass_all()
+
+  def _run(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None]) -> None:
+    try:
+      for passed, video in zip(self._passed, videos):
+        if self._stop.is_set():
+          return
+        frame = first_frame(video)
+        if frame is not None and frame.shape not in self.shapes:
+          warm_up(video, frame)
+          self.shapes.append(frame.shape)
+        passed.set()
+    except Exception as error:  # pylint: disable=broad-except
+      print(f"eval: compiling ahead stopped at video {getattr(video, 'name', video)} ({error}); "
+            "the later videos' programs compile as they come", flush=True)
+    finally:
+      self._pass_all()
+
+  def _pass_all(self) -> None:
+    for passed in self._passed:
+      passed.set()
+
+  def wait_for(self, index: int) -> None:
+    self._passed[index].wait()
+
+  def __enter__(self) -> CompileAhead:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    # Not joined: after the last video it is done, and a stop or an error ends the evaluation
+    # without waiting for a compile under way (the daemon thread returns at its next video).
+    self._stop.set()
