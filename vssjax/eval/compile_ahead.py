@@ -5,13 +5,14 @@ its videos' frames after the test resize: a split of several frame sizes (VSPW's
 keeping their aspect ratio into 853x480 and rounded up to multiples of 32) compiles the
 predictor's programs once per size, at the first video of that size, while the device waits (on
 the H200 a SegFormer forward compiled in 17 to 28 s, docs/benchmarks_device.md). `CompileAhead`
-meets each size first in a thread of its own, ahead of the videos being predicted: a dummy video
-of black frames of that size goes through `warm_up` (the evaluator's: the method's predictors, as
-it pushes a real video), so every program and helper the predictors call (the keyframe and
-non-key programs, the label upsampling to the frame's size) compiles there. The evaluator waits
-until a video's size was met before predicting it, so no program compiles twice, and a compile
-overlaps the videos before it. It pays where the device is not the host's cores: on the CPU
-backend XLA's compiles and computations share the same cores.
+meets each later size first in a thread of its own, ahead of the videos being predicted: a dummy
+video of black frames of that size goes through `warm_up` (the evaluator's: the method's
+predictors, as it pushes a real video), so every program and helper the predictors call (the
+keyframe and non-key programs, the label upsampling to the frame's size) compiles there. The
+evaluator waits until a video's size was met before predicting it, so no program compiles twice,
+and a compile overlaps the videos before it. The first video's size compiles as that video is
+predicted, as it would without this: nothing runs before it to overlap, and a split of one size
+(Cityscapes, CamVid, DCFM's VSPW protocol) runs no dummy frame.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def first_frame(video: Iterable[tuple[np.ndarray, Any]]) -> np.ndarray | None:
 class CompileAhead:
   """`with CompileAhead(videos, warm_up) as ahead:` ... `ahead.wait_for(i)` before predicting
   `videos[i]`. A thread reads each video's first frame, in order, and calls `warm_up(video, frame)`
-  for the first video of each frame shape; `wait_for(i)` returns once it has passed video i. The
+  for the first video of each frame shape but the first video's own (the evaluation compiles that
+  one as it predicts it); `wait_for(i)` returns once it has passed video i. The
   thread stops at the end of the block. A failure there (a frame it cannot decode, a program that
   does not fit beside the one being predicted) ends compiling ahead with one line, and the videos
   compile as they come: the evaluation meets a real error again, where it names the video.
@@ -51,7 +53,7 @@ class CompileAhead:
                enabled: bool = True):
     self._passed = [threading.Event() for _ in videos]
     self._stop = threading.Event()
-    self.shapes: list[tuple[int, ...]] = []  # the frame shapes met, in order
+    self.shapes: list[tuple[int, ...]] = []  # the frame shapes met (warmed but the first), in order
     self._thread = None
     if enabled and videos:
       self._thread = threading.Thread(target=self._run, args=(videos, warm_up), daemon=True,
@@ -62,12 +64,13 @@ class CompileAhead:
 
   def _run(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None]) -> None:
     try:
-      for passed, video in zip(self._passed, videos):
+      for index, (passed, video) in enumerate(zip(self._passed, videos)):
         if self._stop.is_set():
           return
         frame = first_frame(video)
         if frame is not None and frame.shape not in self.shapes:
-          warm_up(video, frame)
+          if index:
+            warm_up(video, frame)
           self.shapes.append(frame.shape)
         passed.set()
     except Exception as error:  # pylint: disable=broad-except
