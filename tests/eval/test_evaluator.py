@@ -18,6 +18,7 @@ from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, brightness_labe
                             load_config)
 from vssjax.errors import SetupError
 from vssjax.eval import evaluator
+from vssjax.eval.compile_ahead import CompileAhead
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import (ConfusionMatrix, fwiou, miou_all_classes, miou_vspw,
                                       pixel_accuracy)
@@ -278,6 +279,24 @@ def test_compiling_ahead_traces_the_later_frame_sizes_off_the_predicting_thread_
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   _assert_same_scores(results[True], results[None])
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_on_an_accelerator_compiling_ahead_follows_its_setting(monkeypatch, setting):
+  """`eval.compile_ahead` turns it off where it would run by default (each device's share its
+  own thread)."""
+  config = _config_with_scored_videos()
+  config.eval.compile_ahead = setting
+  monkeypatch.setattr(evaluator.parallel, "computes_off_the_host", lambda: True)
+  enabled = []
+
+  def compile_ahead(videos, warm_up, on):
+    enabled.append(on)
+    return CompileAhead(videos, warm_up, enabled=False)
+
+  monkeypatch.setattr(evaluator, "CompileAhead", compile_ahead)
+  evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+  assert enabled and set(enabled) == {setting}
 
 
 class _FakeClock:
