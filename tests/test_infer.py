@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import cv2
 import jax
@@ -16,7 +18,7 @@ from data_pipelines import eval_transforms
 from data_pipelines.sources import footage
 from data_pipelines.transforms import pillow_resize
 from tests.conftest import REAL_CLIP_FRAMES, REPO, OneSizePredictor, quick_config_reading
-from vssjax import infer
+from vssjax import infer, parallel
 from vssjax.errors import SetupError
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
@@ -813,3 +815,57 @@ def test_one_video_keeps_its_frame_progress_whatever_the_devices(quick_config, t
   [out_dir] = infer.run(quick_config, str(tmp_path / "run"), str(_black_frames(tmp_path / "a", 2)))
   assert len(list((out_dir / "labels").iterdir())) == 2
   assert "infer frame 2/2" in capsys.readouterr().out
+
+
+def test_on_an_accelerator_a_folders_later_frame_sizes_compile_ahead_to_the_same_labels(
+    quick_config, trained_workdir, tmp_path, monkeypatch):
+  """As the evaluator does (tests/eval/test_evaluator.py): a device's later videos' frame sizes
+  are traced on the compile-ahead thread, none where the videos are predicted after the first,
+  and the label PNGs are those of compiling as each size comes (`eval.compile_ahead` off)."""
+  for name, hw in (("a", (40, 56)), ("b", (40, 56)), ("c", (56, 40)), ("d", (48, 48))):
+    _rng_frames(tmp_path / "in" / name, [hw] * 2)
+  # Network inputs of 64x80, 80x64 and 80x80, which no other test compiles; one device.
+  quick_config.data.eval_transform.update(scale=(80, 80), size_divisor=16)
+  quick_config.eval.update(devices=1, overlay_video=False)
+  monkeypatch.setattr(parallel, "computes_off_the_host", lambda: True)
+  log = []  # (thread, traced function) and ("predict", video), in order
+  infer_video = infer._infer_video
+
+  def logged_infer_video(config, method, variables, step, workdir, input_path, *args, **kwargs):
+    log.append(("predict", os.path.basename(input_path)))
+    return infer_video(config, method, variables, step, workdir, input_path, *args, **kwargs)
+
+  monkeypatch.setattr(infer, "_infer_video", logged_infer_video)
+  predict_black_frames = infer._predict_black_frames
+
+  def slow_warm_up(*args):  # a GPU's compile outlasts the videos before it: they must wait
+    time.sleep(1.0)
+    predict_black_frames(*args)
+
+  monkeypatch.setattr(infer, "_predict_black_frames", slow_warm_up)
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      log.append((threading.current_thread().name, kwargs.get("fun_name")))
+
+  outputs = {}
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for ahead in (True, False):
+      quick_config.eval.compile_ahead = ahead
+      workdir = _copy_of(trained_workdir, tmp_path / f"run_{ahead}")
+      log.clear()
+      infer.run(quick_config, str(workdir), str(tmp_path / "in"))
+      outputs[ahead] = _outputs(workdir / "infer")
+      ahead_traced = [name for thread, name in log if thread == "eval_compile_ahead"]
+      if ahead:
+        second = log.index(("predict", "b"))
+        assert not [entry for entry in log[second:] if entry[0] == "MainThread"], log
+        first = [name for thread, name in log[:second] if thread == "MainThread"]
+        for name in ("_predict_logits_impl", "_one_frame_labels"):
+          assert ahead_traced.count(name) == 2 * first.count(name) > 0, log
+      else:
+        assert not ahead_traced
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert outputs[True] == outputs[False] and len(outputs[True]) == 4 * 2

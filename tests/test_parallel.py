@@ -215,6 +215,39 @@ def test_map_over_devices_gives_device_k_items_k_k_plus_k_and_keeps_the_items_or
   assert parallel.map_over_devices([], ["d0", "d1"], on_device) == []
 
 
+def test_map_over_devices_waits_before_each_item_for_what_its_device_runs_ahead():
+  """`ahead(share, copy)`: a device's context whose `wait_for(i)` comes before its i-th item,
+  entered before the first and left after the last (`CompileAhead`)."""
+  log = []
+
+  class Ahead:
+    def __init__(self, share, copy):
+      self.copy = copy
+      log.append(("enter", copy, tuple(share)))
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc_info):
+      log.append(("exit", self.copy))
+
+    def wait_for(self, index):
+      log.append(("wait", self.copy, index))
+
+  def on_device(item: int, copy: str) -> int:
+    log.append(("item", copy, item))
+    return item
+
+  assert parallel.map_over_devices(list(range(5)), ["d0", "d1"], on_device, ahead=Ahead) == [
+      0, 1, 2, 3, 4]
+  per_device = {copy: [entry for entry in log if entry[1] == copy] for copy in ("d0", "d1")}
+  assert per_device["d0"] == [("enter", "d0", (0, 2, 4)), ("wait", "d0", 0), ("item", "d0", 0),
+                              ("wait", "d0", 1), ("item", "d0", 2), ("wait", "d0", 2),
+                              ("item", "d0", 4), ("exit", "d0")]
+  assert per_device["d1"] == [("enter", "d1", (1, 3)), ("wait", "d1", 0), ("item", "d1", 1),
+                              ("wait", "d1", 1), ("item", "d1", 3), ("exit", "d1")]
+
+
 def test_a_failing_device_stops_the_others_before_their_next_item_and_its_error_is_raised():
   """Device 1 fails at its first item while device 0 is at its own; device 0 finishes that one
   once the failure is marked, and takes no other."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import functools
 import itertools
 import json
 import os
@@ -35,6 +36,7 @@ from data_pipelines.transforms import pillow_resize
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
+from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead
 from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
@@ -334,7 +336,14 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
         os.remove(folder_tc_path)
     return out_dir, scorers
 
-  done = parallel.map_over_devices(mine, copies, infer_one)
+  def compile_ahead(share: list[str], variables) -> CompileAhead:
+    """A device's videos' later frame sizes compiled ahead, on an accelerator (as the evaluator
+    does, `eval.compile_ahead`)."""
+    warm_up = functools.partial(_predict_black_frames, config, method, variables)
+    return CompileAhead(share, warm_up, config.eval.compile_ahead
+                        and parallel.computes_off_the_host(), _first_frame, "infer")
+
+  done = parallel.map_over_devices(mine, copies, infer_one, ahead=compile_ahead)
   if folder_tc is not None and len(videos) > 1:
     for _, scorers in done:  # video by video, as one device adds them
       folder_tc.merge(scorers.temporal)
@@ -343,6 +352,28 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
       _write_tc(folder_tc_path, folder_tc, config.eval.tc_flow.method,
                 f"over {len(videos)} videos")
   return [out_dir for out_dir, _ in done]
+
+
+def _first_frame(path: str) -> np.ndarray:
+  """The first frame of a video file or frame folder, reading no other."""
+  if os.path.isdir(path):
+    first = footage.frame_files(_frame_folder(path))[0]
+    return base.read_image(first, first)
+  frame, rest = _start_decoding(path)
+  rest.close()
+  return frame
+
+
+def _predict_black_frames(config: ConfigDict, method, variables, path: str,
+                          frame: np.ndarray) -> None:
+  """`CompileAhead`'s warm-up: `WARM_UP_FRAMES` black frames of `frame`'s shape through a fresh
+  predictor, as `_infer_video` pushes a video (at `data.eval_transform.exact_size` if set)."""
+  del path
+  black = [("", np.zeros_like(frame))] * WARM_UP_FRAMES
+  predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables), None)
+  for _ in _predicted(predictor, iter(black), config.data.num_classes,
+                      tuple(config.data.eval_transform.exact_size) or None, lambda pushed: None):
+    pass
 
 
 def _process() -> tuple[int, int]:

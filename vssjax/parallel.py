@@ -299,18 +299,24 @@ def share_over_devices(items: Sequence[T], copies: Sequence[V],
 
 
 def map_over_devices(items: Sequence[T], copies: Sequence[V], fn: Callable[[T, V], R], *,
-                     failed: threading.Event | None = None) -> list[R]:
+                     failed: threading.Event | None = None, ahead: Callable | None = None
+                     ) -> list[R]:
   """`fn(item, copy)` of every item, in the items' order: device k of K (`copies[k]`) takes items
   k, k + K, ... one after another (`share_over_devices`). A failing device sets `failed` (a fresh
-  event unless given), which stops the others before their next item, and its error is raised."""
+  event unless given), which stops the others before their next item, and its error is raised.
+  `ahead(share, copy)`, if given, makes each device a context manager whose `wait_for(i)` the
+  device awaits before its i-th item (`vssjax.eval.compile_ahead.CompileAhead`)."""
   failed = threading.Event() if failed is None else failed
 
   def work(_: int, share: list[T], copy: V) -> list[R]:
     done = []
-    for item in share:
-      if failed.is_set():
-        break
-      done.append(fn(item, copy))
+    with contextlib.nullcontext() if ahead is None else ahead(share, copy) as waits:
+      for index, item in enumerate(share):
+        if failed.is_set():
+          break
+        if waits is not None:
+          waits.wait_for(index)
+        done.append(fn(item, copy))
     return done
 
   shares = share_over_devices(items, copies, work, failed)

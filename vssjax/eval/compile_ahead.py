@@ -40,29 +40,36 @@ def first_frame(video: Iterable[tuple[np.ndarray, Any]]) -> np.ndarray | None:
 
 class CompileAhead:
   """`with CompileAhead(videos, warm_up) as ahead:` ... `ahead.wait_for(i)` before predicting
-  `videos[i]`. A thread reads each video's first frame, in order, and calls `warm_up(video, frame)`
+  `videos[i]`. A thread reads each video's first frame (`first_frame(video)`: by default of
+  (frame, label) pairs, as the evaluator's videos), in order, and calls `warm_up(video, frame)`
   for the first video of each frame shape but the first video's own (the evaluation compiles that
   one as it predicts it); `wait_for(i)` returns once it has passed video i. The
-  thread stops at the end of the block. A failure there (a frame it cannot decode, a program that
+  block's end stops the thread at its next video and waits for the warm-up under way (one
+  compile, which the evaluation would have waited for too): a thread left inside XLA while the
+  interpreter exits aborts the process. A failure there (a frame it cannot decode, a program that
   does not fit beside the one being predicted) ends compiling ahead with one line, and the videos
   compile as they come: the evaluation meets a real error again, where it names the video.
-  `enabled=False`: `wait_for` returns at once, and nothing runs ahead.
+  `enabled=False`: `wait_for` returns at once, and nothing runs ahead. `mode` ('eval', 'infer')
+  starts the line.
   """
 
   def __init__(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None],
-               enabled: bool = True):
+               enabled: bool = True,
+               first_frame: Callable[[Any], np.ndarray | None] = first_frame, mode: str = "eval"):
+    self._mode = mode  # what its line starts with
     self._passed = [threading.Event() for _ in videos]
     self._stop = threading.Event()
     self.shapes: list[tuple[int, ...]] = []  # the frame shapes met (warmed but the first), in order
     self._thread = None
     if enabled and videos:
-      self._thread = threading.Thread(target=self._run, args=(videos, warm_up), daemon=True,
-                                      name="eval_compile_ahead")
+      self._thread = threading.Thread(target=self._run, args=(videos, warm_up, first_frame),
+                                      daemon=True, name="eval_compile_ahead")
       self._thread.start()
     else:
       self._pass_all()
 
-  def _run(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None]) -> None:
+  def _run(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None],
+           first_frame: Callable[[Any], np.ndarray | None]) -> None:
     try:
       for index, (passed, video) in enumerate(zip(self._passed, videos)):
         if self._stop.is_set():
@@ -74,8 +81,8 @@ class CompileAhead:
           self.shapes.append(frame.shape)
         passed.set()
     except Exception as error:  # pylint: disable=broad-except
-      print(f"eval: compiling ahead stopped at video {getattr(video, 'name', video)} ({error}); "
-            "the later videos' programs compile as they come", flush=True)
+      print(f"{self._mode}: compiling ahead stopped at video {getattr(video, 'name', video)} "
+            f"({error}); the later videos' programs compile as they come", flush=True)
     finally:
       self._pass_all()
 
@@ -90,6 +97,6 @@ class CompileAhead:
     return self
 
   def __exit__(self, *exc_info) -> None:
-    # Not joined: after the last video it is done, and a stop or an error ends the evaluation
-    # without waiting for a compile under way (the daemon thread returns at its next video).
     self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
