@@ -278,8 +278,8 @@ def base_config() -> ConfigDict:
       # accelerator of the process, one device on a CPU backend).
       devices=0,
       # On an accelerator, compile the predictors' programs for the next videos' frame sizes in a
-      # thread while the device predicts (vssjax/eval/compile_ahead.py); the CPU backend's cores
-      # would do both, so it runs there only when `evaluate` is asked to.
+      # thread while the device predicts (evaluation, infer; vssjax/eval/compile_ahead.py); the
+      # CPU backend's cores would do both, so it runs there only when `evaluate` is asked to.
       compile_ahead=True,
       overlay_video=True,  # evaluations and --mode=infer write one; off: metrics or labels only
       overlay_fps=8,
