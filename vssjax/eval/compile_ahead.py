@@ -43,14 +43,15 @@ class CompileAhead:
   `videos[i]`. A thread reads each video's first frame (`first_frame(video)`: by default of
   (frame, label) pairs, as the evaluator's videos), in order, and calls `warm_up(video, frame)`
   for the first video of each frame shape but the first video's own (the evaluation compiles that
-  one as it predicts it); `wait_for(i)` returns once it has passed video i. The
-  block's end stops the thread at its next video and waits for the warm-up under way (one
+  one as it predicts it); `wait_for(i)` returns once it has passed video i.
+
+  A failure in the thread (a frame it cannot decode, a program that does not fit beside the one
+  being predicted) ends compiling ahead with one line, `mode` ('eval', 'infer') first, and the
+  videos compile as they come: the evaluation meets a real error again, where it names the video.
+  The block's end stops the thread at its next video and waits for the warm-up under way (one
   compile, which the evaluation would have waited for too): a thread left inside XLA while the
-  interpreter exits aborts the process. A failure there (a frame it cannot decode, a program that
-  does not fit beside the one being predicted) ends compiling ahead with one line, and the videos
-  compile as they come: the evaluation meets a real error again, where it names the video.
-  `enabled=False`: `wait_for` returns at once, and nothing runs ahead. `mode` ('eval', 'infer')
-  starts the line.
+  interpreter exits aborts the process. `enabled=False`: nothing runs ahead, and `wait_for`
+  returns at once.
   """
 
   def __init__(self, videos: Sequence, warm_up: Callable[[Any, np.ndarray], None],
