@@ -839,7 +839,7 @@ def test_on_an_accelerator_a_folders_later_frame_sizes_compile_ahead_to_the_same
   predict_black_frames = infer._predict_black_frames
 
   def slow_warm_up(*args):  # a GPU's compile outlasts the videos before it: they must wait
-    time.sleep(1.0)
+    time.sleep(0.5)
     predict_black_frames(*args)
 
   monkeypatch.setattr(infer, "_predict_black_frames", slow_warm_up)
