@@ -1,6 +1,7 @@
 """Shared test set-up: CPU only, 4 fake devices for sharding tests, fast compiles, grain's absl-flag
 workaround."""
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -8,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -177,6 +180,47 @@ def brightness_labels(frame: np.ndarray) -> np.ndarray:
   """A deterministic 'segmentation' of a frame by brightness (it moves with the scene): a
   predictor's answer whose scores a test can compute by hand."""
   return np.minimum(frame.astype(np.int32).sum(-1) // 86, SYNTHETIC_CLASSES - 1)
+
+
+@contextlib.contextmanager
+def traced_functions(log: list):
+  """Appends (thread's name, function's name) to `log` for each function JAX traces meanwhile."""
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      log.append((threading.current_thread().name, kwargs.get("fun_name")))
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield log
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def slow_down(monkeypatch, module, name: str, seconds: float) -> None:
+  """`module.<name>` waits `seconds` before each call: a compile-ahead warm-up as long as a GPU's
+  compile, which outlasts the videos before it."""
+  fn = getattr(module, name)
+
+  def slowed(*args, **kwargs):
+    time.sleep(seconds)
+    return fn(*args, **kwargs)
+
+  monkeypatch.setattr(module, name, slowed)
+
+
+def assert_later_sizes_traced_ahead(log: list, second_video: str, later_sizes: int) -> None:
+  """`log` of a run that compiled ahead (`traced_functions`, with a ("predict", video) entry as
+  each video starts): nothing traced on the main thread from `second_video` on, and the
+  compile-ahead thread traced the forward and the label upsampling of each later size as often as
+  the main thread did for the first video's size (the forward for the part of the variables it
+  reads, then jitted)."""
+  second = log.index(("predict", second_video))
+  assert not [entry for entry in log[second:] if entry[0] == "MainThread"], log
+  first = [name for thread, name in log[:second] if thread == "MainThread"]
+  ahead = [name for thread, name in log if thread == "eval_compile_ahead"]
+  for name in ("_predict_logits_impl", "_one_frame_labels"):
+    assert ahead.count(name) == later_sizes * first.count(name) > 0, log
 
 
 def logged_losses(workdir) -> dict[int, float]:

@@ -5,8 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 
 import cv2
 import jax
@@ -17,7 +15,9 @@ from PIL import Image
 from data_pipelines import eval_transforms
 from data_pipelines.sources import footage
 from data_pipelines.transforms import pillow_resize
-from tests.conftest import REAL_CLIP_FRAMES, REPO, OneSizePredictor, quick_config_reading
+from tests.conftest import (REAL_CLIP_FRAMES, REPO, OneSizePredictor,
+                            assert_later_sizes_traced_ahead, quick_config_reading, slow_down,
+                            traced_functions)
 from vssjax import infer, parallel
 from vssjax.errors import SetupError
 from vssjax.eval.shots import ShotPredictor
@@ -836,36 +836,17 @@ def test_on_an_accelerator_a_folders_later_frame_sizes_compile_ahead_to_the_same
     return infer_video(config, method, variables, step, workdir, input_path, *args, **kwargs)
 
   monkeypatch.setattr(infer, "_infer_video", logged_infer_video)
-  predict_black_frames = infer._predict_black_frames
-
-  def slow_warm_up(*args):  # a GPU's compile outlasts the videos before it: they must wait
-    time.sleep(0.5)
-    predict_black_frames(*args)
-
-  monkeypatch.setattr(infer, "_predict_black_frames", slow_warm_up)
-
-  def listener(event, seconds, **kwargs):
-    if event == "/jax/core/compile/jaxpr_trace_duration":
-      log.append((threading.current_thread().name, kwargs.get("fun_name")))
-
+  slow_down(monkeypatch, infer, "_predict_black_frames", 0.5)
   outputs = {}
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with traced_functions(log):
     for ahead in (True, False):
       quick_config.eval.compile_ahead = ahead
       workdir = _copy_of(trained_workdir, tmp_path / f"run_{ahead}")
       log.clear()
       infer.run(quick_config, str(workdir), str(tmp_path / "in"))
       outputs[ahead] = _outputs(workdir / "infer")
-      ahead_traced = [name for thread, name in log if thread == "eval_compile_ahead"]
       if ahead:
-        second = log.index(("predict", "b"))
-        assert not [entry for entry in log[second:] if entry[0] == "MainThread"], log
-        first = [name for thread, name in log[:second] if thread == "MainThread"]
-        for name in ("_predict_logits_impl", "_one_frame_labels"):
-          assert ahead_traced.count(name) == 2 * first.count(name) > 0, log
+        assert_later_sizes_traced_ahead(log, "b", later_sizes=2)
       else:
-        assert not ahead_traced
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
+        assert "eval_compile_ahead" not in [thread for thread, _ in log]
   assert outputs[True] == outputs[False] and len(outputs[True]) == 4 * 2

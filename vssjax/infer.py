@@ -36,7 +36,7 @@ from data_pipelines.transforms import pillow_resize
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
-from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead
+from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead, compiles_ahead
 from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
@@ -337,11 +337,9 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     return out_dir, scorers
 
   def compile_ahead(share: list[str], variables) -> CompileAhead:
-    """A device's videos' later frame sizes compiled ahead, on an accelerator (as the evaluator
-    does, `eval.compile_ahead`)."""
+    """A device's videos' later frame sizes compiled ahead, as the evaluator does."""
     warm_up = functools.partial(_predict_black_frames, config, method, variables)
-    return CompileAhead(share, warm_up, config.eval.compile_ahead
-                        and parallel.computes_off_the_host(), _first_frame, "infer")
+    return CompileAhead(share, warm_up, compiles_ahead(config), _first_frame, "infer")
 
   done = parallel.map_over_devices(mine, copies, infer_one, ahead=compile_ahead)
   if folder_tc is not None and len(videos) > 1:

@@ -14,8 +14,8 @@ from data_pipelines.dataset import make_source
 from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
-from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, brightness_labels,
-                            load_config)
+from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, assert_later_sizes_traced_ahead,
+                            brightness_labels, load_config, slow_down, traced_functions)
 from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.eval.compile_ahead import CompileAhead
@@ -242,42 +242,21 @@ def test_compiling_ahead_traces_the_later_frame_sizes_off_the_predicting_thread_
     return predict_video(predictor, video, *args)
 
   monkeypatch.setattr(evaluator, "_predict_video", logged_predict_video)
-  predict_black_video = evaluator._predict_black_video
-
-  def slow_warm_up(*args):  # a GPU's compile outlasts the videos before it: they must wait
-    time.sleep(0.5)
-    predict_black_video(*args)
-
-  monkeypatch.setattr(evaluator, "_predict_black_video", slow_warm_up)
-
-  def listener(event, seconds, **kwargs):
-    if event == "/jax/core/compile/jaxpr_trace_duration":
-      log.append((threading.current_thread().name, kwargs.get("fun_name")))
-
+  slow_down(monkeypatch, evaluator, "_predict_black_video", 0.5)
   spec = batch_spec(config)
   batch = {k: np.zeros(s.shape, s.dtype) for k, s in spec.items()}
   results = {}
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with traced_functions(log):
     for ahead in (True, None):
       method = get_method(config)  # its programs jitted afresh
       variables = jax.jit(method.init)(jax.random.key(0), batch)
       log.clear()
       results[ahead] = evaluator.evaluate(method, variables, config, workdir=None,
                                           compile_ahead=ahead)
-      ahead_traced = [name for thread, name in log if thread == "eval_compile_ahead"]
       if ahead:
-        second = log.index(("predict", "video 1"))
-        assert not [entry for entry in log[second:] if entry[0] == "MainThread"], log
-        # The forward and the upsampling of sizes 2 and 3, each as often as size 1's were where
-        # they were predicted (the forward for the part of the variables it reads, then jitted).
-        first = [name for thread, name in log[:second] if thread == "MainThread"]
-        for name in ("_predict_logits_impl", "_one_frame_labels"):
-          assert ahead_traced.count(name) == 2 * first.count(name) > 0, log
+        assert_later_sizes_traced_ahead(log, "video 1", later_sizes=2)
       else:
-        assert not ahead_traced
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
+        assert "eval_compile_ahead" not in [thread for thread, _ in log]
   _assert_same_scores(results[True], results[None])
 
 

@@ -22,10 +22,20 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from vssjax import parallel
+from vssjax.configs_lib import ConfigDict
+
 # Frames of a dummy video (at most the video's own): enough for every program signature of the
 # methods' predictors to come up, e.g. DCFM's non-key frames fused with one keyframe and with two
 # (first keyframe up to K - 1, interval K <= 7), DTERN's clips of 4 before and once full.
 WARM_UP_FRAMES = 16
+
+
+def compiles_ahead(config: ConfigDict) -> bool:
+  """Whether evaluation and inference compile ahead by default: on an accelerator, where the
+  host's cores are free while the device computes (on the CPU backend they would do both), unless
+  `eval.compile_ahead` is off."""
+  return bool(config.eval.compile_ahead) and parallel.computes_off_the_host()
 
 
 def first_frame(video: Iterable[tuple[np.ndarray, Any]]) -> np.ndarray | None:

@@ -33,7 +33,7 @@ from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
-from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead
+from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead, compiles_ahead
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
 from vssjax.flow import FlowProvider
@@ -237,8 +237,8 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   processes). `decode_ahead`: decode frames in a read-ahead thread; by default when the device is
   an accelerator (`parallel.computes_off_the_host`), the only case where it pays.
   `compile_ahead`: compile the predictors' programs for the next videos' frame sizes in a thread
-  while the device predicts (`compile_ahead.CompileAhead`); by default on an accelerator, unless
-  `eval.compile_ahead` is off.
+  while the device predicts (`compile_ahead.CompileAhead`); by default as
+  `compile_ahead.compiles_ahead` says.
   `stop_requested` (one process only) is asked before each video: once it is true, the evaluation
   ends there and returns None, writing nothing (a preemption during a periodic evaluation: a
   scheduler's grace period is shorter than an evaluation, whose step is already checkpointed).
@@ -253,7 +253,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
   if decode_ahead is None:
     decode_ahead = parallel.computes_off_the_host()
   if compile_ahead is None:
-    compile_ahead = config.eval.compile_ahead and parallel.computes_off_the_host()
+    compile_ahead = compiles_ahead(config)
   scorers = [make_scorers(config) for _ in devices]  # checked before the run, not after it
   check_tc_video_list(config, scorers[0])
   videos = list(eval_videos(config.data, split, jax.process_index(), jax.process_count(),
