@@ -390,14 +390,15 @@ def test_an_unknown_depthwise_conv_or_drop_path_rate_is_refused_naming_it():
 
 @pytest.mark.parametrize("config_path", ["configs/segformer/synthetic_mitb0.py",
                                          "configs/dtern/synthetic_mitb0.py"])
-def test_scanned_blocks_train_as_the_unrolled_ones(config_path):
-  """`model.scan_blocks` reaches the backbone of a MiT method, whose training loss and gradients
-  it leaves as they are (no stochastic depth: its draws differ, not its distribution)."""
+def test_scan_blocks_reaches_the_backbone_of_a_mit_method(config_path):
+  """`model.scan_blocks` scans the blocks of the training loss's backbone (the loss's rounds are
+  a scan too, hence a count). That scanned blocks have the unrolled ones' parameters, outputs and
+  gradients is tests/models/test_mit.py's."""
   config = load_config(config_path, "quick")
-  config.model.update(drop_path_rate=0.0, backbone_overrides=dict(
-      embed_dims=(8, 16, 24, 32), depths=(2, 2, 1, 2), num_heads=(1, 2, 3, 4)))
+  config.model.backbone_overrides = dict(embed_dims=(8, 16, 24, 32), depths=(2, 2, 1, 2),
+                                         num_heads=(1, 2, 3, 4))  # the quick one's: 1 a stage
   batch = random_config_batch(config)
-  results, scans = [], []
+  scans = []
   for scan in (False, True):
     config.model.scan_blocks = scan
     method = get_method(config)
@@ -406,15 +407,8 @@ def test_scanned_blocks_train_as_the_unrolled_ones(config_path):
     params = variables.pop("params")
     jaxpr = jax.make_jaxpr(method.loss_and_metrics)(params, variables, batch,
                                                     jax.random.PRNGKey(1))
-    scans.append(str(jaxpr).count(" scan["))  # the loss's rounds are one too
-    results.append(jax.jit(jax.value_and_grad(method.loss_and_metrics, has_aux=True))(
-        params, variables, batch, jax.random.PRNGKey(1)))
+    scans.append(str(jaxpr).count(" scan["))
   assert scans[1] > scans[0]
-  (loss, _), grads = results[0]
-  (scanned_loss, _), scanned_grads = results[1]
-  np.testing.assert_allclose(scanned_loss, loss, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(scanned_grads)):
-    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(np.abs(a).max()) + 1e-9)
 
 
 @pytest.mark.parametrize("config_path", ["configs/etc/synthetic_psp18.py",
