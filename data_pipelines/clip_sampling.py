@@ -116,6 +116,19 @@ class OffsetClipSampler(ClipSampler):
   def frames_per_clip(self) -> int:
     return len(self.offsets)
 
+  def frames_to_every_eval_clip_length(self) -> int:
+    """How many first frames of a video, streamed (`eval_indices(t + 1, t)`), bring up every
+    length a test-time clip has: a streaming predictor runs a program per length. Past DTERN's
+    first-frames table every clip has one frame per offset, so its targets and one more hold them
+    all (4 frames with DTERN's: clips of 1 frame, then of 4); 1 where clips are clipped alone."""
+    lengths, frames = set(), 0
+    for t in range(len(_DTERN_FIRST_FRAMES) + 1):
+      length = len(self.eval_indices(t + 1, t))
+      if length not in lengths:
+        lengths.add(length)
+        frames = t + 1
+    return frames
+
   def _clipped(self, num_frames: int, t: int) -> list[int]:
     return [min(max(t + offset, 0), num_frames - 1) for offset in self.offsets]
 

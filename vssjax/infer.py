@@ -36,7 +36,7 @@ from data_pipelines.transforms import pillow_resize
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
-from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead, compiles_ahead
+from vssjax.eval.compile_ahead import CompileAhead, compiles_ahead
 from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
@@ -364,10 +364,10 @@ def _first_frame(path: str) -> np.ndarray:
 
 def _predict_black_frames(config: ConfigDict, method, variables, path: str,
                           frame: np.ndarray) -> None:
-  """`CompileAhead`'s warm-up: `WARM_UP_FRAMES` black frames of `frame`'s shape through a fresh
-  predictor, as `_infer_video` pushes a video (at `data.eval_transform.exact_size` if set)."""
+  """`CompileAhead`'s warm-up: `method.warm_up_frames` black frames of `frame`'s shape through a
+  fresh predictor, as `_infer_video` pushes a video (at `data.eval_transform.exact_size` if set)."""
   del path
-  black = [("", np.zeros_like(frame))] * WARM_UP_FRAMES
+  black = [("", np.zeros_like(frame))] * method.warm_up_frames
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables), None)
   for _ in _predicted(predictor, iter(black), config.data.num_classes,
                       tuple(config.data.eval_transform.exact_size) or None, lambda pushed: None):

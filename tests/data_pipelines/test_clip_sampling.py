@@ -30,6 +30,17 @@ def test_dtern_eval_rules_from_the_spec():
     assert sampler.eval_indices(20, t) == clip, t
 
 
+@pytest.mark.parametrize("offsets, frames", [((-9, -6, -3, 0), 4), ((-9, -6, -3, -1, 0), 1),
+                                             ((-2, -1, 0), 1), ((0,), 1)])
+def test_the_first_frames_bring_up_every_eval_clip_length(offsets, frames):
+  """DTERN's first three clips are the frame alone, the later ones of 4 frames; clipped clips
+  always have one frame per offset (a frame repeats at a video's start)."""
+  sampler = clip_sampling.OffsetClipSampler(offsets)
+  assert sampler.frames_to_every_eval_clip_length() == frames
+  lengths = [len(sampler.eval_indices(t + 1, t)) for t in range(30)]
+  assert set(lengths[:frames]) == set(lengths)
+
+
 def test_dtern_train_without_reversal():
   sampler = clip_sampling.OffsetClipSampler((-9, -6, -3, 0), reverse_prob=0.0)
   rng = np.random.default_rng(0)

@@ -15,16 +15,19 @@ from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
 from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, assert_later_sizes_traced_ahead,
-                            brightness_labels, load_config, slow_down, traced_functions)
+                            brightness_labels, load_config, random_config_batch, slow_down,
+                            traced_functions)
 from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.eval.compile_ahead import CompileAhead
+from vssjax.eval.stream import stream_predictions
 from vssjax.methods.base import Method, StreamingPredictor
 from vssjax.metrics.confusion import (ConfusionMatrix, fwiou, miou_all_classes, miou_vspw,
                                       pixel_accuracy)
 from vssjax.metrics.consistency import VideoConsistency
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.methods import get_method
+from vssjax.train.host_init import host_filled
 from vssjax.train.loop import batch_spec
 
 
@@ -276,6 +279,38 @@ def test_on_an_accelerator_compiling_ahead_follows_its_setting(monkeypatch, sett
   monkeypatch.setattr(evaluator, "CompileAhead", compile_ahead)
   evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
   assert enabled and set(enabled) == {setting}
+
+
+@pytest.mark.parametrize("path, arg, method_settings", [
+    ("configs/segformer/synthetic_mitb0.py", "quick", {}),
+    ("configs/dcfm/synthetic_mitb0.py", "quick,k=3", {}),  # B mode
+    ("configs/dcfm/synthetic_mitb0.py", "quick,k=3,mode=P",
+     dict(aks=True, aks_threshold=1.0, aks_max_interval=5)),
+    ("configs/dtern/synthetic_mitb0.py", "quick", {}),
+], ids=["segformer", "dcfm_B", "dcfm_P_aks", "dtern"])
+def test_a_methods_warm_up_frames_bring_up_every_program_a_longer_video_runs(path, arg,
+                                                                            method_settings):
+  """After the compile-ahead warm-up (`method.warm_up_frames` black frames), a video of that
+  size four times as long traces nothing: each program its predictors run at that size, and the
+  label upsampling to it, came up in the warm-up."""
+  config = load_config(path, arg)
+  config.method.update(method_settings)
+  method = get_method(config)  # its programs jitted afresh
+  variables = host_filled(jax.eval_shape(method.init, jax.random.key(0),
+                                         random_config_batch(config)))
+  rng = np.random.default_rng(0)
+  pairs = [(rng.integers(0, 256, (56, 88, 3), np.uint8), None)
+           for _ in range(4 * method.warm_up_frames)]
+  video = _Video("video", 1, pairs)
+  log = []
+  with traced_functions(log):
+    evaluator._predict_black_video(method, variables, SYNTHETIC_CLASSES, video, pairs[0][0])
+    warmed_up = len(log)
+    for predictor in evaluator._shot_predictors(method, variables, video):
+      for _ in stream_predictions(predictor, [("", frame) for frame, _ in pairs],
+                                  SYNTHETIC_CLASSES):
+        pass
+  assert warmed_up and not log[warmed_up:], log
 
 
 class _FakeClock:

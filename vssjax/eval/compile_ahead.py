@@ -6,8 +6,8 @@ keeping their aspect ratio into 853x480 and rounded up to multiples of 32) compi
 predictor's programs once per size, at the first video of that size, while the device waits (on
 the H200 a SegFormer forward compiled in 17 to 28 s, docs/benchmarks_device.md). `CompileAhead`
 meets each later size first in a thread of its own, ahead of the videos being predicted: a dummy
-video of black frames of that size goes through `warm_up` (the evaluator's: the method's
-predictors, as it pushes a real video), so every program and helper the predictors call (the
+video of black frames of that size (`Method.warm_up_frames` of them) goes through `warm_up` (the
+evaluator's: the method's predictors, as it pushes a real video), so every program and helper the predictors call (the
 keyframe and non-key programs, the label upsampling to the frame's size) compiles there. The
 evaluator waits until a video's size was met before predicting it, so no program compiles twice,
 and a compile overlaps the videos before it. The first video's size compiles as that video is
@@ -24,12 +24,6 @@ import numpy as np
 
 from vssjax import parallel
 from vssjax.configs_lib import ConfigDict
-
-# Frames of a dummy video (at most the video's own): enough for every program signature of the
-# methods' predictors to come up, e.g. DCFM's non-key frames fused with one keyframe and with two
-# (first keyframe up to K - 1, interval K <= 7), DTERN's clips of 4 before and once full.
-WARM_UP_FRAMES = 16
-
 
 def compiles_ahead(config: ConfigDict) -> bool:
   """Whether evaluation and inference compile ahead by default: on an accelerator, where the

@@ -33,7 +33,7 @@ from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.eval import report
-from vssjax.eval.compile_ahead import WARM_UP_FRAMES, CompileAhead, compiles_ahead
+from vssjax.eval.compile_ahead import CompileAhead, compiles_ahead
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
 from vssjax.flow import FlowProvider
@@ -485,10 +485,10 @@ def _score_video(scorers: Scorers, split: str, name: str, frames, labels, predic
 
 def _predict_black_video(method: Method, variables: Variables, num_classes: int, video,
                          frame: np.ndarray) -> None:
-  """`CompileAhead`'s warm-up: black frames of `frame`'s shape (at most `WARM_UP_FRAMES`, and
-  at most the video's) through `video`'s predictors, as `_predict_video` pushes the video."""
+  """`CompileAhead`'s warm-up: black frames of `frame`'s shape (`method.warm_up_frames`, at most
+  the video's) through `video`'s predictors, as `_predict_video` pushes the video."""
   black = np.zeros_like(frame)
-  frames = [("", black)] * min(video.num_frames, WARM_UP_FRAMES)
+  frames = [("", black)] * min(video.num_frames, method.warm_up_frames)
   for predictor in _shot_predictors(method, variables, video):
     for _ in stream_predictions(predictor, frames, num_classes):
       pass

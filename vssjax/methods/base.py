@@ -98,6 +98,14 @@ class Method(abc.ABC):
   def predictor(self, variables: Variables) -> StreamingPredictor:
     """A fresh predictor for one video."""
 
+  @property
+  def warm_up_frames(self) -> int:
+    """How many frames of a video bring up every program its predictors run at a frame size: a
+    new size's programs compile ahead on that many black frames (`vssjax/eval/compile_ahead.py`).
+    One for a predictor that runs the same programs on every frame; a streaming method whose
+    programs change as a video goes on (a clip filling up, keyframes) says when they stop."""
+    return 1
+
   def fixed_variables(self) -> Variables:
     """Non-trained variables read from elsewhere when a run starts from scratch, as
     {collection: tree} to replace those of the fresh `model_state` (ETC's frozen teacher). They

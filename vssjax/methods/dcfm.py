@@ -148,6 +148,14 @@ class DCFMMethod(Method):
   def _images(self, frames: jax.Array) -> jax.Array:
     return normalize_images(frames, self._dtype)
 
+  @property
+  def warm_up_frames(self) -> int:
+    """2K: the first keyframe comes by frame K - 1 (the protocol's rotation), the next one K
+    frames later or, under AKS, by the video's last frame (a candidate that ends a video is one),
+    so non-key frames are fused with one keyframe (those before the first; P mode) and with two
+    (B mode, between the two)."""
+    return 2 * self.schedule.interval
+
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
     frames = batch["frames"]
     if frames.shape[1] != 2:

@@ -79,6 +79,12 @@ class DTERNMethod(Method):
   def build_module(self, model: ConfigDict) -> ClipSegmentor:
     return build_dtern(model, self.num_classes)
 
+  @property
+  def warm_up_frames(self) -> int:
+    """The frames that bring up every clip length, whose programs differ (4 with DTERN's offsets:
+    the first three predict from the frame alone)."""
+    return self.sampler.frames_to_every_eval_clip_length()
+
   def _apply(self, variables: Variables, frames: jax.Array, *, method=None, **kwargs):
     images = normalize_images(frames, self._dtype)
     return self.module.apply(variables, images, method=method, **kwargs)
