@@ -139,8 +139,10 @@ class DCFMMethod(Method):
           f"{sum(window) + 1} or P mode")
     # The predictor's programs, each passed only the part of the variables it reads, in the
     # dtypes it reads them (`vssjax/methods/variables_read.py` says why). One program for the two
-    # of a non-key frame ran 1.8x slower on XLA:CPU (101 against 57 ms at 480x480, DCFM-B2 bf16):
-    # its fusions of the shallow feature's normalisation went wrong.
+    # of a non-key frame ran 1.8x slower on XLA:CPU (101 against 57 ms at 480x480, DCFM-B2 bf16;
+    # 2026-12-06, 2-core CPU: 81-88 against 43-46 ms, and 81-85 with an optimization barrier
+    # between its halves, so not a fusion across them: the same 3.85 GFLOPs, 577 against 356 MB
+    # accessed). On a GPU, where it would save a dispatch, not measured yet.
     self.encode_keyframe = ProgramOnPart(self._encode_keyframe_impl)
     self.encode_shallow = ProgramOnPart(self._encode_shallow_impl)
     self.fused_logits = ProgramOnPart(self._fused_logits_impl)
