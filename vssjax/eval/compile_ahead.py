@@ -7,12 +7,12 @@ predictor's programs once per size, at the first video of that size, while the d
 the H200 a SegFormer forward compiled in 17 to 28 s, docs/benchmarks_device.md). `CompileAhead`
 meets each later size first in a thread of its own, ahead of the videos being predicted: a dummy
 video of black frames of that size (`Method.warm_up_frames` of them) goes through `warm_up` (the
-evaluator's: the method's predictors, as it pushes a real video), so every program and helper the predictors call (the
-keyframe and non-key programs, the label upsampling to the frame's size) compiles there. The
-evaluator waits until a video's size was met before predicting it, so no program compiles twice,
-and a compile overlaps the videos before it. The first video's size compiles as that video is
-predicted, as it would without this: nothing runs before it to overlap, and a split of one size
-(Cityscapes, CamVid, DCFM's VSPW protocol) runs no dummy frame.
+evaluator's: the method's predictors, as it pushes a real video), so every program and helper
+the predictors call (the keyframe and non-key programs, the label upsampling to the frame's size)
+compiles there. The evaluator waits until a video's size was met before predicting it, so no
+program compiles twice, and a compile overlaps the videos before it. The first video's size
+compiles as that video is predicted, as it would without this: nothing runs before it to
+overlap, and a split of one size (Cityscapes, CamVid, DCFM's VSPW protocol) runs no dummy frame.
 """
 
 from __future__ import annotations
