@@ -227,16 +227,44 @@ _REMAT_BACKBONES = {
 }
 
 
-# A backbone wraps its blocks alike whatever the policy, which only `jax.checkpoint` reads: a
-# second policy on MiT's unrolled blocks (`layers.run_block`, as ResNet's and MobileNetV2's) shows
-# it passed on; the scanned stages' policies are the next test's.
+_REMAT_IMAGES = jax.ShapeDtypeStruct((2, 40, 40, 3), jnp.float32)
+
+
+def _rematerialised_blocks(model, variables, train: bool) -> int:
+  """How many `jax.checkpoint`s the model's application holds."""
+  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=train,
+                                                  rngs={"dropout": jax.random.key(2)},
+                                                  mutable=["batch_stats"]))(variables,
+                                                                            _REMAT_IMAGES)
+  # jax.checkpoint's primitive: 'remat2' in jax 0.10, 'checkpoint' in later versions.
+  return len(re.findall(r" (?:remat2|checkpoint)\[", str(jaxpr)))
+
+
+@pytest.mark.parametrize("backbone", sorted(_REMAT_BACKBONES))
+def test_remat_wraps_each_block_in_training_only(backbone):
+  """`remat` keeps the variables, and wraps each block in `jax.checkpoint` in training, none in
+  prediction."""
+  make, blocks = _REMAT_BACKBONES[backbone]
+  kept, recomputed = make(""), make("nothing_saveable")
+  variables = jax.eval_shape(lambda x: kept.init(jax.random.key(0), x, train=False),
+                             _REMAT_IMAGES)
+  assert jax.eval_shape(lambda x: recomputed.init(jax.random.key(0), x, train=False),
+                        _REMAT_IMAGES) == variables
+  assert [_rematerialised_blocks(model, variables, True) for model in (kept, recomputed)] == [
+      0, blocks]
+  assert _rematerialised_blocks(recomputed, variables, False) == 0
+
+
+# Unrolled blocks are wrapped by `layers.run_block` in every backbone (the test above), so its
+# effects are tested on MiT's (stochastic depth) and ResNet's (BatchNorm; MobileNetV2's blocks are
+# wrapped alike), the scanned stages' wrapping on MiT's, and a second policy, which only
+# `jax.checkpoint` reads, on MiT's unrolled blocks (what each policy keeps: the next test).
 @pytest.mark.parametrize("backbone, policy", [
-    *((backbone, "nothing_saveable") for backbone in sorted(_REMAT_BACKBONES)),
-    ("mit", "dots_with_no_batch_dims_saveable")])
+    ("mit", "nothing_saveable"), ("mit", "dots_with_no_batch_dims_saveable"),
+    ("mit_scanned", "nothing_saveable"), ("resnet18", "nothing_saveable")])
 def test_rematerialised_blocks_train_as_the_kept_ones(backbone, policy):
   """`remat` changes what a training step keeps for its backward pass, not the model: the same
-  variables, outputs, BatchNorm statistics, stochastic-depth draws and gradients; each block
-  rematerialised in training, none in prediction.
+  outputs, BatchNorm statistics, stochastic-depth draws and gradients.
 
   Both steps run op by op (`jax.disable_jit`), so the recomputed forward is the kept one's ops on
   the same inputs, bit for bit. Compiled, XLA fuses (and so rounds) a recomputed activation
@@ -244,13 +272,10 @@ def test_rematerialised_blocks_train_as_the_kept_ones(backbone, policy):
   3% (a BatchNorm shift's, whose BatchNorm sees 50 values a channel here; earlier machines agreed
   to 1e-3). The kept program alone moves the same gradient by the same 3% when its images change
   by 1e-6 relative: a pre-activation crossing a ReLU6 kink, not remat."""
-  make, blocks = _REMAT_BACKBONES[backbone]
-  images = jax.random.normal(jax.random.key(0), (2, 40, 40, 3))
+  make, _ = _REMAT_BACKBONES[backbone]
+  images = jax.random.normal(jax.random.key(0), _REMAT_IMAGES.shape)
   kept, recomputed = make(""), make(policy)
   variables = random_model_variables(kept, images)
-  assert jax.tree.map(jnp.shape, jax.eval_shape(
-      lambda x: recomputed.init(jax.random.key(0), x, train=False), images)) == jax.tree.map(
-          jnp.shape, variables)
   weights = [np.random.default_rng(1).standard_normal(f.shape).astype(np.float32)
              for f in jax.eval_shape(lambda x: kept.apply(variables, x, train=False), images)]
 
@@ -269,18 +294,7 @@ def test_rematerialised_blocks_train_as_the_kept_ones(backbone, policy):
     np.testing.assert_array_equal(b, a)
   # The backward passes may add a residual's two cotangents in either order (ResNet's differ by
   # ~1e-6 relative); a block left out of a gradient would be off by about its own size.
-  # MobileNetV2's projections lead a linear layer into another BatchNorm: the shift between has no
-  # true gradient, only float noise.
   assert_each_gradient_close(grads, expected_grads, rtol=1e-5, noise=1e-7)
-
-  def rematerialised(model, train):
-    jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=train,
-                                                 rngs={"dropout": jax.random.key(2)},
-                                                 mutable=["batch_stats"]))(variables)
-    # jax.checkpoint's primitive: 'remat2' in jax 0.10, 'checkpoint' in later versions.
-    return len(re.findall(r" (?:remat2|checkpoint)\[", str(jaxpr)))
-  assert [rematerialised(model, True) for model in (kept, recomputed)] == [0, blocks]
-  assert rematerialised(recomputed, False) == 0
 
 
 def test_rematerialised_scan_keeps_less_for_the_backward_pass():
