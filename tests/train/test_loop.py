@@ -74,6 +74,31 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
   assert not (tmp_path / "a" / "config.until_step4.json").exists()
 
 
+@pytest.mark.parametrize("setting, expected", [
+    ({"method.name": "segfromer"}, "unknown method.name 'segfromer'"),
+    ({"model.backbone": "b9"}, "model.backbone='b9': SegFormer takes one of"),
+    ({"data.batch_size": 0}, "data.batch_size=0: a batch needs at least one"),
+    ({"train.steps": 0}, "train.steps=0: training needs at least one step"),
+    ({"train.log_every": 0}, "train.log_every=0: must be at least 1"),
+    ({"train.checkpoint_every": 0}, "train.checkpoint_every=0: must be at least"),
+    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints=0: must be at least"),
+    ({"train.eval_every": -1}, "train.eval_every=-1: must be 0 (evaluate only"),
+    ({"optim.accumulate_steps": 3}, "train.steps=2 is not a multiple of optim.accumulate_steps=3: "
+     "an update takes 3 steps (micro-batches), and the last 2 would"),
+    ({"optim.accumulate_steps": 0}, "optim.accumulate_steps=0: at least 1"),
+    ({"eval.vc_convention": "DCFM"}, "config.eval: vc_convention must be one of"),
+])
+def test_a_bad_setting_is_refused_before_the_workdir_is_made(quick_config, tmp_path, setting,
+                                                              expected):
+  """Checked at set-up, the evaluation's settings too, not after training (the command line
+  says it in one line: tests/test_main.py)."""
+  quick_config.update_from_flattened_dict(setting)
+  with pytest.raises(SetupError) as error:
+    loop.train_and_evaluate(quick_config, str(tmp_path / "run"))
+  assert expected in str(error.value)
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_tc_video_list_naming_other_videos_is_refused_before_training(quick_config, tmp_path):
   """Found at the first evaluation, after training, it left TC n/a (or scored fewer videos)."""
   (tmp_path / "list.txt").write_text("synthetic_val_00000\nnosuchvideo\n")
