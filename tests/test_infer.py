@@ -239,6 +239,10 @@ def test_infer_scores_label_free_tc_of_the_input_with_the_evaluators_flow_and_wa
   workdir = _copy_of(trained_workdir, tmp_path / "run")
   quick_config.eval.temporal_consistency = True
   [out_dir] = infer.run(quick_config, str(workdir), str(real_video_clip))
+  labels = sorted((out_dir / "labels").iterdir())  # vtest.avi: one PNG a frame at 768x576
+  assert len(labels) == REAL_CLIP_FRAMES and Image.open(labels[-1]).size == (768, 576)
+  overlay = cv2.VideoCapture(str(out_dir / "overlay.mp4"))
+  assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == REAL_CLIP_FRAMES
   record = json.loads((out_dir / "tc.json").read_text())
   assert record["pairs"] == REAL_CLIP_FRAMES - 1
   assert record["flow"] == "dis" and record["warp"] == "bilinear"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REAL_CLIP_FRAMES, REPO, logged_losses
+from tests.conftest import REPO, logged_losses
 from vssjax.errors import SetupError
 
 pytestmark = pytest.mark.slow
@@ -37,8 +37,7 @@ def _run(cmd):
   return result.stdout
 
 
-def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir,
-                                                       real_video_clip):
+def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir):
   """Ctrl-C as a terminal sends it, SIGINT to the run's process group, stops at a checkpoint
   (SIGTERM does the same: tests/train/test_preemption.py); the run resumes from there. Both runs
   load with two data workers, whose shared memory must not outlive them."""
@@ -96,14 +95,7 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
   assert label.mode == "P" and label.size == (56, 40)
   assert np.asarray(label).max() < 10  # class ids of the synthetic set
   capture = cv2.VideoCapture(str(workdir / "infer" / "frames" / "overlay.mp4"))
-  assert capture.read()[0]
-
-  # Real footage (vtest.avi, 768x576): one palette PNG per frame at the video's size.
-  out = _run(_cli(workdir, synthetic_data_dir, "--mode=infer", f"--input={real_video_clip}"))
-  labels = sorted((workdir / "infer" / "vtest_start" / "labels").iterdir())
-  assert len(labels) == REAL_CLIP_FRAMES and Image.open(labels[-1]).size == (768, 576)
-  overlay = cv2.VideoCapture(str(workdir / "infer" / "vtest_start" / "overlay.mp4"))
-  assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == REAL_CLIP_FRAMES
+  assert capture.read()[0]  # a video file's: tests/test_infer.py
 
 
 # `vssjax.main` with one step of the run (`loop.<name>`) raising `error` where a real Ctrl-C lands
