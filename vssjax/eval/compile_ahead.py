@@ -25,6 +25,7 @@ import numpy as np
 from vssjax import parallel
 from vssjax.configs_lib import ConfigDict
 
+
 def compiles_ahead(config: ConfigDict) -> bool:
   """Whether evaluation and inference compile ahead by default: on an accelerator, where the
   host's cores are free while the device computes (on the CPU backend they would do both), unless
