@@ -180,14 +180,17 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
     results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
   # Both frames are timed through the predictor's own calls (warmup 1, repeats 2), which run the
   # executables the bench compiled for its figures: XLA compiles each program once.
-  assert calls == {"_encode_keyframe_impl": 3, "_encode_shallow_impl": 3, "_fused_logits_impl": 3}
+  # The non-key frame as one program (an A/B) is timed through such a call too.
+  assert calls == {"_encode_keyframe_impl": 3, "_encode_shallow_impl": 3, "_fused_logits_impl": 3,
+                   "non_key_frame": 3}
   # B mode fuses the non-key frame with its two keyframes' features (P mode with one).
-  assert lengths["_fused_logits_impl"] == {2}
+  assert lengths["_fused_logits_impl"] == lengths["non_key_frame"] == {2}
   for program in calls:
     assert caplog.text.count(f"XLA compilation of jit({program})") <= 1, program
   lines = _progress_lines(capsys)
   _assert_progress(lines[:-1], ["forward float32 batch 1", "keyframe float32 batch 1",
-                                "non_key_B float32 batch 1"])
+                                "non_key_B float32 batch 1",
+                                "non_key_B_one_program float32 batch 1"])
   assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call "
                       r"\(dispatch \d+\.\d\d ms\)", lines[-1])
   # bench.profile: one op table per timed program, the keyframe's led by real network ops.
@@ -208,6 +211,10 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
     assert average[value] == pytest.approx((key[value] + 2 * non_key[value]) / 3)
     assert 0 < non_key[value] and 0 < key[value]
   assert average["frames_per_s"] == pytest.approx(1e3 / average["latency_ms"])
+  # The same work as the two programs (XLA's count differs by its fusions: 0.25% here).
+  one_program = rows["non_key_B_one_program"]
+  assert one_program["gflops"] == pytest.approx(non_key["gflops"], rel=0.01)
+  assert one_program["latency_ms"] > 0
 
 
 def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):

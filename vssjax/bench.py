@@ -6,8 +6,9 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
   `bench.input_size` (default: the training crop), at each of `bench.batch_sizes` (default: 1 for
   latency and `data.batch_size` for throughput), given its variables as a predictor gives its
   programs them (`forward_on_part`: a bfloat16 network's float32 kernels converted once);
-- DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, and
-  the average frame at its keyframe interval;
+- DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, the
+  non-key frame as one program instead of two (an A/B, not what the predictor runs), and the
+  average frame at its keyframe interval;
 - DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
   network's per-frame part on the new frame, the head's temporal part on the clip's kept states);
 - sliding-window configs (SegFormer's Cityscapes 1024x1024 setting) also: one frame of the test
@@ -314,6 +315,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   non_key_row = report(_frame_row(
       non_key, dtype, [(shallow_fn, shallow_compile), (fuse, fuse_compile)],
       lambda: fused_logits(commons, encode_shallow(frames)), settings))
+  one_program = _bench_non_key_as_one_program(method, variables, commons, frames, dtype,
+                                              settings)
   profile(f"keyframe_{dtype}", lambda: key(key_read, frames), key)
   profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(shallow_read, frames), shallow_fn)
   profile(f"non_key_fuse_{dtype}", lambda: fuse(fuse_read, commons, shallow), fuse)
@@ -326,11 +329,34 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
     return (key_value + (k - 1) * non_key_value) / k
 
   t_avg = per_video_frame(key_row.latency_ms, non_key_row.latency_ms)
-  return [key_row, non_key_row,
+  return [key_row, non_key_row, one_program,
           report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg,
                      per_video_frame(key_row.gflops, non_key_row.gflops), None,
                      per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms),
                      per_video_frame(key_row.gb_accessed, non_key_row.gb_accessed)))]
+
+
+def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames, dtype: str,
+                                  settings: dict[str, Any]) -> Row:
+  """The row '<non-key row>_one_program': the non-key frame's shallow prefix and fusion as one
+  program, on the part of the variables the two read, called as the predictor calls its programs
+  (`ProgramOnPart.bound`). The predictor runs two (B mode computes the shallow prefix when the
+  frame comes and fuses it when the next keyframe does); on XLA:CPU one program took 1.8x as
+  long, with an optimization barrier between the halves too (`vssjax/methods/dcfm.py`), and on a
+  GPU it would launch one program instead of two: this row is that A/B, the figures beside the
+  two programs' row."""
+  name = f"non_key_{method.schedule.mode}_one_program"
+  announce(name, dtype, 1)
+
+  def non_key_frame(part, keyframes, images):
+    return method.fused_logits.fn(part, keyframes, method.encode_shallow.fn(part, images))
+
+  non_key = ProgramOnPart(non_key_frame)
+  compiled, compile_s = _compile(non_key.jitted, non_key.read(variables, commons, frames),
+                                 commons, frames)
+  bound = non_key.bound(variables)
+  return report(_frame_row(name, dtype, [(compiled, compile_s)], lambda: bound(commons, frames),
+                           settings))
 
 
 def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,

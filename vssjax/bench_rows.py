@@ -16,7 +16,8 @@ import jax
 class Row:
   """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
   phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
-  # 'non_key_B|P', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame' | sliding windows: 'slide_frame'
+  # 'non_key_B|P', 'non_key_B|P_one_program', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame' |
+  # sliding windows: 'slide_frame'
   dtype: str
   batch: int
   frames: int

@@ -142,7 +142,8 @@ class DCFMMethod(Method):
     # of a non-key frame ran 1.8x slower on XLA:CPU (101 against 57 ms at 480x480, DCFM-B2 bf16;
     # 2026-12-06, 2-core CPU: 81-88 against 43-46 ms, and 81-85 with an optimization barrier
     # between its halves, so not a fusion across them: the same 3.85 GFLOPs, 577 against 356 MB
-    # accessed). On a GPU, where it would save a dispatch, not measured yet.
+    # accessed). On a GPU, where it would save a launch, the bench's row
+    # `non_key_<mode>_one_program` times it (`vssjax/bench.py`).
     self.encode_keyframe = ProgramOnPart(self._encode_keyframe_impl)
     self.encode_shallow = ProgramOnPart(self._encode_shallow_impl)
     self.fused_logits = ProgramOnPart(self._fused_logits_impl)
