@@ -30,7 +30,7 @@ devices would run. The programs:
   `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
   SD-CPC) of `bench.input_size` (default: the training crop);
 - the streaming predictor's programs for one frame of that size, as the bench times them, on one
-  device (`bench.frame_programs`): DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse`,
+  device (`bench_programs.frame_programs`): DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse`,
   DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
 
 `peak MiB` is `bench_figures.peak_bytes`: at least arguments + outputs - donated +
@@ -53,7 +53,8 @@ from absl import app, flags
 from jax.sharding import SingleDeviceSharding
 
 from vssjax import parallel
-from vssjax.bench import checked_settings, forward_clip, forward_on_part, frame_programs
+from vssjax.bench import checked_settings
+from vssjax.bench_programs import forward_clip, forward_on_part, frame_programs
 from vssjax.bench_figures import memory_analysis, peak_bytes
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
@@ -215,7 +216,7 @@ def _on_first_device(tree, target: Target):
 
 def _forwards(config: ConfigDict, method: Method, variables, target: Target) -> list[Compiled]:
   """`--mode=bench`'s forward on the target's first device at each of `bench.batch_sizes`, on
-  the part of the variables it reads (`bench.forward_on_part`)."""
+  the part of the variables it reads (`bench_programs.forward_on_part`)."""
   settings = checked_settings(config)
   variables = _on_first_device(variables, target)
   rows = []

@@ -49,6 +49,8 @@ from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_figures import device_peak_mb, program_peak_mb, xla_cost
+from vssjax.bench_programs import (forward_clip, forward_on_part, keyframe_programs,
+                                    stream_frame_programs)
 from vssjax.bench_rows import (Row, Timing, announce, figure, markdown_table,
                                median_call_timing, median_timing, report)
 from vssjax.configs_lib import ConfigDict
@@ -61,7 +63,6 @@ from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import stitched_labels
 from vssjax.methods.variables_read import ProgramOnPart
-from vssjax.models.layers import flatten_time, normalize_images
 from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled
@@ -148,37 +149,6 @@ class _Profiler:
       self.paths[program] = str(self.directory / f"{program}.md")
 
 
-def forward_clip(method: Method) -> int:
-  """The frames of one sample of the forward rows: a per-frame method's prediction is one frame
-  through the network, whatever it trains on; the others' a training clip."""
-  return 1 if method.predicts_frames_alone else clip_length(method.config.clip)
-
-
-def forward_fn(method: Method) -> Callable:
-  """Eval-mode forward of `method.module` on uint8 frames [B, T, H, W, 3].
-
-  Per-frame methods see the B*T frames as one batch. DTERN's module takes the clip itself and
-  predicts its last frame, re-running the whole network on all T frames as the release does (the
-  streaming predictor keeps per-frame states instead: the `stream_frame` row).
-  """
-  dtype = method.config.model.dtype
-
-  def forward(variables, frames):
-    if not isinstance(method, DTERNMethod):
-      frames = flatten_time(frames)
-    return method.module.apply(variables, normalize_images(frames, dtype), train=False)
-
-  return forward
-
-
-def forward_on_part(method: Method, variables, frames) -> tuple[Callable, Any]:
-  """`forward_fn` jitted, and the part of `variables` it reads in the dtypes it reads them, as a
-  predictor passes its network (`ProgramOnPart`: a bfloat16 network's float32 kernels converted
-  once, not at every call)."""
-  program = ProgramOnPart(forward_fn(method))
-  return program.jitted, program.read(variables, frames)
-
-
 def _random_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
@@ -220,58 +190,6 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   timing = median_call_timing(settings, compiled, part, frames)
   profile(f"forward_{dtype}_b{batch}", lambda: compiled(part, frames), compiled)
   return report(_program_row("forward", dtype, batch, batch * clip, compile_s, timing, compiled))
-
-
-# A streaming predictor's programs, by name: (the jitted program, the arguments the predictor
-# passes it). `OutputsOf(name, jitted, *args)` gives what a program returns, for the arguments of
-# the next: its outputs (the bench runs it) or their shapes (vssjax/aot.py compiles it).
-Programs = dict[str, tuple[Callable, tuple]]
-OutputsOf = Callable[..., Any]
-
-
-def keyframe_programs(method: DCFMMethod, variables, frames, outputs_of: OutputsOf) -> Programs:
-  """DCFM's frame programs at batch 1 (frames [1, H, W, 3]), each on the part of the variables it
-  reads, in the dtypes it reads them (`ProgramOnPart`): 'keyframe' (the whole network: the
-  projected common feature and the logits), then a non-key frame's two: 'non_key_shallow' (the
-  shallow prefix) and 'non_key_fuse' (FFM and head per keyframe used: 2 in B mode, 1 in P
-  mode)."""
-  key_read = method.encode_keyframe.read(variables, frames)
-  projected, _ = outputs_of("keyframe", method.encode_keyframe.jitted, key_read, frames)
-  commons = [projected] * (2 if method.schedule.mode == "B" else 1)
-  shallow_read = method.encode_shallow.read(variables, frames)
-  shallow = outputs_of("non_key_shallow", method.encode_shallow.jitted, shallow_read, frames)
-  return {"keyframe": (method.encode_keyframe.jitted, (key_read, frames)),
-          "non_key_shallow": (method.encode_shallow.jitted, (shallow_read, frames)),
-          "non_key_fuse": (method.fused_logits.jitted,
-                           (method.fused_logits.read(variables, commons, shallow), commons,
-                            shallow))}
-
-
-def stream_frame_programs(method: DTERNMethod, variables, frames, clip: int,
-                          outputs_of: OutputsOf) -> Programs:
-  """DTERN's (and SD-CPC's) programs for a video frame once the predictor's clips are full, each
-  on the part of the variables it reads (`ProgramOnPart`): 'stream_encode' (the backbone and the
-  head's per-frame layers on the new frame [1, H, W, 3]) and 'stream_decode' (the head's temporal
-  part on its state and the kept states of the `clip` frames, the new one last)."""
-  encode_read = method.encode_frame.read(variables, frames)
-  target, reference = outputs_of("stream_encode", method.encode_frame.jitted, encode_read, frames)
-  references = [reference] * clip
-  return {"stream_encode": (method.encode_frame.jitted, (encode_read, frames)),
-          "stream_decode": (method.decode_states.jitted,
-                            (method.decode_states.read(variables, target, references), target,
-                             references))}
-
-
-def frame_programs(method: Method, variables, frames, outputs_of: OutputsOf) -> Programs:
-  """The streaming predictor's programs for one frame: `keyframe_programs` for DCFM,
-  `stream_frame_programs` (clips of the config's length) for DTERN and SD-CPC; none for a method
-  that predicts each frame with its forward."""
-  if isinstance(method, DCFMMethod):
-    return keyframe_programs(method, variables, frames, outputs_of)
-  if isinstance(method, DTERNMethod):
-    return stream_frame_programs(method, variables, frames, clip_length(method.config.clip),
-                                 outputs_of)
-  return {}
 
 
 class _CompiledPrograms:
