@@ -44,6 +44,7 @@ def test_train_step_and_forwards_on_the_targets_devices(capsys):
   assert train.donated_mib == pytest.approx(state_mib, rel=0.01)
   assert train.donated_mib < train.outputs_mib < train.donated_mib * 1.05  # new state, metrics
   assert train.temporaries_mib > 0 and train.peak_mib >= train.arguments_mib
+  assert train.kernel_count > forwards[0].kernel_count > 0  # the backward pass and the update
   assert [(f.program, f.batch, f.devices, f.layout) for f in forwards] == [
       ("forward", 1, 1, "one device"), ("forward", 2, 1, "one device")]
   frame_mib = 48 * 48 * 3 / 2**20  # the quick config's crop, uint8
@@ -212,6 +213,7 @@ def test_command_prints_and_writes_the_figures(tmp_path):
   written = json.loads(out.read_text())
   assert [r["program"] for r in written["rows"]] == ["train_step", "forward"]
   assert written["target"] == "cpu" and written["rows"][0]["temporaries_mib"] > 0
+  assert written["rows"][0]["kernels"]["fusion"] > 0  # by opcode
   bad = subprocess.run([sys.executable, "-m", "vssjax.aot", f"--config={QUICK}:quick",
                         "--target=gpu:a100"], cwd=REPO, capture_output=True, text=True,
                        timeout=600)

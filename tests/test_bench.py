@@ -18,7 +18,7 @@ import transformers
 
 from tests.conftest import load_config
 from vssjax import bench, bench_torch, op_profile
-from vssjax.bench_figures import program_peak_mb, xla_cost
+from vssjax.bench_figures import kernel_count, program_peak_mb, xla_cost
 from vssjax.bench_rows import Row
 from vssjax.errors import SetupError
 from vssjax.methods import get_method, losses, rounds
@@ -98,11 +98,15 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
     # XLA's count of the bytes its kernels move: at least the float32 parameters, read once.
     assert row["gb_accessed"] * 1e9 >= 4 * results["params"], row["phase"]
     assert 0 < row["dispatch_ms"] <= row["latency_ms"]  # each call returns before its results
+    assert row["kernels"] > 0
     # XLA's buffer assignment of the program, on every backend: at least its float32 parameters.
     assert row["peak_memory_mb"] >= 4 * results["params"] / 2**20, row["phase"]
   assert math.isfinite(rows[("torch_train", 4)]["latency_ms"])
   assert rows[("torch_train", 4)]["dispatch_ms"] is None  # torch's calls synchronise themselves
   assert rows[("torch_train", 4)]["gb_accessed"] is None
+  assert rows[("torch_train", 4)]["kernels"] is None
+  # The backward pass and the optimizer's update run more kernels than the forward.
+  assert rows[("train_step", 4)]["kernels"] > rows[("forward", 4)]["kernels"]
   for figure in ("gflops", "gb_accessed"):
     assert rows[("forward", 4)][figure] > rows[("forward", 1)][figure]
   # The train step holds the optimizer state and the activations for the gradients besides.
@@ -204,7 +208,7 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
       "", op_profile.ops_of_saved_trace(trace_dir)).split("\n", 1)[1]
   assert "train_step" not in rows  # bench.train_step=False skips it
   key, non_key, average = rows["keyframe"], rows["non_key_B"], rows["video_avg_K3"]
-  for figure in ("gflops", "gb_accessed"):
+  for figure in ("gflops", "gb_accessed", "kernels"):
     assert 0 < non_key[figure] < key[figure]
     assert average[figure] == pytest.approx((key[figure] + 2 * non_key[figure]) / 3)
   for value in ("latency_ms", "dispatch_ms"):
@@ -388,7 +392,7 @@ def test_bench_settings_that_cannot_be_measured_are_setup_errors(field, value, m
 
 def test_a_frame_of_several_programs_is_timed_as_one_chain():
   """As the predictor runs them: dispatched one after the other, waited for once at the end;
-  compile seconds, GFLOPs and GB accessed add up, the peak is the larger program's."""
+  compile seconds, GFLOPs, GB accessed and kernels add up, the peak is the larger program's."""
   x = jnp.ones((64, 64), jnp.float32)
   first = jax.jit(lambda a: a @ a).lower(x).compile()
   second = jax.jit(lambda a: a * 2).lower(x).compile()
@@ -405,6 +409,7 @@ def test_a_frame_of_several_programs_is_timed_as_one_chain():
   assert row.compile_s == 3.5
   assert row.gflops == pytest.approx(xla_cost("flops", first, second))
   assert row.gb_accessed == pytest.approx(xla_cost("bytes accessed", first, second))
+  assert row.kernels == kernel_count(first) + kernel_count(second) and kernel_count(first) > 0
   assert row.peak_memory_mb == program_peak_mb(first, second)
 
 

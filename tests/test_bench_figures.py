@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vssjax.bench_figures import device_peak_mb, program_peak_mb, xla_cost
+from vssjax.bench_figures import device_peak_mb, entry_kernels, program_peak_mb, xla_cost
 
 
 class _Device:
@@ -90,3 +90,55 @@ def test_a_donating_programs_peak_leaves_out_the_donated_arguments():
                                     temp_size_in_bytes=2**20, peak_memory_in_bytes=0))()
 
   assert program_peak_mb(Donating()) == 5.0
+
+
+class _Text:
+  """A compiled program whose HLO text is `text`."""
+
+  def __init__(self, text):
+    self._text = text
+
+  def as_text(self):
+    return self._text
+
+
+# The shape of a GPU program's HLO: a library call returns a tuple (its result and a workspace),
+# whose type has spaces, and a long tuple's type has `/*index=N*/` comments (a line ending in a
+# backslash goes on in the next).
+_GPU_HLO = """HloModule jit_f
+
+%fused_add (p: bf16[8]) -> bf16[8] {
+  %p = bf16[8]{0} parameter(0)
+  ROOT %add = bf16[8]{0} add(%p, %p)
+}
+
+ENTRY %main.3 (x.1: bf16[8,8], w.1: bf16[8,8]) -> (bf16[8], bf16[8], bf16[8]) {
+  %x.1 = bf16[8,8]{1,0} parameter(0), metadata={op_name="x"}
+  %w.1 = bf16[8,8]{1,0} parameter(1)
+  %custom-call.1 = (bf16[8,8]{1,0}, s8[33554432]{0}) custom-call(%x.1, %w.1), \
+custom_call_target="__cublas$lt$matmul"
+  %get-tuple-element.1 = bf16[8,8]{1,0} get-tuple-element(%custom-call.1), index=0
+  %bitcast.1 = bf16[64]{0} bitcast(%get-tuple-element.1)
+  %loop_add_fusion = bf16[8]{0} fusion(%bitcast.1), kind=kLoop, calls=%fused_add
+  %copy.1 = bf16[8]{0} copy(%loop_add_fusion)
+  %constant.1 = bf16[] constant(0)
+  ROOT %tuple.1 = (bf16[8]{0}, /*index=1*/bf16[8]{0}, bf16[8]{0}) tuple(%copy.1, %copy.1, %copy.1)
+}
+"""
+
+
+def test_the_entry_computations_kernels_are_counted_by_opcode():
+  """Its fusions, library calls (tuple-typed) and copies; not the instructions that only name,
+  pack or reinterpret buffers, nor the instructions of the computations a fusion calls."""
+  assert entry_kernels(_Text(_GPU_HLO)) == {"custom-call": 1, "fusion": 1, "copy": 1}
+  # An instruction this reading does not parse makes the count unknown, not low.
+  unparsed = _GPU_HLO.replace("%copy.1 = bf16[8]{0} copy(", "%copy.1 copy(")
+  assert entry_kernels(_Text(unparsed)) is None
+  assert entry_kernels(_Text("")) is None
+
+
+def test_a_compiled_program_with_more_work_counts_more_kernels():
+  x = jnp.ones((64, 64), jnp.float32)
+  double = entry_kernels(jax.jit(lambda a: a * 2).lower(x).compile())
+  several = entry_kernels(jax.jit(lambda a: (jnp.tanh(a @ a), a.sum())).lower(x).compile())
+  assert 0 < sum(double.values()) < sum(several.values())

@@ -33,7 +33,10 @@ devices would run. The programs:
   device (`bench_programs.frame_programs`): DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse`,
   DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
 
-`peak MiB` is `bench_figures.peak_bytes`: at least arguments + outputs - donated +
+`kernels` counts the entry computation's instructions that run as kernels
+(`bench_figures.entry_kernels`: fusions, library calls, copies; by opcode in the JSON): on a GPU,
+the launches of one call, which a small batch-1 program's time follows. `peak MiB` is
+`bench_figures.peak_bytes`: at least arguments + outputs - donated +
 temporaries; `of a device` is its share of a GPU's or TPU chip's nominal memory (v5e, v5p, v6e;
 the runtime keeps some for itself), and a program over it is said in a line of its own, with the
 settings that lower it. docs/scaling.md has figures and what they say.
@@ -55,7 +58,7 @@ from jax.sharding import SingleDeviceSharding
 from vssjax import parallel
 from vssjax.bench import checked_settings
 from vssjax.bench_programs import forward_clip, forward_on_part, frame_programs
-from vssjax.bench_figures import memory_analysis, peak_bytes
+from vssjax.bench_figures import entry_kernels, memory_analysis, peak_bytes
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
@@ -167,6 +170,11 @@ class Compiled:
   temporaries_mib: float | None
   peak_mib: float | None
   of_device: float | None  # the peak's share of the device's memory (`Target.memory_bytes`)
+  kernels: dict[str, int] | None = None  # `bench_figures.entry_kernels`, by opcode
+
+  @property
+  def kernel_count(self) -> int | None:
+    return None if self.kernels is None else sum(self.kernels.values())
 
 
 def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
@@ -184,7 +192,7 @@ def _compiled_row(program: str, batch: int, devices: int, layout: str, traced,
                else peak_mib * 2**20 / target.memory_bytes)
   row = Compiled(program, batch, devices, layout, compile_s, mib("argument_size_in_bytes"),
                  mib("output_size_in_bytes"), mib("alias_size_in_bytes"),
-                 mib("temp_size_in_bytes"), peak_mib, of_device)
+                 mib("temp_size_in_bytes"), peak_mib, of_device, entry_kernels(compiled))
   peak = "" if peak_mib is None else f", {peak_mib:.0f} MiB a device"
   share = "" if of_device is None else f" ({of_device:.0%} of {target.name}'s)"
   print(f"aot: {program} batch {batch}: compiled in {compile_s:.1f} s{peak}{share}", flush=True)
@@ -256,9 +264,10 @@ def run(config: ConfigDict, target: Target) -> list[Compiled]:
 
 def format_table(rows: list[Compiled]) -> str:
   return markdown_table(
-      ["program", "batch", "devices", "compile s", "arguments MiB", "outputs MiB", "donated MiB",
-       "temporaries MiB", "peak MiB", "of a device"],
+      ["program", "batch", "devices", "compile s", "kernels", "arguments MiB", "outputs MiB",
+       "donated MiB", "temporaries MiB", "peak MiB", "of a device"],
       ([r.program, str(r.batch), f"{r.devices} ({r.layout})", f"{r.compile_s:.1f}",
+        figure(r.kernel_count, "d"),
         *(figure(mib, ".1f") for mib in (r.arguments_mib, r.outputs_mib, r.donated_mib,
                                           r.temporaries_mib, r.peak_mib)),
         figure(r.of_device, ".0%")] for r in rows))

@@ -48,7 +48,7 @@ from data_pipelines.clip_sampling import clip_length
 from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
-from vssjax.bench_figures import device_peak_mb, program_peak_mb, xla_cost
+from vssjax.bench_figures import device_peak_mb, kernel_count, program_peak_mb, xla_cost
 from vssjax.bench_programs import (forward_clip, forward_on_part, keyframe_programs,
                                     stream_frame_programs)
 from vssjax.bench_rows import (Row, Timing, announce, figure, markdown_table,
@@ -165,7 +165,8 @@ def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
   """The batch-1 row of a frame whose `programs` (compiled, compile seconds) `run_frame` calls
   one after the other, each taking the previous one's outputs, as the predictor calls them:
   dispatched without waiting in between, and waited for once at the end. Their compile seconds,
-  GFLOPs and GB accessed add up (unknown if one program's is); the peak is the largest program's."""
+  GFLOPs, GB accessed and kernels add up (unknown if one program's is); the peak is the largest
+  program's."""
   timing = median_timing(run_frame, settings["warmup"], settings["repeats"])
   return _program_row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs), timing,
                       *(program for program, _ in programs))
@@ -177,7 +178,8 @@ def _program_row(phase: str, dtype: str, batch: int, frames: int, compile_s: flo
   `frames` input frames a call: XLA's figures summed over the programs, the largest peak."""
   return Row(phase, dtype, batch, frames, compile_s, timing.seconds * 1e3,
              frames / timing.seconds, xla_cost("flops", *compiled), program_peak_mb(*compiled),
-             timing.dispatch_seconds * 1e3, xla_cost("bytes accessed", *compiled))
+             timing.dispatch_seconds * 1e3, xla_cost("bytes accessed", *compiled),
+             kernel_count(*compiled))
 
 
 def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
@@ -251,7 +253,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
           report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg,
                      per_video_frame(key_row.gflops, non_key_row.gflops), None,
                      per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms),
-                     per_video_frame(key_row.gb_accessed, non_key_row.gb_accessed)))]
+                     per_video_frame(key_row.gb_accessed, non_key_row.gb_accessed),
+                     per_video_frame(key_row.kernels, non_key_row.kernels)))]
 
 
 def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames, dtype: str,
@@ -424,10 +427,11 @@ def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
 def _format_table(rows: list[Row]) -> str:
   return markdown_table(
       ["phase", "dtype", "batch", "frames", "compile s", "latency ms", "dispatch ms", "frames/s",
-       "GFLOPs", "GB accessed", "peak MiB"],
+       "GFLOPs", "GB accessed", "kernels", "peak MiB"],
       ([r.phase, r.dtype, str(r.batch), str(r.frames), figure(r.compile_s, ".2f"),
         f"{r.latency_ms:.2f}", figure(r.dispatch_ms, ".2f"), f"{r.frames_per_s:.1f}",
-        figure(r.gflops, ".3f"), figure(r.gb_accessed, ".3f"), figure(r.peak_memory_mb, ".0f")]
+        figure(r.gflops, ".3f"), figure(r.gb_accessed, ".3f"), figure(r.kernels, "g"),
+        figure(r.peak_memory_mb, ".0f")]
        for r in rows))
 
 

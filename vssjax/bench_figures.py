@@ -1,10 +1,12 @@
-"""What a compiled program costs as XLA counts it (FLOPs, bytes its kernels move, its memory peak),
-and the device's runtime memory peak: the figures of a `--mode=bench` row besides its times
-(vssjax/bench_rows.py). Each is None where a backend does not give it: a missing figure must not
-cost the row."""
+"""What a compiled program costs as XLA counts it (FLOPs, bytes its kernels move, the kernels it
+runs, its memory peak), and the device's runtime memory peak: the figures of a `--mode=bench` row
+besides its times (vssjax/bench_rows.py). Each is None where a backend does not give it: a missing
+figure must not cost the row."""
 
 from __future__ import annotations
 
+import collections
+import re
 from typing import Any
 
 import jax
@@ -63,6 +65,54 @@ def peak_bytes(stats) -> int:
   total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
            - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
   return max(getattr(stats, "peak_memory_in_bytes", 0), total)
+
+
+# An HLO instruction line: `[ROOT ]%name = <type> <opcode>(...`, the type an array's or a tuple's
+# (`(bf16[..], s8[..])`, which may hold `/*index=5*/` comments).
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%\S+ = (?:\(.*?\)|\S+) ([\w-]+)\(")
+# Instructions that name, pack or reinterpret buffers: no kernel runs for them.
+_NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element", "bitcast"})
+
+
+def entry_kernels(compiled) -> dict[str, int] | None:
+  """The instructions of a compiled program's entry computation that run as kernels, counted by
+  opcode: its fusions, its library calls (`custom-call`: on a GPU cuDNN's convolutions and
+  cuBLAS's products), copies and whatever else the compiler left unfused; a loop counts once
+  (`while`), whatever its trip count. On a GPU each is a launch, the cost that dominates a small
+  batch-1 program (DCFM's non-key frame, docs/benchmarks.md). None where the backend gives no HLO
+  text, or an instruction of it that this reading does not parse: a count that skipped one would
+  be too low without a word."""
+  try:
+    text = compiled.as_text()
+  except Exception:  # pylint: disable=broad-except  # a missing figure must not cost the row
+    return None
+  if not text or "\nENTRY " not in text:
+    return None
+  entry = text[text.index("\nENTRY ") + 1:]
+  counts: collections.Counter[str] = collections.Counter()
+  for line in entry.splitlines()[1:]:
+    if line.startswith("}"):
+      break
+    if not line.strip():
+      continue
+    match = _INSTRUCTION.match(line)
+    if match is None:
+      return None
+    if match[1] not in _NOT_KERNELS:
+      counts[match[1]] += 1
+  return dict(counts)
+
+
+def kernel_count(*compiled) -> int | None:
+  """The kernels one call of each of the `compiled` programs runs (`entry_kernels`), added up;
+  None where a program's are unknown."""
+  total = 0
+  for program in compiled:
+    kernels = entry_kernels(program)
+    if kernels is None:
+      return None
+    total += sum(kernels.values())
+  return total
 
 
 def device_peak_mb() -> float | None:

@@ -29,6 +29,8 @@ class Row:
   dispatch_ms: float | None = None  # `Timing.dispatch_seconds`; None for torch (it synchronises)
   gb_accessed: float | None = None  # XLA's estimate of the device memory its kernels read and
   # write (`bench_figures.xla_cost`), per device like `gflops`; None for torch
+  kernels: float | None = None  # the kernels a call runs (`bench_figures.kernel_count`: a loop's
+  # once), added up over the row's programs; a video's average frame averages them; None for torch
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,8 @@ program: 0.013 ms without them, 2026-12-04). That is as much as a small program'
 GPU, and DCFM's non-key programs read 24 and 6 of them (the encoder's shallow prefix; the FFM and
 the classifier). And a bfloat16 network keeps float32 parameters, which it converts at every call:
 on a GPU each conversion is a kernel of its own before the cuBLAS or cuDNN call that reads it, 170
-of the 377 kernels of DCFM-B2's keyframe at 480x480 as XLA compiles it for an H100
-(`python -m vssjax.aot`), 12 of the 26 of its non-key frame's shallow prefix. So every program a
+of the 546 kernels of DCFM-B2's keyframe at 480x480 as XLA compiles it for an H100
+(`python -m vssjax.aot`), 12 of the 37 of its non-key frame's shallow prefix. So every program a
 predictor runs on a video's variables is a `ProgramOnPart`, and the predictor calls it bound to the
 video's variables (`ProgramOnPart.bound`): it passes the program the part it reads
 (`VariablesRead`), each array it only converts converted once for the video. The values are the
