@@ -57,8 +57,8 @@ from jax.sharding import SingleDeviceSharding
 
 from vssjax import parallel
 from vssjax.bench import checked_settings
-from vssjax.bench_programs import forward_clip, forward_on_part, frame_programs
 from vssjax.bench_figures import entry_kernels, memory_analysis, peak_bytes
+from vssjax.bench_programs import forward_clip, forward_on_part, frame_programs
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
