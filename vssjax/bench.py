@@ -50,7 +50,7 @@ from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_figures import device_peak_mb, kernel_count, program_peak_mb, xla_cost
 from vssjax.bench_programs import (forward_clip, forward_on_part, keyframe_programs,
-                                    stream_frame_programs)
+                                    non_key_frame_as_one_program, stream_frame_programs)
 from vssjax.bench_rows import (Row, Timing, announce, figure, markdown_table,
                                median_call_timing, median_timing, report)
 from vssjax.configs_lib import ConfigDict
@@ -62,7 +62,6 @@ from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import stitched_labels
-from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled
@@ -259,20 +258,12 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
 
 def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames, dtype: str,
                                   settings: dict[str, Any]) -> Row:
-  """The row '<non-key row>_one_program': the non-key frame's shallow prefix and fusion as one
-  program, on the part of the variables the two read, called as the predictor calls its programs
-  (`ProgramOnPart.bound`). The predictor runs two (B mode computes the shallow prefix when the
-  frame comes and fuses it when the next keyframe does); on XLA:CPU one program took 1.8x as
-  long, with an optimization barrier between the halves too (`vssjax/methods/dcfm.py`), and on a
-  GPU it would launch one program instead of two: this row is that A/B, the figures beside the
-  two programs' row."""
+  """The row '<non-key row>_one_program' (`non_key_frame_as_one_program`), on the part of the
+  variables its two halves read, called as the predictor calls its programs
+  (`ProgramOnPart.bound`): the figures of one launch beside the two programs' row."""
   name = f"non_key_{method.schedule.mode}_one_program"
   announce(name, dtype, 1)
-
-  def non_key_frame(part, keyframes, images):
-    return method.fused_logits.fn(part, keyframes, method.encode_shallow.fn(part, images))
-
-  non_key = ProgramOnPart(non_key_frame)
+  non_key = non_key_frame_as_one_program(method)
   compiled, compile_s = _compile(non_key.jitted, non_key.read(variables, commons, frames),
                                  commons, frames)
   bound = non_key.bound(variables)

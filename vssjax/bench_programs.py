@@ -85,6 +85,18 @@ def stream_frame_programs(method: DTERNMethod, variables, frames, clip: int,
                              references))}
 
 
+def non_key_frame_as_one_program(method: DCFMMethod) -> ProgramOnPart:
+  """DCFM's non-key frame as one program, `(part, projected commons, frames) -> logits`: the
+  shallow prefix and the fusion that the predictor runs as two (B mode computes the prefix when the
+  frame comes and fuses it when the next keyframe does). The bench's A/B of one launch against two
+  (`vssjax/methods/dcfm.py` says what XLA:CPU made of it), not a program the predictor runs."""
+
+  def non_key_frame(part, keyframes, images):
+    return method.fused_logits.fn(part, keyframes, method.encode_shallow.fn(part, images))
+
+  return ProgramOnPart(non_key_frame)
+
+
 def frame_programs(method: Method, variables, frames, outputs_of: OutputsOf) -> Programs:
   """The streaming predictor's programs for one frame: `keyframe_programs` for DCFM,
   `stream_frame_programs` (clips of the config's length) for DTERN and SD-CPC; none for a method

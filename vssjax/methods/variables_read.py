@@ -73,9 +73,8 @@ class ProgramOnPart:
   part of the variables it reads, in the dtypes it reads them: `bound(variables)(*args)` runs it
   on that part of `variables` (`VariablesRead`, picked once per signature of `args`). Called
   directly it runs on the variables given, as they are: all of them in tests and one-off calls.
-  `fn` is the unjitted program (a jitted one would read all of its arguments); `jitted` is the
-  program to lower or compile; `fn`, the program to compose into another one (a jitted `fn` called
-  inside a program would read all of the variables it is given)."""
+  `fn` is the unjitted program (a jitted one would read all of its arguments), kept to compose
+  into another program for the same reason; `jitted` is the program to lower or compile."""
 
   def __init__(self, fn: Callable):
     self.fn = fn
