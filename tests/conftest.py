@@ -197,6 +197,28 @@ def traced_functions(log: list):
     jax.monitoring.unregister_event_duration_listener(listener)
 
 
+class _RecordingExecutable:
+  """A compiled program that appends the part of the variables it is given at each call."""
+
+  def __init__(self, executable, parts: list):
+    self._executable, self._parts = executable, parts
+    self.input_formats = executable.input_formats
+
+  def __call__(self, part, *args):
+    self._parts.append(part)
+    return self._executable(part, *args)
+
+
+def record_parts(monkeypatch, program) -> list:
+  """The part of the variables that `program` (a `ProgramOnPart`) is given at each call a
+  predictor makes of it (`ProgramOnPart.bound`), appended to the list returned."""
+  parts: list = []
+  compiled = program.compiled
+  monkeypatch.setattr(program, "compiled", lambda part, *args: _RecordingExecutable(
+      compiled(part, *args), parts))
+  return parts
+
+
 def slow_down(monkeypatch, module, name: str, seconds: float) -> None:
   """`module.<name>` waits `seconds` before each call: a compile-ahead warm-up as long as a GPU's
   compile, which outlasts the videos before it."""

@@ -164,7 +164,7 @@ def _count_bound_calls(monkeypatch, list_lengths: dict[str, set[int]] | None = N
 
   def counting_bound(program, variables):
     call = bind(program, variables)
-    name = program.jitted.__name__
+    name = program.fn.__name__
 
     def counted(*args):
       calls[name] = calls.get(name, 0) + 1

@@ -244,9 +244,10 @@ def _frame_programs(config: ConfigDict, method: Method, variables,
   variables = _on_first_device(variables, target)
   frames = _on_first_device(jax.ShapeDtypeStruct(
       (1, *checked_settings(config)["input_size"], 3), jnp.uint8), target)
-  shapes_of = lambda _, jitted, *args: _on_first_device(jax.eval_shape(jitted, *args), target)
-  return [_compiled_row(name, 1, 1, "one device", jitted.trace(*args), target)
-          for name, (jitted, args) in frame_programs(method, variables, frames, shapes_of).items()]
+  shapes_of = lambda _, program, *args: _on_first_device(jax.eval_shape(program.fn, *args),
+                                                         target)
+  return [_compiled_row(name, 1, 1, "one device", program.trace(*args), target)
+          for name, (program, args) in frame_programs(method, variables, frames, shapes_of).items()]
 
 
 def run(config: ConfigDict, target: Target) -> list[Compiled]:

@@ -38,7 +38,7 @@ import dataclasses
 import json
 import platform
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -62,6 +62,7 @@ from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import stitched_labels
+from vssjax.methods.variables_read import ProgramOnPart, laid_out
 from vssjax.train import loop
 from vssjax.train import step as step_lib
 from vssjax.train.host_init import host_filled
@@ -116,6 +117,30 @@ def _compile(jitted, *args, **static_args) -> tuple[Any, float]:
   start = time.perf_counter()
   compiled = jitted.lower(*args, **static_args).compile()
   return compiled, time.perf_counter() - start
+
+
+class _OnPart(NamedTuple):
+  """A `ProgramOnPart` compiled for a part of the variables, the part laid out for it."""
+  executable: Any
+  part: Any
+  compile_s: float
+
+  def __call__(self, *args) -> Any:
+    return self.executable(self.part, *args)
+
+  @property
+  def compiled(self) -> tuple[Any, float]:
+    """(executable, compile seconds), as `_frame_row` takes a program."""
+    return self.executable, self.compile_s
+
+
+def _compile_on_part(program: ProgramOnPart, part, *args) -> _OnPart:
+  """`program` compiled for `part` and `args` as a predictor's call compiles it, and kept for the
+  predictor's calls that the bench times after (`ProgramOnPart.compiled`)."""
+  start = time.perf_counter()
+  executable = program.compiled(part, *args)
+  compile_s = time.perf_counter() - start
+  return _OnPart(executable, laid_out(part, executable), compile_s)
 
 
 class _Profiler:
@@ -186,23 +211,23 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
   variables, frames = _on_bench_device(variables,
                                        _random_frames((batch, clip, *size, 3), seed=batch))
   announce("forward", dtype, batch)
-  forward, part = forward_on_part(method, variables, frames)
-  compiled, compile_s = _compile(forward, part, frames)
-  timing = median_call_timing(settings, compiled, part, frames)
-  profile(f"forward_{dtype}_b{batch}", lambda: compiled(part, frames), compiled)
-  return report(_program_row("forward", dtype, batch, batch * clip, compile_s, timing, compiled))
+  forward = _compile_on_part(*forward_on_part(method, variables, frames), frames)
+  timing = median_call_timing(settings, forward, frames)
+  profile(f"forward_{dtype}_b{batch}", lambda: forward(frames), forward.executable)
+  return report(_program_row("forward", dtype, batch, batch * clip, forward.compile_s, timing,
+                             forward.executable))
 
 
 class _CompiledPrograms:
-  """`OutputsOf` for the bench: compiles each program ahead of time and runs it; `compiled` maps a
-  program's name to (its executable, compile seconds)."""
+  """`OutputsOf` for the bench: compiles each program ahead of time (`_compile_on_part`) and runs
+  it; `compiled` maps a program's name to its `_OnPart`."""
 
   def __init__(self):
-    self.compiled: dict[str, tuple[Any, float]] = {}
+    self.compiled: dict[str, _OnPart] = {}
 
-  def __call__(self, name: str, jitted: Callable, *args) -> Any:
-    self.compiled[name] = _compile(jitted, *args)
-    return self.compiled[name][0](*args)
+  def __call__(self, name: str, program: ProgramOnPart, part, *args) -> Any:
+    self.compiled[name] = _compile_on_part(program, part, *args)
+    return self.compiled[name](*args)
 
 
 def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
@@ -216,29 +241,27 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   announce("keyframe", dtype, 1)
   run = _CompiledPrograms()
   programs = keyframe_programs(method, variables, frames, run)
-  key, key_compile = run.compiled["keyframe"]
-  key_read, _ = programs["keyframe"][1]
+  key = run.compiled["keyframe"]
   # Timed through the predictor's own calls (`ProgramOnPart.bound`: the part's lookup included),
   # which run the executables just compiled.
   encode_keyframe = method.encode_keyframe.bound(variables)
-  key_row = report(_frame_row("keyframe", dtype, [(key, key_compile)],
-                             lambda: encode_keyframe(frames), settings))
+  key_row = report(_frame_row("keyframe", dtype, [key.compiled], lambda: encode_keyframe(frames),
+                              settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
-  shallow_fn, shallow_compile = run.compiled["non_key_shallow"]
-  shallow_read, _ = programs["non_key_shallow"][1]
-  fuse_jitted, (fuse_read, commons, shallow) = programs["non_key_fuse"]
-  fuse, fuse_compile = _compile(fuse_jitted, fuse_read, commons, shallow)
+  shallow_fn = run.compiled["non_key_shallow"]
+  fuse_program, (fuse_read, commons, shallow) = programs["non_key_fuse"]
+  fuse = _compile_on_part(fuse_program, fuse_read, commons, shallow)
   encode_shallow = method.encode_shallow.bound(variables)
   fused_logits = method.fused_logits.bound(variables)
   non_key_row = report(_frame_row(
-      non_key, dtype, [(shallow_fn, shallow_compile), (fuse, fuse_compile)],
+      non_key, dtype, [shallow_fn.compiled, fuse.compiled],
       lambda: fused_logits(commons, encode_shallow(frames)), settings))
   one_program = _bench_non_key_as_one_program(method, variables, commons, frames, dtype,
                                               settings)
-  profile(f"keyframe_{dtype}", lambda: key(key_read, frames), key)
-  profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(shallow_read, frames), shallow_fn)
-  profile(f"non_key_fuse_{dtype}", lambda: fuse(fuse_read, commons, shallow), fuse)
+  profile(f"keyframe_{dtype}", lambda: key(frames), key.executable)
+  profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(frames), shallow_fn.executable)
+  profile(f"non_key_fuse_{dtype}", lambda: fuse(commons, shallow), fuse.executable)
   k = method.schedule.interval
 
   def per_video_frame(key_value: float | None, non_key_value: float | None) -> float | None:
@@ -264,10 +287,10 @@ def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames
   name = f"non_key_{method.schedule.mode}_one_program"
   announce(name, dtype, 1)
   non_key = non_key_frame_as_one_program(method)
-  compiled, compile_s = _compile(non_key.jitted, non_key.read(variables, commons, frames),
-                                 commons, frames)
+  one_program = _compile_on_part(non_key, non_key.read(variables, commons, frames), commons,
+                                 frames)
   bound = non_key.bound(variables)
-  return report(_frame_row(name, dtype, [(compiled, compile_s)], lambda: bound(commons, frames),
+  return report(_frame_row(name, dtype, [one_program.compiled], lambda: bound(commons, frames),
                            settings))
 
 
@@ -283,10 +306,9 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   announce("stream_frame", dtype, 1)
   run = _CompiledPrograms()
   programs = stream_frame_programs(method, variables, frames, clip, run)
-  decode_jitted, (read, target, references) = programs["stream_decode"]
-  encode_read, _ = programs["stream_encode"][1]
-  encode, encode_compile = run.compiled["stream_encode"]
-  decode, decode_compile = _compile(decode_jitted, read, target, references)
+  decode_program, (read, target, references) = programs["stream_decode"]
+  encode = run.compiled["stream_encode"]
+  decode = _compile_on_part(decode_program, read, target, references)
   # The predictor's calls, timed (`ProgramOnPart.bound`, as in `_bench_keyframes`).
   encode_frame = method.encode_frame.bound(variables)
   decode_states = method.decode_states.bound(variables)
@@ -295,11 +317,9 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
     new_target, new_reference = encode_frame(frames)
     return decode_states(new_target, references[:-1] + [new_reference])  # the new frame last
 
-  row = report(_frame_row("stream_frame", dtype, [(encode, encode_compile),
-                                                  (decode, decode_compile)],
-                          stream_frame, settings))
-  profile(f"stream_encode_{dtype}", lambda: encode(encode_read, frames), encode)
-  profile(f"stream_decode_{dtype}", lambda: decode(read, target, references), decode)
+  row = report(_frame_row("stream_frame", dtype, [encode.compiled, decode.compiled], stream_frame, settings))
+  profile(f"stream_encode_{dtype}", lambda: encode(frames), encode.executable)
+  profile(f"stream_decode_{dtype}", lambda: decode(target, references), decode.executable)
   return row
 
 
@@ -315,15 +335,13 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
                         method.config.data.eval_transform)
   variables, crops = _on_bench_device(variables, windows.crops(resized)[None])
   announce("slide_frame", dtype, 1)
-  forward, part = forward_on_part(method, variables, crops)
-  forward, forward_compile = _compile(forward, part, crops)
-  logits = forward(part, crops)
+  forward = _compile_on_part(*forward_on_part(method, variables, crops), crops)
+  logits = forward(crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))
-  row = report(_frame_row("slide_frame", dtype, [(forward, forward_compile),
-                                                 (stitch, stitch_compile)],
-                          lambda: stitch(forward(part, crops)), settings))
-  profile(f"slide_forward_{dtype}", lambda: forward(part, crops), forward)
+  row = report(_frame_row("slide_frame", dtype, [forward.compiled, (stitch, stitch_compile)],
+                          lambda: stitch(forward(crops)), settings))
+  profile(f"slide_forward_{dtype}", lambda: forward(crops), forward.executable)
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)
   return row
 

@@ -37,18 +37,19 @@ def forward_fn(method: Method) -> Callable:
   return forward
 
 
-def forward_on_part(method: Method, variables, frames) -> tuple[Callable, Any]:
-  """`forward_fn` jitted, and the part of `variables` it reads in the dtypes it reads them, as a
-  predictor passes its network (`ProgramOnPart`: a bfloat16 network's float32 kernels converted
-  once, not at every call)."""
+def forward_on_part(method: Method, variables, frames) -> tuple[ProgramOnPart, Any]:
+  """`forward_fn` as a `ProgramOnPart`, and the part of `variables` it reads, as a predictor
+  passes its network: a bfloat16 network's float32 kernels converted once, not at every call,
+  and laid out as the program reads them (`ProgramOnPart.trace`)."""
   program = ProgramOnPart(forward_fn(method))
-  return program.jitted, program.read(variables, frames)
+  return program, program.read(variables, frames)
 
 
-# A streaming predictor's programs, by name: (the jitted program, the arguments the predictor
-# passes it). `OutputsOf(name, jitted, *args)` gives what a program returns, for the arguments of
-# the next: its outputs (the bench runs it) or their shapes (vssjax/aot.py compiles it).
-Programs = dict[str, tuple[Callable, tuple]]
+# A streaming predictor's programs, by name: (the `ProgramOnPart`, the arguments the predictor
+# passes it, the part of the variables first). `OutputsOf(name, program, *args)` gives what a
+# program returns, for the arguments of the next: its outputs (the bench runs it) or their shapes
+# (vssjax/aot.py compiles it).
+Programs = dict[str, tuple[ProgramOnPart, tuple]]
 OutputsOf = Callable[..., Any]
 
 
@@ -59,13 +60,13 @@ def keyframe_programs(method: DCFMMethod, variables, frames, outputs_of: Outputs
   shallow prefix) and 'non_key_fuse' (FFM and head per keyframe used: 2 in B mode, 1 in P
   mode)."""
   key_read = method.encode_keyframe.read(variables, frames)
-  projected, _ = outputs_of("keyframe", method.encode_keyframe.jitted, key_read, frames)
+  projected, _ = outputs_of("keyframe", method.encode_keyframe, key_read, frames)
   commons = [projected] * (2 if method.schedule.mode == "B" else 1)
   shallow_read = method.encode_shallow.read(variables, frames)
-  shallow = outputs_of("non_key_shallow", method.encode_shallow.jitted, shallow_read, frames)
-  return {"keyframe": (method.encode_keyframe.jitted, (key_read, frames)),
-          "non_key_shallow": (method.encode_shallow.jitted, (shallow_read, frames)),
-          "non_key_fuse": (method.fused_logits.jitted,
+  shallow = outputs_of("non_key_shallow", method.encode_shallow, shallow_read, frames)
+  return {"keyframe": (method.encode_keyframe, (key_read, frames)),
+          "non_key_shallow": (method.encode_shallow, (shallow_read, frames)),
+          "non_key_fuse": (method.fused_logits,
                            (method.fused_logits.read(variables, commons, shallow), commons,
                             shallow))}
 
@@ -77,10 +78,10 @@ def stream_frame_programs(method: DTERNMethod, variables, frames, clip: int,
   head's per-frame layers on the new frame [1, H, W, 3]) and 'stream_decode' (the head's temporal
   part on its state and the kept states of the `clip` frames, the new one last)."""
   encode_read = method.encode_frame.read(variables, frames)
-  target, reference = outputs_of("stream_encode", method.encode_frame.jitted, encode_read, frames)
+  target, reference = outputs_of("stream_encode", method.encode_frame, encode_read, frames)
   references = [reference] * clip
-  return {"stream_encode": (method.encode_frame.jitted, (encode_read, frames)),
-          "stream_decode": (method.decode_states.jitted,
+  return {"stream_encode": (method.encode_frame, (encode_read, frames)),
+          "stream_decode": (method.decode_states,
                             (method.decode_states.read(variables, target, references), target,
                              references))}
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from tests.conftest import assert_each_gradient_close, load_config, split_over_two_devices
+from tests.conftest import (assert_each_gradient_close, load_config, record_parts,
+                            split_over_two_devices)
 from vssjax.errors import SetupError
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
@@ -190,11 +191,9 @@ def _run(method, variables, schedule, frames, first_keyframe=0):
 
 def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables, monkeypatch):
   method, variables = method_and_variables
-  passed = {}  # the variables the predictor passes the two non-key programs
-  for name in ("encode_shallow", "fused_logits"):
-    program = getattr(method, name)
-    monkeypatch.setattr(program, "jitted", lambda v, *args, _name=name, _jitted=program.jitted:
-                        (passed.setdefault(_name, v), _jitted(v, *args))[1])
+  # the variables the predictor passes the two non-key programs
+  passed = {name: record_parts(monkeypatch, getattr(method, name))
+            for name in ("encode_shallow", "fused_logits")}
   frames = [f.copy() for f in _video(5)]
   for t, f in enumerate(frames):
     f[..., 0] = (f[..., 0].astype(int) + 40 * t) % 256  # every frame different
@@ -210,7 +209,7 @@ def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables, monkeypat
   # The predictor passed the non-key programs the parts of the variables they read
   # (variables_read.py): the encoder's shallow prefix, then the FFM and the classifier; the labels
   # above are the same as from all the variables.
-  shallow_read, fusion_read = passed["encode_shallow"], passed["fused_logits"]
+  shallow_read, fusion_read = passed["encode_shallow"][0], passed["fused_logits"][0]
   backbone = shallow_read["params"]["encoder"]["backbone"]
   assert jax.tree.leaves(backbone["block1_0"]) and "block4_0" not in backbone
   assert "ffm" not in shallow_read["params"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tests.conftest import assert_kept_states_predict_the_clip, load_config, random_clip_batch
+from tests.conftest import (assert_kept_states_predict_the_clip, load_config, random_clip_batch,
+                            record_parts)
 from vssjax.errors import SetupError
 from vssjax.methods import get_method, losses
 from vssjax.train.host_init import host_filled
@@ -176,10 +177,7 @@ def test_inputs_with_an_odd_quarter_grid_predict_on_c2_s_grid(streaming_variable
 def test_cached_streaming_equals_clip_recomputation(method_and_variables, monkeypatch):
   """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]."""
   method, variables = method_and_variables
-  passed = []  # the variables the predictor passes decode_states
-  jitted = method.decode_states.jitted
-  monkeypatch.setattr(method.decode_states, "jitted",
-                      lambda v, *args: (passed.append(v), jitted(v, *args))[1])
+  passed = record_parts(monkeypatch, method.decode_states)  # what the predictor passes it
   video = np.random.default_rng(3).integers(0, 256, (11, 48, 80, 3), dtype=np.uint8)
   cached = method.predictor(variables)
   recomputed = method.predictor(variables, cache_features=False)

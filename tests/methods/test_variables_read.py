@@ -2,8 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.layout import Format, Layout
 
-from tests.conftest import load_config, random_config_batch
+from tests.conftest import load_config, random_config_batch, record_parts
 from vssjax.methods import get_method, variables_read
 from vssjax.methods.variables_read import ProgramOnPart, VariablesRead
 from vssjax.train.host_init import host_filled
@@ -77,16 +78,14 @@ def test_one_trace_per_structure_and_signature_whatever_the_values():
   assert len(traces) > 4
 
 
-def test_a_program_whose_branches_depend_on_a_shape_gets_each_shape_s_part():
+def test_a_program_whose_branches_depend_on_a_shape_gets_each_shape_s_part(monkeypatch):
   def program(variables, x):
     if x.shape[0] > 2:  # a clip long enough for the temporal part, say
       x = x * variables["params"]["b"]["kernel"][0, 0]
     return x * variables["params"]["a"]["kernel"][0]
 
   on_part = ProgramOnPart(program)
-  passed = []  # the variables each call of the jitted program is given
-  jitted = on_part.jitted
-  on_part.jitted = lambda variables, x: (passed.append(variables), jitted(variables, x))[1]
+  passed = record_parts(monkeypatch, on_part)  # the variables each call of the program is given
   bound = on_part.bound(_variables())
   short, long = np.ones((2,), np.float32), np.ones((3,), np.float32)
   np.testing.assert_array_equal(bound(short), program(_variables(), short))
@@ -152,6 +151,24 @@ def test_an_array_the_program_only_converts_is_in_the_part_converted_with_the_sa
   np.testing.assert_array_equal(np.asarray(bound(x)), whole)
 
 
+def test_an_array_whose_slices_are_only_converted_is_in_the_part_converted():
+  """DCFM's FFM: its kernel's two slices, each converted for the input it multiplies."""
+  def program(variables, x):
+    params = variables["params"]
+    kernel = params["a"]["kernel"]
+    first = kernel[0].astype(jnp.bfloat16)  # slice + squeeze, then converted
+    rest = kernel[1:].T.astype(jnp.bfloat16)
+    kept = params["b"]["kernel"][0] * 2.0  # a slice computed with in float32
+    return (x.astype(jnp.bfloat16) @ rest).astype(jnp.float32) + first[:2] + kept[:2]
+
+  variables, x = _mixed_variables(), np.linspace(-1, 1, 3, dtype=np.float32)
+  part = VariablesRead(program)(variables, x)
+  assert part["params"]["a"]["kernel"].dtype == jnp.bfloat16
+  assert part["params"]["b"]["kernel"].dtype == np.float32
+  bound = ProgramOnPart(program).bound(variables)
+  np.testing.assert_array_equal(np.asarray(bound(x)), np.asarray(jax.jit(program)(variables, x)))
+
+
 def test_an_array_the_program_returns_or_computes_with_keeps_its_dtype():
   def program(variables, x):
     kernel = variables["params"]["a"]["kernel"]
@@ -169,6 +186,48 @@ def test_shapes_are_converted_as_shapes_their_sharding_kept():
   kernel = part["params"]["a"]["kernel"]
   assert isinstance(kernel, jax.ShapeDtypeStruct)
   assert (kernel.shape, kernel.dtype, kernel.sharding) == ((3, 3), jnp.bfloat16, device)
+
+
+def _column_major_matrices(part):
+  """In place of the layouts XLA picks (`Layout.AUTO`), which on a CPU are the default ones: each
+  matrix column-major, as XLA lays out for a GPU the kernels it would otherwise transpose."""
+  return jax.tree.map(lambda x: Format(Layout(major_to_minor=(1, 0)) if x.ndim == 2 else None,
+                                       x.sharding), part)
+
+
+def test_a_bound_program_gets_its_part_in_the_layouts_it_was_compiled_for(monkeypatch):
+  monkeypatch.setattr(variables_read, "_layouts_left_to_xla", _column_major_matrices)
+  variables, x = _mixed_variables(), np.linspace(-1, 1, 3, dtype=np.float32)
+  program = ProgramOnPart(_mixed_precision_program)
+  passed = record_parts(monkeypatch, program)
+  bound = program.bound(variables)
+  for _ in range(2):
+    np.testing.assert_array_equal(np.asarray(bound(x)),
+                                  np.asarray(program(variables, x)))  # all variables, as they are
+  assert passed[0] is passed[1]  # laid out once
+  layouts = jax.tree.map(lambda leaf: leaf.format.layout.major_to_minor, passed[0])
+  assert layouts == {"params": {"a": {"kernel": (1, 0), "bias": (0,)},
+                                "b": {"kernel": (1, 0), "bias": None},
+                                "c": {"kernel": (1, 0), "bias": None}}}
+  part = jax.device_put(program.read(variables, x))
+  placed = variables_read.laid_out(part, program.compiled(part, x))
+  assert placed["params"]["a"]["bias"] is part["params"]["a"]["bias"]  # already so: not copied
+
+
+def test_a_program_compiles_once_per_signature_and_device_for_every_video(monkeypatch):
+  program = ProgramOnPart(lambda variables, x: x * variables["params"]["a"]["kernel"])
+  traces = []
+  trace = program.trace
+  monkeypatch.setattr(program, "trace", lambda *args: (traces.append(1), trace(*args))[1])
+  x = np.ones((2,), np.float32)
+  first, second = _variables(), jax.tree.map(lambda v: v + 1, _variables())
+  np.testing.assert_array_equal(program.bound(first)(x), [2, 2])
+  np.testing.assert_array_equal(program.bound(second)(x), [3, 3])  # another video's variables
+  assert len(traces) == 1
+  on_second_device = jax.device_put(second, jax.devices()[1])
+  out = program.bound(on_second_device)(x)
+  np.testing.assert_array_equal(out, [3, 3])
+  assert out.devices() == {jax.devices()[1]} and len(traces) == 2
 
 
 @pytest.mark.parametrize("path", ["configs/segformer/synthetic_mitb0.py",

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental.layout import Format, Layout
 from jax.extend.core import Var
 
 
@@ -69,32 +70,78 @@ class VariablesRead:
 
 
 class ProgramOnPart:
-  """An inference program `fn(variables, *args)`, jitted, that a predictor calls with only the
-  part of the variables it reads, in the dtypes it reads them: `bound(variables)(*args)` runs it
-  on that part of `variables` (`VariablesRead`, picked once per signature of `args`). Called
-  directly it runs on the variables given, as they are: all of them in tests and one-off calls.
-  `fn` is the unjitted program (a jitted one would read all of its arguments), kept to compose
-  into another program for the same reason; `jitted` is the program to lower or compile."""
+  """An inference program `fn(variables, *args)` that a predictor calls with only the part of the
+  variables it reads, in the dtypes it reads them and laid out as it reads them:
+  `bound(variables)(*args)` runs it on that part of `variables` (`VariablesRead`, picked once per
+  signature of `args`). Called directly it runs jitted on the variables given, as they are: all
+  of them in tests and one-off calls. `fn` is the unjitted program (a jitted one would read all of
+  its arguments), kept to compose into another program for the same reason.
+
+  The part's layouts are XLA's to pick (`Layout.AUTO`): a convolution's kernel in the order its
+  library call reads it (cuDNN's output-features-first filter, where the variables hold
+  height, width, in, out) is put in that order once for the video, by `laid_out`, instead of
+  transposed by a kernel of its own at every call (on an H100, 33 of the 381 kernels of DCFM-B2's
+  keyframe and 3 of the 25 of its non-key frame's shallow prefix, `python -m vssjax.aot`). On a
+  CPU XLA keeps every default layout, and `laid_out` passes the part through. `trace` and
+  `compiled` give that program for a part: `vssjax.aot` and the bench compile it, the predictor
+  calls it.
+  """
 
   def __init__(self, fn: Callable):
     self.fn = fn
     self.jitted = jax.jit(fn)
     self.read = VariablesRead(fn)
+    # (signature of part and args, the part's shardings) -> the program compiled for them
+    self._compiled: dict[Any, jax.stages.Compiled] = {}
 
   def __call__(self, variables: Any, *args) -> Any:
     return self.jitted(variables, *args)
 
+  def trace(self, part: Any, *args) -> jax.stages.Traced:
+    """The program traced for `part` (a `read` of the variables on a device, or its shapes, each
+    with its sharding) and `args`, the part's layouts left to XLA: run what it compiles to on
+    `laid_out(part, executable)`."""
+    formats = _layouts_left_to_xla(part)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          part)
+    return jax.jit(self.fn, in_shardings=(formats, *[None] * len(args))).trace(shapes, *args)
+
+  def compiled(self, part: Any, *args) -> jax.stages.Compiled:
+    """`trace(part, *args)` compiled, once per signature of the part and the arguments and per
+    device of the part (an evaluation's predictors run on several)."""
+    key = (_signature((part, *args)),
+           tuple(x.sharding for x in jax.tree.leaves(part)))
+    if key not in self._compiled:
+      self._compiled[key] = self.trace(part, *args).lower().compile()
+    return self._compiled[key]
+
   def bound(self, variables: Any) -> Callable[..., Any]:
     """`lambda *args: self(<the part of variables that the program reads>, *args)`, each
-    signature's part kept: a few microseconds a call after the first of a signature."""
-    parts: dict[Any, Any] = {}
+    signature's part and program kept: a few microseconds a call after the first of a
+    signature."""
+    programs: dict[Any, tuple[jax.stages.Compiled, Any]] = {}
 
     def call(*args):
       signature = _signature(args)
-      if signature not in parts:
-        parts[signature] = self.read(variables, *args)
-      return self.jitted(parts[signature], *args)
+      if signature not in programs:
+        part = jax.device_put(self.read(variables, *args))  # host arrays to the default device
+        executable = self.compiled(part, *args)
+        programs[signature] = executable, laid_out(part, executable)
+      executable, part = programs[signature]
+      return executable(part, *args)
     return call
+
+
+def _layouts_left_to_xla(part: Any) -> Any:
+  """Each array of `part` on its own sharding, in the layout XLA picks for it."""
+  return jax.tree.map(lambda x: Format(Layout.AUTO, x.sharding), part)
+
+
+def laid_out(part: Any, executable: jax.stages.Compiled) -> Any:
+  """`part`, the first argument of `executable` (`ProgramOnPart.compiled`), in the layouts it was
+  compiled for: the arrays already so, the same arrays (not copies)."""
+  return jax.tree.map(lambda x, format_: x if x.format == format_ else jax.device_put(x, format_),
+                      part, executable.input_formats[0][0])
 
 
 def _part(variables: Any, dtypes: tuple[Any, ...], drop_dicts: bool) -> Any:
@@ -185,14 +232,24 @@ def _uses(equations, outputs) -> dict[Var, list[tuple[Any, int | None]]]:
   return uses
 
 
+# Primitives that only pick or move their first operand's elements: their outputs converted are
+# the same values as their operand converted first, then picked or moved.
+_MOVES_ELEMENTS = frozenset({"slice", "squeeze", "reshape", "transpose", "rev",
+                             "broadcast_in_dim", "copy"})
+
+
 def _only_converted_to(v: Var, uses: dict[Var, list[tuple[Any, int | None]]]) -> Any:
   """The one dtype that every use of `v` converts it to, None where a use does anything else
-  (returning it included): a jitted helper's use counts as that helper's uses of its parameter."""
+  (returning it included): a jitted helper's use counts as that helper's uses of its parameter,
+  and a slice's (a squeeze's, ... `_MOVES_ELEMENTS`) as the uses of its output (DCFM's FFM
+  converts the two slices of its convolution's kernel, one for each of its inputs)."""
   dtypes = set()
   for equation, position in uses.get(v, []):
     name = None if equation is None else equation.primitive.name
     if name == "convert_element_type":
       dtypes.add(np.dtype(equation.params["new_dtype"]))
+    elif name in _MOVES_ELEMENTS and position == 0:
+      dtypes.update(_only_converted_to(out, uses) for out in equation.outvars)
     elif name in ("jit", "pjit"):
       inner = equation.params["jaxpr"].jaxpr
       dtypes.add(_only_converted_to(inner.invars[position], _uses(inner.eqns, inner.outvars)))
