@@ -214,19 +214,33 @@ def test_a_bound_program_gets_its_part_in_the_layouts_it_was_compiled_for(monkey
   assert placed["params"]["a"]["bias"] is part["params"]["a"]["bias"]  # already so: not copied
 
 
-def test_a_program_compiles_once_per_signature_and_device_for_every_video(monkeypatch):
+def _counting_traces(monkeypatch) -> tuple[ProgramOnPart, list]:
+  """A program, and the list to which each of its compiles (`ProgramOnPart.trace`) appends."""
   program = ProgramOnPart(lambda variables, x: x * variables["params"]["a"]["kernel"])
   traces = []
   trace = program.trace
   monkeypatch.setattr(program, "trace", lambda *args: (traces.append(1), trace(*args))[1])
+  return program, traces
+
+
+def test_a_program_compiles_once_per_signature_for_every_video(monkeypatch):
+  program, traces = _counting_traces(monkeypatch)
   x = np.ones((2,), np.float32)
   first, second = _variables(), jax.tree.map(lambda v: v + 1, _variables())
   np.testing.assert_array_equal(program.bound(first)(x), [2, 2])
   np.testing.assert_array_equal(program.bound(second)(x), [3, 3])  # another video's variables
   assert len(traces) == 1
-  on_second_device = jax.device_put(second, jax.devices()[1])
-  out = program.bound(on_second_device)(x)
-  np.testing.assert_array_equal(out, [3, 3])
+  program.bound(second)(np.ones((3, 2), np.float32))  # another signature
+  assert len(traces) == 2
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="one device (the suite's CPU run has four)")
+def test_a_program_compiles_for_each_device_it_predicts_on(monkeypatch):
+  program, traces = _counting_traces(monkeypatch)
+  x = np.ones((2,), np.float32)
+  np.testing.assert_array_equal(program.bound(_variables())(x), [2, 2])
+  out = program.bound(jax.device_put(_variables(), jax.devices()[1]))(x)
+  np.testing.assert_array_equal(out, [2, 2])
   assert out.devices() == {jax.devices()[1]} and len(traces) == 2
 
 

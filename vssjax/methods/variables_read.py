@@ -1,4 +1,5 @@
-"""The part of a network's variables that one inference program reads, in the dtype it reads them.
+"""The part of a network's variables that one inference program reads, in the dtype and the
+layout it reads them.
 
 A jitted call flattens and checks every leaf of its arguments on the host, whether the program
 reads it or not: DCFM-B2's 352 variable arrays cost ~0.23 ms a call on the 2-core CPU (a trivial
@@ -11,7 +12,9 @@ of the 546 kernels of DCFM-B2's keyframe at 480x480 as XLA compiles it for an H1
 predictor runs on a video's variables is a `ProgramOnPart`, and the predictor calls it bound to the
 video's variables (`ProgramOnPart.bound`): it passes the program the part it reads
 (`VariablesRead`), each array it only converts converted once for the video. The values are the
-same bits: the program converted them the same way.
+same bits: the program converted them the same way. The part's arrays are also laid out once in
+the order the program's library calls read them (`ProgramOnPart`: on an H100 the convolutions'
+kernels, transposed at every call otherwise, 33 more of the keyframe's kernels).
 """
 
 from __future__ import annotations
