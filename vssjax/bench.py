@@ -5,7 +5,8 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
 - forward: the method's module in eval mode, jitted, on random uint8 frames of
   `bench.input_size` (default: the training crop), at each of `bench.batch_sizes` (default: 1 for
   latency and `data.batch_size` for throughput), given its variables as a predictor gives its
-  programs them (`forward_on_part`: a bfloat16 network's float32 kernels converted once);
+  programs them (`forward_on_part`: a bfloat16 network's float32 kernels converted once, the
+  arrays laid out as the program reads them);
 - DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, the
   non-key frame as one program instead of two (an A/B, not what the predictor runs), and the
   average frame at its keyframe interval;
@@ -317,7 +318,8 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
     new_target, new_reference = encode_frame(frames)
     return decode_states(new_target, references[:-1] + [new_reference])  # the new frame last
 
-  row = report(_frame_row("stream_frame", dtype, [encode.compiled, decode.compiled], stream_frame, settings))
+  row = report(_frame_row("stream_frame", dtype, [encode.compiled, decode.compiled],
+                          stream_frame, settings))
   profile(f"stream_encode_{dtype}", lambda: encode(frames), encode.executable)
   profile(f"stream_decode_{dtype}", lambda: decode(target, references), decode.executable)
   return row
