@@ -5,6 +5,7 @@ import pytest
 from jax.experimental.layout import Format, Layout
 
 from tests.conftest import load_config, random_config_batch, record_parts
+from vssjax.bench_programs import forward_clip, forward_fn
 from vssjax.methods import get_method, variables_read
 from vssjax.methods.variables_read import ProgramOnPart, VariablesRead
 from vssjax.train.host_init import host_filled
@@ -244,20 +245,26 @@ def test_a_program_compiles_for_each_device_it_predicts_on(monkeypatch):
   assert out.devices() == {jax.devices()[1]} and len(traces) == 2
 
 
-@pytest.mark.parametrize("path", ["configs/segformer/synthetic_mitb0.py",
-                                  "configs/dcfm/synthetic_mitb0.py",
-                                  "configs/dtern/synthetic_mitb0.py",
-                                  "configs/sdcpc/synthetic_mitb0.py",
-                                  "configs/etc/synthetic_psp18.py"])
+_BUILT_IN_METHODS = ["configs/segformer/synthetic_mitb0.py", "configs/dcfm/synthetic_mitb0.py",
+                     "configs/dtern/synthetic_mitb0.py", "configs/sdcpc/synthetic_mitb0.py",
+                     "configs/etc/synthetic_psp18.py"]
+
+
+def _bfloat16_method_and_variables(path: str):
+  """The quick config's method computing in bfloat16, and random variables for it."""
+  config = load_config(path, "quick")
+  config.model.dtype = "bfloat16"
+  method = get_method(config)
+  return method, host_filled(jax.eval_shape(method.init, jax.random.key(0),
+                                            random_config_batch(config)), std=0.3)
+
+
+@pytest.mark.parametrize("path", _BUILT_IN_METHODS)
 def test_a_bfloat16_predictor_converts_its_kernels_once_and_answers_the_same_bits(
     path, monkeypatch):
   """Every built-in method's predictor, its programs given their kernels converted once, answers
   what it answers converting them at every call (the part's arrays as the variables hold them)."""
-  config = load_config(path, "quick")
-  config.model.dtype = "bfloat16"
-  method = get_method(config)
-  variables = host_filled(jax.eval_shape(method.init, jax.random.key(0),
-                                         random_config_batch(config)), std=0.3)
+  method, variables = _bfloat16_method_and_variables(path)
   frames = np.random.default_rng(1).integers(0, 256, (3, 40, 56, 3), np.uint8)
 
   def answers():
@@ -275,3 +282,25 @@ def test_a_bfloat16_predictor_converts_its_kernels_once_and_answers_the_same_bit
   assert len(once) == len(frames)
   for a, b in zip(once, at_every_call):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", _BUILT_IN_METHODS)
+def test_a_bfloat16_network_on_its_laid_out_part_answers_as_on_all_its_variables(path):
+  """Every built-in network's forward, bound to its variables (the part it reads, converted and
+  laid out as XLA picks), against the plain jit of it on all the variables as they are. On a GPU
+  XLA lays the convolutions' kernels out otherwise, and cuDNN may pick another algorithm for them:
+  close there; on the CPU the same program, so the same bits."""
+  method, variables = _bfloat16_method_and_variables(path)
+  frames = np.random.default_rng(2).integers(0, 256, (1, forward_clip(method), 40, 56, 3),
+                                             np.uint8)
+  forward = forward_fn(method)
+  bound = jax.tree.leaves(ProgramOnPart(forward).bound(variables)(frames))
+  plain = jax.tree.leaves(jax.jit(forward)(variables, frames))
+  assert len(bound) == len(plain) > 0
+  for got, expected in zip(bound, plain):
+    got, expected = np.asarray(got, np.float32), np.asarray(expected, np.float32)
+    scale = np.abs(expected).max()
+    assert scale > 0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-2 * scale)
+    if jax.default_backend() == "cpu":
+      np.testing.assert_array_equal(got, expected)
