@@ -130,7 +130,7 @@ class _OnPart(NamedTuple):
     return self.executable(self.part, *args)
 
   @property
-  def compiled(self) -> tuple[Any, float]:
+  def row_program(self) -> tuple[Any, float]:
     """(executable, compile seconds), as `_frame_row` takes a program."""
     return self.executable, self.compile_s
 
@@ -246,7 +246,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   # Timed through the predictor's own calls (`ProgramOnPart.bound`: the part's lookup included),
   # which run the executables just compiled.
   encode_keyframe = method.encode_keyframe.bound(variables)
-  key_row = report(_frame_row("keyframe", dtype, [key.compiled], lambda: encode_keyframe(frames),
+  key_row = report(_frame_row("keyframe", dtype, [key.row_program], lambda: encode_keyframe(frames),
                               settings))
   non_key = f"non_key_{method.schedule.mode}"
   announce(non_key, dtype, 1)
@@ -256,7 +256,7 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
   encode_shallow = method.encode_shallow.bound(variables)
   fused_logits = method.fused_logits.bound(variables)
   non_key_row = report(_frame_row(
-      non_key, dtype, [shallow_fn.compiled, fuse.compiled],
+      non_key, dtype, [shallow_fn.row_program, fuse.row_program],
       lambda: fused_logits(commons, encode_shallow(frames)), settings))
   one_program = _bench_non_key_as_one_program(method, variables, commons, frames, dtype,
                                               settings)
@@ -291,7 +291,7 @@ def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames
   one_program = _compile_on_part(non_key, non_key.read(variables, commons, frames), commons,
                                  frames)
   bound = non_key.bound(variables)
-  return report(_frame_row(name, dtype, [one_program.compiled], lambda: bound(commons, frames),
+  return report(_frame_row(name, dtype, [one_program.row_program], lambda: bound(commons, frames),
                            settings))
 
 
@@ -318,7 +318,7 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
     new_target, new_reference = encode_frame(frames)
     return decode_states(new_target, references[:-1] + [new_reference])  # the new frame last
 
-  row = report(_frame_row("stream_frame", dtype, [encode.compiled, decode.compiled],
+  row = report(_frame_row("stream_frame", dtype, [encode.row_program, decode.row_program],
                           stream_frame, settings))
   profile(f"stream_encode_{dtype}", lambda: encode(frames), encode.executable)
   profile(f"stream_decode_{dtype}", lambda: decode(target, references), decode.executable)
@@ -341,7 +341,7 @@ def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str
   logits = forward(crops)
   stitch, stitch_compile = _compile(stitched_labels, logits, windows=windows,
                                     input_hw=resized.shape[:2], frame_hw=(height, width))
-  row = report(_frame_row("slide_frame", dtype, [forward.compiled, (stitch, stitch_compile)],
+  row = report(_frame_row("slide_frame", dtype, [forward.row_program, (stitch, stitch_compile)],
                           lambda: stitch(forward(crops)), settings))
   profile(f"slide_forward_{dtype}", lambda: forward(crops), forward.executable)
   profile(f"slide_stitch_{dtype}", lambda: stitch(logits), stitch)

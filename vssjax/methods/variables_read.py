@@ -119,9 +119,9 @@ class ProgramOnPart:
     return self._compiled[key]
 
   def bound(self, variables: Any) -> Callable[..., Any]:
-    """`lambda *args: self(<the part of variables that the program reads>, *args)`, each
-    signature's part and program kept: a few microseconds a call after the first of a
-    signature."""
+    """`lambda *args: <the program compiled for them>(<the part of variables that it reads,
+    laid out for it>, *args)` (`compiled`, `laid_out`), each signature's part and program kept: a
+    few microseconds a call after the first of a signature."""
     programs: dict[Any, tuple[jax.stages.Compiled, Any]] = {}
 
     def call(*args):
