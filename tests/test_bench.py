@@ -33,10 +33,13 @@ def _progress_lines(capsys) -> list[str]:
 
 def _assert_progress(lines: list[str], programs: list[str]) -> None:
   """Each program is announced before its compile and reported, timed, in that order; a JAX
-  program's time until its call returned too (PyTorch's calls synchronise themselves)."""
+  program's time until its call returned too (PyTorch's calls synchronise themselves), and a video
+  frame's time streamed."""
   expected = []
   for program in programs:
     dispatch = "" if program.startswith("torch") else r" \(dispatch \d+\.\d\d ms\)"
+    if not program.startswith(("torch", "forward", "train_step")):
+      dispatch += r", \d+\.\d\d ms/frame streamed"
     expected += [f"bench: {program}: (compiling|running)\\.\\.\\.",
                  rf"bench: {program}: (compiled in \d+\.\d s, )?\d+\.\d\d ms/call{dispatch}"]
   assert len(lines) == len(expected), lines
@@ -98,7 +101,7 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
     # XLA's count of the bytes its kernels move: at least the float32 parameters, read once.
     assert row["gb_accessed"] * 1e9 >= 4 * results["params"], row["phase"]
     assert 0 < row["dispatch_ms"] <= row["latency_ms"]  # each call returns before its results
-    assert row["kernels"] > 0
+    assert row["kernels"] > 0 and row["streamed_ms"] is None  # a video frame's figure only
     # XLA's buffer assignment of the program, on every backend: at least its float32 parameters.
     assert row["peak_memory_mb"] >= 4 * results["params"] / 2**20, row["phase"]
   assert math.isfinite(rows[("torch_train", 4)]["latency_ms"])
@@ -182,11 +185,11 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
   calls = _count_bound_calls(monkeypatch, lengths)
   with jax.log_compiles(True):
     results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
-  # Both frames are timed through the predictor's own calls (warmup 1, repeats 2), which run the
-  # executables the bench compiled for its figures: XLA compiles each program once.
-  # The non-key frame as one program (an A/B) is timed through such a call too.
-  assert calls == {"_encode_keyframe_impl": 3, "_encode_shallow_impl": 3, "_fused_logits_impl": 3,
-                   "non_key_frame": 3}
+  # Both frames are timed through the predictor's own calls (warmup 1, repeats 2, then 3 streams
+  # of 2 frames), which run the executables the bench compiled for its figures: XLA compiles each
+  # program once. The non-key frame as one program (an A/B) is timed through such a call too.
+  assert calls == {"_encode_keyframe_impl": 9, "_encode_shallow_impl": 9, "_fused_logits_impl": 9,
+                   "non_key_frame": 9}
   # B mode fuses the non-key frame with its two keyframes' features (P mode with one).
   assert lengths["_fused_logits_impl"] == lengths["non_key_frame"] == {2}
   for program in calls:
@@ -196,7 +199,7 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
                                 "non_key_B float32 batch 1",
                                 "non_key_B_one_program float32 batch 1"])
   assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call "
-                      r"\(dispatch \d+\.\d\d ms\)", lines[-1])
+                      r"\(dispatch \d+\.\d\d ms\), \d+\.\d\d ms/frame streamed", lines[-1])
   # bench.profile: one op table per timed program, the keyframe's led by real network ops.
   assert set(results["op_profiles"]) == {"forward_float32_b1", "keyframe_float32",
                                          "non_key_shallow_float32", "non_key_fuse_float32"}
@@ -211,7 +214,7 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
   for figure in ("gflops", "gb_accessed", "kernels"):
     assert 0 < non_key[figure] < key[figure]
     assert average[figure] == pytest.approx((key[figure] + 2 * non_key[figure]) / 3)
-  for value in ("latency_ms", "dispatch_ms"):
+  for value in ("latency_ms", "dispatch_ms", "streamed_ms"):
     assert average[value] == pytest.approx((key[value] + 2 * non_key[value]) / 3)
     assert 0 < non_key[value] and 0 < key[value]
   assert average["frames_per_s"] == pytest.approx(1e3 / average["latency_ms"])
@@ -227,7 +230,7 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   lengths: dict[str, set[int]] = {}
   calls = _count_bound_calls(monkeypatch, lengths)
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
-  assert calls == {"_encode_frame_impl": 3, "_decode_states_impl": 3}  # the predictor's calls
+  assert calls == {"_encode_frame_impl": 9, "_decode_states_impl": 9}  # the predictor's calls
   # The new frame's state replaces the oldest of the clip's 4 kept ones: a 5th would time (and
   # compile) another program than the one the figures are of.
   assert lengths["_decode_states_impl"] == {4}
@@ -404,8 +407,9 @@ def test_a_frame_of_several_programs_is_timed_as_one_chain():
 
   row = bench._frame_row("non_key_P", "float32", [(first, 1.5), (second, 2.0)], run_frame,
                          {"warmup": 2, "repeats": 3})
-  assert len(calls) == 5 and row.frames_per_s == pytest.approx(1e3 / row.latency_ms)
-  assert 0 < row.dispatch_ms <= row.latency_ms
+  # 2 warm-up calls, 3 timed ones, then 3 streams of 3 frames.
+  assert len(calls) == 14 and row.frames_per_s == pytest.approx(1e3 / row.latency_ms)
+  assert 0 < row.dispatch_ms <= row.latency_ms and row.streamed_ms > 0
   assert row.compile_s == 3.5
   assert row.gflops == pytest.approx(xla_cost("flops", first, second))
   assert row.gb_accessed == pytest.approx(xla_cost("bytes accessed", first, second))

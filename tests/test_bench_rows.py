@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from vssjax import bench_rows
-from vssjax.bench_rows import Row, median_timing, report
+from vssjax.bench_rows import Row, median_timing, report, streamed_seconds
 
 
 class _Running:
@@ -39,12 +39,51 @@ def test_dispatch_is_the_time_until_the_call_returned():
   assert timing.dispatch_seconds >= 0.2 and timing.seconds >= timing.dispatch_seconds
 
 
+class _Device:
+  """A simulated device that runs the work it is given one program after the other, as a GPU
+  stream does: a call takes `host_s` of the host's time to dispatch `device_s` of work, which
+  starts when the device is done with the work before."""
+
+  def __init__(self, host_s: float, device_s: float):
+    self.host_s, self.device_s = host_s, device_s
+    self.free_at = 0.0
+
+  def call(self) -> "_Queued":
+    time.sleep(self.host_s)
+    self.free_at = max(self.free_at, time.perf_counter()) + self.device_s
+    return _Queued(self.free_at)
+
+
+class _Queued:
+  def __init__(self, done_at: float):
+    self.done_at = done_at
+
+  def block_until_ready(self):
+    time.sleep(max(0.0, self.done_at - time.perf_counter()))
+    return self
+
+
+def test_a_streamed_frame_overlaps_its_dispatch_with_the_frame_before():
+  device = _Device(host_s=0.03, device_s=0.06)
+  waited = median_timing(device.call, warmup=0, repeats=3)
+  streamed = streamed_seconds(device.call, frames=5)
+  # Each waited call dispatches on an idle device, then waits for it: 0.03 + 0.06 s. Streamed, the
+  # device runs the frames back to back: 5 x 0.06 s after the first dispatch, 0.066 s a frame.
+  assert waited.seconds >= 0.09
+  assert 0.06 <= streamed <= 0.08
+  host_bound = _Device(host_s=0.05, device_s=0.01)  # the device waits for the host instead
+  assert 0.05 <= streamed_seconds(host_bound.call, frames=4, streams=1) <= 0.065
+
+
 def test_a_row_reports_its_dispatch_when_it_has_one(capsys):
   report(Row("forward", "float32", 1, 1, 2.5, 3.0, 333.3, 1.0, 10.0, 0.25))
   report(Row("torch_forward", "float32", 1, 1, None, 4.0, 250.0, None, None))
+  report(Row("keyframe", "float32", 1, 1, 2.5, 3.0, 333.3, 1.0, 10.0, 0.25, streamed_ms=2.75))
   assert capsys.readouterr().out.splitlines() == [
       "bench: forward float32 batch 1: compiled in 2.5 s, 3.00 ms/call (dispatch 0.25 ms)",
-      "bench: torch_forward float32 batch 1: 4.00 ms/call"]
+      "bench: torch_forward float32 batch 1: 4.00 ms/call",
+      "bench: keyframe float32 batch 1: compiled in 2.5 s, 3.00 ms/call (dispatch 0.25 ms), "
+      "2.75 ms/frame streamed"]
 
 
 def test_markdown_table_and_missing_figures():

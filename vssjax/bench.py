@@ -26,7 +26,10 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
 Every program is compiled ahead of time (`lower().compile()`), so compile time is measured apart
 from run time; runs are timed with `block_until_ready` after warm-up calls, and the median is kept,
 with the median time until the call returned (`dispatch ms`, `bench_rows.Timing`): near the
-latency, the program waits on the host; far below it, on the device.
+latency, the program waits on the host; far below it, on the device. A video frame's row (DCFM's
+frames, the streaming frame, the sliding-window frame) also has `streamed ms`: its time per frame
+with `repeats` frames dispatched one after the other and waited for once, as a video runs
+(`bench_rows.streamed_seconds`).
 Settings come from `config.bench` (defaults in `vssjax.configs_lib.base_config`).
 Writes `workdir/bench.json` and `workdir/bench.md` and prints the table; before it, one
 `bench: <program>: compiling...` line as each program starts and one with its compile time and
@@ -53,7 +56,7 @@ from vssjax.bench_figures import device_peak_mb, kernel_count, program_peak_mb, 
 from vssjax.bench_programs import (forward_clip, forward_on_part, keyframe_programs,
                                     non_key_frame_as_one_program, stream_frame_programs)
 from vssjax.bench_rows import (Row, Timing, announce, figure, markdown_table,
-                               median_call_timing, median_timing, report)
+                               median_call_timing, median_timing, report, streamed_seconds)
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
@@ -189,12 +192,14 @@ def _frame_row(phase: str, dtype: str, programs: list[tuple[Any, float]],
                run_frame: Callable[[], Any], settings: dict[str, Any]) -> Row:
   """The batch-1 row of a frame whose `programs` (compiled, compile seconds) `run_frame` calls
   one after the other, each taking the previous one's outputs, as the predictor calls them:
-  dispatched without waiting in between, and waited for once at the end. Their compile seconds,
-  GFLOPs, GB accessed and kernels add up (unknown if one program's is); the peak is the largest
-  program's."""
+  dispatched without waiting in between, and waited for once at the end; then `repeats` such
+  frames streamed (`streamed_seconds`). Their compile seconds, GFLOPs, GB accessed and kernels
+  add up (unknown if one program's is); the peak is the largest program's."""
   timing = median_timing(run_frame, settings["warmup"], settings["repeats"])
-  return _program_row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs), timing,
-                      *(program for program, _ in programs))
+  row = _program_row(phase, dtype, 1, 1, sum(compile_s for _, compile_s in programs), timing,
+                     *(program for program, _ in programs))
+  streamed_s = streamed_seconds(run_frame, settings["repeats"])
+  return dataclasses.replace(row, streamed_ms=streamed_s * 1e3)
 
 
 def _program_row(phase: str, dtype: str, batch: int, frames: int, compile_s: float,
@@ -277,7 +282,8 @@ def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int,
                      per_video_frame(key_row.gflops, non_key_row.gflops), None,
                      per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms),
                      per_video_frame(key_row.gb_accessed, non_key_row.gb_accessed),
-                     per_video_frame(key_row.kernels, non_key_row.kernels)))]
+                     per_video_frame(key_row.kernels, non_key_row.kernels),
+                     per_video_frame(key_row.streamed_ms, non_key_row.streamed_ms)))]
 
 
 def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames, dtype: str,
@@ -437,10 +443,11 @@ def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
 
 def _format_table(rows: list[Row]) -> str:
   return markdown_table(
-      ["phase", "dtype", "batch", "frames", "compile s", "latency ms", "dispatch ms", "frames/s",
-       "GFLOPs", "GB accessed", "kernels", "peak MiB"],
+      ["phase", "dtype", "batch", "frames", "compile s", "latency ms", "dispatch ms",
+       "streamed ms", "frames/s", "GFLOPs", "GB accessed", "kernels", "peak MiB"],
       ([r.phase, r.dtype, str(r.batch), str(r.frames), figure(r.compile_s, ".2f"),
-        f"{r.latency_ms:.2f}", figure(r.dispatch_ms, ".2f"), f"{r.frames_per_s:.1f}",
+        f"{r.latency_ms:.2f}", figure(r.dispatch_ms, ".2f"), figure(r.streamed_ms, ".2f"),
+        f"{r.frames_per_s:.1f}",
         figure(r.gflops, ".3f"), figure(r.gb_accessed, ".3f"), figure(r.kernels, "g"),
         figure(r.peak_memory_mb, ".0f")]
        for r in rows))

@@ -31,6 +31,8 @@ class Row:
   # write (`bench_figures.xla_cost`), per device like `gflops`; None for torch
   kernels: float | None = None  # the kernels a call runs (`bench_figures.kernel_count`: a loop's
   # once), added up over the row's programs; a video's average frame averages them; None for torch
+  streamed_ms: float | None = None  # a video frame's rows: `streamed_seconds`, per frame; None
+  # for the other rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,21 @@ def median_timing(fn: Callable[[], Any], warmup: int, repeats: int) -> Timing:
   return Timing(statistics.median(times), statistics.median(dispatches))
 
 
+def streamed_seconds(fn: Callable[[], Any], frames: int, streams: int = 3) -> float:
+  """Seconds per call of `fn()` over `frames` calls dispatched one after the other and waited for
+  once at the end (the median of `streams` such runs): a video frame's time when the host keeps
+  the device busy, as the predictor's loop does (`eval.stream.stream_predictions` dispatches a
+  frame before it fetches the last one's labels). `median_timing` waits for every call, so its
+  time also holds a call's start on an idle device and the wait for its end: a large share of a
+  short program's (DCFM's non-key frame), a small one of a keyframe's."""
+  per_call = []
+  for _ in range(streams):
+    start = time.perf_counter()
+    jax.block_until_ready([fn() for _ in range(frames)])
+    per_call.append((time.perf_counter() - start) / frames)
+  return statistics.median(per_call)
+
+
 def median_call_timing(settings: dict[str, Any], fn: Callable, *args) -> Timing:
   """`median_timing` of `fn(*args)` with the forward's warm-up and repeats."""
   return median_timing(lambda: fn(*args), settings["warmup"], settings["repeats"])
@@ -79,6 +96,8 @@ def report(row: Row) -> Row:
   """Prints a row's compile time and latency as soon as they are measured; returns the row."""
   compiled = "" if row.compile_s is None else f"compiled in {row.compile_s:.1f} s, "
   dispatch = "" if row.dispatch_ms is None else f" (dispatch {row.dispatch_ms:.2f} ms)"
+  if row.streamed_ms is not None:
+    dispatch += f", {row.streamed_ms:.2f} ms/frame streamed"
   print(f"bench: {program_name(row.phase, row.dtype, row.batch)}: {compiled}"
         f"{row.latency_ms:.2f} ms/call{dispatch}", flush=True)
   return row
