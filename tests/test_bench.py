@@ -218,6 +218,13 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
     assert average[value] == pytest.approx((key[value] + 2 * non_key[value]) / 3)
     assert 0 < non_key[value] and 0 < key[value]
   assert average["frames_per_s"] == pytest.approx(1e3 / average["latency_ms"])
+  # The non-key frame's share of a keyframe's time (issue 9's 10%), in the JSON and the summary.
+  share = {"phase": "non_key_B", "dtype": "float32",
+           "latency": pytest.approx(non_key["latency_ms"] / key["latency_ms"]),
+           "streamed": pytest.approx(non_key["streamed_ms"] / key["streamed_ms"])}
+  assert results["non_key_shares"] == [share]
+  assert (f"non_key_B / keyframe, float32: latency {share['latency'].expected:.1%}, streamed "
+          f"{share['streamed'].expected:.1%}") in (tmp_path / "bench.md").read_text()
   # The same work as the two programs (XLA's count differs by its fusions: 0.25% here).
   one_program = rows["non_key_B_one_program"]
   assert one_program["gflops"] == pytest.approx(non_key["gflops"], rel=0.01)
@@ -231,6 +238,7 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   calls = _count_bound_calls(monkeypatch, lengths)
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
   assert calls == {"_encode_frame_impl": 9, "_decode_states_impl": 9}  # the predictor's calls
+  assert results["non_key_shares"] == []  # DCFM's figure alone
   # The new frame's state replaces the oldest of the clip's 4 kept ones: a 5th would time (and
   # compile) another program than the one the figures are of.
   assert lengths["_decode_states_impl"] == {4}
