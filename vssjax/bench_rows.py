@@ -96,10 +96,9 @@ def report(row: Row) -> Row:
   """Prints a row's compile time and latency as soon as they are measured; returns the row."""
   compiled = "" if row.compile_s is None else f"compiled in {row.compile_s:.1f} s, "
   dispatch = "" if row.dispatch_ms is None else f" (dispatch {row.dispatch_ms:.2f} ms)"
-  if row.streamed_ms is not None:
-    dispatch += f", {row.streamed_ms:.2f} ms/frame streamed"
+  streamed = "" if row.streamed_ms is None else f", {row.streamed_ms:.2f} ms/frame streamed"
   print(f"bench: {program_name(row.phase, row.dtype, row.batch)}: {compiled}"
-        f"{row.latency_ms:.2f} ms/call{dispatch}", flush=True)
+        f"{row.latency_ms:.2f} ms/call{dispatch}{streamed}", flush=True)
   return row
 
 
