@@ -29,20 +29,22 @@ def _direct_window_attention(q, k, v, window, num_heads, keep):
   return out
 
 
-@pytest.mark.parametrize("window,keep_ratio", [(7, 1.0), (5, 1.0), (3, 0.3)])
-def test_window_attention_is_per_pixel_window_attention(window, keep_ratio):
+@pytest.mark.parametrize("window,keep_ratio,num_heads", [(7, 1.0, 2), (5, 1.0, 2), (3, 0.3, 2),
+                                                          (7, 1.0, 1)])
+def test_window_attention_is_per_pixel_window_attention(window, keep_ratio, num_heads):
   """The blockwise form equals each pixel's own window attention, at the configs' window (7) and
-  others, top-k included."""
+  others, top-k included; one head is the spec's §6.2 score (summed over all channels, / sqrt C)."""
   rng = np.random.default_rng(0)
   q = rng.normal(size=(2, 7, 9, 8))  # sizes that are not multiples of the block
   k, v = rng.normal(size=(2, 2, 2, 7, 9, 8))
   got = window_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), window=window,
-                         num_heads=2, keep_ratio=keep_ratio)
+                         num_heads=num_heads, keep_ratio=keep_ratio)
   keep = int(np.ceil(keep_ratio * 2 * window * window))
-  np.testing.assert_allclose(got, _direct_window_attention(q, k, v, window, 2, keep), atol=1e-5)
+  np.testing.assert_allclose(got, _direct_window_attention(q, k, v, window, num_heads, keep),
+                             atol=1e-5)
   # Keeping every window position (ratio 1) needs no top-k, which XLA:CPU runs as a sort.
   jaxpr = str(jax.make_jaxpr(lambda *a: window_attention(
-      *a, window=window, num_heads=2, keep_ratio=keep_ratio))(q, k, v))
+      *a, window=window, num_heads=num_heads, keep_ratio=keep_ratio))(q, k, v))
   assert ("top_k" in jaxpr) == (keep_ratio < 1.0)
 
 

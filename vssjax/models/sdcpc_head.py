@@ -62,7 +62,8 @@ class SSEA(nn.Module):
   grid in `pool_sizes` (multi-level x multi-scale), plus a learned embedding per pooled token
   (`token_embedding`: which level and grid a token came from, else lost in the concatenation),
   then a LayerNorm (`context_norm`). Pre-norm attention and Mix-FFN, both residual. The spec's §6.1
-  has neither the embedding nor the context norm: both are switchable guesses.
+  has neither the embedding nor the context norm (both are switchable guesses), and says "MLP"
+  where this uses MiT's Mix-FFN (a guess without a switch).
   """
   levels: Sequence[int] = (1, 2, 3)
   pool_sizes: Sequence[int] = (1, 2, 4, 8)
@@ -101,7 +102,9 @@ class DSSA(nn.Module):
   Stage 1 (coarse): target and references average-pooled by `coarse_factor`; per reference the
   ceil(`keep_ratio` * cells) cells with the largest static difference from the target's same cell
   are kept; the coarse target attends densely over all kept cells of all references; the result is
-  upsampled and added. Stage 2 (fine): window attention of the refined target over the full-
+  upsampled and added. Both attentions layer-normalise their queries and references first (a guess
+  beyond §6.2) and split into `num_heads` heads (§6.2's window score is one head: `num_heads=1`).
+  Stage 2 (fine): window attention of the refined target over the full-
   resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
   `difference_gate` (a guess beyond the spec's §6.2, whose output is the plain sum), else added.
   The settings are checked where the model is built (`methods.sdcpc.build_sdcpc`).
