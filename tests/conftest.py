@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,15 @@ def quick_config_reading(data_dir: str):
 def quick_config(synthetic_data_dir):
   """The SegFormer quick config, reading the synthetic ArrayRecord set from the shared data_dir."""
   return quick_config_reading(synthetic_data_dir)
+
+
+@pytest.fixture
+def ctrl_c_interrupts():
+  """SIGINT as in a terminal, whatever this test process inherited (a background job's shell
+  ignores it); restored afterwards."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
 
 
 VTEST_CACHE = pathlib.Path(os.environ.get("VSSJAX_CACHE", "~/.cache/vssjax")).expanduser()

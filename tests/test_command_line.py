@@ -1,8 +1,10 @@
 """Every command reports a user's error (`SetupError`, `DataError`, a --config mistake) in one
 message, without a traceback (`vssjax.command_line`)."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import pytest
@@ -90,6 +92,42 @@ def test_other_exceptions_keep_their_traceback():
   """Anything else is a bug: it propagates as it is."""
   with pytest.raises(KeyError):
     _raising(KeyError("x"))([])
+
+
+_COMPILING_UNTIL_INTERRUPTED = """
+import jax, jax.numpy as jnp
+from vssjax.command_line import interrupt_in_one_line
+
+interrupt_in_one_line(lambda: "interrupted")
+jax.config.update("jax_enable_compilation_cache", False)  # each program compiled, never loaded
+
+def deep(x, w):
+  for i in range(200):
+    x = jnp.sin(x @ w) + i
+  return x
+
+print("compiling", flush=True)
+for rows in range(1, 1000):  # a new shape, a new compilation
+  jax.jit(deep).lower(jnp.ones((rows, 64)), jnp.ones((64, 64))).compile()
+"""
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
+def test_a_ctrl_c_during_an_xla_compilation_ends_by_sigint_in_one_line():
+  """It returns while XLA's compiler threads still run, and the interpreter's teardown under them
+  crashed: "Fatal Python error: Segmentation fault", status 139 instead of 130 (a first run, with
+  nothing in the compilation cache, interrupted as it compiles). Compiled as a user's run
+  compiles: the suite's faster settings (conftest.py) did not crash."""
+  users = {name: value for name, value in os.environ.items()
+           if name not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
+  process = subprocess.Popen([sys.executable, "-c", _COMPILING_UNTIL_INTERRUPTED], cwd=REPO,
+                             env=users, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert process.stdout.readline() == "compiling\n"
+  time.sleep(2.0)  # into a compilation: they take nearly all of the loop's time
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == -signal.SIGINT, stderr
+  assert stderr == "interrupted\n"
 
 
 @pytest.mark.parametrize("command, expected", [

@@ -18,9 +18,9 @@ from flax import traverse_util
 from tests.conftest import REPO, logged_losses
 from vssjax import parallel
 from vssjax.errors import SetupError, TrainingDiverged
-from vssjax.train import init_from, log_lines, loop
+from vssjax.train import checkpoint, init_from, log_lines, loop
 from vssjax.train.checkpoint import Checkpointer
-from vssjax.train.preemption import StopSignal
+from vssjax.train.preemption import StopSignal, stop_request_signal
 from vssjax.train.optimizer import make_optimizer
 
 pytestmark = pytest.mark.slow
@@ -694,6 +694,30 @@ def test_a_stop_request_after_a_steps_check_stops_at_the_first_step_saved(
   assert f"stopped at step {stop} on request; checkpoint saved" in capsys.readouterr().out
   with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
     assert checkpointer.all_steps() == [stop]
+  assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
+def test_a_ctrl_c_while_the_last_save_completes_lets_it_complete_and_stops_at_its_step(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """The run waited for its last (asynchronous) save with Python's own handler back: a Ctrl-C
+  then aborted the save inside Orbax (its tracebacks; the steps since the save before lost). Now
+  the save completes, and the run stops at its step without the final evaluation, as a Ctrl-C
+  during the step would have."""
+  wait_until_saved, interrupted = Checkpointer.wait_until_saved, []
+
+  def ctrl_c_while_waiting(self):
+    if not interrupted:
+      interrupted.append(True)
+      signal.raise_signal(signal.SIGINT)
+    wait_until_saved(self)
+
+  monkeypatch.setattr(Checkpointer, "wait_until_saved", ctrl_c_while_waiting)
+  quick_config.train.update(steps=2, checkpoint_every=100)
+  assert loop.train_and_evaluate(quick_config, str(tmp_path)) is None
+  assert interrupted and stop_request_signal() == signal.SIGINT
+  assert "stopped at step 2 on request; checkpoint saved" in capsys.readouterr().out
+  assert checkpoint.complete_steps(str(tmp_path)) == [2]
   assert not (tmp_path / "results.json").exists()
 
 

@@ -10,15 +10,6 @@ from vssjax.errors import SetupError
 from vssjax.train.preemption import StopSignal, stop_request_signal
 
 
-@pytest.fixture
-def ctrl_c_interrupts():
-  """SIGINT as in a terminal, whatever this test process inherited (a background job's shell
-  ignores it); restored afterwards."""
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  yield
-  signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_first_ctrl_c_stops_cleanly_and_the_second_interrupts(capsys):
   with StopSignal() as stop:

@@ -165,8 +165,12 @@ class Checkpointer:
       names = {name for name in names if name.split("/")[0] in VARIABLES}
     return sorted(name for name in names if saved.get(name) != wanted.get(name))
 
-  def close(self):
+  def wait_until_saved(self):
+    """Returns once an asynchronous save in flight has completed (at once if none is)."""
     self._manager.wait_until_finished()
+
+  def close(self):
+    self.wait_until_saved()
     self._manager.close()
 
 

@@ -366,10 +366,10 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
   checkpointing, profiling and evaluating at the config's intervals, until a stop request.
 
   Returns the state, the number of updates done, and whether a stop request ended the run early
-  (its step checkpointed). With data workers the last batch's host arrays are Grain shared memory
-  (aliased by the device arrays on a CPU), unlinked in the background once released: released as
-  this returns, before the last save completes and the evaluation, rather than at exit, where
-  Python warns of "leaked shared_memory objects".
+  (its step checkpointed). A run that trained all its steps returns once its last save has
+  completed. With data workers the last batch's host arrays are Grain shared memory (aliased by
+  the device arrays on a CPU), unlinked in the background once released: released as this returns,
+  before the evaluation, rather than at exit, where Python warns of "leaked shared_memory objects".
   """
   start, end, total = steps.start, steps.stop, config.train.steps
   train_step = configured_train_step(config, method, state.params, state_sharding, mesh)
@@ -429,11 +429,17 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
         # A request during this step's save or evaluation (one process) stops here, not a step
         # on; one after an unsaved step's check is for the next step's check, which saves.
         if stopping or (saving and stop_signal.requested_here()):
-          lines.write(done)  # the steps since the last line, if any
-          print(f"stopped at step {done} on request; checkpoint saved, re-run to resume",
-                flush=True)
-          return state, done, True
-  return state, done, False
+          break
+      else:
+        # The last step's save completes still under the stop signal: a Ctrl-C (or SIGTERM)
+        # meanwhile lets it complete, where Python's handler aborted it (Orbax's tracebacks, the
+        # steps since the save before lost), and stops the run there, without the evaluation.
+        checkpointer.wait_until_saved()
+        if not stop_signal.requested_here():
+          return state, done, False
+      lines.write(done)  # the steps since the last line, if any
+      print(f"stopped at step {done} on request; checkpoint saved, re-run to resume", flush=True)
+      return state, done, True
 
 
 def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
