@@ -213,6 +213,23 @@ def test_a_file_that_is_not_a_video_is_refused_before_any_frame_is_asked_for(tmp
     infer.read_frames(str(path))
 
 
+def test_an_image_is_one_frame_named_after_it_and_a_corrupt_one_is_refused(
+    quick_config, tmp_path, monkeypatch, capsys):
+  """OpenCV decoded it as a video: 'its container declares no frame count', progress `1/?`, and
+  labels/000000.png for street.png."""
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  image = tmp_path / "street.png"
+  cv2.imwrite(str(image), np.zeros((8, 16, 3), np.uint8))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(image))
+  assert [path.name for path in (out_dir / "labels").iterdir()] == ["street.png"]
+  said = capsys.readouterr().out
+  assert f"infer: {image} (1 frame) with the checkpoint of step 7" in said
+  assert "infer frame 1/1 " in said
+  image.write_bytes(b"not a png")
+  with pytest.raises(SetupError, match=f"--input {image}: cannot decode image"):
+    infer.read_frames(str(image))
+
+
 def _write_avi(path, frames, fps: float) -> None:
   """An MJPG .avi of `frames` (uint8 [H, W, 3], all one size) at `fps`."""
   height, width = frames[0].shape[:2]

@@ -117,14 +117,17 @@ def _frame_folder(video_folder: str) -> str:
 
 
 def read_frames(path: str) -> Input:
-  """The frames of a video file or a frame folder (in VSPW's layout, its origin/).
+  """The frames of a video file, an image (one frame) or a frame folder (in VSPW's layout, its
+  origin/).
 
   A frame folder's frames are its images in name order but label maps beside them
   (`*_label.png`, as the project's vtest_pseudo set stores them), which are skipped with a note
   (`footage.frame_files`). Input that cannot be read, or frames that would write one label PNG
-  (`_check_frame_names`), is a `SetupError` naming it: a video file's first frame is decoded at
-  once (`_start_decoding`).
+  (`_check_frame_names`), is a `SetupError` naming it: an image, or a video file's first frame,
+  is decoded at once (`_start_decoding`).
   """
+  if _is_image_file(path):
+    return _read_image_file(path)
   if not os.path.isdir(path):
     return _read_video_file(path)
   folder = _frame_folder(path)
@@ -155,6 +158,21 @@ def _check_frame_names(path: str, files: list[str]) -> None:
         f"--input {path}: several frames would write labels/{clashing[0]}.png "
         f"({', '.join(os.path.basename(f) for f, s in zip(files, stems) if s == clashing[0])})"
         f"{others}; keep one frame of each name in the folder (label maps beside the frames?)")
+
+
+def _is_image_file(path: str) -> bool:
+  return os.path.isfile(path) and path.lower().endswith(footage.IMAGE_SUFFIXES)
+
+
+def _read_image_file(path: str) -> Input:
+  """A lone image: one frame, its labels named after it, as a folder's frames are (OpenCV would
+  also decode it as a video, of no declared length, its labels 000000.png)."""
+  try:
+    frame = base.read_image(path, path)
+  except base.DataError as error:
+    raise SetupError(f"--input {error}") from error
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return Input(1, ((stem, image) for image in [frame]), 0.0)  # a generator: closed after the run
 
 
 def _read_video_file(path: str) -> Input:
@@ -390,7 +408,7 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
-  declared = os.path.isfile(input_path)
+  declared = os.path.isfile(input_path) and not _is_image_file(input_path)
   out_dir = epath.Path(workdir) / "infer" / footage.video_name(input_path)
   print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
         f"{step} -> {out_dir}", flush=True)
