@@ -74,10 +74,11 @@ def test_a_path_flag_has_its_tilde_expanded_and_may_not_be_empty(monkeypatch):
 
 
 def test_an_explicit_verbosity_and_tf_log_level_are_left_alone(monkeypatch):
-  """`--verbosity=1` (or TF_CPP_MIN_LOG_LEVEL) is how a user asks for the routine logs while
-  debugging a run: the commands quiet them by default only."""
+  """`--verbosity=1` (or TF_CPP_MIN_LOG_LEVEL, OPENCV_FFMPEG_LOGLEVEL) is how a user asks for the
+  routine logs while debugging a run: the commands quiet them by default only."""
   monkeypatch.setattr(flags.FLAGS["verbosity"], "present", 1)
   monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+  monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "32")  # AV_LOG_INFO
   before = logging.get_verbosity()
   try:
     logging.set_verbosity(logging.DEBUG)
@@ -86,6 +87,7 @@ def test_an_explicit_verbosity_and_tf_log_level_are_left_alone(monkeypatch):
   finally:
     logging.set_verbosity(before)
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+  assert os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "32"
 
 
 def test_other_exceptions_keep_their_traceback():

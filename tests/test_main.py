@@ -275,13 +275,19 @@ def test_bad_config_argument_is_a_one_line_error(tmp_path):
     ("infer", ["--input=/nonexistent/clip.mp4", "--step=5"],
      "--input /nonexistent/clip.mp4 does not exist"),
     ("infer", [], "error: --mode=infer needs --input=VIDEO_OR_FRAME_DIR"),  # not after the usage
+    # The one line alone: FFmpeg's own ("moov atom not found") came first.
+    ("infer", ["--input=CORRUPT"], "error: --input CORRUPT: OpenCV cannot open this video"),
     ("eval", ["--input=clip.mp4"], "error: --input is read by --mode=infer only, not --mode=eval"),
     ("train", ["--step=2"], "error: --step picks the checkpoint of --mode=eval or infer, not "),
 ])
 def test_eval_or_infer_without_what_they_read_is_a_one_line_error(tmp_path, mode, extra, expected):
+  corrupt = tmp_path / "clip.mp4"
+  corrupt.write_bytes(b"\0" * 64)
+  extra = [arg.replace("CORRUPT", str(corrupt)) for arg in extra]
   error = _one_line_error([f"--config={CONFIG}", f"--workdir={tmp_path / 'run'}", f"--mode={mode}",
                            *extra])
-  assert expected.replace("WORKDIR", str(tmp_path / "run")) in error
+  expected = expected.replace("WORKDIR", str(tmp_path / "run"))
+  assert expected.replace("CORRUPT", str(corrupt)) in error
 
 
 def test_evaluating_an_empty_workdir_says_how_to_fill_it(tmp_path):

@@ -125,8 +125,11 @@ def numbers_flag(name: str, values: list[str], kind: type[int] | type[float]) ->
 
 def quiet_routine_logs() -> None:
   """Orbax, TFDS and JAX log routine steps at INFO (and TensorFlow's C++ side more); the commands
-  print progress lines instead. An explicit --verbosity is left alone."""
+  print progress lines instead. OpenCV's FFmpeg logs its errors too ("moov atom not found" ahead
+  of the command's own line naming the file it cannot read): fatal ones only. An explicit
+  --verbosity (or either variable) is left alone."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
 
