@@ -36,8 +36,13 @@ def test_the_accuracy_axis_starts_no_lower_than_zero():
 
 def test_what_cannot_be_plotted_is_named(tmp_path):
   """A user's mistake: one `SetupError` line naming the spec or file, not a traceback."""
-  with pytest.raises(SetupError, match=r"y\.json has no 'TC': is it a results\.json\?"):
+  # A results.json of an evaluation without TC: said so, not doubted to be one.
+  with pytest.raises(SetupError, match=r"y\.json has no 'TC': its evaluation did not score it "
+                     r"\(it has frames_per_s, mIoU\)"):
     tradeoff_plot.read_point(f"x={_results(tmp_path, 'y', 1.0, 2.0)}", "TC")
+  (tmp_path / "z.json").write_text('{"mIoU": 0.5}')
+  with pytest.raises(SetupError, match=r"z\.json has no 'frames_per_s': is it a results\.json\?"):
+    tradeoff_plot.read_point(f"x={tmp_path / 'z.json'}", "mIoU")
   with pytest.raises(SetupError, match="expected LABEL=PATH"):
     tradeoff_plot.read_point(str(tmp_path / "y.json"), "mIoU")
   with pytest.raises(SetupError, match=r"x: cannot read .*missing\.json as a results\.json"):

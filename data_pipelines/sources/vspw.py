@@ -46,7 +46,8 @@ def read_palette_label(payload: base.Payload, where: str) -> np.ndarray:
     image = Image.open(io.BytesIO(data.tobytes()))
     image.load()
   except (OSError, ValueError) as e:
-    raise base.DataError(where, f"cannot decode label image ({e})") from e
+    # Not Pillow's own words: "cannot identify image file <_io.BytesIO object at 0x...>".
+    raise base.DataError(where, "cannot decode label image (corrupt or unsupported format)") from e
   if image.mode not in ("P", "L"):
     raise base.DataError(where, f"expected a palette or greyscale label PNG, got mode {image.mode}")
   return np.asarray(image)

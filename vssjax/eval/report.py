@@ -175,10 +175,13 @@ def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str,
       results = json.load(f)
   except (OSError, ValueError) as error:
     raise SetupError(f"{label}: cannot read {path} as a results.json: {error}") from None
-  for key in ("frames_per_s", *required):
-    if not isinstance(results, dict) or key not in results:
-      keys = sorted(results) if isinstance(results, dict) else type(results).__name__
-      raise SetupError(f"{path} has no {key!r}: is it a results.json? (keys: {keys})")
+  if not isinstance(results, dict) or "frames_per_s" not in results:
+    keys = sorted(results) if isinstance(results, dict) else type(results).__name__
+    raise SetupError(f"{path} has no 'frames_per_s': is it a results.json? (keys: {keys})")
+  missing = [key for key in required if key not in results]
+  if missing:  # a results.json, of an evaluation that did not score it (TC without its flag)
+    raise SetupError(f"{path} has no {missing[0]!r}: its evaluation did not score it (it has "
+                     f"{', '.join(sorted(results))})")
   for key in ("frames_per_s", *PERCENT_METRICS):  # what the tables and the plot read as numbers
     value = results.get(key)
     if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):

@@ -52,6 +52,11 @@ def test_vspw_bad_data_names_the_file(tmp_path):
   helpers.write_palette_png(mask, np.zeros((H + 1, W), np.uint8))
   with pytest.raises(base.DataError, match=f"{mask}: label size 7x8 differs from image size 6x8"):
     videos.load(0, [1])
+  with open(mask, "wb") as f:
+    f.write(b"not a png")
+  with pytest.raises(base.DataError) as error:  # not Pillow's <_io.BytesIO object at 0x...>
+    videos.load(0, [1])
+  assert str(error.value) == f"{mask}: cannot decode label image (corrupt or unsupported format)"
   jpeg = os.path.join(root, "data", "vid_b", "origin", "00000002.jpg")
   with open(jpeg, "wb") as f:
     f.write(b"\xff\xd8\xff\xe0 truncated")
