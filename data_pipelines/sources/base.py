@@ -218,6 +218,11 @@ class VideoSource(abc.ABC):
     """Where `split`'s videos are listed, for messages: the source's name and the split."""
     return f"{self.name} split {split!r}"
 
+  def videos_looked_for(self, split: str) -> str:
+    """What the files of `split`'s videos are named, for the message of a split that holds none
+    (a source that finds its videos by name says how)."""
+    return "are its files named as the source expects?"
+
   def check_listable(self) -> None:
     """Raises a `SetupError` when the source is not set up to list its videos itself, as
     `data.backend='files'` has it do (nothing to check by default)."""
@@ -257,8 +262,8 @@ def check_videos_have_frames(source: VideoSource, split: str,
   folder of .jpg images, none named as the source expects) is refused too: training on it failed
   with a bare ZeroDivisionError, and evaluating it wrote results of nothing."""
   if not len(videos):
-    raise DataError(source.describe_split(split), "holds no videos (are its files named as the "
-                    "source expects? docs/data.md)")
+    raise DataError(source.describe_split(split),
+                    f"holds no videos ({source.videos_looked_for(split)} docs/data.md)")
   for video in videos:
     if not len(video.frames):
       raise DataError(f"video {video.name} of {source.describe_split(split)}",

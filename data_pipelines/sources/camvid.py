@@ -50,6 +50,15 @@ def _warn_no_frames(frames_dir: str, split: str) -> None:
 
 
 @functools.cache
+def _warn_not_read(image_dir: str, names: tuple[str, ...]) -> None:
+  """Once per folder and process: images named otherwise than `<sequence><number>.png` (a `.jpg`
+  copy, a frame renamed) are no labelled frames, left out of the split without it, else unsaid."""
+  more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+  logging.warning("camvid: %s: %s%s not read: not named <sequence><number>.png", image_dir,
+                  ", ".join(names[:3]), more)
+
+
+@functools.cache
 def _warn_frames_missing(frames_dir: str, split: str, sequences: tuple[str, ...],
                          count: int) -> None:
   """Once per folder, split and finding: with `frames/` present, a labelled frame without any
@@ -97,8 +106,10 @@ class CamvidSource(base.FolderSource):
     for folder in (image_dir, label_dir):
       if not os.path.isdir(folder):
         raise base.DataError(folder, "missing CamVid split folder")
-    labelled = [_NAME.match(f) for f in base.visible_entries(image_dir)]
-    labelled = [m for m in labelled if m]
+    entries = base.visible_entries(image_dir)
+    labelled = [m for m in map(_NAME.match, entries) if m]
+    if len(labelled) < len(entries):
+      _warn_not_read(image_dir, tuple(name for name in entries if not _NAME.match(name)))
     if labelled:
       _check_size(os.path.join(image_dir, labelled[0].string))
     frames_dir = os.path.join(self._root, FRAMES_DIR)
@@ -112,6 +123,10 @@ class CamvidSource(base.FolderSource):
     _warn_no_frames(frames_dir, split)
     return [base.VideoRecord(m.string[:-4], (self._labelled(m, image_dir, label_dir),))
             for m in labelled]
+
+  def videos_looked_for(self, split: str) -> str:
+    return (f"looked for {split}/<sequence><number>.png images, their labels of the same names "
+            f"in {split}annot/;")
 
   @staticmethod
   def _labelled(match: re.Match, image_dir: str, label_dir: str) -> base.FrameRef:

@@ -69,6 +69,9 @@ class CityscapesSource(base.FolderSource):
   def split_path(self, split: str) -> str:
     return os.path.join(self._root, "gtFine", split)
 
+  def videos_looked_for(self, split: str) -> str:
+    return f"looked for gtFine/{split}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png;"
+
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
     gt_root = self.split_path(split)

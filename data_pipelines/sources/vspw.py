@@ -126,6 +126,9 @@ class VspwSource(base.FolderSource):
   def split_path(self, split: str) -> str:
     return os.path.join(self._root, f"{split}.txt")
 
+  def videos_looked_for(self, split: str) -> str:
+    return f"{split}.txt names the folders of data/, one a line;"
+
   def videos(self, split: str) -> list[base.VideoRecord]:
     self.check_split(split)
     return [self._video(name, split) for name in read_video_list(self.split_path(split))]

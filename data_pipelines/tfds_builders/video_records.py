@@ -257,9 +257,11 @@ class VideoSegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, source: base.VideoSource, split: str):
     videos = source.videos(split)
-    if not videos:  # TFDS would stop with "No examples were yielded", naming no file
-      raise base.DataError(source.describe_split(split), "lists no videos: fix it, or move it "
-                           "away (a split without its list is not built)")
+    try:  # TFDS would stop with "No examples were yielded", naming no file
+      base.check_videos_have_frames(source, split, videos)
+    except base.DataError as error:
+      error.add_note("Fix it, or move it away: a split that is missing is not built.")
+      raise
     progress = Progress(f"{source.name} {split}", len(videos), "videos")
     for done, video in enumerate(videos, 1):
       for t in range(len(video.frames)):

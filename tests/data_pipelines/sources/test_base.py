@@ -163,7 +163,8 @@ def test_a_split_of_no_videos_is_refused_naming_its_folder(tmp_path):
   cfg = helpers.data_config(tmp_path / "tfds", source="camvid", backend="files",
                             train_split="train", eval_split="train")
   cfg.camvid = dict(root=root)
-  message = rf"camvid {root}/train: holds no videos"
+  message = (rf"camvid {root}/train: holds no videos \(looked for train/<sequence><number>\.png "
+             r"images, their labels of the same names in trainannot/; docs/data\.md\)")
   with pytest.raises(base.DataError, match=message):
     loader.make_train_loader(cfg, clip_sampling.SingleFrameSampler(), seed=0,
                              shard_options=grain.sharding.ShardOptions(0, 1))

@@ -23,6 +23,14 @@ def test_camvid_without_frames_makes_each_labelled_frame_a_video(tmp_path, caplo
   assert caplog.text.count("is a one-frame video: enough for per-frame methods only") == 1
   assert [(v.name, len(v.frames)) for v in train] == [
       ("0001TP_006690", 1), ("0001TP_006720", 1), ("Seq05VD_f00030", 1)]
+  # An image named otherwise is no labelled frame: named, once, not left out silently.
+  cv2.imwrite(str(tmp_path / "cv" / "train" / "street.png"), np.zeros((4, 4, 3), np.uint8))
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert len(source.videos("train")) == 3
+    source.videos("train")
+  assert caplog.text.count(f"{tmp_path / 'cv' / 'train'}: street.png not read: not named "
+                           "<sequence><number>.png") == 1
   videos = dataset.VideoDataset.from_source(source, "train")
   label = videos.load(1, [0])["labels"][0]
   np.testing.assert_array_equal(label[0, :3], [255, 10, 3])  # void (11) -> ignore.

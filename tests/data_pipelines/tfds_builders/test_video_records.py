@@ -200,5 +200,7 @@ def test_building_from_a_wrong_folder_fails_and_leaves_no_build(tmp_path):
 def test_building_a_split_whose_list_is_empty_names_the_list(tmp_path):
   root = helpers.write_vspw(tmp_path / "vspw")
   open(os.path.join(root, "val.txt"), "w").close()
-  with pytest.raises(base.DataError, match=r"vspw .*val\.txt: lists no videos"):
+  with pytest.raises(base.DataError, match=r"vspw .*val\.txt: holds no videos \(val\.txt names "
+                     r"the folders of data/, one a line; docs/data\.md\)") as error:
     real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  assert error.value.__notes__ == ["Fix it, or move it away: a split that is missing is not built."]
