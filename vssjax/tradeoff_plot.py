@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from vssjax.command_line import user_errors_in_one_line
 from vssjax.errors import SetupError
-from vssjax.eval.report import PERCENT_METRICS, read_labelled_results
+from vssjax.eval.report import PERCENT_METRICS, differing_settings, read_labelled_results
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
             (140, 86, 75), (227, 119, 194), (23, 190, 207))
@@ -29,10 +29,19 @@ _MARGIN = (80, 40, 30, 60)  # left, top, right, bottom
 _DOT = 5  # radius of a point's dot, pixels
 
 
-def read_point(spec: str, metric: str) -> tuple[str, float, float]:
-  """'label=path/results.json' -> (label, frames/s, metric); a spec, file or value that cannot be
-  plotted is a `SetupError` naming it."""
-  label, results = read_labelled_results(spec, required=(metric,))
+def read_points(specs: Sequence[str], metric: str) -> list[tuple[str, float, float]]:
+  """'label=path/results.json' specs -> their (label, frames/s, metric); a spec, file or value
+  that cannot be plotted is a `SetupError` naming it. Runs of other data or metric conventions
+  (`vssjax.eval.compare` sets them apart, unranked) are said: one plot drew them unawares."""
+  runs = [read_labelled_results(spec, required=(metric,)) for spec in specs]
+  for title, settings in differing_settings(runs):
+    print(f"note: these runs differ in {title} ("
+          + ", ".join(f"{label}: {setting}" for (label, _), setting in zip(runs, settings))
+          + "): their points do not rank", flush=True)
+  return [_point(label, results, metric) for label, results in runs]
+
+
+def _point(label: str, results: dict, metric: str) -> tuple[str, float, float]:
   scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
   fps, value = results["frames_per_s"], results[metric]
   numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (fps, value))
@@ -143,7 +152,7 @@ def main(argv):
   out, metric = flags.FLAGS.out, flags.FLAGS.metric
   if not out or len(argv) < 2:
     raise app.UsageError("usage: python -m vssjax.tradeoff_plot --out=PNG LABEL=results.json ...")
-  points = [read_point(spec, metric) for spec in argv[1:]]
+  points = read_points(argv[1:], metric)
   plot(points, out, metric=metric, title=flags.FLAGS.title)
   print(f"wrote {out} ({len(points)} points)")
 

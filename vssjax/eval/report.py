@@ -197,19 +197,30 @@ _SETTING_ROWS = (("data", ("data_source", "split")), ("mIoU convention", ("mIoU_
                  ("mVC convention", ("mVC_convention",)))
 
 
-def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
-  """Several runs side by side: one column per (label, results), one row per headline metric that
-  any of them has, then frames/s; each row's best value in bold (all are higher-is-better),
-  unless the runs differ in data or convention (`_SETTING_ROWS`), which rows above say then."""
-  names = [m for m in PERCENT_METRICS if any(m in results for _, results in runs)]
-  rows = ["| metric | " + " | ".join(_cell(label) for label, _ in runs) + " |",
-          "|---|" + "---|" * len(runs)]
+def differing_settings(runs: Sequence[tuple[str, dict[str, Any]]]
+                       ) -> list[tuple[str, list[str]]]:
+  """The settings (`_SETTING_ROWS`) in which the (label, results) `runs` differ, each as (its
+  title, every run's value): where there are any, their metrics do not rank."""
+  differing = []
   for title, keys in _SETTING_ROWS:
     settings = [" ".join(str(results[key]) for key in keys if key in results) or "–"
                 for _, results in runs]
     if len(set(settings)) > 1:
-      rows.append(f"| {title} | " + " | ".join(_cell(s) for s in settings) + " |")
-  ranked = len(rows) == 2
+      differing.append((title, settings))
+  return differing
+
+
+def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+  """Several runs side by side: one column per (label, results), one row per headline metric that
+  any of them has, then frames/s; each row's best value in bold (all are higher-is-better),
+  unless the runs differ in data or convention (`differing_settings`), which rows above say then."""
+  names = [m for m in PERCENT_METRICS if any(m in results for _, results in runs)]
+  rows = ["| metric | " + " | ".join(_cell(label) for label, _ in runs) + " |",
+          "|---|" + "---|" * len(runs)]
+  differing = differing_settings(runs)
+  rows += [f"| {title} | " + " | ".join(_cell(s) for s in settings) + " |"
+           for title, settings in differing]
+  ranked = not differing
   for name in names + ["frames_per_s"]:
     percent = name in PERCENT_METRICS
     values = [results.get(name) for _, results in runs]
