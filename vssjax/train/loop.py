@@ -367,9 +367,10 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
 
   Returns the state, the number of updates done, and whether a stop request ended the run early
   (its step checkpointed). A run that trained all its steps returns once its last save has
-  completed, a stop request meanwhile counting as one that ended it. With data workers the last batch's host arrays are Grain shared memory (aliased by
-  the device arrays on a CPU), unlinked in the background once released: released as this returns,
-  before the evaluation, rather than at exit, where Python warns of "leaked shared_memory objects".
+  completed, a stop request meanwhile counting as one that ended it. With data workers the last
+  batch's host arrays are Grain shared memory (aliased by the device arrays on a CPU), unlinked in
+  the background once released: released as this returns, before the evaluation, rather than at
+  exit, where Python warns of "leaked shared_memory objects".
   """
   start, end, total = steps.start, steps.stop, config.train.steps
   train_step = configured_train_step(config, method, state.params, state_sharding, mesh)
