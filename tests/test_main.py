@@ -37,6 +37,9 @@ def _run(cmd):
   return result.stdout
 
 
+# A handler here is reset to the default in the child; an ignored SIGINT (as a background job's
+# shell may leave it) would be inherited, and the run would never stop.
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_dir):
   """Ctrl-C as a terminal sends it, SIGINT to the run's process group, stops at a checkpoint
   (SIGTERM does the same: tests/train/test_preemption.py); the run resumes from there. Both runs
@@ -45,14 +48,8 @@ def test_ctrl_c_checkpoints_then_resume_eval_and_infer(tmp_path, synthetic_data_
   workers = "--config.data.num_workers=2"  # a resume needs the count the checkpoint was saved with
   train = _cli(workdir, synthetic_data_dir, "--mode=train", "--config.train.steps=100000",
                "--config.train.checkpoint_every=100000", workers)
-  # A handler here is reset to the default in the child; an ignored SIGINT (as a background
-  # job's shell may leave it) would be inherited, and the run would never stop.
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  try:
-    proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-  finally:
-    signal.signal(signal.SIGINT, previous)
+  proc = subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)
   lines = []
   for line in proc.stdout:  # wait until training is under way, then press Ctrl-C
     lines.append(line)

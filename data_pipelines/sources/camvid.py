@@ -107,9 +107,10 @@ class CamvidSource(base.FolderSource):
       if not os.path.isdir(folder):
         raise base.DataError(folder, "missing CamVid split folder")
     entries = base.visible_entries(image_dir)
-    labelled = [m for m in map(_NAME.match, entries) if m]
+    matches = [_NAME.match(name) for name in entries]
+    labelled = [m for m in matches if m]
     if len(labelled) < len(entries):
-      _warn_not_read(image_dir, tuple(name for name in entries if not _NAME.match(name)))
+      _warn_not_read(image_dir, tuple(name for name, m in zip(entries, matches) if not m))
     if labelled:
       _check_size(os.path.join(image_dir, labelled[0].string))
     frames_dir = os.path.join(self._root, FRAMES_DIR)
