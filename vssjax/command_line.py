@@ -15,6 +15,7 @@ import functools
 import gc
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -155,6 +156,14 @@ _OVERRIDE = re.compile(r"--?(?:no)?config\.([^=]+)")
 def _overridden_fields(argv: list[str]) -> list[str]:
   """The fields `argv` overrides (`--config.train.steps=5`, `--noconfig.quick`), in order."""
   return [match.group(1) for match in map(_OVERRIDE.match, argv) if match]
+
+
+def config_arguments(argv: list[str]) -> list[str]:
+  """`--config=` and its `--config.<field>=` overrides as `argv` gives them, quoted for a shell:
+  what another command of the project is given to build the same config (the evaluation a
+  conversion prints)."""
+  return [shlex.quote(f"--config={_config_spec(argv)}")] + [
+      shlex.quote(arg) for arg in argv[1:] if _OVERRIDE.match(arg)]
 
 
 def _unknown_override(default: ConfigDict, argv: list[str]) -> str | None:

@@ -100,6 +100,27 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
   c.train.update(steps=2, log_every=1, checkpoint_every=2)
   c.published.source = ""
   c.published.metrics = ConfigDict()
+  c.published.assumes = ()
+
+
+# The fields that make the network: published numbers are of the config file's values, so a run
+# that overrides one (a MiT-B0 checkpoint converted with the B2 config's `model.backbone=b0`,
+# SegFormer's 768-wide head, another class count) is another model, and is not compared with them.
+NETWORK_FIELDS = ("model.backbone", "model.backbone_overrides.embed_dims",
+                  "model.backbone_overrides.depths", "model.backbone_overrides.num_heads",
+                  "model.decoder_dim", "data.num_classes")
+
+
+def set_published(c: ConfigDict, source: str, metrics: dict[str, float],
+                  assumes: tuple[tuple[str, Any], ...] = ()) -> None:
+  """Gives `c` the published numbers `metrics` (name -> %) of `source`, for the network `c` has
+  now (`NETWORK_FIELDS`) and the other settings of `assumes` ((field, value) pairs, e.g. DCFM's
+  mode and K): a run that overrides any of them is not compared with them
+  (`report.published_for`). Call it once `c`'s network and class count are set."""
+  c.published.source = source
+  c.published.metrics = ConfigDict(dict(metrics))
+  c.published.assumes = tuple(assumes) + tuple(
+      (field, config_path.get_value(field, c)) for field in NETWORK_FIELDS)
 
 
 def synthetic_demo(c: ConfigDict, *, batch_size: int, half_width: bool = True) -> None:
@@ -318,7 +339,8 @@ def base_config() -> ConfigDict:
                            take=".*"))
   # Published numbers of this exact setting (metric name -> value in %), shown next to the
   # measured ones; `assumes`: (field, value) pairs of the setting that an override can change
-  # (DCFM's mode and K), with which the numbers are not shown (`report.published_for`).
+  # (the network, DCFM's mode and K), with which the numbers are not shown
+  # (`report.published_for`). Configs fill all three with `set_published`.
   c.published = ConfigDict(dict(source="", metrics=ConfigDict(), assumes=()))
   return c
 

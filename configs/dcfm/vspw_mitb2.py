@@ -108,10 +108,9 @@ def quick_variant(c):
 def published_for_mode(c, source: str, metrics: dict) -> None:
   """The published numbers `source` (`metrics`) of the config's DCFM mode and K, which they
   assume: a run that overrides either is not compared with them (`report.published_for`)."""
-  c.published.source = source if metrics else ""
-  c.published.metrics = configs_lib.ConfigDict(metrics)
-  c.published.assumes = (("method.mode", c.method.mode),
-                         ("method.keyframe_interval", c.method.keyframe_interval))
+  configs_lib.set_published(c, source if metrics else "", metrics,
+                            assumes=(("method.mode", c.method.mode),
+                                     ("method.keyframe_interval", c.method.keyframe_interval)))
 
 
 def dcfm_vspw_config(backbone: str, arg=None):

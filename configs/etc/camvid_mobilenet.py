@@ -58,8 +58,7 @@ def get_config(arg=None):
   args = configs_lib.parse_arg(arg, quick=False, variant="distill")
   c = camvid_config("mobilenet_v2", args.variant)
   if args.variant == "distill":
-    c.published.source = _SOURCE
-    c.published.metrics = configs_lib.ConfigDict(dict(mIoU=76.3))
+    configs_lib.set_published(c, _SOURCE, dict(mIoU=76.3))
   if args.quick:
     quick_variant(c)
   c.lock()

@@ -97,8 +97,7 @@ def sdcpc_vspw_config(backbone: str, arg=None):
 def set_published(c, dataset: str, backbone: str) -> None:
   value = PUBLISHED.get((dataset, backbone))
   if value is not None:
-    c.published.source = ABSTRACT
-    c.published.metrics = configs_lib.ConfigDict(dict(mIoU=value))
+    configs_lib.set_published(c, ABSTRACT, dict(mIoU=value))
 
 
 def quick_variant(c):

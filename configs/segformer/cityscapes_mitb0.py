@@ -81,8 +81,7 @@ def segformer_config(variant: str, setting: str, arg=None):
     c.train.steps = 40_000  # [GUESS] DCFM's CamVid length: 160k steps would be ~2700 epochs
   value = PUBLISHED.get((setting, variant))
   if value is not None:
-    c.published.source = _SOURCES[setting]
-    c.published.metrics = configs_lib.ConfigDict(dict(mIoU=value))
+    configs_lib.set_published(c, _SOURCES[setting], dict(mIoU=value))
   if args.quick:
     configs_lib.shrink_to_quick(c)
   c.lock()

@@ -72,8 +72,7 @@ def vspw_segformer_config(variant: str, arg=None):
   c.model.decoder_dim = TABLE_II_DECODER_DIM
   c.data.train_transform.update(scale=(853, 480), crop_size=(480, 480))
   c.data.eval_transform.update(scale=(853, 480), size_divisor=32)
-  c.published.source = _SOURCE
-  c.published.metrics = configs_lib.ConfigDict(PUBLISHED[variant])
+  configs_lib.set_published(c, _SOURCE, PUBLISHED[variant])
 
   if args.quick:
     configs_lib.shrink_to_quick(c)

@@ -63,9 +63,14 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
   run = subprocess.run(
       [sys.executable, "-m", "vssjax.convert",
        "--config=configs/segformer/synthetic_mitb0.py:quick", f"--checkpoint={tmp_path / 'hf'}",
-       f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, check=False)
+       f"--workdir={workdir}", "--config.seed=0"], cwd=REPO, capture_output=True, text=True,
+      check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "format hf" in run.stdout and "saved the converted weights as step 0" in run.stdout
+  # The evaluation it prints has the config's overrides: another config would not fit.
+  assert run.stdout.splitlines()[-1].endswith(
+      "python -m vssjax.main --config=configs/segformer/synthetic_mitb0.py:quick "
+      f"--config.seed=0 --workdir={workdir} --mode=eval")
   with pytest.raises(SetupError, match=r"is not empty \(it holds checkpoints, config\.json\)"):
     convert_to_workdir(quick_config, str(tmp_path / "hf"), str(workdir))
   # The config is recorded as training records it, so a misfitting one is named field by field.
@@ -95,8 +100,9 @@ def test_cli_converts_hf_directory_and_eval_matches_transformers(hf_model, quick
   np.testing.assert_array_equal(labels, expected)
 
   # What --mode=eval does next (`loop.evaluate_checkpoint`), with a VSPW config's published
-  # numbers: they must reach results.md next to the measured ones.
-  quick_config.published = load_config("configs/segformer/vspw_mitb0.py").published
+  # numbers, as if of this network: they must reach results.md next to the measured ones.
+  published = load_config("configs/segformer/vspw_mitb0.py").published
+  configs_lib.set_published(quick_config, published.source, published.metrics)
   quick_config.eval.overlay_video = False
   results = evaluate(method, variables, quick_config, workdir=str(workdir), step=step)
   table = (workdir / "results.md").read_text()

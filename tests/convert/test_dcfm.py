@@ -57,6 +57,10 @@ def test_vspw_mitb2_release_converts():
   assert params == 24_828_352  # every parameter of the 24.8M model came from the checkpoint
   assert variables["params/final/cls/kernel"].shape == (1, 1, 256, 124)
   assert variables["batch_stats/ffm/norm/var"].shape == (256,)
+  with pytest.raises(CheckpointMismatchError, match=r"\nthe checkpoint scores 19 classes "
+                     r"\(final\.1\.weight\), the config's data\.num_classes is 124: "):
+    _convert(load_config("configs/dcfm/vspw_mitb2.py"),
+             encoder | _decoder(256, 64, 19, hidden=False))
 
 
 def test_cityscapes_r50_release_converts_and_half_a_pair_fails():

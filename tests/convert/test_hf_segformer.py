@@ -103,7 +103,8 @@ def test_a_checkpoint_of_another_mit_size_says_which_first(legacy_names):
   assert str(info.value).splitlines()[1] == (
       "the checkpoint holds a MiT (embed_dims (32, 64, 160, 256), depths (1, 2, 1, 1)), the "
       "config's model.backbone is MiT-b1 (embed_dims (64, 128, 320, 512), depths (2, 2, 2, 2)): "
-      "use the config of the checkpoint's size (or set model.backbone)")
+      "use the config of the checkpoint's size (or set model.backbone; its results are then not "
+      "set against the config's published numbers)")
 
 
 @pytest.mark.parametrize("names, key", [

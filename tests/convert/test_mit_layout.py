@@ -21,7 +21,8 @@ def test_another_size_is_named():
   assert mit_hint(_mmseg_keys("b2"), mit("b5"), "backbone.") == (
       "the checkpoint holds MiT-b2 (embed_dims (64, 128, 320, 512), depths (3, 4, 6, 3)), the "
       "config's model.backbone is MiT-b5 (embed_dims (64, 128, 320, 512), depths (3, 6, 40, 3)): "
-      "use the config of the checkpoint's size (or set model.backbone)")
+      "use the config of the checkpoint's size (or set model.backbone; its results are then not "
+      "set against the config's published numbers)")
 
 
 def test_the_same_size_or_no_mit_says_nothing():

@@ -15,6 +15,7 @@ from tests.conftest import load_config
 from tests.convert.manifests import bn, conv, linear, mit_backbone_manifest, norm
 from vssjax.convert.common import CheckpointMismatchError
 from vssjax.convert.mmseg_dtern import convert_mmseg_dtern
+from vssjax.convert.mmseg_segformer import convert_mmseg_segformer
 from vssjax.methods import get_method
 from vssjax.methods.per_frame import frame_labels
 
@@ -85,11 +86,12 @@ def method():
   return get_method(config)
 
 
-def _state_dict(method, num_clusters=None):
+def _state_dict(method, num_clusters=None, num_classes=None):
   model, head = method.module, method.module.decode_head
   shapes = mit_backbone_manifest(model.backbone.embed_dims, model.backbone.depths)
   shapes |= head_manifest(model.backbone.embed_dims, head.embed_dim,
-                          num_clusters or head.num_clusters, head.num_classes, head.kernels)
+                          num_clusters or head.num_clusters, num_classes or head.num_classes,
+                          head.kernels)
   rng = np.random.default_rng(0)
   return {k: rng.normal(size=s).astype(np.float32) if s else np.array(7)
           for k, s in shapes.items()}
@@ -153,6 +155,18 @@ def test_wrong_checkpoints_name_their_keys(method):
       "missing keys (181):"]
   assert lines[3] == "  decode_head.dtern.convs.0.conv.weight"
   assert lines[13:] == ["  ... and 171 more"]
+  with pytest.raises(CheckpointMismatchError, match=r"\nthe checkpoint scores 150 classes "
+                     r"\(decode_head\.linear_pred1\.weight\), the config's data\.num_classes "
+                     rf"is {method.num_classes}: "):
+    convert_mmseg_dtern(_state_dict(method, num_classes=150), method.module)
+  # The other way round, a DTERN checkpoint for a SegFormer config: its temporal head was 183
+  # unexpected keys, with no line saying what they are.
+  segformer = get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
+  with pytest.raises(CheckpointMismatchError) as info:
+    convert_mmseg_segformer(_state_dict(method), segformer.module)
+  assert ("\nthe checkpoint has keys under decode_head.linear_pred1, decode_head.dtern, of which "
+          "the config's model reads nothing: a checkpoint of another model or method than the "
+          "config's?\n") in str(info.value)
   extra = _state_dict(method) | {"auxiliary_head.conv_seg.weight": np.zeros((1,))}
   with pytest.raises(CheckpointMismatchError, match=r"unexpected keys \(1\)"):
     convert_mmseg_dtern(extra, method.module)

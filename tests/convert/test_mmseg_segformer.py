@@ -106,6 +106,21 @@ def test_a_head_of_another_width_names_model_decoder_dim(mmseg_state):
     convert_mmseg_segformer(mmseg_state, method_segformer("b0", _NUM_CLASSES, 256, depths=_DEPTHS))
 
 
+def test_another_class_count_is_said_in_a_line(mmseg_state, hf_state):
+  """An ADE20K (150) or Cityscapes (19) model for a VSPW config (124) listed two mis-shaped keys,
+  their shapes, and nothing that named the class count."""
+  wanted = method_segformer("b0", 124, 64, depths=_DEPTHS)
+  for convert, state, key in ((convert_mmseg_segformer, mmseg_state, "linear_pred"),
+                              (convert_hf_segformer, hf_state, "classifier")):
+    with pytest.raises(CheckpointMismatchError) as info:
+      convert(state, wanted)
+    assert str(info.value).splitlines()[:2] == [
+        "checkpoint does not match the model (2 mis-shaped keys)",
+        f"the checkpoint scores 7 classes (decode_head.{key}.weight), the config's "
+        "data.num_classes is 124: a model of another dataset? (VSPW has 124 classes, Cityscapes "
+        "19, CamVid 11, ADE20K 150)"]
+
+
 def test_imagenet_mit_checkpoint_loads_into_the_backbone(mmseg_state):
   imagenet = {k[len("backbone."):]: v for k, v in mmseg_state.items() if k.startswith("backbone.")}
   imagenet["head.weight"] = np.zeros((1000, 256), np.float32)

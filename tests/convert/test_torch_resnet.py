@@ -125,6 +125,9 @@ def test_mismatched_checkpoints_name_their_keys():
                    | zeros_state_dict(pspnet_head_manifest("cls", 1024, 256, 21)))
   with pytest.raises(CheckpointMismatchError, match=r"cls\.4\.weight: shape \(21, 256, 1, 1\)"):
     convert_pspnet(wrong_classes, model)
+  with pytest.raises(CheckpointMismatchError, match=r"\nthe checkpoint scores 21 classes "
+                     r"\(cls\.4\.weight\), the config's data\.num_classes is 19: "):
+    convert_pspnet(wrong_classes, model)
 
   with pytest.raises(CheckpointMismatchError, match=r"unexpected keys \(7\):\n  aux\.0\.weight"):
     convert_pspnet(zeros_state_dict(manifest), pspnet(18, 19, aux=False))

@@ -191,6 +191,38 @@ def test_a_run_the_published_numbers_are_not_for_says_so_instead(tmp_path, field
   assert not_compared in md_path.read_text()
 
 
+@pytest.mark.parametrize("path", [
+    "configs/segformer/vspw_mitb2.py", "configs/segformer/cityscapes_mitb0.py",
+    "configs/dcfm/vspw_mitb2.py", "configs/dcfm/camvid_r50.py", "configs/sdcpc/vspw_mitb5.py",
+    "configs/etc/cityscapes_psp18_distill.py", "configs/etc/camvid_mobilenet.py"])
+@pytest.mark.parametrize("field, value", [
+    ("model.backbone", "b3"), ("model.decoder_dim", 768), ("data.num_classes", 150),
+    ("model.backbone_overrides.depths", (1, 1, 1, 1))])
+def test_another_network_than_the_config_files_is_not_compared_with_its_numbers(path, field,
+                                                                                  value):
+  """A MiT-B0 checkpoint converted with the B2 config and `--config.model.backbone=b0` (as the
+  converter's size hint allows) was shown against B2's published row, 0.15 next to 43.90."""
+  config = load_config(path)
+  assert report.published_for(config)[0] is not None
+  section, *middle, name = field.split(".")
+  target = config[section]
+  for part in middle:
+    target = target[part]
+  with config.unlocked():
+    target[name] = value
+  published, not_compared = report.published_for(config)
+  assert published is None
+  assert f"they are for {field}=" in not_compared and f"this run has {value!r}" in not_compared
+
+
+def test_etc_tc_over_every_video_is_not_compared_with_the_valsam_tc():
+  """The published TC is over ETC's 108 valsam snippets; `eval.tc_video_list=` scores them all."""
+  config = load_config("configs/etc/cityscapes_psp18_distill.py")
+  config.eval.tc_video_list = ""
+  assert "they are for eval.tc_video_list='cityscapes_valsam.txt'" in report.published_for(
+      config)[1]
+
+
 def test_a_results_json_without_frames_per_s_is_refused_naming_it(tmp_path):
   """A file that is not an eval's results.json (no frames/s) would be compared as if it were,
   its frames/s row a bare n/a instead of an error naming what is missing."""

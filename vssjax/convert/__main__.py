@@ -11,11 +11,14 @@ instead, train with `--config.init.torch_checkpoint=PATH` in a fresh workdir.
 """
 from __future__ import annotations
 
+import shlex
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
-from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
-                                 refuse_arguments, user_errors_in_one_line)
+from vssjax.command_line import (config_arguments, parse_config_flags, path_flag,
+                                 quiet_routine_logs, refuse_arguments, user_errors_in_one_line)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file whose model the weights are for.", lock_config=True)
@@ -39,8 +42,13 @@ def main(argv):
 
   checkpoint = [path_flag("checkpoint", path, "a checkpoint file or folder")
                 for path in _CHECKPOINT.value or [""]]
-  cli.convert_to_workdir(_CONFIG.value, checkpoint, path_flag("workdir", _WORKDIR.value),
-                         fmt=_FORMAT.value, allow_pickle=_ALLOW_PICKLE.value)
+  workdir = path_flag("workdir", _WORKDIR.value)
+  cli.convert_to_workdir(_CONFIG.value, checkpoint, workdir, fmt=_FORMAT.value,
+                         allow_pickle=_ALLOW_PICKLE.value)
+  # The same config and overrides: a converted workdir evaluates only with the config it records.
+  print("evaluate with (and the data's --config.data paths): python -m vssjax.main "
+        + " ".join(config_arguments(sys.argv)) + f" --workdir={shlex.quote(workdir)} --mode=eval",
+        flush=True)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,7 @@ def convert_to_workdir(config: ConfigDict, checkpoint: str | Sequence[str], work
     checkpointer.save(0, state, force=True)  # closing waits for the save
   if jax.process_index() == 0:
     configs_lib.write_record(config, workdir)
-  print(f"saved the converted weights as step 0 in {checkpointer.directory}; evaluate with "
-        f"--mode=eval --workdir={workdir}", flush=True)
+  print(f"saved the converted weights as step 0 in {checkpointer.directory}", flush=True)
   return checkpointer.directory / "0"
 
 

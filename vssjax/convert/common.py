@@ -109,12 +109,14 @@ def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
                 expected: Mapping[str, jax.ShapeDtypeStruct], *,
                 drop: Sequence[str] = DEFAULT_DROP,
                 display_names: Mapping[str, str] | None = None,
-                hints: Sequence[str | None] = ()) -> Variables:
+                hints: Sequence[str | None] = (), classifier: str = "") -> Variables:
   """Runs `rules`, checks the result against `expected`; returns nested numpy variables.
 
   `display_names` maps state_dict keys to the names used in error messages (converters that
   normalise legacy key names pass the original names here). `hints`: what the error says first
   if the checkpoint does not fit, those not None (e.g. `mit_layout.mit_mismatch`'s line).
+  `classifier`: the model's class-scoring convolution (its Flax path, without `/kernel`), whose
+  class count, if the checkpoint's differs, is said in a line of its own.
   """
   def shown(key: str) -> str:
     return (display_names or {}).get(key, key)
@@ -133,15 +135,36 @@ def apply_rules(state_dict: StateDict, rules: Sequence[Rule],
       misshaped.append(f"{names}: {problem}")
     else:
       out[rule.target] = value
-  unexpected = sorted(shown(k) for k in state_dict
-                      if k not in consumed and not any(re.search(p, k) for p in drop))
+  unexpected_keys = [k for k in state_dict
+                     if k not in consumed and not any(re.search(p, k) for p in drop)]
+  unexpected = sorted(map(shown, unexpected_keys))
   targets = {rule.target for rule in rules}
   uncovered = sorted(t for t in expected if t not in targets)
   if missing or unexpected or misshaped or uncovered:
-    hints = [*hints, _absent_modules(missing, state_dict)]
+    hints = [*hints, _classes_hint(state_dict, rules, expected, classifier, shown),
+             _other_modules(missing, unexpected_keys, state_dict, consumed)]
     raise CheckpointMismatchError(_mismatch_message(
         [h for h in hints if h], [shown(k) for k in missing], unexpected, misshaped, uncovered))
   return traverse_util.unflatten_dict(out, sep="/")
+
+
+def _classes_hint(state_dict: StateDict, rules: Sequence[Rule],
+                  expected: Mapping[str, jax.ShapeDtypeStruct], classifier: str,
+                  shown: Callable[[str], str]) -> str | None:
+  """The line saying that the checkpoint scores another number of classes than the config's
+  (an ADE20K or Cityscapes model for a VSPW config), which the mis-shaped keys alone leave to be
+  read from their shapes; None if the counts agree or `classifier` is not converted."""
+  target = f"{classifier}/kernel"
+  rule = next((rule for rule in rules if rule.target == target), None)
+  if rule is None or target not in expected or rule.sources[0] not in state_dict:
+    return None
+  found = int(np.shape(state_dict[rule.sources[0]])[0])  # torch's [out, in, kh, kw]
+  wanted = int(expected[target].shape[-1])  # Flax's [kh, kw, in, out]
+  if found == wanted:
+    return None
+  return (f"the checkpoint scores {found} classes ({shown(rule.sources[0])}), the config's "
+          f"data.num_classes is {wanted}: a model of another dataset? (VSPW has 124 classes, "
+          "Cityscapes 19, CamVid 11, ADE20K 150)")
 
 
 def width_hint(state_dict: StateDict, key: str, wanted: int, setting: str,
@@ -182,17 +205,28 @@ def _convert_one(rule: Rule, state_dict: StateDict, expected: Mapping[str, Any]
 _SHOWN_KEYS = 10
 
 
-def _absent_modules(missing: Sequence[str], state_dict: StateDict) -> str | None:
+def _other_modules(missing: Sequence[str], unexpected: Sequence[str], state_dict: StateDict,
+                   consumed: set[str]) -> str | None:
   """The modules (first two name parts) the converter reads that the checkpoint has no key of at
-  all: a checkpoint of another model or method (a plain SegFormer's for DTERN), rather than
-  another size of the same one."""
-  modules = dict.fromkeys(".".join(key.split(".")[:2]) for key in missing)
-  absent = [m for m in modules if not any(k.startswith(m + ".") for k in state_dict)]
-  if not absent:
+  all, and those of the checkpoint that the converter reads nothing of: a checkpoint of another
+  model or method (a plain SegFormer's for DTERN, DTERN's for a SegFormer), rather than another
+  size of the same one."""
+  def modules(keys: Iterable[str], others: Iterable[str]) -> list[str]:
+    others = list(others)
+    return [m for m in dict.fromkeys(".".join(key.split(".")[:2]) for key in keys)
+            if not any(other.startswith(m + ".") for other in others)]
+
+  def named(found: list[str]) -> str:
+    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+
+  absent, unread = modules(missing, state_dict), modules(unexpected, consumed)
+  said = ([f"has no keys under {named(absent)}"] if absent else []) + (
+      [f"has keys under {named(unread)}, of which the config's model reads nothing"]
+      if unread else [])
+  if not said:
     return None
-  more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
-  return (f"the checkpoint has no keys under {', '.join(absent[:3])}{more}: a checkpoint of "
-          "another model or method than the config's?")
+  return (f"the checkpoint {' and '.join(said)}: a checkpoint of another model or method than "
+          "the config's?")
 
 
 def _mismatch_message(hints: Sequence[str], missing: Sequence[str], unexpected: Sequence[str],

@@ -53,4 +53,5 @@ def convert_dcfm(state_dict: StateDict, model: DCFM) -> Variables:
   hint = (mit_hint(state_dict, model.encoder.backbone, "backbone.encoder.")
           if isinstance(model.encoder, MiTCommonEncoder) else None)
   return apply_rules(state_dict, _encoder_rules(model) + _decoder_rules(model), expected,
-                     drop=(*DEFAULT_DROP, *UNUSED_KEYS), hints=[hint])
+                     drop=(*DEFAULT_DROP, *UNUSED_KEYS), hints=[hint],
+                     classifier="params/final/cls")

@@ -112,7 +112,8 @@ def convert_hf_segformer(state_dict: StateDict, model: SegFormer) -> Variables:
   width = width_hint(renamed, "decode_head.linear_projections.0.proj.weight",
                      model.decode_head.embed_dim, "model.decoder_dim", display_names=original)
   return apply_rules(renamed, rules, expected, display_names=original,
-                     hints=[mit_hint(renamed, model.backbone, "segformer."), width])
+                     hints=[mit_hint(renamed, model.backbone, "segformer."), width],
+                     classifier="params/decode_head/linear_pred")
 
 
 def convert_hf_mit(state_dict: StateDict, backbone: MixTransformer, *,

@@ -40,4 +40,5 @@ def mit_mismatch(state_dict: StateDict, backbone: MixTransformer,
   if found == wanted:
     return None
   return (f"the checkpoint holds {_name(*found)}, the config's model.backbone is "
-          f"{_name(*wanted)}: use the config of the checkpoint's size (or set model.backbone)")
+          f"{_name(*wanted)}: use the config of the checkpoint's size (or set model.backbone; "
+          "its results are then not set against the config's published numbers)")

@@ -102,4 +102,5 @@ def convert_mmseg_dtern(state_dict: StateDict, model: ClipSegmentor) -> Variable
            + dtern_head_rules(len(model.decode_head.kernels)))
   expected = abstract_variables(model, _EXAMPLE, train=False)
   return apply_rules(state_dict, rules, expected,
-                     hints=[mit_hint(state_dict, model.backbone, "backbone.")])
+                     hints=[mit_hint(state_dict, model.backbone, "backbone.")],
+                     classifier="params/decode_head/linear_pred1")

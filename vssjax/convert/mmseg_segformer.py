@@ -84,7 +84,8 @@ def convert_mmseg_segformer(state_dict: StateDict, model: SegFormer) -> Variable
   return apply_rules(state_dict, rules, expected, drop=(*DEFAULT_DROP, *UNUSED_HEAD_KEYS),
                      hints=[mit_hint(state_dict, model.backbone, "backbone."),
                             width_hint(state_dict, "decode_head.linear_c1.proj.weight",
-                                       model.decode_head.embed_dim, "model.decoder_dim")])
+                                       model.decode_head.embed_dim, "model.decoder_dim")],
+                     classifier="params/decode_head/linear_pred")
 
 
 def convert_mmseg_mit(state_dict: StateDict, backbone: MixTransformer, *, prefix: str = "",

@@ -123,7 +123,7 @@ def convert_pspnet(state_dict: StateDict, model: PSPNet) -> Variables:
   """
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, pspnet_rules(model), expected,
-                     drop=DEFAULT_DROP + _LOSS_BUFFERS)
+                     drop=DEFAULT_DROP + _LOSS_BUFFERS, classifier="params/cls/classifier")
 
 
 def convert_resnet_imagenet(state_dict: StateDict, backbone: ResNet) -> Variables:

@@ -36,7 +36,9 @@ def _fmt(value: Any, percent: bool) -> str:
 def published_for(config: ConfigDict) -> tuple[ConfigDict | None, str]:
   """The published numbers a run of `config` compares with, or None and the line that says why
   not: an evaluation of the split's first `eval.max_videos` videos (a quick check), or a setting
-  of `published.assumes` that the run overrode (DCFM's P mode next to Table II's B-mode row)."""
+  of `published.assumes` that the run overrode (another network than the config file's, as a
+  B0 checkpoint converted with `--config.model.backbone=b0` into a B2 config; DCFM's P mode next
+  to Table II's B-mode row; `configs_lib.set_published`)."""
   published = config.published
   if not len(published.metrics):
     return None, ""
@@ -144,7 +146,8 @@ def write_results(workdir: str | epath.Path, results: dict[str, Any], published=
   data = ", ".join(str(results[key]) for key in ("data_source", "split") if key in results)
   write_text_whole(md_path, f"# Evaluation at step {results.get('step')}"
                    + (f" ({data})" if data else "") + f"\n\n{table}\n"
-                   + (f"\n## Config changed since training (trained -> now)\n\n{changes}"
+                   + (f"\n## Config changed since the checkpoint's record (recorded -> now)\n\n"
+                      f"{changes}"
                       if changes else "")
                    + (f"\n## IoU per class\n\n{per_class_table(results)}\n"
                       if results.get("per_class_iou") else ""))
