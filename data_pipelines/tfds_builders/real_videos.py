@@ -94,11 +94,42 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
     print(f"build: left by a killed build in {interrupted[0].parent}: {sizes}. TFDS neither "
           f"resumes nor removes such a folder (a build starts over beside it): delete it to free "
           f"its space (unless another build of {source_name} is running now)", flush=True)
-  if _is_built(builder):
+  built = _is_built(builder)
+  if built:
     print(f"build: the records are already in {builder.data_path}: kept, only a missing video "
           f"index is written (delete that folder to rebuild)", flush=True)
   builder.download_and_prepare(download_config=config)
+  if built:
+    _say_where_the_copy_differs(builder, get_source(source_name, root=folder))
   return builder
+
+
+def _say_where_the_copy_differs(builder: _ManualSourceBuilder, source: base.VideoSource) -> None:
+  """Prints, split by split, the videos the kept records and the copy do not share: a copy
+  completed (or pruned) since its build is otherwise read as it was then, every later run on a
+  subset of its videos without a word."""
+  for split in source.available_splits():
+    index = video_records.read_index(video_records.index_path(builder, split))
+    if index is None:  # a read-only data dir: no index to compare without reading every record
+      continue
+    built = [summary.name for summary in index]
+    listed = [video.name for video in source.videos(split)]
+    only_built = [name for name in built if name not in set(listed)]
+    only_listed = [name for name in listed if name not in set(built)]
+    if only_built or only_listed:
+      print(f"build: the kept records of split {split!r} differ from the copy in "
+            f"{source.describe_split(split)} (videos: {len(built)} in the records, "
+            f"{len(listed)} in the copy); only in the copy: {_first(only_listed)}; only in the "
+            f"records: {_first(only_built)}. Runs read the records: delete {builder.data_path} "
+            "and build again to make them from this copy", flush=True)
+
+
+def _first(names: list[str], shown: int = 3) -> str:
+  """The first `shown` of `names` and a count of the rest, or 'none'."""
+  if not names:
+    return "none"
+  return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown
+                                     else "")
 
 
 def _interrupted_builds(builder: _ManualSourceBuilder) -> list[epath.Path]:

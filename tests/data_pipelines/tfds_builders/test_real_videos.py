@@ -38,6 +38,30 @@ def test_building_again_keeps_the_records_and_writes_only_a_missing_index(tmp_pa
   assert "the records are already in" in capsys.readouterr().out and index.exists()
 
 
+def test_building_again_from_a_copy_that_changed_says_which_videos_differ(tmp_path, capsys):
+  """A copy completed after its build (a video added to val.txt) was read as built, without a
+  word: every later evaluation scored the old subset."""
+  root = helpers.write_vspw(tmp_path / "vspw")
+  real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  other = helpers.write_vspw(tmp_path / "more")
+  os.rename(os.path.join(other, "data", "vid_c"), os.path.join(root, "data", "vid_e"))
+  with open(os.path.join(root, "val.txt"), "a") as listed:
+    listed.write("vid_e\n")
+  with open(os.path.join(root, "train.txt"), "w") as listed:
+    listed.write("vid_a\n")
+  capsys.readouterr()
+  builder = real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  lines = [line for line in capsys.readouterr().out.splitlines() if "differ" in line]
+  rebuild = f"Runs read the records: delete {builder.data_path} and build again"
+  assert lines == [
+      f"build: the kept records of split 'train' differ from the copy in vspw {root}/train.txt "
+      "(videos: 2 in the records, 1 in the copy); only in the copy: none; only in the records: "
+      f"vid_b. {rebuild} to make them from this copy",
+      f"build: the kept records of split 'val' differ from the copy in vspw {root}/val.txt "
+      "(videos: 1 in the records, 2 in the copy); only in the copy: vid_e; only in the records: "
+      f"none. {rebuild} to make them from this copy"]
+
+
 def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
   """TFDS reads only the builder's current version: records built at 2.0.0 (no video positions)
   are reported as such, with the command that rebuilds them."""
