@@ -90,7 +90,7 @@ def test_a_frame_is_held_only_until_it_is_yielded():
      r"the 2 answered after it\)"),
 ])
 def test_a_frame_answered_twice_never_given_or_never_answered_is_an_error(answers, count, message):
-  with pytest.raises(RuntimeError, match=message):
+  with pytest.raises(SetupError, match=message):
     list(_stream(answers, _frames(count)))
 
 

@@ -93,6 +93,13 @@ class FiveDims(Backbone):
     return [images[:, ::s, ::s, :, None] for s in (4, 8, 16, 32)]
 
 
+class ChannelsFirst(FourStrides):
+  """FourStrides as a PyTorch port returns its maps: [N, C, h, w]."""
+
+  def __call__(self, images, *, train):
+    return [jnp.transpose(x, (0, 3, 1, 2)) for x in super().__call__(images, train=train)]
+
+
 class FailsToTrace(Backbone):
   def __call__(self, images, *, train):
     raise ValueError("a bug in the backbone")
@@ -207,6 +214,11 @@ def test_a_backbone_of_ones_own_reads_its_pytorch_weights_into_the_methods_backb
                                        r"map 1: each is \[N, h, w, C\] for the N images"),
     (f"{HERE}:FiveDims", SetupError,
      r"returned an array of shape \(1, 16, 16, 3, 1\) as feature map 1: each is \[N, h, w, C\]"),
+    # It trained, the head's widths those of its maps' last axis, and failed at the evaluation.
+    (f"{HERE}:ChannelsFirst", SetupError,
+     r"returned feature map 1 of shape \(1, 4, 16, 16\) for 64x64 images and \(1, 4, 32, 32\) "
+     r"for 128x128: each map is \[N, h, w, C\], its channels C the same at every image size, h "
+     r"and w growing with the image \(a PyTorch port's \[N, C, h, w\] maps need a transpose\)"),
 ])
 def test_a_backbone_of_ones_own_that_breaks_the_contract_is_named(backbone, error, expected):
   with pytest.raises(error, match=expected):
@@ -291,7 +303,9 @@ def test_a_method_that_takes_no_backbone_of_ones_own_says_so(config_path, method
   config = load_config(config_path, "quick")
   config.model.backbone = f"{HERE}:FourStrides"
   with pytest.raises(SetupError, match=rf"{method} takes one of \[.*\]; {method} takes no "
-                                       "backbone of one's own"):
+                                       r"backbone of one's own \(a method takes one where it "
+                                       r"builds its backbone with build_backbone\(model, name, "
+                                       r"\(\.\.\., OWN\)\), docs/extending.md\)"):
     get_method(config)
 
 

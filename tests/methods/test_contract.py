@@ -34,13 +34,20 @@ _LOSS = jnp.float32(1.0)
     ((_LOSS, ({"loss": _LOSS}, _STATE, {})), r" returned \(array, \(dict, dict, dict\)\): it "
      r"returns \(loss, \(metrics"),
     # A per-example loss (the likeliest slip) is refused as a per-pixel one is.
-    ((jnp.ones(4), ({"loss": _LOSS}, _STATE)), r": the loss has shape \(4,\): it is one number"),
-    ((jnp.ones((2, 8, 8)), ({"loss": _LOSS}, _STATE)), r": the loss has shape \(2, 8, 8\): it is "
-     "one number"),
-    ((_LOSS, ({"ce": _LOSS}, _STATE)), r": its metrics \(keys \['ce'\]\) are a dict that holds "
-     "'loss'"),
+    ((jnp.ones(4), ({"loss": _LOSS}, _STATE)), r": the loss has shape \(4,\), and must be one "
+     "number"),
+    ((jnp.ones((2, 8, 8)), ({"loss": _LOSS}, _STATE)), r": the loss has shape \(2, 8, 8\), and "
+     "must be one number"),
+    ((_LOSS, ({"ce": _LOSS}, _STATE)), r": its metrics must be a dict that holds 'loss' \(the "
+     r"log's loss\), in \(loss, \(metrics, new_model_state\)\); got keys \['ce'\]$"),
     ((_LOSS, ({"loss": _LOSS, "freq": jnp.ones(9)}, _STATE)), r": metrics \{'freq': \(9,\)\} are "
      "not scalars"),
+    # A nested dict's np.shape is (): it passed, and the first log line failed on it.
+    ((_LOSS, ({"loss": _LOSS, "parts": {"ce": _LOSS}}, _STATE)), r": metrics \{'parts': 'dict'\} "
+     r"are not scalars: the loop logs one number per metric \(name the parts of a nested one "
+     r"'parts/ce', \.\.\.\)"),
+    ((_LOSS, ({"loss": _LOSS, "pair": [_LOSS, _LOSS]}, _STATE)), r": metrics \{'pair': "
+     r"'\[array, array\]'\} are not scalars"),
     ((_LOSS, ({"loss": _LOSS}, {})), r": its new model state \(\[\]\) is not shaped as the "
      r"model_state it was given \(\['batch_stats'\], what init returned besides 'params'\)"),
     ((_LOSS, ({"loss": _LOSS}, {"batch_stats": {}})), r": its new model state \(\['batch_stats'\] "

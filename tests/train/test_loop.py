@@ -552,6 +552,18 @@ def test_an_init_returning_the_parameters_alone_is_one_error_naming_it(quick_con
     loop.create_state(quick_config, method, parallel.make_mesh())
 
 
+def test_an_init_that_reads_the_batchs_values_is_pointed_to_the_shapes_only_rule(quick_config):
+  """JAX's ConcretizationTypeError names neither the method nor the rule it broke."""
+  method = loop.get_method(quick_config)
+  method.init = lambda rng, batch: (float(batch["frames"].mean()),
+                                    type(method).init(method, rng, batch))[1]
+  with pytest.raises(jax.errors.ConcretizationTypeError) as error:
+    loop.create_state(quick_config, method, parallel.make_mesh())
+  assert error.value.__notes__[-1] == (
+      "(in SegFormerMethod.init, traced on shapes alone: it must depend on the batch's shapes "
+      "only, docs/extending.md)")
+
+
 def test_fixed_variables_that_do_not_fit_the_model_are_named_so(quick_config, tmp_path,
                                                                 monkeypatch):
   """The mismatch spoke of "converted" variables alone: a method's own `fixed_variables` of the

@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Iterator
 import jax
 import numpy as np
 
+from vssjax.errors import SetupError
 from vssjax.eval.shots import ShotPredictor
 from vssjax.methods.base import Prediction
 from vssjax.methods.contract import check_label_map
@@ -28,8 +29,9 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
 
   A predictor may answer frames in any order (docs/extending.md), but each frame pushed exactly
   once: an answer for a frame answered before or never pushed, and a frame without an answer at
-  the end, are a RuntimeError. A label map that is not class ids below `num_classes` at its
-  frame's size is a SetupError (`contract.check_label_map`).
+  the end, are a SetupError (a method's slip, said in one line as the other contract rules are),
+  and so is a label map that is not class ids below `num_classes` at its frame's size
+  (`contract.check_label_map`).
   """
   held: dict[int, np.ndarray] = {}  # frames pushed and not yet yielded
   answered: dict[int, np.ndarray | jax.Array] = {}  # label maps waiting for an earlier frame's
@@ -41,7 +43,7 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
     for index, labels in ready:
       if index not in held or index in answered:
         said = " twice" if 0 <= index < pushed else f", which it was not given ({pushed} pushed)"
-        raise RuntimeError(f"{predictor.name} answered frame {index}{said}: every frame must come "
+        raise SetupError(f"{predictor.name} answered frame {index}{said}: every frame must come "
                            "back exactly once")
       answered[index] = labels
     while next_index in answered:
@@ -64,6 +66,6 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
     missing = sorted(set(held) - set(answered))
     queued = len(held) - len(missing)
     behind = f", which held back the {queued} answered after it" if queued else ""
-    raise RuntimeError(f"{predictor.name} never answered {len(missing)} of the {pushed} frames "
+    raise SetupError(f"{predictor.name} never answered {len(missing)} of the {pushed} frames "
                        f"pushed (the first: frame {missing[0]}{behind}): every frame must come "
                        "back exactly once")

@@ -106,7 +106,8 @@ def backbone_family(model: ConfigDict, method: str, families: tuple[str, ...]) -
   if OWN in families:
     also = " or a Backbone of one's own by import path ('package.module:ClassName')"
   elif _is_import_path(model.backbone):
-    also = f"; {method} takes no backbone of one's own"
+    also = (f"; {method} takes no backbone of one's own (a method takes one where it builds its "
+            "backbone with build_backbone(model, name, (..., OWN)), docs/extending.md)")
   else:
     also = ""
   raise SetupError(f"model.backbone={model.backbone!r}: {method} takes one of {names}{also}")
@@ -133,9 +134,26 @@ def _own_backbone(model: ConfigDict) -> Backbone:
 
 
 def _check_features(backbone: Backbone, model: ConfigDict) -> None:
-  """Traces `backbone` on one image (shapes only, no computation) and checks that it returns what
-  the heads read: four feature maps [1, h, w, C]."""
-  images = jax.ShapeDtypeStruct((1, _CHECK_SIZE, _CHECK_SIZE, 3), compute_dtype(model))
+  """Traces `backbone` on images of two sizes (shapes only, no computation) and checks that it
+  returns what the heads read: four feature maps [1, h, w, C], their channels C the same at
+  both sizes and their h, w growing with the image. A PyTorch port's [N, C, h, w] maps pass a
+  check at one size, and a head sized by them trains at the crop, then fails at evaluation."""
+  small = _traced_features(backbone, model, _CHECK_SIZE)
+  large = _traced_features(backbone, model, 2 * _CHECK_SIZE)
+  for level, (at_small, at_large) in enumerate(zip(small, large), start=1):
+    if at_small.shape[3] != at_large.shape[3] or at_small.shape[1:3] == at_large.shape[1:3]:
+      raise SetupError(
+          f"model.backbone {model.backbone!r} returned feature map {level} of shape "
+          f"{tuple(at_small.shape)} for {_CHECK_SIZE}x{_CHECK_SIZE} images and "
+          f"{tuple(at_large.shape)} for {2 * _CHECK_SIZE}x{2 * _CHECK_SIZE}: each map is "
+          "[N, h, w, C], its channels C the same at every image size, h and w growing with the "
+          "image (a PyTorch port's [N, C, h, w] maps need a transpose)")
+
+
+def _traced_features(backbone: Backbone, model: ConfigDict, size: int) -> Sequence[Any]:
+  """The shapes of `backbone`'s output on one `size`x`size` image, checked to be four maps
+  [1, h, w, C]."""
+  images = jax.ShapeDtypeStruct((1, size, size, 3), compute_dtype(model))
   try:
     features = jax.eval_shape(
         lambda x: backbone.init_with_output(jax.random.key(0), x, train=False)[0], images)
@@ -152,6 +170,7 @@ def _check_features(backbone: Backbone, model: ConfigDict) -> None:
     if shape is None or len(shape) != 4 or shape[0] != 1:
       raise SetupError(f"{where} {_describe(feature)} as feature map {level}: each is "
                        "[N, h, w, C] for the N images")
+  return features
 
 
 def _describe(value) -> str:

@@ -40,16 +40,20 @@ def check_training_outputs(method: Any, outputs: Any, model_state: Mapping[str, 
     raise SetupError(f"{where} returned {_described(outputs)}: it returns {_TRAINING_RETURN}")
   loss, (metrics, new_state) = outputs
   if np.shape(loss) != ():
-    raise SetupError(f"{where}: the loss has shape {np.shape(loss)}: it is one number, the "
-                     "gradient's target (average a per-pixel loss)")
+    raise SetupError(f"{where}: the loss has shape {np.shape(loss)}, and must be one number, "
+                     "the gradient's target (average a per-pixel loss)")
   if not isinstance(metrics, Mapping) or "loss" not in metrics:
     got = f"keys {sorted(metrics)}" if isinstance(metrics, Mapping) else _described(metrics)
-    raise SetupError(f"{where}: its metrics ({got}) are a dict that holds 'loss' (the log's "
-                     f"loss), in {_TRAINING_RETURN}")
-  vectors = {name: np.shape(value) for name, value in metrics.items() if np.shape(value) != ()}
+    raise SetupError(f"{where}: its metrics must be a dict that holds 'loss' (the log's loss), "
+                     f"in {_TRAINING_RETURN}; got {got}")
+  # np.shape of a dict or of a list of scalars is () or the list's: a nested dict passed as a
+  # scalar and failed at the first log line, after the steps had run.
+  vectors = {name: _described(value) if isinstance(value, (Mapping, list, tuple))
+             else np.shape(value) for name, value in metrics.items()
+             if isinstance(value, (Mapping, list, tuple)) or np.shape(value) != ()}
   if vectors:
     raise SetupError(f"{where}: metrics {vectors} are not scalars: the loop logs one number per "
-                     "metric")
+                     "metric (name the parts of a nested one 'parts/ce', ...)")
   if jax.tree.structure(new_state) != jax.tree.structure(dict(model_state)):
     same_names = isinstance(new_state, Mapping) and sorted(new_state) == sorted(model_state)
     if same_names:  # a collection with other variables, or another kind of dict

@@ -96,8 +96,10 @@ def detect_format(state_dict: StateDict) -> str:
   if any(k.startswith("layer1.") for k in state_dict):
     return "resnet"
   sample = ", ".join(sorted(state_dict)[:5])
-  raise SetupError(f"cannot tell the checkpoint format from its keys (first: {sample}); "
-                   f"pass it explicitly, one of {FORMATS}")
+  raise SetupError(f"cannot tell the checkpoint format from its keys (first: {sample}): none "
+                   f"of {FORMATS} (MiT and ResNet backbones; SegFormer, DTERN, DCFM and PSPNet "
+                   "models) names its keys so: a checkpoint of another model? (python -m "
+                   "vssjax.convert --format=NAME forces one)")
 
 
 def is_backbone_only(state_dict: StateDict) -> bool:

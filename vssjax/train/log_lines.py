@@ -37,7 +37,8 @@ def check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
         raise TrainingDiverged(
             f"non-finite {name} {metrics[name]} at step {step}; stopping before any checkpoint "
             "holds it (those saved before are intact). Resuming repeats the same steps: lower "
-            "optim.lr or set optim.grad_clip_norm first")
+            "optim.lr or set optim.grad_clip_norm first (or, in a method of one's own, look for "
+            "a log or division of zero in its loss)")
   return host
 
 

@@ -73,7 +73,12 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
     return method.init(rng, {k: jax.numpy.zeros(s.shape, s.dtype) for k, s in spec.items()})
 
   rng = jax.random.PRNGKey(config.seed)
-  variables = jax.eval_shape(init_variables, rng)
+  try:
+    variables = jax.eval_shape(init_variables, rng)
+  except jax.errors.ConcretizationTypeError as error:  # JAX's words name no rule of the method's
+    error.add_note(f"(in {type(method).__name__}.init, traced on shapes alone: it must depend on "
+                   "the batch's shapes only, docs/extending.md)")
+    raise
   contract.check_init_variables(method, variables)
   tx, schedule = make_optimizer(config.optim, config.train.steps, variables["params"])
   state, sharding = step_lib.init_state(init_variables, variables, tx, rng, mesh,
