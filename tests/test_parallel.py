@@ -17,7 +17,10 @@ def test_mesh_shapes_and_errors():
   assert dict(parallel.make_mesh(-1, 2).shape) == {"data": 2, "fsdp": 2}
   with pytest.raises(ValueError, match="fsdp=3 does not divide"):
     parallel.make_mesh(-1, 3)
-  with pytest.raises(ValueError, match="not divisible by the 4 devices"):
+  with pytest.raises(ValueError, match=r"data.batch_size=6 is not divisible by the 4 devices of "
+                     r"the mesh \{'data': 4, 'fsdp': 1\}: take a multiple of 4 "
+                     r"\(--config.data.batch_size=8\) or, in one process, fewer devices "
+                     r"\(--config.mesh.data=N, N x mesh.fsdp dividing it\)$"):
     parallel.check_batch_size(6, parallel.make_mesh())
   assert parallel.check_batch_size(8, parallel.make_mesh()) == 8  # the rows of the one process
   assert parallel.per_process_batch_size(8, 2) == 4
@@ -73,6 +76,14 @@ def test_config_mistakes_in_the_mesh_and_rules_are_setup_errors():
   with pytest.raises(SetupError, match=r"rule \('kernal\$', 'fsdp'\) matches no path of the "
                      r"train state \(such as 'params/dense/kernel'"):
     parallel.state_shardings(state, mesh, (("kernel$", "replicate"), ("kernal$", "fsdp")))
+  # A flat pair (a shell's tuple of one rule without its comma) unpacked into a ValueError, a bad
+  # pattern was re's traceback; both once the data had been indexed (now: before, in the loop).
+  with pytest.raises(SetupError, match=r"sharding_rules: 'kernel\$' is not a \(regex, kind\) pair "
+                     r"of strings; a tuple of one rule needs its trailing comma"):
+    parallel.state_shardings(state, mesh, ("kernel$", "fsdp"))
+  with pytest.raises(SetupError, match=r"rule \('kernel\[', 'fsdp'\): not a regular expression "
+                     r"\(unterminated character set"):
+    parallel.checked_sharding_rules((("kernel[", "fsdp"),))
 
 
 def test_a_state_without_leaves_has_no_shardings_and_any_rule_matches_nothing():

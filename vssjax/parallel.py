@@ -173,9 +173,13 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
   if global_batch < 1:
     raise SetupError(f"data.batch_size={global_batch}: a batch needs at least one clip")
   if global_batch % devices:
+    multiple = -(-global_batch // devices) * devices
+    fewer = (" or, in one process, fewer devices (--config.mesh.data=N, N x mesh.fsdp dividing "
+             "it)" if jax.process_count() == 1 else "")
     raise SetupError(
         f"data.batch_size={global_batch} is not divisible by the {devices} devices of the mesh "
-        f"{dict(mesh.shape)}")
+        f"{dict(mesh.shape)}: take a multiple of {devices} (--config.data.batch_size={multiple})"
+        f"{fewer}")
   return per_process_batch_size(global_batch, jax.process_count())
 
 
@@ -205,6 +209,29 @@ def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:
   return P(*([None] * axis + [FSDP_AXIS]))
 
 
+def checked_sharding_rules(rules: Sequence[Any]) -> list[tuple[re.Pattern, str]]:
+  """`(regex, 'replicate'|'fsdp')` rules, their patterns compiled; a rule of another form (a flat
+  pair, `--config.sharding_rules='(("kernel$", "fsdp"))'` without its trailing comma), pattern or
+  kind is a SetupError naming it. Checked before the run loads anything, and where applied."""
+  checked = []
+  for rule in rules:
+    if not (isinstance(rule, (tuple, list)) and len(rule) == 2
+            and all(isinstance(part, str) for part in rule)):
+      raise SetupError(f"sharding_rules: {rule!r} is not a (regex, kind) pair of strings; a tuple "
+                       "of one rule needs its trailing comma: '((\"kernel$\", \"fsdp\"),)'")
+    pattern, kind = rule
+    try:
+      compiled = re.compile(pattern)
+    except re.error as error:
+      raise SetupError(f"sharding_rules: rule ({pattern!r}, {kind!r}): not a regular expression "
+                       f"({error})") from None
+    if kind not in ("replicate", "fsdp"):
+      raise SetupError(f"sharding_rules: rule ({pattern!r}, {kind!r}): the kind must be "
+                       "'replicate' or 'fsdp'")
+    checked.append((compiled, kind))
+  return checked
+
+
 def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
                     rules: Sequence[tuple[str, str]] = ()) -> Any:
   """Shardings for a train-state pytree from `(regex, 'replicate'|'fsdp')` rules, first match wins.
@@ -212,11 +239,7 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
   A rule of another kind, or whose pattern matches no path of the state (a misspelt pattern would
   otherwise leave everything replicated without a word), is a SetupError naming it.
   """
-  compiled = [(re.compile(pattern), kind) for pattern, kind in rules]
-  for pattern, kind in compiled:
-    if kind not in ("replicate", "fsdp"):
-      raise SetupError(f"sharding_rules: rule ({pattern.pattern!r}, {kind!r}): the kind must be "
-                       f"'replicate' or 'fsdp'")
+  compiled = checked_sharding_rules(rules)
   names = [path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
   for pattern, kind in compiled:
     if not any(pattern.search(name) for name in names):

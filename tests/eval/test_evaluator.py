@@ -361,6 +361,20 @@ def test_frames_per_s_leaves_out_the_compiling_first_video_or_frame(monkeypatch,
   assert results["frames_per_s"] == pytest.approx(frames_per_s)
 
 
+def test_frames_per_s_of_several_devices_starts_once_the_last_has_compiled(monkeypatch):
+  """Two devices, one video each: timed from the first device's first frame, the second's
+  compile (its own first frame, 40 s later) was counted, 2.88 frames/s then 88 on a rerun."""
+  clock = _FakeClock()
+  monkeypatch.setattr(evaluator, "time", clock)
+  clock.now = 50.0
+  first = [1.0, 2.0, 3.0, 4.0]  # a frame a second after a 1 s compile
+  second = [41.0, 42.0, 43.0, 44.0]  # the same after a 41 s one
+  assert evaluator._timed_span(sorted(first + second), [1.0, 41.0], started=0.0) == (3, 9.0)
+  # A device without a video is left out; one frame in all is timed from the start.
+  assert evaluator._timed_span(first, [1.0, None], started=0.0) == (3, 49.0)
+  assert evaluator._timed_span([1.0], [1.0], started=0.0) == (1, 50.0)
+
+
 class _Video:
   """An evaluation video given as its (frame, label or None) pairs."""
 

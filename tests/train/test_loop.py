@@ -83,6 +83,7 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
     ({"train.checkpoint_every": 0}, "train.checkpoint_every=0: must be at least"),
     ({"train.keep_checkpoints": 0}, "train.keep_checkpoints=0: must be at least"),
     ({"train.eval_every": -1}, "train.eval_every=-1: must be 0 (evaluate only"),
+    ({"sharding_rules": ("kernel$", "fsdp")}, "sharding_rules: 'kernel$' is not a (regex, kind)"),
     ({"optim.accumulate_steps": 3}, "train.steps=2 is not a multiple of optim.accumulate_steps=3: "
      "an update takes 3 steps (micro-batches), and the last 2 would"),
     ({"optim.accumulate_steps": 0}, "optim.accumulate_steps=0: at least 1"),
@@ -137,6 +138,38 @@ def test_one_device_equals_four_devices_whose_checkpoint_restores_split_over_fsd
   specs = {str(x.sharding.spec) for x in jax.tree.leaves(resharded["params"])}
   assert any("fsdp" in spec for spec in specs)
   jax.tree.map(np.testing.assert_array_equal, resharded, runs[4][1])
+
+
+def test_fsdp_rules_on_a_mesh_without_an_fsdp_axis_are_said_to_split_nothing(capsys):
+  loop._check_sharding_rules((("kernel$", "fsdp"),), parallel.make_mesh())
+  assert capsys.readouterr().out == (
+      "note: sharding_rules split arrays over the fsdp axis, and mesh.fsdp=1: every array is "
+      "whole on each device (--config.mesh.fsdp=N splits them over N)\n")
+  loop._check_sharding_rules((("kernel$", "fsdp"),), parallel.make_mesh(-1, 2))
+  loop._check_sharding_rules((("kernel$", "replicate"),), parallel.make_mesh())
+  assert capsys.readouterr().out == ""
+
+
+def test_processes_compile_the_first_step_and_meet_before_running_it(monkeypatch):
+  """Two processes on one CPU machine died at their first step, 2 runs in 4, with Gloo's
+  DEADLINE_EXCEEDED: one had compiled the step 30 s before the other, and its collectives gave up.
+  Each compiles, then waits at the barrier; the step's call reuses that compilation."""
+  events = []
+  monkeypatch.setattr(loop.ocp.multihost, "sync_global_processes",
+                      lambda name, timeout: events.append(f"barrier {name} {timeout}"))
+  listening = [True]
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, seconds, **kwargs: listening[0] and event.endswith("backend_compile_duration")
+      and events.append("compiled"))
+  try:
+    step = jax.jit(lambda x, n: x * n + 1.0)
+    loop._compile_on_every_process(step, (np.float32(2.0), 3), 7)
+    result = step(np.float32(2.0), 3)
+    events.append("called")
+  finally:
+    listening[0] = False
+  assert events == ["compiled", "barrier vssjax_training_step_compiled_from_step_7 3600", "called"]
+  assert float(result) == 7.0
 
 
 def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick_config, tmp_path,

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
@@ -86,6 +87,21 @@ def create_state(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, *,
   return state, sharding, tx, schedule
 
 
+# How long a process waits for the others to compile the training step: a large model's takes
+# minutes on a GPU (DTERN-B1's 200 s on an H200), more on a loaded host.
+COMPILE_BARRIER_S = 3600
+
+
+def _compile_on_every_process(train_step, args: tuple, start: int) -> None:
+  """Compiles the training step for `args`, then waits at a barrier of the coordination service
+  until every process has: the first step's collectives (Gloo's on CPUs) give up after 30 s on a
+  process still compiling (a compilation cache that differs, a loaded host) with a raw
+  DEADLINE_EXCEEDED. The step's call on `args` reuses this compilation."""
+  train_step.lower(*args).compile()
+  ocp.multihost.sync_global_processes(f"vssjax_training_step_compiled_from_step_{start}",
+                                      timeout=COMPILE_BARRIER_S)
+
+
 def configured_train_step(config: ConfigDict, method: Method, params, state_sharding,
                           mesh: jax.sharding.Mesh):
   """The training loop's jitted step for `config` (`step.make_train_step`, the config's optimizer
@@ -154,7 +170,9 @@ def _check_process_count(checkpointer: Checkpointer, step: int) -> None:
         f"the data iterator of step {step} in {checkpointer.directory / str(step)} was saved by "
         f"{counts} processes, and this run has {jax.process_count()}: resume training with "
         f"{counts} processes (Grain restores each process's position only so). The train state "
-        "alone restores with any count: --mode=eval and --mode=infer read this workdir as it is")
+        "alone restores with any count: --mode=eval and --mode=infer read this workdir as it is, "
+        "and a training run in a new workdir starts from its variables with "
+        "--config.init.workdir=<this workdir> (at step 0: its schedule and data order afresh)")
 
 
 def _check_data_settings(workdir: str, config: ConfigDict, step: int) -> None:
@@ -203,6 +221,15 @@ def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) 
         f"{config.data.eval_split})", flush=True)
 
 
+def _check_sharding_rules(rules, mesh: jax.sharding.Mesh) -> None:
+  """The rules' form, now rather than once the data is indexed; and a note where they split
+  arrays over an fsdp axis of one device, which replicates every array without a word."""
+  checked = parallel.checked_sharding_rules(rules)
+  if mesh.shape[parallel.FSDP_AXIS] == 1 and any(kind == "fsdp" for _, kind in checked):
+    print("note: sharding_rules split arrays over the fsdp axis, and mesh.fsdp=1: every array is "
+          "whole on each device (--config.mesh.fsdp=N splits them over N)", flush=True)
+
+
 def check_train_settings(train: ConfigDict, optim: ConfigDict) -> None:
   """The loop's and the optimizer's counts, checked before anything runs: an interval of 0 would
   divide by zero at the first step, a negative `eval_every` would evaluate after every step, and
@@ -237,6 +264,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
   """
   check_train_settings(config.train, config.optim)
   mesh = parallel.mesh_from_config(config)
+  _check_sharding_rules(config.sharding_rules, mesh)
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   method = get_method(config)
   scorers = make_scorers(config)  # the evaluation's settings, checked now, not after training
@@ -399,6 +427,8 @@ def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, stat
           waiting_from = time.perf_counter()
           batch = parallel.to_global(next(data_iter), mesh)
           waited = time.perf_counter() - waiting_from
+          if step == start and jax.process_count() > 1:
+            _compile_on_every_process(train_step, (state, batch, schedule_length), start)
           state, metrics = train_step(state, batch, schedule_length)
         done = step + 1
         profiler.after_step(
