@@ -7,7 +7,9 @@ saves it and `torch.save`d. Converting it must give exactly the variables the HF
 for the same weights, whose forward pass is proven equal to transformers' in tests/parity.
 """
 import re
+import struct
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -183,6 +185,25 @@ def test_damaged_and_misnamed_files_say_what_to_do(mmseg_state, tmp_path):
       torch_io.load_state_dict(tmp_path / name)
     assert str(info.value).startswith(f"{tmp_path / name}: {message}"), str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_pth_whose_bytes_were_flipped_is_refused_not_converted(mmseg_state, tmp_path):
+  """torch.load does not check the archive's CRCs: a flipped byte in a tensor converted into a
+  wrong weight without a word."""
+  path = tmp_path / "flipped.pth"
+  torch.save({k: torch.from_numpy(v) for k, v in mmseg_state.items()}, path)
+  with zipfile.ZipFile(path) as archive:
+    largest = max(archive.infolist(), key=lambda info: info.file_size)
+  data = bytearray(path.read_bytes())
+  header = largest.header_offset
+  name_length, extra_length = struct.unpack("<HH", data[header + 26:header + 30])
+  data[header + 30 + name_length + extra_length + largest.file_size // 2] ^= 0xFF
+  path.write_bytes(bytes(data))
+  with pytest.raises(torch_io.CheckpointReadError) as info:
+    torch_io.load_state_dict(path)
+  assert str(info.value) == (
+      f"{path}: its entry {largest.filename} does not match its checksum, the file is damaged (a "
+      "disk or copy error?): fetch it again")
 
 
 def test_bf16_files_and_bad_inputs(tmp_path):

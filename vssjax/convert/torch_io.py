@@ -91,10 +91,29 @@ def _load_torch_pickle(path: str, allow_pickle: bool) -> Any:
         f"{path}: reading a PyTorch pickle (.pth/.pt/.bin) needs torch (the CPU wheel is enough: "
         "pip install torch --index-url https://download.pytorch.org/whl/cpu); or convert the file "
         "to .safetensors elsewhere") from err
+  _check_archive_crcs(path)
   try:
     return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
   except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... depending on version
     raise _pickle_error(path, err, allow_pickle) from err
+
+
+def _check_archive_crcs(path: str) -> None:
+  """Checks each member of a `torch.save` zip archive against its CRC-32, which torch does not:
+  bytes flipped in a tensor's data (a damaged disk or copy) converted into wrong weights without a
+  word. Reads the file once more: 0.10 s for a 320 MiB archive in the page cache on the 2-core
+  CPU, where torch.load took 0.05 to 0.20 s (2026-12-07)."""
+  if not zipfile.is_zipfile(path):
+    return  # a legacy pickle, or not an archive: torch.load's error says which
+  try:
+    with zipfile.ZipFile(path) as archive:
+      damaged = archive.testzip()
+  except (zipfile.BadZipFile, OSError, EOFError):
+    return  # an archive cut short: torch.load's failure names it (`_pickle_error`)
+  if damaged is not None:
+    raise CheckpointReadError(
+        f"{path}: its entry {damaged} does not match its checksum, the file is damaged (a disk or "
+        "copy error?): fetch it again")
 
 
 # A file `torch.save` writes opens with a zip entry (its default since 1.6) or a pickle's PROTO

@@ -220,8 +220,9 @@ def check_tc_video_list(config: ConfigDict, scorers: Scorers) -> None:
     raise SetupError(
         f"eval.tc_video_list: {config.eval.tc_video_list} names {len(unmatched)} of its "
         f"{len(scorers.tc_videos)} videos that split {split!r} of data.source "
-        f"{config.data.source!r} does not hold ({shown}): fix the list, or evaluate the split "
-        "whose videos it names")
+        f"{config.data.source!r} does not hold ({shown}): fix the list, evaluate the split "
+        "whose videos it names, or score TC over every video with --config.eval.tc_video_list= "
+        "(not comparable with a TC published over the list's)")
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,

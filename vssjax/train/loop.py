@@ -138,8 +138,8 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         f"{checkpointer.directory} holds converted weights (step {step}: the model's variables "
         "without the data-iterator state that training resumes from): use this workdir with "
         "--mode=eval or --mode=infer. To fine-tune from the weights, train in a new --workdir with "
-        "--config.init.torch_checkpoint=<the PyTorch checkpoint you converted> "
-        "(docs/reproducing.md)")
+        f"--config.init.workdir={workdir} (or init.torch_checkpoint=<the PyTorch checkpoint you "
+        "converted>; docs/reproducing.md)")
   if data_iter is not None:
     _check_process_count(checkpointer, step)
     _check_data_settings(workdir, config, step)
