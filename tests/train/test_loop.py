@@ -155,8 +155,8 @@ def test_processes_compile_the_first_step_and_meet_before_running_it(monkeypatch
   DEADLINE_EXCEEDED: one had compiled the step 30 s before the other, and its collectives gave up.
   Each compiles, then waits at the barrier; the step's call reuses that compilation."""
   events = []
-  monkeypatch.setattr(loop.ocp.multihost, "sync_global_processes",
-                      lambda name, timeout: events.append(f"barrier {name} {timeout}"))
+  monkeypatch.setattr(loop.ocp.multihost, "get_barrier_sync_fn",
+                      lambda: lambda key, timeout_ms: events.append(f"barrier {key} {timeout_ms}"))
   listening = [True]
   jax.monitoring.register_event_duration_secs_listener(
       lambda event, seconds, **kwargs: listening[0] and event.endswith("backend_compile_duration")
@@ -168,7 +168,8 @@ def test_processes_compile_the_first_step_and_meet_before_running_it(monkeypatch
     events.append("called")
   finally:
     listening[0] = False
-  assert events == ["compiled", "barrier vssjax_training_step_compiled_from_step_7 3600", "called"]
+  assert events == ["compiled", "barrier vssjax_training_step_compiled_from_step_7 3600000",
+                    "called"]
   assert float(result) == 7.0
 
 

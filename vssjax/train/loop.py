@@ -98,8 +98,9 @@ def _compile_on_every_process(train_step, args: tuple, start: int) -> None:
   process still compiling (a compilation cache that differs, a loaded host) with a raw
   DEADLINE_EXCEEDED. The step's call on `args` reuses this compilation."""
   train_step.lower(*args).compile()
-  ocp.multihost.sync_global_processes(f"vssjax_training_step_compiled_from_step_{start}",
-                                      timeout=COMPILE_BARRIER_S)
+  # Not `sync_global_processes`: by default it meets through a collective, Gloo's on CPUs again.
+  ocp.multihost.get_barrier_sync_fn()(key=f"vssjax_training_step_compiled_from_step_{start}",
+                                      timeout_ms=COMPILE_BARRIER_S * 1000)
 
 
 def configured_train_step(config: ConfigDict, method: Method, params, state_sharding,
