@@ -164,7 +164,7 @@ def base_config() -> ConfigDict:
       backbone_overrides=ConfigDict(dict(embed_dims=(), depths=(), num_heads=())),
       decoder_dim=256,
       drop_path_rate=0.1,  # MiT's stochastic depth
-      dropout_rate=0.1,
+      dropout_rate=0.1,  # the heads' dropout before their classifier (DCFM's, PSPNet's too)
       dtype="float32",  # compute dtype; parameters are always float32
       # The form of the depth-wise convs of MiT and the DTERN and SD-CPC heads: 'auto' = shifted
       # adds on CPU, grouped conv on GPU/TPU (notes §6); refused changed where there are none.
@@ -209,10 +209,14 @@ def base_config() -> ConfigDict:
       # 'frames' (every labelled frame as a target; DCFM's VSPW epoch).
       train_epoch="videos",
       num_workers=0,
+      # True: a training clip that cannot be read (DataError) is replaced by one of another video,
+      # with a warning, up to 100 in a row; False (default) stops the run naming the file.
       skip_bad_samples=False,
       # Image fills (rotate_fill, pad_fill) are RGB on the 0..255 scale; the mean colour is 0 once
       # normalised, which is what mmseg's pad and ETC's fills give (DCFM configs set their own).
       train_transform=ConfigDict(dict(
+          # cat_max_ratio: mmseg's RandomCrop redraws (up to 10 times) a crop in which one class
+          # covers more than this share of the labelled pixels.
           scale=(128, 128), ratio_range=(0.5, 2.0), crop_size=(96, 96), cat_max_ratio=0.75,
           flip_prob=0.5, photometric=True,
           rotate_degrees=0.0, rotate_prob=1.0, rotate_fill=MEAN_COLOUR, blur_prob=0.0,
@@ -261,12 +265,16 @@ def base_config() -> ConfigDict:
       # (regex searched in the '/'-joined parameter path, lr multiplier, weight-decay multiplier);
       # first match wins, as in mmcv's custom_keys resolved for the SegFormer/DTERN configs.
       param_groups=(("pos_block", 1.0, 0.0), ("head", 10.0, 1.0), ("norm", 1.0, 0.0)),
+      # mmcv's poly schedule, lr(i) = (lr - min_lr) * (1 - i / train.steps)^power + min_lr, its
+      # first warmup_steps scaled linearly from warmup_ratio to 1 (vssjax/train/optimizer.py).
       warmup_steps=1500,
       warmup_ratio=1e-6,
       power=1.0,
       min_lr=0.0,
       poly_after_warmup=False,  # True: DCFM's PolyScheduler (decay over the post-warm-up steps)
       grad_clip_norm=0.0,  # 0 disables clipping
+      # k > 1: an update from the gradients of k steps of data.batch_size clips each; every step
+      # count (train.steps, the intervals, warm-up, the schedule) counts those micro-batches.
       accumulate_steps=1,
   ))
 
@@ -277,7 +285,7 @@ def base_config() -> ConfigDict:
       eval_every=0,  # 0: evaluate only at the end
       checkpoint_every=1000,
       keep_checkpoints=3,
-      async_checkpoint=True,
+      async_checkpoint=True,  # written by Orbax in the background while training goes on
       # (first, last): a JAX profiler trace of those steps and the train step's per-op table in
       # workdir/profile/ (vssjax/train/profiling.py); () = none.
       profile_steps=(),
@@ -289,7 +297,7 @@ def base_config() -> ConfigDict:
       # 'vspw' (classes present in the GT), 'mmseg' (GT or prediction) or 'all_classes' (every
       # class, an absent one counting 0: DCFM's tables); vssjax/metrics/confusion.py.
       miou_convention="vspw",
-      windows=(8, 16),
+      windows=(8, 16),  # the n of mVC_n and VEC_n
       # mVC_n: 'vspw' (windows without GT-stable pixels dropped, videos of <= 16 frames skipped)
       # or 'dcfm' (those windows count 0, no video skipped); vssjax/metrics/consistency.py.
       vc_convention="vspw",

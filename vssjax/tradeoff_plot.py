@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from vssjax.command_line import user_errors_in_one_line
 from vssjax.errors import SetupError
-from vssjax.eval.report import PERCENT_METRICS, differing_settings, read_labelled_results
+from vssjax.eval.report import differing_settings, is_percent, read_labelled_results
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
             (140, 86, 75), (227, 119, 194), (23, 190, 207))
@@ -42,7 +42,7 @@ def read_points(specs: Sequence[str], metric: str) -> list[tuple[str, float, flo
 
 
 def _point(label: str, results: dict, metric: str) -> tuple[str, float, float]:
-  scale = 100.0 if metric in PERCENT_METRICS else 1.0  # stored as fractions
+  scale = 100.0 if is_percent(metric) else 1.0  # stored as fractions
   fps, value = results["frames_per_s"], results[metric]
   numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (fps, value))
   if not numbers or not math.isfinite(fps * value):  # null: n/a (older results.json: NaN)

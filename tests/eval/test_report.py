@@ -223,6 +223,19 @@ def test_etc_tc_over_every_video_is_not_compared_with_the_valsam_tc():
       config)[1]
 
 
+def test_consistency_of_other_windows_is_in_the_tables():
+  """`eval.windows=(4, 32)` scored mVC_4 and mVC_32, which the tables (a fixed list of the 8- and
+  16-frame names) left out without a word."""
+  results = {"mIoU": 0.5, "mVC_32": 0.7, "mVC_4": 0.9, "VEC_4": 0.4, "TC": 0.6,
+             "frames_per_s": 3.0}
+  table = report.markdown_table(results)
+  assert [line.split(" | ")[0] for line in table.splitlines()[2:7]] == [
+      "| mIoU (%)", "| mVC_4 (%)", "| mVC_32 (%)", "| VEC_4 (%)", "| TC (%)"]
+  assert "| mVC_4 (%) | 90.00 |" in table
+  compared = report.comparison_table([("A", results), ("B", {**results, "mVC_4": 0.8})])
+  assert "| mVC_4 (%) | **90.00** | 80.00 |" in compared
+
+
 def test_a_results_json_without_frames_per_s_is_refused_naming_it(tmp_path):
   """A file that is not an eval's results.json (no frames/s) would be compared as if it were,
   its frames/s row a bare n/a instead of an error naming what is missing."""

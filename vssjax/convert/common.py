@@ -158,9 +158,9 @@ def _classes_hint(state_dict: StateDict, rules: Sequence[Rule],
   rule = next((rule for rule in rules if rule.target == target), None)
   if rule is None or target not in expected or rule.sources[0] not in state_dict:
     return None
-  found = int(np.shape(state_dict[rule.sources[0]])[0])  # torch's [out, in, kh, kw]
-  wanted = int(expected[target].shape[-1])  # Flax's [kh, kw, in, out]
-  if found == wanted:
+  shape = np.shape(state_dict[rule.sources[0]])  # torch's [out, in, kh, kw]
+  found, wanted = (shape or (None,))[0], int(expected[target].shape[-1])  # Flax's [.., in, out]
+  if found is None or found == wanted:
     return None
   return (f"the checkpoint scores {found} classes ({shown(rule.sources[0])}), the config's "
           f"data.num_classes is {wanted}: a model of another dataset? (VSPW has 124 classes, "

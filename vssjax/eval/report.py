@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,26 @@ from vssjax.files import write_text_whole
 from vssjax.metrics.confusion import MIOU_CONVENTIONS
 from vssjax.metrics.consistency import VC_CONVENTIONS
 
-# Order and display names of the headline metrics; values are stored as fractions, shown in %.
-PERCENT_METRICS = ("mIoU", "wIoU", "pixel_acc", "mVC_8", "mVC_16", "VEC_8", "VEC_16", "TC")
+# The headline metrics, stored as fractions and shown in %: these, and mVC_n and VEC_n of every
+# window n of `eval.windows` (8 and 16 by default).
+_FRAME_METRICS = ("mIoU", "wIoU", "pixel_acc")
+_WINDOW_METRIC = re.compile(r"(mVC|VEC)_(\d+)")
+
+
+def is_percent(name: str) -> bool:
+  """Whether metric `name` is a headline metric (a fraction shown in per cent)."""
+  return name in (*_FRAME_METRICS, "TC") or bool(_WINDOW_METRIC.fullmatch(name))
+
+
+def headline_metrics(names: Iterable[str]) -> list[str]:
+  """The headline metrics among `names` in table order: mIoU, wIoU, pixel accuracy, mVC_n and
+  VEC_n by window (of every `eval.windows`), TC."""
+  present = set(names)
+  windows = {kind: sorted(int(match.group(2)) for match in map(_WINDOW_METRIC.fullmatch, present)
+                          if match and match.group(1) == kind) for kind in ("mVC", "VEC")}
+  return ([name for name in _FRAME_METRICS if name in present]
+          + [f"{kind}_{n}" for kind in ("mVC", "VEC") for n in windows[kind]]
+          + (["TC"] if "TC" in present else []))
 
 
 def _is_na(value: Any) -> bool:
@@ -63,9 +82,9 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None,
   header = "| metric | measured |" + (" published | difference |" if has_published else "")
   rule = "|---|---|" + ("---|---|" if has_published else "")
   rows = [header, rule]
-  names = [m for m in PERCENT_METRICS if m in results] + ["frames_per_s"]
+  names = headline_metrics(results) + ["frames_per_s"]
   for name in names:
-    percent = name in PERCENT_METRICS
+    percent = is_percent(name)
     row = f"| {_row_name(name)} | {_fmt(results.get(name), percent)} |"
     if has_published:
       if name in metrics:
@@ -83,7 +102,7 @@ def markdown_table(results: dict[str, Any], published: ConfigDict | None = None,
 
 def _row_name(name: str) -> str:
   """A metric's row heading: its key, with '(%)' for those shown in per cent."""
-  return f"{name} (%)" if name in PERCENT_METRICS else name
+  return f"{name} (%)" if is_percent(name) else name
 
 
 def _convention_notes(results: dict[str, Any]) -> str:
@@ -185,7 +204,7 @@ def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str,
   if missing:  # a results.json, of an evaluation that did not score it (TC without its flag)
     raise SetupError(f"{path} has no {missing[0]!r}: its evaluation did not score it (it has "
                      f"{', '.join(sorted(results))})")
-  for key in ("frames_per_s", *PERCENT_METRICS):  # what the tables and the plot read as numbers
+  for key in ("frames_per_s", *headline_metrics(results)):  # what the tables and plot read
     value = results.get(key)
     if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
       raise SetupError(f"{path}: {key} is {value!r}, not a number (or null): is it a "
@@ -217,7 +236,7 @@ def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   """Several runs side by side: one column per (label, results), one row per headline metric that
   any of them has, then frames/s; each row's best value in bold (all are higher-is-better),
   unless the runs differ in data or convention (`differing_settings`), which rows above say then."""
-  names = [m for m in PERCENT_METRICS if any(m in results for _, results in runs)]
+  names = headline_metrics(name for _, results in runs for name in results)
   rows = ["| metric | " + " | ".join(_cell(label) for label, _ in runs) + " |",
           "|---|" + "---|" * len(runs)]
   differing = differing_settings(runs)
@@ -225,7 +244,7 @@ def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
            for title, settings in differing]
   ranked = not differing
   for name in names + ["frames_per_s"]:
-    percent = name in PERCENT_METRICS
+    percent = is_percent(name)
     values = [results.get(name) for _, results in runs]
     known = [value for value in values if not _is_na(value)]
     best = _fmt(max(known), percent) if len(runs) > 1 and known and ranked else None
