@@ -426,12 +426,15 @@ def test_the_logged_pixel_accuracy_scores_the_logits_the_loss_upsamples(monkeypa
   _, (metrics, _) = method.loss_and_metrics(
       variables["params"], {"batch_stats": variables["batch_stats"]}, batch, jax.random.key(0))
   labels = batch["labels"][:, -1]
-  upsampled = resize_bilinear(seen["logits"].astype(jnp.float32), labels.shape[-2:],
-                              align_corners=True)
   valid = labels != 255
-  np.testing.assert_allclose(
-      metrics["pixel_acc"], np.sum((np.argmax(upsampled, -1) == labels) & valid) / valid.sum(),
-      rtol=1e-6)
+
+  def accuracy(align_corners):
+    upsampled = resize_bilinear(seen["logits"].astype(jnp.float32), labels.shape[-2:],
+                                align_corners=align_corners)
+    return np.sum((np.argmax(upsampled, -1) == labels) & valid) / valid.sum()
+
+  np.testing.assert_allclose(metrics["pixel_acc"], accuracy(True), rtol=1e-6)
+  assert accuracy(True) != accuracy(False)  # the batch tells the two apart
 
 
 def test_etc_mobile_ppm_branches_are_a_quarter_of_mobilenets_width():

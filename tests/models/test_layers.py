@@ -26,7 +26,10 @@ def test_flatten_time_is_clip_major():
   x = jnp.arange(2 * 3 * 4).reshape(2, 3, 4)
   out = flatten_time(x)
   assert out.shape == (6, 4)
-  np.testing.assert_array_equal(out[1 * 3 + 2], x[1, 2])
+  # Every row: the last one alone (b=1, t=2) is row 5 in time-major order too.
+  for b in range(2):
+    for t in range(3):
+      np.testing.assert_array_equal(out[b * 3 + t], x[b, t])
 
 
 def test_normalize_images_uses_rgb_imagenet_statistics():

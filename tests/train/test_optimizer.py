@@ -43,7 +43,8 @@ PARAMS = {
     "backbone": {
         "block1_0": {"norm1": {"scale": jnp.ones(2)}, "attn": {"q": {"kernel": jnp.ones(2)}}},
     },
-    "decode_head": {"linear_fuse": {"bn": {"scale": jnp.ones(2)}}},
+    "decode_head": {"linear_fuse": {"bn": {"scale": jnp.ones(2)}},
+                    "block_0": {"norm1": {"scale": jnp.ones(2)}}},
 }
 GROUPS = (("pos_block", 1.0, 0.0), ("head", 10.0, 1.0), ("norm", 1.0, 0.0))
 
@@ -52,8 +53,12 @@ def test_first_matching_group_wins():
   labels = optimizer.param_group_labels(PARAMS, GROUPS)
   assert labels["backbone"]["block1_0"]["norm1"]["scale"] == 2  # 'norm'
   assert labels["backbone"]["block1_0"]["attn"]["q"]["kernel"] == 3  # default group
-  # A norm inside the head takes the head's rule (listed first), as in mmcv's resolution.
-  assert labels["decode_head"]["linear_fuse"]["bn"]["scale"] == 1
+  assert labels["decode_head"]["linear_fuse"]["bn"]["scale"] == 1  # 'head'
+  # A norm inside the head (DTERN's cluster blocks) takes the head's rule, listed first, as in
+  # mmcv's resolution: its path matches 'head' and 'norm'.
+  assert labels["decode_head"]["block_0"]["norm1"]["scale"] == 1
+  reordered = optimizer.param_group_labels(PARAMS, (GROUPS[0], GROUPS[2], GROUPS[1]))
+  assert reordered["decode_head"]["block_0"]["norm1"]["scale"] == 1  # now 'norm', listed second
 
 
 def test_adamw_step_applies_group_lr_and_decay():
@@ -62,7 +67,8 @@ def test_adamw_step_applies_group_lr_and_decay():
   tx, _ = optimizer.make_optimizer(optim, total_steps=100, params=PARAMS)
   grads = {"backbone": {"block1_0": {"norm1": {"scale": jnp.full(2, 2.0)},
                                      "attn": {"q": {"kernel": jnp.full(2, -3.0)}}}},
-           "decode_head": {"linear_fuse": {"bn": {"scale": jnp.full(2, 0.5)}}}}
+           "decode_head": {"linear_fuse": {"bn": {"scale": jnp.full(2, 0.5)}},
+                           "block_0": {"norm1": {"scale": jnp.full(2, 0.5)}}}}
   updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
   new = optax.apply_updates(PARAMS, updates)
   # First AdamW step: p - lr * (g / (|g| + eps) + wd * p), lr = 1e-2 * (1 - 0/100).
@@ -97,7 +103,7 @@ def test_an_unknown_optimizer_is_refused_naming_the_choices():
 
 
 @pytest.mark.parametrize("clip,accumulate", [(1.0, 1), (0.0, 2)])
-def test_clipping_and_accumulation(clip, accumulate):
+def test_clipped_or_accumulated_adamw_still_takes_adams_step(clip, accumulate):
   optim = configs_lib.base_config().optim
   optim.update(lr=1e-2, weight_decay=0.0, warmup_steps=0, param_groups=(),
                grad_clip_norm=clip, accumulate_steps=accumulate)
