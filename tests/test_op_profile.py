@@ -1,6 +1,8 @@
 """vssjax.op_profile: per-HLO-op times of a compiled program, attributed to their JAX source."""
 
+import itertools
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -31,8 +33,12 @@ def test_ops_of_a_program_are_timed_and_attributed(tmp_path):
   table = op_profile.format_op_table("program", ops, top=2)
   rows = [line for line in table.splitlines() if line.startswith("| ") and "ms/call" not in line]
   assert len(rows) == min(2, len(ops)) and ops[0].name in rows[0]
-  # The trace stays, with what makes its table again elsewhere (a GPU's trace on a laptop).
+  # The trace stays, with what makes its table again elsewhere (a GPU's trace on a laptop); the
+  # folder of the program (the process's parent) names it too.
   assert op_profile.ops_of_saved_trace(tmp_path) == ops
+  program = tmp_path.parent / f"{tmp_path.name}_program"
+  shutil.copytree(tmp_path, program / "process_0")
+  assert op_profile.ops_of_saved_trace(program) == ops
   result = subprocess.run([sys.executable, "-m", "vssjax.op_profile", str(tmp_path), "--top=1"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
   assert result.stdout == op_profile.format_op_table(str(tmp_path), ops, top=1) + "\n"
@@ -43,6 +49,8 @@ def test_ops_of_a_program_are_timed_and_attributed(tmp_path):
 
 
 def test_a_folder_without_a_saved_program_or_trace_is_one_clear_line(tmp_path):
+  with pytest.raises(SetupError, match=r"/nowhere is not a folder \(a relative path starts at "):
+    op_profile.ops_of_saved_trace(tmp_path / "nowhere")
   with pytest.raises(SetupError, match=r"no program\.hlo\.txt; give a trace folder"):
     op_profile.ops_of_saved_trace(tmp_path)
   (tmp_path / "program.hlo.txt").write_text(_TWO_OPS)
@@ -72,9 +80,13 @@ def test_a_trace_the_reader_cannot_table_keeps_its_program(tmp_path, monkeypatch
   assert op_profile.ops_of_saved_trace(tmp_path)
 
 
-def _event(name, ns, module=None, hlo_op=None):
+_STARTS = itertools.count(0, 10_000)  # events one after the other unless a start is given
+
+
+def _event(name, ns, module=None, hlo_op=None, start=None):
   stats = {"hlo_module": module, "hlo_op": hlo_op}
-  return types.SimpleNamespace(name=name, duration_ns=ns,
+  start = next(_STARTS) if start is None else start
+  return types.SimpleNamespace(name=name, duration_ns=ns, start_ns=start, end_ns=start + ns,
                                stats=[(key, value) for key, value in stats.items() if value])
 
 
@@ -93,6 +105,25 @@ def test_only_the_named_programs_events_count():
                      _event("fusion.2", 300, "jit_step_fn"))
   assert op_profile._op_events(profile, "jit_step") == {  # pylint: disable=protected-access
       "fusion.1": 10, "fusion.2": 5, "fusion.3": 2}
+
+
+def test_a_loops_time_is_its_own_not_its_bodys_ops_again():
+  """On XLA:CPU a `while` event encloses its body's op events on the same line: its whole
+  duration counted its body twice (a training step's loop at 16.6% beside its own body ops)."""
+  profile = _profile(_event("while.3", 100, start=0), _event("fusion.1", 30, start=10),
+                     _event("conditional.2", 40, start=50), _event("fusion.2", 25, start=55),
+                     _event("fusion.1", 5, start=200))
+  assert op_profile._op_events(profile, None) == {  # pylint: disable=protected-access
+      "while.3": 30, "fusion.1": 35, "conditional.2": 15, "fusion.2": 25}
+
+
+def test_an_instructions_shape_is_read_whole_a_tuples_too():
+  _, instructions = op_profile._hlo_module(  # pylint: disable=protected-access
+      "HloModule jit_step\n"
+      "  %while.335 = (s32[], f32[8]{0}, (f32[2]{0}, f32[])) while(%tuple), condition=%c\n"
+      "  ROOT %fusion.1 = f32[1,48,48]{2,1,0} fusion(%p), kind=kLoop\n")
+  assert instructions == {"while.335": ("(s32[], f32[8]{0}, (f32[2]{0}, f32[]))", ""),
+                          "fusion.1": ("f32[1,48,48]{2,1,0}", "")}
 
 
 def test_a_trace_that_names_modules_otherwise_counts_every_modules_ops(tmp_path, monkeypatch):

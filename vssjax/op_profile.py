@@ -7,8 +7,9 @@ shape and the JAX source op it came from (the HLO `op_name` metadata, e.g.
 the `tf_XLA*` thread lines of the host plane (thunk bookkeeping events excluded); on a `/device:*`
 plane its `XLA Ops` line where it has one (TPU), else the kernels of its stream lines that carry
 an `hlo_op` stat, each kernel counted for that HLO op (the raw GPU trace: `XLA Ops` is a line
-that only the TensorBoard/XProf conversion derives, and an H200 run found none). Times of ops
-that run concurrently add up, so the total can exceed the wall time.
+that only the TensorBoard/XProf conversion derives, and an H200 run found none). An op counts its
+self time: a `while` event of XLA:CPU encloses its body's op events on its line, which count for
+themselves. Times of ops that run concurrently add up, so the total can exceed the wall time.
 
 The trace stays in workdir/profile/<program>/process_<i>/ with the program's HLO text, so that the
 table can be made again wherever the folder is copied, e.g. a GPU's trace brought back to a
@@ -34,7 +35,9 @@ from vssjax.errors import SetupError
 
 _CPU_BOOKKEEPING = ("ThunkExecutor", "SlinkyThreadPool")
 _HLO_MODULE = re.compile(r"HloModule ([\w.\-]+)")
-_HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ")
+# An instruction's name and result shape: one array's (`f32[1,48,48]{2,1,0}`) or a tuple's,
+# whose parts are separated by ", " (`(s32[], f32[8]{0})`).
+_HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\([^=]*?\)|\S+) ")
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
 # What a trace folder holds besides the trace, for `ops_of_saved_trace`.
 _HLO_FILE = "program.hlo.txt"
@@ -51,36 +54,56 @@ class OpTime:
 
 
 def _op_events(profile, module: str | None) -> collections.Counter:
-  """Summed duration (ns) per HLO op name over the op events of an XSpace; with `module`, only for
-  the ops of that HLO module (an event that names another module is another program's, e.g. an
+  """Summed self time (ns) per HLO op name over the op events of an XSpace; with `module`, only
+  for the ops of that HLO module (an event that names another module is another program's, e.g. an
   eager op between two training steps; one that names none is kept)."""
   totals = collections.Counter()
-  for name, event, stats in _named_op_events(profile):
+  for name, self_ns, stats in _named_op_events(profile):
     if _of_module(stats, module):
-      totals[name] += event.duration_ns
+      totals[name] += self_ns
   return totals
 
 
 def _named_op_events(profile):
-  """(HLO op name, event, its stats as a dict) for each op event of the XSpace, as the module
-  docstring says."""
+  """(HLO op name, its self time in ns, its stats as a dict) for each op event of the XSpace, as
+  the module docstring says."""
   for plane in profile.planes:
     if plane.name.startswith("/host:CPU"):
       for line in plane.lines:
         if line.name.startswith("tf_XLA"):
-          yield from ((event.name, event, dict(event.stats)) for event in line.events
-                      if not event.name.startswith(_CPU_BOOKKEEPING))
+          events = [event for event in line.events
+                    if not event.name.startswith(_CPU_BOOKKEEPING)]
+          yield from ((event.name, self_ns, dict(event.stats))
+                      for event, self_ns in _self_times(events))
     elif plane.name.startswith("/device:"):
       xla_ops = [line for line in plane.lines if line.name == "XLA Ops"]
       if xla_ops:
-        yield from ((event.name, event, dict(event.stats)) for event in xla_ops[0].events)
+        yield from ((event.name, self_ns, dict(event.stats))
+                    for event, self_ns in _self_times(list(xla_ops[0].events)))
         continue
       for line in plane.lines:  # one a CUDA stream ("Stream #7(Kernel,MemcpyH2D)")
         for event in line.events:
           stats = dict(event.stats)
           hlo_op = stats.get("hlo_op")  # from XLA's annotation of the launch
           if hlo_op is not None:
-            yield str(hlo_op), event, stats
+            yield str(hlo_op), event.duration_ns, stats  # kernels of a stream do not nest
+
+
+def _self_times(events: list) -> list[tuple[Any, int]]:
+  """Each event of one trace line with its self time: its duration less that of the events
+  nested in it. On XLA:CPU a `while` (a `conditional`, a `call`) is an event enclosing its body's
+  op events on the same line: counted whole, its body's time was counted twice (a training step's
+  loop at 16.6% of the summed time, its body's ops again beside it)."""
+  ordered = sorted(events, key=lambda event: (event.start_ns, -event.duration_ns))
+  self_ns = {id(event): event.duration_ns for event in ordered}
+  open_events = []  # the chain of events enclosing the current one, outermost first
+  for event in ordered:
+    while open_events and open_events[-1].end_ns <= event.start_ns:
+      open_events.pop()
+    if open_events and event.end_ns <= open_events[-1].end_ns:
+      self_ns[id(open_events[-1])] -= event.duration_ns
+    open_events.append(event)
+  return [(event, self_ns[id(event)]) for event in ordered]
 
 
 def _of_module(stats: dict, module: str | None) -> bool:
@@ -135,6 +158,11 @@ def ops_of_saved_trace(trace_dir: str | pathlib.Path) -> list[OpTime]:
   """The ops of the trace under `trace_dir` that `profile_ops` (or training's `profile_steps`)
   wrote, with the program it saved there."""
   trace_dir = pathlib.Path(trace_dir)
+  if not trace_dir.is_dir():
+    raise SetupError(f"{trace_dir} is not a folder (a relative path starts at {pathlib.Path.cwd()})")
+  processes = sorted(trace_dir.glob("process_*/"))
+  if not (trace_dir / _HLO_FILE).exists() and len(processes) == 1:  # a program's folder
+    trace_dir = processes[0]
   for name in (_HLO_FILE, _CALLS_FILE):
     if not (trace_dir / name).is_file():
       raise SetupError(f"{trace_dir}: no {name}; give a trace folder that --mode=bench's "
@@ -195,7 +223,10 @@ def main(argv):
   """Prints the op table of a saved trace folder (module docstring)."""
   if len(argv) != 2:
     raise app.UsageError("usage: python -m vssjax.op_profile TRACE_FOLDER [--top=N]")
-  print(format_op_table(argv[1], ops_of_saved_trace(argv[1]), top=flags.FLAGS.top))
+  ops = ops_of_saved_trace(argv[1])
+  if flags.FLAGS.top < 1:
+    raise app.UsageError(f"--top={flags.FLAGS.top}: list at least 1 op")
+  print(format_op_table(argv[1], ops, top=flags.FLAGS.top))
 
 
 if __name__ == "__main__":
