@@ -26,7 +26,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "infer", "bench"], "What to do.")
-_INPUT = flags.DEFINE_string("input", None, "--mode=infer: a video file or a directory of frames.")
+_INPUT = flags.DEFINE_string(
+    "input", None, "--mode=infer: a video file, a folder of frames (or of videos, each predicted "
+    "on its own), or one image.")
 _STEP = flags.DEFINE_integer(
     "step", None, "--mode=eval|infer: the checkpoint of this training step (default: the latest; "
     "the workdir keeps the last train.keep_checkpoints).")

@@ -96,6 +96,8 @@ def test_predictions_are_fetched_one_push_late_and_scored_in_order():
   assert results["num_frames"] == len(pairs)
   assert results["mIoU"] == miou_vspw(confusion.matrix)
   assert results["frames_per_s"] > 0
+  # Which generated set: the synthetic knobs (`compare` sets runs on other sets apart).
+  assert results["data_settings"] == config.data.synthetic.to_dict()
   # Per-class IoU under the source's class names, for results.md's per-class table.
   assert len(results["class_names"]) == len(results["per_class_iou"]) == SYNTHETIC_CLASSES
   assert results["class_names"] == list(make_source(config.data).class_names)

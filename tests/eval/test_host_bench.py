@@ -1,7 +1,11 @@
 """The host-side benchmark runs the real evaluator against its simulated device."""
 import logging
+import subprocess
+import sys
 
-from tests.conftest import load_config
+import pytest
+
+from tests.conftest import REPO, load_config
 from vssjax.eval import host_bench
 
 
@@ -27,3 +31,16 @@ def test_the_table_has_no_device_bound_for_no_device_time(capsys):
                           dict(device_ms=5.0, frames_per_s=180.0, wall_s=3.25)])
   assert capsys.readouterr().out.splitlines()[2:] == ["| 0 | 812.3 | - | 1.50 |",
                                                       "| 5 | 180.0 | 200.0 | 3.25 |"]
+
+
+@pytest.mark.parametrize("args, said", [
+    ([], "error: --config is required: the config whose evaluation's host side is timed"),
+    (["--config=configs/segformer/synthetic_mitb0.py:quick", "--device_ms=-5"],
+     "error: --device_ms=-5: one or more device times per frame, in ms, each 0 or more"),
+])
+def test_the_command_says_a_missing_config_or_a_negative_device_time_in_one_line(args, said):
+  """No --config was an AttributeError's traceback; --device_ms=-5 printed -200 frames/s."""
+  run = subprocess.run([sys.executable, "-m", "vssjax.eval.host_bench", *args], cwd=REPO,
+                       capture_output=True, text=True, timeout=120, check=False)
+  assert run.returncode == 1, run.stderr[-2000:]
+  assert run.stderr.strip().splitlines()[-1].startswith(said), run.stderr[-2000:]

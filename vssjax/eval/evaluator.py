@@ -28,7 +28,7 @@ from data_pipelines.lists import read_list
 from data_pipelines.loader import eval_videos, split_video_names
 from data_pipelines.dataset import make_source
 from data_pipelines.read_ahead import read_ahead
-from data_pipelines.sources.base import DataError
+from data_pipelines.sources.base import DataError, VideoSource
 from vssjax import parallel, visualize
 from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
@@ -277,7 +277,7 @@ def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdi
     return None
 
   tc_videos = sum(scorers[0].scores_tc(video.name) for video in videos)
-  results = _results(config, step, functools.reduce(Scorers.merge, scorers), source.class_names,
+  results = _results(config, step, functools.reduce(Scorers.merge, scorers), source,
                      [len(videos), shared.frames_done, timed_frames, tc_videos], timed_wall)
   if overlay_path is not None:
     results["overlay_video"] = str(overlay_path)
@@ -324,7 +324,7 @@ def _settle_overlay(provisional: epath.Path | None, keep: bool) -> epath.Path | 
   return overlay_path
 
 
-def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Sequence[str],
+def _results(config: ConfigDict, step: int, scorers: Scorers, source: VideoSource,
              counts: list[int], timed_wall: float) -> dict[str, Any]:
   """The results of `scorers` (this process's devices' merged), merged across processes.
   `counts` (this process's videos, frames, timed frames and videos TC scored) are summed over
@@ -342,6 +342,10 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Seque
       "step": int(step),
       "data_source": config.data.source,  # 'synthetic' under a real config's `:quick` too
       "split": config.data.eval_split,
+      # The source's settings but its copy's place: which generated set (the synthetic knobs) or
+      # which part of a real one, so that runs on different data are not ranked side by side.
+      "data_settings": {name: value for name, value in config.data.get(source.name, {}).items()
+                        if name != "root"},
       "num_videos": num_videos,
       "num_frames": num_frames,
       "scored_pixels": int(confusion.matrix.sum()),  # labelled pixels (0: a split without labels)
@@ -352,7 +356,7 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, class_names: Seque
       "pixel_acc": pixel_accuracy(confusion.matrix),
       "frames_per_s": timed_frames / max(timed_wall, 1e-9),
       "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class_iou(confusion.matrix)],
-      "class_names": list(class_names),
+      "class_names": list(source.class_names),
       "mVC_convention": consistency.vc_convention,
   }
   results.update(consistency.summary())

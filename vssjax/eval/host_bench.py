@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from data_pipelines.eval_transforms import eval_resize
 from vssjax.command_line import (numbers_flag, parse_config_flags, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
+from vssjax.errors import SetupError
 from vssjax.eval.evaluator import evaluate
 from vssjax.methods.base import Prediction, StreamingPredictor
 
@@ -104,8 +105,14 @@ def _cli() -> None:
   def main(argv):
     refuse_arguments(argv)
     device_ms_each = numbers_flag("device_ms", device_ms.value, float)
+    if not device_ms_each or min(device_ms_each) < 0:
+      raise SetupError(f"--device_ms={','.join(device_ms.value)}: one or more device times per "
+                       "frame, in ms, each 0 or more")
     quiet_routine_logs()
     config = config_flag.value
+    if config is None:
+      raise SetupError("--config is required: the config whose evaluation's host side is timed "
+                       "(e.g. --config=configs/segformer/synthetic_mitb0.py)")
     config.eval.overlay_video = False
     if max_videos.value:
       config.eval.max_videos = max_videos.value

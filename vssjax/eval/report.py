@@ -215,21 +215,33 @@ def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str,
 # What a run's metrics are of: runs that differ in any are set side by side with the row saying
 # so, and no best value is marked (a VSPW mIoU over all classes against one over the classes
 # present, or two datasets, do not rank).
-_SETTING_ROWS = (("data", ("data_source", "split")), ("mIoU convention", ("mIoU_convention",)),
+_SETTING_ROWS = (("data", ("data_source", "split", "data_settings")),
+                 ("mIoU convention", ("mIoU_convention",)),
                  ("mVC convention", ("mVC_convention",)))
 
 
 def differing_settings(runs: Sequence[tuple[str, dict[str, Any]]]
                        ) -> list[tuple[str, list[str]]]:
   """The settings (`_SETTING_ROWS`) in which the (label, results) `runs` differ, each as (its
-  title, every run's value): where there are any, their metrics do not rank."""
+  title, every run's value): where there are any, their metrics do not rank. A setting that is a
+  dict (`data_settings`: the synthetic generator's knobs) shows the entries that differ."""
   differing = []
   for title, keys in _SETTING_ROWS:
-    settings = [" ".join(str(results[key]) for key in keys if key in results) or "–"
-                for _, results in runs]
+    settings = [" ".join(_setting_text(results[key], key, runs) for key in keys if key in results)
+                or "–" for _, results in runs]
     if len(set(settings)) > 1:
       differing.append((title, settings))
   return differing
+
+
+def _setting_text(value: Any, key: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+  """A run's setting `key` as a row shows it; a dict's entries only where the runs differ."""
+  if not isinstance(value, dict):
+    return str(value)
+  dicts = [results.get(key) or {} for _, results in runs]
+  names = sorted({name for settings in dicts for name in settings})
+  return " ".join(f"{name}={value.get(name)}" for name in names
+                  if len({json.dumps(settings.get(name)) for settings in dicts}) > 1)
 
 
 def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
