@@ -522,7 +522,7 @@ def test_a_rerun_that_stops_midway_leaves_the_earlier_runs_outputs_whole(quick_c
   [out_dir] = infer.run(quick_config, str(tmp_path), str(frames))
   earlier = _outputs(tmp_path / "infer")
   assert sorted(earlier) == [f"frames/labels/{t:06d}.png" for t in range(4)] + [
-      "frames/overlay.mp4", "frames/tc.json"]
+      "frames/overlay.mp4", "frames/run.json", "frames/tc.json"]
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(error, 2)))
   with pytest.raises(type(error)):
     infer.run(quick_config, str(tmp_path), str(frames))
@@ -587,11 +587,16 @@ def test_a_rerun_replaces_the_earlier_label_pngs_once_complete_and_says_so(quick
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
   [out_dir] = infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "a" / "clip", 3)))
   assert "of an earlier run" not in capsys.readouterr().out
+  first = json.loads((out_dir / "run.json").read_text())
+  assert first["input"] == str(tmp_path / "a" / "clip") and first["frames"] == 3
   infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "b" / "clip", 2)))
   assert sorted(p.name for p in (out_dir / "labels").iterdir()) == ["000000.png", "000001.png"]
   assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == ["clip"]
+  assert json.loads((out_dir / "run.json").read_text()) == dict(
+      first, input=str(tmp_path / "b" / "clip"), frames=2)
   said = capsys.readouterr().out
-  assert f"replacing the 3 label PNGs of an earlier run in {out_dir / 'labels'}" in said
+  assert (f"replacing the 3 label PNGs of an earlier run (step {first['step']}, input "
+          f"{tmp_path / 'a' / 'clip'}) in {out_dir / 'labels'}") in said
   assert f"wrote 2 label PNGs to {out_dir / 'labels'} and {out_dir / 'overlay.mp4'}" in said
 
 
@@ -778,7 +783,7 @@ def test_without_overlay_video_only_the_label_pngs_are_written(quick_config, tmp
   quick_config.eval.overlay_video = False
   quick_config.eval.overlay_fps = 0  # not checked: no video plays at it
   infer.run(quick_config, str(tmp_path), str(frames))
-  assert sorted(p.name for p in out_dir.iterdir()) == ["labels"]
+  assert sorted(p.name for p in out_dir.iterdir()) == ["labels", "run.json"]
   assert len(list((out_dir / "labels").iterdir())) == 2
   assert "(no overlay video: eval.overlay_video is off)" in capsys.readouterr().out
 
@@ -870,4 +875,4 @@ def test_on_an_accelerator_a_folders_later_frame_sizes_compile_ahead_to_the_same
         assert_later_sizes_traced_ahead(log, "b", later_sizes=2)
       else:
         assert "eval_compile_ahead" not in [thread for thread, _ in log]
-  assert outputs[True] == outputs[False] and len(outputs[True]) == 4 * 2
+  assert outputs[True] == outputs[False] and len(outputs[True]) == 4 * 3  # labels, overlay, run

@@ -263,27 +263,41 @@ def _remove_abandoned(out_dir: epath.Path) -> None:
         shutil.rmtree(folder)
 
 
+# A run's record beside its outputs: the input (absolute), the checkpoint's step, the frames.
+_RUN_RECORD = "run.json"
+
+
 def _swap_in(staging: epath.Path, out_dir: epath.Path) -> None:
   """Moves a complete run's outputs from `staging` into `out_dir` in place of an earlier run's:
   its labels/ whole (a re-run must not leave label maps of frames it did not predict among its
-  own), its overlay.mp4 and tc.json, or where it wrote none, the earlier run's are removed (an
-  overlay or TC of other labels). Renames only, so the earlier outputs stand until they are
-  replaced; other files in `out_dir` are left alone."""
+  own), its overlay.mp4, tc.json and run.json, or where it wrote none, the earlier run's are
+  removed (an overlay or TC of other labels). Renames only, so the earlier outputs stand until
+  they are replaced; other files in `out_dir` are left alone."""
   out_dir.mkdir(parents=True, exist_ok=True)
   labels_dir = out_dir / "labels"
   if labels_dir.exists():
     earlier = list(labels_dir.glob("*.png"))
     if earlier:
-      print(f"infer: replacing the {len(earlier)} label PNGs of an earlier run in {labels_dir}",
-            flush=True)
+      print(f"infer: replacing the {len(earlier)} label PNG{'s' if len(earlier) > 1 else ''} of "
+            f"an earlier run{_said_run(out_dir / _RUN_RECORD)} in {labels_dir}", flush=True)
     labels_dir.rename(staging / "earlier_labels")  # removed with the staging folder
   (staging / "labels").rename(labels_dir)
-  for name in ("overlay.mp4", "tc.json"):
+  for name in ("overlay.mp4", "tc.json", _RUN_RECORD):
     if (staging / name).exists():
       (staging / name).replace(out_dir / name)
     elif (out_dir / name).exists():
       (out_dir / name).unlink()
   shutil.rmtree(staging)
+
+
+def _said_run(record: epath.Path) -> str:
+  """' (step N, input PATH)' of the run whose record this is; '' where it has none (a run of
+  earlier code) or cannot be read."""
+  try:
+    said = json.loads(record.read_text())
+    return f" (step {said['step']}, input {said['input']})"
+  except (OSError, ValueError, KeyError, TypeError):
+    return ""
 
 
 def run(config: ConfigDict, workdir: str, input_path: str, *,
@@ -431,6 +445,11 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
     if scorers.temporal is not None:
       tc = _tc_record(scorers.temporal, config.eval.tc_flow.method)
       (staging / "tc.json").write_text(json.dumps(tc, indent=2) + "\n")
+    # What made these outputs: a later run's replacing line names it, and a folder of PNGs
+    # otherwise says neither the checkpoint nor the input.
+    (staging / _RUN_RECORD).write_text(json.dumps(
+        {"input": os.path.abspath(input_path), "step": step, "frames": len(names)}, indent=2)
+        + "\n")
     _swap_in(staging, out_dir)
   also = (f" and {out_dir / 'overlay.mp4'}" if config.eval.overlay_video
           else " (no overlay video: eval.overlay_video is off)")
