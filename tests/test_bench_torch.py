@@ -57,6 +57,28 @@ def segformer_method():
   return get_method(load_config("configs/segformer/synthetic_mitb0.py", "quick"))
 
 
+@pytest.mark.parametrize("call_ms, calls", [
+    # transformers' SegFormer under torch.compile on the CPU: its recompile and autotuning's calls.
+    ([44700, 666, 540, 3.0, 446, 3.2, 2.5, 2.5, 2.6], 8),
+    ([900, 2.0, 2.1, 2.0, 9.0], 4),  # settled at the first three after the compile
+    ([5.0, 1000.0] * 20, 30),  # never settles: stops at the most it tries
+])
+def test_a_compiled_models_calls_are_taken_until_they_settle(monkeypatch, call_ms, calls):
+  """Timed after its first call alone, torch.compile's forward measured 1044 ms a call, 380x its
+  eager forward: later calls were slow too. Its compile time is that of the calls until three in a
+  row agree within 1.5x."""
+  clock, made = [0.0], []
+  monkeypatch.setattr(bench_torch.time, "perf_counter", lambda: clock[0])
+
+  def run_once():
+    clock[0] += call_ms[len(made)] / 1e3
+    made.append(1)
+
+  settled = bench_torch._compiled_and_settled  # pylint: disable=protected-access
+  assert settled(run_once) == pytest.approx(sum(call_ms[:calls]) / 1e3)
+  assert len(made) == calls
+
+
 def test_only_segformer_on_a_mit_has_a_transformers_reference(segformer):
   """transformers has SegFormer, not DTERN or SD-CPC on the same MiT: its SegFormer timed for
   them would be reported as their PyTorch original."""

@@ -613,6 +613,9 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
   if results["compilation_cache_dir"]:
     summary += (f"\ncompile_s may be loads from the persistent compilation cache "
                 f"{results['compilation_cache_dir']} (JAX_COMPILATION_CACHE_DIR)")
+  if any(row["phase"].startswith("torch_compile") for row in results["rows"]):
+    summary += ("\ntorch_compile compile_s may be loads from TorchInductor's cache of earlier runs "
+                "(TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_<user>)")
   for ratio in results["torch_ratios"]:
     summary += (f"\nJAX / torch frames/s, {ratio['phase']} {ratio['dtype']} "
                 f"batch {ratio['batch']}: " + ", ".join(

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import random_model_variables
 from tests.models.helpers import TINY_MIT, layer_norm_epsilons
+from vssjax.errors import SetupError
 from vssjax.models.layers import layer_norm
 from vssjax.models.mit import BLOCK_EPS, Block, OverlapPatchEmbed, apply_as_scan, mit
 
@@ -230,3 +231,21 @@ def test_mit_patch_embedding_conv_init_is_he_fan_out_normal():
   std = np.sqrt(2 / (7 * 7 * 64))
   assert abs(kernel.std() / std - 1) < 5 / np.sqrt(2 * kernel.size)
   np.testing.assert_array_equal(proj["bias"], 0.0)
+
+
+@pytest.mark.parametrize("hw, stage", [((24, 64), 1), ((64, 28), 1), ((32, 1000), None)])
+def test_an_input_too_small_for_a_stages_spatial_reduction_is_refused_naming_the_smallest(hw,
+                                                                                         stage):
+  """At 24x24 stage 1's map is 6x6, smaller than its 8x8 spatial-reduction window: the attention
+  had no key, and the trace failed in a reduction ('zero-size array to reduction operation max'),
+  naming no size."""
+  model, images = mit("b0"), jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+  init = lambda x: model.init(jax.random.key(0), x, train=False)
+  if stage is None:
+    jax.eval_shape(init, images)
+    return
+  with pytest.raises(SetupError, match=rf"^a {hw[0]}x{hw[1]} input is too small for the MiT: its "
+                     rf"stage-{stage} map \(\d a side\) is smaller than that stage's 8x8 spatial "
+                     r"reduction; the MiT takes inputs of at least 29x29 "):
+    jax.eval_shape(init, images)
+  jax.eval_shape(init, jax.ShapeDtypeStruct((1, 29, 29, 3), jnp.float32))

@@ -10,6 +10,7 @@ stage norms. (HF transformers uses 1e-5 everywhere; the parity test pins its blo
 The attention/projection/MLP dropouts of the original are 0 in every SegFormer config and are not
 implemented; stochastic depth is.
 """
+import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -210,6 +211,7 @@ class MixTransformer(nn.Module):
       raise ValueError("shallow_only needs shallow_blocks")
     if shallow_blocks is not None and not 0 <= shallow_blocks <= self.depths[0]:
       raise ValueError(f"shallow_blocks must be in [0, {self.depths[0]}], got {shallow_blocks}")
+    _check_input_size(x.shape[1:3], self.sr_ratios)
     rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
     x = x.astype(self.dtype)
     features = []
@@ -246,6 +248,31 @@ class MixTransformer(nn.Module):
       x = layer_norm(BLOCK_EPS, f"norm{stage + 1}")(x)
       features.append(x)
     return features if shallow_blocks is None else (features, shallow)
+
+
+def _stage_sizes(size: int) -> list[int]:
+  """A side of each stage's map for an input side `size`: the patch embeddings' strides 4, 2, 2, 2
+  with 'same'-like padding (kernel 7 padding 3, kernel 3 padding 1) round up."""
+  sides = [-(-size // 4)]
+  for _ in range(3):
+    sides.append(-(-sides[-1] // 2))
+  return sides
+
+
+def _check_input_size(input_hw: tuple[int, int], sr_ratios: Sequence[int]) -> None:
+  """Refuses an input whose map at some stage is smaller than that stage's spatial-reduction
+  window (stage 1's 8x8 on 1/4 of the input): the reduction's 'VALID' conv left no key, and the
+  attention failed deep in a trace ("zero-size array to reduction operation max")."""
+  for side in input_hw:
+    for stage, (map_side, ratio) in enumerate(zip(_stage_sizes(side), sr_ratios), start=1):
+      if map_side < ratio:
+        smallest = next(size for size in itertools.count(1)
+                        if all(s >= r for s, r in zip(_stage_sizes(size), sr_ratios)))
+        raise SetupError(
+            f"a {input_hw[0]}x{input_hw[1]} input is too small for the MiT: its stage-{stage} map "
+            f"({map_side} a side) is smaller than that stage's {ratio}x{ratio} spatial "
+            f"reduction; the MiT takes inputs of at least {smallest}x{smallest} (the training "
+            "crop, the evaluation size, a sliding window, bench.input_size)")
 
 
 def mit(variant: str, **overrides: Any) -> MixTransformer:
