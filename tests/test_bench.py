@@ -121,9 +121,9 @@ def test_bench_reports_finite_numbers(tmp_path, capsys, monkeypatch):
   assert markdown.count("| forward |") == 2
   # The summary above the table: millions of parameters, the input as height x width.
   assert f"{results['params'] / 1e6:.3f}M params, input 64x80, " in markdown
-  # What the float32 rows compare: each side's matmul/convolution precision (torch's defaults).
-  assert saved["float32_precision"] == {"jax": "platform default", "torch_matmul_tf32": False,
-                                        "torch_cudnn_tf32": True}
+  # What the float32 rows compare: each side's matmul/convolution precision (on the CPU, no TF32
+  # flag of torch's applies; a GPU run records them).
+  assert saved["float32_precision"] == {"jax": "platform default", "torch": "full float32 (CPU)"}
   # What the reference ran on: its versions and transformers' attention (torch's fused one).
   assert saved["torch_reference"] == {"torch": torch.__version__,
                                       "transformers": transformers.__version__,
@@ -387,7 +387,7 @@ def test_a_program_that_fails_keeps_the_rows_measured_before_it(tmp_path, monkey
     ("dtypes", (), r"bench.dtypes is empty: name at least one of"),
     ("input_size", (30,), r"bench.input_size=\(30,\): two whole numbers of pixels"),
     ("input_size", (30, 0), r"bench.input_size=\(30, 0\)"),
-    ("batch_sizes", (1, 0), r"bench.batch_sizes=\(1, 0\): batches of at least 1"),
+    ("batch_sizes", (1, 0), r"bench.batch_sizes=\(1, 0\): whole numbers of at least 1"),
     ("warmup", -1, r"bench.warmup=-1: an integer of at least 0"),
     ("repeats", 0, r"bench.repeats=0: an integer of at least 1"),
     ("train_repeats", 0, r"bench.train_repeats=0: an integer of at least 1"),
@@ -398,6 +398,15 @@ def test_bench_settings_that_cannot_be_measured_are_setup_errors(field, value, m
   bench.checked_settings(config)  # the defaults are fine
   config.bench[field] = value
   with pytest.raises(SetupError, match=message):
+    bench.checked_settings(config)
+
+
+def test_a_batch_size_of_zero_is_named_as_the_config_field_it_is():
+  """`data.batch_size=0` was refused as 'bench.batch_sizes=(1, 0)', a setting never given."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.batch_size = 0
+  with pytest.raises(SetupError, match=r"^data.batch_size=0 \(the throughput batch when "
+                     r"bench.batch_sizes is empty, and the train step's\): a whole number"):
     bench.checked_settings(config)
 
 

@@ -87,6 +87,14 @@ def test_only_segformer_on_a_mit_has_a_transformers_reference(segformer):
   assert bench_torch.has_reference(segformer)
 
 
+def test_a_method_without_a_reference_says_so_instead_of_no_rows_unsaid(capsys):
+  method = get_method(load_config("configs/dcfm/synthetic_mitb0.py", "quick"))
+  assert bench_torch.run_reference(method, (32, 32), 2, {}) == []
+  assert capsys.readouterr().out == (
+      "bench: no PyTorch reference: transformers has SegFormer on a MiT only (bench.torch=False "
+      "says none)\n")
+
+
 def _conversions(run_once):
   """How many tensors `run_once()` converts to another dtype, and its output."""
   with profile() as profiled:

@@ -77,6 +77,10 @@ def checked_settings(config: ConfigDict) -> dict[str, Any]:
   """`config.bench` as a dict, checked, its empty `batch_sizes` and `input_size` resolved to their
   defaults (1 and `data.batch_size`; the training crop)."""
   settings = config.bench.to_dict()
+  if not settings["batch_sizes"] and not whole_numbers_at_least((config.data.batch_size,), 1):
+    raise SetupError(f"data.batch_size={config.data.batch_size!r} (the throughput batch when "
+                     "bench.batch_sizes is empty, and the train step's): a whole number, at "
+                     "least 1")
   settings["batch_sizes"] = tuple(settings["batch_sizes"]) or (1, config.data.batch_size)
   settings["input_size"] = tuple(
       settings["input_size"] or config.data.train_transform.crop_size)
@@ -87,7 +91,7 @@ def checked_settings(config: ConfigDict) -> dict[str, Any]:
     raise SetupError(f"bench.dtypes: {unknown} not among {sorted(COMPUTE_DTYPES)}")
   check_size("bench.input_size", settings["input_size"])
   if not whole_numbers_at_least(settings["batch_sizes"], 1):
-    raise SetupError(f"bench.batch_sizes={settings['batch_sizes']}: batches of at least 1")
+    raise SetupError(f"bench.batch_sizes={settings['batch_sizes']}: whole numbers of at least 1")
   for name, least in (("warmup", 0), ("repeats", 1), ("train_repeats", 1)):
     if not whole_numbers_at_least((settings[name],), least):
       raise SetupError(f"bench.{name}={settings[name]!r}: an integer of at least {least}")
@@ -448,8 +452,9 @@ def _format_table(rows: list[Row]) -> str:
       ([r.phase, r.dtype, str(r.batch), str(r.frames), figure(r.compile_s, ".2f"),
         f"{r.latency_ms:.2f}", figure(r.dispatch_ms, ".2f"), figure(r.streamed_ms, ".2f"),
         f"{r.frames_per_s:.1f}",
-        figure(r.gflops, ".3f"), figure(r.gb_accessed, ".3f"), figure(r.kernels, "g"),
-        figure(r.peak_memory_mb, ".0f")]
+        # Four significant digits: a quick config's programs are a few MFLOPs and under 1 MiB.
+        figure(r.gflops, ".4g"), figure(r.gb_accessed, ".4g"), figure(r.kernels, ".0f"),
+        figure(r.peak_memory_mb, ".4g")]
        for r in rows))
 
 

@@ -242,6 +242,7 @@ if __name__ == "__main__":
   # Defined here, not at import: other CLIs define flags of the same names in the same process.
   flags.DEFINE_string("workdir", None, "Where each entry's bench.json/bench.md go.")
   flags.DEFINE_string("out", None, "Markdown file to write.")
-  flags.DEFINE_list("only", [], "Names of the entries to run (default: all).")
+  flags.DEFINE_list("only", [], "Names of the entries to run, in the suite's order (default: all "
+                    f"{len(SUITE)}): {', '.join(e.name for e in SUITE)}.")
   flags.DEFINE_bool("profile", False, "Also write per-op time tables (bench.profile).")
   app.run(main)

@@ -120,6 +120,10 @@ def run_reference(method: Method, size: tuple[int, int], train_batch: int,
   `_compiled_and_settled`). No rows without torch or transformers, or for a method without a
   reference (`has_reference`)."""
   if not (available() and has_reference(method)):
+    print("bench: no PyTorch reference: " + (
+        "torch and transformers do not both import" if not available()
+        else "transformers has SegFormer on a MiT only") + " (bench.torch=False says none)",
+        flush=True)
     return []
   programs = [("forward", _torch_forward, batch, settings["repeats"])
               for batch in settings["batch_sizes"]]
@@ -166,10 +170,12 @@ def _compiled_and_settled(run_once: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
-def float32_flags() -> dict[str, bool]:
+def float32_flags() -> dict[str, bool | str]:
   """PyTorch's float32 arithmetic on CUDA: TF32 in matmuls (off by default) and in cuDNN
-  convolutions (on by default)."""
+  convolutions (on by default); on the CPU, where neither applies, full float32."""
   import torch  # pylint: disable=import-outside-toplevel
+  if not torch.cuda.is_available():
+    return {"torch": "full float32 (CPU)"}
   return {"torch_matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
           "torch_cudnn_tf32": bool(torch.backends.cudnn.allow_tf32)}
 

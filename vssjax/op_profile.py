@@ -159,7 +159,8 @@ def ops_of_saved_trace(trace_dir: str | pathlib.Path) -> list[OpTime]:
   wrote, with the program it saved there."""
   trace_dir = pathlib.Path(trace_dir)
   if not trace_dir.is_dir():
-    raise SetupError(f"{trace_dir} is not a folder (a relative path starts at {pathlib.Path.cwd()})")
+    raise SetupError(f"{trace_dir} is not a folder (a relative path starts at "
+                     f"{pathlib.Path.cwd()})")
   processes = sorted(trace_dir.glob("process_*/"))
   if not (trace_dir / _HLO_FILE).exists() and len(processes) == 1:  # a program's folder
     trace_dir = processes[0]
@@ -210,7 +211,8 @@ def _trace_lines(profile, limit: int = 12) -> str:
 def format_op_table(title: str, ops: list[OpTime], top: int = 30) -> str:
   total_ms = sum(op.ms_per_call for op in ops)
   lines = [f"# {title}", "",
-           f"Summed op time {total_ms:.3f} ms per call over {len(ops)} ops; the {top} slowest:", "",
+           f"Summed op time {total_ms:.3f} ms per call over {len(ops)} ops"
+           + (f"; the {top} slowest:" if top < len(ops) else ":"), "",
            "| ms/call | share | op | shape | source |", "|---|---|---|---|---|"]
   for op in ops[:top]:
     lines.append(f"| {op.ms_per_call:.3f} | {op.share:.1%} | {op.name} | `{op.shape}` | "
