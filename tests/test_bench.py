@@ -441,12 +441,17 @@ def test_a_sliding_window_config_reports_the_cost_of_a_whole_test_frame(tmp_path
   config = load_config("configs/segformer/cityscapes1024_mitb0.py", "quick")
   config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=1,
                       train_step=False, torch=False)
-  rows = {r["phase"]: r for r in bench.run(config, str(tmp_path))["rows"]}
+  results = bench.run(config, str(tmp_path))
+  rows = {r["phase"]: r for r in results["rows"]}
   forward, frame = rows["forward"], rows["slide_frame"]
   assert frame["batch"] == 1 and frame["frames"] == 1
   settings = bench.checked_settings(config)
   assert tuple(settings["input_size"]) == (48, 48)
   assert 4 * forward["gflops"] < frame["gflops"] < 5 * forward["gflops"]
+  # Its frame is not the header's input size: the report says which it is.
+  assert results["slide_frame"] == {"frame": [64, 64], "window": [48, 48], "stride": [32, 32]}
+  assert ("slide_frame: a 64x64 frame (data.eval_transform.scale, not the input size) in 48x48 "
+          "windows at stride 32x32") in (tmp_path / "bench.md").read_text()
 
 
 def test_a_rematerialising_train_step_counts_its_recomputation_and_says_so(tmp_path, capsys):

@@ -65,7 +65,7 @@ from vssjax.methods.base import Method
 from vssjax.methods.dcfm import DCFMMethod
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
-from vssjax.methods.sliding_window import stitched_labels
+from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
 from vssjax.methods.variables_read import ProgramOnPart, laid_out
 from vssjax.train import loop
 from vssjax.train import step as step_lib
@@ -335,6 +335,15 @@ def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
   return row
 
 
+def _slide_setting(eval_transform: ConfigDict) -> dict[str, list[int]] | None:
+  """The sliding-window row's frame (height, width), window and stride; None without windows."""
+  windows = SlidingWindows.from_config(eval_transform)
+  if windows is None:
+    return None
+  width, height = eval_transform.scale
+  return {"frame": [height, width], "window": list(windows.crop), "stride": list(windows.stride)}
+
+
 def _bench_slide_frame(method: Method, variables, dtype: str, settings: dict[str, Any],
                        profile: _Profiler) -> Row:
   """A frame of the test size (`eval_transform.scale`, e.g. 1024x2048) as the sliding-window
@@ -538,6 +547,8 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "float32_precision": {"jax": config.model.matmul_precision or "platform default"},
       "scan_blocks": config.model.scan_blocks,
       "remat": config.model.remat,
+      # The sliding-window row's frame is the test size, not bench.input_size.
+      "slide_frame": _slide_setting(config.data.eval_transform),
       "device_peak_memory_mb": device_peak_mb(),  # all programs of the process so far
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
@@ -605,6 +616,11 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
   if results.get("stopped_by"):
     summary += (f"\nstopped by a failed program ({results['stopped_by']}); the programs after the "
                 "last row (and any PyTorch reference) were not measured")
+  if results.get("slide_frame"):
+    slide = results["slide_frame"]
+    summary += (f"\nslide_frame: a {'x'.join(map(str, slide['frame']))} frame (data.eval_transform."
+                f"scale, not the input size) in {'x'.join(map(str, slide['window']))} windows at "
+                f"stride {'x'.join(map(str, slide['stride']))}")
   if results.get("scan_blocks"):
     summary += ("\ntrain_step GFLOPs and GB accessed n/a: model.scan_blocks trains each stage's "
                 "blocks as a loop, whose body XLA's cost analysis counts once; run without it for "

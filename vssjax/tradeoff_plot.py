@@ -154,7 +154,7 @@ def main(argv):
     raise app.UsageError("usage: python -m vssjax.tradeoff_plot --out=PNG LABEL=results.json ...")
   points = read_points(argv[1:], metric)
   plot(points, out, metric=metric, title=flags.FLAGS.title)
-  print(f"wrote {out} ({len(points)} points)")
+  print(f"wrote {out} ({len(points)} point{'s' if len(points) > 1 else ''})")
 
 
 if __name__ == "__main__":

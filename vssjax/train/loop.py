@@ -503,8 +503,8 @@ def restore_for_eval(config: ConfigDict, workdir: str, step: int | None = None):
       step = latest
     elif step not in steps:
       raise SetupError(f"no checkpoint of step {step} in {checkpointer.directory}; it holds "
-                       f"steps {', '.join(map(str, steps))} (training keeps the last "
-                       "train.keep_checkpoints)")
+                       f"step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))} "
+                       "(training keeps the last train.keep_checkpoints)")
     mesh = parallel.mesh_from_config(config)
     method = get_method(config)
     state, _, _, _ = create_state(config, method, mesh, abstract=True)
