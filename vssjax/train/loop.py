@@ -226,7 +226,8 @@ def _check_sharding_rules(rules, mesh: jax.sharding.Mesh) -> None:
   """The rules' form, now rather than once the data is indexed; and a note where they split
   arrays over an fsdp axis of one device, which replicates every array without a word."""
   checked = parallel.checked_sharding_rules(rules)
-  if mesh.shape[parallel.FSDP_AXIS] == 1 and any(kind == "fsdp" for _, kind in checked):
+  if (mesh.shape[parallel.FSDP_AXIS] == 1 and any(kind == "fsdp" for _, kind in checked)
+      and jax.process_index() == 0):
     print("note: sharding_rules split arrays over the fsdp axis, and mesh.fsdp=1: every array is "
           "whole on each device (--config.mesh.fsdp=N splits them over N)", flush=True)
 
