@@ -91,3 +91,10 @@ def test_markdown_table_and_missing_figures():
   assert bench_rows.figure(0.125, ".0%") == "12%"
   assert bench_rows.markdown_table(["a", "b"], [["1", "n/a"], ["2", "3"]]) == (
       "| a | b |\n|---|---|\n| 1 | n/a |\n| 2 | 3 |")
+
+
+def test_figures_of_digits_keep_four_significant_digits_without_an_exponent():
+  """A quick config's 0.0012 GFLOPs read 0.001 at three decimals; '.4g' wrote a GPU's 11351 MiB
+  as 1.135e+04."""
+  assert [bench_rows.figure(v, "digits") for v in (0.0012345, 13.9734, 9999.4, 11351.2, None)] == [
+      "0.001234", "13.97", "9999", "11351", "n/a"]

@@ -11,7 +11,8 @@ import pytest
 from absl import flags, logging
 
 from tests.conftest import REPO
-from vssjax.command_line import path_flag, quiet_routine_logs, user_errors_in_one_line
+from vssjax.command_line import (config_arguments, path_flag, quiet_routine_logs,
+                                 user_errors_in_one_line)
 from vssjax.errors import DataError, SetupError, TrainingDiverged
 
 
@@ -199,3 +200,14 @@ def test_commands_report_a_users_error_in_one_line(command, expected, tmp_path):
   expected = placed(expected)
   assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
   assert not (tmp_path / "out").exists()  # a failed run leaves no half-made output behind
+
+
+def test_config_arguments_repeat_the_config_and_its_overrides_for_another_command():
+  """What `vssjax.convert` prints for the evaluation: an override given with its value apart
+  (`--config.model.backbone b0`) kept its flag and lost its value."""
+  argv = ["convert", "--config=configs/x.py:quick", "--checkpoint=w.pth", "--config.model.backbone",
+          "b0", "--config.seed=3", "--noconfig.eval.overlay_video", "--workdir=a b"]
+  assert config_arguments(argv) == ["--config=configs/x.py:quick", "--config.model.backbone=b0",
+                                    "--config.seed=3", "--noconfig.eval.overlay_video"]
+  assert config_arguments(["m", "--config", "c.py", "--config.data.vspw.root=/my data"]) == [
+      "--config=c.py", "'--config.data.vspw.root=/my data'"]

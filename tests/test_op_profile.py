@@ -121,8 +121,10 @@ def test_an_instructions_shape_is_read_whole_a_tuples_too():
   _, instructions = op_profile._hlo_module(  # pylint: disable=protected-access
       "HloModule jit_step\n"
       "  %while.335 = (s32[], f32[8]{0}, (f32[2]{0}, f32[])) while(%tuple), condition=%c\n"
+      "  %while.9 = (s32[], f32[], f32[], f32[], f32[], /*index=5*/f32[8]{0}) while(%t)\n"
       "  ROOT %fusion.1 = f32[1,48,48]{2,1,0} fusion(%p), kind=kLoop\n")
   assert instructions == {"while.335": ("(s32[], f32[8]{0}, (f32[2]{0}, f32[]))", ""),
+                          "while.9": ("(s32[], f32[], f32[], f32[], f32[], f32[8]{0})", ""),
                           "fusion.1": ("f32[1,48,48]{2,1,0}", "")}
 
 

@@ -461,9 +461,8 @@ def _format_table(rows: list[Row]) -> str:
       ([r.phase, r.dtype, str(r.batch), str(r.frames), figure(r.compile_s, ".2f"),
         f"{r.latency_ms:.2f}", figure(r.dispatch_ms, ".2f"), figure(r.streamed_ms, ".2f"),
         f"{r.frames_per_s:.1f}",
-        # Four significant digits: a quick config's programs are a few MFLOPs and under 1 MiB.
-        figure(r.gflops, ".4g"), figure(r.gb_accessed, ".4g"), figure(r.kernels, ".0f"),
-        figure(r.peak_memory_mb, ".4g")]
+        figure(r.gflops, "digits"), figure(r.gb_accessed, "digits"), figure(r.kernels, ".0f"),
+        figure(r.peak_memory_mb, "digits")]
        for r in rows))
 
 

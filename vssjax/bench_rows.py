@@ -103,8 +103,14 @@ def report(row: Row) -> Row:
 
 
 def figure(value: float | None, spec: str) -> str:
-  """`value` formatted by `spec`, or 'n/a' where a backend gave none."""
-  return "n/a" if value is None else format(value, spec)
+  """`value` formatted by `spec`, or 'n/a' where a backend gave none. `spec` 'digits': four
+  significant digits below 10,000 (a quick config's programs are a few MFLOPs and under 1 MiB),
+  whole numbers from there (a GPU's 11351 MiB; '.4g' would write 1.135e+04)."""
+  if value is None:
+    return "n/a"
+  if spec == "digits":
+    spec = ".4g" if abs(value) < 1e4 else ".0f"
+  return format(value, spec)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

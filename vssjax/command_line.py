@@ -162,8 +162,13 @@ def config_arguments(argv: list[str]) -> list[str]:
   """`--config=` and its `--config.<field>=` overrides as `argv` gives them, quoted for a shell:
   what another command of the project is given to build the same config (the evaluation a
   conversion prints)."""
-  return [shlex.quote(f"--config={_config_spec(argv)}")] + [
-      shlex.quote(arg) for arg in argv[1:] if _OVERRIDE.match(arg)]
+  arguments = [f"--config={_config_spec(argv)}"]
+  for index, arg in enumerate(argv[1:], start=1):
+    if _OVERRIDE.match(arg):
+      value_apart = ("=" not in arg and index + 1 < len(argv)
+                     and not argv[index + 1].startswith("-"))  # `--config.x 5`
+      arguments.append(f"{arg}={argv[index + 1]}" if value_apart else arg)
+  return list(map(shlex.quote, arguments))
 
 
 def _unknown_override(default: ConfigDict, argv: list[str]) -> str | None:

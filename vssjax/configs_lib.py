@@ -103,9 +103,12 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
   c.published.assumes = ()
 
 
-# The fields that make the network: published numbers are of the config file's values, so a run
-# that overrides one (a MiT-B0 checkpoint converted with the B2 config's `model.backbone=b0`,
-# SegFormer's 768-wide head, another class count) is another model, and is not compared with them.
+# The fields every method's network is sized by (backbone, its layout, head width, classes):
+# published numbers are of the config file's values, so a run that overrides one (a MiT-B0
+# checkpoint converted with the B2 config's `model.backbone=b0`, SegFormer's 768-wide head,
+# another class count) is another model, and is not compared with them. A method's own network
+# fields (DCFM's `model.common_dim`, SD-CPC's `model.dssa`) are not among them: a config adds
+# those it publishes numbers of to `assumes`.
 NETWORK_FIELDS = ("model.backbone", "model.backbone_overrides.embed_dims",
                   "model.backbone_overrides.depths", "model.backbone_overrides.num_heads",
                   "model.decoder_dim", "data.num_classes")

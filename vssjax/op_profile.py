@@ -37,6 +37,8 @@ _CPU_BOOKKEEPING = ("ThunkExecutor", "SlinkyThreadPool")
 _HLO_MODULE = re.compile(r"HloModule ([\w.\-]+)")
 # An instruction's name and result shape: one array's (`f32[1,48,48]{2,1,0}`) or a tuple's,
 # whose parts are separated by ", " (`(s32[], f32[8]{0})`).
+# XLA numbers the parts of a long tuple in comments: `(f32[], ..., /*index=5*/f32[8]{0}, ...)`.
+_INDEX_COMMENT = re.compile(r"/\*index=\d+\*/")
 _HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\([^=]*?\)|\S+) ")
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
 # What a trace folder holds besides the trace, for `ops_of_saved_trace`.
@@ -121,7 +123,7 @@ def _hlo_module(hlo_text: str) -> tuple[str, dict[str, tuple[str, str]]]:
   module = _HLO_MODULE.match(hlo_text)
   instructions = {}
   for line in hlo_text.splitlines():
-    match = _HLO_INSTRUCTION.match(line)
+    match = _HLO_INSTRUCTION.match(_INDEX_COMMENT.sub("", line))
     if match and match.group(1) not in instructions:
       op_name = _OP_NAME.search(line)
       instructions[match.group(1)] = (match.group(2), op_name.group(1) if op_name else "")

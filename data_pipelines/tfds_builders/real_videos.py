@@ -105,17 +105,24 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
 
 
 def _say_where_the_copy_differs(builder: _ManualSourceBuilder, source: base.VideoSource) -> None:
-  """Prints, split by split, the videos the kept records and the copy do not share: a copy
-  completed (or pruned) since its build is otherwise read as it was then, every later run on a
-  subset of its videos without a word."""
-  for split in source.available_splits():
+  """Prints the splits, and split by split the videos, that the kept records and the copy do not
+  share: a copy completed (or pruned) since its build is otherwise read as it was then, every
+  later run on a subset of its videos without a word."""
+  built_splits, copy_splits = set(builder.info.splits), set(source.available_splits())
+  for split in sorted(built_splits ^ copy_splits):
+    side = "the copy" if split in copy_splits else "the records"
+    print(f"build: split {split!r} is only in {side} ({source.describe_split(split)}). Runs read "
+          f"the records: delete {builder.data_path} and build again to make them from this copy",
+          flush=True)
+  for split in sorted(built_splits & copy_splits):
     index = video_records.read_index(video_records.index_path(builder, split))
     if index is None:  # a read-only data dir: no index to compare without reading every record
       continue
     built = [summary.name for summary in index]
     listed = [video.name for video in source.videos(split)]
-    only_built = [name for name in built if name not in set(listed)]
-    only_listed = [name for name in listed if name not in set(built)]
+    built_names, listed_names = set(built), set(listed)
+    only_built = [name for name in built if name not in listed_names]
+    only_listed = [name for name in listed if name not in built_names]
     if only_built or only_listed:
       print(f"build: the kept records of split {split!r} differ from the copy in "
             f"{source.describe_split(split)} (videos: {len(built)} in the records, "

@@ -37,6 +37,8 @@ def test_the_table_has_no_device_bound_for_no_device_time(capsys):
     ([], "error: --config is required: the config whose evaluation's host side is timed"),
     (["--config=configs/segformer/synthetic_mitb0.py:quick", "--device_ms=-5"],
      "error: --device_ms=-5: one or more device times per frame, in ms, each 0 or more"),
+    (["--config=configs/segformer/synthetic_mitb0.py:quick", "--device_ms=0,nan"],
+     "error: --device_ms=0,nan: one or more device times per frame"),
 ])
 def test_the_command_says_a_missing_config_or_a_negative_device_time_in_one_line(args, said):
   """No --config was an AttributeError's traceback; --device_ms=-5 printed -200 frames/s."""

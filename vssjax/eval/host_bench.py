@@ -13,6 +13,7 @@ host's cores, and answers with labels made from the frame. When the measured fra
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import time
 
 import numpy as np
@@ -105,7 +106,7 @@ def _cli() -> None:
   def main(argv):
     refuse_arguments(argv)
     device_ms_each = numbers_flag("device_ms", device_ms.value, float)
-    if not device_ms_each or min(device_ms_each) < 0:
+    if not device_ms_each or not all(math.isfinite(ms) and ms >= 0 for ms in device_ms_each):
       raise SetupError(f"--device_ms={','.join(device_ms.value)}: one or more device times per "
                        "frame, in ms, each 0 or more")
     quiet_routine_logs()

@@ -227,7 +227,8 @@ def differing_settings(runs: Sequence[tuple[str, dict[str, Any]]]
   dict (`data_settings`: the synthetic generator's knobs) shows the entries that differ."""
   differing = []
   for title, keys in _SETTING_ROWS:
-    settings = [" ".join(_setting_text(results[key], key, runs) for key in keys if key in results)
+    settings = [" ".join(text for text in (_setting_text(results[key], key, runs)
+                                           for key in keys if key in results) if text)
                 or "–" for _, results in runs]
     if len(set(settings)) > 1:
       differing.append((title, settings))

@@ -48,9 +48,9 @@ def check_training_outputs(method: Any, outputs: Any, model_state: Mapping[str, 
                      f"in {_TRAINING_RETURN}; got {got}")
   # np.shape of a dict or of a list of scalars is () or the list's: a nested dict passed as a
   # scalar and failed at the first log line, after the steps had run.
-  vectors = {name: _described(value) if isinstance(value, (Mapping, list, tuple))
-             else np.shape(value) for name, value in metrics.items()
-             if isinstance(value, (Mapping, list, tuple)) or np.shape(value) != ()}
+  shapes = {name: _described(value) if isinstance(value, (Mapping, list, tuple))
+            else np.shape(value) for name, value in metrics.items()}
+  vectors = {name: shape for name, shape in shapes.items() if shape != ()}
   if vectors:
     raise SetupError(f"{where}: metrics {vectors} are not scalars: the loop logs one number per "
                      "metric (name the parts of a nested one 'parts/ce', ...)")

@@ -183,8 +183,9 @@ class MixTransformer(nn.Module):
   copy each call, would slow them (docs/benchmarks.md).
   `remat` (a `layers.REMAT_POLICIES` name, '' for none): in training every block is
   rematerialised, its activations recomputed in the backward pass (`layers.run_block`).
-  Any input size works; stage sizes follow torch's conv arithmetic (e.g. 67x93 -> 17x24, 9x12,
-  5x6, 3x3).
+  Any input size from 29x29 works (smaller ones leave a stage's map under its spatial-reduction
+  window, `_check_input_size`); stage sizes follow torch's conv arithmetic (e.g. 67x93 -> 17x24,
+  9x12, 5x6, 3x3).
   """
   embed_dims: Sequence[int]
   num_heads: Sequence[int]

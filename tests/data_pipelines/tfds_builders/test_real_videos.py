@@ -49,9 +49,13 @@ def test_building_again_from_a_copy_that_changed_says_which_videos_differ(tmp_pa
     listed.write("vid_e\n")
   with open(os.path.join(root, "train.txt"), "w") as listed:
     listed.write("vid_a\n")
+  os.remove(os.path.join(root, "test.txt"))  # a split the copy lost
   capsys.readouterr()
   builder = real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
-  lines = [line for line in capsys.readouterr().out.splitlines() if "differ" in line]
+  said = capsys.readouterr().out
+  assert (f"build: split 'test' is only in the records (vspw {root}/test.txt). Runs read the "
+          f"records: delete {builder.data_path} and build again") in said
+  lines = [line for line in said.splitlines() if "differ" in line]
   rebuild = f"Runs read the records: delete {builder.data_path} and build again"
   assert lines == [
       f"build: the kept records of split 'train' differ from the copy in vspw {root}/train.txt "
