@@ -41,6 +41,7 @@ from vssjax.eval.evaluator import Scorers, make_scorers, merge_across_processes
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
 from vssjax.files import write_text_whole
+from vssjax.listing import first_few
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
 from vssjax.train.workdir import check_workdir_to_evaluate, one_local_process
@@ -102,9 +103,7 @@ def _say_left_out(folder: str, used: set[str], kinds: str) -> None:
   left_out = [name for name in base.visible_entries(folder)
               if name not in used and os.path.isfile(os.path.join(folder, name))]
   if left_out:
-    more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
-    print(f"infer: {folder}: {', '.join(left_out[:3])}{more} not predicted: not {kinds}",
-          flush=True)
+    print(f"infer: {folder}: {first_few(left_out)} not predicted: not {kinds}", flush=True)
 
 
 def _frame_folder(video_folder: str) -> str:

@@ -29,6 +29,7 @@ from absl import logging
 from PIL import Image
 
 from data_pipelines.sources import base
+from vssjax.listing import first_few
 
 CLASS_NAMES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence",
                "car", "pedestrian", "bicyclist")
@@ -53,9 +54,8 @@ def _warn_no_frames(frames_dir: str, split: str) -> None:
 def _warn_not_read(image_dir: str, names: tuple[str, ...]) -> None:
   """Once per folder and process: images named otherwise than `<sequence><number>.png` (a `.jpg`
   copy, a frame renamed) are no labelled frames, left out of the split without it, else unsaid."""
-  more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-  logging.warning("camvid: %s: %s%s not read: not named <sequence><number>.png", image_dir,
-                  ", ".join(names[:3]), more)
+  logging.warning("camvid: %s: %s not read: not named <sequence><number>.png", image_dir,
+                  first_few(names))
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from data_pipelines.sources import base, get_source
 from data_pipelines.tfds_builders import video_records
 from vssjax.errors import SetupError
 from vssjax.files import check_folder_path
+from vssjax.listing import first_few
 
 
 class _ManualSourceBuilder(video_records.VideoSegBuilder, skip_registration=True):
@@ -126,17 +127,9 @@ def _say_where_the_copy_differs(builder: _ManualSourceBuilder, source: base.Vide
     if only_built or only_listed:
       print(f"build: the kept records of split {split!r} differ from the copy in "
             f"{source.describe_split(split)} (videos: {len(built)} in the records, "
-            f"{len(listed)} in the copy); only in the copy: {_first(only_listed)}; only in the "
-            f"records: {_first(only_built)}. Runs read the records: delete {builder.data_path} "
-            "and build again to make them from this copy", flush=True)
-
-
-def _first(names: list[str], shown: int = 3) -> str:
-  """The first `shown` of `names` and a count of the rest, or 'none'."""
-  if not names:
-    return "none"
-  return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown
-                                     else "")
+            f"{len(listed)} in the copy); only in the copy: {first_few(only_listed) or 'none'}; "
+            f"only in the records: {first_few(only_built) or 'none'}. Runs read the records: "
+            f"delete {builder.data_path} and build again to make them from this copy", flush=True)
 
 
 def _interrupted_builds(builder: _ManualSourceBuilder) -> list[epath.Path]:

@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from vssjax.errors import SetupError
+from vssjax.listing import first_few
 
 StateDict = Mapping[str, np.ndarray]
 Variables = dict[str, Any]
@@ -216,12 +217,9 @@ def _other_modules(missing: Sequence[str], unexpected: Sequence[str], state_dict
     return [m for m in dict.fromkeys(".".join(key.split(".")[:2]) for key in keys)
             if not any(other.startswith(m + ".") for other in others)]
 
-  def named(found: list[str]) -> str:
-    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-
   absent, unread = modules(missing, state_dict), modules(unexpected, consumed)
-  said = ([f"has no keys under {named(absent)}"] if absent else []) + (
-      [f"has keys under {named(unread)}, of which the config's model reads nothing"]
+  said = ([f"has no keys under {first_few(absent)}"] if absent else []) + (
+      [f"has keys under {first_few(unread)}, of which the config's model reads nothing"]
       if unread else [])
   if not said:
     return None
