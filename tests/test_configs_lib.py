@@ -331,3 +331,14 @@ def test_quick_variants_compare_with_no_published_numbers():
   assert any(report.published_for(load_config(path))[0] is not None for path in CONFIGS)
   for path in CONFIGS:
     assert report.published_for(load_config(path, "quick")) == (None, ""), path
+
+
+def test_a_config_file_compares_with_every_number_it_publishes():
+  """`set_published` records the settings the numbers are of: one called before the config sets
+  its mIoU convention (or network) would leave its own numbers out of every run of it."""
+  published_configs = [config for config in map(load_config, CONFIGS)
+                       if len(config.published.metrics)]
+  assert len(published_configs) > 10
+  for config in published_configs:
+    published, not_compared = report.published_for(config)
+    assert (published, not_compared) == (config.published, ""), not_compared

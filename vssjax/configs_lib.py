@@ -112,18 +112,27 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
 NETWORK_FIELDS = ("model.backbone", "model.backbone_overrides.embed_dims",
                   "model.backbone_overrides.depths", "model.backbone_overrides.num_heads",
                   "model.decoder_dim", "data.num_classes")
+# The scoring rules one metric's published number is of (field -> the metrics it concerns; a
+# family such as "mVC" names each mVC_n): another mIoU convention makes the mIoU another number,
+# not the mVC.
+CONVENTION_FIELDS = (("eval.miou_convention", ("mIoU",)), ("eval.vc_convention", ("mVC",)))
 
 
 def set_published(c: ConfigDict, source: str, metrics: dict[str, float],
-                  assumes: tuple[tuple[str, Any], ...] = ()) -> None:
+                  assumes: tuple[tuple[Any, ...], ...] = ()) -> None:
   """Gives `c` the published numbers `metrics` (name -> %) of `source`, for the network `c` has
-  now (`NETWORK_FIELDS`) and the other settings of `assumes` ((field, value) pairs, e.g. DCFM's
-  mode and K): a run that overrides any of them is not compared with them
-  (`report.published_for`). Call it once `c`'s network and class count are set."""
+  now (`NETWORK_FIELDS`), its scoring conventions (`CONVENTION_FIELDS`) and the other settings
+  of `assumes`: (field, value) pairs that every number is of (DCFM's mode and K), or (field,
+  value, metric names) triples that only those metrics are of (ETC's TC video list: the TC only).
+  A run that overrides one is not compared with the numbers it concerns
+  (`report.published_for`). Call it once `c`'s network, class count and conventions are set."""
   c.published.source = source
   c.published.metrics = ConfigDict(dict(metrics))
-  c.published.assumes = tuple(assumes) + tuple(
-      (field, config_path.get_value(field, c)) for field in NETWORK_FIELDS)
+  c.published.assumes = (
+      tuple(tuple(entry) for entry in assumes)
+      + tuple((field, config_path.get_value(field, c)) for field in NETWORK_FIELDS)
+      + tuple((field, config_path.get_value(field, c), names)
+              for field, names in CONVENTION_FIELDS))
 
 
 def synthetic_demo(c: ConfigDict, *, batch_size: int, half_width: bool = True) -> None:
@@ -350,9 +359,10 @@ def base_config() -> ConfigDict:
   c.init = ConfigDict(dict(torch_checkpoint="", allow_pickle=False, workdir="", config="",
                            take=".*"))
   # Published numbers of this exact setting (metric name -> value in %), shown next to the
-  # measured ones; `assumes`: (field, value) pairs of the setting that an override can change
-  # (the network, DCFM's mode and K), with which the numbers are not shown
-  # (`report.published_for`). Configs fill all three with `set_published`.
+  # measured ones; `assumes`: (field, value[, metric names]) of the setting that an override can
+  # change (the network, DCFM's mode and K; the mIoU convention, the mIoU only), with which the
+  # numbers (those named) are not shown (`report.published_for`). Configs fill all three with
+  # `set_published`.
   c.published = ConfigDict(dict(source="", metrics=ConfigDict(), assumes=()))
   return c
 

@@ -106,11 +106,13 @@ def quick_variant(c):
 
 
 def published_for_mode(c, source: str, metrics: dict) -> None:
-  """The published numbers `source` (`metrics`) of the config's DCFM mode and K, which they
-  assume: a run that overrides either is not compared with them (`report.published_for`)."""
+  """The published numbers `source` (`metrics`) of the config's DCFM mode and K (and ResNet's
+  common-feature width), which they assume: a run that overrides one is not compared with them
+  (`report.published_for`)."""
   configs_lib.set_published(c, source if metrics else "", metrics,
                             assumes=(("method.mode", c.method.mode),
-                                     ("method.keyframe_interval", c.method.keyframe_interval)))
+                                     ("method.keyframe_interval", c.method.keyframe_interval),
+                                     ("model.common_dim", c.model.common_dim)))
 
 
 def dcfm_vspw_config(backbone: str, arg=None):

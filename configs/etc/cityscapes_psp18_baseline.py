@@ -153,7 +153,7 @@ def cityscapes_config(variant: str, arg=None):
   configs_lib.set_published(
       c, _SOURCE + {"baseline": "", "temporal": " + temporal loss",
                     "distill": " + temporal loss + distillation"}[variant],
-      PUBLISHED[variant], assumes=(("eval.tc_video_list", c.eval.tc_video_list),))
+      PUBLISHED[variant], assumes=(("eval.tc_video_list", c.eval.tc_video_list, ("TC",)),))
   if args.quick:
     quick_variant(c)
   c.lock()

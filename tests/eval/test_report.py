@@ -160,11 +160,14 @@ def test_published_numbers_follow_the_dcfm_mode_and_keyframe_interval():
   assert report.published_for(_dcfm_vspw("mode=P,k=6")) == (None, "")
 
 
-@pytest.mark.parametrize("config", ["configs/dcfm/cityscapes_mitb1.py",
+@pytest.mark.parametrize("path", ["configs/dcfm/cityscapes_mitb1.py",
                                     "configs/dcfm/camvid_r50.py"])
-def test_every_dcfm_config_with_published_numbers_says_which_mode_and_k_they_are_for(config):
-  config = load_config(config)
+def test_every_dcfm_config_with_published_numbers_says_which_mode_and_k_they_are_for(path):
+  config = load_config(path)
   assert report.published_for(config)[0] is not None
+  config.model.common_dim = 64  # ResNet's 1x1 conv to the common feature
+  assert report.published_for(config)[0] is None
+  config = load_config(path)
   config.method.mode = "P"
   assert report.published_for(config)[0] is None
 
@@ -215,12 +218,40 @@ def test_another_network_than_the_config_files_is_not_compared_with_its_numbers(
   assert f"they are for {field}=" in not_compared and f"this run has {value!r}" in not_compared
 
 
-def test_etc_tc_over_every_video_is_not_compared_with_the_valsam_tc():
-  """The published TC is over ETC's 108 valsam snippets; `eval.tc_video_list=` scores them all."""
+def test_etc_tc_over_every_video_leaves_out_the_valsam_tc_only(tmp_path):
+  """The published TC is over ETC's 108 valsam snippets; `eval.tc_video_list=` scores them all,
+  which made the published mIoU (of every frame either way) disappear with it."""
   config = load_config("configs/etc/cityscapes_psp18_distill.py")
   config.eval.tc_video_list = ""
-  assert "they are for eval.tc_video_list='cityscapes_valsam.txt'" in report.published_for(
-      config)[1]
+  published, not_compared = report.published_for(config)
+  assert dict(published.metrics) == {"mIoU": 73.06}
+  assert re.fullmatch(r"TC: not compared with the published number \(ETC .*\), it is for "
+                      r"eval.tc_video_list='cityscapes_valsam.txt', this run has ''\.",
+                      not_compared), not_compared
+  _, _, table = report.write_results(tmp_path, {"mIoU": 0.7, "TC": 0.6, "frames_per_s": 1.0},
+                                     published, not_compared)
+  assert "| mIoU (%) | 70.00 | 73.06 | -3.06 |" in table and "| TC (%) | 60.00 | – | – |" in table
+  assert table.endswith(not_compared)
+
+
+def test_another_convention_leaves_out_the_numbers_it_scores():
+  """DCFM's tables average the mIoU over all 124 classes and count empty mVC windows 0: a run
+  scored by VSPW's rules (`eval.miou_convention=vspw`) set its mIoU against theirs."""
+  config = _dcfm_vspw()
+  config.eval.miou_convention = "vspw"
+  published, not_compared = report.published_for(config)
+  assert dict(published.metrics) == {"wIoU": 64.2, "mVC_8": 88.1, "mVC_16": 83.5}
+  assert not_compared.startswith("mIoU: not compared with the published number (DCFM paper")
+  assert not_compared.endswith("it is for eval.miou_convention='all_classes', this run has 'vspw'.")
+  config.eval.vc_convention = "vspw"
+  published, not_compared = report.published_for(config)
+  assert dict(published.metrics) == {"wIoU": 64.2}
+  assert "mVC_8, mVC_16: not compared with the published numbers (DCFM" in not_compared
+  assert "they are for eval.vc_convention='dcfm', this run has 'vspw'." in not_compared
+  config.published.metrics = {"mIoU": 44.8}
+  published, not_compared = report.published_for(config)
+  assert published is None and not_compared.endswith(
+      "they are for eval.miou_convention='all_classes', this run has 'vspw'.")
 
 
 def test_consistency_of_other_windows_is_in_the_tables():

@@ -53,11 +53,13 @@ def _fmt(value: Any, percent: bool) -> str:
 
 
 def published_for(config: ConfigDict) -> tuple[ConfigDict | None, str]:
-  """The published numbers a run of `config` compares with, or None and the line that says why
-  not: an evaluation of the split's first `eval.max_videos` videos (a quick check), or a setting
-  of `published.assumes` that the run overrode (another network than the config file's, as a
-  B0 checkpoint converted with `--config.model.backbone=b0` into a B2 config; DCFM's P mode next
-  to Table II's B-mode row; `configs_lib.set_published`)."""
+  """The published numbers a run of `config` compares with (None if none), and the line that
+  says which it does not compare and why: an evaluation of the split's first `eval.max_videos`
+  videos (a quick check), or a setting of `published.assumes` that the run overrode (another
+  network than the config file's, as a B0 checkpoint converted with `--config.model.backbone=b0`
+  into a B2 config; DCFM's P mode next to Table II's B-mode row), which leaves out the numbers it
+  concerns (ETC's TC over every video: the TC only, its mIoU still compared;
+  `configs_lib.set_published`)."""
   published = config.published
   if not len(published.metrics):
     return None, ""
@@ -65,12 +67,33 @@ def published_for(config: ConfigDict) -> tuple[ConfigDict | None, str]:
     return None, (f"Not compared with the published numbers ({published.source}): this run "
                   f"evaluated the split's first {config.eval.max_videos} videos "
                   "(eval.max_videos).")
-  for field, value in published.assumes:
+  in_order = headline_metrics(published.metrics)  # then any other, as the config lists them
+  in_order += [name for name in published.metrics if name not in in_order]
+  left_out, reasons = [], []
+  for field, value, *concerned in published.assumes:  # pairs concern every metric
     actual = config_path.get_value(field, config)
-    if actual != value:
-      return None, (f"Not compared with the published numbers ({published.source}): they are "
-                    f"for {field}={value!r}, this run has {actual!r}.")
-  return published, ""
+    names = [name for name in in_order if name not in left_out
+             and (not concerned or _is_of(name, concerned[0]))]
+    if actual != value and names:
+      left_out += names
+      reasons.append((names, f"for {field}={value!r}, this run has {actual!r}."))
+  if not left_out:
+    return published, ""
+  if len(left_out) == len(published.metrics):
+    return None, (f"Not compared with the published numbers ({published.source}): they are "
+                  + " They are ".join(why for _, why in reasons))
+  kept = ConfigDict(dict(source=published.source, assumes=published.assumes, metrics={
+      name: value for name, value in published.metrics.items() if name not in left_out}))
+  return kept, " ".join(
+      f"{', '.join(names)}: not compared with the published "
+      f"{'number' if len(names) == 1 else 'numbers'} ({published.source}), "
+      f"{'it is' if len(names) == 1 else 'they are'} {why}" for names, why in reasons)
+
+
+def _is_of(metric: str, names: Sequence[str]) -> bool:
+  """Whether `metric` is one of `names`, a family among them naming each of its windows (mVC:
+  mVC_8, mVC_16)."""
+  return metric in names or metric.split("_")[0] in names
 
 
 def markdown_table(results: dict[str, Any], published: ConfigDict | None = None,
