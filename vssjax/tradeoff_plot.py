@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from vssjax.command_line import user_errors_in_one_line
 from vssjax.errors import SetupError
-from vssjax.eval.report import differing_settings, is_percent, read_labelled_results
+from vssjax.eval.report import differing_settings, is_percent, read_labelled_runs
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
             (140, 86, 75), (227, 119, 194), (23, 190, 207))
@@ -33,7 +33,7 @@ def read_points(specs: Sequence[str], metric: str) -> list[tuple[str, float, flo
   """'label=path/results.json' specs -> their (label, frames/s, metric); a spec, file or value
   that cannot be plotted is a `SetupError` naming it. Runs of other data or metric conventions
   (`vssjax.eval.compare` sets them apart, unranked) are said: one plot drew them unawares."""
-  runs = [read_labelled_results(spec, required=(metric,)) for spec in specs]
+  runs = read_labelled_runs(specs, required=(metric,))
   for title, settings in differing_settings(runs):
     print(f"note: these runs differ in {title} ("
           + ", ".join(f"{label}: {setting}" for (label, _), setting in zip(runs, settings))

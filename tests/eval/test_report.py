@@ -137,6 +137,17 @@ def test_a_labelled_results_path_may_hold_an_equals_sign(tmp_path):
   assert report.read_labelled_results(f"K=2={path}")[0] == "K=2"
 
 
+def test_a_label_given_twice_is_refused(tmp_path):
+  """`compare A=a.json A=b.json` printed two columns headed A, and the plot two points."""
+  for name in ("a", "b"):
+    (tmp_path / f"{name}.json").write_text(json.dumps({"frames_per_s": 2.0}))
+  runs = report.read_labelled_runs([f"A={tmp_path}/a.json", f"B={tmp_path}/b.json"])
+  assert [label for label, _ in runs] == ["A", "B"]
+  with pytest.raises(SetupError, match=rf"^the label 'A' names two runs \({tmp_path}/a\.json "
+                                       rf"and {tmp_path}/b\.json\): give each its own$"):
+    report.read_labelled_runs([f"A={tmp_path}/a.json", f"A={tmp_path}/b.json"])
+
+
 @pytest.mark.parametrize("value, said", [("51.0", r"'51\.0'"), (True, "True")])
 def test_a_results_json_whose_metric_is_not_a_number_is_named(tmp_path, value, said):
   """`compare` ended in a ValueError from its number format, the plot called the value n/a (a

@@ -14,7 +14,7 @@ from absl import app, flags
 
 from vssjax.command_line import user_errors_in_one_line
 from vssjax.errors import SetupError
-from vssjax.eval.report import comparison_table, read_labelled_results
+from vssjax.eval.report import comparison_table, read_labelled_runs
 from vssjax.files import write_text_whole
 
 
@@ -23,7 +23,7 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError("usage: python -m vssjax.eval.compare LABEL=results.json ... "
                          "[--out=FILE]")
-  table = comparison_table([read_labelled_results(spec) for spec in argv[1:]])
+  table = comparison_table(read_labelled_runs(argv[1:]))
   print(table)
   out = flags.FLAGS.out
   if out:

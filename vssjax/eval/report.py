@@ -235,6 +235,21 @@ def read_labelled_results(spec: str, required: Sequence[str] = ()) -> tuple[str,
   return label, results
 
 
+def read_labelled_runs(specs: Sequence[str],
+                       required: Sequence[str] = ()) -> list[tuple[str, dict[str, Any]]]:
+  """Several `read_labelled_results` specs, one column or point each: a label given twice is a
+  `SetupError` (two columns or points of one name, read as one run)."""
+  runs, paths = [], {}
+  for spec in specs:
+    label, results = read_labelled_results(spec, required)
+    if label in paths:
+      raise SetupError(f"the label {label!r} names two runs ({paths[label]} and "
+                       f"{spec[len(label) + 1:]}): give each its own")
+    paths[label] = spec[len(label) + 1:]
+    runs.append((label, results))
+  return runs
+
+
 # What a run's metrics are of: runs that differ in any are set side by side with the row saying
 # so, and no best value is marked (a VSPW mIoU over all classes against one over the classes
 # present, or two datasets, do not rank).
