@@ -21,7 +21,8 @@ from absl import logging
 
 from data_pipelines.sources import base
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# In any case (FRAME.JPG); formats OpenCV decodes (`base.read_image`), 16-bit TIFFs as 8-bit.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # A frame's label map beside it, as the project's datasets store them (vtest_pseudo).
 LABEL_MAP_SUFFIX = "_label.png"
 
@@ -44,10 +45,12 @@ def image_files(folder: str) -> list[str]:
 def frame_order(name: str) -> tuple[list[int | str], str]:
   """The sort key of a frame's file name: its runs of digits compared as numbers, so unpadded
   numbering (frame_2.png, frame_10.png, as ffmpeg's `%d` and many tools write) plays in order,
-  where a plain string sort would put frame_10 before frame_2. Zero-padded names of one pattern
-  (frame_0001.png, ...) sort as strings do."""
+  where a plain string sort would put frame_10 before frame_2; letters in either case as one
+  (Frame_2.PNG before frame_10.png: cameras and tools differ in case, a sort by code point puts
+  every capital first). Zero-padded names of one pattern (frame_0001.png, ...) sort as strings
+  do."""
   parts = re.split(r"(\d+)", name)  # text, number, text, ...: the types line up between names
-  return [int(part) if i % 2 else part for i, part in enumerate(parts)], name
+  return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)], name
 
 
 def frame_files(folder: str) -> list[str]:

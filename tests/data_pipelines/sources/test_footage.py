@@ -108,3 +108,15 @@ def test_footage_frames_numbered_without_padding_play_in_number_order(tmp_path):
   names = [os.path.basename(f) for f in footage.frame_files(str(tmp_path))]
   assert names == ["frame_0.png", "frame_1.png", "frame_02.png", "frame_2.png", "frame_9.png",
                    "frame_10.png", "frame_11.png"]
+
+
+def test_footage_frames_in_either_case_play_in_name_order(tmp_path):
+  """A folder whose names changed case midway (Frame_2.PNG, frame_10.png: a camera and a tool)
+  played every capital first; TIFF and WebP frames were left out as not frames."""
+  for name in ("frame_10.png", "Frame_2.PNG", "frame_3.tif", "FRAME_4.WEBP", "frame_5.tiff"):
+    assert cv2.imwrite(str(tmp_path / name), np.full((4, 4, 3), 9, np.uint8))
+  files = footage.frame_files(str(tmp_path))
+  assert [os.path.basename(f) for f in files] == [
+      "Frame_2.PNG", "frame_3.tif", "FRAME_4.WEBP", "frame_5.tiff", "frame_10.png"]
+  for f in files:
+    assert base.read_image(f, f).shape == (4, 4, 3)
