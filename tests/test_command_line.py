@@ -97,6 +97,27 @@ def test_other_exceptions_keep_their_traceback():
     _raising(KeyError("x"))([])
 
 
+_PRINTING_MORE_THAN_READ = """
+from vssjax.command_line import user_errors_in_one_line
+
+@user_errors_in_one_line
+def main():
+  for i in range(100_000):
+    print("line", i)
+
+main()
+"""
+
+
+def test_output_read_in_part_ends_the_command_quietly():
+  """`python -m vssjax.op_profile DIR | head` ended in a BrokenPipeError's traceback."""
+  command = subprocess.Popen([sys.executable, "-c", _PRINTING_MORE_THAN_READ], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert command.stdout.readline() == "line 0\n"
+  command.stdout.close()  # as `head -1` does
+  assert command.stderr.read() == "" and command.wait(timeout=60) == 141
+
+
 _COMPILING_UNTIL_INTERRUPTED = """
 import jax, jax.numpy as jnp
 from vssjax.command_line import interrupt_in_one_line

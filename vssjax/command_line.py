@@ -38,12 +38,18 @@ def user_errors_in_one_line(main: Callable[..., _T]) -> Callable[..., _T]:
   """A command's `main` that ends on a `SetupError`, `DataError` or `TrainingDiverged` with the
   message (and its notes, e.g. which file a checkpoint mismatch was read from) alone on stderr,
   `error: ...` (exit status 1), instead of the traceback. JAX's and Grain's own notes (that they
-  shortened the traceback, which is not shown here) are left out."""
+  shortened the traceback, which is not shown here) are left out. Output read only in part
+  (`python -m vssjax.op_profile DIR | head`) ends the command quietly, as SIGPIPE ends other
+  tools (status 141), not with a BrokenPipeError's traceback."""
 
   @functools.wraps(main)
   def run(*args, **kwargs):
     try:
       return main(*args, **kwargs)
+    except BrokenPipeError:
+      # Python flushes stdout again at exit: pointed at /dev/null, that flush cannot fail too.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+      sys.exit(128 + signal.SIGPIPE)
     except (SetupError, DataError, TrainingDiverged) as error:
       notes = [note for note in getattr(error, "__notes__", ())
                if not any(traceback in note for traceback in _TRACEBACK_NOTES)]
