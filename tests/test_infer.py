@@ -119,7 +119,7 @@ def test_vspw_video_folders_are_read_from_their_origin_frames(tmp_path, capsys):
 
 def test_files_of_formats_not_recognised_are_named_not_left_out_silently(tmp_path, capsys):
   """A clip of a container the folder listing does not know (`.flv`; given alone, OpenCV tries
-  any), or a frame of an image format it does not (`.webp`), beside the others."""
+  any), or a frame of an image format it does not (`.gif`), beside the others."""
   (tmp_path / "clips").mkdir()
   for name in ("a.mp4", "b.flv", "notes.txt"):
     (tmp_path / "clips" / name).write_bytes(b"")
@@ -129,13 +129,13 @@ def test_files_of_formats_not_recognised_are_named_not_left_out_silently(tmp_pat
       f"({'/'.join(infer.VIDEO_SUFFIXES)}); pass one on its own for OpenCV to try\n")
   frames = tmp_path / "frames"
   _black_frames(frames, 1)
-  for name in ("000001.webp", "000002.tif", "000003.gif", "000004.ppm"):
-    cv2.imwrite(str(frames / name), np.zeros((16, 16, 3), np.uint8))
+  for name in ("000001.gif", "000002.ppm", "000003.pgm", "000004.jp2"):
+    (frames / name).write_bytes(b"")
   (frames / "clip.mp4").write_bytes(b"")  # named by input_videos' own note
   total, _, _ = infer.read_frames(str(frames))
   assert total == 1
   assert capsys.readouterr().out == (
-      f"infer: {frames}: 000001.webp, 000002.tif, 000003.gif and 1 more not predicted: "
+      f"infer: {frames}: 000001.gif, 000002.ppm, 000003.pgm and 1 more not predicted: "
       f"not frames ({'/'.join(footage.IMAGE_SUFFIXES)})\n")
 
 
