@@ -28,13 +28,40 @@ _LAYOUT = {"stablehlo.convert", "stablehlo.reshape", "stablehlo.transpose", "sta
            "stablehlo.broadcast_in_dim"}
 
 
+def _definitions(stablehlo: str) -> dict[str, tuple[str, list[str], str]]:
+  """value -> (op, operand values, line) of every definition (a call's op is "call")."""
+  definitions = {}
+  for line in stablehlo.splitlines():
+    match = _DEFINITION.match(line)
+    if match:
+      op = "call" if match.group(2) == "call" else match.group(2)
+      operands = _VALUE.findall(line.split("=", 1)[1].split(" : ", 1)[0])
+      definitions[match.group(1).split(":")[0]] = (op, operands, line)
+  return definitions
+
+
+def _is_constant(value: str, definitions) -> bool:
+  """Whether `value` is a constant, through casts and layout (a pooling or resize matrix)."""
+  if value not in definitions:
+    return False
+  op, operands, _ = definitions[value]
+  return op in ("stablehlo.constant", "stablehlo.iota") or (
+      op in _LAYOUT and all(_is_constant(o, definitions) for o in operands))
+
+
 def _matmuls(stablehlo: str):
   """(lhs shape, lhs dtype, rhs shape, rhs dtype, GFLOPs) of every `dot_general` that is a matrix
-  product: each operand has a free dimension, and a dimension is contracted (XLA turns
-  vector-vector dots into reductions, and contraction-free ones, as the gradient of SD-CPC's
-  per-pixel float32 cosine has, into broadcast multiplies)."""
+  product of two variables: each operand has a free dimension, and a dimension is contracted (XLA
+  turns vector-vector dots into reductions, and contraction-free ones, as the gradient of SD-CPC's
+  per-pixel float32 cosine has, into broadcast multiplies); a product with a constant matrix, a
+  fixed linear map of an activation (adaptive pooling's averages, in float32 as torch's kernel
+  accumulates a bf16 map; memory-bound: a few output rows), is not one."""
+  definitions = _definitions(stablehlo)
   for line in stablehlo.splitlines():
     if "stablehlo.dot_general" not in line:
+      continue
+    operands = _VALUE.findall(line.split("=", 1)[1].split(" : ", 1)[0])
+    if any(_is_constant(o, definitions) for o in operands):
       continue
     (lhs, lhs_dtype), (rhs, rhs_dtype), (out, _) = [
         ([int(d) for d in dims.split("x")] if dims else [], dtype)
@@ -54,13 +81,7 @@ def _score_products(stablehlo: str):
   """The result types of the matrix products whose values reach a softmax (a max-reduction)
   through `_SCORE_PATH` alone and neither of whose operands is a parameter or a constant (through
   casts and layout): attention scores. A layer's logits (a product with a weight) are not."""
-  definitions = {}
-  for line in stablehlo.splitlines():
-    match = _DEFINITION.match(line)
-    if match:
-      op = "call" if match.group(2) == "call" else match.group(2)
-      operands = _VALUE.findall(line.split("=", 1)[1].split(" : ", 1)[0])
-      definitions[match.group(1).split(":")[0]] = (op, operands, line)
+  definitions = _definitions(stablehlo)
 
   def fixed(value):  # a function argument (parameter) or a constant, cast or laid out
     if value not in definitions:

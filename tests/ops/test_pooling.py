@@ -40,6 +40,17 @@ def test_int_size_leading_dims_and_gradient():
   np.testing.assert_allclose(grad, np.full(x.shape, 1 / 35, np.float32), rtol=1e-6)
 
 
+def test_bfloat16_maps_are_averaged_in_float32_and_rounded_once():
+  """As torch averages a bf16 map (in float32): bf16 averaging matrices (1/3600 rounded) and a
+  rounded first axis put a 60x60 map's mean up to 1% off."""
+  x = jnp.asarray(2 + np.random.default_rng(0).random((2, 60, 60, 4)), jnp.bfloat16)
+  for size in (1, (6, 6), (2, 3)):
+    out = adaptive_avg_pool(x, size)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(
+        out, adaptive_avg_pool(x.astype(jnp.float32), size).astype(jnp.bfloat16))
+
+
 def test_rejects_maps_without_channel_axis():
   with pytest.raises(ValueError, match=r"\[\.\.\., H, W, C\]"):
     adaptive_avg_pool(jnp.zeros((4, 4)), 2)

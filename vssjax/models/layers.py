@@ -124,7 +124,10 @@ def inner_product(x: jax.Array, y: jax.Array) -> jax.Array:
 def cosine_similarity(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
   """Cosine over the last axis as torch 1.7's `F.cosine_similarity`, which the DTERN release ran:
   a.b / max(|a| |b|, eps), one floor on the product of the norms. Broadcasts the leading axes,
-  as torch's does. Generic (DTERN's exemplar gate, SD-CPC's static difference)."""
+  as torch's does. In float32 at least, whatever the operands' dtype: torch's autocast runs
+  `cosine_similarity` in float32 (a bfloat16 one was up to 0.01 off on DTERN's exemplar gate).
+  Generic (DTERN's exemplar gate, SD-CPC's static difference)."""
+  a, b = (v.astype(jnp.promote_types(v.dtype, jnp.float32)) for v in (a, b))
   norms = jnp.sqrt(inner_product(a, a) * inner_product(b, b))
   return inner_product(a, b) / jnp.maximum(norms, eps)
 
@@ -369,5 +372,9 @@ class DropPath(nn.Module):
     keep_prob = 1.0 - rate  # float32: the draw's dtype (`bernoulli` draws in p's)
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
-    # In x's dtype, as a Python float's weak type divides, whichever the rate is.
-    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+    # timm 0.3's `x.div(keep_prob)`, as torch's CUDA kernel divides by a scalar: x times the
+    # float32 reciprocal, in float32, rounded to x's dtype once (dividing by a bfloat16 keep_prob
+    # scaled by 1/0.8984 for 1/0.9: every kept branch 0.2% too large).
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    scale = jnp.float32(1) / jnp.asarray(keep_prob, jnp.float32)
+    return jnp.where(keep, (x.astype(compute) * scale).astype(x.dtype), jnp.zeros_like(x))

@@ -51,7 +51,7 @@ MLP_RATIO = 4  # [GUESS] Mix-FFN width of SSEA, as MiT's
 def static_difference(target: jax.Array, refs: jax.Array) -> jax.Array:
   """The static perceptual difference 1 - cos(Y_t(p), Y_r(p)): [B, ..., C], [B, R, ..., C] ->
   [B, R, ...], in [0, 2]."""
-  return 1.0 - cosine_similarity(target[:, None].astype(jnp.float32), refs.astype(jnp.float32))
+  return 1.0 - cosine_similarity(target[:, None], refs)
 
 
 class SSEA(nn.Module):
