@@ -107,8 +107,9 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
 
 def _say_where_the_copy_differs(builder: _ManualSourceBuilder, source: base.VideoSource) -> None:
   """Prints the splits, and split by split the videos, that the kept records and the copy do not
-  share: a copy completed (or pruned) since its build is otherwise read as it was then, every
-  later run on a subset of its videos without a word."""
+  share, and the shared videos whose frames or labelled frames the copy has more or fewer of: a
+  copy completed (or pruned) since its build is otherwise read as it was then, every later run
+  on a subset of its videos, or of their frames (Cityscapes' sequences added), without a word."""
   built_splits, copy_splits = set(builder.info.splits), set(source.available_splits())
   for split in sorted(built_splits ^ copy_splits):
     side = "the copy" if split in copy_splits else "the records"
@@ -119,17 +120,29 @@ def _say_where_the_copy_differs(builder: _ManualSourceBuilder, source: base.Vide
     index = video_records.read_index(video_records.index_path(builder, split))
     if index is None:  # a read-only data dir: no index to compare without reading every record
       continue
-    built = [summary.name for summary in index]
-    listed = [video.name for video in source.videos(split)]
-    built_names, listed_names = set(built), set(listed)
-    only_built = [name for name in built if name not in listed_names]
-    only_listed = [name for name in listed if name not in built_names]
-    if only_built or only_listed:
+    built = {summary.name: summary for summary in index}
+    listed = {video.name: video for video in source.videos(split)}
+    only_built = [name for name in built if name not in listed]
+    only_listed = [name for name in listed if name not in built]
+    changed = [f"{name} ({change})" for name in built if name in listed
+               for change in [_frames_changed(built[name], listed[name])] if change]
+    if only_built or only_listed or changed:
       print(f"build: the kept records of split {split!r} differ from the copy in "
             f"{source.describe_split(split)} (videos: {len(built)} in the records, "
             f"{len(listed)} in the copy); only in the copy: {first_few(only_listed) or 'none'}; "
-            f"only in the records: {first_few(only_built) or 'none'}. Runs read the records: "
-            f"delete {builder.data_path} and build again to make them from this copy", flush=True)
+            f"only in the records: {first_few(only_built) or 'none'}; with other frames in the "
+            f"copy: {first_few(changed) or 'none'}. Runs read the records: delete "
+            f"{builder.data_path} and build again to make them from this copy", flush=True)
+
+
+def _frames_changed(built: video_records.VideoSummary, video: base.VideoRecord) -> str:
+  """How the copy's `video` differs from its records' (frames, then labelled frames), or ''."""
+  labeled = [t for t, frame in enumerate(video.frames) if frame.label is not None]
+  if built.num_frames != len(video.frames):
+    return f"{built.num_frames} -> {len(video.frames)} frames"
+  if list(built.labeled) != labeled:
+    return f"{len(built.labeled)} -> {len(labeled)} labelled frames"
+  return ""
 
 
 def _interrupted_builds(builder: _ManualSourceBuilder) -> list[epath.Path]:

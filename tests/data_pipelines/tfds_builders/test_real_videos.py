@@ -60,10 +60,28 @@ def test_building_again_from_a_copy_that_changed_says_which_videos_differ(tmp_pa
   assert lines == [
       f"build: the kept records of split 'train' differ from the copy in vspw {root}/train.txt "
       "(videos: 2 in the records, 1 in the copy); only in the copy: none; only in the records: "
-      f"vid_b. {rebuild} to make them from this copy",
+      f"vid_b; with other frames in the copy: none. {rebuild} to make them from this copy",
       f"build: the kept records of split 'val' differ from the copy in vspw {root}/val.txt "
       "(videos: 1 in the records, 2 in the copy); only in the copy: vid_e; only in the records: "
-      f"none. {rebuild} to make them from this copy"]
+      f"none; with other frames in the copy: none. {rebuild} to make them from this copy"]
+
+
+def test_building_again_from_a_copy_whose_videos_grew_says_which(tmp_path, capsys):
+  """Cityscapes' sequences added after a build of its annotated frames alone (or a VSPW video
+  whose download completed) were read as built: one-frame videos, without a word."""
+  root = helpers.write_cityscapes_without_sequences(tmp_path / "cs")
+  real_videos.prepare("cityscapes", root, str(tmp_path / "tfds"))
+  complete = helpers.write_cityscapes(tmp_path / "complete")
+  os.rename(os.path.join(complete, "leftImg8bit_sequence"),
+            os.path.join(root, "leftImg8bit_sequence"))
+  capsys.readouterr()
+  builder = real_videos.prepare("cityscapes", root, str(tmp_path / "tfds"))
+  lines = [line for line in capsys.readouterr().out.splitlines() if "differ" in line]
+  assert len(lines) == 1 and lines[0].startswith(
+      "build: the kept records of split 'train' differ from the copy in cityscapes")
+  assert ("only in the copy: none; only in the records: none; with other frames in the copy: "
+          "frankfurt_000000_000019 (1 -> 30 frames), frankfurt_000001_000029 (1 -> 30 frames). "
+          f"Runs read the records: delete {builder.data_path} and build again") in lines[0]
 
 
 def test_records_of_an_older_layout_must_be_rebuilt(tmp_path):
