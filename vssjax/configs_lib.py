@@ -112,6 +112,11 @@ def shrink_to_quick(c: ConfigDict, num_frames: int = 6) -> None:
 NETWORK_FIELDS = ("model.backbone", "model.backbone_overrides.embed_dims",
                   "model.backbone_overrides.depths", "model.backbone_overrides.num_heads",
                   "model.decoder_dim", "data.num_classes")
+# The test protocol they are of: the dataset, its split and the test resize (a run scored on the
+# train split, or at another scale, next to the val numbers read as a failed reproduction).
+PROTOCOL_FIELDS = ("data.source", "data.eval_split") + tuple(
+    f"data.eval_transform.{name}" for name in ("scale", "size_divisor", "exact_size",
+                                               "resize_backend", "slide_crop", "slide_stride"))
 # The scoring rules one metric's published number is of (field -> the metrics it concerns; a
 # family such as "mVC" names each mVC_n): another mIoU convention makes the mIoU another number,
 # not the mVC.
@@ -121,16 +126,18 @@ CONVENTION_FIELDS = (("eval.miou_convention", ("mIoU",)), ("eval.vc_convention",
 def set_published(c: ConfigDict, source: str, metrics: dict[str, float],
                   assumes: tuple[tuple[Any, ...], ...] = ()) -> None:
   """Gives `c` the published numbers `metrics` (name -> %) of `source`, for the network `c` has
-  now (`NETWORK_FIELDS`), its scoring conventions (`CONVENTION_FIELDS`) and the other settings
-  of `assumes`: (field, value) pairs that every number is of (DCFM's mode and K), or (field,
-  value, metric names) triples that only those metrics are of (ETC's TC video list: the TC only).
-  A run that overrides one is not compared with the numbers it concerns
-  (`report.published_for`). Call it once `c`'s network, class count and conventions are set."""
+  now (`NETWORK_FIELDS`), its test protocol (`PROTOCOL_FIELDS`) and scoring conventions
+  (`CONVENTION_FIELDS`), and the other settings of `assumes`: (field, value) pairs that every
+  number is of (DCFM's mode and K), or (field, value, metric names) triples that only those
+  metrics are of (ETC's TC video list: the TC only). A run that overrides one is not compared
+  with the numbers it concerns (`report.published_for`). Call it once `c`'s network, data and
+  conventions are set."""
   c.published.source = source
   c.published.metrics = ConfigDict(dict(metrics))
   c.published.assumes = (
       tuple(tuple(entry) for entry in assumes)
-      + tuple((field, config_path.get_value(field, c)) for field in NETWORK_FIELDS)
+      + tuple((field, config_path.get_value(field, c))
+              for field in NETWORK_FIELDS + PROTOCOL_FIELDS)
       + tuple((field, config_path.get_value(field, c), names)
               for field, names in CONVENTION_FIELDS))
 

@@ -229,6 +229,23 @@ def test_another_network_than_the_config_files_is_not_compared_with_its_numbers(
   assert f"they are for {field}=" in not_compared and f"this run has {value!r}" in not_compared
 
 
+@pytest.mark.parametrize("field, value", [
+    ("data.eval_split", "train"), ("data.eval_transform.scale", (128, 64)),
+    ("data.eval_transform.slide_crop", (512, 512)), ("data.source", "synthetic")])
+def test_another_test_protocol_is_not_compared_with_the_published_numbers(field, value):
+  """A Cityscapes run scored on its train split, or at a quarter of the test scale, was set
+  against the val numbers."""
+  config = load_config("configs/segformer/cityscapes_mitb0.py")
+  assert report.published_for(config)[0] is not None
+  section, *middle, name = field.split(".")
+  target = config[section]
+  for part in middle:
+    target = target[part]
+  target[name] = value
+  published, not_compared = report.published_for(config)
+  assert published is None and f"they are for {field}=" in not_compared, not_compared
+
+
 def test_etc_tc_over_every_video_leaves_out_the_valsam_tc_only(tmp_path):
   """The published TC is over ETC's 108 valsam snippets; `eval.tc_video_list=` scores them all,
   which made the published mIoU (of every frame either way) disappear with it."""
