@@ -104,9 +104,13 @@ def mask_files(mask: str, files: dict[str, str], origin: str) -> dict[str, str]:
     if extension.lower() != ".png":
       continue
     if stem not in files:
+      others = sorted(name for name in base.visible_entries(origin)
+                      if os.path.splitext(name)[0] == stem)  # 00000004.jpeg, .png: not read
       raise base.DataError(os.path.join(origin, stem + ".jpg"), f"missing, though its mask "
                            f"{os.path.join(mask, file)} is there: restore the frame (or remove "
-                           f"the mask if the frame was dropped on purpose)")
+                           f"the mask if the frame was dropped on purpose)" + (
+                               f"; {', '.join(others)} beside it is not read: VSPW's frames are "
+                               f"read as .jpg (any case)" if others else ""))
     if stem in masks:
       raise base.DataError(os.path.join(mask, file), f"a second mask {stem} (beside "
                            f"{masks[stem]}): keep one")

@@ -109,8 +109,14 @@ def test_vspw_frames_or_masks_missing_from_a_copy_are_named(tmp_path):
   none of it, without a word."""
   root = helpers.write_vspw(tmp_path / "v")
   frame = os.path.join(root, "data", "vid_a", "origin", "00000001.jpg")
-  os.remove(frame)
-  with pytest.raises(base.DataError, match=rf"{frame}: missing, though its mask .*00000001.png"):
+  os.rename(frame, frame[:-4] + ".jpeg")  # beside the others' .jpg: not read
+  with pytest.raises(base.DataError, match=rf"{frame}: missing, though its mask .*00000001.png "
+                     r"is there: .*; 00000001\.jpeg beside it is not read: VSPW's frames are "
+                     r"read as \.jpg \(any case\)$"):
+    vspw.VspwSource(root).videos("train")
+  os.remove(frame[:-4] + ".jpeg")
+  with pytest.raises(base.DataError, match=rf"{frame}: missing, though its mask .*00000001.png "
+                                           r"is there: .*on purpose\)$"):
     vspw.VspwSource(root).videos("train")
   masks = os.path.join(root, "data", "vid_c", "mask")
   shutil.rmtree(masks)
