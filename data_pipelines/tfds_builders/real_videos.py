@@ -100,8 +100,14 @@ def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBu
     print(f"build: the records are already in {builder.data_path}: kept, only a missing video "
           f"index is written (delete that folder to rebuild)", flush=True)
   builder.download_and_prepare(download_config=config)
+  source = get_source(source_name, root=folder)
   if built:
-    _say_where_the_copy_differs(builder, get_source(source_name, root=folder))
+    _say_where_the_copy_differs(builder, source)
+  else:
+    for split in source.splits:
+      if split not in builder.info.splits:  # a copy without a test set, or a list file lost
+        print(f"build: no split {split!r} in this copy ({source.describe_split(split)} is "
+              "missing): skipped", flush=True)
   return builder
 
 

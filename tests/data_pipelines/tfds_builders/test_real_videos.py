@@ -38,6 +38,17 @@ def test_building_again_keeps_the_records_and_writes_only_a_missing_index(tmp_pa
   assert "the records are already in" in capsys.readouterr().out and index.exists()
 
 
+def test_a_split_the_copy_lacks_is_said_skipped(tmp_path, capsys):
+  """A copy without val.txt built without a word; its first training stopped at the missing
+  split."""
+  root = helpers.write_vspw(tmp_path / "vspw")
+  os.remove(os.path.join(root, "val.txt"))
+  builder = real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  assert set(builder.info.splits) == {"train", "test"}
+  assert (f"build: no split 'val' in this copy (vspw {root}/val.txt is missing): skipped\n"
+          in capsys.readouterr().out)
+
+
 def test_building_again_from_a_copy_that_changed_says_which_videos_differ(tmp_path, capsys):
   """A copy completed after its build (a video added to val.txt) was read as built, without a
   word: every later evaluation scored the old subset."""
