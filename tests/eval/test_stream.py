@@ -76,6 +76,8 @@ def test_a_frame_is_held_only_until_it_is_yielded():
      "_Scripted answered frame 0 twice: every frame must come back exactly once"),
     ([[], [1, 1], [0]], 2, "_Scripted answered frame 1 twice"),
     ([[], [5], [0, 1]], 2, r"_Scripted answered frame 5, which it was not given \(2 pushed\)"),
+    # An answer for the frame pushed next (checked after that push) was not given yet either.
+    ([[1], [0], []], 2, r"_Scripted answered frame 1, which it was not given \(1 pushed\)"),
     # A negative index (an off-by-one in the predictor's bookkeeping) was never pushed either.
     ([[], [-1], [0, 1]], 2, r"_Scripted answered frame -1, which it was not given \(2 pushed\)"),
     ([[], [], [0]], 2, r"_Scripted never answered 1 of the 2 frames pushed \(the first: frame 1\)"

@@ -38,11 +38,12 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
   next_index = 0  # the frame to yield next
   pushed = 0
 
-  def in_order(ready: list[Prediction]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  def in_order(ready: list[Prediction], given: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yields what `ready`, answered once `given` frames were pushed, lets come in order."""
     nonlocal next_index
     for index, labels in ready:
-      if index not in held or index in answered:
-        said = " twice" if 0 <= index < pushed else f", which it was not given ({pushed} pushed)"
+      if not 0 <= index < given or index not in held or index in answered:
+        said = " twice" if 0 <= index < given else f", which it was not given ({given} pushed)"
         raise SetupError(f"{predictor.name} answered frame {index}{said}: every frame must come "
                            "back exactly once")
       answered[index] = labels
@@ -57,9 +58,9 @@ def stream_predictions(predictor: ShotPredictor, frames: Iterable[tuple[str, np.
     held[pushed] = frame
     ready, previous = predictor.push(frame, name), ready
     pushed += 1
-    yield from in_order(previous)
+    yield from in_order(previous, pushed - 1)
     after_push(pushed)
-  yield from in_order(ready + predictor.flush())
+  yield from in_order(ready + predictor.flush(), pushed)
   if held:
     # The frames left are the unanswered ones and the answered ones queued behind the first of
     # them (yielded in frame order): only the former were never answered.
