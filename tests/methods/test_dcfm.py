@@ -217,6 +217,12 @@ def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables, monkeypat
   # A keyframe's own prediction is the key path's.
   _, key_logits = method.encode_keyframe(variables, frames[2][None])
   np.testing.assert_array_equal(returned[2][1], logits_to_labels(key_logits, (64, 64), (64, 64))[0])
+  # Nothing of a video stays with the method for the next: after another video (3 frames, so
+  # its last is a keyframe held), these frames predict as before.
+  _run(method, variables, KeyframeSchedule(2, "B"), frames[::-1][:3])
+  _, again = _run(method, variables, KeyframeSchedule(2, "B"), frames)
+  for t in range(len(frames)):
+    np.testing.assert_array_equal(again[t][1], returned[t][1], err_msg=f"frame {t}")
 
 
 def test_flip_tta_sums_each_frame_with_its_mirror_image(method_and_variables):

@@ -175,17 +175,20 @@ def test_inputs_with_an_odd_quarter_grid_predict_on_c2_s_grid(streaming_variable
 
 
 def test_cached_streaming_equals_clip_recomputation(method_and_variables, monkeypatch):
-  """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]."""
+  """Frames 0-2 single-frame, 3-8 the first-frames table, 9+ [t-9, t-6, t-3, t]; and nothing of a
+  video stays with the method for the next."""
   method, variables = method_and_variables
   passed = record_parts(monkeypatch, method.decode_states)  # what the predictor passes it
   video = np.random.default_rng(3).integers(0, 256, (11, 48, 80, 3), dtype=np.uint8)
   cached = method.predictor(variables)
   recomputed = method.predictor(variables, cache_features=False)
+  predicted = []
   for t, frame in enumerate(video):
     [(index, labels)] = cached.push(frame)
     [(index_r, labels_r)] = recomputed.push(frame)
     assert index == index_r == t and labels.shape == (48, 80)
     np.testing.assert_array_equal(labels, labels_r, err_msg=f"frame {t}")
+    predicted.append(labels)
   assert sorted(cached._memory) == list(range(2, 11))  # pylint: disable=protected-access
   assert cached.flush() == []
   # decode_states was passed the head's temporal layers only (variables_read.py), not the backbone
@@ -193,6 +196,12 @@ def test_cached_streaming_equals_clip_recomputation(method_and_variables, monkey
   for read in passed:
     assert 0 < len(jax.tree.leaves(read)) < len(jax.tree.leaves(variables)) / 2
     assert "backbone" not in read["params"]
+  other = method.predictor(variables)
+  for frame in video[::-1][:5]:
+    other.push(frame)
+  again = method.predictor(variables)
+  for t, frame in enumerate(video):
+    np.testing.assert_array_equal(again.push(frame)[0][1], predicted[t], err_msg=f"frame {t}")
 
 
 def test_frame_sizes_that_resize_alike_share_the_decode_program(method_and_variables, monkeypatch):
