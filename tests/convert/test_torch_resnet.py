@@ -7,6 +7,8 @@ files. Full depth, zero-filled arrays (the released weights are not available of
 forward numerics of converted weights are proven against torch in
 tests/parity/test_resnet_parity.py.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,8 @@ from vssjax.convert.common import CheckpointMismatchError, abstract_variables, a
 from vssjax.convert.torch_io import load_state_dict, strip_ddp_prefix
 from vssjax.convert.torch_resnet import (
     convert_pspnet, convert_resnet_imagenet, ppm_rules, resnet_rules)
+from vssjax.errors import SetupError
+from vssjax.models.mobilenet_v2 import MobileNetV2
 from vssjax.models.pspnet import pspnet
 from vssjax.models.resnet import resnet
 from vssjax.train.init_from import detect_format
@@ -136,3 +140,12 @@ def test_mismatched_checkpoints_name_their_keys():
     convert_pspnet(zeros_state_dict(manifest), pspnet(18, 19, stem="deep"))
   assert "\n  layer0.3.weight\n" in str(error.value)
   assert "layer0.0.weight: shape (64, 3, 7, 7) does not fit" in str(error.value)
+
+
+def test_a_pspnet_checkpoint_for_a_mobilenet_model_is_refused():
+  """ETC-Mobile's config given a ResNet PSPNet file ended in Flax's AttributeError ('MobileNetV2'
+  object has no attribute 'stem') and a traceback."""
+  model = dataclasses.replace(pspnet(18, 19), backbone=MobileNetV2())
+  with pytest.raises(SetupError, match=r"^a PSPNet checkpoint \(ResNet backbone\) for a model on "
+                                       r"MobileNetV2: a checkpoint of another backbone"):
+    convert_pspnet({}, model)

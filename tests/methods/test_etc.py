@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import load_config, random_config_batch, split_over_two_devices
+from tests.convert.manifests import resnet_layers_manifest, resnet_stem_manifest
 from vssjax import parallel
 from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
@@ -246,6 +248,22 @@ def test_a_missing_teacher_checkpoint_names_its_setting(distilling):
     method.config.method.teacher.torch_checkpoint = ""
   assert ("(the checkpoint of method.teacher.torch_checkpoint='/nowhere/teacher.pth')"
           in raised.value.__notes__)
+
+
+def test_a_backbone_only_teacher_checkpoint_is_refused(distilling, tmp_path):
+  """An ImageNet ResNet file loaded the frozen teacher's backbone and left its PPM and classifier
+  random, without a word: the student would distill noise for the whole run."""
+  method, _, _ = distilling
+  path = tmp_path / "resnet18_imagenet.pth"
+  torch.save({k: torch.zeros(shape) for k, shape in
+              (resnet_stem_manifest(18, False) | resnet_layers_manifest(18)).items()}, path)
+  method.config.method.teacher.torch_checkpoint = str(path)
+  try:
+    with pytest.raises(SetupError, match="backbone weights only") as raised:
+      method.fixed_variables()
+  finally:
+    method.config.method.teacher.torch_checkpoint = ""
+  assert f"(the checkpoint of method.teacher.torch_checkpoint='{path}')" in raised.value.__notes__
 
 
 def test_only_a_quick_run_keeps_a_random_teacher(distilling, capsys):

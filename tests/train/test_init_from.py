@@ -137,6 +137,21 @@ def test_converted_variables_replace_theirs_only_and_must_all_fit_the_model(caps
     init_from.state_with_variables(state, misnamed, tx, None)
 
 
+def test_a_nested_part_left_fresh_is_named(capsys):
+  """DCFM's ImageNet MiT weights fill params/encoder/backbone: the encoder's decoder beside it
+  kept its fresh initialisation, and the line named only params/ffm and params/final."""
+  zeros = lambda: {"w": np.zeros(2, np.float32)}
+  params = {"encoder": {"backbone": zeros(), "decoder": zeros()}, "ffm": zeros()}
+  tx = optax.sgd(0.1)
+  state = TrainState(step=np.array(0, np.int32), params=params,
+                     model_state={"batch_stats": {"encoder": {"decoder": zeros()}}},
+                     opt_state=tx.init(params))
+  weights = {"params": {"encoder": {"backbone": {"w": np.ones(2, np.float32)}}}}
+  init_from.state_with_variables(state, weights, tx, None)
+  assert capsys.readouterr().out == ("kept the fresh initialisation of batch_stats/encoder, "
+                                     "params/encoder/decoder, params/ffm\n")
+
+
 def test_fixed_variables_do_not_report_the_trained_model_as_kept_fresh(capsys):
   """ETC's teacher (a method's `fixed_variables`) covers none of the trained model: saying that
   the student 'kept the fresh initialisation' read as if the teacher had not loaded."""

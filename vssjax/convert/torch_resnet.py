@@ -21,6 +21,7 @@ from typing import Literal
 from vssjax.convert.common import (
     DEFAULT_DROP, EXAMPLE_IMAGE, Rule, StateDict, Variables, abstract_variables, apply_rules,
     batch_norm_rules, conv_rules)
+from vssjax.errors import SetupError
 from vssjax.models.pspnet import PSPNet
 from vssjax.models.resnet import DEEP_STEM_WIDTHS, ResNet
 
@@ -121,6 +122,10 @@ def convert_pspnet(state_dict: StateDict, model: PSPNet) -> Variables:
   Raises `CheckpointMismatchError` naming every missing, unexpected and mis-shaped key (e.g. a
   checkpoint with an aux head for a model without one, another depth or class count).
   """
+  if not isinstance(model.backbone, ResNet):  # ETC-Mobile: the rules read a ResNet's layout
+    raise SetupError(f"a PSPNet checkpoint (ResNet backbone) for a model on "
+                     f"{type(model.backbone).__name__}: a checkpoint of another backbone than "
+                     "this config's (no MobileNetV2 PSPNet weights were released)")
   expected = abstract_variables(model, EXAMPLE_IMAGE, train=False)
   return apply_rules(state_dict, pspnet_rules(model), expected,
                      drop=DEFAULT_DROP + _LOSS_BUFFERS, classifier="params/cls/classifier")

@@ -196,8 +196,11 @@ class ETCMethod(Method):
         raise
       print(f"teacher: step {step} of {source.workdir}", flush=True)
     elif source.torch_checkpoint:
+      # A whole model's: the teacher is frozen, so a backbone-only file would leave its head
+      # random for the whole training, distilling noise.
       variables = init_from.load_torch_variables(source.torch_checkpoint, self.teacher,
                                                  allow_pickle=self.config.init.allow_pickle,
+                                                 whole_model=True,
                                                  setting="method.teacher.torch_checkpoint")
     elif source.smoke_run_random_init:
       # The fresh state's teacher (`init`) stays: a `quick` run tests the pipeline, and no trained

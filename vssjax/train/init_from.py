@@ -288,6 +288,19 @@ def _merge(fresh: Any, converted: Any, path: str = "") -> Any:
           for k, v in fresh.items()}
 
 
+def _left_out(fresh: Mapping[str, Any], converted: Mapping[str, Any], path: str) -> list[str]:
+  """The paths of the largest subtrees of `fresh` that `converted` does not hold: DCFM's
+  `params/encoder/decoder` beside the ImageNet `params/encoder/backbone`, not nothing because
+  `params/encoder` is there."""
+  left = []
+  for key, tree in fresh.items():
+    if key not in converted:
+      left.append(f"{path}{key}")
+    elif isinstance(tree, Mapping) and isinstance(converted[key], Mapping):
+      left += _left_out(tree, converted[key], f"{path}{key}/")
+  return left
+
+
 def replaces_every_variable(state: TrainState, variables: Mapping[str, Any]) -> bool:
   """Whether `variables` replace every parameter and statistic of `state`: then
   `state_with_variables` never reads the state's values, and an abstract state (nothing
@@ -321,8 +334,8 @@ def state_with_variables(state: TrainState, variables: Mapping[str, Any],
   (ETC's teacher) are loaded, which never cover the trained model."""
   fresh = state.variables
   merged = _merge(fresh, variables)
-  kept = sorted(f"{c}/{k}" for c, tree in fresh.items() for k in tree
-                if k not in variables.get(c, {}))
+  kept = sorted(path for c, tree in fresh.items()
+                for path in _left_out(tree, variables.get(c, {}), f"{c}/"))
   if kept and report_kept:
     print(f"kept the fresh initialisation of {', '.join(kept)}", flush=True)
   params = merged.pop("params")
