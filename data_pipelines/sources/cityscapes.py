@@ -37,7 +37,10 @@ PALETTE = np.array([
     [70, 130, 180], [220, 20, 60], [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100],
     [0, 80, 100], [0, 0, 230], [119, 11, 32]], np.uint8)
 SNIPPET = (19, 10)  # Frames before and after the annotated one in a 30-frame snippet.
-_GT_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_labelIds\.png$")
+# Suffixes in any case (`_gtFine_labelIds.PNG`), as VSPW's and CamVid's sources read theirs: a
+# copy that passed through a tool writing capitals lost a city's labels without a word.
+_GT_NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})(?i:_gtFine_labelIds\.png)$")
+_IMAGE_SUFFIX = "_leftImg8bit.png"
 
 
 @functools.cache
@@ -81,27 +84,33 @@ class CityscapesSource(base.FolderSource):
     has_sequences = os.path.isdir(sequences)
     if not has_sequences:
       _warn_no_sequences(sequences, split)
+    images, snippet = (("leftImg8bit_sequence", SNIPPET) if has_sequences
+                       else ("leftImg8bit", (0, 0)))
     videos = []
     for city in base.visible_entries(gt_root):
       city_dir = os.path.join(gt_root, city)
       if not os.path.isdir(city_dir):  # a README or licence file beside the cities
         continue
+      folder = os.path.join(self._root, images, split, city)
+      # Each frame's file by its name in lower case: a `.PNG` frame is found as a `.png` one.
+      files = ({name.lower(): name for name in base.visible_entries(folder)}
+               if os.path.isdir(folder) else {})
       for name in base.visible_entries(city_dir):
         match = _GT_NAME.match(name)
         if match:
-          videos.append(self._snippet(split, match, os.path.join(city_dir, name), has_sequences))
+          videos.append(self._snippet(match, os.path.join(city_dir, name), folder, files,
+                                      snippet))
     return videos
 
-  def _snippet(self, split: str, match: re.Match, label_path: str,
-               has_sequences: bool) -> base.VideoRecord:
+  @staticmethod
+  def _snippet(match: re.Match, label_path: str, folder: str, files: dict[str, str],
+               snippet: tuple[int, int]) -> base.VideoRecord:
     city, seq, annotated = match["city"], match["seq"], int(match["frame"])
-    images, snippet = (("leftImg8bit_sequence", SNIPPET) if has_sequences
-                       else ("leftImg8bit", (0, 0)))
-    folder = os.path.join(self._root, images, split, city)
 
     def frame_at(number: int, label: str | None = None) -> base.FrameRef:
       stem = f"{city}_{seq}_{number:06d}"
-      return base.FrameRef(stem, os.path.join(folder, f"{stem}_leftImg8bit.png"), label)
+      name = stem + _IMAGE_SUFFIX
+      return base.FrameRef(stem, os.path.join(folder, files.get(name.lower(), name)), label)
 
     frames = base.frames_around(annotated, snippet, frame_at(annotated, label_path), frame_at)
     return base.VideoRecord(f"{city}_{seq}_{annotated:06d}", frames)

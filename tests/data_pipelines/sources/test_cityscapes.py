@@ -94,6 +94,24 @@ def test_a_snippet_stops_at_a_missing_frame(tmp_path):
   assert int(videos.load(0, [0])["frames"][0, 0, 0, 0]) == 18
 
 
+def test_cityscapes_files_with_capital_suffixes_are_read(tmp_path):
+  """A copy that passed through a tool writing `.PNG` lost a city's labels (and a snippet its
+  frames, as a missing frame ends it) without a word; VSPW and CamVid read any case."""
+  root = helpers.write_cityscapes(tmp_path / "cs")
+  labels = os.path.join(root, "gtFine", "train", "frankfurt")
+  name = "frankfurt_000001_000029_gtFine_labelIds"
+  os.rename(os.path.join(labels, name + ".png"), os.path.join(labels, name + ".PNG"))
+  frames = os.path.join(root, "leftImg8bit_sequence", "train", "frankfurt")
+  for stem in ("frankfurt_000000_000017", "frankfurt_000001_000029"):  # a neighbour, a label's
+    stem = os.path.join(frames, stem)
+    os.rename(stem + "_leftImg8bit.png", stem + "_leftImg8bit.PNG")
+  videos = dataset.VideoDataset.from_source(cityscapes.CityscapesSource(root), "train")
+  assert [videos.num_frames(i) for i in range(2)] == [30, 30]
+  assert int(videos.load(0, [17])["frames"][0, 0, 0, 0]) == 17
+  clip = videos.load(1, [19])
+  assert int(clip["frames"][0, 0, 0, 0]) == 29 and clip["labeled"].tolist() == [True]
+
+
 def test_cityscapes_class_names_and_palette_are_the_official_train_ids():
   """cityscapesScripts' labels.py, trainIds 0..18 in order: a swapped name mislabels two rows of
   the per-class IoU table, a swapped colour paints (say) cars as trucks in every overlay."""
