@@ -93,7 +93,8 @@ def published_for(config: ConfigDict) -> tuple[ConfigDict | None, str]:
 def _is_of(metric: str, names: Sequence[str]) -> bool:
   """Whether `metric` is one of `names`, a family among them naming each of its windows (mVC:
   mVC_8, mVC_16)."""
-  return metric in names or metric.split("_")[0] in names
+  window = _WINDOW_METRIC.fullmatch(metric)
+  return metric in names or (window is not None and window.group(1) in names)
 
 
 def markdown_table(results: dict[str, Any], published: ConfigDict | None = None,
@@ -242,10 +243,11 @@ def read_labelled_runs(specs: Sequence[str],
   runs, paths = [], {}
   for spec in specs:
     label, results = read_labelled_results(spec, required)
+    path = spec[len(label) + 1:]
     if label in paths:
-      raise SetupError(f"the label {label!r} names two runs ({paths[label]} and "
-                       f"{spec[len(label) + 1:]}): give each its own")
-    paths[label] = spec[len(label) + 1:]
+      raise SetupError(f"the label {label!r} names two runs ({paths[label]} and {path}): give "
+                       "each its own")
+    paths[label] = path
     runs.append((label, results))
   return runs
 
