@@ -322,15 +322,18 @@ def eval_videos(data_cfg: ml_collections.ConfigDict, split: str, shard_index: in
   protocol_index = 0  # counted over every shard's videos: the split's order, whatever the shard
   for index in range(num_videos):
     name = videos.name(index)
+    labeled = videos.labeled_indices(index) if window else []
     whole = not window or keep_whole(name)
-    labeled = [] if whole else videos.labeled_indices(index)
     if index % shard_count == shard_index:
       num_frames = videos.num_frames(index)
       if whole:
         yield EvalVideo(name, num_frames, videos, index, exact_size=exact_size,
                         protocol_index=protocol_index)
-      for k, a in enumerate(labeled):
-        frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
-        yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size, a,
-                        protocol_index + k)
-    protocol_index += 1 if whole else len(labeled)
+      else:
+        for k, a in enumerate(labeled):
+          frames = tuple(clip_sampling.labeled_window(num_frames, a, *window))
+          yield EvalVideo(f"{name}@{a}", len(frames), videos, index, frames, exact_size, a,
+                          protocol_index + k)
+    # A video kept whole counts as the windows it would have been, so the videos after it keep
+    # their protocol steps whether or not it is kept whole (temporal consistency on or off).
+    protocol_index += len(labeled) if window else 1

@@ -218,6 +218,11 @@ def test_each_window_is_a_video_of_the_protocol_counted_across_shards(tmp_path):
   assert [indices[f"synthetic_val_{i:05d}@{a}"] for i in range(3) for a in range(6)] == list(
       range(18))
   assert [v.protocol_index for v in shards[1]] == list(range(6, 12))
+  # A video kept whole (temporal consistency scores it) takes its first window's step and counts
+  # as its windows: the videos after it rotate as with it cut (they were 6 steps early).
+  kept = list(loader.eval_videos(cfg, "val", keep_whole=lambda name: name.endswith("1")))
+  assert [(v.name, v.protocol_index) for v in kept[5:8]] == [
+      ("synthetic_val_00000@5", 5), ("synthetic_val_00001", 6), ("synthetic_val_00002@0", 12)]
 
 
 def test_eval_label_windows_score_only_their_labelled_frame(tmp_path):
