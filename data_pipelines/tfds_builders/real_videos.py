@@ -6,6 +6,7 @@ source, each named `vssjax_<source>`; `python -m data_pipelines.build` is the co
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import tensorflow_datasets as tfds
@@ -83,7 +84,30 @@ def _is_built(builder: _ManualSourceBuilder) -> bool:
 
 
 def prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
-  """Builds the source's records from manual_dir into data_dir unless already there."""
+  """Builds the source's records from manual_dir into data_dir unless already there. A build that
+  fails (bad data, named in the error) leaves no folder it created empty under data_dir."""
+  root = os.path.expanduser(data_dir)
+  made_by_tfds = [os.path.join(root, BUILDERS[source_name].name)] if source_name in BUILDERS else []
+  made_by_tfds += [os.path.join(root, "downloads", "extracted"), os.path.join(root, "downloads")]
+  with _removed_if_left_empty(made_by_tfds + [root]):
+    return _prepare(source_name, manual_dir, data_dir)
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folders: list[str]):
+  """On an error, removes those of `folders` (deepest first) that did not exist before and are
+  empty: TFDS makes the dataset's and its downloads' folders before reading the copy."""
+  new = [folder for folder in folders if not os.path.exists(folder)]
+  try:
+    yield
+  except BaseException:
+    for folder in new:
+      with contextlib.suppress(OSError):  # not empty, or never made
+        os.rmdir(folder)
+    raise
+
+
+def _prepare(source_name: str, manual_dir: str, data_dir: str) -> _ManualSourceBuilder:
   builder, config = _builder(source_name, data_dir, manual_dir)
   folder = os.path.expanduser(manual_dir)
   if not os.path.isdir(folder) or not os.listdir(folder):

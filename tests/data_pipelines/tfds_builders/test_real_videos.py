@@ -10,7 +10,7 @@ from data_pipelines import dataset
 from data_pipelines.sources import cityscapes
 from data_pipelines.tfds_builders import real_videos, video_records
 from tests.data_pipelines import helpers
-from vssjax.errors import SetupError
+from vssjax.errors import DataError, SetupError
 
 
 def test_real_source_arrayrecord_round_trip(tmp_path):
@@ -26,6 +26,22 @@ def test_real_source_arrayrecord_round_trip(tmp_path):
   a, b = records.load(i, [0, 19, 29]), files.load(1, [0, 19, 29])
   for key in a:
     np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_failed_build_leaves_no_empty_folder(tmp_path):
+  """A frame that cannot be decoded stops the build, naming it; the dataset's and the downloads'
+  folders TFDS had made stayed behind, empty, and --data_dir with them. Those there before stay."""
+  root = helpers.write_vspw(tmp_path / "vspw")
+  bad = os.path.join(root, "data", "vid_a", "origin", "00000001.jpg")
+  with open(bad, "wb") as frame:
+    frame.write(b"not a jpeg")
+  with pytest.raises(DataError, match=f"{bad}: cannot decode image"):
+    real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  assert not (tmp_path / "tfds").exists()
+  (tmp_path / "tfds" / "downloads").mkdir(parents=True)
+  with pytest.raises(DataError):
+    real_videos.prepare("vspw", root, str(tmp_path / "tfds"))
+  assert os.listdir(tmp_path / "tfds") == ["downloads"]
 
 
 def test_building_again_keeps_the_records_and_writes_only_a_missing_index(tmp_path, capsys):
