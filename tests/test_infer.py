@@ -18,7 +18,7 @@ from data_pipelines.transforms import pillow_resize
 from tests.conftest import (REAL_CLIP_FRAMES, REPO, OneSizePredictor,
                             assert_later_sizes_traced_ahead, quick_config_reading, slow_down,
                             traced_functions)
-from vssjax import infer, parallel
+from vssjax import configs_lib, infer, parallel
 from vssjax.errors import SetupError
 from vssjax.eval.shots import ShotPredictor
 from vssjax.eval.stream import stream_predictions
@@ -578,6 +578,21 @@ def test_the_staging_folder_of_a_killed_run_is_removed_by_the_next_run_of_that_v
   out = capsys.readouterr().out
   assert f"infer: removing {left}: the outputs of a run of frames that was stopped outright" in out
   assert sorted(p.name for p in (out_dir / "labels").iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_run_json_records_the_settings_that_differ_from_the_trainings(quick_config, tmp_path,
+                                                                      monkeypatch, capsys):
+  """Predictions made with another setting than the checkpoint's (DCFM's `:k=6`) read as the
+  trained ones: the fields that differ are printed and kept in run.json, as eval keeps them."""
+  configs_lib.write_record(quick_config, str(tmp_path))
+  _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_index_labels))
+  [out_dir] = infer.run(quick_config, str(tmp_path), str(_black_frames(tmp_path / "a", 2)))
+  assert "config_changes" not in json.loads((out_dir / "run.json").read_text())
+  trained_fps, quick_config.eval.overlay_fps = quick_config.eval.overlay_fps, 3
+  infer.run(quick_config, str(tmp_path), str(tmp_path / "a"))
+  assert json.loads((out_dir / "run.json").read_text())["config_changes"] == [
+      f"eval.overlay_fps: {json.dumps(trained_fps)} -> 3"]
+  assert "predicting with config fields that differ" in capsys.readouterr().out
 
 
 def test_a_rerun_replaces_the_earlier_label_pngs_once_complete_and_says_so(quick_config, tmp_path,

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import uuid
-from typing import Generator, Iterator, NamedTuple
+from typing import Generator, Iterator, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -44,6 +44,7 @@ from vssjax.files import write_text_whole
 from vssjax.listing import first_few
 from vssjax.metrics.temporal_consistency import TemporalConsistency
 from vssjax.progress import Progress
+from vssjax.train import config_record
 from vssjax.train.workdir import check_workdir_to_evaluate, one_local_process
 
 
@@ -333,6 +334,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   check_workdir_to_evaluate(workdir, "--mode=infer's outputs",
                             folder=os.path.join(workdir, "infer"))
   method, variables, step = restore_for_eval(config, workdir, step)
+  changes = config_record.said_eval_changes(workdir, config, step, kept_in="each run.json")
   # Several processes (a pod, a cluster) share the videos out, and each its local devices, as the
   # evaluator does (`eval.devices`); a video's frames follow each other on one device.
   devices = parallel.prediction_devices(config.eval.devices)
@@ -361,7 +363,7 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
     scorers = make_scorers(config)
     out_dir = _infer_video(config, method, variables, step, workdir, video,
                            inputs.pop(video, None) or read_frames(video), scorers, palette,
-                           frame_progress=frame_progress)
+                           frame_progress=frame_progress, config_changes=changes)
     if stale_folder_tc:
       with contextlib.suppress(FileNotFoundError):
         os.remove(folder_tc_path)
@@ -412,12 +414,12 @@ def _process() -> tuple[int, int]:
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
                  video: Input, scorers: Scorers, palette: np.ndarray, *,
-                 frame_progress: bool = True) -> epath.Path:
+                 frame_progress: bool = True, config_changes: Sequence[str] = ()) -> epath.Path:
   """One video through a fresh predictor: label PNGs, overlay video (with `eval.overlay_video`)
   and, with TC on (`scorers`, this video's), tc.json, written into a staging folder and swapped
   into `infer/<name>/` once all are complete (`_staging_folder`). `frame_progress`: a progress
   line every few frames (off where several devices' videos run at once: their lines would
-  interleave)."""
+  interleave). `config_changes` (`field: trained -> now`) go into its run.json."""
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
@@ -446,9 +448,10 @@ def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str,
       (staging / "tc.json").write_text(json.dumps(tc, indent=2) + "\n")
     # What made these outputs: a later run's replacing line names it, and a folder of PNGs
     # otherwise says neither the checkpoint nor the input.
-    (staging / _RUN_RECORD).write_text(json.dumps(
-        {"input": os.path.abspath(input_path), "step": step, "frames": len(names)}, indent=2)
-        + "\n")
+    record = {"input": os.path.abspath(input_path), "step": step, "frames": len(names)}
+    if config_changes:  # predicted with other settings than the checkpoint was trained with
+      record["config_changes"] = list(config_changes)
+    (staging / _RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     _swap_in(staging, out_dir)
   also = (f" and {out_dir / 'overlay.mp4'}" if config.eval.overlay_video
           else " (no overlay video: eval.overlay_video is off)")

@@ -667,7 +667,7 @@ def test_an_evaluation_with_other_settings_than_the_training_says_and_records_th
   for run in (loop.evaluate_checkpoint, loop.train_and_evaluate):
     results = run(quick_config, str(tmp_path))
     assert results["config_changes"] == ["eval.max_videos: 0 -> 1"]
-    assert "evaluating with config fields that differ from the checkpoint's record " in (
+    assert "predicting with config fields that differ from the checkpoint's record " in (
         capsys.readouterr().out)
     assert "- `eval.max_videos: 0 -> 1`" in (tmp_path / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["config_changes"] == [

@@ -15,16 +15,24 @@ from vssjax.files import write_text_whole
 # How many differing config fields a listing shows before a count of the others.
 MAX_LISTED_FIELDS = 20
 
+# Fields that shape a training (its schedule, optimiser, augmentation) or a benchmark only: the
+# predictions of a trained checkpoint read none of them, so an evaluation does not list them (a
+# run trained with `train.steps=30` and evaluated with the config file's 160000 changed nothing).
+_NOT_READ_BY_PREDICTIONS = ("train.", "optim.", "bench.", "data.train_transform.")
 
-def changes_since_training(workdir: str, config: ConfigDict, step: int | None = None
-                           ) -> list[str] | None:
+
+def changes_since_training(workdir: str, config: ConfigDict, step: int | None = None, *,
+                           leave_out: tuple[str, ...] = ()) -> list[str] | None:
   """`field: recorded -> now` for each field of `config` that differs from the workdir's record
-  (that of checkpoint `step`, if given: `configs_lib.record_path`), at most MAX_LISTED_FIELDS,
-  then a count; None where no config is recorded."""
+  (that of checkpoint `step`, if given: `configs_lib.record_path`), but those whose names start
+  with one of `leave_out`, at most MAX_LISTED_FIELDS, then a count; None where no config is
+  recorded."""
   record = configs_lib.read_record(workdir, step)
   if record is None:
     return None
-  changes = configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
+  changes = [change for change in
+             configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
+             if not change.startswith(leave_out)]
   if len(changes) > MAX_LISTED_FIELDS:
     changes = changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
   return changes
@@ -65,19 +73,21 @@ def keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -
         flush=True)
 
 
-def said_eval_changes(workdir: str, config: ConfigDict, step: int) -> list[str]:
-  """The fields in which an evaluation's config differs from the one checkpoint `step` was
-  trained with (another keyframe interval, eval.* settings), printed; the results record them, as
-  an evaluation with `:k=6` would otherwise read as one of the trained k=2. A record that cannot
-  be read is said, and compares nothing: the evaluation itself does not need it."""
+def said_eval_changes(workdir: str, config: ConfigDict, step: int, *,
+                      kept_in: str = "the results") -> list[str]:
+  """The fields in which an evaluation's (or inference's) config differs from the one checkpoint
+  `step` was trained with (another keyframe interval, eval.* settings), printed, but those its
+  predictions do not read; the results (`kept_in`) record them, as an evaluation with `:k=6`
+  would otherwise read as one of the trained k=2. A record that cannot be read is said, and
+  compares nothing: the evaluation itself does not need it."""
   try:
-    changes = changes_since_training(workdir, config, step) or []
+    changes = changes_since_training(workdir, config, step,
+                                     leave_out=_NOT_READ_BY_PREDICTIONS) or []
   except SetupError as error:
-    print(f"note: {error}; this evaluation's settings are not compared with the training's",
-          flush=True)
+    print(f"note: {error}; this run's settings are not compared with the training's", flush=True)
     return []
   if changes:
-    print(_listed("evaluating with config fields that differ from the checkpoint's record "
-                  f"{configs_lib.record_path(workdir, step)} (recorded -> now; kept in the "
-                  "results):", changes), flush=True)
+    print(_listed("predicting with config fields that differ from the checkpoint's record "
+                  f"{configs_lib.record_path(workdir, step)} (recorded -> now; kept in "
+                  f"{kept_in}):", changes), flush=True)
   return changes
