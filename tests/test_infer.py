@@ -139,6 +139,20 @@ def test_files_of_formats_not_recognised_are_named_not_left_out_silently(tmp_pat
       f"not frames ({'/'.join(footage.IMAGE_SUFFIXES)})\n")
 
 
+def test_a_folder_of_videos_names_its_folders_without_frames(tmp_path, capsys):
+  """A folder of clips one level further down (or an empty one) beside the clips was left out
+  without a word, where a file of another format was named."""
+  (tmp_path / "clips" / "more" / "deeper").mkdir(parents=True)
+  (tmp_path / "clips" / "more" / "deeper" / "c.mp4").write_bytes(b"")
+  (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+  _black_frames(tmp_path / "clips" / "b", 1)
+  assert infer.input_videos(str(tmp_path / "clips")) == [
+      str(tmp_path / "clips" / "a.mp4"), str(tmp_path / "clips" / "b")]
+  assert capsys.readouterr().out == (
+      f"infer: {tmp_path}/clips: more not predicted: folders without frames (a folder of videos "
+      "is read one level deep: pass such a folder on its own)\n")
+
+
 def test_videos_that_would_share_an_output_folder_are_refused_naming_them(tmp_path):
   for name in ("clip.mp4", "clip.avi"):
     (tmp_path / name).write_bytes(b"")
@@ -890,4 +904,9 @@ def test_on_an_accelerator_a_folders_later_frame_sizes_compile_ahead_to_the_same
         assert_later_sizes_traced_ahead(log, "b", later_sizes=2)
       else:
         assert "eval_compile_ahead" not in [thread for thread, _ in log]
+  for ahead, files in outputs.items():  # each run.json names eval.compile_ahead where it was off
+    for name in [name for name in files if name.endswith("run.json")]:
+      files[name] = json.loads(files[name])
+      changes = files[name].pop("config_changes")
+      assert ("eval.compile_ahead: true -> false" in changes) is not ahead
   assert outputs[True] == outputs[False] and len(outputs[True]) == 4 * 3  # labels, overlay, run

@@ -84,6 +84,11 @@ def input_videos(path: str) -> list[str]:
                      f"no folders of frames and no video files ({'/'.join(VIDEO_SUFFIXES)})")
   _say_left_out(path, {os.path.basename(v) for v in videos},
                 f"video files ({'/'.join(VIDEO_SUFFIXES)}); pass one on its own for OpenCV to try")
+  folders = [os.path.basename(entry) for entry in entries
+             if os.path.isdir(entry) and entry not in videos]
+  if folders:  # a folder of clips one level further down, say: not lost without a word either
+    print(f"infer: {path}: {first_few(folders)} not predicted: folders without frames (a folder "
+          "of videos is read one level deep: pass such a folder on its own)", flush=True)
   names = [footage.video_name(video) for video in videos]
   clashing = sorted({name for name in names if names.count(name) > 1})
   if clashing:
