@@ -307,7 +307,9 @@ def test_a_folder_of_videos_is_inferred_video_by_video_with_one_restore(
   out_dirs = infer.run(quick_config, str(tmp_path / "run"), str(tmp_path / "in"))
   assert [d.name for d in out_dirs] == ["a", "b"] and len(restores) == 1
   assert [len(list((d / "labels").iterdir())) for d in out_dirs] == [2, 3]
-  assert "infer: 2 videos in" in capsys.readouterr().out
+  said = capsys.readouterr().out
+  assert "infer: 2 videos in" in said
+  assert f"infer: video 2/2: {tmp_path / 'in' / 'b'} (3 frames) with the checkpoint" in said
   # TC of each video, and of both as one split: the pairs of both (1 + 2), not a mean of means.
   per_video = [json.loads((d / "tc.json").read_text()) for d in out_dirs]
   together = json.loads((tmp_path / "run" / "infer" / "tc_in.json").read_text())

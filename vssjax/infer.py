@@ -366,9 +366,11 @@ def run(config: ConfigDict, workdir: str, input_path: str, *,
   def infer_one(video: str, variables) -> tuple[epath.Path, Scorers]:
     """`video` on the device that holds `variables`, with scorers of its own."""
     scorers = make_scorers(config)
+    position = f"video {videos.index(video) + 1}/{len(videos)}: " if len(videos) > 1 else ""
     out_dir = _infer_video(config, method, variables, step, workdir, video,
                            inputs.pop(video, None) or read_frames(video), scorers, palette,
-                           frame_progress=frame_progress, config_changes=changes)
+                           frame_progress=frame_progress, config_changes=changes,
+                           position=position)
     if stale_folder_tc:
       with contextlib.suppress(FileNotFoundError):
         os.remove(folder_tc_path)
@@ -419,19 +421,21 @@ def _process() -> tuple[int, int]:
 
 def _infer_video(config: ConfigDict, method, variables, step: int, workdir: str, input_path: str,
                  video: Input, scorers: Scorers, palette: np.ndarray, *,
-                 frame_progress: bool = True, config_changes: Sequence[str] = ()) -> epath.Path:
+                 frame_progress: bool = True, config_changes: Sequence[str] = (),
+                 position: str = "") -> epath.Path:
   """One video through a fresh predictor: label PNGs, overlay video (with `eval.overlay_video`)
   and, with TC on (`scorers`, this video's), tc.json, written into a staging folder and swapped
   into `infer/<name>/` once all are complete (`_staging_folder`). `frame_progress`: a progress
   line every few frames (off where several devices' videos run at once: their lines would
-  interleave). `config_changes` (`field: trained -> now`) go into its run.json."""
+  interleave). `config_changes` (`field: trained -> now`) go into its run.json; `position`
+  ('video 3/12: ', a folder's) starts its first line."""
   total, frames, frame_rate = video
   # A container's frame count may be wrong (a truncated file, a count the codec only estimates):
   # it sizes nothing, it only sets the progress line's ETA; the frames decoded are what count.
   declared = os.path.isfile(input_path) and not _is_image_file(input_path)
   out_dir = epath.Path(workdir) / "infer" / footage.video_name(input_path)
-  print(f"infer: {input_path} ({_said_length(total, declared)}) with the checkpoint of step "
-        f"{step} -> {out_dir}", flush=True)
+  print(f"infer: {position}{input_path} ({_said_length(total, declared)}) with the checkpoint of "
+        f"step {step} -> {out_dir}", flush=True)
   predictor = ShotPredictor(method.predictor(variables), lambda: method.predictor(variables),
                             f"infer: {input_path}")
   progress = Progress("infer frame", total, "frames", estimated=declared)

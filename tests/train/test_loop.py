@@ -703,17 +703,18 @@ def test_sigterm_during_a_periodic_evaluation_cuts_it_short_and_stops_at_its_ste
 
 def test_an_earlier_checkpoint_is_compared_with_the_config_it_was_trained_with(
     quick_config, tmp_path, capsys):
-  """Step 1 trained with train.steps=1, step 2 after a resume with 2 (config.until_step1.json
-  keeps the first): an evaluation of step 1 with steps=1 changed nothing, which config.json alone
-  said it did. A config.json that cannot be parsed is said, and the evaluation runs."""
+  """Step 1 trained with train.steps=1, step 2 after a resume with 2 and eval.max_videos=1
+  (config.until_step1.json keeps the first): an evaluation of step 1 with step 1's settings
+  changed nothing, which config.json alone said it did. A config.json that cannot be parsed is
+  said, and the evaluation runs."""
   quick_config.train.update(steps=1, checkpoint_every=1)
   loop.train_and_evaluate(quick_config, str(tmp_path))
-  quick_config.train.steps = 2
+  quick_config.train.steps, quick_config.eval.max_videos = 2, 1
   loop.train_and_evaluate(quick_config, str(tmp_path))
-  quick_config.train.steps = 1
+  quick_config.train.steps, quick_config.eval.max_videos = 1, 0
   assert "config_changes" not in loop.evaluate_checkpoint(quick_config, str(tmp_path), step=1)
   assert loop.evaluate_checkpoint(quick_config, str(tmp_path), step=2)["config_changes"] == [
-      "train.steps: 2 -> 1"]
+      "eval.max_videos: 1 -> 0"]  # not train.steps, which no prediction reads
   (tmp_path / "config.json").write_text('{"train": ')  # cut short
   capsys.readouterr()
   assert loop.evaluate_checkpoint(quick_config, str(tmp_path), step=2)["step"] == 2
