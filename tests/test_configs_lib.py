@@ -1,6 +1,7 @@
 """Every config file loads, is locked against typos, builds its method, and (quick variant) its
 model."""
 
+import json
 import subprocess
 import sys
 
@@ -199,6 +200,29 @@ def test_loading_a_config_does_not_import_jax():
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           check=True)
   assert result.stdout.strip() == "[]"
+
+
+def test_a_config_file_takes_a_workdirs_recorded_values_with_the_files_types():
+  """init.workdir's run restores with its record's values on init.config's file (its overrides:
+  a head converted 768 wide); JSON's lists come back as the file's tuples, nested ones too, and
+  an int as the float the file holds. A field the record lacks keeps the file's value."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  record = json.loads(config.to_json_best_effort())
+  record["model"]["decoder_dim"] = 768
+  record["data"]["eval_transform"]["slide_crop"] = [48, 48]
+  record["optim"]["lr"] = 1
+  del record["eval"]["max_videos"]
+  recorded, changes = configs_lib.as_recorded(config, record)
+  assert changes == ["data.eval_transform.slide_crop: [] -> [48, 48]",
+                     f"model.decoder_dim: {config.model.decoder_dim} -> 768",
+                     f"optim.lr: {json.dumps(config.optim.lr)} -> 1"]
+  assert recorded.model.decoder_dim == 768 and recorded.data.eval_transform.slide_crop == (48, 48)
+  assert recorded.optim.lr == 1.0 and isinstance(recorded.optim.lr, float)
+  assert recorded.eval.max_videos == config.eval.max_videos
+  assert configs_lib.as_recorded(config, json.loads(config.to_json_best_effort())) == (config, [])
+  nested = configs_lib.ConfigDict(dict(windows=((1, 2), (3, 4)), names=["a"]))
+  recorded, _ = configs_lib.as_recorded(nested, dict(windows=[[5, 6]], names=["b", "c"]))
+  assert recorded.windows == ((5, 6),) and recorded.names == ["b", "c"]
 
 
 def test_changed_fields_lists_dotted_fields_old_to_new():

@@ -465,6 +465,45 @@ def read_record(workdir: str, step: int | None = None) -> dict[str, Any] | None:
                      "writes it again, from the config it is run with)") from error
 
 
+def as_recorded(config: ConfigDict, record: dict[str, Any]) -> tuple[ConfigDict, list[str]]:
+  """`config` (a config file's) with every field whose value the record of a workdir
+  (`read_record`) holds otherwise set to the record's, and those changes (`changed_fields`'
+  lines): the config the workdir was written with, overrides included (a checkpoint converted
+  with `model.decoder_dim=768`), which its file alone does not give. The file gives the types
+  JSON loses: a list is a tuple where the file's field holds one (or none)."""
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel  (see changed_fields)
+  recorded = traverse_util.flatten_dict(record, sep=".")
+  # Not the fields the record lacks (added to the code since): the file's value stays.
+  changes = [change for change in changed_fields(json.loads(config.to_json_best_effort()), record)
+             if change.split(": ", 1)[0] in recorded]
+  result = config.copy_and_resolve_references()
+  with result.unlocked():
+    for change in changes:
+      name = change.split(": ", 1)[0]
+      *sections, field = name.split(".")
+      node = result
+      for section in sections:
+        if section not in node:
+          node[section] = ConfigDict()
+        node = node[section]
+      node[field] = _typed_as(node.get(field), recorded[name])
+  return result, changes
+
+
+def _typed_as(like: Any, value: Any) -> Any:
+  """A JSON `value` as the type of the config field it replaces (`like`): a list as a tuple where
+  the field holds a tuple or nothing (configs write sequences as tuples), nested alike; an int as
+  a float where the field holds a float."""
+  if isinstance(value, list):
+    if isinstance(like, list):
+      return [_typed_as(None, item) for item in value]
+    items = like if isinstance(like, tuple) and len(like) == len(value) else (None,) * len(value)
+    return tuple(_typed_as(item_like, item) for item_like, item in zip(items, value))
+  if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """`field: old -> new` (dotted names, JSON values, `(none)` where a side lacks the field) for
   every field whose value differs between two configs as JSON: a workdir's `config.json` and a

@@ -69,12 +69,12 @@ def test_an_evaluation_lists_only_the_changed_fields_its_predictions_read(record
   the logging and the optimiser among the evaluation's changes; they change no prediction."""
   workdir, config = recorded
   changed = _changed(config, train__steps=7, optim__lr=0.5, bench__train_step=False,
-                     eval__max_videos=3)
+                     published__source="another paper", eval__max_videos=3)
   assert config_record.said_eval_changes(workdir, changed, 4, kept_in="each run.json") == [
       f"eval.max_videos: {config.eval.max_videos} -> 3"]
   assert capsys.readouterr().out.splitlines()[0].endswith("kept in each run.json):")
   assert config_record.said_eval_changes(workdir, _changed(config, train__steps=7), 4) == []
-  assert len(config_record.mismatch_explanation(workdir, changed, 4).splitlines()) == 5
+  assert len(config_record.mismatch_explanation(workdir, changed, 4).splitlines()) == 6
 
 
 def test_a_checkpoint_before_two_kept_records_is_compared_with_the_first_after_it(tmp_path):

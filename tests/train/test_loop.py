@@ -497,16 +497,24 @@ def test_a_run_starts_from_the_variables_of_another_that_init_take_selects(quick
                                                                           monkeypatch, capsys):
   """`init.workdir` + `init.config`: the backbone of a trained SegFormer goes into a model whose
   head is of another width; `init.take` '.*' would take the head too, which does not fit, and
-  the error says how to leave it out."""
+  the error says how to leave it out. The run to start from was trained with an override of its
+  file (as a checkpoint converted with `model.decoder_dim=768`): its record restores it, where
+  the file alone was refused as "written with a different config"."""
+  file_dim = quick_config.model.decoder_dim
+  quick_config.model.decoder_dim = 24
   loop.train_and_evaluate(quick_config, str(tmp_path / "trained"))
   _, trained = _params(quick_config, tmp_path / "trained")
   quick_config.model.decoder_dim = 16
   quick_config.init.update(workdir=str(tmp_path / "trained"),
                            config=str(REPO / "configs/segformer/synthetic_mitb0.py") + ":quick")
+  capsys.readouterr()
   with pytest.raises(SetupError,
                      match=r"decode_head/.*: converted shape .* != model shape") as error:
     loop.train_and_evaluate(quick_config, str(tmp_path / "all"))
   assert "a narrower init.take leaves out what differs" in error.value.__notes__[-1]
+  said = capsys.readouterr().out
+  assert "init.config holds others (init.config -> record):\n" in said
+  assert f"\n  model.decoder_dim: {file_dim} -> 24\n" in said
 
   started = {}
 

@@ -222,8 +222,8 @@ def check_tc_video_list(config: ConfigDict, scorers: Scorers) -> None:
         f"{len(scorers.tc_videos)} videos that split {split!r} of data.source "
         f"{config.data.source!r} does not hold ({shown}): fix the list, evaluate the split "
         "whose videos it names, or score TC over every video with --config.eval.tc_video_list= "
-        "(not comparable with a TC published over the list's: a config whose published numbers "
-        "assume the list then shows none of them)")
+        "(not comparable with a TC published over the list's: the results then leave that TC "
+        "out)")
 
 
 def evaluate(method: Method, variables: Variables, config: ConfigDict, *, workdir: str | None,

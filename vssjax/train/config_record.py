@@ -15,10 +15,12 @@ from vssjax.files import write_text_whole
 # How many differing config fields a listing shows before a count of the others.
 MAX_LISTED_FIELDS = 20
 
-# Fields that shape a training (its schedule, optimiser, augmentation) or a benchmark only: the
-# predictions of a trained checkpoint read none of them, so an evaluation does not list them (a
-# run trained with `train.steps=30` and evaluated with the config file's 160000 changed nothing).
-_NOT_READ_BY_PREDICTIONS = ("train.", "optim.", "bench.", "data.train_transform.")
+# Fields that shape a training (its schedule, optimiser, augmentation), a benchmark or the
+# published numbers shown beside the results only: the predictions of a trained checkpoint read
+# none of them, so an evaluation does not list them (a run trained with `train.steps=30` and
+# evaluated with the config file's 160000 changed nothing; DCFM's `:mode=P` brings its own
+# published numbers).
+_NOT_READ_BY_PREDICTIONS = ("train.", "optim.", "bench.", "data.train_transform.", "published.")
 
 
 def changes_since_training(workdir: str, config: ConfigDict, step: int | None = None, *,
@@ -53,6 +55,21 @@ def mismatch_explanation(workdir: str, config: ConfigDict, step: int) -> str:
     return f"{recorded} records this same config: the checkpoint was written by other code."
   return _listed(f"Config fields that differ between {recorded} and this run (recorded -> now):",
                  changes)
+
+
+def as_recorded_in(workdir: str, config: ConfigDict, named: str) -> ConfigDict:
+  """`config`, the config file `named` says a workdir's run was made with, with the values its
+  record holds instead, said (`configs_lib.as_recorded`): the run's own overrides (a checkpoint
+  converted with `model.decoder_dim=768`) restore its arrays, which the file alone does not."""
+  record = configs_lib.read_record(workdir)
+  if record is None:
+    return config
+  config, changes = configs_lib.as_recorded(config, record)
+  if changes:
+    print(_listed(f"restoring {workdir} with the values of its record "
+                  f"{configs_lib.record_path(workdir)} where {named} holds others ({named} -> "
+                  "record):", changes), flush=True)
+  return config
 
 
 def keep_record_of_changed_config(workdir: str, config: ConfigDict, step: int) -> None:

@@ -359,9 +359,11 @@ def _variables_of_run(init: ConfigDict) -> dict[str, Any] | None:
     take = re.compile(init.take)
   except re.error as error:
     raise SetupError(f"init.take={init.take!r} is not a regular expression: {error}") from error
+  workdir = os.path.expanduser(init.workdir)
   try:
-    source = configs_lib.load_config_file(os.path.expanduser(init.config))
-    _, variables, step = restore_for_eval(source, os.path.expanduser(init.workdir))
+    source = config_record.as_recorded_in(
+        workdir, configs_lib.load_config_file(os.path.expanduser(init.config)), "init.config")
+    _, variables, step = restore_for_eval(source, workdir)
   except SetupError as error:
     error.add_note(f"(the run to start from: init.workdir={init.workdir!r}, "
                    f"init.config={init.config!r})")
