@@ -445,7 +445,8 @@ def test_training_in_a_converted_workdir_says_to_fine_tune_from_a_new_one(quick_
     checkpointer.save(0, state, force=True)
   with pytest.raises(SetupError, match=r"holds converted weights .*--mode=eval or --mode=infer\. "
                      r"To fine-tune .* new --workdir with --config\.init\.workdir="
-                     rf"{tmp_path} \(or init\.torch_checkpoint="):
+                     rf"{tmp_path} --config\.init\.config=<the config file it was converted "
+                     r"with> \(or init\.torch_checkpoint="):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   assert not (tmp_path / "config.json").exists()
 

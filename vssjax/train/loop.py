@@ -139,8 +139,9 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         f"{checkpointer.directory} holds converted weights (step {step}: the model's variables "
         "without the data-iterator state that training resumes from): use this workdir with "
         "--mode=eval or --mode=infer. To fine-tune from the weights, train in a new --workdir with "
-        f"--config.init.workdir={workdir} (or init.torch_checkpoint=<the PyTorch checkpoint you "
-        "converted>; docs/reproducing.md)")
+        f"--config.init.workdir={workdir} --config.init.config=<the config file it was converted "
+        "with> (or init.torch_checkpoint=<the PyTorch checkpoint you converted>; "
+        "docs/reproducing.md)")
   if data_iter is not None:
     _check_process_count(checkpointer, step)
     _check_data_settings(workdir, config, step)
@@ -173,7 +174,8 @@ def _check_process_count(checkpointer: Checkpointer, step: int) -> None:
         f"{counts} processes (Grain restores each process's position only so). The train state "
         "alone restores with any count: --mode=eval and --mode=infer read this workdir as it is, "
         "and a training run in a new workdir starts from its variables with "
-        "--config.init.workdir=<this workdir> (at step 0: its schedule and data order afresh)")
+        "--config.init.workdir=<this workdir> --config.init.config=<its config file> (at step "
+        "0: its schedule and data order afresh)")
 
 
 def _check_data_settings(workdir: str, config: ConfigDict, step: int) -> None:
