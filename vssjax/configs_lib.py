@@ -486,7 +486,12 @@ def as_recorded(config: ConfigDict, record: dict[str, Any]) -> tuple[ConfigDict,
         if section not in node:
           node[section] = ConfigDict()
         node = node[section]
-      node[field] = _typed_as(node.get(field), recorded[name])
+      try:
+        node[field] = _typed_as(node.get(field), recorded[name])
+      except TypeError as error:  # a file of another method, whose field of that name differs
+        raise SetupError(f"the record holds {name}={recorded[name]!r}, which does not fit the "
+                         f"config file's {node.get(field)!r} ({error}): is the file the one the "
+                         "run was made with?") from error
   return result, changes
 
 

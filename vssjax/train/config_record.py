@@ -35,8 +35,13 @@ def changes_since_training(workdir: str, config: ConfigDict, step: int | None = 
   changes = [change for change in
              configs_lib.changed_fields(record, json.loads(config.to_json_best_effort()))
              if not change.startswith(leave_out)]
+  return _capped(changes)
+
+
+def _capped(changes: list[str]) -> list[str]:
+  """At most MAX_LISTED_FIELDS of `changes`, then a count of the others."""
   if len(changes) > MAX_LISTED_FIELDS:
-    changes = changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
+    return changes[:MAX_LISTED_FIELDS] + [f"... and {len(changes) - MAX_LISTED_FIELDS} more"]
   return changes
 
 
@@ -68,7 +73,7 @@ def as_recorded_in(workdir: str, config: ConfigDict, named: str) -> ConfigDict:
   if changes:
     print(_listed(f"restoring {workdir} with the values of its record "
                   f"{configs_lib.record_path(workdir)} where {named} holds others ({named} -> "
-                  "record):", changes), flush=True)
+                  "record):", _capped(changes)), flush=True)
   return config
 
 
