@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import load_config, random_config_batch, split_over_two_devices
 from tests.convert.manifests import resnet_layers_manifest, resnet_stem_manifest
-from vssjax import parallel
+from vssjax import configs_lib, parallel
 from vssjax.errors import SetupError
 from vssjax.methods import etc, etc_losses, get_method
 from vssjax.ops.resize import resize_bilinear
@@ -110,6 +110,19 @@ def test_a_teacher_workdir_under_home_is_read_there(monkeypatch, tmp_path):
   config.method.teacher.workdir = "~/runs/teacher"
   get_method(config).fixed_variables()
   assert read == [str(tmp_path / "runs" / "teacher")]
+
+
+def test_a_teacher_workdir_builds_the_teacher_as_its_record_says(tmp_path, capsys):
+  """A teacher trained here with an override of its config file (a narrower head) was built
+  from the file alone: its checkpoint did not fit. Its workdir's config.json gives the rest."""
+  config = _config("distill")
+  trained = configs_lib.load_config_file(config.method.teacher.config)
+  trained.model.decoder_dim = 24
+  configs_lib.write_record(trained, str(tmp_path))
+  config.method.teacher.workdir = str(tmp_path)
+  assert get_method(config).teacher.config.model.decoder_dim == 24
+  assert "method.teacher.config holds others (method.teacher.config -> record):\n" in (
+      capsys.readouterr().out)
 
 
 def test_bad_settings_fail_clearly():

@@ -71,7 +71,7 @@ from vssjax.models.layers import flatten_time, normalize_images, unflatten_time
 from vssjax.models.mobilenet_v2 import MobileNetV2
 from vssjax.models.pspnet import HEAD_FEATURES, PSPNet, pspnet
 from vssjax.models.resnet import RESNET_NAMES
-from vssjax.train import init_from, loop
+from vssjax.train import config_record, init_from, loop
 
 PAIR_WISE_MAPS = ("logits", "features")
 LSTM = "distill_lstm"
@@ -145,7 +145,12 @@ class ETCMethod(Method):
     spec = self.config.method.teacher.config
     if not spec:
       raise SetupError("ETC distillation weights are set but method.teacher.config is empty")
-    teacher = get_method(configs_lib.load_config_file(spec))
+    teacher_config = configs_lib.load_config_file(spec)
+    if self.config.method.teacher.workdir:  # that run's own overrides too, as for init.workdir
+      teacher_config = config_record.as_recorded_in(
+          os.path.expanduser(self.config.method.teacher.workdir), teacher_config,
+          "method.teacher.config")
+    teacher = get_method(teacher_config)
     if not isinstance(teacher, ETCMethod):
       raise SetupError(f"the teacher ({spec}) must be an 'etc' config (a PSPNet of any depth), "
                        f"got method {teacher.config.method.name!r}")
