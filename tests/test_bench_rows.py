@@ -3,40 +3,62 @@
 import time
 
 import numpy as np
+import pytest
 
 from vssjax import bench_rows
 from vssjax.bench_rows import Row, median_timing, report, streamed_seconds
 
 
-class _Running:
-  """A result still being computed, as a JAX array whose device work is queued: waiting for it
-  takes `seconds`."""
+class _Clock:
+  """`time.perf_counter` as only `sleep` moves it: the timings are exact whatever else the
+  machine runs (real sleeps overshoot on a loaded 2-core CI)."""
 
-  def __init__(self, seconds: float):
-    self.seconds = seconds
+  def __init__(self):
+    self.now = 0.0
+
+  def perf_counter(self) -> float:
+    return self.now
+
+  def sleep(self, seconds: float) -> None:
+    self.now += seconds
+
+
+@pytest.fixture(name="clock")
+def fixture_clock(monkeypatch) -> _Clock:
+  clock = _Clock()
+  monkeypatch.setattr(time, "perf_counter", clock.perf_counter)
+  return clock
+
+
+class _Running:
+  """A result still being computed, as a JAX array whose device work is queued: it is ready
+  `seconds` after it was returned."""
+
+  def __init__(self, clock: _Clock, seconds: float):
+    self.clock, self.done_at = clock, clock.now + seconds
 
   def block_until_ready(self):
-    time.sleep(self.seconds)
+    self.clock.sleep(max(0.0, self.done_at - self.clock.now))
     return self
 
 
-def test_dispatch_is_the_time_until_the_call_returned():
+def test_dispatch_is_the_time_until_the_call_returned(clock):
   calls = []
 
   def device_bound():
     calls.append(1)
-    return _Running(0.2)
+    return _Running(clock, 0.2)
 
   timing = median_timing(device_bound, warmup=1, repeats=3)
   assert len(calls) == 4  # the warm-up call is not timed
-  assert timing.seconds >= 0.2 and timing.dispatch_seconds < 0.1
+  assert timing.seconds == 0.2 and timing.dispatch_seconds == 0
 
   def host_bound():
-    time.sleep(0.2)
+    clock.sleep(0.2)
     return np.zeros(3)  # ready when returned
 
   timing = median_timing(host_bound, warmup=0, repeats=2)
-  assert timing.dispatch_seconds >= 0.2 and timing.seconds >= timing.dispatch_seconds
+  assert timing.dispatch_seconds == pytest.approx(0.2) == timing.seconds
 
 
 class _Device:
@@ -44,35 +66,26 @@ class _Device:
   stream does: a call takes `host_s` of the host's time to dispatch `device_s` of work, which
   starts when the device is done with the work before."""
 
-  def __init__(self, host_s: float, device_s: float):
-    self.host_s, self.device_s = host_s, device_s
+  def __init__(self, clock: _Clock, host_s: float, device_s: float):
+    self.clock, self.host_s, self.device_s = clock, host_s, device_s
     self.free_at = 0.0
 
-  def call(self) -> "_Queued":
-    time.sleep(self.host_s)
-    self.free_at = max(self.free_at, time.perf_counter()) + self.device_s
-    return _Queued(self.free_at)
+  def call(self) -> _Running:
+    self.clock.sleep(self.host_s)
+    self.free_at = max(self.free_at, self.clock.now) + self.device_s
+    return _Running(self.clock, self.free_at - self.clock.now)
 
 
-class _Queued:
-  def __init__(self, done_at: float):
-    self.done_at = done_at
-
-  def block_until_ready(self):
-    time.sleep(max(0.0, self.done_at - time.perf_counter()))
-    return self
-
-
-def test_a_streamed_frame_overlaps_its_dispatch_with_the_frame_before():
-  device = _Device(host_s=0.03, device_s=0.06)
+def test_a_streamed_frame_overlaps_its_dispatch_with_the_frame_before(clock):
+  device = _Device(clock, host_s=0.03, device_s=0.06)
   waited = median_timing(device.call, warmup=0, repeats=3)
   streamed = streamed_seconds(device.call, frames=5)
   # Each waited call dispatches on an idle device, then waits for it: 0.03 + 0.06 s. Streamed, the
   # device runs the frames back to back: 5 x 0.06 s after the first dispatch, 0.066 s a frame.
-  assert waited.seconds >= 0.09
-  assert 0.06 <= streamed <= 0.08
-  host_bound = _Device(host_s=0.05, device_s=0.01)  # the device waits for the host instead
-  assert 0.05 <= streamed_seconds(host_bound.call, frames=4, streams=1) <= 0.065
+  assert waited.seconds == pytest.approx(0.09)
+  assert streamed == pytest.approx(0.066)
+  host_bound = _Device(clock, host_s=0.05, device_s=0.01)  # the device waits for the host instead
+  assert streamed_seconds(host_bound.call, frames=4, streams=1) == pytest.approx(0.0525)
 
 
 def test_a_row_reports_its_dispatch_when_it_has_one(capsys):

@@ -540,8 +540,9 @@ def test_a_rerun_that_stops_midway_leaves_the_earlier_runs_outputs_whole(quick_c
   assert sorted(earlier) == [f"frames/labels/{t:06d}.png" for t in range(4)] + [
       "frames/overlay.mp4", "frames/run.json", "frames/tc.json"]
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(error, 2)))
-  with pytest.raises(type(error)):
+  with pytest.raises(type(error)) as raised:
     infer.run(quick_config, str(tmp_path), str(frames))
+  assert raised.value is error  # the predictor's, at frame 2: not a refusal before any frame
   assert _outputs(tmp_path / "infer") == earlier  # the staging folder removed too
   assert sorted(p.name for p in (tmp_path / "infer").iterdir()) == [out_dir.name]
 
@@ -643,7 +644,7 @@ def test_a_folder_rerun_that_fails_before_a_video_is_replaced_keeps_the_folders_
   earlier = _outputs(tmp_path / "infer")
   assert "tc_in.json" in earlier
   _restore_a_stub(monkeypatch, lambda: OneSizePredictor(_labels_until(ValueError("bad"), 1)))
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="^bad$"):  # the predictor's, not a refusal up front
     infer.run(quick_config, str(tmp_path), str(tmp_path / "in"))
   assert _outputs(tmp_path / "infer") == earlier
 

@@ -227,8 +227,9 @@ def test_teacher_is_read_once_from_its_run(distilling, monkeypatch):
     method.config.method.teacher.workdir = ""
   assert calls == [("r18", "/runs/teacher")]
   assert set(fixed) == {"teacher"} and set(fixed["teacher"]) == {"params", "batch_stats"}
-  assert all(a is b for a, b in zip(jax.tree.leaves(fixed["teacher"]["params"]),
-                                    jax.tree.leaves(trained["params"])))
+  leaves = jax.tree.leaves(fixed["teacher"]["params"])
+  assert leaves and all(a is b for a, b in zip(leaves, jax.tree.leaves(trained["params"]),
+                                               strict=True))
   assert get_method(_config("temporal")).fixed_variables() == {}
 
 
