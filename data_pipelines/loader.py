@@ -30,9 +30,10 @@ from vssjax.flow import FlowProvider
 _MAX_BAD_DRAWS = 100  # With skip_bad_samples: give up when this many draws in a row are bad.
 
 
-class ClipMap(grain.transforms.RandomMap):
+class ClipMap:
   """video index (and optionally its target frame) -> one augmented training clip; bad samples
-  raise, or are skipped and counted.
+  raise, or are skipped and counted. `_LocalBatchMap` (Grain's one operation) calls it per sample
+  with that sample's own RNG (`sample_rng`), not Grain's.
 
   A skipped sample is replaced by a video drawn from the sample's own RNG, whose target the
   sampler picks, so the replacement is deterministic too. `num_skipped` counts skips in this
