@@ -446,7 +446,7 @@ def test_a_footage_folder_of_mixed_sizes_is_evaluated_shot_by_shot(tmp_path, cap
 class _TwoPassMethod(_OneSizeMethod):
   """Two predictors per video, as DCFM's protocol passes (`method.video_predictors`)."""
 
-  def video_predictors(self, variables, video_index):
+  def video_predictors(self, variables, protocol_index):
     return [self.predictor(variables) for _ in range(2)]
 
 

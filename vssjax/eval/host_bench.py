@@ -66,8 +66,8 @@ class _SimulatedDeviceMethod:
   def __init__(self, device: concurrent.futures.Executor, device_s: float, config):
     self._args = device, device_s, config.data.num_classes, config.data.eval_transform
 
-  def video_predictors(self, variables, video_index: int) -> list[StreamingPredictor]:
-    del variables, video_index
+  def video_predictors(self, variables, protocol_index: int) -> list[StreamingPredictor]:
+    del variables, protocol_index
     return [_SimulatedDevicePredictor(*self._args)]
 
 

@@ -112,11 +112,12 @@ class Method(abc.ABC):
     are then checkpointed and resumed with the state. `{}` (none) by default."""
     return {}
 
-  def video_predictors(self, variables: Variables, video_index: int) -> list[StreamingPredictor]:
-    """The predictors the evaluator runs the split's `video_index`-th evaluated video through
+  def video_predictors(self, variables: Variables, protocol_index: int
+                       ) -> list[StreamingPredictor]:
+    """The predictors the evaluator runs the split's `protocol_index`-th evaluated video through
     (`EvalVideo.protocol_index`: a label window counts as a video); every one's predictions are
     scored. One by default; DCFM's protocol rotates its first keyframe across videos and scores
     more than one keyframe phase of each clip (specs/dcfm.md §3.1).
     """
-    del video_index
+    del protocol_index
     return [self.predictor(variables)]

@@ -228,12 +228,13 @@ class DCFMMethod(Method):
   def predictor(self, variables: Variables, *, first_keyframe: int = 0) -> DCFMPredictor:
     return DCFMPredictor(self, variables, self.schedule, first_keyframe)
 
-  def video_predictors(self, variables: Variables, video_index: int) -> list[DCFMPredictor]:
+  def video_predictors(self, variables: Variables, protocol_index: int
+                       ) -> list[DCFMPredictor]:
     """The protocol's passes (`method.eval_passes`), each starting at its rotated keyframe."""
     passes = int(self.config.method.eval_passes)
     rotate = self.schedule.mode == "B"
     return [self.predictor(variables, first_keyframe=dcfm_first_keyframe(
-        video_index, p, self.schedule.interval, passes, rotate)) for p in range(passes)]
+        protocol_index, p, self.schedule.interval, passes, rotate)) for p in range(passes)]
 
 
 @jax.jit
