@@ -224,8 +224,10 @@ def test_a_config_file_takes_a_workdirs_recorded_values_with_the_files_types():
   recorded, _ = configs_lib.as_recorded(nested, dict(windows=[[5, 6]], names=["b", "c"]))
   assert recorded.windows == ((5, 6),) and recorded.names == ["b", "c"]
   with pytest.raises(SetupError, match=r"the record holds names=3, which does not fit the config "
-                     r"file's \['a'\] .*: is the file the one the run was made with\?"):
+                     r"file's \[.a.\] .*: is the file the one the run was made with\?"):
     configs_lib.as_recorded(nested, dict(names=3))
+  with pytest.raises(SetupError, match=r"the record holds names.first='b', .* file's \(none\)"):
+    configs_lib.as_recorded(nested, dict(names=dict(first="b")))
 
 
 def test_changed_fields_lists_dotted_fields_old_to_new():

@@ -482,16 +482,17 @@ def as_recorded(config: ConfigDict, record: dict[str, Any]) -> tuple[ConfigDict,
       name = change.split(": ", 1)[0]
       *sections, field = name.split(".")
       node = result
-      for section in sections:
-        if section not in node:
-          node[section] = ConfigDict()
-        node = node[section]
       try:
+        for section in sections:
+          if section not in node:
+            node[section] = ConfigDict()
+          node = node[section]
         node[field] = _typed_as(node.get(field), recorded[name])
-      except TypeError as error:  # a file of another method, whose field of that name differs
+      except (TypeError, AttributeError) as error:  # a file of another method: its field of
+        # that name is of another type, or a value where the record holds a section
         raise SetupError(f"the record holds {name}={recorded[name]!r}, which does not fit the "
-                         f"config file's {node.get(field)!r} ({error}): is the file the one the "
-                         "run was made with?") from error
+                         f"config file's {change.split(': ', 1)[1].split(' -> ')[0]} ({error}): "
+                         "is the file the one the run was made with?") from error
   return result, changes
 
 
