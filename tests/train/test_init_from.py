@@ -102,6 +102,8 @@ def test_a_method_without_released_weights_says_so():
   with pytest.raises(SetupError, match=r"^method 'sdcpc' has no converter: no weights of it were "
                                        r"released\. Train it \(--mode=train\)"):
     init_from.convert_state_dict(segformer_file, method)
+  with pytest.raises(SetupError, match=r"^method 'sdcpc' has no converter"):  # before reading it
+    init_from.load_torch_variables("/nowhere/weights.pth", method, whole_model=True)
 
 
 def test_a_format_given_against_the_keys_is_named_with_the_mismatch():

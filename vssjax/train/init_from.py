@@ -178,11 +178,7 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
     raise SetupError(f"a whole {name} model's checkpoint, but model.backbone="
                      f"{method.config.model.backbone!r} is a backbone of one's own: the released "
                      "models are on MiT and ResNet backbones")
-  formats = sorted(f for m, f in _CONVERTERS if m == name)
-  if not formats:
-    raise SetupError(f"method {name!r} has no converter: no weights of it were released. Train it "
-                     "(--mode=train), from ImageNet backbone weights if you have them "
-                     "(--config.init.torch_checkpoint=...)")
+  formats = _whole_model_formats(name)
   if (name, fmt) not in _CONVERTERS:
     hint = _DCFM_FILES if name == "dcfm" else ""
     raise SetupError(f"the checkpoint is in format {fmt!r}, but method {name!r} converts from "
@@ -195,6 +191,17 @@ def convert_state_dict(state_dict: StateDict, method: Method, fmt: str | None = 
       error.add_note(f"(its keys look like format {detected!r}, not the {fmt!r} given: "
                      f"--format={detected}, or leave --format out)")
     raise
+
+
+def _whole_model_formats(name: str) -> list[str]:
+  """The formats method `name`'s whole-model checkpoints convert from; one without any is refused
+  (its weights were not released)."""
+  formats = sorted(f for m, f in _CONVERTERS if m == name)
+  if not formats:
+    raise SetupError(f"method {name!r} has no converter: no weights of it were released. Train it "
+                     "(--mode=train), from ImageNet backbone weights if you have them "
+                     "(--config.init.torch_checkpoint=...)")
+  return formats
 
 
 def _nested(path: tuple[str, ...], variables: Variables) -> Variables:
@@ -258,6 +265,8 @@ def _read_and_convert(paths: str | Sequence[str], method: Method, fmt: str | Non
                       allow_pickle: bool, whole_model: bool) -> Variables:
   paths = [p for p in paths.split(",") if p] if isinstance(paths, str) else list(paths)
   paths = [os.path.expanduser(p) for p in paths]  # `--checkpoint=~/x.pth`: no shell expands it
+  if whole_model:  # before reading what cannot be converted (a large file, SD-CPC's config)
+    _whole_model_formats(method.config.method.name)
   state_dict: dict[str, Any] = {}
   for path in paths:
     part = load_state_dict(path, allow_pickle=allow_pickle)
