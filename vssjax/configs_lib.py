@@ -471,15 +471,14 @@ def as_recorded(config: ConfigDict, record: dict[str, Any]) -> tuple[ConfigDict,
   lines): the config the workdir was written with, overrides included (a checkpoint converted
   with `model.decoder_dim=768`), which its file alone does not give. The file gives the types
   JSON loses: a list is a tuple where the file's field holds one (or none)."""
-  from flax import traverse_util  # pylint: disable=import-outside-toplevel  (see changed_fields)
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel  (see _differing_fields)
   recorded = traverse_util.flatten_dict(record, sep=".")
   # Not the fields the record lacks (added to the code since): the file's value stays.
-  changes = [change for change in changed_fields(json.loads(config.to_json_best_effort()), record)
-             if change.split(": ", 1)[0] in recorded]
+  differing = [field for field in _differing_fields(json.loads(config.to_json_best_effort()),
+                                                    record) if field[0] in recorded]
   result = config.copy_and_resolve_references()
   with result.unlocked():
-    for change in changes:
-      name = change.split(": ", 1)[0]
+    for name, in_file, _ in differing:
       *sections, field = name.split(".")
       node = result
       try:
@@ -491,9 +490,9 @@ def as_recorded(config: ConfigDict, record: dict[str, Any]) -> tuple[ConfigDict,
       except (TypeError, AttributeError) as error:  # a file of another method: its field of
         # that name is of another type, or a value where the record holds a section
         raise SetupError(f"the record holds {name}={recorded[name]!r}, which does not fit the "
-                         f"config file's {change.split(': ', 1)[1].split(' -> ')[0]} ({error}): "
-                         "is the file the one the run was made with?") from error
-  return result, changes
+                         f"config file's {in_file} ({error}): is the file the one the run was "
+                         "made with?") from error
+  return result, _change_lines(differing)
 
 
 def _typed_as(like: Any, value: Any) -> Any:
@@ -514,6 +513,12 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """`field: old -> new` (dotted names, JSON values, `(none)` where a side lacks the field) for
   every field whose value differs between two configs as JSON: a workdir's `config.json` and a
   config's `to_json_best_effort()`, to say which settings a checkpoint was written with."""
+  return _change_lines(_differing_fields(old, new))
+
+
+def _differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
+  """(dotted name, old value, new value) as JSON, `(none)` where a side lacks the field, for each
+  field whose value differs, in name order."""
   # Imported here: every config file imports this module, and flax (jax with it) takes ~1.1 s,
   # which a mistyped flag's one-line error need not wait for.
   from flax import traverse_util  # pylint: disable=import-outside-toplevel
@@ -521,5 +526,9 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             for name, value in traverse_util.flatten_dict(old, sep=".").items()}
   after = {name: json.dumps(value)
            for name, value in traverse_util.flatten_dict(new, sep=".").items()}
-  return [f"{name}: {before.get(name, '(none)')} -> {after.get(name, '(none)')}"
+  return [(name, before.get(name, "(none)"), after.get(name, "(none)"))
           for name in sorted(before.keys() | after.keys()) if before.get(name) != after.get(name)]
+
+
+def _change_lines(fields: list[tuple[str, str, str]]) -> list[str]:
+  return [f"{name}: {old} -> {new}" for name, old, new in fields]
