@@ -252,6 +252,21 @@ def logged_losses(workdir) -> dict[int, float]:
   return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 
 
+class FakeClock:
+  """Stands in for `time` (its `perf_counter`) where a test times something: it moves only as
+  the test moves it (`sleep`, or `now` set), so the timings are exact whatever else the machine
+  runs (real sleeps overshoot on a loaded 2-core CI)."""
+
+  def __init__(self):
+    self.now = 0.0
+
+  def perf_counter(self) -> float:
+    return self.now
+
+  def sleep(self, seconds: float) -> None:
+    self.now += seconds
+
+
 class OneSizePredictor:
   """A clip method's predictor as far as frame sizes go: every frame joins the ones before it, so
   a frame of another size than the first is an error. Frame i's label map: `labels_of(frame, i)`."""

@@ -5,27 +5,14 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import FakeClock
 from vssjax import bench_rows
 from vssjax.bench_rows import Row, median_timing, report, streamed_seconds
 
 
-class _Clock:
-  """`time.perf_counter` as only `sleep` moves it: the timings are exact whatever else the
-  machine runs (real sleeps overshoot on a loaded 2-core CI)."""
-
-  def __init__(self):
-    self.now = 0.0
-
-  def perf_counter(self) -> float:
-    return self.now
-
-  def sleep(self, seconds: float) -> None:
-    self.now += seconds
-
-
 @pytest.fixture(name="clock")
-def fixture_clock(monkeypatch) -> _Clock:
-  clock = _Clock()
+def fixture_clock(monkeypatch) -> FakeClock:
+  clock = FakeClock()
   monkeypatch.setattr(time, "perf_counter", clock.perf_counter)
   return clock
 
@@ -34,7 +21,7 @@ class _Running:
   """A result still being computed, as a JAX array whose device work is queued: it is ready
   `seconds` after it was returned."""
 
-  def __init__(self, clock: _Clock, seconds: float):
+  def __init__(self, clock: FakeClock, seconds: float):
     self.clock, self.done_at = clock, clock.now + seconds
 
   def block_until_ready(self):
@@ -66,7 +53,7 @@ class _Device:
   stream does: a call takes `host_s` of the host's time to dispatch `device_s` of work, which
   starts when the device is done with the work before."""
 
-  def __init__(self, clock: _Clock, host_s: float, device_s: float):
+  def __init__(self, clock: FakeClock, host_s: float, device_s: float):
     self.clock, self.host_s, self.device_s = clock, host_s, device_s
     self.free_at = 0.0
 

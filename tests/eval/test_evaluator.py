@@ -14,9 +14,9 @@ from data_pipelines.dataset import make_source
 from data_pipelines.loader import eval_videos
 from data_pipelines.read_ahead import read_ahead
 from data_pipelines.sources.base import DataError
-from tests.conftest import (SYNTHETIC_CLASSES, OneSizePredictor, assert_later_sizes_traced_ahead,
-                            brightness_labels, load_config, random_config_batch, slow_down,
-                            traced_functions)
+from tests.conftest import (SYNTHETIC_CLASSES, FakeClock, OneSizePredictor,
+                            assert_later_sizes_traced_ahead, brightness_labels, load_config,
+                            random_config_batch, slow_down, traced_functions)
 from vssjax.errors import SetupError
 from vssjax.eval import evaluator
 from vssjax.eval.compile_ahead import CompileAhead
@@ -315,21 +315,11 @@ def test_a_methods_warm_up_frames_bring_up_every_program_a_longer_video_runs(pat
   assert warmed_up and not log[warmed_up:], log
 
 
-class _FakeClock:
-  """Stands in for `time` in the evaluator: only predictor pushes advance it."""
-
-  def __init__(self):
-    self.now = 0.0
-
-  def perf_counter(self):
-    return self.now
-
-
 class _TimedPredictor(StreamingPredictor):
   """Answers each frame at once; its first push costs `first` seconds of the fake clock (a
   compile), each later one `rest`."""
 
-  def __init__(self, clock: _FakeClock, first: float, rest: float):
+  def __init__(self, clock: FakeClock, first: float, rest: float):
     self._clock, self._cost, self._rest, self._index = clock, first, rest, 0
 
   def push(self, frame):
@@ -353,7 +343,7 @@ def test_frames_per_s_leaves_out_the_compiling_first_video_or_frame(monkeypatch,
   config.data.backend = "files"
   config.data.synthetic.num_val_videos = len(costs)
   config.eval.overlay_video = False
-  clock = _FakeClock()
+  clock = FakeClock()
   monkeypatch.setattr(evaluator, "time", clock)
   method = _OneBehindMethod(config, [])
   pending = list(costs)
@@ -366,7 +356,7 @@ def test_frames_per_s_leaves_out_the_compiling_first_video_or_frame(monkeypatch,
 def test_frames_per_s_of_several_devices_starts_once_the_last_has_compiled(monkeypatch):
   """Two devices, one video each: timed from the first device's first frame, the second's
   compile (its own first frame, 40 s later) was counted, 2.88 frames/s then 88 on a rerun."""
-  clock = _FakeClock()
+  clock = FakeClock()
   monkeypatch.setattr(evaluator, "time", clock)
   clock.now = 50.0
   first = [1.0, 2.0, 3.0, 4.0]  # a frame a second after a 1 s compile
@@ -671,7 +661,7 @@ def test_frames_per_s_of_several_processes_is_all_their_frames_over_the_longest_
   config.data.backend = "files"
   config.data.synthetic.num_val_videos = 6  # 3 in this process (process 0 of 2)
   config.eval.overlay_video = False
-  clock = _FakeClock()
+  clock = FakeClock()
   monkeypatch.setattr(evaluator, "time", clock)
   monkeypatch.setattr(evaluator.jax, "process_count", lambda: 2)
   # This process: 3 videos of 6 frames, the first left out: 12 frames in 12 s. The other: 30

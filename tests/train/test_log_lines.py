@@ -5,6 +5,7 @@ import types
 import numpy as np
 import pytest
 
+from tests.conftest import FakeClock
 from vssjax import configs_lib
 from vssjax.errors import TrainingDiverged
 from vssjax.train import log_lines
@@ -48,23 +49,13 @@ def test_the_checkpoint_bound_line_names_the_setting_that_makes_the_saves():
   assert "--config.train.checkpoint_every=20" in hint(0.6, 2, 10)
 
 
-class _Clock:
-  """`time` for log_lines, advanced by hand."""
-
-  def __init__(self):
-    self.now = 0.0
-
-  def perf_counter(self):
-    return self.now
-
-
 @pytest.mark.parametrize("checkpoint_every, bound", [(200, False), (25, True)])
 def test_a_run_is_checkpoint_bound_by_its_saves_overall_not_in_one_interval(
     monkeypatch, capsys, checkpoint_every, bound):
   """25-step log lines of 0.4 s and 0.5 s saves: the line after a save every 200 steps spends 55%
   of its interval saving, the run 8% (the demo recipe on a GPU): not checkpoint-bound; a save at
   every line is."""
-  clock = _Clock()
+  clock = FakeClock()
   monkeypatch.setattr(log_lines, "time", clock)
   config = configs_lib.base_config()
   config.train.update(checkpoint_every=checkpoint_every, eval_every=0)
