@@ -125,6 +125,20 @@ def test_a_streaming_predictors_frame_programs_each_take_what_the_predictor_pass
   assert _mib(part) < _mib(variables) / 2
 
 
+def test_a_method_of_ones_own_has_its_streamed_frames_programs_compiled(monkeypatch):
+  """`Method.streamed_frames` of a plugin (tests/methods/two_speed.py): each program once, in its
+  frames' order, the second given the first's output shapes."""
+  config = load_config(QUICK, "quick")
+  config.method.name = "tests.methods.two_speed:TwoSpeedMethod"
+  config.bench.batch_sizes = (1,)
+  monkeypatch.setattr(aot, "_train_step", lambda *_: None)
+  _, _, network, refine = aot.run(config, aot.Target("cpu", jax.devices("cpu"), "cpu"))
+  assert (network.program, refine.program) == ("network", "refine")
+  logits = (1, *(size // 4 for size in config.data.train_transform.crop_size),
+            config.data.num_classes)
+  assert refine.outputs_mib == pytest.approx(np.prod(logits) * 4 / 2**20)
+
+
 def test_a_program_is_said_not_to_fit_only_over_the_devices_memory(capsys):
   traced = jax.jit(lambda x: x @ x + 1).trace(jax.ShapeDtypeStruct((256, 256), jnp.float32))
   row = lambda memory: aot._compiled_row(  # pylint: disable=protected-access

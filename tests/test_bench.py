@@ -34,14 +34,20 @@ def _progress_lines(capsys) -> list[str]:
 def _assert_progress(lines: list[str], programs: list[str]) -> None:
   """Each program is announced before its compile and reported, timed, in that order; a JAX
   program's time until its call returned too (PyTorch's calls synchronise themselves), and a video
-  frame's time streamed."""
+  frame's time streamed. '<program>: compiling' is a program announced alone (a streaming
+  predictor's, whose outputs the next program takes), '<row>: timed' a row reported alone (its
+  programs so announced)."""
   expected = []
   for program in programs:
+    program, _, only = program.partition(": ")
     dispatch = "" if program.startswith("torch") else r" \(dispatch \d+\.\d\d ms\)"
     if not program.startswith(("torch", "forward", "train_step")):
       dispatch += r", \d+\.\d\d ms/frame streamed"
-    expected += [f"bench: {program}: (compiling|running)\\.\\.\\.",
-                 rf"bench: {program}: (compiled in \d+\.\d s, )?\d+\.\d\d ms/call{dispatch}"]
+    if only != "timed":
+      expected.append(f"bench: {program}: (compiling|running)\\.\\.\\.")
+    if only != "compiling":
+      expected.append(
+          rf"bench: {program}: (compiled in \d+\.\d s, )?\d+\.\d\d ms/call{dispatch}")
   assert len(lines) == len(expected), lines
   for line, pattern in zip(lines, expected):
     assert re.fullmatch(pattern, line), (line, pattern)
@@ -195,8 +201,9 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
   for program in calls:
     assert caplog.text.count(f"XLA compilation of jit({program})") <= 1, program
   lines = _progress_lines(capsys)
-  _assert_progress(lines[:-1], ["forward float32 batch 1", "keyframe float32 batch 1",
-                                "non_key_B float32 batch 1",
+  _assert_progress(lines[:-1], ["forward float32 batch 1", "keyframe float32 batch 1: compiling",
+                                "non_key_shallow float32 batch 1: compiling",
+                                "keyframe float32 batch 1: timed", "non_key_B float32 batch 1",
                                 "non_key_B_one_program float32 batch 1"])
   assert re.fullmatch(r"bench: video_avg_K3 float32 batch 1: \d+\.\d\d ms/call "
                       r"\(dispatch \d+\.\d\d ms\), \d+\.\d\d ms/frame streamed", lines[-1])
@@ -243,6 +250,7 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   # compile) another program than the one the figures are of.
   assert lengths["_decode_states_impl"] == {4}
   _assert_progress(_progress_lines(capsys), ["forward float32 batch 1",
+                                             "stream_encode float32 batch 1: compiling",
                                              "stream_frame float32 batch 1"])
   assert set(results["op_profiles"]) == {"forward_float32_b1", "stream_encode_float32",
                                          "stream_decode_float32"}
@@ -254,6 +262,32 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   for key in ("compile_s", "latency_ms"):
     assert math.isfinite(stream[key]) and stream[key] > 0
   assert stream["frames_per_s"] == pytest.approx(1e3 / stream["latency_ms"])
+
+
+def test_bench_reports_the_streamed_frames_of_a_method_of_ones_own(tmp_path, capsys):
+  """A plugin's predictor's kinds of frame (`Method.streamed_frames`, tests/methods/two_speed.py:
+  the network on one frame in four, a refinement of its logits on the others) get the built-in
+  methods' rows: each frame timed through its bound programs, and the video's average frame, each
+  figure weighted by the frames' shares."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.method.name = "tests.methods.two_speed:TwoSpeedMethod"
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
+                      train_step=False, torch=False, profile=True)
+  results = bench.run(config, str(tmp_path))
+  rows = {r["phase"]: r for r in results["rows"]}
+  lines = _progress_lines(capsys)
+  _assert_progress(lines[:-1], ["forward float32 batch 1", "network float32 batch 1: compiling",
+                                "full float32 batch 1: timed", "reuse float32 batch 1"])
+  assert lines[-1].startswith("bench: video_avg_every4 float32 batch 1: ")
+  assert set(results["op_profiles"]) == {"forward_float32_b1", "network_float32",
+                                         "refine_float32"}
+  full, reuse, average = rows["full"], rows["reuse"], rows["video_avg_every4"]
+  assert full["gflops"] == pytest.approx(rows["forward"]["gflops"])  # the same network
+  for value in ("gflops", "gb_accessed", "kernels", "latency_ms", "dispatch_ms", "streamed_ms"):
+    assert 0 < reuse[value] and 0 < full[value]
+    assert average[value] == pytest.approx(0.25 * full[value] + 0.75 * reuse[value])
+  assert reuse["gflops"] < full["gflops"] / 10
+  assert results["non_key_shares"] == []  # DCFM's rows alone
 
 
 def _small_program():

@@ -30,8 +30,8 @@ devices would run. The programs:
   `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
   SD-CPC) of `bench.input_size` (default: the training crop);
 - the streaming predictor's programs for one frame of that size, as the bench times them, on one
-  device (`bench_programs.frame_programs`): DCFM's `keyframe`, `non_key_shallow` and `non_key_fuse`,
-  DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
+  device (`Method.streamed_frames`, the A/Bs left out): DCFM's `keyframe`, `non_key_shallow` and
+  `non_key_fuse`, DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
 
 `kernels` counts the entry computation's instructions that run as kernels
 (`bench_figures.entry_kernels`: fusions, library calls, copies; by opcode in the JSON): on a GPU,
@@ -58,7 +58,7 @@ from jax.sharding import SingleDeviceSharding
 from vssjax import parallel
 from vssjax.bench import checked_settings
 from vssjax.bench_figures import entry_kernels, memory_analysis, peak_bytes
-from vssjax.bench_programs import forward_clip, forward_on_part, frame_programs
+from vssjax.bench_programs import forward_clip, forward_on_part
 from vssjax.bench_rows import figure, markdown_table
 from vssjax.command_line import (parse_config_flags, path_flag, quiet_routine_logs,
                                  refuse_arguments, user_errors_in_one_line)
@@ -246,8 +246,9 @@ def _frame_programs(config: ConfigDict, method: Method, variables,
       (1, *checked_settings(config)["input_size"], 3), jnp.uint8), target)
   shapes_of = lambda _, program, *args: _on_first_device(jax.eval_shape(program.fn, *args),
                                                          target)
+  video = method.streamed_frames(variables, frames, shapes_of)
   return [_compiled_row(name, 1, 1, "one device", program.trace(*args), target)
-          for name, (program, args) in frame_programs(method, variables, frames, shapes_of).items()]
+          for name, (program, args) in video.programs().items()]
 
 
 def run(config: ConfigDict, target: Target) -> list[Compiled]:

@@ -7,11 +7,12 @@ Runs on random parameters (no checkpoint, no data) of the config's method:
   latency and `data.batch_size` for throughput), given its variables as a predictor gives its
   programs them (`forward_on_part`: a bfloat16 network's float32 kernels converted once, the
   arrays laid out as the program reads them);
-- DCFM also: the keyframe and non-key frame programs of its streaming predictor at batch 1, the
-  non-key frame as one program instead of two (an A/B, not what the predictor runs), and the
-  average frame at its keyframe interval;
-- DTERN and SD-CPC also: one video frame of their streaming predictor in its steady state (the
-  network's per-frame part on the new frame, the head's temporal part on the clip's kept states);
+- a streaming method also: each kind of video frame of its predictor at batch 1, as the predictor
+  runs it, and the average frame of a video (`Method.streamed_frames`, any method's): DCFM's
+  keyframe and non-key frame (and, an A/B the predictor does not run, the non-key frame as one
+  program instead of two), averaged at its keyframe interval; DTERN's and SD-CPC's frame in the
+  steady state (the network's per-frame part on the new frame, the head's temporal part on the
+  clip's kept states);
 - sliding-window configs (SegFormer's Cityscapes 1024x1024 setting) also: one frame of the test
   size, the network on the batch of its windows plus their stitching;
 - train step: the real `train.step.make_train_step` on a random batch of `loop.batch_spec` shapes
@@ -39,6 +40,7 @@ latency once it is timed, since a VSPW-size config compiles for minutes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import time
@@ -53,8 +55,7 @@ from data_pipelines.eval_transforms import eval_resize
 from data_pipelines.transforms import check_size, whole_numbers_at_least
 from vssjax import bench_torch, op_profile, parallel
 from vssjax.bench_figures import device_peak_mb, kernel_count, program_peak_mb, xla_cost
-from vssjax.bench_programs import (forward_clip, forward_on_part, keyframe_programs,
-                                    non_key_frame_as_one_program, stream_frame_programs)
+from vssjax.bench_programs import forward_clip, forward_on_part
 from vssjax.bench_rows import (Row, Timing, announce, figure, markdown_table,
                                median_call_timing, median_timing, report, streamed_seconds)
 from vssjax.configs_lib import ConfigDict
@@ -62,8 +63,6 @@ from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
 from vssjax.methods import get_method, rounds
 from vssjax.methods.base import Method
-from vssjax.methods.dcfm import DCFMMethod
-from vssjax.methods.dtern import DTERNMethod
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
 from vssjax.methods.variables_read import ProgramOnPart, laid_out
@@ -229,110 +228,66 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
 
 
 class _CompiledPrograms:
-  """`OutputsOf` for the bench: compiles each program ahead of time (`_compile_on_part`) and runs
-  it; `compiled` maps a program's name to its `_OnPart`."""
+  """`OutputsOf` for the bench: announces each program, compiles it ahead of time
+  (`_compile_on_part`) and runs it; `compiled` maps a program's name to its `_OnPart`."""
 
-  def __init__(self):
+  def __init__(self, dtype: str):
+    self.dtype = dtype
     self.compiled: dict[str, _OnPart] = {}
 
   def __call__(self, name: str, program: ProgramOnPart, part, *args) -> Any:
+    announce(name, self.dtype, 1)
     self.compiled[name] = _compile_on_part(program, part, *args)
     return self.compiled[name](*args)
 
 
-def _bench_keyframes(method: DCFMMethod, variables, dtype: str, size: tuple[int, int],
-                     settings: dict[str, Any], profile: _Profiler) -> list[Row]:
-  """DCFM at batch 1: a keyframe (whole network), a non-key frame (`keyframe_programs`: two
-  programs, each called as the predictor calls it, with the part of the variables it reads) and
-  the average frame at the config's interval K, (t_key + (K - 1) t_non_key) / K, the paper's FPS
-  rule (specs/dcfm.md §7). The programs end at the logits at the output stride, as the forward rows
-  do; the paper's span also upsamples them."""
+def _bench_streamed_frames(method: Method, variables, dtype: str, size: tuple[int, int],
+                           settings: dict[str, Any], profile: _Profiler) -> list[Row]:
+  """A row per kind of video frame of the method's streaming predictor at batch 1
+  (`Method.streamed_frames`), its programs compiled here and the frame timed through the
+  predictor's own calls (`StreamedFrame.run`: the part's lookup included), which run the
+  executables compiled here; and for a video of several kinds the average frame, each figure
+  weighted by the frames' shares (DCFM's (t_key + (K - 1) t_non_key) / K, the paper's FPS rule,
+  specs/dcfm.md §7). The programs end where the method's do (DCFM's and DTERN's at the logits at
+  the output stride, as the forward rows do; the paper's span also upsamples them). A program is
+  announced as it starts compiling: those whose outputs the next ones take (`outputs_of`) by their
+  own names, the others by their frame's row."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
-  announce("keyframe", dtype, 1)
-  run = _CompiledPrograms()
-  programs = keyframe_programs(method, variables, frames, run)
-  key = run.compiled["keyframe"]
-  # Timed through the predictor's own calls (`ProgramOnPart.bound`: the part's lookup included),
-  # which run the executables just compiled.
-  encode_keyframe = method.encode_keyframe.bound(variables)
-  key_row = report(_frame_row("keyframe", dtype, [key.row_program], lambda: encode_keyframe(frames),
-                              settings))
-  non_key = f"non_key_{method.schedule.mode}"
-  announce(non_key, dtype, 1)
-  shallow_fn = run.compiled["non_key_shallow"]
-  fuse_program, (fuse_read, commons, shallow) = programs["non_key_fuse"]
-  fuse = _compile_on_part(fuse_program, fuse_read, commons, shallow)
-  encode_shallow = method.encode_shallow.bound(variables)
-  fused_logits = method.fused_logits.bound(variables)
-  non_key_row = report(_frame_row(
-      non_key, dtype, [shallow_fn.row_program, fuse.row_program],
-      lambda: fused_logits(commons, encode_shallow(frames)), settings))
-  one_program = _bench_non_key_as_one_program(method, variables, commons, frames, dtype,
-                                              settings)
-  profile(f"keyframe_{dtype}", lambda: key(frames), key.executable)
-  profile(f"non_key_shallow_{dtype}", lambda: shallow_fn(frames), shallow_fn.executable)
-  profile(f"non_key_fuse_{dtype}", lambda: fuse(commons, shallow), fuse.executable)
-  k = method.schedule.interval
+  run = _CompiledPrograms(dtype)
+  video = method.streamed_frames(variables, frames, run)
+  rows, profiled = {}, set()
+  for frame in video.frames:
+    missing = {name: program for name, program in frame.programs.items()
+               if name not in run.compiled}
+    if missing:
+      announce(frame.row, dtype, 1)
+    for name, (program, args) in missing.items():
+      run.compiled[name] = _compile_on_part(program, *args)
+    compiled = [run.compiled[name] for name in frame.programs]
+    rows[frame.row] = report(_frame_row(frame.row, dtype, [c.row_program for c in compiled],
+                                        frame.run, settings))
+    if frame.share > 0:  # an A/B's programs are timed, not profiled
+      for (name, (_, args)), program in zip(frame.programs.items(), compiled):
+        if name not in profiled:
+          profiled.add(name)
+          profile(f"{name}_{dtype}", functools.partial(program, *args[1:]), program.executable)
+  in_video = video.in_video
+  if len(in_video) < 2:
+    return list(rows.values())
 
-  def per_video_frame(key_value: float | None, non_key_value: float | None) -> float | None:
-    """(key + (K - 1) non_key) / K of one of the rows' values; None where either is."""
-    if key_value is None or non_key_value is None:
+  def per_video_frame(field: str) -> float | None:
+    """The frames' `field` weighted by their shares; None where one frame's is."""
+    values = [getattr(rows[frame.row], field) for frame in in_video]
+    if any(value is None for value in values):
       return None
-    return (key_value + (k - 1) * non_key_value) / k
+    return sum(frame.share * value for frame, value in zip(in_video, values))
 
-  t_avg = per_video_frame(key_row.latency_ms, non_key_row.latency_ms)
-  return [key_row, non_key_row, one_program,
-          report(Row(f"video_avg_K{k}", dtype, 1, 1, None, t_avg, 1e3 / t_avg,
-                     per_video_frame(key_row.gflops, non_key_row.gflops), None,
-                     per_video_frame(key_row.dispatch_ms, non_key_row.dispatch_ms),
-                     per_video_frame(key_row.gb_accessed, non_key_row.gb_accessed),
-                     per_video_frame(key_row.kernels, non_key_row.kernels),
-                     per_video_frame(key_row.streamed_ms, non_key_row.streamed_ms)))]
-
-
-def _bench_non_key_as_one_program(method: DCFMMethod, variables, commons, frames, dtype: str,
-                                  settings: dict[str, Any]) -> Row:
-  """The row '<non-key row>_one_program' (`non_key_frame_as_one_program`), on the part of the
-  variables its two halves read, called as the predictor calls its programs
-  (`ProgramOnPart.bound`): the figures of one launch beside the two programs' row."""
-  name = f"non_key_{method.schedule.mode}_one_program"
-  announce(name, dtype, 1)
-  non_key = non_key_frame_as_one_program(method)
-  one_program = _compile_on_part(non_key, non_key.read(variables, commons, frames), commons,
-                                 frames)
-  bound = non_key.bound(variables)
-  return report(_frame_row(name, dtype, [one_program.row_program], lambda: bound(commons, frames),
-                           settings))
-
-
-def _bench_stream_frame(method: DTERNMethod, variables, dtype: str, clip: int,
-                        size: tuple[int, int], settings: dict[str, Any],
-                        profile: _Profiler) -> Row:
-  """DTERN's (and SD-CPC's) cost per video frame once the predictor's clips are full: the
-  backbone and the head's per-frame layers on the new frame (`encode_frame`) plus the head's
-  temporal part on the new frame's state and the kept states of the `clip` frames
-  (`decode_states`). The `forward` rows instead run the whole network on every frame of the
-  clip, as the release does."""
-  variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
-  announce("stream_frame", dtype, 1)
-  run = _CompiledPrograms()
-  programs = stream_frame_programs(method, variables, frames, clip, run)
-  decode_program, (read, target, references) = programs["stream_decode"]
-  encode = run.compiled["stream_encode"]
-  decode = _compile_on_part(decode_program, read, target, references)
-  # The predictor's calls, timed (`ProgramOnPart.bound`, as in `_bench_keyframes`).
-  encode_frame = method.encode_frame.bound(variables)
-  decode_states = method.decode_states.bound(variables)
-
-  def stream_frame():
-    new_target, new_reference = encode_frame(frames)
-    return decode_states(new_target, references[:-1] + [new_reference])  # the new frame last
-
-  row = report(_frame_row("stream_frame", dtype, [encode.row_program, decode.row_program],
-                          stream_frame, settings))
-  profile(f"stream_encode_{dtype}", lambda: encode(frames), encode.executable)
-  profile(f"stream_decode_{dtype}", lambda: decode(target, references), decode.executable)
-  return row
+  latency_ms = per_video_frame("latency_ms")
+  return [*rows.values(), report(Row(
+      video.average_row, dtype, 1, 1, None, latency_ms, 1e3 / latency_ms,
+      per_video_frame("gflops"), None, per_video_frame("dispatch_ms"),
+      per_video_frame("gb_accessed"), per_video_frame("kernels"),
+      per_video_frame("streamed_ms")))]
 
 
 def _slide_setting(eval_transform: ConfigDict) -> dict[str, list[int]] | None:
@@ -475,7 +430,7 @@ class _Measured:
 
 
 def _bench_dtype(config: ConfigDict, dtype: str, settings: dict[str, Any],
-                 mesh: jax.sharding.Mesh, clip: int, measured: _Measured, profile: _Profiler
+                 mesh: jax.sharding.Mesh, measured: _Measured, profile: _Profiler
                  ) -> None:
   """Measures `config`'s JAX programs at `dtype`, adding each row to `measured` once timed."""
   dtype_config = _bench_config(config, dtype, settings["input_size"])
@@ -488,13 +443,10 @@ def _bench_dtype(config: ConfigDict, dtype: str, settings: dict[str, Any],
   for batch in settings["batch_sizes"]:
     rows.append(_bench_forward(method, variables, dtype, batch, forward_clip(method),
                                settings["input_size"], settings, profile))
-  if isinstance(method, DCFMMethod):
-    rows += _bench_keyframes(method, variables, dtype, settings["input_size"], settings, profile)
+  rows += _bench_streamed_frames(method, variables, dtype, settings["input_size"], settings,
+                                 profile)
   if method.sliding_windows is not None:
     rows.append(_bench_slide_frame(method, variables, dtype, settings, profile))
-  if isinstance(method, DTERNMethod):
-    rows.append(_bench_stream_frame(method, variables, dtype, clip, settings["input_size"],
-                                    settings, profile))
   if train_step is not None:
     rows.append(_bench_train_step(dtype_config, train_step, state, settings, profile))
 
@@ -518,7 +470,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
   stopped_by = None
   try:
     for dtype in settings["dtypes"]:  # at least one (checked_settings)
-      _bench_dtype(config, dtype, settings, mesh, clip, measured, profile)
+      _bench_dtype(config, dtype, settings, mesh, measured, profile)
   except Exception as error:  # pylint: disable=broad-except  # raised again once rows are written
     if not measured.rows:
       raise

@@ -24,6 +24,7 @@ from vssjax.configs_lib import ConfigDict
 from vssjax.errors import SetupError
 from vssjax.methods.losses import LOSS_AVERAGES
 from vssjax.methods.sliding_window import SlidingWindows
+from vssjax.methods.streamed_frames import OutputsOf, StreamedVideo
 
 Batch = dict[str, jax.Array]
 Variables = dict[str, Any]
@@ -64,10 +65,13 @@ class Method(abc.ABC):
   `sliding_window_inference`: the method's predictor implements mmseg's 'slide' test mode
   (`sliding_windows`, from `data.eval_transform.slide_crop`/`slide_stride`); the others refuse
   those settings rather than ignore them.
+  `module_takes_clips`: `module.apply(variables, images, train=False)` takes clips of images
+  [B, T, H, W, 3] (DTERN, SD-CPC), not frames [B*T, H, W, 3]; the bench's forward rows pass them so.
   """
 
   predicts_frames_alone = False
   sliding_window_inference = False
+  module_takes_clips = False
 
   def __init__(self, config: ConfigDict):
     self.config = config
@@ -121,3 +125,15 @@ class Method(abc.ABC):
     """
     del protocol_index
     return [self.predictor(variables)]
+
+  def streamed_frames(self, variables: Variables, frames: Any, outputs_of: OutputsOf
+                      ) -> StreamedVideo:
+    """The predictor's kinds of video frame, each with the programs it runs for it and the
+    arguments it passes them (`vssjax/methods/streamed_frames.py`), given `variables` and one
+    frame `frames` uint8 [1, H, W, 3] (arrays on the bench's device, or `vssjax.aot`'s shapes):
+    `--mode=bench` times each as the predictor runs it, `python -m vssjax.aot` compiles their
+    programs. A program's outputs, for the arguments of the next, come from `outputs_of`. None by
+    default: a predictor that runs the network on each frame, which the bench's `forward` rows
+    time."""
+    del variables, frames, outputs_of
+    return StreamedVideo([])

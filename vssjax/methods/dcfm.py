@@ -38,6 +38,7 @@ from vssjax.methods.backbones import (backbone_family, build_mit, compute_dtype,
                                       refuse_dwconv_impl, remat_policy_name)
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
+from vssjax.methods.streamed_frames import OutputsOf, StreamedFrame, StreamedVideo
 from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import (IMAGENET_STD, flatten_time, normalize_images, torch_kernel_init,
@@ -143,7 +144,7 @@ class DCFMMethod(Method):
     # 2026-12-06, 2-core CPU: 81-88 against 43-46 ms, and 81-85 with an optimization barrier
     # between its halves, so not a fusion across them: the same 3.85 GFLOPs, 577 against 356 MB
     # accessed). On a GPU, where it would save a launch, the bench's row
-    # `non_key_<mode>_one_program` times it (`vssjax/bench.py`).
+    # `non_key_<mode>_one_program` times it (`streamed_frames`).
     self.encode_keyframe = ProgramOnPart(self._encode_keyframe_impl)
     self.encode_shallow = ProgramOnPart(self._encode_shallow_impl)
     self.fused_logits = ProgramOnPart(self._fused_logits_impl)
@@ -225,6 +226,35 @@ class DCFMMethod(Method):
     """Sum over the given keyframes' projected common features of the non-key logits (eqs. 6-7)."""
     return self.module.apply(variables, projected_commons, shallow, method=DCFM.non_key_logits)
 
+  def streamed_frames(self, variables: Variables, frames, outputs_of: OutputsOf
+                      ) -> StreamedVideo:
+    """A keyframe ('keyframe': the whole network, the projected common feature and the logits)
+    and a non-key frame ('non_key_<mode>': the shallow prefix, then the fusion with the keyframes'
+    features, 2 in B mode and 1 in P mode), one in K and K - 1 in K of a video's frames; and the
+    non-key frame as one program (`_non_key_frame_as_one_program`: an A/B, not what the predictor
+    runs)."""
+    key_read = self.encode_keyframe.read(variables, frames)
+    projected, _ = outputs_of("keyframe", self.encode_keyframe, key_read, frames)
+    commons = [projected] * (2 if self.schedule.mode == "B" else 1)
+    shallow_read = self.encode_shallow.read(variables, frames)
+    shallow = outputs_of("non_key_shallow", self.encode_shallow, shallow_read, frames)
+    fuse_read = self.fused_logits.read(variables, commons, shallow)
+    one_program = _non_key_frame_as_one_program(self)
+    encode_keyframe, encode_shallow, fused_logits, non_key_frame = (
+        program.bound(variables) for program in
+        (self.encode_keyframe, self.encode_shallow, self.fused_logits, one_program))
+    k, non_key = self.schedule.interval, f"non_key_{self.schedule.mode}"
+    return StreamedVideo([
+        StreamedFrame("keyframe", {"keyframe": (self.encode_keyframe, (key_read, frames))},
+                      lambda: encode_keyframe(frames), 1 / k),
+        StreamedFrame(non_key, {"non_key_shallow": (self.encode_shallow, (shallow_read, frames)),
+                                "non_key_fuse": (self.fused_logits, (fuse_read, commons, shallow))},
+                      lambda: fused_logits(commons, encode_shallow(frames)), (k - 1) / k),
+        StreamedFrame(f"{non_key}_one_program", {f"{non_key}_one_program": (
+            one_program, (one_program.read(variables, commons, frames), commons, frames))},
+                      lambda: non_key_frame(commons, frames), 0.0),
+    ], average_row=f"video_avg_K{k}")
+
   def predictor(self, variables: Variables, *, first_keyframe: int = 0) -> DCFMPredictor:
     return DCFMPredictor(self, variables, self.schedule, first_keyframe)
 
@@ -235,6 +265,18 @@ class DCFMMethod(Method):
     rotate = self.schedule.mode == "B"
     return [self.predictor(variables, first_keyframe=dcfm_first_keyframe(
         protocol_index, p, self.schedule.interval, passes, rotate)) for p in range(passes)]
+
+
+def _non_key_frame_as_one_program(method: DCFMMethod) -> ProgramOnPart:
+  """A non-key frame as one program, `(part, projected commons, frames) -> logits`: the shallow
+  prefix and the fusion that the predictor runs as two (B mode computes the prefix when the frame
+  comes and fuses it when the next keyframe does). The bench's A/B of one launch against two
+  (`DCFMMethod.__init__` says what XLA:CPU made of it)."""
+
+  def non_key_frame(part, keyframes, images):
+    return method.fused_logits.fn(part, keyframes, method.encode_shallow.fn(part, images))
+
+  return ProgramOnPart(non_key_frame)
 
 
 @jax.jit

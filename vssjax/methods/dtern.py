@@ -24,6 +24,7 @@ from vssjax.methods import losses
 from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, Variables
 from vssjax.methods.per_frame import frame_labels
+from vssjax.methods.streamed_frames import OutputsOf, StreamedFrame, StreamedVideo
 from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.dtern_head import DTERNHead, LTEM_HEADS
@@ -59,6 +60,7 @@ class DTERNMethod(Method):
   `build_module` (and the loss); `display_name` names them in errors.
   """
   display_name = "DTERN"
+  module_takes_clips = True
 
   def __init__(self, config: ConfigDict):
     super().__init__(config)
@@ -139,6 +141,31 @@ class DTERNMethod(Method):
 
   def _clip_logits_impl(self, variables, frames):
     return _prediction_logits(self._apply(variables, frames, train=False))
+
+  def streamed_frames(self, variables: Variables, frames, outputs_of: OutputsOf
+                      ) -> StreamedVideo:
+    """A video frame once the predictor's clips are full ('stream_frame'): the backbone and the
+    head's per-frame layers on the new frame ('stream_encode'), then the head's temporal part on
+    its state and the kept states of the clip's frames, the new one last ('stream_decode'). The
+    bench's `forward` rows instead run the whole network on every frame of the clip, as the
+    release does."""
+    encode_read = self.encode_frame.read(variables, frames)
+    target, reference = outputs_of("stream_encode", self.encode_frame, encode_read, frames)
+    references = [reference] * len(self.sampler.offsets)
+    encode_frame, decode_states = (program.bound(variables)
+                                   for program in (self.encode_frame, self.decode_states))
+
+    def stream_frame():
+      new_target, new_reference = encode_frame(frames)
+      return decode_states(new_target, references[:-1] + [new_reference])  # the new frame last
+
+    return StreamedVideo([StreamedFrame(
+        "stream_frame",
+        {"stream_encode": (self.encode_frame, (encode_read, frames)),
+         "stream_decode": (self.decode_states,
+                           (self.decode_states.read(variables, target, references), target,
+                            references))},
+        stream_frame, 1.0)])
 
   def predictor(self, variables: Variables, *, cache_features: bool = True
                 ) -> "DTERNPredictor":
