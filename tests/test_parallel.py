@@ -69,6 +69,13 @@ def test_config_mistakes_in_the_mesh_and_rules_are_setup_errors():
     parallel.make_mesh(-1, 3)
   with pytest.raises(SetupError, match=r"mesh.data=4 x mesh.fsdp=2 needs more than the 4"):
     parallel.make_mesh(4, 2)
+  # Each axis's own mistake, named as it is (not as too many devices, or as not dividing them).
+  for data, fsdp, said in ((0, 1, r"mesh.data=0: an axis has at least 1 device \(-1: every"),
+                           (-2, 1, r"mesh.data=-2: an axis has at least 1 device"),
+                           (-1, 0, r"mesh.fsdp=0: an axis has at least 1 device$"),
+                           (-1, 8, r"mesh.fsdp=8 needs more than the 4 devices$")):
+    with pytest.raises(SetupError, match=said):
+      parallel.make_mesh(data, fsdp)
   mesh = parallel.make_mesh(2, 2)
   state = jax.eval_shape(lambda: {"params": {"dense": {"kernel": jnp.zeros((3, 8))}}})
   with pytest.raises(SetupError, match=r"rule \('kernel', 'tp'\): the kind must be"):

@@ -78,8 +78,9 @@ def _interrupted(mode: str, workdir: str) -> str:
 _MEMORY_SETTINGS = {
     "train": ("--config.data.batch_size (clips a step, over all devices), the crop "
               "(--config.data.train_transform.crop_size) or the compute dtype "
-              "(--config.model.dtype=bfloat16), or recompute the backbone's activations in the "
-              "backward pass (--config.model.remat=nothing_saveable)"),
+              "(--config.model.dtype=bfloat16), recompute the backbone's activations in the "
+              "backward pass (--config.model.remat=nothing_saveable), or keep the batch per "
+              "update with fewer clips a step (--config.optim.accumulate_steps, docs/scaling.md)"),
     "eval": ("the frames' size (--config.data.eval_transform.scale), or predict them in windows "
              "(--config.data.eval_transform.slide_crop and slide_stride)"),
     "bench": ("--config.bench.batch_sizes, --config.bench.input_size or the train step's "

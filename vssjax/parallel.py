@@ -129,10 +129,17 @@ def make_mesh(data: int = -1, fsdp: int = 1,
               devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A (data, fsdp) mesh; `data=-1` takes every device the fsdp axis leaves. `Auto` axes (GSPMD)."""
   devices = list(devices if devices is not None else jax.devices())
-  if fsdp < 1 or len(devices) % fsdp:
+  if fsdp < 1:
+    raise SetupError(f"mesh.fsdp={fsdp}: an axis has at least 1 device")
+  if data < 1 and data != -1:
+    raise SetupError(f"mesh.data={data}: an axis has at least 1 device (-1: every device that "
+                     "mesh.fsdp leaves)")
+  if fsdp > len(devices):
+    raise SetupError(f"mesh.fsdp={fsdp} needs more than the {len(devices)} devices")
+  if len(devices) % fsdp:
     raise SetupError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices")
   data = len(devices) // fsdp if data == -1 else data
-  if data < 1 or data * fsdp > len(devices):
+  if data * fsdp > len(devices):
     raise SetupError(f"mesh.data={data} x mesh.fsdp={fsdp} needs more than the {len(devices)} "
                      "devices")
   if data * fsdp < len(devices) and jax.process_count() > 1:

@@ -208,9 +208,9 @@ def _check_data_settings(workdir: str, config: ConfigDict, step: int) -> None:
     raise SetupError(
         f"{where} data.batch_size={batch_size} ({record}): its position counts batches of that "
         f"size, so a batch size of {config.data.batch_size} would resume at another sample, "
-        f"repeating or skipping data. Rerun with --config.data.batch_size={batch_size} (optim."
-        "accumulate_steps changes the batch per update, if that is the aim), or train in a new "
-        "--workdir")
+        f"repeating or skipping data. Rerun with --config.data.batch_size={batch_size}, or train "
+        "in a new --workdir (where --config.optim.accumulate_steps=k makes each update k batches, "
+        "if a larger batch per update is the aim)")
 
 
 def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
