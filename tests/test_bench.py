@@ -191,11 +191,12 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
   calls = _count_bound_calls(monkeypatch, lengths)
   with jax.log_compiles(True):
     results, rows = _streaming_bench("configs/dcfm/synthetic_mitb0.py", "quick,k=3", tmp_path)
-  # Both frames are timed through the predictor's own calls (warmup 1, repeats 2, then 3 streams
-  # of 2 frames), which run the executables the bench compiled for its figures: XLA compiles each
-  # program once. The non-key frame as one program (an A/B) is timed through such a call too.
-  assert calls == {"_encode_keyframe_impl": 9, "_encode_shallow_impl": 9, "_fused_logits_impl": 9,
-                   "non_key_frame": 9}
+  # Both frames are timed through the predictor's own calls (one to check that it returns arrays,
+  # warmup 1, repeats 2, then 3 streams of 2 frames), which run the executables the bench compiled
+  # for its figures: XLA compiles each program once. The non-key frame as one program (an A/B) is
+  # timed through such a call too.
+  assert calls == {"_encode_keyframe_impl": 10, "_encode_shallow_impl": 10,
+                   "_fused_logits_impl": 10, "non_key_frame": 10}
   # B mode fuses the non-key frame with its two keyframes' features (P mode with one).
   assert lengths["_fused_logits_impl"] == lengths["non_key_frame"] == {2}
   for program in calls:
@@ -226,10 +227,10 @@ def test_bench_reports_dcfm_key_and_non_key_frames(tmp_path, capsys, monkeypatch
     assert 0 < non_key[value] and 0 < key[value]
   assert average["frames_per_s"] == pytest.approx(1e3 / average["latency_ms"])
   # The non-key frame's share of a keyframe's time (issue 9's 10%), in the JSON and the summary.
-  share = {"phase": "non_key_B", "dtype": "float32",
+  share = {"phase": "non_key_B", "of": "keyframe", "dtype": "float32",
            "latency": pytest.approx(non_key["latency_ms"] / key["latency_ms"]),
            "streamed": pytest.approx(non_key["streamed_ms"] / key["streamed_ms"])}
-  assert results["non_key_shares"] == [share]
+  assert results["frame_shares"] == [share]
   assert (f"non_key_B / keyframe, float32: latency {share['latency'].expected:.1%}, streamed "
           f"{share['streamed'].expected:.1%}") in (tmp_path / "bench.md").read_text()
   # The same work as the two programs (XLA's count differs by its fusions: 0.25% here).
@@ -244,8 +245,8 @@ def test_bench_reports_dtern_stream_frame(tmp_path, capsys, monkeypatch):
   lengths: dict[str, set[int]] = {}
   calls = _count_bound_calls(monkeypatch, lengths)
   results, rows = _streaming_bench("configs/dtern/synthetic_mitb0.py", "quick", tmp_path)
-  assert calls == {"_encode_frame_impl": 9, "_decode_states_impl": 9}  # the predictor's calls
-  assert results["non_key_shares"] == []  # DCFM's figure alone
+  assert calls == {"_encode_frame_impl": 10, "_decode_states_impl": 10}  # the predictor's calls
+  assert results["frame_shares"] == []  # one kind of frame
   # The new frame's state replaces the oldest of the clip's 4 kept ones: a 5th would time (and
   # compile) another program than the one the figures are of.
   assert lengths["_decode_states_impl"] == {4}
@@ -287,7 +288,32 @@ def test_bench_reports_the_streamed_frames_of_a_method_of_ones_own(tmp_path, cap
     assert 0 < reuse[value] and 0 < full[value]
     assert average[value] == pytest.approx(0.25 * full[value] + 0.75 * reuse[value])
   assert reuse["gflops"] < full["gflops"] / 10
-  assert results["non_key_shares"] == []  # DCFM's rows alone
+  # The later frame's time as a share of the first's, as DCFM's non-key frame against its keyframe.
+  assert results["frame_shares"] == [{
+      "phase": "reuse", "of": "full", "dtype": "float32",
+      "latency": pytest.approx(reuse["latency_ms"] / full["latency_ms"]),
+      "streamed": pytest.approx(reuse["streamed_ms"] / full["streamed_ms"])}]
+  assert "reuse / full, float32: latency " in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("method, error, said", [
+    ("RefineOnTheFrame", ValueError, r"while compiling program 'refine' of the streamed frame "
+     r"'reuse' \(RefineOnTheFrame.streamed_frames\)"),
+    ("ReuseReturningNothing", TypeError, r"ReuseReturningNothing.streamed_frames: frame 'reuse''s "
+     r"run\(\) returns no array")])
+def test_a_streamed_frame_that_fails_names_itself_and_keeps_the_frames_before(
+    tmp_path, method, error, said):
+  """A plugin's mistake in its second frame: the error names the frame (and the program that
+  does not compile), and the first frame's row, timed before it, is in the report."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.method.name = f"tests.methods.two_speed:{method}"
+  config.bench.update(dtypes=("float32",), batch_sizes=(1,), warmup=1, repeats=2,
+                      train_step=False, torch=False)
+  with pytest.raises(error) as raised:
+    bench.run(config, str(tmp_path))
+  assert re.search(said, "\n".join([str(raised.value), *getattr(raised.value, "__notes__", [])]))
+  saved = json.loads((tmp_path / "bench.json").read_text())
+  assert [row["phase"] for row in saved["rows"]] == ["forward", "full"]
 
 
 def _small_program():

@@ -67,6 +67,7 @@ from vssjax.errors import SetupError
 from vssjax.files import write_text_whole
 from vssjax.methods import get_method
 from vssjax.methods.base import Method
+from vssjax.methods.streamed_frames import streamed_video
 from vssjax.train import loop
 
 # NVIDIA's data-centre GPUs as XLA's GPU compiler describes a device (`GpuTargetConfigProto`):
@@ -244,11 +245,18 @@ def _frame_programs(config: ConfigDict, method: Method, variables,
   variables = _on_first_device(variables, target)
   frames = _on_first_device(jax.ShapeDtypeStruct(
       (1, *checked_settings(config)["input_size"], 3), jnp.uint8), target)
-  shapes_of = lambda _, program, *args: _on_first_device(jax.eval_shape(program.fn, *args),
-                                                         target)
-  video = method.streamed_frames(variables, frames, shapes_of)
-  return [_compiled_row(name, 1, 1, "one device", program.trace(*args), target)
-          for name, (program, args) in video.programs().items()]
+  shapes_of = lambda _, program, *args: _on_first_device(
+      jax.eval_shape(program.fn, variables, *args), target)
+  rows = []
+  for name, (program, args) in streamed_video(method, variables, frames,
+                                              shapes_of).programs().items():
+    try:
+      traced = program.trace(program.read(variables, *args), *args)
+    except Exception as error:
+      error.add_note(f"while tracing program {name!r} of {type(method).__name__}.streamed_frames")
+      raise
+    rows.append(_compiled_row(name, 1, 1, "one device", traced, target))
+  return rows
 
 
 def run(config: ConfigDict, target: Target) -> list[Compiled]:

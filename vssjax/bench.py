@@ -65,6 +65,7 @@ from vssjax.methods import get_method, rounds
 from vssjax.methods.base import Method
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
+from vssjax.methods.streamed_frames import StreamedFrame, streamed_video
 from vssjax.methods.variables_read import ProgramOnPart, laid_out
 from vssjax.train import loop
 from vssjax.train import step as step_lib
@@ -228,66 +229,94 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
 
 
 class _CompiledPrograms:
-  """`OutputsOf` for the bench: announces each program, compiles it ahead of time
-  (`_compile_on_part`) and runs it; `compiled` maps a program's name to its `_OnPart`."""
+  """`OutputsOf` for the bench: announces each program, compiles it ahead of time for the part of
+  `variables` it reads (`_compile_on_part`) and runs it; `compiled` maps a program's name to its
+  `_OnPart`."""
 
-  def __init__(self, dtype: str):
-    self.dtype = dtype
+  def __init__(self, variables, dtype: str):
+    self.variables, self.dtype = variables, dtype
     self.compiled: dict[str, _OnPart] = {}
 
-  def __call__(self, name: str, program: ProgramOnPart, part, *args) -> Any:
+  def __call__(self, name: str, program: ProgramOnPart, *args) -> Any:
     announce(name, self.dtype, 1)
-    self.compiled[name] = _compile_on_part(program, part, *args)
+    self.compile(name, program, *args)
     return self.compiled[name](*args)
+
+  def compile(self, name: str, program: ProgramOnPart, *args) -> None:
+    self.compiled[name] = _compile_on_part(program, program.read(self.variables, *args), *args)
 
 
 def _bench_streamed_frames(method: Method, variables, dtype: str, size: tuple[int, int],
-                           settings: dict[str, Any], profile: _Profiler) -> list[Row]:
-  """A row per kind of video frame of the method's streaming predictor at batch 1
-  (`Method.streamed_frames`), its programs compiled here and the frame timed through the
-  predictor's own calls (`StreamedFrame.run`: the part's lookup included), which run the
-  executables compiled here; and for a video of several kinds the average frame, each figure
-  weighted by the frames' shares (DCFM's (t_key + (K - 1) t_non_key) / K, the paper's FPS rule,
-  specs/dcfm.md §7). The programs end where the method's do (DCFM's and DTERN's at the logits at
-  the output stride, as the forward rows do; the paper's span also upsamples them). A program is
-  announced as it starts compiling: those whose outputs the next ones take (`outputs_of`) by their
-  own names, the others by their frame's row."""
+                           settings: dict[str, Any], profile: _Profiler, rows: list[Row]
+                           ) -> list[dict[str, Any]]:
+  """Adds to `rows` a row per kind of video frame of the method's streaming predictor at batch 1
+  (`Method.streamed_frames`), each as soon as it is timed, and for a video of several kinds the
+  average frame, each figure weighted by the frames' shares (DCFM's (t_key + (K - 1) t_non_key) /
+  K, the paper's FPS rule, specs/dcfm.md §7); returns each later in-video frame's time as a share of
+  the first's (DCFM's non-key frame against its keyframe: issue 9 asks for at most 10%).
+
+  The programs are compiled here and a frame is timed through the predictor's own calls
+  (`StreamedFrame.run`: the part's lookup included), which run the executables compiled here. They
+  end where the method's do (DCFM's and DTERN's at the logits at the output stride, as the forward
+  rows do; the paper's span also upsamples them). A program is announced as it starts compiling:
+  those whose outputs the next ones take (`outputs_of`) by their own names, the others by their
+  frame's row."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
-  run = _CompiledPrograms(dtype)
-  video = method.streamed_frames(variables, frames, run)
-  rows, profiled = {}, set()
+  programs = _CompiledPrograms(variables, dtype)
+  video = streamed_video(method, variables, frames, programs)
+  timed, profiled = {}, set()
   for frame in video.frames:
-    missing = {name: program for name, program in frame.programs.items()
-               if name not in run.compiled}
+    missing = [name for name in frame.programs if name not in programs.compiled]
     if missing:
       announce(frame.row, dtype, 1)
-    for name, (program, args) in missing.items():
-      run.compiled[name] = _compile_on_part(program, *args)
-    compiled = [run.compiled[name] for name in frame.programs]
-    rows[frame.row] = report(_frame_row(frame.row, dtype, [c.row_program for c in compiled],
-                                        frame.run, settings))
+    for name in missing:
+      program, args = frame.programs[name]
+      try:
+        programs.compile(name, program, *args)
+      except Exception as error:
+        error.add_note(f"while compiling program {name!r} of the streamed frame {frame.row!r} "
+                       f"({type(method).__name__}.streamed_frames)")
+        raise
+    _check_returns_arrays(method, frame)
+    compiled = [programs.compiled[name] for name in frame.programs]
+    timed[frame.row] = report(_frame_row(frame.row, dtype, [c.row_program for c in compiled],
+                                         frame.run, settings))
+    rows.append(timed[frame.row])
     if frame.share > 0:  # an A/B's programs are timed, not profiled
       for (name, (_, args)), program in zip(frame.programs.items(), compiled):
         if name not in profiled:
           profiled.add(name)
-          profile(f"{name}_{dtype}", functools.partial(program, *args[1:]), program.executable)
-  in_video = video.in_video
+          profile(f"{name}_{dtype}", functools.partial(program, *args), program.executable)
+  in_video = [timed[frame.row] for frame in video.in_video]
   if len(in_video) < 2:
-    return list(rows.values())
+    return []
+  shares = [frame.share for frame in video.in_video]
 
   def per_video_frame(field: str) -> float | None:
     """The frames' `field` weighted by their shares; None where one frame's is."""
-    values = [getattr(rows[frame.row], field) for frame in in_video]
+    values = [getattr(row, field) for row in in_video]
     if any(value is None for value in values):
       return None
-    return sum(frame.share * value for frame, value in zip(in_video, values))
+    return sum(share * value for share, value in zip(shares, values))
 
   latency_ms = per_video_frame("latency_ms")
-  return [*rows.values(), report(Row(
+  rows.append(report(Row(
       video.average_row, dtype, 1, 1, None, latency_ms, 1e3 / latency_ms,
       per_video_frame("gflops"), None, per_video_frame("dispatch_ms"),
       per_video_frame("gb_accessed"), per_video_frame("kernels"),
-      per_video_frame("streamed_ms")))]
+      per_video_frame("streamed_ms"))))
+  first = in_video[0]
+  return [{"phase": row.phase, "of": first.phase, "dtype": dtype,
+           "latency": row.latency_ms / first.latency_ms,
+           "streamed": row.streamed_ms / first.streamed_ms} for row in in_video[1:]]
+
+
+def _check_returns_arrays(method: Method, frame: StreamedFrame) -> None:
+  """A frame's `run` must return what it computed: the bench waits for those arrays, and a run
+  that returns none would be timed at its dispatch alone."""
+  if not any(isinstance(x, jax.Array) for x in jax.tree.leaves(frame.run())):
+    raise TypeError(f"{type(method).__name__}.streamed_frames: frame {frame.row!r}'s run() "
+                    "returns no array: return the frame's outputs, which the bench waits for")
 
 
 def _slide_setting(eval_transform: ConfigDict) -> dict[str, list[int]] | None:
@@ -427,6 +456,8 @@ class _Measured:
   rows: list[Row] = dataclasses.field(default_factory=list)
   params: int = 0
   method: Method | None = None  # the last dtype's
+  # A streamed video's later frames' time as shares of its first's (`_bench_streamed_frames`).
+  frame_shares: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _bench_dtype(config: ConfigDict, dtype: str, settings: dict[str, Any],
@@ -443,8 +474,8 @@ def _bench_dtype(config: ConfigDict, dtype: str, settings: dict[str, Any],
   for batch in settings["batch_sizes"]:
     rows.append(_bench_forward(method, variables, dtype, batch, forward_clip(method),
                                settings["input_size"], settings, profile))
-  rows += _bench_streamed_frames(method, variables, dtype, settings["input_size"], settings,
-                                 profile)
+  measured.frame_shares += _bench_streamed_frames(method, variables, dtype,
+                                                  settings["input_size"], settings, profile, rows)
   if method.sliding_windows is not None:
     rows.append(_bench_slide_frame(method, variables, dtype, settings, profile))
   if train_step is not None:
@@ -503,6 +534,7 @@ def run(config: ConfigDict, workdir: str) -> dict[str, Any]:
       "device_peak_memory_mb": device_peak_mb(),  # all programs of the process so far
       "op_profiles": profile.paths,
       "rows": [dataclasses.asdict(r) for r in rows],
+      "frame_shares": measured.frame_shares,
       "stopped_by": (None if stopped_by is None else  # its first line: XLA's go on for pages
                      f"{type(stopped_by).__name__}: " + str(stopped_by).partition("\n")[0]),
   }
@@ -538,22 +570,11 @@ def _record_reference(results: dict[str, Any]) -> None:
   results["torch_reference"] = bench_torch.versions()
 
 
-def _non_key_shares(rows: list[Row]) -> list[dict[str, Any]]:
-  """DCFM's non-key frame's time as a share of its keyframe's, per dtype, from the latency and the
-  streamed time of both rows (issue 9 asks for at most 10%); [] for the other methods."""
-  keyframes = {r.dtype: r for r in rows if r.phase == "keyframe"}
-  return [{"phase": r.phase, "dtype": r.dtype,
-           "latency": r.latency_ms / keyframes[r.dtype].latency_ms,
-           "streamed": r.streamed_ms / keyframes[r.dtype].streamed_ms}
-          for r in rows if r.phase in ("non_key_B", "non_key_P") and r.dtype in keyframes]
-
-
 def _write_results(results: dict[str, Any], workdir: str) -> None:
   """Adds the JAX / torch ratios of `results`' rows; prints its summary and table and writes
   them to `workdir/bench.md`, and `results` to `workdir/bench.json`."""
   rows = [Row(**r) for r in results["rows"]]
   results["torch_ratios"] = bench_torch.jax_over_torch_ratios(rows)
-  results["non_key_shares"] = _non_key_shares(rows)
   table = _format_table(rows)
   height, width = results["input_size"]
   summary = (f"{results['method']}, backbone {results['backbone']}, "
@@ -593,8 +614,8 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
                 f"batch {ratio['batch']}: " + ", ".join(
                     f"{name[len('jax_over_'):]} {value:.2f}x" for name, value in ratio.items()
                     if name.startswith("jax_over_")))
-  for share in results["non_key_shares"]:
-    summary += (f"\n{share['phase']} / keyframe, {share['dtype']}: latency "
+  for share in results["frame_shares"]:
+    summary += (f"\n{share['phase']} / {share['of']}, {share['dtype']}: latency "
                 f"{share['latency']:.1%}, streamed {share['streamed']:.1%}")
   print(summary + "\n" + table, flush=True)
   if jax.process_index() == 0:

@@ -233,25 +233,22 @@ class DCFMMethod(Method):
     features, 2 in B mode and 1 in P mode), one in K and K - 1 in K of a video's frames; and the
     non-key frame as one program (`_non_key_frame_as_one_program`: an A/B, not what the predictor
     runs)."""
-    key_read = self.encode_keyframe.read(variables, frames)
-    projected, _ = outputs_of("keyframe", self.encode_keyframe, key_read, frames)
+    projected, _ = outputs_of("keyframe", self.encode_keyframe, frames)
     commons = [projected] * (2 if self.schedule.mode == "B" else 1)
-    shallow_read = self.encode_shallow.read(variables, frames)
-    shallow = outputs_of("non_key_shallow", self.encode_shallow, shallow_read, frames)
-    fuse_read = self.fused_logits.read(variables, commons, shallow)
+    shallow = outputs_of("non_key_shallow", self.encode_shallow, frames)
     one_program = _non_key_frame_as_one_program(self)
     encode_keyframe, encode_shallow, fused_logits, non_key_frame = (
         program.bound(variables) for program in
         (self.encode_keyframe, self.encode_shallow, self.fused_logits, one_program))
     k, non_key = self.schedule.interval, f"non_key_{self.schedule.mode}"
     return StreamedVideo([
-        StreamedFrame("keyframe", {"keyframe": (self.encode_keyframe, (key_read, frames))},
+        StreamedFrame("keyframe", {"keyframe": (self.encode_keyframe, (frames,))},
                       lambda: encode_keyframe(frames), 1 / k),
-        StreamedFrame(non_key, {"non_key_shallow": (self.encode_shallow, (shallow_read, frames)),
-                                "non_key_fuse": (self.fused_logits, (fuse_read, commons, shallow))},
+        StreamedFrame(non_key, {"non_key_shallow": (self.encode_shallow, (frames,)),
+                                "non_key_fuse": (self.fused_logits, (commons, shallow))},
                       lambda: fused_logits(commons, encode_shallow(frames)), (k - 1) / k),
-        StreamedFrame(f"{non_key}_one_program", {f"{non_key}_one_program": (
-            one_program, (one_program.read(variables, commons, frames), commons, frames))},
+        StreamedFrame(f"{non_key}_one_program",
+                      {f"{non_key}_one_program": (one_program, (commons, frames))},
                       lambda: non_key_frame(commons, frames), 0.0),
     ], average_row=f"video_avg_K{k}")
 

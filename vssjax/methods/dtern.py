@@ -149,8 +149,7 @@ class DTERNMethod(Method):
     its state and the kept states of the clip's frames, the new one last ('stream_decode'). The
     bench's `forward` rows instead run the whole network on every frame of the clip, as the
     release does."""
-    encode_read = self.encode_frame.read(variables, frames)
-    target, reference = outputs_of("stream_encode", self.encode_frame, encode_read, frames)
+    target, reference = outputs_of("stream_encode", self.encode_frame, frames)
     references = [reference] * len(self.sampler.offsets)
     encode_frame, decode_states = (program.bound(variables)
                                    for program in (self.encode_frame, self.decode_states))
@@ -161,10 +160,8 @@ class DTERNMethod(Method):
 
     return StreamedVideo([StreamedFrame(
         "stream_frame",
-        {"stream_encode": (self.encode_frame, (encode_read, frames)),
-         "stream_decode": (self.decode_states,
-                           (self.decode_states.read(variables, target, references), target,
-                            references))},
+        {"stream_encode": (self.encode_frame, (frames,)),
+         "stream_decode": (self.decode_states, (target, references))},
         stream_frame, 1.0)])
 
   def predictor(self, variables: Variables, *, cache_features: bool = True

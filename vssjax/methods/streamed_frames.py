@@ -2,7 +2,8 @@
 them: `Method.streamed_frames` returns each kind of video frame on which the predictor runs other
 programs (DCFM's keyframes and non-key frames; DTERN's steady-state frame), with those programs and
 the arguments the predictor passes them. Neither tool names a method: a method of one's own gets
-its streamed rows by returning its frames.
+its streamed rows by returning its frames. Both call it through `streamed_video`, which checks
+what it returns and names the method in what it refuses.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from typing import Any, Callable
 
 from vssjax.methods.variables_read import ProgramOnPart
 
-# A frame's programs by name, in the order the predictor runs them: (the `ProgramOnPart`, the
-# arguments the predictor passes it, the part of the variables it reads first).
+# A frame's programs by name, in the order the predictor runs them: name -> (the `ProgramOnPart`,
+# the arguments the predictor passes it after the variables). The tools give each program the part
+# of the variables it reads (`ProgramOnPart.read`), as a predictor's bound call does.
 Programs = dict[str, tuple[ProgramOnPart, tuple]]
-# `outputs_of(name, program, part, *args)`: what a program returns, for the arguments of the next:
-# its outputs (the bench compiles and runs it) or their shapes (vssjax/aot.py compiles it).
+# `outputs_of(name, program, *args)`: what the program `name` of a frame returns, for the next
+# program's arguments: its outputs (the bench compiles and runs it) or their shapes (vssjax/aot.py
+# compiles nothing then). A method calls no program itself: under aot the variables and frames are
+# shapes (`jax.ShapeDtypeStruct`), which no program runs on.
 OutputsOf = Callable[..., Any]
+
+# The bench's rows of its own, which a streamed frame's row would be confused with.
+_BENCH_ROWS = ("forward", "train_step", "slide_frame")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,10 +34,12 @@ class StreamedFrame:
 
   `row`: the bench's row for it. `programs`: what the predictor runs for it (`Programs`); the bench
   compiles each and adds their XLA figures, aot compiles each for its target. `run`: the frame as
-  the predictor runs it, its programs bound to the variables (`ProgramOnPart.bound`) and
-  dispatched one after the other without waiting, each given the one before's outputs; the bench
-  times it. `share`: the frame's share of a video's frames, which weighs it in the video's average
-  frame; 0 for an A/B the predictor does not run (timed alone: not compiled by aot, not profiled).
+  the predictor runs it, returning its outputs (arrays, which the bench waits for): its programs
+  bound to the variables (`ProgramOnPart.bound`) and dispatched one after the other without
+  waiting, each given the one before's outputs; the bench times it. A predictor and its `run` that
+  call one per-frame function cannot drift apart. `share`: the frame's share of a video's frames,
+  which weighs it in the video's average frame; 0 for an A/B the predictor does not run (timed
+  alone: not compiled by aot, not profiled).
   """
   row: str
   programs: Programs
@@ -40,20 +49,12 @@ class StreamedFrame:
 
 @dataclasses.dataclass(frozen=True)
 class StreamedVideo:
-  """A streaming predictor's kinds of frame (`StreamedFrame`); with more than one in the video
+  """A streaming predictor's kinds of frame (`StreamedFrame`). With more than one in the video
   (shares above 0, adding up to 1) the bench adds the row `average_row`, their figures weighted by
-  their shares: DCFM's (t_key + (K - 1) t_non_key) / K, the paper's FPS rule."""
+  their shares (DCFM's (t_key + (K - 1) t_non_key) / K, the paper's FPS rule), and gives each later
+  one's time as a share of the first's (DCFM's non-key frame against its keyframe)."""
   frames: list[StreamedFrame]
   average_row: str = "video_avg"
-
-  def __post_init__(self):
-    rows = [frame.row for frame in self.frames]
-    if len(set(rows)) < len(rows):
-      raise ValueError(f"the streamed frames' rows {rows} repeat a name: each is a row of its own")
-    shares = [frame.share for frame in self.in_video]
-    if shares and not math.isclose(sum(shares), 1.0, rel_tol=1e-6):
-      raise ValueError(f"the streamed frames {[frame.row for frame in self.in_video]} make up "
-                       f"{sum(shares)} of a video's frames (their shares), not all of it")
 
   @property
   def in_video(self) -> list[StreamedFrame]:
@@ -66,3 +67,42 @@ class StreamedVideo:
     for frame in self.in_video:
       programs.update(frame.programs)
     return programs
+
+
+def streamed_video(method: Any, variables: Any, frames: Any, outputs_of: OutputsOf
+                   ) -> StreamedVideo:
+  """`method.streamed_frames(variables, frames, outputs_of)`, checked: a `StreamedVideo` whose rows
+  are its own (none twice, none of the bench's), whose programs are `ProgramOnPart`s with a tuple
+  of arguments each, whose in-video shares make up a video, and whose `outputs_of` calls name a
+  program of its frames. Anything else is a `TypeError` or `ValueError` naming the method."""
+  where = f"{type(method).__name__}.streamed_frames"
+  asked: list[tuple[str, Any]] = []
+
+  def recorded(name: str, program: Any, *args) -> Any:
+    asked.append((name, program))
+    return outputs_of(name, program, *args)
+
+  video = method.streamed_frames(variables, frames, recorded)
+  if not isinstance(video, StreamedVideo):
+    raise TypeError(f"{where} returned a {type(video).__name__}, not a StreamedVideo")
+  rows = [frame.row for frame in video.frames] + [video.average_row]
+  if len(set(rows)) < len(rows) or set(rows) & set(_BENCH_ROWS):
+    raise ValueError(f"{where}: the rows {rows} (the frames', then the average's) must differ "
+                     f"from each other and from the bench's own {_BENCH_ROWS}")
+  programs: Programs = {}
+  for frame in video.frames:
+    for name, entry in frame.programs.items():
+      if (not isinstance(entry, tuple) or len(entry) != 2
+          or not isinstance(entry[0], ProgramOnPart) or not isinstance(entry[1], tuple)):
+        raise TypeError(f"{where}: frame {frame.row!r}'s program {name!r} is {entry!r}, not a "
+                        "(ProgramOnPart, tuple of its arguments after the variables) pair")
+      programs[name] = entry
+  shares = [frame.share for frame in video.in_video]
+  if shares and not math.isclose(sum(shares), 1.0, rel_tol=1e-6):
+    raise ValueError(f"{where}: the frames {[frame.row for frame in video.in_video]} make up "
+                     f"{sum(shares):g} of a video's frames (their shares), not all of it")
+  for name, program in asked:
+    if name not in programs or programs[name][0] is not program:
+      raise ValueError(f"{where} asked outputs_of for {name!r}, which is not that program of "
+                       f"its frames (they run {list(programs)}): name it as its frame does")
+  return video
