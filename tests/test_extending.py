@@ -77,7 +77,8 @@ def _run_quick(args: list[str], cwd, data_dir) -> str:
 @pytest.mark.slow
 def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
   assert write_example_files(tmp_path) == [
-      "my_vss/top_down.py", "my_vss/config.py", "my_vss/tiny_convnet.py", "my_vss/tiny_config.py",
+      "my_vss/top_down.py", "my_vss/config.py", "my_vss/key_stream.py",
+      "my_vss/key_stream_config.py", "my_vss/tiny_convnet.py", "my_vss/tiny_config.py",
       "my_vss/frame_folders.py"]
   runs = _documented_runs("Worked example: TopDown, a new head on the MiT backbone")
   assert sorted(runs) == ["eval", "train"]
@@ -94,6 +95,46 @@ def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
   assert "evaluating checkpoint of step 2" in out
   results = json.loads((workdir / "results.json").read_text())
   assert results["step"] == 2 and 0 <= results["mIoU"] <= 1  # a fraction, as results.json holds
+
+
+@pytest.mark.slow
+def test_streaming_example_trains_evaluates_and_benches_its_frames(tmp_path, synthetic_data_dir):
+  """KeyStream's documented commands: a training and an evaluation through its own predictor, and
+  the bench's rows of its keyframe, its frame between and their average at K = 3."""
+  write_example_files(tmp_path)
+  runs = _documented_runs("Worked example: KeyStream, a streaming method")
+  assert sorted(runs) == ["bench", "eval", "train"]
+  _run_quick(runs["train"], tmp_path, synthetic_data_dir)
+  workdir = tmp_path / _flag(runs["eval"], "workdir")
+  (workdir / "results.json").unlink()
+  _run_quick(runs["eval"], tmp_path, synthetic_data_dir)
+  assert 0 <= json.loads((workdir / "results.json").read_text())["mIoU"] <= 1
+  _run_quick(runs["bench"] + ["--config.bench.dtypes=('float32',)",
+                              "--config.bench.train_step=False"], tmp_path, synthetic_data_dir)
+  bench = json.loads((tmp_path / _flag(runs["bench"], "workdir") / "bench.json").read_text())
+  rows = {row["phase"]: row for row in bench["rows"]}
+  assert list(rows) == ["forward", "keyframe", "between", "video_avg_K3"]
+  assert rows["between"]["gflops"] < rows["keyframe"]["gflops"]
+  assert rows["video_avg_K3"]["gflops"] == pytest.approx(
+      (rows["keyframe"]["gflops"] + 2 * rows["between"]["gflops"]) / 3)
+
+
+def test_streaming_examples_frame_between_is_the_keyframes_prediction_on_its_features(
+    tmp_path, monkeypatch):
+  """On a keyframe itself, the first stage and the head on its own deeper features give the whole
+  network's logits: the frames between differ from a keyframe by their deeper features alone."""
+  write_example_files(tmp_path / "code")
+  monkeypatch.syspath_prepend(str(tmp_path / "code"))
+  config = load_config(str(tmp_path / "code" / "my_vss" / "key_stream_config.py"), "quick")
+  method = get_method(config)
+  variables = host_filled(jax.eval_shape(method.init, jax.random.PRNGKey(0),
+                                         random_config_batch(config)))
+  frames = np.random.default_rng(0).integers(0, 256, (1, 48, 64, 3), np.uint8)
+  programs = method.bound_programs(variables)
+  key_logits, deeper = method.frame_logits(programs, frames, None)
+  between_logits, kept = method.frame_logits(programs, frames, deeper)
+  np.testing.assert_allclose(between_logits, key_logits, rtol=1e-5, atol=1e-5)
+  assert kept is deeper and len(deeper) == 3
 
 
 @pytest.mark.slow

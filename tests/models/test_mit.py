@@ -129,6 +129,26 @@ def test_dcfms_shallow_feature_is_the_first_stage_before_its_other_blocks_and_no
   assert not np.allclose(x, c1, atol=1e-2)
 
 
+def test_the_first_stages_alone_are_the_whole_networks_and_read_only_their_parameters():
+  """`stages=n`: c1..cn as the four stages give them, without running (or reading) the deeper
+  stages; n outside 1..4, or with DCFM's shallow feature, refused."""
+  model = mit("b0", **TINY_MIT)
+  images = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+  variables = random_model_variables(model, images)
+  features = model.apply(variables, images, train=False)
+  for stages in (1, 2, 4):
+    first = model.apply(variables, images, train=False, stages=stages)
+    assert len(first) == stages
+    for got, expected in zip(first, features):
+      np.testing.assert_array_equal(got, expected)
+  stage1 = {"params": {k: v for k, v in variables["params"].items()
+                       if k.startswith(("patch_embed1", "block1_", "norm1"))}}
+  np.testing.assert_array_equal(model.apply(stage1, images, train=False, stages=1)[0], features[0])
+  for stages, shallow_blocks in ((0, None), (5, None), (1, 1)):
+    with pytest.raises(ValueError, match=rf"stages must be in \[1, 4\].*got {stages}"):
+      model.apply(variables, images, train=False, stages=stages, shallow_blocks=shallow_blocks)
+
+
 def test_scanned_blocks_drop_each_block_at_its_own_rate_with_its_own_key():
   """Training with stochastic depth: block i of a scanned stage drops as the unrolled block i
   would at its rate, with the i-th key of the stage's split key."""

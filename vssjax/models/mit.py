@@ -201,15 +201,18 @@ class MixTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_blocks: int | None = None,
-               shallow_only: bool = False):
+               shallow_only: bool = False, stages: int = 4):
     """-> [c1, c2, c3, c4]; with `shallow_blocks=n` -> ([c1..c4], shallow).
 
     `shallow` is the stage-1 token map after its first n blocks, before the stage norm (DCFM's
     independent feature, specs/dcfm.md §1.1). `shallow_only` stops there and returns `shallow`
-    alone: the deeper layers neither run nor need their parameters.
+    alone: the deeper layers neither run nor need their parameters. `stages=n` runs the first n
+    stages alone and returns their features [c1..cn] (a streaming predictor's cheap frames).
     """
     if shallow_only and shallow_blocks is None:
       raise ValueError("shallow_only needs shallow_blocks")
+    if not 1 <= stages <= 4 or (stages < 4 and shallow_blocks is not None):
+      raise ValueError(f"stages must be in [1, 4] (and 4 with shallow_blocks), got {stages}")
     if shallow_blocks is not None and not 0 <= shallow_blocks <= self.depths[0]:
       raise ValueError(f"shallow_blocks must be in [0, {self.depths[0]}], got {shallow_blocks}")
     _check_input_size(x.shape[1:3], self.sr_ratios)
@@ -218,7 +221,7 @@ class MixTransformer(nn.Module):
     features = []
     shallow = None
     block_index = 0
-    for stage in range(4):
+    for stage in range(stages):
       first = stage == 0
       x = OverlapPatchEmbed(self.embed_dims[stage], 7 if first else 3, 4 if first else 2,
                             self.dtype, name=f"patch_embed{stage + 1}")(x)
