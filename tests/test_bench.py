@@ -432,7 +432,7 @@ def test_a_program_that_fails_keeps_the_rows_measured_before_it(tmp_path, monkey
                                  "bytes.")
   report = (tmp_path / "bench.md").read_text()
   assert "| forward | float32 | 1 |" in report
-  assert ("stopped by a failed program (JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory "
+  assert ("stopped by an error (JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory "
           "allocating 9 bytes.); the programs after the last row" in report)
 
   # A failure before any row writes nothing: there is nothing to keep.

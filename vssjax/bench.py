@@ -586,7 +586,7 @@ def _write_results(results: dict[str, Any], workdir: str) -> None:
     summary += "\nPyTorch reference: " + ", ".join(
         f"{name} {value}" for name, value in results["torch_reference"].items())
   if results.get("stopped_by"):
-    summary += (f"\nstopped by a failed program ({results['stopped_by']}); the programs after the "
+    summary += (f"\nstopped by an error ({results['stopped_by']}); the programs after the "
                 "last row (and any PyTorch reference) were not measured")
   if results.get("slide_frame"):
     slide = results["slide_frame"]
