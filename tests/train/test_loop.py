@@ -356,7 +356,8 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
   was trained. So does resuming with another Grain worker count, batch size (the iterator counts
-  batches) or seed (the epochs' video order). A restore error of another kind is not disguised as
+  batches), seed (the epochs' video order) or accumulation (the optimizer counts updates of k
+  steps). A restore error of another kind is not disguised as
   one."""
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
@@ -385,6 +386,12 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                      r"videos and skip others\. Rerun with --config\.seed=0"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.seed -= 1
+  quick_config.optim.accumulate_steps = 2  # the schedule counts updates of k steps
+  with pytest.raises(SetupError, match=r"optimizer state of .* checkpointed with optim\."
+                     r"accumulate_steps=1 .* Rerun with --config\.optim\.accumulate_steps=1, or "
+                     r"train in a new --workdir"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.optim.accumulate_steps = 1
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")

@@ -144,7 +144,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "docs/reproducing.md)")
   if data_iter is not None:
     _check_process_count(checkpointer, step)
-    _check_data_settings(workdir, config, step)
+    _check_resumed_settings(workdir, config, step)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -178,14 +178,18 @@ def _check_process_count(checkpointer: Checkpointer, step: int) -> None:
         "0: its schedule and data order afresh)")
 
 
-def _check_data_settings(workdir: str, config: ConfigDict, step: int) -> None:
-  """The data settings that the saved iterator position (of checkpoint `step`) is in the units of.
+def _check_resumed_settings(workdir: str, config: ConfigDict, step: int) -> None:
+  """The settings that the saved iterator position and optimizer state (of checkpoint `step`)
+  are in the units of.
 
   Grain's iterator state holds per-worker positions and refuses another `data.num_workers` (a
   bare ValueError); the batches themselves do not depend on it (`make_train_loader`). It counts
   batches, which `make_train_loader` maps to samples k * `data.batch_size`: another batch size
   would resume at another sample, repeating or skipping part of the epoch without a word. So would
-  another `seed`: an epoch's order of the videos is a permutation drawn from it.
+  another `seed`: an epoch's order of the videos is a permutation drawn from it. The optimizer
+  counts its updates of `optim.accumulate_steps` steps each (`optimizer.make_optimizer`): between
+  two counts above 1 its state has the same arrays and would restore, the schedule then read at
+  other steps and a half-accumulated update finished with another count.
   """
   record_fields = configs_lib.read_record(workdir, step) or {}
   saved = record_fields.get("data", {})
@@ -211,6 +215,14 @@ def _check_data_settings(workdir: str, config: ConfigDict, step: int) -> None:
         f"repeating or skipping data. Rerun with --config.data.batch_size={batch_size}, or train "
         "in a new --workdir (where --config.optim.accumulate_steps=k makes each update k batches, "
         "if a larger batch per update is the aim)")
+  accumulate = record_fields.get("optim", {}).get("accumulate_steps")
+  if accumulate is not None and accumulate != config.optim.accumulate_steps:
+    raise SetupError(
+        f"the optimizer state of {workdir} was checkpointed with optim.accumulate_steps="
+        f"{accumulate} ({record}): it counts updates of {accumulate} steps, so "
+        f"{config.optim.accumulate_steps} would read the learning-rate schedule at other steps. "
+        f"Rerun with --config.optim.accumulate_steps={accumulate}, or train in a new --workdir "
+        f"(--config.init.workdir={workdir} starts from its variables)")
 
 
 def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
