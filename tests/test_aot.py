@@ -137,6 +137,12 @@ def test_a_method_of_ones_own_has_its_streamed_frames_programs_compiled(monkeypa
   logits = (1, *(size // 4 for size in config.data.train_transform.crop_size),
             config.data.num_classes)
   assert refine.outputs_mib == pytest.approx(np.prod(logits) * 4 / 2**20)
+  # A program it lists with arguments it cannot take is named with the method.
+  config.method.name = "tests.methods.two_speed:RefineOnTheFrame"
+  with pytest.raises(ValueError) as raised:
+    aot.run(config, aot.Target("cpu", jax.devices("cpu"), "cpu"))
+  assert ("while compiling program 'refine' of RefineOnTheFrame.streamed_frames"
+          in raised.value.__notes__)
 
 
 def test_a_program_is_said_not_to_fit_only_over_the_devices_memory(capsys):

@@ -297,8 +297,8 @@ def test_bench_reports_the_streamed_frames_of_a_method_of_ones_own(tmp_path, cap
 
 
 @pytest.mark.parametrize("method, error, said", [
-    ("RefineOnTheFrame", ValueError, r"while compiling program 'refine' of the streamed frame "
-     r"'reuse' \(RefineOnTheFrame.streamed_frames\)"),
+    ("RefineOnTheFrame", ValueError, r"while compiling program 'refine' of "
+     r"RefineOnTheFrame.streamed_frames"),
     ("ReuseReturningNothing", TypeError, r"ReuseReturningNothing.streamed_frames: frame 'reuse''s "
      r"run\(\) returns no array")])
 def test_a_streamed_frame_that_fails_names_itself_and_keeps_the_frames_before(

@@ -18,6 +18,7 @@ import torch
 
 from data_pipelines import dataset
 from data_pipelines.sources import base
+from vssjax.errors import SetupError
 from vssjax.methods import get_method
 from vssjax.train import init_from, loop
 from vssjax.train.host_init import host_filled
@@ -132,9 +133,35 @@ def test_streaming_examples_frame_between_is_the_keyframes_prediction_on_its_fea
   frames = np.random.default_rng(0).integers(0, 256, (1, 48, 64, 3), np.uint8)
   programs = method.bound_programs(variables)
   key_logits, deeper = method.frame_logits(programs, frames, None)
-  between_logits, kept = method.frame_logits(programs, frames, deeper)
+  between_logits, _ = method.frame_logits(programs, frames, deeper)
   np.testing.assert_allclose(between_logits, key_logits, rtol=1e-5, atol=1e-5)
-  assert kept is deeper and len(deeper) == 3
+  assert len(deeper) == 3
+  # Its predictor runs the whole network on frames 0 and 3 alone (K = 3), the rest between.
+  calls = []
+
+  def counted(programs):
+    return tuple(lambda *args, p=p, name=name: calls.append(name) or p(*args)
+                 for p, name in zip(programs, ("keyframe", "first_stage", "head")))
+
+  monkeypatch.setattr(method, "bound_programs", lambda v: counted(programs))
+  predictor = method.predictor(variables)
+  for t in range(5):
+    assert [index for index, _ in predictor.push(frames[0])] == [t]
+  assert calls == ["keyframe"] + ["first_stage", "head"] * 2 + ["keyframe"] + ["first_stage",
+                                                                                 "head"]
+
+
+def test_streaming_example_refuses_a_backbone_that_is_not_a_mit(tmp_path, monkeypatch):
+  write_example_files(tmp_path / "code")
+  monkeypatch.syspath_prepend(str(tmp_path / "code"))
+  config = load_config(str(tmp_path / "code" / "my_vss" / "key_stream_config.py"), "quick")
+  config.model.backbone = "my_vss.tiny_convnet:TinyConvNet"  # the guide's own, below
+  config.model.backbone_overrides.update(embed_dims=(), depths=(), num_heads=())  # MiT settings
+  with config.unlocked():
+    config.model.tiny_widths = (8, 16, 24, 32)  # as my_vss/tiny_config.py sets it
+  with pytest.raises(SetupError, match=r"KeyStream runs a MiT's first stage alone: model.backbone "
+                     r"'my_vss.tiny_convnet:TinyConvNet' is not a MiT"):
+    get_method(config)
 
 
 @pytest.mark.slow

@@ -251,11 +251,12 @@ def _frame_programs(config: ConfigDict, method: Method, variables,
   for name, (program, args) in streamed_video(method, variables, frames,
                                               shapes_of).programs().items():
     try:
-      traced = program.trace(program.read(variables, *args), *args)
+      rows.append(_compiled_row(name, 1, 1, "one device",
+                                program.trace(program.read(variables, *args), *args), target))
     except Exception as error:
-      error.add_note(f"while tracing program {name!r} of {type(method).__name__}.streamed_frames")
+      error.add_note(f"while compiling program {name!r} of {type(method).__name__}"
+                     ".streamed_frames")
       raise
-    rows.append(_compiled_row(name, 1, 1, "one device", traced, target))
   return rows
 
 

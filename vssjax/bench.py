@@ -231,10 +231,10 @@ def _bench_forward(method: Method, variables, dtype: str, batch: int, clip: int,
 class _CompiledPrograms:
   """`OutputsOf` for the bench: announces each program, compiles it ahead of time for the part of
   `variables` it reads (`_compile_on_part`) and runs it; `compiled` maps a program's name to its
-  `_OnPart`."""
+  `_OnPart`. A program that does not compile is named with the method's `streamed_frames`."""
 
-  def __init__(self, variables, dtype: str):
-    self.variables, self.dtype = variables, dtype
+  def __init__(self, method: Method, variables, dtype: str):
+    self.method, self.variables, self.dtype = method, variables, dtype
     self.compiled: dict[str, _OnPart] = {}
 
   def __call__(self, name: str, program: ProgramOnPart, *args) -> Any:
@@ -243,7 +243,12 @@ class _CompiledPrograms:
     return self.compiled[name](*args)
 
   def compile(self, name: str, program: ProgramOnPart, *args) -> None:
-    self.compiled[name] = _compile_on_part(program, program.read(self.variables, *args), *args)
+    try:
+      self.compiled[name] = _compile_on_part(program, program.read(self.variables, *args), *args)
+    except Exception as error:
+      error.add_note(f"while compiling program {name!r} of "
+                     f"{type(self.method).__name__}.streamed_frames")
+      raise
 
 
 def _bench_streamed_frames(method: Method, variables, dtype: str, size: tuple[int, int],
@@ -262,7 +267,7 @@ def _bench_streamed_frames(method: Method, variables, dtype: str, size: tuple[in
   those whose outputs the next ones take (`outputs_of`) by their own names, the others by their
   frame's row."""
   variables, frames = _on_bench_device(variables, _random_frames((1, *size, 3), seed=1))
-  programs = _CompiledPrograms(variables, dtype)
+  programs = _CompiledPrograms(method, variables, dtype)
   video = streamed_video(method, variables, frames, programs)
   timed, profiled = {}, set()
   for frame in video.frames:
@@ -271,12 +276,7 @@ def _bench_streamed_frames(method: Method, variables, dtype: str, size: tuple[in
       announce(frame.row, dtype, 1)
     for name in missing:
       program, args = frame.programs[name]
-      try:
-        programs.compile(name, program, *args)
-      except Exception as error:
-        error.add_note(f"while compiling program {name!r} of the streamed frame {frame.row!r} "
-                       f"({type(method).__name__}.streamed_frames)")
-        raise
+      programs.compile(name, program, *args)
     _check_returns_arrays(method, frame)
     compiled = [programs.compiled[name] for name in frame.programs]
     timed[frame.row] = report(_frame_row(frame.row, dtype, [c.row_program for c in compiled],

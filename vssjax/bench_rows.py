@@ -17,7 +17,7 @@ class Row:
   """One benchmarked program. `frames_per_s` counts input frames (batch x clip length)."""
   phase: str  # 'forward' | 'train_step' | 'torch[_compile]_forward|train' | DCFM: 'keyframe',
   # 'non_key_B|P', 'non_key_B|P_one_program', 'video_avg_K<K>' | DTERN, SD-CPC: 'stream_frame' |
-  # sliding windows: 'slide_frame'
+  # sliding windows: 'slide_frame' | a method's own streamed frames (`Method.streamed_frames`)
   dtype: str
   batch: int
   frames: int

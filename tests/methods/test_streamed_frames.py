@@ -1,6 +1,7 @@
 """`streamed_video`: what a method's `streamed_frames` returns is checked before the bench or aot
 compile anything, and what it refuses names the method."""
 
+import numpy as np
 import pytest
 
 from vssjax.methods.streamed_frames import StreamedFrame, StreamedVideo, streamed_video
@@ -16,14 +17,16 @@ def _frame(row: str, share: float, *names: str) -> StreamedFrame:
 
 
 class _Method:
-  """A method whose `streamed_frames` returns `video`, after asking `outputs_of` for `asks`."""
+  """A method whose `streamed_frames` returns `video`, after asking `outputs_of` for `asks`:
+  (name, program) pairs, or (name, program, argument) triples (the argument 0 otherwise, as
+  `_frame` lists it)."""
 
   def __init__(self, video, asks=()):
     self.video, self.asks = video, asks
 
   def streamed_frames(self, variables, frames, outputs_of):
-    for name, program in self.asks:
-      outputs_of(name, program, frames)
+    for name, program, *argument in self.asks:
+      outputs_of(name, program, *(argument or [frames]))
     return self.video
 
 
@@ -50,15 +53,26 @@ def test_a_videos_programs_are_its_frames_each_once_without_the_ab():
      ValueError, r"the rows \['key', 'key', 'video_avg'\] .* must differ"),
     (StreamedVideo([_frame("forward", 1.0, "first")]), (), ValueError,
      r"from the bench's own \('forward'"),
+    (StreamedVideo([_frame("torch_frame", 1.0, "first")]), (), ValueError, r"and from PyTorch's"),
+    (StreamedVideo([_frame("key", 1.0, "first"), _frame("ab", -0.5, "second")]), (), ValueError,
+     r"frame 'ab''s share is -0.5"),
+    (StreamedVideo([_frame("key", 0.5, "first"), StreamedFrame(
+        "other", {"first": (_SECOND, (0,))}, lambda: None, 0.5)]), (), ValueError,
+     r"two frames list a program 'first', with other programs or arguments"),
+    (StreamedVideo([_frame("key", 0.5, "first"), StreamedFrame(
+        "other", {"first": (_FIRST, (np.zeros(3),))}, lambda: None, 0.5)]), (), ValueError,
+     r"two frames list a program 'first'"),
     (StreamedVideo([StreamedFrame("key", {"first": (lambda v, x: x, (0,))}, lambda: None, 1.0)]),
      (), TypeError, r"frame 'key''s program 'first' is .*, not a \(ProgramOnPart, tuple"),
     (StreamedVideo([StreamedFrame("key", {"first": (_FIRST, 0)}, lambda: None, 1.0)]), (),
      TypeError, r"not a \(ProgramOnPart, tuple of its arguments"),
     (StreamedVideo([_frame("key", 1.0, "first")]), [("frist", _FIRST)], ValueError,
-     r"asked outputs_of for 'frist', which is not that program of its frames \(they run "
-     r"\['first'\]\)"),
+     r"asked outputs_of for 'frist' with a program or arguments that its frames do not list so "
+     r"\(they run \['first'\]\)"),
     (StreamedVideo([_frame("key", 1.0, "first")]), [("first", _SECOND)], ValueError,
-     r"asked outputs_of for 'first', which is not that program"),
+     r"asked outputs_of for 'first' with a program or arguments"),
+    (StreamedVideo([_frame("key", 1.0, "first")]), [("first", _FIRST, np.zeros((1, 4)))],
+     ValueError, r"asked outputs_of for 'first' with a program or arguments"),
 ])
 def test_what_the_tools_cannot_take_is_refused_naming_the_method(video, asks, error, said):
   with pytest.raises(error, match=said):

@@ -132,8 +132,8 @@ class Method(abc.ABC):
     arguments it passes them (`vssjax/methods/streamed_frames.py`), given `variables` and one
     frame `frames` uint8 [1, H, W, 3] (arrays on the bench's device, or `vssjax.aot`'s shapes):
     `--mode=bench` times each as the predictor runs it, `python -m vssjax.aot` compiles their
-    programs. A program's outputs, for the arguments of the next, come from `outputs_of`. None by
-    default: a predictor that runs the network on each frame, which the bench's `forward` rows
-    time."""
+    programs. A program's outputs, for the arguments of the next, come from `outputs_of`. No
+    frames by default: a predictor that runs the network on each frame, which the bench's
+    `forward` rows time."""
     del variables, frames, outputs_of
     return StreamedVideo([])

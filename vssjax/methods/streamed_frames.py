@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from vssjax.methods.variables_read import ProgramOnPart
+from vssjax.methods.variables_read import ProgramOnPart, call_signature
 
 # A frame's programs by name, in the order the predictor runs them: name -> (the `ProgramOnPart`,
 # the arguments the predictor passes it after the variables). The tools give each program the part
@@ -24,7 +24,8 @@ Programs = dict[str, tuple[ProgramOnPart, tuple]]
 # shapes (`jax.ShapeDtypeStruct`), which no program runs on.
 OutputsOf = Callable[..., Any]
 
-# The bench's rows of its own, which a streamed frame's row would be confused with.
+# The bench's rows of its own, which a streamed frame's row would be confused with (and PyTorch's,
+# every row whose name starts with "torch").
 _BENCH_ROWS = ("forward", "train_step", "slide_frame")
 
 
@@ -36,8 +37,9 @@ class StreamedFrame:
   compiles each and adds their XLA figures, aot compiles each for its target. `run`: the frame as
   the predictor runs it, returning its outputs (arrays, which the bench waits for): its programs
   bound to the variables (`ProgramOnPart.bound`) and dispatched one after the other without
-  waiting, each given the one before's outputs; the bench times it. A predictor and its `run` that
-  call one per-frame function cannot drift apart. `share`: the frame's share of a video's frames,
+  waiting, each given the one before's outputs; the bench times it. A method whose predictor and
+  `run` call one per-frame function (docs/extending.md's KeyStream) keeps them from drifting apart.
+  `share`: the frame's share of a video's frames,
   which weighs it in the video's average frame; 0 for an A/B the predictor does not run (timed
   alone: not compiled by aot, not profiled).
   """
@@ -72,37 +74,48 @@ class StreamedVideo:
 def streamed_video(method: Any, variables: Any, frames: Any, outputs_of: OutputsOf
                    ) -> StreamedVideo:
   """`method.streamed_frames(variables, frames, outputs_of)`, checked: a `StreamedVideo` whose rows
-  are its own (none twice, none of the bench's), whose programs are `ProgramOnPart`s with a tuple
-  of arguments each, whose in-video shares make up a video, and whose `outputs_of` calls name a
-  program of its frames. Anything else is a `TypeError` or `ValueError` naming the method."""
+  are its own (none twice, none of the bench's or PyTorch's), whose programs are `ProgramOnPart`s
+  with a tuple of arguments each, one name one program and its arguments' shapes, whose shares are
+  not negative and, in the video, make up a video, and whose `outputs_of` calls name a program of
+  its frames with the arguments' shapes it lists (the bench compiles it there, aot from the list).
+  Anything else is a `TypeError` or `ValueError` naming the method."""
   where = f"{type(method).__name__}.streamed_frames"
-  asked: list[tuple[str, Any]] = []
+  asked: list[tuple[str, Any, tuple]] = []
 
   def recorded(name: str, program: Any, *args) -> Any:
-    asked.append((name, program))
+    asked.append((name, program, call_signature(args)))
     return outputs_of(name, program, *args)
 
   video = method.streamed_frames(variables, frames, recorded)
   if not isinstance(video, StreamedVideo):
     raise TypeError(f"{where} returned a {type(video).__name__}, not a StreamedVideo")
   rows = [frame.row for frame in video.frames] + [video.average_row]
-  if len(set(rows)) < len(rows) or set(rows) & set(_BENCH_ROWS):
+  if (len(set(rows)) < len(rows) or set(rows) & set(_BENCH_ROWS)
+      or any(row.startswith("torch") for row in rows)):
     raise ValueError(f"{where}: the rows {rows} (the frames', then the average's) must differ "
-                     f"from each other and from the bench's own {_BENCH_ROWS}")
-  programs: Programs = {}
+                     f"from each other, from the bench's own {_BENCH_ROWS} and from PyTorch's "
+                     "(torch...)")
+  programs: dict[str, tuple[ProgramOnPart, tuple]] = {}  # name -> (program, arguments' shapes)
   for frame in video.frames:
+    if frame.share < 0:
+      raise ValueError(f"{where}: frame {frame.row!r}'s share is {frame.share}: 0 (an A/B) or "
+                       "its part of a video's frames")
     for name, entry in frame.programs.items():
       if (not isinstance(entry, tuple) or len(entry) != 2
           or not isinstance(entry[0], ProgramOnPart) or not isinstance(entry[1], tuple)):
         raise TypeError(f"{where}: frame {frame.row!r}'s program {name!r} is {entry!r}, not a "
                         "(ProgramOnPart, tuple of its arguments after the variables) pair")
-      programs[name] = entry
+      listed = (entry[0], call_signature(entry[1]))
+      if programs.setdefault(name, listed) != listed:
+        raise ValueError(f"{where}: two frames list a program {name!r}, with other programs or "
+                         "arguments: a name is one program on arguments of one shape")
   shares = [frame.share for frame in video.in_video]
   if shares and not math.isclose(sum(shares), 1.0, rel_tol=1e-6):
     raise ValueError(f"{where}: the frames {[frame.row for frame in video.in_video]} make up "
                      f"{sum(shares):g} of a video's frames (their shares), not all of it")
-  for name, program in asked:
-    if name not in programs or programs[name][0] is not program:
-      raise ValueError(f"{where} asked outputs_of for {name!r}, which is not that program of "
-                       f"its frames (they run {list(programs)}): name it as its frame does")
+  for name, program, signature in asked:
+    if name not in programs or programs[name] != (program, signature):
+      raise ValueError(f"{where} asked outputs_of for {name!r} with a program or arguments that "
+                       f"its frames do not list so (they run {list(programs)}): name it as its "
+                       "frame does, with the same arguments")
   return video
