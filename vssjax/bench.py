@@ -65,7 +65,7 @@ from vssjax.methods import get_method, rounds
 from vssjax.methods.base import Method
 from vssjax.methods.backbones import COMPUTE_DTYPES
 from vssjax.methods.sliding_window import SlidingWindows, stitched_labels
-from vssjax.methods.streamed_frames import StreamedFrame, streamed_video
+from vssjax.methods.streamed_frames import StreamedFrame, StreamedVideo, streamed_video
 from vssjax.methods.variables_read import ProgramOnPart, laid_out
 from vssjax.train import loop
 from vssjax.train import step as step_lib
@@ -287,6 +287,13 @@ def _bench_streamed_frames(method: Method, variables, dtype: str, size: tuple[in
         if name not in profiled:
           profiled.add(name)
           profile(f"{name}_{dtype}", functools.partial(program, *args), program.executable)
+  return _video_average(video, timed, dtype, rows)
+
+
+def _video_average(video: StreamedVideo, timed: dict[str, Row], dtype: str, rows: list[Row]
+                   ) -> list[dict[str, Any]]:
+  """For a video of several kinds of frame (`timed`: their rows, by name), adds to `rows` its
+  average frame and returns each later frame's time as a share of the first's; [] for one."""
   in_video = [timed[frame.row] for frame in video.in_video]
   if len(in_video) < 2:
     return []

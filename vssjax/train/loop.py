@@ -222,7 +222,8 @@ def _check_resumed_settings(workdir: str, config: ConfigDict, step: int) -> None
         f"{accumulate} ({record}): it counts updates of {accumulate} steps, so "
         f"{config.optim.accumulate_steps} would read the learning-rate schedule at other steps. "
         f"Rerun with --config.optim.accumulate_steps={accumulate}, or train in a new --workdir "
-        f"(--config.init.workdir={workdir} starts from its variables)")
+        f"(--config.init.workdir={workdir} --config.init.config=<its config file> starts from "
+        "its variables)")
 
 
 def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
