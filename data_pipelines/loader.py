@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 
 import grain
@@ -145,6 +147,25 @@ def epoch_items(videos: dataset.VideoDataset, unit: str, split: str
           np.concatenate([np.asarray(frames, np.int64) for frames in labeled]))
 
 
+_watching_parent: list[threading.Thread] = []  # a worker's one watch (it may unpickle twice)
+
+
+def _exit_with_parent(parent: multiprocessing.process.BaseProcess) -> None:
+  """In a worker process: a daemon thread that waits for the parent process to end (the pipe
+  `parent.join` waits on closes with it, however it ends) and then ends this process at once,
+  as a worker left alone has nothing to do."""
+  if _watching_parent:
+    return
+
+  def watch():
+    parent.join()
+    os._exit(1)
+
+  _watching_parent.append(threading.Thread(target=watch, name="exit-with-parent", daemon=True))
+  _watching_parent[0].start()
+
+
+
 class _LocalBatchMap(grain.transforms.Map):
   """Batch number k -> this process's rows of global batch k, stacked.
 
@@ -179,11 +200,18 @@ class _LocalBatchMap(grain.transforms.Map):
     terminated unexpectedly" instead of checkpointing. Set here as Grain's DataLoader takes no
     worker initialiser, and a worker unpickles its operations first thing, in its main thread (a
     signal during its start-up, before that, still ends it).
+
+    So a worker outlives no training process: one killed (kill -9, the out-of-memory killer) or
+    ended by a signal outside its stop handler (a SIGTERM while it restores or evaluates) cannot
+    stop its workers, which would run on, holding the terminal's pipe and shared memory. Each
+    worker ends itself when its parent is gone (`_exit_with_parent`).
     """
     self.__dict__.update(state)
-    if multiprocessing.parent_process() is not None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
       signal.signal(signal.SIGINT, signal.SIG_IGN)
       signal.signal(signal.SIGTERM, signal.SIG_IGN)
+      _exit_with_parent(parent)
 
   def _item_at(self, position: int) -> tuple[int, int | None]:
     """(video, target frame or None) of stream position `position`."""

@@ -4,6 +4,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import grain
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 
 from data_pipelines import clip_sampling, dataset, eval_transforms, loader
 from data_pipelines.sources import base
+from tests.conftest import REPO
 from tests.data_pipelines import helpers
 from vssjax.errors import DataError, SetupError
 from vssjax.flow import FlowProvider
@@ -56,6 +60,51 @@ def test_worker_processes_give_the_same_batches_and_ignore_ctrl_c_and_sigterm(tm
   for got, want in zip(batches, expected, strict=True):
     for key in want:
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+_KILLED_TRAINER = """
+import multiprocessing, os, signal, sys
+from data_pipelines import loader
+from tests.data_pipelines import helpers
+from tests.data_pipelines.test_loader import CLIP3, ONE_SHARD
+cfg = helpers.data_config(sys.argv[1], backend="arrayrecord", num_workers=2)
+iterator = iter(loader.make_train_loader(cfg, CLIP3, seed=5, shard_options=ONE_SHARD))
+next(iterator), next(iterator)  # both workers set up
+print("workers", *[worker.pid for worker in multiprocessing.active_children()], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _ended(pid: int) -> bool:
+  """Whether process `pid` is gone or a zombie (ended, waiting for its new parent to reap it)."""
+  try:
+    with open(f"/proc/{pid}/stat") as stat:
+      return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+  except FileNotFoundError:
+    return True
+
+
+def test_worker_processes_end_with_a_killed_training_process(tmp_path):
+  """A training process killed outright (kill -9, the out-of-memory killer) cannot stop its
+  workers, which ignore Ctrl-C and SIGTERM: they end themselves when it is gone, rather than run
+  on holding the terminal's pipe and shared memory."""
+  output = tmp_path / "output.txt"  # a file: workers left running would hold a pipe open
+  with output.open("w") as stdout:
+    trainer = subprocess.run([sys.executable, "-c", _KILLED_TRAINER, str(tmp_path)],
+                             stdout=stdout, stderr=subprocess.STDOUT, cwd=REPO, timeout=120,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert trainer.returncode == -signal.SIGKILL, output.read_text()
+  said = [line.split()[1:] for line in output.read_text().splitlines()
+          if line.startswith("workers")]
+  workers = [int(pid) for pid in said[0]]
+  assert len(workers) == 2
+  deadline = time.monotonic() + 10
+  while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  left = [pid for pid in workers if not _ended(pid)]
+  for pid in left:  # not left running past the test
+    os.kill(pid, signal.SIGKILL)
+  assert not left
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -51,13 +51,20 @@ def layer_norm_epsilons(module: nn.Module, *args, **kwargs) -> dict[str, float]:
 
 
 def dropout_calls(apply) -> list[tuple[np.ndarray, np.ndarray]]:
-  """(input, output) of every `nn.Dropout` call that `apply()` makes, in order."""
-  calls = []
+  """(input, output) of every `nn.Dropout` call that `apply()` makes, in order (a subclass's, such
+  as `layers.Dropout`, once: not again for its call of `nn.Dropout.__call__`)."""
+  calls, inside = [], []
 
   def record(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
-      calls.append((np.asarray(args[0]), np.asarray(out)))
+    if (inside or not isinstance(context.module, nn.Dropout)
+        or context.method_name != "__call__"):
+      return next_fun(*args, **kwargs)
+    inside.append(context.module)
+    try:
+      out = next_fun(*args, **kwargs)
+    finally:
+      inside.pop()
+    calls.append((np.asarray(args[0]), np.asarray(out)))
     return out
 
   with nn.intercept_methods(record):

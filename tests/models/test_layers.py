@@ -3,6 +3,7 @@ import functools
 import math
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,13 +12,14 @@ import torch
 
 from tests.conftest import assert_each_gradient_close, random_model_variables
 from tests.models.helpers import TINY_MIT, assert_torch_default_init
-from vssjax.models.layers import (BatchNorm, DepthwiseConv, DepthwiseWeights, DropPath,
-                                  cosine_similarity, dense_init, depthwise_conv, dropout2d,
-                                  flatten_time, l2_normalize, normalize_images, torch_bias_init,
-                                  torch_kernel_init)
+from vssjax.models.layers import (BatchNorm, Conv, Dense, DepthwiseConv, DepthwiseWeights,
+                                  DropPath, cosine_similarity, dense_init, depthwise_conv,
+                                  dropout2d, flatten_time, l2_normalize, normalize_images,
+                                  torch_bias_init, torch_default_init, torch_kernel_init)
 from vssjax.models.mit import mit
 from vssjax.models.mobilenet_v2 import MobileNetV2
 from vssjax.models.resnet import resnet
+from vssjax.ops import conv as conv_ops
 
 
 def test_flatten_time_is_clip_major():
@@ -134,6 +136,25 @@ def test_dropout2d_drops_whole_channels_of_each_sample():
   np.testing.assert_array_equal(dropout2d(0.5).apply({}, x, deterministic=True), x)
 
 
+def test_dropout2d_scales_bfloat16_in_float32_and_float32_as_flax():
+  """torch's kernel scales a bf16 map in float32: x / 0.9 rounded once (Flax's own `nn.Dropout`
+  divides by 0.9 in bf16, 0.8984375: kept values 0.18% too large). float32 maps and the draws
+  are `nn.Dropout`'s, so a float32 run trains as before."""
+  x = jnp.asarray(1 + np.random.default_rng(0).random((4, 3, 3, 32)), jnp.float32)
+  key = {"dropout": jax.random.key(0)}
+  flax_dropout = nn.Dropout(0.1, broadcast_dims=(-3, -2))
+  np.testing.assert_array_equal(dropout2d(0.1).apply({}, x, deterministic=False, rngs=key),
+                                flax_dropout.apply({}, x, deterministic=False, rngs=key))
+  x = x.astype(jnp.bfloat16)
+  out = dropout2d(0.1).apply({}, x, deterministic=False, rngs=key)
+  kept = out != 0
+  assert out.dtype == jnp.bfloat16 and 0 < kept.mean() < 1
+  np.testing.assert_array_equal(
+      kept, flax_dropout.apply({}, x, deterministic=False, rngs=key) != 0)
+  expected = (x.astype(jnp.float32) / np.float32(0.9)).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(out[kept], expected[kept])
+
+
 def test_drop_path_keeps_or_drops_whole_samples_and_rescales():
   x = jnp.ones((64, 2, 2, 3))
   out = DropPath(0.5).apply({}, x, train=True, rngs={"dropout": jax.random.key(0)})
@@ -167,6 +188,67 @@ def test_drop_path_scales_as_torchs_division_by_the_keep_probability():
   assert 40 < kept.sum() < 64
   expected = (x.astype(jnp.float32) * (np.float32(1) / np.float32(0.9))).astype(jnp.bfloat16)
   np.testing.assert_array_equal(out[kept], expected[kept])
+
+
+class _Named(nn.Module):
+  """A layer `make(name)` of a compact method, its name given, then one assigned in `setup`."""
+  make: object
+
+  def setup(self):
+    self.second = self.make(None)
+
+  def __call__(self, x):
+    return self.second(self.first(x))
+
+  @nn.compact
+  def first(self, x):
+    return self.make("first")(x)
+
+
+# Flax's layers as vssjax ran them before `WithBias` (kernel == stride convs as matmuls).
+_FLAX_CONV = functools.partial(nn.Conv, conv_general_dilated=conv_ops.conv_general_dilated)
+_LAYERS = {
+    "dense": (lambda ours: functools.partial(Dense if ours else nn.Dense, 6,
+                                             **torch_default_init(6))),
+    "conv3x3": (lambda ours: functools.partial(Conv if ours else _FLAX_CONV, 6, (3, 3),
+                                               **torch_default_init(54))),
+    "conv1x1": (lambda ours: functools.partial(Conv if ours else _FLAX_CONV, 6, (1, 1),
+                                               bias_init=torch_bias_init(6))),
+}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("layer", sorted(_LAYERS))
+def test_conv_and_dense_are_flaxs_layers_with_their_bias_added_by_add_bias(layer, dtype):
+  """`Conv` and `Dense` (a bias-free Flax layer in `WithBias`) have Flax's parameter tree and
+  initial values, named in a compact method or assigned in `setup`, and its outputs."""
+  ours, flax_layer = (functools.partial(_LAYERS[layer](o), dtype=dtype) for o in (True, False))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 5, 6)), jnp.float32)
+  variables = _Named(lambda name: ours(name=name)).init(jax.random.key(1), x)
+  expected = _Named(lambda name: flax_layer(name=name)).init(jax.random.key(1), x)
+  assert jax.tree.structure(variables) == jax.tree.structure(expected)
+  for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(got, want)
+  out = _Named(lambda name: ours(name=name)).apply(variables, x)
+  assert out.dtype == dtype
+  np.testing.assert_array_equal(out, _Named(lambda name: flax_layer(name=name)).apply(expected, x))
+
+
+@pytest.mark.parametrize("layer", sorted(_LAYERS))
+def test_a_bfloat16_layers_bias_gradient_is_summed_in_float32(layer):
+  """Over 65536 output pixels a bf16 sum of the bias's gradient stops near 16384
+  (`ops.mixed_precision.add_bias`); ours is the exact sum of the (bf16) cotangents, rounded once
+  to bf16."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 128, 128, 6)), jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, (4, 128, 128, 6)),
+                        jnp.float32)
+  module = _LAYERS[layer](True)(dtype=jnp.bfloat16)
+  params = module.init(jax.random.key(0), x)
+  loss = lambda p: jnp.sum(module.apply(p, x).astype(jnp.float32) * weights)
+  grad = jax.jit(jax.grad(loss))(params)["params"]["bias"]
+  assert grad.dtype == jnp.float32
+  exact = np.asarray(weights.astype(jnp.bfloat16), np.float64).sum((0, 1, 2))
+  np.testing.assert_allclose(grad, exact, rtol=2 ** -8)
 
 
 @pytest.mark.parametrize("torch_layer, kernel_shape", [

@@ -33,7 +33,7 @@ from vssjax.ops.resize import resize_bilinear
 kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def _conv1x1(features: int, *, bias: bool, dtype: Dtype, name: str) -> nn.Conv:
+def _conv1x1(features: int, *, bias: bool, dtype: Dtype, name: str) -> nn.Module:
   return Conv(features, (1, 1), use_bias=bias, kernel_init=kaiming_fan_in, dtype=dtype,
               name=name)
 

@@ -23,10 +23,10 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, DepthwiseConv, DepthwiseWeights,
-                                  cosine_similarity, dense_init, depthwise_conv, dropout2d,
-                                  flatten_time, gelu, inner_product, l2_normalize, layer_norm,
-                                  torch_default_init, TORCH_LAYER_NORM_EPS)
+from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, Dense, DepthwiseConv,
+                                  DepthwiseWeights, cosine_similarity, dense_init, depthwise_conv,
+                                  dropout2d, flatten_time, gelu, inner_product, l2_normalize,
+                                  layer_norm, torch_default_init, TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.attention import dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
@@ -58,9 +58,9 @@ def _dwconv_weights(size: int, channels: int, name: str) -> tuple[jax.Array, jax
   return DepthwiseWeights((size, size), **torch_default_init(size * size), name=name)(channels)
 
 
-def _dense(features: int, fan_in: int, dtype: Dtype, name: str | None = None) -> nn.Dense:
+def _dense(features: int, fan_in: int, dtype: Dtype, name: str | None = None) -> nn.Module:
   """A Dense initialised as torch's nn.Linear (LTEM's Linears have no init hook)."""
-  return nn.Dense(features, **torch_default_init(fan_in), dtype=dtype, name=name)
+  return Dense(features, **torch_default_init(fan_in), dtype=dtype, name=name)
 
 
 def normalized_dot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -282,8 +282,8 @@ class GTEM(nn.Module):
     dim = x.shape[-1]
     fcc = self.param("FCC", dense_init, (1, 1, self.num_classes, dim))
     vcc = self.param("VCC", dense_init, (1, self.num_classes, dim))
-    q = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="q")(x)
-    k = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="k")(fcc[0, 0])
+    q = Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="q")(x)
+    k = Dense(dim, kernel_init=dense_init, dtype=self.dtype, name="k")(fcc[0, 0])
     # float32 scores, as every attention's (docs/deviations.md, "bf16 is an option").
     class_logits = float32_product(functools.partial(jnp.einsum, "bhwc,nc->bhwn"), q, k)
     class_logits = class_logits * jnp.float32(dim ** -0.5)

@@ -21,7 +21,7 @@ import numpy as np
 
 from vssjax.ops import conv as conv_ops
 from vssjax.ops import depthwise as depthwise_ops
-from vssjax.ops.mixed_precision import float32_product
+from vssjax.ops.mixed_precision import add_bias, float32_product
 
 Initializer = Callable[..., jax.Array]
 
@@ -62,9 +62,46 @@ def torch_default_init(fan_in: int) -> dict[str, Initializer]:
   return {"kernel_init": torch_kernel_init, "bias_init": torch_bias_init(fan_in)}
 
 
-# `nn.Conv` whose kernel == stride convolutions (1x1, patchify) run as reshape + matmul, 2.5x faster
-# on XLA:CPU (vssjax/ops/conv.py); same parameters and call signature. Every conv in vssjax uses it.
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_ops.conv_general_dilated)
+class WithBias(nn.Module):
+  """A bias-free `nn.Dense` or `nn.Conv` (`layer`) and its bias, added by `add_bias`: in bf16 the
+  bias's gradient is summed in float32 (`ops.mixed_precision`), which Flax's own bias add does not
+  do. The bias is declared in the layer's own scope (`nn.share_scope`), after its kernel, so the
+  parameters are those of the layer with `use_bias=True`: the same tree, checkpoints and initial
+  values. Built by `Conv` and `Dense`; unnamed in a compact method it would be `WithBias_<i>`, not
+  `Conv_<i>`, so every one is named (or assigned in `setup`)."""
+  layer: nn.Module
+  bias_init: Initializer = nn.initializers.zeros
+
+  def setup(self):
+    nn.share_scope(self, self.layer)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = self.layer(x)
+    return add_bias(y, self.param("bias", self.bias_init, y.shape[-1:]))
+
+
+def Conv(features: int, kernel_size, *, use_bias: bool = True,  # pylint: disable=invalid-name
+         bias_init: Initializer = nn.initializers.zeros, name: str | None = None,
+         **conv_kwargs) -> nn.Module:
+  """`nn.Conv(features, kernel_size, ...)` as every conv in vssjax runs: kernel == stride
+  convolutions (1x1, patchify) as reshape + matmul, 2.5x faster on XLA:CPU (vssjax/ops/conv.py),
+  and its bias through `WithBias`. Same parameters and arguments as `nn.Conv`."""
+  conv = functools.partial(nn.Conv, features, kernel_size,
+                           conv_general_dilated=conv_ops.conv_general_dilated, **conv_kwargs)
+  if not use_bias:
+    return conv(use_bias=False, name=name)
+  return WithBias(conv(use_bias=False, parent=None), bias_init, name=name)
+
+
+def Dense(features: int, *, use_bias: bool = True,  # pylint: disable=invalid-name
+          bias_init: Initializer = nn.initializers.zeros, name: str | None = None,
+          **dense_kwargs) -> nn.Module:
+  """`nn.Dense(features, ...)` with its bias through `WithBias`; same parameters and arguments."""
+  if not use_bias:
+    return nn.Dense(features, use_bias=False, name=name, **dense_kwargs)
+  return WithBias(nn.Dense(features, use_bias=False, parent=None, **dense_kwargs), bias_init,
+                  name=name)
 
 
 def normalize_images(frames: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:
@@ -220,7 +257,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
   else:
     raise ValueError(f"unknown depthwise conv impl {impl!r}")
-  return y if bias is None else y + bias.astype(dtype)
+  return y if bias is None else add_bias(y, bias)
 
 
 class BatchNorm(nn.Module):
@@ -317,12 +354,26 @@ class LinearWeights(nn.Module):
     return kernel, bias
 
 
-def dropout2d(rate: float, name: str | None = None) -> nn.Dropout:
+class Dropout(nn.Dropout):
+  """`nn.Dropout` whose kept values are scaled in float32 and rounded once to the input's dtype:
+  Flax's divides a bf16 input by the keep probability in bf16 (0.9 is 0.8984375 there: every kept
+  value 0.18% too large), where torch's kernel scales in float32, as `DropPath` does. The same
+  draws; float32 inputs give what `nn.Dropout` gives. Named after its parent class, so unnamed in
+  a compact method it is `Dropout_<i>`, with the same random stream as before."""
+
+  def __call__(self, inputs: jax.Array, deterministic: bool | None = None,
+               rng: jax.Array | None = None) -> jax.Array:
+    if nn.merge_param("deterministic", self.deterministic, deterministic) or self.rate == 0:
+      return inputs
+    compute = jnp.promote_types(inputs.dtype, jnp.float32)
+    return super().__call__(inputs.astype(compute), deterministic, rng).astype(inputs.dtype)
+
+
+def dropout2d(rate: float, name: str | None = None) -> Dropout:
   """torch's `nn.Dropout2d` on NHWC maps: one keep/drop decision per (sample, channel), shared
-  over H and W ('dropout' rng). A plain `nn.Dropout` (no parameters), so named as before: in
-  compact methods `name` None gives Flax's automatic `Dropout_<i>`, and with it the same random
-  stream."""
-  return nn.Dropout(rate, broadcast_dims=(-3, -2), name=name)
+  over H and W ('dropout' rng). No parameters, so named as before: in compact methods `name` None
+  gives Flax's automatic `Dropout_<i>`, and with it the same random stream."""
+  return Dropout(rate, broadcast_dims=(-3, -2), name=name)
 
 
 # `jax.checkpoint_policies` that `model.remat` may name: what a block keeps of its forward pass

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vssjax.errors import SetupError
-from vssjax.models.layers import (Conv, DepthwiseConv, DropPath, conv_init, dense_init, gelu,
-                                  layer_norm, remat_policy, run_block, TORCH_LAYER_NORM_EPS)
+from vssjax.models.layers import (Conv, Dense, DepthwiseConv, DropPath, conv_init, dense_init,
+                                  gelu, layer_norm, remat_policy, run_block, TORCH_LAYER_NORM_EPS)
 from vssjax.ops.attention import dot_product_attention
 
 
@@ -42,8 +42,8 @@ PATCH_EMBED_EPS = TORCH_LAYER_NORM_EPS
 BLOCK_EPS = 1e-6  # set by the release, in every block and after every stage
 
 
-def _dense(features: int, dtype: Dtype, name: str) -> nn.Dense:
-  return nn.Dense(features, kernel_init=dense_init, dtype=dtype, name=name)
+def _dense(features: int, dtype: Dtype, name: str) -> nn.Module:
+  return Dense(features, kernel_init=dense_init, dtype=dtype, name=name)
 
 
 class OverlapPatchEmbed(nn.Module):

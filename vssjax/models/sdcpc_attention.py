@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vssjax.models.layers import dense_init
+from vssjax.models.layers import Dense, dense_init
 from vssjax.ops.attention import dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
 
@@ -162,7 +162,7 @@ class CrossAttention(nn.Module):
     dim = queries.shape[-1]
 
     def dense(name):
-      return nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype, name=name)
+      return Dense(dim, kernel_init=dense_init, dtype=self.dtype, name=name)
 
     q, k, v = dense("q")(queries), dense("k")(context), dense("v")(context)
     if self.window:

@@ -36,8 +36,8 @@ from flax.typing import Dtype
 import jax
 import jax.numpy as jnp
 
-from vssjax.models.layers import (Conv, cosine_similarity, dense_init, dropout2d, l2_normalize,
-                                  layer_norm, TORCH_LAYER_NORM_EPS)
+from vssjax.models.layers import (Conv, Dense, cosine_similarity, dense_init, dropout2d,
+                                  l2_normalize, layer_norm, TORCH_LAYER_NORM_EPS)
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerBranch
@@ -78,7 +78,7 @@ class SSEA(nn.Module):
     frames, height, width, dim = x.shape
     tokens = []
     for level in self.levels:
-      projected = nn.Dense(dim, kernel_init=dense_init, dtype=self.dtype,
+      projected = Dense(dim, kernel_init=dense_init, dtype=self.dtype,
                            name=f"level_proj_{level + 1}")(features[level])
       for size in self.pool_sizes:
         tokens.append(adaptive_avg_pool(projected, size).reshape((frames, size * size, dim)))
@@ -147,7 +147,8 @@ class DSSA(nn.Module):
     alpha = self.param("gate_alpha", nn.initializers.ones, (1,))
     beta = self.param("gate_beta", nn.initializers.zeros, (1,))
     gate = jax.nn.sigmoid(alpha * static_difference(target, refs).mean(axis=1) + beta)
-    return x + gate[..., None].astype(fine.dtype) * fine
+    # In float32, rounded once: the gate's gradient sums over the channels, in bf16 otherwise.
+    return x + (gate[..., None] * fine.astype(jnp.float32)).astype(fine.dtype)
 
 
 class SDCPCHead(SegFormerBranch, nn.Module):
@@ -184,8 +185,8 @@ class SDCPCHead(SegFormerBranch, nn.Module):
                      difference_gate=self.dssa_difference_gate)
     self.dropout = dropout2d(self.dropout_rate)
     self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
-    self.projector_fc1 = nn.Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
-    self.projector_fc2 = nn.Dense(self.embedding_dim, kernel_init=dense_init, dtype=self.dtype)
+    self.projector_fc1 = Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
+    self.projector_fc2 = Dense(self.embedding_dim, kernel_init=dense_init, dtype=self.dtype)
 
   def __call__(self, features: Sequence[jax.Array], *, train: bool) -> dict[str, jax.Array]:
     out, fused, frames = self.segformer_branch(features, train=train)
