@@ -835,25 +835,35 @@ class _RecordingSummaryWriter:
 
 
 def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config, tmp_path,
-                                                                   monkeypatch):
+                                                                   monkeypatch, capsys):
   """A run killed (kill -9, an OOM) after its last checkpoint has logged, and maybe evaluated,
   steps that the resume trains again: metrics.jsonl read 1 2 3 4 3 4 and eval_history.jsonl held
   step 3 twice. A line cut short by the kill is dropped too (it would not parse). TensorBoard
   is told to hide the killed run's values from step 3 on (its purge step). So does a fresh start
-  after a run killed before its first checkpoint (it read 1 2 1 2)."""
+  after a run killed before its first checkpoint (it read 1 2 1 2). Each run says what it
+  dropped, and a resume from an evaluation step whose evaluation the history lacks (a run killed
+  during it, after saving its step) says how to make it."""
   monkeypatch.setitem(sys.modules, "tensorboardX",
                       types.SimpleNamespace(SummaryWriter=_RecordingSummaryWriter))
   monkeypatch.setattr(_RecordingSummaryWriter, "made", [])
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
+  quick_config.train.eval_every = 2
   quick_config.eval.max_videos = 1
   (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "lo')
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=2)
+  assert "metrics.jsonl: 2 lines logged after step 0 dropped" in capsys.readouterr().out
   assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
       1, 2]
+  (tmp_path / "eval_history.jsonl").write_text("")  # killed during step 2's evaluation
   for log in ("metrics.jsonl", "eval_history.jsonl"):  # what the killed run wrote after step 2
     with (tmp_path / log).open("a") as f:
       f.write('{"step": 3, "loss": 9.0}\n{"step": 4, "lo')
   loop.train_and_evaluate(quick_config, str(tmp_path))
+  said = capsys.readouterr().out
+  for log in ("metrics.jsonl", "eval_history.jsonl"):
+    assert f"{log}: 2 lines logged after step 2 dropped: this run trains from step 2" in said
+  assert ("step 2's evaluation is not in eval_history.jsonl (the run ended during it): "
+          "--mode=eval --step=2 evaluates it") in said
   assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
       1, 2, 3, 4]
   assert 9.0 not in logged_losses(tmp_path).values()

@@ -36,9 +36,12 @@ def check_finite(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
       if name in metrics and not np.isfinite(metrics[name]):
         raise TrainingDiverged(
             f"non-finite {name} {metrics[name]} at step {step}; stopping before any checkpoint "
-            "holds it (those saved before are intact). Resuming repeats the same steps: lower "
-            "optim.lr or set optim.grad_clip_norm first (or, in a method of one's own, look for "
-            "a log or division of zero in its loss)")
+            "holds it (those saved before are intact). Resuming repeats the same steps: resume "
+            "with a lower optim.lr, or start a new --workdir from this one's variables with "
+            "optim.grad_clip_norm set (--config.init.workdir=<this workdir> "
+            "--config.init.config=<its config file>; clipping adds to the optimizer's state, "
+            "which a resume keeps), or, in a method of one's own, look for a log or division of "
+            "zero in its loss")
   return host
 
 

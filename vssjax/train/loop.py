@@ -9,6 +9,7 @@ at `train.eval_every` and at the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -397,18 +398,35 @@ def _variables_of_run(init: ConfigDict) -> dict[str, Any] | None:
 def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: bool) -> None:
   """Process 0 makes the workdir's records those of a run from step `start`: a run drops the
   logged steps it trains again (all of them in a fresh start after a run killed before its first
-  checkpoint), and one that trains records its config. Called only once the state is restored: a
-  failed restore keeps the record of what was trained."""
+  checkpoint), and says so, and one that trains records its config. Called only once the state is
+  restored: a failed restore keeps the record of what was trained. A resume from an evaluation
+  step's checkpoint whose evaluation is not in the history (a run killed during it: its step is
+  saved first) says how to make it."""
   if jax.process_index() != 0:
     return
   for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
-    drop_lines_after_step(epath.Path(workdir) / log, start)
+    dropped = drop_lines_after_step(epath.Path(workdir) / log, start)
+    if dropped:
+      print(f"{log}: {dropped} line{'s' if dropped > 1 else ''} logged after step {start} "
+            f"dropped: this run trains from step {start}", flush=True)
+  every = config.train.eval_every
+  if (resumed and every and start % every == 0 and start < config.train.steps
+      and start not in _evaluated_steps(workdir)):
+    print(f"step {start}'s evaluation is not in {report.HISTORY} (the run ended during it): "
+          f"--mode=eval --step={start} evaluates it", flush=True)
   # Rewritten only by a run that trains: one whose train.steps are at or below the checkpoint's
   # only evaluates it, and config.json keeps what it was trained with.
   if start < config.train.steps:
     if resumed:
       config_record.keep_record_of_changed_config(workdir, config, start)
     configs_lib.write_record(config, workdir)
+
+
+def _evaluated_steps(workdir: str) -> set[int]:
+  """The steps of the evaluations in the workdir's history (`report.HISTORY`)."""
+  path = epath.Path(workdir) / report.HISTORY
+  lines = path.read_text().splitlines() if path.exists() else []
+  return {json.loads(line)["step"] for line in lines}
 
 
 def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, state: TrainState,

@@ -17,16 +17,17 @@ from etils import epath
 from vssjax.files import write_text_whole
 
 
-def drop_lines_after_step(path: epath.Path, step: int) -> None:
+def drop_lines_after_step(path: epath.Path, step: int) -> int:
   """Removes from the JSON-lines file `path` the lines of steps after `step`, and a line cut short:
   a run resuming from the checkpoint of `step` trains (and evaluates) those steps again, and
   their lines from the run that was killed before its next checkpoint would otherwise appear
-  twice (a curve that jumps back: 1 2 3 4 3 4 5 6), or not parse."""
+  twice (a curve that jumps back: 1 2 3 4 3 4 5 6), or not parse. Returns how many it removed."""
   if not path.exists():
-    return
+    return 0
   logged = path.read_text()
+  lines = logged.splitlines()
   kept = []
-  for line in logged.splitlines():
+  for line in lines:
     try:
       if json.loads(line)["step"] <= step:
         kept.append(line)
@@ -35,6 +36,7 @@ def drop_lines_after_step(path: epath.Path, step: int) -> None:
   text = "".join(line + "\n" for line in kept)
   if text != logged:
     write_text_whole(path, text)  # a kill mid-rewrite would lose the log
+  return len(lines) - len(kept)
 
 
 class MetricWriter:
