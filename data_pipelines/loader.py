@@ -147,7 +147,7 @@ def epoch_items(videos: dataset.VideoDataset, unit: str, split: str
           np.concatenate([np.asarray(frames, np.int64) for frames in labeled]))
 
 
-_watching_parent: list[threading.Thread] = []  # a worker's one watch (it may unpickle twice)
+_watching_parent: list[threading.Thread] = []  # one watch per worker process
 
 
 def _exit_with_parent(parent: multiprocessing.process.BaseProcess) -> None:

@@ -234,18 +234,30 @@ def test_conv_and_dense_are_flaxs_layers_with_their_bias_added_by_add_bias(layer
   np.testing.assert_array_equal(out, _Named(lambda name: flax_layer(name=name)).apply(expected, x))
 
 
+def test_conv_and_dense_take_flaxs_positional_arguments_and_param_dtype():
+  x = jnp.ones((1, 8, 8, 3))
+  for ours, flax_layer in ((Conv, _FLAX_CONV), (Dense, nn.Dense)):
+    args = (4, (3, 3), 2) if ours is Conv else (4,)  # features, kernel size, strides
+    ours, flax_layer = (make(*args, param_dtype=jnp.bfloat16, name="layer")
+                        for make in (ours, flax_layer))
+    variables, expected = (layer.init(jax.random.key(0), x) for layer in (ours, flax_layer))
+    assert (jax.tree.map(lambda a: (a.shape, a.dtype), variables)
+            == jax.tree.map(lambda a: (a.shape, a.dtype), expected))
+    np.testing.assert_array_equal(ours.apply(variables, x), flax_layer.apply(expected, x))
+
+
 @pytest.mark.parametrize("layer", sorted(_LAYERS))
 def test_a_bfloat16_layers_bias_gradient_is_summed_in_float32(layer):
-  """Over 65536 output pixels a bf16 sum of the bias's gradient stops near 16384
-  (`ops.mixed_precision.add_bias`); ours is the exact sum of the (bf16) cotangents, rounded once
-  to bf16."""
+  """Over 65536 output pixels a bf16 sum of the bias's gradient ends far off (8192 for a sum near
+  65536 on XLA:CPU, `ops.mixed_precision.add_bias`); ours is the exact sum of the layer's (bf16)
+  cotangents, rounded once to bf16. Compiled as in a training step: everything an argument."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 128, 128, 6)), jnp.float32)
   weights = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, (4, 128, 128, 6)),
                         jnp.float32)
   module = _LAYERS[layer](True)(dtype=jnp.bfloat16)
   params = module.init(jax.random.key(0), x)
-  loss = lambda p: jnp.sum(module.apply(p, x).astype(jnp.float32) * weights)
-  grad = jax.jit(jax.grad(loss))(params)["params"]["bias"]
+  loss = lambda p, x, weights: jnp.sum(module.apply(p, x).astype(jnp.float32) * weights)
+  grad = jax.jit(jax.grad(loss))(params, x, weights)["params"]["bias"]
   assert grad.dtype == jnp.float32
   exact = np.asarray(weights.astype(jnp.bfloat16), np.float64).sum((0, 1, 2))
   np.testing.assert_allclose(grad, exact, rtol=2 ** -8)

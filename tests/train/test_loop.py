@@ -861,9 +861,9 @@ def test_a_resume_drops_the_log_lines_of_the_steps_it_trains_again(quick_config,
   loop.train_and_evaluate(quick_config, str(tmp_path))
   said = capsys.readouterr().out
   for log in ("metrics.jsonl", "eval_history.jsonl"):
-    assert f"{log}: 2 lines logged after step 2 dropped: this run trains from step 2" in said
-  assert ("step 2's evaluation is not in eval_history.jsonl (the run ended during it): "
-          "--mode=eval --step=2 evaluates it") in said
+    assert f"{log}: 2 lines logged after step 2 dropped: this run starts from step 2" in said
+  assert ("step 2 is an evaluation step (train.eval_every=2) that eval_history.jsonl has no "
+          "evaluation of: --mode=eval --step=2 makes it") in said
   assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
       1, 2, 3, 4]
   assert 9.0 not in logged_losses(tmp_path).values()

@@ -71,6 +71,7 @@ class WithBias(nn.Module):
   `Conv_<i>`, so every one is named (or assigned in `setup`)."""
   layer: nn.Module
   bias_init: Initializer = nn.initializers.zeros
+  param_dtype: Dtype = jnp.float32
 
   def setup(self):
     nn.share_scope(self, self.layer)
@@ -78,30 +79,36 @@ class WithBias(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.layer(x)
-    return add_bias(y, self.param("bias", self.bias_init, y.shape[-1:]))
+    return add_bias(y, self.param("bias", self.bias_init, y.shape[-1:], self.param_dtype))
 
 
-def Conv(features: int, kernel_size, *, use_bias: bool = True,  # pylint: disable=invalid-name
+def Conv(features: int, kernel_size, *args, use_bias: bool = True,  # pylint: disable=invalid-name
          bias_init: Initializer = nn.initializers.zeros, name: str | None = None,
          **conv_kwargs) -> nn.Module:
   """`nn.Conv(features, kernel_size, ...)` as every conv in vssjax runs: kernel == stride
   convolutions (1x1, patchify) as reshape + matmul, 2.5x faster on XLA:CPU (vssjax/ops/conv.py),
-  and its bias through `WithBias`. Same parameters and arguments as `nn.Conv`."""
-  conv = functools.partial(nn.Conv, features, kernel_size,
+  and its bias through `WithBias`. Same arguments and parameters as `nn.Conv`; name it (or assign
+  it in `setup`), as `WithBias` says."""
+  conv = functools.partial(nn.Conv, features, kernel_size, *args,
                            conv_general_dilated=conv_ops.conv_general_dilated, **conv_kwargs)
-  if not use_bias:
-    return conv(use_bias=False, name=name)
-  return WithBias(conv(use_bias=False, parent=None), bias_init, name=name)
+  return _with_bias(conv, use_bias, bias_init, name, conv_kwargs)
 
 
-def Dense(features: int, *, use_bias: bool = True,  # pylint: disable=invalid-name
+def Dense(features: int, *args, use_bias: bool = True,  # pylint: disable=invalid-name
           bias_init: Initializer = nn.initializers.zeros, name: str | None = None,
           **dense_kwargs) -> nn.Module:
-  """`nn.Dense(features, ...)` with its bias through `WithBias`; same parameters and arguments."""
+  """`nn.Dense(features, ...)` with its bias through `WithBias`; same arguments and parameters;
+  name it (or assign it in `setup`)."""
+  return _with_bias(functools.partial(nn.Dense, features, *args, **dense_kwargs), use_bias,
+                    bias_init, name, dense_kwargs)
+
+
+def _with_bias(layer: Callable[..., nn.Module], use_bias: bool, bias_init: Initializer,
+               name: str | None, kwargs: dict) -> nn.Module:
   if not use_bias:
-    return nn.Dense(features, use_bias=False, name=name, **dense_kwargs)
-  return WithBias(nn.Dense(features, use_bias=False, parent=None, **dense_kwargs), bias_init,
-                  name=name)
+    return layer(use_bias=False, name=name)
+  return WithBias(layer(use_bias=False, parent=None), bias_init,
+                  kwargs.get("param_dtype", jnp.float32), name=name)
 
 
 def normalize_images(frames: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:

@@ -400,20 +400,22 @@ def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: boo
   logged steps it trains again (all of them in a fresh start after a run killed before its first
   checkpoint), and says so, and one that trains records its config. Called only once the state is
   restored: a failed restore keeps the record of what was trained. A resume from an evaluation
-  step's checkpoint whose evaluation is not in the history (a run killed during it: its step is
-  saved first) says how to make it."""
+  step's checkpoint whose evaluation is not in the history (a run killed during it, as its step is
+  saved first; one stopped at that step; an `eval_every` changed since) says how to make it."""
   if jax.process_index() != 0:
     return
   for log in ("metrics.jsonl", report.HISTORY):  # the steps this run trains again
     dropped = drop_lines_after_step(epath.Path(workdir) / log, start)
     if dropped:
       print(f"{log}: {dropped} line{'s' if dropped > 1 else ''} logged after step {start} "
-            f"dropped: this run trains from step {start}", flush=True)
+            f"dropped: this run starts from step {start}", flush=True)
   every = config.train.eval_every
   if (resumed and every and start % every == 0 and start < config.train.steps
       and start not in _evaluated_steps(workdir)):
-    print(f"step {start}'s evaluation is not in {report.HISTORY} (the run ended during it): "
-          f"--mode=eval --step={start} evaluates it", flush=True)
+    print(f"step {start} is an evaluation step (train.eval_every={every}) that {report.HISTORY} "
+          f"has no evaluation of: --mode=eval --step={start} makes it while the workdir keeps its "
+          f"checkpoint (the last train.keep_checkpoints={config.train.keep_checkpoints})",
+          flush=True)
   # Rewritten only by a run that trains: one whose train.steps are at or below the checkpoint's
   # only evaluates it, and config.json keeps what it was trained with.
   if start < config.train.steps:
