@@ -21,7 +21,7 @@ from vssjax.errors import SetupError, TrainingDiverged
 from vssjax.train import checkpoint, init_from, log_lines, loop
 from vssjax.train.checkpoint import Checkpointer
 from vssjax.train.preemption import StopSignal, stop_request_signal
-from vssjax.train.optimizer import make_optimizer
+from vssjax.train.optimizer import lr_schedule, make_optimizer
 
 pytestmark = pytest.mark.slow
 
@@ -294,10 +294,16 @@ def test_a_resume_with_changed_settings_lists_them_and_keeps_the_earlier_record(
   (tmp_path / "config.json").write_text(json.dumps({**record, "train": {**record["train"],
                                                                         "log_every": 5}}))
   quick_config.train.log_every = 3
+  quick_config.train.steps = 8  # the schedule's length is the program's argument: no recompile
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
   out = capsys.readouterr().out
-  assert "resuming at step 2 with changed config field" in out
+  assert "resuming at step 2 with changed config fields" in out
   assert "  train.log_every: 2 -> 3" in out
+  now, then = (float(lr_schedule(quick_config.optim, steps, quick_config.optim.lr)(2))
+               for steps in (8, 4))
+  assert now > then  # the poly schedule's rate at step 3 over 8 steps, against over 4
+  assert (f"train.steps 4 -> 8: the learning-rate schedule runs over 8 steps now, step 3 at lr "
+          f"{now:.4g} (at {then:.4g} over 4)") in out
 
 
 def _diverge_at_step_1(monkeypatch):

@@ -39,7 +39,7 @@ from vssjax.train.log_lines import LogLines
 from vssjax.train.metric_writer import MetricWriter, drop_lines_after_step
 from vssjax.train.preemption import StopSignal
 from vssjax.train.profiling import StepProfiler, check_profile_steps
-from vssjax.train.optimizer import check_counts, make_optimizer, optimizer_for
+from vssjax.train.optimizer import check_counts, lr_schedule, make_optimizer, optimizer_for
 from vssjax.train.state import TrainState
 from vssjax.train.workdir import (check_trained_workdir, check_workdir_to_evaluate,
                                  workdir_for_this_run, workdir_lock)
@@ -409,6 +409,8 @@ def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: boo
     if dropped:
       print(f"{log}: {dropped} line{'s' if dropped > 1 else ''} logged after step {start} "
             f"dropped: this run starts from step {start}", flush=True)
+  if resumed and start < config.train.steps:
+    _say_longer_schedule(config, workdir, start)
   every = config.train.eval_every
   if (resumed and every and start % every == 0 and start < config.train.steps
       and start not in _evaluated_steps(workdir)):
@@ -422,6 +424,20 @@ def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: boo
     if resumed:
       config_record.keep_record_of_changed_config(workdir, config, start)
     configs_lib.write_record(config, workdir)
+
+
+def _say_longer_schedule(config: ConfigDict, workdir: str, start: int) -> None:
+  """A resume with another `train.steps` (listed among the changed fields) reads the learning-rate
+  schedule over the new length from its next step on: the rate there, against the recorded
+  length's (with this run's other `optim` settings), as a poly schedule jumps with it."""
+  recorded = (configs_lib.read_record(workdir, start) or {}).get("train", {}).get("steps")
+  total = config.train.steps
+  if recorded is None or recorded == total:
+    return
+  now, then = (float(lr_schedule(config.optim, steps, config.optim.lr)(start))
+               for steps in (total, recorded))
+  print(f"train.steps {recorded} -> {total}: the learning-rate schedule runs over {total} steps "
+        f"now, step {start + 1} at lr {now:.4g} (at {then:.4g} over {recorded})", flush=True)
 
 
 def _evaluated_steps(workdir: str) -> set[int]:

@@ -64,6 +64,13 @@ def param_group_labels(params: Any, groups: tuple) -> Any:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def lr_schedule(optim: ConfigDict, total_steps: int | jax.Array, base_lr: float
+                ) -> Callable[[jax.Array], jax.Array]:
+  """`optim`'s learning rate from `base_lr` over `total_steps` train steps, at a 0-based step."""
+  return poly_warmup_schedule(base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
+                              optim.power, optim.min_lr, optim.poly_after_warmup)
+
+
 def make_optimizer(optim: ConfigDict, total_steps: int | jax.Array, params: Any) -> tuple[
     optax.GradientTransformation, Callable[[jax.Array], jax.Array]]:
   """Builds the full transformation (clip -> grouped AdamW -> accumulation) and the base schedule.
@@ -71,10 +78,7 @@ def make_optimizer(optim: ConfigDict, total_steps: int | jax.Array, params: Any)
   `total_steps` (the schedule's length, `train.steps`) may be a traced scalar: the train step takes
   it as an argument (`optimizer_for`), so that its program does not depend on it."""
   check_counts(optim)
-  def schedule_from(base_lr: float) -> Callable[[jax.Array], jax.Array]:
-    return poly_warmup_schedule(base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
-                                optim.power, optim.min_lr, optim.poly_after_warmup)
-
+  schedule_from = lambda base_lr: lr_schedule(optim, total_steps, base_lr)
   schedule = schedule_from(optim.lr)
   groups = tuple(tuple(g) for g in optim.param_groups) + (("", 1.0, 1.0),)
   k = optim.accumulate_steps
