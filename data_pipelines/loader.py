@@ -165,7 +165,6 @@ def _exit_with_parent(parent: multiprocessing.process.BaseProcess) -> None:
   _watching_parent[0].start()
 
 
-
 class _LocalBatchMap(grain.transforms.Map):
   """Batch number k -> this process's rows of global batch k, stacked.
 

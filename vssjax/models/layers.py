@@ -91,7 +91,7 @@ def Conv(features: int, kernel_size, *args, use_bias: bool = True,  # pylint: di
   it in `setup`), as `WithBias` says."""
   conv = functools.partial(nn.Conv, features, kernel_size, *args,
                            conv_general_dilated=conv_ops.conv_general_dilated, **conv_kwargs)
-  return _with_bias(conv, use_bias, bias_init, name, conv_kwargs)
+  return _with_bias(conv, use_bias, bias_init, conv_kwargs.get("param_dtype", jnp.float32), name)
 
 
 def Dense(features: int, *args, use_bias: bool = True,  # pylint: disable=invalid-name
@@ -100,15 +100,14 @@ def Dense(features: int, *args, use_bias: bool = True,  # pylint: disable=invali
   """`nn.Dense(features, ...)` with its bias through `WithBias`; same arguments and parameters;
   name it (or assign it in `setup`)."""
   return _with_bias(functools.partial(nn.Dense, features, *args, **dense_kwargs), use_bias,
-                    bias_init, name, dense_kwargs)
+                    bias_init, dense_kwargs.get("param_dtype", jnp.float32), name)
 
 
 def _with_bias(layer: Callable[..., nn.Module], use_bias: bool, bias_init: Initializer,
-               name: str | None, kwargs: dict) -> nn.Module:
+               param_dtype: Dtype, name: str | None) -> nn.Module:
   if not use_bias:
     return layer(use_bias=False, name=name)
-  return WithBias(layer(use_bias=False, parent=None), bias_init,
-                  kwargs.get("param_dtype", jnp.float32), name=name)
+  return WithBias(layer(use_bias=False, parent=None), bias_init, param_dtype, name=name)
 
 
 def normalize_images(frames: jax.Array, dtype: Dtype = jnp.float32) -> jax.Array:

@@ -79,7 +79,7 @@ class SSEA(nn.Module):
     tokens = []
     for level in self.levels:
       projected = Dense(dim, kernel_init=dense_init, dtype=self.dtype,
-                           name=f"level_proj_{level + 1}")(features[level])
+                        name=f"level_proj_{level + 1}")(features[level])
       for size in self.pool_sizes:
         tokens.append(adaptive_avg_pool(projected, size).reshape((frames, size * size, dim)))
     context = jnp.concatenate(tokens, axis=1)

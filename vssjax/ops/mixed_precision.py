@@ -63,7 +63,7 @@ def _bias_added(y: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def _bias_forward(y, bias):
-  return y + bias, None
+  return _bias_added(y, bias), None
 
 
 def _bias_backward(_, grad):

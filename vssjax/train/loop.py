@@ -409,20 +409,13 @@ def _reset_records(config: ConfigDict, workdir: str, start: int, *, resumed: boo
     if dropped:
       print(f"{log}: {dropped} line{'s' if dropped > 1 else ''} logged after step {start} "
             f"dropped: this run starts from step {start}", flush=True)
-  if resumed and start < config.train.steps:
-    _say_longer_schedule(config, workdir, start)
-  every = config.train.eval_every
-  if (resumed and every and start % every == 0 and start < config.train.steps
-      and start not in _evaluated_steps(workdir)):
-    print(f"step {start} is an evaluation step (train.eval_every={every}) that {report.HISTORY} "
-          f"has no evaluation of: --mode=eval --step={start} makes it while the workdir keeps its "
-          f"checkpoint (the last train.keep_checkpoints={config.train.keep_checkpoints})",
-          flush=True)
   # Rewritten only by a run that trains: one whose train.steps are at or below the checkpoint's
   # only evaluates it, and config.json keeps what it was trained with.
   if start < config.train.steps:
     if resumed:
       config_record.keep_record_of_changed_config(workdir, config, start)
+      _say_longer_schedule(config, workdir, start)  # from the record kept just before
+      _say_missing_evaluation(config, workdir, start)
     configs_lib.write_record(config, workdir)
 
 
@@ -440,11 +433,19 @@ def _say_longer_schedule(config: ConfigDict, workdir: str, start: int) -> None:
         f"now, step {start + 1} at lr {now:.4g} (at {then:.4g} over {recorded})", flush=True)
 
 
-def _evaluated_steps(workdir: str) -> set[int]:
-  """The steps of the evaluations in the workdir's history (`report.HISTORY`)."""
+def _say_missing_evaluation(config: ConfigDict, workdir: str, start: int) -> None:
+  """A resume from an evaluation step that the history (`report.HISTORY`) has no evaluation of:
+  the command that makes it."""
+  every = config.train.eval_every
+  if not every or start % every:
+    return
   path = epath.Path(workdir) / report.HISTORY
   lines = path.read_text().splitlines() if path.exists() else []
-  return {json.loads(line)["step"] for line in lines}
+  if start not in {json.loads(line)["step"] for line in lines}:
+    print(f"step {start} is an evaluation step (train.eval_every={every}) that {report.HISTORY} "
+          f"has no evaluation of: --mode=eval --step={start} makes it while the workdir keeps its "
+          f"checkpoint (the last train.keep_checkpoints={config.train.keep_checkpoints})",
+          flush=True)
 
 
 def _run_steps(config: ConfigDict, method: Method, mesh: jax.sharding.Mesh, state: TrainState,
