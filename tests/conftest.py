@@ -1,6 +1,7 @@
 """Shared test set-up: CPU only, 4 fake devices for sharding tests, fast compiles, grain's absl-flag
 workaround."""
 import atexit
+import collections
 import contextlib
 import json
 import os
@@ -57,6 +58,50 @@ import jax  # noqa: E402
 
 # Must happen before any JAX computation: sharding tests use a 4-device mesh (this process only).
 jax.config.update("jax_num_cpu_devices", 4)
+
+
+def _keep_compiled_programs_in_memory(capacity: int = 64) -> None:
+  """Keeps the last `capacity` programs this process compiled or read from the persistent cache,
+  by that cache's key. A test file compiles the same programs again and again (each training run,
+  resume and evaluation makes its jitted functions anew): the persistent cache then compiles
+  nothing, but reading a program back costs more than most compiles (XLA:CPU deserialises it:
+  0.45 s on average for the 65 reads of tests/train/test_loop.py, against 0.32 s for its 110
+  compiles; jaxlib 0.10.2). A kept program is the same executable JAX made for the same key, as an
+  in-process jit cache would return it. This hooks JAX's private `compilation_cache` functions;
+  where their names differ (another jax) the suite runs without it, only slower."""
+  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
+  read = getattr(compilation_cache, "get_executable_and_time", None)
+  write = getattr(compilation_cache, "put_executable_and_time", None)
+  if read is None or write is None:
+    return
+  kept = collections.OrderedDict()
+  lock = threading.Lock()  # evaluations compile on several threads
+
+  def keep(key, executable_and_time):
+    with lock:
+      kept[key] = executable_and_time
+      if len(kept) > capacity:
+        kept.popitem(last=False)
+
+  def read_kept(cache_key, *args, **kwargs):
+    with lock:
+      if cache_key in kept:
+        kept.move_to_end(cache_key)
+        return kept[cache_key]
+    executable_and_time = read(cache_key, *args, **kwargs)
+    if executable_and_time[0] is not None:
+      keep(cache_key, executable_and_time)
+    return executable_and_time
+
+  def write_kept(cache_key, module_name, executable, backend, compile_time, *args, **kwargs):
+    write(cache_key, module_name, executable, backend, compile_time, *args, **kwargs)
+    keep(cache_key, (executable, compile_time))
+
+  compilation_cache.get_executable_and_time = read_kept
+  compilation_cache.put_executable_and_time = write_kept
+
+
+_keep_compiled_programs_in_memory()
 
 from absl import flags  # noqa: E402
 
