@@ -84,6 +84,9 @@ def _keep_compiled_programs_in_memory(capacity: int = 64) -> None:
         kept.popitem(last=False)
 
   def read_kept(cache_key, *args, **kwargs):
+    host_callbacks = kwargs.get("host_callbacks", args[3] if len(args) > 3 else ())
+    if host_callbacks:  # jax 0.11 binds a program's Python callbacks as it loads it: not reused
+      return read(cache_key, *args, **kwargs)
     with lock:
       if cache_key in kept:
         kept.move_to_end(cache_key)
