@@ -9,6 +9,7 @@ current weights, eps added to sqrt(v_hat)) is exactly optax's.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable
 
@@ -78,7 +79,7 @@ def make_optimizer(optim: ConfigDict, total_steps: int | jax.Array, params: Any)
   `total_steps` (the schedule's length, `train.steps`) may be a traced scalar: the train step takes
   it as an argument (`optimizer_for`), so that its program does not depend on it."""
   check_counts(optim)
-  schedule_from = lambda base_lr: lr_schedule(optim, total_steps, base_lr)
+  schedule_from = functools.partial(lr_schedule, optim, total_steps)  # of a base learning rate
   schedule = schedule_from(optim.lr)
   groups = tuple(tuple(g) for g in optim.param_groups) + (("", 1.0, 1.0),)
   k = optim.accumulate_steps
