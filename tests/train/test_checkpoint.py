@@ -321,6 +321,25 @@ def test_unfinished_steps_include_orbaxs_timestamped_temporary_folders(tmp_path)
     assert checkpointer.unfinished_steps() == [5, 12]
 
 
+@pytest.mark.parametrize("process", [0, 1])
+def test_process_0_removes_the_folders_of_unfinished_saves_and_each_process_names_them(
+    tmp_path, monkeypatch, process):
+  """A training run removes what a killed run's saves left (Orbax only when it saves that step
+  again); process 0 alone, as every process names the same folders."""
+  state = {"w": jnp.zeros((2, 3))}
+  with contextlib.closing(Checkpointer(str(tmp_path), async_save=False)) as checkpointer:
+    checkpointer.save(1, state)
+    unfinished = [checkpointer.directory / name
+                  for name in ("12.orbax-checkpoint-tmp-1712345678", "5.orbax-checkpoint-tmp")]
+    for folder in unfinished:
+      (folder / "state").mkdir(parents=True)
+    monkeypatch.setattr(jax, "process_index", lambda: process)
+    assert checkpointer.remove_unfinished() == [str(unfinished[1]), str(unfinished[0])]
+    assert checkpointer.unfinished_steps() == ([] if process == 0 else [5, 12])
+    assert checkpointer.all_steps(reload=True) == [1]
+    jax.tree.map(np.testing.assert_array_equal, _restored(checkpointer, state), state)
+
+
 def test_saving_never_asks_the_preemption_service(tmp_path, monkeypatch):
   """The train loop asks JAX's preemption service with the count of this run's steps; Orbax asked
   it with the train step on every save, so that a resumed run, notified around a save, agreed to

@@ -40,7 +40,15 @@ def test_interrupted_training_equals_uninterrupted_and_evaluates(quick_config, t
   loop.train_and_evaluate(quick_config, str(tmp_path / "a"), max_steps_this_run=2)
   assert (tmp_path / "a" / "checkpoints" / "2").is_dir()
   _, halfway = _params(quick_config, tmp_path / "a")
+  # The folder of a save that a killed run left unfinished goes, and is said to: one of a step that
+  # the resumed run does not save again (it saves every 2 steps) stayed for good.
+  unfinished = tmp_path / "a" / "checkpoints" / "3.orbax-checkpoint-tmp"
+  (unfinished / "state").mkdir(parents=True)
+  capsys.readouterr()
   loop.train_and_evaluate(quick_config, str(tmp_path / "a"), max_steps_this_run=2)
+  assert not unfinished.exists()
+  assert f"removed {unfinished}: a save that a stopped run left unfinished" in (
+      capsys.readouterr().out)
   results = loop.train_and_evaluate(quick_config, str(tmp_path / "b"))
   step, interrupted = _params(quick_config, tmp_path / "a")
   _, straight = _params(quick_config, tmp_path / "b")

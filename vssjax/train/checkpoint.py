@@ -108,9 +108,27 @@ class Checkpointer:
   def unfinished_steps(self) -> list[int]:
     """Steps whose save has not completed: being written now, or by a run that was killed (Orbax
     writes a step into a temporary folder and renames it when complete; restores ignore them)."""
+    return sorted({step for step, _ in self._unfinished_folders()})
+
+  def remove_unfinished(self) -> list[str]:
+    """Removes the folders of saves that never completed (their run was killed while writing one:
+    kill -9, the OOM killer, a lost node) and returns their paths. Orbax removes such a folder only
+    when the same step is saved again, saying so in an absl warning; one of a step the resumed run
+    does not save again (another `train.checkpoint_every`, a run ending before it) stayed for good,
+    as large as a checkpoint. A training run's only: from an evaluation it would delete the save
+    that the run training this workdir is writing. Process 0 removes them, before any collective
+    of the run, so no process saves that step before the removal is done."""
+    folders = [str(path) for _, path in self._unfinished_folders()]
+    if jax.process_index() == 0:
+      for folder in folders:
+        epath.Path(folder).rmtree(missing_ok=True)
+    return folders
+
+  def _unfinished_folders(self) -> list[tuple[int, epath.Path]]:
     if not self.directory.exists():
       return []
-    return sorted(int(path.name.split(".")[0]) for path in self.directory.glob(f"*{_TMP_SUFFIX}*")
+    return sorted((int(path.name.split(".")[0]), path)
+                  for path in self.directory.glob(f"*{_TMP_SUFFIX}*")
                   if path.name.split(".")[0].isdigit())
 
   def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False):

@@ -302,6 +302,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *,
     # Closed however the run ends (an error included): an asynchronous save in flight completes.
     with contextlib.closing(Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                          async_save=config.train.async_checkpoint)) as checkpointer:
+      for folder in checkpointer.remove_unfinished():
+        print(f"removed {folder}: a save that a stopped run left unfinished", flush=True)
       resumed = checkpointer.latest_step() is not None
       state, state_sharding, schedule = _initial_state(
           config, method, mesh, checkpointer, workdir, data_iter, resumed=resumed,
