@@ -189,8 +189,8 @@ def _bfloat16_sums(stablehlo: str, most_terms: int) -> list[str]:
 def test_bfloat16_train_gradient_sums_in_float32(path):
   """No gradient is a bf16 sum of more than one term: not a bias's over the pixels
   (`ops.mixed_precision.add_bias`: JAX's own is one, far off at these sizes), nor SD-CPC's gate's
-  over the channels, nor the transposes of the heads' broadcasts (`ops.mixed_precision.add`):
-  DTERN's descriptors over a feature map's height or width (32 at this crop; JAX's sums were bf16),
+  over the channels, nor the transposes of the heads' broadcasts (`broadcast_add`): DTERN's
+  descriptors over a feature map's height or width (32 at this crop; JAX's sums were bf16),
   SD-CPC's token embedding over the batch's frames (16)."""
   stablehlo, _ = _train_gradient(path)
   assert "applies stablehlo.add" in stablehlo

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vssjax.ops.mixed_precision import add, add_bias, float32_product
+from vssjax.ops.mixed_precision import add_bias, broadcast_add, float32_product
 
 _SCORES = functools.partial(jnp.einsum, "btnh,bsnh->bnts")
 
@@ -101,42 +101,44 @@ def test_add_bias_sums_a_bfloat16_outputs_bias_gradient_in_float32():
   assert sums(add_bias) == ["f32"] and "bf16" in sums(plain)
 
 
-def _sum_gradients(add):
-  loss = lambda x, y, weights: jnp.sum(add(x, y).astype(jnp.float32) * weights)
+def _sum_gradients(add_fn):
+  loss = lambda x, y, weights: jnp.sum(add_fn(x, y).astype(jnp.float32) * weights)
   return jax.jit(jax.grad(loss, (0, 1)))
 
 
-def test_add_sums_each_broadcast_operands_bfloat16_gradient_in_float32():
+def test_broadcast_add_sums_each_broadcast_operands_bfloat16_gradient_in_float32():
   """DTERN's CAM adds a row descriptor [N, 1, W, C] and a column one [N, H, 1, C]: each gradient
-  sums the cotangent over the axis it was broadcast along, a bf16 sum from JAX; `add`'s are
-  float32 sums rounded once. The value is the bf16 sum."""
+  sums the cotangent over the axis it was broadcast along, a bf16 sum from JAX; `broadcast_add`'s
+  are float32 sums rounded once. The value is the bf16 sum."""
   rng = np.random.default_rng(0)
   rows = jnp.asarray(rng.uniform(0, 2, (2, 1, 300, 4)), jnp.bfloat16)
   columns = jnp.asarray(rng.uniform(0, 2, (2, 200, 1, 4)), jnp.bfloat16)
   weights = jnp.asarray(rng.uniform(0.5, 1.5, (2, 200, 300, 4)), jnp.float32)
-  np.testing.assert_array_equal(add(rows, columns), rows + columns)
-  grad_rows, grad_columns = _sum_gradients(add)(rows, columns, weights)
+  np.testing.assert_array_equal(broadcast_add(rows, columns), rows + columns)
+  grad_rows, grad_columns = _sum_gradients(broadcast_add)(rows, columns, weights)
   assert grad_rows.shape == rows.shape and grad_columns.shape == columns.shape
   cotangent = np.asarray(weights.astype(jnp.bfloat16), np.float64)  # d sum(z * w) / dz, in bf16
   np.testing.assert_allclose(grad_rows, cotangent.sum(1, keepdims=True), rtol=2 ** -8)
   np.testing.assert_allclose(grad_columns, cotangent.sum(2, keepdims=True), rtol=2 ** -8)
-  sums = lambda add: re.findall(r"applies stablehlo\.add .* -> tensor<[0-9x]+x(\w+)>",
-                                _sum_gradients(add).lower(rows, columns, weights).as_text())
-  assert set(sums(add)) == {"f32"} and set(sums(lambda x, y: x + y)) == {"bf16"}
+  sums = lambda add_fn: re.findall(r"applies stablehlo\.add .* -> tensor<[0-9x]+x(\w+)>",
+                                _sum_gradients(add_fn).lower(rows, columns, weights).as_text())
+  assert set(sums(broadcast_add)) == {"f32"} and set(sums(lambda x, y: x + y)) == {"bf16"}
 
 
-def test_add_of_float32_operands_is_the_plain_sum_and_of_two_dtypes_refused():
+def test_broadcast_add_of_float32_operands_is_the_plain_sum_and_of_two_dtypes_refused():
   """A missing leading axis counts as broadcast (SD-CPC's token embedding [T, C] on [F, T, C])."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)
   y = jnp.asarray(rng.standard_normal((5, 8)), jnp.float32)
   weights = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
-  np.testing.assert_array_equal(add(x, y), x + y)
-  for a, b in zip(_sum_gradients(add)(x, y, weights),
+  np.testing.assert_array_equal(broadcast_add(x, y), x + y)
+  for a, b in zip(_sum_gradients(broadcast_add)(x, y, weights),
                   _sum_gradients(lambda x, y: x + y)(x, y, weights)):
     np.testing.assert_array_equal(a, b)
-  grad_y = _sum_gradients(add)(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16), weights)[1]
+  grad_y = _sum_gradients(broadcast_add)(x.astype(jnp.bfloat16), y.astype(jnp.bfloat16), weights)[1]
   np.testing.assert_allclose(grad_y, np.asarray(weights.astype(jnp.bfloat16), np.float64).sum(0),
                              rtol=2 ** -8)
+  same = x.astype(jnp.bfloat16)  # equal shapes: nothing summed, the plain sum (jvp too)
+  np.testing.assert_array_equal(jax.jvp(broadcast_add, (same, same), (same, same))[1], same + same)
   with pytest.raises(TypeError, match="operands of one dtype, not bfloat16 and float32"):
-    add(x.astype(jnp.bfloat16), y)
+    broadcast_add(x.astype(jnp.bfloat16), y)

@@ -29,7 +29,7 @@ from vssjax.models.layers import (BatchNorm, Conv, ConvBNAct, Dense, DepthwiseCo
                                   layer_norm, torch_default_init, TORCH_LAYER_NORM_EPS)
 from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.attention import dot_product_attention, softmax
-from vssjax.ops.mixed_precision import add, float32_product
+from vssjax.ops.mixed_precision import broadcast_add, float32_product
 from vssjax.ops.resize import resize_bilinear
 
 
@@ -118,8 +118,9 @@ class CAM(nn.Module):
     g_h = BatchNorm(dtype=dt, name="conv3_1_1")(g_h, train=train)
     g_w = _conv(x2.mean(axis=-2, keepdims=True), dim, (3, 1), "conv3_2_0", dt, use_bias=False)
     g_w = BatchNorm(dtype=dt, name="conv3_2_1")(g_w, train=train)
-    # Each descriptor's gradient sums over the axis it is broadcast along: in float32 (`add`).
-    glob = dwconv((11, 1), "excite_2")(gelu(dwconv((1, 11), "excite_0")(add(g_h, g_w))))
+    # Each descriptor's gradient sums over the axis it is broadcast along: in float32.
+    descriptors = broadcast_add(g_h, g_w)
+    glob = dwconv((11, 1), "excite_2")(gelu(dwconv((1, 11), "excite_0")(descriptors)))
     out = _conv(local * jax.nn.sigmoid(glob) + local, dim, (1, 1), "conv_0", dt)
     return gelu(BatchNorm(dtype=dt, name="conv_1")(out, train=train))
 

@@ -41,7 +41,7 @@ from vssjax.models.layers import (Conv, Dense, cosine_similarity, dense_init, dr
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerBranch
-from vssjax.ops.mixed_precision import add
+from vssjax.ops.mixed_precision import broadcast_add
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.ops.resize import resize_bilinear
 
@@ -85,9 +85,8 @@ class SSEA(nn.Module):
         tokens.append(adaptive_avg_pool(projected, size).reshape((frames, size * size, dim)))
     context = jnp.concatenate(tokens, axis=1)
     if self.token_embedding:
-      # Its gradient sums over the frames: in float32 (`add`).
-      context = add(context, self.param("token_embed", dense_init, context.shape[1:]).astype(
-          context.dtype))
+      embedding = self.param("token_embed", dense_init, context.shape[1:]).astype(context.dtype)
+      context = broadcast_add(context, embedding)  # its gradient sums over the frames in float32
     if self.context_norm:
       context = layer_norm(TORCH_LAYER_NORM_EPS, "context_norm")(context)
     queries = layer_norm(TORCH_LAYER_NORM_EPS, "norm1")(x).reshape((frames, height * width, dim))

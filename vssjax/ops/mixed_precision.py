@@ -11,16 +11,16 @@ dtype first, so the gradient products are bf16 x bf16, as under PyTorch autocast
 return bf16, so their gradients arrive in bf16). The forward value is unchanged; with float32
 operands it is the plain product, gradients included.
 
-`add` and `add_bias`: a bias added to a bf16 output gets, from JAX, a gradient summed over every pixel in
+`add_bias`: a bias added to a bf16 output gets, from JAX, a gradient summed over every pixel in
 bf16 (the transpose of the broadcast is a bf16 reduction). How far off that ends depends on what
 XLA fuses with it, and a bf16 partial sum stops growing once it dwarfs the terms: a bf16 Dense's
 bias gradient over 65536 pixels came out 8192 for a sum of 65500 (tests/models/test_layers.py),
 and in SegFormer-B0 at a batch of 4 at 384x384 the classifier's was 105% off its float32 value,
 the median bias 16% (XLA:CPU, 2026-12-07). Its gradient here is summed in float32 and rounded once
 to bf16, as under PyTorch autocast (a bf16 layer's bias gradient accumulated in float32 and
-returned in bf16, then cast to the float32 parameter's). `add` does the same for any operand
-broadcast in a sum (DTERN's CAM adds a row and a column descriptor, each summed over the other
-axis; SD-CPC's token embedding is added to every frame's tokens).
+returned in bf16, then cast to the float32 parameter's). `broadcast_add` does the same for any
+operand broadcast in a sum (DTERN's CAM adds a row and a column descriptor, each summed over the
+other axis; SD-CPC's token embedding is added to every frame's tokens).
 
 As with `ops/resize.py`'s custom VJP, forward-mode differentiation (`jax.jvp`) of the bf16 forms is
 not defined.
@@ -88,19 +88,21 @@ def _broadcast_sum_backward(x_shape, y_shape, _, grad):
 _broadcast_sum.defvjp(_broadcast_sum_forward, _broadcast_sum_backward)
 
 
-def add(x: jax.Array, y: jax.Array) -> jax.Array:
-  """`x + y` of one dtype, broadcast as numpy does; below float32, the gradient of an operand that
-  was broadcast (summed over the axes it was broadcast along) is summed in float32 and rounded
-  once to that dtype, as under PyTorch autocast (module docstring; JAX's is a bf16 sum)."""
+def broadcast_add(x: jax.Array, y: jax.Array) -> jax.Array:
+  """`x + y` of two arrays of one dtype, broadcast as numpy does; below float32, the gradient of
+  an operand that was broadcast (summed over the axes it was broadcast along) is summed in float32
+  and rounded once to that dtype, as under PyTorch autocast (module docstring; JAX's is a bf16
+  sum)."""
   if x.dtype != y.dtype:
-    raise TypeError(f"add takes operands of one dtype, not {x.dtype} and {y.dtype}: cast first")
-  if jnp.promote_types(x.dtype, jnp.float32) == x.dtype:
-    return x + y
+    raise TypeError(f"broadcast_add takes operands of one dtype, not {x.dtype} and {y.dtype}: "
+                    "cast first")
+  if x.shape == y.shape or jnp.promote_types(x.dtype, jnp.float32) == x.dtype:
+    return x + y  # nothing summed, or summed in float32 (or wider)
   return _broadcast_sum(x.shape, y.shape, x, y)
 
 
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
-  """`y + bias` in y's dtype (bias `[C]` over y's last axis), through `add`. The bias is cast
-  outside `add`'s rule, where `methods.variables_read` sees the cast: a program given the
+  """`y + bias` in y's dtype (bias `[C]` over y's last axis), through `broadcast_add`. The bias
+  is cast outside its rule, where `methods.variables_read` sees the cast: a program given the
   variables converted once reads no float32 bias."""
-  return add(y, bias.astype(y.dtype))
+  return broadcast_add(y, bias.astype(y.dtype))

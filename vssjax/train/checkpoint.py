@@ -111,18 +111,22 @@ class Checkpointer:
     return sorted({step for step, _ in self._unfinished_folders()})
 
   def remove_unfinished(self) -> list[str]:
-    """Removes the folders of saves that never completed (their run was killed while writing one:
-    kill -9, the OOM killer, a lost node) and returns their paths. Orbax removes such a folder only
-    when the same step is saved again, saying so in an absl warning; one of a step the resumed run
-    does not save again (another `train.checkpoint_every`, a run ending before it) stayed for good,
-    as large as a checkpoint. A training run's only: from an evaluation it would delete the save
-    that the run training this workdir is writing. Process 0 removes them, before any collective
-    of the run, so no process saves that step before the removal is done."""
-    folders = [str(path) for _, path in self._unfinished_folders()]
-    if jax.process_index() == 0:
-      for folder in folders:
-        epath.Path(folder).rmtree(missing_ok=True)
-    return folders
+    """Removes the folders of saves a killed run left unfinished (kill -9, the OOM killer, a lost
+    node) and returns those this process removed: process 0 removes them all, then the processes
+    meet, so none saves such a step before its folder is gone. Orbax removes one only when that
+    step is saved again (with an absl warning), so one of a step the resumed run never saves
+    stayed for good, as large as a checkpoint; its `cleanup_tmp_directories` option works on a
+    thread that a manager closed soon after (a resume that only evaluates) cut short or made raise.
+    For training only: an evaluation would delete the save that the run training the workdir is
+    writing. On `gs://`, where Orbax writes a step in place and marks it complete with
+    `commit_success.txt`, an unfinished step has no temporary folder and stays (skipped by Orbax's
+    listing, as by this)."""
+    folders = [path for _, path in self._unfinished_folders()] if jax.process_index() == 0 else []
+    for folder in folders:
+      folder.rmtree(missing_ok=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("vssjax: unfinished saves removed")
+    return [str(folder) for folder in folders]
 
   def _unfinished_folders(self) -> list[tuple[int, epath.Path]]:
     if not self.directory.exists():
