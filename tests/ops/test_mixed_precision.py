@@ -57,11 +57,11 @@ def test_bfloat16_value_is_float32_and_gradient_products_are_bfloat16():
     np.testing.assert_allclose(np.float32(a), b, rtol=3e-2, atol=3e-2)
 
 
-def _bias_gradients(add):
-  """The jitted gradients (y, bias) of `sum(add(y, bias) * weights)`, compiled as in a training
-  step: the bias's reduction fused with what makes its cotangent (all arguments, nothing
-  constant-folded)."""
-  loss = lambda y, bias, weights: jnp.sum(add(y, bias).astype(jnp.float32) * weights)
+def _sum_gradients(add_fn):
+  """The jitted gradients (x, y) of `sum(add_fn(x, y) * weights)`, compiled as in a training
+  step: the broadcast operand's reduction fused with what makes its cotangent (all arguments,
+  nothing constant-folded)."""
+  loss = lambda x, y, weights: jnp.sum(add_fn(x, y).astype(jnp.float32) * weights)
   return jax.jit(jax.grad(loss, (0, 1)))
 
 
@@ -72,8 +72,8 @@ def test_add_bias_of_a_float32_output_is_the_plain_sum():
   weights = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
   plain = lambda y, bias: y + bias
   np.testing.assert_array_equal(add_bias(y, bias), plain(y, bias))
-  for a, b in zip(_bias_gradients(add_bias)(y, bias, weights),
-                  _bias_gradients(plain)(y, bias, weights)):
+  for a, b in zip(_sum_gradients(add_bias)(y, bias, weights),
+                  _sum_gradients(plain)(y, bias, weights)):
     np.testing.assert_array_equal(a, b)
 
 
@@ -92,18 +92,13 @@ def test_add_bias_sums_a_bfloat16_outputs_bias_gradient_in_float32():
   out = add_bias(y, bias)
   assert out.dtype == jnp.bfloat16
   np.testing.assert_array_equal(out, plain(y, bias))
-  cotangent, grad_bias = _bias_gradients(add_bias)(y, bias, weights)
+  cotangent, grad_bias = _sum_gradients(add_bias)(y, bias, weights)
   assert cotangent.dtype == jnp.bfloat16 and grad_bias.dtype == jnp.float32
   exact = np.asarray(cotangent, np.float64).sum(0)
   np.testing.assert_allclose(grad_bias, exact, rtol=2 ** -8)  # one bf16 rounding
   sums = lambda add: re.findall(r"applies stablehlo\.add .* -> tensor<4x(\w+)>",
-                                _bias_gradients(add).lower(y, bias, weights).as_text())
+                                _sum_gradients(add).lower(y, bias, weights).as_text())
   assert sums(add_bias) == ["f32"] and "bf16" in sums(plain)
-
-
-def _sum_gradients(add_fn):
-  loss = lambda x, y, weights: jnp.sum(add_fn(x, y).astype(jnp.float32) * weights)
-  return jax.jit(jax.grad(loss, (0, 1)))
 
 
 def test_broadcast_add_sums_each_broadcast_operands_bfloat16_gradient_in_float32():
@@ -121,7 +116,7 @@ def test_broadcast_add_sums_each_broadcast_operands_bfloat16_gradient_in_float32
   np.testing.assert_allclose(grad_rows, cotangent.sum(1, keepdims=True), rtol=2 ** -8)
   np.testing.assert_allclose(grad_columns, cotangent.sum(2, keepdims=True), rtol=2 ** -8)
   sums = lambda add_fn: re.findall(r"applies stablehlo\.add .* -> tensor<[0-9x]+x(\w+)>",
-                                _sum_gradients(add_fn).lower(rows, columns, weights).as_text())
+                                   _sum_gradients(add_fn).lower(rows, columns, weights).as_text())
   assert set(sums(broadcast_add)) == {"f32"} and set(sums(lambda x, y: x + y)) == {"bf16"}
 
 

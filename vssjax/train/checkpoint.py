@@ -114,13 +114,12 @@ class Checkpointer:
     """Removes the folders of saves a killed run left unfinished (kill -9, the OOM killer, a lost
     node) and returns those this process removed: process 0 removes them all, then the processes
     meet, so none saves such a step before its folder is gone. Orbax removes one only when that
-    step is saved again (with an absl warning), so one of a step the resumed run never saves
-    stayed for good, as large as a checkpoint; its `cleanup_tmp_directories` option works on a
-    thread that a manager closed soon after (a resume that only evaluates) cut short or made raise.
-    For training only: an evaluation would delete the save that the run training the workdir is
-    writing. On `gs://`, where Orbax writes a step in place and marks it complete with
-    `commit_success.txt`, an unfinished step has no temporary folder and stays (skipped by Orbax's
-    listing, as by this)."""
+    step is saved again (with an absl warning): one of a step the resumed run never saves stayed,
+    as large as a checkpoint. (Orbax's `cleanup_tmp_directories` removes them on a thread of its
+    manager's, which closing the manager soon after cuts short or makes raise.) For training only:
+    an evaluation would delete the save that the run training the workdir is writing. On `gs://`
+    Orbax writes a step in place and marks it complete with `commit_success.txt`: an unfinished
+    step has no temporary folder there and stays (Orbax's listing skips it, as this does)."""
     folders = [path for _, path in self._unfinished_folders()] if jax.process_index() == 0 else []
     for folder in folders:
       folder.rmtree(missing_ok=True)
