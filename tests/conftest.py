@@ -315,6 +315,25 @@ class FakeClock:
     self.now += seconds
 
 
+class SkippingClock(FakeClock):
+  """Real time plus the seconds a test `sleep`s, which pass at once: stands in for `time` where
+  code measures intervals between real events (a training loop's steps) and a test makes one of
+  them long (a slow save, a slow batch) without waiting for it."""
+
+  def perf_counter(self) -> float:
+    return time.perf_counter() + self.now
+
+
+@pytest.fixture(name="skipping_clock")
+def fixture_skipping_clock(monkeypatch) -> SkippingClock:
+  """The training loop's and its log lines' clock, a `SkippingClock`."""
+  from vssjax.train import log_lines, loop  # pylint: disable=import-outside-toplevel
+  clock = SkippingClock()
+  monkeypatch.setattr(loop, "time", clock)
+  monkeypatch.setattr(log_lines, "time", clock)
+  return clock
+
+
 class OneSizePredictor:
   """A clip method's predictor as far as frame sizes go: every frame joins the ones before it, so
   a frame of another size than the first is an error. Frame i's label map: `labels_of(frame, i)`."""

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import types
 
 import jax
@@ -181,15 +180,15 @@ def test_processes_compile_the_first_step_and_meet_before_running_it(monkeypatch
   assert float(result) == 7.0
 
 
-def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick_config, tmp_path,
-                                                                           monkeypatch, capsys):
+def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(
+    quick_config, tmp_path, monkeypatch, capsys, skipping_clock):
   """Each log line has the share of its interval the loop spent waiting for batches (the device
   computes the dispatched steps meanwhile); past half of it, one line says the run is input-bound
   and how to load in parallel."""
   to_global = parallel.to_global
 
   def slow_batches(batch, mesh):
-    time.sleep(1.0)  # the quick model's step takes a few ms, or ~0.1 s on a loaded machine
+    skipping_clock.sleep(1.0)  # the quick model's step takes a few ms (~0.1 s on a loaded machine)
     return to_global(batch, mesh)
 
   monkeypatch.setattr(parallel, "to_global", slow_batches)
@@ -208,14 +207,14 @@ def test_a_run_that_waits_for_its_batches_says_so_once_with_what_to_change(quick
 
 
 def test_a_run_that_waits_for_its_checkpoints_says_so_once_with_what_to_change(
-    quick_config, tmp_path, monkeypatch, capsys):
+    quick_config, tmp_path, monkeypatch, capsys, skipping_clock):
   """A `:quick` config (a save every 2 steps) run for many more steps trained at 1.8 steps/s
   instead of 50-67 with Orbax's warnings as the only clue: `checkpoint_wait` is the share of the
   interval spent in saves, and past half one line says which setting to change."""
   save = Checkpointer.save
 
   def slow_save(self, *args, **kwargs):
-    time.sleep(1.0)
+    skipping_clock.sleep(1.0)
     return save(self, *args, **kwargs)
 
   monkeypatch.setattr(Checkpointer, "save", slow_save)
@@ -230,9 +229,10 @@ def test_a_run_that_waits_for_its_checkpoints_says_so_once_with_what_to_change(
           "--config.train.checkpoint_every=10") in out
 
 
-def test_a_log_lines_rate_leaves_out_a_periodic_evaluation(quick_config, tmp_path, monkeypatch):
+def test_a_log_lines_rate_leaves_out_a_periodic_evaluation(quick_config, tmp_path, monkeypatch,
+                                                           skipping_clock):
   def slow_evaluation(*args, **kwargs):
-    time.sleep(3.0)
+    skipping_clock.sleep(3.0)
     return {}
 
   monkeypatch.setattr(loop, "evaluate", slow_evaluation)
@@ -244,7 +244,8 @@ def test_a_log_lines_rate_leaves_out_a_periodic_evaluation(quick_config, tmp_pat
 
 
 def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tmp_path,
-                                                                   monkeypatch, capsys):
+                                                                   monkeypatch, capsys,
+                                                                   skipping_clock):
   """A line's steps/s runs from the previous line's fetch of its metrics, which waits for those
   steps (the first one's compile included): a 3 s wait for step 1 counts in step 1's rate, not in
   step 2's (metrics.jsonl measured it from before that wait). The first step is announced, after
@@ -253,7 +254,7 @@ def test_a_log_lines_rate_leaves_out_the_wait_for_earlier_steps(quick_config, tm
 
   def slow_first_fetch(pending):
     if pending[0][0] == 1:
-      time.sleep(3.0)
+      skipping_clock.sleep(3.0)
     return fetch(pending)
 
   monkeypatch.setattr(log_lines, "check_finite", slow_first_fetch)
