@@ -41,13 +41,19 @@ def sdcpc_base(backbone: str):
       weight=0.1,
       prototypes_per_class=4,
       temperature=0.1,
-      kmeans_iters=3,
+      # 'kmeans' (§6.4's default) | 'confidence': K equal runs of a class's pixels by their
+      # predicted probability (§6.3's confidence bins)
+      grouping="kmeans",
+      kmeans_iters=3,  # k-means steps of grouping='kmeans'
       # 'predicted' | 'correct' (predicted and labelled c). Spec §6.4 proposes 'predicted'; we
       # take its alternative, the one the [SECONDARY] summary of the paper describes (§6.3).
       prototype_pixels="correct",
       # False: no gradient through the prototypes (only the k-means assignments are stop-gradient
       # in spec §6.3; its sentence leaves the means open).
       prototype_gradient=False,
+      # §6.3's optional term pushing each prototype from the other classes' (0: off, §6.4's
+      # default); needs prototype_gradient=True
+      separation_weight=0.0,
       max_pixels_per_class=1024,
   ))
   c.model.backbone = backbone

@@ -147,8 +147,8 @@ def test_bfloat16_train_gradient_has_no_float32_activation_matmul(path, monkeypa
   computes in float32 by design, as the cross-entropy's logits do (its pixel-prototype
   similarities and k-means centres, `sdcpc_prototypes.py`: a few MFLOPs); it is replaced here by
   a sum of the embedding, whose layers stay checked."""
-  monkeypatch.setattr(sdcpc, "mcp_cl_loss", lambda embedding, *args, **kwargs: jnp.sum(
-      embedding.astype(jnp.float32)) * 1e-9)
+  monkeypatch.setattr(sdcpc, "mcp_cl_loss", lambda embedding, *args, **kwargs: {
+      "loss_contrast": jnp.sum(embedding.astype(jnp.float32)) * 1e-9})
   stablehlo, largest_param = _train_gradient(path)
   config = load_config(path)
   frames = math.prod(batch_spec(config)["frames"].shape[:2])

@@ -51,6 +51,31 @@ def test_every_parameter_gets_a_gradient_and_the_loss_adds_up(method_and_variabl
   assert other["loss_frames"] != metrics["loss_frames"]
 
 
+def test_the_separation_term_adds_to_the_loss_and_trains_the_prototypes(method_and_variables):
+  """`method.mcp.separation_weight` (with the prototypes' gradient it needs) adds its weighted
+  term, logged as `loss_separation`; the embedding's gradient then differs from the InfoNCE's
+  alone. `grouping='confidence'` trains too."""
+  _, variables = method_and_variables
+  config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+  config.method.mcp.update(prototype_gradient=True, separation_weight=0.5, grouping="confidence")
+  method = get_method(config)
+  fn = jax.jit(jax.grad(method.loss_and_metrics, has_aux=True))
+  state = {"batch_stats": variables["batch_stats"]}
+  grads, (metrics, _) = fn(variables["params"], state, _batch(), jax.random.key(1))
+  mcp = config.method.mcp
+  np.testing.assert_allclose(
+      metrics["loss"], metrics["loss_final"] + 0.4 * metrics["loss_frames"]
+      + mcp.weight * metrics["loss_contrast"] + 0.5 * metrics["loss_separation"], rtol=1e-6)
+  assert np.isfinite(metrics["loss_separation"])
+  config.method.mcp.separation_weight = 0.0
+  without, (other, _) = jax.jit(jax.grad(get_method(config).loss_and_metrics, has_aux=True))(
+      variables["params"], state, _batch(), jax.random.key(1))
+  assert "loss_separation" not in other
+  projector = ("decode_head", "projector_fc2", "kernel")
+  assert not np.allclose(traverse_util.flatten_dict(grads)[projector],
+                         traverse_util.flatten_dict(without)[projector])
+
+
 def test_streaming_predictor(method_and_variables):
   """Frames 0-2 single-frame, 3-8 DTERN's first-frames table, 9 [t-9, t-6, t-3, t]; each frame's
   state is kept (DTERN's predictor: its equality with clip recomputation is tested there)."""
@@ -77,6 +102,10 @@ def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variabl
     ("max_pixels_per_class", 0, r"method.mcp.max_pixels_per_class=0: at least 1"),
     ("kmeans_iters", -1, r"method.mcp.kmeans_iters=-1: at least 0"),
     ("temperature", 0.0, r"method.mcp.temperature=0.0: .* positive"),
+    ("grouping", "bins", r"method.mcp.grouping must be one of \('kmeans', 'confidence'\)"),
+    ("separation_weight", -0.1, r"method.mcp.separation_weight=-0.1: at least 0"),
+    ("separation_weight", 0.1, r"method.mcp.separation_weight=0.1 moves the prototypes, which "
+                               r"carry no gradient .* set it True"),
 ])
 def test_mcp_settings_that_cannot_train_are_refused_as_the_method_is_built(field, value, message):
   """Each was a traceback from the first trace or, for the temperature, a NaN loss that the loop

@@ -1,5 +1,6 @@
-"""MCP-CL: per-class sampling, k-means prototypes that find a class's sub-clusters, the
-multi-positive InfoNCE against numpy, and which pixels form the prototypes."""
+"""MCP-CL: per-class sampling, k-means prototypes that find a class's sub-clusters, confidence
+bins, the multi-positive InfoNCE and the prototype separation against numpy, and which pixels
+form the prototypes."""
 import functools
 
 import jax
@@ -7,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vssjax.models.sdcpc_prototypes import (class_prototypes, mcp_cl_loss,
-                                            prototype_contrastive_loss, sample_per_class)
+                                            prototype_contrastive_loss,
+                                            prototype_separation_loss, sample_per_class)
 
 
 def _unit(x):
@@ -101,7 +103,8 @@ def test_prototype_pixels_predicted_or_correct():
     loss = jax.jit(functools.partial(
         mcp_cl_loss, num_prototypes=1, temperature=0.1, kmeans_iters=1, prototype_pixels=mode,
         max_pixels_per_class=100))(embedding, logits, labels[None], jax.random.key(0))
-    np.testing.assert_allclose(loss, expected(*members), rtol=1e-5, err_msg=mode)
+    np.testing.assert_allclose(loss["loss_contrast"], expected(*members), rtol=1e-5,
+                               err_msg=mode)
 
 
 def test_kmeans_starts_from_raster_runs_and_moves_pixels_to_their_nearest_prototype():
@@ -132,5 +135,78 @@ def test_anchors_are_capped_per_labelled_class():
   uncapped = loss(embedding, logits, labels, jax.random.key(0), max_pixels_per_class=100)
   for seed in range(3):
     np.testing.assert_allclose(
-        loss(embedding, logits, labels, jax.random.key(seed), max_pixels_per_class=8), uncapped,
-        rtol=1e-6)
+        loss(embedding, logits, labels, jax.random.key(seed), max_pixels_per_class=8)[
+            "loss_contrast"], uncapped["loss_contrast"], rtol=1e-6)
+
+
+def _info_nce(anchors, labels, prototypes, temperature):
+  """Numpy's multi-positive InfoNCE of anchors [N, D] labelled [N] against prototypes [C, K, D]."""
+  logits = np.einsum("nd,ckd->nck", anchors.astype(np.float64), prototypes) / temperature
+  own = np.log(np.exp(logits[np.arange(len(labels)), labels]).sum(-1))
+  return np.mean(np.log(np.exp(logits).sum((1, 2))) - own)
+
+
+def test_confidence_grouping_bins_each_class_by_its_predicted_probability():
+  """grouping='confidence': each class's pixels in K runs of equal size by their predicted
+  class's probability (least confident first), each prototype its run's normalised mean,
+  whatever the raster order; no k-means step follows (`kmeans_iters` is ignored)."""
+  rng = np.random.default_rng(4)
+  flat = _unit(rng.normal(size=(16, 6))).astype(np.float32)
+  predicted = rng.permutation(np.repeat([0, 1], 8))
+  margin = rng.permutation(16).astype(np.float32) / 4  # distinct: one order per class
+  logits = np.where(np.eye(2, dtype=bool)[predicted], margin[:, None], 0.0).astype(np.float32)
+
+  def expected(order):
+    prototypes = []
+    for c in (0, 1):
+      members = np.flatnonzero(predicted == c)
+      runs = members[np.argsort(order[members], kind="stable")].reshape(2, 4)
+      prototypes.append([_unit(flat[run].mean(0)) for run in runs])
+    return _info_nce(flat, predicted, np.asarray(prototypes), 0.5)
+
+  args = (flat.reshape(1, 4, 4, 6), logits.reshape(1, 4, 4, 2), predicted.reshape(1, 4, 4),
+          jax.random.key(0))
+
+  def loss(grouping, kmeans_iters):
+    return jax.jit(functools.partial(
+        mcp_cl_loss, num_prototypes=2, temperature=0.5, kmeans_iters=kmeans_iters,
+        prototype_pixels="predicted", max_pixels_per_class=100, grouping=grouping))(*args)
+
+  got = loss("confidence", 3)
+  np.testing.assert_allclose(got["loss_contrast"], expected(margin), rtol=1e-5)
+  assert set(got) == {"loss_contrast"}  # the separation term only when asked for
+  raster = expected(np.zeros(16))  # k-means' start, without its steps
+  np.testing.assert_allclose(loss("kmeans", 0)["loss_contrast"], raster, rtol=1e-5)
+  assert abs(raster - expected(margin)) > 0.01  # the two groupings differ here
+
+
+def _separation_numpy(prototypes, present, temperature):
+  """Per present prototype, log-mean-exp over the other present classes' prototypes; averaged."""
+  terms = []
+  for a in np.flatnonzero(present):
+    others = np.concatenate([prototypes[b] for b in np.flatnonzero(present) if b != a])
+    for p in prototypes[a]:
+      terms.append(np.log(np.mean(np.exp(others.astype(np.float64) @ p / temperature))))
+  return np.mean(terms)
+
+
+def test_separation_is_a_log_mean_exp_over_other_classes_prototypes_only():
+  """The prototype-level term (spec §6.3): no pair of one class's prototypes is a term, so it
+  never pulls them together; an absent class takes no part; fewer than two classes give 0."""
+  rng = np.random.default_rng(5)
+  prototypes = _unit(rng.normal(size=(3, 2, 5))).astype(np.float32)
+  present = np.array([True, False, True])
+  separation = jax.jit(prototype_separation_loss, static_argnums=2)
+  np.testing.assert_allclose(separation(prototypes, present, 0.2),
+                             _separation_numpy(prototypes, present, 0.2), rtol=1e-5)
+  moved = prototypes.copy()
+  moved[0, 1] = moved[0, 0]  # two equal prototypes of one class: still only cross-class terms
+  np.testing.assert_allclose(separation(moved, present, 0.2),
+                             _separation_numpy(moved, present, 0.2), rtol=1e-5)
+  grad = np.asarray(jax.grad(prototype_separation_loss)(prototypes, present, 0.2))
+  assert not np.any(grad[1]) and np.all(np.any(grad[[0, 2]] != 0, axis=-1))
+  # A gradient step moves the two classes' prototypes apart.
+  stepped = prototypes - 0.05 * grad
+  assert (np.einsum("kd,ld->", prototypes[0], prototypes[2])
+          > np.einsum("kd,ld->", stepped[0], stepped[2]))
+  assert separation(prototypes, np.array([True, False, False]), 0.2) == 0.0

@@ -24,7 +24,7 @@ from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.sdcpc_head import SDCPCHead
-from vssjax.models.sdcpc_prototypes import PROTOTYPE_PIXELS, mcp_cl_loss
+from vssjax.models.sdcpc_prototypes import GROUPINGS, PROTOTYPE_PIXELS, mcp_cl_loss
 
 
 def _check_dssa(dssa: ConfigDict) -> None:
@@ -74,10 +74,11 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
 def _check_mcp(mcp: ConfigDict) -> None:
   """MCP-CL's settings, checked as the method is built: the loss would otherwise meet an unknown
   pixel rule or no prototype only in the first trace, and a temperature of 0 makes its InfoNCE
-  NaN, which the trainer reports as divergence."""
-  if mcp.prototype_pixels not in PROTOTYPE_PIXELS:
-    raise SetupError(f"method.mcp.prototype_pixels must be one of {PROTOTYPE_PIXELS}, got "
-                     f"{mcp.prototype_pixels!r}")
+  NaN, which the trainer reports as divergence. A separation term needs prototypes that carry
+  gradient: it would otherwise train nothing."""
+  for name, allowed in (("prototype_pixels", PROTOTYPE_PIXELS), ("grouping", GROUPINGS)):
+    if mcp[name] not in allowed:
+      raise SetupError(f"method.mcp.{name} must be one of {allowed}, got {mcp[name]!r}")
   for name, least in (("prototypes_per_class", 1), ("max_pixels_per_class", 1),
                       ("kmeans_iters", 0)):
     if mcp[name] < least:
@@ -85,6 +86,12 @@ def _check_mcp(mcp: ConfigDict) -> None:
   if mcp.temperature <= 0:
     raise SetupError(f"method.mcp.temperature={mcp.temperature}: InfoNCE's temperature must be "
                      "positive")
+  if mcp.separation_weight < 0:
+    raise SetupError(f"method.mcp.separation_weight={mcp.separation_weight}: at least 0")
+  if mcp.separation_weight and not mcp.prototype_gradient:
+    raise SetupError(f"method.mcp.separation_weight={mcp.separation_weight} moves the prototypes, "
+                     "which carry no gradient with method.mcp.prototype_gradient=False: set it "
+                     "True, or the weight to 0")
 
 
 class SDCPCMethod(DTERNMethod):
@@ -108,13 +115,15 @@ class SDCPCMethod(DTERNMethod):
     loss_final, pixel_acc = self._cross_entropy(outputs["final"], labels[:, -1])
     loss_frames = self._frame_loss(outputs["frame_logits"], labels)
     mcp = method.mcp
-    loss_contrast = mcp_cl_loss(
+    contrast = mcp_cl_loss(
         outputs["embedding"], outputs["final"], labels[:, -1], sample_rng,
         num_prototypes=mcp.prototypes_per_class, temperature=mcp.temperature,
         kmeans_iters=mcp.kmeans_iters, prototype_pixels=mcp.prototype_pixels,
-        max_pixels_per_class=mcp.max_pixels_per_class, prototype_gradient=mcp.prototype_gradient)
-    loss = loss_final + method.frame_loss_weight * loss_frames + mcp.weight * loss_contrast
-    metrics = {"loss": loss, "loss_final": loss_final, "loss_frames": loss_frames,
-               "loss_contrast": loss_contrast,
+        max_pixels_per_class=mcp.max_pixels_per_class, prototype_gradient=mcp.prototype_gradient,
+        grouping=mcp.grouping, separation=mcp.separation_weight > 0)
+    loss = (loss_final + method.frame_loss_weight * loss_frames
+            + mcp.weight * contrast["loss_contrast"]
+            + mcp.separation_weight * contrast.get("loss_separation", 0.0))
+    metrics = {"loss": loss, "loss_final": loss_final, "loss_frames": loss_frames, **contrast,
                "pixel_acc": pixel_acc}
     return loss, (metrics, dict(new_state))

@@ -7,8 +7,10 @@ says only correctly predicted pixels form the prototypes [SECONDARY].
 
 Reconstruction (spec §6.3, [GUESS]; all knobs in `config.method.mcp`): on the target frames of a
 batch, the pixels predicted as class c (and, with `prototype_pixels='correct'`, labelled c) are
-split into K groups by a few spherical k-means steps, started from K contiguous runs of them in
-raster order; the K group means, re-normalised, are c's prototypes. The assignments carry no
+split into K groups, by `grouping`: 'kmeans', a few spherical k-means steps started from K
+contiguous runs of them in raster order, or 'confidence', K runs of equal size in the order of
+their predicted probability of c (§6.3's "K confidence bins", as quantiles so that no bin is
+empty); the K group means, re-normalised, are c's prototypes. The assignments carry no
 gradient (spec §6.3); the means do only with `prototype_gradient=True`. Off by default: the
 prototypes are then fixed targets for the step, as in prototype methods that update them
 without back-propagation, and the loss shapes each pixel's embedding only through that pixel.
@@ -17,7 +19,10 @@ the prototypes of its class and pushed from those of every other class by a mult
 InfoNCE with temperature tau:
   l(p) = -log( sum_k exp(e_p . m_{c,k} / tau) / sum_{c', k} exp(e_p . m_{c',k} / tau) ),
 over the classes that have prototypes in the batch. Being pulled towards the nearest of several
-prototypes rather than one mean keeps a class's features diverse.
+prototypes rather than one mean keeps a class's features diverse. §6.3's optional prototype-level
+term (`separation_weight`, off by default) pushes each prototype from the other classes' ones,
+never towards its own class's: a log-mean-exp of its similarities to them over tau, which only
+moves the prototypes when they carry gradient.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from vssjax.models.layers import l2_normalize
 from vssjax.ops.resize import resize_nearest
 
 PROTOTYPE_PIXELS = ("predicted", "correct")
+GROUPINGS = ("kmeans", "confidence")
 
 
 def rank_within_class(classes: jax.Array, order: jax.Array) -> jax.Array:
@@ -47,13 +53,15 @@ def sample_per_class(labels: jax.Array, max_per_class: int, rng: jax.Array) -> j
 
 
 def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int,
-                     num_prototypes: int, kmeans_iters: int, *,
-                     gradient: bool = False) -> tuple[jax.Array, jax.Array]:
+                     num_prototypes: int, kmeans_iters: int, *, gradient: bool = False,
+                     order: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """K prototypes per class from unit embeddings [N, D] and their classes [N] (-1: none).
 
-  Returns (prototypes [C, K, D], unit vectors; present [C], whether the class has any pixel). A
-  group left empty (a class with fewer than K pixels) takes the class mean. The k-means
-  assignments never carry gradient; the prototypes (their groups' means) do with `gradient`.
+  The groups start as K contiguous runs of each class's pixels sorted by `order` [N] (ascending;
+  None: raster order), then take `kmeans_iters` k-means steps. Returns (prototypes [C, K, D], unit
+  vectors; present [C], whether the class has any pixel). A group left empty (a class with fewer
+  than K pixels) takes the class mean. The assignments never carry gradient; the prototypes
+  (their groups' means) do with `gradient`.
   """
   embeddings = embeddings.astype(jnp.float32)
   points = jax.lax.stop_gradient(embeddings)
@@ -70,8 +78,9 @@ def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int
     return l2_normalize(jnp.where(counts[..., None] > 0, sums, class_sums))
 
   counts = jax.ops.segment_sum(member.astype(jnp.int32), safe, num_classes)
-  # Start: K contiguous runs of each class's pixels in raster order (spatially distinct parts).
-  rank = rank_within_class(jnp.where(member, safe, -1), jnp.zeros_like(classes))
+  # Start: K contiguous runs of each class's pixels (in raster order: spatially distinct parts).
+  order = jnp.zeros(classes.shape, jnp.float32) if order is None else jax.lax.stop_gradient(order)
+  rank = rank_within_class(jnp.where(member, safe, -1), order)
   groups = (rank * k) // jnp.maximum(counts[safe], 1)
   prototypes = centres(groups)
   for _ in range(kmeans_iters):
@@ -99,23 +108,54 @@ def prototype_contrastive_loss(embeddings: jax.Array, labels: jax.Array, prototy
   return jnp.sum(used * per_pixel) / jnp.maximum(used.sum(), 1.0)
 
 
+def prototype_separation_loss(prototypes: jax.Array, present: jax.Array,
+                              temperature: float) -> jax.Array:
+  """Mean over the prototypes [C, K, D] of the `present` classes of the log-mean-exp of their
+  similarities to every prototype of the other present classes, over `temperature`: a soft
+  maximum of how close each comes to another class, in [-1/tau, 1/tau]. No term pairs two
+  prototypes of one class, so it never pulls them together. 0 with fewer than two classes."""
+  num_classes = prototypes.shape[0]
+  similarity = jnp.einsum("akd,bld->akbl", prototypes, prototypes) / temperature
+  others = (present[:, None] & present[None, :] & ~jnp.eye(num_classes, dtype=bool))
+  others = jnp.broadcast_to(others[:, None, :, None], similarity.shape)
+  similarity = jnp.where(others, similarity, jnp.finfo(jnp.float32).min)
+  terms = others.sum(axis=(2, 3))
+  per_prototype = (jax.nn.logsumexp(similarity, axis=(2, 3))
+                   - jnp.log(jnp.maximum(terms, 1).astype(jnp.float32)))
+  used = (terms > 0).astype(jnp.float32)
+  return jnp.sum(used * per_prototype) / jnp.maximum(used.sum(), 1.0)
+
+
 def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng: jax.Array, *,
                 num_prototypes: int, temperature: float, kmeans_iters: int,
                 prototype_pixels: str, max_pixels_per_class: int,
-                prototype_gradient: bool = False, ignore_label: int = IGNORE_LABEL) -> jax.Array:
+                prototype_gradient: bool = False, grouping: str = "kmeans",
+                separation: bool = False,
+                ignore_label: int = IGNORE_LABEL) -> dict[str, jax.Array]:
   """MCP-CL on a batch of target frames: embedding [B, h, w, D] (unit), logits [B, h, w, C] on the
-  same grid, labels [B, H, W] (nearest-downsampled to the grid)."""
+  same grid, labels [B, H, W] (nearest-downsampled to the grid). Returns `loss_contrast` (the
+  InfoNCE) and, with `separation`, `loss_separation` (`prototype_separation_loss`)."""
   if prototype_pixels not in PROTOTYPE_PIXELS:
     raise ValueError(f"prototype_pixels must be one of {PROTOTYPE_PIXELS}, got "
                      f"{prototype_pixels!r}")
+  if grouping not in GROUPINGS:
+    raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
   num_classes = logits.shape[-1]
   labels = resize_nearest(labels, embedding.shape[1:3]).reshape(-1)
   labels = jnp.where(labels == ignore_label, -1, labels)
-  predicted = jnp.argmax(logits, axis=-1).reshape(-1)
+  logits = logits.reshape((-1, num_classes)).astype(jnp.float32)
+  predicted = jnp.argmax(logits, axis=-1)
   if prototype_pixels == "correct":
     predicted = jnp.where(predicted == labels, predicted, -1)
+  order = None
+  if grouping == "confidence":  # the predicted class's probability; its bins need no k-means
+    order, kmeans_iters = jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1), 0
   embedding = embedding.reshape((-1, embedding.shape[-1]))
   prototypes, present = class_prototypes(embedding, predicted, num_classes, num_prototypes,
-                                         kmeans_iters, gradient=prototype_gradient)
+                                         kmeans_iters, gradient=prototype_gradient, order=order)
   weights = sample_per_class(labels, max_pixels_per_class, rng)
-  return prototype_contrastive_loss(embedding, labels, prototypes, present, temperature, weights)
+  losses = {"loss_contrast": prototype_contrastive_loss(embedding, labels, prototypes, present,
+                                                        temperature, weights)}
+  if separation:
+    losses["loss_separation"] = prototype_separation_loss(prototypes, present, temperature)
+  return losses
