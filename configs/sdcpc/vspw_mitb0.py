@@ -74,6 +74,10 @@ def sdcpc_base(backbone: str):
       # stage 2 scaled per pixel by sigma(alpha * static difference + beta); False: the spec's
       # plain sum
       difference_gate=True,
+      # the static difference: 'cosine' (1 - cos of the SSEA features, §6.4's default) | 'js'
+      # (Jensen-Shannon divergence of the frames' SegFormer-branch class posteriors, §6.2's
+      # class-level variant)
+      difference="cosine",
   ))
   c.model.embedding_dim = 128  # MCP-CL projector output
   c.clip.update(kind="offsets", offsets=(-9, -6, -3, 0), reverse_prob=0.5)

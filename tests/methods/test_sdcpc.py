@@ -76,6 +76,20 @@ def test_the_separation_term_adds_to_the_loss_and_trains_the_prototypes(method_a
                          traverse_util.flatten_dict(without)[projector])
 
 
+def test_the_class_level_difference_trains_and_its_kept_states_predict_the_clip():
+  """`model.dssa.difference='js'`: DSSA reads the frames' class posteriors, which the predictor
+  keeps with each frame's static feature; every parameter still gets a gradient."""
+  config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+  config.model.dssa.difference = "js"
+  method = get_method(config)
+  variables = host_filled(jax.eval_shape(method.init, jax.random.key(0), _batch()))
+  grads, _ = jax.jit(jax.grad(method.loss_and_metrics, has_aux=True))(
+      variables["params"], {"batch_stats": variables["batch_stats"]}, _batch(),
+      jax.random.key(1))
+  assert all(np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
+  assert_kept_states_predict_the_clip(method, variables)
+
+
 def test_streaming_predictor(method_and_variables):
   """Frames 0-2 single-frame, 3-8 DTERN's first-frames table, 9 [t-9, t-6, t-3, t]; each frame's
   state is kept (DTERN's predictor: its equality with clip recomputation is tested there)."""
@@ -155,6 +169,7 @@ def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(c
     ("window", 4, r"model.dssa.window=4: .* positive odd number"),
     ("window", -1, r"model.dssa.window=-1: .* positive odd number"),
     ("coarse_factor", 0, r"model.dssa.coarse_factor=0: at least 1"),
+    ("difference", "kl", r"model.dssa.difference must be one of \('cosine', 'js'\)"),
 ])
 def test_dssa_settings_it_cannot_run_are_refused_as_the_method_is_built(field, value, message):
   config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")

@@ -1,13 +1,14 @@
 """SD-CPC head: output shapes on MiT-like and dilated-ResNet-like strides, stage 1 aggregating only
-the most different reference cells, both stages adding to the target, the fine stage's difference
-gate, the single-frame exit. (Gradients: tests/methods/test_sdcpc.py.)"""
+the most different reference cells (by their features or, with 'js', their class posteriors),
+both stages adding to the target, the fine stage's difference gate, the single-frame exit.
+(Gradients: tests/methods/test_sdcpc.py.)"""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests.models.helpers import layer_norm_epsilons
-from vssjax.models.sdcpc_head import DSSA, SDCPCHead
+from vssjax.models.sdcpc_head import DSSA, SDCPCHead, js_divergence
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.train.host_init import host_filled
 
@@ -176,6 +177,61 @@ def test_coarse_cells_are_chosen_per_reference():
   dropped[:, 0, :2, :2] += nudge
   assert np.any(apply(kept) != apply(refs))
   np.testing.assert_array_equal(apply(dropped), apply(refs))
+
+
+def test_js_divergence_matches_numpy_and_is_finite_at_zero_probabilities():
+  rng = np.random.default_rng(10)
+  p = rng.dirichlet(np.ones(5), size=(2, 3)).astype(np.float32)
+  q = rng.dirichlet(np.ones(5), size=(2, 2, 3)).astype(np.float32)
+  p[0, 0] = [0.5, 0.5, 0, 0, 0]  # zeros: 0 log 0 = 0
+  q[0, 0, 0] = [0, 0, 0.5, 0.5, 0]  # disjoint from p[0, 0]: ln 2
+  q[1, 1, 2] = p[1, 2]  # equal: 0
+
+  def kl(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return np.sum(a * np.log(np.where(a > 0, a, 1) / np.where(a > 0, b, 1)), axis=-1)
+
+  m = 0.5 * (p[:, None] + q)
+  want = 0.5 * (kl(np.broadcast_to(p[:, None], q.shape), m) + kl(q, m))
+  got = np.asarray(jax.jit(js_divergence)(p, q))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(got[0, 0, 0], np.log(2), rtol=1e-6)
+  assert abs(got[1, 1, 2]) < 1e-6
+  grad = jax.grad(lambda a, b: js_divergence(a, b).sum(), argnums=(0, 1))(p, q)
+  assert all(np.all(np.isfinite(g)) for g in grad)
+
+
+def test_js_difference_chooses_the_coarse_cells_by_the_class_posteriors():
+  """difference='js': the features of the references equal the target's everywhere (cosine
+  difference 0), their class posteriors differ in one cell per reference; that cell is the one
+  kept (reference 0's bottom-right cell reaches the output, its top-left one does not)."""
+  rng = np.random.default_rng(11)
+  target = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
+  refs = np.repeat(target[:, None], 2, axis=1)
+  target_posteriors = np.full((1, 4, 4, 3), 1 / 3, np.float32)
+  ref_posteriors = np.repeat(target_posteriors[:, None], 2, axis=1)
+  ref_posteriors[:, 0, 2:, 2:] = [1.0, 0.0, 0.0]
+  ref_posteriors[:, 1, :2, :2] = [0.0, 1.0, 0.0]
+  posteriors = (target_posteriors, ref_posteriors)
+  dssa = DSSA(coarse_factor=2, keep_ratio=0.25, window=3, num_heads=2, difference="js")
+  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs,
+                                      posteriors))["params"]
+  gated_off = {**params, "gate_beta": jnp.full((1,), -1e4)}
+  apply = jax.jit(lambda r: dssa.apply({"params": gated_off}, target, r, posteriors))
+  nudge = 0.1 * rng.normal(size=(1, 2, 2, 8)).astype(np.float32)
+  kept, dropped = refs.copy(), refs.copy()
+  kept[:, 0, 2:, 2:] += nudge
+  dropped[:, 0, :2, :2] += nudge
+  assert np.any(apply(kept) != apply(refs))
+  np.testing.assert_array_equal(apply(dropped), apply(refs))
+  # The gate reads the same divergence: open where a reference's posterior differs.
+  steep = {**params, "gate_alpha": jnp.full((1,), 1e3), "gate_beta": jnp.full((1,), -1e2)}
+  opened = dssa.apply({"params": steep}, target, refs, posteriors)
+  closed = dssa.apply({"params": gated_off}, target, refs, posteriors)
+  np.testing.assert_allclose(opened[:, 3, 0], closed[:, 3, 0], atol=1e-6)  # no difference there
+  assert np.abs(np.asarray(opened[:, 3, 3] - closed[:, 3, 3])).max() > 1e-4
+  with pytest.raises(ValueError, match="takes posteriors with 'js' only"):
+    DSSA(window=3, num_heads=2).init(jax.random.key(0), target, refs, posteriors)
 
 
 def test_the_guesses_beyond_the_spec_switch_off():

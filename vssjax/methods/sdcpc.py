@@ -23,14 +23,17 @@ from vssjax.errors import SetupError
 from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.clip_segmentor import ClipSegmentor
-from vssjax.models.sdcpc_head import SDCPCHead
+from vssjax.models.sdcpc_head import DIFFERENCES, SDCPCHead
 from vssjax.models.sdcpc_prototypes import GROUPINGS, PROTOTYPE_PIXELS, mcp_cl_loss
 
 
 def _check_dssa(dssa: ConfigDict) -> None:
   """DSSA's settings, checked as the method is built rather than where the attention first
-  traces: its keep ratios are fractions of the cells or window keys, and a window is centred on
-  the query pixel, so its side is odd."""
+  traces: its keep ratios are fractions of the cells or window keys, a window is centred on
+  the query pixel, so its side is odd, and its static difference is one it knows."""
+  if dssa.difference not in DIFFERENCES:
+    raise SetupError(f"model.dssa.difference must be one of {DIFFERENCES}, got "
+                     f"{dssa.difference!r}")
   for name in ("keep_ratio", "window_keep_ratio"):
     if not 0.0 < dssa[name] <= 1.0:
       raise SetupError(f"model.dssa.{name}={dssa[name]}: a fraction in (0, 1]")
@@ -67,7 +70,7 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
       embedding_dim=model.embedding_dim,
       dwconv_impl=resolve_dwconv_impl(model), dtype=compute_dtype(model),
       ssea_token_embedding=model.ssea.token_embedding, ssea_context_norm=model.ssea.context_norm,
-      dssa_difference_gate=model.dssa.difference_gate)
+      dssa_difference_gate=model.dssa.difference_gate, dssa_difference=model.dssa.difference)
   return ClipSegmentor(backbone=backbone, decode_head=head)
 
 

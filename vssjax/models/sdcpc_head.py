@@ -12,15 +12,16 @@ the method's config):
   the pixel feature; its logits give the single-frame prediction and an auxiliary loss); SSEA =
   one attention of X_f (on c2's grid) over adaptive-average-pooled pyramids (`pool_sizes`) of the
   projected backbone levels (`levels`), then a Mix-FFN; the static perceptual difference =
-  1 - cos(Y_t, Y_r) of the SSEA outputs; DSSA stage 1 (coarse, the grid pooled by
-  `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from the target and
-  attends to them; stage 2 (fine) is window attention (`window`, `window_keep_ratio`) of the
-  stage-1-refined target over the references, gated per pixel by sigma(alpha * difference + beta)
-  (`difference_gate`);
-  the prediction is a 1x1 classifier on c2's grid, resized to the label or input size in one
-  bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a stride-8 -> 4 step
-  first; one step keeps MCP-CL's embedding and the logits on one grid); an embedding projector
-  feeds MCP-CL
+  1 - cos(Y_t, Y_r) of the SSEA outputs (`difference='cosine'`), or §6.2's class-level variant,
+  the Jensen-Shannon divergence of the frames' class posteriors (`'js'`: the SegFormer branch's
+  softmax, averaged over c2's grid cells and the coarse cells); DSSA stage 1 (coarse, the grid
+  pooled by `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from
+  the target and attends to them; stage 2 (fine) is window attention (`window`,
+  `window_keep_ratio`) of the stage-1-refined target over the references, gated per pixel by
+  sigma(alpha * difference + beta) (`difference_gate`); the prediction is a 1x1 classifier on
+  c2's grid, resized to the label or input size in one bilinear step (spec §6.2 says "logits at
+  stride 4", which on MiT would add a stride-8 -> 4 step first; one step keeps MCP-CL's
+  embedding and the logits on one grid); an embedding projector feeds MCP-CL
   (vssjax/models/sdcpc_prototypes.py).
 
 The head takes 4 feature maps of any strides (MiT: 4/8/16/32, dilated ResNet: 4/8/8/8); the
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from vssjax.models.layers import (Conv, Dense, cosine_similarity, dense_init, dropout2d,
-                                  l2_normalize, layer_norm, TORCH_LAYER_NORM_EPS)
+                                  flatten_time, l2_normalize, layer_norm, TORCH_LAYER_NORM_EPS)
 from vssjax.models.mit import MixFFN
 from vssjax.models.sdcpc_attention import CrossAttention
 from vssjax.models.segformer_head import SegFormerBranch
@@ -49,10 +50,26 @@ from vssjax.ops.resize import resize_bilinear
 MLP_RATIO = 4  # [GUESS] Mix-FFN width of SSEA, as MiT's
 
 
+DIFFERENCES = ("cosine", "js")
+
+
 def static_difference(target: jax.Array, refs: jax.Array) -> jax.Array:
   """The static perceptual difference 1 - cos(Y_t(p), Y_r(p)): [B, ..., C], [B, R, ..., C] ->
   [B, R, ...], in [0, 2]."""
   return 1.0 - cosine_similarity(target[:, None], refs)
+
+
+def js_divergence(target: jax.Array, refs: jax.Array) -> jax.Array:
+  """Jensen-Shannon divergence (natural log) of class distributions [B, ..., C] and
+  [B, R, ..., C] -> [B, R, ...], in [0, ln 2]; in float32. A zero probability adds nothing (its
+  logarithm is clamped, so its gradient stays finite)."""
+  p, q = target[:, None].astype(jnp.float32), refs.astype(jnp.float32)
+  log_m = jnp.log(jnp.maximum(0.5 * (p + q), jnp.finfo(jnp.float32).tiny))
+
+  def kl_to_mean(x):
+    return jnp.sum(x * (jnp.log(jnp.maximum(x, jnp.finfo(jnp.float32).tiny)) - log_m), axis=-1)
+
+  return 0.5 * (kl_to_mean(p) + kl_to_mean(q))
 
 
 class SSEA(nn.Module):
@@ -97,16 +114,19 @@ class SSEA(nn.Module):
 
 
 class DSSA(nn.Module):
-  """Dynamic semantic alignment: `__call__(target [B, h, w, E], refs [B, R, h, w, E])` -> the
-  aligned target [B, h, w, E] (inputs are SSEA outputs).
+  """Dynamic semantic alignment: `__call__(target [B, h, w, E], refs [B, R, h, w, E],
+  posteriors)` -> the aligned target [B, h, w, E] (inputs are SSEA outputs; `posteriors`, the
+  frames' class posteriors on the same grid, [B, h, w, NC] and [B, R, h, w, NC], are read with
+  `difference='js'` only).
 
   Stage 1 (coarse): target and references average-pooled by `coarse_factor`; per reference the
   ceil(`keep_ratio` * cells) cells with the largest static difference from the target's same cell
-  are kept; the coarse target attends densely over all kept cells of all references; the result is
-  upsampled and added. Both attentions layer-normalise their queries and references first (a guess
-  beyond §6.2) and split into `num_heads` heads (§6.2's window score is one head: `num_heads=1`).
-  Stage 2 (fine): window attention of the refined target over the full-
-  resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
+  (`difference`: 'cosine', 1 - cos of the pooled features; 'js', the Jensen-Shannon divergence of
+  the pooled posteriors) are kept; the coarse target attends densely over all kept cells of all
+  references; the result is upsampled and added. Both attentions layer-normalise their queries
+  and references first (a guess beyond §6.2) and split into `num_heads` heads (§6.2's window
+  score is one head: `num_heads=1`). Stage 2 (fine): window attention of the refined target over
+  the full-resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
   `difference_gate` (a guess beyond the spec's §6.2, whose output is the plain sum), else added.
   The settings are checked where the model is built (`methods.sdcpc.build_sdcpc`).
   """
@@ -117,11 +137,25 @@ class DSSA(nn.Module):
   num_heads: int = 8
   dtype: Dtype = jnp.float32
   difference_gate: bool = True
+  difference: str = "cosine"
 
   @nn.compact
-  def __call__(self, target: jax.Array, refs: jax.Array) -> jax.Array:
+  def __call__(self, target: jax.Array, refs: jax.Array,
+               posteriors: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     batch, height, width, dim = target.shape
     num_refs = refs.shape[1]
+    if (posteriors is None) != (self.difference == "cosine"):
+      raise ValueError(f"DSSA(difference={self.difference!r}) takes posteriors with 'js' only")
+
+    def differences(size=None):
+      """The static difference of each reference from the target, on c2's grid or pooled."""
+      if posteriors is None:
+        a, b = target, refs
+      else:
+        a, b = posteriors
+      if size is not None:
+        a, b = adaptive_avg_pool(a, size), adaptive_avg_pool(b, size)
+      return static_difference(a, b) if posteriors is None else js_divergence(a, b)
 
     def norm(name):
       return layer_norm(TORCH_LAYER_NORM_EPS, name)
@@ -131,7 +165,7 @@ class DSSA(nn.Module):
     coarse_refs = adaptive_avg_pool(refs, coarse_hw)
     cells = coarse_hw[0] * coarse_hw[1]
     keep = max(math.ceil(self.keep_ratio * cells), 1)
-    difference = static_difference(coarse_target, coarse_refs).reshape((batch, num_refs, cells))
+    difference = differences(coarse_hw).reshape((batch, num_refs, cells))
     chosen = jax.lax.top_k(difference, keep)[1]
     selected = jnp.take_along_axis(coarse_refs.reshape((batch, num_refs, cells, dim)),
                                    chosen[..., None], axis=2).reshape((batch, -1, dim))
@@ -147,7 +181,7 @@ class DSSA(nn.Module):
       return x + fine
     alpha = self.param("gate_alpha", nn.initializers.ones, (1,))
     beta = self.param("gate_beta", nn.initializers.zeros, (1,))
-    gate = jax.nn.sigmoid(alpha * static_difference(target, refs).mean(axis=1) + beta)
+    gate = jax.nn.sigmoid(alpha * differences().mean(axis=1) + beta)
     # In float32, rounded once: the gate's gradient sums over the channels, in bf16 otherwise.
     return x + (gate[..., None] * fine.astype(jnp.float32)).astype(fine.dtype)
 
@@ -175,6 +209,7 @@ class SDCPCHead(SegFormerBranch, nn.Module):
   ssea_token_embedding: bool = True
   ssea_context_norm: bool = True
   dssa_difference_gate: bool = True
+  dssa_difference: str = "cosine"
 
   def setup(self):
     self.setup_segformer_branch()
@@ -183,7 +218,8 @@ class SDCPCHead(SegFormerBranch, nn.Module):
                      context_norm=self.ssea_context_norm)
     self.dssa = DSSA(self.dssa_coarse_factor, self.dssa_keep_ratio, self.dssa_window,
                      self.dssa_window_keep_ratio, self.dssa_heads, self.dtype,
-                     difference_gate=self.dssa_difference_gate)
+                     difference_gate=self.dssa_difference_gate,
+                     difference=self.dssa_difference)
     self.dropout = dropout2d(self.dropout_rate)
     self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
     self.projector_fc1 = Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)
@@ -194,8 +230,13 @@ class SDCPCHead(SegFormerBranch, nn.Module):
     if fused is None:
       return out
     static = self._static(fused, frames)
-    static = static.reshape(features[0].shape[:2] + static.shape[1:])
-    aligned = self.dssa(static[:, -1], static[:, :-1])
+    clips = features[0].shape[:2]
+    static = static.reshape(clips + static.shape[1:])
+    posteriors = self._posteriors(flatten_time(out["frame_logits"]), static.shape[2:4])
+    if posteriors is not None:
+      posteriors = posteriors.reshape(clips + posteriors.shape[1:])
+      posteriors = posteriors[:, -1], posteriors[:, :-1]
+    aligned = self.dssa(static[:, -1], static[:, :-1], posteriors)
     out["final"] = self.classifier(self.dropout(aligned, deterministic=not train))
     embedding = self.projector_fc2(nn.relu(self.projector_fc1(aligned))).astype(jnp.float32)
     out["embedding"] = l2_normalize(embedding)
@@ -205,19 +246,31 @@ class SDCPCHead(SegFormerBranch, nn.Module):
                   ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """What the evaluation needs of one frame [B, h_i, w_i, C_i] x 4 levels, as DTERN's head:
     for its own prediction its SegFormer-branch logits; for every clip it belongs to its
-    SSEA-aligned static feature (per frame in eval mode), which the predictor keeps."""
+    SSEA-aligned static feature (per frame in eval mode) and, with DSSA's 'js' difference, its
+    class posteriors on that grid, which the predictor keeps."""
     logits, fused = self.segformer(features, train=False)
-    return {"logits": logits}, {"static": self._static(fused, features)}
+    kept = {"static": self._static(fused, features)}
+    posteriors = self._posteriors(logits, kept["static"].shape[1:3])
+    return {"logits": logits}, kept if posteriors is None else {**kept, "posteriors": posteriors}
 
   def predict_from_states(self, target: dict[str, jax.Array], references: dict[str, jax.Array]
                           ) -> jax.Array:
     """`final` of a clip from its frames' static features stacked on axis 1 (target last), in
     eval mode: equal to `__call__`'s up to float rounding (the target's first part is unused)."""
     del target
-    static = references["static"]
-    return self.classifier(self.dssa(static[:, -1], static[:, :-1]))
+    static, posteriors = references["static"], references.get("posteriors")
+    if posteriors is not None:
+      posteriors = posteriors[:, -1], posteriors[:, :-1]
+    return self.classifier(self.dssa(static[:, -1], static[:, :-1], posteriors))
 
   def _static(self, fused: jax.Array, frames: Sequence[jax.Array]) -> jax.Array:
     """SSEA on the SegFormer feature at c2's grid: each frame aligned on its own."""
     grid = frames[1].shape[-3:-1]
     return self.ssea(resize_bilinear(fused, grid, align_corners=False), frames)
+
+  def _posteriors(self, logits: jax.Array, grid: tuple[int, int]) -> jax.Array | None:
+    """With DSSA's 'js' difference, the SegFormer branch's class posteriors [N, h, w, NC] averaged
+    over the cells of the alignment `grid` (float32); else None."""
+    if self.dssa_difference == "cosine":
+      return None
+    return adaptive_avg_pool(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), grid)
