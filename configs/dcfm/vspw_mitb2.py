@@ -61,8 +61,10 @@ def dcfm_base(backbone: str):
   c = configs_lib.base_config()
   c.method.name = "dcfm"
   c.method.update(
+      key_weight=1.0,  # CE of the keyframe path (Table VI's ablation drops it: 0)
       nonkey_weight=0.4,  # lambda (released configs; Table I says 0.2 for VSPW)
       consistency_weight=10.0,  # beta (released configs; Table I says 5 for VSPW)
+      consistency_distance="mse",  # L_sc's distance: 'mse' (release) | 'l1' (Table VII)
       keyframe_interval=2,  # K
       mode="B",  # 'B': previous + next keyframe; 'P': previous only
       aks=False,  # adaptive keyframe scheduling (off in every released config)

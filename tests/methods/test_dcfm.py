@@ -95,6 +95,35 @@ def test_consistency_loss_is_the_masked_feature_mse(method_and_variables):
   assert np.mean(squared) != pytest.approx(expected, rel=1e-2)  # the mask matters here
 
 
+def test_the_loss_ablations_weigh_the_key_term_and_take_the_l1_distance(method_and_variables):
+  """Tables VI and VII (specs/dcfm.md §8): `method.key_weight=0` leaves L_nonkey and L_sc;
+  `method.consistency_distance='l1'` averages |F^_L - F^_U| over the agreeing pixels, which for
+  features this close to each other is the larger of the two; an unknown distance is refused."""
+  _, variables = method_and_variables
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  rng = np.random.default_rng(2)
+  frames = rng.integers(0, 256, (2, 2, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 9, (2, 2, 32, 32)).astype(np.int32)
+
+  def metrics_of(**settings):
+    config.method.update(settings)
+    return _loss_metrics(DCFMMethod(config), variables, frames, labels)[1]
+
+  release = metrics_of(key_weight=1.0, consistency_distance="mse")
+  no_key = metrics_of(key_weight=0.0)
+  assert no_key["loss"] == pytest.approx(
+      0.4 * no_key["loss_nonkey"] + 10.0 * no_key["loss_consistency"], rel=1e-5)
+  assert no_key["loss_key"] == pytest.approx(release["loss_key"], rel=1e-6)  # still logged
+  l1 = metrics_of(key_weight=1.0, consistency_distance="l1")
+  assert l1["loss_consistency"] > release["loss_consistency"] > 0
+  assert l1["loss"] == pytest.approx(l1["loss_key"] + 0.4 * l1["loss_nonkey"]
+                                     + 10.0 * l1["loss_consistency"], rel=1e-5)
+  config.method.consistency_distance = "huber"
+  with pytest.raises(SetupError, match=r"method.consistency_distance must be one of "
+                                       r"\('mse', 'l1'\), got 'huber'"):
+    DCFMMethod(config)
+
+
 def test_a_batch_split_over_devices_keeps_each_pair_on_its_device(method_and_variables):
   """Both frames of every pair go through the network as one batch, each pair's two frames side by
   side: the training loss's value and gradient over 2 devices move nothing but sums between them

@@ -10,7 +10,9 @@ the neighbour's); the neighbour is decoded as a keyframe only to build the consi
 the mean running over all b*d*h*w elements and gradients reaching both frames. The FFM and head
 run three times each, each with its own BatchNorm batch statistics, in the release's order (FFM:
 key L, key U, non-key L; head: non-key L, key L, key U), which orders the running-statistic
-updates.
+updates. For the loss ablations of Tables VI and VII (specs/dcfm.md §8), `method.key_weight`
+weighs CE(P_L) (1; 0 drops it) and `method.consistency_distance='l1'` takes |.| in place of the
+square ('mse', the release's).
 
 Inference (§3, §5): `DCFMPredictor` runs the whole network on keyframes only and just the shallow
 prefix on the others, fusing them with the cached common feature of the previous keyframe (P mode)
@@ -118,6 +120,9 @@ class KeyframeSchedule:
                float(method.aks_threshold), int(method.aks_max_interval))
 
 
+CONSISTENCY_DISTANCES = ("mse", "l1")  # L_sc's distance: the release's, Table VII's other
+
+
 class DCFMMethod(Method):
   """Trains on [neighbour, labelled] pairs (clip.kind='pair'); predicts with keyframes."""
 
@@ -130,6 +135,9 @@ class DCFMMethod(Method):
     if config.method.eval_passes < 1:
       raise SetupError(f"method.eval_passes={config.method.eval_passes}: at least 1 pass over "
                        "each video")
+    if config.method.consistency_distance not in CONSISTENCY_DISTANCES:
+      raise SetupError(f"method.consistency_distance must be one of {CONSISTENCY_DISTANCES}, got "
+                       f"{config.method.consistency_distance!r}")
     if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
       # The rotated first keyframe runs over 0..K-1: past the window the protocol's keyframe
       # would not exist (the predictor would make the last frame one instead, not the protocol).
@@ -201,8 +209,9 @@ class DCFMMethod(Method):
     loss_nonkey, _ = losses.cross_entropy_at_label_size(logits_lu, labels, average=average)
     agree = jnp.argmax(logits_l, axis=-1) == jnp.argmax(logits_u, axis=-1)
     diff = (fused_l.astype(jnp.float32) - fused_u.astype(jnp.float32)) * agree[..., None]
-    loss_consistency = jnp.mean(jnp.square(diff))
-    loss = (loss_key + method.nonkey_weight * loss_nonkey
+    distance = jnp.square if method.consistency_distance == "mse" else jnp.abs
+    loss_consistency = jnp.mean(distance(diff))
+    loss = (method.key_weight * loss_key + method.nonkey_weight * loss_nonkey
             + method.consistency_weight * loss_consistency)
     metrics = {"loss": loss, "loss_key": loss_key, "loss_nonkey": loss_nonkey,
                "loss_consistency": loss_consistency, "mask_fraction": agree.mean(),
