@@ -158,19 +158,31 @@ def test_fine_stage_gate_opens_with_the_static_difference():
   assert np.all(np.abs(np.asarray(steep[:, 2:] - gated_off[:, 2:])).max(-1) > 1e-4)
 
 
-def test_coarse_cells_are_chosen_per_reference():
+@pytest.mark.parametrize("difference", ["cosine", "js"])
+def test_coarse_cells_are_chosen_per_reference(difference):
   """Each reference keeps the cells that differ most from the target in THAT reference: here
   reference 0's is the bottom-right cell and reference 1's the top-left one, so with the fine stage
-  gated off reference 0's bottom-right cell reaches the output and its top-left one does not."""
+  gated off reference 0's bottom-right cell reaches the output and its top-left one does not. By
+  'cosine' those cells' features are the target's negation; by 'js' every feature equals the
+  target's (cosine difference 0) and only those cells' class posteriors differ."""
   rng = np.random.default_rng(9)
   target = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
   refs = np.repeat(target[:, None], 2, axis=1)  # difference 0 everywhere...
-  refs[:, 0, 2:, 2:] = -target[:, 2:, 2:]  # ...but 2 in one cell per reference
-  refs[:, 1, :2, :2] = -target[:, :2, :2]
-  dssa = DSSA(coarse_factor=2, keep_ratio=0.25, window=3, num_heads=2)
-  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))["params"]
+  posteriors = None
+  if difference == "cosine":
+    refs[:, 0, 2:, 2:] = -target[:, 2:, 2:]  # ...but 2 in one cell per reference
+    refs[:, 1, :2, :2] = -target[:, :2, :2]
+  else:
+    target_posteriors = np.full((1, 4, 4, 3), 1 / 3, np.float32)
+    ref_posteriors = np.repeat(target_posteriors[:, None], 2, axis=1)
+    ref_posteriors[:, 0, 2:, 2:] = [1.0, 0.0, 0.0]  # ...but not the class posteriors
+    ref_posteriors[:, 1, :2, :2] = [0.0, 1.0, 0.0]
+    posteriors = (target_posteriors, ref_posteriors)
+  dssa = DSSA(coarse_factor=2, keep_ratio=0.25, window=3, num_heads=2, difference=difference)
+  params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs,
+                                      posteriors))["params"]
   gated_off = {**params, "gate_beta": jnp.full((1,), -1e4)}
-  apply = jax.jit(lambda r: dssa.apply({"params": gated_off}, target, r))
+  apply = jax.jit(lambda r: dssa.apply({"params": gated_off}, target, r, posteriors))
   nudge = 0.1 * rng.normal(size=(1, 2, 2, 8)).astype(np.float32)
   kept, dropped = refs.copy(), refs.copy()
   kept[:, 0, 2:, 2:] += nudge
@@ -201,37 +213,29 @@ def test_js_divergence_matches_numpy_and_is_finite_at_zero_probabilities():
   assert all(np.all(np.isfinite(g)) for g in grad)
 
 
-def test_js_difference_chooses_the_coarse_cells_by_the_class_posteriors():
-  """difference='js': the features of the references equal the target's everywhere (cosine
-  difference 0), their class posteriors differ in one cell per reference; that cell is the one
-  kept (reference 0's bottom-right cell reaches the output, its top-left one does not)."""
+def test_js_difference_opens_the_gate_where_a_reference_s_posteriors_differ():
+  """difference='js' gates the fine stage by the mean over references of the posteriors'
+  divergence: closed where every reference's posterior is the target's (features may differ),
+  open where one differs. Without posteriors a 'js' DSSA is refused, with them a 'cosine' one."""
   rng = np.random.default_rng(11)
   target = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
-  refs = np.repeat(target[:, None], 2, axis=1)
+  refs = rng.normal(size=(1, 2, 4, 4, 8)).astype(np.float32)
   target_posteriors = np.full((1, 4, 4, 3), 1 / 3, np.float32)
   ref_posteriors = np.repeat(target_posteriors[:, None], 2, axis=1)
-  ref_posteriors[:, 0, 2:, 2:] = [1.0, 0.0, 0.0]
-  ref_posteriors[:, 1, :2, :2] = [0.0, 1.0, 0.0]
+  ref_posteriors[:, 0, 3, 3] = [1.0, 0.0, 0.0]
   posteriors = (target_posteriors, ref_posteriors)
-  dssa = DSSA(coarse_factor=2, keep_ratio=0.25, window=3, num_heads=2, difference="js")
+  dssa = DSSA(coarse_factor=2, window=3, num_heads=2, difference="js")
   params = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs,
                                       posteriors))["params"]
-  gated_off = {**params, "gate_beta": jnp.full((1,), -1e4)}
-  apply = jax.jit(lambda r: dssa.apply({"params": gated_off}, target, r, posteriors))
-  nudge = 0.1 * rng.normal(size=(1, 2, 2, 8)).astype(np.float32)
-  kept, dropped = refs.copy(), refs.copy()
-  kept[:, 0, 2:, 2:] += nudge
-  dropped[:, 0, :2, :2] += nudge
-  assert np.any(apply(kept) != apply(refs))
-  np.testing.assert_array_equal(apply(dropped), apply(refs))
-  # The gate reads the same divergence: open where a reference's posterior differs.
-  steep = {**params, "gate_alpha": jnp.full((1,), 1e3), "gate_beta": jnp.full((1,), -1e2)}
-  opened = dssa.apply({"params": steep}, target, refs, posteriors)
-  closed = dssa.apply({"params": gated_off}, target, refs, posteriors)
-  np.testing.assert_allclose(opened[:, 3, 0], closed[:, 3, 0], atol=1e-6)  # no difference there
-  assert np.abs(np.asarray(opened[:, 3, 3] - closed[:, 3, 3])).max() > 1e-4
-  with pytest.raises(ValueError, match="takes posteriors with 'js' only"):
-    DSSA(window=3, num_heads=2).init(jax.random.key(0), target, refs, posteriors)
+  apply = jax.jit(lambda p: dssa.apply({"params": p}, target, refs, posteriors))
+  closed = apply({**params, "gate_beta": jnp.full((1,), -1e4)})
+  steep = apply({**params, "gate_alpha": jnp.full((1,), 1e3), "gate_beta": jnp.full((1,), -1e2)})
+  np.testing.assert_allclose(steep[:, :3], closed[:, :3], atol=1e-6)
+  np.testing.assert_allclose(steep[:, 3, :3], closed[:, 3, :3], atol=1e-6)
+  assert np.abs(np.asarray(steep[:, 3, 3] - closed[:, 3, 3])).max() > 1e-4
+  for module, given in ((dssa, None), (DSSA(window=3, num_heads=2), posteriors)):
+    with pytest.raises(ValueError, match="takes posteriors with 'js' only"):
+      module.init(jax.random.key(0), target, refs, given)
 
 
 def test_the_guesses_beyond_the_spec_switch_off():
