@@ -12,6 +12,7 @@ from flax import linen as nn
 from tests.conftest import (assert_each_gradient_close, load_config, record_parts,
                             split_over_two_devices)
 from vssjax.errors import SetupError
+from vssjax.methods import losses
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
 from vssjax.models.dcfm import DCFM, DCFMClassifier
@@ -95,10 +96,13 @@ def test_consistency_loss_is_the_masked_feature_mse(method_and_variables):
   assert np.mean(squared) != pytest.approx(expected, rel=1e-2)  # the mask matters here
 
 
-def test_the_loss_ablations_weigh_the_key_term_and_take_the_l1_distance(method_and_variables):
+def test_the_loss_ablations_weigh_the_key_term_and_take_the_l1_distance(method_and_variables,
+                                                                         monkeypatch):
   """Tables VI and VII (specs/dcfm.md §8): `method.key_weight=0` leaves L_nonkey and L_sc;
   `method.consistency_distance='l1'` averages |F^_L - F^_U| over the agreeing pixels, which for
-  features this close to each other is the larger of the two; an unknown distance is refused."""
+  features this close to each other is the larger of the two; `method.segmentation_loss='ohem'`
+  averages the hardest pixels' CE (tests/methods/test_losses.py checks it against torch); an
+  unknown distance or loss is refused."""
   _, variables = method_and_variables
   config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
   rng = np.random.default_rng(2)
@@ -118,10 +122,21 @@ def test_the_loss_ablations_weigh_the_key_term_and_take_the_l1_distance(method_a
   assert l1["loss_consistency"] > release["loss_consistency"] > 0
   assert l1["loss"] == pytest.approx(l1["loss_key"] + 0.4 * l1["loss_nonkey"]
                                      + 10.0 * l1["loss_consistency"], rel=1e-5)
-  config.method.consistency_distance = "huber"
-  with pytest.raises(SetupError, match=r"method.consistency_distance must be one of "
-                                       r"\('mse', 'l1'\), got 'huber'"):
-    DCFMMethod(config)
+  ohem_calls = []
+  monkeypatch.setattr(losses, "ohem_cross_entropy_at_label_size",
+                      lambda *args, ohem=losses.ohem_cross_entropy_at_label_size:
+                      ohem_calls.append(args[0].shape) or ohem(*args))
+  ohem = metrics_of(consistency_distance="mse", segmentation_loss="ohem")
+  assert len(ohem_calls) == 2  # L_key's and L_nonkey's
+  # Untrained, every pixel's loss is near log 9, above -log 0.7: OHEM keeps them all.
+  assert ohem["loss_key"] == pytest.approx(release["loss_key"], rel=1e-6)
+  for field, value, allowed in (("consistency_distance", "huber", r"\('mse', 'l1'\)"),
+                                ("segmentation_loss", "dice", r"\('ce', 'ohem'\)")):
+    config.method.update(consistency_distance="mse", segmentation_loss="ce")
+    config.method[field] = value
+    with pytest.raises(SetupError, match=rf"method.{field} must be one of {allowed}, got "
+                                         rf"'{value}'"):
+      DCFMMethod(config)
 
 
 def test_a_batch_split_over_devices_keeps_each_pair_on_its_device(method_and_variables):

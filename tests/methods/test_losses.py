@@ -147,3 +147,52 @@ def test_the_upsampled_batch_is_never_kept_whole():
   rounds = lambda x, y: losses.cross_entropy_at_label_size(x, y)[0]
   assert temporaries(rounds, 8) - temporaries(rounds, 4) < 4 * sample / 2
   assert temporaries(_plain_cross_entropy, 8) > 8 * sample
+
+
+def _torch_ohem(logits, labels, *, n_min, threshold):
+  """The DCFM release's OhemCELoss2D (specs/dcfm.md §8), in torch: the per-pixel losses at label
+  size (an ignored pixel's 0), sorted descending; those above the threshold if the one at index
+  n_min is, else the first n_min; their mean. Returns (value, gradient at the logits, whether
+  the threshold chose)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  x = torch.tensor(np.asarray(logits, np.float32)).permute(0, 3, 1, 2).requires_grad_(True)
+  up = F.interpolate(x, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+  loss = F.cross_entropy(up, torch.tensor(np.asarray(labels, np.int64)), ignore_index=255,
+                         reduction="none").view(-1)
+  loss, _ = torch.sort(loss, descending=True)
+  by_threshold = bool(loss[n_min] > threshold)
+  loss = loss[loss > threshold] if by_threshold else loss[:n_min]
+  value = loss.mean()
+  value.backward()
+  return float(value.detach()), x.grad.permute(0, 2, 3, 1).numpy(), by_threshold
+
+
+@pytest.mark.parametrize("case", ["above_threshold", "top_k", "top_k_into_ignored"])
+def test_ohem_is_the_release_s_ohem_cross_entropy(case):
+  """Value and gradient against torch's OhemCELoss2D in each of its branches: many pixels above
+  -log 0.7 (their mean); few (the N/16 largest); so few valid pixels that the N/16 largest reach
+  the ignored pixels' zeros (tied: they count in the mean, with no gradient)."""
+  rng = np.random.default_rng(7)
+  logits, labels = _batch(rng)
+  labels = np.asarray(labels)
+  if case != "above_threshold":  # confident and right nearly everywhere: few losses above
+    classes = np.broadcast_to(rng.integers(0, 7, (4, 1, 1)), (4, 6, 5))  # one per sample
+    logits = jnp.asarray(12.0 * np.eye(7, dtype=np.float32)[classes]
+                         + 0.3 * rng.normal(size=(4, 6, 5, 7)).astype(np.float32))  # no ties
+    up = np.asarray(resize_bilinear(logits, labels.shape[-2:]))
+    labels = np.where(labels == 255, 255, np.argmax(up, -1))
+    labels[0, 10:12] = (labels[0, 10:12] + 1) % 7  # a few hard pixels
+  if case == "top_k_into_ignored":
+    labels[:, 3:] = np.where(np.arange(20) < 1, labels[:, 3:], 255)  # 1 valid column of 20
+  labels = jnp.asarray(labels, jnp.int32)
+  n_min = labels.size // 16
+  value, gradient = jax.jit(jax.value_and_grad(
+      lambda x: losses.ohem_cross_entropy_at_label_size(x, labels)[0]))(logits)
+  want, want_gradient, by_threshold = _torch_ohem(logits, labels, n_min=n_min,
+                                                  threshold=-np.log(0.7))
+  assert by_threshold == (case == "above_threshold")
+  assert (int(np.sum(np.asarray(labels) != 255)) < n_min) == (case == "top_k_into_ignored")
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  np.testing.assert_allclose(gradient, want_gradient, rtol=1e-4,
+                             atol=1e-5 * np.abs(want_gradient).max())

@@ -11,8 +11,9 @@ the mean running over all b*d*h*w elements and gradients reaching both frames. T
 run three times each, each with its own BatchNorm batch statistics, in the release's order (FFM:
 key L, key U, non-key L; head: non-key L, key L, key U), which orders the running-statistic
 updates. For the loss ablations of Tables VI and VII (specs/dcfm.md §8), `method.key_weight`
-weighs CE(P_L) (1; 0 drops it) and `method.consistency_distance='l1'` takes |.| in place of the
-square ('mse', the release's).
+weighs CE(P_L) (1; 0 drops it), `method.segmentation_loss='ohem'` takes the release's
+`OhemCELoss2D` for both CE terms, and `method.consistency_distance='l1'` takes |.| in place of
+the square ('mse', the release's).
 
 Inference (§3, §5): `DCFMPredictor` runs the whole network on keyframes only and just the shallow
 prefix on the others, fusing them with the cached common feature of the previous keyframe (P mode)
@@ -26,6 +27,7 @@ and each frame's logits are summed with its mirror image's, mirrored back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -121,6 +123,7 @@ class KeyframeSchedule:
 
 
 CONSISTENCY_DISTANCES = ("mse", "l1")  # L_sc's distance: the release's, Table VII's other
+SEGMENTATION_LOSSES = ("ce", "ohem")  # L_key's and L_nonkey's: the release's, Table VII's other
 
 
 class DCFMMethod(Method):
@@ -135,9 +138,10 @@ class DCFMMethod(Method):
     if config.method.eval_passes < 1:
       raise SetupError(f"method.eval_passes={config.method.eval_passes}: at least 1 pass over "
                        "each video")
-    if config.method.consistency_distance not in CONSISTENCY_DISTANCES:
-      raise SetupError(f"method.consistency_distance must be one of {CONSISTENCY_DISTANCES}, got "
-                       f"{config.method.consistency_distance!r}")
+    for name, allowed in (("consistency_distance", CONSISTENCY_DISTANCES),
+                          ("segmentation_loss", SEGMENTATION_LOSSES)):
+      if config.method[name] not in allowed:
+        raise SetupError(f"method.{name} must be one of {allowed}, got {config.method[name]!r}")
     if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
       # The rotated first keyframe runs over 0..K-1: past the window the protocol's keyframe
       # would not exist (the predictor would make the last frame one instead, not the protocol).
@@ -204,9 +208,13 @@ class DCFMMethod(Method):
     (fused_l, logits_l, logits_lu, fused_u, logits_u), new_state = self.module.apply(
         variables, both, method=forward, rngs={"dropout": rng}, mutable=["batch_stats"])
     method = self.config.method
-    average = method.loss_average
-    loss_key, pixel_acc = losses.cross_entropy_at_label_size(logits_l, labels, average=average)
-    loss_nonkey, _ = losses.cross_entropy_at_label_size(logits_lu, labels, average=average)
+    if method.segmentation_loss == "ohem":
+      segmentation_loss = losses.ohem_cross_entropy_at_label_size
+    else:
+      segmentation_loss = functools.partial(losses.cross_entropy_at_label_size,
+                                            average=method.loss_average)
+    loss_key, pixel_acc = segmentation_loss(logits_l, labels)
+    loss_nonkey, _ = segmentation_loss(logits_lu, labels)
     agree = jnp.argmax(logits_l, axis=-1) == jnp.argmax(logits_u, axis=-1)
     diff = (fused_l.astype(jnp.float32) - fused_u.astype(jnp.float32)) * agree[..., None]
     distance = jnp.square if method.consistency_distance == "mse" else jnp.abs

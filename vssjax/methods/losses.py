@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -10,16 +11,20 @@ import jax.numpy as jnp
 
 from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.errors import SetupError
-from vssjax.methods.rounds import mean_in_rounds
+from vssjax.methods.rounds import map_in_rounds, mean_in_rounds
 from vssjax.ops.resize import resize_bilinear
 
 LOSS_AVERAGES = ("valid", "all")  # `cross_entropy_at_label_size`'s divisors
+# OhemCELoss2D's settings in the DCFM release (specs/dcfm.md §8, Table VII)
+OHEM_THRESHOLD = -math.log(0.7)
+OHEM_MIN_KEPT_FRACTION = 1 / 16
 
 
 def cross_entropy_at_label_size(
     logits: jax.Array, labels: jax.Array, *, average: str = "valid",
     ignore_label: int = IGNORE_LABEL, class_weights: Sequence[float] | jax.Array | None = None,
-    align_corners: bool = False) -> tuple[jax.Array, jax.Array]:
+    align_corners: bool = False,
+    pixel_weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(softmax cross-entropy, pixel accuracy) of [N, h, w, C] logits upsampled bilinearly in
   float32 to the labels' [N, H, W] (PyTorch's `F.interpolate`, `align_corners` as given).
 
@@ -41,6 +46,9 @@ def cross_entropy_at_label_size(
   `class_weights` [C] weight each pixel's loss by its label's weight. With 'valid' the divisor is
   then the sum of the weights of the non-ignored pixels: PyTorch's `F.cross_entropy(weight=...)`
   weighted mean (ETC's class-balanced loss). With 'all' it stays the pixel count (mmseg).
+  `pixel_weights` [N, H, W] (no gradient) weight each pixel instead, the ignored ones included,
+  whose loss is 0 (`ohem_cross_entropy_at_label_size`'s selection); with 'valid' the divisor is
+  their sum.
 
   The whole batch's upsampled logits are never made at once, nor kept for the backward pass: the
   loss takes the batch in rounds (`vssjax/methods/rounds.py`).
@@ -48,7 +56,11 @@ def cross_entropy_at_label_size(
   if average not in LOSS_AVERAGES:
     raise SetupError(f"loss average must be one of {LOSS_AVERAGES}, got {average!r}")
   valid = labels != ignore_label
-  if class_weights is None:
+  if pixel_weights is not None:
+    if class_weights is not None:
+      raise ValueError("class_weights and pixel_weights: one or the other")
+    weights = jax.lax.stop_gradient(pixel_weights).astype(jnp.float32)
+  elif class_weights is None:
     weights = valid.astype(jnp.float32)
   else:
     class_weights = jnp.asarray(class_weights, jnp.float32)
@@ -66,15 +78,56 @@ def cross_entropy_at_label_size(
   return loss, correct / jnp.maximum(valid.sum(), 1)
 
 
-def _sample_sums(logits, labels, weights, *, ignore_label: int, align_corners: bool):
-  """(sum of the weighted per-pixel losses, number of correct valid pixels) of float32 logits
-  [n, h, w, C] at the labels' [n, H, W]."""
-  up = resize_bilinear(logits, labels.shape[-2:], align_corners=align_corners)
-  valid = labels != ignore_label
+def ohem_cross_entropy_at_label_size(
+    logits: jax.Array, labels: jax.Array, *, ignore_label: int = IGNORE_LABEL,
+    align_corners: bool = False, threshold: float = OHEM_THRESHOLD,
+    min_kept_fraction: float = OHEM_MIN_KEPT_FRACTION) -> tuple[jax.Array, jax.Array]:
+  """(online hard example mining cross-entropy, pixel accuracy), the DCFM release's
+  `OhemCELoss2D` (specs/dcfm.md §8): of the batch's N per-pixel losses at label size (an ignored
+  pixel's 0), sorted in descending order, the mean of those above `threshold` (-log 0.7) when the
+  one after the first k = N x `min_kept_fraction` (1/16) is, else of the k largest.
+
+  The losses are found in a first pass without gradient (the logits upsampled once more, in the
+  rounds of `cross_entropy_at_label_size`); the chosen pixels then weigh 1 in that loss, and
+  where the k-th largest loss is tied, the tied pixels share the weight left to it (torch keeps
+  whichever the sort put first: the same value, its gradient spread over equals). Under `jit` N is
+  the global batch's (the release took each GPU's own, as for the plain mean, above)."""
+  def pixel_losses(logits, labels):
+    up = resize_bilinear(logits, labels.shape[-2:], align_corners=align_corners)
+    return _pixel_nll(up, labels, labels != ignore_label)
+
+  losses = jax.lax.stop_gradient(map_in_rounds(pixel_losses, logits.astype(jnp.float32), labels))
+  flat = losses.reshape(-1)
+  kept = max(int(flat.size * min_kept_fraction), 1)
+  ranked = jnp.sort(flat)[::-1]
+  kth = ranked[kept - 1]
+  above_kth = flat > kth
+  ties = flat == kth
+  top_k = above_kth + ties * ((kept - above_kth.sum()) / jnp.maximum(ties.sum(), 1))
+  if kept < flat.size:
+    weights = jnp.where(ranked[kept] > threshold, flat > threshold, top_k)
+  else:
+    weights = top_k
+  return cross_entropy_at_label_size(
+      logits, labels, ignore_label=ignore_label, align_corners=align_corners,
+      pixel_weights=weights.reshape(losses.shape))
+
+
+def _pixel_nll(up, labels, valid):
+  """Each pixel's softmax cross-entropy [n, H, W] of float32 logits [n, H, W, C] (0 where not
+  `valid`)."""
   # The label's logit through a one-hot product rather than `take_along_axis`: XLA fuses the
   # compare-and-multiply into the reduction, and the gradient stays elementwise instead of a
   # scatter (value and gradient at 4x480x480x124 on XLA:CPU: 478-563 vs 621-690 ms).
   one_hot = jax.nn.one_hot(jnp.where(valid, labels, 0), up.shape[-1], dtype=jnp.float32)
   nll = jax.nn.logsumexp(up, axis=-1) - jnp.sum(up * one_hot, axis=-1)
+  return jnp.where(valid, nll, 0.0)
+
+
+def _sample_sums(logits, labels, weights, *, ignore_label: int, align_corners: bool):
+  """(sum of the weighted per-pixel losses, number of correct valid pixels) of float32 logits
+  [n, h, w, C] at the labels' [n, H, W]."""
+  up = resize_bilinear(logits, labels.shape[-2:], align_corners=align_corners)
+  valid = labels != ignore_label
   correct = jnp.sum((jnp.argmax(up, axis=-1) == labels) & valid)
-  return jnp.sum(jnp.where(valid, nll, 0.0) * weights), correct
+  return jnp.sum(_pixel_nll(up, labels, valid) * weights), correct

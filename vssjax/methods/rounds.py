@@ -84,6 +84,14 @@ def _mean_backward(per_sample, gradients, cotangents):
 _mean.defvjp(_mean_forward, _mean_backward)
 
 
+def map_in_rounds(fn: Callable[..., jax.Array], *arrays: jax.Array) -> jax.Array:
+  """`fn` of [n, ...] slices of `arrays` taken in `mean_in_rounds`' rounds, its per-sample results
+  [n, ...] back in the batch's order [N, ...]: a per-pixel map of a batch (a loss before it is
+  reduced), without making every sample's upsampled logits at once. For values only: its
+  gradient would keep every round's intermediates."""
+  return _unrounded(_in_rounds(fn, *arrays))
+
+
 def _in_rounds(fn, *arrays):
   """`fn` over the batch a few samples at a time: one per piece that the batch is split into in
   the traced program (`parallel.batch_shards`), so that each device takes one of its own samples
