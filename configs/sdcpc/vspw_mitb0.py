@@ -52,7 +52,8 @@ def sdcpc_base(backbone: str):
       # in spec §6.3; its sentence leaves the means open).
       prototype_gradient=False,
       # §6.3's optional term pushing each prototype from the other classes' (0: off, §6.4's
-      # default); needs prototype_gradient=True
+      # default); needs prototype_gradient=True. Its weight in the total loss, not scaled by
+      # `weight`: the term lies in [-1/temperature, 1/temperature] (about 8 at the start)
       separation_weight=0.0,
       max_pixels_per_class=1024,
   ))

@@ -106,25 +106,31 @@ def test_the_pixel_accuracy_scores_the_upsampled_logits():
                              rtol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["plain", "ohem"])
 @pytest.mark.parametrize("data, fsdp", [(4, 1), (2, 2)])
-def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp):
+def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp, loss):
   """Traced under the train step's mesh, each round takes one sample of every device's share: the
-  only cross-device traffic is the two sums (no gather of another device's logits or labels, as
-  rounds of the batch's first samples would need), and the loss and gradient are the plain ones."""
+  only cross-device traffic is scalars (the two sums; OHEM's pixel counts too: no gather of
+  another device's logits, labels or losses, as rounds of the batch's first samples or a sort of
+  its losses would need), and the loss and gradient are the whole batch's."""
   mesh = parallel.make_mesh(data, fsdp)
   split = parallel.batch_sharding(mesh)
   logits, labels = jax.device_put(_batch(np.random.default_rng(3), n=8), split)
+  loss_fn = {"plain": losses.cross_entropy_at_label_size,
+             "ohem": losses.ohem_cross_entropy_at_label_size}[loss]
 
   def loss_and_gradient(x, y):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return jax.value_and_grad(lambda x: losses.cross_entropy_at_label_size(x, y)[0])(x)
+      return jax.value_and_grad(lambda x: loss_fn(x, y)[0])(x)
 
   program = jax.jit(loss_and_gradient, out_shardings=(parallel.replicated(mesh), split))
   compiled = program.lower(logits, labels).compile()
-  assert collectives(compiled) and all(shape == "f32[]" for _, shapes in collectives(compiled)
-                                       for shape in shapes)
+  assert collectives(compiled) and all(shape in ("f32[]", "s32[]")
+                                       for _, shapes in collectives(compiled) for shape in shapes)
   value, gradient = program(logits, labels)
-  expected, expected_gradient = jax.value_and_grad(_plain_cross_entropy)(logits, labels)
+  whole = (_plain_cross_entropy if loss == "plain"
+           else lambda x, y: losses.ohem_cross_entropy_at_label_size(x, y)[0])
+  expected, expected_gradient = jax.value_and_grad(whole)(logits, labels)
   np.testing.assert_allclose(value, expected, rtol=1e-6)
   np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-6,
                              atol=1e-6 * np.abs(expected_gradient).max())
@@ -196,3 +202,16 @@ def test_ohem_is_the_release_s_ohem_cross_entropy(case):
   np.testing.assert_allclose(value, want, rtol=1e-5)
   np.testing.assert_allclose(gradient, want_gradient, rtol=1e-4,
                              atol=1e-5 * np.abs(want_gradient).max())
+
+
+def test_kth_largest_is_exact_with_ties_and_zeros():
+  """OHEM's cut without a sort: the bisection on float32 bit patterns gives the k-th largest
+  exactly, ties and zeros (ignored pixels) included, for every k."""
+  rng = np.random.default_rng(8)
+  values = np.concatenate([rng.exponential(size=40), np.full(10, 0.25), np.zeros(14),
+                           [np.finfo(np.float32).max, np.finfo(np.float32).tiny]])
+  values = rng.permutation(values.astype(np.float32)).reshape(2, 33)
+  ranked = np.sort(values.ravel())[::-1]
+  kth = jax.jit(losses._kth_largest)  # pylint: disable=protected-access
+  for k in range(1, values.size + 1):
+    assert kth(values, np.int32(k)) == ranked[k - 1], k

@@ -2,6 +2,7 @@
 the most different reference cells (by their features or, with 'js', their class posteriors),
 both stages adding to the target, the fine stage's difference gate, the single-frame exit.
 (Gradients: tests/methods/test_sdcpc.py.)"""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from tests.models.helpers import layer_norm_epsilons
 from vssjax.models.sdcpc_head import DSSA, SDCPCHead, js_divergence
 from vssjax.models.segformer_head import SegFormerHead
+from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.train.host_init import host_filled
 
 _DIMS = (8, 16, 24, 32)
@@ -236,6 +238,53 @@ def test_js_difference_opens_the_gate_where_a_reference_s_posteriors_differ():
   for module, given in ((dssa, None), (DSSA(window=3, num_heads=2), posteriors)):
     with pytest.raises(ValueError, match="takes posteriors with 'js' only"):
       module.init(jax.random.key(0), target, refs, given)
+
+
+def test_js_posteriors_are_the_branch_s_pooled_softmax_in_the_clip_and_the_kept_states():
+  """With 'js', DSSA gets the SegFormer branch's softmax averaged over c2's grid cells, the same
+  from the clip forward and from the frames' kept states (the predictor's path), and no gradient
+  flows through them into the branch."""
+  head = SDCPCHead(num_classes=5, embed_dim=16, ssea_pool_sizes=(1, 2), ssea_heads=2,
+                   dssa_coarse_factor=2, dssa_window=3, dssa_heads=2, embedding_dim=6,
+                   dssa_difference="js")
+  features = _features(2, 1, 4)
+  variables = host_filled(jax.eval_shape(lambda f: head.init(jax.random.key(0), f, train=False),
+                                         features))
+  variables = jax.tree.map(lambda x: x * 30.0, variables)  # far from uniform posteriors
+
+  def dssa_posteriors(fn):
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+      if isinstance(context.module, DSSA):
+        seen.append(args[2])
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+      out = fn()
+    return out, seen[0]
+
+  out, from_clip = jax.jit(lambda v: dssa_posteriors(
+      lambda: head.apply(v, features, train=False)))(variables)
+  frame_state = jax.jit(lambda v, f: head.apply(v, f, method=SDCPCHead.frame_state)[1])
+  kept = [frame_state(variables, [f[:, t] for f in features]) for t in range(4)]
+  stacked = jax.tree.map(lambda *frames: jnp.stack(frames, axis=1), *kept)
+  _, from_states = jax.jit(lambda v: dssa_posteriors(lambda: head.apply(
+      v, None, stacked, method=SDCPCHead.predict_from_states)))(variables)
+  want = adaptive_avg_pool(jax.nn.softmax(out["frame_logits"].reshape((4, 16, 16, 5))), (8, 8))
+  np.testing.assert_allclose(from_clip[0][0], want[3], atol=1e-6)
+  np.testing.assert_allclose(from_clip[1][0], want[:3], atol=1e-6)
+  for got, expected in zip(from_states, from_clip):
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+  assert np.abs(np.asarray(from_clip[0]) - 0.2).max() > 0.1  # not uniform: the test can tell
+
+  def posteriors_sum(params):
+    _, seen = dssa_posteriors(lambda: head.apply({**variables, "params": params}, features,
+                                                 train=False))
+    return seen[0][0].sum() + seen[0][1].sum()
+
+  grads = jax.jit(jax.grad(posteriors_sum))(variables["params"])
+  assert not any(np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
 
 
 def test_the_guesses_beyond_the_spec_switch_off():

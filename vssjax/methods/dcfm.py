@@ -126,6 +126,23 @@ CONSISTENCY_DISTANCES = ("mse", "l1")  # L_sc's distance: the release's, Table V
 SEGMENTATION_LOSSES = ("ce", "ohem")  # L_key's and L_nonkey's: the release's, Table VII's other
 
 
+def _check_loss(method: ConfigDict) -> None:
+  """The loss's settings, checked as the method is built rather than in the first trace: its
+  choices, weights that do not reverse a term, and OHEM's mean, which is over the pixels it
+  keeps (`losses.ohem_cross_entropy_at_label_size`), with no 'all' reading."""
+  for name, allowed in (("consistency_distance", CONSISTENCY_DISTANCES),
+                        ("segmentation_loss", SEGMENTATION_LOSSES)):
+    if method[name] not in allowed:
+      raise SetupError(f"method.{name} must be one of {allowed}, got {method[name]!r}")
+  for name in ("key_weight", "nonkey_weight", "consistency_weight"):
+    if method[name] < 0:
+      raise SetupError(f"method.{name}={method[name]}: at least 0 (0 drops the term)")
+  if method.segmentation_loss == "ohem" and method.loss_average != "valid":
+    raise SetupError(f"method.segmentation_loss='ohem' averages over the pixels it keeps: "
+                     f"method.loss_average={method.loss_average!r} has no meaning there; use "
+                     "'valid'")
+
+
 class DCFMMethod(Method):
   """Trains on [neighbour, labelled] pairs (clip.kind='pair'); predicts with keyframes."""
 
@@ -138,10 +155,7 @@ class DCFMMethod(Method):
     if config.method.eval_passes < 1:
       raise SetupError(f"method.eval_passes={config.method.eval_passes}: at least 1 pass over "
                        "each video")
-    for name, allowed in (("consistency_distance", CONSISTENCY_DISTANCES),
-                          ("segmentation_loss", SEGMENTATION_LOSSES)):
-      if config.method[name] not in allowed:
-        raise SetupError(f"method.{name} must be one of {allowed}, got {config.method[name]!r}")
+    _check_loss(config.method)
     if window and self.schedule.mode == "B" and sum(window) + 1 < self.schedule.interval:
       # The rotated first keyframe runs over 0..K-1: past the window the protocol's keyframe
       # would not exist (the predictor would make the last frame one instead, not the protocol).

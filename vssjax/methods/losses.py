@@ -90,27 +90,44 @@ def ohem_cross_entropy_at_label_size(
   The losses are found in a first pass without gradient (the logits upsampled once more, in the
   rounds of `cross_entropy_at_label_size`); the chosen pixels then weigh 1 in that loss, and
   where the k-th largest loss is tied, the tied pixels share the weight left to it (torch keeps
-  whichever the sort put first: the same value, its gradient spread over equals). Under `jit` N is
-  the global batch's (the release took each GPU's own, as for the plain mean, above)."""
+  whichever the sort put first: the same value, its gradient spread over equals). No sort: the
+  branch is a count, the k-th largest loss a bisection of counts (`_kth_largest`), so a batch
+  split over devices exchanges only counts. N is the global batch's (the release took each GPU's
+  own, as for the plain mean, above); the mean is over the chosen pixels whatever
+  `average` the plain loss would take."""
   def pixel_losses(logits, labels):
     up = resize_bilinear(logits, labels.shape[-2:], align_corners=align_corners)
     return _pixel_nll(up, labels, labels != ignore_label)
 
   losses = jax.lax.stop_gradient(map_in_rounds(pixel_losses, logits.astype(jnp.float32), labels))
-  flat = losses.reshape(-1)
-  kept = max(int(flat.size * min_kept_fraction), 1)
-  ranked = jnp.sort(flat)[::-1]
-  kth = ranked[kept - 1]
-  above_kth = flat > kth
-  ties = flat == kth
-  top_k = above_kth + ties * ((kept - above_kth.sum()) / jnp.maximum(ties.sum(), 1))
-  if kept < flat.size:
-    weights = jnp.where(ranked[kept] > threshold, flat > threshold, top_k)
-  else:
-    weights = top_k
+  losses = jnp.where(losses > 0, losses, 0.0)  # no -0.0 or rounding below 0 for the bisection
+  kept = max(int(losses.size * min_kept_fraction), 1)
+  kth = _kth_largest(losses, kept)
+  above_kth, ties = losses > kth, losses == kth
+  weights = above_kth + ties * ((kept - above_kth.sum()) / jnp.maximum(ties.sum(), 1))
+  if kept < losses.size:  # torch's `loss[n_min] > thresh`: more than k losses above it
+    above = losses > threshold
+    weights = jnp.where(above.sum() > kept, above, weights)
   return cross_entropy_at_label_size(
       logits, labels, ignore_label=ignore_label, align_corners=align_corners,
-      pixel_weights=weights.reshape(losses.shape))
+      pixel_weights=weights)
+
+
+def _kth_largest(x: jax.Array, k: int) -> jax.Array:
+  """The k-th largest (1-based) of the non-negative float32 `x`, exactly: a bisection on the bit
+  patterns, which order as the values do for non-negative floats, each of its 31 steps a count
+  over `x` (a sum, where `x` is split over devices)."""
+  bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+
+  def step(_, bounds):  # count(bits >= low) >= k > count(bits >= high)
+    low, high = bounds
+    middle = low + (high - low) // 2
+    enough = jnp.sum(bits >= middle) >= k
+    return jnp.where(enough, middle, low), jnp.where(enough, high, middle)
+
+  infinity_bits = 0x7F800000
+  low, _ = jax.lax.fori_loop(0, 31, step, (jnp.int32(0), jnp.int32(infinity_bits + 1)))
+  return jax.lax.bitcast_convert_type(low, jnp.float32)
 
 
 def _pixel_nll(up, labels, valid):

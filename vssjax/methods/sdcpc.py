@@ -7,7 +7,8 @@ knobs (vssjax/models/sdcpc_head.py and sdcpc_prototypes.py say which is which).
 
 Loss [GUESS, spec §6.3]: CE of the final prediction on the target
 + `frame_loss_weight` x CE of the SegFormer branch on every frame (on the target only with
-`method.frame_loss_target_only`, for sparsely labelled sets) + `mcp.weight` x MCP-CL.
+`method.frame_loss_target_only`, for sparsely labelled sets) + `mcp.weight` x MCP-CL
++ `mcp.separation_weight` x the prototype separation term (off by default).
 Backbone: a MiT variant ('b0'..'b5') or a dilated ResNet ('r18', 'r50', 'r101').
 Inference: DTERN's streaming predictor (backbone, SegFormer branch and SSEA once per frame, their
 results kept; DSSA per clip; past frames only; with DTERN's offsets, frames 0-2 of a video use

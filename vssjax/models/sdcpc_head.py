@@ -9,20 +9,20 @@ the method's config):
   aggregation" "based on cross-frame static perceptual differences", "from coarse to fine";
   a window-based attention map exploits the sparsity of cross-frame attention points.
 - Reconstruction: the SegFormer all-MLP branch as the per-frame decoder (its fused feature X_f is
-  the pixel feature; its logits give the single-frame prediction and an auxiliary loss); SSEA =
-  one attention of X_f (on c2's grid) over adaptive-average-pooled pyramids (`pool_sizes`) of the
-  projected backbone levels (`levels`), then a Mix-FFN; the static perceptual difference =
-  1 - cos(Y_t, Y_r) of the SSEA outputs (`difference='cosine'`), or §6.2's class-level variant,
-  the Jensen-Shannon divergence of the frames' class posteriors (`'js'`: the SegFormer branch's
-  softmax, averaged over c2's grid cells and the coarse cells); DSSA stage 1 (coarse, the grid
-  pooled by `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from
-  the target and attends to them; stage 2 (fine) is window attention (`window`,
-  `window_keep_ratio`) of the stage-1-refined target over the references, gated per pixel by
-  sigma(alpha * difference + beta) (`difference_gate`); the prediction is a 1x1 classifier on
-  c2's grid, resized to the label or input size in one bilinear step (spec §6.2 says "logits at
-  stride 4", which on MiT would add a stride-8 -> 4 step first; one step keeps MCP-CL's
-  embedding and the logits on one grid); an embedding projector feeds MCP-CL
-  (vssjax/models/sdcpc_prototypes.py).
+  the pixel feature; its logits give the single-frame prediction and an auxiliary loss); SSEA = one
+  attention of X_f (on c2's grid) over adaptive-average-pooled pyramids (`pool_sizes`) of the
+  projected backbone levels (`levels`), then a Mix-FFN; the static perceptual difference = 1 -
+  cos(Y_t, Y_r) of the SSEA outputs (`difference='cosine'`), or §6.2's class-level variant, the
+  Jensen-Shannon divergence of the frames' class posteriors (`'js'`: the SegFormer branch's softmax,
+  averaged over c2's grid cells and the coarse cells, without gradient; in [0, ln 2] where the
+  cosine one is in [0, 2], so the gate below starts near sigma(0) = 0.5); DSSA stage 1 (coarse, the
+  grid pooled by `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from
+  the target and attends to them; stage 2 (fine) is window attention (`window`, `window_keep_ratio`)
+  of the stage-1-refined target over the references, gated per pixel by sigma(alpha * difference +
+  beta) (`difference_gate`); the prediction is a 1x1 classifier on c2's grid, resized to the label
+  or input size in one bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a
+  stride-8 -> 4 step first; one step keeps MCP-CL's embedding and the logits on one grid); an
+  embedding projector feeds MCP-CL (vssjax/models/sdcpc_prototypes.py).
 
 The head takes 4 feature maps of any strides (MiT: 4/8/16/32, dilated ResNet: 4/8/8/8); the
 alignment grid is c2's.
@@ -147,25 +147,23 @@ class DSSA(nn.Module):
     if (posteriors is None) != (self.difference == "cosine"):
       raise ValueError(f"DSSA(difference={self.difference!r}) takes posteriors with 'js' only")
 
-    def differences(size=None):
-      """The static difference of each reference from the target, on c2's grid or pooled."""
-      if posteriors is None:
-        a, b = target, refs
-      else:
-        a, b = posteriors
-      if size is not None:
-        a, b = adaptive_avg_pool(a, size), adaptive_avg_pool(b, size)
-      return static_difference(a, b) if posteriors is None else js_divergence(a, b)
-
     def norm(name):
       return layer_norm(TORCH_LAYER_NORM_EPS, name)
 
     coarse_hw = (-(-height // self.coarse_factor), -(-width // self.coarse_factor))
     coarse_target = adaptive_avg_pool(target, coarse_hw)
     coarse_refs = adaptive_avg_pool(refs, coarse_hw)
+    # What the static difference compares, on c2's grid and on the coarse one: the features
+    # themselves, or the frames' class posteriors.
+    if posteriors is None:
+      measure, compared = static_difference, (target, refs)
+      coarse_compared = (coarse_target, coarse_refs)
+    else:
+      measure, compared = js_divergence, posteriors
+      coarse_compared = tuple(adaptive_avg_pool(p, coarse_hw) for p in posteriors)
     cells = coarse_hw[0] * coarse_hw[1]
     keep = max(math.ceil(self.keep_ratio * cells), 1)
-    difference = differences(coarse_hw).reshape((batch, num_refs, cells))
+    difference = measure(*coarse_compared).reshape((batch, num_refs, cells))
     chosen = jax.lax.top_k(difference, keep)[1]
     selected = jnp.take_along_axis(coarse_refs.reshape((batch, num_refs, cells, dim)),
                                    chosen[..., None], axis=2).reshape((batch, -1, dim))
@@ -181,7 +179,7 @@ class DSSA(nn.Module):
       return x + fine
     alpha = self.param("gate_alpha", nn.initializers.ones, (1,))
     beta = self.param("gate_beta", nn.initializers.zeros, (1,))
-    gate = jax.nn.sigmoid(alpha * differences().mean(axis=1) + beta)
+    gate = jax.nn.sigmoid(alpha * measure(*compared).mean(axis=1) + beta)
     # In float32, rounded once: the gate's gradient sums over the channels, in bf16 otherwise.
     return x + (gate[..., None] * fine.astype(jnp.float32)).astype(fine.dtype)
 
@@ -270,7 +268,10 @@ class SDCPCHead(SegFormerBranch, nn.Module):
 
   def _posteriors(self, logits: jax.Array, grid: tuple[int, int]) -> jax.Array | None:
     """With DSSA's 'js' difference, the SegFormer branch's class posteriors [N, h, w, NC] averaged
-    over the cells of the alignment `grid` (float32); else None."""
+    over the cells of the alignment `grid` (float32); else None. A score, as MCP-CL's k-means
+    assignments are: no gradient reaches the branch through them, which the final loss could
+    otherwise move to open or close DSSA's gate, against the branch's own cross-entropy."""
     if self.dssa_difference == "cosine":
       return None
-    return adaptive_avg_pool(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), grid)
+    posteriors = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
+    return adaptive_avg_pool(posteriors, grid)

@@ -8,12 +8,12 @@ says only correctly predicted pixels form the prototypes [SECONDARY].
 Reconstruction (spec §6.3, [GUESS]; all knobs in `config.method.mcp`): on the target frames of a
 batch, the pixels predicted as class c (and, with `prototype_pixels='correct'`, labelled c) are
 split into K groups, by `grouping`: 'kmeans', a few spherical k-means steps started from K
-contiguous runs of them in raster order, or 'confidence', K runs of equal size in the order of
-their predicted probability of c (§6.3's "K confidence bins", as quantiles so that no bin is
-empty); the K group means, re-normalised, are c's prototypes. The assignments carry no
-gradient (spec §6.3); the means do only with `prototype_gradient=True`. Off by default: the
-prototypes are then fixed targets for the step, as in prototype methods that update them
-without back-propagation, and the loss shapes each pixel's embedding only through that pixel.
+contiguous runs of them in raster order, or 'confidence', K runs of equal size in the order of their
+predicted probability of c (§6.3's "K confidence bins", as quantiles so that no bin of a class with
+K pixels or more is empty); the K group means, re-normalised, are c's prototypes. The assignments
+carry no gradient (spec §6.3); the means do only with `prototype_gradient=True`. Off by default: the
+prototypes are then fixed targets for the step, as in prototype methods that update them without
+back-propagation, and the loss shapes each pixel's embedding only through that pixel.
 Each labelled pixel (at most `max_pixels_per_class` per class, drawn at random) is pulled towards
 the prototypes of its class and pushed from those of every other class by a multi-positive
 InfoNCE with temperature tau:
