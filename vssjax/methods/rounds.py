@@ -88,7 +88,8 @@ def map_in_rounds(fn: Callable[..., jax.Array], *arrays: jax.Array) -> jax.Array
   """`fn` of [n, ...] slices of `arrays` taken in `mean_in_rounds`' rounds, its per-sample results
   [n, ...] back in the batch's order [N, ...]: a per-pixel map of a batch (a loss before it is
   reduced), without making every sample's upsampled logits at once. For values only: its
-  gradient would keep every round's intermediates."""
+  gradient would keep every round's intermediates. `rounds_traced` does not list its loop, so
+  the bench's FLOPs count one round of it (DCFM's OHEM ablation: its selection pass)."""
   return _unrounded(_in_rounds(fn, *arrays))
 
 
