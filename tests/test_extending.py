@@ -100,8 +100,9 @@ def test_worked_example_trains_and_evaluates(tmp_path, synthetic_data_dir):
 
 @pytest.mark.slow
 def test_streaming_example_trains_evaluates_and_benches_its_frames(tmp_path, synthetic_data_dir):
-  """KeyStream's documented commands: a training and an evaluation through its own predictor, and
-  the bench's rows of its keyframe, its frame between and their average at K = 3."""
+  """KeyStream's documented commands: a training and an evaluation through its own predictor (its
+  keyframes scored apart too), and the bench's rows of its keyframe, its frame between and their
+  average at K = 3."""
   write_example_files(tmp_path)
   runs = _documented_runs("Worked example: KeyStream, a streaming method")
   assert sorted(runs) == ["bench", "eval", "train"]
@@ -109,7 +110,9 @@ def test_streaming_example_trains_evaluates_and_benches_its_frames(tmp_path, syn
   workdir = tmp_path / _flag(runs["eval"], "workdir")
   (workdir / "results.json").unlink()
   _run_quick(runs["eval"], tmp_path, synthetic_data_dir)
-  assert 0 <= json.loads((workdir / "results.json").read_text())["mIoU"] <= 1
+  results = json.loads((workdir / "results.json").read_text())
+  # Its keyframes and the frames between them scored apart too (the predictor's `keyframes`).
+  assert all(0 <= results[name] <= 1 for name in ("mIoU", "mIoU_keyframes", "mIoU_non_key"))
   _run_quick(runs["bench"] + ["--config.bench.dtypes=('float32',)",
                               "--config.bench.train_step=False"], tmp_path, synthetic_data_dir)
   bench = json.loads((tmp_path / _flag(runs["bench"], "workdir") / "bench.json").read_text())

@@ -18,7 +18,7 @@ from tests.conftest import (SYNTHETIC_CLASSES, FakeClock, OneSizePredictor,
                             assert_later_sizes_traced_ahead, brightness_labels, load_config,
                             random_config_batch, slow_down, traced_functions)
 from vssjax.errors import SetupError
-from vssjax.eval import evaluator
+from vssjax.eval import evaluator, report
 from vssjax.eval.compile_ahead import CompileAhead
 from vssjax.eval.stream import stream_predictions
 from vssjax.methods.base import Method, StreamingPredictor
@@ -611,6 +611,46 @@ def test_a_protocol_of_two_passes_counts_each_frame_once_and_predicts_it_twice()
   [video] = list(eval_videos(config.data, config.data.eval_split))[:1]
   assert results["num_frames"] == video.num_frames
   assert log.count(("push", 0)) == 2 and len(log) == 4 * video.num_frames
+
+
+class _KeyframePredictor(_OneBehindPredictor):
+  """`_OneBehindPredictor` as a keyframe method: its frames 0, 3, 6, ... are keyframes, answered
+  with the frame's `brightness_labels`; the others are answered class 0 everywhere."""
+
+  def keyframes(self):
+    return list(range(0, self._index, 3))
+
+  def push(self, frame):
+    ready = super().push(frame)
+    if (self._index - 1) % 3:
+      self._held = (self._held[0], np.zeros(frame.shape[:2], np.int32))
+    return ready
+
+
+def test_a_keyframe_method_s_keyframes_and_other_frames_are_scored_apart_too():
+  """`mIoU_keyframes` and `mIoU_non_key`: the mIoU (the config's convention) of each kind of
+  frame the predictor reports (`StreamingPredictor.keyframes`); a method without keyframes
+  reports neither. Both are in results.md's table."""
+  config = load_config("configs/segformer/synthetic_mitb0.py", "quick")
+  config.data.backend = "files"
+  config.eval.update(overlay_video=False, max_videos=2)
+  method = _OneBehindMethod(config, [])
+  method.predictor = lambda variables: _KeyframePredictor([])
+  results = evaluator.evaluate(method, {}, config, workdir=None)
+  kinds = {"keyframes": ConfusionMatrix(SYNTHETIC_CLASSES),
+           "non_key": ConfusionMatrix(SYNTHETIC_CLASSES)}
+  for video in list(eval_videos(config.data, config.data.eval_split))[:2]:
+    for t, (frame, label) in enumerate(video):
+      key = t % 3 == 0
+      kinds["keyframes" if key else "non_key"].update(
+          label, brightness_labels(frame) if key else np.zeros_like(label))
+  assert results["mIoU_keyframes"] == miou_vspw(kinds["keyframes"].matrix)
+  assert results["mIoU_non_key"] == miou_vspw(kinds["non_key"].matrix)
+  assert results["mIoU_keyframes"] != results["mIoU_non_key"]
+  table = report.markdown_table(results)
+  assert "| mIoU_keyframes (%) |" in table and "| mIoU_non_key (%) |" in table
+  plain = evaluator.evaluate(_OneBehindMethod(config, []), {}, config, workdir=None)
+  assert not {"mIoU_keyframes", "mIoU_non_key"} & set(plain)
 
 
 def test_two_evaluations_in_one_workdir_write_their_overlays_apart(tmp_path):

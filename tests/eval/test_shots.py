@@ -110,3 +110,23 @@ def test_at_a_size_change_the_old_shots_tail_is_answered_before_the_new_shots_fi
   assert [index for index, _ in ready] == [1, 2]
   ready += shots.push(_frame(3, 6, 4)) + shots.flush()
   assert [int(labels[0, 0]) for _, labels in ready] == [1, 2, 3]
+
+
+class _EveryOtherKeyframe(_Delayed):
+  """`_Delayed` with keyframes: its frames 0, 2, 4, ... (of this predictor)."""
+
+  def keyframes(self):
+    return list(range(0, self._count, 2))
+
+
+def test_keyframes_of_every_shot_count_from_the_videos_first_frame():
+  """A keyframe method's keyframes (`StreamingPredictor.keyframes`), shot after shot: each
+  shot's own, shifted by the frames before it; a predictor without keyframes says None."""
+  frames = [_frame(v) for v in range(3)] + [_frame(v, height=8) for v in range(3, 8)]
+  predictor = ShotPredictor(_EveryOtherKeyframe([]), lambda: _EveryOtherKeyframe([]), None)
+  assert predictor.keyframes() == []
+  _push_all(predictor, frames)
+  assert predictor.keyframes() == [0, 2, 3, 5, 7]
+  plain = ShotPredictor(_Delayed([]), lambda: _Delayed([]), None)
+  _push_all(plain, frames)
+  assert plain.keyframes() is None

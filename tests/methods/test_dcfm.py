@@ -235,7 +235,7 @@ def _run(method, variables, schedule, frames, first_keyframe=0):
   for index, labels in predictor.flush():
     returned_at[index] = (len(frames), labels)
   assert sorted(returned_at) == list(range(len(frames)))
-  return predictor.keyframes, returned_at
+  return predictor.keyframes(), returned_at
 
 
 def test_b_mode_fuses_previous_and_next_keyframe(method_and_variables, monkeypatch):

@@ -463,7 +463,7 @@ def test_dcfm_matches_spec_reference(name, tmp_path):
       schedule = dataclasses.replace(method.schedule, mode=mode)
       predictor = DCFMPredictor(method, variables, schedule)
       out = [p for f in frames for p in predictor.push(f[0])] + predictor.flush()
-      assert [i for i, _ in out] == [0, 1, 2] and predictor.keyframes == [0, 2]
+      assert [i for i, _ in out] == [0, 1, 2] and predictor.keyframes() == [0, 2]
       labels[mode] = {i: np.asarray(l) for i, l in out}
 
   errors["shallow"] = _max_error(shallow, _nhwc(shallow_t), "shallow")

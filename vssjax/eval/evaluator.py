@@ -143,6 +143,10 @@ class Scorers:
   temporal: TemporalConsistency | None  # with eval.temporal_consistency
   tc_videos: set[str] | None  # eval.tc_video_list: the videos TC scores (None: all)
   flow_provider: FlowProvider | None
+  # A keyframe method's frames scored by kind as well (`StreamingPredictor.keyframes`): DCFM's
+  # Table V reports the mIoU of each.
+  keyframes: ConfusionMatrix
+  non_key: ConfusionMatrix
 
   def scores_tc(self, video: str) -> bool:
     """Whether TC scores `video` (TC on, and the video in eval.tc_video_list if one is given)."""
@@ -150,8 +154,8 @@ class Scorers:
 
   def merge(self, other: Scorers) -> Scorers:
     """Adds another device's accumulators into these; returns self."""
-    self.confusion.merge(other.confusion)
-    self.consistency.merge(other.consistency)
+    for name in ("confusion", "consistency", "keyframes", "non_key"):
+      getattr(self, name).merge(getattr(other, name))
     if self.temporal is not None:
       self.temporal.merge(other.temporal)
     return self
@@ -181,7 +185,8 @@ def make_scorers(config: ConfigDict) -> Scorers:
         temporal=temporal,
         tc_videos=tc_videos,
         flow_provider=(FlowProvider(config.eval.tc_flow.method, config.eval.tc_flow.cache_dir)
-                       if temporal is not None else None))
+                       if temporal is not None else None),
+        keyframes=ConfusionMatrix(num_classes), non_key=ConfusionMatrix(num_classes))
   except (ValueError, FileNotFoundError) as error:  # the metrics' own checks of their settings
     raise SetupError(f"config.eval: {error}") from error
 
@@ -339,6 +344,8 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, source: VideoSourc
   num_videos, num_frames, timed_frames, tc_videos = _sum_across_processes(counts)
   timed_wall = _longest_across_processes(timed_wall)
   mious = miou_by_convention(confusion.matrix)
+  by_kind = {f"mIoU_{kind}": merge_across_processes(getattr(scorers, kind)).matrix
+             for kind in ("keyframes", "non_key")}
   results: dict[str, Any] = {
       "step": int(step),
       "data_source": config.data.source,  # 'synthetic' under a real config's `:quick` too
@@ -360,6 +367,9 @@ def _results(config: ConfigDict, step: int, scorers: Scorers, source: VideoSourc
       "class_names": list(source.class_names),
       "mVC_convention": consistency.vc_convention,
   }
+  # A keyframe method's keyframes and other frames, each kind where it had a labelled pixel.
+  results.update({name: miou_by_convention(matrix)[f"mIoU_{config.eval.miou_convention}"]
+                  for name, matrix in by_kind.items() if matrix.sum()})
   results.update(consistency.summary())
   if temporal is not None:
     # How many videos TC scored: none (eval.tc_video_list's all beyond eval.max_videos) and
@@ -458,7 +468,7 @@ def _evaluate_share(method: Method, variables: Variables, videos: list, scorers:
           e.add_note(f"while evaluating video {video.name} of split {split!r}")
           raise
         scoring.submit(_score_video, scorers, split, video.name, frames, labels, predictions,
-                       predictor.shots())
+                       predictor.shots(), predictor.keyframes())
       if index == 0 and write_overlay is not None:
         overlay_path = write_overlay(video.name, frames, predictions, labels)
       shared.video_done(len(frames))
@@ -483,8 +493,15 @@ def _timed_span(frame_ends: list[float], compiled: list[float | None], started: 
 
 
 def _score_video(scorers: Scorers, split: str, name: str, frames, labels, predictions,
-                 shots) -> None:
-  """Whole-video scoring: mVC/VEC of each shot and, with TC on (for this video), its TC pairs."""
+                 shots, keyframes: list[int] | None) -> None:
+  """Whole-video scoring: mVC/VEC of each shot and, with TC on (for this video), its TC pairs;
+  of a keyframe method (`keyframes`, the predictor's), each labelled frame by its kind."""
+  if keyframes is not None:
+    keyframes = set(keyframes)
+    for t, label in enumerate(labels):
+      if label is not None:  # checked by `confusion` as the frame was scored
+        kind = scorers.keyframes if t in keyframes else scorers.non_key
+        kind.update(label, predictions[t])
   for shot in shots:  # each a video of its own (`ShotPredictor`): mostly one, the whole video
     try:
       if all(labels[t] is not None for t in shot):  # each frame checked by `confusion`

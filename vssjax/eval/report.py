@@ -19,9 +19,10 @@ from vssjax.files import write_text_whole
 from vssjax.metrics.confusion import MIOU_CONVENTIONS
 from vssjax.metrics.consistency import VC_CONVENTIONS
 
-# The headline metrics, stored as fractions and shown in %: these, and mVC_n and VEC_n of every
-# window n of `eval.windows` (8 and 16 by default).
-_FRAME_METRICS = ("mIoU", "wIoU", "pixel_acc")
+# The headline metrics, stored as fractions and shown in %: these (a keyframe method's mIoU of
+# its keyframes and of its other frames too), and mVC_n and VEC_n of every window n of
+# `eval.windows` (8 and 16 by default).
+_FRAME_METRICS = ("mIoU", "mIoU_keyframes", "mIoU_non_key", "wIoU", "pixel_acc")
 _WINDOW_METRIC = re.compile(r"(mVC|VEC)_(\d+)")
 
 

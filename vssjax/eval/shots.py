@@ -29,6 +29,7 @@ class ShotPredictor(StreamingPredictor):
                new_predictor: Callable[[], StreamingPredictor], where: str | None):
     self._predictor, self._new_predictor, self._where = predictor, new_predictor, where
     self._starts: list[int] = []  # each shot's first frame (its predictor's frame 0)
+    self._earlier_keyframes: list[int] | None = []  # the earlier shots', shifted
     self._count = 0  # the frames pushed
     self._size: tuple[int, ...] = ()
 
@@ -43,6 +44,7 @@ class ShotPredictor(StreamingPredictor):
     if frame.shape != self._size:
       if self._starts:
         ready = self.flush()
+        self._earlier_keyframes = self.keyframes()
         # The first change is said, not every one of a folder of stills.
         if len(self._starts) == 1 and self._where is not None:
           print(f"{self._where}: frame {frame_name or self._count} is {frame.shape[0]}x"
@@ -57,6 +59,14 @@ class ShotPredictor(StreamingPredictor):
 
   def flush(self) -> list[Prediction]:
     return self._shifted(self._predictor.flush()) if self._starts else []
+
+  def keyframes(self) -> list[int] | None:
+    """The keyframes of every shot so far, counted from the video's first frame. (A predictor
+    that only duck-types `StreamingPredictor`, with `push` and `flush` alone, has none.)"""
+    current = getattr(self._predictor, "keyframes", lambda: None)() if self._starts else []
+    if self._earlier_keyframes is None or current is None:
+      return None
+    return self._earlier_keyframes + [self._starts[-1] + index for index in current]
 
   def shots(self) -> list[range]:
     """The frames of each shot pushed so far, in order."""

@@ -56,6 +56,12 @@ class StreamingPredictor(abc.ABC):
     """Returns the predictions still held back at the end of the video."""
     return []
 
+  def keyframes(self) -> list[int] | None:
+    """The frames so far (indices from the video's first) that ran the whole network where the
+    others ran less of it (DCFM's keyframes), in order; None for a predictor without such frames.
+    The evaluator scores the two kinds apart as well (`mIoU_keyframes`, `mIoU_non_key`)."""
+    return None
+
 
 class Method(abc.ABC):
   """Base class; subclasses set `module` in `__init__` and implement the abstract methods.

@@ -340,7 +340,7 @@ class DCFMPredictor(StreamingPredictor):
   frames before the first keyframe always do; in P mode under AKS a candidate waits one frame, in
   case it ends the video); at the end of the video the waiting ones use the previous keyframe
   alone (a video that ends before its first keyframe makes its last frame the keyframe). Only the
-  last keyframe's (projected) common feature is kept. `keyframes` lists the keyframe indices
+  last keyframe's (projected) common feature is kept. `keyframes()` lists the keyframe indices
   chosen so far. With `method.eval_flip` every network call takes [frame, mirror image] and the
   two rows' logits are summed (module docstring).
   """
@@ -361,7 +361,7 @@ class DCFMPredictor(StreamingPredictor):
     self._previous: _Keyframe | None = None
     self._pending: list[_Pending] = []
     self._index = 0
-    self.keyframes: list[int] = []
+    self._keyframes: list[int] = []
 
   def push(self, frame: np.ndarray) -> list[Prediction]:
     t, self._index = self._index, self._index + 1
@@ -376,6 +376,9 @@ class DCFMPredictor(StreamingPredictor):
       return ready + [self._predict(waiting, [self._previous])]
     self._pending.append(waiting)
     return ready
+
+  def keyframes(self) -> list[int]:
+    return list(self._keyframes)
 
   def flush(self) -> list[Prediction]:
     ready = []
@@ -433,7 +436,7 @@ class DCFMPredictor(StreamingPredictor):
     ready += [self._predict(waiting, keyframes) for waiting in self._pending]
     self._pending = []
     self._previous = keyframe
-    self.keyframes.append(t)
+    self._keyframes.append(t)
     return sorted(ready, key=lambda p: p[0])
 
   def _predict(self, waiting: _Pending, keyframes: list[_Keyframe]) -> Prediction:
