@@ -16,8 +16,8 @@ def test_runs_side_by_side_with_each_rows_best_in_bold():
       "|---|---|---|",
       "| mIoU (%) | **51.03** | 45.60 |",
       "| wIoU (%) | **77.56** | **77.56** |",  # equal as shown: both
-      "| mVC_8 (%) | n/a | **83.08** |",  # n/a is no value
-      "| TC (%) | n/a | **60.00** |",  # a row for any metric one of the runs has
+      "| mVC_8 (%) | n/a | 83.08 |",  # n/a is no value: one value, compared with none
+      "| TC (%) | n/a | 60.00 |",  # a row for any metric one of the runs has
       "| frames_per_s | 140.45 | **370.40** |",
   ]
   # One run: nothing to compare, nothing in bold.

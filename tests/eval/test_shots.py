@@ -121,7 +121,7 @@ class _EveryOtherKeyframe(_Delayed):
 
 def test_keyframes_of_every_shot_count_from_the_videos_first_frame():
   """A keyframe method's keyframes (`StreamingPredictor.keyframes`), shot after shot: each
-  shot's own, shifted by the frames before it; a predictor without keyframes says None."""
+  shot's own, shifted by the frames before it; a predictor without the method says None."""
   frames = [_frame(v) for v in range(3)] + [_frame(v, height=8) for v in range(3, 8)]
   predictor = ShotPredictor(_EveryOtherKeyframe([]), lambda: _EveryOtherKeyframe([]), None)
   assert predictor.keyframes() == []
@@ -130,3 +130,10 @@ def test_keyframes_of_every_shot_count_from_the_videos_first_frame():
   plain = ShotPredictor(_Delayed([]), lambda: _Delayed([]), None)
   _push_all(plain, frames)
   assert plain.keyframes() is None
+
+  class _OwnList(_Delayed):  # a plugin's attribute of that name, not the method
+    keyframes = [0]
+
+  own = ShotPredictor(_OwnList([]), lambda: _OwnList([]), None)
+  _push_all(own, frames)
+  assert own.keyframes() is None

@@ -32,8 +32,9 @@ def is_percent(name: str) -> bool:
 
 
 def headline_metrics(names: Iterable[str]) -> list[str]:
-  """The headline metrics among `names` in table order: mIoU, wIoU, pixel accuracy, mVC_n and
-  VEC_n by window (of every `eval.windows`), TC."""
+  """The headline metrics among `names` in table order: mIoU (then a keyframe method's
+  mIoU_keyframes, mIoU_non_key), wIoU, pixel accuracy, mVC_n and VEC_n by window (of every
+  `eval.windows`), TC."""
   present = set(names)
   windows = {kind: sorted(int(match.group(2)) for match in map(_WINDOW_METRIC.fullmatch, present)
                           if match and match.group(1) == kind) for kind in ("mVC", "VEC")}
@@ -288,8 +289,9 @@ def _setting_text(value: Any, key: str, runs: Sequence[tuple[str, dict[str, Any]
 
 def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   """Several runs side by side: one column per (label, results), one row per headline metric that
-  any of them has, then frames/s; each row's best value in bold (all are higher-is-better),
-  unless the runs differ in data or convention (`differing_settings`), which rows above say then."""
+  any of them has, then frames/s; each row's best value in bold (all are higher-is-better) where
+  two runs or more have one, unless the runs differ in data or convention (`differing_settings`),
+  which rows above say then."""
   names = headline_metrics(name for _, results in runs for name in results)
   rows = ["| metric | " + " | ".join(_cell(label) for label, _ in runs) + " |",
           "|---|" + "---|" * len(runs)]
@@ -301,7 +303,7 @@ def comparison_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     percent = is_percent(name)
     values = [results.get(name) for _, results in runs]
     known = [value for value in values if not _is_na(value)]
-    best = _fmt(max(known), percent) if len(runs) > 1 and known and ranked else None
+    best = _fmt(max(known), percent) if len(known) > 1 and ranked else None
     cells = [_fmt(value, percent) for value in values]
     cells = [f"**{cell}**" if cell == best else cell for cell in cells]  # ties as shown: all
     rows.append(f"| {_row_name(name)} | " + " | ".join(cells) + " |")

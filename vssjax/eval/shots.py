@@ -61,9 +61,11 @@ class ShotPredictor(StreamingPredictor):
     return self._shifted(self._predictor.flush()) if self._starts else []
 
   def keyframes(self) -> list[int] | None:
-    """The keyframes of every shot so far, counted from the video's first frame. (A predictor
-    that only duck-types `StreamingPredictor`, with `push` and `flush` alone, has none.)"""
-    current = getattr(self._predictor, "keyframes", lambda: None)() if self._starts else []
+    """The keyframes of every shot so far, counted from the video's first frame. A predictor
+    that only duck-types `StreamingPredictor` has none: without a `keyframes` method (`push` and
+    `flush` alone), or with an attribute of that name (a plugin's own list of them)."""
+    keyframes = getattr(self._predictor, "keyframes", None)
+    current = (keyframes() if callable(keyframes) else None) if self._starts else []
     if self._earlier_keyframes is None or current is None:
       return None
     return self._earlier_keyframes + [self._starts[-1] + index for index in current]
