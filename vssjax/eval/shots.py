@@ -64,8 +64,10 @@ class ShotPredictor(StreamingPredictor):
     """The keyframes of every shot so far, counted from the video's first frame. A predictor
     that only duck-types `StreamingPredictor` has none: without a `keyframes` method (`push` and
     `flush` alone), or with an attribute of that name (a plugin's own list of them)."""
+    if not self._starts:
+      return []
     keyframes = getattr(self._predictor, "keyframes", None)
-    current = (keyframes() if callable(keyframes) else None) if self._starts else []
+    current = keyframes() if callable(keyframes) else None
     if self._earlier_keyframes is None or current is None:
       return None
     return self._earlier_keyframes + [self._starts[-1] + index for index in current]

@@ -143,13 +143,14 @@ def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng:
   num_classes = logits.shape[-1]
   labels = resize_nearest(labels, embedding.shape[1:3]).reshape(-1)
   labels = jnp.where(labels == ignore_label, -1, labels)
-  logits = logits.reshape((-1, num_classes)).astype(jnp.float32)
+  logits = logits.reshape((-1, num_classes))
   predicted = jnp.argmax(logits, axis=-1)
   if prototype_pixels == "correct":
     predicted = jnp.where(predicted == labels, predicted, -1)
   order = None
   if grouping == "confidence":  # the predicted class's probability; its bins need no k-means
-    order, kmeans_iters = jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1), 0
+    probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    order, kmeans_iters = jnp.max(probabilities, axis=-1), 0
   embedding = embedding.reshape((-1, embedding.shape[-1]))
   prototypes, present = class_prototypes(embedding, predicted, num_classes, num_prototypes,
                                          kmeans_iters, gradient=prototype_gradient, order=order)
