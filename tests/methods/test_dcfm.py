@@ -122,6 +122,21 @@ def test_the_loss_ablations_drop_the_key_term_and_take_ohem(method_and_variables
   assert no_key["loss"] == pytest.approx(
       0.4 * no_key["loss_nonkey"] + 10.0 * no_key["loss_consistency"], rel=1e-5)
   assert no_key["loss_key"] == pytest.approx(release["loss_key"], rel=1e-6)  # still logged
+
+  def products_in_gradient(**settings):  # the gradient's matmuls and convolutions, traced only
+    settings_config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+    settings_config.method.update(settings)
+    method = DCFMMethod(settings_config)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda params: method.loss_and_metrics(
+        params, {"batch_stats": variables["batch_stats"]}, {"frames": frames, "labels": labels},
+        jax.random.key(1))[0]))(variables["params"]))
+    return jaxpr.count(" dot_general[") + jaxpr.count(" conv_general_dilated[")
+
+  # A term weighed 0 takes no backward pass (the head's on the keyframe path of x_L, or all of
+  # L_nonkey's), where 0 * its gradient would still be computed.
+  with_key = products_in_gradient(key_weight=1.0)
+  assert products_in_gradient(key_weight=0.0) < with_key
+  assert products_in_gradient(key_weight=1.0, nonkey_weight=0.0) < with_key
   ohem_calls = []
   monkeypatch.setattr(losses, "ohem_cross_entropy_at_label_size",
                       lambda *args, ohem=losses.ohem_cross_entropy_at_label_size:

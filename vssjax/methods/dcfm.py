@@ -222,15 +222,21 @@ class DCFMMethod(Method):
     (fused_l, logits_l, logits_lu, fused_u, logits_u), new_state = self.module.apply(
         variables, both, method=forward, rngs={"dropout": rng}, mutable=["batch_stats"])
     method = self.config.method
+    # A term weighed 0 (an ablation's, Tables VI-VII) is still logged, but its inputs stop the
+    # gradient: its backward pass would only be multiplied by 0.
+    logits_l_key, logits_lu, fused_l_sc, fused_u_sc = (
+        jax.lax.stop_gradient(x) if weight == 0 else x for x, weight in (
+            (logits_l, method.key_weight), (logits_lu, method.nonkey_weight),
+            (fused_l, method.consistency_weight), (fused_u, method.consistency_weight)))
     if method.segmentation_loss == "ohem":
       segmentation_loss = losses.ohem_cross_entropy_at_label_size
     else:
       segmentation_loss = functools.partial(losses.cross_entropy_at_label_size,
                                             average=method.loss_average)
-    loss_key, pixel_acc = segmentation_loss(logits_l, labels)
+    loss_key, pixel_acc = segmentation_loss(logits_l_key, labels)
     loss_nonkey, _ = segmentation_loss(logits_lu, labels)
     agree = jnp.argmax(logits_l, axis=-1) == jnp.argmax(logits_u, axis=-1)
-    diff = (fused_l.astype(jnp.float32) - fused_u.astype(jnp.float32)) * agree[..., None]
+    diff = (fused_l_sc.astype(jnp.float32) - fused_u_sc.astype(jnp.float32)) * agree[..., None]
     distance = jnp.square if method.consistency_distance == "mse" else jnp.abs
     loss_consistency = jnp.mean(distance(diff))
     loss = (method.key_weight * loss_key + method.nonkey_weight * loss_nonkey
