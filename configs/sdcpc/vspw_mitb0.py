@@ -79,6 +79,10 @@ def sdcpc_base(backbone: str):
       # (Jensen-Shannon divergence of the frames' SegFormer-branch class posteriors, §6.2's
       # class-level variant)
       difference="cosine",
+      # stage 2's windows: 'same' (at the query's own position, §6.4's default) |
+      # 'coarse_argmax' (each coarse cell's windows at its strongest kept cell of stage 1, per
+      # reference: §6.2's alternative; the window's radius at most coarse_factor)
+      window_centre="same",
   ))
   c.model.embedding_dim = 128  # MCP-CL projector output
   c.clip.update(kind="offsets", offsets=(-9, -6, -3, 0), reverse_prob=0.5)

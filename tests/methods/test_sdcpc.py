@@ -74,11 +74,12 @@ def test_the_separation_term_adds_to_the_loss_and_trains_the_embedding(method_an
   assert np.any(np.asarray(grads["decode_head"]["projector_fc2"]["kernel"]))
 
 
-def test_the_class_level_difference_s_kept_states_predict_the_clip():
+def test_dssa_s_alternatives_kept_states_predict_the_clip():
   """`model.dssa.difference='js'`: DSSA reads the frames' class posteriors, which the predictor
-  keeps with each frame's static feature (tests/models/test_sdcpc_head.py checks them)."""
+  keeps with each frame's static feature (tests/models/test_sdcpc_head.py checks them);
+  `window_centre='coarse_argmax'` moves the fine windows by the kept states' coarse stage."""
   config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
-  config.model.dssa.difference = "js"
+  config.model.dssa.update(difference="js", window_centre="coarse_argmax")
   method = get_method(config)
   assert_kept_states_predict_the_clip(
       method, host_filled(jax.eval_shape(method.init, jax.random.key(0), _batch())))
@@ -156,18 +157,22 @@ def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(c
     get_method(config)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("keep_ratio", 1.5, r"model.dssa.keep_ratio=1.5: a fraction in \(0, 1\]"),
-    ("keep_ratio", 0.0, r"model.dssa.keep_ratio=0.0: a fraction in \(0, 1\]"),
-    ("window_keep_ratio", 0.0, r"model.dssa.window_keep_ratio=0.0: a fraction in \(0, 1\]"),
-    ("window", 4, r"model.dssa.window=4: .* positive odd number"),
-    ("window", -1, r"model.dssa.window=-1: .* positive odd number"),
-    ("coarse_factor", 0, r"model.dssa.coarse_factor=0: at least 1"),
-    ("difference", "kl", r"model.dssa.difference must be one of \('cosine', 'js'\)"),
+@pytest.mark.parametrize("settings, message", [
+    ({"keep_ratio": 1.5}, r"model.dssa.keep_ratio=1.5: a fraction in \(0, 1\]"),
+    ({"keep_ratio": 0.0}, r"model.dssa.keep_ratio=0.0: a fraction in \(0, 1\]"),
+    ({"window_keep_ratio": 0.0}, r"model.dssa.window_keep_ratio=0.0: a fraction in \(0, 1\]"),
+    ({"window": 4}, r"model.dssa.window=4: .* positive odd number"),
+    ({"window": -1}, r"model.dssa.window=-1: .* positive odd number"),
+    ({"coarse_factor": 0}, r"model.dssa.coarse_factor=0: at least 1"),
+    ({"difference": "kl"}, r"model.dssa.difference must be one of \('cosine', 'js'\)"),
+    ({"window_centre": "flow"}, r"model.dssa.window_centre must be one of \('same', 'coarse_ar"),
+    ({"window_centre": "coarse_argmax", "window": 7},
+     r"model.dssa.window=7 with window_centre='coarse_argmax': .* radius must be at most "
+     r"model.dssa.coarse_factor=2"),
 ])
-def test_dssa_settings_it_cannot_run_are_refused_as_the_method_is_built(field, value, message):
+def test_dssa_settings_it_cannot_run_are_refused_as_the_method_is_built(settings, message):
   config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
-  config.model.dssa[field] = value
+  config.model.dssa.update(settings)
   with pytest.raises(SetupError, match=message):
     get_method(config)
 

@@ -1,27 +1,36 @@
 """SD-CPC attention: the blockwise window attention is exactly per-pixel window attention (with and
-without top-k sparsity), dense attention is multi-head attention scaled per head, and DSSA costs
-far less than full cross-frame attention (XLA's counts)."""
+without top-k sparsity, at the query's position or displaced by blocks), dense attention is
+multi-head attention scaled per head, and DSSA costs far less than full cross-frame attention
+(XLA's counts)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vssjax.models.sdcpc_attention import dense_attention, window_attention
+from vssjax.models.sdcpc_attention import (dense_attention, dense_attention_with_weights,
+                                           window_attention)
 from vssjax.models.sdcpc_head import DSSA
 
 
-def _direct_window_attention(q, k, v, window, num_heads, keep):
+def _direct_window_attention(q, k, v, window, num_heads, keep, shift=lambda b, y, x, r: (0, 0)):
   """Per pixel and head: softmax over the in-map positions of the w x w windows of all refs,
-  restricted to the `keep` best scores."""
+  each centred on the pixel moved by `shift` (per batch row, pixel and ref), restricted to the
+  `keep` best scores."""
   batch, height, width, channels = q.shape
   radius, dim = window // 2, channels // num_heads
   out = np.zeros_like(q)
   for b, y, x, h in np.ndindex(batch, height, width, num_heads):
     heads = slice(h * dim, (h + 1) * dim)
-    ys = slice(max(y - radius, 0), y + radius + 1)
-    xs = slice(max(x - radius, 0), x + radius + 1)
-    keys = k[b, :, ys, xs, heads].reshape(-1, dim)
-    values = v[b, :, ys, xs, heads].reshape(-1, dim)
+    keys, values = [], []
+    for r in range(k.shape[1]):
+      dy, dx = shift(b, y, x, r)
+      ys = slice(max(y + dy - radius, 0), max(y + dy + radius + 1, 0))
+      xs = slice(max(x + dx - radius, 0), max(x + dx + radius + 1, 0))
+      keys.append(k[b, r, ys, xs, heads].reshape(-1, dim))
+      values.append(v[b, r, ys, xs, heads].reshape(-1, dim))
+    keys, values = np.concatenate(keys), np.concatenate(values)
     scores = keys @ q[b, y, x, heads] / np.sqrt(dim)
     scores[scores < np.sort(scores)[-min(keep, scores.size)]] = -np.inf
     weights = np.exp(scores - scores.max())
@@ -46,6 +55,46 @@ def test_window_attention_is_per_pixel_window_attention(window, keep_ratio, num_
   jaxpr = str(jax.make_jaxpr(lambda *a: window_attention(
       *a, window=window, num_heads=num_heads, keep_ratio=keep_ratio))(q, k, v))
   assert ("top_k" in jaxpr) == (keep_ratio < 1.0)
+
+
+@pytest.mark.parametrize("window,block,keep_ratio", [(3, 2, 1.0), (5, 2, 1.0), (7, 3, 0.3)])
+def test_displaced_windows_are_per_pixel_windows_around_the_centre_block(window, block,
+                                                                        keep_ratio):
+  """With `centres`, a query of block (i, j) attends in reference r to the window around its
+  position moved by (a - i, c - j) blocks, (a, c) its centre block there; at its own block the
+  windows are the undisplaced ones."""
+  rng = np.random.default_rng(3)
+  q = rng.normal(size=(2, 7, 9, 8))
+  k, v = rng.normal(size=(2, 2, 2, 7, 9, 8))
+  nh, nw = -(-7 // block), -(-9 // block)
+  centres = rng.integers(0, nh * nw, (2, nh, nw, 2))
+
+  def shift(b, y, x, r):
+    a, c = divmod(centres[b, y // block, x // block, r], nw)
+    return (a - y // block) * block, (c - x // block) * block
+
+  attend = functools.partial(window_attention, *(jnp.asarray(a, jnp.float32) for a in (q, k, v)),
+                             window=window, num_heads=2, keep_ratio=keep_ratio, block=block)
+  keep = int(np.ceil(keep_ratio * 2 * window * window))
+  np.testing.assert_allclose(attend(centres=jnp.asarray(centres)),
+                             _direct_window_attention(q, k, v, window, 2, keep, shift), atol=1e-5)
+  own = np.broadcast_to(np.arange(nh * nw).reshape(1, nh, nw, 1), centres.shape)
+  np.testing.assert_allclose(attend(centres=jnp.asarray(own)), attend(), atol=1e-6)
+  with pytest.raises(ValueError, match="does not fit in the 3 x 3 blocks of side 1"):
+    window_attention(q, k, v, window=5, num_heads=2, block=1)
+
+
+def test_dense_attention_keeps_its_weights_averaged_over_the_heads():
+  """DSSA's coarse stage with windows at its argmax: the same output, and weights that are each
+  head's softmax averaged."""
+  rng = np.random.default_rng(4)
+  q, k, v = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 5, 8), (2, 6, 8),
+                                                                      (2, 6, 8)))
+  out, weights = dense_attention_with_weights(q, k, v, 2)
+  np.testing.assert_allclose(out, dense_attention(q, k, v, 2), atol=1e-6)
+  heads = [jax.nn.softmax(np.einsum("bnd,bmd->bnm", q[..., part], k[..., part]) / 2.0, axis=-1)
+           for part in (slice(0, 4), slice(4, 8))]
+  np.testing.assert_allclose(weights, (heads[0] + heads[1]) / 2, atol=1e-6)
 
 
 def _compiled_costs(fn, *shapes):

@@ -1,6 +1,7 @@
 """SD-CPC head: output shapes on MiT-like and dilated-ResNet-like strides, stage 1 aggregating only
 the most different reference cells (by their features or, with 'js', their class posteriors),
-both stages adding to the target, the fine stage's difference gate, the single-frame exit.
+both stages adding to the target, the fine stage's difference gate, its windows at the coarse
+stage's argmax, the single-frame exit.
 (Gradients: tests/methods/test_sdcpc.py.)"""
 import flax.linen as nn
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.models.helpers import layer_norm_epsilons
-from vssjax.models.sdcpc_head import DSSA, SDCPCHead, js_divergence
+from vssjax.models.sdcpc_head import DSSA, SDCPCHead, js_divergence, strongest_kept_cells
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.train.host_init import host_filled
@@ -191,6 +192,43 @@ def test_coarse_cells_are_chosen_per_reference(difference):
   dropped[:, 0, :2, :2] += nudge
   assert np.any(apply(kept) != apply(refs))
   np.testing.assert_array_equal(apply(dropped), apply(refs))
+
+
+def test_the_strongest_kept_cell_is_the_argmax_of_each_reference_s_weights():
+  weights = jnp.asarray([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.1, 0.1, 0.3]]])  # 2 cells, 2 refs x 2
+  chosen = jnp.asarray([[[7, 3], [5, 0]]])  # kept cells of ref 0 and ref 1
+  np.testing.assert_array_equal(strongest_kept_cells(weights, chosen), [[[3, 0], [7, 0]]])
+
+
+@pytest.mark.parametrize("window_centre, reads", [
+    ("same", [(y, x) for y in range(3) for x in range(3)]),
+    ("coarse_argmax", [(0, 0), (0, 2), (2, 0), (2, 2)])])
+def test_fine_windows_sit_at_the_coarse_stage_s_argmax(window_centre, reads):
+  """Reference 0 keeps one coarse cell, its bottom-right one (its features the target's negation),
+  so that is every target cell's argmax there: with 'coarse_argmax' a target pixel at (y, x)
+  reads reference 0 in the 3 x 3 window around (2 + y % 2, 2 + x % 2), so pixel (1, 1) (outside
+  the kept cell, so the coarse stage never reads it) reaches the target pixels at even (y, x), and
+  pixel (0, 0) none; at the 'same' place, the target pixels around (1, 1)."""
+  rng = np.random.default_rng(11)
+  target = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
+  refs = np.repeat(target[:, None], 2, axis=1)
+  refs[:, 0, 2:, 2:] = -target[:, 2:, 2:]
+  refs[:, 1, :2, :2] = -target[:, :2, :2]
+  dssa = DSSA(coarse_factor=2, keep_ratio=0.25, window=3, num_heads=2, difference_gate=False,
+              window_centre=window_centre)
+  variables = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))
+  apply = jax.jit(lambda r: dssa.apply(variables, target, r))
+  base = apply(refs)
+
+  def reached_by(y, x):
+    nudged = refs.copy()
+    nudged[0, 0, y, x] += 0.1 * rng.normal(size=8).astype(np.float32)
+    changed = np.abs(np.asarray(apply(nudged) - base)).max(-1)[0] > 0
+    return sorted(zip(*np.nonzero(changed)))
+
+  assert reached_by(1, 1) == reads
+  assert reached_by(0, 0) == ([] if window_centre == "coarse_argmax" else [(0, 0), (0, 1),
+                                                                           (1, 0), (1, 1)])
 
 
 def test_js_divergence_matches_numpy_and_is_finite_at_zero_probabilities():

@@ -24,14 +24,15 @@ from vssjax.errors import SetupError
 from vssjax.methods.backbones import OWN, build_backbone, compute_dtype, resolve_dwconv_impl
 from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.clip_segmentor import ClipSegmentor
-from vssjax.models.sdcpc_head import DIFFERENCES, SDCPCHead
+from vssjax.models.sdcpc_head import DIFFERENCES, WINDOW_CENTRES, SDCPCHead
 from vssjax.models.sdcpc_prototypes import GROUPINGS, PROTOTYPE_PIXELS, mcp_cl_loss
 
 
 def _check_dssa(dssa: ConfigDict) -> None:
   """DSSA's settings, checked as the method is built rather than where the attention first
   traces: its keep ratios are fractions of the cells or window keys, a window is centred on
-  the query pixel, so its side is odd, and its static difference is one it knows."""
+  the query pixel, so its side is odd, and its static difference is one it knows; windows at the
+  coarse stage's cells lie in the 3 x 3 cells around, so their radius is at most a cell's side."""
   if dssa.difference not in DIFFERENCES:
     raise SetupError(f"model.dssa.difference must be one of {DIFFERENCES}, got "
                      f"{dssa.difference!r}")
@@ -43,6 +44,13 @@ def _check_dssa(dssa: ConfigDict) -> None:
                      "its side must be a positive odd number")
   if dssa.coarse_factor < 1:
     raise SetupError(f"model.dssa.coarse_factor={dssa.coarse_factor}: at least 1")
+  if dssa.window_centre not in WINDOW_CENTRES:
+    raise SetupError(f"model.dssa.window_centre must be one of {WINDOW_CENTRES}, got "
+                     f"{dssa.window_centre!r}")
+  if dssa.window_centre == "coarse_argmax" and dssa.window // 2 > dssa.coarse_factor:
+    raise SetupError(f"model.dssa.window={dssa.window} with window_centre='coarse_argmax': the "
+                     "window reaches beyond the coarse cells around its centre cell, so its "
+                     f"radius must be at most model.dssa.coarse_factor={dssa.coarse_factor}")
 
 
 def _check_heads(model: ConfigDict) -> None:
@@ -71,7 +79,8 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
       embedding_dim=model.embedding_dim,
       dwconv_impl=resolve_dwconv_impl(model), dtype=compute_dtype(model),
       ssea_token_embedding=model.ssea.token_embedding, ssea_context_norm=model.ssea.context_norm,
-      dssa_difference_gate=model.dssa.difference_gate, dssa_difference=model.dssa.difference)
+      dssa_difference_gate=model.dssa.difference_gate, dssa_difference=model.dssa.difference,
+      dssa_window_centre=model.dssa.window_centre)
   return ClipSegmentor(backbone=backbone, decode_head=head)
 
 

@@ -16,6 +16,12 @@ and reference (81 for w = 7) to keep the w^2 (49) of the window, and is exactly 
 window attention (tests/models/test_sdcpc_attention.py checks it against a direct loop).
 Optionally only the `keep_ratio` highest-scoring window positions of each query are kept
 ("sparsity of cross-frame attention points", spec §2.3).
+
+The windows sit at the query's own position ("small motion assumption", spec §6.2) or, with
+`centres`, displaced by whole blocks per query block and reference: §6.2's alternative, windows
+centred on the coarse stage's argmax, upsampled (`DSSA(window_centre='coarse_argmax')`, where the
+blocks are the coarse stage's cells). A displaced block reads the 3 x 3 blocks around its centre
+block, so the same blockwise products serve, on keys gathered by block.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vssjax.models.layers import Dense, dense_init
-from vssjax.ops.attention import dot_product_attention, softmax
+from vssjax.ops.attention import attention_probabilities, dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
 
 
@@ -45,14 +51,15 @@ def _masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   return softmax(scores)
 
 
-def top_k_mask(scores: jax.Array, mask: np.ndarray, keep: int) -> jax.Array:
-  """The static `mask` narrowed to the `keep` highest scores of each row (last axis); ties are
-  all kept.
+def top_k_mask(scores: jax.Array, mask: jax.Array | np.ndarray, keep: int,
+               most_valid: int) -> jax.Array:
+  """`mask` narrowed to the `keep` highest scores of each row (last axis); ties are all kept.
 
-  When `keep` reaches the most valid entries of any row, every row keeps them all and no top-k
-  runs (XLA:CPU sorts each row for it: 27% of SD-CPC-B1's forward at the configs' ratio 1).
+  When `keep` reaches `most_valid`, the most valid entries any row can have (static), every row
+  keeps them all and no top-k runs (XLA:CPU sorts each row for it: 27% of SD-CPC-B1's forward at
+  the configs' ratio 1).
   """
-  if keep >= mask.sum(-1).max():
+  if keep >= most_valid:
     return jnp.asarray(mask)
   masked = jnp.where(mask, scores, -jnp.inf)
   threshold = jax.lax.top_k(masked, keep)[0][..., -1:]
@@ -66,6 +73,16 @@ def dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) ->
   return out.reshape(out.shape[:-2] + (-1,))
 
 
+def dense_attention_with_weights(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int
+                                 ) -> tuple[jax.Array, jax.Array]:
+  """`dense_attention`'s output and its attention weights averaged over the heads, [B, N, M]
+  (float32): the same computation, its weights kept."""
+  q, k, v = (_split_heads(x, num_heads) for x in (q, k, v))
+  weights = attention_probabilities(q, k, scale=q.shape[-1] ** -0.5)
+  out = jnp.einsum("bnts,bsnh->btnh", weights.astype(v.dtype), v)
+  return out.reshape(out.shape[:-2] + (-1,)), weights.mean(axis=1)
+
+
 def window_block_size(window: int) -> int:
   """Block side b of the blockwise window attention: b = w // 2 keeps a w x w window inside the
   3 x 3 blocks around the query's block with the fewest extra scores (9 b^2 per query). The
@@ -74,10 +91,9 @@ def window_block_size(window: int) -> int:
   return max(window // 2, 1)
 
 
-def window_mask(height: int, width: int, window: int, num_refs: int) -> np.ndarray:
-  """Static [nh, nw, b*b, R*9*b*b] bool: whether key (ref, neighbour block, pixel) lies in the
-  w x w window of query pixel (block, pixel) and inside the height x width map."""
-  block = window_block_size(window)
+def window_mask(height: int, width: int, window: int, block: int) -> np.ndarray:
+  """Static [nh, nw, b*b, 9*b*b] bool: whether key (neighbour block, pixel) lies in the w x w
+  window of query pixel (block, pixel) and inside the height x width map."""
   radius = window // 2
   nh, nw = -(-height // block), -(-width // block)
   pixel = np.arange(block)
@@ -94,8 +110,7 @@ def window_mask(height: int, width: int, window: int, num_refs: int) -> np.ndarr
   ok_y, ok_x = axis_ok(q_y, k_y, height), axis_ok(q_x, k_x, width)
   # [nh, nw, qy, qx, ny, ky, nx, kx] -> [nh, nw, (qy, qx), (ny, nx, ky, kx)]
   ok = ok_y[:, None, :, None, :, :, None, None] & ok_x[None, :, None, :, None, None, :, :]
-  ok = ok.transpose(0, 1, 2, 3, 4, 6, 5, 7).reshape(nh, nw, block * block, 9 * block * block)
-  return np.tile(ok, (1, 1, 1, num_refs))
+  return ok.transpose(0, 1, 2, 3, 4, 6, 5, 7).reshape(nh, nw, block * block, 9 * block * block)
 
 
 def _to_blocks(x: jax.Array, block: int, nh: int, nw: int) -> jax.Array:
@@ -118,27 +133,58 @@ def _neighbour_blocks(x: jax.Array, block: int, nh: int, nw: int) -> jax.Array:
   return x.reshape((batch, nh, nw, refs * 9 * block * block, channels))
 
 
+def _displaced(neighbourhoods: jax.Array, centres: jax.Array) -> jax.Array:
+  """The 3 x 3 blocks around each block of each reference, [B, nh, nw, R, 9*b*b, C] -> those
+  around each query block's centre block, `centres` [B, nh, nw, R] (flat indices)."""
+  batch, nh, nw, refs = neighbourhoods.shape[:4]
+  flat = neighbourhoods.reshape((batch, nh * nw) + neighbourhoods.shape[3:])
+  index = centres.reshape((batch, nh * nw, refs, 1, 1))
+  return jnp.take_along_axis(flat, index, axis=1).reshape(neighbourhoods.shape)
+
+
 def window_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, num_heads: int,
-                     keep_ratio: float = 1.0) -> jax.Array:
+                     keep_ratio: float = 1.0, centres: jax.Array | None = None,
+                     block: int | None = None) -> jax.Array:
   """Each query pixel of q [B, H, W, C] attends to the w x w windows around its own position in
-  every reference map of k, v [B, R, H, W, C]; one softmax over all R * w^2 positions.
+  every reference map of k, v [B, R, H, W, C]; one softmax over all R * w^2 positions (those in
+  the map).
 
   `keep_ratio` < 1 keeps only the ceil(ratio * R * w^2) best-scoring positions per query and head.
+  `centres` [B, nh, nw, R] (int, flat block indices), with the map cut into `block` x `block`
+  blocks (nh, nw = ceil(H / block), ceil(W / block)): each query block's windows in reference r
+  are displaced to block `centres[..., r]`, so that a query at (y, x) of block (i, j) with centre
+  block (a, c) attends to the window around (y + (a - i) block, x + (c - j) block); the window
+  must stay within the 3 x 3 blocks around, so its radius is at most `block`. `block` defaults to
+  `window_block_size(window)`.
   """
   batch, height, width, channels = q.shape
   num_refs = k.shape[1]
-  block = window_block_size(window)
+  block = block or window_block_size(window)
+  if window // 2 > block:
+    raise ValueError(f"a {window} x {window} window does not fit in the 3 x 3 blocks of side "
+                     f"{block} around its block")
   nh, nw = -(-height // block), -(-width // block)
   padding = ((0, 0), (0, nh * block - height), (0, nw * block - width), (0, 0))
   queries = _split_heads(_to_blocks(jnp.pad(q, padding), block, nh, nw), num_heads)
-  keys = _split_heads(_neighbour_blocks(k, block, nh, nw), num_heads)
-  values = _split_heads(_neighbour_blocks(v, block, nh, nw), num_heads)
+  keys, values = (_neighbour_blocks(x, block, nh, nw) for x in (k, v))
+  mask = window_mask(height, width, window, block)  # [nh, nw, b*b, 9*b*b]
+  most_valid = num_refs * int(mask.sum(-1).max())
+  if centres is None:
+    mask = np.tile(mask, (1, 1, 1, num_refs))[None]
+  else:  # Per reference and query block, its centre block's keys and window mask.
+    keys, values = (_displaced(x.reshape(x.shape[:3] + (num_refs, -1, channels)), centres)
+                    .reshape(x.shape) for x in (keys, values))
+    # A key's place relative to the query pixel is the same in every block: the centre block's
+    # mask is the displaced query's. [B, nh, nw, R, b*b, 9*b*b] -> [B, nh, nw, b*b, R*9*b*b]
+    mask = jnp.asarray(mask.reshape((nh * nw,) + mask.shape[2:]))[centres]
+    mask = jnp.moveaxis(mask, 3, 4).reshape((batch, nh, nw, block * block, -1))
+  keys, values = (_split_heads(x, num_heads) for x in (keys, values))
   scale = (channels // num_heads) ** -0.5
   # float32 scores of the compute-dtype operands (docs/deviations.md, "bf16 is an option").
   scores = float32_product(functools.partial(jnp.einsum, "bijqhd,bijkhd->bijhqk"),
                            queries * jnp.asarray(scale, q.dtype), keys)
-  mask = window_mask(height, width, window, num_refs)[:, :, None]
-  mask = top_k_mask(scores, mask, math.ceil(keep_ratio * num_refs * window * window))
+  keep = math.ceil(keep_ratio * num_refs * window * window)
+  mask = top_k_mask(scores, mask[:, :, :, None], keep, most_valid)
   weights = _masked_softmax(scores, mask).astype(values.dtype)
   out = jnp.einsum("bijhqk,bijkhd->bijqhd", weights, values)
   out = out.reshape((batch, nh, nw, block, block, channels))
@@ -149,16 +195,21 @@ def window_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, n
 class CrossAttention(nn.Module):
   """Projections q, k, v and `proj` around a multi-head attention.
 
-  Dense (`window` = 0): queries [B, N, C] over context [B, M, C]. Windowed (`window` = w > 0):
-  query map [B, H, W, C] over reference maps [B, R, H, W, C] (`window_attention`).
+  Dense (`window` = 0): queries [B, N, C] over context [B, M, C]; with `return_weights`,
+  `(output, weights)`, the attention weights averaged over the heads [B, N, M]. Windowed
+  (`window` = w > 0): query map [B, H, W, C] over reference maps [B, R, H, W, C]
+  (`window_attention`, its windows displaced by `centres` over blocks of side `block`).
   """
   num_heads: int
   window: int = 0
   keep_ratio: float = 1.0
   dtype: Dtype = jnp.float32
+  block: int | None = None
+  return_weights: bool = False
 
   @nn.compact
-  def __call__(self, queries: jax.Array, context: jax.Array) -> jax.Array:
+  def __call__(self, queries: jax.Array, context: jax.Array, centres: jax.Array | None = None
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
     dim = queries.shape[-1]
 
     def dense(name):
@@ -167,7 +218,10 @@ class CrossAttention(nn.Module):
     q, k, v = dense("q")(queries), dense("k")(context), dense("v")(context)
     if self.window:
       out = window_attention(q, k, v, window=self.window, num_heads=self.num_heads,
-                             keep_ratio=self.keep_ratio)
+                             keep_ratio=self.keep_ratio, centres=centres, block=self.block)
+    elif self.return_weights:
+      out, weights = dense_attention_with_weights(q, k, v, self.num_heads)
+      return dense("proj")(out), weights
     else:
       out = dense_attention(q, k, v, self.num_heads)
     return dense("proj")(out)

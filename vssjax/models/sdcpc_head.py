@@ -18,7 +18,8 @@ the method's config):
   cosine one is in [0, 2], so the gate below starts near sigma(0) = 0.5); DSSA stage 1 (coarse, the
   grid pooled by `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from
   the target and attends to them; stage 2 (fine) is window attention (`window`, `window_keep_ratio`)
-  of the stage-1-refined target over the references, gated per pixel by sigma(alpha * difference +
+  of the stage-1-refined target over the references, the windows at the pixel's own position or at
+  stage 1's argmax (`window_centre`), gated per pixel by sigma(alpha * difference +
   beta) (`difference_gate`); the prediction is a 1x1 classifier on c2's grid, resized to the label
   or input size in one bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a
   stride-8 -> 4 step first; one step keeps MCP-CL's embedding and the logits on one grid); an
@@ -51,12 +52,23 @@ MLP_RATIO = 4  # [GUESS] Mix-FFN width of SSEA, as MiT's
 
 
 DIFFERENCES = ("cosine", "js")
+WINDOW_CENTRES = ("same", "coarse_argmax")
 
 
 def static_difference(target: jax.Array, refs: jax.Array) -> jax.Array:
   """The static perceptual difference 1 - cos(Y_t(p), Y_r(p)): [B, ..., C], [B, R, ..., C] ->
   [B, R, ...], in [0, 2]."""
   return 1.0 - cosine_similarity(target[:, None], refs)
+
+
+def strongest_kept_cells(weights: jax.Array, chosen: jax.Array) -> jax.Array:
+  """Per coarse target cell and reference, the reference's kept cell with the largest coarse-stage
+  attention weight: weights [B, cells, R * keep] (over the kept cells, reference-major), chosen
+  [B, R, keep] (their flat cell indices) -> [B, cells, R] flat cell indices."""
+  batch, cells, _ = weights.shape
+  refs, keep = chosen.shape[1:]
+  best = jnp.argmax(weights.reshape((batch, cells, refs, keep)), axis=-1)
+  return jnp.take_along_axis(chosen[:, None], best[..., None], axis=-1)[..., 0]
 
 
 def js_divergence(target: jax.Array, refs: jax.Array) -> jax.Array:
@@ -128,6 +140,11 @@ class DSSA(nn.Module):
   score is one head: `num_heads=1`). Stage 2 (fine): window attention of the refined target over
   the full-resolution references, scaled per pixel by sigma(alpha * mean_r difference + beta) with
   `difference_gate` (a guess beyond the spec's §6.2, whose output is the plain sum), else added.
+  The windows sit at the query's own position (`window_centre='same'`) or, with 'coarse_argmax'
+  (§6.2's alternative), displaced per coarse cell and reference to the kept cell that the cell's
+  coarse attention weighs most (averaged over the heads; `strongest_kept_cells`): a query at p in
+  coarse cell P reads reference r around p + coarse_factor (A_r(P) - P), the cells cut from c2's
+  grid in squares of `coarse_factor` (the coarse pool's bins where the grid is a multiple of it).
   The settings are checked where the model is built (`methods.sdcpc.build_sdcpc`).
   """
   coarse_factor: int = 4
@@ -138,6 +155,7 @@ class DSSA(nn.Module):
   dtype: Dtype = jnp.float32
   difference_gate: bool = True
   difference: str = "cosine"
+  window_centre: str = "same"
 
   @nn.compact
   def __call__(self, target: jax.Array, refs: jax.Array,
@@ -167,14 +185,21 @@ class DSSA(nn.Module):
     chosen = jax.lax.top_k(difference, keep)[1]
     selected = jnp.take_along_axis(coarse_refs.reshape((batch, num_refs, cells, dim)),
                                    chosen[..., None], axis=2).reshape((batch, -1, dim))
-    coarse = CrossAttention(self.num_heads, dtype=self.dtype, name="coarse_attn")(
+    at_argmax = self.window_centre == "coarse_argmax"
+    coarse = CrossAttention(self.num_heads, dtype=self.dtype, return_weights=at_argmax,
+                            name="coarse_attn")(
         norm("coarse_norm_q")(coarse_target.reshape((batch, cells, dim))),
         norm("coarse_norm_kv")(selected))
+    centres = None
+    if at_argmax:
+      coarse, weights = coarse
+      centres = strongest_kept_cells(weights, chosen).reshape((batch,) + coarse_hw + (num_refs,))
     x = target + resize_bilinear(coarse.reshape((batch,) + coarse_hw + (dim,)),
                                  (height, width), align_corners=False)
 
     fine = CrossAttention(self.num_heads, self.window, self.window_keep_ratio, self.dtype,
-                          name="fine_attn")(norm("fine_norm_q")(x), norm("fine_norm_kv")(refs))
+                          block=self.coarse_factor if at_argmax else None, name="fine_attn")(
+                              norm("fine_norm_q")(x), norm("fine_norm_kv")(refs), centres)
     if not self.difference_gate:
       return x + fine
     alpha = self.param("gate_alpha", nn.initializers.ones, (1,))
@@ -208,6 +233,7 @@ class SDCPCHead(SegFormerBranch, nn.Module):
   ssea_context_norm: bool = True
   dssa_difference_gate: bool = True
   dssa_difference: str = "cosine"
+  dssa_window_centre: str = "same"
 
   def setup(self):
     self.setup_segformer_branch()
@@ -217,7 +243,8 @@ class SDCPCHead(SegFormerBranch, nn.Module):
     self.dssa = DSSA(self.dssa_coarse_factor, self.dssa_keep_ratio, self.dssa_window,
                      self.dssa_window_keep_ratio, self.dssa_heads, self.dtype,
                      difference_gate=self.dssa_difference_gate,
-                     difference=self.dssa_difference)
+                     difference=self.dssa_difference,
+                     window_centre=self.dssa_window_centre)
     self.dropout = dropout2d(self.dropout_rate)
     self.classifier = Conv(self.num_classes, (1, 1), dtype=self.dtype)
     self.projector_fc1 = Dense(self.embed_dim, kernel_init=dense_init, dtype=self.dtype)

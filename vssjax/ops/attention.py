@@ -84,7 +84,13 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
           f"model.attention_impl={implementation!r}: the fused kernel refused queries "
           f"{query.shape} over keys {key.shape} ({error}); use 'xla' for this input size or "
           f"mode") from error
+  probs = attention_probabilities(query, key, scale=scale).astype(value.dtype)
+  return jnp.einsum("bnts,bsnh->btnh", probs, value)
+
+
+def attention_probabilities(query: jax.Array, key: jax.Array, *, scale: float) -> jax.Array:
+  """The float32 attention weights [B, N, T, S] of query [B, T, N, H] over key [B, S, N, H], as
+  `dot_product_attention`'s 'xla' path weighs the values with them."""
   # float32 scores; their gradient products run in the operands' dtype (ops.mixed_precision).
   logits = float32_product(functools.partial(jnp.einsum, "btnh,bsnh->bnts"), query, key)
-  probs = softmax(logits * jnp.float32(scale), -1).astype(value.dtype)
-  return jnp.einsum("bnts,bsnh->btnh", probs, value)
+  return softmax(logits * jnp.float32(scale), -1)
