@@ -42,7 +42,8 @@ def sdcpc_base(backbone: str):
       prototypes_per_class=4,
       temperature=0.1,
       # 'kmeans' (§6.4's default) | 'confidence': K equal runs of a class's pixels by their
-      # predicted probability (§6.3's confidence bins)
+      # predicted probability (§6.3's confidence bins) | 'frames': one prototype per clip frame
+      # (§6.3's (c); prototypes_per_class unused)
       grouping="kmeans",
       kmeans_iters=3,  # k-means steps of grouping='kmeans'
       # 'predicted' | 'correct' (predicted and labelled c). Spec §6.4 proposes 'predicted'; we

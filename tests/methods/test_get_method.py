@@ -78,7 +78,7 @@ def test_every_method_refuses_a_loss_average_naming_the_field(config_path):
 
 
 @pytest.mark.parametrize("name, field", [("dtern", "cam_kernels"), ("dcfm", "common_dim"),
-                                         ("sdcpc", "dssa"), ("etc", "temporal_formulation")])
+                                         ("sdcpc", "mcp"), ("etc", "temporal_formulation")])
 def test_another_methods_name_on_a_config_says_which_field_it_lacks(name, field):
   """`--config.method.name=dtern` on a SegFormer config raised the ConfigDict's bare
   AttributeError "'cam_kernels'"; other AttributeErrors are not disguised."""

@@ -105,13 +105,37 @@ def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variabl
   assert_kept_states_predict_the_clip(*method_and_variables)
 
 
+def test_prototypes_per_frame_take_the_reference_frames_pixels():
+  """`method.mcp.grouping='frames'`: one prototype per clip frame, the references' from their
+  own embeddings and SegFormer-branch predictions, so (with 'correct' pixels) their labels now
+  change MCP-CL, which the default grouping never reads. Refused where the references have no
+  labels to be correct by."""
+  config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
+  config.method.mcp.grouping = "frames"
+  method = get_method(config)
+  variables = host_filled(jax.eval_shape(method.init, jax.random.key(0), _batch()))
+  state = {"batch_stats": variables["batch_stats"]}
+  fn = jax.jit(method.loss_and_metrics)
+  batch = _batch()
+  _, (metrics, _) = fn(variables["params"], state, batch, jax.random.key(1))
+  relabelled = dict(batch, labels=batch["labels"].at[:, :-1].set(0))
+  _, (other, _) = fn(variables["params"], state, relabelled, jax.random.key(1))
+  np.testing.assert_array_equal(other["loss_final"], metrics["loss_final"])
+  assert np.isfinite(metrics["loss_contrast"])
+  assert other["loss_contrast"] != metrics["loss_contrast"]
+  config.method.frame_loss_target_only = True
+  with pytest.raises(SetupError, match=r"grouping='frames' with prototype_pixels='correct' .* "
+                                       r"use prototype_pixels='predicted'"):
+    get_method(config)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("prototype_pixels", "labelled", r"method.mcp.prototype_pixels must be one of"),
     ("prototypes_per_class", 0, r"method.mcp.prototypes_per_class=0: at least 1"),
     ("max_pixels_per_class", 0, r"method.mcp.max_pixels_per_class=0: at least 1"),
     ("kmeans_iters", -1, r"method.mcp.kmeans_iters=-1: at least 0"),
     ("temperature", 0.0, r"method.mcp.temperature=0.0: .* positive"),
-    ("grouping", "bins", r"method.mcp.grouping must be one of \('kmeans', 'confidence'\)"),
+    ("grouping", "bins", r"method.mcp.grouping must be one of \('kmeans', 'confidence', 'fr"),
     ("separation_weight", -0.1, r"method.mcp.separation_weight=-0.1: at least 0"),
     ("separation_weight", 0.1, r"method.mcp.separation_weight=0.1 moves the prototypes, which "
                                r"carry no gradient .* set it True"),

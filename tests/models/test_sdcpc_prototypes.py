@@ -1,11 +1,12 @@
 """MCP-CL: per-class sampling, k-means prototypes that find a class's sub-clusters, confidence
-bins, the multi-positive InfoNCE and the prototype separation against numpy, and which pixels
-form the prototypes."""
+bins, prototypes per frame, the multi-positive InfoNCE and the prototype separation against numpy,
+and which pixels form the prototypes."""
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vssjax.models.sdcpc_prototypes import (class_prototypes, mcp_cl_loss,
                                             prototype_contrastive_loss,
@@ -178,6 +179,38 @@ def test_confidence_grouping_bins_each_class_by_its_predicted_probability():
   raster = expected(np.zeros(16))  # k-means' start, without its steps
   np.testing.assert_allclose(loss("kmeans", 0)["loss_contrast"], raster, rtol=1e-5)
   assert abs(raster - expected(margin)) > 0.01  # the two groupings differ here
+
+
+def test_frames_grouping_takes_one_prototype_per_clip_frame():
+  """grouping='frames': class c's prototype r is the normalised mean of reference r's pixels
+  predicted c (over the batch), its last the target frames'; a class a frame lacks takes the
+  class's mean over all frames. The anchors are the target frames' pixels only."""
+  rng = np.random.default_rng(5)
+  batch, refs, size, dim = 2, 2, 3, 5
+  embedding = _unit(rng.normal(size=(batch, size, size, dim))).astype(np.float32)
+  ref_embedding = _unit(rng.normal(size=(batch, refs, size, size, dim))).astype(np.float32)
+  labels = rng.integers(0, 3, (batch, size, size))
+  ref_labels = rng.integers(0, 3, (batch, refs, size, size))
+  ref_labels[:, 1] = np.where(ref_labels[:, 1] == 2, 0, ref_labels[:, 1])  # no class 2 there
+  logits, ref_logits = (np.eye(3, dtype=np.float32)[x] for x in (labels, ref_labels))
+  frames = [(ref_embedding[:, r].reshape(-1, dim), ref_labels[:, r].reshape(-1))
+            for r in range(refs)] + [(embedding.reshape(-1, dim), labels.reshape(-1))]
+  prototypes = np.zeros((3, refs + 1, dim))
+  for c in range(3):
+    everywhere = np.concatenate([e[l == c] for e, l in frames])
+    for k, (e, l) in enumerate(frames):
+      prototypes[c, k] = _unit((e[l == c] if np.any(l == c) else everywhere).mean(0))
+  got = jax.jit(functools.partial(
+      mcp_cl_loss, num_prototypes=4, temperature=0.5, kmeans_iters=3,
+      prototype_pixels="predicted", max_pixels_per_class=100, grouping="frames"))(
+          embedding, logits, labels, jax.random.key(0),
+          references=(ref_embedding, ref_logits, ref_labels))
+  np.testing.assert_allclose(got["loss_contrast"],
+                             _info_nce(frames[-1][0], frames[-1][1], prototypes, 0.5), rtol=1e-5)
+  with pytest.raises(ValueError, match="takes the reference frames with 'frames' only"):
+    mcp_cl_loss(embedding, logits, labels, jax.random.key(0), num_prototypes=2, temperature=0.5,
+                kmeans_iters=0, prototype_pixels="predicted", max_pixels_per_class=100,
+                references=(ref_embedding, ref_logits, ref_labels))
 
 
 def _separation_numpy(prototypes, present, temperature):

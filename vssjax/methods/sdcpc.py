@@ -26,6 +26,7 @@ from vssjax.methods.dtern import DTERNMethod
 from vssjax.models.clip_segmentor import ClipSegmentor
 from vssjax.models.sdcpc_head import DIFFERENCES, WINDOW_CENTRES, SDCPCHead
 from vssjax.models.sdcpc_prototypes import GROUPINGS, PROTOTYPE_PIXELS, mcp_cl_loss
+from vssjax.ops.resize import resize_bilinear
 
 
 def _check_dssa(dssa: ConfigDict) -> None:
@@ -64,9 +65,11 @@ def _check_heads(model: ConfigDict) -> None:
                        "divisor of it")
 
 
-def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
-  """`backbone` + `decode_head` (an `SDCPCHead`), with DTERN's extract/decode split. DSSA's and
-  the attention heads' settings are checked here only: the methods are how models are built."""
+def build_sdcpc(model: ConfigDict, num_classes: int, *,
+                embed_references: bool = False) -> ClipSegmentor:
+  """`backbone` + `decode_head` (an `SDCPCHead`, embedding the reference frames too with
+  `embed_references`), with DTERN's extract/decode split. DSSA's and the attention heads'
+  settings are checked here only: the methods are how models are built."""
   backbone = build_backbone(model, "SD-CPC", ("mit", "resnet", OWN))
   _check_dssa(model.dssa)
   _check_heads(model)
@@ -80,7 +83,7 @@ def build_sdcpc(model: ConfigDict, num_classes: int) -> ClipSegmentor:
       dwconv_impl=resolve_dwconv_impl(model), dtype=compute_dtype(model),
       ssea_token_embedding=model.ssea.token_embedding, ssea_context_norm=model.ssea.context_norm,
       dssa_difference_gate=model.dssa.difference_gate, dssa_difference=model.dssa.difference,
-      dssa_window_centre=model.dssa.window_centre)
+      dssa_window_centre=model.dssa.window_centre, embed_references=embed_references)
   return ClipSegmentor(backbone=backbone, decode_head=head)
 
 
@@ -114,9 +117,18 @@ class SDCPCMethod(DTERNMethod):
   def __init__(self, config: ConfigDict):
     super().__init__(config)
     _check_mcp(config.method.mcp)
+    mcp = config.method.mcp
+    if (mcp.grouping == "frames" and mcp.prototype_pixels == "correct"
+        and config.method.frame_loss_target_only):
+      raise SetupError("method.mcp.grouping='frames' with prototype_pixels='correct' takes the "
+                       "reference frames' correctly predicted pixels, and their frames are "
+                       "unlabelled (method.frame_loss_target_only=True): every reference "
+                       "prototype would be its class's target mean; use "
+                       "prototype_pixels='predicted'")
 
   def build_module(self, model: ConfigDict) -> ClipSegmentor:
-    return build_sdcpc(model, self.num_classes)
+    return build_sdcpc(model, self.num_classes,
+                       embed_references=self.config.method.mcp.grouping == "frames")
 
   def loss_and_metrics(self, params, model_state, batch, rng):
     dropout_rng, sample_rng = jax.random.split(rng)
@@ -128,12 +140,18 @@ class SDCPCMethod(DTERNMethod):
     loss_final, pixel_acc = self._cross_entropy(outputs["final"], labels[:, -1])
     loss_frames = self._frame_loss(outputs["frame_logits"], labels)
     mcp = method.mcp
+    references = None
+    if mcp.grouping == "frames":  # each reference predicted by the SegFormer branch, on c2's grid
+      grid = outputs["embedding"].shape[1:3]
+      references = (outputs["reference_embedding"],
+                    resize_bilinear(outputs["frame_logits"][:, :-1], grid, align_corners=False),
+                    labels[:, :-1])
     contrast = mcp_cl_loss(
         outputs["embedding"], outputs["final"], labels[:, -1], sample_rng,
         num_prototypes=mcp.prototypes_per_class, temperature=mcp.temperature,
         kmeans_iters=mcp.kmeans_iters, prototype_pixels=mcp.prototype_pixels,
         max_pixels_per_class=mcp.max_pixels_per_class, prototype_gradient=mcp.prototype_gradient,
-        grouping=mcp.grouping, separation=mcp.separation_weight > 0)
+        grouping=mcp.grouping, separation=mcp.separation_weight > 0, references=references)
     loss = (loss_final + method.frame_loss_weight * loss_frames
             + mcp.weight * contrast["loss_contrast"]
             + mcp.separation_weight * contrast.get("loss_separation", 0.0))

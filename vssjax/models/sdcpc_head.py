@@ -213,7 +213,9 @@ class SDCPCHead(SegFormerBranch, nn.Module):
   """`__call__(features, *, train)`, features = 4 levels [B, T, h_i, w_i, C_i] (target last) ->
   dict with `frame_logits` [B, T, h1, w1, NC] (SegFormer branch, every frame) and, when T > 1,
   `final` [B, h2, w2, NC] (the prediction, on c2's grid) and `embedding` [B, h2, w2, D]
-  (L2-normalised, for MCP-CL). With T = 1 only the SegFormer branch runs.
+  (L2-normalised, for MCP-CL); with `embed_references`, also `reference_embedding`
+  [B, T - 1, h2, w2, D], the reference frames' SSEA features through the same projector (MCP-CL's
+  prototypes per frame). With T = 1 only the SegFormer branch runs.
   """
   num_classes: int
   embed_dim: int = 256
@@ -234,6 +236,7 @@ class SDCPCHead(SegFormerBranch, nn.Module):
   dssa_difference_gate: bool = True
   dssa_difference: str = "cosine"
   dssa_window_centre: str = "same"
+  embed_references: bool = False
 
   def setup(self):
     self.setup_segformer_branch()
@@ -263,9 +266,14 @@ class SDCPCHead(SegFormerBranch, nn.Module):
       posteriors = posteriors[:, -1], posteriors[:, :-1]
     aligned = self.dssa(static[:, -1], static[:, :-1], posteriors)
     out["final"] = self.classifier(self.dropout(aligned, deterministic=not train))
-    embedding = self.projector_fc2(nn.relu(self.projector_fc1(aligned))).astype(jnp.float32)
-    out["embedding"] = l2_normalize(embedding)
+    out["embedding"] = self._embed(aligned)
+    if self.embed_references:
+      out["reference_embedding"] = self._embed(static[:, :-1])
     return out
+
+  def _embed(self, x: jax.Array) -> jax.Array:
+    """MCP-CL's projector: unit float32 embeddings of x [..., E]."""
+    return l2_normalize(self.projector_fc2(nn.relu(self.projector_fc1(x))).astype(jnp.float32))
 
   def frame_state(self, features: Sequence[jax.Array]
                   ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:

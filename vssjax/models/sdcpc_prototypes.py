@@ -10,7 +10,10 @@ batch, the pixels predicted as class c (and, with `prototype_pixels='correct'`, 
 split into K groups, by `grouping`: 'kmeans', a few spherical k-means steps started from K
 contiguous runs of them in raster order, or 'confidence', K runs of equal size in the order of their
 predicted probability of c (§6.3's "K confidence bins", as quantiles so that no bin of a class with
-K pixels or more is empty); the K group means, re-normalised, are c's prototypes. The assignments
+K pixels or more is empty), or 'frames', one group per frame of the clips (§6.3's (c): the target
+frames' pixels and, from the same projector on their SSEA features, the reference frames', each
+frame predicted by the SegFormer branch; K = the clip's length); the K group means, re-normalised,
+are c's prototypes. The assignments
 carry no gradient (spec §6.3); the means do only with `prototype_gradient=True`. Off by default: the
 prototypes are then fixed targets for the step, as in prototype methods that update them without
 back-propagation, and the loss shapes each pixel's embedding only through that pixel.
@@ -34,7 +37,7 @@ from vssjax.models.layers import l2_normalize
 from vssjax.ops.resize import resize_nearest
 
 PROTOTYPE_PIXELS = ("predicted", "correct")
-GROUPINGS = ("kmeans", "confidence")
+GROUPINGS = ("kmeans", "confidence", "frames")
 
 
 def rank_within_class(classes: jax.Array, order: jax.Array) -> jax.Array:
@@ -54,11 +57,13 @@ def sample_per_class(labels: jax.Array, max_per_class: int, rng: jax.Array) -> j
 
 def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int,
                      num_prototypes: int, kmeans_iters: int, *, gradient: bool = False,
-                     order: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                     order: jax.Array | None = None,
+                     groups: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """K prototypes per class from unit embeddings [N, D] and their classes [N] (-1: none).
 
   The groups start as K contiguous runs of each class's pixels sorted by `order` [N] (ascending;
-  None: raster order), then take `kmeans_iters` k-means steps. Returns (prototypes [C, K, D], unit
+  None: raster order), or as the given `groups` [N] (in [0, K)), then take `kmeans_iters` k-means
+  steps. Returns (prototypes [C, K, D], unit
   vectors; present [C], whether the class has any pixel). A group left empty (a class with fewer
   than K pixels) takes the class mean. The assignments never carry gradient; the prototypes
   (their groups' means) do with `gradient`.
@@ -78,10 +83,12 @@ def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int
     return l2_normalize(jnp.where(counts[..., None] > 0, sums, class_sums))
 
   counts = jax.ops.segment_sum(member.astype(jnp.int32), safe, num_classes)
-  # Start: K contiguous runs of each class's pixels (in raster order: spatially distinct parts).
-  order = jnp.zeros(classes.shape, jnp.float32) if order is None else jax.lax.stop_gradient(order)
-  rank = rank_within_class(jnp.where(member, safe, -1), order)
-  groups = (rank * k) // jnp.maximum(counts[safe], 1)
+  if groups is None:
+    # Start: K contiguous runs of each class's pixels (in raster order: spatially distinct parts).
+    order = (jnp.zeros(classes.shape, jnp.float32) if order is None
+             else jax.lax.stop_gradient(order))
+    rank = rank_within_class(jnp.where(member, safe, -1), order)
+    groups = (rank * k) // jnp.maximum(counts[safe], 1)
   prototypes = centres(groups)
   for _ in range(kmeans_iters):
     groups = jnp.argmax(jnp.einsum("nd,nkd->nk", points, prototypes[safe]), axis=-1)
@@ -131,29 +138,50 @@ def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng:
                 prototype_pixels: str, max_pixels_per_class: int,
                 prototype_gradient: bool = False, grouping: str = "kmeans",
                 separation: bool = False,
+                references: tuple[jax.Array, jax.Array, jax.Array] | None = None,
                 ignore_label: int = IGNORE_LABEL) -> dict[str, jax.Array]:
   """MCP-CL on a batch of target frames: embedding [B, h, w, D] (unit), logits [B, h, w, C] on the
   same grid, labels [B, H, W] (nearest-downsampled to the grid). Returns `loss_contrast` (the
-  InfoNCE) and, with `separation`, `loss_separation` (`prototype_separation_loss`)."""
+  InfoNCE) and, with `separation`, `loss_separation` (`prototype_separation_loss`).
+
+  `references` (grouping='frames' only): the clips' other frames, (embedding [B, R, h, w, D],
+  logits [B, R, h, w, C], labels [B, R, H, W]) on the same grid, which form prototypes (one per
+  frame and class, `num_prototypes` unused) but are no anchors."""
   if prototype_pixels not in PROTOTYPE_PIXELS:
     raise ValueError(f"prototype_pixels must be one of {PROTOTYPE_PIXELS}, got "
                      f"{prototype_pixels!r}")
   if grouping not in GROUPINGS:
     raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+  if (references is None) == (grouping == "frames"):
+    raise ValueError(f"grouping={grouping!r} takes the reference frames with 'frames' only")
   num_classes = logits.shape[-1]
-  labels = resize_nearest(labels, embedding.shape[1:3]).reshape(-1)
-  labels = jnp.where(labels == ignore_label, -1, labels)
-  logits = logits.reshape((-1, num_classes))
-  predicted = jnp.argmax(logits, axis=-1)
-  if prototype_pixels == "correct":
-    predicted = jnp.where(predicted == labels, predicted, -1)
-  order = None
+  grid = embedding.shape[1:3]
+
+  def pixels(embedding, logits, labels):
+    """Flat embeddings, grid labels (-1: ignored) and the classes whose prototypes they form."""
+    labels = resize_nearest(labels, grid).reshape(-1)
+    labels = jnp.where(labels == ignore_label, -1, labels)
+    logits = logits.reshape((-1, num_classes))
+    predicted = jnp.argmax(logits, axis=-1)
+    if prototype_pixels == "correct":
+      predicted = jnp.where(predicted == labels, predicted, -1)
+    return embedding.reshape((-1, embedding.shape[-1])), logits, labels, predicted
+
+  embedding, logits, labels, predicted = pixels(embedding, logits, labels)
+  points, classes, order, groups = embedding, predicted, None, None
   if grouping == "confidence":  # the predicted class's probability; its bins need no k-means
     probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     order, kmeans_iters = jnp.max(probabilities, axis=-1), 0
-  embedding = embedding.reshape((-1, embedding.shape[-1]))
-  prototypes, present = class_prototypes(embedding, predicted, num_classes, num_prototypes,
-                                         kmeans_iters, gradient=prototype_gradient, order=order)
+  elif grouping == "frames":  # group r: reference r of every clip; the targets' the last
+    num_refs = references[0].shape[1]
+    ref_points, _, _, ref_classes = pixels(*(jnp.moveaxis(x, 1, 0) for x in references))
+    points = jnp.concatenate([ref_points, embedding])
+    classes = jnp.concatenate([ref_classes, predicted])
+    groups = jnp.repeat(jnp.arange(num_refs + 1), predicted.shape[0])
+    num_prototypes, kmeans_iters = num_refs + 1, 0
+  prototypes, present = class_prototypes(points, classes, num_classes, num_prototypes,
+                                         kmeans_iters, gradient=prototype_gradient, order=order,
+                                         groups=groups)
   weights = sample_per_class(labels, max_pixels_per_class, rng)
   losses = {"loss_contrast": prototype_contrastive_loss(embedding, labels, prototypes, present,
                                                         temperature, weights)}
