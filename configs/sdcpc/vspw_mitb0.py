@@ -82,7 +82,7 @@ def sdcpc_base(backbone: str):
       difference="cosine",
       # stage 2's windows: 'same' (at the query's own position, §6.4's default) |
       # 'coarse_argmax' (each coarse cell's windows at its strongest kept cell of stage 1, per
-      # reference: §6.2's alternative; the window's radius at most coarse_factor)
+      # reference: §6.2's alternative; the window's radius coarse_factor or one less)
       window_centre="same",
   ))
   c.model.embedding_dim = 128  # MCP-CL projector output

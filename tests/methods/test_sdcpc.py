@@ -191,8 +191,10 @@ def test_the_head_s_depthwise_conv_follows_model_dwconv_impl_on_every_backbone(c
     ({"difference": "kl"}, r"model.dssa.difference must be one of \('cosine', 'js'\)"),
     ({"window_centre": "flow"}, r"model.dssa.window_centre must be one of \('same', 'coarse_ar"),
     ({"window_centre": "coarse_argmax", "window": 7},
-     r"model.dssa.window=7 with window_centre='coarse_argmax': .* radius must be at most "
-     r"model.dssa.coarse_factor=2"),
+     r"model.dssa.window=7 with window_centre='coarse_argmax': its radius must be "
+     r"model.dssa.coarse_factor=2 or one less .* window 3 or 5"),
+    ({"window_centre": "coarse_argmax", "coarse_factor": 4, "window": 3},
+     r"model.dssa.window=3 with window_centre='coarse_argmax': .* window 7 or 9"),
 ])
 def test_dssa_settings_it_cannot_run_are_refused_as_the_method_is_built(settings, message):
   config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")

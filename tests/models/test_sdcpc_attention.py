@@ -82,6 +82,8 @@ def test_displaced_windows_are_per_pixel_windows_around_the_centre_block(window,
   np.testing.assert_allclose(attend(centres=jnp.asarray(own)), attend(), atol=1e-6)
   with pytest.raises(ValueError, match="does not fit in the 3 x 3 blocks of side 1"):
     window_attention(q, k, v, window=5, num_heads=2, block=1)
+  with pytest.raises(ValueError, match="blocks of side 3 can miss the map"):
+    window_attention(q, k, v, window=1, num_heads=2, block=3, centres=centres)
 
 
 def test_dense_attention_keeps_its_weights_averaged_over_the_heads():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.models.helpers import layer_norm_epsilons
+from vssjax.models import sdcpc_attention
 from vssjax.models.sdcpc_head import DSSA, SDCPCHead, js_divergence, strongest_kept_cells
 from vssjax.models.segformer_head import SegFormerHead
 from vssjax.ops.pooling import adaptive_avg_pool
@@ -195,9 +196,45 @@ def test_coarse_cells_are_chosen_per_reference(difference):
 
 
 def test_the_strongest_kept_cell_is_the_argmax_of_each_reference_s_weights():
-  weights = jnp.asarray([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.1, 0.1, 0.3]]])  # 2 cells, 2 refs x 2
+  weights = jnp.asarray([[[0.3, 0.1, 0.4, 0.2], [0.1, 0.5, 0.1, 0.3]]])  # 2 cells, 2 refs x 2
   chosen = jnp.asarray([[[7, 3], [5, 0]]])  # kept cells of ref 0 and ref 1
-  np.testing.assert_array_equal(strongest_kept_cells(weights, chosen), [[[3, 0], [7, 0]]])
+  np.testing.assert_array_equal(strongest_kept_cells(weights, chosen), [[[7, 5], [3, 0]]])
+
+
+def test_dssa_moves_each_coarse_cell_s_windows_to_its_strongest_kept_cell(monkeypatch):
+  """On a 6 x 10 grid (3 x 5 coarse cells, 6 kept per reference): the centres the fine stage
+  gets are, per coarse cell in row-major order and reference, the kept cell (by the cosine
+  difference, recomputed here) that the cell's coarse attention weighs most."""
+  rng = np.random.default_rng(12)
+  target = rng.normal(size=(2, 6, 10, 8)).astype(np.float32)
+  refs = rng.normal(size=(2, 2, 6, 10, 8)).astype(np.float32)
+  dssa = DSSA(coarse_factor=2, keep_ratio=0.4, window=3, num_heads=2,
+              window_centre="coarse_argmax")
+  variables = host_filled(jax.eval_shape(dssa.init, jax.random.key(0), target, refs))
+  seen = {}
+
+  def record(function, name):
+    def recorded(*args, **kwargs):
+      out = function(*args, **kwargs)
+      seen[name] = np.asarray(kwargs.get("centres") if name == "centres" else out[1])
+      return out
+    monkeypatch.setattr(sdcpc_attention, function.__name__, recorded)
+
+  record(sdcpc_attention.dense_attention_with_weights, "weights")
+  record(sdcpc_attention.window_attention, "centres")
+  dssa.apply(variables, jnp.asarray(target), jnp.asarray(refs))
+
+  def pooled(x):  # 2 x 2 cells, flat row-major
+    return x.reshape(x.shape[:-3] + (3, 2, 5, 2, 8)).mean((-4, -2)).reshape(x.shape[:-3] + (15, 8))
+
+  def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+  difference = 1 - np.sum(unit(pooled(target))[:, None] * unit(pooled(refs)), axis=-1)
+  chosen = np.argsort(-difference, axis=-1)[..., :6]  # [B, R, keep], the largest first
+  best = seen["weights"].reshape(2, 15, 2, 6).argmax(-1)  # [B, cells, R]
+  want = np.take_along_axis(chosen[:, None], best[..., None], axis=-1)[..., 0]
+  np.testing.assert_array_equal(seen["centres"], want.reshape(2, 3, 5, 2))
 
 
 @pytest.mark.parametrize("window_centre, reads", [

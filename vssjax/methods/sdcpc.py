@@ -33,7 +33,8 @@ def _check_dssa(dssa: ConfigDict) -> None:
   """DSSA's settings, checked as the method is built rather than where the attention first
   traces: its keep ratios are fractions of the cells or window keys, a window is centred on
   the query pixel, so its side is odd, and its static difference is one it knows; windows at the
-  coarse stage's cells lie in the 3 x 3 cells around, so their radius is at most a cell's side."""
+  coarse stage's cells lie in the 3 x 3 cells around and hold a pixel of the map, so their radius
+  is a cell's side or one less."""
   if dssa.difference not in DIFFERENCES:
     raise SetupError(f"model.dssa.difference must be one of {DIFFERENCES}, got "
                      f"{dssa.difference!r}")
@@ -48,10 +49,13 @@ def _check_dssa(dssa: ConfigDict) -> None:
   if dssa.window_centre not in WINDOW_CENTRES:
     raise SetupError(f"model.dssa.window_centre must be one of {WINDOW_CENTRES}, got "
                      f"{dssa.window_centre!r}")
-  if dssa.window_centre == "coarse_argmax" and dssa.window // 2 > dssa.coarse_factor:
-    raise SetupError(f"model.dssa.window={dssa.window} with window_centre='coarse_argmax': the "
-                     "window reaches beyond the coarse cells around its centre cell, so its "
-                     f"radius must be at most model.dssa.coarse_factor={dssa.coarse_factor}")
+  if (dssa.window_centre == "coarse_argmax"
+      and not dssa.coarse_factor - 1 <= dssa.window // 2 <= dssa.coarse_factor):
+    raise SetupError(
+        f"model.dssa.window={dssa.window} with window_centre='coarse_argmax': its radius must be "
+        f"model.dssa.coarse_factor={dssa.coarse_factor} or one less (a window displaced to a "
+        "coarse cell stays in the cells around it and, in a cell the map cuts short, holds a "
+        f"pixel of the map): window {2 * dssa.coarse_factor - 1} or {2 * dssa.coarse_factor + 1}")
 
 
 def _check_heads(model: ConfigDict) -> None:

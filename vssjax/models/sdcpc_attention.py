@@ -154,7 +154,9 @@ def window_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, n
   blocks (nh, nw = ceil(H / block), ceil(W / block)): each query block's windows in reference r
   are displaced to block `centres[..., r]`, so that a query at (y, x) of block (i, j) with centre
   block (a, c) attends to the window around (y + (a - i) block, x + (c - j) block); the window
-  must stay within the 3 x 3 blocks around, so its radius is at most `block`. `block` defaults to
+  must stay within the 3 x 3 blocks around, so its radius is at most `block`, and, displaced into
+  a last block that the map cuts short (to one row), still hold a pixel of the map, so its radius
+  is at least `block` - 1 (else that query's softmax would have no key). `block` defaults to
   `window_block_size(window)`.
   """
   batch, height, width, channels = q.shape
@@ -163,6 +165,9 @@ def window_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, n
   if window // 2 > block:
     raise ValueError(f"a {window} x {window} window does not fit in the 3 x 3 blocks of side "
                      f"{block} around its block")
+  if centres is not None and window // 2 < block - 1:
+    raise ValueError(f"a {window} x {window} window displaced by blocks of side {block} can miss "
+                     "the map: its radius must be at least the block's side - 1")
   nh, nw = -(-height // block), -(-width // block)
   padding = ((0, 0), (0, nh * block - height), (0, nw * block - width), (0, 0))
   queries = _split_heads(_to_blocks(jnp.pad(q, padding), block, nh, nw), num_heads)
