@@ -107,9 +107,9 @@ def test_kept_frame_states_predict_what_the_clip_forward_does(method_and_variabl
 
 def test_prototypes_per_frame_take_the_reference_frames_pixels():
   """`method.mcp.grouping='frames'`: one prototype per clip frame, the references' from their
-  own embeddings and SegFormer-branch predictions, so (with 'correct' pixels) their labels now
-  change MCP-CL, which the default grouping never reads. Refused where the references have no
-  labels to be correct by."""
+  own embeddings and SegFormer-branch predictions, so (with 'correct' pixels) the first
+  reference's labels now change MCP-CL, which the default grouping never reads. Refused where the
+  references have no labels to be correct by."""
   config = load_config("configs/sdcpc/synthetic_mitb0.py", "quick")
   config.method.mcp.grouping = "frames"
   method = get_method(config)
@@ -118,7 +118,7 @@ def test_prototypes_per_frame_take_the_reference_frames_pixels():
   fn = jax.jit(method.loss_and_metrics)
   batch = _batch()
   _, (metrics, _) = fn(variables["params"], state, batch, jax.random.key(1))
-  relabelled = dict(batch, labels=batch["labels"].at[:, :-1].set(0))
+  relabelled = dict(batch, labels=batch["labels"].at[:, 0].set(0))
   _, (other, _) = fn(variables["params"], state, relabelled, jax.random.key(1))
   np.testing.assert_array_equal(other["loss_final"], metrics["loss_final"])
   assert np.isfinite(metrics["loss_contrast"])

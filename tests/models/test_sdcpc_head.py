@@ -117,6 +117,22 @@ def test_single_frame_is_the_segformer_branch(variables):
   np.testing.assert_allclose(out["frame_logits"][:, 0], want, atol=1e-6)
 
 
+def test_reference_embeddings_are_each_reference_s_static_feature_through_the_projector(
+    variables):
+  """`embed_references` (MCP-CL's prototypes per frame): reference r's embedding is its own SSEA
+  feature (as `frame_state` keeps it) through the target's projector; none by default, and no
+  parameter of its own."""
+  features = _features(6, 2, 3)
+  head = _HEAD.clone(embed_references=True)
+  out = jax.jit(lambda v, f: head.apply(v, f, train=False))(variables, features)
+  assert "reference_embedding" not in _HEAD.apply(variables, features, train=False)
+  assert out["reference_embedding"].shape == (2, 2, 8, 8, 6)
+  for r in range(2):
+    want = head.apply(variables, [f[:, r] for f in features],
+                      method=lambda m, f: m._embed(m.frame_state(f)[1]["static"]))
+    np.testing.assert_allclose(out["reference_embedding"][:, r], want, atol=1e-5)
+
+
 def _zeroed(params, *paths):
   """`params` with the Dense kernels and biases under each path ('a/b') set to zero."""
   params = jax.tree.map(np.asarray, params)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import split_over_two_devices
 from vssjax.models.sdcpc_prototypes import (class_prototypes, mcp_cl_loss,
                                             prototype_contrastive_loss,
                                             prototype_separation_loss, sample_per_class)
@@ -200,14 +201,26 @@ def test_frames_grouping_takes_one_prototype_per_clip_frame():
     everywhere = np.concatenate([e[l == c] for e, l in frames])
     for k, (e, l) in enumerate(frames):
       prototypes[c, k] = _unit((e[l == c] if np.any(l == c) else everywhere).mean(0))
-  got = jax.jit(functools.partial(
-      mcp_cl_loss, num_prototypes=4, temperature=0.5, kmeans_iters=3,
-      prototype_pixels="predicted", max_pixels_per_class=100, grouping="frames"))(
-          embedding, logits, labels, jax.random.key(0),
-          references=(ref_embedding, ref_logits, ref_labels))
-  np.testing.assert_allclose(got["loss_contrast"],
+  def loss(embedding, ref_embedding, gradient=False):
+    return mcp_cl_loss(
+        embedding, logits, labels, jax.random.key(0), num_prototypes=4, temperature=0.5,
+        kmeans_iters=3, prototype_pixels="predicted", max_pixels_per_class=100,
+        grouping="frames", prototype_gradient=gradient,
+        references=(ref_embedding, ref_logits, ref_labels))["loss_contrast"]
+
+  np.testing.assert_allclose(jax.jit(loss)(embedding, ref_embedding),
                              _info_nce(frames[-1][0], frames[-1][1], prototypes, 0.5), rtol=1e-5)
-  with pytest.raises(ValueError, match="takes the reference frames with 'frames' only"):
+  # The references move through their prototypes only, so only where those carry gradient.
+  for gradient in (False, True):
+    ref_grad = jax.grad(loss, argnums=1)(embedding, ref_embedding, gradient)
+    assert np.any(np.asarray(ref_grad)) == gradient
+  # Split over devices by clip, the devices sum their prototypes' parts and gather only labels
+  # (the anchor sampling's sorts), not the embeddings, which a reference-major join would gather.
+  moved, split, whole = split_over_two_devices(loss, (embedding, ref_embedding), split=(0, 1))
+  assert all(op == "all-reduce" or all(shape.startswith(("s32", "u32", "pred")) for shape in shapes)
+             for op, shapes in moved), moved
+  np.testing.assert_allclose(split, whole, rtol=1e-6)
+  with pytest.raises(ValueError, match="with reference frames: 'frames' groups by them"):
     mcp_cl_loss(embedding, logits, labels, jax.random.key(0), num_prototypes=2, temperature=0.5,
                 kmeans_iters=0, prototype_pixels="predicted", max_pixels_per_class=100,
                 references=(ref_embedding, ref_logits, ref_labels))

@@ -91,11 +91,13 @@ def build_sdcpc(model: ConfigDict, num_classes: int, *,
   return ClipSegmentor(backbone=backbone, decode_head=head)
 
 
-def _check_mcp(mcp: ConfigDict) -> None:
-  """MCP-CL's settings, checked as the method is built: the loss would otherwise meet an unknown
-  pixel rule or no prototype only in the first trace, and a temperature of 0 makes its InfoNCE
-  NaN, which the trainer reports as divergence. A separation term needs prototypes that carry
-  gradient: it would otherwise train nothing."""
+def _check_mcp(method: ConfigDict) -> None:
+  """MCP-CL's settings (`method.mcp`), checked as the method is built: the loss would otherwise
+  meet an unknown pixel rule or no prototype only in the first trace, and a temperature of 0 makes
+  its InfoNCE NaN, which the trainer reports as divergence. A separation term needs prototypes
+  that carry gradient: it would otherwise train nothing. Prototypes per frame of correctly
+  predicted pixels need labelled references: they would otherwise all be the targets'."""
+  mcp = method.mcp
   for name, allowed in (("prototype_pixels", PROTOTYPE_PIXELS), ("grouping", GROUPINGS)):
     if mcp[name] not in allowed:
       raise SetupError(f"method.mcp.{name} must be one of {allowed}, got {mcp[name]!r}")
@@ -112,6 +114,13 @@ def _check_mcp(mcp: ConfigDict) -> None:
     raise SetupError(f"method.mcp.separation_weight={mcp.separation_weight} moves the prototypes, "
                      "which carry no gradient with method.mcp.prototype_gradient=False: set it "
                      "True, or the weight to 0")
+  if (mcp.grouping == "frames" and mcp.prototype_pixels == "correct"
+      and method.frame_loss_target_only):
+    raise SetupError("method.mcp.grouping='frames' with prototype_pixels='correct' takes the "
+                     "reference frames' correctly predicted pixels, and their frames are "
+                     "unlabelled (method.frame_loss_target_only=True): every reference "
+                     "prototype would be its class's target mean; use "
+                     "prototype_pixels='predicted'")
 
 
 class SDCPCMethod(DTERNMethod):
@@ -120,15 +129,7 @@ class SDCPCMethod(DTERNMethod):
 
   def __init__(self, config: ConfigDict):
     super().__init__(config)
-    _check_mcp(config.method.mcp)
-    mcp = config.method.mcp
-    if (mcp.grouping == "frames" and mcp.prototype_pixels == "correct"
-        and config.method.frame_loss_target_only):
-      raise SetupError("method.mcp.grouping='frames' with prototype_pixels='correct' takes the "
-                       "reference frames' correctly predicted pixels, and their frames are "
-                       "unlabelled (method.frame_loss_target_only=True): every reference "
-                       "prototype would be its class's target mean; use "
-                       "prototype_pixels='predicted'")
+    _check_mcp(config.method)
 
   def build_module(self, model: ConfigDict) -> ClipSegmentor:
     return build_sdcpc(model, self.num_classes,

@@ -10,13 +10,14 @@ batch, the pixels predicted as class c (and, with `prototype_pixels='correct'`, 
 split into K groups, by `grouping`: 'kmeans', a few spherical k-means steps started from K
 contiguous runs of them in raster order, or 'confidence', K runs of equal size in the order of their
 predicted probability of c (§6.3's "K confidence bins", as quantiles so that no bin of a class with
-K pixels or more is empty), or 'frames', one group per frame of the clips (§6.3's (c): the target
-frames' pixels and, from the same projector on their SSEA features, the reference frames', each
-frame predicted by the SegFormer branch; K = the clip's length); the K group means, re-normalised,
-are c's prototypes. The assignments
-carry no gradient (spec §6.3); the means do only with `prototype_gradient=True`. Off by default: the
-prototypes are then fixed targets for the step, as in prototype methods that update them without
-back-propagation, and the loss shapes each pixel's embedding only through that pixel.
+K pixels or more is empty), or 'frames', one group per place in the clips (§6.3's (c): the target
+frames' pixels as above, and each reference frame's, embedded by the same projector from its SSEA
+feature and chosen by the SegFormer branch's prediction; K = the clip's length; group r pools
+reference r of every clip of the batch, as the other groupings pool the batch's targets); the K
+group means, re-normalised, are c's prototypes. The assignments carry no gradient (spec §6.3);
+the means do only with `prototype_gradient=True`. Off by default: the prototypes are then fixed
+targets for the step, as in prototype methods that update them without back-propagation, and the
+loss shapes each pixel's embedding only through that pixel.
 Each labelled pixel (at most `max_pixels_per_class` per class, drawn at random) is pulled towards
 the prototypes of its class and pushed from those of every other class by a multi-positive
 InfoNCE with temperature tau:
@@ -63,9 +64,9 @@ def class_prototypes(embeddings: jax.Array, classes: jax.Array, num_classes: int
 
   The groups start as K contiguous runs of each class's pixels sorted by `order` [N] (ascending;
   None: raster order), or as the given `groups` [N] (in [0, K)), then take `kmeans_iters` k-means
-  steps. Returns (prototypes [C, K, D], unit
-  vectors; present [C], whether the class has any pixel). A group left empty (a class with fewer
-  than K pixels) takes the class mean. The assignments never carry gradient; the prototypes
+  steps. Returns (prototypes [C, K, D], unit vectors; present [C], whether the class has any
+  pixel). A group left empty (a class with fewer than K pixels, or none in a given group) takes
+  the class mean. The assignments never carry gradient; the prototypes
   (their groups' means) do with `gradient`.
   """
   embeddings = embeddings.astype(jnp.float32)
@@ -146,14 +147,17 @@ def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng:
 
   `references` (grouping='frames' only): the clips' other frames, (embedding [B, R, h, w, D],
   logits [B, R, h, w, C], labels [B, R, H, W]) on the same grid, which form prototypes (one per
-  frame and class, `num_prototypes` unused) but are no anchors."""
+  frame and class, `num_prototypes` unused) but are no anchors. A class that only a reference
+  shows is present: its prototypes are negatives, and a target pixel labelled with it an anchor.
+  """
   if prototype_pixels not in PROTOTYPE_PIXELS:
     raise ValueError(f"prototype_pixels must be one of {PROTOTYPE_PIXELS}, got "
                      f"{prototype_pixels!r}")
   if grouping not in GROUPINGS:
     raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
   if (references is None) == (grouping == "frames"):
-    raise ValueError(f"grouping={grouping!r} takes the reference frames with 'frames' only")
+    raise ValueError(f"grouping={grouping!r} with{'out' if references is None else ''} reference "
+                     "frames: 'frames' groups by them, and only it takes them")
   num_classes = logits.shape[-1]
   grid = embedding.shape[1:3]
 
@@ -173,11 +177,19 @@ def mcp_cl_loss(embedding: jax.Array, logits: jax.Array, labels: jax.Array, rng:
     probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     order, kmeans_iters = jnp.max(probabilities, axis=-1), 0
   elif grouping == "frames":  # group r: reference r of every clip; the targets' the last
-    num_refs = references[0].shape[1]
-    ref_points, _, _, ref_classes = pixels(*(jnp.moveaxis(x, 1, 0) for x in references))
-    points = jnp.concatenate([ref_points, embedding])
-    classes = jnp.concatenate([ref_classes, predicted])
-    groups = jnp.repeat(jnp.arange(num_refs + 1), predicted.shape[0])
+    batch, num_refs = references[0].shape[:2]
+    ref_points, _, _, ref_classes = pixels(*references)
+
+    def by_clip(refs, target):
+      """Each clip's references then its target, clip-major as the batch is laid out: joined
+      reference-major instead, a batch split over devices would be gathered whole."""
+      refs, target = refs.reshape((batch, -1) + refs.shape[1:]), target.reshape(
+          (batch, -1) + target.shape[1:])
+      joined = jnp.concatenate([refs, target], axis=1)
+      return joined.reshape((-1,) + joined.shape[2:])
+
+    points, classes = by_clip(ref_points, embedding), by_clip(ref_classes, predicted)
+    groups = jnp.tile(jnp.repeat(jnp.arange(num_refs + 1), predicted.shape[0] // batch), batch)
     num_prototypes, kmeans_iters = num_refs + 1, 0
   prototypes, present = class_prototypes(points, classes, num_classes, num_prototypes,
                                          kmeans_iters, gradient=prototype_gradient, order=order,
