@@ -125,12 +125,14 @@ def test_reference_embeddings_are_each_reference_s_static_feature_through_the_pr
   features = _features(6, 2, 3)
   head = _HEAD.clone(embed_references=True)
   out = jax.jit(lambda v, f: head.apply(v, f, train=False))(variables, features)
-  assert "reference_embedding" not in _HEAD.apply(variables, features, train=False)
+  assert "reference_embedding" not in jax.eval_shape(
+      lambda v, f: _HEAD.apply(v, f, train=False), variables, features)
   assert out["reference_embedding"].shape == (2, 2, 8, 8, 6)
+  embed_frame = jax.jit(lambda v, f: head.apply(
+      v, f, method=lambda m, f: m._embed(m.frame_state(f)[1]["static"])))
   for r in range(2):
-    want = head.apply(variables, [f[:, r] for f in features],
-                      method=lambda m, f: m._embed(m.frame_state(f)[1]["static"]))
-    np.testing.assert_allclose(out["reference_embedding"][:, r], want, atol=1e-5)
+    np.testing.assert_allclose(out["reference_embedding"][:, r],
+                               embed_frame(variables, [f[:, r] for f in features]), atol=1e-5)
 
 
 def _zeroed(params, *paths):
