@@ -81,6 +81,9 @@ def dcfm_base(backbone: str):
   c.model.common_dim = 0
   c.model.head_hidden = False  # head_nums 0 (VSPW) / 1 (Cityscapes, CamVid)
   c.model.shallow_blocks = 1  # split after the first block of stage 1
+  # Table V's ablation: features the key or non-key path fuses without, at training and test,
+  # of 'key_common', 'key_independent', 'non_key_common', 'non_key_independent' (none released)
+  c.model.left_out = ()
   c.clip.update(kind="pair", offsets=dcfm_partner_offsets(1))  # R = 1: one frame before or after
   # Two optimizers in the release: encoder at lr, bot_aspp/FFM/classifier at 10 x lr, weight
   # decay on every parameter.

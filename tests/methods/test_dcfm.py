@@ -15,7 +15,7 @@ from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
-from vssjax.models.dcfm import DCFM, DCFMClassifier
+from vssjax.models.dcfm import DCFM, FEATURES, DCFMClassifier
 from vssjax.train.host_init import host_filled
 
 
@@ -159,6 +159,53 @@ def test_the_loss_ablations_drop_the_key_term_and_take_ohem(method_and_variables
       DCFMMethod(config)
 
 
+@pytest.mark.parametrize("left_out", FEATURES)
+def test_a_path_fuses_without_the_feature_it_leaves_out(method_and_variables, left_out):
+  """Table V (specs/dcfm.md §8), `model.left_out`: the path's fused feature no longer depends on
+  the feature it leaves out (the common share reduced to the conv's bias) and still on the other;
+  the other path fuses as without the switch."""
+  method, variables = method_and_variables
+  module = method.module.clone(left_out=(left_out,))
+  path, feature = left_out.rsplit("_", 1)
+  other_path = "non_key" if path == "key" else "key"
+  rng = np.random.default_rng(4)
+  shape = (1, 8, 8, module.common_dim)
+  projected, independent, moved = (jnp.asarray(rng.normal(size=shape), jnp.float32)
+                                   for _ in range(3))
+  fuse = jax.jit(lambda m, p, i, path: m.apply(variables, p, i, train=False, path=path,
+                                                method=DCFM.fuse), static_argnums=(0, 3))
+  fused = fuse(module, projected, independent, path)
+  moved_left_out = ((moved, independent) if feature == "common" else (projected, moved))
+  moved_kept = ((projected, moved) if feature == "common" else (moved, independent))
+  np.testing.assert_array_equal(fuse(module, *moved_left_out, path), fused)
+  assert np.abs(np.asarray(fuse(module, *moved_kept, path) - fused)).max() > 1e-3
+  np.testing.assert_array_equal(fuse(module, projected, independent, other_path),
+                                fuse(method.module, projected, independent, other_path))
+
+
+def test_the_non_key_path_without_the_common_feature_trains_without_the_neighbour(
+    method_and_variables):
+  """`model.left_out=('non_key_common',)` (Table V's fourth row): L_nonkey of x_L is its shallow
+  feature's alone, so the neighbour x_U no longer moves it; an unknown feature is refused."""
+  _, variables = method_and_variables
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  config.model.update(dropout_rate=0.0, drop_path_rate=0.0, left_out=("non_key_common",))
+  method = DCFMMethod(config)
+  rng = np.random.default_rng(5)
+  frames = rng.integers(0, 256, (2, 2, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 9, (2, 2, 32, 32)).astype(np.int32)
+  other_neighbour = frames.copy()
+  other_neighbour[:, 0] = rng.integers(0, 256, (2, 32, 32, 3), np.uint8)
+  _, metrics = _loss_metrics(method, variables, frames, labels)
+  _, moved = _loss_metrics(method, variables, other_neighbour, labels)
+  assert moved["loss_nonkey"] == pytest.approx(metrics["loss_nonkey"], rel=1e-6)
+  assert moved["loss_consistency"] != pytest.approx(metrics["loss_consistency"], rel=1e-3)
+  config.model.left_out = ("non_key_shallow",)
+  with pytest.raises(SetupError, match=r"model.left_out names \['non_key_shallow'\]: .* are "
+                                       r"\('key_common', "):
+    DCFMMethod(config)
+
+
 def test_a_batch_split_over_devices_keeps_each_pair_on_its_device(method_and_variables):
   """Both frames of every pair go through the network as one batch, each pair's two frames side by
   side: the training loss's value and gradient over 2 devices move nothing but sums between them
@@ -205,9 +252,9 @@ def test_training_updates_the_batch_norm_statistics_in_the_release_s_order():
     size = projected.shape[-3:-1]
     independent_u, independent_l = (module.project_independent(s, size, normalize_first=False)
                                     for s in (shallow[:b], shallow[b:]))
-    fused_l = module.fuse(projected[b:], independent_l, train=True)
-    fused_u = module.fuse(projected[:b], independent_u, train=True)
-    fused_lu = module.fuse(projected[:b], independent_l, train=True)
+    fused_l = module.fuse(projected[b:], independent_l, train=True, path="key")
+    fused_u = module.fuse(projected[:b], independent_u, train=True, path="key")
+    fused_lu = module.fuse(projected[:b], independent_l, train=True, path="non_key")
     for fused in (fused_lu, fused_l, fused_u):
       module.final(fused, train=True)
 

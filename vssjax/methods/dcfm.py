@@ -44,7 +44,7 @@ from vssjax.methods.base import Batch, Method, Prediction, StreamingPredictor, V
 from vssjax.methods.per_frame import frame_labels
 from vssjax.methods.streamed_frames import OutputsOf, StreamedFrame, StreamedVideo
 from vssjax.methods.variables_read import ProgramOnPart
-from vssjax.models.dcfm import DCFM, MiTCommonEncoder, PSPCommonEncoder
+from vssjax.models.dcfm import DCFM, FEATURES, MiTCommonEncoder, PSPCommonEncoder
 from vssjax.models.layers import (IMAGENET_STD, flatten_time, normalize_images, torch_kernel_init,
                                   unflatten_time)
 from vssjax.models.ppm import PPM
@@ -93,10 +93,16 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
     encoder_dim = 2 * width  # the PPM's input and its four branches of width / 4
     shallow_dim = backbone.out_features[0]  # layer1
   bottleneck = model.common_dim > 0
+  left_out = tuple(model.left_out)
+  unknown = sorted(set(left_out) - set(FEATURES))
+  if unknown:
+    raise SetupError(f"model.left_out names {unknown}: the features a path can leave out are "
+                     f"{FEATURES}")
   return DCFM(encoder=encoder, num_classes=num_classes,
               common_dim=model.common_dim if bottleneck else encoder_dim,
               independent_dim=shallow_dim // 2, bottleneck=bottleneck,
-              head_hidden=model.head_hidden, dropout_rate=model.dropout_rate, dtype=dtype)
+              head_hidden=model.head_hidden, dropout_rate=model.dropout_rate, dtype=dtype,
+              left_out=left_out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +218,9 @@ class DCFMMethod(Method):
       # The release's call order, which orders the BatchNorms' running-statistic updates: FFM on
       # the key path of x_L, the key path of x_U, the non-key path of x_L (with x_U's common
       # feature); then the head on the non-key path, x_L's key path, x_U's key path.
-      fused_l = module.fuse(projected_l, independent_l, train=True)
-      fused_u = module.fuse(projected_u, independent_u, train=True)
-      fused_lu = module.fuse(projected_u, independent_l, train=True)
+      fused_l = module.fuse(projected_l, independent_l, train=True, path="key")
+      fused_u = module.fuse(projected_u, independent_u, train=True, path="key")
+      fused_lu = module.fuse(projected_u, independent_l, train=True, path="non_key")
       logits_lu, logits_l, logits_u = (module.final(f, train=True)
                                        for f in (fused_lu, fused_l, fused_u))
       return fused_l, logits_l, logits_lu, fused_u, logits_u

@@ -32,6 +32,10 @@ from vssjax.ops.resize import resize_bilinear
 # DCFM's `initialize_weights`: kaiming_normal_ (fan_in, gain sqrt 2), zero bias.
 kaiming_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
+# The features a path can leave out (Table V's switches): a keyframe's or a non-key frame's
+# common (F_co) or independent (F_in) feature.
+FEATURES = ("key_common", "key_independent", "non_key_common", "non_key_independent")
+
 
 def _conv1x1(features: int, *, bias: bool, dtype: Dtype, name: str) -> nn.Module:
   return Conv(features, (1, 1), use_bias=bias, kernel_init=kaiming_fan_in, dtype=dtype,
@@ -136,6 +140,9 @@ class DCFM(nn.Module):
   - `decode(projected, shallow)` -> (fused F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6);
   - `non_key_logits(projecteds, shallow)` -> a non-key frame's logits summed over its keyframes
     (eq. 7).
+
+  `left_out` (Table V's ablation, specs/dcfm.md §8; empty in every released config) names the
+  features (`FEATURES`) that the key or the non-key path fuses without, at training and test.
   """
   encoder: nn.Module  # MiTCommonEncoder | PSPCommonEncoder
   num_classes: int
@@ -145,6 +152,7 @@ class DCFM(nn.Module):
   head_hidden: bool  # the Cityscapes/CamVid head (head_nums 1)
   dropout_rate: float = 0.1
   dtype: Dtype = jnp.float32
+  left_out: Sequence[str] = ()
 
   def setup(self):
     self.bot_aspp = (_conv1x1(self.common_dim, bias=False, dtype=self.dtype, name="bot_aspp")
@@ -175,7 +183,7 @@ class DCFM(nn.Module):
     F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6)."""
     independent = self.project_independent(shallow, projected.shape[-3:-1],
                                            normalize_first=normalize_first)
-    fused = self.fuse(projected, independent, train=train)
+    fused = self.fuse(projected, independent, train=train, path="key")
     return fused, self.final(fused, train=train)
 
   def non_key_logits(self, projecteds: Sequence[jax.Array], shallow: jax.Array) -> jax.Array:
@@ -188,7 +196,8 @@ class DCFM(nn.Module):
     """
     size = projecteds[0].shape[-3:-1]
     independent = self.project_independent(shallow, size, normalize_first=True)
-    fused = [self.fuse(projected, independent, train=False) for projected in projecteds]
+    fused = [self.fuse(projected, independent, train=False, path="non_key")
+             for projected in projecteds]
     if self.final.linear_at_eval:
       return self.final(sum(fused), train=False)
     return sum(self.final(f, train=False) for f in fused)
@@ -208,6 +217,15 @@ class DCFM(nn.Module):
       independent = l2_normalize(resize_bilinear(shallow, size, align_corners=False))
     return self.ffm.project_independent(independent[..., : independent.shape[-1] // 2])
 
-  def fuse(self, projected: jax.Array, independent: jax.Array, *, train: bool) -> jax.Array:
-    """F^ = N(FFM(common, independent half)) from the two projected shares."""
+  def fuse(self, projected: jax.Array, independent: jax.Array, *, train: bool,
+           path: str) -> jax.Array:
+    """F^ = N(FFM(common, independent half)) from the two projected shares, on the 'key' or
+    'non_key' `path`. A feature the path leaves out (`left_out`) adds nothing: its share is the
+    conv's of zeros (the common share's bias alone), which is a conv without that input (its
+    weights then get no gradient) but for the initialisation's fan-in."""
+    if f"{path}_common" in self.left_out:
+      bias = self.ffm.project_common(jnp.zeros((1, self.common_dim), projected.dtype))
+      projected = jnp.broadcast_to(bias[0], projected.shape)
+    if f"{path}_independent" in self.left_out:
+      independent = jnp.zeros_like(independent)
     return l2_normalize(self.ffm(projected, independent, train=train))
