@@ -65,7 +65,9 @@ def dcfm_base(backbone: str):
       nonkey_weight=0.4,  # lambda (released configs; Table I says 0.2 for VSPW)
       consistency_weight=10.0,  # beta (released configs; Table I says 5 for VSPW)
       consistency_distance="mse",  # L_sc's distance: 'mse' (release) | 'l1' (Table VII)
-      segmentation_loss="ce",  # L_key's and L_nonkey's: 'ce' (release) | 'ohem' (Table VII)
+      # L_key's and L_nonkey's: 'ce' (release) | 'ohem' | 'ce_dice' (Table VII; CE + a soft
+      # Dice, mmseg's, 1:1: the release has no Dice)
+      segmentation_loss="ce",
       keyframe_interval=2,  # K
       mode="B",  # 'B': previous + next keyframe; 'P': previous only
       aks=False,  # adaptive keyframe scheduling (off in every released config)

@@ -145,11 +145,14 @@ def test_the_loss_ablations_drop_the_key_term_and_take_ohem(method_and_variables
   assert len(ohem_calls) == 2  # L_key's and L_nonkey's
   # Untrained, every pixel's loss is near log 9, above -log 0.7: OHEM keeps them all.
   assert ohem["loss_key"] == pytest.approx(release["loss_key"], rel=1e-6)
+  with_dice = metrics_of(segmentation_loss="ce_dice")  # CE + a Dice loss in (0, 1)
+  for term in ("loss_key", "loss_nonkey"):
+    assert 0 < with_dice[term] - release[term] < 1
   for settings, message in (
       ({"consistency_distance": "huber"},
        r"method.consistency_distance must be one of \('mse', 'l1'\), got 'huber'"),
       ({"segmentation_loss": "dice"},
-       r"method.segmentation_loss must be one of \('ce', 'ohem'\), got 'dice'"),
+       r"method.segmentation_loss must be one of \('ce', 'ohem', 'ce_dice'\), got 'dice'"),
       ({"key_weight": -1.0}, r"method.key_weight=-1.0: at least 0 \(0 drops the term\)"),
       ({"segmentation_loss": "ohem", "loss_average": "all"},
        r"averages over the pixels it keeps: method.loss_average='all' has no meaning")):

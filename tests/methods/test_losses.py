@@ -1,6 +1,6 @@
 """The cross-entropy at label size: its conventions on hand-computed cases, its value and gradient
 against the plain composition (upsample the whole batch, then the loss), and the rounds it takes
-the batch in, alone and split over the 4 fake devices."""
+the batch in, alone and split over the 4 fake devices; OHEM and the Dice loss likewise."""
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,16 @@ def _plain_cross_entropy(logits, labels, *, average="valid", class_weights=None,
              else jnp.where(valid, jnp.asarray(class_weights, jnp.float32)[safe], 0.0))
   total = jnp.sum(jnp.where(valid, nll, 0.0) * weights)
   return total / (labels.size if average == "all" else weights.sum())
+
+
+def _plain_dice(logits, labels):
+  """The reference Dice: the whole batch upsampled at once, every image's classes together."""
+  up = resize_bilinear(logits.astype(jnp.float32), labels.shape[-2:])
+  valid = (labels != 255)[..., None]
+  p = jax.nn.softmax(up, -1) * valid
+  t = jax.nn.one_hot(jnp.where(valid[..., 0], labels, 0), up.shape[-1]) * valid
+  dice = (2 * jnp.sum(p * t, (1, 2)) + 1) / (jnp.sum(p * p + t * t, (1, 2)) + 1)
+  return jnp.mean(1 - dice)
 
 
 def _batch(rng, n=4, dtype=jnp.float32):
@@ -106,7 +116,7 @@ def test_the_pixel_accuracy_scores_the_upsampled_logits():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("loss", ["plain", "ohem"])
+@pytest.mark.parametrize("loss", ["plain", "ohem", "dice"])
 @pytest.mark.parametrize("data, fsdp", [(4, 1), (2, 2)])
 def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp, loss):
   """Traced under the train step's mesh, each round takes one sample of every device's share: the
@@ -117,7 +127,8 @@ def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp, loss):
   split = parallel.batch_sharding(mesh)
   logits, labels = jax.device_put(_batch(np.random.default_rng(3), n=8), split)
   loss_fn = {"plain": losses.cross_entropy_at_label_size,
-             "ohem": losses.ohem_cross_entropy_at_label_size}[loss]
+             "ohem": losses.ohem_cross_entropy_at_label_size,
+             "dice": lambda x, y: (losses.dice_loss_at_label_size(x, y),)}[loss]
 
   def loss_and_gradient(x, y):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
@@ -128,8 +139,8 @@ def test_split_over_devices_each_device_takes_its_own_samples(data, fsdp, loss):
   assert collectives(compiled) and all(shape in ("f32[]", "s32[]")
                                        for _, shapes in collectives(compiled) for shape in shapes)
   value, gradient = program(logits, labels)
-  whole = (_plain_cross_entropy if loss == "plain"
-           else lambda x, y: losses.ohem_cross_entropy_at_label_size(x, y)[0])
+  whole = {"plain": _plain_cross_entropy, "dice": _plain_dice,
+           "ohem": lambda x, y: losses.ohem_cross_entropy_at_label_size(x, y)[0]}[loss]
   expected, expected_gradient = jax.value_and_grad(whole)(logits, labels)
   np.testing.assert_allclose(value, expected, rtol=1e-6)
   np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-6,
@@ -202,6 +213,28 @@ def test_ohem_is_the_release_s_ohem_cross_entropy(case):
   np.testing.assert_allclose(value, want, rtol=1e-5)
   np.testing.assert_allclose(gradient, want_gradient, rtol=1e-4,
                              atol=1e-5 * np.abs(want_gradient).max())
+
+
+def test_dice_is_the_class_mean_of_each_image_s_soft_dice_over_its_labelled_pixels():
+  """mmseg's Dice with its defaults (smooth 1, exponent 2), per image and class over the labelled
+  pixels, against numpy in float64; the ignored pixels count nowhere (changing their logits
+  changes nothing)."""
+  logits, labels = _batch(np.random.default_rng(7))
+  up = np.asarray(resize_bilinear(logits, labels.shape[-2:]), np.float64)
+  probabilities = np.exp(up - up.max(-1, keepdims=True))
+  probabilities /= probabilities.sum(-1, keepdims=True)
+  losses_per_image = []
+  for image, label in zip(probabilities, np.asarray(labels)):
+    valid = label != 255
+    per_class = []
+    for c in range(up.shape[-1]):
+      p, t = image[..., c][valid], (label[valid] == c).astype(np.float64)
+      per_class.append(1 - (2 * np.sum(p * t) + 1) / (np.sum(p ** 2) + np.sum(t ** 2) + 1))
+    losses_per_image.append(np.mean(per_class))
+  dice = jax.jit(losses.dice_loss_at_label_size)
+  np.testing.assert_allclose(dice(logits, labels), np.mean(losses_per_image), rtol=1e-5)
+  # Rows 0-2 of the labels are ignored: the logits' row 0 reaches only their upsampled rows 0-1.
+  np.testing.assert_array_equal(dice(logits.at[:, 0].add(5.0), labels), dice(logits, labels))
 
 
 def test_kth_largest_is_exact_with_ties_and_zeros():

@@ -12,8 +12,9 @@ run three times each, each with its own BatchNorm batch statistics, in the relea
 key L, key U, non-key L; head: non-key L, key L, key U), which orders the running-statistic
 updates. For the loss ablations of Tables VI and VII (specs/dcfm.md §8), `method.key_weight`
 weighs CE(P_L) (1; 0 drops it), `method.segmentation_loss='ohem'` takes the release's
-`OhemCELoss2D` for both CE terms, and `method.consistency_distance='l1'` takes |.| in place of
-the square ('mse', the release's).
+`OhemCELoss2D` for both CE terms ('ce_dice': CE + a soft Dice loss), and
+`method.consistency_distance='l1'` takes |.| in place of the square ('mse', the release's);
+Table V's `model.left_out` leaves a path's common or independent feature out.
 
 Inference (§3, §5): `DCFMPredictor` runs the whole network on keyframes only and just the shallow
 prefix on the others, fusing them with the cached common feature of the previous keyframe (P mode)
@@ -129,7 +130,7 @@ class KeyframeSchedule:
 
 
 CONSISTENCY_DISTANCES = ("mse", "l1")  # L_sc's distance: the release's, Table VII's other
-SEGMENTATION_LOSSES = ("ce", "ohem")  # L_key's and L_nonkey's: the release's, Table VII's other
+SEGMENTATION_LOSSES = ("ce", "ohem", "ce_dice")  # L_key's, L_nonkey's: the release's, Table VII's
 
 
 def _check_loss(method: ConfigDict) -> None:
@@ -234,11 +235,16 @@ class DCFMMethod(Method):
         jax.lax.stop_gradient(x) if weight == 0 else x for x, weight in (
             (logits_l, method.key_weight), (logits_lu, method.nonkey_weight),
             (fused_l, method.consistency_weight), (fused_u, method.consistency_weight)))
+    cross_entropy = functools.partial(losses.cross_entropy_at_label_size,
+                                      average=method.loss_average)
     if method.segmentation_loss == "ohem":
       segmentation_loss = losses.ohem_cross_entropy_at_label_size
+    elif method.segmentation_loss == "ce_dice":
+      def segmentation_loss(logits, labels):  # Table VII's sum, 1:1
+        loss, pixel_acc = cross_entropy(logits, labels)
+        return loss + losses.dice_loss_at_label_size(logits, labels), pixel_acc
     else:
-      segmentation_loss = functools.partial(losses.cross_entropy_at_label_size,
-                                            average=method.loss_average)
+      segmentation_loss = cross_entropy
     loss_key, pixel_acc = segmentation_loss(logits_l_key, labels)
     loss_nonkey, _ = segmentation_loss(logits_lu, labels)
     agree = jnp.argmax(logits_l, axis=-1) == jnp.argmax(logits_u, axis=-1)
