@@ -11,10 +11,12 @@ from flax import linen as nn
 
 from tests.conftest import (assert_each_gradient_close, load_config, record_parts,
                             split_over_two_devices)
+from vssjax.bench_programs import forward_fn
 from vssjax.errors import SetupError
 from vssjax.methods import losses
 from vssjax.methods.dcfm import DCFMMethod, KeyframeSchedule, aks_score
 from vssjax.methods.per_frame import logits_to_labels
+from vssjax.methods.variables_read import ProgramOnPart
 from vssjax.models.dcfm import DCFM, FEATURES, DCFMClassifier
 from vssjax.train.host_init import host_filled
 
@@ -186,10 +188,59 @@ def test_a_path_fuses_without_the_feature_it_leaves_out(method_and_variables, le
                                 fuse(method.module, projected, independent, other_path))
 
 
+def _moved_decoder(variables):
+  """`variables` with the common encoder's decoder (the common feature's last part) moved."""
+  params = jax.tree.map(np.asarray, variables["params"])
+  params["encoder"]["decoder"] = jax.tree.map(lambda x: 1.5 * x + 0.1,
+                                              params["encoder"]["decoder"])
+  return {**variables, "params": params}
+
+
+@pytest.mark.parametrize("left_out", FEATURES)
+def test_the_streaming_programs_leave_the_feature_out_on_the_variables_they_read(
+    method_and_variables, left_out):
+  """The keyframe and non-key programs as the predictor runs them and the bench's key-mode
+  forward, each on the variables its outputs depend on (`ProgramOnPart.bound`), with a feature
+  left out (all made at `init`): a keyframe without its
+  common feature predicts the same whatever the common encoder's decoder; a non-key frame
+  without its common feature the same whatever its keyframes (P and B mode), without its
+  independent feature the same whatever the frame. Both features of a path are refused."""
+  _, variables = method_and_variables
+  config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
+  config.model.update(dropout_rate=0.0, drop_path_rate=0.0, left_out=(left_out,))
+  method = DCFMMethod(config)
+  initialised = jax.eval_shape(method.init, jax.random.key(0),
+                               {"frames": np.zeros((2, 2, 32, 32, 3), np.uint8)})
+  assert jax.tree.structure(initialised) == jax.tree.structure(variables)  # every parameter
+  rng = np.random.default_rng(6)
+  key_a, key_b, frame_a, frame_b = rng.integers(0, 256, (4, 1, 32, 32, 3), np.uint8)
+  keyframe, shallow, fused = (program.bound(variables) for program in (
+      method.encode_keyframe, method.encode_shallow, method.fused_logits))
+  (projected_a, key_logits), (projected_b, _) = keyframe(key_a), keyframe(key_b)
+  shallow_a, shallow_b = shallow(frame_a), shallow(frame_b)
+  moved_keyframe = method.encode_keyframe.bound(_moved_decoder(variables))(key_a)[1]
+  changes = {
+      "key_common": (key_logits, moved_keyframe),
+      "non_key_common": (fused([projected_a, projected_b], shallow_a),
+                         fused([projected_b, projected_b], shallow_a)),
+      "non_key_independent": (fused([projected_a], shallow_a), fused([projected_a], shallow_b))}
+  for feature, (before, after) in changes.items():
+    same = np.array_equal(before, after)
+    assert same == (feature == left_out), feature
+  # The bench's key-mode forward (only the shallow prefix runs without the common feature).
+  forward = ProgramOnPart(forward_fn(method)).bound(variables)(key_a[None])
+  np.testing.assert_allclose(forward, key_logits, atol=1e-5)
+  path = left_out.rsplit("_", 1)[0]
+  config.model.left_out = (f"{path}_common", f"{path}_independent")
+  with pytest.raises(SetupError, match=r"leaves the (non_)?key path no feature"):
+    DCFMMethod(config)
+
+
 def test_the_non_key_path_without_the_common_feature_trains_without_the_neighbour(
     method_and_variables):
   """`model.left_out=('non_key_common',)` (Table V's fourth row): L_nonkey of x_L is its shallow
-  feature's alone, so the neighbour x_U no longer moves it; an unknown feature is refused."""
+  feature's alone, so the neighbour x_U no longer moves it; with 'key_common' (the second row)
+  L_key no longer depends on the common encoder's decoder; an unknown feature is refused."""
   _, variables = method_and_variables
   config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
   config.model.update(dropout_rate=0.0, drop_path_rate=0.0, left_out=("non_key_common",))
@@ -203,6 +254,11 @@ def test_the_non_key_path_without_the_common_feature_trains_without_the_neighbou
   _, moved = _loss_metrics(method, variables, other_neighbour, labels)
   assert moved["loss_nonkey"] == pytest.approx(metrics["loss_nonkey"], rel=1e-6)
   assert moved["loss_consistency"] != pytest.approx(metrics["loss_consistency"], rel=1e-3)
+  config.model.left_out = ("key_common",)
+  _, metrics = _loss_metrics(DCFMMethod(config), variables, frames, labels)
+  _, moved = _loss_metrics(DCFMMethod(config), _moved_decoder(variables), frames, labels)
+  assert moved["loss_key"] == pytest.approx(metrics["loss_key"], rel=1e-6)
+  assert moved["loss_nonkey"] != metrics["loss_nonkey"]
   config.model.left_out = ("non_key_shallow",)
   with pytest.raises(SetupError, match=r"model.left_out names \['non_key_shallow'\]: .* are "
                                        r"\('key_common', "):

@@ -99,6 +99,11 @@ def build_dcfm(model: ConfigDict, num_classes: int) -> DCFM:
   if unknown:
     raise SetupError(f"model.left_out names {unknown}: the features a path can leave out are "
                      f"{FEATURES}")
+  for path in ("key", "non_key"):
+    if {f"{path}_common", f"{path}_independent"} <= set(left_out):
+      raise SetupError(f"model.left_out={left_out} leaves the {path} path no feature: its fused "
+                       "map would be the FFM's bias, constant, and its predictions its "
+                       "classifier's of that (Table V leaves one feature out at a time)")
   return DCFM(encoder=encoder, num_classes=num_classes,
               common_dim=model.common_dim if bottleneck else encoder_dim,
               independent_dim=shallow_dim // 2, bottleneck=bottleneck,
@@ -320,7 +325,11 @@ def _non_key_frame_as_one_program(method: DCFMMethod) -> ProgramOnPart:
   (`DCFMMethod.__init__` says what XLA:CPU made of it)."""
 
   def non_key_frame(part, keyframes, images):
-    return method.fused_logits.fn(part, keyframes, method.encode_shallow.fn(part, images))
+    # Without its independent feature (Table V's `model.left_out`) the frame's own pixels are
+    # not read: a prefix computed anyway would read variables the output does not depend on.
+    shallow = (None if "non_key_independent" in method.module.left_out
+               else method.encode_shallow.fn(part, images))
+    return method.fused_logits.fn(part, keyframes, shallow)
 
   return ProgramOnPart(non_key_frame)
 

@@ -48,6 +48,7 @@ class MiTCommonEncoder(nn.Module):
   decoder: SegFormerHead  # with num_classes=0
   shallow_blocks: int = 1
   dropout_rate: float = 0.1
+  shallow_per_common = 1  # the common feature is on the shallow feature's grid (1/4)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_only: bool = False):
@@ -65,6 +66,7 @@ class PSPCommonEncoder(nn.Module):
   """Dilated ResNet + PPM: common feature at 1/8 (4096 or 1024 wide); shallow = layer1 at 1/4."""
   backbone: ResNet
   ppm: PPM
+  shallow_per_common = 2  # layer1's 1/4 grid halved: the dilated network's 1/8
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, shallow_only: bool = False):
@@ -101,6 +103,10 @@ class FFM(nn.Module):
     """The independent half's share of the conv, in float32."""
     kernel, _ = self.conv()
     return channel_matmul(independent_half, kernel[0, 0, self.features:], self.dtype)
+
+  def bias(self) -> jax.Array:
+    """The conv's bias [d], in float32: the common share of a common feature left out."""
+    return self.conv()[1].astype(jnp.float32)
 
   def __call__(self, projected_common: jax.Array, projected_independent: jax.Array, *,
                train: bool) -> jax.Array:
@@ -161,9 +167,16 @@ class DCFM(nn.Module):
     self.final = DCFMClassifier(self.num_classes, self.head_hidden, self.dropout_rate, self.dtype)
 
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-    """Key-mode low-resolution logits of every frame."""
-    common, shallow = self.encode(images, train=train)
-    return self.decode(self.project(common), shallow, train=train)[1]
+    """Key-mode low-resolution logits of every frame. Without the key path's common feature
+    (`left_out`) only the shallow prefix runs, the deep part's result unread (but at `init`,
+    which makes every parameter: the non-key path reads the common feature)."""
+    if "key_common" not in self.left_out or self.is_initializing():
+      common, shallow = self.encode(images, train=train)
+      return self.decode(self.project(common), shallow, train=train)[1]
+    shallow = self.shallow(images, train=train)
+    grid = tuple(-(-n // self.encoder.shallow_per_common) for n in shallow.shape[-3:-1])
+    unread = jnp.zeros(shallow.shape[:-3] + grid + (self.common_dim,), jnp.float32)
+    return self.decode(unread, shallow, train=train)[1]
 
   def encode(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
     common, shallow = self.encoder(images, train=train)
@@ -181,7 +194,7 @@ class DCFM(nn.Module):
              normalize_first: bool = False) -> tuple[jax.Array, jax.Array]:
     """Fuses a (projected) common feature with a (raw) shallow one and classifies: (fused
     F^ = N(FFM(...)), low-resolution logits) (eqs. 3-4, 6)."""
-    independent = self.project_independent(shallow, projected.shape[-3:-1],
+    independent = self._independent_share(shallow, projected.shape, "key",
                                            normalize_first=normalize_first)
     fused = self.fuse(projected, independent, train=train, path="key")
     return fused, self.final(fused, train=train)
@@ -194,8 +207,8 @@ class DCFM(nn.Module):
     linear (head_nums 0) it classifies the sum of the fused features once instead of summing
     per-keyframe logits: equal up to float rounding, and one head fewer per B-mode frame.
     """
-    size = projecteds[0].shape[-3:-1]
-    independent = self.project_independent(shallow, size, normalize_first=True)
+    independent = self._independent_share(shallow, projecteds[0].shape, "non_key",
+                                           normalize_first=True)
     fused = [self.fuse(projected, independent, train=False, path="non_key")
              for projected in projecteds]
     if self.final.linear_at_eval:
@@ -217,6 +230,15 @@ class DCFM(nn.Module):
       independent = l2_normalize(resize_bilinear(shallow, size, align_corners=False))
     return self.ffm.project_independent(independent[..., : independent.shape[-1] // 2])
 
+  def _independent_share(self, shallow: jax.Array, shape: tuple[int, ...], path: str, *,
+                         normalize_first: bool) -> jax.Array:
+    """`project_independent` on the common feature's grid (`shape`, the projected common
+    feature's), or zeros where `path` leaves the independent feature out: the program then reads
+    no FFM kernel (a streaming program is given only the variables its outputs depend on)."""
+    if f"{path}_independent" in self.left_out:
+      return jnp.zeros(shape, jnp.float32)
+    return self.project_independent(shallow, shape[-3:-1], normalize_first=normalize_first)
+
   def fuse(self, projected: jax.Array, independent: jax.Array, *, train: bool,
            path: str) -> jax.Array:
     """F^ = N(FFM(common, independent half)) from the two projected shares, on the 'key' or
@@ -224,8 +246,7 @@ class DCFM(nn.Module):
     conv's of zeros (the common share's bias alone), which is a conv without that input (its
     weights then get no gradient) but for the initialisation's fan-in."""
     if f"{path}_common" in self.left_out:
-      bias = self.ffm.project_common(jnp.zeros((1, self.common_dim), projected.dtype))
-      projected = jnp.broadcast_to(bias[0], projected.shape)
+      projected = jnp.broadcast_to(self.ffm.bias(), projected.shape)
     if f"{path}_independent" in self.left_out:
       independent = jnp.zeros_like(independent)
     return l2_normalize(self.ffm(projected, independent, train=train))
