@@ -19,9 +19,9 @@ the method's config):
   grid pooled by `coarse_factor`) keeps the `keep_ratio` reference positions that differ most from
   the target and attends to them; stage 2 (fine) is window attention (`window`, `window_keep_ratio`)
   of the stage-1-refined target over the references, the windows at the pixel's own position or at
-  stage 1's argmax (`window_centre`), gated per pixel by sigma(alpha * difference +
-  beta) (`difference_gate`); the prediction is a 1x1 classifier on c2's grid, resized to the label
-  or input size in one bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a
+  stage 1's argmax (`window_centre`), gated per pixel by sigma(alpha * difference + beta)
+  (`difference_gate`); the prediction is a 1x1 classifier on c2's grid, resized to the label or
+  input size in one bilinear step (spec §6.2 says "logits at stride 4", which on MiT would add a
   stride-8 -> 4 step first; one step keeps MCP-CL's embedding and the logits on one grid); an
   embedding projector feeds MCP-CL (vssjax/models/sdcpc_prototypes.py).
 
