@@ -12,6 +12,7 @@ and one RNG per sample from (seed, sample index), so a restored iterator state r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -113,15 +114,41 @@ class _LocalBatchSampler:
   batch does not depend on how many processes share it.
   """
 
-  def __init__(self, shard_options: grain.sharding.ShardOptions):
+  def __init__(self, shard_options: grain.sharding.ShardOptions, epoch: str):
     self._shard_options = shard_options  # grain.DataLoader reads this attribute
+    self._epoch = epoch  # `epoch_description`: in the repr that Grain checks at a restore
 
   def __getitem__(self, index: int) -> grain.RecordMetadata:
     return grain.RecordMetadata(index=index, record_key=index // self._shard_options.shard_count)
 
   def __repr__(self) -> str:  # compared by Grain when restoring an iterator state
     return (f"_LocalBatchSampler(shard {self._shard_options.shard_index} of "
-            f"{self._shard_options.shard_count})")
+            f"{self._shard_options.shard_count}; {EPOCH_PREFIX}{self._epoch})")
+
+
+EPOCH_PREFIX = "epoch of "  # before `epoch_description` in the sampler's repr
+
+
+def epoch_description(videos: dataset.VideoDataset, items: tuple[np.ndarray, np.ndarray | None]
+                      ) -> str:
+  """What a saved iterator position is a position in: the count of `epoch_items`' items and a
+  digest of them (the videos' names, in order, and their target frames).
+
+  A restored position k reads item k of an epoch's permutation of these items: over other items
+  (another `data.train_epoch`, videos added to the split or removed) it would replay no earlier
+  order, repeating some clips and skipping others without a word. A moved `data.data_dir` over
+  the same videos gives the same description. The sampler's repr carries it, so Grain refuses such
+  a restore, which the training loop names (`restore_checkpoint`)."""
+  item_videos, item_targets = items
+  digest = hashlib.sha256()
+  for index in item_videos:
+    digest.update(videos.name(int(index)).encode() + b"\0")
+  if item_targets is None:
+    counted = f"{len(item_videos)} videos"
+  else:
+    digest.update(item_targets.astype(np.int64).tobytes())
+    counted = f"{len(item_targets)} labelled frames of {len(videos)} videos"
+  return f"{counted}, digest {digest.hexdigest()[:16]}"
 
 
 def epoch_items(videos: dataset.VideoDataset, unit: str, split: str
@@ -281,7 +308,7 @@ def make_train_loader(data_cfg: ml_collections.ConfigDict, sampler: clip_samplin
   batch_map = _LocalBatchMap(clip_map, items, data_cfg.batch_size, shard_options, seed)
   return grain.DataLoader(
       data_source=grain.sources.RangeDataSource(0, 2**62, 1),  # batch numbers, endless
-      sampler=_LocalBatchSampler(shard_options),
+      sampler=_LocalBatchSampler(shard_options, epoch_description(videos, items)),
       operations=[batch_map],
       worker_count=data_cfg.num_workers)
 

@@ -1,5 +1,6 @@
 """Tests for the Grain train loader (batches, checkpointing, sharding, bad samples, worker
 processes) and eval."""
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -409,6 +410,26 @@ def test_epoch_items_are_videos_or_labelled_frames():
       [(0, t) for t in range(6)] + [(1, 2), (1, 5)] + [(2, t) for t in range(6)])
   with pytest.raises(ValueError, match="'videos' or 'frames'"):
     loader.epoch_items(videos, "clips", "constant train")
+
+
+def test_the_epoch_description_tells_other_items_apart_and_ignores_where_they_are_stored():
+  """What a resumed iterator position is checked against (`epoch_description`)."""
+  source = helpers.ConstantSource(num_videos=3, num_frames=6, size=8)
+
+  def described(records, unit="videos"):
+    videos = dataset.VideoDataset(records, source, labels_mapped=False)
+    return loader.epoch_description(videos, loader.epoch_items(videos, unit, "c train"))
+
+  records = source.videos("train")
+  assert described(records).startswith("3 videos, digest ")
+  assert described(records, "frames").startswith("18 labelled frames of 3 videos, digest ")
+  assert described(list(source.videos("train"))) == described(records)  # the same names
+  assert described(records[:2]).startswith("2 videos, digest ")
+  renamed = [dataclasses.replace(video, name=f"{video.name}x") for video in records]
+  assert described(renamed) != described(records)
+  sparse = [dataclasses.replace(records[0], frames=records[0].frames[:5]), *records[1:]]
+  assert described(sparse, "frames").startswith("17 labelled frames of 3 videos")
+  assert described(records[::-1]) != described(records)  # the order is the items'
 
 
 def test_a_frames_epoch_of_a_split_without_labels_is_a_data_error_naming_it():

@@ -371,8 +371,8 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
   was trained. So does resuming with another Grain worker count, batch size (the iterator counts
-  batches), seed (the epochs' video order) or accumulation (the optimizer counts updates of k
-  steps). A restore error of another kind is not disguised as
+  batches), seed (the epochs' video order), accumulation (the optimizer counts updates of k
+  steps) or epoch (the iterator's position is one in a permutation of its items). A restore error of another kind is not disguised as
   one."""
   quick_config.train.steps = 4  # test_interrupted_training_...'s program: compiled once
   loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
@@ -407,6 +407,12 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                      r"train in a new --workdir"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.optim.accumulate_steps = 1
+  quick_config.data.train_epoch = "frames"  # the saved position counts items of another epoch
+  with pytest.raises(SetupError, match=r"step 1 in .* was saved over a training epoch of 8 videos, "
+                     r"digest \w{16}, and this run's epoch is \d+ labelled frames of 8 videos, "
+                     r"digest \w{16}: its position would resume at other clips"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  quick_config.data.train_epoch = "videos"
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")

@@ -174,6 +174,13 @@ class Checkpointer:
     return {int(match.group(1)) for path in (self.directory / str(step) / "data_iter").glob("*")
             if (match := re.fullmatch(r"process_\d+-of-(\d+)\.json", path.name))}
 
+  def saved_data_iter_state(self, step: int) -> dict[str, Any]:
+    """This process's data-iterator state in `step` (Grain's JSON: its positions, worker count and
+    the sampler's repr), read without restoring it; the run has the count of processes it was
+    saved by (`data_iter_process_counts`)."""
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    return json.loads((self.directory / str(step) / "data_iter" / name).read_text())
+
   def mismatched_arrays(self, abstract_state: Any, step: int, *,
                         variables_only: bool = False) -> list[str]:
     """Paths ('/'-joined) of the arrays whose presence or shape differ between `abstract_state`

@@ -22,7 +22,7 @@ from etils import epath
 from flax import traverse_util
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
-from data_pipelines.loader import eval_videos, flow_enabled, make_train_loader
+from data_pipelines.loader import EPOCH_PREFIX, eval_videos, flow_enabled, make_train_loader
 from data_pipelines.transforms import check_size
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
@@ -146,6 +146,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   if data_iter is not None:
     _check_process_count(checkpointer, step)
     _check_resumed_settings(workdir, config, step)
+    _check_resumed_epoch(checkpointer, step, data_iter)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -225,6 +226,28 @@ def _check_resumed_settings(workdir: str, config: ConfigDict, step: int) -> None
         f"Rerun with --config.optim.accumulate_steps={accumulate}, or train in a new --workdir "
         f"(--config.init.workdir={workdir} --config.init.config=<its config file> starts from "
         "its variables)")
+
+
+def _check_resumed_epoch(checkpointer: Checkpointer, step: int, data_iter) -> None:
+  """The saved iterator position is one in an epoch of the items it was saved over
+  (`loader.epoch_description`, carried by the sampler's repr): over other items it would resume
+  at other clips. Grain refuses that restore in a bare ValueError that names neither the workdir
+  nor what changed."""
+  saved = checkpointer.saved_data_iter_state(step)["sampler"]
+  now = json.loads(data_iter.get_state())["sampler"]
+  if saved == now:
+    return
+  saved_epoch = (saved.split(EPOCH_PREFIX, 1)[1].rstrip(")") if EPOCH_PREFIX in saved
+                 else "items it did not record (a checkpoint of an earlier vssjax)")
+  now_epoch = now.split(EPOCH_PREFIX, 1)[1].rstrip(")")
+  raise SetupError(
+      f"the data iterator of step {step} in {checkpointer.directory / str(step)} was saved over a "
+      f"training epoch of {saved_epoch}, and this run's epoch is {now_epoch}: its position would "
+      "resume at other clips, repeating some and skipping others. data.train_epoch, "
+      "data.train_split or the split's videos differ from the training's (a moved data.data_dir "
+      "over the same videos resumes). Resume with the data it was trained on, or train in a new "
+      "--workdir (--config.init.workdir=<this workdir> --config.init.config=<its config file> "
+      "starts from its variables)")
 
 
 def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
