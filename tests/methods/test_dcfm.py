@@ -198,13 +198,14 @@ def _moved_decoder(variables):
 
 @pytest.mark.parametrize("left_out", FEATURES)
 def test_the_streaming_programs_leave_the_feature_out_on_the_variables_they_read(
-    method_and_variables, left_out):
+    method_and_variables, left_out, monkeypatch):
   """The keyframe and non-key programs as the predictor runs them and the bench's key-mode
   forward, each on the variables its outputs depend on (`ProgramOnPart.bound`), with a feature
   left out (all made at `init`): a keyframe without its
   common feature predicts the same whatever the common encoder's decoder; a non-key frame
   without its common feature the same whatever its keyframes (P and B mode), without its
-  independent feature the same whatever the frame. Both features of a path are refused."""
+  independent feature the same whatever the frame, which the predictor then does not read (no
+  shallow prefix). Both features of a path are refused."""
   _, variables = method_and_variables
   config = load_config("configs/dcfm/synthetic_mitb0.py", "quick")
   config.model.update(dropout_rate=0.0, drop_path_rate=0.0, left_out=(left_out,))
@@ -227,6 +228,9 @@ def test_the_streaming_programs_leave_the_feature_out_on_the_variables_they_read
   for feature, (before, after) in changes.items():
     same = np.array_equal(before, after)
     assert same == (feature == left_out), feature
+  shallow_calls = record_parts(monkeypatch, method.encode_shallow)
+  _run(method, variables, KeyframeSchedule(2, "B"), [frame_a[0]] * 3)
+  assert len(shallow_calls) == (0 if left_out == "non_key_independent" else 1)
   # The bench's key-mode forward (only the shallow prefix runs without the common feature).
   forward = ProgramOnPart(forward_fn(method)).bound(variables)(key_a[None])
   np.testing.assert_allclose(forward, key_logits, atol=1e-5)

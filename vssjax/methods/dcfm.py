@@ -191,6 +191,13 @@ class DCFMMethod(Method):
     return normalize_images(frames, self._dtype)
 
   @property
+  def non_key_reads_frame(self) -> bool:
+    """Whether a non-key frame's own pixels are read: not without its independent feature (Table
+    V's `model.left_out`), where its shallow prefix would be computed for nothing (and would read
+    variables the logits do not depend on)."""
+    return "non_key_independent" not in self.module.left_out
+
+  @property
   def warm_up_frames(self) -> int:
     """2K: the first keyframe comes by frame K - 1 (the protocol's rotation), the next one K
     frames later or, under AKS, by the video's last frame (a candidate that ends a video is one),
@@ -289,7 +296,8 @@ class DCFMMethod(Method):
     runs)."""
     projected, _ = outputs_of("keyframe", self.encode_keyframe, frames)
     commons = [projected] * (2 if self.schedule.mode == "B" else 1)
-    shallow = outputs_of("non_key_shallow", self.encode_shallow, frames)
+    reads_frame = self.non_key_reads_frame
+    shallow = outputs_of("non_key_shallow", self.encode_shallow, frames) if reads_frame else None
     one_program = _non_key_frame_as_one_program(self)
     encode_keyframe, encode_shallow, fused_logits, non_key_frame = (
         program.bound(variables) for program in
@@ -298,9 +306,11 @@ class DCFMMethod(Method):
     return StreamedVideo([
         StreamedFrame("keyframe", {"keyframe": (self.encode_keyframe, (frames,))},
                       lambda: encode_keyframe(frames), 1 / k),
-        StreamedFrame(non_key, {"non_key_shallow": (self.encode_shallow, (frames,)),
+        StreamedFrame(non_key, {**({"non_key_shallow": (self.encode_shallow, (frames,))}
+                                   if reads_frame else {}),
                                 "non_key_fuse": (self.fused_logits, (commons, shallow))},
-                      lambda: fused_logits(commons, encode_shallow(frames)), (k - 1) / k),
+                      lambda: fused_logits(commons, encode_shallow(frames) if reads_frame
+                                           else None), (k - 1) / k),
         StreamedFrame(f"{non_key}_one_program",
                       {f"{non_key}_one_program": (one_program, (commons, frames))},
                       lambda: non_key_frame(commons, frames), 0.0),
@@ -325,10 +335,7 @@ def _non_key_frame_as_one_program(method: DCFMMethod) -> ProgramOnPart:
   (`DCFMMethod.__init__` says what XLA:CPU made of it)."""
 
   def non_key_frame(part, keyframes, images):
-    # Without its independent feature (Table V's `model.left_out`) the frame's own pixels are
-    # not read: a prefix computed anyway would read variables the output does not depend on.
-    shallow = (None if "non_key_independent" in method.module.left_out
-               else method.encode_shallow.fn(part, images))
+    shallow = method.encode_shallow.fn(part, images) if method.non_key_reads_frame else None
     return method.fused_logits.fn(part, keyframes, shallow)
 
   return ProgramOnPart(non_key_frame)
@@ -355,7 +362,7 @@ class _Pending:
   index: int
   resized: np.ndarray
   frame_hw: tuple[int, int]
-  shallow: jax.Array
+  shallow: jax.Array | None  # None: not read (`DCFMMethod.non_key_reads_frame`)
 
 
 class DCFMPredictor(StreamingPredictor):
@@ -396,8 +403,8 @@ class DCFMPredictor(StreamingPredictor):
     ready = self._answer_held()
     if self._is_keyframe(t, resized):
       return ready + self._keyframe(t, resized, frame.shape[:2])
-    images = self._network_input(resized)
-    shallow = self._encode_shallow(images)
+    shallow = (self._encode_shallow(self._network_input(resized))
+               if self._method.non_key_reads_frame else None)
     waiting = _Pending(t, resized, frame.shape[:2], shallow)
     if not self._waits(t):
       return ready + [self._predict(waiting, [self._previous])]
