@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import split_over_two_devices
 from tests.models.helpers import layer_norm_epsilons
 from vssjax.models import sdcpc_attention
 from vssjax.models.sdcpc_head import DSSA, SDCPCHead, js_divergence, strongest_kept_cells
@@ -284,6 +285,22 @@ def test_fine_windows_sit_at_the_coarse_stage_s_argmax(window_centre, reads):
   assert reached_by(1, 1) == reads
   assert reached_by(0, 0) == ([] if window_centre == "coarse_argmax" else [(0, 0), (0, 1),
                                                                            (1, 0), (1, 1)])
+
+
+@pytest.mark.parametrize("window_centre", ["same", "coarse_argmax"])
+def test_dssa_split_over_the_batch_moves_nothing_between_devices(window_centre):
+  """Both top-k selections (the coarse cells, the window positions) rank each device's own
+  samples: `lax.top_k` had all-gathered the global batch's scores (`vssjax/ops/top_k.py`)."""
+  rng = np.random.default_rng(0)
+  target = rng.normal(size=(4, 16, 16, 32)).astype(np.float32)
+  refs = rng.normal(size=(4, 2, 16, 16, 32)).astype(np.float32)
+  dssa = DSSA(num_heads=2, window=7, window_keep_ratio=0.5, window_centre=window_centre)
+  variables = dssa.init(jax.random.key(0), target, refs)
+  moved, split, whole = split_over_two_devices(
+      lambda target, refs: jnp.sum(dssa.apply(variables, target, refs) ** 2), (target, refs),
+      split=(0, 1))
+  assert moved == [("all-reduce", ("f32[]",))]
+  np.testing.assert_allclose(split, whole, rtol=1e-5)
 
 
 def test_js_divergence_matches_numpy_and_is_finite_at_zero_probabilities():

@@ -37,6 +37,7 @@ import numpy as np
 from vssjax.models.layers import Dense, dense_init
 from vssjax.ops.attention import attention_probabilities, dot_product_attention, softmax
 from vssjax.ops.mixed_precision import float32_product
+from vssjax.ops.top_k import kth_largest
 
 
 def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
@@ -62,7 +63,7 @@ def top_k_mask(scores: jax.Array, mask: jax.Array | np.ndarray, keep: int,
   if keep >= most_valid:
     return jnp.asarray(mask)
   masked = jnp.where(mask, scores, -jnp.inf)
-  threshold = jax.lax.top_k(masked, keep)[0][..., -1:]
+  threshold = kth_largest(masked, keep)
   return mask & (masked >= threshold)
 
 

@@ -46,6 +46,7 @@ from vssjax.models.segformer_head import SegFormerBranch
 from vssjax.ops.mixed_precision import broadcast_add
 from vssjax.ops.pooling import adaptive_avg_pool
 from vssjax.ops.resize import resize_bilinear
+from vssjax.ops.top_k import top_k
 
 
 MLP_RATIO = 4  # [GUESS] Mix-FFN width of SSEA, as MiT's
@@ -182,7 +183,7 @@ class DSSA(nn.Module):
     cells = coarse_hw[0] * coarse_hw[1]
     keep = max(math.ceil(self.keep_ratio * cells), 1)
     difference = measure(*coarse_compared).reshape((batch, num_refs, cells))
-    chosen = jax.lax.top_k(difference, keep)[1]
+    chosen = top_k(difference, keep)[1]
     selected = jnp.take_along_axis(coarse_refs.reshape((batch, num_refs, cells, dim)),
                                    chosen[..., None], axis=2).reshape((batch, -1, dim))
     at_argmax = self.window_centre == "coarse_argmax"
