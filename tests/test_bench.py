@@ -567,25 +567,40 @@ def test_a_scanned_backbone_reports_no_train_step_flops_rather_than_one_blocks(t
   assert "(model.remat='nothing_saveable'): its time includes their recomputation" in out
 
 
+def _loss_compiled_with_its_rounds(loss_fn, logits, labels):
+  """(the value-and-gradient program of `loss_fn`, compiled, and the loops of rounds it noted)."""
+  loss = lambda x, y: loss_fn(x, y)[0]
+  with rounds.rounds_traced() as loops:
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(logits, labels).compile()
+  return compiled, loops
+
+
+def _row_of(compiled) -> Row:
+  return Row("train_step", "float32", 8, 8, 0.0, 1.0, 8.0, xla_cost("flops", compiled), None,
+             None, xla_cost("bytes accessed", compiled))
+
+
 def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
   """XLA's cost analysis counts the loss's loop over its rounds once: the bench adds the other
   rounds, each as the loss on one sample costs, which comes to about the count of the same loss
-  taken in one round."""
+  taken in one round. OHEM's selection pass is a second loop, whose rounds are added too."""
   logits = jax.ShapeDtypeStruct((8, 12, 10, 5), jnp.float32)
   labels = jax.ShapeDtypeStruct((8, 48, 40), jnp.int32)
-
-  def compiled_loss():
-    loss = lambda x, y: losses.cross_entropy_at_label_size(x, y)[0]
-    return jax.jit(jax.value_and_grad(loss)).lower(logits, labels).compile()
-
-  with rounds.rounds_traced() as loops:
-    in_rounds = compiled_loss()
+  in_rounds, loops = _loss_compiled_with_its_rounds(losses.cross_entropy_at_label_size, logits,
+                                                    labels)
   assert [loop.count for loop in loops] == [8]
-  counted = Row("train_step", "float32", 8, 8, 0.0, 1.0, 8.0, xla_cost("flops", in_rounds), None,
-                None, xla_cost("bytes accessed", in_rounds))
+  counted = _row_of(in_rounds)
   added = bench._with_loss_rounds(counted, loops)  # pylint: disable=protected-access
+  ohem, ohem_loops = _loss_compiled_with_its_rounds(losses.ohem_cross_entropy_at_label_size,
+                                                    logits, labels)
+  assert [loop.count for loop in ohem_loops] == [8, 8]  # the selection pass, then the loss
+  selection = jax.jit(ohem_loops[0].program).lower(*ohem_loops[0].arguments).compile()
+  with_rounds = bench._with_loss_rounds  # pylint: disable=protected-access
+  assert with_rounds(_row_of(ohem), ohem_loops).gflops == pytest.approx(
+      with_rounds(_row_of(ohem), ohem_loops[1:]).gflops + 7 * xla_cost("flops", selection),
+      rel=1e-6)
   monkeypatch.setattr(rounds.parallel, "batch_shards", lambda: 8)  # a round of all 8 samples
-  whole = compiled_loss()
+  whole, _ = _loss_compiled_with_its_rounds(losses.cross_entropy_at_label_size, logits, labels)
   assert counted.gflops < 0.5 * xla_cost("flops", whole)
   assert added.gflops == pytest.approx(xla_cost("flops", whole), rel=0.1)
   assert added.gb_accessed == pytest.approx(xla_cost("bytes accessed", whole), rel=0.2)
@@ -593,8 +608,7 @@ def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
 
 def test_a_train_step_row_without_xla_figures_keeps_none_after_the_loss_rounds():
   """A backend whose cost analysis lacks a figure leaves the row's None: no rounds added to it."""
-  loop = rounds.Rounds(4, lambda x: (jnp.sum(x), ()),
-                       (jax.ShapeDtypeStruct((1, 6, 5, 3), jnp.float32),), ())
+  loop = rounds.Rounds(4, jnp.sum, (jax.ShapeDtypeStruct((1, 6, 5, 3), jnp.float32),))
   row = Row("train_step", "float32", 4, 4, 0.0, 1.0, 4.0, None, None, None, None)
   added = bench._with_loss_rounds(row, [loop])  # pylint: disable=protected-access
   assert added.gflops is None and added.gb_accessed is None

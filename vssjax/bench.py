@@ -425,10 +425,11 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
 def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
   """The train step's row with its GFLOPs and GB accessed counting every round of its losses:
   XLA's cost analysis counts a loop's body once, and the losses at label resolution take the batch
-  in rounds, a loop (`rounds.mean_in_rounds`). Each further round costs what the loss's value and
-  gradient on one sample cost, compiled alone (SegFormer-B1's cross-entropy, 16 frames at
-  480x480: about 1 GFLOP a round). Losses of the same program (DCFM's two cross-entropies, DTERN's
-  final and class-token ones) share one compile."""
+  in rounds, a loop (`rounds.mean_in_rounds`; OHEM's selection pass, `rounds.map_in_rounds`).
+  Each further round costs what the loop's body on one sample costs, compiled alone (the loss's
+  value and gradient: SegFormer-B1's cross-entropy, 16 frames at 480x480, about 1 GFLOP a round).
+  Loops of the same program (DCFM's two cross-entropies, DTERN's final and class-token ones)
+  share one compile."""
   further = {"flops": 0.0, "bytes accessed": 0.0}
   compiled_rounds = {}  # the one-sample program's text -> its compiled form
   for loss in loss_rounds:

@@ -68,7 +68,19 @@ def test_each_traced_loop_is_noted_for_the_bench():
   assert loops[0].arguments == ((jax.ShapeDtypeStruct((1, 6), jnp.float32),) * 2,
                                 (jax.ShapeDtypeStruct((1, 6), jnp.float32),
                                  jax.ShapeDtypeStruct((1,), jnp.float32)))
-  assert loops[0].per_sample is _per_sample
+
+
+
+def test_a_map_in_rounds_is_noted_as_its_function_on_one_sample():
+  """OHEM's selection pass (values only) is a loop of rounds too."""
+  x, y = _arrays()[0]
+  fn = lambda x, y: x * y
+  with rounds.rounds_traced() as loops:
+    mapped = rounds.map_in_rounds(fn, x, y)
+  assert [loop.count for loop in loops] == [8]
+  assert loops[0].arguments == (jax.ShapeDtypeStruct((1, 6), jnp.float32),) * 2
+  np.testing.assert_array_equal(mapped, x * y)
+  np.testing.assert_array_equal(jax.jit(loops[0].program)(x[:1], y[:1]), x[:1] * y[:1])
 
 
 def test_a_noted_program_is_the_loss_and_its_gradients_on_one_sample():

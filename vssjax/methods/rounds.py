@@ -48,13 +48,15 @@ def mean_in_rounds(per_sample: PerSample, differentiable: Sequence[jax.Array],
   but the sums.
   """
   differentiable, data = tuple(differentiable), tuple(data)
-  traced = _traced_rounds.get()
-  if traced is not None:
-    one_sample = lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
-    n = differentiable[0].shape[0]
-    traced.append(Rounds(n // _pieces(n), per_sample, tuple(map(one_sample, differentiable)),
-                         tuple(map(one_sample, data))))
+  _note_rounds(functools.partial(_value_and_gradients, per_sample), differentiable, data)
   return _mean(per_sample, differentiable, data, divisor)
+
+
+def _value_and_gradients(per_sample: PerSample, differentiable, data):
+  """`mean_in_rounds`' value and gradients of a batch taken whole (a divisor of 1): one round's
+  computation, for the bench (`Rounds`)."""
+  return jax.value_and_grad(
+      lambda x: _mean(per_sample, x, data, jnp.float32(1))[0])(tuple(differentiable))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -88,8 +90,8 @@ def map_in_rounds(fn: Callable[..., jax.Array], *arrays: jax.Array) -> jax.Array
   """`fn` of [n, ...] slices of `arrays` taken in `mean_in_rounds`' rounds, its per-sample results
   [n, ...] back in the batch's order [N, ...]: a per-pixel map of a batch (a loss before it is
   reduced), without making every sample's upsampled logits at once. For values only: its
-  gradient would keep every round's intermediates. `rounds_traced` does not list its loop, so
-  the bench's FLOPs count one round of it (DCFM's OHEM ablation: its selection pass)."""
+  gradient would keep every round's intermediates."""
+  _note_rounds(fn, *arrays)
   return _unrounded(_in_rounds(fn, *arrays))
 
 
@@ -116,21 +118,24 @@ def _unrounded(x: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Rounds:
-  """One traced `mean_in_rounds` loop, which XLA's cost analysis counts once: `count` rounds, each
-  of them, on a device, about what `program(*arguments)` costs (the loss's value and gradient on
-  one sample)."""
+  """One traced loop of rounds, which XLA's cost analysis counts once: `count` rounds, each of
+  them, on a device, about what `program(*arguments)` costs on one sample's arrays
+  (`mean_in_rounds`: the loss's value and gradients; `map_in_rounds`: its function, such as
+  OHEM's selection pass)."""
   count: int
-  per_sample: PerSample
-  differentiable: tuple[jax.ShapeDtypeStruct, ...]  # one sample's
-  data: tuple[jax.ShapeDtypeStruct, ...]
+  program: Callable[..., object]
+  arguments: tuple[object, ...]  # trees of jax.ShapeDtypeStruct, one sample's
 
-  @property
-  def arguments(self) -> tuple[tuple[jax.ShapeDtypeStruct, ...], tuple[jax.ShapeDtypeStruct, ...]]:
-    return self.differentiable, self.data
 
-  def program(self, differentiable, data):
-    return jax.value_and_grad(
-        lambda x: _mean(self.per_sample, x, data, jnp.float32(1))[0])(tuple(differentiable))
+def _note_rounds(program: Callable[..., object], *arguments) -> None:
+  """Lists the loop that `_in_rounds` makes of `arguments` (trees of [N, ...] arrays) in the
+  `rounds_traced` block being traced, if any, as `program` on one sample's arguments."""
+  traced = _traced_rounds.get()
+  if traced is not None:
+    n = jax.tree.leaves(arguments)[0].shape[0]
+    one_sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
+                              arguments)
+    traced.append(Rounds(n // _pieces(n), program, one_sample))
 
 
 _traced_rounds: contextvars.ContextVar[list[Rounds] | None] = contextvars.ContextVar(
@@ -139,9 +144,10 @@ _traced_rounds: contextvars.ContextVar[list[Rounds] | None] = contextvars.Contex
 
 @contextlib.contextmanager
 def rounds_traced() -> Iterator[list[Rounds]]:
-  """Lists the `Rounds` of every `mean_in_rounds` traced in the block: what the bench adds to the
-  cost XLA counts for a train step (`--mode=bench`). Only a fresh trace notes them: a jitted
-  function traced before, whose trace JAX reuses, runs none of the loss's Python."""
+  """Lists the `Rounds` of every `mean_in_rounds` and `map_in_rounds` traced in the block: what
+  the bench adds to the cost XLA counts for a train step (`--mode=bench`). Only a fresh trace
+  notes them: a jitted function traced before, whose trace JAX reuses, runs none of the loss's
+  Python."""
   token = _traced_rounds.set([])
   try:
     yield _traced_rounds.get()
