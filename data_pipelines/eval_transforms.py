@@ -37,12 +37,15 @@ def aligned_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
   """SegFormer's AlignedResize at test time: keep-ratio rescale to fit `scale`, then a second
   bilinear resize of each side up to a multiple of `size_divisor` (two resizes, as mmseg does).
 
-  `backend='pillow'` resizes as torchvision's `Resize` on PIL images (DCFM's test transform):
-  Pillow's bilinear widens its filter when it shrinks (antialiasing), cv2's samples 2x2 pixels.
+  `backend='pillow'` resizes as torchvision's `Resize(min(scale))` on PIL images (DCFM's test
+  transform): the short side becomes min(scale) and the long side scales with it, truncated
+  (`short_side_size`: 720x960 at 512 is 512x682, where mmcv's fit rounds to 683), and Pillow's
+  bilinear widens its filter when it shrinks (antialiasing), where cv2's samples 2x2 pixels.
   """
   if backend not in ("cv2", "pillow"):
     raise SetupError(f"eval_transform.resize_backend must be 'cv2' or 'pillow', got {backend!r}")
-  rescaled = rescale_size(frame.shape[:2], scale)
+  rescaled = (short_side_size(frame.shape[:2], min(scale)) if backend == "pillow"
+              else rescale_size(frame.shape[:2], scale))
   if min(rescaled) < 1:  # cv2 asserted "inv_scale_x > 0", naming neither the frame nor the size
     raise DataError(f"a {frame.shape[0]}x{frame.shape[1]} frame", (
         f"fitted into data.eval_transform.scale={tuple(scale)} it is {rescaled[0]}x{rescaled[1]} "
@@ -52,6 +55,15 @@ def aligned_resize(frame: np.ndarray, scale: tuple[int, int], size_divisor: int,
       frame = (pillow_resize(frame, hw, Image.Resampling.BILINEAR) if backend == "pillow"
                else cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR))
   return frame
+
+
+def short_side_size(hw: tuple[int, int], short: int) -> tuple[int, int]:
+  """torchvision's `Resize(short)` size: the short side `short`, the long side scaled with it and
+  truncated; a square frame becomes short x short. No cap on the long side."""
+  h, w = hw
+  if h <= w:
+    return short, int(short * w / h)
+  return int(short * h / w), short
 
 
 def eval_resize(frame: np.ndarray, eval_transform) -> np.ndarray:

@@ -51,6 +51,17 @@ def test_aligned_resize_with_pillow_antialiases_as_torchvision_on_pil_images():
     eval_transforms.aligned_resize(frame, (32, 16), 1, "torch")
 
 
+def test_the_pillow_resize_takes_torchvision_s_size_for_the_short_side():
+  """torchvision's `Resize(512)` truncates the long side (720x960 -> 512x682, where mmcv's fit
+  rounds to 683) and does not cap it (a 3:1 frame keeps its ratio in a (1024, 512) scale)."""
+  for hw, size in (((720, 960), (512, 682)), ((960, 720), (682, 512)), ((100, 300), (512, 1536)),
+                   ((1024, 2048), (512, 1024)), ((64, 64), (512, 512))):
+    frame = np.zeros((*hw, 3), np.uint8)
+    assert eval_transforms.aligned_resize(frame, (1024, 512), 1, "pillow").shape[:2] == size
+  assert eval_transforms.aligned_resize(np.zeros((720, 960, 3), np.uint8), (1024, 512),
+                                        1).shape[:2] == (512, 683)  # cv2: mmcv's fit, rounded
+
+
 def test_a_frame_whose_short_side_rounds_to_zero_is_named_with_its_size():
   """A 3x500 frame fitted into (64, 64) is 0x64: cv2 asserted "inv_scale_x > 0"."""
   with pytest.raises(DataError, match=r"a 3x500 frame: fitted into data\.eval_transform\.scale="
