@@ -30,8 +30,8 @@ devices would run. The programs:
   `bench.batch_sizes` (default 1 and `data.batch_size`) frames (clips for DTERN, DCFM and
   SD-CPC) of `bench.input_size` (default: the training crop);
 - the streaming predictor's programs for one frame of that size, as the bench times them, on one
-  device (`Method.streamed_frames`, the A/Bs left out): DCFM's `keyframe`, `non_key_shallow` and
-  `non_key_fuse`, DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
+  device (`Method.streamed_frames`, the A/Bs left out): DCFM's `keyframe`, `non_key_shallow`
+  (not without the non-key independent feature, `model.left_out`) and `non_key_fuse`, DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
 
 `kernels` counts the entry computation's instructions that run as kernels
 (`bench_figures.entry_kernels`: fusions, library calls, copies; by opcode in the JSON): on a GPU,

@@ -290,17 +290,20 @@ def test_fine_windows_sit_at_the_coarse_stage_s_argmax(window_centre, reads):
 @pytest.mark.parametrize("window_centre", ["same", "coarse_argmax"])
 def test_dssa_split_over_the_batch_moves_nothing_between_devices(window_centre):
   """Both top-k selections (the coarse cells, the window positions) rank each device's own
-  samples: `lax.top_k` had all-gathered the global batch's scores (`vssjax/ops/top_k.py`)."""
+  samples, forward and backward: `lax.top_k` had all-gathered the global batch's scores
+  (`vssjax/ops/top_k.py`). Only sums move: the loss's and the parameters' gradients."""
   rng = np.random.default_rng(0)
   target = rng.normal(size=(4, 16, 16, 32)).astype(np.float32)
   refs = rng.normal(size=(4, 2, 16, 16, 32)).astype(np.float32)
   dssa = DSSA(num_heads=2, window=7, window_keep_ratio=0.5, window_centre=window_centre)
   variables = dssa.init(jax.random.key(0), target, refs)
-  moved, split, whole = split_over_two_devices(
-      lambda target, refs: jnp.sum(dssa.apply(variables, target, refs) ** 2), (target, refs),
-      split=(0, 1))
-  assert moved == [("all-reduce", ("f32[]",))]
-  np.testing.assert_allclose(split, whole, rtol=1e-5)
+  loss = lambda params, target, refs: jnp.sum(dssa.apply({"params": params}, target, refs) ** 2)
+  moved, split, whole = split_over_two_devices(jax.value_and_grad(loss),
+                                               (variables["params"], target, refs), split=(1, 2))
+  assert {op for op, _ in moved} == {"all-reduce"}
+  np.testing.assert_allclose(split[0], whole[0], rtol=1e-5)
+  for got, expected in zip(jax.tree.leaves(split[1]), jax.tree.leaves(whole[1])):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_js_divergence_matches_numpy_and_is_finite_at_zero_probabilities():

@@ -22,6 +22,14 @@ def test_the_same_values_and_indices_as_lax_top_k_ties_and_infinities_included(k
     np.testing.assert_array_equal(kth_largest(jnp.asarray(x, dtype), k), expected_values[..., -1:])
 
 
+def test_integers_are_refused():
+  """A negated integer row could overflow (int32's minimum, any unsigned value)."""
+  with pytest.raises(TypeError, match="top_k ranks floats, got int32"):
+    top_k(jnp.arange(4), 2)
+  with pytest.raises(TypeError, match="kth_largest ranks floats, got uint8"):
+    kth_largest(jnp.arange(4, dtype=jnp.uint8), 2)
+
+
 def test_a_batch_split_over_two_devices_ranks_each_device_s_rows_where_lax_top_k_gathers():
   """Split along the batch, the sort moves nothing between the devices but the scalar sums of the
   results; `lax.top_k` all-gathers its whole operand (jax 0.10 and 0.11, XLA:CPU)."""

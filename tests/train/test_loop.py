@@ -413,6 +413,18 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
                      r"digest \w{16}: its position would resume at other clips"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
   quick_config.data.train_epoch = "videos"
+  state_file = tmp_path / "checkpoints" / "1" / "data_iter" / "process_0-of-1.json"
+  saved = state_file.read_text()
+  earlier = json.loads(saved)  # as a vssjax before the epoch's record saved it
+  earlier["sampler"] = earlier["sampler"].split("; epoch of ")[0] + ")"
+  state_file.write_text(json.dumps(earlier))
+  with pytest.raises(SetupError, match=r"was saved by a vssjax that did not record its epoch "
+                     r"\(before 2026-12-08\), and Grain restores"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  state_file.write_text(saved[:20])  # cut short
+  with pytest.raises(SetupError, match=r"checkpoint of step 1 .* cannot be read"):
+    loop.train_and_evaluate(quick_config, str(tmp_path))
+  state_file.write_text(saved)
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 from flax import traverse_util
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
@@ -146,7 +147,11 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
   if data_iter is not None:
     _check_process_count(checkpointer, step)
     _check_resumed_settings(workdir, config, step)
-    _check_resumed_epoch(checkpointer, step, data_iter)
+    try:
+      saved_iterator = checkpointer.saved_data_iter_state(step)
+    except (OSError, ValueError) as error:  # missing; cut short (JSON)
+      raise damaged_checkpoint_error(checkpointer, step, error) from error
+    _check_resumed_epoch(checkpointer, step, saved_iterator["sampler"], data_iter)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -228,26 +233,38 @@ def _check_resumed_settings(workdir: str, config: ConfigDict, step: int) -> None
         "its variables)")
 
 
-def _check_resumed_epoch(checkpointer: Checkpointer, step: int, data_iter) -> None:
-  """The saved iterator position is one in an epoch of the items it was saved over
-  (`loader.epoch_description`, carried by the sampler's repr): over other items it would resume
-  at other clips. Grain refuses that restore in a bare ValueError that names neither the workdir
-  nor what changed."""
-  saved = checkpointer.saved_data_iter_state(step)["sampler"]
+def _check_resumed_epoch(checkpointer: Checkpointer, step: int, saved: str, data_iter) -> None:
+  """The saved iterator position (`saved`: its sampler's repr) is one in an epoch of the items it
+  was saved over (`loader.epoch_description`, carried by the sampler's repr): over other items it
+  would resume at other clips. Grain refuses that restore in a bare ValueError that names neither
+  the workdir nor what changed. Every process learns of a refusal: a process whose own data did not
+  change would otherwise wait in Orbax's restore for one that stopped."""
   now = json.loads(data_iter.get_state())["sampler"]
-  if saved == now:
+  refused = [saved != now]
+  if jax.process_count() > 1:
+    refused = [bool(flag) for flag in np.ravel(multihost_utils.process_allgather(
+        np.array([saved != now])))]
+  if not any(refused):
     return
-  saved_epoch = (saved.split(EPOCH_PREFIX, 1)[1].rstrip(")") if EPOCH_PREFIX in saved
-                 else "items it did not record (a checkpoint of an earlier vssjax)")
-  now_epoch = now.split(EPOCH_PREFIX, 1)[1].rstrip(")")
+  where = f"the data iterator of step {step} in {checkpointer.directory / str(step)}"
+  fresh = ("train in a new --workdir (--config.init.workdir=<this workdir> "
+           "--config.init.config=<its config file> starts from its variables)")
+  if saved == now:
+    raise SetupError(f"{where}: the training epoch of process(es) "
+                     f"{[i for i, flag in enumerate(refused) if flag]} differs from the one it was "
+                     "saved over (their errors say how); this process's is the same")
+  if EPOCH_PREFIX not in saved:
+    raise SetupError(
+        f"{where} was saved by a vssjax that did not record its epoch (before 2026-12-08), and "
+        "Grain restores a position only with the sampler it was saved with: resume it with that "
+        f"vssjax (commit 5352d4a or earlier), or {fresh}")
+  saved_epoch, now_epoch = (repr_.split(EPOCH_PREFIX, 1)[1].rstrip(")") for repr_ in (saved, now))
   raise SetupError(
-      f"the data iterator of step {step} in {checkpointer.directory / str(step)} was saved over a "
-      f"training epoch of {saved_epoch}, and this run's epoch is {now_epoch}: its position would "
-      "resume at other clips, repeating some and skipping others. data.train_epoch, "
-      "data.train_split or the split's videos differ from the training's (a moved data.data_dir "
-      "over the same videos resumes). Resume with the data it was trained on, or train in a new "
-      "--workdir (--config.init.workdir=<this workdir> --config.init.config=<its config file> "
-      "starts from its variables)")
+      f"{where} was saved over a training epoch of {saved_epoch}, and this run's epoch is "
+      f"{now_epoch}: its position would resume at other clips, repeating some and skipping "
+      "others. data.train_epoch, data.train_split or the split's videos (their names, lengths or "
+      "labelled frames) differ from the training's (a moved data.data_dir over the same videos "
+      f"resumes). Resume with the data it was trained on, or {fresh}")
 
 
 def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
