@@ -367,7 +367,7 @@ def test_abstract_state_is_the_fresh_one_without_initialising(quick_config, monk
 
 
 def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kept(quick_config,
-                                                                                 tmp_path):
+                                                                                 tmp_path, capsys):
   """Resuming or evaluating with a config whose arrays do not fit the checkpoint: one error that
   lists the differing config fields (not Orbax's tree diff), and config.json still records what
   was trained. So does resuming with another Grain worker count, batch size (the iterator counts
@@ -415,16 +415,19 @@ def test_a_checkpoint_of_another_config_is_named_as_such_and_its_config_json_kep
   quick_config.data.train_epoch = "videos"
   state_file = tmp_path / "checkpoints" / "1" / "data_iter" / "process_0-of-1.json"
   saved = state_file.read_text()
-  earlier = json.loads(saved)  # as a vssjax before the epoch's record saved it
-  earlier["sampler"] = earlier["sampler"].split("; epoch of ")[0] + ")"
-  state_file.write_text(json.dumps(earlier))
-  with pytest.raises(SetupError, match=r"was saved by a vssjax that did not record its epoch "
-                     r"\(before 2026-12-08\), and Grain restores"):
-    loop.train_and_evaluate(quick_config, str(tmp_path))
   state_file.write_text(saved[:20])  # cut short
   with pytest.raises(SetupError, match=r"checkpoint of step 1 .* cannot be read"):
     loop.train_and_evaluate(quick_config, str(tmp_path))
-  state_file.write_text(saved)
+  earlier = json.loads(saved)  # as a vssjax before the epoch's record saved it: it resumes
+  earlier["sampler"] = earlier["sampler"].split("; epoch of ")[0] + ")"
+  state_file.write_text(json.dumps(earlier))
+  capsys.readouterr()
+  loop.train_and_evaluate(quick_config, str(tmp_path), max_steps_this_run=1)
+  assert ("was saved by a vssjax that did not record its training epoch (before 2026-12-08): "
+          "resumed without checking") in capsys.readouterr().out
+  resumed = json.loads((tmp_path / "checkpoints" / "2" / "data_iter" / "process_0-of-1.json")
+                       .read_text())
+  assert resumed["last_seen_indices"] == {"0": earlier["last_seen_indices"]["0"] + 1}
 
   def unrelated(*args, **kwargs):  # pylint: disable=unused-argument
     raise ValueError("unreadable checkpoint")

@@ -144,6 +144,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         f"--config.init.workdir={workdir} --config.init.config=<the config file it was converted "
         "with> (or init.torch_checkpoint=<the PyTorch checkpoint you converted>; "
         "docs/reproducing.md)")
+  earlier_state = None
   if data_iter is not None:
     _check_process_count(checkpointer, step)
     _check_resumed_settings(workdir, config, step)
@@ -151,7 +152,8 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
       saved_iterator = checkpointer.saved_data_iter_state(step)
     except (OSError, ValueError) as error:  # missing; cut short (JSON)
       raise damaged_checkpoint_error(checkpointer, step, error) from error
-    _check_resumed_epoch(checkpointer, step, saved_iterator["sampler"], data_iter)
+    earlier_state = _iterator_state_of_an_earlier_vssjax(checkpointer, step, saved_iterator,
+                                                         data_iter)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -160,6 +162,10 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
         "Rerun with the config this workdir was trained (or converted) with, or use a new "
         "--workdir for this one.")
   try:
+    if earlier_state is not None:  # restored here: Grain refuses it
+      restored = checkpointer.restore(abstract_state, None, step)
+      data_iter.set_state(earlier_state)
+      return restored
     return checkpointer.restore(abstract_state, data_iter, step, variables_only=variables_only)
   except Exception as error:  # pylint: disable=broad-except  (Orbax wraps an array's read error)
     unreadable = unreadable_file_error(error)  # an array's or the data iterator's file, damaged
@@ -233,38 +239,44 @@ def _check_resumed_settings(workdir: str, config: ConfigDict, step: int) -> None
         "its variables)")
 
 
-def _check_resumed_epoch(checkpointer: Checkpointer, step: int, saved: str, data_iter) -> None:
-  """The saved iterator position (`saved`: its sampler's repr) is one in an epoch of the items it
-  was saved over (`loader.epoch_description`, carried by the sampler's repr): over other items it
-  would resume at other clips. Grain refuses that restore in a bare ValueError that names neither
-  the workdir nor what changed. Every process learns of a refusal: a process whose own data did not
-  change would otherwise wait in Orbax's restore for one that stopped."""
-  now = json.loads(data_iter.get_state())["sampler"]
-  refused = [saved != now]
+def _iterator_state_of_an_earlier_vssjax(checkpointer: Checkpointer, step: int,
+                                         saved_state: dict[str, Any], data_iter) -> bytes | None:
+  """Checks that the saved iterator position (`saved_state`, Grain's JSON) is one in an epoch of
+  the items this run's is over (`loader.epoch_description`, carried by the sampler's repr): over
+  other items it would resume at other clips. Grain refuses that restore in a bare ValueError that
+  names neither the workdir nor what changed; every process learns of a refusal (a process whose
+  own data did not change would otherwise wait in Orbax's restore for one that stopped).
+
+  Returns None, or for a state saved by a vssjax before the epoch's record (its sampler's repr
+  the same but for the epoch), that state with this run's sampler: Grain would refuse it as it
+  is, so the caller sets it, and its epoch cannot be checked (said in a line)."""
+  saved, now = saved_state["sampler"], json.loads(data_iter.get_state())["sampler"]
+  earlier = EPOCH_PREFIX not in saved and saved == now[:now.index(f"; {EPOCH_PREFIX}")] + ")"
+  refused = [saved != now and not earlier]
   if jax.process_count() > 1:
     refused = [bool(flag) for flag in np.ravel(multihost_utils.process_allgather(
-        np.array([saved != now])))]
-  if not any(refused):
-    return
+        np.array(refused)))]
   where = f"the data iterator of step {step} in {checkpointer.directory / str(step)}"
-  fresh = ("train in a new --workdir (--config.init.workdir=<this workdir> "
-           "--config.init.config=<its config file> starts from its variables)")
-  if saved == now:
+  if refused[jax.process_index()]:
+    saved_epoch, now_epoch = (repr_.split(EPOCH_PREFIX, 1)[1].rstrip(")") if EPOCH_PREFIX in repr_
+                              else "items it did not record" for repr_ in (saved, now))
+    raise SetupError(
+        f"{where} was saved over a training epoch of {saved_epoch}, and this run's epoch is "
+        f"{now_epoch}: its position would resume at other clips, repeating some and skipping "
+        "others. data.train_epoch, data.train_split or the split's videos (their names, lengths or "
+        "labelled frames) differ from the training's (a moved data.data_dir over the same videos "
+        "resumes). Resume with the data it was trained on, or train in a new --workdir "
+        "(--config.init.workdir=<this workdir> --config.init.config=<its config file> starts "
+        "from its variables)")
+  if any(refused):
     raise SetupError(f"{where}: the training epoch of process(es) "
                      f"{[i for i, flag in enumerate(refused) if flag]} differs from the one it was "
                      "saved over (their errors say how); this process's is the same")
-  if EPOCH_PREFIX not in saved:
-    raise SetupError(
-        f"{where} was saved by a vssjax that did not record its epoch (before 2026-12-08), and "
-        "Grain restores a position only with the sampler it was saved with: resume it with that "
-        f"vssjax (commit 5352d4a or earlier), or {fresh}")
-  saved_epoch, now_epoch = (repr_.split(EPOCH_PREFIX, 1)[1].rstrip(")") for repr_ in (saved, now))
-  raise SetupError(
-      f"{where} was saved over a training epoch of {saved_epoch}, and this run's epoch is "
-      f"{now_epoch}: its position would resume at other clips, repeating some and skipping "
-      "others. data.train_epoch, data.train_split or the split's videos (their names, lengths or "
-      "labelled frames) differ from the training's (a moved data.data_dir over the same videos "
-      f"resumes). Resume with the data it was trained on, or {fresh}")
+  if not earlier:
+    return None
+  print(f"{where} was saved by a vssjax that did not record its training epoch (before "
+        "2026-12-08): resumed without checking that the training data is the same", flush=True)
+  return json.dumps({**saved_state, "sampler": now}).encode()
 
 
 def _log_startup(config: ConfigDict, mesh, state: TrainState, local_batch: int) -> None:
