@@ -291,6 +291,46 @@ def test_a_workdir_one_process_cannot_use_is_refused_by_every_process(tmp_path):
   assert f"unmounted: refused: the workdir {run}_unmounted does not exist" in outs[1], outs[1]
 
 
+# A resume whose training epoch changed on process 1 only (its own copy of the data).
+_ONE_CHANGED_EPOCH = """
+import json, pathlib
+from vssjax import parallel
+from vssjax.errors import SetupError
+parallel.initialize_distributed("on")
+import jax
+from vssjax.train import loop
+
+class Iterator:  # a fresh data iterator's state: its sampler's repr
+  def __init__(self, sampler):
+    self.sampler = sampler
+  def get_state(self):
+    return json.dumps({"sampler": self.sampler}).encode()
+
+class Checkpointer:
+  directory = pathlib.Path("/run/checkpoints")
+
+saved = "_LocalBatchSampler(shard 0 of 2; epoch of 8 videos, digest 0123)"
+changed = saved.replace("8 videos, digest 0123", "9 videos, digest 4567")
+now = saved if jax.process_index() == 0 else changed
+try:
+  loop._checked_iterator_state(Checkpointer(), 3, {"sampler": saved}, Iterator(now))
+  print("resumed", flush=True)
+except SetupError as error:
+  print(f"refused: {error}", flush=True)
+"""
+
+
+def test_a_training_epoch_changed_on_one_process_is_refused_by_every_process(tmp_path):
+  """The process whose data is the same would otherwise go on into Orbax's restore, and wait
+  there for the one that stopped."""
+  outs = [out for _, out in _run_script_in_two_processes(tmp_path, _ONE_CHANGED_EPOCH)]
+  where = "the data iterator of step 3 in /run/checkpoints/3"
+  assert (f"refused: {where}: the training epoch of process(es) [1] differs from the one it was "
+          "saved over") in outs[0], outs[0]
+  assert (f"refused: {where} was saved over a training epoch of 8 videos, digest 0123, and this "
+          "run's epoch is 9 videos, digest 4567") in outs[1], outs[1]
+
+
 # What --mode=bench does with the train state's global arrays and a batch of frames, per process.
 _BENCH_DEVICE = """
 import jax, numpy as np

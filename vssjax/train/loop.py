@@ -152,8 +152,7 @@ def restore_checkpoint(checkpointer: Checkpointer, abstract_state, config: Confi
       saved_iterator = checkpointer.saved_data_iter_state(step)
     except (OSError, ValueError) as error:  # missing; cut short (JSON)
       raise damaged_checkpoint_error(checkpointer, step, error) from error
-    earlier_state = _iterator_state_of_an_earlier_vssjax(checkpointer, step, saved_iterator,
-                                                         data_iter)
+    earlier_state = _checked_iterator_state(checkpointer, step, saved_iterator, data_iter)
   if mismatched:
     raise SetupError(
         f"the checkpoint in {checkpointer.directory} (step {step}) was written with a different "
@@ -239,8 +238,8 @@ def _check_resumed_settings(workdir: str, config: ConfigDict, step: int) -> None
         "its variables)")
 
 
-def _iterator_state_of_an_earlier_vssjax(checkpointer: Checkpointer, step: int,
-                                         saved_state: dict[str, Any], data_iter) -> bytes | None:
+def _checked_iterator_state(checkpointer: Checkpointer, step: int, saved_state: dict[str, Any],
+                            data_iter) -> bytes | None:
   """Checks that the saved iterator position (`saved_state`, Grain's JSON) is one in an epoch of
   the items this run's is over (`loader.epoch_description`, carried by the sampler's repr): over
   other items it would resume at other clips. Grain refuses that restore in a bare ValueError that
