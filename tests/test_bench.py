@@ -583,7 +583,8 @@ def _row_of(compiled) -> Row:
 def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
   """XLA's cost analysis counts the loss's loop over its rounds once: the bench adds the other
   rounds, each as the loss on one sample costs, which comes to about the count of the same loss
-  taken in one round. OHEM's selection pass is a second loop, whose rounds are added too."""
+  taken in one round. OHEM's selection pass and its bisection are loops too, whose other
+  iterations are added alike."""
   logits = jax.ShapeDtypeStruct((8, 12, 10, 5), jnp.float32)
   labels = jax.ShapeDtypeStruct((8, 48, 40), jnp.int32)
   in_rounds, loops = _loss_compiled_with_its_rounds(losses.cross_entropy_at_label_size, logits,
@@ -593,12 +594,15 @@ def test_the_train_steps_cost_counts_every_round_of_its_loss(monkeypatch):
   added = bench._with_loss_rounds(counted, loops)  # pylint: disable=protected-access
   ohem, ohem_loops = _loss_compiled_with_its_rounds(losses.ohem_cross_entropy_at_label_size,
                                                     logits, labels)
-  assert [loop.count for loop in ohem_loops] == [8, 8]  # the selection pass, then the loss
-  selection = jax.jit(ohem_loops[0].program).lower(*ohem_loops[0].arguments).compile()
+  # The selection pass, the bisection for the k-th largest loss, then the loss.
+  assert [loop.count for loop in ohem_loops] == [8, 31, 8]
+  selection, bisection = (jax.jit(loop.program).lower(*loop.arguments).compile()
+                          for loop in ohem_loops[:2])
+  assert bisection.as_text().count("compare(") == 1  # one count over the 8 x 48 x 40 losses
   with_rounds = bench._with_loss_rounds  # pylint: disable=protected-access
   assert with_rounds(_row_of(ohem), ohem_loops).gflops == pytest.approx(
-      with_rounds(_row_of(ohem), ohem_loops[1:]).gflops + 7 * xla_cost("flops", selection),
-      rel=1e-6)
+      with_rounds(_row_of(ohem), ohem_loops[2:]).gflops + 7 * xla_cost("flops", selection)
+      + 30 * xla_cost("flops", bisection), rel=1e-6)
   monkeypatch.setattr(rounds.parallel, "batch_shards", lambda: 8)  # a round of all 8 samples
   whole, _ = _loss_compiled_with_its_rounds(losses.cross_entropy_at_label_size, logits, labels)
   assert counted.gflops < 0.5 * xla_cost("flops", whole)

@@ -425,9 +425,10 @@ def _bench_train_step(config: ConfigDict, step: _TracedTrainStep, state, setting
 def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
   """The train step's row with its GFLOPs and GB accessed counting every round of its losses:
   XLA's cost analysis counts a loop's body once, and the losses at label resolution take the batch
-  in rounds, a loop (`rounds.mean_in_rounds`; OHEM's selection pass, `rounds.map_in_rounds`).
-  Each further round costs what the loop's body on one sample costs, compiled alone (the loss's
-  value and gradient: SegFormer-B1's cross-entropy, 16 frames at 480x480, about 1 GFLOP a round).
+  in rounds, a loop (`rounds.mean_in_rounds`; OHEM's selection pass, `rounds.map_in_rounds`, and
+  its bisection, `rounds.note_loop`). Each further iteration costs what the loop's body costs,
+  compiled alone (the loss's value and gradient on one sample: SegFormer-B1's cross-entropy, 16
+  frames at 480x480, about 1 GFLOP a round).
   Loops of the same program (DCFM's two cross-entropies, DTERN's final and class-token ones)
   share one compile."""
   further = {"flops": 0.0, "bytes accessed": 0.0}

@@ -83,6 +83,19 @@ def test_a_map_in_rounds_is_noted_as_its_function_on_one_sample():
   np.testing.assert_array_equal(jax.jit(loops[0].program)(x[:1], y[:1]), x[:1] * y[:1])
 
 
+def test_a_noted_loop_reads_a_device_s_share_of_the_batch():
+  """`note_loop`'s arguments as a device holds them: the whole batch alone, a quarter of it under
+  a mesh of 4 (OHEM's bisection counts over its share of the losses)."""
+  x = jax.ShapeDtypeStruct((8, 5, 3), jnp.float32)
+  assert rounds.device_share(x) == x
+  with jax.sharding.use_abstract_mesh(parallel.make_mesh(4, 1).abstract_mesh):
+    assert rounds.device_share(x) == jax.ShapeDtypeStruct((2, 5, 3), jnp.float32)
+  with rounds.rounds_traced() as loops:
+    rounds.note_loop(31, jnp.sum, x)
+  rounds.note_loop(31, jnp.sum, x)  # outside the block: not noted
+  assert loops == [rounds.Rounds(31, jnp.sum, (x,))]
+
+
 def test_a_noted_program_is_the_loss_and_its_gradients_on_one_sample():
   """What the bench compiles as one round's cost."""
   (x, y), (weights, shift) = _arrays(seed=1, n=1)

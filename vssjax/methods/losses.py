@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.errors import SetupError
+from vssjax.methods import rounds
 from vssjax.methods.rounds import map_in_rounds, mean_in_rounds
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
@@ -159,12 +160,20 @@ def _kth_largest(x: jax.Array, k: int) -> jax.Array:
   def step(_, bounds):  # count(bits >= low) >= k > count(bits >= high)
     low, high = bounds
     middle = low + (high - low) // 2
-    enough = jnp.sum(bits >= middle) >= k
+    enough = _count_at_least(bits, middle) >= k
     return jnp.where(enough, middle, low), jnp.where(enough, high, middle)
 
   infinity_bits = 0x7F800000
-  low, _ = jax.lax.fori_loop(0, 31, step, (jnp.int32(0), jnp.int32(infinity_bits + 1)))
+  steps = 31
+  rounds.note_loop(steps, _count_at_least, rounds.device_share(bits),
+                   jax.ShapeDtypeStruct((), jnp.int32))
+  low, _ = jax.lax.fori_loop(0, steps, step, (jnp.int32(0), jnp.int32(infinity_bits + 1)))
   return jax.lax.bitcast_convert_type(low, jnp.float32)
+
+
+def _count_at_least(bits: jax.Array, threshold: jax.Array) -> jax.Array:
+  """How many of `bits` are at least `threshold`: a step of `_kth_largest`'s bisection."""
+  return jnp.sum(bits >= threshold)
 
 
 def _pixel_nll(up, labels, valid):

@@ -118,24 +118,36 @@ def _unrounded(x: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Rounds:
-  """One traced loop of rounds, which XLA's cost analysis counts once: `count` rounds, each of
-  them, on a device, about what `program(*arguments)` costs on one sample's arrays
-  (`mean_in_rounds`: the loss's value and gradients; `map_in_rounds`: its function, such as
-  OHEM's selection pass)."""
+  """One traced loop, which XLA's cost analysis counts once: `count` iterations, each of them, on a
+  device, about what `program(*arguments)` costs (`mean_in_rounds`: the loss's value and
+  gradients on one sample; `map_in_rounds`: its function on one sample, such as OHEM's selection
+  pass; `note_loop`'s: OHEM's bisection, a count over a device's losses)."""
   count: int
   program: Callable[..., object]
-  arguments: tuple[object, ...]  # trees of jax.ShapeDtypeStruct, one sample's
+  arguments: tuple[object, ...]  # trees of jax.ShapeDtypeStruct
 
 
 def _note_rounds(program: Callable[..., object], *arguments) -> None:
   """Lists the loop that `_in_rounds` makes of `arguments` (trees of [N, ...] arrays) in the
   `rounds_traced` block being traced, if any, as `program` on one sample's arguments."""
+  n = jax.tree.leaves(arguments)[0].shape[0]
+  note_loop(n // _pieces(n), program, *jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype), arguments))
+
+
+def note_loop(count: int, program: Callable[..., object], *arguments) -> None:
+  """Lists a loop of `count` iterations being traced in a `rounds_traced` block, if any, each
+  iteration about what `program(*arguments)` costs (`arguments`: what a device's iteration reads,
+  as shapes), for the bench to add the iterations XLA's cost analysis leaves out."""
   traced = _traced_rounds.get()
   if traced is not None:
-    n = jax.tree.leaves(arguments)[0].shape[0]
-    one_sample = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
-                              arguments)
-    traced.append(Rounds(n // _pieces(n), program, one_sample))
+    traced.append(Rounds(count, program, tuple(arguments)))
+
+
+def device_share(x: jax.Array) -> jax.ShapeDtypeStruct:
+  """The shape of the share of the batch-major `x` that a device holds in the program being
+  traced (`parallel.batch_shards`), for `note_loop`."""
+  return jax.ShapeDtypeStruct((x.shape[0] // _pieces(x.shape[0]), *x.shape[1:]), x.dtype)
 
 
 _traced_rounds: contextvars.ContextVar[list[Rounds] | None] = contextvars.ContextVar(
