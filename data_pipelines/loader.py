@@ -123,10 +123,19 @@ class _LocalBatchSampler:
 
   def __repr__(self) -> str:  # compared by Grain when restoring an iterator state
     return (f"_LocalBatchSampler(shard {self._shard_options.shard_index} of "
-            f"{self._shard_options.shard_count}; {EPOCH_PREFIX}{self._epoch})")
+            f"{self._shard_options.shard_count}{_EPOCH}{self._epoch})")
 
 
-EPOCH_PREFIX = "epoch of "  # before `epoch_description` in the sampler's repr
+_EPOCH = "; epoch of "  # before `epoch_description` in the sampler's repr
+
+
+def sampler_epoch(sampler_repr: str) -> tuple[str | None, str]:
+  """(the epoch that a training sampler's repr (Grain's record of it in an iterator state)
+  carries, or None for one of a vssjax before the epoch's record; the repr without it)."""
+  if _EPOCH not in sampler_repr:
+    return None, sampler_repr
+  rest, epoch = sampler_repr.split(_EPOCH, 1)
+  return epoch[:-1], rest + ")"
 
 
 def epoch_description(videos: dataset.VideoDataset, items: tuple[np.ndarray, np.ndarray | None]

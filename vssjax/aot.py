@@ -31,7 +31,8 @@ devices would run. The programs:
   SD-CPC) of `bench.input_size` (default: the training crop);
 - the streaming predictor's programs for one frame of that size, as the bench times them, on one
   device (`Method.streamed_frames`, the A/Bs left out): DCFM's `keyframe`, `non_key_shallow`
-  (not without the non-key independent feature, `model.left_out`) and `non_key_fuse`, DTERN's and SD-CPC's `stream_encode` and `stream_decode`.
+  (not without the non-key independent feature, `model.left_out`) and `non_key_fuse`, DTERN's
+  and SD-CPC's `stream_encode` and `stream_decode`.
 
 `kernels` counts the entry computation's instructions that run as kernels
 (`bench_figures.entry_kernels`: fusions, library calls, copies; by opcode in the JSON): on a GPU,

@@ -428,9 +428,8 @@ def _with_loss_rounds(row: Row, loss_rounds: list[rounds.Rounds]) -> Row:
   in rounds, a loop (`rounds.mean_in_rounds`; OHEM's selection pass, `rounds.map_in_rounds`, and
   its bisection, `rounds.note_loop`). Each further iteration costs what the loop's body costs,
   compiled alone (the loss's value and gradient on one sample: SegFormer-B1's cross-entropy, 16
-  frames at 480x480, about 1 GFLOP a round).
-  Loops of the same program (DCFM's two cross-entropies, DTERN's final and class-token ones)
-  share one compile."""
+  frames at 480x480, about 1 GFLOP a round). Loops of the same program (DCFM's two
+  cross-entropies, DTERN's final and class-token ones) share one compile."""
   further = {"flops": 0.0, "bytes accessed": 0.0}
   compiled_rounds = {}  # the one-sample program's text -> its compiled form
   for loss in loss_rounds:

@@ -11,8 +11,7 @@ import jax.numpy as jnp
 
 from data_pipelines.sources.base import IGNORE_LABEL
 from vssjax.errors import SetupError
-from vssjax.methods import rounds
-from vssjax.methods.rounds import map_in_rounds, mean_in_rounds
+from vssjax.methods.rounds import device_share, map_in_rounds, mean_in_rounds, note_loop
 from vssjax.ops.attention import softmax
 from vssjax.ops.resize import resize_bilinear
 
@@ -165,8 +164,7 @@ def _kth_largest(x: jax.Array, k: int) -> jax.Array:
 
   infinity_bits = 0x7F800000
   steps = 31
-  rounds.note_loop(steps, _count_at_least, rounds.device_share(bits),
-                   jax.ShapeDtypeStruct((), jnp.int32))
+  note_loop(steps, _count_at_least, device_share(bits), jax.ShapeDtypeStruct((), jnp.int32))
   low, _ = jax.lax.fori_loop(0, steps, step, (jnp.int32(0), jnp.int32(infinity_bits + 1)))
   return jax.lax.bitcast_convert_type(low, jnp.float32)
 

@@ -156,10 +156,10 @@ _traced_rounds: contextvars.ContextVar[list[Rounds] | None] = contextvars.Contex
 
 @contextlib.contextmanager
 def rounds_traced() -> Iterator[list[Rounds]]:
-  """Lists the `Rounds` of every `mean_in_rounds` and `map_in_rounds` traced in the block: what
-  the bench adds to the cost XLA counts for a train step (`--mode=bench`). Only a fresh trace
-  notes them: a jitted function traced before, whose trace JAX reuses, runs none of the loss's
-  Python."""
+  """Lists the `Rounds` of every `mean_in_rounds`, `map_in_rounds` and `note_loop` traced in the
+  block: what the bench adds to the cost XLA counts for a train step (`--mode=bench`). Only a
+  fresh trace notes them: a jitted function traced before, whose trace JAX reuses, runs none of
+  the loss's Python."""
   token = _traced_rounds.set([])
   try:
     yield _traced_rounds.get()

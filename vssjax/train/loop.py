@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from flax import traverse_util
 
 from data_pipelines.clip_sampling import clip_length, make_clip_sampler
-from data_pipelines.loader import EPOCH_PREFIX, eval_videos, flow_enabled, make_train_loader
+from data_pipelines.loader import eval_videos, flow_enabled, make_train_loader, sampler_epoch
 from data_pipelines.transforms import check_size
 from vssjax import configs_lib, parallel
 from vssjax.configs_lib import ConfigDict
@@ -250,17 +250,17 @@ def _checked_iterator_state(checkpointer: Checkpointer, step: int, saved_state: 
   the same but for the epoch), that state with this run's sampler: Grain would refuse it as it
   is, so the caller sets it, and its epoch cannot be checked (said in a line)."""
   saved, now = saved_state["sampler"], json.loads(data_iter.get_state())["sampler"]
-  earlier = EPOCH_PREFIX not in saved and saved == now[:now.index(f"; {EPOCH_PREFIX}")] + ")"
+  (saved_epoch, _), (now_epoch, without_epoch) = sampler_epoch(saved), sampler_epoch(now)
+  earlier = saved_epoch is None and saved == without_epoch
   refused = [saved != now and not earlier]
   if jax.process_count() > 1:
     refused = [bool(flag) for flag in np.ravel(multihost_utils.process_allgather(
         np.array(refused)))]
   where = f"the data iterator of step {step} in {checkpointer.directory / str(step)}"
   if refused[jax.process_index()]:
-    saved_epoch, now_epoch = (repr_.split(EPOCH_PREFIX, 1)[1].rstrip(")") if EPOCH_PREFIX in repr_
-                              else "items it did not record" for repr_ in (saved, now))
     raise SetupError(
-        f"{where} was saved over a training epoch of {saved_epoch}, and this run's epoch is "
+        f"{where} was saved over a training epoch of "
+        f"{saved_epoch or 'items it did not record'}, and this run's epoch is "
         f"{now_epoch}: its position would resume at other clips, repeating some and skipping "
         "others. data.train_epoch, data.train_split or the split's videos (their names, lengths or "
         "labelled frames) differ from the training's (a moved data.data_dir over the same videos "
